@@ -1,0 +1,167 @@
+"""KernelConfig: what one guest kernel is built from (the boot command line and sysctls).
+
+Values a Linux engineer sets in /proc/sys/vm carry their sysctl names and defaults. `None`
+means "computed at boot as Linux does" (min_free_kbytes, user/admin reserves). Later
+subsystems (swap, reclaim, balloon) add their fields here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .units import PAGE_SIZE, parse_duration, parse_size
+
+ARCHES = ("x86_64", "i386")
+ERAS = ("6.x", "2.6")
+
+# Per-arch defaults of /proc/sys/vm/lowmem_reserve_ratio, one value per zone (6.x).
+LOWMEM_RESERVE_RATIO = {
+    "x86_64": (256, 256, 32),  # DMA, DMA32, Normal
+    "i386": (256, 32, 0),  # DMA, Normal, HighMem
+}
+
+# Kernel image (text, rodata, data, bss) loaded at CONFIG_PHYSICAL_START = 16 MiB.
+KERNEL_LOAD_ADDR = 16 << 20
+DEFAULT_KERNEL_IMAGE = {"x86_64": 16 << 20, "i386": 8 << 20}
+STRUCT_PAGE_SIZE = {"x86_64": 64, "i386": 32}  # sizeof(struct page), bytes: the memmap
+LOW_RESERVED = 1 << 20  # x86 reserves the first 1 MiB (BIOS, real-mode trampoline)
+MIN_BOOT_FREE = 8 << 20  # what must be left for the allocators after boot reservations
+I386_MAX_MEMORY = 64 << 30  # PAE's 36-bit physical address limit
+
+
+@dataclass
+class KernelConfig:
+    """One guest kernel. Sizes accept ints (bytes) or strings with units ("512MiB")."""
+
+    memory: int | str = "512MiB"  # guest physical memory, bytes
+    arch: str = "x86_64"  # "x86_64" (DMA/DMA32/Normal) or "i386" (DMA/Normal/HighMem)
+    cpus: int = 1  # online CPUs; each has per-CPU hot/cold page lists and slab arrays
+    nodes: int = 1  # NUMA nodes; memory is split evenly, CPUs in blocks
+    numa_distance: tuple[tuple[int, ...], ...] | None = None  # SLIT; default 10 local, 20 remote
+    era: str = "6.x"  # "6.x" or "2.6": which watermark / min_free_kbytes formulas apply
+    pae: bool | None = None  # i386 only: 3-level page tables; default on above 4 GiB
+    kernel_image: int | str | None = None  # bytes reserved for vmlinux; default by arch
+    # /proc/sys/vm
+    min_free_kbytes: int | None = None  # KiB; None: int_sqrt(lowmem_kbytes * 16), clamped
+    watermark_scale_factor: int = 10  # 1/10000 of managed pages between watermarks (6.x)
+    lowmem_reserve_ratio: tuple[int, ...] | None = None  # one per zone; default by arch
+    swappiness: int = 60  # 0..200, anon vs file reclaim balance
+    vfs_cache_pressure: int = 100  # percent
+    overcommit_memory: int = 0  # 0 heuristic, 1 always, 2 strict
+    overcommit_ratio: int = 50  # percent of RAM in CommitLimit (mode 2)
+    overcommit_kbytes: int = 0  # KiB; replaces overcommit_ratio when non-zero
+    user_reserve_kbytes: int | None = None  # KiB; None: min(free/32, 128 MiB)
+    admin_reserve_kbytes: int | None = None  # KiB; None: min(free/32, 8 MiB)
+    panic_on_oom: int = 0  # 0 kill, 1 panic unless constrained, 2 always panic
+    oom_kill_allocating_task: int = 0  # 1: kill the task that triggered the OOM
+    oom_dump_tasks: int = 1
+    dirty_ratio: int = 20  # percent of available memory before writers throttle
+    dirty_background_ratio: int = 10  # percent before the flusher starts
+    dirty_expire_centisecs: int = 3000  # age at which dirty data is written, 1/100 s
+    dirty_writeback_centisecs: int = 500  # flusher period, 1/100 s
+    max_map_count: int = 65530  # VMAs per mm
+    mmap_min_addr: int = 65536  # bytes; lowest address user space may map
+    page_cluster: int = 3  # log2 of pages read ahead on swap-in
+    stat_interval: int = 1  # seconds
+    # Guest swap device (the reclaim issue gives it its behaviour)
+    swap: int | str = 0  # bytes of swap space
+    swap_latency: float | str = "80us"  # per 4 KiB read, seconds
+    swap_bandwidth: int | str = "500MiB"  # bytes per second
+    extra: dict = field(default_factory=dict)  # free-form settings for experiments
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHES:
+            raise ValueError(f"arch: must be one of {', '.join(ARCHES)}, got {self.arch!r}")
+        if self.era not in ERAS:
+            raise ValueError(f"era: must be one of {', '.join(ERAS)}, got {self.era!r}")
+        self.memory = parse_size(self.memory, "memory")
+        if self.memory % PAGE_SIZE:
+            raise ValueError(f"memory: must be a multiple of {PAGE_SIZE} bytes, got {self.memory}")
+        _int_range(self, "cpus", 1, 1024)
+        _int_range(self, "nodes", 1, 64)
+        if self.kernel_image is None:
+            self.kernel_image = DEFAULT_KERNEL_IMAGE[self.arch]
+        self.kernel_image = parse_size(self.kernel_image, "kernel_image")
+        if self.kernel_image < (1 << 20) or self.kernel_image % PAGE_SIZE:
+            raise ValueError("kernel_image: must be a whole number of pages, at least 1MiB")
+        if self.arch == "i386":
+            if self.memory > I386_MAX_MEMORY:
+                raise ValueError("memory: i386 with PAE addresses at most 64GiB")
+            if self.pae is None:
+                self.pae = self.memory > (4 << 30)
+            elif not self.pae and self.memory > (4 << 30):
+                raise ValueError("pae: i386 without PAE addresses at most 4GiB")
+        elif self.pae:
+            raise ValueError("pae: only meaningful for arch i386")
+        need = self.min_boot_memory()
+        if self.memory < need:
+            raise ValueError(
+                f"memory: {self.memory >> 20}MiB is too small to boot this kernel "
+                f"(needs at least {-(-need >> 20)}MiB)"
+            )
+        if self.nodes > 1 and self.memory // self.nodes < (64 << 20):
+            raise ValueError("nodes: every NUMA node needs at least 64MiB")
+        if self.numa_distance is not None:
+            d = tuple(tuple(int(x) for x in row) for row in self.numa_distance)
+            if len(d) != self.nodes or any(len(r) != self.nodes for r in d):
+                raise ValueError("numa_distance: must be a nodes x nodes matrix")
+            if any(d[i][i] != 10 for i in range(self.nodes)) or any(x < 10 for r in d for x in r):
+                raise ValueError("numa_distance: local distance must be 10, remote >= 10")
+            self.numa_distance = d
+        nzones = 3
+        if self.lowmem_reserve_ratio is None:
+            self.lowmem_reserve_ratio = LOWMEM_RESERVE_RATIO[self.arch]
+        self.lowmem_reserve_ratio = tuple(int(x) for x in self.lowmem_reserve_ratio)
+        if len(self.lowmem_reserve_ratio) != nzones or min(self.lowmem_reserve_ratio) < 0:
+            raise ValueError(
+                f"lowmem_reserve_ratio: must be {nzones} non-negative integers, one per zone"
+            )
+        if self.min_free_kbytes is not None:
+            _int_range(self, "min_free_kbytes", 0, 1 << 40)
+        _int_range(self, "watermark_scale_factor", 1, 3000)
+        _int_range(self, "swappiness", 0, 200)
+        _int_range(self, "vfs_cache_pressure", 0, 1 << 30)
+        _int_range(self, "overcommit_memory", 0, 2)
+        _int_range(self, "overcommit_ratio", 0, 1 << 30)
+        _int_range(self, "overcommit_kbytes", 0, 1 << 50)
+        for name in ("user_reserve_kbytes", "admin_reserve_kbytes"):
+            if getattr(self, name) is not None:
+                _int_range(self, name, 0, 1 << 50)
+        _int_range(self, "panic_on_oom", 0, 2)
+        _int_range(self, "oom_kill_allocating_task", 0, 1)
+        _int_range(self, "oom_dump_tasks", 0, 1)
+        _int_range(self, "dirty_ratio", 0, 100)
+        _int_range(self, "dirty_background_ratio", 0, 100)
+        _int_range(self, "dirty_expire_centisecs", 0, 1 << 31)
+        _int_range(self, "dirty_writeback_centisecs", 0, 1 << 31)
+        _int_range(self, "max_map_count", 0, 1 << 31)
+        _int_range(self, "mmap_min_addr", 0, 1 << 47)
+        _int_range(self, "page_cluster", 0, 31)
+        _int_range(self, "stat_interval", 1, 1 << 20)
+        self.swap = parse_size(self.swap, "swap")
+        self.swap_latency = parse_duration(self.swap_latency, "swap_latency")
+        self.swap_bandwidth = parse_size(self.swap_bandwidth, "swap_bandwidth")
+        if self.swap_bandwidth <= 0:
+            raise ValueError("swap_bandwidth: must be positive")
+
+    @property
+    def nr_pages(self) -> int:
+        return self.memory // PAGE_SIZE
+
+    def min_boot_memory(self) -> int:
+        """Bytes below which the kernel cannot boot: load address + image + memmap + slack."""
+        base = KERNEL_LOAD_ADDR + self.kernel_image + MIN_BOOT_FREE
+        # memmap for `base` bytes, solved for the fixed point memory = base + memmap(memory)
+        per = STRUCT_PAGE_SIZE[self.arch]
+        return base + base * per // (PAGE_SIZE - per) + PAGE_SIZE
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _int_range(cfg: KernelConfig, name: str, lo: int, hi: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: must be between {lo} and {hi}, got {value}")

@@ -1,0 +1,1 @@
+"""hvsim's hypervisor: machine memory, VMs and the four reclamation techniques."""
