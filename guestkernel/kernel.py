@@ -1,0 +1,253 @@
+"""Kernel: the composition root of one guest (init/main.c's start_kernel, for memory).
+
+`Kernel(KernelConfig(...))` builds the page allocator, boots it (reserving the kernel
+image and memmap), sets up kmap, the slab allocator and its general caches, /proc, the
+address-space machinery, and connects the hooks through which lower layers call upward
+(the allocator's slow path into reclaim and the OOM killer, a fault into swap-in). Without
+`env` every call is synchronous; with a SimPy `env` the kernel also starts its daemons.
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .config import KernelConfig
+from .highmem import Kmap
+from .page import Page
+from .page_alloc import KernelPanic, PageAllocator
+from .physmem import BareMetal, PhysicalMemory
+from .procfs import ProcFS
+from .units import PAGE_SHIFT
+from .vmstat import new_vmstat
+
+
+class Kernel:
+    """One guest kernel.
+
+    config      KernelConfig; live sysctl values are kept in it
+    phys        the PhysicalMemory beneath the guest (BareMetal by default)
+    env         simpy.Environment or None
+    page_alloc  PageAllocator (nodes, zones, buddy lists, per-CPU lists)
+    mem_map     list of Page, indexed by pfn
+    vmstat      dict of /proc/vmstat counters
+    procfs      /proc and /proc/sys/vm
+    slab        the classic SLAB allocator
+    tasks       pid -> Task
+    """
+
+    def __init__(
+        self,
+        config: KernelConfig | None = None,
+        *,
+        phys: PhysicalMemory | None = None,
+        env=None,
+        name: str = "guest",
+        **overrides,
+    ) -> None:
+        if config is None:
+            config = KernelConfig(**overrides)
+        elif overrides:
+            raise TypeError("pass either a KernelConfig or keyword settings, not both")
+        self.config = config
+        self.name = name
+        self.env = env
+        self.nr_pages = config.nr_pages
+        self.phys = phys if phys is not None else BareMetal(self.nr_pages)
+        if getattr(self.phys, "nr_frames", self.nr_pages) < self.nr_pages:
+            raise ValueError(
+                f"phys: {self.phys.nr_frames} frames cannot back {self.nr_pages} guest pages"
+            )
+        self.vmstat = new_vmstat()
+        self.panicked: str | None = None  # reason, once the guest has panicked
+        self.page_alloc = PageAllocator(config, self.phys, self.vmstat)
+        self.page_alloc.boot()
+        self.mem_map: list[Page] = self.page_alloc.mem_map
+        self.kmap_area = Kmap(self.page_alloc, bool(config.pae), config.cpus)
+        # Overcommit accounting (mm/util.c); the policy for modes 0/1/2 lives in oom_kill.
+        self.committed_as = 0  # pages: vm_committed_as
+        free_kb = self.page_alloc.nr_free_pages() * 4
+        self.user_reserve_kbytes = (
+            config.user_reserve_kbytes
+            if config.user_reserve_kbytes is not None
+            else min(free_kb // 32, 1 << 17)
+        )
+        self.admin_reserve_kbytes = (
+            config.admin_reserve_kbytes
+            if config.admin_reserve_kbytes is not None
+            else min(free_kb // 32, 1 << 13)
+        )
+        # Hooks for the layers above (reclaim fills them; no-ops until then).
+        self.swapin_hook = None  # (task, vma, addr, pte) -> (page, cost, major)
+        self.tasks: dict = {}
+        self._next_pid = 1
+        self.procfs = ProcFS(self)
+        self.slab = None
+        self._init_slab()
+        self._init_address_spaces()
+        # NOTE: the allocator's entry points are bound directly for speed (per-page path).
+        self.alloc_pages = self.page_alloc.alloc_pages
+        self.free_pages = self.page_alloc.free_pages
+        self.daemons: list = []
+        if env is not None:
+            self._start_daemons()
+
+    # ------------------------------------------------------------------ subsystems
+    def _init_slab(self) -> None:
+        try:
+            from .slab import SlabAllocator
+        except ImportError:  # the SLAB allocator lands in its own commit
+            return
+        self.slab = SlabAllocator(self)
+
+    def _init_address_spaces(self) -> None:
+        try:
+            from .task import init_address_spaces
+        except ImportError:  # address spaces land in their own commits
+            return
+        init_address_spaces(self)
+
+    def _start_daemons(self) -> None:
+        if self.slab is not None:
+            from .slab import CacheReaper
+
+            self.daemons.append(CacheReaper(self.env, self.slab))
+
+    # ------------------------------------------------------------------ page allocator
+    @property
+    def stall(self) -> float:
+        """Seconds spent beneath the guest by allocations since the last reset."""
+        return self.page_alloc.stall
+
+    @stall.setter
+    def stall(self, value: float) -> None:
+        self.page_alloc.stall = value
+
+    def take_stall(self) -> float:
+        s = self.page_alloc.stall
+        self.page_alloc.stall = 0.0
+        return s
+
+    def alloc_pages(self, gfp: int, order: int = 0, cpu: int | None = None,
+                    nid: int | None = None, oom_victim: bool = False) -> Page | None:
+        """A block of 2**order pages (head page, _count 1) or None. See page_alloc."""
+        return self.page_alloc.alloc_pages(gfp, order, cpu, nid, oom_victim)
+
+    def alloc_page(self, gfp: int) -> Page | None:
+        return self.alloc_pages(gfp, 0)
+
+    def free_pages(self, page: Page, order: int = 0) -> None:
+        self.page_alloc.free_pages(page, order)
+
+    def free_cold_page(self, page: Page) -> None:
+        self.page_alloc.free_pages(page, 0, cold=True)
+
+    def drain_all_pages(self) -> int:
+        return self.page_alloc.drain_all_pages()
+
+    def page_address(self, page: Page) -> int:
+        return self.page_alloc.page_address(page)
+
+    def virt_to_page(self, addr: int) -> Page:
+        return self.page_alloc.virt_to_page(addr)
+
+    def pfn_to_page(self, pfn: int) -> Page:
+        return self.mem_map[pfn]
+
+    def kmap(self, page: Page) -> int:
+        return self.kmap_area.kmap(page)
+
+    def kunmap(self, page: Page) -> None:
+        self.kmap_area.kunmap(page)
+
+    def kmap_atomic(self, page: Page, cpu: int = 0) -> int:
+        return self.kmap_area.kmap_atomic(page, cpu)
+
+    def kunmap_atomic(self, addr: int, cpu: int = 0) -> None:
+        self.kmap_area.kunmap_atomic(addr, cpu)
+
+    # ------------------------------------------------------------------ slab
+    def kmem_cache_create(self, name: str, size: int, align: int = 0, flags: int = 0, ctor=None):
+        return self.slab.kmem_cache_create(name, size, align, flags, ctor)
+
+    def kmem_cache_alloc(self, cache, gfp: int = G.GFP_KERNEL):
+        return self.slab.kmem_cache_alloc(cache, gfp)
+
+    def kmem_cache_free(self, cache, obj) -> None:
+        self.slab.kmem_cache_free(cache, obj)
+
+    def kmem_cache_shrink(self, cache) -> int:
+        return self.slab.kmem_cache_shrink(cache)
+
+    def kmem_cache_destroy(self, cache) -> None:
+        self.slab.kmem_cache_destroy(cache)
+
+    def kmalloc(self, size: int, gfp: int = G.GFP_KERNEL):
+        return self.slab.kmalloc(size, gfp)
+
+    def kfree(self, obj) -> None:
+        self.slab.kfree(obj)
+
+    # ------------------------------------------------------------------ reclaim hooks
+    def lru_cache_add(self, page: Page) -> None:
+        """A page became a user page (anon or page cache). Reclaim puts it on an LRU list."""
+
+    def lru_del(self, page: Page) -> None:
+        """A user page is about to be freed: take it off its LRU list."""
+
+    def mark_page_accessed(self, page: Page) -> None:
+        """read()/write() touched a page-cache page (two-touch activation in reclaim)."""
+
+    # ------------------------------------------------------------------ overcommit
+    def vm_commit_limit(self) -> int:
+        """CommitLimit in pages: RAM * overcommit_ratio / 100 + swap (or overcommit_kbytes)."""
+        cfg = self.config
+        if cfg.overcommit_kbytes:
+            allowed = cfg.overcommit_kbytes >> (PAGE_SHIFT - 10)
+        else:
+            allowed = self.page_alloc.totalram_pages() * cfg.overcommit_ratio // 100
+        return allowed + self.total_swap_pages()
+
+    def total_swap_pages(self) -> int:
+        return self.config.swap >> PAGE_SHIFT
+
+    def free_swap_pages(self) -> int:
+        return self.total_swap_pages()
+
+    def vm_enough_memory(self, pages: int, cap_sys_admin: bool = False, total_vm: int = 0) -> bool:
+        """__vm_enough_memory: charge `pages` to Committed_AS if the overcommit policy allows.
+
+        The policy is replaced by the reclaim subsystem's (oom_kill.py); until then this
+        charges and applies mode 2's strict limit, and modes 0/1 always succeed.
+        """
+        self.committed_as += pages
+        if self.config.overcommit_memory == 2:
+            allowed = self.vm_commit_limit()
+            if not cap_sys_admin:
+                allowed -= self.admin_reserve_kbytes >> (PAGE_SHIFT - 10)
+            allowed -= min(total_vm // 32, self.user_reserve_kbytes >> (PAGE_SHIFT - 10))
+            if self.committed_as >= allowed:
+                self.committed_as -= pages
+                return False
+        return True
+
+    def vm_unacct_memory(self, pages: int) -> None:
+        self.committed_as -= pages
+
+    # ------------------------------------------------------------------ tasks
+    def alloc_pid(self) -> int:
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
+
+    def spawn(self, name: str):
+        """A new process with a fresh address space, as after execve of a static binary."""
+        from .task import spawn
+
+        return spawn(self, name)
+
+    # ------------------------------------------------------------------ panic
+    def panic(self, reason: str) -> None:
+        """The guest stops: nothing more is allocated; its VM is reported dead."""
+        self.panicked = reason
+        raise KernelPanic(reason)
+
+

@@ -1,0 +1,880 @@
+"""Zones, watermarks, the buddy allocator and per-CPU hot/cold lists (mm/page_alloc.c).
+
+Overview
+--------
+Guest memory is split into NUMA nodes, each node into zones by physical address (x86_64:
+DMA < 16 MiB, DMA32 < 4 GiB, Normal above; i386: DMA, Normal to 896 MiB, HighMem above).
+Every zone has:
+
+- `free_area[0..10]`: one list of free blocks per order. A free block's head page carries
+  PG_buddy and its order in `page.private`; blocks are aligned (pfn % 2**order == 0).
+  Allocation (`_rmqueue_smallest`) takes the first block of the smallest order that has
+  one and `_expand`s it: the upper halves go back on the lower lists, the caller gets the
+  lowest-addressed sub-block. Freeing (`_free_one_page`) merges with the buddy at
+  pfn ^ (1 << order) while that buddy is free with the same order, then inserts at the head
+  (2.6) or, in 6.x, at the tail when the next-higher buddy is free too (merge likely).
+- per-CPU hot and cold lists for order-0 pages (2.6.20): a free goes to the head of the
+  hot list (cold with `free_cold_page`); when a list reaches `high`, `batch` pages from its
+  tail go back to the buddy lists. An order-0 allocation takes the head of the hot list
+  (cold with __GFP_COLD), refilling `batch` pages from the buddy when empty. Pages on these
+  lists are not in NR_FREE_PAGES and watermark checks do not see them.
+- watermarks MIN/LOW/HIGH and `lowmem_reserve[]` from min_free_kbytes (6.x or 2.6 formulas).
+
+`alloc_pages` tries every zone of the zonelist at LOW (fast path), then the slow path: wake
+kswapd, retry at MIN with the caller's reserve rights (GFP_ATOMIC down to 0.375 x MIN),
+direct reclaim, drain the per-CPU lists, retry while reclaim progresses, then the OOM
+killer. kswapd, reclaim and the OOM killer are hooks wired by kernel.py; without them the
+allocator counts the attempt and fails cleanly.
+
+Invariants (checked by `validate_buddy`): every managed page is exactly once either in a
+free block, on a per-CPU list, or allocated; zone.nr_free == sum of 2**order over its free
+blocks; no free block overlaps another; buddies of equal order are never both free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import gfp as G
+from .config import (
+    KERNEL_LOAD_ADDR,
+    LOW_RESERVED,
+    STRUCT_PAGE_SIZE,
+    KernelConfig,
+)
+from .page import PAGE_FLAGS_CHECK_AT_FREE, Page, PageList, PG_buddy, PG_highmem, PG_reserved
+from .physmem import ZERO_PAGE, PhysicalMemory
+from .units import PAGE_SHIFT, PAGE_SIZE
+
+MAX_ORDER = 10  # MAX_PAGE_ORDER, inclusive: the largest block is 2**10 pages (4 MiB)
+NR_ORDERS = MAX_ORDER + 1
+MAX_ORDER_NR_PAGES = 1 << MAX_ORDER
+PAGE_ALLOC_COSTLY_ORDER = 3
+MAX_RECLAIM_RETRIES = 16
+SWAP_CLUSTER_MAX = 32
+
+WMARK_MIN, WMARK_LOW, WMARK_HIGH = 0, 1, 2
+
+# alloc_flags (mm/internal.h)
+ALLOC_WMARK_MIN = WMARK_MIN
+ALLOC_WMARK_LOW = WMARK_LOW
+ALLOC_WMARK_HIGH = WMARK_HIGH
+ALLOC_NO_WATERMARKS = 0x04
+ALLOC_WMARK_MASK = ALLOC_NO_WATERMARKS - 1
+ALLOC_OOM = 0x08  # an OOM victim: may go to MIN/2 of the reserves
+ALLOC_NON_BLOCK = 0x10  # cannot sleep (6.x); 2.6's ALLOC_HARDER
+ALLOC_MIN_RESERVE = 0x20  # __GFP_HIGH; 2.6's ALLOC_HIGH
+ALLOC_RESERVES = ALLOC_NON_BLOCK | ALLOC_MIN_RESERVE | ALLOC_OOM
+
+# Zone types per arch, lowest first (index = zone_idx, as lowmem_reserve[] is indexed).
+ZONE_LAYOUT = {
+    "x86_64": ((G.ZONE_DMA, 16 << 20), (G.ZONE_DMA32, 4 << 30), (G.ZONE_NORMAL, None)),
+    "i386": ((G.ZONE_DMA, 16 << 20), (G.ZONE_NORMAL, 896 << 20), (G.ZONE_HIGHMEM, None)),
+}
+PAGE_OFFSET = {"x86_64": 0xFFFF888000000000, "i386": 0xC0000000}
+
+
+class KernelBug(Exception):
+    """The kernel hit BUG() or a bad page state: a bug in the simulated kernel or its caller."""
+
+
+class KernelPanic(Exception):
+    """The guest kernel panicked (e.g. panic_on_oom, or a __GFP_NOFAIL request that cannot
+    be met). The guest stops; the simulation around it goes on."""
+
+
+def int_sqrt(x: int) -> int:
+    """Integer square root, rounded down (lib/math/int_sqrt.c)."""
+    if x < 0:
+        raise ValueError("int_sqrt of a negative number")
+    r = int(x**0.5)
+    while r * r > x:
+        r -= 1
+    while (r + 1) * (r + 1) <= x:
+        r += 1
+    return r
+
+
+def fls(x: int) -> int:
+    """Find last set bit, 1-based (fls(0) = 0)."""
+    return x.bit_length()
+
+
+def mult_frac(x: int, numer: int, denom: int) -> int:
+    """x * numer / denom without overflow, as the kernel macro computes it."""
+    q, r = divmod(x, denom)
+    return q * numer + (r * numer) // denom
+
+
+class FreeArea:
+    """free_area[order]: the list of free blocks of one order."""
+
+    __slots__ = ("free_list", "nr_free")
+
+    def __init__(self, order: int) -> None:
+        self.free_list = PageList(f"order-{order}")
+        self.nr_free = 0
+
+
+class PerCpuPages:
+    """per_cpu_pages (2.6.20): one hot or cold list. `pages[-1]` is the list head."""
+
+    __slots__ = ("count", "high", "batch", "pages")
+
+    def __init__(self, high: int, batch: int) -> None:
+        self.count = 0
+        self.high = high
+        self.batch = batch
+        self.pages: list[Page] = []
+
+
+class Zone:
+    """struct zone."""
+
+    def __init__(self, node: Node, name: str, idx: int, start_pfn: int, end_pfn: int) -> None:
+        self.node = node
+        self.name = name
+        self.idx = idx  # zone_idx within the node: index into lowmem_reserve
+        self.zone_start_pfn = start_pfn
+        self.spanned_pages = max(0, end_pfn - start_pfn)
+        self.present_pages = self.spanned_pages
+        self.managed_pages = 0  # present minus boot reservations
+        self.is_highmem = name == G.ZONE_HIGHMEM
+        self.free_area = [FreeArea(o) for o in range(NR_ORDERS)]
+        self.nr_free = 0  # NR_FREE_PAGES
+        self.watermark = [0, 0, 0]  # MIN, LOW, HIGH, pages
+        self.lowmem_reserve: list[int] = []
+        self.pcp: list[tuple[PerCpuPages, PerCpuPages]] = []  # per CPU: (hot, cold)
+        self.pcp_batch = 1
+        self.pgalloc = 0  # vmstat pgalloc_<zone>: pages allocated from this zone
+
+    @property
+    def end_pfn(self) -> int:
+        return self.zone_start_pfn + self.spanned_pages
+
+    def populated(self) -> bool:
+        return self.present_pages > 0
+
+    def pcp_count(self) -> int:
+        return sum(h.count + c.count for h, c in self.pcp)
+
+    def min_wmark(self) -> int:
+        return self.watermark[WMARK_MIN]
+
+    def low_wmark(self) -> int:
+        return self.watermark[WMARK_LOW]
+
+    def high_wmark(self) -> int:
+        return self.watermark[WMARK_HIGH]
+
+    def __repr__(self) -> str:
+        return f"<Zone node{self.node.nid} {self.name} pfn {self.zone_start_pfn:#x}+{self.spanned_pages}>"
+
+
+class Node:
+    """pglist_data: one NUMA node with its zones (all zone types of the arch, some empty)."""
+
+    def __init__(self, nid: int, start_pfn: int, end_pfn: int) -> None:
+        self.nid = nid
+        self.node_start_pfn = start_pfn
+        self.node_spanned_pages = end_pfn - start_pfn
+        self.zones: list[Zone] = []
+        self.cpus: list[int] = []
+        self.kswapd_order = 0
+        self.kswapd_highest_zoneidx = 0
+        self.kswapd_failures = 0
+
+    def populated_zones(self) -> list[Zone]:
+        return [z for z in self.zones if z.populated()]
+
+
+class PageAllocator:
+    """The zoned buddy allocator of one guest. `phys` is written on __GFP_ZERO."""
+
+    def __init__(self, config: KernelConfig, phys: PhysicalMemory, vmstat: dict) -> None:
+        self.config = config
+        self.phys = phys
+        self.vmstat = vmstat
+        self.arch = config.arch
+        self.era = config.era
+        self.nr_pages = config.nr_pages
+        self.page_offset = PAGE_OFFSET[self.arch]
+        self.stall = 0.0  # seconds spent beneath the guest (zeroing) by the current caller
+        self.pf_memalloc = False  # set while reclaim runs: its allocations ignore watermarks
+        self.min_free_kbytes = 0
+        self.user_min_free_kbytes = config.min_free_kbytes
+        self.watermark_scale_factor = config.watermark_scale_factor
+        self.lowmem_reserve_ratio = list(config.lowmem_reserve_ratio)
+        self.totalreserve_pages = 0
+        self.reserved_pages = 0  # boot reservations: low 1 MiB, kernel image, memmap
+        self.kernel_image_pages = 0
+        self.memmap_pages = 0
+        # Hooks the composition root (kernel.py) connects. Defaults count and do nothing.
+        self.wake_kswapd_hook: Callable[[Node, int, int, int], None] | None = None
+        self.direct_reclaim_hook: Callable[[int, int, list[Zone], int], int] | None = None
+        self.oom_hook: Callable[[int, int, int], bool] | None = None
+        self._build_nodes()
+        # memmap: one struct page per frame. NOTE: built in one comprehension for speed.
+        highmem_ranges = [(z.zone_start_pfn, z.end_pfn) for z in self.zones if z.is_highmem]
+        self.mem_map: list[Page] = [Page(pfn, PG_reserved) for pfn in range(self.nr_pages)]
+        for lo, hi in highmem_ranges:
+            for pfn in range(lo, hi):
+                self.mem_map[pfn].flags |= PG_highmem
+        # zone of a pfn, per MAX_ORDER block (zone and node boundaries are block-aligned)
+        self._zone_of_block: list[Zone] = [None] * (
+            (self.nr_pages + MAX_ORDER_NR_PAGES - 1) >> MAX_ORDER
+        )
+        for z in self.zones:
+            for b in range(z.zone_start_pfn >> MAX_ORDER, (z.end_pfn + MAX_ORDER_NR_PAGES - 1) >> MAX_ORDER):
+                self._zone_of_block[b] = z
+        self._plans: dict[tuple[int, int], tuple] = {}
+
+    # ------------------------------------------------------------------ layout
+    def _build_nodes(self) -> None:
+        cfg = self.config
+        n = cfg.nodes
+        # Node boundaries on MAX_ORDER blocks; the last node takes the remainder.
+        per_node = (self.nr_pages // n) & ~(MAX_ORDER_NR_PAGES - 1)
+        self.nodes: list[Node] = []
+        for nid in range(n):
+            start = nid * per_node
+            end = self.nr_pages if nid == n - 1 else start + per_node
+            node = Node(nid, start, end)
+            lo = 0
+            for idx, (name, limit) in enumerate(ZONE_LAYOUT[self.arch]):
+                hi_pfn = self.nr_pages if limit is None else limit >> PAGE_SHIFT
+                zs, ze = max(start, lo), min(end, hi_pfn)
+                if ze < zs:
+                    ze = zs
+                zone = Zone(node, name, idx, zs if ze > zs else zs, ze)
+                node.zones.append(zone)
+                lo = hi_pfn
+            self.nodes.append(node)
+        for cpu in range(cfg.cpus):
+            self.nodes[cpu * n // cfg.cpus].cpus.append(cpu)
+        self.cpu_to_node = [cpu * n // cfg.cpus for cpu in range(cfg.cpus)]
+        if cfg.numa_distance is not None:
+            self.distance = [list(r) for r in cfg.numa_distance]
+        else:
+            self.distance = [[10 if i == j else 20 for j in range(n)] for i in range(n)]
+        self.zones: list[Zone] = [z for node in self.nodes for z in node.zones if z.populated()]
+        self.all_zones: list[Zone] = [z for node in self.nodes for z in node.zones]
+
+    def zone_of(self, pfn: int) -> Zone:
+        return self._zone_of_block[pfn >> MAX_ORDER]
+
+    def page_address(self, page: Page) -> int:
+        """Kernel virtual address of a lowmem page in the direct map."""
+        if page.flags & PG_highmem:
+            raise KernelBug(f"page_address of highmem page pfn {page.pfn:#x} without kmap")
+        return self.page_offset + (page.pfn << PAGE_SHIFT)
+
+    def virt_to_page(self, addr: int) -> Page:
+        pfn = (addr - self.page_offset) >> PAGE_SHIFT
+        if not 0 <= pfn < self.nr_pages:
+            raise KernelBug(f"virt_to_page: {addr:#x} is not in the direct map")
+        return self.mem_map[pfn]
+
+    # ------------------------------------------------------------------ boot
+    def boot(self) -> None:
+        """Reserve low memory, the kernel image and the memmap; free the rest to the buddy
+        lists; size per-CPU lists; compute min_free_kbytes, watermarks and reserves."""
+        cfg = self.config
+        reserved = bytearray(self.nr_pages)  # 1 = memblock-reserved
+        for pfn in range(min(LOW_RESERVED >> PAGE_SHIFT, self.nr_pages)):
+            reserved[pfn] = 1
+        k0 = KERNEL_LOAD_ADDR >> PAGE_SHIFT
+        k1 = k0 + (cfg.kernel_image >> PAGE_SHIFT)
+        reserved[k0:k1] = b"\x01" * (k1 - k0)
+        self.kernel_image_pages = k1 - k0
+        # memmap: sizeof(struct page) per frame of each node, allocated top-down in the
+        # node's highest lowmem zone (memblock allocates from the top).
+        per = STRUCT_PAGE_SIZE[self.arch]
+        self.memmap_pages = 0
+        for node in self.nodes:
+            pages = -(-(node.node_spanned_pages * per) // PAGE_SIZE)
+            lowmem = [z for z in node.zones if z.populated() and not z.is_highmem]
+            if not lowmem:  # an all-highmem node keeps its memmap on node 0's lowmem
+                lowmem = [z for z in self.nodes[0].zones if z.populated() and not z.is_highmem]
+            top = lowmem[-1].end_pfn
+            while pages and top > 0:
+                top -= 1
+                if not reserved[top]:
+                    reserved[top] = 1
+                    pages -= 1
+                    self.memmap_pages += 1
+        mem_map = self.mem_map
+        for zone in self.zones:
+            zone.managed_pages = zone.present_pages - sum(
+                reserved[zone.zone_start_pfn : zone.end_pfn]
+            )
+        self.reserved_pages = sum(reserved)
+        # Hand the rest to the buddy: maximal aligned runs, order by order, like
+        # memblock_free_all(); 6.x frees boot memory to the tail of the lists.
+        to_tail = self.era == "6.x"
+        for zone in self.zones:
+            pfn, end = zone.zone_start_pfn, zone.end_pfn
+            while pfn < end:
+                if reserved[pfn]:
+                    pfn += 1
+                    continue
+                order = MAX_ORDER
+                while order and (pfn & ((1 << order) - 1) or pfn + (1 << order) > end):
+                    order -= 1
+                while order and any(reserved[pfn : pfn + (1 << order)]):
+                    order -= 1
+                for p in range(pfn, pfn + (1 << order)):
+                    mem_map[p].flags &= ~PG_reserved
+                self._free_one_page(zone, mem_map[pfn], pfn, order, to_tail)
+                pfn += 1 << order
+        self._setup_pcp()
+        self.init_min_free_kbytes()
+
+    def _setup_pcp(self) -> None:
+        ncpu = self.config.cpus
+        for zone in self.zones:
+            # zone_batchsize() of 2.6.20
+            batch = zone.present_pages // 1024
+            if batch * PAGE_SIZE > 512 * 1024:
+                batch = (512 * 1024) // PAGE_SIZE
+            batch //= 4
+            if batch < 1:
+                batch = 1
+            batch = (1 << (fls(batch + batch // 2) - 1)) - 1
+            zone.pcp_batch = batch
+            zone.pcp = [
+                (PerCpuPages(6 * batch, max(1, batch)), PerCpuPages(2 * batch, max(1, batch // 2)))
+                for _ in range(ncpu)
+            ]
+
+    def lowmem_managed(self) -> int:
+        return sum(z.managed_pages for z in self.zones if not z.is_highmem)
+
+    def init_min_free_kbytes(self) -> None:
+        """init_per_zone_wmark_min(): min_free_kbytes from lowmem, then watermarks."""
+        if self.era == "6.x":
+            # nr_free_buffer_pages() at init: managed lowmem pages (high watermarks are 0)
+            lowmem_kbytes = self.lowmem_managed() * (PAGE_SIZE >> 10)
+            hi_clamp = 262144
+        else:
+            lowmem_kbytes = sum(z.present_pages for z in self.zones if not z.is_highmem) * (
+                PAGE_SIZE >> 10
+            )
+            hi_clamp = 65536
+        computed = min(max(int_sqrt(lowmem_kbytes * 16), 128), hi_clamp)
+        if self.user_min_free_kbytes is not None:
+            self.min_free_kbytes = self.user_min_free_kbytes
+        else:
+            self.min_free_kbytes = computed
+        self.setup_per_zone_wmarks()
+        self.setup_per_zone_lowmem_reserve()
+
+    def setup_per_zone_wmarks(self) -> None:
+        pages_min = self.min_free_kbytes >> (PAGE_SHIFT - 10)
+        if self.era == "6.x":
+            lowmem_pages = sum(z.managed_pages for z in self.zones if not z.is_highmem)
+        else:
+            lowmem_pages = sum(z.present_pages for z in self.zones if not z.is_highmem)
+        for zone in self.all_zones:
+            size = zone.managed_pages if self.era == "6.x" else zone.present_pages
+            tmp = pages_min * size // lowmem_pages if lowmem_pages else 0
+            if zone.is_highmem:
+                wmin = min(max(size // 1024, SWAP_CLUSTER_MAX), 128)
+            else:
+                wmin = tmp
+            if self.era == "6.x":
+                dist = max(tmp >> 2, mult_frac(size, self.watermark_scale_factor, 10000))
+                zone.watermark = [wmin, wmin + dist, wmin + 2 * dist]
+            else:
+                zone.watermark = [wmin, wmin + (tmp >> 2), wmin + (tmp >> 1)]
+        self._calculate_totalreserve_pages()
+
+    def setup_per_zone_lowmem_reserve(self) -> None:
+        for node in self.nodes:
+            zones = node.zones
+            nz = len(zones)
+            for i, zone in enumerate(zones):
+                zone.lowmem_reserve = [0] * nz
+                ratio = self.lowmem_reserve_ratio[i]
+                size_i = zone.managed_pages if self.era == "6.x" else zone.present_pages
+                clear = ratio == 0 or size_i == 0
+                upper = 0
+                for j in range(i + 1, nz):
+                    upper += zones[j].managed_pages if self.era == "6.x" else zones[j].present_pages
+                    zone.lowmem_reserve[j] = 0 if clear else upper // ratio
+        self._calculate_totalreserve_pages()
+        self._plans.clear()
+
+    def _calculate_totalreserve_pages(self) -> None:
+        total = 0
+        for zone in self.all_zones:
+            if not zone.lowmem_reserve:
+                continue
+            mx = max(zone.lowmem_reserve[zone.idx :] or [0]) + zone.high_wmark()
+            total += min(mx, zone.managed_pages)
+        self.totalreserve_pages = total
+
+    def set_min_free_kbytes(self, kbytes: int) -> None:
+        """Writing /proc/sys/vm/min_free_kbytes recomputes every watermark."""
+        self.user_min_free_kbytes = kbytes
+        self.min_free_kbytes = kbytes
+        self.setup_per_zone_wmarks()
+
+    def set_watermark_scale_factor(self, factor: int) -> None:
+        self.watermark_scale_factor = factor
+        self.setup_per_zone_wmarks()
+
+    def set_lowmem_reserve_ratio(self, ratios: list[int]) -> None:
+        self.lowmem_reserve_ratio = list(ratios)
+        self.setup_per_zone_lowmem_reserve()
+
+    # ------------------------------------------------------------------ buddy core
+    def _free_one_page(self, zone: Zone, page: Page, pfn: int, order: int, to_tail: bool = False) -> None:
+        """__free_one_page: merge with free buddies, then insert the (merged) block."""
+        mem_map = self.mem_map
+        start, end = zone.zone_start_pfn, zone.zone_start_pfn + zone.spanned_pages
+        zone.nr_free += 1 << order
+        buddy_pfn = pfn ^ (1 << order)
+        while order < MAX_ORDER:
+            buddy_pfn = pfn ^ (1 << order)
+            if not start <= buddy_pfn < end:
+                break
+            buddy = mem_map[buddy_pfn]
+            if not (buddy.flags & PG_buddy) or buddy.private != order:
+                break
+            area = zone.free_area[order]
+            area.free_list.remove(buddy)
+            area.nr_free -= 1
+            buddy.flags &= ~PG_buddy
+            buddy.private = 0
+            pfn &= buddy_pfn
+            order += 1
+        page = mem_map[pfn]
+        page.flags |= PG_buddy
+        page.private = order
+        area = zone.free_area[order]
+        if not to_tail and self.era == "6.x" and order < MAX_ORDER - 1:
+            # buddy_merge_likely(): is the buddy of the next-higher block free?
+            higher = buddy_pfn & pfn
+            hb = higher ^ (1 << (order + 1))
+            if start <= hb < end:
+                b = mem_map[hb]
+                to_tail = bool(b.flags & PG_buddy) and b.private == order + 1
+        if to_tail:
+            area.free_list.add_tail(page)
+        else:
+            area.free_list.add(page)
+        area.nr_free += 1
+
+    def _rmqueue_smallest(self, zone: Zone, order: int) -> Page | None:
+        """__rmqueue_smallest + expand: lowest-addressed part of the first fitting block."""
+        free_area = zone.free_area
+        for current in range(order, NR_ORDERS):
+            area = free_area[current]
+            head = area.free_list
+            page = head.lru_next
+            if page is head:
+                continue
+            head.remove(page)
+            area.nr_free -= 1
+            page.flags &= ~PG_buddy
+            page.private = 0
+            zone.nr_free -= 1 << order
+            # expand(): hand the upper halves back, highest first
+            pfn = page.pfn
+            high = current
+            size = 1 << high
+            mem_map = self.mem_map
+            while high > order:
+                high -= 1
+                size >>= 1
+                half = mem_map[pfn + size]
+                a = free_area[high]
+                a.free_list.add(half)
+                a.nr_free += 1
+                half.flags |= PG_buddy
+                half.private = high
+            return page
+        return None
+
+    def _rmqueue_bulk(self, zone: Zone, count: int, pcp: PerCpuPages) -> int:
+        """Refill a per-CPU list with `count` order-0 pages, in ascending order from its head
+        (2.6.20 adds each at the tail, so the list head is the first page taken)."""
+        got = []
+        for _ in range(count):
+            page = self._rmqueue_smallest(zone, 0)
+            if page is None:
+                break
+            got.append(page)
+        got.reverse()  # pages[-1] is the head: the first one taken
+        pcp.pages[:0] = got
+        pcp.count += len(got)
+        return len(got)
+
+    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages) -> None:
+        """Return `count` pages from the tail of a per-CPU list to the buddy lists."""
+        pages = pcp.pages
+        n = min(count, len(pages))
+        victims = pages[:n]
+        del pages[:n]
+        pcp.count -= n
+        for page in victims:
+            self._free_one_page(zone, page, page.pfn, 0)
+
+    # ------------------------------------------------------------------ watermarks
+    def zone_watermark_ok(self, zone: Zone, order: int, mark: int, highest_zoneidx: int,
+                          alloc_flags: int) -> bool:
+        """__zone_watermark_ok (6.x) or zone_watermark_ok (2.6.20)."""
+        free_pages = zone.nr_free - ((1 << order) - 1)
+        mn = mark
+        if self.era == "6.x":
+            if alloc_flags & ALLOC_RESERVES:
+                if alloc_flags & ALLOC_MIN_RESERVE:
+                    mn -= mn // 2
+                    if alloc_flags & ALLOC_NON_BLOCK:
+                        mn -= mn // 4
+                if alloc_flags & ALLOC_OOM:
+                    mn -= mn // 2
+            if free_pages <= mn + zone.lowmem_reserve[highest_zoneidx]:
+                return False
+            if not order:
+                return True
+            for o in range(order, NR_ORDERS):
+                if zone.free_area[o].nr_free:
+                    return True
+            return False
+        # 2.6.20
+        if alloc_flags & ALLOC_MIN_RESERVE:
+            mn -= mn // 2
+        if alloc_flags & ALLOC_NON_BLOCK:
+            mn -= mn // 4
+        if alloc_flags & ALLOC_OOM:
+            mn -= mn // 2
+        if free_pages <= mn + zone.lowmem_reserve[highest_zoneidx]:
+            return False
+        for o in range(order):
+            free_pages -= zone.free_area[o].nr_free << o
+            mn >>= 1
+            if free_pages <= mn:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ zonelists
+    def _plan(self, gfp: int, nid: int) -> tuple:
+        """Zonelist and highest zone index for a gfp mask allocating on node `nid`."""
+        key = (gfp & (G.GFP_ZONEMASK | G.__GFP_THISNODE), nid)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        want = G.gfp_zone(gfp)
+        names = [name for name, _ in ZONE_LAYOUT[self.arch]]
+        if want not in names:  # DMA32 on i386 and HIGHMEM on x86_64 fall back to Normal
+            want = G.ZONE_NORMAL
+        highest = names.index(want)
+        n = len(self.nodes)
+        if gfp & G.__GFP_THISNODE:
+            order = [nid]
+        else:
+            order = sorted(range(n), key=lambda j: (self.distance[nid][j], (j - nid) % n))
+        zonelist = []
+        for j in order:
+            for z in reversed(self.nodes[j].zones[: highest + 1]):
+                if z.populated():
+                    zonelist.append(z)
+        plan = (tuple(zonelist), highest)
+        self._plans[key] = plan
+        return plan
+
+    def zonelist(self, gfp: int, nid: int = 0) -> list[Zone]:
+        return list(self._plan(gfp, nid)[0])
+
+    # ------------------------------------------------------------------ allocation
+    def alloc_pages(self, gfp: int, order: int = 0, cpu: int | None = None,
+                    nid: int | None = None, oom_victim: bool = False) -> Page | None:
+        """__alloc_pages: a block of 2**order pages, or None. The head page has _count 1."""
+        if not 0 <= order <= MAX_ORDER:
+            raise ValueError(f"alloc_pages: order must be 0..{MAX_ORDER}, got {order}")
+        if cpu is None:
+            cpu = 0
+        if nid is None:
+            nid = self.cpu_to_node[cpu]
+        zonelist, highest = self._plan(gfp, nid)
+        cold = 1 if gfp & G.__GFP_COLD else 0
+        # Fast path: LOW watermark. NOTE: order-0 watermark test inlined for speed.
+        for zone in zonelist:
+            if order == 0:
+                if zone.nr_free <= zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest]:
+                    continue
+            elif not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, 0):
+                continue
+            page = self._rmqueue(zone, order, cpu, cold)
+            if page is not None:
+                return self._prep_new_page(page, order, gfp, zone)
+        return self._alloc_slowpath(gfp, order, cpu, zonelist, highest, cold, oom_victim)
+
+    def _rmqueue(self, zone: Zone, order: int, cpu: int, cold: int) -> Page | None:
+        if order == 0:
+            pcp = zone.pcp[cpu][cold]
+            if not pcp.count:
+                self._rmqueue_bulk(zone, pcp.batch, pcp)
+                if not pcp.count:
+                    return None
+            pcp.count -= 1
+            return pcp.pages.pop()
+        return self._rmqueue_smallest(zone, order)
+
+    def _prep_new_page(self, page: Page, order: int, gfp: int, zone: Zone) -> Page:
+        page._count = 1
+        page.private = 0
+        zone.pgalloc += 1 << order
+        if gfp & G.__GFP_ZERO:
+            store = self.phys.store
+            base = page.pfn
+            cost = 0.0
+            for pfn in range(base, base + (1 << order)):
+                cost += store(pfn, ZERO_PAGE)
+            self.stall += cost
+        return page
+
+    def _get_page_from_freelist(self, gfp: int, order: int, cpu: int, zonelist, highest: int,
+                                cold: int, alloc_flags: int) -> Page | None:
+        wmark = alloc_flags & ALLOC_WMARK_MASK
+        for zone in zonelist:
+            if not alloc_flags & ALLOC_NO_WATERMARKS:
+                if not self.zone_watermark_ok(zone, order, zone.watermark[wmark], highest, alloc_flags):
+                    continue
+            page = self._rmqueue(zone, order, cpu, cold)
+            if page is not None:
+                return self._prep_new_page(page, order, gfp, zone)
+        return None
+
+    def _gfp_to_alloc_flags(self, gfp: int, order: int) -> int:
+        flags = ALLOC_WMARK_MIN
+        if gfp & G.__GFP_HIGH:
+            flags |= ALLOC_MIN_RESERVE
+        if not gfp & G.__GFP_DIRECT_RECLAIM and not gfp & G.__GFP_NOMEMALLOC:
+            flags |= ALLOC_NON_BLOCK
+        return flags
+
+    def node_balanced(self, node: Node, order: int, highest_zoneidx: int) -> bool:
+        """pgdat_balanced(): 6.x any eligible zone at HIGH; 2.6 every zone at HIGH."""
+        eligible = [z for z in node.zones[: highest_zoneidx + 1] if z.managed_pages]
+        if not eligible:
+            return True
+        ok = [self.zone_watermark_ok(z, order, z.high_wmark(), highest_zoneidx, 0) for z in eligible]
+        return any(ok) if self.era == "6.x" else all(ok)
+
+    def wake_all_kswapds(self, order: int, gfp: int, zonelist, highest: int) -> None:
+        seen = set()
+        for zone in zonelist:
+            node = zone.node
+            if node.nid in seen:
+                continue
+            seen.add(node.nid)
+            if self.node_balanced(node, order, highest):
+                continue
+            self.vmstat["kswapd_wake"] = self.vmstat.get("kswapd_wake", 0) + 1
+            if self.wake_kswapd_hook is not None:
+                self.wake_kswapd_hook(node, order, highest, gfp)
+
+    def _alloc_slowpath(self, gfp: int, order: int, cpu: int, zonelist, highest: int,
+                        cold: int, oom_victim: bool) -> Page | None:
+        """__alloc_pages_slowpath, without compaction."""
+        vm = self.vmstat
+        can_reclaim = bool(gfp & G.__GFP_DIRECT_RECLAIM)
+        alloc_flags = self._gfp_to_alloc_flags(gfp, order)
+        if oom_victim:
+            alloc_flags |= ALLOC_OOM
+        if gfp & G.__GFP_KSWAPD_RECLAIM:
+            self.wake_all_kswapds(order, gfp, zonelist, highest)
+        page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
+        if page is not None:
+            return page
+        no_progress_loops = 0
+        drained = False
+        oom_rounds = 0
+        while True:
+            if gfp & G.__GFP_KSWAPD_RECLAIM:
+                self.wake_all_kswapds(order, gfp, zonelist, highest)
+            # Reserve access: PF_MEMALLOC / __GFP_MEMALLOC ignore watermarks.
+            if (gfp & G.__GFP_MEMALLOC or self.pf_memalloc) and not gfp & G.__GFP_NOMEMALLOC:
+                page = self._get_page_from_freelist(
+                    gfp, order, cpu, zonelist, highest, cold, ALLOC_NO_WATERMARKS
+                )
+                if page is not None:
+                    return page
+            if not can_reclaim or self.pf_memalloc:
+                return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+            # Direct reclaim
+            stall_key = "allocstall_" + zonelist[0].name.lower()
+            vm[stall_key] = vm.get(stall_key, 0) + 1
+            progress = 0
+            if self.direct_reclaim_hook is not None:
+                self.pf_memalloc = True
+                try:
+                    progress = self.direct_reclaim_hook(gfp, order, list(zonelist), highest)
+                finally:
+                    self.pf_memalloc = False
+            page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
+            if page is None and not drained:
+                # Pages pinned on per-CPU lists may be what we need.
+                self.drain_all_pages()
+                drained = True
+                page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
+            if page is not None:
+                return page
+            if gfp & G.__GFP_NORETRY:
+                return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+            if order > PAGE_ALLOC_COSTLY_ORDER and not gfp & G.__GFP_RETRY_MAYFAIL:
+                return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+            if progress:
+                no_progress_loops = 0
+            else:
+                no_progress_loops += 1
+            if progress and no_progress_loops <= MAX_RECLAIM_RETRIES:
+                continue
+            # __alloc_pages_may_oom: one last try at HIGH, then the OOM killer.
+            page = self._get_page_from_freelist(
+                gfp, order, cpu, zonelist, highest, cold, ALLOC_WMARK_HIGH
+            )
+            if page is not None:
+                return page
+            if (
+                order > PAGE_ALLOC_COSTLY_ORDER
+                or gfp & G.__GFP_RETRY_MAYFAIL
+                or highest < self._normal_idx()
+                or not gfp & G.__GFP_FS
+            ):
+                # No OOM kill for costly orders, RETRY_MAYFAIL, lowmem-only or !__GFP_FS
+                # requests. (Linux loops forever on !__GFP_FS small allocations; with no
+                # other task to free memory meanwhile, hvsim fails them instead.)
+                return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+            vm["oom_call"] = vm.get("oom_call", 0) + 1
+            killed = False
+            if self.oom_hook is not None:
+                killed = self.oom_hook(gfp, order, highest)
+            oom_rounds += 1
+            if killed and oom_rounds < 64:
+                no_progress_loops = 0
+                drained = False
+                continue
+            return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+
+    def _normal_idx(self) -> int:
+        names = [name for name, _ in ZONE_LAYOUT[self.arch]]
+        return names.index(G.ZONE_NORMAL)
+
+    def _nopage(self, gfp: int, order: int, cpu: int, zonelist, highest: int, cold: int) -> Page | None:
+        if gfp & G.__GFP_NOFAIL:
+            # __GFP_NOFAIL never fails: dip into the reserves, as the kernel finally does.
+            page = self._get_page_from_freelist(
+                gfp, order, cpu, zonelist, highest, cold, ALLOC_NO_WATERMARKS
+            )
+            if page is not None:
+                return page
+            raise KernelPanic(f"__GFP_NOFAIL order-{order} allocation cannot be satisfied")
+        self.vmstat["pgalloc_fail"] = self.vmstat.get("pgalloc_fail", 0) + 1
+        return None
+
+    # ------------------------------------------------------------------ freeing
+    def free_pages(self, page: Page, order: int = 0, cold: bool = False, cpu: int | None = None) -> None:
+        """__free_pages: drop a reference; free the block when the count reaches zero."""
+        if page._count <= 0:
+            raise KernelBug(f"BUG: Bad page state: freeing free page pfn {page.pfn:#x}")
+        page._count -= 1
+        if page._count:
+            return
+        if page.flags & PAGE_FLAGS_CHECK_AT_FREE or page._mapcount != -1:
+            page._count = 1
+            raise KernelBug(
+                f"BUG: Bad page state in free_pages: pfn {page.pfn:#x} flags "
+                f"{page.flag_names()} mapcount {page._mapcount + 1}"
+            )
+        page.mapping = None
+        page.index = 0
+        page.private = 0
+        self.vmstat["pgfree"] += 1 << order
+        zone = self._zone_of_block[page.pfn >> MAX_ORDER]
+        if order == 0:
+            # free_hot_cold_page()
+            pcp = zone.pcp[cpu or 0][1 if cold else 0]
+            pcp.pages.append(page)
+            pcp.count += 1
+            if pcp.count >= pcp.high:
+                self._free_pages_bulk(zone, pcp.batch, pcp)
+            return
+        self._free_one_page(zone, page, page.pfn, order)
+
+    def drain_all_pages(self, zone: Zone | None = None) -> int:
+        """Return every per-CPU page to the buddy lists; returns how many."""
+        n = 0
+        for z in [zone] if zone is not None else self.zones:
+            for hot, cold in z.pcp:
+                for pcp in (hot, cold):
+                    n += pcp.count
+                    self._free_pages_bulk(z, pcp.count, pcp)
+        return n
+
+    # ------------------------------------------------------------------ accounting
+    def nr_free_pages(self) -> int:
+        return sum(z.nr_free for z in self.zones)
+
+    def totalram_pages(self) -> int:
+        return sum(z.managed_pages for z in self.zones)
+
+    def totalhigh_pages(self) -> int:
+        return sum(z.managed_pages for z in self.zones if z.is_highmem)
+
+    def free_high_pages(self) -> int:
+        return sum(z.nr_free for z in self.zones if z.is_highmem)
+
+    def wmark_low_total(self) -> int:
+        return sum(z.low_wmark() for z in self.zones)
+
+
+def validate_buddy(alloc: PageAllocator) -> None:
+    """Check the allocator's invariants; raises AssertionError naming the first violation."""
+    mem_map = alloc.mem_map
+    owner = bytearray(alloc.nr_pages)  # 1 free block, 2 per-CPU list
+    for zone in alloc.zones:
+        total = 0
+        for order, area in enumerate(zone.free_area):
+            n = 0
+            prev = area.free_list
+            for page in area.free_list:
+                assert page.lru_prev is prev, f"{zone}: broken list link at pfn {page.pfn:#x}"
+                prev = page
+                n += 1
+                pfn = page.pfn
+                assert page.flags & PG_buddy, f"{zone}: pfn {pfn:#x} on order-{order} list without PG_buddy"
+                assert page.private == order, f"{zone}: pfn {pfn:#x} order {page.private} on list {order}"
+                assert pfn & ((1 << order) - 1) == 0, f"{zone}: pfn {pfn:#x} misaligned for order {order}"
+                assert zone.zone_start_pfn <= pfn and pfn + (1 << order) <= zone.end_pfn, (
+                    f"{zone}: block {pfn:#x}/{order} outside the zone"
+                )
+                for p in range(pfn, pfn + (1 << order)):
+                    assert not owner[p], f"{zone}: pfn {p:#x} in two free blocks"
+                    owner[p] = 1
+                    if p != pfn:
+                        assert not mem_map[p].flags & PG_buddy, f"pfn {p:#x}: PG_buddy inside a block"
+                assert mem_map[pfn]._count == 0, f"free block {pfn:#x} has _count {mem_map[pfn]._count}"
+                if order < MAX_ORDER:
+                    b = pfn ^ (1 << order)
+                    if zone.zone_start_pfn <= b < zone.end_pfn:
+                        bp = mem_map[b]
+                        assert not (bp.flags & PG_buddy and bp.private == order), (
+                            f"{zone}: buddies {pfn:#x} and {b:#x} both free at order {order}, unmerged"
+                        )
+                total += 1 << order
+            assert n == area.nr_free == area.free_list.nr, (
+                f"{zone}: order {order} nr_free {area.nr_free} but {n} blocks listed"
+            )
+        assert total == zone.nr_free, f"{zone}: nr_free {zone.nr_free} but {total} pages in free blocks"
+        for hot, cold in zone.pcp:
+            for pcp in (hot, cold):
+                assert pcp.count == len(pcp.pages), f"{zone}: pcp count {pcp.count} != {len(pcp.pages)}"
+                for page in pcp.pages:
+                    assert alloc.zone_of(page.pfn) is zone, f"pfn {page.pfn:#x} on another zone's pcp"
+                    assert not owner[page.pfn], f"pfn {page.pfn:#x} both free and on a pcp list"
+                    owner[page.pfn] = 2
+                    assert page._count == 0 and not page.flags & PG_buddy

@@ -1,0 +1,389 @@
+"""/proc and /proc/sys/vm of one guest, as text formatted like Linux 6.x prints it.
+
+`read(path)` returns the file's text; `write(path, text)` sets a /proc/sys/vm tunable or a
+writable per-process file. Like Linux: an unknown path raises FileNotFoundError, a value
+that does not parse or is out of range raises ValueError, and a failed write changes
+nothing. Subsystems add files with `register(path, reader, writer)` and per-process files
+with `register_pid(name, reader, writer)` (/proc/<pid>/<name>).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .page_alloc import NR_ORDERS, ZONE_LAYOUT
+from .units import PAGE_SHIFT
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+INT_MAX = (1 << 31) - 1
+INT_MIN = -(1 << 31)
+ULONG_MAX = (1 << 64) - 1
+
+
+def _kb(pages: int) -> int:
+    return pages << (PAGE_SHIFT - 10)
+
+
+class Sysctl:
+    """One /proc/sys/vm entry: integer(s) with a range, read from and written to `kernel`."""
+
+    def __init__(self, name: str, lo: int, hi: int, get: Callable[[], object],
+                 set: Callable[[object], None] | None, vector: int = 0) -> None:
+        self.name = name
+        self.lo = lo
+        self.hi = hi
+        self.get = get
+        self.set = set
+        self.vector = vector  # number of values for a vector sysctl, 0 for a scalar
+
+    def parse(self, text: str):
+        fields = text.split()
+        want = self.vector or 1
+        if not fields:
+            raise ValueError(f"/proc/sys/vm/{self.name}: empty write (EINVAL)")
+        if self.vector and len(fields) > want or not self.vector and len(fields) != 1:
+            raise ValueError(f"/proc/sys/vm/{self.name}: expected {want} integer(s) (EINVAL)")
+        values = []
+        for f in fields:
+            try:
+                v = int(f, 0) if f.lower().startswith("0x") else int(f)
+            except ValueError:
+                raise ValueError(f"/proc/sys/vm/{self.name}: {f!r} is not an integer (EINVAL)") from None
+            if not self.lo <= v <= self.hi:
+                raise ValueError(
+                    f"/proc/sys/vm/{self.name}: {v} outside [{self.lo}, {self.hi}] (EINVAL)"
+                )
+            values.append(v)
+        if self.vector:
+            current = list(self.get())
+            current[: len(values)] = values
+            return current
+        return values[0]
+
+    def render(self) -> str:
+        value = self.get()
+        if self.vector:
+            return "\t".join(str(v) for v in value) + "\n"
+        return f"{value}\n"
+
+
+class ProcFS:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.files: dict[str, tuple[Callable[[], str], Callable[[str], None] | None]] = {}
+        self.pid_files: dict[str, tuple[Callable, Callable | None]] = {}
+        self.sysctls: dict[str, Sysctl] = {}
+        self.register("/proc/meminfo", self.meminfo)
+        self.register("/proc/buddyinfo", self.buddyinfo)
+        self.register("/proc/zoneinfo", self.zoneinfo)
+        self.register("/proc/vmstat", self.vmstat)
+        self.register("/proc/slabinfo", self.slabinfo)
+        self._register_sysctls()
+
+    # ------------------------------------------------------------------ registry
+    def register(self, path: str, reader: Callable[[], str],
+                 writer: Callable[[str], None] | None = None) -> None:
+        self.files[path] = (reader, writer)
+
+    def register_pid(self, name: str, reader: Callable, writer: Callable | None = None) -> None:
+        """/proc/<pid>/<name>: reader(task) -> str, writer(task, text)."""
+        self.pid_files[name] = (reader, writer)
+
+    def register_sysctl(self, sysctl: Sysctl) -> None:
+        self.sysctls[sysctl.name] = sysctl
+
+    def _lookup(self, path: str):
+        path = "/" + path.strip("/")
+        if path in self.files:
+            return self.files[path], None
+        if path.startswith("/proc/sys/vm/"):
+            sc = self.sysctls.get(path[len("/proc/sys/vm/"):])
+            if sc is not None:
+                return (sc.render, sc), None
+        parts = path.split("/")
+        if len(parts) == 4 and parts[1] == "proc" and parts[3] in self.pid_files:
+            task = None
+            if parts[2] == "self":
+                task = getattr(self.kernel, "current", None)
+            elif parts[2].isdigit():
+                task = self.kernel.tasks.get(int(parts[2]))
+            if task is not None and getattr(task, "mm", True) is not None or task is not None:
+                return self.pid_files[parts[3]], task
+        raise FileNotFoundError(f"{path}: No such file or directory")
+
+    def read(self, path: str) -> str:
+        (reader, _), task = self._lookup(path)
+        return reader(task) if task is not None else reader()
+
+    def write(self, path: str, text: str) -> None:
+        (reader, writer), task = self._lookup(path)
+        if isinstance(writer, Sysctl):
+            if writer.set is None:
+                raise PermissionError(f"{path}: read-only (EACCES)")
+            value = writer.parse(text)  # raises before anything changes
+            writer.set(value)
+            return
+        if writer is None:
+            raise PermissionError(f"{path}: Permission denied")
+        if task is not None:
+            writer(task, text)
+        else:
+            writer(text)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self._lookup(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def listdir(self) -> list[str]:
+        return sorted(list(self.files) + [f"/proc/sys/vm/{n}" for n in self.sysctls])
+
+    # ------------------------------------------------------------------ /proc/sys/vm
+    def _register_sysctls(self) -> None:
+        k = self.kernel
+        cfg = k.config
+        alloc = k.page_alloc
+
+        def cfg_entry(name: str, lo: int, hi: int, attr: str | None = None):
+            attr = attr or name
+
+            def get():
+                return getattr(cfg, attr)
+
+            def set_(v):
+                setattr(cfg, attr, v)
+
+            self.register_sysctl(Sysctl(name, lo, hi, get, set_))
+
+        self.register_sysctl(Sysctl(
+            "min_free_kbytes", 0, INT_MAX, lambda: alloc.min_free_kbytes, alloc.set_min_free_kbytes))
+        self.register_sysctl(Sysctl(
+            "watermark_scale_factor", 1, 3000, lambda: alloc.watermark_scale_factor,
+            alloc.set_watermark_scale_factor))
+        nz = len(ZONE_LAYOUT[cfg.arch])
+        self.register_sysctl(Sysctl(
+            "lowmem_reserve_ratio", 0, INT_MAX, lambda: list(alloc.lowmem_reserve_ratio),
+            alloc.set_lowmem_reserve_ratio, vector=nz))
+
+        def set_user_reserve(v):
+            k.user_reserve_kbytes = v
+
+        def set_admin_reserve(v):
+            k.admin_reserve_kbytes = v
+
+        self.register_sysctl(Sysctl(
+            "user_reserve_kbytes", 0, ULONG_MAX, lambda: k.user_reserve_kbytes, set_user_reserve))
+        self.register_sysctl(Sysctl(
+            "admin_reserve_kbytes", 0, ULONG_MAX, lambda: k.admin_reserve_kbytes, set_admin_reserve))
+        cfg_entry("swappiness", 0, 200)
+        cfg_entry("vfs_cache_pressure", 0, INT_MAX)
+        cfg_entry("overcommit_memory", 0, 2)
+        cfg_entry("overcommit_ratio", 0, INT_MAX)
+        cfg_entry("overcommit_kbytes", 0, ULONG_MAX)
+        cfg_entry("panic_on_oom", 0, 2)
+        cfg_entry("oom_kill_allocating_task", INT_MIN, INT_MAX)
+        cfg_entry("oom_dump_tasks", INT_MIN, INT_MAX)
+        cfg_entry("dirty_ratio", 0, 100)
+        cfg_entry("dirty_background_ratio", 0, 100)
+        cfg_entry("dirty_expire_centisecs", 0, INT_MAX)
+        cfg_entry("dirty_writeback_centisecs", 0, INT_MAX)
+        cfg_entry("max_map_count", 0, INT_MAX)
+        cfg_entry("mmap_min_addr", 0, ULONG_MAX)
+        cfg_entry("page-cluster", 0, 31, "page_cluster")
+        cfg_entry("stat_interval", 1, INT_MAX)
+
+        def drop_caches(v: int) -> None:
+            hook = getattr(k, "drop_caches", None)
+            if hook is not None:
+                hook(v)
+
+        self.register_sysctl(Sysctl("drop_caches", 1, 4, lambda: 0, drop_caches))
+
+    # ------------------------------------------------------------------ files
+    def meminfo(self) -> str:
+        k = self.kernel
+        alloc = k.page_alloc
+        vm = k.vmstat
+        total = alloc.totalram_pages()
+        free = alloc.nr_free_pages()
+        file_pages = vm["nr_file_pages"]
+        swapcached = vm["nr_swapcached"]
+        buffers = vm.get("nr_buffers", 0)
+        cached = max(file_pages - swapcached - buffers, 0)
+        pagecache = vm["nr_active_file"] + vm["nr_inactive_file"]
+        wmark_low = alloc.wmark_low_total()
+        available = free - alloc.totalreserve_pages
+        available += pagecache - min(pagecache // 2, wmark_low)
+        reclaimable = vm["nr_slab_reclaimable"]
+        available += reclaimable - min(reclaimable // 2, wmark_low)
+        available = max(available, 0)
+        slab_r, slab_u = vm["nr_slab_reclaimable"], vm["nr_slab_unreclaimable"]
+        rows = [
+            ("MemTotal", total),
+            ("MemFree", free),
+            ("MemAvailable", available),
+            ("Buffers", buffers),
+            ("Cached", cached),
+            ("SwapCached", swapcached),
+            ("Active", vm["nr_active_anon"] + vm["nr_active_file"]),
+            ("Inactive", vm["nr_inactive_anon"] + vm["nr_inactive_file"]),
+            ("Active(anon)", vm["nr_active_anon"]),
+            ("Inactive(anon)", vm["nr_inactive_anon"]),
+            ("Active(file)", vm["nr_active_file"]),
+            ("Inactive(file)", vm["nr_inactive_file"]),
+            ("Unevictable", vm["nr_unevictable"]),
+            ("Mlocked", vm["nr_mlock"]),
+        ]
+        if k.config.arch == "i386":
+            high_total = alloc.totalhigh_pages()
+            high_free = alloc.free_high_pages()
+            rows += [
+                ("HighTotal", high_total),
+                ("HighFree", high_free),
+                ("LowTotal", total - high_total),
+                ("LowFree", free - high_free),
+            ]
+        rows += [
+            ("SwapTotal", k.total_swap_pages()),
+            ("SwapFree", k.free_swap_pages()),
+            ("Zswap", vm.get("nr_zswap_pages", 0)),
+            ("Zswapped", vm.get("nr_zswapped", 0)),
+            ("Dirty", vm["nr_dirty"]),
+            ("Writeback", vm["nr_writeback"]),
+            ("AnonPages", vm["nr_anon_pages"]),
+            ("Mapped", vm["nr_mapped"]),
+            ("Shmem", vm["nr_shmem"]),
+            ("KReclaimable", slab_r),
+            ("Slab", slab_r + slab_u),
+            ("SReclaimable", slab_r),
+            ("SUnreclaim", slab_u),
+            ("KernelStack", vm["nr_kernel_stack"]),
+            ("PageTables", vm["nr_page_table_pages"]),
+            ("SecPageTables", 0),
+            ("NFS_Unstable", 0),
+            ("Bounce", vm["nr_bounce"]),
+            ("WritebackTmp", 0),
+            ("CommitLimit", k.vm_commit_limit()),
+            ("Committed_AS", max(k.committed_as, 0)),
+        ]
+        lines = [f"{name + ':':<16}{_kb(v):>8} kB" for name, v in rows]
+        # VMALLOC_END - VMALLOC_START: 32 TiB on x86_64, 120 MiB on i386 (3G/1G split)
+        vmalloc_total = 34359738367 if k.config.arch == "x86_64" else 122880
+        lines += [
+            f"{'VmallocTotal:':<16}{vmalloc_total:>8} kB",
+            f"{'VmallocUsed:':<16}{0:>8} kB",
+            f"{'VmallocChunk:':<16}{0:>8} kB",
+            f"{'Percpu:':<16}{_kb(k.config.cpus * 8):>8} kB",
+            f"{'HardwareCorrupted:':<16}{0:>5} kB",
+            f"{'AnonHugePages:':<16}{0:>8} kB",
+            f"{'ShmemHugePages:':<16}{0:>8} kB",
+            f"{'ShmemPmdMapped:':<16}{0:>8} kB",
+            f"{'FileHugePages:':<16}{0:>8} kB",
+            f"{'FilePmdMapped:':<16}{0:>8} kB",
+            f"{'HugePages_Total:':<16}{0:>8}",
+            f"{'HugePages_Free:':<16}{0:>8}",
+            f"{'HugePages_Rsvd:':<16}{0:>8}",
+            f"{'HugePages_Surp:':<16}{0:>8}",
+            f"{'Hugepagesize:':<16}{2048 if k.config.arch == 'x86_64' else 4096:>8} kB",
+            f"{'Hugetlb:':<16}{0:>8} kB",
+            f"{'DirectMap4k:':<16}{_kb(k.nr_pages):>8} kB",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def buddyinfo(self) -> str:
+        out = []
+        for node in self.kernel.page_alloc.nodes:
+            for zone in node.zones:
+                if not zone.populated():
+                    continue
+                counts = "".join(f"{zone.free_area[o].nr_free:6d} " for o in range(NR_ORDERS))
+                out.append(f"Node {node.nid}, zone {zone.name:>8} {counts}")
+        return "\n".join(out) + "\n"
+
+    def zoneinfo(self) -> str:
+        k = self.kernel
+        alloc = k.page_alloc
+        era26 = alloc.era == "2.6"
+        out: list[str] = []
+        for node in alloc.nodes:
+            first = True
+            zones = node.zones + [None]  # Movable: always present, never populated here
+            for zone in zones:
+                name = zone.name if zone is not None else "Movable"
+                s = f"Node {node.nid}, zone {name:>8}"
+                populated = zone is not None and zone.populated()
+                if populated and first:
+                    first = False
+                    s += "\n  per-node stats"
+                    for item in ("nr_inactive_anon", "nr_active_anon", "nr_inactive_file",
+                                 "nr_active_file", "nr_unevictable", "nr_slab_reclaimable",
+                                 "nr_slab_unreclaimable", "nr_anon_pages", "nr_mapped",
+                                 "nr_file_pages", "nr_dirty", "nr_writeback", "nr_shmem"):
+                        s += f"\n      {item:<12} {k.vmstat[item] if len(alloc.nodes) == 1 else 0}"
+                if zone is not None:
+                    wmin, wlow, whigh = zone.watermark
+                    free, spanned, present, managed = (
+                        zone.nr_free, zone.spanned_pages, zone.present_pages, zone.managed_pages)
+                    prot = zone.lowmem_reserve + [zone.lowmem_reserve[-1] if zone.lowmem_reserve else 0]
+                else:
+                    wmin = wlow = whigh = free = spanned = present = managed = 0
+                    prot = [0] * (len(node.zones) + 1)
+                s += (
+                    f"\n  pages free     {free}"
+                    f"\n        boost    0"
+                    f"\n        min      {wmin}"
+                    f"\n        low      {wlow}"
+                    f"\n        high     {whigh}"
+                    f"\n        promo    {whigh + (whigh - wlow)}"
+                    f"\n        spanned  {spanned}"
+                    f"\n        present  {present}"
+                    f"\n        managed  {managed}"
+                    f"\n        cma      0"
+                    f"\n        protection: ({', '.join(str(p) for p in prot)})"
+                )
+                if not populated:
+                    out.append(s + "\n")
+                    continue
+                s += f"\n      nr_free_pages {zone.nr_free}"
+                s += "\n  pagesets"
+                for cpu, (hot, cold) in enumerate(zone.pcp):
+                    for which, pcp in ((0, hot), (1, cold)):
+                        s += (
+                            f"\n    cpu: {cpu} pcp: {which}"
+                            f"\n              count: {pcp.count}"
+                            f"\n              high:  {pcp.high}"
+                            f"\n              batch: {pcp.batch}"
+                        )
+                s += (
+                    f"\n  node_unreclaimable:  {int(node.kswapd_failures >= 16)}"
+                    f"\n  start_pfn:           {zone.zone_start_pfn}"
+                )
+                if era26:
+                    s += f"\n  all_unreclaimable: {int(node.kswapd_failures >= 16)}"
+                out.append(s + "\n")
+        return "".join(out)
+
+    def vmstat(self) -> str:
+        k = self.kernel
+        vm = dict(k.vmstat)
+        alloc = k.page_alloc
+        vm["nr_free_pages"] = alloc.nr_free_pages()
+        for key in ("pgalloc_dma", "pgalloc_dma32", "pgalloc_normal", "pgalloc_high"):
+            vm[key] = 0
+        for zone in alloc.zones:
+            key = {"DMA": "pgalloc_dma", "DMA32": "pgalloc_dma32", "Normal": "pgalloc_normal",
+                   "HighMem": "pgalloc_high"}[zone.name]
+            vm[key] += zone.pgalloc
+        return "".join(f"{name} {value}\n" for name, value in vm.items())
+
+    def slabinfo(self) -> str:
+        slab = self.kernel.slab
+        if slab is None:
+            raise FileNotFoundError("/proc/slabinfo: No such file or directory")
+        return slab.slabinfo()
+
