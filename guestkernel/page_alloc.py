@@ -562,7 +562,7 @@ class PageAllocator:
     # ------------------------------------------------------------------ zonelists
     def _plan(self, gfp: int, nid: int) -> tuple:
         """Zonelist and highest zone index for a gfp mask allocating on node `nid`."""
-        key = (gfp & (G.GFP_ZONEMASK | G.__GFP_THISNODE), nid)
+        key = (gfp & (G.GFP_ZONEMASK | G.THISNODE), nid)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -572,7 +572,7 @@ class PageAllocator:
             want = G.ZONE_NORMAL
         highest = names.index(want)
         n = len(self.nodes)
-        if gfp & G.__GFP_THISNODE:
+        if gfp & G.THISNODE:
             order = [nid]
         else:
             order = sorted(range(n), key=lambda j: (self.distance[nid][j], (j - nid) % n))
@@ -599,7 +599,7 @@ class PageAllocator:
         if nid is None:
             nid = self.cpu_to_node[cpu]
         zonelist, highest = self._plan(gfp, nid)
-        cold = 1 if gfp & G.__GFP_COLD else 0
+        cold = 1 if gfp & G.COLD else 0
         # Fast path: LOW watermark. NOTE: order-0 watermark test inlined for speed.
         for zone in zonelist:
             if order == 0:
@@ -627,7 +627,7 @@ class PageAllocator:
         page._count = 1
         page.private = 0
         zone.pgalloc += 1 << order
-        if gfp & G.__GFP_ZERO:
+        if gfp & G.ZERO:
             store = self.phys.store
             base = page.pfn
             cost = 0.0
@@ -650,9 +650,9 @@ class PageAllocator:
 
     def _gfp_to_alloc_flags(self, gfp: int, order: int) -> int:
         flags = ALLOC_WMARK_MIN
-        if gfp & G.__GFP_HIGH:
+        if gfp & G.HIGH:
             flags |= ALLOC_MIN_RESERVE
-        if not gfp & G.__GFP_DIRECT_RECLAIM and not gfp & G.__GFP_NOMEMALLOC:
+        if not gfp & G.DIRECT_RECLAIM and not gfp & G.NOMEMALLOC:
             flags |= ALLOC_NON_BLOCK
         return flags
 
@@ -681,11 +681,11 @@ class PageAllocator:
                         cold: int, oom_victim: bool) -> Page | None:
         """__alloc_pages_slowpath, without compaction."""
         vm = self.vmstat
-        can_reclaim = bool(gfp & G.__GFP_DIRECT_RECLAIM)
+        can_reclaim = bool(gfp & G.DIRECT_RECLAIM)
         alloc_flags = self._gfp_to_alloc_flags(gfp, order)
         if oom_victim:
             alloc_flags |= ALLOC_OOM
-        if gfp & G.__GFP_KSWAPD_RECLAIM:
+        if gfp & G.KSWAPD_RECLAIM:
             self.wake_all_kswapds(order, gfp, zonelist, highest)
         page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
         if page is not None:
@@ -694,10 +694,10 @@ class PageAllocator:
         drained = False
         oom_rounds = 0
         while True:
-            if gfp & G.__GFP_KSWAPD_RECLAIM:
+            if gfp & G.KSWAPD_RECLAIM:
                 self.wake_all_kswapds(order, gfp, zonelist, highest)
             # Reserve access: PF_MEMALLOC / __GFP_MEMALLOC ignore watermarks.
-            if (gfp & G.__GFP_MEMALLOC or self.pf_memalloc) and not gfp & G.__GFP_NOMEMALLOC:
+            if (gfp & G.MEMALLOC or self.pf_memalloc) and not gfp & G.NOMEMALLOC:
                 page = self._get_page_from_freelist(
                     gfp, order, cpu, zonelist, highest, cold, ALLOC_NO_WATERMARKS
                 )
@@ -723,9 +723,9 @@ class PageAllocator:
                 page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
             if page is not None:
                 return page
-            if gfp & G.__GFP_NORETRY:
+            if gfp & G.NORETRY:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
-            if order > PAGE_ALLOC_COSTLY_ORDER and not gfp & G.__GFP_RETRY_MAYFAIL:
+            if order > PAGE_ALLOC_COSTLY_ORDER and not gfp & G.RETRY_MAYFAIL:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
             if progress:
                 no_progress_loops = 0
@@ -741,9 +741,9 @@ class PageAllocator:
                 return page
             if (
                 order > PAGE_ALLOC_COSTLY_ORDER
-                or gfp & G.__GFP_RETRY_MAYFAIL
+                or gfp & G.RETRY_MAYFAIL
                 or highest < self._normal_idx()
-                or not gfp & G.__GFP_FS
+                or not gfp & G.FS
             ):
                 # No OOM kill for costly orders, RETRY_MAYFAIL, lowmem-only or !__GFP_FS
                 # requests. (Linux loops forever on !__GFP_FS small allocations; with no
@@ -765,7 +765,7 @@ class PageAllocator:
         return names.index(G.ZONE_NORMAL)
 
     def _nopage(self, gfp: int, order: int, cpu: int, zonelist, highest: int, cold: int) -> Page | None:
-        if gfp & G.__GFP_NOFAIL:
+        if gfp & G.NOFAIL:
             # __GFP_NOFAIL never fails: dip into the reserves, as the kernel finally does.
             page = self._get_page_from_freelist(
                 gfp, order, cpu, zonelist, highest, cold, ALLOC_NO_WATERMARKS
