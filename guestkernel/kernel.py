@@ -27,7 +27,8 @@ class Kernel:
     phys        the PhysicalMemory beneath the guest (BareMetal by default)
     env         simpy.Environment or None
     page_alloc  PageAllocator (nodes, zones, buddy lists, per-CPU lists)
-    mem_map     list of Page, indexed by pfn
+    mem_map     list of Page or None, indexed by pfn: use pfn_to_page(), which creates
+                the descriptor on first use
     vmstat      dict of /proc/vmstat counters
     procfs      /proc and /proc/sys/vm
     slab        the classic SLAB allocator
@@ -60,7 +61,7 @@ class Kernel:
         self.panicked: str | None = None  # reason, once the guest has panicked
         self.page_alloc = PageAllocator(config, self.phys, self.vmstat)
         self.page_alloc.boot()
-        self.mem_map: list[Page] = self.page_alloc.mem_map
+        self.mem_map: list[Page | None] = self.page_alloc.mem_map
         self.kmap_area = Kmap(self.page_alloc, bool(config.pae), config.cpus)
         # Overcommit accounting (mm/util.c); the policy for modes 0/1/2 lives in oom_kill.
         self.committed_as = 0  # pages: vm_committed_as
@@ -150,7 +151,7 @@ class Kernel:
         return self.page_alloc.virt_to_page(addr)
 
     def pfn_to_page(self, pfn: int) -> Page:
-        return self.mem_map[pfn]
+        return self.page_alloc.pfn_to_page(pfn)
 
     def kmap(self, page: Page) -> int:
         return self.kmap_area.kmap(page)

@@ -214,12 +214,13 @@ class PageAllocator:
         self.direct_reclaim_hook: Callable[[int, int, list[Zone], int], int] | None = None
         self.oom_hook: Callable[[int, int, int], bool] | None = None
         self._build_nodes()
-        # memmap: one struct page per frame. NOTE: built in one comprehension for speed.
-        highmem_ranges = [(z.zone_start_pfn, z.end_pfn) for z in self.zones if z.is_highmem]
-        self.mem_map: list[Page] = [Page(pfn, PG_reserved) for pfn in range(self.nr_pages)]
-        for lo, hi in highmem_ranges:
-            for pfn in range(lo, hi):
-                self.mem_map[pfn].flags |= PG_highmem
+        # memmap: one struct page per frame, created on first use (pfn_to_page). Heads of
+        # free blocks always exist, so a missing descriptor is never a free buddy.
+        self.mem_map: list[Page | None] = [None] * self.nr_pages
+        self.reserved = bytearray(self.nr_pages)  # 1: memblock-reserved at boot
+        self.highmem_start = min(
+            [z.zone_start_pfn for z in self.zones if z.is_highmem] or [self.nr_pages]
+        )
         # zone of a pfn, per MAX_ORDER block (zone and node boundaries are block-aligned)
         self._zone_of_block: list[Zone] = [None] * (
             (self.nr_pages + MAX_ORDER_NR_PAGES - 1) >> MAX_ORDER
@@ -260,6 +261,16 @@ class PageAllocator:
         self.zones: list[Zone] = [z for node in self.nodes for z in node.zones if z.populated()]
         self.all_zones: list[Zone] = [z for node in self.nodes for z in node.zones]
 
+    def pfn_to_page(self, pfn: int) -> Page:
+        """The struct page of a frame, created on first use."""
+        page = self.mem_map[pfn]
+        if page is None:
+            flags = PG_reserved if self.reserved[pfn] else 0
+            if pfn >= self.highmem_start:
+                flags |= PG_highmem
+            page = self.mem_map[pfn] = Page(pfn, flags)
+        return page
+
     def zone_of(self, pfn: int) -> Zone:
         return self._zone_of_block[pfn >> MAX_ORDER]
 
@@ -273,14 +284,14 @@ class PageAllocator:
         pfn = (addr - self.page_offset) >> PAGE_SHIFT
         if not 0 <= pfn < self.nr_pages:
             raise KernelBug(f"virt_to_page: {addr:#x} is not in the direct map")
-        return self.mem_map[pfn]
+        return self.pfn_to_page(pfn)
 
     # ------------------------------------------------------------------ boot
     def boot(self) -> None:
         """Reserve low memory, the kernel image and the memmap; free the rest to the buddy
         lists; size per-CPU lists; compute min_free_kbytes, watermarks and reserves."""
         cfg = self.config
-        reserved = bytearray(self.nr_pages)  # 1 = memblock-reserved
+        reserved = self.reserved
         for pfn in range(min(LOW_RESERVED >> PAGE_SHIFT, self.nr_pages)):
             reserved[pfn] = 1
         k0 = KERNEL_LOAD_ADDR >> PAGE_SHIFT
@@ -303,7 +314,6 @@ class PageAllocator:
                     reserved[top] = 1
                     pages -= 1
                     self.memmap_pages += 1
-        mem_map = self.mem_map
         for zone in self.zones:
             zone.managed_pages = zone.present_pages - sum(
                 reserved[zone.zone_start_pfn : zone.end_pfn]
@@ -323,9 +333,7 @@ class PageAllocator:
                     order -= 1
                 while order and any(reserved[pfn : pfn + (1 << order)]):
                     order -= 1
-                for p in range(pfn, pfn + (1 << order)):
-                    mem_map[p].flags &= ~PG_reserved
-                self._free_one_page(zone, mem_map[pfn], pfn, order, to_tail)
+                self._free_one_page(zone, self.pfn_to_page(pfn), pfn, order, to_tail)
                 pfn += 1 << order
         self._setup_pcp()
         self.init_min_free_kbytes()
@@ -440,7 +448,7 @@ class PageAllocator:
             if not start <= buddy_pfn < end:
                 break
             buddy = mem_map[buddy_pfn]
-            if not (buddy.flags & PG_buddy) or buddy.private != order:
+            if buddy is None or not buddy.flags & PG_buddy or buddy.private != order:
                 break
             area = zone.free_area[order]
             area.free_list.remove(buddy)
@@ -450,6 +458,8 @@ class PageAllocator:
             pfn &= buddy_pfn
             order += 1
         page = mem_map[pfn]
+        if page is None:
+            page = self.pfn_to_page(pfn)
         page.flags |= PG_buddy
         page.private = order
         area = zone.free_area[order]
@@ -459,7 +469,7 @@ class PageAllocator:
             hb = higher ^ (1 << (order + 1))
             if start <= hb < end:
                 b = mem_map[hb]
-                to_tail = bool(b.flags & PG_buddy) and b.private == order + 1
+                to_tail = b is not None and bool(b.flags & PG_buddy) and b.private == order + 1
         if to_tail:
             area.free_list.add_tail(page)
         else:
@@ -489,6 +499,8 @@ class PageAllocator:
                 high -= 1
                 size >>= 1
                 half = mem_map[pfn + size]
+                if half is None:
+                    half = self.pfn_to_page(pfn + size)
                 a = free_area[high]
                 a.free_list.add(half)
                 a.nr_free += 1
@@ -855,14 +867,14 @@ def validate_buddy(alloc: PageAllocator) -> None:
                 for p in range(pfn, pfn + (1 << order)):
                     assert not owner[p], f"{zone}: pfn {p:#x} in two free blocks"
                     owner[p] = 1
-                    if p != pfn:
+                    if p != pfn and mem_map[p] is not None:
                         assert not mem_map[p].flags & PG_buddy, f"pfn {p:#x}: PG_buddy inside a block"
                 assert mem_map[pfn]._count == 0, f"free block {pfn:#x} has _count {mem_map[pfn]._count}"
                 if order < MAX_ORDER:
                     b = pfn ^ (1 << order)
                     if zone.zone_start_pfn <= b < zone.end_pfn:
                         bp = mem_map[b]
-                        assert not (bp.flags & PG_buddy and bp.private == order), (
+                        assert bp is None or not (bp.flags & PG_buddy and bp.private == order), (
                             f"{zone}: buddies {pfn:#x} and {b:#x} both free at order {order}, unmerged"
                         )
                 total += 1 << order
