@@ -1,0 +1,1264 @@
+"""strace replay: apply a real program's memory system calls to a simulated guest process.
+
+`hvsim replay TRACE` reads a log written by
+
+    strace -f -y -e trace=memory,process,ipc -o TRACE CMD
+
+(with or without -f; -t/-tt/-ttt/-r timestamps and -T durations are tolerated) and replays
+every brk, mmap, munmap, mprotect, mremap, madvise, mlock, mlock2, munlock, mlockall,
+munlockall, shmget, shmat, shmdt, shmctl, fork/vfork/clone/clone3, execve and exit line in
+a fresh x86_64 guest `Kernel`, on the simulated process the line's pid names. The simulated
+return value is compared with the recorded one; each difference is one divergence line.
+The command ends with ``N calls, M divergences`` and exits 1 if M > 0 (2 for a bad file).
+
+Parsing (`parse_trace`)
+    Each line is split into an optional pid column (``5029  `` with -o, ``[pid  5029] ``
+    on a terminal), an optional timestamp, and a body: a complete call
+    ``name(args) = ret``, an unfinished one ``name(args <unfinished ...>``, its
+    continuation ``<... name resumed>args) = ret``, ``+++ exited with N +++``,
+    ``+++ killed by SIGx +++``, ``--- SIGx {...} ---``. Arguments are split at top-level
+    commas, aware of quotes, brackets, ``/* comments */`` and -y paths (``3</usr/lib/x.so>``,
+    whose text may hold commas and brackets). Unfinished and resumed halves are joined per
+    pid. A joined call is placed in the event stream where its result appeared, except
+    fork-like calls, placed where they started: the child's first lines can come before
+    the parent's ``<... clone resumed>``. A line that fits no shape is reported with its
+    number and skipped.
+
+Placement: why MAP_FIXED_NOREPLACE
+    The simulated kernel must put every mapping at the recorded address, but it cannot
+    choose it the way the real kernel did: the real layout was randomised (ASLR) and
+    execve mapped the executable, the loader, vdso and stack where the trace does not
+    show them. So a successful ``mmap(NULL or hint, ...)`` is replayed as
+    ``mmap(recorded_result, ..., flags | MAP_FIXED_NOREPLACE)``. NOREPLACE rather than
+    MAP_FIXED because MAP_FIXED would silently unmap whatever the simulation has there; if
+    the simulated address space holds something the real one did not (a missed munmap, a
+    wrong mremap), NOREPLACE fails with EEXIST and the difference shows as a divergence
+    instead of being papered over. A plain hint would not do: Linux only honours a hint
+    that fits, and otherwise picks from its own (different) layout. Calls the program made
+    with MAP_FIXED or MAP_FIXED_NOREPLACE (ld.so placing a library's segments inside its
+    reservation) are replayed as recorded, since replacing is what they did. Likewise a
+    mremap that moved is replayed with MREMAP_MAYMOVE|MREMAP_FIXED to the recorded new
+    address (Linux has no NOREPLACE form for mremap), a ``shmat(id, NULL, ...)`` with the
+    recorded address as shmaddr (which, without SHM_REMAP, also refuses to overlap).
+    Calls that failed in the trace are replayed exactly as recorded, so that the
+    simulated kernel has to fail them on its own, with the same errno.
+
+What the trace cannot show
+    - The first brk: execve randomises start_brk, so the first ``brk`` result of each
+      program image tells where the heap starts; the simulated mm's start_brk/brk are set
+      to it before the call is replayed (only while the simulated heap is still empty).
+    - Regions mapped by execve itself (executable, loader, stack, vdso): a call that the
+      trace shows succeeding on memory it never showed being mapped (the executable's
+      RELRO mprotect, say) is reported as ``outside the trace``, not as a divergence. Only
+      the parts of its range the trace did show are applied. A failed call on such memory
+      is replayed and compared (``mprotect(0x10000, ...) = -1 ENOMEM`` must fail here too).
+    - ``open`` is not traced: the path that -y prints names a file of the guest's file
+      system, created on demand (read-write, since the open mode is not recorded) with the
+      size implied by the largest ``offset + length`` mapped from it in the whole trace;
+      without -y the file is named after the pid and fd (``/replay/PID/fdN``).
+    - Return values that are identities (shmget ids, child pids) are not compared by
+      value: both runs must succeed, and the recorded value is mapped to the simulated one
+      for the later lines that use it.
+    - A failed execve is not replayed (the simulated file system holds no executables).
+    - Threads and vfork children (CLONE_VM) share their parent's simulated process; a vfork
+      child that calls execve becomes a process of its own (fork then execve).
+
+Units: addresses and lengths in bytes, as the trace writes them.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from guestkernel.units import PAGE_SIZE, parse_size
+
+# --------------------------------------------------------------------------- constants
+# Linux x86-64 values of the names strace prints. guestkernel/uapi.py holds the kernel's
+# own copy; tests check that the two agree wherever both define a name.
+CONSTANTS: dict[str, int] = {
+    "NULL": 0,
+    # PROT_*
+    "PROT_NONE": 0x0,
+    "PROT_READ": 0x1,
+    "PROT_WRITE": 0x2,
+    "PROT_EXEC": 0x4,
+    "PROT_SEM": 0x8,
+    "PROT_GROWSDOWN": 0x01000000,
+    "PROT_GROWSUP": 0x02000000,
+    # MAP_*
+    "MAP_SHARED": 0x01,
+    "MAP_PRIVATE": 0x02,
+    "MAP_SHARED_VALIDATE": 0x03,
+    "MAP_FIXED": 0x10,
+    "MAP_ANONYMOUS": 0x20,
+    "MAP_32BIT": 0x40,
+    "MAP_GROWSDOWN": 0x0100,
+    "MAP_DENYWRITE": 0x0800,
+    "MAP_EXECUTABLE": 0x1000,
+    "MAP_LOCKED": 0x2000,
+    "MAP_NORESERVE": 0x4000,
+    "MAP_POPULATE": 0x8000,
+    "MAP_NONBLOCK": 0x10000,
+    "MAP_STACK": 0x20000,
+    "MAP_HUGETLB": 0x40000,
+    "MAP_SYNC": 0x80000,
+    "MAP_FIXED_NOREPLACE": 0x100000,
+    "MAP_UNINITIALIZED": 0x4000000,
+    # MREMAP_*
+    "MREMAP_MAYMOVE": 1,
+    "MREMAP_FIXED": 2,
+    "MREMAP_DONTUNMAP": 4,
+    # MADV_*
+    "MADV_NORMAL": 0,
+    "MADV_RANDOM": 1,
+    "MADV_SEQUENTIAL": 2,
+    "MADV_WILLNEED": 3,
+    "MADV_DONTNEED": 4,
+    "MADV_FREE": 8,
+    "MADV_REMOVE": 9,
+    "MADV_DONTFORK": 10,
+    "MADV_DOFORK": 11,
+    "MADV_MERGEABLE": 12,
+    "MADV_UNMERGEABLE": 13,
+    "MADV_HUGEPAGE": 14,
+    "MADV_NOHUGEPAGE": 15,
+    "MADV_DONTDUMP": 16,
+    "MADV_DODUMP": 17,
+    "MADV_WIPEONFORK": 18,
+    "MADV_KEEPONFORK": 19,
+    "MADV_COLD": 20,
+    "MADV_PAGEOUT": 21,
+    "MADV_POPULATE_READ": 22,
+    "MADV_POPULATE_WRITE": 23,
+    "MADV_DONTNEED_LOCKED": 24,
+    "MADV_COLLAPSE": 25,
+    "MADV_HWPOISON": 100,
+    "MADV_SOFT_OFFLINE": 101,
+    # mlock2, mlockall
+    "MLOCK_ONFAULT": 0x01,
+    "MCL_CURRENT": 1,
+    "MCL_FUTURE": 2,
+    "MCL_ONFAULT": 4,
+    # System V IPC
+    "IPC_PRIVATE": 0,
+    "IPC_CREAT": 0o1000,
+    "IPC_EXCL": 0o2000,
+    "IPC_NOWAIT": 0o4000,
+    "IPC_RMID": 0,
+    "IPC_SET": 1,
+    "IPC_STAT": 2,
+    "IPC_INFO": 3,
+    "IPC_64": 0x100,
+    "SHM_LOCK": 11,
+    "SHM_UNLOCK": 12,
+    "SHM_STAT": 13,
+    "SHM_INFO": 14,
+    "SHM_STAT_ANY": 15,
+    "SHM_HUGETLB": 0o4000,
+    "SHM_NORESERVE": 0o10000,
+    "SHM_RDONLY": 0o10000,
+    "SHM_RND": 0o20000,
+    "SHM_REMAP": 0o40000,
+    "SHM_EXEC": 0o100000,
+    # clone flags (the CSIGNAL byte holds the exit signal)
+    "CLONE_VM": 0x00000100,
+    "CLONE_FS": 0x00000200,
+    "CLONE_FILES": 0x00000400,
+    "CLONE_SIGHAND": 0x00000800,
+    "CLONE_PIDFD": 0x00001000,
+    "CLONE_PTRACE": 0x00002000,
+    "CLONE_VFORK": 0x00004000,
+    "CLONE_PARENT": 0x00008000,
+    "CLONE_THREAD": 0x00010000,
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_SYSVSEM": 0x00040000,
+    "CLONE_SETTLS": 0x00080000,
+    "CLONE_PARENT_SETTID": 0x00100000,
+    "CLONE_CHILD_CLEARTID": 0x00200000,
+    "CLONE_DETACHED": 0x00400000,
+    "CLONE_UNTRACED": 0x00800000,
+    "CLONE_CHILD_SETTID": 0x01000000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+    "CLONE_IO": 0x80000000,
+    "CLONE_CLEAR_SIGHAND": 0x100000000,
+    "CLONE_INTO_CGROUP": 0x200000000,
+}
+_SIGNALS = (
+    "HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD "
+    "CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS"
+).split()
+for _n, _s in enumerate(_SIGNALS, start=1):
+    CONSTANTS["SIG" + _s] = _n
+CONSTANTS["SIGIOT"] = 6
+CONSTANTS["SIGPOLL"] = 29
+
+MAP_FIXED = CONSTANTS["MAP_FIXED"]
+MAP_FIXED_NOREPLACE = CONSTANTS["MAP_FIXED_NOREPLACE"]
+MAP_ANONYMOUS = CONSTANTS["MAP_ANONYMOUS"]
+MAP_SHARED = CONSTANTS["MAP_SHARED"]
+MREMAP_MAYMOVE = CONSTANTS["MREMAP_MAYMOVE"]
+MREMAP_FIXED = CONSTANTS["MREMAP_FIXED"]
+CLONE_VM = CONSTANTS["CLONE_VM"]
+CLONE_VFORK = CONSTANTS["CLONE_VFORK"]
+CLONE_THREAD = CONSTANTS["CLONE_THREAD"]
+IPC_64 = CONSTANTS["IPC_64"]
+O_RDWR = 0o2
+O_CREAT = 0o100
+
+# errno names as strace prints them -> Linux numbers (x86-64 == asm-generic).
+ERRNO: dict[str, int] = {
+    name: getattr(_errno, name) for name in dir(_errno) if name.startswith("E") and name.isupper()
+}
+ERRNO.update({"ERESTARTSYS": 512, "ERESTARTNOINTR": 513, "ERESTARTNOHAND": 514,
+              "ERESTART_RESTARTBLOCK": 516})
+ERRNO_NAME: dict[int, str] = {}
+for _name, _num in sorted(ERRNO.items()):
+    ERRNO_NAME.setdefault(_num, _name)
+for _name in ("EAGAIN", "EDEADLK", "ENOTSUP", "EOPNOTSUPP"):  # preferred aliases
+    if _name in ERRNO:
+        ERRNO_NAME[ERRNO[_name]] = _name
+ERRNO_NAME[ERRNO["EOPNOTSUPP"]] = "EOPNOTSUPP"
+
+
+def _page_align(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+# --------------------------------------------------------------------------- parser
+class TraceSyntaxError(ValueError):
+    """A piece of a line that does not read as strace output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ret:
+    """A recorded return value: ``value`` (None for ``?``) and the errno name on failure."""
+
+    value: int | None
+    errno: str | None = None
+    text: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.errno is not None
+
+
+@dataclass(slots=True)
+class Call:
+    """One system call, its halves joined. ``lineno`` is where it started (1-based)."""
+
+    lineno: int
+    pid: int | None
+    name: str
+    args: list[str]
+    ret: Ret
+    end_lineno: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """``+++ exited with N +++`` (signal None) or ``+++ killed by SIGx +++``."""
+
+    lineno: int
+    pid: int | None
+    status: int | None
+    signal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """``--- SIGx {...} ---``: a signal delivered (its effect, if fatal, is a later Exit)."""
+
+    lineno: int
+    pid: int | None
+    signal: str
+    info: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A line that was skipped, and why."""
+
+    lineno: int
+    reason: str
+    text: str
+
+    def __str__(self) -> str:
+        text = self.text if len(self.text) <= 100 else self.text[:97] + "..."
+        return f"line {self.lineno}: malformed, skipped: {self.reason}: {text}"
+
+
+@dataclass
+class Trace:
+    events: list = field(default_factory=list)  # Call | Exit | Signal, in replay order
+    problems: list[Problem] = field(default_factory=list)
+    lines: int = 0
+    has_pids: bool = False
+
+
+# One line: [pid column] [timestamp] body [-T duration]
+_PID_RE = re.compile(r"^(?:\[pid\s+(\d+)\]\s*|(\d+)\s+)")
+_TIME_RE = re.compile(r"^(?:\d{1,2}:\d{2}:\d{2}(?:\.\d+)?|\d+\.\d+)\s+")
+_DURATION_RE = re.compile(r"\s+<\d+\.\d+>$")
+_EXITED_RE = re.compile(r"^\+\+\+ exited with (-?\d+) \+\+\+$")
+_KILLED_RE = re.compile(r"^\+\+\+ killed by (SIG[A-Z0-9]+|\d+)(?: \(core dumped\))? \+\+\+$")
+_SUPERSEDED_RE = re.compile(r"^\+\+\+ superseded by execve in pid (\d+) \+\+\+$")
+_SIGNAL_RE = re.compile(r"^--- (SIG[A-Z0-9]+|stopped by SIG[A-Z0-9]+)(?: (\{.*\}))? ---$")
+_CALL_RE = re.compile(r"^([a-z_][a-z0-9_]*)\((.*)$")
+_RESUMED_RE = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
+_UNFINISHED = "<unfinished ...>"
+_RET_RE = re.compile(
+    r"^(\?|-?\d+|0x[0-9a-fA-F]+)(?:<[^>]*>)?"  # value, maybe with a -y path
+    r"(?:\s+(E[A-Z0-9_]+)\b.*|\s+\(.*\)|\s+<unavailable>|\s+\[.*\])?$"
+)
+FORK_CALLS = frozenset({"fork", "vfork", "clone", "clone3"})
+
+
+def split_args(text: str) -> list[str]:
+    """Split an argument list at top-level commas; ``/* comments */`` are dropped.
+
+    Aware of "quoted strings" (with backslash escapes), (), [], {} nesting, and -y paths
+    after an fd number (``3</a, b>``). Raises TraceSyntaxError if unbalanced.
+    """
+    args: list[str] = []
+    cur: list[str] = []
+    depth: list[str] = []
+    closing = {"(": ")", "[": "]", "{": "}"}
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if j >= n:
+                raise TraceSyntaxError("unterminated string")
+            cur.append(text[i : j + 1])
+            i = j + 1
+            # strace marks a truncated string with "..." after the quote: keep it
+            continue
+        if c == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            if j < 0:
+                raise TraceSyntaxError("unterminated comment")
+            i = j + 2
+            continue
+        if c == "<" and cur and cur[-1][-1:].isdigit():
+            # -y path: runs to the first unescaped '>' (strace escapes '<' and '>' in it)
+            j = i + 1
+            while j < n and text[j] != ">":
+                j += 2 if text[j] == "\\" else 1
+            if j >= n:
+                raise TraceSyntaxError("unterminated <path>")
+            cur.append(text[i : j + 1])
+            i = j + 1
+            continue
+        if c in closing:
+            depth.append(closing[c])
+        elif c in ")]}":
+            if not depth or depth.pop() != c:
+                raise TraceSyntaxError(f"unbalanced {c!r}")
+        elif c == "," and not depth:
+            args.append("".join(cur).strip())
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    if depth:
+        raise TraceSyntaxError(f"missing {depth[-1]!r}")
+    last = "".join(cur).strip()
+    if last or args:
+        args.append(last)
+    return args
+
+
+def parse_ret(text: str) -> Ret:
+    """``0x7f..``, ``0``, ``-1 ENOMEM (Cannot allocate memory)``, ``?``, ``3</path>``."""
+    text = text.strip()
+    m = _RET_RE.match(text)
+    if not m:
+        raise TraceSyntaxError(f"unreadable return value {text!r}")
+    value = None if m.group(1) == "?" else int(m.group(1), 0)
+    err = m.group(2)
+    if err is not None and err not in ERRNO:
+        raise TraceSyntaxError(f"unknown errno {err}")
+    return Ret(value, err, text)
+
+
+def _split_call(rest: str) -> tuple[str, str, bool]:
+    """``args) = ret`` -> (args, ret, finished); ``args <unfinished ...>`` -> (args, '', False)."""
+    rest = rest.rstrip()
+    if rest.endswith(_UNFINISHED):
+        return rest[: -len(_UNFINISHED)].rstrip(), "", False
+    rest = _DURATION_RE.sub("", rest)
+    k = rest.rfind(") = ")
+    if k < 0:
+        if rest.endswith(") ="):  # "= ?" with the ? lost
+            raise TraceSyntaxError("missing return value")
+        # strace pads with spaces before '=': "brk(NULL)                 = 0x..."
+        m = re.search(r"\)\s+=\s+(?!.*\)\s+=\s)", rest)
+        if not m:
+            raise TraceSyntaxError("no '= result'")
+        return rest[: m.start()], rest[m.end() :], True
+    return rest[:k], rest[k + 4 :], True
+
+
+def parse_line(line: str):
+    """Parse one line into ('call'|'unfinished'|'resumed'|'exit'|'signal'|'skip', pid, ...).
+
+    Returns a tuple whose first item says the shape:
+      ('call', pid, name, args_text, ret_text)
+      ('unfinished', pid, name, args_text)
+      ('resumed', pid, name, args_text, ret_text | None)   (None: unfinished again)
+      ('exit', pid, status, signal)
+      ('signal', pid, signal, info)
+      ('skip', pid)                           blank, strace's own messages, superseded
+    Raises TraceSyntaxError for anything else.
+    """
+    s = line.rstrip("\n").rstrip()
+    if not s.strip():
+        return ("skip", None)
+    if s.startswith("strace: "):
+        return ("skip", None)
+    pid = None
+    m = _PID_RE.match(s)
+    if m:
+        pid = int(m.group(1) or m.group(2))
+        s = s[m.end() :]
+    m = _TIME_RE.match(s)
+    if m:
+        s = s[m.end() :]
+    if s.startswith("+++"):
+        if m := _EXITED_RE.match(s):
+            return ("exit", pid, int(m.group(1)), None)
+        if m := _KILLED_RE.match(s):
+            return ("exit", pid, None, m.group(1))
+        if _SUPERSEDED_RE.match(s):
+            return ("skip", pid)
+        raise TraceSyntaxError("unknown +++ line")
+    if s.startswith("---"):
+        if m := _SIGNAL_RE.match(s):
+            return ("signal", pid, m.group(1), m.group(2) or "")
+        raise TraceSyntaxError("unknown --- line")
+    if m := _RESUMED_RE.match(s):
+        name, rest = m.group(1), m.group(2)
+        args, ret, finished = _split_call(rest)
+        if not finished:
+            return ("resumed", pid, name, args, None)
+        return ("resumed", pid, name, args, ret)
+    if m := _CALL_RE.match(s):
+        name, rest = m.group(1), m.group(2)
+        args, ret, finished = _split_call(rest)
+        if not finished:
+            return ("unfinished", pid, name, args)
+        return ("call", pid, name, args, ret)
+    raise TraceSyntaxError("not an strace line")
+
+
+def _join_args(first: str, second: str) -> str:
+    first, second = first.rstrip(), second.lstrip()
+    if not first:
+        return second
+    if not second:
+        return first
+    if first.endswith(",") or second.startswith(","):
+        return f"{first} {second}"
+    return f"{first}{second}"
+
+
+def parse_trace(lines) -> Trace:
+    """Parse strace output (an iterable of lines) into events and problems; never raises."""
+    trace = Trace()
+    pending: dict[int | None, tuple[int, str, str, int]] = {}  # pid -> (lineno, name, args, slot)
+    for lineno, line in enumerate(lines, start=1):
+        trace.lines = lineno
+        try:
+            shape = parse_line(line)
+        except TraceSyntaxError as e:
+            trace.problems.append(Problem(lineno, str(e), line.rstrip("\n")))
+            continue
+        kind, pid = shape[0], shape[1]
+        if pid is not None:
+            trace.has_pids = True
+        try:
+            if kind == "call":
+                _, _, name, args, ret = shape
+                trace.events.append(Call(lineno, pid, name, split_args(args), parse_ret(ret),
+                                         lineno))
+            elif kind == "unfinished":
+                _, _, name, args = shape
+                if pid in pending:
+                    _flush(trace, pid, pending.pop(pid))
+                split_args_ok = args  # checked when joined
+                slot = -1
+                if name in FORK_CALLS:  # the child may run before the parent resumes
+                    slot = len(trace.events)
+                    trace.events.append(None)
+                pending[pid] = (lineno, name, split_args_ok, slot)
+            elif kind == "resumed":
+                _, _, name, args, ret = shape
+                start = pending.pop(pid, None)
+                if start is None or start[1] != name:
+                    if start is not None:
+                        pending[pid] = start
+                    raise TraceSyntaxError(f"{name} resumed without its unfinished start")
+                joined = _join_args(start[2], args)
+                if ret is None:  # unfinished again
+                    pending[pid] = (start[0], name, joined, start[3])
+                    continue
+                call = Call(start[0], pid, name, split_args(joined), parse_ret(ret), lineno)
+                if start[3] >= 0:
+                    trace.events[start[3]] = call
+                else:
+                    trace.events.append(call)
+            elif kind == "exit":
+                _, _, status, sig = shape
+                if pid in pending:
+                    _flush(trace, pid, pending.pop(pid))
+                trace.events.append(Exit(lineno, pid, status, sig))
+            elif kind == "signal":
+                _, _, sig, info = shape
+                trace.events.append(Signal(lineno, pid, sig, info))
+        except TraceSyntaxError as e:
+            trace.problems.append(Problem(lineno, str(e), line.rstrip("\n")))
+    for pid, start in list(pending.items()):
+        _flush(trace, pid, start)
+    trace.events = [e for e in trace.events if e is not None]
+    return trace
+
+
+def _flush(trace: Trace, pid, start) -> None:
+    """An unfinished call that never resumed (the process exited in it): result ``?``."""
+    lineno, name, args, slot = start
+    try:
+        call = Call(lineno, pid, name, split_args(args), Ret(None, None, "?"), lineno)
+    except TraceSyntaxError as e:
+        trace.problems.append(Problem(lineno, str(e), f"{name}({args} <unfinished ...>"))
+        return
+    if slot >= 0:
+        trace.events[slot] = call
+    else:
+        trace.events.append(call)
+
+
+# --------------------------------------------------------------------------- argument values
+_FD_RE = re.compile(r"^(-?\d+)(?:<(.*)>)?$")
+
+
+def parse_int(tok: str) -> int:
+    """``NULL``, ``0x1f``, ``4096``, ``-1``, ``0600`` (octal, as strace prints modes)."""
+    tok = tok.strip()
+    if tok == "NULL":
+        return 0
+    try:
+        if re.fullmatch(r"-?0[0-7]+", tok):
+            return int(tok, 8)
+        return int(tok, 0)
+    except ValueError:
+        raise TraceSyntaxError(f"not a number: {tok!r}") from None
+
+
+def parse_flags(tok: str) -> int:
+    """``PROT_READ|PROT_WRITE``, ``IPC_CREAT|0600``, ``MAP_PRIVATE|0x40000``, ``0``."""
+    tok = tok.strip()
+    if tok.startswith("[") and tok.endswith("]"):  # clone3 exit_signal etc. never; be lenient
+        tok = tok[1:-1]
+    value = 0
+    for part in tok.split("|"):
+        part = part.strip()
+        if part in CONSTANTS:
+            value |= CONSTANTS[part]
+        elif part[:1].isdigit() or part[:1] == "-":
+            value |= parse_int(part)
+        else:
+            raise TraceSyntaxError(f"unknown constant {part}")
+    return value
+
+
+def parse_fd(tok: str) -> tuple[int, str | None]:
+    """``3</usr/lib/libc.so.6>`` -> (3, '/usr/lib/libc.so.6'); ``-1`` -> (-1, None)."""
+    m = _FD_RE.match(tok.strip())
+    if not m:
+        raise TraceSyntaxError(f"not a file descriptor: {tok!r}")
+    path = m.group(2)
+    if path is not None:
+        path = re.sub(r"\\x([0-9a-fA-F]{2})", lambda x: chr(int(x.group(1), 16)), path)
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+    return int(m.group(1)), path
+
+
+def parse_string(tok: str) -> str:
+    """A quoted strace string (``"./a.out"``), with C escapes undone."""
+    tok = tok.strip()
+    if tok.endswith("..."):
+        tok = tok[:-3]
+    if len(tok) < 2 or tok[0] != '"' or tok[-1] != '"':
+        raise TraceSyntaxError(f"not a string: {tok!r}")
+    body = tok[1:-1]
+    try:
+        return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return body
+
+
+def clone_flags(call: Call) -> int:
+    """The flags of fork/vfork/clone/clone3 as one number (CSIGNAL byte included)."""
+    if call.name == "fork":
+        return CONSTANTS["SIGCHLD"]
+    if call.name == "vfork":
+        return CLONE_VM | CLONE_VFORK | CONSTANTS["SIGCHLD"]
+    text = call.args[0] if call.args else ""
+    if call.name == "clone3":
+        text = text.split("=>")[0].strip()
+        if text.startswith("{"):
+            text = text[1:-1]
+    for arg in split_args(text) if call.name == "clone3" else call.args:
+        if arg.startswith("flags="):
+            return parse_flags(arg[len("flags="):])
+    if call.name == "clone" and len(call.args) >= 2 and "=" not in call.args[1]:
+        return parse_flags(call.args[1])  # clone(stack, flags, ...) without names
+    return 0
+
+
+# --------------------------------------------------------------------------- the driver
+@dataclass
+class Proc:
+    """A traced process (or thread) and the simulated task it is replayed on."""
+
+    pid: int | None  # recorded pid (None without -f)
+    comm: str
+    task: object = None  # guestkernel Task
+    leader: Proc | None = None  # the process whose mm a CLONE_VM child shares
+    vfork: bool = False
+    known: list = field(default_factory=list)  # sorted [start, end): mapped by traced calls
+    shm_attached: dict = field(default_factory=dict)  # address -> segment bytes
+    brk_synced: bool = False
+    exited: bool = False
+    maps: str | None = None  # /proc/PID/maps just before exit
+
+    @property
+    def owner(self) -> Proc:
+        return self.leader if self.leader is not None else self
+
+    @property
+    def label(self) -> str:
+        return "pid ?" if self.pid is None else f"pid {self.pid}"
+
+
+def _add(known: list, start: int, end: int) -> None:
+    if end <= start:
+        return
+    _remove(known, start, end)
+    known.append([start, end])
+    known.sort()
+    merged: list = []
+    for s, e in known:
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    known[:] = merged
+
+
+def _remove(known: list, start: int, end: int) -> None:
+    out = []
+    for s, e in known:
+        if e <= start or s >= end:
+            out.append([s, e])
+            continue
+        if s < start:
+            out.append([s, start])
+        if e > end:
+            out.append([end, e])
+    known[:] = out
+
+
+def _pieces(known: list, start: int, end: int) -> tuple[list[tuple[int, int]], bool]:
+    """The known parts of [start, end) and whether they cover all of it."""
+    parts = [(max(s, start), min(e, end)) for s, e in known if s < end and e > start]
+    covered = sum(e - s for s, e in parts)
+    return parts, covered == end - start
+
+
+class ReplayError(Exception):
+    """The guest cannot run the replay at all (e.g. no address-space code)."""
+
+
+class Replayer:
+    """Apply a parsed trace to a fresh guest, writing one line per finding to ``out``.
+
+    kernel   a booted guestkernel Kernel (x86_64)
+    out      callable taking one line of text
+    """
+
+    def __init__(self, kernel, out=print) -> None:
+        self.kernel = kernel
+        self.out = out
+        self.procs: dict[int | None, Proc] = {}
+        self.order: list[Proc] = []  # processes in order of appearance, for --maps
+        self.shm_ids: dict[int, int] = {}  # recorded shmid -> simulated shmid
+        self.shm_sizes: dict[int, int] = {}  # recorded shmid -> segment size, bytes
+        self.file_sizes: dict[str, int] = {}  # path -> bytes implied by the trace
+        self.files_made: set[str] = set()
+        self.calls = 0
+        self.divergences = 0
+        self.outside = 0
+        self.unsupported: set[str] = set()
+
+    # ---------------------------------------------------------------- entry point
+    def run(self, trace: Trace) -> tuple[int, int]:
+        """Replay every event; return (calls, divergences)."""
+        self._scan_file_sizes(trace)
+        for event in trace.events:
+            try:
+                if isinstance(event, Call):
+                    self._call(event)
+                elif isinstance(event, Exit):
+                    self._exit(event)
+            except TraceSyntaxError as e:
+                self.out(str(Problem(event.lineno, str(e), _render(event))))
+        for proc in self.order:
+            if not proc.exited and proc.leader is None and proc.maps is None:
+                proc.maps = self._read_maps(proc)
+        return self.calls, self.divergences
+
+    def maps_report(self) -> list[str]:
+        """For each process, /proc/PID/maps just before it exited (or at the end)."""
+        lines = []
+        for proc in self.order:
+            if proc.leader is not None:
+                continue
+            when = "at exit" if proc.exited else "at end of trace"
+            lines.append(f"== {proc.label} ({proc.comm}) {when} ==")
+            lines.extend((proc.maps or "").rstrip("\n").split("\n") if proc.maps else [])
+        return lines
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _scan_file_sizes(self, trace: Trace) -> None:
+        for ev in trace.events:
+            if isinstance(ev, Call) and ev.name == "mmap" and len(ev.args) == 6:
+                try:
+                    fd, path = parse_fd(ev.args[4])
+                    flags = parse_flags(ev.args[3])
+                    if flags & MAP_ANONYMOUS or fd < 0:
+                        continue
+                    path = path or f"/replay/{ev.pid}/fd{fd}"
+                    end = parse_int(ev.args[5]) + parse_int(ev.args[1])
+                except TraceSyntaxError:
+                    continue
+                self.file_sizes[path] = max(self.file_sizes.get(path, 0), end)
+
+    def _proc(self, pid, comm: str | None = None) -> Proc:
+        proc = self.procs.get(pid)
+        if proc is None:
+            # First sight of a pid that no traced fork created: the traced command itself
+            # (or a process strace attached to). Its image was set up by an execve we
+            # replay as spawn.
+            name = comm or (f"pid{pid}" if pid is not None else "traced")
+            proc = Proc(pid, name, task=self.kernel.spawn(name))
+            self._register(proc)
+        return proc
+
+    def _register(self, proc: Proc) -> None:
+        self.procs[proc.pid] = proc
+        self.order.append(proc)
+
+    def _read_maps(self, proc: Proc) -> str:
+        task = proc.owner.task
+        try:
+            return self.kernel.procfs.read(f"/proc/{task.pid}/maps")
+        except Exception as e:  # noqa: BLE001 - report, never crash
+            return f"(cannot read /proc/{getattr(task, 'pid', '?')}/maps: {e})\n"
+
+    def _diverge(self, call: Call, proc: Proc, message: str) -> None:
+        self.divergences += 1
+        self.out(f"line {call.lineno}: {proc.label}: {_render(call)}: {message}")
+
+    def _outside(self, call: Call, proc: Proc) -> None:
+        self.outside += 1
+        self.out(
+            f"line {call.lineno}: {proc.label}: {_render(call)}: outside the trace "
+            "(touches memory no traced call mapped, e.g. mapped by execve)"
+        )
+
+    def _sys(self, proc: Proc, name: str, *args):
+        """Call task.<name>(*args): returns (value, None) or (None, errno)."""
+        fn = getattr(proc.owner.task, name, None)
+        if fn is None:
+            raise _Unsupported(name)
+        try:
+            return fn(*args), None
+        except OSError as e:
+            return None, e.errno
+
+    def _compare(self, call: Call, proc: Proc, value, err, *, identity=False) -> bool:
+        """Compare a simulated result with the recorded one; True if they agree."""
+        rec = call.ret
+        if rec.value is None and not rec.failed:  # "?": nothing to compare
+            return True
+        if rec.failed:
+            if err is not None and ERRNO_NAME.get(err) == rec.errno:
+                return True
+            if err is not None and ERRNO.get(rec.errno) == err:
+                return True
+            self._diverge(call, proc, f"simulated {_fmt(value, err)}, trace says {rec.text}")
+            return False
+        if err is not None or (not identity and _as_int(value) != rec.value):
+            self._diverge(call, proc, f"simulated {_fmt(value, err)}, trace says {rec.text}")
+            return False
+        return True
+
+    # ---------------------------------------------------------------- dispatch
+    def _call(self, call: Call) -> None:
+        handler = getattr(self, "_sys_" + call.name, None)
+        if handler is None:
+            return  # not a memory/process call we model (wait4, arch_prctl, ...)
+        if call.name == "execve":
+            if call.ret.failed:
+                return  # not replayed: the guest's file system holds no executables
+            handler(call)
+            return
+        proc = self._proc(call.pid)
+        if proc.exited:
+            self.out(f"line {call.lineno}: {proc.label}: {_render(call)}: after the process exited")
+            return
+        self.calls += 1
+        try:
+            handler(call, proc)
+        except _Unsupported as e:
+            self.unsupported.add(e.name)
+            self._diverge(call, proc, f"the simulated kernel has no {e.name}()")
+        except (IndexError, TraceSyntaxError) as e:
+            self.calls -= 1
+            reason = str(e) if isinstance(e, TraceSyntaxError) else "too few arguments"
+            self.out(str(Problem(call.lineno, reason, _render(call))))
+
+    # ---------------------------------------------------------------- process calls
+    def _sys_execve(self, call: Call) -> None:
+        path = parse_string(call.args[0]) if call.args else "?"
+        comm = os.path.basename(path) or path
+        proc = self.procs.get(call.pid)
+        self.calls += 1
+        if proc is None:
+            proc = Proc(call.pid, comm, task=self.kernel.spawn(comm))
+            self._register(proc)
+            return
+        if proc.leader is not None:
+            # A vfork child (or a thread) leaves the shared mm: a process of its own.
+            leader = proc.leader
+            try:
+                if proc.vfork:
+                    task, err = self._sys(leader, "fork")
+                    if err is not None:
+                        self._diverge(call, proc, f"fork for the vfork child: {_fmt(None, err)}")
+                        return
+                    proc.task, proc.leader, proc.vfork = task, None, False
+                    self.order.append(proc)
+                    proc.known = [list(k) for k in leader.known]
+                    proc.shm_attached = dict(leader.shm_attached)
+                else:  # a thread's execve replaces the whole thread group's image
+                    proc.task, proc.leader = leader.task, None
+                    proc.known, proc.shm_attached = leader.known, leader.shm_attached
+                    self.order[self.order.index(leader)] = proc
+                    self.procs.pop(leader.pid, None)
+            except _Unsupported as e:
+                self.unsupported.add(e.name)
+                self._diverge(call, proc, f"the simulated kernel has no {e.name}()")
+                return
+        proc.comm = comm
+        try:
+            value, err = self._sys(proc, "execve", path)
+        except _Unsupported as e:
+            self.unsupported.add(e.name)
+            self._diverge(call, proc, f"the simulated kernel has no {e.name}()")
+            return
+        if err is None:
+            proc.known, proc.shm_attached = [], {}
+            proc.brk_synced = False
+        self._compare(call, proc, 0 if err is None else None, err)
+
+    def _fork(self, call: Call, proc: Proc) -> None:
+        flags = clone_flags(call)
+        if call.ret.failed or call.ret.value is None:
+            return  # a failed fork changes nothing; nothing to compare it with
+        child_pid = call.ret.value
+        if flags & CLONE_VM:
+            child = Proc(child_pid, proc.comm, leader=proc.owner, vfork=bool(flags & CLONE_VFORK))
+            self.procs[child_pid] = child
+            return
+        task, err = self._sys(proc, "fork")
+        if not self._compare(call, proc, task, err, identity=True):
+            return
+        child = Proc(child_pid, proc.owner.comm, task=task,
+                     known=[list(k) for k in proc.owner.known],
+                     shm_attached=dict(proc.owner.shm_attached), brk_synced=True)
+        self._register(child)
+
+    _sys_fork = _sys_vfork = _sys_clone = _sys_clone3 = _fork
+
+    def _exit_proc(self, proc: Proc, status: int) -> None:
+        owner = proc.owner
+        if proc.leader is not None and proc.pid is not None:
+            self.procs.pop(proc.pid, None)  # a thread or vfork child: the mm lives on
+            return
+        if owner.exited:
+            return
+        owner.maps = self._read_maps(owner)
+        owner.exited = True
+        fn = getattr(owner.task, "exit", None)
+        if fn is None:
+            raise _Unsupported("exit")
+        try:
+            fn(status)
+        except OSError:
+            pass
+
+    def _sys_exit_group(self, call: Call, proc: Proc) -> None:
+        status = parse_int(call.args[0]) if call.args else 0
+        if proc.leader is not None and proc.vfork:
+            self._exit_proc(proc, status)
+            return
+        owner = proc.owner
+        for p in list(self.procs.values()):  # the whole thread group goes
+            if p.leader is owner and p.pid is not None:
+                self.procs.pop(p.pid, None)
+        self._exit_proc(owner, status)
+
+    def _sys_exit(self, call: Call, proc: Proc) -> None:
+        status = parse_int(call.args[0]) if call.args else 0
+        if proc.leader is not None:
+            self._exit_proc(proc, status)
+            return
+        if any(p.leader is proc for p in self.procs.values()):
+            return  # the leader thread ends; the process lives while its threads do
+        self._exit_proc(proc, status)
+
+    def _exit(self, ev: Exit) -> None:
+        proc = self.procs.get(ev.pid)
+        if proc is None:
+            return
+        if ev.signal is not None or not proc.owner.exited:
+            try:
+                status = ev.status if ev.status is not None else 128
+                if proc.leader is None or proc.vfork:
+                    self._exit_proc(proc, status)
+                else:
+                    self.procs.pop(proc.pid, None)
+            except _Unsupported as e:
+                self.unsupported.add(e.name)
+                self.out(f"line {ev.lineno}: {proc.label}: the simulated kernel has no exit()")
+
+    # ---------------------------------------------------------------- memory calls
+    def _sys_brk(self, call: Call, proc: Proc) -> None:
+        addr = parse_int(call.args[0])
+        owner = proc.owner
+        rec = call.ret.value
+        if not owner.brk_synced:
+            owner.brk_synced = True
+            if rec is not None and addr <= rec:  # brk(NULL) or a failed/shrinking call
+                self._set_brk_base(owner, rec)
+        task = owner.task
+        old = getattr(getattr(task, "mm", None), "brk", None)
+        value, err = self._sys(proc, "brk", addr)
+        if self._compare(call, proc, value, err) and rec is not None:
+            start = getattr(task.mm, "start_brk", None)
+            if start is not None and old is not None:
+                # the heap the trace shows: [start_brk, PAGE_ALIGN(brk))
+                _remove(owner.known, _page_align(min(old, rec)), _page_align(max(old, rec)))
+                _add(owner.known, start, _page_align(rec))
+
+    def _set_brk_base(self, proc: Proc, addr: int) -> None:
+        """Place the simulated heap where execve placed the real one (start_brk = brk)."""
+        mm = getattr(proc.task, "mm", None)
+        if mm is None or not hasattr(mm, "start_brk"):
+            return
+        if mm.brk != mm.start_brk or mm.start_brk == addr:
+            return  # the simulated heap already has pages: leave it alone
+        mm.start_brk = mm.brk = addr
+
+    def _sys_mmap(self, call: Call, proc: Proc) -> None:
+        a = call.args
+        addr, length = parse_int(a[0]), parse_int(a[1])
+        prot, flags = parse_flags(a[2]), parse_flags(a[3])
+        fd, path = parse_fd(a[4])
+        offset = parse_int(a[5])
+        rec = call.ret
+        if not rec.failed and rec.value is not None and not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+            addr, flags = rec.value, flags | MAP_FIXED_NOREPLACE
+        sim_fd = -1
+        if not flags & MAP_ANONYMOUS and fd >= 0:
+            sim_fd = self._open_file(proc, path or f"/replay/{call.pid}/fd{fd}")
+        try:
+            value, err = self._sys(proc, "mmap", addr, length, prot, flags, sim_fd, offset)
+        finally:
+            if sim_fd >= 0:
+                self._sys(proc, "close", sim_fd)
+        if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
+            _add(proc.owner.known, rec.value, rec.value + _page_align(length))
+
+    _sys_mmap2 = _sys_mmap
+
+    def _open_file(self, proc: Proc, path: str) -> int:
+        """An fd on the guest file ``path`` (created with the size the trace implies)."""
+        task = proc.owner.task
+        if path not in self.files_made:
+            self.files_made.add(path)
+            size = self.file_sizes.get(path, 0)
+            fn = getattr(task, "ftruncate", None)
+            fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
+            if err is None:
+                if fn is not None and size:
+                    fn(fd, size)
+                else:
+                    _set_file_size(self.kernel, task, fd, size)
+                return fd
+            raise TraceSyntaxError(f"cannot create {path} in the guest: {ERRNO_NAME.get(err)}")
+        fd, err = self._sys(proc, "open", path, O_RDWR, 0)
+        if err is not None:
+            raise TraceSyntaxError(f"cannot open {path} in the guest: {ERRNO_NAME.get(err)}")
+        return fd
+
+    def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int, *rest,
+                    forget: bool = False) -> None:
+        """Replay a call on [addr, addr+length): clipped to what the trace mapped."""
+        end = addr + _page_align(length)
+        known = proc.owner.known
+        parts, whole = _pieces(known, addr, end)
+        if whole or call.ret.failed:
+            value, err = self._sys(proc, name, addr, length, *rest)
+            ok = self._compare(call, proc, value, err)
+            if ok and forget and not call.ret.failed:
+                _remove(known, addr, end)
+            return
+        for s, e in parts:
+            self._sys(proc, name, s, e - s, *rest)
+        if forget:
+            _remove(known, addr, end)
+        self._outside(call, proc)
+
+    def _sys_munmap(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "munmap", parse_int(call.args[0]),
+                         parse_int(call.args[1]), forget=True)
+
+    def _sys_mprotect(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "mprotect", parse_int(call.args[0]),
+                         parse_int(call.args[1]), parse_flags(call.args[2]))
+
+    def _sys_madvise(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "madvise", parse_int(call.args[0]),
+                         parse_int(call.args[1]), parse_flags(call.args[2]))
+
+    def _sys_mlock(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "mlock", parse_int(call.args[0]), parse_int(call.args[1]))
+
+    def _sys_mlock2(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "mlock2", parse_int(call.args[0]),
+                         parse_int(call.args[1]), parse_flags(call.args[2]))
+
+    def _sys_munlock(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "munlock", parse_int(call.args[0]), parse_int(call.args[1]))
+
+    def _sys_mlockall(self, call: Call, proc: Proc) -> None:
+        value, err = self._sys(proc, "mlockall", parse_flags(call.args[0]))
+        self._compare(call, proc, value, err)
+
+    def _sys_munlockall(self, call: Call, proc: Proc) -> None:
+        value, err = self._sys(proc, "munlockall")
+        self._compare(call, proc, value, err)
+
+    def _sys_mremap(self, call: Call, proc: Proc) -> None:
+        a = call.args
+        old, old_size, new_size = parse_int(a[0]), parse_int(a[1]), parse_int(a[2])
+        flags = parse_flags(a[3])
+        new_addr = parse_int(a[4]) if len(a) > 4 else 0
+        rec = call.ret
+        known = proc.owner.known
+        _, whole = _pieces(known, old, old + _page_align(max(old_size, 1)))
+        if not whole and not rec.failed:
+            self._outside(call, proc)
+            return
+        if (not rec.failed and rec.value is not None and rec.value != old
+                and not flags & MREMAP_FIXED):
+            flags |= MREMAP_MAYMOVE | MREMAP_FIXED
+            new_addr = rec.value
+        if flags & MREMAP_FIXED:
+            value, err = self._sys(proc, "mremap", old, old_size, new_size, flags, new_addr)
+        else:
+            value, err = self._sys(proc, "mremap", old, old_size, new_size, flags)
+        if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
+            if not flags & CONSTANTS["MREMAP_DONTUNMAP"]:
+                _remove(known, old, old + _page_align(old_size))
+            _add(known, rec.value, rec.value + _page_align(new_size))
+
+    # ---------------------------------------------------------------- System V shm
+    def _sys_shmget(self, call: Call, proc: Proc) -> None:
+        key, size, flags = parse_flags(call.args[0]), parse_int(call.args[1]), parse_flags(call.args[2])
+        value, err = self._sys(proc, "shmget", key, size, flags)
+        if self._compare(call, proc, value, err, identity=True) and not call.ret.failed:
+            rec_id = call.ret.value
+            if rec_id in self.shm_ids and self.shm_ids[rec_id] != value and key != 0:
+                self._diverge(call, proc, f"simulated id {value} is not the segment of id {rec_id}")
+                return
+            self.shm_ids[rec_id] = value
+            self.shm_sizes.setdefault(rec_id, size)
+
+    def _sys_shmat(self, call: Call, proc: Proc) -> None:
+        rec_id = parse_int(call.args[0])
+        addr, flags = parse_int(call.args[1]), parse_flags(call.args[2])
+        rec = call.ret
+        if rec_id not in self.shm_ids:
+            if not rec.failed:
+                self._outside(call, proc)
+                return
+            sim_id = rec_id  # replay the failure as recorded
+        else:
+            sim_id = self.shm_ids[rec_id]
+        if not rec.failed and rec.value is not None and addr == 0:
+            addr = rec.value
+        value, err = self._sys(proc, "shmat", sim_id, addr, flags)
+        if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
+            size = _page_align(self.shm_sizes.get(rec_id, 0))
+            proc.owner.shm_attached[rec.value] = size
+            _add(proc.owner.known, rec.value, rec.value + size)
+
+    def _sys_shmdt(self, call: Call, proc: Proc) -> None:
+        addr = parse_int(call.args[0])
+        value, err = self._sys(proc, "shmdt", addr)
+        if self._compare(call, proc, value, err) and not call.ret.failed:
+            size = proc.owner.shm_attached.pop(addr, 0)
+            _remove(proc.owner.known, addr, addr + size)
+
+    def _sys_shmctl(self, call: Call, proc: Proc) -> None:
+        rec_id = parse_int(call.args[0])
+        cmd = parse_flags(call.args[1]) & ~IPC_64
+        if rec_id not in self.shm_ids and not call.ret.failed:
+            self._outside(call, proc)
+            return
+        value, err = self._sys(proc, "shmctl", self.shm_ids.get(rec_id, rec_id), cmd)
+        self._compare(call, proc, value, err, identity=cmd != CONSTANTS["IPC_RMID"])
+
+
+class _Unsupported(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _set_file_size(kernel, task, fd: int, size: int) -> None:
+    """Give a freshly created guest file ``size`` bytes (no page cache: a sparse file)."""
+    if not size:
+        return
+    files = getattr(task, "files", None)
+    f = None
+    if isinstance(files, dict):
+        f = files.get(fd)
+    elif isinstance(files, list) and 0 <= fd < len(files):
+        f = files[fd]
+    inode = getattr(f, "inode", f)
+    for attr in ("i_size", "size"):
+        if inode is not None and hasattr(inode, attr):
+            setattr(inode, attr, max(getattr(inode, attr), size))
+            return
+
+
+def _as_int(value) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return int(value)
+
+
+def _fmt(value, err) -> str:
+    if err is not None:
+        return f"-1 {ERRNO_NAME.get(err, err)}"
+    if isinstance(value, int) and value > 0xFFFF:
+        return hex(value)
+    return str(value)
+
+
+def _render(ev) -> str:
+    if isinstance(ev, Call):
+        return f"{ev.name}({', '.join(ev.args)}) = {ev.ret.text}"
+    return type(ev).__name__
+
+
+# --------------------------------------------------------------------------- command
+def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool = False):
+    """Replay the trace at ``path`` in a fresh x86_64 guest; returns (calls, divergences).
+
+    Raises OSError/UnicodeDecodeError for an unreadable file, ValueError for one that holds
+    no strace line at all, ReplayError if the guest kernel cannot run processes.
+    """
+    with open(path, encoding="utf-8", errors="strict") as f:
+        text = f.read()
+    trace = parse_trace(text.splitlines())
+    for p in trace.problems:
+        out(str(p))
+    if not trace.events:
+        raise ValueError(f"no strace line in {trace.lines} lines")
+    kernel = boot_guest(memory)
+    r = Replayer(kernel, out)
+    calls, divergences = r.run(trace)
+    if r.outside:
+        out(f"{r.outside} calls outside the trace")
+    if maps:
+        for line in r.maps_report():
+            out(line)
+    out(f"{calls} calls, {divergences} divergences")
+    return calls, divergences
+
+
+def boot_guest(memory: str | int = "1GiB"):
+    """A fresh x86_64 guest kernel that can run processes."""
+    try:
+        from guestkernel.config import KernelConfig
+        from guestkernel.kernel import Kernel
+    except ImportError as e:
+        raise ReplayError(f"the guest kernel is not available ({e})") from None
+    kernel = Kernel(KernelConfig(memory=parse_size(memory, "memory"), arch="x86_64"))
+    if not hasattr(kernel, "spawn"):
+        raise ReplayError("the guest kernel cannot create processes (no Kernel.spawn)")
+    try:
+        import guestkernel.task  # noqa: F401
+    except ImportError:
+        raise ReplayError("the guest kernel has no address spaces yet (guestkernel.task)") from None
+    return kernel
+
+
+@click.command("replay")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--maps", "show_maps", is_flag=True,
+              help="Print each process's /proc/PID/maps as it stood just before it exited.")
+@click.option("--memory", default="1GiB", show_default=True,
+              help="Guest physical memory (the guest is x86_64).")
+def replay(trace: str, show_maps: bool, memory: str) -> None:
+    """Replay an strace log (strace -f -y -e trace=memory,process,ipc) in a fresh guest.
+
+    Prints one line per divergence between the simulated and the recorded return values
+    and ends with "N calls, M divergences"; exits 1 if there are divergences, 2 if TRACE
+    cannot be read.
+    """
+    try:
+        _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps)
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a text file"
+        click.echo(f"hvsim replay: {trace}: {reason}", err=True)
+        sys.exit(2)
+    except ValueError as e:
+        click.echo(f"hvsim replay: {trace}: {e}", err=True)
+        sys.exit(2)
+    except ReplayError as e:
+        click.echo(f"hvsim replay: {e}", err=True)
+        sys.exit(2)
+    sys.exit(1 if divergences else 0)

@@ -1,0 +1,602 @@
+"""strace replay: the parser on every line shape, the driver's placement and bookkeeping
+rules (against a recording fake Task), and the shipped real traces against the guest."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from experiments import replay as R
+from experiments.replay import (
+    CONSTANTS,
+    Call,
+    Exit,
+    Replayer,
+    Ret,
+    Signal,
+    TraceSyntaxError,
+    parse_fd,
+    parse_flags,
+    parse_int,
+    parse_line,
+    parse_ret,
+    parse_trace,
+    split_args,
+)
+
+TRACES = Path(__file__).resolve().parents[1] / "data" / "traces"
+
+
+def calls(trace):
+    return [e for e in trace.events if isinstance(e, Call)]
+
+
+# --------------------------------------------------------------------------- line shapes
+def test_parse_line_names_each_shape():
+    assert parse_line("9  brk(NULL) = 0x1000") == ("call", 9, "brk", "NULL", "0x1000")
+    assert parse_line("9  wait4(-1,  <unfinished ...>") == ("unfinished", 9, "wait4", "-1,")
+    assert parse_line("9  <... wait4 resumed>NULL, 0, NULL) = 10") == (
+        "resumed", 9, "wait4", "NULL, 0, NULL", "10")
+    assert parse_line("9  +++ exited with 0 +++") == ("exit", 9, 0, None)
+    assert parse_line("+++ killed by SIGKILL +++") == ("exit", None, None, "SIGKILL")
+    assert parse_line("9  --- SIGCHLD {si_signo=SIGCHLD} ---") == (
+        "signal", 9, "SIGCHLD", "{si_signo=SIGCHLD}")
+    assert parse_line("strace: Process 10 attached") == ("skip", None)
+    assert parse_line("   ") == ("skip", None)
+
+
+def test_complete_call_with_pid_column_and_padding():
+    t = parse_trace(["4991  brk(NULL)                         = 0x5642aaf71000"])
+    assert t.problems == []
+    assert t.events == [Call(1, 4991, "brk", ["NULL"], Ret(0x5642AAF71000, None, "0x5642aaf71000"), 1)]
+
+
+def test_call_without_pid_column():
+    (c,) = calls(parse_trace(["munmap(0x7f1b6c7f6000, 34547)     = 0"]))
+    assert (c.pid, c.name, c.args, c.ret.value) == (None, "munmap", ["0x7f1b6c7f6000", "34547"], 0)
+
+
+def test_pid_in_brackets_timestamps_and_durations():
+    lines = [
+        "[pid  1234] 12:34:56.789012 mprotect(0x7f00, 4096, PROT_READ) = 0 <0.000011>",
+        "1234  1700000000.123456 mlock(0x7f00, 4096) = 0",
+        "10:00:01 munlockall() = 0",
+    ]
+    t = parse_trace(lines)
+    assert t.problems == []
+    assert [(c.pid, c.name, c.args, c.ret.value) for c in calls(t)] == [
+        (1234, "mprotect", ["0x7f00", "4096", "PROT_READ"], 0),
+        (1234, "mlock", ["0x7f00", "4096"], 0),
+        (None, "munlockall", [], 0),
+    ]
+
+
+def test_mmap_of_a_y_path_with_commas_and_brackets():
+    line = ('77  mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_DENYWRITE, '
+            '3</tmp/a, b [x] (y)>, 0x2000) = 0x7f1b6c614000')
+    (c,) = calls(parse_trace([line]))
+    assert c.args == ["NULL", "8192", "PROT_READ", "MAP_PRIVATE|MAP_DENYWRITE",
+                      "3</tmp/a, b [x] (y)>", "0x2000"]
+    assert parse_fd(c.args[4]) == (3, "/tmp/a, b [x] (y)")
+    assert parse_fd("-1") == (-1, None)
+    assert parse_fd("5") == (5, None)
+    assert parse_fd("4</memfd:x (deleted)>") == (4, "/memfd:x")
+
+
+def test_failed_call_and_unknown_return():
+    t = parse_trace([
+        "5  mmap(NULL, 70368744177664, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
+        " = -1 ENOMEM (Cannot allocate memory)",
+        "5  exit_group(0)                     = ?",
+    ])
+    a, b = calls(t)
+    assert a.ret == Ret(-1, "ENOMEM", "-1 ENOMEM (Cannot allocate memory)")
+    assert a.ret.failed and not b.ret.failed
+    assert b.ret.value is None and b.args == ["0"]
+
+
+@pytest.mark.parametrize(
+    "text, value, err",
+    [
+        ("0", 0, None),
+        ("0x7f1b6c614000", 0x7F1B6C614000, None),
+        ("5030", 5030, None),
+        ("?", None, None),
+        ("-1 EEXIST (File exists)", -1, "EEXIST"),
+        ("-1 ERESTARTNOINTR (To be restarted)", -1, "ERESTARTNOINTR"),
+        ("3</etc/passwd>", 3, None),
+        ("0 (Timeout)", 0, None),
+    ],
+)
+def test_return_values(text, value, err):
+    r = parse_ret(text)
+    assert (r.value, r.errno) == (value, err)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1 EWHATEVER (Nope)", "0x"])
+def test_bad_return_values(text):
+    with pytest.raises(TraceSyntaxError):
+        parse_ret(text)
+
+
+def test_execve_strings_arrays_and_comments():
+    line = '4991  execve("./malloc_mix", ["./malloc_mix", "a, b"], 0x7ffe1a9c0550 /* 35 vars */) = 0'
+    (c,) = calls(parse_trace([line]))
+    assert c.args == ['"./malloc_mix"', '["./malloc_mix", "a, b"]', "0x7ffe1a9c0550"]
+    assert R.parse_string(c.args[0]) == "./malloc_mix"
+
+
+def test_unfinished_and_resumed_are_joined_where_the_result_appears():
+    lines = [
+        "10  mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0 <unfinished ...>",
+        "11  brk(NULL) = 0x1000000",
+        "10  <... mmap resumed>) = 0x7f0000000000",
+        "11  mprotect(0x7f00, 4096, <unfinished ...>",
+        "11  <... mprotect resumed>PROT_NONE) = 0",
+    ]
+    t = parse_trace(lines)
+    assert t.problems == []
+    got = [(c.lineno, c.end_lineno, c.pid, c.name, c.args, c.ret.value) for c in calls(t)]
+    assert got == [
+        (2, 2, 11, "brk", ["NULL"], 0x1000000),
+        (1, 3, 10, "mmap", ["NULL", "4096", "PROT_READ|PROT_WRITE", "MAP_PRIVATE|MAP_ANONYMOUS",
+                            "-1", "0"], 0x7F0000000000),
+        (4, 5, 11, "mprotect", ["0x7f00", "4096", "PROT_NONE"], 0),
+    ]
+
+
+def test_fork_is_placed_where_it_started_so_the_child_is_known():
+    lines = [
+        "20  clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD "
+        "<unfinished ...>",
+        "21  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+        "20  <... clone resumed>, child_tidptr=0x7f00a10) = 21",
+    ]
+    t = parse_trace(lines)
+    assert [(e.name, e.pid, e.ret.value) for e in calls(t)] == [("clone", 20, 21), ("mmap", 21, 0x7F0000000000)]
+    assert calls(t)[0].args == ["child_stack=NULL", "flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD",
+                                "child_tidptr=0x7f00a10"]
+
+
+def test_exits_kills_and_signals():
+    lines = [
+        "30  --- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=NULL} ---",
+        "30  +++ killed by SIGSEGV (core dumped) +++",
+        "31  +++ exited with 3 +++",
+        "32  +++ killed by SIGKILL +++",
+        "33  --- stopped by SIGSTOP ---",
+        "34  +++ superseded by execve in pid 35 +++",
+    ]
+    t = parse_trace(lines)
+    assert t.problems == []
+    assert t.events == [
+        Signal(1, 30, "SIGSEGV", "{si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=NULL}"),
+        Exit(2, 30, None, "SIGSEGV"),
+        Exit(3, 31, 3, None),
+        Exit(4, 32, None, "SIGKILL"),
+        Signal(5, 33, "stopped by SIGSTOP", ""),
+    ]
+
+
+def test_an_unfinished_call_cut_by_exit_gets_an_unknown_result():
+    t = parse_trace(["40  exit_group(0 <unfinished ...>", "40  +++ exited with 0 +++"])
+    assert [type(e).__name__ for e in t.events] == ["Call", "Exit"]
+    assert t.events[0].ret == Ret(None, None, "?") and t.events[0].args == ["0"]
+
+
+def test_clone_flags_of_every_fork_form():
+    def flags(line):
+        return R.clone_flags(calls(parse_trace([line]))[0])
+
+    assert flags("1  fork() = 2") == CONSTANTS["SIGCHLD"]
+    assert flags("1  vfork() = 2") & (R.CLONE_VM | R.CLONE_VFORK) == R.CLONE_VM | R.CLONE_VFORK
+    assert flags("1  clone(child_stack=0x7f00, flags=CLONE_VM|CLONE_VFORK|SIGCHLD) = 2") == (
+        R.CLONE_VM | R.CLONE_VFORK | 17)
+    line = ("1  clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|"
+            "CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID, "
+            "child_tid=0x7f9e, parent_tid=0x7f9e, exit_signal=0, stack=0x7f9d, "
+            "stack_size=0x7fff00, tls=0x7f9e} => {parent_tid=[1236]}, 88) = 1236")
+    f = flags(line)
+    assert f & R.CLONE_THREAD and f & R.CLONE_VM and not f & R.CLONE_VFORK
+
+
+def test_numbers_and_flags():
+    assert parse_int("NULL") == 0
+    assert parse_int("0x1f") == 31
+    assert parse_int("4096") == 4096
+    assert parse_int("-1") == -1
+    assert parse_int("0600") == 0o600
+    assert parse_flags("PROT_READ|PROT_WRITE") == 3
+    assert parse_flags("PROT_NONE") == 0
+    assert parse_flags("MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED") == 0x32
+    assert parse_flags("IPC_CREAT|0600") == 0o1600
+    assert parse_flags("MAP_PRIVATE|0x40000") == 0x40002
+    assert parse_flags("MADV_DONTNEED") == 4
+    with pytest.raises(TraceSyntaxError):
+        parse_flags("MAP_PRIVATE|MAP_BOGUS")
+    with pytest.raises(TraceSyntaxError):
+        parse_int("zz")
+
+
+def test_split_args_rejects_unbalanced_text():
+    for bad in ["a, (b", "a, b]", '"abc', "3</x", "/* x"]:
+        with pytest.raises(TraceSyntaxError):
+            split_args(bad)
+    assert split_args("") == []
+    assert split_args('"a\\"b,c", {x=[1, 2]}') == ['"a\\"b,c"', "{x=[1, 2]}"]
+
+
+def test_malformed_lines_are_reported_with_their_numbers_and_skipped():
+    lines = [
+        "1  brk(NULL) = 0x1000",
+        "this is not strace output",
+        "1  mmap(NULL, 4096, PROT_READ",
+        "1  mprotect(0x1000, 4096, PROT_READ)) = 0",
+        "1  <... munmap resumed>) = 0",
+        "1  mlock(0x1000, 4096) = -1 EBOGUS (No)",
+        "",
+        "strace: Process 2 attached",
+        "1  +++ exploded +++",
+        "1  munlock(0x1000, 4096) = 0",
+    ]
+    t = parse_trace(lines)
+    assert [p.lineno for p in t.problems] == [2, 3, 4, 5, 6, 9]
+    assert [c.name for c in calls(t)] == ["brk", "munlock"]
+    assert str(t.problems[0]) == "line 2: malformed, skipped: not an strace line: this is not strace output"
+
+
+def test_the_shipped_traces_parse_cleanly():
+    for path in sorted(TRACES.glob("*.trace")):
+        t = parse_trace(path.read_text().splitlines())
+        assert t.problems == [], path.name
+        assert t.has_pids
+        assert calls(t)[0].name == "execve"
+
+
+def test_constants_agree_with_guestkernel_uapi():
+    if importlib.util.find_spec("guestkernel.uapi") is None:
+        pytest.skip("guestkernel/uapi.py not written yet")
+    from guestkernel import uapi
+
+    shared = [n for n in CONSTANTS if isinstance(getattr(uapi, n, None), int)]
+    assert shared, "uapi defines none of the names strace prints"
+    assert {n: getattr(uapi, n) for n in shared} == {n: CONSTANTS[n] for n in shared}
+
+
+# --------------------------------------------------------------------------- the driver
+class FakeProcFS:
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def read(self, path):
+        pid = int(path.split("/")[2])
+        return f"maps of sim {pid}\n"
+
+
+class FakeMM:
+    def __init__(self):
+        self.start_brk = self.brk = 0x600000
+
+
+class FakeTask:
+    """Records every system call; succeeds unless `fail` names the call."""
+
+    def __init__(self, kernel, name):
+        self.kernel, self.name = kernel, name
+        self.pid = kernel.next_pid
+        kernel.next_pid += 1
+        self.mm = FakeMM()
+
+    def _log(self, *entry):
+        self.kernel.log.append((self.pid, *entry))
+        err = self.kernel.fail.get(entry[0])
+        if err:
+            raise OSError(err, "fake")
+
+    def brk(self, addr):
+        self._log("brk", addr)
+        if addr >= self.mm.start_brk:
+            self.mm.brk = addr
+        return self.mm.brk
+
+    def mmap(self, addr, length, prot, flags, fd, offset):
+        self._log("mmap", addr, length, prot, flags, fd, offset)
+        return addr
+
+    def mremap(self, old, old_size, new_size, flags, new_addr=0):
+        self._log("mremap", old, old_size, new_size, flags, new_addr)
+        return new_addr if flags & R.MREMAP_FIXED else old
+
+    def __getattr__(self, name):
+        if name in ("munmap", "mprotect", "madvise", "mlock", "mlock2", "munlock", "mlockall",
+                    "munlockall", "shmdt", "shmctl", "close", "exit", "execve"):
+            return lambda *a: self._log(name, *a) or 0
+        raise AttributeError(name)
+
+    def open(self, path, flags, mode=0):
+        self._log("open", path, flags, mode)
+        return 3
+
+    def ftruncate(self, fd, size):
+        self._log("ftruncate", fd, size)
+
+    def fork(self):
+        self._log("fork")
+        return FakeTask(self.kernel, self.name)
+
+    def shmget(self, key, size, flags):
+        self._log("shmget", key, size, flags)
+        return 7
+
+    def shmat(self, shmid, addr, flags):
+        self._log("shmat", shmid, addr, flags)
+        return addr
+
+
+class FakeKernel:
+    def __init__(self):
+        self.log, self.fail, self.next_pid = [], {}, 100
+        self.procfs = FakeProcFS(self)
+
+    def spawn(self, name):
+        self.log.append(("spawn", name))
+        return FakeTask(self, name)
+
+
+def run_fake(lines, fail=None):
+    k = FakeKernel()
+    k.fail = fail or {}
+    out = []
+    r = Replayer(k, out.append)
+    result = r.run(parse_trace(lines))
+    return k, r, out, result
+
+
+def test_mmap_placement_noreplace_for_chosen_addresses_fixed_kept_failures_verbatim():
+    lines = [
+        '1  execve("./a", ["./a"], 0x7ff /* 1 var */) = 0',
+        "1  mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000010000",
+        "1  mmap(0x7f0000010000, 4096, PROT_READ, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, -1, 0) = 0x7f0000010000",
+        "1  mmap(0x7e0000000000, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000020000",
+        "1  mmap(NULL, 70368744177664, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = -1 ENOMEM (Cannot allocate memory)",
+    ]
+    k, r, out, result = run_fake(lines, fail={})
+    NR, FX, PA = R.MAP_FIXED_NOREPLACE, R.MAP_FIXED, 0x22
+    assert [e[1:] for e in k.log if e[0] != "spawn"] == [
+        ("mmap", 0x7F0000010000, 8192, 3, PA | NR, -1, 0),
+        ("mmap", 0x7F0000010000, 4096, 1, PA | FX, -1, 0),
+        ("mmap", 0x7F0000020000, 4096, 1, PA | NR, -1, 0),  # the hint is replaced
+        ("mmap", 0, 1 << 46, 1, PA, -1, 0),  # a failure is replayed as recorded
+    ]
+    # the fake maps the 64 TiB request: the recorded ENOMEM is a divergence
+    assert result == (5, 1)
+    assert out == [
+        "line 5: pid 1: mmap(NULL, 70368744177664, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
+        " = -1 ENOMEM (Cannot allocate memory): simulated 0, trace says -1 ENOMEM (Cannot allocate memory)"
+    ]
+
+
+def test_file_mappings_open_the_guest_file_with_the_size_the_whole_trace_implies():
+    lines = [
+        "1  mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, 3</lib/x.so>, 0) = 0x7f0000000000",
+        "1  mmap(0x7f0000001000, 4096, PROT_READ, MAP_PRIVATE|MAP_FIXED, 3</lib/x.so>, 0x5000) = 0x7f0000001000",
+    ]
+    k, r, out, result = run_fake(lines)
+    assert [e[1:] for e in k.log if e[0] != "spawn"] == [
+        ("open", "/lib/x.so", R.O_RDWR | R.O_CREAT, 0o644),
+        ("ftruncate", 3, 0x6000),  # max(0 + 8192, 0x5000 + 4096)
+        ("mmap", 0x7F0000000000, 8192, 1, 2 | R.MAP_FIXED_NOREPLACE, 3, 0),
+        ("close", 3),
+        ("open", "/lib/x.so", R.O_RDWR, 0),
+        ("mmap", 0x7F0000001000, 4096, 1, 2 | R.MAP_FIXED, 3, 0x5000),
+        ("close", 3),
+    ]
+    assert result == (2, 0) and out == []
+
+
+def test_calls_on_memory_execve_mapped_are_outside_the_trace_not_divergences():
+    # 0x7f...000 is mapped by the trace (4 pages); 0x55...000 (the executable) never is.
+    lines = [
+        "1  mmap(NULL, 16384, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+        "1  mprotect(0x555555554000, 4096, PROT_READ) = 0",
+        "1  mprotect(0x10000, 4096, PROT_READ) = -1 ENOMEM (Cannot allocate memory)",
+        "1  munmap(0x7effffffe000, 16384) = 0",
+        "1  mprotect(0x7f0000002000, 8192, PROT_READ) = -1 ENOMEM (Cannot allocate memory)",
+    ]
+    k, r, out, result = run_fake(lines, fail={})
+    log = [e[1:] for e in k.log if e[0] != "spawn"][1:]
+    assert log == [
+        # the RELRO mprotect is not applied at all
+        ("mprotect", 0x10000, 4096, 1),  # a recorded failure is replayed
+        ("munmap", 0x7F0000000000, 8192),  # only the part the trace mapped
+        ("mprotect", 0x7F0000002000, 8192, 1),
+    ]
+    assert r.outside == 2
+    assert out[0] == ("line 2: pid 1: mprotect(0x555555554000, 4096, PROT_READ) = 0: outside the trace "
+                      "(touches memory no traced call mapped, e.g. mapped by execve)")
+    assert out[1].startswith("line 3: pid 1: mprotect(0x10000, 4096, PROT_READ)")
+    assert "simulated 0, trace says -1 ENOMEM" in out[1]
+    assert out[2].startswith("line 4: pid 1: munmap(0x7effffffe000, 16384) = 0: outside the trace")
+    assert result == (5, 2)
+    assert r.procs[1].known == [[0x7F0000002000, 0x7F0000004000]]
+
+
+def test_first_brk_places_the_simulated_heap_where_execve_put_the_real_one():
+    lines = [
+        "1  brk(NULL) = 0x1ef40000",
+        "1  brk(0x1ef40d00) = 0x1ef40d00",
+        "1  brk(0x1ef62000) = 0x1ef62000",
+        "1  brk(0x1ef41000) = 0x1ef41000",
+    ]
+    k, r, out, result = run_fake(lines)
+    task = r.procs[1].task
+    assert (task.mm.start_brk, task.mm.brk) == (0x1EF40000, 0x1EF41000)
+    assert result == (4, 0) and out == []
+    assert r.procs[1].known == [[0x1EF40000, 0x1EF41000]]
+
+
+def test_mremap_that_moved_is_replayed_to_the_recorded_address():
+    lines = [
+        "1  mmap(NULL, 65536, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000100000",
+        "1  mremap(0x7f0000100000, 65536, 262144, MREMAP_MAYMOVE) = 0x7f00000c0000",
+        "1  mremap(0x7f00000c0000, 262144, 131072, 0) = 0x7f00000c0000",
+    ]
+    k, r, out, result = run_fake(lines)
+    log = [e[1:] for e in k.log if e[0] != "spawn"][1:]
+    assert log == [
+        ("mremap", 0x7F0000100000, 65536, 262144, R.MREMAP_MAYMOVE | R.MREMAP_FIXED, 0x7F00000C0000),
+        ("mremap", 0x7F00000C0000, 262144, 131072, 0, 0),
+    ]
+    assert result == (3, 0)
+    assert r.procs[1].known == [[0x7F00000C0000, 0x7F00000E0000]]
+
+
+def test_shm_ids_are_mapped_and_attach_addresses_imposed():
+    lines = [
+        "1  shmget(IPC_PRIVATE, 65536, IPC_CREAT|0600) = 32769",
+        "1  shmat(32769, NULL, 0) = 0x7f0000200000",
+        "1  clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f00) = 2",
+        "2  shmat(32769, NULL, SHM_RDONLY) = 0x7f0000300000",
+        "2  shmdt(0x7f0000300000) = 0",
+        "2  exit_group(0) = ?",
+        "2  +++ exited with 0 +++",
+        "1  shmat(99, NULL, 0) = 0x7f0000400000",
+        "1  shmctl(32769, IPC_RMID, NULL) = 0",
+    ]
+    k, r, out, result = run_fake(lines)
+    parent, child = r.procs[1].task.pid, r.order[1].task.pid
+    assert [e for e in k.log if e[0] != "spawn"] == [
+        (parent, "shmget", 0, 65536, 0o1600),
+        (parent, "shmat", 7, 0x7F0000200000, 0),
+        (parent, "fork"),
+        (child, "shmat", 7, 0x7F0000300000, CONSTANTS["SHM_RDONLY"]),
+        (child, "shmdt", 0x7F0000300000),
+        (child, "exit", 0),
+        (parent, "shmctl", 7, CONSTANTS["IPC_RMID"]),
+    ]
+    assert out == ["line 8: pid 1: shmat(99, NULL, 0) = 0x7f0000400000: outside the trace "
+                   "(touches memory no traced call mapped, e.g. mapped by execve)"]
+    assert result == (8, 0)
+    # the child inherited the parent's attachment and dropped only its own
+    assert r.order[1].known == [[0x7F0000200000, 0x7F0000210000]]
+    assert r.order[1].exited and r.order[1].maps == f"maps of sim {child}\n"
+
+
+def test_threads_share_the_process_and_vfork_children_become_processes_at_execve():
+    lines = [
+        "1  clone3({flags=CLONE_VM|CLONE_THREAD|CLONE_SIGHAND, exit_signal=0} => {parent_tid=[2]}, 88) = 2",
+        "2  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+        "2  exit(0) = ?",
+        "2  +++ exited with 0 +++",
+        "1  vfork() = 3",
+        '3  execve("/bin/true", ["true"], 0x7ff /* 1 var */) = 0',
+        "3  exit_group(0) = ?",
+        "3  +++ exited with 0 +++",
+        "1  munmap(0x7f0000000000, 4096) = 0",
+    ]
+    k, r, out, result = run_fake(lines)
+    p1 = r.procs[1].task.pid
+    child = [p for p in r.order if p.pid == 3][0]
+    assert [e for e in k.log if e[0] != "spawn"] == [
+        (p1, "mmap", 0x7F0000000000, 4096, 1, 0x22 | R.MAP_FIXED_NOREPLACE, -1, 0),
+        (p1, "fork"),
+        (child.task.pid, "execve", "/bin/true"),
+        (child.task.pid, "exit", 0),
+        (p1, "munmap", 0x7F0000000000, 4096),
+    ]
+    assert out == [] and result[1] == 0
+    assert [p.comm for p in r.order] == ["pid1", "true"]
+
+
+def test_missing_syscall_in_the_simulated_kernel_is_a_divergence_naming_it():
+    lines = ["1  mlockall(MCL_CURRENT|MCL_FUTURE) = 0", "1  madvise(0x1000, 4096, MADV_FREE) = 0"]
+    k = FakeKernel()
+    task_cls_getattr = FakeTask.__getattr__
+    out = []
+    try:
+        FakeTask.__getattr__ = lambda self, n: (_ for _ in ()).throw(AttributeError(n))
+        r = Replayer(k, out.append)
+        assert r.run(parse_trace(lines)) == (2, 1)
+    finally:
+        FakeTask.__getattr__ = task_cls_getattr
+    assert out[0] == ("line 1: pid 1: mlockall(MCL_CURRENT|MCL_FUTURE) = 0: the simulated kernel "
+                      "has no mlockall()")
+    assert r.unsupported == {"mlockall"}
+    assert out[1].endswith("outside the trace (touches memory no traced call mapped, e.g. mapped by execve)")
+
+
+def test_errno_mismatch_is_a_divergence():
+    lines = ["1  shmget(IPC_PRIVATE, 0, IPC_CREAT|0600) = -1 EINVAL (Invalid argument)"]
+    k, r, out, result = run_fake(lines, fail={"shmget": 28})
+    assert result == (1, 1)
+    assert out == ["line 1: pid 1: shmget(IPC_PRIVATE, 0, IPC_CREAT|0600) = -1 EINVAL (Invalid argument): "
+                   "simulated -1 ENOSPC, trace says -1 EINVAL (Invalid argument)"]
+    k, r, out, result = run_fake(lines, fail={"shmget": 22})
+    assert result == (1, 0) and out == []
+
+
+def test_maps_report_lists_each_process_at_exit_or_end():
+    lines = [
+        '1  execve("./prog", ["./prog"], 0x7ff /* 1 var */) = 0',
+        "1  fork() = 2",
+        "2  exit_group(0) = ?",
+        "2  +++ exited with 0 +++",
+    ]
+    k, r, out, result = run_fake(lines)
+    p1, p2 = (p.task.pid for p in r.order)
+    assert r.maps_report() == [
+        "== pid 1 (prog) at end of trace ==",
+        f"maps of sim {p1}",
+        "== pid 2 (prog) at exit ==",
+        f"maps of sim {p2}",
+    ]
+
+
+def test_a_call_with_too_few_arguments_is_reported_not_crashed():
+    k, r, out, result = run_fake(["1  mprotect(0x1000) = 0", "1  munmap(zz, 4096) = 0"])
+    assert result == (0, 0)
+    assert out == [
+        "line 1: malformed, skipped: too few arguments: mprotect(0x1000) = 0",
+        "line 2: malformed, skipped: not a number: 'zz': munmap(zz, 4096) = 0",
+    ]
+
+
+# --------------------------------------------------------------------------- command line
+def test_bad_files_are_one_line_errors_with_exit_2(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(R.replay, [str(tmp_path / "nope.trace")])
+    assert missing.exit_code == 2
+    assert missing.output.strip().splitlines() == [
+        f"hvsim replay: {tmp_path / 'nope.trace'}: No such file or directory"]
+    binary = tmp_path / "bin.trace"
+    binary.write_bytes(b"\x00\xff\xfe\x80garbage")
+    res = runner.invoke(R.replay, [str(binary)])
+    assert res.exit_code == 2 and res.output.strip() == f"hvsim replay: {binary}: not a text file"
+    empty = tmp_path / "empty.trace"
+    empty.write_text("nothing to see\n")
+    res = runner.invoke(R.replay, [str(empty)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == f"hvsim replay: {empty}: no strace line in 1 lines"
+
+
+# --------------------------------------------------------------------------- real traces
+def _guest_ready() -> str | None:
+    """Why the shipped traces cannot be replayed yet, or None."""
+    if importlib.util.find_spec("guestkernel.task") is None:
+        return "guestkernel.task (Task with brk/mmap/munmap/mprotect/mremap/...) not written yet"
+    return None
+
+
+@pytest.mark.parametrize("name", ["malloc_mix", "fork_shm", "static_true"])
+def test_shipped_traces_replay_without_divergence(name):
+    why = _guest_ready()
+    if why:
+        pytest.skip(why)
+    out = []
+    calls_, divergences = R.replay_file(str(TRACES / f"{name}.trace"), memory="256MiB",
+                                        out=out.append, maps=True)
+    assert divergences == 0, "\n".join(out)
+    assert out[-1] == f"{calls_} calls, 0 divergences"
