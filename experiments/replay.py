@@ -822,6 +822,9 @@ class Replayer:
 
     # ---------------------------------------------------------------- dispatch
     def _call(self, call: Call) -> None:
+        if call.name in ("wait4", "waitpid") and call.ret.value and call.ret.value > 0:
+            self._reap(call)
+            return
         handler = getattr(self, "_sys_" + call.name, None)
         if handler is None:
             return  # not a memory/process call we model (wait4, arch_prctl, ...)
@@ -946,19 +949,29 @@ class Replayer:
         self._exit_proc(proc, status)
 
     def _exit(self, ev: Exit) -> None:
+        """``+++ exited/killed +++``: the process is gone, if no exit call said so already."""
         proc = self.procs.get(ev.pid)
         if proc is None:
             return
-        if ev.signal is not None or not proc.owner.exited:
-            try:
-                status = ev.status if ev.status is not None else 128
-                if proc.leader is None or proc.vfork:
-                    self._exit_proc(proc, status)
-                else:
-                    self.procs.pop(proc.pid, None)
-            except _Unsupported as e:
-                self.unsupported.add(e.name)
-                self.out(f"line {ev.lineno}: {proc.label}: the simulated kernel has no exit()")
+        if proc.leader is not None and not proc.vfork and ev.signal is None:
+            self.procs.pop(proc.pid, None)  # a thread ended; its process lives on
+            return
+        status = ev.status if ev.status is not None else 128 + CONSTANTS.get(ev.signal, 0)
+        try:
+            self._exit_proc(proc.owner if ev.signal is not None else proc, status)
+        except _Unsupported as e:
+            self.unsupported.add(e.name)
+            self.out(f"line {ev.lineno}: {proc.label}: the simulated kernel has no exit()")
+
+    def _reap(self, call: Call) -> None:
+        """wait4 returned a child's pid: without -f that is the only sign the child exited."""
+        child = self.procs.get(call.ret.value)
+        if child is None or child.exited or child.leader is not None or child.pid == call.pid:
+            return
+        try:
+            self._exit_proc(child, 0)
+        except _Unsupported as e:
+            self.unsupported.add(e.name)
 
     # ---------------------------------------------------------------- memory calls
     def _sys_brk(self, call: Call, proc: Proc) -> None:
