@@ -828,10 +828,14 @@ class Replayer:
         handler = getattr(self, "_sys_" + call.name, None)
         if handler is None:
             return  # not a memory/process call we model (wait4, arch_prctl, ...)
-        if call.name == "execve":
-            if call.ret.failed:
-                return  # not replayed: the guest's file system holds no executables
-            handler(call)
+        if call.name == "execve" and call.ret.failed:
+            return  # not replayed: the guest's file system holds no executables
+        if call.name == "execve" and call.pid not in self.procs:
+            # the traced command itself: spawn is execve of a fresh process
+            path = parse_string(call.args[0]) if call.args else "?"
+            comm = os.path.basename(path) or path
+            self.calls += 1
+            self._register(Proc(call.pid, comm, task=self.kernel.spawn(comm)))
             return
         proc = self._proc(call.pid)
         if proc.exited:
@@ -847,46 +851,32 @@ class Replayer:
             self.calls -= 1
             reason = str(e) if isinstance(e, TraceSyntaxError) else "too few arguments"
             self.out(str(Problem(call.lineno, reason, _render(call))))
+        except Exception as e:  # noqa: BLE001 - a simulator bug is one line, never a crash
+            self._diverge(call, proc, f"the simulated kernel failed: {type(e).__name__}: {e}")
 
     # ---------------------------------------------------------------- process calls
-    def _sys_execve(self, call: Call) -> None:
-        path = parse_string(call.args[0]) if call.args else "?"
+    def _sys_execve(self, call: Call, proc: Proc) -> None:
+        path = parse_string(call.args[0])
         comm = os.path.basename(path) or path
-        proc = self.procs.get(call.pid)
-        self.calls += 1
-        if proc is None:
-            proc = Proc(call.pid, comm, task=self.kernel.spawn(comm))
-            self._register(proc)
-            return
         if proc.leader is not None:
             # A vfork child (or a thread) leaves the shared mm: a process of its own.
             leader = proc.leader
-            try:
-                if proc.vfork:
-                    task, err = self._sys(leader, "fork")
-                    if err is not None:
-                        self._diverge(call, proc, f"fork for the vfork child: {_fmt(None, err)}")
-                        return
-                    proc.task, proc.leader, proc.vfork = task, None, False
-                    self.order.append(proc)
-                    proc.known = [list(k) for k in leader.known]
-                    proc.shm_attached = dict(leader.shm_attached)
-                else:  # a thread's execve replaces the whole thread group's image
-                    proc.task, proc.leader = leader.task, None
-                    proc.known, proc.shm_attached = leader.known, leader.shm_attached
-                    self.order[self.order.index(leader)] = proc
-                    self.procs.pop(leader.pid, None)
-            except _Unsupported as e:
-                self.unsupported.add(e.name)
-                self._diverge(call, proc, f"the simulated kernel has no {e.name}()")
-                return
+            if proc.vfork:
+                task, err = self._sys(leader, "fork")
+                if err is not None:
+                    self._diverge(call, proc, f"fork for the vfork child: {_fmt(None, err)}")
+                    return
+                proc.task, proc.leader, proc.vfork = task, None, False
+                proc.known = [list(k) for k in leader.known]
+                proc.shm_attached = dict(leader.shm_attached)
+                self.order.append(proc)
+            else:  # a thread's execve replaces the whole thread group's image
+                proc.task, proc.leader = leader.task, None
+                proc.known, proc.shm_attached = leader.known, leader.shm_attached
+                self.order[self.order.index(leader)] = proc
+                self.procs.pop(leader.pid, None)
         proc.comm = comm
-        try:
-            value, err = self._sys(proc, "execve", path)
-        except _Unsupported as e:
-            self.unsupported.add(e.name)
-            self._diverge(call, proc, f"the simulated kernel has no {e.name}()")
-            return
+        value, err = self._sys(proc, "execve", path)
         if err is None:
             proc.known, proc.shm_attached = [], {}
             proc.brk_synced = False
@@ -1012,7 +1002,11 @@ class Replayer:
             addr, flags = rec.value, flags | MAP_FIXED_NOREPLACE
         sim_fd = -1
         if not flags & MAP_ANONYMOUS and fd >= 0:
-            sim_fd = self._open_file(proc, path or f"/replay/{call.pid}/fd{fd}")
+            path = path or f"/replay/{call.pid}/fd{fd}"
+            sim_fd, err = self._open_file(proc, path)
+            if err is not None:
+                self._diverge(call, proc, f"the guest cannot open {path}: {_fmt(None, err)}")
+                return
         try:
             value, err = self._sys(proc, "mmap", addr, length, prot, flags, sim_fd, offset)
         finally:
@@ -1023,25 +1017,22 @@ class Replayer:
 
     _sys_mmap2 = _sys_mmap
 
-    def _open_file(self, proc: Proc, path: str) -> int:
-        """An fd on the guest file ``path`` (created with the size the trace implies)."""
+    def _open_file(self, proc: Proc, path: str) -> tuple[int | None, int | None]:
+        """(fd, None) on the guest file ``path``, created with the size the trace implies;
+        (None, errno) if the guest refuses."""
         task = proc.owner.task
-        if path not in self.files_made:
+        if path in self.files_made:
+            return self._sys(proc, "open", path, O_RDWR, 0)
+        fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
+        if err is None:
             self.files_made.add(path)
             size = self.file_sizes.get(path, 0)
             fn = getattr(task, "ftruncate", None)
-            fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
-            if err is None:
-                if fn is not None and size:
-                    fn(fd, size)
-                else:
-                    _set_file_size(self.kernel, task, fd, size)
-                return fd
-            raise TraceSyntaxError(f"cannot create {path} in the guest: {ERRNO_NAME.get(err)}")
-        fd, err = self._sys(proc, "open", path, O_RDWR, 0)
-        if err is not None:
-            raise TraceSyntaxError(f"cannot open {path} in the guest: {ERRNO_NAME.get(err)}")
-        return fd
+            if fn is not None and size:
+                fn(fd, size)
+            else:
+                _set_file_size(self.kernel, task, fd, size)
+        return fd, err
 
     def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int, *rest,
                     forget: bool = False) -> None:

@@ -293,6 +293,8 @@ class FakeTask:
     def _log(self, *entry):
         self.kernel.log.append((self.pid, *entry))
         err = self.kernel.fail.get(entry[0])
+        if err == "bug":
+            raise RuntimeError("fake bug")
         if err:
             raise OSError(err, "fake")
 
@@ -555,6 +557,21 @@ def test_errno_mismatch_is_a_divergence():
                    "simulated -1 ENOSPC, trace says -1 EINVAL (Invalid argument)"]
     k, r, out, result = run_fake(lines, fail={"shmget": 22})
     assert result == (1, 0) and out == []
+
+
+def test_a_simulator_exception_or_refused_file_is_a_divergence_not_a_crash():
+    lines = [
+        "1  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+        "1  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3</lib/x.so>, 0) = 0x7f0000001000",
+    ]
+    k, r, out, result = run_fake(lines, fail={"mmap": "bug", "open": 13})
+    assert result == (2, 2)
+    assert out == [
+        "line 1: pid 1: mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000: "
+        "the simulated kernel failed: RuntimeError: fake bug",
+        "line 2: pid 1: mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3</lib/x.so>, 0) = 0x7f0000001000: "
+        "the guest cannot open /lib/x.so: -1 EACCES",
+    ]
 
 
 def test_maps_report_lists_each_process_at_exit_or_end():
