@@ -718,7 +718,8 @@ class PageAllocator:
             if not can_reclaim or self.pf_memalloc:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
             # Direct reclaim
-            stall_key = "allocstall_" + zonelist[0].name.lower()
+            # counted against the highest zone the request may use (sc->reclaim_idx)
+            stall_key = "allocstall_" + ZONE_LAYOUT[self.arch][highest][0].lower()
             vm[stall_key] = vm.get(stall_key, 0) + 1
             progress = 0
             if self.direct_reclaim_hook is not None:
