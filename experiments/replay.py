@@ -396,22 +396,19 @@ def parse_ret(text: str) -> Ret:
     return Ret(value, err, text)
 
 
+_RESULT_RE = re.compile(r"\)\s+=\s+(?!.*\)\s+=\s)")  # the last ") = ", padding allowed
+
+
 def _split_call(rest: str) -> tuple[str, str, bool]:
-    """``args) = ret`` -> (args, ret, finished); ``args <unfinished ...>`` -> (args, '', False)."""
+    """``args) = ret`` -> (args, ret, True); ``args <unfinished ...>`` -> (args, '', False)."""
     rest = rest.rstrip()
     if rest.endswith(_UNFINISHED):
         return rest[: -len(_UNFINISHED)].rstrip(), "", False
     rest = _DURATION_RE.sub("", rest)
-    k = rest.rfind(") = ")
-    if k < 0:
-        if rest.endswith(") ="):  # "= ?" with the ? lost
-            raise TraceSyntaxError("missing return value")
-        # strace pads with spaces before '=': "brk(NULL)                 = 0x..."
-        m = re.search(r"\)\s+=\s+(?!.*\)\s+=\s)", rest)
-        if not m:
-            raise TraceSyntaxError("no '= result'")
-        return rest[: m.start()], rest[m.end() :], True
-    return rest[:k], rest[k + 4 :], True
+    m = _RESULT_RE.search(rest)
+    if not m:
+        raise TraceSyntaxError("no '= result'")
+    return rest[: m.start()], rest[m.end() :], True
 
 
 def parse_line(line: str):

@@ -127,6 +127,8 @@ def test_execve_strings_arrays_and_comments():
     (c,) = calls(parse_trace([line]))
     assert c.args == ['"./malloc_mix"', '["./malloc_mix", "a, b"]', "0x7ffe1a9c0550"]
     assert R.parse_string(c.args[0]) == "./malloc_mix"
+    (c,) = calls(parse_trace(['7  execve("./a) = b", ["x"], 0x1 /* 1 var */)     = 0']))
+    assert (c.args, c.ret.value) == (['"./a) = b"', '["x"]', "0x1"], 0)
 
 
 def test_unfinished_and_resumed_are_joined_where_the_result_appears():
