@@ -620,6 +620,38 @@ def test_bad_files_are_one_line_errors_with_exit_2(tmp_path):
     assert res.output.strip().splitlines()[-1] == f"hvsim replay: {empty}: no strace line in 1 lines"
 
 
+def test_command_prints_findings_summary_and_exits_1_on_divergence(tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "boot_guest", lambda memory: FakeKernel())
+    trace = tmp_path / "t.trace"
+    trace.write_text(
+        '1  execve("./prog", ["./prog"], 0x7ff /* 1 var */) = 0\n'
+        "1  mprotect(0x555555554000, 4096, PROT_READ) = 0\n"
+        "garbage\n"
+        "1  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+        "1  exit_group(0) = ?\n"
+        "1  +++ exited with 0 +++\n"
+    )
+    res = CliRunner().invoke(R.replay, [str(trace), "--maps"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [
+        "line 3: malformed, skipped: not an strace line: garbage",
+        "line 2: pid 1: mprotect(0x555555554000, 4096, PROT_READ) = 0: outside the trace "
+        "(touches memory no traced call mapped, e.g. mapped by execve)",
+        "1 calls outside the trace",
+        "== pid 1 (prog) at exit ==",
+        "maps of sim 100",
+        "4 calls, 0 divergences",
+    ]
+    trace.write_text("1  mlock(0x10000, 4096) = -1 ENOMEM (Cannot allocate memory)\n")
+    res = CliRunner().invoke(R.replay, [str(trace)])
+    assert res.exit_code == 1
+    assert res.output.splitlines() == [
+        "line 1: pid 1: mlock(0x10000, 4096) = -1 ENOMEM (Cannot allocate memory): "
+        "simulated 0, trace says -1 ENOMEM (Cannot allocate memory)",
+        "1 calls, 1 divergences",
+    ]
+
+
 # --------------------------------------------------------------------------- real traces
 def _guest_ready() -> str | None:
     """Why the shipped traces cannot be replayed yet, or None."""
