@@ -786,23 +786,32 @@ class Region:
 _ARTIFACT_PAGES: dict[str, list] = {}
 
 
-def _region_page(region: Region, index: int) -> bytes:
-    cache = _ARTIFACT_PAGES.get(region.artifact)
-    if cache is None:
-        cache = _ARTIFACT_PAGES[region.artifact] = [None] * region.pages
-    page = cache[index]
+def _region_page(region: Region, index: int, cache: bool = True) -> bytes:
+    pages = _ARTIFACT_PAGES.get(region.artifact)
+    if pages is None:
+        if not cache:
+            return _make_region_page(region, index)
+        pages = _ARTIFACT_PAGES[region.artifact] = [None] * region.pages
+    page = pages[index]
     if page is None:
-        h = xxhash.xxh64_intdigest(f"{region.artifact}/{index}".encode())
-        page = _page(region.profile_of(index), h, h, b"")
-        if page is not ZERO_PAGE:
-            used = PAGE_SIZE
-            if region.small_files:
-                used = 64 + (h >> 40) % (PAGE_SIZE - 64)
-            elif index == region.pages - 1 and region.size % PAGE_SIZE:
-                used = region.size % PAGE_SIZE
-            if used < PAGE_SIZE:
-                page = page[:used] + bytes(PAGE_SIZE - used)
-        cache[index] = page
+        page = _make_region_page(region, index)
+        if cache:
+            pages[index] = page
+    return page
+
+
+def _make_region_page(region: Region, index: int) -> bytes:
+    h = xxhash.xxh64_intdigest(f"{region.artifact}/{index}".encode())
+    page = _page(region.profile_of(index), h, h, b"")
+    if page is not ZERO_PAGE:
+        used = PAGE_SIZE
+        if region.small_files:
+            used = 64 + (h >> 40) % (PAGE_SIZE - 64)
+        elif index == region.pages - 1 and region.size % PAGE_SIZE:
+            used = region.size % PAGE_SIZE
+        if used < PAGE_SIZE:
+            # the stamp moves to the front so the cut keeps the page unique
+            page = b"".join((h.to_bytes(8, "little"), page[8:used], bytes(PAGE_SIZE - used)))
     return page
 
 
@@ -851,12 +860,20 @@ class OSImage:
                              f"no page {index}")
         return _region_page(region, index)
 
-    def pages(self, category: str | None = None):
-        """Yield (region, index, bytes) for every page (of one category, if given)."""
+    def pages(self, category: str | None = None, cache: bool = True):
+        """Yield (region, index, bytes) for every page (of one category, if given).
+        cache=False: do not keep pages not already cached (a scan of a whole image
+        without keeping its hundreds of MiB)."""
         for r in self.regions:
             if category is None or r.category == category:
                 for i in range(r.pages):
-                    yield r, i, _region_page(r, i)
+                    yield r, i, _region_page(r, i, cache)
+
+
+def drop_image_cache() -> None:
+    """Forget every cached image page (they are regenerated, as new objects, on demand).
+    For long-lived processes, e.g. sweep workers, between runs that use other images."""
+    _ARTIFACT_PAGES.clear()
 
 
 _K = 1 << 10

@@ -1,0 +1,265 @@
+"""Page content: determinism, cross-VM identity of image pages, ASLR, calibration."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from experiments.content import (
+    IMAGES,
+    PROFILES,
+    ZRAM_HUGE_CLASS,
+    ContentSource,
+    DataProfile,
+    OSImage,
+    content_stats,
+)
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+
+N = 3000  # pages sampled per profile
+
+
+def binomial_tol(p: float, n: int, sigmas: float = 4.0) -> float:
+    """Allowed |observed - p| for a fraction of n Bernoulli(p) draws: `sigmas` standard
+    deviations, plus the 1/65536 quantisation of the profile's thresholds."""
+    return sigmas * math.sqrt(p * (1 - p) / n) + 1 / 65536
+
+
+def pages_of(src: ContentSource, profile, n: int = N, pid: int = 0) -> list[bytes]:
+    return [src.app_page(profile, k, pid) for k in range(n)]
+
+
+# --- determinism -----------------------------------------------------------------------
+
+
+def test_same_seed_same_bytes_and_other_seed_other_bytes():
+    a = pages_of(ContentSource(42, "vm1"), "webserver", 200)
+    b = pages_of(ContentSource(42, "vm1"), "webserver", 200)
+    c = pages_of(ContentSource(43, "vm1"), "webserver", 200)
+    assert a == b
+    # another seed: only zero and same-filled pages may coincide
+    same = [x for x, y in zip(a, c, strict=True) if x == y]
+    assert all(x == x[:8] * (PAGE_SIZE // 8) for x in same)
+
+
+def test_pages_do_not_depend_on_python_hash_seed():
+    code = (
+        "from experiments.content import ContentSource, OSImage;import xxhash;"
+        "s=ContentSource(5,'vm');"
+        "d=b''.join(s.app_page(p,k,1) for p in ('idle','jvm') for k in ('a',7,'x/y'));"
+        "d+=OSImage.get('alpine-3.19').page('/bin/busybox',3);"
+        "print(xxhash.xxh64_hexdigest(d))"
+    )
+    here = {}
+    exec(code.replace("print(", "out=("), here)  # this process: its own hash seed
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={"PYTHONHASHSEED": "12345", "PATH": ""}, check=True)
+    assert r.stdout.strip() == here["out"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(profile=st.sampled_from(PROFILES),
+       key=st.one_of(st.integers(-(2**70), 2**70), st.text(max_size=30)),
+       pid=st.integers(0, 2**22))
+def test_every_page_is_one_page_and_a_pure_function(profile, key, pid):
+    src = ContentSource(9, "guest")
+    page = src.app_page(profile, key, pid)
+    assert type(page) is bytes and len(page) == PAGE_SIZE
+    assert page == ContentSource(9, "guest").app_page(profile, key, pid)
+    assert page == src.page(("app", profile, key, pid))
+
+
+# --- ASLR and private data ------------------------------------------------------------
+
+
+def expected_identical(p: DataProfile, same_vm: bool) -> float:
+    """Chance that one key gives byte-identical pages in two processes.
+
+    Zero and same-filled pages are equal everywhere. Other data is the same logical data
+    when the key is common or both processes are in one VM; it is then byte-identical
+    only without pointers (incompressible pages have none; a structured page has none
+    with the probability of a 0 in the profile's pointer-count table).
+    """
+    uniform = p.zero + p.filled
+    structured = 1 - uniform - p.incompressible
+    pointer_free = p._pointers.count(0) / 256
+    logical = 1.0 if same_vm else p.common
+    return uniform + logical * (p.incompressible + structured * pointer_free)
+
+
+@pytest.mark.parametrize("profile", ["webserver", "compile", "jvm"])
+def test_aslr_spoils_sharing_across_vms_and_processes(profile):
+    p = DataProfile.get(profile)
+    vm1, vm2 = ContentSource(1, "vm1"), ContentSource(1, "vm2")
+    a = pages_of(vm1, profile)
+    for other, same_vm in ((pages_of(vm2, profile), False),
+                           (pages_of(vm1, profile, pid=77), True)):
+        equal = sum(x == y for x, y in zip(a, other, strict=True)) / N
+        want = expected_identical(p, same_vm)
+        assert abs(equal - want) <= binomial_tol(want, N)
+
+
+def test_common_data_differs_only_in_one_run_of_user_pointers():
+    p = replace(DataProfile.get("compile"), name="compile-common", common=1.0)
+    a = pages_of(ContentSource(3, "vm1"), p, 400)
+    b = pages_of(ContentSource(3, "vm2"), p, 400)
+    differing = 0
+    for x, y in zip(a, b, strict=True):
+        diff = [i for i in range(PAGE_SIZE) if x[i] != y[i]]
+        if not diff:
+            continue
+        differing += 1
+        first, last = diff[0], diff[-1]
+        run = x[first - first % 8: last + 8 - last % 8]
+        # one run of at most 64 8-byte words, each a canonical user-space pointer
+        # (0x0000_55xx_xxxx_xxxx heap or 0x0000_7fxx_xxxx_xxxx mmap)
+        assert len(run) <= 64 * 8
+        words = [run[i:i + 8] for i in range(0, len(run), 8)]
+        assert all(w[6:] == b"\0\0" and w[5] in (0x55, 0x7F) for w in words), words
+    assert differing > 0
+
+
+# --- images ---------------------------------------------------------------------------
+
+
+def test_two_vms_booting_debian_share_every_image_page_object():
+    image = OSImage.get("debian-12")
+    vm1, vm2 = ContentSource(1, "vm1"), ContentSource(2, "vm2")  # even other seeds
+    for region in image.regions:
+        for i in range(region.pages):
+            a = vm1.image_page("debian-12", region, i)
+            b = vm2.image_page("debian-12", region.name, i)
+            assert a is b
+            assert len(a) == PAGE_SIZE
+
+
+def nonzero_contents(name: str, stride: int = 1) -> dict[int, str]:
+    """128-bit digests of an image's non-zero pages (every `stride`-th page), without
+    keeping the pages: a whole Windows image is hundreds of MiB."""
+    return {xxhash.xxh3_128_intdigest(page): r.artifact
+            for r, i, page in OSImage.get(name).pages(cache=False)
+            if i % stride == 0 and page != ZERO_PAGE}
+
+
+def test_images_share_nothing_but_zero_pages_and_identical_builds():
+    debian = nonzero_contents("debian-12")
+    ubuntu = nonzero_contents("ubuntu-22.04")
+    both = set(debian) & set(ubuntu)
+    # Debian and Ubuntu ship the same tzdata build: exactly its non-zero pages match
+    assert both and {debian[c] for c in both} == {"tzdata-2024a"}
+    tz = OSImage.get("debian-12").region("/usr/share/zoneinfo")
+    assert len(both) == tz.pages
+    others = {name: nonzero_contents(name, stride=3) for name in
+              ("centos-7", "alpine-3.19", "windows-2019", "windows-xp")}
+    for name, contents in others.items():
+        assert not set(contents) & set(debian), name
+        assert not set(contents) & set(ubuntu), name
+    assert not set(others["windows-xp"]) & set(others["windows-2019"])
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_region_pages_and_file_tails(name):
+    image = OSImage.get(name)
+    for r in image.regions:
+        assert r.pages == -(-r.size // PAGE_SIZE)
+        tail = r.size % PAGE_SIZE
+        if tail and not r.small_files:
+            # past the end of the file the page cache page is zero
+            assert image.page(r, r.pages - 1)[tail:] == bytes(PAGE_SIZE - tail)
+    assert image.total_pages == sum(r.pages for r in image.regions)
+
+
+def test_kernel_text_compresses_like_code_and_images_have_their_kernels():
+    debian = OSImage.get("debian-12")
+    text = debian.region("vmlinux:.text")
+    assert 8 << 20 <= text.size <= 12 << 20
+    stats = content_stats(debian.page(text, i) for i in range(0, text.pages, 3))
+    assert 2.0 <= stats.ratio <= 3.0
+    assert stats.zero_fraction == 0.0
+    bss = debian.region("vmlinux:.bss")
+    assert all(debian.page(bss, i) is ZERO_PAGE for i in range(bss.pages))
+    linux = max(OSImage.get(n).total_pages for n in IMAGES if OSImage.get(n).family == "linux")
+    assert OSImage.get("windows-2019").total_pages > linux
+
+
+# --- calibration ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_zero_and_same_filled_fractions_as_configured(profile):
+    p = DataProfile.get(profile)
+    pages = pages_of(ContentSource(11, "vm"), profile)
+    zero = sum(page is ZERO_PAGE for page in pages) / N
+    filled = sum(page is not ZERO_PAGE and page == bytes((p.fill_byte,)) * PAGE_SIZE
+                 for page in pages) / N
+    assert abs(zero - p.zero) <= binomial_tol(p.zero, N)
+    assert abs(filled - p.filled) <= binomial_tol(p.filled, N)
+
+
+@pytest.mark.parametrize("profile", ["webserver", "database"])
+def test_typical_profiles_compress_like_typical_memory(profile):
+    stats = content_stats(pages_of(ContentSource(12, "vm"), profile))
+    assert 2.5 <= stats.ratio <= 4.0
+
+
+@pytest.mark.parametrize("profile", ["media", "encrypted"])
+def test_media_and_ciphertext_do_not_compress(profile):
+    stats = content_stats(pages_of(ContentSource(13, "vm"), profile, 1000))
+    assert stats.ratio <= 1.05
+
+
+def test_idle_memory_matches_the_lkml_zram_dataset():
+    # mean compressed size 694 B with 11 % zero pages; allowed within 15 %
+    stats = content_stats(pages_of(ContentSource(14, "vm"), "idle"))
+    assert 0.85 * 694 <= stats.mean_compressed <= 1.15 * 694
+    assert abs(stats.zero_fraction - 0.11) <= binomial_tol(0.11, N)
+
+
+# --- identity and stats rules ---------------------------------------------------------
+
+
+def test_identical_contents_are_one_object():
+    src = ContentSource(1, "vm")
+    hog = pages_of(src, "memhog", 50)
+    assert all(page is hog[0] for page in hog)
+    assert hog[0] == b"\xff" * PAGE_SIZE
+    zeros = [pg for pg in pages_of(src, "jvm", 400) if pg == ZERO_PAGE]
+    assert zeros and all(pg is ZERO_PAGE for pg in zeros)
+    img = OSImage.get("alpine-3.19")
+    assert img.page("/bin/busybox", 0) is ContentSource(2, "x").image_page(
+        "alpine-3.19", "/bin/busybox", 0)
+
+
+def test_content_stats_counts_pages_as_zram_stores_them():
+    random_page = ContentSource(1, "vm").app_page("encrypted", 0)
+    same_filled = b"\x01\x02\x03\x04\x05\x06\x07\x08" * (PAGE_SIZE // 8)
+    stats = content_stats([ZERO_PAGE, same_filled, random_page, random_page])
+    # zero and same-filled pages: no data; random pages exceed the huge class: a page
+    assert stats.zero_fraction == 0.25
+    assert stats.mean_compressed == 2 * PAGE_SIZE / 4
+    assert stats.ratio == 2.0
+    assert ZRAM_HUGE_CLASS == 3072
+    assert content_stats([ZERO_PAGE]).ratio == math.inf
+
+
+def test_user_errors_name_what_is_wrong():
+    with pytest.raises(ValueError, match="unknown content profile 'webservr'"):
+        ContentSource(1, "vm").app_page("webservr", 1)
+    with pytest.raises(ValueError, match="unknown OS image 'debian-13'"):
+        OSImage.get("debian-13")
+    with pytest.raises(ValueError, match="no region '/nope'"):
+        OSImage.get("debian-12").page("/nope", 0)
+    with pytest.raises(IndexError, match="/var/log/messages has 25 pages, no page 25"):
+        OSImage.get("alpine-3.19").page("/var/log/messages", 25)
+    with pytest.raises(ValueError, match="profile bad: zero must be in"):
+        DataProfile("bad", "", corpus="idle", zero=1.5)
+    with pytest.raises(ValueError, match="kind must be 'app' or 'image'"):
+        ContentSource(1, "vm").page(("disk", 1))
