@@ -1,0 +1,123 @@
+"""Machine memory: the host's frames (MPNs), each holding a real 4 KiB `bytes`.
+
+A frame is identified by its machine page number (MPN), an index into parallel lists:
+
+    content[mpn]   the page's bytes (None while free). Identical contents reuse one
+                   `bytes` object (the zero page, a guest OS image's pages), so the
+                   simulator's own memory grows with distinct contents, not with frames.
+    refcount[mpn]  mappings of the frame: 1 for a private frame, n for a frame shared by
+                   n guest frames (page sharing), 0 when free
+    owner[mpn]     VM id of a private frame; OWNER_SHARED, OWNER_ZIP (compression cache
+                   frame) or OWNER_FREE otherwise
+    csum[mpn]      cached page-sharing checksum of `content`, -1 when not computed. Set
+                   by the sharing scanner, cleared whenever the content changes.
+
+The lists grow lazily as frames are first used, up to `nr_frames`; freed frames go to a
+LIFO free list and are reused first. Capacity is finite: `alloc` returns -1 when every
+frame is in use and the host must reclaim. `alloc(..., force=True)` overdraws (the host's
+last resort when nothing can be reclaimed; counted in `overdraft_allocs` and visible as a
+negative `nr_free`).
+"""
+
+from __future__ import annotations
+
+from guestkernel.units import PAGE_SIZE
+
+OWNER_FREE = -1
+OWNER_SHARED = -2  # a page-sharing (KSM) frame, mapped read-only by one or more guest frames
+OWNER_ZIP = -3  # a frame of a compression cache, holding compressed slots
+OWNER_ZERO = -4  # the host's shared zero frame (never freed)
+
+
+class MachineMemory:
+    """`nr_frames` machine frames of PAGE_SIZE bytes."""
+
+    def __init__(self, nr_frames: int) -> None:
+        if nr_frames < 1:
+            raise ValueError(f"machine memory: need at least one frame, got {nr_frames}")
+        self.nr_frames = nr_frames  # capacity, frames
+        self.content: list[bytes | None] = []
+        self.refcount: list[int] = []
+        self.owner: list[int] = []
+        self.csum: list[int] = []
+        self._free: list[int] = []  # freed MPNs, reused LIFO
+        self.nr_free = nr_frames  # frames not in use (negative while overdrawn)
+        # counters
+        self.frames_allocated = 0  # allocations, cumulative
+        self.frames_freed = 0  # frees, cumulative
+        self.overdraft_allocs = 0  # allocations beyond capacity (host could not reclaim)
+        self.min_free = nr_frames  # lowest nr_free seen, frames
+
+    @property
+    def nr_used(self) -> int:
+        return self.nr_frames - self.nr_free
+
+    def alloc(self, owner: int, data: bytes, force: bool = False) -> int:
+        """Take a frame holding `data` with refcount 1; its MPN, or -1 if memory is full."""
+        if self.nr_free <= 0:
+            if not force:
+                return -1
+            self.overdraft_allocs += 1
+        self.nr_free -= 1
+        if self.nr_free < self.min_free:
+            self.min_free = self.nr_free
+        self.frames_allocated += 1
+        free = self._free
+        if free:
+            mpn = free.pop()
+            self.content[mpn] = data
+            self.refcount[mpn] = 1
+            self.owner[mpn] = owner
+            self.csum[mpn] = -1
+            return mpn
+        mpn = len(self.content)
+        self.content.append(data)
+        self.refcount.append(1)
+        self.owner.append(owner)
+        self.csum.append(-1)
+        return mpn
+
+    def free(self, mpn: int) -> None:
+        """Return a frame to the free list whatever its refcount."""
+        if self.owner[mpn] == OWNER_FREE:
+            raise ValueError(f"machine frame {mpn:#x} freed twice")
+        self.content[mpn] = None
+        self.refcount[mpn] = 0
+        self.owner[mpn] = OWNER_FREE
+        self.csum[mpn] = -1
+        self._free.append(mpn)
+        self.nr_free += 1
+        self.frames_freed += 1
+
+    def get(self, mpn: int) -> None:
+        """One more mapping of the frame."""
+        self.refcount[mpn] += 1
+
+    def put(self, mpn: int) -> bool:
+        """One mapping fewer; frees the frame at zero. True if it was freed."""
+        rc = self.refcount[mpn] - 1
+        if rc > 0:
+            self.refcount[mpn] = rc
+            return False
+        self.free(mpn)
+        return True
+
+    def set_content(self, mpn: int, data: bytes) -> None:
+        self.content[mpn] = data
+        self.csum[mpn] = -1
+
+    def validate(self) -> None:
+        """Check the free list, refcounts and nr_free agree; raise AssertionError if not."""
+        free = set(self._free)
+        assert len(free) == len(self._free), "free list holds a frame twice"
+        for mpn in range(len(self.content)):
+            if mpn in free:
+                assert self.owner[mpn] == OWNER_FREE and self.refcount[mpn] == 0
+                assert self.content[mpn] is None
+            else:
+                assert self.owner[mpn] != OWNER_FREE, f"frame {mpn} in use but owner free"
+                assert self.refcount[mpn] >= 1, f"frame {mpn} in use with refcount 0"
+                data = self.content[mpn]
+                assert data is not None and len(data) == PAGE_SIZE
+        used = len(self.content) - len(free)
+        assert self.nr_free == self.nr_frames - used, (self.nr_free, self.nr_frames, used)

@@ -1,0 +1,634 @@
+"""Page sharing: KSM's algorithm (mm/ksm.c) over the VMs' guest frames.
+
+Overview
+--------
+The scanner visits guest frames in KSM order: VM by VM (in the order they were added),
+frame by frame, `pages_to_scan` frames per batch. Every frame backed by a private machine
+frame has an rmap item (per-VM arrays, see `_KsmVM`); for it the scanner
+
+1. asks the *stable tree* (contents of merged, read-only frames) for a dup with room
+   (fewer than `max_page_sharing` mappings): if one has the same bytes, the frame maps it
+   and its own frame is freed;
+2. otherwise compares the page's checksum with the one stored last pass: if it differs,
+   the new checksum is stored and the page is left alone (volatile), so a page must be
+   unchanged over two visits before it can merge;
+3. with `use_zero_pages`, maps an all-zero page to the host's zero page (ksm_zero_pages);
+4. otherwise searches the *unstable tree* (unmerged pages seen this pass): a page with the
+   same bytes is merged with this one into a new stable frame; no match inserts this page.
+
+The unstable tree is emptied at the start of every pass (`full_scans` counts passes).
+Frames already mapping a stable frame are visited (they use the batch) but left alone.
+
+Trees. Both "trees" are dicts keyed by checksum (plus the salt, see below) whose hits are
+confirmed by a full byte compare, as ESX does; KSM's memcmp-ordered rbtrees find the same
+matches, so the observable counters are those of KSM. A key holding different contents
+(a hash collision) keeps them in a small list. A stable entry is a `_Chain`: the dups of
+one content. Once a dup holds `max_page_sharing` mappings, a further identical page does
+not join; it waits in the unstable tree for ANOTHER unmerged identical page and the pair
+forms a new dup. n identical pages thus give floor(n / m) full dups, plus one if
+n mod m >= 2; a lone leftover page stays unmerged.
+
+Checksum: XXH3-64 of the page (seed 0), truncated to 32 bits. Linux uses xxhash() (XXH64
+on 64-bit); XXH3 is the same family and about twice as fast from Python, and only the
+count of hash collisions can tell them apart. The checksum of a private machine frame is
+cached in `MachineMemory.csum` until its content changes (bytes are immutable and every
+change goes through VM.store), so the simulator hashes a page once per change while the
+simulated scanner is still charged `hash_cost` on every visit.
+
+smart_scan (6.x): a page that stayed unmerged for 3+ visits is skipped for 1, 2, 4 or 8
+passes as its age is <= 3, <= 5, <= 8 or more; skipped pages do not use the batch.
+
+Salting: "none" shares across VMs; "per-vm" (ESXi's default Mem.ShareForceSalting=2)
+puts each VM's salt in the key, so only frames of one VM merge. The zero page is global.
+
+Breaking: a write to a shared frame copies it (VM.touch -> `unmap`, counted as cow_ksm).
+Counters are updated at once (Linux notices a broken mapping on the next visit).
+
+Counters (sysfs names): pages_shared (dups in use), pages_sharing (further mappings of
+them), pages_unshared (unstable-tree items), pages_volatile (= rmap items - shared -
+sharing - unshared), full_scans, ksm_zero_pages, general_profit = (pages_sharing +
+ksm_zero_pages) * PAGE_SIZE - rmap_items * 64, pages_skipped, stable_node_chains,
+stable_node_dups; and hash_collisions (equal key, different bytes), byte_compares,
+cow_ksm, pages_hashed and scan_time (simulated CPU seconds).
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import xxhash
+
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+
+from .machine import OWNER_SHARED, MachineMemory
+from .p2m import LARGE_PAGE_SHIFT, P2M_PRIVATE, P2M_SHARED, P2M_ZERO
+
+RMAP_ITEM_SIZE = 64  # sizeof(struct ksm_rmap_item), bytes (general_profit)
+
+_UNSTABLE = 1  # rmap item is counted in pages_unshared
+_STABLE = 2  # rmap item maps a stable frame
+
+SALTING = ("none", "per-vm")
+
+_xxh3 = xxhash.xxh3_64_intdigest
+
+
+def page_checksum(data: bytes) -> int:
+    """The scanner's checksum: XXH3-64 (seed 0) truncated to 32 bits."""
+    return _xxh3(data) & 0xFFFFFFFF
+
+
+ZERO_CHECKSUM = page_checksum(ZERO_PAGE)
+
+
+def skip_age(age: int) -> int:
+    """smart_scan: passes to skip a page unmerged for `age` visits (mm/ksm.c)."""
+    if age <= 3:
+        return 1
+    if age <= 5:
+        return 2
+    if age <= 8:
+        return 4
+    return 8
+
+
+class _Chain:
+    """A stable-tree node: the dups (machine frames) of one content."""
+
+    __slots__ = ("data", "key", "dups")
+
+    def __init__(self, data: bytes, key: int) -> None:
+        self.data = data
+        self.key = key
+        self.dups: list[int] = []  # MPNs of the KSM frames holding `data`
+
+
+class _KsmVM:
+    """rmap items of one VM: per-PFN arrays (oldchecksum -1: no rmap item)."""
+
+    __slots__ = ("vm", "oldsum", "flags", "age", "skips", "salt")
+
+    def __init__(self, vm, salt: int) -> None:
+        n = vm.nr_pages
+        self.vm = vm
+        self.oldsum = array("q", [-1]) * n
+        self.flags = bytearray(n)
+        self.age = bytearray(n)
+        self.skips = bytearray(n)
+        self.salt = salt
+
+
+class PageSharing:
+    """KSM over a set of VMs. Tunables carry their sysfs names; times in seconds."""
+
+    def __init__(
+        self,
+        machine: MachineMemory,
+        pages_to_scan: int = 100,
+        sleep_millisecs: int = 20,
+        max_page_sharing: int = 256,
+        use_zero_pages: bool = False,
+        smart_scan: bool = True,
+        salting: str = "none",
+        hash_cost: float = 1e-6,
+        compare_cost: float = 0.5e-6,
+        merge_cost: float = 2e-6,
+    ) -> None:
+        if max_page_sharing < 2:
+            raise ValueError(f"max_page_sharing: must be at least 2, got {max_page_sharing}")
+        if pages_to_scan < 1:
+            raise ValueError(f"pages_to_scan: must be at least 1, got {pages_to_scan}")
+        if salting not in SALTING:
+            raise ValueError(f"salting: must be one of {', '.join(SALTING)}, got {salting!r}")
+        self.machine = machine
+        self.pages_to_scan = pages_to_scan  # pages per batch
+        self.sleep_millisecs = sleep_millisecs  # ms between batches (Scanner daemon)
+        self.max_page_sharing = max_page_sharing  # mappings per stable frame, >= 2
+        self.use_zero_pages = use_zero_pages  # map zero pages to the host zero page
+        self.smart_scan = smart_scan  # skip pages that keep failing to merge
+        self.salting = salting  # "none": across VMs; "per-vm": within a VM only
+        self.hash_cost = hash_cost  # seconds per page checksummed
+        self.compare_cost = compare_cost  # seconds per full 4 KiB compare
+        self.merge_cost = merge_cost  # seconds per merge (write-protect, remap)
+        self.run = 1  # /sys/kernel/mm/ksm/run: 0 stop, 1 run
+        self._vms: list[_KsmVM] = []
+        self._stable: dict[int, _Chain | list[_Chain]] = {}
+        self._unstable: dict[int, int | list[int]] = {}  # key -> (vm index << 32) | pfn
+        self._chain_of: dict[int, _Chain] = {}  # KSM frame MPN -> its chain
+        self._vi = 0  # scan cursor: VM index
+        self._pfn = 0  # scan cursor: next PFN
+        self._visited = 0  # scannable pages met in this pass
+        # counters
+        self.pages_shared = 0
+        self.pages_sharing = 0
+        self.pages_unshared = 0
+        self.rmap_items = 0
+        self.full_scans = 0
+        self.ksm_zero_pages = 0
+        self.pages_skipped = 0
+        self.stable_node_chains = 0
+        self.stable_node_dups = 0
+        self.hash_collisions = 0
+        self.byte_compares = 0
+        self.pages_scanned = 0
+        self.pages_hashed = 0
+        self.merges = 0  # successful merges of a page into a stable frame or the zero page
+        self.cow_ksm = 0
+        self.scan_time = 0.0  # simulated CPU seconds
+
+    # -- VMs ---------------------------------------------------------------------------------
+
+    def add_vm(self, vm) -> None:
+        salt = 0 if self.salting == "none" else (len(self._vms) + 1) << 32
+        vm.sharing = self
+        self._vms.append(_KsmVM(vm, salt))
+        vm._ksm = self._vms[-1]
+
+    @property
+    def vms(self) -> list:
+        return [kv.vm for kv in self._vms]
+
+    # -- counters ----------------------------------------------------------------------------
+
+    @property
+    def pages_volatile(self) -> int:
+        return self.rmap_items - self.pages_shared - self.pages_sharing - self.pages_unshared
+
+    @property
+    def general_profit(self) -> int:
+        """Bytes saved: (pages_sharing + ksm_zero_pages) pages minus rmap item overhead."""
+        return (self.pages_sharing + self.ksm_zero_pages) * PAGE_SIZE - self.rmap_items * (
+            RMAP_ITEM_SIZE
+        )
+
+    def counters(self) -> dict[str, int | float]:
+        return {
+            "pages_shared": self.pages_shared,
+            "pages_sharing": self.pages_sharing,
+            "pages_unshared": self.pages_unshared,
+            "pages_volatile": self.pages_volatile,
+            "full_scans": self.full_scans,
+            "ksm_zero_pages": self.ksm_zero_pages,
+            "general_profit": self.general_profit,
+            "pages_skipped": self.pages_skipped,
+            "stable_node_chains": self.stable_node_chains,
+            "stable_node_dups": self.stable_node_dups,
+            "pages_to_scan": self.pages_to_scan,
+            "sleep_millisecs": self.sleep_millisecs,
+            "max_page_sharing": self.max_page_sharing,
+            "use_zero_pages": int(self.use_zero_pages),
+            "smart_scan": int(self.smart_scan),
+            "run": self.run,
+            "hash_collisions": self.hash_collisions,
+            "byte_compares": self.byte_compares,
+            "pages_scanned": self.pages_scanned,
+            "pages_hashed": self.pages_hashed,
+            "merges": self.merges,
+            "cow_ksm": self.cow_ksm,
+            "scan_time": self.scan_time,
+        }
+
+    # -- scanning ----------------------------------------------------------------------------
+
+    def scan(self, nr_pages: int | None = None, stop_at_pass_end: bool = False) -> float:
+        """Scan up to `nr_pages` frames (default pages_to_scan); CPU seconds it took.
+
+        Pages met but skipped (smart_scan, large pages, unbacked) do not count. With
+        `stop_at_pass_end` the batch also ends where a full pass completes.
+        """
+        budget = self.pages_to_scan if nr_pages is None else nr_pages
+        kvs = self._vms
+        if not kvs or budget <= 0:
+            return 0.0
+        machine = self.machine
+        content = machine.content
+        mcsum = machine.csum
+        stable = self._stable
+        unstable = self._unstable
+        use_zero = self.use_zero_pages
+        smart = self.smart_scan
+        xxh3 = _xxh3
+        vi = self._vi
+        pfn = self._pfn
+        initial = budget
+        hashed = new_items = 0
+        empty_passes = 0
+        while budget > 0:
+            if vi >= len(kvs):
+                # end of a full pass: the unstable tree starts again empty
+                self.full_scans += 1
+                unstable.clear()
+                vi = 0
+                pfn = 0
+                if self._visited == 0:
+                    empty_passes += 1
+                    if empty_passes > 9:
+                        break  # nothing scannable (smart_scan skips at most 8 passes)
+                else:
+                    empty_passes = 0
+                self._visited = 0
+                if stop_at_pass_end:
+                    break
+            kv = kvs[vi]
+            vm = kv.vm
+            p2m = vm.p2m
+            state = p2m.state
+            mpns = p2m.mpn
+            large = p2m.large if vm.large_pages else None
+            oldsum = kv.oldsum
+            flags = kv.flags
+            age = kv.age
+            salt = kv.salt
+            n = vm.nr_pages
+            before = budget
+            # NOTE: the per-page path is inlined with locals for performance. A window of
+            # `budget` frames is scanned without a per-page budget test (each frame uses at
+            # most one unit); frames that use none are counted in `idle`. The rare cases
+            # (merges, skips, dropped items) call methods.
+            while pfn < n and budget > 0:
+                lo = pfn
+                hi = lo + budget
+                if hi > n:
+                    hi = n
+                idle = 0
+                for pfn in range(lo, hi):
+                    if state[pfn] != 1:  # P2M_PRIVATE
+                        if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
+                            idle += 1
+                            if oldsum[pfn] >= 0:
+                                self._drop_item(kv, pfn)  # the page went away
+                        continue
+                    if large is not None and large[pfn >> LARGE_PAGE_SHIFT] == 1:
+                        idle += 1
+                        if oldsum[pfn] >= 0:
+                            self._drop_item(kv, pfn)  # inside a large page: not shareable
+                        continue
+                    old = oldsum[pfn]
+                    mpn = mpns[pfn]
+                    csum = mcsum[mpn]
+                    if csum < 0:
+                        # NOTE: hashed once per content change; see the module docstring.
+                        csum = mcsum[mpn] = xxh3(content[mpn]) & 0xFFFFFFFF
+                        hashed += 1
+                    if old < 0:
+                        # A new rmap item: its zeroed oldchecksum differs from the page's
+                        # (but for a checksum of 0), so after the stable tree it is volatile.
+                        new_items += 1
+                        if stable:
+                            entry = stable.get(csum | salt)
+                            if entry is not None and self._stable_merge(
+                                kv, pfn, mpn, csum | salt, entry
+                            ):
+                                continue
+                        oldsum[pfn] = csum
+                        continue
+                    if smart:
+                        a = age[pfn] + 1  # age is stored minus one: new items start at 1
+                        if a < 3:
+                            age[pfn] = a
+                        elif self._smart_skip(kv, pfn, a):
+                            idle += 1
+                            continue
+                    if flags[pfn]:
+                        flags[pfn] = 0  # leaves the unstable tree (remove_rmap_item_from_tree)
+                        self.pages_unshared -= 1
+                    key = csum | salt
+                    entry = stable.get(key)
+                    if entry is not None and self._stable_merge(kv, pfn, mpn, key, entry):
+                        continue
+                    if old != csum:
+                        oldsum[pfn] = csum  # changed since last visit: volatile
+                        continue
+                    if use_zero and csum == ZERO_CHECKSUM and self._zero_merge(kv, pfn, mpn):
+                        continue
+                    cand = unstable.get(key)
+                    if cand is None:
+                        unstable[key] = (vi << 32) | pfn
+                        flags[pfn] = _UNSTABLE
+                        self.pages_unshared += 1
+                    else:
+                        self._unstable_merge(kv, vi, pfn, mpn, key, cand)
+                budget -= hi - lo - idle
+                pfn = hi
+            self._visited += before - budget
+            if pfn >= n:
+                vi += 1
+                pfn = 0
+        self._vi = vi
+        self._pfn = pfn
+        scanned = initial - budget
+        self.rmap_items += new_items
+        self.pages_scanned += scanned
+        self.pages_hashed += hashed
+        cost = scanned * self.hash_cost
+        self.scan_time += cost
+        return cost
+
+    def _smart_skip(self, kv: _KsmVM, pfn: int, a: int) -> bool:
+        """should_skip_rmap_item for a page of age `a` >= 3 (it is aged here).
+
+        `_KsmVM.age` holds the age minus one, so that a new item (age 1) reads 0.
+        """
+        if a != 255:
+            kv.age[pfn] = a
+        if kv.skips[pfn] == 0:
+            kv.skips[pfn] = skip_age(a)
+            return False
+        kv.skips[pfn] -= 1
+        self.pages_skipped += 1
+        if kv.flags[pfn] & _UNSTABLE:
+            kv.flags[pfn] = 0
+            self.pages_unshared -= 1
+        return True
+
+    def full_pass(self) -> float:
+        """Scan until the current pass completes; CPU seconds."""
+        start = self.full_scans
+        cost = 0.0
+        total = sum(kv.vm.nr_pages for kv in self._vms) + 1
+        while self.full_scans == start and self._vms:
+            cost += self.scan(total, stop_at_pass_end=True)
+        return cost
+
+    # -- merging -----------------------------------------------------------------------------
+
+    def _charge(self, compares: int, merges: int) -> None:
+        c = compares * self.compare_cost + merges * self.merge_cost
+        self.byte_compares += compares
+        self.scan_time += c
+
+    def _stable_merge(self, kv: _KsmVM, pfn: int, mpn: int, key: int, entry) -> bool:
+        """stable_tree_search + try_to_merge_with_ksm_page. True if the page merged."""
+        machine = self.machine
+        data = machine.content[mpn]
+        chains = entry if type(entry) is list else (entry,)
+        compares = 0
+        for chain in chains:
+            compares += 1
+            if chain.data is data or chain.data == data:
+                # the best dup: the fullest one that still has room (chain_prune)
+                best = -1
+                best_rc = 0
+                rc = machine.refcount
+                limit = self.max_page_sharing
+                for dup in chain.dups:
+                    r = rc[dup]
+                    if r < limit and r > best_rc:
+                        best, best_rc = dup, r
+                if best < 0:
+                    self._charge(compares, 0)
+                    return False  # all dups full: wait for a partner in the unstable tree
+                machine.get(best)
+                machine.free(mpn)
+                kv.vm.p2m.set(pfn, P2M_SHARED, best)
+                kv.flags[pfn] = _STABLE
+                self.pages_sharing += 1
+                self.merges += 1
+                self._charge(compares, 1)
+                return True
+            self.hash_collisions += 1
+        self._charge(compares, 0)
+        return False
+
+    def _zero_merge(self, kv: _KsmVM, pfn: int, mpn: int) -> bool:
+        data = self.machine.content[mpn]
+        self._charge(1, 0)
+        if data is not ZERO_PAGE and data != ZERO_PAGE:
+            self.hash_collisions += 1
+            return False
+        self.machine.free(mpn)
+        kv.vm.p2m.set(pfn, P2M_ZERO)
+        self.ksm_zero_pages += 1
+        self.merges += 1
+        self._charge(0, 1)
+        return True
+
+    def _unstable_merge(self, kv: _KsmVM, vi: int, pfn: int, mpn: int, key: int, cand) -> None:
+        """unstable_tree_search_insert + try_to_merge_two_pages + stable_tree_insert."""
+        machine = self.machine
+        data = machine.content[mpn]
+        cands = cand if type(cand) is list else [cand]
+        keep: list[int] = []
+        merged = False
+        compares = 0
+        for item in cands:
+            if merged:
+                keep.append(item)
+                continue
+            ckv = self._vms[item >> 32]
+            cpfn = item & 0xFFFFFFFF
+            cp2m = ckv.vm.p2m
+            if cp2m.state[cpfn] != P2M_PRIVATE or not ckv.flags[cpfn] & _UNSTABLE:
+                continue  # stale: the page changed hands since it was inserted
+            cmpn = cp2m.mpn[cpfn]
+            cdata = machine.content[cmpn]
+            compares += 1
+            if cdata is not data and cdata != data:
+                self.hash_collisions += 1
+                keep.append(item)
+                continue
+            # Merge: this page's frame becomes the KSM frame, the tree page's is freed.
+            ckv.flags[cpfn] = _STABLE
+            self.pages_unshared -= 1
+            machine.free(cmpn)
+            cp2m.set(cpfn, P2M_SHARED, mpn)
+            machine.owner[mpn] = OWNER_SHARED
+            machine.get(mpn)
+            kv.vm.p2m.set(pfn, P2M_SHARED, mpn)
+            kv.flags[pfn] = _STABLE
+            compares += self._stable_insert(mpn, data, key)
+            self.pages_shared += 1
+            self.pages_sharing += 1
+            self.merges += 1
+            merged = True
+        if not merged:
+            keep.append((vi << 32) | pfn)
+            kv.flags[pfn] = _UNSTABLE
+            self.pages_unshared += 1
+        if len(keep) == 1:
+            self._unstable[key] = keep[0]
+        elif keep:
+            self._unstable[key] = keep
+        else:
+            del self._unstable[key]
+        self._charge(compares, 1 if merged else 0)
+
+    def _stable_insert(self, mpn: int, data: bytes, key: int) -> int:
+        """Add a new KSM frame to its content's chain. Returns byte compares made."""
+        entry = self._stable.get(key)
+        compares = 0
+        chain = None
+        if entry is not None:
+            for c in entry if type(entry) is list else (entry,):
+                compares += 1
+                if c.data is data or c.data == data:
+                    chain = c
+                    break
+                self.hash_collisions += 1
+        if chain is None:
+            chain = _Chain(data, key)
+            if entry is None:
+                self._stable[key] = chain
+            elif type(entry) is list:
+                entry.append(chain)
+            else:
+                self._stable[key] = [entry, chain]
+        chain.dups.append(mpn)
+        nd = len(chain.dups)
+        if nd == 2:
+            self.stable_node_chains += 1
+            self.stable_node_dups += 2
+        elif nd > 2:
+            self.stable_node_dups += 1
+        self._chain_of[mpn] = chain
+        return compares
+
+    # -- breaking ----------------------------------------------------------------------------
+
+    def unmap(self, vm, pfn: int) -> None:
+        """The guest frame stops mapping its shared frame or the zero page (CoW, release).
+
+        The VM then moves the PFN to its new state; this only does the accounting.
+        """
+        kv = vm._ksm
+        p2m = vm.p2m
+        s = p2m.state[pfn]
+        if s == P2M_ZERO:
+            self.ksm_zero_pages -= 1
+            return
+        mpn = p2m.mpn[pfn]
+        kv.flags[pfn] = 0
+        machine = self.machine
+        if machine.refcount[mpn] > 1:
+            machine.refcount[mpn] -= 1
+            self.pages_sharing -= 1
+            return
+        # last mapping: the KSM frame and its stable node go away
+        chain = self._chain_of.pop(mpn)
+        chain.dups.remove(mpn)
+        nd = len(chain.dups)
+        if nd == 1:
+            self.stable_node_chains -= 1
+            self.stable_node_dups -= 2
+        elif nd > 1:
+            self.stable_node_dups -= 1
+        elif nd == 0:
+            entry = self._stable[chain.key]
+            if entry is chain:
+                del self._stable[chain.key]
+            else:
+                entry.remove(chain)
+                if len(entry) == 1:
+                    self._stable[chain.key] = entry[0]
+        self.pages_shared -= 1
+        machine.free(mpn)
+
+    def _drop_item(self, kv: _KsmVM, pfn: int) -> None:
+        """The page is no longer there to scan: free its rmap item."""
+        if kv.flags[pfn] & _UNSTABLE:
+            self.pages_unshared -= 1
+        kv.flags[pfn] = 0
+        kv.oldsum[pfn] = -1
+        kv.age[pfn] = 0
+        kv.skips[pfn] = 0
+        self.rmap_items -= 1
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Recount every counter from the P2Ms and trees; AssertionError on a mismatch."""
+        machine = self.machine
+        shared = sharing = unshared = items = zero = 0
+        for kv in self._vms:
+            p2m = kv.vm.p2m
+            for pfn in range(kv.vm.nr_pages):
+                s = p2m.state[pfn]
+                if kv.oldsum[pfn] >= 0:
+                    items += 1
+                if kv.flags[pfn] & _UNSTABLE:
+                    unshared += 1  # (a released page stays counted until its next visit)
+                if s == P2M_SHARED:
+                    assert kv.flags[pfn] & _STABLE
+                    assert p2m.mpn[pfn] in self._chain_of
+                if s == P2M_ZERO:
+                    zero += 1
+        dups = chains = 0
+        for entry in self._stable.values():
+            for chain in entry if type(entry) is list else (entry,):
+                assert chain.dups, "empty chain left in the stable tree"
+                if len(chain.dups) > 1:
+                    chains += 1
+                    dups += len(chain.dups)
+                for mpn in chain.dups:
+                    assert machine.owner[mpn] == OWNER_SHARED
+                    assert machine.content[mpn] == chain.data
+                    shared += 1
+                    sharing += machine.refcount[mpn] - 1
+        assert shared == self.pages_shared, (shared, self.pages_shared)
+        assert sharing == self.pages_sharing, (sharing, self.pages_sharing)
+        assert unshared == self.pages_unshared, (unshared, self.pages_unshared)
+        assert items == self.rmap_items, (items, self.rmap_items)
+        assert zero == self.ksm_zero_pages, (zero, self.ksm_zero_pages)
+        assert chains == self.stable_node_chains and dups == self.stable_node_dups
+
+
+class Scanner:
+    """ksmd: every `sleep_millisecs` scans `pages_to_scan` frames (SimPy process)."""
+
+    def __init__(self, env, sharing: PageSharing, enabled=None) -> None:
+        self.env = env
+        self.sharing = sharing
+        self.enabled = enabled  # callable() -> bool (e.g. the host's memory state), or None
+        self.batches = 0
+        self.process = env.process(self._run())
+
+    def _run(self):
+        sharing = self.sharing
+        while True:
+            if sharing.run and (self.enabled is None or self.enabled()):
+                cpu = sharing.scan()
+                self.batches += 1
+                if cpu:
+                    yield self.env.timeout(cpu)
+            yield self.env.timeout(sharing.sleep_millisecs / 1000.0)

@@ -1,0 +1,424 @@
+"""VM: a guest's physical memory as the hypervisor backs it (the guest's PhysicalMemory).
+
+Every guest frame (PFN) is described by the VM's P2M (see p2m.py). The four calls of the
+guest/host boundary move a PFN between P2M states; each transition is counted and returns
+what it cost the guest in simulated seconds:
+
+    touch(pfn, write)   none/ballooned -> private     first_touch       fault_cost
+                        shared/zero -(write)-> private cow_ksm/cow_zero cow_cost
+                        compressed -> private         zswpin            decompress_cost
+                        swapped -> private            pswpin            device read time
+    store(pfn, data)    a whole-page write: backs the frame with `data`; no copy on a
+                        shared frame, no decompression; on a swapped frame the host reads
+                        the page back first (VSwapper's false/stale swap reads) unless
+                        `avoid_false_reads`
+    load(pfn)           the bytes the guest would read; never changes state or costs
+                        (the guest touches a page before using it)
+    release(pfn)        -> ballooned: the guest gave the frame back (balloon, free page
+                        hint); whatever backed it is freed
+
+Machine frames come from `MachineMemory.alloc`. When it is full the VM calls its
+`reclaim_hook(vm)` (wired by the Host: compress or swap pages of some VM) and retries;
+when nothing could be reclaimed the allocation overdraws machine memory and the VM counts
+a stall (`nomem_stalls`, `nomem_stall_time`): the host report shows the VM would have been
+blocked. Collaborators are optional so that a VM works on its own in unit tests:
+`sharing` (PageSharing), `zcache` (CompressionCache), `swap` (HostSwap).
+
+A VM can also hold a raw memory image instead of a guest kernel (`VM.from_image`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+
+from .machine import MachineMemory
+from .p2m import (
+    LARGE_PAGE_SHIFT,
+    P2M,
+    P2M_BALLOONED,
+    P2M_COMPRESSED,
+    P2M_NONE,
+    P2M_PRIVATE,
+    P2M_SHARED,
+    P2M_SWAPPED,
+    P2M_ZERO,
+)
+
+# Default costs beneath the guest, seconds. The Host overrides them from HostConfig.
+FAULT_COST = 2e-6  # EPT violation, frame allocation and zeroing 4 KiB
+COW_COST = 3e-6  # EPT violation, frame allocation and a 4 KiB copy
+DECOMPRESS_COST = 1.5e-6  # zstd decompression of one page
+NOMEM_STALL = 1e-3  # what one allocation waits when the host cannot reclaim anything
+
+
+class ImageError(ValueError):
+    """A raw memory image that cannot be loaded (one-line message naming the file)."""
+
+
+class VM:
+    """One virtual machine's memory: `nr_frames` guest frames over `machine`."""
+
+    def __init__(
+        self,
+        machine: MachineMemory,
+        name: str,
+        nr_pages: int,
+        vmid: int = 0,
+        large_pages: bool = False,
+    ) -> None:
+        if nr_pages < 1:
+            raise ValueError(f"VM {name}: needs at least one page, got {nr_pages}")
+        self.machine = machine
+        self.name = name
+        self.vmid = vmid  # owner id of its private machine frames
+        self.nr_frames = nr_pages  # PhysicalMemory contract: guest frames
+        self.nr_pages = nr_pages
+        self.p2m = P2M(nr_pages)
+        self.large_pages = large_pages  # back first-touched 2 MB regions with large pages
+        self.kernel = None  # the guest Kernel, once booted (None for an image VM)
+        self.balloon = None  # the guest's BalloonDriver, if any
+        self.balloon_target = 0  # pages the host wants the balloon to hold
+        # collaborators wired by the Host
+        self.sharing = None
+        self.zcache = None
+        self.swap = None
+        self.reclaim_hook = None  # callable(vm) -> seconds; frees machine frames
+        # costs, seconds
+        self.fault_cost = FAULT_COST
+        self.cow_cost = COW_COST
+        self.decompress_cost = DECOMPRESS_COST
+        self.nomem_stall = NOMEM_STALL
+        self.alloc_penalty = 0.0  # set by the host in the "low" state: blocked allocations
+        self.avoid_false_reads = False  # VSwapper: whole-page writes skip the swap read
+        # counters
+        self.first_touch = 0  # host faults on never-backed frames
+        self.cow_ksm = 0  # writes that broke sharing of a shared frame
+        self.cow_zero = 0  # writes that broke a mapping of the zero page
+        self.zswpin = 0  # decompressions on access
+        self.zswpout = 0  # pages stored compressed
+        self.pswpin = 0  # host swap-ins on access
+        self.pswpout = 0  # pages written to host swap
+        self.balloon_refault = 0  # touches of frames the guest had released
+        self.released = 0  # frames released by the guest
+        self.false_swap_reads = 0  # whole-page writes that read a swapped page first
+        self.stale_swap_reads = 0  # disk reads into a swapped page that read it first
+        self.false_reads_avoided = 0  # such reads skipped (avoid_false_reads)
+        self.silent_swap_writes = 0  # swap-outs of pages identical to their disk blocks
+        self.large_pages_broken = 0
+        self.nomem_stalls = 0  # allocations with nothing reclaimable
+        self.nomem_stall_time = 0.0  # seconds
+        self.low_state_stalls = 0  # allocations blocked in the host's low state
+        self.stall_time = 0.0  # seconds beneath the guest, all causes
+
+    # -- PhysicalMemory ------------------------------------------------------------------
+
+    def touch(self, pfn: int, write: bool) -> float:
+        p2m = self.p2m
+        p2m.accessed[pfn] = 1
+        s = p2m.state[pfn]
+        if s == P2M_PRIVATE:
+            if write:
+                p2m.disk_clean[pfn] = 0
+            return 0.0
+        if s == P2M_SHARED and not write:
+            return 0.0
+        cost = self._touch_slow(pfn, write, s)
+        self.stall_time += cost
+        return cost
+
+    def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float:
+        """A whole-page write of `data` (PAGE_SIZE bytes); `from_disk`: a disk read."""
+        p2m = self.p2m
+        p2m.accessed[pfn] = 1
+        if p2m.state[pfn] == P2M_PRIVATE:
+            mpn = p2m.mpn[pfn]
+            self.machine.content[mpn] = data
+            self.machine.csum[mpn] = -1
+            p2m.disk_clean[pfn] = from_disk
+            return 0.0
+        if len(data) != PAGE_SIZE:
+            raise ValueError(f"store: page data must be {PAGE_SIZE} bytes, got {len(data)}")
+        cost = self._store_slow(pfn, data, from_disk)
+        self.stall_time += cost
+        return cost
+
+    def load(self, pfn: int) -> bytes:
+        p2m = self.p2m
+        s = p2m.state[pfn]
+        if s == P2M_PRIVATE or s == P2M_SHARED:
+            return self.machine.content[p2m.mpn[pfn]]
+        if s == P2M_COMPRESSED:
+            return self.zcache.peek(p2m.mpn[pfn])
+        if s == P2M_SWAPPED:
+            return self.swap.peek(p2m.mpn[pfn])
+        return ZERO_PAGE
+
+    def release(self, pfn: int) -> None:
+        p2m = self.p2m
+        s = p2m.state[pfn]
+        idx = p2m.mpn[pfn]
+        if s == P2M_PRIVATE:
+            self.machine.free(idx)
+        elif s == P2M_SHARED or s == P2M_ZERO:
+            self.sharing.unmap(self, pfn)
+        elif s == P2M_COMPRESSED:
+            self.zcache.free(idx)
+        elif s == P2M_SWAPPED:
+            self.swap.free(idx)
+        if s != P2M_BALLOONED:
+            self.released += 1
+        p2m.disk_clean[pfn] = 0
+        p2m.set(pfn, P2M_BALLOONED)
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def _touch_slow(self, pfn: int, write: bool, s: int) -> float:
+        p2m = self.p2m
+        if s == P2M_NONE or s == P2M_BALLOONED:
+            mpn, cost = self._alloc_frame(ZERO_PAGE)
+            if s == P2M_NONE:
+                self.first_touch += 1
+                if self.large_pages:
+                    region = pfn >> LARGE_PAGE_SHIFT
+                    if p2m.large[region] == 0:
+                        p2m.large[region] = 1
+            else:
+                self.balloon_refault += 1
+            p2m.set(pfn, P2M_PRIVATE, mpn)
+            return self.fault_cost + cost
+        if s == P2M_SHARED or s == P2M_ZERO:
+            if not write:
+                return 0.0
+            data = ZERO_PAGE if s == P2M_ZERO else self.machine.content[p2m.mpn[pfn]]
+            mpn, cost = self._alloc_frame(data)
+            self.sharing.unmap(self, pfn)
+            if s == P2M_ZERO:
+                self.cow_zero += 1
+            else:
+                self.cow_ksm += 1
+                self.sharing.cow_ksm += 1
+            p2m.set(pfn, P2M_PRIVATE, mpn)
+            p2m.disk_clean[pfn] = 0
+            return self.cow_cost + cost
+        if s == P2M_COMPRESSED:
+            slot = p2m.mpn[pfn]
+            data = self.zcache.take(slot)  # decompresses and frees the slot
+            p2m.set(pfn, P2M_NONE)  # the slot is gone; the frame comes next
+            mpn, cost = self._alloc_frame(data)
+            p2m.set(pfn, P2M_PRIVATE, mpn)
+            self.zswpin += 1
+            if write:
+                p2m.disk_clean[pfn] = 0
+            return self.decompress_cost + cost
+        if s == P2M_SWAPPED:
+            slot = p2m.mpn[pfn]
+            data, cost = self.swap.read(slot)
+            self.swap.free(slot)
+            p2m.set(pfn, P2M_NONE)
+            mpn, c2 = self._alloc_frame(data)
+            p2m.set(pfn, P2M_PRIVATE, mpn)
+            self.pswpin += 1
+            if write:
+                p2m.disk_clean[pfn] = 0
+            return cost + c2
+        raise AssertionError(f"pfn {pfn:#x}: bad P2M state {s}")
+
+    def _store_slow(self, pfn: int, data: bytes, from_disk: bool) -> float:
+        p2m = self.p2m
+        s = p2m.state[pfn]
+        cost = 0.0
+        if s == P2M_SWAPPED:
+            slot = p2m.mpn[pfn]
+            if self.avoid_false_reads:
+                self.false_reads_avoided += 1
+            else:
+                # The host cannot know the whole page is about to be overwritten: it
+                # faults the old contents in from swap first (VSwapper).
+                _, cost = self.swap.read(slot)
+                self.pswpin += 1
+                if from_disk:
+                    self.stale_swap_reads += 1
+                else:
+                    self.false_swap_reads += 1
+            self.swap.free(slot)
+            p2m.set(pfn, P2M_NONE)
+            s = P2M_NONE
+            cost += self.fault_cost
+        elif s == P2M_COMPRESSED:
+            self.zcache.free(p2m.mpn[pfn])
+            p2m.set(pfn, P2M_NONE)
+            s = P2M_NONE
+            cost += self.fault_cost
+        elif s == P2M_NONE:
+            self.first_touch += 1
+            cost += self.fault_cost
+        elif s == P2M_BALLOONED:
+            self.balloon_refault += 1
+            cost += self.fault_cost
+        mpn, c2 = self._alloc_frame(data)
+        if s == P2M_SHARED or s == P2M_ZERO:
+            # whole-page write: sharing breaks without a copy
+            self.sharing.unmap(self, pfn)
+            if s == P2M_ZERO:
+                self.cow_zero += 1
+            else:
+                self.cow_ksm += 1
+                self.sharing.cow_ksm += 1
+            cost += self.fault_cost
+        p2m.set(pfn, P2M_PRIVATE, mpn)
+        p2m.disk_clean[pfn] = from_disk
+        return cost + c2
+
+    def _alloc_frame(self, data: bytes) -> tuple[int, float]:
+        """A private machine frame holding `data`, and the seconds the VM waited for it."""
+        machine = self.machine
+        cost = self.alloc_penalty
+        if cost:
+            self.low_state_stalls += 1
+        mpn = machine.alloc(self.vmid, data)
+        if mpn >= 0:
+            return mpn, cost
+        if self.reclaim_hook is not None:
+            cost += self.reclaim_hook(self)
+            mpn = machine.alloc(self.vmid, data)
+            if mpn >= 0:
+                return mpn, cost
+        # Nothing reclaimable: the VM would block until memory frees up.
+        self.nomem_stalls += 1
+        self.nomem_stall_time += self.nomem_stall
+        return machine.alloc(self.vmid, data, force=True), cost + self.nomem_stall
+
+    # -- host-side operations ----------------------------------------------------------------
+
+    def evict(self, pfn: int, compress: bool = True, swap: bool = True) -> float:
+        """Take a private frame from the guest: compress it, else swap it out.
+
+        Returns the host's cost in seconds, or -1.0 when the page could go nowhere.
+        """
+        p2m = self.p2m
+        if p2m.state[pfn] != P2M_PRIVATE:
+            raise ValueError(f"evict: pfn {pfn:#x} of {self.name} is not a private frame")
+        mpn = p2m.mpn[pfn]
+        data = self.machine.content[mpn]
+        if compress and self.zcache is not None:
+            slot, cost = self.zcache.store(data)
+            if slot >= 0:
+                self.machine.free(mpn)
+                p2m.set(pfn, P2M_COMPRESSED, slot)
+                self.zswpout += 1
+                return cost
+        else:
+            cost = 0.0
+        if swap and self.swap is not None:
+            slot, c2 = self.swap.write(data)
+            if slot >= 0:
+                if p2m.disk_clean[pfn]:
+                    self.silent_swap_writes += 1
+                self.machine.free(mpn)
+                p2m.set(pfn, P2M_SWAPPED, slot)
+                self.pswpout += 1
+                return cost + c2
+        return -1.0
+
+    def break_large_pages(self) -> int:
+        """Break every large page (ESXi: below the high state). Returns how many."""
+        large = self.p2m.large
+        n = 0
+        for r in range(len(large)):
+            if large[r] == 1:
+                large[r] = 2
+                n += 1
+        self.large_pages_broken += n
+        return n
+
+    @property
+    def nr_resident(self) -> int:
+        """Guest frames backed by a machine frame (private or shared), pages."""
+        nr = self.p2m.nr
+        return nr[P2M_PRIVATE] + nr[P2M_SHARED]
+
+    def guest_stats(self) -> dict[str, int]:
+        """What the guest reports to the host (virtio-balloon stats queue), pages/events."""
+        k = self.kernel
+        stats = {"total": self.nr_pages}
+        if k is None:
+            stats["free"] = stats["available"] = self.p2m.nr[P2M_NONE]
+            stats.update(swap_in=0, swap_out=0, major_faults=0, minor_faults=0, caches=0)
+            return stats
+        vmstat = getattr(k, "vmstat", {}) or {}
+        free = vmstat.get("nr_free_pages")
+        if free is None:
+            free = sum(z.nr_free for z in k.page_alloc.zones)
+        stats["free"] = free
+        avail = getattr(k, "si_mem_available", None)
+        stats["available"] = avail() if callable(avail) else free + vmstat.get("nr_file_pages", 0)
+        stats["swap_in"] = vmstat.get("pswpin", 0)
+        stats["swap_out"] = vmstat.get("pswpout", 0)
+        stats["major_faults"] = vmstat.get("pgmajfault", 0)
+        stats["minor_faults"] = vmstat.get("pgfault", 0)
+        stats["caches"] = vmstat.get("nr_file_pages", 0)
+        return stats
+
+    # -- raw memory images -------------------------------------------------------------------
+
+    @classmethod
+    def from_image(
+        cls,
+        machine: MachineMemory,
+        name: str,
+        path: str | os.PathLike,
+        vmid: int = 0,
+        intern: dict | None = None,
+    ) -> VM:
+        """A VM whose frames hold the pages of a raw memory image file, in order.
+
+        Identical pages (within the image and across images sharing `intern`) reuse one
+        `bytes` object. All-zero pages are backed too, like a running guest's free memory.
+        Raises ImageError with a one-line message for a missing, empty or ragged file.
+        """
+        size = image_pages(path) * PAGE_SIZE
+        vm = cls(machine, name, size // PAGE_SIZE, vmid)
+        if intern is None:
+            intern = {}
+        intern.setdefault(ZERO_PAGE, ZERO_PAGE)
+        p2m = vm.p2m
+        try:
+            with open(path, "rb") as f:
+                pfn = 0
+                while True:
+                    chunk = f.read(PAGE_SIZE * 256)
+                    if not chunk:
+                        break
+                    for off in range(0, len(chunk), PAGE_SIZE):
+                        page = chunk[off : off + PAGE_SIZE]
+                        page = intern.setdefault(page, page)
+                        mpn, _ = vm._alloc_frame(page)
+                        p2m.set(pfn, P2M_PRIVATE, mpn)
+                        pfn += 1
+        except OSError as e:
+            raise ImageError(f"{path}: cannot read image: {e.strerror or e}") from None
+        if pfn != vm.nr_pages:
+            raise ImageError(f"{path}: image changed size while being read")
+        return vm
+
+
+def image_pages(path: str | os.PathLike) -> int:
+    """Pages in a raw memory image; ImageError (one line) if it cannot be used."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read image: {e.strerror or e}") from None
+    if os.path.isdir(path):
+        raise ImageError(f"{path}: is a directory, not an image file")
+    if size == 0:
+        raise ImageError(f"{path}: image is empty")
+    if size % PAGE_SIZE:
+        raise ImageError(
+            f"{path}: image size {size} bytes is not a multiple of the {PAGE_SIZE}-byte page"
+        )
+    return size // PAGE_SIZE

@@ -1,0 +1,272 @@
+"""KSM rules (linux-mm.md section 9) on VMs driven directly through touch/store."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+from hypervisor.machine import OWNER_SHARED, MachineMemory
+from hypervisor.p2m import P2M_PRIVATE, P2M_SHARED, P2M_ZERO
+from hypervisor.sharing import RMAP_ITEM_SIZE, PageSharing, page_checksum, skip_age
+from hypervisor.vm import VM
+
+from .helpers import page
+
+
+def setup(contents_per_vm, frames=None, **kw):
+    """One VM per list of page contents (None: leave the frame untouched)."""
+    total = sum(len(c) for c in contents_per_vm)
+    m = MachineMemory(frames or total + 4)
+    ksm = PageSharing(m, **kw)
+    vms = []
+    for i, contents in enumerate(contents_per_vm):
+        vm = VM(m, f"vm{i}", len(contents), vmid=i)
+        for pfn, data in enumerate(contents):
+            if data is not None:
+                vm.store(pfn, data)
+        ksm.add_vm(vm)
+        vms.append(vm)
+    return m, ksm, vms
+
+
+def counters(ksm):
+    return (ksm.pages_shared, ksm.pages_sharing, ksm.pages_unshared, ksm.pages_volatile)
+
+
+def test_two_identical_vms_merge_on_the_second_pass():
+    n = 10
+    m, ksm, (a, b) = setup([[page(i) for i in range(n)]] * 2, smart_scan=False)
+    ksm.full_pass()
+    # pass 1: every page gets an rmap item and a checksum: all volatile
+    assert ksm.full_scans == 1 and ksm.rmap_items == 2 * n
+    assert counters(ksm) == (0, 0, 0, 2 * n)
+    ksm.full_pass()
+    # pass 2: vm0's pages enter the unstable tree, vm1's meet them and merge
+    assert counters(ksm) == (n, n, 0, 0)
+    assert m.nr_free == m.nr_frames - n  # n frames saved
+    for pfn in range(n):
+        assert a.p2m.state[pfn] == b.p2m.state[pfn] == P2M_SHARED
+        assert a.p2m.mpn[pfn] == b.p2m.mpn[pfn]
+        assert m.owner[a.p2m.mpn[pfn]] == OWNER_SHARED and m.refcount[a.p2m.mpn[pfn]] == 2
+        assert a.load(pfn) == b.load(pfn) == page(pfn)
+    assert ksm.general_profit == n * PAGE_SIZE - 2 * n * RMAP_ITEM_SIZE
+    ksm.full_pass()
+    assert counters(ksm) == (n, n, 0, 0) and ksm.merges == n
+    ksm.validate()
+    m.validate()
+
+
+def test_write_to_a_shared_page_copies_it():
+    m, ksm, (a, b) = setup([[page(1)], [page(1)]], smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    shared = a.p2m.mpn[0]
+    assert counters(ksm) == (1, 1, 0, 0)
+    assert a.touch(0, False) == 0.0  # reading a shared page costs nothing
+    cost = a.touch(0, True)
+    assert cost == a.cow_cost
+    assert a.p2m.state[0] == P2M_PRIVATE and a.p2m.mpn[0] != shared
+    assert a.load(0) == page(1) and b.p2m.mpn[0] == shared
+    assert a.cow_ksm == 1 and ksm.cow_ksm == 1
+    # the KSM page keeps its last mapping: still one stable page, nothing sharing
+    assert (ksm.pages_shared, ksm.pages_sharing) == (1, 0)
+    b.store(0, page(2))  # a whole-page write breaks without a copy
+    assert b.load(0) == page(2) and b.cow_ksm == 1
+    assert (ksm.pages_shared, ksm.pages_sharing) == (0, 0)
+    assert m.owner[shared] == -1  # the KSM frame went back to the free list
+    ksm.validate()
+    m.validate()
+
+
+def test_a_page_that_changes_between_passes_does_not_merge():
+    m, ksm, (a, b) = setup([[page(1)], [page(1)]], smart_scan=False)
+    ksm.full_pass()
+    a.store(0, page(5))
+    b.store(0, page(5))
+    ksm.full_pass()  # checksums changed since pass 1: both volatile again
+    assert counters(ksm) == (0, 0, 0, 2)
+    ksm.full_pass()
+    assert counters(ksm) == (1, 1, 0, 0)
+
+
+def test_a_new_page_equal_to_a_stable_page_merges_at_once():
+    # mm/ksm.c searches the stable tree before the checksum test
+    m, ksm, (a, b) = setup([[page(1), None], [page(1)]], smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    a.store(1, page(1))
+    ksm.full_pass()
+    assert counters(ksm) == (1, 2, 0, 0) and m.refcount[a.p2m.mpn[1]] == 3
+
+
+@pytest.mark.parametrize(
+    "n,limit",
+    [(2, 2), (3, 2), (4, 2), (5, 2), (7, 3), (8, 3), (9, 3), (10, 4), (1, 2), (300, 256)],
+)
+def test_max_page_sharing_gives_floor_n_over_m_dups_plus_one_for_two_or_more_left(n, limit):
+    m, ksm, _ = setup([[page(0)] * n], max_page_sharing=limit, smart_scan=False)
+    for _ in range(4):
+        ksm.full_pass()
+    dups = n // limit + (1 if n % limit >= 2 else 0)
+    lone = 1 if n % limit == 1 else 0
+    assert ksm.pages_shared == dups
+    assert ksm.pages_sharing == n - dups - lone
+    assert ksm.pages_unshared == lone  # the lone page waits in the unstable tree
+    assert ksm.pages_volatile == 0
+    assert ksm.stable_node_dups == (dups if dups > 1 else 0)
+    assert ksm.stable_node_chains == (1 if dups > 1 else 0)
+    ksm.validate()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 9), st.integers(1, 3))
+def test_max_page_sharing_rule_holds_for_any_split_over_vms(n, limit, nvms):
+    per = [n // nvms + (1 if i < n % nvms else 0) for i in range(nvms)]
+    m, ksm, _ = setup([[page(0)] * k for k in per if k], max_page_sharing=limit)
+    for _ in range(3):
+        ksm.full_pass()
+    assert ksm.pages_shared == n // limit + (1 if n % limit >= 2 else 0)
+    assert ksm.pages_sharing + ksm.pages_shared == n - (1 if n % limit == 1 else 0)
+    ksm.validate()
+
+
+def test_use_zero_pages_maps_zero_pages_to_the_zero_page():
+    contents = [ZERO_PAGE, page(1), ZERO_PAGE, ZERO_PAGE]
+    m, ksm, (vm,) = setup([contents], use_zero_pages=True, smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    assert ksm.ksm_zero_pages == 3 and ksm.pages_shared == 0
+    assert [vm.p2m.state[i] for i in range(4)] == [P2M_ZERO, P2M_PRIVATE, P2M_ZERO, P2M_ZERO]
+    assert m.nr_used == 1 and vm.load(0) is ZERO_PAGE
+    # rmap items of zero-mapped pages go at the next visit (they are no longer anon)
+    assert ksm.rmap_items == 4
+    ksm.full_pass()
+    assert ksm.rmap_items == 1
+    assert ksm.general_profit == 3 * PAGE_SIZE - 1 * RMAP_ITEM_SIZE
+    vm.touch(2, True)
+    assert ksm.ksm_zero_pages == 2 and vm.cow_zero == 1 and vm.load(2) == ZERO_PAGE
+    ksm.validate()
+
+
+def test_without_use_zero_pages_zero_pages_merge_like_any_page():
+    m, ksm, _ = setup([[ZERO_PAGE] * 3], smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    assert (ksm.pages_shared, ksm.pages_sharing, ksm.ksm_zero_pages) == (1, 2, 0)
+
+
+def test_per_vm_salting_shares_only_within_a_vm():
+    same = [page(1), page(1), page(2)]
+    m, ksm, _ = setup([same, same], salting="per-vm", smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    # each VM merges its own two page(1)s; page(2) never meets its twin across VMs
+    assert counters(ksm) == (2, 2, 2, 0)
+    m, ksm, _ = setup([same, same], salting="none", smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    assert counters(ksm) == (2, 4, 0, 0)
+
+
+def test_smart_scan_skips_unmerged_pages_1_2_4_8_passes():
+    m, ksm, _ = setup([[page(1)]])
+    skipped = []
+    for _ in range(14):
+        ksm.full_pass()
+        skipped.append(ksm.pages_skipped)
+    # visit p has age p-1: age 3 sets 1 skip, age 5 sets 2, age 8 sets 4, age 13 sets 8
+    assert skipped == [0, 0, 0, 0, 1, 1, 2, 3, 3, 4, 5, 6, 7, 7]
+    assert [skip_age(a) for a in (3, 4, 5, 6, 8, 9, 200)] == [1, 2, 2, 4, 4, 8, 8]
+
+
+def test_smart_scan_never_skips_pages_that_keep_merging_and_volatile_pages_age():
+    m, ksm, (a, b) = setup([[page(1)], [page(1)]])
+    for _ in range(12):
+        ksm.full_pass()
+    assert ksm.pages_skipped == 0 and counters(ksm) == (1, 1, 0, 0)
+
+
+def test_pages_to_scan_bounds_a_batch_and_the_cursor_resumes():
+    m, ksm, _ = setup([[page(i) for i in range(5)], [page(i) for i in range(3)]], pages_to_scan=3)
+    ksm.scan()
+    assert ksm.pages_scanned == 3 and ksm.rmap_items == 3 and ksm.full_scans == 0
+    ksm.scan()
+    ksm.scan()  # 9 pages requested, 8 exist: the pass wraps once
+    assert ksm.full_scans == 1 and ksm.pages_scanned == 9 and ksm.rmap_items == 8
+    assert ksm.scan_time == pytest.approx(9 * ksm.hash_cost)
+
+
+def test_unbacked_frames_are_not_scanned_and_released_pages_lose_their_items():
+    m, ksm, (vm,) = setup([[page(1), None, page(2)]], smart_scan=False)
+    ksm.full_pass()
+    assert ksm.rmap_items == 2 and ksm.pages_scanned == 2
+    vm.release(0)
+    ksm.full_pass()
+    assert ksm.rmap_items == 1
+
+
+def _colliding_pages():
+    seen = {}
+    i = 0
+    while True:
+        p = page(10_000 + i)
+        c = page_checksum(p)
+        if c in seen:
+            return seen[c], p
+        seen[c] = p
+        i += 1
+
+
+def test_hash_collision_is_counted_and_never_merges():
+    p, q = _colliding_pages()
+    assert p != q and page_checksum(p) == page_checksum(q)
+    m, ksm, _ = setup([[p, q, q]], smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    # p enters the unstable tree; q compares unequal (collision) and joins the bucket;
+    # the second q compares with p (collision) then with q and merges
+    assert ksm.hash_collisions == 2
+    assert counters(ksm) == (1, 1, 1, 0)
+    ksm.validate()
+
+
+def test_salting_is_checked():
+    with pytest.raises(ValueError, match="salting"):
+        PageSharing(MachineMemory(1), salting="per-host")
+    with pytest.raises(ValueError, match="max_page_sharing"):
+        PageSharing(MachineMemory(1), max_page_sharing=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["store", "write", "release", "scan"]), st.integers(0, 11), st.integers(0, 3)),
+        max_size=80,
+    ),
+    st.booleans(),
+    st.integers(2, 4),
+)
+def test_counters_stay_exact_under_random_guest_activity(ops, zero, limit):
+    contents = [ZERO_PAGE, page(1), page(2), page(3)]
+    m, ksm, vms = setup(
+        [[contents[i % 4] for i in range(6)], [contents[i % 3] for i in range(6)]],
+        frames=64,
+        use_zero_pages=zero,
+        max_page_sharing=limit,
+    )
+    for op, pfn, c in ops:
+        vm = vms[pfn // 6]
+        pfn %= 6
+        if op == "store":
+            vm.store(pfn, contents[c])
+        elif op == "write":
+            vm.touch(pfn, True)
+        elif op == "release":
+            vm.release(pfn)
+        else:
+            ksm.scan(c * 3 + 1)
+        ksm.validate()
+        m.validate()
+        for v in vms:
+            v.p2m.validate()

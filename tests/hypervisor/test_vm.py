@@ -1,0 +1,115 @@
+import pytest
+
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+from hypervisor.machine import MachineMemory
+from hypervisor.p2m import (
+    P2M_BALLOONED,
+    P2M_NONE,
+    P2M_PRIVATE,
+)
+from hypervisor.vm import FAULT_COST, NOMEM_STALL, VM, ImageError
+
+from .helpers import page
+
+
+def make(frames=8, pages=4):
+    m = MachineMemory(frames)
+    return m, VM(m, "vm0", pages, vmid=3)
+
+
+def test_first_touch_backs_a_zeroed_frame_once():
+    m, vm = make()
+    assert vm.load(0) is ZERO_PAGE and m.nr_free == 8  # untouched: reads zeros, no frame
+    assert vm.touch(0, False) == FAULT_COST
+    assert vm.touch(0, True) == 0.0  # already private
+    assert vm.p2m.state[0] == P2M_PRIVATE and m.owner[vm.p2m.mpn[0]] == 3
+    assert vm.first_touch == 1 and m.nr_free == 7 and vm.p2m.accessed[0] == 1
+    assert vm.stall_time == FAULT_COST
+
+
+def test_store_then_load_roundtrips_and_store_backs_unbacked_frames():
+    m, vm = make()
+    assert vm.store(1, page(1)) == FAULT_COST
+    assert vm.store(1, page(2)) == 0.0
+    assert vm.load(1) == page(2) and vm.first_touch == 1
+    with pytest.raises(ValueError, match="4096 bytes"):
+        vm.store(2, b"short")
+
+
+def test_release_frees_the_frame_and_a_later_touch_refaults():
+    m, vm = make()
+    vm.store(0, page(1))
+    vm.release(0)
+    assert vm.p2m.state[0] == P2M_BALLOONED and m.nr_free == 8 and vm.released == 1
+    assert vm.load(0) is ZERO_PAGE
+    vm.release(0)  # releasing again changes nothing
+    assert vm.released == 1
+    assert vm.touch(0, True) == FAULT_COST
+    assert vm.balloon_refault == 1 and vm.first_touch == 1 and vm.load(0) is ZERO_PAGE
+    vm.release(3)  # a never-touched frame can be released too
+    assert vm.p2m.nr[P2M_NONE] == 2 and vm.p2m.nr[P2M_BALLOONED] == 1
+
+
+def test_full_machine_calls_reclaim_then_stalls_and_overdraws():
+    m, vm = make(frames=2, pages=4)
+    calls = []
+
+    def reclaim(v):
+        calls.append(v.name)
+        return 0.5  # seconds spent reclaiming, frees nothing here
+
+    vm.reclaim_hook = reclaim
+    vm.touch(0, True)
+    vm.touch(1, True)
+    cost = vm.touch(2, True)
+    assert calls == ["vm0"]
+    assert cost == FAULT_COST + 0.5 + NOMEM_STALL
+    assert vm.nomem_stalls == 1 and m.overdraft_allocs == 1 and m.nr_free == -1
+
+
+def test_reclaim_that_frees_a_frame_avoids_the_stall():
+    m, vm = make(frames=1, pages=2)
+    other = VM(m, "other", 1, vmid=4)
+    other.touch(0, True)
+
+    def reclaim(v):
+        other.release(0)
+        return 0.25
+
+    vm.reclaim_hook = reclaim
+    assert vm.touch(0, True) == FAULT_COST + 0.25
+    assert vm.nomem_stalls == 0 and m.nr_free == 0
+
+
+def test_low_state_penalty_is_charged_and_counted():
+    m, vm = make()
+    vm.alloc_penalty = 0.01
+    assert vm.touch(0, True) == FAULT_COST + 0.01
+    assert vm.low_state_stalls == 1
+
+
+def test_image_vm_holds_the_file_pages_in_order_with_identical_pages_interned(tmp_path):
+    img = tmp_path / "mem.raw"
+    img.write_bytes(page(1) + ZERO_PAGE + page(1) + page(2))
+    m = MachineMemory(16)
+    intern = {}
+    vm = VM.from_image(m, "img", img, vmid=1, intern=intern)
+    assert vm.nr_pages == 4 and vm.p2m.nr[P2M_PRIVATE] == 4
+    assert [vm.load(i) for i in range(4)] == [page(1), ZERO_PAGE, page(1), page(2)]
+    assert vm.load(0) is vm.load(2) and vm.load(1) is ZERO_PAGE
+    vm2 = VM.from_image(m, "img2", img, vmid=2, intern=intern)
+    assert vm2.load(3) is vm.load(3)  # interned across images too
+
+
+@pytest.mark.parametrize(
+    "size,message",
+    [(None, "no such image file"), (0, "image is empty"), (PAGE_SIZE + 1, "not a multiple")],
+)
+def test_bad_images_give_one_line_errors(tmp_path, size, message):
+    img = tmp_path / "bad.raw"
+    if size is not None:
+        img.write_bytes(b"x" * size)
+    with pytest.raises(ImageError, match=message) as e:
+        VM.from_image(MachineMemory(4), "bad", img)
+    assert "\n" not in str(e.value) and str(img) in str(e.value)
