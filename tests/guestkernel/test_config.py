@@ -1,0 +1,69 @@
+"""KernelConfig and unit parsing: clear errors naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from guestkernel.config import KernelConfig
+from guestkernel.units import format_size, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [("512MiB", 512 << 20), ("4K", 4096), ("1GiB", 1 << 30), ("2G", 2 << 30), (8192, 8192),
+     ("1.5KiB", 1536), ("  64 MB ", 64 << 20)],
+)
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["-1", "12 parsecs", "", "1.3B", True, None, -5])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError, match="memory"):
+        parse_size(text, "memory")
+
+
+@pytest.mark.parametrize(
+    "text,value", [("20ms", 0.02), ("80us", 80e-6), ("10min", 600.0), ("2h", 7200.0), (3, 3.0)]
+)
+def test_parse_duration(text, value):
+    assert parse_duration(text) == pytest.approx(value)
+
+
+def test_format_size_round_trips():
+    for n in (512 << 20, 4 << 30, 4096, 12345):
+        assert parse_size(format_size(n)) == n
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(memory="-512MiB"), "memory"),
+        (dict(memory="16MiB"), "memory"),
+        (dict(memory="100000"), "memory"),  # not a multiple of the page size
+        (dict(arch="arm64"), "arch"),
+        (dict(cpus=0), "cpus"),
+        (dict(era="3.0"), "era"),
+        (dict(swappiness=201), "swappiness"),
+        (dict(overcommit_memory=3), "overcommit_memory"),
+        (dict(watermark_scale_factor=0), "watermark_scale_factor"),
+        (dict(lowmem_reserve_ratio=(256, 32)), "lowmem_reserve_ratio"),
+        (dict(arch="i386", memory="65GiB"), "memory"),
+        (dict(arch="i386", memory="6GiB", pae=False), "pae"),
+        (dict(pae=True), "pae"),
+        (dict(nodes=2, numa_distance=((10, 20),)), "numa_distance"),
+        (dict(swap="lots"), "swap"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        KernelConfig(**kwargs)
+
+
+def test_defaults_and_derived_values():
+    cfg = KernelConfig(memory="6GiB", arch="i386")
+    assert cfg.pae is True  # above 4 GiB an i386 kernel needs PAE
+    assert cfg.kernel_image == 8 << 20
+    assert KernelConfig().kernel_image == 16 << 20
+    assert KernelConfig(memory="1GiB").nr_pages == 262144
+    assert KernelConfig(memory=KernelConfig().min_boot_memory() // 4096 * 4096 + 4096)
