@@ -40,6 +40,12 @@ API
     ``.image_page(image_name, region, index) -> bytes``: as ``OSImage.page``.
     ``.page(ref) -> bytes``: regenerate from a reference tuple
     ``("app", profile, key, pid)`` or ``("image", image_name, region_name, index)``.
+``OSImage.pages(category=None, cache=True)``
+    yields (region, index, bytes); ``cache=False`` scans without keeping pages.
+``drop_image_cache()``
+    forgets cached image pages (long-lived sweep workers).
+``raw_image_pages(path) -> list[bytes]``
+    the pages of a raw guest memory dump, identical pages as one object.
 ``content_stats(pages, level=3) -> ContentStats(zero_fraction, mean_compressed, ratio)``
     zstd measured the way zram stores pages (see there).
 
@@ -73,12 +79,28 @@ corpus's ratio and the random slice not at all, so the per-page random share, dr
 from a per-profile Beta distribution, sets the ratio distribution. No per-byte Python
 work: ~3-6 us per page (see tests/experiments/bench_content.py).
 
-Calibration (targets from ../shared/reference/hypervisor.md; measured values are in
-each profile's ``description``): zram with zstd reaches 3.4-4.0:1 on typical memory
-(webserver, compile, jvm land there; database a little lower, its buffer pool holds
-real row data); an LKML dataset with a mean compressed size of 694 B and 11 % zero
-pages (the `idle` profile); media and encrypted data do not compress (<= 1.05:1).
-Code compresses ~2-3:1 with zstd, like real x86-64 text.
+Calibration
+-----------
+Targets from ../shared/reference/hypervisor.md: zram with zstd reaches 3.4-4.0:1 on
+typical memory (webserver, compile, jvm land there; database a little lower, as a
+buffer pool of real rows compresses less); an LKML dataset has a mean compressed size
+of 694 B with 11 % zero pages (the `idle` profile); media and encrypted data do not
+compress (<= 1.05:1); code compresses ~2-3:1 like real x86-64 text. Measured with
+tests/experiments/bench_content.py --calibrate (zstd level 3, the kernel's default;
+5000 pages; zero and same-filled pages cost 0 B, pages over ZRAM_HUGE_CLASS 4096 B):
+
+    content            zero   mean B  ratio      content          zero   mean B  ratio
+    idle              0.115     685    5.98      class code      0.000    1835   2.23
+    webserver         0.083    1117    3.67      class rodata    0.010    1185   3.46
+    database          0.049    1375    2.98      class kdata     0.156     928   4.41
+    compile           0.071    1123    3.65      class text      0.000    1375   2.98
+    jvm               0.120    1049    3.90      class registry  0.051    1180   3.47
+    memhog            0.000       0    inf       class journal   0.299     838   4.89
+    media             0.011    4049    1.01      image debian-12 0.097    1361   3.01
+    encrypted         0.000    4096    1.00      image win-2019  0.044    1962   2.09
+
+Per-page compressed sizes spread widely (webserver: 10 % of pages under ~210 B, a
+median near 1 KiB, ~3 % incompressible), as in real zram dumps, not one size for all.
 """
 
 from __future__ import annotations
@@ -102,6 +124,8 @@ __all__ = [
     "PROFILES",
     "Region",
     "content_stats",
+    "drop_image_cache",
+    "raw_image_pages",
 ]
 
 _CORPUS_BYTES = 1 << 18  # 256 KiB of structured bytes per profile
@@ -551,7 +575,7 @@ _APP_PROFILES = [
     DataProfile(
         "jvm", "Java heap: object headers, compressed references, UTF-16 strings",
         corpus="jvm", zero=0.12, filled=0.001, incompressible=0.02, common=0.2,
-        random_mean=0.07, random_kappa=3.0, pointer_free=0.3, pointer_mean=6),
+        random_mean=0.08, random_kappa=3.0, pointer_free=0.3, pointer_mean=6),
     DataProfile(
         "memhog", "numactl's memhog: memset(0xff) over its whole mapping, so every page is "
         "the same-filled page (KSM merges it all, zram stores no data)", corpus="idle",
@@ -599,20 +623,23 @@ def _page(p: DataProfile, c: int, h: int, ptrs: bytes) -> bytes:
         return ZERO_PAGE
     if u < p._fill_cut:
         return _filled(p.fill_byte)
+    # Content bits come from remixes of h: the low 32 bits of c already decided the
+    # class and common/private, and reusing them would bias offsets and quantiles.
     h2 = _remix(h)
+    h3 = _remix(h2)
     pool = _POOL[0] if _POOL else _pool()
-    o3 = h2 & _POOL_MASK
+    o3 = h3 & _POOL_MASK
     stamp = h.to_bytes(8, "little")
     if u < p._incomp_cut:
         return b"".join((pool[o3:o3 + _BODY], stamp))
-    rnd = p._random_bytes[h & 0xFF]
-    nptr = (p._pointers[(h >> 8) & 0xFF] << 3) if ptrs else 0
+    rnd = p._random_bytes[h2 & 0xFF]
+    nptr = (p._pointers[(h2 >> 8) & 0xFF] << 3) if ptrs else 0
     body = _BODY - rnd - nptr
     half = (body >> 4) << 3
     corpus = _CORPORA.get(p.corpus) or _corpus(p.corpus)
-    o1 = (h >> 16) & _CORPUS_MASK
-    o2 = (h >> 36) & _CORPUS_MASK
-    j = ((h2 >> 24) % (_PTR_POOL - _PTR_MAX)) << 3
+    o1 = (h2 >> 16) & _CORPUS_MASK
+    o2 = (h2 >> 36) & _CORPUS_MASK
+    j = ((h3 >> 24) % (_PTR_POOL - _PTR_MAX)) << 3
     return b"".join((corpus[o1:o1 + half], pool[o3:o3 + rnd], ptrs[j:j + nptr], stamp,
                      corpus[o2:o2 + body - half]))
 
@@ -1108,3 +1135,27 @@ def _build_image(name: str, spec) -> OSImage:
         small = len(row) > 5 and row[5]
         regions.append(Region(path, category, size, _LAYOUTS[layout], artifact, small))
     return OSImage(name, family, kernel, description, tuple(regions))
+
+
+# --------------------------------------------------------------------------------------
+# Raw memory images
+
+
+def raw_image_pages(path) -> list[bytes]:
+    """The pages of a raw guest memory image file (e.g. a `virsh dump --memory-only
+    --format=raw` or a QEMU `pmemsave`), in file order: page i is guest frame i.
+
+    Identical pages come back as one object (zero pages as ZERO_PAGE); a last partial
+    page is zero-padded. A missing or unreadable file raises ValueError naming it.
+    """
+    intern: dict[bytes, bytes] = {ZERO_PAGE: ZERO_PAGE}
+    pages: list[bytes] = []
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(PAGE_SIZE):
+                if len(chunk) < PAGE_SIZE:
+                    chunk += bytes(PAGE_SIZE - len(chunk))
+                pages.append(intern.setdefault(chunk, chunk))
+    except OSError as e:
+        raise ValueError(f"raw memory image {path}: {e.strerror or e}") from None
+    return pages

@@ -20,6 +20,7 @@ from experiments.content import (
     DataProfile,
     OSImage,
     content_stats,
+    raw_image_pages,
 )
 from guestkernel.physmem import ZERO_PAGE
 from guestkernel.units import PAGE_SIZE
@@ -263,3 +264,14 @@ def test_user_errors_name_what_is_wrong():
         DataProfile("bad", "", corpus="idle", zero=1.5)
     with pytest.raises(ValueError, match="kind must be 'app' or 'image'"):
         ContentSource(1, "vm").page(("disk", 1))
+
+
+def test_raw_image_pages_interns_identical_pages(tmp_path):
+    a, b = b"\x11" * PAGE_SIZE, bytes(range(256)) * 16
+    path = tmp_path / "guest.mem"
+    path.write_bytes(bytes(PAGE_SIZE) + a + b + a + b"tail")
+    pages = raw_image_pages(path)
+    assert pages == [ZERO_PAGE, a, b, a, b"tail" + bytes(PAGE_SIZE - 4)]
+    assert pages[0] is ZERO_PAGE and pages[1] is pages[3]
+    with pytest.raises(ValueError, match="raw memory image .*nope.mem: No such file"):
+        raw_image_pages(tmp_path / "nope.mem")
