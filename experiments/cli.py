@@ -44,5 +44,22 @@ def boot(memory: str, arch: str, cpus: int, nodes: int, era: str, paths: tuple[s
         click.echo(text, nl=False)
 
 
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--quick", is_flag=True, help="smaller iteration counts")
+@click.option("--list", "list_only", is_flag=True, help="list the benchmarks and exit")
+def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
+    """Measure performance (alloc/free rates, boot time, ...) and print a table."""
+    from .bench import BENCHMARKS, format_table, run
+
+    if list_only:
+        click.echo("\n".join(BENCHMARKS))
+        return
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise click.UsageError(f"unknown benchmark {unknown[0]!r}; one of: {', '.join(BENCHMARKS)}")
+    click.echo(format_table(run(list(names) or None, quick)))
+
+
 if __name__ == "__main__":
     main()

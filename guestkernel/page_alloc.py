@@ -229,6 +229,7 @@ class PageAllocator:
             for b in range(z.zone_start_pfn >> MAX_ORDER, (z.end_pfn + MAX_ORDER_NR_PAGES - 1) >> MAX_ORDER):
                 self._zone_of_block[b] = z
         self._plans: dict[tuple[int, int], tuple] = {}
+        self._fast_plans: list[dict[int, tuple]] = [{} for _ in self.nodes]
 
     # ------------------------------------------------------------------ layout
     def _build_nodes(self) -> None:
@@ -396,6 +397,8 @@ class PageAllocator:
             else:
                 zone.watermark = [wmin, wmin + (tmp >> 2), wmin + (tmp >> 1)]
         self._calculate_totalreserve_pages()
+        for plans in self._fast_plans:
+            plans.clear()
 
     def setup_per_zone_lowmem_reserve(self) -> None:
         for node in self.nodes:
@@ -412,6 +415,8 @@ class PageAllocator:
                     zone.lowmem_reserve[j] = 0 if clear else upper // ratio
         self._calculate_totalreserve_pages()
         self._plans.clear()
+        for plans in self._fast_plans:
+            plans.clear()
 
     def _calculate_totalreserve_pages(self) -> None:
         total = 0
@@ -604,25 +609,50 @@ class PageAllocator:
     def alloc_pages(self, gfp: int, order: int = 0, cpu: int | None = None,
                     nid: int | None = None, oom_victim: bool = False) -> Page | None:
         """__alloc_pages: a block of 2**order pages, or None. The head page has _count 1."""
-        if not 0 <= order <= MAX_ORDER:
-            raise ValueError(f"alloc_pages: order must be 0..{MAX_ORDER}, got {order}")
         if cpu is None:
             cpu = 0
         if nid is None:
             nid = self.cpu_to_node[cpu]
-        zonelist, highest = self._plan(gfp, nid)
-        cold = 1 if gfp & G.COLD else 0
-        # Fast path: LOW watermark. NOTE: order-0 watermark test inlined for speed.
-        for zone in zonelist:
-            if order == 0:
-                if zone.nr_free <= zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest]:
+        plan = self._fast_plans[nid].get(gfp)
+        if plan is None:
+            plan = self._fast_plan(gfp, nid)
+        marks, zonelist, highest, cold = plan
+        if order == 0:
+            # NOTE: get_page_from_freelist + rmqueue_pcplist + prep_new_page inlined for
+            # speed: this is the per-page path of every fault and slab refill.
+            for zone, low in marks:
+                if zone.nr_free <= low:
                     continue
-            elif not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, 0):
-                continue
-            page = self._rmqueue(zone, order, cpu, cold)
-            if page is not None:
-                return self._prep_new_page(page, order, gfp, zone)
+                pcp = zone.pcp[cpu][cold]
+                if not pcp.count:
+                    self._rmqueue_bulk(zone, pcp.batch, pcp)
+                    if not pcp.count:
+                        continue
+                pcp.count -= 1
+                page = pcp.pages.pop()
+                page._count = 1
+                zone.pgalloc += 1
+                if gfp & G.ZERO:
+                    self.stall += self.phys.store(page.pfn, ZERO_PAGE)
+                return page
+        elif not 0 < order <= MAX_ORDER:
+            raise ValueError(f"alloc_pages: order must be 0..{MAX_ORDER}, got {order}")
+        else:
+            for zone, _low in marks:
+                if not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, 0):
+                    continue
+                page = self._rmqueue_smallest(zone, order)
+                if page is not None:
+                    return self._prep_new_page(page, order, gfp, zone)
         return self._alloc_slowpath(gfp, order, cpu, zonelist, highest, cold, oom_victim)
+
+    def _fast_plan(self, gfp: int, nid: int) -> tuple:
+        """Per (node, gfp): the zonelist with each zone's LOW mark + lowmem_reserve."""
+        zonelist, highest = self._plan(gfp, nid)
+        marks = tuple((z, z.watermark[WMARK_LOW] + z.lowmem_reserve[highest]) for z in zonelist)
+        plan = (marks, zonelist, highest, 1 if gfp & G.COLD else 0)
+        self._fast_plans[nid][gfp] = plan
+        return plan
 
     def _rmqueue(self, zone: Zone, order: int, cpu: int, cold: int) -> Page | None:
         if order == 0:
