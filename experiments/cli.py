@@ -61,5 +61,15 @@ def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
     click.echo(format_table(run(list(names) or None, quick)))
 
 
+def _register_subcommands() -> None:
+    """Commands that live beside the code they drive."""
+    from .replay import replay
+
+    main.add_command(replay)
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     main()
