@@ -1119,6 +1119,40 @@ class SlabAllocator:
         return self.reclaimed_slab - before
 
     # ------------------------------------------------------------------ /proc/slabinfo
+    def tune_cpucache(self, cachep: KmemCache, limit: int, batchcount: int, shared: int) -> None:
+        """Set a cache's head-array tunables (do_tune_cpucache): per-CPU arrays of `limit`
+        objects refilled and flushed `batchcount` at a time, a shared array of
+        shared * batchcount objects per node. ValueError for values 2.6 would refuse
+        (limit < 1, batchcount < 1 or > limit, shared < 0), MemoryError without memory."""
+        for what, v in (("limit", limit), ("batchcount", batchcount), ("shared", shared)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"slabinfo: {cachep.name}: {what} must be an integer")
+        if limit < 1 or batchcount < 1 or batchcount > limit or shared < 0:
+            raise ValueError(
+                f"slabinfo: {cachep.name}: need 1 <= batchcount <= limit and shared >= 0, "
+                f"got limit {limit} batchcount {batchcount} shared {shared}"
+            )
+        if self._do_tune_cpucache(cachep, limit, batchcount, shared):
+            raise MemoryError(f"slabinfo: {cachep.name}: no memory for the head arrays")
+
+    def slabinfo_write(self, text: str) -> None:
+        """A write to /proc/slabinfo: "name limit batchcount shared" (slabinfo_write)."""
+        parts = text.split()
+        if len(parts) != 4:
+            raise ValueError(
+                f"slabinfo: expected 'name limit batchcount shared', got {text.strip()!r}"
+            )
+        cachep = self.find_cache(parts[0])
+        if cachep is None:
+            raise ValueError(f"slabinfo: no cache named {parts[0]!r}")
+        try:
+            limit, batchcount, shared = (int(x) for x in parts[1:])
+        except ValueError:
+            raise ValueError(
+                f"slabinfo: {parts[0]}: limit, batchcount and shared must be integers"
+            ) from None
+        self.tune_cpucache(cachep, limit, batchcount, shared)
+
     def slabinfo(self) -> str:
         """/proc/slabinfo, version 2.1, as 2.6.20 prints it without STATS."""
         out = [
