@@ -14,7 +14,9 @@ Sharing and compression in hvsim act on real 4 KiB `bytes`. This module makes th
   content does not depend on the experiment seed.
 * **Application data** (`DataProfile.get("webserver")`): profiles named like the
   workloads (`idle`, `webserver`, `database`, `compile`, `jvm`, `memhog`) plus `media`
-  and `encrypted`. Each draws per page: zero page or not, same-filled page, an
+  and `encrypted` (`memhog` is numactl's: every page memset to 0xff, which sharing and
+  zram reclaim entirely; a pressure source that neither can reclaim is `encrypted`).
+  Each draws per page: zero page or not, same-filled page, an
   incompressible page, or structured data with a random share of high-entropy bytes
   (its zstd ratio) and a number of embedded pointers. Pointers carry ASLR: their
   values are a per-(VM, process) base plus an offset that is the same everywhere, so
@@ -54,9 +56,21 @@ Determinism and laziness
 A page's bytes are a pure function of (seed, vm_name, pid, profile, key) or of
 (image, region, index): callers may drop a page and regenerate it instead of storing
 it. Every random stream is a `random.Random` seeded from
-``xxhash.xxh64_intdigest(f"{seed}/{component}")``; per page, the choices are read
-straight from the bits of one or two xxh64 digests (seeding a Mersenne Twister costs
-~5 us, too much per page). Nothing depends on Python's salted ``hash()``.
+``xxhash.xxh64_intdigest(f"{seed}/{component}")`` (``f"content/{component}"`` for the
+seed-independent corpora, tables and images); per page, the choices are read straight
+from the bits of one or two xxh64 digests and their splitmix64 remixes (seeding a
+Mersenne Twister costs ~5 us, too much per page). Nothing depends on Python's salted
+``hash()``.
+
+Choosing keys
+-------------
+A key names one logical page of data. Two pages with the same key in one VM are the
+same data (byte-identical where no pointer differs), so a workload includes in the key
+whatever makes data distinct: the program instance, the mapping, the page index
+(``f"db{instance}/pool/{i}"``). Keys shared on purpose model data that really is the
+same: every worker of a web server parsing the same templates, every VM's JVM loading
+the same classes. ``pid`` names the address space whose ASLR bases fill the pointers:
+a forked child keeps its parent's (use the parent's pid), an exec gets new ones.
 
 Identity of contents
 --------------------
@@ -186,7 +200,7 @@ def _zipf_cum(n: int, s: float = 1.07) -> list[float]:
 def _text(rng: random.Random, nbytes: int, tokens: list[bytes], vocab_size: int = 800,
           templates: int = 120) -> bytes:
     """Lines made from templates (log formats, markup, config stanzas): fixed words and
-    flavour tokens with slots for Zipf-distributed words and growing numbers."""
+    flavour tokens with slots for Zipf-distributed words and numbers."""
     vocab = _syllable_words(rng, vocab_size)
     cum = _zipf_cum(len(vocab), 1.1)
     lines = []
@@ -373,29 +387,32 @@ def _utf16(b: bytes) -> bytes:
     return b.decode("latin-1").encode("utf-16-le")
 
 
+# Each corpus kind interleaves chunks of 256-2048 bytes: records, text and zero runs (the
+# unused tails of buffers and structs that make real memory compress), in shares
+# (records, zeros) of the bytes; the rest is text.
+_MIXES: dict[str, tuple[float, float, list[bytes], bool]] = {
+    "idle": (0.25, 0.65, _CONF + _LOG, True),
+    "webserver": (0.3, 0.45, _HTML, True),
+    "database": (0.65, 0.25, _SQL, False),
+    "compile": (0.5, 0.3, _C, True),
+    "jvm": (0.6, 0.3, _JAVA, True),
+    "media": (0.9, 0.0, [], False),
+    "rodata": (0.45, 0.25, _C + _CONF, False),
+    "kdata": (0.6, 0.35, [], True),
+    "text": (0.0, 0.0, _CONF + _LOG, False),
+    "registry": (0.6, 0.2, [], False),
+    "journal": (0.4, 0.3, _LOG, False),
+}
+_CORPUS_KINDS = ("code", *_MIXES)
+
+
 def _build_corpus(kind: str) -> bytes:
     """The structured bytes of one corpus kind (seed-independent, deterministic)."""
     rng = _rng(f"corpus/{kind}")
     n = _CORPUS_BYTES + PAGE_SIZE  # slack so every slice is full length
-    # Each kind interleaves chunks of 256-2048 bytes: records, text and zero runs (the
-    # unused tails of buffers and structs that make real memory compress), in shares
-    # (records, zeros) of the bytes; the rest is text.
-    mixes = {
-        "idle": (0.25, 0.65, _CONF + _LOG, True),
-        "webserver": (0.3, 0.45, _HTML, True),
-        "database": (0.65, 0.25, _SQL, False),
-        "compile": (0.5, 0.3, _C, True),
-        "jvm": (0.6, 0.3, _JAVA, True),
-        "media": (0.9, 0.0, [], False),
-        "rodata": (0.45, 0.25, _C + _CONF, False),
-        "kdata": (0.6, 0.35, [], True),
-        "text": (0.0, 0.0, _CONF + _LOG, False),
-        "registry": (0.6, 0.2, [], False),
-        "journal": (0.4, 0.3, _LOG, False),
-    }
     if kind == "code":
         return _code(rng, n)
-    record_share, zero_share, tokens, ptrs = mixes[kind]
+    record_share, zero_share, tokens, ptrs = _MIXES[kind]
     return _interleave(rng, n, record_share, zero_share, tokens, ptrs, utf16=kind in (
         "jvm", "registry"))
 
@@ -505,6 +522,14 @@ class DataProfile:
                 raise ValueError(f"profile {self.name}: {key} must be in [0, 1], got {v}")
         if self.zero + self.filled + self.incompressible > 1.0:
             raise ValueError(f"profile {self.name}: zero + filled + incompressible exceed 1")
+        if self.corpus not in _CORPUS_KINDS:
+            raise ValueError(f"profile {self.name}: corpus must be one of "
+                             f"{', '.join(_CORPUS_KINDS)}, got {self.corpus!r}")
+        if not 0 <= self.fill_byte <= 255:
+            raise ValueError(f"profile {self.name}: fill_byte must be a byte, got {self.fill_byte}")
+        if self.random_kappa <= 0 or self.pointer_mean < 1:
+            raise ValueError(f"profile {self.name}: random_kappa must be > 0 and "
+                             f"pointer_mean >= 1")
         # 16-bit thresholds: the page's class is read from 16 bits of its digest.
         cut = round(self.zero * 65536)
         object.__setattr__(self, "_zero_cut", cut)
@@ -548,7 +573,8 @@ class DataProfile:
             return _ALL_PROFILES[name]
         except KeyError:
             raise ValueError(
-                f"unknown content profile {name!r}; known: {', '.join(PROFILES)}"
+                f"unknown content profile {name!r}; known: {', '.join(PROFILES)} "
+                f"(image content classes: {', '.join(p.name for p in _IMAGE_CLASSES)})"
             ) from None
 
 
@@ -581,8 +607,8 @@ _APP_PROFILES = [
         "the same-filled page (KSM merges it all, zram stores no data)", corpus="idle",
         filled=1.0, fill_byte=0xFF),
     DataProfile(
-        "media", "decoded-then-recompressed media buffers: incompressible but for "
-        "container headers", corpus="media", zero=0.01, incompressible=0.97,
+        "media", "compressed audio, video and images in buffers and page cache: "
+        "incompressible but for container headers", corpus="media", zero=0.01, incompressible=0.97,
         random_mean=0.9),
     DataProfile(
         "encrypted", "ciphertext: every byte random", corpus="media", incompressible=1.0),
@@ -907,8 +933,7 @@ _K = 1 << 10
 _M = 1 << 20
 
 # (path, category, size in bytes, layout, artifact or None for image-private, small)
-_Spec = tuple
-_IMAGE_SPECS: dict[str, tuple[str, str, str, list[_Spec]]] = {
+_IMAGE_SPECS: dict[str, tuple[str, str, str, list[tuple]]] = {
     "debian-12": ("linux", "6.1.0-18-amd64",
                   "Debian 12 bookworm server: systemd 252, glibc 2.36, OpenSSH, ifupdown", [
         ("vmlinux:.text", "kernel", 10 * _M, "code"),

@@ -262,6 +262,8 @@ def test_user_errors_name_what_is_wrong():
         OSImage.get("alpine-3.19").page("/var/log/messages", 25)
     with pytest.raises(ValueError, match="profile bad: zero must be in"):
         DataProfile("bad", "", corpus="idle", zero=1.5)
+    with pytest.raises(ValueError, match="profile bad: corpus must be one of code, idle"):
+        DataProfile("bad", "", corpus="movies")
     with pytest.raises(ValueError, match="kind must be 'app' or 'image'"):
         ContentSource(1, "vm").page(("disk", 1))
 
