@@ -16,7 +16,7 @@ def page(i: int) -> bytes:
 
 def random_page(seed: int, component: str) -> bytes:
     """Incompressible page from a seeded stream."""
-    rng = random.Random(xxhash.xxh64_intdigest(f"{seed}/{component}"))
+    rng = random.Random(xxhash.xxh64_intdigest(f"{seed}/{component}".encode()))
     return rng.randbytes(PAGE_SIZE)
 
 

@@ -1,0 +1,144 @@
+"""Compression cache (ESXi memory compression): zstd copies of pages chosen for eviction.
+
+Only pages the host already decided to evict are offered. A page is kept compressed if
+zstd brings it to <= `threshold` bytes (default 2048: half a page), in a half-page slot,
+or in a quarter-page slot when <= `quarter` bytes (default 1024); otherwise it is refused
+and goes to host swap. Slots live in machine frames taken from `MachineMemory` (owner
+OWNER_ZIP), at most `max_frames` of them per VM (Mem.MemZipMaxPct, default 10 % of the
+VM's memory). Accessing a compressed page decompresses it into a fresh frame (the VM
+counts zswpin and charges `decompress_cost`).
+
+Memory reclaimed by the cache = pages stored - frames it occupies.
+
+A slot id is `(mpn << 2) | sub`: quarter-page slots use sub 0..3, half-page slots 0 and 2.
+"""
+
+from __future__ import annotations
+
+import zstandard
+
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+
+from .machine import OWNER_ZIP, MachineMemory
+
+
+class CompressionCache:
+    """One VM's compression cache."""
+
+    def __init__(
+        self,
+        machine: MachineMemory,
+        max_frames: int,
+        level: int = 3,
+        threshold: int = PAGE_SIZE // 2,
+        quarter: int = PAGE_SIZE // 4,
+        compress_cost: float = 5.7e-6,
+        decompress_cost: float = 1.5e-6,
+    ) -> None:
+        if not 1 <= level <= 22:
+            raise ValueError(f"zstd level: must be between 1 and 22, got {level}")
+        if not 0 < quarter <= threshold <= PAGE_SIZE // 2:
+            raise ValueError(
+                "compression thresholds: need 0 < quarter <= threshold <= half a page"
+            )
+        self.machine = machine
+        self.max_frames = max_frames  # frames the cache may occupy
+        self.level = level  # zstd level
+        self.threshold = threshold  # bytes: larger results are refused
+        self.quarter = quarter  # bytes: results this small take a quarter-page slot
+        self.compress_cost = compress_cost  # seconds per page compressed
+        self.decompress_cost = decompress_cost  # seconds per page decompressed
+        self._compress = zstandard.ZstdCompressor(level=level).compress
+        self._decompress = zstandard.ZstdDecompressor().decompress
+        self._blobs: dict[int, bytes] = {}
+        self._free_q: list[int] = []  # free quarter-page slots
+        self._free_h: list[int] = []  # free half-page slots
+        self._used: dict[int, int] = {}  # cache frame MPN -> slots in use
+        self.nr_frames = 0  # frames occupied
+        # counters
+        self.nr_stored = 0  # pages held compressed
+        self.stored_bytes = 0  # compressed bytes held
+        self.zswpout = 0  # pages stored, cumulative
+        self.zswpin = 0  # pages decompressed on access, cumulative
+        self.rejected = 0  # pages that compressed above the threshold
+        self.full = 0  # pages refused because the cache was at max_frames or memory full
+        self.compress_time = 0.0  # seconds
+        self.decompress_time = 0.0  # seconds
+
+    @property
+    def reclaimed(self) -> int:
+        """Pages saved: stored pages minus the frames holding them."""
+        return self.nr_stored - self.nr_frames
+
+    def store(self, data: bytes) -> tuple[int, float]:
+        """Compress a page; (slot, seconds), slot -1 if refused (too big or no room)."""
+        blob = self._compress(data)
+        size = len(blob)
+        self.compress_time += self.compress_cost
+        if size > self.threshold:
+            self.rejected += 1
+            return -1, self.compress_cost
+        free = self._free_q if size <= self.quarter else self._free_h
+        if not free and not self._grow(free is self._free_q):
+            self.full += 1
+            return -1, self.compress_cost
+        slot = free.pop()
+        self._blobs[slot] = blob
+        self._used[slot >> 2] += 1
+        self.nr_stored += 1
+        self.stored_bytes += size
+        self.zswpout += 1
+        return slot, self.compress_cost
+
+    def _grow(self, quarter: bool) -> bool:
+        if self.nr_frames >= self.max_frames:
+            return False
+        mpn = self.machine.alloc(OWNER_ZIP, ZERO_PAGE)
+        if mpn < 0:
+            return False
+        self.nr_frames += 1
+        self._used[mpn] = 0
+        base = mpn << 2
+        if quarter:
+            self._free_q.extend((base + 3, base + 2, base + 1, base))
+        else:
+            self._free_h.extend((base + 2, base))
+        return True
+
+    def peek(self, slot: int) -> bytes:
+        """The page held in `slot` (decompressed; the slot is kept, nothing counted)."""
+        return self._decompress(self._blobs[slot])
+
+    def take(self, slot: int) -> bytes:
+        """Decompress the page in `slot` on access and free the slot."""
+        data = self._decompress(self._blobs[slot])
+        self.zswpin += 1
+        self.decompress_time += self.decompress_cost
+        self.free(slot)
+        return data
+
+    def free(self, slot: int) -> None:
+        blob = self._blobs.pop(slot)
+        self.nr_stored -= 1
+        self.stored_bytes -= len(blob)
+        mpn = slot >> 2
+        used = self._used[mpn] - 1
+        quarter = len(blob) <= self.quarter
+        if used:
+            self._used[mpn] = used
+            (self._free_q if quarter else self._free_h).append(slot)
+            return
+        # the frame is empty: give it back to the machine
+        del self._used[mpn]
+        if quarter:
+            self._free_q = [s for s in self._free_q if s >> 2 != mpn]
+        else:
+            self._free_h = [s for s in self._free_h if s >> 2 != mpn]
+        self.nr_frames -= 1
+        self.machine.free(mpn)
+
+
+def compressed_size(data: bytes, level: int = 3) -> int:
+    """Bytes zstd at `level` makes of one page (for image analysis)."""
+    return len(zstandard.ZstdCompressor(level=level).compress(data))

@@ -1,0 +1,131 @@
+"""Free-memory states (ESXi 6.x) and the techniques each one enables.
+
+minFree = 899 MB for the first 28 GB of host memory + 1 % of the rest (128 GB -> 1923 MB).
+A simulated host smaller than 28 GB gets minFree scaled in proportion (899 MB * size /
+28 GB), so a small host behaves like a real one at the same fraction; `min_free` can also
+be set explicitly.
+
+States, from free machine memory as a percentage of minFree:
+
+    state   entered below   techniques
+    high    (>= 100 %)      sharing; large pages kept while free >= 400 %, broken below
+    clear   100 %           sharing, large pages broken
+    soft     64 %           sharing, balloon
+    hard     32 %           sharing, compression, swap (no new ballooning)
+    low      16 %           compression, swap, VMs that allocate are blocked
+
+Hysteresis: a state is entered as soon as free memory drops below its threshold, but left
+upwards only when free memory reaches the threshold of the state above it (low -> hard at
+32 %, hard -> soft at 64 %, soft -> clear at 100 %, clear -> high at 400 %).
+"""
+
+from __future__ import annotations
+
+from guestkernel.units import PAGE_SIZE
+
+HIGH, CLEAR, SOFT, HARD, LOW = range(5)
+STATE_NAMES = ("high", "clear", "soft", "hard", "low")
+
+ENTER_PCT = (None, 100, 64, 32, 16)  # % of minFree below which each state is entered
+EXIT_PCT = (None, 400, 100, 64, 32)  # % of minFree at which each state is left upwards
+LARGE_PAGE_PCT = 400  # below this, large pages are broken
+
+TECHNIQUES = (
+    frozenset({"sharing"}),
+    frozenset({"sharing", "break_large_pages"}),
+    frozenset({"sharing", "break_large_pages", "balloon"}),
+    frozenset({"sharing", "break_large_pages", "compression", "swap"}),
+    frozenset({"break_large_pages", "compression", "swap", "block"}),
+)
+
+_MIB = 1 << 20  # VMware's "MB" in the minFree rule
+_GIB = 1 << 30
+
+
+def min_free_bytes(host_bytes: int) -> int:
+    """ESXi minFree for a host of `host_bytes`, scaled below 28 GB (bytes)."""
+    first = 28 * _GIB
+    base = 899 * _MIB
+    if host_bytes <= first:
+        return base * host_bytes // first
+    return base + (host_bytes - first) // 100
+
+
+def state_for(free_pct: float) -> int:
+    """State from free memory (% of minFree) with no history."""
+    state = HIGH
+    for s in (CLEAR, SOFT, HARD, LOW):
+        if free_pct < ENTER_PCT[s]:
+            state = s
+    return state
+
+
+class MemStates:
+    """The host's memory state machine. Times in seconds, memory in pages."""
+
+    def __init__(self, min_free_pages: int) -> None:
+        if min_free_pages < 1:
+            raise ValueError(f"min_free: must be at least one page, got {min_free_pages}")
+        self.min_free = min_free_pages  # pages
+        self.state = HIGH
+        self.large_pages_ok = True  # free >= 400 % of minFree
+        self.since = 0.0  # time the current state was entered
+        self.residence = [0.0] * 5  # seconds spent in each state (closed intervals)
+        self.transitions = 0
+        self.log: list[tuple[float, str]] = []  # (time, state entered)
+
+    def pct(self, free_pages: int) -> float:
+        return 100.0 * free_pages / self.min_free
+
+    def update(self, free_pages: int, now: float = 0.0) -> int:
+        """Re-evaluate from the free page count; returns the (possibly new) state."""
+        pct = self.pct(free_pages)
+        self.large_pages_ok = pct >= LARGE_PAGE_PCT
+        cur = self.state
+        new = state_for(pct)
+        if new < cur:
+            # rising: past each state's exit threshold only
+            new = cur
+            while new > HIGH and pct >= EXIT_PCT[new]:
+                new -= 1
+        if new != cur:
+            self.residence[cur] += now - self.since
+            self.since = now
+            self.state = new
+            self.transitions += 1
+            self.log.append((now, STATE_NAMES[new]))
+        return self.state
+
+    def residence_times(self, now: float) -> dict[str, float]:
+        """Seconds spent in each state up to `now`."""
+        res = list(self.residence)
+        res[self.state] += now - self.since
+        return dict(zip(STATE_NAMES, res, strict=True))
+
+    def allows(self, technique: str) -> bool:
+        if technique == "break_large_pages" and not self.large_pages_ok:
+            return True
+        return technique in TECHNIQUES[self.state]
+
+    @property
+    def name(self) -> str:
+        return STATE_NAMES[self.state]
+
+
+def pages(nbytes: int) -> int:
+    return nbytes // PAGE_SIZE
+
+
+class StateMonitor:
+    """Re-evaluates the host's memory state every `interval` seconds (SimPy process)."""
+
+    def __init__(self, env, host, interval: float = 1.0) -> None:
+        self.env = env
+        self.host = host
+        self.interval = interval
+        self.process = env.process(self._run())
+
+    def _run(self):
+        while True:
+            self.host.check_state()
+            yield self.env.timeout(self.interval)

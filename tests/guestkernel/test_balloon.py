@@ -1,0 +1,102 @@
+import simpy
+
+from guestkernel.balloon import GFP_BALLOON, BalloonDaemon, BalloonDriver
+from guestkernel.config import KernelConfig
+from guestkernel.gfp import __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
+from guestkernel.kernel import Kernel
+from guestkernel.page import PG_balloon
+from guestkernel.physmem import BareMetal
+
+
+class RecordingPhys(BareMetal):
+    def __init__(self, n):
+        super().__init__(n)
+        self.released = []
+
+    def release(self, pfn):
+        self.released.append(pfn)
+        super().release(pfn)
+
+
+def boot(memory="64MiB", env=None):
+    cfg = KernelConfig(memory=memory)
+    phys = RecordingPhys(cfg.nr_pages)
+    return Kernel(cfg, phys=phys, env=env, name="g"), phys
+
+
+def test_gfp_mask_is_highuser_noretry_nowarn():
+    assert GFP_BALLOON == GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN
+
+
+def test_inflate_allocates_marks_and_releases_each_page_to_the_host():
+    k, phys = boot()
+    free0 = k.page_alloc.nr_free_pages()
+    d = BalloonDriver(k)
+    d.set_target(300)
+    assert d.step(100) == 100  # at most max_pages per step
+    assert d.step(1000) == 200 and d.step(1000) == 0
+    assert d.actual == 300 and d.inflated == 300
+    assert sorted(phys.released) == sorted(p.pfn for p in d.pages)
+    assert len(set(phys.released)) == 300
+    assert all(p.flags & PG_balloon and p._count == 1 for p in d.pages)
+    assert k.vmstat["balloon_inflate"] == 300 and k.vmstat["nr_balloon_pages"] == 300
+    assert k.page_alloc.nr_free_pages() <= free0 - 300
+
+
+def test_deflate_gives_the_pages_back_to_the_allocator():
+    k, phys = boot()
+    d = BalloonDriver(k)
+    d.set_target(200)
+    d.step(1000)
+    held = [p.pfn for p in d.pages]
+    d.set_target(50)
+    assert d.step(1000) == -150
+    assert d.actual == 50 and [p.pfn for p in d.pages] == held[:50]
+    assert k.vmstat["balloon_deflate"] == 150 and k.vmstat["nr_balloon_pages"] == 50
+    freed = k.pfn_to_page(held[-1])
+    assert not freed.flags & PG_balloon and freed._count == 0
+
+
+def test_target_is_clamped_to_guest_memory():
+    k, _ = boot()
+    d = BalloonDriver(k)
+    d.set_target(10**9)
+    assert d.target == k.nr_pages
+    d.set_target(-5)
+    assert d.target == 0
+
+
+def test_inflation_stops_at_a_failed_allocation_without_oom_kill():
+    k, _ = boot()
+    d = BalloonDriver(k)
+    d.set_target(k.nr_pages)
+    got = d.step(k.nr_pages)
+    assert 0 < got < k.nr_pages and d.alloc_failures == 1
+    assert k.vmstat.get("oom_kill", 0) == 0 and k.panicked is None
+
+
+def test_deflate_on_oom_gives_back_256_pages_per_notification():
+    k, _ = boot()
+    calls = []
+    k.page_alloc.oom_hook = lambda gfp, order, highest: calls.append(1) or False
+    d = BalloonDriver(k, deflate_on_oom=True)
+    d.set_target(600)
+    d.step(600)
+    hook = k.page_alloc.oom_hook
+    assert hook(0, 0, 0) is True and d.actual == 344 and d.oom_deflated == 256
+    assert d.target == 344  # the host does not inflate them straight back
+    assert hook(0, 0, 0) is True and hook(0, 0, 0) is True and d.actual == 0
+    assert hook(0, 0, 0) is False and calls == [1]  # empty balloon: the old hook decides
+
+
+def test_daemon_is_rate_limited():
+    env = simpy.Environment()
+    k, _ = boot(env=env)
+    d = BalloonDriver(k, rate=1000)
+    BalloonDaemon(env, d, interval=0.01)
+    d.set_target(2000)
+    env.run(until=0.505)
+    assert d.actual == 510  # 10 pages per 10 ms, from t=0 to t=0.50 inclusive
+    d.set_target(0)
+    env.run(until=1.005)
+    assert d.actual == 10

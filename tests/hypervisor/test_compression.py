@@ -1,0 +1,77 @@
+import pytest
+
+from guestkernel.physmem import ZERO_PAGE
+from hypervisor.compression import CompressionCache, compressed_size
+from hypervisor.machine import OWNER_ZIP, MachineMemory
+from hypervisor.p2m import P2M_COMPRESSED, P2M_PRIVATE, P2M_SWAPPED
+from hypervisor.swap import HostSwap
+from hypervisor.vm import VM
+
+from .helpers import half_compressible_page, page, random_page
+
+
+def test_small_results_take_quarter_slots_medium_half_slots_large_are_refused():
+    m = MachineMemory(8)
+    z = CompressionCache(m, max_frames=4)
+    small = page(1)  # a repeated 8-byte pattern: tens of bytes
+    medium = half_compressible_page(1)
+    assert compressed_size(small) <= 1024 < compressed_size(medium) <= 2048
+    s1, cost = z.store(small)
+    assert s1 >= 0 and cost == z.compress_cost
+    s2, _ = z.store(small)
+    assert s1 >> 2 == s2 >> 2  # four quarter slots per frame
+    s3, _ = z.store(medium)
+    assert s3 >> 2 != s1 >> 2 and s3 & 3 in (0, 2)  # half slots live in their own frames
+    assert z.store(random_page(1, "x")) == (-1, z.compress_cost) and z.rejected == 1
+    assert z.nr_frames == 2 and m.owner[s1 >> 2] == OWNER_ZIP
+    assert z.nr_stored == 3 and z.reclaimed == 1
+    assert z.take(s1) == small and z.zswpin == 1 and z.nr_stored == 2
+    assert z.peek(s3) == medium
+
+
+def test_cache_is_bounded_by_max_frames_and_empty_frames_are_returned():
+    m = MachineMemory(8)
+    z = CompressionCache(m, max_frames=1)
+    slots = [z.store(page(i))[0] for i in range(4)]
+    assert all(s >= 0 for s in slots)
+    assert z.store(page(9))[0] == -1 and z.full == 1
+    for s in slots:
+        z.free(s)
+    assert z.nr_frames == 0 and m.nr_free == 8 and z.stored_bytes == 0
+    m.validate()
+
+
+def test_thresholds_are_checked():
+    with pytest.raises(ValueError, match="level"):
+        CompressionCache(MachineMemory(1), 1, level=0)
+    with pytest.raises(ValueError, match="thresholds"):
+        CompressionCache(MachineMemory(1), 1, threshold=3000)
+
+
+def test_compressible_page_is_stored_compressed_incompressible_goes_to_swap():
+    m = MachineMemory(16)
+    vm = VM(m, "vm", 4)
+    vm.zcache = CompressionCache(m, max_frames=2)
+    vm.swap = HostSwap(8, latency=100e-6, bandwidth=400 << 20)
+    vm.store(0, half_compressible_page(3))
+    vm.store(1, random_page(3, "data"))
+    assert vm.evict(0) == vm.zcache.compress_cost
+    assert vm.p2m.state[0] == P2M_COMPRESSED and vm.zswpout == 1
+    cost = vm.evict(1)
+    assert cost == vm.zcache.compress_cost + vm.swap.page_io_time
+    assert vm.p2m.state[1] == P2M_SWAPPED and vm.pswpout == 1
+    # access decompresses: counted and timed
+    assert vm.touch(0, False) == vm.decompress_cost + 0.0
+    assert vm.p2m.state[0] == P2M_PRIVATE and vm.load(0) == half_compressible_page(3)
+    assert vm.zswpin == 1 and vm.zcache.nr_stored == 0 and vm.zcache.nr_frames == 0
+    m.validate()
+
+
+def test_whole_page_write_to_a_compressed_page_drops_it_without_decompressing():
+    m = MachineMemory(16)
+    vm = VM(m, "vm", 2)
+    vm.zcache = CompressionCache(m, max_frames=2)
+    vm.store(0, ZERO_PAGE)
+    vm.evict(0)
+    assert vm.store(0, page(1)) == vm.fault_cost
+    assert vm.zswpin == 0 and vm.load(0) == page(1) and vm.zcache.nr_stored == 0

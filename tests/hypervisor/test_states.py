@@ -1,0 +1,54 @@
+import pytest
+
+from hypervisor.states import (
+    CLEAR,
+    HARD,
+    HIGH,
+    LOW,
+    SOFT,
+    MemStates,
+    min_free_bytes,
+    state_for,
+)
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def test_min_free_rule():
+    assert min_free_bytes(128 * GIB) == 1923 * MIB  # 899 MB + 1 % of 100 GB
+    assert min_free_bytes(28 * GIB) == 899 * MIB
+    assert min_free_bytes(14 * GIB) == 899 * MIB // 2  # scaled below 28 GB
+
+
+@pytest.mark.parametrize(
+    "pct,state", [(500, HIGH), (100, HIGH), (99.9, CLEAR), (64, CLEAR), (63, SOFT), (31, HARD), (15.9, LOW)]
+)
+def test_thresholds(pct, state):
+    assert state_for(pct) == state
+
+
+def test_states_follow_free_memory_with_hysteresis_and_record_residence():
+    s = MemStates(1000)  # minFree = 1000 pages
+    trace = []
+    for t, free in enumerate([5000, 900, 600, 300, 150, 200, 310, 320, 700, 999, 1000, 3000, 4000]):
+        trace.append(s.update(free, float(t)))
+    #   free:  5000 900  600  300  150  200  310  320   700   999  1000  3000  4000
+    assert trace == [HIGH, CLEAR, SOFT, HARD, LOW, LOW, LOW, HARD, SOFT, SOFT, CLEAR, CLEAR, HIGH]
+    assert s.transitions == 8
+    res = s.residence_times(13.0)
+    assert res == {"high": 1.0 + 1.0, "clear": 1.0 + 2.0, "soft": 1.0 + 2.0, "hard": 1.0 + 1.0, "low": 3.0}
+
+
+def test_techniques_per_state():
+    s = MemStates(100)
+    s.update(500)
+    assert s.allows("sharing") and not s.allows("break_large_pages") and not s.allows("balloon")
+    s.update(300)
+    assert s.state == HIGH and s.allows("break_large_pages")  # below 400 %
+    s.update(50)
+    assert s.allows("balloon") and not s.allows("swap")
+    s.update(20)
+    assert s.allows("swap") and s.allows("compression") and not s.allows("balloon")
+    s.update(10)
+    assert s.allows("block") and not s.allows("sharing")
