@@ -42,6 +42,8 @@ API
     ``.image_page(image_name, region, index) -> bytes``: as ``OSImage.page``.
     ``.page(ref) -> bytes``: regenerate from a reference tuple
     ``("app", profile, key, pid)`` or ``("image", image_name, region_name, index)``.
+``OSImage.reader(region) -> (index -> bytes)``
+    the content callable of a guest page-cache file (guestkernel/filemap ``Inode``).
 ``OSImage.pages(category=None, cache=True)``
     yields (region, index, bytes); ``cache=False`` scans without keeping pages.
 ``drop_image_cache()``
@@ -912,6 +914,13 @@ class OSImage:
             raise IndexError(f"OS image {self.name}: {region.name} has {region.pages} pages, "
                              f"no page {index}")
         return _region_page(region, index)
+
+    def reader(self, region: str | Region):
+        """`index -> bytes` for `region`: the `content` callable of a guest file, e.g.
+        ``fs.create(r.name, size=r.size, content=image.reader(r))`` (guestkernel/filemap)."""
+        if type(region) is str:
+            region = self.region(region)
+        return lambda index: _region_page(region, index)
 
     def pages(self, category: str | None = None, cache: bool = True):
         """Yield (region, index, bytes) for every page (of one category, if given).

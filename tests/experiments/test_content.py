@@ -178,6 +178,15 @@ def test_region_pages_and_file_tails(name):
     assert image.total_pages == sum(r.pages for r in image.regions)
 
 
+def test_reader_serves_a_region_as_file_content():
+    image = OSImage.get("alpine-3.19")
+    read = image.reader("/bin/busybox")
+    region = image.region("/bin/busybox")
+    assert [read(i) for i in range(region.pages)] == [
+        image.page(region, i) for i in range(region.pages)]
+    assert read(0) is image.page("/bin/busybox", 0)
+
+
 def test_kernel_text_compresses_like_code_and_images_have_their_kernels():
     debian = OSImage.get("debian-12")
     text = debian.region("vmlinux:.text")
