@@ -905,7 +905,10 @@ class SlabAllocator:
                 f"kmem_cache_free: {obj:#x} does not belong to cache {cachep.name} "
                 f"(it belongs to {owner})"
             )
-        slab = page.lru_prev
+        self._cache_free(cachep, obj, page.lru_prev, cpu or 0)
+
+    def _cache_free(self, cachep: KmemCache, obj: int, slab: Slab, cpu: int) -> None:
+        """__cache_free, after the debug checks that every free gets here."""
         idx, rem = divmod(obj - slab.s_mem, cachep.buffer_size)
         if rem or not 0 <= idx < cachep.num:
             raise KernelBug(f"kmem_cache_free: {cachep.name}: {obj:#x} is not an object start")
@@ -915,7 +918,6 @@ class SlabAllocator:
             raise KernelBug(
                 f"kmem_cache_free: {cachep.name}: double free of {obj:#x}"
             ) from None
-        cpu = cpu or 0
         node = self.cpu_to_node[cpu]
         if slab.nodeid != node:
             # cache_free_alien without alien caches: straight back to the slab's node.
@@ -1008,7 +1010,7 @@ class SlabAllocator:
         page = self.kernel.virt_to_page(obj)
         if not page.flags & PG_slab:
             raise KernelBug(f"kfree: {obj:#x} is not a slab object (page pfn {page.pfn:#x})")
-        self.kmem_cache_free(page.lru_next, obj, cpu)
+        self._cache_free(page.lru_next, obj, page.lru_prev, cpu or 0)
 
     def ksize(self, obj: int) -> int:
         """Usable bytes of a slab object: its cache's buffer_size."""
@@ -1189,8 +1191,12 @@ class SlabAllocator:
 # ---------------------------------------------------------------------------- checking
 
 
-def validate_slab(slab: SlabAllocator) -> None:
-    """Check every invariant of the allocator; AssertionError naming the first violation."""
+def validate_slab(slab: SlabAllocator, scan_mem_map: bool = True) -> None:
+    """Check every invariant of the allocator; AssertionError naming the first violation.
+
+    With `scan_mem_map`, also check that exactly the pages of listed slabs carry PG_slab
+    (one pass over kernel.mem_map: leave it off in per-step checks of long sequences).
+    """
     kernel = slab.kernel
     page_address = kernel.page_address
     virt_to_page = kernel.virt_to_page
@@ -1320,6 +1326,13 @@ def validate_slab(slab: SlabAllocator) -> None:
     assert slab.nr_slab_pages == sum(totals.values()), (
         f"nr_slab_pages {slab.nr_slab_pages} != {sum(totals.values())}"
     )
+    mem_map = getattr(kernel, "mem_map", None)
+    if scan_mem_map and mem_map is not None:
+        # NOTE: None entries are struct pages never instantiated (never allocated).
+        marked = sum(1 for p in mem_map if p is not None and p.flags & PG_slab)
+        assert marked == slab.nr_slab_pages, (
+            f"{marked} pages carry PG_slab but slabs hold {slab.nr_slab_pages}"
+        )
 
 
 # ---------------------------------------------------------------------------- daemon

@@ -630,6 +630,7 @@ class FakeKernel:
         self.config = SimpleNamespace(arch="x86_64", cpus=cpus, memory=memory, nodes=1)
         self.vmstat = {}
         self.pages = [Page(pfn) for pfn in range(memory // PAGE_SIZE)]
+        self.mem_map = self.pages
         self.free = [True] * len(self.pages)
         self.budget = budget
         self.env = None
@@ -757,3 +758,66 @@ def test_random_alloc_free_keeps_invariants(size, flags, tun, ops):
     pa.drain_all_pages()
     assert s.nr_slab_pages == slab0
     assert pa.nr_free_pages() == free0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("kmalloc"), st.integers(1, 131072), st.booleans(),
+                      st.integers(0, 1)),
+            st.tuples(st.just("kfree"), st.integers(0, 10_000), st.integers(0, 1)),
+            st.tuples(st.just("reap")),
+        ),
+        max_size=60,
+    )
+)
+def test_random_kmalloc_numa_returns_every_page(ops):
+    # two nodes, one CPU each: remote frees, per-node lists, DMA twins (node 0 only)
+    k = boot(memory="256MiB", nodes=2)
+    s = k.slab
+    pa = k.page_alloc
+    _fixpoint_shrink(s)
+    pa.drain_all_pages()
+    free0 = pa.nr_free_pages()
+    live = []
+    for op in ops:
+        if op[0] == "kmalloc":
+            _, size, dma, cpu = op
+            obj = s.kmalloc(size, GFP_DMA if dma else GFP_KERNEL, cpu)
+            assert obj is not None
+            assert s.ksize(obj) >= size
+            live.append(obj)
+        elif op[0] == "kfree" and live:
+            s.kfree(live.pop(op[1] % len(live)), op[2])
+        elif op[0] == "reap":
+            s.cache_reap()
+        validate_slab(s, scan_mem_map=False)
+    for obj in live:
+        s.kfree(obj)
+    _fixpoint_shrink(s)
+    validate_slab(s)
+    pa.drain_all_pages()
+    assert pa.nr_free_pages() == free0
+
+
+@pytest.mark.parametrize("corrupt", ["inuse", "pg_slab", "twice", "free_objects", "colour"])
+def test_validate_slab_catches_corruption(corrupt):
+    k = boot()
+    s = k.slab
+    c = s.kmem_cache_create("victim", 256)
+    objs = [s.kmem_cache_alloc(c) for _ in range(3)]
+    validate_slab(s)
+    sl = slab_of(k, objs[0])
+    if corrupt == "inuse":
+        sl.inuse += 1
+    elif corrupt == "pg_slab":
+        sl.page.flags &= ~PG_slab
+    elif corrupt == "twice":
+        c.array[1].entry.append(c.array[0].entry[0])
+    elif corrupt == "free_objects":
+        c.nodelists[0].free_objects += 1
+    else:
+        c.nodelists[0].colour_next = c.colour + 1
+    with pytest.raises(AssertionError):
+        validate_slab(s)
