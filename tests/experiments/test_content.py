@@ -214,7 +214,7 @@ def test_zero_and_same_filled_fractions_as_configured(profile):
     assert abs(filled - p.filled) <= binomial_tol(p.filled, N)
 
 
-@pytest.mark.parametrize("profile", ["webserver", "database"])
+@pytest.mark.parametrize("profile", ["webserver", "database", "compile", "jvm"])
 def test_typical_profiles_compress_like_typical_memory(profile):
     stats = content_stats(pages_of(ContentSource(12, "vm"), profile))
     assert 2.5 <= stats.ratio <= 4.0
