@@ -1017,18 +1017,28 @@ class Replayer:
     def _open_file(self, proc: Proc, path: str) -> tuple[int | None, int | None]:
         """(fd, None) on the guest file ``path``, created with the size the trace implies;
         (None, errno) if the guest refuses."""
-        task = proc.owner.task
         if path in self.files_made:
             return self._sys(proc, "open", path, O_RDWR, 0)
-        fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
+        size = self.file_sizes.get(path, 0)
+        fs = getattr(self.kernel, "fs", None)
+        if fs is not None and hasattr(fs, "create"):
+            # set up like a disk image would be: the file exists before the program runs
+            inode = fs.lookup(path) if hasattr(fs, "lookup") else None
+            if inode is None:
+                fs.create(path, size)
+            elif getattr(inode, "size", size) < size:
+                inode.size = size
+            fd, err = self._sys(proc, "open", path, O_RDWR, 0)
+        else:
+            fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
+            if err is None and size:
+                task = proc.owner.task
+                if hasattr(task, "ftruncate"):
+                    task.ftruncate(fd, size)
+                else:
+                    _set_file_size(task, fd, size)
         if err is None:
             self.files_made.add(path)
-            size = self.file_sizes.get(path, 0)
-            fn = getattr(task, "ftruncate", None)
-            if fn is not None and size:
-                fn(fd, size)
-            else:
-                _set_file_size(self.kernel, task, fd, size)
         return fd, err
 
     def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int, *rest,
@@ -1157,7 +1167,7 @@ class _Unsupported(Exception):
         self.name = name
 
 
-def _set_file_size(kernel, task, fd: int, size: int) -> None:
+def _set_file_size(task, fd: int, size: int) -> None:
     """Give a freshly created guest file ``size`` bytes (no page cache: a sparse file)."""
     if not size:
         return

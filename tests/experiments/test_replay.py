@@ -401,6 +401,29 @@ def test_file_mappings_open_the_guest_file_with_the_size_the_whole_trace_implies
     assert result == (2, 0) and out == []
 
 
+def test_files_are_created_in_the_guest_file_system_when_it_has_one():
+    class FS:
+        def __init__(self):
+            self.files = {"/lib/old.so": type("Inode", (), {"size": 100})()}
+
+        def lookup(self, path):
+            return self.files.get(path)
+
+        def create(self, path, size):
+            self.files[path] = type("Inode", (), {"size": size})()
+
+    lines = [
+        "1  mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, 3</lib/new.so>, 0) = 0x7f0000000000",
+        "1  mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, 3</lib/old.so>, 0) = 0x7f0000002000",
+    ]
+    k = FakeKernel()
+    k.fs = FS()
+    r = Replayer(k, [].append)
+    assert r.run(parse_trace(lines)) == (2, 0)
+    assert {p: i.size for p, i in k.fs.files.items()} == {"/lib/old.so": 8192, "/lib/new.so": 8192}
+    assert [e[1:3] for e in k.log if e[1] == "open"] == [("open", "/lib/new.so"), ("open", "/lib/old.so")]
+
+
 def test_calls_on_memory_execve_mapped_are_outside_the_trace_not_divergences():
     # 0x7f...000 is mapped by the trace (4 pages); 0x55...000 (the executable) never is.
     lines = [
