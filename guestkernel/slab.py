@@ -1003,6 +1003,15 @@ class SlabAllocator:
             raise KernelBug(f"kmalloc({size}) before size-{self.malloc_sizes[i]} exists")
         return self.kmem_cache_alloc(cachep, gfp, cpu)
 
+    def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int | None:
+        """kmalloc of zeroed memory. hvsim keeps no object bytes, so this is kmalloc."""
+        return self.kmalloc(size, gfp, cpu)
+
+    def kmem_cache_zalloc(self, cachep: KmemCache, gfp: int = GFP_KERNEL,
+                          cpu: int | None = None) -> int | None:
+        """kmem_cache_alloc of a zeroed object (no object bytes are kept: an alias)."""
+        return self.kmem_cache_alloc(cachep, gfp, cpu)
+
     def kfree(self, obj: int | None, cpu: int | None = None) -> None:
         """Free a slab object of any cache; kfree(None) and kfree(0) do nothing."""
         if not obj:

@@ -208,6 +208,30 @@ def test_cache_cache_and_general_caches():
     assert k.virt_to_page(c32.nodelists[0].shared.addr).lru_next is s.find_cache("size-4096")
 
 
+def test_i386_uniprocessor_caches():
+    k = Kernel(KernelConfig(memory="2GiB", cpus=1, arch="i386"))
+    s = k.slab
+    validate_slab(s)
+    # sizeof(struct kmem_cache), i386, NR_CPUS 1: 4 + 20 + 4 + 56 = 84 -> 128.
+    # num = (4096-28)/132 = 30; mgmt = ALIGN(28+120, 64) = 192; left = 4096-3840-192 = 64.
+    cc = s.cache_cache
+    assert (cc.buffer_size, cc.num, cc.colour) == (128, 30, 1)
+    # size-64: num = 4068/68 = 59; mgmt = ALIGN(28+236, 64) = 320; 320 + 3776 = 4096.
+    c64 = s.find_cache("size-64")
+    assert (c64.num, c64.colour) == (59, 0)
+    # no shared arrays on a uniprocessor
+    assert (c64.limit, c64.batchcount, c64.shared) == (120, 60, 0)
+    assert c64.nodelists[0].shared.limit == 0
+    # size-512: descriptor 8*4 + 28 = 60 bytes -> size-64
+    assert s.find_cache("size-512").slabp_cache is c64
+    # slabs are lowmem: below 896 MiB, directly mapped
+    objs = [s.kmalloc(4096) for _ in range(50)]
+    assert all(k.virt_to_page(o).pfn < (896 << 20) // PAGE_SIZE for o in objs)
+    for o in objs:
+        s.kfree(o)
+    validate_slab(s)
+
+
 def test_boot_vmstat_and_pg_slab():
     k = boot()
     s = k.slab
