@@ -496,10 +496,21 @@ def test_cache_reap_drains_shared_array_every_4s():
 def test_cache_reaper_daemon():
     env = simpy.Environment()
     k = Kernel(KernelConfig(memory="64MiB", cpus=2), env=env)
+    s = k.slab
     reaper = next(d for d in k.daemons if isinstance(d, CacheReaper))
-    env.run(until=9)
-    assert reaper.passes == 4 and k.slab.clock == 8.0
-    validate_slab(k.slab)
+    c = s.kmem_cache_create("idle", 1024)
+    s.tune_cpucache(c, 10, 5, 0)
+    objs = [s.kmem_cache_alloc(c) for _ in range(8)]  # two full slabs
+    for o in objs:
+        s.kmem_cache_free(c, o)
+    assert state(c) == (8, 2, 0, 0, 0)
+    # t=2 clears `touched`; t=4, 6, 8, 10 each return the 2 oldest objects (S1 empty at
+    # 6, S2 at 10). Node reaps every 4 s from next_reap (4..8 s): the first clears
+    # free_touched, each later one destroys (19 + 19) / 20 = 1 free slab: both gone by 16.
+    env.run(until=17)
+    assert reaper.passes == 8 and s.clock == 16.0
+    assert state(c) == (0, 0, 0, 0, 0) and c.reaped == 2
+    validate_slab(s)
 
 
 # ---------------------------------------------------------------------------- shrink, destroy
@@ -845,3 +856,14 @@ def test_validate_slab_catches_corruption(corrupt):
         c.nodelists[0].colour_next = c.colour + 1
     with pytest.raises(AssertionError):
         validate_slab(s)
+
+
+def test_bench_kmalloc_kfree(benchmark):
+    """kmalloc(64)/kfree pairs through the per-CPU array (out of the default run)."""
+    s = boot().slab
+
+    def pairs():
+        for _ in range(1000):
+            s.kfree(s.kmalloc(64))
+
+    benchmark(pairs)
