@@ -50,6 +50,14 @@ matches the chain; a slab is on slabs_full iff inuse == num, slabs_free iff inus
 slabs_partial otherwise; free_objects is the number of free objects in the node's slabs;
 every page of a slab has PG_slab and points back at its cache and slab.
 
+Entry points: kmem_cache_create / kmem_cache_alloc / kmem_cache_free / kmem_cache_shrink
+/ kmem_cache_destroy, kmalloc / kfree, cache_reap (the reaper's pass), shrink_slab (for
+reclaim), slabinfo / slabinfo_write (/proc/slabinfo). Alloc and free take an optional
+`cpu` (default 0): the CPU whose array is used. `reclaimed_slab` counts every page the
+slab layer gave back (reclaim_state->reclaimed_slab). Nothing here sleeps or costs time
+itself; page allocations may, and add to kernel.stall. A page allocation may recurse into
+reclaim and from there into shrink_slab: every path re-reads the arrays after growing.
+
 Where hvsim departs from 2.6.20 (all documented where they happen): one sizeof(struct
 kmem_cache) built for NR_CPUS = cpus and MAX_NUMNODES = nodes; no alien caches on NUMA (a
 remote free goes straight to free_block on the slab's node); size-96 is kept although
