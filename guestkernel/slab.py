@@ -886,10 +886,15 @@ class SlabAllocator:
             l3.free_objects -= len(entry)
             if entry:
                 break
-            if not self._cache_grow(cachep, gfp, node):
+            grown = self._cache_grow(cachep, gfp, node)
+            # the page allocator may have run reclaim, which may have drained this array
+            ac = cachep.array[cpu]
+            if not grown:
                 if not ac.entry:
                     return None
                 break
+            if ac.entry:
+                break  # refilled meanwhile
             # retry: the new slab is on slabs_free now
         ac.touched = 1
         return ac.entry.pop()

@@ -734,6 +734,34 @@ def test_create_without_memory():
         s.kmem_cache_create("late2", 64, 0, SLAB_PANIC)
 
 
+class ReclaimingKernel(FakeKernel):
+    """Every page allocation first runs "direct reclaim" into the slab shrinker."""
+
+    slab = None
+
+    def alloc_pages(self, gfp, order=0):
+        if self.slab is not None:
+            self.slab.shrink_slab(1 << 20)
+        return super().alloc_pages(gfp, order)
+
+
+def test_reclaim_inside_grow_is_safe():
+    fk = ReclaimingKernel(memory=64 << 20, cpus=2)
+    s = SlabAllocator(fk)
+    fk.slab = s
+    c = s.kmem_cache_create("reent", 512)  # off-slab: the descriptor allocation reclaims too
+    objs = []
+    for i in range(60):
+        objs.append(s.kmem_cache_alloc(c, cpu=i % 2))
+        if i % 3 == 2:
+            s.kmem_cache_free(c, objs.pop(0), cpu=(i + 1) % 2)
+        validate_slab(s)
+    assert len(set(objs)) == len(objs) == 40
+    for o in objs:
+        s.kfree(o)
+    validate_slab(s)
+
+
 # ---------------------------------------------------------------------------- properties
 
 
