@@ -1,0 +1,546 @@
+"""The experiment schema: TOML read with tomllib, validated by pydantic v2 models.
+
+Every model forbids unknown keys, every field has a default (written back, so a run
+folder's config.toml is the complete configuration that was simulated), a unit and a
+one-line description. Sizes take units ("512MiB"), durations too ("20ms", "10min");
+both are kept as canonical strings and read back in bytes/seconds through the helpers
+`size()` and `seconds()`.
+
+A bad config yields one line per problem, naming the key path and the reason:
+
+    vm[1].memory: must be a size like "512MiB", got 'lots'
+
+Dotted keys address fields for sweeps: "host.memory", "host.sharing.salting",
+"vm[0].count", "vm[web].workload.profile" (a VM by name).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from guestkernel.config import ARCHES, ERAS
+from guestkernel.units import format_size, parse_duration, parse_size
+
+from .content import IMAGES
+
+# --------------------------------------------------------------------------- units
+
+
+def _size(value: Any) -> str:
+    try:
+        return format_size(parse_size(value, "size"))
+    except ValueError:
+        raise ValueError(f'must be a size like "512MiB", got {value!r}') from None
+
+
+def _duration(value: Any) -> str:
+    try:
+        seconds = parse_duration(value, "duration")
+    except ValueError:
+        raise ValueError(f'must be a duration like "20ms", got {value!r}') from None
+    return _format_seconds(seconds)
+
+
+def _format_seconds(seconds: float) -> str:
+    """Shortest exact spelling: 60 -> "60s", 0.02 -> "20ms", 3600 -> "1h", 5.7e-6 -> "5.7us"."""
+    if seconds == 0:
+        return "0s"
+    best = None
+    for unit, mult in (("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        text = f"{seconds / mult:.9g}{unit}"
+        if "e" in text:
+            continue
+        if abs(parse_duration(text) - seconds) <= 1e-12 * seconds and (best is None or len(text) < len(best)):
+            best = text
+    return best or f"{seconds!r}s"
+
+
+def _size_or_percent(value: Any) -> str:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            raise ValueError(f'must be a size like "512MiB" or a percentage like "60%", got {value!r}') from None
+        if not 0 <= pct <= 100:
+            raise ValueError(f"percentage must be between 0 and 100, got {value!r}")
+        return f"{pct:g}%"
+    try:
+        return _size(value)
+    except ValueError:
+        raise ValueError(f'must be a size like "512MiB" or a percentage like "60%", got {value!r}') from None
+
+
+def _auto_int(value: Any) -> str | int:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'must be an integer or "auto", got {value!r}')
+    return value
+
+
+Size = Annotated[str, BeforeValidator(_size)]
+Duration = Annotated[str, BeforeValidator(_duration)]
+SizeOrPercent = Annotated[str, BeforeValidator(_size_or_percent)]
+AutoInt = Annotated[str | int, BeforeValidator(_auto_int)]
+
+
+def size(text: str) -> int:
+    """Bytes of a validated size string."""
+    return parse_size(text)
+
+
+def seconds(text: str) -> float:
+    """Seconds of a validated duration string."""
+    return parse_duration(text)
+
+
+def size_of(text: str, whole: int) -> int:
+    """Bytes of a size-or-percentage string, percentages taken of `whole` bytes."""
+    if text.endswith("%"):
+        return int(whole * float(text[:-1]) / 100) // 4096 * 4096
+    return parse_size(text)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+class ExperimentSection(_Model):
+    name: str = Field("experiment", description="name of the experiment, used for the output folder")
+    duration: Duration = Field("60s", description="simulated time to run")
+    seed: int = Field(0, ge=0, description="seed of every random stream (derived per component)")
+    sample_interval: Duration = Field("1s", description="simulated time between two samples")
+
+
+class OutputSection(_Model):
+    dir: str = Field("runs/{name}", description="run folder; {name} is the experiment name")
+    plots: bool = Field(True, description="write PNG plots with the report")
+
+
+# --------------------------------------------------------------------------- host
+
+
+class HostSwapSection(_Model):
+    size: Size = Field("4GiB", description="host swap device size")
+    latency: Duration = Field("100us", description="device latency per page read or written")
+    bandwidth: Size = Field("500MiB", description="device bandwidth, bytes per second")
+    victim_policy: str = Field("random", description='"random" (ESX), "access-bits" or a dotted path')
+    avoid_false_reads: bool = Field(False, description="VSwapper: whole-page writes skip the swap read")
+    reclaim_batch: int = Field(64, ge=1, description="frames freed per synchronous reclaim")
+    reclaim_rate: int = Field(25600, ge=1, description="frames per second the monitor may evict")
+
+
+class HostSharingSection(_Model):
+    enabled: bool = Field(True, description="run the page-sharing scanner")
+    pages_to_scan: int = Field(100, ge=1, description="pages per scanner batch (KSM pages_to_scan)")
+    sleep: Duration = Field("20ms", description="time between batches (KSM sleep_millisecs)")
+    max_page_sharing: int = Field(256, ge=2, description="mappings per stable frame")
+    use_zero_pages: bool = Field(False, description="map zero pages to the host zero page")
+    smart_scan: bool = Field(True, description="skip pages that keep failing to merge")
+    salting: Literal["none", "per-vm"] = Field(
+        "none", description='"none": inter-VM sharing (KSM); "per-vm": only within a VM (ESXi)')
+    hash_cost: Duration = Field("1us", description="scanner CPU per page checksummed")
+    compare_cost: Duration = Field("500ns", description="scanner CPU per full byte compare")
+
+
+class HostCompressionSection(_Model):
+    enabled: bool = Field(True, description="compress pages chosen for eviction before swapping")
+    level: int = Field(3, ge=-7, le=22, description="zstd level")
+    threshold: int = Field(2048, ge=1, le=2048, description="bytes: a page is kept only if it compresses this small")
+    quarter: int = Field(1024, ge=1, le=2048, description="bytes: quarter-page slot at or below this")
+    max_pct: float = Field(10, ge=0, le=100, description="cache capacity, percent of each VM's memory")
+    compress_cost: Duration = Field("5.7us", description="CPU per page compressed")
+    decompress_cost: Duration = Field("1.5us", description="CPU per page decompressed")
+
+
+class HostBalloonSection(_Model):
+    enabled: bool = Field(True, description="run the balloon controller")
+    policy: str = Field("esx-shares", description='"esx-shares", "mom" or a dotted path')
+    max_pct: float = Field(65, ge=0, le=100, description="cap, percent of VM memory (Mem.CtlMaxPercent)")
+    idle_tax: float = Field(75, ge=0, lt=100, description="idle memory tax, percent (esx-shares)")
+    sample_pages: int = Field(100, ge=1, description="frames sampled per VM per period (esx-shares)")
+    sample_period: Duration = Field("60s", description="active-memory sampling period (Mem.SamplePeriod)")
+    interval: Duration = Field("1s", description="controller period")
+    rate: int = Field(25600, ge=1, description="guest driver pages per second")
+    deflate_on_oom: bool = Field(False, description="virtio DEFLATE_ON_OOM: give back 256 pages per guest OOM")
+
+
+class HostSection(_Model):
+    memory: Size = Field("4GiB", description="machine memory")
+    min_free: str = Field("auto", description='ESXi minFree: "auto" (899 MB per 28 GB + 1 %, scaled) or a size')
+    large_pages: bool = Field(False, description="back guest memory with 2 MB pages (unshareable until broken)")
+    fault_cost: Duration = Field("2us", description="first touch of a frame")
+    cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
+    nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")
+    low_state_stall: Duration = Field("1ms", description="wait of every allocation in the low state")
+    state_interval: Duration = Field("1s", description="memory-state monitor period")
+    swap: HostSwapSection = Field(default_factory=HostSwapSection)
+    sharing: HostSharingSection = Field(default_factory=HostSharingSection)
+    compression: HostCompressionSection = Field(default_factory=HostCompressionSection)
+    balloon: HostBalloonSection = Field(default_factory=HostBalloonSection)
+
+    @model_validator(mode="after")
+    def _check(self) -> HostSection:
+        if self.min_free != "auto":
+            self.__dict__["min_free"] = _size(self.min_free)
+        if self.compression.quarter > self.compression.threshold:
+            raise ValueError("compression.quarter must not exceed compression.threshold")
+        return self
+
+
+# --------------------------------------------------------------------------- guests
+
+
+class KernelSection(_Model):
+    arch: Literal[ARCHES] = Field("x86_64", description='"x86_64" (DMA/DMA32/Normal) or "i386" (DMA/Normal/HighMem)')
+    cpus: int = Field(1, ge=1, le=1024, description="virtual CPUs")
+    nodes: int = Field(1, ge=1, le=64, description="NUMA nodes")
+    era: Literal[ERAS] = Field("6.x", description='watermark formulas: "6.x" or "2.6"')
+    swap: Size = Field("1GiB", description="guest swap device size")
+    swap_latency: Duration = Field("80us", description="guest swap device latency per page")
+    swap_bandwidth: Size = Field("500MiB", description="guest swap device bandwidth, bytes per second")
+    swappiness: int = Field(60, ge=0, le=200, description="vm.swappiness")
+    overcommit_memory: int = Field(0, ge=0, le=2, description="vm.overcommit_memory: 0 heuristic, 1 always, 2 strict")
+    overcommit_ratio: int = Field(50, ge=0, description="vm.overcommit_ratio, percent")
+    min_free_kbytes: AutoInt = Field("auto", description='vm.min_free_kbytes, KiB, or "auto" (computed as Linux does)')
+    watermark_scale_factor: int = Field(10, ge=1, le=3000, description="vm.watermark_scale_factor")
+    panic_on_oom: int = Field(0, ge=0, le=2, description="vm.panic_on_oom")
+    oom_kill_allocating_task: int = Field(0, ge=0, le=1, description="vm.oom_kill_allocating_task")
+    dirty_ratio: int = Field(20, ge=0, le=100, description="vm.dirty_ratio, percent")
+    dirty_background_ratio: int = Field(10, ge=0, le=100, description="vm.dirty_background_ratio, percent")
+    dirty_expire_centisecs: int = Field(3000, ge=0, description="vm.dirty_expire_centisecs")
+    page_cluster: int = Field(3, ge=0, le=31, description="vm.page-cluster: log2 of swap readahead pages")
+
+    def kernel_kwargs(self) -> dict:
+        d = self.model_dump()
+        d["min_free_kbytes"] = None if d["min_free_kbytes"] == "auto" else d["min_free_kbytes"]
+        return d
+
+
+class IdleParams(_Model):
+    profile: Literal["idle"] = "idle"
+    daemons: int = Field(8, ge=0, description="background processes")
+    daemon_rss: Size = Field("4MiB", description="anonymous memory each daemon touches at start")
+    wake_interval: Duration = Field("5s", description="mean time between a daemon's wake-ups")
+    wake_touch: Size = Field("64KiB", description="memory a daemon touches per wake-up")
+    page_cache: Size = Field("64MiB", description="image files read at boot (page cache)")
+
+
+class WebserverParams(_Model):
+    profile: Literal["webserver"] = "webserver"
+    workers: int = Field(8, ge=1, description="pre-forked worker processes")
+    shared_heap: Size = Field("48MiB", description="heap built before forking, shared copy-on-write")
+    worker_heap: Size = Field("16MiB", description="each worker's private heap")
+    docroot: Size = Field("128MiB", description="static files served from the page cache")
+    request_rate: float = Field(200.0, gt=0, description="requests per second, all workers")
+    request_touch: Size = Field("128KiB", description="memory a request touches")
+    burst_interval: Duration = Field("100ms", description="time between request bursts")
+
+
+class DatabaseParams(_Model):
+    profile: Literal["database"] = "database"
+    buffer_pool: SizeOrPercent = Field("50%", description="buffer pool size, or percent of VM memory")
+    zipf_s: float = Field(1.1, gt=0, description="Zipf exponent of page popularity")
+    ops_rate: float = Field(2000.0, gt=0, description="page accesses per second")
+    write_fraction: float = Field(0.2, ge=0, le=1, description="fraction of accesses that write")
+    data_file: Size = Field("512MiB", description="table file size (page cache, dirty writeback)")
+    burst_interval: Duration = Field("100ms", description="time between access bursts")
+
+
+class CompileParams(_Model):
+    profile: Literal["compile"] = "compile"
+    jobs: int = Field(2, ge=1, description="parallel compiler processes")
+    process_rss: Size = Field("64MiB", description="memory each compiler process touches")
+    process_lifetime: Duration = Field("2s", description="lifetime of one compiler process")
+    sources: Size = Field("256MiB", description="source tree read through the page cache")
+    objects: Size = Field("64MiB", description="object files written per build")
+
+
+class JvmParams(_Model):
+    profile: Literal["jvm"] = "jvm"
+    heap: SizeOrPercent = Field("50%", description="-Xmx: heap reserved and zeroed up front")
+    allocation_rate: Size = Field("64MiB", description="bytes allocated per second")
+    live_fraction: float = Field(0.3, ge=0, le=1, description="fraction of the heap live after a GC")
+    gc_interval: Duration = Field("10s", description="time between collections")
+
+
+class MemhogParams(_Model):
+    profile: Literal["memhog"] = "memhog"
+    size: SizeOrPercent = Field("90%", description="memory to allocate and touch")
+    rate: Size = Field("256MiB", description="bytes touched per second")
+    content: str = Field("memhog", description="data profile of the written pages (e.g. encrypted)")
+    stop_after: Duration = Field("0s", description="free everything after this long (0: hold until the end)")
+
+
+class TraceParams(_Model):
+    profile: Literal["trace"] = "trace"
+    path: str = Field(..., description="strace log to replay (strace -f -y -e trace=memory,process,ipc)")
+    speed: float = Field(1.0, gt=0, description="time scale: 2.0 replays twice as fast")
+    touch: bool = Field(True, description="touch mapped anonymous memory as the program would")
+
+
+Workload = Annotated[
+    IdleParams | WebserverParams | DatabaseParams | CompileParams | JvmParams | MemhogParams | TraceParams,
+    Field(discriminator="profile"),
+]
+
+WORKLOAD_MODELS = {m.model_fields["profile"].default: m for m in (
+    IdleParams, WebserverParams, DatabaseParams, CompileParams, JvmParams, MemhogParams, TraceParams)}
+
+
+class VMSection(_Model):
+    name: str = Field(..., min_length=1, description="VM name; with count > 1 instances are name-1 .. name-N")
+    count: int = Field(1, ge=1, le=1024, description="identical instances")
+    memory: Size = Field("1GiB", description="guest memory")
+    image: str = Field("debian-12", description=f"guest OS image: {', '.join(IMAGES)}, or \"none\"")
+    image_file: str | None = Field(None, description="boot from a raw memory image file instead of a kernel")
+    shares: int = Field(1000, ge=1, description="memory shares (esx-shares balloon policy)")
+    balloon: bool = Field(True, description="the guest runs a balloon driver")
+    kernel: KernelSection = Field(default_factory=KernelSection)
+    workload: Workload = Field(default_factory=IdleParams)
+
+    @model_validator(mode="after")
+    def _check(self) -> VMSection:
+        if self.image not in IMAGES and self.image != "none":
+            raise ValueError(f"image: unknown image {self.image!r}; one of {', '.join(IMAGES)} or \"none\"")
+        return self
+
+    def instance_names(self) -> list[str]:
+        if self.count == 1:
+            return [self.name]
+        return [f"{self.name}-{i}" for i in range(1, self.count + 1)]
+
+
+class ExperimentConfig(_Model):
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection)
+    host: HostSection = Field(default_factory=HostSection)
+    vm: list[VMSection] = Field(default_factory=list, description="the VMs ([[vm]] tables)")
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if not self.vm:
+            raise ValueError("vm: at least one [[vm]] table is needed")
+        seen: set[str] = set()
+        for v in self.vm:
+            for n in v.instance_names():
+                if n in seen:
+                    raise ValueError(f"vm: duplicate VM name {n!r}")
+                seen.add(n)
+        return self
+
+    def output_dir(self) -> Path:
+        return Path(self.output.dir.replace("{name}", self.experiment.name))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class ConfigError(ValueError):
+    """A config that does not validate: `problems` has one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(problems))
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in WORKLOAD_MODELS or part.startswith("function-"):
+            continue  # the discriminated union's branch name
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "union_tag_invalid":
+            msg = f"unknown workload profile; one of {', '.join(WORKLOAD_MODELS)}"
+        loc = _loc(err["loc"])
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return lines
+
+
+def config_from_dict(data: dict, source: str = "") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), source) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"], str(path)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"], str(path)) from None
+    cfg = config_from_dict(data, str(path))
+    # relative paths inside the config are relative to the config file
+    for v in cfg.vm:
+        if v.image_file and not Path(v.image_file).is_absolute():
+            v.image_file = str((path.parent / v.image_file).resolve())
+        wl = v.workload
+        if isinstance(wl, TraceParams) and not Path(wl.path).is_absolute():
+            wl.path = str((path.parent / wl.path).resolve())
+    return cfg
+
+
+# --------------------------------------------------------------------------- dotted keys
+
+
+def _split_dotted(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        while "[" in piece:
+            head, rest = piece.split("[", 1)
+            idx, piece = rest.split("]", 1)
+            if head:
+                parts.append(head)
+            parts.append(int(idx) if idx.lstrip("-").isdigit() else f"[{idx}]")
+        if piece:
+            parts.append(piece)
+    return parts
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set `key` ("host.sharing.salting", "vm[0].count", "vm[web].memory") in a plain
+    config dict, creating tables on the way. Raises KeyError naming the key when a VM
+    index or name does not exist."""
+    parts = _split_dotted(key)
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int) or (isinstance(part, str) and part.startswith("[")):
+            if not isinstance(node, list):
+                raise KeyError(f"{key}: {parts[i - 1] if i else key} is not a list")
+            if isinstance(part, int):
+                if not -len(node) <= part < len(node):
+                    raise KeyError(f"{key}: no entry {part}")
+                idx = part
+            else:
+                name = part[1:-1]
+                matches = [j for j, item in enumerate(node) if isinstance(item, dict) and item.get("name") == name]
+                if not matches:
+                    raise KeyError(f"{key}: no entry named {name!r}")
+                idx = matches[0]
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            raise KeyError(f"{key}: {part} is not a table")
+        if last:
+            node[part] = value
+        else:
+            nxt = parts[i + 1]
+            if part not in node:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+
+
+def get_dotted(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in _split_dotted(key):
+        if isinstance(part, str) and part.startswith("["):
+            node = next(item for item in node if item.get("name") == part[1:-1])
+        else:
+            node = node[part]
+    return node
+
+
+# --------------------------------------------------------------------------- TOML output
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def _toml_table(d: dict, prefix: str, out: list[str], array: bool = False) -> None:
+    scalars = {k: v for k, v in d.items() if not isinstance(v, dict) and not (
+        isinstance(v, list) and v and isinstance(v[0], dict)) and v is not None}
+    tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in d.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+    if prefix:
+        out.append(f"[[{prefix}]]" if array else f"[{prefix}]")
+    for k, v in scalars.items():
+        out.append(f"{k} = {_toml_value(v)}")
+    if prefix or scalars:
+        out.append("")
+    for k, v in tables.items():
+        _toml_table(v, f"{prefix}.{k}" if prefix else k, out)
+    for k, items in arrays.items():
+        for item in items:
+            _toml_table(item, f"{prefix}.{k}" if prefix else k, out, array=True)
+
+
+def dump_toml(cfg: ExperimentConfig) -> str:
+    """The complete resolved configuration as TOML (every default written out)."""
+    out: list[str] = ["# hvsim: the complete configuration that was simulated", ""]
+    data = cfg.model_dump(mode="json")
+    _toml_table(data, "", out)
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def config_reference() -> str:
+    """Markdown reference of every key, generated from the models (for README.md)."""
+    sections = [
+        ("[experiment]", ExperimentSection),
+        ("[host]", HostSection),
+        ("[host.swap]", HostSwapSection),
+        ("[host.sharing]", HostSharingSection),
+        ("[host.compression]", HostCompressionSection),
+        ("[host.balloon]", HostBalloonSection),
+        ("[[vm]]", VMSection),
+        ("[vm.kernel]", KernelSection),
+    ] + [(f'[vm.workload] profile = "{name}"', m) for name, m in WORKLOAD_MODELS.items()] + [
+        ("[output]", OutputSection),
+    ]
+    lines = []
+    for title, model in sections:
+        lines.append(f"#### `{title}`\n")
+        lines.append("| key | default | meaning |")
+        lines.append("| --- | --- | --- |")
+        for name, f in model.model_fields.items():
+            if isinstance(f.default, BaseModel) or f.default_factory is not None or name == "profile":
+                continue
+            default = "(required)" if f.is_required() else _toml_value(f.default) if f.default is not None else "(none)"
+            lines.append(f"| `{name}` | `{default}` | {f.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
