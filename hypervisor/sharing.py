@@ -320,6 +320,7 @@ class PageSharing:
                             if entry is not None and self._stable_merge(
                                 kv, pfn, mpn, csum | salt, entry
                             ):
+                                oldsum[pfn] = 0
                                 continue
                         oldsum[pfn] = csum
                         continue

@@ -81,6 +81,7 @@ class VM:
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
         self.balloon = None  # the guest's BalloonDriver, if any
         self.balloon_target = 0  # pages the host wants the balloon to hold
+        self.shares = nr_pages * 10 / 256  # ESX memory shares: "normal" is 10 per MiB
         # collaborators wired by the Host
         self.sharing = None
         self.zcache = None
@@ -180,11 +181,7 @@ class VM:
         if s == P2M_NONE or s == P2M_BALLOONED:
             mpn, cost = self._alloc_frame(ZERO_PAGE)
             if s == P2M_NONE:
-                self.first_touch += 1
-                if self.large_pages:
-                    region = pfn >> LARGE_PAGE_SHIFT
-                    if p2m.large[region] == 0:
-                        p2m.large[region] = 1
+                self._first_touch(pfn)
             else:
                 self.balloon_refault += 1
             p2m.set(pfn, P2M_PRIVATE, mpn)
@@ -253,7 +250,7 @@ class VM:
             s = P2M_NONE
             cost += self.fault_cost
         elif s == P2M_NONE:
-            self.first_touch += 1
+            self._first_touch(pfn)
             cost += self.fault_cost
         elif s == P2M_BALLOONED:
             self.balloon_refault += 1
@@ -271,6 +268,15 @@ class VM:
         p2m.set(pfn, P2M_PRIVATE, mpn)
         p2m.disk_clean[pfn] = from_disk
         return cost + c2
+
+    def _first_touch(self, pfn: int) -> None:
+        self.first_touch += 1
+        if self.large_pages:
+            # the whole 2 MB region is backed by a large page (until broken)
+            large = self.p2m.large
+            region = pfn >> LARGE_PAGE_SHIFT
+            if large[region] == 0:
+                large[region] = 1
 
     def _alloc_frame(self, data: bytes) -> tuple[int, float]:
         """A private machine frame holding `data`, and the seconds the VM waited for it."""
@@ -349,9 +355,7 @@ class VM:
             stats.update(swap_in=0, swap_out=0, major_faults=0, minor_faults=0, caches=0)
             return stats
         vmstat = getattr(k, "vmstat", {}) or {}
-        free = vmstat.get("nr_free_pages")
-        if free is None:
-            free = sum(z.nr_free for z in k.page_alloc.zones)
+        free = k.page_alloc.nr_free_pages()
         stats["free"] = free
         avail = getattr(k, "si_mem_available", None)
         stats["available"] = avail() if callable(avail) else free + vmstat.get("nr_file_pages", 0)
@@ -373,36 +377,44 @@ class VM:
         vmid: int = 0,
         intern: dict | None = None,
     ) -> VM:
-        """A VM whose frames hold the pages of a raw memory image file, in order.
+        """A VM whose frames hold the pages of a raw memory image file, in order."""
+        vm = cls(machine, name, image_pages(path), vmid)
+        vm.load_image(path, intern)
+        return vm
+
+    def load_image(self, path: str | os.PathLike, intern: dict | None = None) -> None:
+        """Back every frame with the matching page of a raw memory image.
 
         Identical pages (within the image and across images sharing `intern`) reuse one
         `bytes` object. All-zero pages are backed too, like a running guest's free memory.
-        Raises ImageError with a one-line message for a missing, empty or ragged file.
+        Raises ImageError with a one-line message for a missing, empty or ragged file, or
+        one whose size is not this VM's.
         """
-        size = image_pages(path) * PAGE_SIZE
-        vm = cls(machine, name, size // PAGE_SIZE, vmid)
+        if image_pages(path) != self.nr_pages:
+            raise ImageError(f"{path}: image is not {self.nr_pages} pages long")
         if intern is None:
             intern = {}
         intern.setdefault(ZERO_PAGE, ZERO_PAGE)
-        p2m = vm.p2m
+        p2m = self.p2m
+        pfn = 0
         try:
             with open(path, "rb") as f:
-                pfn = 0
-                while True:
+                while pfn < self.nr_pages:
                     chunk = f.read(PAGE_SIZE * 256)
                     if not chunk:
                         break
                     for off in range(0, len(chunk), PAGE_SIZE):
                         page = chunk[off : off + PAGE_SIZE]
                         page = intern.setdefault(page, page)
-                        mpn, _ = vm._alloc_frame(page)
+                        if p2m.state[pfn] != P2M_NONE:
+                            self.release(pfn)
+                        mpn, _ = self._alloc_frame(page)
                         p2m.set(pfn, P2M_PRIVATE, mpn)
                         pfn += 1
         except OSError as e:
             raise ImageError(f"{path}: cannot read image: {e.strerror or e}") from None
-        if pfn != vm.nr_pages:
+        if pfn != self.nr_pages:
             raise ImageError(f"{path}: image changed size while being read")
-        return vm
 
 
 def image_pages(path: str | os.PathLike) -> int:

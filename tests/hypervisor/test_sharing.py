@@ -238,7 +238,7 @@ def test_salting_is_checked():
         PageSharing(MachineMemory(1), max_page_sharing=1)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["store", "write", "release", "scan"]), st.integers(0, 11), st.integers(0, 3)),

@@ -1,0 +1,427 @@
+"""Host: machine memory, VMs, and the four reclamation techniques wired together.
+
+`Host(HostConfig(...), env=None)` builds machine memory, the page-sharing scanner, host
+swap, the memory-state machine, the victim policy and the balloon controller. VMs are
+created with `create_vm(name, kernel_config)` (boots a guest `Kernel` on the VM) or
+`create_vm_from_image(name, path)` (a raw memory dump, no kernel).
+
+Without `env` everything is synchronous: call `host.sharing.scan()`, `host.check_state()`
+and `host.balloon.update()` yourself. With a SimPy `env` the host starts its daemons: the
+sharing scanner (ksmd), the state monitor (every `state_interval`), the balloon controller
+(every `balloon_interval`) and one balloon driver daemon per guest.
+
+Reclaim by state (states.py): in hard and low the monitor compresses or swaps out frames
+chosen by the victim policy until free memory is back at the soft threshold, at most
+`reclaim_rate` pages per second; in low, every allocation of a VM is charged
+`low_state_stall`. Whenever a VM finds no free machine frame it reclaims synchronously
+(`reclaim_batch` frames); if nothing can be reclaimed it stalls (vm.nomem_stalls) and the
+host overdraws (machine.overdraft_allocs), which the report shows.
+
+`host.sysfs.read("/sys/kernel/mm/ksm/pages_sharing")` reads KSM counters like Linux's
+sysfs; `/sys/kernel/mm/hvsim/<name>` reads host counters (see `Host.counters`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields
+
+import xxhash
+
+from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
+
+from .balloon import BalloonController, BalloonControllerDaemon
+from .compression import CompressionCache
+from .machine import MachineMemory
+from .p2m import P2M_PRIVATE, P2M_SWAPPED
+from .policy import balloon_policy, victim_policy
+from .sharing import SALTING, PageSharing, Scanner
+from .states import ENTER_PCT, HARD, LOW, SOFT, MemStates, StateMonitor
+from .states import min_free_bytes as esx_min_free
+from .swap import HostSwap
+from .vm import VM
+
+_SIZES = ("memory", "swap_size", "swap_bandwidth", "compress_threshold", "compress_quarter")
+_TIMES = (
+    "swap_latency", "fault_cost", "cow_cost", "decompress_cost", "compress_cost",
+    "nomem_stall", "low_state_stall", "hash_cost", "compare_cost", "sample_period",
+    "balloon_interval", "state_interval",
+)
+
+
+@dataclass
+class HostConfig:
+    """One host. Sizes accept bytes or strings ("4GiB"); times seconds or strings ("80us")."""
+
+    memory: int | str = "4GiB"  # machine memory, bytes
+    min_free: int | str | None = None  # bytes; None: ESXi's minFree rule, scaled
+    swap_size: int | str = "4GiB"  # host swap device, bytes
+    swap_latency: float | str = "100us"  # seconds per page read or written
+    swap_bandwidth: int | str = "500MiB"  # bytes per second
+    fault_cost: float | str = "2us"  # first touch of a frame, seconds
+    cow_cost: float | str = "3us"  # write to a shared frame (copy), seconds
+    nomem_stall: float | str = "1ms"  # wait of an allocation nothing could be reclaimed for
+    low_state_stall: float | str = "1ms"  # wait of every allocation in the low state
+    large_pages: bool = False  # back guest memory with 2 MB pages (not shareable until broken)
+    # page sharing (KSM defaults)
+    sharing: bool = True
+    pages_to_scan: int = 100  # pages per scanner batch
+    sleep_millisecs: int = 20  # ms between batches
+    max_page_sharing: int = 256  # mappings per stable frame (>= 2)
+    use_zero_pages: bool = False  # map zero pages to the host zero page
+    smart_scan: bool = True  # skip pages that keep failing to merge
+    salting: str = "none"  # "none" (KSM, inter-VM) or "per-vm" (ESXi's default)
+    hash_cost: float | str = "1us"  # scanner CPU per page checksummed
+    compare_cost: float | str = "0.5us"  # scanner CPU per 4 KiB byte compare
+    # compression (ESXi defaults)
+    compression: bool = True
+    zstd_level: int = 3
+    compress_threshold: int | str = 2048  # bytes: kept only if compressed this small
+    compress_quarter: int | str = 1024  # bytes: quarter-page slot at or below this
+    zip_max_pct: float = 10  # cache capacity, percent of each VM's memory
+    compress_cost: float | str = "5.7us"  # seconds per page compressed
+    decompress_cost: float | str = "1.5us"  # seconds per page decompressed
+    # host swap
+    victim_policy: str = "random"  # "random" (ESX), "access-bits" or a dotted path
+    avoid_false_reads: bool = False  # VSwapper: whole-page writes skip the swap read
+    reclaim_batch: int = 64  # frames freed per synchronous reclaim
+    reclaim_rate: int = 25_600  # frames per second the monitor may evict in hard/low
+    # ballooning
+    ballooning: bool = True
+    balloon_policy: str = "esx-shares"  # "esx-shares", "mom" or a dotted path
+    balloon_max_pct: float = 65  # Mem.CtlMaxPercent: cap, percent of VM memory
+    idle_tax: float = 75  # Mem.IdleTax, percent (esx-shares)
+    sample_pages: int = 100  # frames sampled per VM per period (esx-shares)
+    sample_period: float | str = "60s"  # Mem.SamplePeriod
+    balloon_interval: float | str = "1s"  # controller period
+    balloon_rate: int = 25_600  # guest driver pages per second
+    balloon_deflate_on_oom: bool = False  # VIRTIO_BALLOON_F_DEFLATE_ON_OOM
+    state_interval: float | str = "1s"  # memory-state monitor period
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _SIZES:
+            setattr(self, name, parse_size(getattr(self, name), name))
+        for name in _TIMES:
+            setattr(self, name, parse_duration(getattr(self, name), name))
+        if self.min_free is not None:
+            self.min_free = parse_size(self.min_free, "min_free")
+            if self.min_free < PAGE_SIZE:
+                raise ValueError("min_free: must be at least one page")
+        if self.memory < 16 * PAGE_SIZE or self.memory % PAGE_SIZE:
+            raise ValueError(f"memory: must be a whole number of pages, at least 16, got {self.memory}")
+        if self.swap_bandwidth <= 0:
+            raise ValueError("swap_bandwidth: must be positive")
+        if self.salting not in SALTING:
+            raise ValueError(f"salting: must be one of {', '.join(SALTING)}, got {self.salting!r}")
+        if self.max_page_sharing < 2:
+            raise ValueError(f"max_page_sharing: must be at least 2, got {self.max_page_sharing}")
+        for name in ("pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("zip_max_pct", "balloon_max_pct"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name}: must be a percentage, got {getattr(self, name)}")
+        if not 0 < self.compress_quarter <= self.compress_threshold <= PAGE_SIZE // 2:
+            raise ValueError("compress_threshold: need 0 < compress_quarter <= compress_threshold <= 2048")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def rng_for(seed: int, component: str) -> random.Random:
+    return random.Random(xxhash.xxh64_intdigest(f"{seed}/{component}".encode()))
+
+
+class Host:
+    def __init__(self, config: HostConfig | None = None, env=None, **overrides) -> None:
+        if config is None:
+            config = HostConfig(**overrides)
+        elif overrides:
+            raise TypeError("pass either a HostConfig or keyword settings, not both")
+        cfg = self.config = config
+        self.env = env
+        self.machine = MachineMemory(cfg.memory // PAGE_SIZE)
+        min_free = cfg.min_free if cfg.min_free is not None else esx_min_free(cfg.memory)
+        self.states = MemStates(max(1, min_free // PAGE_SIZE))
+        self.sharing = None
+        if cfg.sharing:
+            self.sharing = PageSharing(
+                self.machine,
+                pages_to_scan=cfg.pages_to_scan,
+                sleep_millisecs=cfg.sleep_millisecs,
+                max_page_sharing=cfg.max_page_sharing,
+                use_zero_pages=cfg.use_zero_pages,
+                smart_scan=cfg.smart_scan,
+                salting=cfg.salting,
+                hash_cost=cfg.hash_cost,
+                compare_cost=cfg.compare_cost,
+            )
+        self.swap = HostSwap(cfg.swap_size // PAGE_SIZE, cfg.swap_latency, cfg.swap_bandwidth)
+        self.victims = victim_policy(cfg.victim_policy, rng_for(cfg.seed, "host/victims"))
+        kwargs = {}
+        if cfg.balloon_policy == "esx-shares":
+            kwargs = {"idle_tax": cfg.idle_tax, "sample_pages": cfg.sample_pages}
+        policy = balloon_policy(cfg.balloon_policy, rng_for(cfg.seed, "host/balloon"), **kwargs)
+        self.balloon = BalloonController(self, policy, cfg.balloon_max_pct)
+        self.vms: list[VM] = []
+        self._by_name: dict[str, VM] = {}
+        self.sysfs = SysFS(self)
+        # counters
+        self.reclaim_calls = 0  # synchronous reclaims (a VM found no free frame)
+        self.pages_evicted = 0  # frames compressed or swapped out by the host
+        self.evict_time = 0.0  # host seconds spent compressing and writing swap
+        self.large_pages_broken = 0
+        self.daemons: list = []
+        if env is not None:
+            self._start_daemons()
+
+    # -- VMs -----------------------------------------------------------------------------------
+
+    def vm(self, name: str) -> VM:
+        return self._by_name[name]
+
+    def _new_vm(self, name: str, nr_pages: int) -> VM:
+        if name in self._by_name:
+            raise ValueError(f"VM {name!r} exists already")
+        cfg = self.config
+        vm = VM(self.machine, name, nr_pages, vmid=len(self.vms), large_pages=cfg.large_pages)
+        vm.fault_cost = cfg.fault_cost
+        vm.cow_cost = cfg.cow_cost
+        vm.decompress_cost = cfg.decompress_cost
+        vm.nomem_stall = cfg.nomem_stall
+        vm.avoid_false_reads = cfg.avoid_false_reads
+        vm.swap = self.swap
+        vm.reclaim_hook = self.reclaim
+        if cfg.compression:
+            vm.zcache = CompressionCache(
+                self.machine,
+                max_frames=int(nr_pages * cfg.zip_max_pct // 100),
+                level=cfg.zstd_level,
+                threshold=cfg.compress_threshold,
+                quarter=cfg.compress_quarter,
+                compress_cost=cfg.compress_cost,
+                decompress_cost=cfg.decompress_cost,
+            )
+        return vm
+
+    def _add_vm(self, vm: VM) -> None:
+        self.vms.append(vm)
+        self._by_name[vm.name] = vm
+        if self.sharing is not None:
+            self.sharing.add_vm(vm)
+
+    def create_vm(self, name: str, kernel_config, balloon: bool = True) -> VM:
+        """Boot a guest kernel on a new VM; returns the VM (its kernel is `vm.kernel`)."""
+        from guestkernel.balloon import BalloonDaemon, BalloonDriver
+        from guestkernel.kernel import Kernel
+
+        vm = self._new_vm(name, kernel_config.nr_pages)
+        self._add_vm(vm)
+        vm.kernel = Kernel(kernel_config, phys=vm, env=self.env, name=name)
+        if balloon and self.config.ballooning:
+            cfg = self.config
+            vm.balloon = BalloonDriver(
+                vm.kernel, rate=cfg.balloon_rate, deflate_on_oom=cfg.balloon_deflate_on_oom
+            )
+            if self.env is not None:
+                self.daemons.append(BalloonDaemon(self.env, vm.balloon))
+        return vm
+
+    def create_vm_from_image(self, name: str, path, intern: dict | None = None) -> VM:
+        """A VM whose frames hold a raw memory image (vm.ImageError if unusable)."""
+        from .vm import image_pages
+
+        vm = self._new_vm(name, image_pages(path))
+        vm.load_image(path, intern)
+        self._add_vm(vm)
+        return vm
+
+    # -- reclaim -------------------------------------------------------------------------------
+
+    def reclaim(self, requester: VM | None = None) -> float:
+        """A VM found no free frame: free `reclaim_batch` frames now; seconds it took."""
+        self.reclaim_calls += 1
+        _, cost = self.evict(self.config.reclaim_batch)
+        return cost
+
+    def _victim_vm(self) -> VM | None:
+        """The VM with the most private frames above its balloon target (ties: first)."""
+        best = None
+        best_excess = 0
+        for vm in self.vms:
+            excess = vm.p2m.nr[P2M_PRIVATE]
+            if excess > best_excess:
+                best, best_excess = vm, excess
+        return best
+
+    def evict(self, n: int) -> tuple[int, float]:
+        """Compress or swap out up to `n` private frames; (frames freed, host seconds)."""
+        done = 0
+        cost = 0.0
+        compress = self.config.compression
+        while done < n:
+            vm = self._victim_vm()
+            if vm is None:
+                break
+            pfns = self.victims.choose(vm, min(n - done, 256))
+            if not pfns:
+                break
+            progress = 0
+            for pfn in pfns:
+                c = vm.evict(pfn, compress=compress)
+                if c < 0:
+                    break
+                cost += c
+                progress += 1
+            done += progress
+            if progress < len(pfns):
+                break  # compression cache and swap are full
+        self.pages_evicted += done
+        self.evict_time += cost
+        return done, cost
+
+    def check_state(self) -> int:
+        """Re-evaluate the memory state and act on it (the monitor calls this every second)."""
+        now = self.env.now if self.env is not None else 0.0
+        states = self.states
+        state = states.update(self.machine.nr_free, now)
+        if states.allows("break_large_pages") and self.config.large_pages:
+            for vm in self.vms:
+                self.large_pages_broken += vm.break_large_pages()
+        penalty = self.config.low_state_stall if state == LOW else 0.0
+        for vm in self.vms:
+            vm.alloc_penalty = penalty
+        if state >= HARD:
+            goal = states.min_free * ENTER_PCT[SOFT] // 100
+            need = goal - self.machine.nr_free
+            limit = int(self.config.reclaim_rate * self.config.state_interval)
+            if need > 0:
+                self.evict(min(need, limit))
+                states.update(self.machine.nr_free, now)
+        return states.state
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def reclaimed(self) -> dict[str, int]:
+        """Memory each technique is saving now, in pages (DESIGN.md definitions)."""
+        sh = self.sharing
+        return {
+            "sharing": (sh.pages_sharing + sh.ksm_zero_pages) if sh is not None else 0,
+            "balloon": self.balloon.reclaimed(),
+            "compression": sum(vm.zcache.reclaimed for vm in self.vms if vm.zcache),
+            "swap": sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms),
+        }
+
+    def counters(self) -> dict[str, int | float | str]:
+        m = self.machine
+        out: dict[str, int | float | str] = {
+            "memory_pages": m.nr_frames,
+            "free_pages": m.nr_free,
+            "min_free_pages": self.states.min_free,
+            "state": self.states.name,
+            "state_transitions": self.states.transitions,
+            "overdraft_allocs": m.overdraft_allocs,
+            "reclaim_calls": self.reclaim_calls,
+            "pages_evicted": self.pages_evicted,
+            "evict_time": self.evict_time,
+            "swap_pages": self.swap.nr_slots,
+            "swap_used": self.swap.nr_used,
+            "pswpin": self.swap.pswpin,
+            "pswpout": self.swap.pswpout,
+            "large_pages_broken": self.large_pages_broken,
+        }
+        for key, value in self.reclaimed().items():
+            out[f"reclaimed_{key}"] = value
+        for name in (
+            "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "balloon_refault",
+            "released", "false_swap_reads", "stale_swap_reads", "false_reads_avoided",
+            "silent_swap_writes", "nomem_stalls", "low_state_stalls",
+        ):
+            out[name] = sum(getattr(vm, name) for vm in self.vms)
+        out["nomem_stall_time"] = sum(vm.nomem_stall_time for vm in self.vms)
+        out["stall_time"] = sum(vm.stall_time for vm in self.vms)
+        out["zip_pages"] = sum(vm.zcache.nr_stored for vm in self.vms if vm.zcache)
+        out["zip_frames"] = sum(vm.zcache.nr_frames for vm in self.vms if vm.zcache)
+        out["zip_rejected"] = sum(vm.zcache.rejected for vm in self.vms if vm.zcache)
+        return out
+
+    def state_residence(self) -> dict[str, float]:
+        now = self.env.now if self.env is not None else 0.0
+        return self.states.residence_times(now)
+
+    # -- daemons -------------------------------------------------------------------------------
+
+    def _start_daemons(self) -> None:
+        env = self.env
+        cfg = self.config
+        if self.sharing is not None:
+            self.daemons.append(Scanner(env, self.sharing, lambda: self.states.allows("sharing")))
+        self.daemons.append(StateMonitor(env, self, cfg.state_interval))
+        if cfg.ballooning:
+            self.daemons.append(
+                BalloonControllerDaemon(env, self.balloon, cfg.balloon_interval, cfg.sample_period)
+            )
+
+
+_KSM_WRITABLE = {
+    "pages_to_scan": (1, 1 << 31),
+    "sleep_millisecs": (0, 1 << 31),
+    "max_page_sharing": (2, 1 << 31),
+    "use_zero_pages": (0, 1),
+    "smart_scan": (0, 1),
+    "run": (0, 1),
+}
+
+
+class SysFS:
+    """Text view of host counters: /sys/kernel/mm/ksm/* (KSM) and /sys/kernel/mm/hvsim/*."""
+
+    KSM = "/sys/kernel/mm/ksm/"
+    HVSIM = "/sys/kernel/mm/hvsim/"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def _ksm(self):
+        if self.host.sharing is None:
+            raise FileNotFoundError(f"{self.KSM}: page sharing is disabled on this host")
+        return self.host.sharing
+
+    def listdir(self, path: str) -> list[str]:
+        path = path.rstrip("/") + "/"
+        if path == self.KSM:
+            return sorted(self._ksm().counters())
+        if path == self.HVSIM:
+            return sorted(self.host.counters())
+        raise FileNotFoundError(f"{path}: no such directory")
+
+    def read(self, path: str) -> str:
+        if path.startswith(self.KSM):
+            counters = self._ksm().counters()
+            name = path[len(self.KSM):]
+        elif path.startswith(self.HVSIM):
+            counters = self.host.counters()
+            name = path[len(self.HVSIM):]
+        else:
+            raise FileNotFoundError(f"{path}: no such file")
+        if name not in counters:
+            raise FileNotFoundError(f"{path}: no such file")
+        return f"{counters[name]}\n"
+
+    def write(self, path: str, text: str) -> None:
+        name = path[len(self.KSM):] if path.startswith(self.KSM) else None
+        if name not in _KSM_WRITABLE:
+            raise PermissionError(f"{path}: not writable")
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{path}: invalid value {text.strip()!r}") from None
+        lo, hi = _KSM_WRITABLE[name]
+        if not lo <= value <= hi:
+            raise ValueError(f"{path}: must be between {lo} and {hi}, got {value}")
+        ksm = self._ksm()
+        if name == "max_page_sharing" and ksm.pages_shared:
+            raise OSError(f"{path}: busy (stable pages exist)")  # -EBUSY, as Linux
+        setattr(ksm, name, bool(value) if name in ("use_zero_pages", "smart_scan") else value)
+

@@ -1,0 +1,219 @@
+"""Host wiring and process tests in simulated time."""
+
+import pytest
+import simpy
+
+from guestkernel.config import KernelConfig
+from guestkernel.gfp import __GFP_ZERO, GFP_KERNEL
+from guestkernel.physmem import ZERO_PAGE
+from guestkernel.units import PAGE_SIZE
+from hypervisor.host import Host, HostConfig
+from hypervisor.p2m import P2M_COMPRESSED, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
+from hypervisor.states import CLEAR, HARD, HIGH, LOW, SOFT
+from hypervisor.vm import ImageError
+
+from .helpers import half_compressible_page, page, random_page
+
+
+def image(tmp_path, name, pages):
+    path = tmp_path / name
+    path.write_bytes(b"".join(pages))
+    return path
+
+
+def test_config_parses_units_and_names_bad_keys():
+    cfg = HostConfig(memory="64MiB", swap_latency="80us", swap_size="1MiB")
+    assert cfg.memory == 64 << 20 and cfg.swap_latency == pytest.approx(80e-6)
+    assert cfg.to_dict()["salting"] == "none" and cfg.to_dict()["idle_tax"] == 75
+    with pytest.raises(ValueError, match="^salting:"):
+        HostConfig(salting="global")
+    with pytest.raises(ValueError, match="^memory:"):
+        HostConfig(memory="12KiB")
+    with pytest.raises(ValueError, match="victim_policy: unknown policy"):
+        Host(HostConfig(victim_policy="lru"))
+    with pytest.raises(ValueError, match="balloon_policy: cannot load"):
+        Host(HostConfig(balloon_policy="nosuch.module.Policy"))
+
+
+def test_two_identical_images_converge_in_simulated_time(tmp_path):
+    n = 50
+    pages = [page(i) for i in range(n)]
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="4MiB", pages_to_scan=10, sleep_millisecs=20), env=env)
+    host.create_vm_from_image("a", image(tmp_path, "a.raw", pages))
+    host.create_vm_from_image("b", image(tmp_path, "b.raw", pages))
+    free0 = host.machine.nr_free
+    # 100 pages at 10 per 20 ms: one full pass takes ~0.2 s; merges happen in pass 2
+    env.run(until=0.15)
+    assert host.sysfs.read("/sys/kernel/mm/ksm/pages_sharing") == "0\n"
+    env.run(until=1.0)
+    read = host.sysfs.read
+    assert read("/sys/kernel/mm/ksm/pages_shared") == f"{n}\n"
+    assert read("/sys/kernel/mm/ksm/pages_sharing") == f"{n}\n"
+    assert int(read("/sys/kernel/mm/ksm/full_scans")) >= 2
+    assert host.machine.nr_free == free0 + n
+    assert host.reclaimed()["sharing"] == n
+    assert read("/sys/kernel/mm/hvsim/reclaimed_sharing") == f"{n}\n"
+
+
+def test_sysfs_writes_tunables_like_linux():
+    host = Host(HostConfig(memory="1MiB"))
+    host.sysfs.write("/sys/kernel/mm/ksm/pages_to_scan", "500\n")
+    assert host.sharing.pages_to_scan == 500
+    with pytest.raises(ValueError, match="between 2"):
+        host.sysfs.write("/sys/kernel/mm/ksm/max_page_sharing", "1")
+    with pytest.raises(PermissionError):
+        host.sysfs.write("/sys/kernel/mm/ksm/pages_shared", "1")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        host.sysfs.read("/sys/kernel/mm/ksm/nonsense")
+    assert "pages_volatile" in host.sysfs.listdir("/sys/kernel/mm/ksm")
+
+
+def test_guests_booted_on_the_host_share_their_zeroed_pages():
+    host = Host(HostConfig(memory="512MiB", max_page_sharing=256))
+    a = host.create_vm("a", KernelConfig(memory="64MiB"))
+    b = host.create_vm("b", KernelConfig(memory="64MiB"))
+    assert a.kernel.phys is a and b.kernel.name == "b"
+    for vm in (a, b):
+        for _ in range(100):
+            assert vm.kernel.alloc_pages(GFP_KERNEL | __GFP_ZERO) is not None
+    # whatever else boot backed, the 200 zeroed pages are among the zero pages
+    zero = sum(
+        1 for vm in (a, b) for pfn in range(vm.nr_pages)
+        if vm.p2m.state[pfn] == P2M_PRIVATE and vm.load(pfn) == ZERO_PAGE
+    )
+    assert zero >= 200
+    host.sharing.full_pass()
+    host.sharing.full_pass()
+    ksm = host.sharing
+    dups = zero // 256 + (1 if zero % 256 >= 2 else 0)
+    assert ksm.pages_shared >= dups and ksm.pages_sharing >= zero - dups - 1
+    ksm.validate()
+
+
+def test_full_machine_reclaims_by_compression_then_swap_without_stalling():
+    host = Host(HostConfig(memory=f"{64 * PAGE_SIZE}", swap_size="1MiB", reclaim_batch=4))
+    vm = host.vms and None
+    vm = host._new_vm("g", 200)
+    host._add_vm(vm)
+    for pfn in range(100):
+        data = half_compressible_page(pfn) if pfn % 2 else random_page(pfn, "g")
+        vm.store(pfn, data)
+    assert host.machine.nr_free >= 0 and host.machine.overdraft_allocs == 0
+    assert host.reclaim_calls > 0 and vm.nomem_stalls == 0
+    nr = vm.p2m.nr
+    assert nr[P2M_COMPRESSED] > 0 and nr[P2M_SWAPPED] > 0
+    assert nr[P2M_PRIVATE] + nr[P2M_COMPRESSED] + nr[P2M_SWAPPED] == 100
+    # every page still reads back what was stored
+    for pfn in range(100):
+        data = half_compressible_page(pfn) if pfn % 2 else random_page(pfn, "g")
+        assert vm.load(pfn) == data
+    host.machine.validate()
+
+
+def test_nothing_reclaimable_stalls_and_is_reported():
+    host = Host(HostConfig(memory=f"{16 * PAGE_SIZE}", swap_size=0, compression=False))
+    vm = host._new_vm("g", 32)
+    host._add_vm(vm)
+    for pfn in range(20):
+        vm.touch(pfn, True)
+    assert vm.nomem_stalls == 4 and host.counters()["nomem_stalls"] == 4
+    assert host.machine.overdraft_allocs == 4
+    assert host.sysfs.read("/sys/kernel/mm/hvsim/overdraft_allocs") == "4\n"
+
+
+def test_reading_a_swapped_page_stalls_the_vm_for_the_device_time():
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="1MiB", swap_latency="5ms", swap_bandwidth="4MiB", compression=False), env=env)
+    vm = host._new_vm("g", 8)
+    host._add_vm(vm)
+    vm.store(0, random_page(1, "x"))
+    vm.evict(0, compress=False)
+    log = []
+
+    def guest():
+        yield env.timeout(1.0)
+        cost = vm.touch(0, False)
+        yield env.timeout(cost)
+        log.append((env.now, vm.p2m.state[0] == P2M_PRIVATE))
+
+    env.process(guest())
+    env.run(until=2)
+    io = 5e-3 + PAGE_SIZE / (4 << 20)
+    assert log == [(pytest.approx(1.0 + io), True)]
+
+
+def test_states_change_as_free_memory_crosses_the_thresholds():
+    env = simpy.Environment()
+    # 1000 frames, minFree 100 frames: high >= 100 free, clear < 100, soft < 64,
+    # hard < 32 (the monitor swaps back up to 64 free), low < 16
+    host = Host(
+        HostConfig(memory=f"{1000 * PAGE_SIZE}", min_free=f"{100 * PAGE_SIZE}", swap_size="8MiB",
+                   compression=False, reclaim_rate=10, sharing=False, ballooning=False),
+        env=env,
+    )
+    vm = host._new_vm("g", 2000)
+    host._add_vm(vm)
+    seen = []
+
+    def guest():
+        pfn = 0
+        for free_goal in (150, 90, 50, 20):
+            while host.machine.nr_free > free_goal:
+                vm.touch(pfn, True)
+                pfn += 1
+            yield env.timeout(1.0)
+            seen.append(host.states.state)
+
+    env.process(guest())
+    env.run(until=4.5)
+    # at t=1..4 the monitor saw free 150, 90, 50, 20
+    assert seen[:3] == [HIGH, CLEAR, SOFT]
+    assert seen[3] == HARD
+    # in hard the monitor swaps out at most 10 frames a second, back up to 64 free:
+    # t=4..7 10 each, t=8 the last 4; at 64 free the state rises to soft (hysteresis)
+    env.run(until=8.5)
+    assert host.pages_evicted == 44 and host.machine.nr_free == 64
+    assert host.states.log == [(2, "clear"), (3, "soft"), (4, "hard"), (8, "soft")]
+    res = host.state_residence()
+    assert res == {"high": 2.0, "clear": 1.0, "soft": 1.0 + 0.5, "hard": 4.0, "low": 0.0}
+
+
+def test_low_state_blocks_allocating_vms():
+    host = Host(HostConfig(memory=f"{1000 * PAGE_SIZE}", min_free=f"{100 * PAGE_SIZE}",
+                           swap_size=0, compression=False, low_state_stall="2ms"))
+    vm = host._new_vm("g", 2000)
+    host._add_vm(vm)
+    for pfn in range(990):
+        vm.touch(pfn, True)
+    assert host.check_state() == LOW
+    assert vm.touch(995, True) == pytest.approx(vm.fault_cost + 2e-3)
+    assert vm.low_state_stalls == 1
+
+
+def test_bad_image_is_a_one_line_error(tmp_path):
+    host = Host(HostConfig(memory="1MiB"))
+    p = tmp_path / "x.raw"
+    p.write_bytes(b"\0" * 100)
+    with pytest.raises(ImageError, match="not a multiple"):
+        host.create_vm_from_image("x", p)
+    assert host.vms == []
+
+
+def test_large_pages_are_not_shared_until_broken(tmp_path):
+    host = Host(HostConfig(memory="8MiB", large_pages=True, min_free="64KiB"))
+    a = host._new_vm("a", 512)
+    b = host._new_vm("b", 512)
+    host._add_vm(a)
+    host._add_vm(b)
+    for vm in (a, b):
+        for pfn in range(4):
+            vm.store(pfn, page(pfn))
+    host.sharing.full_pass()
+    host.sharing.full_pass()
+    assert host.sharing.pages_sharing == 0 and host.sharing.rmap_items == 0
+    n = a.break_large_pages() + b.break_large_pages()
+    assert n == 2
+    host.sharing.full_pass()
+    host.sharing.full_pass()
+    assert host.sharing.pages_sharing == 4 and a.p2m.state[0] == P2M_SHARED
