@@ -80,7 +80,7 @@ class ProcFS:
         self.register("/proc/buddyinfo", self.buddyinfo)
         self.register("/proc/zoneinfo", self.zoneinfo)
         self.register("/proc/vmstat", self.vmstat)
-        self.register("/proc/slabinfo", self.slabinfo)
+        self.register("/proc/slabinfo", self.slabinfo, self.slabinfo_write)
         self._register_sysctls()
 
     # ------------------------------------------------------------------ registry
@@ -386,4 +386,10 @@ class ProcFS:
         if slab is None:
             raise FileNotFoundError("/proc/slabinfo: No such file or directory")
         return slab.slabinfo()
+
+    def slabinfo_write(self, text: str) -> None:
+        """"name limit batchcount shared": tune a cache's per-CPU arrays (2.6 slabinfo 2.1)."""
+        if self.kernel.slab is None:
+            raise FileNotFoundError("/proc/slabinfo: No such file or directory")
+        self.kernel.slab.slabinfo_write(text)
 
