@@ -1,0 +1,494 @@
+"""The report of one run folder: `report.md` and its PNG plots, rebuilt from the files alone.
+
+`write_report(run_dir)` reads what the runner left in a run folder
+
+    config.toml       the resolved configuration (what was simulated)
+    summary.json      final figures, costs, per-VM results, status and error
+    timeseries.csv    one row per sample (may be empty or missing when the run failed)
+
+and writes beside them
+
+    report.md         what was simulated, memory reclaimed per technique (final and time
+                      mean, MiB and % of guest memory), the cost side, per-VM results,
+                      host memory state residence, links to the plots, the failure if any
+    memory.png        host memory over time: used and free (together the host's memory),
+                      stacked under the memory each technique reclaimed (sharing,
+                      ballooning, compression, host swap), which the host did not have to
+                      provide; needs timeseries.csv
+    vms.png           per VM: resident, ballooned, shared, compressed, swapped (MiB)
+    page_states.png   the course's guest page-state machine (free, active, inactive dirty,
+                      being written, inactive clean) with the nine transitions labelled
+                      with their counts summed over the VMs
+    faults.png        page-fault outcomes summed over the VMs
+
+A failed run gets a report of whatever exists; a plot whose data is missing is left out
+and the report says why. `hvsim report DIR` regenerates everything from the files.
+
+Units: memory in MiB, times in seconds (simulated unless named wall time).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+
+#: The four reclaim techniques: (summary/timeseries key part, label).
+TECHNIQUES = (
+    ("sharing", "page sharing"),
+    ("balloon", "ballooning"),
+    ("compression", "compression"),
+    ("swap", "host swap"),
+)
+
+#: Per-VM memory figures in summary.json vms[*] and timeseries.csv "<vm>.<field>".
+VM_FIELDS = (
+    ("resident_mib", "resident"),
+    ("ballooned_mib", "ballooned"),
+    ("shared_mib", "shared"),
+    ("compressed_mib", "compressed"),
+    ("swapped_mib", "swapped"),
+)
+
+#: The course's page states, in drawing order, with plot positions (x, y).
+PAGE_STATES = {
+    "free": (0.0, 0.0),
+    "active": (1.5, 1.0),
+    "inactive dirty": (3.0, 0.0),
+    "being written": (2.25, -1.1),
+    "inactive clean": (0.75, -1.1),
+}
+
+#: Transitions 1..9 of the course: number -> (from state, to state, what happens).
+TRANSITIONS = {
+    1: ("free", "active", "allocation"),
+    2: ("active", "inactive dirty", "modified, not accessed for a while"),
+    3: ("inactive dirty", "active", "accessed again"),
+    4: ("inactive dirty", "being written", "written to swap or file"),
+    5: ("being written", "active", "accessed during I/O"),
+    6: ("being written", "inactive clean", "I/O done"),
+    7: ("inactive clean", "active", "accessed"),
+    8: ("active", "inactive clean", "clean page not accessed"),
+    9: ("inactive clean", "free", "reclaimed, back to the free pool"),
+}
+
+#: Cost counters in summary.json: (key, label, unit).
+COSTS = (
+    ("cow_breaks", "copy-on-write breaks of shared pages", ""),
+    ("decompressions", "decompressions (compression cache hits)", ""),
+    ("host_swapins", "host swap-ins", ""),
+    ("guest_swapins", "guest swap-ins", ""),
+    ("guest_oom_kills", "guest OOM kills", ""),
+    ("vm_stall_s", "VM stall time (all VMs)", "s"),
+    ("dead_vms", "VMs dead (panicked)", ""),
+    ("throughput_total", "workload throughput (all VMs)", "work units/s"),
+)
+
+PLOT_FILES = {
+    "memory": "memory.png",
+    "vms": "vms.png",
+    "page_states": "page_states.png",
+    "faults": "faults.png",
+}
+
+
+class ReportError(Exception):
+    """A run folder that cannot be reported on (one line, names the folder and why)."""
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read_run(run_dir: str | Path) -> tuple[dict, dict, list[dict]]:
+    """Return (config, summary, samples) of a run folder.
+
+    summary.json is required; config.toml and timeseries.csv may be missing (a failed
+    run), giving {} and []. Sample values are floats except `host_state` (a string).
+    Raises ReportError for a missing folder or an unreadable summary.json.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    spath = run_dir / "summary.json"
+    if not spath.is_file():
+        raise ReportError(f"{run_dir}: not a run folder (no summary.json)")
+    try:
+        summary = json.loads(spath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{spath}: unreadable summary ({exc})") from None
+    if not isinstance(summary, dict):
+        raise ReportError(f"{spath}: unreadable summary (not a JSON object)")
+    config: dict = {}
+    cpath = run_dir / "config.toml"
+    if cpath.is_file():
+        try:
+            config = tomllib.loads(cpath.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ReportError(f"{cpath}: unreadable config ({exc})") from None
+    return config, summary, read_timeseries(run_dir / "timeseries.csv")
+
+
+def read_timeseries(path: str | Path) -> list[dict]:
+    """Rows of timeseries.csv as dicts ([] when the file is missing or has no samples)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for key, text in raw.items():
+                if key is None:  # a ragged line: extra cells without a header
+                    continue
+                row[key] = _number(text) if key != "host_state" else text
+            rows.append(row)
+    return rows
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _f(d: dict, key: str, default: float = 0.0) -> float:
+    """A number from a summary dict; missing or null -> default."""
+    value = d.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+# -- report.md -----------------------------------------------------------------------------
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write report.md and the PNG plots of a run folder; return the path of report.md.
+
+    Raises ReportError when the folder or its summary.json is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    config, summary, samples = read_run(run_dir)
+    plots, missing = write_plots(run_dir, summary, samples)
+    text = render_markdown(config, summary, samples, plots, missing)
+    out = run_dir / "report.md"
+    out.write_text(text)
+    return out
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float, whole: float) -> str:
+    return f"{100.0 * value / whole:.1f} %" if whole > 0 else "-"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    """A markdown table; `align` gives 'l' or 'r' per column (default: first l, rest r)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dict[str, str],
+                    missing: dict[str, str]) -> str:
+    """The text of report.md (plots: name -> file written; missing: name -> why not)."""
+    exp = config.get("experiment", {}) if isinstance(config.get("experiment"), dict) else {}
+    name = summary.get("name") or exp.get("name") or "(unnamed)"
+    status = summary.get("status", "unknown")
+    guest = _f(summary, "guest_memory_mib")
+    out = [f"# hvsim run: {name}", ""]
+
+    if status != "ok":
+        out += ["## Failure", "", f"- status: **{status}**"]
+        if summary.get("error"):
+            out.append(f"- error: `{_one_line(summary['error'])}`")
+        if summary.get("traceback"):
+            out.append("- the traceback is in `summary.json` (`traceback`)")
+        out += ["", "The figures below are what the run produced before it stopped.", ""]
+
+    out += ["## What was simulated", ""]
+    facts = [
+        ("name", name),
+        ("seed", summary.get("seed", exp.get("seed", "-"))),
+        ("duration", exp.get("duration", "-")),
+        ("simulated time", f"{_fmt(_f(summary, 'sim_time_s'))} s"),
+        ("sample interval", exp.get("sample_interval", "-")),
+        ("host memory", f"{_fmt(_f(summary, 'host_memory_mib'))} MiB"),
+        ("guest memory (all VMs)", f"{_fmt(guest)} MiB"),
+        ("overcommit ratio", f"{guest / _f(summary, 'host_memory_mib'):.2f}"
+         if _f(summary, "host_memory_mib") > 0 else "-"),
+        ("samples", str(len(samples))),
+        ("hvsim version", summary.get("version", "-")),
+        ("wall time", f"{_fmt(_f(summary, 'wall_time_s'), 2)} s"),
+    ]
+    out += [f"- {k}: {v}" for k, v in facts]
+    vms_cfg = config.get("vm", [])
+    if isinstance(vms_cfg, list) and vms_cfg:
+        rows = []
+        for vm in vms_cfg:
+            if not isinstance(vm, dict):
+                continue
+            wl = vm.get("workload", {}) if isinstance(vm.get("workload"), dict) else {}
+            kern = vm.get("kernel", {}) if isinstance(vm.get("kernel"), dict) else {}
+            rows.append([str(vm.get("name", "-")), str(vm.get("count", 1)), str(vm.get("memory", "-")),
+                         str(vm.get("image", "-")), str(kern.get("arch", "-")),
+                         str(wl.get("profile", "-"))])
+        out += ["", "Virtual machines (as configured; `config.toml` has every setting):", ""]
+        out += _table(["VM", "count", "memory", "image", "arch", "workload"], rows, "lrrlll")
+    out.append("")
+
+    out += ["## Memory reclaimed per technique", ""]
+    rows = []
+    for key, label in TECHNIQUES + (("total", "**total**"),):
+        final = _f(summary, f"reclaimed_{key}_mib")
+        mean = _f(summary, f"mean_reclaimed_{key}_mib")
+        rows.append([label, _fmt(final), _pct(final, guest), _fmt(mean), _pct(mean, guest)])
+    out += _table(["technique", "final MiB", "final % of guest", "mean MiB", "mean % of guest"], rows)
+    out += ["", "Final: at the end of the run; mean: time average over the samples. "
+            "Percentages are of the guests' configured memory.", ""]
+
+    out += ["## Cost", ""]
+    rows = []
+    for key, label, unit in COSTS:
+        value = summary.get(key)
+        if value is None:
+            text = "-"
+        elif unit:  # seconds and rates: fractional
+            text = _fmt(float(value), 3)
+        else:
+            text = f"{int(value):,}"
+        rows.append([label, text + (f" {unit}" if unit and text != "-" else "")])
+    out += _table(["cost", "value"], rows)
+    out.append("")
+
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    if vms:
+        out += ["## Per VM", ""]
+        rows = []
+        for vm, d in vms.items():
+            rows.append([vm, _fmt(_f(d, "memory_mib")), *[_fmt(_f(d, k)) for k, _ in VM_FIELDS],
+                         _fmt(_f(d, "throughput"), 3), _fmt(_f(d, "work_done"), 0),
+                         _fmt(_f(d, "stall_s"), 3), str(int(_f(d, "oom_kills"))),
+                         "yes" if d.get("panicked") else "no"])
+        out += _table(["VM", "memory MiB", *[f"{lbl} MiB" for _, lbl in VM_FIELDS], "throughput/s",
+                       "work done", "stall s", "OOM kills", "panicked"], rows)
+        out.append("")
+
+    states = summary.get("states") if isinstance(summary.get("states"), dict) else {}
+    if states:
+        out += ["## Host memory state residence", ""]
+        total = sum(float(v) for v in states.values() if isinstance(v, int | float))
+        rows = [[s, _fmt(float(v), 3), _pct(float(v), total)] for s, v in states.items()
+                if isinstance(v, int | float)]
+        out += _table(["state", "seconds", "share"], rows)
+        out.append("")
+
+    trans = page_state_counts(summary)
+    if any(trans.values()):
+        out += ["## Guest page-state transitions (all VMs)", ""]
+        rows = [[str(n), f"{a} -> {b}", why, f"{trans[n]:,}"] for n, (a, b, why) in TRANSITIONS.items()]
+        out += _table(["#", "transition", "what happens", "count"], rows, "rllr")
+        out.append("")
+
+    out += ["## Plots", ""]
+    titles = {"memory": "Host memory by technique over time", "vms": "Memory per VM",
+              "page_states": "Guest page-state machine", "faults": "Page-fault outcomes"}
+    for key, title in titles.items():
+        if key in plots:
+            out += [f"### {title}", "", f"![{title}]({plots[key]})", ""]
+        else:
+            out += [f"### {title}", "", f"Not drawn: {missing.get(key, 'no data')}.", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()).replace("`", "'")
+
+
+def page_state_counts(summary: dict) -> dict[int, int]:
+    """Transitions 1..9 summed over the VMs' page_states {"pgstate_N": count}."""
+    counts = dict.fromkeys(TRANSITIONS, 0)
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    for d in vms.values():
+        ps = d.get("page_states") if isinstance(d, dict) else None
+        if not isinstance(ps, dict):
+            continue
+        for n in counts:
+            value = ps.get(f"pgstate_{n}", 0)
+            if isinstance(value, int | float):
+                counts[n] += int(value)
+    return counts
+
+
+def fault_counts(summary: dict) -> dict[str, int]:
+    """Fault outcomes summed over the VMs, in first-seen order."""
+    counts: dict[str, int] = {}
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    for d in vms.values():
+        faults = d.get("faults") if isinstance(d, dict) else None
+        if not isinstance(faults, dict):
+            continue
+        for outcome, value in faults.items():
+            if isinstance(value, int | float):
+                counts[outcome] = counts.get(outcome, 0) + int(value)
+    return counts
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (selected before pyplot is imported: no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(run_dir: Path, summary: dict, samples: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
+    """Draw the run's PNGs; return ({plot: file name}, {plot: why it was not drawn})."""
+    plots: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    drawers = {
+        "memory": (plot_memory, samples, "timeseries.csv has no samples"),
+        "vms": (plot_vms, summary, "summary.json has no VMs"),
+        "page_states": (plot_page_states, summary, "summary.json has no page-state counts"),
+        "faults": (plot_faults, summary, "summary.json has no fault counts"),
+    }
+    plt = pyplot()
+    for key, (draw, data, why) in drawers.items():
+        path = run_dir / PLOT_FILES[key]
+        fig = draw(data)
+        if fig is None:
+            missing[key] = why
+            path.unlink(missing_ok=True)  # a stale plot from an earlier report would mislead
+            continue
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        plots[key] = PLOT_FILES[key]
+    return plots, missing
+
+
+def plot_memory(samples: list[dict]):
+    """Stacked area: host used and free, then the memory reclaimed by each technique (MiB)."""
+    if not samples or "time_s" not in samples[0]:
+        return None
+    plt = pyplot()
+    t = [s["time_s"] for s in samples]
+    used = [_nz(s.get("host_used_mib")) for s in samples]
+    free = [_nz(s.get("host_free_mib")) for s in samples]
+    layers = [used, free] + [[_nz(s.get(f"reclaimed_{k}_mib")) for s in samples] for k, _ in TECHNIQUES]
+    labels = ["host used", "host free"] + [f"reclaimed by {label}" for _, label in TECHNIQUES]
+    colors = ["#4c72b0", "#dddddd", "#55a868", "#c44e52", "#8172b2", "#ccb974"]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.stackplot(t, *layers, labels=labels, colors=colors, alpha=0.9)
+    host = [u + f for u, f in zip(used, free)]
+    ax.plot(t, host, color="black", linestyle="--", linewidth=1, label="host memory")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("MiB")
+    ax.set_title("Host memory, and memory reclaimed per technique above it")
+    ax.set_xlim(min(t), max(t) if max(t) > min(t) else min(t) + 1)
+    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    fig.tight_layout()
+    return fig
+
+
+def _nz(v) -> float:
+    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def plot_vms(summary: dict):
+    """Grouped bars per VM: resident, ballooned, shared, compressed, swapped (MiB)."""
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    if not vms:
+        return None
+    plt = pyplot()
+    names = list(vms)
+    width = 0.8 / len(VM_FIELDS)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 3), 4.5))
+    for i, (key, label) in enumerate(VM_FIELDS):
+        xs = [j + (i - (len(VM_FIELDS) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [_f(vms[n], key) for n in names], width, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 6 else 0)
+    ax.set_ylabel("MiB")
+    ax.set_title("Memory per VM at the end of the run")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_page_states(summary: dict):
+    """The course's five page states with transitions 1..9 labelled 'N: count' (networkx)."""
+    counts = page_state_counts(summary)
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    if not any(isinstance(d, dict) and isinstance(d.get("page_states"), dict) for d in vms.values()):
+        return None
+    import networkx as nx
+
+    plt = pyplot()
+    g = nx.DiGraph()
+    g.add_nodes_from(PAGE_STATES)
+    for n, (a, b, _) in TRANSITIONS.items():
+        g.add_edge(a, b, n=n, count=counts[n])
+    fig, ax = plt.subplots(figsize=(9, 6))
+    biggest = max(counts.values()) or 1
+    style = "arc3,rad=0.18"  # opposite edges (2/3, 7/8) curve to opposite sides
+    nx.draw_networkx_nodes(g, PAGE_STATES, ax=ax, node_size=4200, node_color="#dbe7f5",
+                           edgecolors="#4c72b0")
+    nx.draw_networkx_labels(g, PAGE_STATES, ax=ax, font_size=9,
+                            labels={s: s.replace(" ", "\n") for s in PAGE_STATES})
+    widths = [1.0 + 4.0 * math.log1p(d["count"]) / math.log1p(biggest) for _, _, d in g.edges(data=True)]
+    nx.draw_networkx_edges(g, PAGE_STATES, ax=ax, width=widths, node_size=4200, arrowsize=18,
+                           connectionstyle=style, edge_color="#555555")
+    labels = {(a, b): f"{d['n']}: {d['count']:,}" for a, b, d in g.edges(data=True)}
+    nx.draw_networkx_edge_labels(g, PAGE_STATES, edge_labels=labels, ax=ax, font_size=8,
+                                 connectionstyle=style, node_size=4200,
+                                 bbox={"boxstyle": "round", "fc": "white", "ec": "#999999"})
+    ax.set_title("Guest page states: transitions 1-9 with their counts (all VMs)")
+    ax.margins(0.12)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_faults(summary: dict):
+    """Bars of page-fault outcomes summed over the VMs."""
+    counts = fault_counts(summary)
+    if not counts:
+        return None
+    plt = pyplot()
+    names = list(counts)
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4.5))
+    ax.bar(range(len(names)), [counts[n] for n in names], color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("faults")
+    ax.set_title("Page-fault outcomes (all VMs)")
+    fig.tight_layout()
+    return fig
+
+
+# -- command -------------------------------------------------------------------------------
+
+
+@click.command("report")
+@click.argument("run_dir", metavar="DIR")
+def report(run_dir: str) -> None:
+    """Regenerate report.md and the PNG plots of the run folder DIR from its files."""
+    try:
+        path = write_report(run_dir)
+    except ReportError as exc:
+        click.echo(f"hvsim report: {exc}", err=True)
+        sys.exit(2)
+    click.echo(str(path))

@@ -1,0 +1,176 @@
+"""report.py: report.md and PNG plots from a run folder's files, for ok and failed runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from experiments import report as R
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+CONFIG_TOML = """\
+[experiment]
+name = "two-webs"
+duration = "2s"
+seed = 7
+sample_interval = "1s"
+
+[host]
+memory = "1GiB"
+
+[[vm]]
+name = "web"
+count = 2
+memory = "512MiB"
+image = "debian-12"
+[vm.kernel]
+arch = "x86_64"
+[vm.workload]
+profile = "webserver"
+"""
+
+
+def _vm(resident, shared, states, faults):
+    return {"memory_mib": 512.0, "resident_mib": resident, "ballooned_mib": 16.0,
+            "shared_mib": shared, "compressed_mib": 8.0, "swapped_mib": 4.0,
+            "throughput": 10.5, "work_done": 21.0, "stall_s": 0.25, "oom_kills": 0,
+            "panicked": False, "page_states": {f"pgstate_{n}": v for n, v in enumerate(states, 1)},
+            "faults": faults}
+
+
+def summary(status="ok", error=None):
+    return {
+        "name": "two-webs", "seed": 7, "version": "0.1.0", "status": status, "error": error,
+        "traceback": "Traceback ...\nboom" if error else None, "wall_time_s": 1.5, "sim_time_s": 2.0,
+        "python": "3.11", "host_memory_mib": 1024.0, "guest_memory_mib": 1024.0,
+        "reclaimed_sharing_mib": 102.4, "reclaimed_balloon_mib": 32.0,
+        "reclaimed_compression_mib": 12.0, "reclaimed_swap_mib": 8.0, "reclaimed_total_mib": 154.4,
+        "mean_reclaimed_sharing_mib": 51.2, "mean_reclaimed_balloon_mib": 16.0,
+        "mean_reclaimed_compression_mib": 6.0, "mean_reclaimed_swap_mib": 4.0,
+        "mean_reclaimed_total_mib": 77.2,
+        "cow_breaks": 31, "decompressions": 5, "host_swapins": 3, "guest_swapins": 2,
+        "guest_oom_kills": 0, "vm_stall_s": 0.5, "dead_vms": 0, "throughput_total": 21.0,
+        "vms": {
+            "web-1": _vm(300.0, 60.0, [100, 20, 3, 10, 1, 9, 2, 4, 5], {"minor": 90, "major": 4}),
+            "web-2": _vm(280.0, 42.4, [200, 30, 5, 11, 0, 11, 1, 6, 7], {"minor": 70, "cow": 9}),
+        },
+        "states": {"high": 1.5, "clear": 0.5, "soft": 0.0, "hard": 0.0, "low": 0.0},
+    }
+
+
+TIMESERIES = """\
+time_s,host_free_mib,host_used_mib,host_state,reclaimed_sharing_mib,reclaimed_balloon_mib,reclaimed_compression_mib,reclaimed_swap_mib,web-1.resident_mib,web-1.ballooned_mib,web-1.shared_mib,web-1.compressed_mib,web-1.swapped_mib,web-1.throughput,web-2.resident_mib,web-2.ballooned_mib,web-2.shared_mib,web-2.compressed_mib,web-2.swapped_mib,web-2.throughput
+0.0,1024.0,0.0,high,0.0,0.0,0.0,0.0,0,0,0,0,0,0,0,0,0,0,0,0
+1.0,600.0,424.0,high,0.0,0.0,0.0,0.0,200,0,0,0,0,10,224,0,0,0,0,11
+2.0,444.0,580.0,clear,102.4,32.0,12.0,8.0,300,16,60,8,4,10.5,280,16,42.4,8,4,10.5
+"""
+
+
+def make_run(path, status="ok", error=None, timeseries=TIMESERIES, config=CONFIG_TOML):
+    path.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (path / "config.toml").write_text(config)
+    (path / "summary.json").write_text(json.dumps(summary(status, error)))
+    if timeseries is not None:
+        (path / "timeseries.csv").write_text(timeseries)
+    return path
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    img = R.pyplot().imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_report_files_and_valid_pngs(tmp_path):
+    run = make_run(tmp_path / "run")
+    out = R.write_report(run)
+    assert out == run / "report.md"
+    for name in ("memory.png", "vms.png", "page_states.png", "faults.png"):
+        assert_png(run / name)
+    text = out.read_text()
+    for name in ("memory.png", "vms.png", "page_states.png", "faults.png"):
+        assert f"]({name})" in text
+
+
+def test_report_text_reclaimed_table_and_costs(tmp_path):
+    text = R.write_report(make_run(tmp_path / "run")).read_text()
+    assert text.startswith("# hvsim run: two-webs\n")
+    assert "## Failure" not in text
+    assert "- seed: 7" in text and "- host memory: 1,024.0 MiB" in text
+    # final 102.4 MiB of 1024 MiB guest memory = 10.0 %; mean 51.2 MiB = 5.0 %
+    assert "| page sharing | 102.4 | 10.0 % | 51.2 | 5.0 % |" in text
+    assert "| **total** | 154.4 | 15.1 % | 77.2 | 7.5 % |" in text
+    assert "| copy-on-write breaks of shared pages | 31 |" in text
+    assert "| VM stall time (all VMs) | 0.500 s |" in text
+    assert "| workload throughput (all VMs) | 21.000 work units/s |" in text
+    assert "| web | 2 | 512MiB | debian-12 | x86_64 | webserver |" in text
+    # residence: 1.5 s of 2.0 s in high
+    assert "| high | 1.500 | 75.0 % |" in text
+    # transition 1 summed over the two VMs: 100 + 200
+    assert "| 1 | free -> active | allocation | 300 |" in text
+    assert "| 9 | inactive clean -> free | reclaimed, back to the free pool | 12 |" in text
+
+
+def test_counts_summed_over_vms():
+    s = summary()
+    assert R.page_state_counts(s) == {1: 300, 2: 50, 3: 8, 4: 21, 5: 1, 6: 20, 7: 3, 8: 10, 9: 12}
+    assert R.fault_counts(s) == {"minor": 160, "major": 4, "cow": 9}
+
+
+def test_failed_run_without_timeseries(tmp_path):
+    run = make_run(tmp_path / "run", status="failed", error="KernelPanic: Out of memory\nand more",
+                   timeseries=None)
+    (run / "memory.png").write_bytes(b"stale")  # from an earlier report: must not survive
+    text = R.write_report(run).read_text()
+    assert "## Failure" in text
+    assert "- status: **failed**" in text
+    assert "- error: `KernelPanic: Out of memory and more`" in text
+    assert "Not drawn: timeseries.csv has no samples." in text
+    assert not (run / "memory.png").exists()
+    assert_png(run / "vms.png")
+
+
+def test_failed_run_with_header_only_timeseries_and_no_config(tmp_path):
+    header = TIMESERIES.splitlines()[0] + "\n"
+    run = make_run(tmp_path / "run", status="failed", error="boom", timeseries=header, config=None)
+    text = R.write_report(run).read_text()
+    assert "- status: **failed**" in text and "- samples: 0" in text
+    assert not (run / "memory.png").exists()
+
+
+def test_minimal_failed_summary(tmp_path):
+    # an exception before any VM was built: only the flat keys exist
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"name": "x", "seed": 1, "status": "failed",
+                                                  "error": "ValueError: bad"}))
+    text = R.write_report(run).read_text()
+    assert "- error: `ValueError: bad`" in text
+    assert sorted(p.name for p in run.iterdir()) == ["report.md", "summary.json"]
+
+
+def test_cli_report(tmp_path):
+    run = make_run(tmp_path / "run")
+    result = CliRunner().invoke(R.report, [str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "report.md").is_file()
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "no such run folder"),
+    (lambda p: p.mkdir(), "not a run folder (no summary.json)"),
+    (lambda p: (p.mkdir(), (p / "summary.json").write_text("{not json")), "unreadable summary"),
+])
+def test_cli_report_bad_folder(tmp_path, setup, message):
+    run = tmp_path / "run"
+    setup(run)
+    result = CliRunner().invoke(R.report, [str(run)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hvsim report: {run}") and message in lines[0]
+    assert "Traceback" not in result.output
