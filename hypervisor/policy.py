@@ -134,7 +134,7 @@ class ActiveSampler:
             self.fast += 0.5 * (self.current - self.fast)
             self.slow += 0.1 * (self.current - self.slow)
         size = vm.nr_pages
-        self.sample = [self.rng.randrange(size) for _ in range(min(self.nr, size))]
+        self.sample = self.rng.sample(range(size), min(self.nr, size))
         acc = vm.p2m.accessed
         for pfn in self.sample:
             acc[pfn] = 0
