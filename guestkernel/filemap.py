@@ -1,0 +1,346 @@
+"""The page cache and a simple in-kernel file system (mm/filemap.c, mm/readahead.c,
+mm/shmem.c in outline).
+
+Overview
+--------
+A `FileSystem` holds regular files (`Inode`: a path, a size, an `AddressSpace`) on one
+disk, and unnamed shmem inodes backing shared anonymous mappings and SysV segments. Each
+inode's `AddressSpace` is its slice of the page cache: index -> Page, shared by every
+process of the guest. A page-cache page has `mapping` = the address space, `index` = its
+file offset in pages, PG_uptodate, and one reference held by the cache; each PTE mapping
+it holds one more.
+
+`read()` copies from the cache into the user's buffer (two copies of the data in memory);
+`mmap()` maps the cache pages themselves (task.py and memory.py do the user side).
+
+A cache miss reads from the disk: one request of the missing pages in a readahead window
+(`ra_pages`, 32 pages = 128 KiB, /sys/block/*/queue/read_ahead_kb) costing
+`latency + bytes / bandwidth` seconds, counted in pgpgin (KiB). The disk shares the guest
+swap device's latency and bandwidth settings (KernelConfig.swap_latency/swap_bandwidth).
+
+File content: an inode's pages come from `inode.disk` (pages written back), else from its
+`content` (bytes of the whole file, or a callable index -> 4 KiB bytes), else a default
+page naming the path and index; bytes beyond EOF read as zeros. Shmem pages start zeroed.
+
+Counters (/proc/vmstat): nr_file_pages, nr_shmem, nr_dirty are kept here; pgpgin.
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .page import (
+    PG_dirty,
+    PG_highmem,
+    PG_mlocked,
+    PG_swapbacked,
+    PG_uptodate,
+)
+from .physmem import ZERO_PAGE
+from .units import PAGE_SHIFT, PAGE_SIZE
+
+GFP_PAGECACHE = G.GFP_HIGHUSER_MOVABLE
+DEFAULT_RA_PAGES = 32  # pages: read_ahead_kb = 128
+
+
+class AddressSpace:
+    """struct address_space: the page cache of one inode and the VMAs mapping it."""
+
+    __slots__ = ("host", "pages", "i_mmap")
+
+    def __init__(self, host: Inode) -> None:
+        self.host = host
+        self.pages: dict[int, object] = {}  # index -> Page
+        self.i_mmap: dict = {}  # VMAs mapping this file (ordered set)
+
+    @property
+    def nrpages(self) -> int:
+        return len(self.pages)
+
+
+class Inode:
+    """A file. size in bytes; dev (major, minor); shmem inodes live only in the cache."""
+
+    def __init__(self, fs: FileSystem, ino: int, path: str, size: int = 0, content=None,
+                 shmem: bool = False, dev: tuple[int, int] = (8, 1)) -> None:
+        self.fs = fs
+        self.ino = ino
+        self.path = path
+        self.size = size
+        self.content = content
+        self.shmem = shmem
+        self.dev = dev
+        self.disk: dict[int, bytes] = {}  # pages written back, index -> bytes
+        self.mapping = AddressSpace(self)
+        self.nlink = 1
+        self.charged = 0  # pages of commit charged by a shmem object (shmem_acct_size)
+        self.users = 0  # references from struct files (fds, VMAs, SysV segments)
+        self.name: str | None = None  # /proc/PID/maps name when not the path
+
+    def read_page(self, index: int) -> bytes:
+        """The page's bytes on disk (or zeros for shmem and beyond EOF)."""
+        if self.shmem:
+            return ZERO_PAGE
+        data = self.disk.get(index)
+        if data is not None:
+            return data
+        off = index << PAGE_SHIFT
+        if off >= self.size:
+            return ZERO_PAGE
+        c = self.content
+        if c is None:
+            data = f"{self.path}:{index}\n".encode()
+        elif callable(c):
+            data = c(index)
+        else:
+            data = bytes(c[off:off + PAGE_SIZE])
+        tail = self.size - off
+        if tail < PAGE_SIZE:
+            data = data[:tail]
+        if len(data) != PAGE_SIZE:
+            data = data.ljust(PAGE_SIZE, b"\0")[:PAGE_SIZE]
+        return data
+
+    def nr_index(self) -> int:
+        """Pages covering i_size (the first index beyond EOF)."""
+        return (self.size + PAGE_SIZE - 1) >> PAGE_SHIFT
+
+    def __repr__(self) -> str:
+        return f"<Inode {self.ino} {self.path!r} size={self.size}{' shmem' if self.shmem else ''}>"
+
+
+class File:
+    """struct file: an open file (an inode, a position, access mode)."""
+
+    __slots__ = ("inode", "pos", "flags", "readable", "writable", "slab_obj", "refs")
+
+    def __init__(self, inode: Inode, flags: int = 0, readable: bool = True,
+                 writable: bool = True) -> None:
+        self.inode = inode
+        self.pos = 0
+        self.flags = flags
+        self.readable = readable
+        self.writable = writable
+        self.slab_obj = None
+        self.refs = 0  # holders: fd table entries and VMAs
+
+    def get(self) -> None:
+        self.refs += 1
+        self.inode.users += 1
+
+    def put(self) -> None:
+        """fput: the last user of an unlinked shmem inode frees its pages and charge."""
+        self.refs -= 1
+        inode = self.inode
+        inode.users -= 1
+        if inode.users == 0 and inode.nlink == 0:
+            inode.fs.evict_inode(inode)
+
+    def __repr__(self) -> str:
+        return f"<File {self.inode.path!r} pos={self.pos}>"
+
+
+class FileSystem:
+    """The guest's files. `dev` is the disk's (major, minor) shown in /proc/PID/maps."""
+
+    def __init__(self, kernel, dev: tuple[int, int] = (8, 1), latency: float = 80e-6,
+                 bandwidth: float = 500 << 20, ra_pages: int = DEFAULT_RA_PAGES) -> None:
+        self.kernel = kernel
+        self.dev = dev
+        self.shmem_dev = (0, 1)
+        self.latency = latency  # seconds per request
+        self.bandwidth = bandwidth  # bytes per second
+        self.ra_pages = ra_pages
+        self.files: dict[str, Inode] = {}
+        self._next_ino = 1048577
+        self._next_shmem_ino = 1
+
+    def create(self, path: str, size: int = 0, content=None) -> Inode:
+        """Create (or return the existing) regular file at `path` with `size` bytes."""
+        inode = self.files.get(path)
+        if inode is not None:
+            return inode
+        inode = Inode(self, self._next_ino, path, size, content, dev=self.dev)
+        self._next_ino += 1
+        self.files[path] = inode
+        return inode
+
+    def lookup(self, path: str) -> Inode | None:
+        return self.files.get(path)
+
+    def unlink(self, path: str) -> None:
+        inode = self.files.pop(path)
+        inode.nlink = 0
+
+    def new_shmem_inode(self, name: str, size: int, ino: int | None = None) -> Inode:
+        """An unnamed shmem inode (shmem_kernel_file_setup); not in `files`."""
+        if ino is None:
+            ino = self._next_shmem_ino
+            self._next_shmem_ino += 1
+        inode = Inode(self, ino, name, size, shmem=True, dev=self.shmem_dev)
+        inode.nlink = 0
+        return inode
+
+    def evict_inode(self, inode: Inode) -> None:
+        """The last reference to an unlinked inode went: drop its pages and its charge."""
+        if self.kernel is not None:
+            truncate_inode_pages(self.kernel, inode, 0)
+            if inode.charged:
+                self.kernel.vm_unacct_memory(inode.charged)
+        inode.charged = 0
+
+    def read_cost(self, npages: int) -> float:
+        """Seconds for one disk request of `npages` pages."""
+        return self.latency + (npages << PAGE_SHIFT) / self.bandwidth
+
+
+# --- page cache -------------------------------------------------------------------------
+def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None) -> object | None:
+    """Allocate a page, fill it with `data` (zeros for shmem if None), insert it at
+    `index`. Returns the page (its one reference is the cache's) or None if out of memory."""
+    shmem = inode.shmem
+    page = kernel.alloc_pages(GFP_PAGECACHE | (G.__GFP_ZERO if shmem and data is None else 0))
+    if page is None:
+        return None
+    if data is not None:
+        kernel.stall += kernel.phys.store(page.pfn, data)
+    page.flags |= PG_uptodate | (PG_swapbacked if shmem else 0)
+    page.mapping = inode.mapping
+    page.index = index
+    inode.mapping.pages[index] = page
+    vm = kernel.vmstat
+    vm["nr_file_pages"] += 1
+    if shmem:
+        vm["nr_shmem"] += 1
+    kernel.lru_cache_add(page)
+    return page
+
+
+def read_pages(kernel, inode: Inode, first: int, n: int) -> tuple[int, float]:
+    """Read the pages of [first, first + n) missing from the cache in one disk request.
+    Returns (pages read, seconds). Stops early if memory runs out."""
+    pages = inode.mapping.pages
+    limit = inode.nr_index()
+    todo = [i for i in range(first, min(first + n, limit)) if i not in pages]
+    if not todo:
+        return 0, 0.0
+    done = 0
+    for i in todo:
+        if add_to_page_cache(kernel, inode, i, inode.read_page(i)) is None:
+            break
+        done += 1
+    if not done:
+        return 0, 0.0
+    kernel.vmstat["pgpgin"] += done << (PAGE_SHIFT - 10)
+    return done, inode.fs.read_cost(done)
+
+
+def find_get_page(inode: Inode, index: int):
+    """The cached page at `index` or None (no reference taken)."""
+    return inode.mapping.pages.get(index)
+
+
+def filemap_get_page(kernel, inode: Inode, index: int, ra_pages: int | None = None):
+    """The page at `index`, read from disk with readahead on a miss.
+
+    Returns (page, major, seconds); page None if beyond EOF or out of memory. Shmem pages
+    are created zeroed (never major)."""
+    page = inode.mapping.pages.get(index)
+    if page is not None:
+        return page, False, 0.0
+    if inode.shmem:
+        if index >= inode.nr_index():
+            return None, False, 0.0
+        page = add_to_page_cache(kernel, inode, index, None)
+        return page, False, 0.0
+    if index >= inode.nr_index():
+        return None, False, 0.0
+    ra = inode.fs.ra_pages if ra_pages is None else ra_pages
+    ra = max(ra, 1)
+    start = max(0, index - ra // 2)
+    _, cost = read_pages(kernel, inode, start, ra)
+    page = inode.mapping.pages.get(index)
+    if page is None:  # readahead stopped short of it (memory): read it alone
+        n, c = read_pages(kernel, inode, index, 1)
+        cost += c
+        page = inode.mapping.pages.get(index)
+    return page, page is not None, cost
+
+
+def set_page_dirty(kernel, page) -> None:
+    if not page.flags & PG_dirty:
+        page.flags |= PG_dirty
+        if not page.flags & PG_swapbacked:
+            kernel.vmstat["nr_dirty"] += 1
+
+
+def clear_page_dirty(kernel, page) -> None:
+    if page.flags & PG_dirty:
+        page.flags &= ~PG_dirty
+        if not page.flags & PG_swapbacked:
+            kernel.vmstat["nr_dirty"] -= 1
+
+
+def writepage(kernel, page) -> float:
+    """Write a dirty file page back to its inode's disk; returns seconds. (For reclaim
+    and the flusher.) Shmem pages have no disk: they go to swap, not here."""
+    inode = page.mapping.host
+    if inode.shmem:
+        raise ValueError("writepage: shmem pages are written to swap, not to a file")
+    inode.disk[page.index] = kernel.phys.load(page.pfn)
+    clear_page_dirty(kernel, page)
+    kernel.vmstat["pgpgout"] += PAGE_SIZE >> 10
+    return inode.fs.read_cost(1)
+
+
+def delete_from_page_cache(kernel, page) -> None:
+    """Take an unmapped page out of the cache and drop the cache's reference
+    (__filemap_remove_folio + folio_put). The page is freed if nobody else holds it."""
+    mapping = page.mapping
+    inode = mapping.host
+    if page._mapcount != -1:
+        raise ValueError(f"delete_from_page_cache: page {page.pfn:#x} is still mapped")
+    del mapping.pages[page.index]
+    vm = kernel.vmstat
+    vm["nr_file_pages"] -= 1
+    if inode.shmem:
+        vm["nr_shmem"] -= 1
+    clear_page_dirty(kernel, page)
+    if page._count == 1:
+        free_user_page(kernel, page)
+    else:
+        page._count -= 1
+
+
+def free_user_page(kernel, page) -> None:
+    """The last reference to a user page (anon or cache) goes: off the LRU, flags
+    cleared, back to the allocator."""
+    kernel.lru_del(page)
+    if page.flags & PG_mlocked:
+        kernel.vmstat["nr_mlock"] -= 1
+        kernel.vmstat["unevictable_pgs_cleared"] = kernel.vmstat.get("unevictable_pgs_cleared", 0) + 1
+    page.flags &= PG_highmem
+    page.mapping = None
+    kernel.free_pages(page)
+
+
+def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
+    """Drop the cached pages from `start_index` on (they must be unmapped first).
+    Returns how many were dropped."""
+    pages = inode.mapping.pages
+    idx = sorted(i for i in pages if i >= start_index)
+    for i in idx:
+        delete_from_page_cache(kernel, pages[i])
+    for i in [i for i in inode.disk if i >= start_index]:
+        del inode.disk[i]
+    return len(idx)
+
+
+def drop_caches(kernel, fs: FileSystem) -> int:
+    """echo 1 > drop_caches: free every clean, unmapped page-cache page of regular files."""
+    n = 0
+    for inode in list(fs.files.values()):
+        for page in list(inode.mapping.pages.values()):
+            if page._mapcount == -1 and not page.flags & PG_dirty and page._count == 1:
+                delete_from_page_cache(kernel, page)
+                n += 1
+    return n

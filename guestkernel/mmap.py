@@ -1,0 +1,865 @@
+"""mmap, munmap, mprotect, brk, mremap, madvise and stack expansion (mm/mmap.c, mm/vma.c,
+mm/mprotect.c, mm/mremap.c, mm/madvise.c), with Linux 6.x's checks and errno order.
+
+Each function takes the calling `task` and raises `OSError(errno, ...)` on failure like the
+system call returns -errno; brk returns the old break instead, as Linux does.
+
+Layout (linux-mm.md section 3): TASK_SIZE is (1 << 47) - 4096 on x86_64 and 3 GiB on
+i386; mmap_base = PAGE_ALIGN(TASK_SIZE - gap) with gap = RLIMIT_STACK + stack_guard_gap
+clamped to [128 MiB, TASK_SIZE / 6 * 5] (no randomisation); mappings are placed top-down
+below mmap_base (the highest gap that fits), a hint is used when it fits, and the legacy
+bottom-up layout from TASK_SIZE / 3 applies when RLIMIT_STACK is unlimited. A growsdown
+VMA keeps `stack_guard_gap` (256 pages) free below it.
+
+Commit charge (section 6): `kernel.vm_enough_memory(pages)` where Linux charges — private
+writable mappings (VM_ACCOUNT; MAP_NORESERVE exempts them except in mode 2), brk, stack
+growth, mprotect to writable, shared anonymous mappings (through their shmem inode) — and
+`kernel.vm_unacct_memory(pages)` where the charge is returned.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from . import uapi as U
+from .filemap import File, read_pages
+from .memory import (
+    VM_FAULT_ERROR,
+    _vpns_in,
+    move_ptes,
+    populate_vma_range,
+    zap_page_range,
+)
+from .page import PG_anon, PG_dirty, PG_swapbacked
+from .pgtable import _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW, PTE_PRESENT_MASK
+from .units import PAGE_SHIFT, PAGE_SIZE
+from .vma import (
+    VM_ACCESS_FLAGS,
+    VM_ACCOUNT,
+    VM_DATA_DEFAULT_FLAGS,
+    VM_DONTCOPY,
+    VM_DONTDUMP,
+    VM_DONTEXPAND,
+    VM_EXEC,
+    VM_GROWSDOWN,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_IO,
+    VM_LOCKED,
+    VM_LOCKED_MASK,
+    VM_LOCKONFAULT,
+    VM_MAYEXEC,
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_MERGEABLE,
+    VM_MIXEDMAP,
+    VM_NOHUGEPAGE,
+    VM_NORESERVE,
+    VM_PFNMAP,
+    VM_RAND_READ,
+    VM_SEQ_READ,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_WIPEONFORK,
+    VM_WRITE,
+    __split_vma,
+    vm_area_alloc,
+    vm_stat_account,
+    vma_account,
+    vma_close,
+    vma_link,
+    vma_merge_new_range,
+    vma_modify,
+)
+
+PAGE_MASK = ~(PAGE_SIZE - 1)
+STACK_GUARD_GAP = 256 << PAGE_SHIFT  # bytes (stack_guard_gap= on the command line)
+MIN_GAP = 128 << 20  # bytes, below TASK_SIZE for the stack
+USER_PGTABLES_CEILING = 1 << 64
+
+
+def PAGE_ALIGN(x: int) -> int:
+    return (x + PAGE_SIZE - 1) & PAGE_MASK
+
+
+def arch_task_size(arch: str) -> int:
+    return (1 << 47) - PAGE_SIZE if arch == "x86_64" else 0xC0000000
+
+
+def mmap_base_for(task_size: int, rlim_stack: int) -> int:
+    """mmap_base(): below the stack's maximum size plus the guard gap, no randomisation."""
+    gap = rlim_stack if rlim_stack != U.RLIM_INFINITY else task_size
+    gap += STACK_GUARD_GAP
+    gap = max(MIN_GAP, min(gap, task_size // 6 * 5))
+    return PAGE_ALIGN(task_size - gap)
+
+
+def task_unmapped_base(task_size: int) -> int:
+    return PAGE_ALIGN(task_size // 3)
+
+
+def vm_start_gap(vma) -> int:
+    start = vma.vm_start
+    if vma.vm_flags & VM_GROWSDOWN:
+        start = max(start - STACK_GUARD_GAP, 0)
+    return start
+
+
+def _err(code: int, what: str) -> OSError:
+    return U.err(code, what)
+
+
+def _mmap_min_addr(task) -> int:
+    return task.kernel.config.mmap_min_addr
+
+
+# --- placement -------------------------------------------------------------------------------
+def unmapped_area_topdown(mm, length: int, low: int, high: int) -> int:
+    """The highest address of a gap of `length` bytes in [low, high), or -1."""
+    vmas = mm.mm_mt.vmas
+    i = bisect_left(mm.mm_mt.starts, high)
+    end = high if i == len(vmas) else min(high, vm_start_gap(vmas[i]))
+    j = i - 1
+    while True:
+        start = vmas[j].vm_end if j >= 0 else 0
+        start = max(start, low)
+        if end - start >= length:
+            return (end - length) & PAGE_MASK
+        if j < 0:
+            return -1
+        end = min(end, vm_start_gap(vmas[j]))
+        j -= 1
+
+
+def unmapped_area(mm, length: int, low: int, high: int) -> int:
+    """The lowest address of a gap of `length` bytes in [low, high), or -1."""
+    vmas = mm.mm_mt.vmas
+    i = bisect_right(mm.mm_mt.starts, low) - 1
+    start = low
+    if i >= 0:
+        start = max(low, vmas[i].vm_end)
+    i += 1
+    while True:
+        end = high if i >= len(vmas) else min(high, vm_start_gap(vmas[i]))
+        if end - start >= length:
+            return start
+        if i >= len(vmas) or end >= high:
+            return -1
+        start = max(start, vmas[i].vm_end)
+        i += 1
+
+
+def get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int) -> int:
+    mm = task.mm
+    task_size = mm.task_size
+    if length > task_size:
+        raise _err(U.ENOMEM, "mmap")
+    if flags & U.MAP_FIXED:
+        if addr > task_size - length:
+            raise _err(U.ENOMEM, "mmap")
+        return addr
+    low = max(PAGE_SIZE, _mmap_min_addr(task))
+    if addr:
+        addr = PAGE_ALIGN(addr)
+        vma = mm.mm_mt.find_vma(addr)
+        prev = mm.mm_mt.prev_of_addr(addr) if vma is None or vma.vm_start >= addr else vma
+        if (task_size - length >= addr and addr >= _mmap_min_addr(task)
+                and (vma is None or addr + length <= vm_start_gap(vma))
+                and (prev is None or addr >= prev.vm_end)):
+            return addr
+    if mm.legacy_mmap:
+        a = unmapped_area(mm, length, mm.mmap_base, task_size)
+    else:
+        a = unmapped_area_topdown(mm, length, low, mm.mmap_base)
+        if a < 0:  # fall back to bottom-up over the whole space
+            a = unmapped_area(mm, length, task_unmapped_base(task_size), task_size)
+    if a < 0:
+        raise _err(U.ENOMEM, "mmap")
+    return a
+
+
+# --- limits ------------------------------------------------------------------------------------
+def may_expand_vm(task, npages: int) -> bool:
+    lim = task.rlimit(U.RLIMIT_AS)
+    if lim == U.RLIM_INFINITY:
+        return True
+    return task.mm.total_vm + npages <= lim >> PAGE_SHIFT
+
+
+def can_do_mlock(task) -> bool:
+    return task.rlimit(U.RLIMIT_MEMLOCK) != 0 or task.capable(U.CAP_IPC_LOCK)
+
+
+def mlock_future_ok(task, flags: int, nbytes: int) -> bool:
+    if not flags & VM_LOCKED or task.capable(U.CAP_IPC_LOCK):
+        return True
+    lim = task.rlimit(U.RLIMIT_MEMLOCK)
+    if lim == U.RLIM_INFINITY:
+        return True
+    return ((task.mm.locked_vm << PAGE_SHIFT) + nbytes) <= lim
+
+
+def accountable_mapping(file, flags: int) -> bool:
+    return (flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE
+
+
+def vm_enough_memory(task, pages: int) -> bool:
+    k = task.kernel
+    return k.vm_enough_memory(pages, task.capable(U.CAP_SYS_ADMIN), task.mm.total_vm)
+
+
+def calc_vm_prot_bits(prot: int) -> int:
+    return prot & (U.PROT_READ | U.PROT_WRITE | U.PROT_EXEC)  # same bit values as VM_*
+
+
+# --- mmap --------------------------------------------------------------------------------------
+def do_mmap(task, addr: int, length: int, prot: int, flags: int, file: File | None,
+            pgoff: int, vm_ops=None) -> int:
+    """do_mmap: returns the mapped address or raises OSError."""
+    mm = task.mm
+    k = task.kernel
+    if not length:
+        raise _err(U.EINVAL, "mmap")
+    if not flags & U.MAP_FIXED and not flags & U.MAP_FIXED_NOREPLACE:
+        # round_hint_to_min
+        addr &= PAGE_MASK
+        if addr and addr < _mmap_min_addr(task):
+            addr = PAGE_ALIGN(_mmap_min_addr(task))
+    length = PAGE_ALIGN(length)
+    if not length or length >= 1 << 64:
+        raise _err(U.ENOMEM, "mmap")
+    if pgoff + (length >> PAGE_SHIFT) >= 1 << 64:
+        raise _err(U.EOVERFLOW, "mmap")
+    if len(mm.mm_mt) > k.config.max_map_count:
+        raise _err(U.ENOMEM, "mmap")
+    if flags & U.MAP_FIXED_NOREPLACE:
+        flags |= U.MAP_FIXED
+    if flags & U.MAP_FIXED and addr & (PAGE_SIZE - 1):
+        raise _err(U.EINVAL, "mmap")
+    vm_flags = calc_vm_prot_bits(prot) | mm.def_flags | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    if flags & U.MAP_GROWSDOWN:
+        vm_flags |= VM_GROWSDOWN
+    if flags & U.MAP_LOCKED:
+        vm_flags |= VM_LOCKED
+        if not can_do_mlock(task):
+            raise _err(U.EPERM, "mmap")
+    if not mlock_future_ok(task, vm_flags, length):
+        raise _err(U.EAGAIN, "mmap")
+    mtype = flags & U.MAP_TYPE
+    if file is not None:
+        if mtype in (U.MAP_SHARED, U.MAP_SHARED_VALIDATE):
+            if prot & U.PROT_WRITE and not file.writable:
+                raise _err(U.EACCES, "mmap")
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            if not file.writable:
+                vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
+        elif mtype != U.MAP_PRIVATE:
+            raise _err(U.EINVAL, "mmap")
+        if not file.readable:
+            raise _err(U.EACCES, "mmap")
+    else:
+        if mtype in (U.MAP_SHARED, U.MAP_SHARED_VALIDATE):
+            if vm_flags & VM_GROWSDOWN:
+                raise _err(U.EINVAL, "mmap")
+            pgoff = 0
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+        elif mtype != U.MAP_PRIVATE:
+            raise _err(U.EINVAL, "mmap")
+    addr = get_unmapped_area(task, file, addr, length, pgoff, flags)
+    if flags & U.MAP_FIXED_NOREPLACE and mm.mm_mt.intersecting(addr, addr + length):
+        raise _err(U.EEXIST, "mmap")
+    if file is None and mtype == U.MAP_PRIVATE:
+        pgoff = addr >> PAGE_SHIFT
+    if flags & U.MAP_NORESERVE and k.config.overcommit_memory != 2:
+        vm_flags |= VM_NORESERVE
+    addr = mmap_region(task, file, addr, length, vm_flags, pgoff, vm_ops)
+    if vm_flags & VM_LOCKED and not vm_flags & VM_LOCKONFAULT or (
+            flags & (U.MAP_POPULATE | U.MAP_NONBLOCK)) == U.MAP_POPULATE:
+        mm_populate(task, addr, length)
+    return addr
+
+
+def mmap_region(task, file, addr: int, length: int, vm_flags: int, pgoff: int,
+                vm_ops=None, anon_name=None) -> int:
+    mm = task.mm
+    k = task.kernel
+    npages = length >> PAGE_SHIFT
+    if not may_expand_vm(task, npages):
+        raise _err(U.ENOMEM, "mmap")
+    if mm.mm_mt.intersecting(addr, addr + length):
+        do_munmap(task, addr, length)
+    charged = 0
+    if accountable_mapping(file, vm_flags):
+        charged = npages
+        if not vm_enough_memory(task, charged):
+            raise _err(U.ENOMEM, "mmap")
+        vm_flags |= VM_ACCOUNT
+    if file is None and vm_flags & VM_SHARED:
+        # shmem_zero_setup: a shared anonymous mapping is an unlinked shmem file
+        inode = k.fs.new_shmem_inode("/dev/zero", length)
+        inode.name = "/dev/zero (deleted)"
+        if not vm_flags & VM_NORESERVE:
+            if not vm_enough_memory(task, npages):
+                raise _err(U.ENOMEM, "mmap")
+            inode.charged = npages
+        file = File(inode)
+    vma = None
+    if vm_ops is None:
+        vma = vma_merge_new_range(mm, addr, addr + length, vm_flags, file, pgoff, anon_name)
+    if vma is None:
+        try:
+            vma = vm_area_alloc(mm, addr, addr + length, vm_flags, pgoff, file, vm_ops, anon_name)
+        except OSError:
+            if charged:
+                k.vm_unacct_memory(charged)
+            raise
+        if vm_ops is not None and hasattr(vm_ops, "open"):
+            vm_ops.open(vma)
+        vma_link(mm, vma)
+    elif file is not None and file.refs == 0:
+        file.get()
+        file.put()  # nobody holds this fresh shmem file: let it go
+    vm_stat_account(mm, vm_flags, npages)
+    if vm_flags & VM_LOCKED:
+        if vm_flags & VM_SPECIAL or vm_flags & VM_HUGETLB:
+            vma.vm_flags &= ~VM_LOCKED_MASK
+        else:
+            mm.locked_vm += npages
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm
+    return addr
+
+
+def mm_populate(task, start: int, length: int) -> int:
+    """__mm_populate with errors ignored: fault in [start, start+len) VMA by VMA."""
+    end = start + length
+    for vma in task.mm.mm_mt.intersecting(start, end):
+        if vma.vm_flags & (VM_IO | VM_PFNMAP):
+            continue
+        ret = populate_vma_range(task, vma, max(start, vma.vm_start), min(end, vma.vm_end))
+        if ret & VM_FAULT_ERROR or task.fatal_signal_pending():
+            return ret
+    return 0
+
+
+# --- munmap ------------------------------------------------------------------------------------
+def do_munmap(task, start: int, length: int, uncharge: bool = True) -> int:
+    mm = task.mm
+    if start & (PAGE_SIZE - 1) or start > mm.task_size or length > mm.task_size - start:
+        raise _err(U.EINVAL, "munmap")
+    length = PAGE_ALIGN(length)
+    if not length:
+        raise _err(U.EINVAL, "munmap")
+    end = start + length
+    vmas = mm.mm_mt.intersecting(start, end)
+    if not vmas:
+        return 0
+    first = vmas[0]
+    if start > first.vm_start:
+        if end < first.vm_end and len(mm.mm_mt) >= task.kernel.config.max_map_count:
+            raise _err(U.ENOMEM, "munmap")
+        __split_vma(mm, first, start, True)
+    last = mm.mm_mt.find_vma(end - 1)
+    if last is not None and last.vm_start < end < last.vm_end:
+        __split_vma(mm, last, end, True)
+    unmap_vmas(task, mm.mm_mt.intersecting(start, end), uncharge)
+    return 0
+
+
+def unmap_vmas(task, vmas: list, uncharge: bool = True) -> None:
+    """Remove whole VMAs: zap their PTEs, unlink them, free empty page tables, return the
+    commit charge and the locked/total/data/... counts."""
+    if not vmas:
+        return
+    mm = task.mm
+    k = task.kernel
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm
+    start, end = vmas[0].vm_start, vmas[-1].vm_end
+    nr_accounted = 0
+    for vma in vmas:
+        zap_page_range(k, mm, vma, vma.vm_start, vma.vm_end)
+    for vma in vmas:
+        if vma.vm_flags & VM_ACCOUNT:
+            nr_accounted += vma.vma_pages()
+        vma_account(mm, vma, -1)
+        mm.mm_mt.remove(vma)
+        vma_close(vma)
+    prev = mm.mm_mt.prev_of_addr(start)
+    nxt = mm.mm_mt.find_vma(end)
+    mm.pgtable.free_pgtables(start, end, prev.vm_end if prev is not None else 0,
+                             nxt.vm_start if nxt is not None else USER_PGTABLES_CEILING)
+    if nr_accounted and uncharge:
+        k.vm_unacct_memory(nr_accounted)
+
+
+# --- brk -------------------------------------------------------------------------------------------
+def do_brk(task, brk: int) -> int:
+    mm = task.mm
+    k = task.kernel
+    origbrk = mm.brk
+    if brk < mm.start_brk:
+        return origbrk
+    newbrk = PAGE_ALIGN(brk)
+    oldbrk = PAGE_ALIGN(mm.brk)
+    if oldbrk == newbrk:
+        mm.brk = brk
+        return brk
+    if brk <= mm.brk:
+        # Always allow shrinking brk.
+        mm.brk = brk
+        try:
+            do_munmap(task, newbrk, oldbrk - newbrk)
+        except OSError:
+            mm.brk = origbrk
+            return origbrk
+        return brk
+    nxt = mm.mm_mt.find_vma(oldbrk)
+    if nxt is not None and nxt.vm_start < newbrk + PAGE_SIZE + STACK_GUARD_GAP:
+        if newbrk + PAGE_SIZE > vm_start_gap(nxt):
+            return origbrk
+    length = newbrk - oldbrk
+    npages = length >> PAGE_SHIFT
+    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
+    if not may_expand_vm(task, npages) or len(mm.mm_mt) > k.config.max_map_count:
+        return origbrk
+    if not vm_enough_memory(task, npages):
+        return origbrk
+    prev = mm.mm_mt.prev_of_addr(oldbrk)
+    brkvma_ok = prev is not None and prev.vm_end == oldbrk and prev.vm_start >= mm.start_brk
+    vma = vma_merge_new_range(mm, oldbrk, newbrk, flags, None, oldbrk >> PAGE_SHIFT,
+                              None, prev_ok=brkvma_ok)
+    if vma is None:
+        vma = vm_area_alloc(mm, oldbrk, newbrk, flags, oldbrk >> PAGE_SHIFT)
+        vma_link(mm, vma)
+    vm_stat_account(mm, flags, npages)
+    if flags & VM_LOCKED:
+        mm.locked_vm += npages
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm
+    mm.brk = brk
+    if mm.def_flags & VM_LOCKED and not mm.def_flags & VM_LOCKONFAULT:
+        mm_populate(task, oldbrk, length)
+    return brk
+
+
+# --- stack -------------------------------------------------------------------------------------------
+def expand_stack(task, vma, addr: int) -> int:
+    """expand_downwards: grow a VM_GROWSDOWN VMA down to cover `addr`. Returns 0 or an errno."""
+    mm = task.mm
+    address = addr & PAGE_MASK
+    if address < _mmap_min_addr(task):
+        return U.EPERM
+    prev = mm.mm_mt.prev(vma)
+    if (prev is not None and not prev.vm_flags & VM_GROWSDOWN
+            and prev.vm_flags & VM_ACCESS_FLAGS and address - prev.vm_end < STACK_GUARD_GAP):
+        return U.ENOMEM
+    if prev is not None and prev.vm_end > address:
+        return U.ENOMEM
+    grow = (vma.vm_start - address) >> PAGE_SHIFT
+    size = vma.vm_end - address
+    if not may_expand_vm(task, grow):
+        return U.ENOMEM
+    if size > task.rlimit(U.RLIMIT_STACK):
+        return U.ENOMEM
+    if not mlock_future_ok(task, vma.vm_flags, grow << PAGE_SHIFT):
+        return U.EAGAIN
+    if vma.vm_flags & VM_ACCOUNT and not vm_enough_memory(task, grow):
+        return U.ENOMEM
+    if vma.vm_flags & VM_LOCKED:
+        mm.locked_vm += grow
+    vm_stat_account(mm, vma.vm_flags, grow)
+    mm.mm_mt.set_start(vma, address)
+    vma.vm_pgoff -= grow
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm
+    return 0
+
+
+# --- mprotect ---------------------------------------------------------------------------------------
+def change_protection(task, vma, start: int, end: int) -> None:
+    """Rewrite the PTEs of [start, end) for the VMA's new flags."""
+    mm = task.mm
+    ptes = mm.pgtable.ptes
+    flags = vma.vm_flags
+    accessible = bool(flags & VM_ACCESS_FLAGS)
+    shared_write = (flags & (VM_SHARED | VM_WRITE)) == (VM_SHARED | VM_WRITE)
+    mem_map = task.kernel.mem_map
+    zero_pfn = task.kernel.zero_pfn
+    for vpn in _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+        pte = ptes[vpn]
+        if not pte & PTE_PRESENT_MASK:
+            continue
+        new = pte & ~(_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_NX | _PAGE_RW)
+        new |= _PAGE_PRESENT if accessible else _PAGE_PROTNONE
+        if not flags & VM_EXEC:
+            new |= _PAGE_NX
+        if flags & VM_WRITE and pte >> PAGE_SHIFT != zero_pfn:
+            page = mem_map[pte >> PAGE_SHIFT]
+            if shared_write and (pte & _PAGE_DIRTY or page.flags & PG_swapbacked):
+                new |= _PAGE_RW
+            elif (not flags & VM_SHARED and page.flags & PG_anon and page._mapcount == 0
+                  and page._count == 1):
+                new |= _PAGE_RW  # can_change_pte_writable: an exclusive anonymous page
+        ptes[vpn] = new
+
+
+def mprotect_fixup(task, vma, start: int, end: int, newflags: int):
+    mm = task.mm
+    k = task.kernel
+    oldflags = vma.vm_flags
+    if newflags == oldflags:
+        return vma
+    npages = (end - start) >> PAGE_SHIFT
+    charged = 0
+    if newflags & VM_WRITE:
+        if not oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
+            charged = npages
+            if not vm_enough_memory(task, charged):
+                raise _err(U.ENOMEM, "mprotect")
+            newflags |= VM_ACCOUNT
+    elif oldflags & VM_ACCOUNT and vma.vm_file is None and vma.anon_vma is None:
+        newflags &= ~VM_ACCOUNT
+    try:
+        vma = vma_modify(mm, vma, start, end, newflags)
+    except OSError:
+        if charged:
+            k.vm_unacct_memory(charged)
+        raise
+    if oldflags & VM_ACCOUNT and not newflags & VM_ACCOUNT:
+        k.vm_unacct_memory(npages)
+    vm_stat_account(mm, oldflags, -npages)
+    vm_stat_account(mm, newflags, npages)
+    change_protection(task, vma, start, end)
+    if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
+        populate_vma_range(task, vma, start, end)
+    return vma
+
+
+def do_mprotect(task, start: int, length: int, prot: int) -> int:
+    mm = task.mm
+    if start & (PAGE_SIZE - 1):
+        raise _err(U.EINVAL, "mprotect")
+    if not length:
+        return 0
+    length = PAGE_ALIGN(length)
+    end = start + length
+    if end <= start:
+        raise _err(U.ENOMEM, "mprotect")
+    grows = prot & (U.PROT_GROWSDOWN | U.PROT_GROWSUP)
+    if prot & ~(U.PROT_READ | U.PROT_WRITE | U.PROT_EXEC | U.PROT_SEM | grows) or grows == (
+            U.PROT_GROWSDOWN | U.PROT_GROWSUP):
+        raise _err(U.EINVAL, "mprotect")
+    prot &= ~grows
+    vma = mm.mm_mt.find_vma(start)
+    if vma is None or vma.vm_start >= end:
+        raise _err(U.ENOMEM, "mprotect")
+    if grows & U.PROT_GROWSDOWN:
+        start = vma.vm_start
+        if not vma.vm_flags & VM_GROWSDOWN:
+            raise _err(U.EINVAL, "mprotect")
+    elif vma.vm_start > start:
+        raise _err(U.ENOMEM, "mprotect")
+    nstart = start
+    while nstart < end:
+        vma = mm.mm_mt.find_vma(nstart)
+        if vma is None or vma.vm_start > nstart:
+            # a hole: the VMAs before it stay changed
+            raise _err(U.ENOMEM, "mprotect")
+        newflags = calc_vm_prot_bits(prot) | (vma.vm_flags & ~VM_ACCESS_FLAGS)
+        if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+            raise _err(U.EACCES, "mprotect")
+        tmp = min(vma.vm_end, end)
+        mprotect_fixup(task, vma, nstart, tmp, newflags)
+        nstart = tmp
+    return 0
+
+
+# --- mremap ------------------------------------------------------------------------------------------
+def do_mremap(task, addr: int, old_len: int, new_len: int, flags: int, new_addr: int = 0) -> int:
+    mm = task.mm
+    if flags & ~(U.MREMAP_MAYMOVE | U.MREMAP_FIXED | U.MREMAP_DONTUNMAP):
+        raise _err(U.EINVAL, "mremap")
+    if flags & U.MREMAP_FIXED and not flags & U.MREMAP_MAYMOVE:
+        raise _err(U.EINVAL, "mremap")
+    if flags & U.MREMAP_DONTUNMAP and (not flags & U.MREMAP_MAYMOVE or old_len != new_len):
+        raise _err(U.EINVAL, "mremap")
+    if addr & (PAGE_SIZE - 1):
+        raise _err(U.EINVAL, "mremap")
+    old_len = PAGE_ALIGN(old_len)
+    new_len = PAGE_ALIGN(new_len)
+    if not new_len:
+        raise _err(U.EINVAL, "mremap")
+    if flags & U.MREMAP_FIXED:
+        return _mremap_to(task, addr, old_len, new_addr, new_len, flags)
+    if old_len >= new_len:
+        if old_len > new_len:
+            do_munmap(task, addr + new_len, old_len - new_len)
+        vma = mm.mm_mt.lookup(addr)
+        if vma is None or (old_len == new_len and vma.vm_end < addr + old_len):
+            raise _err(U.EFAULT, "mremap")
+        return addr
+    vma = _vma_to_resize(task, addr, old_len, new_len, flags)
+    delta = new_len - old_len
+    npages = delta >> PAGE_SHIFT
+    # grow in place when the range ends at the VMA's end and the space after is free
+    if old_len == vma.vm_end - addr:
+        nxt = mm.mm_mt.next(vma)
+        end = addr + new_len
+        if end <= mm.task_size and (nxt is None or end <= vm_start_gap(nxt)):
+            if vma.vm_flags & VM_ACCOUNT and not vm_enough_memory(task, npages):
+                raise _err(U.ENOMEM, "mremap")
+            old_end = vma.vm_end
+            # vma_merge_extend: grow, then merge with next if now adjacent and compatible
+            vma.vm_end = end
+            if nxt is not None and nxt.vm_start == end:
+                from .vma import _absorb_chains, _remove_vma, can_vma_merge_before, is_mergeable_anon_vma
+                if (can_vma_merge_before(nxt, vma.vm_flags, vma.anon_vma, vma.vm_file,
+                                         vma.vm_pgoff + vma.vma_pages(), 0, vma.anon_name, vma)
+                        and is_mergeable_anon_vma(vma.anon_vma, nxt.anon_vma, None)):
+                    _absorb_chains(vma, nxt)
+                    vma.vm_end = nxt.vm_end
+                    _remove_vma(mm, nxt)
+            vm_stat_account(mm, vma.vm_flags, npages)
+            if vma.vm_flags & VM_LOCKED:
+                mm.locked_vm += npages
+                mm_populate(task, old_end, end - old_end)
+            if mm.total_vm > mm.hiwater_vm:
+                mm.hiwater_vm = mm.total_vm
+            return addr
+    if not flags & U.MREMAP_MAYMOVE:
+        raise _err(U.ENOMEM, "mremap")
+    map_flags = U.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
+    pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+    new_addr = get_unmapped_area(task, vma.vm_file, 0, new_len, pgoff, map_flags)
+    return _move_vma(task, vma, addr, old_len, new_len, new_addr, flags)
+
+
+def _vma_to_resize(task, addr: int, old_len: int, new_len: int, flags: int):
+    mm = task.mm
+    vma = mm.mm_mt.lookup(addr)
+    if vma is None:
+        raise _err(U.EFAULT, "mremap")
+    if old_len > vma.vm_end - addr:
+        raise _err(U.EFAULT, "mremap")
+    if flags & U.MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        raise _err(U.EINVAL, "mremap")
+    if new_len == old_len:
+        return vma
+    if new_len > old_len and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        raise _err(U.EFAULT, "mremap")
+    if not mlock_future_ok(task, vma.vm_flags, new_len - old_len):
+        raise _err(U.EAGAIN, "mremap")
+    if not may_expand_vm(task, (new_len - old_len) >> PAGE_SHIFT):
+        raise _err(U.ENOMEM, "mremap")
+    return vma
+
+
+def _mremap_to(task, addr: int, old_len: int, new_addr: int, new_len: int, flags: int) -> int:
+    mm = task.mm
+    if new_addr & (PAGE_SIZE - 1):
+        raise _err(U.EINVAL, "mremap")
+    if new_len > mm.task_size or new_addr > mm.task_size - new_len:
+        raise _err(U.EINVAL, "mremap")
+    if addr + old_len > new_addr and new_addr + new_len > addr:
+        raise _err(U.EINVAL, "mremap")
+    do_munmap(task, new_addr, new_len)
+    if old_len > new_len:
+        do_munmap(task, addr + new_len, old_len - new_len)
+        old_len = new_len
+    vma = _vma_to_resize(task, addr, old_len, new_len, flags)
+    return _move_vma(task, vma, addr, old_len, new_len, new_addr, flags)
+
+
+def _move_vma(task, vma, old_addr: int, old_len: int, new_len: int, new_addr: int,
+              flags: int) -> int:
+    """move_vma: a copy of the VMA at new_addr takes the PTEs; the old range goes.
+    The commit charge of the old range moves with it; only growth is charged."""
+    mm = task.mm
+    k = task.kernel
+    vm_flags = vma.vm_flags
+    to_account = new_len - old_len if new_len > old_len else 0
+    if flags & U.MREMAP_DONTUNMAP:
+        to_account = new_len
+    if vm_flags & VM_ACCOUNT and to_account and not vm_enough_memory(task, to_account >> PAGE_SHIFT):
+        raise _err(U.ENOMEM, "mremap")
+    if len(mm.mm_mt) >= k.config.max_map_count - 3:
+        raise _err(U.ENOMEM, "mremap")
+    pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
+    # copy_vma: the new VMA keeps the anon_vma and pgoff (so anon pages keep their index)
+    new = vma_merge_new_range(mm, new_addr, new_addr + new_len, vm_flags, vma.vm_file,
+                              pgoff, vma.anon_name) if vma.anon_vma is None else None
+    if new is None:
+        new = vm_area_alloc(mm, new_addr, new_addr + new_len, vm_flags, pgoff,
+                            vma.vm_file, vma.vm_ops, vma.anon_name)
+        new.anon_vma = vma.anon_vma
+        new.anon_vma_chain = list(vma.anon_vma_chain)
+        if vma.vm_ops is not None and hasattr(vma.vm_ops, "open"):
+            vma.vm_ops.open(new)
+        vma_link(mm, new)
+    vm_stat_account(mm, vm_flags, new_len >> PAGE_SHIFT)
+    if vm_flags & VM_LOCKED:
+        mm.locked_vm += new_len >> PAGE_SHIFT
+    move_ptes(k, mm, new, old_addr, new_addr, min(old_len, new_len))
+    if not flags & U.MREMAP_DONTUNMAP:
+        # the old range's charge stays with the new VMA: unmap without uncharging
+        uncharge = not vm_flags & VM_ACCOUNT
+        do_munmap(task, old_addr, old_len, uncharge=uncharge)
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm
+    if vm_flags & VM_LOCKED and new_len > old_len:
+        mm_populate(task, new_addr + old_len, new_len - old_len)
+    return new_addr
+
+
+# --- madvise ------------------------------------------------------------------------------------------
+_MADV_VALID = {
+    U.MADV_NORMAL, U.MADV_RANDOM, U.MADV_SEQUENTIAL, U.MADV_WILLNEED, U.MADV_DONTNEED,
+    U.MADV_FREE, U.MADV_REMOVE, U.MADV_DONTFORK, U.MADV_DOFORK, U.MADV_MERGEABLE,
+    U.MADV_UNMERGEABLE, U.MADV_HUGEPAGE, U.MADV_NOHUGEPAGE, U.MADV_DONTDUMP, U.MADV_DODUMP,
+    U.MADV_WIPEONFORK, U.MADV_KEEPONFORK, U.MADV_COLD, U.MADV_PAGEOUT,
+    U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE,
+}
+
+
+def do_madvise(task, start: int, len_in: int, behavior: int) -> int:
+    mm = task.mm
+    if behavior not in _MADV_VALID:
+        raise _err(U.EINVAL, "madvise")
+    if start & (PAGE_SIZE - 1):
+        raise _err(U.EINVAL, "madvise")
+    length = PAGE_ALIGN(len_in)
+    if len_in and not length:
+        raise _err(U.EINVAL, "madvise")
+    end = start + length
+    if end < start:
+        raise _err(U.EINVAL, "madvise")
+    if end == start:
+        return 0
+    unmapped_error = False
+    pos = start
+    vma = mm.mm_mt.find_vma(start)
+    if vma is None:
+        raise _err(U.ENOMEM, "madvise")
+    while True:
+        if vma is None:
+            unmapped_error = True
+            break
+        if pos < vma.vm_start:
+            unmapped_error = True
+            pos = vma.vm_start
+            if pos >= end:
+                break
+        tmp = min(vma.vm_end, end)
+        vma = _madvise_vma(task, vma, pos, tmp, behavior)
+        pos = tmp
+        if pos >= end:
+            break
+        vma = mm.mm_mt.find_vma(pos)
+    if unmapped_error:
+        raise _err(U.ENOMEM, "madvise")
+    return 0
+
+
+def _madvise_vma(task, vma, start: int, end: int, behavior: int):
+    mm = task.mm
+    k = task.kernel
+    flags = vma.vm_flags
+    new = flags
+    if behavior == U.MADV_DONTNEED:
+        if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+            raise _err(U.EINVAL, "madvise")
+        zap_page_range(k, mm, vma, start, end)
+        return vma
+    if behavior == U.MADV_FREE:
+        if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB) or vma.vm_file is not None:
+            raise _err(U.EINVAL, "madvise")
+        _madvise_free(task, vma, start, end)
+        return vma
+    if behavior == U.MADV_WILLNEED:
+        if vma.vm_file is not None and not vma.vm_file.inode.shmem:
+            first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
+            _, cost = read_pages(k, vma.vm_file.inode, first, (end - start) >> PAGE_SHIFT)
+            task.cost += cost
+        return vma
+    if behavior == U.MADV_REMOVE:
+        if not flags & VM_SHARED or vma.vm_file is None:
+            raise _err(U.EINVAL, "madvise")
+        zap_page_range(k, mm, vma, start, end)
+        return vma
+    if behavior in (U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE):
+        ret = populate_vma_range(task, vma, start, end)
+        if ret & VM_FAULT_ERROR:
+            raise _err(U.ENOMEM, "madvise")
+        return vma
+    if behavior in (U.MADV_COLD, U.MADV_PAGEOUT):
+        hook = getattr(k, "madvise_pageout", None)
+        if hook is not None:
+            hook(task, vma, start, end, behavior == U.MADV_PAGEOUT)
+        return vma
+    if behavior == U.MADV_NORMAL:
+        new = flags & ~(VM_RAND_READ | VM_SEQ_READ)
+    elif behavior == U.MADV_RANDOM:
+        new = (flags & ~VM_SEQ_READ) | VM_RAND_READ
+    elif behavior == U.MADV_SEQUENTIAL:
+        new = (flags & ~VM_RAND_READ) | VM_SEQ_READ
+    elif behavior == U.MADV_DONTFORK:
+        new = flags | VM_DONTCOPY
+    elif behavior == U.MADV_DOFORK:
+        if flags & VM_IO:
+            raise _err(U.EINVAL, "madvise")
+        new = flags & ~VM_DONTCOPY
+    elif behavior == U.MADV_WIPEONFORK:
+        if vma.vm_file is not None or flags & VM_SHARED:
+            raise _err(U.EINVAL, "madvise")
+        new = flags | VM_WIPEONFORK
+    elif behavior == U.MADV_KEEPONFORK:
+        new = flags & ~VM_WIPEONFORK
+    elif behavior == U.MADV_DONTDUMP:
+        new = flags | VM_DONTDUMP
+    elif behavior == U.MADV_DODUMP:
+        new = flags & ~VM_DONTDUMP
+    elif behavior == U.MADV_HUGEPAGE:
+        new = (flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
+    elif behavior == U.MADV_NOHUGEPAGE:
+        new = (flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
+    elif behavior == U.MADV_MERGEABLE:
+        if flags & (VM_MERGEABLE | VM_SHARED | VM_MAYSHARE | VM_PFNMAP | VM_IO | VM_DONTEXPAND
+                    | VM_HUGETLB | VM_MIXEDMAP):
+            return vma
+        new = flags | VM_MERGEABLE
+        mm.ksm_mergeable = True
+    elif behavior == U.MADV_UNMERGEABLE:
+        new = flags & ~VM_MERGEABLE
+    if new == flags:
+        return vma
+    return vma_modify(mm, vma, start, end, new)
+
+
+def _madvise_free(task, vma, start: int, end: int) -> None:
+    """Lazy free: exclusive anonymous pages become clean and !swapbacked, so reclaim may
+    drop them instead of swapping; a later write (dirty PTE) keeps them."""
+    k = task.kernel
+    mm = task.mm
+    ptes = mm.pgtable.ptes
+    mem_map = k.mem_map
+    zero_pfn = k.zero_pfn
+    for vpn in _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+        pte = ptes[vpn]
+        if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
+            continue
+        page = mem_map[pte >> PAGE_SHIFT]
+        if not page.flags & PG_anon or page._mapcount != 0:
+            continue
+        ptes[vpn] = pte & ~_PAGE_DIRTY
+        if page.flags & PG_swapbacked:
+            page.flags &= ~(PG_swapbacked | PG_dirty)
+            k.vmstat["pglazyfree"] += 1
+
+
+__all__ = [
+    "PAGE_ALIGN", "STACK_GUARD_GAP", "arch_task_size", "mmap_base_for", "do_mmap",
+    "mmap_region", "do_munmap", "do_brk", "expand_stack", "do_mprotect", "do_mremap",
+    "do_madvise", "get_unmapped_area", "mm_populate", "unmap_vmas",
+]

@@ -1,0 +1,284 @@
+"""Page tables: PTEs as ints, page-table pages from the page allocator (arch/x86 pgtable).
+
+A PTE is an int: `pfn << 12 | bits`. The low twelve bits follow x86 where x86 has the bit
+(present, RW, user, accessed, dirty); hvsim places NX (bit 63 on x86) and its software
+bits in bits 8-10 so every PTE stays a small int. A swap entry is a non-present PTE with
+_PAGE_SWP set and the entry (an int of the swap subsystem's choosing) above bit 12. A PROT_NONE
+mapping keeps its page with _PAGE_PROTNONE instead of _PAGE_PRESENT, as x86 does: present
+for the kernel (pte_present), not for the MMU.
+
+Overview
+--------
+The PTEs of one mm live in one dict vpn -> pte (vpn = address >> 12), which makes the
+per-access path one dict lookup. The tree above them is kept only as bookkeeping, one
+dict per level: table key -> Page, and key -> number of used entries. A key at level l is
+vpn >> shift[l]: 512 entries per table on x86_64 (4 levels: PTE, PMD, PUD below the PGD)
+and on i386 PAE (3 levels: PTE, PMD below a 4-entry PGD whose three user PMDs are
+preallocated, as pgd_alloc does); 1024 on i386 (2 levels: PTE tables below the PGD).
+
+Page-table pages come from `kernel.alloc_pages(GFP_KERNEL | __GFP_ZERO)` (so a VM backs and
+zeroes them) and are freed by `free_pgtables` when munmap leaves a table with no VMA over
+its span, and all at exit. Every table below the PGD adds PAGE_SIZE to `pgtables_bytes`
+(VmPTE, oom_badness); every table including the PGD counts in nr_page_table_pages.
+
+Invariants (`validate`): counts equal the PTEs and child tables present; no PTE outside
+a VMA; the mm's RSS counters equal what its PTEs map.
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .page import PG_anon, PG_pgtable, PG_swapbacked, PG_zero
+from .units import PAGE_SHIFT, PAGE_SIZE
+
+_PAGE_PRESENT = 0x001
+_PAGE_RW = 0x002
+_PAGE_USER = 0x004
+_PAGE_ACCESSED = 0x020
+_PAGE_DIRTY = 0x040
+_PAGE_PROTNONE = 0x100  # pte_present() for the kernel, not the MMU (x86 reuses _PAGE_GLOBAL)
+_PAGE_NX = 0x200  # no-execute (x86: bit 63)
+_PAGE_SWP = 0x400  # non-present PTE holding a swap entry (hvsim)
+PTE_FLAGS_MASK = 0xFFF
+PTE_PRESENT_MASK = _PAGE_PRESENT | _PAGE_PROTNONE
+
+MM_FILEPAGES = 0
+MM_ANONPAGES = 1
+MM_SWAPENTS = 2
+MM_SHMEMPAGES = 3
+NR_MM_COUNTERS = 4
+
+GFP_PGTABLE_USER = G.GFP_KERNEL_ACCOUNT | G.__GFP_ZERO
+
+
+def pte_pfn(pte: int) -> int:
+    return pte >> PAGE_SHIFT
+
+
+def pte_present(pte: int) -> bool:
+    return bool(pte & PTE_PRESENT_MASK)
+
+
+def is_swap_pte(pte: int) -> bool:
+    return bool(pte & _PAGE_SWP) and not pte & PTE_PRESENT_MASK
+
+
+def swp_entry_to_pte(entry: int) -> int:
+    return (entry << PAGE_SHIFT) | _PAGE_SWP
+
+
+def pte_to_swp_entry(pte: int) -> int:
+    return pte >> PAGE_SHIFT
+
+
+def mk_pte(pfn: int, accessible: bool, writable: bool, executable: bool) -> int:
+    """A PTE for `pfn`. `accessible` False gives a PROT_NONE PTE."""
+    pte = (pfn << PAGE_SHIFT) | _PAGE_USER | _PAGE_ACCESSED
+    pte |= _PAGE_PRESENT if accessible else _PAGE_PROTNONE
+    if writable:
+        pte |= _PAGE_RW
+    if not executable:
+        pte |= _PAGE_NX
+    return pte
+
+
+# Per-arch geometry: shifts of the table keys below the PGD, lowest level first.
+def table_shifts(arch: str, pae: bool) -> tuple[int, ...]:
+    if arch == "x86_64":
+        return (9, 18, 27)  # PTE, PMD, PUD tables; PGD on top: 4 levels
+    if pae:
+        return (9, 18)  # PTE, PMD; 4-entry PGD: 3 levels
+    return (10,)  # PTE tables of 1024 entries under the PGD: 2 levels
+
+
+def pgtable_levels(arch: str, pae: bool) -> int:
+    return len(table_shifts(arch, pae)) + 1
+
+
+class PageTable:
+    """The page table of one mm. `ptes` is the hot dict vpn -> pte."""
+
+    __slots__ = ("kernel", "ptes", "shifts", "tables", "counts", "pte_shift", "pte_counts",
+                 "pgd", "bytes", "pinned", "nr_tables")
+
+    def __init__(self, kernel, arch: str = "x86_64", pae: bool = False) -> None:
+        self.kernel = kernel
+        self.ptes: dict[int, int] = {}
+        self.shifts = table_shifts(arch, pae)
+        self.tables: list[dict] = [{} for _ in self.shifts]
+        self.counts: list[dict] = [{} for _ in self.shifts]
+        self.pte_shift = self.shifts[0]
+        self.pte_counts = self.counts[0]
+        self.bytes = 0  # pgtables_bytes: tables below the PGD, bytes
+        self.nr_tables = 0  # every table page including the PGD
+        self.pinned: set = set()  # (level, key) never freed before teardown (PAE PMDs)
+        self.pgd = self._alloc_table_page()
+        if self.pgd is False:
+            raise MemoryError("pgd_alloc: out of memory")
+        if arch == "i386" and pae:
+            # pgd_alloc preallocates the PMDs of the 3 GiB user part (PREALLOCATED_PMDS)
+            top = len(self.shifts) - 1
+            for key in range(3):
+                if not self._alloc_table(top, key):
+                    raise MemoryError("pgd_alloc: out of memory")
+                self.pinned.add((top, key))
+
+    # -- table pages -------------------------------------------------------------------
+    def _alloc_table_page(self):
+        k = self.kernel
+        if k is None:
+            page = None
+        else:
+            page = k.alloc_pages(GFP_PGTABLE_USER)
+            if page is None:
+                return False
+            page.flags |= PG_pgtable
+            k.vmstat["nr_page_table_pages"] += 1
+        self.nr_tables += 1
+        return page
+
+    def _free_table_page(self, page) -> None:
+        k = self.kernel
+        self.nr_tables -= 1
+        if k is None or page is None:
+            return
+        page.flags &= ~PG_pgtable
+        k.vmstat["nr_page_table_pages"] -= 1
+        k.free_pages(page)
+
+    def _alloc_table(self, level: int, key: int) -> bool:
+        page = self._alloc_table_page()
+        if page is False:
+            return False
+        self.tables[level][key] = page
+        self.counts[level][key] = 0
+        self.bytes += PAGE_SIZE
+        if level + 1 < len(self.shifts):
+            up = self.counts[level + 1]
+            pkey = key >> (self.shifts[level + 1] - self.shifts[level])
+            up[pkey] += 1
+        return True
+
+    def _free_table(self, level: int, key: int) -> None:
+        page = self.tables[level].pop(key)
+        del self.counts[level][key]
+        self.bytes -= PAGE_SIZE
+        self._free_table_page(page)
+        if level + 1 < len(self.shifts):
+            pkey = key >> (self.shifts[level + 1] - self.shifts[level])
+            self.counts[level + 1][pkey] -= 1
+
+    def alloc_pte_table(self, vpn: int) -> bool:
+        """Make sure the tables down to the PTE table for `vpn` exist (__pte_alloc)."""
+        shifts = self.shifts
+        for level in range(len(shifts) - 1, -1, -1):
+            key = vpn >> shifts[level]
+            if key not in self.counts[level] and not self._alloc_table(level, key):
+                return False
+        return True
+
+    # -- PTEs ------------------------------------------------------------------------------
+    def set_pte_new(self, vpn: int, pte: int) -> bool:
+        """Install a PTE where there was none; False if a table page could not be had."""
+        key = vpn >> self.pte_shift
+        c = self.pte_counts.get(key)
+        if c is None:
+            if not self.alloc_pte_table(vpn):
+                return False
+            c = 0
+        self.pte_counts[key] = c + 1
+        self.ptes[vpn] = pte
+        return True
+
+    def clear_pte(self, vpn: int) -> int:
+        """pte_clear: remove the PTE (which must exist); returns the old value."""
+        pte = self.ptes.pop(vpn)
+        self.pte_counts[vpn >> self.pte_shift] -= 1
+        return pte
+
+    def free_pgtables(self, start: int, end: int, floor: int, ceiling: int) -> int:
+        """Free the empty tables over [start, end) whose whole span lies in [floor, ceiling)
+        (free_pgd_range: the neighbouring VMAs' tables stay). Addresses in bytes.
+        Returns the number of table pages freed."""
+        freed = 0
+        svpn, evpn = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+        fvpn, cvpn = floor >> PAGE_SHIFT, ceiling >> PAGE_SHIFT
+        for level, shift in enumerate(self.shifts):
+            counts = self.counts[level]
+            lo, hi = svpn >> shift, ((evpn - 1) >> shift) + 1
+            if hi - lo > len(counts):
+                keys = [k for k in counts if lo <= k < hi]
+            else:
+                keys = [k for k in range(lo, hi) if k in counts]
+            for key in sorted(keys):
+                if counts[key] or (level, key) in self.pinned:
+                    continue
+                if (key << shift) >= fvpn and ((key + 1) << shift) <= cvpn:
+                    self._free_table(level, key)
+                    freed += 1
+        return freed
+
+    def free_all(self) -> None:
+        """Tear the whole tree down (exit_mmap after every PTE is gone)."""
+        for level in range(len(self.shifts)):
+            for key in sorted(self.tables[level]):
+                page = self.tables[level].pop(key)
+                self.bytes -= PAGE_SIZE
+                self._free_table_page(page)
+            self.counts[level].clear()
+        self.pinned.clear()
+        if self.pgd is not None:
+            self._free_table_page(self.pgd)
+        else:
+            self.nr_tables -= 1
+        self.pgd = None
+
+    # -- invariants ---------------------------------------------------------------------------
+    def validate(self, mm) -> None:
+        from .vma import MMInvariantError
+
+        want: dict[int, int] = {}
+        for vpn in self.ptes:
+            k = vpn >> self.pte_shift
+            want[k] = want.get(k, 0) + 1
+            if mm is not None and mm.mm_mt.lookup(vpn << PAGE_SHIFT) is None:
+                raise MMInvariantError(f"validate_mm: PTE at {vpn << PAGE_SHIFT:#x} outside any VMA")
+        for k, n in self.pte_counts.items():
+            if want.get(k, 0) != n:
+                raise MMInvariantError(f"validate_mm: PTE table {k:#x} counts {n}, has {want.get(k, 0)}")
+        for k in want:
+            if k not in self.pte_counts:
+                raise MMInvariantError(f"validate_mm: PTEs without a PTE table at key {k:#x}")
+        for level in range(1, len(self.shifts)):
+            d = self.shifts[level] - self.shifts[level - 1]
+            kids: dict[int, int] = {}
+            for k in self.counts[level - 1]:
+                kids[k >> d] = kids.get(k >> d, 0) + 1
+            for k, n in self.counts[level].items():
+                if kids.get(k, 0) != n:
+                    raise MMInvariantError(f"validate_mm: level {level} table {k:#x} counts {n}")
+            for k in kids:
+                if k not in self.counts[level]:
+                    raise MMInvariantError(f"validate_mm: level {level} table {k:#x} missing")
+        ntab = sum(len(t) for t in self.counts)
+        if self.bytes != ntab * PAGE_SIZE:
+            raise MMInvariantError(f"validate_mm: pgtables_bytes {self.bytes} for {ntab} tables")
+        if mm is None or self.kernel is None:
+            return
+        rss = [0] * NR_MM_COUNTERS
+        mem_map = self.kernel.mem_map
+        for pte in self.ptes.values():
+            if pte & PTE_PRESENT_MASK:
+                page = mem_map[pte >> PAGE_SHIFT]
+                if page.flags & PG_zero:
+                    continue
+                if page.flags & PG_anon:
+                    rss[MM_ANONPAGES] += 1
+                elif page.flags & PG_swapbacked:
+                    rss[MM_SHMEMPAGES] += 1
+                else:
+                    rss[MM_FILEPAGES] += 1
+            elif pte & _PAGE_SWP:
+                rss[MM_SWAPENTS] += 1
+        if rss != list(mm.rss):
+            raise MMInvariantError(f"validate_mm: rss counters {list(mm.rss)} but PTEs map {rss}")

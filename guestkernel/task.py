@@ -1,0 +1,1034 @@
+"""Task (task_struct), MMStruct (mm_struct), the system-call surface, and /proc/PID files.
+
+A `Task` is a process. Its memory system calls are methods with Linux's signatures and
+return values (`brk`, `mmap`, `munmap`, `mprotect`, `mremap`, `madvise`, `mlock`, `mlock2`,
+`munlock`, `mlockall`, `munlockall`, `fork`, `execve`, `exit`, `wait4`, `shmget`, `shmat`,
+`shmdt`, `shmctl`, `open`, `read`, `write`, `close`, `lseek`, `ftruncate`); a failure raises
+`OSError(errno, message)` with Linux's errno. Simulated seconds spent by the last call
+(page faults it took, disk reads, stalls beneath the guest) are in `task.last_cost`.
+
+User code touches memory with `access(addr, write, data=None)` and the burst form
+`access_range(start, length, write, data=None)`; both return seconds. A fault that ends in
+SIGSEGV/SIGBUS kills the process: its memory is freed and `state`, `term_signal`,
+`si_code` and `fault_addr` tell what happened; no Python exception reaches the caller.
+A fatal signal that arrives while the task is inside the kernel (an OOM kill during its
+own allocation) is acted on when the current call returns.
+
+`spawn(kernel, name)` makes a process as after execve of a static binary;
+`init_address_spaces(kernel)` sets up this layer at boot (slab caches, the zero page, the
+file system, SysV shm, /proc/PID/maps, status, smaps_rollup, and the vmstat counters).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from . import gfp as G
+from . import uapi as U
+from .fault import FAULT_COUNTERS, FAULT_OK, copy_from_user, copy_to_user, do_page_fault
+from .filemap import (
+    File,
+    FileSystem,
+    add_to_page_cache,
+    drop_caches,
+    filemap_get_page,
+    read_pages,
+    set_page_dirty,
+    truncate_inode_pages,
+)
+from .memory import zap_page_range
+from .page import PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
+from .pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_NX,
+    _PAGE_PRESENT,
+    _PAGE_RW,
+    _PAGE_SWP,
+    MM_ANONPAGES,
+    MM_FILEPAGES,
+    MM_SHMEMPAGES,
+    MM_SWAPENTS,
+    PTE_PRESENT_MASK,
+    PageTable,
+)
+from .physmem import ZERO_PAGE
+from .units import PAGE_SHIFT, PAGE_SIZE
+from .vma import (
+    VM_EXEC,
+    VM_LOCKED,
+    VM_MAYSHARE,
+    VM_READ,
+    VM_WRITE,
+    VMASet,
+)
+
+SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
+    "6.x": {"task_struct": 9792, "mm_struct": 1344, "vm_area_struct": 200, "filp": 256,
+            "files_cache": 704},
+    "2.6": {"task_struct": 1328, "mm_struct": 448, "vm_area_struct": 88, "filp": 192,
+            "files_cache": 256},
+}
+FATAL_SIGNALS = (U.SIGKILL, U.SIGSEGV, U.SIGBUS, U.SIGTERM)
+_STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
+
+
+# --- slab --------------------------------------------------------------------------------
+def _slab_alloc(kernel, name: str):
+    caches = getattr(kernel, "_as_caches", None)
+    if not caches or name not in caches:
+        return None
+    return kernel.kmem_cache_alloc(caches[name], G.GFP_KERNEL)
+
+
+def _slab_free(kernel, name: str, obj) -> None:
+    caches = getattr(kernel, "_as_caches", None)
+    if obj is not None and caches and name in caches:
+        kernel.kmem_cache_free(caches[name], obj)
+
+
+class MMStruct:
+    """mm_struct. Sizes in pages unless named _bytes; addresses in bytes."""
+
+    def __init__(self, kernel, task_size: int, owner=None) -> None:
+        self.kernel = kernel
+        cfg = kernel.config
+        self.mm_mt = VMASet()
+        self.pgtable = PageTable(kernel, cfg.arch, bool(cfg.pae))
+        self.task_size = task_size
+        self.start_code = self.end_code = 0
+        self.start_data = self.end_data = 0
+        self.start_brk = self.brk = 0
+        self.start_stack = self.arg_start = 0
+        self.mmap_base = 0
+        self.legacy_mmap = False
+        self.total_vm = 0
+        self.locked_vm = 0
+        self.pinned_vm = 0
+        self.data_vm = 0
+        self.exec_vm = 0
+        self.stack_vm = 0
+        self.rss = [0, 0, 0, 0]  # MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES
+        self.hiwater_rss = 0
+        self.hiwater_vm = 0
+        self.def_flags = 0  # VM_LOCKED|VM_LOCKONFAULT after mlockall(MCL_FUTURE)
+        self.owner = owner
+        self.exe_file = None
+        self.ksm_mergeable = False  # MMF_VM_MERGEABLE: some VMA had MADV_MERGEABLE
+        self.slab_obj = _slab_alloc(kernel, "mm_struct")
+
+    @property
+    def map_count(self) -> int:
+        return len(self.mm_mt)
+
+    @property
+    def pgtables_bytes(self) -> int:
+        return self.pgtable.bytes
+
+    def max_map_count(self) -> int:
+        return self.kernel.config.max_map_count
+
+    def get_mm_rss(self) -> int:
+        r = self.rss
+        return r[MM_FILEPAGES] + r[MM_ANONPAGES] + r[MM_SHMEMPAGES]
+
+    def slab_alloc(self, name: str):
+        return _slab_alloc(self.kernel, name)
+
+    def slab_free(self, name: str, obj) -> None:
+        _slab_free(self.kernel, name, obj)
+
+    def free(self) -> None:
+        _slab_free(self.kernel, "mm_struct", self.slab_obj)
+        self.slab_obj = None
+
+    def find_vma(self, addr: int):
+        return self.mm_mt.find_vma(addr)
+
+    @property
+    def vmas(self) -> list:
+        return list(self.mm_mt.vmas)
+
+
+def _syscall(needs_mm: bool = True):
+    """Wrap a system call: refuse on a dead task, track kernel entry for deferred fatal
+    signals, and leave the seconds the call cost in task.last_cost."""
+
+    def deco(fn):
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            if self.state != "running" or (needs_mm and self.mm is None):
+                raise OSError(U.ESRCH, f"{name}: task {self.pid} is {self.state}")
+            self._kdepth += 1
+            t0 = self.cost
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self._kdepth -= 1
+                self.last_cost = self.cost - t0 + self.kernel.take_stall()
+                if not self._kdepth and self._pending_fatal is not None:
+                    self._die()
+
+        return wrapper
+
+    return deco
+
+
+class Task:
+    """task_struct: one process (a single thread)."""
+
+    def __init__(self, kernel, pid: int, comm: str, parent: Task | None = None) -> None:
+        self.kernel = kernel
+        self.pid = pid
+        self.tgid = pid
+        self.comm = comm[:15]
+        self.parent = parent
+        self.children: list[Task] = []
+        self.mm: MMStruct | None = None
+        self.state = "running"  # running, zombie (exited, not reaped), dead
+        self.exit_code = 0  # the status passed to exit()
+        self.exit_signal = U.SIGCHLD  # sent to the parent at exit
+        self.term_signal = 0  # the signal that killed the task, 0 if it exited
+        self.si_code = 0  # its si_code (SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR, ...)
+        self.fault_addr = 0  # si_addr of a fault signal
+        self.oops: str | None = None  # the kernel Oops message that killed it
+        self.pending: list[tuple[int, int, int]] = []  # signals received (sig, code, addr)
+        self._pending_fatal: tuple[int, int, int] | None = None
+        self.rlimits = {
+            U.RLIMIT_STACK: [U.DEFAULT_RLIMIT_STACK, U.RLIM_INFINITY],
+            U.RLIMIT_MEMLOCK: [U.DEFAULT_RLIMIT_MEMLOCK, U.DEFAULT_RLIMIT_MEMLOCK],
+            U.RLIMIT_AS: [U.RLIM_INFINITY, U.RLIM_INFINITY],
+        }
+        self.caps: set[int] = set()  # effective capabilities (CAP_IPC_LOCK off by default)
+        self.uid = 1000
+        self.oom_score_adj = 0
+        self.autoreap_children = False  # SIGCHLD ignored (init): children are reaped at exit
+        self.files: dict[int, object] = {0: _STDIO, 1: _STDIO, 2: _STDIO}
+        self.cost = 0.0  # seconds accumulated by this task's kernel work, ever
+        self.last_cost = 0.0  # seconds the last system call cost
+        self._kdepth = 0
+        self.slab_obj = _slab_alloc(kernel, "task_struct")
+        self.files_slab = _slab_alloc(kernel, "files_cache")
+
+    def __repr__(self) -> str:
+        return f"<Task {self.pid} {self.comm} {self.state}>"
+
+    # -- credentials and limits ------------------------------------------------------------
+    def rlimit(self, resource: int) -> int:
+        return self.rlimits[resource][0]
+
+    def setrlimit(self, resource: int, cur: int, maxv: int | None = None) -> int:
+        if resource not in self.rlimits:
+            raise U.err(U.EINVAL, "setrlimit")
+        old = self.rlimits[resource]
+        maxv = old[1] if maxv is None else maxv
+        if cur > maxv:
+            raise U.err(U.EINVAL, "setrlimit")
+        if maxv > old[1] and not self.capable(21):
+            raise U.err(U.EPERM, "setrlimit")
+        self.rlimits[resource] = [cur, maxv]
+        return 0
+
+    def getrlimit(self, resource: int) -> tuple[int, int]:
+        cur, maxv = self.rlimits[resource]
+        return cur, maxv
+
+    def capable(self, cap: int) -> bool:
+        return cap in self.caps
+
+    # -- signals and exit --------------------------------------------------------------------
+    def fatal_signal_pending(self) -> bool:
+        return self._pending_fatal is not None or self.state != "running"
+
+    def send_signal(self, sig: int, code: int = 0, addr: int = 0) -> None:
+        """Deliver a signal. SIGKILL, SIGSEGV, SIGBUS and SIGTERM are fatal (no handlers
+        are modelled): the task dies now, or when it leaves the kernel."""
+        if self.state != "running":
+            return
+        self.pending.append((sig, code, addr))
+        if sig in FATAL_SIGNALS and self._pending_fatal is None:
+            self._pending_fatal = (sig, code, addr)
+            if not self._kdepth:
+                self._die()
+
+    def _die(self) -> None:
+        sig, code, addr = self._pending_fatal
+        self._pending_fatal = None
+        self.term_signal = sig
+        self.si_code = code
+        self.fault_addr = addr
+        self._do_exit(0)
+
+    def _do_exit(self, code: int) -> None:
+        if self.state != "running":
+            return
+        from .fork import exit_mmap
+
+        k = self.kernel
+        for fd in sorted(self.files):
+            f = self.files[fd]
+            if f is not _STDIO:
+                f.put()
+                _slab_free(k, "filp", f.slab_obj)
+        self.files = {}
+        if self.mm is not None:
+            exit_mmap(self)
+        self.exit_code = code & 0xFF
+        self.state = "zombie"
+        init = k.tasks.get(1)
+        for child in self.children:
+            child.parent = init if init is not self else None
+            if init is not None and init is not self:
+                init.children.append(child)
+            if child.state == "zombie" and (child.parent is None or child.parent.autoreap_children):
+                child._reap()
+        self.children = []
+        if self.parent is None or self.parent.autoreap_children or self.parent.state != "running":
+            self._reap()
+
+    def _reap(self) -> None:
+        if self.state == "dead":
+            return
+        self.state = "dead"
+        k = self.kernel
+        if k.tasks.get(self.pid) is self:
+            del k.tasks[self.pid]
+        if self.parent is not None and self in self.parent.children:
+            self.parent.children.remove(self)
+        _slab_free(k, "files_cache", self.files_slab)
+        _slab_free(k, "task_struct", self.slab_obj)
+        self.files_slab = self.slab_obj = None
+
+    @property
+    def wait_status(self) -> int:
+        """The status wait4() reports: exit code << 8, or the killing signal."""
+        if self.term_signal:
+            return self.term_signal
+        return self.exit_code << 8
+
+    def kill(self, sig: int = U.SIGKILL) -> None:
+        self.send_signal(sig, U.SI_KERNEL if sig == U.SIGKILL else 0, 0)
+
+    # -- memory access -----------------------------------------------------------------------
+    def access(self, addr: int, write: bool, data: bytes | None = None,
+               execute: bool = False) -> float:
+        """One user-mode load (write False) or store at `addr`; returns seconds. `data`:
+        bytes stored at addr (a whole page, or a piece spliced into the page)."""
+        mm = self.mm
+        if self.state != "running" or mm is None:
+            return 0.0
+        k = self.kernel
+        phys = k.phys
+        ptes = mm.pgtable.ptes
+        vpn = addr >> PAGE_SHIFT
+        t0 = self.cost
+        cost = 0.0
+        self._kdepth += 1
+        try:
+            for _ in range(4):
+                pte = ptes.get(vpn, 0)
+                if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW) and not (
+                        execute and pte & _PAGE_NX):
+                    bits = _PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED
+                    if pte & bits != bits:
+                        ptes[vpn] = pte | bits
+                    pfn = pte >> PAGE_SHIFT
+                    cost += phys.touch(pfn, write)
+                    if write and data is not None:
+                        if len(data) == PAGE_SIZE and not addr & (PAGE_SIZE - 1):
+                            cost += phys.store(pfn, data)
+                        else:
+                            off = addr & (PAGE_SIZE - 1)
+                            if off + len(data) > PAGE_SIZE:
+                                raise ValueError("access: data crosses a page boundary")
+                            old = phys.load(pfn)
+                            cost += phys.store(pfn, old[:off] + bytes(data) + old[off + len(data):])
+                    break
+                if do_page_fault(self, addr, write, True, execute) != FAULT_OK:
+                    break
+        finally:
+            self._kdepth -= 1
+            if self._pending_fatal is not None:
+                self._die()
+        return cost + self.cost - t0 + k.take_stall()
+
+    def access_range(self, start: int, length: int, write: bool, data=None) -> float:
+        """Touch every page of [start, start + length) in order; returns seconds. `data`:
+        None, one page of bytes for every page, bytes of the whole page-aligned range,
+        or a sequence of page bytes. Stops if the task dies on a fault."""
+        mm = self.mm
+        if self.state != "running" or mm is None or length <= 0:
+            return 0.0
+        k = self.kernel
+        phys = k.phys
+        touch = phys.touch
+        store = phys.store
+        ptes = mm.pgtable.ptes
+        first = start >> PAGE_SHIFT
+        last = (start + length - 1) >> PAGE_SHIFT
+        npages = last - first + 1
+        pages = None
+        if write and data is not None:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                if len(data) == PAGE_SIZE:
+                    pages = None
+                elif len(data) == npages * PAGE_SIZE:
+                    mv = memoryview(data)
+                    pages = [bytes(mv[i << PAGE_SHIFT:(i + 1) << PAGE_SHIFT]) for i in range(npages)]
+                else:
+                    raise ValueError("access_range: data must be one page or the whole range")
+            else:
+                pages = list(data)
+                if len(pages) != npages:
+                    raise ValueError("access_range: one page of data per page of the range")
+        one = data if write and data is not None and pages is None else None
+        bits = _PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED
+        t0 = self.cost
+        cost = 0.0
+        self._kdepth += 1
+        try:
+            for i in range(npages):
+                vpn = first + i
+                for _ in range(4):
+                    pte = ptes.get(vpn, 0)
+                    # NOTE: the MMU's check inlined for speed (present, writable)
+                    if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW):
+                        if pte & bits != bits:
+                            ptes[vpn] = pte | bits
+                        pfn = pte >> PAGE_SHIFT
+                        cost += touch(pfn, write)
+                        if one is not None:
+                            cost += store(pfn, one)
+                        elif pages is not None:
+                            cost += store(pfn, pages[i])
+                        break
+                    if do_page_fault(self, vpn << PAGE_SHIFT, write, True) != FAULT_OK:
+                        break
+                if self._pending_fatal is not None or self.state != "running":
+                    break
+        finally:
+            self._kdepth -= 1
+            if self._pending_fatal is not None:
+                self._die()
+        return cost + self.cost - t0 + k.take_stall()
+
+    def peek(self, addr: int, n: int) -> bytes:
+        """The bytes a debugger would read (no fault, no cost): zeros where nothing is
+        mapped or present."""
+        out = bytearray()
+        ptes = self.mm.pgtable.ptes
+        while n > 0:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = min(n, PAGE_SIZE - off)
+            pte = ptes.get(addr >> PAGE_SHIFT, 0)
+            if pte & PTE_PRESENT_MASK:
+                out += self.kernel.phys.load(pte >> PAGE_SHIFT)[off:off + chunk]
+            else:
+                out += bytes(chunk)
+            addr += chunk
+            n -= chunk
+        return bytes(out)
+
+    # -- memory system calls -------------------------------------------------------------------
+    @_syscall()
+    def brk(self, addr: int) -> int:
+        from .mmap import do_brk
+
+        return do_brk(self, addr)
+
+    @_syscall()
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
+             offset: int = 0) -> int:
+        from .mmap import do_mmap
+
+        if offset & (PAGE_SIZE - 1) or offset < 0:
+            raise U.err(U.EINVAL, "mmap")
+        file = None
+        if not flags & U.MAP_ANONYMOUS:
+            file = self.files.get(fd)
+            if file is None or file is _STDIO:
+                raise U.err(U.EBADF if file is None else U.ENODEV, "mmap")
+        return do_mmap(self, addr, length, prot, flags, file, offset >> PAGE_SHIFT)
+
+    @_syscall()
+    def munmap(self, addr: int, length: int) -> int:
+        from .mmap import do_munmap
+
+        return do_munmap(self, addr, length)
+
+    @_syscall()
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        from .mmap import do_mprotect
+
+        return do_mprotect(self, addr, length, prot)
+
+    @_syscall()
+    def mremap(self, old_address: int, old_size: int, new_size: int, flags: int = 0,
+               new_address: int = 0) -> int:
+        from .mmap import do_mremap
+
+        return do_mremap(self, old_address, old_size, new_size, flags, new_address)
+
+    @_syscall()
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        from .mmap import do_madvise
+
+        return do_madvise(self, addr, length, advice)
+
+    @_syscall()
+    def mlock(self, addr: int, length: int) -> int:
+        from .mlock import sys_mlock
+
+        return sys_mlock(self, addr, length)
+
+    @_syscall()
+    def mlock2(self, addr: int, length: int, flags: int = 0) -> int:
+        from .mlock import sys_mlock2
+
+        return sys_mlock2(self, addr, length, flags)
+
+    @_syscall()
+    def munlock(self, addr: int, length: int) -> int:
+        from .mlock import sys_munlock
+
+        return sys_munlock(self, addr, length)
+
+    @_syscall()
+    def mlockall(self, flags: int) -> int:
+        from .mlock import sys_mlockall
+
+        return sys_mlockall(self, flags)
+
+    @_syscall()
+    def munlockall(self) -> int:
+        from .mlock import sys_munlockall
+
+        return sys_munlockall(self)
+
+    # -- processes -----------------------------------------------------------------------------
+    @_syscall()
+    def fork(self) -> int:
+        """Returns the child's pid (the child is kernel.tasks[pid])."""
+        from .fork import dup_mm
+
+        k = self.kernel
+        child = Task(k, _alloc_pid(k), self.comm, parent=self)
+        child.rlimits = {r: list(v) for r, v in self.rlimits.items()}
+        child.caps = set(self.caps)
+        child.uid = self.uid
+        child.oom_score_adj = self.oom_score_adj
+        child.files = {}
+        for fd, f in self.files.items():
+            if f is not _STDIO:
+                f.get()
+            child.files[fd] = f
+        try:
+            dup_mm(self, child)
+        except OSError:
+            for f in child.files.values():
+                if f is not _STDIO:
+                    f.put()
+            child.state = "dead"
+            _slab_free(k, "files_cache", child.files_slab)
+            _slab_free(k, "task_struct", child.slab_obj)
+            raise
+        k.tasks[child.pid] = child
+        self.children.append(child)
+        return child.pid
+
+    def clone(self, flags: int = U.SIGCHLD, *args) -> int:
+        """clone(2) as fork(2) (no thread model): a new process."""
+        return self.fork()
+
+    @_syscall(needs_mm=False)
+    def execve(self, path: str, argv=None, envp=None, **layout) -> int:
+        """Replace the address space by the static executable at `path` (fresh mm with its
+        stack). `layout` may give text, data, bss sizes and start_brk/stack_top/mmap_base."""
+        from .fork import load_static_binary
+
+        load_static_binary(self, path, **layout)
+        for fd in [fd for fd, f in self.files.items()
+                   if f is not _STDIO and f.flags & U.O_CLOEXEC]:
+            self.files.pop(fd).put()
+        return 0
+
+    def exit(self, code: int = 0) -> None:
+        """exit(2)/exit_group(2): release everything; the parent may wait4() for it."""
+        if self.state == "running":
+            self._do_exit(code)
+
+    exit_group = exit
+
+    @_syscall(needs_mm=False)
+    def wait4(self, pid: int = -1, options: int = 0) -> tuple[int, int]:
+        """Reap a zombie child: (pid, status). (0, 0) if children live but none exited
+        (nothing blocks in the simulation); ECHILD if there is no such child."""
+        cands = [c for c in self.children if pid == -1 or c.pid == pid]
+        if not cands:
+            raise U.err(U.ECHILD, "wait4")
+        for c in cands:
+            if c.state == "zombie":
+                status = c.wait_status
+                c._reap()
+                return c.pid, status
+        return 0, 0
+
+    # -- SysV shm ------------------------------------------------------------------------------
+    @_syscall()
+    def shmget(self, key: int, size: int, shmflg: int) -> int:
+        from .shm import sys_shmget
+
+        return sys_shmget(self, key, size, shmflg)
+
+    @_syscall()
+    def shmat(self, shmid: int, shmaddr: int = 0, shmflg: int = 0) -> int:
+        from .shm import sys_shmat
+
+        return sys_shmat(self, shmid, shmaddr, shmflg)
+
+    @_syscall()
+    def shmdt(self, shmaddr: int) -> int:
+        from .shm import sys_shmdt
+
+        return sys_shmdt(self, shmaddr)
+
+    @_syscall()
+    def shmctl(self, shmid: int, cmd: int, buf=None):
+        from .shm import sys_shmctl
+
+        return sys_shmctl(self, shmid, cmd, buf)
+
+    # -- files ---------------------------------------------------------------------------------
+    def _file(self, fd: int) -> File:
+        f = self.files.get(fd)
+        if f is None:
+            raise U.err(U.EBADF, f"fd {fd}")
+        return f
+
+    @_syscall()
+    def open(self, path: str, flags: int = U.O_RDONLY, mode: int = 0o644) -> int:
+        fs = self.kernel.fs
+        inode = fs.lookup(path)
+        if inode is None:
+            if not flags & U.O_CREAT:
+                raise U.err(U.ENOENT, f"open {path}")
+            inode = fs.create(path, 0)
+        elif flags & U.O_CREAT and flags & U.O_EXCL:
+            raise U.err(U.EEXIST, f"open {path}")
+        acc = flags & U.O_ACCMODE
+        f = File(inode, flags, readable=acc in (U.O_RDONLY, U.O_RDWR),
+                 writable=acc in (U.O_WRONLY, U.O_RDWR))
+        if flags & U.O_TRUNC and f.writable and inode.size:
+            _truncate(self.kernel, inode, 0)
+        f.slab_obj = _slab_alloc(self.kernel, "filp")
+        f.get()
+        fd = 0
+        while fd in self.files:
+            fd += 1
+        self.files[fd] = f
+        return fd
+
+    @_syscall(needs_mm=False)
+    def close(self, fd: int) -> int:
+        f = self._file(fd)
+        del self.files[fd]
+        if f is not _STDIO:
+            f.put()
+            _slab_free(self.kernel, "filp", f.slab_obj)
+        return 0
+
+    @_syscall()
+    def read(self, fd: int, buf: int, count: int) -> int:
+        """Copy from the page cache into the user buffer at `buf` (two copies in memory)."""
+        f = self._file(fd)
+        if f is _STDIO:
+            return 0
+        if not f.readable:
+            raise U.err(U.EBADF, "read")
+        if count < 0:
+            raise U.err(U.EINVAL, "read")
+        k = self.kernel
+        inode = f.inode
+        pos = f.pos
+        n = min(count, max(0, inode.size - pos))
+        if n == 0:
+            return 0
+        phys = k.phys
+        pages = inode.mapping.pages
+        last = (pos + n - 1) >> PAGE_SHIFT
+        done = 0
+        while done < n:
+            p = pos + done
+            idx = p >> PAGE_SHIFT
+            off = p & (PAGE_SIZE - 1)
+            chunk = min(PAGE_SIZE - off, n - done)
+            page = pages.get(idx)
+            if page is None:
+                # page_cache_sync_readahead: the rest of the request, at least ra_pages
+                _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
+                self.cost += c
+                k.vmstat["pgmajfault_read"] = k.vmstat.get("pgmajfault_read", 0)
+                page = pages.get(idx)
+                if page is None:
+                    page, _, c = filemap_get_page(k, inode, idx, 1)
+                    self.cost += c
+                    if page is None:
+                        break
+            k.mark_page_accessed(page)
+            self.cost += phys.touch(page.pfn, False)
+            data = phys.load(page.pfn)
+            if chunk != PAGE_SIZE:
+                data = data[off:off + chunk]
+            copied = copy_to_user(self, buf + done, data)
+            done += copied
+            if copied < chunk:
+                break
+        if done == 0:
+            raise U.err(U.EFAULT, "read")
+        f.pos += done
+        return done
+
+    @_syscall()
+    def write(self, fd: int, buf: int, count: int) -> int:
+        """Copy from the user buffer into the page cache (pages dirtied)."""
+        f = self._file(fd)
+        if f is _STDIO:
+            return count
+        if not f.writable:
+            raise U.err(U.EBADF, "write")
+        if count <= 0:
+            return 0
+        k = self.kernel
+        inode = f.inode
+        data = copy_from_user(self, buf, count)
+        if not data:
+            raise U.err(U.EFAULT, "write")
+        pos = inode.size if f.flags & U.O_APPEND else f.pos
+        phys = k.phys
+        n = len(data)
+        done = 0
+        while done < n:
+            p = pos + done
+            idx = p >> PAGE_SHIFT
+            off = p & (PAGE_SIZE - 1)
+            chunk = min(PAGE_SIZE - off, n - done)
+            page = inode.mapping.pages.get(idx)
+            if page is None:
+                if chunk == PAGE_SIZE or idx >= inode.nr_index():
+                    page = add_to_page_cache(k, inode, idx, ZERO_PAGE if chunk != PAGE_SIZE else None)
+                else:
+                    page, _, c = filemap_get_page(k, inode, idx)
+                    self.cost += c
+                if page is None:
+                    break
+            if chunk == PAGE_SIZE:
+                new = data[done:done + chunk]
+            else:
+                old = phys.load(page.pfn)
+                new = old[:off] + data[done:done + chunk] + old[off + chunk:]
+            self.cost += phys.touch(page.pfn, True) + phys.store(page.pfn, new)
+            set_page_dirty(k, page)
+            k.mark_page_accessed(page)
+            done += chunk
+        if done == 0:
+            raise U.err(U.ENOMEM, "write")
+        inode.size = max(inode.size, pos + done)
+        f.pos = pos + done
+        return done
+
+    @_syscall(needs_mm=False)
+    def lseek(self, fd: int, offset: int, whence: int = U.SEEK_SET) -> int:
+        f = self._file(fd)
+        if f is _STDIO:
+            raise U.err(U.EINVAL, "lseek")
+        base = {U.SEEK_SET: 0, U.SEEK_CUR: f.pos, U.SEEK_END: f.inode.size}.get(whence)
+        if base is None or base + offset < 0:
+            raise U.err(U.EINVAL, "lseek")
+        f.pos = base + offset
+        return f.pos
+
+    @_syscall()
+    def ftruncate(self, fd: int, length: int) -> int:
+        f = self._file(fd)
+        if f is _STDIO or length < 0 or not f.writable:
+            raise U.err(U.EINVAL, "ftruncate")
+        _truncate(self.kernel, f.inode, length)
+        return 0
+
+
+def _truncate(kernel, inode, length: int) -> None:
+    """truncate_setsize: shrinking unmaps the pages beyond EOF from every mapping (private
+    CoW copies too) and drops them from the cache."""
+    if length < inode.size:
+        start_index = (length + PAGE_SIZE - 1) >> PAGE_SHIFT
+        for vma in list(inode.mapping.i_mmap):
+            vstart = vma.vm_start + ((start_index - vma.vm_pgoff) << PAGE_SHIFT)
+            a = max(vma.vm_start, vstart)
+            if a < vma.vm_end:
+                zap_page_range(kernel, vma.vm_mm, vma, a, vma.vm_end)
+        truncate_inode_pages(kernel, inode, start_index)
+    inode.size = length
+
+
+def _alloc_pid(kernel) -> int:
+    alloc = getattr(kernel, "alloc_pid", None)
+    if alloc is not None:
+        return alloc()
+    pid = getattr(kernel, "_next_pid", 1)
+    kernel._next_pid = pid + 1
+    return pid
+
+
+def spawn(kernel, name: str, **layout) -> Task:
+    """A new process running `name` (a static binary /bin/<name>, or /sbin/init), as
+    after execve: text, data, bss, the brk, and the stack. Returns its Task."""
+    from .fork import DEFAULT_DATA, DEFAULT_TEXT, load_static_binary
+    from .mmap import PAGE_ALIGN
+
+    pid = _alloc_pid(kernel)
+    parent = kernel.tasks.get(1)
+    task = Task(kernel, pid, name, parent=parent)
+    if pid == 1:
+        task.autoreap_children = True
+    path = "/sbin/init" if name == "init" else f"/bin/{name}"
+    text = layout.get("text", DEFAULT_TEXT)
+    data = layout.get("data", DEFAULT_DATA)
+    kernel.fs.create(path, PAGE_ALIGN(text) + data)
+    task._kdepth += 1
+    try:
+        load_static_binary(task, path, **layout)
+    finally:
+        task._kdepth -= 1
+    task.last_cost = kernel.take_stall()
+    kernel.tasks[pid] = task
+    if parent is not None:
+        parent.children.append(task)
+    return task
+
+
+# --- /proc/PID files -----------------------------------------------------------------------------
+def _vma_name(mm, vma) -> str | None:
+    f = vma.vm_file
+    if f is not None:
+        inode = f.inode
+        if inode.name is not None:
+            return inode.name
+        return inode.path + (" (deleted)" if inode.nlink == 0 else "")
+    ops = vma.vm_ops
+    if ops is not None and hasattr(ops, "name"):
+        return ops.name(vma)
+    if vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
+        return "[heap]"
+    if vma.vm_start <= mm.start_stack <= vma.vm_end:
+        return "[stack]"
+    if vma.anon_name is not None:
+        return f"[anon:{vma.anon_name}]"
+    return None
+
+
+def _header(start: int, end: int, flags: int, pgoff: int, dev, ino: int) -> str:
+    perms = ("r" if flags & VM_READ else "-") + ("w" if flags & VM_WRITE else "-") + (
+        "x" if flags & VM_EXEC else "-") + ("s" if flags & VM_MAYSHARE else "p")
+    return f"{start:08x}-{end:08x} {perms} {pgoff:08x} {dev[0]:02x}:{dev[1]:02x} {ino} "
+
+
+def _pad_width(kernel) -> int:
+    return 25 + (8 if kernel.config.arch == "x86_64" else 4) * 6 - 1
+
+
+def proc_maps(task) -> str:
+    """/proc/PID/maps, byte for byte as Linux 6.x prints it."""
+    mm = task.mm
+    if mm is None:
+        return ""
+    width = _pad_width(task.kernel)
+    out = []
+    for vma in mm.mm_mt.vmas:
+        if vma.vm_file is not None:
+            inode = vma.vm_file.inode
+            line = _header(vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff << PAGE_SHIFT,
+                           inode.dev, inode.ino)
+        else:
+            line = _header(vma.vm_start, vma.vm_end, vma.vm_flags, 0, (0, 0), 0)
+        name = _vma_name(mm, vma)
+        if name is not None:
+            line = line.ljust(width) + " " + name
+        out.append(line + "\n")
+    return "".join(out)
+
+
+def _kb_line(label: str, pages: int) -> str:
+    return f"{label}:\t{pages << (PAGE_SHIFT - 10):8d} kB\n"
+
+
+def proc_status(task) -> str:
+    """/proc/PID/status (the memory lines in Linux's order and format)."""
+    state = {"running": "R (running)", "zombie": "Z (zombie)", "dead": "X (dead)"}[task.state]
+    ppid = task.parent.pid if task.parent is not None else 0
+    nfd = max(64, len(task.files))
+    s = (f"Name:\t{task.comm}\nUmask:\t0022\nState:\t{state}\nTgid:\t{task.tgid}\n"
+         f"Ngid:\t0\nPid:\t{task.pid}\nPPid:\t{ppid}\nTracerPid:\t0\n"
+         f"Uid:\t{task.uid}\t{task.uid}\t{task.uid}\t{task.uid}\n"
+         f"Gid:\t{task.uid}\t{task.uid}\t{task.uid}\t{task.uid}\n"
+         f"FDSize:\t{nfd}\nGroups:\t\nNStgid:\t{task.tgid}\nNSpid:\t{task.pid}\n"
+         f"NSpgid:\t{task.pid}\nNSsid:\t{task.pid}\nKthread:\t0\n")
+    mm = task.mm
+    if mm is not None:
+        r = mm.rss
+        anon, file, shmem, swap = r[MM_ANONPAGES], r[MM_FILEPAGES], r[MM_SHMEMPAGES], r[MM_SWAPENTS]
+        total_rss = anon + file + shmem
+        hiwater_vm = max(mm.hiwater_vm, mm.total_vm)
+        hiwater_rss = max(mm.hiwater_rss, total_rss)
+        text = ((mm.end_code + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)) - (mm.start_code & ~(PAGE_SIZE - 1))
+        text = min(text, mm.exec_vm << PAGE_SHIFT)
+        lib = (mm.exec_vm << PAGE_SHIFT) - text
+        s += (_kb_line("VmPeak", hiwater_vm) + _kb_line("VmSize", mm.total_vm)
+              + _kb_line("VmLck", mm.locked_vm) + _kb_line("VmPin", mm.pinned_vm)
+              + _kb_line("VmHWM", hiwater_rss) + _kb_line("VmRSS", total_rss)
+              + _kb_line("RssAnon", anon) + _kb_line("RssFile", file)
+              + _kb_line("RssShmem", shmem) + _kb_line("VmData", mm.data_vm)
+              + _kb_line("VmStk", mm.stack_vm)
+              + f"VmExe:\t{text >> 10:8d} kB\nVmLib:\t{lib >> 10:8d} kB\n"
+              + f"VmPTE:\t{mm.pgtables_bytes >> 10:8d} kB\n"
+              + _kb_line("VmSwap", swap) + f"HugetlbPages:\t{0:8d} kB\n")
+    s += "CoreDumping:\t0\nThreads:\t1\n"
+    return s
+
+
+PSS_SHIFT = 12
+
+
+def proc_smaps_rollup(task) -> str:
+    """/proc/PID/smaps_rollup."""
+    mm = task.mm
+    if mm is None or not mm.mm_mt.vmas:
+        return ""
+    k = task.kernel
+    mem_map = k.mem_map
+    zero_pfn = k.zero_pfn
+    st = dict.fromkeys(("resident", "pss", "pss_dirty", "pss_anon", "pss_file", "pss_shmem",
+                        "shared_clean", "shared_dirty", "private_clean", "private_dirty",
+                        "referenced", "anonymous", "lazyfree", "swap", "swap_pss",
+                        "pss_locked"), 0)
+    ptes = mm.pgtable.ptes
+    for vma in mm.mm_mt.vmas:
+        locked = vma.vm_flags & VM_LOCKED
+        for vpn in range(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
+            pte = ptes.get(vpn)
+            if pte is None:
+                continue
+            if not pte & PTE_PRESENT_MASK:
+                if pte & _PAGE_SWP:
+                    st["swap"] += PAGE_SIZE
+                    st["swap_pss"] += PAGE_SIZE << PSS_SHIFT
+                continue
+            pfn = pte >> PAGE_SHIFT
+            if pfn == zero_pfn:
+                continue
+            page = mem_map[pfn]
+            mapcount = max(page._mapcount + 1, 1)
+            dirty = bool(pte & _PAGE_DIRTY or page.flags & PG_dirty)
+            st["resident"] += PAGE_SIZE
+            if pte & _PAGE_ACCESSED or page.flags & PG_referenced:
+                st["referenced"] += PAGE_SIZE
+            anon = page.flags & PG_anon
+            if anon:
+                st["anonymous"] += PAGE_SIZE
+                if not page.flags & PG_swapbacked and not dirty:
+                    st["lazyfree"] += PAGE_SIZE
+            pss = (PAGE_SIZE << PSS_SHIFT) // mapcount
+            st["pss"] += pss
+            if dirty:
+                st["pss_dirty"] += pss
+            if anon:
+                st["pss_anon"] += pss
+            elif page.flags & PG_swapbacked:
+                st["pss_shmem"] += pss
+            else:
+                st["pss_file"] += pss
+            if locked:
+                st["pss_locked"] += pss
+            if mapcount >= 2:
+                st["shared_dirty" if dirty else "shared_clean"] += PAGE_SIZE
+            else:
+                st["private_dirty" if dirty else "private_clean"] += PAGE_SIZE
+    first = mm.mm_mt.vmas[0].vm_start
+    last = mm.mm_mt.vmas[-1].vm_end
+    head = _header(first, last, 0, 0, (0, 0), 0).ljust(_pad_width(k)) + " [rollup]\n"
+
+    def dec(label: str, value: int) -> str:
+        return f"{label}{value >> 10:8d} kB\n"
+
+    rows = [
+        ("Rss:            ", st["resident"]),
+        ("Pss:            ", st["pss"] >> PSS_SHIFT),
+        ("Pss_Dirty:      ", st["pss_dirty"] >> PSS_SHIFT),
+        ("Pss_Anon:       ", st["pss_anon"] >> PSS_SHIFT),
+        ("Pss_File:       ", st["pss_file"] >> PSS_SHIFT),
+        ("Pss_Shmem:      ", st["pss_shmem"] >> PSS_SHIFT),
+        ("Shared_Clean:   ", st["shared_clean"]),
+        ("Shared_Dirty:   ", st["shared_dirty"]),
+        ("Private_Clean:  ", st["private_clean"]),
+        ("Private_Dirty:  ", st["private_dirty"]),
+        ("Referenced:     ", st["referenced"]),
+        ("Anonymous:      ", st["anonymous"]),
+        ("KSM:            ", 0),
+        ("LazyFree:       ", st["lazyfree"]),
+        ("AnonHugePages:  ", 0),
+        ("ShmemPmdMapped: ", 0),
+        ("FilePmdMapped:  ", 0),
+        ("Shared_Hugetlb: ", 0),
+    ]
+    body = "".join(dec(a, b) for a, b in rows)
+    body += f"Private_Hugetlb: {0:7d} kB\n"
+    body += dec("Swap:           ", st["swap"])
+    body += dec("SwapPss:        ", st["swap_pss"] >> PSS_SHIFT)
+    body += dec("Locked:         ", st["pss_locked"] >> PSS_SHIFT)
+    return head + body
+
+
+def register_proc_files(kernel) -> None:
+    procfs = kernel.procfs
+    procfs.register_pid("maps", proc_maps)
+    procfs.register_pid("status", proc_status)
+    procfs.register_pid("smaps_rollup", proc_smaps_rollup)
+
+
+# --- boot ------------------------------------------------------------------------------------------
+def init_address_spaces(kernel) -> None:
+    """Boot-time setup of the address-space layer (called by Kernel.__init__)."""
+    vm = kernel.vmstat
+    for name in FAULT_COUNTERS:
+        vm.setdefault(name, 0)
+    for name in ("pgfault", "pgmajfault", "pgreuse", "pglazyfree", "cow_ksm", "nr_mlock",
+                 "unevictable_pgs_mlocked", "unevictable_pgs_munlocked",
+                 "unevictable_pgs_cleared", "nr_anon_pages", "nr_mapped", "nr_file_pages",
+                 "nr_shmem", "nr_dirty", "nr_page_table_pages", "pgpgin", "pgpgout"):
+        vm.setdefault(name, 0)
+    if not hasattr(kernel, "tasks"):
+        kernel.tasks = {}
+    # slab caches for the structures this layer allocates
+    caches = {}
+    if getattr(kernel, "slab", None) is not None:
+        sizes = SLAB_SIZES.get(kernel.config.era, SLAB_SIZES["6.x"])
+        for name, size in sizes.items():
+            caches[name] = kernel.kmem_cache_create(name, size, 0, 0, None)
+    kernel._as_caches = caches
+    # the shared zero page
+    page = kernel.alloc_pages(G.GFP_KERNEL | G.__GFP_ZERO)
+    if page is None:
+        raise MemoryError("init_address_spaces: no memory for the zero page")
+    page.flags |= PG_zero | PG_reserved
+    kernel.stall = 0.0
+    kernel.zero_page = page
+    kernel.zero_pfn = page.pfn
+    cfg = kernel.config
+    kernel.fs = FileSystem(kernel, latency=cfg.swap_latency, bandwidth=cfg.swap_bandwidth)
+    from .shm import ShmNamespace
+
+    kernel.shm_ns = ShmNamespace(kernel)
+    if getattr(kernel, "drop_caches", None) is None:
+        kernel.drop_caches = lambda v: drop_caches(kernel, kernel.fs) if v & 1 else 0
+    register_proc_files(kernel)
