@@ -1,0 +1,146 @@
+"""The sampler and the run summary. Probes read counters; they never change the model.
+
+`Sampler` is a SimPy process taking one row every `interval` simulated seconds (the
+columns of timeseries.csv, see the experiments contract). `summarize()` turns the final
+state of the host, its VMs and their workloads into the flat summary.json record.
+
+Memory reclaimed per technique follows DESIGN.md: sharing = KSM pages_sharing + zero
+pages; ballooning = balloon pages whose backing the host took back; compression = pages
+in the cache minus the frames it occupies; host swap = pages whose only copy is on swap.
+"""
+
+from __future__ import annotations
+
+from hypervisor.p2m import (
+    P2M_BALLOONED,
+    P2M_COMPRESSED,
+    P2M_PRIVATE,
+    P2M_SHARED,
+    P2M_SWAPPED,
+    P2M_ZERO,
+)
+
+MIB = 1 << 20
+PAGE = 4096
+TECHNIQUES = ("sharing", "balloon", "compression", "swap")
+VM_COLUMNS = ("resident_mib", "ballooned_mib", "shared_mib", "compressed_mib", "swapped_mib", "throughput")
+
+
+def pages_mib(pages: int | float) -> float:
+    return round(pages * PAGE / MIB, 6)
+
+
+def vm_memory_row(vm) -> dict[str, float]:
+    nr = vm.p2m.nr
+    return {
+        "resident_mib": pages_mib(nr[P2M_PRIVATE] + nr[P2M_SHARED]),
+        "ballooned_mib": pages_mib(nr[P2M_BALLOONED]),
+        "shared_mib": pages_mib(nr[P2M_SHARED] + nr[P2M_ZERO]),
+        "compressed_mib": pages_mib(nr[P2M_COMPRESSED]),
+        "swapped_mib": pages_mib(nr[P2M_SWAPPED]),
+    }
+
+
+class Sampler:
+    """One timeseries row per `interval` simulated seconds, starting at time 0."""
+
+    def __init__(self, env, host, workloads: dict, interval: float) -> None:
+        self.env = env
+        self.host = host
+        self.workloads = workloads  # VM name -> workload (or None)
+        self.interval = interval
+        self.rows: list[dict] = []
+        self._last_work = {name: 0.0 for name in workloads}
+        self.process = env.process(self._run())
+
+    def columns(self) -> list[str]:
+        cols = ["time_s", "host_free_mib", "host_used_mib", "host_state"]
+        cols += [f"reclaimed_{t}_mib" for t in TECHNIQUES]
+        for vm in self.host.vms:
+            cols += [f"{vm.name}.{c}" for c in VM_COLUMNS]
+        return cols
+
+    def sample(self) -> dict:
+        host = self.host
+        m = host.machine
+        row: dict = {
+            "time_s": round(self.env.now, 9),
+            "host_free_mib": pages_mib(max(m.nr_free, 0)),
+            "host_used_mib": pages_mib(m.nr_frames - max(m.nr_free, 0)),
+            "host_state": host.states.name,
+        }
+        for tech, pages in host.reclaimed().items():
+            row[f"reclaimed_{tech}_mib"] = pages_mib(pages)
+        for vm in host.vms:
+            for key, value in vm_memory_row(vm).items():
+                row[f"{vm.name}.{key}"] = value
+            wl = self.workloads.get(vm.name)
+            done = wl.work_done if wl is not None else 0.0
+            row[f"{vm.name}.throughput"] = round((done - self._last_work[vm.name]) / self.interval, 6)
+            self._last_work[vm.name] = done
+        return row
+
+    def _run(self):
+        while True:
+            self.rows.append(self.sample())
+            yield self.env.timeout(self.interval)
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    if not rows:
+        return 0.0
+    return round(sum(r[key] for r in rows) / len(rows), 6)
+
+
+def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
+    """The measured part of summary.json (the runner adds name, seed, status, timing)."""
+    reclaimed = host.reclaimed()
+    out: dict = {}
+    total = 0.0
+    for tech in TECHNIQUES:
+        mib = pages_mib(reclaimed[tech])
+        out[f"reclaimed_{tech}_mib"] = mib
+        total += mib
+    out["reclaimed_total_mib"] = round(total, 6)
+    mean_total = 0.0
+    for tech in TECHNIQUES:
+        m = _mean(rows, f"reclaimed_{tech}_mib")
+        out[f"mean_reclaimed_{tech}_mib"] = m
+        mean_total += m
+    out["mean_reclaimed_total_mib"] = round(mean_total, 6)
+    c = host.counters()
+    out["cow_breaks"] = int(c["cow_ksm"] + c["cow_zero"])
+    out["decompressions"] = int(c["zswpin"])
+    out["host_swapins"] = int(c["pswpin"])
+    kernels = [vm.kernel for vm in host.vms if getattr(vm, "kernel", None) is not None]
+    out["guest_swapins"] = sum(k.vmstat.get("pswpin", 0) for k in kernels)
+    out["guest_oom_kills"] = sum(k.vmstat.get("oom_kill", 0) for k in kernels)
+    out["vm_stall_s"] = round(sum(vm.stall_time for vm in host.vms), 9)
+    out["dead_vms"] = sum(1 for k in kernels if k.panicked)
+    vms: dict = {}
+    throughput_total = 0.0
+    for vm in host.vms:
+        k = getattr(vm, "kernel", None)
+        wl = workloads.get(vm.name)
+        work = wl.work_done if wl is not None else 0.0
+        tput = round(work / duration, 6) if duration > 0 else 0.0
+        throughput_total += tput
+        entry = {"memory_mib": pages_mib(vm.nr_pages)}
+        entry.update(vm_memory_row(vm))
+        entry.update({
+            "throughput": tput,
+            "work_done": round(work, 6),
+            "stall_s": round(vm.stall_time, 9),
+            "oom_kills": k.vmstat.get("oom_kill", 0) if k is not None else 0,
+            "panicked": bool(k.panicked) if k is not None else False,
+            "page_states": {f"pgstate_{i}": (k.vmstat.get(f"pgstate_{i}", 0) if k is not None else 0)
+                            for i in range(1, 10)},
+            "faults": {name: value for name, value in (k.vmstat.items() if k is not None else ())
+                       if name.startswith("fault_") or name in ("pgfault", "pgmajfault")},
+        })
+        vms[vm.name] = entry
+    out["throughput_total"] = round(throughput_total, 6)
+    out["vms"] = vms
+    out["states"] = {name: round(t, 9) for name, t in host.state_residence().items()}
+    out["host"] = {key: value for key, value in c.items()}
+    return out

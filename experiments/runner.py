@@ -1,0 +1,126 @@
+"""Runs one experiment into a run folder (desmod-style: the result file always exists).
+
+    config.toml      the complete resolved configuration (every default written out)
+    summary.json     seed, versions, wall time, status and any exception, the results
+    timeseries.csv   one row per sample
+    report.md, *.png written by report.write_report
+
+A failure of the simulated run is recorded in summary.json (status "failed", error and
+traceback) instead of raised, so a sweep goes on; config.toml and summary.json are still
+written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import simpy
+
+from . import __version__
+from .config import ExperimentConfig, dump_toml, seconds
+
+CHUNKS = 200  # progress-bar steps over the simulated duration
+
+
+def _progress(total: float, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=round(total, 3), unit="sim s", disable=not sys.stderr.isatty(), leave=False)
+
+
+def write_timeseries(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow(row)
+
+
+def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = False,
+                   write_report: bool = True) -> dict:
+    """Run `cfg` into `outdir`; returns the summary dict written to summary.json."""
+    from .metrics import Sampler, summarize
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(dump_toml(cfg))
+    duration = seconds(cfg.experiment.duration)
+    summary: dict = {
+        "name": cfg.experiment.name,
+        "seed": cfg.experiment.seed,
+        "version": __version__,
+        "python": platform.python_version(),
+        "status": "ok",
+        "error": None,
+        "traceback": None,
+        "sim_time_s": 0.0,
+        "duration_s": duration,
+    }
+    t0 = time.perf_counter()
+    scenario = sampler = None
+    try:
+        from .scenario import Scenario
+
+        env = simpy.Environment()
+        scenario = Scenario(cfg, env)
+        sampler = Sampler(env, scenario.host, scenario.workloads, seconds(cfg.experiment.sample_interval))
+        scenario.start()
+        bar = _progress(duration, progress)
+        step = duration / CHUNKS if duration > 0 else 0
+        t = 0.0
+        while t < duration:
+            t = min(duration, t + step)
+            env.run(until=t)
+            if bar is not None:
+                bar.update(round(t - bar.n, 3))
+        if bar is not None:
+            bar.close()
+        summary["sim_time_s"] = env.now
+    except Exception as exc:  # a failed run is a result, not a crash of the sweep
+        summary["status"] = "failed"
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        summary["traceback"] = traceback.format_exc()
+    summary["host_memory_mib"] = round(cfg_host_mib(cfg), 6)
+    summary["guest_memory_mib"] = round(sum(_vm_mib(v) * v.count for v in cfg.vm), 6)
+    if scenario is not None:
+        try:
+            rows = sampler.rows if sampler is not None else []
+            summary.update(summarize(scenario.host, scenario.workloads, rows, summary["sim_time_s"]))
+            if sampler is not None:
+                write_timeseries(out / "timeseries.csv", sampler.columns(), rows)
+        except Exception as exc:
+            if summary["status"] == "ok":
+                summary["status"] = "failed"
+                summary["error"] = f"{type(exc).__name__}: {exc}"
+                summary["traceback"] = traceback.format_exc()
+    summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    if write_report and cfg.output.plots is not None:
+        try:
+            from .report import write_report as _write_report
+
+            _write_report(out)
+        except Exception as exc:  # the report is a view; its failure must not lose the run
+            summary["report_error"] = f"{type(exc).__name__}: {exc}"
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def cfg_host_mib(cfg: ExperimentConfig) -> float:
+    from .config import size
+
+    return size(cfg.host.memory) / (1 << 20)
+
+
+def _vm_mib(v) -> float:
+    from .config import size
+
+    return size(v.memory) / (1 << 20)

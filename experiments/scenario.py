@@ -1,0 +1,133 @@
+"""Builds a Host, its VMs and their workloads from an ExperimentConfig.
+
+Each VM instance boots a guest kernel (or loads a raw memory image). A guest booting an OS
+image gets that image's bytes: the kernel text and data land in the frames its kernel
+reserved at boot, and the image's libraries and files become files of the guest's file
+system, read into the page cache when the workload uses them. Two VMs booting the same
+image therefore hold byte-identical pages: sharing arises from content, never from a flag.
+"""
+
+from __future__ import annotations
+
+import xxhash
+
+from guestkernel.config import KERNEL_LOAD_ADDR, KernelConfig
+from guestkernel.units import PAGE_SHIFT
+from hypervisor.host import Host, HostConfig
+
+from .config import ExperimentConfig, VMSection, seconds, size
+from .content import ContentSource, OSImage
+from .workloads import create_workload
+
+
+def rng_seed(seed: int, component: str) -> int:
+    """The seed of one component's random stream: xxhash of "seed/component"."""
+    return xxhash.xxh64_intdigest(f"{seed}/{component}".encode())
+
+
+def host_config(cfg: ExperimentConfig) -> HostConfig:
+    h = cfg.host
+    return HostConfig(
+        memory=size(h.memory),
+        min_free=None if h.min_free == "auto" else size(h.min_free),
+        swap_size=size(h.swap.size),
+        swap_latency=seconds(h.swap.latency),
+        swap_bandwidth=size(h.swap.bandwidth),
+        fault_cost=seconds(h.fault_cost),
+        cow_cost=seconds(h.cow_cost),
+        nomem_stall=seconds(h.nomem_stall),
+        low_state_stall=seconds(h.low_state_stall),
+        large_pages=h.large_pages,
+        sharing=h.sharing.enabled,
+        pages_to_scan=h.sharing.pages_to_scan,
+        sleep_millisecs=max(0, round(seconds(h.sharing.sleep) * 1000)),
+        max_page_sharing=h.sharing.max_page_sharing,
+        use_zero_pages=h.sharing.use_zero_pages,
+        smart_scan=h.sharing.smart_scan,
+        salting=h.sharing.salting,
+        hash_cost=seconds(h.sharing.hash_cost),
+        compare_cost=seconds(h.sharing.compare_cost),
+        compression=h.compression.enabled,
+        zstd_level=h.compression.level,
+        compress_threshold=h.compression.threshold,
+        compress_quarter=h.compression.quarter,
+        zip_max_pct=h.compression.max_pct,
+        compress_cost=seconds(h.compression.compress_cost),
+        decompress_cost=seconds(h.compression.decompress_cost),
+        victim_policy=h.swap.victim_policy,
+        avoid_false_reads=h.swap.avoid_false_reads,
+        reclaim_batch=h.swap.reclaim_batch,
+        reclaim_rate=h.swap.reclaim_rate,
+        ballooning=h.balloon.enabled,
+        balloon_policy=h.balloon.policy,
+        balloon_max_pct=h.balloon.max_pct,
+        idle_tax=h.balloon.idle_tax,
+        sample_pages=h.balloon.sample_pages,
+        sample_period=seconds(h.balloon.sample_period),
+        balloon_interval=seconds(h.balloon.interval),
+        balloon_rate=h.balloon.rate,
+        balloon_deflate_on_oom=h.balloon.deflate_on_oom,
+        state_interval=seconds(h.state_interval),
+        seed=rng_seed(cfg.experiment.seed, "host"),
+    )
+
+
+def kernel_config(v: VMSection) -> KernelConfig:
+    return KernelConfig(memory=size(v.memory), **v.kernel.kernel_kwargs())
+
+
+def boot_image(kernel, image: OSImage) -> float:
+    """Give a freshly booted guest its OS image: kernel text/data into the frames the
+    kernel image occupies, libraries and files into its file system. Returns seconds."""
+    cost = 0.0
+    base = KERNEL_LOAD_ADDR >> PAGE_SHIFT
+    limit = kernel.config.kernel_image >> PAGE_SHIFT
+    pfn = base
+    store = kernel.phys.store
+    for region in image.regions:
+        if region.category != "kernel":
+            continue
+        for index in range(region.pages):
+            if pfn >= base + limit:
+                break
+            cost += store(pfn, image.page(region, index))
+            pfn += 1
+    fs = getattr(kernel, "fs", None)
+    if fs is not None:
+        for region in image.regions:
+            if region.category != "kernel" and fs.lookup(region.name) is None:
+                fs.create(region.name, region.size, content=image.reader(region))
+    return cost
+
+
+class Scenario:
+    """The host, VMs and workloads of one experiment, on one SimPy environment."""
+
+    def __init__(self, cfg: ExperimentConfig, env) -> None:
+        self.cfg = cfg
+        self.env = env
+        seed = cfg.experiment.seed
+        self.host = Host(host_config(cfg), env=env)
+        self.workloads: dict[str, object] = {}
+        self.vm_sections: dict[str, VMSection] = {}
+        for v in cfg.vm:
+            for name in v.instance_names():
+                self.vm_sections[name] = v
+                if v.image_file:
+                    self.host.create_vm_from_image(name, v.image_file)
+                    self.workloads[name] = None
+                    continue
+                vm = self.host.create_vm(name, kernel_config(v), balloon=v.balloon)
+                vm.shares = v.share_count()
+                if v.image != "none":
+                    boot_image(vm.kernel, OSImage.get(v.image))
+                content = ContentSource(seed, name)
+                self.workloads[name] = create_workload(
+                    env, vm, v.workload, content=content, seed=rng_seed(seed, f"vm/{name}/workload"),
+                    image=None if v.image == "none" else OSImage.get(v.image),
+                )
+
+    def start(self) -> None:
+        for wl in self.workloads.values():
+            if wl is not None:
+                wl.start()

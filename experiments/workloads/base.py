@@ -1,0 +1,245 @@
+"""Guest user space: the base of every workload profile.
+
+A workload runs as SimPy processes beside its guest kernel. It never creates a SimPy event
+per page: a process handles a burst of work synchronously (system calls, touches of whole
+ranges through `task.access_range`), adds up the costs the kernel and the hypervisor
+return (faults, zeroing, swap-ins, host stalls), and then yields ONE timeout for the burst:
+its CPU time plus those costs. Work done is counted in the profile's own unit (requests,
+buffer-pool operations, compiled files, MiB allocated), so a run under memory pressure
+shows its slowdown as throughput relative to a run with enough memory.
+
+`Proc` is the only place that speaks to the guest's Task API (system calls with Linux
+signatures, raising OSError with the errno). A process killed by the guest (SIGSEGV, the
+OOM killer) is noticed through `alive` and the workload carries on without it.
+"""
+
+from __future__ import annotations
+
+import random
+
+from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, O_CREAT, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE
+
+from .malloc import Malloc
+
+PAGE = 4096
+
+
+class Proc:
+    """One process of a workload: its Task, its malloc, and the touch helpers."""
+
+    def __init__(self, workload: Workload, task, heap: Malloc | None = None) -> None:
+        self.wl = workload
+        self.task = task
+        self.heap = heap if heap is not None else Malloc(task)
+        self.fds: dict[str, int] = {}
+        self.buf = 0  # a user buffer for read()/write(), allocated on first use
+        self.buf_len = 0
+
+    @property
+    def alive(self) -> bool:
+        t = self.task
+        return t.mm is not None and t.state in ("running", "R") and not getattr(t, "exit_signal", 0)
+
+    @property
+    def pid(self) -> int:
+        return self.task.pid
+
+    # ------------------------------------------------------------------ memory
+    def malloc(self, nbytes: int) -> int:
+        if not self.alive:
+            return 0
+        ptr = self.heap.malloc(nbytes)
+        self.wl.stall += self.heap.take_cost()
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        if self.alive and ptr:
+            self.heap.free(ptr)
+
+    def mmap_anon(self, nbytes: int) -> int:
+        if not self.alive:
+            return 0
+        try:
+            return self.task.mmap(0, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        except OSError:
+            return 0
+
+    def munmap(self, addr: int, nbytes: int) -> None:
+        if self.alive and addr:
+            try:
+                self.task.munmap(addr, nbytes)
+            except OSError:
+                pass
+
+    def touch(self, addr: int, nbytes: int, write: bool, data=None) -> float:
+        """Touch [addr, addr + nbytes): every page once. `data` (write only) gives the page
+        contents: a bytes object for every page, or a callable page_index -> bytes.
+        Returns the seconds it cost; the process may die doing it."""
+        if not self.alive or nbytes <= 0:
+            return 0.0
+        cost = self.task.access_range(addr, nbytes, write, data)
+        self.wl.stall += cost
+        return cost
+
+    def touch_pages(self, addrs, write: bool, data=None) -> float:
+        """Touch scattered pages (one access each)."""
+        if not self.alive:
+            return 0.0
+        cost = 0.0
+        access = self.task.access
+        for addr in addrs:
+            if data is None or not write:
+                cost += access(addr, write)
+            else:
+                cost += access(addr, write, data(addr) if callable(data) else data)
+            if not self.alive:
+                break
+        self.wl.stall += cost
+        return cost
+
+    # ------------------------------------------------------------------ files
+    def _fd(self, path: str, create: bool = False) -> int:
+        fd = self.fds.get(path)
+        if fd is None:
+            flags = (O_RDWR | O_CREAT) if create else O_RDONLY
+            fd = self.task.open(path, flags, 0o644)
+            self.fds[path] = fd
+        return fd
+
+    def _buffer(self, nbytes: int) -> int:
+        if nbytes > self.buf_len:
+            if self.buf:
+                self.free(self.buf)
+            self.buf = self.malloc(nbytes)
+            self.buf_len = nbytes if self.buf else 0
+        return self.buf
+
+    def read_file(self, path: str, offset: int, nbytes: int) -> float:
+        """pread() into a user buffer: page cache in, copy out (two copies in memory)."""
+        if not self.alive:
+            return 0.0
+        before = self.wl.kernel.take_stall()
+        try:
+            fd = self._fd(path)
+            buf = self._buffer(nbytes)
+            if not buf:
+                return 0.0
+            self.task.lseek(fd, offset, 0)
+            self.task.read(fd, buf, nbytes)
+        except OSError:
+            pass
+        cost = self.wl.kernel.take_stall() + getattr(self.task, "take_cost", lambda: 0.0)()
+        self.wl.kernel.stall += before
+        self.wl.stall += cost
+        return cost
+
+    def write_file(self, path: str, offset: int, nbytes: int) -> float:
+        """pwrite() from a user buffer into the page cache (dirty pages, written back later)."""
+        if not self.alive:
+            return 0.0
+        before = self.wl.kernel.take_stall()
+        try:
+            fd = self._fd(path, create=True)
+            buf = self._buffer(nbytes)
+            if not buf:
+                return 0.0
+            self.task.lseek(fd, offset, 0)
+            self.task.write(fd, buf, nbytes)
+        except OSError:
+            pass
+        cost = self.wl.kernel.take_stall() + getattr(self.task, "take_cost", lambda: 0.0)()
+        self.wl.kernel.stall += before
+        self.wl.stall += cost
+        return cost
+
+    # ------------------------------------------------------------------ processes
+    def fork(self) -> Proc | None:
+        if not self.alive:
+            return None
+        try:
+            child = self.task.fork()
+        except OSError:
+            return None
+        proc = Proc(self.wl, child, self.heap.clone_for(child))
+        proc.buf, proc.buf_len = self.buf, self.buf_len
+        return proc
+
+    def exit(self, code: int = 0) -> None:
+        if self.alive:
+            self.task.exit(code)
+
+
+class Workload:
+    """Base class: a profile's processes on one VM. Subclasses implement `run()` (a SimPy
+    generator) and may start more processes from it with `self.go(gen)`."""
+
+    name = "workload"
+    unit = "ops"  # what work_done counts
+
+    def __init__(self, env, vm, params, content, seed: int, image=None) -> None:
+        self.env = env
+        self.vm = vm
+        self.kernel = vm.kernel
+        self.params = params
+        self.content = content
+        self.rng = random.Random(seed)
+        self.image = image
+        self.work_done = 0.0
+        self.stall = 0.0  # seconds spent beneath the processes (faults, host, I/O)
+        self.procs: list[Proc] = []
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.go(self.run())
+
+    def go(self, gen):
+        return self.env.process(self._guard(gen))
+
+    def _guard(self, gen):
+        """Run a process body; a guest that panicked stops its workload, nothing more."""
+        try:
+            yield from gen
+        except Exception as exc:  # noqa: BLE001
+            from guestkernel.page_alloc import KernelPanic
+
+            if isinstance(exc, KernelPanic) or self.kernel.panicked:
+                return
+            raise
+
+    def run(self):  # pragma: no cover - subclasses
+        raise NotImplementedError
+        yield
+
+    def spawn(self, name: str) -> Proc:
+        proc = Proc(self, self.kernel.spawn(name))
+        self.procs.append(proc)
+        return proc
+
+    def adopt(self, proc: Proc | None) -> Proc | None:
+        if proc is not None:
+            self.procs.append(proc)
+        return proc
+
+    @property
+    def dead(self) -> bool:
+        return bool(self.kernel.panicked)
+
+    # ------------------------------------------------------------------ content
+    def page_data(self, profile: str, key_base: str, pid: int = 0):
+        """A callable page_index -> bytes giving this workload's data for a range."""
+        app_page = self.content.app_page
+
+        def data(i: int) -> bytes:
+            return app_page(profile, f"{key_base}/{i}", pid)
+
+        return data
+
+    def wait(self, cpu_time: float):
+        """The one timeout of a burst: its CPU time plus what it stalled beneath."""
+        return self.env.timeout(max(cpu_time, 0.0))
+
+    def exp(self, mean: float) -> float:
+        return self.rng.expovariate(1.0 / mean) if mean > 0 else 0.0

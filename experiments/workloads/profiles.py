@@ -1,0 +1,376 @@
+"""Workload profiles: idle, webserver, database, compile, jvm, memhog.
+
+Each profile is a closed loop: a process does a burst of work, then waits for the burst's
+CPU time plus every stall the memory system charged it. At full speed its throughput is
+the configured rate; under memory pressure (host swap-ins, decompression, guest reclaim)
+it falls, and that relative throughput is the cost of overcommit.
+
+The parameters, units and defaults are those of experiments/config.py.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+
+from ..config import seconds, size, size_of
+from .base import PAGE, Proc, Workload
+
+
+def _pages(nbytes: int) -> int:
+    return max(1, (nbytes + PAGE - 1) // PAGE)
+
+
+class IdleWorkload(Workload):
+    """A booted OS with its daemons mostly asleep: each daemon touches its heap at start,
+    reads some image files through the page cache, then wakes up now and then to touch a
+    little of its memory. Work: wake-ups."""
+
+    name = "idle"
+    unit = "wakeups"
+
+    def run(self):
+        p = self.params
+        files = self._boot_files(size(p.page_cache))
+        for i in range(p.daemons):
+            self.go(self.daemon(i, files[i::max(p.daemons, 1)] if files else []))
+        yield self.env.timeout(0)
+
+    def _boot_files(self, budget: int) -> list[tuple[str, int]]:
+        if self.image is None or budget <= 0:
+            return []
+        out = []
+        for region in self.image.regions:
+            if region.category == "kernel":
+                continue
+            take = min(region.size, budget)
+            if take <= 0:
+                break
+            out.append((region.name, take))
+            budget -= take
+        return out
+
+    def daemon(self, i: int, files):
+        p = self.params
+        proc = self.spawn(f"daemon{i}")
+        rss = size(p.daemon_rss)
+        heap = proc.malloc(rss)
+        cost = proc.touch(heap, rss, True, self.page_data("idle", f"daemon{i}", proc.pid)) if heap else 0.0
+        for path, nbytes in files:
+            cost += proc.read_file(path, 0, nbytes)
+        yield self.wait(0.01 + cost)
+        touch = min(size(p.wake_touch), rss)
+        interval = seconds(p.wake_interval)
+        while proc.alive and not self.dead:
+            yield self.env.timeout(self.exp(interval))
+            off = self.rng.randrange(0, max(1, rss - touch)) & ~(PAGE - 1) if heap else 0
+            cost = proc.touch(heap + off, touch, self.rng.random() < 0.3) if heap else 0.0
+            self.work_done += 1
+            yield self.wait(0.0005 + cost)
+
+
+class WebserverWorkload(Workload):
+    """A pre-forked web server: the master builds a heap (configuration, caches) and forks
+    workers that share it copy-on-write; each worker has a private heap; requests touch a
+    worker's heap and read static files through the page cache. Work: requests served."""
+
+    name = "webserver"
+    unit = "requests"
+
+    def run(self):
+        p = self.params
+        master = self.spawn("httpd")
+        shared = size(p.shared_heap)
+        base = master.malloc(shared)
+        cost = 0.0
+        if base:
+            cost += master.touch(base, shared, True, self.page_data("webserver", "shared", 0))
+        docs = self._docroot(size(p.docroot))
+        yield self.wait(0.05 + cost)
+        rate = p.request_rate / p.workers  # requests/s each worker serves at full speed
+        for w in range(p.workers):
+            child = self.adopt(master.fork())
+            if child is None:
+                break
+            self.go(self.worker(w, child, base, shared, docs, rate))
+        while master.alive and not self.dead:
+            yield self.env.timeout(10.0)
+
+    def _docroot(self, budget: int) -> list[tuple[str, int]]:
+        fs = getattr(self.kernel, "fs", None)
+        docs = []
+        if fs is None:
+            return docs
+        n = max(1, budget // (256 * 1024))
+        for i in range(n):
+            path = f"/srv/www/page{i:04d}.html"
+            nbytes = min(256 * 1024, budget - i * 256 * 1024)
+            if nbytes <= 0:
+                break
+            if fs.lookup(path) is None:
+                fs.create(path, nbytes, content=self._doc_reader(i))
+            docs.append((path, nbytes))
+        return docs
+
+    def _doc_reader(self, i: int):
+        app_page = self.content.app_page
+
+        def read(index: int) -> bytes:
+            return app_page("webserver", f"doc/{i}/{index}", 0)
+
+        return read
+
+    def worker(self, w: int, proc: Proc, shared_base: int, shared: int, docs, rate: float):
+        p = self.params
+        private = size(p.worker_heap)
+        heap = proc.malloc(private)
+        cost = proc.touch(heap, private, True, self.page_data("webserver", f"worker{w}", proc.pid)) if heap else 0.0
+        yield self.wait(0.01 + cost)
+        touch = min(size(p.request_touch), private) if heap else 0
+        interval = seconds(p.burst_interval)
+        zipf = _Zipf(len(docs), 1.0, self.rng) if docs else None
+        while proc.alive and not self.dead:
+            n = max(1, round(rate * interval))
+            cost = 0.0
+            for _ in range(n):
+                if heap and touch:
+                    off = self.rng.randrange(0, max(1, private - touch)) & ~(PAGE - 1)
+                    cost += proc.touch(heap + off, touch, True)
+                if shared_base:
+                    off = self.rng.randrange(0, max(1, shared - PAGE)) & ~(PAGE - 1)
+                    cost += proc.touch(shared_base + off, PAGE, False)
+                if zipf is not None:
+                    path, nbytes = docs[zipf.draw()]
+                    cost += proc.read_file(path, 0, min(nbytes, 64 * 1024))
+                if not proc.alive:
+                    break
+            self.work_done += n
+            yield self.wait(n / rate + cost)
+
+
+class _Zipf:
+    """Zipf(s) ranks 0..n-1 drawn by inverse CDF (bisect over the cumulative weights)."""
+
+    def __init__(self, n: int, s: float, rng) -> None:
+        self.rng = rng
+        weights = [1.0 / (k ** s) for k in range(1, n + 1)]
+        self.cdf = list(itertools.accumulate(weights))
+        self.total = self.cdf[-1]
+
+    def draw(self) -> int:
+        return bisect.bisect_left(self.cdf, self.rng.random() * self.total)
+
+
+class DatabaseWorkload(Workload):
+    """A database server: a large anonymous buffer pool whose pages are hit with Zipf
+    popularity (hot pages stay resident, cold ones are what reclaim can take), a fraction
+    of accesses dirtying pages that a checkpointer writes back to the table file (dirty
+    page-cache writeback). Work: buffer-pool operations."""
+
+    name = "database"
+    unit = "ops"
+
+    def run(self):
+        p = self.params
+        proc = self.spawn("postgres")
+        vm_bytes = self.vm.nr_pages * PAGE
+        pool = size_of(p.buffer_pool, vm_bytes)
+        base = proc.mmap_anon(pool)
+        npages = pool // PAGE
+        # warm the pool from the table file, as a database does at start
+        cost = 0.0
+        data_file = "/var/lib/db/table.dat"
+        fs = getattr(self.kernel, "fs", None)
+        if fs is not None and fs.lookup(data_file) is None:
+            fs.create(data_file, size(p.data_file), content=self._table_reader())
+        if base:
+            cost += proc.touch(base, pool, True, self.page_data("database", "pool", 0))
+        yield self.wait(0.1 + cost)
+        zipf = _Zipf(npages, p.zipf_s, self.rng)
+        # popularity rank -> page: a fixed random permutation (hot pages are scattered)
+        perm = list(range(npages))
+        self.rng.shuffle(perm)
+        interval = seconds(p.burst_interval)
+        file_pages = size(p.data_file) // PAGE
+        dirty: set[int] = set()
+        last_checkpoint = self.env.now
+        while proc.alive and not self.dead:
+            n = max(1, round(p.ops_rate * interval))
+            cost = 0.0
+            reads, writes = [], []
+            for _ in range(n):
+                page = perm[zipf.draw()]
+                if self.rng.random() < p.write_fraction:
+                    writes.append(base + page * PAGE)
+                    dirty.add(page)
+                else:
+                    reads.append(base + page * PAGE)
+            if base:
+                cost += proc.touch_pages(reads, False)
+                cost += proc.touch_pages(writes, True)
+            if self.env.now - last_checkpoint >= 5.0 and dirty and file_pages:
+                # checkpoint: write dirty buffers to the table file (page cache, dirty)
+                for page in sorted(dirty)[:1024]:
+                    cost += proc.write_file(data_file, (page % file_pages) * PAGE, PAGE)
+                dirty.clear()
+                last_checkpoint = self.env.now
+            self.work_done += n
+            yield self.wait(n / p.ops_rate + cost)
+
+    def _table_reader(self):
+        app_page = self.content.app_page
+
+        def read(index: int) -> bytes:
+            return app_page("database", f"table/{index}", 0)
+
+        return read
+
+
+class CompileWorkload(Workload):
+    """A parallel build: short-lived compiler processes (fork, read sources through the page
+    cache, build an AST in a fresh heap, write an object file, exit). Heavy page cache,
+    many address spaces created and destroyed. Work: files compiled."""
+
+    name = "compile"
+    unit = "files"
+
+    def run(self):
+        p = self.params
+        fs = getattr(self.kernel, "fs", None)
+        self.sources = []
+        if fs is not None:
+            total = size(p.sources)
+            per = 64 * 1024
+            for i in range(max(1, total // per)):
+                path = f"/src/file{i:05d}.c"
+                if fs.lookup(path) is None:
+                    fs.create(path, per, content=self._src_reader(i))
+                self.sources.append(path)
+        make = self.spawn("make")
+        for j in range(p.jobs):
+            self.go(self.job(j, make))
+        while make.alive and not self.dead:
+            yield self.env.timeout(10.0)
+
+    def _src_reader(self, i: int):
+        app_page = self.content.app_page
+
+        def read(index: int) -> bytes:
+            return app_page("compile", f"src/{i}/{index}", 0)
+
+        return read
+
+    def job(self, j: int, make: Proc):
+        p = self.params
+        rss = size(p.process_rss)
+        life = seconds(p.process_lifetime)
+        obj_bytes = max(PAGE, size(p.objects) // max(1, len(self.sources) or 1))
+        k = 0
+        while make.alive and not self.dead:
+            cc = self.adopt(make.fork())
+            if cc is None:
+                yield self.env.timeout(0.1)
+                continue
+            cost = 0.0
+            src = self.sources[(j + k * p.jobs) % len(self.sources)] if self.sources else None
+            if src:
+                cost += cc.read_file(src, 0, 64 * 1024)
+                # headers: a few more files
+                for h in range(4):
+                    cost += cc.read_file(self.sources[(j * 7 + k * 13 + h * 31) % len(self.sources)], 0, 16 * 1024)
+            heap = cc.malloc(rss)
+            if heap:
+                cost += cc.touch(heap, rss, True, self.page_data("compile", f"cc{j}/{k}", cc.pid))
+            if src:
+                cost += cc.write_file(f"/build/{j}-{k % 256}.o", 0, obj_bytes)
+            yield self.wait(life + cost)
+            cc.exit(0)
+            self.procs.remove(cc)
+            self.work_done += 1
+            k += 1
+
+
+class JvmWorkload(Workload):
+    """A JVM: the heap (-Xmx) is reserved and zeroed up front (AlwaysPreTouch), objects are
+    bump-allocated through it, and every GC cycle touches the live part and resets the
+    allocation pointer. The JVM never gives memory back. Work: MiB allocated."""
+
+    name = "jvm"
+    unit = "MiB"
+
+    def run(self):
+        p = self.params
+        proc = self.spawn("java")
+        heap_bytes = size_of(p.heap, self.vm.nr_pages * PAGE)
+        base = proc.mmap_anon(heap_bytes)
+        if not base:
+            return
+        from guestkernel.physmem import ZERO_PAGE
+
+        cost = proc.touch(base, heap_bytes, True, ZERO_PAGE)  # pre-touch: zeroed pages
+        yield self.wait(0.2 + cost)
+        rate = size(p.allocation_rate)
+        live = int(heap_bytes * p.live_fraction) & ~(PAGE - 1)
+        top = live
+        gc_every = seconds(p.gc_interval)
+        last_gc = self.env.now
+        step = 0.1
+        data = self.page_data("jvm", "heap", proc.pid)
+        while proc.alive and not self.dead:
+            chunk = max(PAGE, int(rate * step)) & ~(PAGE - 1)
+            if top + chunk > heap_bytes or self.env.now - last_gc >= gc_every:
+                # GC: mark (read) and compact (write) the live set, reset the young space
+                cost = proc.touch(base, live, False) + proc.touch(base, live, True)
+                top = live
+                last_gc = self.env.now
+                yield self.wait(0.05 + cost)
+                continue
+            cost = proc.touch(base + top, chunk, True, data)
+            top += chunk
+            self.work_done += chunk / (1 << 20)
+            yield self.wait(step + cost)
+
+
+class MemhogWorkload(Workload):
+    """numactl's memhog: allocates and touches memory at a rate until it holds `size`,
+    then holds it (re-touching it) until the end or `stop_after`. Work: MiB touched."""
+
+    name = "memhog"
+    unit = "MiB"
+
+    def run(self):
+        p = self.params
+        proc = self.spawn("memhog")
+        total = size_of(p.size, self.vm.nr_pages * PAGE)
+        rate = size(p.rate)
+        stop = seconds(p.stop_after)
+        chunk = max(PAGE, min(total, 4 << 20))
+        blocks: list[tuple[int, int]] = []
+        held = 0
+        data_profile = p.content
+        step = chunk / rate if rate else 0.01
+        while proc.alive and not self.dead and held < total:
+            n = min(chunk, total - held)
+            addr = proc.mmap_anon(n)
+            if not addr:
+                yield self.env.timeout(step)
+                continue
+            blocks.append((addr, n))
+            cost = proc.touch(addr, n, True, self.page_data(data_profile, f"blk{len(blocks)}", proc.pid))
+            held += n
+            self.work_done += n / (1 << 20)
+            yield self.wait(n / rate + cost)
+            if stop and self.env.now >= stop:
+                break
+        # hold: keep the memory warm
+        while proc.alive and not self.dead:
+            if stop and self.env.now >= stop:
+                for addr, n in blocks:
+                    proc.munmap(addr, n)
+                blocks.clear()
+                return
+            cost = 0.0
+            for addr, n in blocks[:: max(1, len(blocks) // 8)]:
+                cost += proc.touch(addr, min(n, 64 * PAGE), False)
+            self.work_done += 0.0
+            yield self.wait(1.0 + cost)
