@@ -1,0 +1,411 @@
+"""The guest swap device, swap entries, the swap cache and swap-in (mm/swapfile.c,
+mm/swap_state.c, mm/page_io.c).
+
+Overview
+--------
+One swap area per guest (`KernelConfig.swap` bytes, /proc/swaps shows it as the partition
+/dev/vda2, priority -2). Like Linux, slot 0 holds the swap header, so an area of N pages
+offers N - 1 slots: a 512 MiB area shows 524284 KiB in /proc/swaps and SwapTotal.
+
+- `swap_map[offset]` counts the references to a slot: one per swap PTE (swap_duplicate on
+  unmap and fork, swap_free on swap-in and zap) plus the SWAP_HAS_CACHE bit while a page
+  of the swap cache stands for it. A slot whose count and bit are both clear is free.
+- Slots are handed out next-fit from `cluster_next` (scan_swap_map_slots without clusters),
+  so a burst of swap-outs lands on consecutive slots and swap-in readahead finds neighbours.
+- A swap entry is an int `type << SWP_TYPE_SHIFT | offset`; pgtable.py puts it in a
+  non-present PTE (swp_entry_to_pte).
+- The swap cache maps entry -> page. A page in it has PG_swapcache, its entry in
+  `page.private`, and one reference held by the cache (like the page cache's).
+- Page contents survive: writing a slot stores `phys.load(pfn)` (a bytes object; identical
+  contents share one object across slots), swap-in writes them back with `phys.store`.
+  Swap-out never calls `phys.release`: the frame simply goes back to the buddy allocator.
+
+Swap-in (`swapin`, installed as kernel.swapin_hook): a swap-cache hit is a minor fault; a
+miss reads the aligned window of 2**page_cluster slots around the entry in one request
+(swap_cluster_readahead): the faulting page goes to the active list, the neighbours to the
+inactive list (counted in swap_ra). The request costs device latency + bytes / bandwidth,
+queued behind writes still in flight on the device. After mapping, the slot is freed
+from the cache (should_try_to_free_swap) when swap is at least half full, the VMA is
+mlocked, or the fault is an exclusive write; the page is then dirty (its only copy).
+
+Counters: pswpin, pswpout, swap_ra, nr_swapcached (vmstat); SwapTotal/SwapFree/SwapCached.
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_writeback
+from .units import PAGE_SHIFT, PAGE_SIZE
+
+SWAP_HAS_CACHE = 0x40  # swap_map flag: a swap-cache page stands for the slot
+SWAP_MAP_BAD = 0x3F  # the header slot (and bad blocks): never handed out
+SWP_TYPE_SHIFT = 32
+SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+GFP_SWAPIN = G.GFP_HIGHUSER_MOVABLE
+# Readahead neighbours are a bonus: they never enter direct reclaim or the OOM killer.
+GFP_SWAPIN_RA = (G.GFP_HIGHUSER_MOVABLE & ~G.__GFP_DIRECT_RECLAIM) | G.__GFP_NOWARN
+SWAP_DEVICE_NAME = "/dev/vda2"
+SWAP_PRIORITY = -2  # swapon without -p: the first area gets -2 (6.x)
+
+SWAP_VMSTAT = ("pswpin", "pswpout", "swap_ra", "nr_swapcached")
+
+
+def swp_entry(type_: int, offset: int) -> int:
+    return (type_ << SWP_TYPE_SHIFT) | offset
+
+
+def swp_type(entry: int) -> int:
+    return entry >> SWP_TYPE_SHIFT
+
+
+def swp_offset(entry: int) -> int:
+    return entry & SWP_OFFSET_MASK
+
+
+class BlockQueue:
+    """A device request queue in simulated time: requests transfer one after another at
+    `bandwidth` bytes/s, and each completes `latency` seconds after its transfer ends."""
+
+    __slots__ = ("latency", "bandwidth", "busy_until")
+
+    def __init__(self, latency: float, bandwidth: float) -> None:
+        self.latency = latency  # seconds per request
+        self.bandwidth = bandwidth  # bytes per second
+        self.busy_until = 0.0  # simulated time the last queued transfer ends
+
+    def cost(self, npages: int) -> float:
+        """Seconds for one request of `npages` pages on an idle device."""
+        return self.latency + (npages << PAGE_SHIFT) / self.bandwidth
+
+    def submit(self, npages: int, now: float | None) -> float:
+        """Queue a request at `now`; returns its completion time. Without a clock
+        (now None) the device is idle for every request and the result is the cost."""
+        if now is None:
+            return self.cost(npages)
+        start = self.busy_until if self.busy_until > now else now
+        self.busy_until = start + (npages << PAGE_SHIFT) / self.bandwidth
+        return self.busy_until + self.latency
+
+
+class SwapInfo:
+    """swap_info_struct: one swap area."""
+
+    def __init__(self, type_: int, size: int, latency: float, bandwidth: float,
+                 name: str = SWAP_DEVICE_NAME, prio: int = SWAP_PRIORITY) -> None:
+        self.type = type_
+        self.name = name
+        self.prio = prio
+        self.max = size >> PAGE_SHIFT  # slots including the header
+        self.pages = max(self.max - 1, 0)  # usable slots
+        self.swap_map: list[int] = [0] * self.max
+        if self.max:
+            self.swap_map[0] = SWAP_MAP_BAD
+        self.data: list[bytes | None] = [None] * self.max  # slot contents
+        self.inuse_pages = 0
+        self.cluster_next = 1
+        self.queue = BlockQueue(latency, bandwidth)
+
+    def free_pages(self) -> int:
+        return self.pages - self.inuse_pages
+
+
+class SwapState:
+    """The swap subsystem of one guest: its area, the swap cache, content store."""
+
+    def __init__(self, kernel, reclaim=None) -> None:
+        self.kernel = kernel
+        self.reclaim = reclaim  # vmscan.Reclaim: LRU placement and activation
+        cfg = kernel.config
+        self.si = SwapInfo(0, cfg.swap, cfg.swap_latency, cfg.swap_bandwidth)
+        self.swap_cache: dict[int, object] = {}  # entry -> Page
+        # content store: identical page contents share one bytes object
+        self._contents: dict[bytes, list] = {}  # data -> [data, slots]
+        vm = kernel.vmstat
+        for name in SWAP_VMSTAT:
+            vm.setdefault(name, 0)
+
+    # ------------------------------------------------------------------ accounting
+    def total_swap_pages(self) -> int:
+        return self.si.pages
+
+    def free_swap_pages(self) -> int:
+        """nr_swap_pages: slots neither referenced nor cached."""
+        return self.si.free_pages()
+
+    def vm_swap_full(self) -> bool:
+        """At least half the swap space is in use (mm/swap.h vm_swap_full)."""
+        si = self.si
+        return si.free_pages() * 2 < si.pages
+
+    def swap_count(self, entry: int) -> int:
+        """References to the slot from swap PTEs (without the cache bit)."""
+        return self.si.swap_map[swp_offset(entry)] & ~SWAP_HAS_CACHE
+
+    # ------------------------------------------------------------------ slots
+    def get_swap_page(self) -> int:
+        """Allocate a slot for the swap cache (SWAP_HAS_CACHE); 0 if swap is full."""
+        si = self.si
+        if si.inuse_pages >= si.pages:
+            return 0
+        smap = si.swap_map
+        n = si.max
+        off = si.cluster_next
+        for _ in range(n):
+            if off >= n:
+                off = 1
+            if not smap[off]:
+                smap[off] = SWAP_HAS_CACHE
+                si.inuse_pages += 1
+                si.cluster_next = off + 1
+                return swp_entry(si.type, off)
+            off += 1
+        return 0
+
+    def _slot_released(self, off: int) -> None:
+        si = self.si
+        si.inuse_pages -= 1
+        data = si.data[off]
+        if data is not None:
+            si.data[off] = None
+            ent = self._contents.get(data)
+            if ent is not None:
+                ent[1] -= 1
+                if not ent[1]:
+                    del self._contents[data]
+
+    def swap_duplicate(self, entry: int) -> None:
+        """One more swap PTE refers to the slot (unmap, fork)."""
+        off = swp_offset(entry)
+        smap = self.si.swap_map
+        if not smap[off] or smap[off] == SWAP_MAP_BAD:
+            raise ValueError(f"swap_duplicate: bad swap entry {entry:#x}")
+        smap[off] += 1
+
+    def swap_free(self, entry: int) -> None:
+        """A swap PTE referring to the slot is gone (free_swap_and_cache on zap, swap_free
+        on swap-in). When only the swap cache still holds the slot and its page is not
+        mapped or used, the page and the slot are freed too."""
+        off = swp_offset(entry)
+        smap = self.si.swap_map
+        count = smap[off] & ~SWAP_HAS_CACHE
+        if not count or smap[off] == SWAP_MAP_BAD:
+            raise ValueError(f"swap_free: swap entry {entry:#x} has no references")
+        smap[off] -= 1
+        if smap[off] == 0:
+            self._slot_released(off)
+        elif smap[off] == SWAP_HAS_CACHE:
+            page = self.swap_cache.get(entry)
+            if (page is not None and page._mapcount == -1 and page._count == 1
+                    and not page.flags & PG_writeback):
+                self.delete_from_swap_cache(page)
+                self._free_page(page)
+
+    def _free_page(self, page) -> None:
+        from .filemap import free_user_page
+
+        free_user_page(self.kernel, page)
+
+    # ------------------------------------------------------------------ swap cache
+    def add_to_swap(self, page) -> bool:
+        """Give an anonymous page a slot and put it in the swap cache (it takes a
+        reference); the page is dirty until written. False if swap is full."""
+        entry = self.get_swap_page()
+        if not entry:
+            return False
+        self.add_to_swap_cache(page, entry)
+        page._count += 1
+        page.flags |= PG_dirty
+        return True
+
+    def add_to_swap_cache(self, page, entry: int) -> None:
+        """Insert without taking a reference (the caller's becomes the cache's)."""
+        self.swap_cache[entry] = page
+        page.flags |= PG_swapcache | PG_swapbacked
+        page.private = entry
+        self.kernel.vmstat["nr_swapcached"] += 1
+
+    def delete_from_swap_cache(self, page) -> None:
+        """Take the page out of the cache and clear the slot's cache bit (the slot is
+        freed if no PTE refers to it). The cache's reference passes to the caller."""
+        entry = page.private
+        del self.swap_cache[entry]
+        page.flags &= ~PG_swapcache
+        page.private = 0
+        self.kernel.vmstat["nr_swapcached"] -= 1
+        off = swp_offset(entry)
+        smap = self.si.swap_map
+        smap[off] &= ~SWAP_HAS_CACHE
+        if not smap[off]:
+            self._slot_released(off)
+
+    def try_to_free_swap(self, page) -> bool:
+        """folio_free_swap: drop the swap copy of a page no swap PTE refers to any more.
+        The page becomes dirty (it holds the only copy); the cache's reference is put."""
+        if not page.flags & PG_swapcache or page.flags & PG_writeback:
+            return False
+        if self.swap_count(page.private):
+            return False
+        self.delete_from_swap_cache(page)
+        page.flags |= PG_dirty
+        page._count -= 1  # the cache's reference; the caller holds another
+        return True
+
+    def lookup_swap_cache(self, entry: int):
+        return self.swap_cache.get(entry)
+
+    # ------------------------------------------------------------------ I/O
+    def _store_slot(self, off: int, data: bytes) -> None:
+        si = self.si
+        old = si.data[off]
+        if old is not None:  # rewritten: release the previous contents
+            ent = self._contents.get(old)
+            if ent is not None:
+                ent[1] -= 1
+                if not ent[1]:
+                    del self._contents[old]
+        ent = self._contents.get(data)
+        if ent is None:
+            ent = self._contents[data] = [data, 0]
+        ent[1] += 1
+        si.data[off] = ent[0]
+
+    def swap_writepage(self, page) -> None:
+        """Copy the page to its slot (the I/O itself is timed by the caller's batch).
+        Clears PG_dirty; counts pswpout."""
+        self._store_slot(swp_offset(page.private), self.kernel.phys.load(page.pfn))
+        page.flags &= ~PG_dirty
+        self.kernel.vmstat["pswpout"] += 1
+
+    def slot_data(self, entry: int) -> bytes | None:
+        return self.si.data[swp_offset(entry)]
+
+    def distinct_contents(self) -> int:
+        return len(self._contents)
+
+    def _now(self) -> float | None:
+        env = self.kernel.env
+        return env.now if env is not None else None
+
+    def _read_into_new_page(self, entry: int, gfp: int = GFP_SWAPIN):
+        page = self.kernel.alloc_pages(gfp)
+        if page is None:
+            return None
+        data = self.si.data[swp_offset(entry)]
+        if data is not None:
+            self.kernel.stall += self.kernel.phys.store(page.pfn, data)
+        self.add_to_swap_cache(page, entry)
+        return page
+
+    def swapin(self, task, vma, addr: int, pte: int, write: bool = False):
+        """kernel.swapin_hook: bring back the page of a swap PTE. Returns (page, seconds,
+        major) with one reference for the caller's new PTE; the PTE's slot reference is
+        dropped here. page is None if no memory could be had."""
+        from .vma import VM_LOCKED
+
+        k = self.kernel
+        reclaim = self.reclaim
+        if reclaim is not None:
+            reclaim.complete_io()
+        entry = pte >> PAGE_SHIFT
+        page = self.swap_cache.get(entry)
+        cost = 0.0
+        major = False
+        if page is not None:
+            page._count += 1
+            if reclaim is not None:
+                reclaim.activate_page(page)
+        else:
+            si = self.si
+            off = swp_offset(entry)
+            cluster = 1 << k.config.page_cluster
+            start = max(off & ~(cluster - 1), 1)
+            end = min((off & ~(cluster - 1)) + cluster, si.max)
+            outer = k.stall  # costs of this read (allocation, stores) go into `cost`
+            k.stall = 0.0
+            npages = 0
+            vm = k.vmstat
+            for o in [off] + [o for o in range(start, end) if o != off]:
+                e = swp_entry(si.type, o)
+                if o != off:
+                    smap = si.swap_map[o]
+                    if not smap or smap & SWAP_HAS_CACHE or smap == SWAP_MAP_BAD:
+                        continue
+                new = self._read_into_new_page(e, GFP_SWAPIN if o == off else GFP_SWAPIN_RA)
+                if new is None:
+                    if o == off:
+                        k.stall = outer
+                        return None, 0.0, True
+                    break
+                si.swap_map[o] |= SWAP_HAS_CACHE
+                npages += 1
+                if o == off:
+                    page = new
+                    page.flags |= PG_anon  # do_swap_page sets mapping and index
+                    page._count += 1  # the new PTE's reference, before anything can reclaim it
+                else:
+                    vm["swap_ra"] += 1
+                k.lru_cache_add(new)
+            vm["pswpin"] += npages
+            done = si.queue.submit(npages, self._now())
+            now = self._now()
+            cost = (done - now if now is not None else done) + k.stall
+            k.stall = outer
+            major = True
+        self.swap_free(entry)
+        # should_try_to_free_swap
+        exclusive = page._mapcount == -1 and page._count == 2
+        if self.vm_swap_full() or vma.vm_flags & VM_LOCKED or (write and exclusive):
+            self.try_to_free_swap(page)
+        return page, cost, major
+
+    # ------------------------------------------------------------------ /proc
+    def proc_swaps(self) -> str:
+        out = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        si = self.si
+        if si.pages:
+            size = si.pages << (PAGE_SHIFT - 10)
+            used = si.inuse_pages << (PAGE_SHIFT - 10)
+            pad = 40 - len(si.name) if len(si.name) < 40 else 1
+            tab_size = "\t" if size < 10000000 else ""
+            tab_used = "\t" if used < 10000000 else ""
+            out += f"{si.name}{' ' * pad}partition\t{size}\t{tab_size}{used}\t{tab_used}{si.prio}\n"
+        return out
+
+
+def validate_swap(swap: SwapState) -> None:
+    """Check the swap invariants: inuse_pages counts the non-free slots; every cached
+    entry has SWAP_HAS_CACHE and its page PG_swapcache with the entry in private; slots
+    with data are in use; the content store's counts match the slots."""
+    si = swap.si
+    inuse = sum(1 for o in range(1, si.max) if si.swap_map[o])
+    assert inuse == si.inuse_pages, f"swap: inuse_pages {si.inuse_pages} but {inuse} slots used"
+    for o in range(1, si.max):
+        m = si.swap_map[o]
+        e = swp_entry(si.type, o)
+        assert bool(m & SWAP_HAS_CACHE) == (e in swap.swap_cache), (
+            f"swap: slot {o} cache bit {bool(m & SWAP_HAS_CACHE)} vs cache {e in swap.swap_cache}"
+        )
+        if not m:
+            assert si.data[o] is None, f"swap: free slot {o} still holds data"
+    for e, page in swap.swap_cache.items():
+        assert page.flags & PG_swapcache and page.private == e, f"swap: bad cache page {page}"
+    counts: dict[int, int] = {}
+    for d in si.data:
+        if d is not None:
+            counts[id(d)] = counts.get(id(d), 0) + 1
+    for obj, n in swap._contents.values():
+        assert counts.get(id(obj), 0) == n, "swap: content store count mismatch"
+    assert swap.kernel.vmstat["nr_swapcached"] == len(swap.swap_cache)
+
+
+__all__ = [
+    "SWAP_HAS_CACHE",
+    "BlockQueue",
+    "SwapInfo",
+    "SwapState",
+    "swp_entry",
+    "swp_offset",
+    "swp_type",
+    "validate_swap",
+    "PAGE_SIZE",
+]

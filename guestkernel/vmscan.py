@@ -1,0 +1,1241 @@
+"""Page reclaim: LRU lists, two-touch activation, writeback, shrinkers, kswapd and the
+flusher (mm/vmscan.c, mm/swap.c, mm/page-writeback.c).
+
+Overview
+--------
+Every user page (anonymous, page cache, swap cache) sits on one LRU list of its node's
+`Lruvec`: inactive_anon, active_anon, inactive_file, active_file or unevictable. Anonymous
+and shmem pages (PG_swapbacked) are "anon", the others "file". New pages go to the head
+of a list; reclaim takes from the tail.
+
+- Placement: a freshly faulted anonymous page starts on the active list (the course's
+  arc 1, as Linux did before 5.9); page-cache and swap-readahead pages start on the
+  inactive list (use-once); an mlocked page goes to the unevictable list, and reclaim
+  moves a page it finds mlocked there ("culls" it) and back when it is no longer mlocked.
+- Two-touch activation (`mark_page_accessed`, read()/write() of the page cache): the
+  first touch sets PG_referenced, a second touch of an inactive page moves it to the
+  active list.
+- The inactive scan (`shrink_inactive_list`) harvests the accessed bits of every PTE
+  mapping a page through rmap: referenced PTEs and (PG_referenced or several PTEs, or an
+  executable file mapping) -> activate; referenced once -> set PG_referenced and keep
+  (second chance); only PG_referenced (unmapped cache page touched once) -> reclaim if
+  clean; otherwise reclaim: an anonymous page gets a swap slot and enters the swap cache,
+  is unmapped (its PTEs become swap entries), and is written; a dirty file page is
+  unmapped and written to its file; a clean unmapped page is freed.
+- Active aging (`shrink_active_list`) moves pages to the inactive list (executable file
+  pages referenced again stay) while inactive * int_sqrt(10 * GB of that type) < active.
+- Balance (`get_scan_count`): no swap -> file only; at priority 0 both equally; almost no
+  file pages -> anon; plenty of inactive file pages (cache_trim_mode) -> file only; else
+  swappiness against the recent reclaim costs, exactly as linux-mm.md section 8:
+      total = 2 * (anon_cost + file_cost)
+      ap = swappiness * (total + 1) // (2 * anon_cost + file_cost + 1)
+      fp = (200 - swappiness) * (total + 1) // (anon_cost + 2 * file_cost + 1)
+  (Linux computes total = 3 * (anon_cost + file_cost); only the ap:fp ratio matters and
+  it is the same.) Each list is scanned (lru_size >> priority) * fraction, in batches of
+  SWAP_CLUSTER_MAX, priority from DEF_PRIORITY (12) down to 0.
+- Writeback: PG_writeback while the write is in flight, which takes latency +
+  bytes / bandwidth on the device's queue. With an env, kswapd's and the flusher's writes
+  complete in simulated time (`IOCompletion` daemon) and a page written for reclaim
+  (PG_reclaim) is rotated to the inactive tail to be freed next; a page touched meanwhile
+  goes back to the active list. Direct reclaim writes synchronously and waits (the wait is
+  added to kernel.stall). Without an env every write completes at once, its cost added to
+  kernel.stall.
+- Shrinkers: the LRU is the page cache's shrinker; the slab caches are shrunk with
+  (reclaimable slab pages >> priority) * 4 / seeks per node pass (do_shrink_slab).
+
+The course's page states ("Cycle de vie des pages physiques") are derived from the flags
+by `page_state`:
+
+    free            not on an LRU list (in the buddy allocator)
+    active          PG_active (and unevictable pages, which never leave memory)
+    inactive dirty  inactive, PG_dirty, or anonymous without a copy in swap
+    being written   inactive, PG_writeback
+    inactive clean  inactive, clean
+
+and its nine arcs are counted in /proc/vmstat:
+
+    pgstate_1  free -> active            allocation: a page faulted in (anon, swap-in)
+    pgstate_2  active -> inactive dirty  modified page not accessed for a while (aging)
+    pgstate_3  inactive dirty -> active  modified page accessed again before its write
+    pgstate_4  inactive dirty -> being written  reclaim or the flusher writes it out
+                                         (to swap or its file)
+    pgstate_5  being written -> active   accessed again while the write is in flight
+    pgstate_6  being written -> inactive clean  the write finished: disk = memory
+    pgstate_7  inactive clean -> active  clean page accessed again
+    pgstate_8  active -> inactive clean  unmodified page not accessed for a while
+    pgstate_9  inactive clean -> free    reclaimed to refill the free pool
+
+Mainline has arcs the 2.4 diagram does not draw; they are counted apart:
+`pgstate_new_inactive` (a page-cache or readahead page enters the inactive list directly,
+use-once), and a page freed from another state by its owner (exit, munmap, truncate) is not
+counted.
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .page import (
+    PageList,
+    PG_active,
+    PG_anon,
+    PG_dirty,
+    PG_lru,
+    PG_mlocked,
+    PG_reclaim,
+    PG_referenced,
+    PG_swapbacked,
+    PG_swapcache,
+    PG_unevictable,
+    PG_writeback,
+)
+from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
+from .units import PAGE_SHIFT
+
+DEF_PRIORITY = 12
+MAX_SWAPPINESS = 200
+DEFAULT_SEEKS = 2
+SCAN_COST = 50e-9  # seconds of CPU per page scanned (isolation, rmap walk)
+KSWAPD_MIN_PASS = 1e-6  # seconds: a kswapd pass never takes zero simulated time
+
+LRU_INACTIVE_ANON = 0
+LRU_ACTIVE_ANON = 1
+LRU_INACTIVE_FILE = 2
+LRU_ACTIVE_FILE = 3
+LRU_UNEVICTABLE = 4
+NR_LRU_LISTS = 5
+LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable")
+LRU_VMSTAT = tuple("nr_" + n for n in LRU_NAMES)
+EVICTABLE_LRUS = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+
+# Course page states
+ST_FREE, ST_ACTIVE, ST_DIRTY, ST_WRITEBACK, ST_CLEAN = range(5)
+STATE_NAMES = ("free", "active", "inactive dirty", "being written", "inactive clean")
+_ARCS = {
+    (ST_FREE, ST_ACTIVE): "pgstate_1",
+    (ST_ACTIVE, ST_DIRTY): "pgstate_2",
+    (ST_DIRTY, ST_ACTIVE): "pgstate_3",
+    (ST_DIRTY, ST_WRITEBACK): "pgstate_4",
+    (ST_WRITEBACK, ST_ACTIVE): "pgstate_5",
+    (ST_WRITEBACK, ST_CLEAN): "pgstate_6",
+    (ST_CLEAN, ST_ACTIVE): "pgstate_7",
+    (ST_ACTIVE, ST_CLEAN): "pgstate_8",
+    (ST_CLEAN, ST_FREE): "pgstate_9",
+}
+# NOTE: a flat table indexed by from * 5 + to, so counting an arc allocates nothing.
+ARC_NAMES: list[str | None] = [None] * 25
+for (_f, _t), _n in _ARCS.items():
+    ARC_NAMES[_f * 5 + _t] = _n
+
+# References verdicts (folio_check_references)
+PAGEREF_RECLAIM, PAGEREF_RECLAIM_CLEAN, PAGEREF_KEEP, PAGEREF_ACTIVATE = range(4)
+
+SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE = range(4)
+DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
+
+RECLAIM_VMSTAT = (
+    "pgstate_1", "pgstate_2", "pgstate_3", "pgstate_4", "pgstate_5", "pgstate_6",
+    "pgstate_7", "pgstate_8", "pgstate_9", "pgstate_new_inactive",
+    "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
+    "unevictable_pgs_rescued", "drop_pagecache", "drop_slab", "kswapd_low_wmark_hit_quickly",
+    "kswapd_high_wmark_hit_quickly", "pgwriteback_file", "flusher_wakeups", "oom_kill",
+)
+
+
+def page_state(page) -> int:
+    """The course's state of a page on an LRU list (ST_* constant); not ST_FREE."""
+    f = page.flags
+    if f & (PG_active | PG_unevictable):
+        return ST_ACTIVE
+    if f & PG_writeback:
+        return ST_WRITEBACK
+    if f & PG_dirty or (f & PG_swapbacked and not f & PG_swapcache):
+        return ST_DIRTY
+    return ST_CLEAN
+
+
+def page_lru(page) -> int:
+    """The list a page on the LRU is on, from its flags."""
+    f = page.flags
+    if f & PG_unevictable:
+        return LRU_UNEVICTABLE
+    lru = LRU_INACTIVE_FILE if not f & PG_swapbacked else LRU_INACTIVE_ANON
+    if f & PG_active:
+        lru += 1
+    return lru
+
+
+def is_file_lru(lru: int) -> bool:
+    return lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+
+
+class Lruvec:
+    """The LRU lists of one node, and the recent cost of reclaiming each type."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.lists = [PageList(n) for n in LRU_NAMES]
+        self.anon_cost = 0  # pages: I/O * SWAP_CLUSTER_MAX + rotations (lru_note_cost)
+        self.file_cost = 0
+
+    def size(self, lru: int) -> int:
+        return self.lists[lru].nr
+
+    def nr_pages(self) -> int:
+        return sum(lst.nr for lst in self.lists[:4])
+
+
+class ScanControl:
+    """struct scan_control."""
+
+    __slots__ = (
+        "nr_to_reclaim", "nr_reclaimed", "nr_scanned", "priority", "may_writepage",
+        "may_swap", "may_unmap", "kswapd", "gfp", "reclaim_idx", "sync_io", "cost",
+        "may_deactivate", "cache_trim_mode", "file_is_tiny", "nr_pageout", "nr_writeback",
+    )
+
+    def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
+                 sync_io: bool) -> None:
+        self.nr_to_reclaim = nr_to_reclaim
+        self.nr_reclaimed = 0
+        self.nr_scanned = 0
+        self.priority = DEF_PRIORITY
+        self.gfp = gfp
+        self.may_writepage = True
+        self.may_swap = True
+        self.may_unmap = True
+        self.kswapd = kswapd
+        self.reclaim_idx = reclaim_idx
+        self.sync_io = sync_io  # writes complete before the call returns (cost in `cost`)
+        self.cost = 0.0  # seconds spent by the reclaimer (scan, synchronous I/O, waits)
+        self.may_deactivate = 0
+        self.cache_trim_mode = False
+        self.file_is_tiny = False
+        self.nr_pageout = 0
+        self.nr_writeback = 0  # pages found under writeback
+
+
+class IOBatch:
+    """One write request in flight: its pages and completion time."""
+
+    __slots__ = ("done_at", "pages", "queue")
+
+    def __init__(self, done_at: float, pages: list, queue) -> None:
+        self.done_at = done_at
+        self.pages = pages
+        self.queue = queue
+
+
+class Reclaim:
+    """Reclaim for one guest kernel: LRU lists, writeback, kswapd/direct reclaim entry
+    points, drop_caches, the flusher's pass. Installed by `init_reclaim(kernel)`."""
+
+    def __init__(self, kernel) -> None:
+        from .oom_kill import OOMKiller
+        from .swap import BlockQueue, SwapState
+
+        self.kernel = kernel
+        self.vmstat = kernel.vmstat
+        self.alloc = kernel.page_alloc
+        self.lruvecs = [Lruvec(node) for node in self.alloc.nodes]
+        self._BlockQueue = BlockQueue
+        self.swap = SwapState(kernel, self)
+        self.oom = OOMKiller(kernel)
+        self.inflight: list[IOBatch] = []  # write requests in flight
+        self.inflight_by_page: dict[int, IOBatch] = {}  # pfn -> batch (pages in flight)
+        self.disk_queues: dict[int, object] = {}  # id(FileSystem) -> BlockQueue
+        self.inode_dirtied: dict[int, float] = {}  # id(inode) -> first seen dirty (flusher)
+        self.on_io_submit = None  # set by the IOCompletion daemon
+        self.kswapds: dict[int, object] = {}  # nid -> Kswapd (env only)
+        self.flusher = None
+        self.daemons_started = False
+        self.in_reclaim = False  # guards against re-entering reclaim from reclaim
+        self._mem_rmap = None
+        vm = self.vmstat
+        for name in RECLAIM_VMSTAT:
+            vm.setdefault(name, 0)
+        for name in LRU_VMSTAT:
+            vm.setdefault(name, 0)
+
+    # ------------------------------------------------------------------ helpers
+    def now(self) -> float | None:
+        env = self.kernel.env
+        return env.now if env is not None else None
+
+    def lruvec_of(self, page) -> Lruvec:
+        if len(self.lruvecs) == 1:
+            return self.lruvecs[0]
+        return self.lruvecs[self.alloc.zone_of(page.pfn).node.nid]
+
+    def _arc(self, before: int, after: int) -> None:
+        name = ARC_NAMES[before * 5 + after]
+        if name is not None:
+            self.vmstat[name] += 1
+
+    def _rmap(self):
+        """memory.py's rmap helpers (the address-space layer), imported on first use."""
+        if self._mem_rmap is None:
+            from . import memory
+
+            self._mem_rmap = memory
+        return self._mem_rmap
+
+    # ------------------------------------------------------------------ LRU add/del
+    def lru_cache_add(self, page) -> None:
+        """A page became a user page: onto the head of its list (see the placement rules)."""
+        f = page.flags
+        if f & PG_lru:
+            return
+        vm = self.vmstat
+        if f & PG_mlocked:
+            f |= PG_unevictable
+            lru = LRU_UNEVICTABLE
+            vm["pgstate_1"] += 1
+        elif f & PG_anon:
+            f |= PG_active
+            lru = LRU_ACTIVE_ANON
+            vm["pgstate_1"] += 1
+        else:
+            lru = LRU_INACTIVE_ANON if f & PG_swapbacked else LRU_INACTIVE_FILE
+            vm["pgstate_new_inactive"] += 1
+        page.flags = f | PG_lru
+        self.lruvec_of(page).lists[lru].add(page)
+        vm[LRU_VMSTAT[lru]] += 1
+
+    def lru_del(self, page) -> None:
+        """Take a page off its list (it is being freed)."""
+        f = page.flags
+        if f & PG_lru:
+            lru = page_lru(page)
+            self.lruvec_of(page).lists[lru].remove(page)
+            self.vmstat[LRU_VMSTAT[lru]] -= 1
+        page.flags = f & ~(PG_lru | PG_active | PG_unevictable | PG_referenced | PG_reclaim)
+
+    def _isolate(self, page, lru: int) -> None:
+        self.lruvec_of(page).lists[lru].remove(page)
+        self.vmstat[LRU_VMSTAT[lru]] -= 1
+        page.flags &= ~PG_lru
+
+    def _putback(self, page, tail: bool = False) -> None:
+        """Return an isolated page to the list its flags name (culling mlocked pages)."""
+        f = page.flags
+        if f & PG_mlocked and not f & PG_unevictable:
+            f = (f | PG_unevictable) & ~PG_active
+            self.vmstat["unevictable_pgs_culled"] += 1
+        page.flags = f | PG_lru
+        lru = page_lru(page)
+        lst = self.lruvec_of(page).lists[lru]
+        if tail:
+            lst.add_tail(page)
+        else:
+            lst.add(page)
+        self.vmstat[LRU_VMSTAT[lru]] += 1
+
+    def _move(self, page, to_active: bool) -> None:
+        """Move a page on the LRU between its inactive and active lists (head)."""
+        lru = page_lru(page)
+        lv = self.lruvec_of(page)
+        lv.lists[lru].remove(page)
+        vm = self.vmstat
+        vm[LRU_VMSTAT[lru]] -= 1
+        if to_active:
+            page.flags |= PG_active
+        else:
+            page.flags &= ~PG_active
+        lru = page_lru(page)
+        lv.lists[lru].add(page)
+        vm[LRU_VMSTAT[lru]] += 1
+
+    def activate_page(self, page) -> None:
+        """folio_activate: an inactive page on the LRU goes to the active list."""
+        f = page.flags
+        if f & (PG_active | PG_unevictable) or not f & PG_lru:
+            return
+        before = page_state(page)
+        self._move(page, True)
+        self.vmstat["pgactivate"] += 1
+        self._arc(before, ST_ACTIVE)
+
+    def mark_page_accessed(self, page) -> None:
+        """Two-touch activation: first touch sets PG_referenced, the second (inactive
+        page, PG_referenced set) activates and clears it."""
+        f = page.flags
+        if not f & PG_referenced:
+            page.flags = f | PG_referenced
+        elif not f & (PG_active | PG_unevictable) and f & PG_lru:
+            self.activate_page(page)
+            page.flags &= ~PG_referenced
+
+    # ------------------------------------------------------------------ sizes, balance
+    def lru_pages(self, lru: int) -> int:
+        return sum(lv.lists[lru].nr for lv in self.lruvecs)
+
+    @staticmethod
+    def inactive_is_low(lv: Lruvec, inactive_lru: int) -> bool:
+        """inactive * int_sqrt(10 * GB of the type) < active (6.x inactive_is_low)."""
+        inactive = lv.lists[inactive_lru].nr
+        active = lv.lists[inactive_lru + 1].nr
+        gb = (inactive + active) >> (30 - PAGE_SHIFT)
+        ratio = int_sqrt(10 * gb) if gb else 1
+        return inactive * ratio < active
+
+    def can_reclaim_anon(self) -> bool:
+        return self.swap.free_swap_pages() > 0
+
+    def scan_fractions(self, lv: Lruvec) -> tuple[int, int]:
+        """(ap, fp): anon and file pressure from swappiness and the recent costs."""
+        swappiness = self.kernel.config.swappiness
+        a, f = lv.anon_cost, lv.file_cost
+        total = 2 * (a + f)
+        ap = swappiness * (total + 1) // (2 * a + f + 1)
+        fp = (MAX_SWAPPINESS - swappiness) * (total + 1) // (a + 2 * f + 1)
+        return ap, fp
+
+    def get_scan_count(self, lv: Lruvec, sc: ScanControl) -> list[int]:
+        """How many pages of each evictable list to scan at sc.priority."""
+        swappiness = self.kernel.config.swappiness
+        if not sc.may_swap or not self.can_reclaim_anon():
+            balance = SCAN_FILE
+        elif not sc.priority and swappiness:
+            balance = SCAN_EQUAL
+        elif sc.file_is_tiny:
+            balance = SCAN_ANON
+        elif sc.cache_trim_mode:
+            balance = SCAN_FILE
+        else:
+            balance = SCAN_FRACT
+        nr = [0] * NR_LRU_LISTS
+        if balance == SCAN_FRACT:
+            ap, fp = self.scan_fractions(lv)
+            denominator = ap + fp
+        for lru in EVICTABLE_LRUS:
+            file = is_file_lru(lru)
+            scan = lv.lists[lru].nr >> sc.priority
+            if balance == SCAN_FRACT:
+                frac = fp if file else ap
+                scan = -(-scan * frac // denominator) if denominator else 0
+            elif balance == SCAN_FILE and not file or balance == SCAN_ANON and file:
+                scan = 0
+            nr[lru] = scan
+        return nr
+
+    def lru_note_cost(self, lv: Lruvec, file: bool, nr_io: int, nr_rotated: int) -> None:
+        cost = nr_io * SWAP_CLUSTER_MAX + nr_rotated
+        if file:
+            lv.file_cost += cost
+        else:
+            lv.anon_cost += cost
+        # decay: keep the costs a recent history (halved past a quarter of the LRU)
+        if lv.anon_cost + lv.file_cost > lv.nr_pages() // 4:
+            lv.anon_cost //= 2
+            lv.file_cost //= 2
+
+    # ------------------------------------------------------------------ rmap checks
+    def _referenced(self, page) -> tuple[int, int]:
+        """Harvest accessed bits: (referenced PTEs, OR of the vm_flags seen). A dirty PTE
+        of a file page moves its dirty bit to the page (shared writable PTEs are write-
+        protected so the next write faults and dirties it again, as page_mkclean does)."""
+        if page._mapcount < 0:
+            return 0, 0
+        mem = self._rmap()
+        from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW
+        from .vma import VM_LOCKED, VM_SHARED
+
+        out = [0, 0]
+        anon = page.flags & PG_anon
+        kernel = self.kernel
+
+        def one(mm, vma, addr):
+            ptes = mm.pgtable.ptes
+            vpn = addr >> PAGE_SHIFT
+            pte = ptes[vpn]
+            out[1] |= vma.vm_flags
+            if vma.vm_flags & VM_LOCKED:
+                out[0] += 1
+                return False
+            if pte & _PAGE_ACCESSED:
+                pte &= ~_PAGE_ACCESSED
+                out[0] += 1
+            if pte & _PAGE_DIRTY and not anon:
+                pte &= ~_PAGE_DIRTY
+                if vma.vm_flags & VM_SHARED:
+                    pte &= ~_PAGE_RW
+                mem.set_page_dirty(kernel, page)
+            ptes[vpn] = pte
+            return True
+
+        mem.rmap_walk(kernel, page, one)
+        return out[0], out[1]
+
+    def _anon_pte_dirty(self, page) -> bool:
+        """Does any PTE mapping an anonymous page have its dirty bit set?"""
+        if page._mapcount < 0:
+            return False
+        from .pgtable import _PAGE_DIRTY
+
+        found = []
+
+        def one(mm, vma, addr):
+            if mm.pgtable.ptes[addr >> PAGE_SHIFT] & _PAGE_DIRTY:
+                found.append(1)
+                return False
+            return True
+
+        self._rmap().rmap_walk(self.kernel, page, one)
+        return bool(found)
+
+    def check_references(self, page) -> int:
+        """folio_check_references: the verdict for an inactive page."""
+        from .vma import VM_EXEC, VM_LOCKED
+
+        referenced_ptes, vm_flags = self._referenced(page)
+        if vm_flags & VM_LOCKED:
+            self._rmap().mlock_page(self.kernel, page)
+            return PAGEREF_KEEP  # _putback culls it to the unevictable list
+        f = page.flags
+        referenced_page = f & PG_referenced
+        page.flags = f & ~PG_referenced
+        if referenced_ptes:
+            page.flags |= PG_referenced
+            if referenced_page or referenced_ptes > 1:
+                return PAGEREF_ACTIVATE
+            if vm_flags & VM_EXEC and not f & PG_swapbacked:
+                return PAGEREF_ACTIVATE
+            return PAGEREF_KEEP
+        if referenced_page and not f & PG_swapbacked:
+            return PAGEREF_RECLAIM_CLEAN
+        return PAGEREF_RECLAIM
+
+    # ------------------------------------------------------------------ active list
+    def shrink_active_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> None:
+        """Age up to nr_to_scan pages from the active list's tail to the inactive list."""
+        from .vma import VM_EXEC
+
+        lst = lv.lists[lru]
+        file = is_file_lru(lru)
+        vm = self.vmstat
+        taken = []
+        while len(taken) < nr_to_scan:
+            page = lst.last()
+            if page is None:
+                break
+            self._isolate(page, lru)
+            taken.append(page)
+        vm["pgrefill"] += len(taken)
+        sc.cost += len(taken) * SCAN_COST
+        nr_rotated = 0
+        deactivated = 0
+        for page in taken:
+            if page.flags & PG_mlocked:
+                self._putback(page)
+                continue
+            referenced, vm_flags = self._referenced(page)
+            if page.flags & PG_mlocked:
+                self._putback(page)
+                continue
+            if referenced and vm_flags & VM_EXEC and file:
+                # executable file pages get one more trip round the active list
+                nr_rotated += 1
+                self._putback(page)
+                continue
+            page.flags &= ~PG_active
+            self._putback(page)
+            deactivated += 1
+            self._arc(ST_ACTIVE, page_state(page))
+        vm["pgdeactivate"] += deactivated
+        self.lru_note_cost(lv, file, 0, nr_rotated)
+
+    # ------------------------------------------------------------------ inactive list
+    def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
+        lst = lv.lists[lru]
+        vm = self.vmstat
+        taken = []
+        while len(taken) < nr_to_scan:
+            page = lst.last()
+            if page is None:
+                break
+            self._isolate(page, lru)
+            taken.append(page)
+        n = len(taken)
+        if not n:
+            return 0
+        file = is_file_lru(lru)
+        vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += n
+        vm["pgscan_file" if file else "pgscan_anon"] += n
+        sc.nr_scanned += n
+        sc.cost += n * SCAN_COST
+        before_pageout = sc.nr_pageout
+        reclaimed = self.shrink_page_list(taken, sc)
+        vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
+        vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
+        self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout, n - reclaimed)
+        return reclaimed
+
+    def shrink_page_list(self, pages: list, sc: ScanControl) -> int:
+        """shrink_folio_list: decide, unmap, write or free each isolated page."""
+        k = self.kernel
+        swap = self.swap
+        mem = None
+        reclaimed = 0
+        writes: dict[int, tuple[object, list]] = {}  # id(queue) -> (queue, pages)
+        gfp = sc.gfp
+        for page in pages:
+            f = page.flags
+            if f & PG_mlocked:
+                self._putback(page)
+                continue
+            if f & PG_writeback:
+                sc.nr_writeback += 1
+                if sc.sync_io and sc.priority < DEF_PRIORITY - 2 and self._wait_on_writeback(page, sc):
+                    pass  # the write finished while we waited: the page is clean now
+                else:
+                    page.flags |= PG_reclaim
+                    self._putback(page)
+                    continue
+            ref = self.check_references(page)
+            if page.flags & PG_mlocked:
+                self._putback(page)
+                continue
+            if ref == PAGEREF_ACTIVATE:
+                self._activate_isolated(page)
+                continue
+            if ref == PAGEREF_KEEP:
+                self._putback(page)
+                continue
+            f = page.flags
+            anon = f & PG_swapbacked
+            if anon and not f & PG_swapcache:
+                if (not sc.may_swap or not gfp & G.IO or not f & PG_anon
+                        or not swap.add_to_swap(page)):
+                    # no swap (or shmem, which hvsim keeps in memory): back to active
+                    self._activate_isolated(page)
+                    continue
+            if page._mapcount >= 0:
+                if mem is None:
+                    mem = self._rmap()
+                if anon and not page.flags & PG_dirty and self._anon_pte_dirty(page):
+                    page.flags |= PG_dirty
+                if not sc.may_unmap or not mem.try_to_unmap(
+                        k, page, page.private if anon else None):
+                    if page.flags & PG_mlocked:
+                        self._putback(page)
+                    else:
+                        self._activate_isolated(page)
+                    continue
+            if page.flags & PG_dirty:
+                if ref == PAGEREF_RECLAIM_CLEAN or not sc.may_writepage:
+                    self._putback(page)
+                    continue
+                if not anon and not gfp & G.FS or anon and not gfp & G.IO:
+                    page.flags |= PG_reclaim
+                    self._putback(page)
+                    continue
+                q = self._start_writeback(page)
+                sc.nr_pageout += 1
+                ent = writes.get(id(q))
+                if ent is None:
+                    writes[id(q)] = (q, [page])
+                else:
+                    ent[1].append(page)
+                continue
+            if self._free_isolated(page):
+                reclaimed += 1
+            else:
+                self._putback(page)
+        for q, batch in writes.values():
+            reclaimed += self._submit(q, batch, sc)
+        return reclaimed
+
+    def _activate_isolated(self, page) -> None:
+        before = page_state(page)
+        if not page.flags & PG_mlocked:
+            page.flags |= PG_active
+            self.vmstat["pgactivate"] += 1
+            self._arc(before, ST_ACTIVE)
+        self._putback(page)
+
+    def _free_isolated(self, page) -> bool:
+        """__remove_mapping + free: a clean, unmapped page whose only reference is its
+        cache's. Counts the course's arc 9."""
+        if page._mapcount != -1 or page._count != 1 or page.flags & (PG_dirty | PG_writeback):
+            return False
+        f = page.flags
+        if f & PG_swapcache:
+            self.swap.delete_from_swap_cache(page)
+            self.vmstat["pgstate_9"] += 1
+            self.swap._free_page(page)
+            return True
+        mapping = page.mapping
+        if mapping is None or f & PG_anon:
+            return False
+        from .filemap import delete_from_page_cache
+
+        self.vmstat["pgstate_9"] += 1
+        delete_from_page_cache(self.kernel, page)
+        return True
+
+    # ------------------------------------------------------------------ writeback
+    def _queue_for(self, page):
+        if page.flags & PG_swapbacked:
+            return self.swap.si.queue
+        fs = page.mapping.host.fs
+        q = self.disk_queues.get(id(fs))
+        if q is None:
+            q = self.disk_queues[id(fs)] = self._BlockQueue(fs.latency, fs.bandwidth)
+        return q
+
+    def _start_writeback(self, page):
+        """Set PG_writeback, copy the data to swap or the file, take a reference for the
+        I/O. Counts arc 4 for an inactive page. Returns the device queue."""
+        from .filemap import writepage
+
+        before = page_state(page)
+        vm = self.vmstat
+        if page.flags & PG_swapbacked:
+            self.swap.swap_writepage(page)
+        else:
+            writepage(self.kernel, page)  # copies to the inode, clears dirty, pgpgout
+            vm["pgwriteback_file"] += 1
+        page.flags |= PG_writeback
+        page._count += 1
+        vm["nr_writeback"] += 1
+        if before == ST_DIRTY:
+            self._arc(ST_DIRTY, ST_WRITEBACK)
+        return self._queue_for(page)
+
+    def _submit(self, q, batch: list, sc: ScanControl | None) -> int:
+        """Send one write request. Synchronous (sc.sync_io or no env): the request
+        completes now, its time goes to sc.cost (or kernel.stall), and the pages written
+        for reclaim are freed; returns how many. Asynchronous: pages go back to the
+        inactive list with PG_reclaim until the IOCompletion daemon ends the request."""
+        now = self.now()
+        done = q.submit(len(batch), now)
+        sync = now is None or (sc is not None and sc.sync_io)
+        if not sync:
+            for page in batch:
+                page.flags |= PG_reclaim
+                if not page.flags & PG_lru:
+                    self._putback(page)
+            b = IOBatch(done, batch, q)
+            self.inflight.append(b)
+            for page in batch:
+                self.inflight_by_page[page.pfn] = b
+            if self.on_io_submit is not None:
+                self.on_io_submit(b)
+            return 0
+        wait = done - now if now is not None else done
+        if sc is not None:
+            sc.cost += wait
+        else:
+            self.kernel.stall += wait
+        freed = 0
+        for page in batch:
+            if self._end_writeback(page):
+                continue
+            if not page.flags & PG_lru:
+                if sc is not None and self._free_isolated(page):
+                    freed += 1
+                else:
+                    self._putback(page)
+        return freed
+
+    def _end_writeback(self, page) -> bool:
+        """end_page_writeback: clear PG_writeback (arc 6 for an inactive page); a page
+        written for reclaim is rotated to the inactive tail; drop the I/O's reference.
+        Returns True if that freed the page (its owners let go during the write)."""
+        f = page.flags & ~PG_writeback
+        page.flags = f
+        vm = self.vmstat
+        vm["nr_writeback"] -= 1
+        if not f & PG_active:
+            if page_state(page) == ST_CLEAN:
+                vm["pgstate_6"] += 1
+            if f & PG_reclaim:
+                page.flags = f & ~PG_reclaim
+                if f & PG_lru and not f & PG_unevictable:
+                    lst = self.lruvec_of(page).lists[page_lru(page)]
+                    lst.remove(page)
+                    lst.add_tail(page)
+                    vm["pgrotated"] += 1
+        else:
+            page.flags = f & ~PG_reclaim
+        page._count -= 1
+        if page._count != 1 or page._mapcount != -1:
+            return False
+        # Only a cache still holds the page: free it if nothing refers to its copy.
+        f = page.flags
+        if f & PG_swapcache:
+            if self.swap.swap_count(page.private):
+                return False
+            self.swap.delete_from_swap_cache(page)
+        elif f & PG_swapbacked or page.mapping is None:
+            return False
+        elif page.mapping.pages.get(page.index) is page:
+            return False  # still in the page cache: reclaim will find it
+        from .filemap import free_user_page
+
+        free_user_page(self.kernel, page)
+        return True
+
+    def complete_io(self, now: float | None = None) -> int:
+        """End every request whose completion time has passed (all of them without a
+        clock). Returns the pages ended."""
+        if not self.inflight:
+            return 0
+        if now is None:
+            now = self.now()
+        due = [b for b in self.inflight if now is None or b.done_at <= now]
+        n = 0
+        for b in due:
+            self.inflight.remove(b)
+            n += self._end_batch(b)
+        return n
+
+    def _end_batch(self, b: IOBatch) -> int:
+        byp = self.inflight_by_page
+        for page in b.pages:
+            byp.pop(page.pfn, None)
+            self._end_writeback(page)
+        return len(b.pages)
+
+    def next_completion(self) -> float | None:
+        return min((b.done_at for b in self.inflight), default=None)
+
+    def _wait_on_writeback(self, page, sc: ScanControl) -> bool:
+        """Direct reclaim under pressure waits for a page's write (wait_on_page_writeback):
+        the request completes now and the reclaimer stalls until its completion time."""
+        b = self.inflight_by_page.get(page.pfn)
+        if b is None:
+            return False
+        now = self.now()
+        if now is not None and b.done_at > now:
+            sc.cost += b.done_at - now
+        self.inflight.remove(b)
+        self._end_batch(b)
+        return not page.flags & PG_writeback
+
+    # ------------------------------------------------------------------ node reclaim
+    def _prepare_scan(self, lv: Lruvec, sc: ScanControl) -> None:
+        sc.may_deactivate = 0
+        if self.inactive_is_low(lv, LRU_INACTIVE_ANON):
+            sc.may_deactivate |= DEACTIVATE_ANON
+        if self.inactive_is_low(lv, LRU_INACTIVE_FILE):
+            sc.may_deactivate |= DEACTIVATE_FILE
+        sc.cache_trim_mode = bool(
+            lv.lists[LRU_INACTIVE_FILE].nr >> sc.priority and not sc.may_deactivate & DEACTIVATE_FILE
+        )
+        node = lv.node
+        free = sum(z.nr_free for z in node.zones if z.populated())
+        high = sum(z.high_wmark() for z in node.zones if z.populated())
+        file = lv.lists[LRU_ACTIVE_FILE].nr + lv.lists[LRU_INACTIVE_FILE].nr
+        anon = lv.lists[LRU_INACTIVE_ANON].nr
+        sc.file_is_tiny = bool(
+            file + free <= high and not sc.may_deactivate & DEACTIVATE_ANON and anon >> sc.priority
+        )
+
+    def shrink_lruvec(self, lv: Lruvec, sc: ScanControl) -> None:
+        nr = self.get_scan_count(lv, sc)
+        nr_to_reclaim = sc.nr_to_reclaim
+        reclaimed = 0
+        while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
+            for lru in EVICTABLE_LRUS:
+                if nr[lru]:
+                    n = min(nr[lru], SWAP_CLUSTER_MAX)
+                    nr[lru] -= n
+                    if lru in (LRU_ACTIVE_ANON, LRU_ACTIVE_FILE):
+                        kind = DEACTIVATE_FILE if is_file_lru(lru) else DEACTIVATE_ANON
+                        if sc.may_deactivate & kind:
+                            self.shrink_active_list(n, lv, sc, lru)
+                    else:
+                        reclaimed += self.shrink_inactive_list(n, lv, sc, lru)
+            if reclaimed + sc.nr_reclaimed >= nr_to_reclaim:
+                break
+        sc.nr_reclaimed += reclaimed
+        # keep the anon inactive list filled even while only file pages are reclaimed
+        if self.can_reclaim_anon() and self.inactive_is_low(lv, LRU_INACTIVE_ANON):
+            self.shrink_active_list(SWAP_CLUSTER_MAX, lv, sc, LRU_ACTIVE_ANON)
+
+    def rescue_unevictable(self, lv: Lruvec) -> int:
+        """check_move_unevictable_folios: pages no longer mlocked go back to inactive."""
+        lst = lv.lists[LRU_UNEVICTABLE]
+        moved = 0
+        for page in [p for p in lst if not p.flags & PG_mlocked]:
+            self._isolate(page, LRU_UNEVICTABLE)
+            page.flags &= ~PG_unevictable
+            self._putback(page)
+            moved += 1
+        self.vmstat["unevictable_pgs_rescued"] += moved
+        return moved
+
+    def shrink_node(self, lv: Lruvec, sc: ScanControl) -> None:
+        if lv.lists[LRU_UNEVICTABLE].nr and sc.priority == DEF_PRIORITY:
+            self.rescue_unevictable(lv)
+        self._prepare_scan(lv, sc)
+        before = sc.nr_reclaimed
+        self.shrink_lruvec(lv, sc)
+        self.shrink_slab(lv, sc)
+        if sc.nr_reclaimed > before:
+            lv.node.kswapd_failures = 0  # the node is reclaimable again
+
+    def shrink_slab(self, lv: Lruvec, sc: ScanControl) -> int:
+        """do_shrink_slab for the slab caches: delta = (freeable >> priority) * 4 / seeks,
+        freeable = reclaimable slab pages scaled by vfs_cache_pressure."""
+        slab = self.kernel.slab
+        if slab is None:
+            return 0
+        vm = self.vmstat
+        freeable = vm.get("nr_slab_reclaimable", 0) * self.kernel.config.vfs_cache_pressure // 100
+        delta = (freeable >> sc.priority) * 4 // DEFAULT_SEEKS
+        if not delta:
+            return 0
+        vm["slabs_scanned"] += delta
+        freed = slab.shrink_slab(delta)
+        sc.nr_reclaimed += freed
+        return freed
+
+    def _nodes_of(self, zonelist) -> list[Lruvec]:
+        seen = []
+        for z in zonelist:
+            lv = self.lruvecs[z.node.nid]
+            if lv not in seen:
+                seen.append(lv)
+        return seen
+
+    def try_to_free_pages(self, gfp: int, order: int, zonelist, highest: int) -> int:
+        """Direct reclaim (the allocator's direct_reclaim_hook): priority 12 down to 0 over
+        the zonelist's nodes until SWAP_CLUSTER_MAX pages are reclaimed. Writes are
+        synchronous; the time spent is added to kernel.stall. Returns pages reclaimed."""
+        if self.in_reclaim:
+            return 0
+        self.in_reclaim = True
+        try:
+            self.complete_io()
+            sc = ScanControl(SWAP_CLUSTER_MAX, gfp, False, highest, True)
+            lvs = self._nodes_of(zonelist)
+            for priority in range(DEF_PRIORITY, -1, -1):
+                sc.priority = priority
+                for lv in lvs:
+                    self.shrink_node(lv, sc)
+                if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                    break
+            self.kernel.stall += sc.cost
+            return sc.nr_reclaimed
+        finally:
+            self.in_reclaim = False
+
+    def balance_pgdat(self, node, order: int = 0, highest: int | None = None) -> tuple[int, float]:
+        """kswapd's pass over one node: reclaim until a zone meets HIGH (6.x) or every
+        zone does (2.6), priority 12 down to 1. Returns (pages reclaimed, seconds)."""
+        alloc = self.alloc
+        if highest is None:
+            highest = len(node.zones) - 1
+        lv = self.lruvecs[node.nid]
+        vm = self.vmstat
+        if self.in_reclaim:
+            return 0, 0.0
+        vm["pageoutrun"] += 1
+        self.complete_io()
+        sc = ScanControl(0, G.GFP_KERNEL, True, highest, False)
+        self.in_reclaim = True
+        try:
+            while sc.priority >= 1:
+                if alloc.node_balanced(node, order, highest):
+                    break
+                sc.nr_to_reclaim = sum(
+                    max(z.high_wmark(), SWAP_CLUSTER_MAX)
+                    for z in node.zones[: highest + 1] if z.managed_pages
+                )
+                before = sc.nr_reclaimed
+                sc.nr_scanned = 0
+                self.shrink_node(lv, sc)
+                raise_priority = sc.nr_scanned < sc.nr_to_reclaim
+                if raise_priority or sc.nr_reclaimed == before:
+                    sc.priority -= 1
+        finally:
+            self.in_reclaim = False
+        if sc.nr_reclaimed:
+            node.kswapd_failures = 0
+        elif not alloc.node_balanced(node, order, highest) and not self.inflight:
+            node.kswapd_failures += 1
+        return sc.nr_reclaimed, sc.cost
+
+    # ------------------------------------------------------------------ hooks
+    def wake_kswapd(self, node, order: int, highest: int, gfp: int) -> None:
+        """The allocator's wake_kswapd_hook. Without an env there is no kswapd thread:
+        reclaim happens in the allocating context (direct reclaim)."""
+        kswapd = self.kswapds.get(node.nid)
+        if kswapd is not None and node.kswapd_failures < 16:  # MAX_RECLAIM_RETRIES
+            kswapd.wake(order, highest)
+
+    def oom_hook(self, gfp: int, order: int, highest: int) -> bool:
+        """The allocator's oom_hook: True if the OOM killer freed memory."""
+        return self.oom.out_of_memory(gfp, order)
+
+    # ------------------------------------------------------------------ flusher
+    def dirty_thresholds(self) -> tuple[int, int]:
+        """(background, foreground) dirty limits in pages, of the dirtyable memory
+        (free + file LRU pages - reserves)."""
+        cfg = self.kernel.config
+        dirtyable = (
+            self.alloc.nr_free_pages() - self.alloc.totalreserve_pages
+            + self.lru_pages(LRU_ACTIVE_FILE) + self.lru_pages(LRU_INACTIVE_FILE)
+        )
+        dirtyable = max(dirtyable, 1)
+        return (cfg.dirty_background_ratio * dirtyable // 100,
+                cfg.dirty_ratio * dirtyable // 100)
+
+    def writeback_dirty(self, now: float | None = None, force: bool = False) -> int:
+        """One flusher pass (wb_writeback): write the dirty file pages of inodes dirty for
+        longer than dirty_expire_centisecs, and any dirty page while nr_dirty is above the
+        background threshold. `force` writes everything (sync). Inodes are first seen dirty
+        by a pass: their age counts from there. Returns pages submitted."""
+        if now is None:
+            now = self.now()
+        t = now if now is not None else 0.0
+        self.complete_io(now)
+        cfg = self.kernel.config
+        expire = cfg.dirty_expire_centisecs / 100.0
+        vm = self.vmstat
+        bg, _ = self.dirty_thresholds()
+        seen: dict[int, bool] = {}
+        writes: dict[int, tuple[object, list]] = {}
+        n = 0
+        for lv in self.lruvecs:
+            for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
+                for page in list(lv.lists[lru].reversed()):
+                    f = page.flags
+                    if not f & PG_dirty or f & PG_writeback:
+                        continue
+                    inode = page.mapping.host
+                    key = id(inode)
+                    first = self.inode_dirtied.setdefault(key, t)
+                    seen[key] = True
+                    if not (force or t - first >= expire or vm["nr_dirty"] > bg):
+                        continue
+                    q = self._start_writeback(page)
+                    ent = writes.get(id(q))
+                    if ent is None:
+                        writes[id(q)] = (q, [page])
+                    else:
+                        ent[1].append(page)
+                    n += 1
+        for key in [key for key in self.inode_dirtied if key not in seen]:
+            del self.inode_dirtied[key]
+        for q, batch in writes.values():
+            self._submit(q, batch, None)
+        if n:
+            vm["flusher_wakeups"] += 1
+        return n
+
+    # ------------------------------------------------------------------ drop_caches
+    def drop_caches(self, value: int) -> None:
+        """echo 1 (page cache), 2 (slab), 3 (both) > /proc/sys/vm/drop_caches."""
+        from .filemap import delete_from_page_cache
+
+        vm = self.vmstat
+        if value & 1:
+            self.complete_io()
+            for lv in self.lruvecs:
+                for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
+                    for page in list(lv.lists[lru]):
+                        if (page._mapcount == -1 and page._count == 1
+                                and not page.flags & (PG_dirty | PG_writeback)):
+                            delete_from_page_cache(self.kernel, page)
+            vm["drop_pagecache"] += 1
+        if value & 2:
+            if self.kernel.slab is not None:
+                self.kernel.slab.shrink_slab(1 << 40)
+            vm["drop_slab"] += 1
+
+    # ------------------------------------------------------------------ invariants
+    def validate(self) -> None:
+        """Every LRU page is on the list its flags name, exactly once; list counts equal
+        the vmstat items; no free page is on a list."""
+        totals = [0] * NR_LRU_LISTS
+        for lv in self.lruvecs:
+            for lru, lst in enumerate(lv.lists):
+                n = 0
+                prev = lst
+                for page in lst:
+                    assert page.lru_prev is prev, f"{lst.name}: broken link at pfn {page.pfn:#x}"
+                    prev = page
+                    assert page.flags & PG_lru, f"{lst.name}: pfn {page.pfn:#x} without PG_lru"
+                    assert page_lru(page) == lru, (
+                        f"{lst.name}: pfn {page.pfn:#x} flags say {LRU_NAMES[page_lru(page)]}"
+                    )
+                    assert page._count > 0, f"{lst.name}: free page pfn {page.pfn:#x}"
+                    n += 1
+                assert n == lst.nr, f"{lst.name}: nr {lst.nr} but {n} pages"
+                totals[lru] += n
+        for lru in range(NR_LRU_LISTS):
+            assert self.vmstat[LRU_VMSTAT[lru]] == totals[lru], (
+                f"{LRU_VMSTAT[lru]} = {self.vmstat[LRU_VMSTAT[lru]]} but lists hold {totals[lru]}"
+            )
+        wb = sum(len(b.pages) for b in self.inflight)
+        if self.kernel.env is not None:
+            assert self.vmstat["nr_writeback"] == wb, (
+                f"nr_writeback {self.vmstat['nr_writeback']} but {wb} pages in flight"
+            )
+
+
+# ---------------------------------------------------------------------------- wiring
+def init_reclaim(kernel) -> Reclaim:
+    """Install reclaim, swap, overcommit and the OOM killer on `kernel` (idempotent):
+    replaces the kernel's no-op hooks, wires the allocator's slow path, registers /proc
+    files and vmstat counters. Returns the `Reclaim` (also kernel.reclaim)."""
+    existing = kernel.__dict__.get("reclaim")
+    if existing is not None:
+        return existing
+    r = Reclaim(kernel)
+    kernel.reclaim = r
+    kernel.swap = r.swap
+    kernel.oom = r.oom
+    kernel.lru_cache_add = r.lru_cache_add
+    kernel.lru_del = r.lru_del
+    kernel.mark_page_accessed = r.mark_page_accessed
+    kernel.activate_page = r.activate_page
+    kernel.swapin_hook = r.swap.swapin
+    kernel.swap_free = r.swap.swap_free
+    kernel.swap_duplicate = r.swap.swap_duplicate
+    kernel.total_swap_pages = r.swap.total_swap_pages
+    kernel.free_swap_pages = r.swap.free_swap_pages
+    kernel.vm_enough_memory = r.oom.vm_enough_memory
+    kernel.vm_unacct_memory = r.oom.vm_unacct_memory
+    kernel.drop_caches = r.drop_caches
+    alloc = kernel.page_alloc
+    alloc.wake_kswapd_hook = r.wake_kswapd
+    alloc.direct_reclaim_hook = r.try_to_free_pages
+    alloc.oom_hook = r.oom_hook
+    procfs = kernel.procfs
+    procfs.register("/proc/swaps", r.swap.proc_swaps)
+    r.oom.register_procfs(procfs)
+    return r
+
+
+def start_reclaim_daemons(kernel) -> list:
+    """Start kswapd per node, the flusher and the I/O completion process on kernel.env
+    (once). Returns the daemons started (also appended to kernel.daemons)."""
+    r = init_reclaim(kernel)
+    env = kernel.env
+    if env is None or r.daemons_started:
+        return []
+    r.daemons_started = True
+    started: list = [IOCompletion(env, r)]
+    for node in kernel.page_alloc.nodes:
+        kd = Kswapd(env, r, node)
+        r.kswapds[node.nid] = kd
+        started.append(kd)
+    r.flusher = Flusher(env, r)
+    started.append(r.flusher)
+    daemons = getattr(kernel, "daemons", None)
+    if daemons is not None:
+        daemons.extend(started)
+    return started
+
+
+# ---------------------------------------------------------------------------- daemons
+class Kswapd:
+    """kswapd for one node: sleeps until the allocator wakes it below LOW, reclaims until
+    the node is balanced at HIGH, waits for its writes when they are all that is left."""
+
+    def __init__(self, env, reclaim: Reclaim, node) -> None:
+        self.env = env
+        self.reclaim = reclaim
+        self.node = node
+        self.order = 0
+        self.highest = -1  # highest zone index asked for since the last pass; -1: none
+        self.wakeups = 0
+        self.passes = 0
+        self.running = False
+        self._wakeup = env.event()
+        self.process = env.process(self._run())
+
+    def wake(self, order: int, highest: int) -> None:
+        self.order = max(self.order, order)
+        self.highest = max(self.highest, highest)
+        if not self.running and not self._wakeup.triggered:
+            self.wakeups += 1
+            self._wakeup.succeed()
+
+    def _run(self):
+        env = self.env
+        r = self.reclaim
+        alloc = r.alloc
+        while True:
+            yield self._wakeup
+            self._wakeup = env.event()
+            self.running = True
+            if self.highest < 0:
+                self.highest = len(self.node.zones) - 1
+            while True:
+                reclaimed, cost = r.balance_pgdat(self.node, self.order, self.highest)
+                self.passes += 1
+                yield env.timeout(max(cost, KSWAPD_MIN_PASS))
+                r.complete_io(env.now)
+                if alloc.node_balanced(self.node, self.order, self.highest):
+                    break
+                if r.inflight:
+                    nxt = r.next_completion()
+                    if nxt is not None and nxt > env.now:
+                        yield env.timeout(nxt - env.now)
+                    continue
+                if not reclaimed:
+                    break  # nothing more to take: sleep until woken again
+            self.running = False
+            self.order = 0
+            self.highest = -1
+
+
+class IOCompletion:
+    """Ends write requests at their completion time (the block layer's completion
+    interrupt): one timeout per request, not per page."""
+
+    def __init__(self, env, reclaim: Reclaim) -> None:
+        self.env = env
+        self.reclaim = reclaim
+        self._kick = env.event()
+        reclaim.on_io_submit = self._submitted
+        self.process = env.process(self._run())
+
+    def _submitted(self, batch) -> None:
+        if not self._kick.triggered:
+            self._kick.succeed()
+
+    def _run(self):
+        env = self.env
+        r = self.reclaim
+        while True:
+            nxt = r.next_completion()
+            if nxt is None:
+                yield self._kick
+                self._kick = env.event()
+                continue
+            if nxt > env.now:
+                # a later-submitted request never completes earlier on the same queue;
+                # wake early if a request on another (faster) queue is submitted
+                yield env.timeout(nxt - env.now) | self._kick
+                if self._kick.triggered:
+                    self._kick = env.event()
+            r.complete_io(env.now)
+
+
+class Flusher:
+    """The writeback flusher: every dirty_writeback_centisecs, writes back expired dirty
+    pages and dirty pages beyond dirty_background_ratio."""
+
+    def __init__(self, env, reclaim: Reclaim) -> None:
+        self.env = env
+        self.reclaim = reclaim
+        self.passes = 0
+        self.pages_written = 0
+        self.process = env.process(self._run())
+
+    def _run(self):
+        env = self.env
+        cfg = self.reclaim.kernel.config
+        while True:
+            interval = cfg.dirty_writeback_centisecs / 100.0
+            if interval <= 0:
+                interval = 5.0  # periodic writeback disabled: still honour the thresholds
+            yield env.timeout(interval)
+            self.pages_written += self.reclaim.writeback_dirty(env.now)
+            self.passes += 1
