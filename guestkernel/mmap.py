@@ -158,6 +158,8 @@ def get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int
     if flags & U.MAP_FIXED:
         if addr > task_size - length:
             raise _err(U.ENOMEM, "mmap")
+        if addr < _mmap_min_addr(task):  # security_mmap_addr (cap_mmap_addr)
+            raise _err(U.EPERM, "mmap")
         return addr
     low = max(PAGE_SIZE, _mmap_min_addr(task))
     if addr:

@@ -1,0 +1,435 @@
+"""mmap, munmap, mprotect, brk, mremap, madvise and the stack: VMA layouts after each step.
+
+Diagrams: one character per page from the base address B; letters are VMAs (a new letter
+for each distinct VMA), '.' is unmapped. `rw` = PROT_READ|PROT_WRITE.
+"""
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.mmap import STACK_GUARD_GAP, mmap_base_for
+from guestkernel.vma import VM_ACCOUNT, VM_MERGEABLE, validate_mm
+
+P = 4096
+RW = U.PROT_READ | U.PROT_WRITE
+R = U.PROT_READ
+ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
+FIX = ANON | U.MAP_FIXED
+B = 0x10000000  # a base far from the binary, the heap and the stack
+
+
+def boot(**kw):
+    k = Kernel(KernelConfig(memory="128MiB", **kw))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    return k
+
+
+@pytest.fixture
+def k():
+    return boot()
+
+
+@pytest.fixture
+def t(k):
+    return k.spawn("t")
+
+
+def around(t, lo=B, hi=B + 64 * P):
+    """[(first page, last page + 1, perms)] of the VMAs in [lo, hi), pages from B."""
+    out = []
+    for v in t.mm.mm_mt.vmas:
+        if v.vm_end > lo and v.vm_start < hi:
+            perms = ("r" if v.vm_flags & 1 else "-") + ("w" if v.vm_flags & 2 else "-")
+            out.append(((v.vm_start - B) // P, (v.vm_end - B) // P, perms))
+    return out
+
+
+def committed(k):
+    """Pages Committed_AS should hold: VM_ACCOUNT VMAs of every mm plus shmem charges."""
+    n = 0
+    for task in k.tasks.values():
+        if task.mm is not None:
+            n += sum(v.vma_pages() for v in task.mm.mm_mt.vmas if v.vm_flags & VM_ACCOUNT)
+    return n
+
+
+# --- mmap ----------------------------------------------------------------------------------
+def test_mmap_anon_topdown_below_mmap_base(k, t):
+    base = mmap_base_for((1 << 47) - P, 8 << 20)
+    assert base == 0x7FFFF7FFF000 == t.mm.mmap_base
+    a = t.mmap(0, 3 * P, RW, ANON)
+    assert a == base - 3 * P
+    b = t.mmap(0, P, RW, ANON)
+    # b a a a   : the second mapping lands just below and merges with the first
+    assert b == a - P
+    assert [(v.vm_start, v.vm_end) for v in t.mm.mm_mt.vmas if v.vm_start >= b - P * 100][:1] == [(b, a + 3 * P)]
+    validate_mm(t.mm)
+
+
+def test_mmap_errors(k, t):
+    with pytest.raises(OSError) as e:
+        t.mmap(0, 0, RW, ANON)
+    assert e.value.errno == U.EINVAL
+    with pytest.raises(OSError) as e:
+        t.mmap(B + 1, P, RW, FIX)
+    assert e.value.errno == U.EINVAL
+    with pytest.raises(OSError) as e:
+        t.mmap(0, P, RW, U.MAP_ANONYMOUS)  # neither shared nor private
+    assert e.value.errno == U.EINVAL
+    with pytest.raises(OSError) as e:
+        t.mmap(0, P, R, U.MAP_PRIVATE, 7, 0)
+    assert e.value.errno == U.EBADF
+    with pytest.raises(OSError) as e:
+        t.mmap(0, 1 << 48, RW, ANON)
+    assert e.value.errno == U.ENOMEM
+
+
+def test_mmap_merge_cases(k, t):
+    # 0123456
+    # aa          mmap [0,2)
+    # aa..b       mmap [4,5): not adjacent, separate
+    # aaaab       mmap [2,4): three-way merge -> one VMA [0,5)
+    t.mmap(B, 2 * P, RW, FIX)
+    t.mmap(B + 4 * P, P, RW, FIX)
+    assert around(t) == [(0, 2, "rw"), (4, 5, "rw")]
+    t.mmap(B + 2 * P, 2 * P, RW, FIX)
+    assert around(t) == [(0, 5, "rw")]
+    validate_mm(t.mm)
+    # aaaaab      mmap [5,6) read-only: different flags, no merge
+    t.mmap(B + 5 * P, P, R, FIX)
+    assert around(t) == [(0, 5, "rw"), (5, 6, "r-")]
+    validate_mm(t.mm)
+
+
+def test_vm_account_prevents_merge(k, t):
+    # a created read-only (no VM_ACCOUNT), then made writable (charged, VM_ACCOUNT);
+    # b created writable: same permissions now, still different VM_ACCOUNT history?
+    # No: mprotect to writable sets VM_ACCOUNT, so they merge. A private read-only
+    # mapping next to a writable one created with MAP_NORESERVE stays apart.
+    t.mmap(B, P, RW, FIX | U.MAP_NORESERVE)
+    t.mmap(B + P, P, RW, FIX)
+    assert around(t) == [(0, 1, "rw"), (1, 2, "rw")]
+    v0, v1 = t.mm.mm_mt.vmas[t.mm.mm_mt.index(t.mm.mm_mt.lookup(B)):][:2]
+    assert not v0.vm_flags & VM_ACCOUNT and v1.vm_flags & VM_ACCOUNT
+    validate_mm(t.mm)
+
+
+def test_map_fixed_replaces_and_noreplace(k, t):
+    # aaaa      then MAP_FIXED [1,3) read-only: a b b a
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(B, 4 * P, True)
+    anon_before = t.mm.rss[1]
+    t.mmap(B + P, 2 * P, R, FIX)
+    assert around(t) == [(0, 1, "rw"), (1, 3, "r-"), (3, 4, "rw")]
+    assert t.mm.rss[1] == anon_before - 2  # the replaced pages were freed
+    with pytest.raises(OSError) as e:
+        t.mmap(B + 3 * P, P, RW, ANON | U.MAP_FIXED_NOREPLACE)
+    assert e.value.errno == U.EEXIST
+    assert t.mmap(B + 8 * P, P, RW, ANON | U.MAP_FIXED_NOREPLACE) == B + 8 * P
+    validate_mm(t.mm)
+
+
+def test_mmap_hint_used_if_free_else_topdown(k, t):
+    assert t.mmap(B + 16 * P, P, RW, ANON) == B + 16 * P
+    a = t.mmap(B + 16 * P, P, RW, ANON)  # taken: placed top-down instead
+    assert a != B + 16 * P and a < t.mm.mmap_base
+    with pytest.raises(OSError) as e:
+        t.mmap(0x1000, P, RW, FIX)  # below mmap_min_addr (65536)
+    assert e.value.errno == U.EPERM
+    assert t.mmap(0x1000, P, RW, ANON) >= 0x10000  # a low hint is raised to mmap_min_addr
+    validate_mm(t.mm)
+
+
+def test_commit_charge_on_mmap_and_munmap(k, t):
+    c0 = k.committed_as
+    t.mmap(B, 10 * P, RW, FIX)  # private writable: charged
+    assert k.committed_as == c0 + 10
+    t.mmap(B + 20 * P, 10 * P, R, FIX)  # read-only private: not charged
+    assert k.committed_as == c0 + 10
+    t.mmap(B + 40 * P, 4 * P, RW, FIX | U.MAP_NORESERVE)  # NORESERVE outside mode 2
+    assert k.committed_as == c0 + 10
+    t.mmap(B + 50 * P, 4 * P, RW, U.MAP_SHARED | U.MAP_ANONYMOUS | U.MAP_FIXED)  # shmem
+    assert k.committed_as == c0 + 14
+    t.munmap(B + 2 * P, 3 * P)
+    assert k.committed_as == c0 + 11
+    t.munmap(B + 50 * P, 4 * P)
+    assert k.committed_as == c0 + 7
+    assert committed(k) + 0 == k.committed_as
+
+
+def test_overcommit_mode2_refuses(k, t):
+    k2 = boot(overcommit_memory=2, overcommit_ratio=0)
+    t2 = k2.spawn("t")
+    with pytest.raises(OSError) as e:
+        t2.mmap(0, 1 << 20, RW, ANON)
+    assert e.value.errno == U.ENOMEM
+    # read-only private mappings are not charged
+    assert t2.mmap(0, 1 << 20, R, ANON) > 0
+    validate_mm(t2.mm)
+
+
+# --- munmap ----------------------------------------------------------------------------------
+def test_munmap_split_cases(k, t):
+    # aaaaaaaa   munmap [2,4): aa..aaaa (split, two VMAs)
+    t.mmap(B, 8 * P, RW, FIX)
+    t.munmap(B + 2 * P, 2 * P)
+    assert around(t) == [(0, 2, "rw"), (4, 8, "rw")]
+    # munmap of the head [0,1) and the tail [7,8)
+    t.munmap(B, P)
+    t.munmap(B + 7 * P, P)
+    assert around(t) == [(1, 2, "rw"), (4, 7, "rw")]
+    # a range spanning a hole and both VMAs: [1,5) -> only [5,7) remains
+    t.munmap(B + P, 4 * P)
+    assert around(t) == [(5, 7, "rw")]
+    # unmapped range: 0
+    assert t.munmap(B + 30 * P, P) == 0
+    validate_mm(t.mm)
+
+
+def test_munmap_errors(k, t):
+    for addr, ln in ((B + 1, P), (B, 0)):
+        with pytest.raises(OSError) as e:
+            t.munmap(addr, ln)
+        assert e.value.errno == U.EINVAL
+
+
+def test_munmap_frees_pages_and_page_tables(k, t):
+    pt_pages = k.vmstat["nr_page_table_pages"]
+    a = t.mmap(B, 64 * P, RW, FIX)
+    t.access_range(a, 64 * P, True)
+    assert t.mm.rss[1] >= 64
+    free_before = k.page_alloc.nr_free_pages()
+    # nothing was mapped below 1 GiB yet: a PUD, a PMD and a PTE table were allocated
+    assert k.vmstat["nr_page_table_pages"] == pt_pages + 3
+    assert t.mm.pgtables_bytes == 6 * P  # the stack's PUD/PMD/PTE and these three
+    t.munmap(a, 64 * P)
+    # the PTE table goes; the PMD and PUD also span the binary's VMAs below: they stay
+    assert k.vmstat["nr_page_table_pages"] == pt_pages + 2
+    assert t.mm.pgtables_bytes == 5 * P
+    assert k.page_alloc.nr_free_pages() + sum(
+        p.count for z in k.page_alloc.zones for pair in z.pcp for p in pair) >= free_before + 64
+    validate_mm(t.mm)
+
+
+# --- mprotect --------------------------------------------------------------------------------
+def test_mprotect_split_and_merge_back(k, t):
+    # aaaaaa      mprotect [2,4) r: aabbcc ; back to rw: aaaaaa (one VMA again)
+    t.mmap(B, 6 * P, RW, FIX)
+    t.mprotect(B + 2 * P, 2 * P, R)
+    assert around(t) == [(0, 2, "rw"), (2, 4, "r-"), (4, 6, "rw")]
+    validate_mm(t.mm)
+    t.mprotect(B + 2 * P, 2 * P, RW)
+    assert around(t) == [(0, 6, "rw")]
+    validate_mm(t.mm)
+
+
+def test_mprotect_merge_with_prev_and_next(k, t):
+    # aabb   mprotect [2,3) rw: a grows over it (merge with prev): aaab
+    t.mmap(B, 2 * P, RW, FIX)
+    t.mmap(B + 2 * P, 2 * P, R, FIX)
+    t.mmap(B + 4 * P, 2 * P, RW, FIX)
+    # rw rw r r rw rw
+    t.mprotect(B + 2 * P, P, RW)
+    assert around(t) == [(0, 3, "rw"), (3, 4, "r-"), (4, 6, "rw")]
+    # the remaining r page merges with both neighbours
+    t.mprotect(B + 3 * P, P, RW)
+    assert around(t) == [(0, 6, "rw")]
+    validate_mm(t.mm)
+    # [4,6) to r: merge into nothing, split off the tail
+    t.mprotect(B + 4 * P, 2 * P, R)
+    assert around(t) == [(0, 4, "rw"), (4, 6, "r-")]
+    # and the next: [3,4) to r merges with next
+    t.mprotect(B + 3 * P, P, R)
+    assert around(t) == [(0, 3, "rw"), (3, 6, "r-")]
+    validate_mm(t.mm)
+
+
+def test_mprotect_hole_leaves_earlier_vmas_changed(k, t):
+    # aa.bb    mprotect [0,5) r -> ENOMEM, but [0,2) is read-only now
+    t.mmap(B, 2 * P, RW, FIX)
+    t.mmap(B + 3 * P, 2 * P, RW, FIX)
+    with pytest.raises(OSError) as e:
+        t.mprotect(B, 5 * P, R)
+    assert e.value.errno == U.ENOMEM
+    assert around(t) == [(0, 2, "r-"), (3, 5, "rw")]
+    with pytest.raises(OSError) as e:
+        t.mprotect(B + 2 * P, P, R)  # nothing at start
+    assert e.value.errno == U.ENOMEM
+    with pytest.raises(OSError) as e:
+        t.mprotect(B + 1, P, R)
+    assert e.value.errno == U.EINVAL
+    assert t.mprotect(B, 0, R) == 0
+    validate_mm(t.mm)
+
+
+def test_mprotect_eacces_without_vm_maywrite(k, t):
+    fd = t.open("/ro", U.O_RDONLY | U.O_CREAT)
+    k.fs.lookup("/ro").size = 4 * P
+    a = t.mmap(0, 4 * P, R, U.MAP_SHARED, fd, 0)
+    with pytest.raises(OSError) as e:
+        t.mprotect(a, P, RW)
+    assert e.value.errno == U.EACCES
+    # a private mapping of the same file may become writable (CoW), and is charged
+    c0 = k.committed_as
+    b = t.mmap(0, 4 * P, R, U.MAP_PRIVATE, fd, 0)
+    t.mprotect(b, 2 * P, RW)
+    assert k.committed_as == c0 + 2
+    validate_mm(t.mm)
+
+
+def test_mprotect_write_charge_and_uncharge(k, t):
+    c0 = k.committed_as
+    t.mmap(B, 4 * P, R, FIX)
+    t.mprotect(B, 4 * P, RW)
+    assert k.committed_as == c0 + 4
+    # removing write from an anonymous VMA that never had pages drops VM_ACCOUNT
+    t.mprotect(B, 4 * P, R)
+    assert k.committed_as == c0
+    validate_mm(t.mm)
+
+
+# --- brk -------------------------------------------------------------------------------------
+def test_brk_grow_shrink(k, t):
+    mm = t.mm
+    start = t.brk(0)
+    assert start == mm.start_brk
+    # brk keeps the unaligned value; the heap VMA ends at PAGE_ALIGN(brk)
+    assert t.brk(start + 5000) == start + 5000
+    heap = mm.mm_mt.lookup(start)
+    assert (heap.vm_start, heap.vm_end) == (start, start + 2 * P)
+    assert t.brk(start + 3 * P + 1) == start + 3 * P + 1
+    assert mm.mm_mt.lookup(start).vm_end == start + 4 * P
+    validate_mm(mm)
+    t.access_range(start, 4 * P, True)
+    assert t.brk(start + P) == start + P  # shrink unmaps [PAGE_ALIGN(new), old end)
+    assert mm.mm_mt.lookup(start).vm_end == start + P
+    assert mm.rss[1] == 1 + 1  # the heap page and the stack page
+    assert t.brk(start - P) == start + P  # below start_brk: old brk returned
+    validate_mm(mm)
+
+
+def test_brk_stops_before_next_mapping(k, t):
+    start = t.brk(0)
+    t.mmap(start + 8 * P, P, RW, FIX)
+    # growing must leave a page before the next VMA
+    assert t.brk(start + 7 * P) == start + 7 * P
+    assert t.brk(start + 8 * P) == start + 7 * P
+    validate_mm(t.mm)
+
+
+def test_brk_charges_commit(k, t):
+    c0 = k.committed_as
+    start = t.brk(0)
+    t.brk(start + 10 * P)
+    assert k.committed_as == c0 + 10
+    t.brk(start + 4 * P)
+    assert k.committed_as == c0 + 4
+
+
+# --- stack -----------------------------------------------------------------------------------
+def test_stack_growth_and_guard_gap(k, t):
+    mm = t.mm
+    stack = mm.mm_mt.lookup(mm.start_stack)
+    assert stack.vm_end - stack.vm_start == 33 * P  # argument page + 128 KiB
+    c0 = k.committed_as
+    # touching below the stack grows it
+    t.access(stack.vm_start - 5 * P, True)
+    assert t.state == "running"
+    assert stack.vm_start == ((stack.vm_end - 38 * P))
+    assert mm.stack_vm == 38 and k.committed_as == c0 + 5
+    validate_mm(mm)
+    # a mapping placed within the guard gap below the stack blocks growth
+    guard = stack.vm_start - STACK_GUARD_GAP
+    t.mmap(guard - P, 2 * P, RW, FIX)  # ends one page inside the gap
+    t.access(stack.vm_start - P, True)
+    assert t.state == "dead" and t.term_signal == U.SIGSEGV and t.si_code == U.SEGV_MAPERR
+
+
+def test_stack_rlimit(k, t):
+    mm = t.mm
+    t.setrlimit(U.RLIMIT_STACK, 64 * P)
+    stack = mm.mm_mt.lookup(mm.start_stack)
+    t.access(stack.vm_end - 64 * P, True)  # exactly the limit: fine
+    assert t.state == "running"
+    t.access(stack.vm_end - 65 * P, True)
+    assert t.state == "dead" and t.si_code == U.SEGV_MAPERR
+
+
+# --- mremap ------------------------------------------------------------------------------------
+def test_mremap_grow_in_place_shrink_and_move(k, t):
+    a = t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(a, 4 * P, True, data=b"x" * P)
+    assert t.mremap(a, 4 * P, 8 * P, 0) == a  # free space after: grows in place
+    assert around(t) == [(0, 8, "rw")]
+    assert t.mremap(a, 8 * P, 2 * P, 0) == a  # shrink
+    assert around(t) == [(0, 2, "rw")]
+    t.mmap(B + 2 * P, P, R, FIX)  # blocks growth in place
+    with pytest.raises(OSError) as e:
+        t.mremap(a, 2 * P, 6 * P, 0)
+    assert e.value.errno == U.ENOMEM
+    new = t.mremap(a, 2 * P, 6 * P, U.MREMAP_MAYMOVE)
+    assert new != a
+    assert t.peek(new, 1) == b"x" and t.peek(new + P, 1) == b"x"
+    assert t.mm.mm_mt.lookup(a) is None
+    validate_mm(t.mm)
+    fixed = t.mremap(new, 6 * P, 6 * P, U.MREMAP_MAYMOVE | U.MREMAP_FIXED, B + 32 * P)
+    assert fixed == B + 32 * P and t.peek(fixed, 1) == b"x"
+    validate_mm(t.mm)
+    with pytest.raises(OSError) as e:
+        t.mremap(B + 40 * P, P, 2 * P, U.MREMAP_MAYMOVE)
+    assert e.value.errno == U.EFAULT
+    with pytest.raises(OSError) as e:
+        t.mremap(fixed, P, 2 * P, U.MREMAP_FIXED)
+    assert e.value.errno == U.EINVAL
+
+
+def test_mremap_commit_moves_with_mapping(k, t):
+    c0 = k.committed_as
+    a = t.mmap(B, 4 * P, RW, FIX)
+    t.mmap(B + 4 * P, P, R, FIX)
+    t.mremap(a, 4 * P, 6 * P, U.MREMAP_MAYMOVE)
+    assert k.committed_as == c0 + 6
+    assert committed(k) == k.committed_as
+
+
+# --- madvise -----------------------------------------------------------------------------------
+def test_madvise_dontneed_zaps(k, t):
+    a = t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(a, 4 * P, True, data=b"y" * P)
+    anon = t.mm.rss[1]
+    t.madvise(a, 2 * P, U.MADV_DONTNEED)
+    assert t.mm.rss[1] == anon - 2
+    assert t.peek(a, 1) == b"\0" and t.peek(a + 2 * P, 1) == b"y"
+    t.access(a, False)  # re-read after DONTNEED: the zero page
+    assert t.mm.rss[1] == anon - 2
+    validate_mm(t.mm)
+
+
+def test_madvise_free_and_hole(k, t):
+    a = t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(a, 4 * P, True)
+    t.madvise(a, 4 * P, U.MADV_FREE)
+    assert k.vmstat["pglazyfree"] == 4
+    t.mmap(B + 5 * P, P, RW, FIX)
+    with pytest.raises(OSError) as e:  # a hole: applied where mapped, then ENOMEM
+        t.madvise(B, 6 * P, U.MADV_DONTNEED)
+    assert e.value.errno == U.ENOMEM
+    assert t.mm.rss[1] == 1  # only the stack page is left
+    with pytest.raises(OSError) as e:
+        t.madvise(B, P, 999)
+    assert e.value.errno == U.EINVAL
+
+
+def test_madvise_mergeable_splits_vma(k, t):
+    a = t.mmap(B, 4 * P, RW, FIX)
+    t.madvise(a + P, 2 * P, U.MADV_MERGEABLE)
+    vmas = [v for v in t.mm.mm_mt.vmas if B <= v.vm_start < B + 4 * P]
+    assert [(v.vm_start - B) // P for v in vmas] == [0, 1, 3]
+    assert [bool(v.vm_flags & VM_MERGEABLE) for v in vmas] == [False, True, False]
+    assert t.mm.ksm_mergeable
+    t.madvise(a + P, 2 * P, U.MADV_UNMERGEABLE)
+    assert around(t) == [(0, 4, "rw")]
+    validate_mm(t.mm)
