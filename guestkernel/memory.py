@@ -201,9 +201,9 @@ def new_anon_page(kernel, vma, addr: int, zero: bool):
     page.index = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     page._mapcount = 0
     kernel.vmstat["nr_anon_pages"] += 1
-    kernel.lru_cache_add(page)
     if vma.vm_flags & VM_LOCKED:
-        mlock_page(kernel, page)
+        mlock_page(kernel, page)  # before the LRU add: it goes straight to unevictable
+    kernel.lru_cache_add(page)
     return page
 
 
