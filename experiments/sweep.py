@@ -1,0 +1,844 @@
+"""Sweeps: many runs of one base config with parameters varied, locally or on a Dask cluster.
+
+Sweep file (TOML)
+-----------------
+::
+
+    base = "quickstart.toml"        # the base config, relative to this sweep file
+                                    # (or an inline [base] table holding a whole config)
+    replications = 3                # runs per parameter point, each with its own seed
+
+    [sweep]
+    name = "ksm-vs-memory"          # default: the sweep file's name without .toml
+    dir = "sweeps/{name}"           # output folder (default shown), relative to the current
+                                    # directory; `hvsim sweep -o DIR` overrides it
+
+    [grid]                          # cartesian product of every list
+    "host.memory" = ["768MiB", "1GiB"]
+    "host.sharing.enabled" = [true, false]
+
+    [zip]                           # lists of equal length, varied together
+    "vm[web].count" = [2, 4, 8]
+    "vm[web].memory" = ["1GiB", "512MiB", "256MiB"]
+
+    [[case]]                        # named cases, each a set of overrides
+    name = "web"
+    "vm[0].workload.profile" = "webserver"
+    [[case]]
+    name = "db"
+    "vm[0].workload.profile" = "database"
+
+Keys are the config's dotted keys ("experiment.seed", "host.sharing.salting", "vm[0].count",
+"vm[web].memory" by VM name); quote them, since TOML reads a bare ``host.memory`` as nested
+tables (which is also accepted). Every section is optional except `base`. The runs are
+cases x grid points x zip rows x replications; without [[case]] there is one unnamed case.
+Overrides apply in that order (case, grid, zip), so a grid key beats a case's value.
+
+Seeds: replication i of a point runs with seed ``xxh64("{seed}/replication/{i}") >> 1``
+(63 bits, so it is a valid TOML integer), where seed is the point's experiment.seed (the
+base config's unless swept). This holds for every replication, including a single one.
+
+Runs and their ids
+------------------
+Every run has a stable id, a readable slug plus a hash of what defines it::
+
+    web_memory-768MiB_enabled-true_r2-5d41402a
+
+(case name, the last part of each grid/zip key with its value, the replication when there
+are several, then 8 hex digits of xxh64 over the case, all overrides and the replication).
+The run writes its run folder to ``<dir>/runs/<run id>/`` (see runner.py). Its config is
+the base config with the overrides, experiment.seed as above and experiment.name set to the
+run id.
+
+One code path: `execute(spec)` runs one `RunSpec` and returns its row; the backends only
+decide where it runs:
+
+- local (default): a `concurrent.futures.ProcessPoolExecutor` with the "spawn" start
+  method and ``-j N`` workers (default: the number of CPUs); ``-j 1`` runs in-process;
+- Dask: ``--scheduler ADDRESS`` connects ``dask.distributed.Client(ADDRESS)`` (workers need
+  hvsim installed and the output folder at the same path, e.g. on a shared file system);
+  ``--scheduler local:N`` starts a ``LocalCluster`` of N single-threaded worker processes.
+
+A run that fails (summary status "failed", or an exception escaping the runner, or a worker
+that dies) is a row with status "failed" and its error; the sweep goes on.
+
+Results, in the sweep's output folder
+-------------------------------------
+``runs.csv``
+    one row per run, appended (and flushed) as runs finish, rewritten sorted by run id at
+    the end, so the same sweep gives identical rows whatever -j or backend. Columns: run_id,
+    case, every swept key (its value in that run; a key one case sets and another does not
+    shows the resolved config's value), replication, seed, status, error, then
+    `ROW_METRICS` (reclaimed_* and mean_reclaimed_* in MiB, costs, throughput_total).
+    Wall times are not in it (they differ between runs of the same sweep).
+``sweep.json``
+    what ran where: backend, workers, counts, total and per-run wall times.
+``sweep.md``
+    the runs table with links to each run's report, and the plots.
+``reclaimed_vs_<key>.png``
+    per swept key (and per case when there are cases): memory reclaimed per technique
+    against the key's values, mean over the ok runs with that value, with min-max bars
+    (the spread over replications and any other swept keys). Sizes are plotted in MiB.
+
+Resume: running a sweep again skips each run whose id is in runs.csv and whose folder holds
+a summary.json with status "ok" and the expected seed; the others run again.
+
+Exit status of ``hvsim sweep``: 0 when every run is ok, 1 when some run failed, 2 for a bad
+sweep file or option (one line per problem, naming the key).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import xxhash
+
+DEFAULT_RUNNER = "experiments.sweep:run_config"
+
+TECHNIQUE_KEYS = ("sharing", "balloon", "compression", "swap", "total")
+
+#: Columns of a row taken from summary.json, in runs.csv order.
+ROW_METRICS = (
+    *[f"reclaimed_{t}_mib" for t in TECHNIQUE_KEYS],
+    *[f"mean_reclaimed_{t}_mib" for t in TECHNIQUE_KEYS],
+    "cow_breaks", "decompressions", "host_swapins", "guest_swapins", "guest_oom_kills",
+    "vm_stall_s", "dead_vms", "throughput_total",
+)
+
+_TOP_KEYS = ("base", "replications", "sweep", "grid", "zip", "case")
+_SWEEP_KEYS = ("name", "dir")
+
+
+class SweepError(Exception):
+    """A sweep file that cannot run: `problems` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: everything `execute` needs, picklable (plain data only).
+
+    params: (dotted key, value) for every swept key of the sweep, the value this run uses.
+    config: the complete config as a plain dict (validated). run_dir: absolute path.
+    runner: "module:function" called as function(config_dict, run_dir) -> summary dict.
+    """
+
+    run_id: str
+    case: str
+    params: tuple[tuple[str, Any], ...]
+    replication: int
+    seed: int
+    config: dict
+    run_dir: str
+    runner: str = DEFAULT_RUNNER
+
+    def row_head(self) -> dict:
+        """The row's identifying columns (before the results)."""
+        row: dict = {"run_id": self.run_id, "case": self.case}
+        row.update(self.params)
+        row.update(replication=self.replication, seed=self.seed)
+        return row
+
+
+@dataclass
+class Sweep:
+    """An expanded sweep: its runs in expansion order and where they write."""
+
+    name: str
+    source: str                     # the sweep file (or "<dict>")
+    output_dir: Path
+    keys: list[str]                 # swept keys, in column order
+    replications: int
+    runs: list[RunSpec] = field(default_factory=list)
+    has_cases: bool = False
+
+    @property
+    def columns(self) -> list[str]:
+        return ["run_id", "case", *self.keys, "replication", "seed", "status", "error", *ROW_METRICS]
+
+
+# -- loading and expansion ---------------------------------------------------------------
+
+
+def replication_seed(seed: int, replication: int) -> int:
+    """The seed of replication `replication` of a point whose config seed is `seed`."""
+    return xxhash.xxh64_intdigest(f"{seed}/replication/{replication}".encode()) >> 1
+
+
+def run_id(case: str, overrides: list[tuple[str, Any]], slug_keys: list[str], replication: int,
+           replications: int) -> str:
+    """A stable id: readable slug + 8 hex digits of xxh64 over case, overrides, replication."""
+    canon = json.dumps([case, [[k, v] for k, v in overrides], replication], sort_keys=True,
+                       separators=(",", ":"))
+    digest = xxhash.xxh64_hexdigest(canon.encode())[:8]
+    parts = [_slug(case)] if case else []
+    shown = dict(overrides)
+    for key in slug_keys:
+        leaf = re.sub(r"\[.*?\]", "", key).rsplit(".", 1)[-1]
+        parts.append(f"{_slug(leaf)}-{_slug(_show(shown[key]))}")
+    if replications > 1:
+        parts.append(f"r{replication}")
+    slug = "_".join(p for p in parts if p)[:60].strip("_-.")
+    return f"{slug}-{digest}" if slug else digest
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "", text)
+
+
+def _show(value: Any) -> str:
+    """A value as a cell or slug: TOML spelling for booleans, JSON for lists and tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def _flatten(table: dict, leaf: Callable[[Any], bool], prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted keys of a TOML table whose nested tables spell the key (host.memory = ...)."""
+    out = []
+    for key, value in table.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and not leaf(value):
+            out += _flatten(value, leaf, dotted)
+        else:
+            out.append((dotted, value))
+    return out
+
+
+def load_sweep(path: str | Path, output_dir: str | Path | None = None,
+               runner: str | None = None) -> Sweep:
+    """Read, validate and expand a sweep file. Raises SweepError (one line per problem)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SweepError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError([f"{path}: not valid TOML ({exc})"]) from None
+    return expand_sweep(data, base_dir=path.parent, source=str(path), default_name=path.stem,
+                        output_dir=output_dir, runner=runner)
+
+
+def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
+                 default_name: str = "sweep", output_dir: str | Path | None = None,
+                 runner: str | None = None) -> Sweep:
+    """Validate and expand a parsed sweep file (see the module docstring for its format).
+
+    runner: "module:function" each run calls (default DEFAULT_RUNNER, the real runner).
+    """
+    from .config import ConfigError, config_from_dict
+
+    runner = runner or DEFAULT_RUNNER
+    base_dir = Path(base_dir)
+    problems: list[str] = []
+
+    def bad(where: str, what: str) -> None:
+        line = f"{source}: {where}: {what}" if where else f"{source}: {what}"
+        if line not in problems:
+            problems.append(line)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            bad(key, f"unknown key; one of {', '.join(_TOP_KEYS)}")
+
+    # base
+    base: dict | None = None
+    config_dir = base_dir
+    raw_base = data.get("base")
+    if raw_base is None:
+        bad("base", 'required: a config file (base = "quickstart.toml") or a [base] table')
+    elif isinstance(raw_base, str):
+        bpath = base_dir / raw_base
+        if not bpath.is_file():
+            bad("base", f"no such config file {raw_base!r} (looked in {base_dir.resolve()})")
+        else:
+            try:
+                base = tomllib.loads(bpath.read_text())
+                config_dir = bpath.parent
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                bad("base", f"{raw_base}: not a readable TOML config ({exc})")
+    elif isinstance(raw_base, dict):
+        base = raw_base
+    else:
+        bad("base", "must be a config file name or a [base] table")
+    if base is not None:
+        try:
+            config_from_dict(copy.deepcopy(base))
+        except ConfigError as exc:
+            for p in exc.problems:
+                bad("base", p)
+            base = None
+
+    # options
+    reps = data.get("replications", 1)
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        bad("replications", f"must be a whole number >= 1, got {reps!r}")
+        reps = 1
+    opts = data.get("sweep", {})
+    if not isinstance(opts, dict):
+        bad("sweep", "must be a table")
+        opts = {}
+    for key in opts:
+        if key not in _SWEEP_KEYS:
+            bad(f"sweep.{key}", f"unknown key; one of {', '.join(_SWEEP_KEYS)}")
+    name = opts.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        bad("sweep.name", "must be a non-empty string")
+        name = default_name
+    out_text = opts.get("dir", "sweeps/{name}")
+    if not isinstance(out_text, str) or not out_text:
+        bad("sweep.dir", "must be a folder name")
+        out_text = "sweeps/{name}"
+    out = Path(output_dir) if output_dir is not None else Path(out_text.replace("{name}", name))
+
+    # grid and zip
+    def lists(section: str) -> list[tuple[str, list]]:
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            bad(section, "must be a table of dotted keys -> lists")
+            return []
+        items = _flatten(table, leaf=lambda v: False)
+        good = []
+        for key, values in items:
+            if not isinstance(values, list) or not values:
+                bad(f"{section}.{key}", "must be a non-empty list of values")
+            else:
+                good.append((key, values))
+        return good
+
+    grid = lists("grid")
+    zipped = lists("zip")
+    if zipped and len({len(v) for _, v in zipped}) > 1:
+        bad("zip", "lists of different lengths (" + ", ".join(f"{k}: {len(v)}" for k, v in zipped) + ")")
+        zipped = []
+    grid_keys = {k for k, _ in grid}
+    for key, _ in zipped:
+        if key in grid_keys:
+            bad(f"zip.{key}", "also in [grid]; a key is varied in one of them")
+
+    # cases
+    cases: list[tuple[str, list[tuple[str, Any]]]] = []
+    raw_cases = data.get("case", [])
+    if not isinstance(raw_cases, list) or not all(isinstance(c, dict) for c in raw_cases):
+        bad("case", "must be [[case]] tables")
+        raw_cases = []
+    for i, table in enumerate(raw_cases):
+        cname = table.get("name")
+        if not isinstance(cname, str) or not _slug(cname):
+            bad(f"case[{i}].name", "required: a name with letters or digits")
+            continue
+        if any(cname == c for c, _ in cases):
+            bad(f"case[{i}].name", f"duplicate case name {cname!r}")
+            continue
+        cases.append((cname, _flatten({k: v for k, v in table.items() if k != "name"},
+                                      leaf=lambda v: False)))
+    if problems:
+        raise SweepError(problems)
+
+    # expansion
+    case_keys: list[str] = []
+    for _, overrides in cases:
+        case_keys += [k for k, _ in overrides if k not in case_keys]
+    zip_keys = [k for k, _ in zipped]
+    slug_keys = [k for k, _ in grid] + zip_keys
+    keys = [k for k in case_keys if k not in slug_keys] + slug_keys
+    sweep = Sweep(name=name, source=source, output_dir=out, keys=keys, replications=reps,
+                  has_cases=bool(cases))
+    points = list(itertools.product(*[v for _, v in grid]))
+    rows = list(zip(*[v for _, v in zipped])) or [()]
+    runs_dir = out.resolve() / "runs"
+    for (cname, case_over), point, zrow in itertools.product(cases or [("", [])], points, rows):
+        overrides = list(case_over) + list(zip([k for k, _ in grid], point)) + list(zip(zip_keys, zrow))
+        where = f"case {cname!r}" if cname else ""
+        config = copy.deepcopy(base)
+        failed = False
+        for key, value in overrides:
+            section = ("zip" if key in zip_keys else "grid" if key in grid_keys else where or "case")
+            try:
+                set_dotted(config, key, value)
+            except KeyError as exc:
+                bad(section, str(exc.args[0]))
+                failed = True
+        if failed:
+            continue
+        try:
+            cfg = config_from_dict(copy.deepcopy(config))
+        except ConfigError as exc:
+            for p in exc.problems:
+                bad(_origin(p, config, overrides, zip_keys, grid_keys, where), p)
+            continue
+        point_seed = cfg.experiment.seed
+        point = cfg.model_dump(mode="json")  # swept keys a case leaves alone show these values
+        given = dict(overrides)
+        params = tuple((k, given[k] if k in given else _get(point, k)) for k in keys)
+        for rep in range(reps):
+            rid = run_id(cname, overrides, slug_keys, rep, reps)
+            seed = replication_seed(point_seed, rep)
+            cfg.experiment.seed = seed
+            if "experiment.name" not in dict(overrides):
+                cfg.experiment.name = rid
+            _resolve_paths(cfg, config_dir)
+            resolved = cfg.model_dump(mode="json")
+            sweep.runs.append(RunSpec(run_id=rid, case=cname, params=params, replication=rep,
+                                      seed=seed, config=resolved, run_dir=str(runs_dir / rid),
+                                      runner=runner))
+    if problems:
+        raise SweepError(problems)
+    ids = [r.run_id for r in sweep.runs]
+    if len(set(ids)) != len(ids):  # the same values listed twice in a grid or zip
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SweepError([f"{source}: two runs would have the same id {dup!r} (a value listed twice?)"])
+    return sweep
+
+
+def set_dotted(config: dict, key: str, value: Any) -> None:
+    from .config import set_dotted as _set
+
+    _set(config, key, value)
+
+
+def _get(config: dict, key: str) -> Any:
+    from .config import get_dotted
+
+    try:
+        return get_dotted(config, key)
+    except (KeyError, IndexError, StopIteration, TypeError):
+        return ""
+
+
+def _index_form(config: dict, key: str) -> str:
+    """ "vm[web].memory" -> "vm[0].memory" (problems name list entries by index)."""
+
+    def sub(m: re.Match) -> str:
+        table, name = m.group(1), m.group(2)
+        items = config.get(table) if isinstance(config, dict) else None
+        if isinstance(items, list) and not name.lstrip("-").isdigit():
+            for i, item in enumerate(items):
+                if isinstance(item, dict) and item.get("name") == name:
+                    return f"{table}[{i}]"
+        return m.group(0)
+
+    return re.sub(r"^(\w+)\[([^\]]*)\]", sub, key)
+
+
+def _origin(problem: str, config: dict, overrides: list[tuple[str, Any]], zip_keys: list[str],
+            grid_keys: set[str], where: str) -> str:
+    """Which section of the sweep file a config problem comes from (for its line)."""
+    loc = problem.split(":", 1)[0]
+    for key, _ in reversed(overrides):  # the last override of a key is the one that counts
+        ikey = _index_form(config, key)
+        if loc in (key, ikey) or loc.startswith((key + ".", key + "[", ikey + ".", ikey + "[")):
+            return "zip" if key in zip_keys else "grid" if key in grid_keys else where or "case"
+    return where or "runs"
+
+
+def _resolve_paths(cfg, config_dir: Path) -> None:
+    """Relative file paths in a config are relative to the base config file, as load_config does."""
+    from .config import TraceParams
+
+    for v in cfg.vm:
+        if v.image_file and not Path(v.image_file).is_absolute():
+            v.image_file = str((config_dir / v.image_file).resolve())
+        wl = v.workload
+        if isinstance(wl, TraceParams) and not Path(wl.path).is_absolute():
+            wl.path = str((config_dir / wl.path).resolve())
+
+
+# -- one run -------------------------------------------------------------------------------
+
+
+def run_config(config: dict, run_dir: str) -> dict:
+    """The default runner: validate the config dict and run it into run_dir (runner.py)."""
+    from .config import config_from_dict
+    from .runner import run_experiment
+
+    return run_experiment(config_from_dict(config), run_dir)
+
+
+def _resolve(runner: str) -> Callable[[dict, str], dict]:
+    module, _, name = runner.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def row_from_summary(spec: RunSpec, summary: dict) -> dict:
+    """The flat row of a run from its summary.json dict (plus wall_time_s, not in runs.csv)."""
+    row = spec.row_head()
+    status = summary.get("status")
+    row["status"] = status if status in ("ok", "failed") else "failed"
+    error = summary.get("error")
+    if row["status"] != "ok" and not error:
+        error = f"summary status {status!r}"
+    row["error"] = " ".join(str(error).split()) if error else ""
+    for key in ROW_METRICS:
+        row[key] = summary.get(key)
+    row["wall_time_s"] = summary.get("wall_time_s")
+    return row
+
+
+def failed_row(spec: RunSpec, error: str, wall_time_s: float | None = None) -> dict:
+    """The row of a run that produced no usable summary."""
+    row = spec.row_head()
+    row.update(status="failed", error=" ".join(error.split()))
+    row.update(dict.fromkeys(ROW_METRICS))
+    row["wall_time_s"] = wall_time_s
+    return row
+
+
+def execute(spec: RunSpec) -> dict:
+    """Run one sweep run and return its row. Never raises: a failure is a failed row.
+
+    When an exception escapes the runner, a summary.json recording it is written into the
+    run folder (unless the runner wrote one), so `hvsim report` still works there.
+    """
+    t0 = time.perf_counter()
+    try:
+        Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        summary = _resolve(spec.runner)(spec.config, spec.run_dir)
+        if not isinstance(summary, dict):
+            raise TypeError(f"runner {spec.runner} returned {type(summary).__name__}, not a summary dict")
+        row = row_from_summary(spec, summary)
+        if row["wall_time_s"] is None:
+            row["wall_time_s"] = time.perf_counter() - t0
+        return row
+    except Exception as exc:  # a sweep records a broken run and goes on
+        error = f"{type(exc).__name__}: {exc}"
+        wall = time.perf_counter() - t0
+        spath = Path(spec.run_dir) / "summary.json"
+        try:
+            if not spath.exists():
+                spath.write_text(json.dumps({
+                    "name": spec.run_id, "seed": spec.seed, "status": "failed", "error": error,
+                    "traceback": traceback.format_exc(), "wall_time_s": wall}, indent=2) + "\n")
+        except OSError:
+            pass
+        return failed_row(spec, error, wall)
+
+
+# -- backends ------------------------------------------------------------------------------
+
+
+def _serial(specs: list[RunSpec]) -> Iterator[dict]:
+    for spec in specs:
+        yield execute(spec)
+
+
+def _pool(specs: list[RunSpec], jobs: int) -> Iterator[dict]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(execute, spec): spec for spec in specs}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as exc:  # the worker process died (BrokenProcessPool, ...)
+                yield failed_row(futures[fut], f"{type(exc).__name__}: {exc}")
+
+
+def dask_client(scheduler: str):
+    """(client, cluster or None) for --scheduler ADDRESS or local:N. Raises SweepError."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise SweepError(["--scheduler needs Dask: pip install 'hvsim[cluster]'"]) from None
+    if scheduler.startswith("local:"):
+        try:
+            n = int(scheduler[len("local:"):])
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            raise SweepError([f"--scheduler {scheduler}: local:N needs a worker count N >= 1"]) from None
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        return Client(cluster), cluster
+    try:
+        return Client(scheduler, timeout="10s"), None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SweepError([f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc})"]) from None
+
+
+def _dask(specs: list[RunSpec], scheduler: str) -> Iterator[dict]:
+    from dask.distributed import as_completed
+
+    client, cluster = dask_client(scheduler)
+    try:
+        futures = {}
+        for spec in specs:
+            fut = client.submit(execute, spec, key=f"hvsim-run-{spec.run_id}", pure=False)
+            futures[fut.key] = (fut, spec)
+        for fut in as_completed([f for f, _ in futures.values()]):
+            try:
+                yield fut.result()
+            except Exception as exc:  # a worker died (KilledWorker, ...)
+                yield failed_row(futures[fut.key][1], f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# -- runs.csv ------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return _show(value)
+
+
+def _csv_line(columns: list[str], row: dict) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def write_runs_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Write runs.csv (header + rows as given) atomically."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(_csv_line(columns, {c: c for c in columns}))
+        for row in rows:
+            f.write(_csv_line(columns, row))
+    os.replace(tmp, path)
+
+
+def read_runs_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def finished_rows(sweep: Sweep) -> dict[str, dict]:
+    """Rows of runs that a resumed sweep skips: in runs.csv, summary.json ok, same seed."""
+    listed = {r.get("run_id") for r in read_runs_csv(sweep.output_dir / "runs.csv")}
+    done = {}
+    for spec in sweep.runs:
+        if spec.run_id not in listed:
+            continue
+        try:
+            summary = json.loads((Path(spec.run_dir) / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and summary.get("status") == "ok" and summary.get("seed") == spec.seed:
+            done[spec.run_id] = row_from_summary(spec, summary)
+    return done
+
+
+# -- the sweep -----------------------------------------------------------------------------
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
+              progress: bool | None = None) -> list[dict]:
+    """Run every run of `sweep` not already finished; return all rows sorted by run id.
+
+    jobs: local worker processes (1: in-process); scheduler: a Dask address or "local:N"
+    (then `jobs` is unused); progress: a tqdm bar (None: only when stderr is a terminal).
+    Writes runs.csv, sweep.json, sweep.md and the sweep plots into sweep.output_dir.
+    """
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    out = sweep.output_dir
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    columns = sweep.columns
+    done = finished_rows(sweep)
+    todo = [s for s in sweep.runs if s.run_id not in done]
+    rows = list(done.values())
+    csv_path = out / "runs.csv"
+    write_runs_csv(csv_path, columns, rows)
+    if scheduler:
+        backend, workers, results = "dask", scheduler, _dask(todo, scheduler) if todo else iter(())
+    elif jobs > 1 and len(todo) > 1:
+        backend, workers, results = "process-pool", jobs, _pool(todo, jobs)
+    else:
+        backend, workers, results = "in-process", 1, _serial(todo)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=len(sweep.runs), initial=len(done), unit="run", desc=sweep.name,
+               disable=not progress, file=sys.stderr)
+    try:
+        with open(csv_path, "a", newline="") as f:
+            for row in results:
+                rows.append(row)
+                f.write(_csv_line(columns, row))
+                f.flush()
+                bar.update(1)
+                if row["status"] != "ok":
+                    bar.write(f"{row['run_id']}: failed: {row['error']}", file=sys.stderr)
+    finally:
+        bar.close()
+    rows.sort(key=lambda r: r["run_id"])
+    write_runs_csv(csv_path, columns, rows)
+    wall = time.perf_counter() - t0
+    info = {
+        "name": sweep.name, "sweep_file": sweep.source, "output_dir": str(out),
+        "backend": backend, "workers": workers, "runs": len(rows),
+        "ok": sum(r["status"] == "ok" for r in rows), "failed": sum(r["status"] != "ok" for r in rows),
+        "skipped": len(done), "wall_time_s": wall,
+        "run_wall_time_s": {r["run_id"]: r.get("wall_time_s") for r in rows},
+    }
+    (out / "sweep.json").write_text(json.dumps(info, indent=2) + "\n")
+    plots = write_sweep_plots(sweep, rows)
+    (out / "sweep.md").write_text(render_sweep_md(sweep, rows, plots, info))
+    return rows
+
+
+# -- sweep plots and sweep.md --------------------------------------------------------------
+
+
+def _numeric(values: list[Any]) -> tuple[list[float] | None, str]:
+    """Values as numbers (sizes as MiB, durations as s) and the unit, or (None, "")."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values], ""
+    from guestkernel.units import parse_duration, parse_size
+
+    for parse, scale, unit in ((parse_size, 1 / (1 << 20), "MiB"), (parse_duration, 1.0, "s")):
+        try:
+            return [parse(v) * scale for v in values], unit
+        except (ValueError, TypeError):
+            continue
+    return None, ""
+
+
+def write_sweep_plots(sweep: Sweep, rows: list[dict]) -> dict[str, str]:
+    """reclaimed_vs_<key>.png per swept key (and case); returns {key: file name}."""
+    from .report import TECHNIQUES, pyplot
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    keys = (["case"] if sweep.has_cases else []) + sweep.keys
+    files: dict[str, str] = {}
+    if not ok:
+        return files
+    plt = pyplot()
+    labels = dict(TECHNIQUES) | {"total": "total"}
+    for key in keys:
+        values = [r[key] for r in ok]
+        distinct = sorted(set(map(_show, values)))
+        if len(distinct) < 2 and len(keys) > 1:
+            continue  # nothing varies along this key among the ok runs
+        nums, unit = _numeric(values)
+        if nums is not None:
+            xs_of = {_show(v): x for v, x in zip(values, nums)}
+            order = sorted(distinct, key=lambda s: xs_of[s])
+            xpos = [xs_of[s] for s in order]
+        else:
+            order = distinct
+            xpos = list(range(len(order)))
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for tech in TECHNIQUE_KEYS:
+            col = f"reclaimed_{tech}_mib"
+            means, lo, hi = [], [], []
+            for s in order:
+                ys = [float(r[col]) for r in ok if _show(r[key]) == s and r[col] is not None]
+                m = sum(ys) / len(ys) if ys else math.nan
+                means.append(m)
+                lo.append(m - min(ys) if ys else 0.0)
+                hi.append(max(ys) - m if ys else 0.0)
+            ax.errorbar(xpos, means, yerr=[lo, hi], marker="o", capsize=4,
+                        linestyle="--" if tech == "total" else "-", label=labels[tech])
+        if nums is None:
+            ax.set_xticks(xpos, order, rotation=20 if len(order) > 4 else 0)
+        ax.set_xlabel(f"{key} ({unit})" if unit else key)
+        ax.set_ylabel("memory reclaimed at the end (MiB)")
+        per = len(ok) / len(order)
+        ax.set_title(f"Memory reclaimed against {key}\n(mean of {per:g} ok runs per point; bars: min-max)"
+                     if per.is_integer() else f"Memory reclaimed against {key}\n(mean of the ok runs; "
+                     "bars: min-max)", fontsize=10)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        name = f"reclaimed_vs_{re.sub(r'[^A-Za-z0-9.]+', '_', key).strip('_')}.png"
+        fig.savefig(sweep.output_dir / name, dpi=100)
+        plt.close(fig)
+        files[key] = name
+    return files
+
+
+def render_sweep_md(sweep: Sweep, rows: list[dict], plots: dict[str, str], info: dict) -> str:
+    out = [f"# hvsim sweep: {sweep.name}", ""]
+    out += [f"- sweep file: `{sweep.source}`", f"- runs: {info['runs']} ({info['ok']} ok, "
+            f"{info['failed']} failed, {info['skipped']} skipped as already finished)",
+            f"- replications per point: {sweep.replications}",
+            f"- swept: {', '.join(f'`{k}`' for k in sweep.keys) or '(cases only)'}",
+            f"- backend: {info['backend']} ({info['workers']} workers), wall time {info['wall_time_s']:.1f} s",
+            "- results: `runs.csv` (one row per run), run folders in `runs/`", ""]
+    head = ["run", "case", *sweep.keys, "rep", "seed", "status", "reclaimed total MiB",
+            "throughput/s", "error"]
+    out += ["## Runs", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"[{r['run_id']}](runs/{r['run_id']}/report.md)", r["case"] or "-",
+                 *[_show(r[k]) for k in sweep.keys], str(r["replication"]), str(r["seed"]), r["status"],
+                 _num(r.get("reclaimed_total_mib")), _num(r.get("throughput_total"), 3),
+                 (r["error"] or "").replace("|", "\\|")]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    if plots:
+        out += ["## Plots", ""]
+        for key, name in plots.items():
+            out += [f"### Memory reclaimed against `{key}`", "", f"![{key}]({name})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _num(v: Any, digits: int = 1) -> str:
+    try:
+        return f"{float(v):,.{digits}f}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+# -- command -------------------------------------------------------------------------------
+
+
+@click.command("sweep")
+@click.argument("sweep_file", metavar="SWEEP.toml")
+@click.option("-j", "--jobs", type=int, default=None,
+              help="local worker processes (default: the number of CPUs; 1 runs in-process)")
+@click.option("-o", "--output", "output", default=None, help="output folder (default: [sweep] dir)")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N")
+def sweep(sweep_file: str, jobs: int | None, output: str | None, scheduler: str | None) -> None:
+    """Run a sweep: a base config with parameters varied over a grid, zips, cases and replications.
+
+    Writes runs.csv (one row per run), sweep.json, sweep.md, plots and runs/<run id>/ into
+    the sweep's output folder. A finished run is skipped when the sweep is run again.
+    Exit status: 0 all runs ok, 1 some run failed, 2 bad sweep file or option.
+    """
+    if jobs is not None and jobs < 1:
+        click.echo(f"hvsim sweep: -j must be >= 1, got {jobs}", err=True)
+        sys.exit(2)
+    try:
+        spec = load_sweep(sweep_file, output_dir=output)
+        rows = run_sweep(spec, jobs=jobs or os.cpu_count() or 1, scheduler=scheduler)
+    except SweepError as exc:
+        for line in exc.problems:
+            click.echo(f"hvsim sweep: {line}", err=True)
+        sys.exit(2)
+    failed = sum(r["status"] != "ok" for r in rows)
+    click.echo(f"{len(rows)} runs, {failed} failed: {spec.output_dir / 'runs.csv'}")
+    sys.exit(1 if failed else 0)

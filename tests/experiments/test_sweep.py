@@ -1,0 +1,362 @@
+"""sweep.py: sweep files, expansion (ids, seeds), backends giving identical runs.csv, failures,
+resume, plots.
+
+Most tests use `fake_runner` (below): a deterministic function of the run's config that writes
+only summary.json, so they test the sweep machinery in milliseconds per run. The tests
+marked "real runner" run the real quickstart config at a short duration.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import xxhash
+from click.testing import CliRunner
+
+from experiments import sweep as S
+from guestkernel.units import parse_size
+
+FAKE = "tests.experiments.test_sweep:fake_runner"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+BASE = """\
+[experiment]
+name = "base"
+duration = "2s"
+seed = 1
+
+[host]
+memory = "512MiB"
+
+[[vm]]
+name = "web"
+count = 2
+memory = "256MiB"
+
+[[vm]]
+name = "db"
+memory = "256MiB"
+"""
+
+
+def fake_runner(config: dict, run_dir: str) -> dict:
+    """A stand-in for runner.run_experiment: results are simple functions of the config.
+
+    duration "13s" -> a failed run (status failed); "17s" -> an exception escapes.
+    Appends one line to calls.txt in the run folder per call (to count executions).
+    """
+    out = Path(run_dir)
+    with open(out / "calls.txt", "a") as f:
+        f.write("call\n")
+    duration = config["experiment"]["duration"]
+    if duration == "17s":
+        raise RuntimeError("the simulator blew up")
+    host = parse_size(config["host"]["memory"]) / (1 << 20)
+    vms = sum(v["count"] for v in config["vm"])
+    seed = config["experiment"]["seed"]
+    sharing = 10.0 * vms + seed % 7
+    summary = {
+        "name": config["experiment"]["name"], "seed": seed, "status": "ok", "error": None,
+        "wall_time_s": 0.001, "host_memory_mib": host,
+        "reclaimed_sharing_mib": sharing, "reclaimed_balloon_mib": host / 64,
+        "reclaimed_compression_mib": 1.5, "reclaimed_swap_mib": 0.0,
+        "reclaimed_total_mib": sharing + host / 64 + 1.5,
+        "mean_reclaimed_sharing_mib": sharing / 2, "mean_reclaimed_balloon_mib": 0.0,
+        "mean_reclaimed_compression_mib": 0.0, "mean_reclaimed_swap_mib": 0.0,
+        "mean_reclaimed_total_mib": sharing / 2,
+        "cow_breaks": vms * 3, "decompressions": 2, "host_swapins": 0, "guest_swapins": 0,
+        "guest_oom_kills": 0, "vm_stall_s": 0.25, "dead_vms": 0, "throughput_total": 100.0 / vms,
+    }
+    if duration == "13s":
+        summary.update(status="failed", error="KernelPanic: Out of memory\nno killable task")
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def write_sweep(tmp_path: Path, text: str, base: str | None = BASE) -> Path:
+    if base is not None:
+        (tmp_path / "base.toml").write_text(base)
+    path = tmp_path / "sw.toml"
+    path.write_text(text)
+    return path
+
+
+def load(tmp_path, text, **kw):
+    return S.load_sweep(write_sweep(tmp_path, text), output_dir=tmp_path / "out", runner=FAKE, **kw)
+
+
+def problems(tmp_path, text, base=BASE) -> list[str]:
+    path = write_sweep(tmp_path, text, base)
+    with pytest.raises(S.SweepError) as info:
+        S.load_sweep(path, runner=FAKE)
+    prefix = f"{path}: "
+    assert all(p.startswith(prefix) for p in info.value.problems)
+    return [p[len(prefix):] for p in info.value.problems]
+
+
+def seed(base_seed: int, i: int) -> int:
+    return xxhash.xxh64_intdigest(f"{base_seed}/replication/{i}".encode()) >> 1
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- sweep file errors -------------------------------------------------------------------
+
+
+def test_error_unknown_base(tmp_path):
+    assert problems(tmp_path, 'base = "nope.toml"\n') == [
+        f"base: no such config file 'nope.toml' (looked in {tmp_path.resolve()})"]
+
+
+def test_error_missing_base_and_unknown_top_key(tmp_path):
+    assert problems(tmp_path, "replication = 2\n") == [
+        "replication: unknown key; one of base, replications, sweep, grid, zip, case",
+        'base: required: a config file (base = "quickstart.toml") or a [base] table']
+
+
+def test_error_invalid_base_config(tmp_path):
+    assert problems(tmp_path, 'base = "base.toml"\n', base=BASE.replace('"512MiB"', '"lots"')) == [
+        'base: host.memory: must be a size like "512MiB", got \'lots\'']
+
+
+def test_error_zip_lengths(tmp_path):
+    text = 'base = "base.toml"\n[zip]\n"host.memory" = ["1GiB", "2GiB", "3GiB"]\n"vm[web].count" = [1, 2]\n'
+    assert problems(tmp_path, text) == ["zip: lists of different lengths (host.memory: 3, vm[web].count: 2)"]
+
+
+def test_error_dotted_keys_the_config_does_not_have(tmp_path):
+    text = ('base = "base.toml"\n[grid]\n"host.memroy" = ["1GiB"]\n"vm[mail].memory" = ["1GiB"]\n'
+            '[[case]]\nname = "c"\n"experiment.sed" = 3\n')
+    assert problems(tmp_path, text) == [
+        "grid: vm[mail].memory: no entry named 'mail'"]
+    text = 'base = "base.toml"\n[grid]\n"host.memroy" = ["1GiB"]\n[[case]]\nname = "c"\n"experiment.sed" = 3\n'
+    assert problems(tmp_path, text) == ["case 'c': experiment.sed: unknown key", "grid: host.memroy: unknown key"]
+
+
+def test_error_bad_values(tmp_path):
+    text = ('base = "base.toml"\nreplications = 0\n[grid]\n"host.memory" = "1GiB"\n"vm[0].count" = []\n'
+            '[zip]\n"vm[db].memory" = ["1GiB", "lots"]\n')
+    assert problems(tmp_path, text) == [
+        "replications: must be a whole number >= 1, got 0",
+        "grid.host.memory: must be a non-empty list of values",
+        "grid.vm[0].count: must be a non-empty list of values",
+    ]
+    text = 'base = "base.toml"\n[zip]\n"vm[db].memory" = ["1GiB", "lots"]\n'
+    assert problems(tmp_path, text) == ["zip: vm[1].memory: must be a size like \"512MiB\", got 'lots'"]
+
+
+def test_error_cases(tmp_path):
+    text = 'base = "base.toml"\n[[case]]\nname = "a"\n[[case]]\nname = "a"\n[[case]]\n"host.memory" = "1GiB"\n'
+    assert problems(tmp_path, text) == ["case[1].name: duplicate case name 'a'",
+                                        "case[2].name: required: a name with letters or digits"]
+
+
+def test_cli_bad_sweep_exit_2(tmp_path):
+    path = write_sweep(tmp_path, 'base = "base.toml"\n[zip]\n"host.memory" = ["1GiB"]\n"vm[0].count" = [1, 2]\n')
+    result = CliRunner().invoke(S.sweep, [str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output == f"hvsim sweep: {path}: zip: lists of different lengths (host.memory: 1, vm[0].count: 2)\n"
+    assert not (tmp_path / "out").exists()
+
+
+# -- expansion ---------------------------------------------------------------------------
+
+
+def test_grid_and_replications(tmp_path):
+    sw = load(tmp_path, 'base = "base.toml"\nreplications = 2\n'
+                        '[grid]\n"host.memory" = ["512MiB", "1GiB"]\n"vm[web].count" = [1, 3]\n')
+    assert sw.name == "sw" and sw.keys == ["host.memory", "vm[web].count"] and sw.replications == 2
+    got = [(r.run_id, r.params, r.replication, r.seed) for r in sw.runs]
+    assert got == [
+        ("memory-512MiB_count-1_r0-" + got[0][0][-8:], (("host.memory", "512MiB"), ("vm[web].count", 1)), 0, seed(1, 0)),
+        ("memory-512MiB_count-1_r1-" + got[1][0][-8:], (("host.memory", "512MiB"), ("vm[web].count", 1)), 1, seed(1, 1)),
+        ("memory-512MiB_count-3_r0-" + got[2][0][-8:], (("host.memory", "512MiB"), ("vm[web].count", 3)), 0, seed(1, 0)),
+        ("memory-512MiB_count-3_r1-" + got[3][0][-8:], (("host.memory", "512MiB"), ("vm[web].count", 3)), 1, seed(1, 1)),
+        ("memory-1GiB_count-1_r0-" + got[4][0][-8:], (("host.memory", "1GiB"), ("vm[web].count", 1)), 0, seed(1, 0)),
+        ("memory-1GiB_count-1_r1-" + got[5][0][-8:], (("host.memory", "1GiB"), ("vm[web].count", 1)), 1, seed(1, 1)),
+        ("memory-1GiB_count-3_r0-" + got[6][0][-8:], (("host.memory", "1GiB"), ("vm[web].count", 3)), 0, seed(1, 0)),
+        ("memory-1GiB_count-3_r1-" + got[7][0][-8:], (("host.memory", "1GiB"), ("vm[web].count", 3)), 1, seed(1, 1)),
+    ]
+    # the hash suffix: xxh64 of [case, overrides, replication] as compact sorted JSON
+    canon = json.dumps(["", [["host.memory", "1GiB"], ["vm[web].count", 3]], 1], separators=(",", ":"))
+    assert sw.runs[7].run_id.endswith("-" + xxhash.xxh64_hexdigest(canon.encode())[:8])
+    # pinned: resume depends on ids staying the same from one version to the next
+    assert sw.runs[0].run_id == "memory-512MiB_count-1_r0-" + xxhash.xxh64_hexdigest(
+        b'["",[["host.memory","512MiB"],["vm[web].count",1]],0]')[:8]
+    r = sw.runs[6]
+    assert r.config["host"]["memory"] == "1GiB" and r.config["vm"][0]["count"] == 3
+    assert r.config["experiment"]["seed"] == r.seed and r.config["experiment"]["name"] == r.run_id
+    assert r.run_dir == str((tmp_path / "out").resolve() / "runs" / r.run_id)
+    assert len({x.run_id for x in sw.runs}) == 8
+
+
+def test_replication_seeds_literal():
+    # xxh64("1/replication/0") >> 1 etc.: pinned so that a sweep's seeds never drift
+    assert S.replication_seed(1, 0) == xxhash.xxh64_intdigest(b"1/replication/0") >> 1
+    assert S.replication_seed(1, 0) != S.replication_seed(1, 1) != S.replication_seed(2, 1)
+    assert all(0 <= S.replication_seed(s, i) < 2**63 for s in (0, 1, 2**62) for i in range(5))
+
+
+def test_zip_cases_and_inline_base(tmp_path):
+    text = (
+        'replications = 1\n'
+        '[base.experiment]\nname = "inline"\nduration = "2s"\nseed = 5\n'
+        '[base.host]\nmemory = "512MiB"\n'
+        '[[base.vm]]\nname = "web"\ncount = 2\nmemory = "256MiB"\n'
+        '[zip]\nhost.memory = ["512MiB", "768MiB"]\n"vm[web].count" = [2, 4]\n'
+        '[[case]]\nname = "small db"\n"vm[0].memory" = "128MiB"\n'
+        '[[case]]\nname = "seed9"\n"experiment.seed" = 9\n'
+        '[sweep]\nname = "zc"\ndir = "elsewhere/{name}"\n'
+    )
+    path = tmp_path / "zc.toml"
+    path.write_text(text)
+    sw = S.load_sweep(path, runner=FAKE)
+    assert sw.name == "zc" and sw.output_dir == Path("elsewhere/zc") and sw.has_cases
+    assert sw.keys == ["vm[0].memory", "experiment.seed", "host.memory", "vm[web].count"]
+    got = [(r.run_id[:-9], r.case, r.params, r.seed) for r in sw.runs]
+    assert got == [
+        ("smalldb_memory-512MiB_count-2", "small db",
+         (("vm[0].memory", "128MiB"), ("experiment.seed", 5), ("host.memory", "512MiB"), ("vm[web].count", 2)),
+         seed(5, 0)),
+        ("smalldb_memory-768MiB_count-4", "small db",
+         (("vm[0].memory", "128MiB"), ("experiment.seed", 5), ("host.memory", "768MiB"), ("vm[web].count", 4)),
+         seed(5, 0)),
+        # a key the case does not set shows the resolved config's value
+        ("seed9_memory-512MiB_count-2", "seed9",
+         (("vm[0].memory", "256MiB"), ("experiment.seed", 9), ("host.memory", "512MiB"), ("vm[web].count", 2)),
+         seed(9, 0)),
+        ("seed9_memory-768MiB_count-4", "seed9",
+         (("vm[0].memory", "256MiB"), ("experiment.seed", 9), ("host.memory", "768MiB"), ("vm[web].count", 4)),
+         seed(9, 0)),
+    ]
+    # experiment.seed swept: the replication seed is derived from the swept value, the
+    # config's name is still the run id
+    assert sw.runs[2].config["experiment"]["seed"] == seed(9, 0)
+
+
+def test_single_replication_has_no_r_suffix_and_derived_seed(tmp_path):
+    sw = load(tmp_path, 'base = "base.toml"\n')
+    assert len(sw.runs) == 1
+    (r,) = sw.runs
+    assert r.run_id == xxhash.xxh64_hexdigest(b'["",[],0]')[:8] and r.seed == seed(1, 0)
+
+
+# -- running -----------------------------------------------------------------------------
+
+SWEEP_GRID = """\
+base = "base.toml"
+replications = 2
+[grid]
+"host.memory" = ["512MiB", "1GiB"]
+"vm[web].count" = [1, 3]
+"""
+
+
+def test_runs_csv_rows_and_sweep_files(tmp_path):
+    sw = load(tmp_path, SWEEP_GRID)
+    rows = S.run_sweep(sw, jobs=1)
+    assert [r["run_id"] for r in rows] == sorted(r.run_id for r in sw.runs)
+    out = tmp_path / "out"
+    table = read_csv(out / "runs.csv")
+    assert list(table[0]) == sw.columns and "wall_time_s" not in sw.columns
+    assert [t["run_id"] for t in table] == [r["run_id"] for r in rows]
+    by_id = {t["run_id"]: t for t in table}
+    spec = next(r for r in sw.runs if r.params == (("host.memory", "1GiB"), ("vm[web].count", 3))
+                and r.replication == 1)
+    t = by_id[spec.run_id]
+    s = seed(1, 1)
+    assert t == {**t, "case": "", "host.memory": "1GiB", "vm[web].count": "3", "replication": "1",
+                 "seed": str(s), "status": "ok", "error": "",
+                 # fake: sharing = 10 * (3 web + 1 db) + seed % 7; balloon = 1024 / 64
+                 "reclaimed_sharing_mib": repr(40.0 + s % 7), "reclaimed_balloon_mib": "16.0",
+                 "cow_breaks": "12", "throughput_total": "25.0"}
+    info = json.loads((out / "sweep.json").read_text())
+    assert (info["backend"], info["runs"], info["ok"], info["failed"], info["skipped"]) == \
+        ("in-process", 8, 8, 0, 0)
+    assert set(info["run_wall_time_s"]) == set(by_id)
+    md = (out / "sweep.md").read_text()
+    assert f"[{spec.run_id}](runs/{spec.run_id}/report.md)" in md
+    for key in ("host.memory", "vm_web_.count"):
+        png = out / f"reclaimed_vs_{key}.png"
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+        assert f"]({png.name})" in md
+    from experiments.report import pyplot
+
+    assert pyplot().imread(out / "reclaimed_vs_host.memory.png").ndim == 3
+
+
+def test_failing_runs_are_recorded_and_the_sweep_completes(tmp_path):
+    sw = load(tmp_path, 'base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "13s", "17s", "3s"]\n')
+    rows = S.run_sweep(sw, jobs=1)
+    status = {r["experiment.duration"]: (r["status"], r["error"]) for r in rows}
+    assert status == {
+        "2s": ("ok", ""), "3s": ("ok", ""),
+        "13s": ("failed", "KernelPanic: Out of memory no killable task"),
+        "17s": ("failed", "RuntimeError: the simulator blew up"),
+    }
+    table = read_csv(tmp_path / "out" / "runs.csv")
+    assert sorted((t["experiment.duration"], t["status"]) for t in table) == [
+        ("13s", "failed"), ("17s", "failed"), ("2s", "ok"), ("3s", "ok")]
+    blown = next(r for r in sw.runs if r.config["experiment"]["duration"] == "17s")
+    summary = json.loads((Path(blown.run_dir) / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: the simulator blew up"
+    assert "Traceback" in summary["traceback"]
+    failed_row = next(t for t in table if t["experiment.duration"] == "17s")
+    assert failed_row["reclaimed_total_mib"] == "" and failed_row["seed"] == str(seed(1, 0))
+
+
+def test_cli_sweep_with_a_failure_exits_1(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "DEFAULT_RUNNER", FAKE)
+    path = write_sweep(tmp_path, 'base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "13s"]\n')
+    result = CliRunner().invoke(S.sweep, [str(path), "-j", "1", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    failed = next(r for r in S.load_sweep(path, runner=FAKE).runs if r.config["experiment"]["duration"] == "13s")
+    assert sorted(result.output.splitlines()) == sorted([
+        f"2 runs, 1 failed: {tmp_path / 'out' / 'runs.csv'}",
+        f"{failed.run_id}: failed: KernelPanic: Out of memory no killable task",
+    ])
+
+
+def calls(spec) -> int:
+    return (Path(spec.run_dir) / "calls.txt").read_text().count("call")
+
+
+def test_resume_skips_finished_runs(tmp_path):
+    text = 'base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "13s", "3s", "4s"]\n'
+    sw = load(tmp_path, text)
+    first = S.run_sweep(sw, jobs=1)
+    before = (tmp_path / "out" / "runs.csv").read_text()
+    by_dur = {r.config["experiment"]["duration"]: r for r in sw.runs}
+    # a run whose summary vanished, and one missing from runs.csv, must run again
+    os.remove(Path(by_dur["3s"].run_dir) / "summary.json")
+    lines = before.splitlines(keepends=True)
+    (tmp_path / "out" / "runs.csv").write_text("".join(l for l in lines if by_dur["4s"].run_id not in l))
+    second = S.run_sweep(load(tmp_path, text), jobs=1)
+    assert {d: calls(r) for d, r in by_dur.items()} == {"2s": 1, "13s": 2, "3s": 2, "4s": 2}
+    assert second == [{**r, "wall_time_s": s["wall_time_s"]} for r, s in zip(first, second)]
+    assert (tmp_path / "out" / "runs.csv").read_text() == before
+    info = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert info["skipped"] == 1 and info["runs"] == 4
+
+
+def test_identical_runs_csv_on_every_backend(tmp_path):
+    """-j 1 in-process, -j 2 process pool (spawn), Dask LocalCluster with 2 workers."""
+    text = SWEEP_GRID + '"experiment.duration" = ["2s", "13s"]\n'
+    results = {}
+    for name, kw in (("serial", {"jobs": 1}), ("pool", {"jobs": 2}), ("dask", {"scheduler": "local:2"})):
+        sw = S.load_sweep(write_sweep(tmp_path, text), output_dir=tmp_path / name, runner=FAKE)
+        S.run_sweep(sw, **kw)
+        results[name] = (tmp_path / name / "runs.csv").read_text()
+        info = json.loads((tmp_path / name / "sweep.json").read_text())
+        assert info["backend"] == {"serial": "in-process", "pool": "process-pool", "dask": "dask"}[name]
+    assert results["serial"].count("\n") == 1 + 16
+    assert results["serial"].count(",failed,") == 8
+    assert results["pool"] == results["serial"]
+    assert results["dask"] == results["serial"]
