@@ -768,6 +768,12 @@ class Replayer:
             self._register(proc)
         return proc
 
+    def _task_of(self, forked):
+        """fork() gives the child Task, or its pid (the Task is then kernel.tasks[pid])."""
+        if isinstance(forked, int):
+            return self.kernel.tasks[forked]
+        return forked
+
     def _register(self, proc: Proc) -> None:
         self.procs[proc.pid] = proc
         self.order.append(proc)
@@ -863,6 +869,7 @@ class Replayer:
                 if err is not None:
                     self._diverge(call, proc, f"fork for the vfork child: {_fmt(None, err)}")
                     return
+                task = self._task_of(task)
                 proc.task, proc.leader, proc.vfork = task, None, False
                 proc.known = [list(k) for k in leader.known]
                 proc.shm_attached = dict(leader.shm_attached)
@@ -873,6 +880,9 @@ class Replayer:
                 self.order[self.order.index(leader)] = proc
                 self.procs.pop(leader.pid, None)
         proc.comm = comm
+        fs = getattr(self.kernel, "fs", None)
+        if fs is not None and hasattr(fs, "create") and fs.lookup(path) is None:
+            fs.create(path, 0)  # the trace shows it exists; its mappings are execve's own
         value, err = self._sys(proc, "execve", path)
         if err is None:
             proc.known, proc.shm_attached = [], {}
@@ -891,6 +901,7 @@ class Replayer:
         task, err = self._sys(proc, "fork")
         if not self._compare(call, proc, task, err, identity=True):
             return
+        task = self._task_of(task)
         child = Proc(child_pid, proc.owner.comm, task=task,
                      known=[list(k) for k in proc.owner.known],
                      shm_attached=dict(proc.owner.shm_attached), brk_synced=True)
