@@ -63,7 +63,6 @@ class CompressionCache:
         self.zswpin = 0  # pages decompressed on access, cumulative
         self.rejected = 0  # pages that compressed above the threshold
         self.full = 0  # pages refused because the cache was at max_frames or memory full
-        self.compress_time = 0.0  # seconds
         self.decompress_time = 0.0  # seconds
 
     @property
@@ -71,25 +70,32 @@ class CompressionCache:
         """Pages saved: stored pages minus the frames holding them."""
         return self.nr_stored - self.nr_frames
 
-    def store(self, data: bytes) -> tuple[int, float]:
-        """Compress a page; (slot, seconds), slot -1 if refused (too big or no room)."""
+    def store(self, data: bytes) -> int:
+        """Compress a page into a slot; the slot, or -1 if refused (too big, no room).
+
+        Costs `compress_cost` seconds either way.
+        """
         blob = self._compress(data)
         size = len(blob)
-        self.compress_time += self.compress_cost
         if size > self.threshold:
             self.rejected += 1
-            return -1, self.compress_cost
+            return -1
         free = self._free_q if size <= self.quarter else self._free_h
         if not free and not self._grow(free is self._free_q):
             self.full += 1
-            return -1, self.compress_cost
+            return -1
         slot = free.pop()
         self._blobs[slot] = blob
         self._used[slot >> 2] += 1
         self.nr_stored += 1
         self.stored_bytes += size
         self.zswpout += 1
-        return slot, self.compress_cost
+        return slot
+
+    @property
+    def compress_time(self) -> float:
+        """Seconds spent compressing, stored or refused."""
+        return (self.zswpout + self.rejected + self.full) * self.compress_cost
 
     def _grow(self, quarter: bool) -> bool:
         if self.nr_frames >= self.max_frames:

@@ -72,6 +72,7 @@ _STABLE = 2  # rmap item maps a stable frame
 SALTING = ("none", "per-vm")
 
 _xxh3 = xxhash.xxh3_64_intdigest
+_MASK32 = 0xFFFFFFFF .__and__
 
 
 def page_checksum(data: bytes) -> int:
@@ -292,6 +293,36 @@ class PageSharing:
                 if hi > n:
                     hi = n
                 idle = 0
+                k = hi - lo
+                if (
+                    k >= 64
+                    and large is None
+                    and state.count(1, lo, hi) == k
+                    and oldsum[lo:hi].count(-1) == k
+                ):
+                    # NOTE: a window of private frames all seen for the first time (a VM
+                    # just booted or loaded) is checksummed in bulk at C speed; the per-page
+                    # loop below would do exactly the same: new items, volatile.
+                    ms = mpns[lo:hi]
+                    m0 = ms[0]
+                    hashed += k
+                    if ms[-1] - m0 == k - 1 and ms == array("i", range(m0, m0 + k)):
+                        # frames in order (as allocated at first touch): slices
+                        sums = list(map(_MASK32, map(xxh3, content[m0 : m0 + k])))
+                        mcsum[m0 : m0 + k] = sums
+                    else:
+                        sums = list(map(_MASK32, map(xxh3, map(content.__getitem__, ms))))
+                        for m, c in zip(ms, sums, strict=True):
+                            mcsum[m] = c
+                    if not stable or not any(
+                        map(stable.get, sums if not salt else [c | salt for c in sums])
+                    ):
+                        oldsum[lo:hi] = array("q", sums)
+                        new_items += k
+                        budget -= k
+                        pfn = hi
+                        continue
+                    # some match the stable tree: the per-page path (checksums now cached)
                 for pfn in range(lo, hi):
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do

@@ -309,15 +309,16 @@ class VM:
             raise ValueError(f"evict: pfn {pfn:#x} of {self.name} is not a private frame")
         mpn = p2m.mpn[pfn]
         data = self.machine.content[mpn]
-        if compress and self.zcache is not None:
-            slot, cost = self.zcache.store(data)
+        zcache = self.zcache
+        cost = 0.0
+        if compress and zcache is not None:
+            slot = zcache.store(data)
+            cost = zcache.compress_cost
             if slot >= 0:
                 self.machine.free(mpn)
                 p2m.set(pfn, P2M_COMPRESSED, slot)
                 self.zswpout += 1
                 return cost
-        else:
-            cost = 0.0
         if swap and self.swap is not None:
             slot, c2 = self.swap.write(data)
             if slot >= 0:

@@ -16,13 +16,13 @@ def test_small_results_take_quarter_slots_medium_half_slots_large_are_refused():
     small = page(1)  # a repeated 8-byte pattern: tens of bytes
     medium = half_compressible_page(1)
     assert compressed_size(small) <= 1024 < compressed_size(medium) <= 2048
-    s1, cost = z.store(small)
-    assert s1 >= 0 and cost == z.compress_cost
-    s2, _ = z.store(small)
+    s1 = z.store(small)
+    assert s1 >= 0 and z.compress_time == z.compress_cost
+    s2 = z.store(small)
     assert s1 >> 2 == s2 >> 2  # four quarter slots per frame
-    s3, _ = z.store(medium)
+    s3 = z.store(medium)
     assert s3 >> 2 != s1 >> 2 and s3 & 3 in (0, 2)  # half slots live in their own frames
-    assert z.store(random_page(1, "x")) == (-1, z.compress_cost) and z.rejected == 1
+    assert z.store(random_page(1, "x")) == -1 and z.rejected == 1
     assert z.nr_frames == 2 and m.owner[s1 >> 2] == OWNER_ZIP
     assert z.nr_stored == 3 and z.reclaimed == 1
     assert z.take(s1) == small and z.zswpin == 1 and z.nr_stored == 2
@@ -32,9 +32,10 @@ def test_small_results_take_quarter_slots_medium_half_slots_large_are_refused():
 def test_cache_is_bounded_by_max_frames_and_empty_frames_are_returned():
     m = MachineMemory(8)
     z = CompressionCache(m, max_frames=1)
-    slots = [z.store(page(i))[0] for i in range(4)]
+    slots = [z.store(page(i)) for i in range(4)]
     assert all(s >= 0 for s in slots)
-    assert z.store(page(9))[0] == -1 and z.full == 1
+    assert z.store(page(9)) == -1 and z.full == 1
+    assert z.compress_time == 5 * z.compress_cost
     for s in slots:
         z.free(s)
     assert z.nr_frames == 0 and m.nr_free == 8 and z.stored_bytes == 0
