@@ -1,0 +1,206 @@
+"""fork (copy-on-write), execve and exit."""
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.memory import rmap_walk
+from guestkernel.pgtable import _PAGE_RW
+from guestkernel.vma import VM_ACCOUNT, VM_LOCKED, validate_mm
+
+P = 4096
+RW = U.PROT_READ | U.PROT_WRITE
+ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
+FIX = ANON | U.MAP_FIXED
+B = 0x30000000
+
+
+def boot(**kw):
+    k = Kernel(KernelConfig(memory="128MiB", **kw))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    return k
+
+
+@pytest.fixture
+def k():
+    return boot()
+
+
+@pytest.fixture
+def t(k):
+    return k.spawn("t")
+
+
+def pte(task, addr):
+    return task.mm.pgtable.ptes[addr >> 12]
+
+
+def test_fork_write_protects_both_then_cow_in_child_and_parent(k, t):
+    t.mmap(B, 2 * P, RW, FIX)
+    t.access_range(B, 2 * P, True, data=b"p" * P)
+    assert pte(t, B) & _PAGE_RW
+    child = k.tasks[t.fork()]
+    validate_mm(t.mm)
+    validate_mm(child.mm)
+    # both PTEs read-only, same frame, mapped twice
+    assert not pte(t, B) & _PAGE_RW and not pte(child, B) & _PAGE_RW
+    assert pte(t, B) >> 12 == pte(child, B) >> 12
+    page = k.mem_map[pte(t, B) >> 12]
+    assert page.page_mapcount() == 2 and page._count == 2
+    assert child.mm.rss[1] == t.mm.rss[1]
+    # write in the child: a copy
+    before = k.vmstat["fault_cow"]
+    child.access(B, True, b"c" * P)
+    assert k.vmstat["fault_cow"] == before + 1
+    assert pte(child, B) >> 12 != pte(t, B) >> 12
+    assert t.peek(B, 1) == b"p" and child.peek(B, 1) == b"c"
+    assert page.page_mapcount() == 1
+    # write in the parent: now mapped once, reused in place
+    reuse = k.vmstat["fault_cow_reuse"]
+    t.access(B, True, b"q" * P)
+    assert k.vmstat["fault_cow_reuse"] == reuse + 1
+    assert pte(t, B) >> 12 == page.pfn
+    # the second page: parent writes first (copy), child then reuses
+    t.access(B + P, True)
+    child.access(B + P, True)
+    assert k.vmstat["fault_cow"] == before + 2 and k.vmstat["fault_cow_reuse"] == reuse + 2
+    validate_mm(t.mm)
+    validate_mm(child.mm)
+
+
+def test_rmap_finds_parent_and_child(k, t):
+    t.mmap(B, P, RW, FIX)
+    t.access(B, True)
+    child = k.tasks[t.fork()]
+    page = k.mem_map[pte(t, B) >> 12]
+    seen = []
+    rmap_walk(k, page, lambda mm, vma, addr: seen.append((mm.owner.pid, addr)))
+    assert sorted(seen) == sorted([(t.pid, B), (child.pid, B)])
+
+
+def test_fork_skips_dontcopy_drops_locked_recharges_account(k, t):
+    t.mmap(B, 4 * P, RW, FIX)
+    t.mmap(B + 8 * P, 2 * P, RW, FIX)
+    t.madvise(B + 8 * P, 2 * P, U.MADV_DONTFORK)
+    t.mlock(B, 4 * P)
+    t.mlockall(U.MCL_FUTURE)
+    c0 = k.committed_as
+    child = k.tasks[t.fork()]
+    cm = child.mm
+    assert cm.mm_mt.lookup(B + 8 * P) is None
+    v = cm.mm_mt.lookup(B)
+    assert not v.vm_flags & VM_LOCKED and v.vm_flags & VM_ACCOUNT
+    assert cm.locked_vm == 0 and cm.def_flags == 0
+    charged = sum(x.vma_pages() for x in cm.mm_mt.vmas if x.vm_flags & VM_ACCOUNT)
+    assert k.committed_as == c0 + charged
+    validate_mm(cm)
+    child.exit(3)
+    assert k.committed_as == c0
+    assert t.wait4() == (child.pid, 3 << 8)
+    assert child.state == "dead" and child.pid not in k.tasks
+
+
+def test_fork_fails_in_strict_overcommit(k):
+    k2 = boot(overcommit_memory=2, overcommit_ratio=50, admin_reserve_kbytes=0,
+              user_reserve_kbytes=0)
+    t = k2.spawn("t")
+    room = k2.vm_commit_limit() - k2.committed_as
+    t.mmap(B, (room - 10) * P, RW, FIX)  # fits
+    with pytest.raises(OSError) as e:
+        t.fork()  # the child would charge the same VM_ACCOUNT pages again
+    assert e.value.errno == U.ENOMEM
+    assert [x.comm for x in k2.tasks.values()] == ["init", "t"]
+    assert k2.committed_as == k2.vm_commit_limit() - 10
+
+
+def test_shared_mapping_is_shared_after_fork(k, t):
+    a = t.mmap(0, P, RW, U.MAP_SHARED | U.MAP_ANONYMOUS)
+    child = k.tasks[t.fork()]
+    child.access(a, True, b"z" * P)
+    t.access(a, False)
+    assert t.peek(a, 1) == b"z"
+    assert k.vmstat["fault_cow"] == 0
+
+
+def test_file_only_vma_is_refaulted_by_child(k, t):
+    k.fs.create("/lib", 4 * P)
+    fd = t.open("/lib")
+    a = t.mmap(0, 4 * P, U.PROT_READ, U.MAP_PRIVATE, fd, 0)
+    t.access(a, False)
+    child = k.tasks[t.fork()]
+    assert (a >> 12) not in child.mm.pgtable.ptes  # no PTEs copied for file-only VMAs
+    child.access(a, False)
+    assert child.mm.rss[0] >= 1
+
+
+def test_wipeonfork(k, t):
+    t.mmap(B, P, RW, FIX)
+    t.access(B, True, b"w" * P)
+    t.madvise(B, P, U.MADV_WIPEONFORK)
+    child = k.tasks[t.fork()]
+    assert child.peek(B, 1) == b"\0" and t.peek(B, 1) == b"w"
+    validate_mm(child.mm)
+
+
+def free_and_slab(k):
+    """Pages free (buddy and per-CPU lists) or held by slab caches for reuse."""
+    vm = k.vmstat
+    return (k.page_alloc.nr_free_pages() + vm["nr_slab_reclaimable"] + vm["nr_slab_unreclaimable"]
+            + sum(p.count for z in k.page_alloc.zones for pair in z.pcp for p in pair))
+
+
+def test_exit_frees_everything(k, t):
+    free0 = free_and_slab(k)
+    c0 = k.committed_as
+    u = k.spawn("u")
+    u.mmap(B, 32 * P, RW, FIX)
+    u.access_range(B, 32 * P, True)
+    u.brk(u.brk(0) + 8 * P)
+    child = k.tasks[u.fork()]
+    child.access_range(B, 8 * P, True)
+    child.exit(0)
+    u.exit(0)
+    assert free_and_slab(k) == free0
+    assert k.committed_as == c0
+    assert u.state == "dead" and child.state == "dead"
+
+
+def test_child_becomes_zombie_until_wait(k, t):
+    child = k.tasks[t.fork()]
+    assert t.wait4() == (0, 0)  # nothing exited yet
+    child.access(0x1000, False)  # SIGSEGV
+    assert child.state == "zombie" and child.mm is None
+    pid, status = t.wait4(child.pid)
+    assert (pid, status) == (child.pid, U.SIGSEGV)
+    assert child.state == "dead"
+    with pytest.raises(OSError) as e:
+        t.wait4()
+    assert e.value.errno == U.ECHILD
+
+
+def test_orphans_are_reparented_to_init(k, t):
+    child = k.tasks[t.fork()]
+    t.exit(0)
+    assert child.parent is k.tasks[1]
+    child.exit(0)
+    assert child.state == "dead"  # init reaps
+
+
+def test_execve_replaces_address_space(k, t):
+    t.mmap(B, 8 * P, RW, FIX)
+    t.access_range(B, 8 * P, True)
+    t.mlockall(U.MCL_FUTURE)
+    k.fs.create("/bin/sh", 300 * P)
+    assert t.execve("/bin/sh", text=200 * P, data=4 * P, bss=P) == 0
+    mm = t.mm
+    assert mm.mm_mt.lookup(B) is None and mm.def_flags == 0
+    assert t.comm == "sh"
+    names = [v.vm_file.inode.path if v.vm_file else None for v in mm.mm_mt.vmas]
+    assert names[:2] == ["/bin/sh", "/bin/sh"]
+    assert mm.mm_mt.vmas[0].vm_end - mm.mm_mt.vmas[0].vm_start == 200 * P
+    validate_mm(mm)
+    with pytest.raises(OSError) as e:
+        t.execve("/bin/nope")
+    assert e.value.errno == U.ENOENT
