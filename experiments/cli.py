@@ -15,6 +15,63 @@ def main() -> None:
     """hvsim: memory overcommit on virtualised hosts, with Linux-like guest kernels."""
 
 
+def _load(config_path: str):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            click.echo(f"{config_path}: {line}" if not line.startswith(config_path) else line, err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), default=None,
+              help="run folder (default: the config's output.dir)")
+@click.option("--seed", type=int, default=None, help="override experiment.seed")
+@click.option("--duration", default=None, help='override experiment.duration, e.g. "30s"')
+def run(config: str, outdir: str | None, seed: int | None, duration: str | None) -> None:
+    """Run one experiment and write its run folder (config, summary, timeseries, report)."""
+    from .config import ConfigError, config_from_dict
+    from .runner import run_experiment
+
+    cfg = _load(config)
+    if seed is not None or duration is not None:
+        data = cfg.model_dump(mode="json")
+        if seed is not None:
+            data["experiment"]["seed"] = seed
+        if duration is not None:
+            data["experiment"]["duration"] = duration
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as exc:
+            for line in exc.problems:
+                click.echo(f"{config}: {line}", err=True)
+            sys.exit(2)
+    out = outdir or str(cfg.output_dir())
+    summary = run_experiment(cfg, out, progress=True)
+    total = summary.get("reclaimed_total_mib", 0.0)
+    click.echo(f"{cfg.experiment.name}: {summary['status']}, {summary.get('sim_time_s', 0):g} s simulated "
+               f"in {summary['wall_time_s']:g} s; reclaimed {total:.1f} MiB "
+               f"(sharing {summary.get('reclaimed_sharing_mib', 0):.1f}, "
+               f"balloon {summary.get('reclaimed_balloon_mib', 0):.1f}, "
+               f"compression {summary.get('reclaimed_compression_mib', 0):.1f}, "
+               f"host swap {summary.get('reclaimed_swap_mib', 0):.1f}) -> {out}")
+    if summary["status"] != "ok":
+        click.echo(f"run failed: {summary['error']}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def validate(config: str) -> None:
+    """Check a config: one line per problem, exit status 2 if there is any."""
+    cfg = _load(config)
+    click.echo(f"{config}: ok ({sum(v.count for v in cfg.vm)} VMs)")
+
+
 @main.command()
 @click.option("--memory", default="512MiB", show_default=True, help="guest memory, e.g. 4GiB")
 @click.option("--arch", type=click.Choice(["x86_64", "i386"]), default="x86_64", show_default=True)
@@ -64,8 +121,12 @@ def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from .replay import replay
+    from .report import report
+    from .scan_image import scan_image
 
     main.add_command(replay)
+    main.add_command(report)
+    main.add_command(scan_image)
 
 
 _register_subcommands()

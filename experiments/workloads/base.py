@@ -22,6 +22,7 @@ from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, O_CREAT, O_RDONLY, O_RD
 from .malloc import Malloc
 
 PAGE = 4096
+TOUCH_CHUNK = 64  # pages generated and stored per access_range call
 
 
 class Proc:
@@ -38,7 +39,7 @@ class Proc:
     @property
     def alive(self) -> bool:
         t = self.task
-        return t.mm is not None and t.state in ("running", "R") and not getattr(t, "exit_signal", 0)
+        return t.state == "running" and t.mm is not None
 
     @property
     def pid(self) -> int:
@@ -60,9 +61,11 @@ class Proc:
         if not self.alive:
             return 0
         try:
-            return self.task.mmap(0, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            addr = self.task.mmap(0, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         except OSError:
             return 0
+        self.wl.stall += self.task.last_cost
+        return addr
 
     def munmap(self, addr: int, nbytes: int) -> None:
         if self.alive and addr:
@@ -77,7 +80,20 @@ class Proc:
         Returns the seconds it cost; the process may die doing it."""
         if not self.alive or nbytes <= 0:
             return 0.0
-        cost = self.task.access_range(addr, nbytes, write, data)
+        if not callable(data):
+            cost = self.task.access_range(addr, nbytes, write, data)
+        else:
+            # generate the contents a chunk at a time: a large range never sits in memory
+            cost = 0.0
+            first = addr & ~(PAGE - 1)
+            end = addr + nbytes
+            index = 0
+            while first < end and self.alive:
+                n = min(TOUCH_CHUNK, (end - first + PAGE - 1) // PAGE)
+                pages = [data(index + i) for i in range(n)]
+                cost += self.task.access_range(first, n * PAGE, write, pages)
+                first += n * PAGE
+                index += n
         self.wl.stall += cost
         return cost
 
@@ -114,52 +130,45 @@ class Proc:
             self.buf_len = nbytes if self.buf else 0
         return self.buf
 
-    def read_file(self, path: str, offset: int, nbytes: int) -> float:
-        """pread() into a user buffer: page cache in, copy out (two copies in memory)."""
+    def _io(self, path: str, offset: int, nbytes: int, write: bool) -> float:
         if not self.alive:
             return 0.0
-        before = self.wl.kernel.take_stall()
+        cost = 0.0
+        task = self.task
         try:
-            fd = self._fd(path)
+            fd = self._fd(path, create=write)
             buf = self._buffer(nbytes)
             if not buf:
                 return 0.0
-            self.task.lseek(fd, offset, 0)
-            self.task.read(fd, buf, nbytes)
+            task.lseek(fd, offset, 0)
+            if write:
+                task.write(fd, buf, nbytes)
+            else:
+                task.read(fd, buf, nbytes)
+            cost = task.last_cost
         except OSError:
-            pass
-        cost = self.wl.kernel.take_stall() + getattr(self.task, "take_cost", lambda: 0.0)()
-        self.wl.kernel.stall += before
+            cost = getattr(task, "last_cost", 0.0)
         self.wl.stall += cost
         return cost
 
+    def read_file(self, path: str, offset: int, nbytes: int) -> float:
+        """pread() into a user buffer: page cache in, copy out (two copies in memory)."""
+        return self._io(path, offset, nbytes, False)
+
     def write_file(self, path: str, offset: int, nbytes: int) -> float:
         """pwrite() from a user buffer into the page cache (dirty pages, written back later)."""
-        if not self.alive:
-            return 0.0
-        before = self.wl.kernel.take_stall()
-        try:
-            fd = self._fd(path, create=True)
-            buf = self._buffer(nbytes)
-            if not buf:
-                return 0.0
-            self.task.lseek(fd, offset, 0)
-            self.task.write(fd, buf, nbytes)
-        except OSError:
-            pass
-        cost = self.wl.kernel.take_stall() + getattr(self.task, "take_cost", lambda: 0.0)()
-        self.wl.kernel.stall += before
-        self.wl.stall += cost
-        return cost
+        return self._io(path, offset, nbytes, True)
 
     # ------------------------------------------------------------------ processes
     def fork(self) -> Proc | None:
         if not self.alive:
             return None
         try:
-            child = self.task.fork()
+            pid = self.task.fork()
         except OSError:
             return None
+        child = self.task.kernel.tasks[pid]
+        self.wl.stall += self.task.last_cost
         proc = Proc(self.wl, child, self.heap.clone_for(child))
         proc.buf, proc.buf_len = self.buf, self.buf_len
         return proc
