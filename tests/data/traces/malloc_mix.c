@@ -1,15 +1,32 @@
 /* malloc_mix: small blocks from the brk heap, large blocks from mmap, then explicit
  * mprotect (split and re-merge), mremap (grow, moving; shrink in place), madvise, mlock
- * and two calls that fail (an mprotect of an unmapped page, an impossible mmap). */
+ * and two calls that fail (an mprotect of an unmapped page, an impossible mmap).
+ * `malloc_mix FILE` also copies its /proc/self/maps to FILE just before it exits. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define PG 4096
 
-int main(void)
+/* Copy /proc/self/maps to `out` with raw system calls (no malloc, no mmap), so that the
+ * real layout can be compared with the replay's. */
+static void dump_maps(const char *out)
+{
+	static char buf[1 << 16];
+	ssize_t n, total = 0;
+	int in = open("/proc/self/maps", O_RDONLY);
+	while ((n = read(in, buf + total, sizeof(buf) - 1 - total)) > 0)
+		total += n;
+	close(in);
+	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	write(fd, buf, total);
+	close(fd);
+}
+
+int main(int argc, char **argv)
 {
 	char *small[256];
 	for (int i = 0; i < 256; i++) {		/* 256 KiB from brk: the heap grows */
@@ -38,5 +55,7 @@ int main(void)
 	mprotect((void *)0x10000, PG, PROT_READ);		/* nothing there: ENOMEM */
 	mmap(NULL, (size_t)1 << 46, PROT_READ | PROT_WRITE,	/* 64 TiB: ENOMEM */
 	     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (argc > 1)	/* the layout as the process exits */
+		dump_maps(argv[1]);
 	return 0;
 }
