@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments import replay as R
 from experiments.replay import (
@@ -256,6 +258,39 @@ def test_the_shipped_traces_parse_cleanly():
         assert t.problems == [], path.name
         assert t.has_pids == (not path.stem.endswith("_nof"))  # traced without -f
         assert calls(t)[0].name == "execve"
+
+
+_REAL_LINES = [line for path in sorted(TRACES.glob("*.trace"))
+               for line in path.read_text().splitlines()]
+
+
+@st.composite
+def damaged_traces(draw):
+    """Lines of the real traces, some cut, spliced or shuffled."""
+    lines = draw(st.lists(st.sampled_from(_REAL_LINES), min_size=1, max_size=30))
+    out = []
+    for line in lines:
+        how = draw(st.sampled_from(["keep", "keep", "cut", "insert"]))
+        if how == "cut":
+            k = draw(st.integers(0, len(line)))
+            line = line[:k]
+        elif how == "insert":
+            k = draw(st.integers(0, len(line)))
+            line = line[:k] + draw(st.text(alphabet="()[]{}<>\",= |x0-9", max_size=4)) + line[k:]
+        out.append(line)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(damaged_traces())
+def test_damaged_traces_never_crash_the_parser_or_the_driver(lines):
+    t = parse_trace(lines)
+    assert all(1 <= p.lineno <= len(lines) for p in t.problems)
+    assert len({p.lineno for p in t.problems}) == len(t.problems)
+    k = FakeKernel()
+    out = []
+    calls_, divergences = Replayer(k, out.append).run(t)
+    assert 0 <= divergences <= calls_ <= len(lines)
 
 
 def test_constants_agree_with_guestkernel_uapi():
