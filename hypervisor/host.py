@@ -301,6 +301,28 @@ class Host:
                 states.update(self.machine.nr_free, now)
         return states.state
 
+    def validate(self) -> None:
+        """Check every frame, slot and counter adds up; AssertionError if not."""
+        from .p2m import P2M_COMPRESSED
+
+        self.machine.validate()
+        private = zip_frames = 0
+        for vm in self.vms:
+            vm.p2m.validate()
+            private += vm.p2m.nr[P2M_PRIVATE]
+            if vm.zcache is not None:
+                assert vm.zcache.nr_stored == vm.p2m.nr[P2M_COMPRESSED]
+                zip_frames += vm.zcache.nr_frames
+            else:
+                assert vm.p2m.nr[P2M_COMPRESSED] == 0
+        shared = 0
+        if self.sharing is not None:
+            self.sharing.validate()
+            shared = self.sharing.pages_shared
+        assert self.machine.nr_used == private + shared + zip_frames, (
+            self.machine.nr_used, private, shared, zip_frames)
+        assert self.swap.nr_used == sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms)
+
     # -- reporting -----------------------------------------------------------------------------
 
     def reclaimed(self) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel.config import KernelConfig
 from guestkernel.gfp import __GFP_ZERO, GFP_KERNEL
@@ -217,3 +219,51 @@ def test_large_pages_are_not_shared_until_broken(tmp_path):
     host.sharing.full_pass()
     host.sharing.full_pass()
     assert host.sharing.pages_sharing == 4 and a.p2m.state[0] == P2M_SHARED
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["store", "write", "read", "release", "evict", "scan", "state"]),
+            st.integers(0, 23),
+            st.integers(0, 4),
+        ),
+        max_size=80,
+    )
+)
+def test_frames_slots_and_counters_add_up_under_random_activity(ops):
+    contents = [ZERO_PAGE, page(1), page(2), half_compressible_page(1), random_page(1, "r")]
+    # 16 frames for 24 guest pages: synchronous reclaim, compression, swap and, once
+    # swap is full, overdraft all happen
+    host = Host(HostConfig(memory=f"{16 * PAGE_SIZE}", swap_size=f"{6 * PAGE_SIZE}",
+                           zip_max_pct=50, reclaim_batch=2, max_page_sharing=3,
+                           use_zero_pages=True, min_free=f"{4 * PAGE_SIZE}"))
+    vms = []
+    for name in ("a", "b"):
+        vm = host._new_vm(name, 12)
+        host._add_vm(vm)
+        vms.append(vm)
+    for op, pfn, c in ops:
+        vm = vms[pfn % 2]
+        pfn %= 12
+        if op == "store":
+            vm.store(pfn, contents[c], from_disk=c == 4)
+        elif op == "write":
+            vm.touch(pfn, True)
+        elif op == "read":
+            vm.touch(pfn, False)
+        elif op == "release":
+            vm.release(pfn)
+        elif op == "evict":
+            if vm.p2m.state[pfn] == P2M_PRIVATE:
+                vm.evict(pfn, compress=c % 2 == 0)
+        elif op == "scan":
+            host.sharing.scan(c * 4 + 1)
+        else:
+            host.check_state()
+        host.validate()
+    for vm in vms:
+        for pfn in range(12):
+            vm.touch(pfn, True)
+    host.validate()
