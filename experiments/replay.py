@@ -726,6 +726,10 @@ class Replayer:
                     self._exit(event)
             except TraceSyntaxError as e:
                 self.out(str(Problem(event.lineno, str(e), _render(event))))
+            except Exception as e:  # noqa: BLE001 - e.g. spawn failing: one line, no crash
+                self.divergences += 1
+                self.out(f"line {event.lineno}: {_render(event)}: the simulated kernel failed: "
+                         f"{type(e).__name__}: {e}")
         for proc in self.order:
             if not proc.exited and proc.leader is None and proc.maps is None:
                 proc.maps = self._read_maps(proc)
@@ -1259,7 +1263,7 @@ def boot_guest(memory: str | int = "1GiB"):
 
 
 @click.command("replay")
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace")
 @click.option("--maps", "show_maps", is_flag=True,
               help="Print each process's /proc/PID/maps as it stood just before it exited.")
 @click.option("--memory", default="1GiB", show_default=True,

@@ -634,6 +634,16 @@ def test_a_simulator_exception_or_refused_file_is_a_divergence_not_a_crash():
     ]
 
 
+def test_a_guest_that_cannot_spawn_is_reported_per_line():
+    k = FakeKernel()
+    k.spawn = lambda name: (_ for _ in ()).throw(MemoryError("no task_struct"))
+    out = []
+    r = Replayer(k, out.append)
+    assert r.run(parse_trace(['1  execve("./a", ["./a"], 0x1 /* 0 vars */) = 0'])) == (1, 1)
+    assert out == ['line 1: execve("./a", ["./a"], 0x1) = 0: the simulated kernel failed: '
+                   "MemoryError: no task_struct"]
+
+
 def test_maps_report_lists_each_process_at_exit_or_end():
     lines = [
         '1  execve("./prog", ["./prog"], 0x7ff /* 1 var */) = 0',
@@ -671,6 +681,8 @@ def test_bad_files_are_one_line_errors_with_exit_2(tmp_path):
     binary.write_bytes(b"\x00\xff\xfe\x80garbage")
     res = runner.invoke(R.replay, [str(binary)])
     assert res.exit_code == 2 and res.output.strip() == f"hvsim replay: {binary}: not a text file"
+    res = runner.invoke(R.replay, [str(tmp_path)])
+    assert res.exit_code == 2 and res.output.strip() == f"hvsim replay: {tmp_path}: Is a directory"
     empty = tmp_path / "empty.trace"
     empty.write_text("nothing to see\n")
     res = runner.invoke(R.replay, [str(empty)])
