@@ -34,8 +34,10 @@ Counters: pswpin, pswpout, swap_ra, nr_swapcached (vmstat); SwapTotal/SwapFree/S
 from __future__ import annotations
 
 from . import gfp as G
+from .filemap import free_user_page
 from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_writeback
 from .units import PAGE_SHIFT, PAGE_SIZE
+from .vma import VM_LOCKED
 
 SWAP_HAS_CACHE = 0x40  # swap_map flag: a swap-cache page stands for the slot
 SWAP_MAP_BAD = 0x3F  # the header slot (and bad blocks): never handed out
@@ -201,8 +203,6 @@ class SwapState:
                 self._free_page(page)
 
     def _free_page(self, page) -> None:
-        from .filemap import free_user_page
-
         free_user_page(self.kernel, page)
 
     # ------------------------------------------------------------------ swap cache
@@ -300,8 +300,6 @@ class SwapState:
         """kernel.swapin_hook: bring back the page of a swap PTE. Returns (page, seconds,
         major) with one reference for the caller's new PTE; the PTE's slot reference is
         dropped here. page is None if no memory could be had."""
-        from .vma import VM_LOCKED
-
         k = self.kernel
         reclaim = self.reclaim
         if reclaim is not None:

@@ -74,6 +74,8 @@ counted.
 from __future__ import annotations
 
 from . import gfp as G
+from . import memory as mem
+from .filemap import delete_from_page_cache, free_user_page, writepage
 from .page import (
     PageList,
     PG_active,
@@ -89,7 +91,9 @@ from .page import (
     PG_writeback,
 )
 from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
+from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW
 from .units import PAGE_SHIFT
+from .vma import VM_EXEC, VM_LOCKED, VM_SHARED
 
 DEF_PRIORITY = 12
 MAX_SWAPPINESS = 200
@@ -249,7 +253,6 @@ class Reclaim:
         self.flusher = None
         self.daemons_started = False
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
-        self._mem_rmap = None
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
             vm.setdefault(name, 0)
@@ -270,14 +273,6 @@ class Reclaim:
         name = ARC_NAMES[before * 5 + after]
         if name is not None:
             self.vmstat[name] += 1
-
-    def _rmap(self):
-        """memory.py's rmap helpers (the address-space layer), imported on first use."""
-        if self._mem_rmap is None:
-            from . import memory
-
-            self._mem_rmap = memory
-        return self._mem_rmap
 
     # ------------------------------------------------------------------ LRU add/del
     def lru_cache_add(self, page) -> None:
@@ -436,10 +431,6 @@ class Reclaim:
         protected so the next write faults and dirties it again, as page_mkclean does)."""
         if page._mapcount < 0:
             return 0, 0
-        mem = self._rmap()
-        from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW
-        from .vma import VM_LOCKED, VM_SHARED
-
         out = [0, 0]
         anon = page.flags & PG_anon
         kernel = self.kernel
@@ -470,7 +461,6 @@ class Reclaim:
         """Does any PTE mapping an anonymous page have its dirty bit set?"""
         if page._mapcount < 0:
             return False
-        from .pgtable import _PAGE_DIRTY
 
         found = []
 
@@ -480,16 +470,15 @@ class Reclaim:
                 return False
             return True
 
-        self._rmap().rmap_walk(self.kernel, page, one)
+        mem.rmap_walk(self.kernel, page, one)
         return bool(found)
 
     def check_references(self, page) -> int:
         """folio_check_references: the verdict for an inactive page."""
-        from .vma import VM_EXEC, VM_LOCKED
 
         referenced_ptes, vm_flags = self._referenced(page)
         if vm_flags & VM_LOCKED:
-            self._rmap().mlock_page(self.kernel, page)
+            mem.mlock_page(self.kernel, page)
             return PAGEREF_KEEP  # _putback culls it to the unevictable list
         f = page.flags
         referenced_page = f & PG_referenced
@@ -508,7 +497,6 @@ class Reclaim:
     # ------------------------------------------------------------------ active list
     def shrink_active_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> None:
         """Age up to nr_to_scan pages from the active list's tail to the inactive list."""
-        from .vma import VM_EXEC
 
         lst = lv.lists[lru]
         file = is_file_lru(lru)
@@ -574,7 +562,6 @@ class Reclaim:
         """shrink_folio_list: decide, unmap, write or free each isolated page."""
         k = self.kernel
         swap = self.swap
-        mem = None
         reclaimed = 0
         writes: dict[int, tuple[object, list]] = {}  # id(queue) -> (queue, pages)
         gfp = sc.gfp
@@ -610,8 +597,6 @@ class Reclaim:
                     self._activate_isolated(page)
                     continue
             if page._mapcount >= 0:
-                if mem is None:
-                    mem = self._rmap()
                 if anon and not page.flags & PG_dirty and self._anon_pte_dirty(page):
                     page.flags |= PG_dirty
                 if not sc.may_unmap or not mem.try_to_unmap(
@@ -667,7 +652,6 @@ class Reclaim:
         mapping = page.mapping
         if mapping is None or f & PG_anon:
             return False
-        from .filemap import delete_from_page_cache
 
         self.vmstat["pgstate_9"] += 1
         delete_from_page_cache(self.kernel, page)
@@ -686,7 +670,6 @@ class Reclaim:
     def _start_writeback(self, page):
         """Set PG_writeback, copy the data to swap or the file, take a reference for the
         I/O. Counts arc 4 for an inactive page. Returns the device queue."""
-        from .filemap import writepage
 
         before = page_state(page)
         vm = self.vmstat
@@ -771,7 +754,6 @@ class Reclaim:
             return False
         elif page.mapping.pages.get(page.index) is page:
             return False  # still in the page cache: reclaim will find it
-        from .filemap import free_user_page
 
         free_user_page(self.kernel, page)
         return True
@@ -925,7 +907,6 @@ class Reclaim:
     def balance_pgdat(self, node, order: int = 0, highest: int | None = None) -> tuple[int, float]:
         """kswapd's pass over one node: reclaim until a zone meets HIGH (6.x) or every
         zone does (2.6), priority 12 down to 1. Returns (pages reclaimed, seconds)."""
-        alloc = self.alloc
         if highest is None:
             highest = len(node.zones) - 1
         lv = self.lruvecs[node.nid]
@@ -938,12 +919,9 @@ class Reclaim:
         self.in_reclaim = True
         try:
             while sc.priority >= 1:
-                if alloc.node_balanced(node, order, highest):
+                if self.kswapd_balanced(node, order, highest):
                     break
-                sc.nr_to_reclaim = sum(
-                    max(z.high_wmark(), SWAP_CLUSTER_MAX)
-                    for z in node.zones[: highest + 1] if z.managed_pages
-                )
+                sc.nr_to_reclaim = max(self._shortfall(node, highest), SWAP_CLUSTER_MAX)
                 before = sc.nr_reclaimed
                 sc.nr_scanned = 0
                 self.shrink_node(lv, sc)
@@ -954,9 +932,27 @@ class Reclaim:
             self.in_reclaim = False
         if sc.nr_reclaimed:
             node.kswapd_failures = 0
-        elif not alloc.node_balanced(node, order, highest) and not self.inflight:
+        elif not self.kswapd_balanced(node, order, highest) and not self.inflight:
             node.kswapd_failures += 1
         return sc.nr_reclaimed, sc.cost
+
+    def _shortfall(self, node, highest: int) -> int:
+        """Pages kswapd still has to free on this node. 6.x: the highest eligible zone (the
+        one user allocations come from) up to HIGH + its lowmem_reserve; 2.6: every
+        eligible zone up to HIGH. (Linux 6.x stops once any zone is at HIGH, but asks for
+        the sum of the high watermarks per pass and so overshoots HIGH by that much; hvsim
+        refills the allocation zone and stops at HIGH, the course's picture.)"""
+        zones = [z for z in node.zones[: highest + 1] if z.managed_pages]
+        if not zones:
+            return 0
+        if self.alloc.era == "6.x":
+            zones = zones[-1:]
+        return sum(
+            max(z.high_wmark() + z.lowmem_reserve[highest] - z.nr_free + 1, 0) for z in zones
+        )
+
+    def kswapd_balanced(self, node, order: int, highest: int) -> bool:
+        return not self._shortfall(node, highest) and self.alloc.node_balanced(node, order, highest)
 
     # ------------------------------------------------------------------ hooks
     def wake_kswapd(self, node, order: int, highest: int, gfp: int) -> None:
@@ -1029,7 +1025,6 @@ class Reclaim:
     # ------------------------------------------------------------------ drop_caches
     def drop_caches(self, value: int) -> None:
         """echo 1 (page cache), 2 (slab), 3 (both) > /proc/sys/vm/drop_caches."""
-        from .filemap import delete_from_page_cache
 
         vm = self.vmstat
         if value & 1:
@@ -1159,7 +1154,6 @@ class Kswapd:
     def _run(self):
         env = self.env
         r = self.reclaim
-        alloc = r.alloc
         while True:
             yield self._wakeup
             self._wakeup = env.event()
@@ -1171,7 +1165,7 @@ class Kswapd:
                 self.passes += 1
                 yield env.timeout(max(cost, KSWAPD_MIN_PASS))
                 r.complete_io(env.now)
-                if alloc.node_balanced(self.node, self.order, self.highest):
+                if r.kswapd_balanced(self.node, self.order, self.highest):
                     break
                 if r.inflight:
                     nxt = r.next_completion()
