@@ -165,6 +165,11 @@ def _syscall(needs_mm: bool = True):
             t0 = self.cost
             try:
                 return fn(self, *args, **kwargs)
+            except OSError:
+                if self._pending_fatal is None or self._kdepth > 1:
+                    raise
+                # killed meanwhile (EINTR): the process never sees the call return
+                return None
             finally:
                 self._kdepth -= 1
                 self.last_cost = self.cost - t0 + self.kernel.take_stall()

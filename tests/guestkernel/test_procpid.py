@@ -100,8 +100,7 @@ def test_smaps_rollup_pss_halves_after_fork(k):
     assert lines[0] == "00400000-7ffffffff000 ---p 00000000 00:00 0" + " " * 30 + "[rollup]"
     rows = {ln.split(":")[0]: ln for ln in lines[1:]}
     assert rows["Rss"] == "Rss:                  20 kB"
-    # 4 pages shared with the child (pss 2 kB each) and the stack page, copied? no:
-    # the stack page is also shared after fork
+    # 4 pages and the stack's argument page, all shared with the child: 2 kB each
     assert rows["Pss"] == "Pss:                  10 kB"
     assert rows["Shared_Dirty"] == "Shared_Dirty:         20 kB"
     assert rows["Private_Dirty"] == "Private_Dirty:         0 kB"

@@ -1,0 +1,188 @@
+"""Task and MMStruct: spawn's layout, slab use, access costs and content, signals, limits."""
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.mmap import mmap_base_for
+from guestkernel.physmem import BareMetal
+from guestkernel.vma import VM_ACCOUNT, VM_GROWSDOWN, validate_mm
+
+P = 4096
+RW = U.PROT_READ | U.PROT_WRITE
+ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
+B = 0x70000000
+
+
+def boot(**kw):
+    k = Kernel(KernelConfig(memory="128MiB", **kw))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    return k
+
+
+@pytest.fixture
+def k():
+    return boot()
+
+
+class CostlyPhys(BareMetal):
+    """Bare metal that charges 1 us per touch and 2 us per store (a stand-in host)."""
+
+    def touch(self, pfn, write):
+        return 1e-6
+
+    def store(self, pfn, data):
+        super().store(pfn, data)
+        return 2e-6
+
+
+def test_spawn_layout_x86_64(k):
+    t = k.spawn("prog")
+    mm = t.mm
+    assert mm.task_size == (1 << 47) - P
+    assert [(v.vm_start, v.vm_end) for v in mm.mm_mt.vmas] == [
+        (0x400000, 0x480000), (0x480000, 0x484000), (0x484000, 0x48C000),
+        (0x7FFFFFFDE000, 0x7FFFFFFFF000)]
+    assert mm.start_brk == mm.brk == 0x48D000  # one page above bss
+    assert mm.mmap_base == mmap_base_for(mm.task_size, 8 << 20) == 0x7FFFF7FFF000
+    stack = mm.mm_mt.vmas[-1]
+    assert stack.vm_flags & VM_GROWSDOWN and stack.vm_flags & VM_ACCOUNT
+    assert mm.rss == [0, 1, 0, 0]  # the argument page
+    assert (mm.start_code, mm.end_code) == (0x400000, 0x480000)
+    assert t.comm == "prog" and t.parent is k.tasks[1] and t in k.tasks[1].children
+    assert t.files.keys() == {0, 1, 2}
+    validate_mm(mm)
+
+
+def test_spawn_layout_i386():
+    k = boot(arch="i386")
+    mm = k.spawn("p").mm
+    assert mm.task_size == 0xC0000000
+    assert mm.mm_mt.vmas[0].vm_start == 0x08048000
+    assert mm.mm_mt.vmas[-1].vm_end == 0xC0000000
+    assert mm.mmap_base == 0xC0000000 - (128 << 20)
+    validate_mm(mm)
+
+
+def test_unlimited_stack_gives_legacy_layout(k):
+    t = k.spawn("p")
+    t.setrlimit(U.RLIMIT_STACK, U.RLIM_INFINITY)
+    k.fs.create("/bin/q", 0)
+    t.execve("/bin/q")
+    # TASK_UNMAPPED_BASE = PAGE_ALIGN(TASK_SIZE / 3)
+    assert t.mm.legacy_mmap and t.mm.mmap_base == 0x2AAAAAAAB000
+    a = t.mmap(0, P, RW, ANON)
+    assert a == t.mm.mmap_base  # bottom-up from TASK_UNMAPPED_BASE
+
+
+def test_structures_come_from_slab_caches(k):
+    if k.slab is None:
+        pytest.skip("no slab allocator in this build")
+    caches = k._as_caches
+    assert set(caches) == {"task_struct", "mm_struct", "vm_area_struct", "filp", "files_cache"}
+    slab_pages = k.vmstat["nr_slab_unreclaimable"] + k.vmstat["nr_slab_reclaimable"]
+    tasks = [k.spawn(f"p{i}") for i in range(40)]
+    for t in tasks:
+        for j in range(10):
+            t.mmap(B + 2 * j * P, P, RW, ANON | U.MAP_FIXED)
+    grown = k.vmstat["nr_slab_unreclaimable"] + k.vmstat["nr_slab_reclaimable"]
+    assert grown >= slab_pages + 40 * 9792 // P  # 40 task_structs of 9.5 KiB at least
+
+
+def test_access_costs_and_content():
+    k = Kernel(KernelConfig(memory="128MiB"), phys=CostlyPhys(32768))
+    k.spawn("init")
+    t = k.spawn("t")
+    t.mmap(B, 4 * P, RW, ANON | U.MAP_FIXED)
+    # the first write fault below 1 GiB also zeroes a PUD, a PMD and a PTE table page:
+    # 3 table stores + the page's zeroing store (2 us each) + the access's touch (1 us)
+    assert t.access(B + 3 * P, True) == pytest.approx(9e-6)
+    # then a write fault: zeroing store (2 us) + touch (1 us)
+    assert t.access(B, True) == pytest.approx(3e-6)
+    assert t.access(B, True) == pytest.approx(1e-6)
+    assert t.access(B, True, b"x" * P) == pytest.approx(3e-6)
+    assert k.phys.load(t.mm.pgtable.ptes[B >> 12] >> 12)[:1] == b"x"
+    t.access(B + 10, True, b"abc")  # a piece spliced into the page
+    assert t.peek(B + 8, 6) == b"xxabcx"
+    # a burst: 2 first touches and one present page, one data page each
+    pages = [bytes([i]) * P for i in range(3)]
+    cost = t.access_range(B + P, 3 * P, True, data=pages)
+    assert cost == pytest.approx(2 * (2e-6 + 1e-6 + 2e-6) + (1e-6 + 2e-6))
+    assert [t.peek(B + (1 + i) * P, 1) for i in range(3)] == [b"\x00", b"\x01", b"\x02"]
+    with pytest.raises(ValueError):
+        t.access_range(B, 2 * P, True, data=b"short")
+
+
+def test_bare_metal_costs_nothing(k):
+    t = k.spawn("t")
+    t.mmap(B, 8 * P, RW, ANON | U.MAP_FIXED)
+    assert t.access_range(B, 8 * P, True) == 0.0
+    assert t.access(B, False) == 0.0
+
+
+def test_access_range_stops_when_task_dies(k):
+    t = k.spawn("t")
+    t.mmap(B, 2 * P, RW, ANON | U.MAP_FIXED)
+    t.access_range(B, 4 * P, True)  # pages 2 and 3 are not mapped
+    assert t.state == "dead" and t.fault_addr == B + 2 * P
+    assert t.access(B, True) == 0.0  # a dead task touches nothing
+    with pytest.raises(OSError) as e:
+        t.mmap(0, P, RW, ANON)
+    assert e.value.errno == U.ESRCH
+
+
+def test_fatal_signal_inside_kernel_is_deferred(k):
+    t = k.spawn("t")
+    t.mmap(B, 4 * P, RW, ANON | U.MAP_FIXED)
+    seen = []
+    orig = k.lru_cache_add
+
+    def kill_during_fault(page):
+        orig(page)
+        if not seen:
+            seen.append(t.state)
+            t.kill()  # e.g. chosen by the OOM killer during its own allocation
+            seen.append(t.state)
+
+    k.lru_cache_add = kill_during_fault
+    assert t.mlock(B, 4 * P) is None  # populates: interrupted, never returns to the process
+    assert seen == ["running", "running"]  # still inside the kernel
+    assert t.state == "dead" and t.term_signal == U.SIGKILL
+
+
+def test_rlimits_and_caps(k):
+    t = k.spawn("t")
+    assert t.getrlimit(U.RLIMIT_STACK) == (8 << 20, U.RLIM_INFINITY)
+    assert t.getrlimit(U.RLIMIT_MEMLOCK) == (8 << 20, 8 << 20)
+    assert t.rlimit(U.RLIMIT_AS) == U.RLIM_INFINITY
+    assert not t.capable(U.CAP_IPC_LOCK)
+    with pytest.raises(OSError) as e:
+        t.setrlimit(U.RLIMIT_MEMLOCK, 16 << 20)
+    assert e.value.errno == U.EINVAL
+    t.setrlimit(U.RLIMIT_AS, 64 << 20)
+    with pytest.raises(OSError) as e:
+        t.mmap(0, 64 << 20, RW, ANON)
+    assert e.value.errno == U.ENOMEM
+
+
+def test_clone_is_fork(k):
+    t = k.spawn("t")
+    pid = t.clone(U.SIGCHLD)
+    assert k.tasks[pid].parent is t and k.tasks[pid].comm == "t"
+
+
+def test_open_flags(k):
+    t = k.spawn("t")
+    with pytest.raises(OSError) as e:
+        t.open("/nope")
+    assert e.value.errno == U.ENOENT
+    fd = t.open("/x", U.O_CREAT | U.O_RDWR)
+    assert fd == 3
+    with pytest.raises(OSError) as e:
+        t.open("/x", U.O_CREAT | U.O_EXCL)
+    assert e.value.errno == U.EEXIST
+    assert t.open("/x") == 4
+    t.close(3)
+    assert t.open("/x") == 3
