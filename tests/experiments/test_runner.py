@@ -1,0 +1,94 @@
+"""Running experiments: the run folder, determinism, failures recorded, example configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.config import config_from_dict, load_config
+from experiments.runner import run_experiment
+
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def small(duration="3s", **host):
+    return config_from_dict({
+        "experiment": {"name": "t", "duration": duration, "seed": 4, "sample_interval": "1s"},
+        # 4000 pages per 20 ms: a full pass over both guests every ~0.3 s
+        "host": {"memory": "192MiB", "sharing": {"pages_to_scan": 4000}, **host},
+        "vm": [
+            {"name": "web", "count": 2, "memory": "128MiB", "image": "alpine-3.19",
+             "workload": {"profile": "webserver", "workers": 2, "shared_heap": "4MiB",
+                          "worker_heap": "2MiB", "docroot": "2MiB", "request_rate": 50.0}},
+        ],
+    })
+
+
+def test_run_folder_has_every_file(tmp_path):
+    s = run_experiment(small(), tmp_path)
+    assert s["status"] == "ok", s["traceback"]
+    for name in ("config.toml", "summary.json", "timeseries.csv", "report.md"):
+        assert (tmp_path / name).is_file(), name
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) >= 4
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["sim_time_s"] == 3.0
+    assert set(summary["vms"]) == {"web-1", "web-2"}
+    rows = list(csv.DictReader((tmp_path / "timeseries.csv").open()))
+    assert [float(r["time_s"]) for r in rows] == [0.0, 1.0, 2.0]
+    assert "web-2.throughput" in rows[0]
+    # the resolved config is complete and reloads to the same experiment
+    assert load_config(tmp_path / "config.toml") == small()
+
+
+def test_reclaimed_matches_host_definitions(tmp_path):
+    s = run_experiment(small(), tmp_path, write_report=False)
+    host = s["host"]
+    assert s["reclaimed_sharing_mib"] == host["reclaimed_sharing"] * 4096 / 2**20
+    assert s["reclaimed_swap_mib"] == host["reclaimed_swap"] * 4096 / 2**20
+    total = sum(s[f"reclaimed_{t}_mib"] for t in ("sharing", "balloon", "compression", "swap"))
+    assert s["reclaimed_total_mib"] == pytest.approx(total)
+    # two guests booting the same image share at least their kernel text
+    assert s["reclaimed_sharing_mib"] > 0
+
+
+def test_same_seed_same_summary(tmp_path):
+    a = run_experiment(small(), tmp_path / "a", write_report=False)
+    b = run_experiment(small(), tmp_path / "b", write_report=False)
+    for s in (a, b):
+        s.pop("wall_time_s")
+    assert a == b
+    assert (tmp_path / "a" / "timeseries.csv").read_text() == (tmp_path / "b" / "timeseries.csv").read_text()
+
+
+def test_failed_run_is_recorded(tmp_path, monkeypatch):
+    import experiments.scenario as scenario
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(scenario, "create_workload", boom)
+    s = run_experiment(small(), tmp_path)
+    assert s["status"] == "failed"
+    assert s["error"] == "RuntimeError: simulated failure"
+    assert "simulated failure" in s["traceback"]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["status"] == "failed"
+    assert (tmp_path / "config.toml").is_file() and (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.toml") if not p.stem.startswith("sweep-")))
+def test_every_example_config_runs(name, tmp_path):
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    data = cfg.model_dump(mode="json")
+    data["experiment"]["duration"] = "2s"
+    s = run_experiment(config_from_dict(data), tmp_path, write_report=False)
+    assert s["status"] == "ok", s["traceback"]
+    assert s["sim_time_s"] == 2.0
+    assert s["dead_vms"] == 0
