@@ -60,8 +60,9 @@ What the trace cannot show
       value: both runs must succeed, and the recorded value is mapped to the simulated one
       for the later lines that use it.
     - A failed execve is not replayed (the simulated file system holds no executables).
-    - Threads and vfork children (CLONE_VM) share their parent's simulated process; a vfork
-      child that calls execve becomes a process of its own (fork then execve).
+    - Threads and vfork children (CLONE_VM) share their parent's simulated process; a
+      CLONE_VM child that is not a thread (vfork, posix_spawn) and calls execve becomes a
+      process of its own (fork then execve: the fork's copy is dropped by the execve).
 
 Units: addresses and lengths in bytes, as the trace writes them.
 """
@@ -638,7 +639,7 @@ class Proc:
     comm: str
     task: object = None  # guestkernel Task
     leader: Proc | None = None  # the process whose mm a CLONE_VM child shares
-    vfork: bool = False
+    vm_process: bool = False  # a CLONE_VM child that is a process (vfork), not a thread
     known: list = field(default_factory=list)  # sorted [start, end): mapped by traced calls
     shm_attached: dict = field(default_factory=dict)  # address -> segment bytes
     brk_synced: bool = False
@@ -866,15 +867,16 @@ class Replayer:
         path = parse_string(call.args[0])
         comm = os.path.basename(path) or path
         if proc.leader is not None:
-            # A vfork child (or a thread) leaves the shared mm: a process of its own.
+            # A vfork-like child leaves the shared mm: a process of its own. A thread's
+            # execve replaces its whole thread group's image.
             leader = proc.leader
-            if proc.vfork:
+            if proc.vm_process:
                 task, err = self._sys(leader, "fork")
                 if err is not None:
                     self._diverge(call, proc, f"fork for the vfork child: {_fmt(None, err)}")
                     return
                 task = self._task_of(task)
-                proc.task, proc.leader, proc.vfork = task, None, False
+                proc.task, proc.leader, proc.vm_process = task, None, False
                 proc.known = [list(k) for k in leader.known]
                 proc.shm_attached = dict(leader.shm_attached)
                 self.order.append(proc)
@@ -899,7 +901,8 @@ class Replayer:
             return  # a failed fork changes nothing; nothing to compare it with
         child_pid = call.ret.value
         if flags & CLONE_VM:
-            child = Proc(child_pid, proc.comm, leader=proc.owner, vfork=bool(flags & CLONE_VFORK))
+            child = Proc(child_pid, proc.comm, leader=proc.owner,
+                         vm_process=not flags & CLONE_THREAD)
             self.procs[child_pid] = child
             return
         task, err = self._sys(proc, "fork")
@@ -932,7 +935,7 @@ class Replayer:
 
     def _sys_exit_group(self, call: Call, proc: Proc) -> None:
         status = parse_int(call.args[0]) if call.args else 0
-        if proc.leader is not None and proc.vfork:
+        if proc.leader is not None and proc.vm_process:
             self._exit_proc(proc, status)
             return
         owner = proc.owner
@@ -955,7 +958,7 @@ class Replayer:
         proc = self.procs.get(ev.pid)
         if proc is None:
             return
-        if proc.leader is not None and not proc.vfork and ev.signal is None:
+        if proc.leader is not None and not proc.vm_process and ev.signal is None:
             self.procs.pop(proc.pid, None)  # a thread ended; its process lives on
             return
         status = ev.status if ev.status is not None else 128 + CONSTANTS.get(ev.signal, 0)
