@@ -63,6 +63,13 @@ What the trace cannot show
     - Threads and vfork children (CLONE_VM) share their parent's simulated process; a
       CLONE_VM child that is not a thread (vfork, posix_spawn) and calls execve becomes a
       process of its own (fork then execve: the fork's copy is dropped by the execve).
+    - The traced command's first execve is replayed as `kernel.spawn(name)`: a static
+      binary at the guest's own addresses (text at 0x400000, stack at the top), which
+      ``--maps`` shows in place of the real executable, loader and vdso.
+    - Memory accesses are not traced, so no page is touched: RSS, and merges that depend
+      on a VMA already having an anon_vma, can differ from the real process.
+    - Without -f, a child appears only as fork's and wait4's return value: it is forked in
+      the guest and exits when wait4 returns its pid.
 
 Units: addresses and lengths in bytes, as the trace writes them.
 """
