@@ -166,15 +166,22 @@ def _f(d: dict, key: str, default: float = 0.0) -> float:
 # -- report.md -----------------------------------------------------------------------------
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, plots: bool | None = None) -> Path:
     """Write report.md and the PNG plots of a run folder; return the path of report.md.
 
+    plots: draw the PNGs (None: as config.toml's output.plots says, default true).
     Raises ReportError when the folder or its summary.json is missing or unreadable.
     """
     run_dir = Path(run_dir)
     config, summary, samples = read_run(run_dir)
-    plots, missing = write_plots(run_dir, summary, samples)
-    text = render_markdown(config, summary, samples, plots, missing)
+    if plots is None:
+        output = config.get("output") if isinstance(config.get("output"), dict) else {}
+        plots = output.get("plots", True) is not False
+    if plots:
+        files, missing = write_plots(run_dir, summary, samples)
+    else:
+        files, missing = {}, dict.fromkeys(PLOT_FILES, "plots are off (output.plots = false)")
+    text = render_markdown(config, summary, samples, files, missing)
     out = run_dir / "report.md"
     out.write_text(text)
     return out
@@ -298,6 +305,16 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         out += ["## Guest page-state transitions (all VMs)", ""]
         rows = [[str(n), f"{a} -> {b}", why, f"{trans[n]:,}"] for n, (a, b, why) in TRANSITIONS.items()]
         out += _table(["#", "transition", "what happens", "count"], rows, "rllr")
+        out.append("")
+
+    faults = fault_counts(summary)
+    if faults:
+        out += ["## Page faults (all VMs)", ""]
+        shown = [[k, f"{v:,}"] for k, v in faults.items() if v]
+        out += _table(["counter", "count"], shown) if shown else ["No page faults."]
+        zero = [k for k, v in faults.items() if not v]
+        if zero and shown:
+            out += ["", "Zero: " + ", ".join(zero) + "."]
         out.append("")
 
     out += ["## Plots", ""]
@@ -468,13 +485,16 @@ def plot_faults(summary: dict):
     counts = fault_counts(summary)
     if not counts:
         return None
+    # outcome counters are fault_*; pgfault/pgmajfault are totals over them
+    outcomes = {k.removeprefix("fault_"): v for k, v in counts.items() if k.startswith("fault_")} or counts
+    counts = {k: v for k, v in outcomes.items() if v} or outcomes  # zero bars only crowd the axis
     plt = pyplot()
     names = list(counts)
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4.5))
     ax.bar(range(len(names)), [counts[n] for n in names], color="#4c72b0")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("faults")
-    ax.set_title("Page-fault outcomes (all VMs)")
+    ax.set_title("Page-fault outcomes (all VMs; outcomes never seen left out)")
     fig.tight_layout()
     return fig
 
@@ -484,10 +504,12 @@ def plot_faults(summary: dict):
 
 @click.command("report")
 @click.argument("run_dir", metavar="DIR")
-def report(run_dir: str) -> None:
+@click.option("--plots/--no-plots", default=None,
+              help="draw the PNG plots (default: as the run's output.plots says)")
+def report(run_dir: str, plots: bool | None) -> None:
     """Regenerate report.md and the PNG plots of the run folder DIR from its files."""
     try:
-        path = write_report(run_dir)
+        path = write_report(run_dir, plots=plots)
     except ReportError as exc:
         click.echo(f"hvsim report: {exc}", err=True)
         sys.exit(2)

@@ -738,6 +738,8 @@ def write_sweep_plots(sweep: Sweep, rows: list[dict]) -> dict[str, str]:
         return files
     plt = pyplot()
     labels = dict(TECHNIQUES) | {"total": "total"}
+    colors = {"sharing": "#55a868", "balloon": "#c44e52", "compression": "#8172b2", "swap": "#ccb974",
+              "total": "black"}  # as in the run report's memory plot
     for key in keys:
         values = [r[key] for r in ok]
         distinct = sorted(set(map(_show, values)))
@@ -762,7 +764,8 @@ def write_sweep_plots(sweep: Sweep, rows: list[dict]) -> dict[str, str]:
                 lo.append(m - min(ys) if ys else 0.0)
                 hi.append(max(ys) - m if ys else 0.0)
             ax.errorbar(xpos, means, yerr=[lo, hi], marker="o", capsize=4,
-                        linestyle="--" if tech == "total" else "-", label=labels[tech])
+                        linestyle="--" if tech == "total" else "-", label=labels[tech],
+                        color=colors[tech])
         if nums is None:
             ax.set_xticks(xpos, order, rotation=20 if len(order) > 4 else 0)
         ax.set_xlabel(f"{key} ({unit})" if unit else key)

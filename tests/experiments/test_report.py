@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -98,7 +99,7 @@ def test_report_files_and_valid_pngs(tmp_path):
 
 
 def test_report_text_reclaimed_table_and_costs(tmp_path):
-    text = R.write_report(make_run(tmp_path / "run")).read_text()
+    text = R.write_report(make_run(tmp_path / "run"), plots=False).read_text()
     assert text.startswith("# hvsim run: two-webs\n")
     assert "## Failure" not in text
     assert "- seed: 7" in text and "- host memory: 1,024.0 MiB" in text
@@ -114,6 +115,48 @@ def test_report_text_reclaimed_table_and_costs(tmp_path):
     # transition 1 summed over the two VMs: 100 + 200
     assert "| 1 | free -> active | allocation | 300 |" in text
     assert "| 9 | inactive clean -> free | reclaimed, back to the free pool | 12 |" in text
+
+
+def test_plots_off_in_the_config(tmp_path):
+    run = make_run(tmp_path / "run", config=CONFIG_TOML + "\n[output]\nplots = false\n")
+    text = R.write_report(run).read_text()
+    assert not list(run.glob("*.png"))
+    assert text.count("Not drawn: plots are off (output.plots = false).") == 4
+    R.write_report(run, plots=True)  # hvsim report --plots
+    assert len(list(run.glob("*.png"))) == 4
+
+
+def test_fault_table_and_plot_outcomes(tmp_path):
+    s = summary()
+    for d in s["vms"].values():
+        d["faults"] = {"pgfault": 10, "pgmajfault": 0, "fault_demand_zero": 9, "fault_cow": 1, "fault_oom": 0}
+    text = R.render_markdown({}, s, [], {}, {})
+    assert "| pgfault | 20 |\n| fault_demand_zero | 18 |\n| fault_cow | 2 |\n\nZero: pgmajfault, fault_oom." in text
+    fig = R.plot_faults(s)
+    ax = fig.axes[0]
+    # only outcomes (not the pgfault total), and only those that happened
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["demand_zero", "cow"]
+    assert [p.get_height() for p in ax.patches] == [18, 2]
+    R.pyplot().close(fig)
+
+
+def test_report_of_a_real_run(tmp_path):
+    """The real runner on the quickstart config, cut short: every file, valid PNGs."""
+    from experiments.config import load_config
+    from experiments.runner import run_experiment
+
+    cfg = load_config(Path(__file__).parents[2] / "experiments" / "configs" / "quickstart.toml")
+    cfg.experiment.duration = "0.5s"
+    cfg.experiment.sample_interval = "0.1s"
+    summary = run_experiment(cfg, tmp_path / "run", write_report=False)
+    assert summary["status"] == "ok", summary.get("error")
+    text = R.write_report(tmp_path / "run").read_text()
+    for name in ("memory.png", "vms.png", "page_states.png", "faults.png"):
+        assert_png(tmp_path / "run" / name)
+        assert f"]({name})" in text
+    samples = (tmp_path / "run" / "timeseries.csv").read_text().count("\n") - 1
+    assert samples >= 5 and f"- samples: {samples}\n" in text
+    assert f"| **total** | {summary['reclaimed_total_mib']:,.1f} |" in text
 
 
 def test_counts_summed_over_vms():
@@ -156,9 +199,10 @@ def test_minimal_failed_summary(tmp_path):
 
 def test_cli_report(tmp_path):
     run = make_run(tmp_path / "run")
-    result = CliRunner().invoke(R.report, [str(run)])
+    result = CliRunner().invoke(R.report, [str(run), "--no-plots"])
     assert result.exit_code == 0, result.output
-    assert (run / "report.md").is_file()
+    assert result.output == f"{run / 'report.md'}\n"
+    assert "Not drawn: plots are off" in (run / "report.md").read_text()
 
 
 @pytest.mark.parametrize("setup, message", [
