@@ -619,7 +619,7 @@ def do_mremap(task, addr: int, old_len: int, new_len: int, flags: int, new_addr:
                 from .vma import _absorb_chains, _remove_vma, can_vma_merge_before, is_mergeable_anon_vma
                 if (can_vma_merge_before(nxt, vma.vm_flags, vma.anon_vma, vma.vm_file,
                                          vma.vm_pgoff + vma.vma_pages(), 0, vma.anon_name, vma)
-                        and is_mergeable_anon_vma(vma.anon_vma, nxt.anon_vma, None)):
+                        and is_mergeable_anon_vma(vma.anon_vma, vma, nxt)):
                     _absorb_chains(vma, nxt)
                     vma.vm_end = nxt.vm_end
                     _remove_vma(mm, nxt)

@@ -17,8 +17,9 @@ linux-mm.md):
   (SysV shm never merges), VM_SPECIAL never merges;
 - file offset continuity: prev.pgoff + pages(prev) == pgoff, pgoff + pglen == next.pgoff
   (private anonymous mappings use pgoff = addr >> PAGE_SHIFT, so they are continuous);
-- anon_vma compatibility: both NULL, identical, or one NULL when the VMA's anon_vma chain
-  has at most one entry (a fork child's VMA is chained to its parent's anon_vma too).
+- anon_vma compatibility: both NULL, identical, or one NULL unless the VMA that has one
+  is a fork child's (chained to its parent's anon_vma as well as its own, 6.x
+  vma_had_uncowed_parents).
 
 VM_ACCOUNT is an ordinary flag, so a writable private mapping (charged) does not merge
 with a neighbour that was created read-only (uncharged) even once both are writable.
@@ -379,11 +380,20 @@ def is_mergeable_vma(vma: VMArea, flags: int, file, anon_name) -> bool:
     return vma.anon_name == anon_name
 
 
-def is_mergeable_anon_vma(av1, av2, vma: VMArea | None) -> bool:
-    """Both NULL, identical, or one NULL unless `vma` is chained to several anon_vmas."""
-    if (av1 is None or av2 is None) and (vma is None or len(vma.anon_vma_chain) <= 1):
-        return True
-    return av1 is av2
+def _had_uncowed_parents(vma: VMArea | None) -> bool:
+    """A fork child's VMA: chained to its parent's anon_vma as well as its own."""
+    return vma is not None and vma.anon_vma is not None and len(vma.anon_vma_chain) > 1
+
+
+def is_mergeable_anon_vma(src_av, src: VMArea | None, tgt: VMArea) -> bool:
+    """May `src` (a new range with anon_vma src_av, or an existing VMA) merge into `tgt`?
+    Both NULL or identical; one NULL unless the side that has one is a fork child's."""
+    tgt_av = tgt.anon_vma
+    if tgt_av is None and src_av is not None:
+        return not _had_uncowed_parents(src)
+    if tgt_av is not None and src_av is None:
+        return not _had_uncowed_parents(tgt)
+    return src_av is tgt_av
 
 
 def can_vma_merge_after(prev: VMArea, flags: int, anon_vma, file, pgoff: int,
@@ -392,7 +402,7 @@ def can_vma_merge_after(prev: VMArea, flags: int, anon_vma, file, pgoff: int,
     if flags & VM_SPECIAL:
         return False
     return (is_mergeable_vma(prev, flags, file, anon_name)
-            and is_mergeable_anon_vma(anon_vma, prev.anon_vma, vma)
+            and is_mergeable_anon_vma(anon_vma, vma, prev)
             and prev.vm_pgoff + prev.vma_pages() == pgoff)
 
 
@@ -401,7 +411,7 @@ def can_vma_merge_before(nxt: VMArea, flags: int, anon_vma, file, pgoff: int, pg
     if flags & VM_SPECIAL:
         return False
     return (is_mergeable_vma(nxt, flags, file, anon_name)
-            and is_mergeable_anon_vma(anon_vma, nxt.anon_vma, vma)
+            and is_mergeable_anon_vma(anon_vma, vma, nxt)
             and nxt.vm_pgoff == pgoff + pglen)
 
 
@@ -438,8 +448,7 @@ def vma_merge_new_range(mm, start: int, end: int, flags: int, file=None, pgoff: 
                   and can_vma_merge_after(prev, flags, None, file, pgoff, anon_name))
     merge_next = (nxt is not None and nxt.vm_start == end
                   and can_vma_merge_before(nxt, flags, None, file, pgoff, pglen, anon_name))
-    if merge_prev and merge_next and not is_mergeable_anon_vma(
-            prev.anon_vma, nxt.anon_vma, None):
+    if merge_prev and merge_next and not is_mergeable_anon_vma(prev.anon_vma, prev, nxt):
         merge_next = False
     if merge_prev:
         if merge_next:
@@ -481,7 +490,7 @@ def vma_modify(mm, vma: VMArea, start: int, end: int, flags: int,
     right = (end == vma.vm_end and nxt is not None and nxt.vm_start == end
              and not vma.vm_flags & VM_SPECIAL
              and can_vma_merge_before(nxt, flags, av, file, pgoff, pglen, anon_name, vma))
-    if left and right and not is_mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None):
+    if left and right and not is_mergeable_anon_vma(prev.anon_vma, prev, nxt):
         right = False
     whole = start == vma.vm_start and end == vma.vm_end
     if left:

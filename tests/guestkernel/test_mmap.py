@@ -338,7 +338,7 @@ def test_stack_growth_and_guard_gap(k, t):
     # touching below the stack grows it
     t.access(stack.vm_start - 5 * P, True)
     assert t.state == "running"
-    assert stack.vm_start == ((stack.vm_end - 38 * P))
+    assert stack.vm_start == (stack.vm_end - 38 * P)
     assert mm.stack_vm == 38 and k.committed_as == c0 + 5
     validate_mm(mm)
     # a mapping placed within the guard gap below the stack blocks growth

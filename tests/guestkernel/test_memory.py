@@ -1,0 +1,159 @@
+"""memory.py: rmap, anon_vma reuse, reclaim helpers, KSM scan order, page accounting."""
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.memory import (
+    ksm_scan_order,
+    page_referenced,
+    rmap_walk,
+    try_to_unmap,
+)
+from guestkernel.page import PG_anon, PG_dirty
+from guestkernel.pgtable import _PAGE_ACCESSED
+from guestkernel.vma import validate_mm
+
+P = 4096
+RW = U.PROT_READ | U.PROT_WRITE
+FIX = U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED
+B = 0x18000000
+
+
+@pytest.fixture
+def k():
+    k = Kernel(KernelConfig(memory="128MiB"))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    return k
+
+
+@pytest.fixture
+def t(k):
+    return k.spawn("t")
+
+
+def page_at(k, t, addr):
+    return k.mem_map[t.mm.pgtable.ptes[addr >> 12] >> 12]
+
+
+def test_anon_page_rmap_fields(k, t):
+    t.mmap(B, 2 * P, RW, FIX)
+    t.access(B + P, True)
+    page = page_at(k, t, B + P)
+    vma = t.mm.mm_mt.lookup(B)
+    assert page.flags & PG_anon and page.mapping is vma.anon_vma
+    assert page.index == (B + P) >> 12  # private anon: vm_pgoff = addr >> PAGE_SHIFT
+    assert page.page_mapcount() == 1 and page._count == 1
+
+
+def test_rmap_walk_after_mremap_move(k, t):
+    t.mmap(B, 2 * P, RW, FIX)
+    t.access(B + P, True)
+    page = page_at(k, t, B + P)
+    new = t.mremap(B, 2 * P, 2 * P, U.MREMAP_MAYMOVE | U.MREMAP_FIXED, B + 64 * P)
+    seen = []
+    rmap_walk(k, page, lambda mm, vma, addr: seen.append(addr))
+    assert seen == [new + P]
+    validate_mm(t.mm)
+
+
+def test_file_page_rmap_through_i_mmap(k, t):
+    k.fs.create("/f", 8 * P)
+    fd = t.open("/f")
+    a = t.mmap(0, 8 * P, U.PROT_READ, U.MAP_SHARED, fd, 0)
+    b = t.mmap(0, 4 * P, U.PROT_READ, U.MAP_SHARED, fd, 4 * P)
+    t.access(a + 5 * P, False)
+    t.access(b + P, False)
+    page = k.fs.lookup("/f").mapping.pages[5]
+    seen = []
+    rmap_walk(k, page, lambda mm, vma, addr: seen.append(addr))
+    assert sorted(seen) == sorted([a + 5 * P, b + P])
+    assert page.page_mapcount() == 2 and page._count == 3  # cache + 2 PTEs
+
+
+def test_find_mergeable_anon_vma_lets_vmas_merge_later(k, t):
+    # aa bb  (bb is rw + exec): separate VMAs. Touching both: bb reuses aa's anon_vma,
+    # so after mprotect(bb, rw) the two merge.
+    t.mmap(B, 2 * P, RW, FIX)
+    t.mmap(B + 2 * P, 2 * P, RW | U.PROT_EXEC, FIX)
+    t.access(B, True)
+    t.access(B + 2 * P, True)
+    v1, v2 = t.mm.mm_mt.lookup(B), t.mm.mm_mt.lookup(B + 2 * P)
+    assert v1 is not v2 and v1.anon_vma is v2.anon_vma
+    t.mprotect(B + 2 * P, 2 * P, RW)
+    assert t.mm.mm_mt.lookup(B).vm_end == B + 4 * P
+    validate_mm(t.mm)
+
+
+def test_different_anon_vmas_do_not_merge(k, t):
+    # after fork, the child's VMAs are chained to two anon_vmas: a neighbour with no
+    # anon_vma may not merge into them
+    t.mmap(B, 2 * P, RW, FIX)
+    t.access(B, True)
+    child = k.tasks[t.fork()]
+    child.mmap(B + 2 * P, 2 * P, RW, FIX)
+    assert child.mm.mm_mt.lookup(B).vm_end == B + 2 * P
+    assert child.mm.mm_mt.lookup(B + 2 * P).vm_start == B + 2 * P
+    validate_mm(child.mm)
+
+
+def test_page_referenced_clears_accessed(k, t):
+    t.mmap(B, P, RW, FIX)
+    t.access(B, True)
+    page = page_at(k, t, B)
+    assert page_referenced(k, page)[0] == 1
+    assert not t.mm.pgtable.ptes[B >> 12] & _PAGE_ACCESSED
+    assert page_referenced(k, page)[0] == 0
+    t.access(B, False)
+    assert page_referenced(k, page)[0] == 1
+
+
+def test_try_to_unmap_file_page_dirties_it(k, t):
+    k.fs.create("/g", 2 * P)
+    fd = t.open("/g", U.O_RDWR)
+    a = t.mmap(0, 2 * P, RW, U.MAP_SHARED, fd, 0)
+    t.access(a, True)
+    page = k.fs.lookup("/g").mapping.pages[0]
+    assert try_to_unmap(k, page)
+    assert page.flags & PG_dirty and page.page_mapcount() == 0 and page._count == 1
+    assert t.mm.rss[0] == 0
+    validate_mm(t.mm)
+
+
+def test_try_to_unmap_refuses_mlocked(k, t):
+    t.mmap(B, P, RW, FIX)
+    t.mlock(B, P)
+    page = page_at(k, t, B)
+    page._count += 1
+    assert not try_to_unmap(k, page, swap_entry=5)
+    assert t.mm.pgtable.ptes[B >> 12] >> 12 == page.pfn
+    with pytest.raises(ValueError):
+        try_to_unmap(k, page)
+
+
+def test_ksm_scan_order_only_mergeable(k, t):
+    t.mmap(B, 3 * P, RW, FIX)
+    t.access_range(B, 3 * P, True)
+    u = k.spawn("u")
+    u.mmap(B, 2 * P, RW, FIX)
+    u.access_range(B, 2 * P, True)
+    assert list(ksm_scan_order(k)) == []
+    t.madvise(B + P, 2 * P, U.MADV_MERGEABLE)
+    u.madvise(B, 2 * P, U.MADV_MERGEABLE)
+    order = [(task.pid, addr) for task, addr, _ in ksm_scan_order(k)]
+    assert order == [(t.pid, B + P), (t.pid, B + 2 * P), (u.pid, B), (u.pid, B + P)]
+
+
+def test_node_counters_follow_mappings(k, t):
+    vm = k.vmstat
+    anon0, mapped0 = vm["nr_anon_pages"], vm["nr_mapped"]
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(B, 4 * P, True)
+    assert vm["nr_anon_pages"] == anon0 + 4
+    child = k.tasks[t.fork()]
+    assert vm["nr_anon_pages"] == anon0 + 4  # pages mapped twice still count once
+    child.exit(0)
+    t.munmap(B, 4 * P)
+    assert vm["nr_anon_pages"] == anon0 and vm["nr_mapped"] == mapped0
