@@ -1,0 +1,131 @@
+"""The glibc-like malloc against a real guest process, and the workload profiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.config import config_from_dict
+from experiments.runner import run_experiment
+from experiments.workloads.malloc import M_TOP_PAD, Malloc
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+
+
+@pytest.fixture
+def proc():
+    k = Kernel(KernelConfig(memory="128MiB"))
+    return k.spawn("a.out")
+
+
+def heap_vma(task):
+    return next(v for v in task.mm.vmas() if v.vm_start <= task.mm.brk - 1 < v.vm_end)
+
+
+def test_small_requests_grow_the_brk_heap_with_top_pad(proc):
+    m = Malloc(proc)
+    start = proc.brk(0)
+    p = m.malloc(100)
+    # chunk = request2size(100) = 112; need = 112 + MINSIZE(32); sbrk(page_up(need + 128 KiB))
+    assert proc.mm.brk == start + 135168
+    assert p == start + 16 and p % 16 == 0
+    q = m.malloc(100)
+    assert q == p + 112  # carved from the top chunk, no new sbrk
+    assert m.nr_sbrk == 1 and m.nr_mmap == 0
+
+
+def test_large_requests_are_mmapped_and_raise_the_threshold(proc):
+    m = Malloc(proc)
+    before = len(proc.mm.vmas)
+    p = m.malloc(200 * 1024)
+    assert m.nr_mmap == 1 and len(proc.mm.vmas) == before + 1
+    vma = proc.mm.find_vma(p)
+    assert vma.vm_end - vma.vm_start == 204800 + 4096  # 200 KiB + header, page rounded
+    m.free(p)
+    assert m.nr_munmap == 1 and len(proc.mm.vmas) == before
+    # glibc's dynamic threshold: the freed chunk's size becomes the new threshold
+    assert m.mmap_threshold == 204800 + 4096 and m.trim_threshold == 2 * m.mmap_threshold
+    m.malloc(150 * 1024)  # now below the threshold: from the heap
+    assert m.nr_mmap == 1 and m.nr_sbrk == 1
+
+
+def test_free_coalesces_and_reuses_best_fit(proc):
+    m = Malloc(proc)
+    a, b, c = m.malloc(1000), m.malloc(1000), m.malloc(1000)
+    guard = m.malloc(64)
+    m.free(a)
+    m.free(b)  # coalesces with a: one free chunk of 2 x 1008
+    assert sorted(m.free_start.values()) == [2016]
+    d = m.malloc(1500)  # best fit reuses the coalesced chunk
+    assert d == a
+    assert sorted(m.free_start.values()) == [2016 - 1520]
+    del c, guard
+
+
+def test_trim_returns_memory_to_the_kernel(proc):
+    m = Malloc(proc)
+    ptrs = [m.malloc(1000) for _ in range(600)]  # ~600 KiB of heap
+    top = proc.mm.brk
+    for p in reversed(ptrs):
+        m.free(p)
+    # everything merged back into top, which exceeded M_TRIM_THRESHOLD: trimmed to the pad
+    assert m.nr_trim >= 1
+    assert proc.mm.brk < top
+    assert proc.mm.brk - m.top <= M_TOP_PAD + 4096
+
+
+def test_fork_child_continues_with_a_copy(proc):
+    m = Malloc(proc)
+    p = m.malloc(5000)
+    child = proc.kernel.tasks[proc.fork()]
+    cm = m.clone_for(child)
+    q = cm.malloc(5000)
+    r = m.malloc(5000)
+    assert q == r != p  # same layout in both address spaces
+    cm.free(p)
+    assert p in [c + 16 for c in m.inuse]  # the parent's chunk is untouched
+
+
+def _webserver_vm(host_memory: str, hog: bool):
+    vms = [{"name": "web", "memory": "192MiB", "image": "alpine-3.19",
+            "workload": {"profile": "webserver", "workers": 2, "shared_heap": "8MiB", "worker_heap": "32MiB",
+                         "request_touch": "1MiB", "docroot": "4MiB", "request_rate": 200.0}}]
+    if hog:
+        vms.append({"name": "hog", "memory": "256MiB", "image": "alpine-3.19",
+                    "workload": {"profile": "memhog", "size": "85%", "rate": "512MiB", "content": "encrypted"}})
+    return config_from_dict({
+        "experiment": {"name": "slow", "duration": "6s", "seed": 2},
+        "host": {"memory": host_memory, "swap": {"latency": "5ms"}, "compression": {"enabled": False},
+                 "balloon": {"enabled": False}},
+        "vm": vms,
+    })
+
+
+def test_overcommit_slows_the_workload_down(tmp_path):
+    ample = run_experiment(_webserver_vm("1GiB", hog=True), tmp_path / "ample", write_report=False)
+    tight = run_experiment(_webserver_vm("160MiB", hog=True), tmp_path / "tight", write_report=False)
+    assert ample["status"] == tight["status"] == "ok"
+    assert ample["host_swapins"] == 0 and tight["host_swapins"] > 0
+    assert tight["vms"]["web"]["stall_s"] > ample["vms"]["web"]["stall_s"]
+    assert tight["vms"]["web"]["throughput"] < ample["vms"]["web"]["throughput"]
+
+
+@pytest.mark.parametrize("profile", ["idle", "webserver", "database", "compile", "jvm", "memhog"])
+def test_each_profile_does_work(profile, tmp_path):
+    wl = {"profile": profile}
+    small = {
+        "idle": {"daemons": 3, "daemon_rss": "1MiB", "wake_interval": "200ms", "page_cache": "4MiB"},
+        "webserver": {"workers": 2, "shared_heap": "2MiB", "worker_heap": "2MiB", "docroot": "1MiB"},
+        "database": {"buffer_pool": "16MiB", "data_file": "8MiB", "ops_rate": 500.0},
+        "compile": {"jobs": 2, "process_rss": "4MiB", "process_lifetime": "200ms", "sources": "2MiB",
+                    "objects": "1MiB"},
+        "jvm": {"heap": "24MiB", "allocation_rate": "32MiB", "gc_interval": "1s"},
+        "memhog": {"size": "16MiB", "rate": "32MiB"},
+    }[profile]
+    wl.update(small)
+    cfg = config_from_dict({"experiment": {"name": profile, "duration": "2s", "seed": 1},
+                            "host": {"memory": "512MiB"},
+                            "vm": [{"name": "g", "memory": "128MiB", "image": "alpine-3.19", "workload": wl}]})
+    s = run_experiment(cfg, tmp_path, write_report=False)
+    assert s["status"] == "ok", s["traceback"]
+    assert s["vms"]["g"]["work_done"] > 0
+    assert s["vms"]["g"]["faults"]["pgfault"] > 0
