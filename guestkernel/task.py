@@ -674,7 +674,6 @@ class Task:
                 # page_cache_sync_readahead: the rest of the request, at least ra_pages
                 _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
                 self.cost += c
-                k.vmstat["pgmajfault_read"] = k.vmstat.get("pgmajfault_read", 0)
                 page = pages.get(idx)
                 if page is None:
                     page, _, c = filemap_get_page(k, inode, idx, 1)
