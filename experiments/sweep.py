@@ -581,24 +581,18 @@ def dask_client(scheduler: str):
         raise SweepError([f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc})"]) from None
 
 
-def _dask(specs: list[RunSpec], scheduler: str) -> Iterator[dict]:
+def _dask(specs: list[RunSpec], client) -> Iterator[dict]:
     from dask.distributed import as_completed
 
-    client, cluster = dask_client(scheduler)
-    try:
-        futures = {}
-        for spec in specs:
-            fut = client.submit(execute, spec, key=f"hvsim-run-{spec.run_id}", pure=False)
-            futures[fut.key] = (fut, spec)
-        for fut in as_completed([f for f, _ in futures.values()]):
-            try:
-                yield fut.result()
-            except Exception as exc:  # a worker died (KilledWorker, ...)
-                yield failed_row(futures[fut.key][1], f"{type(exc).__name__}: {exc}")
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    futures = {}
+    for spec in specs:
+        fut = client.submit(execute, spec, key=f"hvsim-run-{spec.run_id}", pure=False)
+        futures[fut.key] = (fut, spec)
+    for fut in as_completed([f for f, _ in futures.values()]):
+        try:
+            yield fut.result()
+        except Exception as exc:  # a worker died (KilledWorker, ...)
+            yield failed_row(futures[fut.key][1], f"{type(exc).__name__}: {exc}")
 
 
 # -- runs.csv ------------------------------------------------------------------------------
@@ -666,17 +660,19 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
 
     t0 = time.perf_counter()
     out = sweep.output_dir
-    (out / "runs").mkdir(parents=True, exist_ok=True)
     columns = sweep.columns
     done = finished_rows(sweep)
     todo = [s for s in sweep.runs if s.run_id not in done]
     rows = list(done.values())
-    csv_path = out / "runs.csv"
-    write_runs_csv(csv_path, columns, rows)
-    if scheduler:
-        backend, workers, results = "dask", scheduler, _dask(todo, scheduler) if todo else iter(())
+    client = cluster = None
+    if scheduler:  # connected before anything is written: a bad address leaves no trace
+        backend, workers = "dask", scheduler
+        if todo:
+            client, cluster = dask_client(scheduler)
+        results = _dask(todo, client)
     elif jobs > 1 and len(todo) > 1:
-        backend, workers, results = "process-pool", jobs, _pool(todo, jobs)
+        workers = min(jobs, len(todo))
+        backend, results = "process-pool", _pool(todo, workers)
     else:
         backend, workers, results = "in-process", 1, _serial(todo)
     if progress is None:
@@ -684,6 +680,9 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
     bar = tqdm(total=len(sweep.runs), initial=len(done), unit="run", desc=sweep.name,
                disable=not progress, file=sys.stderr)
     try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        csv_path = out / "runs.csv"
+        write_runs_csv(csv_path, columns, rows)
         with open(csv_path, "a", newline="") as f:
             for row in results:
                 rows.append(row)
@@ -694,6 +693,10 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
                     bar.write(f"{row['run_id']}: failed: {row['error']}", file=sys.stderr)
     finally:
         bar.close()
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     rows.sort(key=lambda r: r["run_id"])
     write_runs_csv(csv_path, columns, rows)
     wall = time.perf_counter() - t0

@@ -166,6 +166,17 @@ def test_cli_bad_sweep_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--scheduler", "local:0"], "hvsim sweep: --scheduler local:0: local:N needs a worker count N >= 1"),
+    (["-j", "0"], "hvsim sweep: -j must be >= 1, got 0"),
+])
+def test_cli_bad_options_exit_2(tmp_path, args, line):
+    path = write_sweep(tmp_path, 'base = "base.toml"\n')
+    result = CliRunner().invoke(S.sweep, [str(path), "-o", str(tmp_path / "out"), *args])
+    assert (result.exit_code, result.output) == (2, line + "\n")
+    assert not (tmp_path / "out").exists()
+
+
 # -- expansion ---------------------------------------------------------------------------
 
 
