@@ -794,6 +794,8 @@ def render_sweep_md(sweep: Sweep, rows: list[dict], plots: dict[str, str], info:
             f"- swept: {', '.join(f'`{k}`' for k in sweep.keys) or '(cases only)'}",
             f"- backend: {info['backend']} ({info['workers']} workers), wall time {info['wall_time_s']:.1f} s",
             "- results: `runs.csv` (one row per run), run folders in `runs/`", ""]
+    if sweep.replications > 1:
+        out += _points_table(sweep, rows)
     head = ["run", "case", *sweep.keys, "rep", "seed", "status", "reclaimed total MiB",
             "throughput/s", "error"]
     out += ["## Runs", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -809,6 +811,26 @@ def render_sweep_md(sweep: Sweep, rows: list[dict], plots: dict[str, str], info:
         for key, name in plots.items():
             out += [f"### Memory reclaimed against `{key}`", "", f"![{key}]({name})", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _points_table(sweep: Sweep, rows: list[dict]) -> list[str]:
+    """Mean (min-max) over the replications of each point, per technique (MiB)."""
+    points: dict[tuple, list[dict]] = {}
+    for r in rows:
+        points.setdefault((r["case"], *[_show(r[k]) for k in sweep.keys]), []).append(r)
+    head = ["case", *sweep.keys, "ok runs", *[f"{t} MiB" for t in TECHNIQUE_KEYS], "throughput/s"]
+    first = 0 if sweep.has_cases else 1  # no case column without cases
+    head = head[first:]
+    out = ["## Per point (mean over replications, min-max in brackets)", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for point, group in points.items():
+        ok = [r for r in group if r["status"] == "ok"]
+        cells = [point[0] or "-", *point[1:], f"{len(ok)}/{len(group)}"]
+        for col in [f"reclaimed_{t}_mib" for t in TECHNIQUE_KEYS] + ["throughput_total"]:
+            ys = [float(r[col]) for r in ok if r[col] is not None]
+            cells.append(f"{sum(ys) / len(ys):,.1f} ({min(ys):,.1f}-{max(ys):,.1f})" if ys else "-")
+        out.append("| " + " | ".join(cells[first:]) + " |")
+    return out + [""]
 
 
 def _num(v: Any, digits: int = 1) -> str:

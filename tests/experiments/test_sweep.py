@@ -293,6 +293,11 @@ def test_runs_csv_rows_and_sweep_files(tmp_path):
         ("in-process", 8, 8, 0, 0)
     assert set(info["run_wall_time_s"]) == set(by_id)
     md = (out / "sweep.md").read_text()
+    # per point: mean (min-max) over the two replications; fake sharing = 10 * 2 VMs + seed % 7
+    sh = sorted(20.0 + seed(1, i) % 7 for i in (0, 1))
+    assert (f"| 512MiB | 1 | 2/2 | {sum(sh) / 2:,.1f} ({sh[0]:,.1f}-{sh[1]:,.1f}) | 8.0 (8.0-8.0) | "
+            f"1.5 (1.5-1.5) | 0.0 (0.0-0.0) | {sum(sh) / 2 + 9.5:,.1f} ({sh[0] + 9.5:,.1f}-{sh[1] + 9.5:,.1f}) | "
+            "50.0 (50.0-50.0) |") in md
     assert f"[{spec.run_id}](runs/{spec.run_id}/report.md)" in md
     for key in ("host.memory", "vm_web_.count"):
         png = out / f"reclaimed_vs_{key}.png"
