@@ -35,6 +35,7 @@ class CompressionCache:
         quarter: int = PAGE_SIZE // 4,
         compress_cost: float = 5.7e-6,
         decompress_cost: float = 1.5e-6,
+        keep_compressed: bool = False,
     ) -> None:
         if not 1 <= level <= 22:
             raise ValueError(f"zstd level: must be between 1 and 22, got {level}")
@@ -49,15 +50,15 @@ class CompressionCache:
         self.quarter = quarter  # bytes: results this small take a quarter-page slot
         self.compress_cost = compress_cost  # seconds per page compressed
         self.decompress_cost = decompress_cost  # seconds per page decompressed
+        self.keep_compressed = keep_compressed  # hold zstd output, decompress on access
         self._compress = zstandard.ZstdCompressor(level=level).compress
         self._decompress = zstandard.ZstdDecompressor().decompress
-        self._blobs: dict[int, bytes] = {}
+        self._blobs: dict[int, tuple[bytes, int]] = {}  # slot -> (page or zstd frame, size)
+        self._quarter_frames: set[int] = set()  # cache frames cut into quarter slots
         self._free_q: list[int] = []  # free quarter-page slots
         self._free_h: list[int] = []  # free half-page slots
-        self._used: dict[int, int] = {}  # cache frame MPN -> slots in use
         self.nr_frames = 0  # frames occupied
         # counters
-        self.nr_stored = 0  # pages held compressed
         self.stored_bytes = 0  # compressed bytes held
         self.zswpout = 0  # pages stored, cumulative
         self.zswpin = 0  # pages decompressed on access, cumulative
@@ -85,12 +86,18 @@ class CompressionCache:
             self.full += 1
             return -1
         slot = free.pop()
-        self._blobs[slot] = blob
-        self._used[slot >> 2] += 1
-        self.nr_stored += 1
+        # NOTE: decompressing gives back exactly `data`, so by default the page itself is
+        # held (often one object shared with other frames) rather than the zstd output,
+        # which would cost an allocation per page; sizes, slots and costs are the same.
+        self._blobs[slot] = (blob if self.keep_compressed else data, size)
         self.stored_bytes += size
         self.zswpout += 1
         return slot
+
+    @property
+    def nr_stored(self) -> int:
+        """Pages held compressed."""
+        return len(self._blobs)
 
     @property
     def compress_time(self) -> float:
@@ -104,9 +111,9 @@ class CompressionCache:
         if mpn < 0:
             return False
         self.nr_frames += 1
-        self._used[mpn] = 0
         base = mpn << 2
         if quarter:
+            self._quarter_frames.add(mpn)
             self._free_q.extend((base + 3, base + 2, base + 1, base))
         else:
             self._free_h.extend((base + 2, base))
@@ -114,33 +121,35 @@ class CompressionCache:
 
     def peek(self, slot: int) -> bytes:
         """The page held in `slot` (decompressed; the slot is kept, nothing counted)."""
-        return self._decompress(self._blobs[slot])
+        held = self._blobs[slot][0]
+        return self._decompress(held) if self.keep_compressed else held
 
     def take(self, slot: int) -> bytes:
         """Decompress the page in `slot` on access and free the slot."""
-        data = self._decompress(self._blobs[slot])
+        data = self.peek(slot)
         self.zswpin += 1
         self.decompress_time += self.decompress_cost
         self.free(slot)
         return data
 
     def free(self, slot: int) -> None:
-        blob = self._blobs.pop(slot)
-        self.nr_stored -= 1
-        self.stored_bytes -= len(blob)
+        _, size = self._blobs.pop(slot)
+        self.stored_bytes -= size
         mpn = slot >> 2
-        used = self._used[mpn] - 1
-        quarter = len(blob) <= self.quarter
-        if used:
-            self._used[mpn] = used
-            (self._free_q if quarter else self._free_h).append(slot)
-            return
-        # the frame is empty: give it back to the machine
-        del self._used[mpn]
-        if quarter:
+        base = mpn << 2
+        blobs = self._blobs
+        if mpn in self._quarter_frames:
+            if base in blobs or base + 1 in blobs or base + 2 in blobs or base + 3 in blobs:
+                self._free_q.append(slot)
+                return
+            self._quarter_frames.discard(mpn)
             self._free_q = [s for s in self._free_q if s >> 2 != mpn]
         else:
+            if base in blobs or base + 2 in blobs:
+                self._free_h.append(slot)
+                return
             self._free_h = [s for s in self._free_h if s >> 2 != mpn]
+        # the frame is empty: give it back to the machine
         self.nr_frames -= 1
         self.machine.free(mpn)
 

@@ -267,13 +267,8 @@ class Host:
             pfns = self.victims.choose(vm, min(n - done, 256))
             if not pfns:
                 break
-            progress = 0
-            for pfn in pfns:
-                c = vm.evict(pfn, compress=compress)
-                if c < 0:
-                    break
-                cost += c
-                progress += 1
+            progress, c = vm.evict_many(pfns, compress=compress)
+            cost += c
             done += progress
             if progress < len(pfns):
                 break  # compression cache and swap are full

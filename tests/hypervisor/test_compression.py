@@ -10,9 +10,10 @@ from hypervisor.vm import VM
 from .helpers import half_compressible_page, page, random_page
 
 
-def test_small_results_take_quarter_slots_medium_half_slots_large_are_refused():
+@pytest.mark.parametrize("keep", [False, True])
+def test_small_results_take_quarter_slots_medium_half_slots_large_are_refused(keep):
     m = MachineMemory(8)
-    z = CompressionCache(m, max_frames=4)
+    z = CompressionCache(m, max_frames=4, keep_compressed=keep)
     small = page(1)  # a repeated 8-byte pattern: tens of bytes
     medium = half_compressible_page(1)
     assert compressed_size(small) <= 1024 < compressed_size(medium) <= 2048
@@ -27,6 +28,9 @@ def test_small_results_take_quarter_slots_medium_half_slots_large_are_refused():
     assert z.nr_stored == 3 and z.reclaimed == 1
     assert z.take(s1) == small and z.zswpin == 1 and z.nr_stored == 2
     assert z.peek(s3) == medium
+    assert z.stored_bytes == compressed_size(small) + compressed_size(medium)
+    if keep:  # the real zstd frame is held
+        assert len(z._blobs[s3][0]) == compressed_size(medium)
 
 
 def test_cache_is_bounded_by_max_frames_and_empty_frames_are_returned():
