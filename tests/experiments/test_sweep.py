@@ -387,7 +387,16 @@ def test_identical_runs_csv_on_every_backend(tmp_path):
     assert results["dask"] == results["serial"]
 
 
-def test_example_sweep_expands():
-    sw = S.load_sweep(QUICKSTART.parent / "sweep-quickstart.toml")
-    assert sw.name == "sweep-quickstart" and sw.output_dir == Path("sweeps/sweep-quickstart")
+def test_example_sweep_runs(tmp_path):
+    """sweep-quickstart.toml at a reduced size: replication 0 of each point, 0.3 s each."""
+    sw = S.load_sweep(QUICKSTART.parent / "sweep-quickstart.toml", output_dir=tmp_path)
+    assert sw.name == "sweep-quickstart" and sw.keys == ["host.memory"]
     assert len(sw.runs) == 6 and len({r.seed for r in sw.runs}) == 2
+    sw.runs = [r for r in sw.runs if r.replication == 0]
+    for r in sw.runs:
+        r.config["experiment"].update(duration="0.3s", sample_interval="0.1s")
+        r.config["output"]["plots"] = False
+    rows = S.run_sweep(sw, jobs=1)
+    assert [(r["host.memory"], r["status"]) for r in rows] == [
+        ("512MiB", "ok"), ("640MiB", "ok"), ("832MiB", "ok")], [r["error"] for r in rows]
+    assert (tmp_path / "reclaimed_vs_host.memory.png").read_bytes()[:8] == PNG_SIGNATURE
