@@ -558,7 +558,7 @@ def _flush(trace: Trace, pid, start) -> None:
 
 
 # --------------------------------------------------------------------------- argument values
-_FD_RE = re.compile(r"^(-?\d+)(?:<(.*)>)?$")
+_FD_RE = re.compile(r"^(-?\d+)(?:<(.*)>)?(?:\(deleted\))?$")  # strace 6: <memfd:x>(deleted)
 
 
 def parse_int(tok: str) -> int:
@@ -647,8 +647,9 @@ class Proc:
     task: object = None  # guestkernel Task
     leader: Proc | None = None  # the process whose mm a CLONE_VM child shares
     vm_process: bool = False  # a CLONE_VM child that is a process (vfork), not a thread
-    known: list = field(default_factory=list)  # sorted [start, end): mapped by traced calls
-    shm_attached: dict = field(default_factory=dict)  # address -> segment bytes
+    # sorted [start, end) ranges a traced call mapped at some point: their state (mapped,
+    # or unmapped since) is what the trace accounts for; the rest is execve's
+    known: list = field(default_factory=list)
     brk_synced: bool = False
     exited: bool = False
     maps: str | None = None  # /proc/PID/maps just before exit
@@ -885,11 +886,10 @@ class Replayer:
                 task = self._task_of(task)
                 proc.task, proc.leader, proc.vm_process = task, None, False
                 proc.known = [list(k) for k in leader.known]
-                proc.shm_attached = dict(leader.shm_attached)
                 self.order.append(proc)
             else:  # a thread's execve replaces the whole thread group's image
                 proc.task, proc.leader = leader.task, None
-                proc.known, proc.shm_attached = leader.known, leader.shm_attached
+                proc.known = leader.known
                 self.order[self.order.index(leader)] = proc
                 self.procs.pop(leader.pid, None)
         proc.comm = comm
@@ -898,7 +898,7 @@ class Replayer:
             fs.create(path, 0)  # the trace shows it exists; its mappings are execve's own
         value, err = self._sys(proc, "execve", path)
         if err is None:
-            proc.known, proc.shm_attached = [], {}
+            proc.known = []
             proc.brk_synced = False
         self._compare(call, proc, 0 if err is None else None, err)
 
@@ -917,8 +917,7 @@ class Replayer:
             return
         task = self._task_of(task)
         child = Proc(child_pid, proc.owner.comm, task=task,
-                     known=[list(k) for k in proc.owner.known],
-                     shm_attached=dict(proc.owner.shm_attached), brk_synced=True)
+                     known=[list(k) for k in proc.owner.known], brk_synced=True)
         self._register(child)
 
     _sys_fork = _sys_vfork = _sys_clone = _sys_clone3 = _fork
@@ -1000,8 +999,8 @@ class Replayer:
         if self._compare(call, proc, value, err) and rec is not None:
             start = getattr(task.mm, "start_brk", None)
             if start is not None and old is not None:
-                # the heap the trace shows: [start_brk, PAGE_ALIGN(brk))
-                _remove(owner.known, _page_align(min(old, rec)), _page_align(max(old, rec)))
+                # the heap the trace shows: [start_brk, PAGE_ALIGN(brk)); what a shrink
+                # gives back stays known (known to be empty)
                 _add(owner.known, start, _page_align(rec))
 
     def _set_brk_base(self, proc: Proc, addr: int) -> None:
@@ -1066,27 +1065,21 @@ class Replayer:
             self.files_made.add(path)
         return fd, err
 
-    def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int, *rest,
-                    forget: bool = False) -> None:
-        """Replay a call on [addr, addr+length): clipped to what the trace mapped."""
+    def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int,
+                    *rest) -> None:
+        """Replay a call on [addr, addr+length), or only its parts the trace accounts for."""
         end = addr + _page_align(length)
-        known = proc.owner.known
-        parts, whole = _pieces(known, addr, end)
+        parts, whole = _pieces(proc.owner.known, addr, end)
         if whole or call.ret.failed:
             value, err = self._sys(proc, name, addr, length, *rest)
-            ok = self._compare(call, proc, value, err)
-            if ok and forget and not call.ret.failed:
-                _remove(known, addr, end)
+            self._compare(call, proc, value, err)
             return
         for s, e in parts:
             self._sys(proc, name, s, e - s, *rest)
-        if forget:
-            _remove(known, addr, end)
         self._outside(call, proc)
 
     def _sys_munmap(self, call: Call, proc: Proc) -> None:
-        self._range_call(call, proc, "munmap", parse_int(call.args[0]),
-                         parse_int(call.args[1]), forget=True)
+        self._range_call(call, proc, "munmap", parse_int(call.args[0]), parse_int(call.args[1]))
 
     def _sys_mprotect(self, call: Call, proc: Proc) -> None:
         self._range_call(call, proc, "mprotect", parse_int(call.args[0]),
@@ -1134,8 +1127,6 @@ class Replayer:
         else:
             value, err = self._sys(proc, "mremap", old, old_size, new_size, flags)
         if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
-            if not flags & CONSTANTS["MREMAP_DONTUNMAP"]:
-                _remove(known, old, old + _page_align(old_size))
             _add(known, rec.value, rec.value + _page_align(new_size))
 
     # ---------------------------------------------------------------- System V shm
@@ -1166,15 +1157,12 @@ class Replayer:
         value, err = self._sys(proc, "shmat", sim_id, addr, flags)
         if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
             size = _page_align(self.shm_sizes.get(rec_id, 0))
-            proc.owner.shm_attached[rec.value] = size
             _add(proc.owner.known, rec.value, rec.value + size)
 
     def _sys_shmdt(self, call: Call, proc: Proc) -> None:
         addr = parse_int(call.args[0])
         value, err = self._sys(proc, "shmdt", addr)
-        if self._compare(call, proc, value, err) and not call.ret.failed:
-            size = proc.owner.shm_attached.pop(addr, 0)
-            _remove(proc.owner.known, addr, addr + size)
+        self._compare(call, proc, value, err)
 
     def _sys_shmctl(self, call: Call, proc: Proc) -> None:
         rec_id = parse_int(call.args[0])

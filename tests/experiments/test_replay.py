@@ -483,7 +483,7 @@ def test_calls_on_memory_execve_mapped_are_outside_the_trace_not_divergences():
     assert "simulated 0, trace says -1 ENOMEM" in out[1]
     assert out[2].startswith("line 4: pid 1: munmap(0x7effffffe000, 16384) = 0: outside the trace")
     assert result == (5, 2)
-    assert r.procs[1].known == [[0x7F0000002000, 0x7F0000004000]]
+    assert r.procs[1].known == [[0x7F0000000000, 0x7F0000004000]]  # unmapped stays known
 
 
 def test_first_brk_places_the_simulated_heap_where_execve_put_the_real_one():
@@ -497,7 +497,7 @@ def test_first_brk_places_the_simulated_heap_where_execve_put_the_real_one():
     task = r.procs[1].task
     assert (task.mm.start_brk, task.mm.brk) == (0x1EF40000, 0x1EF41000)
     assert result == (4, 0) and out == []
-    assert r.procs[1].known == [[0x1EF40000, 0x1EF41000]]
+    assert r.procs[1].known == [[0x1EF40000, 0x1EF62000]]  # the trimmed part stays known
 
 
 def test_mremap_that_moved_is_replayed_to_the_recorded_address():
@@ -513,7 +513,7 @@ def test_mremap_that_moved_is_replayed_to_the_recorded_address():
         ("mremap", 0x7F00000C0000, 262144, 131072, 0, 0),
     ]
     assert result == (3, 0)
-    assert r.procs[1].known == [[0x7F00000C0000, 0x7F00000E0000]]
+    assert r.procs[1].known == [[0x7F00000C0000, 0x7F0000110000]]
 
 
 def test_shm_ids_are_mapped_and_attach_addresses_imposed():
@@ -542,8 +542,8 @@ def test_shm_ids_are_mapped_and_attach_addresses_imposed():
     assert out == ["line 8: pid 1: shmat(99, NULL, 0) = 0x7f0000400000: outside the trace "
                    "(touches memory no traced call mapped, e.g. mapped by execve)"]
     assert result == (8, 0)
-    # the child inherited the parent's attachment and dropped only its own
-    assert r.order[1].known == [[0x7F0000200000, 0x7F0000210000]]
+    # the child inherited the parent's attachment, then attached (and detached) its own
+    assert r.order[1].known == [[0x7F0000200000, 0x7F0000210000], [0x7F0000300000, 0x7F0000310000]]
     assert r.order[1].exited and r.order[1].maps == f"maps of sim {child}\n"
 
 
@@ -726,7 +726,7 @@ def test_command_prints_findings_summary_and_exits_1_on_divergence(tmp_path, mon
 # Replayed in a real guest. The only calls allowed to be "outside the trace" are the RELRO
 # mprotects of the executable and of ld.so, both mapped by execve itself.
 OUTSIDE = {"malloc_mix": [12, 13], "fork_shm": [12, 13], "static_true": [7], "fork_shm_nof": [12, 13],
-           "threads_spawn": [12, 13, 46, 47]}
+           "threads_spawn": [12, 13, 46, 47], "edge_calls": [17, 18, 63, 64]}
 
 
 def _guest_gap(name: str) -> str | None:
@@ -827,6 +827,7 @@ def _sim_maps(out: list[str], pid: int, comm: str) -> set:
         ("fork_shm", 18851, "fork_shm.maps", "/tmp/fork_shm"),
         ("fork_shm", 18852, "fork_shm.maps.child", "/tmp/fork_shm"),
         ("threads_spawn", 21069, "threads_spawn.maps", "/tmp/threads_spawn"),
+        ("edge_calls", 23553, "edge_calls.maps", "/tmp/edge/edge_calls"),
     ],
 )
 def test_replayed_maps_equal_the_real_process_maps_outside_execve_mappings(name, pid, maps, exe):
