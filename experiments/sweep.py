@@ -383,6 +383,9 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
             except KeyError as exc:
                 bad(section, str(exc.args[0]))
                 failed = True
+            except (ValueError, IndexError):  # "vm[0" and the like
+                bad(section, f"{key}: not a dotted key like \"vm[0].memory\"")
+                failed = True
         if failed:
             continue
         try:
@@ -392,9 +395,9 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
                 bad(_origin(p, config, overrides, zip_keys, grid_keys, where), p)
             continue
         point_seed = cfg.experiment.seed
-        point = cfg.model_dump(mode="json")  # swept keys a case leaves alone show these values
+        point_config = cfg.model_dump(mode="json")  # swept keys a case leaves alone show these
         given = dict(overrides)
-        params = tuple((k, given[k] if k in given else _get(point, k)) for k in keys)
+        params = tuple((k, given[k] if k in given else _get(point_config, k)) for k in keys)
         for rep in range(reps):
             rid = run_id(cname, overrides, slug_keys, rep, reps)
             seed = replication_seed(point_seed, rep)
