@@ -86,6 +86,7 @@ def test_mmap_of_a_y_path_with_commas_and_brackets():
     assert parse_fd("-1") == (-1, None)
     assert parse_fd("5") == (5, None)
     assert parse_fd("4</memfd:x (deleted)>") == (4, "/memfd:x")
+    assert parse_fd("3</memfd:edge>(deleted)") == (3, "/memfd:edge")  # strace 6.1's form
 
 
 def test_failed_call_and_unknown_return():
