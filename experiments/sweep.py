@@ -585,11 +585,15 @@ def dask_client(scheduler: str):
 
 
 def _dask(specs: list[RunSpec], client) -> Iterator[dict]:
+    import uuid
+
     from dask.distributed import as_completed
 
+    # unique per invocation: another sweep on the same cluster may hold the same run ids
+    tag = uuid.uuid4().hex[:8]
     futures = {}
     for spec in specs:
-        fut = client.submit(execute, spec, key=f"hvsim-run-{spec.run_id}", pure=False)
+        fut = client.submit(execute, spec, key=f"hvsim-{tag}-{spec.run_id}", pure=False)
         futures[fut.key] = (fut, spec)
     for fut in as_completed([f for f, _ in futures.values()]):
         try:
