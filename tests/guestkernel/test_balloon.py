@@ -100,3 +100,35 @@ def test_daemon_is_rate_limited():
     d.set_target(0)
     env.run(until=1.005)
     assert d.actual == 10
+
+
+def test_inflation_takes_page_cache_before_swapping():
+    from guestkernel import uapi as U
+    from guestkernel.filemap import filemap_get_page
+    from guestkernel.vmscan import init_reclaim
+
+    k = Kernel(KernelConfig(memory="64MiB", swap="64MiB"), name="g")
+    init_reclaim(k)  # (idempotent: a no-op once Kernel wires reclaim at boot)
+    k.spawn("init")
+    t = k.spawn("app")
+    anon = 4 << 20
+    a = t.mmap(0, anon, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(a, anon, True)
+    inode = k.fs.create("/data", 4096 * 4096)
+    for i in range(4096):  # 16 MiB of clean page cache
+        filemap_get_page(k, inode, i, 1)
+    file0 = k.vmstat["nr_file_pages"]
+    assert file0 >= 4096 and k.vmstat["pswpout"] == 0
+    d = BalloonDriver(k)
+    # more than is free: the rest must come from reclaim, and the cache goes first
+    d.set_target(k.page_alloc.nr_free_pages() + 2048)
+    while d.step(4096) > 0:
+        pass
+    assert d.actual == d.target
+    assert k.vmstat["nr_file_pages"] <= file0 - 2048
+    assert k.vmstat["pswpout"] == 0
+    # once the cache is (nearly) gone, inflating further swaps anonymous memory out
+    d.set_target(d.actual + k.vmstat["nr_file_pages"] + 512)
+    while d.step(4096) > 0:
+        pass
+    assert k.vmstat["pswpout"] > 0
