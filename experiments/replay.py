@@ -1218,20 +1218,36 @@ def _render(ev) -> str:
 
 
 # --------------------------------------------------------------------------- command
+class TraceFileError(Exception):
+    """TRACE cannot be replayed at all: unreadable, not text, or no strace line in it."""
+
+
+def read_trace(path: str) -> Trace:
+    """Read and parse the strace log at ``path``; TraceFileError if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise TraceFileError(e.strerror or str(e)) from None
+    if b"\0" in data:
+        raise TraceFileError("not a text file")
+    # strace escapes odd bytes itself; anything else undecodable is one bad line, not a bad file
+    trace = parse_trace(data.decode("utf-8", errors="replace").splitlines())
+    if not trace.events:
+        raise TraceFileError(f"no strace line in {trace.lines} lines")
+    return trace
+
+
 def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool = False):
     """Replay the trace at ``path`` in a fresh x86_64 guest; returns (calls, divergences).
 
-    Raises OSError/UnicodeDecodeError for an unreadable file, ValueError for one that holds
-    no strace line at all, ReplayError if the guest kernel cannot run processes.
+    Raises TraceFileError if the file is not an strace log, ReplayError if no guest can be
+    booted to run it.
     """
-    with open(path, encoding="utf-8", errors="strict") as f:
-        text = f.read()
-    trace = parse_trace(text.splitlines())
+    trace = read_trace(path)
+    kernel = boot_guest(memory)
     for p in trace.problems:
         out(str(p))
-    if not trace.events:
-        raise ValueError(f"no strace line in {trace.lines} lines")
-    kernel = boot_guest(memory)
     r = Replayer(kernel, out)
     calls, divergences = r.run(trace)
     if r.outside:
@@ -1244,13 +1260,17 @@ def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool 
 
 
 def boot_guest(memory: str | int = "1GiB"):
-    """A fresh x86_64 guest kernel that can run processes."""
+    """A fresh x86_64 guest kernel of ``memory`` bytes that can run processes."""
     try:
         from guestkernel.config import KernelConfig
         from guestkernel.kernel import Kernel
     except ImportError as e:
         raise ReplayError(f"the guest kernel is not available ({e})") from None
-    kernel = Kernel(KernelConfig(memory=parse_size(memory, "memory"), arch="x86_64"))
+    try:
+        config = KernelConfig(memory=parse_size(memory, "memory"), arch="x86_64")
+    except ValueError as e:
+        raise ReplayError(f"--memory: {e}") from None
+    kernel = Kernel(config)
     if not hasattr(kernel, "spawn"):
         raise ReplayError("the guest kernel cannot create processes (no Kernel.spawn)")
     try:
@@ -1275,11 +1295,7 @@ def replay(trace: str, show_maps: bool, memory: str) -> None:
     """
     try:
         _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps)
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a text file"
-        click.echo(f"hvsim replay: {trace}: {reason}", err=True)
-        sys.exit(2)
-    except ValueError as e:
+    except TraceFileError as e:
         click.echo(f"hvsim replay: {trace}: {e}", err=True)
         sys.exit(2)
     except ReplayError as e:

@@ -723,6 +723,22 @@ def test_command_prints_findings_summary_and_exits_1_on_divergence(tmp_path, mon
     ]
 
 
+def test_bad_memory_option_and_stray_bytes(tmp_path, monkeypatch):
+    trace = tmp_path / "t.trace"
+    trace.write_bytes(b"1  brk(NULL) = 0x1000\n1  mlock(0x\xff, 4096) = 0\n")
+    res = CliRunner().invoke(R.replay, [str(trace), "--memory", "lots"])
+    assert res.exit_code == 2
+    assert res.output.strip().startswith("hvsim replay: --memory: ")
+    assert len(res.output.strip().splitlines()) == 1
+    monkeypatch.setattr(R, "boot_guest", lambda memory: FakeKernel())
+    res = CliRunner().invoke(R.replay, [str(trace)])
+    assert res.exit_code == 0
+    assert res.output.splitlines() == [
+        "line 2: malformed, skipped: not a number: '0x\ufffd': mlock(0x\ufffd, 4096) = 0",
+        "1 calls, 0 divergences",
+    ]
+
+
 # --------------------------------------------------------------------------- real traces
 # Replayed in a real guest. The only calls allowed to be "outside the trace" are the RELRO
 # mprotects of the executable and of ld.so, both mapped by execve itself.
