@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
 import xxhash
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments import sweep as S
 from guestkernel.units import parse_size
@@ -257,6 +260,32 @@ def test_single_replication_has_no_r_suffix_and_derived_seed(tmp_path):
     assert len(sw.runs) == 1
     (r,) = sw.runs
     assert r.run_id == xxhash.xxh64_hexdigest(b'["",[],0]')[:8] and r.seed == seed(1, 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(mem=st.lists(st.sampled_from(["256MiB", "512MiB", "1GiB", "2GiB"]), min_size=1, max_size=3, unique=True),
+       count=st.lists(st.integers(1, 4), min_size=1, max_size=3, unique=True),
+       zip_len=st.integers(0, 3), cases=st.integers(0, 2), reps=st.integers(1, 3))
+def test_expansion_is_the_full_product(mem, count, zip_len, cases, reps):
+    data = {"base": tomllib.loads(BASE), "replications": reps,
+            "grid": {"host.memory": mem, "vm[web].count": count}}
+    if zip_len:
+        data["zip"] = {"experiment.duration": [f"{i + 1}s" for i in range(zip_len)],
+                       "vm[db].memory": ["128MiB", "256MiB", "384MiB"][:zip_len]}
+    if cases:
+        data["case"] = [{"name": f"c{i}", "experiment.seed": i} for i in range(cases)]
+    sw = S.expand_sweep(data, runner=FAKE)
+    n = len(mem) * len(count) * max(zip_len, 1) * max(cases, 1) * reps
+    assert len(sw.runs) == n == len({r.run_id for r in sw.runs})
+    # every combination exactly once, replications 0..reps-1 each
+    combos = {(r.case, r.params, r.replication) for r in sw.runs}
+    assert len(combos) == n
+    for r in sw.runs:
+        p = dict(r.params)
+        assert r.config["host"]["memory"] == p["host.memory"]
+        assert r.config["vm"][0]["count"] == p["vm[web].count"]
+        base_seed = int(r.case[1:]) if r.case else 1
+        assert r.seed == seed(base_seed, r.replication) == r.config["experiment"]["seed"]
 
 
 # -- running -----------------------------------------------------------------------------
