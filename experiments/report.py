@@ -417,7 +417,8 @@ def plot_memory(samples: list[dict]):
     ax.set_ylabel("MiB")
     ax.set_title("Host memory, and memory reclaimed per technique above it")
     ax.set_xlim(min(t), max(t) if max(t) > min(t) else min(t) + 1)
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], names[::-1], loc="upper left", fontsize="small", framealpha=0.9)  # stack order
     fig.tight_layout()
     return fig
 
