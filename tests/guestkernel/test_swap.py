@@ -1,0 +1,217 @@
+"""The guest swap device: slots and swap_map counts, swap cache, /proc/swaps, swap-out and
+swap-in (contents survive, major faults, readahead, cost), slot freeing rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.kernel import Kernel
+from guestkernel.page import PG_dirty, PG_swapcache
+from guestkernel.page_alloc import validate_buddy
+from guestkernel.pgtable import is_swap_pte, pte_to_swp_entry
+from guestkernel.swap import SWAP_HAS_CACHE, swp_offset, validate_swap
+from guestkernel.vmscan import LRU_ACTIVE_ANON, init_reclaim
+
+RW = U.PROT_READ | U.PROT_WRITE
+ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
+MiB = 1 << 20
+
+
+def boot(**kw):
+    k = Kernel(**{"memory": "64MiB", "swap": "16MiB", **kw})
+    init_reclaim(k)
+    k.spawn("init")
+    return k
+
+
+def page_at(t, addr):
+    return t.kernel.pfn_to_page(t.mm.pgtable.ptes[addr >> 12] >> 12)
+
+
+def filled(t, n, tag=b"p"):
+    """n pages, page i starting with tag + i."""
+    a = t.mmap(0, n << 12, RW, ANON)
+    for i in range(n):
+        t.access(a + (i << 12), True, tag + i.to_bytes(4, "little"))
+    return a
+
+
+def swap_out(t, a, n):
+    k = t.kernel
+    pages = [page_at(t, a + (i << 12)) for i in range(n)]
+    assert k.reclaim.reclaim_pages(pages) == n
+    return pages
+
+
+# ------------------------------------------------------------------ device, /proc
+def test_proc_swaps_and_meminfo_for_512mib():
+    k = Kernel(memory="64MiB", swap="512MiB")
+    init_reclaim(k)
+    assert k.procfs.read("/proc/swaps") == (
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/dev/vda2                               partition\t524284\t\t0\t\t-2\n"
+    )
+    meminfo = k.procfs.read("/proc/meminfo")
+    assert "SwapTotal:        524284 kB" in meminfo
+    assert "SwapFree:         524284 kB" in meminfo
+    assert k.total_swap_pages() == 131071  # slot 0 holds the swap header
+
+
+def test_no_swap_device():
+    k = Kernel(memory="64MiB")
+    init_reclaim(k)
+    assert k.procfs.read("/proc/swaps") == "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+    assert k.total_swap_pages() == 0 and k.swap.get_swap_page() == 0
+
+
+def test_slots_next_fit_and_swap_map_counts():
+    k = boot()
+    sw = k.swap
+    e1, e2, e3 = sw.get_swap_page(), sw.get_swap_page(), sw.get_swap_page()
+    assert [swp_offset(e) for e in (e1, e2, e3)] == [1, 2, 3]
+    assert sw.si.swap_map[1] == SWAP_HAS_CACHE
+    sw.swap_duplicate(e1)
+    sw.swap_duplicate(e1)
+    assert sw.swap_count(e1) == 2
+    sw.swap_free(e1)
+    sw.swap_free(e1)
+    assert sw.si.swap_map[1] == SWAP_HAS_CACHE  # the cache bit keeps the slot
+    assert sw.free_swap_pages() == 4095 - 3
+    with pytest.raises(ValueError):
+        sw.swap_free(e1)
+
+
+# ------------------------------------------------------------------ swap-out / swap-in
+def test_swap_out_and_in_contents_survive():
+    k = boot()
+    t = k.spawn("app")
+    a = filled(t, 16)
+    pages = swap_out(t, a, 16)
+    vm = k.vmstat
+    assert vm["pswpout"] == 16 and t.mm.rss[2] == 16 and t.mm.rss[1] == 1
+    ptes = t.mm.pgtable.ptes
+    entries = [pte_to_swp_entry(ptes[(a >> 12) + i]) for i in range(16)]
+    assert all(is_swap_pte(ptes[(a >> 12) + i]) for i in range(16))
+    assert [swp_offset(e) for e in entries] == list(range(1, 17))  # next-fit, in order
+    assert all(p._count == 0 for p in pages)
+    validate_swap(k.swap)
+    for i in range(16):
+        t.access(a + (i << 12), False)
+        assert t.peek(a + (i << 12), 5) == b"p" + i.to_bytes(4, "little")
+    assert vm["pswpin"] == 16 and t.mm.rss[2] == 0
+    # aligned windows of 8 slots: [0, 8) reads 1..7 (0 is the header), [8, 16), [16, 24)
+    assert vm["pgmajfault"] == 3
+    validate_swap(k.swap)
+    validate_buddy(k.page_alloc)
+    k.reclaim.validate()
+
+
+def test_swapin_readahead_window_cost_and_major_fault():
+    k = boot(swap_latency="100us", swap_bandwidth="400MiB")
+    t = k.spawn("app")
+    a = filled(t, 12)
+    swap_out(t, a, 12)  # slots 1..12
+    vm = k.vmstat
+    k.take_stall()
+    # fault on the page in slot 5: aligned window of 2**page_cluster = 8 slots [0, 8),
+    # slot 0 is the header -> slots 1..7 read in one request
+    cost = t.access(a + (4 << 12), False)
+    assert vm["pswpin"] == 7 and vm["swap_ra"] == 6 and vm["pgmajfault"] == 1
+    assert cost == pytest.approx(100e-6 + 7 * 4096 / (400 * MiB))
+    # a neighbour is now in the swap cache: a minor fault, no I/O
+    cost = t.access(a, False)
+    assert vm["pswpin"] == 7 and vm["pgmajfault"] == 1 and cost == 0
+    # slot 9 starts the next window [8, 16): slots 8..12 are in use
+    t.access(a + (8 << 12), False)
+    assert vm["pswpin"] == 12 and vm["swap_ra"] == 10 and vm["pgmajfault"] == 2
+    validate_swap(k.swap)
+
+
+def test_slot_kept_while_swap_is_mostly_free_freed_when_half_full():
+    k = boot(swap="128KiB")  # 31 slots
+    t = k.spawn("app")
+    a = filled(t, 4)
+    swap_out(t, a, 4)
+    t.access(a, False)
+    p = page_at(t, a)
+    # 4 of 31 slots used: the swap copy stays valid, the page clean in the swap cache
+    assert p.flags & PG_swapcache and not p.flags & PG_dirty
+    assert k.swap.si.swap_map[swp_offset(p.private)] == SWAP_HAS_CACHE
+    b = filled(t, 20, b"q")
+    swap_out(t, b, 20)  # 24 of 31 in use: vm_swap_full
+    assert k.swap.vm_swap_full()
+    used = k.swap.si.inuse_pages
+    t.access(b, False)
+    q = page_at(t, b)
+    assert not q.flags & PG_swapcache and q.flags & PG_dirty  # slot freed on swap-in
+    assert k.swap.si.inuse_pages < used
+    validate_swap(k.swap)
+
+
+def test_slot_freed_for_mlocked_vma():
+    k = boot()
+    t = k.spawn("app")
+    a = filled(t, 2)
+    swap_out(t, a, 2)
+    t.mlock(a, 2 << 12)  # populates: both swapped in, in a locked VMA
+    p = page_at(t, a)
+    assert not p.flags & PG_swapcache
+    validate_swap(k.swap)
+
+
+def test_slot_freed_on_exclusive_write_swapin():
+    k = boot()
+    t = k.spawn("app")
+    a = filled(t, 1)
+    swap_out(t, a, 1)
+    vma = t.mm.find_vma(a)
+    pte = t.mm.pgtable.ptes[a >> 12]
+    page, cost, major = k.swap.swapin(t, vma, a, pte, write=True)
+    assert major and not page.flags & PG_swapcache and page.flags & PG_dirty
+    assert page._count == 1  # only the caller's new PTE holds it
+    assert k.swap.si.inuse_pages == 0
+
+
+def test_fork_shares_swap_entries_and_exit_frees_them():
+    k = boot()
+    t = k.spawn("app")
+    a = filled(t, 3)
+    swap_out(t, a, 3)
+    child_pid = t.fork()
+    child = k.tasks[child_pid]
+    e = pte_to_swp_entry(t.mm.pgtable.ptes[a >> 12])
+    assert k.swap.swap_count(e) == 2  # parent's and child's PTE
+    assert child.mm.rss[2] == 3
+    child.exit(0)
+    assert k.swap.swap_count(e) == 1
+    t.munmap(a, 3 << 12)
+    assert k.swap.si.inuse_pages == 0
+    validate_swap(k.swap)
+
+
+def test_identical_contents_share_one_object():
+    k = boot()
+    t = k.spawn("app")
+    a = t.mmap(0, 8 << 12, RW, ANON)
+    same = b"same" * 1024
+    for i in range(8):
+        t.access(a + (i << 12), True, same)
+    swap_out(t, a, 8)
+    data = [k.swap.si.data[o] for o in range(1, 9)]
+    assert all(d is data[0] for d in data) and data[0] == same
+    assert k.swap.distinct_contents() == 1
+    t.munmap(a, 8 << 12)
+    assert k.swap.distinct_contents() == 0
+
+
+def test_swap_full_keeps_anon_pages_active():
+    k = boot(swap="16KiB")  # 3 slots
+    t = k.spawn("app")
+    a = filled(t, 5)
+    pages = [page_at(t, a + (i << 12)) for i in range(5)]
+    assert k.reclaim.reclaim_pages(pages) == 3
+    assert k.swap.free_swap_pages() == 0
+    lst = k.reclaim.lruvecs[0].lists[LRU_ACTIVE_ANON]
+    assert sum(1 for p in lst if p in pages) == 2
+    validate_swap(k.swap)
