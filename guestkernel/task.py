@@ -1001,6 +1001,10 @@ def register_proc_files(kernel) -> None:
 
 
 # --- boot ------------------------------------------------------------------------------------------
+def cfg_image(kernel) -> int:
+    return kernel.config.kernel_image
+
+
 def init_address_spaces(kernel) -> None:
     """Boot-time setup of the address-space layer (called by Kernel.__init__)."""
     vm = kernel.vmstat
@@ -1020,12 +1024,13 @@ def init_address_spaces(kernel) -> None:
         for name, size in sizes.items():
             caches[name] = kernel.kmem_cache_create(name, size, 0, 0, None)
     kernel._as_caches = caches
-    # the shared zero page
-    page = kernel.alloc_pages(G.GFP_KERNEL | G.__GFP_ZERO)
-    if page is None:
-        raise MemoryError("init_address_spaces: no memory for the zero page")
+    # the shared zero page: empty_zero_page lives in the kernel image's bss (the last
+    # page of the reserved image), never written, so it reads as zeros beneath any host
+    from .config import KERNEL_LOAD_ADDR
+
+    pfn = ((KERNEL_LOAD_ADDR + cfg_image(kernel)) >> PAGE_SHIFT) - 1
+    page = kernel.page_alloc.pfn_to_page(pfn)  # reserved frames get a Page on first use
     page.flags |= PG_zero | PG_reserved
-    kernel.stall = 0.0
     kernel.zero_page = page
     kernel.zero_pfn = page.pfn
     cfg = kernel.config
