@@ -1,0 +1,149 @@
+"""Reclaim in simulated time: a memory hog drives kswapd, then direct reclaim, then swap,
+then the OOM killer; a file streamer beside a working set is handled by kswapd alone."""
+
+from __future__ import annotations
+
+import simpy
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.page_alloc import validate_buddy
+from guestkernel.swap import validate_swap
+from guestkernel.vmscan import init_reclaim, start_reclaim_daemons
+
+RW = U.PROT_READ | U.PROT_WRITE
+ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
+MiB = 1 << 20
+PAGE = 4096
+
+
+def boot(env, **kw):
+    k = Kernel(KernelConfig(**kw), env=env)
+    init_reclaim(k)
+    start_reclaim_daemons(k)  # no-op once kernel.py starts them itself
+    k.spawn("init")
+    return k
+
+
+def test_memory_hog_kswapd_then_direct_then_swap_then_oom():
+    """A hog writes memory at memset speed (2.5 pages/us) in a 64 MiB guest holding
+    16 MiB of page cache, with 32 MiB of swap. kswapd (1 us per page) cannot keep up
+    once free memory reaches LOW, so the hog enters direct reclaim while page cache
+    remains; swap-out starts when the cache is nearly gone; when swap is full too, the
+    OOM killer kills the hog."""
+    env = simpy.Environment()
+    # LOW - MIN wide enough (watermark_scale_factor 1 %) that one burst of the hog
+    # cannot cross it: kswapd is woken and runs before anyone reclaims directly
+    k = boot(env, memory="64MiB", swap="32MiB", overcommit_memory=1,
+             watermark_scale_factor=100)
+    vm = k.vmstat
+    reader = k.spawn("reader")
+    k.fs.create("/var/cache.db", 16 * MiB)
+    fd = reader.open("/var/cache.db")
+    buf = reader.mmap(0, 64 * 1024, RW, ANON)
+    while reader.read(fd, buf, 64 * 1024):
+        pass
+    assert vm["nr_file_pages"] >= 4096
+    hog = k.spawn("hog")
+    size = 256 * MiB
+    a = hog.mmap(0, size, RW, ANON)
+    first: dict[str, int] = {}
+    # user allocations may use the Normal zone: direct reclaim counts allocstall_normal
+    watch = {"kswapd": "pgsteal_kswapd", "direct": "allocstall_normal", "swap": "pswpout",
+             "oom": "oom_kill"}
+    burst = 64
+
+    def hog_proc():
+        i = 0
+        for off in range(0, size, burst * PAGE):
+            cost = hog.access_range(a + off, burst * PAGE, True)
+            i += 1
+            for name, counter in watch.items():
+                if name not in first and vm[counter]:
+                    first[name] = i
+            if hog.state != "running":
+                return
+            yield env.timeout(max(cost, burst / 2.5e6))
+
+    swap_free_at_oom = []
+    oom_hook = k.page_alloc.oom_hook
+
+    def watching_oom_hook(*args):
+        swap_free_at_oom.append(k.swap.free_swap_pages())
+        return oom_hook(*args)
+
+    k.page_alloc.oom_hook = watching_oom_hook
+    env.process(hog_proc())
+    env.run(until=5.0)
+    assert set(first) == set(watch), first
+    # each stage begins strictly after the previous one (burst numbers)
+    assert first["kswapd"] < first["direct"] < first["swap"] < first["oom"], first
+    assert vm["oom_kill"] == 1 and k.oom.victims == [hog]
+    assert hog.term_signal == U.SIGKILL
+    assert reader.state == "running"
+    assert swap_free_at_oom[0] == 0  # swap was full when the OOM killer was called
+    # the hog is gone: the slots still in use are the survivors' swap entries (init's,
+    # the reader's) and swap-cache pages
+    swapents = sum(t.mm.rss[2] for t in k.tasks.values() if t.mm is not None)
+    assert swapents <= k.swap.si.inuse_pages <= swapents + vm["nr_swapcached"]
+    assert k.swap.si.inuse_pages < 100
+    k.reclaim.validate()
+    validate_swap(k.swap)
+    validate_buddy(k.page_alloc)
+
+
+def test_streamer_and_working_set_kswapd_keeps_free_between_low_and_high():
+    """256 MiB guest, 512 MiB swap: one process streams a 1 GiB file with read(), one
+    keeps touching a 128 MiB working set. kswapd alone keeps the Normal-allocation zone
+    between LOW and HIGH (no direct reclaim), taking the use-once file pages; the
+    working set is never swapped out."""
+    env = simpy.Environment()
+    k = boot(env, memory="256MiB", swap="512MiB")
+    vm = k.vmstat
+    zone = k.page_alloc.zones[-1]  # DMA32: where user pages come from
+    wmin, wlow, whigh = zone.watermark
+    ws = k.spawn("ws")
+    st = k.spawn("stream")
+    page = b"\x5a" * PAGE
+    k.fs.create("/data/stream", 1 << 30, content=lambda i: page)
+    fd = st.open("/data/stream")
+    buf = st.mmap(0, 64 * 1024, RW, ANON)
+    wsize = 128 * MiB
+    wa = ws.mmap(0, wsize, RW, ANON)
+    ws.access_range(wa, wsize, True)
+    samples = []
+
+    def working_set():
+        while True:
+            cost = ws.access_range(wa, wsize, False)
+            yield env.timeout(cost + 0.05)
+
+    def streamer():
+        while True:
+            if not st.read(fd, buf, 64 * 1024):
+                st.lseek(fd, 0)
+            yield env.timeout(st.last_cost)
+
+    def sampler():
+        while True:
+            yield env.timeout(0.01)
+            samples.append((env.now, zone.nr_free))
+
+    env.process(working_set())
+    env.process(streamer())
+    env.process(sampler())
+    env.run(until=1.2)
+    steady = [f for t, f in samples if t > 0.8]  # memory has been full since ~0.4 s
+    assert vm["pgsteal_kswapd"] > 10000
+    assert vm["allocstall_normal"] == 0 and vm["pgsteal_direct"] == 0
+    # between LOW and HIGH: below LOW only by what one read() allocates before kswapd
+    # runs (32 pages of readahead), above HIGH by at most kswapd's last batch
+    assert min(steady) >= wlow - 32, (min(steady), wlow)
+    assert max(steady) <= whigh + 32, (max(steady), whigh)
+    assert min(steady) < whigh and max(steady) > wlow  # it really oscillates
+    # the working set stayed resident: nothing swapped out, every page mapped
+    assert vm["pswpout"] == 0
+    assert ws.mm.rss[1] >= wsize // PAGE and ws.mm.rss[2] == 0
+    assert vm["pgscan_anon"] == 0
+    k.reclaim.validate()
