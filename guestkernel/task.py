@@ -36,7 +36,7 @@ from .filemap import (
     set_page_dirty,
     truncate_inode_pages,
 )
-from .memory import zap_page_range
+from .memory import anon_vma_prepare, mlock_page, vma_pte_bits, zap_page_range
 from .page import PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -70,6 +70,7 @@ SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
             "files_cache": 256},
 }
 FATAL_SIGNALS = (U.SIGKILL, U.SIGSEGV, U.SIGBUS, U.SIGTERM)
+GFP_ANON_ZERO = G.GFP_HIGHUSER_MOVABLE | G.__GFP_ZERO
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
 
 
@@ -392,10 +393,60 @@ class Task:
         bits = _PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED
         t0 = self.cost
         cost = 0.0
+        # state of the inlined demand-zero path (see the NOTE below)
+        pt = mm.pgtable
+        counts = pt.pte_counts
+        pshift = pt.pte_shift
+        rss = mm.rss
+        vm = k.vmstat
+        alloc = k.alloc_pages
+        lru_add = k.lru_cache_add
+        vstart = vend = 0
+        av = None
+        pgoff0 = pbits = locked = 0
         self._kdepth += 1
         try:
             for i in range(npages):
                 vpn = first + i
+                if write and vpn not in ptes:
+                    # NOTE: the flowchart's demand-paging outcome for a write to unmapped
+                    # anonymous memory, inlined for speed. Taken only where do_page_fault
+                    # would take it (user address inside a writable anonymous VMA, PTE
+                    # none) and counted the same; anything else goes the long way.
+                    if not vstart <= vpn < vend:
+                        vma = mm.mm_mt.lookup(vpn << PAGE_SHIFT)
+                        if vma is not None and vma.vm_file is None and vma.vm_flags & VM_WRITE:
+                            vstart, vend = vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT
+                            av = vma.anon_vma if vma.anon_vma is not None else anon_vma_prepare(vma)
+                            pgoff0 = vma.vm_pgoff - vstart
+                            pbits = vma_pte_bits(vma.vm_flags, True)
+                            locked = vma.vm_flags & VM_LOCKED
+                        else:
+                            vstart = vend = 0
+                    if vstart <= vpn < vend:
+                        page = alloc(GFP_ANON_ZERO)
+                        if page is not None:
+                            if self._pending_fatal is not None:  # OOM-killed meanwhile
+                                k.free_pages(page)
+                                break
+                            key = vpn >> pshift
+                            c = counts.get(key)
+                            if c is None and not pt.alloc_pte_table(vpn):
+                                k.free_pages(page)
+                            else:
+                                counts[key] = (c or 0) + 1
+                                ptes[vpn] = (page.pfn << PAGE_SHIFT) | pbits
+                                page.flags |= PG_anon | PG_swapbacked
+                                page.mapping = av
+                                page.index = pgoff0 + vpn
+                                page._mapcount = 0
+                                if locked:
+                                    mlock_page(k, page)
+                                lru_add(page)
+                                rss[MM_ANONPAGES] += 1
+                                vm["nr_anon_pages"] += 1
+                                vm["pgfault"] += 1
+                                vm["fault_demand_zero"] += 1
                 for _ in range(4):
                     pte = ptes.get(vpn, 0)
                     # NOTE: the MMU's check inlined for speed (present, writable)
