@@ -922,7 +922,7 @@ class Replayer:
 
     _sys_fork = _sys_vfork = _sys_clone = _sys_clone3 = _fork
 
-    def _exit_proc(self, proc: Proc, status: int) -> None:
+    def _exit_proc(self, proc: Proc, status: int, signal: int = 0) -> None:
         owner = proc.owner
         if proc.leader is not None and proc.pid is not None:
             self.procs.pop(proc.pid, None)  # a thread or vfork child: the mm lives on
@@ -931,7 +931,12 @@ class Replayer:
             return
         owner.maps = self._read_maps(owner)
         owner.exited = True
-        fn = getattr(owner.task, "exit", None)
+        task = owner.task
+        if signal and hasattr(task, "kill"):
+            task.kill(signal)  # killed by the signal: its wait status says so
+            if getattr(task, "state", "dead") != "running":
+                return
+        fn = getattr(task, "exit", None)
         if fn is None:
             raise _Unsupported("exit")
         try:
@@ -967,9 +972,10 @@ class Replayer:
         if proc.leader is not None and not proc.vm_process and ev.signal is None:
             self.procs.pop(proc.pid, None)  # a thread ended; its process lives on
             return
-        status = ev.status if ev.status is not None else 128 + CONSTANTS.get(ev.signal, 0)
+        sig = CONSTANTS.get(ev.signal, 0) if ev.signal is not None else 0
+        status = ev.status if ev.status is not None else 128 + sig
         try:
-            self._exit_proc(proc.owner if ev.signal is not None else proc, status)
+            self._exit_proc(proc.owner if ev.signal is not None else proc, status, sig)
         except _Unsupported as e:
             self.unsupported.add(e.name)
             self.out(f"line {ev.lineno}: {proc.label}: the simulated kernel has no exit()")

@@ -743,7 +743,7 @@ def test_bad_memory_option_and_stray_bytes(tmp_path, monkeypatch):
 # Replayed in a real guest. The only calls allowed to be "outside the trace" are the RELRO
 # mprotects of the executable and of ld.so, both mapped by execve itself.
 OUTSIDE = {"malloc_mix": [12, 13], "fork_shm": [12, 13], "static_true": [7], "fork_shm_nof": [12, 13],
-           "threads_spawn": [12, 13, 46, 47], "edge_calls": [17, 18, 63, 64]}
+           "threads_spawn": [12, 13, 46, 47], "edge_calls": [17, 18, 63, 64], "segv": [7]}
 
 
 def _guest_gap(name: str) -> str | None:
@@ -803,6 +803,19 @@ def test_static_binary_heap_starts_where_the_trace_says():
     # brk(NULL) = 0x1ef40000 ... brk(0x1ef62000) = 0x1ef62000
     heap = [line for line in out if line.endswith("[heap]")]
     assert len(heap) == 1 and heap[0].startswith("1ef40000-1ef62000 rw-p 00000000 00:00 0 ")
+
+
+def test_a_process_killed_by_a_signal_dies_of_it_in_the_guest():
+    why = _guest_gap("segv")
+    if why:
+        pytest.skip(why)
+    from guestkernel import uapi as U
+
+    r = Replayer(R.boot_guest("64MiB"), [].append)
+    assert r.run(R.read_trace(str(TRACES / "segv.trace"))) == (9, 0)
+    (proc,) = r.order
+    assert proc.exited and "[heap]" in proc.maps
+    assert proc.task.term_signal == U.SIGSEGV
 
 
 def _maps_entries(lines) -> set[tuple[str, str, str, str]]:
