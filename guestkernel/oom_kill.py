@@ -29,7 +29,8 @@ panics, 1 panics (no cpuset/mempolicy constraint is modelled, so every OOM is
 unconstrained); oom_kill_allocating_task kills the allocating task if it is eligible;
 otherwise the task with the highest badness is chosen (ties go to the later task, init and
 -1000 are skipped, a previous victim whose memory is not yet freed aborts the selection);
-no victim -> panic. The victim gets SIGKILL: a task outside the kernel dies and its memory
+no victim -> panic. A kernel without any task (used as a bare allocator) kills nothing
+and does not panic: the allocation fails. The victim gets SIGKILL: a task outside the kernel dies and its memory
 is freed at once (exit_mmap, as the oom_reaper would); the allocating task dies when its
 system call returns, and may meanwhile use memory reserves (`is_oom_victim`). Each kill
 counts vmstat oom_kill and logs Linux's "Out of memory: Killed process" line in `log`.
@@ -200,6 +201,10 @@ class OOMKiller:
         cfg = k.config
         if not gfp & G.FS and not gfp & G.NOFAIL:
             return False  # the OOM killer does not compensate for IO-less reclaim
+        if not k.tasks:
+            # no user space at all (a kernel used as a bare allocator, before init):
+            # nothing to kill, nothing to panic about; the allocation fails
+            return False
         current = self.current()
         if current is not None and current.mm is not None and current.fatal_signal_pending():
             # a dying task frees its memory itself when it leaves the kernel
