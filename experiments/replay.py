@@ -1296,8 +1296,9 @@ def replay(trace: str, show_maps: bool, memory: str) -> None:
     """Replay an strace log (strace -f -y -e trace=memory,process,ipc) in a fresh guest.
 
     Prints one line per divergence between the simulated and the recorded return values
-    and ends with "N calls, M divergences"; exits 1 if there are divergences, 2 if TRACE
-    cannot be read.
+    (and one per malformed line skipped, or call on memory only execve mapped, reported as
+    outside the trace), and ends with "N calls, M divergences"; exits 1 if there are
+    divergences, 2 if TRACE cannot be read.
     """
     try:
         _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps)

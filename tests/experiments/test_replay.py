@@ -645,6 +645,22 @@ def test_a_guest_that_cannot_spawn_is_reported_per_line():
                    "MemoryError: no task_struct"]
 
 
+def test_lines_of_an_exited_pid_are_noted_and_a_reused_pid_is_a_new_process():
+    lines = [
+        "1  fork() = 2",
+        "2  exit_group(0) = ?",
+        "2  +++ exited with 0 +++",
+        "2  munmap(0x7f0000000000, 4096) = 0",
+        "1  fork() = 2",
+        "2  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+    ]
+    k, r, out, result = run_fake(lines)
+    assert out == ["line 4: pid 2: munmap(0x7f0000000000, 4096) = 0: after the process exited"]
+    assert result == (4, 0)
+    first, second = r.order[1], r.order[2]
+    assert first.exited and not second.exited and r.procs[2] is second
+
+
 def test_maps_report_lists_each_process_at_exit_or_end():
     lines = [
         '1  execve("./prog", ["./prog"], 0x7ff /* 1 var */) = 0',
