@@ -128,6 +128,29 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
 
     mm = MMStruct(k, arch_task_size(arch), owner=task)
     task.mm = mm
+    try:
+        _lay_out(task, mm, inode, text, data, bss, start_brk, stack_top, mmap_base)
+    except OSError:
+        exit_mmap(task)  # the half-built mm goes; the old one stays
+        task.mm = old
+        raise
+    if old is not None:
+        task.mm = old
+        exit_mmap(task)
+        task.mm = mm
+    task.comm = path.rsplit("/", 1)[-1][:15]
+
+
+def _charge(task, pages: int) -> None:
+    if not task.kernel.vm_enough_memory(pages, task.capable(U.CAP_SYS_ADMIN), task.mm.total_vm):
+        raise U.err(U.ENOMEM, "execve")
+
+
+def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_top,
+             mmap_base) -> None:
+    """Map text, data, bss and the stack of a static executable into the new mm."""
+    k = task.kernel
+    arch = k.config.arch
     exe = File(inode, readable=True, writable=False)
     mm.exe_file = exe
     base = ELF_ET_EXEC_BASE[arch]
@@ -139,11 +162,10 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     vma_account(mm, vma, 1)
     mm.start_code, mm.end_code = base, base + text
     dstart = base + text_len
-    charged = 0
     if data_len:
+        # a private writable file mapping: charged (VM_ACCOUNT)
         dflags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT
-        k.vm_enough_memory(data_len >> PAGE_SHIFT)
-        charged += data_len >> PAGE_SHIFT
+        _charge(task, data_len >> PAGE_SHIFT)
         vma = vm_area_alloc(mm, dstart, dstart + data_len, dflags, text_len >> PAGE_SHIFT, exe)
         vma_link(mm, vma)
         vma_account(mm, vma, 1)
@@ -151,37 +173,36 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     bss_start = dstart + data_len
     bss_len = PAGE_ALIGN(bss)
     if bss_len:
-        k.vm_enough_memory(bss_len >> PAGE_SHIFT)
+        # vm_brk_flags: anonymous, brk-like flags, charged
+        _charge(task, bss_len >> PAGE_SHIFT)
         vma = vm_area_alloc(mm, bss_start, bss_start + bss_len,
                             VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT, bss_start >> PAGE_SHIFT)
         vma_link(mm, vma)
         vma_account(mm, vma, 1)
+    # randomize_va_space=2 leaves a page between bss and the brk (random offset 0 here)
     brk = bss_start + bss_len + PAGE_SIZE if start_brk is None else start_brk
     mm.start_brk = mm.brk = brk
-    # the stack: one argument page at the top, pre-expanded by 128 KiB (setup_arg_pages)
+    # the stack: one argument page at the top, pre-expanded by 128 KiB (setup_arg_pages),
+    # at most RLIMIT_STACK
     top = mm.task_size if stack_top is None else stack_top
     rlim = task.rlimit(U.RLIMIT_STACK)
-    size = min(PAGE_SIZE + STACK_EXPAND, rlim & ~(PAGE_SIZE - 1)) if rlim else PAGE_SIZE
+    size = min(PAGE_SIZE + STACK_EXPAND, rlim & ~(PAGE_SIZE - 1))
     size = max(size, PAGE_SIZE)
     sstart = top - size
-    k.vm_enough_memory(size >> PAGE_SHIFT)
+    _charge(task, size >> PAGE_SHIFT)
     vma = vm_area_alloc(mm, sstart, top, VM_STACK_FLAGS, sstart >> PAGE_SHIFT)
     vma_link(mm, vma)
     vma_account(mm, vma, 1)
     mm.start_stack = top - 0x100
     mm.arg_start = top - 0x80
-    mm.mmap_base = mmap_base_for(mm.task_size, rlim) if mmap_base is None else mmap_base
     mm.legacy_mmap = rlim == U.RLIM_INFINITY and mmap_base is None
     if mm.legacy_mmap:
         from .mmap import task_unmapped_base
 
         mm.mmap_base = task_unmapped_base(mm.task_size)
-    # copy_strings: argv/envp written into the top page
+    else:
+        mm.mmap_base = mmap_base_for(mm.task_size, rlim) if mmap_base is None else mmap_base
+    # copy_strings: argv and envp are written into the top page
     populate_vma_range(task, vma, top - PAGE_SIZE, top)
-    if old is not None:
-        saved = task.mm
-        task.mm = old
-        exit_mmap(task)
-        task.mm = saved
-    task.comm = path.rsplit("/", 1)[-1][:15]
-    del charged
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm

@@ -593,14 +593,15 @@ def do_mremap(task, addr: int, old_len: int, new_len: int, flags: int, new_addr:
     new_len = PAGE_ALIGN(new_len)
     if not new_len:
         raise _err(U.EINVAL, "mremap")
-    if flags & U.MREMAP_FIXED:
-        return _mremap_to(task, addr, old_len, new_addr, new_len, flags)
+    if mm.mm_mt.lookup(addr) is None:
+        raise _err(U.EFAULT, "mremap")
+    if flags & (U.MREMAP_FIXED | U.MREMAP_DONTUNMAP):
+        return _mremap_to(task, addr, old_len, new_addr if flags & U.MREMAP_FIXED else 0,
+                          new_len, flags)
     if old_len >= new_len:
+        # always allow a shrinking remap: that just unmaps the tail
         if old_len > new_len:
             do_munmap(task, addr + new_len, old_len - new_len)
-        vma = mm.mm_mt.lookup(addr)
-        if vma is None or (old_len == new_len and vma.vm_end < addr + old_len):
-            raise _err(U.EFAULT, "mremap")
         return addr
     vma = _vma_to_resize(task, addr, old_len, new_len, flags)
     delta = new_len - old_len
@@ -660,6 +661,12 @@ def _vma_to_resize(task, addr: int, old_len: int, new_len: int, flags: int):
 
 def _mremap_to(task, addr: int, old_len: int, new_addr: int, new_len: int, flags: int) -> int:
     mm = task.mm
+    if not flags & U.MREMAP_FIXED:  # MREMAP_DONTUNMAP alone: anywhere
+        vma = _vma_to_resize(task, addr, old_len, new_len, flags)
+        map_flags = U.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
+        pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+        new_addr = get_unmapped_area(task, vma.vm_file, 0, new_len, pgoff, map_flags)
+        return _move_vma(task, vma, addr, old_len, new_len, new_addr, flags)
     if new_addr & (PAGE_SIZE - 1):
         raise _err(U.EINVAL, "mremap")
     if new_len > mm.task_size or new_addr > mm.task_size - new_len:

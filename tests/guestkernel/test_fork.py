@@ -204,3 +204,18 @@ def test_execve_replaces_address_space(k, t):
     with pytest.raises(OSError) as e:
         t.execve("/bin/nope")
     assert e.value.errno == U.ENOENT
+
+
+def test_execve_refused_by_strict_overcommit_keeps_old_mm():
+    k = boot(overcommit_memory=2, overcommit_ratio=1, admin_reserve_kbytes=0,
+             user_reserve_kbytes=0)
+    t = k.spawn("t")
+    k.fs.create("/bin/big", 0)
+    before = [(v.vm_start, v.vm_end) for v in t.mm.mm_mt.vmas]
+    c0 = k.committed_as
+    with pytest.raises(OSError) as e:
+        t.execve("/bin/big", data=64 << 20)
+    assert e.value.errno == U.ENOMEM
+    assert [(v.vm_start, v.vm_end) for v in t.mm.mm_mt.vmas] == before
+    assert k.committed_as == c0 and t.state == "running"
+    validate_mm(t.mm)

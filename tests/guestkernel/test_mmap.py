@@ -161,7 +161,10 @@ def test_commit_charge_on_mmap_and_munmap(k, t):
 
 
 def test_overcommit_mode2_refuses(k, t):
-    k2 = boot(overcommit_memory=2, overcommit_ratio=0)
+    # CommitLimit = 1% of ~120 MiB of RAM, about 300 pages: two processes (45 pages of
+    # data, bss and stack each) fit, 1 MiB more does not
+    k2 = boot(overcommit_memory=2, overcommit_ratio=1, admin_reserve_kbytes=0,
+              user_reserve_kbytes=0)
     t2 = k2.spawn("t")
     with pytest.raises(OSError) as e:
         t2.mmap(0, 1 << 20, RW, ANON)
