@@ -723,26 +723,43 @@ class Replayer:
         self.outside = 0
         self.unsupported: set[str] = set()
 
-    # ---------------------------------------------------------------- entry point
+    # ---------------------------------------------------------------- entry points
     def run(self, trace: Trace) -> tuple[int, int]:
         """Replay every event; return (calls, divergences)."""
-        self._scan_file_sizes(trace)
+        self.prepare(trace)
         for event in trace.events:
-            try:
-                if isinstance(event, Call):
-                    self._call(event)
-                elif isinstance(event, Exit):
-                    self._exit(event)
-            except TraceSyntaxError as e:
-                self.out(str(Problem(event.lineno, str(e), _render(event))))
-            except Exception as e:  # noqa: BLE001 - e.g. spawn failing: one line, no crash
-                self.divergences += 1
-                self.out(f"line {event.lineno}: {_render(event)}: the simulated kernel failed: "
-                         f"{type(e).__name__}: {e}")
+            self.apply(event)
+        self.finish()
+        return self.calls, self.divergences
+
+    def prepare(self, trace: Trace) -> None:
+        """Read what the whole trace implies before the first event (file sizes)."""
+        self._scan_file_sizes(trace)
+
+    def apply(self, event) -> None:
+        """Replay one event (a workload can spread them over simulated time)."""
+        try:
+            if isinstance(event, Call):
+                self._call(event)
+            elif isinstance(event, Exit):
+                self._exit(event)
+        except TraceSyntaxError as e:
+            self.out(str(Problem(event.lineno, str(e), _render(event))))
+        except Exception as e:  # noqa: BLE001 - e.g. spawn failing: one line, no crash
+            self.divergences += 1
+            self.out(f"line {event.lineno}: {_render(event)}: the simulated kernel failed: "
+                     f"{type(e).__name__}: {e}")
+
+    def finish(self) -> None:
+        """The end of the trace: snapshot the maps of processes still running."""
         for proc in self.order:
             if not proc.exited and proc.leader is None and proc.maps is None:
                 proc.maps = self._read_maps(proc)
-        return self.calls, self.divergences
+
+    def task_of(self, pid):
+        """The guest Task replaying recorded ``pid`` (a thread's is its process's), or None."""
+        proc = self.procs.get(pid)
+        return proc.owner.task if proc is not None else None
 
     def maps_report(self) -> list[str]:
         """For each process, /proc/PID/maps just before it exited (or at the end)."""

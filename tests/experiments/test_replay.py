@@ -593,6 +593,20 @@ def test_without_f_one_process_and_wait4_reaps_the_unseen_child():
     assert r.maps_report()[0] == "== pid ? (traced) at exit =="
 
 
+def test_apply_event_by_event_and_task_of_a_thread_is_its_process():
+    t = parse_trace([
+        "1  clone3({flags=CLONE_VM|CLONE_THREAD, exit_signal=0} => {parent_tid=[2]}, 88) = 2",
+        "2  mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+    ])
+    r = Replayer(FakeKernel(), [].append)
+    r.prepare(t)
+    r.apply(t.events[0])
+    assert r.task_of(2) is r.task_of(1) is not None and r.task_of(3) is None
+    r.apply(t.events[1])
+    r.finish()
+    assert (r.calls, r.divergences) == (2, 0) and r.order[0].maps is not None
+
+
 def test_missing_syscall_in_the_simulated_kernel_is_a_divergence_naming_it():
     lines = ["1  mlockall(MCL_CURRENT|MCL_FUTURE) = 0", "1  madvise(0x1000, 4096, MADV_FREE) = 0"]
     k = FakeKernel()
