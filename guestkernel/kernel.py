@@ -93,24 +93,25 @@ class Kernel:
 
     # ------------------------------------------------------------------ subsystems
     def _init_slab(self) -> None:
-        try:
-            from .slab import SlabAllocator
-        except ImportError:  # the SLAB allocator lands in its own commit
-            return
+        from .slab import SlabAllocator
+
         self.slab = SlabAllocator(self)
 
     def _init_address_spaces(self) -> None:
-        try:
-            from .task import init_address_spaces
-        except ImportError:  # address spaces land in their own commits
-            return
+        # address spaces (tasks, VMAs, page tables, page cache), then reclaim, swap and the
+        # OOM killer, which replace the no-op hooks below and wire the allocator's slow path
+        from .task import init_address_spaces
+        from .vmscan import init_reclaim
+
         init_address_spaces(self)
+        init_reclaim(self)
 
     def _start_daemons(self) -> None:
-        if self.slab is not None:
-            from .slab import CacheReaper
+        from .slab import CacheReaper
+        from .vmscan import start_reclaim_daemons
 
-            self.daemons.append(CacheReaper(self.env, self.slab))
+        self.daemons.append(CacheReaper(self.env, self.slab))
+        start_reclaim_daemons(self)
 
     # ------------------------------------------------------------------ page allocator
     @property

@@ -411,9 +411,18 @@ def test_pcp_spill_returns_tail_batch(dma32_world):
 # ---------------------------------------------------------------------------- GFP semantics
 
 
+def allocator_alone(k: Kernel) -> None:
+    """Detach reclaim and the OOM killer from the slow path, to test the allocator alone
+    (tests that want them set their own hooks)."""
+    alloc = k.page_alloc
+    alloc.wake_kswapd_hook = alloc.direct_reclaim_hook = alloc.oom_hook = None
+
+
 def squeeze(k: Kernel, target_of_min) -> list:
     """Bring every populated zone's free pages to target_of_min(zone) by pulling single
-    pages out of the buddy lists (as if allocated); returns the pulled pages."""
+    pages out of the buddy lists (as if allocated); returns the pulled pages. The
+    allocator is tested alone (see allocator_alone)."""
+    allocator_alone(k)
     k.drain_all_pages()
     pulled = []
     for zone in k.page_alloc.zones:
@@ -481,10 +490,10 @@ def test_slow_path_wakes_kswapd_then_reclaims_then_ooms():
     k = Kernel(KernelConfig(memory="256MiB"))
     log = []
     alloc = k.page_alloc
+    squeeze(k, lambda z: z.min_wmark() // 2)
     alloc.wake_kswapd_hook = lambda node, order, hz, gfp: log.append(("kswapd", node.nid, order))
     alloc.direct_reclaim_hook = lambda gfp, order, zl, hz: log.append(("reclaim", order)) or 0
     alloc.oom_hook = lambda gfp, order, hz: log.append(("oom", order)) or False
-    squeeze(k, lambda z: z.min_wmark() // 2)
     assert k.alloc_pages(G.GFP_KERNEL) is None
     # kswapd woken at slow-path entry and at each retry; one direct reclaim pass, no
     # progress: the 16-retry budget only applies while reclaim makes progress, so the
@@ -513,9 +522,9 @@ def test_reclaim_progress_lets_the_allocation_succeed():
 def test_noretry_fails_after_one_reclaim_without_oom():
     k = Kernel(KernelConfig(memory="256MiB"))
     calls = []
+    squeeze(k, lambda z: z.min_wmark() // 2)
     k.page_alloc.direct_reclaim_hook = lambda *a: calls.append("reclaim") or 0
     k.page_alloc.oom_hook = lambda *a: calls.append("oom") or False
-    squeeze(k, lambda z: z.min_wmark() // 2)
     assert k.alloc_pages(G.GFP_HIGHUSER | G.__GFP_NORETRY | G.__GFP_NOWARN) is None
     assert calls == ["reclaim"]
 
@@ -523,9 +532,9 @@ def test_noretry_fails_after_one_reclaim_without_oom():
 def test_no_oom_for_costly_orders_or_nofs():
     k = Kernel(KernelConfig(memory="256MiB"))
     calls = []
+    squeeze(k, lambda z: z.min_wmark() // 2)
     k.page_alloc.direct_reclaim_hook = lambda *a: 0
     k.page_alloc.oom_hook = lambda *a: calls.append("oom") or False
-    squeeze(k, lambda z: z.min_wmark() // 2)
     assert k.alloc_pages(G.GFP_KERNEL, 4) is None
     assert k.alloc_pages(G.GFP_NOFS) is None
     assert k.alloc_pages(G.GFP_KERNEL | G.__GFP_RETRY_MAYFAIL) is None
@@ -579,10 +588,10 @@ def test_oom_victim_gets_half_min():
 def test_kswapd_not_woken_when_node_balanced():
     k = Kernel(KernelConfig(memory="256MiB"))
     woken = []
+    squeeze(k, lambda z: (z.min_wmark() + z.low_wmark()) // 2)
     k.page_alloc.wake_kswapd_hook = lambda *a: woken.append(a)
     # between MIN and LOW: the fast path fails, the slow path at MIN succeeds, and the
     # node is unbalanced (below HIGH) so kswapd is woken
-    squeeze(k, lambda z: (z.min_wmark() + z.low_wmark()) // 2)
     assert k.alloc_pages(G.GFP_KERNEL) is not None
     assert len(woken) == 1
     # a GFP without __GFP_KSWAPD_RECLAIM never wakes it
