@@ -4,7 +4,8 @@
 
     strace -f -y -e trace=memory,process,ipc -o TRACE CMD
 
-(with or without -f; -t/-tt/-ttt/-r timestamps and -T durations are tolerated) and replays
+(with or without -f; -t/-tt/-ttt/-r timestamps, -T durations, -n syscall numbers and -i
+instruction pointers are tolerated) and replays
 every brk, mmap, munmap, mprotect, mremap, madvise, mlock, mlock2, munlock, mlockall,
 munlockall, shmget, shmat, shmdt, shmctl, fork/vfork/clone/clone3, execve and exit line in
 a fresh x86_64 guest `Kernel`, on the simulated process the line's pid names. The simulated
@@ -318,6 +319,7 @@ class Trace:
 _PID_RE = re.compile(r"^(?:\[pid\s+(\d+)\]\s*|(\d+)\s+)")
 _TIME_RE = re.compile(r"^(?:\d{1,2}:\d{2}:\d{2}(?:\.\d+)?|\d+\.\d+)\s+")
 _DURATION_RE = re.compile(r"\s+<\d+\.\d+>$")
+_BRACKETS_RE = re.compile(r"^(?:\[ *\d{1,4}\]\s+|\[[0-9a-f]{8,16}\]\s+)+")  # -n, -i
 _EXITED_RE = re.compile(r"^\+\+\+ exited with (-?\d+) \+\+\+$")
 _KILLED_RE = re.compile(r"^\+\+\+ killed by (SIG[A-Z0-9]+|\d+)(?: \(core dumped\))? \+\+\+$")
 _SUPERSEDED_RE = re.compile(r"^\+\+\+ superseded by execve in pid (\d+) \+\+\+$")
@@ -442,6 +444,9 @@ def parse_line(line: str):
         pid = int(m.group(1) or m.group(2))
         s = s[m.end() :]
     m = _TIME_RE.match(s)
+    if m:
+        s = s[m.end() :]
+    m = _BRACKETS_RE.match(s)
     if m:
         s = s[m.end() :]
     if s.startswith("+++"):

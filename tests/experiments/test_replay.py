@@ -66,6 +66,7 @@ def test_pid_in_brackets_timestamps_and_durations():
         "[pid  1234] 12:34:56.789012 mprotect(0x7f00, 4096, PROT_READ) = 0 <0.000011>",
         "1234  1700000000.123456 mlock(0x7f00, 4096) = 0",
         "10:00:01 munlockall() = 0",
+        "29412 12:42:45.455976 [  12] [00007fa5287a1c47] brk(NULL) = 0x56218d84a000 <0.000013>",
     ]
     t = parse_trace(lines)
     assert t.problems == []
@@ -73,6 +74,7 @@ def test_pid_in_brackets_timestamps_and_durations():
         (1234, "mprotect", ["0x7f00", "4096", "PROT_READ"], 0),
         (1234, "mlock", ["0x7f00", "4096"], 0),
         (None, "munlockall", [], 0),
+        (29412, "brk", ["NULL"], 0x56218D84A000),  # with -n -i -tt -T
     ]
 
 
