@@ -1084,11 +1084,7 @@ class Replayer:
         else:
             fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
             if err is None and size:
-                task = proc.owner.task
-                if hasattr(task, "ftruncate"):
-                    task.ftruncate(fd, size)
-                else:
-                    _set_file_size(task, fd, size)
+                self._sys(proc, "ftruncate", fd, size)
         if err is None:
             self.files_made.add(path)
         return fd, err
@@ -1206,23 +1202,6 @@ class _Unsupported(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name
-
-
-def _set_file_size(task, fd: int, size: int) -> None:
-    """Give a freshly created guest file ``size`` bytes (no page cache: a sparse file)."""
-    if not size:
-        return
-    files = getattr(task, "files", None)
-    f = None
-    if isinstance(files, dict):
-        f = files.get(fd)
-    elif isinstance(files, list) and 0 <= fd < len(files):
-        f = files[fd]
-    inode = getattr(f, "inode", f)
-    for attr in ("i_size", "size"):
-        if inode is not None and hasattr(inode, attr):
-            setattr(inode, attr, max(getattr(inode, attr), size))
-            return
 
 
 def _as_int(value) -> int | None:
