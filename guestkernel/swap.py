@@ -28,7 +28,9 @@ queued behind writes still in flight on the device. After mapping, the slot is f
 from the cache (should_try_to_free_swap) when swap is at least half full, the VMA is
 mlocked, or the fault is an exclusive write; the page is then dirty (its only copy).
 
-Counters: pswpin, pswpout, swap_ra, nr_swapcached (vmstat); SwapTotal/SwapFree/SwapCached.
+Counters: pswpin, pswpout, swap_ra, nr_swapcached (vmstat; swap-cache pages also count in
+nr_file_pages, as in Linux, so /proc/meminfo's Cached excludes them); SwapTotal/SwapFree/
+SwapCached.
 """
 
 from __future__ import annotations
@@ -222,7 +224,9 @@ class SwapState:
         self.swap_cache[entry] = page
         page.flags |= PG_swapcache | PG_swapbacked
         page.private = entry
-        self.kernel.vmstat["nr_swapcached"] += 1
+        vm = self.kernel.vmstat
+        vm["nr_swapcached"] += 1
+        vm["nr_file_pages"] += 1  # Linux counts swap-cache pages in NR_FILE_PAGES too
 
     def delete_from_swap_cache(self, page) -> None:
         """Take the page out of the cache and clear the slot's cache bit (the slot is
@@ -231,7 +235,9 @@ class SwapState:
         del self.swap_cache[entry]
         page.flags &= ~PG_swapcache
         page.private = 0
-        self.kernel.vmstat["nr_swapcached"] -= 1
+        vm = self.kernel.vmstat
+        vm["nr_swapcached"] -= 1
+        vm["nr_file_pages"] -= 1
         off = swp_offset(entry)
         smap = self.si.swap_map
         smap[off] &= ~SWAP_HAS_CACHE

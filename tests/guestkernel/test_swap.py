@@ -133,8 +133,12 @@ def test_slot_kept_while_swap_is_mostly_free_freed_when_half_full():
     t = k.spawn("app")
     a = filled(t, 4)
     swap_out(t, a, 4)
+    file_pages = k.vmstat["nr_file_pages"]
     t.access(a, False)
     p = page_at(t, a)
+    # the 4 slots' pages are in the swap cache: SwapCached, and within nr_file_pages
+    assert k.vmstat["nr_swapcached"] == 4 and k.vmstat["nr_file_pages"] == file_pages + 4
+    assert "SwapCached:           16 kB" in k.procfs.read("/proc/meminfo")
     # 4 of 31 slots used: the swap copy stays valid, the page clean in the swap cache
     assert p.flags & PG_swapcache and not p.flags & PG_dirty
     assert k.swap.si.swap_map[swp_offset(p.private)] == SWAP_HAS_CACHE
