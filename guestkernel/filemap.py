@@ -120,8 +120,8 @@ class File:
         self.flags = flags
         self.readable = readable
         self.writable = writable
-        self.slab_obj = None
-        self.refs = 0  # holders: fd table entries and VMAs
+        self.slab_obj = inode.fs.alloc_filp()  # struct file from the "filp" cache
+        self.refs = 0  # holders: fd table entries, VMAs, SysV segments
 
     def get(self) -> None:
         self.refs += 1
@@ -132,6 +132,9 @@ class File:
         self.refs -= 1
         inode = self.inode
         inode.users -= 1
+        if self.refs == 0 and self.slab_obj is not None:
+            inode.fs.free_filp(self.slab_obj)  # the struct file goes back to "filp"
+            self.slab_obj = None
         if inode.users == 0 and inode.nlink == 0:
             inode.fs.evict_inode(inode)
 
@@ -179,6 +182,19 @@ class FileSystem:
         inode = Inode(self, ino, name, size, shmem=True, dev=self.shmem_dev)
         inode.nlink = 0
         return inode
+
+    def alloc_filp(self):
+        k = self.kernel
+        caches = getattr(k, "_as_caches", None)
+        if caches and "filp" in caches:
+            return k.kmem_cache_alloc(caches["filp"], G.GFP_KERNEL)
+        return None
+
+    def free_filp(self, obj) -> None:
+        k = self.kernel
+        caches = getattr(k, "_as_caches", None)
+        if caches and "filp" in caches:
+            k.kmem_cache_free(caches["filp"], obj)
 
     def evict_inode(self, inode: Inode) -> None:
         """The last reference to an unlinked inode went: drop its pages and its charge."""

@@ -176,7 +176,13 @@ def sys_shmat(task, shmid: int, shmaddr: int, shmflg: int) -> int:
             if task.mm.mm_mt.intersecting(addr, addr + PAGE_ALIGN(size)):
                 raise U.err(U.EINVAL, "shmat")
         sfd = File(seg.inode, readable=True, writable=not shmflg & U.SHM_RDONLY)
-        addr = do_mmap(task, addr, size, prot, flags, sfd, 0, vm_ops=ns.vm_ops)
+        try:
+            addr = do_mmap(task, addr, size, prot, flags, sfd, 0, vm_ops=ns.vm_ops)
+        except OSError:
+            if sfd.refs == 0:  # no VMA took it: give the struct file back
+                sfd.get()
+                sfd.put()
+            raise
     finally:
         seg.nattch -= 1
         if seg.nattch == 0 and seg.dest:

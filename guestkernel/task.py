@@ -277,7 +277,6 @@ class Task:
             f = self.files[fd]
             if f is not _STDIO:
                 f.put()
-                _slab_free(k, "filp", f.slab_obj)
         self.files = {}
         if self.mm is not None:
             exit_mmap(self)
@@ -678,7 +677,6 @@ class Task:
                  writable=acc in (U.O_WRONLY, U.O_RDWR))
         if flags & U.O_TRUNC and f.writable and inode.size:
             _truncate(self.kernel, inode, 0)
-        f.slab_obj = _slab_alloc(self.kernel, "filp")
         f.get()
         fd = 0
         while fd in self.files:
@@ -692,7 +690,6 @@ class Task:
         del self.files[fd]
         if f is not _STDIO:
             f.put()
-            _slab_free(self.kernel, "filp", f.slab_obj)
         return 0
 
     @_syscall()

@@ -186,3 +186,47 @@ def test_open_flags(k):
     assert t.open("/x") == 4
     t.close(3)
     assert t.open("/x") == 3
+
+
+def test_every_slab_object_is_freed_back(k):
+    if k.slab is None:
+        pytest.skip("no slab allocator in this build")
+    names = {id(c): n for n, c in k._as_caches.items()}
+    live: dict[str, int] = {}
+    real_alloc, real_free = k.kmem_cache_alloc, k.kmem_cache_free
+
+    def alloc(cache, gfp=0):
+        obj = real_alloc(cache, gfp)
+        if id(cache) in names:
+            live[names[id(cache)]] = live.get(names[id(cache)], 0) + 1
+        return obj
+
+    def free(cache, obj):
+        if id(cache) in names:
+            live[names[id(cache)]] -= 1
+        real_free(cache, obj)
+
+    k.kmem_cache_alloc, k.kmem_cache_free = alloc, free
+    t = k.spawn("t")
+    fd = t.open("/f", U.O_CREAT | U.O_RDWR)
+    for j in range(6):
+        t.mmap(B + 2 * j * P, 2 * P, RW, ANON | U.MAP_FIXED)
+    t.mprotect(B + P, 8 * P, U.PROT_READ)
+    t.access(B, True)
+    child = k.tasks[t.fork()]
+    child.mremap(B, P, 3 * P, U.MREMAP_MAYMOVE)
+    child.exit(0)
+    t.wait4()
+    t.munmap(B + 4 * P, 4 * P)
+    assert live["vm_area_struct"] == len(t.mm.mm_mt) and live["task_struct"] == 1
+    # filp: the open file and the executable's struct file (held by its VMAs)
+    assert live["mm_struct"] == 1 and live["filp"] == 2
+    sid = t.shmget(U.IPC_PRIVATE, P, U.IPC_CREAT)
+    a = t.shmat(sid, 0, 0)
+    assert live["filp"] == 4  # the segment's file and the attach's
+    t.shmdt(a)
+    t.shmctl(sid, U.IPC_RMID)
+    assert live["filp"] == 2
+    t.close(fd)
+    t.exit(0)
+    assert all(v == 0 for v in live.values()), live
