@@ -55,6 +55,8 @@ cow_ksm, pages_hashed and scan_time (simulated CPU seconds).
 from __future__ import annotations
 
 from array import array
+from itertools import compress as _select
+from operator import eq as _eq
 
 import xxhash
 
@@ -73,6 +75,8 @@ SALTING = ("none", "per-vm")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 _MASK32 = 0xFFFFFFFF .__and__
+_WINDOW = 4096  # frames per window: a bulk window that cannot be taken costs this much
+_AGE_PLUS_ONE = bytes(min(i + 1, 255) for i in range(256))  # bytes.translate table
 
 
 def page_checksum(data: bytes) -> int:
@@ -153,6 +157,7 @@ class PageSharing:
         self.compare_cost = compare_cost  # seconds per full 4 KiB compare
         self.merge_cost = merge_cost  # seconds per merge (write-protect, remap)
         self.run = 1  # /sys/kernel/mm/ksm/run: 0 stop, 1 run
+        self.bulk_min = 64  # windows of at least this many frames may be scanned in bulk
         self._vms: list[_KsmVM] = []
         self._stable: dict[int, _Chain | list[_Chain]] = {}
         self._unstable: dict[int, int | list[int]] = {}  # key -> (vm index << 32) | pfn
@@ -289,40 +294,20 @@ class PageSharing:
             # (merges, skips, dropped items) call methods.
             while pfn < n and budget > 0:
                 lo = pfn
-                hi = lo + budget
+                hi = lo + (budget if budget < _WINDOW else _WINDOW)
                 if hi > n:
                     hi = n
                 idle = 0
                 k = hi - lo
                 if (
-                    k >= 64
+                    k >= self.bulk_min
                     and large is None
                     and state.count(1, lo, hi) == k
-                    and oldsum[lo:hi].count(-1) == k
+                    and self._bulk_window(kv, vi, lo, hi)
                 ):
-                    # NOTE: a window of private frames all seen for the first time (a VM
-                    # just booted or loaded) is checksummed in bulk at C speed; the per-page
-                    # loop below would do exactly the same: new items, volatile.
-                    ms = mpns[lo:hi]
-                    m0 = ms[0]
-                    hashed += k
-                    if ms[-1] - m0 == k - 1 and ms == array("i", range(m0, m0 + k)):
-                        # frames in order (as allocated at first touch): slices
-                        sums = list(map(_MASK32, map(xxh3, content[m0 : m0 + k])))
-                        mcsum[m0 : m0 + k] = sums
-                    else:
-                        sums = list(map(_MASK32, map(xxh3, map(content.__getitem__, ms))))
-                        for m, c in zip(ms, sums, strict=True):
-                            mcsum[m] = c
-                    if not stable or not any(
-                        map(stable.get, sums if not salt else [c | salt for c in sums])
-                    ):
-                        oldsum[lo:hi] = array("q", sums)
-                        new_items += k
-                        budget -= k
-                        pfn = hi
-                        continue
-                    # some match the stable tree: the per-page path (checksums now cached)
+                    budget -= k
+                    pfn = hi
+                    continue
                 for pfn in range(lo, hi):
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
@@ -396,6 +381,75 @@ class PageSharing:
         cost = scanned * self.hash_cost
         self.scan_time += cost
         return cost
+
+    def _bulk_window(self, kv: _KsmVM, vi: int, lo: int, hi: int) -> bool:
+        """Scan a window of private frames [lo, hi) at C speed when the outcome is plain.
+
+        NOTE: an optimisation with exactly the per-page outcome. It applies when every
+        frame is seen for the first time (all become volatile items) or when, for frames
+        all known, nothing can merge: no stable-tree hit, no smart_scan decision (ages
+        below 3), no zero page to map, and the non-volatile frames' keys are distinct and
+        absent from the unstable tree (they are simply inserted). Otherwise it returns
+        False, having changed nothing but the machine's checksum cache, and the per-page
+        loop runs.
+        """
+        k = hi - lo
+        p2m = kv.vm.p2m
+        oldsum = kv.oldsum
+        mcsum = self.machine.csum
+        stable = self._stable
+        salt = kv.salt
+        ms = p2m.mpn[lo:hi]
+        m0 = ms[0]
+        contiguous = ms[-1] - m0 == k - 1 and ms == array("i", range(m0, m0 + k))
+        old = oldsum[lo:hi]
+        if old.count(-1) == k:
+            # first visits (a VM just booted or loaded): checksum all, all volatile
+            content = self.machine.content
+            if contiguous:
+                sums = list(map(_MASK32, map(_xxh3, content[m0 : m0 + k])))
+                mcsum[m0 : m0 + k] = sums
+            else:
+                sums = list(map(_MASK32, map(_xxh3, map(content.__getitem__, ms))))
+                for m, c in zip(ms, sums, strict=True):
+                    mcsum[m] = c
+            self.pages_hashed += k
+            if stable and any(map(stable.get, sums if not salt else [c | salt for c in sums])):
+                return False  # some match the stable tree (checksums now cached)
+            oldsum[lo:hi] = array("q", sums)
+            self.rmap_items += k
+            return True
+        if -1 in old:
+            return False
+        sums = mcsum[m0 : m0 + k] if contiguous else list(map(mcsum.__getitem__, ms))
+        if -1 in sums:
+            return False  # some content changed: rehash page by page
+        age = kv.age
+        smart = self.smart_scan
+        if smart and max(age[lo:hi]) >= 2:
+            return False  # an age reaches 3: smart_scan decides page by page
+        keys = sums if not salt else [c | salt for c in sums]
+        if stable and any(map(stable.get, keys)):
+            return False
+        same = list(map(_eq, old, sums))  # unchanged since the last visit: may merge
+        cand = list(_select(keys, same))
+        if cand:
+            if self.use_zero_pages and ZERO_CHECKSUM in _select(sums, same):
+                return False
+            unstable = self._unstable
+            if len(set(cand)) != len(cand) or any(map(unstable.__contains__, cand)):
+                return False  # a merge in the unstable tree
+        # commit: the per-page loop's effects, in bulk
+        flags = kv.flags
+        if smart:
+            age[lo:hi] = age[lo:hi].translate(_AGE_PLUS_ONE)
+        self.pages_unshared += len(cand) - flags.count(_UNSTABLE, lo, hi)
+        oldsum[lo:hi] = array("q", sums)
+        flags[lo:hi] = bytes(same)  # _UNSTABLE == 1 for the inserted ones
+        if cand:
+            base = vi << 32
+            self._unstable.update(zip(cand, map(base.__or__, _select(range(lo, hi), same))))
+        return True
 
     def _smart_skip(self, kv: _KsmVM, pfn: int, a: int) -> bool:
         """should_skip_rmap_item for a page of age `a` >= 3 (it is aged here).

@@ -270,3 +270,71 @@ def test_counters_stay_exact_under_random_guest_activity(ops, zero, limit):
         m.validate()
         for v in vms:
             v.p2m.validate()
+
+
+def _snapshot(m, ksm, vms):
+    state = {k: v for k, v in ksm.counters().items() if k not in ("scan_time", "pages_hashed")}
+    for vm in vms:
+        kv = vm._ksm
+        state[vm.name] = (
+            bytes(vm.p2m.state), list(kv.oldsum), bytes(kv.flags), bytes(kv.age),
+            bytes(kv.skips), [vm.load(p) for p in range(vm.nr_pages)],
+        )
+    state["unstable"] = dict(ksm._unstable)
+    return state
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 60), min_size=8, max_size=24),
+    st.lists(
+        st.tuples(st.sampled_from(["store", "release", "scan", "pass"]), st.integers(0, 47), st.integers(0, 60)),
+        max_size=40,
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["none", "per-vm"]),
+    st.integers(1, 60),
+    st.booleans(),
+    st.booleans(),
+)
+def test_bulk_windows_have_exactly_the_per_page_outcome(
+    layout, ops, zero, smart, salting, kinds, distinct, cross
+):
+    # `kinds` distinct contents: few kinds merge a lot, distinct layouts and VMs that share
+    # nothing (not `cross`) let bulk windows through
+    contents = [ZERO_PAGE] + [page(i) for i in range(1, 122)]
+    if distinct:
+        layout = list(range(len(layout)))
+        kinds = max(kinds, len(layout))
+    layout = [c % kinds for c in layout]
+    ops = [(op, pfn, c % kinds) for op, pfn, c in ops]
+    other = 0 if cross else 61
+
+    def run(bulk_min):
+        m, ksm, vms = setup(
+            [[contents[c] for c in layout], [contents[(c * 7) % kinds + other] for c in layout]],
+            frames=128, use_zero_pages=zero, smart_scan=smart, salting=salting,
+            max_page_sharing=3,
+        )
+        ksm.bulk_min = bulk_min
+        snaps = []
+        for op, pfn, c in ops:
+            vm = vms[pfn % 2]
+            pfn %= vm.nr_pages
+            if op == "store":
+                vm.store(pfn, contents[c])
+            elif op == "release":
+                vm.release(pfn)
+            elif op == "scan":
+                ksm.scan(c % 6 * 7 + 1)
+            else:
+                ksm.full_pass()
+            snaps.append(_snapshot(m, ksm, vms))
+        for _ in range(4):
+            ksm.full_pass()
+            snaps.append(_snapshot(m, ksm, vms))
+        ksm.validate()
+        return snaps
+
+    assert run(4) == run(10**9)
