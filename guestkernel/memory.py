@@ -462,6 +462,7 @@ def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
     mem_map = kernel.mem_map
     rss = mm.rss
     swap_free = getattr(kernel, "swap_free", None)
+    locked = vma.vm_flags & VM_LOCKED
     for vpn in vpns:
         pte = pt.clear_pte(vpn)
         if pte & PTE_PRESENT_MASK:
@@ -476,6 +477,9 @@ def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
                 if pte & _PAGE_ACCESSED:
                     kernel.mark_page_accessed(page)
             page_remove_rmap(kernel, page)
+            if (locked and page.flags & PG_mlocked and page._mapcount >= 0
+                    and not _mapped_locked_elsewhere(kernel, page, vma)):
+                munlock_page(kernel, page)  # still mapped, but by no VM_LOCKED VMA
             put_page(kernel, page)
         elif pte & _PAGE_SWP:
             rss[MM_SWAPENTS] -= 1
@@ -701,3 +705,41 @@ def ksm_scan_order(kernel):
                     page = mem_map[pte >> PAGE_SHIFT]
                     if page.flags & PG_anon:
                         yield task, vpn << PAGE_SHIFT, page
+
+
+def validate_pages(kernel) -> None:
+    """Check every mapped user page against the PTEs of all tasks: _mapcount + 1 equals
+    the PTEs mapping it, _count equals those plus the page cache's and swap cache's
+    references, and nr_anon_pages / nr_mapped count the pages mapped at least once.
+    Raises AssertionError. (For tests: O(PTEs).)"""
+    from .vma import MMInvariantError
+
+    mem_map = kernel.mem_map
+    zero_pfn = kernel.zero_pfn
+    maps: dict[int, int] = {}
+    for task in kernel.tasks.values():
+        mm = task.mm
+        if mm is None:
+            continue
+        for vpn, pte in mm.pgtable.ptes.items():
+            if pte & PTE_PRESENT_MASK:
+                pfn = pte >> PAGE_SHIFT
+                if pfn != zero_pfn:
+                    maps[pfn] = maps.get(pfn, 0) + 1
+    anon = mapped = 0
+    for pfn, n in maps.items():
+        page = mem_map[pfn]
+        if page._mapcount + 1 != n:
+            raise MMInvariantError(f"page {pfn:#x}: mapcount {page._mapcount + 1}, {n} PTEs")
+        extra = 1 if page.flags & PG_swapcache else 0
+        if not page.flags & PG_anon:
+            extra += 1 if page.mapping.pages.get(page.index) is page else 0
+            mapped += 1
+        else:
+            anon += 1
+        if page._count != n + extra:
+            raise MMInvariantError(f"page {pfn:#x}: _count {page._count}, expected {n + extra}")
+    vm = kernel.vmstat
+    if vm["nr_anon_pages"] != anon or vm["nr_mapped"] != mapped:
+        raise MMInvariantError(f"nr_anon_pages {vm['nr_anon_pages']} / nr_mapped "
+                               f"{vm['nr_mapped']}, PTEs say {anon} / {mapped}")

@@ -157,3 +157,78 @@ def test_node_counters_follow_mappings(k, t):
     child.exit(0)
     t.munmap(B, 4 * P)
     assert vm["nr_anon_pages"] == anon0 and vm["nr_mapped"] == mapped0
+
+
+# --- property test: page references stay consistent under fork/write/unmap/exit ------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from guestkernel.memory import validate_pages  # noqa: E402
+
+NP = 16
+step = st.tuples(st.sampled_from(["fork", "write", "read", "exit", "dontneed", "munmap",
+                                  "mprotect_ro", "mprotect_rw", "remap", "fileread",
+                                  "filewrite"]),
+                 st.integers(0, 7), st.integers(0, NP - 1), st.integers(1, 4))
+
+
+@pytest.fixture(scope="module")
+def kmod():
+    k = Kernel(KernelConfig(memory="64MiB"))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    k.fs.create("/shared.bin", NP * P)
+    return k
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(step, min_size=1, max_size=30))
+def test_random_ops_keep_page_references(kmod, steps):
+    k = kmod
+    root = k.spawn("root")
+    root.mmap(B, NP * P, RW, FIX)
+    fd = root.open("/shared.bin", U.O_RDWR)
+    f = root.mmap(B + 2 * NP * P, NP * P, RW, U.MAP_SHARED | U.MAP_FIXED, fd, 0)
+    procs = [root]
+    try:
+        for op, who, page, n in steps:
+            procs = [p for p in procs if p.state == "running"]
+            if not procs:
+                break
+            t = procs[who % len(procs)]
+            addr = B + page * P
+            n = min(n, NP - page)
+            try:
+                if op == "fork" and len(procs) < 6:
+                    procs.append(k.tasks[t.fork()])
+                elif op == "write":
+                    t.access_range(addr, n * P, True)
+                elif op == "read":
+                    t.access_range(addr, n * P, False)
+                elif op == "fileread":
+                    t.access_range(f + page * P, n * P, False)
+                elif op == "filewrite":
+                    t.access_range(f + page * P, n * P, True)
+                elif op == "exit" and t is not root:
+                    t.exit(0)
+                elif op == "dontneed":
+                    t.madvise(addr, n * P, U.MADV_DONTNEED)
+                elif op == "munmap":
+                    t.munmap(addr, n * P)
+                elif op == "mprotect_ro":
+                    t.mprotect(addr, n * P, U.PROT_READ)
+                elif op == "mprotect_rw":
+                    t.mprotect(addr, n * P, RW)
+                elif op == "remap":
+                    t.mremap(addr, P, P, U.MREMAP_MAYMOVE | U.MREMAP_FIXED, B + (NP + page) * P)
+            except OSError:
+                pass  # ENOMEM on holes, EFAULT on unmapped: fine, state must stay sound
+            for p in procs:
+                if p.mm is not None:
+                    validate_mm(p.mm)
+            validate_pages(k)
+    finally:
+        for p in procs:
+            p.exit(0)
+        root.exit(0)
+    validate_pages(k)

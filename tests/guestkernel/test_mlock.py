@@ -176,3 +176,15 @@ def test_munmap_of_locked_range_releases(k, t):
     t.munmap(B + P, 2 * P)
     assert t.mm.locked_vm == 2 and k.vmstat["nr_mlock"] == 2
     validate_mm(t.mm)
+
+
+def test_unmapping_the_locked_mapping_munlocks_pages_still_mapped_elsewhere(k, t):
+    t.mmap(B, 2 * P, RW, FIX)
+    t.access_range(B, 2 * P, False)  # zero page: nothing to lock yet
+    t.mlock(B, 2 * P)
+    child = k.tasks[t.fork()]  # shares the pages, VM_LOCKED dropped in the child
+    page = k.mem_map[t.mm.pgtable.ptes[B >> 12] >> 12]
+    assert page.flags & PG_mlocked and page.page_mapcount() == 2
+    t.munmap(B, 2 * P)
+    assert not page.flags & PG_mlocked and k.vmstat["nr_mlock"] == 0
+    assert page.page_mapcount() == 1 and child.peek(B, 1) == b"\0"
