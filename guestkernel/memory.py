@@ -721,7 +721,7 @@ def validate_pages(kernel) -> None:
         mm = task.mm
         if mm is None:
             continue
-        for vpn, pte in mm.pgtable.ptes.items():
+        for pte in mm.pgtable.ptes.values():
             if pte & PTE_PRESENT_MASK:
                 pfn = pte >> PAGE_SHIFT
                 if pfn != zero_pfn:
