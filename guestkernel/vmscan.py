@@ -100,6 +100,7 @@ MAX_SWAPPINESS = 200
 DEFAULT_SEEKS = 2
 SCAN_COST = 1e-6  # seconds of CPU per page scanned (isolation, rmap, freeing): ~4 GB/s
 KSWAPD_MIN_PASS = 1e-6  # seconds: a kswapd pass never takes zero simulated time
+DIRTY_RATELIMIT = 32  # pages dirtied between two checks of the dirty limits
 
 LRU_INACTIVE_ANON = 0
 LRU_ACTIVE_ANON = 1
@@ -142,6 +143,7 @@ RECLAIM_VMSTAT = (
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
     "unevictable_pgs_rescued", "drop_pagecache", "drop_slab", "kswapd_low_wmark_hit_quickly",
     "kswapd_high_wmark_hit_quickly", "pgwriteback_file", "flusher_wakeups", "oom_kill",
+    "balance_dirty_pages",
 )
 
 
@@ -253,6 +255,7 @@ class Reclaim:
         self.flusher = None
         self.daemons_started = False
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
+        self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
             vm.setdefault(name, 0)
@@ -359,6 +362,13 @@ class Reclaim:
         elif not f & (PG_active | PG_unevictable) and f & PG_lru:
             self.activate_page(page)
             page.flags &= ~PG_referenced
+        if f & PG_dirty and not f & PG_swapbacked:
+            # write() dirtied it (filemap calls us right after set_page_dirty): check the
+            # dirty limits every DIRTY_RATELIMIT such calls, as balance_dirty_pages does
+            self._dirtied += 1
+            if self._dirtied >= DIRTY_RATELIMIT:
+                self._dirtied = 0
+                self.balance_dirty_pages()
 
     # ------------------------------------------------------------------ sizes, balance
     def lru_pages(self, lru: int) -> int:
@@ -993,14 +1003,36 @@ class Reclaim:
             + self.lru_pages(LRU_ACTIVE_FILE) + self.lru_pages(LRU_INACTIVE_FILE)
         )
         dirtyable = max(dirtyable, 1)
-        return (cfg.dirty_background_ratio * dirtyable // 100,
-                cfg.dirty_ratio * dirtyable // 100)
+        thresh = cfg.dirty_ratio * dirtyable // 100
+        bg = cfg.dirty_background_ratio * dirtyable // 100
+        if bg >= thresh:  # domain_dirty_limits: background at most half the limit
+            bg = thresh // 2
+        return bg, thresh
 
-    def writeback_dirty(self, now: float | None = None, force: bool = False) -> int:
+    def balance_dirty_pages(self) -> None:
+        """Above the background limit, wake the flusher (with an env); above dirty_ratio
+        the writer itself writes back down to the background limit and waits for it (its
+        time goes to kernel.stall). Without an env there is no flusher: the writer writes
+        as soon as the background limit is passed."""
+        vm = self.vmstat
+        bg, thresh = self.dirty_thresholds()
+        dirty = vm["nr_dirty"]
+        if dirty <= bg:
+            return
+        vm["balance_dirty_pages"] += 1
+        if self.flusher is not None and dirty <= thresh:
+            self.flusher.wake()
+            return
+        self.writeback_dirty(limit=bg, sync=True)
+
+    def writeback_dirty(self, now: float | None = None, force: bool = False,
+                        limit: int | None = None, sync: bool = False) -> int:
         """One flusher pass (wb_writeback): write the dirty file pages of inodes dirty for
-        longer than dirty_expire_centisecs, and any dirty page while nr_dirty is above the
-        background threshold. `force` writes everything (sync). Inodes are first seen dirty
-        by a pass: their age counts from there. Returns pages submitted."""
+        longer than dirty_expire_centisecs, and any dirty page while nr_dirty is above
+        `limit` (default: the background threshold), oldest first. `force` writes
+        everything (sync(2)). Inodes are first seen dirty by a pass: their age counts from
+        there. `sync`: the caller waits for the writes (time added to kernel.stall).
+        Returns pages submitted."""
         if now is None:
             now = self.now()
         t = now if now is not None else 0.0
@@ -1008,7 +1040,7 @@ class Reclaim:
         cfg = self.kernel.config
         expire = cfg.dirty_expire_centisecs / 100.0
         vm = self.vmstat
-        bg, _ = self.dirty_thresholds()
+        bg = self.dirty_thresholds()[0] if limit is None else limit
         seen: dict[int, bool] = {}
         writes: dict[int, tuple[object, list]] = {}
         n = 0
@@ -1033,8 +1065,13 @@ class Reclaim:
                     n += 1
         for key in [key for key in self.inode_dirtied if key not in seen]:
             del self.inode_dirtied[key]
+        sc = None
+        if sync:
+            sc = ScanControl(0, G.GFP_KERNEL, False, 0, True)
         for q, batch in writes.values():
-            self._submit(q, batch, None)
+            self._submit(q, batch, sc)
+        if sc is not None:
+            self.kernel.stall += sc.cost
         if n:
             vm["flusher_wakeups"] += 1
         return n
@@ -1238,7 +1275,13 @@ class Flusher:
         self.reclaim = reclaim
         self.passes = 0
         self.pages_written = 0
+        self._kick = env.event()
         self.process = env.process(self._run())
+
+    def wake(self) -> None:
+        """balance_dirty_pages: the background limit is exceeded, write now."""
+        if not self._kick.triggered:
+            self._kick.succeed()
 
     def _run(self):
         env = self.env
@@ -1247,6 +1290,8 @@ class Flusher:
             interval = cfg.dirty_writeback_centisecs / 100.0
             if interval <= 0:
                 interval = 5.0  # periodic writeback disabled: still honour the thresholds
-            yield env.timeout(interval)
+            yield env.timeout(interval) | self._kick
+            if self._kick.triggered:
+                self._kick = env.event()
             self.pages_written += self.reclaim.writeback_dirty(env.now)
             self.passes += 1

@@ -532,3 +532,41 @@ def test_page_state_derivation():
     assert page_state(p) == ST_WRITEBACK
     p.flags |= PG_active
     assert page_state(p) == ST_ACTIVE
+
+
+# ------------------------------------------------------------------ dirty limits
+def _writer(k, npages):
+    k.spawn("init")
+    t = k.spawn("writer")
+    fd = t.open("/data/log", U.O_RDWR | U.O_CREAT)
+    buf = t.mmap(0, npages * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(buf, npages * 4096, True)
+    return t, fd, buf
+
+
+def test_writer_above_the_dirty_limit_writes_back_itself_without_env():
+    k = boot(dirty_ratio=1, dirty_background_ratio=2)
+    t, fd, buf = _writer(k, 256)
+    bg, thresh = k.reclaim.dirty_thresholds()
+    assert bg == thresh // 2  # background >= limit: halved (domain_dirty_limits)
+    k.take_stall()
+    t.write(fd, buf, 256 * 4096)
+    vm = k.vmstat
+    # checked every 32 pages dirtied: 8 checks; the first (32 dirty) is under the limit
+    assert bg == 55 and vm["balance_dirty_pages"] == 7
+    assert vm["pgwriteback_file"] > 0 and t.last_cost > 0
+    assert vm["nr_dirty"] <= bg + 32
+    assert k.fs.lookup("/data/log").disk  # the pages written reached the file
+
+
+def test_flusher_woken_early_above_the_background_limit():
+    env = simpy.Environment()
+    k = boot(env=env, dirty_background_ratio=1, dirty_ratio=90,
+             dirty_writeback_centisecs=500)
+    t, fd, buf = _writer(k, 256)
+    bg, _ = k.reclaim.dirty_thresholds()
+    t.write(fd, buf, 256 * 4096)
+    assert k.vmstat["nr_dirty"] == 256 > bg  # the writer is not throttled
+    env.run(until=0.5)  # long before the 5 s period: the flusher ran on its kick
+    assert k.reclaim.flusher.passes == 1
+    assert k.vmstat["nr_dirty"] <= bg and k.vmstat["nr_writeback"] == 0
