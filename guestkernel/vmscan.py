@@ -576,6 +576,8 @@ class Reclaim:
         writes: dict[int, tuple[object, list]] = {}  # id(queue) -> (queue, pages)
         gfp = sc.gfp
         for page in pages:
+            if not page._count:
+                continue  # freed meanwhile (a write we waited for ended its last use)
             f = page.flags
             if f & PG_mlocked:
                 self._putback(page)
@@ -660,9 +662,8 @@ class Reclaim:
             self.swap._free_page(page)
             return True
         mapping = page.mapping
-        if mapping is None or f & PG_anon:
+        if mapping is None or f & PG_anon or mapping.pages.get(page.index) is not page:
             return False
-
         self.vmstat["pgstate_9"] += 1
         delete_from_page_cache(self.kernel, page)
         return True
