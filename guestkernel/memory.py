@@ -419,7 +419,13 @@ def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:
     if page is None:
         return VM_FAULT_OOM
     if page.mapping is None:
-        page.mapping = anon_vma_prepare(vma)
+        # a page read back from swap: the swap entry may still be shared with other
+        # processes of the fork tree, so use the oldest anon_vma, whose chain reaches
+        # all of them (__folio_set_anon for a non-exclusive folio)
+        av = anon_vma_prepare(vma)
+        while av.parent is not None:
+            av = av.parent
+        page.mapping = av
         page.index = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     page.flags |= PG_anon | PG_swapbacked
     exclusive = page._mapcount == -1 and page._count - (1 if page.flags & PG_swapcache else 0) == 1

@@ -323,3 +323,33 @@ def test_user_fault_out_of_memory_kills_task(k, t):
     assert do_page_fault(t, B, True) == FAULT_SIGNAL
     assert t.state == "dead" and t.term_signal == U.SIGKILL
     assert k.vmstat["fault_oom"] == 1
+
+
+def test_swap_round_trip_through_reclaim():
+    """Integration with the reclaim issue's swap: anonymous pages pushed out by memory
+    pressure come back through do_swap_page with their content, in parent and child."""
+    from guestkernel.memory import validate_pages
+
+    k = Kernel(KernelConfig(memory="48MiB", swap="64MiB"))
+    if getattr(k, "swap", None) is None:
+        pytest.skip("no swap subsystem in this build")
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("hog")
+    n = 12000  # pages: more than the guest's RAM
+    a = t.mmap(0, n * P, RW, ANON)
+    for i in range(0, n, 500):
+        t.access_range(a + i * P, 500 * P, True,
+                       data=[j.to_bytes(4, "little") * 1024 for j in range(i, i + 500)])
+    assert t.state == "running" and t.mm.rss[2] > 0  # some PTEs are swap entries now
+    child = k.tasks[t.fork()]
+    s = snap(k)
+    for i in range(0, n, 101):
+        t.access(a + i * P, False)
+        assert t.peek(a + i * P, 4) == i.to_bytes(4, "little")
+        child.access(a + i * P, True)
+    assert delta(k, s)["fault_swapin"] > 0
+    assert t.state == child.state == "running"
+    validate_mm(t.mm)
+    validate_mm(child.mm)
+    validate_pages(k)
