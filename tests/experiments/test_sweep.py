@@ -399,7 +399,7 @@ def test_identical_runs_csv_on_every_backend(tmp_path):
     Dask LocalCluster with 2 workers give the same runs.csv."""
     text = (f'base = "{QUICKSTART}"\n'
             '[grid]\n"host.sharing.pages_to_scan" = [200, 2000]\n'
-            '[[case]]\nname = "short"\n"experiment.duration" = "0.5s"\n'
+            '[[case]]\nname = "short"\n"experiment.duration" = "0.2s"\n'
             '"experiment.sample_interval" = "0.1s"\n"output.plots" = false\n')
     results = {}
     for name, kw in (("serial", {"jobs": 1}), ("pool", {"jobs": 2}), ("dask", {"scheduler": "local:2"})):
