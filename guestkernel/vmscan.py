@@ -137,13 +137,19 @@ PAGEREF_RECLAIM, PAGEREF_RECLAIM_CLEAN, PAGEREF_KEEP, PAGEREF_ACTIVATE = range(4
 SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE = range(4)
 DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 
+# /proc/vmstat counters added by reclaim. Linux names: pgscan_anon/file, pgsteal_anon/file,
+# unevictable_pgs_culled/rescued, drop_pagecache, drop_slab, oom_kill. hvsim's own:
+#   pgstate_1 .. pgstate_9   the course's page-state arcs (see the module docstring)
+#   pgstate_new_inactive     a page-cache or readahead page entering the inactive list
+#   pgwriteback_file         file pages written back (by reclaim, the flusher or a writer)
+#   flusher_wakeups          flusher passes that wrote something
+#   balance_dirty_pages      dirty-limit checks that found nr_dirty above the background limit
 RECLAIM_VMSTAT = (
     "pgstate_1", "pgstate_2", "pgstate_3", "pgstate_4", "pgstate_5", "pgstate_6",
     "pgstate_7", "pgstate_8", "pgstate_9", "pgstate_new_inactive",
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
-    "unevictable_pgs_rescued", "drop_pagecache", "drop_slab", "kswapd_low_wmark_hit_quickly",
-    "kswapd_high_wmark_hit_quickly", "pgwriteback_file", "flusher_wakeups", "oom_kill",
-    "balance_dirty_pages",
+    "unevictable_pgs_rescued", "drop_pagecache", "drop_slab", "pgwriteback_file",
+    "flusher_wakeups", "oom_kill", "balance_dirty_pages",
 )
 
 
