@@ -34,6 +34,8 @@ and does not panic: the allocation fails. The victim gets SIGKILL: a task outsid
 is freed at once (exit_mmap, as the oom_reaper would); the allocating task dies when its
 system call returns, and may meanwhile use memory reserves (`is_oom_victim`). Each kill
 counts vmstat oom_kill and logs Linux's "Out of memory: Killed process" line in `log`.
+hvsim's own counter vm_enough_memory_fail counts refused commit charges (Linux only logs
+them, ratelimited).
 """
 
 from __future__ import annotations
