@@ -405,64 +405,77 @@ class Task:
         pgoff0 = pbits = locked = 0
         self._kdepth += 1
         try:
+            get = ptes.get
             for i in range(npages):
                 vpn = first + i
-                if write and vpn not in ptes:
-                    # NOTE: the flowchart's demand-paging outcome for a write to unmapped
-                    # anonymous memory, inlined for speed. Taken only where do_page_fault
-                    # would take it (user address inside a writable anonymous VMA, PTE
-                    # none) and counted the same; anything else goes the long way.
-                    if not vstart <= vpn < vend:
-                        vma = mm.mm_mt.lookup(vpn << PAGE_SHIFT)
-                        if vma is not None and vma.vm_file is None and vma.vm_flags & VM_WRITE:
-                            vstart, vend = vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT
-                            av = vma.anon_vma if vma.anon_vma is not None else anon_vma_prepare(vma)
-                            pgoff0 = vma.vm_pgoff - vstart
-                            pbits = vma_pte_bits(vma.vm_flags, True)
-                            locked = vma.vm_flags & VM_LOCKED
-                        else:
-                            vstart = vend = 0
-                    if vstart <= vpn < vend:
-                        page = alloc(GFP_ANON_ZERO)
-                        if page is not None:
-                            if self._pending_fatal is not None:  # OOM-killed meanwhile
-                                k.free_pages(page)
-                                break
-                            key = vpn >> pshift
-                            c = counts.get(key)
-                            if c is None and not pt.alloc_pte_table(vpn):
-                                k.free_pages(page)
+                pte = get(vpn, 0)
+                # NOTE: the MMU's check inlined for speed (present, writable if a store)
+                if not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
+                    if not pte and write:
+                        # NOTE: the flowchart's demand-paging outcome for a write to
+                        # unmapped anonymous memory, inlined for speed. Taken only where
+                        # do_page_fault would take it (user address inside a writable
+                        # anonymous VMA, PTE none) and counted the same; anything else
+                        # goes the long way below.
+                        if not vstart <= vpn < vend:
+                            vma = mm.mm_mt.lookup(vpn << PAGE_SHIFT)
+                            if (vma is not None and vma.vm_file is None
+                                    and vma.vm_flags & VM_WRITE):
+                                vstart = vma.vm_start >> PAGE_SHIFT
+                                vend = vma.vm_end >> PAGE_SHIFT
+                                av = vma.anon_vma
+                                if av is None:
+                                    av = anon_vma_prepare(vma)
+                                pgoff0 = vma.vm_pgoff - vstart
+                                pbits = vma_pte_bits(vma.vm_flags, True)
+                                locked = vma.vm_flags & VM_LOCKED
                             else:
-                                counts[key] = (c or 0) + 1
-                                ptes[vpn] = (page.pfn << PAGE_SHIFT) | pbits
-                                page.flags |= PG_anon | PG_swapbacked
-                                page.mapping = av
-                                page.index = pgoff0 + vpn
-                                page._mapcount = 0
-                                if locked:
-                                    mlock_page(k, page)
-                                lru_add(page)
-                                rss[MM_ANONPAGES] += 1
-                                vm["nr_anon_pages"] += 1
-                                vm["pgfault"] += 1
-                                vm["fault_demand_zero"] += 1
-                for _ in range(4):
-                    pte = ptes.get(vpn, 0)
-                    # NOTE: the MMU's check inlined for speed (present, writable)
-                    if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW):
-                        if pte & bits != bits:
-                            ptes[vpn] = pte | bits
-                        pfn = pte >> PAGE_SHIFT
-                        cost += touch(pfn, write)
-                        if one is not None:
-                            cost += store(pfn, one)
-                        elif pages is not None:
-                            cost += store(pfn, pages[i])
+                                vstart = vend = 0
+                        if vstart <= vpn < vend:
+                            page = alloc(GFP_ANON_ZERO)
+                            if page is not None:
+                                if self._pending_fatal is not None:  # OOM-killed meanwhile
+                                    k.free_pages(page)
+                                    break
+                                key = vpn >> pshift
+                                c = counts.get(key)
+                                if c is None and not pt.alloc_pte_table(vpn):
+                                    k.free_pages(page)
+                                else:
+                                    counts[key] = (c or 0) + 1
+                                    pte = (page.pfn << PAGE_SHIFT) | pbits
+                                    ptes[vpn] = pte
+                                    page.flags |= PG_anon | PG_swapbacked
+                                    page.mapping = av
+                                    page.index = pgoff0 + vpn
+                                    page._mapcount = 0
+                                    if locked:
+                                        mlock_page(k, page)
+                                    lru_add(page)
+                                    rss[MM_ANONPAGES] += 1
+                                    vm["nr_anon_pages"] += 1
+                                    vm["pgfault"] += 1
+                                    vm["fault_demand_zero"] += 1
+                    tries = 0
+                    while not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
+                        if tries == 4 or do_page_fault(self, vpn << PAGE_SHIFT, write,
+                                                       True) != FAULT_OK:
+                            pte = 0
+                            break
+                        tries += 1
+                        pte = get(vpn, 0)
+                    if self._pending_fatal is not None or self.state != "running":
                         break
-                    if do_page_fault(self, vpn << PAGE_SHIFT, write, True) != FAULT_OK:
-                        break
-                if self._pending_fatal is not None or self.state != "running":
-                    break
+                    if not pte:
+                        continue
+                if pte & bits != bits:
+                    ptes[vpn] = pte | bits
+                pfn = pte >> PAGE_SHIFT
+                cost += touch(pfn, write)
+                if one is not None:
+                    cost += store(pfn, one)
+                elif pages is not None:
+                    cost += store(pfn, pages[i])
         finally:
             self._kdepth -= 1
             if self._pending_fatal is not None:
