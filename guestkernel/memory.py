@@ -39,6 +39,7 @@ from . import gfp as G
 from .filemap import filemap_get_page, free_user_page, set_page_dirty
 from .page import (
     PG_anon,
+    PG_highmem,
     PG_ksm,
     PG_mlocked,
     PG_swapbacked,
@@ -262,9 +263,19 @@ def do_anonymous_page(task, vma, addr: int, write: bool) -> int:
 
 
 def _copy_page(kernel, task, src_pfn: int, dst_pfn: int) -> None:
+    """copy_user_highpage: highmem pages are reached through atomic kmaps (i386)."""
     phys = kernel.phys
+    mem_map = kernel.mem_map
+    src, dst = mem_map[src_pfn], mem_map[dst_pfn]
+    high = (src.flags | dst.flags) & PG_highmem
+    if high:
+        a_src = kernel.kmap_atomic(src)
+        a_dst = kernel.kmap_atomic(dst)
     task.cost += phys.touch(src_pfn, False)
     task.cost += phys.store(dst_pfn, phys.load(src_pfn))
+    if high:
+        kernel.kunmap_atomic(a_dst)
+        kernel.kunmap_atomic(a_src)
 
 
 def do_wp_page(task, vma, addr: int, pte: int) -> int:

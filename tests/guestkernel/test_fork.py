@@ -219,3 +219,21 @@ def test_execve_refused_by_strict_overcommit_keeps_old_mm():
     assert [(v.vm_start, v.vm_end) for v in t.mm.mm_mt.vmas] == before
     assert k.committed_as == c0 and t.state == "running"
     validate_mm(t.mm)
+
+
+def test_cow_of_highmem_pages_on_i386():
+    k = Kernel(KernelConfig(arch="i386", memory="2GiB"))
+    t = k.spawn("t")
+    a = t.mmap(0, 16 * P, RW, ANON)
+    t.access_range(a, 16 * P, True, data=b"h" * P)
+    child = k.tasks[t.fork()]
+    child.access_range(a, 16 * P, True, data=b"c" * P)
+    # user pages come from HighMem (GFP_HIGHUSER_MOVABLE); the copies went through
+    # atomic kmaps that are all released again
+    from guestkernel.page import PG_highmem
+
+    pfns = [child.mm.pgtable.ptes[(a >> 12) + i] >> 12 for i in range(16)]
+    assert all(k.mem_map[p].flags & PG_highmem for p in pfns)
+    assert k.kmap_area.mapped() == 0
+    t.access(a, False)
+    assert t.peek(a, 1) == b"h" and child.peek(a, 1) == b"c"
