@@ -20,7 +20,7 @@ import zstandard
 from guestkernel.physmem import ZERO_PAGE
 from guestkernel.units import PAGE_SIZE
 
-from .machine import OWNER_ZIP, MachineMemory
+from .machine import OWNER_FREE, OWNER_ZIP, MachineMemory
 
 
 class CompressionCache:
@@ -93,6 +93,61 @@ class CompressionCache:
         self.stored_bytes += size
         self.zswpout += 1
         return slot
+
+    def store_frames(self, mpns, refused=None) -> list[int]:
+        """Compress the pages held by machine frames `mpns`, freeing each frame as soon as
+        its page is stored (so the next slot may reuse it when memory is full).
+
+        Returns one slot per frame, -1 where the page was refused (its frame is kept);
+        `refused(i)` is called at once for such a page (the host swaps it, which frees a
+        frame the cache may use next). Costs `compress_cost` seconds per page.
+        """
+        # NOTE: `store` and MachineMemory.free inlined for performance (host eviction).
+        machine = self.machine
+        content = machine.content
+        refcount = machine.refcount
+        owner = machine.owner
+        mcsum = machine.csum
+        mfree = machine._free
+        compress = self._compress
+        threshold = self.threshold
+        quarter = self.quarter
+        keep = self.keep_compressed
+        blobs = self._blobs
+        out: list[int] = []
+        nbytes = stored = 0
+        for mpn in mpns:
+            data = content[mpn]
+            blob = compress(data)
+            size = len(blob)
+            if size > threshold:
+                self.rejected += 1
+                out.append(-1)
+                if refused is not None:
+                    refused(len(out) - 1)
+                continue
+            free = self._free_q if size <= quarter else self._free_h
+            if not free and not self._grow(size <= quarter):
+                self.full += 1
+                out.append(-1)
+                if refused is not None:
+                    refused(len(out) - 1)
+                continue
+            slot = free.pop()
+            blobs[slot] = (blob if keep else data, size)
+            nbytes += size
+            stored += 1
+            out.append(slot)
+            content[mpn] = None
+            refcount[mpn] = 0
+            owner[mpn] = OWNER_FREE
+            mcsum[mpn] = -1
+            mfree.append(mpn)
+            machine.nr_free += 1
+        machine.frames_freed += stored
+        self.stored_bytes += nbytes
+        self.zswpout += stored
+        return out
 
     @property
     def nr_stored(self) -> int:

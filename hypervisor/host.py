@@ -271,7 +271,7 @@ class Host:
             cost += c
             done += progress
             if progress < len(pfns):
-                break  # compression cache and swap are full
+                break  # the compression cache refused some and swap is full
         self.pages_evicted += done
         self.evict_time += cost
         return done, cost

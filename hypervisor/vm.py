@@ -331,47 +331,50 @@ class VM:
         return -1.0
 
     def evict_many(self, pfns, compress: bool = True, swap: bool = True) -> tuple[int, float]:
-        """`evict` for a list of private frames, stopping at the first that can go nowhere.
+        """`evict` for a list of private frames; frames that can go nowhere stay private.
 
         Returns (frames evicted, host seconds).
         """
-        # NOTE: the common case (compressed into the cache) is inlined for performance:
-        # the frame is freed and the P2M updated here, counts adjusted once at the end.
         p2m = self.p2m
         state = p2m.state
         mpns = p2m.mpn
-        machine = self.machine
-        content = machine.content
-        zcache = self.zcache if compress else None
-        store = zcache.store if zcache is not None else None
-        done = compressed = 0
-        cost = 0.0
+        pfns = list(pfns)
         for pfn in pfns:
             if state[pfn] != P2M_PRIVATE:
                 raise ValueError(f"evict: pfn {pfn:#x} of {self.name} is not a private frame")
-            mpn = mpns[pfn]
-            if store is not None:
-                slot = store(content[mpn])
-                if slot >= 0:
-                    machine.free(mpn)
-                    state[pfn] = P2M_COMPRESSED
-                    mpns[pfn] = slot
-                    compressed += 1
-                    done += 1
-                    continue
-                cost += zcache.compress_cost
-            c = self.evict(pfn, compress=False, swap=swap)
-            if c < 0:
-                break
-            cost += c
-            done += 1
+        zcache = self.zcache if compress else None
+        swapped = [0, 0.0]  # pages, seconds
+
+        def to_swap(i: int) -> None:
+            # refused by the cache: swap it now, freeing its frame for the cache
+            if swap:
+                c = self.evict(pfns[i], compress=False)
+                if c >= 0:
+                    swapped[0] += 1
+                    swapped[1] += c
+
+        if zcache is None:
+            slots = [-1] * len(pfns)
+            for i in range(len(pfns)):
+                to_swap(i)
+            cost = 0.0
+        else:
+            slots = zcache.store_frames([mpns[pfn] for pfn in pfns], to_swap)
+            cost = len(pfns) * zcache.compress_cost
+        compressed = 0
+        for pfn, slot in zip(pfns, slots, strict=True):
+            if slot >= 0:
+                state[pfn] = P2M_COMPRESSED
+                mpns[pfn] = slot
+                compressed += 1
+        done = swapped[0]
+        cost += swapped[1]
         if compressed:
             nr = p2m.nr
             nr[P2M_PRIVATE] -= compressed
             nr[P2M_COMPRESSED] += compressed
             self.zswpout += compressed
-            cost += compressed * zcache.compress_cost
-        return done, cost
+        return done + compressed, cost
 
     def break_large_pages(self) -> int:
         """Break every large page (ESXi: below the high state). Returns how many."""
