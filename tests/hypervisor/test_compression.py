@@ -80,3 +80,26 @@ def test_whole_page_write_to_a_compressed_page_drops_it_without_decompressing():
     vm.evict(0)
     assert vm.store(0, page(1)) == vm.fault_cost
     assert vm.zswpin == 0 and vm.load(0) == page(1) and vm.zcache.nr_stored == 0
+
+
+def test_evict_many_compresses_swaps_the_rest_and_keeps_what_can_go_nowhere():
+    m = MachineMemory(16)
+    vm = VM(m, "vm", 8)
+    vm.zcache = CompressionCache(m, max_frames=1)  # two half-page slots
+    vm.swap = HostSwap(2)
+    data = [half_compressible_page(i) for i in range(3)] + [random_page(i, "v") for i in range(3)]
+    for pfn, d in enumerate(data):
+        vm.store(pfn, d)
+    #  pfn:   0  1  2  3  4  5
+    #  page:  h  h  h  r  r  r     h: ~1.5 KiB after zstd, r: incompressible
+    #  goes:  Z  Z  S  S  -  -     Z cache (full after two), S swap (full after two)
+    done, cost = vm.evict_many(range(6))
+    assert done == 4
+    assert [vm.p2m.state[p] for p in range(6)] == [
+        P2M_COMPRESSED, P2M_COMPRESSED, P2M_SWAPPED, P2M_SWAPPED, P2M_PRIVATE, P2M_PRIVATE,
+    ]
+    assert cost == 6 * vm.zcache.compress_cost + 2 * vm.swap.page_io_time
+    assert vm.zcache.full == 1 and vm.zcache.rejected == 3 and vm.zswpout == 2
+    assert [vm.load(p) for p in range(6)] == data
+    vm.p2m.validate()
+    m.validate()
