@@ -246,7 +246,7 @@ class Host:
         return cost
 
     def _victim_vm(self) -> VM | None:
-        """The VM with the most private frames above its balloon target (ties: first)."""
+        """The VM with the most private frames (ties: the first created)."""
         best = None
         best_excess = 0
         for vm in self.vms:
@@ -350,14 +350,9 @@ class Host:
         }
         for key, value in self.reclaimed().items():
             out[f"reclaimed_{key}"] = value
-        for name in (
-            "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "balloon_refault",
-            "released", "false_swap_reads", "stale_swap_reads", "false_reads_avoided",
-            "silent_swap_writes", "nomem_stalls", "low_state_stalls",
-        ):
-            out[name] = sum(getattr(vm, name) for vm in self.vms)
-        out["nomem_stall_time"] = sum(vm.nomem_stall_time for vm in self.vms)
-        out["stall_time"] = sum(vm.stall_time for vm in self.vms)
+        for name in VM.COUNTERS:
+            if name not in ("pswpin", "pswpout"):  # the device's own counts are above
+                out[name] = sum(getattr(vm, name) for vm in self.vms)
         out["zip_pages"] = sum(vm.zcache.nr_stored for vm in self.vms if vm.zcache)
         out["zip_frames"] = sum(vm.zcache.nr_frames for vm in self.vms if vm.zcache)
         out["zip_rejected"] = sum(vm.zcache.rejected for vm in self.vms if vm.zcache)

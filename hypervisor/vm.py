@@ -387,6 +387,24 @@ class VM:
         self.large_pages_broken += n
         return n
 
+    COUNTERS = (
+        "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "pswpin", "pswpout",
+        "balloon_refault", "released", "false_swap_reads", "stale_swap_reads",
+        "false_reads_avoided", "silent_swap_writes", "large_pages_broken", "nomem_stalls",
+        "nomem_stall_time", "low_state_stalls", "stall_time",
+    )
+
+    def counters(self) -> dict[str, int | float]:
+        """This VM's counters and its frames by P2M state (pages), as a flat record."""
+        from .p2m import P2M_STATE_NAMES
+
+        out: dict[str, int | float] = {name: getattr(self, name) for name in self.COUNTERS}
+        for state, name in enumerate(P2M_STATE_NAMES):
+            out[f"p2m_{name}"] = self.p2m.nr[state]
+        out["balloon_target"] = self.balloon_target
+        out["balloon_actual"] = self.balloon.actual if self.balloon is not None else 0
+        return out
+
     @property
     def nr_resident(self) -> int:
         """Guest frames backed by a machine frame (private or shared), pages."""

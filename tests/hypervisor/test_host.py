@@ -267,3 +267,29 @@ def test_frames_slots_and_counters_add_up_under_random_activity(ops):
         for pfn in range(12):
             vm.touch(pfn, True)
     host.validate()
+
+
+def test_two_booted_guests_with_the_same_image_pages_converge_in_simulated_time():
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="256MiB", pages_to_scan=1000, sleep_millisecs=10,
+                           ballooning=False), env=env)
+    a = host.create_vm("a", KernelConfig(memory="64MiB"))
+    b = host.create_vm("b", KernelConfig(memory="64MiB"))
+    n = 64
+    where = {}
+    for vm in (a, b):
+        k = vm.kernel
+        pfns = []
+        for i in range(n):  # the same "OS image" pages loaded into each guest
+            p = k.alloc_pages(GFP_KERNEL)
+            vm.store(p.pfn, page(1000 + i))
+            pfns.append(p.pfn)
+        where[vm.name] = pfns
+    env.run(until=5.0)
+    assert host.sharing.full_scans >= 2
+    for pa, pb in zip(where["a"], where["b"], strict=True):
+        assert a.p2m.state[pa] == b.p2m.state[pb] == P2M_SHARED
+        assert a.p2m.mpn[pa] == b.p2m.mpn[pb]
+    assert host.sharing.pages_sharing >= n
+    assert a.counters()["p2m_shared"] >= n and host.counters()["first_touch"] >= 2 * n
+    host.validate()
