@@ -965,93 +965,129 @@ def proc_status(task) -> str:
 PSS_SHIFT = 12
 
 
+_SMAPS_KEYS = ("resident", "pss", "pss_dirty", "pss_anon", "pss_file", "pss_shmem",
+               "shared_clean", "shared_dirty", "private_clean", "private_dirty",
+               "referenced", "anonymous", "lazyfree", "swap", "swap_pss", "pss_locked")
+
+
+def _smaps_account(st: dict, k, mm, vma) -> None:
+    """smaps_pte_range over one VMA: add its pages to the totals in `st` (bytes; the
+    pss fields in bytes << PSS_SHIFT)."""
+    mem_map = k.mem_map
+    zero_pfn = k.zero_pfn
+    ptes = mm.pgtable.ptes
+    locked = vma.vm_flags & VM_LOCKED
+    lo, hi = vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT
+    if hi - lo > 2 * len(ptes):
+        vpns = sorted(v for v in ptes if lo <= v < hi)
+    else:
+        vpns = [v for v in range(lo, hi) if v in ptes]
+    for vpn in vpns:
+        pte = ptes[vpn]
+        if not pte & PTE_PRESENT_MASK:
+            if pte & _PAGE_SWP:
+                st["swap"] += PAGE_SIZE
+                st["swap_pss"] += PAGE_SIZE << PSS_SHIFT
+            continue
+        pfn = pte >> PAGE_SHIFT
+        if pfn == zero_pfn:
+            continue
+        page = mem_map[pfn]
+        mapcount = max(page._mapcount + 1, 1)
+        dirty = bool(pte & _PAGE_DIRTY or page.flags & PG_dirty)
+        st["resident"] += PAGE_SIZE
+        if pte & _PAGE_ACCESSED or page.flags & PG_referenced:
+            st["referenced"] += PAGE_SIZE
+        anon = page.flags & PG_anon
+        if anon:
+            st["anonymous"] += PAGE_SIZE
+            if not page.flags & PG_swapbacked and not dirty:
+                st["lazyfree"] += PAGE_SIZE
+        pss = (PAGE_SIZE << PSS_SHIFT) // mapcount
+        st["pss"] += pss
+        if dirty:
+            st["pss_dirty"] += pss
+        if anon:
+            st["pss_anon"] += pss
+        elif page.flags & PG_swapbacked:
+            st["pss_shmem"] += pss
+        else:
+            st["pss_file"] += pss
+        if locked:
+            st["pss_locked"] += pss
+        if mapcount >= 2:
+            st["shared_dirty" if dirty else "shared_clean"] += PAGE_SIZE
+        else:
+            st["private_dirty" if dirty else "private_clean"] += PAGE_SIZE
+
+
+def _dec(label: str, value: int) -> str:
+    return f"{label}{value >> 10:8d} kB\n"
+
+
+def _show_smap(st: dict, rollup: bool) -> str:
+    """__show_smap: the lines common to smaps and smaps_rollup."""
+    out = _dec("Rss:            ", st["resident"])
+    out += _dec("Pss:            ", st["pss"] >> PSS_SHIFT)
+    out += _dec("Pss_Dirty:      ", st["pss_dirty"] >> PSS_SHIFT)
+    if rollup:
+        out += _dec("Pss_Anon:       ", st["pss_anon"] >> PSS_SHIFT)
+        out += _dec("Pss_File:       ", st["pss_file"] >> PSS_SHIFT)
+        out += _dec("Pss_Shmem:      ", st["pss_shmem"] >> PSS_SHIFT)
+    for label, key in (("Shared_Clean:   ", "shared_clean"), ("Shared_Dirty:   ", "shared_dirty"),
+                       ("Private_Clean:  ", "private_clean"),
+                       ("Private_Dirty:  ", "private_dirty"), ("Referenced:     ", "referenced"),
+                       ("Anonymous:      ", "anonymous")):
+        out += _dec(label, st[key])
+    out += _dec("KSM:            ", 0)
+    out += _dec("LazyFree:       ", st["lazyfree"])
+    for label in ("AnonHugePages:  ", "ShmemPmdMapped: ", "FilePmdMapped:  ",
+                  "Shared_Hugetlb: "):
+        out += _dec(label, 0)
+    out += f"Private_Hugetlb: {0:7d} kB\n"
+    out += _dec("Swap:           ", st["swap"])
+    out += _dec("SwapPss:        ", st["swap_pss"] >> PSS_SHIFT)
+    out += _dec("Locked:         ", st["pss_locked"] >> PSS_SHIFT)
+    return out
+
+
 def proc_smaps_rollup(task) -> str:
     """/proc/PID/smaps_rollup."""
     mm = task.mm
     if mm is None or not mm.mm_mt.vmas:
         return ""
     k = task.kernel
-    mem_map = k.mem_map
-    zero_pfn = k.zero_pfn
-    st = dict.fromkeys(("resident", "pss", "pss_dirty", "pss_anon", "pss_file", "pss_shmem",
-                        "shared_clean", "shared_dirty", "private_clean", "private_dirty",
-                        "referenced", "anonymous", "lazyfree", "swap", "swap_pss",
-                        "pss_locked"), 0)
-    ptes = mm.pgtable.ptes
+    st = dict.fromkeys(_SMAPS_KEYS, 0)
     for vma in mm.mm_mt.vmas:
-        locked = vma.vm_flags & VM_LOCKED
-        for vpn in range(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
-            pte = ptes.get(vpn)
-            if pte is None:
-                continue
-            if not pte & PTE_PRESENT_MASK:
-                if pte & _PAGE_SWP:
-                    st["swap"] += PAGE_SIZE
-                    st["swap_pss"] += PAGE_SIZE << PSS_SHIFT
-                continue
-            pfn = pte >> PAGE_SHIFT
-            if pfn == zero_pfn:
-                continue
-            page = mem_map[pfn]
-            mapcount = max(page._mapcount + 1, 1)
-            dirty = bool(pte & _PAGE_DIRTY or page.flags & PG_dirty)
-            st["resident"] += PAGE_SIZE
-            if pte & _PAGE_ACCESSED or page.flags & PG_referenced:
-                st["referenced"] += PAGE_SIZE
-            anon = page.flags & PG_anon
-            if anon:
-                st["anonymous"] += PAGE_SIZE
-                if not page.flags & PG_swapbacked and not dirty:
-                    st["lazyfree"] += PAGE_SIZE
-            pss = (PAGE_SIZE << PSS_SHIFT) // mapcount
-            st["pss"] += pss
-            if dirty:
-                st["pss_dirty"] += pss
-            if anon:
-                st["pss_anon"] += pss
-            elif page.flags & PG_swapbacked:
-                st["pss_shmem"] += pss
-            else:
-                st["pss_file"] += pss
-            if locked:
-                st["pss_locked"] += pss
-            if mapcount >= 2:
-                st["shared_dirty" if dirty else "shared_clean"] += PAGE_SIZE
-            else:
-                st["private_dirty" if dirty else "private_clean"] += PAGE_SIZE
+        _smaps_account(st, k, mm, vma)
     first = mm.mm_mt.vmas[0].vm_start
     last = mm.mm_mt.vmas[-1].vm_end
     head = _header(first, last, 0, 0, (0, 0), 0).ljust(_pad_width(k)) + " [rollup]\n"
+    return head + _show_smap(st, True)
 
-    def dec(label: str, value: int) -> str:
-        return f"{label}{value >> 10:8d} kB\n"
 
-    rows = [
-        ("Rss:            ", st["resident"]),
-        ("Pss:            ", st["pss"] >> PSS_SHIFT),
-        ("Pss_Dirty:      ", st["pss_dirty"] >> PSS_SHIFT),
-        ("Pss_Anon:       ", st["pss_anon"] >> PSS_SHIFT),
-        ("Pss_File:       ", st["pss_file"] >> PSS_SHIFT),
-        ("Pss_Shmem:      ", st["pss_shmem"] >> PSS_SHIFT),
-        ("Shared_Clean:   ", st["shared_clean"]),
-        ("Shared_Dirty:   ", st["shared_dirty"]),
-        ("Private_Clean:  ", st["private_clean"]),
-        ("Private_Dirty:  ", st["private_dirty"]),
-        ("Referenced:     ", st["referenced"]),
-        ("Anonymous:      ", st["anonymous"]),
-        ("KSM:            ", 0),
-        ("LazyFree:       ", st["lazyfree"]),
-        ("AnonHugePages:  ", 0),
-        ("ShmemPmdMapped: ", 0),
-        ("FilePmdMapped:  ", 0),
-        ("Shared_Hugetlb: ", 0),
-    ]
-    body = "".join(dec(a, b) for a, b in rows)
-    body += f"Private_Hugetlb: {0:7d} kB\n"
-    body += dec("Swap:           ", st["swap"])
-    body += dec("SwapPss:        ", st["swap_pss"] >> PSS_SHIFT)
-    body += dec("Locked:         ", st["pss_locked"] >> PSS_SHIFT)
-    return head + body
+def proc_smaps(task) -> str:
+    """/proc/PID/smaps: each VMA's maps line, its page statistics and VmFlags."""
+    from .vma import vm_flag_names
+
+    mm = task.mm
+    if mm is None:
+        return ""
+    k = task.kernel
+    lines = proc_maps(task).splitlines(keepends=True)
+    out = []
+    for line, vma in zip(lines, mm.mm_mt.vmas, strict=True):
+        st = dict.fromkeys(_SMAPS_KEYS, 0)
+        _smaps_account(st, k, mm, vma)
+        out.append(line)
+        out.append(_dec("Size:           ", vma.vm_end - vma.vm_start))
+        out.append(_dec("KernelPageSize: ", PAGE_SIZE))
+        out.append(_dec("MMUPageSize:    ", PAGE_SIZE))
+        out.append(_show_smap(st, False))
+        out.append(f"THPeligible:    {0:8d}\n")
+        names = vm_flag_names(vma.vm_flags)
+        out.append(f"VmFlags: {names + ' ' if names else ''}\n")
+    return "".join(out)
 
 
 def register_proc_files(kernel) -> None:
@@ -1059,6 +1095,7 @@ def register_proc_files(kernel) -> None:
     procfs.register_pid("maps", proc_maps)
     procfs.register_pid("status", proc_status)
     procfs.register_pid("smaps_rollup", proc_smaps_rollup)
+    procfs.register_pid("smaps", proc_smaps)
 
 
 # --- boot ------------------------------------------------------------------------------------------

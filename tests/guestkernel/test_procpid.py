@@ -116,3 +116,23 @@ def test_proc_files_of_dead_task_are_gone(k):
     t.exit(0)
     with pytest.raises(FileNotFoundError):
         k.procfs.read(f"/proc/{pid}/maps")
+
+
+def test_smaps_per_vma_and_sum_equals_rollup(k):
+    t = k.spawn("t")
+    t.mmap(0x10000000, 4 * P, RW, ANON | U.MAP_FIXED)
+    t.access_range(0x10000000, 3 * P, True)
+    t.mlock(0x10000000, P)
+    text = k.procfs.read(f"/proc/{t.pid}/smaps")
+    blocks = text.split("VmFlags: ")
+    assert len(blocks) == len(t.mm.mm_mt) + 1
+    stack = text[text.index("[stack]"):]
+    assert stack.splitlines()[1:4] == ["Size:                132 kB", "KernelPageSize:        4 kB",
+                                      "MMUPageSize:           4 kB"]
+    assert stack.splitlines()[-1] == "VmFlags: rd wr mr mw me gd ac "
+    locked_block = [b for b in blocks if "10000000-10001000" in b][0]
+    assert "Locked:                4 kB" in locked_block
+    assert "VmFlags: rd wr mr mw me lo ac " in text
+    total = sum(int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("Rss:"))
+    rollup = k.procfs.read(f"/proc/{t.pid}/smaps_rollup")
+    assert "Rss:" + " " * 12 + f"{total:8d} kB" in rollup and total == 16
