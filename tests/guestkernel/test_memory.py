@@ -232,3 +232,23 @@ def test_random_ops_keep_page_references(kmod, steps):
             p.exit(0)
         root.exit(0)
     validate_pages(k)
+
+
+def test_lru_hooks_see_every_user_page(k, t):
+    added, deleted, accessed = [], [], []
+    real_add, real_del = k.lru_cache_add, k.lru_del
+    k.lru_cache_add = lambda p: (added.append(p.pfn), real_add(p))
+    k.lru_del = lambda p: (deleted.append(p.pfn), real_del(p))
+    k.mark_page_accessed = lambda p: accessed.append(p.pfn)
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(B, 4 * P, True)
+    k.fs.create("/h", 2 * P)
+    fd = t.open("/h")
+    buf = B
+    t.read(fd, buf, 2 * P)  # the cache pages: added; read() marks them accessed
+    cache = [p.pfn for p in k.fs.lookup("/h").mapping.pages.values()]
+    assert sorted(accessed) == sorted(cache)
+    assert sorted(added) == sorted([t.mm.pgtable.ptes[(B >> 12) + i] >> 12 for i in range(4)]
+                                   + cache)
+    t.munmap(B, 4 * P)
+    assert sorted(deleted) == sorted(added[:4])  # off the LRU before being freed

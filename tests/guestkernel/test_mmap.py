@@ -436,3 +436,42 @@ def test_madvise_mergeable_splits_vma(k, t):
     t.madvise(a + P, 2 * P, U.MADV_UNMERGEABLE)
     assert around(t) == [(0, 4, "rw")]
     validate_mm(t.mm)
+
+
+def test_map_growsdown_region_grows_on_access(k, t):
+    a = t.mmap(B + 64 * P, 2 * P, RW, FIX | U.MAP_GROWSDOWN)
+    t.access(a - 3 * P, True)
+    v = t.mm.mm_mt.lookup(a - 3 * P)
+    assert t.state == "running" and v.vm_start == a - 3 * P and v.vm_end == a + 2 * P
+    assert v.vm_pgoff == (a >> 12) - 3
+    validate_mm(t.mm)
+    with pytest.raises(OSError) as e:
+        t.mmap(0, P, RW, U.MAP_SHARED | U.MAP_ANONYMOUS | U.MAP_GROWSDOWN)
+    assert e.value.errno == U.EINVAL
+
+
+def test_madvise_willneed_reads_file_ahead(k, t):
+    k.fs.create("/big", 64 * P)
+    fd = t.open("/big")
+    a = t.mmap(0, 64 * P, U.PROT_READ, U.MAP_PRIVATE, fd, 0)
+    t.madvise(a + 8 * P, 8 * P, U.MADV_WILLNEED)
+    assert sorted(k.fs.lookup("/big").mapping.pages) == list(range(8, 16))
+    assert t.mm.rss[0] == 0  # read into the cache, not mapped
+    maj = k.vmstat["pgmajfault"]
+    t.access(a + 9 * P, False)
+    assert k.vmstat["pgmajfault"] == maj
+
+
+def test_madvise_random_disables_read_around(k, t):
+    k.fs.create("/rnd", 64 * P)
+    fd = t.open("/rnd")
+    a = t.mmap(0, 64 * P, U.PROT_READ, U.MAP_PRIVATE, fd, 0)
+    t.madvise(a, 64 * P, U.MADV_RANDOM)
+    t.access(a + 20 * P, False)
+    assert list(k.fs.lookup("/rnd").mapping.pages) == [20]
+
+
+def test_populate_flag(k, t):
+    anon = t.mm.rss[1]
+    t.mmap(B, 8 * P, RW, FIX | U.MAP_POPULATE)
+    assert t.mm.rss[1] == anon + 8 and k.vmstat["fault_demand_zero"] >= 8
