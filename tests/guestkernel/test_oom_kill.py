@@ -285,3 +285,51 @@ def test_segfault_on_a_valid_address_mode0_vs_mode2():
         app2.mmap(0, 40 * MiB, RW, ANON)
     assert e.value.errno == U.ENOMEM
     assert app2.state == "running" and k2.vmstat["oom_kill"] == 0
+
+
+# ------------------------------------------------------------------ what is charged
+@pytest.mark.parametrize("mode", [0, 2])
+def test_commit_charges_and_uncharges(mode):
+    """Committed_AS moves by exactly the pages section 6 says are charged."""
+    k = boot(overcommit_memory=mode, overcommit_ratio=100, swap="16MiB")
+    k.spawn("init")
+    t = k.spawn("app")
+    fd_file = t.open("/data/f", U.O_RDWR | U.O_CREAT)
+    t.ftruncate(fd_file, 64 << 12)
+
+    def delta(fn):
+        before = k.committed_as
+        fn()
+        return k.committed_as - before
+
+    out = {}
+    out["private writable"] = delta(lambda: out.setdefault("a", t.mmap(0, 16 << 12, RW, ANON)))
+    out["private read-only"] = delta(lambda: out.setdefault(
+        "r", t.mmap(0, 16 << 12, U.PROT_READ, ANON)))
+    out["noreserve"] = delta(lambda: t.mmap(0, 16 << 12, RW, ANON | U.MAP_NORESERVE))
+    out["shared anon"] = delta(lambda: t.mmap(0, 16 << 12, RW, U.MAP_SHARED | U.MAP_ANONYMOUS))
+    out["shared file"] = delta(lambda: t.mmap(0, 16 << 12, RW, U.MAP_SHARED, fd_file, 0))
+    out["mprotect rw"] = delta(lambda: t.mprotect(out["r"], 16 << 12, RW))
+    out["munmap"] = delta(lambda: t.munmap(out["a"], 16 << 12))
+    brk0 = t.brk(0)
+    out["brk"] = delta(lambda: t.brk(brk0 + (8 << 12)))
+    out["shm"] = delta(lambda: t.shmget(U.IPC_PRIVATE, 4 << 12, U.IPC_CREAT | 0o600))
+    out["shm noreserve"] = delta(lambda: t.shmget(U.IPC_PRIVATE, 4 << 12,
+                                                  U.IPC_CREAT | U.SHM_NORESERVE | 0o600))
+    assert out["private writable"] == 16
+    assert out["private read-only"] == 0
+    assert out["noreserve"] == (16 if mode == 2 else 0)  # MAP_NORESERVE ignored in mode 2
+    assert out["shared anon"] == 16
+    assert out["shared file"] == 0
+    assert out["mprotect rw"] == 16
+    assert out["munmap"] == -16
+    assert out["brk"] == 8
+    assert out["shm"] == 4
+    assert out["shm noreserve"] == (4 if mode == 2 else 0)
+    # fork charges the child's VM_ACCOUNT VMAs again; exit gives them back
+    charged = k.committed_as
+    pid = t.fork()
+    child_charge = k.committed_as - charged
+    assert child_charge > 0
+    k.tasks[pid].exit(0)
+    assert k.committed_as == charged
