@@ -433,10 +433,11 @@ class Task:
                                 vstart = vend = 0
                         if vstart <= vpn < vend:
                             page = alloc(GFP_ANON_ZERO)
-                            if page is not None:
-                                if self._pending_fatal is not None:  # OOM-killed meanwhile
+                            if self._pending_fatal is not None:  # OOM-killed meanwhile
+                                if page is not None:
                                     k.free_pages(page)
-                                    break
+                                break
+                            if page is not None:
                                 key = vpn >> pshift
                                 c = counts.get(key)
                                 if c is None and not pt.alloc_pte_table(vpn):

@@ -353,3 +353,28 @@ def test_swap_round_trip_through_reclaim():
     validate_mm(t.mm)
     validate_mm(child.mm)
     validate_pages(k)
+
+
+def test_memory_exhaustion_ends_in_oom_kills_with_consistent_state():
+    """Faults on valid, committed addresses under overcommit: the OOM killer (the reclaim
+    issue's) picks victims; every process it kills dies cleanly, memory is returned."""
+    from guestkernel.memory import validate_pages
+
+    k = Kernel(KernelConfig(memory="48MiB"))
+    if getattr(k, "oom", None) is None:
+        pytest.skip("no OOM killer in this build")
+    if 1 not in k.tasks:
+        k.spawn("init")
+    hogs = [k.spawn(f"hog{i}") for i in range(3)]
+    for _ in range(4):
+        for t in hogs:
+            if t.state == "running":
+                a = t.mmap(0, 1500 * P, RW, ANON)
+                t.access_range(a, 1500 * P, True)
+    dead = [t for t in hogs if t.state != "running"]
+    assert dead and all(t.term_signal == U.SIGKILL and t.mm is None for t in dead)
+    assert k.vmstat["oom_kill"] >= len(dead)
+    for t in hogs:
+        if t.mm is not None:
+            validate_mm(t.mm)
+    validate_pages(k)
