@@ -409,7 +409,7 @@ def plot_memory(samples: list[dict]):
     layers = [used, free] + [[_nz(s.get(f"reclaimed_{k}_mib")) for s in samples] for k, _ in TECHNIQUES]
     labels = ["host used", "host free"] + [f"reclaimed by {label}" for _, label in TECHNIQUES]
     colors = ["#4c72b0", "#dddddd", "#55a868", "#c44e52", "#8172b2", "#ccb974"]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(11, 5))
     ax.stackplot(t, *layers, labels=labels, colors=colors, alpha=0.9)
     host = [u + f for u, f in zip(used, free)]
     ax.plot(t, host, color="black", linestyle="--", linewidth=1, label="host memory")
@@ -418,7 +418,8 @@ def plot_memory(samples: list[dict]):
     ax.set_title("Host memory, and memory reclaimed per technique above it")
     ax.set_xlim(min(t), max(t) if max(t) > min(t) else min(t) + 1)
     handles, names = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], names[::-1], loc="upper left", fontsize="small", framealpha=0.9)  # stack order
+    # outside the axes, in stack order: the bands fill the whole plot
+    ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     return fig
 
