@@ -126,6 +126,11 @@ class MMStruct:
     def pgtables_bytes(self) -> int:
         return self.pgtable.bytes
 
+    @property
+    def pinned(self) -> int:
+        """mm->pinned_vm (pages pinned by get_user_pages(FOLL_PIN)): VmPin."""
+        return self.pinned_vm
+
     def max_map_count(self) -> int:
         return self.kernel.config.max_map_count
 
@@ -290,7 +295,11 @@ class Task:
             if child.state == "zombie" and (child.parent is None or child.parent.autoreap_children):
                 child._reap()
         self.children = []
-        if self.parent is None or self.parent.autoreap_children or self.parent.state != "running":
+        parent = self.parent
+        if parent is not None and parent.state == "running":
+            # do_notify_parent: SIGCHLD with CLD_EXITED (1) or CLD_KILLED (2)
+            parent.pending.append((self.exit_signal, 2 if self.term_signal else 1, self.pid))
+        if parent is None or parent.autoreap_children or parent.state != "running":
             self._reap()
 
     def _reap(self) -> None:

@@ -237,3 +237,14 @@ def test_cow_of_highmem_pages_on_i386():
     assert k.kmap_area.mapped() == 0
     t.access(a, False)
     assert t.peek(a, 1) == b"h" and child.peek(a, 1) == b"c"
+
+
+def test_parent_gets_sigchld(k, t):
+    child = k.tasks[t.fork()]
+    child.exit(7)
+    assert t.pending[-1] == (U.SIGCHLD, 1, child.pid)  # CLD_EXITED
+    assert t.state == "running"  # SIGCHLD is not fatal
+    c2 = k.tasks[t.fork()]
+    c2.kill()
+    assert t.pending[-1] == (U.SIGCHLD, 2, c2.pid)  # CLD_KILLED
+    assert t.wait4(c2.pid) == (c2.pid, U.SIGKILL)

@@ -475,3 +475,42 @@ def test_populate_flag(k, t):
     anon = t.mm.rss[1]
     t.mmap(B, 8 * P, RW, FIX | U.MAP_POPULATE)
     assert t.mm.rss[1] == anon + 8 and k.vmstat["fault_demand_zero"] >= 8
+
+
+# --- placement: top-down search against a brute-force model ------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def highest_fit(mm, length, low):
+    """The highest page-aligned start below mmap_base of a free range of `length`,
+    keeping the guard gap below growsdown VMAs: brute force over the gaps."""
+    best = -1
+    prev_end = 0
+    for v in list(mm.mm_mt.vmas) + [None]:
+        gap_end = mm.mmap_base if v is None else min(
+            mm.mmap_base, v.vm_start - (STACK_GUARD_GAP if v.vm_flags & 0x100 else 0))
+        gap_start = max(prev_end, low)
+        if gap_end - gap_start >= length:
+            best = max(best, gap_end - length)
+        if v is not None:
+            prev_end = v.vm_end
+    return best
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 64)), min_size=1, max_size=40))
+def test_topdown_placement_matches_model(seq):
+    k = boot()
+    t = k.spawn("p")
+    mapped = []
+    for unmap, n in seq:
+        if unmap and mapped:
+            a, ln = mapped.pop(n % len(mapped))
+            t.munmap(a, ln)
+            continue
+        want = highest_fit(t.mm, n * P, 0x10000)
+        a = t.mmap(0, n * P, RW if n % 3 else R, ANON)
+        assert a == want
+        mapped.append((a, n * P))
+    validate_mm(t.mm)
