@@ -9,7 +9,7 @@ would after obtaining it, so the trace's memory is really used. Work: calls repl
 
 from __future__ import annotations
 
-from ..replay import Call, Exit, Replayer, parse_trace
+from ..replay import Call, Replayer, parse_trace
 from .base import Workload
 
 CALL_TIME = 1e-3  # seconds per replayed call at speed 1
@@ -26,19 +26,16 @@ class TraceWorkload(Workload):
             trace = parse_trace(fh)
         self.findings: list[str] = []
         rep = Replayer(self.kernel, out=self.findings.append)
-        rep._scan_file_sizes(trace)
+        rep.prepare(trace)
         cost = 0.0
         n = 0
         for event in trace.events:
             if self.dead:
                 return
             stall0 = self.kernel.take_stall()
-            if isinstance(event, Call):
-                rep._call(event)
-                if p.touch:
-                    cost += self._touch_result(rep, event)
-            elif isinstance(event, Exit):
-                rep._exit(event)
+            rep.apply(event)
+            if p.touch and isinstance(event, Call):
+                cost += self._touch_result(rep, event)
             cost += self.kernel.take_stall()
             self.kernel.stall += stall0
             n += 1
@@ -47,6 +44,7 @@ class TraceWorkload(Workload):
                 self.stall += cost
                 yield self.wait(BATCH * CALL_TIME / p.speed + cost)
                 cost = 0.0
+        rep.finish()
         self.stall += cost
         yield self.wait(cost)
 
@@ -54,9 +52,8 @@ class TraceWorkload(Workload):
         """Touch the memory a successful anonymous writable mmap or a brk growth made."""
         if call.ret is None or call.ret.failed:
             return 0.0
-        proc = rep.procs.get(call.pid)
-        task = getattr(proc, "task", None) if proc is not None else None
-        if task is None or getattr(task, "mm", None) is None:
+        task = rep.task_of(call.pid)
+        if task is None or task.mm is None:
             return 0.0
         if call.name == "mmap" and len(call.args) >= 4:
             if "MAP_ANONYMOUS" in call.args[3] and "PROT_WRITE" in call.args[2]:

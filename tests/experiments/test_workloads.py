@@ -129,3 +129,17 @@ def test_each_profile_does_work(profile, tmp_path):
     assert s["status"] == "ok", s["traceback"]
     assert s["vms"]["g"]["work_done"] > 0
     assert s["vms"]["g"]["faults"]["pgfault"] > 0
+
+
+def test_trace_profile_replays_a_real_trace_in_time(tmp_path):
+    from pathlib import Path
+
+    trace = Path(__file__).resolve().parents[1] / "data" / "traces" / "malloc_mix.trace"
+    cfg = config_from_dict({"experiment": {"name": "tr", "duration": "3s"}, "host": {"memory": "512MiB"},
+                            "vm": [{"name": "g", "memory": "256MiB", "image": "alpine-3.19",
+                                    "workload": {"profile": "trace", "path": str(trace)}}]})
+    s = run_experiment(cfg, tmp_path, write_report=False)
+    assert s["status"] == "ok", s["traceback"]
+    events = sum(1 for line in trace.read_text().splitlines() if line.strip())
+    assert 0 < s["vms"]["g"]["work_done"] <= events  # one unit per replayed call or exit
+    assert s["vms"]["g"]["faults"]["pgfault"] > 0  # the mapped memory was touched
