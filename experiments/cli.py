@@ -123,8 +123,10 @@ def _register_subcommands() -> None:
     from .replay import replay
     from .report import report
     from .scan_image import scan_image
+    from .sweep import sweep
 
     main.add_command(replay)
+    main.add_command(sweep)
     main.add_command(report)
     main.add_command(scan_image)
 
