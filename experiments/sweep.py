@@ -30,7 +30,9 @@ Sweep file (TOML)
 
 Keys are the config's dotted keys ("experiment.seed", "host.sharing.salting", "vm[0].count",
 "vm[web].memory" by VM name); quote them, since TOML reads a bare ``host.memory`` as nested
-tables (which is also accepted). Every section is optional except `base`. The runs are
+tables (which is also accepted). In a [[case]], a table under a quoted dotted key replaces
+that table whole: ``"vm[db].workload" = {profile = "idle"}`` (other nested tables set their
+keys one by one, keeping the rest of the base's table). Every section is optional except `base`. The runs are
 cases x grid points x zip rows x replications; without [[case]] there is one unnamed case.
 Overrides apply in that order (case, grid, zip), so a grid key beats a case's value.
 
@@ -215,13 +217,17 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _flatten(table: dict, leaf: Callable[[Any], bool], prefix: str = "") -> list[tuple[str, Any]]:
-    """Dotted keys of a TOML table whose nested tables spell the key (host.memory = ...)."""
+def _flatten(table: dict, whole_tables: bool, prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted keys of a TOML table whose nested tables spell the key (host.memory = ...).
+
+    whole_tables: a table under a quoted dotted key ("vm[db].workload" = {...}) is one value
+    (it replaces that table) instead of being split into its keys.
+    """
     out = []
     for key, value in table.items():
         dotted = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and not leaf(value):
-            out += _flatten(value, leaf, dotted)
+        if isinstance(value, dict) and not (whole_tables and "." in key):
+            out += _flatten(value, whole_tables, dotted)
         else:
             out.append((dotted, value))
     return out
@@ -321,7 +327,7 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
         if not isinstance(table, dict):
             bad(section, "must be a table of dotted keys -> lists")
             return []
-        items = _flatten(table, leaf=lambda v: False)
+        items = _flatten(table, whole_tables=False)
         good = []
         for key, values in items:
             if not isinstance(values, list) or not values:
@@ -354,8 +360,7 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
         if any(cname == c for c, _ in cases):
             bad(f"case[{i}].name", f"duplicate case name {cname!r}")
             continue
-        cases.append((cname, _flatten({k: v for k, v in table.items() if k != "name"},
-                                      leaf=lambda v: False)))
+        cases.append((cname, _flatten({k: v for k, v in table.items() if k != "name"}, whole_tables=True)))
     if problems:
         raise SweepError(problems)
 

@@ -416,6 +416,26 @@ def test_identical_runs_csv_on_every_backend(tmp_path):
     assert results["dask"] == results["serial"]
 
 
+def test_real_failing_run_is_recorded_and_reported(tmp_path):
+    """A real run that fails (a trace workload whose file is missing) inside a sweep."""
+    text = (f'base = "{QUICKSTART}"\n'
+            '[[case]]\nname = "fine"\n"experiment.duration" = "0.2s"\n"output.plots" = false\n'
+            '[[case]]\nname = "broken"\n"experiment.duration" = "0.2s"\n"output.plots" = false\n'
+            '"vm[db].workload" = {profile = "trace", path = "missing.trace"}\n')
+    sw = S.load_sweep(write_sweep(tmp_path, text, base=None), output_dir=tmp_path / "out")
+    broken = next(r for r in sw.runs if r.case == "broken")
+    # the case's table replaced the base's database workload; its path is relative to the base
+    assert broken.config["vm"][1]["workload"] == {"profile": "trace", "speed": 1.0, "touch": True,
+                                                  "path": str(QUICKSTART.parent.resolve() / "missing.trace")}
+    rows = {r["case"]: r for r in S.run_sweep(sw, jobs=1)}
+    assert rows["fine"]["status"] == "ok"
+    assert rows["broken"]["status"] == "failed"
+    assert rows["broken"]["error"].startswith("FileNotFoundError:")
+    assert [t["status"] for t in read_csv(tmp_path / "out" / "runs.csv")] == ["failed", "ok"]  # by id
+    text = (Path(broken.run_dir) / "report.md").read_text()
+    assert "- status: **failed**" in text and "FileNotFoundError" in text
+
+
 def test_example_sweep_runs(tmp_path):
     """sweep-quickstart.toml at a reduced size: replication 0 of each point, 0.3 s each."""
     sw = S.load_sweep(QUICKSTART.parent / "sweep-quickstart.toml", output_dir=tmp_path)
