@@ -54,6 +54,7 @@ cow_ksm, pages_hashed and scan_time (simulated CPU seconds).
 
 from __future__ import annotations
 
+import re
 from array import array
 from itertools import compress as _select
 from operator import eq as _eq
@@ -75,6 +76,7 @@ SALTING = ("none", "per-vm")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 _MASK32 = 0xFFFFFFFF .__and__
+_NOT_NONE = re.compile(rb"[^\x00]")
 _WINDOW = 4096  # frames per window: a bulk window that cannot be taken costs this much
 _AGE_PLUS_ONE = bytes(min(i + 1, 255) for i in range(256))  # bytes.translate table
 
@@ -158,6 +160,7 @@ class PageSharing:
         self.merge_cost = merge_cost  # seconds per merge (write-protect, remap)
         self.run = 1  # /sys/kernel/mm/ksm/run: 0 stop, 1 run
         self.bulk_min = 64  # windows of at least this many frames may be scanned in bulk
+        self.fast_paths = True  # bulk, sparse and empty windows (same outcome, faster)
         self._vms: list[_KsmVM] = []
         self._stable: dict[int, _Chain | list[_Chain]] = {}
         self._unstable: dict[int, int | list[int]] = {}  # key -> (vm index << 32) | pfn
@@ -165,6 +168,7 @@ class PageSharing:
         self._vi = 0  # scan cursor: VM index
         self._pfn = 0  # scan cursor: next PFN
         self._visited = 0  # scannable pages met in this pass
+        self._skipped_mark = 0  # pages_skipped when this pass began
         # counters
         self.pages_shared = 0
         self.pages_sharing = 0
@@ -259,7 +263,6 @@ class PageSharing:
         pfn = self._pfn
         initial = budget
         hashed = new_items = 0
-        empty_passes = 0
         while budget > 0:
             if vi >= len(kvs):
                 # end of a full pass: the unstable tree starts again empty
@@ -267,15 +270,11 @@ class PageSharing:
                 unstable.clear()
                 vi = 0
                 pfn = 0
-                if self._visited == 0:
-                    empty_passes += 1
-                    if empty_passes > 9:
-                        break  # nothing scannable (smart_scan skips at most 8 passes)
-                else:
-                    empty_passes = 0
+                empty = self._visited == 0 and self.pages_skipped == self._skipped_mark
                 self._visited = 0
-                if stop_at_pass_end:
-                    break
+                self._skipped_mark = self.pages_skipped
+                if stop_at_pass_end or empty:
+                    break  # (empty: nothing to scan anywhere; ksmd would just sleep)
             kv = kvs[vi]
             vm = kv.vm
             p2m = vm.p2m
@@ -294,13 +293,24 @@ class PageSharing:
             # (merges, skips, dropped items) call methods.
             while pfn < n and budget > 0:
                 lo = pfn
-                hi = lo + (budget if budget < _WINDOW else _WINDOW)
+                hi = lo + _WINDOW
                 if hi > n:
                     hi = n
+                if (
+                    self.fast_paths
+                    and state.count(1, lo, hi) == 0
+                    and state.count(2, lo, hi) == 0
+                    and oldsum[lo:hi].count(-1) == hi - lo
+                ):
+                    pfn = hi  # nothing backed here and no rmap items: skipped at C speed
+                    continue
+                if budget < _WINDOW and lo + budget < hi:
+                    hi = lo + budget
                 idle = 0
                 k = hi - lo
                 if (
                     k >= self.bulk_min
+                    and self.fast_paths
                     and large is None
                     and state.count(1, lo, hi) == k
                     and self._bulk_window(kv, vi, lo, hi)
@@ -308,7 +318,12 @@ class PageSharing:
                     budget -= k
                     pfn = hi
                     continue
-                for pfn in range(lo, hi):
+                seq = range(lo, hi)
+                if self.fast_paths and state.count(0, lo, hi) > (hi - lo) >> 1:
+                    # sparse (a guest touched little of its memory): visit only frames not
+                    # P2M_NONE; those never have rmap items and would be idle anyway
+                    seq = [m.start() for m in _NOT_NONE.finditer(state, lo, hi)]
+                for pfn in seq:
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
                             idle += 1
@@ -366,7 +381,7 @@ class PageSharing:
                         self.pages_unshared += 1
                     else:
                         self._unstable_merge(kv, vi, pfn, mpn, key, cand)
-                budget -= hi - lo - idle
+                budget -= len(seq) - idle
                 pfn = hi
             self._visited += before - budget
             if pfn >= n:

@@ -285,7 +285,7 @@ def test_two_booted_guests_with_the_same_image_pages_converge_in_simulated_time(
             vm.store(p.pfn, page(1000 + i))
             pfns.append(p.pfn)
         where[vm.name] = pfns
-    env.run(until=5.0)
+    env.run(until=1.0)
     assert host.sharing.full_scans >= 2
     for pa, pb in zip(where["a"], where["b"], strict=True):
         assert a.p2m.state[pa] == b.p2m.state[pb] == P2M_SHARED
