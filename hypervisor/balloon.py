@@ -51,14 +51,17 @@ class BalloonController:
             sample(self.host, now)
 
     def reclaimed(self) -> int:
-        """Pages held by balloon drivers whose frames the host took back."""
+        """Pages held by balloon drivers whose frames the host took back.
+
+        A driver pins its pages and releases each to the host, so they stay ballooned
+        while held; frames released otherwise (free page hints) are not counted beyond
+        what the drivers hold.
+        """
         total = 0
         for vm in self.host.vms:
             d = vm.balloon
-            if d is None:
-                continue
-            state = vm.p2m.state
-            total += sum(1 for p in d.pages if state[p.pfn] == P2M_BALLOONED)
+            if d is not None:
+                total += min(d.actual, vm.p2m.nr[P2M_BALLOONED])
         return total
 
 
