@@ -191,6 +191,13 @@ def copy_to_user(task, addr: int, data) -> int:
     if addr < 0 or addr + n > task.mm.task_size:  # access_ok
         return 0
     phys = task.kernel.phys
+    if n == PAGE_SIZE and not addr & (PAGE_SIZE - 1) and type(data) is bytes:
+        # a whole page: store the very object (identical contents stay one object)
+        pfn = _user_pfn(task, addr, True)
+        if pfn < 0:
+            return 0
+        task.cost += phys.touch(pfn, True) + phys.store(pfn, data)
+        return n
     mv = memoryview(data)
     done = 0
     while done < n:
