@@ -16,7 +16,17 @@ own allocation) is acted on when the current call returns.
 
 `spawn(kernel, name)` makes a process as after execve of a static binary;
 `init_address_spaces(kernel)` sets up this layer at boot (slab caches, the zero page, the
-file system, SysV shm, /proc/PID/maps, status, smaps_rollup, and the vmstat counters).
+file system, SysV shm, /proc/PID/maps, smaps, smaps_rollup and status, and the vmstat
+counters).
+
+What the address-space layer uses of the Kernel: config (arch, pae, era, kernel_image,
+mmap_min_addr, max_map_count, overcommit_memory, swap_latency, swap_bandwidth), phys,
+vmstat, mem_map, page_alloc.pfn_to_page, alloc_pages, free_pages, take_stall, stall,
+kmap_atomic/kunmap_atomic, slab + kmem_cache_create/alloc/free, procfs.register_pid,
+tasks, alloc_pid, vm_enough_memory(pages, cap_sys_admin, total_vm), vm_unacct_memory,
+lru_cache_add, lru_del, mark_page_accessed, panic; and the reclaim hooks swapin_hook,
+swap_free, swap_duplicate (optional: madvise_pageout). It sets kernel.zero_page,
+zero_pfn, fs, shm_ns, _as_caches and (if unset) drop_caches.
 """
 
 from __future__ import annotations
