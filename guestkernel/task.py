@@ -46,7 +46,7 @@ from .filemap import (
     set_page_dirty,
     truncate_inode_pages,
 )
-from .memory import anon_vma_prepare, mlock_page, vma_pte_bits, zap_page_range
+from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
 from .page import PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -420,7 +420,7 @@ class Task:
         alloc = k.alloc_pages
         lru_add = k.lru_cache_add
         vstart = vend = 0
-        av = None
+        av = cvma = None
         pgoff0 = pbits = locked = 0
         self._kdepth += 1
         try:
@@ -430,52 +430,61 @@ class Task:
                 pte = get(vpn, 0)
                 # NOTE: the MMU's check inlined for speed (present, writable if a store)
                 if not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
-                    if not pte and write:
-                        # NOTE: the flowchart's demand-paging outcome for a write to
-                        # unmapped anonymous memory, inlined for speed. Taken only where
-                        # do_page_fault would take it (user address inside a writable
-                        # anonymous VMA, PTE none) and counted the same; anything else
-                        # goes the long way below.
+                    if write and (not pte or pte & _PAGE_PRESENT):
+                        # NOTE: two outcomes of the flowchart inlined for speed, taken
+                        # only where do_page_fault would reach them (user address inside
+                        # a writable anonymous VMA) and counted the same: demand paging
+                        # of a zeroed page (PTE none) and copy-on-write (PTE present,
+                        # read-only). Anything else goes the long way below.
                         if not vstart <= vpn < vend:
                             vma = mm.mm_mt.lookup(vpn << PAGE_SHIFT)
                             if (vma is not None and vma.vm_file is None
                                     and vma.vm_flags & VM_WRITE):
+                                cvma = vma
                                 vstart = vma.vm_start >> PAGE_SHIFT
                                 vend = vma.vm_end >> PAGE_SHIFT
                                 av = vma.anon_vma
-                                if av is None:
-                                    av = anon_vma_prepare(vma)
                                 pgoff0 = vma.vm_pgoff - vstart
                                 pbits = vma_pte_bits(vma.vm_flags, True)
                                 locked = vma.vm_flags & VM_LOCKED
                             else:
                                 vstart = vend = 0
-                        if vstart <= vpn < vend:
-                            page = alloc(GFP_ANON_ZERO)
-                            if self._pending_fatal is not None:  # OOM-killed meanwhile
-                                if page is not None:
-                                    k.free_pages(page)
-                                break
+                    if write and pte & _PAGE_PRESENT and vstart <= vpn < vend:
+                        vm["pgfault"] += 1
+                        do_wp_page(self, cvma, vpn << PAGE_SHIFT, pte)
+                        if self._pending_fatal is not None:
+                            break
+                        pte = get(vpn, 0)
+                    elif write and not pte and vstart <= vpn < vend:
+                        if av is None:
+                            av = cvma.anon_vma
+                            if av is None:
+                                av = anon_vma_prepare(cvma)
+                        page = alloc(GFP_ANON_ZERO)
+                        if self._pending_fatal is not None:  # OOM-killed meanwhile
                             if page is not None:
-                                key = vpn >> pshift
-                                c = counts.get(key)
-                                if c is None and not pt.alloc_pte_table(vpn):
-                                    k.free_pages(page)
-                                else:
-                                    counts[key] = (c or 0) + 1
-                                    pte = (page.pfn << PAGE_SHIFT) | pbits
-                                    ptes[vpn] = pte
-                                    page.flags |= PG_anon | PG_swapbacked
-                                    page.mapping = av
-                                    page.index = pgoff0 + vpn
-                                    page._mapcount = 0
-                                    if locked:
-                                        mlock_page(k, page)
-                                    lru_add(page)
-                                    rss[MM_ANONPAGES] += 1
-                                    vm["nr_anon_pages"] += 1
-                                    vm["pgfault"] += 1
-                                    vm["fault_demand_zero"] += 1
+                                k.free_pages(page)
+                            break
+                        if page is not None:
+                            key = vpn >> pshift
+                            c = counts.get(key)
+                            if c is None and not pt.alloc_pte_table(vpn):
+                                k.free_pages(page)
+                            else:
+                                counts[key] = (c or 0) + 1
+                                pte = (page.pfn << PAGE_SHIFT) | pbits
+                                ptes[vpn] = pte
+                                page.flags |= PG_anon | PG_swapbacked
+                                page.mapping = av
+                                page.index = pgoff0 + vpn
+                                page._mapcount = 0
+                                if locked:
+                                    mlock_page(k, page)
+                                lru_add(page)
+                                rss[MM_ANONPAGES] += 1
+                                vm["nr_anon_pages"] += 1
+                                vm["pgfault"] += 1
+                                vm["fault_demand_zero"] += 1
                     tries = 0
                     while not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
                         if tries == 4 or do_page_fault(self, vpn << PAGE_SHIFT, write,
