@@ -115,6 +115,9 @@ class CompressionCache:
         keep = self.keep_compressed
         blobs = self._blobs
         out: list[int] = []
+        append = out.append
+        free_q = self._free_q
+        free_h = self._free_h
         nbytes = stored = 0
         for mpn in mpns:
             data = content[mpn]
@@ -122,14 +125,14 @@ class CompressionCache:
             size = len(blob)
             if size > threshold:
                 self.rejected += 1
-                out.append(-1)
+                append(-1)
                 if refused is not None:
                     refused(len(out) - 1)
                 continue
-            free = self._free_q if size <= quarter else self._free_h
+            free = free_q if size <= quarter else free_h
             if not free and not self._grow(size <= quarter):
                 self.full += 1
-                out.append(-1)
+                append(-1)
                 if refused is not None:
                     refused(len(out) - 1)
                 continue
@@ -137,7 +140,7 @@ class CompressionCache:
             blobs[slot] = (blob if keep else data, size)
             nbytes += size
             stored += 1
-            out.append(slot)
+            append(slot)
             content[mpn] = None
             refcount[mpn] = 0
             owner[mpn] = OWNER_FREE
@@ -160,6 +163,7 @@ class CompressionCache:
         return (self.zswpout + self.rejected + self.full) * self.compress_cost
 
     def _grow(self, quarter: bool) -> bool:
+        """One more cache frame cut into slots (the free lists are extended in place)."""
         if self.nr_frames >= self.max_frames:
             return False
         mpn = self.machine.alloc(OWNER_ZIP, ZERO_PAGE)
@@ -198,12 +202,12 @@ class CompressionCache:
                 self._free_q.append(slot)
                 return
             self._quarter_frames.discard(mpn)
-            self._free_q = [s for s in self._free_q if s >> 2 != mpn]
+            self._free_q[:] = [s for s in self._free_q if s >> 2 != mpn]
         else:
             if base in blobs or base + 2 in blobs:
                 self._free_h.append(slot)
                 return
-            self._free_h = [s for s in self._free_h if s >> 2 != mpn]
+            self._free_h[:] = [s for s in self._free_h if s >> 2 != mpn]
         # the frame is empty: give it back to the machine
         self.nr_frames -= 1
         self.machine.free(mpn)
