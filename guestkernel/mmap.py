@@ -22,7 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from . import uapi as U
-from .filemap import File, read_pages
+from .filemap import File, delete_from_page_cache, read_pages
 from .memory import (
     VM_FAULT_ERROR,
     _vpns_in,
@@ -793,9 +793,20 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
             task.cost += cost
         return vma
     if behavior == U.MADV_REMOVE:
-        if not flags & VM_SHARED or vma.vm_file is None:
+        # punch a hole in the backing file (shmem only here): unmapped from every
+        # mapping, then dropped from the cache
+        if not flags & VM_SHARED or vma.vm_file is None or not vma.vm_file.inode.shmem:
             raise _err(U.EINVAL, "madvise")
-        zap_page_range(k, mm, vma, start, end)
+        inode = vma.vm_file.inode
+        first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
+        last = first + ((end - start) >> PAGE_SHIFT)
+        for v in list(inode.mapping.i_mmap):
+            a = max(v.vm_start, v.vm_start + ((first - v.vm_pgoff) << PAGE_SHIFT))
+            b = min(v.vm_end, v.vm_start + ((last - v.vm_pgoff) << PAGE_SHIFT))
+            if a < b:
+                zap_page_range(k, v.vm_mm, v, a, b)
+        for idx in sorted(i for i in inode.mapping.pages if first <= i < last):
+            delete_from_page_cache(k, inode.mapping.pages[idx])
         return vma
     if behavior in (U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE):
         ret = populate_vma_range(task, vma, start, end)

@@ -514,3 +514,21 @@ def test_topdown_placement_matches_model(seq):
         assert a == want
         mapped.append((a, n * P))
     validate_mm(t.mm)
+
+
+def test_madvise_remove_punches_shmem_hole(k, t):
+    a = t.mmap(0, 4 * P, RW, U.MAP_SHARED | U.MAP_ANONYMOUS)
+    t.access_range(a, 4 * P, True, data=b"s" * P)
+    child = k.tasks[t.fork()]
+    child.access_range(a, 4 * P, False)
+    assert k.vmstat["nr_shmem"] == 4
+    t.madvise(a + P, 2 * P, U.MADV_REMOVE)
+    assert k.vmstat["nr_shmem"] == 2 and child.mm.rss[3] == 2
+    child.access(a + P, False)
+    assert child.peek(a + P, 1) == b"\0" and child.peek(a, 1) == b"s"
+    t.mmap(B, P, RW, FIX)
+    with pytest.raises(OSError) as e:  # private anonymous: nothing to punch
+        t.madvise(B, P, U.MADV_REMOVE)
+    assert e.value.errno == U.EINVAL
+    validate_mm(t.mm)
+    validate_mm(child.mm)
