@@ -4,6 +4,8 @@ swap-in (contents survive, major faults, readahead, cost), slot freeing rules.""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from guestkernel import uapi as U
 from guestkernel.kernel import Kernel
@@ -219,3 +221,61 @@ def test_swap_full_keeps_anon_pages_active():
     lst = k.reclaim.lruvecs[0].lists[LRU_ACTIVE_ANON]
     assert sum(1 for p in lst if p in pages) == 2
     validate_swap(k.swap)
+
+
+# ------------------------------------------------------------------ invariants
+NP = 12
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from("wrpfxu"), st.integers(0, 1), st.integers(0, NP - 1)),
+                max_size=40))
+def test_swap_refcounts_and_contents_under_random_operations(ops):
+    """Writes, reads, page-outs, fork, exit and munmap on a parent and its child: every
+    read sees the bytes last written by that process, and the swap map, swap cache,
+    LRU and buddy invariants hold after every step."""
+    k = boot(memory="48MiB", swap="64KiB")  # 15 slots: often full, often half full
+    parent = k.spawn("app")
+    a = parent.mmap(0, NP << 12, RW, ANON)
+    tasks = [parent, None]
+    model = [{}, {}]
+    serial = 0
+    for op, who, i in ops:
+        t = tasks[who]
+        if t is None or t.state != "running":
+            continue
+        addr = a + (i << 12)
+        if op == "w":
+            serial += 1
+            data = serial.to_bytes(4, "little")
+            t.access(addr, True, data)
+            model[who][i] = data
+        elif op == "r":
+            t.access(addr, False)
+            assert t.peek(addr, 4) == model[who].get(i, bytes(4))
+        elif op == "p":
+            pte = t.mm.pgtable.ptes.get(addr >> 12, 0)
+            if pte & 1 and pte >> 12 != k.zero_pfn:
+                k.reclaim.reclaim_pages([k.pfn_to_page(pte >> 12)])
+        elif op == "f" and tasks[1] is None and who == 0:
+            tasks[1] = k.tasks[parent.fork()]
+            model[1] = dict(model[0])
+        elif op == "x" and who == 1:
+            t.exit(0)
+        elif op == "u":
+            t.munmap(addr, 4096)
+            t.mmap(addr, 4096, RW, ANON | U.MAP_FIXED)
+            model[who].pop(i, None)
+        validate_swap(k.swap)
+        k.reclaim.validate()
+    for who, t in enumerate(tasks):
+        if t is not None and t.state == "running":
+            for i in range(NP):
+                t.access(a + (i << 12), False)
+                assert t.peek(a + (i << 12), 4) == model[who].get(i, bytes(4))
+    for t in tasks:
+        if t is not None and t.state == "running":
+            t.exit(0)
+    assert k.swap.si.inuse_pages == 0 and not k.swap.swap_cache
+    validate_swap(k.swap)
+    validate_buddy(k.page_alloc)
