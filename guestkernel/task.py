@@ -893,6 +893,11 @@ def spawn(kernel, name: str, **layout) -> Task:
     task._kdepth += 1
     try:
         load_static_binary(task, path, **layout)
+    except BaseException:
+        task.state = "dead"
+        _slab_free(kernel, "files_cache", task.files_slab)
+        _slab_free(kernel, "task_struct", task.slab_obj)
+        raise
     finally:
         task._kdepth -= 1
     task.last_cost = kernel.take_stall()

@@ -230,3 +230,12 @@ def test_every_slab_object_is_freed_back(k):
     t.close(fd)
     t.exit(0)
     assert all(v == 0 for v in live.values()), live
+
+
+def test_spawn_refused_in_strict_overcommit():
+    k = Kernel(KernelConfig(memory="128MiB", overcommit_memory=2, overcommit_ratio=0,
+                            admin_reserve_kbytes=0, user_reserve_kbytes=0))
+    with pytest.raises(OSError) as e:
+        k.spawn("t")  # CommitLimit 0 (no swap): not even the stack can be charged
+    assert e.value.errno == U.ENOMEM
+    assert [t.comm for t in k.tasks.values()] == [] and k.committed_as == 0
