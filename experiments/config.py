@@ -295,22 +295,35 @@ WORKLOAD_MODELS = {m.model_fields["profile"].default: m for m in (
     IdleParams, WebserverParams, DatabaseParams, CompileParams, JvmParams, MemhogParams, TraceParams)}
 
 
+SHARE_LEVELS = {"low": 5, "normal": 10, "high": 20}  # ESX shares per MiB of VM memory
+
+
 class VMSection(_Model):
     name: str = Field(..., min_length=1, description="VM name; with count > 1 instances are name-1 .. name-N")
     count: int = Field(1, ge=1, le=1024, description="identical instances")
     memory: Size = Field("1GiB", description="guest memory")
     image: str = Field("debian-12", description=f"guest OS image: {', '.join(IMAGES)}, or \"none\"")
     image_file: str | None = Field(None, description="boot from a raw memory image file instead of a kernel")
-    shares: int = Field(1000, ge=1, description="memory shares (esx-shares balloon policy)")
+    shares: str | int = Field(
+        "normal", description='ESX memory shares: "low" (5/MiB), "normal" (10/MiB), "high" (20/MiB) or a number')
     balloon: bool = Field(True, description="the guest runs a balloon driver")
     kernel: KernelSection = Field(default_factory=KernelSection)
     workload: Workload = Field(default_factory=IdleParams)
 
     @model_validator(mode="after")
     def _check(self) -> VMSection:
+        if isinstance(self.shares, str) and self.shares not in SHARE_LEVELS:
+            raise ValueError(f'shares: must be "low", "normal", "high" or a number, got {self.shares!r}')
+        if isinstance(self.shares, int) and self.shares < 1:
+            raise ValueError("shares: must be at least 1")
         if self.image not in IMAGES and self.image != "none":
             raise ValueError(f"image: unknown image {self.image!r}; one of {', '.join(IMAGES)} or \"none\"")
         return self
+
+    def share_count(self) -> float:
+        if isinstance(self.shares, str):
+            return SHARE_LEVELS[self.shares] * size(self.memory) / (1 << 20)
+        return float(self.shares)
 
     def instance_names(self) -> list[str]:
         if self.count == 1:
@@ -400,14 +413,20 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML ({exc})"], str(path)) from None
     cfg = config_from_dict(data, str(path))
-    # relative paths inside the config are relative to the config file
+    resolve_paths(cfg, path.parent)
+    return cfg
+
+
+def resolve_paths(cfg: ExperimentConfig, base_dir: str | Path) -> None:
+    """Make the config's relative file paths (memory images, traces) relative to
+    `base_dir`, the folder of the config file they were written in."""
+    base = Path(base_dir)
     for v in cfg.vm:
         if v.image_file and not Path(v.image_file).is_absolute():
-            v.image_file = str((path.parent / v.image_file).resolve())
+            v.image_file = str((base / v.image_file).resolve())
         wl = v.workload
         if isinstance(wl, TraceParams) and not Path(wl.path).is_absolute():
-            wl.path = str((path.parent / wl.path).resolve())
-    return cfg
+            wl.path = str((base / wl.path).resolve())
 
 
 # --------------------------------------------------------------------------- dotted keys

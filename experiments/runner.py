@@ -103,7 +103,7 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
                 summary["traceback"] = traceback.format_exc()
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    if write_report and cfg.output.plots is not None:
+    if write_report:  # write_report itself honours output.plots
         try:
             from .report import write_report as _write_report
 

@@ -256,7 +256,7 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
 
     runner: "module:function" each run calls (default DEFAULT_RUNNER, the real runner).
     """
-    from .config import ConfigError, config_from_dict
+    from .config import ConfigError, config_from_dict, resolve_paths
 
     runner = runner or DEFAULT_RUNNER
     base_dir = Path(base_dir)
@@ -409,7 +409,7 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
             cfg.experiment.seed = seed
             if "experiment.name" not in dict(overrides):
                 cfg.experiment.name = rid
-            _resolve_paths(cfg, config_dir)
+            resolve_paths(cfg, config_dir)
             resolved = cfg.model_dump(mode="json")
             sweep.runs.append(RunSpec(run_id=rid, case=cname, params=params, replication=rep,
                                       seed=seed, config=resolved, run_dir=str(runs_dir / rid),
@@ -462,18 +462,6 @@ def _origin(problem: str, config: dict, overrides: list[tuple[str, Any]], zip_ke
         if loc in (key, ikey) or loc.startswith((key + ".", key + "[", ikey + ".", ikey + "[")):
             return "zip" if key in zip_keys else "grid" if key in grid_keys else where or "case"
     return where or "runs"
-
-
-def _resolve_paths(cfg, config_dir: Path) -> None:
-    """Relative file paths in a config are relative to the base config file, as load_config does."""
-    from .config import TraceParams
-
-    for v in cfg.vm:
-        if v.image_file and not Path(v.image_file).is_absolute():
-            v.image_file = str((config_dir / v.image_file).resolve())
-        wl = v.workload
-        if isinstance(wl, TraceParams) and not Path(wl.path).is_absolute():
-            wl.path = str((config_dir / wl.path).resolve())
 
 
 # -- one run -------------------------------------------------------------------------------
