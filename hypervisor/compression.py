@@ -107,7 +107,6 @@ class CompressionCache:
         content = machine.content
         refcount = machine.refcount
         owner = machine.owner
-        mcsum = machine.csum
         mfree = machine._free
         compress = self._compress
         threshold = self.threshold
@@ -118,7 +117,7 @@ class CompressionCache:
         append = out.append
         free_q = self._free_q
         free_h = self._free_h
-        nbytes = stored = 0
+        nbytes = stored = pending = 0
         for mpn in mpns:
             data = content[mpn]
             blob = compress(data)
@@ -130,23 +129,26 @@ class CompressionCache:
                     refused(len(out) - 1)
                 continue
             free = free_q if size <= quarter else free_h
-            if not free and not self._grow(size <= quarter):
-                self.full += 1
-                append(-1)
-                if refused is not None:
-                    refused(len(out) - 1)
-                continue
+            if not free:
+                machine.nr_free += pending  # _grow allocates: the count must be exact
+                pending = 0
+                if not self._grow(size <= quarter):
+                    self.full += 1
+                    append(-1)
+                    if refused is not None:
+                        refused(len(out) - 1)
+                    continue
             slot = free.pop()
             blobs[slot] = (blob if keep else data, size)
             nbytes += size
             stored += 1
             append(slot)
-            content[mpn] = None
+            content[mpn] = None  # (its checksum cache is reset when the frame is reused)
             refcount[mpn] = 0
             owner[mpn] = OWNER_FREE
-            mcsum[mpn] = -1
             mfree.append(mpn)
-            machine.nr_free += 1
+            pending += 1
+        machine.nr_free += pending
         machine.frames_freed += stored
         self.stored_bytes += nbytes
         self.zswpout += stored
