@@ -256,6 +256,17 @@ class SwapState:
         page._count -= 1  # the cache's reference; the caller holds another
         return True
 
+    def free_swap_cache(self, page) -> bool:
+        """free_page_and_swap_cache's first half: a swap-cache page whose last PTE is
+        being zapped leaves the cache (and its slot is freed) if no swap PTE refers to
+        the slot. Drops the cache's reference; the caller then puts its own."""
+        if (not page.flags & PG_swapcache or page._mapcount != -1
+                or page.flags & PG_writeback or self.swap_count(page.private)):
+            return False
+        self.delete_from_swap_cache(page)
+        page._count -= 1
+        return True
+
     def lookup_swap_cache(self, entry: int):
         return self.swap_cache.get(entry)
 

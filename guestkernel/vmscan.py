@@ -1152,6 +1152,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.swapin_hook = r.swap.swapin
     kernel.swap_free = r.swap.swap_free
     kernel.swap_duplicate = r.swap.swap_duplicate
+    kernel.free_swap_cache = r.swap.free_swap_cache
     kernel.total_swap_pages = r.swap.total_swap_pages
     kernel.free_swap_pages = r.swap.free_swap_pages
     kernel.vm_enough_memory = r.oom.vm_enough_memory

@@ -196,6 +196,29 @@ def test_fork_shares_swap_entries_and_exit_frees_them():
     validate_swap(k.swap)
 
 
+def test_free_swap_cache_when_the_last_pte_goes():
+    """zap_pte_range + free_page_and_swap_cache, step by step."""
+    from guestkernel import memory as mem
+
+    k = boot()
+    t = k.spawn("app")
+    a = filled(t, 1)
+    swap_out(t, a, 1)
+    t.access(a, False)  # back in memory, still in the swap cache (slot kept)
+    p = page_at(t, a)
+    assert p.flags & PG_swapcache and p._count == 2
+    assert not k.swap.free_swap_cache(p)  # still mapped
+    t.mm.pgtable.clear_pte(a >> 12)
+    t.mm.rss[1] -= 1
+    mem.page_remove_rmap(k, p)
+    assert k.swap.free_swap_cache(p)  # unmapped, no swap PTE: the cache lets go
+    assert p._count == 1 and k.swap.si.inuse_pages == 0
+    mem.put_page(k, p)
+    assert p._count == 0
+    validate_swap(k.swap)
+    validate_buddy(k.page_alloc)
+
+
 def test_identical_contents_share_one_object():
     k = boot()
     t = k.spawn("app")
@@ -276,6 +299,12 @@ def test_swap_refcounts_and_contents_under_random_operations(ops):
     for t in tasks:
         if t is not None and t.state == "running":
             t.exit(0)
+    # what is left in the swap cache is unmapped and unreferenced: reclaim frees it all
+    # (zap_page_range calling kernel.free_swap_cache would free it at exit already)
+    left = list(k.swap.swap_cache.values())
+    assert all(p._mapcount == -1 and p._count == 1 for p in left)
+    assert all(not k.swap.swap_count(p.private) for p in left)
+    assert k.reclaim.reclaim_pages(left) == len(left)
     assert k.swap.si.inuse_pages == 0 and not k.swap.swap_cache
     validate_swap(k.swap)
     validate_buddy(k.page_alloc)
