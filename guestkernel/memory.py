@@ -14,7 +14,8 @@ to lie in a VMA with the right permissions. By the PTE it finds:
   page that must come from disk makes the fault major. Beyond EOF: SIGBUS.
 - swap entry -> `do_swap_page` through `kernel.swapin_hook(task, vma, addr, pte) ->
   (page, seconds, major)`. The hook returns the page with one reference for the new PTE,
-  anon rmap fields set (mapping = anon_vma, index) and on the LRU.
+  anon rmap fields set (mapping = anon_vma, index) and on the LRU. When the last PTE of
+  a swap-cache page is zapped, `kernel.free_swap_cache(page)` may drop its swap copy.
 - present, write to a read-only PTE -> `do_wp_page`: shared mapping -> make writable;
   anonymous page mapped once (refcount 1 besides the swap cache, not KSM) -> reuse in
   place; otherwise copy (the zero page "copies" to a fresh zeroed page).
@@ -479,6 +480,7 @@ def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
     mem_map = kernel.mem_map
     rss = mm.rss
     swap_free = getattr(kernel, "swap_free", None)
+    free_swap_cache = getattr(kernel, "free_swap_cache", None)
     locked = vma.vm_flags & VM_LOCKED
     for vpn in vpns:
         pte = pt.clear_pte(vpn)
@@ -497,6 +499,10 @@ def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
             if (locked and page.flags & PG_mlocked and page._mapcount >= 0
                     and not _mapped_locked_elsewhere(kernel, page, vma)):
                 munlock_page(kernel, page)  # still mapped, but by no VM_LOCKED VMA
+            if page.flags & PG_swapcache and page._mapcount == -1 and free_swap_cache:
+                # free_pages_and_swap_cache: the last PTE went, so its swap copy can go
+                # (the hook drops the swap cache's reference if no swap PTE needs it)
+                free_swap_cache(page)
             put_page(kernel, page)
         elif pte & _PAGE_SWP:
             rss[MM_SWAPENTS] -= 1
