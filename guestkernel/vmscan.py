@@ -712,7 +712,8 @@ class Reclaim:
         sync = now is None or (sc is not None and sc.sync_io)
         if not sync:
             for page in batch:
-                page.flags |= PG_reclaim
+                if sc is not None:  # written for reclaim: free it as soon as it is clean
+                    page.flags |= PG_reclaim
                 if not page.flags & PG_lru:
                     self._putback(page)
             b = IOBatch(done, batch, q)
@@ -758,22 +759,22 @@ class Reclaim:
                     vm["pgrotated"] += 1
         else:
             page.flags = f & ~PG_reclaim
+        if page._count == 1:
+            # the I/O held the last reference: the page was truncated or unmapped and
+            # dropped from its cache meanwhile
+            if page.flags & PG_swapcache:
+                self.swap.delete_from_swap_cache(page)
+            free_user_page(self.kernel, page)
+            return True
         page._count -= 1
-        if page._count != 1 or page._mapcount != -1:
-            return False
-        # Only a cache still holds the page: free it if nothing refers to its copy.
-        f = page.flags
-        if f & PG_swapcache:
-            if self.swap.swap_count(page.private):
-                return False
+        if (page._count == 1 and page._mapcount == -1 and page.flags & PG_swapcache
+                and not self.swap.swap_count(page.private)):
+            # only the swap cache holds it and no swap PTE refers to its slot (swap_free
+            # left it alone while it was being written)
             self.swap.delete_from_swap_cache(page)
-        elif f & PG_swapbacked or page.mapping is None:
-            return False
-        elif page.mapping.pages.get(page.index) is page:
-            return False  # still in the page cache: reclaim will find it
-
-        free_user_page(self.kernel, page)
-        return True
+            free_user_page(self.kernel, page)
+            return True
+        return False
 
     def complete_io(self, now: float | None = None) -> int:
         """End every request whose completion time has passed (all of them without a

@@ -573,3 +573,60 @@ def test_flusher_woken_early_above_the_background_limit():
     env.run(until=0.5)  # long before the 5 s period: the flusher ran on its kick
     assert k.reclaim.flusher.passes == 1
     assert k.vmstat["nr_dirty"] <= bg and k.vmstat["nr_writeback"] == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from("wrakstfu"), st.integers(0, 31)), max_size=40))
+def test_async_writeback_invariants_under_random_operations(ops):
+    """kswapd-style asynchronous writes with pages touched, unmapped, truncated and
+    re-read while in flight; time advances between steps."""
+    env = simpy.Environment()
+    k = boot(env=env, memory="48MiB", swap="64KiB", swap_latency="2ms",
+             swap_bandwidth="1MiB")
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    k.spawn("init")
+    t = k.spawn("app")
+    a = t.mmap(0, 32 * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    fd = t.open("/data/f", U.O_RDWR | U.O_CREAT)
+    buf = t.mmap(0, 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access(buf, True, b"x")
+    model = {}
+    for op, i in ops:
+        if t.state != "running":
+            break
+        addr = a + i * 4096
+        if op == "w":
+            t.access(addr, True, bytes([i + 1]))
+            model[i] = bytes([i + 1])
+        elif op == "r":
+            t.access(addr, False)
+            assert t.peek(addr, 1) == model.get(i, b"\0")
+        elif op == "a":
+            r.shrink_active_list(i + 1, lv, sc_for(k), LRU_ACTIVE_ANON if i & 1 else LRU_ACTIVE_FILE)
+        elif op == "k":
+            sc = ScanControl(32, G.GFP_KERNEL, True, 1, False)
+            r.shrink_inactive_list(i + 1, lv, sc, LRU_INACTIVE_ANON if i & 1 else LRU_INACTIVE_FILE)
+        elif op == "s":
+            t.lseek(fd, (i % 8) * 4096)
+            t.write(fd, buf, 4096)
+            r.writeback_dirty(force=True)
+        elif op == "t":
+            t.ftruncate(fd, (i % 8) * 4096)
+        elif op == "f":
+            env.run(until=env.now + (i + 1) * 1e-3)
+        elif op == "u":
+            t.munmap(addr, 4096)
+            t.mmap(addr, 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+            model.pop(i, None)
+        r.validate()
+        validate_swap(r.swap)
+    env.run(until=env.now + 1.0)
+    assert k.vmstat["nr_writeback"] == 0 and not r.inflight
+    if t.state == "running":
+        for i in range(32):
+            t.access(a + i * 4096, False)
+            assert t.peek(a + i * 4096, 1) == model.get(i, b"\0")
+    r.validate()
+    validate_swap(r.swap)
+    validate_buddy(k.page_alloc)
