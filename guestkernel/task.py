@@ -343,6 +343,9 @@ class Task:
         mm = self.mm
         if self.state != "running" or mm is None:
             return 0.0
+        if not execute and (data is None or (len(data) == PAGE_SIZE
+                                             and not addr & (PAGE_SIZE - 1))):
+            return self.access_range(addr, 1, write, data)  # same path, same counters
         k = self.kernel
         phys = k.phys
         ptes = mm.pgtable.ptes
