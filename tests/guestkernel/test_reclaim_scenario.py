@@ -133,14 +133,16 @@ def test_streamer_and_working_set_kswapd_keeps_free_between_low_and_high():
     env.process(working_set())
     env.process(streamer())
     env.process(sampler())
-    env.run(until=1.2)
-    steady = [f for t, f in samples if t > 0.8]  # memory has been full since ~0.4 s
-    assert vm["pgsteal_kswapd"] > 10000
+    env.run(until=0.8)
+    steady = [f for t, f in samples if t > 0.4]  # memory has been full since ~0.25 s
+    assert vm["pgsteal_kswapd"] > 20000
     assert vm["allocstall_normal"] == 0 and vm["pgsteal_direct"] == 0
     # between LOW and HIGH: below LOW only by what one read() allocates before kswapd
-    # runs (32 pages of readahead), above HIGH by at most kswapd's last batch
+    # runs (32 pages of readahead); above HIGH by at most kswapd's last batch of 32 and
+    # one per-CPU list flush (freed pages reach the buddy lists `batch` at a time)
+    pcp_batch = zone.pcp[0][0].batch
     assert min(steady) >= wlow - 32, (min(steady), wlow)
-    assert max(steady) <= whigh + 32, (max(steady), whigh)
+    assert max(steady) <= whigh + 32 + pcp_batch, (max(steady), whigh)
     assert min(steady) < whigh and max(steady) > wlow  # it really oscillates
     # the working set stayed resident: nothing swapped out, every page mapped
     assert vm["pswpout"] == 0
