@@ -60,7 +60,7 @@ def measure_first_touch_layer_only(npages: int = 50_000) -> float:
     from guestkernel import gfp as G
 
     k, t, a = _setup(npages)
-    pool = [k.page_alloc.alloc_pages(G.GFP_HIGHUSER_MOVABLE) for _ in range(npages + 64)]
+    pool = [k.page_alloc.alloc_pages(G.GFP_HIGHUSER_MOVABLE) for _ in range(npages + 1024)]
     k.alloc_pages = lambda gfp, order=0, *args, **kw: pool.pop()
     k.lru_cache_add = lambda page: None
     start = time.perf_counter()
