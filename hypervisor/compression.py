@@ -10,10 +10,15 @@ counts zswpin and charges `decompress_cost`).
 
 Memory reclaimed by the cache = pages stored - frames it occupies.
 
-A slot id is `(mpn << 2) | sub`: quarter-page slots use sub 0..3, half-page slots 0 and 2.
+Slots are numbered per cache: `(frame << 2) | sub` where `frame` is the cache's own
+index of the machine frame (`frame_mpn[frame]`), quarter-page slots use sub 0..3 and
+half-page slots 0 and 2. What a slot holds sits in flat lists indexed by slot (no object
+per page), which keeps the per-page path lean.
 """
 
 from __future__ import annotations
+
+from array import array
 
 import zstandard
 
@@ -53,11 +58,17 @@ class CompressionCache:
         self.keep_compressed = keep_compressed  # hold zstd output, decompress on access
         self._compress = zstandard.ZstdCompressor(level=level).compress
         self._decompress = zstandard.ZstdDecompressor().decompress
-        self._blobs: dict[int, tuple[bytes, int]] = {}  # slot -> (page or zstd frame, size)
-        self._quarter_frames: set[int] = set()  # cache frames cut into quarter slots
+        # per slot: the page (or its zstd frame with keep_compressed) and compressed size
+        self._data: list[bytes | None] = []
+        self._size = array("H")
+        # per cache frame: machine frame (-1 once given back), 1 if cut in quarters
+        self.frame_mpn: list[int] = []
+        self._quarter = bytearray()
+        self._spare: list[int] = []  # cache frame numbers given back, for reuse
         self._free_q: list[int] = []  # free quarter-page slots
         self._free_h: list[int] = []  # free half-page slots
         self.nr_frames = 0  # frames occupied
+        self.nr_stored = 0  # pages held compressed
         # counters
         self.stored_bytes = 0  # compressed bytes held
         self.zswpout = 0  # pages stored, cumulative
@@ -71,6 +82,11 @@ class CompressionCache:
         """Pages saved: stored pages minus the frames holding them."""
         return self.nr_stored - self.nr_frames
 
+    @property
+    def compress_time(self) -> float:
+        """Seconds spent compressing, stored or refused."""
+        return (self.zswpout + self.rejected + self.full) * self.compress_cost
+
     def store(self, data: bytes) -> int:
         """Compress a page into a slot; the slot, or -1 if refused (too big, no room).
 
@@ -82,14 +98,16 @@ class CompressionCache:
             self.rejected += 1
             return -1
         free = self._free_q if size <= self.quarter else self._free_h
-        if not free and not self._grow(free is self._free_q):
+        if not free and not self._grow(size <= self.quarter):
             self.full += 1
             return -1
         slot = free.pop()
         # NOTE: decompressing gives back exactly `data`, so by default the page itself is
         # held (often one object shared with other frames) rather than the zstd output,
         # which would cost an allocation per page; sizes, slots and costs are the same.
-        self._blobs[slot] = (blob if self.keep_compressed else data, size)
+        self._data[slot] = blob if self.keep_compressed else data
+        self._size[slot] = size
+        self.nr_stored += 1
         self.stored_bytes += size
         self.zswpout += 1
         return slot
@@ -112,11 +130,12 @@ class CompressionCache:
         threshold = self.threshold
         quarter = self.quarter
         keep = self.keep_compressed
-        blobs = self._blobs
-        out: list[int] = []
-        append = out.append
+        held = self._data
+        sizes = self._size
         free_q = self._free_q
         free_h = self._free_h
+        out: list[int] = []
+        append = out.append
         nbytes = stored = pending = 0
         for mpn in mpns:
             data = content[mpn]
@@ -139,7 +158,8 @@ class CompressionCache:
                         refused(len(out) - 1)
                     continue
             slot = free.pop()
-            blobs[slot] = (blob if keep else data, size)
+            held[slot] = blob if keep else data
+            sizes[slot] = size
             nbytes += size
             stored += 1
             append(slot)
@@ -150,19 +170,10 @@ class CompressionCache:
             pending += 1
         machine.nr_free += pending
         machine.frames_freed += stored
+        self.nr_stored += stored
         self.stored_bytes += nbytes
         self.zswpout += stored
         return out
-
-    @property
-    def nr_stored(self) -> int:
-        """Pages held compressed."""
-        return len(self._blobs)
-
-    @property
-    def compress_time(self) -> float:
-        """Seconds spent compressing, stored or refused."""
-        return (self.zswpout + self.rejected + self.full) * self.compress_cost
 
     def _grow(self, quarter: bool) -> bool:
         """One more cache frame cut into slots (the free lists are extended in place)."""
@@ -172,9 +183,18 @@ class CompressionCache:
         if mpn < 0:
             return False
         self.nr_frames += 1
-        base = mpn << 2
+        if self._spare:
+            frame = self._spare.pop()
+            self.frame_mpn[frame] = mpn
+            self._quarter[frame] = quarter
+        else:
+            frame = len(self.frame_mpn)
+            self.frame_mpn.append(mpn)
+            self._quarter.append(quarter)
+            self._data.extend((None, None, None, None))
+            self._size.extend((0, 0, 0, 0))
+        base = frame << 2
         if quarter:
-            self._quarter_frames.add(mpn)
             self._free_q.extend((base + 3, base + 2, base + 1, base))
         else:
             self._free_h.extend((base + 2, base))
@@ -182,7 +202,9 @@ class CompressionCache:
 
     def peek(self, slot: int) -> bytes:
         """The page held in `slot` (decompressed; the slot is kept, nothing counted)."""
-        held = self._blobs[slot][0]
+        held = self._data[slot]
+        if held is None:
+            raise ValueError(f"compression slot {slot} is empty")
         return self._decompress(held) if self.keep_compressed else held
 
     def take(self, slot: int) -> bytes:
@@ -194,25 +216,38 @@ class CompressionCache:
         return data
 
     def free(self, slot: int) -> None:
-        _, size = self._blobs.pop(slot)
-        self.stored_bytes -= size
-        mpn = slot >> 2
-        base = mpn << 2
-        blobs = self._blobs
-        if mpn in self._quarter_frames:
-            if base in blobs or base + 1 in blobs or base + 2 in blobs or base + 3 in blobs:
+        held = self._data
+        if held[slot] is None:
+            raise ValueError(f"compression slot {slot} freed twice")
+        held[slot] = None
+        self.nr_stored -= 1
+        self.stored_bytes -= self._size[slot]
+        frame = slot >> 2
+        base = frame << 2
+        if self._quarter[frame]:
+            if (
+                held[base] is not None
+                or held[base + 1] is not None
+                or held[base + 2] is not None
+                or held[base + 3] is not None
+            ):
                 self._free_q.append(slot)
                 return
-            self._quarter_frames.discard(mpn)
-            self._free_q[:] = [s for s in self._free_q if s >> 2 != mpn]
+            self._free_q[:] = [s for s in self._free_q if s >> 2 != frame]
         else:
-            if base in blobs or base + 2 in blobs:
+            if held[base] is not None or held[base + 2] is not None:
                 self._free_h.append(slot)
                 return
-            self._free_h[:] = [s for s in self._free_h if s >> 2 != mpn]
+            self._free_h[:] = [s for s in self._free_h if s >> 2 != frame]
         # the frame is empty: give it back to the machine
+        self.machine.free(self.frame_mpn[frame])
+        self.frame_mpn[frame] = -1
+        self._spare.append(frame)
         self.nr_frames -= 1
-        self.machine.free(mpn)
+
+    def frame_of(self, slot: int) -> int:
+        """The machine frame (MPN) holding `slot`."""
+        return self.frame_mpn[slot >> 2]
 
 
 def compressed_size(data: bytes, level: int = 3) -> int:

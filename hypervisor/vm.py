@@ -339,9 +339,9 @@ class VM:
         state = p2m.state
         mpns = p2m.mpn
         pfns = list(pfns)
-        for pfn in pfns:
-            if state[pfn] != P2M_PRIVATE:
-                raise ValueError(f"evict: pfn {pfn:#x} of {self.name} is not a private frame")
+        if bytes(map(state.__getitem__, pfns)).count(P2M_PRIVATE) != len(pfns):
+            bad = next(pfn for pfn in pfns if state[pfn] != P2M_PRIVATE)
+            raise ValueError(f"evict: pfn {bad:#x} of {self.name} is not a private frame")
         zcache = self.zcache if compress else None
         swapped = [0, 0.0]  # pages, seconds
 
@@ -359,7 +359,7 @@ class VM:
                 to_swap(i)
             cost = 0.0
         else:
-            slots = zcache.store_frames([mpns[pfn] for pfn in pfns], to_swap)
+            slots = zcache.store_frames(list(map(mpns.__getitem__, pfns)), to_swap)
             cost = len(pfns) * zcache.compress_cost
         compressed = 0
         for pfn, slot in zip(pfns, slots, strict=True):
