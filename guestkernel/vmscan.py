@@ -229,12 +229,13 @@ class ScanControl:
 class IOBatch:
     """One write request in flight: its pages and completion time."""
 
-    __slots__ = ("done_at", "pages", "queue")
+    __slots__ = ("done_at", "pages", "queue", "for_reclaim")
 
-    def __init__(self, done_at: float, pages: list, queue) -> None:
+    def __init__(self, done_at: float, pages: list, queue, for_reclaim: bool) -> None:
         self.done_at = done_at
         self.pages = pages
         self.queue = queue
+        self.for_reclaim = for_reclaim  # written by reclaim: freed once clean
 
 
 class Reclaim:
@@ -253,6 +254,7 @@ class Reclaim:
         self.swap = SwapState(kernel, self)
         self.oom = OOMKiller(kernel)
         self.inflight: list[IOBatch] = []  # write requests in flight
+        self.reclaim_inflight = 0  # pages in flight that reclaim will free once written
         self.inflight_by_page: dict[int, IOBatch] = {}  # pfn -> batch (pages in flight)
         self.disk_queues: dict[int, object] = {}  # id(FileSystem) -> BlockQueue
         self.inode_dirtied: dict[int, float] = {}  # id(inode) -> first seen dirty (flusher)
@@ -716,7 +718,9 @@ class Reclaim:
                     page.flags |= PG_reclaim
                 if not page.flags & PG_lru:
                     self._putback(page)
-            b = IOBatch(done, batch, q)
+            b = IOBatch(done, batch, q, sc is not None)
+            if sc is not None:
+                self.reclaim_inflight += len(batch)
             self.inflight.append(b)
             for page in batch:
                 self.inflight_by_page[page.pfn] = b
@@ -791,6 +795,8 @@ class Reclaim:
         return n
 
     def _end_batch(self, b: IOBatch) -> int:
+        if b.for_reclaim:
+            self.reclaim_inflight -= len(b.pages)
         byp = self.inflight_by_page
         for page in b.pages:
             byp.pop(page.pfn, None)
@@ -847,7 +853,10 @@ class Reclaim:
                             self.shrink_active_list(n, lv, sc, lru)
                     else:
                         reclaimed += self.shrink_inactive_list(n, lv, sc, lru)
-            if reclaimed + sc.nr_reclaimed >= nr_to_reclaim:
+            done = reclaimed + sc.nr_reclaimed
+            if not sc.sync_io:
+                done += sc.nr_pageout  # asynchronous writes: freed when they end
+            if done >= nr_to_reclaim:
                 break
         sc.nr_reclaimed += reclaimed
         # keep the anon inactive list filled even while only file pages are reclaimed
@@ -954,14 +963,18 @@ class Reclaim:
         self.in_reclaim = True
         try:
             while sc.priority >= 1:
-                if self.kswapd_balanced(node, order, highest):
+                # pages already being written for reclaim will be freed when their write
+                # ends: kswapd waits for them rather than writing more (6.x throttles on
+                # writeback the same way)
+                short = self._shortfall(node, highest) - self.reclaim_inflight
+                if short <= 0:
                     break
-                sc.nr_to_reclaim = max(self._shortfall(node, highest), SWAP_CLUSTER_MAX)
-                before = sc.nr_reclaimed
+                sc.nr_to_reclaim = max(short, SWAP_CLUSTER_MAX)
+                before = sc.nr_reclaimed + sc.nr_pageout
                 sc.nr_scanned = 0
                 self.shrink_node(lv, sc)
                 raise_priority = sc.nr_scanned < sc.nr_to_reclaim
-                if raise_priority or sc.nr_reclaimed == before:
+                if raise_priority or sc.nr_reclaimed + sc.nr_pageout == before:
                     sc.priority -= 1
         finally:
             self.in_reclaim = False
@@ -973,21 +986,21 @@ class Reclaim:
 
     def _shortfall(self, node, highest: int) -> int:
         """Pages kswapd still has to free on this node. 6.x: the highest eligible zone (the
-        one user allocations come from) up to HIGH + its lowmem_reserve; 2.6: every
-        eligible zone up to HIGH. (Linux 6.x stops once any zone is at HIGH, but asks for
-        the sum of the high watermarks per pass and so overshoots HIGH by that much; hvsim
-        refills the allocation zone and stops at HIGH, the course's picture.)"""
+        one user allocations come from) up to HIGH + its lowmem_reserve for `highest`;
+        2.6: every zone up to its own HIGH (balance_pgdat's zone_watermark_ok(zone, order,
+        high, 0, 0)). (Linux 6.x stops once any zone is at HIGH, but asks for the sum of
+        the high watermarks per pass and so overshoots HIGH by that much; hvsim refills
+        the allocation zone and stops at HIGH, the course's picture.)"""
         zones = [z for z in node.zones[: highest + 1] if z.managed_pages]
         if not zones:
             return 0
         if self.alloc.era == "6.x":
-            zones = zones[-1:]
-        return sum(
-            max(z.high_wmark() + z.lowmem_reserve[highest] - z.nr_free + 1, 0) for z in zones
-        )
+            z = zones[-1]
+            return max(z.high_wmark() + z.lowmem_reserve[highest] - z.nr_free + 1, 0)
+        return sum(max(z.high_wmark() - z.nr_free + 1, 0) for z in zones)
 
     def kswapd_balanced(self, node, order: int, highest: int) -> bool:
-        return not self._shortfall(node, highest) and self.alloc.node_balanced(node, order, highest)
+        return not self._shortfall(node, highest)
 
     # ------------------------------------------------------------------ hooks
     def wake_kswapd(self, node, order: int, highest: int, gfp: int) -> None:
