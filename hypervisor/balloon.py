@@ -12,8 +12,6 @@ Memory reclaimed by ballooning = frames held by balloon drivers that the host to
 
 from __future__ import annotations
 
-from .p2m import P2M_BALLOONED
-
 
 class BalloonController:
     def __init__(self, host, policy, max_pct: float = 65, min_change: int = 0) -> None:
@@ -51,17 +49,17 @@ class BalloonController:
             sample(self.host, now)
 
     def reclaimed(self) -> int:
-        """Pages held by balloon drivers whose frames the host took back.
+        """Pages held by balloon drivers whose backing the host took back.
 
-        A driver pins its pages and releases each to the host, so they stay ballooned
-        while held; frames released otherwise (free page hints) are not counted beyond
-        what the drivers hold.
+        A page the guest had never touched gives nothing back when ballooned. A driver
+        pins its pages, so they stay released while held; releases by other means (free
+        page hints) are not counted beyond what the drivers hold.
         """
         total = 0
         for vm in self.host.vms:
             d = vm.balloon
             if d is not None:
-                total += min(d.actual, vm.p2m.nr[P2M_BALLOONED])
+                total += min(d.actual, vm.nr_released_backed)
         return total
 
 

@@ -17,6 +17,8 @@ no object per page.
                     estimation, victim choice by access bits)
     disk_clean[pfn] 1 while the page holds exactly what the guest read from disk (for
                     VSwapper's silent swap writes)
+    released_backed[pfn] 1 while ballooned after a release that took something back (a
+                    frame, a shared mapping, a compressed or swapped copy)
     nr[state]       how many PFNs are in each state
 
 2 MB large pages: `large[pfn >> 9]` is 1 while that 2 MB region is backed by a large
@@ -42,7 +44,9 @@ LARGE_PAGE_SHIFT = 9  # 512 frames of 4 KiB = 2 MiB
 
 
 class P2M:
-    __slots__ = ("nr_pages", "state", "mpn", "accessed", "disk_clean", "large", "nr")
+    __slots__ = (
+        "nr_pages", "state", "mpn", "accessed", "disk_clean", "released_backed", "large", "nr",
+    )
 
     def __init__(self, nr_pages: int) -> None:
         self.nr_pages = nr_pages
@@ -50,6 +54,7 @@ class P2M:
         self.mpn = array("i", [-1]) * nr_pages
         self.accessed = bytearray(nr_pages)
         self.disk_clean = bytearray(nr_pages)
+        self.released_backed = bytearray(nr_pages)
         self.large = bytearray((nr_pages + (1 << LARGE_PAGE_SHIFT) - 1) >> LARGE_PAGE_SHIFT)
         self.nr = [0] * NR_P2M_STATES
         self.nr[P2M_NONE] = nr_pages

@@ -104,6 +104,7 @@ class VM:
         self.pswpout = 0  # pages written to host swap
         self.balloon_refault = 0  # touches of frames the guest had released
         self.released = 0  # frames released by the guest
+        self.nr_released_backed = 0  # released frames whose release took something back
         self.false_swap_reads = 0  # whole-page writes that read a swapped page first
         self.stale_swap_reads = 0  # disk reads into a swapped page that read it first
         self.false_reads_avoided = 0  # such reads skipped (avoid_false_reads)
@@ -171,6 +172,9 @@ class VM:
             self.swap.free(idx)
         if s != P2M_BALLOONED:
             self.released += 1
+            if s != P2M_NONE:
+                p2m.released_backed[pfn] = 1
+                self.nr_released_backed += 1
         p2m.disk_clean[pfn] = 0
         p2m.set(pfn, P2M_BALLOONED)
 
@@ -183,7 +187,7 @@ class VM:
             if s == P2M_NONE:
                 self._first_touch(pfn)
             else:
-                self.balloon_refault += 1
+                self._refault(pfn)
             p2m.set(pfn, P2M_PRIVATE, mpn)
             return self.fault_cost + cost
         if s == P2M_SHARED or s == P2M_ZERO:
@@ -253,7 +257,7 @@ class VM:
             self._first_touch(pfn)
             cost += self.fault_cost
         elif s == P2M_BALLOONED:
-            self.balloon_refault += 1
+            self._refault(pfn)
             cost += self.fault_cost
         mpn, c2 = self._alloc_frame(data)
         if s == P2M_SHARED or s == P2M_ZERO:
@@ -268,6 +272,13 @@ class VM:
         p2m.set(pfn, P2M_PRIVATE, mpn)
         p2m.disk_clean[pfn] = from_disk
         return cost + c2
+
+    def _refault(self, pfn: int) -> None:
+        """A released frame is backed again (the guest reused it)."""
+        self.balloon_refault += 1
+        if self.p2m.released_backed[pfn]:
+            self.p2m.released_backed[pfn] = 0
+            self.nr_released_backed -= 1
 
     def _first_touch(self, pfn: int) -> None:
         self.first_touch += 1

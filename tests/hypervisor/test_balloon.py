@@ -3,7 +3,7 @@ import simpy
 from guestkernel.config import KernelConfig
 from guestkernel.gfp import __GFP_ZERO, GFP_HIGHUSER
 from hypervisor.host import Host, HostConfig
-from hypervisor.p2m import P2M_BALLOONED
+from hypervisor.p2m import P2M_BALLOONED, P2M_PRIVATE
 
 
 class FixedPolicy:
@@ -44,13 +44,49 @@ def test_inflation_in_simulated_time_gives_guest_frames_back_to_the_host():
     pages = [k.alloc_pages(GFP_HIGHUSER | __GFP_ZERO) for _ in range(3000)]
     for p in pages:
         k.free_pages(p)
-    backed = a.nr_resident
+    backed = {pfn for pfn in range(a.nr_pages) if a.p2m.state[pfn] == P2M_PRIVATE}
+    free0 = host.machine.nr_free
     env.run(until=0.25)
     # the controller set the target at t=0; the driver moves 20 pages per 10 ms
     assert a.balloon.target == 1000 and 480 <= a.balloon.actual <= 520
     env.run(until=1.0)
-    assert a.balloon.actual == 1000
-    assert a.p2m.nr[P2M_BALLOONED] == 1000 and host.reclaimed()["balloon"] == 1000
-    assert k.vmstat["balloon_inflate"] == 1000
-    # the guest's allocator handed out its hot, already-backed free pages first
-    assert a.nr_resident <= backed
+    assert a.balloon.actual == 1000 and k.vmstat["balloon_inflate"] == 1000
+    assert a.p2m.nr[P2M_BALLOONED] == 1000
+    # only pages the guest had backed give memory back
+    took = sum(1 for p in a.balloon.pages if p.pfn in backed)
+    assert 0 < took and host.reclaimed()["balloon"] == took
+    assert host.machine.nr_free - free0 == took
+
+
+def test_host_pressure_inflates_balloons_until_free_memory_is_back_in_clear():
+    from guestkernel.gfp import __GFP_ZERO as ZERO
+    from hypervisor.states import CLEAR, SOFT
+
+    env = simpy.Environment()
+    # 160 MiB host = 40960 frames; minFree 4096 frames: clear below 4096 free, soft below 2621
+    host = Host(
+        HostConfig(memory="160MiB", min_free="16MiB", sharing=False, compression=False,
+                   balloon_rate=10_000),
+        env=env,
+    )
+    guests = [host.create_vm(name, KernelConfig(memory="128MiB")) for name in ("a", "b")]
+    for vm in guests:
+        k = vm.kernel
+        pages = [k.alloc_pages(GFP_HIGHUSER | ZERO) for _ in range(19_500)]
+        for p in pages:  # used once, then free in the guest but still backed on the host
+            k.free_pages(p)
+    free0 = host.machine.nr_free
+    assert free0 < 2621
+    env.run(until=0.5)
+    assert host.states.state == SOFT
+    env.run(until=6.0)
+    # the controller asked for what brings free memory back to 100 % of minFree; the
+    # drivers gave back guest pages that were free but backed
+    assert host.states.state in (CLEAR, 0) and host.machine.nr_free >= 4096
+    assert "soft" in [s for _, s in host.states.log]
+    reclaimed = host.reclaimed()["balloon"]
+    assert host.machine.nr_free - free0 == reclaimed  # frames really given back
+    assert sum(vm.balloon.actual for vm in guests) >= reclaimed  # some were never backed
+    assert all(vm.balloon.actual > 0 for vm in guests)  # shared by shares, both equal
+    assert host.counters()["nomem_stalls"] == 0
+    host.validate()

@@ -113,3 +113,16 @@ def test_bad_images_give_one_line_errors(tmp_path, size, message):
     with pytest.raises(ImageError, match=message) as e:
         VM.from_image(MachineMemory(4), "bad", img)
     assert "\n" not in str(e.value) and str(img) in str(e.value)
+
+
+def test_releases_that_took_something_back_are_counted_until_refault():
+    m, vm = make()
+    vm.store(0, page(1))
+    vm.release(0)  # backed: a frame goes back
+    vm.release(1)  # never touched: nothing goes back
+    assert vm.released == 2 and vm.nr_released_backed == 1
+    assert list(vm.p2m.released_backed[:2]) == [1, 0]
+    vm.touch(0, False)  # the guest uses it again
+    assert vm.nr_released_backed == 0 and vm.p2m.released_backed[0] == 0
+    vm.store(1, page(2))
+    assert vm.nr_released_backed == 0 and vm.balloon_refault == 2
