@@ -16,6 +16,7 @@ from guestkernel.page import (
     Page,
     PG_active,
     PG_dirty,
+    PG_highmem,
     PG_lru,
     PG_referenced,
     PG_writeback,
@@ -630,3 +631,41 @@ def test_async_writeback_invariants_under_random_operations(ops):
     r.validate()
     validate_swap(r.swap)
     validate_buddy(k.page_alloc)
+
+
+# ------------------------------------------------------------------ kswapd targets, eras
+@pytest.mark.parametrize("era", ["6.x", "2.6"])
+def test_kswapd_shortfall_by_era(era):
+    k = boot(memory="256MiB", era=era)
+    r = k.reclaim
+    node = k.page_alloc.nodes[0]
+    dma, dma32 = node.zones[0], node.zones[1]
+    highest = 2  # GFP_HIGHUSER on x86_64: up to Normal (empty here)
+    dma.nr_free, dma32.nr_free = 10, 100  # as if allocated down
+    if era == "6.x":
+        # only the highest eligible populated zone (DMA32), against HIGH + its reserve
+        want = dma32.high_wmark() + dma32.lowmem_reserve[highest] - 100 + 1
+    else:
+        # every zone up to its own HIGH
+        want = (dma.high_wmark() - 10 + 1) + (dma32.high_wmark() - 100 + 1)
+    assert r._shortfall(node, highest) == want
+    dma32.nr_free = dma32.high_wmark() + dma32.lowmem_reserve[highest] + 1
+    assert r.kswapd_balanced(node, 0, highest) == (era == "6.x")
+
+
+def test_i386_highmem_pages_swap_out_and_back():
+    k = Kernel(memory="1100MiB", arch="i386", swap="64MiB")
+    init_reclaim(k)
+    k.spawn("init")
+    t = k.spawn("app")
+    a = t.mmap(0, 8 * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    for i in range(8):
+        t.access(a + i * 4096, True, bytes([i + 7]) * 8)
+    pages = [k.pfn_to_page(t.mm.pgtable.ptes[(a >> 12) + i] >> 12) for i in range(8)]
+    assert all(p.flags & PG_highmem for p in pages)  # user pages come from HighMem
+    assert k.reclaim.reclaim_pages(pages) == 8
+    for i in range(8):
+        t.access(a + i * 4096, False)
+        assert t.peek(a + i * 4096, 8) == bytes([i + 7]) * 8
+    validate_swap(k.swap)
+    k.reclaim.validate()
