@@ -136,7 +136,7 @@ def measure_compression(n: int = COMPRESS_PAGES, level: int = 3) -> tuple[float,
     def evict_all(vm):
         vm.evict_many(range(n))  # as Host.evict does with the victim policy's lists
 
-    return _side_by_side(bare, evict_all, setup, rounds=5)
+    return _side_by_side(bare, evict_all, setup, rounds=7)
 
 
 

@@ -82,7 +82,7 @@ class HostConfig:
     compress_cost: float | str = "5.7us"  # seconds per page compressed
     decompress_cost: float | str = "1.5us"  # seconds per page decompressed
     # host swap
-    victim_policy: str = "random"  # "random" (ESX), "access-bits" or a dotted path
+    victim_policy: str = "random"  # "random" (ESX), "access-bits", "clock" or a dotted path
     avoid_false_reads: bool = False  # VSwapper: whole-page writes skip the swap read
     reclaim_batch: int = 64  # frames freed per synchronous reclaim
     reclaim_rate: int = 25_600  # frames per second the monitor may evict in hard/low

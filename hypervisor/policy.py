@@ -3,8 +3,10 @@
 Victim choice (which private frames the host compresses or swaps):
 
     random        uniformly random private frames (ESX: it knows nothing of guest use)
-    access-bits   a clock over the frames' accessed bits: a frame touched since the hand
-                  last passed is spared (its bit cleared), an untouched one is taken
+    access-bits   sampled accessed bits: of 4n random private frames, untouched ones
+                  first (the sample's bits are cleared)
+    clock         a clock over all accessed bits: a frame touched since the hand last
+                  passed is spared (its bit cleared), an untouched one is taken
 
     interface:    choose(vm, n) -> list of up to n PFNs in state P2M_PRIVATE
 
@@ -69,8 +71,32 @@ class RandomVictims:
         return out
 
 
-class AccessBitVictims:
+class SampledAccessVictims:
+    """Sample `factor * n` random private frames; take the untouched ones first.
+
+    The accessed bits of the sampled frames are cleared, so a frame spared now is taken
+    next time unless the guest touches it meanwhile.
+    """
+
     name = "access-bits"
+
+    def __init__(self, rng, factor: int = 4) -> None:
+        self.rng = rng
+        self.factor = factor
+        self._random = RandomVictims(rng)
+
+    def choose(self, vm, n: int) -> list[int]:
+        sample = self._random.choose(vm, self.factor * n)
+        accessed = vm.p2m.accessed
+        cold = [pfn for pfn in sample if not accessed[pfn]]
+        hot = [pfn for pfn in sample if accessed[pfn]]
+        for pfn in sample:
+            accessed[pfn] = 0
+        return (cold + hot)[:n]
+
+
+class AccessBitVictims:
+    name = "clock"
 
     def __init__(self, rng=None) -> None:
         self._hand: dict[str, int] = {}
@@ -98,7 +124,11 @@ class AccessBitVictims:
         return out
 
 
-VICTIM_POLICIES = {"random": RandomVictims, "access-bits": AccessBitVictims}
+VICTIM_POLICIES = {
+    "random": RandomVictims,
+    "access-bits": SampledAccessVictims,
+    "clock": AccessBitVictims,
+}
 
 
 # -- balloon targets -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hypervisor.policy import (
     EsxSharesPolicy,
     MomPolicy,
     RandomVictims,
+    SampledAccessVictims,
     balloon_policy,
     victim_policy,
 )
@@ -50,6 +51,8 @@ def test_policies_by_name_and_dotted_path():
     rng = random.Random(0)
     assert isinstance(victim_policy("random", rng), RandomVictims)
     assert isinstance(victim_policy("hypervisor.policy.AccessBitVictims", rng), AccessBitVictims)
+    assert isinstance(victim_policy("clock", rng), AccessBitVictims)
+    assert isinstance(victim_policy("access-bits", rng), SampledAccessVictims)
     assert isinstance(balloon_policy("mom", rng), MomPolicy)
     with pytest.raises(ValueError, match="unknown policy 'lru'"):
         victim_policy("lru", rng)
@@ -131,3 +134,16 @@ def test_mom_grows_guests_back_without_pressure_ignoring_tiny_changes():
     assert host.balloon.policy.targets(host) == [75]
     a.balloon_target = 1  # cur 599 -> 600 is a change of 1 page < 0.25 % of 599: ignored
     assert host.balloon.policy.targets(host) == [1]
+
+
+def test_sampled_access_bits_take_untouched_frames_first():
+    vm = vm_with(range(64))
+    for pfn in range(64):
+        vm.p2m.accessed[pfn] = pfn % 2  # odd frames recently touched
+    pol = SampledAccessVictims(random.Random(5), factor=4)
+    chosen = pol.choose(vm, 8)
+    assert len(chosen) == 8 and all(p % 2 == 0 for p in chosen)
+    # the sample's bits were cleared: the spared odd frames are now fair game
+    sample = RandomVictims(random.Random(5)).choose(vm, 32)
+    assert sorted(chosen) == sorted([p for p in sample if p % 2 == 0][:8])
+    assert all(vm.p2m.accessed[p] == 0 for p in sample)
