@@ -17,6 +17,11 @@ what it cost the guest in simulated seconds:
     release(pfn)        -> ballooned: the guest gave the frame back (balloon, free page
                         hint); whatever backed it is freed
 
+The host takes frames with `evict` / `evict_many` (into the compression cache, else host
+swap). A release that took something back (a frame, a shared mapping, a compressed or
+swapped copy) is counted in `nr_released_backed` until the guest reuses the frame: that
+is what ballooning reclaims.
+
 Machine frames come from `MachineMemory.alloc`. When it is full the VM calls its
 `reclaim_hook(vm)` (wired by the Host: compress or swap pages of some VM) and retries;
 when nothing could be reclaimed the allocation overdraws machine memory and the VM counts
