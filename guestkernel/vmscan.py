@@ -42,6 +42,23 @@ of a list; reclaim takes from the tail.
   kernel.stall.
 - Shrinkers: the LRU is the page cache's shrinker; the slab caches are shrunk with
   (reclaimable slab pages >> priority) * 4 / seeks per node pass (do_shrink_slab).
+- kswapd (`balance_pgdat`, one `Kswapd` process per node, only with an env): woken by the
+  allocator below LOW, it reclaims the shortfall to HIGH (6.x: the allocation zone up to
+  HIGH + lowmem_reserve; 2.6: every zone to its own HIGH), priority 12 down to 1, counts
+  pages already being written for reclaim as on their way, waits for their writes, and
+  sleeps when balanced. Without an env there is no kswapd: the allocator's slow path
+  reclaims directly (`try_to_free_pages`, SWAP_CLUSTER_MAX pages, priority 12 to 0).
+- The flusher (`Flusher`, `writeback_dirty`) writes file pages dirty for longer than
+  dirty_expire_centisecs every dirty_writeback_centisecs, and whatever exceeds the
+  background limit; write() checks the limits every DIRTY_RATELIMIT pages
+  (`balance_dirty_pages`): above background it wakes the flusher, above dirty_ratio the
+  writer writes back itself and waits.
+- Scanning costs SCAN_COST per page: kswapd's passes take that long in simulated time,
+  direct reclaim adds it (and its synchronous writes) to kernel.stall.
+
+Invariants (`Reclaim.validate`): each LRU page is on the list its flags name, exactly
+once, with a reference; list lengths equal the nr_* vmstat items; with an env,
+nr_writeback equals the pages in flight.
 
 The course's page states ("Cycle de vie des pages physiques") are derived from the flags
 by `page_state`:
