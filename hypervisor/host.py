@@ -387,10 +387,12 @@ _KSM_WRITABLE = {
 
 
 class SysFS:
-    """Text view of host counters: /sys/kernel/mm/ksm/* (KSM) and /sys/kernel/mm/hvsim/*."""
+    """Text view of counters: /sys/kernel/mm/ksm/* (KSM), /sys/kernel/mm/hvsim/* (host)
+    and /sys/kernel/mm/hvsim/vms/<vm>/* (per VM)."""
 
     KSM = "/sys/kernel/mm/ksm/"
     HVSIM = "/sys/kernel/mm/hvsim/"
+    VMS = "/sys/kernel/mm/hvsim/vms/"  # + <vm name>/<counter>: VM.counters()
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -405,13 +407,22 @@ class SysFS:
         if path == self.KSM:
             return sorted(self._ksm().counters())
         if path == self.HVSIM:
-            return sorted(self.host.counters())
+            return sorted(self.host.counters()) + ["vms"]
+        if path == self.VMS:
+            return [vm.name for vm in self.host.vms]
+        if path.startswith(self.VMS) and path[len(self.VMS):-1] in self.host._by_name:
+            return sorted(self.host.vm(path[len(self.VMS):-1]).counters())
         raise FileNotFoundError(f"{path}: no such directory")
 
     def read(self, path: str) -> str:
         if path.startswith(self.KSM):
             counters = self._ksm().counters()
             name = path[len(self.KSM):]
+        elif path.startswith(self.VMS):
+            vm_name, _, name = path[len(self.VMS):].partition("/")
+            if vm_name not in self.host._by_name:
+                raise FileNotFoundError(f"{path}: no such VM {vm_name!r}")
+            counters = self.host.vm(vm_name).counters()
         elif path.startswith(self.HVSIM):
             counters = self.host.counters()
             name = path[len(self.HVSIM):]

@@ -69,6 +69,15 @@ def test_sysfs_writes_tunables_like_linux():
     with pytest.raises(FileNotFoundError, match="no such file"):
         host.sysfs.read("/sys/kernel/mm/ksm/nonsense")
     assert "pages_volatile" in host.sysfs.listdir("/sys/kernel/mm/ksm")
+    vm = host._new_vm("g", 4)
+    host._add_vm(vm)
+    vm.touch(0, True)
+    assert host.sysfs.listdir("/sys/kernel/mm/hvsim/vms") == ["g"]
+    assert host.sysfs.read("/sys/kernel/mm/hvsim/vms/g/first_touch") == "1\n"
+    assert host.sysfs.read("/sys/kernel/mm/hvsim/vms/g/p2m_private") == "1\n"
+    assert "p2m_none" in host.sysfs.listdir("/sys/kernel/mm/hvsim/vms/g/")
+    with pytest.raises(FileNotFoundError, match="no such VM"):
+        host.sysfs.read("/sys/kernel/mm/hvsim/vms/h/first_touch")
 
 
 def test_guests_booted_on_the_host_share_their_zeroed_pages():
