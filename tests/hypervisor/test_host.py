@@ -27,6 +27,7 @@ def test_config_parses_units_and_names_bad_keys():
     cfg = HostConfig(memory="64MiB", swap_latency="80us", swap_size="1MiB")
     assert cfg.memory == 64 << 20 and cfg.swap_latency == pytest.approx(80e-6)
     assert cfg.to_dict()["salting"] == "none" and cfg.to_dict()["idle_tax"] == 75
+    assert HostConfig(**cfg.to_dict()).to_dict() == cfg.to_dict()  # resolved config reloads
     with pytest.raises(ValueError, match="^salting:"):
         HostConfig(salting="global")
     with pytest.raises(ValueError, match="^memory:"):
