@@ -1,6 +1,8 @@
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypervisor.host import Host, HostConfig
 from hypervisor.machine import MachineMemory
@@ -147,3 +149,25 @@ def test_sampled_access_bits_take_untouched_frames_first():
     sample = RandomVictims(random.Random(5)).choose(vm, 32)
     assert sorted(chosen) == sorted([p for p in sample if p % 2 == 0][:8])
     assert all(vm.p2m.accessed[p] == 0 for p in sample)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.floats(0, 1)), min_size=1, max_size=4),
+       st.integers(0, 400), st.integers(0, 100))
+def test_esx_shares_targets_respect_caps_and_ask_for_what_is_missing(vms, used, cap_pct):
+    host = Host(HostConfig(memory=f"{1000 * 4096}", min_free=f"{100 * 4096}"))
+    host.balloon.max_pct = cap_pct
+    for i, (weight, active) in enumerate(vms):
+        vm = host._new_vm(f"v{i}", 300)
+        host._add_vm(vm)
+        vm.shares *= weight
+        for pfn in range(min(used, 300)):
+            vm.touch(pfn, True)
+        s = host.balloon.policy._sampler(vm)
+        s.current = s.fast = s.slow = active
+    state = host.check_state()
+    targets = host.balloon.policy.targets(host)
+    caps = [host.balloon.cap(vm) for vm in host.vms]
+    assert all(0 <= t <= c for t, c in zip(targets, caps, strict=True))
+    want = max(0, 100 - host.machine.nr_free) if state == SOFT else 0
+    assert sum(targets) == min(want, sum(caps))

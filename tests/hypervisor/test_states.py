@@ -1,7 +1,10 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypervisor.states import (
     CLEAR,
+    EXIT_PCT,
     HARD,
     HIGH,
     LOW,
@@ -52,3 +55,16 @@ def test_techniques_per_state():
     assert s.allows("swap") and s.allows("compression") and not s.allows("balloon")
     s.update(10)
     assert s.allows("block") and not s.allows("sharing")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 600), min_size=1, max_size=40))
+def test_state_is_never_better_than_the_thresholds_and_worse_only_inside_hysteresis(frees):
+    s = MemStates(100)  # free pages == percent of minFree
+    for t, free in enumerate(frees):
+        state = s.update(free, float(t))
+        assert state >= state_for(free)
+        if state > state_for(free):
+            assert free < EXIT_PCT[state]  # still below the threshold that lets it rise
+    total = sum(s.residence_times(float(len(frees))).values())
+    assert total == pytest.approx(len(frees))
