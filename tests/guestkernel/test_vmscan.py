@@ -669,3 +669,35 @@ def test_i386_highmem_pages_swap_out_and_back():
         assert t.peek(a + i * 4096, 8) == bytes([i + 7]) * 8
     validate_swap(k.swap)
     k.reclaim.validate()
+
+
+# ------------------------------------------------------------------ daemons
+def test_daemons_only_with_an_env_one_kswapd_per_node():
+    k = boot(memory="256MiB", nodes=2, cpus=2)
+    assert start_reclaim_daemons(k) == [] and k.reclaim.kswapds == {}
+    env = simpy.Environment()
+    k2 = boot(env=env, memory="256MiB", nodes=2, cpus=2)
+    r = k2.reclaim
+    assert sorted(r.kswapds) == [0, 1] and r.flusher is not None
+    assert start_reclaim_daemons(k2) == []  # once only
+    assert [d.node.nid for d in k2.daemons if hasattr(d, "node")] == [0, 1]
+
+
+def test_kswapd_wakes_below_low_reclaims_to_high_and_sleeps():
+    env = simpy.Environment()
+    k = boot(env=env)
+    r = k.reclaim
+    zone = k.page_alloc.zones[-1]
+    kswapd = r.kswapds[0]
+    inode = k.fs.create("/big", 80 * MiB)
+    i = 0
+    # fill the page cache until the allocator drops below LOW and wakes kswapd
+    while not kswapd.wakeups:
+        filemap_get_page(k, inode, i, 1)
+        i += 1
+    assert zone.nr_free <= zone.low_wmark()
+    env.run(until=0.1)
+    assert kswapd.passes >= 1 and not kswapd.running
+    assert zone.high_wmark() < zone.nr_free <= zone.high_wmark() + 2 * 32
+    assert k.vmstat["pgsteal_kswapd"] > 0 and k.vmstat["pgsteal_direct"] == 0
+    assert r.kswapd_balanced(zone.node, 0, 2)
