@@ -84,6 +84,7 @@ class HostConfig:
     # host swap
     victim_policy: str = "random"  # "random" (ESX), "access-bits", "clock" or a dotted path
     avoid_false_reads: bool = False  # VSwapper: whole-page writes skip the swap read
+    share_before_swap: bool = True  # ESX: merge a victim into an identical stable frame first
     reclaim_batch: int = 64  # frames freed per synchronous reclaim
     reclaim_rate: int = 25_600  # frames per second the monitor may evict in hard/low
     # ballooning
@@ -170,6 +171,7 @@ class Host:
         # counters
         self.reclaim_calls = 0  # synchronous reclaims (a VM found no free frame)
         self.pages_evicted = 0  # frames compressed or swapped out by the host
+        self.shared_before_swap = 0  # victims merged into a stable frame instead
         self.evict_time = 0.0  # host seconds spent compressing and writing swap
         self.large_pages_broken = 0
         self.daemons: list = []
@@ -256,10 +258,14 @@ class Host:
         return best
 
     def evict(self, n: int) -> tuple[int, float]:
-        """Compress or swap out up to `n` private frames; (frames freed, host seconds)."""
+        """Free up to `n` private frames: merge into an identical stable frame (with
+        share_before_swap), else compress, else swap out. (frames freed, host seconds)."""
         done = 0
         cost = 0.0
         compress = self.config.compression
+        share_first = None
+        if self.config.share_before_swap and self.sharing is not None:
+            share_first = self.sharing.try_stable_merge
         while done < n:
             vm = self._victim_vm()
             if vm is None:
@@ -267,12 +273,22 @@ class Host:
             pfns = self.victims.choose(vm, min(n - done, 256))
             if not pfns:
                 break
+            if share_first:
+                # ESX shares a page before paging it out: a victim identical to a stable
+                # frame is merged into it (its frame freed, no I/O)
+                kept = [pfn for pfn in pfns if not share_first(vm, pfn)]
+                merged = len(pfns) - len(kept)
+                self.shared_before_swap += merged
+                done += merged
+                pfns = kept
+                if not pfns:
+                    continue
             progress, c = vm.evict_many(pfns, compress=compress)
             cost += c
             done += progress
+            self.pages_evicted += progress
             if progress < len(pfns):
                 break  # the compression cache refused some and swap is full
-        self.pages_evicted += done
         self.evict_time += cost
         return done, cost
 
@@ -341,6 +357,7 @@ class Host:
             "overdraft_allocs": m.overdraft_allocs,
             "reclaim_calls": self.reclaim_calls,
             "pages_evicted": self.pages_evicted,
+            "shared_before_swap": self.shared_before_swap,
             "evict_time": self.evict_time,
             "swap_pages": self.swap.nr_slots,
             "swap_used": self.swap.nr_used,

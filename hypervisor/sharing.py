@@ -499,6 +499,41 @@ class PageSharing:
         self.byte_compares += compares
         self.scan_time += c
 
+    def try_stable_merge(self, vm, pfn: int) -> bool:
+        """Merge one private frame into an identical stable frame now, if one has room.
+
+        ESX tries to share a page before paging it out; this is the scanner's own first
+        step (the stable tree is searched before any checksum history), done out of turn
+        for a frame the host is about to evict. True if the frame was merged (and freed).
+        """
+        kv = vm._ksm
+        p2m = vm.p2m
+        if not self._stable or p2m.state[pfn] != P2M_PRIVATE:
+            return False
+        if vm.large_pages and p2m.large[pfn >> LARGE_PAGE_SHIFT] == 1:
+            return False
+        mpn = p2m.mpn[pfn]
+        mcsum = self.machine.csum
+        csum = mcsum[mpn]
+        if csum < 0:
+            csum = mcsum[mpn] = _xxh3(self.machine.content[mpn]) & 0xFFFFFFFF
+            self.pages_hashed += 1
+        self.scan_time += self.hash_cost
+        key = csum | kv.salt
+        entry = self._stable.get(key)
+        if entry is None:
+            return False
+        was_unstable = kv.flags[pfn] & _UNSTABLE
+        new_item = kv.oldsum[pfn] < 0
+        if not self._stable_merge(kv, pfn, mpn, key, entry):
+            return False
+        if new_item:
+            kv.oldsum[pfn] = 0
+            self.rmap_items += 1
+        if was_unstable:
+            self.pages_unshared -= 1
+        return True
+
     def _stable_merge(self, kv: _KsmVM, pfn: int, mpn: int, key: int, entry) -> bool:
         """stable_tree_search + try_to_merge_with_ksm_page. True if the page merged."""
         machine = self.machine

@@ -303,3 +303,27 @@ def test_two_booted_guests_with_the_same_image_pages_converge_in_simulated_time(
     assert host.sharing.pages_sharing >= n
     assert a.counters()["p2m_shared"] >= n and host.counters()["first_touch"] >= 2 * n
     host.validate()
+
+
+def test_a_victim_identical_to_a_stable_page_is_shared_instead_of_swapped():
+    host = Host(HostConfig(memory=f"{64 * PAGE_SIZE}", swap_size="1MiB", compression=False,
+                           victim_policy="clock", smart_scan=False))
+    a = host._new_vm("a", 8)
+    b = host._new_vm("b", 8)
+    host._add_vm(a)
+    host._add_vm(b)
+    for vm in (a, b):
+        vm.store(0, page(1))
+    host.sharing.full_pass()
+    host.sharing.full_pass()
+    assert host.sharing.pages_sharing == 1
+    b.store(1, page(1))  # a new copy the scanner has not seen yet
+    b.store(2, random_page(2, "b"))
+    for pfn in (1, 2):
+        b.p2m.accessed[pfn] = 0
+    done, cost = host.evict(2)
+    # the clock takes pfns 1 and 2 of b: the copy of page(1) joins the stable frame
+    assert done == 2 and host.shared_before_swap == 1 and host.pages_evicted == 1
+    assert b.p2m.state[1] == P2M_SHARED and b.p2m.state[2] == P2M_SWAPPED
+    assert host.sharing.pages_sharing == 2 and host.swap.pswpout == 1
+    host.validate()
