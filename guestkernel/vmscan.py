@@ -651,7 +651,7 @@ class Reclaim:
                     page.flags |= PG_reclaim
                     self._putback(page)
                     continue
-                q = self._start_writeback(page)
+                q = self._start_writeback(page, sc)
                 sc.nr_pageout += 1
                 ent = writes.get(id(q))
                 if ent is None:
@@ -703,10 +703,17 @@ class Reclaim:
             q = self.disk_queues[id(fs)] = self._BlockQueue(fs.latency, fs.bandwidth)
         return q
 
-    def _start_writeback(self, page):
+    def _start_writeback(self, page, sc: ScanControl | None):
         """Set PG_writeback, copy the data to swap or the file, take a reference for the
-        I/O. Counts arc 4 for an inactive page. Returns the device queue."""
-
+        I/O. Counts arc 4 for an inactive page. Returns the device queue. Reading the page
+        may cost time beneath the guest (a host that swapped it out: double paging); that
+        goes to the reclaimer (sc.cost) or, for the flusher, kernel.stall."""
+        touch = self.kernel.phys.touch(page.pfn, False)
+        if touch:
+            if sc is not None:
+                sc.cost += touch
+            else:
+                self.kernel.stall += touch
         before = page_state(page)
         vm = self.vmstat
         if page.flags & PG_swapbacked:
@@ -1094,7 +1101,7 @@ class Reclaim:
                     seen[key] = True
                     if not (force or t - first >= expire or vm["nr_dirty"] > bg):
                         continue
-                    q = self._start_writeback(page)
+                    q = self._start_writeback(page, None)
                     ent = writes.get(id(q))
                     if ent is None:
                         writes[id(q)] = (q, [page])

@@ -308,3 +308,25 @@ def test_swap_refcounts_and_contents_under_random_operations(ops):
     assert k.swap.si.inuse_pages == 0 and not k.swap.swap_cache
     validate_swap(k.swap)
     validate_buddy(k.page_alloc)
+
+
+def test_double_paging_cost_of_reading_a_page_to_swap_it():
+    """Beneath a hypervisor, reading a page to write it to guest swap may first fault it
+    back from the host (double paging): phys.touch's time is the reclaimer's."""
+    from guestkernel.physmem import BareMetal
+
+    class SlowHost(BareMetal):
+        def touch(self, pfn, write):
+            return 1e-3
+
+    k = Kernel(memory="64MiB", swap="16MiB", phys=SlowHost(16384),
+               swap_latency="100us", swap_bandwidth="400MiB")
+    init_reclaim(k)
+    k.spawn("init")
+    t = k.spawn("app")
+    a = filled(t, 4)
+    pages = [page_at(t, a + (i << 12)) for i in range(4)]
+    k.take_stall()
+    assert k.reclaim.reclaim_pages(pages) == 4
+    io = 100e-6 + 4 * 4096 / (400 * MiB)  # one request of 4 pages, written synchronously
+    assert k.take_stall() == pytest.approx(4 * 1e-3 + io)
