@@ -274,7 +274,7 @@ class Reclaim:
         self.reclaim_inflight = 0  # pages in flight that reclaim will free once written
         self.inflight_by_page: dict[int, IOBatch] = {}  # pfn -> batch (pages in flight)
         self.disk_queues: dict[int, object] = {}  # id(FileSystem) -> BlockQueue
-        self.inode_dirtied: dict[int, float] = {}  # id(inode) -> first seen dirty (flusher)
+        self.inode_dirtied: dict[int, float] = {}  # id(inode) -> dirtied_when, seconds
         self.on_io_submit = None  # set by the IOCompletion daemon
         self.kswapds: dict[int, object] = {}  # nid -> Kswapd (env only)
         self.flusher = None
@@ -388,8 +388,13 @@ class Reclaim:
             self.activate_page(page)
             page.flags &= ~PG_referenced
         if f & PG_dirty and not f & PG_swapbacked:
-            # write() dirtied it (filemap calls us right after set_page_dirty): check the
-            # dirty limits every DIRTY_RATELIMIT such calls, as balance_dirty_pages does
+            # write() dirtied it (filemap calls us right after set_page_dirty): note when
+            # its inode became dirty (inode->dirtied_when) and check the dirty limits
+            # every DIRTY_RATELIMIT such calls, as balance_dirty_pages does
+            key = id(page.mapping.host)
+            if key not in self.inode_dirtied:
+                env = self.kernel.env
+                self.inode_dirtied[key] = env.now if env is not None else 0.0
             self._dirtied += 1
             if self._dirtied >= DIRTY_RATELIMIT:
                 self._dirtied = 0
@@ -1075,8 +1080,10 @@ class Reclaim:
         """One flusher pass (wb_writeback): write the dirty file pages of inodes dirty for
         longer than dirty_expire_centisecs, and any dirty page while nr_dirty is above
         `limit` (default: the background threshold), oldest first. `force` writes
-        everything (sync(2)). Inodes are first seen dirty by a pass: their age counts from
-        there. `sync`: the caller waits for the writes (time added to kernel.stall).
+        everything (sync(2)). An inode's age counts from its first write() since it was
+        last clean, or (pages dirtied through a shared mapping) from the first pass that
+        finds it dirty. `sync`: the caller waits for the writes (time added to
+        kernel.stall).
         Returns pages submitted."""
         if now is None:
             now = self.now()

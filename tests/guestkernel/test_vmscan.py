@@ -701,3 +701,19 @@ def test_kswapd_wakes_below_low_reclaims_to_high_and_sleeps():
     assert zone.high_wmark() < zone.nr_free <= zone.high_wmark() + 2 * 32
     assert k.vmstat["pgsteal_kswapd"] > 0 and k.vmstat["pgsteal_direct"] == 0
     assert r.kswapd_balanced(zone.node, 0, 2)
+
+
+def test_flusher_expiry_counts_from_the_write():
+    env = simpy.Environment()
+    k = boot(env=env, dirty_expire_centisecs=1000, dirty_writeback_centisecs=200)
+    t, fd, buf = _writer(k, 4)
+
+    def later():
+        yield env.timeout(1.0)
+        t.write(fd, buf, 4 * 4096)  # dirtied at t = 1
+
+    env.process(later())
+    env.run(until=10.5)  # passes at 2, 4, ..., 10: 9 s old at the pass at t = 10
+    assert k.vmstat["nr_dirty"] == 4
+    env.run(until=12.5)  # 11 s old at the pass at t = 12: written
+    assert k.vmstat["nr_dirty"] == 0 and k.reclaim.flusher.pages_written == 4
