@@ -240,11 +240,12 @@ class Kernel:
         self._next_pid += 1
         return pid
 
-    def spawn(self, name: str):
-        """A new process with a fresh address space, as after execve of a static binary."""
+    def spawn(self, name: str, **layout):
+        """A new process with a fresh address space, as after execve of a static binary
+        (`layout`: text, data, ... sizes, see task.spawn)."""
         from .task import spawn
 
-        return spawn(self, name)
+        return spawn(self, name, **layout)
 
     # ------------------------------------------------------------------ panic
     def panic(self, reason: str) -> None:

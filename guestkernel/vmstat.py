@@ -3,7 +3,8 @@
 `kernel.vmstat` is one dict of ints. Linux names first, in Linux's order; subsystems add
 their own with `vmstat.setdefault(name, 0)` at boot so that /proc/vmstat lists them.
 hvsim-specific counters (no Linux equivalent) are listed in HVSIM_COUNTERS with a line of
-documentation each.
+documentation each. The page-fault outcome counters (fault_demand_zero, fault_cow, ...)
+are listed and documented in fault.py; the page-state transitions pgstate_1..9 in vmscan.py.
 """
 
 from __future__ import annotations
