@@ -120,11 +120,13 @@ def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
+    from .anchors import anchors
     from .replay import replay
     from .report import report
     from .scan_image import scan_image
     from .sweep import sweep
 
+    main.add_command(anchors)
     main.add_command(replay)
     main.add_command(sweep)
     main.add_command(report)
