@@ -242,6 +242,10 @@ def do_mmap(task, addr: int, length: int, prot: int, flags: int, file: File | No
     vm_flags = calc_vm_prot_bits(prot) | mm.def_flags | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     if flags & U.MAP_GROWSDOWN:
         vm_flags |= VM_GROWSDOWN
+    if flags & U.MAP_STACK:
+        # 6.7+ (calc_vm_flag_bits): thread stacks get no huge pages, which also keeps them
+        # from merging with a neighbouring anonymous mapping
+        vm_flags |= VM_NOHUGEPAGE
     if flags & U.MAP_LOCKED:
         vm_flags |= VM_LOCKED
         if not can_do_mlock(task):
