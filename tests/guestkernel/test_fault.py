@@ -17,27 +17,12 @@ from guestkernel.page_alloc import KernelPanic
 from guestkernel.task import Task
 from guestkernel.vma import validate_mm
 
+from .helpers import boot
+
 P = 4096
 RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
 B = 0x20000000
-
-
-def boot(**kw):
-    k = Kernel(KernelConfig(memory="128MiB", **kw))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def k():
-    return boot()
-
-
-@pytest.fixture
-def t(k):
-    return k.spawn("t")
 
 
 def delta(k, before):

@@ -9,28 +9,13 @@ from guestkernel.memory import rmap_walk
 from guestkernel.pgtable import _PAGE_RW
 from guestkernel.vma import VM_ACCOUNT, VM_LOCKED, validate_mm
 
+from .helpers import boot
+
 P = 4096
 RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
 FIX = ANON | U.MAP_FIXED
 B = 0x30000000
-
-
-def boot(**kw):
-    k = Kernel(KernelConfig(memory="128MiB", **kw))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def k():
-    return boot()
-
-
-@pytest.fixture
-def t(k):
-    return k.spawn("t")
 
 
 def pte(task, addr):

@@ -7,10 +7,10 @@ for each distinct VMA), '.' is unmapped. `rw` = PROT_READ|PROT_WRITE.
 import pytest
 
 from guestkernel import uapi as U
-from guestkernel.config import KernelConfig
-from guestkernel.kernel import Kernel
 from guestkernel.mmap import STACK_GUARD_GAP, mmap_base_for
 from guestkernel.vma import VM_ACCOUNT, VM_MERGEABLE, validate_mm
+
+from .helpers import boot
 
 P = 4096
 RW = U.PROT_READ | U.PROT_WRITE
@@ -18,23 +18,6 @@ R = U.PROT_READ
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
 FIX = ANON | U.MAP_FIXED
 B = 0x10000000  # a base far from the binary, the heap and the stack
-
-
-def boot(**kw):
-    k = Kernel(KernelConfig(memory="128MiB", **kw))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def k():
-    return boot()
-
-
-@pytest.fixture
-def t(k):
-    return k.spawn("t")
 
 
 def around(t, lo=B, hi=B + 64 * P):

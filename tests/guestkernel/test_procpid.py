@@ -3,24 +3,12 @@
 import pytest
 
 from guestkernel import uapi as U
-from guestkernel.config import KernelConfig
-from guestkernel.kernel import Kernel
+
+from .helpers import boot
 
 P = 4096
 RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
-
-
-def boot(**kw):
-    k = Kernel(KernelConfig(memory="128MiB", **kw))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def k():
-    return boot()
 
 
 def test_maps_of_a_fresh_static_binary(k):

@@ -3,29 +3,10 @@
 import pytest
 
 from guestkernel import uapi as U
-from guestkernel.config import KernelConfig
-from guestkernel.kernel import Kernel
 from guestkernel.vma import VM_MAYSHARE, VM_WRITE, validate_mm
 
 P = 4096
 B = 0x50000000
-
-
-def boot(**kw):
-    k = Kernel(KernelConfig(memory="128MiB", **kw))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def k():
-    return boot()
-
-
-@pytest.fixture
-def t(k):
-    return k.spawn("t")
 
 
 def test_ids_follow_ipc_idr_rules(k, t):

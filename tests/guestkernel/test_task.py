@@ -9,22 +9,12 @@ from guestkernel.mmap import mmap_base_for
 from guestkernel.physmem import BareMetal
 from guestkernel.vma import VM_ACCOUNT, VM_GROWSDOWN, validate_mm
 
+from .helpers import boot
+
 P = 4096
 RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
 B = 0x70000000
-
-
-def boot(**kw):
-    k = Kernel(KernelConfig(memory="128MiB", **kw))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def k():
-    return boot()
 
 
 class CostlyPhys(BareMetal):
