@@ -218,7 +218,8 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None) -> o
     if page is None:
         return None
     if data is not None:
-        kernel.stall += kernel.phys.store(page.pfn, data)
+        # a regular file's page comes from the disk; a shmem page from memory
+        kernel.stall += kernel.phys.store(page.pfn, data, not shmem)
     page.flags |= PG_uptodate | (PG_swapbacked if shmem else 0)
     page.mapping = inode.mapping
     page.index = index

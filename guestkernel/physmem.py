@@ -4,7 +4,10 @@ A guest kernel manages frames (PFNs) and page descriptors; it never keeps page c
 itself. Contents live beneath it, in a `PhysicalMemory`:
 
     touch(pfn, write)  -> seconds stalled beneath the guest (host fault, decompress, swap-in)
-    store(pfn, data)   -> seconds; a whole-page write (zeroing, copy, swap-in, file read)
+    store(pfn, data, from_disk=False)
+                       -> seconds; a whole-page write (zeroing, copy, swap-in, file read);
+                          from_disk marks a page read from the guest's disk or swap
+                          device (the host tells stale swap reads and silent writes by it)
     load(pfn)          -> bytes; the page as the guest would read it
     release(pfn)       -> the guest holds nothing there any more (balloon, free page hint)
 
@@ -26,7 +29,7 @@ class PhysicalMemory(Protocol):
 
     def touch(self, pfn: int, write: bool) -> float: ...
 
-    def store(self, pfn: int, data: bytes) -> float: ...
+    def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float: ...
 
     def load(self, pfn: int) -> bytes: ...
 
@@ -43,7 +46,7 @@ class BareMetal:
     def touch(self, pfn: int, write: bool) -> float:
         return 0.0
 
-    def store(self, pfn: int, data: bytes) -> float:
+    def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float:
         if len(data) != PAGE_SIZE:
             raise ValueError(f"store: page data must be {PAGE_SIZE} bytes, got {len(data)}")
         self.frames[pfn] = None if data is ZERO_PAGE else data

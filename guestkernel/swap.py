@@ -309,7 +309,8 @@ class SwapState:
             return None
         data = self.si.data[swp_offset(entry)]
         if data is not None:
-            self.kernel.stall += self.kernel.phys.store(page.pfn, data)
+            # read from the guest's swap device: a disk read, as far as the host can tell
+            self.kernel.stall += self.kernel.phys.store(page.pfn, data, True)
         self.add_to_swap_cache(page, entry)
         return page
 

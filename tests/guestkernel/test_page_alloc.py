@@ -607,7 +607,7 @@ def test_gfp_zero_writes_zero_pages_beneath_the_guest():
             self.nr_frames = n
             self.stored = []
 
-        def store(self, pfn, data):
+        def store(self, pfn, data, from_disk=False):
             self.stored.append((pfn, data is ZERO_PAGE))
             return 1e-6
 

@@ -23,7 +23,7 @@ class CostlyPhys(BareMetal):
     def touch(self, pfn, write):
         return 1e-6
 
-    def store(self, pfn, data):
+    def store(self, pfn, data, from_disk=False):
         super().store(pfn, data)
         return 2e-6
 
