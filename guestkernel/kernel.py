@@ -198,6 +198,20 @@ class Kernel:
     def mark_page_accessed(self, page: Page) -> None:
         """read()/write() touched a page-cache page (two-touch activation in reclaim)."""
 
+    def si_mem_available(self) -> int:
+        """MemAvailable in pages (si_mem_available, 6.x): free pages above the reserves,
+        plus the page cache and reclaimable slab that can go without thrashing (at least
+        half of each, or the LOW watermarks' worth, is assumed to stay)."""
+        alloc = self.page_alloc
+        vm = self.vmstat
+        wmark_low = alloc.wmark_low_total()
+        available = alloc.nr_free_pages() - alloc.totalreserve_pages
+        pagecache = vm["nr_active_file"] + vm["nr_inactive_file"]
+        available += pagecache - min(pagecache // 2, wmark_low)
+        reclaimable = vm["nr_slab_reclaimable"]
+        available += reclaimable - min(reclaimable // 2, wmark_low)
+        return max(available, 0)
+
     # ------------------------------------------------------------------ overcommit
     def vm_commit_limit(self) -> int:
         """CommitLimit in pages: RAM * overcommit_ratio / 100 + swap (or overcommit_kbytes)."""

@@ -215,13 +215,7 @@ class ProcFS:
         swapcached = vm["nr_swapcached"]
         buffers = vm.get("nr_buffers", 0)
         cached = max(file_pages - swapcached - buffers, 0)
-        pagecache = vm["nr_active_file"] + vm["nr_inactive_file"]
-        wmark_low = alloc.wmark_low_total()
-        available = free - alloc.totalreserve_pages
-        available += pagecache - min(pagecache // 2, wmark_low)
-        reclaimable = vm["nr_slab_reclaimable"]
-        available += reclaimable - min(reclaimable // 2, wmark_low)
-        available = max(available, 0)
+        available = k.si_mem_available()
         slab_r, slab_u = vm["nr_slab_reclaimable"], vm["nr_slab_unreclaimable"]
         rows = [
             ("MemTotal", total),
