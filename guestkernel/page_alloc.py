@@ -54,6 +54,7 @@ MAX_RECLAIM_RETRIES = 16
 SWAP_CLUSTER_MAX = 32
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH = 0, 1, 2
+_GFP_ZERO = G.ZERO  # a module constant: the order-0 fast path tests it per page
 
 # alloc_flags (mm/internal.h)
 ALLOC_WMARK_MIN = WMARK_MIN
@@ -517,12 +518,64 @@ class PageAllocator:
     def _rmqueue_bulk(self, zone: Zone, count: int, pcp: PerCpuPages) -> int:
         """Refill a per-CPU list with `count` order-0 pages, in ascending order from its head
         (2.6.20 adds each at the tail, so the list head is the first page taken)."""
+        # NOTE: _rmqueue_smallest(zone, 0) + expand + pfn_to_page inlined for speed (the
+        # refill of every 'batch' order-0 pages of every fault): the same list operations
+        # in the same order, so the pages taken and the free lists left are identical.
+        free_area = zone.free_area
+        mem_map = self.mem_map
+        reserved = self.reserved
+        highmem_start = self.highmem_start
+        orders = range(NR_ORDERS)
         got = []
+        append = got.append
         for _ in range(count):
-            page = self._rmqueue_smallest(zone, 0)
-            if page is None:
+            for current in orders:
+                area = free_area[current]
+                head = area.free_list
+                page = head.lru_next
+                if page is not head:
+                    break
+            else:
                 break
-            got.append(page)
+            # head.remove(page)
+            prev = page.lru_prev
+            nxt = page.lru_next
+            prev.lru_next = nxt
+            nxt.lru_prev = prev
+            page.lru_prev = page.lru_next = None
+            head.nr -= 1
+            area.nr_free -= 1
+            page.flags &= ~PG_buddy
+            page.private = 0
+            zone.nr_free -= 1
+            if current:
+                # expand(): hand the upper halves back, highest first
+                pfn = page.pfn
+                size = 1 << current
+                high = current
+                while high:
+                    high -= 1
+                    size >>= 1
+                    hpfn = pfn + size
+                    half = mem_map[hpfn]
+                    if half is None:  # pfn_to_page()
+                        flags = PG_reserved if reserved[hpfn] else 0
+                        if hpfn >= highmem_start:
+                            flags |= PG_highmem
+                        half = mem_map[hpfn] = Page(hpfn, flags)
+                    a = free_area[high]
+                    lst = a.free_list
+                    # lst.add(half)
+                    nxt = lst.lru_next
+                    half.lru_prev = lst
+                    half.lru_next = nxt
+                    nxt.lru_prev = half
+                    lst.lru_next = half
+                    lst.nr += 1
+                    a.nr_free += 1
+                    half.flags |= PG_buddy
+                    half.private = high
+            append(page)
         got.reverse()  # pages[-1] is the head: the first one taken
         pcp.pages[:0] = got
         pcp.count += len(got)
@@ -632,7 +685,7 @@ class PageAllocator:
                 page = pcp.pages.pop()
                 page._count = 1
                 zone.pgalloc += 1
-                if gfp & G.ZERO:
+                if gfp & _GFP_ZERO:
                     self.stall += self.phys.store(page.pfn, ZERO_PAGE)
                 return page
         elif not 0 < order <= MAX_ORDER:
