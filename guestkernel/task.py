@@ -81,6 +81,7 @@ SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
 }
 FATAL_SIGNALS = (U.SIGKILL, U.SIGSEGV, U.SIGBUS, U.SIGTERM)
 GFP_ANON_ZERO = G.GFP_HIGHUSER_MOVABLE | G.__GFP_ZERO
+_ANON_FLAGS = PG_anon | PG_swapbacked
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
 
 
@@ -424,7 +425,7 @@ class Task:
         lru_add = k.lru_cache_add
         vstart = vend = 0
         av = cvma = None
-        pgoff0 = pbits = locked = 0
+        pgoff0 = pbits = locked = pdone = 0
         self._kdepth += 1
         try:
             get = ptes.get
@@ -450,6 +451,9 @@ class Task:
                                 pgoff0 = vma.vm_pgoff - vstart
                                 pbits = vma_pte_bits(vma.vm_flags, True)
                                 locked = vma.vm_flags & VM_LOCKED
+                                # a fresh PTE needs no further fault nor bit update
+                                pdone = (pbits & _PAGE_PRESENT and pbits & _PAGE_RW
+                                         and pbits & bits == bits)
                             else:
                                 vstart = vend = 0
                     if write and pte & _PAGE_PRESENT and vstart <= vpn < vend:
@@ -475,9 +479,10 @@ class Task:
                                 k.free_pages(page)
                             else:
                                 counts[key] = (c or 0) + 1
-                                pte = (page.pfn << PAGE_SHIFT) | pbits
+                                pfn = page.pfn
+                                pte = (pfn << PAGE_SHIFT) | pbits
                                 ptes[vpn] = pte
-                                page.flags |= PG_anon | PG_swapbacked
+                                page.flags |= _ANON_FLAGS
                                 page.mapping = av
                                 page.index = pgoff0 + vpn
                                 page._mapcount = 0
@@ -488,6 +493,15 @@ class Task:
                                 vm["nr_anon_pages"] += 1
                                 vm["pgfault"] += 1
                                 vm["fault_demand_zero"] += 1
+                                if pdone and self.state == "running":
+                                    # the end of this iteration, without re-checking
+                                    # what the fresh PTE already satisfies
+                                    cost += touch(pfn, write)
+                                    if one is not None:
+                                        cost += store(pfn, one)
+                                    elif pages is not None:
+                                        cost += store(pfn, pages[i])
+                                    continue
                     tries = 0
                     while not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
                         if tries == 4 or do_page_fault(self, vpn << PAGE_SHIFT, write,
