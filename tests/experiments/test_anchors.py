@@ -1,0 +1,177 @@
+"""hvsim anchors: every anchor at its reduced (--quick) size, each check against the
+published figure; the table, anchors.md, the plots and the command.
+
+A check the model honestly cannot meet is marked xfail(strict=True) with the reason: it
+still asserts the real outcome, and the day the model meets it the test says so."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+from click.testing import CliRunner
+
+from experiments import anchors as A
+from experiments.config import load_config, size
+
+# (anchor, row index) -> why the model does not meet the published figure
+KNOWN_GAPS = {
+    ("identical", 0): "benchmark data in the content model is mostly private to each VM "
+                      "(common fraction 0.2, ASLR pointers): only the OS image and zero pages "
+                      "are shared across identical VMs",
+    ("identical", 1): "as the shared figure: too little of the benchmark's data is identical",
+    ("production", 2): "the diverse mix shares more zero pages than the paper's deployment C",
+    ("balloon-swap", 0): "the balloon target leaves the compile guest less than its working "
+                         "set: the guest swaps itself",
+    ("balloon-swap", 1): "host swap of random frames costs the compile guest less than its "
+                         "own reclaim under the balloon",
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Each anchor run once at its quick size, on demand."""
+    cache: dict[str, list[A.Row]] = {}
+    out = tmp_path_factory.mktemp("anchors")
+
+    def get(name: str) -> list[A.Row]:
+        if name not in cache:
+            rows, _ = A.run_anchors([name], out / name, quick=True, plots=False)
+            cache[name] = rows
+        return cache[name]
+
+    return get
+
+
+def _cases():
+    counts = {"identical": 2, "production": 3, "salting": 3, "balloon-static": 2,
+              "balloon-swap": 5, "esx-states": 9, "compression": 2}
+    assert set(counts) == set(A.ANCHORS)
+    for name, n in counts.items():
+        for i in range(n):
+            reason = KNOWN_GAPS.get((name, i))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(name, i, n, marks=marks, id=f"{name}-{i}")
+
+
+@pytest.mark.parametrize(("name", "index", "count"), list(_cases()))
+def test_anchor_check_passes(results, name, index, count):
+    rows = results(name)
+    assert len(rows) == count
+    row = rows[index]
+    assert row.anchor == name
+    assert row.simulated is not None, row.metric
+    assert row.passed, f"{row.metric}: simulated {row.simulated_text}, published {row.published}, " \
+                       f"tolerance {row.tolerance} ({row.note})"
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+def test_row_bounds_decide_pass():
+    assert A.Row("a", "m", "1", 5.0, "%", "", 4, 6).passed
+    assert A.Row("a", "m", "1", 4.0, "%", "", 4, 6).passed  # bounds are inclusive
+    assert not A.Row("a", "m", "1", 6.5, "%", "", 4, 6).passed
+    assert not A.Row("a", "m", "1", 3.9, "%", "", 4, None).passed
+    assert A.Row("a", "m", "1", 1e9, "%", "", 4, None).passed  # unbounded above
+    assert not A.Row("a", "m", "1", None, "%", "", None, None).passed  # nothing measured
+    assert not A.Row("a", "m", "1", 0.0, "", "", None, 0 - 1).passed
+
+
+def test_simulated_text_units():
+    assert A.Row("a", "m", "", 33.456, "%", "").simulated_text == "33.5 %"
+    assert A.Row("a", "m", "", 3.456, ":1", "").simulated_text == "3.46:1"
+    assert A.Row("a", "m", "", 1923.0, "MB", "").simulated_text == "1923 MB"
+    assert A.Row("a", "m", "", None, "MB", "").simulated_text == "-"
+
+
+def test_format_table_says_pass_and_fail():
+    rows = [A.Row("x", "good", "1", 1.0, "", "± 1", 0, 2), A.Row("x", "bad", "1", 5.0, "", "± 1", 0, 2)]
+    lines = A.format_table(rows).splitlines()
+    assert lines[0] == "| anchor | metric | published | simulated | tolerance | result |"
+    assert lines[2] == "| x | good | 1 | 1 | ± 1 | pass |"
+    assert lines[3] == "| x | bad | 1 | 5 | ± 1 | FAIL |"
+
+
+def test_hand_set_balloon_targets_only_named_vms():
+    class VM:
+        def __init__(self, name):
+            self.name = name
+
+    class Host:
+        vms = [VM("a"), VM("b")]
+
+    policy = A.HandSetBalloon()
+    assert policy.targets(Host()) == [0, 0]  # as a plain config: no ballooning
+    policy.targets_pages["b"] = 300
+    assert policy.targets(Host()) == [0, 300]
+
+
+# -- configs -------------------------------------------------------------------------------
+
+
+def test_anchor_configs_are_ordinary_experiment_configs():
+    paths = sorted(A.CONFIG_DIR.glob("*.toml"))
+    assert {p.stem for p in paths} == {
+        "identical-vms", "production-a", "production-b", "production-c", "salting",
+        "balloon-static", "balloon-swap", "compression-database", "compression-webserver"}
+    for path in paths:
+        cfg = load_config(path)  # what `hvsim run` accepts
+        assert cfg.vm, path
+        assert tomllib.loads(path.read_text())["experiment"]["name"].startswith("anchor-")
+
+
+def test_quick_overrides_name_real_keys(tmp_path):
+    ctx = A.Context(tmp_path, quick=True)
+    cfg = ctx.config("identical-vms", A.IDENTICAL_QUICK, **{"vm[0].count": 3})
+    assert cfg.vm[0].memory == "48MiB" and cfg.vm[0].count == 3
+    assert cfg.output.plots is False
+    full = A.Context(tmp_path, quick=False).config("identical-vms", A.IDENTICAL_QUICK)
+    assert full.vm[0].memory == "64MiB" and full.vm[0].count == 10
+
+
+def test_production_quick_scales_memory_and_workload_sizes(tmp_path):
+    ctx = A.Context(tmp_path, quick=True)
+    cfg = A._scaled(ctx, "production-c", 0.5)
+    full = A.Context(tmp_path, quick=False).config("production-c")
+    assert [v.memory for v in cfg.vm] == ["166MiB"] * 5
+    assert size(cfg.vm[0].workload.buffer_pool) == 64 << 20
+    assert size(full.vm[0].workload.buffer_pool) == 128 << 20
+    assert cfg.vm[0].workload.ops_rate == full.vm[0].workload.ops_rate  # rates unchanged
+
+
+# -- output and command ---------------------------------------------------------------------
+
+
+def test_markdown_json_and_plot(tmp_path):
+    rows, ctx = A.run_anchors(["esx-states"], tmp_path, quick=True)
+    ctx.plot("esx-states", "demo.png", lambda ax: ax.plot([0, 1], [0, 1]))
+    path = A.write_markdown(rows, ctx)
+    text = path.read_text()
+    assert text.startswith("# hvsim anchors")
+    assert f"{len(rows)} of {len(rows)} checks pass (quick: reduced sizes)." in text
+    assert "| esx-states | minFree, 128 GB host | 1923 MB | 1923 MB | ± 0.5 MB | pass |" in text
+    assert "![esx-states](demo.png)" in text
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "anchors.json").read_text())
+    assert [d["metric"] for d in data] == [r.metric for r in rows]
+
+
+def test_command_runs_named_anchor(tmp_path):
+    res = CliRunner().invoke(A.anchors, ["esx-states", "-o", str(tmp_path), "--quick"])
+    assert res.exit_code == 0, res.output
+    assert "| esx-states | balloon cap, % of VM memory | 65 % | 65.0 % | ± 0.1 pp | pass |" in res.output
+    assert (tmp_path / "anchors.md").exists()
+
+
+def test_command_rejects_unknown_anchor(tmp_path):
+    res = CliRunner().invoke(A.anchors, ["nope", "-o", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown anchor 'nope'" in res.output
+
+
+def test_command_lists_anchors():
+    res = CliRunner().invoke(A.anchors, ["--list"])
+    assert res.exit_code == 0
+    assert res.output.split() == list(A.ANCHORS)
