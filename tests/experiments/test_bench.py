@@ -1,0 +1,47 @@
+"""`hvsim bench`: the command lists its benchmarks and runs a cheap one (never timing)."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from experiments import bench as B
+from experiments.cli import main
+
+
+def test_list_names_every_benchmark():
+    res = CliRunner().invoke(main, ["bench", "--quick", "--list"])
+    assert res.exit_code == 0, res.output
+    names = res.output.split()
+    assert names == list(B.BENCHMARKS)
+    for name in ("page_alloc", "sharing", "compression", "faults", "r1", "r2", "sweep"):
+        assert name in names
+
+
+def test_unknown_benchmark_is_one_line_usage_error():
+    res = CliRunner().invoke(main, ["bench", "nope"])
+    assert res.exit_code == 2
+    assert "unknown benchmark 'nope'" in res.output
+
+
+def test_boot_benchmark_prints_its_row():
+    res = CliRunner().invoke(main, ["bench", "--quick", "boot"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].split()[:3] == ["benchmark", "value", "unit"]
+    assert len(lines) == 3  # header, rule, one row
+    assert lines[2].startswith("boot a 4 GiB x86_64 guest (2 CPUs)")
+
+
+def test_faults_rows_have_rates_and_the_first_touch_target():
+    rows = B.BENCHMARKS["faults"](True)
+    assert [r.unit for r in rows] == ["faults/s", "faults/s"]
+    assert rows[0].target == ">= 200,000"
+    assert all(r.value > 0 for r in rows)
+    assert rows[0].ok == (rows[0].value >= B.FIRST_TOUCH_TARGET)
+
+
+def test_row_formats_value_by_magnitude():
+    assert B.Row("a", 1234567.0, "x").cells()[1] == "1,234,567"
+    assert B.Row("a", 12.345, "x").cells()[1] == "12.3"
+    assert B.Row("a", 0.6543, "x", ">= 0.5x", True).cells()[1:] == ["0.654", "x", ">= 0.5x", "ok"]
+    assert B.Row("a", 0.4, "x", ">= 0.5x", False).cells()[4] == "BELOW TARGET"
