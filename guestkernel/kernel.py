@@ -105,6 +105,12 @@ class Kernel:
 
         init_address_spaces(self)
         init_reclaim(self)
+        # pid 1: init, which the OOM killer never chooses and which reaps orphans
+        try:
+            self.init_task = self.spawn("init")
+        except OSError as exc:  # e.g. a CommitLimit too small for init's own stack
+            self.panicked = "No working init found."
+            raise KernelPanic(f"No working init found ({exc.strerror})") from None
 
     def _start_daemons(self) -> None:
         from .slab import CacheReaper

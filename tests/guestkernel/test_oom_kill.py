@@ -87,21 +87,23 @@ def test_legacy_oom_adj_conversions():
 # ------------------------------------------------------------------ overcommit
 def test_mode1_always_grants_and_charges():
     k = boot(overcommit_memory=1)
+    base = k.committed_as  # init's own mappings
     assert k.vm_enough_memory(1 << 40)
-    assert k.committed_as == 1 << 40
+    assert k.committed_as == base + (1 << 40)
     k.vm_unacct_memory(1 << 40)
-    assert k.committed_as == 0
+    assert k.committed_as == base
 
 
 def test_mode0_refuses_only_a_single_request_beyond_ram_plus_swap():
     k = boot(overcommit_memory=0, swap="16MiB")
     total = k.page_alloc.totalram_pages() + 4095  # 16 MiB swap = 4095 slots + header
     assert k.total_swap_pages() == 4095
+    base = k.committed_as  # init's own mappings
     assert k.vm_enough_memory(total)
     assert k.vm_enough_memory(total)  # two of them: heuristic mode does not add up
-    assert k.committed_as == 2 * total
+    assert k.committed_as == base + 2 * total
     assert not k.vm_enough_memory(total + 1)
-    assert k.committed_as == 2 * total  # the refused charge was taken back
+    assert k.committed_as == base + 2 * total  # the refused charge was taken back
 
 
 def test_mode2_limit_exact():
@@ -113,8 +115,9 @@ def test_mode2_limit_exact():
     user = k.user_reserve_kbytes >> 2
     total_vm = 3200  # pages of the caller's mm: min(3200/32, user reserve) = 100
     allowed = limit - admin - min(total_vm // 32, user)
-    # succeed iff Committed_AS after the charge < allowed
-    assert k.vm_enough_memory(allowed - 1, total_vm=total_vm)
+    # succeed iff Committed_AS after the charge < allowed (init has charged `base`)
+    base = k.committed_as
+    assert k.vm_enough_memory(allowed - 1 - base, total_vm=total_vm)
     assert not k.vm_enough_memory(1, total_vm=total_vm)
     assert k.committed_as == allowed - 1
     # root does not keep the admin reserve back
@@ -132,12 +135,10 @@ def test_mode2_overcommit_kbytes_replaces_ratio():
 def test_mode2_refuses_the_mmap_that_mode0_grants():
     sizes = 40 * MiB
     k0 = boot(overcommit_memory=0)
-    k0.spawn("init")
     t0 = k0.spawn("app")
     assert t0.mmap(0, sizes, RW, ANON) > 0
     assert t0.mmap(0, sizes, RW, ANON) > 0  # 80 MiB promised in a 64 MiB guest
     k2 = boot(overcommit_memory=2)
-    k2.spawn("init")
     t2 = k2.spawn("app")
     with pytest.raises(OSError) as e:
         t2.mmap(0, sizes, RW, ANON)
@@ -148,7 +149,6 @@ def test_mode2_refuses_the_mmap_that_mode0_grants():
 # ------------------------------------------------------------------ /proc/PID/oom_*
 def test_proc_oom_score_adj_write_read_and_range():
     k = boot()
-    k.spawn("init")
     t = k.spawn("app")
     path = f"/proc/{t.pid}/oom_score_adj"
     assert k.procfs.read(path) == "0\n"
@@ -168,7 +168,6 @@ def test_proc_oom_score_adj_write_read_and_range():
 
 def test_proc_oom_score_matches_the_formula():
     k = boot(swap="16MiB")
-    k.spawn("init")
     t = k.spawn("app")
     a = t.mmap(0, 8 * MiB, RW, ANON)
     t.access_range(a, 8 * MiB, True)
@@ -190,7 +189,7 @@ def _touch(t, npages):
 
 def test_victim_is_the_biggest_and_ties_go_to_the_later_task():
     k = boot(overcommit_memory=1)
-    init = k.spawn("init")
+    init = k.init_task  # pid 1, spawned at boot
     _touch(init, 3000)  # init is never chosen, however big
     a = k.spawn("a")
     b = k.spawn("b")
@@ -213,7 +212,6 @@ def test_victim_is_the_biggest_and_ties_go_to_the_later_task():
 
 def test_minus_1000_and_no_victim_panics():
     k = boot(overcommit_memory=1)
-    k.spawn("init")
     a = k.spawn("a")
     _touch(a, 100)
     a.oom_score_adj = -1000
@@ -225,7 +223,6 @@ def test_minus_1000_and_no_victim_panics():
 
 def test_no_kill_without_gfp_fs():
     k = boot(overcommit_memory=1)
-    k.spawn("init")
     a = k.spawn("a")
     _touch(a, 100)
     assert not k.oom.out_of_memory(G.GFP_NOFS)
@@ -238,7 +235,6 @@ def test_no_kill_without_gfp_fs():
 ])
 def test_panic_on_oom_panics_the_guest(mode, reason):
     k = boot(overcommit_memory=1, panic_on_oom=mode)
-    k.spawn("init")
     hog = k.spawn("hog")
     a = hog.mmap(0, 80 * MiB, RW, ANON)
     with pytest.raises(KernelPanic):
@@ -250,7 +246,6 @@ def test_panic_on_oom_panics_the_guest(mode, reason):
 
 def test_oom_kill_allocating_task_kills_the_small_allocator():
     k = boot(overcommit_memory=1, oom_kill_allocating_task=1)
-    k.spawn("init")
     big = k.spawn("big")
     _touch(big, 6000)
     small = k.spawn("small")
@@ -265,7 +260,6 @@ def test_segfault_on_a_valid_address_mode0_vs_mode2():
     """The course: memory promised by overcommit cannot be backed when touched; the
     process dies on a valid address. With mode 2 its mmap fails instead."""
     k = boot(overcommit_memory=0)
-    k.spawn("init")
     db = k.spawn("db")
     _touch(db, 7000)  # 27 MiB resident, protected
     db.oom_score_adj = -1000
@@ -277,7 +271,6 @@ def test_segfault_on_a_valid_address_mode0_vs_mode2():
     assert db.state == "running" and db.mm.rss[1] == 7001  # + its stack page
     # mode 2 (ratio 100: CommitLimit = RAM) refuses the promise up front
     k2 = boot(overcommit_memory=2, overcommit_ratio=100)
-    k2.spawn("init")
     db2 = k2.spawn("db")
     _touch(db2, 7000)
     app2 = k2.spawn("app")
@@ -292,7 +285,6 @@ def test_segfault_on_a_valid_address_mode0_vs_mode2():
 def test_commit_charges_and_uncharges(mode):
     """Committed_AS moves by exactly the pages section 6 says are charged."""
     k = boot(overcommit_memory=mode, overcommit_ratio=100, swap="16MiB")
-    k.spawn("init")
     t = k.spawn("app")
     fd_file = t.open("/data/f", U.O_RDWR | U.O_CREAT)
     t.ftruncate(fd_file, 64 << 12)

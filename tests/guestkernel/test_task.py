@@ -6,6 +6,7 @@ from guestkernel import uapi as U
 from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.mmap import mmap_base_for
+from guestkernel.page_alloc import KernelPanic
 from guestkernel.physmem import BareMetal
 from guestkernel.vma import VM_ACCOUNT, VM_GROWSDOWN, validate_mm
 
@@ -223,9 +224,18 @@ def test_every_slab_object_is_freed_back(k):
 
 
 def test_spawn_refused_in_strict_overcommit():
-    k = Kernel(KernelConfig(memory="128MiB", overcommit_memory=2, overcommit_ratio=0,
-                            admin_reserve_kbytes=0, user_reserve_kbytes=0))
+    k = Kernel(KernelConfig(memory="128MiB"))
+    for name, value in (("overcommit_memory", 2), ("overcommit_ratio", 0),
+                        ("admin_reserve_kbytes", 0), ("user_reserve_kbytes", 0)):
+        k.procfs.write(f"/proc/sys/vm/{name}", str(value))
+    before = k.committed_as  # init's charge, made at boot
     with pytest.raises(OSError) as e:
         k.spawn("t")  # CommitLimit 0 (no swap): not even the stack can be charged
     assert e.value.errno == U.ENOMEM
-    assert [t.comm for t in k.tasks.values()] == [] and k.committed_as == 0
+    assert [t.comm for t in k.tasks.values()] == ["init"] and k.committed_as == before
+
+
+def test_boot_panics_when_init_cannot_be_charged():
+    with pytest.raises(KernelPanic, match="No working init found"):
+        Kernel(KernelConfig(memory="128MiB", overcommit_memory=2, overcommit_ratio=0,
+                            admin_reserve_kbytes=0, user_reserve_kbytes=0))
