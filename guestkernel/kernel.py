@@ -269,8 +269,13 @@ class Kernel:
 
     # ------------------------------------------------------------------ panic
     def panic(self, reason: str) -> None:
-        """The guest stops: nothing more is allocated; its VM is reported dead."""
+        """The guest stops: the PhysicalMemory beneath it is told (a VM frees all its
+        memory and is reported dead), and KernelPanic unwinds whatever was running; the
+        simulation around the guest goes on."""
         self.panicked = reason
+        hook = getattr(self.phys, "guest_panicked", None)
+        if hook is not None:
+            hook(reason)
         raise KernelPanic(reason)
 
 

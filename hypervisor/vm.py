@@ -84,6 +84,7 @@ class VM:
         self.p2m = P2M(nr_pages)
         self.large_pages = large_pages  # back first-touched 2 MB regions with large pages
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
+        self.dead: str | None = None  # the panic message, once the guest has panicked
         self.balloon = None  # the guest's BalloonDriver, if any
         self.balloon_target = 0  # pages the host wants the balloon to hold
         self.shares = nr_pages * 10 / 256  # ESX memory shares: "normal" is 10 per MiB
@@ -162,6 +163,45 @@ class VM:
         if s == P2M_SWAPPED:
             return self.swap.peek(p2m.mpn[pfn])
         return ZERO_PAGE
+
+    def guest_panicked(self, reason: str) -> int:
+        """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,
+        compressed, swapped) goes back to the host, and from now on its PhysicalMemory is
+        inert, so nothing the dead guest still runs can take host memory. Returns the
+        frames freed."""
+        p2m = self.p2m
+        state = p2m.state
+        freed = 0
+        for pfn in range(self.nr_pages):
+            s = state[pfn]
+            if s == P2M_NONE:
+                continue
+            if s != P2M_BALLOONED:
+                self.release(pfn)
+                freed += 1
+            p2m.set(pfn, P2M_NONE)
+        self.dead = reason
+        self.touch = self._dead_touch
+        self.store = self._dead_store
+        self.load = self._dead_load
+        self.release = self._dead_release
+        return freed
+
+    @staticmethod
+    def _dead_touch(pfn: int, write: bool) -> float:
+        return 0.0
+
+    @staticmethod
+    def _dead_store(pfn: int, data: bytes, from_disk: bool = False) -> float:
+        return 0.0
+
+    @staticmethod
+    def _dead_load(pfn: int) -> bytes:
+        return ZERO_PAGE
+
+    @staticmethod
+    def _dead_release(pfn: int) -> None:
+        return None
 
     def release(self, pfn: int) -> None:
         p2m = self.p2m

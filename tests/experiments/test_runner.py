@@ -92,3 +92,28 @@ def test_every_example_config_runs(name, tmp_path):
     assert s["status"] == "ok", s["traceback"]
     assert s["sim_time_s"] == 2.0
     assert s["dead_vms"] == 0
+
+
+def test_guest_panic_kills_only_its_vm(tmp_path):
+    # a guest with panic_on_oom = 1 and no swap runs out of memory: it panics, its VM is
+    # reported dead with every frame given back, and the simulation (and its neighbour) go on
+    cfg = config_from_dict({
+        "experiment": {"name": "panic", "duration": "4s", "seed": 9},
+        "host": {"memory": "1GiB"},
+        "vm": [
+            {"name": "bad", "memory": "96MiB", "image": "none",
+             "kernel": {"panic_on_oom": 1, "swap": "0"},
+             "workload": {"profile": "memhog", "size": "100%", "rate": "512MiB", "content": "encrypted"}},
+            {"name": "good", "memory": "128MiB", "image": "alpine-3.19",
+             "workload": {"profile": "webserver", "workers": 2, "shared_heap": "2MiB", "worker_heap": "2MiB",
+                          "docroot": "1MiB"}},
+        ],
+    })
+    s = run_experiment(cfg, tmp_path, write_report=False)
+    assert s["status"] == "ok", s["traceback"]
+    assert s["sim_time_s"] == 4.0
+    assert s["dead_vms"] == 1
+    bad, good = s["vms"]["bad"], s["vms"]["good"]
+    assert bad["panicked"] and not good["panicked"]
+    assert bad["resident_mib"] == bad["compressed_mib"] == bad["swapped_mib"] == 0
+    assert good["work_done"] > 0
