@@ -167,6 +167,8 @@ def no_context(kernel, task, addr: int, fixup: bool, atomic: bool) -> int:
 
 
 # --- uaccess -------------------------------------------------------------------------------
+_WRITE_BITS = _PAGE_ACCESSED | _PAGE_DIRTY  # what a kernel-mode write sets in the PTE
+
 def _user_pfn(task, addr: int, write: bool) -> int:
     """The frame behind a user address for a kernel-mode access, faulting it in with a
     fixup. Returns -1 if the access faults for good (-EFAULT)."""
@@ -188,14 +190,24 @@ def copy_to_user(task, addr: int, data) -> int:
     n = len(data)
     if n == 0:
         return 0
-    if addr < 0 or addr + n > task.mm.task_size:  # access_ok
+    mm = task.mm
+    if addr < 0 or addr + n > mm.task_size:  # access_ok
         return 0
     phys = task.kernel.phys
+    ptes = mm.pgtable.ptes
+    # NOTE: _user_pfn's first look at the PTE inlined for speed (read() of every page
+    # cache page lands here); anything but a present writable PTE takes _user_pfn.
     if n == PAGE_SIZE and not addr & (PAGE_SIZE - 1) and type(data) is bytes:
         # a whole page: store the very object (identical contents stay one object)
-        pfn = _user_pfn(task, addr, True)
-        if pfn < 0:
-            return 0
+        vpn = addr >> PAGE_SHIFT
+        pte = ptes.get(vpn, 0)
+        if pte & _PAGE_PRESENT and pte & _PAGE_RW:
+            ptes[vpn] = pte | _WRITE_BITS
+            pfn = pte >> PAGE_SHIFT
+        else:
+            pfn = _user_pfn(task, addr, True)
+            if pfn < 0:
+                return 0
         task.cost += phys.touch(pfn, True) + phys.store(pfn, data)
         return n
     mv = memoryview(data)
@@ -203,16 +215,25 @@ def copy_to_user(task, addr: int, data) -> int:
     while done < n:
         a = addr + done
         off = a & (PAGE_SIZE - 1)
-        chunk = min(PAGE_SIZE - off, n - done)
-        pfn = _user_pfn(task, a, True)
-        if pfn < 0:
-            break
+        chunk = PAGE_SIZE - off
+        if chunk > n - done:
+            chunk = n - done
+        vpn = a >> PAGE_SHIFT
+        pte = ptes.get(vpn, 0)
+        if pte & _PAGE_PRESENT and pte & _PAGE_RW:
+            ptes[vpn] = pte | _WRITE_BITS
+            pfn = pte >> PAGE_SHIFT
+        else:
+            pfn = _user_pfn(task, a, True)
+            if pfn < 0:
+                break
+            ptes = task.mm.pgtable.ptes
         task.cost += phys.touch(pfn, True)
         if chunk == PAGE_SIZE:
             page = bytes(mv[done:done + chunk])
         else:
             old = phys.load(pfn)
-            page = old[:off] + bytes(mv[done:done + chunk]) + old[off + chunk:]
+            page = b"".join((old[:off], mv[done:done + chunk], old[off + chunk:]))
         task.cost += phys.store(pfn, page)
         done += chunk
     return done
