@@ -37,8 +37,12 @@ memory configured for the VMs, "% of aggregate VM memory" as in the paper):
                summary.json)
 
 `--quick` (and the tests) run every anchor at a reduced size: fewer VMs or points,
-smaller guests, shorter runs, as listed in each anchor's QUICK table. Percentages are
-compared at either size.
+smaller guests, shorter runs, as listed in each anchor's *_QUICK table (production keeps
+its full-size VMs and only runs shorter: in halved guests the fixed-size OS image is a
+larger share and sharing rises). Percentages are compared at either size.
+
+A simulation that raises makes its anchor one FAIL row naming the error; the command
+exits 1 when any check fails.
 
 Output (`-o DIR`, default runs/anchors): anchors.md (the table, the notes, the plots),
 anchors.json (the rows), one PNG per anchor that has a curve, and a folder per anchor
