@@ -462,6 +462,14 @@ def _pool() -> bytes:
     return _POOL[0]
 
 
+_VIEWS: dict[str, memoryview] = {}  # corpus kind (or "" for the pool) -> memoryview
+
+
+def _view(kind: str, data: bytes) -> memoryview:
+    view = _VIEWS[kind] = memoryview(data)
+    return view
+
+
 _FILLED: dict[int, bytes] = {0: ZERO_PAGE}
 
 
@@ -655,7 +663,8 @@ def _page(p: DataProfile, c: int, h: int, ptrs: bytes) -> bytes:
     # class and common/private, and reusing them would bias offsets and quantiles.
     h2 = _remix(h)
     h3 = _remix(h2)
-    pool = _POOL[0] if _POOL else _pool()
+    # memoryviews of the pool and corpora: slicing them copies nothing, the join once
+    pool = _VIEWS.get("") or _view("", _pool())
     o3 = h3 & _POOL_MASK
     stamp = h.to_bytes(8, "little")
     if u < p._incomp_cut:
@@ -664,7 +673,7 @@ def _page(p: DataProfile, c: int, h: int, ptrs: bytes) -> bytes:
     nptr = (p._pointers[(h2 >> 8) & 0xFF] << 3) if ptrs else 0
     body = _BODY - rnd - nptr
     half = (body >> 4) << 3
-    corpus = _CORPORA.get(p.corpus) or _corpus(p.corpus)
+    corpus = _VIEWS.get(p.corpus) or _view(p.corpus, _corpus(p.corpus))
     o1 = (h2 >> 16) & _CORPUS_MASK
     o2 = (h2 >> 36) & _CORPUS_MASK
     j = ((h3 >> 24) % (_PTR_POOL - _PTR_MAX)) << 3
