@@ -607,7 +607,9 @@ class Reclaim:
         gfp = sc.gfp
         for page in pages:
             if not page._count:
-                continue  # freed meanwhile (a write we waited for ended its last use)
+                # freed meanwhile: a write we waited for (same request) ended its last use
+                reclaimed += 1
+                continue
             f = page.flags
             if f & PG_mlocked:
                 self._putback(page)
@@ -615,7 +617,15 @@ class Reclaim:
             if f & PG_writeback:
                 sc.nr_writeback += 1
                 if sc.sync_io and sc.priority < DEF_PRIORITY - 2 and self._wait_on_writeback(page, sc):
-                    pass  # the write finished while we waited: the page is clean now
+                    # the write finished while we waited: the page is clean now, or freed
+                    # if the write held its last reference (its owner unmapped or dropped
+                    # it meanwhile; hvsim's isolation takes no reference of its own, so
+                    # ending the write freed it). A freed page is on a free list: never
+                    # touch it again; it was reclaimed (Linux frees the orphan the same
+                    # way once its write is done).
+                    if not page._count:
+                        reclaimed += 1
+                        continue
                 else:
                     page.flags |= PG_reclaim
                     self._putback(page)
@@ -837,7 +847,9 @@ class Reclaim:
 
     def _wait_on_writeback(self, page, sc: ScanControl) -> bool:
         """Direct reclaim under pressure waits for a page's write (wait_on_page_writeback):
-        the request completes now and the reclaimer stalls until its completion time."""
+        the request completes now and the reclaimer stalls until its completion time.
+        Returns True if the page is no longer under writeback; ending the request may
+        have freed it (_count 0) when the write held its last reference."""
         b = self.inflight_by_page.get(page.pfn)
         if b is None:
             return False
