@@ -507,8 +507,13 @@ def anchor_balloon_swap(ctx: Context) -> list[Row]:
     base = Run(ctx.config("balloon-swap", BALLOON_SWAP_QUICK, **{"host.memory": "2GiB"}),
                out / "unconstrained")
 
+    peak = [0]
+
+    def watch(run):  # the most the host held on swap at once (pages), for the note
+        peak[0] = max(peak[0], run.host.reclaimed()["swap"])
+
     swap = Run(ctx.config("balloon-swap", BALLOON_SWAP_QUICK, **{"vm[0].balloon": False}),
-               out / "host-swap")
+               out / "host-swap", sample=watch)
     avoid = Run(ctx.config("balloon-swap", BALLOON_SWAP_QUICK, **{"vm[0].balloon": False},
                            **{"host.swap.avoid_false_reads": True}), out / "host-swap-avoid")
 
@@ -527,7 +532,8 @@ def anchor_balloon_swap(ctx: Context) -> list[Row]:
     ctx.note("balloon-swap", f"unconstrained {t0:.2f}/s; balloon {tb:.2f}/s (balloon held "
              f"{vb.balloon.actual * PAGE // MIB if vb.balloon else 0} MiB, guest swapped out "
              f"{kb.get('pswpout', 0)} pages, host swapped out {vb.pswpout}); host swap {ts:.2f}/s "
-             f"({vs.pswpout} pages out, {vs.pswpin} in, {vs.false_swap_reads} false and "
+             f"({vs.pswpout} pages out, {vs.pswpin} in, at most {peak[0] * PAGE // MIB} MiB held on "
+             f"swap at once, {vs.false_swap_reads} false and "
              f"{vs.stale_swap_reads} stale reads); avoid_false_reads {ta:.2f}/s ({va.pswpin} in, "
              f"{va.false_reads_avoided} reads avoided)")
 

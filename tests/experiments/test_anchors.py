@@ -25,11 +25,12 @@ KNOWN_GAPS = {
     ("production", 0): "guests touch about half their memory in a short run and their workload "
                        "data is private per VM: shared ~25 % against the published 42.9 %",
     ("production", 1): "as deployment A: shared ~12 % against the published 29.2 %",
-    ("balloon-swap", 0): "the balloon target (guest - host + minFree) leaves the compile guest "
-                         "less than its working set (kernel, two compilers, page cache): it "
-                         "swaps itself",
-    ("balloon-swap", 1): "host swap of random frames costs the compile guest less than its own "
-                         "reclaim under that balloon",
+    ("balloon-swap", 0): "the balloon target (guest - host + minFree) asks for far more than host "
+                         "swap ever holds, since the guest touches only part of its memory: the "
+                         "compile guest is left less than its working set and swaps itself",
+    ("balloon-swap", 1): "host swap only takes what the host lacks, mostly frames of exited "
+                         "compilers, so it costs the guest less than its own reclaim under that "
+                         "balloon",
 }
 
 
