@@ -190,12 +190,14 @@ def page_add_rmap(kernel, page) -> None:
             kernel.vmstat["nr_mapped"] += 1
 
 
-def new_anon_page(kernel, vma, addr: int, zero: bool):
-    """alloc + page_add_new_anon_rmap + lru_cache_add. Not yet in a PTE."""
+def new_anon_page(kernel, vma, addr: int, zero: bool, oom_victim: bool = False):
+    """alloc + page_add_new_anon_rmap + lru_cache_add. Not yet in a PTE. An OOM victim
+    (tsk_is_oom_victim) may dip into the reserves to finish dying."""
     av = vma.anon_vma
     if av is None:
         av = anon_vma_prepare(vma)
-    page = kernel.alloc_pages(GFP_USER_PAGE | G.__GFP_ZERO if zero else GFP_USER_PAGE)
+    gfp = GFP_USER_PAGE | G.__GFP_ZERO if zero else GFP_USER_PAGE
+    page = kernel.alloc_pages(gfp, 0, None, None, oom_victim) if oom_victim else kernel.alloc_pages(gfp)
     if page is None:
         return None
     page.flags |= PG_anon | PG_swapbacked
@@ -252,7 +254,7 @@ def do_anonymous_page(task, vma, addr: int, write: bool) -> int:
             return VM_FAULT_OOM
         kernel.vmstat["fault_zero_page"] += 1
         return 0
-    page = new_anon_page(kernel, vma, addr, True)
+    page = new_anon_page(kernel, vma, addr, True, task.oom_victim)
     if page is None:
         return VM_FAULT_OOM
     if not mm.pgtable.set_pte_new(vpn, (page.pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, True)):
@@ -302,7 +304,7 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
             vm["fault_cow_reuse"] += 1
             vm["pgreuse"] += 1
             return 0
-    page = new_anon_page(kernel, vma, addr, zero)
+    page = new_anon_page(kernel, vma, addr, zero, task.oom_victim)
     if page is None:
         return VM_FAULT_OOM
     if not zero:
@@ -312,6 +314,13 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
     if old is not None:
         mm.rss[mm_counter(old)] -= 1
         page_remove_rmap(kernel, old)
+        if old.flags & PG_swapcache and old._mapcount == -1:
+            # free_page_and_swap_cache: the copy replaced the last mapping of a
+            # swap-cache page, whose slot no PTE can need any more unless swapped-out
+            # PTEs still refer to it (free_swap_cache checks)
+            fsc = getattr(kernel, "free_swap_cache", None)
+            if fsc is not None:
+                fsc(old)
         put_page(kernel, old)
         if old.flags & PG_ksm:
             vm["cow_ksm"] += 1
@@ -401,7 +410,7 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
         return ret
     if not vma.vm_flags & VM_SHARED:
         # do_cow_fault: a private copy of the file page
-        new = new_anon_page(kernel, vma, addr, False)
+        new = new_anon_page(kernel, vma, addr, False, task.oom_victim)
         if new is None:
             return VM_FAULT_OOM
         _copy_page(kernel, task, page.pfn, new.pfn)
@@ -426,7 +435,7 @@ def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:
     hook = getattr(kernel, "swapin_hook", None)
     if hook is None:
         raise RuntimeError("do_swap_page: a swap entry exists but kernel.swapin_hook is unset")
-    page, cost, major = hook(task, vma, addr, pte)
+    page, cost, major = hook(task, vma, addr, pte, write)
     task.cost += cost
     if page is None:
         return VM_FAULT_OOM

@@ -226,6 +226,7 @@ class Task:
         self.caps: set[int] = set()  # effective capabilities (CAP_IPC_LOCK off by default)
         self.uid = 1000
         self.oom_score_adj = 0
+        self.oom_victim = False  # chosen by the OOM killer: may use the memory reserves
         self.autoreap_children = False  # SIGCHLD ignored (init): children are reaped at exit
         self.files: dict[int, object] = {0: _STDIO, 1: _STDIO, 2: _STDIO}
         self.cost = 0.0  # seconds accumulated by this task's kernel work, ever

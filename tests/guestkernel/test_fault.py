@@ -270,7 +270,7 @@ def test_swap_entry_goes_through_swapin_hook(k, t):
     assert t.mm.rss[1] == 1 and t.mm.rss[2] == 1  # the stack page; one swap entry
     calls = []
 
-    def swapin(task, vma, addr, pte):
+    def swapin(task, vma, addr, pte, write):
         calls.append((task.pid, addr, pte >> 12))
         return page, 0.001, True  # still in the "swap cache": our reference goes to the PTE
 

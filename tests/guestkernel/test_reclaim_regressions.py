@@ -73,3 +73,53 @@ def test_direct_reclaim_waiting_on_a_write_that_frees_the_page_leaves_it_free():
     r.validate()
     validate_swap(r.swap)
     validate_buddy(k.page_alloc)
+
+
+def _swapped_out_page(k: Kernel):
+    """A process with one written anonymous page, reclaimed to swap (page freed, PTE holds
+    the swap entry)."""
+    t = k.spawn("p")
+    a = t.mmap(0, 4096, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access(a, True, b"x" * 4096)
+    page = k.pfn_to_page(t.mm.pgtable.ptes[a >> 12] >> 12)
+    assert k.reclaim.reclaim_pages([page]) == 1
+    assert k.swap.si.inuse_pages == 1
+    return t, a
+
+
+def test_exclusive_write_swapin_frees_the_slot():
+    # do_swap_page passes the write to the swap-in: a write fault on a page no one else
+    # maps takes it out of the swap cache and frees its slot (linux-mm.md section 4)
+    k = Kernel(KernelConfig(memory="64MiB", swap="16MiB"))
+    t, a = _swapped_out_page(k)
+    t.access(a, True, b"y" * 4096)
+    assert k.swap.si.inuse_pages == 0
+    page = k.pfn_to_page(t.mm.pgtable.ptes[a >> 12] >> 12)
+    assert not page.flags & PG_swapcache
+    validate_swap(k.swap)
+
+
+def test_read_swapin_keeps_the_slot():
+    k = Kernel(KernelConfig(memory="64MiB", swap="16MiB"))
+    t, a = _swapped_out_page(k)
+    t.access(a, False)
+    assert k.swap.si.inuse_pages == 1  # clean swap-cache copy: the slot stays valid
+    validate_swap(k.swap)
+
+
+def test_oom_victim_faults_dip_into_the_reserves():
+    k = Kernel(KernelConfig(memory="64MiB"))
+    t = k.spawn("victim")
+    a = t.mmap(0, 16 * 4096, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access(a, True)  # the page table exists: the next fault needs only its page
+    rss = t.mm.rss[1]
+    alloc = k.page_alloc
+    alloc.wake_kswapd_hook = alloc.direct_reclaim_hook = alloc.oom_hook = None
+    k.drain_all_pages()
+    for zone in alloc.zones:  # every zone down to 60 % of MIN: below what GFP_USER may use
+        while zone.nr_free > zone.min_wmark() * 6 // 10:
+            alloc._rmqueue_smallest(zone, 0)._count = 1
+    assert k.alloc_pages(G.GFP_HIGHUSER_MOVABLE) is None
+    t.oom_victim = True  # the OOM killer chose it: it may use half of MIN to exit
+    t.access(a + 4096, True)
+    assert t.state == "running" and t.mm.rss[1] == rss + 1
