@@ -137,6 +137,8 @@ class CompressionCache:
         sizes = self._size
         free_q = self._free_q
         free_h = self._free_h
+        frame_mpn = self.frame_mpn
+        qflags = self._quarter
         out: list[int] = []
         append = out.append
         nbytes = stored = pending = 0
@@ -160,11 +162,30 @@ class CompressionCache:
                 if refused is not None:
                     refused(len(out) - 1)
                 continue
-            free = free_q if size <= quarter else free_h
+            is_q = size <= quarter
+            free = free_q if is_q else free_h
             if not free:
-                machine.nr_free += pending  # _grow allocates: the count must be exact
+                machine.nr_free += pending  # the frame allocation below must see it
                 pending = 0
-                if not self._grow(size <= quarter):
+                if self._spare or self.nr_frames >= self.max_frames:
+                    grown = self._grow(is_q)
+                else:
+                    # NOTE: _grow's common case inlined for performance: a new cache frame
+                    # at the end of the frame table, cut into slots
+                    fmpn = machine.alloc(OWNER_ZIP, ZERO_PAGE)
+                    grown = fmpn >= 0
+                    if grown:
+                        self.nr_frames += 1
+                        base = len(frame_mpn) << 2
+                        frame_mpn.append(fmpn)
+                        qflags.append(is_q)
+                        held.extend((None, None, None, None))
+                        sizes.extend((0, 0, 0, 0))
+                        if is_q:
+                            free_q.extend((base + 3, base + 2, base + 1, base))
+                        else:
+                            free_h.extend((base + 2, base))
+                if not grown:
                     self.full += 1
                     append(-1)
                     if refused is not None:
