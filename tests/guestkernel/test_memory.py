@@ -21,19 +21,6 @@ FIX = U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED
 B = 0x18000000
 
 
-@pytest.fixture
-def k():
-    k = Kernel(KernelConfig(memory="128MiB"))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def t(k):
-    return k.spawn("t")
-
-
 def page_at(k, t, addr):
     return k.mem_map[t.mm.pgtable.ptes[addr >> 12] >> 12]
 

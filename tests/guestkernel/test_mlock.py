@@ -3,8 +3,6 @@
 import pytest
 
 from guestkernel import uapi as U
-from guestkernel.config import KernelConfig
-from guestkernel.kernel import Kernel
 from guestkernel.page import PG_mlocked
 from guestkernel.vma import VM_LOCKED, VM_LOCKONFAULT, validate_mm
 
@@ -13,19 +11,6 @@ RW = U.PROT_READ | U.PROT_WRITE
 ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
 FIX = ANON | U.MAP_FIXED
 B = 0x40000000
-
-
-@pytest.fixture
-def k():
-    k = Kernel(KernelConfig(memory="128MiB"))
-    if 1 not in k.tasks:
-        k.spawn("init")
-    return k
-
-
-@pytest.fixture
-def t(k):
-    return k.spawn("t")
 
 
 def locked_flags(t):
