@@ -184,41 +184,18 @@ def _vm_holding(pages: list[bytes], extra_frames: int = 0):
 
 
 def _host_sharing(machine):
-    """hypervisor.sharing.PageSharing with the settings Host.__init__ gives it from a
-    default HostConfig."""
-    from hypervisor.host import HostConfig
-    from hypervisor.sharing import PageSharing
+    """hypervisor.sharing.PageSharing as a Host with a default HostConfig builds it."""
+    from hypervisor.host import HostConfig, page_sharing
 
-    cfg = HostConfig()
-    return PageSharing(
-        machine,
-        pages_to_scan=cfg.pages_to_scan,
-        sleep_millisecs=cfg.sleep_millisecs,
-        max_page_sharing=cfg.max_page_sharing,
-        use_zero_pages=cfg.use_zero_pages,
-        smart_scan=cfg.smart_scan,
-        salting=cfg.salting,
-        hash_cost=cfg.hash_cost,
-        compare_cost=cfg.compare_cost,
-    )
+    return page_sharing(HostConfig(), machine)
 
 
 def _host_zcache(machine, nr_pages: int, max_frames: int):
     """hypervisor.compression.CompressionCache as Host._new_vm builds it (default
     HostConfig) for a VM of nr_pages, holding at most max_frames frames."""
-    from hypervisor.compression import CompressionCache
-    from hypervisor.host import HostConfig
+    from hypervisor.host import HostConfig, compression_cache
 
-    cfg = HostConfig()
-    return CompressionCache(
-        machine,
-        max_frames=max_frames,
-        level=cfg.zstd_level,
-        threshold=cfg.compress_threshold,
-        quarter=cfg.compress_quarter,
-        compress_cost=cfg.compress_cost,
-        decompress_cost=cfg.decompress_cost,
-    )
+    return compression_cache(HostConfig(), machine, nr_pages, max_frames)
 
 
 @benchmark("sharing")

@@ -130,6 +130,37 @@ class HostConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def page_sharing(cfg: HostConfig, machine: MachineMemory) -> PageSharing:
+    """The page-sharing mechanism a host with `cfg` runs over `machine`."""
+    return PageSharing(
+        machine,
+        pages_to_scan=cfg.pages_to_scan,
+        sleep_millisecs=cfg.sleep_millisecs,
+        max_page_sharing=cfg.max_page_sharing,
+        use_zero_pages=cfg.use_zero_pages,
+        smart_scan=cfg.smart_scan,
+        salting=cfg.salting,
+        hash_cost=cfg.hash_cost,
+        compare_cost=cfg.compare_cost,
+    )
+
+
+def compression_cache(cfg: HostConfig, machine: MachineMemory, nr_pages: int,
+                      max_frames: int | None = None) -> CompressionCache:
+    """The compression cache of one VM of `nr_pages` (at most zip_max_pct of them)."""
+    if max_frames is None:
+        max_frames = int(nr_pages * cfg.zip_max_pct // 100)
+    return CompressionCache(
+        machine,
+        max_frames=max_frames,
+        level=cfg.zstd_level,
+        threshold=cfg.compress_threshold,
+        quarter=cfg.compress_quarter,
+        compress_cost=cfg.compress_cost,
+        decompress_cost=cfg.decompress_cost,
+    )
+
+
 def rng_for(seed: int, component: str) -> random.Random:
     return random.Random(xxhash.xxh64_intdigest(f"{seed}/{component}".encode()))
 
@@ -145,19 +176,7 @@ class Host:
         self.machine = MachineMemory(cfg.memory // PAGE_SIZE)
         min_free = cfg.min_free if cfg.min_free is not None else esx_min_free(cfg.memory)
         self.states = MemStates(max(1, min_free // PAGE_SIZE))
-        self.sharing = None
-        if cfg.sharing:
-            self.sharing = PageSharing(
-                self.machine,
-                pages_to_scan=cfg.pages_to_scan,
-                sleep_millisecs=cfg.sleep_millisecs,
-                max_page_sharing=cfg.max_page_sharing,
-                use_zero_pages=cfg.use_zero_pages,
-                smart_scan=cfg.smart_scan,
-                salting=cfg.salting,
-                hash_cost=cfg.hash_cost,
-                compare_cost=cfg.compare_cost,
-            )
+        self.sharing = page_sharing(cfg, self.machine) if cfg.sharing else None
         self.swap = HostSwap(cfg.swap_size // PAGE_SIZE, cfg.swap_latency, cfg.swap_bandwidth)
         self.victims = victim_policy(cfg.victim_policy, rng_for(cfg.seed, "host/victims"))
         kwargs = {}
@@ -196,15 +215,7 @@ class Host:
         vm.swap = self.swap
         vm.reclaim_hook = self.reclaim
         if cfg.compression:
-            vm.zcache = CompressionCache(
-                self.machine,
-                max_frames=int(nr_pages * cfg.zip_max_pct // 100),
-                level=cfg.zstd_level,
-                threshold=cfg.compress_threshold,
-                quarter=cfg.compress_quarter,
-                compress_cost=cfg.compress_cost,
-                decompress_cost=cfg.decompress_cost,
-            )
+            vm.zcache = compression_cache(cfg, self.machine, nr_pages)
         return vm
 
     def _add_vm(self, vm: VM) -> None:
