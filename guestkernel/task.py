@@ -771,6 +771,13 @@ class Task:
         phys = k.phys
         pages = inode.mapping.pages
         last = (pos + n - 1) >> PAGE_SHIFT
+        # A user buffer that is not page-aligned (malloc's) takes every page-cache page
+        # into two user pages: the pages are gathered and copied in one copy_to_user, as
+        # filemap_read copies a batch of folios, so each user page is written once.
+        # An aligned buffer gets each page-cache page's very object (one copy of the
+        # contents in the simulator, however many user pages hold them).
+        gather = buf & (PAGE_SIZE - 1) != 0
+        parts = []
         done = 0
         while done < n:
             p = pos + done
@@ -793,10 +800,16 @@ class Task:
             data = phys.load(page.pfn)
             if chunk != PAGE_SIZE:
                 data = data[off:off + chunk]
+            if gather:
+                parts.append(data)
+                done += chunk
+                continue
             copied = copy_to_user(self, buf + done, data)
             done += copied
             if copied < chunk:
                 break
+        if parts:
+            done = copy_to_user(self, buf, parts[0] if len(parts) == 1 else b"".join(parts))
         if done == 0:
             raise U.err(U.EFAULT, "read")
         f.pos += done
