@@ -19,6 +19,9 @@ per page), which keeps the per-page path lean.
 from __future__ import annotations
 
 from array import array
+from itertools import compress as select
+from itertools import repeat
+from operator import not_
 
 import zstandard
 
@@ -26,8 +29,6 @@ from guestkernel.physmem import ZERO_PAGE
 from guestkernel.units import PAGE_SIZE
 
 from .machine import OWNER_FREE, OWNER_ZIP, MachineMemory
-
-BATCH_MIN = 8  # pages: from this many on, store_frames compresses in one zstd call
 
 
 class CompressionCache:
@@ -122,91 +123,217 @@ class CompressionCache:
         Returns one slot per frame, -1 where the page was refused (its frame is kept);
         `refused(i)` is called at once for such a page (the host swaps it, which frees a
         frame the cache may use next). Costs `compress_cost` seconds per page.
+
+        Exactly `store` page by page, each stored page's frame freed at once (tests
+        check the two agree frame for frame); done in three passes for speed: compress
+        all, choose slots, then write slots and free frames in bulk.
         """
-        # NOTE: `store` and MachineMemory.free inlined for performance (host eviction).
         machine = self.machine
         content = machine.content
         refcount = machine.refcount
         owner = machine.owner
         mfree = machine._free
-        compress = self._compress
+        mpns = list(mpns)
+        datas = list(map(content.__getitem__, mpns))
+        keep = self.keep_compressed
+        if keep:
+            blobs = list(map(self._compress, datas))
+            sizes_in = list(map(len, blobs))
+        else:
+            # NOTE: each zstd frame is measured and dropped at once (no buffer of frames)
+            blobs = None
+            sizes_in = list(map(len, map(self._compress, datas)))
+        out = self._store_fitting(mpns, blobs if keep else datas, sizes_in)
+        if out is not None:
+            return out
         threshold = self.threshold
         quarter = self.quarter
-        keep = self.keep_compressed
-        held = self._data
-        sizes = self._size
         free_q = self._free_q
         free_h = self._free_h
         frame_mpn = self.frame_mpn
         qflags = self._quarter
+        held = self._data
+        sizes = self._size
+        # Frames of stored pages, freed but not yet on the machine's free list: they are
+        # the top of that LIFO list, so a cache frame allocated meanwhile takes the last
+        # of them, as it would have. Their content, refcount and owner are reset when
+        # they are put on the list (`flush`), in bulk.
+        pend: list[int] = []
+        pending = 0  # stored pages not yet counted in machine.nr_free
+
+        def flush() -> None:
+            if pend:
+                n = len(pend)
+                list(map(content.__setitem__, pend, repeat(None, n)))
+                list(map(refcount.__setitem__, pend, repeat(0, n)))
+                list(map(owner.__setitem__, pend, repeat(OWNER_FREE, n)))
+                mfree.extend(pend)
+                pend.clear()
+
         out: list[int] = []
         append = out.append
-        nbytes = stored = pending = 0
-        mpns = list(mpns)
-        if len(mpns) >= BATCH_MIN:
-            # NOTE: one zstd call for the whole batch (single-threaded, same frames as
-            # page-by-page compress()): saves the per-call overhead on the eviction path.
-            frames = self._compressor.multi_compress_to_buffer([content[m] for m in mpns], threads=0)
-            blobs = [f.tobytes() for f in frames] if keep else None
-            sizes_in = [len(f) for f in frames]
-        else:
-            blobs = [compress(content[m]) for m in mpns]
-            sizes_in = [len(b) for b in blobs]
-        for i, mpn in enumerate(mpns):
-            data = content[mpn]
+        pend_append = pend.append
+        refusals = 0
+        for i in range(len(mpns)):
             size = sizes_in[i]
-            blob = blobs[i] if blobs is not None else None
             if size > threshold:
                 self.rejected += 1
+                refusals += 1
                 append(-1)
                 if refused is not None:
-                    refused(len(out) - 1)
+                    flush()
+                    refused(i)
                 continue
             is_q = size <= quarter
             free = free_q if is_q else free_h
             if not free:
                 machine.nr_free += pending  # the frame allocation below must see it
                 pending = 0
-                if self._spare or self.nr_frames >= self.max_frames:
-                    grown = self._grow(is_q)
+                if pend and machine.nr_free > 0 and not self._spare and self.nr_frames < self.max_frames:
+                    # NOTE: _grow and MachineMemory.alloc inlined for performance (the
+                    # common case: the frame freed last becomes a new cache frame)
+                    fmpn = pend.pop()
+                    machine.nr_free -= 1
+                    if machine.nr_free < machine.min_free:
+                        machine.min_free = machine.nr_free
+                    machine.frames_allocated += 1
+                    content[fmpn] = ZERO_PAGE
+                    owner[fmpn] = OWNER_ZIP
+                    refcount[fmpn] = 1
+                    machine.csum[fmpn] = -1
+                    self.nr_frames += 1
+                    base = len(frame_mpn) << 2
+                    frame_mpn.append(fmpn)
+                    qflags.append(is_q)
+                    held.extend((None, None, None, None))
+                    sizes.extend((0, 0, 0, 0))
+                    if is_q:
+                        free_q.extend((base + 3, base + 2, base + 1, base))
+                    else:
+                        free_h.extend((base + 2, base))
                 else:
-                    # NOTE: _grow's common case inlined for performance: a new cache frame
-                    # at the end of the frame table, cut into slots
-                    fmpn = machine.alloc(OWNER_ZIP, ZERO_PAGE)
-                    grown = fmpn >= 0
-                    if grown:
-                        self.nr_frames += 1
-                        base = len(frame_mpn) << 2
-                        frame_mpn.append(fmpn)
-                        qflags.append(is_q)
-                        held.extend((None, None, None, None))
-                        sizes.extend((0, 0, 0, 0))
-                        if is_q:
-                            free_q.extend((base + 3, base + 2, base + 1, base))
-                        else:
-                            free_h.extend((base + 2, base))
-                if not grown:
-                    self.full += 1
-                    append(-1)
-                    if refused is not None:
-                        refused(len(out) - 1)
-                    continue
-            slot = free.pop()
-            held[slot] = blob if keep else data
-            sizes[slot] = size
-            nbytes += size
-            stored += 1
-            append(slot)
-            content[mpn] = None  # (its checksum cache is reset when the frame is reused)
-            refcount[mpn] = 0
-            owner[mpn] = OWNER_FREE
-            mfree.append(mpn)
+                    flush()
+                    if not self._grow(is_q):
+                        self.full += 1
+                        refusals += 1
+                        append(-1)
+                        if refused is not None:
+                            refused(i)
+                        continue
+            append(free.pop())
+            pend_append(mpns[i])
             pending += 1
+        flush()
+        stored = len(out) - refusals
         machine.nr_free += pending
         machine.frames_freed += stored
+        if refusals:
+            keep_i = [s >= 0 for s in out]
+            slots = list(select(out, keep_i))
+            datas = list(select(blobs if keep else datas, keep_i))
+            nbytes_in = list(select(sizes_in, keep_i))
+        else:
+            slots = out
+            datas = blobs if keep else datas
+            nbytes_in = sizes_in
+        list(map(held.__setitem__, slots, datas))
+        list(map(sizes.__setitem__, slots, nbytes_in))
         self.nr_stored += stored
-        self.stored_bytes += nbytes
+        self.stored_bytes += sum(nbytes_in)
         self.zswpout += stored
+        return out
+
+    def _store_fitting(self, mpns: list[int], held_in: list, sizes_in: list[int]) -> list[int] | None:
+        """store_frames when every page fits a slot and every cache frame it needs can be
+        had (no refusal, no reused frame number): the same slots, frames and counters as
+        page by page, computed in whole-batch list operations. None if not applicable."""
+        n = len(mpns)
+        if not n or self._spare or max(sizes_in) > self.threshold:
+            return None
+        quarter = self.quarter
+        isq = [s <= quarter for s in sizes_in]
+        pages_q = list(select(range(n), isq))
+        pages_h = list(select(range(n), map(not_, isq)))
+        free_q = self._free_q
+        free_h = self._free_h
+        # per kind: slots popped from the free list, then the pages that open a new frame
+        reuse_q = min(len(pages_q), len(free_q))
+        reuse_h = min(len(pages_h), len(free_h))
+        grows_q = pages_q[reuse_q::4]
+        grows_h = pages_h[reuse_h::2]
+        grows = sorted(grows_q + grows_h)  # new cache frames, in the order they are cut
+        nr_grow = len(grows)
+        machine = self.machine
+        if nr_grow and (
+            self.nr_frames + nr_grow > self.max_frames or machine.nr_free + grows[0] <= 0
+        ):
+            return None  # some page would be refused: page by page
+        content = machine.content
+        refcount = machine.refcount
+        owner = machine.owner
+        frame_mpn = self.frame_mpn
+        frame0 = len(frame_mpn)
+        # A new frame cut at page i > 0 is the frame page i - 1 just freed (the top of the
+        # machine's LIFO free list); at page 0 it comes from the machine as usual.
+        if nr_grow and grows[0] == 0:
+            first = machine.alloc(OWNER_ZIP, ZERO_PAGE)
+            later = grows[1:]
+        else:
+            first = -1
+            later = grows
+        if later:
+            taken = [mpns[i - 1] for i in later]
+            nr_later = len(taken)
+            list(map(content.__setitem__, taken, repeat(ZERO_PAGE, nr_later)))
+            list(map(refcount.__setitem__, taken, repeat(1, nr_later)))
+            list(map(owner.__setitem__, taken, repeat(OWNER_ZIP, nr_later)))
+            list(map(machine.csum.__setitem__, taken, repeat(-1, nr_later)))
+            # (machine.min_free stands: nr_free never drops below its value at the start,
+            # as page i - 1's frame was freed before page i takes it)
+            machine.frames_allocated += nr_later
+            kept = bytearray(b"\x01") * n
+            for i in later:
+                kept[i - 1] = 0
+            freed = list(select(mpns, kept))
+        else:
+            taken = []
+            freed = mpns
+        nr_freed = len(freed)
+        list(map(content.__setitem__, freed, repeat(None, nr_freed)))
+        list(map(refcount.__setitem__, freed, repeat(0, nr_freed)))
+        list(map(owner.__setitem__, freed, repeat(OWNER_FREE, nr_freed)))
+        machine._free.extend(freed)
+        machine.nr_free += n - len(taken)
+        machine.frames_freed += n
+        # the cache's new frames, numbered in the order they are cut
+        frame_mpn.extend(([first] if first >= 0 else []) + taken)
+        is_q = [isq[i] for i in grows]
+        self._quarter.extend(is_q)
+        self._data.extend(repeat(None, 4 * nr_grow))
+        self._size.frombytes(bytes(8 * nr_grow))
+        self.nr_frames += nr_grow
+        out = [0] * n
+        for pages, free, reuse, per, offsets in (
+            (pages_q, free_q, reuse_q, 4, (0, 1, 2, 3)),
+            (pages_h, free_h, reuse_h, 2, (0, 2)),
+        ):
+            if not pages:
+                continue
+            quarter_kind = per == 4
+            bases = [(frame0 + r) << 2 for r, q in enumerate(is_q) if q == quarter_kind]
+            slots = free[len(free) - reuse :][::-1]
+            del free[len(free) - reuse :]
+            slots += [b + o for b in bases for o in offsets]
+            left = len(slots) - len(pages)
+            if left:  # the last new frame's unused slots stay free (popped lowest first)
+                free.extend(reversed(slots[len(pages) :]))
+                del slots[len(pages) :]
+            list(map(out.__setitem__, pages, slots))
+        list(map(self._data.__setitem__, out, held_in))
+        list(map(self._size.__setitem__, out, sizes_in))
+        self.nr_stored += n
+        self.stored_bytes += sum(sizes_in)
+        self.zswpout += n
         return out
 
     def _grow(self, quarter: bool) -> bool:

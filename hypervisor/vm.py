@@ -35,6 +35,8 @@ A VM can also hold a raw memory image instead of a guest kernel (`VM.from_image`
 from __future__ import annotations
 
 import os
+from itertools import compress as select
+from itertools import repeat
 
 from guestkernel.physmem import ZERO_PAGE
 from guestkernel.units import PAGE_SIZE
@@ -417,12 +419,18 @@ class VM:
         else:
             slots = zcache.store_frames(list(map(mpns.__getitem__, pfns)), to_swap)
             cost = len(pfns) * zcache.compress_cost
-        compressed = 0
-        for pfn, slot in zip(pfns, slots, strict=True):
-            if slot >= 0:
-                state[pfn] = P2M_COMPRESSED
-                mpns[pfn] = slot
-                compressed += 1
+        stored = pfns
+        if zcache is None:
+            stored = slots = []
+        elif -1 in slots:
+            kept = [slot >= 0 for slot in slots]
+            stored = list(select(pfns, kept))
+            slots = list(select(slots, kept))
+        compressed = len(slots)
+        if compressed:
+            # NOTE: P2M.set in bulk for performance (nr is settled below)
+            list(map(state.__setitem__, stored, repeat(P2M_COMPRESSED, compressed)))
+            list(map(mpns.__setitem__, stored, slots))
         done = swapped[0]
         cost += swapped[1]
         if compressed:

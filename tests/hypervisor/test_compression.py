@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel.physmem import ZERO_PAGE
 from hypervisor.compression import CompressionCache, compressed_size
@@ -108,3 +110,78 @@ def test_evict_many_compresses_swaps_the_rest_and_keeps_what_can_go_nowhere():
     assert [vm.load(p) for p in range(6)] == data
     vm.p2m.validate()
     m.validate()
+
+
+# -- store_frames is `store` page by page, frame for frame -------------------------------------
+
+_KINDS = {"q": lambda i: page(i), "h": half_compressible_page, "r": lambda i: random_page(i, "r")}
+
+
+def _world(spec):
+    """A machine and cache in the state `spec` builds: pages stored one by one, some slots
+    freed again (partly used and returned frames), then a batch of private frames."""
+    nr_machine, max_frames, before, freed, batch, _ = spec
+    m = MachineMemory(nr_machine)
+    z = CompressionCache(m, max_frames=max_frames)
+    slots = [z.store(_KINDS[k](100 + i)) for i, k in enumerate(before)]
+    for i in freed:
+        if i < len(slots) and slots[i] >= 0:
+            z.free(slots[i])
+            slots[i] = -1
+    mpns = []
+    for i, k in enumerate(batch):
+        mpn = m.alloc(0, _KINDS[k](i))
+        if mpn < 0:
+            break
+        mpns.append(mpn)
+    return m, z, mpns
+
+
+def _state(m, z):
+    used = [i for i in range(len(m.content)) if m.owner[i] != -1]
+    return (
+        m.content, m.refcount, m.owner, [m.csum[i] for i in used], m._free, m.nr_free,
+        m.min_free, m.frames_allocated, m.frames_freed,
+        z._data, list(z._size), z.frame_mpn, bytes(z._quarter), z._spare, z._free_q, z._free_h,
+        z.nr_frames, z.nr_stored, z.stored_bytes, z.zswpout, z.rejected, z.full,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.tuples(
+        st.integers(4, 40),
+        st.integers(0, 8),
+        st.lists(st.sampled_from("qhr"), max_size=10),
+        st.lists(st.integers(0, 9), max_size=6),
+        st.lists(st.sampled_from("qqhhr"), min_size=0, max_size=30),
+        st.lists(st.booleans(), min_size=30, max_size=30),
+    )
+)
+def test_store_frames_is_store_page_by_page(spec):
+    swappable = spec[5]  # whether the host could swap the i-th refused page (frees its frame)
+
+    def run(batched):
+        m, z, mpns = _world(spec)
+        calls = []
+
+        def refused(i):
+            calls.append(i)
+            if swappable[i]:
+                m.free(mpns[i])
+
+        if batched:
+            out = z.store_frames(mpns, refused)
+        else:
+            out = []
+            for i, mpn in enumerate(mpns):
+                slot = z.store(m.content[mpn])
+                out.append(slot)
+                if slot >= 0:
+                    m.free(mpn)
+                else:
+                    refused(i)
+        m.validate()
+        return out, calls, _state(m, z)
+
+    assert run(True) == run(False)
