@@ -65,8 +65,10 @@ What the trace cannot show
       CLONE_VM child that is not a thread (vfork, posix_spawn) and calls execve becomes a
       process of its own (fork then execve: the fork's copy is dropped by the execve).
     - The traced command's first execve is replayed as `kernel.spawn(name)`: a static
-      binary at the guest's own addresses (text at 0x400000, stack at the top), which
-      ``--maps`` shows in place of the real executable, loader and vdso.
+      binary at the guest's own addresses (text at 0x400000, [vvar], [vvar_vclock] and
+      [vdso] just below the guest's mmap_base, stack at the top), which ``--maps`` shows
+      in place of the real executable, loader and vdso (the real vdso's sizes and rights,
+      at another address).
     - Memory accesses are not traced, so no page is touched: RSS, and merges that depend
       on a VMA already having an anon_vma, can differ from the real process.
     - Without -f, a child appears only as fork's and wait4's return value: it is forked in

@@ -36,6 +36,7 @@ Outcomes are counted in kernel.vmstat (the Linux pgfault/pgmajfault plus these):
   fault_oops            kernel bug: a kernel-mode fault with no fixup
   fault_vmalloc_sync    i386 kernel-mode fault in the vmalloc area: page table synced
   fault_oom             no memory for a user fault even after the OOM killer: SIGKILL
+  fault_special         read of a special mapping ([vdso], [vvar]): a kernel frame mapped
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ FAULT_COUNTERS = (
     "fault_demand_zero", "fault_zero_page", "fault_cow", "fault_cow_reuse", "fault_wp_shared",
     "fault_file_minor", "fault_file_major", "fault_swapin", "fault_stack_grow",
     "fault_sigsegv_maperr", "fault_sigsegv_accerr", "fault_sigbus", "fault_fixup",
-    "fault_oops", "fault_vmalloc_sync", "fault_oom",
+    "fault_oops", "fault_vmalloc_sync", "fault_oom", "fault_special",
 )
 
 # Kernel virtual ranges where a kernel-mode fault is a lazily synced vmalloc mapping (i386).

@@ -14,7 +14,9 @@ out with randomize_va_space=2 but zero random offsets: text r-xp and data rw-p m
 from the file at ELF_ET_EXEC base (0x400000, i386 0x08048000), bss anonymous after data,
 the brk one page above bss, the stack VMA ending at STACK_TOP pre-expanded by 128 KiB
 (132 KiB in all with the argument page, which is populated), and mmap_base below the
-stack gap.
+stack gap. Last, as Linux 6.18's arch_setup_additional_pages does, the vDSO: [vvar] (4
+pages), [vvar_vclock] (2) and [vdso] (2 pages of text) in one free area found top-down
+below mmap_base (see mmap.map_vdso).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from . import uapi as U
 from .filemap import File
 from .memory import copy_page_range, populate_vma_range, update_hiwater_rss
-from .mmap import PAGE_ALIGN, mmap_base_for, unmap_vmas, vm_enough_memory
+from .mmap import PAGE_ALIGN, map_vdso, mmap_base_for, unmap_vmas, vm_enough_memory
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_ACCOUNT,
@@ -61,7 +63,7 @@ def dup_mm(parent, child):
     k = parent.kernel
     mm = MMStruct(k, old.task_size, owner=child)
     for name in ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
-                 "start_stack", "arg_start", "mmap_base", "legacy_mmap", "exe_file"):
+                 "start_stack", "arg_start", "mmap_base", "legacy_mmap", "exe_file", "vdso"):
         setattr(mm, name, getattr(old, name))
     mm.def_flags = 0  # mlockall(MCL_FUTURE) is not inherited
     child.mm = mm
@@ -204,5 +206,7 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
         mm.mmap_base = mmap_base_for(mm.task_size, rlim) if mmap_base is None else mmap_base
     # copy_strings: argv and envp are written into the top page
     populate_vma_range(task, vma, top - PAGE_SIZE, top)
+    # ARCH_SETUP_ADDITIONAL_PAGES, after the stack, the image and the brk
+    map_vdso(task)
     if mm.total_vm > mm.hiwater_vm:
         mm.hiwater_vm = mm.total_vm

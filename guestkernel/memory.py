@@ -229,7 +229,11 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
     pte = task.mm.pgtable.ptes.get(vpn, 0)
     if not pte:
         if vma.vm_file is None:
-            ret = do_anonymous_page(task, vma, addr, write)
+            ops = vma.vm_ops
+            if ops is not None and hasattr(ops, "fault"):
+                ret = ops.fault(task, vma, addr, write)  # a special mapping (vdso, vvar)
+            else:
+                ret = do_anonymous_page(task, vma, addr, write)
         else:
             ret = do_file_fault(task, vma, addr, write)
     elif not pte & PTE_PRESENT_MASK:

@@ -31,7 +31,7 @@ from .memory import (
     zap_page_range,
 )
 from .page import PG_anon, PG_dirty, PG_swapbacked
-from .pgtable import _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW, PTE_PRESENT_MASK
+from .pgtable import _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW, MM_ANONPAGES, PTE_PRESENT_MASK
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_ACCESS_FLAGS,
@@ -58,8 +58,10 @@ from .vma import (
     VM_NORESERVE,
     VM_PFNMAP,
     VM_RAND_READ,
+    VM_READ,
     VM_SEQ_READ,
     VM_SHARED,
+    VM_SOFTDIRTY,
     VM_SPECIAL,
     VM_WIPEONFORK,
     VM_WRITE,
@@ -347,6 +349,101 @@ def mm_populate(task, start: int, length: int) -> int:
         if ret & VM_FAULT_ERROR or task.fatal_signal_pending():
             return ret
     return 0
+
+
+# --- special mappings (vdso, vvar) ---------------------------------------------------------------
+class SpecialMapping:
+    """vm_special_mapping + special_mapping_vmops: a kernel-provided mapping with a fixed
+    name ([vdso], [vvar], [vvar_vclock]). It cannot be split (special_mapping_split:
+    EINVAL, so a partial munmap/mprotect/mremap fails), and _install_special_mapping gives
+    it VM_DONTEXPAND, so mremap cannot grow it (EFAULT) and it never merges.
+
+    A fault maps a kernel-owned frame: the page belongs to the kernel image (vdso text) or
+    is PFN-mapped kernel data (vvar), never allocated for the process, so it is not in
+    RssAnon. hvsim does not model its bytes and maps the shared zero page's frame
+    (read-only, not counted in RSS). A write fault (only possible after mprotect gave the
+    vdso PROT_WRITE, which VM_MAYWRITE allows for debuggers) breaks CoW into an anonymous
+    page as Linux does."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def name(self, vma) -> str:
+        return self._name
+
+    def may_split(self, vma, addr: int) -> None:
+        raise _err(U.EINVAL, f"split of {self._name}")
+
+    def fault(self, task, vma, addr: int, write: bool) -> int:
+        from .memory import VM_FAULT_OOM, new_anon_page, vma_pte_bits
+
+        k = task.kernel
+        pt = task.mm.pgtable
+        vpn = addr >> PAGE_SHIFT
+        if not write:
+            if not pt.set_pte_new(vpn, (k.zero_pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, False)):
+                return VM_FAULT_OOM
+            k.vmstat["fault_special"] += 1
+            return 0
+        page = new_anon_page(k, vma, addr, True, task.oom_victim)
+        if page is None:
+            return VM_FAULT_OOM
+        if not pt.set_pte_new(vpn, (page.pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, True)):
+            from .memory import _drop_new_anon_page
+
+            _drop_new_anon_page(k, page)
+            return VM_FAULT_OOM
+        task.mm.rss[MM_ANONPAGES] += 1
+        k.vmstat["fault_cow"] += 1
+        return 0
+
+
+VDSO_MAPPING = SpecialMapping("[vdso]")
+VVAR_MAPPING = SpecialMapping("[vvar]")
+VVAR_VCLOCK_MAPPING = SpecialMapping("[vvar_vclock]")
+# Linux 6.18 x86 (arch/x86/entry/vdso/vma.c, lib/vdso/datastore.c), the kernel the traces
+# under tests/data were recorded on: VDSO_NR_PAGES data pages ([vvar]: time, rng, arch
+# data), VDSO_NR_VCLOCK_PAGES clock pages ([vvar_vclock]: pvclock, hvclock), then the vDSO
+# text (vdso_image_64 / vdso_image_32: 2 pages).
+VVAR_PAGES = 4
+VVAR_VCLOCK_PAGES = 2
+VDSO_TEXT_PAGES = 2
+VM_VVAR_FLAGS = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_PFNMAP
+VM_VDSO_FLAGS = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+
+
+def _install_special_mapping(task, addr: int, length: int, vm_flags: int, sm: SpecialMapping):
+    """__install_special_mapping: a VMA at [addr, addr + length) (the range is free), with
+    VM_DONTEXPAND | VM_SOFTDIRTY and never VM_LOCKED; counted in total_vm (and exec_vm if
+    executable) but never charged to overcommit."""
+    mm = task.mm
+    flags = (vm_flags | mm.def_flags | VM_DONTEXPAND | VM_SOFTDIRTY) & ~VM_LOCKED_MASK
+    vma = vm_area_alloc(mm, addr, addr + length, flags, 0, None, sm)
+    vma_link(mm, vma)
+    vm_stat_account(mm, flags, length >> PAGE_SHIFT)
+    return vma
+
+
+def map_vdso(task) -> int:
+    """arch_setup_additional_pages (x86_64 and i386, 6.18 map_vdso): one free area of
+    [vvar] + [vvar_vclock] + [vdso] from get_unmapped_area(NULL, 0, ...), i.e. top-down
+    just below mmap_base (bottom-up from TASK_UNMAPPED_BASE in the legacy layout), after
+    everything else execve mapped. Returns the vDSO text address (mm->context.vdso)."""
+    mm = task.mm
+    data = (VVAR_PAGES + VVAR_VCLOCK_PAGES) << PAGE_SHIFT
+    size = data + (VDSO_TEXT_PAGES << PAGE_SHIFT)
+    addr = get_unmapped_area(task, None, 0, size, 0, 0)
+    text = addr + data
+    _install_special_mapping(task, text, VDSO_TEXT_PAGES << PAGE_SHIFT, VM_VDSO_FLAGS, VDSO_MAPPING)
+    _install_special_mapping(task, addr, VVAR_PAGES << PAGE_SHIFT, VM_VVAR_FLAGS, VVAR_MAPPING)
+    _install_special_mapping(task, addr + (VVAR_PAGES << PAGE_SHIFT),
+                             VVAR_VCLOCK_PAGES << PAGE_SHIFT, VM_VVAR_FLAGS, VVAR_VCLOCK_MAPPING)
+    mm.vdso = text
+    if mm.total_vm > mm.hiwater_vm:
+        mm.hiwater_vm = mm.total_vm
+    return text
 
 
 # --- munmap ------------------------------------------------------------------------------------
@@ -715,6 +812,8 @@ def _move_vma(task, vma, old_addr: int, old_len: int, new_len: int, new_addr: in
     if vm_flags & VM_LOCKED:
         mm.locked_vm += new_len >> PAGE_SHIFT
     move_ptes(k, mm, new, old_addr, new_addr, min(old_len, new_len))
+    if vma.vm_ops is VDSO_MAPPING:
+        mm.vdso = new_addr  # vdso_mremap: the signal return trampoline moves with it
     if not flags & U.MREMAP_DONTUNMAP:
         # the old range's charge stays with the new VMA: unmap without uncharging
         uncharge = not vm_flags & VM_ACCOUNT

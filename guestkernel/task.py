@@ -114,6 +114,7 @@ class MMStruct:
         self.start_stack = self.arg_start = 0
         self.mmap_base = 0
         self.legacy_mmap = False
+        self.vdso = 0  # mm->context.vdso: address of the [vdso] text, 0 if none
         self.total_vm = 0
         self.locked_vm = 0
         self.pinned_vm = 0

@@ -801,8 +801,11 @@ def _maps_gap(name: str) -> str | None:
 
         t = R.boot_guest("64MiB").spawn("probe")
         anon = U.MAP_PRIVATE | U.MAP_ANONYMOUS
-        a = t.mmap(0, 2 * 4096, U.PROT_READ | U.PROT_WRITE, anon | U.MAP_STACK, -1, 0)
-        t.mmap(a + 2 * 4096, 4096, U.PROT_READ | U.PROT_WRITE, anon | U.MAP_FIXED_NOREPLACE, -1, 0)
+        # three free pages (the top of the mmap area holds the vdso): a thread stack in
+        # the first two, an ordinary anonymous mapping in the third
+        a = t.mmap(0, 3 * 4096, U.PROT_NONE, anon, -1, 0)
+        t.mmap(a, 2 * 4096, U.PROT_READ | U.PROT_WRITE, anon | U.MAP_STACK | U.MAP_FIXED, -1, 0)
+        t.mmap(a + 2 * 4096, 4096, U.PROT_READ | U.PROT_WRITE, anon | U.MAP_FIXED, -1, 0)
         if t.mm.find_vma(a).vm_end != a + 2 * 4096:
             return "mmap does not give MAP_STACK mappings VM_NOHUGEPAGE (Linux >= 6.7)"
     return None
@@ -878,8 +881,28 @@ def _sim_maps(out: list[str], pid: int, comm: str) -> set:
     entries = _maps_entries(lines)
     # what spawn gave the simulated process instead of the real execve's mappings
     return {e for e in entries
-            if not (e[3].startswith("/bin/") or e[3] == "[stack]"
+            if not (e[3].startswith("/bin/") or e[3] in SPECIAL_MAPPINGS or e[3] == "[stack]"
                     or int(e[0].split("-")[0], 16) < 1 << 24)}
+
+
+SPECIAL_MAPPINGS = ("[vvar]", "[vvar_vclock]", "[vdso]")
+
+
+def _special_shape(lines) -> list[tuple[str, int, str]]:
+    """(name, size in bytes, perms) of the vDSO mappings in address order, plus the gap
+    between each and the next one as the name "gap" (0 if adjacent)."""
+    rows = []
+    for line in lines:
+        f = line.split(maxsplit=5)
+        if len(f) > 5 and f[5] in SPECIAL_MAPPINGS:
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            rows.append((f[5], lo, hi, f[1]))
+    out = []
+    for i, (name, lo, hi, perms) in enumerate(rows):
+        out.append((name, hi - lo, perms))
+        if i + 1 < len(rows):
+            out.append(("gap", rows[i + 1][1] - hi, ""))
+    return out
 
 
 @pytest.mark.parametrize(
@@ -910,3 +933,29 @@ def test_replayed_maps_equal_the_real_process_maps_outside_execve_mappings(name,
         sim = _sim_maps(out, pid, name)
         real = _maps_entries((TRACES / maps).read_text().splitlines())
     assert sim == real - _execve_made(real, exe)
+
+
+@pytest.mark.parametrize("name, pid, maps", [
+    ("malloc_mix", 18847, "malloc_mix.maps"),
+    ("fork_shm", 18852, "fork_shm.maps.child"),
+    ("edge_calls", 23553, "edge_calls.maps"),
+])
+def test_execve_maps_the_vdso_as_the_real_kernel_did(name, pid, maps):
+    # The replayed process's [vvar], [vvar_vclock] and [vdso] come from the simulated
+    # execve (at the guest's own address, like the executable); their sizes, rights and
+    # order must be those of the real process's (Linux 6.18: 4 + 2 data pages r--p, then
+    # 2 pages of vDSO text r-xp, adjacent), and a forked child keeps its parent's.
+    why = _guest_gap(name)
+    if why:
+        pytest.skip(why)
+    _, _, out = _replay(name)
+    start = out.index(f"== pid {pid} ({name}) at exit ==") + 1
+    sim = []
+    for line in out[start:]:
+        if line.startswith("==") or " calls, " in line:
+            break
+        sim.append(line)
+    real = (TRACES / maps).read_text().splitlines()
+    assert _special_shape(sim) == _special_shape(real) == [
+        ("[vvar]", 4 * 4096, "r--p"), ("gap", 0, ""), ("[vvar_vclock]", 2 * 4096, "r--p"),
+        ("gap", 0, ""), ("[vdso]", 2 * 4096, "r-xp")]

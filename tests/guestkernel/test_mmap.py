@@ -43,8 +43,10 @@ def committed(k):
 def test_mmap_anon_topdown_below_mmap_base(k, t):
     base = mmap_base_for((1 << 47) - P, 8 << 20)
     assert base == 0x7FFFF7FFF000 == t.mm.mmap_base
+    # execve put [vvar] [vvar_vclock] [vdso] (8 pages) at the top of the mmap area first
+    assert t.mm.vdso == base - 2 * P
     a = t.mmap(0, 3 * P, RW, ANON)
-    assert a == base - 3 * P
+    assert a == base - 8 * P - 3 * P
     b = t.mmap(0, P, RW, ANON)
     # b a a a   : the second mapping lands just below and merges with the first
     assert b == a - P
@@ -515,3 +517,111 @@ def test_madvise_remove_punches_shmem_hole(k, t):
     assert e.value.errno == U.EINVAL
     validate_mm(t.mm)
     validate_mm(child.mm)
+
+
+# --- the vDSO (special mappings) ----------------------------------------------------------------
+def _special(t):
+    """{name: VMA} of the task's special mappings."""
+    return {v.vm_ops.name(v): v for v in t.mm.mm_mt.vmas
+            if v.vm_ops is not None and getattr(v.vm_ops, "fault", None)}
+
+
+@pytest.mark.parametrize("arch, base", [("x86_64", 0x7FFFF7FFF000), ("i386", 0xB8000000)])
+def test_execve_maps_vvar_vvar_vclock_and_vdso_below_mmap_base(arch, base):
+    from guestkernel.vma import (
+        VM_DONTDUMP,
+        VM_DONTEXPAND,
+        VM_EXEC,
+        VM_IO,
+        VM_MAYEXEC,
+        VM_MAYREAD,
+        VM_MAYWRITE,
+        VM_PFNMAP,
+        VM_READ,
+        VM_SOFTDIRTY,
+    )
+
+    k = boot(arch=arch)
+    c0 = k.committed_as
+    t = k.spawn("t")
+    mm = t.mm
+    assert mm.mmap_base == base
+    #   base-8P      base-4P  base-2P  base      (top-down, the last thing execve maps)
+    #   [vvar 4 pages][vclock 2][vdso 2]
+    sp = _special(t)
+    assert {n: (v.vm_start, v.vm_end) for n, v in sp.items()} == {
+        "[vvar]": (base - 8 * P, base - 4 * P),
+        "[vvar_vclock]": (base - 4 * P, base - 2 * P),
+        "[vdso]": (base - 2 * P, base)}
+    assert mm.vdso == base - 2 * P
+    data = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_PFNMAP | VM_DONTEXPAND | VM_SOFTDIRTY
+    assert sp["[vvar]"].vm_flags == sp["[vvar_vclock]"].vm_flags == data
+    assert sp["[vdso]"].vm_flags == (VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+                                     | VM_DONTEXPAND | VM_SOFTDIRTY)
+    assert all(v.vm_pgoff == 0 and v.vm_file is None for v in sp.values())
+    # counted in total_vm (8 pages) and exec_vm (the 2 text pages), never charged
+    assert mm.total_vm == (512 + 16 + 32 + 132) // 4 + 8
+    assert mm.exec_vm == 512 // 4 + 2
+    assert k.committed_as - c0 == (16 + 32 + 132) // 4  # data, bss, stack only
+    smaps = k.procfs.read(f"/proc/{t.pid}/smaps")
+    assert "VmFlags: rd mr pf io de dd sd \n" in smaps  # vvar, vvar_vclock
+    assert "VmFlags: rd ex mr mw me de sd \n" in smaps  # vdso
+    validate_mm(mm)
+
+
+def test_vdso_cannot_grow_or_be_split_but_moves_and_unmaps_whole(k, t):
+    sp = _special(t)
+    vdso, vvar = sp["[vdso]"], sp["[vvar]"]
+    lo, hi = vdso.vm_start, vdso.vm_end
+    # VM_DONTEXPAND: mremap may not grow it
+    with pytest.raises(OSError) as e:
+        t.mremap(lo, 2 * P, 3 * P, U.MREMAP_MAYMOVE)
+    assert e.value.errno == U.EFAULT
+    # special_mapping_split: no partial munmap, mprotect or shrinking mremap
+    for call in (lambda: t.munmap(lo, P), lambda: t.mprotect(hi - P, P, U.PROT_READ),
+                 lambda: t.mremap(lo, 2 * P, P)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == U.EINVAL
+    assert (vdso.vm_start, vdso.vm_end) == (lo, hi)
+    # vvar has no VM_MAYWRITE: mprotect to writable is refused
+    with pytest.raises(OSError) as e:
+        t.mprotect(vvar.vm_start, 4 * P, RW)
+    assert e.value.errno == U.EACCES
+    # mremap of the whole vDSO to another place is allowed (CRIU does it), same size
+    new = t.mremap(lo, 2 * P, 2 * P, U.MREMAP_MAYMOVE | U.MREMAP_FIXED, B)
+    assert new == B and t.mm.mm_mt.lookup(B).vm_ops.name(None) == "[vdso]"
+    assert t.mm.vdso == B
+    total = t.mm.total_vm
+    assert t.munmap(vvar.vm_start, 4 * P) == 0
+    assert t.mm.total_vm == total - 4 and "[vvar]" not in _special(t)
+    validate_mm(t.mm)
+
+
+def test_touching_the_vdso_maps_a_kernel_frame_not_anonymous_memory(k, t):
+    sp = _special(t)
+    vdso, vvar = sp["[vdso]"], sp["[vvar]"]
+    rss = list(t.mm.rss)
+    f0, a0 = k.vmstat["fault_special"], k.vmstat["nr_anon_pages"]
+    t.access(vdso.vm_start, False, execute=True)  # a call into __vdso_clock_gettime
+    t.access(vvar.vm_start, False)  # which reads the time data page
+    assert t.state == "running"
+    assert k.vmstat["fault_special"] - f0 == 2
+    assert t.mm.rss == rss and k.vmstat["nr_anon_pages"] == a0  # RssAnon unchanged
+    status = k.procfs.read(f"/proc/{t.pid}/status")
+    assert f"RssAnon:\t{rss[1] * 4:8d} kB\n" in status
+    # a store into the vDSO (no VM_WRITE) is a protection fault
+    t.access(vdso.vm_start, True)
+    assert t.state != "running" and t.term_signal == U.SIGSEGV and t.si_code == U.SEGV_ACCERR
+
+
+def test_fork_copies_the_vdso_and_exec_maps_a_fresh_one(k, t):
+    child = k.tasks[t.fork()]
+    assert {n: (v.vm_start, v.vm_end) for n, v in _special(child).items()} == {
+        n: (v.vm_start, v.vm_end) for n, v in _special(t).items()}
+    assert child.mm.vdso == t.mm.vdso
+    k.fs.create("/bin/sh", 0)
+    child.execve("/bin/sh")
+    assert len(_special(child)) == 3 and child.mm.vdso == child.mm.mmap_base - 2 * P
+    validate_mm(child.mm)
+    validate_mm(t.mm)

@@ -20,6 +20,9 @@ def test_maps_of_a_fresh_static_binary(k):
         f"00400000-00480000 r-xp 00000000 08:01 {ino}" + " " * 28 + "/bin/t\n"
         f"00480000-00484000 rw-p 00080000 08:01 {ino}" + " " * 28 + "/bin/t\n"
         "00484000-0048c000 rw-p 00000000 00:00 0 \n"
+        "7ffff7ff7000-7ffff7ffb000 r--p 00000000 00:00 0" + " " * 26 + "[vvar]\n"
+        "7ffff7ffb000-7ffff7ffd000 r--p 00000000 00:00 0" + " " * 26 + "[vvar_vclock]\n"
+        "7ffff7ffd000-7ffff7fff000 r-xp 00000000 00:00 0" + " " * 26 + "[vdso]\n"
         "7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0" + " " * 26 + "[stack]\n"
     )
     assert len(str(ino)) == 7
@@ -62,19 +65,21 @@ def test_status_memory_lines(k):
     assert list(vm) == ["VmPeak", "VmSize", "VmLck", "VmPin", "VmHWM", "VmRSS", "RssAnon",
                         "RssFile", "RssShmem", "VmData", "VmStk", "VmExe", "VmLib", "VmPTE",
                         "VmSwap"]
-    assert vm["VmSize"] == "\t     732 kB"  # 512 text + 16 data + 32 bss + 132 stack + 40
+    # 512 text + 16 data + 32 bss + 132 stack + 32 vvar/vvar_vclock/vdso + 40
+    assert vm["VmSize"] == "\t     764 kB"
     assert vm["VmLck"] == "\t       8 kB"
     assert vm["VmRSS"] == "\t      28 kB"  # 6 pages + the stack's argument page
     assert vm["RssAnon"] == "\t      28 kB"
     assert vm["VmData"] == "\t      88 kB"
     assert vm["VmStk"] == "\t     132 kB"
     assert vm["VmExe"] == "\t     512 kB"
-    assert vm["VmLib"] == "\t       0 kB"
+    assert vm["VmLib"] == "\t       8 kB"  # exec_vm beyond the text: the vdso
     assert vm["VmPTE"] == "\t      24 kB"  # stack: PUD+PMD+PTE; 0x10000000: PUD+PMD+PTE
+    # (the special mappings have no PTE until touched)
     assert "Name:\tt\n" in status and f"Pid:\t{t.pid}\n" in status
     t.munmap(0x10000000, 10 * P)
     status = k.procfs.read(f"/proc/{t.pid}/status")
-    assert "VmPeak:\t     732 kB\n" in status and "VmHWM:\t      28 kB\n" in status
+    assert "VmPeak:\t     764 kB\n" in status and "VmHWM:\t      28 kB\n" in status
     assert "VmRSS:\t       4 kB\n" in status
 
 

@@ -35,6 +35,9 @@ def test_spawn_layout_x86_64(k):
     assert mm.task_size == (1 << 47) - P
     assert [(v.vm_start, v.vm_end) for v in mm.mm_mt.vmas] == [
         (0x400000, 0x480000), (0x480000, 0x484000), (0x484000, 0x48C000),
+        # [vvar] [vvar_vclock] [vdso]: get_unmapped_area top-down, just below mmap_base
+        (0x7FFFF7FF7000, 0x7FFFF7FFB000), (0x7FFFF7FFB000, 0x7FFFF7FFD000),
+        (0x7FFFF7FFD000, 0x7FFFF7FFF000),
         (0x7FFFFFFDE000, 0x7FFFFFFFF000)]
     assert mm.start_brk == mm.brk == 0x48D000  # one page above bss
     assert mm.mmap_base == mmap_base_for(mm.task_size, 8 << 20) == 0x7FFFF7FFF000
@@ -64,8 +67,10 @@ def test_unlimited_stack_gives_legacy_layout(k):
     t.execve("/bin/q")
     # TASK_UNMAPPED_BASE = PAGE_ALIGN(TASK_SIZE / 3)
     assert t.mm.legacy_mmap and t.mm.mmap_base == 0x2AAAAAAAB000
+    # bottom-up from TASK_UNMAPPED_BASE: execve placed vvar, vvar_vclock, vdso there first
+    assert t.mm.vdso == t.mm.mmap_base + 6 * P
     a = t.mmap(0, P, RW, ANON)
-    assert a == t.mm.mmap_base  # bottom-up from TASK_UNMAPPED_BASE
+    assert a == t.mm.mmap_base + 8 * P
 
 
 def test_structures_come_from_slab_caches(k):
