@@ -217,24 +217,37 @@ class KernelSection(_Model):
     dirty_background_ratio: int = Field(10, ge=0, le=100, description="vm.dirty_background_ratio, percent")
     dirty_expire_centisecs: int = Field(3000, ge=0, description="vm.dirty_expire_centisecs")
     page_cluster: int = Field(3, ge=0, le=31, description="vm.page-cluster: log2 of swap readahead pages")
+    randomize_va_space: int = Field(
+        2, ge=0, le=2, description="kernel.randomize_va_space (ASLR): 2 brk and mmap (Linux >= 2.6.12), "
+        "1 mmap only, 0 none (Linux 2.4, Windows before Vista): equal data then has equal pointers in every VM")
 
     def kernel_kwargs(self) -> dict:
         d = self.model_dump()
         d["min_free_kbytes"] = None if d["min_free_kbytes"] == "auto" else d["min_free_kbytes"]
+        # user-space layout: the workloads' content reads it (KernelConfig.extra)
+        d["extra"] = {"randomize_va_space": d.pop("randomize_va_space")}
         return d
+
+
+_INPUT = ("the data set the workload runs on (a benchmark's input, a site's documents, a database's "
+          "tables): VMs naming the same input compute the same data; \"\": the VM's own data")
+_PAGE_CACHE = "image files (libraries, programs, data) read at boot, kept in the page cache"
 
 
 class IdleParams(_Model):
     profile: Literal["idle"] = "idle"
+    input: str = Field("", description=_INPUT)
     daemons: int = Field(8, ge=0, description="background processes")
     daemon_rss: Size = Field("4MiB", description="anonymous memory each daemon touches at start")
     wake_interval: Duration = Field("5s", description="mean time between a daemon's wake-ups")
     wake_touch: Size = Field("64KiB", description="memory a daemon touches per wake-up")
-    page_cache: Size = Field("64MiB", description="image files read at boot (page cache)")
+    page_cache: Size = Field("64MiB", description=_PAGE_CACHE)
 
 
 class WebserverParams(_Model):
     profile: Literal["webserver"] = "webserver"
+    input: str = Field("", description=_INPUT)
+    page_cache: Size = Field("0B", description=_PAGE_CACHE)
     workers: int = Field(8, ge=1, description="pre-forked worker processes")
     shared_heap: Size = Field("48MiB", description="heap built before forking, shared copy-on-write")
     worker_heap: Size = Field("16MiB", description="each worker's private heap")
@@ -246,6 +259,8 @@ class WebserverParams(_Model):
 
 class DatabaseParams(_Model):
     profile: Literal["database"] = "database"
+    input: str = Field("", description=_INPUT)
+    page_cache: Size = Field("0B", description=_PAGE_CACHE)
     buffer_pool: SizeOrPercent = Field("50%", description="buffer pool size, or percent of VM memory")
     zipf_s: float = Field(1.1, gt=0, description="Zipf exponent of page popularity")
     ops_rate: float = Field(2000.0, gt=0, description="page accesses per second")
@@ -256,6 +271,8 @@ class DatabaseParams(_Model):
 
 class CompileParams(_Model):
     profile: Literal["compile"] = "compile"
+    input: str = Field("", description=_INPUT)
+    page_cache: Size = Field("0B", description=_PAGE_CACHE)
     jobs: int = Field(2, ge=1, description="parallel compiler processes")
     process_rss: Size = Field("64MiB", description="memory each compiler process touches")
     process_lifetime: Duration = Field("2s", description="lifetime of one compiler process")
@@ -265,6 +282,8 @@ class CompileParams(_Model):
 
 class JvmParams(_Model):
     profile: Literal["jvm"] = "jvm"
+    input: str = Field("", description=_INPUT)
+    page_cache: Size = Field("0B", description=_PAGE_CACHE)
     heap: SizeOrPercent = Field("50%", description="-Xmx: heap reserved and zeroed up front")
     allocation_rate: Size = Field("64MiB", description="bytes allocated per second")
     live_fraction: float = Field(0.3, ge=0, le=1, description="fraction of the heap live after a GC")
@@ -273,6 +292,8 @@ class JvmParams(_Model):
 
 class MemhogParams(_Model):
     profile: Literal["memhog"] = "memhog"
+    input: str = Field("", description=_INPUT)
+    page_cache: Size = Field("0B", description=_PAGE_CACHE)
     size: SizeOrPercent = Field("90%", description="memory to allocate and touch")
     rate: Size = Field("256MiB", description="bytes touched per second")
     content: str = Field("memhog", description="data profile of the written pages (e.g. encrypted)")

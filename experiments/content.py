@@ -20,7 +20,8 @@ Sharing and compression in hvsim act on real 4 KiB `bytes`. This module makes th
   incompressible page, or structured data with a random share of high-entropy bytes
   (its zstd ratio) and a number of embedded pointers. Pointers carry ASLR: their
   values are a per-(VM, process) base plus an offset that is the same everywhere, so
-  equal logical data in two VMs (or two processes) differs exactly in its pointers.
+  equal logical data in two VMs (or two processes) differs exactly in its pointers
+  (unless the guest runs without ASLR: randomize_va_space = 0).
 
 API
 ---
@@ -32,13 +33,18 @@ API
 ``DataProfile.get(name) -> DataProfile``
     Frozen parameters (fractions are of pages; see `DataProfile`). ``PROFILES`` lists
     the application profiles, ``IMAGES`` the images.
-``ContentSource(seed, vm_name)``
+``ContentSource(seed, vm_name, input=None, randomize_va_space=2)``
     ``.app_page(profile, key, pid=0) -> bytes``: the page of application data with
     logical identity ``key`` (an int or str the workload chooses, e.g.
     ``f"{program}/heap/{index}"``) in process ``pid`` of this VM. Same (seed, profile,
     key): same logical data in every VM, except that only a profile's ``common``
     fraction of keys is data the VMs really have in common (static content, loaded
-    classes); the rest is private to the VM. ``pid`` only moves the ASLR bases.
+    classes); the rest is private to the VM, or, when the VM names an ``input``, to
+    that input: VMs running the same program on the same input hold the same data.
+    ``pid`` only moves the ASLR bases, which ``randomize_va_space`` (the guest's
+    sysctl: 2 brk and mmap, 1 mmap only, 0 none) randomises.
+    ``.configured(input, randomize_va_space) -> ContentSource``: the same VM's source
+    with those options (what a workload uses).
     ``.image_page(image_name, region, index) -> bytes``: as ``OSImage.page``.
     ``.page(ref) -> bytes``: regenerate from a reference tuple
     ``("app", profile, key, pid)`` or ``("image", image_name, region_name, index)``.
@@ -55,7 +61,8 @@ API
 
 Determinism and laziness
 ------------------------
-A page's bytes are a pure function of (seed, vm_name, pid, profile, key) or of
+A page's bytes are a pure function of (seed, vm_name or input, pid and
+randomize_va_space, profile, key) or of
 (image, region, index): callers may drop a page and regenerate it instead of storing
 it. Every random stream is a `random.Random` seeded from
 ``xxhash.xxh64_intdigest(f"{seed}/{component}")`` (``f"content/{component}"`` for the
@@ -696,31 +703,65 @@ def _pointer_offsets(profile: str) -> list[tuple[bool, int]]:
 
 _OFFSETS: dict[str, list[tuple[bool, int]]] = {}
 
+# Where a PIE program's brk heap and its mmap area start when nothing is randomised
+# (x86-64: ELF_ET_DYN_BASE 0x555555554000 plus the program's size; mmap_base below the
+# stack's 8 MiB rlimit and its gap), the addresses gdb shows with ASLR off.
+_NORANDOM_BRK = 0x555555559000
+_NORANDOM_MMAP = 0x7FFFF7DC0000
+
 
 class ContentSource:
     """Page contents for one VM of one experiment (see the module docstring).
 
     seed     the experiment seed (int)
     vm_name  the VM's name: selects its private data and its ASLR bases
+    input    the data set the VM's programs run on (a benchmark's input files, a site's
+             documents, a database's tables), or None. With an input, the data private
+             to the VM is the input's: VMs that name the same input compute the same
+             data, as a deterministic program fed the same input does. Without one,
+             each VM's private data is its own.
+    randomize_va_space  the guest's kernel.randomize_va_space: 2 (Linux's default since
+             2.6.12) randomises the brk heap and the mmap base of every process, 1 only
+             the mmap base, 0 neither (Linux 2.4 and earlier, Windows before Vista):
+             then a program's pointers hold the same values in every process and every
+             VM that runs it, and equal data is byte-identical.
     """
 
-    def __init__(self, seed: int, vm_name: str) -> None:
+    def __init__(self, seed: int, vm_name: str, input: str | None = None,
+                 randomize_va_space: int = 2) -> None:
+        if randomize_va_space not in (0, 1, 2):
+            raise ValueError(f"randomize_va_space must be 0, 1 or 2, got {randomize_va_space!r}")
         self.seed = seed
         self.vm_name = vm_name
+        self.input = input or None
+        self.randomize_va_space = randomize_va_space
         self._prefix = f"{seed}/"
-        self._private_seed = xxhash.xxh64_intdigest(f"{seed}/private/{vm_name}".encode())
+        owner = f"input/{self.input}" if self.input else f"private/{vm_name}"
+        self._private_seed = xxhash.xxh64_intdigest(f"{seed}/{owner}".encode())
         self._ptr_pools: dict[tuple[str, int], bytes] = {}
+
+    def configured(self, input: str | None = None, randomize_va_space: int = 2) -> ContentSource:
+        """This VM's content source for a workload with these options (see the class)."""
+        if (input or None) == self.input and randomize_va_space == self.randomize_va_space:
+            return self
+        return ContentSource(self.seed, self.vm_name, input, randomize_va_space)
 
     def _pointer_pool(self, profile: str, pid: int) -> bytes:
         """_PTR_POOL little-endian 8-byte pointers of process `pid`: user-space x86-64
-        addresses, a PIE brk heap at 0x55.. and mmap regions at 0x7f.., both with 28
-        bits of page-granular ASLR entropy (Linux's default mmap_rnd_bits)."""
+        addresses, a PIE brk heap at 0x55.. and mmap regions at 0x7f.., each with 28
+        bits of page-granular ASLR entropy (Linux's default mmap_rnd_bits) where
+        randomize_va_space randomises it, else at the fixed bases of a process run
+        without ASLR (as under `setarch -R`)."""
         pool = self._ptr_pools.get((profile, pid))
         if pool is None:
             rng = random.Random(xxhash.xxh64_intdigest(
                 f"{self.seed}/aslr/{self.vm_name}/{pid}".encode()))
             heap = 0x550000000000 + (rng.getrandbits(28) << 12)
             mmap = 0x7F0000000000 + (rng.getrandbits(28) << 12)
+            if self.randomize_va_space < 2:
+                heap = _NORANDOM_BRK
+            if self.randomize_va_space < 1:
+                mmap = _NORANDOM_MMAP
             offsets = _OFFSETS.get(profile)
             if offsets is None:
                 offsets = _OFFSETS[profile] = _pointer_offsets(profile)

@@ -5,7 +5,9 @@ CPU time plus every stall the memory system charged it. At full speed its throug
 the configured rate; under memory pressure (host swap-ins, decompression, guest reclaim)
 it falls, and that relative throughput is the cost of overcommit.
 
-The parameters, units and defaults are those of experiments/config.py.
+The parameters, units and defaults are those of experiments/config.py. Every profile
+also takes `input` (the data set, which decides what data VMs have in common) and
+`page_cache` (OS files read at boot): see `Profile`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,60 @@ def _pages(nbytes: int) -> int:
     return max(1, (nbytes + PAGE - 1) // PAGE)
 
 
-class IdleWorkload(Workload):
+class Profile(Workload):
+    """What every profile shares, from its workload table and its guest:
+
+    input       the data set: VMs naming the same one compute the same data (the content
+                source keys the VM's private data by the input instead of the VM)
+    page_cache  bytes of the OS image's files (libraries, programs, data, in image order)
+                the guest read while booting, kept in its page cache; read at start by a
+                boot process that then exits (the idle profile's daemons read their share
+                themselves)
+    and the guest kernel's randomize_va_space (ASLR), which decides whether equal data
+    carries equal pointers."""
+
+    def __init__(self, env, vm, params, content, seed: int, image=None) -> None:
+        super().__init__(env, vm, params, content, seed, image)
+        extra = getattr(getattr(self.kernel, "config", None), "extra", None) or {}
+        configure = getattr(content, "configured", None)
+        if configure is not None:
+            self.content = configure(getattr(params, "input", "") or None,
+                                     extra.get("randomize_va_space", 2))
+
+    def start(self) -> None:
+        if not self.started and self.name != "idle":
+            files = self._boot_files(size(getattr(self.params, "page_cache", "0B")))
+            if files:
+                self.go(self._boot(files))
+        super().start()
+
+    def _boot_files(self, budget: int) -> list[tuple[str, int]]:
+        """(path, bytes) of the image's non-kernel files, in order, up to `budget` bytes."""
+        if self.image is None or budget <= 0:
+            return []
+        out = []
+        for region in self.image.regions:
+            if region.category == "kernel":
+                continue
+            take = min(region.size, budget)
+            if take <= 0:
+                break
+            out.append((region.name, take))
+            budget -= take
+        return out
+
+    def _boot(self, files):
+        proc = self.spawn("boot")
+        cost = 0.0
+        for path, nbytes in files:
+            for off in range(0, nbytes, 1 << 20):  # 1 MiB reads, one user buffer
+                cost += proc.read_file(path, off, min(1 << 20, nbytes - off))
+        yield self.wait(0.01 + cost)
+        proc.exit(0)
+        self.procs.remove(proc)
+
+
+class IdleWorkload(Profile):
     """A booted OS with its daemons mostly asleep: each daemon touches its heap at start,
     reads some image files through the page cache, then wakes up now and then to touch a
     little of its memory. Work: wake-ups."""
@@ -35,20 +90,6 @@ class IdleWorkload(Workload):
         for i in range(p.daemons):
             self.go(self.daemon(i, files[i::max(p.daemons, 1)] if files else []))
         yield self.env.timeout(0)
-
-    def _boot_files(self, budget: int) -> list[tuple[str, int]]:
-        if self.image is None or budget <= 0:
-            return []
-        out = []
-        for region in self.image.regions:
-            if region.category == "kernel":
-                continue
-            take = min(region.size, budget)
-            if take <= 0:
-                break
-            out.append((region.name, take))
-            budget -= take
-        return out
 
     def daemon(self, i: int, files):
         p = self.params
@@ -69,7 +110,7 @@ class IdleWorkload(Workload):
             yield self.wait(0.0005 + cost)
 
 
-class WebserverWorkload(Workload):
+class WebserverWorkload(Profile):
     """A pre-forked web server: the master builds a heap (configuration, caches) and forks
     workers that share it copy-on-write; each worker has a private heap; requests touch a
     worker's heap and read static files through the page cache. Work: requests served."""
@@ -161,7 +202,7 @@ class _Zipf:
         return bisect.bisect_left(self.cdf, self.rng.random() * self.total)
 
 
-class DatabaseWorkload(Workload):
+class DatabaseWorkload(Profile):
     """A database server: a large anonymous buffer pool whose pages are hit with Zipf
     popularity (hot pages stay resident, cold ones are what reclaim can take), a fraction
     of accesses dirtying pages that a checkpointer writes back to the table file (dirty
@@ -226,7 +267,7 @@ class DatabaseWorkload(Workload):
         return read
 
 
-class CompileWorkload(Workload):
+class CompileWorkload(Profile):
     """A parallel build: short-lived compiler processes (fork, read sources through the page
     cache, build an AST in a fresh heap, write an object file, exit). Heavy page cache,
     many address spaces created and destroyed. Work: files compiled."""
@@ -290,7 +331,7 @@ class CompileWorkload(Workload):
             k += 1
 
 
-class JvmWorkload(Workload):
+class JvmWorkload(Profile):
     """A JVM: the heap (-Xmx) is reserved and zeroed up front (AlwaysPreTouch), objects are
     bump-allocated through it, and every GC cycle touches the live part and resets the
     allocation pointer. The JVM never gives memory back. Work: MiB allocated."""
@@ -331,7 +372,7 @@ class JvmWorkload(Workload):
             yield self.wait(step + cost)
 
 
-class MemhogWorkload(Workload):
+class MemhogWorkload(Profile):
     """numactl's memhog: allocates and touches memory at a rate until it holds `size`,
     then holds it (re-touching it) until the end or `stop_after`. Work: MiB touched."""
 

@@ -17,11 +17,6 @@ from experiments.config import load_config, size
 
 # (anchor, row index) -> why the model does not meet the published figure
 KNOWN_GAPS = {
-    ("identical", 0): "in a short run the guests touch about half their memory (untouched memory "
-                      "counts in the aggregate and cannot be shared), and the content model makes "
-                      "most benchmark data private to each VM (common fraction 0.2, ASLR "
-                      "pointers): only the OS image and zero pages are shared across VMs",
-    ("identical", 1): "as the shared figure: too little of the guests' memory is identical",
     ("production", 0): "guests touch about half their memory in a short run and their workload "
                        "data is private per VM: shared ~25 % against the published 42.9 %",
     ("production", 1): "as deployment A: shared ~12 % against the published 29.2 %",

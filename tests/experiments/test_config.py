@@ -133,3 +133,24 @@ def test_reference_lists_every_key():
     ref = config_reference()
     for key in ("pages_to_scan", "salting", "buffer_pool", "overcommit_memory", "sample_interval"):
         assert f"`{key}`" in ref
+
+
+def test_aslr_sysctl_reaches_the_kernel_config_and_is_checked():
+    from experiments.scenario import kernel_config
+
+    cfg = config_from_dict({"vm": [{"name": "a", "kernel": {"randomize_va_space": 0}}]})
+    assert kernel_config(cfg.vm[0]).extra == {"randomize_va_space": 0}
+    assert config_from_dict(BASE).vm[0].kernel.randomize_va_space == 2  # Linux's default
+    assert "vm[0].kernel.randomize_va_space: Input should be less than or equal to 2" in problems(
+        {"vm": [{"name": "a", "kernel": {"randomize_va_space": 3}}]})
+
+
+@pytest.mark.parametrize("profile", ["idle", "webserver", "database", "compile", "jvm", "memhog"])
+def test_every_profile_takes_an_input_and_a_boot_page_cache(profile):
+    cfg = config_from_dict({"vm": [{"name": "a", "workload": {
+        "profile": profile, "input": "spec95-ref", "page_cache": "12MiB"}}]})
+    assert cfg.vm[0].workload.input == "spec95-ref"
+    assert cfg.vm[0].workload.page_cache == "12MiB"
+    default = config_from_dict({"vm": [{"name": "a", "workload": {"profile": profile}}]}).vm[0].workload
+    assert default.input == ""  # the VM's own data
+    assert default.page_cache == ("64MiB" if profile == "idle" else "0B")

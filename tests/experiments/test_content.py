@@ -128,6 +128,60 @@ def test_common_data_differs_only_in_one_run_of_user_pointers():
     assert differing > 0
 
 
+
+@pytest.mark.parametrize("profile", ["webserver", "compile", "database"])
+def test_vms_running_one_input_hold_the_same_data(profile):
+    # private keys follow the input, not the VM: only pointers can still differ
+    p = DataProfile.get(profile)
+    a = pages_of(ContentSource(4, "vm1", input="ref"), profile)
+    b = pages_of(ContentSource(4, "vm2", input="ref"), profile)
+    equal = sum(x == y for x, y in zip(a, b, strict=True)) / N
+    want = expected_identical(p, same_vm=True)  # as two processes of one VM
+    assert abs(equal - want) <= binomial_tol(want, N)
+    # another input is another VM's data: only common keys agree logically
+    c = pages_of(ContentSource(4, "vm2", input="train"), profile)
+    equal = sum(x == y for x, y in zip(a, c, strict=True)) / N
+    want = expected_identical(p, same_vm=False)
+    assert abs(equal - want) <= binomial_tol(want, N)
+
+
+def test_without_aslr_one_input_is_byte_identical_in_every_vm_and_process():
+    a = pages_of(ContentSource(4, "vm1", input="ref", randomize_va_space=0), "compile")
+    b = pages_of(ContentSource(4, "vm2", input="ref", randomize_va_space=0), "compile",
+                 pid=345)
+    assert a == b
+    # without an input each VM's private data stays its own, ASLR or not
+    c = pages_of(ContentSource(4, "vm2", randomize_va_space=0), "compile")
+    p = DataProfile.get("compile")
+    equal = sum(x == y for x, y in zip(a, c, strict=True)) / N
+    want = p.zero + p.filled + p.common * (1 - p.zero - p.filled)
+    assert abs(equal - want) <= binomial_tol(want, N)
+
+
+def test_randomize_va_space_1_fixes_the_brk_heap_only():
+    # 0x55.. heap pointers agree across VMs, 0x7f.. mmap pointers do not
+    pools = [ContentSource(1, vm, randomize_va_space=1)._pointer_pool("jvm", 9)
+             for vm in ("vm1", "vm2")]
+    words = [[pool[i:i + 8] for i in range(0, len(pool), 8)] for pool in pools]
+    heap = [(x, y) for x, y in zip(*words, strict=True) if x[5] == 0x55]
+    mmap = [(x, y) for x, y in zip(*words, strict=True) if x[5] == 0x7F]
+    assert heap and mmap
+    assert all(x == y for x, y in heap)
+    assert all(x != y for x, y in mmap)
+    fixed = ContentSource(1, "vm1", randomize_va_space=0)._pointer_pool("jvm", 9)
+    assert fixed == ContentSource(2, "vm9", randomize_va_space=0)._pointer_pool("jvm", 1)
+
+
+def test_configured_keeps_the_vm_and_checks_the_sysctl():
+    src = ContentSource(6, "vm1")
+    assert src.configured() is src
+    other = src.configured(input="ref", randomize_va_space=0)
+    assert (other.seed, other.vm_name, other.input, other.randomize_va_space) == (
+        6, "vm1", "ref", 0)
+    assert other.app_page("idle", 3) == ContentSource(6, "vm1", "ref", 0).app_page("idle", 3)
+    with pytest.raises(ValueError, match="randomize_va_space must be 0, 1 or 2"):
+        ContentSource(6, "vm1", randomize_va_space=3)
+
 # --- images ---------------------------------------------------------------------------
 
 

@@ -143,3 +143,58 @@ def test_trace_profile_replays_a_real_trace_in_time(tmp_path):
     events = sum(1 for line in trace.read_text().splitlines() if line.strip())
     assert 0 < s["vms"]["g"]["work_done"] <= events  # one unit per replayed call or exit
     assert s["vms"]["g"]["faults"]["pgfault"] > 0  # the mapped memory was touched
+
+
+def _pair(tmp_path, wl: dict, kernel: dict | None = None):
+    """Two VMs running `wl` on one host for 1 s: the Scenario after the run."""
+    import simpy
+
+    from experiments.scenario import Scenario
+
+    cfg = config_from_dict({
+        "experiment": {"name": "pair", "duration": "1s", "seed": 3},
+        "host": {"memory": "512MiB", "sharing": {"enabled": False}},
+        "vm": [{"name": "g", "count": 2, "memory": "96MiB", "image": "alpine-3.19",
+                "kernel": kernel or {}, "workload": wl}]})
+    env = simpy.Environment()
+    sc = Scenario(cfg, env)
+    sc.start()
+    env.run(until=1.0)
+    return sc
+
+
+def _anon_contents(vm) -> set[bytes]:
+    from guestkernel.page import PG_anon
+    from hypervisor.p2m import P2M_PRIVATE
+
+    content = vm.machine.content
+    out = set()
+    for pfn, page in enumerate(vm.kernel.mem_map):
+        if page is not None and page.flags & PG_anon and vm.p2m.state[pfn] == P2M_PRIVATE:
+            out.add(content[vm.p2m.mpn[pfn]])
+    return out
+
+
+def test_one_input_without_aslr_gives_two_vms_the_same_heap(tmp_path):
+    wl = {"profile": "compile", "jobs": 1, "process_rss": "4MiB", "process_lifetime": "2s",
+          "sources": "1MiB", "objects": "1MiB"}
+    same = _pair(tmp_path, {**wl, "input": "ref"}, {"randomize_va_space": 0})
+    a, b = (_anon_contents(vm) for vm in same.host.vms)
+    assert len(a) > 800 and len(a & b) >= 0.95 * len(a)  # the 4 MiB heap (1024 pages), byte for byte
+    own = _pair(tmp_path, wl, {"randomize_va_space": 0})  # no input: each VM's own data
+    a, b = (_anon_contents(vm) for vm in own.host.vms)
+    assert len(a & b) <= 0.35 * len(a)  # zero pages and the profile's common keys
+
+
+def test_page_cache_reads_the_image_files_at_boot(tmp_path):
+    from experiments.content import OSImage
+
+    sc = _pair(tmp_path, {"profile": "memhog", "size": "1MiB", "page_cache": "3MiB"})
+    fs = sc.host.vms[0].kernel.fs
+    image = OSImage.get("alpine-3.19")
+    files = [r for r in image.regions if r.category != "kernel"]
+    cached = [fs.lookup(r.name).mapping.nrpages for r in files]
+    assert cached[0] == files[0].pages  # /lib/ld-musl-x86_64.so.1, 654 KiB: read whole
+    # 3 MiB read in image order (readahead may fetch up to 32 pages past the last read)
+    assert 3 * 256 <= sum(cached) <= 3 * 256 + 32
+    assert not any(t.comm == "boot" and t.state == "running" for t in sc.host.vms[0].kernel.tasks.values())
