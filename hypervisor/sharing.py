@@ -79,6 +79,12 @@ _MASK32 = 0xFFFFFFFF .__and__
 _NOT_NONE = re.compile(rb"[^\x00]")
 _WINDOW = 4096  # frames per window: a bulk window that cannot be taken costs this much
 _AGE_PLUS_ONE = bytes(min(i + 1, 255) for i in range(256))  # bytes.translate table
+# bytes.translate tables of the bulk smart_scan skip: 1 where the byte qualifies, else 0
+_NONZERO = bytes([0] + [1] * 255)
+_AGE_OLD = bytes(int(i >= 2) for i in range(256))  # stored age >= 2: age >= 3
+_AGE_BELOW_MAX = bytes(int(i < 254) for i in range(256))  # stored age 254 is age 255
+_IS_PRIVATE = bytes(int(i == 1) for i in range(256))  # P2M_PRIVATE
+_ZERO_BYTE = re.compile(rb"\x00")
 
 
 def page_checksum(data: bytes) -> int:
@@ -284,6 +290,7 @@ class PageSharing:
             oldsum = kv.oldsum
             flags = kv.flags
             age = kv.age
+            skips = kv.skips
             salt = kv.salt
             n = vm.nr_pages
             before = budget
@@ -319,10 +326,17 @@ class PageSharing:
                     pfn = hi
                     continue
                 seq = range(lo, hi)
-                if self.fast_paths and state.count(0, lo, hi) > (hi - lo) >> 1:
+                sparse = self.fast_paths and state.count(0, lo, hi) > (hi - lo) >> 1
+                if sparse:
                     # sparse (a guest touched little of its memory): visit only frames not
                     # P2M_NONE; those never have rmap items and would be idle anyway
                     seq = [m.start() for m in _NOT_NONE.finditer(state, lo, hi)]
+                if smart and k >= self.bulk_min and self.fast_paths and large is None:
+                    skipped = self._bulk_skip(kv, lo, hi)
+                    if skipped is not None:
+                        seq = [lo + m.start() for m in _ZERO_BYTE.finditer(skipped)]
+                        if sparse:
+                            seq = [p for p in seq if state[p]]
                 for pfn in seq:
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
@@ -336,6 +350,24 @@ class PageSharing:
                             self._drop_item(kv, pfn)  # inside a large page: not shareable
                         continue
                     old = oldsum[pfn]
+                    if smart and old >= 0:
+                        # should_skip_rmap_item, before the checksum as in ksm.c
+                        a = age[pfn] + 1  # age is stored minus one: new items start at 1
+                        if a < 3:
+                            age[pfn] = a
+                        else:
+                            if a != 255:
+                                age[pfn] = a
+                            if skips[pfn] == 0:
+                                skips[pfn] = skip_age(a)
+                            else:
+                                skips[pfn] -= 1
+                                self.pages_skipped += 1
+                                if flags[pfn] & _UNSTABLE:
+                                    flags[pfn] = 0  # remove_rmap_item_from_tree
+                                    self.pages_unshared -= 1
+                                idle += 1
+                                continue
                     mpn = mpns[pfn]
                     csum = mcsum[mpn]
                     if csum < 0:
@@ -355,13 +387,6 @@ class PageSharing:
                                 continue
                         oldsum[pfn] = csum
                         continue
-                    if smart:
-                        a = age[pfn] + 1  # age is stored minus one: new items start at 1
-                        if a < 3:
-                            age[pfn] = a
-                        elif self._smart_skip(kv, pfn, a):
-                            idle += 1
-                            continue
                     if flags[pfn]:
                         flags[pfn] = 0  # leaves the unstable tree (remove_rmap_item_from_tree)
                         self.pages_unshared -= 1
@@ -466,22 +491,46 @@ class PageSharing:
             self._unstable.update(zip(cand, map(base.__or__, _select(range(lo, hi), same))))
         return True
 
-    def _smart_skip(self, kv: _KsmVM, pfn: int, a: int) -> bool:
-        """should_skip_rmap_item for a page of age `a` >= 3 (it is aged here).
+    def _bulk_skip(self, kv: _KsmVM, lo: int, hi: int) -> bytes | None:
+        """should_skip_rmap_item for a window [lo, hi), at C speed, for every frame it skips.
 
-        `_KsmVM.age` holds the age minus one, so that a new item (age 1) reads 0.
+        NOTE: an optimisation with exactly the per-page outcome. A frame is skipped when it
+        is a private frame whose rmap item is old enough (stored age >= 2, i.e. age >= 3)
+        and still has skips left (skips > 0 implies an rmap item: only smart_scan sets it
+        and dropping an item clears it). Each skipped frame is aged (up to 255), loses one
+        skip, leaves the unstable tree and counts in pages_skipped, as in the per-page
+        loop; skipping depends on nothing but the frame itself, so doing it before the
+        window's other frames changes no outcome. Returns, per frame of the window, a
+        byte that is non-zero where the frame was skipped, or None if none was.
         """
-        if a != 255:
-            kv.age[pfn] = a
-        if kv.skips[pfn] == 0:
-            kv.skips[pfn] = skip_age(a)
-            return False
-        kv.skips[pfn] -= 1
-        self.pages_skipped += 1
-        if kv.flags[pfn] & _UNSTABLE:
-            kv.flags[pfn] = 0
-            self.pages_unshared -= 1
-        return True
+        k = hi - lo
+        skips = kv.skips
+        sk = skips[lo:hi]
+        if sk.count(0) == k:
+            return None
+        state = kv.vm.p2m.state
+        age = kv.age
+        ag = age[lo:hi]
+        m = (
+            int.from_bytes(sk.translate(_NONZERO), "little")
+            & int.from_bytes(ag.translate(_AGE_OLD), "little")
+            & int.from_bytes(state[lo:hi].translate(_IS_PRIVATE), "little")
+        )
+        if not m:
+            return None
+        n = m.bit_count()
+        skips[lo:hi] = (int.from_bytes(sk, "little") - m).to_bytes(k, "little")
+        grow = m & int.from_bytes(ag.translate(_AGE_BELOW_MAX), "little")
+        if grow:
+            age[lo:hi] = (int.from_bytes(ag, "little") + grow).to_bytes(k, "little")
+        flags = kv.flags
+        f = int.from_bytes(flags[lo:hi], "little")
+        u = f & m  # _UNSTABLE is bit 0; a private frame's flags are 0 or _UNSTABLE
+        if u:
+            flags[lo:hi] = (f - u).to_bytes(k, "little")
+            self.pages_unshared -= u.bit_count()
+        self.pages_skipped += n
+        return m.to_bytes(k, "little")
 
     def full_pass(self) -> float:
         """Scan until the current pass completes; CPU seconds."""
