@@ -763,22 +763,44 @@ class Task:
             raise U.err(U.EBADF, "read")
         if count < 0:
             raise U.err(U.EINVAL, "read")
+        # A user buffer that is not page-aligned (malloc's) takes every page-cache page
+        # into two user pages: the pages are gathered and copied in one copy_to_user, as
+        # filemap_read copies a batch of folios, so each user page is written once.
+        # An aligned buffer gets each page-cache page's very object (one copy of the
+        # contents in the simulator, however many user pages hold them).
+        if count == 0 or f.pos >= f.inode.size:
+            return 0
+        if buf & (PAGE_SIZE - 1):
+            parts = []
+            self._read_pagecache(f.inode, f.pos, count, parts.append)
+            done = copy_to_user(self, buf, parts[0] if len(parts) == 1 else b"".join(parts)) if parts else 0
+        else:
+            done = 0
+
+            def to_user(data: bytes) -> bool:
+                nonlocal done
+                copied = copy_to_user(self, buf + done, data)
+                done += copied
+                return copied == len(data)
+
+            self._read_pagecache(f.inode, f.pos, count, to_user)
+        if done == 0:
+            raise U.err(U.EFAULT, "read")
+        f.pos += done
+        return done
+
+    def _read_pagecache(self, inode, pos: int, count: int, consume) -> int:
+        """filemap_read: hand the file's bytes [pos, pos + count) (up to EOF) to
+        `consume`, a page-cache page (or its part) at a time, reading missing pages in
+        (synchronous readahead); `consume` returning False stops the read after that
+        part. Returns the bytes handed to `consume` (0 at or past EOF)."""
         k = self.kernel
-        inode = f.inode
-        pos = f.pos
         n = min(count, max(0, inode.size - pos))
         if n == 0:
             return 0
         phys = k.phys
         pages = inode.mapping.pages
         last = (pos + n - 1) >> PAGE_SHIFT
-        # A user buffer that is not page-aligned (malloc's) takes every page-cache page
-        # into two user pages: the pages are gathered and copied in one copy_to_user, as
-        # filemap_read copies a batch of folios, so each user page is written once.
-        # An aligned buffer gets each page-cache page's very object (one copy of the
-        # contents in the simulator, however many user pages hold them).
-        gather = buf & (PAGE_SIZE - 1) != 0
-        parts = []
         done = 0
         while done < n:
             p = pos + done
@@ -801,20 +823,39 @@ class Task:
             data = phys.load(page.pfn)
             if chunk != PAGE_SIZE:
                 data = data[off:off + chunk]
-            if gather:
-                parts.append(data)
-                done += chunk
-                continue
-            copied = copy_to_user(self, buf + done, data)
-            done += copied
-            if copied < chunk:
+            done += chunk
+            if consume(data) is False:
                 break
-        if parts:
-            done = copy_to_user(self, buf, parts[0] if len(parts) == 1 else b"".join(parts))
-        if done == 0:
-            raise U.err(U.EFAULT, "read")
-        f.pos += done
         return done
+
+    @_syscall()
+    def sendfile(self, out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        """sendfile(2): move up to `count` bytes of the file `in_fd` to `out_fd` inside
+        the kernel, straight from the page cache (no copy in user memory: what nginx's
+        `sendfile on` and Apache's EnableSendfile do for static files). `offset` None
+        reads at and advances in_fd's position; an int reads there and leaves the
+        position alone. out_fd: the terminal or a socket (fds 0-2: the data leaves the
+        machine) or a regular file opened for writing (written through its page cache).
+        Returns the bytes sent."""
+        fin = self._file(in_fd)
+        fout = self._file(out_fd)
+        if fin is _STDIO or not fin.readable:
+            raise U.err(U.EBADF if fin is not _STDIO and not fin.readable else U.EINVAL, "sendfile")
+        if fout is not _STDIO and (not fout.writable or fout.flags & U.O_APPEND):
+            raise U.err(U.EBADF if not fout.writable else U.EINVAL, "sendfile")
+        if count < 0 or (offset is not None and offset < 0):
+            raise U.err(U.EINVAL, "sendfile")
+        pos = fin.pos if offset is None else offset
+        if fout is _STDIO:
+            sent = self._read_pagecache(fin.inode, pos, count, _discard)
+        else:
+            parts = []
+            sent = self._read_pagecache(fin.inode, pos, count, parts.append)
+            if sent:
+                sent = self._write_pagecache(fout, b"".join(parts))
+        if offset is None:
+            fin.pos += sent
+        return sent
 
     @_syscall()
     def write(self, fd: int, buf: int, count: int) -> int:
@@ -826,11 +867,16 @@ class Task:
             raise U.err(U.EBADF, "write")
         if count <= 0:
             return 0
-        k = self.kernel
-        inode = f.inode
         data = copy_from_user(self, buf, count)
         if not data:
             raise U.err(U.EFAULT, "write")
+        return self._write_pagecache(f, data)
+
+    def _write_pagecache(self, f, data: bytes) -> int:
+        """generic_perform_write: `data` into f's page cache at its position (the end with
+        O_APPEND); pages dirtied, the position and size advanced. Returns bytes written."""
+        k = self.kernel
+        inode = f.inode
         pos = inode.size if f.flags & U.O_APPEND else f.pos
         phys = k.phys
         n = len(data)
@@ -882,6 +928,11 @@ class Task:
             raise U.err(U.EINVAL, "ftruncate")
         _truncate(self.kernel, f.inode, length)
         return 0
+
+
+def _discard(data: bytes) -> bool:
+    """sendfile's sink for a socket or the terminal: the bytes leave the machine."""
+    return True
 
 
 def _truncate(kernel, inode, length: int) -> None:
