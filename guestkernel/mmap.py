@@ -184,11 +184,9 @@ def get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int
 
 
 # --- limits ------------------------------------------------------------------------------------
-def may_expand_vm(task, npages: int) -> bool:
-    lim = task.rlimit(U.RLIMIT_AS)
-    if lim == U.RLIM_INFINITY:
-        return True
-    return task.mm.total_vm + npages <= lim >> PAGE_SHIFT
+def may_expand_vm(task, flags: int, npages: int) -> bool:
+    """Would `npages` more pages of a VMA with `flags` stay within RLIMIT_AS?"""
+    return task.mm.total_vm + npages <= task.rlimit(U.RLIMIT_AS) >> PAGE_SHIFT
 
 
 def can_do_mlock(task) -> bool:
@@ -290,28 +288,48 @@ def do_mmap(task, addr: int, length: int, prot: int, flags: int, file: File | No
 
 def mmap_region(task, file, addr: int, length: int, vm_flags: int, pgoff: int,
                 vm_ops=None, anon_name=None) -> int:
+    """__mmap_region (6.12+): the VMAs a MAP_FIXED mapping replaces are gathered first
+    (split at the range's edges: vms_gather_munmap_vmas) but stay in place until every
+    check that can fail has passed (may_expand_vm over the net growth, the commit charge
+    of the pages not already charged, the shmem object of a shared anonymous mapping);
+    a failure leaves them mapped with their pages (vms_abort_munmap_vmas reattaches
+    them; a VMA the range cut through stays split, as in Linux). Only then are they
+    unmapped (vms_complete_munmap_vmas) and the new VMA made. A replaced VM_ACCOUNT
+    range hands its charge to the new mapping when that one is charged too."""
     mm = task.mm
     k = task.kernel
     npages = length >> PAGE_SHIFT
-    if not may_expand_vm(task, npages):
+    end = addr + length
+    old = _gather_munmap_vmas(task, addr, end) if mm.mm_mt.intersecting(addr, end) else []
+    nr_pages = nr_accounted = 0
+    for v in old:
+        n = v.vma_pages()
+        nr_pages += n
+        if v.vm_flags & VM_ACCOUNT:
+            nr_accounted += n
+    if not may_expand_vm(task, vm_flags, npages - nr_pages):
         raise _err(U.ENOMEM, "mmap")
-    if mm.mm_mt.intersecting(addr, addr + length):
-        do_munmap(task, addr, length)
     charged = 0
+    uncharge_old = True
     if accountable_mapping(file, vm_flags):
-        charged = npages
-        if not vm_enough_memory(task, charged):
+        charged = npages - nr_accounted
+        if charged and not vm_enough_memory(task, charged):
             raise _err(U.ENOMEM, "mmap")
+        uncharge_old = False  # vms.nr_accounted = 0: the old charge is the new one's
         vm_flags |= VM_ACCOUNT
     if file is None and vm_flags & VM_SHARED:
         # shmem_zero_setup: a shared anonymous mapping is an unlinked shmem file
+        if not vm_flags & VM_NORESERVE and not vm_enough_memory(task, npages):
+            if charged:
+                k.vm_unacct_memory(charged)
+            raise _err(U.ENOMEM, "mmap")
         inode = k.fs.new_shmem_inode("/dev/zero", length)
         inode.name = "/dev/zero (deleted)"
         if not vm_flags & VM_NORESERVE:
-            if not vm_enough_memory(task, npages):
-                raise _err(U.ENOMEM, "mmap")
             inode.charged = npages
         file = File(inode)
+    if old:
+        unmap_vmas(task, old, uncharge_old)
     vma = None
     if vm_ops is None:
         vma = vma_merge_new_range(mm, addr, addr + length, vm_flags, file, pgoff, anon_name)
@@ -455,9 +473,18 @@ def do_munmap(task, start: int, length: int, uncharge: bool = True) -> int:
     if not length:
         raise _err(U.EINVAL, "munmap")
     end = start + length
-    vmas = mm.mm_mt.intersecting(start, end)
-    if not vmas:
+    if not mm.mm_mt.intersecting(start, end):
         return 0
+    unmap_vmas(task, _gather_munmap_vmas(task, start, end), uncharge)
+    return 0
+
+
+def _gather_munmap_vmas(task, start: int, end: int) -> list:
+    """vms_gather_munmap_vmas: split the VMAs overlapping [start, end) at its edges and
+    return those now inside it (still mapped). ENOMEM, before any split, if cutting a
+    hole in one VMA would take map_count past max_map_count."""
+    mm = task.mm
+    vmas = mm.mm_mt.intersecting(start, end)
     first = vmas[0]
     if start > first.vm_start:
         if end < first.vm_end and len(mm.mm_mt) >= task.kernel.config.max_map_count:
@@ -466,8 +493,7 @@ def do_munmap(task, start: int, length: int, uncharge: bool = True) -> int:
     last = mm.mm_mt.find_vma(end - 1)
     if last is not None and last.vm_start < end < last.vm_end:
         __split_vma(mm, last, end, True)
-    unmap_vmas(task, mm.mm_mt.intersecting(start, end), uncharge)
-    return 0
+    return mm.mm_mt.intersecting(start, end)
 
 
 def unmap_vmas(task, vmas: list, uncharge: bool = True) -> None:
@@ -525,7 +551,7 @@ def do_brk(task, brk: int) -> int:
     length = newbrk - oldbrk
     npages = length >> PAGE_SHIFT
     flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
-    if not may_expand_vm(task, npages) or len(mm.mm_mt) > k.config.max_map_count:
+    if not may_expand_vm(task, flags, npages) or len(mm.mm_mt) > k.config.max_map_count:
         return origbrk
     if not vm_enough_memory(task, npages):
         return origbrk
@@ -562,7 +588,7 @@ def expand_stack(task, vma, addr: int) -> int:
         return U.ENOMEM
     grow = (vma.vm_start - address) >> PAGE_SHIFT
     size = vma.vm_end - address
-    if not may_expand_vm(task, grow):
+    if not may_expand_vm(task, vma.vm_flags, grow):
         return U.ENOMEM
     if size > task.rlimit(U.RLIMIT_STACK):
         return U.ENOMEM
@@ -755,7 +781,7 @@ def _vma_to_resize(task, addr: int, old_len: int, new_len: int, flags: int):
         raise _err(U.EFAULT, "mremap")
     if not mlock_future_ok(task, vma.vm_flags, new_len - old_len):
         raise _err(U.EAGAIN, "mremap")
-    if not may_expand_vm(task, (new_len - old_len) >> PAGE_SHIFT):
+    if not may_expand_vm(task, vma.vm_flags, (new_len - old_len) >> PAGE_SHIFT):
         raise _err(U.ENOMEM, "mremap")
     return vma
 

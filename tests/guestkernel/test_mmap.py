@@ -625,3 +625,96 @@ def test_fork_copies_the_vdso_and_exec_maps_a_fresh_one(k, t):
     assert len(_special(child)) == 3 and child.mm.vdso == child.mm.mmap_base - 2 * P
     validate_mm(child.mm)
     validate_mm(t.mm)
+
+
+# --- a failed MAP_FIXED leaves the address space as it was ------------------------------------------
+def _snapshot(k, t):
+    """Everything a process can observe of its memory: maps, status, page contents."""
+    pages = {v: t.peek(v << 12, P) for v in sorted(t.mm.pgtable.ptes)}
+    return (k.procfs.read(f"/proc/{t.pid}/maps"), k.procfs.read(f"/proc/{t.pid}/status"),
+            pages, list(t.mm.rss), k.committed_as)
+
+
+def _strict():
+    # mode 2, CommitLimit = 1% of RAM (~300 pages), no reserves
+    return boot(overcommit_memory=2, overcommit_ratio=1, admin_reserve_kbytes=0,
+                user_reserve_kbytes=0)
+
+
+def test_failed_map_fixed_over_whole_vmas_leaves_maps_byte_identical():
+    # aaaabb..    a: rw anonymous, written; b: read-only file mapping, read
+    # mmap(B, 1 MiB, rw, MAP_FIXED) would replace both, but the commit charge fails:
+    # __mmap_region only unmaps once the new VMA can be set up (vms_abort_munmap_vmas)
+    k = _strict()
+    t = k.spawn("t")
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(B, 4 * P, True, [bytes([i + 1]) * P for i in range(4)])
+    k.fs.create("/data", 2 * P, content=b"f" * 2 * P)
+    fd = t.open("/data")
+    t.mmap(B + 4 * P, 2 * P, R, U.MAP_PRIVATE | U.MAP_FIXED, fd, 0)
+    t.access_range(B + 4 * P, 2 * P, False)
+    before = _snapshot(k, t)
+    with pytest.raises(OSError) as e:
+        t.mmap(B, 1 << 20, RW, FIX)
+    assert e.value.errno == U.ENOMEM
+    assert _snapshot(k, t) == before
+    assert t.peek(B + 2 * P, 1) == b"\x03" and t.peek(B + 4 * P, 2) == b"ff"
+    validate_mm(t.mm)
+
+
+def test_failed_map_fixed_through_part_of_a_vma_keeps_its_pages_split_as_linux():
+    # aaaaaaaa    mmap(B+2P, 1 MiB, rw, MAP_FIXED): the gather splits a at B+2P, the
+    # charge fails, the pieces are reattached (not merged again):
+    # aaAAAAAA    same pages, same contents, same rights, two VMAs
+    k = _strict()
+    t = k.spawn("t")
+    t.mmap(B, 8 * P, RW, FIX)
+    t.access_range(B, 8 * P, True, [bytes([i + 1]) * P for i in range(8)])
+    pages, rss, c0 = dict(t.mm.pgtable.ptes), list(t.mm.rss), k.committed_as
+    with pytest.raises(OSError) as e:
+        t.mmap(B + 2 * P, 1 << 20, RW, FIX)
+    assert e.value.errno == U.ENOMEM
+    assert around(t) == [(0, 2, "rw"), (2, 8, "rw")]
+    assert {v: pte for v, pte in t.mm.pgtable.ptes.items() if v in pages} == pages
+    assert [t.peek(B + i * P, 1)[0] for i in range(8)] == list(range(1, 9))
+    assert t.mm.rss == rss and k.committed_as == c0
+    validate_mm(t.mm)
+
+
+def test_map_fixed_counts_only_net_growth_against_rlimit_as(k, t):
+    # aaaa    RLIMIT_AS = total_vm + 2 pages: replacing a (4 pages) by 6 pages is 2 more
+    #         (may_expand_vm(pglen - vms.nr_pages)); 7 pages is 3 more: ENOMEM, a intact
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access(B, True, b"x" * P)
+    t.setrlimit(U.RLIMIT_AS, (t.mm.total_vm + 2) * P)
+    before = _snapshot(k, t)
+    with pytest.raises(OSError) as e:
+        t.mmap(B, 7 * P, RW, FIX)
+    assert e.value.errno == U.ENOMEM
+    assert _snapshot(k, t) == before
+    assert t.mmap(B, 6 * P, RW, FIX) == B
+    assert around(t) == [(0, 6, "rw")] and t.peek(B, 1) == b"\0"  # replaced: fresh zeros
+    validate_mm(t.mm)
+
+
+def test_map_fixed_over_a_charged_range_charges_only_the_difference():
+    # aaaa (charged 4 pages) replaced by a charged 4-page mapping: charged = pglen -
+    # vms.nr_accounted = 0, so it succeeds even with Committed_AS at the limit, and
+    # Committed_AS does not move; a read-only replacement returns the 4 pages
+    k = _strict()
+    t = k.spawn("t")
+    t.mmap(B, 4 * P, RW, FIX)
+    # fill the commit limit: a one-page writable mapping at a time until refused
+    while True:
+        try:
+            t.mmap(0, P, RW, ANON)
+        except OSError:
+            break
+    c0 = k.committed_as
+    with pytest.raises(OSError):
+        t.mmap(B + 8 * P, P, RW, FIX)  # a fresh charge is refused
+    assert t.mmap(B, 4 * P, RW, FIX) == B
+    assert k.committed_as == c0 == committed(k)
+    assert t.mmap(B, 4 * P, R, FIX) == B
+    assert k.committed_as == c0 - 4 == committed(k)
+    validate_mm(t.mm)
