@@ -184,9 +184,29 @@ def get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int
 
 
 # --- limits ------------------------------------------------------------------------------------
+IGNORE_RLIMIT_DATA = False  # the ignore_rlimit_data boot option (off by default)
+
+
 def may_expand_vm(task, flags: int, npages: int) -> bool:
-    """Would `npages` more pages of a VMA with `flags` stay within RLIMIT_AS?"""
-    return task.mm.total_vm + npages <= task.rlimit(U.RLIMIT_AS) >> PAGE_SHIFT
+    """may_expand_vm: may the mm grow by `npages` pages of a VMA with `flags`? total_vm
+    within RLIMIT_AS; a data mapping (private writable, not stack: is_data_mapping) also
+    keeps data_vm within RLIMIT_DATA, except Valgrind's case (soft limit 0, within the
+    hard limit) and with ignore_rlimit_data. Limits in bytes, compared in whole pages."""
+    mm = task.mm
+    if mm.total_vm + npages > task.rlimit(U.RLIMIT_AS) >> PAGE_SHIFT:
+        return False
+    if (flags & (VM_WRITE | VM_SHARED | VM_GROWSDOWN)) == VM_WRITE:
+        cur, hard = task.rlimits[U.RLIMIT_DATA]
+        if mm.data_vm + npages > cur >> PAGE_SHIFT:
+            if cur == 0 and mm.data_vm + npages <= hard >> PAGE_SHIFT:
+                return True  # "Workaround for Valgrind"
+            return IGNORE_RLIMIT_DATA
+    return True
+
+
+def check_data_rlimit(rlim: int, new: int, start: int, end_data: int, start_data: int) -> bool:
+    """check_data_rlimit: True if a brk to `new` keeps heap plus data within `rlim` bytes."""
+    return rlim == U.RLIM_INFINITY or (new - start) + (end_data - start_data) <= rlim
 
 
 def can_do_mlock(task) -> bool:
@@ -194,12 +214,11 @@ def can_do_mlock(task) -> bool:
 
 
 def mlock_future_ok(task, flags: int, nbytes: int) -> bool:
+    """mlock_future_ok: may `nbytes` more of a VMA with `flags` be locked? Compared in
+    pages: locked_vm + nbytes >> PAGE_SHIFT <= RLIMIT_MEMLOCK >> PAGE_SHIFT."""
     if not flags & VM_LOCKED or task.capable(U.CAP_IPC_LOCK):
         return True
-    lim = task.rlimit(U.RLIMIT_MEMLOCK)
-    if lim == U.RLIM_INFINITY:
-        return True
-    return ((task.mm.locked_vm << PAGE_SHIFT) + nbytes) <= lim
+    return (nbytes >> PAGE_SHIFT) + task.mm.locked_vm <= task.rlimit(U.RLIMIT_MEMLOCK) >> PAGE_SHIFT
 
 
 def accountable_mapping(file, flags: int) -> bool:
@@ -530,6 +549,10 @@ def do_brk(task, brk: int) -> int:
     origbrk = mm.brk
     if brk < mm.start_brk:
         return origbrk
+    # against RLIMIT_DATA before any rounding, so an unaligned limit cannot be escaped
+    if not check_data_rlimit(task.rlimit(U.RLIMIT_DATA), brk, mm.start_brk, mm.end_data,
+                             mm.start_data):
+        return origbrk
     newbrk = PAGE_ALIGN(brk)
     oldbrk = PAGE_ALIGN(mm.brk)
     if oldbrk == newbrk:
@@ -643,6 +666,9 @@ def mprotect_fixup(task, vma, start: int, end: int, newflags: int):
     npages = (end - start) >> PAGE_SHIFT
     charged = 0
     if newflags & VM_WRITE:
+        # check space limits when the area turns into data
+        if not may_expand_vm(task, newflags, npages) and may_expand_vm(task, oldflags, npages):
+            raise _err(U.ENOMEM, "mprotect")
         if not oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
             charged = npages
             if not vm_enough_memory(task, charged):

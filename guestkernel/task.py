@@ -219,7 +219,8 @@ class Task:
         self.oops: str | None = None  # the kernel Oops message that killed it
         self.pending: list[tuple[int, int, int]] = []  # signals received (sig, code, addr)
         self._pending_fatal: tuple[int, int, int] | None = None
-        self.rlimits = {
+        self.rlimits = {  # bytes: [soft, hard]
+            U.RLIMIT_DATA: [U.RLIM_INFINITY, U.RLIM_INFINITY],
             U.RLIMIT_STACK: [U.DEFAULT_RLIMIT_STACK, U.RLIM_INFINITY],
             U.RLIMIT_MEMLOCK: [U.DEFAULT_RLIMIT_MEMLOCK, U.DEFAULT_RLIMIT_MEMLOCK],
             U.RLIMIT_AS: [U.RLIM_INFINITY, U.RLIM_INFINITY],
@@ -244,20 +245,30 @@ class Task:
         return self.rlimits[resource][0]
 
     def setrlimit(self, resource: int, cur: int, maxv: int | None = None) -> int:
-        if resource not in self.rlimits:
-            raise U.err(U.EINVAL, "setrlimit")
-        old = self.rlimits[resource]
-        maxv = old[1] if maxv is None else maxv
-        if cur > maxv:
-            raise U.err(U.EINVAL, "setrlimit")
-        if maxv > old[1] and not self.capable(21):
-            raise U.err(U.EPERM, "setrlimit")
-        self.rlimits[resource] = [cur, maxv]
+        """setrlimit(2) (`maxv` None keeps the hard limit). Bytes for the memory limits."""
+        self.prlimit(resource, (cur, self.rlimits[resource][1] if maxv is None
+                                and resource in self.rlimits else maxv))
         return 0
 
     def getrlimit(self, resource: int) -> tuple[int, int]:
-        cur, maxv = self.rlimits[resource]
-        return cur, maxv
+        return self.prlimit(resource)
+
+    def prlimit(self, resource: int, new: tuple[int, int] | None = None) -> tuple[int, int]:
+        """prlimit64(2) on this task (do_prlimit): returns the old (soft, hard) limits and,
+        if `new` is given, sets them. EINVAL for a resource hvsim does not model or a soft
+        limit above the hard one; EPERM for raising the hard limit without
+        CAP_SYS_RESOURCE. The new limits apply to later calls, never to what is mapped."""
+        if resource not in self.rlimits:
+            raise U.err(U.EINVAL, f"prlimit: resource {resource}")
+        old = self.rlimits[resource]
+        if new is not None:
+            cur, maxv = new
+            if maxv is None or cur > maxv:
+                raise U.err(U.EINVAL, "prlimit")
+            if maxv > old[1] and not self.capable(U.CAP_SYS_RESOURCE):
+                raise U.err(U.EPERM, "prlimit")
+            self.rlimits[resource] = [cur, maxv]
+        return old[0], old[1]
 
     def capable(self, cap: int) -> bool:
         return cap in self.caps

@@ -131,6 +131,7 @@ SIGNAL_NAMES = {SIGBUS: "SIGBUS", SIGKILL: "SIGKILL", SIGSEGV: "SIGSEGV",
                 SIGTERM: "SIGTERM", SIGCHLD: "SIGCHLD"}
 
 # --- resource limits (asm-generic/resource.h) -----------------------------------------
+RLIMIT_DATA = 2
 RLIMIT_STACK = 3
 RLIMIT_MEMLOCK = 8
 RLIMIT_AS = 9
@@ -141,6 +142,7 @@ DEFAULT_RLIMIT_MEMLOCK = 8 << 20  # bytes (MLOCK_LIMIT, 6.x)
 # --- capabilities ---------------------------------------------------------------------
 CAP_IPC_LOCK = 14
 CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
 
 # --- errno (Linux values; the `errno` module of a Linux host has the same) -------------
 EPERM = _errno.EPERM

@@ -718,3 +718,72 @@ def test_map_fixed_over_a_charged_range_charges_only_the_difference():
     assert t.mmap(B, 4 * P, R, FIX) == B
     assert k.committed_as == c0 - 4 == committed(k)
     validate_mm(t.mm)
+
+
+# --- RLIMIT_DATA ------------------------------------------------------------------------------------------
+def test_rlimit_data_limits_brk_and_private_writable_mappings(k, t):
+    # data_vm = data 4 + bss 8 pages; RLIMIT_DATA = 16 pages leaves 4 (may_expand_vm)
+    mm = t.mm
+    assert mm.data_vm == 12
+    t.setrlimit(U.RLIMIT_DATA, 16 * P)
+    start = t.brk(0)
+    assert t.brk(start + 5 * P) == start  # 17 pages of data: refused, brk unchanged
+    assert t.brk(start + 3 * P) == start + 3 * P  # 15
+    with pytest.raises(OSError) as e:
+        t.mmap(0, 2 * P, RW, ANON)  # 17
+    assert e.value.errno == U.ENOMEM
+    assert t.mmap(B, P, RW, FIX) == B  # 16: exactly the limit
+    assert mm.data_vm == 16
+    # not data mappings: read-only, shared, stack (growsdown) and read-only file mappings
+    assert t.mmap(0, 8 * P, R, ANON) > 0
+    assert t.mmap(0, 8 * P, RW, U.MAP_SHARED | U.MAP_ANONYMOUS) > 0
+    assert t.mmap(0, 8 * P, RW, ANON | U.MAP_GROWSDOWN) > 0
+    k.fs.create("/f", 8 * P)
+    fd = t.open("/f", U.O_RDWR)
+    assert t.mmap(0, 8 * P, R, U.MAP_PRIVATE, fd, 0) > 0
+    with pytest.raises(OSError) as e:
+        t.mmap(0, P, RW, U.MAP_PRIVATE, fd, 0)  # a private writable file mapping is data
+    assert e.value.errno == U.ENOMEM
+    assert t.mmap(0, P, RW, U.MAP_SHARED, fd, 0) > 0
+    # mprotect turning a read-only mapping into data is refused over the limit
+    a = t.mmap(0, P, R, ANON)
+    with pytest.raises(OSError) as e:
+        t.mprotect(a, P, RW)
+    assert e.value.errno == U.ENOMEM
+    assert mm.data_vm == 16
+    validate_mm(mm)
+
+
+def test_brk_checks_heap_plus_data_segment_even_when_shrinking(k, t):
+    # check_data_rlimit runs before the shrink path: (brk - start_brk) + (end_data -
+    # start_data) must fit, so with the limit lowered to the data segment alone (16 KiB)
+    # even a shrinking brk that keeps some heap is refused; brk(start_brk) is allowed
+    start = t.brk(0)
+    t.brk(start + 8 * P)
+    t.setrlimit(U.RLIMIT_DATA, 16 << 10)
+    assert t.brk(start + 4 * P) == start + 8 * P
+    assert t.brk(start + 1) == start + 8 * P  # one byte over: the check is on bytes
+    assert t.brk(start) == start
+    validate_mm(t.mm)
+
+
+def test_rlimit_data_zero_soft_limit_is_valgrinds_exception(k, t):
+    # soft limit 0 with a larger hard limit: allowed up to the hard limit
+    t.setrlimit(U.RLIMIT_DATA, 0, 14 * P)
+    assert t.mmap(0, 2 * P, RW, ANON) > 0  # data_vm 14
+    with pytest.raises(OSError) as e:
+        t.mmap(0, P, RW, ANON)
+    assert e.value.errno == U.ENOMEM
+
+
+def test_rlimit_data_limits_mremap_growth_but_not_stack_growth(k, t):
+    t.setrlimit(U.RLIMIT_DATA, 14 * P)
+    a = t.mmap(B, 2 * P, RW, FIX)  # data_vm 14
+    with pytest.raises(OSError) as e:
+        t.mremap(a, 2 * P, 3 * P, U.MREMAP_MAYMOVE)
+    assert e.value.errno == U.ENOMEM
+    # the stack is not data: it still grows on a fault below it
+    stack = t.mm.mm_mt.vmas[-1]
+    s0, data = stack.vm_start, t.mm.data_vm
+    t.access(s0 - P, True)
+    assert t.state == "running" and stack.vm_start == s0 - P and t.mm.data_vm == data

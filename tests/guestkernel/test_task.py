@@ -244,3 +244,35 @@ def test_boot_panics_when_init_cannot_be_charged():
     with pytest.raises(KernelPanic, match="No working init found"):
         Kernel(KernelConfig(memory="128MiB", overcommit_memory=2, overcommit_ratio=0,
                             admin_reserve_kbytes=0, user_reserve_kbytes=0))
+
+
+def test_prlimit_semantics(k, t):
+    # defaults: RLIMIT_DATA unlimited, RLIMIT_STACK 8 MiB soft / unlimited hard
+    assert t.prlimit(U.RLIMIT_DATA) == (U.RLIM_INFINITY, U.RLIM_INFINITY)
+    assert t.getrlimit(U.RLIMIT_STACK) == (8 << 20, U.RLIM_INFINITY)
+    # prlimit returns the old pair and sets the new one
+    assert t.prlimit(U.RLIMIT_DATA, (1 << 20, 2 << 20)) == (U.RLIM_INFINITY, U.RLIM_INFINITY)
+    assert t.getrlimit(U.RLIMIT_DATA) == (1 << 20, 2 << 20)
+    # soft above hard: EINVAL; raising the hard limit without CAP_SYS_RESOURCE: EPERM
+    for new, errno in (((3 << 20, 2 << 20), U.EINVAL), ((1 << 20, 4 << 20), U.EPERM)):
+        with pytest.raises(OSError) as e:
+            t.prlimit(U.RLIMIT_DATA, new)
+        assert e.value.errno == errno
+    assert t.getrlimit(U.RLIMIT_DATA) == (1 << 20, 2 << 20)
+    # lowering the hard limit is always allowed, raising it back needs the capability
+    t.setrlimit(U.RLIMIT_DATA, 1 << 20, 1 << 20)
+    t.caps.add(U.CAP_SYS_ADMIN)  # not the right capability
+    with pytest.raises(OSError) as e:
+        t.setrlimit(U.RLIMIT_DATA, 1 << 20, 2 << 20)
+    assert e.value.errno == U.EPERM
+    t.caps.add(U.CAP_SYS_RESOURCE)
+    assert t.setrlimit(U.RLIMIT_DATA, U.RLIM_INFINITY, U.RLIM_INFINITY) == 0
+    with pytest.raises(OSError) as e:
+        t.prlimit(99)
+    assert e.value.errno == U.EINVAL
+    # a child inherits the limits, a copy of them
+    t.setrlimit(U.RLIMIT_DATA, 1 << 20)
+    child = k.tasks[t.fork()]
+    assert child.getrlimit(U.RLIMIT_DATA) == (1 << 20, U.RLIM_INFINITY)
+    child.setrlimit(U.RLIMIT_DATA, 2 << 20)
+    assert t.getrlimit(U.RLIMIT_DATA) == (1 << 20, U.RLIM_INFINITY)
