@@ -75,6 +75,9 @@ class Inode:
         self.charged = 0  # pages of commit charged by a shmem object (shmem_acct_size)
         self.users = 0  # references from struct files (fds, VMAs, SysV segments)
         self.name: str | None = None  # /proc/PID/maps name when not the path
+        # bytes: a truncate cut the file here; `content` beyond it is gone (a hole reads
+        # as zeros until written), None if never truncated below its content
+        self.hole_from: int | None = None
 
     def read_page(self, index: int) -> bytes:
         """The page's bytes on disk (or zeros for shmem and beyond EOF)."""
@@ -86,6 +89,9 @@ class Inode:
         off = index << PAGE_SHIFT
         if off >= self.size:
             return ZERO_PAGE
+        hole = self.hole_from
+        if hole is not None and off >= hole:
+            return ZERO_PAGE
         c = self.content
         if c is None:
             data = f"{self.path}:{index}\n".encode()
@@ -94,6 +100,8 @@ class Inode:
         else:
             data = bytes(c[off:off + PAGE_SIZE])
         tail = self.size - off
+        if hole is not None and hole - off < tail:
+            tail = hole - off
         if tail < PAGE_SIZE:
             data = data[:tail]
         if len(data) != PAGE_SIZE:
@@ -350,6 +358,32 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
     for i in [i for i in inode.disk if i >= start_index]:
         del inode.disk[i]
     return len(idx)
+
+
+def truncate_partial_page(kernel, inode: Inode, length: int) -> float:
+    """The page that straddles a new, unaligned EOF keeps its head and has its tail
+    zeroed (truncate_inode_partial_folio: folio_zero_range from `length` to the page's
+    end) in the page cache, and in the written-back copy on disk (the file system zeroes
+    the partial block), so that a later extension or a read of the mapped page shows
+    zeros after the old EOF. Mappings of the page see it at once (same frame); private
+    CoW copies keep theirs. Returns seconds."""
+    off = length & (PAGE_SIZE - 1)
+    if not off:
+        return 0.0
+    index = length >> PAGE_SHIFT
+    if inode.hole_from is None or length < inode.hole_from:
+        inode.hole_from = length
+    data = inode.disk.get(index)
+    if data is not None:
+        inode.disk[index] = data[:off] + bytes(PAGE_SIZE - off)
+    page = inode.mapping.pages.get(index)
+    if page is None:
+        return 0.0
+    phys = kernel.phys
+    old = phys.load(page.pfn)
+    if old is ZERO_PAGE or not any(old[off:]):
+        return phys.touch(page.pfn, False)
+    return phys.touch(page.pfn, True) + phys.store(page.pfn, old[:off] + bytes(PAGE_SIZE - off))
 
 
 def drop_caches(kernel, fs: FileSystem) -> int:

@@ -45,6 +45,7 @@ from .filemap import (
     read_pages,
     set_page_dirty,
     truncate_inode_pages,
+    truncate_partial_page,
 )
 from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
 from .page import PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
@@ -933,6 +934,18 @@ class Task:
         return f.pos
 
     @_syscall()
+    def truncate(self, path: str, length: int) -> int:
+        """truncate(2): do_sys_truncate on the file at `path` (EINVAL for a negative
+        length, ENOENT if there is no such file)."""
+        if length < 0:
+            raise U.err(U.EINVAL, "truncate")
+        inode = self.kernel.fs.lookup(path)
+        if inode is None:
+            raise U.err(U.ENOENT, f"truncate {path}")
+        _truncate(self.kernel, inode, length)
+        return 0
+
+    @_syscall()
     def ftruncate(self, fd: int, length: int) -> int:
         f = self._file(fd)
         if f is _STDIO or length < 0 or not f.writable:
@@ -947,8 +960,10 @@ def _discard(data: bytes) -> bool:
 
 
 def _truncate(kernel, inode, length: int) -> None:
-    """truncate_setsize: shrinking unmaps the pages beyond EOF from every mapping (private
-    CoW copies too) and drops them from the cache."""
+    """truncate_setsize + truncate_pagecache: shrinking unmaps the pages wholly beyond
+    EOF from every mapping (private CoW copies too), drops them from the cache and the
+    disk, and zeroes the tail of the page that straddles an unaligned new EOF
+    (truncate_inode_pages_range's partial page). The seconds go to kernel.stall."""
     if length < inode.size:
         start_index = (length + PAGE_SIZE - 1) >> PAGE_SHIFT
         for vma in list(inode.mapping.i_mmap):
@@ -956,7 +971,11 @@ def _truncate(kernel, inode, length: int) -> None:
             a = max(vma.vm_start, vstart)
             if a < vma.vm_end:
                 zap_page_range(kernel, vma.vm_mm, vma, a, vma.vm_end)
+        inode.size = length
         truncate_inode_pages(kernel, inode, start_index)
+        kernel.stall += truncate_partial_page(kernel, inode, length)
+        if inode.hole_from is None or length < inode.hole_from:
+            inode.hole_from = length
     inode.size = length
 
 

@@ -165,3 +165,83 @@ def test_shared_anonymous_mapping_is_shmem(k, t):
     assert line and line[0].endswith(" /dev/zero (deleted)") and " rw-s " in line[0]
     t.munmap(a, 4 * P)
     assert k.vmstat["nr_shmem"] == 0 and k.committed_as == c0
+
+
+# --- truncate to an unaligned size: the partial page ---------------------------------------------
+def _file(k, path="/f", pages=3, byte=b"a"):
+    k.fs.create(path, pages * P, byte * (pages * P))
+    return k.fs.lookup(path)
+
+
+def _read_all(t, fd, n, buf=B + 64 * P):
+    """read() the file from offset 0 into a fresh buffer; returns the bytes."""
+    if t.mm.mm_mt.lookup(buf) is None:
+        t.mmap(buf, 16 * P, RW, ANON | U.MAP_FIXED)
+    t.lseek(fd, 0)
+    got = t.read(fd, buf, n)
+    return t.peek(buf, got)
+
+
+def test_truncate_zeroes_the_tail_of_the_cached_partial_page(k, t):
+    # page:     0       1       2
+    # before  aaaaaaaa aaaaaaaa aaaaaaaa        (3 pages, all cached and mapped shared)
+    # 5000    aaaaaaaa a000000- --------        page 1 cut at 904: its tail zeroed in the
+    #                                           cache, page 2 unmapped and dropped
+    # 3 pages aaaaaaaa a0000000 00000000        extension: zeros after the old EOF
+    _file(k)
+    fd = t.open("/f", U.O_RDWR)
+    m = t.mmap(B, 3 * P, RW, U.MAP_SHARED, fd, 0)
+    t.access_range(m, 3 * P, False)
+    page1 = k.fs.lookup("/f").mapping.pages[1]
+    assert t.ftruncate(fd, 5000) == 0
+    assert k.fs.lookup("/f").mapping.pages[1] is page1  # the same page, still mapped
+    assert t.peek(m + P, P) == b"a" * 904 + bytes(P - 904)
+    assert set(k.fs.lookup("/f").mapping.pages) == {0, 1}
+    assert t.ftruncate(fd, 3 * P) == 0
+    assert _read_all(t, fd, 3 * P) == b"a" * 5000 + bytes(3 * P - 5000)
+    t.access(m + 2 * P, False)  # page 2 is back within EOF: a fresh (zero) page
+    assert t.state == "running" and t.peek(m + 2 * P, P) == bytes(P)
+    validate_mm(t.mm)
+
+
+def test_truncate_of_uncached_content_and_written_back_pages_leaves_a_hole(k, t):
+    # nothing cached: the content beyond the cut is gone from the disk too
+    _file(k, "/g")
+    assert t.truncate("/g", 5000) == 0
+    assert t.truncate("/g", 2 * P) == 0
+    fd = t.open("/g")
+    assert _read_all(t, fd, 2 * P) == b"a" * 5000 + bytes(2 * P - 5000)
+    # a page written back and dropped from the cache: its copy on disk is cut too
+    inode = _file(k, "/h", 2, b"b")
+    fd = t.open("/h", U.O_RDWR)
+    t.mmap(B + 32 * P, P, RW, ANON | U.MAP_FIXED)
+    t.access(B + 32 * P, True, b"c" * P)
+    t.lseek(fd, P)
+    assert t.write(fd, B + 32 * P, P) == P  # page 1 is now c..c, dirty
+    page = inode.mapping.pages[1]
+    writepage(k, page)
+    delete_from_page_cache(k, page)
+    assert t.ftruncate(fd, P + 100) == 0 and t.ftruncate(fd, 2 * P) == 0
+    assert _read_all(t, fd, 2 * P) == b"b" * P + b"c" * 100 + bytes(P - 100)
+    with pytest.raises(OSError) as e:
+        t.truncate("/nope", 0)
+    assert e.value.errno == U.ENOENT
+    with pytest.raises(OSError) as e:
+        t.truncate("/h", -1)
+    assert e.value.errno == U.EINVAL
+
+
+def test_truncate_keeps_private_copies_of_the_partial_page(k, t):
+    # MAP_PRIVATE: a written page is the process's own anonymous copy; only the pages
+    # wholly beyond EOF are unmapped (holebegin = round_up(size)), so the copy of the
+    # straddling page keeps its bytes, while a shared mapping sees the zeroed tail
+    _file(k)
+    fd = t.open("/f", U.O_RDWR)
+    priv = t.mmap(B, 2 * P, RW, U.MAP_PRIVATE, fd, 0)
+    shared = t.mmap(B + 8 * P, 2 * P, RW, U.MAP_SHARED, fd, 0)
+    t.access(priv + P, True, b"x" * P)
+    t.access(shared + P, False)
+    t.ftruncate(fd, 5000)
+    assert t.peek(priv + P, P) == b"x" * P
+    assert t.peek(shared + P, P) == b"a" * 904 + bytes(P - 904)
+    validate_mm(t.mm)
