@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 
 from .p2m import P2M_PRIVATE
-from .states import CLEAR, ENTER_PCT, HARD, HIGH
+from .states import CLEAR, ENTER_PCT, EXIT_PCT, HIGH, SOFT
 
 # -- victim choice ---------------------------------------------------------------------------
 
@@ -200,37 +200,72 @@ class EsxSharesPolicy:
         return shares / (max(pages, 1) * (active + k * (1.0 - active)))
 
     def targets(self, host) -> list[int]:
+        """Balloon targets (pages) from what the host must free and what each VM consumes.
+
+        soft    the host lacks `need` = minFree (the clear threshold) - free frames. ESX
+                reclaims them from the VMs whose consumption exceeds their entitlement:
+                min-funding revocation takes `chunk` after `chunk` from the VM paying the
+                least per page (rho, over the machine frames backing it). A VM's target
+                becomes what its balloon holds + what it must give (never lower than the
+                target already set). A balloon page the guest had never touched frees no
+                frame, so the host stays short and the next update raises the target
+                again: the balloon grows until the machine memory needed is freed.
+        high    free memory is above 400 % of minFree: balloons give back the surplus,
+                to the VMs with the most shares per page first
+        clear   targets held (hysteresis between the two)
+        hard, low   ballooning stops: targets held (the drivers still reach them)
+        """
         vms = host.vms
         current = [vm.balloon_target for vm in vms]
-        state = host.states.state
-        if state >= HARD:
-            return current  # ballooning stops in hard and low
-        # pages to take so that free memory reaches the clear threshold (100 % minFree)
-        goal = host.states.min_free * ENTER_PCT[CLEAR] // 100
-        want = sum(current) + goal - host.machine.nr_free
-        if state in (HIGH, CLEAR) and want > sum(current):
-            want = sum(current)  # above soft: never inflate further, only deflate
-        want = max(0, want)
-        caps = [host.balloon.cap(vm) for vm in vms]
-        pages = [vm.nr_resident + cur for vm, cur in zip(vms, current, strict=True)]
+        states = host.states
+        state = states.state
+        free = host.machine.nr_free
+        if state == SOFT:
+            need = states.min_free * ENTER_PCT[CLEAR] // 100 - free
+            if need <= 0:
+                return current
+            held = [vm.balloon.actual if vm.balloon is not None else 0 for vm in vms]
+            room = [
+                max(0, host.balloon.cap(vm) - h) if vm.balloon is not None else 0
+                for vm, h in zip(vms, held, strict=True)
+            ]
+            take = self._revoke(vms, [vm.nr_resident for vm in vms], room, need, cheapest=True)
+            return [
+                max(cur, h + t) for cur, h, t in zip(current, held, take, strict=True)
+            ]
+        if state == HIGH and any(current):
+            surplus = free - states.min_free * EXIT_PCT[CLEAR] // 100
+            if surplus <= 0:
+                return current
+            pages = [vm.nr_resident for vm in vms]
+            give = self._revoke(vms, pages, current, surplus, cheapest=False)
+            return [cur - g for cur, g in zip(current, give, strict=True)]
+        return current
+
+    def _revoke(self, vms, pages, room, total, cheapest: bool) -> list[int]:
+        """Split `total` pages over VMs in chunks, each chunk to the VM with the lowest
+        (cheapest=True: take from it) or highest (False: give to it) shares per page;
+        VM i takes at most room[i]. `pages[i]`: machine frames VM i consumes now."""
         active = [self._sampler(vm).active for vm in vms]
         shares = [vm.shares for vm in vms]
         out = [0] * len(vms)
-        chunk = max(self.chunk, want // 64)
-        while want > 0:
+        chunk = max(self.chunk, total // 64)
+        sign = -1 if cheapest else 1
+        while total > 0:
             best = -1
             best_rho = 0.0
             for i in range(len(vms)):
-                if out[i] >= caps[i]:
+                if out[i] >= room[i]:
                     continue
-                r = self.rho(shares[i], pages[i] - out[i], active[i])
-                if best < 0 or r < best_rho:
+                # a VM consumes fewer frames after giving (more after getting) memory back
+                r = self.rho(shares[i], pages[i] + sign * out[i], active[i])
+                if best < 0 or (r < best_rho if cheapest else r > best_rho):
                     best, best_rho = i, r
             if best < 0:
                 break
-            take = min(chunk, want, caps[best] - out[best])
-            out[best] += take
-            want -= take
+            step = min(chunk, total, room[best] - out[best])
+            out[best] += step
+            total -= step
         return out
 
 

@@ -1,9 +1,12 @@
 """Free-memory states (ESXi 6.x) and the techniques each one enables.
 
 minFree = 899 MB for the first 28 GB of host memory + 1 % of the rest (128 GB -> 1923 MB).
-A simulated host smaller than 28 GB gets minFree scaled in proportion (899 MB * size /
-28 GB), so a small host behaves like a real one at the same fraction; `min_free` can also
-be set explicitly.
+Below 28 GB ESXi's sliding scale (Mem.MemMinFreePct) applies: 6 % of the first 4 GB, 4 %
+of the next 8 GB, 2 % of the next 16 GB -- normalised so that 28 GB gives the documented
+899 MB (the raw scale gives 901 MB there). A small host therefore keeps a larger share of
+its memory free than a large one, as a real one does (2.5 GiB -> 153 MiB, 6 %; a plain
+proportion of 899 MB / 28 GB would give 80 MiB, 3.1 %, and a soft band too narrow for
+ballooning to act in). `min_free` can also be set explicitly.
 
 States, from free machine memory as a percentage of minFree:
 
@@ -42,13 +45,29 @@ _MIB = 1 << 20  # VMware's "MB" in the minFree rule
 _GIB = 1 << 30
 
 
+# Mem.MemMinFreePct's sliding scale below 28 GB: (band end, percent of the band)
+SLIDING_SCALE = ((4 * _GIB, 6), (12 * _GIB, 4), (28 * _GIB, 2))
+
+
 def min_free_bytes(host_bytes: int) -> int:
-    """ESXi minFree for a host of `host_bytes`, scaled below 28 GB (bytes)."""
+    """ESXi minFree for a host of `host_bytes` (bytes): 899 MB + 1 % above 28 GB, the
+    sliding scale below (normalised to 899 MB at 28 GB)."""
     first = 28 * _GIB
     base = 899 * _MIB
-    if host_bytes <= first:
-        return base * host_bytes // first
-    return base + (host_bytes - first) // 100
+    if host_bytes >= first:
+        return base + (host_bytes - first) // 100
+    return base * _sliding_scale(host_bytes) // _sliding_scale(first)
+
+
+def _sliding_scale(host_bytes: int) -> int:
+    """100 x the raw sliding-scale minFree of a host of `host_bytes` (bytes)."""
+    total = 0
+    start = 0
+    for end, pct in SLIDING_SCALE:
+        if host_bytes > start:
+            total += pct * (min(host_bytes, end) - start)
+        start = end
+    return total
 
 
 def state_for(free_pct: float) -> int:

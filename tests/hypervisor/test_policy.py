@@ -16,7 +16,7 @@ from hypervisor.policy import (
     balloon_policy,
     victim_policy,
 )
-from hypervisor.states import SOFT
+from hypervisor.states import CLEAR, HARD, HIGH, LOW, SOFT
 from hypervisor.vm import VM
 
 
@@ -84,35 +84,128 @@ def test_active_sampler_measures_the_touched_fraction():
     assert s.active == pytest.approx(max(expected, s.fast, s.slow))
 
 
-def _host_with_two_vms(policy="esx-shares"):
+class FakeDriver:
+    """A guest balloon driver reduced to what the controller reads: pages held."""
+
+    def __init__(self, vm):
+        self.vm = vm
+        self.target = 0
+        self.held: list[int] = []
+
+    @property
+    def actual(self):
+        return len(self.held)
+
+    def set_target(self, pages):
+        self.target = pages
+
+    def give(self, pfns):
+        """The guest hands these frames to its balloon (released to the host)."""
+        for pfn in pfns:
+            self.vm.release(pfn)
+            self.held.append(pfn)
+
+
+def _host_with_two_vms(policy="esx-shares", drivers=True):
     host = Host(HostConfig(memory=f"{1000 * 4096}", min_free=f"{100 * 4096}", balloon_policy=policy))
     vms = []
     for name in ("idle", "busy"):
         vm = host._new_vm(name, 600)
         host._add_vm(vm)
         vms.append(vm)
+        if drivers:
+            vm.balloon = FakeDriver(vm)
     for vm in vms:
         for pfn in range(475):
             vm.touch(pfn, True)
     return host, vms
 
 
+def _active(host, vm, fraction):
+    s = host.balloon.policy._sampler(vm)
+    s.current = s.fast = s.slow = fraction
+
+
 def test_esx_shares_balloons_the_idle_vm_first():
     host, (idle, busy) = _host_with_two_vms()
+    #   machine 1000 frames, minFree 100: clear < 100 free, soft < 64, hard < 32
+    #   idle: 475 frames backed (active 0 %), busy: 475 (active 100 %), free 50
     assert host.machine.nr_free == 50
     assert host.check_state() == SOFT
-    pol = host.balloon.policy
-    pol._sampler(idle).current = pol._sampler(idle).fast = pol._sampler(idle).slow = 0.0
-    # 50 pages short of the clear threshold (100 % of minFree = 100 free frames)
+    _active(host, idle, 0.0)
+    # need = 100 - 50: what brings free memory back to 100 % of minFree, all from the VM
+    # paying least per page (idle pages are taxed: rho = S / (P (f + 4 (1 - f))))
     assert host.balloon.update() == [50, 0]
-    assert idle.balloon_target == 50
+    assert idle.balloon_target == 50 and idle.balloon.target == 50
+
+
+def test_esx_shares_raises_the_target_until_the_frames_are_freed():
+    host, (idle, busy) = _host_with_two_vms()
+    _active(host, idle, 0.0)
+    host.check_state()
+    assert host.balloon.update() == [50, 0]
+    # the guest's allocator hands the balloon 50 frames it never touched: no machine
+    # frame comes back, the host is still 50 short, so the target rises by 50
+    idle.balloon.give(range(500, 550))
+    assert host.machine.nr_free == 50 and host.balloon.reclaimed() == 0
+    assert host.check_state() == SOFT
+    assert host.balloon.update() == [100, 0]
+    # 20 more given: these were backed; 30 still missing on top of the 70 held
+    idle.balloon.give(range(20))
+    assert host.machine.nr_free == 70 and host.balloon.reclaimed() == 20
+    host.check_state()
+    assert host.balloon.update() == [100, 0]  # 70 + 30 < 100: the target already set stands
+    idle.balloon.give(range(20, 50))
+    assert host.machine.nr_free == 100 and host.balloon.reclaimed() == 50
+    assert host.check_state() == CLEAR  # back at 100 % of minFree
+    assert host.balloon.update() == [100, 0]  # clear: held
+
+
+def test_esx_shares_targets_follow_what_the_balloon_holds_not_the_vm_size():
+    host, (idle, busy) = _host_with_two_vms()
+    _active(host, idle, 0.0)
+    idle.balloon.give(range(500, 600))  # 100 never-touched frames already ballooned
+    idle.balloon_target = 100
+    host.check_state()
+    assert host.balloon.update() == [150, 0]  # held 100 + the 50 frames still needed
 
 
 def test_esx_shares_never_exceeds_the_cap_and_spreads_by_price():
     host, (idle, busy) = _host_with_two_vms()
     host.balloon.max_pct = 5  # 30 pages per VM
     host.check_state()
+    # equal shares and activity: chunks go to the first of equals until its cap
     assert host.balloon.update() == [30, 20]
+
+
+def test_esx_shares_holds_targets_in_clear_hard_and_low():
+    host, (idle, busy) = _host_with_two_vms()
+    idle.balloon_target, busy.balloon_target = 40, 10
+    for frees, state in ((80, CLEAR), (20, HARD), (10, LOW)):
+        host.states.state = state
+        host.machine.nr_free = frees
+        assert host.balloon.policy.targets(host) == [40, 10]
+
+
+def test_esx_shares_deflates_the_surplus_above_400_percent_to_the_richest_vm_first():
+    host, (idle, busy) = _host_with_two_vms()
+    idle.balloon_target, busy.balloon_target = 100, 40
+    for pfn in range(400):  # the idle guest exits its programs: frames free on the host
+        idle.release(pfn)
+    assert host.machine.nr_free == 450
+    assert host.check_state() == HIGH
+    # surplus 450 - 400 = 50 frames; idle now consumes 75 frames, busy 475: idle pays
+    # the most shares per page and is given memory back first
+    assert host.balloon.policy.targets(host) == [50, 40]
+    host.machine.nr_free = 400
+    assert host.balloon.policy.targets(host) == [100, 40]  # no surplus: held
+
+
+def test_esx_shares_skips_vms_without_a_balloon_driver():
+    host, (a, b) = _host_with_two_vms(drivers=False)
+    b.balloon = FakeDriver(b)
+    host.check_state()
+    assert host.balloon.update() == [0, 50]
 
 
 def test_mom_shrinks_guests_with_spare_memory_under_pressure_by_at_most_5_percent():
@@ -160,6 +253,7 @@ def test_esx_shares_targets_respect_caps_and_ask_for_what_is_missing(vms, used, 
     for i, (weight, active) in enumerate(vms):
         vm = host._new_vm(f"v{i}", 300)
         host._add_vm(vm)
+        vm.balloon = FakeDriver(vm)
         vm.shares *= weight
         for pfn in range(min(used, 300)):
             vm.touch(pfn, True)

@@ -21,7 +21,21 @@ GIB = 1 << 30
 def test_min_free_rule():
     assert min_free_bytes(128 * GIB) == 1923 * MIB  # 899 MB + 1 % of 100 GB
     assert min_free_bytes(28 * GIB) == 899 * MIB
-    assert min_free_bytes(14 * GIB) == 899 * MIB // 2  # scaled below 28 GB
+    # below 28 GB, the sliding scale 6 % / 4 % / 2 % of the first 4 / next 8 / next 16 GB,
+    # whose 0.88 GB at 28 GB stands for the documented 899 MB
+    assert min_free_bytes(4 * GIB) == 899 * MIB * (6 * 4) // (6 * 4 + 4 * 8 + 2 * 16)
+    assert min_free_bytes(14 * GIB) == 899 * MIB * (6 * 4 + 4 * 8 + 2 * 2) // 88
+    assert min_free_bytes(2560 * MIB) == 899 * MIB * 6 * 2560 // (88 * 1024)  # 153.2 MiB
+    assert min_free_bytes(64 * MIB) == 899 * MIB * 6 * 64 // (88 * 1024)  # 3.8 MiB: 6 %
+    assert min_free_bytes(28 * GIB - 4096) < 899 * MIB  # continuous and rising at 28 GB
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(16 * 4096, 256 * GIB), st.integers(1, 64 * GIB))
+def test_min_free_rises_with_host_memory_and_its_share_falls(host, more):
+    a, b = min_free_bytes(host), min_free_bytes(host + more)
+    assert a <= b
+    assert (a + 1) * (host + more) >= b * host  # the fraction kept free never grows (± 1 B)
 
 
 @pytest.mark.parametrize(
