@@ -252,6 +252,8 @@ class WebserverParams(_Model):
     shared_heap: Size = Field("48MiB", description="heap built before forking, shared copy-on-write")
     worker_heap: Size = Field("16MiB", description="each worker's private heap")
     docroot: Size = Field("128MiB", description="static files served from the page cache")
+    sendfile: bool = Field(True, description="send files with sendfile() straight from the page cache (nginx's "
+                           "`sendfile on`, as Debian ships it); false: read() them into a user buffer (two copies)")
     request_rate: float = Field(200.0, gt=0, description="requests per second, all workers")
     request_touch: Size = Field("128KiB", description="memory a request touches")
     burst_interval: Duration = Field("100ms", description="time between request bursts")

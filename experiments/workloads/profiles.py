@@ -182,7 +182,10 @@ class WebserverWorkload(Profile):
                     cost += proc.touch(shared_base + off, PAGE, False)
                 if zipf is not None:
                     path, nbytes = docs[zipf.draw()]
-                    cost += proc.read_file(path, 0, min(nbytes, 64 * 1024))
+                    if p.sendfile:
+                        cost += proc.send_file(path, 0, min(nbytes, 64 * 1024))
+                    else:
+                        cost += proc.read_file(path, 0, min(nbytes, 64 * 1024))
                 if not proc.alive:
                     break
             self.work_done += n
