@@ -118,6 +118,9 @@ class MMStruct:
         self.vdso = 0  # mm->context.vdso: address of the [vdso] text, 0 if none
         self.total_vm = 0
         self.locked_vm = 0
+        # pages locked_vm still counts for VMAs that lost VM_LOCKED to a partial
+        # MREMAP_DONTUNMAP (Linux never takes them back out until exit)
+        self.locked_vm_orphaned = 0
         self.pinned_vm = 0
         self.data_vm = 0
         self.exec_vm = 0
@@ -801,11 +804,12 @@ class Task:
         f.pos += done
         return done
 
-    def _read_pagecache(self, inode, pos: int, count: int, consume) -> int:
+    def _read_pagecache(self, inode, pos: int, count: int, consume, data: bool = True) -> int:
         """filemap_read: hand the file's bytes [pos, pos + count) (up to EOF) to
         `consume`, a page-cache page (or its part) at a time, reading missing pages in
         (synchronous readahead); `consume` returning False stops the read after that
-        part. Returns the bytes handed to `consume` (0 at or past EOF)."""
+        part; with `data` False it gets None (the device reads the page: a socket's DMA).
+        Returns the bytes handed to `consume` (0 at or past EOF)."""
         k = self.kernel
         n = min(count, max(0, inode.size - pos))
         if n == 0:
@@ -832,11 +836,14 @@ class Task:
                         break
             k.mark_page_accessed(page)
             self.cost += phys.touch(page.pfn, False)
-            data = phys.load(page.pfn)
-            if chunk != PAGE_SIZE:
-                data = data[off:off + chunk]
             done += chunk
-            if consume(data) is False:
+            if not data:
+                consume(None)
+                continue
+            part = phys.load(page.pfn)
+            if chunk != PAGE_SIZE:
+                part = part[off:off + chunk]
+            if consume(part) is False:
                 break
         return done
 
@@ -859,7 +866,7 @@ class Task:
             raise U.err(U.EINVAL, "sendfile")
         pos = fin.pos if offset is None else offset
         if fout is _STDIO:
-            sent = self._read_pagecache(fin.inode, pos, count, _discard)
+            sent = self._read_pagecache(fin.inode, pos, count, _discard, data=False)
         else:
             parts = []
             sent = self._read_pagecache(fin.inode, pos, count, parts.append)
@@ -954,7 +961,7 @@ class Task:
         return 0
 
 
-def _discard(data: bytes) -> bool:
+def _discard(data: bytes | None) -> bool:
     """sendfile's sink for a socket or the terminal: the bytes leave the machine."""
     return True
 
