@@ -13,6 +13,13 @@ itself. Contents live beneath it, in a `PhysicalMemory`:
 
 `BareMetal` is a plain list of frames and costs nothing. The hypervisor's `VM` answers from
 its P2M and returns what each transition costs.
+
+Page contents are `bytes`, or a `LazyPage`: the recipe of a generated page (a workload's
+data, made from a seed), which `store` accepts and keeps as it is, so that a simulated
+host of 64 GiB does not need 64 GiB of the simulator's memory. Whoever needs the bytes
+themselves (a hash, a byte compare, a compression, the guest reading the page) calls
+`page_bytes`, which makes them on the spot: every such operation runs on the real bytes.
+`load` always returns bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,34 @@ from typing import Protocol
 from .units import PAGE_SIZE
 
 ZERO_PAGE = bytes(PAGE_SIZE)  # the one zero-filled page object everybody shares
+
+
+class LazyPage:
+    """A page's contents held as what makes them: `materialize()` returns its PAGE_SIZE
+    bytes, the same every time. Immutable; subclasses add the slots of their recipe."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return PAGE_SIZE
+
+    def materialize(self) -> bytes:
+        raise NotImplementedError
+
+    def __eq__(self, other) -> bool:
+        return page_bytes(self) == page_bytes(other)
+
+    def __hash__(self) -> int:
+        return hash(self.materialize())
+
+
+def page_bytes(data) -> bytes:
+    """The bytes of page contents held as bytes or as a LazyPage."""
+    if data.__class__ is bytes:
+        return data
+    if isinstance(data, LazyPage):
+        return data.materialize()
+    return bytes(data)
 
 
 class PhysicalMemory(Protocol):
@@ -54,7 +89,9 @@ class BareMetal:
 
     def load(self, pfn: int) -> bytes:
         data = self.frames[pfn]
-        return ZERO_PAGE if data is None else data
+        if data is None:
+            return ZERO_PAGE
+        return data if data.__class__ is bytes else page_bytes(data)
 
     def release(self, pfn: int) -> None:
         self.frames[pfn] = None

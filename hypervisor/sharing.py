@@ -61,7 +61,7 @@ from operator import eq as _eq
 
 import xxhash
 
-from guestkernel.physmem import ZERO_PAGE
+from guestkernel.physmem import ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
 from .machine import OWNER_SHARED, MachineMemory
@@ -372,7 +372,10 @@ class PageSharing:
                     csum = mcsum[mpn]
                     if csum < 0:
                         # NOTE: hashed once per content change; see the module docstring.
-                        csum = mcsum[mpn] = xxh3(content[mpn]) & 0xFFFFFFFF
+                        d = content[mpn]
+                        if d.__class__ is not bytes:
+                            d = page_bytes(d)  # a LazyPage: hashed on its real bytes
+                        csum = mcsum[mpn] = xxh3(d) & 0xFFFFFFFF
                         hashed += 1
                     if old < 0:
                         # A new rmap item: its zeroed oldchecksum differs from the page's
@@ -446,11 +449,14 @@ class PageSharing:
         if old.count(-1) == k:
             # first visits (a VM just booted or loaded): checksum all, all volatile
             content = self.machine.content
+            datas = content[m0 : m0 + k] if contiguous else list(map(content.__getitem__, ms))
+            try:
+                sums = list(map(_MASK32, map(_xxh3, datas)))
+            except TypeError:  # LazyPages among them: hashed on their real bytes
+                sums = list(map(_MASK32, map(_xxh3, map(page_bytes, datas))))
             if contiguous:
-                sums = list(map(_MASK32, map(_xxh3, content[m0 : m0 + k])))
                 mcsum[m0 : m0 + k] = sums
             else:
-                sums = list(map(_MASK32, map(_xxh3, map(content.__getitem__, ms))))
                 for m, c in zip(ms, sums, strict=True):
                     mcsum[m] = c
             self.pages_hashed += k
@@ -565,7 +571,7 @@ class PageSharing:
         mcsum = self.machine.csum
         csum = mcsum[mpn]
         if csum < 0:
-            csum = mcsum[mpn] = _xxh3(self.machine.content[mpn]) & 0xFFFFFFFF
+            csum = mcsum[mpn] = _xxh3(page_bytes(self.machine.content[mpn])) & 0xFFFFFFFF
             self.pages_hashed += 1
         self.scan_time += self.hash_cost
         key = csum | kv.salt
@@ -633,6 +639,9 @@ class PageSharing:
         """unstable_tree_search_insert + try_to_merge_two_pages + stable_tree_insert."""
         machine = self.machine
         data = machine.content[mpn]
+        if data.__class__ is not bytes:
+            # the bytes, made once: compared with each candidate, and the KSM frame's if it merges
+            data = page_bytes(data)
         cands = cand if type(cand) is list else [cand]
         keep: list[int] = []
         merged = False
@@ -654,6 +663,7 @@ class PageSharing:
                 keep.append(item)
                 continue
             # Merge: this page's frame becomes the KSM frame, the tree page's is freed.
+            machine.content[mpn] = data  # (the same contents; as bytes: compared often)
             ckv.flags[cpfn] = _STABLE
             self.pages_unshared -= 1
             machine.free(cmpn)
