@@ -812,10 +812,17 @@ def _vma_to_resize(task, addr: int, old_len: int, new_len: int, flags: int):
     return vma
 
 
+def _dontunmap_may_expand(task, vma, old_len: int, flags: int) -> None:
+    # MREMAP_DONTUNMAP expands by old_len since old_len == new_len
+    if flags & U.MREMAP_DONTUNMAP and not may_expand_vm(task, vma.vm_flags, old_len >> PAGE_SHIFT):
+        raise _err(U.ENOMEM, "mremap")
+
+
 def _mremap_to(task, addr: int, old_len: int, new_addr: int, new_len: int, flags: int) -> int:
     mm = task.mm
     if not flags & U.MREMAP_FIXED:  # MREMAP_DONTUNMAP alone: anywhere
         vma = _vma_to_resize(task, addr, old_len, new_len, flags)
+        _dontunmap_may_expand(task, vma, old_len, flags)
         map_flags = U.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
         pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
         new_addr = get_unmapped_area(task, vma.vm_file, 0, new_len, pgoff, map_flags)
@@ -831,13 +838,22 @@ def _mremap_to(task, addr: int, old_len: int, new_addr: int, new_len: int, flags
         do_munmap(task, addr + new_len, old_len - new_len)
         old_len = new_len
     vma = _vma_to_resize(task, addr, old_len, new_len, flags)
+    _dontunmap_may_expand(task, vma, old_len, flags)
     return _move_vma(task, vma, addr, old_len, new_len, new_addr, flags)
 
 
 def _move_vma(task, vma, old_addr: int, old_len: int, new_len: int, new_addr: int,
               flags: int) -> int:
     """move_vma: a copy of the VMA at new_addr takes the PTEs; the old range goes.
-    The commit charge of the old range moves with it; only growth is charged."""
+    The commit charge of the old range moves with it; only growth is charged.
+
+    MREMAP_DONTUNMAP (old_len == new_len): the old VMA keeps its range, empty (its PTEs
+    moved), and its VM_ACCOUNT charge; the new one is charged for all of new_len and
+    counts in total_vm. dontunmap_complete clears VM_LOCKED|VM_LOCKONFAULT on the old
+    VMA (the whole VMA, even when only part of it moved) and leaves locked_vm alone: the
+    locked pages now counted are the new VMA's, so VmLck does not change. When the whole
+    VMA moved, its anon_vma links go (unlink_anon_vmas): new faults there start afresh.
+    hiwater_vm is restored afterwards (total_vm was raised for a moment)."""
     mm = task.mm
     k = task.kernel
     vm_flags = vma.vm_flags
@@ -860,18 +876,32 @@ def _move_vma(task, vma, old_addr: int, old_len: int, new_len: int, new_addr: in
         if vma.vm_ops is not None and hasattr(vma.vm_ops, "open"):
             vma.vm_ops.open(new)
         vma_link(mm, new)
+    hiwater_vm = mm.hiwater_vm
     vm_stat_account(mm, vm_flags, new_len >> PAGE_SHIFT)
-    if vm_flags & VM_LOCKED:
-        mm.locked_vm += new_len >> PAGE_SHIFT
     move_ptes(k, mm, new, old_addr, new_addr, min(old_len, new_len))
     if vma.vm_ops is VDSO_MAPPING:
         mm.vdso = new_addr  # vdso_mremap: the signal return trampoline moves with it
-    if not flags & U.MREMAP_DONTUNMAP:
-        # the old range's charge stays with the new VMA: unmap without uncharging
-        uncharge = not vm_flags & VM_ACCOUNT
-        do_munmap(task, old_addr, old_len, uncharge=uncharge)
-    if mm.total_vm > mm.hiwater_vm:
-        mm.hiwater_vm = mm.total_vm
+    if flags & U.MREMAP_DONTUNMAP:
+        # dontunmap_complete; "because we won't unmap we don't need to touch locked_vm"
+        if vma.vm_flags & VM_LOCKED:
+            # the old VMA's locked pages stay in locked_vm (now the new VMA's), but
+            # the part of it that did not move is no longer VM_LOCKED: Linux counts
+            # those pages in locked_vm for good (validate_mm allows for them)
+            mm.locked_vm_orphaned += vma.vma_pages() - (old_len >> PAGE_SHIFT)
+        vma.vm_flags &= ~VM_LOCKED_MASK
+        if new is not vma and vma.vm_start == old_addr and vma.vm_end == old_addr + old_len:
+            # unlink_anon_vmas
+            for av in vma.anon_vma_chain:
+                av.vmas.pop(vma, None)
+            vma.anon_vma = None
+            vma.anon_vma_chain = []
+        mm.hiwater_vm = hiwater_vm
+        return new_addr
+    if vm_flags & VM_LOCKED:
+        mm.locked_vm += new_len >> PAGE_SHIFT
+    # the old range's charge stays with the new VMA: unmap without uncharging
+    do_munmap(task, old_addr, old_len, uncharge=not vm_flags & VM_ACCOUNT)
+    mm.hiwater_vm = hiwater_vm
     if vm_flags & VM_LOCKED and new_len > old_len:
         mm_populate(task, new_addr + old_len, new_len - old_len)
     return new_addr

@@ -32,8 +32,10 @@ lists the VMAs mapping the file. Both lists are dicts used as insertion-ordered 
 
 Invariants checked by `validate_mm`: sorted, disjoint, non-empty, page-aligned VMAs; the
 starts list matches; every VMA is in its anon_vmas' and its file's lists; total_vm,
-locked_vm, data_vm, exec_vm and stack_vm are the sums over the VMAs; no PTE outside a VMA;
-the RSS counters equal the PTEs; page-table counts and pgtables_bytes agree.
+locked_vm, data_vm, exec_vm and stack_vm are the sums over the VMAs (locked_vm plus
+mm.locked_vm_orphaned, the pages a partial MREMAP_DONTUNMAP left counted, as Linux does);
+no PTE outside a VMA; the RSS counters equal the PTEs; page-table counts and
+pgtables_bytes agree.
 """
 
 from __future__ import annotations
@@ -579,6 +581,7 @@ def validate_mm(mm) -> None:
         m = _file_mapping(v)
         if m is not None and v not in m.i_mmap:
             fail(f"file VMA {v!r} missing from i_mmap")
+    locked += getattr(mm, "locked_vm_orphaned", 0)
     for name, want in (("total_vm", total), ("data_vm", data), ("exec_vm", exe),
                        ("stack_vm", stack), ("locked_vm", locked)):
         if getattr(mm, name) != want:

@@ -787,3 +787,96 @@ def test_rlimit_data_limits_mremap_growth_but_not_stack_growth(k, t):
     s0, data = stack.vm_start, t.mm.data_vm
     t.access(s0 - P, True)
     assert t.state == "running" and stack.vm_start == s0 - P and t.mm.data_vm == data
+
+
+# --- mremap MREMAP_DONTUNMAP --------------------------------------------------------------------------
+def _status_kb(k, t, key):
+    for line in k.procfs.read(f"/proc/{t.pid}/status").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def test_mremap_dontunmap_moves_pages_and_lock_keeps_both_charges(k, t):
+    # before   B: LLLL (4 pages, mlocked, written)          C: ....
+    # after    B: oooo (VMA kept, empty, unlocked)          C: LLLL (the pages, locked)
+    from guestkernel.vma import VM_LOCKED
+
+    C = B + 32 * P
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access_range(B, 4 * P, True, [bytes([i + 1]) * P for i in range(4)])
+    t.mlock(B, 4 * P)
+    mm = t.mm
+    lck, total, c0, rss = _status_kb(k, t, "VmLck"), mm.total_vm, k.committed_as, list(mm.rss)
+    assert lck == 16
+    assert t.mremap(B, 4 * P, 4 * P, U.MREMAP_MAYMOVE | U.MREMAP_DONTUNMAP | U.MREMAP_FIXED, C) == C
+    old, new = mm.mm_mt.lookup(B), mm.mm_mt.lookup(C)
+    assert (old.vm_start, old.vm_end, new.vm_start, new.vm_end) == (B, B + 4 * P, C, C + 4 * P)
+    assert not old.vm_flags & VM_LOCKED and old.vm_flags & VM_ACCOUNT
+    assert new.vm_flags & VM_LOCKED and new.vm_flags & VM_ACCOUNT
+    # locked_vm moved to the new VMA: VmLck unchanged; Committed_AS: the new VMA is
+    # charged for all of it (to_account = new_len), the old one keeps its charge
+    assert _status_kb(k, t, "VmLck") == 16 and mm.locked_vm == 4
+    assert k.committed_as == c0 + 4 == committed(k)
+    assert mm.total_vm == total + 4
+    # the pages went with the PTEs: same RSS, data at C, nothing mapped at B
+    assert mm.rss == rss
+    assert [t.peek(C + i * P, 1)[0] for i in range(4)] == [1, 2, 3, 4]
+    assert not any(B >> 12 <= v < (B >> 12) + 4 for v in mm.pgtable.ptes)
+    assert old.anon_vma is None and old.anon_vma_chain == []  # unlink_anon_vmas
+    t.access(B, False)
+    assert t.peek(B, 1) == b"\0" and mm.rss == rss  # a read there maps the zero page
+    validate_mm(mm)
+    # unmapping the old VMA returns its charge and leaves VmLck alone
+    t.munmap(B, 4 * P)
+    assert k.committed_as == c0 == committed(k) and _status_kb(k, t, "VmLck") == 16
+    validate_mm(mm)
+
+
+def test_mremap_dontunmap_of_part_of_a_locked_vma_unlocks_all_of_it(k, t):
+    # LLLLLLLL  mremap [2,4) DONTUNMAP to C: dontunmap_complete clears VM_LOCKED on the
+    # whole old VMA, yet locked_vm (VmLck) stays 8 pages: 2 for the new VMA and 6 that
+    # Linux keeps counting for pages no VM_LOCKED VMA holds any more
+    from guestkernel.vma import VM_LOCKED
+
+    C = B + 32 * P
+    t.mmap(B, 8 * P, RW, FIX)
+    t.mlock(B, 8 * P)
+    mm = t.mm
+    assert t.mremap(B + 2 * P, 2 * P, 2 * P, U.MREMAP_MAYMOVE | U.MREMAP_DONTUNMAP
+                    | U.MREMAP_FIXED, C) == C
+    assert around(t) == [(0, 8, "rw"), (32, 34, "rw")]
+    assert not mm.mm_mt.lookup(B).vm_flags & VM_LOCKED
+    assert mm.mm_mt.lookup(C).vm_flags & VM_LOCKED
+    assert _status_kb(k, t, "VmLck") == 32 and mm.locked_vm_orphaned == 6
+    assert mm.mm_mt.lookup(B).anon_vma is not None  # not all of it moved: links kept
+    validate_mm(mm)
+
+
+def test_mremap_dontunmap_rules(k, t):
+    t.mmap(B, 4 * P, RW, FIX)
+    # old_len must equal new_len, and MREMAP_MAYMOVE is required
+    for args in ((B, 4 * P, 8 * P, U.MREMAP_MAYMOVE | U.MREMAP_DONTUNMAP),
+                 (B, 4 * P, 4 * P, U.MREMAP_DONTUNMAP)):
+        with pytest.raises(OSError) as e:
+            t.mremap(*args)
+        assert e.value.errno == U.EINVAL
+    # it maps old_len more: RLIMIT_AS counts it (may_expand_vm in mremap_to)
+    t.setrlimit(U.RLIMIT_AS, (t.mm.total_vm + 3) * P)
+    before = _snapshot(k, t)
+    with pytest.raises(OSError) as e:
+        t.mremap(B, 4 * P, 4 * P, U.MREMAP_MAYMOVE | U.MREMAP_DONTUNMAP)
+    assert e.value.errno == U.ENOMEM
+    assert _snapshot(k, t) == before
+    t.setrlimit(U.RLIMIT_AS, (t.mm.total_vm + 4) * P)
+    a = t.mremap(B, 4 * P, 4 * P, U.MREMAP_MAYMOVE | U.MREMAP_DONTUNMAP)
+    assert a != B and t.mm.mm_mt.lookup(a).vm_end == a + 4 * P
+    validate_mm(t.mm)
+
+
+def test_mremap_move_does_not_raise_vmpeak(k, t):
+    # move_vma raises total_vm for a moment (old + new) and restores hiwater_vm after
+    t.mmap(B, 4 * P, RW, FIX)
+    peak = _status_kb(k, t, "VmPeak")
+    t.mremap(B, 4 * P, 4 * P, U.MREMAP_MAYMOVE | U.MREMAP_FIXED, B + 32 * P)
+    assert _status_kb(k, t, "VmPeak") == peak == _status_kb(k, t, "VmSize")
