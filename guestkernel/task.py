@@ -63,7 +63,7 @@ from .pgtable import (
     PTE_PRESENT_MASK,
     PageTable,
 )
-from .physmem import ZERO_PAGE
+from .physmem import ZERO_PAGE, LazyPage
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_EXEC,
@@ -416,7 +416,7 @@ class Task:
         npages = last - first + 1
         pages = None
         if write and data is not None:
-            if isinstance(data, (bytes, bytearray, memoryview)):
+            if isinstance(data, (bytes, bytearray, memoryview, LazyPage)):
                 if len(data) == PAGE_SIZE:
                     pages = None
                 elif len(data) == npages * PAGE_SIZE:
