@@ -25,7 +25,7 @@ from operator import not_
 
 import zstandard
 
-from guestkernel.physmem import ZERO_PAGE
+from guestkernel.physmem import ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
 from .machine import OWNER_FREE, OWNER_ZIP, MachineMemory
@@ -96,7 +96,7 @@ class CompressionCache:
 
         Costs `compress_cost` seconds either way.
         """
-        blob = self._compress(data)
+        blob = self._compress(data if data.__class__ is bytes else page_bytes(data))
         size = len(blob)
         if size > self.threshold:
             self.rejected += 1
@@ -136,13 +136,18 @@ class CompressionCache:
         mpns = list(mpns)
         datas = list(map(content.__getitem__, mpns))
         keep = self.keep_compressed
-        if keep:
-            blobs = list(map(self._compress, datas))
-            sizes_in = list(map(len, blobs))
-        else:
-            # NOTE: each zstd frame is measured and dropped at once (no buffer of frames)
-            blobs = None
-            sizes_in = list(map(len, map(self._compress, datas)))
+        try:
+            if keep:
+                blobs = list(map(self._compress, datas))
+                sizes_in = list(map(len, blobs))
+            else:
+                # NOTE: each zstd frame is measured and dropped at once (no buffer of frames)
+                blobs = None
+                sizes_in = list(map(len, map(self._compress, datas)))
+        except TypeError:  # LazyPages among them: compressed as their real bytes
+            pages = list(map(page_bytes, datas))
+            blobs = list(map(self._compress, pages)) if keep else None
+            sizes_in = list(map(len, blobs if keep else map(self._compress, pages)))
         out = self._store_fitting(mpns, blobs if keep else datas, sizes_in)
         if out is not None:
             return out
@@ -251,9 +256,16 @@ class CompressionCache:
         if not n or self._spare or max(sizes_in) > self.threshold:
             return None
         quarter = self.quarter
-        isq = [s <= quarter for s in sizes_in]
-        pages_q = list(select(range(n), isq))
-        pages_h = list(select(range(n), map(not_, isq)))
+        if min(sizes_in) > quarter:  # (the common cases: one kind of slot)
+            isq = None
+            pages_q, pages_h = [], list(range(n))
+        elif max(sizes_in) <= quarter:
+            isq = None
+            pages_q, pages_h = list(range(n)), []
+        else:
+            isq = [s <= quarter for s in sizes_in]
+            pages_q = list(select(range(n), isq))
+            pages_h = list(select(range(n), map(not_, isq)))
         free_q = self._free_q
         free_h = self._free_h
         # per kind: slots popped from the free list, then the pages that open a new frame
@@ -261,7 +273,10 @@ class CompressionCache:
         reuse_h = min(len(pages_h), len(free_h))
         grows_q = pages_q[reuse_q::4]
         grows_h = pages_h[reuse_h::2]
-        grows = sorted(grows_q + grows_h)  # new cache frames, in the order they are cut
+        if not grows_q or not grows_h:
+            grows = grows_q or grows_h  # new cache frames, in the order they are cut
+        else:
+            grows = sorted(grows_q + grows_h)
         nr_grow = len(grows)
         machine = self.machine
         if nr_grow and (
@@ -271,66 +286,95 @@ class CompressionCache:
         content = machine.content
         refcount = machine.refcount
         owner = machine.owner
-        frame_mpn = self.frame_mpn
-        frame0 = len(frame_mpn)
-        # A new frame cut at page i > 0 is the frame page i - 1 just freed (the top of the
-        # machine's LIFO free list); at page 0 it comes from the machine as usual.
-        if nr_grow and grows[0] == 0:
-            first = machine.alloc(OWNER_ZIP, ZERO_PAGE)
-            later = grows[1:]
-        else:
-            first = -1
-            later = grows
+        # Every page's frame is freed; a new cache frame cut at page i > 0 then takes the
+        # frame page i - 1 just freed (the top of the machine's LIFO free list); at page 0
+        # it comes from the machine as usual.
+        first = machine.alloc(OWNER_ZIP, ZERO_PAGE) if nr_grow and grows[0] == 0 else -1
+        for mpn in mpns:
+            content[mpn] = None
+            refcount[mpn] = 0
+            owner[mpn] = OWNER_FREE
+        later = grows[1:] if first >= 0 else grows
         if later:
             taken = [mpns[i - 1] for i in later]
-            nr_later = len(taken)
-            list(map(content.__setitem__, taken, repeat(ZERO_PAGE, nr_later)))
-            list(map(refcount.__setitem__, taken, repeat(1, nr_later)))
-            list(map(owner.__setitem__, taken, repeat(OWNER_ZIP, nr_later)))
-            list(map(machine.csum.__setitem__, taken, repeat(-1, nr_later)))
+            csum = machine.csum
+            for mpn in taken:
+                content[mpn] = ZERO_PAGE
+                refcount[mpn] = 1
+                owner[mpn] = OWNER_ZIP
+                csum[mpn] = -1
             # (machine.min_free stands: nr_free never drops below its value at the start,
             # as page i - 1's frame was freed before page i takes it)
-            machine.frames_allocated += nr_later
+            machine.frames_allocated += len(taken)
             kept = bytearray(b"\x01") * n
             for i in later:
                 kept[i - 1] = 0
-            freed = list(select(mpns, kept))
+            machine._free.extend(select(mpns, kept))
         else:
             taken = []
-            freed = mpns
-        nr_freed = len(freed)
-        list(map(content.__setitem__, freed, repeat(None, nr_freed)))
-        list(map(refcount.__setitem__, freed, repeat(0, nr_freed)))
-        list(map(owner.__setitem__, freed, repeat(OWNER_FREE, nr_freed)))
-        machine._free.extend(freed)
+            machine._free.extend(mpns)
         machine.nr_free += n - len(taken)
         machine.frames_freed += n
         # the cache's new frames, numbered in the order they are cut
-        frame_mpn.extend(([first] if first >= 0 else []) + taken)
-        is_q = [isq[i] for i in grows]
+        frame_mpn = self.frame_mpn
+        frame0 = len(frame_mpn)
+        if first >= 0:
+            frame_mpn.append(first)
+        frame_mpn.extend(taken)
+        if isq is None:
+            is_q = [not pages_h] * nr_grow
+        else:
+            is_q = [isq[i] for i in grows]
         self._quarter.extend(is_q)
-        self._data.extend(repeat(None, 4 * nr_grow))
-        self._size.frombytes(bytes(8 * nr_grow))
+        held = self._data
+        sizes = self._size
+        held.extend(repeat(None, 4 * nr_grow))
+        sizes.frombytes(bytes(8 * nr_grow))
         self.nr_frames += nr_grow
-        out = [0] * n
-        for pages, free, reuse, per, offsets in (
-            (pages_q, free_q, reuse_q, 4, (0, 1, 2, 3)),
-            (pages_h, free_h, reuse_h, 2, (0, 2)),
-        ):
-            if not pages:
-                continue
-            quarter_kind = per == 4
-            bases = [(frame0 + r) << 2 for r, q in enumerate(is_q) if q == quarter_kind]
-            slots = free[len(free) - reuse :][::-1]
+        if isq is None:
+            # one kind of slot: the reused slots, then a run of new slots with a stride
+            # (quarter slots 1 apart, half slots 2 apart: offsets 0 and 2 of each frame)
+            free, reuse, step = (free_q, reuse_q, 1) if pages_q else (free_h, reuse_h, 2)
+            out = free[len(free) - reuse :][::-1]
             del free[len(free) - reuse :]
-            slots += [b + o for b in bases for o in offsets]
-            left = len(slots) - len(pages)
-            if left:  # the last new frame's unused slots stay free (popped lowest first)
-                free.extend(reversed(slots[len(pages) :]))
-                del slots[len(pages) :]
-            list(map(out.__setitem__, pages, slots))
-        list(map(self._data.__setitem__, out, held_in))
-        list(map(self._size.__setitem__, out, sizes_in))
+            for slot, data, size in zip(out, held_in, sizes_in):
+                held[slot] = data
+                sizes[slot] = size
+            start = frame0 << 2
+            stop = start + step * (n - reuse)
+            out += range(start, stop, step)
+            # the last new frame's unused slots stay free (popped lowest first)
+            if nr_grow:
+                free.extend(range(((frame0 + nr_grow) << 2) - step, stop - 1, -step))
+            if reuse:
+                held_in = held_in[reuse:]
+                sizes_in_new = sizes_in[reuse:]
+            else:
+                sizes_in_new = sizes_in
+            held[start:stop:step] = held_in
+            sizes[start:stop:step] = array("H", sizes_in_new)
+        else:
+            out = [0] * n
+            for pages, free, reuse, offsets in (
+                (pages_q, free_q, reuse_q, (0, 1, 2, 3)),
+                (pages_h, free_h, reuse_h, (0, 2)),
+            ):
+                if not pages:
+                    continue
+                kind = len(offsets) == 4
+                bases = [(frame0 + r) << 2 for r, q in enumerate(is_q) if q == kind]
+                slots = free[len(free) - reuse :][::-1]
+                del free[len(free) - reuse :]
+                slots += [b + o for b in bases for o in offsets]
+                if len(slots) > len(pages):
+                    # the last new frame's unused slots stay free (popped lowest first)
+                    free.extend(reversed(slots[len(pages) :]))
+                    del slots[len(pages) :]
+                for i, slot in zip(pages, slots):
+                    out[i] = slot
+            for slot, data, size in zip(out, held_in, sizes_in):
+                held[slot] = data
+                sizes[slot] = size
         self.nr_stored += n
         self.stored_bytes += sum(sizes_in)
         self.zswpout += n

@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import os
 from itertools import compress as select
-from itertools import repeat
 
-from guestkernel.physmem import ZERO_PAGE
+from guestkernel.physmem import ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
 from .machine import MachineMemory
@@ -159,12 +158,15 @@ class VM:
         p2m = self.p2m
         s = p2m.state[pfn]
         if s == P2M_PRIVATE or s == P2M_SHARED:
-            return self.machine.content[p2m.mpn[pfn]]
-        if s == P2M_COMPRESSED:
-            return self.zcache.peek(p2m.mpn[pfn])
-        if s == P2M_SWAPPED:
-            return self.swap.peek(p2m.mpn[pfn])
-        return ZERO_PAGE
+            data = self.machine.content[p2m.mpn[pfn]]
+        elif s == P2M_COMPRESSED:
+            data = self.zcache.peek(p2m.mpn[pfn])
+        elif s == P2M_SWAPPED:
+            data = self.swap.peek(p2m.mpn[pfn])
+        else:
+            return ZERO_PAGE
+        # the guest reads bytes: a LazyPage is made into its bytes (not kept)
+        return data if data.__class__ is bytes else page_bytes(data)
 
     def guest_panicked(self, reason: str) -> int:
         """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,
@@ -428,9 +430,10 @@ class VM:
             slots = list(select(slots, kept))
         compressed = len(slots)
         if compressed:
-            # NOTE: P2M.set in bulk for performance (nr is settled below)
-            list(map(state.__setitem__, stored, repeat(P2M_COMPRESSED, compressed)))
-            list(map(mpns.__setitem__, stored, slots))
+            # NOTE: P2M.set inlined for performance (nr is settled below)
+            for pfn, slot in zip(stored, slots):
+                state[pfn] = P2M_COMPRESSED
+                mpns[pfn] = slot
         done = swapped[0]
         cost += swapped[1]
         if compressed:

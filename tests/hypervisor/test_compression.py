@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from guestkernel.physmem import ZERO_PAGE
@@ -158,6 +158,11 @@ def _state(m, z):
         st.lists(st.booleans(), min_size=30, max_size=30),
     )
 )
+@example((40, 8, [], [], list("qqqqq"), [True] * 30))  # one kind: a frame left part used
+@example((40, 8, [], [], list("hhh"), [True] * 30))
+@example((40, 8, list("qh"), [], list("qqqqqqhhh"), [True] * 30))  # reused slots first
+@example((40, 8, list("qqhh"), [0, 2], list("qqqqhhhhq"), [True] * 30))
+@example((12, 2, list("qqqqq"), [], list("hhhhh"), [False] * 30))  # the cache fills
 def test_store_frames_is_store_page_by_page(spec):
     swappable = spec[5]  # whether the host could swap the i-th refused page (frees its frame)
 
