@@ -19,7 +19,9 @@ States, from free machine memory as a percentage of minFree:
 
 Hysteresis: a state is entered as soon as free memory drops below its threshold, but left
 upwards only when free memory reaches the threshold of the state above it (low -> hard at
-32 %, hard -> soft at 64 %, soft -> clear at 100 %, clear -> high at 400 %).
+32 %, hard -> soft at 64 %, soft -> clear at 100 %, clear -> high at 400 %). Thresholds
+are whole pages, floor(minFree x % / 100): the host's reclaim in hard and low frees
+memory up to exactly the soft threshold, which then leaves hard.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class MemStates:
         if min_free_pages < 1:
             raise ValueError(f"min_free: must be at least one page, got {min_free_pages}")
         self.min_free = min_free_pages  # pages
+        # thresholds in whole pages, floor(minFree x percent / 100): the host's reclaim
+        # aims at exactly these, so reaching one must count as reaching it
+        self.enter = [None] + [self.pages_at(p) for p in ENTER_PCT[1:]]
+        self.exit = [None] + [self.pages_at(p) for p in EXIT_PCT[1:]]
+        self.large_pages_min = self.pages_at(LARGE_PAGE_PCT)
         self.state = HIGH
         self.large_pages_ok = True  # free >= 400 % of minFree
         self.since = 0.0  # time the current state was entered
@@ -96,16 +103,24 @@ class MemStates:
     def pct(self, free_pages: int) -> float:
         return 100.0 * free_pages / self.min_free
 
+    def pages_at(self, pct: float) -> int:
+        """The threshold `pct` % of minFree, in whole pages (rounded down)."""
+        return int(self.min_free * pct // 100)
+
     def update(self, free_pages: int, now: float = 0.0) -> int:
         """Re-evaluate from the free page count; returns the (possibly new) state."""
-        pct = self.pct(free_pages)
-        self.large_pages_ok = pct >= LARGE_PAGE_PCT
+        self.large_pages_ok = free_pages >= self.large_pages_min
         cur = self.state
-        new = state_for(pct)
+        enter = self.enter
+        new = HIGH
+        for s in (CLEAR, SOFT, HARD, LOW):
+            if free_pages < enter[s]:
+                new = s
         if new < cur:
             # rising: past each state's exit threshold only
             new = cur
-            while new > HIGH and pct >= EXIT_PCT[new]:
+            exit_ = self.exit
+            while new > HIGH and free_pages >= exit_[new]:
                 new -= 1
         if new != cur:
             self.residence[cur] += now - self.since

@@ -82,3 +82,16 @@ def test_state_is_never_better_than_the_thresholds_and_worse_only_inside_hystere
             assert free < EXIT_PCT[state]  # still below the threshold that lets it rise
     total = sum(s.residence_times(float(len(frees))).values())
     assert total == pytest.approx(len(frees))
+
+
+def test_thresholds_are_whole_pages_and_reaching_one_leaves_the_state():
+    s = MemStates(980)  # thresholds floor(980 x % / 100): 3920 / 980 / 627 / 313 / 156
+    assert s.enter[1:] == [980, 627, 313, 156] and s.exit[1:] == [3920, 980, 627, 313]
+    assert s.large_pages_min == 3920
+    assert s.update(150) == LOW
+    assert s.update(313) == HARD  # 32 % of 980 is 313.6: page 313 counts as reached
+    assert s.update(627) == SOFT  # what the host's reclaim frees up to: hard is left
+    assert s.update(626) == SOFT
+    assert s.update(312) == HARD
+    assert s.update(3919) == CLEAR and not s.large_pages_ok
+    assert s.update(3920) == HIGH and s.large_pages_ok
