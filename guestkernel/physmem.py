@@ -43,6 +43,9 @@ class LazyPage:
     def materialize(self) -> bytes:
         raise NotImplementedError
 
+    def __bytes__(self) -> bytes:
+        return self.materialize()
+
     def __eq__(self, other) -> bool:
         return page_bytes(self) == page_bytes(other)
 
