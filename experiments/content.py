@@ -135,7 +135,7 @@ from typing import NamedTuple
 import xxhash
 import zstandard
 
-from guestkernel.physmem import ZERO_PAGE
+from guestkernel.physmem import ZERO_PAGE, LazyPage
 from guestkernel.units import PAGE_SIZE
 
 __all__ = [
@@ -710,6 +710,23 @@ _NORANDOM_BRK = 0x555555559000
 _NORANDOM_MMAP = 0x7FFFF7DC0000
 
 
+class AppPage(LazyPage):
+    """A generated application page held as its recipe (profile, class and content
+    digests, the process's pointer pool): ~150 bytes in the simulator instead of 4 KiB,
+    its bytes made again whenever something reads them (see guestkernel.physmem)."""
+
+    __slots__ = ("p", "c", "h", "ptrs")
+
+    def __init__(self, p: DataProfile, c: int, h: int, ptrs: bytes) -> None:
+        self.p = p
+        self.c = c
+        self.h = h
+        self.ptrs = ptrs
+
+    def materialize(self) -> bytes:
+        return _page(self.p, self.c, self.h, self.ptrs)
+
+
 class ContentSource:
     """Page contents for one VM of one experiment (see the module docstring).
 
@@ -770,8 +787,10 @@ class ContentSource:
             self._ptr_pools[(profile, pid)] = pool
         return pool
 
-    def app_page(self, profile: str | DataProfile, key: int | str, pid: int = 0) -> bytes:
-        """The 4 KiB page of application data `key` of `profile` in process `pid`."""
+    def app_page(self, profile: str | DataProfile, key: int | str, pid: int = 0, lazy: bool = False):
+        """The 4 KiB page of application data `key` of `profile` in process `pid`: bytes,
+        or with `lazy` an AppPage (a LazyPage) for generated text, which a guest stores
+        as it is (zero and fill pages are shared bytes objects either way)."""
         p = _ALL_PROFILES.get(profile) if type(profile) is str else profile
         if p is None:
             p = DataProfile.get(profile)
@@ -780,6 +799,8 @@ class ContentSource:
         if ((c >> 16) & 0xFFFF) >= p._common_cut:  # data private to this VM
             h = xxhash.xxh64_intdigest(c.to_bytes(8, "little"), self._private_seed)
         ptrs = self._ptr_pools.get((p.name, pid)) or self._pointer_pool(p.name, pid)
+        if lazy and (c & 0xFFFF) >= p._fill_cut:
+            return AppPage(p, c, h, ptrs)
         return _page(p, c, h, ptrs)
 
     def image_page(self, image: str, region: str | Region, index: int) -> bytes:
