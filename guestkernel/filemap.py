@@ -35,7 +35,7 @@ from .page import (
     PG_swapbacked,
     PG_uptodate,
 )
-from .physmem import ZERO_PAGE
+from .physmem import ZERO_PAGE, page_bytes
 from .units import PAGE_SHIFT, PAGE_SIZE
 
 GFP_PAGECACHE = G.GFP_HIGHUSER_MOVABLE
@@ -103,7 +103,7 @@ class Inode:
         if hole is not None and hole - off < tail:
             tail = hole - off
         if tail < PAGE_SIZE:
-            data = data[:tail]
+            data = page_bytes(data)[:tail]  # (a LazyPage is made into bytes to be cut)
         if len(data) != PAGE_SIZE:
             data = data.ljust(PAGE_SIZE, b"\0")[:PAGE_SIZE]
         return data
