@@ -21,9 +21,12 @@ below mmap_base (see mmap.map_vdso).
 
 from __future__ import annotations
 
+import xxhash
+
 from . import uapi as U
+from .fault import copy_to_user
 from .filemap import File
-from .memory import copy_page_range, populate_vma_range, update_hiwater_rss
+from .memory import copy_page_range, update_hiwater_rss
 from .mmap import PAGE_ALIGN, map_vdso, mmap_base_for, unmap_vmas, vm_enough_memory
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
@@ -63,7 +66,8 @@ def dup_mm(parent, child):
     k = parent.kernel
     mm = MMStruct(k, old.task_size, owner=child)
     for name in ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
-                 "start_stack", "arg_start", "mmap_base", "legacy_mmap", "exe_file", "vdso"):
+                 "start_stack", "arg_start", "arg_end", "env_start", "env_end", "mmap_base",
+                 "legacy_mmap", "exe_file", "vdso"):
         setattr(mm, name, getattr(old, name))
     mm.def_flags = 0  # mlockall(MCL_FUTURE) is not inherited
     child.mm = mm
@@ -110,11 +114,129 @@ def exit_mmap(task) -> None:
     task.mm = None
 
 
+# --- the argument strings (fs/exec.c) -----------------------------------------------------
+ARG_MAX = 32 * PAGE_SIZE  # bytes of argument strings allowed even with a small stack
+MAX_ARG_STRLEN = 32 * PAGE_SIZE  # bytes of one string, its NUL included
+_STK_LIM = 8 << 20  # bytes
+ELF_PLATFORM = {"x86_64": b"x86_64\0", "i386": b"i686\0"}
+# create_elf_tables' auxiliary vector (6.x, CONFIG_RSEQ): ARCH_DLINFO (x86_64:
+# AT_SYSINFO_EHDR, AT_MINSIGSTKSZ; i386 adds AT_SYSINFO), AT_HWCAP ... AT_RANDOM (15),
+# AT_HWCAP2, AT_EXECFN, AT_PLATFORM, AT_RSEQ_FEATURE_SIZE, AT_RSEQ_ALIGN, then AT_NULL
+AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
+AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
+AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_RSEQ_FEATURE_SIZE, AT_RSEQ_ALIGN = 23, 25, 26, 27, 28
+AT_EXECFN, AT_SYSINFO, AT_SYSINFO_EHDR, AT_MINSIGSTKSZ = 31, 32, 33, 51
+
+
+def _cstr(s) -> bytes:
+    return (s.encode() if isinstance(s, str) else bytes(s)) + b"\0"
+
+
+class ExecArgs:
+    """linux_binprm's argument strings: the file name, envp and argv as NUL-terminated
+    bytes, checked as do_execveat_common does before the old mm is touched.
+
+    bprm_stack_limits: the strings and the argv/envp pointers may take at most
+    max(min(_STK_LIM / 4 * 3, RLIMIT_STACK / 4), ARG_MAX) bytes, each string at most
+    MAX_ARG_STRLEN; else E2BIG. An empty argv gets one empty string (argc 0 -> 1)."""
+
+    def __init__(self, task, path: str, argv, envp) -> None:
+        ptr = 8 if task.kernel.config.arch == "x86_64" else 4
+        self.ptr = ptr
+        argv = [_cstr(a) for a in (argv or ())]
+        envp = [_cstr(e) for e in (envp or ())]
+        limit = max(min(_STK_LIM // 4 * 3, task.rlimit(U.RLIMIT_STACK) // 4), ARG_MAX)
+        ptr_size = (max(len(argv), 1) + len(envp)) * ptr
+        if limit <= ptr_size:
+            raise U.err(U.E2BIG, "execve")
+        limit -= ptr_size
+        used = 0
+        for s in [_cstr(path)] + envp[::-1] + argv[::-1] + ([b"\0"] if not argv else []):
+            if len(s) > MAX_ARG_STRLEN:
+                raise U.err(U.E2BIG, "execve")
+            used += len(s)
+            if used > limit:  # bprm->p < bprm->argmin
+                raise U.err(U.E2BIG, "execve")
+        self.filename = _cstr(path)
+        self.argv = argv or [b"\0"]
+        self.envp = envp
+        self.strings = used  # bytes, NULs included
+
+    def string_pages(self) -> int:
+        """Pages copy_strings touched below STACK_TOP (at least the first one)."""
+        top_used = self.ptr + self.strings
+        return max(1, (top_used + PAGE_SIZE - 1) >> PAGE_SHIFT)
+
+
+def create_elf_tables(task, mm, args: ExecArgs, top: int, path: str) -> tuple[int, bytes]:
+    """The initial stack from its lowest byte up to `top`: argc, the argv and envp
+    pointer arrays, the auxiliary vector, AT_RANDOM's 16 bytes, the platform string,
+    then the strings (argv, envp, file name) ending one pointer below the top (fs/exec.c
+    copy_strings + binfmt_elf.c create_elf_tables, no randomisation). Sets arg_start,
+    arg_end, env_start, env_end and start_stack. Returns (start_stack, the bytes)."""
+    ptr = args.ptr
+    word = 8 if ptr == 8 else 4
+    arch = task.kernel.config.arch
+    p0 = top - ptr
+    strings = b"".join(args.argv) + b"".join(args.envp) + args.filename
+    arg_start = p0 - len(strings)
+    mm.arg_start = arg_start
+    mm.arg_end = mm.env_start = arg_start + sum(len(a) for a in args.argv)
+    mm.env_end = mm.env_start + sum(len(e) for e in args.envp)
+    execfn = mm.env_end
+    p = arg_start & ~0xF  # arch_align_stack, no random offset
+    platform = ELF_PLATFORM[arch]
+    u_platform = p - len(platform)
+    u_rand = u_platform - 16
+    rand = xxhash.xxh128_digest(f"AT_RANDOM/{task.pid}/{path}".encode())
+    base = ELF_ET_EXEC_BASE[arch]
+    # values: a plausible static ELF (10 program headers, entry one page in); AT_SYSINFO
+    # (i386) is the vDSO's __kernel_vsyscall, at an offset hvsim does not model
+    auxv = [(AT_SYSINFO_EHDR, mm.vdso), (AT_MINSIGSTKSZ, 3632 if ptr == 8 else 2128)]
+    if arch == "i386":
+        auxv.insert(0, (AT_SYSINFO, mm.vdso))
+    auxv += [(AT_HWCAP, 0x178BFBFF), (AT_PAGESZ, PAGE_SIZE), (AT_CLKTCK, 100),
+             (AT_PHDR, base + (64 if ptr == 8 else 52)), (AT_PHENT, 56 if ptr == 8 else 32),
+             (AT_PHNUM, 10), (AT_BASE, 0), (AT_FLAGS, 0), (AT_ENTRY, base + 0x1000),
+             (AT_UID, task.uid), (AT_EUID, task.uid), (AT_GID, task.uid), (AT_EGID, task.uid),
+             (AT_SECURE, 0), (AT_RANDOM, u_rand), (AT_HWCAP2, 2), (AT_EXECFN, execfn),
+             (AT_PLATFORM, u_platform), (AT_RSEQ_FEATURE_SIZE, 28), (AT_RSEQ_ALIGN, 32),
+             (AT_NULL, 0)]
+    ei_words = 2 * len(auxv)
+    sp = u_rand - ei_words * ptr
+    argc, envc = len(args.argv), len(args.envp)
+    items = (argc + 1) + (envc + 1) + 1
+    sp = (sp - items * ptr) & ~0xF  # STACK_ROUND
+    words = [argc]
+    a = arg_start
+    for s in args.argv:
+        words.append(a)
+        a += len(s)
+    words.append(0)
+    for s in args.envp:
+        words.append(a)
+        a += len(s)
+    words.append(0)
+    for t, v in auxv:
+        words += [t, v]
+    tables = b"".join(w.to_bytes(word, "little") for w in words)
+    image = bytearray(top - sp)
+    image[0:len(tables)] = tables
+    image[u_rand - sp:u_rand - sp + 16] = rand
+    image[u_platform - sp:u_platform - sp + len(platform)] = platform
+    image[arg_start - sp:p0 - sp] = strings
+    mm.start_stack = sp
+    return sp, bytes(image)
+
+
 def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DEFAULT_DATA,
                        bss: int = DEFAULT_BSS, start_brk: int | None = None,
-                       stack_top: int | None = None, mmap_base: int | None = None) -> None:
+                       stack_top: int | None = None, mmap_base: int | None = None,
+                       argv=None, envp=None) -> None:
     """Give `task` a fresh mm with the executable at `path` mapped (execve's second half).
-    Sizes in bytes; the keyword addresses override the computed layout (for trace replay)."""
+    Sizes in bytes; the keyword addresses override the computed layout (for trace replay).
+    `argv`, `envp`: sequences of str or bytes, copied onto the new stack (E2BIG, before
+    anything changes, if they do not fit the limit)."""
     from .task import MMStruct
 
     k = task.kernel
@@ -123,6 +245,7 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     inode = fs.lookup(path)
     if inode is None:
         raise U.err(U.ENOENT, "execve")
+    args = ExecArgs(task, path, argv, envp)
     if inode.size == 0:
         inode.size = PAGE_ALIGN(text) + data
     old = task.mm
@@ -131,7 +254,7 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     mm = MMStruct(k, arch_task_size(arch), owner=task)
     task.mm = mm
     try:
-        _lay_out(task, mm, inode, text, data, bss, start_brk, stack_top, mmap_base)
+        _lay_out(task, mm, inode, text, data, bss, start_brk, stack_top, mmap_base, args, path)
     except OSError:
         exit_mmap(task)  # the half-built mm goes; the old one stays
         task.mm = old
@@ -149,7 +272,7 @@ def _charge(task, pages: int) -> None:
 
 
 def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_top,
-             mmap_base) -> None:
+             mmap_base, args: ExecArgs, path: str) -> None:
     """Map text, data, bss and the stack of a static executable into the new mm."""
     k = task.kernel
     arch = k.config.arch
@@ -184,19 +307,18 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
     # randomize_va_space=2 leaves a page between bss and the brk (random offset 0 here)
     brk = bss_start + bss_len + PAGE_SIZE if start_brk is None else start_brk
     mm.start_brk = mm.brk = brk
-    # the stack: one argument page at the top, pre-expanded by 128 KiB (setup_arg_pages),
-    # at most RLIMIT_STACK
+    # the stack: the pages copy_strings filled at the top, pre-expanded by 128 KiB
+    # (setup_arg_pages: min(RLIMIT_STACK, their size + 128 KiB), never below them)
     top = mm.task_size if stack_top is None else stack_top
     rlim = task.rlimit(U.RLIMIT_STACK)
-    size = min(PAGE_SIZE + STACK_EXPAND, rlim & ~(PAGE_SIZE - 1))
-    size = max(size, PAGE_SIZE)
+    arg_size = args.string_pages() << PAGE_SHIFT
+    size = max(arg_size, min(arg_size + STACK_EXPAND, rlim & ~(PAGE_SIZE - 1)))
     sstart = top - size
     _charge(task, size >> PAGE_SHIFT)
     vma = vm_area_alloc(mm, sstart, top, VM_STACK_FLAGS, sstart >> PAGE_SHIFT)
     vma_link(mm, vma)
     vma_account(mm, vma, 1)
-    mm.start_stack = top - 0x100
-    mm.arg_start = top - 0x80
+    mm.start_stack = top - arg_size
     mm.legacy_mmap = rlim == U.RLIM_INFINITY and mmap_base is None
     if mm.legacy_mmap:
         from .mmap import task_unmapped_base
@@ -204,9 +326,18 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
         mm.mmap_base = task_unmapped_base(mm.task_size)
     else:
         mm.mmap_base = mmap_base_for(mm.task_size, rlim) if mmap_base is None else mmap_base
-    # copy_strings: argv and envp are written into the top page
-    populate_vma_range(task, vma, top - PAGE_SIZE, top)
     # ARCH_SETUP_ADDITIONAL_PAGES, after the stack, the image and the brk
     map_vdso(task)
+    # the strings (copy_strings, before the old mm went) and create_elf_tables' pointer
+    # arrays and auxv below them, written through the kernel's user accessor; the
+    # tables may reach below the pre-expanded stack, which then grows as on a fault
+    sp, image = create_elf_tables(task, mm, args, top, path)
+    if sp < vma.vm_start:
+        from .mmap import expand_stack
+
+        err = expand_stack(task, vma, sp)
+        if err:
+            raise U.err(err, "execve")
+    copy_to_user(task, sp, image)
     if mm.total_vm > mm.hiwater_vm:
         mm.hiwater_vm = mm.total_vm

@@ -112,7 +112,8 @@ class MMStruct:
         self.start_code = self.end_code = 0
         self.start_data = self.end_data = 0
         self.start_brk = self.brk = 0
-        self.start_stack = self.arg_start = 0
+        self.start_stack = 0  # the initial stack pointer (argc)
+        self.arg_start = self.arg_end = self.env_start = self.env_end = 0  # strings
         self.mmap_base = 0
         self.legacy_mmap = False
         self.vdso = 0  # mm->context.vdso: address of the [vdso] text, 0 if none
@@ -676,10 +677,13 @@ class Task:
     @_syscall(needs_mm=False)
     def execve(self, path: str, argv=None, envp=None, **layout) -> int:
         """Replace the address space by the static executable at `path` (fresh mm with its
-        stack). `layout` may give text, data, bss sizes and start_brk/stack_top/mmap_base."""
+        stack holding the `argv` and `envp` strings, str or bytes, and their pointer
+        arrays). E2BIG, with the old address space intact, if they exceed a quarter of
+        RLIMIT_STACK (at least 128 KiB, at most 6 MiB). `layout` may give text, data,
+        bss sizes and start_brk/stack_top/mmap_base."""
         from .fork import load_static_binary
 
-        load_static_binary(self, path, **layout)
+        load_static_binary(self, path, argv=argv, envp=envp, **layout)
         for fd in [fd for fd, f in self.files.items()
                    if f is not _STDIO and f.flags & U.O_CLOEXEC]:
             self.files.pop(fd).put()
@@ -1012,6 +1016,7 @@ def spawn(kernel, name: str, **layout) -> Task:
     kernel.fs.create(path, PAGE_ALIGN(text) + data)
     task._kdepth += 1
     try:
+        layout.setdefault("argv", [path])
         load_static_binary(task, path, **layout)
     except BaseException:
         task.state = "dead"

@@ -153,6 +153,7 @@ EAGAIN = _errno.EAGAIN
 ENOMEM = _errno.ENOMEM
 EACCES = _errno.EACCES
 EFAULT = _errno.EFAULT
+E2BIG = _errno.E2BIG
 EEXIST = _errno.EEXIST
 ENODEV = _errno.ENODEV
 EISDIR = _errno.EISDIR

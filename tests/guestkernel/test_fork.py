@@ -233,3 +233,82 @@ def test_parent_gets_sigchld(k, t):
     c2.kill()
     assert t.pending[-1] == (U.SIGCHLD, 2, c2.pid)  # CLD_KILLED
     assert t.wait4(c2.pid) == (c2.pid, U.SIGKILL)
+
+
+# --- execve: argument strings larger than a page ------------------------------------------------
+TOP = (1 << 47) - P  # x86_64 STACK_TOP = TASK_SIZE
+
+
+def _words(t, addr, n):
+    raw = t.peek(addr, 8 * n)
+    return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, 8 * n, 8)]
+
+
+def test_execve_puts_large_argv_and_envp_on_the_new_stack(k, t):
+    # strings, NULs included: "/bin/big" 9 + 100001 + 100001 (argv) + 50001 (envp)
+    # + the file name again 9 = 250021 bytes, ending 8 bytes below STACK_TOP:
+    #
+    #   sp: argc | argv[0..2] | NULL | envp[0] | NULL | auxv ... | AT_RANDOM | "x86_64"
+    #   arg_start: "/bin/big\0" "a..a\0" "b..b\0" | env_start: "X=c..c\0" | "/bin/big\0" | 8
+    #
+    # copy_strings touched ceil((8 + 250021) / 4096) = 62 pages; setup_arg_pages adds
+    # 128 KiB (32 pages): the stack VMA is 94 pages, VmStk 376 kB
+    k.fs.create("/bin/big", 0)
+    argv = ["/bin/big", "a" * 100000, "b" * 100000]
+    envp = ["X=" + "c" * 49998]
+    assert t.execve("/bin/big", argv, envp) == 0
+    mm = t.mm
+    arg_start = TOP - 8 - 250021
+    assert (mm.arg_start, mm.arg_end, mm.env_start, mm.env_end) == (
+        arg_start, arg_start + 200011, arg_start + 200011, arg_start + 250012)
+    assert t.peek(arg_start, 250021) == (b"/bin/big\0" + b"a" * 100000 + b"\0" + b"b" * 100000
+                                         + b"\0X=" + b"c" * 49998 + b"\0/bin/big\0")
+    assert t.peek(TOP - 8, 8) == bytes(8)
+    stack = mm.mm_mt.lookup(TOP - 1)
+    assert (stack.vm_start, stack.vm_end) == (TOP - 94 * P, TOP)
+    assert mm.stack_vm == 94 and "VmStk:\t     376 kB\n" in k.procfs.read(f"/proc/{t.pid}/status")
+    # the pointer arrays: argc, then argv and envp pointing at the strings
+    sp = mm.start_stack
+    assert sp % 16 == 0 and stack.vm_start <= sp < arg_start
+    assert _words(t, sp, 7) == [3, arg_start, arg_start + 9, arg_start + 100010, 0,
+                                arg_start + 200011, 0]
+    # the auxiliary vector follows: AT_SYSINFO_EHDR is the vDSO, AT_EXECFN the file name
+    # (22 entries on x86_64 6.x with CONFIG_RSEQ, then AT_NULL)
+    aux = _words(t, sp + 7 * 8, 46)
+    pairs = dict(zip(aux[::2], aux[1::2], strict=True))
+    assert aux[-2:] == [0, 0] and pairs[33] == mm.vdso and pairs[31] == arg_start + 250012
+    assert pairs[6] == P and t.peek(pairs[15], 7) == b"x86_64\0"  # AT_PAGESZ, AT_PLATFORM
+    # every page from sp's up to the top holds data: RSS counts them all
+    assert mm.rss[1] == (TOP - (sp & ~(P - 1))) // P
+    assert k.procfs.read(f"/proc/{t.pid}/maps").splitlines()[-1].endswith("[stack]")
+    validate_mm(mm)
+
+
+def test_execve_e2big_at_a_quarter_of_rlimit_stack_keeps_the_old_image(k, t):
+    # limit = max(min(6 MiB, RLIMIT_STACK / 4), 128 KiB) - (argc + envc) * 8 bytes
+    k.fs.create("/bin/x", 0)
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access(B, True, b"k" * P)
+    maps = k.procfs.read(f"/proc/{t.pid}/maps")
+    c0 = k.committed_as
+
+    def e2big(*args):
+        with pytest.raises(OSError) as e:
+            t.execve("/bin/x", *args)
+        assert e.value.errno == U.E2BIG
+        assert k.procfs.read(f"/proc/{t.pid}/maps") == maps and t.peek(B, 1) == b"k"
+        assert k.committed_as == c0 and t.comm == "t"
+
+    # 8 MiB stack: 2 MiB. 17 strings of 128 KiB - 1 (+ NUL) = 2228224 bytes > 2 MiB - 136
+    e2big(["s" * (128 * 1024 - 1)] * 17)
+    # one string longer than MAX_ARG_STRLEN (128 KiB with its NUL)
+    e2big(["s" * (128 * 1024)])
+    # 256 KiB stack: a quarter is 64 KiB, but ARG_MAX (128 KiB) is the floor
+    t.setrlimit(U.RLIMIT_STACK, 256 * 1024)
+    # "/bin/x\0" (7) + argv 2 pointers: 131072 - 16 - 7 = 131049 bytes of argv strings fit
+    e2big(["s" * 131048, ""])  # 131049 + 1 = one byte too many
+    assert t.execve("/bin/x", ["s" * 131047, ""]) == 0
+    # the 256 KiB stack limit also caps the pre-expansion: 33 pages of strings + 32 = 65
+    # pages = 260 KiB > 256 KiB: the stack VMA is 64 pages
+    assert t.mm.stack_vm == 64
+    validate_mm(t.mm)
