@@ -252,11 +252,12 @@ class Workload:
 
     # ------------------------------------------------------------------ content
     def page_data(self, profile: str, key_base: str, pid: int = 0):
-        """A callable page_index -> bytes giving this workload's data for a range."""
+        """A callable page_index -> page giving this workload's data for a range (lazy:
+        generated pages are handed to the guest as LazyPages, see content.AppPage)."""
         app_page = self.content.app_page
 
-        def data(i: int) -> bytes:
-            return app_page(profile, f"{key_base}/{i}", pid)
+        def data(i: int):
+            return app_page(profile, f"{key_base}/{i}", pid, True)
 
         return data
 

@@ -157,7 +157,7 @@ class WebserverWorkload(Profile):
         app_page = self.content.app_page
 
         def read(index: int) -> bytes:
-            return app_page("webserver", f"doc/{i}/{index}", 0)
+            return app_page("webserver", f"doc/{i}/{index}", 0, True)
 
         return read
 
@@ -265,7 +265,7 @@ class DatabaseWorkload(Profile):
         app_page = self.content.app_page
 
         def read(index: int) -> bytes:
-            return app_page("database", f"table/{index}", 0)
+            return app_page("database", f"table/{index}", 0, True)
 
         return read
 
@@ -300,7 +300,7 @@ class CompileWorkload(Profile):
         app_page = self.content.app_page
 
         def read(index: int) -> bytes:
-            return app_page("compile", f"src/{i}/{index}", 0)
+            return app_page("compile", f"src/{i}/{index}", 0, True)
 
         return read
 
