@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 
-from .p2m import P2M_PRIVATE
+from .p2m import P2M_COMPRESSED, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
 from .states import CLEAR, ENTER_PCT, EXIT_PCT, HIGH, SOFT
 
 # -- victim choice ---------------------------------------------------------------------------
@@ -202,14 +202,17 @@ class EsxSharesPolicy:
     def targets(self, host) -> list[int]:
         """Balloon targets (pages) from what the host must free and what each VM consumes.
 
-        soft    the host lacks `need` = minFree (the clear threshold) - free frames. ESX
-                reclaims them from the VMs whose consumption exceeds their entitlement:
-                min-funding revocation takes `chunk` after `chunk` from the VM paying the
-                least per page (rho, over the machine frames backing it). A VM's target
-                becomes what its balloon holds + what it must give (never lower than the
-                target already set). A balloon page the guest had never touched frees no
-                frame, so the host stays short and the next update raises the target
-                again: the balloon grows until the machine memory needed is freed.
+        soft    the host must free `need` = minFree (the clear threshold) - free
+                frames. ESX reclaims them from the VMs whose consumption exceeds their
+                entitlement: min-funding revocation takes `chunk` after `chunk` from the
+                VM paying the least per page (rho, over the pages it uses: backed,
+                compressed, swapped). A VM's target becomes what its balloon holds + what
+                it must give (never lower than the target already set). A balloon page
+                the guest had never touched frees no frame, so the host stays short and
+                the next update raises the target again: the balloon grows until the
+                machine memory needed is freed. (Pages already on host swap are not
+                counted: many are pages the guest has since freed, which it never reads
+                back.)
         high    free memory is above 400 % of minFree: balloons give back the surplus,
                 to the VMs with the most shares per page first
         clear   targets held (hysteresis between the two)
@@ -221,7 +224,7 @@ class EsxSharesPolicy:
         state = states.state
         free = host.machine.nr_free
         if state == SOFT:
-            need = states.min_free * ENTER_PCT[CLEAR] // 100 - free
+            need = states.pages_at(ENTER_PCT[CLEAR]) - free
             if need <= 0:
                 return current
             held = [vm.balloon.actual if vm.balloon is not None else 0 for vm in vms]
@@ -229,18 +232,26 @@ class EsxSharesPolicy:
                 max(0, host.balloon.cap(vm) - h) if vm.balloon is not None else 0
                 for vm, h in zip(vms, held, strict=True)
             ]
-            take = self._revoke(vms, [vm.nr_resident for vm in vms], room, need, cheapest=True)
+            used = [self.pages_used(vm) for vm in vms]
+            take = self._revoke(vms, used, room, need, cheapest=True)
             return [
                 max(cur, h + t) for cur, h, t in zip(current, held, take, strict=True)
             ]
         if state == HIGH and any(current):
-            surplus = free - states.min_free * EXIT_PCT[CLEAR] // 100
+            surplus = free - states.pages_at(EXIT_PCT[CLEAR])
             if surplus <= 0:
                 return current
             pages = [vm.nr_resident for vm in vms]
             give = self._revoke(vms, pages, current, surplus, cheapest=False)
             return [cur - g for cur, g in zip(current, give, strict=True)]
         return current
+
+    @staticmethod
+    def pages_used(vm) -> int:
+        """Guest pages a VM uses that the host holds: backed (private or shared),
+        compressed or on host swap."""
+        nr = vm.p2m.nr
+        return nr[P2M_PRIVATE] + nr[P2M_SHARED] + nr[P2M_COMPRESSED] + nr[P2M_SWAPPED]
 
     def _revoke(self, vms, pages, room, total, cheapest: bool) -> list[int]:
         """Split `total` pages over VMs in chunks, each chunk to the VM with the lowest

@@ -90,3 +90,44 @@ def test_host_pressure_inflates_balloons_until_free_memory_is_back_in_clear():
     assert all(vm.balloon.actual > 0 for vm in guests)  # shared by shares, both equal
     assert host.counters()["nomem_stalls"] == 0
     host.validate()
+
+
+def test_balloon_grows_past_never_touched_pages_until_the_host_gets_its_frames():
+    """A guest with plenty of never-touched free memory: its balloon is handed those pages
+    first (they free no host frame), so the controller keeps raising the target until
+    the guest gives up page cache, whose frames the host does take back."""
+    from guestkernel.filemap import filemap_get_page
+    from hypervisor.states import CLEAR, SOFT
+
+    env = simpy.Environment()
+    # 96 MiB host = 24576 frames, minFree 16 MiB = 4096: soft below 2621 free
+    host = Host(
+        HostConfig(memory="96MiB", min_free="16MiB", sharing=False, compression=False),
+        env=env,
+    )
+    guests = [host.create_vm(name, KernelConfig(memory="64MiB")) for name in ("a", "b")]
+    for i, vm in enumerate(guests):
+        k = vm.kernel
+        inode = k.fs.create(f"/data{i}", 11_000 * 4096)
+        for index in range(11_000):  # 43 MiB of clean page cache, backed on the host
+            filemap_get_page(k, inode, index, 1)
+    free0 = host.machine.nr_free
+    untouched = sum(vm.p2m.nr[0] for vm in guests)  # guest frames never backed
+    assert free0 < 2621 and untouched > 4096
+    env.run(until=0.5)
+    # soft at t=0: the controller asks for what the host lacks, 4096 - free0 frames
+    assert host.states.state == SOFT
+    assert sum(vm.balloon_target for vm in guests) == 4096 - free0
+    for t in range(1, 16):
+        env.run(until=t + 0.5)
+        if host.states.state < SOFT:
+            break
+    assert host.states.state == CLEAR and host.machine.nr_free >= 4096
+    reclaimed = host.reclaimed()["balloon"]
+    held = sum(vm.balloon.actual for vm in guests)
+    assert host.machine.nr_free - free0 == reclaimed > 0  # counted honestly: frames freed
+    # the guests' allocators handed over never-touched pages too, which freed nothing:
+    # the target was raised past the first request until the frames came back
+    assert held > reclaimed and held == sum(vm.balloon_target for vm in guests) > 4096 - free0
+    assert sum(vm.kernel.vmstat["nr_file_pages"] for vm in guests) < 22_000  # cache went
+    host.validate()
