@@ -11,7 +11,9 @@ Sharing and compression in hvsim act on real 4 KiB `bytes`. This module makes th
   Different images have different builds of everything and share only zero pages and
   the few files that really are byte-identical (Debian and Ubuntu ship the same
   `tzdata` build). Images are fixed artifacts, like a distribution release: their
-  content does not depend on the experiment seed.
+  content does not depend on the experiment seed. The exception is what the running
+  machine writes, its logs and journals (`Region.per_machine`): read through a VM's
+  `image_reader`, those bytes are the VM's own.
 * **Application data** (`DataProfile.get("webserver")`): profiles named like the
   workloads (`idle`, `webserver`, `database`, `compile`, `jvm`, `memhog`) plus `media`
   and `encrypted` (`memhog` is numactl's: every page memset to 0xff, which sharing and
@@ -48,8 +50,10 @@ API
     ``.image_page(image_name, region, index) -> bytes``: as ``OSImage.page``.
     ``.page(ref) -> bytes``: regenerate from a reference tuple
     ``("app", profile, key, pid)`` or ``("image", image_name, region_name, index)``.
-``OSImage.reader(region) -> (index -> bytes)``
-    the content callable of a guest page-cache file (guestkernel/filemap ``Inode``).
+``OSImage.reader(region, machine=None) -> (index -> bytes)``
+    the content callable of a guest page-cache file (guestkernel/filemap ``Inode``);
+    with a `machine`, its logs (``Region.per_machine``) are that machine's own
+    (``ContentSource.image_reader(image, region)`` names the VM).
 ``OSImage.pages(category=None, cache=True)``
     yields (region, index, bytes); ``cache=False`` scans without keeping pages.
 ``drop_image_cache()``
@@ -807,6 +811,11 @@ class ContentSource:
         """Page `index` of `region` of OS image `image` (the same object in every VM)."""
         return OSImage.get(image).page(region, index)
 
+    def image_reader(self, image: str, region: str | Region):
+        """The content callable of `region` of `image` as this VM's file: the image's
+        pages, except a per_machine region (a log), which is this VM's own."""
+        return OSImage.get(image).reader(region, f"{self.seed}/{self.vm_name}")
+
     def page(self, ref: tuple) -> bytes:
         """Regenerate a page from ("app", profile, key, pid) or
         ("image", image, region, index)."""
@@ -882,6 +891,9 @@ class Region:
               (the same build of a file shipped by two images)
     small_files  the region stands for many small files, one page each, each with a
               zero tail (configuration directories)
+    per_machine  the running machine writes the file (system logs, journals): every
+              machine's bytes are its own (``OSImage.reader(region, machine)``); the
+              image's pages stand for one machine. Binary-log layouts and /var/log/.
     """
 
     name: str
@@ -890,6 +902,7 @@ class Region:
     layout: tuple[tuple[str, float], ...]
     artifact: str
     small_files: bool = False
+    per_machine: bool = False
     pages: int = field(default=0, init=False)
     _bounds: tuple = field(default=(), init=False, repr=False, compare=False)
 
@@ -926,8 +939,9 @@ def _region_page(region: Region, index: int, cache: bool = True) -> bytes:
     return page
 
 
-def _make_region_page(region: Region, index: int) -> bytes:
-    h = xxhash.xxh64_intdigest(f"{region.artifact}/{index}".encode())
+def _make_region_page(region: Region, index: int, machine: str | None = None) -> bytes:
+    artifact = f"{region.artifact}@{machine}" if machine is not None else region.artifact
+    h = xxhash.xxh64_intdigest(f"{artifact}/{index}".encode())
     page = _page(region.profile_of(index), h, h, b"")
     if page is not ZERO_PAGE:
         used = PAGE_SIZE
@@ -986,11 +1000,16 @@ class OSImage:
                              f"no page {index}")
         return _region_page(region, index)
 
-    def reader(self, region: str | Region):
+    def reader(self, region: str | Region, machine: str | None = None):
         """`index -> bytes` for `region`: the `content` callable of a guest file, e.g.
-        ``fs.create(r.name, size=r.size, content=image.reader(r))`` (guestkernel/filemap)."""
+        ``fs.create(r.name, size=r.size, content=image.reader(r))`` (guestkernel/filemap).
+        `machine` names the installed machine: a per_machine region (a log) then reads
+        that machine's own bytes, built on demand and not cached (the guest's page cache
+        holds what it read); every other region reads the image's shared pages."""
         if type(region) is str:
             region = self.region(region)
+        if machine is not None and region.per_machine:
+            return lambda index: _make_region_page(region, index, machine)
         return lambda index: _region_page(region, index)
 
     def pages(self, category: str | None = None, cache: bool = True):
@@ -1238,7 +1257,9 @@ def _build_image(name: str, spec) -> OSImage:
         path, category, size, layout = row[:4]
         artifact = row[4] if len(row) > 4 and row[4] else f"{name}:{path}"
         small = len(row) > 5 and row[5]
-        regions.append(Region(path, category, size, _LAYOUTS[layout], artifact, small))
+        per_machine = layout == "journal" or path.startswith("/var/log/")
+        regions.append(Region(path, category, size, _LAYOUTS[layout], artifact, small,
+                              per_machine))
     return OSImage(name, family, kernel, description, tuple(regions))
 
 

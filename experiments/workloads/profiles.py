@@ -33,7 +33,8 @@ class Profile(Workload):
                 boot process that then exits (the idle profile's daemons read their share
                 themselves)
     and the guest kernel's randomize_va_space (ASLR), which decides whether equal data
-    carries equal pointers."""
+    carries equal pointers. At start, the image's logs (per_machine regions) become this
+    VM's own files: a log holds what its machine wrote, never the same bytes twice."""
 
     def __init__(self, env, vm, params, content, seed: int, image=None) -> None:
         super().__init__(env, vm, params, content, seed, image)
@@ -44,11 +45,24 @@ class Profile(Workload):
                                      extra.get("randomize_va_space", 2))
 
     def start(self) -> None:
-        if not self.started and self.name != "idle":
-            files = self._boot_files(size(getattr(self.params, "page_cache", "0B")))
-            if files:
-                self.go(self._boot(files))
+        if not self.started:
+            self._own_logs()
+            if self.name != "idle":
+                files = self._boot_files(size(getattr(self.params, "page_cache", "0B")))
+                if files:
+                    self.go(self._boot(files))
         super().start()
+
+    def _own_logs(self) -> None:
+        fs = getattr(self.kernel, "fs", None)
+        reader = getattr(self.content, "image_reader", None)
+        if self.image is None or fs is None or reader is None:
+            return
+        for region in self.image.regions:
+            if region.per_machine:
+                inode = fs.lookup(region.name)
+                if inode is not None and not inode.mapping.pages:  # nothing read yet
+                    inode.content = reader(self.image.name, region)
 
     def _boot_files(self, budget: int) -> list[tuple[str, int]]:
         """(path, bytes) of the image's non-kernel files, in order, up to `budget` bytes."""
@@ -359,7 +373,7 @@ class JvmWorkload(Profile):
         gc_every = seconds(p.gc_interval)
         last_gc = self.env.now
         step = 0.1
-        data = self.page_data("jvm", "heap", proc.pid)
+        allocated = 0  # bytes allocated since start: every chunk holds new objects
         while proc.alive and not self.dead:
             chunk = max(PAGE, int(rate * step)) & ~(PAGE - 1)
             if top + chunk > heap_bytes or self.env.now - last_gc >= gc_every:
@@ -369,8 +383,10 @@ class JvmWorkload(Profile):
                 last_gc = self.env.now
                 yield self.wait(0.05 + cost)
                 continue
+            data = self.page_data("jvm", f"alloc{allocated >> 12}", proc.pid)
             cost = proc.touch(base + top, chunk, True, data)
             top += chunk
+            allocated += chunk
             self.work_done += chunk / (1 << 20)
             yield self.wait(step + cost)
 

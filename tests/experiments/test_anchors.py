@@ -17,9 +17,6 @@ from experiments.config import load_config, size
 
 # (anchor, row index) -> why the model does not meet the published figure
 KNOWN_GAPS = {
-    ("production", 0): "guests touch about half their memory in a short run and their workload "
-                       "data is private per VM: shared ~25 % against the published 42.9 %",
-    ("production", 1): "as deployment A: shared ~12 % against the published 29.2 %",
     ("balloon-swap", 0): "the balloon target (guest - host + minFree) asks for far more than host "
                          "swap ever holds, since the guest touches only part of its memory: the "
                          "compile guest is left less than its working set and swaps itself",
@@ -125,10 +122,11 @@ def test_anchor_configs_are_ordinary_experiment_configs():
 def test_quick_overrides_name_real_keys(tmp_path):
     ctx = A.Context(tmp_path, quick=True)
     cfg = ctx.config("identical-vms", A.IDENTICAL_QUICK, **{"vm[0].count": 3})
-    assert cfg.vm[0].memory == "48MiB" and cfg.vm[0].count == 3
+    assert cfg.experiment.duration == "8s" and cfg.vm[0].count == 3
+    assert cfg.vm[0].memory == "64MiB"  # full-size guests in quick mode too
     assert cfg.output.plots is False
     full = A.Context(tmp_path, quick=False).config("identical-vms", A.IDENTICAL_QUICK)
-    assert full.vm[0].memory == "64MiB" and full.vm[0].count == 10
+    assert full.experiment.duration == "20s" and full.vm[0].count == 10
 
 
 def test_production_quick_scales_memory_and_workload_sizes(tmp_path):

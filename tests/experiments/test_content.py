@@ -340,3 +340,22 @@ def test_raw_image_pages_interns_identical_pages(tmp_path):
     assert pages[0] is ZERO_PAGE and pages[1] is pages[3]
     with pytest.raises(ValueError, match="raw memory image .*nope.mem: No such file"):
         raw_image_pages(tmp_path / "nope.mem")
+
+
+def test_logs_are_each_machines_own():
+    image = OSImage.get("debian-12")
+    log = image.region("/var/log/journal/system.journal")
+    libc = image.region("/usr/lib/x86_64-linux-gnu/libc.so.6")
+    assert log.per_machine and not libc.per_machine
+    assert [r.name for r in OSImage.get("windows-xp").regions if r.per_machine] == ["config\\*.evt"]
+    vm1, vm2 = ContentSource(1, "vm1"), ContentSource(1, "vm2")
+    a = [vm1.image_reader("debian-12", log)(i) for i in range(log.pages)]
+    b = [vm2.image_reader("debian-12", log)(i) for i in range(log.pages)]
+    assert a == [vm1.image_reader("debian-12", log)(i) for i in range(log.pages)]  # pure
+    same = [x for x, y in zip(a, b, strict=True) if x == y]
+    assert same and all(x is ZERO_PAGE for x in same)  # only the zeroed tails agree
+    z = DataProfile.get("journal").zero  # both zero by chance: z * z
+    assert abs(len(same) / len(a) - z * z) <= binomial_tol(z * z, len(a))
+    # the image's own pages, and every other file, are the same objects in every VM
+    assert vm1.image_reader("debian-12", libc)(5) is vm2.image_reader("debian-12", libc)(5)
+    assert image.reader(log)(7) is image.page(log, 7)
