@@ -8,6 +8,13 @@ marks them PG_balloon, and `release`s each frame to the host through `phys.relea
 Deflating frees them back to the buddy allocator; the next touch of such a frame makes
 the host back it again. An allocation failure ends the inflation step (retried later).
 
+Which pages the balloon gets is the allocator's choice, as in Linux: the per-CPU hot list
+first (pages freed lately: the host backs them, so each frees a machine frame), then the
+buddy free lists, whose large blocks in a guest that has not used all its memory were
+never touched (the host never backed them: ballooning them frees nothing). The host
+counts only what it took back (hypervisor/balloon.py) and raises the target until the
+frames it needs come back.
+
 Rate: at most `rate` pages per second (default 25 600 = 100 MiB/s, i.e. the 256-page
 requests of virtio-balloon every 10 ms). With `deflate_on_oom` the driver gives back
 `oom_pages` (256) pages each time the guest is about to OOM-kill

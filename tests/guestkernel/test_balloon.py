@@ -132,3 +132,18 @@ def test_inflation_takes_page_cache_before_swapping():
     while d.step(4096) > 0:
         pass
     assert k.vmstat["pswpout"] > 0
+
+
+def test_inflation_takes_recently_freed_pages_first():
+    from guestkernel.gfp import __GFP_ZERO
+
+    k, _ = boot()
+    pages = [k.alloc_pages(GFP_HIGHUSER | __GFP_ZERO) for _ in range(200)]
+    used = {p.pfn for p in pages}
+    for p in pages:  # freed: on the per-CPU hot list and the buddy lists' heads
+        k.free_pages(p)
+    d = BalloonDriver(k)
+    d.set_target(200)
+    d.step(200)
+    # (a host backs these frames: ballooning them gives it memory back)
+    assert len(used & {p.pfn for p in d.pages}) >= 160
