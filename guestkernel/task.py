@@ -440,14 +440,19 @@ class Task:
         rss = mm.rss
         vm = k.vmstat
         alloc = k.alloc_pages
+        gfp_anon = GFP_ANON_ZERO
         lru_add = k.lru_cache_add
         vstart = vend = 0
         av = cvma = None
-        pgoff0 = pbits = locked = pdone = 0
+        pgoff0 = pbits = locked = pdone = stop = nz = 0
         self._kdepth += 1
         try:
             get = ptes.get
-            for i in range(npages):
+            i = -1
+            while True:
+                i += 1
+                if i >= npages:
+                    break
                 vpn = first + i
                 pte = get(vpn, 0)
                 # NOTE: the MMU's check inlined for speed (present, writable if a store)
@@ -455,13 +460,14 @@ class Task:
                     if write and (not pte or pte & _PAGE_PRESENT):
                         # NOTE: two outcomes of the flowchart inlined for speed, taken
                         # only where do_page_fault would reach them (user address inside
-                        # a writable anonymous VMA) and counted the same: demand paging
-                        # of a zeroed page (PTE none) and copy-on-write (PTE present,
-                        # read-only). Anything else goes the long way below.
+                        # a writable anonymous VMA, not a special mapping) and counted
+                        # the same: demand paging of a zeroed page (PTE none) and
+                        # copy-on-write (PTE present, read-only). Anything else goes
+                        # the long way below.
                         if not vstart <= vpn < vend:
                             vma = mm.mm_mt.lookup(vpn << PAGE_SHIFT)
                             if (vma is not None and vma.vm_file is None
-                                    and vma.vm_flags & VM_WRITE):
+                                    and vma.vm_flags & VM_WRITE and vma.vm_ops is None):
                                 cvma = vma
                                 vstart = vma.vm_start >> PAGE_SHIFT
                                 vend = vma.vm_end >> PAGE_SHIFT
@@ -472,6 +478,9 @@ class Task:
                                 # a fresh PTE needs no further fault nor bit update
                                 pdone = (pbits & _PAGE_PRESENT and pbits & _PAGE_RW
                                          and pbits & bits == bits)
+                                stop = vend - first  # index of the VMA's end
+                                if stop > npages:
+                                    stop = npages
                             else:
                                 vstart = vend = 0
                     if write and pte & _PAGE_PRESENT and vstart <= vpn < vend:
@@ -485,41 +494,68 @@ class Task:
                             av = cvma.anon_vma
                             if av is None:
                                 av = anon_vma_prepare(cvma)
-                        page = alloc(GFP_ANON_ZERO)
-                        if self._pending_fatal is not None:  # OOM-killed meanwhile
-                            if page is not None:
-                                k.free_pages(page)
-                            break
-                        if page is not None:
+                        # NOTE: a run of demand-zero faults (the next PTE none too, in
+                        # the same VMA) handled in this inner loop for speed; each page
+                        # takes exactly the steps of one do_anonymous_page write fault.
+                        # It leaves for the long way below with the page it could not
+                        # finish (no memory, no PTE table, or a PTE that needs more).
+                        run = 0  # 1: pages done up to i; 2: the task was killed
+                        # nr_anon_pages, pgfault and fault_demand_zero (counts that
+                        # nothing reads while a fault is in progress, not even reclaim or
+                        # the OOM killer) are added once per run; the mm's RSS, which the
+                        # OOM killer reads, page by page
+                        nz = 0
+                        while True:
+                            page = alloc(gfp_anon)
+                            if self._pending_fatal is not None:  # OOM-killed meanwhile
+                                if page is not None:
+                                    k.free_pages(page)
+                                run = 2
+                                break
+                            if page is None:
+                                break
                             key = vpn >> pshift
                             c = counts.get(key)
-                            if c is None and not pt.alloc_pte_table(vpn):
-                                k.free_pages(page)
-                            else:
-                                counts[key] = (c or 0) + 1
-                                pfn = page.pfn
-                                pte = (pfn << PAGE_SHIFT) | pbits
-                                ptes[vpn] = pte
-                                page.flags |= _ANON_FLAGS
-                                page.mapping = av
-                                page.index = pgoff0 + vpn
-                                page._mapcount = 0
-                                if locked:
-                                    mlock_page(k, page)
-                                lru_add(page)
-                                rss[MM_ANONPAGES] += 1
-                                vm["nr_anon_pages"] += 1
-                                vm["pgfault"] += 1
-                                vm["fault_demand_zero"] += 1
-                                if pdone and self.state == "running":
-                                    # the end of this iteration, without re-checking
-                                    # what the fresh PTE already satisfies
-                                    cost += touch(pfn, write)
-                                    if one is not None:
-                                        cost += store(pfn, one)
-                                    elif pages is not None:
-                                        cost += store(pfn, pages[i])
-                                    continue
+                            if c is None:
+                                if not pt.alloc_pte_table(vpn):
+                                    k.free_pages(page)
+                                    break
+                                c = 0
+                            counts[key] = c + 1
+                            pfn = page.pfn
+                            pte = (pfn << PAGE_SHIFT) | pbits
+                            ptes[vpn] = pte
+                            page.flags |= _ANON_FLAGS
+                            page.mapping = av
+                            page.index = pgoff0 + vpn
+                            page._mapcount = 0
+                            if locked:
+                                mlock_page(k, page)
+                            lru_add(page)
+                            rss[MM_ANONPAGES] += 1
+                            nz += 1
+                            if not pdone:
+                                break
+                            # the end of this page's access, without re-checking what
+                            # the fresh PTE already satisfies
+                            cost += touch(pfn, write)
+                            if one is not None:
+                                cost += store(pfn, one)
+                            elif pages is not None:
+                                cost += store(pfn, pages[i])
+                            run = 1
+                            if i + 1 == stop or vpn + 1 in ptes:
+                                break
+                            i += 1
+                            vpn += 1
+                        vm["nr_anon_pages"] += nz
+                        vm["pgfault"] += nz
+                        vm["fault_demand_zero"] += nz
+                        nz = 0
+                        if run == 2:
+                            break
+                        if run == 1:
+                            continue
                     tries = 0
                     while not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
                         if tries == 4 or do_page_fault(self, vpn << PAGE_SHIFT, write,
@@ -541,6 +577,10 @@ class Task:
                 elif pages is not None:
                     cost += store(pfn, pages[i])
         finally:
+            if nz:  # an exception left a run early
+                vm["nr_anon_pages"] += nz
+                vm["pgfault"] += nz
+                vm["fault_demand_zero"] += nz
             self._kdepth -= 1
             if self._pending_fatal is not None:
                 self._die()

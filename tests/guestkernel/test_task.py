@@ -5,6 +5,7 @@ import pytest
 from guestkernel import uapi as U
 from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
+from guestkernel.memory import validate_pages
 from guestkernel.mmap import mmap_base_for
 from guestkernel.page_alloc import KernelPanic
 from guestkernel.physmem import BareMetal
@@ -276,3 +277,38 @@ def test_prlimit_semantics(k, t):
     assert child.getrlimit(U.RLIMIT_DATA) == (1 << 20, U.RLIM_INFINITY)
     child.setrlimit(U.RLIMIT_DATA, 2 << 20)
     assert t.getrlimit(U.RLIMIT_DATA) == (1 << 20, U.RLIM_INFINITY)
+
+
+def test_access_range_demand_zero_runs_equal_the_fault_handler_page_by_page():
+    # The inlined first-touch path (runs of demand-zero faults) must leave exactly what
+    # handle_mm_fault leaves page by page (MADV_POPULATE_WRITE): same PTEs and frames
+    # (the allocator is asked in the same order), same page fields, counters and RSS.
+    # Layout (pages from 0x10000000, across a PTE-table boundary at page 512):
+    #   [0, 700) rw   with page 3 and 600 already written
+    #   [700, 760) rw mlocked-on-fault (VM_LOCKED pages go to the unevictable list)
+    #   [760, 800) read-only (the long way: SIGSEGV is not asked for, only reads)
+    base = 0x10000000
+    states = []
+    for populate in (False, True):
+        k = boot()
+        t = k.spawn("t")
+        t.mmap(base, 700 * P, RW, ANON | U.MAP_FIXED)
+        t.mmap(base + 700 * P, 60 * P, RW, ANON | U.MAP_FIXED)
+        t.mlock2(base + 700 * P, 60 * P, U.MLOCK_ONFAULT)
+        t.mmap(base + 760 * P, 40 * P, U.PROT_READ, ANON | U.MAP_FIXED)
+        t.access(base + 3 * P, True)
+        t.access(base + 600 * P, True)
+        if populate:
+            t.madvise(base, 760 * P, U.MADV_POPULATE_WRITE)
+        t.access_range(base, 760 * P, True)
+        t.access_range(base + 760 * P, 40 * P, False)
+        mm = t.mm
+        pages = [(k.mem_map[pte >> 12].flags, k.mem_map[pte >> 12].index,
+                  k.mem_map[pte >> 12]._mapcount, k.mem_map[pte >> 12]._count)
+                 for v, pte in sorted(mm.pgtable.ptes.items()) if pte >> 12 != k.zero_pfn]
+        states.append((dict(mm.pgtable.ptes), list(mm.rss), dict(k.vmstat), pages,
+                       mm.pgtables_bytes, mm.locked_vm))
+        validate_mm(mm)
+        validate_pages(k)
+    assert states[0] == states[1]
+    assert states[0][1][1] == 760 + 1  # 760 anonymous pages and the stack's first page
