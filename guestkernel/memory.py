@@ -769,7 +769,10 @@ def validate_pages(kernel) -> None:
             raise MMInvariantError(f"page {pfn:#x}: mapcount {page._mapcount + 1}, {n} PTEs")
         extra = 1 if page.flags & PG_swapcache else 0
         if not page.flags & PG_anon:
-            extra += 1 if page.mapping.pages.get(page.index) is page else 0
+            if page.mapping is None:  # a kernel page (the vDSO): the kernel's reference
+                extra += 1
+            else:
+                extra += 1 if page.mapping.pages.get(page.index) is page else 0
             mapped += 1
         else:
             anon += 1

@@ -395,17 +395,20 @@ class SpecialMapping:
     EINVAL, so a partial munmap/mprotect/mremap fails), and _install_special_mapping gives
     it VM_DONTEXPAND, so mremap cannot grow it (EFAULT) and it never merges.
 
-    A fault maps a kernel-owned frame: the page belongs to the kernel image (vdso text) or
-    is PFN-mapped kernel data (vvar), never allocated for the process, so it is not in
-    RssAnon. hvsim does not model its bytes and maps the shared zero page's frame
-    (read-only, not counted in RSS). A write fault (only possible after mprotect gave the
-    vdso PROT_WRITE, which VM_MAYWRITE allows for debuggers) breaks CoW into an anonymous
+    A fault maps a kernel-owned frame, never allocated for the process, so never in
+    RssAnon. The vDSO text pages belong to the kernel image (kernel.vdso_pages): mapped
+    like a file page (special_mapping_fault + finish_fault), they count in RssFile and
+    nr_mapped. The [vvar] data are PFN-mapped (vmf_insert_pfn: no struct page, no RSS);
+    hvsim does not model their bytes and maps the shared zero page's frame, which no
+    counter sees either. A write fault (only possible after mprotect gave the vdso
+    PROT_WRITE, which VM_MAYWRITE allows for debuggers) breaks CoW into an anonymous
     page as Linux does."""
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "text")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, text: bool = False) -> None:
         self._name = name
+        self.text = text  # the vDSO's own pages (else PFN-mapped data)
 
     def name(self, vma) -> str:
         return self._name
@@ -414,13 +417,21 @@ class SpecialMapping:
         raise _err(U.EINVAL, f"split of {self._name}")
 
     def fault(self, task, vma, addr: int, write: bool) -> int:
-        from .memory import VM_FAULT_OOM, new_anon_page, vma_pte_bits
+        from .memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, map_file_page, new_anon_page, vma_pte_bits
 
         k = task.kernel
         pt = task.mm.pgtable
         vpn = addr >> PAGE_SHIFT
         if not write:
-            if not pt.set_pte_new(vpn, (k.zero_pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, False)):
+            if self.text:
+                idx = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+                vp = k.vdso_pages
+                if idx >= len(vp):
+                    return VM_FAULT_SIGBUS
+                if not map_file_page(k, task.mm, vma, vpn, vp[idx], False):
+                    return VM_FAULT_OOM
+            elif not pt.set_pte_new(vpn, (k.zero_pfn << PAGE_SHIFT)
+                                    | vma_pte_bits(vma.vm_flags, False)):
                 return VM_FAULT_OOM
             k.vmstat["fault_special"] += 1
             return 0
@@ -437,7 +448,7 @@ class SpecialMapping:
         return 0
 
 
-VDSO_MAPPING = SpecialMapping("[vdso]")
+VDSO_MAPPING = SpecialMapping("[vdso]", text=True)
 VVAR_MAPPING = SpecialMapping("[vvar]")
 VVAR_VCLOCK_MAPPING = SpecialMapping("[vvar_vclock]")
 # Linux 6.18 x86 (arch/x86/entry/vdso/vma.c, lib/vdso/datastore.c), the kernel the traces

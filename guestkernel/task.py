@@ -26,7 +26,7 @@ kmap_atomic/kunmap_atomic, slab + kmem_cache_create/alloc/free, procfs.register_
 tasks, alloc_pid, vm_enough_memory(pages, cap_sys_admin, total_vm), vm_unacct_memory,
 lru_cache_add, lru_del, mark_page_accessed, panic; and the reclaim hooks swapin_hook,
 swap_free, swap_duplicate (optional: madvise_pageout). It sets kernel.zero_page,
-zero_pfn, fs, shm_ns, _as_caches and (if unset) drop_caches.
+zero_pfn, vdso_pages, fs, shm_ns, _as_caches and (if unset) drop_caches.
 """
 
 from __future__ import annotations
@@ -1330,6 +1330,16 @@ def init_address_spaces(kernel) -> None:
     page.flags |= PG_zero | PG_reserved
     kernel.zero_page = page
     kernel.zero_pfn = page.pfn
+    # the vDSO text (vdso_image_64/32): pages of the kernel image's rodata, just below
+    # the zero page, each holding the kernel's own reference (mapping them never frees)
+    from .mmap import VDSO_TEXT_PAGES
+
+    kernel.vdso_pages = []
+    for i in range(VDSO_TEXT_PAGES, 0, -1):
+        vp = kernel.page_alloc.pfn_to_page(pfn - i)
+        vp.flags |= PG_reserved
+        vp._count = 1
+        kernel.vdso_pages.append(vp)
     cfg = kernel.config
     kernel.fs = FileSystem(kernel, latency=cfg.swap_latency, bandwidth=cfg.swap_bandwidth)
     from .shm import ShmNamespace

@@ -598,20 +598,39 @@ def test_vdso_cannot_grow_or_be_split_but_moves_and_unmaps_whole(k, t):
     validate_mm(t.mm)
 
 
-def test_touching_the_vdso_maps_a_kernel_frame_not_anonymous_memory(k, t):
+def test_touching_the_vdso_maps_kernel_frames_not_anonymous_memory(k, t):
+    # a call into __vdso_clock_gettime maps the vDSO's text page (a kernel-image page:
+    # RssFile and nr_mapped, like a file page); it reads the time data in [vvar],
+    # PFN-mapped (no struct page: no counter moves). RssAnon never changes.
+    from guestkernel.memory import validate_pages
+
     sp = _special(t)
     vdso, vvar = sp["[vdso]"], sp["[vvar]"]
     rss = list(t.mm.rss)
-    f0, a0 = k.vmstat["fault_special"], k.vmstat["nr_anon_pages"]
-    t.access(vdso.vm_start, False, execute=True)  # a call into __vdso_clock_gettime
-    t.access(vvar.vm_start, False)  # which reads the time data page
+    f0, a0, m0 = k.vmstat["fault_special"], k.vmstat["nr_anon_pages"], k.vmstat["nr_mapped"]
+    t.access(vdso.vm_start, False, execute=True)
+    t.access(vvar.vm_start, False)
     assert t.state == "running"
     assert k.vmstat["fault_special"] - f0 == 2
-    assert t.mm.rss == rss and k.vmstat["nr_anon_pages"] == a0  # RssAnon unchanged
+    assert t.mm.rss == [rss[0] + 1] + rss[1:]  # MM_FILEPAGES + 1
+    assert k.vmstat["nr_anon_pages"] == a0 and k.vmstat["nr_mapped"] == m0 + 1
     status = k.procfs.read(f"/proc/{t.pid}/status")
-    assert f"RssAnon:\t{rss[1] * 4:8d} kB\n" in status
-    # a store into the vDSO (no VM_WRITE) is a protection fault
-    t.access(vdso.vm_start, True)
+    assert f"RssAnon:\t{rss[1] * 4:8d} kB\n" in status and "RssFile:\t       4 kB\n" in status
+    page = k.vdso_pages[0]
+    assert t.mm.pgtable.ptes[vdso.vm_start >> 12] >> 12 == page.pfn
+    assert (page._count, page._mapcount) == (2, 0)  # the kernel's reference + one PTE
+    # a child does not inherit the vDSO's PTEs (no anon_vma: it faults them again)
+    child = k.tasks[t.fork()]
+    assert child.mm.rss[0] == 0
+    validate_pages(k)
+    child.exit(0)
+    t.munmap(vdso.vm_start, 2 * P)
+    assert t.mm.rss == rss and k.vmstat["nr_mapped"] == m0 and page._count == 1
+    validate_pages(k)
+    validate_mm(t.mm)
+    # a store into [vvar_vclock] (no VM_WRITE) is a protection fault
+    t.access(sp["[vvar_vclock]"].vm_start, False)
+    t.access(sp["[vvar_vclock]"].vm_start, True)
     assert t.state != "running" and t.term_signal == U.SIGSEGV and t.si_code == U.SEGV_ACCERR
 
 
