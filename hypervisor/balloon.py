@@ -7,7 +7,9 @@ than `min_change` pages, and sets `vm.balloon_target` and the guest driver's tar
 (virtio's num_pages). The guest driver moves toward it at its own rate.
 
 Memory reclaimed by ballooning = frames held by balloon drivers that the host took back
-(P2M state ballooned).
+(P2M state ballooned). A balloon page the guest had never touched was never backed and
+reclaims nothing: a balloon can hold far more than it reclaims, and the default policy
+(esx-shares) keeps raising a VM's target until the frames the host needs come back.
 """
 
 from __future__ import annotations
