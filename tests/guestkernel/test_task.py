@@ -300,8 +300,12 @@ def test_access_range_demand_zero_runs_equal_the_fault_handler_page_by_page():
         t.access(base + 600 * P, True)
         if populate:
             t.madvise(base, 760 * P, U.MADV_POPULATE_WRITE)
-        t.access_range(base, 760 * P, True)
+        # each page gets its own bytes (the run must hand page i the i-th piece)
+        t.access_range(base, 760 * P, True, [i.to_bytes(2, "little") * (P // 2)
+                                             for i in range(760)])
         t.access_range(base + 760 * P, 40 * P, False)
+        assert [t.peek(base + i * P, 2) for i in (0, 3, 511, 512, 600, 759)] == [
+            i.to_bytes(2, "little") for i in (0, 3, 511, 512, 600, 759)]
         mm = t.mm
         pages = [(k.mem_map[pte >> 12].flags, k.mem_map[pte >> 12].index,
                   k.mem_map[pte >> 12]._mapcount, k.mem_map[pte >> 12]._count)
