@@ -307,14 +307,27 @@ def clear_page_dirty(kernel, page) -> None:
 
 def writepage(kernel, page) -> float:
     """Write a dirty file page back to its inode's disk; returns seconds. (For reclaim
-    and the flusher.) Shmem pages have no disk: they go to swap, not here."""
+    and the flusher.) Shmem pages have no disk: they go to swap, not here.
+
+    The page that straddles EOF has its part beyond i_size zeroed, in the page cache
+    too, on every writeback (block_write_full_folio: it may be mmapped and written past
+    EOF), so a later extension shows zeros there. (Without a writeback in between, a
+    4 KiB-block file system shows what was written: pagecache_isize_extended does
+    nothing when the block is a page.)"""
     inode = page.mapping.host
     if inode.shmem:
         raise ValueError("writepage: shmem pages are written to swap, not to a file")
-    inode.disk[page.index] = kernel.phys.load(page.pfn)
+    phys = kernel.phys
+    data = phys.load(page.pfn)
+    off = inode.size - (page.index << PAGE_SHIFT)
+    cost = 0.0
+    if 0 < off < PAGE_SIZE and data is not ZERO_PAGE and any(data[off:]):
+        data = data[:off] + bytes(PAGE_SIZE - off)
+        cost = phys.touch(page.pfn, True) + phys.store(page.pfn, data)
+    inode.disk[page.index] = data
     clear_page_dirty(kernel, page)
     kernel.vmstat["pgpgout"] += PAGE_SIZE >> 10
-    return inode.fs.read_cost(1)
+    return cost + inode.fs.read_cost(1)
 
 
 def delete_from_page_cache(kernel, page) -> None:

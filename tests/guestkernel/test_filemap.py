@@ -245,3 +245,25 @@ def test_truncate_keeps_private_copies_of_the_partial_page(k, t):
     assert t.peek(priv + P, P) == b"x" * P
     assert t.peek(shared + P, P) == b"a" * 904 + bytes(P - 904)
     validate_mm(t.mm)
+
+
+def test_bytes_written_past_eof_through_mmap_are_zeroed_by_writeback(k, t):
+    # a shared mapping may write past EOF inside the last page (5000 bytes: page 1 ends
+    # the file at 904). Writeback zeroes that tail in the cache and on disk, so a later
+    # extension reads zeros; without a writeback, a 4 KiB-block file system shows the
+    # bytes (pagecache_isize_extended only acts for blocks smaller than a page)
+    for wb in (True, False):
+        path = f"/e{int(wb)}"
+        k.fs.create(path, 5000, b"a" * 5000)
+        inode = k.fs.lookup(path)
+        fd = t.open(path, U.O_RDWR)
+        m = t.mmap(B + (16 * P if wb else 0), 2 * P, RW, U.MAP_SHARED, fd, 0)
+        t.access(m + P + 1000, True, b"zz")
+        page = inode.mapping.pages[1]
+        if wb:
+            writepage(k, page)
+            assert inode.disk[1] == b"a" * 904 + bytes(P - 904)
+        t.ftruncate(fd, 2 * P)
+        tail = _read_all(t, fd, 2 * P)[P + 1000:P + 1002]
+        assert tail == (b"\0\0" if wb else b"zz")
+        validate_mm(t.mm)
