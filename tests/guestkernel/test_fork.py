@@ -312,3 +312,23 @@ def test_execve_e2big_at_a_quarter_of_rlimit_stack_keeps_the_old_image(k, t):
     # pages = 260 KiB > 256 KiB: the stack VMA is 64 pages
     assert t.mm.stack_vm == 64
     validate_mm(t.mm)
+
+
+def test_execve_arguments_on_i386_use_4_byte_pointers():
+    # STACK_TOP 0xC0000000; "/bin/p\0" twice (argv[0] and the file name) = 14 bytes end
+    # 4 bytes below the top; argc and the pointers are 32-bit; AT_PLATFORM is "i686"
+    k = boot(arch="i386")
+    t = k.spawn("p")
+    mm = t.mm
+    top = 0xC0000000
+    assert mm.arg_start == top - 4 - 14 and t.peek(mm.arg_start, 14) == b"/bin/p\0/bin/p\0"
+    raw = t.peek(mm.start_stack, 16)
+    words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4)]
+    assert words == [1, mm.arg_start, 0, 0]  # argc, argv[0], NULL, no envp: NULL
+    aux = t.peek(mm.start_stack + 16, 4 * 48)
+    pairs = [(int.from_bytes(aux[i:i + 4], "little"), int.from_bytes(aux[i + 4:i + 8], "little"))
+             for i in range(0, len(aux), 8)]
+    assert pairs[0] == (32, mm.vdso) and pairs[-1] == (0, 0)  # AT_SYSINFO first, AT_NULL
+    assert t.peek(dict(pairs)[15], 5) == b"i686\0"
+    assert mm.stack_vm == 33
+    validate_mm(mm)

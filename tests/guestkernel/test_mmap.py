@@ -584,6 +584,9 @@ def test_vdso_cannot_grow_or_be_split_but_moves_and_unmaps_whole(k, t):
             call()
         assert e.value.errno == U.EINVAL
     assert (vdso.vm_start, vdso.vm_end) == (lo, hi)
+    with pytest.raises(OSError) as e:  # VM_DONTEXPAND | VM_PFNMAP: [vvar] cannot grow
+        t.mremap(vvar.vm_start, 4 * P, 5 * P, U.MREMAP_MAYMOVE)
+    assert e.value.errno == U.EFAULT
     # vvar has no VM_MAYWRITE: mprotect to writable is refused
     with pytest.raises(OSError) as e:
         t.mprotect(vvar.vm_start, 4 * P, RW)
