@@ -4,6 +4,9 @@ A guest kernel manages frames (PFNs) and page descriptors; it never keeps page c
 itself. Contents live beneath it, in a `PhysicalMemory`:
 
     touch(pfn, write)  -> seconds stalled beneath the guest (host fault, decompress, swap-in)
+    touch_many(pfns, write)
+                       -> seconds; touch() of each frame in order (one call for a run of
+                          pages the guest accesses with no fault between them)
     store(pfn, data, from_disk=False)
                        -> seconds; a whole-page write (zeroing, copy, swap-in, file read);
                           from_disk marks a page read from the guest's disk or swap
@@ -67,6 +70,8 @@ class PhysicalMemory(Protocol):
 
     def touch(self, pfn: int, write: bool) -> float: ...
 
+    def touch_many(self, pfns: list[int], write: bool) -> float: ...
+
     def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float: ...
 
     def load(self, pfn: int) -> bytes: ...
@@ -83,6 +88,13 @@ class BareMetal:
 
     def touch(self, pfn: int, write: bool) -> float:
         return 0.0
+
+    def touch_many(self, pfns: list[int], write: bool) -> float:
+        touch = self.touch
+        cost = 0.0
+        for pfn in pfns:
+            cost += touch(pfn, write)
+        return cost
 
     def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float:
         if len(data) != PAGE_SIZE:

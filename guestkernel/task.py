@@ -48,7 +48,7 @@ from .filemap import (
     truncate_partial_page,
 )
 from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
-from .page import PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
+from .page import PG_active, PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -83,6 +83,8 @@ SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
 FATAL_SIGNALS = (U.SIGKILL, U.SIGSEGV, U.SIGBUS, U.SIGTERM)
 GFP_ANON_ZERO = G.GFP_HIGHUSER_MOVABLE | G.__GFP_ZERO
 _ANON_FLAGS = PG_anon | PG_swapbacked
+# mark_page_accessed has nothing to do on a clean page with these (see _splice_pagecache)
+_ACCESSED_STEADY = PG_referenced | PG_active
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
 
 
@@ -848,12 +850,11 @@ class Task:
         f.pos += done
         return done
 
-    def _read_pagecache(self, inode, pos: int, count: int, consume, data: bool = True) -> int:
+    def _read_pagecache(self, inode, pos: int, count: int, consume) -> int:
         """filemap_read: hand the file's bytes [pos, pos + count) (up to EOF) to
         `consume`, a page-cache page (or its part) at a time, reading missing pages in
         (synchronous readahead); `consume` returning False stops the read after that
-        part; with `data` False it gets None (the device reads the page: a socket's DMA).
-        Returns the bytes handed to `consume` (0 at or past EOF)."""
+        part. Returns the bytes handed to `consume` (0 at or past EOF)."""
         k = self.kernel
         n = min(count, max(0, inode.size - pos))
         if n == 0:
@@ -881,15 +882,56 @@ class Task:
             k.mark_page_accessed(page)
             self.cost += phys.touch(page.pfn, False)
             done += chunk
-            if not data:
-                consume(None)
-                continue
             part = phys.load(page.pfn)
             if chunk != PAGE_SIZE:
                 part = part[off:off + chunk]
             if consume(part) is False:
                 break
         return done
+
+    def _splice_pagecache(self, inode, pos: int, count: int) -> int:
+        """The file's pages [pos, pos + count) (up to EOF) read by a device straight
+        from the page cache (a socket's DMA: sendfile, splice): read in where missing
+        (synchronous readahead), marked accessed and touched, their bytes never copied.
+        Returns the bytes sent (0 at or past EOF)."""
+        k = self.kernel
+        n = min(count, max(0, inode.size - pos))
+        if n == 0:
+            return 0
+        phys = k.phys
+        pages = inode.mapping.pages
+        first = pos >> PAGE_SHIFT
+        last = (pos + n - 1) >> PAGE_SHIFT
+        mark = k.mark_page_accessed
+        # NOTE: the frames of a run of cached pages are touched in one touch_many call;
+        # the run is flushed before a readahead, so host events keep their order.
+        run = []
+        end = last + 1
+        for idx in range(first, end):
+            page = pages.get(idx)
+            if page is None:
+                if run:
+                    self.cost += phys.touch_many(run, False)
+                    run = []
+                # page_cache_sync_readahead: the rest of the request, at least ra_pages
+                _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
+                self.cost += c
+                page = pages.get(idx)
+                if page is None:
+                    page, _, c = filemap_get_page(k, inode, idx, 1)
+                    self.cost += c
+                    if page is None:
+                        end = idx
+                        break
+            f = page.flags
+            if f & _ACCESSED_STEADY != _ACCESSED_STEADY or f & PG_dirty:
+                mark(page)  # (an active, referenced, clean page: nothing to do)
+            run.append(page.pfn)
+        if run:
+            self.cost += phys.touch_many(run, False)
+        if end == first:
+            return 0
+        return min(end << PAGE_SHIFT, pos + n) - pos
 
     @_syscall()
     def sendfile(self, out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
@@ -910,7 +952,7 @@ class Task:
             raise U.err(U.EINVAL, "sendfile")
         pos = fin.pos if offset is None else offset
         if fout is _STDIO:
-            sent = self._read_pagecache(fin.inode, pos, count, _discard, data=False)
+            sent = self._splice_pagecache(fin.inode, pos, count)
         else:
             parts = []
             sent = self._read_pagecache(fin.inode, pos, count, parts.append)
@@ -1003,11 +1045,6 @@ class Task:
             raise U.err(U.EINVAL, "ftruncate")
         _truncate(self.kernel, f.inode, length)
         return 0
-
-
-def _discard(data: bytes | None) -> bool:
-    """sendfile's sink for a socket or the terminal: the bytes leave the machine."""
-    return True
 
 
 def _truncate(kernel, inode, length: int) -> None:

@@ -126,3 +126,41 @@ def test_releases_that_took_something_back_are_counted_until_refault():
     assert vm.nr_released_backed == 0 and vm.p2m.released_backed[0] == 0
     vm.store(1, page(2))
     assert vm.nr_released_backed == 0 and vm.balloon_refault == 2
+
+
+def test_touch_many_is_touch_frame_by_frame():
+    from hypervisor.compression import CompressionCache
+
+    def build():
+        m = MachineMemory(16)
+        vm = VM(m, "vm", 8, vmid=1)
+        vm.zcache = CompressionCache(m, max_frames=2)
+        for pfn in range(6):
+            vm.store(pfn, ZERO_PAGE if pfn == 4 else page(pfn))
+            vm.p2m.accessed[pfn] = 0
+        vm.p2m.disk_clean[2] = 1
+        return m, vm
+
+    def state(m, vm):
+        p = vm.p2m
+        return (bytes(p.state), bytes(p.accessed), bytes(p.disk_clean), vm.first_touch, vm.zswpin,
+                vm.stall_time, m.nr_free)
+
+    # all private: only the accessed and disk-clean bits change, no cost
+    m, vm = build()
+    assert vm.touch_many([0, 2, 3], True) == 0.0
+    assert vm.p2m.accessed[:4] == bytearray([1, 0, 1, 1]) and vm.p2m.disk_clean[2] == 0
+    # a run with an unbacked frame and a compressed one: exactly the per-frame outcome
+    for write in (False, True):
+        m1, a = build()
+        m2, b = build()
+        a.evict(1)
+        b.evict(1)
+        run = [0, 1, 6, 2, 5]
+        cost = a.touch_many(run, write)
+        assert cost == sum(b.touch(pfn, write) for pfn in run) and cost > 0
+        assert state(m1, a) == state(m2, b)
+    # a dead VM's touches cost nothing and change nothing
+    m, vm = build()
+    vm.guest_panicked("test")
+    assert vm.touch_many([0, 1], True) == 0.0 and vm.p2m.state[0] == P2M_NONE
