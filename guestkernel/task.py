@@ -447,6 +447,26 @@ class Task:
         vstart = vend = 0
         av = cvma = None
         pgoff0 = pbits = locked = pdone = stop = nz = 0
+        if data is None:
+            # NOTE: the leading run of pages already mapped as this access needs them
+            # (no fault can come between them) is touched in one touch_many call
+            get = ptes.get
+            run = []
+            vpn = first
+            while vpn <= last:
+                pte = get(vpn, 0)
+                if not (pte & _PAGE_PRESENT and (pte & _PAGE_RW or not write)):
+                    break
+                if pte & bits != bits:
+                    ptes[vpn] = pte | bits
+                run.append(pte >> PAGE_SHIFT)
+                vpn += 1
+            if run:
+                cost += phys.touch_many(run, write)
+                if vpn > last:
+                    return cost + self.cost - t0 + k.take_stall()
+                first = vpn
+                npages = last - first + 1
         self._kdepth += 1
         try:
             get = ptes.get
