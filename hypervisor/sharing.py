@@ -84,7 +84,7 @@ _NONZERO = bytes([0] + [1] * 255)
 _AGE_OLD = bytes(int(i >= 2) for i in range(256))  # stored age >= 2: age >= 3
 _AGE_BELOW_MAX = bytes(int(i < 254) for i in range(256))  # stored age 254 is age 255
 _IS_PRIVATE = bytes(int(i == 1) for i in range(256))  # P2M_PRIVATE
-_ZERO_BYTE = re.compile(rb"\x00")
+_ZERO_TO_ONE = bytes([1] + [0] * 255)
 
 
 def page_checksum(data: bytes) -> int:
@@ -334,9 +334,12 @@ class PageSharing:
                 if smart and k >= self.bulk_min and self.fast_paths and large is None:
                     skipped = self._bulk_skip(kv, lo, hi)
                     if skipped is not None:
-                        seq = [lo + m.start() for m in _ZERO_BYTE.finditer(skipped)]
+                        keep = skipped.translate(_ZERO_TO_ONE)  # the frames left to visit
                         if sparse:
-                            seq = [p for p in seq if state[p]]
+                            keep = (int.from_bytes(keep, "little")
+                                    & int.from_bytes(state[lo:hi].translate(_NONZERO), "little")
+                                    ).to_bytes(k, "little")
+                        seq = list(_select(range(lo, hi), keep))
                 for pfn in seq:
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
