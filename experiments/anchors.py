@@ -534,9 +534,9 @@ def anchor_balloon_swap(ctx: Context) -> list[Row]:
     vb, vs, va = balloon.host.vms[0], swap.host.vms[0], avoid.host.vms[0]
     kb = vb.kernel.vmstat
     ctx.note("balloon-swap", f"unconstrained {t0:.2f}/s; balloon {tb:.2f}/s (balloon held "
-             f"{vb.balloon.actual * PAGE // MIB if vb.balloon else 0} MiB at the end, of which "
-             f"{balloon.host.reclaimed()['balloon'] * PAGE // MIB} MiB had been backed; at most "
-             f"{held[0] * PAGE // MIB} MiB reclaimed at once; guest swapped out "
+             f"{vb.balloon.actual * PAGE / MIB if vb.balloon else 0:.1f} MiB at the end, of which "
+             f"{balloon.host.reclaimed()['balloon'] * PAGE / MIB:.1f} MiB had been backed; at most "
+             f"{held[0] * PAGE / MIB:.1f} MiB reclaimed at once; guest swapped out "
              f"{kb.get('pswpout', 0)} pages, host swapped out {vb.pswpout}); host swap {ts:.2f}/s "
              f"({vs.pswpout} pages out, {vs.pswpin} in, at most {peak[0] * PAGE // MIB} MiB held on "
              f"swap at once, {vs.false_swap_reads} false and "
