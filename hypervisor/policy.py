@@ -13,9 +13,13 @@ Victim choice (which private frames the host compresses or swaps):
 Balloon targets (pages each VM's balloon should hold, before the controller's cap):
 
     esx-shares    ESX share-based allocation with the idle memory tax (Waldspurger 2002):
-                  reclaim from the VM with the fewest shares per page,
-                  rho = S / (P * (f + k (1 - f))), k = 1 / (1 - tau); the active fraction
-                  f is estimated by sampling accessed bits (100 pages per period)
+                  in the soft state, what the host lacks (minFree - free frames) is
+                  reclaimed from the VM with the fewest shares per page,
+                  rho = S / (P * (f + k (1 - f))), k = 1 / (1 - tau), P the pages it
+                  uses; the active fraction f is estimated by sampling accessed bits (100
+                  pages per period). Target = balloon held + share, raised every update
+                  while the host is short (never-touched balloon pages free nothing);
+                  above 400 % of minFree the surplus is given back
     mom           oVirt MoM's balloon rules: under host pressure (free < 20 %, critical
                   < 5 %) shrink guests that have more than 20 % free, by at most 5 % of
                   their memory per step (twice that when critical); otherwise grow them
