@@ -12,6 +12,7 @@ written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import json
@@ -43,6 +44,22 @@ def write_timeseries(path: Path, columns: list[str], rows: list[dict]) -> None:
         w.writeheader()
         for row in rows:
             w.writerow(row)
+
+
+@contextlib.contextmanager
+def simulation_gc():
+    """The garbage collector's settings while a model runs. The model allocates millions
+    of long-lived objects (struct pages, PTE ints, page recipes): the cyclic GC would
+    rescan them over and over. What exists is frozen and the young generation collected
+    less often (no effect on results); the settings are restored after."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = False,
@@ -77,21 +94,12 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
         bar = _progress(duration, progress)
         step = duration / CHUNKS if duration > 0 else 0
         t = 0.0
-        # The model allocates millions of long-lived objects (struct pages, PTE ints, page
-        # bytes): the cyclic GC would rescan them over and over. Freeze what the build
-        # made and collect the young generation less often (no effect on results).
-        thresholds = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-        try:
+        with simulation_gc():
             while t < duration:
                 t = min(duration, t + step)
                 env.run(until=t)
                 if bar is not None:
                     bar.update(round(t - bar.n, 3))
-        finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
         if bar is not None:
             bar.close()
         summary["sim_time_s"] = env.now
