@@ -174,7 +174,8 @@ class HostBalloonSection(_Model):
 
 class HostSection(_Model):
     memory: Size = Field("4GiB", description="machine memory")
-    min_free: str = Field("auto", description='ESXi minFree: "auto" (899 MB per 28 GB + 1 %, scaled) or a size')
+    min_free: str = Field("auto", description='ESXi minFree: "auto" (a sliding scale of 6 / 4 / 2 % over the '
+                          'first 4 / 8 / 16 GB, 899 MB at 28 GB, + 1 % above) or a size')
     large_pages: bool = Field(False, description="back guest memory with 2 MB pages (unshareable until broken)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
