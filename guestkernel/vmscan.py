@@ -321,7 +321,15 @@ class Reclaim:
             lru = LRU_INACTIVE_ANON if f & PG_swapbacked else LRU_INACTIVE_FILE
             vm["pgstate_new_inactive"] += 1
         page.flags = f | PG_lru
-        self.lruvec_of(page).lists[lru].add(page)
+        lvs = self.lruvecs
+        head = (lvs[0] if len(lvs) == 1 else self.lruvec_of(page)).lists[lru]
+        # NOTE: PageList.add inlined (every page a process faults in comes here)
+        nxt = head.lru_next
+        page.lru_prev = head
+        page.lru_next = nxt
+        nxt.lru_prev = page
+        head.lru_next = page
+        head.nr += 1
         vm[LRU_VMSTAT[lru]] += 1
 
     def lru_del(self, page) -> None:
