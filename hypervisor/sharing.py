@@ -440,6 +440,10 @@ class PageSharing:
         loop runs.
         """
         k = hi - lo
+        if self.smart_scan and max(kv.age[lo:hi]) >= 2:
+            # an age reaches 3: smart_scan decides page by page (such a frame has an
+            # rmap item, so the window is not a first visit either)
+            return False
         p2m = kv.vm.p2m
         oldsum = kv.oldsum
         mcsum = self.machine.csum
@@ -475,8 +479,6 @@ class PageSharing:
             return False  # some content changed: rehash page by page
         age = kv.age
         smart = self.smart_scan
-        if smart and max(age[lo:hi]) >= 2:
-            return False  # an age reaches 3: smart_scan decides page by page
         keys = sums if not salt else [c | salt for c in sums]
         if stable and any(map(stable.get, keys)):
             return False
