@@ -890,15 +890,9 @@ class Task:
             chunk = min(PAGE_SIZE - off, n - done)
             page = pages.get(idx)
             if page is None:
-                # page_cache_sync_readahead: the rest of the request, at least ra_pages
-                _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
-                self.cost += c
-                page = pages.get(idx)
+                page = self._readahead(inode, idx, last)
                 if page is None:
-                    page, _, c = filemap_get_page(k, inode, idx, 1)
-                    self.cost += c
-                    if page is None:
-                        break
+                    break
             k.mark_page_accessed(page)
             self.cost += phys.touch(page.pfn, False)
             done += chunk
@@ -908,6 +902,19 @@ class Task:
             if consume(part) is False:
                 break
         return done
+
+    def _readahead(self, inode, idx: int, last: int):
+        """A page-cache miss at `idx` of a read ending at page `last`:
+        page_cache_sync_readahead of the rest of the request (at least ra_pages), then
+        the page itself if readahead did not bring it; the page, or None (no memory)."""
+        k = self.kernel
+        _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
+        self.cost += c
+        page = inode.mapping.pages.get(idx)
+        if page is None:
+            page, _, c = filemap_get_page(k, inode, idx, 1)
+            self.cost += c
+        return page
 
     def _splice_pagecache(self, inode, pos: int, count: int) -> int:
         """The file's pages [pos, pos + count) (up to EOF) read by a device straight
@@ -933,16 +940,10 @@ class Task:
                 if run:
                     self.cost += phys.touch_many(run, False)
                     run = []
-                # page_cache_sync_readahead: the rest of the request, at least ra_pages
-                _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
-                self.cost += c
-                page = pages.get(idx)
+                page = self._readahead(inode, idx, last)
                 if page is None:
-                    page, _, c = filemap_get_page(k, inode, idx, 1)
-                    self.cost += c
-                    if page is None:
-                        end = idx
-                        break
+                    end = idx
+                    break
             f = page.flags
             if f & _ACCESSED_STEADY != _ACCESSED_STEADY or f & PG_dirty:
                 mark(page)  # (an active, referenced, clean page: nothing to do)

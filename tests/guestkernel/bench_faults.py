@@ -31,20 +31,13 @@ def _setup(npages: int):
     return k, t, a
 
 
-@contextlib.contextmanager
 def runner_gc():
-    """The cyclic GC as experiments/runner.py sets it for a simulation run: what the build
-    made frozen, the young generation collected every 50 000 allocations. (The first
-    touch of a frame creates its struct page; with the default thresholds the GC rescans
-    the whole model every few hundred of them.)"""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+    """The cyclic GC as a simulation run sets it (experiments.runner.simulation_gc). The
+    first touch of a frame creates its struct page; with the default thresholds the GC
+    rescans the whole model every few hundred of them."""
+    from experiments.runner import simulation_gc
+
+    return simulation_gc()
 
 
 def measure_first_touch(npages: int = 50_000, as_in_a_run: bool = False) -> float:
