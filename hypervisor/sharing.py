@@ -269,6 +269,7 @@ class PageSharing:
         pfn = self._pfn
         initial = budget
         hashed = new_items = 0
+        unshared = 0  # change of pages_unshared by the per-page loop (added at the end)
         while budget > 0:
             if vi >= len(kvs):
                 # end of a full pass: the unstable tree starts again empty
@@ -368,7 +369,7 @@ class PageSharing:
                                 self.pages_skipped += 1
                                 if flags[pfn] & _UNSTABLE:
                                     flags[pfn] = 0  # remove_rmap_item_from_tree
-                                    self.pages_unshared -= 1
+                                    unshared -= 1
                                 idle += 1
                                 continue
                     mpn = mpns[pfn]
@@ -395,7 +396,7 @@ class PageSharing:
                         continue
                     if flags[pfn]:
                         flags[pfn] = 0  # leaves the unstable tree (remove_rmap_item_from_tree)
-                        self.pages_unshared -= 1
+                        unshared -= 1
                     key = csum | salt
                     entry = stable.get(key)
                     if entry is not None and self._stable_merge(kv, pfn, mpn, key, entry):
@@ -409,7 +410,7 @@ class PageSharing:
                     if cand is None:
                         unstable[key] = (vi << 32) | pfn
                         flags[pfn] = _UNSTABLE
-                        self.pages_unshared += 1
+                        unshared += 1
                     else:
                         self._unstable_merge(kv, vi, pfn, mpn, key, cand)
                 budget -= len(seq) - idle
@@ -422,6 +423,7 @@ class PageSharing:
         self._pfn = pfn
         scanned = initial - budget
         self.rmap_items += new_items
+        self.pages_unshared += unshared
         self.pages_scanned += scanned
         self.pages_hashed += hashed
         cost = scanned * self.hash_cost
