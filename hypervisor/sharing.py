@@ -106,6 +106,9 @@ def skip_age(age: int) -> int:
     return 8
 
 
+_SKIP_AGE = bytes(skip_age(a) for a in range(256))  # skip_age as a table (per-page loop)
+
+
 class _Chain:
     """A stable-tree node: the dups (machine frames) of one content."""
 
@@ -363,7 +366,7 @@ class PageSharing:
                             if a != 255:
                                 age[pfn] = a
                             if skips[pfn] == 0:
-                                skips[pfn] = skip_age(a)
+                                skips[pfn] = _SKIP_AGE[a]
                             else:
                                 skips[pfn] -= 1
                                 self.pages_skipped += 1
