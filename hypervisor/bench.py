@@ -75,8 +75,9 @@ def _side_by_side(bare, ours, setup, rounds: int = ROUNDS) -> tuple[float, float
     return best_bare, best_ours
 
 
-def measure_sharing(n: int = SHARING_PAGES) -> tuple[float, float]:
-    """(bare xxh3_64 seconds, sharing pass seconds) over the same n distinct pages."""
+def measure_sharing(n: int = SHARING_PAGES, passes_before: int = 0) -> tuple[float, float]:
+    """(bare xxh3_64 seconds, sharing pass seconds) over the same n distinct pages; the
+    pass measured comes after `passes_before` full passes (0: first visits)."""
     pages = distinct_pages(n)
     h = xxhash.xxh3_64_intdigest
 
@@ -88,6 +89,8 @@ def measure_sharing(n: int = SHARING_PAGES) -> tuple[float, float]:
         vm = _vm_holding(pages)
         ksm = PageSharing(vm.machine)
         ksm.add_vm(vm)
+        for _ in range(passes_before):
+            ksm.full_pass()
         return ksm
 
     def one_pass(ksm):
@@ -98,25 +101,7 @@ def measure_sharing(n: int = SHARING_PAGES) -> tuple[float, float]:
 
 def measure_sharing_steady(n: int = SHARING_PAGES) -> tuple[float, float]:
     """(bare xxh3_64 seconds, third sharing pass seconds) over the same n distinct pages."""
-    pages = distinct_pages(n)
-    h = xxhash.xxh3_64_intdigest
-
-    def bare():
-        for p in pages:
-            h(p)
-
-    def setup():
-        vm = _vm_holding(pages)
-        ksm = PageSharing(vm.machine)
-        ksm.add_vm(vm)
-        ksm.full_pass()
-        ksm.full_pass()
-        return ksm
-
-    def one_pass(ksm):
-        ksm.full_pass()
-
-    return _side_by_side(bare, one_pass, setup)
+    return measure_sharing(n, passes_before=2)
 
 
 def measure_compression(n: int = COMPRESS_PAGES, level: int = 3) -> tuple[float, float]:
