@@ -408,8 +408,8 @@ class Task:
 
     def access_range(self, start: int, length: int, write: bool, data=None) -> float:
         """Touch every page of [start, start + length) in order; returns seconds. `data`:
-        None, one page of bytes for every page, bytes of the whole page-aligned range,
-        or a sequence of page bytes. Stops if the task dies on a fault."""
+        None, one page (bytes or a LazyPage) for every page, bytes of the whole
+        page-aligned range, or a sequence of pages. Stops if the task dies on a fault."""
         mm = self.mm
         if self.state != "running" or mm is None or length <= 0:
             return 0.0
