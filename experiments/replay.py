@@ -68,7 +68,10 @@ What the trace cannot show
       binary at the guest's own addresses (text at 0x400000, [vvar], [vvar_vclock] and
       [vdso] just below the guest's mmap_base, stack at the top), which ``--maps`` shows
       in place of the real executable, loader and vdso (the real vdso's sizes and rights,
-      at another address).
+      at another address). Every execve gets the argv the line recorded (its strings on
+      the new stack, so VmStk and arg_start..arg_end are the program's); strace shows
+      envp only as a pointer, so the environment is not replayed; an argv strace
+      abridged ("...") is replayed as [path].
     - Memory accesses are not traced, so no page is touched: RSS, and merges that depend
       on a VMA already having an anon_vma, can differ from the real process.
     - Without -f, a child appears only as fork's and wait4's return value: it is forked in
@@ -324,6 +327,7 @@ _DURATION_RE = re.compile(r"\s+<\d+\.\d+>$")
 _BRACKETS_RE = re.compile(r"^(?:\[ *\d{1,4}\]\s+|\[[0-9a-f]{8,16}\]\s+)+")  # -n, -i
 _EXITED_RE = re.compile(r"^\+\+\+ exited with (-?\d+) \+\+\+$")
 _KILLED_RE = re.compile(r"^\+\+\+ killed by (SIG[A-Z0-9]+|\d+)(?: \(core dumped\))? \+\+\+$")
+_ARGV_ITEM_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _SUPERSEDED_RE = re.compile(r"^\+\+\+ superseded by execve in pid (\d+) \+\+\+$")
 _SIGNAL_RE = re.compile(r"^--- (SIG[A-Z0-9]+|stopped by SIG[A-Z0-9]+)(?: (\{.*\}))? ---$")
 _CALL_RE = re.compile(r"^([a-z_][a-z0-9_]*)\((.*)$")
@@ -611,6 +615,25 @@ def parse_fd(tok: str) -> tuple[int, str | None]:
     return int(m.group(1)), path
 
 
+def parse_argv(tok: str) -> list[str] | None:
+    """execve's argv as strace shows it (``["./a.out", "x"]``), or None when it is not a
+    list or strace abbreviated it (``...``): the strings' sizes are then unknown."""
+    tok = tok.strip()
+    if len(tok) < 2 or tok[0] != "[" or tok[-1] != "]":
+        return None
+    items = _ARGV_ITEM_RE.findall(tok[1:-1])
+    rest = _ARGV_ITEM_RE.sub("", tok[1:-1]).replace(",", "").strip()
+    if rest:  # "..." (abbreviated list) or a truncated string
+        return None
+    return [parse_string(f'"{body}"') for body in items]
+
+
+def _traced_argv(call: Call, path: str) -> list[str]:
+    """The argv an execve line recorded; [path] where strace abridged it (sizes unknown)."""
+    argv = parse_argv(call.args[1]) if len(call.args) > 1 else None
+    return [path] if argv is None else argv
+
+
 def parse_string(tok: str) -> str:
     """A quoted strace string (``"./a.out"``), with C escapes undone."""
     tok = tok.strip()
@@ -874,8 +897,10 @@ class Replayer:
             # the traced command itself: spawn is execve of a fresh process
             path = parse_string(call.args[0]) if call.args else "?"
             comm = os.path.basename(path) or path
+            argv = _traced_argv(call, path)
             self.calls += 1
-            self._register(Proc(call.pid, comm, task=self.kernel.spawn(comm)))
+            task = self.kernel.spawn(comm, argv=argv)
+            self._register(Proc(call.pid, comm, task=task))
             return
         proc = self._proc(call.pid)
         if proc.exited:
@@ -920,7 +945,7 @@ class Replayer:
         fs = getattr(self.kernel, "fs", None)
         if fs is not None and hasattr(fs, "create") and fs.lookup(path) is None:
             fs.create(path, 0)  # the trace shows it exists; its mappings are execve's own
-        value, err = self._sys(proc, "execve", path)
+        value, err = self._sys(proc, "execve", path, _traced_argv(call, path))
         if err is None:
             proc.known = []
             proc.brk_synced = False

@@ -383,8 +383,8 @@ class FakeKernel:
         self.log, self.fail, self.next_pid = [], {}, 100
         self.procfs = FakeProcFS(self)
 
-    def spawn(self, name):
-        self.log.append(("spawn", name))
+    def spawn(self, name, argv=None):
+        self.log.append(("spawn", name, argv))
         return FakeTask(self, name)
 
 
@@ -568,7 +568,7 @@ def test_threads_share_the_process_and_vfork_children_become_processes_at_execve
     assert [e for e in k.log if e[0] != "spawn"] == [
         (p1, "mmap", 0x7F0000000000, 4096, 1, 0x22 | R.MAP_FIXED_NOREPLACE, -1, 0),
         (p1, "fork"),
-        (child.task.pid, "execve", "/bin/true"),
+        (child.task.pid, "execve", "/bin/true", ["true"]),  # with the traced argv
         (child.task.pid, "exit", 0),
         (p1, "munmap", 0x7F0000000000, 4096),
     ]
@@ -653,7 +653,7 @@ def test_a_simulator_exception_or_refused_file_is_a_divergence_not_a_crash():
 
 def test_a_guest_that_cannot_spawn_is_reported_per_line():
     k = FakeKernel()
-    k.spawn = lambda name: (_ for _ in ()).throw(MemoryError("no task_struct"))
+    k.spawn = lambda name, argv=None: (_ for _ in ()).throw(MemoryError("no task_struct"))
     out = []
     r = Replayer(k, out.append)
     assert r.run(parse_trace(['1  execve("./a", ["./a"], 0x1 /* 0 vars */) = 0'])) == (1, 1)
@@ -959,3 +959,22 @@ def test_execve_maps_the_vdso_as_the_real_kernel_did(name, pid, maps):
     assert _special_shape(sim) == _special_shape(real) == [
         ("[vvar]", 4 * 4096, "r--p"), ("gap", 0, ""), ("[vvar_vclock]", 2 * 4096, "r--p"),
         ("gap", 0, ""), ("[vdso]", 2 * 4096, "r-xp")]
+
+
+def test_execve_gets_the_traced_argv_on_its_stack():
+    # the strings (NUL-terminated) lie between arg_start and arg_end, as execve put them
+    lines = [
+        '1  execve("./srv", ["./srv", "--port", "8080"], 0x7ffc /* 3 vars */) = 0',
+        "1  fork() = 2",
+        '2  execve("/bin/worker", ["worker", "a, b", "' + "x" * 5000 + '"], 0x7ffd /* 3 vars */) = 0',
+        '1  execve("./b", ["./b", "abridged"...], 0x7ffe /* 3 vars */) = 0',
+    ]
+    k = R.boot_guest("64MiB")
+    r = Replayer(k, [].append)
+    assert r.run(parse_trace(lines)) == (4, 0)
+    srv, worker = r.procs[1].task, r.procs[2].task
+    assert worker.mm.arg_end - worker.mm.arg_start == len("worker") + len("a, b") + 5000 + 3
+    # an abridged argv (strace's "...") has unknown sizes: the replay passes [path]
+    assert srv.mm.arg_end - srv.mm.arg_start == len("./b") + 1
+    assert R.parse_argv('["./srv", "--port", "8080"]') == ["./srv", "--port", "8080"]
+    assert R.parse_argv('["a", ...]') is None and R.parse_argv("0x7ffc") is None
