@@ -266,6 +266,16 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     task.comm = path.rsplit("/", 1)[-1][:15]
 
 
+def _may_expand(task, flags: int, nbytes: int) -> None:
+    """elf_map / vm_brk_flags / setup_arg_pages go through may_expand_vm: the image's
+    mappings count in total_vm against RLIMIT_AS, its data and bss in data_vm against
+    RLIMIT_DATA (the new mm's; a failure leaves the old image, see load_static_binary)."""
+    from .mmap import may_expand_vm
+
+    if not may_expand_vm(task, flags, nbytes >> PAGE_SHIFT):
+        raise U.err(U.ENOMEM, "execve")
+
+
 def _charge(task, pages: int) -> None:
     if not task.kernel.vm_enough_memory(pages, task.capable(U.CAP_SYS_ADMIN), task.mm.total_vm):
         raise U.err(U.ENOMEM, "execve")
@@ -282,6 +292,7 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
     text_len = PAGE_ALIGN(text)
     data_len = PAGE_ALIGN(data)
     text_flags = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    _may_expand(task, text_flags, text_len)
     vma = vm_area_alloc(mm, base, base + text_len, text_flags, 0, exe)
     vma_link(mm, vma)
     vma_account(mm, vma, 1)
@@ -290,6 +301,7 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
     if data_len:
         # a private writable file mapping: charged (VM_ACCOUNT)
         dflags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT
+        _may_expand(task, dflags, data_len)
         _charge(task, data_len >> PAGE_SHIFT)
         vma = vm_area_alloc(mm, dstart, dstart + data_len, dflags, text_len >> PAGE_SHIFT, exe)
         vma_link(mm, vma)
@@ -299,6 +311,7 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
     bss_len = PAGE_ALIGN(bss)
     if bss_len:
         # vm_brk_flags: anonymous, brk-like flags, charged
+        _may_expand(task, VM_DATA_DEFAULT_FLAGS, bss_len)
         _charge(task, bss_len >> PAGE_SHIFT)
         vma = vm_area_alloc(mm, bss_start, bss_start + bss_len,
                             VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT, bss_start >> PAGE_SHIFT)
@@ -314,6 +327,7 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
     arg_size = args.string_pages() << PAGE_SHIFT
     size = max(arg_size, min(arg_size + STACK_EXPAND, rlim & ~(PAGE_SIZE - 1)))
     sstart = top - size
+    _may_expand(task, VM_STACK_FLAGS, size)  # (acct_stack_growth: RLIMIT_AS only)
     _charge(task, size >> PAGE_SHIFT)
     vma = vm_area_alloc(mm, sstart, top, VM_STACK_FLAGS, sstart >> PAGE_SHIFT)
     vma_link(mm, vma)

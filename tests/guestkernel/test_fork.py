@@ -332,3 +332,30 @@ def test_execve_arguments_on_i386_use_4_byte_pointers():
     assert t.peek(dict(pairs)[15], 5) == b"i686\0"
     assert mm.stack_vm == 33
     validate_mm(mm)
+
+
+def test_execve_maps_its_image_within_rlimit_data_and_rlimit_as(k, t):
+    # the data segment (private writable file mapping) and the bss (vm_brk_flags) count
+    # in data_vm against RLIMIT_DATA; every mapping counts in total_vm against RLIMIT_AS
+    k.fs.create("/bin/big", 0)
+    t.mmap(B, 4 * P, RW, FIX)
+    t.access(B, True, b"k" * P)
+    maps = k.procfs.read(f"/proc/{t.pid}/maps")
+    c0 = k.committed_as
+
+    def enomem(**layout):
+        with pytest.raises(OSError) as e:
+            t.execve("/bin/big", **layout)
+        assert e.value.errno == U.ENOMEM
+        assert k.procfs.read(f"/proc/{t.pid}/maps") == maps and t.peek(B, 1) == b"k"
+        assert k.committed_as == c0 and t.comm == "t"
+
+    t.setrlimit(U.RLIMIT_DATA, 100 * P)
+    enomem(data=64 * P, bss=64 * P)  # 128 pages of data_vm > 100
+    t.setrlimit(U.RLIMIT_DATA, U.RLIM_INFINITY)
+    t.setrlimit(U.RLIMIT_AS, 200 * P)
+    enomem(data=64 * P, bss=64 * P)  # text, data, bss and the 128 KiB stack: over 200 pages
+    t.setrlimit(U.RLIMIT_AS, U.RLIM_INFINITY)
+    t.setrlimit(U.RLIMIT_DATA, 128 * P)
+    assert t.execve("/bin/big", data=64 * P, bss=64 * P) == 0  # exactly at the limit
+    assert t.mm.data_vm == 128 and t.comm == "big"
