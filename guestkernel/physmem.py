@@ -50,7 +50,9 @@ class LazyPage:
         return self.materialize()
 
     def __eq__(self, other) -> bool:
-        return page_bytes(self) == page_bytes(other)
+        if not isinstance(other, (bytes, bytearray, memoryview, LazyPage)):
+            return NotImplemented
+        return self.materialize() == page_bytes(other)
 
     def __hash__(self) -> int:
         return hash(self.materialize())

@@ -42,6 +42,7 @@ def test_page_bytes_and_equality_use_the_real_bytes():
     r = Recipe("page", 3)
     assert len(r) == 4096 and page_bytes(r) == page(3) and bytes(r) == page(3)
     assert r == page(3) and page(3) == r and r == Recipe("page", 3) and r != page(4)
+    assert r != None and r != 3  # noqa: E711 - not a page: unequal, no error
     assert page_bytes(page(5)) is page(5) or page_bytes(page(5)) == page(5)
 
 
