@@ -300,28 +300,26 @@ def bench_faults(quick: bool) -> list[Row]:
 
     n = 20_000 if quick else 100_000
     rounds = 2 if quick else 5
+
+    def faults_per_s(task, a, counter: str, what: str) -> float:
+        """Write every page of the n-page range at `a`: each must take a `counter` fault."""
+        k = task.kernel
+        f0 = k.vmstat[counter]
+        gc.collect()
+        with simulation_gc():
+            t0 = time.process_time()
+            task.access_range(a, n * PAGE_SIZE, True)
+            dt = time.process_time() - t0
+        if k.vmstat[counter] - f0 != n:
+            raise RuntimeError(f"bench faults: not every page took a {what} fault")
+        return n / dt
+
     first = cow = 0.0
     for _ in range(rounds):
         k, t, a = _fault_task(n)
-        f0 = k.vmstat["fault_demand_zero"]
-        gc.collect()
-        with simulation_gc():
-            t0 = time.process_time()
-            t.access_range(a, n * PAGE_SIZE, True)
-            dt = time.process_time() - t0
-        if k.vmstat["fault_demand_zero"] - f0 != n:
-            raise RuntimeError("bench faults: not every page took a demand-zero fault")
-        first = max(first, n / dt)
+        first = max(first, faults_per_s(t, a, "fault_demand_zero", "demand-zero"))
         child = k.tasks[t.fork()]
-        f0 = k.vmstat["fault_cow"]
-        gc.collect()
-        with simulation_gc():
-            t0 = time.process_time()
-            child.access_range(a, n * PAGE_SIZE, True)
-            dt = time.process_time() - t0
-        if k.vmstat["fault_cow"] - f0 != n:
-            raise RuntimeError("bench faults: not every page took a copy-on-write fault")
-        cow = max(cow, n / dt)
+        cow = max(cow, faults_per_s(child, a, "fault_cow", "copy-on-write"))
         del k, t, child
     return [
         Row("anonymous first-touch faults (access_range)", first, "faults/s",
