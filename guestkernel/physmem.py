@@ -58,6 +58,14 @@ class LazyPage:
         return hash(self.materialize())
 
 
+def touch_each(touch, pfns: list[int], write: bool) -> float:
+    """touch_many frame by frame: `touch(pfn, write)` for each, in order; seconds."""
+    cost = 0.0
+    for pfn in pfns:
+        cost += touch(pfn, write)
+    return cost
+
+
 def page_bytes(data) -> bytes:
     """The bytes of page contents held as bytes or as a LazyPage."""
     if data.__class__ is bytes:
@@ -92,11 +100,7 @@ class BareMetal:
         return 0.0
 
     def touch_many(self, pfns: list[int], write: bool) -> float:
-        touch = self.touch
-        cost = 0.0
-        for pfn in pfns:
-            cost += touch(pfn, write)
-        return cost
+        return touch_each(self.touch, pfns, write)
 
     def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float:
         if len(data) != PAGE_SIZE:

@@ -39,7 +39,7 @@ from collections import deque
 from itertools import compress as select
 from itertools import repeat
 
-from guestkernel.physmem import ZERO_PAGE, page_bytes
+from guestkernel.physmem import ZERO_PAGE, page_bytes, touch_each
 from guestkernel.units import PAGE_SIZE
 
 from .machine import MachineMemory
@@ -153,11 +153,7 @@ class VM:
             if write:
                 deque(map(p2m.disk_clean.__setitem__, pfns, repeat(0, n)), 0)
             return 0.0
-        touch = self.touch
-        cost = 0.0
-        for pfn in pfns:
-            cost += touch(pfn, write)
-        return cost
+        return touch_each(self.touch, pfns, write)
 
     def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float:
         """A whole-page write of `data` (PAGE_SIZE bytes); `from_disk`: a disk read."""
