@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel.physmem import ZERO_PAGE
 from guestkernel.units import PAGE_SIZE
@@ -164,3 +166,69 @@ def test_touch_many_is_touch_frame_by_frame():
     m, vm = build()
     vm.guest_panicked("test")
     assert vm.touch_many([0, 1], True) == 0.0 and vm.p2m.state[0] == P2M_NONE
+
+
+# a frame's starting state in test_touch_many_mixed_states_is_touch_frame_by_frame
+_KINDS = ("none", "private", "same", "zero", "compressed", "ballooned")
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.sampled_from(_KINDS), min_size=1, max_size=24),
+       order=st.randoms(use_true_random=False), write=st.booleans(), spare=st.integers(0, 3))
+def test_touch_many_mixed_states_is_touch_frame_by_frame(kinds, order, write, spare):
+    """touch_many over frames in any mix of states (private, KSM-shared, zero-mapped,
+    compressed, unbacked, ballooned), in any order, on a host short of frames whose reclaim
+    hook evicts a private frame (possibly one still to be touched), leaves exactly what
+    touch() frame by frame leaves: states, bits, counters, costs and machine frames."""
+    from hypervisor.compression import CompressionCache
+    from hypervisor.sharing import PageSharing
+
+    n = len(kinds)
+    pfns = list(range(n))
+    order.shuffle(pfns)
+
+    def build():
+        # frames: the VM's private and shared pages, plus `spare` free ones
+        m = MachineMemory(2 * n + 2)
+        ksm = PageSharing(m, use_zero_pages=True, smart_scan=False)
+        vm = VM(m, "vm", n, vmid=1)
+        vm.zcache = CompressionCache(m, max_frames=n)
+        for pfn, kind in enumerate(kinds):
+            if kind in ("private", "compressed", "ballooned"):
+                vm.store(pfn, page(pfn))
+            elif kind == "same":
+                vm.store(pfn, page(1000))  # identical pages: KSM merges them
+            elif kind == "zero":
+                vm.store(pfn, ZERO_PAGE)
+        ksm.add_vm(vm)
+        ksm.full_pass()
+        ksm.full_pass()
+        for pfn, kind in enumerate(kinds):
+            if kind == "compressed":
+                vm.evict(pfn)
+            elif kind == "ballooned":
+                vm.release(pfn)
+        vm.p2m.accessed[:] = bytes(n)
+        # the host is full but for `spare` frames; its reclaim evicts the highest private pfn
+        while m.nr_free > spare:
+            m.alloc(9, page(2000))  # frames of another VM (owner 9)
+
+        def reclaim(v):
+            private = [p for p in range(n) if v.p2m.state[p] == P2M_PRIVATE]
+            return v.evict(private[-1]) if private else 0.0
+
+        vm.reclaim_hook = reclaim
+        return m, vm
+
+    def snapshot(m, vm):
+        p = vm.p2m
+        return (bytes(p.state), bytes(p.accessed), bytes(p.disk_clean), list(p.mpn), vm.first_touch,
+                vm.cow_ksm, vm.cow_zero, vm.zswpin, vm.zswpout, vm.balloon_refault, vm.nomem_stalls,
+                vm.stall_time, m.nr_free)
+
+    m1, a = build()
+    m2, b = build()
+    assert snapshot(m1, a) == snapshot(m2, b)
+    cost = a.touch_many(pfns, write)
+    assert cost == sum(b.touch(pfn, write) for pfn in pfns)
+    assert snapshot(m1, a) == snapshot(m2, b)
