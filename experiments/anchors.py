@@ -17,9 +17,10 @@ the model, never a reason to turn an input.
                     2012: non-zero sharing < 15 %
     balloon-static  Waldspurger 2002, Fig. 2: a 256 MB VM ballooned to 128..224 MB runs
                     within a few percent (1.4-4.4 %) of a VM configured with that size
-    balloon-swap    the same reclaim by ballooning and by host swap: the balloon keeps the
-                    throughput, host swap loses it; VSwapper's false and stale swap reads
-                    occur and avoid_false_reads removes the false ones
+    balloon-swap    VMware's kernel-compile experiment: the same reclaim by ballooning and
+                    by host swap (to a disk), throughput in steady state: the balloon keeps
+                    it, host swap loses it; VSwapper's false and stale swap reads occur and
+                    avoid_false_reads removes the false ones
     esx-states      ESXi constants on the mechanisms themselves: minFree and the state
                     thresholds of a 128 GB host, the 2 KB compression cut, the 10 % cache,
                     the 65 % balloon cap
