@@ -32,7 +32,6 @@ zero_pfn, vdso_pages, fs, shm_ns, _as_caches and (if unset) drop_caches.
 from __future__ import annotations
 
 import functools
-import operator
 
 from . import gfp as G
 from . import uapi as U
@@ -84,11 +83,9 @@ SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
 FATAL_SIGNALS = (U.SIGKILL, U.SIGSEGV, U.SIGBUS, U.SIGTERM)
 GFP_ANON_ZERO = G.GFP_HIGHUSER_MOVABLE | G.__GFP_ZERO
 _ANON_FLAGS = PG_anon | PG_swapbacked
-_PFN_OF = PAGE_SHIFT.__rrshift__  # pte -> pfn, at C speed in a map()
-_FLAGS_OF = operator.attrgetter("flags")
-_PFN_OF_PAGE = operator.attrgetter("pfn")
 # mark_page_accessed has nothing to do on a clean page with these (see _splice_pagecache)
 _ACCESSED_STEADY = PG_referenced | PG_active
+_STEADY_CLEAN = _ACCESSED_STEADY | PG_dirty  # flags & this == _ACCESSED_STEADY: and not dirty
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
 
 
@@ -413,13 +410,31 @@ class Task:
         mm = self.mm
         if self.state != "running" or mm is None or length <= 0:
             return 0.0
+        ptes = mm.pgtable.ptes
+        first = start >> PAGE_SHIFT
+        last = (start + length - 1) >> PAGE_SHIFT
+        if data is None:
+            # NOTE: a burst over a resident range (every PTE present with the rights and
+            # the bits the access needs, so no fault can come between the pages) is one
+            # touch_many call, found by this loop before any other set-up.
+            want = (_PAGE_PRESENT | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_RW if write
+                    else _PAGE_PRESENT | _PAGE_ACCESSED)
+            pfns = []
+            try:
+                for vpn in range(first, last + 1):
+                    pte = ptes[vpn]
+                    if pte & want != want:
+                        break
+                    pfns.append(pte >> PAGE_SHIFT)
+                else:
+                    k = self.kernel
+                    return k.phys.touch_many(pfns, write) + k.take_stall()
+            except KeyError:
+                pass  # a page without a PTE: faults below
         k = self.kernel
         phys = k.phys
         touch = phys.touch
         store = phys.store
-        ptes = mm.pgtable.ptes
-        first = start >> PAGE_SHIFT
-        last = (start + length - 1) >> PAGE_SHIFT
         npages = last - first + 1
         pages = None
         if write and data is not None:
@@ -453,17 +468,7 @@ class Task:
         pgoff0 = pbits = locked = pdone = stop = nz = 0
         if data is None:
             # NOTE: the leading run of pages already mapped as this access needs them
-            # (no fault can come between them) is touched in one touch_many call. When
-            # every PTE of the range is present with the rights and the bits the access
-            # needs (a burst over a resident heap), that is found at C speed.
-            want = _PAGE_PRESENT | bits | (_PAGE_RW if write else 0)
-            try:
-                found = list(map(ptes.__getitem__, range(first, last + 1)))
-                if list(map(want.__and__, found)).count(want) == npages:
-                    return (cost + phys.touch_many(list(map(_PFN_OF, found)), write)
-                            + self.cost - t0 + k.take_stall())
-            except KeyError:
-                pass  # a page without a PTE: faults below
+            # (no fault can come between them) is touched in one touch_many call.
             get = ptes.get
             run = []
             vpn = first
@@ -945,14 +950,16 @@ class Task:
         last = (pos + n - 1) >> PAGE_SHIFT
         mark = k.mark_page_accessed
         # NOTE: when every page is cached, active, referenced and clean (a hot file),
-        # nothing but the touches happens, found and done at C speed.
-        found = list(map(pages.get, range(first, last + 1)))
-        if None not in found:
-            flags = list(map(_FLAGS_OF, found))
-            if (list(map(_ACCESSED_STEADY.__and__, flags)).count(_ACCESSED_STEADY) == len(found)
-                    and list(map(PG_dirty.__and__, flags)).count(0) == len(found)):
-                self.cost += phys.touch_many(list(map(_PFN_OF_PAGE, found)), False)
-                return n
+        # nothing but the touches happens: found by this loop, one touch_many call.
+        pfns = []
+        for idx in range(first, last + 1):
+            page = pages.get(idx)
+            if page is None or page.flags & _STEADY_CLEAN != _ACCESSED_STEADY:
+                break
+            pfns.append(page.pfn)
+        else:
+            self.cost += phys.touch_many(pfns, False)
+            return n
         # NOTE: the frames of a run of cached pages are touched in one touch_many call;
         # the run is flushed before a readahead, so host events keep their order.
         run = []
