@@ -495,6 +495,9 @@ def anchor_balloon_static(ctx: Context) -> list[Row]:
 
 
 BALLOON_SWAP_QUICK = {"experiment.duration": "30s"}
+# further host sizes (MiB) for the curve of VMware's figure, throughput against the limit
+# (full size only; the checks are on the config's host)
+BALLOON_SWAP_HOSTS = (88, 104, 112, 128)
 
 
 class WorkProbe:
@@ -529,7 +532,10 @@ def anchor_balloon_swap(ctx: Context) -> list[Row]:
     what the host lacks), relative to the same guest on a 2 GiB host over the same
     seconds. Checks: ballooned >= 90 % of unconstrained; host swap <= 90 % of
     ballooned; false and stale swap reads > 0 with host swap; false swap reads == 0
-    with avoid_false_reads (the swap counts are over the whole run)."""
+    with avoid_false_reads (the swap counts are over the whole run). At full size the
+    balloon and host-swap runs are repeated on the hosts of BALLOON_SWAP_HOSTS for the
+    curve of VMware's figure (throughput against the limit: flat for the balloon until
+    the limit nears the working set, falling for host swap), in the note and the plot."""
     from .config import seconds
 
     cfg0 = ctx.config("balloon-swap", BALLOON_SWAP_QUICK)
@@ -581,9 +587,33 @@ def anchor_balloon_swap(ctx: Context) -> list[Row]:
              f"whole runs: unconstrained {base.throughput(name):.2f}/s, balloon "
              f"{balloon.throughput(name):.2f}/s, host swap {swap.throughput(name):.2f}/s")
 
+    from .config import size
+
+    # the curve: the same pair of runs on other host sizes (full size only)
+    host_mib = size(cfg0.host.memory) // MIB
+    curve = [(host_mib, rb, rs)]
+    if not ctx.quick:
+        for h in BALLOON_SWAP_HOSTS:
+            _, pbh = run(ctx.config("balloon-swap", BALLOON_SWAP_QUICK, **{"host.memory": f"{h}MiB"}), f"balloon-{h}")
+            _, psh = run(ctx.config("balloon-swap", BALLOON_SWAP_QUICK, **{"host.memory": f"{h}MiB"},
+                                    **{"vm[0].balloon": False}), f"host-swap-{h}")
+            curve.append((h, pct(pbh.rate(start, end), t0), pct(psh.rate(start, end), t0)))
+        curve.sort()
+        ctx.note("balloon-swap", "throughput, % of unconstrained, by host memory (MiB): " + "; ".join(
+            f"{h}: balloon {b:.0f} %, host swap {w:.0f} %" for h, b, w in curve))
+
     def draw(ax):
-        labels = ["unconstrained", "balloon", "host swap", "host swap,\navoid false reads"]
-        ax.bar(labels, [100, rb, rs, ra], color=["C7", "C0", "C3", "C1"])
+        if len(curve) > 1:
+            xs = [c[0] for c in curve]
+            ax.plot(xs, [c[1] for c in curve], "o-", color="C0", label="balloon")
+            ax.plot(xs, [c[2] for c in curve], "s--", color="C3", label="host swap")
+            ax.plot([host_mib], [ra], "^", color="C1", label="host swap, avoid false reads")
+            ax.set_xlabel(f"host memory, MiB (guest: {size(cfg0.vm[0].memory) // MIB} MiB)")
+            ax.set_ylim(0, 105)
+            ax.legend(fontsize=8)
+        else:
+            labels = ["unconstrained", "balloon", "host swap", "host swap,\navoid false reads"]
+            ax.bar(labels, [100, rb, rs, ra], color=["C7", "C0", "C3", "C1"])
         ax.set_ylabel(f"throughput, seconds {start}-{end}, % of unconstrained")
         ax.set_title("Balloon versus host swap")
 
