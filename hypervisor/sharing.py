@@ -54,7 +54,6 @@ cow_ksm, pages_hashed and scan_time (simulated CPU seconds).
 
 from __future__ import annotations
 
-import re
 from array import array
 from itertools import compress as _select
 from operator import eq as _eq
@@ -65,7 +64,7 @@ from guestkernel.physmem import ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
 from .machine import OWNER_SHARED, MachineMemory
-from .p2m import LARGE_PAGE_SHIFT, P2M_PRIVATE, P2M_SHARED, P2M_ZERO
+from .p2m import LARGE_PAGE_SHIFT, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_ZERO
 
 RMAP_ITEM_SIZE = 64  # sizeof(struct ksm_rmap_item), bytes (general_profit)
 
@@ -76,7 +75,6 @@ SALTING = ("none", "per-vm")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 _MASK32 = 0xFFFFFFFF .__and__
-_NOT_NONE = re.compile(rb"[^\x00]")
 _WINDOW = 4096  # frames per window: a bulk window that cannot be taken costs this much
 _AGE_PLUS_ONE = bytes(min(i + 1, 255) for i in range(256))  # bytes.translate table
 # bytes.translate tables of the bulk smart_scan skip: 1 where the byte qualifies, else 0
@@ -85,6 +83,7 @@ _AGE_OLD = bytes(int(i >= 2) for i in range(256))  # stored age >= 2: age >= 3
 _AGE_BELOW_MAX = bytes(int(i < 254) for i in range(256))  # stored age 254 is age 255
 _IS_PRIVATE = bytes(int(i == 1) for i in range(256))  # P2M_PRIVATE
 _ZERO_TO_ONE = bytes([1] + [0] * 255)
+_TO_VISIT = bytes(int(i not in (0, 2)) for i in range(256))  # not P2M_NONE nor P2M_SHARED
 
 
 def page_checksum(data: bytes) -> int:
@@ -318,6 +317,7 @@ class PageSharing:
                 if budget < _WINDOW and lo + budget < hi:
                     hi = lo + budget
                 idle = 0
+                ksm_pages = 0  # KSM pages of the window not in seq (each scanned: one unit)
                 k = hi - lo
                 if (
                     k >= self.bulk_min
@@ -330,20 +330,20 @@ class PageSharing:
                     pfn = hi
                     continue
                 seq = range(lo, hi)
-                sparse = self.fast_paths and state.count(0, lo, hi) > (hi - lo) >> 1
-                if sparse:
-                    # sparse (a guest touched little of its memory): visit only frames not
-                    # P2M_NONE; those never have rmap items and would be idle anyway
-                    seq = [m.start() for m in _NOT_NONE.finditer(state, lo, hi)]
-                if smart and k >= self.bulk_min and self.fast_paths and large is None:
-                    skipped = self._bulk_skip(kv, lo, hi)
-                    if skipped is not None:
-                        keep = skipped.translate(_ZERO_TO_ONE)  # the frames left to visit
-                        if sparse:
+                if self.fast_paths:
+                    # visit only frames that are neither unbacked (P2M_NONE: never an rmap
+                    # item, see forget_vm_items; idle) nor KSM pages (P2M_SHARED: nothing
+                    # to do, but scanned: counted here). And smart_scan's skips at C speed.
+                    ksm_pages = state.count(2, lo, hi)
+                    keep = state[lo:hi].translate(_TO_VISIT)
+                    if smart and k >= self.bulk_min and large is None:
+                        skipped = self._bulk_skip(kv, lo, hi)
+                        if skipped is not None:
                             keep = (int.from_bytes(keep, "little")
-                                    & int.from_bytes(state[lo:hi].translate(_NONZERO), "little")
+                                    & int.from_bytes(skipped.translate(_ZERO_TO_ONE), "little")
                                     ).to_bytes(k, "little")
-                        seq = list(_select(range(lo, hi), keep))
+                    if keep.count(0):
+                        seq = list(_select(seq, keep))
                 for pfn in seq:
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
@@ -416,7 +416,7 @@ class PageSharing:
                         unshared += 1
                     else:
                         self._unstable_merge(kv, vi, pfn, mpn, key, cand)
-                budget -= len(seq) - idle
+                budget -= len(seq) - idle + ksm_pages
                 pfn = hi
             self._visited += before - budget
             if pfn >= n:
@@ -769,6 +769,18 @@ class PageSharing:
         self.pages_shared -= 1
         machine.free(mpn)
 
+    def forget_vm_items(self, vm) -> int:
+        """The VM died (its frames went back with guest_panicked): free the rmap items of
+        all its pages, as ksm_exit does for an exiting mm. Returns the items freed."""
+        kv = vm._ksm
+        oldsum = kv.oldsum
+        freed = 0
+        for pfn in range(vm.nr_pages):
+            if oldsum[pfn] >= 0:
+                self._drop_item(kv, pfn)
+                freed += 1
+        return freed
+
     def _drop_item(self, kv: _KsmVM, pfn: int) -> None:
         """The page is no longer there to scan: free its rmap item."""
         if kv.flags[pfn] & _UNSTABLE:
@@ -791,6 +803,8 @@ class PageSharing:
                 s = p2m.state[pfn]
                 if kv.oldsum[pfn] >= 0:
                     items += 1
+                    # the scanner never visits unbacked frames: they must have no item
+                    assert s != P2M_NONE, f"{kv.vm.name} pfn {pfn:#x}: rmap item on an unbacked frame"
                 if kv.flags[pfn] & _UNSTABLE:
                     unshared += 1  # (a released page stays counted until its next visit)
                 if s == P2M_SHARED:

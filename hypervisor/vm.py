@@ -211,6 +211,8 @@ class VM:
                 self.release(pfn)
                 freed += 1
             p2m.set(pfn, P2M_NONE)
+        if self.sharing is not None:
+            self.sharing.forget_vm_items(self)
         self.dead = reason
         self.touch = self._dead_touch
         self.touch_many = self._dead_touch_many

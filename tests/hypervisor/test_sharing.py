@@ -343,3 +343,24 @@ def test_fast_paths_have_exactly_the_per_page_outcome(
         return snaps
 
     assert run(True) == run(False)
+
+
+def test_a_panicked_guest_leaves_no_rmap_items():
+    """guest_panicked gives every frame back (P2M_NONE) and frees the VM's rmap items, as
+    ksm_exit does for an exiting mm: counters stay exact and the scanner, which skips
+    unbacked frames, is never left with items it cannot reach."""
+    shared = [page(i) for i in range(6)]
+    m, ksm, (a, b) = setup([shared + [page(100), page(101)], shared + [page(200), None]],
+                           smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()
+    assert ksm.pages_shared == 6 and ksm.pages_sharing == 6
+    assert ksm.rmap_items == 15 and ksm.pages_unshared == 3  # b's pfn 7 never backed
+    b.guest_panicked("test")
+    ksm.validate()
+    # a's 8 items stay: its 6 pages now alone on their KSM frames, 2 in the unstable tree
+    assert ksm.rmap_items == 8 and ksm.pages_unshared == 2
+    assert ksm.pages_shared == 6 and ksm.pages_sharing == 0
+    assert list(b._ksm.oldsum) == [-1] * 8
+    ksm.full_pass()
+    ksm.validate()
