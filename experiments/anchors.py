@@ -510,8 +510,10 @@ class WorkProbe:
         self.done: dict[int, float] = {0: 0.0}
 
     def __call__(self, run) -> None:
-        wl = run.workloads.get(self.vm_name)
-        self.done[round(run.env.now)] = wl.work_done if wl is not None else 0.0
+        now = run.env.now
+        if abs(now - round(now)) < 1e-6:  # a run's last probe may fall between seconds
+            wl = run.workloads.get(self.vm_name)
+            self.done[round(now)] = wl.work_done if wl is not None else 0.0
         if self.then is not None:
             self.then(run)
 

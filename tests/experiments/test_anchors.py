@@ -118,11 +118,14 @@ def test_work_probe_rate_over_a_window():
         run.env.now = t + 1e-9  # a probe lands on the second, give or take rounding
         run.workloads["build"].work_done = done
         probe(run)
+    run.env.now = 4.5  # a run of 4.5 s ends between seconds: not a whole second
+    run.workloads["build"].work_done = 9.0
+    probe(run)
     assert probe.done == {0: 0.0, 1: 1.0, 2: 3.0, 3: 4.0, 4: 8.0}
     assert probe.rate(2, 4) == 2.5  # (8 - 3) / 2
     assert probe.rate(0, 4) == 2.0
     assert probe.rate(3, 3) == 0.0
-    assert len(seen) == 4
+    assert len(seen) == 5  # `then` runs after every probe
 
 
 # -- configs -------------------------------------------------------------------------------
