@@ -82,8 +82,21 @@ _NONZERO = bytes([0] + [1] * 255)
 _AGE_OLD = bytes(int(i >= 2) for i in range(256))  # stored age >= 2: age >= 3
 _AGE_BELOW_MAX = bytes(int(i < 254) for i in range(256))  # stored age 254 is age 255
 _IS_PRIVATE = bytes(int(i == 1) for i in range(256))  # P2M_PRIVATE
-_ZERO_TO_ONE = bytes([1] + [0] * 255)
+_IS_SHARED = bytes(int(i == 2) for i in range(256))  # P2M_SHARED
 _TO_VISIT = bytes(int(i not in (0, 2)) for i in range(256))  # not P2M_NONE nor P2M_SHARED
+
+
+def _nth_set_byte(mask: bytes, n: int) -> int:
+    """Index of the n-th (from 1) non-zero byte of `mask` (0/1 bytes, at least n of
+    them): a bisection over C-speed counts."""
+    lo, hi = n - 1, len(mask) - 1  # the answer lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if mask.count(1, 0, mid + 1) >= n:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def page_checksum(data: bytes) -> int:
@@ -298,52 +311,64 @@ class PageSharing:
             n = vm.nr_pages
             before = budget
             # NOTE: the per-page path is inlined with locals for performance. A window of
-            # `budget` frames is scanned without a per-page budget test (each frame uses at
-            # most one unit); frames that use none are counted in `idle`. The rare cases
-            # (merges, skips, dropped items) call methods.
+            # frames is scanned without a per-page budget test: it ends where the budget
+            # runs out (each frame uses at most one unit; frames that use none are counted
+            # in `idle`). The rare cases (merges, skips, dropped items) call methods.
+            fast = self.fast_paths
+            bulk = fast and large is None  # window-wide skips and budget at C speed
             while pfn < n and budget > 0:
                 lo = pfn
                 hi = lo + _WINDOW
                 if hi > n:
                     hi = n
                 if (
-                    self.fast_paths
+                    fast
                     and state.count(1, lo, hi) == 0
                     and state.count(2, lo, hi) == 0
                     and oldsum[lo:hi].count(-1) == hi - lo
                 ):
                     pfn = hi  # nothing backed here and no rmap items: skipped at C speed
                     continue
-                if budget < _WINDOW and lo + budget < hi:
-                    hi = lo + budget
                 idle = 0
                 ksm_pages = 0  # KSM pages of the window not in seq (each scanned: one unit)
-                k = hi - lo
+                hb = hi if lo + budget >= hi else lo + budget  # at most `budget` frames
+                k = hb - lo
                 if (
                     k >= self.bulk_min
-                    and self.fast_paths
-                    and large is None
-                    and state.count(1, lo, hi) == k
-                    and self._bulk_window(kv, vi, lo, hi)
+                    and bulk
+                    and state.count(1, lo, hb) == k
+                    and self._bulk_window(kv, vi, lo, hb)
                 ):
                     budget -= k
-                    pfn = hi
+                    pfn = hb
                     continue
-                seq = range(lo, hi)
-                if self.fast_paths:
-                    # visit only frames that are neither unbacked (P2M_NONE: never an rmap
-                    # item, see forget_vm_items; idle) nor KSM pages (P2M_SHARED: nothing
-                    # to do, but scanned: counted here). And smart_scan's skips at C speed.
-                    ksm_pages = state.count(2, lo, hi)
-                    keep = state[lo:hi].translate(_TO_VISIT)
-                    if smart and k >= self.bulk_min and large is None:
-                        skipped = self._bulk_skip(kv, lo, hi)
-                        if skipped is not None:
-                            keep = (int.from_bytes(keep, "little")
-                                    & int.from_bytes(skipped.translate(_ZERO_TO_ONE), "little")
-                                    ).to_bytes(k, "little")
-                    if keep.count(0):
-                        seq = list(_select(seq, keep))
+                if bulk:
+                    # The frames that use a unit: private ones smart_scan does not skip,
+                    # and KSM pages (scanned, nothing to do). The window ends at the one
+                    # that uses the last unit of the budget; its skips are taken at C
+                    # speed, and only the frames left to visit go through the loop:
+                    # neither unbacked (P2M_NONE: never an rmap item, see
+                    # forget_vm_items) nor KSM pages nor skipped. (Masks: a byte a frame.)
+                    k = hi - lo
+                    st = state[lo:hi]
+                    private = int.from_bytes(st.translate(_IS_PRIVATE), "little")
+                    ksm = int.from_bytes(st.translate(_IS_SHARED), "little")
+                    skip = self._skip_mask(kv, lo, hi, private) if smart else 0
+                    uses = (private & ~skip) | ksm
+                    if uses.bit_count() > budget:
+                        hi = lo + _nth_set_byte(uses.to_bytes(k, "little"), budget) + 1
+                        k = hi - lo
+                        below = (1 << (k << 3)) - 1
+                        ksm &= below
+                        skip &= below
+                    if skip:
+                        self._take_skips(kv, lo, hi, skip)
+                    ksm_pages = ksm.bit_count()
+                    visit = int.from_bytes(st[:k].translate(_TO_VISIT), "little") & ~skip
+                    seq = list(_select(range(lo, hi), visit.to_bytes(k, "little")))
+                else:
+                    hi = hb
+                    seq = range(lo, hi)
                 for pfn in seq:
                     if state[pfn] != 1:  # P2M_PRIVATE
                         if state[pfn] != 2:  # P2M_SHARED: a KSM page, nothing to do
@@ -507,35 +532,33 @@ class PageSharing:
             self._unstable.update(zip(cand, map(base.__or__, _select(range(lo, hi), same))))
         return True
 
-    def _bulk_skip(self, kv: _KsmVM, lo: int, hi: int) -> bytes | None:
-        """should_skip_rmap_item for a window [lo, hi), at C speed, for every frame it skips.
+    @staticmethod
+    def _skip_mask(kv: _KsmVM, lo: int, hi: int, private: int) -> int:
+        """should_skip_rmap_item for a window [lo, hi) at C speed, without side effects: a
+        byte a frame (little-endian int), 1 where the frame will be skipped. `private`: the
+        window's P2M_PRIVATE frames, same form.
 
-        NOTE: an optimisation with exactly the per-page outcome. A frame is skipped when it
-        is a private frame whose rmap item is old enough (stored age >= 2, i.e. age >= 3)
-        and still has skips left (skips > 0 implies an rmap item: only smart_scan sets it
-        and dropping an item clears it). Each skipped frame is aged (up to 255), loses one
-        skip, leaves the unstable tree and counts in pages_skipped, as in the per-page
-        loop; skipping depends on nothing but the frame itself, so doing it before the
-        window's other frames changes no outcome. Returns, per frame of the window, a
-        byte that is non-zero where the frame was skipped, or None if none was.
-        """
+        NOTE: a frame is skipped when it is a private frame whose rmap item is old enough
+        (stored age >= 2, i.e. age >= 3) and still has skips left (skips > 0 implies an
+        rmap item: only smart_scan sets it and dropping an item clears it). Skipping
+        depends on nothing but the frame itself, so deciding it before the window's other
+        frames changes no outcome."""
+        sk = kv.skips[lo:hi]
+        if sk.count(0) == hi - lo:
+            return 0
+        return (int.from_bytes(sk.translate(_NONZERO), "little")
+                & int.from_bytes(kv.age[lo:hi].translate(_AGE_OLD), "little")
+                & private)
+
+    def _take_skips(self, kv: _KsmVM, lo: int, hi: int, m: int) -> None:
+        """Skip the frames of [lo, hi) in the mask `m` (see _skip_mask), as the per-page
+        loop does: each is aged (up to 255), loses one skip, leaves the unstable tree and
+        counts in pages_skipped."""
         k = hi - lo
         skips = kv.skips
-        sk = skips[lo:hi]
-        if sk.count(0) == k:
-            return None
-        state = kv.vm.p2m.state
         age = kv.age
+        skips[lo:hi] = (int.from_bytes(skips[lo:hi], "little") - m).to_bytes(k, "little")
         ag = age[lo:hi]
-        m = (
-            int.from_bytes(sk.translate(_NONZERO), "little")
-            & int.from_bytes(ag.translate(_AGE_OLD), "little")
-            & int.from_bytes(state[lo:hi].translate(_IS_PRIVATE), "little")
-        )
-        if not m:
-            return None
-        n = m.bit_count()
-        skips[lo:hi] = (int.from_bytes(sk, "little") - m).to_bytes(k, "little")
         grow = m & int.from_bytes(ag.translate(_AGE_BELOW_MAX), "little")
         if grow:
             age[lo:hi] = (int.from_bytes(ag, "little") + grow).to_bytes(k, "little")
@@ -545,8 +568,7 @@ class PageSharing:
         if u:
             flags[lo:hi] = (f - u).to_bytes(k, "little")
             self.pages_unshared -= u.bit_count()
-        self.pages_skipped += n
-        return m.to_bytes(k, "little")
+        self.pages_skipped += m.bit_count()
 
     def full_pass(self) -> float:
         """Scan until the current pass completes; CPU seconds."""

@@ -364,3 +364,13 @@ def test_a_panicked_guest_leaves_no_rmap_items():
     assert list(b._ksm.oldsum) == [-1] * 8
     ksm.full_pass()
     ksm.validate()
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=200), st.integers(1, 200))
+def test_nth_set_byte_is_the_index_of_the_nth_set_frame(bits, n):
+    from hypervisor.sharing import _nth_set_byte
+
+    mask = bytes(map(int, bits))
+    ones = [i for i, b in enumerate(bits) if b]
+    if n <= len(ones):
+        assert _nth_set_byte(mask, n) == ones[n - 1]
