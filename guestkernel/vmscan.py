@@ -1109,9 +1109,15 @@ class Reclaim:
             now = self.now()
         t = now if now is not None else 0.0
         self.complete_io(now)
+        vm = self.vmstat
+        if vm["nr_dirty"] == 0:
+            # NOTE: no dirty file page anywhere (nr_dirty counts every PG_dirty page that
+            # is not swap-backed, the only ones on the file LRUs): the walk below would
+            # find nothing, so every inode is clean.
+            self.inode_dirtied.clear()
+            return 0
         cfg = self.kernel.config
         expire = cfg.dirty_expire_centisecs / 100.0
-        vm = self.vmstat
         bg = self.dirty_thresholds()[0] if limit is None else limit
         seen: dict[int, bool] = {}
         writes: dict[int, tuple[object, list]] = {}

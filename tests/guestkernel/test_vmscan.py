@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from guestkernel import gfp as G
 from guestkernel import uapi as U
-from guestkernel.filemap import filemap_get_page
+from guestkernel.filemap import clear_page_dirty, filemap_get_page, set_page_dirty
 from guestkernel.kernel import Kernel
 from guestkernel.page import (
     Page,
@@ -398,6 +398,25 @@ def test_flusher_writes_expired_dirty_pages():
     assert k.vmstat["nr_dirty"] == 0 and k.vmstat["nr_writeback"] == 0
     assert r.flusher.pages_written == 4
     assert k.vmstat["pgstate_4"] == 4 and k.vmstat["pgstate_6"] == 4
+
+
+def test_an_inode_cleaned_meanwhile_starts_a_new_age_when_dirtied_again():
+    """An inode's age counts from the first pass that finds it dirty since it was last
+    clean: a pass that finds no dirty page anywhere (nr_dirty 0) forgets every age."""
+    env = simpy.Environment()
+    k = boot(env=env, dirty_expire_centisecs=1000, dirty_writeback_centisecs=200)
+    _, pages = cache_pages(k, 2)
+    set_page_dirty(k, pages[0])
+    env.run(until=2.5)  # first seen dirty at t=2
+    assert len(k.reclaim.inode_dirtied) == 1
+    clear_page_dirty(k, pages[0])  # cleaned (say, by fsync) before it expired
+    env.run(until=4.5)  # the pass at t=4 finds nothing dirty
+    assert k.vmstat["nr_dirty"] == 0 and k.reclaim.inode_dirtied == {}
+    set_page_dirty(k, pages[1])
+    env.run(until=13.9)  # seen dirty again at t=6: expires at t=16, not at t=12
+    assert k.vmstat["nr_dirty"] == 1
+    env.run(until=16.5)
+    assert k.vmstat["nr_dirty"] == 0 and k.reclaim.flusher.pages_written == 1
 
 
 def test_flusher_background_threshold():
