@@ -277,6 +277,9 @@ class PageSharing:
         mcsum = machine.csum
         stable = self._stable
         unstable = self._unstable
+        sget = stable.get
+        uget = unstable.get
+        skip_age = _SKIP_AGE
         use_zero = self.use_zero_pages
         smart = self.smart_scan
         xxh3 = _xxh3
@@ -308,6 +311,7 @@ class PageSharing:
             age = kv.age
             skips = kv.skips
             salt = kv.salt
+            item_base = vi << 32  # an unstable-tree value: (VM index << 32) | pfn
             n = vm.nr_pages
             before = budget
             # NOTE: the per-page path is inlined with locals for performance. A window of
@@ -355,7 +359,7 @@ class PageSharing:
                     ksm = int.from_bytes(st.translate(_IS_SHARED), "little")
                     skip = self._skip_mask(kv, lo, hi, private) if smart else 0
                     uses = (private & ~skip) | ksm
-                    if uses.bit_count() > budget:
+                    if uses.bit_count() >= budget:  # (the scan stops right after that frame)
                         hi = lo + _nth_set_byte(uses.to_bytes(k, "little"), budget) + 1
                         k = hi - lo
                         below = (1 << (k << 3)) - 1
@@ -391,7 +395,7 @@ class PageSharing:
                             if a != 255:
                                 age[pfn] = a
                             if skips[pfn] == 0:
-                                skips[pfn] = _SKIP_AGE[a]
+                                skips[pfn] = skip_age[a]
                             else:
                                 skips[pfn] -= 1
                                 self.pages_skipped += 1
@@ -426,7 +430,7 @@ class PageSharing:
                         flags[pfn] = 0  # leaves the unstable tree (remove_rmap_item_from_tree)
                         unshared -= 1
                     key = csum | salt
-                    entry = stable.get(key)
+                    entry = sget(key)
                     if entry is not None and self._stable_merge(kv, pfn, mpn, key, entry):
                         continue
                     if old != csum:
@@ -434,9 +438,9 @@ class PageSharing:
                         continue
                     if use_zero and csum == ZERO_CHECKSUM and self._zero_merge(kv, pfn, mpn):
                         continue
-                    cand = unstable.get(key)
+                    cand = uget(key)
                     if cand is None:
-                        unstable[key] = (vi << 32) | pfn
+                        unstable[key] = item_base | pfn
                         flags[pfn] = _UNSTABLE
                         unshared += 1
                     else:
