@@ -129,7 +129,8 @@ class OutputSection(_Model):
 
 class HostSwapSection(_Model):
     size: Size = Field("4GiB", description="host swap device size")
-    latency: Duration = Field("100us", description="device latency per page read or written")
+    latency: Duration = Field("100us", description="device latency per page read or written "
+                              "(100us: an SSD; a rotating disk takes 5-12ms)")
     bandwidth: Size = Field("500MiB", description="device bandwidth, bytes per second")
     victim_policy: str = Field("random", description='"random" (ESX), "access-bits" or a dotted path')
     avoid_false_reads: bool = Field(False, description="VSwapper: whole-page writes skip the swap read")
