@@ -54,6 +54,7 @@ cow_ksm, pages_hashed and scan_time (simulated CPU seconds).
 
 from __future__ import annotations
 
+import math
 from array import array
 from itertools import compress as _select
 from operator import eq as _eq
@@ -124,12 +125,13 @@ _SKIP_AGE = bytes(skip_age(a) for a in range(256))  # skip_age as a table (per-p
 class _Chain:
     """A stable-tree node: the dups (machine frames) of one content."""
 
-    __slots__ = ("data", "key", "dups")
+    __slots__ = ("data", "key", "dups", "prune_time")
 
     def __init__(self, data: bytes, key: int) -> None:
         self.data = data
         self.key = key
-        self.dups: list[int] = []  # MPNs of the KSM frames holding `data`
+        self.dups: list[int] = []  # MPNs of the KSM frames holding `data`, head first
+        self.prune_time = -math.inf  # chain_prune_time: when the dups were last all walked
 
 
 class _KsmVM:
@@ -179,6 +181,8 @@ class PageSharing:
         self.hash_cost = hash_cost  # seconds per page checksummed
         self.compare_cost = compare_cost  # seconds per full 4 KiB compare
         self.merge_cost = merge_cost  # seconds per merge (write-protect, remap)
+        self.stable_node_chains_prune_millisecs = 2000  # full walks of a chain's dups
+        self.now = 0.0  # seconds: the time of the current batch (jiffies), set by ksmd
         self.run = 1  # /sys/kernel/mm/ksm/run: 0 stop, 1 run
         self.bulk_min = 64  # windows of at least this many frames may be scanned in bulk
         self.fast_paths = True  # bulk, sparse and empty windows (same outcome, faster)
@@ -634,18 +638,33 @@ class PageSharing:
         for chain in chains:
             compares += 1
             if chain.data is data or chain.data == data:
-                # the best dup: the fullest one that still has room (chain_prune)
+                # stable_node_dup: the first dup with room, in the chain's order; at most
+                # every stable_node_chains_prune_millisecs all dups are walked and the
+                # fullest with room is taken. The one found moves to the head while it
+                # has room for one more, so the next search finds it first.
                 best = -1
                 best_rc = 0
                 rc = machine.refcount
                 limit = self.max_page_sharing
-                for dup in chain.dups:
-                    r = rc[dup]
-                    if r < limit and r > best_rc:
-                        best, best_rc = dup, r
+                dups = chain.dups
+                if self.now < chain.prune_time + self.stable_node_chains_prune_millisecs / 1000.0:
+                    for dup in dups:
+                        r = rc[dup]
+                        if r < limit:
+                            best, best_rc = dup, r
+                            break
+                else:
+                    chain.prune_time = self.now
+                    for dup in dups:
+                        r = rc[dup]
+                        if r < limit and r > best_rc:
+                            best, best_rc = dup, r
                 if best < 0:
                     self._charge(compares, 0)
                     return False  # all dups full: wait for a partner in the unstable tree
+                if dups[0] != best and best_rc + 1 < limit:
+                    dups.remove(best)
+                    dups.insert(0, best)
                 machine.get(best)
                 machine.free(mpn)
                 kv.vm.p2m.set(pfn, P2M_SHARED, best)
@@ -745,7 +764,7 @@ class PageSharing:
                 entry.append(chain)
             else:
                 self._stable[key] = [entry, chain]
-        chain.dups.append(mpn)
+        chain.dups.insert(0, mpn)  # stable_node_chain_add_dup: at the head
         nd = len(chain.dups)
         if nd == 2:
             self.stable_node_chains += 1
@@ -872,6 +891,7 @@ class Scanner:
         sharing = self.sharing
         while True:
             if sharing.run and (self.enabled is None or self.enabled()):
+                sharing.now = self.env.now
                 cpu = sharing.scan()
                 self.batches += 1
                 if cpu:

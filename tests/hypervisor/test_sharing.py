@@ -374,3 +374,41 @@ def test_nth_set_byte_is_the_index_of_the_nth_set_frame(bits, n):
     ones = [i for i, b in enumerate(bits) if b]
     if n <= len(ones):
         assert _nth_set_byte(mask, n) == ones[n - 1]
+
+
+def test_stable_node_dup_takes_the_first_dup_with_room_and_the_fullest_when_pruning():
+    """stable_node_dup (mm/ksm.c): a lookup takes the first dup of the chain with room
+    and moves it to the head while it has room for one more; at most every
+    stable_node_chains_prune_millisecs (2 s) a lookup walks all dups and takes the fullest
+    with room. New dups go to the head (stable_node_chain_add_dup)."""
+    m, ksm, (vm,) = setup([[page(0)] * 12], max_page_sharing=4, smart_scan=False)
+    ksm.full_pass()
+    ksm.full_pass()  # at t=0 (first lookup: a full walk, chain_prune_time = 0)
+    chain = next(iter(ksm._stable.values()))
+    a, b, c = chain.dups  # created last first: c holds pfns 0-3, b 4-7, a 8-11
+    assert [vm.p2m.mpn[p] for p in (0, 4, 8)] == [c, b, a]
+
+    def rcs():
+        return [m.refcount[d] for d in chain.dups]
+
+    def merge(pfn, now):
+        ksm.now = now
+        assert ksm.try_stable_merge(vm, pfn)
+        return vm.p2m.mpn[pfn]
+
+    vm.touch(4, True)
+    vm.touch(5, True)  # CoW breaks: b has 2 sharers left
+    assert chain.dups == [a, b, c] and rcs() == [4, 2, 4]
+    assert merge(4, 1.0) == b  # the first with room; 3 < 4: to the head
+    assert chain.dups == [b, a, c] and rcs() == [3, 4, 4]
+    for pfn in (8, 9, 10):
+        vm.touch(pfn, True)  # a keeps 1
+    vm.touch(0, True)  # c keeps 3
+    assert rcs() == [3, 1, 3]
+    assert merge(8, 1.5) == b  # the first with room (the head), now full
+    assert chain.dups == [b, a, c] and rcs() == [4, 1, 3]
+    assert merge(9, 2.5) == c  # 2 s since the last walk: the fullest with room
+    assert chain.dups == [b, a, c] and rcs() == [4, 1, 4]  # full: stays where it is
+    assert merge(0, 3.0) == a  # within 2 s of that walk: the first with room
+    assert chain.dups == [a, b, c] and rcs() == [2, 4, 4]
+    ksm.validate()
