@@ -239,6 +239,7 @@ class Task:
         self.oom_victim = False  # chosen by the OOM killer: may use the memory reserves
         self.autoreap_children = False  # SIGCHLD ignored (init): children are reaped at exit
         self.files: dict[int, object] = {0: _STDIO, 1: _STDIO, 2: _STDIO}
+        self.next_fd = 0  # files_struct.next_fd: no free descriptor below it
         self.cost = 0.0  # seconds accumulated by this task's kernel work, ever
         self.last_cost = 0.0  # seconds the last system call cost
         self._kdepth = 0
@@ -737,6 +738,7 @@ class Task:
             if f is not _STDIO:
                 f.get()
             child.files[fd] = f
+        child.next_fd = self.next_fd
         try:
             dup_mm(self, child)
         except OSError:
@@ -768,6 +770,8 @@ class Task:
         for fd in [fd for fd, f in self.files.items()
                    if f is not _STDIO and f.flags & U.O_CLOEXEC]:
             self.files.pop(fd).put()
+            if fd < self.next_fd:
+                self.next_fd = fd
         return 0
 
     def exit(self, code: int = 0) -> None:
@@ -839,16 +843,19 @@ class Task:
         if flags & U.O_TRUNC and f.writable and inode.size:
             _truncate(self.kernel, inode, 0)
         f.get()
-        fd = 0
+        fd = self.next_fd  # the lowest free descriptor (alloc_fd from next_fd)
         while fd in self.files:
             fd += 1
         self.files[fd] = f
+        self.next_fd = fd + 1
         return fd
 
     @_syscall(needs_mm=False)
     def close(self, fd: int) -> int:
         f = self._file(fd)
         del self.files[fd]
+        if fd < self.next_fd:
+            self.next_fd = fd
         if f is not _STDIO:
             f.put()
         return 0

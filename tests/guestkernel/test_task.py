@@ -1,6 +1,8 @@
 """Task and MMStruct: spawn's layout, slab use, access costs and content, signals, limits."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel import uapi as U
 from guestkernel.config import KernelConfig
@@ -183,6 +185,25 @@ def test_open_flags(k):
     assert t.open("/x") == 4
     t.close(3)
     assert t.open("/x") == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["open", "close", "fork"]), st.integers(0, 40)), max_size=60))
+def test_open_returns_the_lowest_free_descriptor(ops):
+    """alloc_fd: open() takes the lowest descriptor not in use, whatever was closed before
+    (files_struct.next_fd is only a hint), in a forked child too."""
+    k = boot()
+    t = k.spawn("t")
+    t.open("/x", U.O_CREAT | U.O_RDWR)
+    for op, n in ops:
+        if op == "open":
+            lowest = min(set(range(len(t.files) + 1)) - set(t.files))
+            assert t.open("/x") == lowest
+        elif op == "close":
+            fds = sorted(t.files)
+            t.close(fds[n % len(fds)])
+        elif len(k.tasks) < 8:
+            t = k.tasks[t.fork()]
 
 
 def test_every_slab_object_is_freed_back(k):
