@@ -77,6 +77,7 @@ SALTING = ("none", "per-vm")
 _xxh3 = xxhash.xxh3_64_intdigest
 _MASK32 = 0xFFFFFFFF .__and__
 _WINDOW = 4096  # frames per window: a bulk window that cannot be taken costs this much
+_OFFSETS = list(range(_WINDOW))  # frame offsets in a window
 _AGE_PLUS_ONE = bytes(min(i + 1, 255) for i in range(256))  # bytes.translate table
 # bytes.translate tables of the bulk smart_scan skip: 1 where the byte qualifies, else 0
 _NONZERO = bytes([0] + [1] * 255)
@@ -373,7 +374,9 @@ class PageSharing:
                         self._take_skips(kv, lo, hi, skip)
                     ksm_pages = ksm.bit_count()
                     visit = int.from_bytes(st[:k].translate(_TO_VISIT), "little") & ~skip
-                    seq = list(_select(range(lo, hi), visit.to_bytes(k, "little")))
+                    # (offsets from a prebuilt list: compress() then makes no int objects
+                    # for the frames it leaves out)
+                    seq = [lo + i for i in _select(_OFFSETS, visit.to_bytes(k, "little"))]
                 else:
                     hi = hb
                     seq = range(lo, hi)
