@@ -186,7 +186,7 @@ class PageSharing:
         self.now = 0.0  # seconds: the time of the current batch (jiffies), set by ksmd
         self.run = 1  # /sys/kernel/mm/ksm/run: 0 stop, 1 run
         self.bulk_min = 64  # windows of at least this many frames may be scanned in bulk
-        self.fast_paths = True  # bulk, sparse and empty windows (same outcome, faster)
+        self.fast_paths = True  # bulk, masked and empty windows (same outcome, faster)
         self._vms: list[_KsmVM] = []
         self._stable: dict[int, _Chain | list[_Chain]] = {}
         self._unstable: dict[int, int | list[int]] = {}  # key -> (vm index << 32) | pfn
