@@ -171,6 +171,7 @@ class HostBalloonSection(_Model):
     interval: Duration = Field("1s", description="controller period")
     rate: int = Field(25600, ge=1, description="guest driver pages per second")
     deflate_on_oom: bool = Field(False, description="virtio DEFLATE_ON_OOM: give back 256 pages per guest OOM")
+    stats_interval: Duration = Field("5s", description="how often the host polls the guests' balloon stats queue")
 
 
 class HostSection(_Model):

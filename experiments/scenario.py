@@ -67,6 +67,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         balloon_interval=seconds(h.balloon.interval),
         balloon_rate=h.balloon.rate,
         balloon_deflate_on_oom=h.balloon.deflate_on_oom,
+        balloon_stats_interval=seconds(h.balloon.stats_interval),
         state_interval=seconds(h.state_interval),
         seed=rng_seed(cfg.experiment.seed, "host"),
     )

@@ -1,36 +1,113 @@
-"""The guest's balloon driver (virtio_balloon / vmmemctl).
+"""The guest's balloon driver, as drivers/virtio/virtio_balloon.c.
 
-The host sets a target (`set_target`, like virtio's num_pages config field). Inflating
-allocates guest pages with GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN — so the kernel may
-run one light pass of its own reclaim (page cache first, then swap, as its reclaim policy
-decides; that choice is the point of ballooning) but never OOM-kills for the balloon —
-marks them PG_balloon, and `release`s each frame to the host through `phys.release`.
-Deflating frees them back to the buddy allocator; the next touch of such a frame makes
-the host back it again. An allocation failure ends the inflation step (retried later).
+Overview
+--------
+The host sets a target (`set_target`, virtio's `num_pages` config field, the
+config-change interrupt that queues update_balloon_size_func). The driver moves toward it
+in requests of at most VIRTIO_BALLOON_ARRAY_PFNS_MAX (256) pages:
+
+fill_balloon     allocates pages with balloon_page_alloc()'s GFP_HIGHUSER |
+                 __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN — the kernel may run one
+                 light pass of its own reclaim (page cache first, then swap, as its reclaim
+                 policy decides; that choice is the point of ballooning) but never
+                 OOM-kills for the balloon — marks them PG_balloon (PG_offline in 6.x),
+                 enqueues them at the head of the balloon's list, and tells the host
+                 through the inflateq (`phys.release(pfn, RELEASE_BALLOON)`). Without
+                 VIRTIO_BALLOON_F_DEFLATE_ON_OOM each page also leaves the kernel's managed
+                 memory (adjust_managed_page_count(page, -1)): MemTotal, CommitLimit and
+                 the OOM killer's totalpages shrink with the balloon. When an allocation
+                 fails the driver is "out of puff": it stops the request and sleeps 200 ms
+                 (msleep(200)) before trying again.
+leak_balloon     dequeues pages from the head (the most recently inflated first), tells
+                 the host through the deflateq first (VIRTIO_BALLOON_F_MUST_TELL_HOST:
+                 `phys.reuse(pfn)`), then gives them back to the managed count and the
+                 buddy allocator (release_pages_balloon). The next touch of such a frame
+                 makes the host back it again.
+OOM notifier     with DEFLATE_ON_OOM, out_of_memory() first calls
+                 virtio_balloon_oom_notify, which leaks VIRTIO_BALLOON_OOM_NR_PAGES (256)
+                 pages; the kill is skipped when that freed something. The driver then
+                 holds its new size (its work is only queued again by a config change):
+                 `gave_back` tells the host's controller what the guest took back.
 
 Which pages the balloon gets is the allocator's choice, as in Linux: the per-CPU hot list
 first (pages freed lately: the host backs them, so each frees a machine frame), then the
 buddy free lists, whose large blocks in a guest that has not used all its memory were
 never touched (the host never backed them: ballooning them frees nothing). The host
-counts only what it took back (hypervisor/balloon.py) and raises the target until the
-frames it needs come back.
+credits the balloon per page, with the pages it holds now whose frames were backed when
+released (hypervisor/vm.py `release`/`reuse`).
 
-Rate: at most `rate` pages per second (default 25 600 = 100 MiB/s, i.e. the 256-page
-requests of virtio-balloon every 10 ms). With `deflate_on_oom` the driver gives back
-`oom_pages` (256) pages each time the guest is about to OOM-kill
-(VIRTIO_BALLOON_F_DEFLATE_ON_OOM), and the kill is skipped when that freed something.
+The stats virtqueue (`update_balloon_stats`) fills the 16 statistics of Linux 6.12 in
+its order and units (bytes for memory, counts for events); the host reads them when it
+polls (hypervisor: VM.poll_stats), so between two polls it sees the old values.
 
 Counters in the guest's /proc/vmstat: balloon_inflate, balloon_deflate, nr_balloon_pages.
 """
 
 from __future__ import annotations
 
-from .gfp import __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
+from .gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
 from .page import PG_balloon
+from .physmem import RELEASE_BALLOON
+from .units import PAGE_SHIFT
 
-GFP_BALLOON = GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN
+# balloon_page_alloc(): balloon_mapping_gfp_mask() (GFP_HIGHUSER without balloon
+# compaction) | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
+GFP_BALLOON = GFP_HIGHUSER | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
 VIRTIO_BALLOON_ARRAY_PFNS_MAX = 256  # pages per inflate/deflate request
-OOM_DEFLATE_PAGES = 256  # pages given back per OOM notification
+OOM_DEFLATE_PAGES = 256  # VIRTIO_BALLOON_OOM_NR_PAGES: pages given back per OOM notification
+OUT_OF_PUFF_SLEEP = 0.2  # seconds: fill_balloon's msleep(200) after a failed allocation
+
+# include/uapi/linux/virtio_balloon.h (6.12): tag -> name, in tag order; memory in bytes
+VIRTIO_BALLOON_S_NAMES = (
+    "swap-in",  # 0 VIRTIO_BALLOON_S_SWAP_IN, bytes
+    "swap-out",  # 1 VIRTIO_BALLOON_S_SWAP_OUT, bytes
+    "major-faults",  # 2 VIRTIO_BALLOON_S_MAJFLT
+    "minor-faults",  # 3 VIRTIO_BALLOON_S_MINFLT
+    "free-memory",  # 4 VIRTIO_BALLOON_S_MEMFREE, bytes
+    "total-memory",  # 5 VIRTIO_BALLOON_S_MEMTOT, bytes
+    "available-memory",  # 6 VIRTIO_BALLOON_S_AVAIL, bytes
+    "disk-caches",  # 7 VIRTIO_BALLOON_S_CACHES, bytes
+    "hugetlb-allocations",  # 8 VIRTIO_BALLOON_S_HTLB_PGALLOC
+    "hugetlb-failures",  # 9 VIRTIO_BALLOON_S_HTLB_PGFAIL
+    "oom-kills",  # 10 VIRTIO_BALLOON_S_OOM_KILL (6.12)
+    "alloc-stalls",  # 11 VIRTIO_BALLOON_S_ALLOC_STALL (6.12)
+    "async-scans",  # 12 VIRTIO_BALLOON_S_ASYNC_SCAN, bytes (6.12)
+    "direct-scans",  # 13 VIRTIO_BALLOON_S_DIRECT_SCAN, bytes (6.12)
+    "async-reclaims",  # 14 VIRTIO_BALLOON_S_ASYNC_RECLAIM, bytes (6.12)
+    "direct-reclaims",  # 15 VIRTIO_BALLOON_S_DIRECT_RECLAIM, bytes (6.12)
+)
+VIRTIO_BALLOON_S_NR = len(VIRTIO_BALLOON_S_NAMES)  # 16
+
+
+def update_balloon_stats(kernel) -> list[tuple[int, int]]:
+    """update_balloon_stats (6.12): the (tag, value) pairs the guest puts on the stats
+    virtqueue, in the driver's order: the vm events first (swap in/out, faults, OOM kills,
+    allocation stalls summed over zones, kswapd/direct scans and steals), the hugetlb
+    pair (no hugetlb pages here: 0), then free, total, available and caches."""
+    ev = kernel.vmstat
+    get = ev.get
+    alloc = kernel.page_alloc
+    stall = sum(v for k, v in ev.items() if k.startswith("allocstall_"))
+    avail = kernel.si_mem_available()
+    out = [
+        (0, get("pswpin", 0) << PAGE_SHIFT),
+        (1, get("pswpout", 0) << PAGE_SHIFT),
+        (2, get("pgmajfault", 0)),
+        (3, get("pgfault", 0)),
+        (10, get("oom_kill", 0)),
+        (11, stall),
+        (12, get("pgscan_kswapd", 0) << PAGE_SHIFT),
+        (13, get("pgscan_direct", 0) << PAGE_SHIFT),
+        (14, get("pgsteal_kswapd", 0) << PAGE_SHIFT),
+        (15, get("pgsteal_direct", 0) << PAGE_SHIFT),
+        (8, 0),
+        (9, 0),
+        (4, alloc.nr_free_pages() << PAGE_SHIFT),
+        (5, alloc.totalram_pages() << PAGE_SHIFT),
+        (6, max(0, avail) << PAGE_SHIFT),
+        (7, get("nr_file_pages", 0) << PAGE_SHIFT),
+    ]
+    return out
 
 
 class BalloonDriver:
@@ -47,15 +124,17 @@ class BalloonDriver:
             raise ValueError(f"balloon rate: must be positive pages/s, got {rate}")
         self.kernel = kernel
         self.rate = rate  # pages per second, inflate or deflate
-        self.deflate_on_oom = deflate_on_oom
+        self.deflate_on_oom = deflate_on_oom  # VIRTIO_BALLOON_F_DEFLATE_ON_OOM
         self.oom_pages = oom_pages
-        self.target = 0  # pages the host asks for
-        self.pages: list = []  # Page descriptors held, most recent last
+        self.target = 0  # pages the host asks for (num_pages)
+        self.pages: list = []  # the balloon's page list; its head (the next dequeued) last
         # counters
         self.inflated = 0  # pages given to the host, cumulative
         self.deflated = 0  # pages taken back, cumulative
-        self.alloc_failures = 0  # inflation steps ended by a failed allocation
+        self.alloc_failures = 0  # "Out of puff!": requests ended by a failed allocation
         self.oom_deflated = 0  # pages given back on OOM notifications
+        self.gave_back = 0  # pages the guest took back on its own (OOM), since the host looked
+        self.puff_sleep = 0.0  # seconds the driver must sleep before its next request
         self.stall = 0.0  # seconds spent beneath the guest (host costs of allocations)
         if deflate_on_oom:
             self._prev_oom_hook = kernel.page_alloc.oom_hook
@@ -70,10 +149,14 @@ class BalloonDriver:
         self.target = max(0, min(int(pages), self.kernel.nr_pages))
 
     def inflate(self, n: int) -> int:
-        """Take up to `n` pages from the guest and give them to the host; how many."""
+        """fill_balloon, request after request: take up to `n` pages from the guest and
+        give them to the host; how many. Stops at the first failed allocation (out of
+        puff: `puff_sleep` is set to 200 ms)."""
         k = self.kernel
         alloc = k.alloc_pages
         release = k.phys.release
+        zone_of = k.page_alloc.zone_of
+        managed = not self.deflate_on_oom
         pages = self.pages
         vm = k.vmstat
         stall0 = k.stall
@@ -82,9 +165,12 @@ class BalloonDriver:
             page = alloc(GFP_BALLOON)
             if page is None:
                 self.alloc_failures += 1
+                self.puff_sleep = OUT_OF_PUFF_SLEEP
                 break
             page.flags |= PG_balloon
-            release(page.pfn)
+            if managed:
+                zone_of(page.pfn).managed_pages -= 1  # adjust_managed_page_count(page, -1)
+            release(page.pfn, RELEASE_BALLOON)
             pages.append(page)
             done += 1
         self.stall += k.stall - stall0
@@ -94,20 +180,30 @@ class BalloonDriver:
         return done
 
     def deflate(self, n: int) -> int:
-        """Give up to `n` pages back to the guest's allocator; how many."""
+        """leak_balloon: give up to `n` pages back to the guest's allocator; how many."""
         k = self.kernel
         pages = self.pages
-        done = 0
-        while done < n and pages:
-            page = pages.pop()
+        n = min(n, len(pages))
+        if not n:
+            return 0
+        leaked = pages[-n:]
+        del pages[-n:]
+        leaked.reverse()  # dequeued from the head: the most recent first
+        reuse = k.phys.reuse
+        for page in leaked:  # tell_host(deflate_vq) before the pages are used
+            reuse(page.pfn)
+        zone_of = k.page_alloc.zone_of
+        managed = not self.deflate_on_oom
+        for page in leaked:  # release_pages_balloon
             page.flags &= ~PG_balloon
+            if managed:
+                zone_of(page.pfn).managed_pages += 1
             k.free_pages(page)
-            done += 1
-        self.deflated += done
+        self.deflated += n
         vm = k.vmstat
-        vm["balloon_deflate"] = vm.get("balloon_deflate", 0) + done
+        vm["balloon_deflate"] = vm.get("balloon_deflate", 0) + n
         vm["nr_balloon_pages"] = len(pages)
-        return done
+        return n
 
     def step(self, max_pages: int) -> int:
         """Move toward the target by at most `max_pages`; pages moved (+ in, - out)."""
@@ -123,7 +219,9 @@ class BalloonDriver:
         freed = self.deflate(min(self.oom_pages, len(self.pages)))
         if freed:
             self.oom_deflated += freed
-            # the host must not inflate these straight back
+            self.gave_back += freed
+            # update_balloon_size(): the driver holds its new size until the host
+            # changes num_pages again
             self.target = min(self.target, len(self.pages))
             return True
         if self._prev_oom_hook is not None:
@@ -132,7 +230,10 @@ class BalloonDriver:
 
 
 class BalloonDaemon:
-    """Runs the driver every `interval` seconds at its rate (SimPy process)."""
+    """update_balloon_size_func on a clock: every `interval` seconds, a request of up to
+    the pages the driver's `rate` allows (at most VIRTIO_BALLOON_ARRAY_PFNS_MAX a request,
+    as many requests as the rate gives); after a failed allocation it sleeps 200 ms
+    (SimPy process)."""
 
     def __init__(self, env, driver: BalloonDriver, interval: float = 0.01) -> None:
         self.env = env
@@ -143,6 +244,7 @@ class BalloonDaemon:
     def _run(self):
         d = self.driver
         carry = 0.0
+        timeout = self.env.timeout
         while True:
             carry += d.rate * self.interval
             n = int(carry)
@@ -150,6 +252,11 @@ class BalloonDaemon:
                 carry -= n
                 if d.target != d.actual:
                     d.step(n)
+                    if d.puff_sleep:
+                        wait, d.puff_sleep = d.puff_sleep, 0.0
+                        carry = 0.0
+                        yield timeout(wait)
+                        continue
                 else:
                     carry = 0.0
-            yield self.env.timeout(self.interval)
+            yield timeout(self.interval)

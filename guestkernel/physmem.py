@@ -75,6 +75,11 @@ def page_bytes(data) -> bytes:
     return bytes(data)
 
 
+# Who gives a frame back through release() (the host credits the technique holding it)
+RELEASE_BALLOON = 1  # the balloon driver's inflateq
+RELEASE_REPORTED = 2  # free page reporting (mm/page_reporting.c)
+
+
 class PhysicalMemory(Protocol):
     nr_frames: int
 
@@ -86,7 +91,9 @@ class PhysicalMemory(Protocol):
 
     def load(self, pfn: int) -> bytes: ...
 
-    def release(self, pfn: int) -> None: ...
+    def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int: ...
+
+    def reuse(self, pfn: int) -> None: ...
 
 
 class BareMetal:
@@ -114,5 +121,10 @@ class BareMetal:
             return ZERO_PAGE
         return data if data.__class__ is bytes else page_bytes(data)
 
-    def release(self, pfn: int) -> None:
+    def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:
+        took = self.frames[pfn] is not None
         self.frames[pfn] = None
+        return int(took)
+
+    def reuse(self, pfn: int) -> None:
+        return None

@@ -30,7 +30,7 @@ import xxhash
 
 from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
 
-from .balloon import BalloonController, BalloonControllerDaemon
+from .balloon import BalloonController, BalloonControllerDaemon, StatsPoller
 from .compression import CompressionCache
 from .machine import MachineMemory
 from .p2m import P2M_PRIVATE, P2M_SWAPPED
@@ -45,7 +45,7 @@ _SIZES = ("memory", "swap_size", "swap_bandwidth", "compress_threshold", "compre
 _TIMES = (
     "swap_latency", "fault_cost", "cow_cost", "decompress_cost", "compress_cost",
     "nomem_stall", "low_state_stall", "hash_cost", "compare_cost", "sample_period",
-    "balloon_interval", "state_interval",
+    "balloon_interval", "state_interval", "balloon_stats_interval",
 )
 
 
@@ -97,6 +97,7 @@ class HostConfig:
     balloon_interval: float | str = "1s"  # controller period
     balloon_rate: int = 25_600  # guest driver pages per second
     balloon_deflate_on_oom: bool = False  # VIRTIO_BALLOON_F_DEFLATE_ON_OOM
+    balloon_stats_interval: float | str = "5s"  # stats virtqueue polling period
     state_interval: float | str = "1s"  # memory-state monitor period
     seed: int = 0
 
@@ -123,6 +124,8 @@ class HostConfig:
         for name in ("zip_max_pct", "balloon_max_pct"):
             if not 0 <= getattr(self, name) <= 100:
                 raise ValueError(f"{name}: must be a percentage, got {getattr(self, name)}")
+        if self.balloon_stats_interval <= 0:
+            raise ValueError(f"balloon_stats_interval: must be positive, got {self.balloon_stats_interval}")
         if not 0 < self.compress_quarter <= self.compress_threshold <= PAGE_SIZE // 2:
             raise ValueError("compress_threshold: need 0 < compress_quarter <= compress_threshold <= 2048")
 
@@ -399,6 +402,7 @@ class Host:
             self.daemons.append(Scanner(env, self.sharing, lambda: self.states.allows("sharing")))
         self.daemons.append(StateMonitor(env, self, cfg.state_interval))
         if cfg.ballooning:
+            self.daemons.append(StatsPoller(env, self, cfg.balloon_stats_interval))
             self.daemons.append(
                 BalloonControllerDaemon(env, self.balloon, cfg.balloon_interval, cfg.sample_period)
             )

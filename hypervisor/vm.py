@@ -14,13 +14,16 @@ what it cost the guest in simulated seconds:
                         `avoid_false_reads`
     load(pfn)           the bytes the guest would read; never changes state or costs
                         (the guest touches a page before using it)
-    release(pfn)        -> ballooned: the guest gave the frame back (balloon, free page
-                        hint); whatever backed it is freed
+    release(pfn, kind)  -> ballooned: the guest gave the frame back (balloon, free page
+                        reporting); whatever backed it is freed; credited to `kind`
+    reuse(pfn)          the guest took a released frame back (virtio deflateq): no
+                        longer credited; backed again at its next touch
 
 The host takes frames with `evict` / `evict_many` (into the compression cache, else host
 swap). A release that took something back (a frame, a shared mapping, a compressed or
-swapped copy) is counted in `nr_released_backed` until the guest reuses the frame: that
-is what ballooning reclaims.
+swapped copy) is counted in `nr_released_backed` (and by holder in `nr_released_by`)
+until the guest takes the frame back (`reuse`) or touches it: that is what ballooning and
+free page reporting reclaim.
 
 Machine frames come from `MachineMemory.alloc`. When it is full the VM calls its
 `reclaim_hook(vm)` (wired by the Host: compress or swap pages of some VM) and retries;
@@ -37,7 +40,7 @@ from __future__ import annotations
 import os
 from itertools import compress as select
 
-from guestkernel.physmem import ZERO_PAGE, page_bytes
+from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
 from .machine import MachineMemory
@@ -61,6 +64,23 @@ FAULT_COST = 2e-6  # EPT violation, frame allocation and zeroing 4 KiB
 COW_COST = 3e-6  # EPT violation, frame allocation and a 4 KiB copy
 DECOMPRESS_COST = 1.5e-6  # zstd decompression of one page
 NOMEM_STALL = 1e-3  # what one allocation waits when the host cannot reclaim anything
+
+
+# virtio-balloon stats (guestkernel.balloon.VIRTIO_BALLOON_S_NAMES) as guest_stats() keys
+_STAT_KEYS = {
+    "swap-in": "swap_in", "swap-out": "swap_out", "major-faults": "major_faults",
+    "minor-faults": "minor_faults", "free-memory": "free", "total-memory": "total",
+    "available-memory": "available", "disk-caches": "caches",
+    "hugetlb-allocations": "hugetlb_allocations", "hugetlb-failures": "hugetlb_failures",
+    "oom-kills": "oom_kills", "alloc-stalls": "alloc_stalls", "async-scans": "async_scans",
+    "direct-scans": "direct_scans", "async-reclaims": "async_reclaims",
+    "direct-reclaims": "direct_reclaims",
+}
+_STAT_BYTES = frozenset((
+    "swap-in", "swap-out", "free-memory", "total-memory", "available-memory", "disk-caches",
+    "async-scans", "direct-scans", "async-reclaims", "direct-reclaims",
+))
+GUEST_STATS = tuple(_STAT_KEYS.values())
 
 
 class ImageError(ValueError):
@@ -91,6 +111,9 @@ class VM:
         self.dead: str | None = None  # the panic message, once the guest has panicked
         self.balloon = None  # the guest's BalloonDriver, if any
         self.balloon_target = 0  # pages the host wants the balloon to hold
+        self.balloon_ceiling = None  # pages: the most a deflate-on-oom guest agreed to
+        self._stats = None  # the last stats virtqueue answer (poll_stats)
+        self.stats_polls = 0
         self.shares = nr_pages * 10 / 256  # ESX memory shares: "normal" is 10 per MiB
         # collaborators wired by the Host
         self.sharing = None
@@ -115,6 +138,7 @@ class VM:
         self.balloon_refault = 0  # touches of frames the guest had released
         self.released = 0  # frames released by the guest
         self.nr_released_backed = 0  # released frames whose release took something back
+        self.nr_released_by = [0, 0, 0]  # the same, by holder: [-, balloon, reported]
         self.false_swap_reads = 0  # whole-page writes that read a swapped page first
         self.stale_swap_reads = 0  # disk reads into a swapped page that read it first
         self.false_reads_avoided = 0  # such reads skipped (avoid_false_reads)
@@ -210,6 +234,7 @@ class VM:
             if s != P2M_BALLOONED:
                 self.release(pfn)
                 freed += 1
+            self.reuse(pfn)  # the dead guest holds nothing: no technique holds it either
             p2m.set(pfn, P2M_NONE)
         if self.sharing is not None:
             self.sharing.forget_vm_items(self)
@@ -219,6 +244,7 @@ class VM:
         self.store = self._dead_store
         self.load = self._dead_load
         self.release = self._dead_release
+        self.reuse = self._dead_reuse
         return freed
 
     @staticmethod
@@ -238,12 +264,32 @@ class VM:
         return ZERO_PAGE
 
     @staticmethod
-    def _dead_release(pfn: int) -> None:
+    def _dead_release(pfn: int, kind: int = RELEASE_BALLOON) -> int:
+        return 0
+
+    @staticmethod
+    def _dead_reuse(pfn: int) -> None:
         return None
 
-    def release(self, pfn: int) -> None:
+    def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:
+        """The guest gives frame `pfn` up (`kind`: RELEASE_BALLOON, an inflateq entry, or
+        RELEASE_REPORTED, a reported free block). Whatever backed it is freed. Returns 1
+        if the release took something back (a frame, a shared mapping, a compressed or
+        swapped copy), else 0.
+
+        Credit (released_backed[pfn]) goes to the technique holding the page now: a
+        release that took something back credits `kind`; releasing again a page that is
+        already released and credited (the balloon taking a reported free page) moves
+        its credit to the new holder; a page released unbacked earns none."""
         p2m = self.p2m
         s = p2m.state[pfn]
+        if s == P2M_BALLOONED:
+            old = p2m.released_backed[pfn]
+            if old and old != kind:
+                p2m.released_backed[pfn] = kind
+                self.nr_released_by[old] -= 1
+                self.nr_released_by[kind] += 1
+            return 0
         idx = p2m.mpn[pfn]
         if s == P2M_PRIVATE:
             self.machine.free(idx)
@@ -253,13 +299,37 @@ class VM:
             self.zcache.free(idx)
         elif s == P2M_SWAPPED:
             self.swap.free(idx)
-        if s != P2M_BALLOONED:
-            self.released += 1
-            if s != P2M_NONE:
-                p2m.released_backed[pfn] = 1
-                self.nr_released_backed += 1
+        self.released += 1
+        took = 0
+        if s != P2M_NONE:
+            p2m.released_backed[pfn] = kind
+            self.nr_released_backed += 1
+            self.nr_released_by[kind] += 1
+            took = 1
         p2m.disk_clean[pfn] = 0
         p2m.set(pfn, P2M_BALLOONED)
+        return took
+
+    def reuse(self, pfn: int) -> None:
+        """The guest takes a released frame back without touching it yet (virtio's
+        deflateq with VIRTIO_BALLOON_F_MUST_TELL_HOST): the frame stays unbacked until its
+        next touch, and no technique is credited with it any more."""
+        p2m = self.p2m
+        kind = p2m.released_backed[pfn]
+        if kind:
+            p2m.released_backed[pfn] = 0
+            self.nr_released_backed -= 1
+            self.nr_released_by[kind] -= 1
+
+    @property
+    def nr_balloon_backed(self) -> int:
+        """Pages in the balloon now whose frames were backed when released (pages)."""
+        return self.nr_released_by[RELEASE_BALLOON]
+
+    @property
+    def nr_reported_backed(self) -> int:
+        """Reported free pages the host discarded and the guest has not touched since."""
+        return self.nr_released_by[RELEASE_REPORTED]
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -359,9 +429,11 @@ class VM:
     def _refault(self, pfn: int) -> None:
         """A released frame is backed again (the guest reused it)."""
         self.balloon_refault += 1
-        if self.p2m.released_backed[pfn]:
+        kind = self.p2m.released_backed[pfn]
+        if kind:
             self.p2m.released_backed[pfn] = 0
             self.nr_released_backed -= 1
+            self.nr_released_by[kind] -= 1
 
     def _first_touch(self, pfn: int) -> None:
         self.first_touch += 1
@@ -504,6 +576,8 @@ class VM:
             out[f"p2m_{name}"] = self.p2m.nr[state]
         out["balloon_target"] = self.balloon_target
         out["balloon_actual"] = self.balloon.actual if self.balloon is not None else 0
+        out["balloon_backed"] = self.nr_balloon_backed
+        out["reported_backed"] = self.nr_reported_backed
         return out
 
     @property
@@ -512,25 +586,33 @@ class VM:
         nr = self.p2m.nr
         return nr[P2M_PRIVATE] + nr[P2M_SHARED]
 
-    def guest_stats(self) -> dict[str, int]:
-        """What the guest reports to the host (virtio-balloon stats queue), pages/events."""
+    def poll_stats(self) -> dict[str, int]:
+        """Ask the guest for fresh statistics (the stats virtqueue: the host returns the
+        buffer, the guest's update_balloon_stats refills it). Kept as what
+        `guest_stats()` answers until the next poll. Pages for memory, counts for events."""
         k = self.kernel
-        stats = {"total": self.nr_pages}
         if k is None:
-            stats["free"] = stats["available"] = self.p2m.nr[P2M_NONE]
-            stats.update(swap_in=0, swap_out=0, major_faults=0, minor_faults=0, caches=0)
-            return stats
-        vmstat = getattr(k, "vmstat", {}) or {}
-        free = k.page_alloc.nr_free_pages()
-        stats["free"] = free
-        avail = getattr(k, "si_mem_available", None)
-        stats["available"] = avail() if callable(avail) else free + vmstat.get("nr_file_pages", 0)
-        stats["swap_in"] = vmstat.get("pswpin", 0)
-        stats["swap_out"] = vmstat.get("pswpout", 0)
-        stats["major_faults"] = vmstat.get("pgmajfault", 0)
-        stats["minor_faults"] = vmstat.get("pgfault", 0)
-        stats["caches"] = vmstat.get("nr_file_pages", 0)
+            free = self.p2m.nr[P2M_NONE]
+            stats = dict.fromkeys(GUEST_STATS, 0)
+            stats.update(total=self.nr_pages, free=free, available=free)
+        else:
+            from guestkernel.balloon import VIRTIO_BALLOON_S_NAMES, update_balloon_stats
+
+            stats = {}
+            for tag, value in update_balloon_stats(k):
+                name = VIRTIO_BALLOON_S_NAMES[tag]
+                key = _STAT_KEYS[name]
+                stats[key] = value >> 12 if name in _STAT_BYTES else value
+        self._stats = stats
+        self.stats_polls += 1
         return stats
+
+    def guest_stats(self) -> dict[str, int]:
+        """What the guest last reported on the stats virtqueue (pages for memory, counts
+        for events): as of the last `poll_stats`, stale in between. Keys: GUEST_STATS."""
+        if self._stats is None:
+            return self.poll_stats()  # the buffer the driver primes the queue with at probe
+        return self._stats
 
     # -- raw memory images -------------------------------------------------------------------
 

@@ -1,8 +1,14 @@
 import simpy
 
-from guestkernel.balloon import GFP_BALLOON, BalloonDaemon, BalloonDriver
+from guestkernel.balloon import (
+    GFP_BALLOON,
+    VIRTIO_BALLOON_S_NAMES,
+    BalloonDaemon,
+    BalloonDriver,
+    update_balloon_stats,
+)
 from guestkernel.config import KernelConfig
-from guestkernel.gfp import __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
+from guestkernel.gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
 from guestkernel.kernel import Kernel
 from guestkernel.page import PG_balloon
 from guestkernel.physmem import BareMetal
@@ -12,10 +18,14 @@ class RecordingPhys(BareMetal):
     def __init__(self, n):
         super().__init__(n)
         self.released = []
+        self.reused = []
 
-    def release(self, pfn):
+    def release(self, pfn, kind=1):
         self.released.append(pfn)
-        super().release(pfn)
+        return super().release(pfn, kind)
+
+    def reuse(self, pfn):
+        self.reused.append(pfn)
 
 
 def boot(memory="64MiB", env=None):
@@ -24,8 +34,10 @@ def boot(memory="64MiB", env=None):
     return Kernel(cfg, phys=phys, env=env, name="g"), phys
 
 
-def test_gfp_mask_is_highuser_noretry_nowarn():
-    assert GFP_BALLOON == GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN
+def test_gfp_mask_is_balloon_page_alloc_s():
+    # mm/balloon_compaction.c balloon_page_alloc(): balloon_mapping_gfp_mask() (GFP_HIGHUSER
+    # without CONFIG_BALLOON_COMPACTION) | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
+    assert GFP_BALLOON == GFP_HIGHUSER | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
 
 
 def test_inflate_allocates_marks_and_releases_each_page_to_the_host():
@@ -55,6 +67,9 @@ def test_deflate_gives_the_pages_back_to_the_allocator():
     assert k.vmstat["balloon_deflate"] == 150 and k.vmstat["nr_balloon_pages"] == 50
     freed = k.pfn_to_page(held[-1])
     assert not freed.flags & PG_balloon and freed._count == 0
+    # leak_balloon: balloon_page_dequeue takes the list head (the most recently enqueued
+    # first) and tell_host(deflate_vq) names each page before release_pages_balloon
+    assert phys.reused == held[50:][::-1]
 
 
 def test_target_is_clamped_to_guest_memory():
@@ -147,3 +162,88 @@ def test_inflation_takes_recently_freed_pages_first():
     d.step(200)
     # (a host backs these frames: ballooning them gives it memory back)
     assert len(used & {p.pfn for p in d.pages}) >= 160
+
+
+def meminfo(k):
+    out = {}
+    for line in k.procfs.read("/proc/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        out[key] = int(rest.split()[0])
+    return out
+
+
+def test_inflation_without_deflate_on_oom_shrinks_managed_memory():
+    """fill_balloon: without VIRTIO_BALLOON_F_DEFLATE_ON_OOM, adjust_managed_page_count(page,
+    -1) per page: totalram_pages falls, so MemTotal, CommitLimit (totalram * ratio / 100 +
+    swap) and the OOM killer's totalpages (totalram + swap) fall with it; leak_balloon's
+    release_pages_balloon adds them back."""
+    k, _ = boot()
+    total0 = k.page_alloc.totalram_pages()
+    mem0 = meminfo(k)
+    oom0 = k.oom.totalpages()
+    d = BalloonDriver(k)
+    d.set_target(1000)
+    assert d.step(1000) == 1000
+    assert k.page_alloc.totalram_pages() == total0 - 1000
+    mem = meminfo(k)
+    assert mem["MemTotal"] == mem0["MemTotal"] - 4000  # kB
+    # CommitLimit = totalram * overcommit_ratio (50) / 100 + swap (none here)
+    assert mem["CommitLimit"] == (total0 - 1000) * 50 // 100 * 4
+    assert k.oom.totalpages() == oom0 - 1000
+    d.set_target(400)
+    d.step(1000)
+    assert k.page_alloc.totalram_pages() == total0 - 400
+    assert meminfo(k)["MemTotal"] == mem0["MemTotal"] - 1600
+
+
+def test_inflation_with_deflate_on_oom_leaves_managed_memory_alone():
+    """With DEFLATE_ON_OOM the balloon's pages count as used, not removed: MemTotal stays."""
+    k, _ = boot()
+    total0 = k.page_alloc.totalram_pages()
+    mem0 = meminfo(k)
+    d = BalloonDriver(k, deflate_on_oom=True)
+    d.set_target(1000)
+    d.step(1000)
+    assert k.page_alloc.totalram_pages() == total0
+    assert meminfo(k)["MemTotal"] == mem0["MemTotal"]
+    assert meminfo(k)["MemFree"] <= mem0["MemFree"] - 4000
+
+
+def test_out_of_puff_sleeps_200ms_after_a_failed_allocation():
+    """fill_balloon: a failed balloon_page_alloc() prints "Out of puff!" and msleep(200)s
+    before the work retries, instead of retrying every request period."""
+    env = simpy.Environment()
+    k, _ = boot(env=env)
+    d = BalloonDriver(k, rate=10**7)
+    BalloonDaemon(env, d, interval=0.01)
+    d.set_target(k.nr_pages)  # more than the guest can ever give
+    env.run(until=0.99)
+    # attempts at t = 0, 0.2, 0.4, 0.6, 0.8: one failure each
+    assert d.alloc_failures == 5
+    held = d.actual
+    assert 0 < held < k.nr_pages
+
+
+def test_stats_queue_has_the_16_stats_of_linux_6_12_in_the_driver_s_order():
+    """update_balloon_stats (6.12): swap in/out (bytes), major/minor faults, oom kills,
+    allocation stalls summed over the zones, kswapd/direct scans and steals (bytes), the
+    hugetlb pair, then free, total, available memory and disk caches (bytes)."""
+    k, _ = boot()
+    vm = k.vmstat
+    vm.update(pswpin=3, pswpout=5, pgmajfault=7, pgfault=11, oom_kill=2,
+              allocstall_dma32=4, allocstall_normal=6, pgscan_kswapd=100, pgscan_direct=30,
+              pgsteal_kswapd=90, pgsteal_direct=20)
+    stats = update_balloon_stats(k)
+    assert [tag for tag, _ in stats] == [0, 1, 2, 3, 10, 11, 12, 13, 14, 15, 8, 9, 4, 5, 6, 7]
+    named = {VIRTIO_BALLOON_S_NAMES[tag]: v for tag, v in stats}
+    assert len(VIRTIO_BALLOON_S_NAMES) == 16 and len(named) == 16
+    assert named["swap-in"] == 3 * 4096 and named["swap-out"] == 5 * 4096
+    assert named["major-faults"] == 7 and named["minor-faults"] == 11
+    assert named["oom-kills"] == 2 and named["alloc-stalls"] == 10
+    assert named["async-scans"] == 100 * 4096 and named["direct-scans"] == 30 * 4096
+    assert named["async-reclaims"] == 90 * 4096 and named["direct-reclaims"] == 20 * 4096
+    assert named["hugetlb-allocations"] == named["hugetlb-failures"] == 0
+    assert named["free-memory"] == k.page_alloc.nr_free_pages() * 4096
+    assert named["total-memory"] == k.page_alloc.totalram_pages() * 4096
+    assert named["available-memory"] == k.si_mem_available() * 4096
+    assert named["disk-caches"] == vm["nr_file_pages"] * 4096

@@ -21,6 +21,10 @@ class FixedPolicy:
 POLICY = "tests.hypervisor.test_balloon.FixedPolicy"
 
 
+class FixedPolicyZero(FixedPolicy):
+    pages = 0
+
+
 def test_controller_caps_targets_at_65_percent_of_vm_memory():
     host = Host(HostConfig(memory="128MiB", balloon_policy=POLICY))
     a = host.create_vm("a", KernelConfig(memory="64MiB"))
@@ -131,3 +135,116 @@ def test_balloon_grows_past_never_touched_pages_until_the_host_gets_its_frames()
     assert held > reclaimed and held == sum(vm.balloon_target for vm in guests) > 4096 - free0
     assert sum(vm.kernel.vmstat["nr_file_pages"] for vm in guests) < 22_000  # cache went
     host.validate()
+
+
+def _backed(vm):
+    from hypervisor.p2m import P2M_NONE
+
+    return {pfn for pfn in range(vm.nr_pages) if vm.p2m.state[pfn] not in (P2M_NONE, P2M_BALLOONED)}
+
+
+def test_balloon_credit_is_per_page_held_now_and_backed_when_released():
+    """Issue 12's scenario: inflate 2000 pages, deflate, let kernel allocations take them,
+    inflate again. virtio's inflateq and deflateq name every page (MUST_TELL_HOST), so the
+    host credits the balloon with the pages it holds now whose release took a frame back:
+    a page deflated and re-ballooned without being touched in between gives nothing."""
+    from guestkernel.gfp import GFP_KERNEL
+
+    host = Host(HostConfig(memory="256MiB", sharing=False, balloon_policy=POLICY))
+    a = host.create_vm("a", KernelConfig(memory="64MiB"))
+    k, d = a.kernel, a.balloon
+    pages = [k.alloc_pages(GFP_HIGHUSER | __GFP_ZERO) for _ in range(2000)]
+    for p in pages:  # backed on the host, then free in the guest
+        k.free_pages(p)
+    backed = _backed(a)
+    d.set_target(2000)
+    d.step(2000)
+    first = {p.pfn for p in d.pages}
+    credited_first = first & backed
+    assert host.reclaimed()["balloon"] == len(credited_first) > 0
+    d.set_target(0)
+    d.step(2000)
+    assert host.reclaimed()["balloon"] == 0  # deflated: the balloon holds nothing
+    # kernel allocations take the deflated pages back; 267 of them are written (backed
+    # again), the rest stay untouched; all are freed
+    taken = [k.alloc_pages(GFP_KERNEL) for _ in range(2000)]
+    assert {p.pfn for p in taken} == first  # the allocator hands the deflated pages out first
+    for p in taken[:267]:
+        a.store(p.pfn, bytes([1]) * 4096)
+    for p in taken:
+        k.free_pages(p)
+    backed = _backed(a)
+    free0 = host.machine.nr_free
+    d.set_target(2000)
+    d.step(2000)
+    second = {p.pfn for p in d.pages}
+    credited = host.reclaimed()["balloon"]
+    assert credited == len(second & backed) == host.machine.nr_free - free0
+    written = {p.pfn for p in taken[:267]}
+    untouched = (second & first) - written  # deflated, re-ballooned, never backed between
+    assert len(untouched) > 500
+    assert all(a.p2m.released_backed[pfn] == 0 for pfn in untouched)
+    assert all(a.p2m.released_backed[pfn] == 1 for pfn in second & written)
+    # no credit survives deflation: every credited page is in the balloon now
+    assert a.nr_released_backed == a.nr_balloon_backed == credited
+    # the old rule, min(balloon size, releases that took a frame and were not touched
+    # since), counted the first inflation's frames again
+    survived = len(credited_first - written)
+    assert min(2000, survived + credited) > credited
+    host.validate()
+
+
+def test_controller_respects_what_a_deflate_on_oom_guest_gave_back():
+    """virtio_balloon_oom_notify leaks 256 pages and writes `actual`; the driver's work is
+    not queued again until the host changes num_pages. The controller takes the guest's
+    size as the VM's target and does not set the old target again every second."""
+    env = simpy.Environment()
+    host = Host(
+        HostConfig(memory="256MiB", sharing=False, balloon_policy=POLICY,
+                   balloon_deflate_on_oom=True),
+        env=env,
+    )
+    a = host.create_vm("a", KernelConfig(memory="64MiB"))
+    env.run(until=1.5)
+    d = a.balloon
+    assert d.actual == 1000 and a.balloon_target == 1000
+    assert a.kernel.page_alloc.oom_hook(0, 0, 0) is True  # the guest is about to OOM
+    assert d.actual == 744 and d.oom_deflated == 256
+    env.run(until=5.5)
+    assert a.balloon_target == 744 and d.target == 744 and d.actual == 744
+    assert host.balloon.oom_respected == 1
+    # the host accepts the guest's size once its policy asks for no more than that
+    FixedPolicy.pages = 500
+    try:
+        env.run(until=6.5)
+        assert a.balloon_ceiling is None and a.balloon_target == 500 and d.actual == 500
+        FixedPolicy.pages = 1000
+        env.run(until=7.5)
+        assert a.balloon_target == 1000 and d.actual == 1000
+    finally:
+        FixedPolicy.pages = 1000
+
+
+def test_host_reads_guest_stats_when_it_polls_them_stale_in_between():
+    """The stats virtqueue is answered when the host asks (stats_request ->
+    stats_handle_request), every balloon_stats_interval: in between, the host sees the
+    last answer."""
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="256MiB", sharing=False, balloon_policy=POLICY + "Zero",
+                           balloon_stats_interval="5s"), env=env)
+    a = host.create_vm("a", KernelConfig(memory="64MiB"))
+    k = a.kernel
+    env.run(until=0.5)
+    polled = a.guest_stats()
+    assert polled["free"] == k.page_alloc.nr_free_pages()
+    assert polled["total"] == k.page_alloc.totalram_pages()
+    held = [k.alloc_pages(GFP_HIGHUSER) for _ in range(3000)]
+    k.vmstat["oom_kill"] = 1
+    env.run(until=4.9)
+    assert a.guest_stats() == polled  # stale: no poll since t = 0
+    assert a.guest_stats()["oom_kills"] == 0
+    env.run(until=5.1)
+    now = a.guest_stats()
+    assert now["free"] == k.page_alloc.nr_free_pages() and now["free"] < polled["free"] - 2900
+    assert now["oom_kills"] == 1 and a.stats_polls == 2
+    assert len(held) == 3000

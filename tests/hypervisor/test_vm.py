@@ -232,3 +232,26 @@ def test_touch_many_mixed_states_is_touch_frame_by_frame(kinds, order, write, sp
     cost = a.touch_many(pfns, write)
     assert cost == sum(b.touch(pfn, write) for pfn in pfns)
     assert snapshot(m1, a) == snapshot(m2, b)
+
+
+def test_release_credits_the_holder_and_reuse_takes_the_credit_away():
+    """Credit per page: the technique holding a released page now, if the release took
+    something back. The balloon taking a reported page takes its credit over; the deflateq
+    (reuse) ends the credit without backing the frame."""
+    from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED
+    from hypervisor.p2m import P2M_BALLOONED
+
+    m, vm = make()
+    vm.store(0, page(1))
+    vm.store(1, page(2))
+    assert vm.release(0, RELEASE_REPORTED) == 1
+    assert vm.release(2, RELEASE_BALLOON) == 0  # never backed: no credit
+    assert (vm.nr_reported_backed, vm.nr_balloon_backed) == (1, 0)
+    assert vm.release(0, RELEASE_BALLOON) == 0  # the balloon takes the reported page
+    assert (vm.nr_reported_backed, vm.nr_balloon_backed) == (0, 1)
+    assert vm.release(1, RELEASE_BALLOON) == 1
+    assert vm.nr_balloon_backed == 2 and vm.nr_released_backed == 2
+    vm.reuse(1)  # deflated: the guest holds it again, still unbacked
+    assert vm.nr_balloon_backed == 1 and vm.p2m.state[1] == P2M_BALLOONED
+    assert vm.release(1, RELEASE_BALLOON) == 0  # ballooned again untouched: nothing new
+    assert vm.nr_balloon_backed == 1 and vm.nr_released_backed == 1
