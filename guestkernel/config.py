@@ -62,6 +62,7 @@ class KernelConfig:
     max_map_count: int = 65530  # VMAs per mm
     mmap_min_addr: int = 65536  # bytes; lowest address user space may map
     page_cluster: int = 3  # log2 of pages read ahead on swap-in
+    read_ahead_kb: int = 128  # KiB: the disk's /sys/block/*/queue/read_ahead_kb (ra_pages * 4)
     stat_interval: int = 1  # seconds
     # Guest swap device (the reclaim issue gives it its behaviour)
     swap: int | str = 0  # bytes of swap space
@@ -121,6 +122,7 @@ class KernelConfig:
         _int_range(self, "watermark_scale_factor", 1, 3000)
         _int_range(self, "swappiness", 0, 200)
         _int_range(self, "vfs_cache_pressure", 0, 1 << 30)
+        _int_range(self, "read_ahead_kb", 0, 1 << 20)
         _int_range(self, "overcommit_memory", 0, 2)
         _int_range(self, "overcommit_ratio", 0, 1 << 30)
         _int_range(self, "overcommit_kbytes", 0, 1 << 50)

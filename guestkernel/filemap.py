@@ -13,10 +13,11 @@ it holds one more.
 `read()` copies from the cache into the user's buffer (two copies of the data in memory);
 `mmap()` maps the cache pages themselves (task.py and memory.py do the user side).
 
-A cache miss reads from the disk: one request of the missing pages in a readahead window
-(`ra_pages`, 32 pages = 128 KiB, /sys/block/*/queue/read_ahead_kb) costing
-`latency + bytes / bandwidth` seconds, counted in pgpgin (KiB). The disk shares the guest
-swap device's latency and bandwidth settings (KernelConfig.swap_latency/swap_bandwidth).
+A cache miss reads from the disk as readahead.py decides (the readahead state machine of
+mm/readahead.c: `ra_pages` from read_ahead_kb, 32 pages = 128 KiB by default), one request
+per run of missing pages costing `latency + bytes / bandwidth` seconds, counted in pgpgin
+(KiB). The disk shares the guest swap device's latency and bandwidth settings
+(KernelConfig.swap_latency/swap_bandwidth).
 
 File content: an inode's pages come from `inode.disk` (pages written back), else from its
 `content` (bytes of the whole file, or a callable index -> 4 KiB bytes), else a default
@@ -34,12 +35,20 @@ from .page import (
     PG_mlocked,
     PG_swapbacked,
     PG_uptodate,
+    PG_writeback,
 )
 from .physmem import ZERO_PAGE, page_bytes
+from .readahead import (
+    DEFAULT_IO_PAGES,
+    DEFAULT_READ_AHEAD_KB,
+    FileRaState,
+    do_async_mmap_readahead,
+    do_sync_mmap_readahead,
+)
 from .units import PAGE_SHIFT, PAGE_SIZE
 
 GFP_PAGECACHE = G.GFP_HIGHUSER_MOVABLE
-DEFAULT_RA_PAGES = 32  # pages: read_ahead_kb = 128
+DEFAULT_RA_PAGES = DEFAULT_READ_AHEAD_KB >> (PAGE_SHIFT - 10)  # 32 pages
 
 
 class AddressSpace:
@@ -119,7 +128,8 @@ class Inode:
 class File:
     """struct file: an open file (an inode, a position, access mode)."""
 
-    __slots__ = ("inode", "pos", "flags", "readable", "writable", "slab_obj", "refs")
+    __slots__ = ("inode", "pos", "flags", "readable", "writable", "slab_obj", "refs", "f_ra",
+                 "fmode_random")
 
     def __init__(self, inode: Inode, flags: int = 0, readable: bool = True,
                  writable: bool = True) -> None:
@@ -130,6 +140,8 @@ class File:
         self.writable = writable
         self.slab_obj = inode.fs.alloc_filp()  # struct file from the "filp" cache
         self.refs = 0  # holders: fd table entries, VMAs, SysV segments
+        self.f_ra = FileRaState(inode.fs.ra_pages)  # file_ra_state_init
+        self.fmode_random = False  # FMODE_RANDOM: POSIX_FADV_RANDOM
 
     def get(self) -> None:
         self.refs += 1
@@ -154,13 +166,15 @@ class FileSystem:
     """The guest's files. `dev` is the disk's (major, minor) shown in /proc/PID/maps."""
 
     def __init__(self, kernel, dev: tuple[int, int] = (8, 1), latency: float = 80e-6,
-                 bandwidth: float = 500 << 20, ra_pages: int = DEFAULT_RA_PAGES) -> None:
+                 bandwidth: float = 500 << 20, ra_pages: int = DEFAULT_RA_PAGES,
+                 io_pages: int = DEFAULT_IO_PAGES) -> None:
         self.kernel = kernel
         self.dev = dev
         self.shmem_dev = (0, 1)
         self.latency = latency  # seconds per request
         self.bandwidth = bandwidth  # bytes per second
-        self.ra_pages = ra_pages
+        self.ra_pages = ra_pages  # bdi->ra_pages: read_ahead_kb / 4; new opens take it
+        self.io_pages = io_pages  # bdi->io_pages: max_sectors_kb / 4
         self.files: dict[str, Inode] = {}
         self._next_ino = 1048577
         self._next_shmem_ino = 1
@@ -264,30 +278,50 @@ def find_get_page(inode: Inode, index: int):
     return inode.mapping.pages.get(index)
 
 
-def filemap_get_page(kernel, inode: Inode, index: int, ra_pages: int | None = None):
-    """The page at `index`, read from disk with readahead on a miss.
+def filemap_get_page(kernel, inode: Inode, index: int, nr: int = 1):
+    """The page at `index`, read alone from disk on a miss (no readahead: a partial-page
+    write's read, or what readahead left out); `nr` > 1 reads the missing pages of the nr
+    pages centred on it in one request (a caller's explicit window).
 
     Returns (page, major, seconds); page None if beyond EOF or out of memory. Shmem pages
     are created zeroed (never major)."""
     page = inode.mapping.pages.get(index)
     if page is not None:
         return page, False, 0.0
-    if inode.shmem:
-        if index >= inode.nr_index():
-            return None, False, 0.0
-        page = add_to_page_cache(kernel, inode, index, None)
-        return page, False, 0.0
     if index >= inode.nr_index():
         return None, False, 0.0
-    ra = inode.fs.ra_pages if ra_pages is None else ra_pages
-    ra = max(ra, 1)
-    start = max(0, index - ra // 2)
-    _, cost = read_pages(kernel, inode, start, ra)
+    if inode.shmem:
+        page = add_to_page_cache(kernel, inode, index, None)
+        return page, False, 0.0
+    _, cost = read_pages(kernel, inode, max(0, index - nr // 2) if nr > 1 else index, max(nr, 1))
     page = inode.mapping.pages.get(index)
-    if page is None:  # readahead stopped short of it (memory): read it alone
-        n, c = read_pages(kernel, inode, index, 1)
+    if page is None and nr > 1:
+        _, c = read_pages(kernel, inode, index, 1)
         cost += c
         page = inode.mapping.pages.get(index)
+    return page, page is not None, cost
+
+
+def filemap_fault_page(kernel, file: File, vm_flags: int, index: int):
+    """filemap_fault's page lookup: a hit may start asynchronous readahead
+    (do_async_mmap_readahead), a miss reads around it (do_sync_mmap_readahead) and then
+    the page itself if readahead left it out. Returns (page, major, seconds)."""
+    inode = file.inode
+    page = inode.mapping.pages.get(index)
+    if inode.shmem:
+        if page is not None:
+            return page, False, 0.0
+        return filemap_get_page(kernel, inode, index)
+    if page is not None:
+        _, cost = do_async_mmap_readahead(kernel, inode, file.f_ra, vm_flags, page)
+        return page, False, cost
+    if index >= inode.nr_index():
+        return None, False, 0.0
+    _, cost = do_sync_mmap_readahead(kernel, inode, file.f_ra, vm_flags, index)
+    page = inode.mapping.pages.get(index)
+    if page is None:
+        page, _, c = filemap_get_page(kernel, inode, index)
+        cost += c
     return page, page is not None, cost
 
 
@@ -397,6 +431,19 @@ def truncate_partial_page(kernel, inode: Inode, length: int) -> float:
     if old is ZERO_PAGE or not any(old[off:]):
         return phys.touch(page.pfn, False)
     return phys.touch(page.pfn, True) + phys.store(page.pfn, old[:off] + bytes(PAGE_SIZE - off))
+
+
+def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
+    """Drop the clean, unmapped, unreferenced cached pages with index in [start, end]
+    (mapping_try_invalidate: POSIX_FADV_DONTNEED). Returns how many."""
+    pages = inode.mapping.pages
+    n = 0
+    for i in sorted(i for i in pages if start <= i <= end):
+        page = pages[i]
+        if page._mapcount == -1 and page._count == 1 and not page.flags & (PG_dirty | PG_writeback):
+            delete_from_page_cache(kernel, page)
+            n += 1
+    return n
 
 
 def drop_caches(kernel, fs: FileSystem) -> int:

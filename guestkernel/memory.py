@@ -37,7 +37,8 @@ return False to stop. `page_referenced` and `try_to_unmap` are built on it for r
 from __future__ import annotations
 
 from . import gfp as G
-from .filemap import filemap_get_page, free_user_page, set_page_dirty
+from .filemap import filemap_fault_page, free_user_page, set_page_dirty
+from .readahead import PG_readahead
 from .page import (
     PG_anon,
     PG_highmem,
@@ -46,6 +47,7 @@ from .page import (
     PG_swapbacked,
     PG_swapcache,
     PG_uptodate,
+    PG_workingset,
 )
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -70,7 +72,6 @@ from .vma import (
     VM_LOCKED,
     VM_LOCKONFAULT,
     VM_MAYWRITE,
-    VM_RAND_READ,
     VM_SHARED,
     VM_SOFTDIRTY,
     VM_WRITE,
@@ -79,6 +80,7 @@ from .vma import (
 
 GFP_USER_PAGE = G.GFP_HIGHUSER_MOVABLE
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
+_UPTODATE_RA = PG_uptodate | PG_readahead
 
 VM_FAULT_OOM = 0x001
 VM_FAULT_SIGBUS = 0x002
@@ -372,6 +374,7 @@ def fault_around(task, vma, addr: int, inode) -> int:
     first_idx = vma.vm_pgoff - (vma.vm_start >> PAGE_SHIFT)
     writable = _shared_read_writable(vma, inode)
     n = 0
+    hits = 0
     for v in range(lo, hi):
         if v in ptes:
             continue
@@ -379,11 +382,20 @@ def fault_around(task, vma, addr: int, inode) -> int:
         if idx >= eof:
             break
         page = pages.get(idx)
-        if page is None or not page.flags & PG_uptodate:
+        # next_uptodate_folio: a page marked PG_readahead is left to the fault, which
+        # starts the next readahead window
+        if page is None or page.flags & _UPTODATE_RA != PG_uptodate:
             continue
         if not map_file_page(kernel, mm, vma, v, page, writable):
             break
         n += 1
+        if not page.flags & PG_workingset:
+            hits += 1
+    if hits:
+        # filemap_map_pages: pages mapped around the fault are hits that take misses back
+        # from mmap_miss (recently refaulted pages do not: readahead would be wasted)
+        ra = vma.vm_file.f_ra
+        ra.mmap_miss = ra.mmap_miss - hits if ra.mmap_miss > hits else 0
     return n
 
 
@@ -401,8 +413,7 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
         if vpn in mm.pgtable.ptes:
             vm["fault_file_minor"] += 1
             return 0
-    ra = 0 if vma.vm_flags & VM_RAND_READ else None  # MADV_RANDOM: no read-around
-    page, major, cost = filemap_get_page(kernel, inode, idx, ra)
+    page, major, cost = filemap_fault_page(kernel, vma.vm_file, vma.vm_flags, idx)
     task.cost += cost
     if page is None:
         return VM_FAULT_OOM if idx < inode.nr_index() else VM_FAULT_SIGBUS

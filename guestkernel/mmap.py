@@ -22,7 +22,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from . import uapi as U
-from .filemap import File, delete_from_page_cache, read_pages
+from .filemap import File, delete_from_page_cache
+from .readahead import force_page_cache_ra
 from .memory import (
     VM_FAULT_ERROR,
     _vpns_in,
@@ -984,9 +985,10 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
         return vma
     if behavior == U.MADV_WILLNEED:
         if vma.vm_file is not None and not vma.vm_file.inode.shmem:
+            # madvise_willneed -> vfs_fadvise(POSIX_FADV_WILLNEED): read ahead, not waited for
             first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
-            _, cost = read_pages(k, vma.vm_file.inode, first, (end - start) >> PAGE_SHIFT)
-            task.cost += cost
+            force_page_cache_ra(k, vma.vm_file.inode, vma.vm_file.f_ra, first,
+                                (end - start) >> PAGE_SHIFT)
         return vma
     if behavior == U.MADV_REMOVE:
         # punch a hole in the backing file (shmem only here): unmapped from every

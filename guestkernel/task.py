@@ -42,11 +42,12 @@ from .filemap import (
     add_to_page_cache,
     drop_caches,
     filemap_get_page,
-    read_pages,
+    invalidate_mapping_pages,
     set_page_dirty,
     truncate_inode_pages,
     truncate_partial_page,
 )
+from .readahead import PG_readahead, force_page_cache_ra, page_cache_async_ra, page_cache_sync_ra
 from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
 from .page import PG_active, PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
 from .pgtable import (
@@ -85,7 +86,8 @@ GFP_ANON_ZERO = G.GFP_HIGHUSER_MOVABLE | G.__GFP_ZERO
 _ANON_FLAGS = PG_anon | PG_swapbacked
 # mark_page_accessed has nothing to do on a clean page with these (see _splice_pagecache)
 _ACCESSED_STEADY = PG_referenced | PG_active
-_STEADY_CLEAN = _ACCESSED_STEADY | PG_dirty  # flags & this == _ACCESSED_STEADY: and not dirty
+# flags & this == _ACCESSED_STEADY: and not dirty, and no readahead marker to act on
+_STEADY_CLEAN = _ACCESSED_STEADY | PG_dirty | PG_readahead
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
 
 
@@ -879,7 +881,7 @@ class Task:
             return 0
         if buf & (PAGE_SIZE - 1):
             parts = []
-            self._read_pagecache(f.inode, f.pos, count, parts.append)
+            self._read_pagecache(f, f.pos, count, parts.append)
             done = copy_to_user(self, buf, parts[0] if len(parts) == 1 else b"".join(parts)) if parts else 0
         else:
             done = 0
@@ -890,24 +892,32 @@ class Task:
                 done += copied
                 return copied == len(data)
 
-            self._read_pagecache(f.inode, f.pos, count, to_user)
+            self._read_pagecache(f, f.pos, count, to_user)
         if done == 0:
             raise U.err(U.EFAULT, "read")
         f.pos += done
         return done
 
-    def _read_pagecache(self, inode, pos: int, count: int, consume) -> int:
-        """filemap_read: hand the file's bytes [pos, pos + count) (up to EOF) to
-        `consume`, a page-cache page (or its part) at a time, reading missing pages in
-        (synchronous readahead); `consume` returning False stops the read after that
-        part. Returns the bytes handed to `consume` (0 at or past EOF)."""
-        k = self.kernel
+    def _read_pagecache(self, f, pos: int, count: int, consume) -> int:
+        """filemap_read: hand the bytes [pos, pos + count) (up to EOF) of the open file
+        `f` to `consume`, a page-cache page (or its part) at a time; `consume` returning
+        False stops the read after that part. A missing page starts synchronous
+        readahead of the request (page_cache_sync_ra), a page marked PG_readahead the
+        next window (page_cache_async_ra); each page is marked accessed once, the first
+        one not when the previous read ended inside it. Returns the bytes handed to
+        `consume` (0 at or past EOF)."""
+        inode = f.inode
         n = min(count, max(0, inode.size - pos))
         if n == 0:
             return 0
+        k = self.kernel
         phys = k.phys
         pages = inode.mapping.pages
-        last = (pos + n - 1) >> PAGE_SHIFT
+        ra = f.f_ra
+        last_index = (pos + n + PAGE_SIZE - 1) >> PAGE_SHIFT  # exclusive
+        prev = ra.prev_pos
+        # pos_same_folio(ki_pos, last_pos - 1): the previous read ended in this page
+        skip_first = prev > 0 and (prev - 1) >> PAGE_SHIFT == pos >> PAGE_SHIFT
         done = 0
         while done < n:
             p = pos + done
@@ -916,10 +926,14 @@ class Task:
             chunk = min(PAGE_SIZE - off, n - done)
             page = pages.get(idx)
             if page is None:
-                page = self._readahead(inode, idx, last)
+                page = self._readahead(f, idx, last_index)
                 if page is None:
                     break
-            k.mark_page_accessed(page)
+            if page.flags & PG_readahead:
+                _, c = page_cache_async_ra(k, inode, ra, page, last_index - idx)
+                self.cost += c
+            if done or not skip_first:
+                k.mark_page_accessed(page)
             self.cost += phys.touch(page.pfn, False)
             done += chunk
             part = phys.load(page.pfn)
@@ -927,27 +941,30 @@ class Task:
                 part = part[off:off + chunk]
             if consume(part) is False:
                 break
+        ra.prev_pos = pos + done
         return done
 
-    def _readahead(self, inode, idx: int, last: int):
-        """A page-cache miss at `idx` of a read ending at page `last`:
-        page_cache_sync_readahead of the rest of the request (at least ra_pages), then
-        the page itself if readahead did not bring it; the page, or None (no memory)."""
+    def _readahead(self, f, idx: int, last_index: int):
+        """A page-cache miss at `idx` of a read ending before page `last_index`:
+        page_cache_sync_ra of the request, then the page alone if readahead did not
+        bring it (filemap_create_folio); the page, or None (no memory)."""
         k = self.kernel
-        _, c = read_pages(k, inode, idx, max(last - idx + 1, inode.fs.ra_pages))
+        inode = f.inode
+        _, c = page_cache_sync_ra(k, inode, f.f_ra, f.fmode_random, idx, last_index - idx)
         self.cost += c
         page = inode.mapping.pages.get(idx)
         if page is None:
-            page, _, c = filemap_get_page(k, inode, idx, 1)
+            page, _, c = filemap_get_page(k, inode, idx)
             self.cost += c
         return page
 
-    def _splice_pagecache(self, inode, pos: int, count: int) -> int:
+    def _splice_pagecache(self, f, pos: int, count: int) -> int:
         """The file's pages [pos, pos + count) (up to EOF) read by a device straight
         from the page cache (a socket's DMA: sendfile, splice): read in where missing
         (synchronous readahead), marked accessed and touched, their bytes never copied.
-        Returns the bytes sent (0 at or past EOF)."""
+        Returns the bytes sent (0 at or past EOF). Readahead as in _read_pagecache."""
         k = self.kernel
+        inode = f.inode
         n = min(count, max(0, inode.size - pos))
         if n == 0:
             return 0
@@ -956,6 +973,10 @@ class Task:
         first = pos >> PAGE_SHIFT
         last = (pos + n - 1) >> PAGE_SHIFT
         mark = k.mark_page_accessed
+        ra = f.f_ra
+        prev = ra.prev_pos
+        ra.prev_pos = pos + n
+        skip_first = prev > 0 and (prev - 1) >> PAGE_SHIFT == first
         # NOTE: when every page is cached, active, referenced and clean (a hot file),
         # nothing but the touches happens: found by this loop, one touch_many call.
         pfns = []
@@ -977,19 +998,26 @@ class Task:
                 if run:
                     self.cost += phys.touch_many(run, False)
                     run = []
-                page = self._readahead(inode, idx, last)
+                page = self._readahead(f, idx, end)
                 if page is None:
                     end = idx
                     break
-            f = page.flags
-            if f & _ACCESSED_STEADY != _ACCESSED_STEADY or f & PG_dirty:
+            flags = page.flags
+            if flags & PG_readahead:
+                _, c = page_cache_async_ra(k, inode, ra, page, last + 1 - idx)
+                self.cost += c
+            if ((flags & _ACCESSED_STEADY != _ACCESSED_STEADY or flags & PG_dirty)
+                    and (idx != first or not skip_first)):
                 mark(page)  # (an active, referenced, clean page: nothing to do)
             run.append(page.pfn)
         if run:
             self.cost += phys.touch_many(run, False)
         if end == first:
+            ra.prev_pos = prev
             return 0
-        return min(end << PAGE_SHIFT, pos + n) - pos
+        sent = min(end << PAGE_SHIFT, pos + n) - pos
+        ra.prev_pos = pos + sent
+        return sent
 
     @_syscall()
     def sendfile(self, out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
@@ -1010,10 +1038,10 @@ class Task:
             raise U.err(U.EINVAL, "sendfile")
         pos = fin.pos if offset is None else offset
         if fout is _STDIO:
-            sent = self._splice_pagecache(fin.inode, pos, count)
+            sent = self._splice_pagecache(fin, pos, count)
         else:
             parts = []
-            sent = self._read_pagecache(fin.inode, pos, count, parts.append)
+            sent = self._read_pagecache(fin, pos, count, parts.append)
             if sent:
                 sent = self._write_pagecache(fout, b"".join(parts))
         if offset is None:
@@ -1054,7 +1082,7 @@ class Task:
                 if chunk == PAGE_SIZE or idx >= inode.nr_index():
                     page = add_to_page_cache(k, inode, idx, ZERO_PAGE if chunk != PAGE_SIZE else None)
                 else:
-                    page, _, c = filemap_get_page(k, inode, idx)
+                    page, _, c = filemap_get_page(k, inode, idx)  # (no readahead on write)
                     self.cost += c
                 if page is None:
                     break
@@ -1072,6 +1100,49 @@ class Task:
         inode.size = max(inode.size, pos + done)
         f.pos = pos + done
         return done
+
+    @_syscall(needs_mm=False)
+    def fadvise(self, fd: int, offset: int, length: int, advice: int) -> int:
+        """posix_fadvise(2) (fadvise64 -> generic_fadvise): NORMAL, RANDOM and SEQUENTIAL
+        set the file's readahead (FMODE_RANDOM; SEQUENTIAL doubles ra_pages), WILLNEED
+        reads the range ahead (force_page_cache_ra: at most max(io_pages, ra_pages)
+        pages; the call does not wait for the reads), DONTNEED drops the range's clean,
+        unmapped pages (partial pages at either end kept), NOREUSE does nothing here.
+        `length` 0 means to the end of the file. Returns 0."""
+        f = self._file(fd)
+        if advice not in (U.POSIX_FADV_NORMAL, U.POSIX_FADV_RANDOM, U.POSIX_FADV_SEQUENTIAL,
+                          U.POSIX_FADV_WILLNEED, U.POSIX_FADV_DONTNEED, U.POSIX_FADV_NOREUSE):
+            raise U.err(U.EINVAL, "fadvise")
+        if length < 0:
+            raise U.err(U.EINVAL, "fadvise")
+        if f is _STDIO:
+            return 0  # a terminal: no backing device, valid advice is ignored
+        inode = f.inode
+        if length == 0 or offset + length < length:
+            endbyte = (1 << 63) - 1
+        else:
+            endbyte = offset + length - 1
+        if advice == U.POSIX_FADV_NORMAL:
+            f.f_ra.ra_pages = inode.fs.ra_pages
+            f.fmode_random = False
+        elif advice == U.POSIX_FADV_RANDOM:
+            f.fmode_random = True
+        elif advice == U.POSIX_FADV_SEQUENTIAL:
+            f.f_ra.ra_pages = inode.fs.ra_pages * 2
+            f.fmode_random = False
+        elif advice == U.POSIX_FADV_WILLNEED and not inode.shmem:
+            start = offset >> PAGE_SHIFT
+            nr = (endbyte >> PAGE_SHIFT) - start + 1
+            force_page_cache_ra(self.kernel, inode, f.f_ra, start, nr)
+        elif advice == U.POSIX_FADV_DONTNEED and not inode.shmem:
+            start = (offset + PAGE_SIZE - 1) >> PAGE_SHIFT
+            end = endbyte >> PAGE_SHIFT
+            if endbyte & (PAGE_SIZE - 1) != PAGE_SIZE - 1:
+                if end == 0:
+                    return 0
+                end -= 1
+            invalidate_mapping_pages(self.kernel, inode, start, end)
+        return 0
 
     @_syscall(needs_mm=False)
     def lseek(self, fd: int, offset: int, whence: int = U.SEEK_SET) -> int:
@@ -1436,7 +1507,8 @@ def init_address_spaces(kernel) -> None:
         vp._count = 1
         kernel.vdso_pages.append(vp)
     cfg = kernel.config
-    kernel.fs = FileSystem(kernel, latency=cfg.swap_latency, bandwidth=cfg.swap_bandwidth)
+    kernel.fs = FileSystem(kernel, latency=cfg.swap_latency, bandwidth=cfg.swap_bandwidth,
+                           ra_pages=cfg.read_ahead_kb >> (PAGE_SHIFT - 10))
     from .shm import ShmNamespace
 
     kernel.shm_ns = ShmNamespace(kernel)

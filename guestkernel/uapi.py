@@ -116,6 +116,13 @@ O_CLOEXEC = 0o2000000
 SEEK_SET = 0
 SEEK_CUR = 1
 SEEK_END = 2
+# posix_fadvise advice (include/uapi/linux/fadvise.h, x86-64)
+POSIX_FADV_NORMAL = 0
+POSIX_FADV_RANDOM = 1
+POSIX_FADV_SEQUENTIAL = 2
+POSIX_FADV_WILLNEED = 3
+POSIX_FADV_DONTNEED = 4
+POSIX_FADV_NOREUSE = 5
 
 # --- signals (x86) -------------------------------------------------------------------
 SIGBUS = 7

@@ -1,0 +1,147 @@
+"""Readahead (mm/readahead.c, filemap_read, filemap_fault): the guest's page cache after
+each step of seeded read patterns equals this machine's kernel's, recorded with mincore by
+tests/data/readahead/measure_readahead.py (Linux 6.18, ext4 data=journal on a loop device,
+read_ahead_kb 128, max_sectors_kb 1280), plus the rules the recording cannot show."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.readahead import (
+    PG_readahead,
+    get_init_ra_size,
+    get_next_ra_size,
+)
+
+P = 4096
+FIXTURE = json.loads((Path(__file__).parent.parent / "data" / "readahead" / "readahead.json").read_text())
+NPAGES = FIXTURE["file_pages"]
+B = 0x60000000  # the user buffer
+M = 0x70000000  # the file mapping
+RW = U.PROT_READ | U.PROT_WRITE
+ADVICE = {"normal": U.POSIX_FADV_NORMAL, "random": U.POSIX_FADV_RANDOM,
+          "sequential": U.POSIX_FADV_SEQUENTIAL, "willneed": U.POSIX_FADV_WILLNEED}
+MADVICE = {"normal": U.MADV_NORMAL, "random": U.MADV_RANDOM,
+           "sequential": U.MADV_SEQUENTIAL, "willneed": U.MADV_WILLNEED}
+
+
+def runs(pages) -> list[list[int]]:
+    out, start, prev = [], None, None
+    for i in sorted(pages):
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            out.append([start, prev + 1])
+            start = prev = i
+    if start is not None:
+        out.append([start, prev + 1])
+    return out
+
+
+def guest():
+    k = Kernel(KernelConfig(memory="256MiB", read_ahead_kb=FIXTURE["read_ahead_kb"]))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    k.fs.io_pages = FIXTURE["max_sectors_kb"] // 4
+    k.fs.create("/scratch", NPAGES * P, lambda i: i.to_bytes(4, "little") * (P // 4))
+    t = k.spawn("t")
+    t.mmap(B, 1 << 20, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    return k, t
+
+
+def replay(k, t, steps):
+    fd = t.open("/scratch")
+    inode = k.fs.lookup("/scratch")
+    out = []
+    for step in steps:
+        op = step[0]
+        if op == "read":
+            t.lseek(fd, step[1], U.SEEK_SET)
+            assert t.read(fd, B, step[2]) == step[2]
+        elif op == "fadvise":
+            assert t.fadvise(fd, step[2], step[3], ADVICE[step[1]]) == 0
+        elif op == "mmap":
+            t.mmap(M, NPAGES * P, U.PROT_READ, U.MAP_SHARED | U.MAP_FIXED, fd, 0)
+        elif op == "madvise":
+            assert t.madvise(M + step[2], step[3], MADVICE[step[1]]) == 0
+        elif op == "touch":
+            t.access_range(M + step[1] * P, 1, False)
+        out.append(runs(inode.mapping.pages))
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(FIXTURE["cases"]))
+def test_residency_matches_this_machines_kernel(case):
+    """page_cache_sync_ra / page_cache_async_ra / force_page_cache_ra /
+    do_sync_mmap_readahead / do_async_mmap_readahead, step by step."""
+    k, t = guest()
+    c = FIXTURE["cases"][case]
+    got = replay(k, t, c["steps"])
+    for i, (step, want, have) in enumerate(zip(c["steps"], c["resident"], got)):
+        assert have == want, f"{case} step {i} {step}: kernel {want}, guest {have}"
+    k.reclaim.validate()
+
+
+def test_window_sizes_follow_get_init_and_get_next_ra_size():
+    """mm/readahead.c get_init_ra_size and get_next_ra_size with max = 32 pages: 1-2
+    pages -> 16 KiB, 3-4 -> 32 KiB, 5-8 -> 64 KiB, more -> 128 KiB (the comment above
+    get_init_ra_size); ramp-up x4 below max/16, x2 up to max/2, then max."""
+    assert [get_init_ra_size(n, 32) for n in (1, 2, 3, 4, 5, 8, 9, 32, 64)] == [
+        4, 4, 8, 8, 16, 16, 32, 32, 32]
+    assert [get_next_ra_size(n, 32) for n in (1, 2, 4, 8, 16, 17, 32)] == [
+        4, 4, 8, 16, 32, 32, 32]
+
+
+def test_small_random_read_reads_the_request_and_leaves_the_state_alone():
+    """page_cache_sync_ra: no cached history before the miss -> do_page_cache_ra of the
+    request only, file_ra_state untouched (the 'standalone, small random read')."""
+    k, t = guest()
+    fd = t.open("/scratch")
+    f = t.files[fd]
+    t.lseek(fd, 700 * P, U.SEEK_SET)
+    t.read(fd, B, 3 * P)
+    assert runs(k.fs.lookup("/scratch").mapping.pages) == [[700, 703]]
+    assert f.f_ra.window() == (0, 0, 0)
+
+
+def test_readahead_marker_and_mark_page_accessed_once_per_page():
+    """The page at start + size - async_size carries PG_readahead (page_cache_ra_unbounded);
+    filemap_read marks a page accessed once for consecutive reads within it
+    (pos_same_folio(ki_pos, last_pos - 1))."""
+    k, t = guest()
+    fd = t.open("/scratch")
+    pages = k.fs.lookup("/scratch").mapping.pages
+    assert t.read(fd, B, 100) == 100  # window [0, 4), async_size 3: the marker on page 1
+    assert [i for i, p in pages.items() if p.flags & PG_readahead] == [1]
+    calls = []
+    orig = k.mark_page_accessed
+    k.mark_page_accessed = lambda page: (calls.append(page.index), orig(page))
+    for _ in range(40):  # 40 reads of 100 bytes: pages 0 and 1
+        t.read(fd, B, 100)
+    assert calls == [1]  # page 0 was marked by the first read, page 1 once
+    t.lseek(fd, 0, U.SEEK_SET)
+    t.read(fd, B, 100)
+    assert calls == [1, 0]  # a read that does not continue the last one marks again
+
+
+def test_fadvise_errors_and_dontneed_keeps_partial_pages():
+    """generic_fadvise: unknown advice or a negative length -> EINVAL; DONTNEED drops
+    whole pages only (start rounded up, end rounded down), clean and unmapped."""
+    k, t = guest()
+    fd = t.open("/scratch")
+    with pytest.raises(OSError) as e:
+        t.fadvise(fd, 0, 0, 6)
+    assert e.value.errno == U.EINVAL
+    with pytest.raises(OSError) as e:
+        t.fadvise(fd, 0, -1, U.POSIX_FADV_DONTNEED)
+    assert e.value.errno == U.EINVAL
+    t.read(fd, B, 1 << 20)  # pages [0, 512) cached
+    pages = k.fs.lookup("/scratch").mapping.pages
+    t.fadvise(fd, 10 * P + 1, 20 * P, U.POSIX_FADV_DONTNEED)  # bytes [40961, 122881)
+    assert runs(pages)[:2] == [[0, 11], [30, 512]]
