@@ -172,6 +172,7 @@ class HostBalloonSection(_Model):
     rate: int = Field(25600, ge=1, description="guest driver pages per second")
     deflate_on_oom: bool = Field(False, description="virtio DEFLATE_ON_OOM: give back 256 pages per guest OOM")
     stats_interval: Duration = Field("5s", description="how often the host polls the guests' balloon stats queue")
+    free_page_reporting: bool = Field(False, description="virtio REPORTING: guests report free 2 MiB blocks, the host discards them")
 
 
 class HostSection(_Model):

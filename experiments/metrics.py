@@ -5,8 +5,11 @@ columns of timeseries.csv, see the experiments contract). `summarize()` turns th
 state of the host, its VMs and their workloads into the flat summary.json record.
 
 Memory reclaimed per technique follows DESIGN.md: sharing = KSM pages_sharing + zero
-pages; ballooning = balloon pages whose backing the host took back; compression = pages
-in the cache minus the frames it occupies; host swap = pages whose only copy is on swap.
+pages; ballooning = pages the balloon holds now whose frames were backed when released
+(per page: a page deflated and ballooned again untouched is not counted); compression = pages
+in the cache minus the frames it occupies; host swap = pages whose only copy is on swap;
+free page reporting = reported free guest pages whose backing the host discarded and the
+guest has not touched since.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from hypervisor.p2m import (
 
 MIB = 1 << 20
 PAGE = 4096
-TECHNIQUES = ("sharing", "balloon", "compression", "swap")
+TECHNIQUES = ("sharing", "balloon", "compression", "swap", "reporting")
 VM_COLUMNS = ("resident_mib", "ballooned_mib", "shared_mib", "compressed_mib", "swapped_mib", "throughput")
 
 

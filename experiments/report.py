@@ -38,12 +38,13 @@ from pathlib import Path
 
 import click
 
-#: The four reclaim techniques: (summary/timeseries key part, label).
+#: The reclaim techniques: (summary/timeseries key part, label).
 TECHNIQUES = (
     ("sharing", "page sharing"),
     ("balloon", "ballooning"),
     ("compression", "compression"),
     ("swap", "host swap"),
+    ("reporting", "free page reporting"),
 )
 
 #: Per-VM memory figures in summary.json vms[*] and timeseries.csv "<vm>.<field>".

@@ -68,6 +68,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         balloon_rate=h.balloon.rate,
         balloon_deflate_on_oom=h.balloon.deflate_on_oom,
         balloon_stats_interval=seconds(h.balloon.stats_interval),
+        free_page_reporting=h.balloon.free_page_reporting,
         state_interval=seconds(h.state_interval),
         seed=rng_seed(cfg.experiment.seed, "host"),
     )

@@ -36,6 +36,7 @@ PG_ksm = 1 << 20
 PG_balloon = 1 << 21  # held by the balloon driver (page_type PG_offline in 6.x)
 PG_pgtable = 1 << 22  # a page-table page
 PG_zero = 1 << 23  # the shared zero page
+PG_reported = 1 << 24  # a free block head reported to the host (mm/page_reporting.c)
 
 PAGE_FLAG_NAMES = {
     PG_locked: "locked",
@@ -62,6 +63,7 @@ PAGE_FLAG_NAMES = {
     PG_balloon: "balloon",
     PG_pgtable: "pgtable",
     PG_zero: "zero",
+    PG_reported: "reported",
 }
 
 # Flags a page must not carry when it is freed to the allocator (PAGE_FLAGS_CHECK_AT_FREE).

@@ -42,7 +42,15 @@ from .config import (
     STRUCT_PAGE_SIZE,
     KernelConfig,
 )
-from .page import PAGE_FLAGS_CHECK_AT_FREE, Page, PageList, PG_buddy, PG_highmem, PG_reserved
+from .page import (
+    PAGE_FLAGS_CHECK_AT_FREE,
+    Page,
+    PageList,
+    PG_buddy,
+    PG_highmem,
+    PG_reported,
+    PG_reserved,
+)
 from .physmem import ZERO_PAGE, PhysicalMemory
 from .units import PAGE_SHIFT, PAGE_SIZE
 
@@ -55,6 +63,9 @@ SWAP_CLUSTER_MAX = 32
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH = 0, 1, 2
 _GFP_ZERO = G.ZERO  # a module constant: the order-0 fast path tests it per page
+# cleared when a block leaves its free list: del_page_from_free_list also clears
+# PageReported (mm/page_reporting.c), at no extra cost here
+_NOT_FREE = ~(PG_buddy | PG_reported)
 
 # alloc_flags (mm/internal.h)
 ALLOC_WMARK_MIN = WMARK_MIN
@@ -214,6 +225,10 @@ class PageAllocator:
         self.wake_kswapd_hook: Callable[[Node, int, int, int], None] | None = None
         self.direct_reclaim_hook: Callable[[int, int, list[Zone], int], int] | None = None
         self.oom_hook: Callable[[int, int, int], bool] | None = None
+        # free page reporting (page_reporting.py): notified when __free_one_page makes a
+        # block of at least this order; never until a reporting device registers
+        self.page_reporting_order = NR_ORDERS
+        self.page_reporting_notify: Callable[[], None] | None = None
         self._build_nodes()
         # memmap: one struct page per frame, created on first use (pfn_to_page). Heads of
         # free blocks always exist, so a missing descriptor is never a free buddy.
@@ -443,8 +458,10 @@ class PageAllocator:
         self.setup_per_zone_lowmem_reserve()
 
     # ------------------------------------------------------------------ buddy core
-    def _free_one_page(self, zone: Zone, page: Page, pfn: int, order: int, to_tail: bool = False) -> None:
-        """__free_one_page: merge with free buddies, then insert the (merged) block."""
+    def _free_one_page(self, zone: Zone, page: Page, pfn: int, order: int, to_tail: bool = False,
+                       report: bool = True) -> None:
+        """__free_one_page: merge with free buddies, then insert the (merged) block;
+        page_reporting_notify_free(order) unless `report` is False (FPI_SKIP_REPORT_NOTIFY)."""
         mem_map = self.mem_map
         start, end = zone.zone_start_pfn, zone.zone_start_pfn + zone.spanned_pages
         zone.nr_free += 1 << order
@@ -459,7 +476,7 @@ class PageAllocator:
             area = zone.free_area[order]
             area.free_list.remove(buddy)
             area.nr_free -= 1
-            buddy.flags &= ~PG_buddy
+            buddy.flags &= _NOT_FREE
             buddy.private = 0
             pfn &= buddy_pfn
             order += 1
@@ -481,6 +498,8 @@ class PageAllocator:
         else:
             area.free_list.add(page)
         area.nr_free += 1
+        if order >= self.page_reporting_order and report:
+            self.page_reporting_notify()
 
     def _rmqueue_smallest(self, zone: Zone, order: int) -> Page | None:
         """__rmqueue_smallest + expand: lowest-addressed part of the first fitting block."""
@@ -493,7 +512,7 @@ class PageAllocator:
                 continue
             head.remove(page)
             area.nr_free -= 1
-            page.flags &= ~PG_buddy
+            page.flags &= _NOT_FREE
             page.private = 0
             zone.nr_free -= 1 << order
             # expand(): hand the upper halves back, highest first
@@ -545,7 +564,7 @@ class PageAllocator:
             page.lru_prev = page.lru_next = None
             head.nr -= 1
             area.nr_free -= 1
-            page.flags &= ~PG_buddy
+            page.flags &= _NOT_FREE
             page.private = 0
             zone.nr_free -= 1
             if current:
@@ -973,4 +992,4 @@ def validate_buddy(alloc: PageAllocator) -> None:
                     assert alloc.zone_of(page.pfn) is zone, f"pfn {page.pfn:#x} on another zone's pcp"
                     assert not owner[page.pfn], f"pfn {page.pfn:#x} both free and on a pcp list"
                     owner[page.pfn] = 2
-                    assert page._count == 0 and not page.flags & PG_buddy
+                    assert page._count == 0 and not page.flags & (PG_buddy | PG_reported)

@@ -98,6 +98,7 @@ class HostConfig:
     balloon_rate: int = 25_600  # guest driver pages per second
     balloon_deflate_on_oom: bool = False  # VIRTIO_BALLOON_F_DEFLATE_ON_OOM
     balloon_stats_interval: float | str = "5s"  # stats virtqueue polling period
+    free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
     seed: int = 0
 
@@ -242,6 +243,13 @@ class Host:
             )
             if self.env is not None:
                 self.daemons.append(BalloonDaemon(self.env, vm.balloon))
+            if cfg.free_page_reporting:
+                from guestkernel.page_reporting import PageReporting, PageReportingDaemon
+
+                vm.page_reporting = PageReporting(vm.kernel)
+                vm.page_reporting.register()
+                if self.env is not None:
+                    self.daemons.append(PageReportingDaemon(self.env, vm.page_reporting))
         return vm
 
     def create_vm_from_image(self, name: str, path, intern: dict | None = None) -> VM:
@@ -358,6 +366,7 @@ class Host:
             "balloon": self.balloon.reclaimed(),
             "compression": sum(vm.zcache.reclaimed for vm in self.vms if vm.zcache),
             "swap": sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms),
+            "reporting": sum(vm.nr_reported_backed for vm in self.vms),
         }
 
     def counters(self) -> dict[str, int | float | str]:

@@ -110,6 +110,7 @@ class VM:
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
         self.dead: str | None = None  # the panic message, once the guest has panicked
         self.balloon = None  # the guest's BalloonDriver, if any
+        self.page_reporting = None  # the guest's PageReporting, if the device offers it
         self.balloon_target = 0  # pages the host wants the balloon to hold
         self.balloon_ceiling = None  # pages: the most a deflate-on-oom guest agreed to
         self._stats = None  # the last stats virtqueue answer (poll_stats)
@@ -136,6 +137,7 @@ class VM:
         self.pswpin = 0  # host swap-ins on access
         self.pswpout = 0  # pages written to host swap
         self.balloon_refault = 0  # touches of frames the guest had released
+        self.reported_discards = 0  # frames freed because the guest reported them free
         self.released = 0  # frames released by the guest
         self.nr_released_backed = 0  # released frames whose release took something back
         self.nr_released_by = [0, 0, 0]  # the same, by holder: [-, balloon, reported]
@@ -245,6 +247,7 @@ class VM:
         self.load = self._dead_load
         self.release = self._dead_release
         self.reuse = self._dead_reuse
+        self.discard_range = self._dead_discard_range
         return freed
 
     @staticmethod
@@ -271,6 +274,10 @@ class VM:
     def _dead_reuse(pfn: int) -> None:
         return None
 
+    @staticmethod
+    def _dead_discard_range(pfn: int, n: int) -> int:
+        return 0
+
     def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:
         """The guest gives frame `pfn` up (`kind`: RELEASE_BALLOON, an inflateq entry, or
         RELEASE_REPORTED, a reported free block). Whatever backed it is freed. Returns 1
@@ -283,6 +290,8 @@ class VM:
         its credit to the new holder; a page released unbacked earns none."""
         p2m = self.p2m
         s = p2m.state[pfn]
+        if s == P2M_NONE and kind == RELEASE_REPORTED:
+            return 0  # discarding a never-backed frame changes nothing (MADV_DONTNEED)
         if s == P2M_BALLOONED:
             old = p2m.released_backed[pfn]
             if old and old != kind:
@@ -308,6 +317,23 @@ class VM:
             took = 1
         p2m.disk_clean[pfn] = 0
         p2m.set(pfn, P2M_BALLOONED)
+        return took
+
+    def discard_range(self, pfn: int, n: int) -> int:
+        """A reported free block [pfn, pfn + n): `release(p, RELEASE_REPORTED)` for each
+        frame that is backed (frames never backed or already released are left alone).
+        Returns the frames whose backing was freed."""
+        state = self.p2m.state
+        block = state[pfn : pfn + n]
+        if block.count(P2M_NONE) + block.count(P2M_BALLOONED) == n:
+            return 0
+        took = 0
+        release = self.release
+        for p in range(pfn, pfn + n):
+            s = state[p]
+            if s != P2M_NONE and s != P2M_BALLOONED:
+                took += release(p, RELEASE_REPORTED)
+        self.reported_discards += took
         return took
 
     def reuse(self, pfn: int) -> None:
@@ -562,7 +588,7 @@ class VM:
 
     COUNTERS = (
         "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "pswpin", "pswpout",
-        "balloon_refault", "released", "false_swap_reads", "stale_swap_reads",
+        "balloon_refault", "released", "reported_discards", "false_swap_reads", "stale_swap_reads",
         "false_reads_avoided", "silent_swap_writes", "large_pages_broken", "nomem_stalls",
         "nomem_stall_time", "low_state_stalls", "stall_time",
     )
