@@ -105,6 +105,9 @@ class Row:
     # why the check did not run here (a live check on a machine without KSM or root);
     # a skipped check neither passes nor fails
     skipped: str = ""
+    # the published figure as an interval (low, high; None: open), for the sensitivity
+    # test "the published value lies inside the band of simulated values"
+    pub: tuple[float | None, float | None] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in (VALIDATION, CONSISTENCY):
@@ -150,10 +153,11 @@ def band(published: float, pp: float) -> tuple[float, float, str]:
 class Context:
     """What an anchor needs: the size (quick or full), the output folder, plot helpers."""
 
-    def __init__(self, outdir: Path, quick: bool, plots: bool = True) -> None:
+    def __init__(self, outdir: Path, quick: bool, plots: bool = True, overrides: dict | None = None) -> None:
         self.outdir = outdir
         self.quick = quick
         self.plots = plots
+        self.overrides = dict(overrides or {})  # a sensitivity run's input (dotted key -> value)
         self.figures: list[tuple[str, str]] = []  # (anchor, file name)
         self.notes: dict[str, list[str]] = {}
 
@@ -170,6 +174,8 @@ class Context:
         if self.quick and quick:
             for key, value in quick.items():
                 set_dotted(data, key, value)
+        for key, value in self.overrides.items():  # under the anchor's own settings
+            set_dotted(data, key, value)
         for key, value in overrides.items():
             set_dotted(data, key.replace("__", "."), value)
         data.setdefault("output", {})["plots"] = False
@@ -327,9 +333,9 @@ def anchor_identical(ctx: Context) -> list[Row]:
     lo2, hi2, tol2 = band(60, 10)
     return [
         Row("identical", f"shared at {ns[-1]} VMs", "~67 %", shared[-1], "%", tol + " pp", lo, hi,
-            source=WALDSPURGER_FIG4, no_effect=0.0),
+            source=WALDSPURGER_FIG4, no_effect=0.0, pub=(67, 67)),
         Row("identical", f"reclaimed at {ns[-1]} VMs", "~60 %", reclaimed[-1], "%", tol2 + " pp", lo2, hi2,
-            source=WALDSPURGER_FIG4, no_effect=0.0),
+            source=WALDSPURGER_FIG4, no_effect=0.0, pub=(60, 60)),
     ]
 
 
@@ -401,7 +407,7 @@ def anchor_production(ctx: Context) -> list[Row]:
                         note=f"shared {shared:.1f} % (published {published_shared} %), "
                              f"of which zero pages {zero:.1f} %",
                         source="Waldspurger 2002, OSDI, Section 4.3, production deployments A, B, C",
-                        no_effect=0.0))
+                        no_effect=0.0, pub=(published, published)))
 
     def draw(ax):
         xs = range(len(results))
@@ -471,7 +477,7 @@ def anchor_salting(ctx: Context) -> list[Row]:
         Row("salting", "non-zero (intra-VM) sharing, per-vm", "> 0, < 15 % (Barker 2012)",
             salted["nonzero_shared"], "%", "> 0 and < 15 %", 1e-9, 15,
             source="Barker et al. 2012, USENIX ATC: excluding zero pages, sharing is generally < 15 %",
-            no_effect=0.0),
+            no_effect=0.0, pub=(1e-9, 15)),
     ]
 
 
@@ -523,7 +529,7 @@ def anchor_balloon_static(ctx: Context) -> list[Row]:
                         "%", "within ± 5 %", -5, 5,
                         note=f"static {t_static:.1f}/s, ballooned {t_balloon:.1f}/s, balloon held {held} MiB, "
                              f"unconstrained 256 MiB {t_full:.1f}/s",
-                        source=WALDSPURGER_FIG2, no_effect=pct(t_static - t_full, t_static)))
+                        source=WALDSPURGER_FIG2, no_effect=pct(t_static - t_full, t_static), pub=(1.4, 4.4)))
 
     def draw(ax):
         xs = [c[0] for c in curve]
@@ -673,14 +679,14 @@ def anchor_balloon_swap(ctx: Context) -> list[Row]:
         # no effect: a balloon that reclaims nothing leaves the host to swap, so the
         # "ballooned" run would show host swap's throughput
         Row("balloon-swap", "ballooned throughput", "kept (~100 %)", rb, "%", ">= 90 %", 90, None,
-            source=VMWARE_BALLOON, no_effect=rs),
+            source=VMWARE_BALLOON, no_effect=rs, pub=(90, None)),
         # no effect: host swap that costs nothing keeps 100 % of the ballooned throughput
         Row("balloon-swap", "host-swap throughput, % of ballooned", "degraded", pct(ts, tb) if tb else None,
-            "%", "<= 90 %", None, 90, source=VMWARE_BALLOON, no_effect=100.0),
+            "%", "<= 90 %", None, 90, source=VMWARE_BALLOON, no_effect=100.0, pub=(None, 90)),
         Row("balloon-swap", "false swap reads, host swap", "> 0 (VSwapper)", vs.false_swap_reads, "", "> 0", 1, None,
-            source=VSWAPPER, no_effect=0.0),
+            source=VSWAPPER, no_effect=0.0, pub=(1, None)),
         Row("balloon-swap", "stale swap reads, host swap", "> 0 (VSwapper)", vs.stale_swap_reads, "", "> 0", 1, None,
-            source=VSWAPPER, no_effect=0.0),
+            source=VSWAPPER, no_effect=0.0, pub=(1, None)),
         # true by construction of the option
         Row("balloon-swap", "false swap reads, avoid_false_reads", "0", va.false_swap_reads, "", "exactly 0", 0, 0,
             note=f"{va.false_reads_avoided} reads avoided", kind=CONSISTENCY,
@@ -990,6 +996,182 @@ def anchor_live_oom(ctx: Context) -> list[Row]:
 
 
 # --------------------------------------------------------------------------------------
+# Sensitivity: each validation anchor's uncertain inputs at the ends of a plausible range
+
+
+# anchor -> [(dotted key, low end, high end, why the input is uncertain)]; the anchor's own
+# settings (the VM count of identical, the sizes of balloon-static, the host of
+# balloon-swap's unconstrained run) stay over these
+SENSITIVITY: dict[str, list[tuple[str, object, object, str]]] = {
+    "identical": [
+        ("vm[0].workload.page_cache", "32MiB", "55MiB",
+         "how much of the OS image a booted guest has read: not in the paper"),
+        ("vm[0].workload.process_rss", "8MiB", "32MiB",
+         "gcc's footprint on SPEC95's reference input: not in the paper"),
+    ],
+    "production": [
+        ("host.sharing.pages_to_scan", 2000, 8000,
+         "how far sharing had converged when the deployments were measured: not in the paper"),
+    ],
+    "salting": [
+        ("vm[0].workload.page_cache", "32MiB", "55MiB", "as identical"),
+    ],
+    "balloon-static": [
+        ("vm[0].workload.zipf_s", 0.9, 1.3, "the popularity skew of dbench's file set: not in the paper"),
+        ("vm[0].workload.write_fraction", 0.1, 0.3, "dbench's write share: not in the paper"),
+    ],
+    "balloon-swap": [
+        ("host.swap.latency", "2ms", "10ms", "a server disk of the time: 5-12 ms a random access"),
+        ("vm[0].workload.process_rss", "16MiB", "32MiB", "a compiler process's footprint: not in the source"),
+    ],
+}
+
+
+def _sensitivity_job(name: str, overrides: dict, quick: bool, outdir: str) -> list[dict]:
+    """One anchor run with `overrides` on its configs (in a worker process): its rows."""
+    ctx = Context(Path(outdir), quick, plots=False, overrides=overrides)
+    try:
+        rows = ANCHORS[name](ctx)
+    except Exception as exc:  # a simulation that fails is a result
+        rows = [Row(name, "simulation", "-", None, "", "runs to the end", note=f"failed: {type(exc).__name__}: {exc}")]
+    return [asdict(r) for r in rows]
+
+
+def _sensitivity_runs(names: list[str]) -> list[tuple[str, str, dict]]:
+    """(anchor, label, overrides): the nominal run and each input at each end."""
+    out = []
+    for name in names:
+        out.append((name, "nominal", {}))
+        for key, lo, hi, _ in SENSITIVITY.get(name, []):
+            out += [(name, f"{key}={lo}", {key: lo}), (name, f"{key}={hi}", {key: hi})]
+    return out
+
+
+def run_sensitivity(names, outdir: str | Path, quick: bool, jobs: int = 1, scheduler: str | None = None,
+                    echo=None) -> list[dict]:
+    """Every validation anchor among `names` (default: those with uncertain inputs) at the
+    ends of its inputs' ranges, on a local process pool (`jobs`) or a Dask cluster
+    (`scheduler`, as `hvsim sweep`); per validation: the nominal value, the band of all
+    simulated values, and whether the published value lies inside it. A validation
+    passes only if the nominal run is within tolerance and the band reaches the published
+    figure (for a published interval: the band and the interval overlap)."""
+    names = [n for n in (names or SENSITIVITY) if n in SENSITIVITY]
+    runs = _sensitivity_runs(names)
+    outdir = Path(outdir)
+    args = [(n, o, quick, str(outdir / "sensitivity" / n / _slug(lbl))) for n, lbl, o in runs]
+    results: dict[tuple[str, str], list[dict]] = {}
+    if scheduler:
+        from .sweep import dask_client
+
+        client, cluster = dask_client(scheduler)
+        try:
+            futs = [client.submit(_sensitivity_job, *a, pure=False) for a in args]
+            for (n, lbl, _), fut in zip(runs, futs, strict=True):
+                results[(n, lbl)] = fut.result()
+                if echo:
+                    echo(f"sensitivity {n}: {lbl} done")
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    elif jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futs = [pool.submit(_sensitivity_job, *a) for a in args]
+            for (n, lbl, _), fut in zip(runs, futs, strict=True):
+                results[(n, lbl)] = fut.result()
+                if echo:
+                    echo(f"sensitivity {n}: {lbl} done")
+    else:
+        for (n, lbl, _), a in zip(runs, args, strict=True):
+            results[(n, lbl)] = _sensitivity_job(*a)
+            if echo:
+                echo(f"sensitivity {n}: {lbl} done")
+    table = []
+    for name in names:
+        nominal = [Row(**{k: v for k, v in d.items() if k != "passed"}) for d in results[(name, "nominal")]]
+        labels = [lbl for n, lbl, _ in runs if n == name]
+        for i, row in enumerate(nominal):
+            if row.kind != VALIDATION:
+                continue
+            ends = []
+            for lbl in labels:
+                got = results[(name, lbl)]
+                if i < len(got) and got[i]["metric"] == row.metric and got[i]["simulated"] is not None:
+                    ends.append((lbl, got[i]["simulated"]))
+            values = [v for _, v in ends]
+            lo, hi = (min(values), max(values)) if values else (None, None)
+            p_lo, p_hi = row.pub if row.pub else (row.low, row.high)
+            inside = lo is not None and (p_hi is None or lo <= p_hi) and (p_lo is None or hi >= p_lo)
+            table.append({"anchor": name, "metric": row.metric, "published": row.published, "unit": row.unit,
+                          "nominal": row.simulated, "band": [lo, hi], "inside": inside,
+                          "nominal_passed": row.passed, "passed": bool(inside and row.passed), "runs": ends})
+    return table
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def write_sensitivity(table: list[dict], outdir: str | Path, quick: bool, plots: bool = True) -> Path:
+    """sensitivity.md, sensitivity.json and one plot per anchor (nominal value, band, and
+    the published figure) in `outdir`."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    def num(v):
+        return "-" if v is None else f"{v:.3g}"
+
+    lines = ["# hvsim anchors: sensitivity", "",
+             f"{sum(r['passed'] for r in table)} of {len(table)} validations pass with their band"
+             f"{' (quick: reduced sizes)' if quick else ''}: the nominal run within tolerance and the "
+             "published figure inside the band of simulated values.", "",
+             "| anchor | metric | published | nominal | band | published inside | result |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in table:
+        lines.append(f"| {r['anchor']} | {r['metric']} | {r['published']} | {num(r['nominal'])} | "
+                     f"{num(r['band'][0])} .. {num(r['band'][1])} | {'yes' if r['inside'] else 'no'} | "
+                     f"{'pass' if r['passed'] else 'FAIL'} |")
+    lines += ["", "Inputs varied (each alone, at each end of its range):", ""]
+    for name in dict.fromkeys(r["anchor"] for r in table):
+        for key, lo, hi, why in SENSITIVITY.get(name, []):
+            lines.append(f"- **{name}**: `{key}` {lo} .. {hi}: {why}")
+    figs = []
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for name in dict.fromkeys(r["anchor"] for r in table):
+            part = [r for r in table if r["anchor"] == name and r["band"][0] is not None]
+            if not part:
+                continue
+            fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.5 * len(part)))
+            try:
+                for y, r in enumerate(part):
+                    ax.plot(r["band"], [y, y], "-", color="C0", lw=6, alpha=0.4,
+                            label="band" if y == 0 else None)
+                    ax.plot([r["nominal"]], [y], "o", color="C0", label="nominal" if y == 0 else None)
+                ax.set_yticks(range(len(part)), [r["metric"] for r in part], fontsize=7)
+                ax.set_title(f"{name}: simulated band over uncertain inputs", fontsize=9)
+                ax.legend(fontsize=7)
+                fig.tight_layout()
+                fname = f"sensitivity-{name}.png"
+                fig.savefig(outdir / fname, dpi=100)
+                figs.append(fname)
+            finally:
+                plt.close(fig)
+    lines += [""] + [f"![{f}]({f})" for f in figs] + [""]
+    path = outdir / "sensitivity.md"
+    path.write_text("\n".join(lines))
+    (outdir / "sensitivity.json").write_text(json.dumps(table, indent=2) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------
 # Registry, table, command
 
 
@@ -1119,7 +1301,13 @@ def write_markdown(rows: list[Row], ctx: Context) -> Path:
               show_default=True, help="folder for anchors.md, plots and the runs")
 @click.option("--quick", is_flag=True, help="reduced sizes (as the tests run them)")
 @click.option("--list", "list_only", is_flag=True, help="list the anchors and exit")
-def anchors(names: tuple[str, ...], outdir: str, quick: bool, list_only: bool) -> None:
+@click.option("--sensitivity", is_flag=True,
+              help="run each validation anchor at the ends of its uncertain inputs' ranges and report the band")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="--sensitivity: local worker processes")
+@click.option("--scheduler", default=None, help="--sensitivity: a Dask scheduler address, or local:N")
+def anchors(names: tuple[str, ...], outdir: str, quick: bool, list_only: bool, sensitivity: bool,
+            jobs: int, scheduler: str | None) -> None:
     """Run hvsim against published results and the kernel this machine runs; print the
     validations and the consistency checks apart (also anchors.md). Named anchors are run
     alone and their results replace theirs in an existing anchors.md, the others' kept."""
@@ -1129,6 +1317,24 @@ def anchors(names: tuple[str, ...], outdir: str, quick: bool, list_only: bool) -
     unknown = [n for n in names if n not in ANCHORS]
     if unknown:
         raise click.UsageError(f"unknown anchor {unknown[0]!r}; one of: {', '.join(ANCHORS)}")
+    if sensitivity:
+        from .sweep import SweepError
+
+        chosen = [n for n in names if n not in SENSITIVITY]
+        if chosen:
+            raise click.UsageError(f"anchor {chosen[0]!r} has no uncertain inputs to vary; "
+                                   f"--sensitivity takes: {', '.join(SENSITIVITY)}")
+        try:
+            table = run_sensitivity(list(names) or None, outdir, quick, jobs, scheduler,
+                                    echo=lambda s: click.echo(s, err=True))
+        except SweepError as exc:
+            raise click.ClickException("; ".join(exc.problems)) from None
+        path = write_sensitivity(table, outdir, quick)
+        click.echo(path.read_text().split("\n\nInputs varied")[0])
+        click.echo(f"-> {path}")
+        if not all(r["passed"] for r in table):
+            sys.exit(1)
+        return
     rows, ctx = run_anchors(list(names) or None, outdir, quick, echo=lambda s: click.echo(s, err=True))
     path = write_markdown(rows, ctx)
     for kind, title in ((VALIDATION, "Validations"), (CONSISTENCY, "Consistency checks")):

@@ -285,9 +285,8 @@ def _measure_real_ksm(kp, pages_to_scan, sleep_ms, smart_scan, full_scans, timeo
 def simulate_ksm(kp: KsmPages, pages_to_scan: int, sleep_ms: int, smart_scan: bool,
                  full_scans: int = 8) -> KsmRun:
     """hvsim's PageSharing on the same pages, one VM holding them in the same order; ksmd's
-    loop as ksm_scan_thread runs it: a batch of pages_to_scan pages, then sleep_millisecs.
-    Time is counted in sleeps (a batch's own CPU time is the real ksmd's, not modelled
-    here: it widens the comparison by the real runs' spread)."""
+    loop as hypervisor.sharing.Scanner runs it: a batch of pages_to_scan pages taking the
+    CPU time the scanner charges, then sleep_millisecs."""
     from hypervisor.machine import MachineMemory
     from hypervisor.sharing import PageSharing
     from hypervisor.vm import VM
@@ -300,11 +299,11 @@ def simulate_ksm(kp: KsmPages, pages_to_scan: int, sleep_ms: int, smart_scan: bo
         vm.store(pfn, data)
     ksm.add_vm(vm)
     out = KsmRun()
-    batch = 0
+    t = -sleep_ms / 1000.0
     while ksm.full_scans < full_scans:
-        ksm.scan()
-        batch += 1
-        t = (batch - 1) * sleep_ms / 1000.0
+        # as hypervisor.sharing.Scanner: a batch takes its CPU time, then ksmd sleeps
+        t += sleep_ms / 1000.0
+        t += ksm.scan()
         out.trace.append((t, ksm.full_scans, ksm.pages_sharing))
         if out.converge_s is None and ksm.pages_sharing >= kp.expected_sharing:
             out.converge_s, out.converge_full_scans = t, ksm.full_scans
