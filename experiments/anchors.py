@@ -1037,18 +1037,21 @@ def _sensitivity_job(name: str, overrides: dict, quick: bool, outdir: str) -> li
     return [asdict(r) for r in rows]
 
 
-def _sensitivity_runs(names: list[str]) -> list[tuple[str, str, dict]]:
-    """(anchor, label, overrides): the nominal run and each input at each end."""
+def _sensitivity_runs(names: list[str], inputs=None) -> list[tuple[str, str, dict]]:
+    """(anchor, label, overrides): the nominal run and each input (those named in
+    `inputs`, default all) at each end."""
     out = []
     for name in names:
         out.append((name, "nominal", {}))
         for key, lo, hi, _ in SENSITIVITY.get(name, []):
+            if inputs and key not in inputs:
+                continue
             out += [(name, f"{key}={lo}", {key: lo}), (name, f"{key}={hi}", {key: hi})]
     return out
 
 
 def run_sensitivity(names, outdir: str | Path, quick: bool, jobs: int = 1, scheduler: str | None = None,
-                    echo=None) -> list[dict]:
+                    echo=None, inputs=None) -> list[dict]:
     """Every validation anchor among `names` (default: those with uncertain inputs) at the
     ends of its inputs' ranges, on a local process pool (`jobs`) or a Dask cluster
     (`scheduler`, as `hvsim sweep`); per validation: the nominal value, the band of all
@@ -1056,7 +1059,7 @@ def run_sensitivity(names, outdir: str | Path, quick: bool, jobs: int = 1, sched
     passes only if the nominal run is within tolerance and the band reaches the published
     figure (for a published interval: the band and the interval overlap)."""
     names = [n for n in (names or SENSITIVITY) if n in SENSITIVITY]
-    runs = _sensitivity_runs(names)
+    runs = _sensitivity_runs(names, inputs)
     outdir = Path(outdir)
     args = [(n, o, quick, str(outdir / "sensitivity" / n / _slug(lbl))) for n, lbl, o in runs]
     results: dict[tuple[str, str], list[dict]] = {}
@@ -1089,6 +1092,15 @@ def run_sensitivity(names, outdir: str | Path, quick: bool, jobs: int = 1, sched
             results[(n, lbl)] = _sensitivity_job(*a)
             if echo:
                 echo(f"sensitivity {n}: {lbl} done")
+    return sensitivity_table(names, runs, results)
+
+
+def sensitivity_table(names: list[str], runs: list[tuple[str, str, dict]],
+                      results: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    """Per validation row of each anchor's nominal run: the band of the simulated values
+    over all its runs (nominal and ends; a run whose row is missing or did not measure is
+    left out), whether the published figure (`Row.pub`, else the tolerance interval) lies
+    inside it, and the verdict."""
     table = []
     for name in names:
         nominal = [Row(**{k: v for k, v in d.items() if k != "passed"}) for d in results[(name, "nominal")]]
@@ -1306,8 +1318,10 @@ def write_markdown(rows: list[Row], ctx: Context) -> Path:
 @click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="--sensitivity: local worker processes")
 @click.option("--scheduler", default=None, help="--sensitivity: a Dask scheduler address, or local:N")
+@click.option("--input", "inputs", multiple=True, metavar="KEY",
+              help="--sensitivity: vary only this input (dotted key; repeatable)")
 def anchors(names: tuple[str, ...], outdir: str, quick: bool, list_only: bool, sensitivity: bool,
-            jobs: int, scheduler: str | None) -> None:
+            jobs: int, scheduler: str | None, inputs: tuple[str, ...]) -> None:
     """Run hvsim against published results and the kernel this machine runs; print the
     validations and the consistency checks apart (also anchors.md). Named anchors are run
     alone and their results replace theirs in an existing anchors.md, the others' kept."""
@@ -1324,9 +1338,14 @@ def anchors(names: tuple[str, ...], outdir: str, quick: bool, list_only: bool, s
         if chosen:
             raise click.UsageError(f"anchor {chosen[0]!r} has no uncertain inputs to vary; "
                                    f"--sensitivity takes: {', '.join(SENSITIVITY)}")
+        known = {k for n in (names or SENSITIVITY) for k, *_ in SENSITIVITY[n]}
+        bad = [k for k in inputs if k not in known]
+        if bad:
+            raise click.UsageError(f"--input {bad[0]!r} is not an uncertain input of "
+                                   f"{', '.join(names or SENSITIVITY)}; one of: {', '.join(sorted(known))}")
         try:
             table = run_sensitivity(list(names) or None, outdir, quick, jobs, scheduler,
-                                    echo=lambda s: click.echo(s, err=True))
+                                    echo=lambda s: click.echo(s, err=True), inputs=set(inputs))
         except SweepError as exc:
             raise click.ClickException("; ".join(exc.problems)) from None
         path = write_sensitivity(table, outdir, quick)

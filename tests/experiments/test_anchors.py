@@ -278,3 +278,76 @@ def test_command_lists_anchors():
     res = CliRunner().invoke(A.anchors, ["--list"])
     assert res.exit_code == 0
     assert res.output.split() == list(A.ANCHORS)
+
+
+# -- sensitivity ---------------------------------------------------------------------------
+
+
+def test_sensitivity_runs_each_input_alone_at_each_end():
+    runs = A._sensitivity_runs(["balloon-static"])
+    assert runs == [("balloon-static", "nominal", {}),
+                    ("balloon-static", "vm[0].workload.zipf_s=0.9", {"vm[0].workload.zipf_s": 0.9}),
+                    ("balloon-static", "vm[0].workload.zipf_s=1.3", {"vm[0].workload.zipf_s": 1.3}),
+                    ("balloon-static", "vm[0].workload.write_fraction=0.1", {"vm[0].workload.write_fraction": 0.1}),
+                    ("balloon-static", "vm[0].workload.write_fraction=0.3", {"vm[0].workload.write_fraction": 0.3})]
+    for name, inputs in A.SENSITIVITY.items():
+        assert name in A.ANCHORS
+        for key, lo, hi, why in inputs:
+            assert lo != hi and why
+            A.Context(None, quick=True, overrides={key: lo}).config(  # a real key of the config
+                {"identical": "identical-vms", "production": "production-a"}.get(name, name))
+
+
+def test_sensitivity_band_verdicts_by_hand():
+    """Band = min..max of the simulated values over the nominal run and the ends; pass =
+    nominal within tolerance and the published figure inside the band."""
+    def row(v, pub=(60, 60), kind=A.VALIDATION):
+        return A.asdict(A.Row("x", "m", "60 %", v, "%", "± 10", 50, 70, kind=kind, source="s",
+                              no_effect=0.0, pub=pub))
+
+    runs = [("x", "nominal", {}), ("x", "k=1", {"k": 1}), ("x", "k=2", {"k": 2})]
+    # nominal 55 within tolerance, band 52..63 holds 60: pass
+    t = A.sensitivity_table(["x"], runs, {("x", "nominal"): [row(55)], ("x", "k=1"): [row(52)],
+                                          ("x", "k=2"): [row(63)]})
+    assert [(r["band"], r["inside"], r["passed"]) for r in t] == [([52, 63], True, True)]
+    # nominal within tolerance but the band 52..58 misses 60: FAIL
+    t = A.sensitivity_table(["x"], runs, {("x", "nominal"): [row(55)], ("x", "k=1"): [row(52)],
+                                          ("x", "k=2"): [row(58)]})
+    assert [(r["band"], r["inside"], r["passed"]) for r in t] == [([52, 58], False, False)]
+    # band holds 60 but the nominal 45 is out of tolerance: FAIL; a run that measured
+    # nothing is left out of the band; consistency rows are not listed
+    t = A.sensitivity_table(["x"], runs, {("x", "nominal"): [row(45), row(1, kind=A.CONSISTENCY)],
+                                          ("x", "k=1"): [row(None)], ("x", "k=2"): [row(66)]})
+    assert [(r["band"], r["inside"], r["passed"]) for r in t] == [([45, 66], True, False)]
+    # a published interval (1.4-4.4 %) is inside when it overlaps the band
+    t = A.sensitivity_table(["x"], runs, {("x", "nominal"): [row(55, pub=(1.4, 4.4))],
+                                          ("x", "k=1"): [row(4.0, pub=(1.4, 4.4))], ("x", "k=2"): [row(63)]})
+    assert t[0]["inside"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [["-j", "2"], ["--scheduler", "local:2"]], ids=["pool", "dask-local"])
+def test_sensitivity_command_on_the_pool_and_on_dask(tmp_path, where):
+    """`hvsim anchors --sensitivity --quick` on a local pool and a Dask LocalCluster: the
+    same table (the runs are deterministic), sensitivity.md and .json and a plot."""
+    args = ["balloon-static", "--sensitivity", "--quick", "--input", "vm[0].workload.zipf_s",
+            "-o", str(tmp_path)] + where
+    res = CliRunner().invoke(A.anchors, args)
+    assert res.exit_code in (0, 1), res.output  # 1: a validation fails (a finding)
+    data = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert [r["metric"] for r in data] == ["slowdown ballooned to 128 MiB", "slowdown ballooned to 192 MiB"]
+    for r in data:
+        assert [lbl for lbl, _ in r["runs"]] == ["nominal", "vm[0].workload.zipf_s=0.9", "vm[0].workload.zipf_s=1.3"]
+        values = [v for _, v in r["runs"]]
+        assert r["band"] == [min(values), max(values)]
+        assert r["nominal"] == values[0]
+    assert (tmp_path / "sensitivity-balloon-static.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| balloon-static | slowdown ballooned to 128 MiB |" in res.output
+
+
+def test_sensitivity_rejects_what_it_cannot_vary(tmp_path):
+    res = CliRunner().invoke(A.anchors, ["esx-states", "--sensitivity", "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "has no uncertain inputs" in res.output
+    res = CliRunner().invoke(A.anchors, ["balloon-static", "--sensitivity", "--input", "host.memory",
+                                         "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "--input 'host.memory' is not an uncertain input" in res.output
