@@ -864,7 +864,8 @@ def anchor_live_ksm(ctx: Context) -> list[Row]:
     from . import livecheck as L
 
     metrics = ["pages_shared", "pages_sharing", "pages_skipped over 8 full scans",
-               "pages_scanned over 8 full scans", "full scans to converge", "time to converge"]
+               "pages_scanned over 8 full scans", "pages_scanned over 8 full scans, smart_scan off",
+               "full scans to converge", "time to converge"]
     reason = L.unavailable("ksm")
     if reason:
         return _skipped("live-ksm", metrics, reason)
@@ -892,6 +893,16 @@ def anchor_live_ksm(ctx: Context) -> list[Row]:
               float(fs * n))
     else:
         rows += _skipped("live-ksm", [f"pages_skipped over {fs} full scans", f"pages_scanned over {fs} full scans"],
+                         "the machine was too busy to see a full scan end before the next batch")
+    # the smart_scan series (Linux 6.7): the same merge result with fewer pages scanned;
+    # without it every page is scanned on every full scan
+    off = L.measure_real_ksm(kp, p, sl, False, fs)
+    off_sim = L.simulate_ksm(kp, p, sl, False, fs)
+    if off.scanned_at_target is not None:
+        exact(f"pages_scanned over {fs} full scans, smart_scan off", [off.scanned_at_target],
+              off_sim.scanned_at_target, float(sim.scanned_at_target))
+    else:
+        rows += _skipped("live-ksm", [f"pages_scanned over {fs} full scans, smart_scan off"],
                          "the machine was too busy to see a full scan end before the next batch")
     conv = [r.converge_full_scans for r in real]
     rows.append(Row("live-ksm", "full scans to converge", f"{min(conv)}-{max(conv)}", sim.converge_full_scans,
