@@ -927,7 +927,7 @@ def anchor_live_ksm(ctx: Context) -> list[Row]:
 def anchor_live_pagecache(ctx: Context) -> list[Row]:
     """Page-cache residency (mincore) after seeded read patterns on a cold 16 MiB file of
     this machine's disk, against a guest kernel doing the same reads on a cold file of the
-    same size, with the guest's readahead size set to the real device's read_ahead_kb
+    same size, the guest's disk given the real device's read_ahead_kb and max_sectors_kb
     (mm/readahead.c: page_cache_sync_ra, ondemand_readahead). Exact when the real runs
     agree; else within their spread. No effect: a kernel without readahead holds exactly
     the pages read."""
@@ -937,16 +937,16 @@ def anchor_live_pagecache(ctx: Context) -> list[Row]:
     reason = L.unavailable("pagecache")
     if reason:
         return _skipped("live-pagecache", [p.name for p in patterns], reason)
-    ra_kb = L.read_ahead_kb()
+    ra_kb, io_kb = L.read_ahead_kb(), L.max_sectors_kb()
     rows = []
-    src = _live_source() + f", read_ahead_kb {ra_kb}"
+    src = _live_source() + f", read_ahead_kb {ra_kb}, max_sectors_kb {io_kb}"
     for p in patterns:
         real = [L.measure_real_pagecache(p) for _ in range(2)]
         if any(isinstance(r, str) for r in real):
             rows += _skipped("live-pagecache", [p.name], next(r for r in real if isinstance(r, str)))
             continue
         counts = [sum(r) for r in real]
-        sim = L.simulate_pagecache(p, ra_kb)
+        sim = L.simulate_pagecache(p, ra_kb, io_kb)
         read = len({i for off, length in p.reads for i in range(off // L.PAGE, (off + length - 1) // L.PAGE + 1)})
         lo, hi = min(counts), max(counts)
         both = sum(a and b for a, b in zip(real[0], sim, strict=True))

@@ -412,30 +412,40 @@ def _is_tmpfs(d: str) -> bool:
     return fstype in ("tmpfs", "ramfs")
 
 
-def read_ahead_kb(directory: str | None = None) -> int:
-    """read_ahead_kb of the block device holding `directory` (default: where the check
-    makes its file), from /sys/dev/block/MAJ:MIN (its parent disk for a partition); 128,
-    the kernel's default (VM_READAHEAD_PAGES), when it cannot be found."""
+def queue_limit(name: str, default: int, directory: str | None = None) -> int:
+    """A queue limit (read_ahead_kb, max_sectors_kb) of the block device holding
+    `directory` (default: where the check makes its file), from /sys/dev/block/MAJ:MIN/
+    queue (its parent disk's for a partition); `default` when it cannot be found."""
     st = os.stat(directory or _disk_tmp())
     dev = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
-    for q in (dev / "queue" / "read_ahead_kb", dev.resolve().parent / "queue" / "read_ahead_kb"):
+    for q in (dev / "queue" / name, dev.resolve().parent / "queue" / name):
         try:
             return int(q.read_text())
         except (OSError, ValueError):
             continue
-    return 128
+    return default
 
 
-def simulate_pagecache(pattern: ReadPattern, ra_kb: int = 128) -> list[bool]:
-    """A guest kernel's page-cache residency after the same reads on a cold file, its
-    file system's readahead size set to `ra_kb` KiB (the device's read_ahead_kb)."""
+def read_ahead_kb(directory: str | None = None) -> int:
+    """The device's read_ahead_kb (bdi->ra_pages * 4); 128, VM_READAHEAD_PAGES, if unknown."""
+    return queue_limit("read_ahead_kb", 128, directory)
+
+
+def max_sectors_kb(directory: str | None = None) -> int:
+    """The device's max_sectors_kb (bdi->io_pages * 4); 1280 (BLK_DEF_MAX_SECTORS_CAP) if unknown."""
+    return queue_limit("max_sectors_kb", 1280, directory)
+
+
+def simulate_pagecache(pattern: ReadPattern, ra_kb: int = 128, io_kb: int = 1280) -> list[bool]:
+    """A guest kernel's page-cache residency after the same reads on a cold file, its disk's
+    read_ahead_kb `ra_kb` and max_sectors_kb `io_kb` those of the real device."""
     from guestkernel import uapi as U
     from guestkernel.config import KernelConfig
     from guestkernel.filemap import find_get_page
     from guestkernel.kernel import Kernel
 
-    k = Kernel(KernelConfig(memory="512MiB"))
-    k.fs.ra_pages = ra_kb * 1024 // PAGE
+    k = Kernel(KernelConfig(memory="512MiB", read_ahead_kb=ra_kb))
+    k.fs.io_pages = io_kb * 1024 // PAGE
     inode = k.fs.create("/cold", size=pattern.size)
     t = k.spawn("reader")
     buf_len = max(length for _, length in pattern.reads)
