@@ -121,16 +121,20 @@ def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from .anchors import anchors
+    from .capture import capture_cmd
     from .replay import replay
     from .report import report
     from .scan_image import scan_image
     from .sweep import sweep
+    from .whatif import whatif
 
     main.add_command(anchors)
+    main.add_command(capture_cmd)
     main.add_command(replay)
     main.add_command(sweep)
     main.add_command(report)
     main.add_command(scan_image)
+    main.add_command(whatif)
 
 
 _register_subcommands()

@@ -44,6 +44,7 @@ from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, pa
 from guestkernel.units import PAGE_SIZE
 
 from .machine import MachineMemory
+from .memimage import ImageError, open_image
 from .p2m import (
     LARGE_PAGE_SHIFT,
     P2M,
@@ -81,10 +82,6 @@ _STAT_BYTES = frozenset((
     "async-scans", "direct-scans", "async-reclaims", "direct-reclaims",
 ))
 GUEST_STATS = tuple(_STAT_KEYS.values())
-
-
-class ImageError(ValueError):
-    """A raw memory image that cannot be loaded (one-line message naming the file)."""
 
 
 class VM:
@@ -657,14 +654,18 @@ class VM:
         return vm
 
     def load_image(self, path: str | os.PathLike, intern: dict | None = None) -> None:
-        """Back every frame with the matching page of a raw memory image.
+        """Back every frame with the matching page of a memory image (memimage.py: raw,
+        ELF core or hvsim capture, its first snapshot, parts in order).
 
         Identical pages (within the image and across images sharing `intern`) reuse one
         `bytes` object. All-zero pages are backed too, like a running guest's free memory.
-        Raises ImageError with a one-line message for a missing, empty or ragged file, or
-        one whose size is not this VM's.
+        Pages the image records as never resident, swapped or not in the dump stay
+        unbacked: no frame, nothing for the sharing scanner to see. Raises ImageError with
+        a one-line message for a missing, empty, truncated or unknown file, or one whose
+        size is not this VM's.
         """
-        if image_pages(path) != self.nr_pages:
+        img = open_image(path)
+        if img.nr_pages != self.nr_pages:
             raise ImageError(f"{path}: image is not {self.nr_pages} pages long")
         if intern is None:
             intern = {}
@@ -672,39 +673,19 @@ class VM:
         p2m = self.p2m
         pfn = 0
         try:
-            with open(path, "rb") as f:
-                while pfn < self.nr_pages:
-                    chunk = f.read(PAGE_SIZE * 256)
-                    if not chunk:
-                        break
-                    for off in range(0, len(chunk), PAGE_SIZE):
-                        page = chunk[off : off + PAGE_SIZE]
-                        page = intern.setdefault(page, page)
-                        if p2m.state[pfn] != P2M_NONE:
-                            self.release(pfn)
-                        mpn, _ = self._alloc_frame(page)
-                        p2m.set(pfn, P2M_PRIVATE, mpn)
-                        pfn += 1
+            for _kind, view in img.pages(0):
+                if view is not None:
+                    page = bytes(view)
+                    page = intern.setdefault(page, page)
+                    if p2m.state[pfn] != P2M_NONE:
+                        self.release(pfn)
+                    mpn, _ = self._alloc_frame(page)
+                    p2m.set(pfn, P2M_PRIVATE, mpn)
+                pfn += 1
         except OSError as e:
             raise ImageError(f"{path}: cannot read image: {e.strerror or e}") from None
-        if pfn != self.nr_pages:
-            raise ImageError(f"{path}: image changed size while being read")
 
 
 def image_pages(path: str | os.PathLike) -> int:
-    """Pages in a raw memory image; ImageError (one line) if it cannot be used."""
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such image file") from None
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read image: {e.strerror or e}") from None
-    if os.path.isdir(path):
-        raise ImageError(f"{path}: is a directory, not an image file")
-    if size == 0:
-        raise ImageError(f"{path}: image is empty")
-    if size % PAGE_SIZE:
-        raise ImageError(
-            f"{path}: image size {size} bytes is not a multiple of the {PAGE_SIZE}-byte page"
-        )
-    return size // PAGE_SIZE
+    """Pages of the VM a memory image gives; ImageError (one line) if it cannot be used."""
+    return open_image(path).nr_pages
