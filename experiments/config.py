@@ -16,6 +16,8 @@ Dotted keys address fields for sweeps: "host.memory", "host.sharing.salting",
 
 from __future__ import annotations
 
+import os
+
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -149,6 +151,9 @@ class HostSharingSection(_Model):
         "none", description='"none": inter-VM sharing (KSM); "per-vm": only within a VM (ESXi)')
     hash_cost: Duration = Field("1us", description="scanner CPU per page checksummed")
     compare_cost: Duration = Field("500ns", description="scanner CPU per full byte compare")
+    control: Literal["none", "ksmtuned", "mom", "advisor"] = Field(
+        "none", description='who tunes run, pages_to_scan and sleep: "none" (the values above), '
+        '"ksmtuned" (Debian, every 60 s), "mom" (oVirt, every 10 s), "advisor" (Linux 6.7+ scan-time advisor)')
 
 
 class HostCompressionSection(_Model):
@@ -326,12 +331,20 @@ WORKLOAD_MODELS = {m.model_fields["profile"].default: m for m in (
 SHARE_LEVELS = {"low": 5, "normal": 10, "high": 20}  # ESX shares per MiB of VM memory
 
 
+class RootfsImage(_Model):
+    rootfs: str = Field(..., min_length=1, description="a directory or tar archive (an OCI/Docker layer) "
+                        "whose files the guest reads, real bytes read lazily")
+
+
 class VMSection(_Model):
     name: str = Field(..., min_length=1, description="VM name; with count > 1 instances are name-1 .. name-N")
     count: int = Field(1, ge=1, le=1024, description="identical instances")
     memory: Size = Field("1GiB", description="guest memory")
-    image: str = Field("debian-12", description=f"guest OS image: {', '.join(IMAGES)}, or \"none\"")
-    image_file: str | None = Field(None, description="boot from a raw memory image file instead of a kernel")
+    image: str | RootfsImage = Field(
+        "debian-12", description=f"guest OS image: {', '.join(IMAGES)}, \"none\", or "
+        '{ rootfs = "PATH" }: a real root filesystem (directory or tar archive) as its files')
+    image_file: str | None = Field(None, description="boot from a memory image file instead of a kernel: a raw dump, "
+                                      "an ELF core file (QEMU dump-guest-memory, gcore, vmcore) or an hvsim capture")
     shares: str | int = Field(
         "normal", description='ESX memory shares: "low" (5/MiB), "normal" (10/MiB), "high" (20/MiB) or a number')
     balloon: bool = Field(True, description="the guest runs a balloon driver")
@@ -344,9 +357,17 @@ class VMSection(_Model):
             raise ValueError(f'shares: must be "low", "normal", "high" or a number, got {self.shares!r}')
         if isinstance(self.shares, int) and self.shares < 1:
             raise ValueError("shares: must be at least 1")
-        if self.image not in IMAGES and self.image != "none":
+        if isinstance(self.image, RootfsImage):
+            pass  # checked when the config's paths are resolved (resolve_paths)
+        elif self.image not in IMAGES and self.image != "none":
             raise ValueError(f"image: unknown image {self.image!r}; one of {', '.join(IMAGES)} or \"none\"")
         return self
+
+    def image_name(self) -> str:
+        """The name OSImage.get takes: a synthetic image's, "rootfs:PATH" or "none"."""
+        if isinstance(self.image, RootfsImage):
+            return f"rootfs:{self.image.rootfs}"
+        return self.image
 
     def share_count(self) -> float:
         if isinstance(self.shares, str):
@@ -442,6 +463,11 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError([f"{path}: not valid TOML ({exc})"], str(path)) from None
     cfg = config_from_dict(data, str(path))
     resolve_paths(cfg, path.parent)
+    problems = [f"vm[{i}].image.rootfs: {v.image.rootfs}: no such directory or tar archive"
+                for i, v in enumerate(cfg.vm)
+                if isinstance(v.image, RootfsImage) and not os.path.exists(v.image.rootfs)]
+    if problems:
+        raise ConfigError(problems, str(path))
     return cfg
 
 
@@ -452,6 +478,8 @@ def resolve_paths(cfg: ExperimentConfig, base_dir: str | Path) -> None:
     for v in cfg.vm:
         if v.image_file and not Path(v.image_file).is_absolute():
             v.image_file = str((base / v.image_file).resolve())
+        if isinstance(v.image, RootfsImage) and not Path(v.image.rootfs).is_absolute():
+            v.image.rootfs = str((base / v.image.rootfs).resolve())
         wl = v.workload
         if isinstance(wl, TraceParams) and not Path(wl.path).is_absolute():
             wl.path = str((base / wl.path).resolve())

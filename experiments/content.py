@@ -973,6 +973,10 @@ class OSImage:
     @staticmethod
     def get(name: str) -> OSImage:
         """The image called `name` (see IMAGES)."""
+        if name.startswith("rootfs:"):  # a real root filesystem (experiments/rootfs.py)
+            from .rootfs import RootFS
+
+            return RootFS.get(name[len("rootfs:"):])
         image = _IMAGE_CACHE.get(name)
         if image is None:
             spec = _IMAGE_SPECS.get(name)

@@ -26,6 +26,7 @@ from hypervisor.p2m import (
 MIB = 1 << 20
 PAGE = 4096
 TECHNIQUES = ("sharing", "balloon", "compression", "swap", "reporting")
+KSM_COLUMNS = ("ksm_run", "ksm_pages_to_scan", "ksm_sleep_ms")  # ksmd's tunables now
 VM_COLUMNS = ("resident_mib", "ballooned_mib", "shared_mib", "compressed_mib", "swapped_mib", "throughput")
 
 
@@ -59,6 +60,7 @@ class Sampler:
     def columns(self) -> list[str]:
         cols = ["time_s", "host_free_mib", "host_used_mib", "host_state"]
         cols += [f"reclaimed_{t}_mib" for t in TECHNIQUES]
+        cols += list(KSM_COLUMNS)
         for vm in self.host.vms:
             cols += [f"{vm.name}.{c}" for c in VM_COLUMNS]
         return cols
@@ -74,6 +76,10 @@ class Sampler:
         }
         for tech, pages in host.reclaimed().items():
             row[f"reclaimed_{tech}_mib"] = pages_mib(pages)
+        ksm = host.sharing  # what a KSM control loop (hypervisor/ksmtune.py) set
+        row["ksm_run"] = ksm.run if ksm is not None else 0
+        row["ksm_pages_to_scan"] = ksm.pages_to_scan if ksm is not None else 0
+        row["ksm_sleep_ms"] = ksm.sleep_millisecs if ksm is not None else 0
         for vm in host.vms:
             for key, value in vm_memory_row(vm).items():
                 row[f"{vm.name}.{key}"] = value

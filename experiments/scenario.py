@@ -44,6 +44,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         max_page_sharing=h.sharing.max_page_sharing,
         use_zero_pages=h.sharing.use_zero_pages,
         smart_scan=h.sharing.smart_scan,
+        ksm_control=h.sharing.control,
         salting=h.sharing.salting,
         hash_cost=seconds(h.sharing.hash_cost),
         compare_cost=seconds(h.sharing.compare_cost),
@@ -121,12 +122,13 @@ class Scenario:
                     continue
                 vm = self.host.create_vm(name, kernel_config(v), balloon=v.balloon)
                 vm.shares = v.share_count()
-                if v.image != "none":
-                    boot_image(vm.kernel, OSImage.get(v.image))
+                image = None if v.image_name() == "none" else OSImage.get(v.image_name())
+                if image is not None:
+                    boot_image(vm.kernel, image)
                 content = ContentSource(seed, name)
                 self.workloads[name] = create_workload(
                     env, vm, v.workload, content=content, seed=rng_seed(seed, f"vm/{name}/workload"),
-                    image=None if v.image == "none" else OSImage.get(v.image),
+                    image=image,
                 )
 
     def start(self) -> None:

@@ -32,6 +32,8 @@ from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
 
 from .balloon import BalloonController, BalloonControllerDaemon, StatsPoller
 from .compression import CompressionCache
+from .ksmtune import CONTROLS as KSM_CONTROLS
+from .ksmtune import KsmControl, ksm_control
 from .machine import MachineMemory
 from .p2m import P2M_PRIVATE, P2M_SWAPPED
 from .policy import balloon_policy, victim_policy
@@ -71,6 +73,7 @@ class HostConfig:
     use_zero_pages: bool = False  # map zero pages to the host zero page
     smart_scan: bool = True  # skip pages that keep failing to merge
     salting: str = "none"  # "none" (KSM, inter-VM) or "per-vm" (ESXi's default)
+    ksm_control: str = "none"  # who tunes ksmd: "none", "ksmtuned", "mom", "advisor" (ksmtune.py)
     hash_cost: float | str = "1us"  # scanner CPU per page checksummed
     compare_cost: float | str = "0.5us"  # scanner CPU per 4 KiB byte compare
     # compression (ESXi defaults)
@@ -117,6 +120,8 @@ class HostConfig:
             raise ValueError("swap_bandwidth: must be positive")
         if self.salting not in SALTING:
             raise ValueError(f"salting: must be one of {', '.join(SALTING)}, got {self.salting!r}")
+        if self.ksm_control not in KSM_CONTROLS:
+            raise ValueError(f"ksm_control: must be one of {', '.join(KSM_CONTROLS)}, got {self.ksm_control!r}")
         if self.max_page_sharing < 2:
             raise ValueError(f"max_page_sharing: must be at least 2, got {self.max_page_sharing}")
         for name in ("pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
@@ -409,6 +414,8 @@ class Host:
         cfg = self.config
         if self.sharing is not None:
             self.daemons.append(Scanner(env, self.sharing, lambda: self.states.allows("sharing")))
+            if cfg.ksm_control != "none":
+                self.daemons.append(KsmControl(env, self, ksm_control(cfg.ksm_control)))
         self.daemons.append(StateMonitor(env, self, cfg.state_interval))
         if cfg.ballooning:
             self.daemons.append(StatsPoller(env, self, cfg.balloon_stats_interval))

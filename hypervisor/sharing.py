@@ -185,6 +185,7 @@ class PageSharing:
         self.stable_node_chains_prune_millisecs = 2000  # full walks of a chain's dups
         self.now = 0.0  # seconds: the time of the current batch (jiffies), set by ksmd
         self.run = 1  # /sys/kernel/mm/ksm/run: 0 stop, 1 run
+        self.full_scan_hooks: list = []  # callables(self) at each full scan's end (ksmtune)
         self.bulk_min = 64  # windows of at least this many frames may be scanned in bulk
         self.fast_paths = True  # bulk, masked and empty windows (same outcome, faster)
         self._vms: list[_KsmVM] = []
@@ -302,6 +303,8 @@ class PageSharing:
                 # end of a full pass: the unstable tree starts again empty
                 self.full_scans += 1
                 unstable.clear()
+                for hook in self.full_scan_hooks:  # the KSM advisor (advisor_stop_scan)
+                    hook(self)
                 vi = 0
                 pfn = 0
                 empty = self._visited == 0 and self.pages_skipped == self._skipped_mark
