@@ -319,13 +319,23 @@ class TraceParams(_Model):
     touch: bool = Field(True, description="touch mapped anonymous memory as the program would")
 
 
+class SnapshotsParams(_Model):
+    profile: Literal["snapshots"] = "snapshots"
+    path: str = Field(..., description="memory series to follow: an hvsim capture (--count N), or a raw or "
+                      "ELF dump; the VM has no guest kernel and as many frames as the series' mappings")
+    speed: float = Field(1.0, gt=0, description="time scale: 2.0 replays the series twice as fast")
+    loop: bool = Field(False, description="start the series again after its last snapshot")
+
+
 Workload = Annotated[
-    IdleParams | WebserverParams | DatabaseParams | CompileParams | JvmParams | MemhogParams | TraceParams,
+    IdleParams | WebserverParams | DatabaseParams | CompileParams | JvmParams | MemhogParams | TraceParams
+    | SnapshotsParams,
     Field(discriminator="profile"),
 ]
 
 WORKLOAD_MODELS = {m.model_fields["profile"].default: m for m in (
-    IdleParams, WebserverParams, DatabaseParams, CompileParams, JvmParams, MemhogParams, TraceParams)}
+    IdleParams, WebserverParams, DatabaseParams, CompileParams, JvmParams, MemhogParams, TraceParams,
+    SnapshotsParams)}
 
 
 SHARE_LEVELS = {"low": 5, "normal": 10, "high": 20}  # ESX shares per MiB of VM memory
@@ -466,6 +476,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
     problems = [f"vm[{i}].image.rootfs: {v.image.rootfs}: no such directory or tar archive"
                 for i, v in enumerate(cfg.vm)
                 if isinstance(v.image, RootfsImage) and not os.path.exists(v.image.rootfs)]
+    for i, v in enumerate(cfg.vm):
+        if isinstance(v.workload, SnapshotsParams):
+            from hypervisor.memimage import ImageError, open_image
+
+            try:
+                open_image(v.workload.path)
+            except ImageError as e:
+                problems.append(f"vm[{i}].workload.path: {e}")
     if problems:
         raise ConfigError(problems, str(path))
     return cfg
@@ -481,7 +499,7 @@ def resolve_paths(cfg: ExperimentConfig, base_dir: str | Path) -> None:
         if isinstance(v.image, RootfsImage) and not Path(v.image.rootfs).is_absolute():
             v.image.rootfs = str((base / v.image.rootfs).resolve())
         wl = v.workload
-        if isinstance(wl, TraceParams) and not Path(wl.path).is_absolute():
+        if isinstance(wl, (TraceParams, SnapshotsParams)) and not Path(wl.path).is_absolute():
             wl.path = str((base / wl.path).resolve())
 
 

@@ -120,6 +120,14 @@ class Scenario:
                     self.host.create_vm_from_image(name, v.image_file)
                     self.workloads[name] = None
                     continue
+                if v.workload.profile == "snapshots":  # an image-less VM following a series
+                    from .workloads.snapshots import SnapshotsWorkload, series_layout
+
+                    layout = series_layout(v.workload.path)
+                    vm = self.host.create_image_vm(name, layout.nr_pages)
+                    vm.shares = v.share_count()
+                    self.workloads[name] = SnapshotsWorkload(env, vm, v.workload, layout)
+                    continue
                 vm = self.host.create_vm(name, kernel_config(v), balloon=v.balloon)
                 vm.shares = v.share_count()
                 image = None if v.image_name() == "none" else OSImage.get(v.image_name())

@@ -257,6 +257,12 @@ class Host:
                     self.daemons.append(PageReportingDaemon(self.env, vm.page_reporting))
         return vm
 
+    def create_image_vm(self, name: str, nr_pages: int) -> VM:
+        """A VM without a guest kernel whose frames its user fills (the snapshots workload)."""
+        vm = self._new_vm(name, nr_pages)
+        self._add_vm(vm)
+        return vm
+
     def create_vm_from_image(self, name: str, path, intern: dict | None = None) -> VM:
         """A VM whose frames hold a raw memory image (vm.ImageError if unusable)."""
         from .vm import image_pages
