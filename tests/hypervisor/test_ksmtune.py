@@ -146,3 +146,18 @@ def test_config_key_reaches_the_host_and_bad_values_are_refused():
         config_from_dict({"experiment": {"name": "k"}, "host": {"sharing": {"control": "fast"}},
                           "vm": [{"name": "a"}]})
     assert any("host.sharing.control" in p for p in e.value.problems)
+
+
+def test_timeseries_records_what_the_control_loop_set(tmp_path):
+    from experiments.metrics import Sampler
+
+    env = simpy.Environment()
+    host = host_with_image(tmp_path, 14000, env=env, ksm_control="ksmtuned")
+    sampler = Sampler(env, host, {"vm": None}, 30.0)
+    env.run(until=61)
+    rows = sampler.rows
+    assert [r["time_s"] for r in rows] == [0, 30, 60]
+    # ksmtuned's first adjust at 60 s (the sampler's 60 s row came first or after it)
+    assert [r["ksm_run"] for r in rows[:2]] == [0, 0]
+    assert [r["ksm_pages_to_scan"] for r in rows[:2]] == [100, 100]
+    assert sampler.sample()["ksm_pages_to_scan"] == 300 and sampler.sample()["ksm_sleep_ms"] == 2560
