@@ -316,17 +316,22 @@ def open_images(paths: list[str]) -> list:
     return [open_image(p) for p in paths]
 
 
-def changed_pages(prev: list, cur: list) -> int:
-    """Candidate pages whose content differs between two snapshots of the same units
-    (matched by name; page i against page i of the unit's candidates)."""
-    before = {u.name: u.digests for u in prev}
-    changed = 0
-    for u in cur:
-        old = before.get(u.name, [])
-        n = min(len(old), len(u.digests))
-        changed += sum(a != b for a, b in zip(old[:n], u.digests[:n], strict=True))
-        changed += abs(len(u.digests) - len(old))
-    return changed
+def by_address(layout, snapshot: int, units: list) -> dict:
+    """{frame: digest} of a snapshot's candidate pages, frames numbered by address over
+    the series (workloads.snapshots.SeriesLayout): read_units lists candidates in the
+    same order as the layout's frames."""
+    from hypervisor.memimage import CANDIDATE
+
+    frames = [pfn for pfn, kind, _ in layout.frames(snapshot) if kind == CANDIDATE]
+    digests = [d for u in units for d in u.digests]
+    return dict(zip(frames, digests, strict=True))
+
+
+def changed_pages(prev: dict, cur: dict) -> int:
+    """Candidate pages (by address) written since the previous snapshot: a different
+    content, or a candidate now that was not one before."""
+    get = prev.get
+    return sum(1 for pfn, d in cur.items() if get(pfn) != d)
 
 
 def whatif_files(paths: list[str], **kw) -> dict:
@@ -336,16 +341,20 @@ def whatif_files(paths: list[str], **kw) -> dict:
     notes = sorted({f"{img.path}: {img.note}" for img in images if img.note})
     rows = []
     if len(images) == 1 and len(images[0].snapshots) > 1:
+        from .workloads.snapshots import SeriesLayout
+
         img = images[0]
+        layout = SeriesLayout(img)
         prev = None
         for i, snap in enumerate(img.snapshots):
             units = read_units(img, i, os.path.basename(img.path))
             row = analyse_units(units, **kw)
             row["snapshot"] = i
             row["time_s"] = snap.time
-            row["changed_since_previous"] = changed_pages(prev, units) if prev is not None else None
+            cur = by_address(layout, i, units)
+            row["changed_since_previous"] = changed_pages(prev, cur) if prev is not None else None
             rows.append(row)
-            prev = units
+            prev = cur
     else:
         units = []
         for img in images:
