@@ -168,6 +168,8 @@ _REFUSED = (
     (b"KDUMP   ", "makedumpfile compressed kdump format: convert it to ELF first "
                  "(makedumpfile -E or QEMU dump-guest-memory without -z/-l/-s)"),
     (b"DISKDUMP", "diskdump format: convert it to ELF first (makedumpfile -E)"),
+    (b"makedumpfile\0", "makedumpfile flattened format (QEMU dump-guest-memory -z/-l/-s): "
+                        "rearrange it with makedumpfile -R, or dump without -z/-l/-s for ELF"),
     (b"\x1f\x8b", "gzip-compressed: decompress it first"),
     (b"\xfd7zXZ\x00", "xz-compressed: decompress it first"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed: decompress it first"),

@@ -154,3 +154,36 @@ def test_gdb_gcore_of_a_process_reads_as_readelf_lists_it(tmp_path):
     got = [bytes(v) for k, v in img.pages() if k == CANDIDATE]
     assert got == expected
     assert got.count(b"hvsim-gcore-page" * 256) >= 64
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed")
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="binutils readelf is not installed")
+def test_qemu_dump_guest_memory_reads_as_readelf_lists_it(tmp_path):
+    # a 16 MiB TCG guest (SeaBIOS only) dumped by QEMU's monitor: ELF, PT_LOAD per RAM
+    # block (RAM and the BIOS ROM), segments at offsets that are not page-aligned
+    path = tmp_path / "guest.elf"
+    res = subprocess.run(
+        ["qemu-system-x86_64", "-m", "16M", "-display", "none", "-monitor", "stdio", "-serial", "none",
+         "-nodefaults", "-accel", "tcg"],
+        input=f"dump-guest-memory {path}\nquit\n", capture_output=True, text=True, timeout=120)
+    if not path.exists():
+        pytest.skip(f"QEMU could not dump: {res.stderr.strip()[:200]}")
+    loads = _readelf_loads(path)
+    assert sum(f for _, f, _m in loads) >= 16 << 20
+    img = open_image(path)
+    assert img.format == "elf-core"
+    assert img.nr_pages == sum(-(-max(m, f) // P) for _, f, m in loads)
+    raw = path.read_bytes()
+    expected = [raw[o : o + P] for off, f, _m in loads for o in range(off, off + f // P * P, P)]
+    assert [bytes(v) for _, v in img.pages()] == expected
+    vm = VM.from_image(MachineMemory(img.nr_pages + 16), "guest", path)
+    assert [vm.load(i) for i in range(vm.nr_pages)] == expected
+    # the compressed kdump format (-z) is recognised and refused with what to do
+    z = tmp_path / "guest.kdump"
+    subprocess.run(
+        ["qemu-system-x86_64", "-m", "16M", "-display", "none", "-monitor", "stdio", "-serial", "none",
+         "-nodefaults", "-accel", "tcg"],
+        input=f"dump-guest-memory -z {z}\nquit\n", capture_output=True, text=True, timeout=120)
+    if z.exists():
+        with pytest.raises(ImageError, match="makedumpfile flattened format"):
+            open_image(z)
