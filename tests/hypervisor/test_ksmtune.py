@@ -161,3 +161,19 @@ def test_timeseries_records_what_the_control_loop_set(tmp_path):
     assert [r["ksm_run"] for r in rows[:2]] == [0, 0]
     assert [r["ksm_pages_to_scan"] for r in rows[:2]] == [100, 100]
     assert sampler.sample()["ksm_pages_to_scan"] == 300 and sampler.sample()["ksm_sleep_ms"] == 2560
+
+
+def test_mom_daemon_samples_every_5_s_and_decides_every_10_s(tmp_path):
+    from hypervisor.ksmtune import KsmControl
+
+    env = simpy.Environment()
+    host = host_with_image(tmp_path, 14000, env=env, ksm_control="mom")
+    (ctl,) = [d for d in host.daemons if isinstance(d, KsmControl)]
+    assert host.sharing.run == 0
+    env.run(until=9.9)
+    assert ctl.control.adjustments == 0 and len(ctl.control.samples) == 2  # at 0 s and 5 s
+    env.run(until=10.1)
+    assert ctl.control.adjustments == 1 and host.sharing.run == 1
+    assert host.sharing.pages_to_scan == 400  # 100 + ksm_pages_boost
+    env.run(until=60.1)
+    assert ctl.control.adjustments == 6 and len(ctl.control.samples) == 10
