@@ -14,6 +14,7 @@ guest has not touched since.
 
 from __future__ import annotations
 
+from guestkernel.vmstat import PGSTATE_VMSTAT, STATE_NAMES, page_state
 from hypervisor.p2m import (
     P2M_BALLOONED,
     P2M_COMPRESSED,
@@ -95,6 +96,23 @@ class Sampler:
             yield self.env.timeout(self.interval)
 
 
+def page_state_arcs(k) -> dict[str, int]:
+    """The guest's page-state arcs: pgstate_1..9 and mainline's (guestkernel/vmstat.py)."""
+    return {name: (k.vmstat.get(name, 0) if k is not None else 0) for name in PGSTATE_VMSTAT}
+
+
+def page_state_pages(k) -> dict[str, int]:
+    """Pages in each course state now (user pages on the LRU lists), by state name."""
+    pop = [0] * len(STATE_NAMES)
+    reclaim = getattr(k, "reclaim", None) if k is not None else None
+    if reclaim is not None:
+        for lv in reclaim.lruvecs:
+            for lst in lv.lists:
+                for page in lst:
+                    pop[page_state(page)] += 1
+    return {name: pop[i] for i, name in enumerate(STATE_NAMES) if i}
+
+
 def _mean(rows: list[dict], key: str) -> float:
     if not rows:
         return 0.0
@@ -142,8 +160,8 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
             "stall_s": round(vm.stall_time, 9),
             "oom_kills": k.vmstat.get("oom_kill", 0) if k is not None else 0,
             "panicked": bool(k.panicked) if k is not None else False,
-            "page_states": {f"pgstate_{i}": (k.vmstat.get(f"pgstate_{i}", 0) if k is not None else 0)
-                            for i in range(1, 10)},
+            "page_states": page_state_arcs(k),
+            "page_state_pages": page_state_pages(k),
             "faults": {name: value for name, value in (k.vmstat.items() if k is not None else ())
                        if name.startswith("fault_") or name in ("pgfault", "pgmajfault")},
         })

@@ -78,6 +78,24 @@ TRANSITIONS = {
     9: ("inactive clean", "free", "reclaimed, back to the free pool"),
 }
 
+#: Mainline's arcs the course's diagram does not draw (guestkernel/vmstat.py): vmstat
+#: name -> (from state, to state, what happens). With them the diagram balances: for
+#: every state, the pages in it at the end = arcs in - arcs out.
+EXTRA_TRANSITIONS = {
+    "pgstate_free_dirty": ("free", "inactive dirty", "new anonymous page (6.x: inactive)"),
+    "pgstate_free_clean": ("free", "inactive clean", "new page-cache or swap-in page (use-once)"),
+    "pgstate_free_laundry": ("free", "being written", "(never: a new page is not under I/O)"),
+    "pgstate_clean_dirty": ("inactive clean", "inactive dirty", "written again, or its swap copy dropped"),
+    "pgstate_dirty_clean": ("inactive dirty", "inactive clean", "cleaned without a write (truncate, MADV_FREE)"),
+    "pgstate_clean_laundry": ("inactive clean", "being written", "(never: only dirty pages are written)"),
+    "pgstate_laundry_dirty": ("being written", "inactive dirty", "written to during its write"),
+    "pgstate_active_laundry": ("active", "being written", "deactivated while being written"),
+    "pgstate_active_free": ("active", "free", "freed by its owner (exit, munmap, truncate)"),
+    "pgstate_dirty_free": ("inactive dirty", "free", "freed by its owner"),
+    "pgstate_laundry_free": ("being written", "free", "freed by its owner when its write ended"),
+    "pgstate_clean_free": ("inactive clean", "free", "freed by its owner (not reclaimed)"),
+}
+
 #: Cost counters in summary.json: (key, label, unit).
 COSTS = (
     ("cow_breaks", "copy-on-write breaks of shared pages", ""),
@@ -305,7 +323,14 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
     if any(trans.values()):
         out += ["## Guest page-state transitions (all VMs)", ""]
         rows = [[str(n), f"{a} -> {b}", why, f"{trans[n]:,}"] for n, (a, b, why) in TRANSITIONS.items()]
+        extra = page_state_extra_counts(summary)
+        rows += [["", f"{a} -> {b}", why, f"{extra[name]:,}"]
+                 for name, (a, b, why) in EXTRA_TRANSITIONS.items() if extra.get(name)]
         out += _table(["#", "transition", "what happens", "count"], rows, "rllr")
+        pages = page_state_pages(summary)
+        if pages:
+            out += ["", "Pages in each state at the end (each = arcs in - arcs out over the run): "
+                    + ", ".join(f"{st} {pages.get(st, 0):,}" for st in PAGE_STATES if st != "free") + "."]
         out.append("")
 
     faults = fault_counts(summary)
@@ -346,6 +371,33 @@ def page_state_counts(summary: dict) -> dict[int, int]:
             if isinstance(value, int | float):
                 counts[n] += int(value)
     return counts
+
+
+def page_state_extra_counts(summary: dict) -> dict[str, int]:
+    """Mainline's extra arcs (EXTRA_TRANSITIONS) summed over the VMs."""
+    counts = dict.fromkeys(EXTRA_TRANSITIONS, 0)
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    for d in vms.values():
+        ps = d.get("page_states") if isinstance(d, dict) else None
+        if isinstance(ps, dict):
+            for name in counts:
+                value = ps.get(name, 0)
+                if isinstance(value, int | float):
+                    counts[name] += int(value)
+    return counts
+
+
+def page_state_pages(summary: dict) -> dict[str, int]:
+    """Pages in each course state at the end, summed over the VMs ({} if not recorded)."""
+    out: dict[str, int] = {}
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    for d in vms.values():
+        pages = d.get("page_state_pages") if isinstance(d, dict) else None
+        if isinstance(pages, dict):
+            for st, n in pages.items():
+                if isinstance(n, int | float):
+                    out[st] = out.get(st, 0) + int(n)
+    return out
 
 
 def fault_counts(summary: dict) -> dict[str, int]:
@@ -462,21 +514,35 @@ def plot_page_states(summary: dict):
     g.add_nodes_from(PAGE_STATES)
     for n, (a, b, _) in TRANSITIONS.items():
         g.add_edge(a, b, n=n, count=counts[n])
+    # mainline's arcs outside the course's diagram, where they happened (dashed)
+    extra = page_state_extra_counts(summary)
+    for name, (a, b, _) in EXTRA_TRANSITIONS.items():
+        if extra[name]:
+            if g.has_edge(a, b):  # (an owner's free of a clean page beside arc 9)
+                g[a][b]["count"] += extra[name]
+                g[a][b]["n"] = f"{g[a][b]['n']}+owner"
+            else:
+                g.add_edge(a, b, n="", count=extra[name], extra=True)
     fig, ax = plt.subplots(figsize=(9, 6))
-    biggest = max(counts.values()) or 1
+    biggest = max(d["count"] for _, _, d in g.edges(data=True)) or 1
     style = "arc3,rad=0.18"  # opposite edges (2/3, 7/8) curve to opposite sides
     nx.draw_networkx_nodes(g, PAGE_STATES, ax=ax, node_size=4200, node_color="#dbe7f5",
                            edgecolors="#4c72b0")
+    pages = page_state_pages(summary)
     nx.draw_networkx_labels(g, PAGE_STATES, ax=ax, font_size=9,
-                            labels={s: s.replace(" ", "\n") for s in PAGE_STATES})
+                            labels={s: s.replace(" ", "\n") + (f"\n{pages[s]:,}" if s in pages else "")
+                                    for s in PAGE_STATES})
     widths = [1.0 + 4.0 * math.log1p(d["count"]) / math.log1p(biggest) for _, _, d in g.edges(data=True)]
     nx.draw_networkx_edges(g, PAGE_STATES, ax=ax, width=widths, node_size=4200, arrowsize=18,
-                           connectionstyle=style, edge_color="#555555")
-    labels = {(a, b): f"{d['n']}: {d['count']:,}" for a, b, d in g.edges(data=True)}
+                           connectionstyle=style, edge_color="#555555",
+                           style=["dashed" if d.get("extra") else "solid" for _, _, d in g.edges(data=True)])
+    labels = {(a, b): (f"{d['n']}: {d['count']:,}" if d["n"] != "" else f"{d['count']:,}")
+              for a, b, d in g.edges(data=True)}
     nx.draw_networkx_edge_labels(g, PAGE_STATES, edge_labels=labels, ax=ax, font_size=8,
                                  connectionstyle=style, node_size=4200,
                                  bbox={"boxstyle": "round", "fc": "white", "ec": "#999999"})
-    ax.set_title("Guest page states: transitions 1-9 with their counts (all VMs)")
+    ax.set_title("Guest page states: transitions 1-9 and mainline's (dashed) with their counts;\n"
+                 "pages in each state at the end under its name (all VMs)")
     ax.margins(0.12)
     ax.axis("off")
     fig.tight_layout()

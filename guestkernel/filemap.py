@@ -36,6 +36,7 @@ from .page import (
     PG_swapbacked,
     PG_uptodate,
     PG_writeback,
+    PGSTATE_MASK,
 )
 from .physmem import ZERO_PAGE, page_bytes
 from .readahead import (
@@ -46,6 +47,7 @@ from .readahead import (
     do_sync_mmap_readahead,
 )
 from .units import PAGE_SHIFT, PAGE_SIZE
+from .vmstat import page_restate
 
 GFP_PAGECACHE = G.GFP_HIGHUSER_MOVABLE
 DEFAULT_RA_PAGES = DEFAULT_READ_AHEAD_KB >> (PAGE_SHIFT - 10)  # 32 pages
@@ -326,17 +328,23 @@ def filemap_fault_page(kernel, file: File, vm_flags: int, index: int):
 
 
 def set_page_dirty(kernel, page) -> None:
-    if not page.flags & PG_dirty:
-        page.flags |= PG_dirty
-        if not page.flags & PG_swapbacked:
+    f = page.flags
+    if not f & PG_dirty:
+        page.flags = f | PG_dirty
+        if not f & PG_swapbacked:
             kernel.vmstat["nr_dirty"] += 1
+        if f & PGSTATE_MASK:
+            page_restate(kernel.vmstat, page)
 
 
 def clear_page_dirty(kernel, page) -> None:
-    if page.flags & PG_dirty:
-        page.flags &= ~PG_dirty
-        if not page.flags & PG_swapbacked:
+    f = page.flags
+    if f & PG_dirty:
+        page.flags = f & ~PG_dirty
+        if not f & PG_swapbacked:
             kernel.vmstat["nr_dirty"] -= 1
+        if f & PGSTATE_MASK:
+            page_restate(kernel.vmstat, page)
 
 
 def writepage(kernel, page) -> float:

@@ -24,6 +24,7 @@ from bisect import bisect_left, bisect_right
 from . import uapi as U
 from .filemap import File, delete_from_page_cache
 from .readahead import force_page_cache_ra
+from .vmstat import page_restate
 from .memory import (
     VM_FAULT_ERROR,
     _vpns_in,
@@ -1073,6 +1074,7 @@ def _madvise_free(task, vma, start: int, end: int) -> None:
         ptes[vpn] = pte & ~_PAGE_DIRTY
         if page.flags & PG_swapbacked:
             page.flags &= ~(PG_swapbacked | PG_dirty)
+            page_restate(k.vmstat, page)  # inactive dirty -> clean (lazily freed)
             k.vmstat["pglazyfree"] += 1
 
 

@@ -37,6 +37,10 @@ PG_balloon = 1 << 21  # held by the balloon driver (page_type PG_offline in 6.x)
 PG_pgtable = 1 << 22  # a page-table page
 PG_zero = 1 << 23  # the shared zero page
 PG_reported = 1 << 24  # a free block head reported to the host (mm/page_reporting.c)
+# Bits 27-29: the course's page state last counted for this page (vmstat.page_restate:
+# 0 free, 1 active, 2 inactive dirty, 3 being written, 4 inactive clean), not a Linux flag.
+PGSTATE_SHIFT = 27
+PGSTATE_MASK = 7 << PGSTATE_SHIFT
 
 PAGE_FLAG_NAMES = {
     PG_locked: "locked",

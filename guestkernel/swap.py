@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from . import gfp as G
 from .filemap import free_user_page
+from .vmstat import page_restate
 from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_writeback
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import VM_LOCKED
@@ -217,6 +218,7 @@ class SwapState:
         self.add_to_swap_cache(page, entry)
         page._count += 1
         page.flags |= PG_dirty
+        page_restate(self.kernel.vmstat, page)
         return True
 
     def add_to_swap_cache(self, page, entry: int) -> None:
@@ -230,7 +232,8 @@ class SwapState:
 
     def delete_from_swap_cache(self, page) -> None:
         """Take the page out of the cache and clear the slot's cache bit (the slot is
-        freed if no PTE refers to it). The cache's reference passes to the caller."""
+        freed if no PTE refers to it). The cache's reference passes to the caller, who
+        frees the page or counts its new state (page_restate)."""
         entry = page.private
         del self.swap_cache[entry]
         page.flags &= ~PG_swapcache
@@ -253,6 +256,7 @@ class SwapState:
             return False
         self.delete_from_swap_cache(page)
         page.flags |= PG_dirty
+        page_restate(self.kernel.vmstat, page)
         page._count -= 1  # the cache's reference; the caller holds another
         return True
 
@@ -291,6 +295,7 @@ class SwapState:
         Clears PG_dirty; counts pswpout."""
         self._store_slot(swp_offset(page.private), self.kernel.phys.load(page.pfn))
         page.flags &= ~PG_dirty
+        page_restate(self.kernel.vmstat, page)
         self.kernel.vmstat["pswpout"] += 1
 
     def slot_data(self, entry: int) -> bytes | None:

@@ -8,9 +8,10 @@ Every user page (anonymous, page cache, swap cache) sits on one LRU list of its 
 and shmem pages (PG_swapbacked) are "anon", the others "file". New pages go to the head
 of a list; reclaim takes from the tail.
 
-- Placement: a freshly faulted anonymous page starts on the active list (the course's
-  arc 1, as Linux did before 5.9); page-cache and swap-readahead pages start on the
-  inactive list (use-once); an mlocked page goes to the unevictable list, and reclaim
+- Placement: a new anonymous page (fault or swap-in) starts on the inactive list in the
+  6.x era (since 5.9, b518154e59aa "protect the workingset on anonymous LRU") and on the
+  active list in the 2.6 era (the course's arc 1); page-cache and swap-readahead pages
+  start on the inactive list (use-once); an mlocked page goes to the unevictable list, and reclaim
   moves a page it finds mlocked there ("culls" it) and back when it is no longer mlocked.
 - Two-touch activation (`mark_page_accessed`, read()/write() of the page cache): the
   first touch sets PG_referenced, a second touch of an inactive page moves it to the
@@ -60,32 +61,9 @@ Invariants (`Reclaim.validate`): each LRU page is on the list its flags name, ex
 once, with a reference; list lengths equal the nr_* vmstat items; with an env,
 nr_writeback equals the pages in flight.
 
-The course's page states ("Cycle de vie des pages physiques") are derived from the flags
-by `page_state`:
-
-    free            not on an LRU list (in the buddy allocator)
-    active          PG_active (and unevictable pages, which never leave memory)
-    inactive dirty  inactive, PG_dirty, or anonymous without a copy in swap
-    being written   inactive, PG_writeback
-    inactive clean  inactive, clean
-
-and its nine arcs are counted in /proc/vmstat:
-
-    pgstate_1  free -> active            allocation: a page faulted in (anon, swap-in)
-    pgstate_2  active -> inactive dirty  modified page not accessed for a while (aging)
-    pgstate_3  inactive dirty -> active  modified page accessed again before its write
-    pgstate_4  inactive dirty -> being written  reclaim or the flusher writes it out
-                                         (to swap or its file)
-    pgstate_5  being written -> active   accessed again while the write is in flight
-    pgstate_6  being written -> inactive clean  the write finished: disk = memory
-    pgstate_7  inactive clean -> active  clean page accessed again
-    pgstate_8  active -> inactive clean  unmodified page not accessed for a while
-    pgstate_9  inactive clean -> free    reclaimed to refill the free pool
-
-Mainline has arcs the 2.4 diagram does not draw; they are counted apart:
-`pgstate_new_inactive` (a page-cache or readahead page enters the inactive list directly,
-use-once), and a page freed from another state by its owner (exit, munmap, truncate) is not
-counted.
+The course's page states ("Cycle de vie des pages physiques") and their arcs are counted
+as vmstat.py describes: every place below that changes a page's state calls
+`page_restate` (or `page_enter` / `page_leave`), so the arcs balance per state.
 """
 
 from __future__ import annotations
@@ -94,6 +72,7 @@ from . import gfp as G
 from . import memory as mem
 from .filemap import delete_from_page_cache, free_user_page, writepage
 from .page import (
+    PGSTATE_MASK,
     PageList,
     PG_active,
     PG_anon,
@@ -111,6 +90,21 @@ from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
 from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW
 from .units import PAGE_SHIFT
 from .vma import VM_EXEC, VM_LOCKED, VM_SHARED
+from .vmstat import (  # noqa: F401 (STATE_NAMES, ARC_NAMES, ST_*: re-exported for users)
+    ARC_NAMES,
+    PGSTATE_VMSTAT,
+    ST_ACTIVE,
+    ST_CLEAN,
+    ST_DIRTY,
+    ST_FREE,
+    ST_WRITEBACK,
+    STATE_NAMES,
+    counted_state,
+    page_enter,
+    page_leave,
+    page_restate,
+    page_state,
+)
 
 DEF_PRIORITY = 12
 MAX_SWAPPINESS = 200
@@ -129,25 +123,6 @@ LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file", "un
 LRU_VMSTAT = tuple("nr_" + n for n in LRU_NAMES)
 EVICTABLE_LRUS = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
 
-# Course page states
-ST_FREE, ST_ACTIVE, ST_DIRTY, ST_WRITEBACK, ST_CLEAN = range(5)
-STATE_NAMES = ("free", "active", "inactive dirty", "being written", "inactive clean")
-_ARCS = {
-    (ST_FREE, ST_ACTIVE): "pgstate_1",
-    (ST_ACTIVE, ST_DIRTY): "pgstate_2",
-    (ST_DIRTY, ST_ACTIVE): "pgstate_3",
-    (ST_DIRTY, ST_WRITEBACK): "pgstate_4",
-    (ST_WRITEBACK, ST_ACTIVE): "pgstate_5",
-    (ST_WRITEBACK, ST_CLEAN): "pgstate_6",
-    (ST_CLEAN, ST_ACTIVE): "pgstate_7",
-    (ST_ACTIVE, ST_CLEAN): "pgstate_8",
-    (ST_CLEAN, ST_FREE): "pgstate_9",
-}
-# NOTE: a flat table indexed by from * 5 + to, so counting an arc allocates nothing.
-ARC_NAMES: list[str | None] = [None] * 25
-for (_f, _t), _n in _ARCS.items():
-    ARC_NAMES[_f * 5 + _t] = _n
-
 # References verdicts (folio_check_references)
 PAGEREF_RECLAIM, PAGEREF_RECLAIM_CLEAN, PAGEREF_KEEP, PAGEREF_ACTIVATE = range(4)
 
@@ -156,30 +131,15 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 
 # /proc/vmstat counters added by reclaim. Linux names: pgscan_anon/file, pgsteal_anon/file,
 # unevictable_pgs_culled/rescued, drop_pagecache, drop_slab, oom_kill. hvsim's own:
-#   pgstate_1 .. pgstate_9   the course's page-state arcs (see the module docstring)
-#   pgstate_new_inactive     a page-cache or readahead page entering the inactive list
+#   pgstate_*                the course's page-state arcs (vmstat.py)
 #   pgwriteback_file         file pages written back (by reclaim, the flusher or a writer)
 #   flusher_wakeups          flusher passes that wrote something
 #   balance_dirty_pages      dirty-limit checks that found nr_dirty above the background limit
-RECLAIM_VMSTAT = (
-    "pgstate_1", "pgstate_2", "pgstate_3", "pgstate_4", "pgstate_5", "pgstate_6",
-    "pgstate_7", "pgstate_8", "pgstate_9", "pgstate_new_inactive",
+RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
     "unevictable_pgs_rescued", "drop_pagecache", "drop_slab", "pgwriteback_file",
     "flusher_wakeups", "oom_kill", "balance_dirty_pages",
 )
-
-
-def page_state(page) -> int:
-    """The course's state of a page on an LRU list (ST_* constant); not ST_FREE."""
-    f = page.flags
-    if f & (PG_active | PG_unevictable):
-        return ST_ACTIVE
-    if f & PG_writeback:
-        return ST_WRITEBACK
-    if f & PG_dirty or (f & PG_swapbacked and not f & PG_swapcache):
-        return ST_DIRTY
-    return ST_CLEAN
 
 
 def page_lru(page) -> int:
@@ -280,6 +240,8 @@ class Reclaim:
         self.flusher = None
         self.daemons_started = False
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
+        # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
+        self.anon_active = self.alloc.era == "2.6"
         self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
@@ -297,11 +259,6 @@ class Reclaim:
             return self.lruvecs[0]
         return self.lruvecs[self.alloc.zone_of(page.pfn).node.nid]
 
-    def _arc(self, before: int, after: int) -> None:
-        name = ARC_NAMES[before * 5 + after]
-        if name is not None:
-            self.vmstat[name] += 1
-
     # ------------------------------------------------------------------ LRU add/del
     def lru_cache_add(self, page) -> None:
         """A page became a user page: onto the head of its list (see the placement rules)."""
@@ -312,15 +269,13 @@ class Reclaim:
         if f & PG_mlocked:
             f |= PG_unevictable
             lru = LRU_UNEVICTABLE
-            vm["pgstate_1"] += 1
-        elif f & PG_anon:
+        elif f & PG_anon and self.anon_active:
             f |= PG_active
             lru = LRU_ACTIVE_ANON
-            vm["pgstate_1"] += 1
         else:
             lru = LRU_INACTIVE_ANON if f & PG_swapbacked else LRU_INACTIVE_FILE
-            vm["pgstate_new_inactive"] += 1
         page.flags = f | PG_lru
+        page_enter(vm, page)
         lvs = self.lruvecs
         head = (lvs[0] if len(lvs) == 1 else self.lruvec_of(page)).lists[lru]
         # NOTE: PageList.add inlined (every page a process faults in comes here)
@@ -333,12 +288,15 @@ class Reclaim:
         vm[LRU_VMSTAT[lru]] += 1
 
     def lru_del(self, page) -> None:
-        """Take a page off its list (it is being freed)."""
+        """Take a page off its list (it is being freed): the arc from the state last
+        counted to free, an owner's (reclaim counts pgstate_9 before it frees)."""
+        vm = self.vmstat
+        page_leave(vm, page, False)  # (reclaim counted its own frees already)
         f = page.flags
         if f & PG_lru:
             lru = page_lru(page)
             self.lruvec_of(page).lists[lru].remove(page)
-            self.vmstat[LRU_VMSTAT[lru]] -= 1
+            vm[LRU_VMSTAT[lru]] -= 1
         page.flags = f & ~(PG_lru | PG_active | PG_unevictable | PG_referenced | PG_reclaim)
 
     def _isolate(self, page, lru: int) -> None:
@@ -359,7 +317,9 @@ class Reclaim:
             lst.add_tail(page)
         else:
             lst.add(page)
-        self.vmstat[LRU_VMSTAT[lru]] += 1
+        vm = self.vmstat
+        vm[LRU_VMSTAT[lru]] += 1
+        page_restate(vm, page)
 
     def _move(self, page, to_active: bool) -> None:
         """Move a page on the LRU between its inactive and active lists (head)."""
@@ -375,16 +335,15 @@ class Reclaim:
         lru = page_lru(page)
         lv.lists[lru].add(page)
         vm[LRU_VMSTAT[lru]] += 1
+        page_restate(vm, page)
 
     def activate_page(self, page) -> None:
         """folio_activate: an inactive page on the LRU goes to the active list."""
         f = page.flags
         if f & (PG_active | PG_unevictable) or not f & PG_lru:
             return
-        before = page_state(page)
         self._move(page, True)
         self.vmstat["pgactivate"] += 1
-        self._arc(before, ST_ACTIVE)
 
     def mark_page_accessed(self, page) -> None:
         """Two-touch activation: first touch sets PG_referenced, the second (inactive
@@ -576,7 +535,6 @@ class Reclaim:
             page.flags &= ~PG_active
             self._putback(page)
             deactivated += 1
-            self._arc(ST_ACTIVE, page_state(page))
         vm["pgdeactivate"] += deactivated
         self.lru_note_cost(lv, file, 0, nr_rotated)
 
@@ -691,11 +649,9 @@ class Reclaim:
         return reclaimed
 
     def _activate_isolated(self, page) -> None:
-        before = page_state(page)
         if not page.flags & PG_mlocked:
             page.flags |= PG_active
             self.vmstat["pgactivate"] += 1
-            self._arc(before, ST_ACTIVE)
         self._putback(page)
 
     def _free_isolated(self, page) -> bool:
@@ -704,15 +660,18 @@ class Reclaim:
         if page._mapcount != -1 or page._count != 1 or page.flags & (PG_dirty | PG_writeback):
             return False
         f = page.flags
+        vm = self.vmstat
         if f & PG_swapcache:
+            page_restate(vm, page)
+            page_leave(vm, page, True)
             self.swap.delete_from_swap_cache(page)
-            self.vmstat["pgstate_9"] += 1
             self.swap._free_page(page)
             return True
         mapping = page.mapping
         if mapping is None or f & PG_anon or mapping.pages.get(page.index) is not page:
             return False
-        self.vmstat["pgstate_9"] += 1
+        page_restate(vm, page)
+        page_leave(vm, page, True)
         delete_from_page_cache(self.kernel, page)
         return True
 
@@ -737,18 +696,20 @@ class Reclaim:
                 sc.cost += touch
             else:
                 self.kernel.stall += touch
-        before = page_state(page)
         vm = self.vmstat
-        if page.flags & PG_swapbacked:
+        # NOTE: the page's state is counted once the write has started (dirty -> being
+        # written), not in between (the copy clears PG_dirty before PG_writeback is set)
+        f = page.flags
+        page.flags = f & ~PGSTATE_MASK
+        if f & PG_swapbacked:
             self.swap.swap_writepage(page)
         else:
             writepage(self.kernel, page)  # copies to the inode, clears dirty, pgpgout
             vm["pgwriteback_file"] += 1
-        page.flags |= PG_writeback
+        page.flags |= PG_writeback | (f & PGSTATE_MASK)
         page._count += 1
         vm["nr_writeback"] += 1
-        if before == ST_DIRTY:
-            self._arc(ST_DIRTY, ST_WRITEBACK)
+        page_restate(vm, page)
         return self._queue_for(page)
 
     def _submit(self, q, batch: list, sc: ScanControl | None) -> int:
@@ -798,9 +759,9 @@ class Reclaim:
         page.flags = f
         vm = self.vmstat
         vm["nr_writeback"] -= 1
+        page_restate(vm, page)
+        f = page.flags
         if not f & PG_active:
-            if page_state(page) == ST_CLEAN:
-                vm["pgstate_6"] += 1
             if f & PG_reclaim:
                 page.flags = f & ~PG_reclaim
                 if f & PG_lru and not f & PG_unevictable:
@@ -960,7 +921,7 @@ class Reclaim:
                 self._isolate(page, page_lru(page))
                 if page.flags & PG_active:
                     page.flags &= ~PG_active
-                    self._arc(ST_ACTIVE, page_state(page))
+                    page_restate(self.vmstat, page)
                     self.vmstat["pgdeactivate"] += 1
                 taken.append(page)
         freed = self.shrink_page_list(taken, sc, ignore_references=True)
@@ -1190,6 +1151,10 @@ class Reclaim:
                         f"{lst.name}: pfn {page.pfn:#x} flags say {LRU_NAMES[page_lru(page)]}"
                     )
                     assert page._count > 0, f"{lst.name}: free page pfn {page.pfn:#x}"
+                    assert counted_state(page) == page_state(page), (
+                        f"{lst.name}: pfn {page.pfn:#x} counted as {STATE_NAMES[counted_state(page)]}"
+                        f" but is {STATE_NAMES[page_state(page)]}"
+                    )
                     n += 1
                 assert n == lst.nr, f"{lst.name}: nr {lst.nr} but {n} pages"
                 totals[lru] += n

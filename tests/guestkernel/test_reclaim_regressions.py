@@ -36,7 +36,9 @@ def test_direct_reclaim_waiting_on_a_write_that_frees_the_page_leaves_it_free():
     references). Reclaim must count it reclaimed and leave it alone: putting the freed
     page (on a per-CPU free list) back on the LRU linked it on two lists at once."""
     env = simpy.Environment()  # no daemons started: the writes stay in flight
-    k = Kernel(KernelConfig(memory="64MiB", swap="64MiB"), env=env)
+    # the 2.6 era: new anonymous pages start active, so the inactive list holds only
+    # the pages this test deactivates
+    k = Kernel(KernelConfig(memory="64MiB", swap="64MiB", era="2.6"), env=env)
     r = init_reclaim(k)
     lv = r.lruvecs[0]
     t = k.spawn("app")

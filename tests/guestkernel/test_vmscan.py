@@ -19,6 +19,7 @@ from guestkernel.page import (
     PG_highmem,
     PG_lru,
     PG_referenced,
+    PG_unevictable,
     PG_writeback,
 )
 from guestkernel.page_alloc import validate_buddy
@@ -85,7 +86,7 @@ def test_two_touch_activation_exact_lists():
     _, (a, b, c) = cache_pages(k, 3)
     # page-cache pages start inactive (use-once): head is the newest
     assert names(k, LRU_INACTIVE_FILE) == [2, 1, 0]
-    assert k.vmstat["pgstate_new_inactive"] == 3
+    assert k.vmstat["pgstate_free_clean"] == 3  # free -> inactive clean, not arc 1
     r.mark_page_accessed(a)  # first touch: PG_referenced only
     assert a.flags & PG_referenced and not a.flags & PG_active
     assert names(k, LRU_INACTIVE_FILE) == [2, 1, 0]
@@ -102,15 +103,23 @@ def test_two_touch_activation_exact_lists():
     r.validate()
 
 
-def test_anon_pages_start_active_arc_1():
-    k = boot()
+@pytest.mark.parametrize("era", ["2.6", "6.x"])
+def test_new_anon_pages_start_active_in_2_6_inactive_in_6_x(era):
+    """2.6: lru_cache_add_active for a new anonymous page (the course's arc 1); since 5.9
+    (b518154e59aa, "mm/vmscan: protect the workingset on anonymous LRU") lru_cache_add
+    puts it on the inactive list: free -> inactive dirty (no copy in swap)."""
+    k = boot(era=era)
     k.spawn("init")
     t = k.spawn("app")
-    base = k.vmstat["pgstate_1"]
+    base = k.vmstat["pgstate_1"], k.vmstat["pgstate_free_dirty"]
     a = t.mmap(0, 4 * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
     t.access_range(a, 4 * 4096, True)
-    assert k.vmstat["pgstate_1"] == base + 4
-    lst = k.reclaim.lruvecs[0].lists[LRU_ACTIVE_ANON]
+    lru = LRU_ACTIVE_ANON if era == "2.6" else LRU_INACTIVE_ANON
+    if era == "2.6":
+        assert (k.vmstat["pgstate_1"], k.vmstat["pgstate_free_dirty"]) == (base[0] + 4, base[1])
+    else:
+        assert (k.vmstat["pgstate_1"], k.vmstat["pgstate_free_dirty"]) == (base[0], base[1] + 4)
+    lst = k.reclaim.lruvecs[0].lists[lru]
     assert [p.index for p in lst][:4] == [(a >> 12) + i for i in (3, 2, 1, 0)]
     k.reclaim.validate()
 
@@ -124,8 +133,7 @@ def test_active_aging_moves_tail_pages_to_inactive_head():
         r.mark_page_accessed(p)
         r.mark_page_accessed(p)
     assert names(k, LRU_ACTIVE_FILE) == [4, 3, 2, 1, 0]
-    pages[1].flags |= PG_dirty  # a modified page: active -> inactive dirty (arc 2)
-    k.vmstat["nr_dirty"] += 1
+    set_page_dirty(k, pages[1])
     r.shrink_active_list(2, lv, sc_for(k), LRU_ACTIVE_FILE)
     # the two oldest (0, then 1) leave the tail; each goes to the inactive head
     assert names(k, LRU_ACTIVE_FILE) == [4, 3, 2]
@@ -277,8 +285,7 @@ def test_inactive_dirty_to_active_arc_3():
     k = boot()
     r = k.reclaim
     _, (p,) = cache_pages(k, 1)
-    p.flags |= PG_dirty
-    k.vmstat["nr_dirty"] += 1
+    set_page_dirty(k, p)
     r.mark_page_accessed(p)
     r.mark_page_accessed(p)
     assert k.vmstat["pgstate_3"] == 1 and page_state(p) == ST_ACTIVE
@@ -294,11 +301,11 @@ def test_mlocked_pages_culled_to_unevictable_and_never_reclaimed():
     t.mlock(a, 4 * 4096)  # populated already locked: straight to the unevictable list
     assert lv.lists[LRU_UNEVICTABLE].nr == 4
     t.access_range(a + 4 * 4096, 4 * 4096, True)
-    t.mlock(a + 4 * 4096, 4 * 4096)  # present pages mlocked in place: still active
+    t.mlock(a + 4 * 4096, 4 * 4096)  # present pages mlocked in place: where they were
     assert lv.lists[LRU_UNEVICTABLE].nr == 4
     vpns = range((a >> 12) + 4, (a >> 12) + 8)
     late = [k.pfn_to_page(t.mm.pgtable.ptes[v] >> 12) for v in vpns]
-    assert all(p.flags & PG_active for p in late)
+    assert all(not p.flags & (PG_active | PG_unevictable) for p in late)  # 6.x: inactive
     assert r.reclaim_pages(late) == 0  # reclaim finds them mlocked: culled
     assert lv.lists[LRU_UNEVICTABLE].nr == 8
     assert k.vmstat["unevictable_pgs_culled"] == 4
@@ -333,8 +340,7 @@ def test_writeback_in_simulated_time_arcs_4_5_6():
     r = k.reclaim
     _, pages = cache_pages(k, 3)
     for p in pages:
-        p.flags |= PG_dirty
-        k.vmstat["nr_dirty"] += 1
+        set_page_dirty(k, p)
     # the flusher's pass, forced (sync(2)): one request of 3 pages to the file's disk
     assert r.writeback_dirty(force=True) == 3
     assert all(p.flags & PG_writeback for p in pages)
@@ -357,7 +363,7 @@ def test_writeback_in_simulated_time_arcs_4_5_6():
 
 def test_kswapd_writes_anon_pages_async_and_frees_them_after_completion():
     env = simpy.Environment()
-    k = boot(env=env, swap="64MiB")
+    k = boot(env=env, swap="64MiB", era="2.6")  # new anon pages active (arc 1), then aged
     r = k.reclaim
     lv = r.lruvecs[0]
     k.spawn("init")
@@ -389,8 +395,7 @@ def test_flusher_writes_expired_dirty_pages():
     r = k.reclaim
     _, pages = cache_pages(k, 4)
     for p in pages:
-        p.flags |= PG_dirty
-        k.vmstat["nr_dirty"] += 1
+        set_page_dirty(k, p)
     # passes at 2, 4, 6, ...: the inode is first seen dirty at t=2, expires at t=12
     env.run(until=11.9)
     assert k.vmstat["nr_dirty"] == 4
@@ -424,8 +429,7 @@ def test_flusher_background_threshold():
     k = boot(env=env, dirty_background_ratio=0, dirty_writeback_centisecs=100)
     _, pages = cache_pages(k, 2)
     for p in pages:
-        p.flags |= PG_dirty
-        k.vmstat["nr_dirty"] += 1
+        set_page_dirty(k, p)
     env.run(until=1.5)  # above the background limit (0): written at the first pass
     assert k.vmstat["nr_dirty"] == 0 and k.reclaim.flusher.passes == 1
 
@@ -434,8 +438,7 @@ def test_flusher_background_threshold():
 def test_drop_caches_frees_clean_unmapped_cache_only():
     k = boot()
     _, pages = cache_pages(k, 4)
-    pages[2].flags |= PG_dirty
-    k.vmstat["nr_dirty"] += 1
+    set_page_dirty(k, pages[2])
     free = k.page_alloc.nr_free_pages() + sum(z.pcp_count() for z in k.page_alloc.zones)
     k.procfs.write("/proc/sys/vm/drop_caches", "1")
     assert names(k, LRU_INACTIVE_FILE) == [2]
@@ -475,9 +478,10 @@ def test_direct_reclaim_from_the_allocator_frees_page_cache():
 
 
 def test_every_arc_is_exercised():
-    """Arcs 1..9 each counted at least once across the runs above, in one guest."""
+    """Arcs 1..9 each counted at least once across the runs above, in one guest (the
+    2.6 era: new anonymous pages start active, arc 1)."""
     env = simpy.Environment()
-    k = boot(env=env, swap="32MiB")
+    k = boot(env=env, swap="32MiB", era="2.6")
     r = k.reclaim
     lv = r.lruvecs[0]
     k.spawn("init")
