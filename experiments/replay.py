@@ -108,7 +108,28 @@ CONSTANTS: dict[str, int] = {
     # MAP_*
     "MAP_SHARED": 0x01,
     "MAP_PRIVATE": 0x02,
+    # open flags (the access mode of an openat noted for its descriptor)
+    "O_RDONLY": 0o0,
+    "O_WRONLY": 0o1,
+    "O_RDWR": 0o2,
+    "O_CREAT": 0o100,
+    "O_EXCL": 0o200,
+    "O_NOCTTY": 0o400,
+    "O_TRUNC": 0o1000,
+    "O_APPEND": 0o2000,
+    "O_NONBLOCK": 0o4000,
+    "O_DSYNC": 0o10000,
+    "O_DIRECT": 0o40000,
+    "O_LARGEFILE": 0o100000,
+    "O_DIRECTORY": 0o200000,
+    "O_NOFOLLOW": 0o400000,
+    "O_NOATIME": 0o1000000,
+    "O_CLOEXEC": 0o2000000,
+    "O_SYNC": 0o4010000,
+    "O_PATH": 0o10000000,
+    "O_TMPFILE": 0o20200000,
     "MAP_SHARED_VALIDATE": 0x03,
+    "MAP_DROPPABLE": 0x08,
     "MAP_FIXED": 0x10,
     "MAP_ANONYMOUS": 0x20,
     "MAP_32BIT": 0x40,
@@ -154,6 +175,22 @@ CONSTANTS: dict[str, int] = {
     "MADV_COLLAPSE": 25,
     "MADV_HWPOISON": 100,
     "MADV_SOFT_OFFLINE": 101,
+    "MADV_GUARD_INSTALL": 102,
+    "MADV_GUARD_REMOVE": 103,
+    # memfd_create, fcntl seals
+    "MFD_CLOEXEC": 0x0001,
+    "MFD_ALLOW_SEALING": 0x0002,
+    "MFD_HUGETLB": 0x0004,
+    "MFD_NOEXEC_SEAL": 0x0008,
+    "MFD_EXEC": 0x0010,
+    "F_ADD_SEALS": 1033,
+    "F_GET_SEALS": 1034,
+    "F_SEAL_SEAL": 0x0001,
+    "F_SEAL_SHRINK": 0x0002,
+    "F_SEAL_GROW": 0x0004,
+    "F_SEAL_WRITE": 0x0008,
+    "F_SEAL_FUTURE_WRITE": 0x0010,
+    "F_SEAL_EXEC": 0x0020,
     # mlock2, mlockall
     "MLOCK_ONFAULT": 0x01,
     "MCL_CURRENT": 1,
@@ -334,7 +371,7 @@ _CALL_RE = re.compile(r"^([a-z_][a-z0-9_]*)\((.*)$")
 _RESUMED_RE = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
 _UNFINISHED = "<unfinished ...>"
 _RET_RE = re.compile(
-    r"^(\?|-?\d+|0x[0-9a-fA-F]+)(?:<[^>]*>)?"  # value, maybe with a -y path
+    r"^(\?|-?\d+|0x[0-9a-fA-F]+)(?:<[^>]*>)?(?:\(deleted\))?"  # value, maybe a -y path
     r"(?:\s+(E[A-Z0-9_]+)\b.*|\s+\(.*\)|\s+<unavailable>|\s+\[.*\])?$"
 )
 FORK_CALLS = frozenset({"fork", "vfork", "clone", "clone3"})
@@ -682,6 +719,11 @@ class Proc:
     known: list = field(default_factory=list)
     brk_synced: bool = False
     exited: bool = False
+    # memfd descriptors: recorded path (/memfd:NAME) -> simulated fd, held open as the
+    # program held it (a memfd has no name to reopen it by)
+    memfds: dict = field(default_factory=dict)
+    # recorded fd -> O_ACCMODE of the open/openat that made it, where the trace has it
+    fd_modes: dict = field(default_factory=dict)
     maps: str | None = None  # /proc/PID/maps just before exit
 
     @property
@@ -751,7 +793,10 @@ class Replayer:
         self.calls = 0
         self.divergences = 0
         self.outside = 0
+        self.relro = 0  # of the calls outside the trace: ld.so's RELRO mprotects
+        self.quiet = False  # leave out the line of each RELRO mprotect
         self.unsupported: set[str] = set()
+        self.skipped: dict[str, int] = {}  # system calls not modelled -> lines
 
     # ---------------------------------------------------------------- entry points
     def run(self, trace: Trace) -> tuple[int, int]:
@@ -851,6 +896,15 @@ class Replayer:
 
     def _outside(self, call: Call, proc: Proc) -> None:
         self.outside += 1
+        if call.name == "mprotect" and len(call.args) > 2 and call.args[2].strip() == "PROT_READ":
+            # ld.so (or a static binary's own start-up) making an image's PT_GNU_RELRO
+            # read-only after relocation (_dl_protect_relro), on the executable or the
+            # loader that execve mapped
+            self.relro += 1
+            if not self.quiet:
+                self.out(f"line {call.lineno}: {proc.label}: {_render(call)}: outside the "
+                         "trace: ld.so's RELRO mprotect of an image execve mapped")
+            return
         self.out(
             f"line {call.lineno}: {proc.label}: {_render(call)}: outside the trace "
             "(touches memory no traced call mapped, e.g. mapped by execve)"
@@ -890,7 +944,10 @@ class Replayer:
             return
         handler = getattr(self, "_sys_" + call.name, None)
         if handler is None:
-            return  # not a memory/process call we model (wait4, arch_prctl, ...)
+            # not a memory/process call we model (arch_prctl, read, ...): counted, listed
+            # at the end
+            self.skipped[call.name] = self.skipped.get(call.name, 0) + 1
+            return
         if call.name == "execve" and call.ret.failed:
             return  # not replayed: the guest's file system holds no executables
         if call.name == "execve" and call.pid not in self.procs:
@@ -966,7 +1023,8 @@ class Replayer:
             return
         task = self._task_of(task)
         child = Proc(child_pid, proc.owner.comm, task=task,
-                     known=[list(k) for k in proc.owner.known], brk_synced=True)
+                     known=[list(k) for k in proc.owner.known], brk_synced=True,
+                     memfds=dict(proc.owner.memfds), fd_modes=dict(proc.owner.fd_modes))
         self._register(child)
 
     _sys_fork = _sys_vfork = _sys_clone = _sys_clone3 = _fork
@@ -1077,27 +1135,50 @@ class Replayer:
         if not rec.failed and rec.value is not None and not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
             addr, flags = rec.value, flags | MAP_FIXED_NOREPLACE
         sim_fd = -1
+        held = False
         if not flags & MAP_ANONYMOUS and fd >= 0:
             path = path or f"/replay/{call.pid}/fd{fd}"
-            sim_fd, err = self._open_file(proc, path)
+            held = _is_memfd(path)
+            sim_fd, err = (self._memfd(proc, path) if held
+                           else self._open_file(proc, path, proc.owner.fd_modes.get(fd)))
             if err is not None:
                 self._diverge(call, proc, f"the guest cannot open {path}: {_fmt(None, err)}")
                 return
         try:
             value, err = self._sys(proc, "mmap", addr, length, prot, flags, sim_fd, offset)
         finally:
-            if sim_fd >= 0:
+            if sim_fd >= 0 and not held:
                 self._sys(proc, "close", sim_fd)
         if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
             _add(proc.owner.known, rec.value, rec.value + _page_align(length))
 
     _sys_mmap2 = _sys_mmap
 
-    def _open_file(self, proc: Proc, path: str) -> tuple[int | None, int | None]:
-        """(fd, None) on the guest file ``path``, created with the size the trace implies;
+    def _sys_openat(self, call: Call, proc: Proc) -> None:
+        """Not replayed (files are made on demand): the access mode is noted for the
+        descriptor, so a later mmap of it has the rights the program's had."""
+        self.calls -= 1
+        if call.ret.failed or call.ret.value is None:
+            return
+        flags = call.args[2] if call.name == "openat" and len(call.args) > 2 else (
+            call.args[1] if len(call.args) > 1 else "O_RDONLY")
+        try:
+            mode = parse_flags(flags) & 0o3
+        except TraceSyntaxError:
+            return
+        proc.owner.fd_modes[call.ret.value] = mode
+
+    _sys_open = _sys_openat
+
+    def _open_file(self, proc: Proc, path: str, mode: int | None = None
+                   ) -> tuple[int | None, int | None]:
+        """(fd, None) on the guest file ``path``, created with the size the trace implies
+        and opened with ``mode`` (O_RDWR when the trace did not record the open);
         (None, errno) if the guest refuses."""
+        if mode is None:
+            mode = O_RDWR
         if path in self.files_made:
-            return self._sys(proc, "open", path, O_RDWR, 0)
+            return self._sys(proc, "open", path, mode, 0)
         size = self.file_sizes.get(path, 0)
         fs = getattr(self.kernel, "fs", None)
         if fs is not None and hasattr(fs, "create"):
@@ -1107,7 +1188,7 @@ class Replayer:
                 fs.create(path, size)
             elif getattr(inode, "size", size) < size:
                 inode.size = size
-            fd, err = self._sys(proc, "open", path, O_RDWR, 0)
+            fd, err = self._sys(proc, "open", path, mode, 0)
         else:
             fd, err = self._sys(proc, "open", path, O_RDWR | O_CREAT, 0o644)
             if err is None and size:
@@ -1115,6 +1196,69 @@ class Replayer:
         if err is None:
             self.files_made.add(path)
         return fd, err
+
+    def _memfd(self, proc: Proc, path: str) -> tuple[int | None, int | None]:
+        """The simulated descriptor of the memfd the trace names ``/memfd:NAME``: the one
+        memfd_create made, or (a trace that did not record memfd_create) a memfd made now
+        with the size the trace implies."""
+        owner = proc.owner
+        fd = owner.memfds.get(path)
+        if fd is not None:
+            return fd, None
+        fd, err = self._sys(proc, "memfd_create", path[len("/memfd:"):], 0)
+        if err is not None:
+            return None, err
+        size = self.file_sizes.get(path, 0)
+        if size:
+            self._sys(proc, "ftruncate", fd, size)
+        owner.memfds[path] = fd
+        return fd, None
+
+    def _sys_memfd_create(self, call: Call, proc: Proc) -> None:
+        name = parse_string(call.args[0])
+        flags = parse_flags(call.args[1]) if len(call.args) > 1 else 0
+        value, err = self._sys(proc, "memfd_create", name, flags)
+        if self._compare(call, proc, value, err, identity=True) and err is None:
+            _, path = parse_fd(call.ret.text.split()[0]) if call.ret.text else (None, None)
+            proc.owner.memfds[path or f"/memfd:{name}"] = value
+
+    def _fd_call(self, call: Call, proc: Proc, name: str, *rest) -> None:
+        """ftruncate/fcntl on the file the -y path names (a memfd's own descriptor, or
+        the guest file opened for the call)."""
+        fd, path = parse_fd(call.args[0])
+        path = path or f"/replay/{call.pid}/fd{fd}"
+        if _is_memfd(path):
+            sim_fd, err = self._memfd(proc, path)
+        else:
+            sim_fd, err = self._open_file(proc, path, proc.owner.fd_modes.get(fd))
+        if err is not None:
+            self._diverge(call, proc, f"the guest cannot open {path}: {_fmt(None, err)}")
+            return
+        try:
+            value, err = self._sys(proc, name, sim_fd, *rest)
+        finally:
+            if not _is_memfd(path):
+                self._sys(proc, "close", sim_fd)
+        self._compare(call, proc, value, err)
+
+    def _sys_ftruncate(self, call: Call, proc: Proc) -> None:
+        self._fd_call(call, proc, "ftruncate", parse_int(call.args[1]))
+
+    def _sys_fcntl(self, call: Call, proc: Proc) -> None:
+        cmd = call.args[1].strip() if len(call.args) > 1 else ""
+        if cmd not in ("F_ADD_SEALS", "F_GET_SEALS"):
+            self.calls -= 1
+            self.skipped[f"fcntl({cmd})"] = self.skipped.get(f"fcntl({cmd})", 0) + 1
+            return
+        arg = parse_flags(call.args[2]) if len(call.args) > 2 else 0
+        self._fd_call(call, proc, "fcntl", CONSTANTS[cmd], arg)
+
+    def _sys_mseal(self, call: Call, proc: Proc) -> None:
+        self._range_call(call, proc, "mseal", parse_int(call.args[0]),
+                         parse_int(call.args[1]), parse_flags(call.args[2]))
+
+    # strace before 6.10 does not know mseal (x86_64 number 462)
+    _sys_syscall_0x1ce = _sys_mseal
 
     def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int,
                     *rest) -> None:
@@ -1225,6 +1369,10 @@ class Replayer:
         self._compare(call, proc, value, err, identity=cmd != CONSTANTS["IPC_RMID"])
 
 
+def _is_memfd(path: str) -> bool:
+    return path.startswith("/memfd:")
+
+
 class _Unsupported(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -1272,8 +1420,11 @@ def read_trace(path: str) -> Trace:
     return trace
 
 
-def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool = False):
+def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool = False,
+                quiet: bool = False):
     """Replay the trace at ``path`` in a fresh x86_64 guest; returns (calls, divergences).
+    ``quiet`` leaves out the line of each ld.so RELRO mprotect outside the trace (their
+    number is still given).
 
     Raises TraceFileError if the file is not an strace log, ReplayError if no guest can be
     booted to run it.
@@ -1283,9 +1434,15 @@ def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool 
     for p in trace.problems:
         out(str(p))
     r = Replayer(kernel, out)
+    r.quiet = quiet
     calls, divergences = r.run(trace)
     if r.outside:
-        out(f"{r.outside} calls outside the trace")
+        relro = f" ({r.relro} of them ld.so RELRO mprotects)" if r.relro else ""
+        out(f"{r.outside} calls outside the trace{relro}")
+    if r.skipped:
+        listed = ", ".join(f"{n} {c}" for n, c in sorted(r.skipped.items(),
+                                                         key=lambda x: (-x[1], x[0])))
+        out(f"{sum(r.skipped.values())} lines of system calls not modelled, skipped: {listed}")
     if maps:
         for line in r.maps_report():
             out(line)
@@ -1320,7 +1477,9 @@ def boot_guest(memory: str | int = "1GiB"):
               help="Print each process's /proc/PID/maps as it stood just before it exited.")
 @click.option("--memory", default="1GiB", show_default=True,
               help="Guest physical memory (the guest is x86_64).")
-def replay(trace: str, show_maps: bool, memory: str) -> None:
+@click.option("--quiet", is_flag=True,
+              help="Leave out the line of each ld.so RELRO mprotect outside the trace.")
+def replay(trace: str, show_maps: bool, memory: str, quiet: bool) -> None:
     """Replay an strace log (strace -f -y -e trace=memory,process,ipc) in a fresh guest.
 
     Prints one line per divergence between the simulated and the recorded return values
@@ -1329,7 +1488,8 @@ def replay(trace: str, show_maps: bool, memory: str) -> None:
     divergences, 2 if TRACE cannot be read.
     """
     try:
-        _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps)
+        _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps,
+                                     quiet=quiet)
     except TraceFileError as e:
         click.echo(f"hvsim replay: {trace}: {e}", err=True)
         sys.exit(2)

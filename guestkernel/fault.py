@@ -13,6 +13,8 @@ the flowchart's order ("Traitement des exceptions", linux-mm.md section 4):
 5. good_area, write: VMA writable? no -> bad_area ACCERR; yes -> present? CoW : demand.
 6. good_area, read/exec: present? -> bad_area ACCERR (protection fault: PROT_NONE, NX);
    VMA readable or executable? demand paging : bad_area ACCERR.
+   A guard marker in the PTE (MADV_GUARD_INSTALL) makes handle_mm_fault return
+   VM_FAULT_SIGSEGV: bad_area, SEGV_MAPERR (as the real kernel reports it).
 7. bad_area: from user mode -> SIGSEGV (the task dies); from the kernel -> no_context.
 8. no_context: the faulting kernel access has a fixup (copy_*_user) -> the system call
    returns -EFAULT; else a kernel Oops kills the task (a panic in interrupt context).
@@ -29,7 +31,8 @@ Outcomes are counted in kernel.vmstat (the Linux pgfault/pgmajfault plus these):
   fault_file_major      file page read from disk (also counted in pgmajfault)
   fault_swapin          page brought back from swap by kernel.swapin_hook
   fault_stack_grow      the stack VMA was expanded down to the address
-  fault_sigsegv_maperr  SIGSEGV, address not in any VMA (or stack growth refused)
+  fault_sigsegv_maperr  SIGSEGV, address not in any VMA (or stack growth refused, or a
+                        guard marker: MADV_GUARD_INSTALL)
   fault_sigsegv_accerr  SIGSEGV, VMA rights forbid the access
   fault_sigbus          SIGBUS: file mapping accessed beyond EOF
   fault_fixup           kernel access to a bad user address fixed up: syscall -EFAULT
@@ -41,7 +44,7 @@ Outcomes are counted in kernel.vmstat (the Linux pgfault/pgmajfault plus these):
 
 from __future__ import annotations
 
-from .memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, handle_mm_fault
+from .memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault
 from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, PTE_PRESENT_MASK
 from .uapi import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGKILL, SIGSEGV
 from .units import PAGE_SHIFT, PAGE_SIZE
@@ -130,6 +133,9 @@ def do_page_fault(task, addr: int, write: bool = False, user: bool = True,
             vm["fault_oom"] += 1
             task.send_signal(SIGKILL, 0, addr)
             return FAULT_SIGNAL
+    if ret & VM_FAULT_SIGSEGV:
+        # a guard marker (6.13): mm_fault_error -> bad_area_nosemaphore, SEGV_MAPERR
+        return bad_area(kernel, task, addr, user, fixup, atomic, SEGV_MAPERR)
     if ret & VM_FAULT_SIGBUS:
         if not user:
             return no_context(kernel, task, addr, fixup, atomic)

@@ -89,6 +89,7 @@ class Inode:
         # bytes: a truncate cut the file here; `content` beyond it is gone (a hole reads
         # as zeros until written), None if never truncated below its content
         self.hole_from: int | None = None
+        self.seals = 0  # F_SEAL_* of a memfd (memfd_create; F_SEAL_SEAL: none may be added)
 
     def read_page(self, index: int) -> bytes:
         """The page's bytes on disk (or zeros for shmem and beyond EOF)."""

@@ -35,6 +35,7 @@ from .vma import (
     VM_DONTCOPY,
     VM_EXEC,
     VM_LOCKED_MASK,
+    VM_MAYBE_GUARD,
     VM_MAYEXEC,
     VM_MAYREAD,
     VM_MAYWRITE,
@@ -90,7 +91,10 @@ def dup_mm(parent, child):
             vma_account(mm, tmp, 1)
             if vma.vm_flags & VM_WIPEONFORK:
                 continue
-            if vma.anon_vma is not None or vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
+            # vma_needs_copy: anonymous pages, or PTEs a fault cannot rebuild
+            # (VM_COPY_ON_FORK: PFN maps and, 6.18, guard markers)
+            if vma.anon_vma is not None or vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP
+                                                            | VM_MAYBE_GUARD):
                 if not copy_page_range(k, mm, old, tmp, vma):
                     raise U.err(U.ENOMEM, "fork")
     except OSError:

@@ -41,6 +41,7 @@ from .filemap import filemap_fault_page, free_user_page, set_page_dirty
 from .readahead import PG_readahead
 from .page import (
     PG_anon,
+    PG_dirty,
     PG_highmem,
     PG_ksm,
     PG_mlocked,
@@ -52,6 +53,7 @@ from .page import (
 from .pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
+    _PAGE_MARKER,
     _PAGE_NX,
     _PAGE_PRESENT,
     _PAGE_PROTNONE,
@@ -66,8 +68,10 @@ from .pgtable import (
     swp_entry_to_pte,
 )
 from .units import PAGE_SHIFT
+from .vmstat import page_restate
 from .vma import (
     VM_ACCESS_FLAGS,
+    VM_DROPPABLE,
     VM_EXEC,
     VM_LOCKED,
     VM_LOCKONFAULT,
@@ -85,7 +89,8 @@ _UPTODATE_RA = PG_uptodate | PG_readahead
 VM_FAULT_OOM = 0x001
 VM_FAULT_SIGBUS = 0x002
 VM_FAULT_MAJOR = 0x004
-VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS
+VM_FAULT_SIGSEGV = 0x040  # a guard marker (handle_pte_marker)
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV
 
 _BASE_BITS = _PAGE_USER | _PAGE_ACCESSED
 
@@ -202,7 +207,9 @@ def new_anon_page(kernel, vma, addr: int, zero: bool, oom_victim: bool = False):
     page = kernel.alloc_pages(gfp, 0, None, None, oom_victim) if oom_victim else kernel.alloc_pages(gfp)
     if page is None:
         return None
-    page.flags |= PG_anon | PG_swapbacked
+    # folio_add_new_anon_rmap: a VM_DROPPABLE page is never swap-backed, so reclaim
+    # drops it (try_to_unmap) instead of swapping it
+    page.flags |= PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
     page.mapping = av
     page.index = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     page._mapcount = 0
@@ -239,7 +246,10 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
         else:
             ret = do_file_fault(task, vma, addr, write)
     elif not pte & PTE_PRESENT_MASK:
-        ret = do_swap_page(task, vma, addr, pte, write)
+        if pte & _PAGE_MARKER:
+            ret = VM_FAULT_SIGSEGV  # handle_pte_marker: a guard region
+        else:
+            ret = do_swap_page(task, vma, addr, pte, write)
     elif write and not pte & _PAGE_RW:
         ret = do_wp_page(task, vma, addr, pte)
     else:  # spurious: another path already fixed it up
@@ -490,10 +500,12 @@ def _vpns_in(ptes: dict, lo: int, hi: int) -> list[int]:
     return [v for v in range(lo, hi) if v in ptes]
 
 
-def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
+def zap_page_range(kernel, mm, vma, start: int, end: int, drop_markers: bool = False) -> int:
     """Unmap every PTE of [start, end) in `vma` (zap_pte_range): dirty bits go to the page,
-    references are dropped, swap entries are freed (kernel.swap_free hook). Returns the
-    number of PTEs removed."""
+    references are dropped, swap entries are freed (kernel.swap_free hook). Guard markers
+    stay unless `drop_markers` (ZAP_FLAG_DROP_MARKER: munmap and exit, unmap_vmas), so
+    MADV_DONTNEED, MADV_REMOVE and truncation keep them. Returns the number of PTEs
+    removed."""
     pt = mm.pgtable
     ptes = pt.ptes
     vpns = _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT)
@@ -506,6 +518,7 @@ def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
     swap_free = getattr(kernel, "swap_free", None)
     free_swap_cache = getattr(kernel, "free_swap_cache", None)
     locked = vma.vm_flags & VM_LOCKED
+    kept = 0
     for vpn in vpns:
         pte = pt.clear_pte(vpn)
         if pte & PTE_PRESENT_MASK:
@@ -532,7 +545,10 @@ def zap_page_range(kernel, mm, vma, start: int, end: int) -> int:
             rss[MM_SWAPENTS] -= 1
             if swap_free is not None:
                 swap_free(pte >> PAGE_SHIFT)
-    return len(vpns)
+        elif pte & _PAGE_MARKER and not drop_markers:
+            pt.set_pte_new(vpn, pte)  # the table is still there
+            kept += 1
+    return len(vpns) - kept
 
 
 def update_hiwater_rss(mm) -> None:
@@ -593,6 +609,10 @@ def copy_page_range(kernel, dst_mm, src_mm, dst_vma, src_vma) -> bool:
             rss[MM_SWAPENTS] += 1
             if dup is not None:
                 dup(pte >> PAGE_SHIFT)
+        elif pte & _PAGE_MARKER:
+            # copy_nonpresent_pte -> copy_pte_marker: guard markers are always copied
+            if not dpt.set_pte_new(vpn, pte):
+                return False
     return True
 
 
@@ -699,7 +719,10 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
     caller must hold its own reference (like an isolated LRU page). Fails (returns False,
     the page is mlocked) if a VM_LOCKED VMA maps it."""
     anon = bool(page.flags & PG_anon)
-    if anon and swap_entry is None:
+    # an anonymous page without PG_swapbacked (MADV_FREE'd, or of a VM_DROPPABLE VMA)
+    # needs no swap entry: its PTEs are dropped (a later read faults in a zero page)
+    lazyfree = anon and not page.flags & PG_swapbacked
+    if anon and swap_entry is None and not lazyfree:
         raise ValueError("try_to_unmap: an anonymous page needs a swap entry")
     ok = [True]
 
@@ -713,7 +736,20 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
         pte = pt.ptes[vpn]
         if pte & _PAGE_DIRTY and not anon:
             set_page_dirty(kernel, page)
-        if anon:
+        if lazyfree:
+            # try_to_unmap_one, "MADV_FREE page check": a page written since MADV_FREE
+            # (dirty) is kept and swap-backed again; a VM_DROPPABLE one is dropped even
+            # dirty (6.11), its data gone for good
+            if vma.vm_flags & VM_DROPPABLE:
+                page.flags &= ~PG_dirty
+                page_restate(kernel.vmstat, page)
+            elif pte & _PAGE_DIRTY or page.flags & PG_dirty:
+                page.flags |= PG_swapbacked | PG_dirty
+                page_restate(kernel.vmstat, page)
+                ok[0] = False
+                return False
+            pt.clear_pte(vpn)
+        elif anon:
             pt.ptes[vpn] = swp_entry_to_pte(swap_entry)
             mm.rss[MM_SWAPENTS] += 1
             dup = getattr(kernel, "swap_duplicate", None)

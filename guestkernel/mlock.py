@@ -15,14 +15,17 @@ from . import uapi as U
 from .memory import mlock_present_pages
 from .mmap import PAGE_ALIGN, PAGE_MASK, can_do_mlock, mm_populate
 from .units import PAGE_SHIFT
-from .vma import VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_SPECIAL, vma_modify
+from .memory import VM_FAULT_OOM
+from .vma import VM_DROPPABLE, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_SPECIAL, vma_modify
 
 
 def mlock_fixup(task, vma, start: int, end: int, newflags: int):
     """Apply VM_LOCKED/VM_LOCKONFAULT `newflags` to [start, end) of `vma`."""
     mm = task.mm
     oldflags = vma.vm_flags
-    if newflags == oldflags or oldflags & (VM_SPECIAL | VM_HUGETLB):
+    if newflags == oldflags or oldflags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
+        # "don't set VM_LOCKED or VM_LOCKONFAULT and don't count": a droppable VMA (6.11)
+        # is populated by mlock but never locked
         return vma
     vma = vma_modify(mm, vma, start, end, newflags)
     nr = (end - start) >> PAGE_SHIFT
@@ -88,10 +91,11 @@ def do_mlock(task, start: int, length: int, flags: int) -> int:
     apply_vma_lock_flags(task, start, length, flags)
     if flags & VM_LOCKONFAULT or not length:
         return 0
-    ret = mm_populate(task, start, length)
+    ret = mm_populate(task, start, length, ignore_errors=False)
     if ret:
-        # __mlock_posix_error_return: ENOMEM from populate is EAGAIN
-        raise U.err(U.EAGAIN, "mlock")
+        # __mlock_posix_error_return: ENOMEM from populate is EAGAIN, EFAULT (a fault
+        # that would signal: SIGBUS beyond EOF, SIGSEGV on a guard marker) is ENOMEM
+        raise U.err(U.EAGAIN if ret & VM_FAULT_OOM else U.ENOMEM, "mlock")
     return 0
 
 

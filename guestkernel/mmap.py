@@ -27,13 +27,26 @@ from .readahead import force_page_cache_ra
 from .vmstat import page_restate
 from .memory import (
     VM_FAULT_ERROR,
+    VM_FAULT_OOM,
     _vpns_in,
+    handle_mm_fault,
     move_ptes,
     populate_vma_range,
     zap_page_range,
 )
 from .page import PG_anon, PG_dirty, PG_swapbacked
-from .pgtable import _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW, MM_ANONPAGES, PTE_PRESENT_MASK
+from .physmem import ZERO_PAGE
+from .pgtable import (
+    _PAGE_DIRTY,
+    _PAGE_MARKER,
+    _PAGE_NX,
+    _PAGE_PRESENT,
+    _PAGE_PROTNONE,
+    _PAGE_RW,
+    MM_ANONPAGES,
+    PTE_GUARD,
+    PTE_PRESENT_MASK,
+)
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_ACCESS_FLAGS,
@@ -42,6 +55,7 @@ from .vma import (
     VM_DONTCOPY,
     VM_DONTDUMP,
     VM_DONTEXPAND,
+    VM_DROPPABLE,
     VM_EXEC,
     VM_GROWSDOWN,
     VM_HUGEPAGE,
@@ -50,6 +64,7 @@ from .vma import (
     VM_LOCKED,
     VM_LOCKED_MASK,
     VM_LOCKONFAULT,
+    VM_MAYBE_GUARD,
     VM_MAYEXEC,
     VM_MAYREAD,
     VM_MAYSHARE,
@@ -61,6 +76,7 @@ from .vma import (
     VM_PFNMAP,
     VM_RAND_READ,
     VM_READ,
+    VM_SEALED,
     VM_SEQ_READ,
     VM_SHARED,
     VM_SOFTDIRTY,
@@ -291,12 +307,26 @@ def do_mmap(task, addr: int, length: int, prot: int, flags: int, file: File | No
                 raise _err(U.EINVAL, "mmap")
             pgoff = 0
             vm_flags |= VM_SHARED | VM_MAYSHARE
+        elif mtype == U.MAP_DROPPABLE:
+            # 6.11: "a locked or stack area makes no sense to be droppable", nor hugetlb;
+            # never charged (VM_NORESERVE, also in overcommit mode 2), neither copied on
+            # fork nor dumped. (A file with MAP_DROPPABLE took the EINVAL above.)
+            if flags & (U.MAP_LOCKED | U.MAP_HUGETLB) or vm_flags & VM_GROWSDOWN:
+                raise _err(U.EINVAL, "mmap")
+            vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
         elif mtype != U.MAP_PRIVATE:
             raise _err(U.EINVAL, "mmap")
     addr = get_unmapped_area(task, file, addr, length, pgoff, flags)
     if flags & U.MAP_FIXED_NOREPLACE and mm.mm_mt.intersecting(addr, addr + length):
         raise _err(U.EEXIST, "mmap")
-    if file is None and mtype == U.MAP_PRIVATE:
+    if file is not None and vm_flags & VM_SHARED and file.inode.seals & (
+            U.F_SEAL_WRITE | U.F_SEAL_FUTURE_WRITE):
+        # memfd_check_seals_mmap: no shared writable mapping of a write-sealed memfd, and
+        # a read-only one may never become writable
+        if vm_flags & VM_WRITE:
+            raise _err(U.EPERM, "mmap")
+        vm_flags &= ~VM_MAYWRITE
+    if file is None and mtype in (U.MAP_PRIVATE, U.MAP_DROPPABLE):
         pgoff = addr >> PAGE_SHIFT
     if flags & U.MAP_NORESERVE and k.config.overcommit_memory != 2:
         vm_flags |= VM_NORESERVE
@@ -378,16 +408,23 @@ def mmap_region(task, file, addr: int, length: int, vm_flags: int, pgoff: int,
     return addr
 
 
-def mm_populate(task, start: int, length: int) -> int:
-    """__mm_populate with errors ignored: fault in [start, start+len) VMA by VMA."""
+def mm_populate(task, start: int, length: int, ignore_errors: bool = True) -> int:
+    """__mm_populate: fault in [start, start+len) VMA by VMA. With ignore_errors (mmap,
+    brk, mlockall) a VMA that fails is left and the next one populated; otherwise (mlock)
+    the first failure ends it. Returns 0 or the VM_FAULT_* bits of the failure."""
     end = start + length
+    err = 0
     for vma in task.mm.mm_mt.intersecting(start, end):
         if vma.vm_flags & (VM_IO | VM_PFNMAP):
             continue
         ret = populate_vma_range(task, vma, max(start, vma.vm_start), min(end, vma.vm_end))
-        if ret & VM_FAULT_ERROR or task.fatal_signal_pending():
-            return ret
-    return 0
+        if task.fatal_signal_pending():
+            return ret | VM_FAULT_OOM
+        if ret & VM_FAULT_ERROR:
+            if not ignore_errors:
+                return ret
+            err = ret
+    return 0 if ignore_errors else err
 
 
 # --- special mappings (vdso, vvar) ---------------------------------------------------------------
@@ -514,14 +551,20 @@ def do_munmap(task, start: int, length: int, uncharge: bool = True) -> int:
 def _gather_munmap_vmas(task, start: int, end: int) -> list:
     """vms_gather_munmap_vmas: split the VMAs overlapping [start, end) at its edges and
     return those now inside it (still mapped). ENOMEM, before any split, if cutting a
-    hole in one VMA would take map_count past max_map_count."""
+    hole in one VMA would take map_count past max_map_count; EPERM if one of them is
+    sealed (munmap, MAP_FIXED over it, a brk shrink, mremap's target)."""
     mm = task.mm
     vmas = mm.mm_mt.intersecting(start, end)
     first = vmas[0]
     if start > first.vm_start:
         if end < first.vm_end and len(mm.mm_mt) >= task.kernel.config.max_map_count:
             raise _err(U.ENOMEM, "munmap")
+        if first.vm_flags & VM_SEALED:  # "don't bother splitting the VMA if we can't unmap it"
+            raise _err(U.EPERM, "munmap")
         __split_vma(mm, first, start, True)
+    for v in vmas:
+        if v.vm_flags & VM_SEALED:  # mseal (6.10): the first split above stays
+            raise _err(U.EPERM, "munmap")
     last = mm.mm_mt.find_vma(end - 1)
     if last is not None and last.vm_start < end < last.vm_end:
         __split_vma(mm, last, end, True)
@@ -540,7 +583,7 @@ def unmap_vmas(task, vmas: list, uncharge: bool = True) -> None:
     start, end = vmas[0].vm_start, vmas[-1].vm_end
     nr_accounted = 0
     for vma in vmas:
-        zap_page_range(k, mm, vma, vma.vm_start, vma.vm_end)
+        zap_page_range(k, mm, vma, vma.vm_start, vma.vm_end, drop_markers=True)
     for vma in vmas:
         if vma.vm_flags & VM_ACCOUNT:
             nr_accounted += vma.vma_pages()
@@ -674,6 +717,10 @@ def mprotect_fixup(task, vma, start: int, end: int, newflags: int):
     mm = task.mm
     k = task.kernel
     oldflags = vma.vm_flags
+    if oldflags & VM_SEALED:
+        # mseal: per VMA, before the no-change test (6.18 mprotect_fixup), so the VMAs
+        # before it in the range stay changed and even the same rights are EPERM
+        raise _err(U.EPERM, "mprotect")
     if newflags == oldflags:
         return vma
     npages = (end - start) >> PAGE_SHIFT
@@ -759,8 +806,15 @@ def do_mremap(task, addr: int, old_len: int, new_len: int, flags: int, new_addr:
     new_len = PAGE_ALIGN(new_len)
     if not new_len:
         raise _err(U.EINVAL, "mremap")
-    if mm.mm_mt.lookup(addr) is None:
+    if flags & U.MREMAP_FIXED and old_len == new_len:
+        # a move only (vrm_move_only): since 6.17 the range may span VMAs and gaps
+        _check_mremap_fixed(mm, addr, old_len, new_addr, new_len)
+        return _remap_move(task, addr, old_len, new_addr, flags)
+    vma = mm.mm_mt.lookup(addr)
+    if vma is None:
         raise _err(U.EFAULT, "mremap")
+    if vma.vm_flags & VM_SEALED:  # check_prep_vma: "if mseal()'d, mremap() is prohibited"
+        raise _err(U.EPERM, "mremap")
     if flags & (U.MREMAP_FIXED | U.MREMAP_DONTUNMAP):
         return _mremap_to(task, addr, old_len, new_addr if flags & U.MREMAP_FIXED else 0,
                           new_len, flags)
@@ -803,6 +857,51 @@ def do_mremap(task, addr: int, old_len: int, new_len: int, flags: int, new_addr:
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     new_addr = get_unmapped_area(task, vma.vm_file, 0, new_len, pgoff, map_flags)
     return _move_vma(task, vma, addr, old_len, new_len, new_addr, flags)
+
+
+def _check_mremap_fixed(mm, addr: int, old_len: int, new_addr: int, new_len: int) -> None:
+    """check_mremap_params for MREMAP_FIXED: an aligned target inside TASK_SIZE that does
+    not overlap the source."""
+    if new_addr & (PAGE_SIZE - 1):
+        raise _err(U.EINVAL, "mremap")
+    if new_len > mm.task_size or new_addr > mm.task_size - new_len:
+        raise _err(U.EINVAL, "mremap")
+    if addr + old_len > new_addr and new_addr + new_len > addr:
+        raise _err(U.EINVAL, "mremap")
+
+
+def _remap_move(task, addr: int, length: int, new_addr: int, flags: int) -> int:
+    """remap_move (6.17): move every VMA of [addr, addr + length) to the same offset from
+    new_addr, each as its own MREMAP_FIXED move (check_prep_vma, then mremap_to: the
+    target piece is unmapped first); gaps between the source VMAs stay gaps at the
+    target, where whatever was mapped stays. A gap at the start of the range is EFAULT
+    (and so is an empty range); a failure stops the moves, those done stay done. Returns
+    where the first VMA went. A range inside one VMA is the classic single move."""
+    mm = task.mm
+    end = addr + length
+    vma = mm.mm_mt.lookup(addr)
+    if vma is None:
+        raise _err(U.EFAULT, "mremap")
+    res = None
+    target = new_addr
+    last_end = 0
+    pos = addr
+    while vma is not None and vma.vm_start < end:
+        a = max(vma.vm_start, pos)
+        n = min(end, vma.vm_end) - a
+        offset = vma.vm_start - last_end if res is not None else 0
+        last_end = vma.vm_end
+        if vma.vm_flags & VM_SEALED:
+            raise _err(U.EPERM, "mremap")
+        r = _mremap_to(task, a, n, target + offset, n, flags | U.MREMAP_FIXED)
+        if res is None:
+            res = r
+        target = r + n
+        pos = a + n
+        if pos >= end:
+            break
+        vma = mm.mm_mt.find_vma(pos)
+    return res
 
 
 def _vma_to_resize(task, addr: int, old_len: int, new_len: int, flags: int):
@@ -878,6 +977,10 @@ def _move_vma(task, vma, old_addr: int, old_len: int, new_len: int, new_addr: in
     if len(mm.mm_mt) >= k.config.max_map_count - 3:
         raise _err(U.ENOMEM, "mremap")
     pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
+    if vma.vm_file is None and vma.anon_vma is None:
+        # copy_vma: "if anonymous vma has not yet been faulted, update new pgoff to match
+        # new location, to increase its chance of merging"
+        pgoff = new_addr >> PAGE_SHIFT
     # copy_vma: the new VMA keeps the anon_vma and pgoff (so anon pages keep their index)
     new = vma_merge_new_range(mm, new_addr, new_addr + new_len, vm_flags, vma.vm_file,
                               pgoff, vma.anon_name) if vma.anon_vma is None else None
@@ -926,8 +1029,14 @@ _MADV_VALID = {
     U.MADV_FREE, U.MADV_REMOVE, U.MADV_DONTFORK, U.MADV_DOFORK, U.MADV_MERGEABLE,
     U.MADV_UNMERGEABLE, U.MADV_HUGEPAGE, U.MADV_NOHUGEPAGE, U.MADV_DONTDUMP, U.MADV_DODUMP,
     U.MADV_WIPEONFORK, U.MADV_KEEPONFORK, U.MADV_COLD, U.MADV_PAGEOUT,
-    U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE,
+    U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE, U.MADV_DONTNEED_LOCKED,
+    U.MADV_GUARD_INSTALL, U.MADV_GUARD_REMOVE,
 }
+# is_discard (mm/madvise.c): the advices a sealed read-only anonymous VMA refuses
+_MADV_DISCARD = frozenset({
+    U.MADV_FREE, U.MADV_DONTNEED, U.MADV_DONTNEED_LOCKED, U.MADV_REMOVE, U.MADV_DONTFORK,
+    U.MADV_WIPEONFORK, U.MADV_GUARD_INSTALL,
+})
 
 
 def do_madvise(task, start: int, len_in: int, behavior: int) -> int:
@@ -944,6 +1053,8 @@ def do_madvise(task, start: int, len_in: int, behavior: int) -> int:
         raise _err(U.EINVAL, "madvise")
     if end == start:
         return 0
+    if behavior in (U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE):
+        return madvise_populate(task, start, end, behavior == U.MADV_POPULATE_WRITE)
     unmapped_error = False
     pos = start
     vma = mm.mm_mt.find_vma(start)
@@ -974,10 +1085,30 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
     k = task.kernel
     flags = vma.vm_flags
     new = flags
-    if behavior == U.MADV_DONTNEED:
-        if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+    if (flags & VM_SEALED and behavior in _MADV_DISCARD and vma.vm_file is None
+            and not flags & VM_WRITE):
+        # can_madvise_modify (mseal): a sealed VMA refuses the discarding advices unless
+        # the process could write the data anyway (writable) or it is a file's
+        raise _err(U.EPERM, "madvise")
+    if behavior == U.MADV_DONTNEED or behavior == U.MADV_DONTNEED_LOCKED:
+        forbidden = VM_PFNMAP | VM_HUGETLB
+        if behavior == U.MADV_DONTNEED:
+            forbidden |= VM_LOCKED
+        if flags & forbidden:
             raise _err(U.EINVAL, "madvise")
         zap_page_range(k, mm, vma, start, end)
+        return vma
+    if behavior == U.MADV_GUARD_INSTALL:
+        _madvise_guard_install(task, vma, start, end)
+        return vma
+    if behavior == U.MADV_GUARD_REMOVE:
+        if flags & (VM_SPECIAL | VM_HUGETLB):
+            raise _err(U.EINVAL, "madvise")
+        pt = mm.pgtable
+        ptes = pt.ptes
+        for vpn in _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            if ptes[vpn] & _PAGE_MARKER:
+                pt.clear_pte(vpn)
         return vma
     if behavior == U.MADV_FREE:
         if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB) or vma.vm_file is not None:
@@ -992,25 +1123,7 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
                                 (end - start) >> PAGE_SHIFT)
         return vma
     if behavior == U.MADV_REMOVE:
-        # punch a hole in the backing file (shmem only here): unmapped from every
-        # mapping, then dropped from the cache
-        if not flags & VM_SHARED or vma.vm_file is None or not vma.vm_file.inode.shmem:
-            raise _err(U.EINVAL, "madvise")
-        inode = vma.vm_file.inode
-        first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
-        last = first + ((end - start) >> PAGE_SHIFT)
-        for v in list(inode.mapping.i_mmap):
-            a = max(v.vm_start, v.vm_start + ((first - v.vm_pgoff) << PAGE_SHIFT))
-            b = min(v.vm_end, v.vm_start + ((last - v.vm_pgoff) << PAGE_SHIFT))
-            if a < b:
-                zap_page_range(k, v.vm_mm, v, a, b)
-        for idx in sorted(i for i in inode.mapping.pages if first <= i < last):
-            delete_from_page_cache(k, inode.mapping.pages[idx])
-        return vma
-    if behavior in (U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE):
-        ret = populate_vma_range(task, vma, start, end)
-        if ret & VM_FAULT_ERROR:
-            raise _err(U.ENOMEM, "madvise")
+        _madvise_remove(task, vma, start, end)
         return vma
     if behavior in (U.MADV_COLD, U.MADV_PAGEOUT):
         hook = getattr(k, "madvise_pageout", None)
@@ -1054,6 +1167,105 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
     if new == flags:
         return vma
     return vma_modify(mm, vma, start, end, new)
+
+
+def _madvise_guard_install(task, vma, start: int, end: int) -> None:
+    """madvise_guard_install (6.13; file mappings since 6.15): not on VM_SPECIAL, hugetlb
+    or VM_LOCKED VMAs (EINVAL). The VMA gets VM_MAYBE_GUARD (6.18, without a split: it
+    only says "may hold markers"); what is mapped in the range is zapped (pages and swap
+    entries freed) and every PTE becomes a guard marker."""
+    if vma.vm_flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED):
+        raise _err(U.EINVAL, "madvise")
+    mm = task.mm
+    vma.vm_flags |= VM_MAYBE_GUARD
+    zap_page_range(task.kernel, mm, vma, start, end)
+    pt = mm.pgtable
+    ptes = pt.ptes
+    for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+        if vpn not in ptes and not pt.set_pte_new(vpn, PTE_GUARD):
+            raise _err(U.ENOMEM, "madvise")
+
+
+def madvise_populate(task, start: int, end: int, write: bool) -> int:
+    """MADV_POPULATE_READ / _WRITE (madvise_populate -> faultin_page_range, GUP with
+    FOLL_MADV_POPULATE): fault in [start, end) as a read or a write would, VMA by VMA,
+    whatever the VMA's lock state. No VMA at an address -> ENOMEM; a VMA whose rights do
+    not allow the access (check_vma_flags: VM_IO/VM_PFNMAP, not VM_WRITE for a write, not
+    VM_READ for a read) -> EINVAL; a fault that would signal (SIGBUS beyond EOF, SIGSEGV
+    on a guard marker) -> EFAULT; out of memory -> ENOMEM. Pages done stay populated."""
+    mm = task.mm
+    ptes = mm.pgtable.ptes
+    zero_pfn = task.kernel.zero_pfn
+    pos = start
+    while pos < end:
+        vma = mm.mm_mt.lookup(pos)
+        if vma is None:
+            raise _err(U.ENOMEM, "madvise")
+        flags = vma.vm_flags
+        if flags & (VM_IO | VM_PFNMAP) or not flags & (VM_WRITE if write else VM_READ):
+            raise _err(U.EINVAL, "madvise")
+        stop = min(end, vma.vm_end)
+        tries = 0
+        while pos < stop:
+            pte = ptes.get(pos >> PAGE_SHIFT, 0)
+            # follow_page: present (and, for a write, writable and not the zero page)
+            if not (pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW
+                                             and pte >> PAGE_SHIFT != zero_pfn)):
+                tries += 1
+                if tries > 4:
+                    raise RuntimeError(f"madvise_populate: no progress at {pos:#x}")
+                ret = handle_mm_fault(task, vma, pos, write)
+                if task.fatal_signal_pending():
+                    raise _err(U.EINTR, "madvise")
+                if ret & VM_FAULT_OOM:
+                    raise _err(U.ENOMEM, "madvise")
+                if ret & VM_FAULT_ERROR:
+                    raise _err(U.EFAULT, "madvise")
+                continue  # look at the PTE again (a CoW may follow a read fault)
+            pos += PAGE_SIZE
+            tries = 0
+    return 0
+
+
+def _madvise_remove(task, vma, start: int, end: int) -> None:
+    """madvise_remove: fallocate(PUNCH_HOLE | KEEP_SIZE) on the mapped file range. Not on a
+    locked VMA or anonymous memory (EINVAL); the VMA must be a shared one that may write
+    (EACCES: a private mapping, a file opened read-only); a file system without hole
+    punching is EOPNOTSUPP (ext4, xfs, btrfs and tmpfs have it; hvsim's disk file system
+    says so with `punch_hole`, True unless set). Every mapping of the range loses its PTEs
+    of the file's pages (unmap_mapping_range without even_cows: private CoW copies stay),
+    the pages leave the cache, and the range reads back as zeros; the size is kept."""
+    k = task.kernel
+    flags = vma.vm_flags
+    if flags & VM_LOCKED or vma.vm_file is None:
+        raise _err(U.EINVAL, "madvise")
+    if (flags & (VM_SHARED | VM_MAYWRITE)) != (VM_SHARED | VM_MAYWRITE):
+        raise _err(U.EACCES, "madvise")
+    inode = vma.vm_file.inode
+    if not inode.shmem and not getattr(inode.fs, "punch_hole", True):
+        raise _err(U.EOPNOTSUPP, "madvise")
+    first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
+    last = first + ((end - start) >> PAGE_SHIFT)
+    mem_map = k.mem_map
+    for v in list(inode.mapping.i_mmap):
+        a = max(v.vm_start, v.vm_start + ((first - v.vm_pgoff) << PAGE_SHIFT))
+        b = min(v.vm_end, v.vm_start + ((last - v.vm_pgoff) << PAGE_SHIFT))
+        if a >= b:
+            continue
+        if v.vm_flags & VM_SHARED:
+            zap_page_range(k, v.vm_mm, v, a, b)
+            continue
+        ptes = v.vm_mm.pgtable.ptes
+        for vpn in _vpns_in(ptes, a >> PAGE_SHIFT, b >> PAGE_SHIFT):
+            pte = ptes[vpn]
+            if (pte & PTE_PRESENT_MASK and pte >> PAGE_SHIFT != k.zero_pfn
+                    and not mem_map[pte >> PAGE_SHIFT].flags & PG_anon):
+                zap_page_range(k, v.vm_mm, v, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
+    for idx in sorted(i for i in inode.mapping.pages if first <= i < last):
+        delete_from_page_cache(k, inode.mapping.pages[idx])
+    if not inode.shmem:
+        for idx in range(first, min(last, inode.nr_index())):
+            inode.disk[idx] = ZERO_PAGE  # the hole: blocks freed, reads as zeros
 
 
 def _madvise_free(task, vma, start: int, end: int) -> None:

@@ -3,7 +3,8 @@
 A PTE is an int: `pfn << 12 | bits`. The low twelve bits follow x86 where x86 has the bit
 (present, RW, user, accessed, dirty); hvsim places NX (bit 63 on x86) and its software
 bits in bits 8-10 so every PTE stays a small int. A swap entry is a non-present PTE with
-_PAGE_SWP set and the entry (an int of the swap subsystem's choosing) above bit 12. A PROT_NONE
+_PAGE_SWP set and the entry (an int of the swap subsystem's choosing) above bit 12; a PTE
+marker (a guard region's) is a non-present PTE with _PAGE_MARKER set. A PROT_NONE
 mapping keeps its page with _PAGE_PROTNONE instead of _PAGE_PRESENT, as x86 does: present
 for the kernel (pte_present), not for the MMU.
 
@@ -39,7 +40,17 @@ _PAGE_DIRTY = 0x040
 _PAGE_PROTNONE = 0x100  # pte_present() for the kernel, not the MMU (x86 reuses _PAGE_GLOBAL)
 _PAGE_NX = 0x200  # no-execute (x86: bit 63)
 _PAGE_SWP = 0x400  # non-present PTE holding a swap entry (hvsim)
+_PAGE_MARKER = 0x800  # non-present PTE holding a PTE marker (hvsim, see below)
 PTE_FLAGS_MASK = 0xFFF
+# PTE markers (include/linux/swapops.h): Linux stores them as swap entries of the type
+# SWP_PTE_MARKER; hvsim gives them their own non-present bit, so no swap path mistakes
+# one for a swap slot, with the marker bits above bit 12. A guard marker (6.13,
+# MADV_GUARD_INSTALL) makes a touch SIGSEGV and GUP fail with EFAULT; it is no page, so
+# it counts in no RSS counter.
+PTE_MARKER_UFFD_WP = 0x1
+PTE_MARKER_POISONED = 0x2
+PTE_MARKER_GUARD = 0x4
+PTE_GUARD = (PTE_MARKER_GUARD << 12) | _PAGE_MARKER
 PTE_PRESENT_MASK = _PAGE_PRESENT | _PAGE_PROTNONE
 
 MM_FILEPAGES = 0
@@ -61,6 +72,10 @@ def pte_present(pte: int) -> bool:
 
 def is_swap_pte(pte: int) -> bool:
     return bool(pte & _PAGE_SWP) and not pte & PTE_PRESENT_MASK
+
+
+def is_guard_pte(pte: int) -> bool:
+    return bool(pte & _PAGE_MARKER) and bool((pte >> PAGE_SHIFT) & PTE_MARKER_GUARD)
 
 
 def swp_entry_to_pte(entry: int) -> int:

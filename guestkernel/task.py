@@ -67,9 +67,12 @@ from .pgtable import (
 from .physmem import ZERO_PAGE, LazyPage
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
+    VM_DROPPABLE,
     VM_EXEC,
     VM_LOCKED,
     VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_SHARED,
     VM_READ,
     VM_WRITE,
     VMASet,
@@ -511,7 +514,8 @@ class Task:
                         if not vstart <= vpn < vend:
                             vma = mm.mm_mt.lookup(vpn << PAGE_SHIFT)
                             if (vma is not None and vma.vm_file is None
-                                    and vma.vm_flags & VM_WRITE and vma.vm_ops is None):
+                                    and vma.vm_flags & VM_WRITE and vma.vm_ops is None
+                                    and not vma.vm_flags & VM_DROPPABLE):
                                 cvma = vma
                                 vstart = vma.vm_start >> PAGE_SHIFT
                                 vend = vma.vm_end >> PAGE_SHIFT
@@ -694,6 +698,12 @@ class Task:
         return do_madvise(self, addr, length, advice)
 
     @_syscall()
+    def mseal(self, addr: int, length: int, flags: int = 0) -> int:
+        from .mseal import do_mseal
+
+        return do_mseal(self, addr, length, flags)
+
+    @_syscall()
     def mlock(self, addr: int, length: int) -> int:
         from .mlock import sys_mlock
 
@@ -851,6 +861,61 @@ class Task:
         self.files[fd] = f
         self.next_fd = fd + 1
         return fd
+
+    def _install_file(self, f: File) -> int:
+        f.get()
+        fd = self.next_fd  # the lowest free descriptor (alloc_fd from next_fd)
+        while fd in self.files:
+            fd += 1
+        self.files[fd] = f
+        self.next_fd = fd + 1
+        return fd
+
+    @_syscall(needs_mm=False)
+    def memfd_create(self, name: str, flags: int = 0) -> int:
+        """memfd_create (mm/memfd.c): an unlinked shmem file opened read-write, named
+        "memfd:NAME" ("/memfd:NAME (deleted)" in maps). Without MFD_ALLOW_SEALING it
+        carries F_SEAL_SEAL, so no seal can be added. Unknown flags or a name longer than
+        249 bytes: EINVAL. MFD_HUGETLB is not modelled (EINVAL)."""
+        known = U.MFD_CLOEXEC | U.MFD_ALLOW_SEALING | U.MFD_NOEXEC_SEAL | U.MFD_EXEC
+        if flags & ~known or flags & U.MFD_EXEC and flags & U.MFD_NOEXEC_SEAL:
+            raise U.err(U.EINVAL, "memfd_create")
+        if len(name.encode()) > 249:
+            raise U.err(U.EINVAL, "memfd_create")
+        inode = self.kernel.fs.new_shmem_inode(f"memfd:{name}", 0)
+        inode.name = f"/memfd:{name} (deleted)"
+        inode.seals = 0 if flags & (U.MFD_ALLOW_SEALING | U.MFD_NOEXEC_SEAL) else U.F_SEAL_SEAL
+        if flags & U.MFD_NOEXEC_SEAL:
+            inode.seals |= U.F_SEAL_EXEC
+        f = File(inode, U.O_RDWR, readable=True, writable=True)
+        return self._install_file(f)
+
+    @_syscall(needs_mm=False)
+    def fcntl(self, fd: int, cmd: int, arg: int = 0) -> int:
+        """fcntl: only the memfd seals (F_ADD_SEALS, F_GET_SEALS; memfd_fcntl). Adding a
+        seal needs a file opened for writing (EPERM), a shmem file (EINVAL), no
+        F_SEAL_SEAL (EPERM); F_SEAL_WRITE also no shared mapping that may write
+        (mapping_deny_writable: EBUSY)."""
+        f = self._file(fd)
+        if cmd not in (U.F_ADD_SEALS, U.F_GET_SEALS):
+            raise U.err(U.EINVAL, f"fcntl cmd {cmd}")
+        inode = getattr(f, "inode", None)
+        if inode is None or not inode.shmem:
+            raise U.err(U.EINVAL, "fcntl")
+        if cmd == U.F_GET_SEALS:
+            return inode.seals
+        if not f.writable:
+            raise U.err(U.EPERM, "fcntl")
+        if arg & ~(U.F_SEAL_SEAL | U.F_SEAL_SHRINK | U.F_SEAL_GROW | U.F_SEAL_WRITE
+                   | U.F_SEAL_FUTURE_WRITE | U.F_SEAL_EXEC):
+            raise U.err(U.EINVAL, "fcntl")
+        if inode.seals & U.F_SEAL_SEAL:
+            raise U.err(U.EPERM, "fcntl")
+        if arg & U.F_SEAL_WRITE and any(
+                v.vm_flags & VM_SHARED and v.vm_flags & VM_MAYWRITE for v in inode.mapping.i_mmap):
+            raise U.err(U.EBUSY, "fcntl")
+        inode.seals |= arg
+        return 0
 
     @_syscall(needs_mm=False)
     def close(self, fd: int) -> int:
@@ -1056,6 +1121,8 @@ class Task:
             return count
         if not f.writable:
             raise U.err(U.EBADF, "write")
+        if f.inode.seals & (U.F_SEAL_WRITE | U.F_SEAL_FUTURE_WRITE):
+            raise U.err(U.EPERM, "write")  # shmem_file_write_iter: a write-sealed memfd
         if count <= 0:
             return 0
         data = copy_from_user(self, buf, count)
@@ -1172,6 +1239,10 @@ class Task:
         f = self._file(fd)
         if f is _STDIO or length < 0 or not f.writable:
             raise U.err(U.EINVAL, "ftruncate")
+        seals = f.inode.seals
+        if seals and (length < f.inode.size and seals & U.F_SEAL_SHRINK
+                      or length > f.inode.size and seals & U.F_SEAL_GROW):
+            raise U.err(U.EPERM, "ftruncate")  # shmem_setattr
         _truncate(self.kernel, f.inode, length)
         return 0
 

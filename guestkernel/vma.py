@@ -13,7 +13,8 @@ Every change of attributes over a sub-range goes through the same two primitives
 rules allow, else split at the range's edges). The merge rules (section 3 of
 linux-mm.md):
 
-- flags equal ignoring VM_SOFTDIRTY, same `struct file`, same anon name, no vm_ops->close
+- flags equal ignoring VM_SOFTDIRTY and VM_MAYBE_GUARD (VM_IGNORE_MERGE; both sticky:
+  the merged VMA keeps them if any part had them), same `struct file`, same anon name, no vm_ops->close
   (SysV shm never merges), VM_SPECIAL never merges;
 - file offset continuity: prev.pgoff + pages(prev) == pgoff, pgoff + pglen == next.pgoff
   (private anonymous mappings use pgoff = addr >> PAGE_SHIFT, so they are continuous);
@@ -56,6 +57,7 @@ VM_MAYEXEC = 0x00000040
 VM_MAYSHARE = 0x00000080
 VM_GROWSDOWN = 0x00000100
 VM_PFNMAP = 0x00000400
+VM_MAYBE_GUARD = 0x00000800  # 6.18: guard markers were installed in this VMA (sticky)
 VM_LOCKED = 0x00002000
 VM_IO = 0x00004000
 VM_SEQ_READ = 0x00008000
@@ -74,11 +76,17 @@ VM_MIXEDMAP = 0x10000000
 VM_HUGEPAGE = 0x20000000
 VM_NOHUGEPAGE = 0x40000000
 VM_MERGEABLE = 0x80000000
+VM_DROPPABLE = 1 << 40  # 6.11 (64-bit: VM_HIGH_ARCH_8): MAP_DROPPABLE
+VM_SEALED = 1 << 42  # 6.10 (64-bit): mseal()ed
 
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 VM_MAY_FLAGS = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
+# flags a merge ignores (VM_IGNORE_MERGE); the sticky ones survive on the merged VMA if
+# any of the merged parts had them (VM_STICKY, 6.18)
+VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD
+VM_IGNORE_MERGE = VM_STICKY
 VM_STACK = VM_GROWSDOWN
 VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 VM_STACK_DEFAULT_FLAGS = VM_DATA_DEFAULT_FLAGS
@@ -87,11 +95,11 @@ VM_STACK_FLAGS = VM_STACK | VM_STACK_DEFAULT_FLAGS | VM_ACCOUNT
 VM_FLAG_NAMES = {
     VM_READ: "rd", VM_WRITE: "wr", VM_EXEC: "ex", VM_SHARED: "sh", VM_MAYREAD: "mr",
     VM_MAYWRITE: "mw", VM_MAYEXEC: "me", VM_MAYSHARE: "ms", VM_GROWSDOWN: "gd",
-    VM_PFNMAP: "pf", VM_LOCKED: "lo", VM_IO: "io", VM_SEQ_READ: "sr", VM_RAND_READ: "rr",
+    VM_PFNMAP: "pf", VM_MAYBE_GUARD: "gu", VM_LOCKED: "lo", VM_IO: "io", VM_SEQ_READ: "sr", VM_RAND_READ: "rr",
     VM_DONTCOPY: "dc", VM_DONTEXPAND: "de", VM_LOCKONFAULT: "lf", VM_ACCOUNT: "ac",
     VM_NORESERVE: "nr", VM_HUGETLB: "ht", VM_SYNC: "sf", VM_WIPEONFORK: "wf",
     VM_DONTDUMP: "dd", VM_SOFTDIRTY: "sd", VM_MIXEDMAP: "mm", VM_HUGEPAGE: "hg",
-    VM_NOHUGEPAGE: "nh", VM_MERGEABLE: "mg",
+    VM_NOHUGEPAGE: "nh", VM_MERGEABLE: "mg", VM_DROPPABLE: "dp", VM_SEALED: "sl",
 }
 
 
@@ -372,7 +380,7 @@ def split_vma(mm, vma: VMArea, addr: int, new_below: bool) -> VMArea:
 
 # --- merge rules --------------------------------------------------------------------------
 def is_mergeable_vma(vma: VMArea, flags: int, file, anon_name) -> bool:
-    if (vma.vm_flags ^ flags) & ~VM_SOFTDIRTY:
+    if (vma.vm_flags ^ flags) & ~VM_IGNORE_MERGE:
         return False
     if vma.vm_file is not file:
         return False
@@ -453,8 +461,10 @@ def vma_merge_new_range(mm, start: int, end: int, flags: int, file=None, pgoff: 
     if merge_prev and merge_next and not is_mergeable_anon_vma(prev.anon_vma, prev, nxt):
         merge_next = False
     if merge_prev:
+        prev.vm_flags |= flags & VM_STICKY
         if merge_next:
             _absorb_chains(prev, nxt)
+            prev.vm_flags |= nxt.vm_flags & VM_STICKY
             prev.vm_end = nxt.vm_end
             _remove_vma(mm, nxt)
         else:
@@ -463,6 +473,7 @@ def vma_merge_new_range(mm, start: int, end: int, flags: int, file=None, pgoff: 
     if merge_next:
         mt.set_start(nxt, start)
         nxt.vm_pgoff = pgoff
+        nxt.vm_flags |= flags & VM_STICKY
         return nxt
     return None
 
@@ -495,13 +506,16 @@ def vma_modify(mm, vma: VMArea, start: int, end: int, flags: int,
     if left and right and not is_mergeable_anon_vma(prev.anon_vma, prev, nxt):
         right = False
     whole = start == vma.vm_start and end == vma.vm_end
+    sticky = flags & VM_STICKY
     if left:
+        prev.vm_flags |= sticky
         if whole:
             _absorb_chains(prev, vma)
             prev.vm_end = vma.vm_end
             _remove_vma(mm, vma)
             if right:
                 _absorb_chains(prev, nxt)
+                prev.vm_flags |= nxt.vm_flags & VM_STICKY
                 prev.vm_end = nxt.vm_end
                 _remove_vma(mm, nxt)
             return prev
@@ -512,6 +526,7 @@ def vma_modify(mm, vma: VMArea, start: int, end: int, flags: int,
         mt.set_start(vma, end)
         return prev
     if right:
+        nxt.vm_flags |= sticky
         if whole:
             _absorb_chains(nxt, vma)
             nxt.vm_pgoff = vma.vm_pgoff

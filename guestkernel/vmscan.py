@@ -657,9 +657,18 @@ class Reclaim:
     def _free_isolated(self, page) -> bool:
         """__remove_mapping + free: a clean, unmapped page whose only reference is its
         cache's. Counts the course's arc 9."""
+        f = page.flags
+        if (f & PG_anon and not f & (PG_swapbacked | PG_swapcache | PG_dirty | PG_writeback)
+                and page._mapcount == -1 and page._count == 0):
+            # a lazily freed page (MADV_FREE, or VM_DROPPABLE) that try_to_unmap dropped:
+            # freed without I/O (shrink_folio_list, PGLAZYFREED)
+            self.vmstat["pglazyfreed"] += 1
+            page_restate(self.vmstat, page)
+            page_leave(self.vmstat, page, True)
+            free_user_page(self.kernel, page)
+            return True
         if page._mapcount != -1 or page._count != 1 or page.flags & (PG_dirty | PG_writeback):
             return False
-        f = page.flags
         vm = self.vmstat
         if f & PG_swapcache:
             page_restate(vm, page)

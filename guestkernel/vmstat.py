@@ -184,6 +184,7 @@ EVENT_ITEMS = (
     "pgactivate",
     "pgdeactivate",
     "pglazyfree",
+    "pglazyfreed",
     "pgfault",
     "pgmajfault",
     "pgrefill",
