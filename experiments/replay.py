@@ -254,6 +254,25 @@ for _n, _s in enumerate(_SIGNALS, start=1):
 CONSTANTS["SIGIOT"] = 6
 CONSTANTS["SIGPOLL"] = 29
 
+# resource limits (asm-generic/resource.h): the memory ones the guest models
+RLIMITS = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
+           "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
+           "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11,
+           "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15}
+MEMORY_RLIMITS = {"RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_MEMLOCK", "RLIMIT_AS"}
+CONSTANTS.update(RLIMITS)
+# capabilities (linux/capability.h), as strace prints them in capget/capset sets
+CAPABILITIES = {name: n for n, name in enumerate((
+    "CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_FSETID CAP_KILL "
+    "CAP_SETGID CAP_SETUID CAP_SETPCAP CAP_LINUX_IMMUTABLE CAP_NET_BIND_SERVICE "
+    "CAP_NET_BROADCAST CAP_NET_ADMIN CAP_NET_RAW CAP_IPC_LOCK CAP_IPC_OWNER CAP_SYS_MODULE "
+    "CAP_SYS_RAWIO CAP_SYS_CHROOT CAP_SYS_PTRACE CAP_SYS_PACCT CAP_SYS_ADMIN CAP_SYS_BOOT "
+    "CAP_SYS_NICE CAP_SYS_RESOURCE CAP_SYS_TIME CAP_SYS_TTY_CONFIG CAP_MKNOD CAP_LEASE "
+    "CAP_AUDIT_WRITE CAP_AUDIT_CONTROL CAP_SETFCAP CAP_MAC_OVERRIDE CAP_MAC_ADMIN CAP_SYSLOG "
+    "CAP_WAKE_ALARM CAP_BLOCK_SUSPEND CAP_AUDIT_READ CAP_PERFMON CAP_BPF "
+    "CAP_CHECKPOINT_RESTORE").split())}
+ALL_CAPS = frozenset(CAPABILITIES.values())
+
 MAP_FIXED = CONSTANTS["MAP_FIXED"]
 MAP_FIXED_NOREPLACE = CONSTANTS["MAP_FIXED_NOREPLACE"]
 MAP_ANONYMOUS = CONSTANTS["MAP_ANONYMOUS"]
@@ -405,6 +424,10 @@ def split_args(text: str) -> list[str]:
             if j < 0:
                 raise TraceSyntaxError("unterminated comment")
             i = j + 2
+            continue
+        if c == "<" and text.startswith("<<", i):
+            cur.append("<<")  # a shift (capability sets: 1<<CAP_CHOWN), not a -y path
+            i += 2
             continue
         if c == "<" and cur and cur[-1][-1:].isdigit():
             # -y path: runs to the first unescaped '>' (strace escapes '<' and '>' in it)
@@ -639,6 +662,53 @@ def parse_flags(tok: str) -> int:
     return value
 
 
+def parse_limit(tok: str) -> int:
+    """An rlim value as strace prints it: ``8192*1024``, ``RLIM64_INFINITY``, ``0``."""
+    tok = tok.strip()
+    if tok in ("RLIM64_INFINITY", "RLIM_INFINITY"):
+        return (1 << 64) - 1
+    value = 1
+    for part in tok.split("*"):
+        value *= parse_int(part)
+    return value
+
+
+def parse_struct(tok: str) -> dict[str, str]:
+    """``{rlim_cur=8192*1024, rlim_max=RLIM64_INFINITY}`` -> {field: text}."""
+    tok = tok.strip()
+    if not (tok.startswith("{") and tok.endswith("}")):
+        raise TraceSyntaxError(f"not a structure: {tok!r}")
+    out = {}
+    for item in split_args(tok[1:-1]):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise TraceSyntaxError(f"not a field: {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def parse_caps(tok: str) -> set[int]:
+    """A capability set: ``1<<CAP_CHOWN|1<<CAP_KILL``, ``0``, ``~(1<<CAP_X|...)``."""
+    tok = tok.strip()
+    if tok.startswith("~(") and tok.endswith(")"):
+        return set(ALL_CAPS) - parse_caps(tok[2:-1])
+    if tok in ("0", ""):
+        return set()
+    out = set()
+    for part in tok.split("|"):
+        part = part.strip()
+        if part.startswith("1<<"):
+            name = part[3:]
+            if name in CAPABILITIES:
+                out.add(CAPABILITIES[name])
+                continue
+            out.add(parse_int(name))
+            continue
+        value = parse_int(part)
+        out |= {n for n in range(64) if value >> n & 1}
+    return out
+
+
 def parse_fd(tok: str) -> tuple[int, str | None]:
     """``3</usr/lib/libc.so.6>`` -> (3, '/usr/lib/libc.so.6'); ``-1`` -> (-1, None)."""
     m = _FD_RE.match(tok.strip())
@@ -724,6 +794,8 @@ class Proc:
     memfds: dict = field(default_factory=dict)
     # recorded fd -> O_ACCMODE of the open/openat that made it, where the trace has it
     fd_modes: dict = field(default_factory=dict)
+    limits_seen: set = field(default_factory=set)  # RLIMIT_* read or set in this image
+    caps_seen: bool = False  # capget/capset seen in this image
     maps: str | None = None  # /proc/PID/maps just before exit
 
     @property
@@ -793,6 +865,7 @@ class Replayer:
         self.calls = 0
         self.divergences = 0
         self.outside = 0
+        self.root = False  # start the traced program as uid 0 with every capability
         self.relro = 0  # of the calls outside the trace: ld.so's RELRO mprotects
         self.quiet = False  # leave out the line of each RELRO mprotect
         self.unsupported: set[str] = set()
@@ -869,9 +942,15 @@ class Replayer:
             # (or a process strace attached to). Its image was set up by an execve we
             # replay as spawn.
             name = comm or (f"pid{pid}" if pid is not None else "traced")
-            proc = Proc(pid, name, task=self.kernel.spawn(name))
+            proc = Proc(pid, name, task=self._spawn(name))
             self._register(proc)
         return proc
+
+    def _spawn(self, name: str, **kw):
+        task = self.kernel.spawn(name, **kw)
+        if self.root and hasattr(task, "make_root"):
+            task.make_root()
+        return task
 
     def _task_of(self, forked):
         """fork() gives the child Task, or its pid (the Task is then kernel.tasks[pid])."""
@@ -956,7 +1035,7 @@ class Replayer:
             comm = os.path.basename(path) or path
             argv = _traced_argv(call, path)
             self.calls += 1
-            task = self.kernel.spawn(comm, argv=argv)
+            task = self._spawn(comm, argv=argv)
             self._register(Proc(call.pid, comm, task=task))
             return
         proc = self._proc(call.pid)
@@ -1006,6 +1085,8 @@ class Replayer:
         if err is None:
             proc.known = []
             proc.brk_synced = False
+            proc.limits_seen = set()
+            proc.caps_seen = False
         self._compare(call, proc, 0 if err is None else None, err)
 
     def _fork(self, call: Call, proc: Proc) -> None:
@@ -1024,7 +1105,8 @@ class Replayer:
         task = self._task_of(task)
         child = Proc(child_pid, proc.owner.comm, task=task,
                      known=[list(k) for k in proc.owner.known], brk_synced=True,
-                     memfds=dict(proc.owner.memfds), fd_modes=dict(proc.owner.fd_modes))
+                     memfds=dict(proc.owner.memfds), fd_modes=dict(proc.owner.fd_modes),
+                     limits_seen=set(proc.owner.limits_seen), caps_seen=proc.owner.caps_seen)
         self._register(child)
 
     _sys_fork = _sys_vfork = _sys_clone = _sys_clone3 = _fork
@@ -1260,6 +1342,96 @@ class Replayer:
     # strace before 6.10 does not know mseal (x86_64 number 462)
     _sys_syscall_0x1ce = _sys_mseal
 
+    # ---------------------------------------------------------------- limits, credentials
+    def _skip(self, what: str) -> None:
+        self.calls -= 1
+        self.skipped[what] = self.skipped.get(what, 0) + 1
+
+    def _limit_call(self, call: Call, proc: Proc, target: Proc, res_name: str,
+                    new: str | None, old: str | None) -> None:
+        """One prlimit64/setrlimit/getrlimit on ``target``. The limits a program starts
+        with come from whoever started it (a shell's ulimit), which the trace shows only
+        where the program reads them: the first read of a resource in a process image sets
+        the simulated limit to the recorded one; later ones are compared."""
+        if res_name not in MEMORY_RLIMITS:
+            self._skip(f"{call.name}({res_name})")
+            return
+        res = RLIMITS[res_name]
+        task = target.owner.task
+        rec = call.ret
+        if old is not None and old != "NULL" and not rec.failed:
+            f = parse_struct(old)
+            want = (parse_limit(f["rlim_cur"]), parse_limit(f["rlim_max"]))
+            if res not in target.owner.limits_seen:
+                task.rlimits[res] = list(want)
+            elif tuple(task.rlimits[res]) != want:
+                self._diverge(call, proc, f"simulated {res_name} {tuple(task.rlimits[res])}, "
+                                          f"trace says {want}")
+                return
+        target.owner.limits_seen.add(res)
+        if new is None or new == "NULL":
+            self._compare(call, proc, 0, None)
+            return
+        f = parse_struct(new)
+        value, err = self._sys(target, "prlimit", res,
+                               (parse_limit(f["rlim_cur"]), parse_limit(f["rlim_max"])))
+        self._compare(call, proc, 0 if err is None else None, err)
+
+    def _sys_prlimit64(self, call: Call, proc: Proc) -> None:
+        pid = parse_int(call.args[0])
+        target = proc if pid in (0, proc.pid) else self.procs.get(pid)
+        if target is None:
+            self._skip("prlimit64(another process)")
+            return
+        self._limit_call(call, proc, target, call.args[1].strip(), call.args[2],
+                         call.args[3] if len(call.args) > 3 else None)
+
+    def _sys_setrlimit(self, call: Call, proc: Proc) -> None:
+        self._limit_call(call, proc, proc, call.args[0].strip(), call.args[1], None)
+
+    def _sys_getrlimit(self, call: Call, proc: Proc) -> None:
+        self._limit_call(call, proc, proc, call.args[0].strip(), None, call.args[1])
+
+    _sys_ugetrlimit = _sys_getrlimit
+
+    def _sys_capget(self, call: Call, proc: Proc) -> None:
+        """capget: like a limit, the capabilities a program starts with are its
+        starter's; the first capget of a process image sets the simulated ones to what it
+        read, later ones are compared."""
+        if call.ret.failed or len(call.args) < 2 or call.args[1].strip() == "NULL":
+            self._skip("capget")
+            return
+        f = parse_struct(call.args[1])
+        eff, perm = parse_caps(f["effective"]), parse_caps(f["permitted"])
+        task = proc.owner.task
+        if not proc.owner.caps_seen:
+            proc.owner.caps_seen = True
+            task.caps, task.cap_permitted = set(eff), set(perm)
+        elif (task.caps, task.cap_permitted) != (eff, perm):
+            self._diverge(call, proc, "simulated capabilities differ: effective "
+                          f"{sorted(task.caps)}, permitted {sorted(task.cap_permitted)}")
+            return
+        self._compare(call, proc, 0, None)
+
+    def _sys_capset(self, call: Call, proc: Proc) -> None:
+        f = parse_struct(call.args[1])
+        proc.owner.caps_seen = True
+        value, err = self._sys(proc, "capset", parse_caps(f["effective"]),
+                               parse_caps(f["permitted"]))
+        self._compare(call, proc, value, err)
+
+    def _sys_setuid(self, call: Call, proc: Proc) -> None:
+        value, err = self._sys(proc, "setuid", parse_int(call.args[0]))
+        self._compare(call, proc, value, err)
+
+    def _sys_setresuid(self, call: Call, proc: Proc) -> None:
+        value, err = self._sys(proc, "setresuid", *(parse_int(a) for a in call.args[:3]))
+        self._compare(call, proc, value, err)
+
+    def _sys_setreuid(self, call: Call, proc: Proc) -> None:
+        value, err = self._sys(proc, "setreuid", *(parse_int(a) for a in call.args[:2]))
+        self._compare(call, proc, value, err)
+
     def _range_call(self, call: Call, proc: Proc, name: str, addr: int, length: int,
                     *rest) -> None:
         """Replay a call on [addr, addr+length), or only its parts the trace accounts for."""
@@ -1421,7 +1593,7 @@ def read_trace(path: str) -> Trace:
 
 
 def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool = False,
-                quiet: bool = False):
+                quiet: bool = False, root: bool = False):
     """Replay the trace at ``path`` in a fresh x86_64 guest; returns (calls, divergences).
     ``quiet`` leaves out the line of each ld.so RELRO mprotect outside the trace (their
     number is still given).
@@ -1435,6 +1607,7 @@ def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool 
         out(str(p))
     r = Replayer(kernel, out)
     r.quiet = quiet
+    r.root = root
     calls, divergences = r.run(trace)
     if r.outside:
         relro = f" ({r.relro} of them ld.so RELRO mprotects)" if r.relro else ""
@@ -1479,7 +1652,9 @@ def boot_guest(memory: str | int = "1GiB"):
               help="Guest physical memory (the guest is x86_64).")
 @click.option("--quiet", is_flag=True,
               help="Leave out the line of each ld.so RELRO mprotect outside the trace.")
-def replay(trace: str, show_maps: bool, memory: str, quiet: bool) -> None:
+@click.option("--root", is_flag=True,
+              help="Start the traced program as uid 0 with every capability (traced as root).")
+def replay(trace: str, show_maps: bool, memory: str, quiet: bool, root: bool) -> None:
     """Replay an strace log (strace -f -y -e trace=memory,process,ipc) in a fresh guest.
 
     Prints one line per divergence between the simulated and the recorded return values
@@ -1489,7 +1664,7 @@ def replay(trace: str, show_maps: bool, memory: str, quiet: bool) -> None:
     """
     try:
         _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps,
-                                     quiet=quiet)
+                                     quiet=quiet, root=root)
     except TraceFileError as e:
         click.echo(f"hvsim replay: {trace}: {e}", err=True)
         sys.exit(2)

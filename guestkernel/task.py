@@ -239,7 +239,9 @@ class Task:
             U.RLIMIT_AS: [U.RLIM_INFINITY, U.RLIM_INFINITY],
         }
         self.caps: set[int] = set()  # effective capabilities (CAP_IPC_LOCK off by default)
-        self.uid = 1000
+        self.cap_permitted: set[int] = set()  # what capset may raise the effective set to
+        self.uid = 1000  # effective uid
+        self.ruid = self.suid = 1000  # real and saved uids
         self.oom_score_adj = 0
         self.oom_victim = False  # chosen by the OOM killer: may use the memory reserves
         self.autoreap_children = False  # SIGCHLD ignored (init): children are reaped at exit
@@ -286,6 +288,77 @@ class Task:
 
     def capable(self, cap: int) -> bool:
         return cap in self.caps
+
+    def make_root(self) -> None:
+        """uid 0 with every capability, as a process started by root."""
+        self.uid = self.ruid = self.suid = 0
+        self.caps = set(U.ALL_CAPS)
+        self.cap_permitted = set(U.ALL_CAPS)
+
+    def capget(self) -> tuple[set[int], set[int]]:
+        """capget(2): (effective, permitted)."""
+        return set(self.caps), set(self.cap_permitted)
+
+    def capset(self, effective: set[int], permitted: set[int]) -> int:
+        """capset(2) on this task (cap_capset): permitted may only shrink, effective must
+        lie within the new permitted set (EPERM)."""
+        if not permitted <= self.cap_permitted or not effective <= permitted:
+            raise U.err(U.EPERM, "capset")
+        self.caps = set(effective)
+        self.cap_permitted = set(permitted)
+        return 0
+
+    def setresuid(self, ruid: int, euid: int, suid: int) -> int:
+        """setresuid(2) (-1 keeps a value); without CAP_SETUID each new id must be one of
+        the current three (EPERM)."""
+        old = (self.ruid, self.uid, self.suid)
+        new = tuple(o if _keep_id(n) else n for n, o in zip((ruid, euid, suid), old))
+        if not self.capable(U.CAP_SETUID) and any(n not in old for n, o in zip(new, old) if n != o):
+            raise U.err(U.EPERM, "setresuid")
+        self._set_uids(*new)
+        return 0
+
+    def _set_uids(self, ruid: int, euid: int, suid: int) -> None:
+        """Commit new ids; capabilities follow cap_emulate_setxuid: all three ids nonzero
+        after one was 0 -> permitted and effective cleared; euid 0 -> nonzero clears the
+        effective set; nonzero -> 0 raises it to the permitted set."""
+        old = (self.ruid, self.uid, self.suid)
+        new = (ruid, euid, suid)
+        self.ruid, self.uid, self.suid = new
+        if 0 in old and 0 not in new:
+            self.cap_permitted = set()
+            self.caps = set()
+        elif old[1] == 0 and new[1] != 0:
+            self.caps = set()
+        elif old[1] != 0 and new[1] == 0:
+            self.caps = set(self.cap_permitted)
+
+    def setuid(self, uid: int) -> int:
+        """setuid(2): with CAP_SETUID all three ids, else the effective one if it is the
+        real or saved id (EPERM otherwise)."""
+        if self.capable(U.CAP_SETUID):
+            self._set_uids(uid, uid, uid)
+        elif uid in (self.ruid, self.suid):
+            self._set_uids(self.ruid, uid, self.suid)
+        else:
+            raise U.err(U.EPERM, "setuid")
+        return 0
+
+    def setreuid(self, ruid: int, euid: int) -> int:
+        """setreuid(2): without CAP_SETUID the real id may become the effective one and the
+        effective one any of the three (EPERM); the saved id becomes the new effective one
+        when the real one is set or the effective one differs from the old real one."""
+        r, e, s_ = self.ruid, self.uid, self.suid
+        nr = r if _keep_id(ruid) else ruid
+        ne = e if _keep_id(euid) else euid
+        if not self.capable(U.CAP_SETUID):
+            if not _keep_id(ruid) and ruid not in (r, e):
+                raise U.err(U.EPERM, "setreuid")
+            if not _keep_id(euid) and euid not in (r, e, s_):
+                raise U.err(U.EPERM, "setreuid")
+        ns = ne if not _keep_id(ruid) or (not _keep_id(euid) and euid != r) else s_
+        self._set_uids(nr, ne, ns)
+        return 0
 
     # -- signals and exit --------------------------------------------------------------------
     def fatal_signal_pending(self) -> bool:
@@ -743,7 +816,8 @@ class Task:
         child = Task(k, _alloc_pid(k), self.comm, parent=self)
         child.rlimits = {r: list(v) for r, v in self.rlimits.items()}
         child.caps = set(self.caps)
-        child.uid = self.uid
+        child.cap_permitted = set(self.cap_permitted)
+        child.uid, child.ruid, child.suid = self.uid, self.ruid, self.suid
         child.oom_score_adj = self.oom_score_adj
         child.files = {}
         for fd, f in self.files.items():
@@ -1265,6 +1339,10 @@ def _truncate(kernel, inode, length: int) -> None:
         if inode.hole_from is None or length < inode.hole_from:
             inode.hole_from = length
     inode.size = length
+
+
+def _keep_id(n: int) -> bool:
+    return n == -1 or n == (1 << 32) - 1
 
 
 def _alloc_pid(kernel) -> int:

@@ -167,9 +167,12 @@ DEFAULT_RLIMIT_STACK = 8 << 20  # bytes (_STK_LIM)
 DEFAULT_RLIMIT_MEMLOCK = 8 << 20  # bytes (MLOCK_LIMIT, 6.x)
 
 # --- capabilities ---------------------------------------------------------------------
+CAP_SETUID = 7
 CAP_IPC_LOCK = 14
 CAP_SYS_ADMIN = 21
 CAP_SYS_RESOURCE = 24
+CAP_LAST_CAP = 40  # CAP_CHECKPOINT_RESTORE (6.x)
+ALL_CAPS = frozenset(range(CAP_LAST_CAP + 1))  # what root's processes start with
 
 # --- errno (Linux values; the `errno` module of a Linux host has the same) -------------
 EPERM = _errno.EPERM

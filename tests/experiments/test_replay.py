@@ -777,7 +777,8 @@ def test_bad_memory_option_and_stray_bytes(tmp_path, monkeypatch):
 # mprotects of the executable and of ld.so, both mapped by execve itself.
 OUTSIDE = {"malloc_mix": [12, 13], "fork_shm": [12, 13], "static_true": [7], "fork_shm_nof": [12, 13],
            "threads_spawn": [12, 13, 46, 47], "edge_calls": [17, 18, 63, 64], "segv": [7],
-           "new_mm": [26, 27]}
+           "new_mm": [26, 27], "limits_priv": [14, 15]}
+ROOT = {"limits_priv"}  # traced as root: replayed with --root
 
 
 def _guest_gap(name: str) -> str | None:
@@ -813,9 +814,10 @@ def _maps_gap(name: str) -> str | None:
     return None
 
 
-def _replay(name: str) -> tuple[int, int, list[str]]:
+def _replay(name: str, root: bool | None = None) -> tuple[int, int, list[str]]:
     out: list[str] = []
-    n, m = R.replay_file(str(TRACES / f"{name}.trace"), memory="256MiB", out=out.append, maps=True)
+    n, m = R.replay_file(str(TRACES / f"{name}.trace"), memory="256MiB", out=out.append, maps=True,
+                         root=name in ROOT if root is None else root)
     return n, m, out
 
 
@@ -915,6 +917,7 @@ def _special_shape(lines) -> list[tuple[str, int, str]]:
         ("fork_shm", 18852, "fork_shm.maps.child", "/tmp/fork_shm"),
         ("threads_spawn", 21069, "threads_spawn.maps", "/tmp/threads_spawn"),
         ("edge_calls", 23553, "edge_calls.maps", "/tmp/edge/edge_calls"),
+        ("limits_priv", 25271, "limits_priv.maps", "/tmp/aspace/limits_priv"),
     ],
 )
 def test_replayed_maps_equal_the_real_process_maps_outside_execve_mappings(name, pid, maps, exe):
@@ -989,13 +992,12 @@ def test_new_mm_replays_guards_mseal_droppable_memfd_and_multi_vma_mremap():
     # 0x8: each result of the real kernel must come out of the guest
     calls_, divergences, out = _replay("new_mm")
     assert divergences == 0, "\n".join(out)
-    assert calls_ == 117
+    assert calls_ == 118
     # the calls not modelled are listed with their counts, most frequent first
     skipped = [line for line in out if "not modelled" in line]
     assert skipped == [
-        "29 lines of system calls not modelled, skipped: read 12, close 4, set_robust_list 3, "
-        "newfstatat 2, pread64 2, access 1, arch_prctl 1, prlimit64 1, rseq 1, "
-        "set_tid_address 1, write 1"]
+        "28 lines of system calls not modelled, skipped: read 12, close 4, set_robust_list 3, "
+        "newfstatat 2, pread64 2, access 1, arch_prctl 1, rseq 1, set_tid_address 1, write 1"]
 
 
 def _smaps_flags(text: str) -> dict:
@@ -1056,3 +1058,37 @@ def test_memfd_return_value_and_mseal_syscall_number_parse():
     a, b = tr.events
     assert a.name == "memfd_create" and a.ret.value == 5
     assert b.name == "syscall_0x1ce" and b.args[:3] == ["0x7f62d2858000", "0x2000", "0"]
+
+
+# --------------------------------------------------------------------------- limits, privileges
+def test_limits_capabilities_and_uid_changes_replay_under_root():
+    # limits_priv.trace was recorded as root: with --root every result comes out of the
+    # guest (prlimit64 of the four memory limits, capget/capset, setuid dropping the
+    # capabilities); started as an ordinary user instead, mlock beyond RLIMIT_MEMLOCK at
+    # line 20 fails without CAP_IPC_LOCK, and setuid(0) at line 53 succeeds because the
+    # process never was root (its ids never held a 0, so its capabilities stayed)
+    calls_, divergences, out = _replay("limits_priv", root=True)
+    assert (calls_, divergences) == (52, 0), "\n".join(out)
+    _, divergences, out = _replay("limits_priv", root=False)
+    lines = [line.split(":")[0] for line in out if "simulated" in line]
+    assert (divergences, lines) == (2, ["line 20", "line 53"])
+
+
+def test_capability_sets_and_limits_parse():
+    assert R.parse_caps("1<<CAP_CHOWN|1<<CAP_IPC_LOCK") == {0, 14}
+    assert R.parse_caps("0") == set()
+    assert R.parse_caps("~(1<<CAP_SYS_RESOURCE)") == set(range(41)) - {24}
+    assert R.parse_limit("8192*1024") == 8 << 20
+    assert R.parse_limit("RLIM64_INFINITY") == (1 << 64) - 1
+    assert R.split_args("{version=_LINUX_CAPABILITY_VERSION_3, pid=0}, "
+                        "{effective=1<<CAP_CHOWN|1<<CAP_KILL, permitted=0, inheritable=0}") == [
+        "{version=_LINUX_CAPABILITY_VERSION_3, pid=0}",
+        "{effective=1<<CAP_CHOWN|1<<CAP_KILL, permitted=0, inheritable=0}"]
+
+
+def test_root_flag_on_the_command_line():
+    res = CliRunner().invoke(R.replay, [str(TRACES / "limits_priv.trace"), "--root", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == "52 calls, 0 divergences"
+    res = CliRunner().invoke(R.replay, [str(TRACES / "limits_priv.trace")])
+    assert res.exit_code == 1

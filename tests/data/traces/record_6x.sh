@@ -8,3 +8,11 @@ set -e
 here=$(dirname "$0")
 gcc -O0 -Wall -o new_mm "$here/new_mm.c"
 strace -f -y -o new_mm.trace ./new_mm new_mm.smaps
+#   limits_priv.trace, .maps     prlimit64 (RLIMIT_MEMLOCK, _AS, _DATA, _STACK), capget/
+#                                capset dropping CAP_IPC_LOCK, setuid to nobody; recorded
+#                                with the README's strace line (this machine's root has no
+#                                CAP_SYS_RESOURCE: see its capget)
+gcc -O0 -Wall -o limits_priv "$here/limits_priv.c"
+touch limits_priv.maps && chmod 666 limits_priv.maps   # nobody writes it after setuid
+strace -f -y -e trace=%memory,%process,%ipc,%creds,prlimit64,setrlimit,getrlimit,openat,memfd_create,fcntl,ftruncate \
+    -o limits_priv.trace ./limits_priv limits_priv.maps
