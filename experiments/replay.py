@@ -2,8 +2,9 @@
 
 `hvsim replay TRACE` reads a log written by
 
-    strace -f -y -e trace=memory,process,ipc -o TRACE CMD
+    strace -f -y -e trace=%memory,%process,%ipc,%creds,prlimit64,setrlimit,getrlimit,openat,memfd_create,fcntl,ftruncate -o TRACE CMD
 
+(logs of ``-e trace=memory,process,ipc``, or of every call, replay as well)
 (with or without -f; -t/-tt/-ttt/-r timestamps, -T durations, -n syscall numbers and -i
 instruction pointers are tolerated) and replays
 every brk, mmap, munmap, mprotect, mremap, madvise, mlock, mlock2, munlock, mlockall,
@@ -61,10 +62,30 @@ What the trace cannot show
       value: both runs must succeed, and the recorded value is mapped to the simulated one
       for the later lines that use it.
     - A failed execve is not replayed (the simulated file system holds no executables).
+    - System calls the replayer does not model are counted and listed at the end.
     - Threads and vfork children (CLONE_VM) share their parent's simulated process; a
       CLONE_VM child that is not a thread (vfork, posix_spawn) and calls execve becomes a
       process of its own (fork then execve: the fork's copy is dropped by the execve).
-    - The traced command's first execve is replayed as `kernel.spawn(name)`: a static
+    - Real executables (``hvsim replay``; `Replayer.executables`): when the traced
+      binary (its path as traced, relative to the working directory -y shows after
+      AT_FDCWD, or beside the trace file) and its ELF interpreter exist on this machine,
+      execve maps them as fs/binfmt_elf.c does (guestkernel.binfmt_elf). Where the real
+      kernel put them is read from the trace: ld.so's RELRO mprotect of each (the one of
+      the image's PT_GNU_RELRO length outside every traced mapping), else the layout
+      without randomisation (setarch -R); the RELRO mprotects are then replayed and
+      compared like any call. Otherwise the stand-in below stays.
+    - Placement (``--placement kernel``): instead of MAP_FIXED_NOREPLACE at the recorded
+      address, an mmap, mremap or shmat that let the kernel choose is replayed as
+      recorded; each address the guest chose differently (and a heap start that differs
+      at the first brk) is one line, and the mapping is then moved where the trace has
+      it so the replay stays in step. A trace of a dynamically linked program recorded
+      under ``setarch -R`` replays with 0 differences.
+    - Credentials and limits: setuid/setresuid/setreuid, capset, prlimit64/setrlimit of
+      RLIMIT_MEMLOCK, _AS, _DATA and _STACK are replayed; what the program started with
+      is its starter's: ``--root`` starts it as uid 0 with every capability, and the first
+      capget, or the first read of a limit, in a process image sets the simulated state
+      to what the trace shows. Other limits are listed as skipped.
+    - The traced command's first execve, otherwise, is replayed as `kernel.spawn(name)`: a static
       binary at the guest's own addresses (text at 0x400000, [vvar], [vvar_vclock] and
       [vdso] just below the guest's mmap_base, stack at the top), which ``--maps`` shows
       in place of the real executable, loader and vdso (the real vdso's sizes and rights,
@@ -866,6 +887,15 @@ class Replayer:
         self.divergences = 0
         self.outside = 0
         self.root = False  # start the traced program as uid 0 with every capability
+        # map the traced executable and its ELF interpreter when this machine has them
+        # (hvsim replay does; off by default so that a simulation's results never depend
+        # on what the host has installed)
+        self.executables = False
+        self.placement = "trace"  # or "kernel": the guest chooses every address itself
+        self.placement_differences = 0
+        self.trace_dir: str | None = None  # where to look for an executable too
+        self.cwd: str | None = None  # the traced program's working directory
+        self.images: dict[int, list] = {}  # execve line -> the events of that image
         self.relro = 0  # of the calls outside the trace: ld.so's RELRO mprotects
         self.quiet = False  # leave out the line of each RELRO mprotect
         self.unsupported: set[str] = set()
@@ -881,8 +911,23 @@ class Replayer:
         return self.calls, self.divergences
 
     def prepare(self, trace: Trace) -> None:
-        """Read what the whole trace implies before the first event (file sizes)."""
+        """Read what the whole trace implies before the first event: file sizes, the
+        working directory (-y prints it after AT_FDCWD), and each execve's events up to
+        the image's end (where the real kernel put the executable and the loader)."""
         self._scan_file_sizes(trace)
+        image: dict = {}
+        for ev in trace.events:
+            if not isinstance(ev, Call):
+                continue
+            if self.cwd is None:
+                for a in ev.args:
+                    if a.startswith("AT_FDCWD<") and a.endswith(">"):
+                        self.cwd = a[len("AT_FDCWD<"):-1]
+                        break
+            if ev.name == "execve" and not ev.ret.failed:
+                image[ev.pid] = self.images[ev.lineno] = []
+            elif ev.pid in image:
+                image[ev.pid].append(ev)
 
     def apply(self, event) -> None:
         """Replay one event (a workload can spread them over simulated time)."""
@@ -989,15 +1034,111 @@ class Replayer:
             "(touches memory no traced call mapped, e.g. mapped by execve)"
         )
 
-    def _sys(self, proc: Proc, name: str, *args):
+    def _sys(self, proc: Proc, name: str, *args, **kw):
         """Call task.<name>(*args): returns (value, None) or (None, errno)."""
         fn = getattr(proc.owner.task, name, None)
         if fn is None:
             raise _Unsupported(name)
         try:
-            return fn(*args), None
+            return fn(*args, **kw), None
         except OSError as e:
             return None, e.errno
+
+    # ---------------------------------------------------------------- real executables
+    def _host_file(self, path: str) -> str | None:
+        """The file on this machine the traced path names: absolute, or relative to the
+        traced program's working directory, or (for a fixture) beside the trace file."""
+        cands = [path] if os.path.isabs(path) else []
+        if not os.path.isabs(path) and self.cwd:
+            cands.append(os.path.join(self.cwd, path))
+        if self.trace_dir:
+            cands.append(os.path.join(self.trace_dir, os.path.basename(path)))
+        for c in cands:
+            if os.path.isfile(c):
+                return c
+        return None
+
+    def _read_elf(self, host: str, name: str):
+        from guestkernel.binfmt_elf import ElfError, parse_elf
+
+        try:
+            size = os.path.getsize(host)
+            with open(host, "rb") as f:
+                data = f.read(1 << 20)
+            return parse_elf(name, data, size)
+        except (OSError, ElfError):
+            return None
+
+    def _elf_layout(self, call: Call, path: str) -> tuple[dict | None, str]:
+        """The real executable and interpreter of an execve, as binfmt_elf maps them, or
+        (None, why not). Their places: the defaults without randomisation under
+        --placement kernel; otherwise where the trace shows the real kernel put them,
+        found from the RELRO mprotect ld.so made on each (the one of the right length
+        outside every traced mapping: the lowest address for the executable, the highest
+        for the loader), or the defaults if the trace has none (setarch -R)."""
+        if not self.executables:
+            return None, "real executables off"
+        host = self._host_file(path)
+        if host is None:
+            return None, "not on this machine"
+        name = os.path.normpath(os.path.join(self.cwd, path)) if self.cwd else os.path.realpath(host)
+        exe = self._read_elf(host, name)
+        if exe is None:
+            return None, "not an x86-64 ELF executable"
+        interp = None
+        if exe.interp is not None:
+            ihost = exe.interp if os.path.isfile(exe.interp) else None
+            interp = self._read_elf(ihost, os.path.realpath(ihost)) if ihost else None
+            if interp is None:
+                return None, f"its interpreter {exe.interp} is not on this machine"
+        layout = {"exe": exe, "interp": interp}
+        if self.placement == "kernel":
+            return layout, ""
+        events = self.images.get(call.lineno, [])
+        mapped: list = []
+        relro: list = []
+        for ev in events:
+            if ev.ret.failed or ev.ret.value is None:
+                continue
+            try:
+                if ev.name in ("mmap", "mmap2") and len(ev.args) > 1:
+                    mapped.append((ev.ret.value, ev.ret.value + _page_align(parse_int(ev.args[1]))))
+                elif ev.name == "mprotect" and len(ev.args) > 2 and ev.args[2].strip() == "PROT_READ":
+                    relro.append((parse_int(ev.args[0]), _page_align(parse_int(ev.args[1]))))
+            except TraceSyntaxError:
+                continue
+        outside = [(a, n) for a, n in relro if not any(s <= a < e for s, e in mapped)]
+
+        def find(img, pick):
+            r = img.relro_range(0)
+            if r is None:
+                return None
+            cands = [a - r[0] for a, n in outside if n == r[1] - r[0] and not (a - r[0]) % PAGE_SIZE]
+            return pick(cands) if cands else None
+
+        from guestkernel.binfmt_elf import ET_DYN
+
+        if exe.e_type == ET_DYN:
+            bias = find(exe, min)
+            if bias is not None:
+                layout["load_bias"] = bias
+        if interp is not None:
+            ibias = find(interp, max)
+            if ibias is not None:
+                layout["interp_bias"] = ibias
+        return layout, ""
+
+    def _known_image(self, proc: Proc, layout: dict) -> None:
+        """The executable's and the loader's spans are accounted for: calls on them
+        (ld.so's RELRO mprotects) are replayed and compared."""
+        task = proc.owner.task
+        for v in task.mm.mm_mt.vmas:
+            f = v.vm_file
+            if f is not None and f.inode.path in (layout["exe"].path, getattr(layout.get("interp"), "path", None)):
+                _add(proc.owner.known, v.vm_start, v.vm_end)
+            elif f is None and v.vm_ops is None and v.vm_end <= task.mm.start_brk and (
+                    v.vm_start >= task.mm.end_data):
+                _add(proc.owner.known, v.vm_start, v.vm_end)  # the bss
 
     def _compare(self, call: Call, proc: Proc, value, err, *, identity=False) -> bool:
         """Compare a simulated result with the recorded one; True if they agree."""
@@ -1035,8 +1176,20 @@ class Replayer:
             comm = os.path.basename(path) or path
             argv = _traced_argv(call, path)
             self.calls += 1
-            task = self._spawn(comm, argv=argv)
-            self._register(Proc(call.pid, comm, task=task))
+            layout, _ = self._elf_layout(call, path)
+            if layout is not None:
+                try:
+                    task = self._spawn(comm, argv=argv, elf=layout)
+                except OSError as e:
+                    self.out(f"line {call.lineno}: {_render(call)}: the real executable "
+                             f"cannot be laid out ({e}); a stand-in image is used")
+                    layout = None
+            if layout is None:
+                task = self._spawn(comm, argv=argv)
+            proc = Proc(call.pid, comm, task=task)
+            self._register(proc)
+            if layout is not None:
+                self._known_image(proc, layout)
             return
         proc = self._proc(call.pid)
         if proc.exited:
@@ -1078,15 +1231,25 @@ class Replayer:
                 self.order[self.order.index(leader)] = proc
                 self.procs.pop(leader.pid, None)
         proc.comm = comm
-        fs = getattr(self.kernel, "fs", None)
-        if fs is not None and hasattr(fs, "create") and fs.lookup(path) is None:
-            fs.create(path, 0)  # the trace shows it exists; its mappings are execve's own
-        value, err = self._sys(proc, "execve", path, _traced_argv(call, path))
+        layout, _ = self._elf_layout(call, path)
+        value = err = None
+        if layout is not None:
+            value, err = self._sys(proc, "execve", layout["exe"].path, _traced_argv(call, path),
+                                   elf=layout)
+            if err is not None:
+                layout = None
+        if layout is None:
+            fs = getattr(self.kernel, "fs", None)
+            if fs is not None and hasattr(fs, "create") and fs.lookup(path) is None:
+                fs.create(path, 0)  # the trace shows it exists; its mappings are execve's own
+            value, err = self._sys(proc, "execve", path, _traced_argv(call, path))
         if err is None:
             proc.known = []
             proc.brk_synced = False
             proc.limits_seen = set()
             proc.caps_seen = False
+            if layout is not None:
+                self._known_image(proc, layout)
         self._compare(call, proc, 0 if err is None else None, err)
 
     def _fork(self, call: Call, proc: Proc) -> None:
@@ -1187,6 +1350,10 @@ class Replayer:
         if not owner.brk_synced:
             owner.brk_synced = True
             if rec is not None and addr <= rec:  # brk(NULL) or a failed/shrinking call
+                mm = getattr(owner.task, "mm", None)
+                if (self.placement == "kernel" and mm is not None
+                        and getattr(mm, "brk", rec) != rec):
+                    self._misplaced(call, proc, mm.brk)
                 self._set_brk_base(owner, rec)
         task = owner.task
         old = getattr(getattr(task, "mm", None), "brk", None)
@@ -1214,8 +1381,12 @@ class Replayer:
         fd, path = parse_fd(a[4])
         offset = parse_int(a[5])
         rec = call.ret
+        choose = False  # the guest places it (--placement kernel)
         if not rec.failed and rec.value is not None and not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-            addr, flags = rec.value, flags | MAP_FIXED_NOREPLACE
+            if self.placement == "kernel":
+                choose = True
+            else:
+                addr, flags = rec.value, flags | MAP_FIXED_NOREPLACE
         sim_fd = -1
         held = False
         if not flags & MAP_ANONYMOUS and fd >= 0:
@@ -1228,11 +1399,23 @@ class Replayer:
                 return
         try:
             value, err = self._sys(proc, "mmap", addr, length, prot, flags, sim_fd, offset)
+            if choose and err is None and value != rec.value:
+                self._misplaced(call, proc, value)
+                # back in step with the trace: the mapping goes where the real one was
+                self._sys(proc, "munmap", value, length)
+                value, err = self._sys(proc, "mmap", rec.value, length, prot,
+                                       flags | MAP_FIXED_NOREPLACE, sim_fd, offset)
         finally:
             if sim_fd >= 0 and not held:
                 self._sys(proc, "close", sim_fd)
         if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
             _add(proc.owner.known, rec.value, rec.value + _page_align(length))
+
+    def _misplaced(self, call: Call, proc: Proc, value) -> None:
+        """--placement kernel: the guest chose another address than the real kernel."""
+        self.placement_differences += 1
+        self.out(f"line {call.lineno}: {proc.label}: {_render(call)}: placed at "
+                 f"{_fmt(value, None)} by the guest")
 
     _sys_mmap2 = _sys_mmap
 
@@ -1485,14 +1668,22 @@ class Replayer:
         if not whole and not rec.failed:
             self._outside(call, proc)
             return
+        choose = False
         if (not rec.failed and rec.value is not None and rec.value != old
                 and not flags & MREMAP_FIXED):
-            flags |= MREMAP_MAYMOVE | MREMAP_FIXED
-            new_addr = rec.value
+            if self.placement == "kernel":
+                choose = True
+            else:
+                flags |= MREMAP_MAYMOVE | MREMAP_FIXED
+                new_addr = rec.value
         if flags & MREMAP_FIXED:
             value, err = self._sys(proc, "mremap", old, old_size, new_size, flags, new_addr)
         else:
             value, err = self._sys(proc, "mremap", old, old_size, new_size, flags)
+        if choose and err is None and value != rec.value:
+            self._misplaced(call, proc, value)
+            value, err = self._sys(proc, "mremap", value, new_size, new_size,
+                                   MREMAP_MAYMOVE | MREMAP_FIXED, rec.value)
         if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
             _add(known, rec.value, rec.value + _page_align(new_size))
 
@@ -1519,9 +1710,14 @@ class Replayer:
             sim_id = rec_id  # replay the failure as recorded
         else:
             sim_id = self.shm_ids[rec_id]
-        if not rec.failed and rec.value is not None and addr == 0:
+        choose = self.placement == "kernel" and addr == 0
+        if not rec.failed and rec.value is not None and addr == 0 and not choose:
             addr = rec.value
         value, err = self._sys(proc, "shmat", sim_id, addr, flags)
+        if choose and err is None and not rec.failed and value != rec.value:
+            self._misplaced(call, proc, value)
+            self._sys(proc, "shmdt", value)
+            value, err = self._sys(proc, "shmat", sim_id, rec.value, flags)
         if self._compare(call, proc, value, err) and not rec.failed and rec.value is not None:
             size = _page_align(self.shm_sizes.get(rec_id, 0))
             _add(proc.owner.known, rec.value, rec.value + size)
@@ -1593,7 +1789,8 @@ def read_trace(path: str) -> Trace:
 
 
 def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool = False,
-                quiet: bool = False, root: bool = False):
+                quiet: bool = False, root: bool = False, placement: str = "trace",
+                executables: bool = True):
     """Replay the trace at ``path`` in a fresh x86_64 guest; returns (calls, divergences).
     ``quiet`` leaves out the line of each ld.so RELRO mprotect outside the trace (their
     number is still given).
@@ -1608,10 +1805,15 @@ def replay_file(path: str, *, memory: str | int = "1GiB", out=print, maps: bool 
     r = Replayer(kernel, out)
     r.quiet = quiet
     r.root = root
+    r.placement = placement
+    r.executables = executables
+    r.trace_dir = os.path.dirname(os.path.abspath(path))
     calls, divergences = r.run(trace)
     if r.outside:
         relro = f" ({r.relro} of them ld.so RELRO mprotects)" if r.relro else ""
         out(f"{r.outside} calls outside the trace{relro}")
+    if placement == "kernel":
+        out(f"{r.placement_differences} placement differences")
     if r.skipped:
         listed = ", ".join(f"{n} {c}" for n, c in sorted(r.skipped.items(),
                                                          key=lambda x: (-x[1], x[0])))
@@ -1654,7 +1856,12 @@ def boot_guest(memory: str | int = "1GiB"):
               help="Leave out the line of each ld.so RELRO mprotect outside the trace.")
 @click.option("--root", is_flag=True,
               help="Start the traced program as uid 0 with every capability (traced as root).")
-def replay(trace: str, show_maps: bool, memory: str, quiet: bool, root: bool) -> None:
+@click.option("--placement", type=click.Choice(["trace", "kernel"]), default="trace",
+              show_default=True,
+              help="trace: every mapping goes where the trace says; kernel: the guest "
+                   "chooses each address itself and each one that differs is reported.")
+def replay(trace: str, show_maps: bool, memory: str, quiet: bool, root: bool,
+           placement: str) -> None:
     """Replay an strace log (strace -f -y -e trace=memory,process,ipc) in a fresh guest.
 
     Prints one line per divergence between the simulated and the recorded return values
@@ -1664,7 +1871,7 @@ def replay(trace: str, show_maps: bool, memory: str, quiet: bool, root: bool) ->
     """
     try:
         _, divergences = replay_file(trace, memory=memory, out=click.echo, maps=show_maps,
-                                     quiet=quiet, root=root)
+                                     quiet=quiet, root=root, placement=placement)
     except TraceFileError as e:
         click.echo(f"hvsim replay: {trace}: {e}", err=True)
         sys.exit(2)

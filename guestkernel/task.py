@@ -852,7 +852,15 @@ class Task:
         bss sizes and start_brk/stack_top/mmap_base."""
         from .fork import load_static_binary
 
-        load_static_binary(self, path, argv=argv, envp=envp, **layout)
+        elf = layout.pop("elf", None)
+        if elf is not None:
+            # a real ELF executable (binfmt_elf.load_elf_binary): elf = dict(exe=ElfImage,
+            # interp=ElfImage or None, load_bias=..., interp_bias=..., start_brk=...)
+            from .binfmt_elf import load_elf_binary
+
+            load_elf_binary(self, path, argv=argv, envp=envp, **elf)
+        else:
+            load_static_binary(self, path, argv=argv, envp=envp, **layout)
         for fd in [fd for fd, f in self.files.items()
                    if f is not _STDIO and f.flags & U.O_CLOEXEC]:
             self.files.pop(fd).put()
@@ -1366,13 +1374,22 @@ def spawn(kernel, name: str, **layout) -> Task:
     if pid == 1:
         task.autoreap_children = True
     path = "/sbin/init" if name == "init" else f"/bin/{name}"
-    text = layout.get("text", DEFAULT_TEXT)
-    data = layout.get("data", DEFAULT_DATA)
-    kernel.fs.create(path, PAGE_ALIGN(text) + data)
+    elf = layout.pop("elf", None)
+    if elf is None:
+        text = layout.get("text", DEFAULT_TEXT)
+        data = layout.get("data", DEFAULT_DATA)
+        kernel.fs.create(path, PAGE_ALIGN(text) + data)
+    else:
+        path = elf["exe"].path
     task._kdepth += 1
     try:
         layout.setdefault("argv", [path])
-        load_static_binary(task, path, **layout)
+        if elf is not None:
+            from .binfmt_elf import load_elf_binary
+
+            load_elf_binary(task, path, argv=layout.get("argv"), envp=layout.get("envp"), **elf)
+        else:
+            load_static_binary(task, path, **layout)
     except BaseException:
         task.state = "dead"
         _slab_free(kernel, "files_cache", task.files_slab)
@@ -1398,8 +1415,8 @@ def _vma_name(mm, vma) -> str | None:
     ops = vma.vm_ops
     if ops is not None and hasattr(ops, "name"):
         return ops.name(vma)
-    if vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
-        return "[heap]"
+    if vma.vm_start < mm.brk and vma.vm_end > mm.start_brk:
+        return "[heap]"  # vma_is_initial_heap (6.x): strict, so a bss VMA ending at start_brk is not
     if vma.vm_start <= mm.start_stack <= vma.vm_end:
         return "[stack]"
     if vma.anon_name is not None:

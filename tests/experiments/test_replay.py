@@ -814,10 +814,14 @@ def _maps_gap(name: str) -> str | None:
     return None
 
 
-def _replay(name: str, root: bool | None = None) -> tuple[int, int, list[str]]:
+def _replay(name: str, root: bool | None = None, executables: bool = False,
+            placement: str = "trace") -> tuple[int, int, list[str]]:
+    # real executables off by default: what this machine has installed must not change
+    # these results (the tests of binfmt_elf's layout below ship their binaries)
     out: list[str] = []
     n, m = R.replay_file(str(TRACES / f"{name}.trace"), memory="256MiB", out=out.append, maps=True,
-                         root=name in ROOT if root is None else root)
+                         root=name in ROOT if root is None else root, executables=executables,
+                         placement=placement)
     return n, m, out
 
 
@@ -1018,6 +1022,7 @@ def test_new_mm_smaps_vmflags_equal_the_real_ones_where_traced_calls_mapped():
     trace = R.read_trace(str(TRACES / "new_mm.trace"))
     k = R.boot_guest("256MiB")
     r = Replayer(k, [].append)
+    r.executables = False
     r.prepare(trace)
     sim = None
     for ev in trace.events:
@@ -1092,3 +1097,87 @@ def test_root_flag_on_the_command_line():
     assert res.output.splitlines()[-1] == "52 calls, 0 divergences"
     res = CliRunner().invoke(R.replay, [str(TRACES / "limits_priv.trace")])
     assert res.exit_code == 1
+
+
+# --------------------------------------------------------------------------- real executables
+def _host_loader_matches(maps_file: str) -> str | None:
+    """Why this machine's ld.so cannot stand for the traced one, or None: the loader's
+    segments must give the recorded mappings (same glibc build)."""
+    from guestkernel.binfmt_elf import parse_elf
+
+    interp = "/lib64/ld-linux-x86-64.so.2"
+    try:
+        img = parse_elf(interp, Path(interp).read_bytes())
+    except (OSError, ValueError):
+        return f"no x86-64 {interp} on this machine"
+    rows = [line.split() for line in (TRACES / maps_file).read_text().splitlines()
+            if line.endswith("ld-linux-x86-64.so.2")]
+    lo, hi = int(rows[0][0].split("-")[0], 16), int(rows[-1][0].split("-")[1], 16)
+    if hi - lo != (img.span(0)[1] - img.span(0)[0]) or len(rows) != len(img.loads) + 1:
+        return f"this machine's {interp} is not the one the trace was recorded with"
+    return None
+
+
+def _maps_rows(lines) -> list[tuple[str, str, str, str]]:
+    out = []
+    for line in lines:
+        f = line.split()
+        if f and "-" in f[0] and len(f) >= 5:
+            out.append((f[0], f[1], f[2], f[5] if len(f) > 5 else ""))
+    return out
+
+
+def test_real_executable_and_loader_mapped_as_binfmt_elf_and_relro_inside_the_trace():
+    # placement.trace: a PIE program traced under setarch -R; its binary ships beside the
+    # trace. execve maps it at ELF_ET_DYN_BASE (0x555555554000), its bss after the last
+    # PT_LOAD, ld.so top-down below mmap_base, the vDSO below ld.so, the brk right after
+    # the bss: the replay's /proc/PID/maps at exit is the real one but for [vsyscall]
+    why = _host_loader_matches("placement.maps")
+    if why:
+        pytest.skip(why)
+    calls_, divergences, out = _replay("placement", executables=True)
+    assert (calls_, divergences) == (42, 0), "\n".join(out)
+    assert not [line for line in out if "outside the trace" in line]  # RELRO replayed
+    sim = _maps_rows(out[out.index("== pid 26808 (placement) at exit ==") + 1:-1])
+    real = _maps_rows((TRACES / "placement.maps").read_text().splitlines())
+    assert sim == [r for r in real if r[3] != "[vsyscall]"]
+
+
+def test_placement_kernel_gives_every_address_of_a_setarch_R_trace():
+    # --placement kernel: every mmap/mremap/shmat without a fixed address and the heap's
+    # start placed by the guest; the trace under setarch -R gives 0 differences (ld.so's
+    # own mappings, libc, THP-aligned 2 and 6 MiB mappings, a hole refilled, hints that
+    # fit and do not, mremap moves, shmat, malloc's mmap)
+    why = _host_loader_matches("placement.maps")
+    if why:
+        pytest.skip(why)
+    calls_, divergences, out = _replay("placement", executables=True, placement="kernel")
+    assert (calls_, divergences) == (42, 0), "\n".join(out)
+    assert "0 placement differences" in out
+
+
+def test_placement_kernel_reports_each_address_of_a_randomised_trace():
+    # malloc_mix.trace was recorded with ASLR: the guest's own choices differ and each is
+    # one line; the replay stays in step (0 divergences)
+    calls_, divergences, out = _replay("malloc_mix", placement="kernel")
+    assert divergences == 0
+    moved = [line for line in out if "by the guest" in line]
+    assert len(moved) == 9 and f"{len(moved)} placement differences" in out
+    assert moved[0].startswith("line 2: pid 18847: brk(NULL) = 0x557b962bc000: placed at ")
+
+
+def test_aslr_trace_finds_where_the_real_kernel_put_the_executable_and_loader():
+    # new_mm.trace (ASLR): the executable's and ld.so's places are found from the RELRO
+    # mprotects ld.so made (lines 26-27 then lie inside the trace); new_mm.smaps shows
+    # the same addresses
+    why = _host_loader_matches("placement.maps")
+    if why:
+        pytest.skip(why)
+    calls_, divergences, out = _replay("new_mm", executables=True)
+    assert divergences == 0, "\n".join(out)
+    assert not [line for line in out if "outside the trace" in line]
+    start = out.index("== pid 9928 (new_mm) at exit ==") + 1
+    sim = {r for r in _maps_rows(out[start:start + 60]) if r[3].endswith(("new_mm", ".so.2"))}
+    real = {r for r in _maps_rows((TRACES / "new_mm.smaps").read_text().splitlines())
+            if r[3].endswith(("new_mm", ".so.2"))}
+    assert sim == real and len(real) == 10
