@@ -303,3 +303,49 @@ def test_mremap_moves_several_vmas_and_keeps_the_gaps(k, t):
                     u) == u
     assert len(vmas(t, tgt, tgt + 6 * P)) == 5
     validate_mm(t.mm)
+
+
+def test_guard_markers_kept_by_madv_free_mprotect_and_madv_remove(k, t):
+    # tests/data/traces/guard_keep.c, output guard_keep.out (Linux 6.18): after each of
+    # these a MADV_POPULATE_READ of the guarded page is still -1 EFAULT
+    from pathlib import Path
+
+    out = (Path(__file__).parents[1] / "data" / "traces" / "guard_keep.out").read_text()
+    assert out.splitlines() == ["MADV_FREE: -1 Bad address", "mprotect: -1 Bad address",
+                                "install on a shared memfd mapping: 0",
+                                "MADV_REMOVE: -1 Bad address"]
+    g = t.mmap(0, 4 * P, RW, ANON)
+    t.access_range(g, 4 * P, True)
+    t.madvise(g + P, P, U.MADV_GUARD_INSTALL)
+    t.madvise(g, 4 * P, U.MADV_FREE)
+    assert errno_of(t.madvise, g + P, P, U.MADV_POPULATE_READ) == U.EFAULT
+    t.mprotect(g, 4 * P, U.PROT_READ)
+    assert errno_of(t.madvise, g + P, P, U.MADV_POPULATE_READ) == U.EFAULT
+    fd = t.memfd_create("x", 0)
+    t.ftruncate(fd, 4 * P)
+    s = t.mmap(0, 4 * P, RW, U.MAP_SHARED, fd, 0)
+    assert t.madvise(s + P, P, U.MADV_GUARD_INSTALL) == 0
+    assert t.madvise(s, 4 * P, U.MADV_REMOVE) == 0
+    assert errno_of(t.madvise, s + P, P, U.MADV_POPULATE_READ) == U.EFAULT
+    validate_mm(t.mm)
+
+
+def test_thp_aligned_placement_of_2mib_multiples(k, t):
+    # __get_unmapped_area (6.18): a private anonymous mapping without a hint whose length
+    # is a multiple of PMD_SIZE is THP-aligned (placement.trace lines 20-21:
+    # mmap(NULL, 2 MiB) = 0x7ffff7a00000 below a mapping at 0x7ffff7dd1000, then
+    # mmap(NULL, 6 MiB) = 0x7ffff7400000: the padded search's start plus PMD_SIZE)
+    M2 = 2 << 20
+    low = min(v.vm_start for v in t.mm.mm_mt.vmas if v.vm_start > 1 << 40)
+    a = t.mmap(0, M2, RW, ANON)
+    assert a % M2 == 0 and a + M2 <= low and low - (a + M2) < M2
+    b = t.mmap(0, 3 * M2, U.PROT_READ, ANON)
+    assert b == a - 3 * M2
+    c = t.mmap(0, M2 + P, RW, ANON)  # not a multiple: plain top-down, right below b
+    assert c == b - M2 - P
+    # a disk file's mapping too (ext4: thp_get_unmapped_area; measured: a 6 MiB file
+    # mapping lands 2 MiB-aligned)
+    k.fs.create("/big", 6 << 20)
+    fd = t.open("/big", U.O_RDONLY)
+    f = t.mmap(0, 6 << 20, U.PROT_READ, U.MAP_SHARED, fd, 0)
+    assert f % M2 == 0

@@ -16,6 +16,8 @@ gcc -O0 -Wall -o limits_priv "$here/limits_priv.c"
 touch limits_priv.maps && chmod 666 limits_priv.maps   # nobody writes it after setuid
 strace -f -y -e trace=%memory,%process,%ipc,%creds,prlimit64,setrlimit,getrlimit,openat,memfd_create,fcntl,ftruncate \
     -o limits_priv.trace ./limits_priv limits_priv.maps
+#   guard_keep.out               guard markers after MADV_FREE, mprotect, MADV_REMOVE
+gcc -O0 -Wall -o guard_keep "$here/guard_keep.c" && ./guard_keep > guard_keep.out
 #   placement.trace, .maps       a PIE program under setarch -R (no randomisation)
 gcc -O0 -Wall -o placement "$here/placement.c"
 setarch -R strace -f -y -e trace=%memory,%process,%ipc,%creds,prlimit64,setrlimit,getrlimit,openat,memfd_create,fcntl,ftruncate \
