@@ -68,7 +68,6 @@ from .pgtable import (
     swp_entry_to_pte,
 )
 from .units import PAGE_SHIFT
-from .vmstat import page_restate
 from .vma import (
     VM_ACCESS_FLAGS,
     VM_DROPPABLE,
@@ -81,6 +80,7 @@ from .vma import (
     VM_WRITE,
     AnonVMA,
 )
+from .vmstat import page_restate
 
 GFP_USER_PAGE = G.GFP_HIGHUSER_MOVABLE
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
