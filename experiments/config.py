@@ -119,6 +119,8 @@ class ExperimentSection(_Model):
     duration: Duration = Field("60s", description="simulated time to run")
     seed: int = Field(0, ge=0, description="seed of every random stream (derived per component)")
     sample_interval: Duration = Field("1s", description="simulated time between two samples")
+    baseline: bool = Field(False, description="also run the same VMs on a host with enough memory and no "
+                           "reclamation, and report each VM's slowdown against it")
 
 
 class OutputSection(_Model):
@@ -182,6 +184,8 @@ class HostBalloonSection(_Model):
 
 class HostSection(_Model):
     memory: Size = Field("4GiB", description="machine memory")
+    cpus: int = Field(4, ge=1, le=4096, description="physical CPUs, shared by the VMs' vCPUs and the host's own "
+                      "work (ksmd, compression, zeroing)")
     min_free: str = Field("auto", description='ESXi minFree: "auto" (a sliding scale of 6 / 4 / 2 % over the '
                           'first 4 / 8 / 16 GB, 899 MB at 28 GB, + 1 % above) or a size')
     large_pages: bool = Field(False, description="back guest memory with 2 MB pages (unshareable until broken)")
@@ -190,6 +194,9 @@ class HostSection(_Model):
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")
     low_state_stall: Duration = Field("1ms", description="wait of every allocation in the low state")
     state_interval: Duration = Field("1s", description="memory-state monitor period")
+    guest_disk: Literal["separate", "swap"] = Field(
+        "separate", description='what serves the guests\' disks (guest swap, file reads, writeback): "separate" '
+        '(each guest its own disk, [vm.kernel] swap_latency/swap_bandwidth) or "swap" (queued on the host swap device)')
     swap: HostSwapSection = Field(default_factory=HostSwapSection)
     sharing: HostSharingSection = Field(default_factory=HostSharingSection)
     compression: HostCompressionSection = Field(default_factory=HostCompressionSection)
@@ -244,8 +251,14 @@ _INPUT = ("the data set the workload runs on (a benchmark's input, a site's docu
 _PAGE_CACHE = "image files (libraries, programs, data) read at boot, kept in the page cache"
 
 
+_CPU_UTIL = ("fraction of a burst's full-speed time spent running on a vCPU (the rest the process "
+             "waits off-CPU, e.g. for its next request); with more runnable work than vCPUs or host "
+             "CPUs, bursts queue and throughput falls")
+
+
 class IdleParams(_Model):
     profile: Literal["idle"] = "idle"
+    cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
     input: str = Field("", description=_INPUT)
     daemons: int = Field(8, ge=0, description="background processes")
     daemon_rss: Size = Field("4MiB", description="anonymous memory each daemon touches at start")
@@ -256,6 +269,7 @@ class IdleParams(_Model):
 
 class WebserverParams(_Model):
     profile: Literal["webserver"] = "webserver"
+    cpu_util: float = Field(0.1, ge=0, le=1, description=_CPU_UTIL)
     input: str = Field("", description=_INPUT)
     page_cache: Size = Field("0B", description=_PAGE_CACHE)
     workers: int = Field(8, ge=1, description="pre-forked worker processes")
@@ -271,6 +285,7 @@ class WebserverParams(_Model):
 
 class DatabaseParams(_Model):
     profile: Literal["database"] = "database"
+    cpu_util: float = Field(0.5, ge=0, le=1, description=_CPU_UTIL)
     input: str = Field("", description=_INPUT)
     page_cache: Size = Field("0B", description=_PAGE_CACHE)
     buffer_pool: SizeOrPercent = Field("50%", description="buffer pool size, or percent of VM memory")
@@ -283,6 +298,7 @@ class DatabaseParams(_Model):
 
 class CompileParams(_Model):
     profile: Literal["compile"] = "compile"
+    cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
     input: str = Field("", description=_INPUT)
     page_cache: Size = Field("0B", description=_PAGE_CACHE)
     jobs: int = Field(2, ge=1, description="parallel compiler processes")
@@ -294,6 +310,7 @@ class CompileParams(_Model):
 
 class JvmParams(_Model):
     profile: Literal["jvm"] = "jvm"
+    cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
     input: str = Field("", description=_INPUT)
     page_cache: Size = Field("0B", description=_PAGE_CACHE)
     heap: SizeOrPercent = Field("50%", description="-Xmx: heap reserved and zeroed up front")
@@ -304,6 +321,7 @@ class JvmParams(_Model):
 
 class MemhogParams(_Model):
     profile: Literal["memhog"] = "memhog"
+    cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
     input: str = Field("", description=_INPUT)
     page_cache: Size = Field("0B", description=_PAGE_CACHE)
     size: SizeOrPercent = Field("90%", description="memory to allocate and touch")
@@ -314,6 +332,7 @@ class MemhogParams(_Model):
 
 class TraceParams(_Model):
     profile: Literal["trace"] = "trace"
+    cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
     path: str = Field(..., description="strace log to replay (strace -f -y -e trace=memory,process,ipc)")
     speed: float = Field(1.0, gt=0, description="time scale: 2.0 replays twice as fast")
     touch: bool = Field(True, description="touch mapped anonymous memory as the program would")

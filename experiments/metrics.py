@@ -29,6 +29,26 @@ PAGE = 4096
 TECHNIQUES = ("sharing", "balloon", "compression", "swap", "reporting")
 KSM_COLUMNS = ("ksm_run", "ksm_pages_to_scan", "ksm_sleep_ms")  # ksmd's tunables now
 VM_COLUMNS = ("resident_mib", "ballooned_mib", "shared_mib", "compressed_mib", "swapped_mib", "throughput")
+#: summary.json cost.stall_s: seconds beneath or inside the guests, by cause
+STALL_CAUSES = ("host_fault", "cow_break", "decompress", "host_swapin", "balloon",
+                "guest_swapin", "guest_file_read")
+#: summary.json cost.host_cpu_s and timeseries host_cpu_<consumer>_pct
+CPU_CONSUMERS = ("sharing", "compression", "zeroing", "vcpus")
+
+
+def vm_stall_by_cause(vm) -> dict[str, float]:
+    """Seconds a VM's guest stalled, by cause: beneath it (the VM's counters, vCPU held)
+    and on its own disks (the guest kernel's I/O wait, vCPU free)."""
+    k = getattr(vm, "kernel", None)
+    return {
+        "host_fault": vm.stall_host_fault,
+        "cow_break": vm.stall_cow_break,
+        "decompress": vm.stall_decompress,
+        "host_swapin": vm.stall_host_swapin,
+        "balloon": vm.stall_balloon,
+        "guest_swapin": getattr(k, "iowait_swap", 0.0) if k is not None else 0.0,
+        "guest_file_read": getattr(k, "iowait_file", 0.0) if k is not None else 0.0,
+    }
 
 
 def pages_mib(pages: int | float) -> float:
@@ -56,12 +76,14 @@ class Sampler:
         self.interval = interval
         self.rows: list[dict] = []
         self._last_work = {name: 0.0 for name in workloads}
+        self._last_cpu = list(host.cpus.busy)
         self.process = env.process(self._run())
 
     def columns(self) -> list[str]:
         cols = ["time_s", "host_free_mib", "host_used_mib", "host_state"]
         cols += [f"reclaimed_{t}_mib" for t in TECHNIQUES]
         cols += list(KSM_COLUMNS)
+        cols += [f"host_cpu_{c}_pct" for c in CPU_CONSUMERS]
         for vm in self.host.vms:
             cols += [f"{vm.name}.{c}" for c in VM_COLUMNS]
         return cols
@@ -81,6 +103,12 @@ class Sampler:
         row["ksm_run"] = ksm.run if ksm is not None else 0
         row["ksm_pages_to_scan"] = ksm.pages_to_scan if ksm is not None else 0
         row["ksm_sleep_ms"] = ksm.sleep_millisecs if ksm is not None else 0
+        # host CPU each consumer used since the last sample, percent of one CPU (as top
+        # shows a thread: ksmd at 5 % uses a twentieth of a CPU)
+        busy = host.cpus.busy
+        for i, name in enumerate(CPU_CONSUMERS):
+            row[f"host_cpu_{name}_pct"] = round(100.0 * (busy[i] - self._last_cpu[i]) / self.interval, 6)
+        self._last_cpu = list(busy)
         for vm in host.vms:
             for key, value in vm_memory_row(vm).items():
                 row[f"{vm.name}.{key}"] = value
@@ -158,6 +186,8 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
             "throughput": tput,
             "work_done": round(work, 6),
             "stall_s": round(vm.stall_time, 9),
+            "stall_by_cause_s": {c: round(v, 9) for c, v in vm_stall_by_cause(vm).items()},
+            "vcpu_ready_s": round(vm.vcpus.ready_time, 9) if getattr(vm, "vcpus", None) else 0.0,
             "oom_kills": k.vmstat.get("oom_kill", 0) if k is not None else 0,
             "panicked": bool(k.panicked) if k is not None else False,
             "page_states": page_state_arcs(k),
@@ -169,5 +199,29 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
     out["throughput_total"] = round(throughput_total, 6)
     out["vms"] = vms
     out["states"] = {name: round(t, 9) for name, t in host.state_residence().items()}
+    out["cost"] = cost_summary(host, workloads)
     out["host"] = {key: value for key, value in c.items()}
     return out
+
+
+def cost_summary(host, workloads: dict) -> dict:
+    """summary.json's `cost`: what reclaiming cost, in seconds. stall_s by cause, summed
+    over the VMs (host_* causes and balloon hold a vCPU; guest_* are guest I/O waits
+    that free it); host_cpu_s by consumer (ksmd's scans, compression and decompression,
+    zeroing and copying frames on faults, the vCPUs' guest code); the host swap device's
+    busy time, the time requests waited in its queue and its longest queue."""
+    stall = dict.fromkeys(STALL_CAUSES, 0.0)
+    for vm in host.vms:
+        for cause, value in vm_stall_by_cause(vm).items():
+            stall[cause] += value
+    swap = host.swap
+    return {
+        "stall_s": {c: round(v, 9) for c, v in stall.items()},
+        "host_cpu_s": {c: round(v, 9) for c, v in host.cpus.busy_s().items()},
+        "host_cpus": host.cpus.n,
+        "swap_device_busy_s": round(swap.busy_time, 9),
+        "swap_device_wait_s": round(swap.wait_time, 9),
+        "swap_device_queue_max": swap.queue_max,
+        "vcpu_ready_s": round(sum(vm.vcpus.ready_time for vm in host.vms
+                                  if getattr(vm, "vcpus", None) is not None), 9),
+    }

@@ -297,6 +297,8 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
     out += _table(["cost", "value"], rows)
     out.append("")
 
+    out += cost_sections(summary, samples)
+
     vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
     if vms:
         out += ["## Per VM", ""]
@@ -352,6 +354,76 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         else:
             out += [f"### {title}", "", f"Not drawn: {missing.get(key, 'no data')}.", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+#: summary.json cost.stall_s causes: (cause, technique it is a cost of, what the guest waits for)
+STALL_ROWS = (
+    ("host_fault", "(any: first use)", "first touch of a frame (host fault, zeroing), vCPU held"),
+    ("cow_break", "sharing", "copy-on-write break of a shared page, vCPU held"),
+    ("balloon", "ballooning", "a ballooned frame backed again, vCPU held"),
+    ("guest_swapin", "ballooning (guest paging)", "guest swap-in from its virtual disk, task asleep"),
+    ("guest_file_read", "ballooning (guest paging)", "file read from the virtual disk, task asleep"),
+    ("decompress", "compression", "decompression on access, vCPU held"),
+    ("host_swapin", "host swap", "host swap-in (device queue included), vCPU held"),
+)
+CPU_ROWS = (
+    ("sharing", "ksmd: hashing and comparing pages"),
+    ("compression", "compressing evicted pages, decompressing"),
+    ("zeroing", "faults: zeroing and copying frames"),
+    ("vcpus", "guest code on the vCPUs"),
+)
+
+
+def cost_sections(summary: dict, samples: list[dict], points: int = 10) -> list[str]:
+    """report.md's cost per technique and host CPU over time (from summary.json `cost`
+    and timeseries.csv host_cpu_*_pct); nothing when the run has no cost object."""
+    cost = summary.get("cost")
+    if not isinstance(cost, dict):
+        return []
+    out = ["## Cost per technique", ""]
+    stall = cost.get("stall_s") if isinstance(cost.get("stall_s"), dict) else {}
+    rows = [[cause, tech, what, _fmt(_f(stall, cause), 3)] for cause, tech, what in STALL_ROWS]
+    out += _table(["stall", "technique", "what the guest waits for", "seconds (all VMs)"], rows, "lllr")
+    out += ["", f"Host swap device: busy {_fmt(_f(cost, 'swap_device_busy_s'), 3)} s, requests queued "
+            f"{_fmt(_f(cost, 'swap_device_wait_s'), 3)} s in all, at most "
+            f"{int(_f(cost, 'swap_device_queue_max'))} at once. vCPUs runnable but waiting for a "
+            f"vCPU or host CPU (ready time): {_fmt(_f(cost, 'vcpu_ready_s'), 3)} s.", ""]
+    cpu = cost.get("host_cpu_s") if isinstance(cost.get("host_cpu_s"), dict) else {}
+    duration = _f(summary, "sim_time_s")
+    out += ["## Host CPU", ""]
+    rows = [[name, what, _fmt(_f(cpu, name), 3), _fmt(100.0 * _f(cpu, name) / duration, 1) if duration else "-"]
+            for name, what in CPU_ROWS]
+    out += _table(["consumer", "work", "CPU seconds", "mean % of one CPU"], rows)
+    out.append("")
+    if samples and f"host_cpu_{CPU_ROWS[0][0]}_pct" in samples[0]:
+        # the samples in `points` windows: each consumer's mean % of one CPU (as top shows
+        # a thread: ksmd at 5 % uses a twentieth of a CPU)
+        n = len(samples)
+        step = max(1, -(-n // points))
+        rows = []
+        for i in range(0, n, step):
+            window = samples[i:i + step]
+            t0, t1 = _nz(window[0].get("time_s")), _nz(window[-1].get("time_s"))
+            rows.append([f"{_fmt(t0, 0)}-{_fmt(t1, 0)}"] + [
+                _fmt(sum(_nz(r.get(f"host_cpu_{name}_pct")) for r in window) / len(window), 1)
+                for name, _ in CPU_ROWS])
+        out += [f"Over time, % of one CPU ({int(_f(cost, 'host_cpus'))} host CPUs = "
+                f"{100 * int(_f(cost, 'host_cpus'))} %):", ""]
+        out += _table(["time s"] + [name for name, _ in CPU_ROWS], rows)
+        out.append("")
+    base = summary.get("baseline")
+    if isinstance(base, dict) and base and "error" not in base:
+        out += ["## Slowdown against the baseline", "",
+                "The same VMs on a host with memory for all of them and no reclamation "
+                "(`[experiment] baseline = true`).", ""]
+        rows = [[vm, _fmt(_f(b, "throughput"), 3), _fmt(_f(b, "relative_throughput"), 3),
+                 _fmt(_f(b, "slowdown"), 3) if b.get("slowdown") is not None else "-"]
+                for vm, b in base.items() if isinstance(b, dict)]
+        out += _table(["VM", "baseline throughput/s", "relative throughput", "slowdown"], rows)
+        out.append("")
+    elif isinstance(base, dict) and "error" in base:
+        out += ["## Slowdown against the baseline", "", f"The baseline run failed: {base['error']}", ""]
+    return out
 
 
 def _one_line(text: str) -> str:

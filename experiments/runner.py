@@ -120,6 +120,13 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
                 summary["status"] = "failed"
                 summary["error"] = f"{type(exc).__name__}: {exc}"
                 summary["traceback"] = traceback.format_exc()
+    if cfg.experiment.baseline and summary["status"] == "ok":
+        try:
+            from .scenario import run_baseline
+
+            summary["baseline"] = baseline_summary(summary, run_baseline(cfg))
+        except Exception as exc:
+            summary["baseline"] = {"error": f"{type(exc).__name__}: {exc}"}
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
     if write_report:  # write_report itself honours output.plots
@@ -143,3 +150,19 @@ def _vm_mib(v) -> float:
     from .config import size
 
     return size(v.memory) / (1 << 20)
+
+
+def baseline_summary(summary: dict, base: dict[str, dict]) -> dict:
+    """Per VM: throughput on the baseline host, and the slowdown of this run against it
+    (baseline throughput / this run's: 1.25 means a quarter more time per unit of work)."""
+    out = {}
+    vms = summary.get("vms") or {}
+    for name, b in base.items():
+        tput = (vms.get(name) or {}).get("throughput", 0.0)
+        bt = b["throughput"]
+        out[name] = {
+            "throughput": bt,
+            "relative_throughput": round(tput / bt, 6) if bt > 0 else None,
+            "slowdown": round(bt / tput, 6) if tput > 0 else None,
+        }
+    return out

@@ -29,6 +29,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
     h = cfg.host
     return HostConfig(
         memory=size(h.memory),
+        cpus=h.cpus,
         min_free=None if h.min_free == "auto" else size(h.min_free),
         swap_size=size(h.swap.size),
         swap_latency=seconds(h.swap.latency),
@@ -71,6 +72,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         balloon_stats_interval=seconds(h.balloon.stats_interval),
         free_page_reporting=h.balloon.free_page_reporting,
         state_interval=seconds(h.state_interval),
+        guest_disk=h.guest_disk,
         seed=rng_seed(cfg.experiment.seed, "host"),
     )
 
@@ -143,3 +145,40 @@ class Scenario:
         for wl in self.workloads.values():
             if wl is not None:
                 wl.start()
+
+
+def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The same VMs and workloads on a host with memory for all of them and no
+    reclamation: no sharing, ballooning or compression, memory for every guest frame
+    plus ESX's minFree headroom (so the host never leaves the high state: nothing is
+    swapped). The reference run of `[experiment] baseline`."""
+    data = cfg.model_dump(mode="json")
+    guests = sum(size(v.memory) * v.count for v in cfg.vm)
+    host = data["host"]
+    # guests' memory + 1/8 for the free-memory states and rounding, whole MiB
+    host["memory"] = f"{(guests + guests // 8 + (64 << 20)) >> 20}MiB"
+    host["min_free"] = "auto"
+    host["sharing"]["enabled"] = False
+    host["compression"]["enabled"] = False
+    host["balloon"]["enabled"] = False
+    data["experiment"]["baseline"] = False
+    from .config import config_from_dict
+
+    return config_from_dict(data)
+
+
+def run_baseline(cfg: ExperimentConfig) -> dict[str, dict]:
+    """Run the baseline of `cfg` (no files written); per VM, its throughput there."""
+    import simpy
+
+    base = baseline_config(cfg)
+    env = simpy.Environment()
+    sc = Scenario(base, env)
+    sc.start()
+    duration = seconds(base.experiment.duration)
+    env.run(until=duration)
+    out = {}
+    for name, wl in sc.workloads.items():
+        work = wl.work_done if wl is not None else 0.0
+        out[name] = {"throughput": round(work / duration, 6) if duration > 0 else 0.0}
+    return out

@@ -178,6 +178,7 @@ class FileSystem:
         self.bandwidth = bandwidth  # bytes per second
         self.ra_pages = ra_pages  # bdi->ra_pages: read_ahead_kb / 4; new opens take it
         self.io_pages = io_pages  # bdi->io_pages: max_sectors_kb / 4
+        self.queue = None  # a device queue serving this disk (the host's), or None: idle per request
         self.files: dict[str, Inode] = {}
         self._next_ino = 1048577
         self._next_shmem_ino = 1
@@ -230,7 +231,13 @@ class FileSystem:
         inode.charged = 0
 
     def read_cost(self, npages: int) -> float:
-        """Seconds for one disk request of `npages` pages."""
+        """Seconds for one disk request of `npages` pages (queued on `queue` if set)."""
+        q = self.queue
+        if q is not None:
+            env = getattr(self.kernel, "env", None)
+            if env is not None:
+                now = env.now
+                return q.submit(npages, now) - now
         return self.latency + (npages << PAGE_SHIFT) / self.bandwidth
 
 
@@ -273,7 +280,9 @@ def read_pages(kernel, inode: Inode, first: int, n: int) -> tuple[int, float]:
     if not done:
         return 0, 0.0
     kernel.vmstat["pgpgin"] += done << (PAGE_SHIFT - 10)
-    return done, inode.fs.read_cost(done)
+    cost = inode.fs.read_cost(done)
+    kernel.iowait_file += cost
+    return done, cost
 
 
 def find_get_page(inode: Inode, index: int):

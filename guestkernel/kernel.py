@@ -59,6 +59,9 @@ class Kernel:
             )
         self.vmstat = new_vmstat()
         self.panicked: str | None = None  # reason, once the guest has panicked
+        # seconds tasks slept waiting for the guest's disks (in D state: the vCPU is free)
+        self.iowait_swap = 0.0  # swap-in reads
+        self.iowait_file = 0.0  # file reads (page cache misses, readahead)
         self.page_alloc = PageAllocator(config, self.phys, self.vmstat)
         self.page_alloc.boot()
         self.mem_map: list[Page | None] = self.page_alloc.mem_map

@@ -160,6 +160,8 @@ def page_cache_ra_unbounded(kernel, inode, index: int, nr_to_read: int,
         total += batch
     if total:
         kernel.vmstat["pgpgin"] += total << (PAGE_SHIFT - 10)
+        # the task sleeps on the disk (D state): its vCPU is free meanwhile
+        kernel.iowait_file = getattr(kernel, "iowait_file", 0.0) + cost
     return total, cost
 
 

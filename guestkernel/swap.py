@@ -369,7 +369,9 @@ class SwapState:
             vm["pswpin"] += npages
             done = si.queue.submit(npages, self._now())
             now = self._now()
-            cost = (done - now if now is not None else done) + k.stall
+            wait = done - now if now is not None else done
+            k.iowait_swap += wait
+            cost = wait + k.stall
             k.stall = outer
             major = True
         self.swap_free(entry)

@@ -6,7 +6,9 @@ or in a quarter-page slot when <= `quarter` bytes (default 1024); otherwise it i
 and goes to host swap. Slots live in machine frames taken from `MachineMemory` (owner
 OWNER_ZIP), at most `max_frames` of them per VM (Mem.MemZipMaxPct, default 10 % of the
 VM's memory). Accessing a compressed page decompresses it into a fresh frame (the VM
-counts zswpin and charges `decompress_cost`).
+counts zswpin and charges `decompress_cost`). When the cache is full, ESX replaces by
+age: the page compressed longest ago is decompressed and written to host swap to make
+room for the new one (VM._zip_replace_oldest keeps the age order; counted in `replaced`).
 
 Memory reclaimed by the cache = pages stored - frames it occupies.
 
@@ -79,6 +81,7 @@ class CompressionCache:
         self.zswpin = 0  # pages decompressed on access, cumulative
         self.rejected = 0  # pages that compressed above the threshold
         self.full = 0  # pages refused because the cache was at max_frames or memory full
+        self.replaced = 0  # pages moved out to swap to make room, oldest first (the VM does it)
         self.decompress_time = 0.0  # seconds
 
     @property

@@ -32,15 +32,16 @@ from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
 
 from .balloon import BalloonController, BalloonControllerDaemon, StatsPoller
 from .compression import CompressionCache
+from .cpu import COMPRESSION, HostCPUs, VCPUs
 from .ksmtune import CONTROLS as KSM_CONTROLS
 from .ksmtune import KsmControl, ksm_control
 from .machine import MachineMemory
-from .p2m import P2M_PRIVATE, P2M_SWAPPED
+from .p2m import P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
 from .policy import balloon_policy, victim_policy
 from .sharing import SALTING, PageSharing, Scanner
 from .states import ENTER_PCT, HARD, LOW, SOFT, MemStates, StateMonitor
 from .states import min_free_bytes as esx_min_free
-from .swap import HostSwap
+from .swap import GuestDisk, HostSwap
 from .vm import VM
 
 _SIZES = ("memory", "swap_size", "swap_bandwidth", "compress_threshold", "compress_quarter")
@@ -56,6 +57,7 @@ class HostConfig:
     """One host. Sizes accept bytes or strings ("4GiB"); times seconds or strings ("80us")."""
 
     memory: int | str = "4GiB"  # machine memory, bytes
+    cpus: int = 4  # physical CPUs shared by the vCPUs and the host's own work
     min_free: int | str | None = None  # bytes; None: ESXi's minFree rule, scaled
     swap_size: int | str = "4GiB"  # host swap device, bytes
     swap_latency: float | str = "100us"  # seconds per page read or written
@@ -103,6 +105,7 @@ class HostConfig:
     balloon_stats_interval: float | str = "5s"  # stats virtqueue polling period
     free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
+    guest_disk: str = "separate"  # guests' disks: "separate" (their own) or "swap" (the host swap device)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -118,13 +121,15 @@ class HostConfig:
             raise ValueError(f"memory: must be a whole number of pages, at least 16, got {self.memory}")
         if self.swap_bandwidth <= 0:
             raise ValueError("swap_bandwidth: must be positive")
+        if self.guest_disk not in ("separate", "swap"):
+            raise ValueError(f'guest_disk: must be "separate" or "swap", got {self.guest_disk!r}')
         if self.salting not in SALTING:
             raise ValueError(f"salting: must be one of {', '.join(SALTING)}, got {self.salting!r}")
         if self.ksm_control not in KSM_CONTROLS:
             raise ValueError(f"ksm_control: must be one of {', '.join(KSM_CONTROLS)}, got {self.ksm_control!r}")
         if self.max_page_sharing < 2:
             raise ValueError(f"max_page_sharing: must be at least 2, got {self.max_page_sharing}")
-        for name in ("pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
+        for name in ("cpus", "pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         for name in ("zip_max_pct", "balloon_max_pct"):
@@ -186,7 +191,10 @@ class Host:
         min_free = cfg.min_free if cfg.min_free is not None else esx_min_free(cfg.memory)
         self.states = MemStates(max(1, min_free // PAGE_SIZE))
         self.sharing = page_sharing(cfg, self.machine) if cfg.sharing else None
-        self.swap = HostSwap(cfg.swap_size // PAGE_SIZE, cfg.swap_latency, cfg.swap_bandwidth)
+        self.clock = (lambda: env.now) if env is not None else None
+        self.cpus = HostCPUs(cfg.cpus)
+        self.swap = HostSwap(cfg.swap_size // PAGE_SIZE, cfg.swap_latency, cfg.swap_bandwidth,
+                             machine=self.machine, clock=self.clock)
         self.victims = victim_policy(cfg.victim_policy, rng_for(cfg.seed, "host/victims"))
         kwargs = {}
         if cfg.balloon_policy == "esx-shares":
@@ -222,6 +230,7 @@ class Host:
         vm.nomem_stall = cfg.nomem_stall
         vm.avoid_false_reads = cfg.avoid_false_reads
         vm.swap = self.swap
+        vm.clock = self.clock
         vm.reclaim_hook = self.reclaim
         if cfg.compression:
             vm.zcache = compression_cache(cfg, self.machine, nr_pages)
@@ -239,8 +248,11 @@ class Host:
         from guestkernel.kernel import Kernel
 
         vm = self._new_vm(name, kernel_config.nr_pages)
+        vm.vcpus = VCPUs(kernel_config.cpus, self.cpus)
         self._add_vm(vm)
         vm.kernel = Kernel(kernel_config, phys=vm, env=self.env, name=name)
+        if self.config.guest_disk == "swap":
+            self._serve_guest_disk(vm.kernel)
         if balloon and self.config.ballooning:
             cfg = self.config
             vm.balloon = BalloonDriver(
@@ -263,6 +275,19 @@ class Host:
         self._add_vm(vm)
         return vm
 
+    def _serve_guest_disk(self, kernel) -> None:
+        """The guest's swap area, file system and writeback queue on the host swap device."""
+        disk = GuestDisk(self.swap)
+        swap = getattr(kernel, "swap", None)
+        if swap is not None:
+            swap.si.queue = disk
+        fs = getattr(kernel, "fs", None)
+        if fs is not None:
+            fs.queue = disk
+            reclaim = getattr(kernel, "reclaim", None)
+            if reclaim is not None:
+                reclaim.disk_queues[id(fs)] = disk
+
     def create_vm_from_image(self, name: str, path, intern: dict | None = None) -> VM:
         """A VM whose frames hold a raw memory image (vm.ImageError if unusable)."""
         from .vm import image_pages
@@ -275,30 +300,79 @@ class Host:
     # -- reclaim -------------------------------------------------------------------------------
 
     def reclaim(self, requester: VM | None = None) -> float:
-        """A VM found no free frame: free `reclaim_batch` frames now; seconds it took."""
+        """A VM found no free frame: free `reclaim_batch` frames now. Returns the seconds
+        the requester waits: the host CPU compressing, and, when every freed frame is
+        still held by a write to swap in flight, the wait for the oldest of those writes
+        (its frame is the one handed over)."""
         self.reclaim_calls += 1
-        _, cost = self.evict(self.config.reclaim_batch)
+        swap = self.swap
+        now = requester._now() if requester is not None else swap.now()
+        if now is not None and swap.nr_inflight:
+            swap.complete(now)
+            if self.machine.nr_free > 0:
+                return 0.0
+        cpu = 0.0
+        if swap.nr_inflight < self.config.reclaim_batch or now is None:
+            # (with a batch of writes in flight already, waiting for them frees frames
+            # sooner than queueing more behind them)
+            cpu0 = self._evict_cpu()
+            self.evict(self.config.reclaim_batch)
+            cpu = self._evict_cpu() - cpu0
+        self.cpus.charge(cpu, COMPRESSION)  # on the requesting vCPU's time
+        cost = cpu
+        if self.machine.nr_free <= 0 and swap.nr_inflight and now is not None:
+            wait = swap.complete_oldest(now + cpu)
+            if wait > 0.0:
+                cost += wait
         return cost
 
+    def _evict_cpu(self) -> float:
+        return sum(vm.evict_cpu for vm in self.vms)
+
     def _victim_vm(self) -> VM | None:
-        """The VM with the most private frames (ties: the first created)."""
+        """The VM furthest above its target, as ESX chooses whom to swap (and compress):
+        the one whose balloon lags furthest behind its target (the pages ballooning was
+        meant to take and has not), else the one paying the fewest shares per page it
+        uses (min-funding revocation: rho = S / (P (f + k (1 - f))), k = 1 / (1 - tau),
+        f its sampled active fraction). Only VMs with private frames qualify; ties go to
+        the first created."""
         best = None
-        best_excess = 0
+        best_key = None
+        k = 1.0 / (1.0 - min(self.config.idle_tax, 99.0) / 100.0)
+        samplers = getattr(self.balloon.policy, "samplers", None) or {}
         for vm in self.vms:
-            excess = vm.p2m.nr[P2M_PRIVATE]
-            if excess > best_excess:
-                best, best_excess = vm, excess
+            nr = vm.p2m.nr
+            if not nr[P2M_PRIVATE]:
+                continue
+            d = vm.balloon
+            lag = vm.balloon_target - (d.actual if d is not None else 0)
+            if lag > 0:
+                key = (1, lag)
+            else:
+                s = samplers.get(vm.name)
+                f = s.active if s is not None else 1.0
+                used = nr[P2M_PRIVATE] + nr[P2M_SHARED]
+                key = (0, -vm.shares / (max(used, 1) * (f + k * (1.0 - f))))
+            if best_key is None or key > best_key:
+                best, best_key = vm, key
         return best
 
-    def evict(self, n: int) -> tuple[int, float]:
+    def evict(self, n: int, horizon: float | None = None) -> tuple[int, float]:
         """Free up to `n` private frames: merge into an identical stable frame (with
-        share_before_swap), else compress, else swap out. (frames freed, host seconds)."""
+        share_before_swap), else compress, else swap out. (frames freed, host seconds).
+
+        `horizon` (seconds, background eviction): write no more to swap than the device
+        completes within it; past that only compression goes on."""
         done = 0
         cost = 0.0
         compress = self.config.compression
         share_first = None
         if self.config.share_before_swap and self.sharing is not None:
             share_first = self.sharing.try_stable_merge
+        swap_ok = True
+        now = self.clock() if self.clock is not None else None
+        cpu0 = self._evict_cpu()
+        dev0 = self.swap.write_time
         while done < n:
             vm = self._victim_vm()
             if vm is None:
@@ -306,6 +380,14 @@ class Host:
             pfns = self.victims.choose(vm, min(n - done, 256))
             if not pfns:
                 break
+            if horizon is not None and now is not None:
+                room = self.swap.room(now, horizon)
+                if room <= 0:
+                    if not compress:
+                        break
+                    swap_ok = False
+                elif room < len(pfns):
+                    pfns = pfns[:room]
             if share_first:
                 # ESX shares a page before paging it out: a victim identical to a stable
                 # frame is merged into it (its frame freed, no I/O)
@@ -316,18 +398,21 @@ class Host:
                 pfns = kept
                 if not pfns:
                     continue
-            progress, c = vm.evict_many(pfns, compress=compress)
-            cost += c
+            progress, _ = vm.evict_many(pfns, compress=compress, swap=swap_ok)
             done += progress
             self.pages_evicted += progress
             if progress < len(pfns):
                 break  # the compression cache refused some and swap is full
+        # host seconds: CPU compressing, device time writing (not the queueing)
+        cost = self._evict_cpu() - cpu0 + self.swap.write_time - dev0
         self.evict_time += cost
         return done, cost
 
     def check_state(self) -> int:
         """Re-evaluate the memory state and act on it (the monitor calls this every second)."""
         now = self.env.now if self.env is not None else 0.0
+        if self.swap.nr_inflight:
+            self.swap.complete(now)
         states = self.states
         state = states.update(self.machine.nr_free, now)
         if states.allows("break_large_pages") and self.config.large_pages:
@@ -338,12 +423,26 @@ class Host:
             vm.alloc_penalty = penalty
         if state >= HARD:
             goal = states.min_free * ENTER_PCT[SOFT] // 100
-            need = goal - self.machine.nr_free
+            # frames whose write to swap is in flight come free by themselves
+            need = goal - self.machine.nr_free - self.swap.nr_inflight
             limit = int(self.config.reclaim_rate * self.config.state_interval)
             if need > 0:
-                self.evict(min(need, limit))
+                cpu0 = self._evict_cpu()
+                self.evict(min(need, limit), horizon=self.config.state_interval)
+                if self.env is not None:
+                    self.cpus.run(now, self._evict_cpu() - cpu0, COMPRESSION)
+                else:
+                    self.cpus.charge(self._evict_cpu() - cpu0, COMPRESSION)
                 states.update(self.machine.nr_free, now)
         return states.state
+
+    def settle(self) -> int:
+        """Free the frames of completed writes to swap and re-evaluate the state (no
+        reclaim); the state."""
+        now = self.env.now if self.env is not None else 0.0
+        if self.swap.nr_inflight:
+            self.swap.complete(now)
+        return self.states.update(self.machine.nr_free, now)
 
     def validate(self) -> None:
         """Check every frame, slot and counter adds up; AssertionError if not."""
@@ -363,8 +462,10 @@ class Host:
         if self.sharing is not None:
             self.sharing.validate()
             shared = self.sharing.pages_shared
-        assert self.machine.nr_used == private + shared + zip_frames, (
-            self.machine.nr_used, private, shared, zip_frames)
+        inflight = self.swap.nr_inflight  # frames held by writes to swap in flight
+        assert inflight == sum(1 for m in self.swap._mpn if m >= 0)
+        assert self.machine.nr_used == private + shared + zip_frames + inflight, (
+            self.machine.nr_used, private, shared, zip_frames, inflight)
         assert self.swap.nr_used == sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms)
 
     # -- reporting -----------------------------------------------------------------------------
@@ -397,6 +498,11 @@ class Host:
             "swap_used": self.swap.nr_used,
             "pswpin": self.swap.pswpin,
             "pswpout": self.swap.pswpout,
+            "swap_inflight": self.swap.nr_inflight,
+            "swap_device_busy_s": self.swap.busy_time,
+            "swap_device_wait_s": self.swap.wait_time,
+            "swap_device_queue_max": self.swap.queue_max,
+            "swap_rescued": self.swap.rescued,
             "large_pages_broken": self.large_pages_broken,
         }
         for key, value in self.reclaimed().items():
@@ -407,6 +513,8 @@ class Host:
         out["zip_pages"] = sum(vm.zcache.nr_stored for vm in self.vms if vm.zcache)
         out["zip_frames"] = sum(vm.zcache.nr_frames for vm in self.vms if vm.zcache)
         out["zip_rejected"] = sum(vm.zcache.rejected for vm in self.vms if vm.zcache)
+        for name, value in self.cpus.busy_s().items():
+            out[f"host_cpu_{name}_s"] = value
         return out
 
     def state_residence(self) -> dict[str, float]:
@@ -419,7 +527,8 @@ class Host:
         env = self.env
         cfg = self.config
         if self.sharing is not None:
-            self.daemons.append(Scanner(env, self.sharing, lambda: self.states.allows("sharing")))
+            self.daemons.append(Scanner(env, self.sharing, lambda: self.states.allows("sharing"),
+                                        cpus=self.cpus))
             if cfg.ksm_control != "none":
                 self.daemons.append(KsmControl(env, self, ksm_control(cfg.ksm_control)))
         self.daemons.append(StateMonitor(env, self, cfg.state_interval))

@@ -890,10 +890,11 @@ class PageSharing:
 class Scanner:
     """ksmd: every `sleep_millisecs` scans `pages_to_scan` frames (SimPy process)."""
 
-    def __init__(self, env, sharing: PageSharing, enabled=None) -> None:
+    def __init__(self, env, sharing: PageSharing, enabled=None, cpus=None) -> None:
         self.env = env
         self.sharing = sharing
         self.enabled = enabled  # callable() -> bool (e.g. the host's memory state), or None
+        self.cpus = cpus  # cpu.HostCPUs: a batch runs on a host CPU (None: always at once)
         self.batches = 0
         self.process = env.process(self._run())
 
@@ -905,5 +906,7 @@ class Scanner:
                 cpu = sharing.scan()
                 self.batches += 1
                 if cpu:
-                    yield self.env.timeout(cpu)
+                    now = self.env.now
+                    end = self.cpus.run(now, cpu, 0) if self.cpus is not None else now + cpu
+                    yield self.env.timeout(end - now)
             yield self.env.timeout(sharing.sleep_millisecs / 1000.0)

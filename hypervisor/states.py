@@ -160,6 +160,15 @@ class StateMonitor:
         self.process = env.process(self._run())
 
     def _run(self):
+        env = self.env
+        host = self.host
         while True:
-            self.host.check_state()
-            yield self.env.timeout(self.interval)
+            host.check_state()
+            t_next = env.now + self.interval
+            # frames being written to swap free up when their writes complete: look again
+            # then (one event), not only a whole interval later
+            swap = host.swap
+            if swap.nr_inflight and swap.busy_until < t_next:
+                yield env.timeout(max(0.0, swap.busy_until - env.now))
+                host.settle()
+            yield env.timeout(max(0.0, t_next - env.now))

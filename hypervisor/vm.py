@@ -38,6 +38,8 @@ A VM can also hold a raw memory image instead of a guest kernel (`VM.from_image`
 from __future__ import annotations
 
 import os
+from array import array
+from collections import deque
 from itertools import compress as select
 
 from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
@@ -105,6 +107,7 @@ class VM:
         self.p2m = P2M(nr_pages)
         self.large_pages = large_pages  # back first-touched 2 MB regions with large pages
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
+        self.vcpus = None  # cpu.VCPUs its guest's tasks run on (wired by the Host)
         self.dead: str | None = None  # the panic message, once the guest has panicked
         self.balloon = None  # the guest's BalloonDriver, if any
         self.page_reporting = None  # the guest's PageReporting, if the device offers it
@@ -118,6 +121,9 @@ class VM:
         self.zcache = None
         self.swap = None
         self.reclaim_hook = None  # callable(vm) -> seconds; frees machine frames
+        self.clock = None  # callable() -> simulated seconds (device queues), or None
+        self._burst_t = -1.0  # the simulated instant of the stalls counted in _burst_stall0
+        self._burst_stall0 = 0.0
         # costs, seconds
         self.fault_cost = FAULT_COST
         self.cow_cost = COW_COST
@@ -147,6 +153,21 @@ class VM:
         self.nomem_stall_time = 0.0  # seconds
         self.low_state_stalls = 0  # allocations blocked in the host's low state
         self.stall_time = 0.0  # seconds beneath the guest, all causes
+        self.evict_cpu = 0.0  # host CPU seconds compressing (and decompressing to replace)
+        self.zip_replaced = 0  # compressed pages moved to swap to make room (oldest first)
+        # compressed pages, oldest first: seq * nr_pages + pfn, valid while _zseq[pfn] == seq
+        self._zage = deque()
+        self._zseq = None  # array: per frame, the sequence number of its last compression
+        self._zn = 0  # compressions so far
+        # stall_time by cause, seconds (each includes any wait for a frame it needed)
+        self.stall_host_fault = 0.0  # first touch of a never-backed frame
+        self.stall_cow_break = 0.0  # write to a shared or zero-page-mapped frame
+        self.stall_decompress = 0.0  # access to a compressed page
+        self.stall_host_swapin = 0.0  # access to a host-swapped page (device queue included)
+        self.stall_balloon = 0.0  # a frame the guest had ballooned is backed again
+        # host CPU spent in those stalls on the vCPU's behalf, seconds
+        self.stall_cpu_zero = 0.0  # EPT violation, frame allocation, zeroing or copy
+        self.stall_cpu_zip = 0.0  # decompression
 
     # -- PhysicalMemory ------------------------------------------------------------------
 
@@ -360,12 +381,16 @@ class VM:
         p2m = self.p2m
         if s == P2M_NONE or s == P2M_BALLOONED:
             mpn, cost = self._alloc_frame(ZERO_PAGE)
+            cost += self.fault_cost
             if s == P2M_NONE:
                 self._first_touch(pfn)
+                self.stall_host_fault += cost
             else:
                 self._refault(pfn)
+                self.stall_balloon += cost
+            self.stall_cpu_zero += self.fault_cost
             p2m.set(pfn, P2M_PRIVATE, mpn)
-            return self.fault_cost + cost
+            return cost
         if s == P2M_SHARED or s == P2M_ZERO:
             if not write:
                 return 0.0
@@ -379,7 +404,10 @@ class VM:
                 self.sharing.cow_ksm += 1
             p2m.set(pfn, P2M_PRIVATE, mpn)
             p2m.disk_clean[pfn] = 0
-            return self.cow_cost + cost
+            cost += self.cow_cost
+            self.stall_cow_break += cost
+            self.stall_cpu_zero += self.cow_cost
+            return cost
         if s == P2M_COMPRESSED:
             slot = p2m.mpn[pfn]
             data = self.zcache.take(slot)  # decompresses and frees the slot
@@ -389,32 +417,49 @@ class VM:
             self.zswpin += 1
             if write:
                 p2m.disk_clean[pfn] = 0
-            return self.decompress_cost + cost
+            cost += self.decompress_cost
+            self.stall_decompress += cost
+            self.stall_cpu_zip += self.decompress_cost
+            return cost
         if s == P2M_SWAPPED:
             slot = p2m.mpn[pfn]
-            data, cost = self.swap.read(slot)
-            self.swap.free(slot)
+            swap = self.swap
+            mpn = swap.rescue(slot)
+            if mpn >= 0:
+                # its write to swap is still in flight: the frame still holds the page
+                p2m.set(pfn, P2M_PRIVATE, mpn)
+                if write:
+                    p2m.disk_clean[pfn] = 0
+                return 0.0
+            data, cost = swap.read(slot, self._now())
+            swap.free(slot)
             p2m.set(pfn, P2M_NONE)
             mpn, c2 = self._alloc_frame(data)
             p2m.set(pfn, P2M_PRIVATE, mpn)
             self.pswpin += 1
             if write:
                 p2m.disk_clean[pfn] = 0
-            return cost + c2
+            cost += c2
+            self.stall_host_swapin += cost
+            return cost
         raise AssertionError(f"pfn {pfn:#x}: bad P2M state {s}")
 
     def _store_slow(self, pfn: int, data: bytes, from_disk: bool) -> float:
         p2m = self.p2m
-        s = p2m.state[pfn]
+        s = s0 = p2m.state[pfn]
         cost = 0.0
+        read = 0.0
         if s == P2M_SWAPPED:
             slot = p2m.mpn[pfn]
-            if self.avoid_false_reads:
+            if self.swap._mpn[slot] >= 0:
+                pass  # its write is still in flight: nothing to read back
+            elif self.avoid_false_reads:
                 self.false_reads_avoided += 1
             else:
                 # The host cannot know the whole page is about to be overwritten: it
                 # faults the old contents in from swap first (VSwapper).
-                _, cost = self.swap.read(slot)
+                _, read = self.swap.read(slot, self._now())
+                self.stall_host_swapin += read
                 self.pswpin += 1
                 if from_disk:
                     self.stale_swap_reads += 1
@@ -447,7 +492,27 @@ class VM:
             cost += self.fault_cost
         p2m.set(pfn, P2M_PRIVATE, mpn)
         p2m.disk_clean[pfn] = from_disk
-        return cost + c2
+        cost += c2
+        self.stall_cpu_zero += self.fault_cost
+        if s0 == P2M_SHARED or s0 == P2M_ZERO:
+            self.stall_cow_break += cost
+        elif s0 == P2M_BALLOONED:
+            self.stall_balloon += cost
+        else:
+            self.stall_host_fault += cost
+        return cost + read
+
+    def _now(self) -> float | None:
+        """The simulated time of a request made now: the clock, plus what this VM has
+        already stalled at this simulated instant (a burst's requests follow each other)."""
+        clock = self.clock
+        if clock is None:
+            return None
+        t = clock()
+        if t != self._burst_t:
+            self._burst_t = t
+            self._burst_stall0 = self.stall_time
+        return t + self.stall_time - self._burst_stall0
 
     def _refault(self, pfn: int) -> None:
         """A released frame is backed again (the guest reused it)."""
@@ -476,6 +541,11 @@ class VM:
         mpn = machine.alloc(self.vmid, data)
         if mpn >= 0:
             return mpn, cost
+        swap = self.swap
+        if swap is not None and swap.nr_inflight and swap.complete(swap.now()):
+            mpn = machine.alloc(self.vmid, data)  # a write to swap completed meanwhile
+            if mpn >= 0:
+                return mpn, cost
         if self.reclaim_hook is not None:
             cost += self.reclaim_hook(self)
             mpn = machine.alloc(self.vmid, data)
@@ -501,11 +571,26 @@ class VM:
         zcache = self.zcache
         cost = 0.0
         if compress and zcache is not None:
+            full = zcache.full
             slot = zcache.store(data)
             cost = zcache.compress_cost
+            self.evict_cpu += cost
+            if slot < 0 and zcache.full != full:
+                if zcache.nr_frames < zcache.max_frames and self.machine.nr_free >= 0:
+                    # no free frame for the cache: the page's own frame becomes one
+                    self.machine.free(mpn)
+                    mpn = -1
+                    slot = zcache.store(data)
+                    if slot < 0:  # (cannot happen: the frame just freed is there)
+                        raise AssertionError("compression cache: no frame after freeing one")
+                elif swap:
+                    slot, c = self._zip_store_replacing(data)
+                    cost += c
             if slot >= 0:
-                self.machine.free(mpn)
+                if mpn >= 0:
+                    self.machine.free(mpn)
                 p2m.set(pfn, P2M_COMPRESSED, slot)
+                self._zage_add(pfn)
                 self.zswpout += 1
                 return cost
         if swap and self.swap is not None:
@@ -513,11 +598,80 @@ class VM:
             if slot >= 0:
                 if p2m.disk_clean[pfn]:
                     self.silent_swap_writes += 1
-                self.machine.free(mpn)
+                if not self.swap.hold(slot, mpn):  # else freed when the write completes
+                    self.machine.free(mpn)
                 p2m.set(pfn, P2M_SWAPPED, slot)
                 self.pswpout += 1
                 return cost + c2
         return -1.0
+
+    def _to_swap_plain(self, pfn: int, swapped: list) -> None:
+        c = self.evict(pfn, compress=False)
+        if c >= 0:
+            swapped[0] += 1
+            swapped[1] += c
+
+    def _zage_add(self, pfn: int) -> None:
+        """`pfn` was just compressed: the youngest page of the cache."""
+        n = self.nr_pages
+        if self._zseq is None:
+            self._zseq = array("I", bytes(4 * n))
+        z = self._zn = self._zn + 1
+        z &= 0xFFFFFFFF
+        self._zseq[pfn] = z
+        self._zage.append(z * n + pfn)
+
+    def _zip_store_replacing(self, data) -> tuple[int, float]:
+        """The compression cache is at its size limit: make room by age-based replacement
+        (ESX: the oldest compressed page is decompressed and written to swap) until `data`
+        fits, at most 4 pages. (Not when it is machine memory that is short: moving a page
+        from the cache to swap would free nothing.) (slot or -1, host CPU seconds spent decompressing)."""
+        zcache = self.zcache
+        cost = 0.0
+        for _ in range(4):
+            c = self._zip_replace_oldest()
+            if c < 0:
+                return -1, cost
+            cost += c
+            full = zcache.full
+            slot = zcache.store(data)
+            if slot >= 0:
+                return slot, cost
+            if zcache.full == full:
+                return -1, cost  # refused for its size this time
+        return -1, cost
+
+    def _zip_replace_oldest(self) -> float:
+        """Move the page compressed longest ago to host swap; the host CPU seconds it
+        took (decompression), or -1.0 if there is none or swap is full."""
+        swap = self.swap
+        if swap is None or swap.nr_used >= swap.nr_slots:
+            return -1.0
+        age = self._zage
+        p2m = self.p2m
+        state = p2m.state
+        mpns = p2m.mpn
+        n = self.nr_pages
+        seq = self._zseq
+        while age:
+            e = age.popleft()
+            z, pfn = divmod(e, n)
+            if state[pfn] == P2M_COMPRESSED and seq[pfn] == z:
+                break
+        else:
+            return -1.0
+        slot = mpns[pfn]
+        zcache = self.zcache
+        data = zcache.peek(slot)
+        zcache.free(slot)
+        zcache.replaced += 1
+        new, _ = swap.write(data)  # from a bounce buffer: no guest frame waits for it
+        p2m.set(pfn, P2M_SWAPPED, new)
+        self.pswpout += 1
+        self.zip_replaced += 1
+        cost = zcache.decompress_cost
+        self.evict_cpu += cost
+        return cost
 
     def evict_many(self, pfns, compress: bool = True, swap: bool = True) -> tuple[int, float]:
         """`evict` for a list of private frames; frames that can go nowhere stay private.
@@ -533,14 +687,24 @@ class VM:
             raise ValueError(f"evict: pfn {bad:#x} of {self.name} is not a private frame")
         zcache = self.zcache if compress else None
         swapped = [0, 0.0]  # pages, seconds
+        full = [zcache.full if zcache is not None else 0]
+
+        deferred: list[int] = []  # refused because the cache is full: handled after
 
         def to_swap(i: int) -> None:
-            # refused by the cache: swap it now, freeing its frame for the cache
+            # refused by the cache for its size: swap it now, freeing its frame for the
+            # cache. Refused because the cache is full: handled once the batch is in
+            # (the cache must not change under store_frames)
             if swap:
-                c = self.evict(pfns[i], compress=False)
-                if c >= 0:
-                    swapped[0] += 1
-                    swapped[1] += c
+                is_full = zcache is not None and zcache.full != full[0]
+                if is_full:
+                    full[0] = zcache.full
+                if deferred or is_full:
+                    # (and every refusal after it, so pages keep their order; a page
+                    # refused for its size goes to swap then without a second try)
+                    deferred.append(pfns[i] if is_full else ~pfns[i])
+                    return
+                self._to_swap_plain(pfns[i], swapped)
 
         if zcache is None:
             slots = [-1] * len(pfns)
@@ -550,6 +714,7 @@ class VM:
         else:
             slots = zcache.store_frames(list(map(mpns.__getitem__, pfns)), to_swap)
             cost = len(pfns) * zcache.compress_cost
+            self.evict_cpu += cost
         stored = pfns
         if zcache is None:
             stored = slots = []
@@ -560,9 +725,20 @@ class VM:
         compressed = len(slots)
         if compressed:
             # NOTE: P2M.set inlined for performance (nr is settled below)
+            n = self.nr_pages
             for pfn, slot in zip(stored, slots):
                 state[pfn] = P2M_COMPRESSED
                 mpns[pfn] = slot
+            seq = self._zseq
+            if seq is None:
+                seq = self._zseq = array("I", bytes(4 * n))
+            z = self._zn
+            for pfn in stored:
+                z += 1
+                seq[pfn] = z & 0xFFFFFFFF
+            self._zage.extend([(zi & 0xFFFFFFFF) * n + pfn
+                               for zi, pfn in zip(range(self._zn + 1, z + 1), stored)])
+            self._zn = z
         done = swapped[0]
         cost += swapped[1]
         if compressed:
@@ -570,6 +746,20 @@ class VM:
             nr[P2M_PRIVATE] -= compressed
             nr[P2M_COMPRESSED] += compressed
             self.zswpout += compressed
+        for pfn in deferred:
+            if pfn < 0:
+                c = self.evict(~pfn, compress=False)
+            else:
+                # age-based replacement, or the page's own frame, or swap; its
+                # compression was counted with the batch's
+                c = self.evict(pfn)
+                self.evict_cpu -= zcache.compress_cost
+                zcache.full -= 1  # (the same refusal, counted once)
+                if c >= 0:
+                    c -= zcache.compress_cost
+            if c >= 0:
+                done += 1
+                cost += c
         return done + compressed, cost
 
     def break_large_pages(self) -> int:
@@ -587,7 +777,9 @@ class VM:
         "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "pswpin", "pswpout",
         "balloon_refault", "released", "reported_discards", "false_swap_reads", "stale_swap_reads",
         "false_reads_avoided", "silent_swap_writes", "large_pages_broken", "nomem_stalls",
-        "nomem_stall_time", "low_state_stalls", "stall_time",
+        "nomem_stall_time", "low_state_stalls", "stall_time", "stall_host_fault",
+        "stall_cow_break", "stall_decompress", "stall_host_swapin", "stall_balloon",
+        "stall_cpu_zero", "stall_cpu_zip",
     )
 
     def counters(self) -> dict[str, int | float]:

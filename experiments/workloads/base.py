@@ -8,6 +8,17 @@ its CPU time plus those costs. Work done is counted in the profile's own unit (r
 buffer-pool operations, compiled files, MiB allocated), so a run under memory pressure
 shows its slowdown as throughput relative to a run with enough memory.
 
+Time as the hardware spends it (hypervisor/cpu.py): the guest's tasks run on the VM's
+vCPUs, which run on the host's CPUs. `wait(total)` splits a burst's seconds by what the
+VM and the guest kernel counted while it ran: the stalls beneath the guest (host faults,
+copy-on-write breaks, decompression, host swap-in, waits for a frame) hold the vCPU; the
+guest's I/O waits (swap-in and file reads from its virtual disk) sleep the task and free
+the vCPU; the rest is CPU time, which needs the vCPU and a host CPU. The burst is placed
+on the first free vCPU (after any burst queued there) and the process sleeps until its
+vCPU time is over, then its I/O wait: with more runnable tasks than vCPUs, or vCPUs than
+host CPUs, each burst waits its turn and throughput falls. A process's bursts are marked
+at every resumption (`_guard`), so another process's stalls are never counted in its own.
+
 `Proc` is the only place that speaks to the guest's Task API (system calls with Linux
 signatures, raising OSError with the errno). A process killed by the guest (SIGSEGV, the
 OOM killer) is noticed through `alive` and the workload carries on without it.
@@ -211,6 +222,15 @@ class Workload:
         self.stall = 0.0  # seconds spent beneath the processes (faults, host, I/O)
         self.procs: list[Proc] = []
         self.started = False
+        self.vcpus = getattr(vm, "vcpus", None)  # hypervisor.cpu.VCPUs, or None: no scheduler
+        # fraction of a burst's own time (what is left of it once stalls and I/O waits are
+        # taken out) spent running on a CPU; the rest is spent off-CPU
+        self.cpu_util = float(getattr(params, "cpu_util", 1.0))
+        # the VM's and kernel's cumulative counters at the start of the running burst
+        self._m_stall = self._m_zero = self._m_zip = self._m_io = 0.0
+        # what the bursts cost, seconds
+        self.cpu_time = 0.0  # guest CPU time
+        self.iowait_time = 0.0  # asleep on the guest's disks, vCPU free
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -221,10 +241,31 @@ class Workload:
     def go(self, gen):
         return self.env.process(self._guard(gen))
 
+    def _mark(self) -> None:
+        """A process resumes: what the VM and kernel count from now is its burst's."""
+        vm = self.vm
+        self._m_stall = vm.stall_time
+        self._m_zero = vm.stall_cpu_zero
+        self._m_zip = vm.stall_cpu_zip
+        k = self.kernel
+        self._m_io = k.iowait_swap + k.iowait_file
+
     def _guard(self, gen):
-        """Run a process body; a guest that panicked stops its workload, nothing more."""
+        """Run a process body; a guest that panicked stops its workload, nothing more.
+        (`yield from gen`, marking each resumption for `wait`.)"""
+        mark = self._mark if self.vcpus is not None else None
         try:
-            yield from gen
+            if mark is None:
+                yield from gen
+                return
+            mark()
+            ev = next(gen)
+            while True:
+                val = yield ev
+                mark()
+                ev = gen.send(val)
+        except StopIteration:
+            return
         except Exception as exc:  # noqa: BLE001
             from guestkernel.page_alloc import KernelPanic
 
@@ -262,8 +303,38 @@ class Workload:
         return data
 
     def wait(self, cpu_time: float):
-        """The one timeout of a burst: its CPU time plus what it stalled beneath."""
-        return self.env.timeout(max(cpu_time, 0.0))
+        """The one timeout of a burst of `cpu_time` seconds: its CPU time plus every
+        cost it was charged (stalls beneath the guest, guest I/O waits, guest kernel
+        work). Without vCPUs, a plain timeout of that; with them, the burst is scheduled
+        (module docstring) and the timeout ends when its vCPU time and I/O wait are over."""
+        total = cpu_time if cpu_time > 0.0 else 0.0
+        vcpus = self.vcpus
+        if vcpus is None:
+            return self.env.timeout(total)
+        vm = self.vm
+        k = self.kernel
+        held = vm.stall_time - self._m_stall
+        zero = vm.stall_cpu_zero - self._m_zero
+        zip_ = vm.stall_cpu_zip - self._m_zip
+        io = k.iowait_swap + k.iowait_file - self._m_io
+        wait = held - zero - zip_
+        if wait < 0.0:
+            wait = 0.0
+        cpu = total - held - io
+        if cpu < 0.0:  # (a cost counted but left out of the total)
+            io = max(0.0, total - held)
+            cpu = 0.0
+        # of the burst's own time, the part off-CPU (waiting for the next request)
+        think = cpu * (1.0 - self.cpu_util)
+        cpu -= think
+        self.cpu_time += cpu
+        self.iowait_time += io
+        now = self.env.now
+        end = vcpus.burst(now, cpu, zero, zip_, wait) + io + think
+        # the next burst of this process starts from here (a process may call wait()
+        # twice before yielding)
+        self._mark()
+        return self.env.timeout(end - now)
 
     def exp(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean) if mean > 0 else 0.0

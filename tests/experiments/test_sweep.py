@@ -425,7 +425,7 @@ def test_real_failing_run_is_recorded_and_reported(tmp_path):
     sw = S.load_sweep(write_sweep(tmp_path, text, base=None), output_dir=tmp_path / "out")
     broken = next(r for r in sw.runs if r.case == "broken")
     # the case's table replaced the base's database workload; its path is relative to the base
-    assert broken.config["vm"][1]["workload"] == {"profile": "trace", "speed": 1.0, "touch": True,
+    assert broken.config["vm"][1]["workload"] == {"profile": "trace", "speed": 1.0, "touch": True, "cpu_util": 1.0,
                                                   "path": str(QUICKSTART.parent.resolve() / "missing.trace")}
     rows = {r["case"]: r for r in S.run_sweep(sw, jobs=1)}
     assert rows["fine"]["status"] == "ok"

@@ -99,14 +99,19 @@ def test_evict_many_compresses_swaps_the_rest_and_keeps_what_can_go_nowhere():
         vm.store(pfn, d)
     #  pfn:   0  1  2  3  4  5
     #  page:  h  h  h  r  r  r     h: ~1.5 KiB after zstd, r: incompressible
-    #  goes:  Z  Z  S  S  -  -     Z cache (full after two), S swap (full after two)
+    #  goes:  S  Z  Z  S  -  -     Z cache (full after two: pfn 2 makes room by sending the
+    #                              oldest, pfn 0, to swap: ESX's age-based replacement),
+    #                              S swap (full after two)
     done, cost = vm.evict_many(range(6))
     assert done == 4
     assert [vm.p2m.state[p] for p in range(6)] == [
-        P2M_COMPRESSED, P2M_COMPRESSED, P2M_SWAPPED, P2M_SWAPPED, P2M_PRIVATE, P2M_PRIVATE,
+        P2M_SWAPPED, P2M_COMPRESSED, P2M_COMPRESSED, P2M_SWAPPED, P2M_PRIVATE, P2M_PRIVATE,
     ]
-    assert cost == 6 * vm.zcache.compress_cost + 2 * vm.swap.page_io_time
-    assert vm.zcache.full == 1 and vm.zcache.rejected == 3 and vm.zswpout == 2
+    # compressing all six, decompressing pfn 0 to move it, writing pfn 3 (pfn 0's write
+    # is made from the decompressed copy: no guest frame waits for it)
+    assert cost == pytest.approx(6 * vm.zcache.compress_cost + vm.decompress_cost + vm.swap.page_io_time)
+    assert vm.zcache.full == 1 and vm.zcache.rejected == 3 and vm.zswpout == 3
+    assert vm.zip_replaced == 1 and vm.pswpout == 2
     assert [vm.load(p) for p in range(6)] == data
     vm.p2m.validate()
     m.validate()
@@ -190,3 +195,51 @@ def test_store_frames_is_store_page_by_page(spec):
         return out, calls, _state(m, z)
 
     assert run(True) == run(False)
+
+
+def _full_cache_vm():
+    m = MachineMemory(16)
+    vm = VM(m, "vm", 6)
+    vm.zcache = CompressionCache(m, max_frames=1)  # one frame: two half-page slots
+    vm.swap = HostSwap(8)
+    for pfn in range(4):
+        vm.store(pfn, half_compressible_page(pfn + 10))
+    assert compressed_size(half_compressible_page(10)) > vm.zcache.quarter
+    return m, vm
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_full_cache_replaces_its_oldest_page_to_swap(bulk):
+    # ESX: when the compression cache is full, the oldest compressed page is
+    # decompressed and written to swap to make room for the new one (age-based
+    # replacement), instead of refusing new pages
+    m, vm = _full_cache_vm()
+    vm.evict(1)
+    vm.evict(0)  # the cache's frame is full: pfn 1 is the oldest, then pfn 0
+    assert vm.zcache.nr_stored == 2 and vm.zcache.nr_frames == 1
+    if bulk:
+        assert vm.evict_many([2, 3]) == (2, pytest.approx(2 * vm.zcache.compress_cost + 2 * vm.decompress_cost))
+    else:
+        assert vm.evict(2) == pytest.approx(vm.zcache.compress_cost + vm.decompress_cost)
+        assert vm.evict(3) == pytest.approx(vm.zcache.compress_cost + vm.decompress_cost)
+    state = vm.p2m.state
+    assert [state[p] for p in range(4)] == [P2M_SWAPPED, P2M_SWAPPED, P2M_COMPRESSED, P2M_COMPRESSED]
+    assert vm.zip_replaced == 2 and vm.zcache.replaced == 2 and vm.pswpout == 2
+    assert vm.zcache.nr_frames == 1  # never above max_frames
+    # the replaced pages' contents went to swap intact
+    assert vm.load(1) == half_compressible_page(11) and vm.load(0) == half_compressible_page(10)
+    assert vm.load(2) == half_compressible_page(12)
+    m.validate()
+    vm.p2m.validate()
+
+
+def test_replacement_skips_pages_no_longer_compressed():
+    m, vm = _full_cache_vm()
+    vm.evict(1)
+    vm.evict(0)
+    vm.touch(1, False)  # decompressed on access: no longer the oldest compressed page
+    vm.evict(1)  # compressed again into the freed slot: now the youngest
+    vm.evict(2)  # full: pfn 0 is the oldest still compressed
+    state = vm.p2m.state
+    assert [state[p] for p in range(3)] == [P2M_SWAPPED, P2M_COMPRESSED, P2M_COMPRESSED]
+    m.validate()

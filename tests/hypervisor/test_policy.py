@@ -265,3 +265,32 @@ def test_esx_shares_targets_respect_caps_and_ask_for_what_is_missing(vms, used, 
     assert all(0 <= t <= c for t, c in zip(targets, caps, strict=True))
     want = max(0, 100 - host.machine.nr_free) if state == SOFT else 0
     assert sum(targets) == min(want, sum(caps))
+
+
+def test_idle_tax_converges_to_the_formula_value_after_the_estimate_warms_up():
+    # Waldspurger 2002, 5.3: the active fraction is estimated by sampling pages each
+    # period; slow and fast moving averages; the estimate used is their maximum, so a VM
+    # that goes idle is believed slowly. A guest using a steady quarter of its memory:
+    # the estimate starts at 1 (a new VM counts as active), the slow average (gain 0.1)
+    # approaches 0.25 as 0.25 + 0.75 * 0.9**n, and the price per page reaches the idle
+    # tax formula's rho = S / (P (f + k (1 - f))), k = 1 / (1 - 0.75), at f = 0.25.
+    import types
+
+    n = 4096
+    vm = vm_with(range(n), size=n)
+    active = list(range(0, n, 4))  # every fourth frame: f = 0.25
+    pol = EsxSharesPolicy(random.Random(11), idle_tax=75, sample_pages=1000)
+    host = types.SimpleNamespace(vms=[vm])
+    seen = []
+    for _ in range(60):
+        pol.sample(host)
+        for pfn in active:
+            vm.touch(pfn, False)
+        seen.append(pol.samplers["g"].active)
+    s = pol.samplers["g"]
+    assert seen[4] > 0.6  # warming up: five periods in, still mostly "active"
+    assert s.slow == pytest.approx(0.25, abs=0.03)
+    assert s.active == pytest.approx(0.25, abs=0.05)
+    k = 1 / (1 - 0.75)
+    formula = vm.shares / (n * (0.25 + k * 0.75))
+    assert pol.rho(vm.shares, n, s.active) == pytest.approx(formula, rel=0.06)

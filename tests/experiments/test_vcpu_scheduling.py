@@ -1,0 +1,122 @@
+"""A workload's bursts on its VM's vCPUs and the host's CPUs (workloads/base.py, hypervisor/cpu.py).
+
+The VM and kernel are stand-ins that count what a real VM and guest kernel count (stall
+seconds beneath the guest, host CPU spent in them, guest I/O wait); each test derives its
+expected throughput from the scheduling rule itself: a burst's CPU time needs a vCPU and a
+host CPU, a stall beneath the guest holds the vCPU, a guest I/O wait frees it.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import simpy
+
+from experiments.workloads.base import Workload
+from hypervisor.cpu import HostCPUs, VCPUs
+
+
+class FakeKernel:
+    panicked = None
+
+    def __init__(self):
+        self.iowait_swap = 0.0
+        self.iowait_file = 0.0
+
+
+class FakeVM:
+    def __init__(self, vcpus):
+        self.kernel = FakeKernel()
+        self.vcpus = vcpus
+        self.stall_time = 0.0
+        self.stall_cpu_zero = 0.0
+        self.stall_cpu_zip = 0.0
+
+
+class Loop(Workload):
+    """`procs` processes, each a closed loop of bursts: `cpu` seconds of guest code, then
+    `host_stall` seconds beneath the guest (held vCPU) and `io` of guest disk wait."""
+
+    def __init__(self, env, vm, procs, cpu, host_stall=0.0, io=0.0, cpu_util=1.0):
+        super().__init__(env, vm, SimpleNamespace(cpu_util=cpu_util), None, 0)
+        self.n, self.c, self.h, self.io = procs, cpu, host_stall, io
+
+    def run(self):
+        for _ in range(self.n):
+            self.go(self.proc())
+        yield self.env.timeout(0)
+
+    def proc(self):
+        while True:
+            vm, k = self.vm, self.kernel
+            vm.stall_time += self.h  # as VM._touch_slow counts a host swap-in
+            k.iowait_swap += self.io  # as the guest's swapin counts its disk wait
+            yield self.wait(self.c + self.h + self.io)
+            self.work_done += 1  # counted once the burst is over
+
+
+def run(workloads, until=1.005):
+    env = workloads[0].env
+    for wl in workloads:
+        wl.start()
+    env.run(until=until)
+    return [wl.work_done for wl in workloads]
+
+
+def test_eight_workers_on_one_vcpu_lose_the_vcpu_to_each_5ms_host_swapin():
+    # 1 ms of CPU then a 5 ms host swap-in per burst. A real vCPU blocked in the
+    # hypervisor runs nothing else: on one vCPU the eight workers' bursts follow each
+    # other, 6 ms each; on eight vCPUs each worker has its own.
+    env = simpy.Environment()
+    one = Loop(env, FakeVM(VCPUs(1, HostCPUs(8))), 8, 0.001, host_stall=0.005)
+    (done1,) = run([one], until=1.0)
+    env = simpy.Environment()
+    eight = Loop(env, FakeVM(VCPUs(8, HostCPUs(8))), 8, 0.001, host_stall=0.005)
+    (done8,) = run([eight], until=1.0)
+    # bursts over by 1 s: one every 6 ms on one vCPU, eight every 6 ms on eight
+    assert done1 == 166  # floor(1 / 0.006)
+    assert done8 == 8 * 166
+
+
+def test_guest_io_wait_frees_the_vcpu():
+    # 1 ms CPU + 9 ms of guest swap-in per burst: the task sleeps in D state and the
+    # other task runs meanwhile, so two tasks on one vCPU each complete a burst per 10 ms
+    env = simpy.Environment()
+    wl = Loop(env, FakeVM(VCPUs(1, HostCPUs(1))), 2, 0.001, io=0.009)
+    (done,) = run([wl])
+    assert done == 2 * 100
+    # (each task's next burst is under way: its wait is counted when it starts)
+    assert wl.iowait_time == pytest.approx((200 + 2) * 0.009)
+
+
+def test_cpu_bound_work_scales_with_vcpus_when_the_host_has_the_cpus():
+    counts = {}
+    for n in (1, 4):
+        env = simpy.Environment()
+        counts[n] = run([Loop(env, FakeVM(VCPUs(n, HostCPUs(4))), 4, 0.010)])[0]
+    assert counts[1] == 100  # four tasks share one vCPU: 10 ms bursts back to back
+    assert counts[4] == 400
+    assert counts[4] == 4 * counts[1]
+
+
+def test_two_to_one_vcpu_overcommit_halves_each_vms_throughput():
+    # 4 host CPUs; one VM of 4 vCPUs with 4 CPU-bound tasks alone, then two such VMs
+    env = simpy.Environment()
+    alone = run([Loop(env, FakeVM(VCPUs(4, HostCPUs(4))), 4, 0.010)])[0]
+    env = simpy.Environment()
+    host = HostCPUs(4)
+    pair = run([Loop(env, FakeVM(VCPUs(4, host)), 4, 0.010),
+                Loop(env, FakeVM(VCPUs(4, host)), 4, 0.010)])
+    assert alone == 400
+    assert pair == [200, 200]
+    # the host CPUs were busy all the time: 4 CPU-seconds granted per second
+    assert host.busy_s()["vcpus"] == pytest.approx(4.0, abs=8 * 0.010)
+
+
+def test_off_cpu_time_of_a_burst_does_not_hold_the_vcpu():
+    # a webserver-like burst: 10 ms of full-speed time of which 10 % on the CPU; eight
+    # workers on one vCPU need 0.8 of it, so each still completes a burst per 10 ms
+    env = simpy.Environment()
+    wl = Loop(env, FakeVM(VCPUs(1, HostCPUs(1))), 8, 0.010, cpu_util=0.1)
+    # worker j first waits j ms for the vCPU: its 100th burst ends at j + 1000 ms
+    (done,) = run([wl], until=1.0085)
+    assert done == 8 * 100
