@@ -9,7 +9,8 @@ behalf (a snapshot of a running process is therefore not atomic: pages may chang
 it is read, as they would under a live migration's first pass).
 
 Page states written (hypervisor/memimage.py): present and anonymous -> CANDIDATE (what
-KSM would scan), present page-cache or shared -> FILE_PAGE, swapped -> SWAPPED (bytes not
+KSM would scan; a reader turns those outside the process's VM_MERGEABLE areas into
+UNMERGEABLE when it has any, from the smaps VmFlags "mg" recorded per mapping), present page-cache or shared -> FILE_PAGE, swapped -> SWAPPED (bytes not
 read), neither -> NOT_RESIDENT (never faulted in), present but refused by /proc/PID/mem
 (a VM_IO/VM_PFNMAP mapping such as [vvar], or one unmapped while read) -> UNREADABLE.
 
@@ -120,11 +121,31 @@ class Process:
     def maps(self) -> list[dict]:
         try:
             with open(f"/proc/{self.pid}/maps") as f:
-                return parse_maps(f.read())
+                regions = parse_maps(f.read())
         except FileNotFoundError:
             raise CaptureError(f"PID {self.pid} exited") from None
         except PermissionError:
             raise CaptureError(f"PID {self.pid}: permission denied reading /proc/{self.pid}/maps") from None
+        flags = self.vmflags()
+        for r in regions:
+            r["vmflags"] = flags.get(r["start"], "")
+        return regions
+
+    def vmflags(self) -> dict:
+        """{start address: the VmFlags line of /proc/PID/smaps} ("mg": VM_MERGEABLE)."""
+        out = {}
+        try:
+            with open(f"/proc/{self.pid}/smaps") as f:
+                start = None
+                for line in f:
+                    if line.startswith("VmFlags:"):
+                        if start is not None:
+                            out[start] = line[8:].strip()
+                    elif "-" in line.split(" ", 1)[0] and line[0] in "0123456789abcdef":
+                        start = int(line.split("-", 1)[0], 16)
+        except OSError:
+            pass  # flags unknown: every anonymous page counts as a candidate
+        return out
 
     def close(self) -> None:
         os.close(self.mem)
@@ -175,7 +196,7 @@ def snapshot(procs: list[Process], out, t: float) -> None:
         states = [p.region_states(r) for r in regions]
         parts.append({"name": f"{p.pid}-{p.comm}", "pid": p.pid, "regions": [
             {"start": hex(r["start"]), "end": hex(r["end"]), "perms": r["perms"], "path": r["path"],
-             "pages": len(s)} for r, s in zip(regions, states, strict=True)]})
+             "vmflags": r.get("vmflags", ""), "pages": len(s)} for r, s in zip(regions, states, strict=True)]})
         plans.append((p, regions, states))
     header = json.dumps({"time": round(t, 6), "wallclock": time.time(), "parts": parts}).encode()
     out.write(SNAP_MAGIC + struct.pack("<Q", len(header)) + header)

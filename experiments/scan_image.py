@@ -145,7 +145,8 @@ def count(paths: list[str], max_page_sharing: int = 256, use_zero_pages: bool = 
 
 # units of the printed keys: pages (also shown in MiB), bytes, seconds, or none
 _PAGE_KEYS = {
-    "pages", "candidates", "not_resident", "swapped", "file_pages", "not_in_dump", "unreadable", "zero_pages",
+    "pages", "candidates", "not_resident", "swapped", "file_pages", "not_in_dump", "unreadable",
+    "not_mergeable", "zero_pages",
     "distinct_contents", "distinct_pages", "pages_shared", "pages_sharing", "pages_unshared",
     "pages_volatile", "ksm_zero_pages", "pages_skipped", "rmap_items", "saved_pages",
     "saved_sharing", "saved_zero", "saved_within", "saved_across", "frames_left",

@@ -5,7 +5,9 @@ hypervisor/memimage.py) this module counts, at C speed where it can:
 
 - candidates: pages KSM would scan. A capture knows which pages were resident
   (/proc/PID/pagemap): never-resident, swapped and page-cache pages are reported apart and
-  are not candidates; a raw or ELF dump cannot tell and says so.
+  are not candidates, and so are anonymous pages outside the MADV_MERGEABLE areas of a
+  process that has some (QEMU marks guest RAM mergeable; KSM scans nothing else); a raw
+  or ELF dump cannot tell and says so.
 - sharing, as KSM converges on a static picture (mm/ksm.c, see hypervisor/sharing.py's
   overview): n candidate pages of one content give floor(n / m) full stable dups of
   m = max_page_sharing mappings, plus one dup if n mod m >= 2, and a lone leftover page
@@ -95,7 +97,7 @@ class Unit:
         self.name = name
         self.img = img  # the MemImage holding the pages' bytes
         self.pages = 0
-        self.kinds = [0] * 6  # pages per memimage kind
+        self.kinds = [0] * 7  # pages per memimage kind
         self.digests: list[int] = []  # candidate pages, address order
         self.offsets: list[int] = []  # their byte offsets in img's file
         self.zero = 0  # candidate pages that are all zero
@@ -258,7 +260,7 @@ def analyse_units(
         "units": [
             {"name": u.name, "pages": u.pages, "candidates": len(u.digests), "zero_pages": u.zero,
              "not_resident": u.kinds[0], "swapped": u.kinds[2], "file_pages": u.kinds[3],
-             "not_in_dump": u.kinds[4], "unreadable": u.kinds[5]}
+             "not_in_dump": u.kinds[4], "unreadable": u.kinds[5], "not_mergeable": u.kinds[6]}
             for u in units
         ],
         "pages": total_pages,
@@ -268,6 +270,7 @@ def analyse_units(
         "file_pages": sum(u.kinds[3] for u in units),
         "not_in_dump": sum(u.kinds[4] for u in units),
         "unreadable": sum(u.kinds[5] for u in units),
+        "not_mergeable": sum(u.kinds[6] for u in units),
         "zero_pages": zero,
         "distinct_contents": len(across),
         "salting": salting,
@@ -390,11 +393,11 @@ def format_table(result: dict) -> str:
                        + (f": {ch:,} candidate pages changed since the previous one" if ch is not None else ""))
         out.append("")
         out.append(f"{'unit':<28} {'pages':>10} {'candidates':>11} {'zero':>9} {'not resident':>13} "
-                   f"{'swapped':>9} {'file/shared':>12} {'not in dump':>12}")
+                   f"{'swapped':>9} {'file/shared':>12} {'not in dump':>12} {'not mergeable':>14}")
         for u in r["units"]:
             out.append(f"{u['name'][:28]:<28} {u['pages']:>10,} {u['candidates']:>11,} {u['zero_pages']:>9,} "
                        f"{u['not_resident']:>13,} {u['swapped']:>9,} {u['file_pages']:>12,} "
-                       f"{u['not_in_dump']:>12,}")
+                       f"{u['not_in_dump']:>12,} {u['not_mergeable']:>14,}")
         rows = [
             ("candidate pages (KSM rmap items)", f"{r['candidates']:,}", mib(r["candidates"])),
             ("distinct contents", f"{r['distinct_contents']:,}", ""),

@@ -30,6 +30,9 @@ parts (one per process captured; one for raw and ELF); a part is a list of runs
     NOT_IN_DUMP    the part of an ELF PT_LOAD segment beyond p_filesz
     UNREADABLE     resident, but /proc/PID/mem refused it (VM_IO/VM_PFNMAP, or the
                    mapping went away while it was read): 4 KiB of zeros in the file
+    UNMERGEABLE    a resident anonymous page outside the VM_MERGEABLE areas of a process
+                   that has some (smaps VmFlags "mg": QEMU's guest RAM): KSM scans only
+                   those areas (a state given when reading, never stored)
 
 Pages with bytes are read through one read-only mmap of the file: nothing is loaded until
 it is used, and the OS page cache holds what is.
@@ -45,10 +48,11 @@ from dataclasses import dataclass, field
 
 from guestkernel.units import PAGE_SHIFT, PAGE_SIZE
 
-NOT_RESIDENT, CANDIDATE, SWAPPED, FILE_PAGE, NOT_IN_DUMP, UNREADABLE = range(6)
-KIND_NAMES = ("not_resident", "candidate", "swapped", "file_page", "not_in_dump", "unreadable")
-DATA_KINDS = (CANDIDATE, FILE_PAGE, UNREADABLE)  # kinds with 4 KiB in the file
-CONTENT_KINDS = (CANDIDATE, FILE_PAGE)  # kinds whose 4 KiB are the page's content
+NOT_RESIDENT, CANDIDATE, SWAPPED, FILE_PAGE, NOT_IN_DUMP, UNREADABLE, UNMERGEABLE = range(7)
+KIND_NAMES = ("not_resident", "candidate", "swapped", "file_page", "not_in_dump", "unreadable",
+              "not_mergeable")
+DATA_KINDS = (CANDIDATE, FILE_PAGE, UNREADABLE, UNMERGEABLE)  # kinds with 4 KiB in the file
+CONTENT_KINDS = (CANDIDATE, FILE_PAGE, UNMERGEABLE)  # kinds whose 4 KiB are the page's content
 
 CAPTURE_MAGIC = b"HVSIMCAP"
 CAPTURE_VERSION = 1
@@ -273,12 +277,16 @@ def _open_capture(path: str, buf) -> MemImage:
             parts = []
             for p in header["parts"]:
                 part = Part(str(p["name"]), [], p["regions"])
+                # a process with MADV_MERGEABLE areas: KSM scans those only
+                some_mg = any("mg" in str(r.get("vmflags", "")).split() for r in p["regions"])
                 for region in p["regions"]:
                     n = int(region["pages"])
                     if pos + n > size:
                         raise ImageError(f"{path}: truncated hvsim capture: snapshot "
                                          f"{len(snapshots)}, {part.name}")
                     states = bytes(buf[pos : pos + n])
+                    if some_mg and "mg" not in str(region.get("vmflags", "")).split():
+                        states = states.replace(bytes((CANDIDATE,)), bytes((UNMERGEABLE,)))
                     pos += n
                     pos = _state_runs(part.runs, states, pos)
                     if pos > size:
@@ -303,12 +311,12 @@ def _state_runs(runs: list, states: bytes, pos: int) -> int:
     i, n = 0, len(states)
     while i < n:
         kind = states[i]
-        if kind > UNREADABLE:
+        if kind > UNMERGEABLE:
             raise ValueError(f"page state {kind}")
         j = i + 1
         # the next page of another state ends the run (bytes.find of each other state)
         stop = n
-        for other in range(UNREADABLE + 1):
+        for other in range(UNMERGEABLE + 1):
             if other != kind:
                 k = states.find(bytes((other,)), j, stop)
                 if k >= 0:

@@ -149,3 +149,40 @@ def test_permission_denied_names_ptrace():
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "permission denied" in lines[0] and "ptrace" in lines[0], lines
     assert not os.path.exists(out)
+
+
+MERGEABLE_CHILD = """
+import mmap, time
+a = mmap.mmap(-1, 20 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+a.madvise(mmap.MADV_MERGEABLE)                 # as QEMU does for guest RAM
+b = mmap.mmap(-1, 10 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for m, n in ((a, 20), (b, 10)):
+    for i in range(n):
+        m[i * 4096:(i + 1) * 4096] = bytes([i + 1]) * 4096
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_only_mergeable_areas_are_candidates_when_the_process_has_some(tmp_path):
+    # KSM scans VM_MERGEABLE areas only (ksm_madvise; smaps VmFlags "mg")
+    from hypervisor.memimage import UNMERGEABLE
+
+    proc = subprocess.Popen([sys.executable, "-c", MERGEABLE_CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        out = tmp_path / "m.cap"
+        capture([proc.pid], str(out))
+    finally:
+        proc.kill()
+        proc.wait()
+    img = open_image(out)
+    regions = img.snapshots[0].parts[0].regions
+    mg = [r for r in regions if "mg" in r["vmflags"].split()]
+    assert [r["pages"] for r in mg] == [20]
+    kinds = [k for k, _ in img.pages(0)]
+    assert kinds.count(CANDIDATE) == 20
+    assert kinds.count(UNMERGEABLE) >= 10  # the plain mapping and the interpreter's heap
+    r = whatif_files([str(out)])["rows"][0]
+    assert r["candidates"] == 20 and r["saved_sharing"] == 0  # 20 distinct pages
+    assert r["not_mergeable"] == kinds.count(UNMERGEABLE)
