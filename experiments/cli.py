@@ -15,42 +15,46 @@ def main() -> None:
     """hvsim: memory overcommit on virtualised hosts, with Linux-like guest kernels."""
 
 
-def _load(config_path: str):
+def _load(config_path: str, overrides: tuple[str, ...] = ()):
     from .config import ConfigError, load_config
 
     try:
-        return load_config(config_path)
+        return load_config(config_path, overrides)
     except ConfigError as exc:
         for line in exc.problems:
             click.echo(f"{config_path}: {line}" if not line.startswith(config_path) else line, err=True)
         sys.exit(2)
 
 
+SET_HELP = ('override a config key, as sweeps name them: host.memory=1GiB, "vm[web].count=4", '
+            "host.sharing.pages_to_scan=2000 (the value is read as TOML, else as text); repeatable")
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), default=None,
               help="run folder (default: the config's output.dir)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--seed", type=int, default=None, help="override experiment.seed")
 @click.option("--duration", default=None, help='override experiment.duration, e.g. "30s"')
-def run(config: str, outdir: str | None, seed: int | None, duration: str | None) -> None:
-    """Run one experiment and write its run folder (config, summary, timeseries, report)."""
-    from .config import ConfigError, config_from_dict
-    from .runner import run_experiment
+def run(config: str, outdir: str | None, overrides: tuple[str, ...], seed: int | None,
+        duration: str | None) -> None:
+    """Run one experiment and write its run folder (config, summary, timeseries, report).
 
-    cfg = _load(config)
-    if seed is not None or duration is not None:
-        data = cfg.model_dump(mode="json")
-        if seed is not None:
-            data["experiment"]["seed"] = seed
-        if duration is not None:
-            data["experiment"]["duration"] = duration
-        try:
-            cfg = config_from_dict(data)
-        except ConfigError as exc:
-            for line in exc.problems:
-                click.echo(f"{config}: {line}", err=True)
-            sys.exit(2)
+    An earlier run in the same folder is replaced (said on stderr): its files are removed
+    first, so none is left over from it."""
+    from .runner import earlier_run, run_experiment
+
+    sets = list(overrides)
+    if seed is not None:
+        sets.append(f"experiment.seed={seed}")
+    if duration is not None:
+        sets.append(f'experiment.duration="{duration}"')
+    cfg = _load(config, tuple(sets))
     out = outdir or str(cfg.output_dir())
+    before = earlier_run(out, cfg)
+    if before:
+        click.echo(f"hvsim run: {before}", err=True)
     summary = run_experiment(cfg, out, progress=True)
     total = summary.get("reclaimed_total_mib", 0.0)
     click.echo(f"{cfg.experiment.name}: {summary['status']}, {summary.get('sim_time_s', 0):g} s simulated "
@@ -66,9 +70,32 @@ def run(config: str, outdir: str | None, seed: int | None, duration: str | None)
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-def validate(config: str) -> None:
-    """Check a config: one line per problem, exit status 2 if there is any."""
-    cfg = _load(config)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def validate(config: str, overrides: tuple[str, ...]) -> None:
+    """Check a config or a sweep file without running it: every problem in one pass, one
+    line each (keys, values, trace and image files, policies), exit status 2 if any.
+
+    A sweep file (one with `base = ...`) is checked with its base config and every run."""
+    from .config import ConfigError, read_toml
+
+    try:
+        data = read_toml(config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+    if "base" in data and "vm" not in data:
+        from .sweep import SweepError, load_sweep
+
+        try:
+            sw = load_sweep(config, overrides=overrides)
+        except SweepError as exc:
+            for line in exc.problems:
+                click.echo(line, err=True)
+            sys.exit(2)
+        click.echo(f"{config}: ok (sweep {sw.name!r}: {len(sw.runs)} runs)")
+        return
+    cfg = _load(config, overrides)
     click.echo(f"{config}: ok ({sum(v.count for v in cfg.vm)} VMs)")
 
 
@@ -106,7 +133,9 @@ def boot(memory: str, arch: str, cpus: int, nodes: int, era: str, paths: tuple[s
 @click.option("--quick", is_flag=True, help="smaller iteration counts")
 @click.option("--list", "list_only", is_flag=True, help="list the benchmarks and exit")
 def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
-    """Measure performance (alloc/free rates, boot time, ...) and print a table."""
+    """Measure performance (alloc/free rates, boot time, ...) and print a table.
+
+    Exit status 1 when a measured figure is below its target (each named on stderr)."""
     from .bench import BENCHMARKS, format_table, run
 
     if list_only:
@@ -115,7 +144,14 @@ def bench(names: tuple[str, ...], quick: bool, list_only: bool) -> None:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise click.UsageError(f"unknown benchmark {unknown[0]!r}; one of: {', '.join(BENCHMARKS)}")
-    click.echo(format_table(run(list(names) or None, quick)))
+    rows = run(list(names) or None, quick)
+    click.echo(format_table(rows))
+    below = [r for r in rows if r.ok is False]
+    if below:  # a figure below its target is a failure a script or CI must see
+        for r in below:
+            click.echo(f"hvsim bench: below target: {r.name}: {r.cells()[1]} {r.unit} (target {r.target})",
+                       err=True)
+        sys.exit(1)
 
 
 def _register_subcommands() -> None:

@@ -22,10 +22,19 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from guestkernel.config import ARCHES, ERAS
-from guestkernel.units import format_size, parse_duration, parse_size
+from guestkernel.units import format_size, parse_duration, parse_size, whole_pages
 
 from .content import IMAGES
 
@@ -37,6 +46,12 @@ def _size(value: Any) -> str:
         return format_size(parse_size(value, "size"))
     except ValueError:
         raise ValueError(f'must be a size like "512MiB", got {value!r}') from None
+
+
+def _memory(value: Any) -> str:
+    text = _size(value)
+    whole_pages(parse_size(text), value)  # ValueError: the line names MiB/GiB
+    return text
 
 
 def _duration(value: Any) -> str:
@@ -85,6 +100,7 @@ def _auto_int(value: Any) -> str | int:
 
 
 Size = Annotated[str, BeforeValidator(_size)]
+Memory = Annotated[str, BeforeValidator(_memory)]  # a size of whole 4 KiB pages
 Duration = Annotated[str, BeforeValidator(_duration)]
 SizeOrPercent = Annotated[str, BeforeValidator(_size_or_percent)]
 AutoInt = Annotated[str | int, BeforeValidator(_auto_int)]
@@ -105,6 +121,46 @@ def size_of(text: str, whole: int) -> int:
     if text.endswith("%"):
         return int(whole * float(text[:-1]) / 100) // 4096 * 4096
     return parse_size(text)
+
+
+def _given_path(path: str, info: ValidationInfo) -> Path | None:
+    """`path` resolved against the config file's folder when the caller gave one
+    (validation context {"base_dir": ...}); None: no file checks (a config built in code,
+    or a run's resolved config inside a sweep worker, which names the file if it fails)."""
+    base = (info.context or {}).get("base_dir") if info is not None else None
+    if base is None:
+        return None
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base) / p
+
+
+def _check_policy(value: str, names: tuple[str, ...], method: str, what: str) -> str:
+    """A policy named by dotted path must be one: a class with `method`, or a function
+    annotated to return such a class. Importing the module runs its code (README)."""
+    if value in names or ("." not in value and ":" not in value):
+        if value not in names:
+            raise ValueError(f"unknown policy {value!r}; one of {', '.join(names)} or a dotted path "
+                             "(package.module.Class)")
+        return value
+    import importlib
+    import inspect
+    import typing
+
+    mod, _, attr = value.replace(":", ".").rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(mod), attr)
+    except Exception as exc:  # ImportError, AttributeError, or the module failing to import
+        raise ValueError(f"cannot load policy {value!r} ({type(exc).__name__}: {exc})") from None
+    cls = obj
+    if not inspect.isclass(obj) and callable(obj):
+        try:  # a factory: its return annotation must be a policy class
+            cls = typing.get_type_hints(obj).get("return")
+        except Exception:
+            cls = None
+    if not (inspect.isclass(cls) and callable(getattr(cls, method, None))):
+        raise ValueError(f"{value!r} is not a {what} policy: a dotted path must name a class with a "
+                         f"{method}() method (see hypervisor/policy.py) or a function annotated to return one")
+    return value
 
 
 class _Model(BaseModel):
@@ -140,6 +196,13 @@ class HostSwapSection(_Model):
     avoid_false_reads: bool = Field(False, description="VSwapper: whole-page writes skip the swap read")
     reclaim_batch: int = Field(64, ge=1, description="frames freed per synchronous reclaim")
     reclaim_rate: int = Field(25600, ge=1, description="frames per second the monitor may evict")
+
+    @field_validator("victim_policy")
+    @classmethod
+    def _victims(cls, value: str) -> str:
+        from hypervisor.policy import VICTIM_POLICIES
+
+        return _check_policy(value, tuple(VICTIM_POLICIES), "choose", "victim")
 
 
 class HostSharingSection(_Model):
@@ -181,9 +244,16 @@ class HostBalloonSection(_Model):
     stats_interval: Duration = Field("5s", description="how often the host polls the guests' balloon stats queue")
     free_page_reporting: bool = Field(False, description="virtio REPORTING: guests report free 2 MiB blocks, the host discards them")
 
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        from hypervisor.policy import BALLOON_POLICIES
+
+        return _check_policy(value, tuple(BALLOON_POLICIES), "targets", "balloon")
+
 
 class HostSection(_Model):
-    memory: Size = Field("4GiB", description="machine memory")
+    memory: Memory = Field("4GiB", description="machine memory")
     cpus: int = Field(4, ge=1, le=4096, description="physical CPUs, shared by the VMs' vCPUs and the host's own "
                       "work (ksmd, compression, zeroing)")
     min_free: str = Field("auto", description='ESXi minFree: "auto" (a sliding scale of 6 / 4 / 2 % over the '
@@ -337,6 +407,20 @@ class TraceParams(_Model):
     speed: float = Field(1.0, gt=0, description="time scale: 2.0 replays twice as fast")
     touch: bool = Field(True, description="touch mapped anonymous memory as the program would")
 
+    @field_validator("path")
+    @classmethod
+    def _trace_file(cls, value: str, info: ValidationInfo) -> str:
+        p = _given_path(value, info)
+        if p is not None and not p.is_file():
+            raise ValueError(f"no such trace file {str(p)!r}" if not p.exists() else f"{str(p)!r} is not a file")
+        if p is not None:
+            try:
+                with open(p, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot open trace file {str(p)!r} ({exc.strerror or exc})") from None
+        return value
+
 
 class SnapshotsParams(_Model):
     profile: Literal["snapshots"] = "snapshots"
@@ -368,7 +452,7 @@ class RootfsImage(_Model):
 class VMSection(_Model):
     name: str = Field(..., min_length=1, description="VM name; with count > 1 instances are name-1 .. name-N")
     count: int = Field(1, ge=1, le=1024, description="identical instances")
-    memory: Size = Field("1GiB", description="guest memory")
+    memory: Memory = Field("1GiB", description="guest memory")
     image: str | RootfsImage = Field(
         "debian-12", description=f"guest OS image: {', '.join(IMAGES)}, \"none\", or "
         '{ rootfs = "PATH" }: a real root filesystem (directory or tar archive) as its files')
@@ -381,15 +465,34 @@ class VMSection(_Model):
     workload: Workload = Field(default_factory=IdleParams)
 
     @model_validator(mode="after")
-    def _check(self) -> VMSection:
+    def _check(self, info: ValidationInfo) -> VMSection:
+        bad = []  # every problem of this VM, one line each
         if isinstance(self.shares, str) and self.shares not in SHARE_LEVELS:
-            raise ValueError(f'shares: must be "low", "normal", "high" or a number, got {self.shares!r}')
+            bad.append(f'shares: must be "low", "normal", "high" or a number, got {self.shares!r}')
         if isinstance(self.shares, int) and self.shares < 1:
-            raise ValueError("shares: must be at least 1")
+            bad.append("shares: must be at least 1")
         if isinstance(self.image, RootfsImage):
             pass  # checked when the config's paths are resolved (resolve_paths)
         elif self.image not in IMAGES and self.image != "none":
-            raise ValueError(f"image: unknown image {self.image!r}; one of {', '.join(IMAGES)} or \"none\"")
+            bad.append(f"image: unknown image {self.image!r}; one of {', '.join(IMAGES)} or \"none\"")
+        path = _given_path(self.image_file, info) if self.image_file else None
+        if path is not None:
+            from hypervisor.vm import ImageError, image_pages
+
+            try:
+                nbytes = image_pages(path) * 4096
+            except ImageError as exc:
+                bad.append(f"image_file: {exc}")
+            else:
+                # the VM runs at the image's size: a memory set to anything else would be
+                # reported but not simulated; left out, it is the image's size
+                if "memory" not in self.model_fields_set:
+                    self.__dict__["memory"] = format_size(nbytes)
+                elif parse_size(self.memory) != nbytes:
+                    bad.append(f"memory: {self.memory} but image_file {str(path)!r} holds {format_size(nbytes)} "
+                               "(a VM booted from an image has the image's size: set memory to it or leave it out)")
+        if bad:
+            raise ValueError("\n".join(bad))
         return self
 
     def image_name(self) -> str:
@@ -469,28 +572,48 @@ def _problems(exc: ValidationError) -> list[str]:
         elif err["type"] == "union_tag_invalid":
             msg = f"unknown workload profile; one of {', '.join(WORKLOAD_MODELS)}"
         loc = _loc(err["loc"])
-        lines.append(f"{loc}: {msg}" if loc else msg)
+        for part in msg.split("\n"):
+            lines.append(f"{loc}: {part}" if loc else part)
     return lines
 
 
-def config_from_dict(data: dict, source: str = "") -> ExperimentConfig:
+def config_from_dict(data: dict, source: str = "", base_dir: str | Path | None = None) -> ExperimentConfig:
+    """Validate a config dict. base_dir: the folder of the file it came from; given, the
+    files it names (image_file, trace path) are checked too, in the same pass."""
     try:
-        return ExperimentConfig.model_validate(data)
+        return ExperimentConfig.model_validate(data, context={"base_dir": base_dir} if base_dir is not None else None)
     except ValidationError as exc:
         raise ConfigError(_problems(exc), source) from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict; ConfigError (one line naming the file) when unreadable."""
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})"], str(path)) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML ({exc})"], str(path)) from None
-    cfg = config_from_dict(data, str(path))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override (`--set KEY=VALUE` strings), validate and resolve a config file."""
+    path = Path(path)
+    data = read_toml(path)
+    early: list[str] = []
+    try:
+        apply_overrides(data, overrides)  # the good ones are applied even when one is bad
+    except ConfigError as exc:
+        early = exc.problems
+    try:
+        cfg = config_from_dict(data, str(path), base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(early + exc.problems, str(path)) from None
+    if early:
+        raise ConfigError(early, str(path))
     resolve_paths(cfg, path.parent)
     problems = [f"vm[{i}].image.rootfs: {v.image.rootfs}: no such directory or tar archive"
                 for i, v in enumerate(cfg.vm)
@@ -506,6 +629,39 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if problems:
         raise ConfigError(problems, str(path))
     return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """ "KEY=VALUE" -> (dotted key, value): the value read as a TOML value (2000, true,
+    "x", [1, 2], {profile = "idle"}), else as a string (1GiB, per-vm). ValueError if no '='."""
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise ValueError(f"--set {text}: expected KEY=VALUE, e.g. host.memory=1GiB")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply `--set KEY=VALUE` strings to a config dict in place (dotted keys as sweeps use
+    them). ConfigError with one line per bad override."""
+    problems = []
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+            set_dotted(data, key, value)
+        except ValueError as exc:
+            problems.append(str(exc))
+        except KeyError as exc:
+            problems.append(f"--set {text}: {exc.args[0]}")
+        except (IndexError, TypeError):
+            problems.append(f"--set {text}: not a dotted key like \"vm[0].memory\"")
+    if problems:
+        raise ConfigError(problems)
+    return data
 
 
 def resolve_paths(cfg: ExperimentConfig, base_dir: str | Path) -> None:

@@ -77,6 +77,7 @@ class Sampler:
         self.rows: list[dict] = []
         self._last_work = {name: 0.0 for name in workloads}
         self._last_cpu = list(host.cpus.busy)
+        self._last_time = 0.0  # of the previous row: throughput is over the time since
         self.process = env.process(self._run())
 
     def columns(self) -> list[str]:
@@ -106,17 +107,27 @@ class Sampler:
         # host CPU each consumer used since the last sample, percent of one CPU (as top
         # shows a thread: ksmd at 5 % uses a twentieth of a CPU)
         busy = host.cpus.busy
+        elapsed = self.env.now - self._last_time  # the interval, or less for the final row
         for i, name in enumerate(CPU_CONSUMERS):
-            row[f"host_cpu_{name}_pct"] = round(100.0 * (busy[i] - self._last_cpu[i]) / self.interval, 6)
+            row[f"host_cpu_{name}_pct"] = (round(100.0 * (busy[i] - self._last_cpu[i]) / elapsed, 6)
+                                           if elapsed > 0 else 0.0)
         self._last_cpu = list(busy)
         for vm in host.vms:
             for key, value in vm_memory_row(vm).items():
                 row[f"{vm.name}.{key}"] = value
             wl = self.workloads.get(vm.name)
             done = wl.work_done if wl is not None else 0.0
-            row[f"{vm.name}.throughput"] = round((done - self._last_work[vm.name]) / self.interval, 6)
+            row[f"{vm.name}.throughput"] = round((done - self._last_work[vm.name]) / elapsed, 6) if elapsed > 0 else 0.0
             self._last_work[vm.name] = done
+        self._last_time = self.env.now
         return row
+
+    def final(self) -> None:
+        """The row at the end of the run (SimPy's run(until=t) stops before events at t, so
+        the periodic row at the last second is never taken): the last row then holds the
+        summary's final values."""
+        if not self.rows or self.rows[-1]["time_s"] < round(self.env.now, 9):
+            self.rows.append(self.sample())
 
     def _run(self):
         while True:

@@ -200,6 +200,8 @@ def write_report(run_dir: str | Path, plots: bool | None = None) -> Path:
         files, missing = write_plots(run_dir, summary, samples)
     else:
         files, missing = {}, dict.fromkeys(PLOT_FILES, "plots are off (output.plots = false)")
+        for name in PLOT_FILES.values():  # an earlier report's PNGs would pass for this run's
+            (run_dir / name).unlink(missing_ok=True)
     text = render_markdown(config, summary, samples, files, missing)
     out = run_dir / "report.md"
     out.write_text(text)

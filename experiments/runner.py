@@ -62,6 +62,40 @@ def simulation_gc():
         gc.unfreeze()
 
 
+#: What a run writes into its folder (and an earlier run there is cleared of first).
+RUN_FILES = ("config.toml", "summary.json", "timeseries.csv", "report.md")
+
+
+def _run_files(out: Path) -> list[Path]:
+    from .report import PLOT_FILES
+
+    return [out / n for n in (*RUN_FILES, *PLOT_FILES.values()) if (out / n).is_file()]
+
+
+def earlier_run(outdir: str | Path, cfg: ExperimentConfig) -> str:
+    """One line saying what running `cfg` into `outdir` replaces ("" when nothing)."""
+    out = Path(outdir)
+    files = _run_files(out) if out.is_dir() else []
+    if not files:
+        return ""
+    what = "an earlier run"
+    try:
+        old = json.loads((out / "summary.json").read_text())
+        what = f"an earlier run of {old.get('name')!r} ({old.get('status')}, seed {old.get('seed')})"
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        import tomllib
+
+        from .config import config_from_dict
+
+        same = config_from_dict(tomllib.loads((out / "config.toml").read_text())) == cfg
+        what += ", same config" if same else ", a different config"
+    except Exception:  # unreadable or invalid: it is replaced all the same
+        pass
+    return f"replacing {what} in {out}/ ({len(files)} files removed first)"
+
+
 def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = False,
                    write_report: bool = True) -> dict:
     """Run `cfg` into `outdir`; returns the summary dict written to summary.json."""
@@ -69,6 +103,8 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in _run_files(out):  # nothing of an earlier run may pass for this one's
+        stale.unlink()
     (out / "config.toml").write_text(dump_toml(cfg))
     duration = seconds(cfg.experiment.duration)
     summary: dict = {
@@ -103,6 +139,7 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
         if bar is not None:
             bar.close()
         summary["sim_time_s"] = env.now
+        sampler.final()
     except Exception as exc:  # a failed run is a result, not a crash of the sweep
         summary["status"] = "failed"
         summary["error"] = f"{type(exc).__name__}: {exc}"

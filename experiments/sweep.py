@@ -91,6 +91,7 @@ sweep file or option (one line per problem, naming the key).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import importlib
@@ -153,12 +154,23 @@ class RunSpec:
     config: dict
     run_dir: str
     runner: str = DEFAULT_RUNNER
+    version: str = ""
+    config_digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.version:
+            from . import __version__
+
+            self.version = __version__
+        if not self.config_digest:
+            self.config_digest = config_digest(self.config)
 
     def row_head(self) -> dict:
         """The row's identifying columns (before the results)."""
         row: dict = {"run_id": self.run_id, "case": self.case}
         row.update(self.params)
-        row.update(replication=self.replication, seed=self.seed)
+        row.update(replication=self.replication, seed=self.seed, version=self.version,
+                   config_digest=self.config_digest)
         return row
 
 
@@ -176,10 +188,48 @@ class Sweep:
 
     @property
     def columns(self) -> list[str]:
-        return ["run_id", "case", *self.keys, "replication", "seed", "status", "error", *ROW_METRICS]
+        return ["run_id", "case", *self.keys, "replication", "seed", "version", "config_digest", "status",
+                "error", *ROW_METRICS]
+
+    def sort_key(self) -> Callable[[dict], tuple]:
+        """Row order of runs.csv and sweep.md: cases in the file's order, then each swept
+        key by value (numbers, sizes and durations by magnitude, not as text), then the
+        replication."""
+        order = {name: i for i, name in enumerate(dict.fromkeys(r.case for r in self.runs))}
+        keys = self.keys
+
+        def key(row: dict) -> tuple:
+            return (order.get(row["case"], len(order)), *[_magnitude(row.get(k)) for k in keys],
+                    int(row["replication"]), row["run_id"])
+
+        return key
 
 
 # -- loading and expansion ---------------------------------------------------------------
+
+
+def config_digest(config: dict) -> str:
+    """16 hex digits of xxh64 over the resolved config (without [output], which decides
+    where and how results are written, not what they are) as compact sorted JSON."""
+    what = {k: v for k, v in config.items() if k != "output"}
+    return xxhash.xxh64_hexdigest(json.dumps(what, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _magnitude(value: Any) -> tuple:
+    """A sort key for one cell: numbers, sizes (bytes) and durations (s) by magnitude, before
+    other values (as text)."""
+    if isinstance(value, bool) or value is None:
+        return (1, _show(value) if value is not None else "")
+    if isinstance(value, int | float):
+        return (0, float(value))
+    from guestkernel.units import parse_duration, parse_size
+
+    for parse in (float, parse_size, parse_duration):
+        try:
+            return (0, float(parse(value)))
+        except (ValueError, TypeError):
+            continue
+    return (1, _show(value))
 
 
 def replication_seed(seed: int, replication: int) -> int:
@@ -234,7 +284,7 @@ def _flatten(table: dict, whole_tables: bool, prefix: str = "") -> list[tuple[st
 
 
 def load_sweep(path: str | Path, output_dir: str | Path | None = None,
-               runner: str | None = None) -> Sweep:
+               runner: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read, validate and expand a sweep file. Raises SweepError (one line per problem)."""
     path = Path(path)
     try:
@@ -246,17 +296,19 @@ def load_sweep(path: str | Path, output_dir: str | Path | None = None,
     except tomllib.TOMLDecodeError as exc:
         raise SweepError([f"{path}: not valid TOML ({exc})"]) from None
     return expand_sweep(data, base_dir=path.parent, source=str(path), default_name=path.stem,
-                        output_dir=output_dir, runner=runner)
+                        output_dir=output_dir, runner=runner, overrides=overrides)
 
 
 def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
                  default_name: str = "sweep", output_dir: str | Path | None = None,
-                 runner: str | None = None) -> Sweep:
+                 runner: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Validate and expand a parsed sweep file (see the module docstring for its format).
 
     runner: "module:function" each run calls (default DEFAULT_RUNNER, the real runner).
+    overrides: `--set KEY=VALUE` strings applied to the base config (before the sweep's
+    own overrides, so a swept key still varies).
     """
-    from .config import ConfigError, config_from_dict, resolve_paths
+    from .config import ConfigError, apply_overrides, config_from_dict, resolve_paths
 
     runner = runner or DEFAULT_RUNNER
     base_dir = Path(base_dir)
@@ -293,7 +345,8 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
         bad("base", "must be a config file name or a [base] table")
     if base is not None:
         try:
-            config_from_dict(copy.deepcopy(base))
+            base = apply_overrides(copy.deepcopy(base), overrides)
+            config_from_dict(copy.deepcopy(base), base_dir=config_dir)
         except ConfigError as exc:
             for p in exc.problems:
                 bad("base", p)
@@ -394,7 +447,7 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
         if failed:
             continue
         try:
-            cfg = config_from_dict(copy.deepcopy(config))
+            cfg = config_from_dict(copy.deepcopy(config), base_dir=config_dir)
         except ConfigError as exc:
             for p in exc.problems:
                 bad(_origin(p, config, overrides, zip_keys, grid_keys, where), p)
@@ -513,6 +566,7 @@ def execute(spec: RunSpec) -> dict:
     t0 = time.perf_counter()
     try:
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(spec.run_dir) / STARTED).write_text(f"{os.getpid()}\n")
         summary = _resolve(spec.runner)(spec.config, spec.run_dir)
         if not isinstance(summary, dict):
             raise TypeError(f"runner {spec.runner} returned {type(summary).__name__}, not a summary dict")
@@ -532,6 +586,9 @@ def execute(spec: RunSpec) -> dict:
         except OSError:
             pass
         return failed_row(spec, error, wall)
+    finally:
+        with contextlib.suppress(OSError):
+            (Path(spec.run_dir) / STARTED).unlink()
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -543,16 +600,80 @@ def _serial(specs: list[RunSpec]) -> Iterator[dict]:
 
 
 def _pool(specs: list[RunSpec], jobs: int) -> Iterator[dict]:
+    """Runs on a spawn process pool. A worker that dies (killed, out of memory) breaks the
+    pool: the runs that had started then run again one at a time in a process of their own,
+    so the one that dies again is recorded as failed with its exit signal and the others
+    complete; runs that had not started go to a new pool."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(execute, spec): spec for spec in specs}
-        for fut in as_completed(futures):
-            try:
-                yield fut.result()
-            except Exception as exc:  # the worker process died (BrokenProcessPool, ...)
-                yield failed_row(futures[fut], f"{type(exc).__name__}: {exc}")
+    ctx = multiprocessing.get_context("spawn")
+    pending = longest_first(specs)
+    while pending:
+        broken: list[RunSpec] = []
+        with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx) as pool:
+            futures = {pool.submit(execute, spec): spec for spec in pending}
+            for fut in as_completed(futures):
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken.append(futures[fut])
+                except Exception as exc:  # pickling and the like: this run only
+                    yield failed_row(futures[fut], f"{type(exc).__name__}: {exc}")
+        started = [s for s in broken if (Path(s.run_dir) / STARTED).exists()]
+        for spec in started:
+            yield _alone(spec, ctx)
+        pending = [s for s in broken if s not in started]
+
+
+STARTED = ".started"  # written into a run folder when a worker starts the run
+
+
+def _alone(spec: RunSpec, ctx) -> dict:
+    """Run `spec` in a process of its own; a death is a failed row naming the signal."""
+    import signal
+
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_execute_into, args=(spec, queue))
+    proc.start()
+    row = None
+    while row is None and (proc.is_alive() or not queue.empty()):
+        try:
+            row = queue.get(timeout=0.2)
+        except Exception:  # queue.Empty
+            continue
+    proc.join()
+    if row is not None:
+        return row
+    code = proc.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        why = f"worker process killed by signal {-code} ({name}{', e.g. the OOM killer' if name == 'SIGKILL' else ''})"
+    else:
+        why = f"worker process exited with status {code} before returning its result"
+    return failed_row(spec, why)
+
+
+def _execute_into(spec: RunSpec, queue) -> None:
+    queue.put(execute(spec))
+
+
+def longest_first(specs: list[RunSpec]) -> list[RunSpec]:
+    """Submission order: the runs expected to take longest first (simulated duration x
+    guest pages), so no long run starts last while the other workers idle; ties keep the
+    sweep's order."""
+    from guestkernel.units import parse_duration, parse_size
+
+    def cost(spec: RunSpec) -> float:
+        try:
+            d = parse_duration(spec.config["experiment"]["duration"])
+            mem = sum(parse_size(v.get("memory", "1GiB")) * int(v.get("count", 1)) for v in spec.config["vm"])
+            return d * mem
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return 0.0
+
+    return sorted(specs, key=lambda s: -cost(s))
 
 
 def dask_client(scheduler: str):
@@ -577,6 +698,29 @@ def dask_client(scheduler: str):
         raise SweepError([f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc})"]) from None
 
 
+def _close_dask(client, cluster) -> None:
+    """Close the client, then the cluster, with distributed's loggers silenced: closing
+    races the workers' heartbeats (a CommClosedError traceback logged after every run
+    succeeded), which says nothing about the sweep."""
+    if client is None and cluster is None:
+        return
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.worker", "distributed.core",
+                                              "distributed.comm", "distributed.nanny", "tornado")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _dask(specs: list[RunSpec], client) -> Iterator[dict]:
     import uuid
 
@@ -585,7 +729,7 @@ def _dask(specs: list[RunSpec], client) -> Iterator[dict]:
     # unique per invocation: another sweep on the same cluster may hold the same run ids
     tag = uuid.uuid4().hex[:8]
     futures = {}
-    for spec in specs:
+    for spec in longest_first(specs):
         fut = client.submit(execute, spec, key=f"hvsim-{tag}-{spec.run_id}", pure=False)
         futures[fut.key] = (fut, spec)
     for fut in as_completed([f for f, _ in futures.values()]):
@@ -629,20 +773,45 @@ def read_runs_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def finished_rows(sweep: Sweep) -> dict[str, dict]:
-    """Rows of runs that a resumed sweep skips: in runs.csv, summary.json ok, same seed."""
-    listed = {r.get("run_id") for r in read_runs_csv(sweep.output_dir / "runs.csv")}
-    done = {}
+def finished_rows(sweep: Sweep) -> tuple[dict[str, dict], dict[str, int]]:
+    """(rows of the runs a resumed sweep skips, {why: count} of finished runs it reruns).
+
+    A run is finished when runs.csv lists it as ok with the same hvsim version and digest
+    of the resolved config, and its folder holds an ok summary.json with the same seed. A
+    run finished under another version or config (the base edited, a default changed) is
+    stale: it runs again, counted under its reason."""
+    listed = {r.get("run_id"): r for r in read_runs_csv(sweep.output_dir / "runs.csv")}
+    done: dict[str, dict] = {}
+    stale: dict[str, int] = {}
     for spec in sweep.runs:
-        if spec.run_id not in listed:
+        old = listed.get(spec.run_id)
+        if old is None or old.get("status") != "ok":
             continue
         try:
             summary = json.loads((Path(spec.run_dir) / "summary.json").read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(summary, dict) and summary.get("status") == "ok" and summary.get("seed") == spec.seed:
-            done[spec.run_id] = row_from_summary(spec, summary)
-    return done
+        if not (isinstance(summary, dict) and summary.get("status") == "ok"):
+            continue
+        why = None
+        if old.get("version") != spec.version:
+            why = (f"made by hvsim {old['version']}, this is {spec.version}" if old.get("version")
+                   else "no hvsim version recorded (runs.csv from an older hvsim)")
+        elif old.get("config_digest") != spec.config_digest or summary.get("seed") != spec.seed:
+            why = "resolved config differs (base config, sweep file or a default changed)"
+        if why:
+            stale[why] = stale.get(why, 0) + 1
+            continue
+        done[spec.run_id] = row_from_summary(spec, summary)
+    return done, stale
+
+
+def stale_folders(sweep: Sweep) -> list[str]:
+    """Run folders under <dir>/runs/ that are not runs of this sweep (left by an earlier
+    version of the sweep file): never deleted, never read, named in sweep.md."""
+    runs = sweep.output_dir / "runs"
+    ids = {r.run_id for r in sweep.runs}
+    return sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name not in ids) if runs.is_dir() else []
 
 
 # -- the sweep -----------------------------------------------------------------------------
@@ -650,38 +819,46 @@ def finished_rows(sweep: Sweep) -> dict[str, dict]:
 
 def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
               progress: bool | None = None) -> list[dict]:
-    """Run every run of `sweep` not already finished; return all rows sorted by run id.
+    """Run every run of `sweep` not already finished; return all rows in `Sweep.sort_key` order.
 
     jobs: local worker processes (1: in-process); scheduler: a Dask address or "local:N"
     (then `jobs` is unused); progress: a tqdm bar (None: only when stderr is a terminal).
     Writes runs.csv, sweep.json, sweep.md and the sweep plots into sweep.output_dir.
+    Stale finished runs (another config or version) run again, said on stderr.
     """
     from tqdm import tqdm
 
     t0 = time.perf_counter()
     out = sweep.output_dir
     columns = sweep.columns
-    done = finished_rows(sweep)
+    done, stale = finished_rows(sweep)
     todo = [s for s in sweep.runs if s.run_id not in done]
     rows = list(done.values())
     client = cluster = None
-    if scheduler:  # connected before anything is written: a bad address leaves no trace
+    previous = _read_json(out / "sweep.json")
+    if not todo:  # nothing to run: no pool, no cluster, no connection
+        backend, workers, results = "none", 0, iter(())
+    elif scheduler:  # connected before anything is written: a bad address leaves no trace
         backend, workers = "dask", scheduler
-        if todo:
-            client, cluster = dask_client(scheduler)
+        client, cluster = dask_client(scheduler)
         results = _dask(todo, client)
     elif jobs > 1 and len(todo) > 1:
         workers = min(jobs, len(todo))
         backend, results = "process-pool", _pool(todo, workers)
     else:
         backend, workers, results = "in-process", 1, _serial(todo)
+    if stale:
+        n = sum(stale.values())
+        why = "; ".join(f"{c} {w}" for w, c in stale.items())
+        print(f"hvsim sweep: rerunning {n} finished run{'s' if n != 1 else ''} whose results are stale: {why}",
+              file=sys.stderr)
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(total=len(sweep.runs), initial=len(done), unit="run", desc=sweep.name,
                disable=not progress, file=sys.stderr)
+    csv_path = out / "runs.csv"
     try:
         (out / "runs").mkdir(parents=True, exist_ok=True)
-        csv_path = out / "runs.csv"
         write_runs_csv(csv_path, columns, rows)
         with open(csv_path, "a", newline="") as f:
             for row in results:
@@ -693,24 +870,34 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
                     bar.write(f"{row['run_id']}: failed: {row['error']}", file=sys.stderr)
     finally:
         bar.close()
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    rows.sort(key=lambda r: r["run_id"])
+        _close_dask(client, cluster)
+    rows.sort(key=sweep.sort_key())
     write_runs_csv(csv_path, columns, rows)
     wall = time.perf_counter() - t0
     info = {
         "name": sweep.name, "sweep_file": sweep.source, "output_dir": str(out),
         "backend": backend, "workers": workers, "runs": len(rows),
         "ok": sum(r["status"] == "ok" for r in rows), "failed": sum(r["status"] != "ok" for r in rows),
-        "skipped": len(done), "wall_time_s": wall,
+        "skipped": len(done), "rerun_stale": stale, "wall_time_s": wall,
         "run_wall_time_s": {r["run_id"]: r.get("wall_time_s") for r in rows},
+        "unlisted_run_folders": stale_folders(sweep),
     }
+    if not todo and isinstance(previous, dict):
+        # nothing ran: the wall times are those of the invocation that made the runs
+        info["run_wall_time_s"] = previous.get("run_wall_time_s", info["run_wall_time_s"])
+        info["made_by"] = previous.get("made_by") or {
+            k: previous.get(k) for k in ("backend", "workers", "wall_time_s") if k in previous}
     (out / "sweep.json").write_text(json.dumps(info, indent=2) + "\n")
     plots = write_sweep_plots(sweep, rows)
     (out / "sweep.md").write_text(render_sweep_md(sweep, rows, plots, info))
     return rows
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # -- sweep plots and sweep.md --------------------------------------------------------------
@@ -792,7 +979,7 @@ def render_sweep_md(sweep: Sweep, rows: list[dict], plots: dict[str, str], info:
             f"{info['failed']} failed, {info['skipped']} skipped as already finished)",
             f"- replications per point: {sweep.replications}",
             f"- swept: {', '.join(f'`{k}`' for k in sweep.keys) or '(cases only)'}",
-            f"- backend: {info['backend']} ({info['workers']} workers), wall time {info['wall_time_s']:.1f} s",
+            _backend_line(info),
             "- results: `runs.csv` (one row per run), run folders in `runs/`", ""]
     if sweep.replications > 1:
         out += _points_table(sweep, rows)
@@ -811,6 +998,25 @@ def render_sweep_md(sweep: Sweep, rows: list[dict], plots: dict[str, str], info:
         for key, name in plots.items():
             out += [f"### Memory reclaimed against `{key}`", "", f"![{key}]({name})", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _backend_line(info: dict) -> str:
+    if info["backend"] != "none":
+        line = f"- backend: {info['backend']} ({info['workers']} workers), wall time {info['wall_time_s']:.1f} s"
+    else:
+        made = info.get("made_by") or {}
+        line = "- backend: nothing ran this time (every run was already finished)"
+        if made.get("backend"):
+            line += (f"; the runs were made by {made['backend']} ({made.get('workers')} workers) in "
+                     f"{float(made.get('wall_time_s') or 0):.1f} s")
+    stale = info.get("rerun_stale") or {}
+    if stale:
+        line += "\n- rerun because stale: " + "; ".join(f"{c} {w}" for w, c in stale.items())
+    if info.get("unlisted_run_folders"):
+        n = len(info["unlisted_run_folders"])
+        line += (f"\n- `runs/` also holds {n} folder{'s' if n != 1 else ''} of runs that are not part of this "
+                 "sweep (an earlier version of the sweep file); they are not in `runs.csv` or the plots")
+    return line
 
 
 def _points_table(sweep: Sweep, rows: list[dict]) -> list[str]:
@@ -850,7 +1056,10 @@ def _num(v: Any, digits: int = 1) -> str:
 @click.option("-o", "--output", "output", default=None, help="output folder (default: [sweep] dir)")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N")
-def sweep(sweep_file: str, jobs: int | None, output: str | None, scheduler: str | None) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a key of the base config (host.memory=1GiB); repeatable")
+def sweep(sweep_file: str, jobs: int | None, output: str | None, scheduler: str | None,
+          overrides: tuple[str, ...]) -> None:
     """Run a sweep: a base config with parameters varied over a grid, zips, cases and replications.
 
     Writes runs.csv (one row per run), sweep.json, sweep.md, plots and runs/<run id>/ into
@@ -861,7 +1070,7 @@ def sweep(sweep_file: str, jobs: int | None, output: str | None, scheduler: str 
         click.echo(f"hvsim sweep: -j must be >= 1, got {jobs}", err=True)
         sys.exit(2)
     try:
-        spec = load_sweep(sweep_file, output_dir=output)
+        spec = load_sweep(sweep_file, output_dir=output, overrides=overrides)
         rows = run_sweep(spec, jobs=jobs or os.cpu_count() or 1, scheduler=scheduler)
     except SweepError as exc:
         for line in exc.problems:

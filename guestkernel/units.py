@@ -14,20 +14,24 @@ PAGE_SIZE = 1 << PAGE_SHIFT  # bytes
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
+    # the kernel's memparse() ("mem=512M"): a bare K, M, G, T is a power of two
     "k": 1 << 10,
-    "kb": 1 << 10,
-    "kib": 1 << 10,
     "m": 1 << 20,
-    "mb": 1 << 20,
-    "mib": 1 << 20,
     "g": 1 << 30,
-    "gb": 1 << 30,
-    "gib": 1 << 30,
     "t": 1 << 40,
-    "tb": 1 << 40,
+    # IEC binary prefixes (IEC 80000-13): KiB = 2^10 ...
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
     "tib": 1 << 40,
+    # SI decimal prefixes: kB = 10^3, MB = 10^6, GB = 10^9 (as disk and DIMM vendors use them)
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
 }
-# Memory sizes follow the kernel's convention: K, M, G are powers of two ("mem=512M").
+# "2GB" is 2,000,000,000 bytes, not 2 GiB: a size that must be whole pages (memory) and is
+# not names the IEC spelling in its error (see whole_pages()).
 
 _TIME_UNITS = {
     "": 1.0,
@@ -95,8 +99,22 @@ def parse_duration(value: int | float | str, field: str = "duration") -> float:
 
 
 def format_size(nbytes: int) -> str:
-    """Shortest exact binary-unit spelling of a size: 536870912 -> "512MiB"."""
+    """Shortest exact spelling of a size, binary units first: 536870912 -> "512MiB",
+    2000000000 -> "2GB" (a decimal size stays decimal)."""
     for unit, mult in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if nbytes and nbytes % mult == 0:
             return f"{nbytes // mult}{unit}"
+    for unit, mult in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if nbytes and nbytes % mult == 0:
+            return f"{nbytes // mult}{unit}"
     return f"{nbytes}B"
+
+
+def whole_pages(nbytes: int, value: object, field: str = "") -> int:
+    """`nbytes` when it is a whole number of 4 KiB pages; else ValueError naming the IEC
+    spelling (a decimal "208MB" is 208,000,000 bytes, 50,781.25 pages)."""
+    if nbytes % PAGE_SIZE:
+        raise ValueError(
+            f"{field + ': ' if field else ''}{value!r} is {nbytes:,} bytes, not a whole number of 4 KiB pages "
+            f"(MB and GB are decimal, 10^6 and 10^9; write MiB or GiB for 2^20 or 2^30)")
+    return nbytes

@@ -47,3 +47,19 @@ def test_row_formats_value_by_magnitude():
     assert B.Row("a", 12.345, "x").cells()[1] == "12.3"
     assert B.Row("a", 0.6543, "x", ">= 0.5x", True).cells()[1:] == ["0.654", "x", ">= 0.5x", "ok"]
     assert B.Row("a", 0.4, "x", ">= 0.5x", False).cells()[4] == "BELOW TARGET"
+
+
+def test_bench_exits_non_zero_when_a_figure_is_below_its_target(monkeypatch):
+    """A figure below its target is a failed benchmark: exit 1, the row named on stderr."""
+    from experiments import bench as B
+
+    monkeypatch.setitem(B.BENCHMARKS, "fake-below", lambda quick: [
+        B.Row("fake rate", 150_000.0, "faults/s", ">= 200,000", False),
+        B.Row("fake info", 3.0, "s")])
+    monkeypatch.setitem(B.BENCHMARKS, "fake-ok", lambda quick: [
+        B.Row("fake rate", 250_000.0, "faults/s", ">= 200,000", True)])
+    res = CliRunner().invoke(main, ["bench", "fake-below"])
+    assert res.exit_code == 1
+    assert res.stderr == "hvsim bench: below target: fake rate: 150,000 faults/s (target >= 200,000)\n"
+    res = CliRunner().invoke(main, ["bench", "fake-ok"])
+    assert res.exit_code == 0, res.output

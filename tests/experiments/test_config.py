@@ -154,3 +154,156 @@ def test_every_profile_takes_an_input_and_a_boot_page_cache(profile):
     default = config_from_dict({"vm": [{"name": "a", "workload": {"profile": profile}}]}).vm[0].workload
     assert default.input == ""  # the VM's own data
     assert default.page_cache == ("64MiB" if profile == "idle" else "0B")
+
+
+@pytest.mark.parametrize("key", ["host.memory", "vm.memory"])
+@pytest.mark.parametrize("text,nbytes", [("208MB", 208_000_000), ("2GB", 2_000_000_000)])
+def test_decimal_memory_sizes_are_decimal_and_rejected_naming_iec(key, text, nbytes):
+    """"208MB" is 208,000,000 bytes (SI), 50,781.25 pages: a memory size must be whole
+    4 KiB pages, so it is refused with one line naming the IEC spelling (not read as MiB)."""
+    data = {"vm": [{"name": "a"}]}
+    if key == "host.memory":
+        data["host"] = {"memory": text}
+        where = "host.memory"
+    else:
+        data["vm"][0]["memory"] = text
+        where = "vm[0].memory"
+    assert problems(data) == [f"{where}: {text!r} is {nbytes:,} bytes, not a whole number of 4 KiB pages "
+                              "(MB and GB are decimal, 10^6 and 10^9; write MiB or GiB for 2^20 or 2^30)"]
+
+
+def test_decimal_sizes_that_are_whole_pages_stay_decimal():
+    """2048 MB = 2.048e9 bytes = 500,000 pages exactly: accepted, written back as that many bytes."""
+    cfg = config_from_dict({"vm": [{"name": "a", "memory": "2048MB",
+                                    "workload": {"profile": "idle", "page_cache": "10MB"}}]})
+    from experiments.config import size
+
+    assert size(cfg.vm[0].memory) == 2_048_000_000
+    assert size(cfg.vm[0].workload.page_cache) == 10_000_000
+
+
+# -- validate: files, images, policies in one pass; --set ---------------------------------
+
+
+def test_validate_reports_every_file_problem_in_one_pass(tmp_path):
+    """A missing trace, a missing image_file, an odd-sized one and an unknown image name:
+    four lines from one `hvsim validate`, exit 2 (each made the run fail at start)."""
+    (tmp_path / "odd.img").write_bytes(b"\0" * 5000)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[vm]]\nname = "t"\n[vm.workload]\nprofile = "trace"\npath = "gone.trace"\n'
+        '[[vm]]\nname = "i"\nimage_file = "gone.img"\n'
+        '[[vm]]\nname = "o"\nimage_file = "odd.img"\n'
+        '[[vm]]\nname = "u"\nimage = "beos"\n')
+    res = CliRunner().invoke(main, ["validate", str(cfg)])
+    assert res.exit_code == 2
+    assert sorted(res.stderr.splitlines()) == sorted([
+        f"{cfg}: vm[0].workload.path: no such trace file '{tmp_path / 'gone.trace'}'",
+        f"{cfg}: vm[1]: image_file: {tmp_path / 'gone.img'}: no such image file",
+        f"{cfg}: vm[2]: image_file: {tmp_path / 'odd.img'}: image size 5000 bytes is not a multiple of the "
+        "4096-byte page",
+        f"{cfg}: vm[3]: image: unknown image 'beos'; one of debian-12, ubuntu-22.04, centos-7, alpine-3.19, "
+        'windows-2019, windows-xp or "none"',
+    ])
+    assert res.stdout == ""
+
+
+def test_image_file_vm_runs_at_the_image_size_and_says_so(tmp_path):
+    """An image_file VM has the image's size: left out, memory is the image's (so the
+    resolved config and the report show what ran); set to anything else, it is refused."""
+    (tmp_path / "m.img").write_bytes(b"\1" * (16 << 20))
+    path = tmp_path / "c.toml"
+    path.write_text('[[vm]]\nname = "i"\nimage_file = "m.img"\n')
+    assert load_config(path).vm[0].memory == "16MiB"
+    path.write_text('[[vm]]\nname = "i"\nimage_file = "m.img"\nmemory = "1GiB"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [
+        f"vm[0]: memory: 1GiB but image_file '{tmp_path / 'm.img'}' holds 16MiB (a VM booted from an image "
+        "has the image's size: set memory to it or leave it out)"]
+    path.write_text('[[vm]]\nname = "i"\nimage_file = "m.img"\nmemory = "16MiB"\n')
+    assert load_config(path).vm[0].memory == "16MiB"
+
+
+class NotAPolicy:
+    pass
+
+
+class VictimsByAge:
+    def __init__(self, rng) -> None:
+        self.rng = rng
+
+    def choose(self, vm, n):
+        return []
+
+
+def make_victims(rng) -> VictimsByAge:
+    return VictimsByAge(rng)
+
+
+@pytest.mark.parametrize("key,value,line", [
+    ("balloon", "os.system", "host.balloon.policy: 'os.system' is not a balloon policy: a dotted path must name a "
+     "class with a targets() method (see hypervisor/policy.py) or a function annotated to return one"),
+    ("swap", "tests.experiments.test_config.NotAPolicy", "host.swap.victim_policy: "
+     "'tests.experiments.test_config.NotAPolicy' is not a victim policy: a dotted path must name a class with a "
+     "choose() method (see hypervisor/policy.py) or a function annotated to return one"),
+    ("swap", "no_such_module_hv.Thing", "host.swap.victim_policy: cannot load policy 'no_such_module_hv.Thing' "
+     "(ModuleNotFoundError: No module named 'no_such_module_hv')"),
+    ("swap", "lru", "host.swap.victim_policy: unknown policy 'lru'; one of random, access-bits, clock or a dotted "
+     "path (package.module.Class)"),
+])
+def test_a_dotted_path_policy_must_be_a_policy(key, value, line):
+    """issue 18: `policy = "os.system"` validated and was called with the rng."""
+    field = "policy" if key == "balloon" else "victim_policy"
+    assert problems({**BASE, "host": {key: {field: value}}}) == [line]
+
+
+@pytest.mark.parametrize("value", ["tests.experiments.test_config.VictimsByAge",
+                                   "tests.experiments.test_config.make_victims", "clock"])
+def test_a_policy_class_or_annotated_factory_validates(value):
+    assert config_from_dict({**BASE, "host": {"swap": {"victim_policy": value}}}).host.swap.victim_policy == value
+
+
+def test_set_overrides_run_and_validate(tmp_path):
+    """--set KEY=VALUE with the sweeps' dotted keys, values read as TOML (else text), part
+    of the resolved config; a bad key or value is one line naming it, exit 2."""
+    path = tmp_path / "c.toml"
+    path.write_text('[[vm]]\nname = "web"\nmemory = "256MiB"\n[[vm]]\nname = "db"\nmemory = "256MiB"\n')
+    cfg = load_config(path, ["host.memory=1GiB", "vm[web].count=4", "host.sharing.pages_to_scan=2000",
+                             'host.sharing.salting="per-vm"', "host.sharing.enabled=false"])
+    assert (cfg.host.memory, cfg.vm[0].count, cfg.host.sharing.pages_to_scan) == ("1GiB", 4, 2000)
+    assert cfg.host.sharing.salting == "per-vm" and cfg.host.sharing.enabled is False
+    assert tomllib.loads(dump_toml(cfg))["vm"][0]["count"] == 4
+    res = CliRunner().invoke(main, ["validate", str(path), "--set", "vm[web].count=4"])
+    assert res.exit_code == 0 and res.stdout == f"{path}: ok (5 VMs)\n"
+    res = CliRunner().invoke(main, ["validate", str(path), "--set", "host.memroy=1GiB", "--set",
+                                    "vm[mail].count=2", "--set", "host.sharing.pages_to_scan=lots", "--set", "oops"])
+    assert res.exit_code == 2
+    assert sorted(res.stderr.splitlines()) == sorted([  # all in one pass
+        f"{path}: --set vm[mail].count=2: vm[mail].count: no entry named 'mail'",
+        f"{path}: --set oops: expected KEY=VALUE, e.g. host.memory=1GiB",
+        f"{path}: host.memroy: unknown key",
+        f"{path}: host.sharing.pages_to_scan: Input should be a valid integer, unable to parse string as an integer",
+    ])
+    res = CliRunner().invoke(main, ["run", str(path), "--set", "host.memroy=1GiB",
+                                    "--set", "host.sharing.pages_to_scan=lots"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert sorted(res.stderr.splitlines()) == [
+        f"{path}: host.memroy: unknown key",
+        f"{path}: host.sharing.pages_to_scan: Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_validate_recognises_a_sweep_file(tmp_path):
+    (tmp_path / "base.toml").write_text('[[vm]]\nname = "web"\nmemory = "256MiB"\n')
+    sw = tmp_path / "sw.toml"
+    sw.write_text('base = "base.toml"\nreplications = 2\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n')
+    res = CliRunner().invoke(main, ["validate", str(sw)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == f"{sw}: ok (sweep 'sw': 4 runs)\n"
+    res = CliRunner().invoke(main, ["validate", str(sw), "--set", "vm[web].memory=lots"])
+    assert res.exit_code == 2
+    assert res.stderr == f"{sw}: base: vm[0].memory: must be a size like \"512MiB\", got 'lots'\n"
+    (tmp_path / "base.toml").write_text('[[vm]]\nname = "web"\n[vm.workload]\nprofile = "trace"\npath = "x.trace"\n')
+    res = CliRunner().invoke(main, ["validate", str(sw)])
+    assert res.exit_code == 2
+    assert res.stderr == f"{sw}: base: vm[0].workload.path: no such trace file '{tmp_path / 'x.trace'}'\n"

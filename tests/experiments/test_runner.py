@@ -41,8 +41,13 @@ def test_run_folder_has_every_file(tmp_path):
     assert summary["sim_time_s"] == 3.0
     assert set(summary["vms"]) == {"web-1", "web-2"}
     rows = list(csv.DictReader((tmp_path / "timeseries.csv").open()))
-    assert [float(r["time_s"]) for r in rows] == [0.0, 1.0, 2.0]
+    # samples reach the end of the run: the last row is the summary's final state
+    assert [float(r["time_s"]) for r in rows] == [0.0, 1.0, 2.0, 3.0]
     assert "web-2.throughput" in rows[0]
+    for tech in ("sharing", "balloon", "compression", "swap"):
+        assert float(rows[-1][f"reclaimed_{tech}_mib"]) == summary[f"reclaimed_{tech}_mib"]
+    for vm in ("web-1", "web-2"):
+        assert float(rows[-1][f"{vm}.resident_mib"]) == summary["vms"][vm]["resident_mib"]
     # the resolved config is complete and reloads to the same experiment
     assert load_config(tmp_path / "config.toml") == small()
 
@@ -122,3 +127,40 @@ def test_guest_panic_kills_only_its_vm(tmp_path):
     assert bad["panicked"] and not good["panicked"]
     assert bad["resident_mib"] == bad["compressed_mib"] == bad["swapped_mib"] == 0
     assert good["work_done"] > 0
+
+
+def test_last_sample_at_a_duration_between_two_intervals(tmp_path):
+    """2.5 s sampled every 1 s: rows at 0, 1, 2 and 2.5; the last row's throughput is the
+    work of its 0.5 s divided by 0.5 s, so the rows' work adds up to the summary's."""
+    s = run_experiment(small("2.5s"), tmp_path, write_report=False)
+    rows = list(csv.DictReader((tmp_path / "timeseries.csv").open()))
+    times = [float(r["time_s"]) for r in rows]
+    assert times == [0.0, 1.0, 2.0, 2.5]
+    for vm in ("web-1", "web-2"):
+        work = sum(float(r[f"{vm}.throughput"]) * (t - prev) for r, t, prev in zip(rows[1:], times[1:], times))
+        assert work == pytest.approx(s["vms"][vm]["work_done"], rel=1e-6)
+
+
+def test_a_run_into_an_earlier_runs_folder_says_so_and_leaves_nothing_of_it(tmp_path):
+    """issue 19: a copied config with one value changed silently replaced runs/quickstart,
+    and a rerun with plots off kept the old PNGs."""
+    from click.testing import CliRunner
+
+    from experiments.cli import main
+
+    path = tmp_path / "c.toml"
+    out = tmp_path / "out"
+    cfg = small("1s")
+    from experiments.config import dump_toml
+
+    path.write_text(dump_toml(cfg))
+    res = CliRunner().invoke(main, ["run", str(path), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stderr == "" and len(list(out.glob("*.png"))) == 4
+    res = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "--set", "output.plots=false",
+                                    "--set", "host.sharing.pages_to_scan=100"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr == (f"hvsim run: replacing an earlier run of 't' (ok, seed 4), a different config in {out}/ "
+                          "(8 files removed first)\n")
+    assert list(out.glob("*.png")) == []
+    assert "Not drawn: plots are off" in (out / "report.md").read_text()

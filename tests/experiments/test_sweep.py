@@ -49,7 +49,8 @@ memory = "256MiB"
 def fake_runner(config: dict, run_dir: str) -> dict:
     """A stand-in for runner.run_experiment: results are simple functions of the config.
 
-    duration "13s" -> a failed run (status failed); "17s" -> an exception escapes.
+    duration "13s" -> a failed run (status failed); "17s" -> an exception escapes; "19s"
+    -> the process kills itself with SIGKILL while a file "kill" is in the output folder.
     Appends one line to calls.txt in the run folder per call (to count executions).
     """
     out = Path(run_dir)
@@ -58,6 +59,8 @@ def fake_runner(config: dict, run_dir: str) -> dict:
     duration = config["experiment"]["duration"]
     if duration == "17s":
         raise RuntimeError("the simulator blew up")
+    if duration == "19s" and (out.parents[1] / "kill").exists():  # the worker dies (as by the OOM killer)
+        os.kill(os.getpid(), 9)
     host = parse_size(config["host"]["memory"]) / (1 << 20)
     vms = sum(v["count"] for v in config["vm"])
     seed = config["experiment"]["seed"]
@@ -302,7 +305,9 @@ replications = 2
 def test_runs_csv_rows_and_sweep_files(tmp_path):
     sw = load(tmp_path, SWEEP_GRID)
     rows = S.run_sweep(sw, jobs=1)
-    assert [r["run_id"] for r in rows] == sorted(r.run_id for r in sw.runs)
+    # rows by value, numbers and sizes by magnitude (512MiB before 1GiB), then replication
+    assert [(r["host.memory"], r["vm[web].count"], r["replication"]) for r in rows] == [
+        (m, c, i) for m in ("512MiB", "1GiB") for c in (1, 3) for i in (0, 1)]
     out = tmp_path / "out"
     table = read_csv(out / "runs.csv")
     assert list(table[0]) == sw.columns and "wall_time_s" not in sw.columns
@@ -431,7 +436,7 @@ def test_real_failing_run_is_recorded_and_reported(tmp_path):
     assert rows["fine"]["status"] == "ok"
     assert rows["broken"]["status"] == "failed"
     assert rows["broken"]["error"].startswith("FileNotFoundError:")
-    assert [t["status"] for t in read_csv(tmp_path / "out" / "runs.csv")] == ["failed", "ok"]  # by id
+    assert [t["status"] for t in read_csv(tmp_path / "out" / "runs.csv")] == ["ok", "failed"]  # case order
     text = (Path(broken.run_dir) / "report.md").read_text()
     assert "- status: **failed**" in text and "FileNotFoundError" in text
 
@@ -449,3 +454,123 @@ def test_example_sweep_runs(tmp_path):
     assert [(r["host.memory"], r["status"]) for r in rows] == [
         ("192MiB", "ok"), ("256MiB", "ok"), ("640MiB", "ok")], [r["error"] for r in rows]
     assert (tmp_path / "reclaimed_vs_host.memory.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+# -- stale runs, ordering, killed workers, nothing to run ----------------------------------
+
+
+def test_editing_the_base_config_reruns_every_stale_run_and_says_why(tmp_path, capsys):
+    """Run identity covers the resolved config: duration 2 s -> 8 s and web count 2 -> 3 in
+    the base reruns all 4 runs (issue 19: they were skipped and the old numbers reported)."""
+    text = 'base = "base.toml"\nreplications = 2\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n'
+    sw = load(tmp_path, text)
+    S.run_sweep(sw, jobs=1)
+    capsys.readouterr()
+    (tmp_path / "base.toml").write_text(BASE.replace('"2s"', '"8s"').replace("count = 2", "count = 3"))
+    sw2 = S.load_sweep(tmp_path / "sw.toml", output_dir=tmp_path / "out", runner=FAKE)
+    assert [r.run_id for r in sw2.runs] == [r.run_id for r in sw.runs]  # same folders
+    rows = S.run_sweep(sw2, jobs=1)
+    assert [calls(r) for r in sw2.runs] == [2, 2, 2, 2]
+    assert capsys.readouterr().err == ("hvsim sweep: rerunning 4 finished runs whose results are stale: 4 resolved "
+                                       "config differs (base config, sweep file or a default changed)\n")
+    # fake sharing = 10 * (3 web + 1 db) + seed % 7: the new config's numbers, not the old
+    assert [r["reclaimed_sharing_mib"] for r in rows] == [40.0 + r["seed"] % 7 for r in rows]
+    table = read_csv(tmp_path / "out" / "runs.csv")
+    assert {t["config_digest"] for t in table} == {r.config_digest for r in sw2.runs}
+    assert "- rerun because stale: 4 resolved config differs" in (tmp_path / "out" / "sweep.md").read_text()
+    # a third run with nothing changed skips them all, silently
+    S.run_sweep(S.load_sweep(tmp_path / "sw.toml", output_dir=tmp_path / "out", runner=FAKE), jobs=1)
+    assert [calls(r) for r in sw2.runs] == [2, 2, 2, 2] and capsys.readouterr().err == ""
+
+
+def test_a_new_hvsim_version_reruns_finished_runs(tmp_path, capsys, monkeypatch):
+    import experiments
+
+    sw = load(tmp_path, 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n')
+    S.run_sweep(sw, jobs=1)
+    capsys.readouterr()
+    made_by = experiments.__version__
+    monkeypatch.setattr(experiments, "__version__", "9.9.9")
+    sw2 = S.load_sweep(tmp_path / "sw.toml", output_dir=tmp_path / "out", runner=FAKE)
+    S.run_sweep(sw2, jobs=1)
+    assert [calls(r) for r in sw2.runs] == [2, 2]
+    assert capsys.readouterr().err == (f"hvsim sweep: rerunning 2 finished runs whose results are stale: 2 made by "
+                                       f"hvsim {made_by}, this is 9.9.9\n")
+    assert {t["version"] for t in read_csv(tmp_path / "out" / "runs.csv")} == {"9.9.9"}
+
+
+def test_changing_one_grid_value_names_the_folders_no_longer_in_the_sweep(tmp_path):
+    S.run_sweep(load(tmp_path, 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n'), jobs=1)
+    old = {p.name for p in (tmp_path / "out" / "runs").iterdir()}
+    sw = load(tmp_path, 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "2GiB"]\n')
+    rows = S.run_sweep(sw, jobs=1)
+    assert [r["host.memory"] for r in rows] == ["512MiB", "2GiB"]
+    assert [t["host.memory"] for t in read_csv(tmp_path / "out" / "runs.csv")] == ["512MiB", "2GiB"]
+    gone = old - {r.run_id for r in sw.runs}
+    assert len(gone) == 1
+    info = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert info["unlisted_run_folders"] == sorted(gone)
+    assert ("- `runs/` also holds 1 folder of runs that are not part of this sweep"
+            in (tmp_path / "out" / "sweep.md").read_text())
+
+
+def test_numbers_sort_by_value_not_as_text(tmp_path):
+    """pages_to_scan 100 < 1000 < 5000 and 96MiB < 512MiB < 2GiB, in runs.csv and sweep.md."""
+    sw = load(tmp_path, 'base = "base.toml"\n[grid]\n"host.sharing.pages_to_scan" = [1000, 100, 5000]\n'
+                        '"host.memory" = ["2GiB", "512MiB", "96MiB"]\n')
+    S.run_sweep(sw, jobs=1)
+    table = read_csv(tmp_path / "out" / "runs.csv")
+    want = [(str(p), m) for p in (100, 1000, 5000) for m in ("96MiB", "512MiB", "2GiB")]
+    assert [(t["host.sharing.pages_to_scan"], t["host.memory"]) for t in table] == want
+    md = (tmp_path / "out" / "sweep.md").read_text().split("## Runs", 1)[1]
+    cells = [line.split(" | ")[2:4] for line in md.splitlines() if line.startswith("| [")]
+    assert [tuple(c) for c in cells] == want
+
+
+def test_a_killed_worker_is_a_failed_run_and_the_sweep_resumes_it(tmp_path):
+    """A worker killed by SIGKILL (the OOM killer's signal) breaks the process pool: that run
+    is recorded as failed with the signal, the others complete; the same command run again
+    completes it."""
+    text = 'base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "19s", "3s", "4s"]\n'
+    sw = load(tmp_path, text)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kill").write_text("")
+    rows = {r["experiment.duration"]: r for r in S.run_sweep(sw, jobs=2)}
+    assert {d: r["status"] for d, r in rows.items()} == {"2s": "ok", "19s": "failed", "3s": "ok", "4s": "ok"}
+    assert rows["19s"]["error"] == "worker process killed by signal 9 (SIGKILL, e.g. the OOM killer)"
+    assert [t["status"] for t in read_csv(tmp_path / "out" / "runs.csv")] == ["ok", "ok", "ok", "failed"]
+    (tmp_path / "out" / "kill").unlink()
+    again = S.run_sweep(load(tmp_path, text), jobs=2)
+    assert [r["status"] for r in again] == ["ok"] * 4
+    by_dur = {r.config["experiment"]["duration"]: r for r in sw.runs}
+    assert calls(by_dur["2s"]) == 1 and json.loads((tmp_path / "out" / "sweep.json").read_text())["skipped"] == 3
+
+
+def test_dask_sweep_with_every_run_finished_and_without_tracebacks(tmp_path, monkeypatch, capfd):
+    """local:2 after a finished sweep: no "No clients found" traceback, exit 0, and sweep.md
+    keeps saying which backend made the runs (it said "in-process (1 workers), 0.0 s")."""
+    monkeypatch.setattr(S, "DEFAULT_RUNNER", FAKE)
+    path = write_sweep(tmp_path, 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n')
+    out = str(tmp_path / "out")
+    first = CliRunner().invoke(S.sweep, [str(path), "--scheduler", "local:2", "-o", out])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(S.sweep, [str(path), "--scheduler", "local:2", "-o", out])
+    assert second.exit_code == 0, second.output
+    assert second.output == f"2 runs, 0 failed: {tmp_path / 'out' / 'runs.csv'}\n"
+    assert "Traceback" not in capfd.readouterr().err
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "- backend: nothing ran this time (every run was already finished); the runs were made by dask " \
+           "(local:2 workers) in " in md
+
+
+def test_set_overrides_the_base_of_a_sweep(tmp_path, monkeypatch):
+    """`hvsim sweep SWEEP --set KEY=VALUE`: applied to the base, before the sweep's own keys."""
+    path = write_sweep(tmp_path, 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n')
+    sw = S.load_sweep(path, output_dir=tmp_path / "out", runner=FAKE,
+                      overrides=["vm[web].count=3", "host.memory=2GiB", 'experiment.duration="4s"'])
+    assert [(r.config["vm"][0]["count"], r.config["host"]["memory"], r.config["experiment"]["duration"])
+            for r in sw.runs] == [(3, "512MiB", "4s"), (3, "1GiB", "4s")]
+    monkeypatch.setattr(S, "DEFAULT_RUNNER", FAKE)
+    res = CliRunner().invoke(S.sweep, [str(path), "-j", "1", "-o", str(tmp_path / "o2"), "--set", "vm[mail].count=1"])
+    assert res.exit_code == 2
+    assert res.stderr == f"hvsim sweep: {path}: base: --set vm[mail].count=1: vm[mail].count: no entry named 'mail'\n"

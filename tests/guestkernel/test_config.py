@@ -11,9 +11,13 @@ from guestkernel.units import format_size, parse_duration, parse_size
 @pytest.mark.parametrize(
     "text,value",
     [("512MiB", 512 << 20), ("4K", 4096), ("1GiB", 1 << 30), ("2G", 2 << 30), (8192, 8192),
-     ("1.5KiB", 1536), ("  64 MB ", 64 << 20)],
+     ("1.5KiB", 1536), ("  64 MiB ", 64 << 20),
+     # SI prefixes are decimal (SI brochure, IEC 80000-13): MB = 10^6, GB = 10^9, kB = 10^3
+     ("64 MB", 64_000_000), ("2GB", 2_000_000_000), ("208MB", 208_000_000), ("4kB", 4000),
+     ("1TB", 10**12)],
 )
 def test_parse_size(text, value):
+    """Bare K/M/G are binary as memparse() reads "mem=512M"; KiB/MiB/GiB binary, kB/MB/GB decimal."""
     assert parse_size(text) == value
 
 
@@ -31,7 +35,7 @@ def test_parse_duration(text, value):
 
 
 def test_format_size_round_trips():
-    for n in (512 << 20, 4 << 30, 4096, 12345):
+    for n in (512 << 20, 4 << 30, 4096, 12345, 2_000_000_000, 208_000_000):
         assert parse_size(format_size(n)) == n
 
 
