@@ -142,7 +142,7 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
         sampler.final()
     except Exception as exc:  # a failed run is a result, not a crash of the sweep
         summary["status"] = "failed"
-        summary["error"] = f"{type(exc).__name__}: {exc}"
+        summary["error"] = error_line(exc)
         summary["traceback"] = traceback.format_exc()
     summary["host_memory_mib"] = round(cfg_host_mib(cfg), 6)
     summary["guest_memory_mib"] = round(sum(_vm_mib(v) * v.count for v in cfg.vm), 6)
@@ -175,6 +175,18 @@ def run_experiment(cfg: ExperimentConfig, outdir: str | Path, progress: bool = F
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def error_line(exc: BaseException) -> str:
+    """ "Type: message" of a run's exception; a file that could not be opened is named,
+    also when SimPy re-raised the error from a process (a copy without the file name,
+    the original as its cause)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.filename:
+            return f"{type(seen).__name__}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def cfg_host_mib(cfg: ExperimentConfig) -> float:

@@ -422,23 +422,37 @@ def test_identical_runs_csv_on_every_backend(tmp_path):
 
 
 def test_real_failing_run_is_recorded_and_reported(tmp_path):
-    """A real run that fails (a trace workload whose file is missing) inside a sweep."""
+    """A real run that fails inside a sweep: its trace file was there when the sweep was
+    checked and is gone when the run starts; the error line names the file."""
+    trace = tmp_path / "vanishing.trace"
+    trace.write_text("")
     text = (f'base = "{QUICKSTART}"\n'
             '[[case]]\nname = "fine"\n"experiment.duration" = "0.2s"\n"output.plots" = false\n'
             '[[case]]\nname = "broken"\n"experiment.duration" = "0.2s"\n"output.plots" = false\n'
-            '"vm[db].workload" = {profile = "trace", path = "missing.trace"}\n')
+            f'"vm[db].workload" = {{profile = "trace", path = "{trace}"}}\n')
     sw = S.load_sweep(write_sweep(tmp_path, text, base=None), output_dir=tmp_path / "out")
     broken = next(r for r in sw.runs if r.case == "broken")
-    # the case's table replaced the base's database workload; its path is relative to the base
+    # the case's table replaced the base's database workload
     assert broken.config["vm"][1]["workload"] == {"profile": "trace", "speed": 1.0, "touch": True, "cpu_util": 1.0,
-                                                  "path": str(QUICKSTART.parent.resolve() / "missing.trace")}
+                                                  "path": str(trace)}
+    trace.unlink()
     rows = {r["case"]: r for r in S.run_sweep(sw, jobs=1)}
     assert rows["fine"]["status"] == "ok"
     assert rows["broken"]["status"] == "failed"
-    assert rows["broken"]["error"].startswith("FileNotFoundError:")
+    assert rows["broken"]["error"].startswith("FileNotFoundError:") and str(trace) in rows["broken"]["error"]
     assert [t["status"] for t in read_csv(tmp_path / "out" / "runs.csv")] == ["ok", "failed"]  # case order
     text = (Path(broken.run_dir) / "report.md").read_text()
     assert "- status: **failed**" in text and "FileNotFoundError" in text
+
+
+def test_a_missing_trace_in_a_sweep_is_found_before_any_run(tmp_path):
+    text = (f'base = "{QUICKSTART}"\n[[case]]\nname = "broken"\n'
+            '"vm[db].workload" = {profile = "trace", path = "missing.trace"}\n')
+    path = write_sweep(tmp_path, text, base=None)
+    with pytest.raises(S.SweepError) as info:
+        S.load_sweep(path, output_dir=tmp_path / "out")
+    assert info.value.problems == [f"{path}: case 'broken': vm[1].workload.path: no such trace file "
+                                   f"'{QUICKSTART.parent / 'missing.trace'}'"]
 
 
 def test_example_sweep_runs(tmp_path):
