@@ -184,17 +184,20 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
     out["vm_stall_s"] = round(sum(vm.stall_time for vm in host.vms), 9)
     out["dead_vms"] = sum(1 for k in kernels if k.panicked)
     vms: dict = {}
-    throughput_total = 0.0
+    by_unit: dict[str, float] = {}  # throughput per unit of work, summed over the VMs of that unit
     for vm in host.vms:
         k = getattr(vm, "kernel", None)
         wl = workloads.get(vm.name)
         work = wl.work_done if wl is not None else 0.0
         tput = round(work / duration, 6) if duration > 0 else 0.0
-        throughput_total += tput
+        unit = getattr(wl, "unit", "") if wl is not None else ""
+        if unit:
+            by_unit[unit] = round(by_unit.get(unit, 0.0) + tput, 6)
         entry = {"memory_mib": pages_mib(vm.nr_pages)}
         entry.update(vm_memory_row(vm))
         entry.update({
             "throughput": tput,
+            "work_unit": unit,  # what work_done counts (requests, ops, wakeups, files, MiB, calls)
             "work_done": round(work, 6),
             "stall_s": round(vm.stall_time, 9),
             "stall_by_cause_s": {c: round(v, 9) for c, v in vm_stall_by_cause(vm).items()},
@@ -207,7 +210,8 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
                        if name.startswith("fault_") or name in ("pgfault", "pgmajfault")},
         })
         vms[vm.name] = entry
-    out["throughput_total"] = round(throughput_total, 6)
+    out["throughput_by_unit"] = by_unit  # {unit: per second}; unlike units are never added
+    out["throughput_total"] = next(iter(by_unit.values())) if len(by_unit) == 1 else None
     out["vms"] = vms
     out["states"] = {name: round(t, 9) for name, t in host.state_residence().items()}
     out["cost"] = cost_summary(host, workloads)

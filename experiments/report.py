@@ -105,7 +105,25 @@ COSTS = (
     ("guest_oom_kills", "guest OOM kills", ""),
     ("vm_stall_s", "VM stall time (all VMs)", "s"),
     ("dead_vms", "VMs dead (panicked)", ""),
-    ("throughput_total", "workload throughput (all VMs)", "work units/s"),
+)
+
+#: What each column of the per-VM table holds (report.md prints these under the table).
+VM_COLUMN_MEANINGS = (
+    ("memory", "the guest memory the VM was configured with (what it ran with)."),
+    ("resident", "guest pages backed by a machine frame, its own or a shared one."),
+    ("ballooned", "guest pages held by the balloon driver now. Held is not reclaimed: only a page whose "
+     "frame was backed when the guest gave it up frees a frame, so ballooning's reclaimed figure "
+     "(above) counts those alone; a never-touched page in the balloon frees nothing."),
+    ("shared", "guest pages mapped to a shared frame (zero pages included). N pages on one frame reclaim "
+     "N - 1: sharing's reclaimed figure is these pages, over all VMs, minus the shared frames (KSM "
+     "pages_sharing)."),
+    ("compressed", "guest pages held in the compression cache. Reclaimed by compression is these pages, "
+     "over all VMs, minus the frames the cache occupies."),
+    ("swapped", "guest pages whose only copy is on host swap: all of them are reclaimed."),
+    ("throughput", "the workload's work per simulated second, in the unit its profile counts (requests, "
+     "ops, wakeups, files, MiB, calls); work done is the total in that unit."),
+    ("stall s", "simulated seconds the VM's vCPUs waited beneath the guest (host faults, copy-on-write, "
+     "decompression, host swap-in, waits for memory)."),
 )
 
 PLOT_FILES = {
@@ -282,8 +300,10 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         mean = _f(summary, f"mean_reclaimed_{key}_mib")
         rows.append([label, _fmt(final), _pct(final, guest), _fmt(mean), _pct(mean, guest)])
     out += _table(["technique", "final MiB", "final % of guest", "mean MiB", "mean % of guest"], rows)
-    out += ["", "Final: at the end of the run; mean: time average over the samples. "
-            "Percentages are of the guests' configured memory.", ""]
+    out += ["", "Memory reclaimed is machine memory the host did not have to provide: guest pages held "
+            "minus the machine frames that hold them, each guest page counted once, under the "
+            "technique that holds it now (DESIGN.md). Final: at the end of the run; mean: time "
+            "average over the samples. Percentages are of the guests' configured memory.", ""]
 
     out += ["## Cost", ""]
     rows = []
@@ -296,6 +316,8 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         else:
             text = f"{int(value):,}"
         rows.append([label, text + (f" {unit}" if unit and text != "-" else "")])
+    for unit, rate in throughput_by_unit(summary).items():  # never added across unlike units
+        rows.append([f"workload throughput, VMs counting {unit}", f"{_fmt(rate, 3)} {unit}/s"])
     out += _table(["cost", "value"], rows)
     out.append("")
 
@@ -306,12 +328,16 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         out += ["## Per VM", ""]
         rows = []
         for vm, d in vms.items():
+            unit = d.get("work_unit") or "work"
             rows.append([vm, _fmt(_f(d, "memory_mib")), *[_fmt(_f(d, k)) for k, _ in VM_FIELDS],
-                         _fmt(_f(d, "throughput"), 3), _fmt(_f(d, "work_done"), 0),
+                         f"{_fmt(_f(d, 'throughput'), 3)} {unit}/s", f"{_fmt(_f(d, 'work_done'), 0)} {unit}",
                          _fmt(_f(d, "stall_s"), 3), str(int(_f(d, "oom_kills"))),
                          "yes" if d.get("panicked") else "no"])
-        out += _table(["VM", "memory MiB", *[f"{lbl} MiB" for _, lbl in VM_FIELDS], "throughput/s",
+        out += _table(["VM", "memory MiB", *[f"{lbl} MiB" for _, lbl in VM_FIELDS], "throughput",
                        "work done", "stall s", "OOM kills", "panicked"], rows)
+        out += ["", "Each VM's memory columns are guest pages *held* in a state at the end of the run, "
+                "not memory *reclaimed*; they do not add up to the technique totals above:", ""]
+        out += [f"- **{name}**: {meaning}" for name, meaning in VM_COLUMN_MEANINGS]
         out.append("")
 
     states = summary.get("states") if isinstance(summary.get("states"), dict) else {}
@@ -430,6 +456,20 @@ def cost_sections(summary: dict, samples: list[dict], points: int = 10) -> list[
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()).replace("`", "'")
+
+
+def throughput_by_unit(summary: dict) -> dict[str, float]:
+    """Throughput per unit of work ({"requests": 200.0, "ops": 1000.0}, per second), from
+    summary.json's throughput_by_unit or, for older summaries, its VMs' work units."""
+    given = summary.get("throughput_by_unit")
+    if isinstance(given, dict):
+        return {str(u): float(v) for u, v in given.items() if isinstance(v, int | float)}
+    out: dict[str, float] = {}
+    vms = summary.get("vms") if isinstance(summary.get("vms"), dict) else {}
+    for d in vms.values():
+        if isinstance(d, dict) and d.get("work_unit"):
+            out[d["work_unit"]] = out.get(d["work_unit"], 0.0) + _f(d, "throughput")
+    return out
 
 
 def page_state_counts(summary: dict) -> dict[int, int]:
@@ -634,9 +674,15 @@ def plot_faults(summary: dict):
     plt = pyplot()
     names = list(counts)
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4.5))
-    ax.bar(range(len(names)), [counts[n] for n in names], color="#4c72b0")
+    bars = ax.bar(range(len(names)), [counts[n] for n in names], color="#4c72b0")
+    # a log scale: outcomes differ by orders of magnitude (demand-zero faults in millions,
+    # swap-ins in tens), and on a linear one every bar but the first is invisible
+    ax.bar_label(bars, labels=[f"{counts[n]:,}" for n in names], fontsize=8, padding=2)
+    if max(counts.values()) > 0:
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, max(counts.values()) * 4)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("faults")
+    ax.set_ylabel("faults (log scale)")
     ax.set_title("Page-fault outcomes (all VMs; outcomes never seen left out)")
     fig.tight_layout()
     return fig
@@ -650,7 +696,19 @@ def plot_faults(summary: dict):
 @click.option("--plots/--no-plots", default=None,
               help="draw the PNG plots (default: as the run's output.plots says)")
 def report(run_dir: str, plots: bool | None) -> None:
-    """Regenerate report.md and the PNG plots of the run folder DIR from its files."""
+    """Regenerate report.md and the PNG plots of the run folder DIR from its files; for a
+    sweep's folder (sweep.json and runs.csv), sweep.md, points.csv and the sweep plots."""
+    folder = Path(run_dir)
+    if (folder / "sweep.json").is_file() and (folder / "runs.csv").is_file():
+        from .sweep import SweepError, report_sweep
+
+        try:
+            path = report_sweep(folder)
+        except SweepError as exc:
+            click.echo(f"hvsim report: {exc.problems[0]}", err=True)
+            sys.exit(2)
+        click.echo(str(path))
+        return
     try:
         path = write_report(run_dir, plots=plots)
     except ReportError as exc:

@@ -185,11 +185,12 @@ class Sweep:
     replications: int
     runs: list[RunSpec] = field(default_factory=list)
     has_cases: bool = False
+    units: list[str] = field(default_factory=list)  # units of work of the runs' workloads
 
     @property
     def columns(self) -> list[str]:
         return ["run_id", "case", *self.keys, "replication", "seed", "version", "config_digest", "status",
-                "error", *ROW_METRICS]
+                "error", *ROW_METRICS, *[_tput_col(u) for u in self.units]]
 
     def sort_key(self) -> Callable[[dict], tuple]:
         """Row order of runs.csv and sweep.md: cases in the file's order, then each swept
@@ -469,6 +470,8 @@ def expand_sweep(data: dict, base_dir: str | Path = ".", source: str = "<dict>",
                                       runner=runner))
     if problems:
         raise SweepError(problems)
+    for spec in sweep.runs:
+        sweep.units += [u for u in workload_units(spec.config) if u not in sweep.units]
     ids = [r.run_id for r in sweep.runs]
     if len(set(ids)) != len(ids):  # the same values listed twice in a grid or zip
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -544,6 +547,10 @@ def row_from_summary(spec: RunSpec, summary: dict) -> dict:
     row["error"] = " ".join(str(error).split()) if error else ""
     for key in ROW_METRICS:
         row[key] = summary.get(key)
+    by_unit = summary.get("throughput_by_unit")
+    if isinstance(by_unit, dict):  # per unit of work; throughput_total only when there is one
+        for unit, rate in by_unit.items():
+            row[_tput_col(unit)] = rate
     row["wall_time_s"] = summary.get("wall_time_s")
     return row
 
@@ -888,9 +895,15 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
         info["made_by"] = previous.get("made_by") or {
             k: previous.get(k) for k in ("backend", "workers", "wall_time_s") if k in previous}
     (out / "sweep.json").write_text(json.dumps(info, indent=2) + "\n")
-    plots = write_sweep_plots(sweep, rows)
-    (out / "sweep.md").write_text(render_sweep_md(sweep, rows, plots, info))
+    write_outputs(sweep, rows, info)
     return rows
+
+
+def write_outputs(sweep: Sweep, rows: list[dict], info: dict) -> None:
+    """points.csv, the plots and sweep.md from the rows (also `hvsim report SWEEP_FOLDER`)."""
+    write_runs_csv(sweep.output_dir / "points.csv", points_columns(sweep), points(sweep, rows))
+    plots = write_sweep_plots(sweep, rows)
+    (sweep.output_dir / "sweep.md").write_text(render_sweep_md(sweep, rows, plots, info))
 
 
 def _read_json(path: Path) -> Any:
@@ -898,6 +911,180 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+# -- a sweep folder read back (hvsim report SWEEP_FOLDER) ------------------------------------
+
+
+def _typed(cell: str) -> Any:
+    """A runs.csv cell as the value it was written from: int, float, bool, or text."""
+    if cell in ("true", "false"):
+        return cell == "true"
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            continue
+    if cell[:1] in "[{":
+        try:
+            return json.loads(cell)
+        except ValueError:
+            pass
+    return cell
+
+
+def read_sweep_folder(folder: str | Path) -> tuple[Sweep, list[dict], dict]:
+    """(sweep, rows, sweep.json) of a finished sweep's output folder, from runs.csv and
+    sweep.json alone. Raises SweepError (one line) when it is not a sweep folder."""
+    folder = Path(folder)
+    info = _read_json(folder / "sweep.json")
+    table = read_runs_csv(folder / "runs.csv")
+    if not isinstance(info, dict) or not (folder / "runs.csv").is_file():
+        raise SweepError([f"{folder}: not a sweep folder (no sweep.json and runs.csv)"])
+    with open(folder / "runs.csv", newline="") as f:
+        header = next(csv.reader(f), [])
+    if "case" not in header or "replication" not in header or "error" not in header:
+        raise SweepError([f"{folder}/runs.csv: not a runs table (no case, replication and error columns)"])
+    keys = header[header.index("case") + 1:header.index("replication")]
+    units = [c[len("throughput_"):-len("_per_s")] for c in header[header.index("error") + 1:]
+             if c.startswith("throughput_") and c.endswith("_per_s")]
+    rows = []
+    for t in table:
+        row: dict = {c: t.get(c, "") for c in header}
+        for k in keys:
+            row[k] = _typed(row[k])
+        for c in header[header.index("error") + 1:]:
+            row[c] = float(row[c]) if row[c] not in ("", None) else None
+        row["replication"] = int(row["replication"])
+        row["seed"] = int(row["seed"]) if str(row["seed"]).isdigit() else row["seed"]
+        rows.append(row)
+    sweep = Sweep(name=str(info.get("name", folder.name)), source=str(info.get("sweep_file", "")),
+                  output_dir=folder, keys=keys, replications=max((r["replication"] for r in rows), default=0) + 1,
+                  has_cases=any(r["case"] for r in rows), units=units)
+    return sweep, rows, info
+
+
+def report_sweep(folder: str | Path) -> Path:
+    """Regenerate points.csv, the plots and sweep.md of a sweep folder; the path of sweep.md."""
+    sweep, rows, info = read_sweep_folder(folder)
+    rows.sort(key=sweep.sort_key())
+    write_outputs(sweep, rows, info)
+    return sweep.output_dir / "sweep.md"
+
+
+# -- statistics per point ------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with df degrees of freedom: 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2."""
+    tail = 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """t with P(T <= t) = p (0.5 < p < 1), by bisection on the CDF (to 1e-12)."""
+    lo, hi = 0.0, 1.0
+    while student_t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if student_t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2.0
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float | None]:
+    """(mean, half-width of its 95 % confidence interval) over replications, Student's t with
+    n - 1 degrees of freedom: t(0.975, n-1) * s / sqrt(n), s the sample standard deviation.
+    One value: no interval (None)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, student_t_quantile(0.975, n - 1) * math.sqrt(var) / math.sqrt(n)
+
+
+def metric_columns(sweep: Sweep) -> list[str]:
+    """The result columns summarised per point (and plotted): reclaimed per technique, costs,
+    throughput per unit of work."""
+    return [c for c in sweep.columns[sweep.columns.index("error") + 1:]]
+
+
+def point_of(sweep: Sweep, row: dict) -> tuple:
+    return (row["case"], *[_show(row[k]) for k in sweep.keys])
+
+
+def points(sweep: Sweep, rows: list[dict]) -> list[dict]:
+    """One record per sweep point (case and swept values), in row order: its runs and ok
+    runs, and per result column the mean, the 95 % CI half-width (Student's t over the ok
+    replications; empty for one), min and max."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(point_of(sweep, r), []).append(r)
+    out = []
+    for group in groups.values():
+        first = group[0]
+        rec: dict = {"case": first["case"], **{k: first[k] for k in sweep.keys}, "runs": len(group)}
+        ok = [r for r in group if r["status"] == "ok"]
+        rec["ok"] = len(ok)
+        for col in metric_columns(sweep):
+            ys = [float(r[col]) for r in ok if r.get(col) not in (None, "")]
+            if ys:
+                mean, half = mean_ci95(ys)
+                rec.update({f"{col}_mean": mean, f"{col}_ci95": half, f"{col}_min": min(ys), f"{col}_max": max(ys)})
+            else:
+                rec.update(dict.fromkeys((f"{col}_mean", f"{col}_ci95", f"{col}_min", f"{col}_max")))
+        out.append(rec)
+    return out
+
+
+def points_columns(sweep: Sweep) -> list[str]:
+    cols = ["case", *sweep.keys, "runs", "ok"]
+    for col in metric_columns(sweep):
+        cols += [f"{col}_mean", f"{col}_ci95", f"{col}_min", f"{col}_max"]
+    return cols
 
 
 # -- sweep plots and sweep.md --------------------------------------------------------------
@@ -917,79 +1104,124 @@ def _numeric(values: list[Any]) -> tuple[list[float] | None, str]:
     return None, ""
 
 
-def write_sweep_plots(sweep: Sweep, rows: list[dict]) -> dict[str, str]:
-    """reclaimed_vs_<key>.png per swept key (and case); returns {key: file name}."""
-    from .report import TECHNIQUES, pyplot
+def _file_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
-    ok = [r for r in rows if r["status"] == "ok"]
+
+def write_sweep_plots(sweep: Sweep, rows: list[dict]) -> dict[str, str]:
+    """reclaimed_vs_<key>.png per swept key (and per case when there are cases), drawn by
+    `sweep_figure`. Returns {key: file name}; earlier sweep plots are removed first (a key
+    no longer swept leaves no plot behind)."""
+    from .report import pyplot
+
+    for old in sweep.output_dir.glob("reclaimed_vs_*.png"):
+        old.unlink()
     keys = (["case"] if sweep.has_cases else []) + sweep.keys
     files: dict[str, str] = {}
-    if not ok:
-        return files
     plt = pyplot()
-    labels = dict(TECHNIQUES) | {"total": "total"}
-    colors = {"sharing": "#55a868", "balloon": "#c44e52", "compression": "#8172b2", "swap": "#ccb974",
-              "total": "black"}  # as in the run report's memory plot
     for key in keys:
-        values = [r[key] for r in ok]
-        distinct = sorted(set(map(_show, values)))
-        if len(distinct) < 2 and len(keys) > 1:
-            continue  # nothing varies along this key among the ok runs
-        nums, unit = _numeric(values)
-        if nums is not None:
-            xs_of = {_show(v): x for v, x in zip(values, nums)}
-            order = sorted(distinct, key=lambda s: xs_of[s])
-            xpos = [xs_of[s] for s in order]
-        else:
-            order = distinct
-            xpos = list(range(len(order)))
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for tech in TECHNIQUE_KEYS:
-            col = f"reclaimed_{tech}_mib"
-            means, lo, hi = [], [], []
-            for s in order:
-                ys = [float(r[col]) for r in ok if _show(r[key]) == s and r[col] is not None]
-                m = sum(ys) / len(ys) if ys else math.nan
-                means.append(m)
-                lo.append(m - min(ys) if ys else 0.0)
-                hi.append(max(ys) - m if ys else 0.0)
-            ax.errorbar(xpos, means, yerr=[lo, hi], marker="o", capsize=4,
-                        linestyle="--" if tech == "total" else "-", label=labels[tech],
-                        color=colors[tech])
-        if nums is None:
-            ax.set_xticks(xpos, order, rotation=20 if len(order) > 4 else 0)
-        ax.set_xlabel(f"{key} ({unit})" if unit else key)
-        ax.set_ylabel("memory reclaimed at the end (MiB)")
-        per = len(ok) / len(order)
-        ax.set_title(f"Memory reclaimed against {key}\n(mean of {per:g} ok runs per point; bars: min-max)"
-                     if per.is_integer() else f"Memory reclaimed against {key}\n(mean of the ok runs; "
-                     "bars: min-max)", fontsize=10)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        name = f"reclaimed_vs_{re.sub(r'[^A-Za-z0-9.]+', '_', key).strip('_')}.png"
+        fig = sweep_figure(sweep, rows, key)
+        if fig is None:
+            continue
+        name = f"reclaimed_vs_{_file_part(key)}.png"
         fig.savefig(sweep.output_dir / name, dpi=100)
         plt.close(fig)
         files[key] = name
     return files
 
 
+def sweep_figure(sweep: Sweep, rows: list[dict], key: str):
+    """Memory reclaimed per technique against `key`, one panel per combination of the other
+    swept keys (and case), so nothing is averaged over another key; points are means over
+    the ok replications, bars their 95 % Student-t confidence interval. A numeric key gets
+    a numeric axis (integer ticks for integers) with lines; cases and other text values a
+    categorical axis with points only (no trend between unordered values). None when no
+    ok run or nothing varies along `key`."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .report import TECHNIQUES, pyplot
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    keys = (["case"] if sweep.has_cases else []) + sweep.keys
+    if not ok:
+        return None
+    plt = pyplot()
+    labels = dict(TECHNIQUES) | {"total": "total"}
+    colors = {"sharing": "#55a868", "balloon": "#c44e52", "compression": "#8172b2", "swap": "#ccb974",
+              "total": "black"}  # as in the run report's memory plot
+    values = [r[key] for r in ok]
+    distinct = sorted(set(map(_show, values)), key=_magnitude)
+    if len(distinct) < 2 and len(keys) > 1:
+        return None  # nothing varies along this key among the ok runs
+    nums, unit = _numeric(values) if key != "case" else (None, "")
+    integer = nums is not None and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    if nums is not None:
+        xs_of = {_show(v): x for v, x in zip(values, nums)}
+    else:
+        xs_of = {s: float(i) for i, s in enumerate(distinct)}
+    others = [k for k in keys if k != key]
+    panels: dict[tuple, list[dict]] = {}
+    for r in ok:
+        panels.setdefault(tuple(_show(r[k]) for k in others), []).append(r)
+    order = sorted(panels, key=lambda p: tuple(_magnitude(v) for v in p))
+    ncols = min(3, len(order))
+    nrows = -(-len(order) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.3 * nrows), squeeze=False)
+    reps = set()
+    for ax, panel in zip(axes.flat, order):
+        group = panels[panel]
+        xs = sorted({_show(r[key]) for r in group}, key=lambda s: xs_of[s])
+        for tech in TECHNIQUE_KEYS:
+            col = f"reclaimed_{tech}_mib"
+            means, halves = [], []
+            for x in xs:
+                ys = [float(r[col]) for r in group if _show(r[key]) == x and r.get(col) not in (None, "")]
+                reps.add(len(ys))
+                m, h = mean_ci95(ys) if ys else (math.nan, None)
+                means.append(m)
+                halves.append(h or 0.0)
+            ax.errorbar([xs_of[x] for x in xs], means, yerr=halves, marker="o", capsize=4,
+                        linestyle=("--" if tech == "total" else "-") if nums is not None else "none",
+                        label=labels[tech], color=colors[tech])
+        if nums is None:
+            ax.set_xticks([xs_of[x] for x in distinct], distinct, rotation=20 if len(distinct) > 4 else 0)
+            ax.set_xlim(-0.5, len(distinct) - 0.5)
+        elif integer:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(f"{key} ({unit})" if unit else key)
+        ax.set_ylabel("memory reclaimed at the end (MiB)")
+        if others:
+            ax.set_title(", ".join(f"{k} = {v or '-'}" for k, v in zip(others, panel)), fontsize=9)
+    for ax in list(axes.flat)[len(order):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    n = "/".join(str(r) for r in sorted(reps)) if reps else "0"
+    fig.suptitle(f"Memory reclaimed against {key}: mean of {n} ok replication(s) per point; "
+                 "bars: 95 % confidence interval (Student's t)" + (
+                     "\none panel per value of the other swept keys" if others else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def render_sweep_md(sweep: Sweep, rows: list[dict], plots: dict[str, str], info: dict) -> str:
+    units = throughput_units(sweep)
     out = [f"# hvsim sweep: {sweep.name}", ""]
     out += [f"- sweep file: `{sweep.source}`", f"- runs: {info['runs']} ({info['ok']} ok, "
             f"{info['failed']} failed, {info['skipped']} skipped as already finished)",
             f"- replications per point: {sweep.replications}",
             f"- swept: {', '.join(f'`{k}`' for k in sweep.keys) or '(cases only)'}",
             _backend_line(info),
-            "- results: `runs.csv` (one row per run), run folders in `runs/`", ""]
+            "- results: `runs.csv` (one row per run), `points.csv` (per point: mean, 95 % confidence "
+            "interval, min, max of every result column), run folders in `runs/`", ""]
     if sweep.replications > 1:
         out += _points_table(sweep, rows)
     head = ["run", "case", *sweep.keys, "rep", "seed", "status", "reclaimed total MiB",
-            "throughput/s", "error"]
+            *[f"{u}/s" for u in units], "error"]
     out += ["## Runs", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"[{r['run_id']}](runs/{r['run_id']}/report.md)", r["case"] or "-",
                  *[_show(r[k]) for k in sweep.keys], str(r["replication"]), str(r["seed"]), r["status"],
-                 _num(r.get("reclaimed_total_mib")), _num(r.get("throughput_total"), 3),
+                 _num(r.get("reclaimed_total_mib")), *[_num(r.get(_tput_col(u)), 3) for u in units],
                  (r["error"] or "").replace("|", "\\|")]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
@@ -1020,23 +1252,56 @@ def _backend_line(info: dict) -> str:
 
 
 def _points_table(sweep: Sweep, rows: list[dict]) -> list[str]:
-    """Mean (min-max) over the replications of each point, per technique (MiB)."""
-    points: dict[tuple, list[dict]] = {}
-    for r in rows:
-        points.setdefault((r["case"], *[_show(r[k]) for k in sweep.keys]), []).append(r)
-    head = ["case", *sweep.keys, "ok runs", *[f"{t} MiB" for t in TECHNIQUE_KEYS], "throughput/s"]
+    """Per point: mean ± 95 % CI half-width [min-max] over the ok replications (MiB, /s)."""
+    units = throughput_units(sweep)
+    cols = [f"reclaimed_{t}_mib" for t in TECHNIQUE_KEYS] + [_tput_col(u) for u in units]
+    head = ["case", *sweep.keys, "ok runs", *[f"{t} MiB" for t in TECHNIQUE_KEYS], *[f"{u}/s" for u in units]]
     first = 0 if sweep.has_cases else 1  # no case column without cases
     head = head[first:]
-    out = ["## Per point (mean over replications, min-max in brackets)", "",
+    out = ["## Per point", "",
+           "Mean over the ok replications ± the half-width of its 95 % confidence interval (Student's t "
+           "with n - 1 degrees of freedom: t(0.975, n-1) s / sqrt(n)), then [min-max]. `points.csv` "
+           "holds the same for every result column.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for point, group in points.items():
-        ok = [r for r in group if r["status"] == "ok"]
-        cells = [point[0] or "-", *point[1:], f"{len(ok)}/{len(group)}"]
-        for col in [f"reclaimed_{t}_mib" for t in TECHNIQUE_KEYS] + ["throughput_total"]:
-            ys = [float(r[col]) for r in ok if r[col] is not None]
-            cells.append(f"{sum(ys) / len(ys):,.1f} ({min(ys):,.1f}-{max(ys):,.1f})" if ys else "-")
+    for rec in points(sweep, rows):
+        cells = [rec["case"] or "-", *[_show(rec[k]) for k in sweep.keys], f"{rec['ok']}/{rec['runs']}"]
+        for col in cols:
+            m, h = rec.get(f"{col}_mean"), rec.get(f"{col}_ci95")
+            if m is None:
+                cells.append("-")
+                continue
+            ci = f" ± {h:,.1f}" if h is not None else ""
+            cells.append(f"{m:,.1f}{ci} [{rec[f'{col}_min']:,.1f}-{rec[f'{col}_max']:,.1f}]")
         out.append("| " + " | ".join(cells[first:]) + " |")
     return out + [""]
+
+
+def _tput_col(unit: str) -> str:
+    return f"throughput_{_file_part(unit)}_per_s"
+
+
+def throughput_units(sweep: Sweep) -> list[str]:
+    return list(sweep.units)
+
+
+def workload_units(config: dict) -> list[str]:
+    """The units of work of a config's VMs' workloads (requests, ops, ...), in VM order."""
+    from .workloads import PROFILES
+
+    out = []
+    for v in config.get("vm", []):
+        if v.get("image_file"):
+            continue
+        profile = (v.get("workload") or {}).get("profile", "idle")
+        if profile == "trace":
+            from .workloads.trace import TraceWorkload
+
+            unit = TraceWorkload.unit
+        else:
+            unit = getattr(PROFILES.get(profile), "unit", "")
+        if unit and unit not in out:
+            out.append(unit)
+    return out
 
 
 def _num(v: Any, digits: int = 1) -> str:

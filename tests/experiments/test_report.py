@@ -37,7 +37,7 @@ profile = "webserver"
 def _vm(resident, shared, states, faults):
     return {"memory_mib": 512.0, "resident_mib": resident, "ballooned_mib": 16.0,
             "shared_mib": shared, "compressed_mib": 8.0, "swapped_mib": 4.0,
-            "throughput": 10.5, "work_done": 21.0, "stall_s": 0.25, "oom_kills": 0,
+            "throughput": 10.5, "work_unit": "requests", "work_done": 21.0, "stall_s": 0.25, "oom_kills": 0,
             "panicked": False, "page_states": {f"pgstate_{n}": v for n, v in enumerate(states, 1)},
             "faults": faults}
 
@@ -54,6 +54,7 @@ def summary(status="ok", error=None):
         "mean_reclaimed_total_mib": 77.2,
         "cow_breaks": 31, "decompressions": 5, "host_swapins": 3, "guest_swapins": 2,
         "guest_oom_kills": 0, "vm_stall_s": 0.5, "dead_vms": 0, "throughput_total": 21.0,
+        "throughput_by_unit": {"requests": 21.0},
         "vms": {
             "web-1": _vm(300.0, 60.0, [100, 20, 3, 10, 1, 9, 2, 4, 5], {"minor": 90, "major": 4}),
             "web-2": _vm(280.0, 42.4, [200, 30, 5, 11, 0, 11, 1, 6, 7], {"minor": 70, "cow": 9}),
@@ -108,7 +109,8 @@ def test_report_text_reclaimed_table_and_costs(tmp_path):
     assert "| **total** | 154.4 | 15.1 % | 77.2 | 7.5 % |" in text
     assert "| copy-on-write breaks of shared pages | 31 |" in text
     assert "| VM stall time (all VMs) | 0.500 s |" in text
-    assert "| workload throughput (all VMs) | 21.000 work units/s |" in text
+    assert "| workload throughput, VMs counting requests | 21.000 requests/s |" in text
+    assert "| web-1 | 512.0 | 300.0 | 16.0 | 60.0 | 8.0 | 4.0 | 10.500 requests/s | 21 requests |" in text
     assert "| web | 2 | 512MiB | debian-12 | x86_64 | webserver |" in text
     # residence: 1.5 s of 2.0 s in high
     assert "| high | 1.500 | 75.0 % |" in text
@@ -137,6 +139,9 @@ def test_fault_table_and_plot_outcomes(tmp_path):
     # only outcomes (not the pgfault total), and only those that happened
     assert [t.get_text() for t in ax.get_xticklabels()] == ["demand_zero", "cow"]
     assert [p.get_height() for p in ax.patches] == [18, 2]
+    # a log scale, so that 2 shows beside 18 (and tens beside millions); counts printed on the bars
+    assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.texts] == ["18", "2"]
     R.pyplot().close(fig)
 
 
@@ -157,6 +162,13 @@ def test_report_of_a_real_run(tmp_path):
     samples = (tmp_path / "run" / "timeseries.csv").read_text().count("\n") - 1
     assert samples >= 5 and f"- samples: {samples}\n" in text
     assert f"| **total** | {summary['reclaimed_total_mib']:,.1f} |" in text
+    # web servers count requests, the database ops: two throughputs, never one sum
+    vms = summary["vms"]
+    assert (vms["web-1"]["work_unit"], vms["web-2"]["work_unit"], vms["db"]["work_unit"]) == ("requests",) * 2 + ("ops",)
+    assert summary["throughput_by_unit"] == {
+        "requests": pytest.approx(vms["web-1"]["throughput"] + vms["web-2"]["throughput"], abs=1e-5),
+        "ops": vms["db"]["throughput"]}
+    assert summary["throughput_total"] is None
 
 
 def test_counts_summed_over_vms():
@@ -218,3 +230,24 @@ def test_cli_report_bad_folder(tmp_path, setup, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hvsim report: {run}") and message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_unlike_units_are_not_added_and_every_column_is_defined(tmp_path):
+    """issue 19: "workload throughput (all VMs)" added web requests/s to database accesses/s;
+    per-VM ballooned/shared/compressed contradicted the technique totals without a word."""
+    s = summary()
+    s["vms"]["web-2"]["work_unit"] = "ops"
+    s["throughput_by_unit"] = {"requests": 10.5, "ops": 10.5}
+    s["throughput_total"] = None
+    text = R.render_markdown({}, s, [], {}, {})
+    assert "| workload throughput, VMs counting requests | 10.500 requests/s |" in text
+    assert "| workload throughput, VMs counting ops | 10.500 ops/s |" in text
+    assert "21.000" not in text and "all VMs) | 21" not in text
+    assert "| web-2 | 512.0 | 280.0 | 16.0 | 42.4 | 8.0 | 4.0 | 10.500 ops/s | 21 ops |" in text
+    defined = text.split("## Per VM", 1)[1].split("##", 1)[0]
+    for column in ("memory", "resident", "ballooned", "shared", "compressed", "swapped", "throughput", "stall s"):
+        assert f"- **{column}**: " in defined
+    assert "*held*" in defined and "*reclaimed*" in defined
+    # an older summary without throughput_by_unit: the VMs' units, still never added across
+    del s["throughput_by_unit"]
+    assert R.throughput_by_unit(s) == {"requests": 10.5, "ops": 10.5}

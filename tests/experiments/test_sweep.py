@@ -76,6 +76,7 @@ def fake_runner(config: dict, run_dir: str) -> dict:
         "mean_reclaimed_total_mib": sharing / 2,
         "cow_breaks": vms * 3, "decompressions": 2, "host_swapins": 0, "guest_swapins": 0,
         "guest_oom_kills": 0, "vm_stall_s": 0.25, "dead_vms": 0, "throughput_total": 100.0 / vms,
+        "throughput_by_unit": {"wakeups": 100.0 / vms},
     }
     if duration == "13s":
         summary.update(status="failed", error="KernelPanic: Out of memory\nno killable task")
@@ -327,11 +328,22 @@ def test_runs_csv_rows_and_sweep_files(tmp_path):
         ("in-process", 8, 8, 0, 0)
     assert set(info["run_wall_time_s"]) == set(by_id)
     md = (out / "sweep.md").read_text()
-    # per point: mean (min-max) over the two replications; fake sharing = 10 * 2 VMs + seed % 7
+    # per point: mean ± 95 % CI [min-max] over the two replications; fake sharing = 10 * 2 VMs
+    # + seed % 7; two values a, b: s = |a - b| / sqrt(2), half-width t(0.975, 1) s / sqrt(2)
+    # = 12.7062 |a - b| / 2 (t table: 12.706 for 1 degree of freedom)
     sh = sorted(20.0 + seed(1, i) % 7 for i in (0, 1))
-    assert (f"| 512MiB | 1 | 2/2 | {sum(sh) / 2:,.1f} ({sh[0]:,.1f}-{sh[1]:,.1f}) | 8.0 (8.0-8.0) | "
-            f"1.5 (1.5-1.5) | 0.0 (0.0-0.0) | {sum(sh) / 2 + 9.5:,.1f} ({sh[0] + 9.5:,.1f}-{sh[1] + 9.5:,.1f}) | "
-            "50.0 (50.0-50.0) |") in md
+    half = 12.706204736 * (sh[1] - sh[0]) / 2
+    assert (f"| 512MiB | 1 | 2/2 | {sum(sh) / 2:,.1f} ± {half:,.1f} [{sh[0]:,.1f}-{sh[1]:,.1f}] | "
+            "8.0 ± 0.0 [8.0-8.0] | 1.5 ± 0.0 [1.5-1.5] | 0.0 ± 0.0 [0.0-0.0] | "
+            f"{sum(sh) / 2 + 9.5:,.1f} ± {half:,.1f} [{sh[0] + 9.5:,.1f}-{sh[1] + 9.5:,.1f}] | "
+            "50.0 ± 0.0 [50.0-50.0] |") in md
+    assert t["throughput_wakeups_per_s"] == "25.0"
+    pts = read_csv(out / "points.csv")
+    p = next(p for p in pts if (p["host.memory"], p["vm[web].count"]) == ("512MiB", "1"))
+    assert (p["runs"], p["ok"]) == ("2", "2")
+    assert float(p["reclaimed_sharing_mib_mean"]) == sum(sh) / 2
+    assert float(p["reclaimed_sharing_mib_ci95"]) == pytest.approx(half, rel=1e-9)
+    assert (float(p["reclaimed_sharing_mib_min"]), float(p["reclaimed_sharing_mib_max"])) == (sh[0], sh[1])
     assert f"[{spec.run_id}](runs/{spec.run_id}/report.md)" in md
     for key in ("host.memory", "vm_web_.count"):
         png = out / f"reclaimed_vs_{key}.png"
@@ -588,3 +600,87 @@ def test_set_overrides_the_base_of_a_sweep(tmp_path, monkeypatch):
     res = CliRunner().invoke(S.sweep, [str(path), "-j", "1", "-o", str(tmp_path / "o2"), "--set", "vm[mail].count=1"])
     assert res.exit_code == 2
     assert res.stderr == f"hvsim sweep: {path}: base: --set vm[mail].count=1: vm[mail].count: no entry named 'mail'\n"
+
+
+@pytest.mark.parametrize("df,t", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (9, 2.262),
+                                  (10, 2.228), (20, 2.086), (30, 2.042), (120, 1.980)])
+def test_student_t_quantile_matches_the_table(df, t):
+    """t(0.975, df), two-sided 95 %, as printed in Student's t tables (e.g. NIST/SEMATECH
+    e-Handbook 1.3.6.7.2) to three decimals."""
+    assert S.student_t_quantile(0.975, df) == pytest.approx(t, abs=5e-4)
+
+
+def test_ci95_by_hand():
+    """[1, 2, 3, 4]: mean 2.5, s = sqrt(5/3) = 1.29099, t(0.975, 3) = 3.18245, half-width
+    3.18245 * 1.29099 / 2 = 2.05426; one value has no interval."""
+    mean, half = S.mean_ci95([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert half == pytest.approx(3.182446305 * (5 / 3) ** 0.5 / 2, rel=1e-8)
+    assert half == pytest.approx(2.05426, abs=1e-5)
+    assert S.mean_ci95([7.0]) == (7.0, None)
+
+
+def test_sweep_plots_one_panel_per_value_of_the_other_key_bars_over_replications_only(tmp_path):
+    """Two swept keys: the plot against host.memory has one panel per vm[web].count (it
+    averaged over the other key, its caption saying min-max over replications); each point
+    is the mean of that point's replications, its bar the 95 % CI of those alone; integer
+    counts get integer ticks."""
+    sw = load(tmp_path, SWEEP_GRID)
+    rows = S.run_sweep(sw, jobs=1)
+    fig = S.sweep_figure(sw, rows, "host.memory")
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["vm[web].count = 1", "vm[web].count = 3"]
+    for ax, count in zip(panels, (1, 3)):
+        sharing = next(c for c in ax.containers if c.get_label() == "page sharing")
+        line, _, (bars,) = sharing.lines
+        assert list(line.get_xdata()) == [512.0, 1024.0]  # MiB, numeric axis
+        for x, mib in zip(line.get_xdata(), ("512MiB", "1GiB")):
+            ys = [r["reclaimed_sharing_mib"] for r in rows if r["host.memory"] == mib and r["vm[web].count"] == count]
+            mean, half = S.mean_ci95(ys)
+            assert line.get_ydata()[list(line.get_xdata()).index(x)] == pytest.approx(mean)
+        # the bar of the 512MiB point spans mean ± half over that point's 2 replications only
+        ys = [r["reclaimed_sharing_mib"] for r in rows if r["host.memory"] == "512MiB" and r["vm[web].count"] == count]
+        mean, half = S.mean_ci95(ys)
+        seg = bars.get_segments()[0]
+        assert (seg[0][1], seg[1][1]) == pytest.approx((mean - half, mean + half))
+    fig2 = S.sweep_figure(sw, rows, "vm[web].count")
+    ticks = [t for t in fig2.axes[0].get_xticks() if 1 <= t <= 3]
+    assert all(float(t).is_integer() for t in ticks)
+    from experiments.report import pyplot
+
+    pyplot().close(fig)
+    pyplot().close(fig2)
+
+
+def test_cases_get_a_categorical_axis_without_trend_lines(tmp_path):
+    text = ('base = "base.toml"\nreplications = 2\n[[case]]\nname = "small"\n"vm[web].count" = 1\n'
+            '[[case]]\nname = "big"\n"vm[web].count" = 3\n')
+    sw = load(tmp_path, text)
+    rows = S.run_sweep(sw, jobs=1)
+    fig = S.sweep_figure(sw, rows, "case")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["big", "small"]
+    for c in ax.containers:
+        assert c.lines[0].get_linestyle() == "None"  # points only: cases are not ordered
+    from experiments.report import pyplot
+
+    pyplot().close(fig)
+
+
+def test_hvsim_report_regenerates_a_sweep_folder(tmp_path):
+    """`hvsim report SWEEP_FOLDER` (it said "not a run folder"): sweep.md, points.csv and the
+    plots again from runs.csv and sweep.json, the same as the sweep wrote them."""
+    from experiments.report import report
+
+    sw = load(tmp_path, SWEEP_GRID)
+    S.run_sweep(sw, jobs=1)
+    out = tmp_path / "out"
+    md, pts = (out / "sweep.md").read_text(), (out / "points.csv").read_text()
+    for name in ("sweep.md", "points.csv", "reclaimed_vs_host.memory.png"):
+        (out / name).unlink()
+    res = CliRunner().invoke(report, [str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == f"{out / 'sweep.md'}\n"
+    assert (out / "sweep.md").read_text() == md
+    assert (out / "points.csv").read_text() == pts
+    assert (out / "reclaimed_vs_host.memory.png").read_bytes()[:8] == PNG_SIGNATURE
