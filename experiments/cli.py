@@ -158,6 +158,7 @@ def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from .anchors import anchors
     from .capture import capture_cmd
+    from .compare import compare
     from .replay import replay
     from .report import report
     from .scan_image import scan_image
@@ -166,6 +167,7 @@ def _register_subcommands() -> None:
 
     main.add_command(anchors)
     main.add_command(capture_cmd)
+    main.add_command(compare)
     main.add_command(replay)
     main.add_command(sweep)
     main.add_command(report)
