@@ -32,3 +32,17 @@ def test_scripting_session_runs(capsys):
     out = capsys.readouterr().out.splitlines()
     assert int(out[0]) > 16000  # the two VMs' 8192 identical heap pages each, merged
     assert out[1].startswith("['MemTotal:")
+
+
+def test_readme_says_how_long_the_suite_takes():
+    text = README.read_text()
+    assert re.search(r"The second command runs the test suite: about \d+ minutes on an\s+idle 2-core machine", text)
+
+
+def test_readme_says_what_the_model_leaves_out():
+    """One line per simplification a researcher must know before citing a figure."""
+    section = README.read_text().split("## What the model leaves out", 1)[1].split("\n## ", 1)[0]
+    items = [line for line in section.splitlines() if line.startswith("- **")]
+    assert len(items) >= 5
+    for topic in ("refault", "write", "CPU", "THP"):
+        assert any(topic in item for item in items), topic
