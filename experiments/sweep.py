@@ -49,41 +49,64 @@ Every run has a stable id, a readable slug plus a hash of what defines it::
 (case name, the last part of each grid/zip key with its value, the replication when there
 are several, then 8 hex digits of xxh64 over the case, all overrides and the replication).
 The run writes its run folder to ``<dir>/runs/<run id>/`` (see runner.py). Its config is
-the base config with the overrides, experiment.seed as above and experiment.name set to the
-run id.
+the base config with the overrides (``--set KEY=VALUE`` applies to the base first),
+experiment.seed as above and experiment.name set to the run id.
+
+The id names the folder; what the run computes is identified by its ``config_digest``
+(16 hex digits of xxh64 over the fully resolved config without [output], as compact
+sorted JSON) and hvsim's ``version``, both in runs.csv.
 
 One code path: `execute(spec)` runs one `RunSpec` and returns its row; the backends only
-decide where it runs:
+decide where it runs (longest runs first: simulated duration x guest memory):
 
 - local (default): a `concurrent.futures.ProcessPoolExecutor` with the "spawn" start
   method and ``-j N`` workers (default: the number of CPUs); ``-j 1`` runs in-process;
 - Dask: ``--scheduler ADDRESS`` connects ``dask.distributed.Client(ADDRESS)`` (workers need
   hvsim installed and the output folder at the same path, e.g. on a shared file system);
   ``--scheduler local:N`` starts a ``LocalCluster`` of N single-threaded worker processes.
+  No client or cluster is started when every run is already finished.
 
-A run that fails (summary status "failed", or an exception escaping the runner, or a worker
-that dies) is a row with status "failed" and its error; the sweep goes on.
+A run that fails (summary status "failed", or an exception escaping the runner) is a row
+with status "failed" and its error; the sweep goes on. A local worker that dies (killed,
+out of memory) breaks the pool: the runs that had started run again one by one in a
+process of their own, and the one that dies again is a failed row naming the signal
+("worker process killed by signal 9 (SIGKILL, ...)"); the others complete.
 
 Results, in the sweep's output folder
 -------------------------------------
 ``runs.csv``
-    one row per run, appended (and flushed) as runs finish, rewritten sorted by run id at
-    the end, so the same sweep gives identical rows whatever -j or backend. Columns: run_id,
-    case, every swept key (its value in that run; a key one case sets and another does not
-    shows the resolved config's value), replication, seed, status, error, then
-    `ROW_METRICS` (reclaimed_* and mean_reclaimed_* in MiB, costs, throughput_total).
-    Wall times are not in it (they differ between runs of the same sweep).
+    one row per run, appended (and flushed) as runs finish, rewritten in order at the end:
+    cases in the file's order, then each swept key by value (numbers, sizes and durations
+    by magnitude), then the replication; the same sweep gives identical rows whatever -j
+    or backend. Columns: run_id, case, every swept key (its value in that run; a key one
+    case sets and another does not shows the resolved config's value), replication, seed,
+    version, config_digest, status, error, then `ROW_METRICS` (reclaimed_* and
+    mean_reclaimed_* in MiB, costs, throughput_total: only when every VM counts the same
+    unit of work) and ``throughput_<unit>_per_s`` per unit of work the runs' workloads
+    count (requests, ops, ...). Wall times are not in it (they differ between runs).
+``points.csv``
+    one row per point (case and swept values): runs, ok runs, and per result column its
+    mean over the ok replications, the half-width of the 95 % confidence interval of that
+    mean (Student's t, n - 1 degrees of freedom; empty for one replication), min and max.
 ``sweep.json``
-    what ran where: backend, workers, counts, total and per-run wall times.
+    what ran where: backend, workers, counts, stale reruns by reason, total and per-run
+    wall times, run folders in runs/ that are not part of the sweep.
 ``sweep.md``
-    the runs table with links to each run's report, and the plots.
+    the per-point table (mean ± CI [min-max]), the runs table with links to each run's
+    report, and the plots.
 ``reclaimed_vs_<key>.png``
     per swept key (and per case when there are cases): memory reclaimed per technique
-    against the key's values, mean over the ok runs with that value, with min-max bars
-    (the spread over replications and any other swept keys). Sizes are plotted in MiB.
+    against the key, one panel per combination of the other swept keys, mean over the
+    replications with 95 % CI bars. Numeric keys (sizes in MiB) get a numeric axis, cases
+    and text a categorical one with points only.
 
-Resume: running a sweep again skips each run whose id is in runs.csv and whose folder holds
-a summary.json with status "ok" and the expected seed; the others run again.
+`hvsim report SWEEP_FOLDER` writes points.csv, sweep.md and the plots again from runs.csv
+and sweep.json.
+
+Resume: running a sweep again skips each run listed in runs.csv as ok with the same
+version and config_digest whose folder holds an ok summary.json with the expected seed.
+A finished run whose version or config differs is stale: it runs again, and the sweep says
+on stderr (and in sweep.md) how many and why. The others (failed, missing) run again.
 
 Exit status of ``hvsim sweep``: 0 when every run is ok, 1 when some run failed, 2 for a bad
 sweep file or option (one line per problem, naming the key).

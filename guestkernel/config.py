@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from .units import PAGE_SIZE, parse_duration, parse_size
+from .units import PAGE_SIZE, parse_duration, parse_size, whole_pages
 
 ARCHES = ("x86_64", "i386")
 ERAS = ("6.x", "2.6")
@@ -75,9 +75,8 @@ class KernelConfig:
             raise ValueError(f"arch: must be one of {', '.join(ARCHES)}, got {self.arch!r}")
         if self.era not in ERAS:
             raise ValueError(f"era: must be one of {', '.join(ERAS)}, got {self.era!r}")
-        self.memory = parse_size(self.memory, "memory")
-        if self.memory % PAGE_SIZE:
-            raise ValueError(f"memory: must be a multiple of {PAGE_SIZE} bytes, got {self.memory}")
+        given = self.memory
+        self.memory = whole_pages(parse_size(given, "memory"), given, "memory")  # "2GB" is decimal
         _int_range(self, "cpus", 1, 1024)
         _int_range(self, "nodes", 1, 64)
         if self.kernel_image is None:

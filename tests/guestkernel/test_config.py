@@ -71,3 +71,11 @@ def test_defaults_and_derived_values():
     assert KernelConfig().kernel_image == 16 << 20
     assert KernelConfig(memory="1GiB").nr_pages == 262144
     assert KernelConfig(memory=KernelConfig().min_boot_memory() // 4096 * 4096 + 4096)
+
+
+def test_decimal_memory_is_refused_naming_iec_units():
+    """"2GB" = 2,000,000,000 bytes (SI), not whole 4 KiB pages: one line naming MiB/GiB."""
+    with pytest.raises(ValueError) as exc:
+        KernelConfig(memory="2GB")
+    assert str(exc.value) == ("memory: '2GB' is 2,000,000,000 bytes, not a whole number of 4 KiB pages "
+                              "(MB and GB are decimal, 10^6 and 10^9; write MiB or GiB for 2^20 or 2^30)")
