@@ -338,6 +338,17 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         out += ["", "Each VM's memory columns are guest pages *held* in a state at the end of the run, "
                 "not memory *reclaimed*; they do not add up to the technique totals above:", ""]
         out += [f"- **{name}**: {meaning}" for name, meaning in VM_COLUMN_MEANINGS]
+        out += ["", "Held against reclaimed, over all VMs (MiB):", ""]
+        recon = []
+        for field, tech, why in (("shared_mib", "sharing", "the shared frames that hold them"),
+                                 ("ballooned_mib", "balloon", "balloon pages that were never backed"),
+                                 ("compressed_mib", "compression", "the frames the cache occupies"),
+                                 ("swapped_mib", "swap", "none: each has no frame")):
+            held = sum(_f(d, field) for d in vms.values() if isinstance(d, dict))
+            reclaimed = _f(summary, f"reclaimed_{tech}_mib")
+            recon.append([dict(TECHNIQUES)[tech], _fmt(held), _fmt(reclaimed), _fmt(held - reclaimed), why])
+        out += _table(["technique", "held by the VMs", "reclaimed", "difference", "the difference is"], recon,
+                      "lrrrl")
         out.append("")
 
     states = summary.get("states") if isinstance(summary.get("states"), dict) else {}

@@ -248,6 +248,11 @@ def test_unlike_units_are_not_added_and_every_column_is_defined(tmp_path):
     for column in ("memory", "resident", "ballooned", "shared", "compressed", "swapped", "throughput", "stall s"):
         assert f"- **{column}**: " in defined
     assert "*held*" in defined and "*reclaimed*" in defined
+    # per-VM held summed against the technique's reclaimed: shared 60.0 + 42.4 = 102.4 held,
+    # 102.4 reclaimed; ballooned 16 + 16 = 32 held, 32 reclaimed; compressed 8 + 8 = 16 held,
+    # 12 reclaimed, so 4 MiB of cache frames
+    assert "| page sharing | 102.4 | 102.4 | 0.0 | the shared frames that hold them |" in defined
+    assert "| compression | 16.0 | 12.0 | 4.0 | the frames the cache occupies |" in defined
     # an older summary without throughput_by_unit: the VMs' units, still never added across
     del s["throughput_by_unit"]
     assert R.throughput_by_unit(s) == {"requests": 10.5, "ops": 10.5}
