@@ -719,8 +719,9 @@ def dask_client(scheduler: str):
                 raise ValueError
         except ValueError:
             raise SweepError([f"--scheduler {scheduler}: local:N needs a worker count N >= 1"]) from None
+        # silence_logs CRITICAL: a heartbeat racing the close logs a CommClosedError at ERROR
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address=None, silence_logs=50)
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout="10s"), None
