@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-TECHNIQUES = ("sharing", "balloon", "compression", "swap", "total")
+TECHNIQUES = ("sharing", "balloon", "compression", "swap", "reporting", "total")
 
 #: (row key, label) in table order; throughput rows per unit follow.
 ROWS = (

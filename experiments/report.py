@@ -586,7 +586,7 @@ def plot_memory(samples: list[dict]):
     free = [_nz(s.get("host_free_mib")) for s in samples]
     layers = [used, free] + [[_nz(s.get(f"reclaimed_{k}_mib")) for s in samples] for k, _ in TECHNIQUES]
     labels = ["host used", "host free"] + [f"reclaimed by {label}" for _, label in TECHNIQUES]
-    colors = ["#4c72b0", "#dddddd", "#55a868", "#c44e52", "#8172b2", "#ccb974"]
+    colors = ["#4c72b0", "#dddddd", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
     fig, ax = plt.subplots(figsize=(11, 5))
     ax.stackplot(t, *layers, labels=labels, colors=colors, alpha=0.9)
     host = [u + f for u, f in zip(used, free)]

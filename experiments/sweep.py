@@ -138,7 +138,7 @@ import xxhash
 
 DEFAULT_RUNNER = "experiments.sweep:run_config"
 
-TECHNIQUE_KEYS = ("sharing", "balloon", "compression", "swap", "total")
+TECHNIQUE_KEYS = ("sharing", "balloon", "compression", "swap", "reporting", "total")
 
 #: Columns of a row taken from summary.json, in runs.csv order.
 ROW_METRICS = (
@@ -1172,7 +1172,7 @@ def sweep_figure(sweep: Sweep, rows: list[dict], key: str):
     plt = pyplot()
     labels = dict(TECHNIQUES) | {"total": "total"}
     colors = {"sharing": "#55a868", "balloon": "#c44e52", "compression": "#8172b2", "swap": "#ccb974",
-              "total": "black"}  # as in the run report's memory plot
+              "reporting": "#64b5cd", "total": "black"}  # as in the run report's memory plot
     values = [r[key] for r in ok]
     distinct = sorted(set(map(_show, values)), key=_magnitude)
     if len(distinct) < 2 and len(keys) > 1:

@@ -69,7 +69,7 @@ def fake_runner(config: dict, run_dir: str) -> dict:
         "name": config["experiment"]["name"], "seed": seed, "status": "ok", "error": None,
         "wall_time_s": 0.001, "host_memory_mib": host,
         "reclaimed_sharing_mib": sharing, "reclaimed_balloon_mib": host / 64,
-        "reclaimed_compression_mib": 1.5, "reclaimed_swap_mib": 0.0,
+        "reclaimed_compression_mib": 1.5, "reclaimed_swap_mib": 0.0, "reclaimed_reporting_mib": 0.0,
         "reclaimed_total_mib": sharing + host / 64 + 1.5,
         "mean_reclaimed_sharing_mib": sharing / 2, "mean_reclaimed_balloon_mib": 0.0,
         "mean_reclaimed_compression_mib": 0.0, "mean_reclaimed_swap_mib": 0.0,
@@ -334,7 +334,7 @@ def test_runs_csv_rows_and_sweep_files(tmp_path):
     sh = sorted(20.0 + seed(1, i) % 7 for i in (0, 1))
     half = 12.706204736 * (sh[1] - sh[0]) / 2
     assert (f"| 512MiB | 1 | 2/2 | {sum(sh) / 2:,.1f} ± {half:,.1f} [{sh[0]:,.1f}-{sh[1]:,.1f}] | "
-            "8.0 ± 0.0 [8.0-8.0] | 1.5 ± 0.0 [1.5-1.5] | 0.0 ± 0.0 [0.0-0.0] | "
+            "8.0 ± 0.0 [8.0-8.0] | 1.5 ± 0.0 [1.5-1.5] | 0.0 ± 0.0 [0.0-0.0] | 0.0 ± 0.0 [0.0-0.0] | "
             f"{sum(sh) / 2 + 9.5:,.1f} ± {half:,.1f} [{sh[0] + 9.5:,.1f}-{sh[1] + 9.5:,.1f}] | "
             "50.0 ± 0.0 [50.0-50.0] |") in md
     assert t["throughput_wakeups_per_s"] == "25.0"
