@@ -201,7 +201,7 @@ def test_validate_reports_every_file_problem_in_one_pass(tmp_path):
         f"{cfg}: vm[0].workload.path: no such trace file '{tmp_path / 'gone.trace'}'",
         f"{cfg}: vm[1]: image_file: {tmp_path / 'gone.img'}: no such image file",
         f"{cfg}: vm[2]: image_file: {tmp_path / 'odd.img'}: image size 5000 bytes is not a multiple of the "
-        "4096-byte page",
+        "4096-byte page (and it is neither an ELF core file nor an hvsim capture)",
         f"{cfg}: vm[3]: image: unknown image 'beos'; one of debian-12, ubuntu-22.04, centos-7, alpine-3.19, "
         'windows-2019, windows-xp or "none"',
     ])
