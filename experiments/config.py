@@ -17,7 +17,6 @@ Dotted keys address fields for sweeps: "host.memory", "host.sharing.salting",
 from __future__ import annotations
 
 import os
-
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal

@@ -162,12 +162,14 @@ def test_report_of_a_real_run(tmp_path):
     samples = (tmp_path / "run" / "timeseries.csv").read_text().count("\n") - 1
     assert samples >= 5 and f"- samples: {samples}\n" in text
     assert f"| **total** | {summary['reclaimed_total_mib']:,.1f} |" in text
-    # web servers count requests, the database ops: two throughputs, never one sum
+    # web servers count requests, the database ops, the batch job MiB: one throughput per
+    # unit, each the sum over the VMs counting it, never one sum across units
     vms = summary["vms"]
-    assert (vms["web-1"]["work_unit"], vms["web-2"]["work_unit"], vms["db"]["work_unit"]) == ("requests",) * 2 + ("ops",)
+    assert (vms["web-1"]["work_unit"], vms["web-2"]["work_unit"], vms["db"]["work_unit"],
+            vms["batch"]["work_unit"]) == ("requests", "requests", "ops", "MiB")
     assert summary["throughput_by_unit"] == {
         "requests": pytest.approx(vms["web-1"]["throughput"] + vms["web-2"]["throughput"], abs=1e-5),
-        "ops": vms["db"]["throughput"]}
+        "ops": vms["db"]["throughput"], "MiB": vms["batch"]["throughput"]}
     assert summary["throughput_total"] is None
 
 
