@@ -132,7 +132,7 @@ class File:
     """struct file: an open file (an inode, a position, access mode)."""
 
     __slots__ = ("inode", "pos", "flags", "readable", "writable", "slab_obj", "refs", "f_ra",
-                 "fmode_random")
+                 "fmode_random", "dentry")
 
     def __init__(self, inode: Inode, flags: int = 0, readable: bool = True,
                  writable: bool = True) -> None:
@@ -145,6 +145,7 @@ class File:
         self.refs = 0  # holders: fd table entries, VMAs, SysV segments
         self.f_ra = FileRaState(inode.fs.ra_pages)  # file_ra_state_init
         self.fmode_random = False  # FMODE_RANDOM: POSIX_FADV_RANDOM
+        self.dentry = None  # f_path.dentry, held until the last fput (dcache.py)
 
     def get(self) -> None:
         self.refs += 1
@@ -158,6 +159,9 @@ class File:
         if self.refs == 0 and self.slab_obj is not None:
             inode.fs.free_filp(self.slab_obj)  # the struct file goes back to "filp"
             self.slab_obj = None
+        if self.refs == 0 and self.dentry is not None:
+            dentry, self.dentry = self.dentry, None
+            inode.fs.kernel.dcache.dput(dentry)
         if inode.users == 0 and inode.nlink == 0:
             inode.fs.evict_inode(inode)
 

@@ -246,6 +246,9 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     k = task.kernel
     arch = k.config.arch
     fs = k.fs
+    dcache = getattr(k, "dcache", None)
+    if dcache is not None:
+        dcache.dput(dcache.lookup(path))  # the path walk caches its dentries
     inode = fs.lookup(path)
     if inode is None:
         raise U.err(U.ENOENT, "execve")

@@ -103,10 +103,14 @@ class Kernel:
     def _init_address_spaces(self) -> None:
         # address spaces (tasks, VMAs, page tables, page cache), then reclaim, swap and the
         # OOM killer, which replace the no-op hooks below and wire the allocator's slow path
+        from .dcache import Dcache
+        from .shrinker import ShrinkerList
         from .task import init_address_spaces
         from .vmscan import init_reclaim
 
+        self.shrinkers = ShrinkerList(self)  # shrink_slab's shrinker_list
         init_address_spaces(self)
+        self.dcache = Dcache(self)  # dentry and inode caches, and their shrinker
         init_reclaim(self)
         # pid 1: init, which the OOM killer never chooses and which reaps orphans
         try:

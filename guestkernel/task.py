@@ -924,16 +924,22 @@ class Task:
     @_syscall()
     def open(self, path: str, flags: int = U.O_RDONLY, mode: int = 0o644) -> int:
         fs = self.kernel.fs
+        dcache = self.kernel.dcache
+        dentry = dcache.lookup(path)  # path walk: dentries (and inodes) cached on the way
         inode = fs.lookup(path)
         if inode is None:
             if not flags & U.O_CREAT:
+                dcache.dput(dentry)  # a negative dentry stays cached
                 raise U.err(U.ENOENT, f"open {path}")
             inode = fs.create(path, 0)
+            dcache.instantiate(dentry, inode)
         elif flags & U.O_CREAT and flags & U.O_EXCL:
+            dcache.dput(dentry)
             raise U.err(U.EEXIST, f"open {path}")
         acc = flags & U.O_ACCMODE
         f = File(inode, flags, readable=acc in (U.O_RDONLY, U.O_RDWR),
                  writable=acc in (U.O_WRONLY, U.O_RDWR))
+        f.dentry = dentry
         if flags & U.O_TRUNC and f.writable and inode.size:
             _truncate(self.kernel, inode, 0)
         f.get()
@@ -1310,10 +1316,40 @@ class Task:
         length, ENOENT if there is no such file)."""
         if length < 0:
             raise U.err(U.EINVAL, "truncate")
+        self.kernel.dcache.dput(self.kernel.dcache.lookup(path))  # the path walk
         inode = self.kernel.fs.lookup(path)
         if inode is None:
             raise U.err(U.ENOENT, f"truncate {path}")
         _truncate(self.kernel, inode, length)
+        return 0
+
+    @_syscall(needs_mm=False)
+    def stat(self, path: str) -> int:
+        """stat(2) reduced to what memory sees: the path walk (a missing name leaves a
+        negative dentry); returns st_size, or ENOENT."""
+        dcache = self.kernel.dcache
+        dentry = dcache.lookup(path)
+        inode = dentry.inode
+        dcache.dput(dentry)
+        if inode is None:
+            raise U.err(U.ENOENT, f"stat {path}")
+        return getattr(inode, "size", 0)
+
+    @_syscall(needs_mm=False)
+    def unlink(self, path: str) -> int:
+        """unlink(2): the name goes (d_delete: the dentry turns negative when nobody else
+        holds it); the file's pages go with its last user."""
+        k = self.kernel
+        dentry = k.dcache.lookup(path)
+        if k.fs.lookup(path) is None:
+            k.dcache.dput(dentry)
+            raise U.err(U.ENOENT, f"unlink {path}")
+        inode = k.fs.lookup(path)
+        k.fs.unlink(path)
+        k.dcache.d_delete(dentry)
+        k.dcache.dput(dentry)
+        if inode.users == 0:
+            k.fs.evict_inode(inode)
         return 0
 
     @_syscall()

@@ -41,8 +41,10 @@ of a list; reclaim takes from the tail.
   goes back to the active list. Direct reclaim writes synchronously and waits (the wait is
   added to kernel.stall). Without an env every write completes at once, its cost added to
   kernel.stall.
-- Shrinkers: the LRU is the page cache's shrinker; the slab caches are shrunk with
-  (reclaimable slab pages >> priority) * 4 / seeks per node pass (do_shrink_slab).
+- Shrinkers: the LRU is the page cache's shrinker; every node pass also runs the
+  registered shrinkers (shrinker.py: do_shrink_slab's (objects >> priority) * 4 / seeks;
+  dcache.py's dentry and inode caches), the slab pages their frees give back counting
+  as reclaimed.
 - kswapd (`balance_pgdat`, one `Kswapd` process per node, only with an env): woken by the
   allocator below LOW, it reclaims the shortfall to HIGH (6.x: the allocation zone up to
   HIGH + lowmem_reserve; 2.6: every zone to its own HIGH), priority 12 down to 1, counts
@@ -905,18 +907,16 @@ class Reclaim:
             lv.node.kswapd_failures = 0  # the node is reclaimable again
 
     def shrink_slab(self, lv: Lruvec, sc: ScanControl) -> int:
-        """do_shrink_slab for the slab caches: delta = (freeable >> priority) * 4 / seeks,
-        freeable = reclaimable slab pages scaled by vfs_cache_pressure."""
-        slab = self.kernel.slab
-        if slab is None:
+        """shrink_slab: every registered shrinker (guestkernel/shrinker.py, the dentry and
+        inode caches among them) at this pass's priority; the slab pages their frees give
+        back (reclaim_state->reclaimed_slab) count as reclaimed. Returns those pages."""
+        k = self.kernel
+        shrinkers = getattr(k, "shrinkers", None)
+        if shrinkers is None or k.slab is None:
             return 0
-        vm = self.vmstat
-        freeable = vm.get("nr_slab_reclaimable", 0) * self.kernel.config.vfs_cache_pressure // 100
-        delta = (freeable >> sc.priority) * 4 // DEFAULT_SEEKS
-        if not delta:
-            return 0
-        vm["slabs_scanned"] += delta
-        freed = slab.shrink_slab(delta)
+        before = k.slab.reclaimed_slab
+        shrinkers.shrink_slab(sc.gfp, lv.node.nid, sc.priority, sc.kswapd)
+        freed = k.slab.reclaimed_slab - before
         sc.nr_reclaimed += freed
         return freed
 
@@ -1139,8 +1139,9 @@ class Reclaim:
                             delete_from_page_cache(self.kernel, page)
             vm["drop_pagecache"] += 1
         if value & 2:
-            if self.kernel.slab is not None:
-                self.kernel.slab.shrink_slab(1 << 40)
+            shrinkers = getattr(self.kernel, "shrinkers", None)
+            if shrinkers is not None:
+                shrinkers.drop_slab(G.GFP_KERNEL)  # drop_slab: the shrinkers only
             vm["drop_slab"] += 1
 
     # ------------------------------------------------------------------ invariants

@@ -447,21 +447,38 @@ def test_drop_caches_frees_clean_unmapped_cache_only():
     k.reclaim.validate()
 
 
-def test_slab_shrinker_scaled_by_priority():
+def test_shrink_slab_runs_the_registered_shrinkers_at_the_pass_priority():
+    """shrink_node -> shrink_slab: each registered shrinker's do_shrink_slab at the pass's
+    priority (delta = (freeable >> priority) * 4 / seeks); the slab pages freed by the
+    objects it frees count as reclaimed (reclaim_state->reclaimed_slab)."""
+    from guestkernel.shrinker import Shrinker
+
     k = boot()
     r = k.reclaim
-    cache = k.kmem_cache_create("dentry", 192, flags=0x00020000)  # SLAB_RECLAIM_ACCOUNT
+    k.shrinkers.shrinkers[:] = []  # this test's shrinker only
+    cache = k.kmem_cache_create("reclaimable_test", 192, flags=0x00020000)  # SLAB_RECLAIM_ACCOUNT
     objs = [k.kmem_cache_alloc(cache) for _ in range(2000)]
-    for o in objs:
-        k.kmem_cache_free(cache, o)
-    reclaimable = k.vmstat["nr_slab_reclaimable"]
-    assert reclaimable >= 4  # free slabs kept under the cache's free limit
+    calls = []
+
+    def scan(sc):
+        calls.append(sc.nr_to_scan)
+        n = min(sc.nr_to_scan, len(objs))
+        for _ in range(n):
+            k.kmem_cache_free(cache, objs.pop())
+        return n
+
+    k.shrinkers.register_shrinker(Shrinker("test", lambda sc: len(objs), scan))
     lv = r.lruvecs[0]
-    assert r.shrink_slab(lv, sc_for(k, DEF_PRIORITY)) == 0  # (reclaimable >> 12) == 0
+    scanned0 = k.vmstat["slabs_scanned"]
+    assert r.shrink_slab(lv, sc_for(k, DEF_PRIORITY)) == 0 and calls == []  # 2000 >> 12 == 0
     sc = sc_for(k, 0)
+    reclaimable = k.vmstat["nr_slab_reclaimable"]
     freed = r.shrink_slab(lv, sc)
-    assert k.vmstat["slabs_scanned"] == reclaimable * 4 // 2
+    # delta = 2000 * 4 / 2 = 4000 = 2 * freeable: batches of 128 while total_scan >= 128
+    assert calls == [128] * 31 and k.vmstat["slabs_scanned"] - scanned0 == 31 * 128
+    assert objs == []
     assert freed > 0 and sc.nr_reclaimed == freed
+    assert k.vmstat["nr_slab_reclaimable"] == reclaimable - freed
 
 
 # ------------------------------------------------------------------ direct reclaim hook
