@@ -402,9 +402,11 @@ class MemhogParams(_Model):
 class TraceParams(_Model):
     profile: Literal["trace"] = "trace"
     cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
-    path: str = Field(..., description="strace log to replay (strace -f -y -e trace=memory,process,ipc)")
+    path: str = Field(..., description="strace log to replay (strace -f -y, with the -e line of hvsim replay)")
     speed: float = Field(1.0, gt=0, description="time scale: 2.0 replays twice as fast")
     touch: bool = Field(True, description="touch mapped anonymous memory as the program would")
+    root: bool = Field(False, description="start the traced program as uid 0 with every capability, "
+                       "as one traced by root (hvsim replay --root)")
 
     @field_validator("path")
     @classmethod

@@ -4,7 +4,8 @@ The log's memory, process and IPC calls are applied to the guest by the strace r
 (experiments/replay.py), `batch` calls per step, each step taking `batch * call_time /
 speed` seconds (strace without -tt records no times: calls are spread evenly). With
 `touch`, every successful writable anonymous mmap and brk growth is touched as the program
-would after obtaining it, so the trace's memory is really used. Work: calls replayed.
+would after obtaining it, so the trace's memory is really used. With `root`, the program
+starts as uid 0 with every capability (a trace recorded as root). Work: calls replayed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class TraceWorkload(Workload):
             trace = parse_trace(fh)
         self.findings: list[str] = []
         rep = Replayer(self.kernel, out=self.findings.append)
+        rep.root = p.root  # (the executables and addresses always come from the trace)
         rep.prepare(trace)
         cost = 0.0
         n = 0

@@ -222,3 +222,29 @@ def test_jvm_allocations_are_new_objects_not_the_same_chunk_again(tmp_path):
     # ~1 s of allocation: ~32 MiB in 3.2 MiB chunks, each chunk new data
     assert sum(seen.values()) > 4000
     assert max(seen.values()) == 1
+
+
+def test_trace_profile_root_starts_the_program_as_root(tmp_path):
+    # limits_priv.trace was recorded as root (its mlock past RLIMIT_MEMLOCK at line 20
+    # succeeded through CAP_IPC_LOCK): with root = true the replay finds nothing; started
+    # as an ordinary user, that mlock and the later setuid(0) (line 53) diverge
+    from pathlib import Path
+
+    import simpy
+
+    from experiments.scenario import Scenario
+
+    trace = Path(__file__).resolve().parents[1] / "data" / "traces" / "limits_priv.trace"
+    found = {}
+    for root in (True, False):
+        cfg = config_from_dict({
+            "experiment": {"name": "tr", "duration": "1s"}, "host": {"memory": "512MiB"},
+            "vm": [{"name": "g", "memory": "256MiB", "image": "alpine-3.19",
+                    "workload": {"profile": "trace", "path": str(trace), "root": root}}]})
+        env = simpy.Environment()
+        sc = Scenario(cfg, env)
+        sc.start()
+        env.run(until=1.0)
+        found[root] = [line.split(":")[0] for line in sc.workloads["g"].findings
+                       if "simulated" in line]
+    assert found == {True: [], False: ["line 20", "line 53"]}
