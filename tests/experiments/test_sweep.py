@@ -446,6 +446,7 @@ def test_real_failing_run_is_recorded_and_reported(tmp_path):
     broken = next(r for r in sw.runs if r.case == "broken")
     # the case's table replaced the base's database workload
     assert broken.config["vm"][1]["workload"] == {"profile": "trace", "speed": 1.0, "touch": True, "cpu_util": 1.0,
+                                                  "root": False,
                                                   "path": str(trace)}
     trace.unlink()
     rows = {r["case"]: r for r in S.run_sweep(sw, jobs=1)}
