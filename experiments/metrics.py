@@ -87,6 +87,10 @@ class Sampler:
         cols += [f"host_cpu_{c}_pct" for c in CPU_CONSUMERS]
         for vm in self.host.vms:
             cols += [f"{vm.name}.{c}" for c in VM_COLUMNS]
+        if getattr(self.host.balloon.policy, "samplers", None) is not None:
+            # esx-shares: each VM's active-memory estimate, the idle tax's f (its warm-up
+            # from 100 % shows here)
+            cols += [f"{vm.name}.active_pct" for vm in self.host.vms]
         return cols
 
     def sample(self) -> dict:
@@ -119,6 +123,11 @@ class Sampler:
             done = wl.work_done if wl is not None else 0.0
             row[f"{vm.name}.throughput"] = round((done - self._last_work[vm.name]) / elapsed, 6) if elapsed > 0 else 0.0
             self._last_work[vm.name] = done
+        samplers = getattr(host.balloon.policy, "samplers", None)
+        if samplers is not None:
+            for vm in host.vms:
+                sm = samplers.get(vm.name)
+                row[f"{vm.name}.active_pct"] = round(100.0 * sm.active, 6) if sm is not None else 100.0
         self._last_time = self.env.now
         return row
 
