@@ -27,6 +27,7 @@ from . import uapi as U
 from .fault import copy_to_user
 from .filemap import File
 from .memory import copy_page_range, update_hiwater_rss
+from .mm_types import MMStruct
 from .mmap import PAGE_ALIGN, map_vdso, mmap_base_for, unmap_vmas, vm_enough_memory
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
@@ -61,8 +62,6 @@ DEFAULT_BSS = 32 << 10
 
 def dup_mm(parent, child):
     """Copy the parent's address space for `child` (copy-on-write). Raises OSError(ENOMEM)."""
-    from .task import MMStruct
-
     old = parent.mm
     k = parent.kernel
     mm = MMStruct(k, old.task_size, owner=child)
@@ -241,8 +240,6 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     Sizes in bytes; the keyword addresses override the computed layout (for trace replay).
     `argv`, `envp`: sequences of str or bytes, copied onto the new stack (E2BIG, before
     anything changes, if they do not fit the limit)."""
-    from .task import MMStruct
-
     k = task.kernel
     arch = k.config.arch
     fs = k.fs

@@ -47,8 +47,9 @@ from .filemap import (
     truncate_inode_pages,
     truncate_partial_page,
 )
-from .readahead import PG_readahead, force_page_cache_ra, page_cache_async_ra, page_cache_sync_ra
+from .fork import DEFAULT_DATA, DEFAULT_TEXT, dup_mm, exit_mmap, load_static_binary
 from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
+from .mm_types import SLAB_SIZES, MMStruct, _slab_alloc, _slab_free
 from .page import PG_active, PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -62,9 +63,9 @@ from .pgtable import (
     MM_SHMEMPAGES,
     MM_SWAPENTS,
     PTE_PRESENT_MASK,
-    PageTable,
 )
 from .physmem import ZERO_PAGE, LazyPage
+from .readahead import PG_readahead, force_page_cache_ra, page_cache_async_ra, page_cache_sync_ra
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_DROPPABLE,
@@ -75,15 +76,8 @@ from .vma import (
     VM_SHARED,
     VM_READ,
     VM_WRITE,
-    VMASet,
 )
 
-SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
-    "6.x": {"task_struct": 9792, "mm_struct": 1344, "vm_area_struct": 200, "filp": 256,
-            "files_cache": 704},
-    "2.6": {"task_struct": 1328, "mm_struct": 448, "vm_area_struct": 88, "filp": 192,
-            "files_cache": 256},
-}
 FATAL_SIGNALS = (U.SIGKILL, U.SIGSEGV, U.SIGBUS, U.SIGTERM)
 GFP_ANON_ZERO = G.GFP_HIGHUSER_MOVABLE | G.__GFP_ZERO
 _ANON_FLAGS = PG_anon | PG_swapbacked
@@ -93,92 +87,6 @@ _ACCESSED_STEADY = PG_referenced | PG_active
 _STEADY_CLEAN = _ACCESSED_STEADY | PG_dirty | PG_readahead
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
 
-
-# --- slab --------------------------------------------------------------------------------
-def _slab_alloc(kernel, name: str):
-    caches = getattr(kernel, "_as_caches", None)
-    if not caches or name not in caches:
-        return None
-    return kernel.kmem_cache_alloc(caches[name], G.GFP_KERNEL)
-
-
-def _slab_free(kernel, name: str, obj) -> None:
-    caches = getattr(kernel, "_as_caches", None)
-    if obj is not None and caches and name in caches:
-        kernel.kmem_cache_free(caches[name], obj)
-
-
-class MMStruct:
-    """mm_struct. Sizes in pages unless named _bytes; addresses in bytes."""
-
-    def __init__(self, kernel, task_size: int, owner=None) -> None:
-        self.kernel = kernel
-        cfg = kernel.config
-        self.mm_mt = VMASet()
-        self.pgtable = PageTable(kernel, cfg.arch, bool(cfg.pae))
-        self.task_size = task_size
-        self.start_code = self.end_code = 0
-        self.start_data = self.end_data = 0
-        self.start_brk = self.brk = 0
-        self.start_stack = 0  # the initial stack pointer (argc)
-        self.arg_start = self.arg_end = self.env_start = self.env_end = 0  # strings
-        self.mmap_base = 0
-        self.legacy_mmap = False
-        self.vdso = 0  # mm->context.vdso: address of the [vdso] text, 0 if none
-        self.total_vm = 0
-        self.locked_vm = 0
-        # pages locked_vm still counts for VMAs that lost VM_LOCKED to a partial
-        # MREMAP_DONTUNMAP (Linux never takes them back out until exit)
-        self.locked_vm_orphaned = 0
-        self.pinned_vm = 0
-        self.data_vm = 0
-        self.exec_vm = 0
-        self.stack_vm = 0
-        self.rss = [0, 0, 0, 0]  # MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES
-        self.hiwater_rss = 0
-        self.hiwater_vm = 0
-        self.def_flags = 0  # VM_LOCKED|VM_LOCKONFAULT after mlockall(MCL_FUTURE)
-        self.owner = owner
-        self.exe_file = None
-        self.ksm_mergeable = False  # MMF_VM_MERGEABLE: some VMA had MADV_MERGEABLE
-        self.slab_obj = _slab_alloc(kernel, "mm_struct")
-
-    @property
-    def map_count(self) -> int:
-        return len(self.mm_mt)
-
-    @property
-    def pgtables_bytes(self) -> int:
-        return self.pgtable.bytes
-
-    @property
-    def pinned(self) -> int:
-        """mm->pinned_vm (pages pinned by get_user_pages(FOLL_PIN)): VmPin."""
-        return self.pinned_vm
-
-    def max_map_count(self) -> int:
-        return self.kernel.config.max_map_count
-
-    def get_mm_rss(self) -> int:
-        r = self.rss
-        return r[MM_FILEPAGES] + r[MM_ANONPAGES] + r[MM_SHMEMPAGES]
-
-    def slab_alloc(self, name: str):
-        return _slab_alloc(self.kernel, name)
-
-    def slab_free(self, name: str, obj) -> None:
-        _slab_free(self.kernel, name, obj)
-
-    def free(self) -> None:
-        _slab_free(self.kernel, "mm_struct", self.slab_obj)
-        self.slab_obj = None
-
-    def find_vma(self, addr: int):
-        return self.mm_mt.find_vma(addr)
-
-    @property
-    def vmas(self) -> list:
-        return list(self.mm_mt.vmas)
 
 
 def _syscall(needs_mm: bool = True):
@@ -386,7 +294,6 @@ class Task:
     def _do_exit(self, code: int) -> None:
         if self.state != "running":
             return
-        from .fork import exit_mmap
 
         k = self.kernel
         for fd in sorted(self.files):
@@ -810,7 +717,6 @@ class Task:
     @_syscall()
     def fork(self) -> int:
         """Returns the child's pid (the child is kernel.tasks[pid])."""
-        from .fork import dup_mm
 
         k = self.kernel
         child = Task(k, _alloc_pid(k), self.comm, parent=self)
@@ -850,7 +756,6 @@ class Task:
         arrays). E2BIG, with the old address space intact, if they exceed a quarter of
         RLIMIT_STACK (at least 128 KiB, at most 6 MiB). `layout` may give text, data,
         bss sizes and start_brk/stack_top/mmap_base."""
-        from .fork import load_static_binary
 
         elf = layout.pop("elf", None)
         if elf is not None:
@@ -1401,7 +1306,6 @@ def _alloc_pid(kernel) -> int:
 def spawn(kernel, name: str, **layout) -> Task:
     """A new process running `name` (a static binary /bin/<name>, or /sbin/init), as
     after execve: text, data, bss, the brk, and the stack. Returns its Task."""
-    from .fork import DEFAULT_DATA, DEFAULT_TEXT, load_static_binary
     from .mmap import PAGE_ALIGN
 
     pid = _alloc_pid(kernel)
