@@ -106,14 +106,19 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
 @click.option("--nodes", type=int, default=1, show_default=True, help="NUMA nodes")
 @click.option("--era", type=click.Choice(["6.x", "2.6"]), default="6.x", show_default=True,
               help="which kernel's watermark formulas apply")
+@click.option("--distro", type=click.Choice(["auto", "none", "debian-12"]), default="auto", show_default=True,
+              help="whose kernel's boot reservation (auto: debian-12 for x86_64 6.x, else none)")
 @click.argument("paths", nargs=-1)
-def boot(memory: str, arch: str, cpus: int, nodes: int, era: str, paths: tuple[str, ...]) -> None:
+def boot(memory: str, arch: str, cpus: int, nodes: int, era: str, distro: str,
+         paths: tuple[str, ...]) -> None:
     """Boot one guest kernel and print /proc files (default: /proc/meminfo)."""
     from guestkernel.config import KernelConfig
     from guestkernel.kernel import Kernel
 
+    if distro == "auto":
+        distro = "debian-12" if (arch, era) == ("x86_64", "6.x") else "none"
     try:
-        cfg = KernelConfig(memory=memory, arch=arch, cpus=cpus, nodes=nodes, era=era)
+        cfg = KernelConfig(memory=memory, arch=arch, cpus=cpus, nodes=nodes, era=era, distro=distro)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     kernel = Kernel(cfg)

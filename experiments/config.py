@@ -306,10 +306,19 @@ class KernelSection(_Model):
     randomize_va_space: int = Field(
         2, ge=0, le=2, description="kernel.randomize_va_space (ASLR): 2 brk and mmap (Linux >= 2.6.12), "
         "1 mmap only, 0 none (Linux 2.4, Windows before Vista): equal data then has equal pointers in every VM")
+    kaslr: bool | Literal["auto"] = Field(
+        "auto", description='kernel address space layout randomisation (KASLR; false: the nokaslr boot option): '
+        'the kernel image and its memory regions move by a per-boot offset, so identical VMs hold different '
+        'kernel pointers; "auto": on for 6.x x86_64, off for 2.6 and i386')
+    init_on_alloc: bool = Field(False, description="init_on_alloc=1: every page and slab object zeroed when "
+                                "allocated (Debian's and Ubuntu's 6.x kernels build it on by default)")
+    init_on_free: bool = Field(False, description="init_on_free=1: every page and slab object zeroed when freed "
+                               "(free memory holds zeros, not its last use's bytes); Windows images always do")
 
     def kernel_kwargs(self) -> dict:
         d = self.model_dump()
         d["min_free_kbytes"] = None if d["min_free_kbytes"] == "auto" else d["min_free_kbytes"]
+        d["kaslr"] = None if d["kaslr"] == "auto" else d["kaslr"]
         # user-space layout: the workloads' content reads it (KernelConfig.extra)
         d["extra"] = {"randomize_va_space": d.pop("randomize_va_space")}
         return d

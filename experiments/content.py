@@ -731,6 +731,48 @@ class AppPage(LazyPage):
         return _page(self.p, self.c, self.h, self.ptrs)
 
 
+# KASLR (CONFIG_RANDOMIZE_BASE): the boot adds the offset it drew to every word a
+# relocation names. Which pages that changes, per content class of a kernel image: pages
+# holding a relocation / pages, and the median relocations in such a page, measured in
+# Debian 12's 6.1 kernel (tests/data/kaslr/relocs-6.1.0-50-cloud-amd64.json, made by
+# tests/data/kaslr/measure_relocs.py from the kernel's own relocation table): text 2485 of
+# 3586 pages (32-bit sign-extended immediates), rodata 269 of 2083, data 315 of 1560
+# (64-bit pointers). bss is zeros at boot and moves nothing.
+#                  relocated, pages, per page, bytes per word
+KASLR_RELOCATIONS = {
+    "code": (2485, 3586, 22, 4),
+    "rodata": (269, 2083, 83, 8),
+    "kdata": (315, 1560, 142, 8),
+}
+
+
+class RelocatedPage(LazyPage):
+    """A kernel-image page with its relocations moved by the boot's KASLR offset: the
+    image's bytes, with the page's relocated words (positions fixed by the image) plus
+    `delta`. Made into bytes only when read."""
+
+    __slots__ = ("region", "index", "delta")
+
+    def __init__(self, region: Region, index: int, delta: int) -> None:
+        self.region = region
+        self.index = index
+        self.delta = delta
+
+    def materialize(self) -> bytes:
+        region = self.region
+        page = bytearray(_region_page(region, self.index))
+        _, _, count, width = KASLR_RELOCATIONS[region.profile_of(self.index).name]
+        mask = (1 << (8 * width)) - 1
+        h = xxhash.xxh64_intdigest(f"{region.artifact}/reloc/{self.index}/sites".encode())
+        slots = PAGE_SIZE // width
+        for _ in range(count):
+            h = _remix(h)
+            pos = (h % slots) * width
+            v = int.from_bytes(page[pos:pos + width], "little")
+            page[pos:pos + width] = ((v + self.delta) & mask).to_bytes(width, "little")
+        return bytes(page)
+
+
 class ContentSource:
     """Page contents for one VM of one experiment (see the module docstring).
 
@@ -1003,6 +1045,24 @@ class OSImage:
             raise IndexError(f"OS image {self.name}: {region.name} has {region.pages} pages, "
                              f"no page {index}")
         return _region_page(region, index)
+
+    def kernel_page(self, region: str | Region, index: int, kaslr_delta: int = 0):
+        """Page `index` of a kernel `region` as a guest booted with KASLR holds it: the
+        image's page where no relocation falls in it (or without KASLR, delta 0), else
+        the page with its relocations moved by `kaslr_delta` bytes (a `RelocatedPage`)."""
+        if type(region) is str:
+            region = self.region(region)
+        page = self.page(region, index)
+        if not kaslr_delta or page is ZERO_PAGE:
+            return page
+        rel = KASLR_RELOCATIONS.get(region.profile_of(index).name)
+        if rel is None:
+            return page
+        relocated, pages, _, _ = rel
+        h = xxhash.xxh64_intdigest(f"{region.artifact}/reloc/{index}".encode())
+        if (h & 0xFFFF) * pages >= relocated * 0x10000:
+            return page  # no relocation in this page: the same bytes at every offset
+        return RelocatedPage(region, index, kaslr_delta)
 
     def reader(self, region: str | Region, machine: str | None = None):
         """`index -> bytes` for `region`: the `content` callable of a guest file, e.g.

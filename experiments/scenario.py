@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import xxhash
 
-from guestkernel.config import KERNEL_LOAD_ADDR, KernelConfig
+from guestkernel.config import DISTROS, KERNEL_LOAD_ADDR, KernelConfig
 from guestkernel.units import PAGE_SHIFT
 from hypervisor.host import Host, HostConfig
 
@@ -77,8 +77,16 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
     )
 
 
-def kernel_config(v: VMSection) -> KernelConfig:
-    return KernelConfig(memory=size(v.memory), **v.kernel.kernel_kwargs())
+def kernel_config(v: VMSection, seed: int = 0) -> KernelConfig:
+    """The guest kernel of a VM section; `seed`: its boot's randomness (KASLR). The boot
+    reservation is the image's kernel's where hvsim has measured it (DISTROS); a Windows
+    image zeroes freed pages (its zero-page thread) as init_on_free does."""
+    kw = v.kernel.kernel_kwargs()
+    if v.image_name() in DISTROS and (kw["arch"], kw["era"]) == ("x86_64", "6.x"):
+        kw["distro"] = v.image_name()
+    if v.image_name() != "none" and OSImage.get(v.image_name()).family == "windows":
+        kw["init_on_free"] = True
+    return KernelConfig(memory=size(v.memory), seed=seed, **kw)
 
 
 def boot_image(kernel, image: OSImage) -> float:
@@ -89,13 +97,16 @@ def boot_image(kernel, image: OSImage) -> float:
     limit = kernel.config.kernel_image >> PAGE_SHIFT
     pfn = base
     store = kernel.phys.store
+    # KASLR moved the kernel by the offset this boot drew (Linux images only)
+    kmem = getattr(kernel, "kmem", None)
+    delta = kmem.layout.kaslr_delta if kmem is not None and image.family == "linux" else 0
     for region in image.regions:
         if region.category != "kernel":
             continue
         for index in range(region.pages):
             if pfn >= base + limit:
                 break
-            cost += store(pfn, image.page(region, index))
+            cost += store(pfn, image.kernel_page(region, index, delta))
             pfn += 1
     fs = getattr(kernel, "fs", None)
     if fs is not None:
@@ -130,7 +141,8 @@ class Scenario:
                     vm.shares = v.share_count()
                     self.workloads[name] = SnapshotsWorkload(env, vm, v.workload, layout)
                     continue
-                vm = self.host.create_vm(name, kernel_config(v), balloon=v.balloon)
+                vm = self.host.create_vm(name, kernel_config(v, rng_seed(seed, f"vm/{name}/boot")),
+                                         balloon=v.balloon)
                 vm.shares = v.share_count()
                 image = None if v.image_name() == "none" else OSImage.get(v.image_name())
                 if image is not None:

@@ -23,6 +23,20 @@ LOWMEM_RESERVE_RATIO = {
 # Kernel image (text, rodata, data, bss) loaded at CONFIG_PHYSICAL_START = 16 MiB.
 KERNEL_LOAD_ADDR = 16 << 20
 DEFAULT_KERNEL_IMAGE = {"x86_64": 16 << 20, "i386": 8 << 20}
+# What stays of Debian 12's kernel image (6.1.0-50-cloud-amd64) after boot, measured
+# (tests/data/boot): _text.._end of the bss, 40960 KiB, less what the kernel frees once up
+# (init 2600 KiB, text/rodata gap 2040 KiB, rodata/data gap 1908 KiB, unused decrypted
+# bss 2036 KiB, SMP alternatives 36 KiB).
+DISTRO_KERNEL_IMAGE = {"debian-12": 32340 << 10}
+DISTROS = ("none", "debian-12")  # kernels whose boot reservation hvsim follows
+# Early boot allocations of that kernel besides the image and memmap (memblock, 6.x
+# x86_64), measured on the same boots: the percpu first chunk ("percpu: Embedded 61
+# pages/cpu"), and what is left of the reservation at 256 MiB once the image, memmap,
+# hash tables and percpu are counted: brk page tables, memblock arrays, pglist_data,
+# mem_section, and the 128 KiB QEMU's firmware keeps at the top of RAM (420 KiB).
+PERCPU_PAGES_PER_CPU = 61
+EARLY_RESERVED = 420 << 10
+PAGES_PER_SECTION = 1 << 15  # SPARSEMEM: 128 MiB sections, memmap allocated per section
 STRUCT_PAGE_SIZE = {"x86_64": 64, "i386": 32}  # sizeof(struct page), bytes: the memmap
 LOW_RESERVED = 1 << 20  # x86 reserves the first 1 MiB (BIOS, real-mode trampoline)
 MIN_BOOT_FREE = 8 << 20  # what must be left for the allocators after boot reservations
@@ -40,7 +54,12 @@ class KernelConfig:
     numa_distance: tuple[tuple[int, ...], ...] | None = None  # SLIT; default 10 local, 20 remote
     era: str = "6.x"  # "6.x" or "2.6": which watermark / min_free_kbytes formulas apply
     pae: bool | None = None  # i386 only: 3-level page tables; default on above 4 GiB
-    kernel_image: int | str | None = None  # bytes reserved for vmlinux; default by arch
+    kernel_image: int | str | None = None  # bytes vmlinux keeps after boot; default by arch or distro
+    distro: str = "none"  # whose kernel boots: "none" (image + memmap) or "debian-12" (measured)
+    kaslr: bool | None = None  # kernel.kaslr (the nokaslr boot option off): None: on for 6.x, off for 2.6
+    seed: int = 0  # the boot's randomness (KASLR offsets); an experiment derives it per VM
+    init_on_alloc: bool = False  # zero every page and slab object at allocation (init_on_alloc=1)
+    init_on_free: bool = False  # zero every page and slab object when freed (init_on_free=1)
     # /proc/sys/vm
     min_free_kbytes: int | None = None  # KiB; None: int_sqrt(lowmem_kbytes * 16), clamped
     watermark_scale_factor: int = 10  # 1/10000 of managed pages between watermarks (6.x)
@@ -79,8 +98,19 @@ class KernelConfig:
         self.memory = whole_pages(parse_size(given, "memory"), given, "memory")  # "2GB" is decimal
         _int_range(self, "cpus", 1, 1024)
         _int_range(self, "nodes", 1, 64)
+        if self.distro not in DISTROS:
+            raise ValueError(f"distro: must be one of {', '.join(DISTROS)}, got {self.distro!r}")
+        if self.distro != "none" and (self.arch, self.era) != ("x86_64", "6.x"):
+            raise ValueError(f"distro: {self.distro} boots an x86_64 6.x kernel, not {self.arch} {self.era}")
         if self.kernel_image is None:
-            self.kernel_image = DEFAULT_KERNEL_IMAGE[self.arch]
+            self.kernel_image = DISTRO_KERNEL_IMAGE.get(self.distro, DEFAULT_KERNEL_IMAGE[self.arch])
+        if self.kaslr is None:
+            self.kaslr = self.era == "6.x" and self.arch == "x86_64"
+        for name in ("kaslr", "init_on_alloc", "init_on_free"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed: must be an integer, got {self.seed!r}")
         self.kernel_image = parse_size(self.kernel_image, "kernel_image")
         if self.kernel_image < (1 << 20) or self.kernel_image % PAGE_SIZE:
             raise ValueError("kernel_image: must be a whole number of pages, at least 1MiB")
@@ -152,6 +182,8 @@ class KernelConfig:
     def min_boot_memory(self) -> int:
         """Bytes below which the kernel cannot boot: load address + image + memmap + slack."""
         base = KERNEL_LOAD_ADDR + self.kernel_image + MIN_BOOT_FREE
+        if self.distro != "none":
+            base += EARLY_RESERVED + PERCPU_PAGES_PER_CPU * PAGE_SIZE * self.cpus
         # memmap for `base` bytes, solved for the fixed point memory = base + memmap(memory)
         per = STRUCT_PAGE_SIZE[self.arch]
         return base + base * per // (PAGE_SIZE - per) + PAGE_SIZE

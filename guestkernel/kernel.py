@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import gfp as G
 from .config import KernelConfig
 from .highmem import Kmap
+from .kmem import KernelLayout, KmemContent
 from .page import Page
 from .page_alloc import KernelPanic, PageAllocator
 from .physmem import BareMetal, PhysicalMemory
@@ -65,6 +66,12 @@ class Kernel:
         self.page_alloc = PageAllocator(config, self.phys, self.vmstat)
         self.page_alloc.boot()
         self.mem_map: list[Page | None] = self.page_alloc.mem_map
+        # the kernel's own memory as bytes (kmem.py): its layout (KASLR), then the memmap
+        # memmap_init wrote at boot
+        self.kmem = KmemContent(self, KernelLayout(
+            config.arch, bool(config.kaslr), config.seed, config.memory, config.kernel_image,
+            self.page_alloc.page_offset))
+        self.kmem.write_memmap()
         self.kmap_area = Kmap(self.page_alloc, bool(config.pae), config.cpus)
         # Overcommit accounting (mm/util.c); the policy for modes 0/1/2 lives in oom_kill.
         self.committed_as = 0  # pages: vm_committed_as

@@ -37,8 +37,11 @@ from collections.abc import Callable
 
 from . import gfp as G
 from .config import (
+    EARLY_RESERVED,
     KERNEL_LOAD_ADDR,
     LOW_RESERVED,
+    PAGES_PER_SECTION,
+    PERCPU_PAGES_PER_CPU,
     STRUCT_PAGE_SIZE,
     KernelConfig,
 )
@@ -211,6 +214,8 @@ class PageAllocator:
         self.era = config.era
         self.nr_pages = config.nr_pages
         self.page_offset = PAGE_OFFSET[self.arch]
+        self.init_on_alloc = bool(getattr(config, "init_on_alloc", False))  # zero every allocation
+        self.init_on_free = bool(getattr(config, "init_on_free", False))  # zero every freed block
         self.stall = 0.0  # seconds spent beneath the guest (zeroing) by the current caller
         self.pf_memalloc = False  # set while reclaim runs: its allocations ignore watermarks
         self.min_free_kbytes = 0
@@ -316,21 +321,28 @@ class PageAllocator:
         reserved[k0:k1] = b"\x01" * (k1 - k0)
         self.kernel_image_pages = k1 - k0
         # memmap: sizeof(struct page) per frame of each node, allocated top-down in the
-        # node's highest lowmem zone (memblock allocates from the top).
+        # node's highest lowmem zone (memblock allocates from the top). A distribution's
+        # SPARSEMEM_VMEMMAP kernel allocates it per whole 128 MiB section.
         per = STRUCT_PAGE_SIZE[self.arch]
+        distro = cfg.distro != "none"
         self.memmap_pages = 0
+        self.memmap_frames: list[tuple[int, int]] = []  # (memmap pfn, first pfn it describes)
         for node in self.nodes:
-            pages = -(-(node.node_spanned_pages * per) // PAGE_SIZE)
-            lowmem = [z for z in node.zones if z.populated() and not z.is_highmem]
-            if not lowmem:  # an all-highmem node keeps its memmap on node 0's lowmem
-                lowmem = [z for z in self.nodes[0].zones if z.populated() and not z.is_highmem]
-            top = lowmem[-1].end_pfn
-            while pages and top > 0:
-                top -= 1
-                if not reserved[top]:
-                    reserved[top] = 1
-                    pages -= 1
-                    self.memmap_pages += 1
+            spanned = node.node_spanned_pages
+            if distro:
+                spanned = -(-spanned // PAGES_PER_SECTION) * PAGES_PER_SECTION
+            pages = -(-(spanned * per) // PAGE_SIZE)
+            got = self._memblock_alloc_top(node, pages)
+            self.memmap_pages += len(got)
+            per_frame = PAGE_SIZE // per
+            for j, pfn in enumerate(sorted(got)):
+                self.memmap_frames.append((pfn, node.node_start_pfn + j * per_frame))
+        self.early_reserved_pages = 0
+        if distro:
+            # the rest of the distribution kernel's early (memblock) allocations
+            early = EARLY_RESERVED // PAGE_SIZE + PERCPU_PAGES_PER_CPU * cfg.cpus
+            early += sum(self.large_system_hash_pages())
+            self.early_reserved_pages = len(self._memblock_alloc_top(self.nodes[0], early))
         for zone in self.zones:
             zone.managed_pages = zone.present_pages - sum(
                 reserved[zone.zone_start_pfn : zone.end_pfn]
@@ -354,6 +366,44 @@ class PageAllocator:
                 pfn += 1 << order
         self._setup_pcp()
         self.init_min_free_kbytes()
+
+    def _memblock_alloc_top(self, node: Node, pages: int) -> list[int]:
+        """Reserve `pages` free frames from the top of the node's highest lowmem zone
+        (node 0's for an all-highmem node), as memblock allocates; their pfns."""
+        reserved = self.reserved
+        lowmem = [z for z in node.zones if z.populated() and not z.is_highmem]
+        if not lowmem:  # an all-highmem node keeps its memmap on node 0's lowmem
+            lowmem = [z for z in self.nodes[0].zones if z.populated() and not z.is_highmem]
+        top = lowmem[-1].end_pfn
+        got = []
+        while pages and top > 0:
+            top -= 1
+            if not reserved[top]:
+                reserved[top] = 1
+                got.append(top)
+                pages -= 1
+        return got
+
+    def large_system_hash_pages(self) -> tuple[int, int]:
+        """Pages of the dentry and inode hash tables a 6.x kernel allocates at boot
+        (alloc_large_system_hash for "Dentry cache" (scale 13) and "Inode-cache" (scale
+        14), 8-byte buckets): one bucket per 2**scale bytes of nr_kernel_pages, rounded
+        to a power of two, at most 1/16 of memory."""
+        per = STRUCT_PAGE_SIZE[self.arch]
+        nr_kernel_pages = 0
+        for zone in self.zones:  # free_area_init_core: present less the zone's memmap
+            if zone.present_pages and not zone.is_highmem:
+                memmap = -(-(zone.spanned_pages * per) // PAGE_SIZE)
+                nr_kernel_pages += max(zone.present_pages - memmap, 0)
+        out = []
+        for scale in (13, 14):
+            n = -(-nr_kernel_pages // 256) * 256  # round_up to 1 MiB of pages
+            n >>= scale - PAGE_SHIFT
+            n = 1 << max(n - 1, 0).bit_length()  # roundup_pow_of_two
+            n = min(n, (self.nr_pages << PAGE_SHIFT >> 4) // 8)
+            n = 1 << (n.bit_length() - 1)  # ilog2
+            out.append(-(-(8 * n) // PAGE_SIZE))
+        return tuple(out)
 
     def _setup_pcp(self) -> None:
         ncpu = self.config.cpus
@@ -688,7 +738,7 @@ class PageAllocator:
         plan = self._fast_plans[nid].get(gfp)
         if plan is None:
             plan = self._fast_plan(gfp, nid)
-        marks, zonelist, highest, cold = plan
+        marks, zonelist, highest, cold, zero = plan
         if order == 0:
             # NOTE: get_page_from_freelist + rmqueue_pcplist + prep_new_page inlined for
             # speed: this is the per-page path of every fault and slab refill.
@@ -704,7 +754,7 @@ class PageAllocator:
                 page = pcp.pages.pop()
                 page._count = 1
                 zone.pgalloc += 1
-                if gfp & _GFP_ZERO:
+                if zero:
                     self.stall += self.phys.store(page.pfn, ZERO_PAGE)
                 return page
         elif not 0 < order <= MAX_ORDER:
@@ -722,7 +772,8 @@ class PageAllocator:
         """Per (node, gfp): the zonelist with each zone's LOW mark + lowmem_reserve."""
         zonelist, highest = self._plan(gfp, nid)
         marks = tuple((z, z.watermark[WMARK_LOW] + z.lowmem_reserve[highest]) for z in zonelist)
-        plan = (marks, zonelist, highest, 1 if gfp & G.COLD else 0)
+        zero = bool(gfp & _GFP_ZERO) or self.init_on_alloc  # want_init_on_alloc()
+        plan = (marks, zonelist, highest, 1 if gfp & G.COLD else 0, zero)
         self._fast_plans[nid][gfp] = plan
         return plan
 
@@ -741,7 +792,7 @@ class PageAllocator:
         page._count = 1
         page.private = 0
         zone.pgalloc += 1 << order
-        if gfp & G.ZERO:
+        if gfp & G.ZERO or self.init_on_alloc:
             store = self.phys.store
             base = page.pfn
             cost = 0.0
@@ -909,6 +960,13 @@ class PageAllocator:
         page.index = 0
         page.private = 0
         self.vmstat["pgfree"] += 1 << order
+        if self.init_on_free:
+            # free_pages_prepare: want_init_on_free() zeroes the block as it is freed
+            store = self.phys.store
+            cost = 0.0
+            for pfn in range(page.pfn, page.pfn + (1 << order)):
+                cost += store(pfn, ZERO_PAGE)
+            self.stall += cost
         zone = self._zone_of_block[page.pfn >> MAX_ORDER]
         if order == 0:
             # free_hot_cold_page()

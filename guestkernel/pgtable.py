@@ -17,9 +17,12 @@ vpn >> shift[l]: 512 entries per table on x86_64 (4 levels: PTE, PMD, PUD below 
 and on i386 PAE (3 levels: PTE, PMD below a 4-entry PGD whose three user PMDs are
 preallocated, as pgd_alloc does); 1024 on i386 (2 levels: PTE tables below the PGD).
 
-Page-table pages come from `kernel.alloc_pages(GFP_KERNEL | __GFP_ZERO)` (so a VM backs and
-zeroes them) and are freed by `free_pgtables` when munmap leaves a table with no VMA over
-its span, and all at exit. Every table below the PGD adds PAGE_SIZE to `pgtables_bytes`
+Page-table pages come from `kernel.alloc_pages(GFP_KERNEL | __GFP_ZERO)` and are freed by
+`free_pgtables` when munmap leaves a table with no VMA over its span, and all at exit.
+Their bytes on the host are a `kmem.PgtablePage` each: the entries in the arch's format,
+derived when something reads the frame; installing or clearing a PTE only tests whether
+a host has read that table since (`fresh`), and if so writes the frame once.
+Every table below the PGD adds PAGE_SIZE to `pgtables_bytes`
 (VmPTE, oom_badness); every table including the PGD counts in nr_page_table_pages.
 
 Invariants (`validate`): counts equal the PTEs and child tables present; no PTE outside
@@ -29,6 +32,7 @@ a VMA; the mm's RSS counters equal what its PTEs map.
 from __future__ import annotations
 
 from . import gfp as G
+from .kmem import PgtablePage
 from .page import PG_anon, PG_pgtable, PG_swapbacked, PG_zero
 from .units import PAGE_SHIFT, PAGE_SIZE
 
@@ -60,6 +64,7 @@ MM_SHMEMPAGES = 3
 NR_MM_COUNTERS = 4
 
 GFP_PGTABLE_USER = G.GFP_KERNEL_ACCOUNT | G.__GFP_ZERO
+_NEVER_FRESH: frozenset = frozenset()  # a PageTable without kernel content: never fresh
 
 
 def pte_pfn(pte: int) -> int:
@@ -114,7 +119,7 @@ class PageTable:
     """The page table of one mm. `ptes` is the hot dict vpn -> pte."""
 
     __slots__ = ("kernel", "ptes", "shifts", "tables", "counts", "pte_shift", "pte_counts",
-                 "pgd", "bytes", "pinned", "nr_tables")
+                 "pgd", "bytes", "pinned", "nr_tables", "kmem", "fresh")
 
     def __init__(self, kernel, arch: str = "x86_64", pae: bool = False) -> None:
         self.kernel = kernel
@@ -127,9 +132,15 @@ class PageTable:
         self.bytes = 0  # pgtables_bytes: tables below the PGD, bytes
         self.nr_tables = 0  # every table page including the PGD
         self.pinned: set = set()  # (level, key) never freed before teardown (PAE PMDs)
+        # the tables' bytes on the host (kmem.PgtablePage); `fresh`: frames a host has
+        # read since their last change (the per-PTE test: is it empty?)
+        self.kmem = kmem = getattr(kernel, "kmem", None)
+        self.fresh = kmem.fresh if kmem is not None else _NEVER_FRESH
         self.pgd = self._alloc_table_page()
         if self.pgd is False:
             raise MemoryError("pgd_alloc: out of memory")
+        if kmem is not None and self.pgd is not None:
+            kmem.store(self.pgd.pfn, PgtablePage(kmem, self, len(self.shifts), 0, self.pgd))
         if arch == "i386" and pae:
             # pgd_alloc preallocates the PMDs of the 3 GiB user part (PREALLOCATED_PMDS)
             top = len(self.shifts) - 1
@@ -172,7 +183,20 @@ class PageTable:
             up = self.counts[level + 1]
             pkey = key >> (self.shifts[level + 1] - self.shifts[level])
             up[pkey] += 1
+        else:
+            pkey = 0
+        kmem = self.kmem
+        if kmem is not None and page is not None:
+            kmem.store(page.pfn, PgtablePage(kmem, self, level, key, page))
+            if self.fresh:
+                self._table_changed(level + 1, pkey)
         return True
+
+    def _table_changed(self, level: int, key: int) -> None:
+        """A table's entries changed: if a host has read its frame since, write it again."""
+        page = self.pgd if level == len(self.shifts) else self.tables[level].get(key)
+        if page is not None and page.pfn in self.fresh:
+            self.kmem.changed(page.pfn, PgtablePage(self.kmem, self, level, key, page))
 
     def _free_table(self, level: int, key: int) -> None:
         page = self.tables[level].pop(key)
@@ -182,6 +206,10 @@ class PageTable:
         if level + 1 < len(self.shifts):
             pkey = key >> (self.shifts[level + 1] - self.shifts[level])
             self.counts[level + 1][pkey] -= 1
+        else:
+            pkey = 0
+        if self.fresh:
+            self._table_changed(level + 1, pkey)
 
     def alloc_pte_table(self, vpn: int) -> bool:
         """Make sure the tables down to the PTE table for `vpn` exist (__pte_alloc)."""
@@ -203,12 +231,16 @@ class PageTable:
             c = 0
         self.pte_counts[key] = c + 1
         self.ptes[vpn] = pte
+        if self.fresh:
+            self._table_changed(0, key)
         return True
 
     def clear_pte(self, vpn: int) -> int:
         """pte_clear: remove the PTE (which must exist); returns the old value."""
         pte = self.ptes.pop(vpn)
         self.pte_counts[vpn >> self.pte_shift] -= 1
+        if self.fresh:
+            self._table_changed(0, vpn >> self.pte_shift)
         return pte
 
     def free_pgtables(self, start: int, end: int, floor: int, ceiling: int) -> int:

@@ -256,7 +256,7 @@ class ProcFS:
             ("Slab", slab_r + slab_u),
             ("SReclaimable", slab_r),
             ("SUnreclaim", slab_u),
-            ("KernelStack", vm["nr_kernel_stack"]),
+            ("KernelStack", vm["nr_kernel_stack"] >> 2),  # vmstat counts KiB, rows pages
             ("PageTables", vm["nr_page_table_pages"]),
             ("SecPageTables", 0),
             ("NFS_Unstable", 0),

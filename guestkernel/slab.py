@@ -58,6 +58,11 @@ slab layer gave back (reclaim_state->reclaimed_slab). Nothing here sleeps or cos
 itself; page allocations may, and add to kernel.stall. A page allocation may recurse into
 reclaim and from there into shrink_slab: every path re-reads the arrays after growing.
 
+Bytes: every slab page is stored into its frame as a `kmem.SlabPage` when the slab is
+grown (kmem.py): the descriptor and bufctl array, and each allocated object's bytes.
+`Slab.gens[i]` is the allocation that last wrote object i (0 never, -1 zeroed by
+init_on_free); an allocation or free tests whether a host has read the page since.
+
 Where hvsim departs from 2.6.20 (all documented where they happen): one sizeof(struct
 kmem_cache) built for NR_CPUS = cpus and MAX_NUMNODES = nodes; no alien caches on NUMA (a
 remote free goes straight to free_block on the slab's node); size-96 is kept although
@@ -71,6 +76,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from .gfp import __GFP_COMP, __GFP_DMA, __GFP_ZERO, GFP_KERNEL, GFP_NOWAIT, GFP_ZONEMASK
+from .kmem import SlabPage
 from .page import Page, PageList, PG_slab
 from .page_alloc import KernelBug
 from .units import PAGE_SIZE
@@ -343,7 +349,7 @@ class Slab:
 
     __slots__ = (
         "lru_prev", "lru_next", "colouroff", "s_mem", "inuse", "free", "bufctl", "nodeid",
-        "page", "addr",
+        "page", "addr", "gens", "content",
     )
 
     def __init__(self, page: Page, colouroff: int, s_mem: int, num: int, nodeid: int,
@@ -359,6 +365,10 @@ class Slab:
         self.bufctl = list(range(1, num)) + [BUFCTL_END]
         self.nodeid = nodeid
         self.addr = addr
+        # object bytes (kmem.SlabPage): per object, the allocation that wrote it (0: never
+        # allocated, -1: zeroed by init_on_free); the slab's pages' recipes
+        self.gens = [0] * num
+        self.content: list = []
 
     def __repr__(self) -> str:
         return f"<Slab s_mem={self.s_mem:#x} inuse={self.inuse} free={self.free}>"
@@ -488,6 +498,7 @@ class SlabAllocator:
         self.clock = 0.0  # simulated seconds of the last cache_reap (without an env)
         self.reclaimed_slab = 0  # pages freed by the slab layer (reclaim_state->reclaimed_slab)
         self.nr_slab_pages = 0  # pages held in slabs right now
+        self.kmem = getattr(kernel, "kmem", None)  # slab pages' bytes (kmem.py), if kept
         self._kmem_cache_init()
 
     # ------------------------------------------------------------------ time
@@ -804,10 +815,29 @@ class SlabAllocator:
             size = cachep.buffer_size
             for i in range(num):
                 ctor(s_mem + i * size)
+        kmem = self.kmem
+        if kmem is not None:
+            # the slab's bytes: the page's earlier bytes, its descriptor and objects
+            pfn = page.pfn
+            cost = 0.0
+            for i in range(1 << cachep.gfporder):
+                recipe = SlabPage(kmem, cachep, slab, i, pfn + i, kmem.previous_bytes(pfn + i))
+                slab.content.append(recipe)
+                cost += kmem.store(pfn + i, recipe)
+            self.kernel.page_alloc.stall += cost
         l3.slabs_free.add_tail(slab)
         l3.free_objects += num
         cachep.grown += 1
         return True
+
+    def _obj_written(self, cachep: KmemCache, slab: Slab, obj: int) -> None:
+        """An object of `slab` changed: the frames a host has read since get written."""
+        fresh = self.kmem.fresh
+        first = slab.page.pfn
+        idx = (obj - slab.s_mem + slab.colouroff) >> 12
+        for i in (idx, 0) if idx and not cachep.off_slab else (idx,):
+            if first + i in fresh:
+                self.kmem.changed(first + i, slab.content[i])
 
     def _kmem_freepages_raw(self, cachep: KmemCache, page: Page) -> None:
         """Give back pages of a slab that never got its descriptor (cache_grow's opps1)."""
@@ -837,6 +867,13 @@ class SlabAllocator:
         live = cachep.live
         live.add(obj)
         cachep.num_allocations += 1
+        kmem = self.kmem
+        if kmem is not None:
+            # the caller initialises the object: its bytes are this allocation's
+            slab = self.kernel.virt_to_page(obj).lru_prev
+            slab.gens[(obj - slab.s_mem) // cachep.buffer_size] = cachep.num_allocations
+            if kmem.fresh:
+                self._obj_written(cachep, slab, obj)
         if len(live) > cachep.high_mark:
             cachep.high_mark = len(live)
         return obj
@@ -931,6 +968,12 @@ class SlabAllocator:
             raise KernelBug(
                 f"kmem_cache_free: {cachep.name}: double free of {obj:#x}"
             ) from None
+        kmem = self.kmem
+        if kmem is not None:
+            if kmem.init_on_free:
+                slab.gens[idx] = -1  # zeroed as it is freed
+            if kmem.fresh:
+                self._obj_written(cachep, slab, obj)
         node = self.cpu_to_node[cpu]
         if slab.nodeid != node:
             # cache_free_alien without alien caches: straight back to the slab's node.
@@ -1017,12 +1060,13 @@ class SlabAllocator:
         return self.kmem_cache_alloc(cachep, gfp, cpu)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int | None:
-        """kmalloc of zeroed memory. hvsim keeps no object bytes, so this is kmalloc."""
+        """kmalloc of zeroed memory: the caller initialises the whole object, and its bytes
+        (kmem.SlabPage) are that initialisation's, so this is kmalloc."""
         return self.kmalloc(size, gfp, cpu)
 
     def kmem_cache_zalloc(self, cachep: KmemCache, gfp: int = GFP_KERNEL,
                           cpu: int | None = None) -> int | None:
-        """kmem_cache_alloc of a zeroed object (no object bytes are kept: an alias)."""
+        """kmem_cache_alloc of a zeroed object (see kzalloc: an alias)."""
         return self.kmem_cache_alloc(cachep, gfp, cpu)
 
     def kfree(self, obj: int | None, cpu: int | None = None) -> None:

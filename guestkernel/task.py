@@ -160,6 +160,17 @@ class Task:
         self._kdepth = 0
         self.slab_obj = _slab_alloc(kernel, "task_struct")
         self.files_slab = _slab_alloc(kernel, "files_cache")
+        # the kernel stack (alloc_thread_stack_node): KernelStack in /proc/meminfo
+        kmem = getattr(kernel, "kmem", None)
+        self.stack = None
+        if kmem is not None:
+            self.stack = kmem.alloc_thread_stack(pid)
+            if self.stack is None:
+                _slab_free(kernel, "files_cache", self.files_slab)
+                _slab_free(kernel, "task_struct", self.slab_obj)
+                self.files_slab = self.slab_obj = None
+                self.state = "dead"
+                raise U.err(U.ENOMEM, "fork: kernel stack")
 
     def __repr__(self) -> str:
         return f"<Task {self.pid} {self.comm} {self.state}>"
@@ -303,6 +314,7 @@ class Task:
         self.files = {}
         if self.mm is not None:
             exit_mmap(self)
+        self._free_stack()
         self.exit_code = code & 0xFF
         self.state = "zombie"
         init = k.tasks.get(1)
@@ -332,6 +344,12 @@ class Task:
         _slab_free(k, "files_cache", self.files_slab)
         _slab_free(k, "task_struct", self.slab_obj)
         self.files_slab = self.slab_obj = None
+
+    def _free_stack(self) -> None:
+        """The task is dead: its kernel stack goes back (put_task_stack)."""
+        if self.stack is not None:
+            self.kernel.kmem.free_thread_stack(self.stack)
+            self.stack = None
 
     @property
     def wait_status(self) -> int:
@@ -444,6 +462,7 @@ class Task:
         pt = mm.pgtable
         counts = pt.pte_counts
         pshift = pt.pte_shift
+        fresh = pt.fresh  # page-table frames a host has read (set_pte_new's test, inlined)
         rss = mm.rss
         vm = k.vmstat
         alloc = k.alloc_pages
@@ -553,6 +572,8 @@ class Task:
                             pfn = page.pfn
                             pte = (pfn << PAGE_SHIFT) | pbits
                             ptes[vpn] = pte
+                            if fresh:
+                                pt._table_changed(0, key)
                             page.flags |= _ANON_FLAGS
                             page.mapping = av
                             page.index = pgoff0 + vpn
@@ -738,6 +759,7 @@ class Task:
                 if f is not _STDIO:
                     f.put()
             child.state = "dead"
+            child._free_stack()
             _slab_free(k, "files_cache", child.files_slab)
             _slab_free(k, "task_struct", child.slab_obj)
             raise
@@ -1332,6 +1354,7 @@ def spawn(kernel, name: str, **layout) -> Task:
             load_static_binary(task, path, **layout)
     except BaseException:
         task.state = "dead"
+        task._free_stack()
         _slab_free(kernel, "files_cache", task.files_slab)
         _slab_free(kernel, "task_struct", task.slab_obj)
         raise

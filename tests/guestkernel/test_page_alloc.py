@@ -207,11 +207,12 @@ def test_boot_reservations_account_for_all_memory():
     assert alloc.totalram_pages() + alloc.reserved_pages == k.nr_pages
     # after boot, every managed page is free, on a per-CPU list, in the slab caches that
     # boot created (cache_cache, kmalloc caches, the kernel's own objects), or init's:
-    # its anonymous pages, page-cache pages and page tables
+    # its anonymous pages, page-cache pages, page tables and kernel stack (KiB in vmstat)
     vm = k.vmstat
     slab_pages = vm["nr_slab_reclaimable"] + vm["nr_slab_unreclaimable"]
     pcp = sum(z.pcp_count() for z in alloc.zones)
     other = vm["nr_page_table_pages"] + vm["nr_anon_pages"] + vm["nr_file_pages"]
+    other += vm["nr_kernel_stack"] // 4
     assert alloc.nr_free_pages() + pcp + slab_pages + other == alloc.totalram_pages()
     assert k.pfn_to_page(4096).flag_names() == ["reserved"]  # first page of the kernel image
 
