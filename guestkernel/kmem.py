@@ -50,11 +50,13 @@ from __future__ import annotations
 
 import random
 import struct
+from array import array
 
 import xxhash
 
 from .gfp import __GFP_ZERO, GFP_KERNEL_ACCOUNT
 from .page import (
+    Page,
     PG_active,
     PG_anon,
     PG_buddy,
@@ -247,33 +249,52 @@ def _template(kind: str, size: int, word: int) -> tuple:
     return t
 
 
+_bases: dict[tuple, tuple] = {}
+
+
+def _object_base(layout: KernelLayout, kind: str, size: int):
+    """Per (structure, layout): the words with the fixed text pointers filled in, and the
+    word indexes of the self-pointing and the per-object fields."""
+    word = layout.ptr_size
+    key = (kind, size, word, layout.text_base)
+    b = _bases.get(key)
+    if b is None:
+        nwords = -(-size // word)
+        words = [0] * nwords
+        selfs, hashed = [], []
+        for off, f, fixed in _template(kind, size, word):
+            i = off // word
+            if f == _F_TEXT:
+                words[i] = layout.text(fixed) & (_MASK64 if word == 8 else 0xFFFFFFFF)
+            elif f == _F_SELF:
+                selfs.append(i)
+            else:
+                hashed.append((i, f == _F_OBJ))
+        b = _bases[key] = (array("Q" if word == 8 else "I", words), tuple(selfs), tuple(hashed))
+    return b
+
+
 def object_bytes(layout: KernelLayout, kind: str, addr: int, gen: int, size: int) -> bytes:
     """The `size` bytes of a `kind` object at direct-map address `addr` (hvsim's numbering)
     as its `gen`-th user wrote it: list_heads point at themselves, object pointers at
     other objects of this guest's direct map, text pointers into its kernel image (moved
-    by KASLR), integers are small. Deterministic in (layout seed, kind, addr, gen)."""
+    by KASLR), integers are small. Deterministic in (layout, kind, addr, gen)."""
+    base, selfs, hashed = _object_base(layout, kind, size)
     word = layout.ptr_size
-    fmt = "<Q" if word == 8 else "<I"
-    buf = bytearray(size)
+    mask = _MASK64 if word == 8 else 0xFFFFFFFF
+    arr = array(base.typecode, base)
+    self_ptr = layout.kptr(addr)
+    for i in selfs:
+        arr[i] = (self_ptr + i * word) & mask
     h = _xxh64(f"kmem/obj/{kind}/{addr}/{gen}".encode())
     mem = max(layout.memory, PAGE_SIZE)
-    self_ptr = layout.kptr(addr)
-    mask = _MASK64 if word == 8 else 0xFFFFFFFF
-    pack = struct.pack_into
-    for off, f, fixed in _template(kind, size, word):
-        if f == _F_SELF:
-            v = self_ptr + off
-        elif f == _F_TEXT:
-            v = layout.text(fixed)
-        else:
-            h = (h * 0x9E3779B97F4A7C15 + off) & _MASK64
-            x = h ^ (h >> 31)
-            if f == _F_OBJ:
-                v = layout.page_offset_base + ((x % mem) & ~63)
-            else:
-                v = (x >> 40) & 0xFFFF
-        pack(fmt, buf, off, v & mask)
-    return bytes(buf)
+    pob = layout.page_offset_base
+    for i, is_obj in hashed:
+        h = (h * 0x9E3779B97F4A7C15 + i) & _MASK64
+        x = h ^ (h >> 31)
+        arr[i] = ((pob + ((x % mem) & ~63)) & mask) if is_obj else (x >> 40) & 0xFFFF
+    data = arr.tobytes()
+    return data if len(data) == size else data[:size]
 
 
 # --------------------------------------------------------------------------- manager
@@ -289,6 +310,7 @@ class KmemContent:
         self.init_on_free = bool(getattr(kernel.config, "init_on_free", False))
         self.init_on_alloc = bool(getattr(kernel.config, "init_on_alloc", False))
         self.writes = 0  # frames written again because a host had read them (changed())
+        self.flag_map: dict[int, int] = {}  # hvsim page flags -> Linux's page->flags bits
         self.kernel_pgd_entries = self._kernel_pgd()
 
     def _kernel_pgd(self) -> list[int]:
@@ -399,7 +421,7 @@ class _LivePage(LazyPage):
 class SlabPage(_LivePage):
     """Page `index` of a slab of `cachep` (see module docstring)."""
 
-    __slots__ = ("cachep", "slab", "index", "base", "kind")
+    __slots__ = ("cachep", "slab", "index", "base", "kind", "objs")
 
     def __init__(self, kmem: KmemContent, cachep, slab, index: int, pfn: int, base: bytes) -> None:
         self.kmem = kmem
@@ -409,6 +431,7 @@ class SlabPage(_LivePage):
         self.index = index
         self.base = base
         self.kind = object_kind(cachep.name)
+        self.objs: dict[int, tuple[int, bytes]] = {}  # object index -> (gen, its bytes)
 
     def _bytes(self) -> bytes:
         cachep = self.cachep
@@ -436,6 +459,7 @@ class SlabPage(_LivePage):
         last = min(cachep.num, (page_end - s_mem + size - 1) // size)
         gens = slab.gens
         kind = self.kind
+        objs = self.objs
         for i in range(first, last):
             g = gens[i]
             if g == 0:
@@ -448,8 +472,13 @@ class SlabPage(_LivePage):
             if g < 0:  # freed with init_on_free
                 buf[lo - page_addr:hi - page_addr] = bytes(hi - lo)
                 continue
-            data = object_bytes(layout, kind, obj, g, size)
-            buf[lo - page_addr:hi - page_addr] = data[lo - obj:hi - obj]
+            cached = objs.get(i)
+            if cached is not None and cached[0] == g:
+                data = cached[1]
+            else:
+                data = object_bytes(layout, kind, obj, g, size)[lo - obj:hi - obj]
+                objs[i] = (g, data)
+            buf[lo - page_addr:hi - page_addr] = data
         return bytes(buf)
 
 
@@ -525,11 +554,20 @@ class PgtablePage(_LivePage):
             lo = 0
         vals = [0] * nent
         if level == 0:
-            get = pt.ptes.get
-            for i in range(nent):
-                p = get(lo + i)
+            # NOTE: the common entry (present, not PROT_NONE) converted inline
+            soft = _PAGE_SOFT_DIRTY
+            nx = _PAGE_NX if wide else 0
+            for i, p in enumerate(map(pt.ptes.get, range(lo, lo + nent))):
                 if p:
-                    vals[i] = x86_pte(p, arch, pae)
+                    if p & (_PAGE_PRESENT | _PAGE_SWP_HV | _PAGE_PROTNONE) == _PAGE_PRESENT:
+                        v = (p & ~0xFFF) | (p & _HV_LOW_BITS)
+                        if p & _PAGE_DIRTY:
+                            v |= soft
+                        if p & _PAGE_NX_HV:
+                            v |= nx
+                        vals[i] = v
+                    else:
+                        vals[i] = x86_pte(p, arch, pae)
         else:
             below = pt.tables[level - 1]
             for i in range(nent):
@@ -577,61 +615,76 @@ class MemmapPage(_LivePage):
         self.first_pfn = first_pfn
 
     def _bytes(self) -> bytes:
+        # NOTE: built as an array of words, every struct page first as memmap_init's
+        # init_single_page left it, then the descriptors in use written over theirs
+        # (per page a handful of list operations: a host hashes every memmap frame)
         kmem = self.kmem
         alloc = kmem.kernel.page_alloc
         layout = kmem.layout
-        mem_map = alloc.mem_map
         nr = alloc.nr_pages
-        per = 64 if layout.arch == "x86_64" else 32
-        wide = per == 64
-        out = bytearray(PAGE_SIZE)
-        zone_of = alloc.zone_of
+        wide = layout.arch == "x86_64"
+        per = 64 if wide else 32
+        first = self.first_pfn
+        last = min(first + PAGE_SIZE // per, nr)
+        cnt = last - first
+        if cnt <= 0:
+            return ZERO_PAGE
+        typ, mask = ("Q", _MASK64) if wide else ("I", 0xFFFFFFFF)
+        arr = array(typ, bytes(PAGE_SIZE))
+        top = cnt * 8
+        zbits = alloc.zone_of(first).idx << (ZONES_SHIFT_POS if wide else 30)
+        arr[0:top:8] = array(typ, [zbits & mask]) * cnt
+        sp0 = layout.struct_page(first) + 8
+        lru = array(typ, range(sp0, sp0 + cnt * per, per))
+        arr[1:top:8] = lru
+        arr[2:top:8] = lru
+        if wide:
+            arr[6:top:8] = array(typ, [0xFFFFFFFF | (1 << 32)]) * cnt  # _mapcount -1, _refcount 1
+        else:
+            arr[6:top:8] = array(typ, [0xFFFFFFFF]) * cnt
+            arr[7:top:8] = array(typ, [1]) * cnt
         reserved = alloc.reserved
-        for i in range(PAGE_SIZE // per):
-            pfn = self.first_pfn + i
-            if pfn >= nr:
-                break
-            off = i * per
-            page = mem_map[pfn]
-            sp = layout.struct_page(pfn)
-            zidx = zone_of(pfn).idx
+        if any(reserved[first:last]):
+            for i in range(cnt):
+                if reserved[first + i]:
+                    arr[i * 8] |= 1 << 11  # PG_reserved: memblock kept it
+        flag_map = kmem.flag_map
+        vmemmap = layout.vmemmap_base if wide else layout.struct_page(0)
+        page_cls = Page
+        for i, page in enumerate(alloc.mem_map[first:last]):
             if page is None:
-                # memmap_init's init_single_page: zone bits, refcount 1, mapcount -1,
-                # lru pointing at itself; never used since
-                flags, lru, mapping, index, private, mapcount, count = (
-                    zidx << ZONES_SHIFT_POS, sp + 8, 0, 0, 0, 0xFFFFFFFF, 1)
-                if reserved[pfn]:
-                    flags |= 1 << 11  # PG_reserved: memblock kept it
-                lru_next = lru_prev = lru
-            else:
-                f = page.flags
-                flags = linux_page_flags(f, zidx)
-                lru_next = self._list_ptr(page.lru_next, sp)
-                lru_prev = self._list_ptr(page.lru_prev, sp)
-                m = page.mapping
-                if m is None:
-                    mapping = 0
-                elif f & PG_anon:
+                continue
+            w = i * 8
+            f = page.flags
+            lf = flag_map.get(f)
+            if lf is None:
+                lf = flag_map[f] = linux_page_flags(f, 0)
+            arr[w] = (lf | zbits) & mask
+            sp = sp0 + i * per
+            nxt, prv = page.lru_next, page.lru_prev
+            arr[w + 1] = ((vmemmap + nxt.pfn * per + 8) if nxt.__class__ is page_cls
+                          else self._list_ptr(nxt, sp)) & mask
+            arr[w + 2] = ((vmemmap + prv.pfn * per + 8) if prv.__class__ is page_cls
+                          else self._list_ptr(prv, sp)) & mask
+            m = page.mapping
+            if m is not None:
+                if f & PG_anon:
                     # anon_vma (PAGE_MAPPING_ANON in bit 0): one per 2 MiB of the page's
                     # virtual addresses stands in for the mm's anon_vmas
-                    mapping = self._obj_ptr(f"anon/{page.index >> 9}") | 1
+                    arr[w + 3] = (self._obj_ptr(f"anon/{page.index >> 9}") | 1) & mask
                 else:
                     host = getattr(m, "host", None)
-                    mapping = self._obj_ptr(f"mapping/{getattr(host, 'ino', 0)}")
-                index = page.index & _MASK64
-                private = page.private & _MASK64 if isinstance(page.private, int) else 0
-                mapcount = PAGE_TYPE_BUDDY if f & PG_buddy else (page._mapcount & 0xFFFFFFFF)
-                count = page._count & 0xFFFFFFFF
+                    arr[w + 3] = self._obj_ptr(f"mapping/{getattr(host, 'ino', 0)}") & mask
+            arr[w + 4] = page.index & mask
+            priv = page.private
+            arr[w + 5] = priv & mask if priv.__class__ is int else 0
+            mapcount = PAGE_TYPE_BUDDY if f & PG_buddy else page._mapcount & 0xFFFFFFFF
             if wide:
-                struct.pack_into("<QQQQQQII", out, off, flags & _MASK64, lru_next & _MASK64,
-                                 lru_prev & _MASK64, mapping & _MASK64, index, private,
-                                 mapcount, count)
+                arr[w + 6] = mapcount | (page._count & 0xFFFFFFFF) << 32
             else:
-                struct.pack_into("<IIIIIIII", out, off, flags & 0xFFFFFFFF,
-                                 lru_next & 0xFFFFFFFF, lru_prev & 0xFFFFFFFF,
-                                 mapping & 0xFFFFFFFF, index & 0xFFFFFFFF,
-                                 private & 0xFFFFFFFF, mapcount, count)
-        return bytes(out)
+                arr[w + 6] = mapcount
+                arr[w + 7] = page._count & 0xFFFFFFFF
+        return arr.tobytes()
 
     def _obj_ptr(self, name: str) -> int:
         layout = self.kmem.layout
