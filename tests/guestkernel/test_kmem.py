@@ -10,6 +10,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel import gfp as G
 from guestkernel import uapi as U
@@ -424,3 +426,31 @@ def test_a_windows_image_zeroes_freed_pages():
     lin = VMSection.model_validate({"name": "l", "memory": "1GiB", "image": "debian-12"})
     assert kernel_config(win).init_on_free is True
     assert kernel_config(lin).init_on_free is False and kernel_config(lin).distro == "debian-12"
+
+
+# ------------------------------------------------------------------ fast path and twin
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 12), st.booleans()), min_size=1, max_size=8))
+def test_inlined_demand_zero_run_writes_page_tables_as_the_per_page_path(bursts):
+    """access_range's inlined demand-zero loop (task.py) and access() page by page install
+    the same PTEs, and write a page table a host has read exactly as often."""
+
+    def run(fast: bool):
+        k = _kernel()
+        t = k.spawn("a")
+        base = t.mmap(0x40000000, 64 * PAGE, U.PROT_READ | U.PROT_WRITE,
+                      U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+        for start, n, read_first in bursts:
+            if read_first and t.mm.pgtable.tables[0]:
+                for page in list(t.mm.pgtable.tables[0].values()):
+                    k.phys.load(page.pfn)  # a host reads the tables
+            n = min(n, 64 - start)
+            if fast:
+                t.access_range(base + start * PAGE, n * PAGE, True)
+            else:
+                for i in range(n):
+                    t.access(base + (start + i) * PAGE, True)
+        tables = [k.phys.load(p.pfn) for p in t.mm.pgtable.tables[0].values()]
+        return k.kmem.writes, sorted(t.mm.pgtable.ptes.items()), tables
+
+    assert run(True) == run(False)
