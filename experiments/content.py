@@ -133,6 +133,7 @@ median near 1 KiB, ~3 % incompressible), as in real zram dumps, not one size for
 from __future__ import annotations
 
 import random
+from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -746,6 +747,26 @@ KASLR_RELOCATIONS = {
 }
 
 
+_RELOC_SITES: dict[tuple[str, int], array] = {}
+
+
+def _reloc_sites(region: Region, index: int) -> array:
+    """Word indexes of the relocations in page `index` of `region`: fixed by the image
+    (the same in every boot), made once and kept (a few dozen small ints a page)."""
+    key = (region.artifact, index)
+    sites = _RELOC_SITES.get(key)
+    if sites is None:
+        _, _, count, width = KASLR_RELOCATIONS[region.profile_of(index).name]
+        slots = PAGE_SIZE // width
+        h = xxhash.xxh64_intdigest(f"{region.artifact}/reloc/{index}/sites".encode())
+        out = set()
+        for _ in range(count):
+            h = _remix(h)
+            out.add(h % slots)
+        sites = _RELOC_SITES[key] = array("H", sorted(out))
+    return sites
+
+
 class RelocatedPage(LazyPage):
     """A kernel-image page with its relocations moved by the boot's KASLR offset: the
     image's bytes, with the page's relocated words (positions fixed by the image) plus
@@ -760,17 +781,13 @@ class RelocatedPage(LazyPage):
 
     def materialize(self) -> bytes:
         region = self.region
-        page = bytearray(_region_page(region, self.index))
-        _, _, count, width = KASLR_RELOCATIONS[region.profile_of(self.index).name]
+        width = KASLR_RELOCATIONS[region.profile_of(self.index).name][3]
+        words = array("Q" if width == 8 else "I", _region_page(region, self.index))
         mask = (1 << (8 * width)) - 1
-        h = xxhash.xxh64_intdigest(f"{region.artifact}/reloc/{self.index}/sites".encode())
-        slots = PAGE_SIZE // width
-        for _ in range(count):
-            h = _remix(h)
-            pos = (h % slots) * width
-            v = int.from_bytes(page[pos:pos + width], "little")
-            page[pos:pos + width] = ((v + self.delta) & mask).to_bytes(width, "little")
-        return bytes(page)
+        delta = self.delta
+        for i in _reloc_sites(region, self.index):
+            words[i] = (words[i] + delta) & mask
+        return words.tobytes()
 
 
 class ContentSource:
@@ -1090,6 +1107,7 @@ def drop_image_cache() -> None:
     """Forget every cached image page (they are regenerated, as new objects, on demand).
     For long-lived processes, e.g. sweep workers, between runs that use other images."""
     _ARTIFACT_PAGES.clear()
+    _RELOC_SITES.clear()
 
 
 _K = 1 << 10

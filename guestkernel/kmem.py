@@ -311,6 +311,8 @@ class KmemContent:
         self.init_on_alloc = bool(getattr(kernel.config, "init_on_alloc", False))
         self.writes = 0  # frames written again because a host had read them (changed())
         self.flag_map: dict[int, int] = {}  # hvsim page flags -> Linux's page->flags bits
+        self.anon_ptrs: dict[int, int] = {}  # memmap: anon_vma pointer per 2 MiB of index
+        self.file_ptrs: dict[int, int] = {}  # memmap: address_space pointer per inode
         self.kernel_pgd_entries = self._kernel_pgd()
 
     def _kernel_pgd(self) -> list[int]:
@@ -649,6 +651,8 @@ class MemmapPage(_LivePage):
                 if reserved[first + i]:
                     arr[i * 8] |= 1 << 11  # PG_reserved: memblock kept it
         flag_map = kmem.flag_map
+        anon_ptrs = kmem.anon_ptrs
+        file_ptrs = kmem.file_ptrs
         vmemmap = layout.vmemmap_base if wide else layout.struct_page(0)
         page_cls = Page
         for i, page in enumerate(alloc.mem_map[first:last]):
@@ -671,10 +675,16 @@ class MemmapPage(_LivePage):
                 if f & PG_anon:
                     # anon_vma (PAGE_MAPPING_ANON in bit 0): one per 2 MiB of the page's
                     # virtual addresses stands in for the mm's anon_vmas
-                    arr[w + 3] = (self._obj_ptr(f"anon/{page.index >> 9}") | 1) & mask
+                    key = page.index >> 9
+                    v = anon_ptrs.get(key)
+                    if v is None:
+                        v = anon_ptrs[key] = (self._obj_ptr(f"anon/{key}") | 1) & mask
                 else:
-                    host = getattr(m, "host", None)
-                    arr[w + 3] = self._obj_ptr(f"mapping/{getattr(host, 'ino', 0)}") & mask
+                    key = getattr(getattr(m, "host", None), "ino", 0)
+                    v = file_ptrs.get(key)
+                    if v is None:
+                        v = file_ptrs[key] = self._obj_ptr(f"mapping/{key}") & mask
+                arr[w + 3] = v
             arr[w + 4] = page.index & mask
             priv = page.private
             arr[w + 5] = priv & mask if priv.__class__ is int else 0

@@ -499,6 +499,9 @@ class SlabAllocator:
         self.reclaimed_slab = 0  # pages freed by the slab layer (reclaim_state->reclaimed_slab)
         self.nr_slab_pages = 0  # pages held in slabs right now
         self.kmem = getattr(kernel, "kmem", None)  # slab pages' bytes (kmem.py), if kept
+        if self.kmem is not None:
+            self._mem_map = kernel.page_alloc.mem_map
+            self._page_offset = kernel.page_alloc.page_offset
         self._kmem_cache_init()
 
     # ------------------------------------------------------------------ time
@@ -870,7 +873,8 @@ class SlabAllocator:
         kmem = self.kmem
         if kmem is not None:
             # the caller initialises the object: its bytes are this allocation's
-            slab = self.kernel.virt_to_page(obj).lru_prev
+            # NOTE: virt_to_page inlined (every slab page has its descriptor)
+            slab = self._mem_map[(obj - self._page_offset) >> 12].lru_prev
             slab.gens[(obj - slab.s_mem) // cachep.buffer_size] = cachep.num_allocations
             if kmem.fresh:
                 self._obj_written(cachep, slab, obj)
