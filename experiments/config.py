@@ -310,6 +310,10 @@ class KernelSection(_Model):
         "auto", description='kernel address space layout randomisation (KASLR; false: the nokaslr boot option): '
         'the kernel image and its memory regions move by a per-boot offset, so identical VMs hold different '
         'kernel pointers; "auto": on for 6.x x86_64, off for 2.6 and i386')
+    distro: Literal["none", "auto", "debian-12"] = Field(
+        "none", description='whose kernel reserves memory at boot: "none" (the kernel image and memmap), '
+        '"debian-12" (Debian 12\'s 6.1 kernel, measured: MemTotal as that guest shows, x86_64 6.x only), '
+        '"auto" (the image\'s kernel where measured)')
     init_on_alloc: bool = Field(False, description="init_on_alloc=1: every page and slab object zeroed when "
                                 "allocated (Debian's and Ubuntu's 6.x kernels build it on by default)")
     init_on_free: bool = Field(False, description="init_on_free=1: every page and slab object zeroed when freed "

@@ -78,12 +78,14 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
 
 
 def kernel_config(v: VMSection, seed: int = 0) -> KernelConfig:
-    """The guest kernel of a VM section; `seed`: its boot's randomness (KASLR). The boot
-    reservation is the image's kernel's where hvsim has measured it (DISTROS); a Windows
-    image zeroes freed pages (its zero-page thread) as init_on_free does."""
+    """The guest kernel of a VM section; `seed`: its boot's randomness (KASLR). With
+    kernel.distro = "auto" the boot reservation is the image's kernel's where hvsim has
+    measured it (DISTROS); a Windows image zeroes freed pages (its zero-page thread) as
+    init_on_free does."""
     kw = v.kernel.kernel_kwargs()
-    if v.image_name() in DISTROS and (kw["arch"], kw["era"]) == ("x86_64", "6.x"):
-        kw["distro"] = v.image_name()
+    if kw["distro"] == "auto":
+        fits = v.image_name() in DISTROS and (kw["arch"], kw["era"]) == ("x86_64", "6.x")
+        kw["distro"] = v.image_name() if fits else "none"
     if v.image_name() != "none" and OSImage.get(v.image_name()).family == "windows":
         kw["init_on_free"] = True
     return KernelConfig(memory=size(v.memory), seed=seed, **kw)

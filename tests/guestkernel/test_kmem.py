@@ -425,7 +425,21 @@ def test_a_windows_image_zeroes_freed_pages():
     win = VMSection.model_validate({"name": "w", "memory": "1GiB", "image": "windows-2019"})
     lin = VMSection.model_validate({"name": "l", "memory": "1GiB", "image": "debian-12"})
     assert kernel_config(win).init_on_free is True
-    assert kernel_config(lin).init_on_free is False and kernel_config(lin).distro == "debian-12"
+    assert kernel_config(lin).init_on_free is False and kernel_config(lin).distro == "none"
+
+
+def test_distro_auto_follows_the_image_where_measured():
+    from experiments.config import VMSection
+    from experiments.scenario import kernel_config
+
+    def distro(image, **kernel):
+        v = VMSection.model_validate({"name": "v", "memory": "1GiB", "image": image,
+                                      "kernel": {"distro": "auto", **kernel}})
+        return kernel_config(v).distro
+
+    assert distro("debian-12") == "debian-12"
+    assert distro("ubuntu-22.04") == "none"  # not measured
+    assert distro("debian-12", era="2.6") == "none"
 
 
 # ------------------------------------------------------------------ fast path and twin
