@@ -937,16 +937,17 @@ def anchor_live_pagecache(ctx: Context) -> list[Row]:
     reason = L.unavailable("pagecache")
     if reason:
         return _skipped("live-pagecache", [p.name for p in patterns], reason)
-    ra_kb, io_kb = L.read_ahead_kb(), L.max_sectors_kb()
+    ra_kb, io_kb, folios = L.read_ahead_kb(), L.max_sectors_kb(), L.large_folios()
     rows = []
-    src = _live_source() + f", read_ahead_kb {ra_kb}, max_sectors_kb {io_kb}"
+    src = (_live_source() + f", read_ahead_kb {ra_kb}, max_sectors_kb {io_kb}"
+           + (", large folios" if folios else ""))
     for p in patterns:
         real = [L.measure_real_pagecache(p) for _ in range(2)]
         if any(isinstance(r, str) for r in real):
             rows += _skipped("live-pagecache", [p.name], next(r for r in real if isinstance(r, str)))
             continue
         counts = [sum(r) for r in real]
-        sim = L.simulate_pagecache(p, ra_kb, io_kb)
+        sim = L.simulate_pagecache(p, ra_kb, io_kb, folios)
         read = len({i for off, length in p.reads for i in range(off // L.PAGE, (off + length - 1) // L.PAGE + 1)})
         lo, hi = min(counts), max(counts)
         both = sum(a and b for a, b in zip(real[0], sim, strict=True))

@@ -34,6 +34,7 @@ import ctypes.util
 import mmap
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -436,9 +437,32 @@ def max_sectors_kb(directory: str | None = None) -> int:
     return queue_limit("max_sectors_kb", 1280, directory)
 
 
-def simulate_pagecache(pattern: ReadPattern, ra_kb: int = 128, io_kb: int = 1280) -> list[bool]:
+def large_folios(directory: str | None = None) -> bool:
+    """Does the file system holding `directory` read ahead in large folios
+    (mapping_large_folio_support)? ext4 since 6.16 unless mounted data=journal; XFS since
+    5.18."""
+    d = os.path.realpath(directory or _disk_tmp())
+    best, parts = "", None
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            f = line.split()
+            if (d == f[1] or d.startswith(f[1].rstrip("/") + "/")) and len(f[1]) > len(best):
+                best, parts = f[1], f
+    except OSError:
+        return False
+    if parts is None:
+        return False
+    release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    if parts[2] == "ext4":
+        return release >= (6, 16) and "data=journal" not in parts[3].split(",")
+    return parts[2] == "xfs" and release >= (5, 18)
+
+
+def simulate_pagecache(pattern: ReadPattern, ra_kb: int = 128, io_kb: int = 1280,
+                       folios: bool = False) -> list[bool]:
     """A guest kernel's page-cache residency after the same reads on a cold file, its disk's
-    read_ahead_kb `ra_kb` and max_sectors_kb `io_kb` those of the real device."""
+    read_ahead_kb `ra_kb` and max_sectors_kb `io_kb` those of the real device, reading
+    ahead in large folios if `folios` (as the real file system does)."""
     from guestkernel import uapi as U
     from guestkernel.config import KernelConfig
     from guestkernel.filemap import find_get_page
@@ -446,6 +470,7 @@ def simulate_pagecache(pattern: ReadPattern, ra_kb: int = 128, io_kb: int = 1280
 
     k = Kernel(KernelConfig(memory="512MiB", read_ahead_kb=ra_kb))
     k.fs.io_pages = io_kb * 1024 // PAGE
+    k.fs.large_folios = folios
     inode = k.fs.create("/cold", size=pattern.size)
     t = k.spawn("reader")
     buf_len = max(length for _, length in pattern.reads)

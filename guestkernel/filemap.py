@@ -174,7 +174,7 @@ class FileSystem:
 
     def __init__(self, kernel, dev: tuple[int, int] = (8, 1), latency: float = 80e-6,
                  bandwidth: float = 500 << 20, ra_pages: int = DEFAULT_RA_PAGES,
-                 io_pages: int = DEFAULT_IO_PAGES) -> None:
+                 io_pages: int = DEFAULT_IO_PAGES, large_folios: bool = False) -> None:
         self.kernel = kernel
         self.dev = dev
         self.shmem_dev = (0, 1)
@@ -183,6 +183,9 @@ class FileSystem:
         self.ra_pages = ra_pages  # bdi->ra_pages: read_ahead_kb / 4; new opens take it
         self.io_pages = io_pages  # bdi->io_pages: max_sectors_kb / 4
         self.queue = None  # a device queue serving this disk (the host's), or None: idle per request
+        # mapping_large_folio_support: readahead in large folios (ext4 in 6.x unless
+        # data=journal); off: order-0 pages, as ext2, or ext4 with data=journal
+        self.large_folios = large_folios
         self.files: dict[str, Inode] = {}
         self._next_ino = 1048577
         self._next_shmem_ino = 1

@@ -55,6 +55,7 @@ PG_readahead = PG_reclaim  # include/linux/page-flags.h: PG_readahead = PG_recla
 DEFAULT_READ_AHEAD_KB = 128  # /sys/block/*/queue/read_ahead_kb (VM_READAHEAD_PAGES)
 DEFAULT_IO_PAGES = 320  # bdi->io_pages: max_sectors_kb 1280 (BLK_DEF_MAX_SECTORS_CAP) / 4
 MMAP_LOTSAMISS = 100
+MAX_PAGECACHE_ORDER = 9  # HPAGE_PMD_ORDER on x86-64: 2 MiB folios at most
 ULONG_MAX = -1  # page_cache_prev_miss wrapped below index 0
 
 
@@ -198,10 +199,63 @@ def force_page_cache_ra(kernel, inode, ra: FileRaState, index: int,
 
 
 def page_cache_ra_order(kernel, inode, ra: FileRaState) -> tuple[int, float]:
-    """The window [start, start + size) with its marker; order-0 pages (a mapping
-    without large folio support): the order hint goes back to 0."""
-    ra.order = 0
-    return do_page_cache_ra(kernel, inode, ra.start, ra.size, ra.async_size)
+    """The window [start, start + size) with its marker. A mapping without large folio
+    support reads order-0 pages and its order hint goes back to 0; with them
+    (FileSystem.large_folios, ext4's default in 6.x) the window is read in naturally
+    aligned folios of up to min(ra.order, ilog2(size), MAX_PAGECACHE_ORDER), the hint
+    kept, so later windows' ends are aligned to larger and larger folios. The guest's
+    page cache holds pages, not folios: a large folio's pages are added one by one and
+    its head carries the PG_readahead marker (a read landing inside a marked folio past
+    its head does not start readahead here, as it would in Linux)."""
+    if not inode.fs.large_folios:
+        ra.order = 0
+        return do_page_cache_ra(kernel, inode, ra.start, ra.size, ra.async_size)
+    from .filemap import add_to_page_cache
+
+    start = index = ra.start
+    size = inode.size
+    if size == 0:
+        return 0, 0.0
+    limit = min((size - 1) >> PAGE_SHIFT, index + ra.size - 1)
+    new_order = min(MAX_PAGECACHE_ORDER, ra.order, ra.size.bit_length() - 1 if ra.size else 0)
+    ra.order = new_order
+    mark = index + ra.size - ra.async_size
+    pages = inode.mapping.pages
+    fs = inode.fs
+    total = 0
+    failed = False
+    while index <= limit:
+        order = new_order
+        if index & ((1 << order) - 1):
+            order = (index & -index).bit_length() - 1  # __ffs: align with smaller folios
+        while order > 0 and index + (1 << order) - 1 > limit:
+            order -= 1  # no folio past EOF or the window
+        n = 1 << order
+        if any(i in pages for i in range(index, index + n)):
+            failed = True  # filemap_add_folio: -EEXIST
+            break
+        head = None
+        for i in range(index, index + n):
+            page = add_to_page_cache(kernel, inode, i, inode.read_page(i))
+            if page is None:
+                failed = True  # -ENOMEM: the folio's pages added so far stay, as read
+                break
+            if head is None:
+                head = page
+            total += 1
+        if failed:
+            break
+        if index == mark - mark % n:
+            head.flags |= PG_readahead
+        index += n
+    cost = fs.read_cost(total) if total else 0.0
+    if total:
+        kernel.vmstat["pgpgin"] += total << (PAGE_SHIFT - 10)
+    if failed and ra.size > index - start:
+        n, c = do_page_cache_ra(kernel, inode, index, ra.size - (index - start), ra.async_size)
+        total += n
+        cost += c
+    return total, cost
 
 
 def page_cache_sync_ra(kernel, inode, ra: FileRaState, random: bool, index: int,

@@ -21,9 +21,6 @@ LOAD_DEPENDENT = {("live-ksm", 6)}
 KNOWN_GAPS: dict[tuple[str, int], str] = {
     ("live-ksm", 6): "time to converge: hvsim's ksmd wakes exactly sleep_millisecs after a batch (0.50 s); the "
                      "real one converged in 0.68-0.74 s on this machine while other jobs ran (load 16)",
-    ("live-pagecache", 1): "sequential 4 KiB reads over 1 MiB of a cold file with read_ahead_kb 8192: the real "
-                           "kernel holds 768 pages, hvsim's readahead 852 (the async window's ramp-up or its "
-                           "alignment differs; random, 256 KiB and 64 KiB reads match exactly)",
     ("balloon-swap", 0): "ballooned throughput 80 % (93 % before issue 12 section 2): the guest kernel's own "
                          "memory (memmap, slab, kernel stacks, page tables: ~2.5 MiB of the 128 MiB guest) is "
                          "now backed on the 96 MiB host, so the ballooned guest keeps less for the kernel "

@@ -1,7 +1,8 @@
 """Readahead (mm/readahead.c, filemap_read, filemap_fault): the guest's page cache after
 each step of seeded read patterns equals this machine's kernel's, recorded with mincore by
-tests/data/readahead/measure_readahead.py (Linux 6.18, ext4 data=journal on a loop device,
-read_ahead_kb 128, max_sectors_kb 1280), plus the rules the recording cannot show."""
+tests/data/readahead/measure_readahead.py (Linux 6.18, ext4 on a loop device, read_ahead_kb
+128, max_sectors_kb 1280; with data=journal, which reads order-0 pages, and without, which
+reads ahead in large folios), plus the rules the recording cannot show."""
 
 import json
 from pathlib import Path
@@ -18,7 +19,10 @@ from guestkernel.readahead import (
 )
 
 P = 4096
-FIXTURE = json.loads((Path(__file__).parent.parent / "data" / "readahead" / "readahead.json").read_text())
+DATA = Path(__file__).parent.parent / "data" / "readahead"
+FIXTURE = json.loads((DATA / "readahead.json").read_text())
+FIXTURE_LF = json.loads((DATA / "readahead-large-folios.json").read_text())
+assert "data=journal" in FIXTURE["mount_options"] and "data=journal" not in FIXTURE_LF["mount_options"]
 NPAGES = FIXTURE["file_pages"]
 B = 0x60000000  # the user buffer
 M = 0x70000000  # the file mapping
@@ -44,11 +48,12 @@ def runs(pages) -> list[list[int]]:
     return out
 
 
-def guest():
-    k = Kernel(KernelConfig(memory="256MiB", read_ahead_kb=FIXTURE["read_ahead_kb"]))
+def guest(fixture=FIXTURE, large_folios=False):
+    k = Kernel(KernelConfig(memory="256MiB", read_ahead_kb=fixture["read_ahead_kb"]))
     if 1 not in k.tasks:
         k.spawn("init")
-    k.fs.io_pages = FIXTURE["max_sectors_kb"] // 4
+    k.fs.io_pages = fixture["max_sectors_kb"] // 4
+    k.fs.large_folios = large_folios
     k.fs.create("/scratch", NPAGES * P, lambda i: i.to_bytes(4, "little") * (P // 4))
     t = k.spawn("t")
     t.mmap(B, 1 << 20, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
@@ -76,12 +81,14 @@ def replay(k, t, steps):
     return out
 
 
+@pytest.mark.parametrize("large_folios", [False, True], ids=["order-0", "large-folios"])
 @pytest.mark.parametrize("case", sorted(FIXTURE["cases"]))
-def test_residency_matches_this_machines_kernel(case):
-    """page_cache_sync_ra / page_cache_async_ra / force_page_cache_ra /
-    do_sync_mmap_readahead / do_async_mmap_readahead, step by step."""
-    k, t = guest()
-    c = FIXTURE["cases"][case]
+def test_residency_matches_this_machines_kernel(case, large_folios):
+    """page_cache_sync_ra / page_cache_async_ra / page_cache_ra_order /
+    force_page_cache_ra / do_sync_mmap_readahead / do_async_mmap_readahead, step by step."""
+    fixture = FIXTURE_LF if large_folios else FIXTURE
+    k, t = guest(fixture, large_folios)
+    c = fixture["cases"][case]
     got = replay(k, t, c["steps"])
     for i, (step, want, have) in enumerate(zip(c["steps"], c["resident"], got)):
         assert have == want, f"{case} step {i} {step}: kernel {want}, guest {have}"

@@ -10,7 +10,10 @@ alignment moves the windows' edges):
     truncate -s 64M /tmp/ra.img && mkfs.ext4 -q -F /tmp/ra.img
     mkdir -p /tmp/ra && mount -o loop,data=journal -t ext4 /tmp/ra.img /tmp/ra
     echo 128 > /sys/block/loopN/queue/read_ahead_kb      (N from losetup -j /tmp/ra.img)
-    python3 measure_readahead.py /tmp/ra
+    python3 measure_readahead.py /tmp/ra                  -> readahead.json
+and the same on ext4 mounted without data=journal (large folios: 6.x ext4's default):
+    mount -o loop -t ext4 /tmp/ra.img /tmp/ra
+    python3 measure_readahead.py /tmp/ra readahead-large-folios.json
 Each case starts from a cold file (posix_fadvise DONTNEED, checked with mincore) and a new
 open file (a fresh struct file_ra_state).
 """
@@ -138,7 +141,7 @@ def cases() -> dict:
 
 
 def main() -> None:
-    mnt = sys.argv[1]
+    mnt = os.path.abspath(sys.argv[1])
     path = os.path.join(mnt, "ra-scratch")
     rnd = random.Random(0)
     with open(path, "wb") as f:
@@ -148,10 +151,12 @@ def main() -> None:
     dev = os.stat(path).st_dev
     sysdir = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/queue"
     ra_kb = int(open(f"{sysdir}/read_ahead_kb").read())
-    fstype = next(line.split()[2] for line in open("/proc/mounts") if line.split()[1] == mnt)
+    mount = next(line.split() for line in open("/proc/mounts") if line.split()[1] == mnt)
+    fstype = mount[2]
     result = {
         "kernel": platform.release(),
         "fs": fstype,
+        "mount_options": mount[3],
         "read_ahead_kb": ra_kb,
         "max_sectors_kb": int(open(f"{sysdir}/max_sectors_kb").read()),
         "file_pages": NPAGES,
@@ -161,7 +166,8 @@ def main() -> None:
         result["cases"][name] = {"steps": [list(s) for s in steps],
                                  "resident": run_case(path, steps)}
     os.unlink(path)
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "readahead.json")
+    name = sys.argv[2] if len(sys.argv) > 2 else "readahead.json"
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
     with open(out, "w") as f:
         json.dump(result, f, separators=(",", ":"))
         f.write("\n")
