@@ -1174,6 +1174,8 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
         _madvise_remove(task, vma, start, end)
         return vma
     if behavior in (U.MADV_COLD, U.MADV_PAGEOUT):
+        if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+            raise _err(U.EINVAL, "madvise")  # can_madv_lru_vma
         hook = getattr(k, "madvise_pageout", None)
         if hook is not None:
             hook(task, vma, start, end, behavior == U.MADV_PAGEOUT)

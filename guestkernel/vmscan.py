@@ -86,10 +86,11 @@ from .page import (
     PG_swapbacked,
     PG_swapcache,
     PG_unevictable,
+    PG_workingset,
     PG_writeback,
 )
 from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
-from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW
+from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PTE_PRESENT_MASK
 from .units import PAGE_SHIFT
 from .vma import VM_EXEC, VM_LOCKED, VM_SHARED
 from .vmstat import (  # noqa: F401 (STATE_NAMES, ARC_NAMES, ST_*: re-exported for users)
@@ -920,6 +921,43 @@ class Reclaim:
         sc.nr_reclaimed += freed
         return freed
 
+    # ------------------------------------------------------------------ madvise
+    def madvise_pageout(self, task, vma, start: int, end: int, pageout: bool) -> None:
+        """MADV_COLD / MADV_PAGEOUT (madvise_cold_or_pageout_pte_range) over the present
+        PTEs of [start, end) in `vma`: pages on the LRU mapped by this PTE only have the
+        PTE's accessed bit and PG_referenced cleared (an active one also gets
+        PG_workingset); MADV_COLD then moves active pages to the head of their inactive
+        list (folio_deactivate: pgdeactivate), MADV_PAGEOUT reclaims them now, their
+        references ignored (reclaim_pages: an anonymous page goes to swap, a dirty file
+        page is written back, a clean one freed)."""
+        k = self.kernel
+        ptes = task.mm.pgtable.ptes
+        mem_map = k.mem_map
+        zero_pfn = k.zero_pfn
+        vm = self.vmstat
+        taken = []
+        for vpn in mem._vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            pte = ptes[vpn]
+            if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
+                continue
+            page = mem_map[pte >> PAGE_SHIFT]
+            f = page.flags
+            if not f & PG_lru or page._mapcount != 0:
+                continue  # not on the LRU, or mapped elsewhere too: left alone
+            ptes[vpn] = pte & ~_PAGE_ACCESSED
+            f &= ~PG_referenced
+            if f & PG_active:
+                f |= PG_workingset
+            page.flags = f
+            if pageout:
+                if not f & PG_unevictable:
+                    taken.append(page)
+            elif f & PG_active and not f & PG_unevictable:
+                self._move(page, False)
+                vm["pgdeactivate"] += 1
+        if taken:
+            self.reclaim_pages(taken)
+
     def reclaim_pages(self, pages: list, gfp: int = G.GFP_KERNEL) -> int:
         """reclaim_pages (MADV_PAGEOUT): reclaim exactly these LRU pages now, ignoring
         their references, writing synchronously. Returns the pages freed."""
@@ -1204,6 +1242,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.vm_enough_memory = r.oom.vm_enough_memory
     kernel.vm_unacct_memory = r.oom.vm_unacct_memory
     kernel.drop_caches = r.drop_caches
+    kernel.madvise_pageout = r.madvise_pageout
     alloc = kernel.page_alloc
     alloc.wake_kswapd_hook = r.wake_kswapd
     alloc.direct_reclaim_hook = r.try_to_free_pages

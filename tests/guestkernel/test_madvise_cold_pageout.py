@@ -1,0 +1,96 @@
+"""MADV_COLD and MADV_PAGEOUT as mm/madvise.c's madvise_cold_or_pageout_pte_range:
+deactivate or reclaim the pages this process alone maps, EINVAL on locked VMAs."""
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
+from guestkernel.kernel import Kernel
+from guestkernel.page import PG_active, PG_referenced, PG_workingset
+from guestkernel.pgtable import _PAGE_ACCESSED, _PAGE_PRESENT
+from guestkernel.vmscan import LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, init_reclaim
+
+P = 4096
+RW = U.PROT_READ | U.PROT_WRITE
+ANON = U.MAP_PRIVATE | U.MAP_ANONYMOUS
+
+
+def guest():
+    # the 2.6 era: new anonymous pages start active, so MADV_COLD has something to move
+    k = Kernel(KernelConfig(memory="64MiB", swap="32MiB", era="2.6"))
+    init_reclaim(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    return k, k.spawn("app")
+
+
+def pages_of(k, t, a, n):
+    ptes = t.mm.pgtable.ptes
+    return [k.pfn_to_page(ptes[(a >> 12) + i] >> 12) for i in range(n)]
+
+
+def test_madv_cold_deactivates_to_the_inactive_head_and_clears_young():
+    """folio_deactivate: an active page goes to the head of its inactive list
+    (pgdeactivate, the course's arc 2 for an anonymous page), PG_referenced and the PTE's
+    accessed bit cleared, PG_workingset set (it was active)."""
+    k, t = guest()
+    a = t.mmap(0, 8 * P, RW, ANON)
+    t.access_range(a, 8 * P, True)
+    pages = pages_of(k, t, a, 8)
+    assert all(p.flags & PG_active for p in pages)
+    d0, arc2 = k.vmstat["pgdeactivate"], k.vmstat["pgstate_2"]
+    assert t.madvise(a, 4 * P, U.MADV_COLD) == 0
+    lv = k.reclaim.lruvecs[0]
+    assert [p for p in lv.lists[LRU_INACTIVE_ANON]][:4] == pages[3::-1]  # head: the last moved
+    assert all(not p.flags & (PG_active | PG_referenced) and p.flags & PG_workingset for p in pages[:4])
+    assert all(p.flags & PG_active for p in pages[4:])
+    ptes = t.mm.pgtable.ptes
+    assert all(not ptes[(a >> 12) + i] & _PAGE_ACCESSED for i in range(4))
+    assert (k.vmstat["pgdeactivate"] - d0, k.vmstat["pgstate_2"] - arc2) == (4, 4)
+    assert k.vmstat["pswpout"] == 0  # nothing reclaimed
+    k.reclaim.validate()
+
+
+def test_madv_pageout_swaps_out_exclusive_anon_pages_only():
+    """reclaim_pages on the pages mapped once: written to swap (pswpout), their PTEs
+    swap entries; a page also mapped by a forked child is left alone."""
+    k, t = guest()
+    a = t.mmap(0, 8 * P, RW, ANON)
+    t.access_range(a, 8 * P, True)
+    child = k.tasks[t.fork()]
+    t.access_range(a + 4 * P, 4 * P, True)  # copy-on-write: pages 4..7 exclusive again
+    rss = t.mm.rss[1]
+    assert t.madvise(a, 8 * P, U.MADV_PAGEOUT) == 0
+    ptes = t.mm.pgtable.ptes
+    present = [bool(ptes[(a >> 12) + i] & _PAGE_PRESENT) for i in range(8)]
+    assert present == [True] * 4 + [False] * 4
+    assert k.vmstat["pswpout"] == 4 and t.mm.rss[1] == rss - 4
+    cptes = child.mm.pgtable.ptes
+    assert all(cptes[(a >> 12) + i] & _PAGE_PRESENT for i in range(4))  # shared: untouched
+    t.access_range(a + 4 * P, P, False)  # swapped back in
+    assert ptes[(a >> 12) + 4] & _PAGE_PRESENT and k.vmstat["pswpin"] >= 1
+    k.reclaim.validate()
+
+
+def test_madv_pageout_frees_clean_file_pages():
+    k, t = guest()
+    k.fs.create("/f", 8 * P, b"x" * (8 * P))
+    fd = t.open("/f")
+    m = t.mmap(0, 8 * P, U.PROT_READ, U.MAP_PRIVATE, fd, 0)
+    t.access_range(m, 8 * P, False)
+    inode = k.fs.lookup("/f")
+    mapped = [i for i in range(8) if (m >> 12) + i in t.mm.pgtable.ptes]
+    assert t.madvise(m, 8 * P, U.MADV_PAGEOUT) == 0
+    assert not any(i in inode.mapping.pages for i in mapped)
+    k.reclaim.validate()
+
+
+@pytest.mark.parametrize("advice", [U.MADV_COLD, U.MADV_PAGEOUT])
+def test_locked_vma_is_einval(advice):
+    """can_madv_lru_vma: VM_LOCKED, VM_PFNMAP and VM_HUGETLB VMAs -> EINVAL."""
+    k, t = guest()
+    a = t.mmap(0, 4 * P, RW, ANON)
+    t.mlock(a, 4 * P)
+    with pytest.raises(OSError) as e:
+        t.madvise(a, 4 * P, advice)
+    assert e.value.errno == U.EINVAL
