@@ -252,17 +252,19 @@ def _measure_real_ksm(kp, pages_to_scan, sleep_ms, smart_scan, full_scans, timeo
             while True:
                 now = time.monotonic() - t0
                 c = ksm.counters()
+                read_end = time.monotonic() - t0
                 fs = c["full_scans"] - base["full_scans"]
                 sharing = c["pages_sharing"] - base["pages_sharing"]
                 out.trace.append((now, fs, sharing))
                 if out.converge_s is None and sharing >= kp.expected_sharing:
                     out.converge_s, out.converge_full_scans = now, fs
                 if fs >= full_scans:
-                    # The counters at the end of the last full scan, if this poll came less
-                    # than a sleep after the one before: a batch ends where a full scan
-                    # ends and the next starts a sleep later, so none can have run since.
-                    # A later poll (a busy machine) leaves them unknown: measured again.
-                    if now - prev < sleep_ms / 1000.0:
+                    # The counters at the end of the last full scan, if this poll's reads
+                    # ended less than a sleep after the previous poll began (the full scan
+                    # ended after that): a batch ends where a full scan ends and the next
+                    # starts a sleep later, so none can have run before the reads. A later
+                    # poll (a busy machine) leaves them unknown: measured again.
+                    if read_end - prev < sleep_ms / 1000.0:
                         out.scanned_at_target = c["pages_scanned"] - base["pages_scanned"]
                         out.skipped_at_target = c["pages_skipped"] - base["pages_skipped"]
                     break
