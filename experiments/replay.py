@@ -486,7 +486,10 @@ def parse_ret(text: str) -> Ret:
     m = _RET_RE.match(text)
     if not m:
         raise TraceSyntaxError(f"unreadable return value {text!r}")
-    value = None if m.group(1) == "?" else int(m.group(1), 0)
+    try:
+        value = None if m.group(1) == "?" else int(m.group(1), 0)
+    except ValueError:  # e.g. "-01": int(..., 0) takes no leading zero; strace never prints one
+        raise TraceSyntaxError(f"unreadable return value {text!r}") from None
     err = m.group(2)
     if err is not None and err not in ERRNO:
         raise TraceSyntaxError(f"unknown errno {err}")

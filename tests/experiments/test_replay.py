@@ -121,7 +121,7 @@ def test_return_values(text, value, err):
     assert (r.value, r.errno) == (value, err)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-1 EWHATEVER (Nope)", "0x"])
+@pytest.mark.parametrize("text", ["", "abc", "-1 EWHATEVER (Nope)", "0x", "-01 EINVAL", "007"])
 def test_bad_return_values(text):
     with pytest.raises(TraceSyntaxError):
         parse_ret(text)
