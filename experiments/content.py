@@ -140,7 +140,7 @@ from typing import NamedTuple
 import xxhash
 import zstandard
 
-from guestkernel.physmem import ZERO_PAGE, LazyPage
+from guestkernel.physmem import ZERO_PAGE, LazyPage, WrittenPage
 from guestkernel.units import PAGE_SIZE
 
 __all__ = [
@@ -513,6 +513,11 @@ class DataProfile:
     pointer_free    structured pages without pointers; the others embed a run of
                     geometric(mean `pointer_mean`) 8-byte pointers, the ASLR carriers
     corpus          the structured corpus kind slices come from
+    rewrite         writes (of data the workload does not spell out) that store the bytes
+                    already there (a memset over its own value, a field set to what it
+                    held); the others store new data of this profile: the written page is
+                    a new page of the profile (new content digest, same class), so its
+                    checksum changes and its compressibility stays the profile's
     """
 
     name: str
@@ -528,17 +533,19 @@ class DataProfile:
     random_max: float = 0.95
     pointer_free: float = 1.0
     pointer_mean: float = 8.0
+    rewrite: float = 0.0
     # derived per-page lookup tables (built in __post_init__)
     _zero_cut: int = field(default=0, init=False, repr=False, compare=False)
     _fill_cut: int = field(default=0, init=False, repr=False, compare=False)
     _incomp_cut: int = field(default=0, init=False, repr=False, compare=False)
     _common_cut: int = field(default=0, init=False, repr=False, compare=False)
+    _rewrite_cut: int = field(default=0, init=False, repr=False, compare=False)
     _random_bytes: tuple = field(default=(), init=False, repr=False, compare=False)
     _pointers: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key in ("zero", "filled", "incompressible", "common", "random_mean",
-                    "random_max", "pointer_free"):
+                    "random_max", "pointer_free", "rewrite"):
             v = getattr(self, key)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"profile {self.name}: {key} must be in [0, 1], got {v}")
@@ -560,6 +567,7 @@ class DataProfile:
         cut += round(self.incompressible * 65536)
         object.__setattr__(self, "_incomp_cut", cut)
         object.__setattr__(self, "_common_cut", round(self.common * 65536))
+        object.__setattr__(self, "_rewrite_cut", round(self.rewrite * 65536))
         # 256-quantile tables: a page reads its random share and pointer count from
         # 8 bits each, so the distributions cost one index per page.
         rng = _rng(f"profile/{self.name}/tables")
@@ -730,6 +738,20 @@ class AppPage(LazyPage):
 
     def materialize(self) -> bytes:
         return _page(self.p, self.c, self.h, self.ptrs)
+
+    def written(self, digest: int, offset: int = -1, length: int = 0):
+        """A write of the profile's data (guestkernel.physmem.LazyPage.written): for the
+        profile's `rewrite` fraction of digests the same bytes again (this recipe), else
+        a new page of the profile: same class (zero-free, structured or incompressible),
+        a new content digest (its random share, pointers and stamp drawn anew). A write of
+        part of the page changes only that part, to the new page's bytes there."""
+        p = self.p
+        if (digest & 0xFFFF) < p._rewrite_cut:
+            return self
+        new = AppPage(p, self.c, _remix(self.h ^ digest), self.ptrs)
+        if offset < 0 or (offset == 0 and length == PAGE_SIZE):
+            return new
+        return WrittenPage(self, digest, offset, length, new)
 
 
 # KASLR (CONFIG_RANDOMIZE_BASE): the boot adds the offset it drew to every word a

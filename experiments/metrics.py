@@ -10,6 +10,16 @@ pages; ballooning = pages the balloon holds now whose frames were backed when re
 in the cache minus the frames it occupies; host swap = pages whose only copy is on swap;
 free page reporting = reported free guest pages whose backing the host discarded and the
 guest has not touched since.
+Each guest page counts once, under the technique that holds it now, so at every sample
+the techniques add up to the guest pages held (backed, shared, zero-mapped, compressed,
+swapped, or released after being backed: ballooned or reported) minus the machine frames
+used
+(tests/experiments/test_attribution.py checks it at every sample of whole runs).
+
+Host memory is never clamped: while the host is overdrawn (an allocation nothing could
+be reclaimed for, see hypervisor/host.py) host_used_mib exceeds the host's memory,
+host_free_mib is negative and host_overdraft_mib says by how much; the summary has the
+peak and the seconds overdrawn.
 """
 
 from __future__ import annotations
@@ -81,7 +91,7 @@ class Sampler:
         self.process = env.process(self._run())
 
     def columns(self) -> list[str]:
-        cols = ["time_s", "host_free_mib", "host_used_mib", "host_state"]
+        cols = ["time_s", "host_free_mib", "host_used_mib", "host_overdraft_mib", "host_state"]
         cols += [f"reclaimed_{t}_mib" for t in TECHNIQUES]
         cols += list(KSM_COLUMNS)
         cols += [f"host_cpu_{c}_pct" for c in CPU_CONSUMERS]
@@ -98,8 +108,9 @@ class Sampler:
         m = host.machine
         row: dict = {
             "time_s": round(self.env.now, 9),
-            "host_free_mib": pages_mib(max(m.nr_free, 0)),
-            "host_used_mib": pages_mib(m.nr_frames - max(m.nr_free, 0)),
+            "host_free_mib": pages_mib(m.nr_free),  # negative while overdrawn
+            "host_used_mib": pages_mib(m.nr_used),
+            "host_overdraft_mib": pages_mib(max(-m.nr_free, 0)),
             "host_state": host.states.name,
         }
         for tech, pages in host.reclaimed().items():
@@ -184,6 +195,9 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
         mean_total += m
     out["mean_reclaimed_total_mib"] = round(mean_total, 6)
     c = host.counters()
+    out["overdraft_peak_mib"] = pages_mib(host.machine.overdraft_peak)
+    out["overdraft_s"] = round(float(c["overdraft_time"]), 9)
+    out["overdraft_allocs"] = int(c["overdraft_allocs"])
     out["cow_breaks"] = int(c["cow_ksm"] + c["cow_zero"])
     out["decompressions"] = int(c["zswpin"])
     out["host_swapins"] = int(c["pswpin"])

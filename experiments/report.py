@@ -105,6 +105,8 @@ COSTS = (
     ("guest_oom_kills", "guest OOM kills", ""),
     ("vm_stall_s", "VM stall time (all VMs)", "s"),
     ("dead_vms", "VMs dead (panicked)", ""),
+    ("overdraft_peak_mib", "host memory overdrawn: peak", "MiB"),
+    ("overdraft_s", "host memory overdrawn: time", "s"),
 )
 
 #: What each column of the per-VM table holds (report.md prints these under the table).
@@ -262,6 +264,16 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
             out.append("- the traceback is in `summary.json` (`traceback`)")
         out += ["", "The figures below are what the run produced before it stopped.", ""]
 
+    peak = _f(summary, "overdraft_peak_mib")
+    if peak > 0:
+        out += ["## Host memory overdrawn", "",
+                f"- **machine memory exceeded the host's by up to {_fmt(peak)} MiB, for "
+                f"{_fmt(_f(summary, 'overdraft_s'), 3)} simulated s "
+                f"({int(_f(summary, 'overdraft_allocs')):,} allocations)**: nothing could be "
+                "reclaimed in time (no compression cache room, no host swap left), and the "
+                "allocating VMs were charged `nomem_stall` each instead of waiting. A real "
+                "host cannot do this: read the figures below with that in mind.", ""]
+
     out += ["## What was simulated", ""]
     facts = [
         ("name", name),
@@ -303,7 +315,8 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
     out += ["", "Memory reclaimed is machine memory the host did not have to provide: guest pages held "
             "minus the machine frames that hold them, each guest page counted once, under the "
             "technique that holds it now (DESIGN.md). Final: at the end of the run; mean: time "
-            "average over the samples. Percentages are of the guests' configured memory.", ""]
+            "average over the samples. Percentages are of the guests' configured memory. At every "
+            "sample the techniques add up to the guest pages held minus the machine frames used.", ""]
 
     out += ["## Cost", ""]
     rows = []
@@ -583,14 +596,14 @@ def plot_memory(samples: list[dict]):
     plt = pyplot()
     t = [s["time_s"] for s in samples]
     used = [_nz(s.get("host_used_mib")) for s in samples]
-    free = [_nz(s.get("host_free_mib")) for s in samples]
+    capacity = [u + _nz(s.get("host_free_mib")) for u, s in zip(used, samples)]
+    free = [max(c - u, 0.0) for c, u in zip(capacity, used)]  # (used > host: overdrawn)
     layers = [used, free] + [[_nz(s.get(f"reclaimed_{k}_mib")) for s in samples] for k, _ in TECHNIQUES]
     labels = ["host used", "host free"] + [f"reclaimed by {label}" for _, label in TECHNIQUES]
     colors = ["#4c72b0", "#dddddd", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
     fig, ax = plt.subplots(figsize=(11, 5))
     ax.stackplot(t, *layers, labels=labels, colors=colors, alpha=0.9)
-    host = [u + f for u, f in zip(used, free)]
-    ax.plot(t, host, color="black", linestyle="--", linewidth=1, label="host memory")
+    ax.plot(t, capacity, color="black", linestyle="--", linewidth=1, label="host memory")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("MiB")
     ax.set_title("Host memory, and memory reclaimed per technique above it")

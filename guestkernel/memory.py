@@ -291,7 +291,7 @@ def _copy_page(kernel, task, src_pfn: int, dst_pfn: int) -> None:
         a_src = kernel.kmap_atomic(src)
         a_dst = kernel.kmap_atomic(dst)
     task.cost += phys.touch(src_pfn, False)
-    task.cost += phys.store(dst_pfn, phys.load(src_pfn))
+    task.cost += phys.copy(dst_pfn, src_pfn)  # (the content as held: a recipe stays one)
     if high:
         kernel.kunmap_atomic(a_dst)
         kernel.kunmap_atomic(a_src)

@@ -12,6 +12,9 @@ itself. Contents live beneath it, in a `PhysicalMemory`:
                           from_disk marks a page read from the guest's disk or swap
                           device (the host tells stale swap reads and silent writes by it)
     load(pfn)          -> bytes; the page as the guest would read it
+    copy(dst, src)     -> seconds; a whole-page copy (copy_user_highpage: a CoW break in
+                          the guest): `store(dst, ...)` of src's content, passed on as
+                          the recipe it is (no 4 KiB made)
     release(pfn)       -> the guest holds nothing there any more (balloon, free page hint)
 
 `BareMetal` is a plain list of frames and costs nothing. The hypervisor's `VM` answers from
@@ -23,15 +26,42 @@ host of 64 GiB does not need 64 GiB of the simulator's memory. Whoever needs the
 themselves (a hash, a byte compare, a compression, the guest reading the page) calls
 `page_bytes`, which makes them on the spot: every such operation runs on the real bytes.
 `load` always returns bytes.
+
+A write changes the page's bytes. `touch(pfn, True)` with no `store` after it is a store
+of data nobody spelled out (a program updating its buffers): the page gets new content,
+deterministically, as the recipe `written(data, digest)` derives it from the old one and a
+64-bit digest the memory draws from its seed (the write generation). Nothing is made until
+something reads the page. A recipe decides what its writes write: an application page
+(experiments/content.AppPage) becomes a new page of its profile (same compressibility),
+or keeps its bytes for the profile's fraction of writes that store the same bytes again;
+bytes with no recipe behind them (the zero page, an image page) get a `WrittenPage`: the
+old bytes with a 16-byte value changed in place. Whole-page `store`s replace the content
+as before. Memory that holds contents lazily (BareMetal here, the hypervisor's machine
+frames) marks a written frame and folds the write into a new recipe when the bytes are
+next needed, so a write costs one mark, not a page.
 """
 
 from __future__ import annotations
 
+from struct import Struct
 from typing import Protocol
+
+import xxhash
 
 from .units import PAGE_SIZE
 
 ZERO_PAGE = bytes(PAGE_SIZE)  # the one zero-filled page object everybody shares
+
+WORD_WRITE = 16  # bytes a write of unknown data changes in a page with no recipe
+_MASK64 = (1 << 64) - 1
+_PACK2 = Struct("<QQ").pack
+_xxh64 = xxhash.xxh64_intdigest
+
+
+def write_digest(seed: int, frame: int, generation: int) -> int:
+    """The digest of write `generation` of `frame` in a memory seeded with `seed`: what a
+    write of unknown data stores is drawn from it (xxh64 of the two 64-bit words)."""
+    return _xxh64(_PACK2(frame & _MASK64, generation & _MASK64), seed & _MASK64)
 
 
 class LazyPage:
@@ -56,6 +86,73 @@ class LazyPage:
 
     def __hash__(self) -> int:
         return hash(self.materialize())
+
+    def written(self, digest: int, offset: int = -1, length: int = 0):
+        """The page after a write of data nobody spelled out, drawn from `digest`: a new
+        recipe (or this one, for a write that stores the same bytes again). `offset` and
+        `length` name the bytes written; -1/0: the write's extent is the recipe's to say
+        (a recipe without a profile: one WORD_WRITE-byte value). The default: the bytes
+        of this page with that range changed (WrittenPage)."""
+        return WrittenPage(self, digest, offset, length)
+
+
+class WrittenPage(LazyPage):
+    """`base` (bytes or a LazyPage) after a write of unknown data: bytes [offset, offset +
+    length) hold a 16-byte value drawn from `digest`, repeated; the rest is `base`. With
+    offset -1 the write is one WORD_WRITE-byte value at a 16-byte aligned offset drawn from
+    the digest; a further such write of the page changes the same value (a counter, a
+    pointer, a timestamp updated in place), so the recipe stays flat however often the page
+    is written. `src` (a LazyPage or None): where the range's new bytes come from instead
+    of the repeated value (a recipe with a profile writes that profile's data)."""
+
+    __slots__ = ("base", "digest", "offset", "length", "src")
+
+    def __init__(self, base, digest: int, offset: int = -1, length: int = 0, src=None) -> None:
+        if offset < 0:
+            offset = ((digest >> 20) % (PAGE_SIZE // WORD_WRITE)) * WORD_WRITE
+            length = WORD_WRITE
+        if not (0 <= offset and 0 < length and offset + length <= PAGE_SIZE):
+            raise ValueError(f"written: range {offset}+{length} is not inside a page")
+        self.base = base
+        self.digest = digest & _MASK64
+        self.offset = offset
+        self.length = length
+        self.src = src
+
+    def materialize(self) -> bytes:
+        base = page_bytes(self.base)
+        off = self.offset
+        end = off + self.length
+        if self.src is not None:
+            new = page_bytes(self.src)[off:end]
+        else:
+            d = self.digest
+            word = _PACK2(d, (d * 0x9E3779B97F4A7C15) & _MASK64)
+            new = (word * (self.length // WORD_WRITE + 1))[: self.length]
+        return b"".join((base[:off], new, base[end:]))
+
+    def written(self, digest: int, offset: int = -1, length: int = 0):
+        if self.src is None and (offset < 0 or (offset == self.offset and length == self.length)):
+            # the same bytes written again: one flat recipe, a new value
+            return WrittenPage(self.base, _remix(self.digest ^ digest), self.offset, self.length)
+        return WrittenPage(self, digest, offset, length)
+
+
+def _remix(h: int) -> int:
+    """splitmix64's finaliser: a new 64-bit value from an old one."""
+    h = (h + 0x9E3779B97F4A7C15) & _MASK64
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return h ^ (h >> 31)
+
+
+def written(data, digest: int, offset: int = -1, length: int = 0):
+    """Page contents `data` (bytes or a LazyPage) after a write of data nobody spelled
+    out, drawn from `digest` (see LazyPage.written): a LazyPage, or `data` itself when
+    the write stores the same bytes again."""
+    if isinstance(data, LazyPage):
+        return data.written(digest, offset, length)
+    return WrittenPage(data, digest, offset, length)
 
 
 def touch_each(touch, pfns: list[int], write: bool) -> float:
@@ -91,19 +188,30 @@ class PhysicalMemory(Protocol):
 
     def load(self, pfn: int) -> bytes: ...
 
+    def copy(self, dst: int, src: int) -> float: ...
+
     def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int: ...
 
     def reuse(self, pfn: int) -> None: ...
 
 
 class BareMetal:
-    """Frames as a list of `bytes` (None: never written, reads as zeros). No costs."""
+    """Frames as a list of `bytes` (None: never written, reads as zeros). No costs.
 
-    def __init__(self, nr_frames: int) -> None:
+    A write without a store marks the frame (`dirty`); `load` folds the marked writes into
+    the frame's new content (`written`, with digests from `write_seed` and a generation
+    counted per memory), as the hypervisor's machine memory does."""
+
+    def __init__(self, nr_frames: int, write_seed: int = 0) -> None:
         self.nr_frames = nr_frames
         self.frames: list[bytes | None] = [None] * nr_frames
+        self.dirty = bytearray(nr_frames)  # 1: written since its content was last made
+        self.write_seed = write_seed  # seed of the digests of writes of unknown data
+        self.write_generation = 0  # writes folded into new contents so far
 
     def touch(self, pfn: int, write: bool) -> float:
+        if write:
+            self.dirty[pfn] = 1
         return 0.0
 
     def touch_many(self, pfns: list[int], write: bool) -> float:
@@ -113,17 +221,33 @@ class BareMetal:
         if len(data) != PAGE_SIZE:
             raise ValueError(f"store: page data must be {PAGE_SIZE} bytes, got {len(data)}")
         self.frames[pfn] = None if data is ZERO_PAGE else data
+        self.dirty[pfn] = 0
         return 0.0
 
     def load(self, pfn: int) -> bytes:
-        data = self.frames[pfn]
+        data = self.frames[pfn] if not self.dirty[pfn] else self._fold(pfn)
         if data is None:
             return ZERO_PAGE
         return data if data.__class__ is bytes else page_bytes(data)
 
+    def copy(self, dst: int, src: int) -> float:
+        data = self.frames[src] if not self.dirty[src] else self._fold(src)
+        return self.store(dst, ZERO_PAGE if data is None else data)
+
+    def _fold(self, pfn: int):
+        """The new content of a written frame (see the class)."""
+        self.dirty[pfn] = 0
+        self.write_generation += 1
+        data = self.frames[pfn]
+        data = self.frames[pfn] = written(
+            ZERO_PAGE if data is None else data,
+            write_digest(self.write_seed, pfn, self.write_generation))
+        return data
+
     def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:
         took = self.frames[pfn] is not None
         self.frames[pfn] = None
+        self.dirty[pfn] = 0
         return int(took)
 
     def reuse(self, pfn: int) -> None:

@@ -15,7 +15,10 @@ chosen by the victim policy until free memory is back at the soft threshold, at 
 `reclaim_rate` pages per second; in low, every allocation of a VM is charged
 `low_state_stall`. Whenever a VM finds no free machine frame it reclaims synchronously
 (`reclaim_batch` frames); if nothing can be reclaimed it stalls (vm.nomem_stalls) and the
-host overdraws (machine.overdraft_allocs), which the report shows.
+host overdraws (machine.overdraft_allocs): a synchronous allocation cannot wait for memory
+another daemon would free later, so the overdraft is counted, its peak and duration are
+in the counters (`overdraft_peak_pages`, `overdraft_time`), and the run's summary, report
+and time series show it (experiments/metrics.py).
 
 `host.sysfs.read("/sys/kernel/mm/ksm/pages_sharing")` reads KSM counters like Linux's
 sysfs; `/sys/kernel/mm/hvsim/<name>` reads host counters (see `Host.counters`).
@@ -188,6 +191,10 @@ class Host:
         cfg = self.config = config
         self.env = env
         self.machine = MachineMemory(cfg.memory // PAGE_SIZE)
+        # what the guests' writes of unknown data store is drawn from the seed
+        self.machine.write_seed = xxhash.xxh64_intdigest(f"{cfg.seed}/host/writes".encode())
+        if env is not None:
+            self.machine.clock = lambda: env.now  # times an overdraft, should one happen
         min_free = cfg.min_free if cfg.min_free is not None else esx_min_free(cfg.memory)
         self.states = MemStates(max(1, min_free // PAGE_SIZE))
         self.sharing = page_sharing(cfg, self.machine) if cfg.sharing else None
@@ -490,6 +497,8 @@ class Host:
             "state": self.states.name,
             "state_transitions": self.states.transitions,
             "overdraft_allocs": m.overdraft_allocs,
+            "overdraft_peak_pages": m.overdraft_peak,
+            "overdraft_time": m.overdraft_seconds(self.env.now if self.env is not None else 0.0),
             "reclaim_calls": self.reclaim_calls,
             "pages_evicted": self.pages_evicted,
             "shared_before_swap": self.shared_before_swap,

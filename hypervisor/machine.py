@@ -11,22 +11,32 @@ A frame is identified by its machine page number (MPN), an index into parallel l
                    frame) or OWNER_FREE otherwise
     csum[mpn]      cached page-sharing checksum of `content`, -1 when not computed. Set
                    by the sharing scanner, cleared whenever the content changes.
+                   WRITTEN (-2): the guest wrote the frame (a write without data, see
+                   guestkernel.physmem) since `content` was made: `content` is stale
+                   until `data(mpn)` folds the write into the new recipe. Whoever needs a
+                   frame's content calls `data(mpn)`, never `content[mpn]` alone (a frame
+                   the guest cannot write, a KSM or zero frame, may be read directly).
 
 The lists grow lazily as frames are first used, up to `nr_frames`; freed frames go to a
 LIFO free list and are reused first. Capacity is finite: `alloc` returns -1 when every
 frame is in use and the host must reclaim. `alloc(..., force=True)` overdraws (the host's
 last resort when nothing can be reclaimed; counted in `overdraft_allocs` and visible as a
-negative `nr_free`).
+negative `nr_free`). A simulated host cannot have more memory than it has, so an
+overdraft is reported, never hidden: its peak (`overdraft_peak`, frames) and, with a
+`clock`, how long machine memory stayed overdrawn (`overdraft_seconds(now)`).
 """
 
 from __future__ import annotations
 
+from guestkernel.physmem import write_digest, written
 from guestkernel.units import PAGE_SIZE
 
 OWNER_FREE = -1
 OWNER_SHARED = -2  # a page-sharing (KSM) frame, mapped read-only by one or more guest frames
 OWNER_ZIP = -3  # a frame of a compression cache, holding compressed slots
 OWNER_ZERO = -4  # the host's shared zero frame (never freed)
+
+WRITTEN = -2  # csum[mpn]: written since its content was made (fold before reading)
 
 
 class MachineMemory:
@@ -47,6 +57,11 @@ class MachineMemory:
         self.frames_freed = 0  # frees, cumulative
         self.overdraft_allocs = 0  # allocations beyond capacity (host could not reclaim)
         self.min_free = nr_frames  # lowest nr_free seen, frames
+        self.clock = None  # callable() -> simulated seconds (the Host's env.now), or None
+        self.overdraft_time = 0.0  # seconds overdrawn, in overdrafts that have ended
+        self._overdrawn_since = -1.0  # when the current overdraft began (-1: none)
+        self.write_seed = 0  # seed of the digests of guest writes (the Host sets it)
+        self.write_folds = 0  # written frames whose new content was made (generations)
 
     @property
     def nr_used(self) -> int:
@@ -58,6 +73,8 @@ class MachineMemory:
             if not force:
                 return -1
             self.overdraft_allocs += 1
+            if self._overdrawn_since < 0 and self.clock is not None:
+                self._overdrawn_since = self.clock()
         self.nr_free -= 1
         if self.nr_free < self.min_free:
             self.min_free = self.nr_free
@@ -88,6 +105,30 @@ class MachineMemory:
         self._free.append(mpn)
         self.nr_free += 1
         self.frames_freed += 1
+        if self._overdrawn_since >= 0 and self.nr_free >= 0:
+            self._end_overdraft()
+
+    @property
+    def overdraft_peak(self) -> int:
+        """Most frames ever in use beyond capacity (0: never overdrawn)."""
+        return -self.min_free if self.min_free < 0 else 0
+
+    def overdraft_seconds(self, now: float) -> float:
+        """Seconds machine memory has been overdrawn up to `now` (needs a `clock`). An
+        overdraft that ended by a bulk free (the compression cache settles nr_free in one
+        step) is closed here, at `now`, at the latest."""
+        if self._overdrawn_since >= 0:
+            if self.nr_free >= 0:
+                self._end_overdraft(now)
+            else:
+                return self.overdraft_time + max(0.0, now - self._overdrawn_since)
+        return self.overdraft_time
+
+    def _end_overdraft(self, now: float | None = None) -> None:
+        if now is None:
+            now = self.clock() if self.clock is not None else self._overdrawn_since
+        self.overdraft_time += max(0.0, now - self._overdrawn_since)
+        self._overdrawn_since = -1.0
 
     def get(self, mpn: int) -> None:
         """One more mapping of the frame."""
@@ -105,6 +146,21 @@ class MachineMemory:
     def set_content(self, mpn: int, data: bytes) -> None:
         self.content[mpn] = data
         self.csum[mpn] = -1
+
+    def data(self, mpn: int):
+        """The frame's content (bytes or a LazyPage), the guest's writes folded in."""
+        if self.csum[mpn] == WRITTEN:
+            return self.fold(mpn)
+        return self.content[mpn]
+
+    def fold(self, mpn: int):
+        """Make the content of a WRITTEN frame: its recipe after a write drawn from the
+        write seed, the frame and the generation (one more per fold). Returns it."""
+        self.write_folds += 1
+        data = self.content[mpn] = written(
+            self.content[mpn], write_digest(self.write_seed, mpn, self.write_folds))
+        self.csum[mpn] = -1
+        return data
 
     def validate(self) -> None:
         """Check the free list, refcounts and nr_free agree; raise AssertionError if not."""

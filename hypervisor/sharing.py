@@ -32,8 +32,16 @@ Checksum: XXH3-64 of the page (seed 0), truncated to 32 bits. Linux uses xxhash(
 on 64-bit); XXH3 is the same family and about twice as fast from Python, and only the
 count of hash collisions can tell them apart. The checksum of a private machine frame is
 cached in `MachineMemory.csum` until its content changes (bytes are immutable and every
-change goes through VM.store), so the simulator hashes a page once per change while the
-simulated scanner is still charged `hash_cost` on every visit.
+change goes through VM.store, or a guest write that marks the frame WRITTEN and whose new
+content the scanner makes before hashing), so the simulator hashes a page once per change
+while the simulated scanner is still charged `hash_cost` on every visit.
+
+Written pages. A guest write without data gives the page new bytes (machine.py, WRITTEN),
+so a page the guest keeps writing has a new checksum at every visit and stays volatile,
+and a merged page the guest writes is copied (cow_ksm) and merges again only once its
+new content has stayed the same over two visits and equals another page's. An
+unstable-tree page that changed after its insertion matches only if its bytes now equal
+the searching page's (its node stays, as in KSM's unstable tree, until the pass ends).
 
 smart_scan (6.x): a page that stayed unmerged for 3+ visits is skipped for 1, 2, 4 or 8
 passes as its age is <= 3, <= 5, <= 8 or more; skipped pages do not use the batch.
@@ -64,7 +72,7 @@ import xxhash
 from guestkernel.physmem import ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
-from .machine import OWNER_SHARED, MachineMemory
+from .machine import OWNER_SHARED, WRITTEN, MachineMemory
 from .p2m import LARGE_PAGE_SHIFT, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_ZERO
 
 RMAP_ITEM_SIZE = 64  # sizeof(struct ksm_rmap_item), bytes (general_profit)
@@ -422,7 +430,8 @@ class PageSharing:
                     csum = mcsum[mpn]
                     if csum < 0:
                         # NOTE: hashed once per content change; see the module docstring.
-                        d = content[mpn]
+                        # A frame the guest wrote gets its new content first (WRITTEN).
+                        d = content[mpn] if csum != WRITTEN else machine.fold(mpn)
                         if d.__class__ is not bytes:
                             d = page_bytes(d)  # a LazyPage: hashed on its real bytes
                         csum = mcsum[mpn] = xxh3(d) & 0xFFFFFFFF
@@ -503,7 +512,12 @@ class PageSharing:
         old = oldsum[lo:hi]
         if old.count(-1) == k:
             # first visits (a VM just booted or loaded): checksum all, all volatile
-            content = self.machine.content
+            machine = self.machine
+            if WRITTEN in (mcsum[m0 : m0 + k] if contiguous else map(mcsum.__getitem__, ms)):
+                for m in ms:  # the guest's writes folded in before hashing
+                    if mcsum[m] == WRITTEN:
+                        machine.fold(m)
+            content = machine.content
             datas = content[m0 : m0 + k] if contiguous else list(map(content.__getitem__, ms))
             try:
                 sums = list(map(_MASK32, map(_xxh3, datas)))
@@ -523,8 +537,8 @@ class PageSharing:
         if -1 in old:
             return False
         sums = mcsum[m0 : m0 + k] if contiguous else list(map(mcsum.__getitem__, ms))
-        if -1 in sums:
-            return False  # some content changed: rehash page by page
+        if min(sums) < 0:
+            return False  # some content changed (-1, or WRITTEN): rehash page by page
         age = kv.age
         smart = self.smart_scan
         keys = sums if not salt else [c | salt for c in sums]
@@ -621,7 +635,7 @@ class PageSharing:
         mcsum = self.machine.csum
         csum = mcsum[mpn]
         if csum < 0:
-            csum = mcsum[mpn] = _xxh3(page_bytes(self.machine.content[mpn])) & 0xFFFFFFFF
+            csum = mcsum[mpn] = _xxh3(page_bytes(self.machine.data(mpn))) & 0xFFFFFFFF
             self.pages_hashed += 1
         self.scan_time += self.hash_cost
         key = csum | kv.salt
@@ -721,6 +735,15 @@ class PageSharing:
             if cp2m.state[cpfn] != P2M_PRIVATE or not ckv.flags[cpfn] & _UNSTABLE:
                 continue  # stale: the page changed hands since it was inserted
             cmpn = cp2m.mpn[cpfn]
+            ccsum = machine.csum[cmpn]
+            if ccsum < 0:
+                # The tree page changed since it was inserted (the guest wrote it). Its
+                # node stays in the tree; it matches only if its bytes now equal these.
+                ccsum = machine.csum[cmpn] = _xxh3(page_bytes(machine.data(cmpn))) & 0xFFFFFFFF
+                self.pages_hashed += 1
+                if ccsum | ckv.salt != key:
+                    keep.append(item)
+                    continue
             cdata = machine.content[cmpn]
             compares += 1
             if cdata is not data and cdata != data:

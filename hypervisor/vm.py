@@ -8,6 +8,9 @@ what it cost the guest in simulated seconds:
                         shared/zero -(write)-> private cow_ksm/cow_zero cow_cost
                         compressed -> private         zswpin            decompress_cost
                         swapped -> private            pswpin            device read time
+                        a write also changes the page's bytes: the frame is marked
+                        WRITTEN (machine.py) and its new content is made when read
+                        (guestkernel.physmem.written); a `store` after it replaces it
     store(pfn, data)    a whole-page write: backs the frame with `data`; no copy on a
                         shared frame, no decompression; on a swapped frame the host reads
                         the page back first (VSwapper's false/stale swap reads) unless
@@ -45,7 +48,7 @@ from itertools import compress as select
 from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
-from .machine import MachineMemory
+from .machine import WRITTEN, MachineMemory
 from .memimage import ImageError, open_image
 from .p2m import (
     LARGE_PAGE_SHIFT,
@@ -100,6 +103,7 @@ class VM:
         if nr_pages < 1:
             raise ValueError(f"VM {name}: needs at least one page, got {nr_pages}")
         self.machine = machine
+        self._mcsum = machine.csum  # (the list object: a write marks its frame WRITTEN)
         self.name = name
         self.vmid = vmid  # owner id of its private machine frames
         self.nr_frames = nr_pages  # PhysicalMemory contract: guest frames
@@ -178,27 +182,34 @@ class VM:
         if s == P2M_PRIVATE:
             if write:
                 p2m.disk_clean[pfn] = 0
+                self._mcsum[p2m.mpn[pfn]] = WRITTEN
             return 0.0
         if s == P2M_SHARED and not write:
             return 0.0
         cost = self._touch_slow(pfn, write, s)
+        if write:
+            self._mcsum[p2m.mpn[pfn]] = WRITTEN
         self.stall_time += cost
         return cost
 
     def touch_many(self, pfns: list[int], write: bool) -> float:
         """touch() of each frame in order. NOTE: touch() inlined for the frames whose touch
-        changes nothing but the accessed and disk-clean bits: private ones, and shared or
-        zero-mapped ones for a read (a plain loop: faster than map() over bound methods)."""
+        changes nothing but the accessed and disk-clean bits and, for a write, the
+        frame's WRITTEN mark: private ones, and shared or zero-mapped ones for a read (a
+        plain loop: faster than map() over bound methods)."""
         p2m = self.p2m
         state = p2m.state
         accessed = p2m.accessed
         cost = 0.0
         if write:
             clean = p2m.disk_clean
+            mpns = p2m.mpn
+            mcsum = self._mcsum
             for pfn in pfns:
                 if state[pfn] == P2M_PRIVATE:
                     accessed[pfn] = 1
                     clean[pfn] = 0
+                    mcsum[mpns[pfn]] = WRITTEN
                 else:
                     cost += self.touch(pfn, True)
         else:
@@ -226,18 +237,26 @@ class VM:
         return cost
 
     def load(self, pfn: int) -> bytes:
+        data = self._data(pfn)
+        # the guest reads bytes: a LazyPage is made into its bytes (not kept)
+        return data if data.__class__ is bytes else page_bytes(data)
+
+    def copy(self, dst: int, src: int) -> float:
+        """A whole-page copy in the guest: store(dst) of src's content as it is held (a
+        recipe stays a recipe)."""
+        return self.store(dst, self._data(src))
+
+    def _data(self, pfn: int):
+        """The frame's content as held (bytes or a LazyPage), the guest's writes in."""
         p2m = self.p2m
         s = p2m.state[pfn]
         if s == P2M_PRIVATE or s == P2M_SHARED:
-            data = self.machine.content[p2m.mpn[pfn]]
-        elif s == P2M_COMPRESSED:
-            data = self.zcache.peek(p2m.mpn[pfn])
-        elif s == P2M_SWAPPED:
-            data = self.swap.peek(p2m.mpn[pfn])
-        else:
-            return ZERO_PAGE
-        # the guest reads bytes: a LazyPage is made into its bytes (not kept)
-        return data if data.__class__ is bytes else page_bytes(data)
+            return self.machine.data(p2m.mpn[pfn])
+        if s == P2M_COMPRESSED:
+            return self.zcache.peek(p2m.mpn[pfn])
+        if s == P2M_SWAPPED:
+            return self.swap.peek(p2m.mpn[pfn])
+        return ZERO_PAGE
 
     def guest_panicked(self, reason: str) -> int:
         """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,
@@ -263,6 +282,7 @@ class VM:
         self.touch_many = self._dead_touch_many
         self.store = self._dead_store
         self.load = self._dead_load
+        self.copy = self._dead_copy
         self.release = self._dead_release
         self.reuse = self._dead_reuse
         self.discard_range = self._dead_discard_range
@@ -283,6 +303,10 @@ class VM:
     @staticmethod
     def _dead_load(pfn: int) -> bytes:
         return ZERO_PAGE
+
+    @staticmethod
+    def _dead_copy(dst: int, src: int) -> float:
+        return 0.0
 
     @staticmethod
     def _dead_release(pfn: int, kind: int = RELEASE_BALLOON) -> int:
@@ -567,7 +591,7 @@ class VM:
         if p2m.state[pfn] != P2M_PRIVATE:
             raise ValueError(f"evict: pfn {pfn:#x} of {self.name} is not a private frame")
         mpn = p2m.mpn[pfn]
-        data = self.machine.content[mpn]
+        data = self.machine.data(mpn)
         zcache = self.zcache
         cost = 0.0
         if compress and zcache is not None:
@@ -686,6 +710,13 @@ class VM:
             bad = next(pfn for pfn in pfns if state[pfn] != P2M_PRIVATE)
             raise ValueError(f"evict: pfn {bad:#x} of {self.name} is not a private frame")
         zcache = self.zcache if compress else None
+        if zcache is not None:
+            # the cache compresses what the frames hold: the guest's writes folded in first
+            machine = self.machine
+            mcsum = machine.csum
+            for m in map(mpns.__getitem__, pfns):
+                if mcsum[m] == WRITTEN:
+                    machine.fold(m)
         swapped = [0, 0.0]  # pages, seconds
         full = [zcache.full if zcache is not None else 0]
 

@@ -12,7 +12,8 @@ Guests see the brk/mmap/munmap traffic a real C library produces:
 - When the free top chunk exceeds M_TRIM_THRESHOLD (128 KiB, dynamic as above), free()
   trims it with a negative sbrk, keeping M_TOP_PAD.
 - Chunks are 16-byte aligned; the user pointer is chunk + 16 (prev_size, size), a chunk
-  spans request + 8 rounded up to 16 bytes (at least 32). Writing a header touches its page, as in glibc.
+  spans request + 8 rounded up to 16 bytes (at least 32). Writing a header touches its
+  page, as in glibc, and changes its bytes (a write of unknown data: new size fields).
 
 The allocator only places memory; the workload touches what it uses through the task. It
 talks to the kernel only through the task's system calls, so a fork()ed child continues

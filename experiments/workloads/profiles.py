@@ -8,6 +8,38 @@ it falls, and that relative throughput is the cost of overcommit.
 The parameters, units and defaults are those of experiments/config.py. Every profile
 also takes `input` (the data set, which decides what data VMs have in common) and
 `page_cache` (OS files read at boot): see `Profile`.
+
+What the profiles' writes write
+-------------------------------
+A write the workload does not spell out (`proc.touch(..., True)` with no data: a request
+updating a worker's buffers, a row update, a GC compaction, a daemon waking up) stores new
+data: the page gets a new recipe of its data profile (content.AppPage.written; bytes with
+no recipe get one 16-byte value changed, guestkernel.physmem.WrittenPage), so its
+checksum changes and its compressibility stays the profile's. A write that stores the
+same bytes again is a store of explicit data equal to what the page holds. Per profile:
+
+    profile    writes                                         same bytes  source
+    idle       daemon wake-ups (30 %): timers, counters           0       -
+    webserver  each request: the worker's heap (buffers,          0       -
+               session objects); the master's heap is read
+    database   row updates (write_fraction of accesses)           0       PostgreSQL stamps every
+               and checkpoint writes to the table file                    page it changes with the
+                                                                          WAL position (PageSetLSN:
+                                                                          pd_lsn, storage/bufpage.h)
+    compile    each compiler process's fresh heap: explicit       -       -
+               data, then reads
+    jvm        pre-touch: zeros over zeroed pages (explicit:      pre-    -
+               the same bytes); allocation: new objects          touch
+               (explicit data); GC: compaction moves the live
+               set (new data)
+    memhog     memset(0xff) of each block (explicit data: the     all     numactl memhog.c, hog()
+               same 0xff page every time it is repeated)
+
+"same bytes": the fraction of the profile's writes without data that store what the page
+held (content.DataProfile.rewrite, 0 for every shipped profile). Store-level studies find
+many silent stores (Lepak and Lipasti, "On the value locality of store instructions",
+ISCA 2000), but a page keeps its bytes only if every store of a burst to it is silent; we
+know of no page-level figure, so the shipped profiles store new data on every such write.
 """
 
 from __future__ import annotations

@@ -109,3 +109,159 @@ def test_a_lazily_held_page_costs_its_recipe_until_something_reads_it():
     assert Recipe.made == 0  # stores and touches never need the bytes
     vm.load(1)
     assert Recipe.made == 1
+
+
+# -- writes of unknown data (issue 12, section 1) ------------------------------------------
+
+
+def _diff(a: bytes, b: bytes) -> list[int]:
+    return [i for i in range(len(a)) if a[i] != b[i]]
+
+
+def test_a_write_gives_the_frame_new_content_made_only_when_read():
+    """touch(pfn, True) with no store marks the frame WRITTEN: nothing is made then; the
+    next read folds the write into a new recipe (guestkernel.physmem.written), the same
+    for the same seed, frame and generation, different for another seed."""
+    from hypervisor.machine import WRITTEN
+
+    def run(seed: int):
+        m = MachineMemory(8)
+        m.write_seed = seed
+        vm = VM(m, "vm", 4)
+        vm.store(0, Recipe("plain", 3))
+        Recipe.made = 0
+        for _ in range(5):
+            assert vm.touch(0, True) == 0.0
+        vm.touch_many([0], True)
+        mpn = vm.p2m.mpn[0]
+        assert m.csum[mpn] == WRITTEN and Recipe.made == 0  # marked, nothing made
+        assert isinstance(m.content[mpn], Recipe)
+        data = vm.load(0)  # the guest reads it: the writes are folded once
+        assert m.write_folds == 1 and m.csum[mpn] == -1
+        assert vm.load(0) == data and m.write_folds == 1  # no write since: same bytes
+        return data
+
+    old = page(3)
+    a = run(1)
+    diff = _diff(a, old)
+    # bytes with no profile: one 16-byte aligned value changed, the rest kept
+    assert len(diff) > 0 and diff[0] // 16 == diff[-1] // 16
+    assert run(1) == a  # deterministic from the seed
+    assert run(2) != a
+
+
+def test_a_store_after_the_write_replaces_it_and_each_read_after_a_write_is_new():
+    m = MachineMemory(8)
+    vm = VM(m, "vm", 4)
+    vm.store(0, page(1))
+    vm.touch(0, True)
+    vm.store(0, page(2))  # a whole-page store: its bytes, the write's mark dropped
+    assert vm.load(0) == page(2) and m.write_folds == 0
+    seen = {vm.load(0)}
+    for _ in range(20):  # every generation is new content
+        vm.touch(0, True)
+        seen.add(vm.load(0))
+    assert len(seen) == 21 and m.write_folds == 20
+    # a flat recipe however often it was written: one WrittenPage over the stored bytes
+    from guestkernel.physmem import WrittenPage
+
+    data = m.content[vm.p2m.mpn[0]]
+    assert type(data) is WrittenPage and data.base == page(2)
+
+
+def test_writes_to_unbacked_shared_compressed_and_swapped_frames_change_the_bytes():
+    """Whatever backs the frame, a write's copy or swap-in holds the old bytes and then
+    takes the write: a new content for the frame, the other mappings untouched."""
+    m = MachineMemory(16)
+    ksm = PageSharing(m, smart_scan=False)
+    vm = VM(m, "vm", 6)
+    vm.zcache = CompressionCache(m, max_frames=4)
+    vm.swap = HostSwap(64)
+    for pfn in range(5):
+        vm.store(pfn, page(7) if pfn < 2 else half_compressible_page(pfn))
+    ksm.add_vm(vm)
+    ksm.full_pass()
+    ksm.full_pass()
+    assert vm.p2m.state[0] == vm.p2m.state[1] == P2M_SHARED
+    vm.evict(2)
+    vm.evict(3, compress=False)
+    assert vm.p2m.state[2] == P2M_COMPRESSED and vm.p2m.state[3] == P2M_SWAPPED
+    for pfn in (0, 2, 3, 5):
+        vm.touch(pfn, True)
+        assert vm.p2m.state[pfn] == P2M_PRIVATE
+    assert vm.load(1) == page(7)  # the KSM frame keeps its bytes
+    assert vm.load(0) != page(7)
+    assert vm.load(2) != half_compressible_page(2) and vm.load(3) != half_compressible_page(3)
+    assert vm.load(5) != bytes(4096)  # a fresh page written: no longer all zeros
+    assert vm.load(4) == half_compressible_page(4)  # not written: unchanged
+    m.validate()
+    ksm.validate()
+
+
+def test_an_evicted_written_frame_is_compressed_and_swapped_with_its_new_bytes():
+    m = MachineMemory(16)
+    vm = VM(m, "vm", 4)
+    vm.zcache = CompressionCache(m, max_frames=4)
+    vm.swap = HostSwap(16)
+    for pfn in range(4):
+        vm.store(pfn, half_compressible_page(pfn))
+        vm.touch(pfn, True)
+    expect = []
+    for pfn in range(4):  # what the frames hold now, read on a twin memory
+        m2 = MachineMemory(16)
+        twin = VM(m2, "vm", 4)
+        for p in range(4):
+            twin.store(p, half_compressible_page(p))
+            twin.touch(p, True)
+        for p in range(pfn):
+            twin.load(p)  # the same fold order: the same generations
+        expect.append(twin.load(pfn))
+    assert vm.evict_many([0, 1])[0] == 2  # folded before the cache compresses them
+    vm.evict(2)
+    vm.evict(3, compress=False)
+    assert [vm.load(p) for p in range(4)] == expect
+
+
+def test_bare_metal_writes_change_the_bytes_as_the_hypervisor_does():
+    """BareMetal (a guest without a hypervisor) folds a write into new content the same
+    way: new bytes at the next read, none after a store, deterministic per seed."""
+    from guestkernel.physmem import ZERO_PAGE, BareMetal
+
+    def run(seed):
+        bm = BareMetal(4, write_seed=seed)
+        bm.store(1, page(1))
+        bm.touch(1, True)
+        bm.touch_many([2], True)  # a fresh frame written: no longer zeros
+        bm.touch(3, False)
+        return bm, [bm.load(p) for p in range(4)]
+
+    bm, got = run(5)
+    assert got[0] is ZERO_PAGE and got[3] is ZERO_PAGE
+    assert got[1] != page(1) and len(_diff(got[1], page(1))) <= 16
+    assert got[2] != ZERO_PAGE and got[2].count(0) >= 4096 - 16
+    assert run(5)[1] == got and run(6)[1] != got
+    bm.touch(1, True)
+    bm.store(1, page(9))
+    assert bm.load(1) == page(9) and bm.write_generation == 2
+
+
+def test_a_guest_copy_passes_the_recipe_on_without_making_the_bytes():
+    """copy(dst, src) (the guest's copy_user_highpage on a CoW break) stores src's
+    content as held: a recipe is not made into bytes, and a written frame's new content
+    is copied, equal in both frames."""
+    from guestkernel.physmem import BareMetal
+
+    m = MachineMemory(8)
+    vm = VM(m, "vm", 4)
+    vm.store(0, Recipe("plain", 4))
+    Recipe.made = 0
+    vm.copy(1, 0)
+    assert Recipe.made == 0 and m.content[vm.p2m.mpn[1]] is m.content[vm.p2m.mpn[0]]
+    vm.touch(0, True)
+    vm.copy(2, 0)
+    assert vm.load(2) == vm.load(0) != page(4) and vm.load(1) == page(4)
+    bm = BareMetal(4)
+    bm.store(0, Recipe("plain", 5))
+    bm.touch(0, True)
+    bm.copy(1, 0)
+    assert bm.frames[1] is bm.frames[0] and bm.load(1) == bm.load(0) != page(5)

@@ -67,7 +67,12 @@ def test_write_to_a_shared_page_copies_it():
     cost = a.touch(0, True)
     assert cost == a.cow_cost
     assert a.p2m.state[0] == P2M_PRIVATE and a.p2m.mpn[0] != shared
-    assert a.load(0) == page(1) and b.p2m.mpn[0] == shared
+    # the copy then takes the write: page(1) with one 16-byte value changed (a write of
+    # unknown data to bytes with no recipe, guestkernel.physmem.WrittenPage)
+    new = a.load(0)
+    diff = [i for i in range(PAGE_SIZE) if new[i] != page(1)[i]]
+    assert diff and diff[0] // 16 == diff[-1] // 16 and b.p2m.mpn[0] == shared
+    assert b.load(0) == page(1)
     assert a.cow_ksm == 1 and ksm.cow_ksm == 1
     # the KSM page keeps its last mapping: still one stable page, nothing sharing
     assert (ksm.pages_shared, ksm.pages_sharing) == (1, 0)
@@ -145,7 +150,9 @@ def test_use_zero_pages_maps_zero_pages_to_the_zero_page():
     assert ksm.rmap_items == 1
     assert ksm.general_profit == 3 * PAGE_SIZE - 1 * RMAP_ITEM_SIZE
     vm.touch(2, True)
-    assert ksm.ksm_zero_pages == 2 and vm.cow_zero == 1 and vm.load(2) == ZERO_PAGE
+    written = vm.load(2)  # the zero page's copy, written: no longer all zeros
+    assert ksm.ksm_zero_pages == 2 and vm.cow_zero == 1 and written != ZERO_PAGE
+    assert written.count(0) >= PAGE_SIZE - 16
     ksm.validate()
 
 
@@ -274,13 +281,25 @@ def test_counters_stay_exact_under_random_guest_activity(ops, zero, limit):
             v.p2m.validate()
 
 
+def _held(m, vm, pfn):
+    """What a frame holds, without folding a pending write (which would make its new
+    content here rather than where the scanner makes it): (written?, bytes held)."""
+    from guestkernel.physmem import page_bytes
+    from hypervisor.machine import WRITTEN
+
+    if vm.p2m.state[pfn] in (P2M_PRIVATE, P2M_SHARED):
+        mpn = vm.p2m.mpn[pfn]
+        return m.csum[mpn] == WRITTEN, page_bytes(m.content[mpn])
+    return False, vm.load(pfn)
+
+
 def _snapshot(m, ksm, vms):
     state = {k: v for k, v in ksm.counters().items() if k not in ("scan_time", "pages_hashed")}
     for vm in vms:
         kv = vm._ksm
         state[vm.name] = (
             bytes(vm.p2m.state), list(kv.oldsum), bytes(kv.flags), bytes(kv.age),
-            bytes(kv.skips), [vm.load(p) for p in range(vm.nr_pages)],
+            bytes(kv.skips), [_held(m, vm, p) for p in range(vm.nr_pages)],
         )
     state["unstable"] = dict(ksm._unstable)
     return state
@@ -290,7 +309,8 @@ def _snapshot(m, ksm, vms):
 @given(
     st.lists(st.integers(0, 60), min_size=8, max_size=24),
     st.lists(
-        st.tuples(st.sampled_from(["store", "release", "scan", "pass"]), st.integers(0, 47), st.integers(0, 60)),
+        st.tuples(st.sampled_from(["store", "write", "release", "scan", "pass"]), st.integers(0, 47),
+                  st.integers(0, 60)),
         max_size=40,
     ),
     st.booleans(),
@@ -331,6 +351,8 @@ def test_fast_paths_have_exactly_the_per_page_outcome(
             pfn %= vm.nr_pages
             if op == "store":
                 vm.store(pfn, contents[c])
+            elif op == "write":  # new content, made where the scanner (or a CoW) reads it
+                vm.touch(pfn, True)
             elif op == "release":
                 vm.release(pfn)
             elif op == "scan":
@@ -338,6 +360,7 @@ def test_fast_paths_have_exactly_the_per_page_outcome(
             else:
                 ksm.full_pass()
             snaps.append(_snapshot(m, ksm, vms))
+        snaps.append(m.write_folds)
         for _ in range(4):
             ksm.full_pass()
             snaps.append(_snapshot(m, ksm, vms))
@@ -398,14 +421,16 @@ def test_stable_node_dup_takes_the_first_dup_with_room_and_the_fullest_when_prun
         assert ksm.try_stable_merge(vm, pfn)
         return vm.p2m.mpn[pfn]
 
-    vm.touch(4, True)
-    vm.touch(5, True)  # CoW breaks: b has 2 sharers left
+    # sharing is broken by whole-page writes of the same bytes, so that the pages can
+    # merge again at once
+    vm.store(4, page(0))
+    vm.store(5, page(0))  # b has 2 sharers left
     assert chain.dups == [a, b, c] and rcs() == [4, 2, 4]
     assert merge(4, 1.0) == b  # the first with room; 3 < 4: to the head
     assert chain.dups == [b, a, c] and rcs() == [3, 4, 4]
     for pfn in (8, 9, 10):
-        vm.touch(pfn, True)  # a keeps 1
-    vm.touch(0, True)  # c keeps 3
+        vm.store(pfn, page(0))  # a keeps 1
+    vm.store(0, page(0))  # c keeps 3
     assert rcs() == [3, 1, 3]
     assert merge(8, 1.5) == b  # the first with room (the head), now full
     assert chain.dups == [b, a, c] and rcs() == [4, 1, 3]
@@ -413,4 +438,114 @@ def test_stable_node_dup_takes_the_first_dup_with_room_and_the_fullest_when_prun
     assert chain.dups == [b, a, c] and rcs() == [4, 1, 4]  # full: stays where it is
     assert merge(0, 3.0) == a  # within 2 s of that walk: the first with room
     assert chain.dups == [a, b, c] and rcs() == [2, 4, 4]
+    ksm.validate()
+
+
+# -- pages the guests write (issue 12, section 1) ------------------------------------------
+
+
+def _two_guests_with_the_same_profile_data(n: int, smart_scan: bool = True):
+    """A host with two guests whose processes hold the same n pages of profile data
+    (one input, no ASLR: byte-identical in both), merged by KSM. Returns the host, the
+    tasks and the address of their data."""
+    from experiments.content import ContentSource, DataProfile
+    from guestkernel.config import KernelConfig
+    from hypervisor.host import Host, HostConfig
+
+    # structured pages only (no zero or same-filled ones, which would all merge into one)
+    profile = DataProfile("rows", "test: row records, all structured", corpus="database",
+                          random_mean=0.1)
+    host = Host(HostConfig(memory="256MiB", compression=False, ballooning=False,
+                           smart_scan=smart_scan))
+    tasks = []
+    for name in ("a", "b"):
+        src = ContentSource(7, name, input="shared", randomize_va_space=0)
+        vm = host.create_vm(name, KernelConfig(memory="64MiB"))
+        t = vm.kernel.spawn("db")
+        addr = t.mmap(0, n * PAGE_SIZE, 3, 0x22, -1, 0)  # PROT_READ|WRITE, PRIVATE|ANONYMOUS
+        t.access_range(addr, n * PAGE_SIZE, True,
+                       [src.app_page(profile, f"row/{i}", 0, True) for i in range(n)])
+        tasks.append(t)
+    return host, tasks, addr
+
+
+def _ksm(host, name):
+    return int(host.sysfs.read(f"/sys/kernel/mm/ksm/{name}"))
+
+
+def test_merged_pages_written_by_a_profile_do_not_merge_again_while_their_content_differs():
+    """mm/ksm.c, cmp_and_merge_page: a page whose checksum (calc_checksum) differs from
+    the one stored at the last visit is volatile and not inserted in the unstable tree; a
+    merged page the guest writes is copied (cow_ksm) and then holds new data. So 2048
+    merged pages that a workload writes leave pages_sharing, are volatile for one pass,
+    unshared (in the unstable tree, with no twin) once they have stayed the same over two
+    visits, and never merge again while their bytes differ from every other page's;
+    pages written again between visits stay volatile. (The old model copied the page and
+    merged it straight back: same bytes.)"""
+    n = 2048
+    host, (ta, tb), addr = _two_guests_with_the_same_profile_data(n)
+    ksm = host.sharing
+    ksm.full_pass()
+    ksm.full_pass()
+    sharing0 = _ksm(host, "pages_sharing")
+    assert sharing0 >= n  # each row page of a maps b's (and the guests' own zero pages)
+    volatile0 = _ksm(host, "pages_volatile")
+    unshared0 = _ksm(host, "pages_unshared")
+    ta.access_range(addr, n * PAGE_SIZE, True)  # the workload updates every row page
+    vm_a = host.vm("a")
+    assert vm_a.cow_ksm == n
+    assert _ksm(host, "pages_sharing") == sharing0 - n
+    ksm.full_pass()  # first visit since the write: new checksum, volatile
+    assert _ksm(host, "pages_volatile") == volatile0 + n
+    assert _ksm(host, "pages_sharing") == sharing0 - n
+    ksm.full_pass()  # unchanged over two visits: into the unstable tree, no twin
+    assert _ksm(host, "pages_unshared") == unshared0 + n
+    assert _ksm(host, "pages_volatile") == volatile0
+    for _ in range(3):  # written again before every visit: volatile, never merged
+        ta.access_range(addr, n * PAGE_SIZE, True)
+        ksm.full_pass()
+        assert _ksm(host, "pages_sharing") == sharing0 - n
+    assert _ksm(host, "pages_volatile") >= volatile0 + n - _ksm(host, "pages_skipped")
+    ksm.validate()
+    host.validate()
+
+
+def test_a_written_page_merges_again_when_its_content_equals_another_page():
+    """stable_tree_search comes first in cmp_and_merge_page: a page whose new content
+    equals a KSM page's merges at its next visit. (smart_scan off: no visit skipped.)"""
+    n = 64
+    host, (ta, tb), addr = _two_guests_with_the_same_profile_data(n, smart_scan=False)
+    ksm = host.sharing
+    ksm.full_pass()
+    ksm.full_pass()
+    sharing0 = _ksm(host, "pages_sharing")
+    ta.access_range(addr, n * PAGE_SIZE, True)  # new data: sharing broken
+    ksm.full_pass()
+    ksm.full_pass()
+    assert _ksm(host, "pages_sharing") == sharing0 - n
+    # a's process writes back what b holds (explicit bytes): equal to the KSM pages again
+    vm_b = host.vm("b")
+    pages = [vm_b.load(tb.mm.pgtable.ptes[(addr >> 12) + i] >> 12) for i in range(n)]
+    ta.access_range(addr, n * PAGE_SIZE, True, pages)
+    ksm.full_pass()
+    assert _ksm(host, "pages_sharing") == sharing0
+    ksm.validate()
+
+
+def test_an_unstable_tree_page_written_after_its_insertion_matches_only_its_new_bytes():
+    """unstable_tree_search_insert compares the tree pages' bytes as they are now
+    (memcmp): a tree page the guest wrote after its insertion no longer matches the
+    content it was inserted with (and that is no hash collision)."""
+    m, ksm, (a, b) = setup([[page(1)], [page(1)]], smart_scan=False)
+    ksm.full_pass()  # both new: volatile
+    ksm.scan(1)  # a unchanged over two visits: into the unstable tree
+    assert ksm.pages_unshared == 1
+    a.touch(0, True)  # a writes it: new bytes, still a node of this pass's tree
+    ksm.scan(1)  # b, unchanged: finds a's node, whose page no longer holds page(1)
+    assert ksm.pages_sharing == 0 and ksm.pages_shared == 0 and ksm.hash_collisions == 0
+    assert ksm.pages_unshared == 2
+    ksm.validate()
+    ksm.full_pass()  # (ends the pass both were visited in)
+    ksm.full_pass()  # a's new checksum: volatile; b alone in the tree
+    assert ksm.pages_sharing == 0 and ksm.pages_unshared == 1 and ksm.pages_volatile == 1
     ksm.validate()

@@ -47,7 +47,7 @@ def test_release_frees_the_frame_and_a_later_touch_refaults():
     assert vm.load(0) is ZERO_PAGE
     vm.release(0)  # releasing again changes nothing
     assert vm.released == 1
-    assert vm.touch(0, True) == FAULT_COST
+    assert vm.touch(0, False) == FAULT_COST
     assert vm.balloon_refault == 1 and vm.first_touch == 1 and vm.load(0) is ZERO_PAGE
     vm.release(3)  # a never-touched frame can be released too
     assert vm.p2m.nr[P2M_NONE] == 2 and vm.p2m.nr[P2M_BALLOONED] == 1
@@ -232,6 +232,10 @@ def test_touch_many_mixed_states_is_touch_frame_by_frame(kinds, order, write, sp
     cost = a.touch_many(pfns, write)
     assert cost == sum(b.touch(pfn, write) for pfn in pfns)
     assert snapshot(m1, a) == snapshot(m2, b)
+    # the same frames marked written, and the same bytes once the writes are folded in
+    assert m1.csum == m2.csum
+    assert [a.load(pfn) for pfn in range(n)] == [b.load(pfn) for pfn in range(n)]
+    assert m1.write_folds == m2.write_folds and (m1.write_folds > 0) == write
 
 
 def test_release_credits_the_holder_and_reuse_takes_the_credit_away():
