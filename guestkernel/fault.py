@@ -235,12 +235,14 @@ def copy_to_user(task, addr: int, data) -> int:
             if pfn < 0:
                 break
             ptes = task.mm.pgtable.ptes
-        task.cost += phys.touch(pfn, True)
+        # the page's bytes with the chunk spliced in, read before the write's touch (the
+        # store writes exactly these: no other byte of the page changes)
         if chunk == PAGE_SIZE:
             page = bytes(mv[done:done + chunk])
         else:
             old = phys.load(pfn)
             page = b"".join((old[:off], mv[done:done + chunk], old[off + chunk:]))
+        task.cost += phys.touch(pfn, True)
         task.cost += phys.store(pfn, page)
         done += chunk
     return done

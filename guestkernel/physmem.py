@@ -108,16 +108,17 @@ class WrittenPage(LazyPage):
     __slots__ = ("base", "digest", "offset", "length", "src")
 
     def __init__(self, base, digest: int, offset: int = -1, length: int = 0, src=None) -> None:
-        if offset < 0:
-            offset = ((digest >> 20) % (PAGE_SIZE // WORD_WRITE)) * WORD_WRITE
-            length = WORD_WRITE
-        if not (0 <= offset and 0 < length and offset + length <= PAGE_SIZE):
-            raise ValueError(f"written: range {offset}+{length} is not inside a page")
         self.base = base
         self.digest = digest & _MASK64
+        self.src = src
+        if offset < 0:
+            self.offset = ((digest >> 20) & (PAGE_SIZE // WORD_WRITE - 1)) * WORD_WRITE
+            self.length = WORD_WRITE
+            return
+        if not (0 < length and offset + length <= PAGE_SIZE):
+            raise ValueError(f"written: range {offset}+{length} is not inside a page")
         self.offset = offset
         self.length = length
-        self.src = src
 
     def materialize(self) -> bytes:
         base = page_bytes(self.base)
@@ -218,7 +219,7 @@ class BareMetal:
         return touch_each(self.touch, pfns, write)
 
     def store(self, pfn: int, data: bytes, from_disk: bool = False) -> float:
-        if len(data) != PAGE_SIZE:
+        if not isinstance(data, LazyPage) and len(data) != PAGE_SIZE:  # (a recipe is a page)
             raise ValueError(f"store: page data must be {PAGE_SIZE} bytes, got {len(data)}")
         self.frames[pfn] = None if data is ZERO_PAGE else data
         self.dirty[pfn] = 0
@@ -239,9 +240,9 @@ class BareMetal:
         self.dirty[pfn] = 0
         self.write_generation += 1
         data = self.frames[pfn]
-        data = self.frames[pfn] = written(
-            ZERO_PAGE if data is None else data,
-            write_digest(self.write_seed, pfn, self.write_generation))
+        d = write_digest(self.write_seed, pfn, self.write_generation)
+        # (a fresh page written: the zero page's WrittenPage, without the dispatch)
+        data = self.frames[pfn] = WrittenPage(ZERO_PAGE, d) if data is None else written(data, d)
         return data
 
     def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:

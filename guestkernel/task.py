@@ -388,16 +388,19 @@ class Task:
                     if pte & bits != bits:
                         ptes[vpn] = pte | bits
                     pfn = pte >> PAGE_SHIFT
+                    new = data
+                    if write and data is not None and (len(data) != PAGE_SIZE
+                                                       or addr & (PAGE_SIZE - 1)):
+                        # the page's bytes with `data` spliced in, read before the write's
+                        # touch (the store writes exactly these: no other byte changes)
+                        off = addr & (PAGE_SIZE - 1)
+                        if off + len(data) > PAGE_SIZE:
+                            raise ValueError("access: data crosses a page boundary")
+                        old = phys.load(pfn)
+                        new = old[:off] + bytes(data) + old[off + len(data):]
                     cost += phys.touch(pfn, write)
                     if write and data is not None:
-                        if len(data) == PAGE_SIZE and not addr & (PAGE_SIZE - 1):
-                            cost += phys.store(pfn, data)
-                        else:
-                            off = addr & (PAGE_SIZE - 1)
-                            if off + len(data) > PAGE_SIZE:
-                                raise ValueError("access: data crosses a page boundary")
-                            old = phys.load(pfn)
-                            cost += phys.store(pfn, old[:off] + bytes(data) + old[off + len(data):])
+                        cost += phys.store(pfn, new)
                     break
                 if do_page_fault(self, addr, write, True, execute) != FAULT_OK:
                     break

@@ -13,7 +13,8 @@ A frame is identified by its machine page number (MPN), an index into parallel l
                    by the sharing scanner, cleared whenever the content changes.
                    WRITTEN (-2): the guest wrote the frame (a write without data, see
                    guestkernel.physmem) since `content` was made: `content` is stale
-                   until `data(mpn)` folds the write into the new recipe. Whoever needs a
+                   until `data(mpn)` folds the write into the new recipe. FOLDED (-3):
+                   not computed, content unchanged since the sharing scanner folded it. Whoever needs a
                    frame's content calls `data(mpn)`, never `content[mpn]` alone (a frame
                    the guest cannot write, a KSM or zero frame, may be read directly).
 
@@ -37,6 +38,7 @@ OWNER_ZIP = -3  # a frame of a compression cache, holding compressed slots
 OWNER_ZERO = -4  # the host's shared zero frame (never freed)
 
 WRITTEN = -2  # csum[mpn]: written since its content was made (fold before reading)
+FOLDED = -3  # csum[mpn]: content made by the scanner's fold, not hashed, unchanged since
 
 
 class MachineMemory:

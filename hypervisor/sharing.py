@@ -42,6 +42,13 @@ and a merged page the guest writes is copied (cow_ksm) and merges again only onc
 new content has stayed the same over two visits and equals another page's. An
 unstable-tree page that changed after its insertion matches only if its bytes now equal
 the searching page's (its node stays, as in KSM's unstable tree, until the pass ends).
+NOTE: a page with an rmap item whose frame was written since its last visit holds new
+bytes (a fresh draw from a 64-bit digest: equal to no stable page but by a collision), so
+it is volatile without being hashed (oldchecksum UNHASHED, machine checksum FOLDED); it is
+hashed at the first visit that finds it unchanged, which then compares equal, as the
+checksum Linux stored at the previous visit would. A page that keeps being written is
+thus never made into bytes by the scanner. (A frame refaulted in between, e.g. after host
+swap, counts as changed: one visit later than Linux.)
 
 smart_scan (6.x): a page that stayed unmerged for 3+ visits is skipped for 1, 2, 4 or 8
 passes as its age is <= 3, <= 5, <= 8 or more; skipped pages do not use the batch.
@@ -72,10 +79,15 @@ import xxhash
 from guestkernel.physmem import ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
-from .machine import OWNER_SHARED, WRITTEN, MachineMemory
+from .machine import FOLDED, OWNER_SHARED, WRITTEN, MachineMemory
 from .p2m import LARGE_PAGE_SHIFT, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_ZERO
 
 RMAP_ITEM_SIZE = 64  # sizeof(struct ksm_rmap_item), bytes (general_profit)
+
+# oldchecksum of an item whose page had new bytes at its last visit, not hashed then
+# (above any 32-bit checksum): it is unchanged at the next visit if the frame was not
+# written nor stored since (its machine checksum then FOLDED, or hashed by another)
+UNHASHED = 1 << 32
 
 _UNSTABLE = 1  # rmap item is counted in pages_unshared
 _STABLE = 2  # rmap item maps a stable frame
@@ -431,11 +443,29 @@ class PageSharing:
                     if csum < 0:
                         # NOTE: hashed once per content change; see the module docstring.
                         # A frame the guest wrote gets its new content first (WRITTEN).
-                        d = content[mpn] if csum != WRITTEN else machine.fold(mpn)
+                        if csum == WRITTEN:
+                            d0 = content[mpn]
+                            d = machine.fold(mpn)
+                            if old >= 0 and d is not d0:
+                                # new bytes since the last visit: volatile, and hashed
+                                # only once they stop changing (see "Written pages")
+                                mcsum[mpn] = FOLDED
+                                if flags[pfn]:
+                                    flags[pfn] = 0  # leaves the unstable tree
+                                    unshared -= 1
+                                oldsum[pfn] = UNHASHED
+                                continue
+                        else:
+                            d = content[mpn]
                         if d.__class__ is not bytes:
                             d = page_bytes(d)  # a LazyPage: hashed on its real bytes
-                        csum = mcsum[mpn] = xxh3(d) & 0xFFFFFFFF
+                        if old == UNHASHED and csum == FOLDED:
+                            old = csum = mcsum[mpn] = xxh3(d) & 0xFFFFFFFF  # unchanged since
+                        else:
+                            csum = mcsum[mpn] = xxh3(d) & 0xFFFFFFFF
                         hashed += 1
+                    elif old == UNHASHED:
+                        old = csum  # hashed by another since it was folded: unchanged
                     if old < 0:
                         # A new rmap item: its zeroed oldchecksum differs from the page's
                         # (but for a checksum of 0), so after the stable tree it is volatile.
@@ -534,7 +564,7 @@ class PageSharing:
             oldsum[lo:hi] = array("q", sums)
             self.rmap_items += k
             return True
-        if -1 in old:
+        if -1 in old or UNHASHED in old:
             return False
         sums = mcsum[m0 : m0 + k] if contiguous else list(map(mcsum.__getitem__, ms))
         if min(sums) < 0:
