@@ -187,7 +187,7 @@ class VM:
         if s == P2M_SHARED and not write:
             return 0.0
         cost = self._touch_slow(pfn, write, s)
-        if write:
+        if write and p2m.state[pfn] == P2M_PRIVATE:
             self._mcsum[p2m.mpn[pfn]] = WRITTEN
         self.stall_time += cost
         return cost
