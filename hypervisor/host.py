@@ -484,7 +484,8 @@ class Host:
             "sharing": (sh.pages_sharing + sh.ksm_zero_pages) if sh is not None else 0,
             "balloon": self.balloon.reclaimed(),
             "compression": sum(vm.zcache.reclaimed for vm in self.vms if vm.zcache),
-            "swap": sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms),
+            # (a page whose write is still in flight has its frame too: not reclaimed yet)
+            "swap": sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms) - self.swap.nr_inflight,
             "reporting": sum(vm.nr_reported_backed for vm in self.vms),
         }
 
