@@ -84,7 +84,7 @@ def test_every_example_config_adds_up_at_every_sample(name, probe, tmp_path):
     data["experiment"]["sample_interval"] = "250ms"
     s = run_experiment(config_from_dict(data), tmp_path, write_report=False)
     assert s["status"] == "ok", s["traceback"]
-    assert len(probe) == 8
+    assert len(probe) >= 8  # every 250 ms (and at the end, where the runner samples it)
     assert [(t, tech, gap) for t, tech, gap in probe if tech != gap] == []
 
 
