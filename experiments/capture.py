@@ -10,7 +10,8 @@ it is read, as they would under a live migration's first pass).
 
 Page states written (hypervisor/memimage.py): present and anonymous -> CANDIDATE (what
 KSM would scan; a reader turns those outside the process's VM_MERGEABLE areas into
-UNMERGEABLE when it has any, from the smaps VmFlags "mg" recorded per mapping), present page-cache or shared -> FILE_PAGE, swapped -> SWAPPED (bytes not
+UNMERGEABLE when it has any, from the smaps VmFlags "mg" recorded per mapping), present
+page-cache or shared -> FILE_PAGE, swapped -> SWAPPED (bytes not
 read), neither -> NOT_RESIDENT (never faulted in), present but refused by /proc/PID/mem
 (a VM_IO/VM_PFNMAP mapping such as [vvar], or one unmapped while read) -> UNREADABLE.
 

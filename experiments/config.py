@@ -241,7 +241,8 @@ class HostBalloonSection(_Model):
     rate: int = Field(25600, ge=1, description="guest driver pages per second")
     deflate_on_oom: bool = Field(False, description="virtio DEFLATE_ON_OOM: give back 256 pages per guest OOM")
     stats_interval: Duration = Field("5s", description="how often the host polls the guests' balloon stats queue")
-    free_page_reporting: bool = Field(False, description="virtio REPORTING: guests report free 2 MiB blocks, the host discards them")
+    free_page_reporting: bool = Field(
+        False, description="virtio REPORTING: guests report free 2 MiB blocks, the host discards them")
 
     @field_validator("policy")
     @classmethod
@@ -302,7 +303,8 @@ class KernelSection(_Model):
     dirty_background_ratio: int = Field(10, ge=0, le=100, description="vm.dirty_background_ratio, percent")
     dirty_expire_centisecs: int = Field(3000, ge=0, description="vm.dirty_expire_centisecs")
     page_cluster: int = Field(3, ge=0, le=31, description="vm.page-cluster: log2 of swap readahead pages")
-    read_ahead_kb: int = Field(128, ge=0, le=1 << 20, description="the guest disk's read_ahead_kb: largest file readahead window, KiB")
+    read_ahead_kb: int = Field(
+        128, ge=0, le=1 << 20, description="the guest disk's read_ahead_kb: largest file readahead window, KiB")
     randomize_va_space: int = Field(
         2, ge=0, le=2, description="kernel.randomize_va_space (ASLR): 2 brk and mmap (Linux >= 2.6.12), "
         "1 mmap only, 0 none (Linux 2.4, Windows before Vista): equal data then has equal pointers in every VM")

@@ -2,7 +2,8 @@
 
 `hvsim replay TRACE` reads a log written by
 
-    strace -f -y -e trace=%memory,%process,%ipc,%creds,prlimit64,setrlimit,getrlimit,openat,memfd_create,fcntl,ftruncate -o TRACE CMD
+    strace -f -y -o TRACE \
+      -e trace=%memory,%process,%ipc,%creds,prlimit64,setrlimit,getrlimit,openat,memfd_create,fcntl,ftruncate CMD
 
 (logs of ``-e trace=memory,process,ipc``, or of every call, replay as well)
 (with or without -f; -t/-tt/-ttt/-r timestamps, -T durations, -n syscall numbers and -i

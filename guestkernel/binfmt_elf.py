@@ -247,8 +247,8 @@ def load_elf_binary(task, path: str, exe: ElfImage, interp: ElfImage | None = No
     the module docstring). Returns the executable's load bias. On failure the old mm
     stays (the error is raised)."""
     from .fork import STACK_EXPAND, ExecArgs, _charge, _may_expand, create_elf_tables, exit_mmap
-    from .mmap import arch_task_size, expand_stack, map_vdso, mmap_base_for
     from .mm_types import MMStruct
+    from .mmap import arch_task_size, expand_stack, map_vdso, mmap_base_for
     from .vma import VM_STACK_FLAGS, vm_area_alloc, vma_account, vma_link
 
     k = task.kernel

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from . import gfp as G
 from .page import (
+    PGSTATE_MASK,
     PG_dirty,
     PG_highmem,
     PG_mlocked,
     PG_swapbacked,
     PG_uptodate,
     PG_writeback,
-    PGSTATE_MASK,
 )
 from .physmem import ZERO_PAGE, page_bytes
 from .readahead import (

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from . import gfp as G
 from .filemap import filemap_fault_page, free_user_page, set_page_dirty
-from .readahead import PG_readahead
 from .page import (
     PG_anon,
     PG_dirty,
@@ -67,6 +66,7 @@ from .pgtable import (
     PTE_PRESENT_MASK,
     swp_entry_to_pte,
 )
+from .readahead import PG_readahead
 from .units import PAGE_SHIFT
 from .vma import (
     VM_ACCESS_FLAGS,

@@ -12,10 +12,9 @@ mmap/brk VMAs are locked and populated.
 from __future__ import annotations
 
 from . import uapi as U
-from .memory import mlock_present_pages
+from .memory import VM_FAULT_OOM, mlock_present_pages
 from .mmap import PAGE_ALIGN, PAGE_MASK, can_do_mlock, mm_populate
 from .units import PAGE_SHIFT
-from .memory import VM_FAULT_OOM
 from .vma import VM_DROPPABLE, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_SPECIAL, vma_modify
 
 

@@ -23,8 +23,6 @@ from bisect import bisect_left, bisect_right
 
 from . import uapi as U
 from .filemap import File, delete_from_page_cache
-from .readahead import force_page_cache_ra
-from .vmstat import page_restate
 from .memory import (
     VM_FAULT_ERROR,
     VM_FAULT_OOM,
@@ -35,7 +33,6 @@ from .memory import (
     zap_page_range,
 )
 from .page import PG_anon, PG_dirty, PG_swapbacked
-from .physmem import ZERO_PAGE
 from .pgtable import (
     _PAGE_DIRTY,
     _PAGE_MARKER,
@@ -47,6 +44,8 @@ from .pgtable import (
     PTE_GUARD,
     PTE_PRESENT_MASK,
 )
+from .physmem import ZERO_PAGE
+from .readahead import force_page_cache_ra
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_ACCESS_FLAGS,
@@ -92,6 +91,7 @@ from .vma import (
     vma_merge_new_range,
     vma_modify,
 )
+from .vmstat import page_restate
 
 PAGE_MASK = ~(PAGE_SIZE - 1)
 STACK_GUARD_GAP = 256 << PAGE_SHIFT  # bytes (stack_guard_gap= on the command line)

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 from . import gfp as G
 from .filemap import free_user_page
-from .vmstat import page_restate
 from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_writeback
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import VM_LOCKED
+from .vmstat import page_restate
 
 SWAP_HAS_CACHE = 0x40  # swap_map flag: a swap-cache page stands for the slot
 SWAP_MAP_BAD = 0x3F  # the header slot (and bad blocks): never handed out

@@ -73,8 +73,8 @@ from .vma import (
     VM_LOCKED,
     VM_MAYSHARE,
     VM_MAYWRITE,
-    VM_SHARED,
     VM_READ,
+    VM_SHARED,
     VM_WRITE,
 )
 

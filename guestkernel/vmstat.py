@@ -50,14 +50,14 @@ states free, active, dirty, laundry (being written), clean:
 from __future__ import annotations
 
 from .page import (
+    PGSTATE_MASK,
+    PGSTATE_SHIFT,
     PG_active,
     PG_dirty,
     PG_swapbacked,
     PG_swapcache,
     PG_unevictable,
     PG_writeback,
-    PGSTATE_MASK,
-    PGSTATE_SHIFT,
 )
 
 ST_FREE, ST_ACTIVE, ST_DIRTY, ST_WRITEBACK, ST_CLEAN = range(5)

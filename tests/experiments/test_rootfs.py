@@ -5,7 +5,6 @@ share those pages, two versions of it share what is byte-identical (direct count
 import io
 import os
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 

@@ -4,8 +4,8 @@ formulas of mm/ksm.c (general_profit_show: (pages_sharing + ksm_zero_pages) * PA
 ksm_rmap_items * sizeof(struct ksm_rmap_item), 64 bytes on x86-64)."""
 
 import json
-import re
 import math
+import re
 from collections import Counter
 
 import zstandard

@@ -8,7 +8,7 @@ from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.page import PG_active, PG_referenced, PG_workingset
 from guestkernel.pgtable import _PAGE_ACCESSED, _PAGE_PRESENT
-from guestkernel.vmscan import LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, init_reclaim
+from guestkernel.vmscan import LRU_INACTIVE_ANON, init_reclaim
 
 P = 4096
 RW = U.PROT_READ | U.PROT_WRITE

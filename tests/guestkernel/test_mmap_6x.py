@@ -7,7 +7,6 @@ Expected results are those the real kernel (6.18) gave to tests/data/traces/new_
 recorded in new_mm.trace (line numbers cited); the layouts are those of new_mm.smaps.
 """
 
-import pytest
 
 from guestkernel import uapi as U
 from guestkernel.pgtable import PTE_GUARD, is_guard_pte

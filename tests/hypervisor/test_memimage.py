@@ -148,7 +148,7 @@ def test_gdb_gcore_of_a_process_reads_as_readelf_lists_it(tmp_path):
     with open(base, "rb") as fh:
         raw = fh.read()
     expected = []
-    for off, filesz, memsz in loads:
+    for off, filesz, _memsz in loads:
         for o in range(off, off + filesz // P * P, P):
             expected.append(raw[o : o + P])
     got = [bytes(v) for k, v in img.pages() if k == CANDIDATE]
