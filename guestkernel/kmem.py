@@ -51,6 +51,7 @@ from __future__ import annotations
 import random
 import struct
 from array import array
+from itertools import repeat
 
 import xxhash
 
@@ -554,23 +555,20 @@ class PgtablePage(_LivePage):
                 return ZERO_PAGE
             nent = 4 if pae else (512 if arch == "x86_64" else 1024)
             lo = 0
-        vals = [0] * nent
         if level == 0:
-            # NOTE: the common entry (present, not PROT_NONE) converted inline
+            # NOTE: the entries fetched at C speed, then the common entry (present, not
+            # PROT_NONE) converted inline in one comprehension for performance (a host
+            # hashes every page-table frame it finds changed); the rest by x86_pte
             soft = _PAGE_SOFT_DIRTY
             nx = _PAGE_NX if wide else 0
-            for i, p in enumerate(map(pt.ptes.get, range(lo, lo + nent))):
-                if p:
-                    if p & (_PAGE_PRESENT | _PAGE_SWP_HV | _PAGE_PROTNONE) == _PAGE_PRESENT:
-                        v = (p & ~0xFFF) | (p & _HV_LOW_BITS)
-                        if p & _PAGE_DIRTY:
-                            v |= soft
-                        if p & _PAGE_NX_HV:
-                            v |= nx
-                        vals[i] = v
-                    else:
-                        vals[i] = x86_pte(p, arch, pae)
+            kind = _PAGE_PRESENT | _PAGE_SWP_HV | _PAGE_PROTNONE
+            dirty, nxhv, low = _PAGE_DIRTY, _PAGE_NX_HV, _HV_LOW_BITS
+            vals = [0 if not p else
+                    ((p & ~0xFFF) | (p & low) | (soft if p & dirty else 0) | (nx if p & nxhv else 0))
+                    if p & kind == _PAGE_PRESENT else x86_pte(p, arch, pae)
+                    for p in map(pt.ptes.get, range(lo, lo + nent), repeat(0, nent))]
         else:
+            vals = [0] * nent
             below = pt.tables[level - 1]
             for i in range(nent):
                 child = below.get(lo + i)

@@ -468,3 +468,28 @@ def test_inlined_demand_zero_run_writes_page_tables_as_the_per_page_path(bursts)
         return k.kmem.writes, sorted(t.mm.pgtable.ptes.items()), tables
 
     assert run(True) == run(False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([("x86_64", (9, 18, 27)), ("i386", (10,)), ("i386", (9, 18))]),  # pgtable.table_shifts
+       st.dictionaries(st.integers(0, 511), st.integers(0, (1 << 32) - 1), max_size=64))  # frames a 32-bit PTE holds
+def test_pte_page_bytes_are_x86_pte_of_every_entry(archs, entries):
+    """PgtablePage._bytes converts the common entry inline: it equals x86_pte applied to
+    each entry of the table (the plain twin), whatever the entries' bits."""
+
+    import types
+
+    from guestkernel import kmem as K
+
+    arch, shifts = archs
+    nent = 1 << shifts[0]
+    page = types.SimpleNamespace(pfn=5)
+    pt = types.SimpleNamespace(shifts=shifts, tables=[{1: page}] + [{} for _ in shifts[1:]], pgd=None,
+                               ptes={nent + (k % nent): v for k, v in entries.items()})
+    km = types.SimpleNamespace(layout=types.SimpleNamespace(arch=arch), kernel_pgd_entries=[0] * 256)
+    p = K.PgtablePage.__new__(K.PgtablePage)
+    p.kmem, p.pt, p.level, p.key, p.page, p.pfn = km, pt, 0, 1, page, 5
+    pae = arch == "i386" and len(shifts) == 2
+    vals = [K.x86_pte(pt.ptes.get(nent + i, 0), arch, pae) for i in range(nent)]
+    data = struct.pack(f"<{nent}{'Q' if arch == 'x86_64' or pae else 'I'}", *vals)
+    assert p._bytes() == data + bytes(4096 - len(data))
