@@ -872,15 +872,10 @@ class Task:
         f.dentry = dentry
         if flags & U.O_TRUNC and f.writable and inode.size:
             _truncate(self.kernel, inode, 0)
-        f.get()
-        fd = self.next_fd  # the lowest free descriptor (alloc_fd from next_fd)
-        while fd in self.files:
-            fd += 1
-        self.files[fd] = f
-        self.next_fd = fd + 1
-        return fd
+        return self._install_file(f)
 
     def _install_file(self, f: File) -> int:
+        """fd_install of `f` at the lowest free descriptor; the descriptor."""
         f.get()
         fd = self.next_fd  # the lowest free descriptor (alloc_fd from next_fd)
         while fd in self.files:
