@@ -59,8 +59,11 @@ sorted JSON) and hvsim's ``version``, both in runs.csv.
 One code path: `execute(spec)` runs one `RunSpec` and returns its row; the backends only
 decide where it runs (longest runs first: simulated duration x guest memory):
 
-- local (default): a `concurrent.futures.ProcessPoolExecutor` with the "spawn" start
-  method and ``-j N`` workers (default: the number of CPUs); ``-j 1`` runs in-process;
+- local (default): a `concurrent.futures.ProcessPoolExecutor` with ``-j N`` workers
+  (default: the number of CPUs); ``-j 1`` runs in-process. The parent imports what a run
+  imports (the runner, matplotlib when plots are drawn) once, then forks its workers, so
+  no worker starts Python over again ("fork" start method; "forkserver" with those
+  modules preloaded when the process already runs other threads, e.g. in a notebook);
 - Dask: ``--scheduler ADDRESS`` connects ``dask.distributed.Client(ADDRESS)`` (workers need
   hvsim installed and the output folder at the same path, e.g. on a shared file system);
   ``--scheduler local:N`` starts a ``LocalCluster`` of N single-threaded worker processes.
@@ -629,21 +632,65 @@ def _serial(specs: list[RunSpec]) -> Iterator[dict]:
         yield execute(spec)
 
 
-def _pool(specs: list[RunSpec], jobs: int) -> Iterator[dict]:
-    """Runs on a spawn process pool. A worker that dies (killed, out of memory) breaks the
-    pool: the runs that had started then run again one at a time in a process of their own,
-    so the one that dies again is recorded as failed with its exit signal and the others
-    complete; runs that had not started go to a new pool."""
+def _preload(specs: list[RunSpec]) -> list[str]:
+    """The modules every run of `specs` imports: the runners, and matplotlib's pyplot when
+    a run draws plots (the default runner's `output.plots`, default true). Imported here
+    once, so forked workers start with them (the parent needs pyplot for the sweep plots
+    anyway)."""
+    modules: list[str] = []
+    for runner in dict.fromkeys(s.runner for s in specs):
+        modules.append(runner.partition(":")[0])
+    if any(s.config.get("output", {}).get("plots", True) is not False for s in specs):
+        modules.append("matplotlib.pyplot")
+    return modules
+
+
+def _mp_context(specs: list[RunSpec]):
+    """The pool's start method: "fork" after importing `_preload(specs)` here, when this
+    process runs no other thread (a fork copies only the calling thread, so a lock held
+    by another one would stay locked in the child); else "forkserver" with those modules
+    preloaded into the server; "spawn" where neither exists."""
     import multiprocessing
+    import threading
+
+    from .report import pyplot
+
+    methods = multiprocessing.get_all_start_methods()
+    modules = _preload(specs)
+    if "fork" in methods and threading.active_count() == 1:
+        for name in modules:
+            with contextlib.suppress(ImportError):  # a runner that cannot import fails its runs
+                pyplot() if name == "matplotlib.pyplot" else importlib.import_module(name)
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([m for m in modules if m != "matplotlib.pyplot"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _pool(specs: list[RunSpec], jobs: int) -> Iterator[dict]:
+    """Runs on a process pool (`_mp_context`), started before this returns (a fork before
+    the progress bar's thread exists). A worker that dies (killed, out of memory) breaks
+    the pool: the runs that had started then run again one at a time in a process of their
+    own, so the one that dies again is recorded as failed with its exit signal and the
+    others complete; runs that had not started go to a new pool."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = _mp_context(specs)
+    pending = longest_first(specs)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx)
+    futures = {pool.submit(execute, spec): spec for spec in pending}  # forks every worker now
+    return _pool_results(pool, futures, jobs, ctx)
+
+
+def _pool_results(pool, futures: dict, jobs: int, ctx) -> Iterator[dict]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("spawn")
-    pending = longest_first(specs)
-    while pending:
+    while futures:
         broken: list[RunSpec] = []
-        with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx) as pool:
-            futures = {pool.submit(execute, spec): spec for spec in pending}
+        with pool:
             for fut in as_completed(futures):
                 try:
                     yield fut.result()
@@ -655,6 +702,10 @@ def _pool(specs: list[RunSpec], jobs: int) -> Iterator[dict]:
         for spec in started:
             yield _alone(spec, ctx)
         pending = [s for s in broken if s not in started]
+        futures = {}
+        if pending:
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx)
+            futures = {pool.submit(execute, spec): spec for spec in pending}
 
 
 STARTED = ".started"  # written into a run folder when a worker starts the run
@@ -720,8 +771,13 @@ def dask_client(scheduler: str):
         except ValueError:
             raise SweepError([f"--scheduler {scheduler}: local:N needs a worker count N >= 1"]) from None
         # silence_logs CRITICAL: a heartbeat racing the close logs a CommClosedError at ERROR
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=50)
+        # allowed-failures 0: a run that kills its worker (SIGKILL, out of memory) fails at
+        # once instead of killing three more (Dask retries a task 3 times by default)
+        import dask
+
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=50)
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout="10s"), None
@@ -753,21 +809,47 @@ def _close_dask(client, cluster) -> None:
 
 
 def _dask(specs: list[RunSpec], client) -> Iterator[dict]:
+    """Runs on Dask, longest first, never more at once than the cluster has worker threads
+    (counted again as each run ends, so workers that join are used): a worker holds only
+    the run it is running, so a worker that dies fails that run and no other, and no long
+    run waits in a busy worker's queue while another worker idles."""
     import uuid
 
     from dask.distributed import as_completed
 
     # unique per invocation: another sweep on the same cluster may hold the same run ids
     tag = uuid.uuid4().hex[:8]
-    futures = {}
-    for spec in longest_first(specs):
-        fut = client.submit(execute, spec, key=f"hvsim-{tag}-{spec.run_id}", pure=False)
-        futures[fut.key] = (fut, spec)
-    for fut in as_completed([f for f, _ in futures.values()]):
+    queue = list(reversed(longest_first(specs)))  # pop() takes the longest
+    running: dict = {}
+
+    def submit() -> None:
+        slots = max(1, sum(client.nthreads().values()))
+        while queue and len(running) < slots:
+            spec = queue.pop()
+            fut = client.submit(execute, spec, key=f"hvsim-{tag}-{spec.run_id}", pure=False)
+            running[fut.key] = spec
+            done.add(fut)
+
+    done = as_completed()
+    submit()
+    for fut in done:
+        spec = running.pop(fut.key)
         try:
             yield fut.result()
         except Exception as exc:  # a worker died (KilledWorker, ...)
-            yield failed_row(futures[fut.key][1], f"{type(exc).__name__}: {exc}")
+            yield failed_row(spec, _dask_error(exc))
+        submit()
+
+
+def _dask_error(exc: Exception) -> str:
+    """The failed row's error for an exception a Dask future raised: a worker that died
+    says so in the words the process pool uses (Dask does not pass on the signal)."""
+    if type(exc).__name__ == "KilledWorker":
+        tries = getattr(exc, "allowed_failures", 0) + 1
+        worker = getattr(getattr(exc, "last_worker", None), "address", "?")
+        return (f"worker process died while running it (killed by a signal, e.g. the OOM killer, or "
+                f"exited), on {tries} worker{'s' if tries != 1 else ''}, the last {worker} (Dask KilledWorker)")
+    return f"{type(exc).__name__}: {exc}"
 
 
 # -- runs.csv ------------------------------------------------------------------------------

@@ -573,6 +573,29 @@ def test_a_killed_worker_is_a_failed_run_and_the_sweep_resumes_it(tmp_path):
     assert calls(by_dur["2s"]) == 1 and json.loads((tmp_path / "out" / "sweep.json").read_text())["skipped"] == 3
 
 
+def test_a_killed_dask_worker_is_a_failed_run_and_the_sweep_resumes_it(tmp_path, capfd):
+    """The same on a Dask LocalCluster: the run whose worker dies is a failed row saying so
+    (tried once: a local cluster does not retry it on other workers, which it would kill
+    too), the other runs complete, the sweep ends without a traceback; run again, it
+    completes that run only."""
+    text = 'base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "19s", "3s"]\n'
+    sw = load(tmp_path, text)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kill").write_text("")
+    rows = {r["experiment.duration"]: r for r in S.run_sweep(sw, scheduler="local:2")}
+    assert {d: r["status"] for d, r in rows.items()} == {"2s": "ok", "19s": "failed", "3s": "ok"}
+    assert rows["19s"]["error"].startswith("worker process died while running it (killed by a signal, "
+                                           "e.g. the OOM killer, or exited), on 1 worker, the last tcp://")
+    by_dur = {r.config["experiment"]["duration"]: r for r in sw.runs}
+    assert calls(by_dur["19s"]) == 1
+    (tmp_path / "out" / "kill").unlink()
+    again = S.run_sweep(load(tmp_path, text), scheduler="local:2")
+    assert [r["status"] for r in again] == ["ok"] * 3
+    assert calls(by_dur["2s"]) == 1 and calls(by_dur["19s"]) == 2
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["skipped"] == 2
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_dask_sweep_with_every_run_finished_and_without_tracebacks(tmp_path, monkeypatch, capfd):
     """local:2 after a finished sweep: no "No clients found" traceback, exit 0, and sweep.md
     keeps saying which backend made the runs (it said "in-process (1 workers), 0.0 s")."""
