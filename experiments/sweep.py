@@ -128,6 +128,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 import tomllib
 import traceback
@@ -741,16 +742,18 @@ def _execute_into(spec: RunSpec, queue) -> None:
 
 
 def longest_first(specs: list[RunSpec]) -> list[RunSpec]:
-    """Submission order: the runs expected to take longest first (simulated duration x
-    guest pages), so no long run starts last while the other workers idle; ties keep the
-    sweep's order."""
+    """Submission order: the runs expected to take longest first, so no long run starts
+    last while the other workers idle; ties keep the sweep's order. The estimate: simulated
+    duration x guest memory x overcommit (guest memory over host memory, at least 1: a host
+    that must reclaim runs the reclaiming techniques beside the guests)."""
     from guestkernel.units import parse_duration, parse_size
 
     def cost(spec: RunSpec) -> float:
         try:
             d = parse_duration(spec.config["experiment"]["duration"])
             mem = sum(parse_size(v.get("memory", "1GiB")) * int(v.get("count", 1)) for v in spec.config["vm"])
-            return d * mem
+            host = spec.config.get("host", {}).get("memory")
+            return d * mem * (max(1.0, mem / parse_size(host)) if host else 1.0)
         except (KeyError, TypeError, ValueError, AttributeError):
             return 0.0
 
@@ -981,9 +984,25 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
                 bar.update(1)
                 if row["status"] != "ok":
                     bar.write(f"{row['run_id']}: failed: {row['error']}", file=sys.stderr)
-    finally:
+    except BaseException:
         bar.close()
         _close_dask(client, cluster)
+        raise
+    bar.close()
+    # the cluster closes (about a second: its workers stop) while the outputs are written
+    closer = threading.Thread(target=_close_dask, args=(client, cluster), name="hvsim-dask-close")
+    closer.start()
+    try:
+        _finish_sweep(sweep, rows, csv_path, columns, t0, backend, workers, done, stale, todo, previous)
+    finally:
+        closer.join()
+    return rows
+
+
+def _finish_sweep(sweep: Sweep, rows: list[dict], csv_path: Path, columns: list[str], t0: float,
+                  backend: str, workers: Any, done: dict, stale: dict, todo: list, previous: Any) -> None:
+    """runs.csv sorted, sweep.json, and the outputs (`write_outputs`) once every run ended."""
+    out = sweep.output_dir
     rows.sort(key=sweep.sort_key())
     write_runs_csv(csv_path, columns, rows)
     wall = time.perf_counter() - t0
@@ -1002,7 +1021,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
             k: previous.get(k) for k in ("backend", "workers", "wall_time_s") if k in previous}
     (out / "sweep.json").write_text(json.dumps(info, indent=2) + "\n")
     write_outputs(sweep, rows, info)
-    return rows
 
 
 def write_outputs(sweep: Sweep, rows: list[dict], info: dict) -> None:

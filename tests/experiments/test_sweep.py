@@ -708,3 +708,15 @@ def test_hvsim_report_regenerates_a_sweep_folder(tmp_path):
     assert (out / "sweep.md").read_text() == md
     assert (out / "points.csv").read_text() == pts
     assert (out / "reclaimed_vs_host.memory.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_longest_runs_are_submitted_first(tmp_path):
+    """longest_first: simulated duration x guest memory x overcommit (guest over host
+    memory, at least 1). Base: 3 VMs of 256 MiB = 768 MiB of guests. Costs (s x MiB):
+    2 s on 1 GiB 2*768*1 = 1536; 2 s on 128 MiB 2*768*6 = 9216; 8 s on 1 GiB 8*768 = 6144;
+    8 s on 128 MiB 8*768*6 = 36864."""
+    text = ('base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "8s"]\n'
+            '"host.memory" = ["1GiB", "128MiB"]\n')
+    order = [(s.config["experiment"]["duration"], s.config["host"]["memory"])
+             for s in S.longest_first(load(tmp_path, text).runs)]
+    assert order == [("8s", "128MiB"), ("2s", "128MiB"), ("8s", "1GiB"), ("2s", "1GiB")]
