@@ -720,3 +720,22 @@ def test_longest_runs_are_submitted_first(tmp_path):
     order = [(s.config["experiment"]["duration"], s.config["host"]["memory"])
              for s in S.longest_first(load(tmp_path, text).runs)]
     assert order == [("8s", "128MiB"), ("2s", "128MiB"), ("8s", "1GiB"), ("2s", "1GiB")]
+
+
+def test_pool_workers_are_forked_after_the_parent_imported_what_a_run_imports(tmp_path, monkeypatch):
+    """_mp_context: "fork" when this process runs no other thread, after importing the
+    runner's module and pyplot (plots on); "forkserver" (the modules preloaded there) when
+    another thread runs, since a fork copies only the calling thread."""
+    import sys
+    import threading
+
+    sw = load(tmp_path, 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB"]\n')
+    assert S._preload(sw.runs) == ["tests.experiments.test_sweep", "matplotlib.pyplot"]
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert S._mp_context(sw.runs).get_start_method() == "fork"
+    assert "matplotlib.pyplot" in sys.modules and "tests.experiments.test_sweep" in sys.modules
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert S._mp_context(sw.runs).get_start_method() == "forkserver"
+    for run in sw.runs:
+        run.config.setdefault("output", {})["plots"] = False
+    assert S._preload(sw.runs) == ["tests.experiments.test_sweep"]
