@@ -258,7 +258,23 @@ class HostSection(_Model):
                       "work (ksmd, compression, zeroing)")
     min_free: str = Field("auto", description='ESXi minFree: "auto" (a sliding scale of 6 / 4 / 2 % over the '
                           'first 4 / 8 / 16 GB, 899 MB at 28 GB, + 1 % above) or a size')
-    large_pages: bool = Field(False, description="back guest memory with 2 MB pages (unshareable until broken)")
+    large_pages: bool = Field(False, description="back guest memory with 2 MiB machine pages where a whole 2 MiB "
+                              "region is first touched (a large page holds its 2 MiB from then on)")
+    kind: Literal["esx", "kvm"] = Field(
+        "esx", description='whose large pages: "esx" (never shared, hashes kept ready; broken by a background job '
+        'below 400 % of minFree) or "kvm" (host THP under MADV_HUGEPAGE: KSM splits one when a subpage merges, '
+        'zero-filled subpages then read the shared zero page; no breaking for free memory)')
+    large_page_fault_cost: Duration = Field(
+        "100us", description="first touch backed by a large page: one EPT violation and zeroing 2 MiB "
+        "(assumption: 2 MiB cleared at ~20 GB/s)")
+    large_page_break_rate: int = Field(
+        1000, ge=1, description="large pages ESX's background job breaks per second (assumption: not published)")
+    large_page_break_cost: Duration = Field(
+        "40us", description="host CPU per large page broken: 512 entries remapped and a TLB shootdown (assumption)")
+    large_page_tlb_discount: float = Field(
+        0.05, ge=0, lt=1, description="fraction of a guest's CPU time saved on the share of its memory under "
+        "host large pages (fewer 2-D page walks; assumption: VMware's large-page studies report a few percent "
+        "to ~10 % for memory-intensive workloads, not checked here)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")

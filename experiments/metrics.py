@@ -95,6 +95,8 @@ class Sampler:
         cols += [f"reclaimed_{t}_mib" for t in TECHNIQUES]
         cols += list(KSM_COLUMNS)
         cols += [f"host_cpu_{c}_pct" for c in CPU_CONSUMERS]
+        if self.host.lp is not None:  # host large pages: live ones (AnonHugePages), MiB
+            cols += ["host_large_pages_mib"]
         for vm in self.host.vms:
             cols += [f"{vm.name}.{c}" for c in VM_COLUMNS]
         if getattr(self.host.balloon.policy, "samplers", None) is not None:
@@ -127,6 +129,8 @@ class Sampler:
             row[f"host_cpu_{name}_pct"] = (round(100.0 * (busy[i] - self._last_cpu[i]) / elapsed, 6)
                                            if elapsed > 0 else 0.0)
         self._last_cpu = list(busy)
+        if host.lp is not None:
+            row["host_large_pages_mib"] = host.lp.large_pages * 2.0
         for vm in host.vms:
             for key, value in vm_memory_row(vm).items():
                 row[f"{vm.name}.{key}"] = value

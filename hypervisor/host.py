@@ -35,9 +35,10 @@ from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
 
 from .balloon import BalloonController, BalloonControllerDaemon, StatsPoller
 from .compression import CompressionCache
-from .cpu import COMPRESSION, HostCPUs, VCPUs
+from .cpu import COMPRESSION, ZEROING, HostCPUs, VCPUs
 from .ksmtune import CONTROLS as KSM_CONTROLS
 from .ksmtune import KsmControl, ksm_control
+from .largepage import HOST_KINDS, LargePageBreaker, LargePages
 from .machine import MachineMemory
 from .p2m import P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
 from .policy import balloon_policy, victim_policy
@@ -52,6 +53,7 @@ _TIMES = (
     "swap_latency", "fault_cost", "cow_cost", "decompress_cost", "compress_cost",
     "nomem_stall", "low_state_stall", "hash_cost", "compare_cost", "sample_period",
     "balloon_interval", "state_interval", "balloon_stats_interval",
+    "large_page_fault_cost", "large_page_break_cost",
 )
 
 
@@ -70,6 +72,11 @@ class HostConfig:
     nomem_stall: float | str = "1ms"  # wait of an allocation nothing could be reclaimed for
     low_state_stall: float | str = "1ms"  # wait of every allocation in the low state
     large_pages: bool = False  # back guest memory with 2 MB pages (not shareable until broken)
+    kind: str = "esx"  # whose large pages: "esx" (broken below 400 % minFree) or "kvm" (THP, KSM splits)
+    large_page_fault_cost: float | str = "100us"  # first touch backed by a 2 MiB page, seconds
+    large_page_break_rate: int = 1000  # large pages ESX's background job breaks per second
+    large_page_break_cost: float | str = "40us"  # host CPU per large page broken, seconds
+    large_page_tlb_discount: float = 0.05  # fraction of guest CPU saved under large pages
     # page sharing (KSM defaults)
     sharing: bool = True
     pages_to_scan: int = 100  # pages per scanner batch
@@ -130,6 +137,12 @@ class HostConfig:
             raise ValueError(f"salting: must be one of {', '.join(SALTING)}, got {self.salting!r}")
         if self.ksm_control not in KSM_CONTROLS:
             raise ValueError(f"ksm_control: must be one of {', '.join(KSM_CONTROLS)}, got {self.ksm_control!r}")
+        if self.kind not in HOST_KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(HOST_KINDS)}, got {self.kind!r}")
+        if self.large_page_break_rate < 1:
+            raise ValueError(f"large_page_break_rate: must be at least 1, got {self.large_page_break_rate}")
+        if not 0 <= self.large_page_tlb_discount < 1:
+            raise ValueError(f"large_page_tlb_discount: must be in [0, 1), got {self.large_page_tlb_discount}")
         if self.max_page_sharing < 2:
             raise ValueError(f"max_page_sharing: must be at least 2, got {self.max_page_sharing}")
         for name in ("cpus", "pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
@@ -216,7 +229,14 @@ class Host:
         self.pages_evicted = 0  # frames compressed or swapped out by the host
         self.shared_before_swap = 0  # victims merged into a stable frame instead
         self.evict_time = 0.0  # host seconds spent compressing and writing swap
-        self.large_pages_broken = 0
+        self.lp = None  # host large pages (largepage.py), when cfg.large_pages
+        if cfg.large_pages:
+            states = self.states
+            keep = (lambda: states.large_pages_min) if cfg.kind == "esx" else (lambda: states.min_free)
+            self.lp = LargePages(self.machine, cfg.kind, cfg.large_page_fault_cost,
+                                 cfg.large_page_break_cost, cfg.large_page_break_rate,
+                                 cfg.large_page_tlb_discount, room=keep)
+            self.lp.sharing = self.sharing
         self.daemons: list = []
         if env is not None:
             self._start_daemons()
@@ -231,6 +251,8 @@ class Host:
             raise ValueError(f"VM {name!r} exists already")
         cfg = self.config
         vm = VM(self.machine, name, nr_pages, vmid=len(self.vms), large_pages=cfg.large_pages)
+        if self.lp is not None:
+            vm.lp = self.lp
         vm.fault_cost = cfg.fault_cost
         vm.cow_cost = cfg.cow_cost
         vm.decompress_cost = cfg.decompress_cost
@@ -422,9 +444,13 @@ class Host:
             self.swap.complete(now)
         states = self.states
         state = states.update(self.machine.nr_free, now)
-        if states.allows("break_large_pages") and self.config.large_pages:
-            for vm in self.vms:
-                self.large_pages_broken += vm.break_large_pages()
+        lp = self.lp
+        if lp is not None and self.env is None and lp.kind == "esx" and lp.large_pages \
+                and states.allows("break_large_pages"):
+            # (with a simulation, LargePageBreaker does this at its rate)
+            n = lp.break_some(self.vms, int(lp.break_rate * self.config.state_interval))
+            self.large_pages_cpu(n * lp.break_cost)
+            state = states.update(self.machine.nr_free, now)
         penalty = self.config.low_state_stall if state == LOW else 0.0
         for vm in self.vms:
             vm.alloc_penalty = penalty
@@ -442,6 +468,16 @@ class Host:
                     self.cpus.charge(self._evict_cpu() - cpu0, COMPRESSION)
                 states.update(self.machine.nr_free, now)
         return states.state
+
+    def large_pages_cpu(self, seconds: float) -> None:
+        """Host CPU of breaking large pages (a host thread's work, charged as zeroing: EPT
+        and page-table work like the faults')."""
+        if seconds <= 0.0:
+            return
+        if self.env is not None:
+            self.cpus.run(self.env.now, seconds, ZEROING)
+        else:
+            self.cpus.charge(seconds, ZEROING)
 
     def settle(self) -> int:
         """Free the frames of completed writes to swap and re-evaluate the state (no
@@ -471,8 +507,13 @@ class Host:
             shared = self.sharing.pages_shared
         inflight = self.swap.nr_inflight  # frames held by writes to swap in flight
         assert inflight == sum(1 for m in self.swap._mpn if m >= 0)
-        assert self.machine.nr_used == private + shared + zip_frames + inflight, (
-            self.machine.nr_used, private, shared, zip_frames, inflight)
+        reserved = self.machine.reserved  # frames of host large pages not yet touched
+        if self.lp is not None:
+            self.lp.validate(self.vms)
+        else:
+            assert reserved == 0, reserved
+        assert self.machine.nr_used == private + shared + zip_frames + inflight + reserved, (
+            self.machine.nr_used, private, shared, zip_frames, inflight, reserved)
         assert self.swap.nr_used == sum(vm.p2m.nr[P2M_SWAPPED] for vm in self.vms)
 
     # -- reporting -----------------------------------------------------------------------------
@@ -513,7 +554,6 @@ class Host:
             "swap_device_wait_s": self.swap.wait_time,
             "swap_device_queue_max": self.swap.queue_max,
             "swap_rescued": self.swap.rescued,
-            "large_pages_broken": self.large_pages_broken,
         }
         for key, value in self.reclaimed().items():
             out[f"reclaimed_{key}"] = value
@@ -525,6 +565,9 @@ class Host:
         out["zip_rejected"] = sum(vm.zcache.rejected for vm in self.vms if vm.zcache)
         for name, value in self.cpus.busy_s().items():
             out[f"host_cpu_{name}_s"] = value
+        if self.lp is not None:
+            # (large_pages_broken: ESX's job only; the VMs' counter has every split)
+            out.update(self.lp.counters())
         return out
 
     def state_residence(self) -> dict[str, float]:
@@ -542,6 +585,8 @@ class Host:
             if cfg.ksm_control != "none":
                 self.daemons.append(KsmControl(env, self, ksm_control(cfg.ksm_control)))
         self.daemons.append(StateMonitor(env, self, cfg.state_interval))
+        if self.lp is not None and cfg.kind == "esx":
+            self.daemons.append(LargePageBreaker(env, self, self.lp))
         if cfg.ballooning:
             self.daemons.append(StatsPoller(env, self, cfg.balloon_stats_interval))
             self.daemons.append(

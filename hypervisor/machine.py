@@ -54,6 +54,7 @@ class MachineMemory:
         self.csum: list[int] = []
         self._free: list[int] = []  # freed MPNs, reused LIFO
         self.nr_free = nr_frames  # frames not in use (negative while overdrawn)
+        self.reserved = 0  # frames held by host large pages for guest pages not yet touched
         # counters
         self.frames_allocated = 0  # allocations, cumulative
         self.frames_freed = 0  # frees, cumulative
@@ -95,6 +96,25 @@ class MachineMemory:
         self.owner.append(owner)
         self.csum.append(-1)
         return mpn
+
+    def reserve(self, n: int, keep: int = 0) -> bool:
+        """Hold `n` frames for a host large page (largepage.py) if `keep` frames stay free
+        beyond them: they count as in use, with no content, until `unreserve`."""
+        if self.nr_free - n < keep:
+            return False
+        self.nr_free -= n
+        self.reserved += n
+        if self.nr_free < self.min_free:
+            self.min_free = self.nr_free
+        return True
+
+    def unreserve(self, n: int) -> None:
+        """`n` reserved frames become free (a subpage is backed from them by the next
+        `alloc`, or the large page was broken)."""
+        self.reserved -= n
+        self.nr_free += n
+        if self._overdrawn_since >= 0 and self.nr_free >= 0:
+            self._end_overdraft()
 
     def free(self, mpn: int) -> None:
         """Return a frame to the free list whatever its refcount."""
@@ -177,5 +197,6 @@ class MachineMemory:
                 assert self.refcount[mpn] >= 1, f"frame {mpn} in use with refcount 0"
                 data = self.content[mpn]
                 assert data is not None and len(data) == PAGE_SIZE
-        used = len(self.content) - len(free)
+        used = len(self.content) - len(free) + self.reserved
+        assert self.reserved >= 0, self.reserved
         assert self.nr_free == self.nr_frames - used, (self.nr_free, self.nr_frames, used)

@@ -415,9 +415,7 @@ class PageSharing:
                                 self._drop_item(kv, pfn)  # the page went away
                         continue
                     if large is not None and large[pfn >> LARGE_PAGE_SHIFT] == 1:
-                        idle += 1
-                        if oldsum[pfn] >= 0:
-                            self._drop_item(kv, pfn)  # inside a large page: not shareable
+                        self._large_visit(kv, vi, pfn)  # inside a host large page
                         continue
                     old = oldsum[pfn]
                     if smart and old >= 0:
@@ -514,6 +512,85 @@ class PageSharing:
         cost = scanned * self.hash_cost
         self.scan_time += cost
         return cost
+
+    def _large_visit(self, kv: _KsmVM, vi: int, pfn: int) -> None:
+        """A visit of a private frame inside a live host large page (largepage.py): it is
+        scanned (one unit of the batch) and hashed, and its checksum kept as its rmap
+        item's. ESX: nothing more (hashes kept ready: once the large page is broken, the
+        next visit finds the page unchanged and it merges then). KVM: KSM's own logic
+        (smart_scan aside); when the page has an identical page to merge with, its THP is
+        split first (try_to_merge_one_page -> split_huge_page), then the page merges as a
+        small one (or, zero-filled, was mapped to the zero page by the split)."""
+        vm = kv.vm
+        p2m = vm.p2m
+        machine = self.machine
+        mpn = p2m.mpn[pfn]
+        csum = machine.csum[mpn]
+        if csum < 0:
+            d = machine.data(mpn)
+            csum = machine.csum[mpn] = _xxh3(d if d.__class__ is bytes else page_bytes(d)) & 0xFFFFFFFF
+            self.pages_hashed += 1
+        oldsum = kv.oldsum
+        old = oldsum[pfn]
+        if old == UNHASHED:
+            old = -2  # (written since: changed)
+        if old == -1:
+            self.rmap_items += 1
+        if kv.flags[pfn] & _UNSTABLE:
+            kv.flags[pfn] = 0
+            self.pages_unshared -= 1
+        oldsum[pfn] = csum
+        if vm.lp.kind == "esx":
+            return
+        key = csum | kv.salt
+        data = machine.content[mpn]
+        entry = self._stable.get(key)
+        match = entry is not None and any(
+            c.data is data or c.data == data for c in (entry if type(entry) is list else (entry,)))
+        cand = None
+        if not match and old == csum:
+            if self.use_zero_pages and csum == ZERO_CHECKSUM:
+                match = True
+            else:
+                cand = self._unstable.get(key)
+                for item in (cand if type(cand) is list else (cand,)) if cand is not None else ():
+                    ckv = self._vms[item >> 32]
+                    cpfn = item & 0xFFFFFFFF
+                    cp2m = ckv.vm.p2m
+                    if (cp2m.state[cpfn] == P2M_PRIVATE and ckv.flags[cpfn] & _UNSTABLE
+                            and (ckv is not kv or cpfn != pfn)
+                            and machine.data(cp2m.mpn[cpfn]) == data):
+                        match = True
+                        break
+        if not match:
+            if old == csum:  # unchanged: into the unstable tree (no partner yet)
+                prev = self._unstable.get(key)
+                item = (vi << 32) | pfn
+                if prev is None:
+                    self._unstable[key] = item
+                elif type(prev) is list:
+                    prev.append(item)
+                else:
+                    self._unstable[key] = [prev, item]
+                kv.flags[pfn] = _UNSTABLE
+                self.pages_unshared += 1
+            return
+        vm.lp.split_for(vm, pfn, "ksm")
+        if p2m.state[pfn] != P2M_PRIVATE:
+            return  # zero-filled: mapped to the zero page by the split (its item dropped)
+        if entry is not None and self._stable_merge(kv, pfn, mpn, key, entry):
+            return
+        if old != csum:
+            return
+        if self.use_zero_pages and csum == ZERO_CHECKSUM and self._zero_merge(kv, pfn, mpn):
+            return
+        cand = self._unstable.get(key)
+        if cand is None:
+            self._unstable[key] = (vi << 32) | pfn
+            kv.flags[pfn] = _UNSTABLE
+            self.pages_unshared += 1
+        else:
+            self._unstable_merge(kv, vi, pfn, mpn, key, cand)
 
     def _bulk_window(self, kv: _KsmVM, vi: int, lo: int, hi: int) -> bool:
         """Scan a window of private frames [lo, hi) at C speed when the outcome is plain.
@@ -764,6 +841,11 @@ class PageSharing:
             cp2m = ckv.vm.p2m
             if cp2m.state[cpfn] != P2M_PRIVATE or not ckv.flags[cpfn] & _UNSTABLE:
                 continue  # stale: the page changed hands since it was inserted
+            if cp2m.large[cpfn >> LARGE_PAGE_SHIFT] == 1 and machine.data(cp2m.mpn[cpfn]) == data:
+                # a subpage of a host THP (KVM): try_to_merge_one_page splits it first
+                ckv.vm.lp.split_for(ckv.vm, cpfn, "ksm")
+                if cp2m.state[cpfn] != P2M_PRIVATE:
+                    continue  # zero-filled: the split mapped it to the zero page
             cmpn = cp2m.mpn[cpfn]
             ccsum = machine.csum[cmpn]
             if ccsum < 0:

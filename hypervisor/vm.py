@@ -48,6 +48,7 @@ from itertools import compress as select
 from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
+from .largepage import LP_BACKED, LargePages
 from .machine import WRITTEN, MachineMemory
 from .memimage import ImageError, open_image
 from .p2m import (
@@ -110,6 +111,12 @@ class VM:
         self.nr_pages = nr_pages
         self.p2m = P2M(nr_pages)
         self.large_pages = large_pages  # back first-touched 2 MB regions with large pages
+        # the host's large-page mechanism (largepage.py; the Host wires its own), per
+        # region the reserved frames left for untouched subpages, live large pages
+        self.lp = LargePages(machine) if large_pages else None
+        self.lp_res = array("H", bytes(2 * len(self.p2m.large))) if large_pages else None
+        self.lp_live = 0
+        self.lp_reserved = 0  # sum of lp_res
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
         self.vcpus = None  # cpu.VCPUs its guest's tasks run on (wired by the Host)
         self.dead: str | None = None  # the panic message, once the guest has panicked
@@ -152,7 +159,8 @@ class VM:
         self.stale_swap_reads = 0  # disk reads into a swapped page that read it first
         self.false_reads_avoided = 0  # such reads skipped (avoid_false_reads)
         self.silent_swap_writes = 0  # swap-outs of pages identical to their disk blocks
-        self.large_pages_broken = 0
+        self.large_pages_broken = 0  # its host large pages split or broken, all causes
+        self.large_pages_backed = 0  # its regions backed by a host large page (cumulative)
         self.nomem_stalls = 0  # allocations with nothing reclaimable
         self.nomem_stall_time = 0.0  # seconds
         self.low_state_stalls = 0  # allocations blocked in the host's low state
@@ -331,6 +339,8 @@ class VM:
         already released and credited (the balloon taking a reported free page) moves
         its credit to the new holder; a page released unbacked earns none."""
         p2m = self.p2m
+        if self.lp_live and p2m.large[pfn >> LARGE_PAGE_SHIFT] == LP_BACKED:
+            self.lp.split_for(self, pfn, "release")  # 4 KiB of a large page: split it first
         s = p2m.state[pfn]
         if s == P2M_NONE and kind == RELEASE_REPORTED:
             return 0  # discarding a never-backed frame changes nothing (MADV_DONTNEED)
@@ -404,15 +414,16 @@ class VM:
     def _touch_slow(self, pfn: int, write: bool, s: int) -> float:
         p2m = self.p2m
         if s == P2M_NONE or s == P2M_BALLOONED:
+            # (a first touch may be backed by a host large page: its fault, or none)
+            fault = self._first_touch(pfn) if s == P2M_NONE else self.fault_cost
             mpn, cost = self._alloc_frame(ZERO_PAGE)
-            cost += self.fault_cost
+            cost += fault
             if s == P2M_NONE:
-                self._first_touch(pfn)
                 self.stall_host_fault += cost
             else:
                 self._refault(pfn)
                 self.stall_balloon += cost
-            self.stall_cpu_zero += self.fault_cost
+            self.stall_cpu_zero += fault
             p2m.set(pfn, P2M_PRIVATE, mpn)
             return cost
         if s == P2M_SHARED or s == P2M_ZERO:
@@ -499,8 +510,7 @@ class VM:
             s = P2M_NONE
             cost += self.fault_cost
         elif s == P2M_NONE:
-            self._first_touch(pfn)
-            cost += self.fault_cost
+            cost += self._first_touch(pfn)  # (a host large page's fault, or none)
         elif s == P2M_BALLOONED:
             self._refault(pfn)
             cost += self.fault_cost
@@ -547,14 +557,14 @@ class VM:
             self.nr_released_backed -= 1
             self.nr_released_by[kind] -= 1
 
-    def _first_touch(self, pfn: int) -> None:
+    def _first_touch(self, pfn: int) -> float:
+        """Count a first touch of `pfn` (P2M_NONE), called before its frame is allocated;
+        the host fault's cost: a small page's, or with host large pages (largepage.py) a
+        large page's, or none for a subpage of a live large page."""
         self.first_touch += 1
-        if self.large_pages:
-            # the whole 2 MB region is backed by a large page (until broken)
-            large = self.p2m.large
-            region = pfn >> LARGE_PAGE_SHIFT
-            if large[region] == 0:
-                large[region] = 1
+        if self.lp is not None:
+            return self.lp.first_touch(self, pfn)
+        return self.fault_cost
 
     def _alloc_frame(self, data: bytes) -> tuple[int, float]:
         """A private machine frame holding `data`, and the seconds the VM waited for it."""
@@ -590,6 +600,10 @@ class VM:
         p2m = self.p2m
         if p2m.state[pfn] != P2M_PRIVATE:
             raise ValueError(f"evict: pfn {pfn:#x} of {self.name} is not a private frame")
+        if self.lp_live and p2m.large[pfn >> LARGE_PAGE_SHIFT] == LP_BACKED:
+            self.lp.split_for(self, pfn, "reclaim")
+            if p2m.state[pfn] != P2M_PRIVATE:
+                return 0.0  # zero-filled: the split mapped it to the zero page (KVM)
         mpn = p2m.mpn[pfn]
         data = self.machine.data(mpn)
         zcache = self.zcache
@@ -709,6 +723,18 @@ class VM:
         if bytes(map(state.__getitem__, pfns)).count(P2M_PRIVATE) != len(pfns):
             bad = next(pfn for pfn in pfns if state[pfn] != P2M_PRIVATE)
             raise ValueError(f"evict: pfn {bad:#x} of {self.name} is not a private frame")
+        if self.lp_live:
+            # a subpage goes out 4 KiB at a time: its large page is split first (which may
+            # free zero-filled subpages on KVM: those need no eviction)
+            large = p2m.large
+            for pfn in pfns:
+                if large[pfn >> LARGE_PAGE_SHIFT] == LP_BACKED:
+                    self.lp.split_for(self, pfn, "reclaim")
+            kept = [pfn for pfn in pfns if state[pfn] == P2M_PRIVATE]
+            zeroed = len(pfns) - len(kept)  # frames the splits freed (counted as done)
+            pfns = kept
+        else:
+            zeroed = 0
         zcache = self.zcache if compress else None
         if zcache is not None:
             # the cache compresses what the frames hold: the guest's writes folded in first
@@ -791,23 +817,32 @@ class VM:
             if c >= 0:
                 done += 1
                 cost += c
-        return done + compressed, cost
+        return done + compressed + zeroed, cost
 
     def break_large_pages(self) -> int:
-        """Break every large page (ESXi: below the high state). Returns how many."""
-        large = self.p2m.large
-        n = 0
-        for r in range(len(large)):
-            if large[r] == 1:
-                large[r] = 2
-                n += 1
-        self.large_pages_broken += n
-        return n
+        """Break every live large page of this VM at once (largepage.py; the host's
+        background job breaks them at its rate). Returns how many."""
+        if not self.lp_live:
+            return 0
+        return self.lp.break_some([self], self.lp_live)
+
+    def tlb_factor(self) -> float:
+        """The share of a burst's guest CPU time left once the TLB benefit of host large
+        pages is taken off: 1 - tlb_discount x (guest frames under a live large page /
+        guest frames backed)."""
+        if not self.lp_live:
+            return 1.0
+        nr = self.p2m.nr
+        backed = nr[P2M_PRIVATE] + nr[P2M_SHARED]
+        if backed <= 0:
+            return 1.0
+        under = (self.lp_live << LARGE_PAGE_SHIFT) - self.lp_reserved
+        return 1.0 - self.lp.tlb_discount * min(1.0, under / backed)
 
     COUNTERS = (
         "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "pswpin", "pswpout",
         "balloon_refault", "released", "reported_discards", "false_swap_reads", "stale_swap_reads",
-        "false_reads_avoided", "silent_swap_writes", "large_pages_broken", "nomem_stalls",
+        "false_reads_avoided", "silent_swap_writes", "large_pages_backed", "large_pages_broken", "nomem_stalls",
         "nomem_stall_time", "low_state_stalls", "stall_time", "stall_host_fault",
         "stall_cow_break", "stall_decompress", "stall_host_swapin", "stall_balloon",
         "stall_cpu_zero", "stall_cpu_zip",

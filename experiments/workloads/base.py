@@ -327,6 +327,8 @@ class Workload:
         # of the burst's own time, the part off-CPU (waiting for the next request)
         think = cpu * (1.0 - self.cpu_util)
         cpu -= think
+        if vm.lp_live:  # host large pages: fewer 2-D page walks (hypervisor/largepage.py)
+            cpu *= vm.tlb_factor()
         self.cpu_time += cpu
         self.iowait_time += io
         now = self.env.now

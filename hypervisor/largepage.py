@@ -1,0 +1,296 @@
+"""Host large pages: guest memory backed by 2 MiB machine pages (ESXi large pages, KVM
+host THP), and breaking them so that page sharing can proceed.
+
+Overview
+--------
+A VM's guest frames are grouped in 2 MiB regions of 512 (`p2m.large[pfn >> 9]`):
+
+    LP_NONE    0  never backed by a large page (small pages, or nothing yet)
+    LP_BACKED  1  backed by a live large page
+    LP_BROKEN  2  was backed by a large page, now broken into small pages
+
+Backing. The first touch of a frame whose region is untouched (all 512 frames P2M_NONE)
+backs the whole region with one large page when machine memory has room for it: 512
+frames are reserved at once (`MachineMemory.reserve`), so a large page holds its whole
+2 MiB from the first touch, touched or not; the touched frame gets one of them and costs
+one host fault of `fault_cost` (EPT violation and zeroing 2 MiB) instead of the small
+page's. Later first touches of frames of the region take a frame from the reservation
+(`vm.lp_res[region]` frames left) and cost nothing beneath the guest: the EPT already maps
+them. Room: ESX backs with a large page whenever it can and the host is in the state where
+it keeps them (free memory >= 400 % of minFree, states.py, after the 512 frames); a KVM
+host's THP fault succeeds while 512 frames leave minFree free (QEMU marks guest RAM
+MADV_HUGEPAGE, so the host's THP `madvise` mode suffices). Otherwise the frame gets a small
+page (`thp_fault_fallback`), and so does every frame of a region already partly touched.
+
+Invariants: a live region holds only P2M_NONE and P2M_PRIVATE frames (a release, an
+eviction, a merge splits it first), and `vm.lp_res[r]` equals its P2M_NONE frames;
+`machine.reserved` is the sum of `lp_res` over the host's VMs.
+
+Sharing (sharing.py). ESX: "guest memory backed by 2 MB large pages cannot be shared
+(hashes are precomputed)": the scanner hashes a subpage of a live large page and keeps
+its checksum (an rmap item) but neither merges nor inserts it; right after a break the
+next visit finds the checksum unchanged and the page merges at once. KVM: ksmd does not
+know about host THPs; it treats a subpage like any page and, when an identical page
+exists (stable tree, or the unstable tree on the second visit), try_to_merge_one_page
+splits the THP first (split_huge_page; measured on this machine, tests/data/ksm_thp:
+the split comes with the merge, on the second full scan). Linux 6.12+ splits an
+anonymous THP mapping its zero-filled subpages to the shared zero page
+(RMP_USE_SHARED_ZEROPAGE): those frames are freed and the guest frames read as zeros again
+(P2M_NONE here: no KSM counter moves, as measured).
+
+Breaking. Every split (`split`) marks the region LP_BROKEN and frees what the guest never
+touched (the reservation left); on KVM also the zero-filled subpages (above). ESX breaks
+large pages in the background when free memory is below 400 % of minFree (states.py,
+`allows("break_large_pages")`): `LargePageBreaker` breaks at most `break_rate` large
+pages a second, each costing `break_cost` of host CPU (remapping 512 entries and the TLB
+shootdown). A KVM host does not break THPs for lack of free memory; its reclaim splits a
+THP to swap a subpage out, as ESX breaks one to swap or compress, and as a balloon or a
+free-page report of part of one splits it (MADV_DONTNEED of part of a THP).
+
+TLB. A guest access to memory under a large page avoids the second dimension of a nested
+page walk; `tlb_discount` is the fraction of a guest's CPU time saved on the share of its
+memory backed by large pages (VM.tlb_factor; the config states its value and source).
+
+Counters (Linux names where they exist): thp_fault_alloc (large pages backed),
+thp_fault_fallback, thp_split_page (large pages split or broken, all causes) and, by
+cause, large_pages_broken (ESX's background job), thp_split_ksm, thp_split_reclaim,
+thp_split_release; large_pages (live now; AnonHugePages = large_pages x 2 MiB),
+lp_frames_freed (frames a split freed: untouched, or zero-filled on KVM), break_cpu_s.
+"""
+
+from __future__ import annotations
+
+from guestkernel.physmem import ZERO_PAGE, page_bytes
+
+from .p2m import LARGE_PAGE_SHIFT, P2M_NONE, P2M_PRIVATE
+
+LP_NONE, LP_BACKED, LP_BROKEN = 0, 1, 2
+LARGE_PAGE_PAGES = 1 << LARGE_PAGE_SHIFT  # 512 frames of 4 KiB
+
+HOST_KINDS = ("esx", "kvm")
+
+# Defaults, seconds. The Host overrides them from HostConfig.
+LARGE_FAULT_COST = 100e-6  # EPT violation + zeroing 2 MiB at ~20 GB/s (assumption)
+BREAK_COST = 40e-6  # remap 512 entries + TLB shootdown (assumption)
+BREAK_RATE = 1000  # large pages broken per second by ESX's background job (assumption)
+
+
+class LargePages:
+    """The host's large-page mechanism over `machine` (shared by its VMs).
+
+    `room`: callable() -> frames that must stay free after a new large page's 512
+    (the Host wires ESX's 400 % of minFree or KVM's minFree); None: any room will do."""
+
+    def __init__(self, machine, kind: str = "esx", fault_cost: float = LARGE_FAULT_COST,
+                 break_cost: float = BREAK_COST, break_rate: int = BREAK_RATE,
+                 tlb_discount: float = 0.0, room=None) -> None:
+        if kind not in HOST_KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(HOST_KINDS)}, got {kind!r}")
+        self.machine = machine
+        self.kind = kind
+        self.fault_cost = fault_cost  # seconds per large page backed at a first touch
+        self.break_cost = break_cost  # host CPU seconds per large page broken (ESX job)
+        self.break_rate = break_rate  # large pages per second ESX's job may break
+        self.tlb_discount = tlb_discount  # fraction of guest CPU saved under large pages
+        self.room = room
+        self.sharing = None  # PageSharing: rmap items of freed frames are dropped
+        # counters
+        self.thp_fault_alloc = 0  # large pages backed at a first touch
+        self.thp_fault_fallback = 0  # first touches of an untouched region given a small page
+        self.thp_split_page = 0  # large pages split or broken, all causes
+        self.large_pages_broken = 0  # ... by ESX's background job (low free memory)
+        self.thp_split_ksm = 0  # ... by a KSM merge of a subpage (KVM)
+        self.thp_split_reclaim = 0  # ... to compress or swap a subpage out
+        self.thp_split_release = 0  # ... because the guest released a subpage
+        self.large_pages = 0  # live large pages now
+        self.lp_frames_freed = 0  # frames splits freed (untouched; zero-filled on KVM)
+        self.break_cpu_s = 0.0  # host CPU seconds of ESX's breaking job
+
+    # -- backing ---------------------------------------------------------------------------
+
+    def first_touch(self, vm, pfn: int) -> float:
+        """`pfn` (P2M_NONE) is touched for the first time and is about to get a frame from
+        the VM's next `_alloc_frame`: back its region with a large page if it warrants
+        one, or take the frame from its large page. Returns the host fault's cost."""
+        p2m = vm.p2m
+        r = pfn >> LARGE_PAGE_SHIFT
+        large = p2m.large
+        lv = large[r]
+        if lv == LP_BACKED:
+            # the frame comes out of the large page's reservation: no fault
+            vm.lp_res[r] -= 1
+            vm.lp_reserved -= 1
+            self.machine.unreserve(1)
+            return 0.0
+        if lv == LP_NONE:
+            lo = r << LARGE_PAGE_SHIFT
+            hi = lo + LARGE_PAGE_PAGES
+            if hi <= vm.nr_pages and p2m.state.count(P2M_NONE, lo, hi) == LARGE_PAGE_PAGES:
+                keep = self.room() if self.room is not None else 0
+                if self.machine.reserve(LARGE_PAGE_PAGES, keep):
+                    large[r] = LP_BACKED
+                    vm.lp_res[r] = LARGE_PAGE_PAGES - 1
+                    vm.lp_reserved += LARGE_PAGE_PAGES - 1
+                    self.machine.unreserve(1)  # the touched frame's, taken by _alloc_frame
+                    vm.lp_live += 1
+                    vm.large_pages_backed += 1
+                    self.large_pages += 1
+                    self.thp_fault_alloc += 1
+                    return self.fault_cost
+                self.thp_fault_fallback += 1
+        return vm.fault_cost
+
+    # -- splitting ---------------------------------------------------------------------------
+
+    def split(self, vm, r: int) -> int:
+        """Split (KVM) or break (ESX) the live large page of region `r` into small pages:
+        the frames the guest never touched are freed, and on KVM the zero-filled ones too
+        (mapped to the shared zero page: P2M_NONE). Returns the frames freed."""
+        p2m = vm.p2m
+        if p2m.large[r] != LP_BACKED:
+            return 0
+        p2m.large[r] = LP_BROKEN
+        vm.lp_live -= 1
+        self.large_pages -= 1
+        self.thp_split_page += 1
+        vm.large_pages_broken += 1
+        freed = vm.lp_res[r]
+        if freed:
+            vm.lp_res[r] = 0
+            vm.lp_reserved -= freed
+            self.machine.unreserve(freed)
+        if self.kind == "kvm":
+            freed += self._zero_to_zero_page(vm, r)
+        self.lp_frames_freed += freed
+        return freed
+
+    def _zero_to_zero_page(self, vm, r: int) -> int:
+        """remap_page(..., RMP_USE_SHARED_ZEROPAGE) after split_huge_page: zero-filled
+        subpages are unmapped and read the shared zero page."""
+        p2m = vm.p2m
+        machine = self.machine
+        state = p2m.state
+        mpns = p2m.mpn
+        kv = getattr(vm, "_ksm", None)
+        n = 0
+        lo = r << LARGE_PAGE_SHIFT
+        for pfn in range(lo, min(lo + LARGE_PAGE_PAGES, vm.nr_pages)):
+            if state[pfn] != P2M_PRIVATE:
+                continue
+            mpn = mpns[pfn]
+            d = machine.data(mpn)
+            if d is not ZERO_PAGE and (d.__class__ is bytes and d != ZERO_PAGE
+                                        or d.__class__ is not bytes and page_bytes(d) != ZERO_PAGE):
+                continue
+            machine.free(mpn)
+            p2m.set(pfn, P2M_NONE)
+            p2m.disk_clean[pfn] = 0
+            if kv is not None and kv.oldsum[pfn] >= 0:
+                self.sharing._drop_item(kv, pfn)
+            n += 1
+        return n
+
+    def split_for(self, vm, pfn: int, cause: str) -> None:
+        """Split the live large page holding `pfn`, if any, before a 4 KiB operation on it
+        (`cause`: "reclaim", "release" or "ksm")."""
+        r = pfn >> LARGE_PAGE_SHIFT
+        if vm.p2m.large[r] == LP_BACKED:
+            self.split(vm, r)
+            setattr(self, f"thp_split_{cause}", getattr(self, f"thp_split_{cause}") + 1)
+
+    def break_some(self, vms, n: int) -> int:
+        """ESX's job: break up to `n` live large pages, VM by VM in ascending regions.
+        Returns how many; their CPU cost is `break_cost` each (counted in break_cpu_s)."""
+        done = 0
+        for vm in vms:
+            if done >= n:
+                break
+            if not vm.lp_live:
+                continue
+            large = vm.p2m.large
+            r = large.find(LP_BACKED)
+            while r >= 0 and done < n:
+                self.split(vm, r)
+                self.large_pages_broken += 1
+                done += 1
+                r = large.find(LP_BACKED, r + 1)
+        self.break_cpu_s += done * self.break_cost
+        return done
+
+    def counters(self) -> dict[str, int | float]:
+        return {
+            "thp_fault_alloc": self.thp_fault_alloc,
+            "thp_fault_fallback": self.thp_fault_fallback,
+            "thp_split_page": self.thp_split_page,
+            "large_pages_broken": self.large_pages_broken,
+            "thp_split_ksm": self.thp_split_ksm,
+            "thp_split_reclaim": self.thp_split_reclaim,
+            "thp_split_release": self.thp_split_release,
+            "large_pages": self.large_pages,
+            "lp_frames_reserved": self.machine.reserved,
+            "lp_frames_freed": self.lp_frames_freed,
+            "lp_break_cpu_s": self.break_cpu_s,
+        }
+
+    def validate(self, vms) -> None:
+        """Every live region holds only unbacked and private frames, its reservation is its
+        unbacked frames, and the reservations add up to the machine's."""
+        total = live = 0
+        for vm in vms:
+            p2m = vm.p2m
+            n = 0
+            for r in range(len(p2m.large)):
+                if p2m.large[r] != LP_BACKED:
+                    assert vm.lp_res[r] == 0, (vm.name, r, vm.lp_res[r])
+                    continue
+                n += 1
+                lo = r << LARGE_PAGE_SHIFT
+                st = p2m.state[lo:lo + LARGE_PAGE_PAGES]
+                none = st.count(P2M_NONE)
+                assert none + st.count(P2M_PRIVATE) == len(st), f"{vm.name} region {r}: not only none/private"
+                assert vm.lp_res[r] == none, (vm.name, r, vm.lp_res[r], none)
+                total += none
+            assert n == vm.lp_live, (vm.name, n, vm.lp_live)
+            assert sum(vm.lp_res) == vm.lp_reserved, (vm.name, vm.lp_reserved)
+            live += n
+        assert total == self.machine.reserved, (total, self.machine.reserved)
+        assert live == self.large_pages, (live, self.large_pages)
+
+
+class LargePageBreaker:
+    """ESX's background job (SimPy process): every `interval` seconds, while the host's
+    state calls for it, breaks at most break_rate x interval large pages and runs their
+    CPU cost on a host CPU."""
+
+    def __init__(self, env, host, lp: LargePages, interval: float = 0.1) -> None:
+        self.env = env
+        self.host = host
+        self.lp = lp
+        self.interval = interval
+        self.process = env.process(self._run())
+
+    def _run(self):
+        env = self.env
+        host = self.host
+        lp = self.lp
+        budget = 0.0
+        while True:
+            if lp.large_pages and host.states.allows("break_large_pages"):
+                budget += lp.break_rate * self.interval
+                n = int(budget)
+                done = 0
+                # one at a time: each frees its untouched frames, which may lift free
+                # memory back above the threshold
+                while done < n and lp.large_pages and host.states.allows("break_large_pages"):
+                    if not lp.break_some(host.vms, 1):
+                        break
+                    done += 1
+                    host.states.update(host.machine.nr_free, env.now)
+                budget -= done
+                if done < n:
+                    budget = 0.0
+                if done:
+                    host.large_pages_cpu(done * lp.break_cost)
+            else:
+                budget = 0.0
+            yield env.timeout(self.interval)
