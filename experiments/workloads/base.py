@@ -223,6 +223,8 @@ class Workload:
         self.procs: list[Proc] = []
         self.started = False
         self.vcpus = getattr(vm, "vcpus", None)  # hypervisor.cpu.VCPUs, or None: no scheduler
+        # the VM, when the host backs it with large pages (their TLB discount, see wait)
+        self._lp_vm = vm if getattr(vm, "lp", None) is not None else None
         # fraction of a burst's own time (what is left of it once stalls and I/O waits are
         # taken out) spent running on a CPU; the rest is spent off-CPU
         self.cpu_util = float(getattr(params, "cpu_util", 1.0))
@@ -327,8 +329,9 @@ class Workload:
         # of the burst's own time, the part off-CPU (waiting for the next request)
         think = cpu * (1.0 - self.cpu_util)
         cpu -= think
-        if vm.lp_live:  # host large pages: fewer 2-D page walks (hypervisor/largepage.py)
-            cpu *= vm.tlb_factor()
+        lp_vm = self._lp_vm
+        if lp_vm is not None and lp_vm.lp_live:  # host large pages: fewer 2-D page walks
+            cpu *= lp_vm.tlb_factor()  # (hypervisor/largepage.py)
         self.cpu_time += cpu
         self.iowait_time += io
         now = self.env.now
