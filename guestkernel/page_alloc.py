@@ -20,6 +20,29 @@ Every zone has:
   lists are not in NR_FREE_PAGES and watermark checks do not see them.
 - watermarks MIN/LOW/HIGH and `lowmem_reserve[]` from min_free_kbytes (6.x or 2.6 formulas).
 
+Grouping pages by mobility (6.x; 2.6.24 introduced it, so the 2.6 era, which is 2.6.20 here,
+has none: `page_group_by_mobility_disabled`, every block and request UNMOVABLE, one list)
+-----------------------------------------------------------------------------------------
+Memory is cut into pageblocks of 2**pageblock_order pages (9 on x86_64 and i386 PAE, the
+huge page order; 10 = MAX_ORDER on i386 without PAE) and every pageblock has a migratetype
+(`pageblock_mt`): UNMOVABLE, MOVABLE, RECLAIMABLE, HIGHATOMIC (or ISOLATE, which nothing
+here sets). Boot marks every pageblock MOVABLE. Each `free_area[order]` has one free list
+per migratetype (`free_list[mt]`); a free block's head records the list it is on in
+`page.index` (Linux finds it from the list pointer). A request's migratetype comes from its
+GFP flags (`gfp_migratetype`: __GFP_MOVABLE -> MOVABLE, __GFP_RECLAIMABLE -> RECLAIMABLE,
+else UNMOVABLE). `__rmqueue` takes the smallest block of its own type; failing that,
+`__rmqueue_fallback` steals from another type in the `fallbacks` order, largest block
+first: a whole pageblock's free pages move to the stealer's lists when the block is
+large enough or the stealer is unmovable/reclaimable (`can_steal_fallback`), and the
+pageblock changes type when at least half its pages are free or compatible
+(`steal_suitable_fallback`). ALLOC_NOFRAGMENT (Normal with a populated DMA32 below)
+first refuses to steal less than a pageblock, falling back to the lower zone instead.
+A non-blocking order > 0 allocation reserves its pageblock as HIGHATOMIC (at most 1 % of
+the zone plus one pageblock); the slow path gives reserves back before the OOM killer.
+Per-CPU lists hold one list per PCP migratetype (6.x: lists[] by migratetype, order 0
+only here); a freed page goes to its pageblock's list (HIGHATOMIC ones to MOVABLE's), and
+the bulk free returns it to its pageblock's type as it is then (6.10+).
+
 `alloc_pages` tries every zone of the zonelist at LOW (fast path), then the slow path: wake
 kswapd, retry at MIN with the caller's reserve rights (GFP_ATOMIC down to 0.375 x MIN),
 direct reclaim, drain the per-CPU lists, retry while reclaim progresses, then the OOM
@@ -51,6 +74,7 @@ from .page import (
     PageList,
     PG_buddy,
     PG_highmem,
+    PG_lru,
     PG_reported,
     PG_reserved,
 )
@@ -65,6 +89,23 @@ MAX_RECLAIM_RETRIES = 16
 SWAP_CLUSTER_MAX = 32
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH = 0, 1, 2
+
+# Migratetypes (include/linux/mmzone.h, 6.x; CONFIG_CMA off, as on this machine's kernel)
+MIGRATE_UNMOVABLE = 0
+MIGRATE_MOVABLE = 1
+MIGRATE_RECLAIMABLE = 2
+MIGRATE_PCPTYPES = 3  # the types with per-CPU lists
+MIGRATE_HIGHATOMIC = MIGRATE_PCPTYPES
+MIGRATE_ISOLATE = 4  # never set here (no memory hot-remove or alloc_contig_range)
+MIGRATE_TYPES = 5
+MIGRATETYPE_NAMES = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "Isolate")
+# fallbacks[] (mm/page_alloc.c): the order in which another type's lists are raided
+FALLBACKS = (
+    (MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE),  # UNMOVABLE
+    (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE),  # MOVABLE
+    (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),  # RECLAIMABLE
+)
+GFP_MOVABLE_SHIFT = 3  # (__GFP_MOVABLE | __GFP_RECLAIMABLE) >> 3 is the migratetype
 _GFP_ZERO = G.ZERO  # a module constant: the order-0 fast path tests it per page
 # cleared when a block leaves its free list: del_page_from_free_list also clears
 # PageReported (mm/page_reporting.c), at no extra cost here
@@ -80,6 +121,8 @@ ALLOC_OOM = 0x08  # an OOM victim: may go to MIN/2 of the reserves
 ALLOC_NON_BLOCK = 0x10  # cannot sleep (6.x); 2.6's ALLOC_HARDER
 ALLOC_MIN_RESERVE = 0x20  # __GFP_HIGH; 2.6's ALLOC_HIGH
 ALLOC_RESERVES = ALLOC_NON_BLOCK | ALLOC_MIN_RESERVE | ALLOC_OOM
+ALLOC_NOFRAGMENT = 0x100  # do not steal less than a pageblock from another type
+ALLOC_HIGHATOMIC = 0x200  # a non-blocking order > 0 request: may reserve and use HIGHATOMIC
 
 # Zone types per arch, lowest first (index = zone_idx, as lowmem_reserve[] is indexed).
 ZONE_LAYOUT = {
@@ -122,25 +165,32 @@ def mult_frac(x: int, numer: int, denom: int) -> int:
 
 
 class FreeArea:
-    """free_area[order]: the list of free blocks of one order."""
+    """free_area[order]: one list of free blocks per migratetype, and their number."""
 
     __slots__ = ("free_list", "nr_free")
 
     def __init__(self, order: int) -> None:
-        self.free_list = PageList(f"order-{order}")
+        self.free_list = [PageList(f"order-{order} {name}") for name in MIGRATETYPE_NAMES]
         self.nr_free = 0
 
 
 class PerCpuPages:
-    """per_cpu_pages (2.6.20): one hot or cold list. `pages[-1]` is the list head."""
+    """per_cpu_pages: one 2.6.20 hot or cold list, holding (6.x) one list per PCP
+    migratetype, `lists[mt][-1]` their heads. `count` is the pages on all of them; `high`
+    and `batch` apply to the whole (as 6.x's count/high/batch do across its lists)."""
 
-    __slots__ = ("count", "high", "batch", "pages")
+    __slots__ = ("count", "high", "batch", "lists")
 
     def __init__(self, high: int, batch: int) -> None:
         self.count = 0
         self.high = high
         self.batch = batch
-        self.pages: list[Page] = []
+        self.lists: list[list[Page]] = [[] for _ in range(MIGRATE_PCPTYPES)]
+
+    @property
+    def pages(self) -> list[Page]:
+        """Every page on the lists, tail first per list (for tests and /proc)."""
+        return [p for lst in self.lists for p in lst]
 
 
 class Zone:
@@ -162,6 +212,14 @@ class Zone:
         self.pcp: list[tuple[PerCpuPages, PerCpuPages]] = []  # per CPU: (hot, cold)
         self.pcp_batch = 1
         self.pgalloc = 0  # vmstat pgalloc_<zone>: pages allocated from this zone
+        self.nr_reserved_highatomic = 0  # pages in HIGHATOMIC pageblocks
+        # compaction state (mm/compaction.c): cached scanner positions, deferral
+        self.compact_cached_free_pfn = 0
+        self.compact_cached_migrate_pfn = [0, 0]  # [async, sync]
+        self.compact_considered = 0
+        self.compact_defer_shift = 0
+        self.compact_order_failed = 0
+        self.compact_blockskip_flush = False
 
     @property
     def end_pfn(self) -> int:
@@ -251,6 +309,18 @@ class PageAllocator:
                 self._zone_of_block[b] = z
         self._plans: dict[tuple[int, int], tuple] = {}
         self._fast_plans: list[dict[int, tuple]] = [{} for _ in self.nodes]
+        # pageblocks: HUGETLB_PAGE_ORDER capped at MAX_ORDER (6.1: MAX_ORDER - 1 of its
+        # exclusive MAX_ORDER): 2 MiB huge pages on x86_64 and i386 PAE, 4 MiB without PAE
+        self.pageblock_order = 9 if self.arch == "x86_64" or getattr(config, "pae", False) else 10
+        self.pageblock_nr_pages = 1 << self.pageblock_order
+        nblocks = (self.nr_pages + self.pageblock_nr_pages - 1) >> self.pageblock_order
+        # memmap_init_range() marks every pageblock MOVABLE; with grouping by mobility
+        # disabled set_pageblock_migratetype() stores UNMOVABLE instead
+        self.page_group_by_mobility_disabled = self.era != "6.x"
+        self.pageblock_mt = bytearray(
+            [MIGRATE_UNMOVABLE if self.page_group_by_mobility_disabled else MIGRATE_MOVABLE]
+        ) * nblocks
+        self.pageblock_skip = bytearray(nblocks)  # PB_migrate_skip (compaction)
 
     # ------------------------------------------------------------------ layout
     def _build_nodes(self) -> None:
@@ -348,6 +418,10 @@ class PageAllocator:
                 reserved[zone.zone_start_pfn : zone.end_pfn]
             )
         self.reserved_pages = sum(reserved)
+        if self.totalram_pages() < self.pageblock_nr_pages * MIGRATE_TYPES:
+            # build_all_zonelists(): too little memory to group by mobility
+            self.page_group_by_mobility_disabled = True
+            self.pageblock_mt[:] = bytes(len(self.pageblock_mt))
         # Hand the rest to the buddy: maximal aligned runs, order by order, like
         # memblock_free_all(); 6.x frees boot memory to the tail of the lists.
         to_tail = self.era == "6.x"
@@ -508,11 +582,33 @@ class PageAllocator:
         self.setup_per_zone_lowmem_reserve()
 
     # ------------------------------------------------------------------ buddy core
+    def get_pageblock_migratetype(self, pfn: int) -> int:
+        return self.pageblock_mt[pfn >> self.pageblock_order]
+
+    def set_pageblock_migratetype(self, pfn: int, mt: int) -> None:
+        if self.page_group_by_mobility_disabled and mt < MIGRATE_PCPTYPES:
+            mt = MIGRATE_UNMOVABLE
+        self.pageblock_mt[pfn >> self.pageblock_order] = mt
+
+    def gfp_migratetype(self, gfp: int) -> int:
+        """gfp_migratetype(): MOVABLE for __GFP_MOVABLE, RECLAIMABLE for __GFP_RECLAIMABLE,
+        else UNMOVABLE (always UNMOVABLE with grouping by mobility disabled)."""
+        if self.page_group_by_mobility_disabled:
+            return MIGRATE_UNMOVABLE
+        mt = (gfp & (G.MOVABLE | G.RECLAIMABLE)) >> GFP_MOVABLE_SHIFT
+        if mt == MIGRATE_PCPTYPES:
+            raise KernelBug(f"gfp {G.format_gfp(gfp)}: both __GFP_MOVABLE and __GFP_RECLAIMABLE")
+        return mt
+
     def _free_one_page(self, zone: Zone, page: Page, pfn: int, order: int, to_tail: bool = False,
-                       report: bool = True) -> None:
-        """__free_one_page: merge with free buddies, then insert the (merged) block;
+                       report: bool = True, mt: int | None = None) -> None:
+        """__free_one_page: merge with free buddies, then insert the (merged) block on the
+        free list of `mt` (default: the pageblock's type, as free_one_page looks it up);
         page_reporting_notify_free(order) unless `report` is False (FPI_SKIP_REPORT_NOTIFY)."""
         mem_map = self.mem_map
+        if mt is None:
+            mt = self.pageblock_mt[pfn >> self.pageblock_order]
+        pb_order = self.pageblock_order
         start, end = zone.zone_start_pfn, zone.zone_start_pfn + zone.spanned_pages
         zone.nr_free += 1 << order
         buddy_pfn = pfn ^ (1 << order)
@@ -523,11 +619,17 @@ class PageAllocator:
             buddy = mem_map[buddy_pfn]
             if buddy is None or not buddy.flags & PG_buddy or buddy.private != order:
                 break
+            if order >= pb_order:
+                # no merge between an isolated pageblock and a normal one
+                bmt = self.pageblock_mt[buddy_pfn >> pb_order]
+                if bmt != mt and (mt == MIGRATE_ISOLATE or bmt == MIGRATE_ISOLATE):
+                    break
             area = zone.free_area[order]
-            area.free_list.remove(buddy)
+            area.free_list[buddy.index].remove(buddy)
             area.nr_free -= 1
             buddy.flags &= _NOT_FREE
             buddy.private = 0
+            buddy.index = 0
             pfn &= buddy_pfn
             order += 1
         page = mem_map[pfn]
@@ -535,6 +637,7 @@ class PageAllocator:
             page = self.pfn_to_page(pfn)
         page.flags |= PG_buddy
         page.private = order
+        page.index = mt
         area = zone.free_area[order]
         if not to_tail and self.era == "6.x" and order < MAX_ORDER - 1:
             # buddy_merge_likely(): is the buddy of the next-higher block free?
@@ -544,19 +647,36 @@ class PageAllocator:
                 b = mem_map[hb]
                 to_tail = b is not None and bool(b.flags & PG_buddy) and b.private == order + 1
         if to_tail:
-            area.free_list.add_tail(page)
+            area.free_list[mt].add_tail(page)
         else:
-            area.free_list.add(page)
+            area.free_list[mt].add(page)
         area.nr_free += 1
         if order >= self.page_reporting_order and report:
             self.page_reporting_notify()
 
-    def _rmqueue_smallest(self, zone: Zone, order: int) -> Page | None:
-        """__rmqueue_smallest + expand: lowest-addressed part of the first fitting block."""
+    def _del_page_from_free_list(self, zone: Zone, page: Page, order: int) -> None:
+        area = zone.free_area[order]
+        area.free_list[page.index].remove(page)
+        area.nr_free -= 1
+        page.flags &= _NOT_FREE
+        page.private = 0
+        page.index = 0
+        zone.nr_free -= 1 << order
+
+    def _rmqueue_smallest(self, zone: Zone, order: int, migratetype: int | None = None) -> Page | None:
+        """__rmqueue_smallest + expand: lowest-addressed part of the first fitting block
+        on the free lists of `migratetype`; the upper halves go back on that type's lists.
+        migratetype None takes from any type's lists (a helper for tests and tools)."""
+        if migratetype is None:
+            for mt in range(MIGRATE_TYPES):
+                page = self._rmqueue_smallest(zone, order, mt)
+                if page is not None:
+                    return page
+            return None
         free_area = zone.free_area
         for current in range(order, NR_ORDERS):
             area = free_area[current]
-            head = area.free_list
+            head = area.free_list[migratetype]
             page = head.lru_next
             if page is head:
                 continue
@@ -577,19 +697,167 @@ class PageAllocator:
                 if half is None:
                     half = self.pfn_to_page(pfn + size)
                 a = free_area[high]
-                a.free_list.add(half)
+                a.free_list[migratetype].add(half)
                 a.nr_free += 1
                 half.flags |= PG_buddy
                 half.private = high
+                half.index = migratetype
             return page
         return None
 
-    def _rmqueue_bulk(self, zone: Zone, count: int, pcp: PerCpuPages) -> int:
-        """Refill a per-CPU list with `count` order-0 pages, in ascending order from its head
-        (2.6.20 adds each at the tail, so the list head is the first page taken)."""
-        # NOTE: _rmqueue_smallest(zone, 0) + expand + pfn_to_page inlined for speed (the
-        # refill of every 'batch' order-0 pages of every fault): the same list operations
-        # in the same order, so the pages taken and the free lists left are identical.
+    # ---- fallback stealing (mm/page_alloc.c 6.1)
+    def can_steal_fallback(self, order: int, start_mt: int) -> bool:
+        if order >= self.pageblock_order:
+            return True
+        return (
+            order >= self.pageblock_order // 2
+            or start_mt == MIGRATE_RECLAIMABLE
+            or start_mt == MIGRATE_UNMOVABLE
+            or self.page_group_by_mobility_disabled
+        )
+
+    def find_suitable_fallback(self, area: FreeArea, order: int, migratetype: int,
+                               only_stealable: bool) -> tuple[int, bool]:
+        """(fallback migratetype or -1, can_steal)."""
+        can_steal = False
+        if area.nr_free == 0:
+            return -1, False
+        for fallback_mt in FALLBACKS[migratetype]:
+            if not area.free_list[fallback_mt]:
+                continue
+            if self.can_steal_fallback(order, migratetype):
+                can_steal = True
+            if not only_stealable:
+                return fallback_mt, can_steal
+            if can_steal:
+                return fallback_mt, can_steal
+        return -1, can_steal
+
+    def move_freepages_block(self, zone: Zone, pfn: int, migratetype: int,
+                             count_movable: bool = False) -> tuple[int, int]:
+        """move_freepages_block: every free block inside the pageblock of `pfn` to the
+        tail of `migratetype`'s lists. Returns (pages moved, allocated LRU pages seen)."""
+        nr = self.pageblock_nr_pages
+        start = pfn & ~(nr - 1)
+        end = start + nr - 1
+        if not zone.zone_start_pfn <= start < zone.end_pfn:
+            start = pfn
+        if not zone.zone_start_pfn <= end < zone.end_pfn:
+            return 0, 0
+        mem_map = self.mem_map
+        moved = movable = 0
+        p = start
+        while p <= end:
+            page = mem_map[p]
+            if page is None or not page.flags & PG_buddy:
+                if count_movable and page is not None and page.flags & PG_lru:
+                    movable += 1
+                p += 1
+                continue
+            order = page.private
+            area = zone.free_area[order]
+            area.free_list[page.index].remove(page)  # move_to_free_list: list_move_tail
+            area.free_list[migratetype].add_tail(page)
+            page.index = migratetype
+            p += 1 << order
+            moved += 1 << order
+        return moved, movable
+
+    def steal_suitable_fallback(self, zone: Zone, page: Page, alloc_flags: int, start_type: int,
+                                whole_block: bool) -> None:
+        current_order = page.private
+        pfn = page.pfn
+        old_block_type = self.pageblock_mt[pfn >> self.pageblock_order]
+        if old_block_type != MIGRATE_HIGHATOMIC:
+            if current_order >= self.pageblock_order:
+                # change_pageblock_range(): take ownership of every pageblock
+                for b in range(pfn, pfn + (1 << current_order), self.pageblock_nr_pages):
+                    self.set_pageblock_migratetype(b, start_type)
+            elif whole_block:
+                free_pages, movable_pages = self.move_freepages_block(zone, pfn, start_type, True)
+                if free_pages:
+                    if start_type == MIGRATE_MOVABLE:
+                        alike_pages = movable_pages
+                    elif old_block_type == MIGRATE_MOVABLE:
+                        alike_pages = self.pageblock_nr_pages - (free_pages + movable_pages)
+                    else:
+                        alike_pages = 0
+                    if (free_pages + alike_pages >= (1 << (self.pageblock_order - 1))
+                            or self.page_group_by_mobility_disabled):
+                        self.set_pageblock_migratetype(pfn, start_type)
+                    return
+        # single_page: move_to_free_list
+        area = zone.free_area[current_order]
+        area.free_list[page.index].remove(page)
+        area.free_list[start_type].add_tail(page)
+        page.index = start_type
+
+    def _rmqueue_fallback(self, zone: Zone, order: int, start_mt: int, alloc_flags: int) -> bool:
+        """__rmqueue_fallback: put a block of another type on start_mt's lists (stealing
+        its pageblock where the rules allow); True if one was found."""
+        if start_mt >= MIGRATE_PCPTYPES:
+            return False
+        min_order = self.pageblock_order if alloc_flags & ALLOC_NOFRAGMENT else order
+        free_area = zone.free_area
+        current = MAX_ORDER
+        found = -1
+        while current >= min_order:
+            found, can_steal = self.find_suitable_fallback(free_area[current], current, start_mt, False)
+            if found != -1:
+                break
+            current -= 1
+        if found == -1:
+            return False
+        if not can_steal and start_mt == MIGRATE_MOVABLE and current > order:
+            # find_smallest: a movable request that cannot steal the pageblock splits the
+            # smallest block instead of the largest
+            for current in range(order, NR_ORDERS):
+                found, can_steal = self.find_suitable_fallback(free_area[current], current, start_mt, False)
+                if found != -1:
+                    break
+        page = free_area[current].free_list[found].lru_next
+        self.steal_suitable_fallback(zone, page, alloc_flags, start_mt, can_steal)
+        self.vmstat["pgalloc_extfrag"] = self.vmstat.get("pgalloc_extfrag", 0) + 1
+        return True
+
+    def _rmqueue_buddy(self, zone: Zone, order: int, mt: int, alloc_flags: int) -> Page | None:
+        """__rmqueue (plus rmqueue_buddy's HIGHATOMIC first for ALLOC_HIGHATOMIC)."""
+        if order and alloc_flags & ALLOC_HIGHATOMIC:
+            page = self._rmqueue_smallest(zone, order, MIGRATE_HIGHATOMIC)
+            if page is not None:
+                return page
+        while True:
+            page = self._rmqueue_smallest(zone, order, mt)
+            if page is not None:
+                return page
+            if not self._rmqueue_fallback(zone, order, mt, alloc_flags):
+                if alloc_flags & ALLOC_OOM and order:
+                    # failing now is worse than failing a high-order atomic later
+                    return self._rmqueue_smallest(zone, order, MIGRATE_HIGHATOMIC)
+                return None
+
+    def _rmqueue_bulk_plain(self, zone: Zone, count: int, pcp: PerCpuPages, mt: int,
+                            alloc_flags: int = 0) -> int:
+        """rmqueue_bulk, one __rmqueue per page: the twin of the inlined `_rmqueue_bulk`."""
+        got = []
+        for _ in range(count):
+            page = self._rmqueue_buddy(zone, 0, mt, alloc_flags & ~ALLOC_HIGHATOMIC)
+            if page is None:
+                break
+            got.append(page)
+        got.reverse()
+        pcp.lists[mt][:0] = got
+        pcp.count += len(got)
+        return len(got)
+
+    def _rmqueue_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, mt: int = MIGRATE_UNMOVABLE,
+                      alloc_flags: int = 0) -> int:
+        """Refill the per-CPU list of `mt` with `count` order-0 pages, in ascending order
+        from its head (rmqueue_bulk adds each at the tail, so the head is taken first)."""
+        # NOTE: __rmqueue_smallest(zone, 0, mt) + expand + pfn_to_page inlined for speed
+        # (the refill of every 'batch' order-0 pages of every fault): the same list
+        # operations in the same order as `_rmqueue_bulk_plain`, which a hypothesis test
+        # compares with it; the fallback (a steal, rare) goes through the plain code.
         free_area = zone.free_area
         mem_map = self.mem_map
         reserved = self.reserved
@@ -598,13 +866,19 @@ class PageAllocator:
         got = []
         append = got.append
         for _ in range(count):
-            for current in orders:
-                area = free_area[current]
-                head = area.free_list
-                page = head.lru_next
-                if page is not head:
-                    break
-            else:
+            while True:
+                for current in orders:
+                    area = free_area[current]
+                    head = area.free_list[mt]
+                    page = head.lru_next
+                    if page is not head:
+                        break
+                else:
+                    if self._rmqueue_fallback(zone, 0, mt, alloc_flags):
+                        continue
+                    page = None
+                break
+            if page is None:
                 break
             # head.remove(page)
             prev = page.lru_prev
@@ -633,7 +907,7 @@ class PageAllocator:
                             flags |= PG_highmem
                         half = mem_map[hpfn] = Page(hpfn, flags)
                     a = free_area[high]
-                    lst = a.free_list
+                    lst = a.free_list[mt]
                     # lst.add(half)
                     nxt = lst.lru_next
                     half.lru_prev = lst
@@ -644,21 +918,73 @@ class PageAllocator:
                     a.nr_free += 1
                     half.flags |= PG_buddy
                     half.private = high
+                    half.index = mt
             append(page)
         got.reverse()  # pages[-1] is the head: the first one taken
-        pcp.pages[:0] = got
+        pcp.lists[mt][:0] = got
         pcp.count += len(got)
         return len(got)
 
-    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages) -> None:
-        """Return `count` pages from the tail of a per-CPU list to the buddy lists."""
-        pages = pcp.pages
-        n = min(count, len(pages))
-        victims = pages[:n]
-        del pages[:n]
-        pcp.count -= n
-        for page in victims:
-            self._free_one_page(zone, page, page.pfn, 0)
+    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, pindex: int = 0) -> None:
+        """free_pcppages_bulk: return `count` pages to the buddy lists from the tails of
+        the per-CPU lists, round-robin from list `pindex`, each list drained while count
+        lasts; a page goes back to its pageblock's type as it is now (6.10+: no cached
+        pcppage migratetype; 6.1 kept the type seen at free time in page->index)."""
+        count = min(count, pcp.count)
+        lists = pcp.lists
+        pindex -= 1
+        while count > 0:
+            while True:
+                pindex += 1
+                if pindex >= MIGRATE_PCPTYPES:
+                    pindex = 0
+                if lists[pindex]:
+                    break
+            pages = lists[pindex]
+            n = min(count, len(pages))
+            victims = pages[:n]
+            del pages[:n]
+            pcp.count -= n
+            count -= n
+            for page in victims:  # list_last_entry first: the oldest
+                self._free_one_page(zone, page, page.pfn, 0)
+
+    # ---- high-atomic reserve
+    def reserve_highatomic_pageblock(self, page: Page, zone: Zone) -> None:
+        max_managed = zone.managed_pages // 100 + self.pageblock_nr_pages
+        if zone.nr_reserved_highatomic >= max_managed:
+            return
+        mt = self.pageblock_mt[page.pfn >> self.pageblock_order]
+        if mt < MIGRATE_PCPTYPES:  # migratetype_is_mergeable(): not CMA, ISOLATE or reserved
+            zone.nr_reserved_highatomic += self.pageblock_nr_pages
+            self.set_pageblock_migratetype(page.pfn, MIGRATE_HIGHATOMIC)
+            self.move_freepages_block(zone, page.pfn, MIGRATE_HIGHATOMIC)
+            self._invalidate_fast_plans()
+
+    def unreserve_highatomic_pageblock(self, zonelist, highest: int, migratetype: int,
+                                       force: bool) -> bool:
+        """Give one HIGHATOMIC pageblock with free pages back to `migratetype` (keeping one
+        pageblock per zone unless `force`); True if free pages moved."""
+        for zone in zonelist:
+            if not force and zone.nr_reserved_highatomic <= self.pageblock_nr_pages:
+                continue
+            for order in range(NR_ORDERS):
+                page = zone.free_area[order].free_list[MIGRATE_HIGHATOMIC].first()
+                if page is None:
+                    continue
+                pfn = page.pfn
+                if self.pageblock_mt[pfn >> self.pageblock_order] == MIGRATE_HIGHATOMIC:
+                    zone.nr_reserved_highatomic -= min(self.pageblock_nr_pages,
+                                                       zone.nr_reserved_highatomic)
+                    self._invalidate_fast_plans()
+                self.set_pageblock_migratetype(pfn, migratetype)
+                if self.move_freepages_block(zone, pfn, migratetype)[0]:
+                    return True
+        return False
+
+    def _invalidate_fast_plans(self) -> None:
+        for plans in self._fast_plans:
+            plans.clear()
 
     # ------------------------------------------------------------------ watermarks
     def zone_watermark_ok(self, zone: Zone, order: int, mark: int, highest_zoneidx: int,
@@ -674,12 +1000,24 @@ class PageAllocator:
                         mn -= mn // 4
                 if alloc_flags & ALLOC_OOM:
                     mn -= mn // 2
+            else:
+                # __zone_watermark_unusable_free(): the high-atomic reserve is not free
+                # for ordinary requests
+                free_pages -= zone.nr_reserved_highatomic
             if free_pages <= mn + zone.lowmem_reserve[highest_zoneidx]:
                 return False
             if not order:
                 return True
+            # a block of at least `order` on a list the request may take from
+            highatomic = alloc_flags & (ALLOC_HIGHATOMIC | ALLOC_OOM)
             for o in range(order, NR_ORDERS):
-                if zone.free_area[o].nr_free:
+                area = zone.free_area[o]
+                if not area.nr_free:
+                    continue
+                fl = area.free_list
+                if fl[0] or fl[1] or fl[2]:
+                    return True
+                if highatomic and fl[MIGRATE_HIGHATOMIC]:
                     return True
             return False
         # 2.6.20
@@ -738,20 +1076,24 @@ class PageAllocator:
         plan = self._fast_plans[nid].get(gfp)
         if plan is None:
             plan = self._fast_plan(gfp, nid)
-        marks, zonelist, highest, cold, zero = plan
+        marks, zonelist, highest, cold, zero, mt, nofrag = plan
         if order == 0:
             # NOTE: get_page_from_freelist + rmqueue_pcplist + prep_new_page inlined for
-            # speed: this is the per-page path of every fault and slab refill.
+            # speed: this is the per-page path of every fault and slab refill. `marks`
+            # hold LOW + lowmem_reserve + the high-atomic reserve (zone_watermark_fast);
+            # with ALLOC_NOFRAGMENT only the local node's zones (a remote zone restarts
+            # the walk without it, below).
             for zone, low in marks:
                 if zone.nr_free <= low:
                     continue
                 pcp = zone.pcp[cpu][cold]
-                if not pcp.count:
-                    self._rmqueue_bulk(zone, pcp.batch, pcp)
-                    if not pcp.count:
+                lst = pcp.lists[mt]
+                if not lst:
+                    self._rmqueue_bulk(zone, pcp.batch, pcp, mt, nofrag)
+                    if not lst:
                         continue
                 pcp.count -= 1
-                page = pcp.pages.pop()
+                page = lst.pop()
                 page._count = 1
                 zone.pgalloc += 1
                 if zero:
@@ -761,32 +1103,59 @@ class PageAllocator:
             raise ValueError(f"alloc_pages: order must be 0..{MAX_ORDER}, got {order}")
         else:
             for zone, _low in marks:
-                if not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, 0):
+                if not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, nofrag):
                     continue
-                page = self._rmqueue_smallest(zone, order)
+                page = self._rmqueue_buddy(zone, order, mt, nofrag)
                 if page is not None:
                     return self._prep_new_page(page, order, gfp, zone)
+        if nofrag:
+            # get_page_from_freelist: no zone without fragmenting; retry allowing it
+            page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, ALLOC_WMARK_LOW)
+            if page is not None:
+                return page
         return self._alloc_slowpath(gfp, order, cpu, zonelist, highest, cold, oom_victim)
 
     def _fast_plan(self, gfp: int, nid: int) -> tuple:
-        """Per (node, gfp): the zonelist with each zone's LOW mark + lowmem_reserve."""
+        """Per (node, gfp): the zonelist with each zone's LOW mark + lowmem_reserve (+ the
+        high-atomic reserve), the request's migratetype and ALLOC_NOFRAGMENT."""
         zonelist, highest = self._plan(gfp, nid)
-        marks = tuple((z, z.watermark[WMARK_LOW] + z.lowmem_reserve[highest]) for z in zonelist)
+        nofrag = self._alloc_flags_nofragment(zonelist, nid)
+        fast_zones = [z for z in zonelist if z.node.nid == nid] if nofrag else zonelist
+        marks = tuple(
+            (z, z.watermark[WMARK_LOW] + z.lowmem_reserve[highest] + z.nr_reserved_highatomic)
+            for z in fast_zones
+        )
         zero = bool(gfp & _GFP_ZERO) or self.init_on_alloc  # want_init_on_alloc()
-        plan = (marks, zonelist, highest, 1 if gfp & G.COLD else 0, zero)
+        plan = (marks, zonelist, highest, 1 if gfp & G.COLD else 0, zero,
+                self.gfp_migratetype(gfp), nofrag)
         self._fast_plans[nid][gfp] = plan
         return plan
 
-    def _rmqueue(self, zone: Zone, order: int, cpu: int, cold: int) -> Page | None:
+    def _alloc_flags_nofragment(self, zonelist, nid: int) -> int:
+        """alloc_flags_nofragment(): ALLOC_NOFRAGMENT when the preferred zone is Normal and
+        the DMA32 zone below it is populated (CONFIG_ZONE_DMA32: x86_64 only)."""
+        if self.page_group_by_mobility_disabled or self.arch != "x86_64" or not zonelist:
+            return 0
+        zone = zonelist[0]
+        if zone.name != G.ZONE_NORMAL:
+            return 0
+        if len(self.nodes) > 1 and not zone.node.zones[zone.idx - 1].populated():
+            return 0
+        return ALLOC_NOFRAGMENT
+
+    def _rmqueue(self, zone: Zone, order: int, cpu: int, cold: int,
+                 mt: int = MIGRATE_UNMOVABLE, alloc_flags: int = 0) -> Page | None:
+        """rmqueue: order 0 from the per-CPU list of `mt`, else from the buddy lists."""
         if order == 0:
             pcp = zone.pcp[cpu][cold]
-            if not pcp.count:
-                self._rmqueue_bulk(zone, pcp.batch, pcp)
-                if not pcp.count:
+            lst = pcp.lists[mt]
+            if not lst:
+                self._rmqueue_bulk(zone, pcp.batch, pcp, mt, alloc_flags)
+                if not lst:
                     return None
             pcp.count -= 1
-            return pcp.pages.pop()
-        return self._rmqueue_smallest(zone, order)
+            return lst.pop()
+        return self._rmqueue_buddy(zone, order, mt, alloc_flags)
 
     def _prep_new_page(self, page: Page, order: int, gfp: int, zone: Zone) -> Page:
         page._count = 1
@@ -804,12 +1173,15 @@ class PageAllocator:
     def _get_page_from_freelist(self, gfp: int, order: int, cpu: int, zonelist, highest: int,
                                 cold: int, alloc_flags: int) -> Page | None:
         wmark = alloc_flags & ALLOC_WMARK_MASK
+        mt = self.gfp_migratetype(gfp)
         for zone in zonelist:
             if not alloc_flags & ALLOC_NO_WATERMARKS:
                 if not self.zone_watermark_ok(zone, order, zone.watermark[wmark], highest, alloc_flags):
                     continue
-            page = self._rmqueue(zone, order, cpu, cold)
+            page = self._rmqueue(zone, order, cpu, cold, mt, alloc_flags)
             if page is not None:
+                if order and alloc_flags & ALLOC_HIGHATOMIC:
+                    self.reserve_highatomic_pageblock(page, zone)
                 return self._prep_new_page(page, order, gfp, zone)
         return None
 
@@ -819,6 +1191,8 @@ class PageAllocator:
             flags |= ALLOC_MIN_RESERVE
         if not gfp & G.DIRECT_RECLAIM and not gfp & G.NOMEMALLOC:
             flags |= ALLOC_NON_BLOCK
+            if order > 0 and not self.page_group_by_mobility_disabled:
+                flags |= ALLOC_HIGHATOMIC  # 6.3+ (6.1: ALLOC_HARDER for __GFP_ATOMIC)
         return flags
 
     def node_balanced(self, node: Node, order: int, highest_zoneidx: int) -> bool:
@@ -883,7 +1257,9 @@ class PageAllocator:
                     self.pf_memalloc = False
             page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
             if page is None and not drained:
-                # Pages pinned on per-CPU lists may be what we need.
+                # Pages pinned on per-CPU lists, or held in the high-atomic reserve, may
+                # be what we need (__alloc_pages_direct_reclaim).
+                self.unreserve_highatomic_pageblock(zonelist, highest, self.gfp_migratetype(gfp), False)
                 self.drain_all_pages()
                 drained = True
                 page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
@@ -898,6 +1274,9 @@ class PageAllocator:
             else:
                 no_progress_loops += 1
             if progress and no_progress_loops <= MAX_RECLAIM_RETRIES:
+                continue
+            # should_reclaim_retry(): before OOM, exhaust the high-atomic reserve
+            if self.unreserve_highatomic_pageblock(zonelist, highest, self.gfp_migratetype(gfp), True):
                 continue
             # __alloc_pages_may_oom: one last try at HIGH, then the OOM killer.
             page = self._get_page_from_freelist(
@@ -969,12 +1348,18 @@ class PageAllocator:
             self.stall += cost
         zone = self._zone_of_block[page.pfn >> MAX_ORDER]
         if order == 0:
-            # free_hot_cold_page()
+            # free_hot_cold_page() / free_unref_page(): the list of the pageblock's type
+            mt = self.pageblock_mt[page.pfn >> self.pageblock_order]
+            if mt >= MIGRATE_PCPTYPES:
+                if mt == MIGRATE_ISOLATE:
+                    self._free_one_page(zone, page, page.pfn, 0, mt=mt)
+                    return
+                mt = MIGRATE_MOVABLE
             pcp = zone.pcp[cpu or 0][1 if cold else 0]
-            pcp.pages.append(page)
+            pcp.lists[mt].append(page)
             pcp.count += 1
             if pcp.count >= pcp.high:
-                self._free_pages_bulk(zone, pcp.batch, pcp)
+                self._free_pages_bulk(zone, pcp.batch, pcp, mt)
             return
         self._free_one_page(zone, page, page.pfn, order)
 
@@ -1013,36 +1398,51 @@ def validate_buddy(alloc: PageAllocator) -> None:
         total = 0
         for order, area in enumerate(zone.free_area):
             n = 0
-            prev = area.free_list
-            for page in area.free_list:
-                assert page.lru_prev is prev, f"{zone}: broken list link at pfn {page.pfn:#x}"
-                prev = page
-                n += 1
-                pfn = page.pfn
-                assert page.flags & PG_buddy, f"{zone}: pfn {pfn:#x} on order-{order} list without PG_buddy"
-                assert page.private == order, f"{zone}: pfn {pfn:#x} order {page.private} on list {order}"
-                assert pfn & ((1 << order) - 1) == 0, f"{zone}: pfn {pfn:#x} misaligned for order {order}"
-                assert zone.zone_start_pfn <= pfn and pfn + (1 << order) <= zone.end_pfn, (
-                    f"{zone}: block {pfn:#x}/{order} outside the zone"
-                )
-                for p in range(pfn, pfn + (1 << order)):
-                    assert not owner[p], f"{zone}: pfn {p:#x} in two free blocks"
-                    owner[p] = 1
-                    if p != pfn and mem_map[p] is not None:
-                        assert not mem_map[p].flags & PG_buddy, f"pfn {p:#x}: PG_buddy inside a block"
-                assert mem_map[pfn]._count == 0, f"free block {pfn:#x} has _count {mem_map[pfn]._count}"
-                if order < MAX_ORDER:
-                    b = pfn ^ (1 << order)
-                    if zone.zone_start_pfn <= b < zone.end_pfn:
-                        bp = mem_map[b]
-                        assert bp is None or not (bp.flags & PG_buddy and bp.private == order), (
-                            f"{zone}: buddies {pfn:#x} and {b:#x} both free at order {order}, unmerged"
-                        )
-                total += 1 << order
-            assert n == area.nr_free == area.free_list.nr, (
+            for mt, fl in enumerate(area.free_list):
+                prev = fl
+                nfl = 0
+                for page in fl:
+                    assert page.lru_prev is prev, f"{zone}: broken list link at pfn {page.pfn:#x}"
+                    prev = page
+                    n += 1
+                    nfl += 1
+                    pfn = page.pfn
+                    assert page.index == mt, (
+                        f"{zone}: pfn {pfn:#x} on the {MIGRATETYPE_NAMES[mt]} list records {page.index}"
+                    )
+                    assert page.flags & PG_buddy, f"{zone}: pfn {pfn:#x} on order-{order} list without PG_buddy"
+                    assert page.private == order, f"{zone}: pfn {pfn:#x} order {page.private} on list {order}"
+                    assert pfn & ((1 << order) - 1) == 0, f"{zone}: pfn {pfn:#x} misaligned for order {order}"
+                    assert zone.zone_start_pfn <= pfn and pfn + (1 << order) <= zone.end_pfn, (
+                        f"{zone}: block {pfn:#x}/{order} outside the zone"
+                    )
+                    for p in range(pfn, pfn + (1 << order)):
+                        assert not owner[p], f"{zone}: pfn {p:#x} in two free blocks"
+                        owner[p] = 1
+                        if p != pfn and mem_map[p] is not None:
+                            assert not mem_map[p].flags & PG_buddy, f"pfn {p:#x}: PG_buddy inside a block"
+                    assert mem_map[pfn]._count == 0, f"free block {pfn:#x} has _count {mem_map[pfn]._count}"
+                    if order < MAX_ORDER:
+                        b = pfn ^ (1 << order)
+                        if zone.zone_start_pfn <= b < zone.end_pfn:
+                            bp = mem_map[b]
+                            assert bp is None or not (bp.flags & PG_buddy and bp.private == order), (
+                                f"{zone}: buddies {pfn:#x} and {b:#x} both free at order {order}, unmerged"
+                            )
+                    total += 1 << order
+                assert nfl == fl.nr, f"{zone}: order {order} {MIGRATETYPE_NAMES[mt]} list nr {fl.nr}, {nfl} listed"
+            assert n == area.nr_free, (
                 f"{zone}: order {order} nr_free {area.nr_free} but {n} blocks listed"
             )
         assert total == zone.nr_free, f"{zone}: nr_free {zone.nr_free} but {total} pages in free blocks"
+        nb = alloc.pageblock_nr_pages
+        highatomic = sum(
+            nb for b in range(zone.zone_start_pfn // nb, -(-zone.end_pfn // nb))
+            if alloc.pageblock_mt[b] == MIGRATE_HIGHATOMIC
+        )
+        assert zone.nr_reserved_highatomic == highatomic, (
+            f"{zone}: nr_reserved_highatomic {zone.nr_reserved_highatomic}, {highatomic} in HIGHATOMIC pageblocks"
+        )
         for hot, cold in zone.pcp:
             for pcp in (hot, cold):
                 assert pcp.count == len(pcp.pages), f"{zone}: pcp count {pcp.count} != {len(pcp.pages)}"

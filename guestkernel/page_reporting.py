@@ -36,6 +36,7 @@ touches them again. Reporting a block whose frames the host never backed changes
 from __future__ import annotations
 
 from .page import PG_buddy, PG_reported
+from .page_alloc import MIGRATE_ISOLATE, MIGRATE_TYPES
 from .physmem import RELEASE_REPORTED
 
 PAGE_REPORTING_DELAY = 2.0  # seconds: 2 * HZ
@@ -121,16 +122,20 @@ class PageReporting:
             return
         sgl: list = []
         for order in range(self.order, len(zone.free_area)):
-            if not self._cycle(zone, order, sgl):
-                return
+            for mt in range(MIGRATE_TYPES):
+                if mt == MIGRATE_ISOLATE:  # never pulled from the isolate list
+                    continue
+                if not self._cycle(zone, order, mt, sgl):
+                    return
         if sgl:
             self._report(zone, sgl)
 
-    def _cycle(self, zone, order: int, sgl: list) -> bool:
-        """page_reporting_cycle over free_area[order]; False if the pass must stop."""
+    def _cycle(self, zone, order: int, mt: int, sgl: list) -> bool:
+        """page_reporting_cycle over free_area[order].free_list[mt]; False if the pass
+        must stop."""
         alloc = self.kernel.page_alloc
         area = zone.free_area[order]
-        head = area.free_list
+        head = area.free_list[mt]
         if head.lru_next is head:
             return True
         cap = PAGE_REPORTING_CAPACITY

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .page_alloc import NR_ORDERS, ZONE_LAYOUT
+from .page_alloc import MIGRATE_TYPES, MIGRATETYPE_NAMES, NR_ORDERS, ZONE_LAYOUT
 from .units import PAGE_SHIFT
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ class ProcFS:
         self.sysctls: dict[str, Sysctl] = {}
         self.register("/proc/meminfo", self.meminfo)
         self.register("/proc/buddyinfo", self.buddyinfo)
+        if kernel.config.era == "6.x":  # grouping by mobility and pagetypeinfo: 2.6.24
+            self.register("/proc/pagetypeinfo", self.pagetypeinfo)
         self.register("/proc/zoneinfo", self.zoneinfo)
         self.register("/proc/vmstat", self.vmstat)
         self.register("/proc/slabinfo", self.slabinfo, self.slabinfo_write)
@@ -299,6 +301,28 @@ class ProcFS:
                 out.append(f"Node {node.nid}, zone {zone.name:>8} {counts}")
         return "\n".join(out) + "\n"
 
+    def pagetypeinfo(self) -> str:
+        """/proc/pagetypeinfo (mm/vmstat.c pagetypeinfo_show), node by node."""
+        alloc = self.kernel.page_alloc
+        out = []
+        for node in alloc.nodes:
+            zones = [z for z in node.zones if z.populated()]
+            if not zones:
+                continue
+            out.append(pagetypeinfo_header(alloc.pageblock_order))
+            for zone in zones:
+                for mt in range(MIGRATE_TYPES):
+                    counts = [min(area.free_list[mt].nr, PAGETYPEINFO_CAP) for area in zone.free_area]
+                    out.append(pagetypeinfo_free_line(node.nid, zone.name, MIGRATETYPE_NAMES[mt], counts))
+            out.append(pagetypeinfo_block_header())
+            nb = alloc.pageblock_nr_pages
+            for zone in zones:
+                count = [0] * MIGRATE_TYPES
+                for pfn in range(zone.zone_start_pfn, zone.end_pfn, nb):
+                    count[alloc.pageblock_mt[pfn >> alloc.pageblock_order]] += 1
+                out.append(pagetypeinfo_block_line(node.nid, zone.name, count))
+        return "".join(out)
+
     def zoneinfo(self) -> str:
         k = self.kernel
         alloc = k.page_alloc
@@ -387,3 +411,26 @@ class ProcFS:
             raise FileNotFoundError("/proc/slabinfo: No such file or directory")
         self.kernel.slab.slabinfo_write(text)
 
+
+# /proc/pagetypeinfo lines, as mm/vmstat.c prints them (also used to re-render a real
+# kernel's output in the tests)
+PAGETYPEINFO_CAP = 100000  # list_for_each stops counting here and prints ">100000"
+
+
+def pagetypeinfo_header(pageblock_order: int) -> str:
+    head = f"Page block order: {pageblock_order}\nPages per block:  {1 << pageblock_order}\n\n"
+    head += f"{'Free pages count per migrate type at order':<43} "
+    return head + "".join(f"{o:6d} " for o in range(NR_ORDERS)) + "\n"
+
+
+def pagetypeinfo_free_line(nid: int, zone: str, mtname: str, counts) -> str:
+    cells = "".join((">" if c >= PAGETYPEINFO_CAP else "") + f"{c:6d} " for c in counts)
+    return f"Node {nid:4d}, zone {zone:>8}, type {mtname:>12} " + cells + "\n"
+
+
+def pagetypeinfo_block_header() -> str:
+    return f"\n{'Number of blocks type ':<23}" + "".join(f"{n:>12} " for n in MIGRATETYPE_NAMES) + "\n"
+
+
+def pagetypeinfo_block_line(nid: int, zone: str, counts) -> str:
+    return f"Node {nid}, zone {zone:>8} " + "".join(f"{c:12d} " for c in counts) + "\n"

@@ -75,7 +75,15 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from .gfp import __GFP_COMP, __GFP_DMA, __GFP_ZERO, GFP_KERNEL, GFP_NOWAIT, GFP_ZONEMASK
+from .gfp import (
+    __GFP_COMP,
+    __GFP_DMA,
+    __GFP_RECLAIMABLE,
+    __GFP_ZERO,
+    GFP_KERNEL,
+    GFP_NOWAIT,
+    GFP_ZONEMASK,
+)
 from .kmem import SlabPage
 from .page import Page, PageList, PG_slab
 from .page_alloc import KernelBug
@@ -85,6 +93,7 @@ from .units import PAGE_SIZE
 GFP_DMA_BIT = __GFP_DMA
 GFP_ZERO_BIT = __GFP_ZERO
 GFP_COMP_BIT = __GFP_COMP
+GFP_RECLAIMABLE_BIT = __GFP_RECLAIMABLE
 
 __all__ = [
     "KernelBug",
@@ -413,6 +422,8 @@ class KmemCache:
         self.left_over = geometry.left_over
         self.flags = flags | (CFLGS_OFF_SLAB if geometry.off_slab else 0)
         self.gfpflags = GFP_DMA_BIT if flags & SLAB_CACHE_DMA else 0  # forced GFP flags
+        if flags & SLAB_RECLAIM_ACCOUNT:
+            self.gfpflags |= GFP_RECLAIMABLE_BIT  # __kmem_cache_create(): reclaimable pageblocks
         self.ctor = ctor  # called as ctor(obj) on every object of a new slab
         self.slabp_cache: KmemCache | None = None
         # tunables (enable_cpucache)
@@ -784,7 +795,7 @@ class SlabAllocator:
         if bool(gfp & GFP_DMA_BIT) != bool(cachep.gfpflags & GFP_DMA_BIT):
             raise KernelBug(
                 f"kmem_cache_alloc: {cachep.name}: GFP_DMA {'given' if gfp & GFP_DMA_BIT else 'missing'}"
-                f" for a {'DMA' if cachep.gfpflags else 'non-DMA'} cache"
+                f" for a {'DMA' if cachep.gfpflags & GFP_DMA_BIT else 'non-DMA'} cache"
             )
         page = self._kmem_getpages(cachep, gfp, nodeid)
         if page is None:

@@ -11,6 +11,9 @@ from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.page import PG_buddy, PG_lru
 from guestkernel.page_alloc import (
+    MIGRATE_MOVABLE,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
     KernelBug,
     KernelPanic,
     int_sqrt,
@@ -18,9 +21,12 @@ from guestkernel.page_alloc import (
 )
 
 
-def free_lists(zone) -> list[list[int]]:
-    """pfns on each order's free list, head first."""
-    return [area.free_list.pfns() for area in zone.free_area]
+def free_lists(zone, mt: int | None = None) -> list[list[int]]:
+    """pfns on each order's free list of migratetype `mt`, head first (mt None: every
+    type's list, one after the other)."""
+    if mt is not None:
+        return [area.free_list[mt].pfns() for area in zone.free_area]
+    return [[p for fl in area.free_list for p in fl.pfns()] for area in zone.free_area]
 
 
 def zone_named(k: Kernel, name: str, nid: int = 0):
@@ -224,8 +230,15 @@ def test_boot_free_lists_6x_ascending_from_head():
     # 6.x frees boot memory to the tail: the order-10 list runs in ascending pfn order
     k = Kernel(KernelConfig(memory="64MiB"))
     dma32 = zone_named(k, "DMA32")
-    pfns = free_lists(dma32)[10]
-    assert pfns == sorted(pfns) and pfns[0] == 8192  # 16 MiB image ends at pfn 8192
+    pfns = free_lists(dma32, MIGRATE_MOVABLE)[10]
+    # The 16 MiB image ends at pfn 8192, and memmap_init marks every pageblock MOVABLE.
+    # Boot's first unmovable allocation (a slab page) finds no UNMOVABLE block and steals
+    # the largest MOVABLE block, the list's first (__rmqueue_fallback): the order-10 block
+    # at 8192, whose two pageblocks become UNMOVABLE (change_pageblock_range); its first
+    # reclaimable one (a SLAB_RECLAIM_ACCOUNT cache) steals the next, at 9216.
+    assert pfns == sorted(pfns) and pfns[0] == 10240
+    mt = k.page_alloc.pageblock_mt
+    assert list(mt[16:21]) == [MIGRATE_UNMOVABLE] * 2 + [MIGRATE_RECLAIMABLE] * 2 + [MIGRATE_MOVABLE]
     k = Kernel(KernelConfig(memory="64MiB", era="2.6"))
     pfns = free_lists(zone_named(k, "DMA32"))[10]
     assert pfns == sorted(pfns, reverse=True)  # 2.6 adds at the head
@@ -365,37 +378,37 @@ def test_pcp_refill_take_free_and_spill(dma32_world):
     hot, cold = zone.pcp[0]
     # present 12288 -> 12 -> /4 = 3 -> (1 << (fls(4) - 1)) - 1 = 3: hot high 18, cold high 6
     assert (hot.high, hot.batch, cold.high, cold.batch) == (18, 3, 6, 1)
-    give_block(k, 9216, 6)  # 64 pages
+    give_block(k, 10240, 6)  # 64 pages
     # empty hot list: refill batch = 3 pages from the buddy, in ascending order from the
-    # head (9216 splits 64 -> ... -> 1; then 9217; then 9218 splits to 9218 + 9219)
+    # head (10240 splits 64 -> ... -> 1; then 10241; then 10242 splits to 10242 + 10243)
     p1 = k.alloc_pages(G.GFP_KERNEL)
-    assert p1.pfn == 9216
-    assert hot.count == 2 and [p.pfn for p in reversed(hot.pages)] == [9217, 9218]
+    assert p1.pfn == 10240
+    assert hot.count == 2 and [p.pfn for p in reversed(hot.pages)] == [10241, 10242]
     assert zone.nr_free == 64 - 3  # pages on per-CPU lists are not free pages
-    assert free_lists(zone)[:6] == [[9219], [], [9220], [9224], [9232], [9248]]
+    assert free_lists(zone)[:6] == [[10243], [], [10244], [10248], [10256], [10272]]
     p2 = k.alloc_pages(G.GFP_KERNEL)
-    assert p2.pfn == 9217
+    assert p2.pfn == 10241
     # a free goes to the head of the hot list
     k.free_pages(p1)
-    assert [p.pfn for p in reversed(hot.pages)] == [9216, 9218]
+    assert [p.pfn for p in reversed(hot.pages)] == [10240, 10242]
     # __GFP_COLD takes from the cold list (batch 1: one page from the buddy)
     c = k.alloc_pages(G.GFP_KERNEL | G.__GFP_COLD)
-    assert c.pfn == 9219 and cold.count == 0
+    assert c.pfn == 10243 and cold.count == 0
     k.free_cold_page(c)
-    assert [p.pfn for p in cold.pages] == [9219]
+    assert [p.pfn for p in cold.pages] == [10243]
     validate_buddy(k.page_alloc)
-    assert k.drain_all_pages() == 3  # 9216, 9218 (hot) and 9219 (cold)
+    assert k.drain_all_pages() == 3  # 10240, 10242 (hot) and 10243 (cold)
     assert hot.count == cold.count == 0
     k.free_pages(p2)
     k.drain_all_pages()
-    assert free_lists(zone)[6] == [9216] and zone.nr_free == 64
+    assert free_lists(zone)[6] == [10240] and zone.nr_free == 64
     validate_buddy(k.page_alloc)
 
 
 def test_pcp_spill_returns_tail_batch(dma32_world):
     k, zone = dma32_world
     hot, _ = zone.pcp[0]
-    give_block(k, 9216, 5)
+    give_block(k, 10240, 5)
     pages = [k.alloc_pages(G.GFP_KERNEL) for _ in range(18)]
     k.drain_all_pages()
     for page in pages[:17]:
@@ -483,7 +496,7 @@ def test_watermark_ok_26_high_order_rule():
     k6 = Kernel(KernelConfig(memory="64MiB"))
     z6 = zone_named(k6, "DMA32")
     empty_zone(k6, z6)
-    for pfn in range(8192, 8392, 2):
+    for pfn in range(10240, 10440, 2):  # (boot's slab took the pageblocks at 8192-10239)
         give_block(k6, pfn, 0)
     assert k6.page_alloc.zone_watermark_ok(z6, 0, 10, 2, 0)
     assert not k6.page_alloc.zone_watermark_ok(z6, 1, 10, 2, 0)

@@ -40,7 +40,7 @@ def reportable(vm, order):
         if zone.nr_free <= zone.low_wmark() + (PAGE_REPORTING_CAPACITY << order):
             continue
         for o in range(order, len(zone.free_area)):
-            for page in zone.free_area[o].free_list:
+            for page in (p for fl in zone.free_area[o].free_list for p in fl):  # by migratetype
                 if not page.flags & PG_reported:
                     blocks.append((page.pfn, o))
                     frames += backed(vm, page.pfn, 1 << o)
@@ -74,7 +74,7 @@ def test_a_pass_reports_free_blocks_of_pageblock_order_and_the_host_discards_the
     assert pr.state == PAGE_REPORTING_IDLE
     # ZONE_DMA (16 MiB = 4096 pages) never has LOW + 32 * 512 free pages: not reported
     dma = k.page_alloc.zones[0]
-    assert all(not p.flags & PG_reported for o in range(11) for p in dma.free_area[o].free_list)
+    assert all(not p.flags & PG_reported for o in range(11) for fl in dma.free_area[o].free_list for p in fl)
     # never-backed frames of the reported blocks stay never-backed (nothing to discard)
     assert vm.p2m.nr[P2M_BALLOONED] == frames
     # every block reported is flagged, back on its free list; a second pass finds nothing
@@ -157,7 +157,7 @@ def test_a_list_is_reported_within_its_budget_and_the_rest_requested_again():
     assert pr.reports == 2 + (nr10 > 0)
     assert pr.state == PAGE_REPORTING_REQUESTED and pr.scheduled
     # the reported blocks went to the tail; the unreported ones are first on the list
-    first = dma32.free_area[9].free_list.first()
+    first = next(fl.first() for fl in dma32.free_area[9].free_list if fl)
     assert not first.flags & PG_reported
     pr.process()
     assert pr.reported_blocks == 4 * PAGE_REPORTING_CAPACITY + nr10
