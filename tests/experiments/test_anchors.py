@@ -25,15 +25,12 @@ KNOWN_GAPS: dict[tuple[str, int], str] = {
     ("identical", 1): "76.2 % reclaimed at 10 VMs (quick) against ~60 %: as row 0",
     ("live-ksm", 6): "time to converge: hvsim's ksmd wakes exactly sleep_millisecs after a batch (0.50 s); the "
                      "real one converged in 0.68-0.74 s on this machine while other jobs ran (load 16)",
-    ("balloon-swap", 0): "ballooned throughput 80 % (93 % before issue 12 section 2): the guest kernel's own "
-                         "memory (memmap, slab, kernel stacks, page tables: ~2.5 MiB of the 128 MiB guest) is "
-                         "now backed on the 96 MiB host, so the ballooned guest keeps less for the kernel "
-                         "compile and swaps more",
-    ("balloon-swap", 1): "host-swap throughput 91.7 % of ballooned (85.7 % before): its baseline, the ballooned "
-                         "run (row 0), fell with the kernel memory now backed on the host; the dentry/inode caches "
-                         "and shrink_slab's shrinkers moved it too (92.9 % with them before the kernel memory "
-                         "was backed): the compile's cc processes grow the guest's dcache and icache and reclaim "
-                         "no longer frees every free slab (only cache_reap does, as in SLAB)",
+    ("balloon-swap", 0): "ballooned throughput 73.3 % (80 % before grouping by mobility, 93 % before issue 12 "
+                         "section 2): the guest kernel's own memory (memmap, slab, kernel stacks, page tables: "
+                         "~2.5 MiB of the 128 MiB guest) is backed on the 96 MiB host, so the ballooned guest keeps "
+                         "less for the kernel compile and swaps more; with migratetypes (issue 15) its unmovable "
+                         "allocations no longer reuse just-freed user pages but take whole movable pageblocks, "
+                         "largest free block first",
 }
 
 
