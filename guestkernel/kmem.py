@@ -527,7 +527,7 @@ class PgtablePage(_LivePage):
     """One page-table page of an mm: level 0 holds PTEs, higher levels point at tables;
     `level` == len(shifts) is the PGD."""
 
-    __slots__ = ("pt", "level", "key", "page")
+    __slots__ = ("pt", "level", "key", "page", "_ents", "_data")
 
     def __init__(self, kmem: KmemContent, pt, level: int, key: int, page) -> None:
         self.kmem = kmem
@@ -536,8 +536,43 @@ class PgtablePage(_LivePage):
         self.level = level
         self.key = key
         self.page = page
+        self._ents = None  # the entries `_data` was made from (see _bytes)
+        self._data = None
 
     def _bytes(self) -> bytes:
+        """The table's bytes. NOTE: cached for performance: the bytes are a function of
+        the arch and the table's entries (PTEs at level 0, the child table pages above),
+        which are fetched at C speed on every read and compared with those the cached
+        bytes were made from; only a table whose entries changed is converted again.
+        `_make` is the plain twin."""
+        pt = self.pt
+        level = self.level
+        shifts = pt.shifts
+        if level < len(shifts):
+            if pt.tables[level].get(self.key) is not self.page:
+                return ZERO_PAGE  # freed: emptied before it went
+            d = shifts[0] if level == 0 else shifts[level] - shifts[level - 1]
+            nent = 1 << d
+            lo = self.key << d
+            src = pt.ptes if level == 0 else pt.tables[level - 1]
+            ents = list(map(src.get, range(lo, lo + nent), repeat(0, nent)))
+        else:
+            if pt.pgd is not self.page:
+                return ZERO_PAGE
+            arch = self.kmem.layout.arch
+            pae = arch == "i386" and len(shifts) == 2
+            nent = 4 if pae else (512 if arch == "x86_64" else 1024)
+            below = pt.tables[level - 1]
+            ents = list(map(below.get, range(nent), repeat(0, nent)))
+        if ents == self._ents:  # (child tables compare by identity: Page has no __eq__)
+            return self._data
+        data = self._make()
+        self._ents = ents
+        self._data = data
+        return data
+
+    def _make(self) -> bytes:
+        """The table's bytes, made from the live entries (the plain twin of _bytes)."""
         pt = self.pt
         level = self.level
         shifts = pt.shifts

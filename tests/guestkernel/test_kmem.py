@@ -487,9 +487,50 @@ def test_pte_page_bytes_are_x86_pte_of_every_entry(archs, entries):
     pt = types.SimpleNamespace(shifts=shifts, tables=[{1: page}] + [{} for _ in shifts[1:]], pgd=None,
                                ptes={nent + (k % nent): v for k, v in entries.items()})
     km = types.SimpleNamespace(layout=types.SimpleNamespace(arch=arch), kernel_pgd_entries=[0] * 256)
-    p = K.PgtablePage.__new__(K.PgtablePage)
-    p.kmem, p.pt, p.level, p.key, p.page, p.pfn = km, pt, 0, 1, page, 5
+    p = K.PgtablePage(km, pt, 0, 1, page)
     pae = arch == "i386" and len(shifts) == 2
     vals = [K.x86_pte(pt.ptes.get(nent + i, 0), arch, pae) for i in range(nent)]
     data = struct.pack(f"<{nent}{'Q' if arch == 'x86_64' or pae else 'I'}", *vals)
     assert p._bytes() == data + bytes(4096 - len(data))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["x86_64", "i386", "i386-pae"]),
+       st.lists(st.tuples(st.sampled_from(["set", "clear", "read", "table", "untable"]),
+                          st.integers(0, 1023), st.integers(0, (1 << 32) - 1)),
+                min_size=1, max_size=40))
+def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, ops):
+    """PgtablePage._bytes keeps the bytes it made until the table's entries change: after
+    any sequence of PTE and child-table changes, reads and re-reads, it returns what the
+    plain twin `_make` builds from the live entries (at every level)."""
+    import types
+
+    from guestkernel import kmem as K
+    from guestkernel.pgtable import table_shifts
+
+    pae = arch == "i386-pae"
+    arch = arch.split("-")[0]
+    shifts = table_shifts(arch, pae)
+    pages = [types.SimpleNamespace(pfn=100 + i) for i in range(8)]
+    pgd = types.SimpleNamespace(pfn=99)
+    pt = types.SimpleNamespace(shifts=shifts, tables=[{1: pages[0]}] + [{0: pages[1]} for _ in shifts[1:]],
+                               pgd=pgd, ptes={})
+    km = K.KmemContent.__new__(K.KmemContent)
+    km.layout = types.SimpleNamespace(arch=arch)
+    km.kernel_pgd_entries = list(range(256))
+    km.fresh = set()
+    nent = 1 << shifts[0]
+    recipes = [K.PgtablePage(km, pt, 0, 1, pages[0]), K.PgtablePage(km, pt, len(shifts), 0, pgd)]
+    if len(shifts) > 1:
+        recipes.append(K.PgtablePage(km, pt, 1, 0, pages[1]))
+    for op, i, v in ops:
+        if op == "set":
+            pt.ptes[nent + i % nent] = v
+        elif op == "clear":
+            pt.ptes.pop(nent + i % nent, None)
+        elif op == "table":
+            pt.tables[0][i % 4] = pages[i % 8]
+        elif op == "untable" and i % 4 != 1:
+            pt.tables[0].pop(i % 4, None)
+        for r in recipes:
+            assert r._bytes() == r._make()
