@@ -332,6 +332,23 @@ class KernelSection(_Model):
         "none", description='whose kernel reserves memory at boot: "none" (the kernel image and memmap), '
         '"debian-12" (Debian 12\'s 6.1 kernel, measured: MemTotal as that guest shows, x86_64 6.x only), '
         '"auto" (the image\'s kernel where measured)')
+    thp_enabled: Literal["auto", "always", "madvise", "never"] = Field(
+        "auto", description="/sys/kernel/mm/transparent_hugepage/enabled: which anonymous memory gets 2 MiB pages "
+        '(x86_64 6.x guests only); "auto": as the image\'s distribution ships it (CentOS 7 always; Debian, '
+        'Ubuntu and other Linux images madvise; Windows never)')
+    thp_defrag: Literal["auto", "always", "defer", "defer+madvise", "madvise", "never"] = Field(
+        "auto", description="transparent_hugepage/defrag: whether a huge page fault may reclaim and compact "
+        '(always, or madvised VMAs only with madvise); "auto": CentOS 7 always, the others madvise')
+    thp_use_zero_page: bool = Field(True, description="transparent_hugepage/use_zero_page: a read fault maps "
+                                    "the huge zero page")
+    khugepaged_pages_to_scan: int = Field(4096, ge=1, description="khugepaged/pages_to_scan: pages per wake-up")
+    khugepaged_scan_sleep_millisecs: int = Field(10000, ge=0, description="khugepaged/scan_sleep_millisecs, ms")
+    khugepaged_alloc_sleep_millisecs: int = Field(60000, ge=0, description="khugepaged/alloc_sleep_millisecs, "
+                                                  "ms after a failed huge page allocation")
+    khugepaged_max_ptes_none: int = Field(511, ge=0, le=511, description="khugepaged/max_ptes_none: empty PTEs "
+                                          "a collapse may fill with zeroed memory")
+    khugepaged_max_ptes_swap: int = Field(64, ge=0, le=511, description="khugepaged/max_ptes_swap")
+    khugepaged_max_ptes_shared: int = Field(256, ge=0, le=511, description="khugepaged/max_ptes_shared")
     init_on_alloc: bool = Field(False, description="init_on_alloc=1: every page and slab object zeroed when "
                                 "allocated (Debian's and Ubuntu's 6.x kernels build it on by default)")
     init_on_free: bool = Field(False, description="init_on_free=1: every page and slab object zeroed when freed "

@@ -91,9 +91,20 @@ def kernel_config(v: VMSection, seed: int = 0) -> KernelConfig:
     if kw["distro"] == "auto":
         fits = v.image_name() in DISTROS and (kw["arch"], kw["era"]) == ("x86_64", "6.x")
         kw["distro"] = v.image_name() if fits else "none"
-    if v.image_name() != "none" and OSImage.get(v.image_name()).family == "windows":
+    windows = v.image_name() != "none" and OSImage.get(v.image_name()).family == "windows"
+    if windows:
         kw["init_on_free"] = True
+    # THP as the distributions ship it: RHEL/CentOS 7 "always" for both; Debian and
+    # Ubuntu (CONFIG_TRANSPARENT_HUGEPAGE_MADVISE, defrag madvise: upstream's defaults)
+    thp = THP_DEFAULTS.get(v.image_name(), ("never", "never") if windows else ("madvise", "madvise"))
+    if kw["thp_enabled"] == "auto":
+        kw["thp_enabled"] = thp[0]
+    if kw["thp_defrag"] == "auto":
+        kw["thp_defrag"] = "madvise" if thp[1] == "never" else thp[1]
     return KernelConfig(memory=size(v.memory), seed=seed, **kw)
+
+
+THP_DEFAULTS = {"centos-7": ("always", "always")}  # (enabled, defrag) by image
 
 
 def boot_image(kernel, image: OSImage) -> float:

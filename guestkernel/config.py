@@ -87,6 +87,17 @@ class KernelConfig:
     swap: int | str = 0  # bytes of swap space
     swap_latency: float | str = "80us"  # per 4 KiB read, seconds
     swap_bandwidth: int | str = "500MiB"  # bytes per second
+    # Transparent huge pages (/sys/kernel/mm/transparent_hugepage; huge_memory.py): x86_64
+    # 6.x only (2.6.24-era kernels have none: THP arrived in 2.6.38)
+    thp_enabled: str = "madvise"  # enabled: "always", "madvise" or "never"
+    thp_defrag: str = "madvise"  # defrag: "always", "defer", "defer+madvise", "madvise", "never"
+    thp_use_zero_page: bool = True  # use_zero_page: a read fault maps the huge zero page
+    khugepaged_pages_to_scan: int = 4096  # khugepaged/pages_to_scan, pages per wake-up
+    khugepaged_scan_sleep_millisecs: int = 10000  # khugepaged/scan_sleep_millisecs, ms
+    khugepaged_alloc_sleep_millisecs: int = 60000  # khugepaged/alloc_sleep_millisecs, ms
+    khugepaged_max_ptes_none: int = 511  # khugepaged/max_ptes_none, empty PTEs a collapse fills
+    khugepaged_max_ptes_swap: int = 64  # khugepaged/max_ptes_swap, swapped PTEs it reads in
+    khugepaged_max_ptes_shared: int = 256  # khugepaged/max_ptes_shared, PTEs shared with another mm
     extra: dict = field(default_factory=dict)  # free-form settings for experiments
 
     def __post_init__(self) -> None:
@@ -106,7 +117,18 @@ class KernelConfig:
             self.kernel_image = DISTRO_KERNEL_IMAGE.get(self.distro, DEFAULT_KERNEL_IMAGE[self.arch])
         if self.kaslr is None:
             self.kaslr = self.era == "6.x" and self.arch == "x86_64"
-        for name in ("kaslr", "init_on_alloc", "init_on_free"):
+        if self.thp_enabled not in ("always", "madvise", "never"):
+            raise ValueError(f"thp_enabled: must be one of always, madvise, never, got {self.thp_enabled!r}")
+        if self.thp_defrag not in ("always", "defer", "defer+madvise", "madvise", "never"):
+            raise ValueError("thp_defrag: must be one of always, defer, defer+madvise, madvise, never, "
+                             f"got {self.thp_defrag!r}")
+        for name, hi in (("khugepaged_pages_to_scan", (1 << 32) - 1),
+                         ("khugepaged_scan_sleep_millisecs", (1 << 32) - 1),
+                         ("khugepaged_alloc_sleep_millisecs", (1 << 32) - 1),
+                         ("khugepaged_max_ptes_none", 511), ("khugepaged_max_ptes_swap", 511),
+                         ("khugepaged_max_ptes_shared", 511)):
+            _int_range(self, name, 1 if name == "khugepaged_pages_to_scan" else 0, hi)
+        for name in ("kaslr", "init_on_alloc", "init_on_free", "thp_use_zero_page"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -35,6 +35,7 @@ from .page import (
     PG_highmem,
     PG_mlocked,
     PG_swapbacked,
+    PG_thp,
     PG_uptodate,
     PG_writeback,
 )
@@ -415,6 +416,9 @@ def free_user_page(kernel, page) -> None:
     if page.flags & PG_mlocked:
         kernel.vmstat["nr_mlock"] -= 1
         kernel.vmstat["unevictable_pgs_cleared"] = kernel.vmstat.get("unevictable_pgs_cleared", 0) + 1
+    if page.flags & PG_thp:
+        kernel.thp.free_subpage(page)  # a THP's subpage: its folio keeps it (huge_memory.py)
+        return
     page.flags &= PG_highmem
     page.mapping = None
     kernel.free_pages(page)

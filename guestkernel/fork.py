@@ -99,6 +99,9 @@ def dup_mm(parent, child):
     except OSError:
         exit_mmap(child)
         raise
+    kh = k.khugepaged
+    if kh is not None:
+        kh.fork(mm, old)  # khugepaged_fork
     r = mm.rss
     mm.hiwater_rss = r[0] + r[1] + r[3]
     mm.hiwater_vm = mm.total_vm
@@ -111,6 +114,9 @@ def exit_mmap(task) -> None:
     if mm is None:
         return
     update_hiwater_rss(mm)
+    kh = task.kernel.khugepaged
+    if kh is not None:
+        kh.exit(mm)  # khugepaged_exit
     unmap_vmas(task, list(mm.mm_mt.vmas))
     mm.pgtable.free_all()
     mm.free()

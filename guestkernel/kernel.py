@@ -116,6 +116,11 @@ class Kernel:
         from .vmscan import init_reclaim
 
         self.shrinkers = ShrinkerList(self)  # shrink_slab's shrinker_list
+        from .huge_memory import init_thp
+        from .khugepaged import Khugepaged
+
+        self.thp = init_thp(self)  # transparent huge pages (None: not built)
+        self.khugepaged = None if self.thp is None else Khugepaged(self)
         init_address_spaces(self)
         self.dcache = Dcache(self)  # dentry and inode caches, and their shrinker
         init_reclaim(self)
@@ -132,6 +137,10 @@ class Kernel:
 
         self.daemons.append(CacheReaper(self.env, self.slab))
         start_reclaim_daemons(self)
+        if self.khugepaged is not None:
+            from .khugepaged import KhugepagedDaemon
+
+            self.daemons.append(KhugepagedDaemon(self.env, self.khugepaged))
 
     # ------------------------------------------------------------------ page allocator
     @property

@@ -609,6 +609,13 @@ class PgtablePage(_LivePage):
                 child = below.get(lo + i)
                 if child is not None:
                     vals[i] = (child.pfn << PAGE_SHIFT) | _PAGE_TABLE
+            huge = pt.huge if level == 1 else None
+            if huge:
+                # a PMD mapping (huge_memory.py): one PSE entry, the first subpage's
+                # frame with its PTE bits and _PAGE_PSE (bit 7), NX in bit 63
+                for i in range(nent):
+                    if lo + i in huge:
+                        vals[i] = x86_pte(pt.ptes[(lo + i) << shifts[0]], arch, pae) | 0x080
             if level == len(shifts) and arch == "x86_64":
                 # the kernel half (entries 256..511) is init_mm's, the same in every mm
                 vals[256:] = kmem.kernel_pgd_entries

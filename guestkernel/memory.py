@@ -46,8 +46,10 @@ from .page import (
     PG_mlocked,
     PG_swapbacked,
     PG_swapcache,
+    PG_thp,
     PG_uptodate,
     PG_workingset,
+    PG_zero,
 )
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -56,9 +58,11 @@ from .pgtable import (
     _PAGE_NX,
     _PAGE_PRESENT,
     _PAGE_PROTNONE,
+    _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SWP,
     _PAGE_USER,
+    HPAGE_PMD_NR,
     MM_ANONPAGES,
     MM_FILEPAGES,
     MM_SHMEMPAGES,
@@ -242,7 +246,15 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
             if ops is not None and hasattr(ops, "fault"):
                 ret = ops.fault(task, vma, addr, write)  # a special mapping (vdso, vvar)
             else:
-                ret = do_anonymous_page(task, vma, addr, write)
+                thp = kernel.thp
+                ret = -1
+                # __handle_mm_fault: pmd_none (no PTE table over the 2 MiB) and the VMA
+                # may have huge pages -> create_huge_pmd; VM_FAULT_FALLBACK: 4 KiB
+                if (thp is not None and thp.on and (vpn >> 9) not in task.mm.pgtable.pte_counts
+                        and thp.vma_allowed(vma)):
+                    ret = thp.do_huge_pmd_anonymous_page(task, vma, addr, write)
+                if ret < 0:
+                    ret = do_anonymous_page(task, vma, addr, write)
         else:
             ret = do_file_fault(task, vma, addr, write)
     elif not pte & PTE_PRESENT_MASK:
@@ -304,6 +316,12 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
     mm = task.mm
     ptes = mm.pgtable.ptes
     vpn = addr >> PAGE_SHIFT
+    if pte & _PAGE_PSE:
+        # do_huge_pmd_wp_page: reuse an exclusive THP whole, else split the PMD and
+        # continue with the 4 KiB PTE (VM_FAULT_FALLBACK)
+        pte = kernel.thp.do_huge_pmd_wp_page(task, vma, addr, pte)
+        if not pte:
+            return 0
     pfn = pte >> PAGE_SHIFT
     if vma.vm_flags & VM_SHARED:
         # wp_page_shared: the page is the file's; writing dirties it
@@ -508,9 +526,13 @@ def zap_page_range(kernel, mm, vma, start: int, end: int, drop_markers: bool = F
     removed."""
     pt = mm.pgtable
     ptes = pt.ptes
+    zapped = 0
+    if pt.huge:
+        # zap_pmd_range: whole PMD mappings go at once, partial ones are split first
+        zapped = kernel.thp.zap_huge_range(mm, start, end)
     vpns = _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT)
     if not vpns:
-        return 0
+        return zapped
     update_hiwater_rss(mm)
     zero_pfn = kernel.zero_pfn
     mem_map = kernel.mem_map
@@ -548,7 +570,7 @@ def zap_page_range(kernel, mm, vma, start: int, end: int, drop_markers: bool = F
         elif pte & _PAGE_MARKER and not drop_markers:
             pt.set_pte_new(vpn, pte)  # the table is still there
             kept += 1
-    return len(vpns) - kept
+    return len(vpns) - kept + zapped
 
 
 def update_hiwater_rss(mm) -> None:
@@ -563,6 +585,10 @@ def move_ptes(kernel, mm, vma, old_start: int, new_start: int, length: int) -> b
     pt = mm.pgtable
     ptes = pt.ptes
     delta = (new_start - old_start) >> PAGE_SHIFT
+    if pt.huge:
+        # move_huge_pmd: PMD mappings moving whole to an aligned place keep their PMD
+        if not kernel.thp.move_huge_range(mm, old_start, new_start, length):
+            return False
     vpns = _vpns_in(ptes, old_start >> PAGE_SHIFT, (old_start + length) >> PAGE_SHIFT)
     for vpn in vpns:
         pte = pt.clear_pte(vpn)
@@ -584,8 +610,16 @@ def copy_page_range(kernel, dst_mm, src_mm, dst_vma, src_vma) -> bool:
     mem_map = kernel.mem_map
     rss = dst_mm.rss
     dup = getattr(kernel, "swap_duplicate", None)
+    skip = 0
     for vpn in _vpns_in(sptes, src_vma.vm_start >> PAGE_SHIFT, src_vma.vm_end >> PAGE_SHIFT):
         pte = sptes[vpn]
+        if pte & _PAGE_PSE:
+            # copy_huge_pmd: the first of the 512 entries copies the PMD mapping
+            if vpn >= skip:
+                if not kernel.thp.copy_huge_pmd(dst_mm, src_mm, vpn):
+                    return False
+                skip = vpn + HPAGE_PMD_NR
+            continue
         if pte & PTE_PRESENT_MASK:
             pfn = pte >> PAGE_SHIFT
             if cow and pte & _PAGE_RW:
@@ -718,6 +752,15 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
     their PTEs become that swap entry (MM_SWAPENTS). A dirty PTE dirties the page. The
     caller must hold its own reference (like an isolated LRU page). Fails (returns False,
     the page is mlocked) if a VM_LOCKED VMA maps it."""
+    if page.flags & PG_thp:
+        # shrink_folio_list: a THP is split before it is unmapped for swap-out
+        # (split_folio_to_list; the guest's swap has no THP clusters: thp_swpout_fallback)
+        thp = kernel.thp
+        base = page.pfn & ~(HPAGE_PMD_NR - 1)
+        folio = thp.folios.get(base)
+        if folio is not None and folio.pmd_maps and swap_entry is not None:
+            kernel.vmstat["thp_swpout_fallback"] += 1
+        thp.split_huge_page(base)
     anon = bool(page.flags & PG_anon)
     # an anonymous page without PG_swapbacked (MADV_FREE'd, or of a VM_DROPPABLE VMA)
     # needs no swap entry: its PTEs are dropped (a later read faults in a zero page)
@@ -812,6 +855,8 @@ def validate_pages(kernel) -> None:
     anon = mapped = 0
     for pfn, n in maps.items():
         page = mem_map[pfn]
+        if page.flags & PG_zero:
+            continue  # the huge zero page: no rmap
         if page._mapcount + 1 != n:
             raise MMInvariantError(f"page {pfn:#x}: mapcount {page._mapcount + 1}, {n} PTEs")
         extra = 1 if page.flags & PG_swapcache else 0

@@ -441,6 +441,9 @@ def mmap_region(task, file, addr: int, length: int, vm_flags: int, pgoff: int,
         file.get()
         file.put()  # nobody holds this fresh shmem file: let it go
     vm_stat_account(mm, vm_flags, npages)
+    kh = k.khugepaged
+    if kh is not None:
+        kh.enter_vma(vma)  # khugepaged_enter_vma
     if vm_flags & VM_LOCKED:
         if vm_flags & VM_SPECIAL or vm_flags & VM_HUGETLB:
             vma.vm_flags &= ~VM_LOCKED_MASK
@@ -685,6 +688,9 @@ def do_brk(task, brk: int) -> int:
         vma = vm_area_alloc(mm, oldbrk, newbrk, flags, oldbrk >> PAGE_SHIFT)
         vma_link(mm, vma)
     vm_stat_account(mm, flags, npages)
+    kh = task.kernel.khugepaged
+    if kh is not None:
+        kh.enter_vma(vma)  # do_brk_flags: khugepaged_enter_vma
     if flags & VM_LOCKED:
         mm.locked_vm += npages
     if mm.total_vm > mm.hiwater_vm:
@@ -1204,6 +1210,12 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
         new = flags & ~VM_DONTDUMP
     elif behavior == U.MADV_HUGEPAGE:
         new = (flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
+        kh = k.khugepaged
+        if kh is not None and new != flags:
+            # hugepage_madvise: khugepaged_enter_vma with the new flags
+            vma.vm_flags = new
+            kh.enter_vma(vma)
+            vma.vm_flags = flags
     elif behavior == U.MADV_NOHUGEPAGE:
         new = (flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
     elif behavior == U.MADV_MERGEABLE:

@@ -41,6 +41,7 @@ _PAGE_RW = 0x002
 _PAGE_USER = 0x004
 _PAGE_ACCESSED = 0x020
 _PAGE_DIRTY = 0x040
+_PAGE_PSE = 0x080  # one of the 512 entries standing for a PMD mapping (x86's PSE bit there)
 _PAGE_PROTNONE = 0x100  # pte_present() for the kernel, not the MMU (x86 reuses _PAGE_GLOBAL)
 _PAGE_NX = 0x200  # no-execute (x86: bit 63)
 _PAGE_SWP = 0x400  # non-present PTE holding a swap entry (hvsim)
@@ -56,6 +57,9 @@ PTE_MARKER_POISONED = 0x2
 PTE_MARKER_GUARD = 0x4
 PTE_GUARD = (PTE_MARKER_GUARD << 12) | _PAGE_MARKER
 PTE_PRESENT_MASK = _PAGE_PRESENT | _PAGE_PROTNONE
+
+HPAGE_PMD_ORDER = 9  # a PMD maps 2 MiB (x86_64)
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 
 MM_FILEPAGES = 0
 MM_ANONPAGES = 1
@@ -119,7 +123,7 @@ class PageTable:
     """The page table of one mm. `ptes` is the hot dict vpn -> pte."""
 
     __slots__ = ("kernel", "ptes", "shifts", "tables", "counts", "pte_shift", "pte_counts",
-                 "pgd", "bytes", "pinned", "nr_tables", "kmem", "fresh")
+                 "pgd", "bytes", "pinned", "nr_tables", "kmem", "fresh", "huge")
 
     def __init__(self, kernel, arch: str = "x86_64", pae: bool = False) -> None:
         self.kernel = kernel
@@ -132,6 +136,10 @@ class PageTable:
         self.bytes = 0  # pgtables_bytes: tables below the PGD, bytes
         self.nr_tables = 0  # every table page including the PGD
         self.pinned: set = set()  # (level, key) never freed before teardown (PAE PMDs)
+        # PMD mappings (huge_memory.py): PMD key (vpn >> 9) -> the page-table page
+        # deposited for its split (pgtable_trans_huge_deposit); its 512 PTE-dict entries
+        # carry _PAGE_PSE and no PTE table lies below
+        self.huge: dict = {}
         # the tables' bytes on the host (kmem.PgtablePage); `fresh`: frames a host has
         # read since their last change (the per-PTE test: is it empty?)
         self.kmem = kmem = getattr(kernel, "kmem", None)
@@ -243,6 +251,104 @@ class PageTable:
             self._table_changed(0, vpn >> self.pte_shift)
         return pte
 
+    # -- PMD mappings (transparent huge pages) ---------------------------------------------
+    def set_pmd_huge(self, hvpn: int, pfn: int, bits: int) -> bool:
+        """Map 512 frames from `pfn` at the 2 MiB-aligned `hvpn` with one PMD entry
+        (set_pmd_at) and deposit a zeroed table page for its split (counted in
+        pgtables_bytes: mm_inc_nr_ptes). False if a table page could not be had."""
+        shifts = self.shifts
+        for level in range(len(shifts) - 1, 0, -1):
+            key = hvpn >> shifts[level]
+            if key not in self.counts[level] and not self._alloc_table(level, key):
+                return False
+        dep = self._alloc_table_page()
+        if dep is False:
+            return False
+        self.bytes += PAGE_SIZE
+        self.huge[hvpn >> shifts[0]] = dep
+        pkey = hvpn >> shifts[1]
+        self.counts[1][pkey] += 1
+        ptes = self.ptes
+        low = (bits & PTE_FLAGS_MASK) | _PAGE_PSE
+        for i in range(HPAGE_PMD_NR):
+            ptes[hvpn + i] = ((pfn + i) << PAGE_SHIFT) | low
+        if self.fresh:
+            self._table_changed(1, pkey)
+        return True
+
+    def zap_pmd_huge(self, hvpn: int) -> None:
+        """Remove the PMD mapping at hvpn and free its deposited table (zap_deposited_table)."""
+        key = hvpn >> self.shifts[0]
+        dep = self.huge.pop(key)
+        ptes = self.ptes
+        for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+            del ptes[v]
+        pkey = hvpn >> self.shifts[1]
+        self.counts[1][pkey] -= 1
+        self.bytes -= PAGE_SIZE
+        self._free_table_page(dep)
+        if self.fresh:
+            self._table_changed(1, pkey)
+
+    def move_pmd_huge(self, hvpn: int, new_hvpn: int) -> bool:
+        """move_huge_pmd: the PMD mapping and its deposited table move to new_hvpn
+        (2 MiB-aligned, no mapping there). False if a table page could not be had."""
+        shifts = self.shifts
+        for level in range(len(shifts) - 1, 0, -1):
+            key = new_hvpn >> shifts[level]
+            if key not in self.counts[level] and not self._alloc_table(level, key):
+                return False
+        dep = self.huge.pop(hvpn >> shifts[0])
+        self.huge[new_hvpn >> shifts[0]] = dep
+        old_p, new_p = hvpn >> shifts[1], new_hvpn >> shifts[1]
+        self.counts[1][old_p] -= 1
+        self.counts[1][new_p] += 1
+        ptes = self.ptes
+        for i in range(HPAGE_PMD_NR):
+            ptes[new_hvpn + i] = ptes.pop(hvpn + i)
+        if self.fresh:
+            self._table_changed(1, old_p)
+            self._table_changed(1, new_p)
+        return True
+
+    def collapse_pmd_huge(self, hvpn: int, pfn: int, bits: int) -> None:
+        """collapse_huge_page's end: the (emptied) PTE table under the PMD is deposited
+        and the PMD maps 512 frames from `pfn` (pgtable_trans_huge_deposit, set_pmd_at)."""
+        key = hvpn >> self.shifts[0]
+        dep = self.tables[0].pop(key)
+        del self.pte_counts[key]
+        self.huge[key] = dep
+        ptes = self.ptes
+        low = (bits & PTE_FLAGS_MASK) | _PAGE_PSE
+        for i in range(HPAGE_PMD_NR):
+            ptes[hvpn + i] = ((pfn + i) << PAGE_SHIFT) | low
+        kmem = self.kmem
+        if kmem is not None and dep is not None and dep.pfn in self.fresh:
+            kmem.changed(dep.pfn, PgtablePage(kmem, self, 0, key, dep))  # now all zeros
+        if self.fresh:
+            self._table_changed(1, hvpn >> self.shifts[1])
+
+    def split_pmd_huge(self, hvpn: int, zero_pfn: int) -> None:
+        """__split_huge_pmd_locked: the deposited table becomes the PTE table under the
+        PMD with the 512 entries in it (pgtable_trans_huge_withdraw + pmd_populate).
+        `zero_pfn` >= 0: the huge zero page's entries become the 4 KiB zero page's."""
+        key = hvpn >> self.shifts[0]
+        dep = self.huge.pop(key)
+        self.tables[0][key] = dep
+        self.pte_counts[key] = HPAGE_PMD_NR
+        ptes = self.ptes
+        if zero_pfn >= 0:
+            for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+                ptes[v] = (zero_pfn << PAGE_SHIFT) | (ptes[v] & PTE_FLAGS_MASK & ~_PAGE_PSE)
+        else:
+            for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+                ptes[v] &= ~_PAGE_PSE
+        kmem = self.kmem
+        if kmem is not None and dep is not None:
+            kmem.store(dep.pfn, PgtablePage(kmem, self, 0, key, dep))
+        if self.fresh:
+            self._table_changed(1, hvpn >> self.shifts[1])
+
     def free_pgtables(self, start: int, end: int, floor: int, ceiling: int) -> int:
         """Free the empty tables over [start, end) whose whole span lies in [floor, ceiling)
         (free_pgd_range: the neighbouring VMAs' tables stay). Addresses in bytes.
@@ -267,6 +373,9 @@ class PageTable:
 
     def free_all(self) -> None:
         """Tear the whole tree down (exit_mmap after every PTE is gone)."""
+        for key in sorted(self.huge):
+            self.bytes -= PAGE_SIZE
+            self._free_table_page(self.huge.pop(key))
         for level in range(len(self.shifts)):
             for key in sorted(self.tables[level]):
                 page = self.tables[level].pop(key)
@@ -285,8 +394,17 @@ class PageTable:
         from .vma import MMInvariantError
 
         want: dict[int, int] = {}
-        for vpn in self.ptes:
+        huge = self.huge
+        for vpn, pte in self.ptes.items():
             k = vpn >> self.pte_shift
+            if k in huge:
+                if not pte & _PAGE_PSE:
+                    raise MMInvariantError(f"validate_mm: PTE at {vpn << PAGE_SHIFT:#x} under a huge PMD")
+                if mm is not None and mm.mm_mt.lookup(vpn << PAGE_SHIFT) is None:
+                    raise MMInvariantError(f"validate_mm: PMD mapping at {vpn << PAGE_SHIFT:#x} outside any VMA")
+                continue
+            if pte & _PAGE_PSE:
+                raise MMInvariantError(f"validate_mm: PSE entry at {vpn << PAGE_SHIFT:#x} without a PMD mapping")
             want[k] = want.get(k, 0) + 1
             if mm is not None and mm.mm_mt.lookup(vpn << PAGE_SHIFT) is None:
                 raise MMInvariantError(f"validate_mm: PTE at {vpn << PAGE_SHIFT:#x} outside any VMA")
@@ -296,18 +414,31 @@ class PageTable:
         for k in want:
             if k not in self.pte_counts:
                 raise MMInvariantError(f"validate_mm: PTEs without a PTE table at key {k:#x}")
+        for k in huge:
+            if k in self.pte_counts:
+                raise MMInvariantError(f"validate_mm: PMD {k:#x} both huge and a PTE table")
+            hv = k << HPAGE_PMD_ORDER
+            vma = mm.mm_mt.lookup(hv << PAGE_SHIFT) if mm is not None else None
+            if mm is not None and (vma is None or vma.vm_end < (hv + HPAGE_PMD_NR) << PAGE_SHIFT):
+                raise MMInvariantError(f"validate_mm: PMD mapping {k:#x} not inside one VMA")
+            for v in range(hv, hv + HPAGE_PMD_NR):
+                if not self.ptes.get(v, 0) & _PAGE_PSE:
+                    raise MMInvariantError(f"validate_mm: PMD mapping {k:#x} lacks entry {v - hv}")
         for level in range(1, len(self.shifts)):
             d = self.shifts[level] - self.shifts[level - 1]
             kids: dict[int, int] = {}
             for k in self.counts[level - 1]:
                 kids[k >> d] = kids.get(k >> d, 0) + 1
+            if level == 1:
+                for k in huge:
+                    kids[k >> d] = kids.get(k >> d, 0) + 1
             for k, n in self.counts[level].items():
                 if kids.get(k, 0) != n:
                     raise MMInvariantError(f"validate_mm: level {level} table {k:#x} counts {n}")
             for k in kids:
                 if k not in self.counts[level]:
                     raise MMInvariantError(f"validate_mm: level {level} table {k:#x} missing")
-        ntab = sum(len(t) for t in self.counts)
+        ntab = sum(len(t) for t in self.counts) + len(huge)
         if self.bytes != ntab * PAGE_SIZE:
             raise MMInvariantError(f"validate_mm: pgtables_bytes {self.bytes} for {ntab} tables")
         if mm is None or self.kernel is None:

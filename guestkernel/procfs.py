@@ -276,7 +276,7 @@ class ProcFS:
             f"{'VmallocChunk:':<16}{0:>8} kB",
             f"{'Percpu:':<16}{_kb(k.config.cpus * 8):>8} kB",
             f"{'HardwareCorrupted:':<16}{0:>5} kB",
-            f"{'AnonHugePages:':<16}{0:>8} kB",
+            f"{'AnonHugePages:':<16}{_kb(k.thp.anon_huge_pages() if k.thp is not None else 0):>8} kB",
             f"{'ShmemHugePages:':<16}{0:>8} kB",
             f"{'ShmemPmdMapped:':<16}{0:>8} kB",
             f"{'FileHugePages:':<16}{0:>8} kB",

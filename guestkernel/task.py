@@ -56,6 +56,7 @@ from .pgtable import (
     _PAGE_DIRTY,
     _PAGE_NX,
     _PAGE_PRESENT,
+    _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SWP,
     MM_ANONPAGES,
@@ -473,7 +474,7 @@ class Task:
         lru_add = k.lru_cache_add
         vstart = vend = 0
         av = cvma = None
-        pgoff0 = pbits = locked = pdone = stop = nz = 0
+        pgoff0 = pbits = locked = pdone = stop = nz = thp_ok = 0
         if data is None:
             # NOTE: the leading run of pages already mapped as this access needs them
             # (no fault can come between them) is touched in one touch_many call.
@@ -531,6 +532,8 @@ class Task:
                                 stop = vend - first  # index of the VMA's end
                                 if stop > npages:
                                     stop = npages
+                                thp = k.thp
+                                thp_ok = thp is not None and thp.on and thp.vma_allowed(vma)
                             else:
                                 vstart = vend = 0
                     if write and pte & _PAGE_PRESENT and vstart <= vpn < vend:
@@ -556,6 +559,8 @@ class Task:
                         # OOM killer reads, page by page
                         nz = 0
                         while True:
+                            if thp_ok and (vpn >> pshift) not in counts:
+                                break  # pmd_none in a THP VMA: do_huge_pmd_anonymous_page
                             page = alloc(gfp_anon)
                             if self._pending_fatal is not None:  # OOM-killed meanwhile
                                 if page is not None:
@@ -1459,7 +1464,8 @@ PSS_SHIFT = 12
 
 _SMAPS_KEYS = ("resident", "pss", "pss_dirty", "pss_anon", "pss_file", "pss_shmem",
                "shared_clean", "shared_dirty", "private_clean", "private_dirty",
-               "referenced", "anonymous", "lazyfree", "swap", "swap_pss", "pss_locked")
+               "referenced", "anonymous", "lazyfree", "swap", "swap_pss", "pss_locked",
+               "anon_thp")
 
 
 def _smaps_account(st: dict, k, mm, vma) -> None:
@@ -1485,6 +1491,8 @@ def _smaps_account(st: dict, k, mm, vma) -> None:
         if pfn == zero_pfn:
             continue
         page = mem_map[pfn]
+        if page.flags & PG_zero:
+            continue  # the huge zero page (smaps_pmd_entry: not counted)
         mapcount = max(page._mapcount + 1, 1)
         dirty = bool(pte & _PAGE_DIRTY or page.flags & PG_dirty)
         st["resident"] += PAGE_SIZE
@@ -1493,6 +1501,8 @@ def _smaps_account(st: dict, k, mm, vma) -> None:
         anon = page.flags & PG_anon
         if anon:
             st["anonymous"] += PAGE_SIZE
+            if pte & _PAGE_PSE:
+                st["anon_thp"] += PAGE_SIZE  # one 512th of a PMD-mapped THP
             if not page.flags & PG_swapbacked and not dirty:
                 st["lazyfree"] += PAGE_SIZE
         pss = (PAGE_SIZE << PSS_SHIFT) // mapcount
@@ -1533,8 +1543,8 @@ def _show_smap(st: dict, rollup: bool) -> str:
         out += _dec(label, st[key])
     out += _dec("KSM:            ", 0)
     out += _dec("LazyFree:       ", st["lazyfree"])
-    for label in ("AnonHugePages:  ", "ShmemPmdMapped: ", "FilePmdMapped:  ",
-                  "Shared_Hugetlb: "):
+    out += _dec("AnonHugePages:  ", st["anon_thp"])
+    for label in ("ShmemPmdMapped: ", "FilePmdMapped:  ", "Shared_Hugetlb: "):
         out += _dec(label, 0)
     out += f"Private_Hugetlb: {0:7d} kB\n"
     out += _dec("Swap:           ", st["swap"])

@@ -358,6 +358,10 @@ def __split_vma(mm, vma: VMArea, addr: int, new_below: bool) -> VMArea:
     ops = vma.vm_ops
     if ops is not None and hasattr(ops, "may_split"):
         ops.may_split(vma, addr)  # raises OSError(EINVAL) if not allowed
+    pt = getattr(mm, "pgtable", None)
+    if pt is not None and pt.huge and addr & 0x1FFFFF:
+        # vma_adjust_trans_huge: a PMD mapping across the new boundary is split
+        pt.kernel.thp.split_huge_pmds_at(mm, addr)
     new = vm_area_dup(vma)
     if new_below:
         new.vm_end = addr

@@ -307,3 +307,25 @@ def test_validate_recognises_a_sweep_file(tmp_path):
     res = CliRunner().invoke(main, ["validate", str(sw)])
     assert res.exit_code == 2
     assert res.stderr == f"{sw}: base: vm[0].workload.path: no such trace file '{tmp_path / 'x.trace'}'\n"
+
+
+def test_thp_defaults_follow_the_image_distribution():
+    # /sys/kernel/mm/transparent_hugepage as shipped: RHEL/CentOS 7 (3.10) enabled and
+    # defrag "always"; Debian 12 and Ubuntu 22.04 (CONFIG_TRANSPARENT_HUGEPAGE_MADVISE,
+    # defrag madvise); Windows has no THP
+    from experiments.scenario import kernel_config
+
+    def kc(image, **kernel):
+        cfg = config_from_dict({"vm": [{"name": "a", "image": image, "kernel": kernel}]})
+        k = kernel_config(cfg.vm[0])
+        return k.thp_enabled, k.thp_defrag
+
+    assert kc("centos-7") == ("always", "always")
+    assert kc("debian-12") == ("madvise", "madvise")
+    assert kc("ubuntu-22.04") == ("madvise", "madvise")
+    assert kc("windows-2019")[0] == "never"
+    assert kc("centos-7", thp_enabled="never", thp_defrag="defer") == ("never", "defer")
+    assert "vm[0].kernel.thp_enabled: Input should be 'auto', 'always', 'madvise' or 'never'" in problems(
+        {"vm": [{"name": "a", "kernel": {"thp_enabled": "sometimes"}}]})
+    assert "vm[0].kernel.khugepaged_max_ptes_none: Input should be less than or equal to 511" in problems(
+        {"vm": [{"name": "a", "kernel": {"khugepaged_max_ptes_none": 512}}]})

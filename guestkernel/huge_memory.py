@@ -1,0 +1,682 @@
+"""Transparent huge pages for anonymous memory (mm/huge_memory.c, Linux 6.1).
+
+Overview
+--------
+`/sys/kernel/mm/transparent_hugepage/enabled` (always, madvise, never) decides which
+anonymous VMAs may get a 2 MiB page (hugepage_vma_check): never none; madvise only those
+with VM_HUGEPAGE (MADV_HUGEPAGE); always all but VM_NOHUGEPAGE ones. `defrag` decides the
+GFP mask of the allocation (vma_thp_gfp_mask): always GFP_TRANSHUGE (direct reclaim and
+compaction; __GFP_NORETRY unless madvised), defer GFP_TRANSHUGE_LIGHT | kswapd, defer+madvise
+and madvise direct reclaim for madvised VMAs only, never GFP_TRANSHUGE_LIGHT.
+
+An anonymous fault whose PMD is none (no PTE table yet over its 2 MiB) in an eligible VMA
+that holds the whole aligned 2 MiB (transhuge_vma_suitable) takes
+`do_huge_pmd_anonymous_page`: a read maps the huge zero page (use_zero_page), a write
+allocates an order-9 page, zeroes its 512 frames (each a write the host sees), deposits
+a page-table page for a later split (pgtable_trans_huge_deposit: counted in VmPTE and
+nr_page_table_pages, as mm_inc_nr_ptes does) and maps the 2 MiB with one PMD entry. An
+allocation failure falls back to 4 KiB pages (thp_fault_fallback).
+
+Representation. hvsim keeps every PTE of an mm in one dict vpn -> pte, which the per-access
+path reads. A PMD mapping is held there as its 512 entries, each carrying _PAGE_PSE (the
+bit x86 sets in a huge PMD) and pointing at its own subpage, so loads and stores need no
+new test; the page table's bookkeeping (`PageTable.huge`) says that no PTE table lies
+below that PMD and which page is deposited for it, and the table frames' bytes show one
+PSE entry in the PMD table. A THP's subpages are ordinary `Page`s each counting the PMD
+mapping as one mapping (_count 1, _mapcount 0 per PMD map), on the LRU one by one (Linux
+puts the folio there once: the LRU sizes agree, the order of aging differs), flagged
+PG_thp while they belong to the folio. `Thp.folios` holds per THP what Linux keeps in the
+head page: how many PMDs map it (entire mapcount) and how many subpages nothing maps any
+more but the folio still holds.
+
+Splitting. `split_huge_pmd` turns a PMD mapping into 512 PTEs in the deposited table
+(thp_split_pmd): a partial munmap, mprotect, mremap or MADV_DONTNEED, a VMA split inside
+the 2 MiB (vma_adjust_trans_huge), a write to a shared huge page after fork (6.1 splits
+and copies 4 KiB) or to the huge zero page. The folio stays whole: a subpage whose last
+PTE goes is kept (its memory is not freed) and the folio joins the deferred split queue
+(thp_deferred_split_page), which the deferred-split shrinker works off under reclaim:
+`split_huge_page` turns the folio into 512 order-0 pages and frees the unmapped ones
+(thp_split_page). Reclaim splits a THP before it swaps it out (shrink_folio_list ->
+split_folio_to_list: the guest's swap device allocates no 512-slot clusters, so 6.1's
+whole-THP swap-out does not apply; thp_swpout_fallback). Zapping a whole PMD frees the
+folio at once as one order-9 block.
+
+Invariants: a folio's subpages are 512 aligned frames; each PMD mapping is 512 PSE
+entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .page import PG_anon, PG_highmem, PG_swapbacked, PG_swapcache, PG_thp, PG_zero
+from .pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_PSE,
+    _PAGE_RW,
+    HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
+    MM_ANONPAGES,
+)
+from .physmem import ZERO_PAGE
+from .units import PAGE_SHIFT
+
+HPAGE_PMD_SHIFT = PAGE_SHIFT + HPAGE_PMD_ORDER
+HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
+HPAGE_PMD_MASK = ~(HPAGE_PMD_SIZE - 1)
+
+GFP_TRANSHUGE_LIGHT = G.GFP_TRANSHUGE_LIGHT
+GFP_TRANSHUGE = GFP_TRANSHUGE_LIGHT | G.DIRECT_RECLAIM
+
+ENABLED = ("always", "madvise", "never")
+DEFRAG = ("always", "defer", "defer+madvise", "madvise", "never")
+
+# /proc/vmstat names (include/linux/vm_event_item.h, 6.1), listed when THP is built in
+THP_EVENTS = (
+    "thp_fault_alloc", "thp_fault_fallback", "thp_fault_fallback_charge",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed", "thp_file_alloc",
+    "thp_file_fallback", "thp_file_fallback_charge", "thp_file_mapped", "thp_split_page",
+    "thp_split_page_failed", "thp_deferred_split_page", "thp_split_pmd",
+    "thp_scan_exceed_none_pte", "thp_scan_exceed_swap_pte", "thp_scan_exceed_share_pte",
+    "thp_split_pud", "thp_zero_page_alloc", "thp_zero_page_alloc_failed", "thp_swpout",
+    "thp_swpout_fallback",
+)
+
+
+class Folio:
+    """What Linux keeps in a THP's head page. `pmd_maps`: PMDs mapping it (entire
+    mapcount + 1); `held`: subpages no PTE maps any more, kept until the folio is freed
+    or split; `queued`: on the deferred split queue."""
+
+    __slots__ = ("pfn", "pmd_maps", "held", "queued")
+
+    def __init__(self, pfn: int) -> None:
+        self.pfn = pfn
+        self.pmd_maps = 0
+        self.held = 0
+        self.queued = False
+
+
+class Thp:
+    """One kernel's THP state: the sysfs settings, its THPs, the deferred split queue and
+    the huge zero page. Settings carry their sysfs names."""
+
+    def __init__(self, kernel, enabled: str = "madvise", defrag: str = "madvise",
+                 use_zero_page: bool = True) -> None:
+        self.kernel = kernel
+        self.enabled = enabled  # /sys/kernel/mm/transparent_hugepage/enabled
+        self.defrag = defrag  # .../defrag
+        self.use_zero_page = use_zero_page  # .../use_zero_page (0/1)
+        # khugepaged/ (mm/khugepaged.c defaults)
+        self.pages_to_scan = HPAGE_PMD_NR * 8  # PTEs (pages) examined per wake-up
+        self.scan_sleep_millisecs = 10000  # ms between wake-ups
+        self.alloc_sleep_millisecs = 60000  # ms to wait after a failed huge allocation
+        self.max_ptes_none = HPAGE_PMD_NR - 1  # empty PTEs a collapse may fill
+        self.max_ptes_swap = HPAGE_PMD_NR // 8  # swapped-out PTEs a collapse may read in
+        self.max_ptes_shared = HPAGE_PMD_NR // 2  # PTEs of pages shared with another mm
+        self.khugepaged_defrag = True  # khugepaged/defrag: collapse allocations may compact
+        self.full_scans = 0  # khugepaged/full_scans
+        self.pages_collapsed = 0  # khugepaged/pages_collapsed
+        self.folios: dict[int, Folio] = {}  # head pfn -> folio, while the THP is whole
+        self.split_queue: dict[int, None] = {}  # head pfns, queue order (deferred_split)
+        self.huge_zero_pfn = -1  # the huge zero page's first frame, once allocated
+        self.huge_zero_maps = 0  # PMDs mapping it
+        self.on = enabled != "never"  # the fault path's one test
+        vm = kernel.vmstat
+        for name in THP_EVENTS:
+            vm.setdefault(name, 0)
+        vm.setdefault("nr_anon_transparent_hugepages", 0)
+
+    def set_enabled(self, mode: str) -> None:
+        if mode not in ENABLED:
+            raise ValueError(f"transparent_hugepage/enabled: must be one of {', '.join(ENABLED)}, got {mode!r}")
+        self.enabled = mode
+        self.on = mode != "never"
+
+    def set_defrag(self, mode: str) -> None:
+        if mode not in DEFRAG:
+            raise ValueError(f"transparent_hugepage/defrag: must be one of {', '.join(DEFRAG)}, got {mode!r}")
+        self.defrag = mode
+
+    # -- policy -------------------------------------------------------------------------------
+    def vma_allowed(self, vma, in_pf: bool = True, smaps: bool = False) -> bool:
+        """hugepage_vma_check for an anonymous VMA, enforcing the sysfs setting."""
+        from .vma import VM_HUGEPAGE, VM_HUGETLB, VM_NOHUGEPAGE, VM_SPECIAL
+
+        flags = vma.vm_flags
+        if flags & VM_NOHUGEPAGE or getattr(vma.vm_mm, "thp_disabled", False):
+            return False
+        if flags & (VM_SPECIAL | VM_HUGETLB):  # VM_NO_KHUGEPAGED
+            return False
+        if not in_pf and not transhuge_vma_suitable(vma, vma.vm_end - HPAGE_PMD_SIZE):
+            return False
+        if self.enabled == "never" or (self.enabled == "madvise" and not flags & VM_HUGEPAGE):
+            return False
+        if vma.vm_file is not None or vma.vm_ops is not None:
+            return False  # only anonymous memory here (no file or shmem THP)
+        if vma.anon_vma is None:
+            return smaps or in_pf
+        return True
+
+    def gfp_mask(self, vma) -> int:
+        """vma_thp_gfp_mask: the GFP mask of a huge fault by `defrag`."""
+        from .vma import VM_HUGEPAGE
+
+        madvised = bool(vma is not None and vma.vm_flags & VM_HUGEPAGE)
+        d = self.defrag
+        if d == "always":
+            return GFP_TRANSHUGE | (0 if madvised else G.NORETRY)
+        if d == "defer":
+            return GFP_TRANSHUGE_LIGHT | G.KSWAPD_RECLAIM
+        if d == "defer+madvise":
+            return GFP_TRANSHUGE_LIGHT | (G.DIRECT_RECLAIM if madvised else G.KSWAPD_RECLAIM)
+        if d == "madvise":
+            return GFP_TRANSHUGE_LIGHT | (G.DIRECT_RECLAIM if madvised else 0)
+        return GFP_TRANSHUGE_LIGHT
+
+    # -- folio life ---------------------------------------------------------------------------
+    def alloc_folio(self, gfp: int):
+        """An order-9 block with every subpage holding one reference, or None."""
+        k = self.kernel
+        head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)
+        if head is None:
+            return None
+        pfn_to_page = k.page_alloc.pfn_to_page  # tail descriptors are made on first use
+        base = head.pfn
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            p = pfn_to_page(pfn)
+            p._count = 1
+            p.flags |= PG_thp
+        self.folios[base] = Folio(base)
+        return head
+
+    def free_subpage(self, page) -> None:
+        """free_user_page of a subpage still in its folio: the folio keeps it. The last
+        one frees the folio whole (one order-9 block); before that, the folio waits on
+        the deferred split queue (page_remove_rmap -> deferred_split_huge_page)."""
+        base = page.pfn & ~(HPAGE_PMD_NR - 1)
+        folio = self.folios[base]
+        page.flags &= PG_highmem | PG_thp
+        page.mapping = None
+        page._count = 0
+        folio.held += 1
+        if folio.held == HPAGE_PMD_NR:
+            self._free_folio(folio)
+        elif folio.pmd_maps == 0 and not folio.queued:
+            self.deferred_split(folio)
+
+    def _free_folio(self, folio) -> None:
+        k = self.kernel
+        mem_map = k.mem_map
+        base = folio.pfn
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            mem_map[pfn].flags &= ~PG_thp
+        del self.folios[base]
+        self.split_queue.pop(base, None)
+        head = mem_map[base]
+        head._count = 1
+        k.free_pages(head, HPAGE_PMD_ORDER)
+
+    def deferred_split(self, folio) -> None:
+        """deferred_split_huge_page: queue the folio once (thp_deferred_split_page)."""
+        if folio.queued:
+            return
+        if self.kernel.mem_map[folio.pfn].flags & PG_swapcache:
+            return  # reclaim is handling it
+        folio.queued = True
+        self.split_queue[folio.pfn] = None
+        self.kernel.vmstat["thp_deferred_split_page"] += 1
+
+    def pmd_mapped(self, folio) -> None:
+        folio.pmd_maps += 1
+        if folio.pmd_maps == 1:
+            self.kernel.vmstat["nr_anon_transparent_hugepages"] += 1
+
+    def pmd_unmapped(self, folio) -> None:
+        folio.pmd_maps -= 1
+        if folio.pmd_maps == 0:
+            self.kernel.vmstat["nr_anon_transparent_hugepages"] -= 1
+
+    def anon_huge_pages(self) -> int:
+        """NR_ANON_THPS in pages: THPs mapped by at least one PMD (meminfo AnonHugePages)."""
+        return self.kernel.vmstat["nr_anon_transparent_hugepages"] * HPAGE_PMD_NR
+
+    # -- huge zero page -------------------------------------------------------------------------
+    def get_huge_zero_page(self) -> int:
+        """mm_get_huge_zero_page: the huge zero page's first pfn, allocated on first use
+        (GFP_TRANSHUGE | __GFP_ZERO) & ~__GFP_MOVABLE, thp_zero_page_alloc), or -1."""
+        if self.huge_zero_pfn >= 0:
+            return self.huge_zero_pfn
+        k = self.kernel
+        head = k.alloc_pages((GFP_TRANSHUGE | G.ZERO) & ~G.MOVABLE, HPAGE_PMD_ORDER)
+        if head is None:
+            k.vmstat["thp_zero_page_alloc_failed"] += 1
+            return -1
+        k.vmstat["thp_zero_page_alloc"] += 1
+        pfn_to_page = k.page_alloc.pfn_to_page
+        for pfn in range(head.pfn, head.pfn + HPAGE_PMD_NR):
+            p = pfn_to_page(pfn)
+            p.flags |= PG_zero
+            p._count = 1
+        self.huge_zero_pfn = head.pfn
+        return head.pfn
+
+    # -- splitting a folio --------------------------------------------------------------------
+    def split_huge_page(self, base: int) -> bool:
+        """split_huge_page: the folio at `base` becomes 512 order-0 pages; its PMD
+        mappings are split first (unmap_folio); subpages no PTE maps are freed.
+        Returns True (thp_split_page) or False if it has gone."""
+        folio = self.folios.get(base)
+        if folio is None:
+            return False
+        k = self.kernel
+        mem_map = k.mem_map
+        if folio.pmd_maps:
+            _split_pmd_mappings(k, folio)
+        del self.folios[base]
+        self.split_queue.pop(base, None)
+        held = []
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            p = mem_map[pfn]
+            p.flags &= ~PG_thp
+            if not p._count:
+                held.append(p)
+        k.vmstat["thp_split_page"] += 1
+        for p in held:
+            p._count = 1
+            k.free_pages(p)
+        return True
+
+    # -- entry points for the layers below (memory.py, vma.py call through kernel.thp) ---------
+    def do_huge_pmd_anonymous_page(self, task, vma, addr: int, write: bool) -> int:
+        return do_huge_pmd_anonymous_page(task, vma, addr, write)
+
+    def do_huge_pmd_wp_page(self, task, vma, addr: int, pte: int) -> int:
+        return do_huge_pmd_wp_page(task, vma, addr, pte)
+
+    def zap_huge_range(self, mm, start: int, end: int) -> int:
+        return zap_huge_range(self.kernel, mm, start, end)
+
+    def move_huge_range(self, mm, old_start: int, new_start: int, length: int) -> bool:
+        return move_huge_range(self.kernel, mm, old_start, new_start, length)
+
+    def copy_huge_pmd(self, dst_mm, src_mm, hvpn: int) -> bool:
+        return copy_huge_pmd(self.kernel, dst_mm, src_mm, hvpn)
+
+    def split_huge_pmds_at(self, mm, addr: int) -> None:
+        split_huge_pmds_at(self.kernel, mm, addr)
+
+    # -- the deferred split shrinker ------------------------------------------------------------
+    def deferred_split_count(self, sc) -> int:
+        return len(self.split_queue)
+
+    def deferred_split_scan(self, sc) -> int:
+        """deferred_split_scan: split up to nr_to_scan queued folios, oldest first."""
+        from .shrinker import SHRINK_STOP
+
+        split = 0
+        for base in list(self.split_queue)[:sc.nr_to_scan]:
+            if self.split_huge_page(base):
+                split += 1
+        if not split and not self.split_queue:
+            return SHRINK_STOP
+        return split
+
+
+def transhuge_vma_suitable(vma, addr: int) -> bool:
+    """The aligned 2 MiB around addr lies inside the VMA (anonymous: no pgoff test)."""
+    haddr = addr & HPAGE_PMD_MASK
+    return haddr >= vma.vm_start and haddr + HPAGE_PMD_SIZE <= vma.vm_end
+
+
+def thp_of(kernel):
+    return getattr(kernel, "thp", None)
+
+
+# --- faults ----------------------------------------------------------------------------------
+def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
+    """Returns 0 (mapped), VM_FAULT_OOM, or -1 (VM_FAULT_FALLBACK: take 4 KiB)."""
+    from .memory import VM_FAULT_OOM, anon_vma_prepare, mlock_page, vma_pte_bits
+    from .vma import VM_LOCKED
+
+    if not transhuge_vma_suitable(vma, addr):
+        return -1
+    k = task.kernel
+    thp = k.thp
+    mm = task.mm
+    pt = mm.pgtable
+    haddr = addr & HPAGE_PMD_MASK
+    hvpn = haddr >> PAGE_SHIFT
+    av = vma.anon_vma
+    if av is None:
+        av = anon_vma_prepare(vma)
+    kh = k.khugepaged
+    if kh is not None:
+        kh.enter_vma(vma)
+    if not write and thp.use_zero_page:
+        zpfn = thp.get_huge_zero_page()
+        if zpfn < 0:
+            k.vmstat["thp_fault_fallback"] += 1
+            return -1
+        if not pt.set_pmd_huge(hvpn, zpfn, vma_pte_bits(vma.vm_flags, False) & ~_PAGE_DIRTY):
+            return VM_FAULT_OOM
+        thp.huge_zero_maps += 1
+        return 0
+    gfp = thp.gfp_mask(vma)
+    head = thp.alloc_folio(gfp)
+    if head is None:
+        k.vmstat["thp_fault_fallback"] += 1
+        return -1
+    base = head.pfn
+    folio = thp.folios[base]
+    # clear_huge_page: 512 frames zeroed, each a write the host sees
+    phys = k.phys
+    cost = 0.0
+    for pfn in range(base, base + HPAGE_PMD_NR):
+        cost += phys.store(pfn, ZERO_PAGE)
+    task.cost += cost
+    bits = vma_pte_bits(vma.vm_flags, True)
+    if not pt.set_pmd_huge(hvpn, base, bits):
+        # pte_alloc_one failed: release the folio
+        mem_map = k.mem_map
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            mem_map[pfn]._count = 0
+            mem_map[pfn].flags &= ~PG_thp
+        del thp.folios[base]
+        head._count = 1
+        k.free_pages(head, HPAGE_PMD_ORDER)
+        return VM_FAULT_OOM
+    # page_add_new_anon_rmap (compound) + lru_cache_add_inactive_or_unevictable
+    mem_map = k.mem_map
+    pgoff = vma.vm_pgoff + ((haddr - vma.vm_start) >> PAGE_SHIFT)
+    locked = vma.vm_flags & VM_LOCKED
+    lru_add = k.lru_cache_add
+    for i in range(HPAGE_PMD_NR):
+        p = mem_map[base + i]
+        p.flags |= PG_anon | PG_swapbacked
+        p.mapping = av
+        p.index = pgoff + i
+        p._mapcount = 0
+        if locked:
+            mlock_page(k, p)
+        lru_add(p)
+    thp.pmd_mapped(folio)
+    k.vmstat["nr_anon_pages"] += HPAGE_PMD_NR
+    mm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
+    k.vmstat["thp_fault_alloc"] += 1
+    return 0
+
+
+def do_huge_pmd_wp_page(task, vma, addr: int, pte: int) -> int:
+    """A write to a read-only PMD mapping. An exclusive anonymous THP is made writable in
+    place (reuse); the huge zero page and a THP shared with another mm (after fork) have
+    their PMD split, and the caller continues with 4 KiB (VM_FAULT_FALLBACK). Returns
+    0 if reused, else the 4 KiB PTE now at addr."""
+    k = task.kernel
+    thp = k.thp
+    mm = task.mm
+    pt = mm.pgtable
+    vpn = addr >> PAGE_SHIFT
+    hvpn = vpn & ~(HPAGE_PMD_NR - 1)
+    pfn = pte >> PAGE_SHIFT
+    base = pfn & ~(HPAGE_PMD_NR - 1)
+    if base != thp.huge_zero_pfn:
+        folio = thp.folios.get(base)
+        if folio is not None and folio.pmd_maps == 1:
+            mem_map = k.mem_map
+            exclusive = True
+            for p in range(base, base + HPAGE_PMD_NR):
+                pg = mem_map[p]
+                if pg._count != 1 or pg._mapcount != 0:
+                    exclusive = False
+                    break
+            if exclusive:
+                ptes = pt.ptes
+                for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+                    ptes[v] |= _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
+                k.vmstat["fault_cow_reuse"] += 1
+                k.vmstat["pgreuse"] += 1
+                return 0
+    split_huge_pmd(k, mm, hvpn)
+    return pt.ptes[vpn]
+
+
+# --- PMD mappings ------------------------------------------------------------------------------
+def split_huge_pmd(kernel, mm, hvpn: int) -> None:
+    """__split_huge_pmd: the PMD mapping at hvpn becomes 512 PTEs in its deposited table
+    (thp_split_pmd). The huge zero page's becomes 512 PTEs of the 4 KiB zero page."""
+    thp = kernel.thp
+    pt = mm.pgtable
+    kernel.vmstat["thp_split_pmd"] += 1
+    pfn = pt.ptes[hvpn] >> PAGE_SHIFT
+    if pfn == thp.huge_zero_pfn:
+        pt.split_pmd_huge(hvpn, kernel.zero_pfn)
+        thp.huge_zero_maps -= 1
+        return
+    pt.split_pmd_huge(hvpn, -1)
+    thp.pmd_unmapped(thp.folios[pfn])
+
+
+def split_huge_pmds_at(kernel, mm, addr: int) -> None:
+    """split_huge_pmd_address at a boundary that does not fall on 2 MiB (a VMA split,
+    vma_adjust_trans_huge; either end of a partial zap, mprotect or move)."""
+    if not addr & (HPAGE_PMD_SIZE - 1):
+        return
+    hvpn = (addr & HPAGE_PMD_MASK) >> PAGE_SHIFT
+    if (hvpn >> HPAGE_PMD_ORDER) in mm.pgtable.huge:
+        split_huge_pmd(kernel, mm, hvpn)
+
+
+def zap_huge_pmd(kernel, mm, hvpn: int) -> None:
+    """zap_huge_pmd: remove a whole PMD mapping; the folio is freed as one block once
+    nothing else maps it."""
+    from .memory import page_remove_rmap, put_page, update_hiwater_rss
+
+    thp = kernel.thp
+    pt = mm.pgtable
+    base = pt.ptes[hvpn] >> PAGE_SHIFT
+    update_hiwater_rss(mm)
+    pt.zap_pmd_huge(hvpn)
+    if base == thp.huge_zero_pfn:
+        thp.huge_zero_maps -= 1
+        return
+    folio = thp.folios[base]
+    thp.pmd_unmapped(folio)
+    mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
+    mem_map = kernel.mem_map
+    queued = folio.queued
+    folio.queued = True  # page_remove_anon_compound_rmap queues at most once, below
+    for pfn in range(base, base + HPAGE_PMD_NR):
+        page = mem_map[pfn]
+        page_remove_rmap(kernel, page)
+        put_page(kernel, page)
+        if base not in thp.folios:
+            return  # freed whole with its last subpage
+    folio.queued = queued
+    if folio.held and folio.pmd_maps == 0:
+        # DoubleMap: some subpages went, others are still PTE-mapped elsewhere
+        thp.deferred_split(folio)
+
+
+def _split_pmd_mappings(kernel, folio) -> None:
+    """unmap_folio's PMD part: split every PMD mapping the folio's anon_vma reaches."""
+    base = folio.pfn
+    head = kernel.mem_map[base]
+    av = head.mapping
+    if av is None:
+        for p in range(base, base + HPAGE_PMD_NR):
+            av = kernel.mem_map[p].mapping
+            if av is not None:
+                head = kernel.mem_map[p]
+                break
+    if av is None:
+        return
+    index = head.index - (head.pfn - base)
+    for vma in list(av.vmas):
+        addr = vma.vm_start + ((index - vma.vm_pgoff) << PAGE_SHIFT)
+        if addr < vma.vm_start or addr >= vma.vm_end:
+            continue
+        mm = vma.vm_mm
+        hvpn = addr >> PAGE_SHIFT
+        pte = mm.pgtable.ptes.get(hvpn, 0)
+        if pte & _PAGE_PSE and pte >> PAGE_SHIFT == base:
+            split_huge_pmd(kernel, mm, hvpn)
+        if not folio.pmd_maps:
+            return
+
+
+def zap_huge_range(kernel, mm, start: int, end: int) -> int:
+    """zap_pmd_range's huge part: whole PMD mappings inside [start, end) are zapped,
+    ones straddling an end are split (the PTE loop then takes their part)."""
+    huge = mm.pgtable.huge
+    lo = start >> HPAGE_PMD_SHIFT
+    hi = (end - 1) >> HPAGE_PMD_SHIFT
+    keys = [key for key in huge if lo <= key <= hi] if hi - lo > len(huge) else [
+        key for key in range(lo, hi + 1) if key in huge]
+    zapped = 0
+    for key in keys:
+        hvpn = key << HPAGE_PMD_ORDER
+        if (hvpn << PAGE_SHIFT) >= start and ((hvpn + HPAGE_PMD_NR) << PAGE_SHIFT) <= end:
+            zap_huge_pmd(kernel, mm, hvpn)
+            zapped += HPAGE_PMD_NR
+        else:
+            split_huge_pmd(kernel, mm, hvpn)
+    return zapped
+
+
+def split_huge_range(kernel, mm, start: int, end: int) -> None:
+    """Split every PMD mapping over [start, end) (paths that work PTE by PTE)."""
+    huge = mm.pgtable.huge
+    lo = start >> HPAGE_PMD_SHIFT
+    hi = (end - 1) >> HPAGE_PMD_SHIFT
+    for key in sorted(k for k in huge if lo <= k <= hi):
+        split_huge_pmd(kernel, mm, key << HPAGE_PMD_ORDER)
+
+
+def move_huge_range(kernel, mm, old_start: int, new_start: int, length: int) -> bool:
+    """move_page_tables' huge part: a PMD mapping wholly inside the moved range, moving
+    to a 2 MiB-aligned place, keeps its PMD and deposited table (move_huge_pmd); others
+    are split for the PTE loop. False if a table page could not be had."""
+    pt = mm.pgtable
+    huge = pt.huge
+    end = old_start + length
+    lo = old_start >> HPAGE_PMD_SHIFT
+    hi = (end - 1) >> HPAGE_PMD_SHIFT
+    aligned = not (new_start - old_start) & (HPAGE_PMD_SIZE - 1)
+    delta = (new_start - old_start) >> PAGE_SHIFT
+    for key in sorted((k for k in huge if lo <= k <= hi), reverse=delta > 0):
+        hvpn = key << HPAGE_PMD_ORDER
+        inside = (hvpn << PAGE_SHIFT) >= old_start and ((hvpn + HPAGE_PMD_NR) << PAGE_SHIFT) <= end
+        if inside and aligned:
+            if not pt.move_pmd_huge(hvpn, hvpn + delta):
+                return False
+        else:
+            split_huge_pmd(kernel, mm, hvpn)
+    return True
+
+
+def copy_huge_pmd(kernel, dst_mm, src_mm, hvpn: int) -> bool:
+    """copy_huge_pmd at fork: the child maps the same THP (or the huge zero page) with
+    its own PMD and deposited table; both PMDs are write-protected. False: no memory
+    for the child's table."""
+    from .memory import mm_counter
+
+    thp = kernel.thp
+    sptes = src_mm.pgtable.ptes
+    pte = sptes[hvpn]
+    base = pte >> PAGE_SHIFT
+    child = pte & ~(_PAGE_RW | _PAGE_ACCESSED | _PAGE_PSE)
+    if not dst_mm.pgtable.set_pmd_huge(hvpn, base, child & 0xFFF):
+        return False
+    if base == thp.huge_zero_pfn:
+        thp.huge_zero_maps += 1
+        return True
+    for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+        sptes[v] &= ~_PAGE_RW
+    mem_map = kernel.mem_map
+    for pfn in range(base, base + HPAGE_PMD_NR):
+        page = mem_map[pfn]
+        page._count += 1
+        page._mapcount += 1
+    dst_mm.rss[mm_counter(mem_map[base])] += HPAGE_PMD_NR
+    thp.pmd_mapped(thp.folios[base])
+    return True
+
+
+# --- boot: settings, sysfs, shrinker ----------------------------------------------------------
+SYSFS = "/sys/kernel/mm/transparent_hugepage"
+
+
+def init_thp(kernel):
+    """The kernel's Thp from its config, its sysfs files and the deferred-split shrinker;
+    None where hvsim builds no THP (2.6-era kernels, i386)."""
+    cfg = kernel.config
+    if cfg.era != "6.x" or cfg.arch != "x86_64":
+        return None
+    thp = Thp(kernel, cfg.thp_enabled, cfg.thp_defrag, cfg.thp_use_zero_page)
+    thp.pages_to_scan = cfg.khugepaged_pages_to_scan
+    thp.scan_sleep_millisecs = cfg.khugepaged_scan_sleep_millisecs
+    thp.alloc_sleep_millisecs = cfg.khugepaged_alloc_sleep_millisecs
+    thp.max_ptes_none = cfg.khugepaged_max_ptes_none
+    thp.max_ptes_swap = cfg.khugepaged_max_ptes_swap
+    thp.max_ptes_shared = cfg.khugepaged_max_ptes_shared
+    _register_sysfs(kernel, thp)
+    shrinkers = getattr(kernel, "shrinkers", None)
+    if shrinkers is not None:
+        from .shrinker import Shrinker
+
+        # deferred_split_shrinker: DEFAULT_SEEKS, SHRINKER_NONSLAB
+        shrinkers.register_shrinker(Shrinker("thp-deferred_split", thp.deferred_split_count,
+                                             thp.deferred_split_scan))
+    return thp
+
+
+def _choice(options, current: str) -> str:
+    return " ".join(f"[{o}]" if o == current else o for o in options) + "\n"
+
+
+def _register_sysfs(kernel, thp) -> None:
+    reg = kernel.procfs.register
+
+    def setter(name, apply):
+        def write(text: str) -> None:
+            value = text.strip()
+            try:
+                apply(value)
+            except ValueError:
+                raise ValueError(f"{SYSFS}/{name}: {value!r} is not valid (EINVAL)") from None
+        return write
+
+    reg(f"{SYSFS}/enabled", lambda: _choice(ENABLED, thp.enabled), setter("enabled", thp.set_enabled))
+    reg(f"{SYSFS}/defrag", lambda: _choice(DEFRAG, thp.defrag), setter("defrag", thp.set_defrag))
+
+    def set_zero(v: str) -> None:
+        if v not in ("0", "1"):
+            raise ValueError(v)
+        thp.use_zero_page = v == "1"
+
+    reg(f"{SYSFS}/use_zero_page", lambda: f"{int(thp.use_zero_page)}\n", setter("use_zero_page", set_zero))
+    reg(f"{SYSFS}/hpage_pmd_size", lambda: f"{HPAGE_PMD_SIZE}\n")
+    bounds = {"pages_to_scan": (1, (1 << 32) - 1), "scan_sleep_millisecs": (0, (1 << 32) - 1),
+              "alloc_sleep_millisecs": (0, (1 << 32) - 1), "max_ptes_none": (0, HPAGE_PMD_NR - 1),
+              "max_ptes_swap": (0, HPAGE_PMD_NR - 1), "max_ptes_shared": (0, HPAGE_PMD_NR - 1)}
+    for name, (lo, hi) in bounds.items():
+        def set_int(v: str, name=name, lo=lo, hi=hi) -> None:
+            if not v.isdigit() or not lo <= int(v) <= hi:
+                raise ValueError(v)
+            setattr(thp, name, int(v))
+            wake = getattr(kernel, "khugepaged", None)
+            if wake is not None and name.endswith("millisecs"):
+                wake.wake()
+        reg(f"{SYSFS}/khugepaged/{name}", lambda name=name: f"{getattr(thp, name)}\n",
+            setter(f"khugepaged/{name}", set_int))
+
+    def set_kdefrag(v: str) -> None:
+        if v not in ("0", "1"):
+            raise ValueError(v)
+        thp.khugepaged_defrag = v == "1"
+
+    reg(f"{SYSFS}/khugepaged/defrag", lambda: f"{int(thp.khugepaged_defrag)}\n",
+        setter("khugepaged/defrag", set_kdefrag))
+    reg(f"{SYSFS}/khugepaged/full_scans", lambda: f"{thp.full_scans}\n")
+    reg(f"{SYSFS}/khugepaged/pages_collapsed", lambda: f"{thp.pages_collapsed}\n")

@@ -1,0 +1,389 @@
+"""khugepaged: collapsing 4 KiB mappings into transparent huge pages (mm/khugepaged.c, 6.1).
+
+Overview
+--------
+An mm joins khugepaged's list (`enter`: khugepaged_enter_vma) when one of its VMAs may
+have huge pages (hugepage_vma_check with the sysfs setting enforced, the VMA holding at
+least one aligned 2 MiB): at mmap, brk, MADV_HUGEPAGE, a huge fault, and at fork if the
+parent was on the list. The daemon wakes every `scan_sleep_millisecs` and examines up to
+`pages_to_scan` pages (khugepaged_do_scan): mm by mm in list order, VMA by VMA from where
+it stopped, each aligned 2 MiB of an eligible VMA costing 512 pages of progress and each
+VMA or mm visited one (khugepaged_scan_mm_slot); passing the list's end counts a full
+scan (full_scans).
+
+A 2 MiB range is collapsed (hpage_collapse_scan_pmd) only if a PTE table maps it (a PMD
+that is none or already huge is skipped) and its 512 PTEs allow it: at most
+`max_ptes_none` empty or zero-page PTEs (thp_scan_exceed_none_pte), at most
+`max_ptes_swap` swap entries (thp_scan_exceed_swap_pte), at most `max_ptes_shared` pages
+mapped more than once (thp_scan_exceed_share_pte); every present page anonymous, on the
+LRU and without extra references; at least one PTE writable; at least one page young
+(accessed bit, PG_referenced), at least half of them if any PTE is swapped out.
+
+collapse_huge_page then allocates the huge page (GFP_TRANSHUGE with khugepaged/defrag
+set, else GFP_TRANSHUGE_LIGHT: thp_collapse_alloc or thp_collapse_alloc_failed, after
+which the daemon sleeps `alloc_sleep_millisecs`), reads the swapped-out pages back,
+copies every present page into it and zeroes the rest (512 writes the host sees), frees
+the small pages, and maps the 2 MiB with one PMD; the emptied PTE table becomes the
+deposited one. pages_collapsed counts the huge pages made.
+"""
+
+from __future__ import annotations
+
+from .huge_memory import GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT, HPAGE_PMD_SIZE
+from .memory import (
+    VM_FAULT_ERROR,
+    handle_mm_fault,
+    mlock_page,
+    page_remove_rmap,
+    put_page,
+    vma_pte_bits,
+)
+from .page import PG_anon, PG_lru, PG_referenced, PG_swapbacked, PG_swapcache
+from .pgtable import _PAGE_ACCESSED, _PAGE_RW, _PAGE_SWP, HPAGE_PMD_NR, MM_ANONPAGES, PTE_PRESENT_MASK
+from .physmem import ZERO_PAGE
+from .units import PAGE_SHIFT
+from .vma import VM_LOCKED, VM_WRITE
+
+SCAN_SUCCEED = "succeed"
+SCAN_PMD_NULL = "pmd_null"  # no PTE table: nothing to collapse
+SCAN_PMD_MAPPED = "pmd_mapped"  # already a huge page
+SCAN_EXCEED_NONE_PTE = "exceed_none_pte"
+SCAN_EXCEED_SWAP_PTE = "exceed_swap_pte"
+SCAN_EXCEED_SHARED_PTE = "exceed_shared_pte"
+SCAN_PAGE_RO = "page_ro"
+SCAN_LACK_REFERENCED_PAGE = "lack_referenced_page"
+SCAN_PAGE_NULL = "page_null"
+SCAN_PAGE_LRU = "page_lru"
+SCAN_PAGE_ANON = "page_anon"
+SCAN_PAGE_COUNT = "page_count"
+SCAN_ALLOC_HUGE_PAGE_FAIL = "alloc_huge_page_fail"
+SCAN_VMA_CHECK = "vma_check"
+SCAN_FAIL = "fail"
+
+
+class Khugepaged:
+    """The scan state (khugepaged_scan) and its list of mms (mm_slots)."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.thp = kernel.thp
+        self.mm_slots: dict = {}  # mm -> None, in the order they entered
+        self.mm_slot = None  # khugepaged_scan.mm_slot: the mm being scanned
+        self.address = 0  # khugepaged_scan.address, bytes
+        self.daemon = None  # the SimPy process, once started
+        self.cost = 0.0  # seconds of copying and zeroing not yet slept off
+
+    # -- the list --------------------------------------------------------------------------
+    def enter_vma(self, vma) -> None:
+        """khugepaged_enter_vma: put the VMA's mm on the list if the VMA may collapse."""
+        mm = vma.vm_mm
+        if mm in self.mm_slots or not self.thp.on:
+            return
+        if self.thp.vma_allowed(vma, in_pf=False):
+            self.enter(mm)
+
+    def enter(self, mm) -> None:
+        """__khugepaged_enter: the first mm on an empty list wakes the daemon."""
+        if mm in self.mm_slots:
+            return
+        wake = not self.mm_slots
+        self.mm_slots[mm] = None
+        if wake and self.daemon is not None:
+            self.daemon.wake()
+
+    def fork(self, mm, oldmm) -> None:
+        """khugepaged_fork: the child joins if the parent is on the list."""
+        if oldmm in self.mm_slots:
+            self.enter(mm)
+
+    def exit(self, mm) -> None:
+        """khugepaged_exit: an exiting mm leaves the list."""
+        if mm in self.mm_slots:
+            if self.mm_slot is mm:
+                self._next_slot(mm)
+            self.mm_slots.pop(mm, None)
+
+    def wake(self) -> None:
+        """A sysfs write of a sleep time wakes the daemon (wake_up_interruptible)."""
+        if self.daemon is not None:
+            self.daemon.wake()
+
+    def has_work(self) -> bool:
+        return bool(self.mm_slots) and self.thp.on
+
+    def _next_slot(self, mm) -> None:
+        slots = list(self.mm_slots)
+        i = slots.index(mm)
+        if i + 1 < len(slots):
+            self.mm_slot = slots[i + 1]
+            self.address = 0
+        else:
+            self.mm_slot = None
+            self.thp.full_scans += 1
+
+    # -- one wake-up ----------------------------------------------------------------------
+    def do_scan(self) -> str:
+        """khugepaged_do_scan: up to pages_to_scan pages of progress. Returns the last
+        result (SCAN_ALLOC_HUGE_PAGE_FAIL makes the daemon sleep alloc_sleep_millisecs)."""
+        pages = self.thp.pages_to_scan
+        progress = 0
+        pass_through_head = 0
+        result = SCAN_SUCCEED
+        while True:
+            if self.mm_slot is None:
+                pass_through_head += 1
+            if self.has_work() and pass_through_head < 2:
+                p, result = self.scan_mm_slot(pages - progress)
+                progress += p
+            else:
+                progress = pages
+            if progress >= pages:
+                break
+            if result == SCAN_ALLOC_HUGE_PAGE_FAIL:
+                break  # (Linux sleeps alloc_sleep once in here; the daemon does it)
+        return result
+
+    def scan_mm_slot(self, pages: int) -> tuple[int, str]:
+        """khugepaged_scan_mm_slot: continue with the current mm from `address`."""
+        if self.mm_slot is None or self.mm_slot not in self.mm_slots:
+            self.mm_slot = next(iter(self.mm_slots))
+            self.address = 0
+        mm = self.mm_slot
+        result = SCAN_FAIL
+        progress = 1
+        thp = self.thp
+        done_mm = True
+        for vma in list(mm.mm_mt.vmas):
+            if vma.vm_end <= self.address:
+                continue
+            if not thp.vma_allowed(vma, in_pf=False):
+                progress += 1
+                continue
+            hstart = (vma.vm_start + HPAGE_PMD_SIZE - 1) & ~(HPAGE_PMD_SIZE - 1)
+            hend = vma.vm_end & ~(HPAGE_PMD_SIZE - 1)
+            if self.address > hend:
+                progress += 1
+                continue
+            if self.address < hstart:
+                self.address = hstart
+            stop = False
+            while self.address < hend:
+                result, collapsed_tried = self.scan_pmd(mm, vma, self.address)
+                if result == SCAN_SUCCEED:
+                    thp.pages_collapsed += 1
+                self.address += HPAGE_PMD_SIZE
+                progress += HPAGE_PMD_NR
+                if collapsed_tried or progress >= pages:
+                    # collapse_huge_page dropped mmap_lock: break out, resume here later
+                    stop = True
+                    break
+            if stop:
+                done_mm = False
+                break
+        if done_mm:
+            self._next_slot(mm)
+        return progress, result
+
+    # -- one PMD -----------------------------------------------------------------------------
+    def scan_pmd(self, mm, vma, address: int) -> tuple[str, bool]:
+        """hpage_collapse_scan_pmd; then collapse_huge_page if the range qualifies.
+        Returns (result, whether a collapse was attempted)."""
+        k = self.kernel
+        thp = self.thp
+        vm = k.vmstat
+        pt = mm.pgtable
+        hvpn = address >> PAGE_SHIFT
+        key = hvpn >> pt.pte_shift
+        if key in pt.huge:
+            return SCAN_PMD_MAPPED, False
+        if key not in pt.pte_counts:
+            return SCAN_PMD_NULL, False
+        ptes = pt.ptes
+        mem_map = k.mem_map
+        zero_pfn = k.zero_pfn
+        none_or_zero = unmapped = shared = referenced = 0
+        writable = False
+        for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+            pte = ptes.get(v, 0)
+            if pte & _PAGE_SWP and not pte & PTE_PRESENT_MASK:
+                unmapped += 1
+                if unmapped <= thp.max_ptes_swap:
+                    continue
+                vm["thp_scan_exceed_swap_pte"] += 1
+                return SCAN_EXCEED_SWAP_PTE, False
+            if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
+                if pte and not pte & PTE_PRESENT_MASK:
+                    return SCAN_PAGE_NULL, False  # a marker (guard region)
+                none_or_zero += 1
+                if none_or_zero <= thp.max_ptes_none:
+                    continue
+                vm["thp_scan_exceed_none_pte"] += 1
+                return SCAN_EXCEED_NONE_PTE, False
+            if pte & _PAGE_RW:
+                writable = True
+            page = mem_map[pte >> PAGE_SHIFT]
+            if page._mapcount > 0:
+                shared += 1
+                if shared > thp.max_ptes_shared:
+                    vm["thp_scan_exceed_share_pte"] += 1
+                    return SCAN_EXCEED_SHARED_PTE, False
+            f = page.flags
+            if not f & PG_lru:
+                return SCAN_PAGE_LRU, False
+            if not f & PG_anon:
+                return SCAN_PAGE_ANON, False
+            if page._count != page._mapcount + 1 + (1 if f & PG_swapcache else 0):
+                return SCAN_PAGE_COUNT, False  # is_refcount_suitable
+            if pte & _PAGE_ACCESSED or f & PG_referenced:
+                referenced += 1
+        if not writable:
+            return SCAN_PAGE_RO, False
+        if not referenced or (unmapped and referenced < HPAGE_PMD_NR // 2):
+            return SCAN_LACK_REFERENCED_PAGE, False
+        return self.collapse_huge_page(mm, vma, address, unmapped), True
+
+    def collapse_huge_page(self, mm, vma, address: int, unmapped: int) -> str:
+        k = self.kernel
+        thp = self.thp
+        vm = k.vmstat
+        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag else GFP_TRANSHUGE_LIGHT
+        head = thp.alloc_folio(gfp)
+        if head is None:
+            vm["thp_collapse_alloc_failed"] += 1
+            return SCAN_ALLOC_HUGE_PAGE_FAIL
+        vm["thp_collapse_alloc"] += 1
+        base = head.pfn
+        # hugepage_vma_revalidate
+        if (mm.mm_mt.lookup(address) is not vma or not thp.vma_allowed(vma, in_pf=False)
+                or address < vma.vm_start or address + HPAGE_PMD_SIZE > vma.vm_end):
+            self._drop(base)
+            return SCAN_VMA_CHECK
+        pt = mm.pgtable
+        ptes = pt.ptes
+        hvpn = address >> PAGE_SHIFT
+        if unmapped:
+            # __collapse_huge_page_swapin: fault the swapped-out pages back in
+            task = next((t for t in k.tasks.values() if t.mm is mm), None)
+            for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+                pte = ptes.get(v, 0)
+                if pte & _PAGE_SWP and not pte & PTE_PRESENT_MASK:
+                    if task is None or handle_mm_fault(task, vma, v << PAGE_SHIFT, False) & VM_FAULT_ERROR:
+                        self._drop(base)
+                        return SCAN_FAIL
+        mem_map = k.mem_map
+        zero_pfn = k.zero_pfn
+        # __collapse_huge_page_isolate: the pages must still qualify
+        shared = 0
+        for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+            pte = ptes.get(v, 0)
+            if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
+                if pte and not pte & PTE_PRESENT_MASK:
+                    self._drop(base)
+                    return SCAN_FAIL
+                continue
+            page = mem_map[pte >> PAGE_SHIFT]
+            f = page.flags
+            if page._mapcount > 0:
+                shared += 1
+                if shared > thp.max_ptes_shared:
+                    self._drop(base)
+                    return SCAN_EXCEED_SHARED_PTE
+            if (not f & PG_anon or not f & PG_lru
+                    or page._count != page._mapcount + 1 + (1 if f & PG_swapcache else 0)):
+                self._drop(base)
+                return SCAN_PAGE_COUNT
+        # __collapse_huge_page_copy: copy or zero each subpage, release the small pages
+        phys = k.phys
+        cost = 0.0
+        rss = mm.rss
+        for i in range(HPAGE_PMD_NR):
+            v = hvpn + i
+            dst = base + i
+            pte = ptes.get(v, 0)
+            if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
+                cost += phys.store(dst, ZERO_PAGE)  # clear_user_highpage
+                if pte:
+                    pt.clear_pte(v)
+                continue
+            src = pte >> PAGE_SHIFT
+            cost += phys.touch(src, False)
+            cost += phys.copy(dst, src)  # copy_user_highpage
+            pt.clear_pte(v)
+            page = mem_map[src]
+            page_remove_rmap(k, page)
+            if page.flags & PG_swapcache and page._mapcount == -1:
+                fsc = getattr(k, "free_swap_cache", None)
+                if fsc is not None:
+                    fsc(page)
+            rss[MM_ANONPAGES] -= 1
+            put_page(k, page)
+        self.cost += cost
+        if pt.pte_counts.get(hvpn >> pt.pte_shift):
+            raise AssertionError("collapse_huge_page: PTEs left in the table")
+        # the emptied PTE table becomes the deposited one; one PMD maps the folio
+        pt.collapse_pmd_huge(hvpn, base, vma_pte_bits(vma.vm_flags, bool(vma.vm_flags & VM_WRITE)))
+        av = vma.anon_vma
+        pgoff = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
+        locked = vma.vm_flags & VM_LOCKED
+        lru_add = k.lru_cache_add
+        for i in range(HPAGE_PMD_NR):
+            p = mem_map[base + i]
+            p.flags |= PG_anon | PG_swapbacked
+            p.mapping = av
+            p.index = pgoff + i
+            p._mapcount = 0
+            if locked:
+                mlock_page(k, p)
+            lru_add(p)
+        thp.pmd_mapped(thp.folios[base])
+        vm["nr_anon_pages"] += HPAGE_PMD_NR
+        rss[MM_ANONPAGES] += HPAGE_PMD_NR
+        return SCAN_SUCCEED
+
+    def _drop(self, base: int) -> None:
+        """Give an unused collapse target back (put_page of the new folio)."""
+        k = self.kernel
+        mem_map = k.mem_map
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            mem_map[pfn]._count = 0
+        folio = self.thp.folios[base]
+        folio.held = HPAGE_PMD_NR - 1
+        self.thp.free_subpage(mem_map[base])
+
+
+# ---------------------------------------------------------------------------- the daemon
+class KhugepagedDaemon:
+    """The khugepaged kernel thread: a scan per wake-up, then scan_sleep_millisecs (or
+    alloc_sleep_millisecs after a failed huge allocation); asleep while no mm is listed."""
+
+    def __init__(self, env, khugepaged: Khugepaged) -> None:
+        self.env = env
+        self.k = khugepaged
+        khugepaged.daemon = self
+        self.wakeups = 0
+        self._wakeup = env.event()
+        self.process = env.process(self._run())
+
+    def wake(self) -> None:
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _run(self):
+        env = self.env
+        k = self.k
+        thp = k.thp
+        while True:
+            if not k.has_work():
+                yield self._wakeup
+                self._wakeup = env.event()
+                continue
+            self.wakeups += 1
+            result = k.do_scan()
+            cost, k.cost = k.cost, 0.0
+            if cost:
+                yield env.timeout(cost)
+            ms = thp.alloc_sleep_millisecs if result == SCAN_ALLOC_HUGE_PAGE_FAIL else thp.scan_sleep_millisecs
+            if ms:
+                yield env.any_of([env.timeout(ms / 1000.0), self._wakeup])
+                if self._wakeup.triggered:
+                    self._wakeup = env.event()
