@@ -48,6 +48,16 @@ entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
 from __future__ import annotations
 
 from . import gfp as G
+from .memory import (
+    VM_FAULT_OOM,
+    anon_vma_prepare,
+    mlock_page,
+    mm_counter,
+    page_remove_rmap,
+    put_page,
+    update_hiwater_rss,
+    vma_pte_bits,
+)
 from .page import PG_anon, PG_highmem, PG_swapbacked, PG_swapcache, PG_thp, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -59,7 +69,9 @@ from .pgtable import (
     MM_ANONPAGES,
 )
 from .physmem import ZERO_PAGE
+from .shrinker import SHRINK_STOP, Shrinker
 from .units import PAGE_SHIFT
+from .vma import VM_HUGEPAGE, VM_HUGETLB, VM_LOCKED, VM_NOHUGEPAGE, VM_SPECIAL
 
 HPAGE_PMD_SHIFT = PAGE_SHIFT + HPAGE_PMD_ORDER
 HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
@@ -141,8 +153,6 @@ class Thp:
     # -- policy -------------------------------------------------------------------------------
     def vma_allowed(self, vma, in_pf: bool = True, smaps: bool = False) -> bool:
         """hugepage_vma_check for an anonymous VMA, enforcing the sysfs setting."""
-        from .vma import VM_HUGEPAGE, VM_HUGETLB, VM_NOHUGEPAGE, VM_SPECIAL
-
         flags = vma.vm_flags
         if flags & VM_NOHUGEPAGE or getattr(vma.vm_mm, "thp_disabled", False):
             return False
@@ -160,8 +170,6 @@ class Thp:
 
     def gfp_mask(self, vma) -> int:
         """vma_thp_gfp_mask: the GFP mask of a huge fault by `defrag`."""
-        from .vma import VM_HUGEPAGE
-
         madvised = bool(vma is not None and vma.vm_flags & VM_HUGEPAGE)
         d = self.defrag
         if d == "always":
@@ -306,14 +314,28 @@ class Thp:
     def split_huge_pmds_at(self, mm, addr: int) -> None:
         split_huge_pmds_at(self.kernel, mm, addr)
 
+    def madvise_free_split(self, mm, start: int, end: int) -> None:
+        """madvise_free_huge_pmd: a PMD-mapped THP the range covers only in part is
+        split (split_folio) if this PMD is its only mapping; a whole one is marked
+        lazily free page by page by the caller (folio_mark_lazyfree)."""
+        pt = mm.pgtable
+        huge = pt.huge
+        lo, hi = start >> HPAGE_PMD_SHIFT, (end - 1) >> HPAGE_PMD_SHIFT
+        for key in sorted(k for k in huge if lo <= k <= hi):
+            hvpn = key << HPAGE_PMD_ORDER
+            if (hvpn << PAGE_SHIFT) >= start and ((hvpn + HPAGE_PMD_NR) << PAGE_SHIFT) <= end:
+                continue
+            base = pt.ptes[hvpn] >> PAGE_SHIFT
+            folio = self.folios.get(base)
+            if folio is not None and folio.pmd_maps == 1 and self.kernel.mem_map[base]._mapcount == 0:
+                self.split_huge_page(base)
+
     # -- the deferred split shrinker ------------------------------------------------------------
     def deferred_split_count(self, sc) -> int:
         return len(self.split_queue)
 
     def deferred_split_scan(self, sc) -> int:
         """deferred_split_scan: split up to nr_to_scan queued folios, oldest first."""
-        from .shrinker import SHRINK_STOP
-
         split = 0
         for base in list(self.split_queue)[:sc.nr_to_scan]:
             if self.split_huge_page(base):
@@ -336,9 +358,6 @@ def thp_of(kernel):
 # --- faults ----------------------------------------------------------------------------------
 def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     """Returns 0 (mapped), VM_FAULT_OOM, or -1 (VM_FAULT_FALLBACK: take 4 KiB)."""
-    from .memory import VM_FAULT_OOM, anon_vma_prepare, mlock_page, vma_pte_bits
-    from .vma import VM_LOCKED
-
     if not transhuge_vma_suitable(vma, addr):
         return -1
     k = task.kernel
@@ -470,8 +489,6 @@ def split_huge_pmds_at(kernel, mm, addr: int) -> None:
 def zap_huge_pmd(kernel, mm, hvpn: int) -> None:
     """zap_huge_pmd: remove a whole PMD mapping; the folio is freed as one block once
     nothing else maps it."""
-    from .memory import page_remove_rmap, put_page, update_hiwater_rss
-
     thp = kernel.thp
     pt = mm.pgtable
     base = pt.ptes[hvpn] >> PAGE_SHIFT
@@ -579,8 +596,6 @@ def copy_huge_pmd(kernel, dst_mm, src_mm, hvpn: int) -> bool:
     """copy_huge_pmd at fork: the child maps the same THP (or the huge zero page) with
     its own PMD and deposited table; both PMDs are write-protected. False: no memory
     for the child's table."""
-    from .memory import mm_counter
-
     thp = kernel.thp
     sptes = src_mm.pgtable.ptes
     pte = sptes[hvpn]
@@ -623,8 +638,6 @@ def init_thp(kernel):
     _register_sysfs(kernel, thp)
     shrinkers = getattr(kernel, "shrinkers", None)
     if shrinkers is not None:
-        from .shrinker import Shrinker
-
         # deferred_split_shrinker: DEFAULT_SEEKS, SHRINKER_NONSLAB
         shrinkers.register_shrinker(Shrinker("thp-deferred_split", thp.deferred_split_count,
                                              thp.deferred_split_scan))

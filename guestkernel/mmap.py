@@ -1335,6 +1335,9 @@ def _madvise_free(task, vma, start: int, end: int) -> None:
     drop them instead of swapping; a later write (dirty PTE) keeps them."""
     k = task.kernel
     mm = task.mm
+    if mm.pgtable.huge:
+        # madvise_free_huge_pmd: a THP only partly in the range is split first
+        k.thp.madvise_free_split(mm, start, end)
     ptes = mm.pgtable.ptes
     mem_map = k.mem_map
     zero_pfn = k.zero_pfn

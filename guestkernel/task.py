@@ -1586,7 +1586,10 @@ def proc_smaps(task) -> str:
         out.append(_dec("KernelPageSize: ", PAGE_SIZE))
         out.append(_dec("MMUPageSize:    ", PAGE_SIZE))
         out.append(_show_smap(st, False))
-        out.append(f"THPeligible:    {0:8d}\n")
+        # hugepage_vma_check(vma, vm_flags, smaps=true, in_pf=false, enforce_sysfs=true)
+        thp = k.thp
+        eligible = int(thp is not None and thp.vma_allowed(vma, in_pf=False, smaps=True))
+        out.append(f"THPeligible:    {eligible:8d}\n")
         names = vm_flag_names(vma.vm_flags)
         out.append(f"VmFlags: {names + ' ' if names else ''}\n")
     return "".join(out)

@@ -358,10 +358,7 @@ def __split_vma(mm, vma: VMArea, addr: int, new_below: bool) -> VMArea:
     ops = vma.vm_ops
     if ops is not None and hasattr(ops, "may_split"):
         ops.may_split(vma, addr)  # raises OSError(EINVAL) if not allowed
-    pt = getattr(mm, "pgtable", None)
-    if pt is not None and pt.huge and addr & 0x1FFFFF:
-        # vma_adjust_trans_huge: a PMD mapping across the new boundary is split
-        pt.kernel.thp.split_huge_pmds_at(mm, addr)
+    _adjust_trans_huge(mm, addr)
     new = vm_area_dup(vma)
     if new_below:
         new.vm_end = addr
@@ -373,6 +370,14 @@ def __split_vma(mm, vma: VMArea, addr: int, new_below: bool) -> VMArea:
         vma.vm_end = addr
     vma_link(mm, new)
     return new
+
+
+def _adjust_trans_huge(mm, addr: int) -> None:
+    """vma_adjust_trans_huge: a PMD mapping (huge_memory.py) across a VMA boundary about
+    to be placed at `addr` is split first."""
+    pt = getattr(mm, "pgtable", None)
+    if pt is not None and pt.huge and addr & 0x1FFFFF:
+        pt.kernel.thp.split_huge_pmds_at(mm, addr)
 
 
 def split_vma(mm, vma: VMArea, addr: int, new_below: bool) -> VMArea:
@@ -524,6 +529,7 @@ def vma_modify(mm, vma: VMArea, start: int, end: int, flags: int,
                 _remove_vma(mm, nxt)
             return prev
         # prev grows over [start, end); vma keeps [end, vm_end)
+        _adjust_trans_huge(mm, end)
         _absorb_chains(prev, vma)
         prev.vm_end = end
         vma.vm_pgoff += (end - vma.vm_start) >> PAGE_SHIFT
@@ -537,6 +543,7 @@ def vma_modify(mm, vma: VMArea, start: int, end: int, flags: int,
             _remove_vma(mm, vma)
             mt.set_start(nxt, start)
             return nxt
+        _adjust_trans_huge(mm, start)
         _absorb_chains(nxt, vma)
         vma.vm_end = start
         mt.set_start(nxt, start)

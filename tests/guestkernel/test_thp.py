@@ -285,6 +285,19 @@ def test_fork_shares_the_pmd_and_a_write_splits_it_then_reuse_after_exit():
     check(k)
 
 
+def test_madvise_free_splits_a_partly_covered_thp():
+    k = boot()
+    t = hugemap(k)
+    t.access_range(BASE, 2 * H, True)
+    t.madvise(BASE, H, U.MADV_FREE)  # the whole first THP: lazily free, still huge
+    assert thp(k) == {"thp_fault_alloc": 2}
+    assert smaps_kb(t, "LazyFree") == 2048 and smaps_kb(t, "AnonHugePages") == 4096
+    t.madvise(BASE + H, 16 * P, U.MADV_FREE)  # madvise_free_huge_pmd: split_folio
+    assert thp(k) == {"thp_fault_alloc": 2, "thp_split_pmd": 1, "thp_split_page": 1}
+    assert smaps_kb(t, "LazyFree") == 2048 + 64 and smaps_kb(t, "AnonHugePages") == 2048
+    check(k)
+
+
 def test_reclaim_splits_a_thp_before_swapping_it():
     k = boot(swap="64MiB")
     t = hugemap(k, 512)
@@ -380,6 +393,24 @@ def test_mprotect_whole_pmd_keeps_it_huge_part_splits_it():
     t.mprotect(BASE, H, U.PROT_READ)  # change_huge_pmd
     assert thp(k) == {"thp_fault_alloc": 2}
     t.mprotect(BASE + H + 10 * P, P, U.PROT_READ)  # vma_adjust_trans_huge
+    assert thp(k) == {"thp_fault_alloc": 2, "thp_split_pmd": 1}
+    assert smaps_kb(t, "AnonHugePages") == 2048
+    check(k)
+
+
+def test_a_vma_boundary_moved_by_a_merge_splits_the_pmd_under_it():
+    # __vma_adjust -> vma_adjust_trans_huge: mprotect of [BASE + 1 MiB, BASE + 2 MiB) to
+    # read-only merges it into the read-only VMA after it: the boundary moves into the
+    # first THP, whose PMD is split; the second THP is not touched
+    k = boot()
+    t = k.spawn("t")
+    t.mmap(BASE, 2 * H, RW, ANON | U.MAP_FIXED)
+    t.madvise(BASE, 2 * H, U.MADV_HUGEPAGE)
+    t.access_range(BASE, 2 * H, True)
+    t.mprotect(BASE + H, H, U.PROT_READ)  # on 2 MiB: change_huge_pmd, no split
+    assert t.mm.mm_mt.lookup(BASE).vm_end == BASE + H
+    t.mprotect(BASE + (1 << 20), 1 << 20, U.PROT_READ)
+    assert t.mm.mm_mt.lookup(BASE + (1 << 20)).vm_end == BASE + 2 * H  # merged
     assert thp(k) == {"thp_fault_alloc": 2, "thp_split_pmd": 1}
     assert smaps_kb(t, "AnonHugePages") == 2048
     check(k)

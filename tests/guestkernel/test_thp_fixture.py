@@ -2,7 +2,7 @@
 by tests/data/thp/measure_thp.py (see its docstring), replayed step by step on a guest.
 
 After every step the guest must show what the real kernel showed for the range: its VMAs'
-count and VmFlags (hg/nh), smaps Rss and AnonHugePages, and the thp_* counters' deltas
+count, VmFlags (hg/nh) and THPeligible, smaps Rss and AnonHugePages, and the thp_* counters' deltas
 in /proc/vmstat (huge_memory.c: do_huge_pmd_anonymous_page, __split_huge_pmd,
 deferred_split_huge_page, zap_huge_pmd, move_huge_pmd, copy_huge_pmd). The fixture was
 recorded on Linux 6.18; where 6.1 (which the guest follows) differs, the test says so
@@ -42,6 +42,7 @@ def _smaps(task, lo, hi):
     text = task.kernel.procfs.read(f"/proc/{task.pid}/smaps")
     rss = ahp = n = 0
     flags = []
+    elig = []
     inside = False
     for line in text.splitlines():
         first = line.split()[0]
@@ -53,10 +54,12 @@ def _smaps(task, lo, hi):
             rss += int(line.split()[1])
         elif inside and first == "AnonHugePages:":
             ahp += int(line.split()[1])
+        elif inside and first == "THPeligible:":
+            elig.append(int(line.split()[1]))
         elif inside and first == "VmFlags:":
             fl = line.split()[1:]
             flags.append("".join(x for x in ("hg", "nh") if x in fl) or "-")
-    return {"vmas": n, "rss_kb": rss, "anon_huge_kb": ahp, "vmflags": flags}
+    return {"vmas": n, "rss_kb": rss, "anon_huge_kb": ahp, "vmflags": flags, "thp_eligible": elig}
 
 
 def _aligned_map(t, size):
@@ -120,7 +123,8 @@ def test_guest_matches_real_kernel(case):
         after = _thp(k)
         got = {"vmstat": {key: after[key] - before[key] for key in THP_KEYS if after[key] != before[key]}}
         got.update(_smaps(t, base, base + size))
-        want = {key: rec[key] for key in ("vmstat", "vmas", "rss_kb", "anon_huge_kb", "vmflags")}
+        want = {key: rec[key] for key in ("vmstat", "vmas", "rss_kb", "anon_huge_kb", "vmflags",
+                                          "thp_eligible")}
         want.update(LINUX_61.get((case["name"], i), {}))
         assert got == want, f"step {i} {step}"
         if child is not None:

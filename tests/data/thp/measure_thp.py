@@ -2,7 +2,7 @@
 anonymous range, set THP's `enabled` mode, madvise or not, touch, then partially unmap,
 mprotect, madvise(MADV_DONTNEED), mremap or fork, and record after every step the
 range's smaps fields (Rss, AnonHugePages, summed over the VMAs inside the range, and
-the VMAs' count and VmFlags hg/nh) and the deltas of /proc/vmstat's thp_* counters.
+the VMAs' count, VmFlags hg/nh and THPeligible) and the deltas of /proc/vmstat's thp_* counters.
 Writes thp.json beside this script; tests/guestkernel/test_thp_fixture.py replays the
 same steps on the guest kernel and compares.
 
@@ -62,9 +62,10 @@ def vmstat():
 
 def smaps(lo, hi):
     """Rss and AnonHugePages (kB) summed over the VMAs inside [lo, hi), their count and
-    each VMA's VmFlags hg/nh."""
+    each VMA's VmFlags hg/nh and THPeligible."""
     rss = ahp = n = 0
     flags = []
+    elig = []
     inside = False
     with open("/proc/self/smaps") as f:
         for line in f:
@@ -77,10 +78,12 @@ def smaps(lo, hi):
                 rss += int(line.split()[1])
             elif inside and first == "AnonHugePages:":
                 ahp += int(line.split()[1])
+            elif inside and first == "THPeligible:":
+                elig.append(int(line.split()[1]))
             elif inside and first == "VmFlags:":
                 fl = line.split()[1:]
                 flags.append("".join(x for x in ("hg", "nh") if x in fl) or "-")
-    return {"vmas": n, "rss_kb": rss, "anon_huge_kb": ahp, "vmflags": flags}
+    return {"vmas": n, "rss_kb": rss, "anon_huge_kb": ahp, "vmflags": flags, "thp_eligible": elig}
 
 
 def check(r, what):
