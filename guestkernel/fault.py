@@ -22,7 +22,9 @@ the flowchart's order ("Traitement des exceptions", linux-mm.md section 4):
 Outcomes are counted in kernel.vmstat (the Linux pgfault/pgmajfault plus these):
 
   fault_demand_zero     write to unmapped anonymous memory: a zeroed page was allocated
+                        (or a zeroed 2 MiB transparent huge page: one fault)
   fault_zero_page       read of unmapped anonymous memory: the shared zero page mapped
+                        (or the huge zero page)
   fault_cow             a page was copied for a write (private file page, shared anon
                         page after fork, or the zero page replaced by a zeroed page)
   fault_cow_reuse       write to an anonymous page mapped once: made writable in place

@@ -380,6 +380,7 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
         if not pt.set_pmd_huge(hvpn, zpfn, vma_pte_bits(vma.vm_flags, False) & ~_PAGE_DIRTY):
             return VM_FAULT_OOM
         thp.huge_zero_maps += 1
+        k.vmstat["fault_zero_page"] += 1  # (hvsim's outcome counter: the huge one)
         return 0
     gfp = thp.gfp_mask(vma)
     head = thp.alloc_folio(gfp)
@@ -423,6 +424,7 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     k.vmstat["nr_anon_pages"] += HPAGE_PMD_NR
     mm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
     k.vmstat["thp_fault_alloc"] += 1
+    k.vmstat["fault_demand_zero"] += 1  # (hvsim's outcome counter: one fault, 512 pages)
     return 0
 
 

@@ -558,9 +558,13 @@ class Task:
                         # the OOM killer) are added once per run; the mm's RSS, which the
                         # OOM killer reads, page by page
                         nz = 0
+                        # (a break with page i not done sets run 0 and pte 0: page i
+                        # then takes the long way below)
                         while True:
                             if thp_ok and (vpn >> pshift) not in counts:
-                                break  # pmd_none in a THP VMA: do_huge_pmd_anonymous_page
+                                # pmd_none in a THP VMA: do_huge_pmd_anonymous_page
+                                run = pte = 0
+                                break
                             page = alloc(gfp_anon)
                             if self._pending_fatal is not None:  # OOM-killed meanwhile
                                 if page is not None:
@@ -568,12 +572,14 @@ class Task:
                                 run = 2
                                 break
                             if page is None:
+                                run = pte = 0
                                 break
                             key = vpn >> pshift
                             c = counts.get(key)
                             if c is None:
                                 if not pt.alloc_pte_table(vpn):
                                     k.free_pages(page)
+                                    run = pte = 0
                                     break
                                 c = 0
                             counts[key] = c + 1
