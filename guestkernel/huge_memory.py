@@ -71,7 +71,7 @@ from .pgtable import (
 from .physmem import ZERO_PAGE
 from .shrinker import SHRINK_STOP, Shrinker
 from .units import PAGE_SHIFT
-from .vma import VM_HUGEPAGE, VM_HUGETLB, VM_LOCKED, VM_NOHUGEPAGE, VM_SPECIAL
+from .vma import VM_DROPPABLE, VM_HUGEPAGE, VM_HUGETLB, VM_LOCKED, VM_NOHUGEPAGE, VM_SPECIAL
 
 HPAGE_PMD_SHIFT = PAGE_SHIFT + HPAGE_PMD_ORDER
 HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
@@ -410,10 +410,12 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     mem_map = k.mem_map
     pgoff = vma.vm_pgoff + ((haddr - vma.vm_start) >> PAGE_SHIFT)
     locked = vma.vm_flags & VM_LOCKED
+    # folio_add_new_anon_rmap: a VM_DROPPABLE folio is never swap-backed
+    anon = PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
     lru_add = k.lru_cache_add
     for i in range(HPAGE_PMD_NR):
         p = mem_map[base + i]
-        p.flags |= PG_anon | PG_swapbacked
+        p.flags |= anon
         p.mapping = av
         p.index = pgoff + i
         p._mapcount = 0

@@ -42,7 +42,7 @@ from .page import PG_anon, PG_lru, PG_referenced, PG_swapbacked, PG_swapcache
 from .pgtable import _PAGE_ACCESSED, _PAGE_RW, _PAGE_SWP, HPAGE_PMD_NR, MM_ANONPAGES, PTE_PRESENT_MASK
 from .physmem import ZERO_PAGE
 from .units import PAGE_SHIFT
-from .vma import VM_LOCKED, VM_WRITE
+from .vma import VM_DROPPABLE, VM_LOCKED, VM_WRITE
 
 SCAN_SUCCEED = "succeed"
 SCAN_PMD_NULL = "pmd_null"  # no PTE table: nothing to collapse
@@ -325,10 +325,11 @@ class Khugepaged:
         av = vma.anon_vma
         pgoff = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
         locked = vma.vm_flags & VM_LOCKED
+        anon = PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
         lru_add = k.lru_cache_add
         for i in range(HPAGE_PMD_NR):
             p = mem_map[base + i]
-            p.flags |= PG_anon | PG_swapbacked
+            p.flags |= anon
             p.mapping = av
             p.index = pgoff + i
             p._mapcount = 0

@@ -167,6 +167,20 @@ def test_huge_fault_needs_pmd_none_and_the_whole_2mib_in_the_vma():
     check(k)
 
 
+def test_a_droppable_thp_is_not_swap_backed():
+    # folio_add_new_anon_rmap: VM_DROPPABLE (6.11) folios never get PG_swapbacked
+    from guestkernel.page import PG_anon, PG_swapbacked
+
+    k = boot(thp_enabled="always")
+    t = k.spawn("t")
+    t.mmap(BASE, H, RW, U.MAP_DROPPABLE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    t.access(BASE, True)
+    assert thp(k) == {"thp_fault_alloc": 1}
+    pfn = t.mm.pgtable.ptes[BASE >> 12] >> 12
+    assert {k.mem_map[pfn + i].flags & (PG_anon | PG_swapbacked) for i in range(512)} == {PG_anon}
+    check(k)
+
+
 def test_allocation_failure_falls_back_to_4kib():
     # do_huge_pmd_anonymous_page: no order-9 block -> thp_fault_fallback, 4 KiB page
     k = boot(memory="128MiB", thp_defrag="never")
