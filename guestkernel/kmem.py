@@ -556,6 +556,9 @@ class PgtablePage(_LivePage):
             lo = self.key << d
             src = pt.ptes if level == 0 else pt.tables[level - 1]
             ents = list(map(src.get, range(lo, lo + nent), repeat(0, nent)))
+            if level == 1 and pt.huge:
+                # PMD mappings (huge_memory.py) are entries of this table too
+                ents.append([pt.ptes[k << shifts[0]] for k in range(lo, lo + nent) if k in pt.huge])
         else:
             if pt.pgd is not self.page:
                 return ZERO_PAGE

@@ -496,7 +496,8 @@ def test_pte_page_bytes_are_x86_pte_of_every_entry(archs, entries):
 
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["x86_64", "i386", "i386-pae"]),
-       st.lists(st.tuples(st.sampled_from(["set", "clear", "read", "table", "untable"]),
+       st.lists(st.tuples(st.sampled_from(["set", "clear", "read", "table", "untable", "huge",
+                                           "unhuge"]),
                           st.integers(0, 1023), st.integers(0, (1 << 32) - 1)),
                 min_size=1, max_size=40))
 def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, ops):
@@ -514,7 +515,7 @@ def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, o
     pages = [types.SimpleNamespace(pfn=100 + i) for i in range(8)]
     pgd = types.SimpleNamespace(pfn=99)
     pt = types.SimpleNamespace(shifts=shifts, tables=[{1: pages[0]}] + [{0: pages[1]} for _ in shifts[1:]],
-                               pgd=pgd, ptes={})
+                               pgd=pgd, ptes={}, huge={})
     km = K.KmemContent.__new__(K.KmemContent)
     km.layout = types.SimpleNamespace(arch=arch)
     km.kernel_pgd_entries = list(range(256))
@@ -532,5 +533,13 @@ def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, o
             pt.tables[0][i % 4] = pages[i % 8]
         elif op == "untable" and i % 4 != 1:
             pt.tables[0].pop(i % 4, None)
+        elif op == "huge" and i % 4 != 1 and i % 4 not in pt.tables[0] and len(shifts) > 1:
+            # a PMD mapping at key i % 4 (huge_memory.py): its first PTE-dict entry
+            # carries the huge PMD's frame and bits
+            pt.huge[i % 4] = pages[7]
+            pt.ptes[(i % 4) << shifts[0]] = (v & ~0xFFF) | 0x0E7
+        elif op == "unhuge" and i % 4 in pt.huge:
+            del pt.huge[i % 4]
+            pt.ptes.pop((i % 4) << shifts[0], None)
         for r in recipes:
             assert r._bytes() == r._make()

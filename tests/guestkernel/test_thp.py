@@ -114,12 +114,11 @@ def test_huge_fault_maps_a_zeroed_2mib_page_with_one_pmd():
     k = boot()
     t = hugemap(k)
     # dirty every free frame first, so zeroing shows in the frames' bytes
-    alloc = k.page_alloc
-    for z in alloc.zones:
-        for area in z.free_area:
-            for head in area.free_list:
-                for pfn in range(head.pfn, head.pfn + (1 << head.private)):
-                    k.phys.store(pfn, b"\x55" * P)
+    from guestkernel.page import PG_buddy
+
+    for head in [p for p in k.mem_map if p is not None and p.flags & PG_buddy]:
+        for pfn in range(head.pfn, head.pfn + (1 << head.private)):
+            k.phys.store(pfn, b"\x55" * P)
     pt = t.mm.pgtable
     tables = [len(x) for x in pt.tables]
     t.access(BASE + 5 * P, True, b"\x01" * P)
@@ -145,6 +144,30 @@ def test_huge_fault_maps_a_zeroed_2mib_page_with_one_pmd():
     idx = (BASE >> 21) & 511
     entry = int.from_bytes(raw[idx * 8:idx * 8 + 8], "little")
     assert entry == (pfn0 << 12) | 0x1 | 0x2 | 0x4 | 0x20 | 0x40 | 0x80 | 0x800 | (1 << 63)
+    check(k)
+
+
+def test_pmd_table_bytes_follow_huge_mappings_after_a_read():
+    # the PMD table's frame, read before and after each change, shows the PSE entry
+    # while the PMD mapping exists (the cached bytes are made again when it changes)
+    k = boot()
+    t = hugemap(k, 1024)
+    t.access(BASE + H, True)  # a THP in the second 2 MiB: the PMD table exists
+    pt = t.mm.pgtable
+    frame = pt.tables[1][BASE >> 30].pfn
+    i0, i1 = (BASE >> 21) & 511, ((BASE + H) >> 21) & 511
+
+    def entry(i):
+        raw = k.phys.load(frame)
+        return int.from_bytes(raw[i * 8:i * 8 + 8], "little")
+
+    assert entry(i0) == 0 and entry(i1) & 0x80
+    t.access(BASE, True)
+    assert entry(i0) & 0x80 and entry(i0) >> 12 & ((1 << 40) - 1) == pt.ptes[BASE >> 12] >> 12
+    t.munmap(BASE, H)  # zap_huge_pmd
+    assert entry(i0) == 0 and entry(i1) & 0x80
+    t.mprotect(BASE + H + P, P, U.PROT_READ)  # split: a PTE table now
+    assert entry(i1) & 0xFFF == 0x067 and entry(i1) >> 12 == pt.tables[0][(BASE + H) >> 21].pfn
     check(k)
 
 
