@@ -235,6 +235,10 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
             "page_state_pages": page_state_pages(k),
             "faults": {name: value for name, value in (k.vmstat.items() if k is not None else ())
                        if name.startswith("fault_") or name in ("pgfault", "pgmajfault")},
+            # transparent huge pages: /proc/vmstat's thp_* and the THPs mapped now (empty
+            # where the guest has no THP: 2.6, i386)
+            "thp": {name: value for name, value in (k.vmstat.items() if k is not None else ())
+                    if name.startswith("thp_") or name == "nr_anon_transparent_hugepages"},
         })
         vms[vm.name] = entry
     out["throughput_by_unit"] = by_unit  # {unit: per second}; unlike units are never added

@@ -117,6 +117,7 @@ def exit_mmap(task) -> None:
     kh = task.kernel.khugepaged
     if kh is not None:
         kh.exit(mm)  # khugepaged_exit
+        task.kernel.thp.mm_exit(mm)  # mm_put_huge_zero_page
     unmap_vmas(task, list(mm.mm_mt.vmas))
     mm.pgtable.free_all()
     mm.free()

@@ -133,6 +133,7 @@ class Thp:
         self.split_queue: dict[int, None] = {}  # head pfns, queue order (deferred_split)
         self.huge_zero_pfn = -1  # the huge zero page's first frame, once allocated
         self.huge_zero_maps = 0  # PMDs mapping it
+        self.huge_zero_mms: set = set()  # mms holding a reference (MMF_HUGE_ZERO_PAGE)
         self.on = enabled != "never"  # the fault path's one test
         vm = kernel.vmstat
         for name in THP_EVENTS:
@@ -250,9 +251,12 @@ class Thp:
         return self.kernel.vmstat["nr_anon_transparent_hugepages"] * HPAGE_PMD_NR
 
     # -- huge zero page -------------------------------------------------------------------------
-    def get_huge_zero_page(self) -> int:
+    def get_huge_zero_page(self, mm=None) -> int:
         """mm_get_huge_zero_page: the huge zero page's first pfn, allocated on first use
-        (GFP_TRANSHUGE | __GFP_ZERO) & ~__GFP_MOVABLE, thp_zero_page_alloc), or -1."""
+        (GFP_TRANSHUGE | __GFP_ZERO) & ~__GFP_MOVABLE, thp_zero_page_alloc), or -1. The
+        mm keeps a reference until it exits (mm_put_huge_zero_page)."""
+        if mm is not None:
+            self.huge_zero_mms.add(mm)
         if self.huge_zero_pfn >= 0:
             return self.huge_zero_pfn
         k = self.kernel
@@ -261,13 +265,37 @@ class Thp:
             k.vmstat["thp_zero_page_alloc_failed"] += 1
             return -1
         k.vmstat["thp_zero_page_alloc"] += 1
-        pfn_to_page = k.page_alloc.pfn_to_page
+        pfn_to_page = k.page_alloc.pfn_to_page  # (the allocator zeroed it: __GFP_ZERO)
         for pfn in range(head.pfn, head.pfn + HPAGE_PMD_NR):
             p = pfn_to_page(pfn)
             p.flags |= PG_zero
             p._count = 1
         self.huge_zero_pfn = head.pfn
         return head.pfn
+
+    def mm_exit(self, mm) -> None:
+        """mm_put_huge_zero_page at exit_mmap."""
+        self.huge_zero_mms.discard(mm)
+
+    def huge_zero_count(self, sc) -> int:
+        """shrink_huge_zero_page_count: freeable only when no mm holds it."""
+        return HPAGE_PMD_NR if self.huge_zero_pfn >= 0 and not self.huge_zero_mms else 0
+
+    def huge_zero_scan(self, sc) -> int:
+        """shrink_huge_zero_page_scan: free the huge zero page (one order-9 block)."""
+        if self.huge_zero_pfn < 0 or self.huge_zero_mms:
+            return 0
+        k = self.kernel
+        base = self.huge_zero_pfn
+        mem_map = k.mem_map
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            p = mem_map[pfn]
+            p.flags &= ~PG_zero
+            p._count = 0
+        self.huge_zero_pfn = -1
+        mem_map[base]._count = 1
+        k.free_pages(mem_map[base], HPAGE_PMD_ORDER)
+        return HPAGE_PMD_NR
 
     # -- splitting a folio --------------------------------------------------------------------
     def split_huge_page(self, base: int) -> bool:
@@ -373,7 +401,7 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     if kh is not None:
         kh.enter_vma(vma)
     if not write and thp.use_zero_page:
-        zpfn = thp.get_huge_zero_page()
+        zpfn = thp.get_huge_zero_page(mm)
         if zpfn < 0:
             k.vmstat["thp_fault_fallback"] += 1
             return -1
@@ -609,6 +637,7 @@ def copy_huge_pmd(kernel, dst_mm, src_mm, hvpn: int) -> bool:
         return False
     if base == thp.huge_zero_pfn:
         thp.huge_zero_maps += 1
+        thp.huge_zero_mms.add(dst_mm)  # (the child's own reference)
         return True
     for v in range(hvpn, hvpn + HPAGE_PMD_NR):
         sptes[v] &= ~_PAGE_RW
@@ -645,6 +674,8 @@ def init_thp(kernel):
         # deferred_split_shrinker: DEFAULT_SEEKS, SHRINKER_NONSLAB
         shrinkers.register_shrinker(Shrinker("thp-deferred_split", thp.deferred_split_count,
                                              thp.deferred_split_scan))
+        # huge_zero_page_shrinker: DEFAULT_SEEKS
+        shrinkers.register_shrinker(Shrinker("thp-zero", thp.huge_zero_count, thp.huge_zero_scan))
     return thp
 
 

@@ -253,6 +253,29 @@ def test_read_fault_maps_the_huge_zero_page_once_allocated():
     check(k)
 
 
+def test_huge_zero_page_is_freed_by_its_shrinker_once_no_mm_holds_it():
+    from guestkernel.shrinker import ShrinkControl
+
+    k = boot()
+    t = hugemap(k, 512)
+    t.access(BASE, False)
+    zs = next(s for s in k.shrinkers.shrinkers if s.name == "thp-zero")
+    sc = ShrinkControl(G.GFP_KERNEL)
+    # the mm holds its reference (MMF_HUGE_ZERO_PAGE) until it exits, even unmapped
+    t.munmap(BASE, H)
+    assert zs.count_objects(sc) == 0
+    pgfree = k.vmstat["pgfree"]
+    t.exit(0)
+    assert zs.count_objects(sc) == 512  # shrink_huge_zero_page_count: HPAGE_PMD_NR
+    assert zs.scan_objects(sc) == 512
+    assert k.vmstat["pgfree"] - pgfree >= 512 and k.thp.huge_zero_pfn == -1
+    # the next read fault allocates it again
+    u = hugemap(k, 512)
+    u.access(BASE, False)
+    assert thp(k) == {"thp_zero_page_alloc": 2}
+    check(k)
+
+
 def test_partial_munmap_defers_the_split_to_the_shrinker():
     k = boot()
     t = hugemap(k, 512)
