@@ -1,5 +1,6 @@
 """Transparent huge pages against this machine's kernel: tests/data/thp/thp.json, recorded
-by tests/data/thp/measure_thp.py (see its docstring), replayed step by step on a guest.
+by tests/data/thp/measure_thp.py (see its docstring), replayed step by step on a guest;
+khugepaged.json (measure_khugepaged.py) for khugepaged's collapses.
 
 After every step the guest must show what the real kernel showed for the range: its VMAs'
 count, VmFlags (hg/nh) and THPeligible, smaps Rss and AnonHugePages, and the thp_* counters' deltas
@@ -130,3 +131,30 @@ def test_guest_matches_real_kernel(case):
         if child is not None:
             assert child == rec["child"], f"child of step {i}"
         _check(k)
+
+
+KHUGEPAGED = json.loads((Path(__file__).parents[1] / "data" / "thp" / "khugepaged.json").read_text())
+
+
+@pytest.mark.parametrize("case", KHUGEPAGED["cases"], ids=[c["name"] for c in KHUGEPAGED["cases"]])
+def test_khugepaged_collapses_as_the_real_kernel(case):
+    # tests/data/thp/measure_khugepaged.py: pages written and read before MADV_HUGEPAGE,
+    # then khugepaged's scans (hpage_collapse_scan_pmd: max_ptes_none counts empty and
+    # zero-page PTEs; a VMA without anon_vma, only ever read, is not scanned at all:
+    # hugepage_vma_check) and collapse_huge_page
+    k = Kernel(KernelConfig(memory="256MiB", thp_enabled="madvise"))
+    k.procfs.write("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none",
+                   str(case["max_ptes_none"]))
+    t = k.spawn("measure_khugepaged")
+    base = _aligned_map(t, HPAGE)
+    t.access_range(base, case["written"] * PAGE, True)
+    t.access_range(base + case["written"] * PAGE, case["read"] * PAGE, False)
+    before = _smaps(t, base, base + HPAGE)
+    assert before == case["before"]
+    e0 = k.vmstat["thp_scan_exceed_none_pte"]
+    t.madvise(base, HPAGE, U.MADV_HUGEPAGE)
+    for _ in range(2):  # two full scans, as the measurement waited for
+        k.khugepaged.do_scan()
+    assert _smaps(t, base, base + HPAGE) == case["after"]
+    assert (k.vmstat["thp_scan_exceed_none_pte"] > e0) == case["exceed_none_pte_moved"]
+    _check(k)
