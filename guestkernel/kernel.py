@@ -124,6 +124,11 @@ class Kernel:
         init_address_spaces(self)
         self.dcache = Dcache(self)  # dentry and inode caches, and their shrinker
         init_reclaim(self)
+        self.compaction = None
+        if self.config.era == "6.x":  # compaction came in 2.6.35
+            from .compaction import init_compaction
+
+            init_compaction(self)
         # pid 1: init, which the OOM killer never chooses and which reaps orphans
         try:
             self.init_task = self.spawn("init")
@@ -141,6 +146,10 @@ class Kernel:
             from .khugepaged import KhugepagedDaemon
 
             self.daemons.append(KhugepagedDaemon(self.env, self.khugepaged))
+        if self.compaction is not None:
+            from .compaction import start_kcompactd
+
+            start_kcompactd(self)
 
     # ------------------------------------------------------------------ page allocator
     @property

@@ -106,6 +106,24 @@ FALLBACKS = (
     (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),  # RECLAIMABLE
 )
 GFP_MOVABLE_SHIFT = 3  # (__GFP_MOVABLE | __GFP_RECLAIMABLE) >> 3 is the migratetype
+
+# enum compact_result (include/linux/compaction.h), in its order; compaction.py runs it
+(
+    COMPACT_NOT_SUITABLE_ZONE,
+    COMPACT_SKIPPED,
+    COMPACT_DEFERRED,
+    COMPACT_NO_SUITABLE_PAGE,
+    COMPACT_CONTINUE,
+    COMPACT_COMPLETE,
+    COMPACT_PARTIAL_SKIPPED,
+    COMPACT_CONTENDED,
+    COMPACT_SUCCESS,
+) = range(9)
+# enum compact_priority: lower is more thorough
+COMPACT_PRIO_SYNC_FULL = MIN_COMPACT_PRIORITY = 0
+COMPACT_PRIO_SYNC_LIGHT = MIN_COMPACT_COSTLY_PRIORITY = DEF_COMPACT_PRIORITY = 1
+COMPACT_PRIO_ASYNC = INIT_COMPACT_PRIORITY = 2
+MAX_COMPACT_RETRIES = 16
 _GFP_ZERO = G.ZERO  # a module constant: the order-0 fast path tests it per page
 # cleared when a block leaves its free list: del_page_from_free_list also clears
 # PageReported (mm/page_reporting.c), at no extra cost here
@@ -288,6 +306,8 @@ class PageAllocator:
         self.wake_kswapd_hook: Callable[[Node, int, int, int], None] | None = None
         self.direct_reclaim_hook: Callable[[int, int, list[Zone], int], int] | None = None
         self.oom_hook: Callable[[int, int, int], bool] | None = None
+        # compaction.Compaction (6.x; compaction came in 2.6.35): direct compaction
+        self.compaction = None
         # free page reporting (page_reporting.py): notified when __free_one_page makes a
         # block of at least this order; never until a reporting device registers
         self.page_reporting_order = NR_ORDERS
@@ -1229,6 +1249,21 @@ class PageAllocator:
         page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
         if page is not None:
             return page
+        # Costly orders, and non-movable high orders (to keep their pageblocks), try
+        # direct compaction before reclaim: there may be enough base pages already.
+        costly = order > PAGE_ALLOC_COSTLY_ORDER
+        compact = [COMPACT_SKIPPED, INIT_COMPACT_PRIORITY, 0]  # result, priority, retries
+        pfmemalloc = (gfp & G.MEMALLOC or self.pf_memalloc) and not gfp & G.NOMEMALLOC
+        if can_reclaim and (costly or order and self.gfp_migratetype(gfp) != MIGRATE_MOVABLE) and not pfmemalloc:
+            page = self._alloc_pages_direct_compact(gfp, order, alloc_flags, cpu, zonelist, highest,
+                                                    cold, compact)
+            if page is not None:
+                return page
+            if costly and gfp & G.NORETRY:
+                # a pageblock-sized request compaction skipped or deferred fails now
+                if compact[0] in (COMPACT_SKIPPED, COMPACT_DEFERRED):
+                    return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+                compact[1] = INIT_COMPACT_PRIORITY
         no_progress_loops = 0
         drained = False
         oom_rounds = 0
@@ -1265,6 +1300,11 @@ class PageAllocator:
                 page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
             if page is not None:
                 return page
+            # Direct compaction, then allocating
+            page = self._alloc_pages_direct_compact(gfp, order, alloc_flags, cpu, zonelist, highest,
+                                                    cold, compact)
+            if page is not None:
+                return page
             if gfp & G.NORETRY:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
             if order > PAGE_ALLOC_COSTLY_ORDER and not gfp & G.RETRY_MAYFAIL:
@@ -1274,6 +1314,8 @@ class PageAllocator:
             else:
                 no_progress_loops += 1
             if progress and no_progress_loops <= MAX_RECLAIM_RETRIES:
+                continue
+            if progress and self._should_compact_retry(order, compact, alloc_flags, zonelist, highest):
                 continue
             # should_reclaim_retry(): before OOM, exhaust the high-atomic reserve
             if self.unreserve_highatomic_pageblock(zonelist, highest, self.gfp_migratetype(gfp), True):
@@ -1304,6 +1346,56 @@ class PageAllocator:
                 drained = False
                 continue
             return self._nopage(gfp, order, cpu, zonelist, highest, cold)
+
+    def _alloc_pages_direct_compact(self, gfp: int, order: int, alloc_flags: int, cpu: int, zonelist,
+                                    highest: int, cold: int, compact: list) -> Page | None:
+        """__alloc_pages_direct_compact: compact at priority compact[1], then allocate;
+        compact[0] gets the result. compact_stall counts a compaction that ran."""
+        if not order or self.compaction is None:
+            return None
+        result = compact[0] = self.compaction.try_to_compact_pages(
+            gfp, order, alloc_flags, zonelist, highest, compact[1])
+        if result == COMPACT_SKIPPED:
+            return None
+        vm = self.vmstat
+        vm["compact_stall"] += 1
+        page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
+        if page is not None:
+            zone = self._zone_of_block[page.pfn >> MAX_ORDER]
+            zone.compact_blockskip_flush = False
+            self.compaction.compaction_defer_reset(zone, order, True)
+            vm["compact_success"] += 1
+            return page
+        vm["compact_fail"] += 1
+        return None
+
+    def _should_compact_retry(self, order: int, compact: list, alloc_flags: int, zonelist,
+                              highest: int) -> bool:
+        """should_compact_retry: retry while compaction progresses (at most
+        MAX_COMPACT_RETRIES, a quarter for costly orders), raising the priority when it
+        failed or withdrew; for a skipped compaction, whether reclaim can help."""
+        if not order or self.compaction is None:
+            return False
+        result, priority, retries = compact
+        if result == COMPACT_SUCCESS:
+            retries += 1
+            compact[2] = retries
+        if result not in (COMPACT_COMPLETE, COMPACT_DEFERRED, COMPACT_CONTENDED, COMPACT_PARTIAL_SKIPPED):
+            if result == COMPACT_SKIPPED:
+                # compaction_zonelist_suitable: reclaim would let some zone compact
+                return self.compaction.compaction_zonelist_suitable(order, alloc_flags, zonelist, highest)
+            max_retries = MAX_COMPACT_RETRIES
+            if order > PAGE_ALLOC_COSTLY_ORDER:
+                max_retries //= 4
+            if retries <= max_retries:
+                return True
+        # check_priority
+        min_priority = MIN_COMPACT_COSTLY_PRIORITY if order > PAGE_ALLOC_COSTLY_ORDER else MIN_COMPACT_PRIORITY
+        if priority > min_priority:
+            compact[1] = priority - 1
+            compact[2] = 0
+            return True
+        return False
 
     def _normal_idx(self) -> int:
         names = [name for name, _ in ZONE_LAYOUT[self.arch]]

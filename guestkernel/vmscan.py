@@ -1321,6 +1321,11 @@ class Kswapd:
                     continue
                 if not reclaimed:
                     break  # nothing more to take: sleep until woken again
+            # kswapd_try_to_sleep(): a balanced node resets compaction's skip hints and
+            # wakes kcompactd for the order it was asked (compaction.py)
+            sleep_hook = getattr(r.kernel, "kswapd_sleep_hook", None)
+            if sleep_hook is not None and r.kswapd_balanced(self.node, 0, self.highest):
+                sleep_hook(self.node, self.order, self.highest)
             self.running = False
             self.order = 0
             self.highest = -1

@@ -199,6 +199,17 @@ EVENT_ITEMS = (
     "pageoutrun",
     "pgrotated",
     "oom_kill",
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "compact_migrate_scanned",
+    "compact_free_scanned",
+    "compact_isolated",
+    "compact_stall",
+    "compact_fail",
+    "compact_success",
+    "compact_daemon_wake",
+    "compact_daemon_migrate_scanned",
+    "compact_daemon_free_scanned",
     "unevictable_pgs_mlocked",
     "unevictable_pgs_munlocked",
     "balloon_inflate",
@@ -213,6 +224,8 @@ HVSIM_COUNTERS = {
     "kswapd_wake": "times the allocator woke an unbalanced node's kswapd",
     "oom_call": "times the allocator's slow path called the OOM killer",
     "pgalloc_fail": "page allocations that returned NULL",
+    "pgalloc_extfrag": "allocations that fell back to another migratetype's free lists (the "
+                       "mm_page_alloc_extfrag tracepoint)",
 }
 
 

@@ -1,0 +1,815 @@
+"""Memory compaction (mm/compaction.c, Linux 6.1): make free blocks of high order by
+moving movable pages out of the way.
+
+Overview
+--------
+`compact_zone` runs two scanners towards each other over one zone:
+
+- the migrate scanner walks pageblocks up from the zone start (or its cached position)
+  and isolates movable pages: LRU pages, not pinned (more references than mappings), for
+  a request without __GFP_FS no page-cache pages, in async mode none under writeback
+  (`isolate_migratepages_block`), at most COMPACT_CLUSTER_MAX (32) at a time. A free
+  block is skipped whole, a scanned page counts in compact_migrate_scanned;
+- the free scanner walks pageblocks down from the zone end and, in MOVABLE pageblocks
+  not free whole, takes free blocks off the buddy lists (`isolate_freepages_block`,
+  __isolate_free_page: only while the zone stays above MIN + the block) until there are
+  as many free pages as pages to migrate; the blocks are split into order-0 pages
+  (split_map_pages), the last one isolated handed out first (compaction_alloc).
+
+Each batch is migrated (migrate.py: a host-visible copy). Compaction stops when the
+scanners meet (COMPACT_COMPLETE for a whole-zone pass, else COMPACT_PARTIAL_SKIPPED), or
+for a request of order >= 0 at a pageblock boundary where a free block of the order is
+on the request's list or one it could steal (COMPACT_SUCCESS). A pageblock where
+isolation found nothing gets PB_migrate_skip and is passed over until the skip bits are
+reset (kswapd going to sleep, or deferral restarting); the scanners' positions are cached
+per zone (compact_cached_migrate_pfn[async/sync], compact_cached_free_pfn).
+
+Entry points: direct compaction from the allocator's slow path (`try_to_compact_pages`,
+with priorities async -> sync light -> sync full and per-zone deferral:
+defer_compaction / compaction_deferred / compaction_defer_reset), kcompactd woken by
+kswapd when it goes to sleep after a high-order wakeup, and `/proc/sys/vm/compact_memory`
+(every zone, whole, MIGRATE_SYNC, order -1). `compaction_suitable` decides whether a zone
+is worth compacting: not if the order's watermark is met already (SUCCESS), not if order-0
+free pages are below MIN (LOW for costly orders) + 2 << order (SKIPPED), and for costly
+orders not if the fragmentation index is at most `extfrag_threshold` (500: the failure
+would be for lack of memory, not fragmentation).
+
+Left out (listed in the README): the free-list fast searches (fast_isolate_freepages,
+fast_find_migrateblock: heuristics of 5.1+ for orders above PAGE_ALLOC_COSTLY_ORDER),
+capture of a page freed during direct compaction (capture_control), proactive
+compaction (compaction_proactiveness), lock contention, and __reset_isolation_suitable's
+per-pageblock test (a reset clears every skip bit of the zone and restarts both scanners
+at the zone's ends).
+"""
+
+from __future__ import annotations
+
+from . import gfp as G
+from .migrate import ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
+from .page import PG_anon, PG_buddy, PG_head, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
+from .page_alloc import (  # the compact_result and compact_priority enums live there
+    ALLOC_WMARK_MASK,
+    COMPACT_COMPLETE,
+    COMPACT_CONTENDED,
+    COMPACT_CONTINUE,
+    COMPACT_DEFERRED,
+    COMPACT_PARTIAL_SKIPPED,
+    COMPACT_PRIO_ASYNC,
+    COMPACT_SKIPPED,
+    COMPACT_SUCCESS,
+    MIGRATE_MOVABLE,
+    MIN_COMPACT_PRIORITY,
+    NR_ORDERS,
+    PAGE_ALLOC_COSTLY_ORDER,
+    WMARK_LOW,
+    WMARK_MIN,
+)
+
+COMPACT_RESULT_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable_page", "continue",
+                        "complete", "partial_skipped", "contended", "success")
+
+COMPACT_CLUSTER_MAX = 32  # SWAP_CLUSTER_MAX: pages isolated per migration batch
+COMPACT_MAX_DEFER_SHIFT = 6
+EXTFRAG_THRESHOLD = 500  # /proc/sys/vm/extfrag_threshold default, 0..1000
+HPAGE_FROZEN_MSECS = 500  # kcompactd's proactive-compaction wakeup period (ms)
+
+
+def compaction_made_progress(result: int) -> bool:
+    return result == COMPACT_SUCCESS
+
+
+def compaction_failed(result: int) -> bool:
+    return result == COMPACT_COMPLETE
+
+
+def compaction_needs_reclaim(result: int) -> bool:
+    return result == COMPACT_SKIPPED
+
+
+def compaction_withdrawn(result: int) -> bool:
+    return result in (COMPACT_DEFERRED, COMPACT_CONTENDED, COMPACT_PARTIAL_SKIPPED)
+
+
+class CompactControl:
+    """struct compact_control: one compaction run over one zone."""
+
+    __slots__ = (
+        "order", "gfp_mask", "zone", "mode", "alloc_flags", "highest_zoneidx",
+        "direct_compaction", "whole_zone", "ignore_skip_hint", "ignore_block_suitable",
+        "migratetype", "migrate_pfn", "free_pfn", "migratepages", "freepages",
+        "nr_migratepages", "nr_freepages", "total_migrate_scanned", "total_free_scanned",
+        "rescan", "cost",
+    )
+
+    def __init__(self, zone, order: int, gfp_mask: int, mode: int, *, alloc_flags: int = 0,
+                 highest_zoneidx: int = 0, direct_compaction: bool = False, whole_zone: bool = False,
+                 ignore_skip_hint: bool = False, ignore_block_suitable: bool = False) -> None:
+        self.zone = zone
+        self.order = order  # -1: compact everything (/proc/sys/vm/compact_memory)
+        self.gfp_mask = gfp_mask
+        self.mode = mode
+        self.alloc_flags = alloc_flags
+        self.highest_zoneidx = highest_zoneidx
+        self.direct_compaction = direct_compaction
+        self.whole_zone = whole_zone
+        self.ignore_skip_hint = ignore_skip_hint
+        self.ignore_block_suitable = ignore_block_suitable
+        self.migratetype = MIGRATE_MOVABLE
+        self.migrate_pfn = self.free_pfn = 0
+        self.migratepages: list = []  # isolated pages, the list head last (list_add)
+        self.freepages: list = []  # split free pages, the list head last
+        self.nr_migratepages = self.nr_freepages = 0
+        self.total_migrate_scanned = self.total_free_scanned = 0
+        self.rescan = False
+        self.cost = 0.0  # seconds: migration copies beneath the guest
+
+
+class Compaction:
+    """Compaction of one guest kernel's zones; counters in kernel.vmstat."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.alloc = kernel.page_alloc
+        self.vmstat = kernel.vmstat
+        self.extfrag_threshold = EXTFRAG_THRESHOLD
+        self.compact_unevictable_allowed = 1  # /proc/sys/vm/compact_unevictable_allowed
+        self.kcompactd: dict = {}  # nid -> Kcompactd (with a simulation)
+        from .vmscan import page_lru  # (reclaim sits beside compaction; no import cycle)
+
+        self._page_lru = page_lru
+        for node in self.alloc.nodes:
+            node.kcompactd_max_order = 0
+            node.kcompactd_highest_zoneidx = len(node.zones) - 1
+            for zone in node.zones:
+                reset_cached_positions(self.alloc, zone)
+
+    # ------------------------------------------------------------------ deferral
+    @staticmethod
+    def defer_compaction(zone, order: int) -> None:
+        zone.compact_considered = 0
+        zone.compact_defer_shift += 1
+        if order < zone.compact_order_failed:
+            zone.compact_order_failed = order
+        if zone.compact_defer_shift > COMPACT_MAX_DEFER_SHIFT:
+            zone.compact_defer_shift = COMPACT_MAX_DEFER_SHIFT
+
+    @staticmethod
+    def compaction_deferred(zone, order: int) -> bool:
+        defer_limit = 1 << zone.compact_defer_shift
+        if order < zone.compact_order_failed:
+            return False
+        zone.compact_considered += 1
+        if zone.compact_considered >= defer_limit:
+            zone.compact_considered = defer_limit
+            return False
+        return True
+
+    @staticmethod
+    def compaction_defer_reset(zone, order: int, alloc_success: bool) -> None:
+        if alloc_success:
+            zone.compact_considered = 0
+            zone.compact_defer_shift = 0
+        if order >= zone.compact_order_failed:
+            zone.compact_order_failed = order + 1
+
+    @staticmethod
+    def compaction_restarting(zone, order: int) -> bool:
+        if order < zone.compact_order_failed:
+            return False
+        return (zone.compact_defer_shift == COMPACT_MAX_DEFER_SHIFT
+                and zone.compact_considered >= 1 << zone.compact_defer_shift)
+
+    # ------------------------------------------------------------------ suitability
+    @staticmethod
+    def fragmentation_index(zone, order: int) -> int:
+        """fragmentation_index (mm/vmstat.c): -1000 if a block of the order is free;
+        towards 0 the failure would be for lack of memory, towards 1000 fragmentation."""
+        requested = 1 << order
+        free_blocks_total = free_pages = free_blocks_suitable = 0
+        for o, area in enumerate(zone.free_area):
+            blocks = area.nr_free
+            free_blocks_total += blocks
+            free_pages += blocks << o
+            if o >= order:
+                free_blocks_suitable += blocks << (o - order)
+        if not free_blocks_total:
+            return 0
+        if free_blocks_suitable:
+            return -1000
+        return 1000 - (1000 + free_pages * 1000 // requested) // free_blocks_total
+
+    def compaction_suitable(self, zone, order: int, alloc_flags: int, highest_zoneidx: int) -> int:
+        alloc = self.alloc
+        if order == -1:
+            return COMPACT_CONTINUE
+        watermark = zone.watermark[alloc_flags & ALLOC_WMARK_MASK]
+        if alloc.zone_watermark_ok(zone, order, watermark, highest_zoneidx, alloc_flags):
+            return COMPACT_SUCCESS
+        # order-0 pages above MIN (LOW for costly orders) + compact_gap(order) to isolate
+        # migration targets from
+        watermark = zone.watermark[WMARK_LOW if order > PAGE_ALLOC_COSTLY_ORDER else WMARK_MIN]
+        watermark += 2 << order
+        if not alloc.zone_watermark_ok(zone, 0, watermark, highest_zoneidx, 0):
+            return COMPACT_SKIPPED
+        if order > PAGE_ALLOC_COSTLY_ORDER:
+            fragindex = self.fragmentation_index(zone, order)
+            if 0 <= fragindex <= self.extfrag_threshold:
+                return COMPACT_SKIPPED  # COMPACT_NOT_SUITABLE_ZONE, reported as SKIPPED
+        return COMPACT_CONTINUE
+
+    def compaction_zonelist_suitable(self, order: int, alloc_flags: int, zonelist, highest: int) -> bool:
+        """Would reclaim let compaction run in some zone? Counts a zone's free pages plus
+        its reclaimable LRU pages / order (hvsim's LRU is per node: the node's pages in
+        proportion to the zone's managed share)."""
+        alloc = self.alloc
+        reclaim = self.kernel.reclaim
+        for zone in zonelist:
+            node = zone.node
+            lv = reclaim.lruvecs[node.nid] if len(reclaim.lruvecs) > 1 else reclaim.lruvecs[0]
+            lru = lv.size(2) + lv.size(3)  # file
+            if reclaim.can_reclaim_anon():
+                lru += lv.size(0) + lv.size(1)
+            managed = sum(z.managed_pages for z in node.zones) or 1
+            available = lru * zone.managed_pages // managed // order + zone.nr_free
+            if alloc.zone_watermark_ok(zone, order, zone.watermark[alloc_flags & ALLOC_WMARK_MASK],
+                                       highest, alloc_flags):
+                return True
+            watermark = zone.watermark[WMARK_LOW if order > PAGE_ALLOC_COSTLY_ORDER else WMARK_MIN]
+            watermark += 2 << order
+            if available - zone.nr_reserved_highatomic > watermark + zone.lowmem_reserve[highest]:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ skip hints
+    def isolation_suitable(self, cc: CompactControl, pfn: int) -> bool:
+        return cc.ignore_skip_hint or not self.alloc.pageblock_skip[pfn >> self.alloc.pageblock_order]
+
+    def update_cached_migrate(self, cc: CompactControl, pfn: int) -> None:
+        nb = self.alloc.pageblock_nr_pages
+        pfn = (pfn + nb - 1) & ~(nb - 1) if pfn & (nb - 1) else pfn  # pageblock_end_pfn
+        zone = cc.zone
+        if pfn > zone.compact_cached_migrate_pfn[0]:
+            zone.compact_cached_migrate_pfn[0] = pfn
+        if cc.mode != MIGRATE_ASYNC and pfn > zone.compact_cached_migrate_pfn[1]:
+            zone.compact_cached_migrate_pfn[1] = pfn
+
+    def update_pageblock_skip(self, cc: CompactControl, pfn: int) -> None:
+        self.alloc.pageblock_skip[pfn >> self.alloc.pageblock_order] = 1
+        if pfn < cc.zone.compact_cached_free_pfn:
+            cc.zone.compact_cached_free_pfn = pfn
+
+    def reset_isolation_suitable(self, node) -> None:
+        """kswapd going to sleep: clear the skip hints of zones direct compaction marked."""
+        for zone in node.zones:
+            if zone.populated() and zone.compact_blockskip_flush:
+                self._reset_isolation_suitable(zone)
+
+    def _reset_isolation_suitable(self, zone) -> None:
+        zone.compact_blockskip_flush = False
+        alloc = self.alloc
+        sh = alloc.pageblock_order
+        lo, hi = zone.zone_start_pfn >> sh, -(-zone.end_pfn >> sh)
+        alloc.pageblock_skip[lo:hi] = bytes(hi - lo)
+        reset_cached_positions(alloc, zone)
+
+    # ------------------------------------------------------------------ migrate scanner
+    def isolate_migratepages_block(self, cc: CompactControl, low_pfn: int, end_pfn: int) -> None:
+        alloc = self.alloc
+        mem_map = alloc.mem_map
+        reclaim = self.kernel.reclaim
+        nb = alloc.pageblock_nr_pages
+        sh = alloc.pageblock_order
+        skip = alloc.pageblock_skip
+        async_mode = cc.mode == MIGRATE_ASYNC
+        unevictable_ok = self.compact_unevictable_allowed
+        nofs = not cc.gfp_mask & G.FS
+        nr_scanned = nr_isolated = 0
+        valid_page = -1
+        skip_updated = False
+        skip_on_failure = cc.direct_compaction and async_mode
+        next_skip_pfn = 0
+        order = max(cc.order, 0)
+        if skip_on_failure:
+            next_skip_pfn = (low_pfn + (1 << order)) & ~((1 << order) - 1)  # block_end_pfn
+        isolated_here: list = []
+        cc.migrate_pfn = low_pfn
+        aborted = False
+        while low_pfn < end_pfn:
+            if skip_on_failure and low_pfn >= next_skip_pfn:
+                if nr_isolated:
+                    break
+                next_skip_pfn = (low_pfn + (1 << order)) & ~((1 << order) - 1)
+            nr_scanned += 1
+            page = mem_map[low_pfn]
+            if valid_page < 0 and not low_pfn & (nb - 1):
+                if not cc.ignore_skip_hint and skip[low_pfn >> sh]:
+                    low_pfn = end_pfn
+                    aborted = True
+                    break
+                valid_page = low_pfn
+            ok = False
+            if page is None:
+                pass
+            elif page.flags & PG_buddy:
+                o = page.private
+                if 0 < o < NR_ORDERS:
+                    low_pfn += (1 << o) - 1
+                low_pfn += 1
+                continue
+            else:
+                f = page.flags
+                if f & PG_head or not f & PG_lru:
+                    pass  # compound (THP) pages and non-LRU pages stay
+                elif f & PG_anon and not f & PG_swapcache and page._count > page._mapcount + 1:
+                    pass  # pinned: more references than mappings
+                elif nofs and not f & PG_anon and page.mapping is not None:
+                    pass
+                elif not unevictable_ok and f & PG_unevictable:
+                    pass
+                elif async_mode and f & PG_writeback:
+                    pass
+                else:
+                    if not skip_updated:
+                        skip_updated = True
+                        # test_and_set_skip: only on a pageblock-aligned pfn
+                        if not cc.ignore_skip_hint and not low_pfn & (nb - 1):
+                            if skip[low_pfn >> sh]:
+                                aborted = True
+                                break
+                            skip[low_pfn >> sh] = 1
+                    ok = True
+            if ok:
+                reclaim._isolate(page, self._page_lru(page))
+                isolated_here.append(page)
+                cc.migratepages.append(page)
+                cc.nr_migratepages += 1
+                nr_isolated += 1
+                if cc.nr_migratepages >= COMPACT_CLUSTER_MAX and not cc.rescan:
+                    low_pfn += 1
+                    break
+                low_pfn += 1
+                continue
+            # isolate_fail
+            if skip_on_failure:
+                if nr_isolated:
+                    self.putback(cc, isolated_here)
+                    nr_isolated = 0
+                if low_pfn < next_skip_pfn:
+                    low_pfn = next_skip_pfn - 1
+                    next_skip_pfn += 1 << order
+            low_pfn += 1
+        if low_pfn > end_pfn:
+            low_pfn = end_pfn
+        if low_pfn == end_pfn and (not nr_isolated or cc.rescan):
+            if valid_page >= 0 and not skip_updated and not aborted:
+                skip[valid_page >> sh] = 1
+            self.update_cached_migrate(cc, low_pfn)
+        cc.total_migrate_scanned += nr_scanned
+        if nr_isolated:
+            self.vmstat["compact_isolated"] += nr_isolated
+        cc.migrate_pfn = low_pfn
+
+    def putback(self, cc: CompactControl, pages: list) -> None:
+        """putback_movable_pages for `pages` (a subset of cc.migratepages)."""
+        reclaim = self.kernel.reclaim
+        for page in pages:
+            cc.migratepages.remove(page)
+            reclaim._putback(page)
+        cc.nr_migratepages -= len(pages)
+        pages.clear()
+
+    def putback_all(self, cc: CompactControl) -> None:
+        reclaim = self.kernel.reclaim
+        for page in reversed(cc.migratepages):  # from the head
+            reclaim._putback(page)
+        cc.migratepages.clear()
+        cc.nr_migratepages = 0
+
+    def suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
+        if cc.mode != MIGRATE_ASYNC or not cc.direct_compaction:
+            return True
+        block_mt = self.alloc.pageblock_mt[pfn >> self.alloc.pageblock_order]
+        if cc.migratetype == MIGRATE_MOVABLE:
+            return block_mt == MIGRATE_MOVABLE
+        return block_mt == cc.migratetype
+
+    def isolate_migratepages(self, cc: CompactControl) -> bool:
+        """One pageblock's isolation from cc.migrate_pfn; True if pages were isolated."""
+        nb = self.alloc.pageblock_nr_pages
+        zone = cc.zone
+        low_pfn = cc.migrate_pfn
+        block_start = max(low_pfn & ~(nb - 1), zone.zone_start_pfn)
+        block_end = (low_pfn & ~(nb - 1)) + nb
+        while block_end <= cc.free_pfn:
+            aligned = not low_pfn & (nb - 1) or low_pfn == zone.zone_start_pfn
+            if aligned and not self.isolation_suitable(cc, block_start):
+                pass  # isolation failed here recently: PB_migrate_skip
+            elif not self.suitable_migration_source(cc, block_start):
+                self.update_cached_migrate(cc, block_end)
+            else:
+                self.isolate_migratepages_block(cc, low_pfn, block_end)
+                break
+            cc.migrate_pfn = low_pfn = block_end
+            block_start = block_end
+            block_end += nb
+        return cc.nr_migratepages > 0
+
+    # ------------------------------------------------------------------ free scanner
+    def suitable_migration_target(self, cc: CompactControl, pfn: int) -> bool:
+        alloc = self.alloc
+        page = alloc.mem_map[pfn]
+        if page is not None and page.flags & PG_buddy and page.private >= alloc.pageblock_order:
+            return False
+        if cc.ignore_block_suitable:
+            return True
+        return alloc.pageblock_mt[pfn >> alloc.pageblock_order] == MIGRATE_MOVABLE
+
+    def isolate_freepages_block(self, cc: CompactControl, start_pfn: int, end_pfn: int,
+                                blocks: list, stride: int) -> tuple[int, int]:
+        """Take free blocks of [start_pfn, end_pfn) off the buddy lists into `blocks`;
+        returns (pages isolated, where the scan stopped)."""
+        alloc = self.alloc
+        zone = cc.zone
+        mem_map = alloc.mem_map
+        nb = alloc.pageblock_nr_pages
+        sh = alloc.pageblock_order
+        nr_scanned = total_isolated = 0
+        blockpfn = start_pfn
+        while blockpfn < end_pfn:
+            nr_scanned += 1
+            page = mem_map[blockpfn]
+            if page is not None and page.flags & PG_buddy:
+                order = page.private
+                # __isolate_free_page: obey MIN as if allocating the block
+                if not alloc.zone_watermark_ok(zone, 0, zone.watermark[WMARK_MIN] + (1 << order), 0, 0):
+                    break
+                alloc._del_page_from_free_list(zone, page, order)
+                if order >= sh - 1:
+                    for b in range(blockpfn, blockpfn + (1 << order), nb):
+                        if alloc.pageblock_mt[b >> sh] < 3:  # migratetype_is_mergeable
+                            alloc.set_pageblock_migratetype(b, MIGRATE_MOVABLE)
+                isolated = 1 << order
+                nr_scanned += isolated - 1
+                total_isolated += isolated
+                cc.nr_freepages += isolated
+                blocks.append((page, order))
+                if cc.nr_migratepages <= cc.nr_freepages:
+                    blockpfn += isolated
+                    break
+                blockpfn += isolated - 1
+            blockpfn += stride
+        if blockpfn > end_pfn:
+            blockpfn = end_pfn
+        cc.total_free_scanned += nr_scanned
+        if total_isolated:
+            self.vmstat["compact_isolated"] += total_isolated
+        return total_isolated, blockpfn
+
+    def isolate_freepages(self, cc: CompactControl) -> None:
+        alloc = self.alloc
+        zone = cc.zone
+        nb = alloc.pageblock_nr_pages
+        isolate_start = cc.free_pfn
+        block_start = isolate_start & ~(nb - 1)
+        block_end = min(block_start + nb, zone.end_pfn)
+        low_pfn = (cc.migrate_pfn & ~(nb - 1)) + nb  # pageblock_end_pfn(migrate_pfn)
+        stride = COMPACT_CLUSTER_MAX if cc.mode == MIGRATE_ASYNC else 1
+        blocks: list = []
+        while block_start >= low_pfn:
+            if self.suitable_migration_target(cc, block_start) and self.isolation_suitable(cc, block_start):
+                nr_isolated, isolate_start = self.isolate_freepages_block(
+                    cc, isolate_start, block_end, blocks, stride)
+                if isolate_start == block_end:
+                    self.update_pageblock_skip(cc, block_start)
+                if cc.nr_freepages >= cc.nr_migratepages:
+                    if isolate_start >= block_end:
+                        isolate_start = block_start - nb
+                    break
+                if isolate_start < block_end:
+                    break
+                if nr_isolated:
+                    stride = 1
+                else:
+                    stride = min(COMPACT_CLUSTER_MAX, stride << 1)
+            block_end = block_start
+            block_start -= nb
+            isolate_start = block_start
+        cc.free_pfn = isolate_start
+        # split_map_pages: every block becomes order-0 pages with a reference, each
+        # list_add-ed to a list spliced onto freepages: the last page isolated is the head
+        freepages = cc.freepages
+        pfn_to_page = alloc.pfn_to_page
+        for page, order in blocks:
+            base = page.pfn
+            for pfn in range(base, base + (1 << order)):
+                p = pfn_to_page(pfn)
+                p._count = 1
+                freepages.append(p)
+
+    def compaction_alloc(self, cc: CompactControl):
+        if not cc.freepages:
+            self.isolate_freepages(cc)
+            if not cc.freepages:
+                return None
+        cc.nr_freepages -= 1
+        return cc.freepages.pop()
+
+    def compaction_free(self, cc: CompactControl, page) -> None:
+        cc.freepages.append(page)
+        cc.nr_freepages += 1
+
+    def release_freepages(self, cc: CompactControl) -> int:
+        high = 0
+        free_pages = self.kernel.free_pages
+        for page in reversed(cc.freepages):
+            high = max(high, page.pfn)
+            free_pages(page)
+        cc.freepages.clear()
+        cc.nr_freepages = 0
+        return high
+
+    # ------------------------------------------------------------------ the run
+    def compact_scanners_met(self, cc: CompactControl) -> bool:
+        sh = self.alloc.pageblock_order
+        return (cc.free_pfn >> sh) <= (cc.migrate_pfn >> sh)
+
+    def compact_finished(self, cc: CompactControl) -> int:
+        alloc = self.alloc
+        zone = cc.zone
+        if self.compact_scanners_met(cc):
+            reset_cached_positions(alloc, zone)
+            if cc.direct_compaction:
+                zone.compact_blockskip_flush = True
+            return COMPACT_COMPLETE if cc.whole_zone else COMPACT_PARTIAL_SKIPPED
+        if cc.order == -1:
+            return COMPACT_CONTINUE
+        if cc.migrate_pfn & (alloc.pageblock_nr_pages - 1):
+            return COMPACT_CONTINUE  # always finish a pageblock
+        mt = cc.migratetype
+        for order in range(cc.order, NR_ORDERS):
+            area = zone.free_area[order]
+            if area.free_list[mt]:
+                return COMPACT_SUCCESS
+            if alloc.find_suitable_fallback(area, order, mt, True)[0] != -1:
+                return COMPACT_SUCCESS
+        return COMPACT_CONTINUE  # COMPACT_NO_SUITABLE_PAGE
+
+    def compact_zone(self, cc: CompactControl) -> int:
+        alloc = self.alloc
+        zone = cc.zone
+        nb = alloc.pageblock_nr_pages
+        start_pfn, end_pfn = zone.zone_start_pfn, zone.end_pfn
+        sync = cc.mode != MIGRATE_ASYNC
+        cc.migratetype = alloc.gfp_migratetype(cc.gfp_mask)
+        ret = self.compaction_suitable(zone, cc.order, cc.alloc_flags, cc.highest_zoneidx)
+        if ret in (COMPACT_SUCCESS, COMPACT_SKIPPED):
+            return ret
+        if self.compaction_restarting(zone, cc.order):
+            self._reset_isolation_suitable(zone)
+        if cc.whole_zone:
+            cc.migrate_pfn = start_pfn
+            cc.free_pfn = (end_pfn - 1) & ~(nb - 1)
+        else:
+            cc.migrate_pfn = zone.compact_cached_migrate_pfn[1 if sync else 0]
+            cc.free_pfn = zone.compact_cached_free_pfn
+            if not start_pfn <= cc.free_pfn < end_pfn:
+                cc.free_pfn = (end_pfn - 1) & ~(nb - 1)
+                zone.compact_cached_free_pfn = cc.free_pfn
+            if not start_pfn <= cc.migrate_pfn < end_pfn:
+                cc.migrate_pfn = start_pfn
+                zone.compact_cached_migrate_pfn[0] = zone.compact_cached_migrate_pfn[1] = start_pfn
+            if cc.migrate_pfn <= start_pfn:  # compact_init_migrate_pfn: the zone start
+                cc.whole_zone = True
+        last_migrated_pfn = 0
+        update_cached = not sync and zone.compact_cached_migrate_pfn[0] == zone.compact_cached_migrate_pfn[1]
+        order = max(cc.order, 0)
+        while True:
+            ret = self.compact_finished(cc)
+            if ret != COMPACT_CONTINUE:
+                break
+            iteration_start = cc.migrate_pfn
+            cc.rescan = (last_migrated_pfn & ~(nb - 1)) == (iteration_start & ~(nb - 1))
+            if not self.isolate_migratepages(cc):
+                if update_cached:
+                    zone.compact_cached_migrate_pfn[1] = zone.compact_cached_migrate_pfn[0]
+            else:
+                update_cached = False
+                last_migrated_pfn = iteration_start
+                _ok, failed, err, cost = migrate_pages(
+                    self.kernel, cc.migratepages, lambda: self.compaction_alloc(cc),
+                    lambda p: self.compaction_free(cc, p), cc.mode)
+                cc.cost += cost
+                cc.nr_migratepages = 0
+                if cc.migratepages:
+                    self.putback_all(cc)
+                if err:
+                    if err == ENOMEM and not self.compact_scanners_met(cc):
+                        ret = COMPACT_CONTENDED
+                        break
+                    if cc.direct_compaction and cc.mode == MIGRATE_ASYNC:
+                        # block_end_pfn(migrate_pfn - 1, order)
+                        cc.migrate_pfn = ((cc.migrate_pfn - 1) | ((1 << order) - 1)) + 1
+                        last_migrated_pfn = 0
+            # check_drain: pages freed to the per-CPU lists may complete a block
+            if order > 0 and last_migrated_pfn:
+                if last_migrated_pfn < cc.migrate_pfn & ~((1 << order) - 1):
+                    alloc.drain_all_pages(zone)
+                    last_migrated_pfn = 0
+        if cc.freepages:
+            free_pfn = self.release_freepages(cc) & ~(nb - 1)
+            if free_pfn > zone.compact_cached_free_pfn:
+                zone.compact_cached_free_pfn = free_pfn
+        self.vmstat["compact_migrate_scanned"] += cc.total_migrate_scanned
+        self.vmstat["compact_free_scanned"] += cc.total_free_scanned
+        return ret
+
+    # ------------------------------------------------------------------ entry points
+    def compact_zone_order(self, zone, order: int, gfp: int, prio: int, alloc_flags: int,
+                           highest_zoneidx: int) -> tuple[int, float]:
+        full = prio == MIN_COMPACT_PRIORITY
+        cc = CompactControl(
+            zone, order, gfp, MIGRATE_ASYNC if prio == COMPACT_PRIO_ASYNC else MIGRATE_SYNC_LIGHT,
+            alloc_flags=alloc_flags, highest_zoneidx=highest_zoneidx, direct_compaction=True,
+            whole_zone=full, ignore_skip_hint=full, ignore_block_suitable=full)
+        return self.compact_zone(cc), cc.cost
+
+    def try_to_compact_pages(self, gfp: int, order: int, alloc_flags: int, zonelist,
+                             highest_zoneidx: int, prio: int) -> int:
+        """Direct compaction over the zonelist; the copies' seconds go to the allocator's
+        stall (the caller's time)."""
+        rc = COMPACT_SKIPPED
+        if not gfp & G.IO:
+            return rc
+        for zone in zonelist:
+            if prio > MIN_COMPACT_PRIORITY and self.compaction_deferred(zone, order):
+                rc = max(COMPACT_DEFERRED, rc)
+                continue
+            status, cost = self.compact_zone_order(zone, order, gfp, prio, alloc_flags, highest_zoneidx)
+            self.alloc.stall += cost
+            rc = max(status, rc)
+            if status == COMPACT_SUCCESS:
+                self.compaction_defer_reset(zone, order, False)
+                break
+            if prio != COMPACT_PRIO_ASYNC and status in (COMPACT_COMPLETE, COMPACT_PARTIAL_SKIPPED):
+                self.defer_compaction(zone, order)
+        return rc
+
+    def compact_node(self, node) -> float:
+        """compact_node: every populated zone, whole, MIGRATE_SYNC, order -1."""
+        cost = 0.0
+        for zone in node.zones:
+            if not zone.populated():
+                continue
+            cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True,
+                                ignore_skip_hint=True)
+            self.compact_zone(cc)
+            cost += cc.cost
+        return cost
+
+    def compact_nodes(self) -> float:
+        """Writing /proc/sys/vm/compact_memory. Returns the copies' seconds."""
+        self.kernel.page_alloc.drain_all_pages()  # lru_add_drain_all's pcp part
+        return sum(self.compact_node(node) for node in self.alloc.nodes)
+
+    # ------------------------------------------------------------------ kcompactd
+    def kcompactd_node_suitable(self, node) -> bool:
+        highest = node.kcompactd_highest_zoneidx
+        for zone in node.zones[: highest + 1]:
+            if zone.populated() and self.compaction_suitable(
+                    zone, node.kcompactd_max_order, 0, highest) == COMPACT_CONTINUE:
+                return True
+        return False
+
+    def wakeup_kcompactd(self, node, order: int, highest_zoneidx: int) -> bool:
+        """kswapd going to sleep after a high-order wakeup; True if kcompactd was woken."""
+        if not order:
+            return False
+        if node.kcompactd_max_order < order:
+            node.kcompactd_max_order = order
+        if node.kcompactd_highest_zoneidx > highest_zoneidx:
+            node.kcompactd_highest_zoneidx = highest_zoneidx
+        kd = self.kcompactd.get(node.nid)
+        if kd is None or kd.running:
+            return False
+        if not self.kcompactd_node_suitable(node):
+            return False
+        kd.wake()
+        return True
+
+    def kcompactd_do_work(self, node) -> float:
+        order = node.kcompactd_max_order
+        highest = node.kcompactd_highest_zoneidx
+        vm = self.vmstat
+        vm["compact_daemon_wake"] += 1
+        cost = 0.0
+        for zoneid, zone in enumerate(node.zones[: highest + 1]):
+            if not zone.populated():
+                continue
+            if self.compaction_deferred(zone, order):
+                continue
+            if self.compaction_suitable(zone, order, 0, zoneid) != COMPACT_CONTINUE:
+                continue
+            cc = CompactControl(zone, order, G.GFP_KERNEL, MIGRATE_SYNC_LIGHT, highest_zoneidx=highest)
+            status = self.compact_zone(cc)
+            cost += cc.cost
+            if status == COMPACT_SUCCESS:
+                self.compaction_defer_reset(zone, order, False)
+            elif status in (COMPACT_PARTIAL_SKIPPED, COMPACT_COMPLETE):
+                self.alloc.drain_all_pages(zone)
+                self.defer_compaction(zone, order)
+            vm["compact_daemon_migrate_scanned"] += cc.total_migrate_scanned
+            vm["compact_daemon_free_scanned"] += cc.total_free_scanned
+        if node.kcompactd_max_order <= order:
+            node.kcompactd_max_order = 0
+        if node.kcompactd_highest_zoneidx >= highest:
+            node.kcompactd_highest_zoneidx = len(node.zones) - 1
+        return cost
+
+
+def reset_cached_positions(alloc, zone) -> None:
+    nb = alloc.pageblock_nr_pages
+    zone.compact_cached_migrate_pfn[0] = zone.compact_cached_migrate_pfn[1] = zone.zone_start_pfn
+    zone.compact_cached_free_pfn = (max(zone.end_pfn, 1) - 1) & ~(nb - 1)
+
+
+class Kcompactd:
+    """kcompactd for one node: sleeps until kswapd wakes it (wakeup_kcompactd), then
+    compacts the node's zones for the order asked (kcompactd_do_work), its copies
+    taking their time."""
+
+    def __init__(self, env, compaction: Compaction, node) -> None:
+        self.env = env
+        self.compaction = compaction
+        self.node = node
+        self.running = False
+        self.wakeups = 0
+        self._wakeup = env.event()
+        self.process = env.process(self._run())
+
+    def wake(self) -> None:
+        if not self.running and not self._wakeup.triggered:
+            self.wakeups += 1
+            self._wakeup.succeed()
+
+    def _run(self):
+        env = self.env
+        while True:
+            yield self._wakeup
+            self._wakeup = env.event()
+            self.running = True
+            cost = self.compaction.kcompactd_do_work(self.node)
+            if cost > 0:
+                yield env.timeout(cost)
+            self.running = False
+
+
+def init_compaction(kernel) -> Compaction:
+    """Install compaction on a 6.x kernel (after reclaim): the allocator's direct
+    compaction, kswapd's sleep hook, /proc/sys/vm/compact_memory, extfrag_threshold and
+    compact_unevictable_allowed. Returns the `Compaction` (also kernel.compaction)."""
+    from .procfs import Sysctl
+
+    c = Compaction(kernel)
+    kernel.compaction = c
+    kernel.page_alloc.compaction = c
+
+    def kswapd_sleep(node, order: int, highest: int) -> None:
+        c.reset_isolation_suitable(node)
+        c.wakeup_kcompactd(node, order, highest)
+
+    kernel.kswapd_sleep_hook = kswapd_sleep
+    procfs = kernel.procfs
+
+    def compact_memory_read() -> str:
+        raise PermissionError("/proc/sys/vm/compact_memory: Permission denied (EACCES, mode 0200)")
+
+    def compact_memory_write(text: str) -> None:
+        # sysctl_compaction_handler: any write compacts every node
+        kernel.page_alloc.stall += c.compact_nodes()
+
+    procfs.register("/proc/sys/vm/compact_memory", compact_memory_read, compact_memory_write)
+
+    def set_threshold(v: int) -> None:
+        c.extfrag_threshold = v
+
+    def set_unevictable(v: int) -> None:
+        c.compact_unevictable_allowed = v
+
+    procfs.register_sysctl(Sysctl("extfrag_threshold", 0, 1000, lambda: c.extfrag_threshold, set_threshold))
+    procfs.register_sysctl(Sysctl("compact_unevictable_allowed", 0, 1,
+                                  lambda: c.compact_unevictable_allowed, set_unevictable))
+    return c
+
+
+def start_kcompactd(kernel) -> list:
+    """One kcompactd per node on kernel.env (once)."""
+    c = kernel.compaction
+    if c is None or kernel.env is None or c.kcompactd:
+        return []
+    started = []
+    for node in kernel.page_alloc.nodes:
+        kd = Kcompactd(kernel.env, c, node)
+        c.kcompactd[node.nid] = kd
+        started.append(kd)
+    kernel.daemons.extend(started)
+    return started

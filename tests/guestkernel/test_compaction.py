@@ -1,0 +1,349 @@
+"""Compaction (mm/compaction.c and mm/migrate.c of Linux 6.1): scanners, migration,
+suitability, deferral, direct compaction in the slow path, kcompactd, compact_memory.
+
+Exact scenarios are built by hand in the DMA zone of a 64 MiB guest with zero watermarks:
+pfn 0..4095, pageblocks of 512 (0..7), pfn 0..255 reserved at boot; empty_zone takes every
+free block out (as allocated, not on the LRU), and the test places free blocks and LRU
+page-cache pages where the scanners' rules make the result follow.
+
+    pageblock  0        1        2  3  4  5        6        7
+    pfn        0        512      1024 ...          3072     3584
+               rrrr.... ..F.F..F                   ff.f     ........
+    (r reserved, . allocated not LRU, F LRU file page, f free block)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from guestkernel import gfp as G
+from guestkernel.compaction import CompactControl, Compaction
+from guestkernel.config import KernelConfig
+from guestkernel.filemap import AddressSpace
+from guestkernel.kernel import Kernel
+from guestkernel.migrate import MIGRATE_SYNC
+from guestkernel.page import PG_lru, PG_uptodate
+from guestkernel.page_alloc import (
+    COMPACT_COMPLETE,
+    COMPACT_CONTINUE,
+    COMPACT_SKIPPED,
+    COMPACT_SUCCESS,
+    MIGRATE_MOVABLE,
+    validate_buddy,
+)
+
+from .test_page_alloc import empty_zone, free_lists, give_block, zone_named
+
+FIXTURE = Path(__file__).parent.parent / "data" / "compaction" / "compact_memory.txt"
+COUNTERS = ("pgmigrate_success", "pgmigrate_fail", "compact_migrate_scanned", "compact_free_scanned",
+            "compact_isolated", "compact_stall", "compact_fail", "compact_success",
+            "compact_daemon_wake", "compact_daemon_migrate_scanned", "compact_daemon_free_scanned")
+
+
+@pytest.fixture
+def dma():
+    k = Kernel(KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1))
+    zone = zone_named(k, "DMA")
+    assert zone.watermark == [0, 0, 0]
+    empty_zone(k, zone)
+    return k, zone
+
+
+class _Host:
+    """An inode stand-in for a page-cache mapping."""
+
+
+def file_page(k, mapping, pfn: int, index: int, data: bytes):
+    """Make the (allocated) page at pfn a clean, unmapped page-cache page on the LRU."""
+    page = k.pfn_to_page(pfn)
+    page._count = 1  # the page cache's reference
+    page.mapping, page.index = mapping, index
+    page.flags |= PG_uptodate
+    mapping.pages[index] = page
+    k.phys.store(pfn, data)
+    k.reclaim.lru_cache_add(page)
+    assert page.flags & PG_lru
+    return page
+
+
+def counters(k) -> dict:
+    return {n: k.vmstat[n] for n in COUNTERS}
+
+
+def delta(k, before) -> dict:
+    return {n: k.vmstat[n] - before[n] for n in COUNTERS if k.vmstat[n] != before[n]}
+
+
+# ---------------------------------------------------------------------------- the scanners
+
+
+def test_compact_zone_whole_zone_sync_exact(dma):
+    k, zone = dma
+    c = k.compaction
+    mapping = AddressSpace(_Host())
+    data = {600: b"A" * 4096, 601: b"B" * 4096, 700: b"C" * 4096}
+    for i, (pfn, d) in enumerate(data.items()):
+        file_page(k, mapping, pfn, i, d)
+    give_block(k, 3072, 3)  # 8 free pages
+    give_block(k, 3200, 2)  # 4 free pages
+    before = counters(k)
+    cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True, ignore_skip_hint=True)
+    assert c.compact_zone(cc) == COMPACT_COMPLETE
+    # migrate scanner, one pageblock per isolate_migratepages: block 0 (512 pfns, nothing),
+    # block 1 (512 pfns; 600, 601, 700 isolated, fewer than COMPACT_CLUSTER_MAX), then the
+    # free scanner from the last pageblock: block 7 (512 pfns, no free page; stride then
+    # doubles to 2), block 6: the order-3 block at 3072 (1 + 7 scanned) is enough for 3.
+    # split_map_pages hands out 3079 first; migrate_pages takes the isolated list from its
+    # head (the last isolated): 700 -> 3079, 601 -> 3078, 600 -> 3077. The migrate scanner
+    # goes on over blocks 2..5 (4 x 512) and meets the free scanner (3080) in block 6.
+    assert delta(k, before) == {
+        "pgmigrate_success": 3,
+        "compact_migrate_scanned": 512 * 6,
+        "compact_free_scanned": 512 + 8,
+        "compact_isolated": 3 + 8,
+    }
+    moved = {3079: 700, 3078: 601, 3077: 600}
+    for new, old in moved.items():
+        page = k.mem_map[new]
+        assert mapping.pages[page.index] is page and page.flags & PG_lru
+        assert k.phys.load(new) == data[old]  # the copy the host sees
+        assert not k.mem_map[old].flags & PG_lru and k.mem_map[old]._count == 0
+    # the old frames are free (600 + 601 merged), and so are the unused targets
+    # 3072..3076 (released: order 2 + order 0); the order-2 block at 3200 was not touched
+    k.drain_all_pages()
+    free = free_lists(zone)
+    assert 600 in free[1] and 700 in free[0]
+    assert 3072 in free[2] and 3076 in free[0] and 3200 in free[2]
+    assert zone.compact_cached_free_pfn == 3584  # reset_cached_positions at the meeting
+    validate_buddy(k.page_alloc)
+    k.reclaim.validate()
+
+
+def test_pinned_and_non_lru_pages_are_not_isolated(dma):
+    k, zone = dma
+    c = k.compaction
+    mapping = AddressSpace(_Host())
+    pinned = file_page(k, mapping, 600, 0, b"P" * 4096)
+    pinned.flags |= 1 << 1  # PG_writeback: async isolation skips it, migration fails
+    give_block(k, 3072, 3)
+    before = counters(k)
+    cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True, ignore_skip_hint=True)
+    c.compact_zone(cc)
+    d = delta(k, before)
+    # sync mode isolates a page under writeback, migrate_pages then fails it (-EBUSY)
+    assert d["pgmigrate_fail"] == 1 and "pgmigrate_success" not in d
+    assert k.mem_map[600] is pinned and pinned.flags & PG_lru and mapping.pages[0] is pinned
+
+
+# ---------------------------------------------------------------------------- suitability
+
+
+def test_fragmentation_index_formula(dma):
+    k, zone = dma
+    c = k.compaction
+    # 8 free order-0 pages and 2 free order-1 blocks: 12 pages in 10 blocks
+    for pfn in range(1024, 1040, 2):
+        give_block(k, pfn, 0)
+    give_block(k, 2048, 1)
+    give_block(k, 2052, 1)
+    # order 2 (4 pages): 1000 - (1000 + 12 * 1000 / 4) / 10 = 1000 - 4000 / 10 = 600
+    assert Compaction.fragmentation_index(zone, 2) == 600
+    # order 1 has a suitable block: -1000
+    assert Compaction.fragmentation_index(zone, 1) == -1000
+    # order 4 (16 pages): 1000 - (1000 + 12000 / 16) / 10 = 1000 - 1750 / 10 = 825
+    assert Compaction.fragmentation_index(zone, 4) == 825
+    # compaction_suitable for costly order 4: LOW 0 + compact_gap 32 >= 12 free: skipped
+    assert c.compaction_suitable(zone, 4, 0, 0) == COMPACT_SKIPPED
+    for i in range(40):  # 40 more single pages: 52 pages in 50 blocks
+        give_block(k, 2561 + 2 * i, 0)
+    # 1000 - (1000 + 52000 / 16) / 50 = 1000 - 4250 / 50 = 915 > extfrag_threshold 500
+    assert Compaction.fragmentation_index(zone, 4) == 915
+    assert c.compaction_suitable(zone, 4, 0, 0) == COMPACT_CONTINUE
+    k.procfs.write("/proc/sys/vm/extfrag_threshold", "915")
+    assert c.compaction_suitable(zone, 4, 0, 0) == COMPACT_SKIPPED  # fragindex <= threshold
+    # a met watermark for the order: nothing to do
+    assert c.compaction_suitable(zone, 1, 0, 0) == COMPACT_SUCCESS
+
+
+def test_deferral_backs_off_exponentially():
+    class Z:
+        compact_considered = 0
+        compact_defer_shift = 0
+        compact_order_failed = 0
+
+    z = Z()
+    # never failed: not deferred
+    assert not Compaction.compaction_deferred(z, 2)
+    Compaction.defer_compaction(z, 2)  # shift 1: the next 1 attempt is skipped
+    assert (z.compact_defer_shift, z.compact_order_failed) == (1, 0)
+    assert [Compaction.compaction_deferred(z, 2) for _ in range(3)] == [True, False, False]
+    Compaction.defer_compaction(z, 2)  # shift 2: skip 3 of 4
+    assert [Compaction.compaction_deferred(z, 2) for _ in range(5)] == [True, True, True, False, False]
+    for _ in range(10):
+        Compaction.defer_compaction(z, 2)
+    assert z.compact_defer_shift == 6  # COMPACT_MAX_DEFER_SHIFT
+    # a success at order 2 resets; orders below compact_order_failed are never deferred
+    Compaction.compaction_defer_reset(z, 2, True)
+    assert (z.compact_considered, z.compact_defer_shift, z.compact_order_failed) == (0, 0, 3)
+    z.compact_defer_shift = 3
+    assert not Compaction.compaction_deferred(z, 2)
+
+
+# ---------------------------------------------------------------------------- direct compaction
+
+
+def test_direct_compaction_in_the_slow_path_makes_the_block(dma):
+    k, zone = dma
+    a = k.page_alloc
+    a.wake_kswapd_hook = a.direct_reclaim_hook = a.oom_hook = None
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1024, 0, b"M" * 4096)
+    give_block(k, 1025, 0)
+    give_block(k, 1026, 1)
+    give_block(k, 3072, 1)
+    for i in range(10):  # scattered free pages: enough order-0 pages for compact_gap(2)
+        give_block(k, 2561 + 2 * i, 0)
+    before = counters(k)
+    page = k.alloc_pages(G.GFP_HIGHUSER_MOVABLE | G.GFP_DMA, 2)
+    # no free order-2 block; reclaim finds nothing; direct compaction (async, movable
+    # pageblocks): 1024 moves to 3073, its frame frees and merges with 1025..1027, and the
+    # migrate scanner finishes pageblock 2 before compact_finished finds the block
+    assert page is not None and page.pfn == 1024
+    d = delta(k, before)
+    assert d["compact_stall"] == 1 and d["compact_success"] == 1 and d["pgmigrate_success"] == 1
+    assert mapping.pages[0] is k.mem_map[3073] and k.phys.load(3073) == b"M" * 4096
+    assert zone.compact_considered == 0 and zone.compact_order_failed == 3  # defer reset
+    validate_buddy(a)
+
+
+def test_no_compaction_in_the_2_6_era():
+    k = Kernel(KernelConfig(memory="64MiB", era="2.6"))
+    assert k.compaction is None and k.page_alloc.compaction is None
+    assert not k.procfs.exists("/proc/sys/vm/compact_memory")
+
+
+# ---------------------------------------------------------------------------- procfs, kcompactd
+
+
+def test_compact_memory_and_sysctls():
+    k = Kernel(KernelConfig(memory="64MiB"))
+    assert k.procfs.read("/proc/sys/vm/extfrag_threshold") == "500\n"
+    with pytest.raises(ValueError):
+        k.procfs.write("/proc/sys/vm/extfrag_threshold", "1001")
+    with pytest.raises(PermissionError):
+        k.procfs.read("/proc/sys/vm/compact_memory")
+    k.procfs.write("/proc/sys/vm/compact_memory", "1")
+    assert k.vmstat["compact_migrate_scanned"] > 0
+
+
+def _fixture_vmstat(which: str) -> dict:
+    text = FIXTURE.read_text()
+    section = text.split(f"== vmstat {which} ==\n")[1].split("==")[0]
+    return {n: int(v) for n, v in (line.split() for line in section.splitlines() if line)}
+
+
+def test_compact_memory_moves_the_counters_as_the_real_kernel_does():
+    # this machine's kernel: compact_memory raised the scanners', isolation and migration
+    # counters, and left the direct-compaction and kcompactd ones alone
+    real_before, real_after = _fixture_vmstat("before"), _fixture_vmstat("after")
+    real_up = {n for n in real_before if real_after[n] > real_before[n]}
+    real_same = {n for n in real_before if real_after[n] == real_before[n]}
+    assert {"compact_migrate_scanned", "compact_free_scanned", "compact_isolated", "pgmigrate_success"} <= real_up
+    # an hvsim guest with fragmented memory: page cache read in, every other page dropped
+    k = Kernel(KernelConfig(memory="128MiB"))
+    t = k.spawn("frag")
+    import guestkernel.uapi as U
+
+    size = 32 << 20
+    addr = t.mmap(0, size, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS, -1, 0)
+    for off in range(0, size, 4096):
+        t.access(addr + off, True, (off // 4096).to_bytes(4, "little") * 8)
+    for off in range(0, size, 8192):
+        t.munmap(addr + off, 4096)
+    kept = {off: (off // 4096).to_bytes(4, "little") * 8 for off in range(4096, size, 8192)}
+    pfns_before = {off: t.mm.pgtable.ptes[(addr + off) >> 12] >> 12 for off in kept}
+    k.drain_all_pages()
+    top_before = sum(z.free_area[10].nr_free for z in k.page_alloc.zones)
+    before = counters(k)
+    k.procfs.write("/proc/sys/vm/compact_memory", "1")
+    up = {n for n in COUNTERS if k.vmstat[n] > before[n]}
+    same = {n for n in COUNTERS if k.vmstat[n] == before[n]}
+    # pgmigrate_fail aside (36 real failures: pages pinned or busy at that instant)
+    either = {"pgmigrate_fail"}
+    assert up - either == (real_up & set(COUNTERS)) - either
+    assert same - either == (real_same & set(COUNTERS)) - either
+    # the number of free order-10 blocks does not fall (real: 1519 -> 2213 in Normal)
+    assert sum(z.free_area[10].nr_free for z in k.page_alloc.zones) > top_before
+    # the process still reads its data, through PTEs that now map other frames
+    moved = sum(t.mm.pgtable.ptes[(addr + off) >> 12] >> 12 != pfn for off, pfn in pfns_before.items())
+    assert moved == k.vmstat["pgmigrate_success"] - before["pgmigrate_success"] > 0
+    assert all(t.peek(addr + off, 32) == data for off, data in kept.items())
+    validate_buddy(k.page_alloc)
+    from guestkernel.memory import validate_pages
+
+    validate_pages(k)
+
+
+def test_kcompactd_work_compacts_for_the_order_kswapd_asked(dma):
+    k, zone = dma
+    c = k.compaction
+    node = zone.node
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1024, 0, b"K" * 4096)
+    give_block(k, 1025, 0)
+    give_block(k, 1026, 1)
+    give_block(k, 3072, 1)
+    for i in range(10):
+        give_block(k, 2561 + 2 * i, 0)
+    # no kcompactd thread without a simulation: wakeup records the order only
+    assert not c.wakeup_kcompactd(node, 0, 0)
+    assert not c.wakeup_kcompactd(node, 2, 0) and node.kcompactd_max_order == 2
+    before = counters(k)
+    c.kcompactd_do_work(node)
+    # MIGRATE_SYNC_LIGHT from the zone start (whole zone): blocks 0, 1 and 2 scanned
+    # (1024 isolated; in block 2 the free order-1 block at 1026 counts once, its second
+    # page is stepped over: 3 * 512 - 1), the free scanner: block 7 (512) then 3072's order-1 block (1 + 1);
+    # 1024 -> 3073; its freed frame merges into an order-2 block at 1024, and at the end
+    # of pageblock 2 compact_finished finds it on the MOVABLE list: COMPACT_SUCCESS
+    assert delta(k, before) == {
+        "compact_daemon_wake": 1,
+        "pgmigrate_success": 1,
+        "compact_migrate_scanned": 3 * 512 - 1,
+        "compact_daemon_migrate_scanned": 3 * 512 - 1,
+        "compact_free_scanned": 512 + 2,
+        "compact_daemon_free_scanned": 512 + 2,
+        "compact_isolated": 1 + 2,
+    }
+    assert node.kcompactd_max_order == 0
+    assert 1024 in free_lists(zone, MIGRATE_MOVABLE)[2]
+    assert zone.compact_order_failed == 3  # compaction_defer_reset(zone, 2, false)
+    validate_buddy(k.page_alloc)
+
+
+def test_kswapd_going_to_sleep_wakes_kcompactd():
+    import simpy
+
+    env = simpy.Environment()
+    k = Kernel(KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1), env=env)
+    zone = zone_named(k, "DMA")
+    empty_zone(k, zone)
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1024, 0, b"K" * 4096)
+    give_block(k, 1025, 0)
+    give_block(k, 1026, 1)
+    give_block(k, 3072, 1)
+    for i in range(10):
+        give_block(k, 2561 + 2 * i, 0)
+    node = zone.node
+    kd = k.compaction.kcompactd[node.nid]
+    # kswapd_try_to_sleep on a balanced node after an order-2 wakeup for DMA
+    k.kswapd_sleep_hook(node, 2, 0)
+    env.run(until=1.0)
+    assert kd.wakeups == 1 and k.vmstat["compact_daemon_wake"] == 1
+    assert 1024 in free_lists(zone, MIGRATE_MOVABLE)[2]
+    # an order-0 sleep wakes nothing
+    k.kswapd_sleep_hook(node, 0, 0)
+    env.run(until=2.0)
+    assert kd.wakeups == 1
