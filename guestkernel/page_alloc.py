@@ -1230,8 +1230,14 @@ class PageAllocator:
             if node.nid in seen:
                 continue
             seen.add(node.nid)
-            if self.node_balanced(node, order, highest):
-                continue
+            balanced = self.node_balanced(node, order, highest)
+            if balanced or node.kswapd_failures >= MAX_RECLAIM_RETRIES:
+                # wakeup_kswapd(): a balanced or hopeless node leaves a high-order request
+                # that cannot reclaim itself to kcompactd (compaction_suitable decides)
+                if order and not gfp & G.DIRECT_RECLAIM and self.compaction is not None:
+                    self.compaction.wakeup_kcompactd(node, order, highest)
+                if balanced:
+                    continue
             self.vmstat["kswapd_wake"] = self.vmstat.get("kswapd_wake", 0) + 1
             if self.wake_kswapd_hook is not None:
                 self.wake_kswapd_hook(node, order, highest, gfp)

@@ -347,3 +347,32 @@ def test_kswapd_going_to_sleep_wakes_kcompactd():
     k.kswapd_sleep_hook(node, 0, 0)
     env.run(until=2.0)
     assert kd.wakeups == 1
+
+
+def test_a_balanced_node_leaves_a_non_reclaiming_high_order_request_to_kcompactd():
+    import simpy
+
+    env = simpy.Environment()
+    k = Kernel(KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1), env=env)
+    a = k.page_alloc
+    for z in a.zones:
+        empty_zone(k, z)
+    zone = zone_named(k, "DMA")
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1024, 0, b"T" * 4096)
+    give_block(k, 1025, 0)
+    give_block(k, 1026, 1)
+    give_block(k, 3072, 1)
+    for i in range(10):
+        give_block(k, 2561 + 2 * i, 0)
+    kd = k.compaction.kcompactd[zone.node.nid]
+    # GFP_TRANSHUGE_LIGHT-like: no direct reclaim, wakes kswapd; order 2 fails (no block)
+    gfp = (G.GFP_HIGHUSER_MOVABLE | G.GFP_DMA | G.__GFP_KSWAPD_RECLAIM) & ~G.__GFP_DIRECT_RECLAIM
+    # the node is balanced at order 0 (zero watermarks) but not at order 2: kswapd is woken
+    # (it cannot make the block); a node balanced at the order wakes kcompactd instead
+    assert not a.node_balanced(zone.node, 2, 0)
+    zone.node.kswapd_failures = 16  # hopeless for kswapd (MAX_RECLAIM_RETRIES)
+    assert k.alloc_pages(gfp, 2) is None
+    env.run(until=1.0)
+    assert kd.wakeups == 1 and k.vmstat["compact_daemon_wake"] == 1
+    assert 1024 in free_lists(zone, MIGRATE_MOVABLE)[2]
