@@ -45,8 +45,8 @@ at the zone's ends).
 from __future__ import annotations
 
 from . import gfp as G
-from .migrate import ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
-from .page import PG_anon, PG_buddy, PG_head, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
+from .migrate import COMPOUND, ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
+from .page import PG_anon, PG_buddy, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
 from .page_alloc import (  # the compact_result and compact_priority enums live there
     ALLOC_WMARK_MASK,
     COMPACT_COMPLETE,
@@ -318,7 +318,7 @@ class Compaction:
                 continue
             else:
                 f = page.flags
-                if f & PG_head or not f & PG_lru:
+                if f & COMPOUND or not f & PG_lru:
                     pass  # compound (THP) pages and non-LRU pages stay
                 elif f & PG_anon and not f & PG_swapcache and page._count > page._mapcount + 1:
                     pass  # pinned: more references than mappings

@@ -50,7 +50,10 @@ EAGAIN, ENOMEM, EBUSY = -11, -12, -16
 
 # struct page bits that belong to the frame, not to the page's contents and identity
 FRAME_FLAGS = PG_highmem | PG_reserved
-_NOT_MIGRATABLE = PG_locked | PG_writeback | PG_ksm | PG_head
+# pages migrate_pages refuses (-EAGAIN / -EBUSY), and compaction does not isolate when
+# they are compound: a transparent huge page's subpages belong here (PageCompound)
+NOT_MIGRATABLE = PG_locked | PG_writeback | PG_ksm | PG_head
+COMPOUND = PG_head
 
 
 def _mappings(kernel, page) -> list | None:
@@ -75,7 +78,7 @@ def migrate_page(kernel, old, new, mode: int = MIGRATE_SYNC_LIGHT) -> tuple[int,
     """Move `old` (isolated: off the LRU) to the free frame `new` (_count 1, from the
     migration target allocator). Returns (MIGRATEPAGE_SUCCESS or -errno, seconds). On
     failure nothing changed; the caller keeps both pages."""
-    if old.flags & _NOT_MIGRATABLE:
+    if old.flags & NOT_MIGRATABLE:
         return EBUSY if old.flags & PG_writeback else EAGAIN, 0.0
     maps = _mappings(kernel, old)
     if maps is None:
