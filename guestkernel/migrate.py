@@ -62,14 +62,15 @@ def _mappings(kernel, page) -> list | None:
     from .memory import rmap_walk
 
     found = []
+    want = page._mapcount + 1
 
     def one(mm, vma, addr):
         found.append((mm.pgtable, addr >> PAGE_SHIFT))
-        return True
+        return len(found) < want  # every mapping found: stop the walk
 
-    if page._mapcount >= 0:
+    if want:
         rmap_walk(kernel, page, one)
-    if len(found) != page._mapcount + 1:
+    if len(found) != want:
         return None
     return found
 
