@@ -45,7 +45,7 @@ at the zone's ends).
 from __future__ import annotations
 
 from . import gfp as G
-from .migrate import COMPOUND, ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
+from .migrate import COMPOUND, COMPOUND_ORDER, ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
 from .page import PG_anon, PG_buddy, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
 from .page_alloc import (  # the compact_result and compact_priority enums live there
     ALLOC_WMARK_MASK,
@@ -318,8 +318,12 @@ class Compaction:
                 continue
             else:
                 f = page.flags
-                if f & COMPOUND or not f & PG_lru:
-                    pass  # compound (THP) pages and non-LRU pages stay
+                if f & COMPOUND:
+                    # a compound page (a THP) stays; from its head, skip it whole
+                    if not low_pfn & ((1 << COMPOUND_ORDER) - 1):
+                        low_pfn += (1 << COMPOUND_ORDER) - 1
+                elif not f & PG_lru:
+                    pass  # non-LRU pages stay
                 elif f & PG_anon and not f & PG_swapcache and page._count > page._mapcount + 1:
                     pass  # pinned: more references than mappings
                 elif nofs and not f & PG_anon and page.mapping is not None:
@@ -438,7 +442,11 @@ class Compaction:
         while blockpfn < end_pfn:
             nr_scanned += 1
             page = mem_map[blockpfn]
-            if page is not None and page.flags & PG_buddy:
+            if page is not None and page.flags & COMPOUND and not blockpfn & ((1 << COMPOUND_ORDER) - 1):
+                # a compound page (a THP) from its head: skipped whole, counted whole
+                blockpfn += (1 << COMPOUND_ORDER) - 1
+                nr_scanned += (1 << COMPOUND_ORDER) - 1
+            elif page is not None and page.flags & PG_buddy:
                 order = page.private
                 # __isolate_free_page: obey MIN as if allocating the block
                 if not alloc.zone_watermark_ok(zone, 0, zone.watermark[WMARK_MIN] + (1 << order), 0, 0):

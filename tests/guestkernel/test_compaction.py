@@ -416,3 +416,30 @@ def test_compaction_keeps_every_invariant_and_every_byte(ops, seed):
     for i, word in data.items():
         assert t.peek(base + i * 4096, 16) == word
         assert child.peek(base + i * 4096, 16) == word
+
+
+def test_transparent_huge_pages_are_not_migrated_and_are_skipped_whole():
+    # a THP's subpages sit on the LRU one by one (huge_memory.py) but are one compound
+    # page: isolate_migratepages_block skips it whole from its head (PageCompound)
+    import guestkernel.uapi as U
+    from guestkernel.memory import validate_pages
+
+    k = Kernel(KernelConfig(memory="256MiB"))
+    t = k.spawn("t")
+    base = 0x40000000
+    t.mmap(base, 1024 * 4096, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    t.madvise(base, 1024 * 4096, U.MADV_HUGEPAGE)
+    t.access(base, True, b"\x07" * 16)
+    head = t.mm.pgtable.ptes[base >> 12] >> 12
+    assert head % 512 == 0 and k.vmstat["thp_fault_alloc"] == 1
+    small = t.mmap(0, 64 * 4096, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    for i in range(64):
+        t.access(small + i * 4096, True, bytes([i]) * 16)
+    for i in range(0, 64, 2):
+        t.madvise(small + i * 4096, 4096, U.MADV_DONTNEED)
+    k.procfs.write("/proc/sys/vm/compact_memory", "1")
+    assert all(t.mm.pgtable.ptes[(base >> 12) + i] >> 12 == head + i for i in range(512))
+    assert t.peek(base, 16) == b"\x07" * 16
+    assert all(t.peek(small + i * 4096, 16) == bytes([i]) * 16 for i in range(1, 64, 2))
+    validate_pages(k)
+    validate_buddy(k.page_alloc)
