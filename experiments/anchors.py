@@ -26,6 +26,9 @@ the model, never a reason to turn an input.
                     the 65 % balloon cap
     compression     zstd ratio of what the host's compression cache stored under pressure,
                     database and webserver profiles: published 2.5-4:1
+    large-pages     the course: page sharing is inhibited on 2 MB large pages; identical
+                    guests on an ESX host with large pages share next to nothing until the
+                    host breaks them under pressure, then as much as on small pages
 
 Definitions (Waldspurger 2002, Section 4.3 and Fig. 4, in pages, over the aggregate
 memory configured for the VMs, "% of aggregate VM memory" as in the paper):
@@ -1008,6 +1011,101 @@ def anchor_live_oom(ctx: Context) -> list[Row]:
 
 
 # --------------------------------------------------------------------------------------
+# 9. Large pages inhibit page sharing until the host breaks them
+
+
+COURSE_LARGE_PAGES = ("course-memory-management.txt, slide \"VMware TPS\": \"Inhibé sur les Large Pages "
+                      "(2MB)\"; ESXi: large pages cannot be shared, broken under pressure (hypervisor.md)")
+# quick: 3 identical guests, and a faster hog so that pressure comes as early in the
+# shorter run
+LARGE_PAGES_QUICK = {"vm[0].count": 3, "experiment.duration": "20s", "vm[1].workload.rate": "64MiB"}
+
+
+class LargePageProbe:
+    """Every simulated second: reclaimed by sharing, live large pages (of the identical
+    guests and in all), ESX's breaks so far (reads counters, changes nothing)."""
+
+    def __init__(self, guests: tuple[str, ...]) -> None:
+        self.guests = guests
+        self.rows: list[tuple[float, int, int, int, int]] = []
+
+    def __call__(self, run) -> None:
+        host = run.host
+        lp = host.lp
+        live = sum(vm.lp_live for vm in host.vms if vm.name in self.guests)
+        self.rows.append((run.env.now, host.reclaimed()["sharing"], live,
+                          lp.large_pages if lp is not None else 0,
+                          lp.large_pages_broken if lp is not None else 0))
+
+
+def anchor_large_pages(ctx: Context) -> list[Row]:
+    """Identical guests on a host with large pages (large-pages.toml) against the same on
+    small pages. shared while plentiful: reclaimed by sharing with large pages at the
+    last sample before ESX's first break, % of the identical guests' memory (the course:
+    inhibited; accepted <= 2 %); after breaking: reclaimed by sharing at the end, large
+    pages over small pages, % (accepted 90-110 %: "as much as with small pages"); and
+    (consistency) no large page of the identical guests left at the end."""
+    cfg = ctx.config("large-pages", LARGE_PAGES_QUICK)
+    guests = tuple(cfg.vm[0].instance_names())
+    total = sum(1 for _ in guests) * _mib_pages(cfg.vm[0].memory)
+    runs = {}
+    for large in (True, False):
+        probe = LargePageProbe(guests)
+        c = ctx.config("large-pages", LARGE_PAGES_QUICK, **{"host.large_pages": large})
+        Run(c, ctx.outdir / "large-pages" / ("large" if large else "small"), sample=probe)
+        runs[large] = probe.rows
+    big, small = runs[True], runs[False]
+    first = next((i for i, r in enumerate(big) if r[4] > 0), None)
+    before = first - 1 if first else None  # the last sample with no break yet
+    plentiful = pct(big[before][1], total) if before is not None and before >= 0 else None
+    small_then = pct(small[before][1], total) if before is not None and before >= 0 else 0.0
+    end_big, end_small = big[-1][1], small[-1][1]
+    ratio = pct(end_big, end_small)
+    never = pct(big[before][1], end_small) if before is not None and before >= 0 else 0.0
+    t_break = big[first][0] if first is not None else None
+
+    def draw(ax):
+        ax.plot([r[0] for r in small], [r[1] * PAGE / MIB for r in small], "-", label="small pages")
+        ax.plot([r[0] for r in big], [r[1] * PAGE / MIB for r in big], "-", label="large pages (ESX)")
+        ax2 = ax.twinx()
+        ax2.plot([r[0] for r in big], [r[3] * 2 for r in big], ":", color="gray", label="host large pages")
+        ax2.set_ylabel("MiB under host large pages", fontsize=8)
+        if t_break is not None:
+            ax.axvline(t_break, color="C3", lw=0.8, ls="--", label="first break (< 400 % minFree)")
+        ax.set_xlabel("simulated seconds")
+        ax.set_ylabel("reclaimed by page sharing (MiB)")
+        ax.set_title("Large pages inhibit sharing until broken")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left")
+
+    ctx.plot("large-pages", "large-pages.png", draw)
+    ctx.note("large-pages", f"first break at {t_break} s; reclaimed by sharing (MiB), large / small pages: "
+             f"before it {big[before][1] * PAGE / MIB if before is not None and before >= 0 else '-'} / "
+             f"{small[before][1] * PAGE / MIB if before is not None and before >= 0 else '-'}, at the end "
+             f"{end_big * PAGE / MIB:.1f} / {end_small * PAGE / MIB:.1f}; large pages left at the end: "
+             f"{big[-1][3]} (identical guests {big[-1][2]}), broken by ESX's job {big[-1][4]}")
+    return [
+        Row("large-pages", "shared while memory is plentiful, large pages", "next to nothing (inhibited)",
+            plentiful, "%", "<= 2 % of the guests' memory", 0.0, 2.0, source=COURSE_LARGE_PAGES,
+            no_effect=small_then, pub=(0.0, 2.0),
+            note=f"small pages at the same time: {small_then:.1f} %"),
+        Row("large-pages", "reclaimed once broken, large / small pages", "as much as with small pages",
+            ratio, "%", "90-110 %", 90.0, 110.0, source=COURSE_LARGE_PAGES, no_effect=never,
+            pub=(100.0, 100.0), note="no-effect: the large-page run's sharing before its first break, "
+                                     "/ small pages' at the end"),
+        Row("large-pages", "identical guests' large pages left at the end", "0", big[-1][2], "",
+            "exactly 0", 0, 0, kind=CONSISTENCY, source="the anchor's setup: pressure came and ESX broke them"),
+    ]
+
+
+def _mib_pages(memory) -> int:
+    from .config import size
+
+    return size(memory) // PAGE
+
+
+# --------------------------------------------------------------------------------------
 # Sensitivity: each validation anchor's uncertain inputs at the ends of a plausible range
 
 
@@ -1031,6 +1129,10 @@ SENSITIVITY: dict[str, list[tuple[str, object, object, str]]] = {
     "balloon-static": [
         ("vm[0].workload.zipf_s", 0.9, 1.3, "the popularity skew of dbench's file set: not in the paper"),
         ("vm[0].workload.write_fraction", 0.1, 0.3, "dbench's write share: not in the paper"),
+    ],
+    "large-pages": [
+        ("host.large_page_break_rate", 100, 10000,
+         "how fast ESX's job breaks large pages: not published (the default 1000/s is an assumption)"),
     ],
     "balloon-swap": [
         ("host.swap.latency", "2ms", "10ms", "a server disk of the time: 5-12 ms a random access"),
@@ -1210,6 +1312,7 @@ ANCHORS = {
     "live-ksm": anchor_live_ksm,
     "live-pagecache": anchor_live_pagecache,
     "live-oom": anchor_live_oom,
+    "large-pages": anchor_large_pages,
 }
 
 

@@ -247,6 +247,21 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
     out["states"] = {name: round(t, 9) for name, t in host.state_residence().items()}
     out["cost"] = cost_summary(host, workloads)
     out["host"] = {key: value for key, value in c.items()}
+    if host.lp is not None:
+        out["large_pages"] = large_page_summary(host, rows)
+    return out
+
+
+def large_page_summary(host, rows: list[dict]) -> dict:
+    """summary.json's `large_pages` (hypervisor/largepage.py): the counters, and the mean
+    reclaimed per technique (MiB) over the samples where host large pages backed guest
+    memory and over those where none was left."""
+    out: dict = dict(host.lp.counters())
+    with_lp = [r for r in rows if r.get("host_large_pages_mib", 0) > 0]
+    without = [r for r in rows if r.get("host_large_pages_mib", 0) <= 0]
+    for label, part in (("with", with_lp), ("without", without)):
+        out[f"samples_{label}"] = len(part)
+        out[f"mean_reclaimed_{label}_mib"] = {t: _mean(part, f"reclaimed_{t}_mib") for t in TECHNIQUES}
     return out
 
 

@@ -318,6 +318,8 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
             "average over the samples. Percentages are of the guests' configured memory. At every "
             "sample the techniques add up to the guest pages held minus the machine frames used.", ""]
 
+    out += large_page_section(summary, samples)
+
     out += ["## Cost", ""]
     rows = []
     for key, label, unit in COSTS:
@@ -475,6 +477,56 @@ def cost_sections(summary: dict, samples: list[dict], points: int = 10) -> list[
         out.append("")
     elif isinstance(base, dict) and "error" in base:
         out += ["## Slowdown against the baseline", "", f"The baseline run failed: {base['error']}", ""]
+    return out
+
+
+LARGE_PAGE_COUNTERS = (
+    ("thp_fault_alloc", "large pages backed (first touch of a 2 MiB region)", ""),
+    ("thp_fault_fallback", "first touches of an untouched region given a small page (no room)", ""),
+    ("thp_split_page", "large pages split or broken, all causes", ""),
+    ("large_pages_broken", "... broken by ESX's background job (free < 400 % of minFree)", ""),
+    ("thp_split_ksm", "... split by a KSM merge of a subpage (KVM)", ""),
+    ("thp_split_reclaim", "... split to compress or swap a subpage", ""),
+    ("thp_split_release", "... split because the guest released a subpage", ""),
+    ("large_pages", "live at the end", "x 2 MiB"),
+    ("lp_frames_reserved", "frames held for untouched subpages at the end", "x 4 KiB"),
+    ("lp_frames_freed", "frames splits freed (untouched; zero-filled on KVM)", "x 4 KiB"),
+    ("lp_break_cpu_s", "host CPU breaking them", "s"),
+)
+
+
+def large_page_section(summary: dict, samples: list[dict]) -> list[str]:
+    """Host large pages (hypervisor/largepage.py), when the run had them: the counters,
+    and the mean reclaimed per technique over the samples where large pages backed guest
+    memory and over those where none was left."""
+    host = summary.get("host") if isinstance(summary.get("host"), dict) else {}
+    if "thp_fault_alloc" not in host:
+        return []
+    out = ["## Host large pages", ""]
+    rows = []
+    for key, label, unit in LARGE_PAGE_COUNTERS:
+        value = host.get(key, 0)
+        text = _fmt(float(value), 3) if unit == "s" else f"{int(value):,}"
+        if unit == "x 2 MiB":
+            text += f" ({_fmt(2.0 * int(value))} MiB)"
+        elif unit == "x 4 KiB":
+            text += f" ({_fmt(int(value) / 256)} MiB)"
+        elif unit:
+            text += f" {unit}"
+        rows.append([f"`{key}`", label, text])
+    out += _table(["counter", "what", "value"], rows, "llr")
+    with_lp = [r for r in samples if _f(r, "host_large_pages_mib") > 0]
+    without = [r for r in samples if _f(r, "host_large_pages_mib") <= 0]
+    rows = []
+    for key, label in TECHNIQUES:
+        col = f"reclaimed_{key}_mib"
+        cells = [_fmt(sum(_f(r, col) for r in part) / len(part)) if part else "-"
+                 for part in (with_lp, without)]
+        rows.append([label, *cells])
+    out += ["", f"Reclaimed per technique, mean MiB over the samples with live large pages "
+            f"({len(with_lp)}) and without any ({len(without)}):", ""]
+    out += _table(["technique", "with large pages", "without"], rows)
+    out.append("")
     return out
 
 

@@ -52,7 +52,7 @@ def results(tmp_path_factory):
 def _cases():
     counts = {"identical": 2, "production": 3, "salting": 3, "balloon-static": 2,
               "balloon-swap": 5, "esx-states": 9, "compression": 2,
-              "live-ksm": 7, "live-pagecache": 4, "live-oom": 4}
+              "live-ksm": 7, "live-pagecache": 4, "live-oom": 4, "large-pages": 3}
     assert set(counts) == set(A.ANCHORS)
     for name, n in counts.items():
         for i in range(n):
@@ -193,7 +193,7 @@ def test_anchor_configs_are_ordinary_experiment_configs():
     paths = sorted(A.CONFIG_DIR.glob("*.toml"))
     assert {p.stem for p in paths} == {
         "identical-vms", "production-a", "production-b", "production-c", "salting",
-        "balloon-static", "balloon-swap", "compression-database", "compression-webserver"}
+        "balloon-static", "balloon-swap", "compression-database", "compression-webserver", "large-pages"}
     for path in paths:
         cfg = load_config(path)  # what `hvsim run` accepts
         assert cfg.vm, path
