@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import experiments.metrics as metrics
 from experiments.anchors import LARGE_PAGES_QUICK
 from experiments.config import config_from_dict, set_dotted
@@ -19,6 +21,7 @@ from hypervisor.p2m import LARGE_PAGE_SHIFT, P2M_NONE
 
 from .test_attribution import held_minus_used
 
+_hosts: list = []  # the host of the run a test started (its sampler's)
 ANCHOR = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "anchors" / "large-pages.toml"
 
 
@@ -69,3 +72,45 @@ def test_a_run_with_large_pages_adds_up_at_every_sample_and_reports_them(monkeyp
     assert set(lp["mean_reclaimed_with_mib"]) == set(metrics.TECHNIQUES)
     report = (tmp_path / "report.md").read_text()
     assert "## Host large pages" in report and "`thp_fault_alloc`" in report
+
+
+@pytest.mark.parametrize(("host_large", "kind"), [(False, "esx"), (True, "esx"), (True, "kvm")])
+def test_guest_huge_pages_over_host_small_or_large_pages(monkeypatch, tmp_path, host_large, kind):
+    """Guest THP (thp_enabled = always: the memory hog's heap faults 2 MiB pages, each
+    zeroing 512 frames the host sees written) over host small pages and over host large
+    pages of either kind: the run adds up at every sample and both sides count their
+    huge pages."""
+    data = {
+        "experiment": {"name": "thp-over-host", "duration": "3s", "seed": 5, "sample_interval": "250ms"},
+        "host": {"memory": "512MiB", "large_pages": host_large, "kind": kind,
+                 "sharing": {"pages_to_scan": 2000}},
+        "vm": [{"name": "g", "count": 2, "memory": "128MiB", "image": "debian-12",
+                "kernel": {"thp_enabled": "always"},
+                "workload": {"profile": "memhog", "size": "48MiB", "rate": "32MiB"}}],
+    }
+    gaps = []
+    _hosts.clear()
+    sample = metrics.Sampler.sample
+
+    def checked(self):
+        row = sample(self)
+        host = self.host
+        if not _hosts or _hosts[-1] is not host:
+            _hosts.append(host)
+        held = held_minus_used(host) + (under_large_pages_untouched(host) if host.lp is not None else 0)
+        if sum(host.reclaimed().values()) != held:
+            gaps.append(row["time_s"])
+        if host.lp is not None:
+            host.lp.validate(host.vms)
+        return row
+
+    monkeypatch.setattr(metrics.Sampler, "sample", checked)
+    s = run_experiment(config_from_dict(data), tmp_path, write_report=False)
+    assert s["status"] == "ok", s["traceback"]
+    assert gaps == []
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    guest_thp = sum(vm.kernel.vmstat["thp_fault_alloc"] for vm in _hosts[-1].vms)
+    assert guest_thp > 0
+    assert ("large_pages" in summary) == host_large
+    if host_large:
+        assert summary["large_pages"]["thp_fault_alloc"] > 0
