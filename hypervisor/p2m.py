@@ -21,8 +21,10 @@ no object per page.
                     frame, a shared mapping, a compressed or swapped copy)
     nr[state]       how many PFNs are in each state
 
-2 MB large pages: `large[pfn >> 9]` is 1 while that 2 MB region is backed by a large
-page; page sharing skips such regions until the large page is broken.
+2 MB large pages (largepage.py): `large[pfn >> 9]` is 0 (never backed by one), 1 while
+that 2 MB region is backed by a live host large page (its frames are P2M_NONE, reserved,
+or P2M_PRIVATE only; ESX never shares them, KVM's KSM splits it to merge a subpage) and 2
+once it was split or broken into small pages.
 """
 
 from __future__ import annotations
