@@ -195,6 +195,8 @@ class HostSwapSection(_Model):
     avoid_false_reads: bool = Field(False, description="VSwapper: whole-page writes skip the swap read")
     reclaim_batch: int = Field(64, ge=1, description="frames freed per synchronous reclaim")
     reclaim_rate: int = Field(25600, ge=1, description="frames per second the monitor may evict")
+    swapout_cost: Duration = Field("3us", description="host CPU per page written to swap (unmapping the frame, "
+                                   "building and submitting the request); hvsim's assumption, no published figure")
 
     @field_validator("victim_policy")
     @classmethod
@@ -241,6 +243,15 @@ class HostBalloonSection(_Model):
     rate: int = Field(25600, ge=1, description="guest driver pages per second")
     deflate_on_oom: bool = Field(False, description="virtio DEFLATE_ON_OOM: give back 256 pages per guest OOM")
     stats_interval: Duration = Field("5s", description="how often the host polls the guests' balloon stats queue")
+    inflate_cost: Duration = Field("4us", description="host CPU per page inflated: QEMU discards it with "
+                                   "madvise(MADV_DONTNEED), 4.05us measured on Linux 6.18 (tests/data/hostcpu)")
+    deflate_cost: Duration = Field("1.8us", description="host CPU per page deflated: QEMU's madvise(MADV_WILLNEED), "
+                                   "1.83us measured on Linux 6.18 (tests/data/hostcpu)")
+    fast_gain: float = Field(0.5, gt=0, le=1, description="gain of the fast moving average of sampled active "
+                             "memory (esx-shares); not published (Waldspurger 2002 s5.3 names a fast and a slow "
+                             "average only): hvsim's assumption")
+    slow_gain: float = Field(0.1, gt=0, le=1, description="gain of the slow moving average of sampled active "
+                             "memory (esx-shares); not published: hvsim's assumption")
     free_page_reporting: bool = Field(
         False, description="virtio REPORTING: guests report free 2 MiB blocks, the host discards them")
 
@@ -256,6 +267,9 @@ class HostSection(_Model):
     memory: Memory = Field("4GiB", description="machine memory")
     cpus: int = Field(4, ge=1, le=4096, description="physical CPUs, shared by the VMs' vCPUs and the host's own "
                       "work (ksmd, compression, zeroing)")
+    cpu_quantum: Duration = Field("50ms", description="time slice of a normal-shares vCPU when CPUs are short: "
+                                  "vCPUs take turns round robin (ESX's default quantum, The CPU Scheduler in "
+                                  "VMware vSphere 5.1)")
     min_free: str = Field("auto", description='ESXi minFree: "auto" (a sliding scale of 6 / 4 / 2 % over the '
                           'first 4 / 8 / 16 GB, 899 MB at 28 GB, + 1 % above) or a size')
     large_pages: bool = Field(False, description="back guest memory with 2 MiB machine pages where a whole 2 MiB "
@@ -491,6 +505,7 @@ WORKLOAD_MODELS = {m.model_fields["profile"].default: m for m in (
 
 
 SHARE_LEVELS = {"low": 5, "normal": 10, "high": 20}  # ESX shares per MiB of VM memory
+CPU_SHARE_LEVELS = {"low": 500, "normal": 1000, "high": 2000}  # ESX CPU shares per vCPU
 
 
 class RootfsImage(_Model):
@@ -509,6 +524,9 @@ class VMSection(_Model):
                                       "an ELF core file (QEMU dump-guest-memory, gcore, vmcore) or an hvsim capture")
     shares: str | int = Field(
         "normal", description='ESX memory shares: "low" (5/MiB), "normal" (10/MiB), "high" (20/MiB) or a number')
+    cpu_shares: str | int = Field(
+        "normal", description='ESX CPU shares: "low" (500 per vCPU), "normal" (1000), "high" (2000) or a number '
+        "for the VM; CPU time divides in proportion when the host's CPUs are short")
     balloon: bool = Field(True, description="the guest runs a balloon driver")
     kernel: KernelSection = Field(default_factory=KernelSection)
     workload: Workload = Field(default_factory=IdleParams)
@@ -520,6 +538,10 @@ class VMSection(_Model):
             bad.append(f'shares: must be "low", "normal", "high" or a number, got {self.shares!r}')
         if isinstance(self.shares, int) and self.shares < 1:
             bad.append("shares: must be at least 1")
+        if isinstance(self.cpu_shares, str) and self.cpu_shares not in CPU_SHARE_LEVELS:
+            bad.append(f'cpu_shares: must be "low", "normal", "high" or a number, got {self.cpu_shares!r}')
+        if isinstance(self.cpu_shares, int) and self.cpu_shares < 1:
+            bad.append("cpu_shares: must be at least 1")
         if isinstance(self.image, RootfsImage):
             pass  # checked when the config's paths are resolved (resolve_paths)
         elif self.image not in IMAGES and self.image != "none":
@@ -549,6 +571,12 @@ class VMSection(_Model):
         if isinstance(self.image, RootfsImage):
             return f"rootfs:{self.image.rootfs}"
         return self.image
+
+    def cpu_share_count(self) -> float:
+        """The VM's ESX CPU shares (a level counts per vCPU)."""
+        if isinstance(self.cpu_shares, str):
+            return CPU_SHARE_LEVELS[self.cpu_shares] * self.kernel.cpus
+        return float(self.cpu_shares)
 
     def share_count(self) -> float:
         if isinstance(self.shares, str):

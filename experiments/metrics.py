@@ -43,7 +43,7 @@ VM_COLUMNS = ("resident_mib", "ballooned_mib", "shared_mib", "compressed_mib", "
 STALL_CAUSES = ("host_fault", "cow_break", "decompress", "host_swapin", "balloon",
                 "guest_swapin", "guest_file_read")
 #: summary.json cost.host_cpu_s and timeseries host_cpu_<consumer>_pct
-CPU_CONSUMERS = ("sharing", "compression", "zeroing", "vcpus")
+CPU_CONSUMERS = ("sharing", "compression", "zeroing", "vcpus", "balloon", "swapout")
 
 
 def vm_stall_by_cause(vm) -> dict[str, float]:
@@ -269,7 +269,8 @@ def cost_summary(host, workloads: dict) -> dict:
     """summary.json's `cost`: what reclaiming cost, in seconds. stall_s by cause, summed
     over the VMs (host_* causes and balloon hold a vCPU; guest_* are guest I/O waits
     that free it); host_cpu_s by consumer (ksmd's scans, compression and decompression,
-    zeroing and copying frames on faults, the vCPUs' guest code); the host swap device's
+    zeroing and copying frames on faults, the vCPUs' guest code, balloon exits, swap-out
+    submission); the host swap device's
     busy time, the time requests waited in its queue and its longest queue."""
     stall = dict.fromkeys(STALL_CAUSES, 0.0)
     for vm in host.vms:
@@ -285,4 +286,9 @@ def cost_summary(host, workloads: dict) -> dict:
         "swap_device_queue_max": swap.queue_max,
         "vcpu_ready_s": round(sum(vm.vcpus.ready_time for vm in host.vms
                                   if getattr(vm, "vcpus", None) is not None), 9),
+        # guest kernel threads' CPU on the vCPUs (kswapd, the flusher), in `vcpus` above
+        "guest_kernel_cpu_s": round(sum(vm.vcpus.kernel_time for vm in host.vms
+                                        if getattr(vm, "vcpus", None) is not None), 9),
+        # allocations that found no free frame and waited for the host's reclaim
+        "nomem_waits": sum(getattr(vm, "nomem_waits", 0) for vm in host.vms),
     }

@@ -133,6 +133,7 @@ PLOT_FILES = {
     "vms": "vms.png",
     "page_states": "page_states.png",
     "faults": "faults.png",
+    "host_cpu": "host_cpu.png",
 }
 
 
@@ -401,7 +402,8 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
 
     out += ["## Plots", ""]
     titles = {"memory": "Host memory by technique over time", "vms": "Memory per VM",
-              "page_states": "Guest page-state machine", "faults": "Page-fault outcomes"}
+              "page_states": "Guest page-state machine", "faults": "Page-fault outcomes",
+              "host_cpu": "Host CPU use over time"}
     for key, title in titles.items():
         if key in plots:
             out += [f"### {title}", "", f"![{title}]({plots[key]})", ""]
@@ -424,7 +426,9 @@ CPU_ROWS = (
     ("sharing", "ksmd: hashing and comparing pages"),
     ("compression", "compressing evicted pages, decompressing"),
     ("zeroing", "faults: zeroing and copying frames"),
-    ("vcpus", "guest code on the vCPUs"),
+    ("vcpus", "guest code and kernel threads on the vCPUs"),
+    ("balloon", "balloon inflate and deflate exits (page discards)"),
+    ("swapout", "submitting writes to host swap"),
 )
 
 
@@ -626,6 +630,7 @@ def write_plots(run_dir: Path, summary: dict, samples: list[dict]) -> tuple[dict
         "vms": (plot_vms, summary, "summary.json has no VMs"),
         "page_states": (plot_page_states, summary, "summary.json has no page-state counts"),
         "faults": (plot_faults, summary, "summary.json has no fault counts"),
+        "host_cpu": (plot_host_cpu, samples, "timeseries.csv has no host CPU columns"),
     }
     plt = pyplot()
     for key, (draw, data, why) in drawers.items():
@@ -663,6 +668,27 @@ def plot_memory(samples: list[dict]):
     handles, names = ax.get_legend_handles_labels()
     # outside the axes, in stack order: the bands fill the whole plot
     ax.legend(handles[::-1], names[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_host_cpu(samples: list[dict]):
+    """Lines: each host CPU consumer's use in % of one CPU per sample interval, as `top`
+    shows a thread (ksmd at 5 % uses a twentieth of a CPU), and the host's capacity."""
+    if not samples or "time_s" not in samples[0] or f"host_cpu_{CPU_ROWS[0][0]}_pct" not in samples[0]:
+        return None
+    plt = pyplot()
+    t = [s["time_s"] for s in samples]
+    fig, ax = plt.subplots(figsize=(11, 5))
+    for (name, what), color in zip(CPU_ROWS, ("#c44e52", "#8172b2", "#ccb974", "#4c72b0", "#55a868", "#64b5cd")):
+        ax.plot(t, [_nz(s.get(f"host_cpu_{name}_pct")) for s in samples], label=f"{name}: {what}",
+                color=color, linewidth=1.2)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("% of one CPU (as top shows it)")
+    ax.set_title("Host CPU use per consumer, per sample interval")
+    ax.set_xlim(min(t), max(t) if max(t) > min(t) else min(t) + 1)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     return fig
 

@@ -30,6 +30,12 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
     return HostConfig(
         memory=size(h.memory),
         cpus=h.cpus,
+        cpu_quantum=seconds(h.cpu_quantum),
+        balloon_inflate_cost=seconds(h.balloon.inflate_cost),
+        balloon_deflate_cost=seconds(h.balloon.deflate_cost),
+        swapout_cost=seconds(h.swap.swapout_cost),
+        active_fast_gain=h.balloon.fast_gain,
+        active_slow_gain=h.balloon.slow_gain,
         min_free=None if h.min_free == "auto" else size(h.min_free),
         swap_size=size(h.swap.size),
         swap_latency=seconds(h.swap.latency),
@@ -160,7 +166,7 @@ class Scenario:
                     self.workloads[name] = SnapshotsWorkload(env, vm, v.workload, layout)
                     continue
                 vm = self.host.create_vm(name, kernel_config(v, rng_seed(seed, f"vm/{name}/boot")),
-                                         balloon=v.balloon)
+                                         balloon=v.balloon, cpu_shares=v.cpu_share_count())
                 vm.shares = v.share_count()
                 image = None if v.image_name() == "none" else OSImage.get(v.image_name())
                 if image is not None:

@@ -299,6 +299,17 @@ class Kernel:
 
         return spawn(self, name, **layout)
 
+    def run_kernel_work(self, cpu: float, wait: float = 0.0):
+        """The SimPy event a kernel thread (kswapd, the flusher, kcompactd, khugepaged)
+        yields for `cpu` seconds of its own CPU work followed by `wait` seconds blocked
+        beneath the guest (host stalls its page accesses met). Beneath a hypervisor the
+        thread runs on one of the VM's vCPUs (`phys.kernel_work`: it takes vCPU time from
+        the guest's tasks and waits its turn on a busy host); on bare metal, a timeout."""
+        hook = getattr(self.phys, "kernel_work", None)
+        if hook is not None:
+            return hook(self.env, cpu, wait)
+        return self.env.timeout(cpu + wait)
+
     # ------------------------------------------------------------------ panic
     def panic(self, reason: str) -> None:
         """The guest stops: the PhysicalMemory beneath it is told (a VM frees all its

@@ -1310,7 +1310,8 @@ class Kswapd:
             while True:
                 reclaimed, cost = r.balance_pgdat(self.node, self.order, self.highest)
                 self.passes += 1
-                yield env.timeout(max(cost, KSWAPD_MIN_PASS))
+                # on one of the VM's vCPUs (kernel.run_kernel_work)
+                yield r.kernel.run_kernel_work(max(cost, KSWAPD_MIN_PASS))
                 r.complete_io(env.now)
                 if r.kswapd_balanced(self.node, self.order, self.highest):
                     break
@@ -1391,5 +1392,13 @@ class Flusher:
             yield env.timeout(interval) | self._kick
             if self._kick.triggered:
                 self._kick = env.event()
+            k = self.reclaim.kernel
+            stall0 = k.stall
             self.pages_written += self.reclaim.writeback_dirty(env.now)
             self.passes += 1
+            held = k.stall - stall0
+            if held > 0.0:
+                # host stalls met reading pages to write (double paging): the flusher's
+                # own, on a vCPU (kernel.run_kernel_work), not the next task's
+                k.stall = stall0
+                yield k.run_kernel_work(0.0, held)

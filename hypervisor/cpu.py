@@ -29,24 +29,51 @@ plus host CPU done on its behalf) on the host CPU that best fits (the latest one
 `t0`, else the earliest free), ending at `t1`; the vCPU stays held through the waits
 beneath the guest, to `t2 = t1 + wait`. The task then sleeps its I/O wait and goes on.
 
+Time slicing. A burst needing more than its vCPU's time slice of CPU is run a slice at a
+time (`run_burst`, the only SimPy part of this module: one timeout per slice, never per
+page): each slice is booked when the previous one ends, behind whatever was booked in the
+meantime, so vCPUs (and a guest's tasks on one vCPU) that want more CPU than there is take
+turns round robin instead of one burst running to its end before the next starts. A
+vCPU's slice is `quantum` (`[host] cpu_quantum`, default 50 ms: ESX's default time
+quantum, VMware "The CPU Scheduler in VMware vSphere 5.1", 2013) scaled by its CPU shares
+against ESX's normal 1000 per vCPU (`[vm] cpu_shares`: low 500, normal 1000, high 2000 per
+vCPU, ESX's CpuSharesPerVcpuLow/Normal/High): in every round each runnable vCPU runs one
+slice, so CPU time divides in proportion to shares, as ESX's proportional-share scheduler
+(and CFS's weighted slices, sched_slice) give. A burst shorter than its slice is booked
+whole, as before. On a host with CPUs to spare a sliced burst runs on without a gap.
+
+Guest kernel threads (kswapd, the flusher; kcompactd and khugepaged as they come) run on
+the vCPUs too: `VCPUs.kernel_work` books their CPU like a burst's, counted in
+`kernel_time` (and `run_time`), so they take vCPU time from the guest's tasks.
+
 Counters: `busy[consumer]` seconds of host CPU granted; `VCPUs.run_time` (guest CPU),
 `stall_time` (held blocked beneath the guest), `ready_time` (runnable, waiting for a vCPU
-or a host CPU: ESX's %RDY).
+or a host CPU: ESX's %RDY), `kernel_time` (guest kernel threads), `slices`.
+Consumers: ksmd (`sharing`), compression (`compression`), fault zeroing and copying
+(`zeroing`), guest code (`vcpus`), balloon inflate and deflate handling (`balloon`: the
+exit, and the host's discard of an inflated page), host swap-out submission (`swapout`:
+unmapping the frame and building the write request; the device time is the swap queue's).
 """
 
 from __future__ import annotations
 
-SHARING, COMPRESSION, ZEROING, VCPUS = 0, 1, 2, 3
-CONSUMERS = ("sharing", "compression", "zeroing", "vcpus")
+SHARING, COMPRESSION, ZEROING, VCPUS, BALLOON, SWAPOUT = 0, 1, 2, 3, 4, 5
+CONSUMERS = ("sharing", "compression", "zeroing", "vcpus", "balloon", "swapout")
+
+QUANTUM = 0.050  # seconds: ESX's default time quantum (The CPU Scheduler in VMware vSphere 5.1)
+NORMAL_SHARES = 1000  # ESX CPU shares per vCPU at "normal" (CpuSharesPerVcpuNormal)
 
 
 class HostCPUs:
     """`n` physical CPUs shared by vCPUs and host work. Times in seconds."""
 
-    def __init__(self, n: int = 4) -> None:
+    def __init__(self, n: int = 4, quantum: float = QUANTUM) -> None:
         if n < 1:
             raise ValueError(f"host cpus: must be at least 1, got {n}")
+        if not quantum > 0:
+            raise ValueError(f"cpu_quantum: must be positive, got {quantum}")
         self.n = n
+        self.quantum = quantum  # seconds: a normal-shares vCPU's time slice
         self.free_at = [0.0] * n  # simulated time each CPU is next free
         self.busy = [0.0] * len(CONSUMERS)  # seconds granted, per consumer
 
@@ -94,17 +121,28 @@ class HostCPUs:
 class VCPUs:
     """One VM's `n` virtual CPUs over the host's CPUs."""
 
-    def __init__(self, n: int, host_cpus: HostCPUs | None) -> None:
+    def __init__(self, n: int, host_cpus: HostCPUs | None, shares: float | None = None) -> None:
         if n < 1:
             raise ValueError(f"vcpus: must be at least 1, got {n}")
+        if shares is None:
+            shares = n * NORMAL_SHARES
+        if not shares > 0:
+            raise ValueError(f"cpu_shares: must be positive, got {shares}")
         self.n = n
         self.host_cpus = host_cpus
+        self.shares = shares  # ESX CPU shares of the VM (all its vCPUs)
+        quantum = host_cpus.quantum if host_cpus is not None else QUANTUM
+        # seconds of CPU a burst runs before the next runnable vCPU's turn
+        self.slice = quantum * (shares / n) / NORMAL_SHARES
         self.free_at = [0.0] * n
         # counters, seconds
         self.run_time = 0.0  # guest CPU time granted
         self.stall_time = 0.0  # vCPU held, blocked beneath the guest
         self.ready_time = 0.0  # runnable but waiting for a vCPU or a host CPU
+        self.kernel_time = 0.0  # guest kernel threads' CPU time (also in run_time)
         self.bursts = 0
+        self.slices = 0  # time slices of bursts longer than a slice
+        self.trace: list | None = None  # set to a list to record each booking's (start, end of its CPU)
 
     def burst(self, now: float, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
               wait: float = 0.0) -> float:
@@ -139,8 +177,58 @@ class VCPUs:
             t1 = t0 + work
         end = t1 + wait
         free_at[i] = end
+        if self.trace is not None:
+            self.trace.append((start, t1))
         self.run_time += cpu
         self.stall_time += host_cpu + wait
         self.ready_time += start - now
         self.bursts += 1
         return end
+
+    def kernel_work(self, now: float, cpu: float, wait: float = 0.0) -> float:
+        """A guest kernel thread's `cpu` seconds ready at `now` (kswapd's scan, the
+        flusher's pass), then `wait` seconds held beneath the guest: booked like a
+        task's burst; returns when the vCPU is released. Use `run_burst` for work that
+        may be longer than a slice."""
+        self.kernel_time += cpu
+        return self.burst(now, cpu, 0.0, 0.0, wait)
+
+
+def run_burst(env, vcpus: VCPUs, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
+              wait: float = 0.0, after: float = 0.0, kernel: bool = False):
+    """The SimPy event a burst ends with (module docstring, "Time slicing"): its vCPU
+    time, then `after` seconds off the vCPU (I/O wait, think time). A burst within one
+    slice is one timeout; a longer one is a process booking a slice at a time (its host
+    work and its stall go with its last slice). `kernel`: a guest kernel thread's work."""
+    now = env.now
+    work = cpu + zero_cpu + zip_cpu
+    if work <= vcpus.slice:
+        if kernel:
+            vcpus.kernel_time += cpu
+        return env.timeout(vcpus.burst(now, cpu, zero_cpu, zip_cpu, wait) + after - now)
+    return env.process(_sliced(env, vcpus, cpu, zero_cpu, zip_cpu, wait, after, kernel))
+
+
+def _sliced(env, vcpus: VCPUs, cpu: float, zero_cpu: float, zip_cpu: float, wait: float,
+            after: float, kernel: bool):
+    first = True
+    while True:
+        s = vcpus.slice
+        if cpu > s:
+            part, cpu = s, cpu - s
+            end = vcpus.burst(env.now, part)
+        else:
+            part = cpu
+            end = vcpus.burst(env.now, cpu, zero_cpu, zip_cpu, wait)
+            cpu = -1.0
+        if kernel:
+            vcpus.kernel_time += part
+        if not first:
+            vcpus.bursts -= 1  # (one burst, however many slices)
+        first = False
+        vcpus.slices += 1
+        yield env.timeout(end - env.now)
+        if cpu < 0.0:
+            break
+    if after > 0.0:
+        yield env.timeout(after)

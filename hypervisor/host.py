@@ -13,12 +13,20 @@ sharing scanner (ksmd), the state monitor (every `state_interval`), the balloon 
 Reclaim by state (states.py): in hard and low the monitor compresses or swaps out frames
 chosen by the victim policy until free memory is back at the soft threshold, at most
 `reclaim_rate` pages per second; in low, every allocation of a VM is charged
-`low_state_stall`. Whenever a VM finds no free machine frame it reclaims synchronously
-(`reclaim_batch` frames); if nothing can be reclaimed it stalls (vm.nomem_stalls) and the
-host overdraws (machine.overdraft_allocs): a synchronous allocation cannot wait for memory
-another daemon would free later, so the overdraft is counted, its peak and duration are
-in the counters (`overdraft_peak_pages`, `overdraft_time`), and the run's summary, report
-and time series show it (experiments/metrics.py).
+`low_state_stall`. Whenever a VM finds no free machine frame it waits for the host's
+reclaim (`reclaim`): `reclaim_batch` frames compressed (the vCPU waits for the CPU) or
+written to swap (the vCPU waits until the oldest write in flight completes and takes its
+frame), again while that changes anything, so machine memory never exceeds the host's
+while swap has room (vm.nomem_waits counts the allocations that waited). Only when nothing
+at all can be reclaimed and swap is full does an allocation overdraw (vm.nomem_stalls,
+machine.overdraft_allocs): ESX never gets there, as it reserves each VM's swap file at
+power-on and refuses to power on a VM it cannot back; hvsim accepts a smaller swap and
+reports the overdraft instead (`overdraft_peak_pages`, `overdraft_time`; the run's
+summary, report and time series show it, experiments/metrics.py).
+
+Host CPU (cpu.py): ksmd, compression, fault zeroing, balloon exits (`balloon_inflate_cost`,
+`balloon_deflate_cost` a page) and swap-out submission (`swapout_cost` a page) run on the
+host's CPUs beside the vCPUs.
 
 `host.sysfs.read("/sys/kernel/mm/ksm/pages_sharing")` reads KSM counters like Linux's
 sysfs; `/sys/kernel/mm/hvsim/<name>` reads host counters (see `Host.counters`).
@@ -35,7 +43,7 @@ from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
 
 from .balloon import BalloonController, BalloonControllerDaemon, StatsPoller
 from .compression import CompressionCache
-from .cpu import COMPRESSION, ZEROING, HostCPUs, VCPUs
+from .cpu import COMPRESSION, SWAPOUT, ZEROING, HostCPUs, VCPUs
 from .ksmtune import CONTROLS as KSM_CONTROLS
 from .ksmtune import KsmControl, ksm_control
 from .largepage import HOST_KINDS, LargePageBreaker, LargePages
@@ -53,7 +61,8 @@ _TIMES = (
     "swap_latency", "fault_cost", "cow_cost", "decompress_cost", "compress_cost",
     "nomem_stall", "low_state_stall", "hash_cost", "compare_cost", "sample_period",
     "balloon_interval", "state_interval", "balloon_stats_interval",
-    "large_page_fault_cost", "large_page_break_cost",
+    "large_page_fault_cost", "large_page_break_cost", "cpu_quantum",
+    "balloon_inflate_cost", "balloon_deflate_cost", "swapout_cost",
 )
 
 
@@ -63,6 +72,7 @@ class HostConfig:
 
     memory: int | str = "4GiB"  # machine memory, bytes
     cpus: int = 4  # physical CPUs shared by the vCPUs and the host's own work
+    cpu_quantum: float | str = "50ms"  # time slice of a normal-shares vCPU (ESX's default quantum)
     min_free: int | str | None = None  # bytes; None: ESXi's minFree rule, scaled
     swap_size: int | str = "4GiB"  # host swap device, bytes
     swap_latency: float | str = "100us"  # seconds per page read or written
@@ -102,6 +112,7 @@ class HostConfig:
     share_before_swap: bool = True  # ESX: merge a victim into an identical stable frame first
     reclaim_batch: int = 64  # frames freed per synchronous reclaim
     reclaim_rate: int = 25_600  # frames per second the monitor may evict in hard/low
+    swapout_cost: float | str = "3us"  # host CPU per page written to swap (unmap, submit): assumed
     # ballooning
     ballooning: bool = True
     balloon_policy: str = "esx-shares"  # "esx-shares", "mom" or a dotted path
@@ -109,10 +120,18 @@ class HostConfig:
     idle_tax: float = 75  # Mem.IdleTax, percent (esx-shares)
     sample_pages: int = 100  # frames sampled per VM per period (esx-shares)
     sample_period: float | str = "60s"  # Mem.SamplePeriod
+    # gains of the fast and slow moving averages of sampled active memory (esx-shares):
+    # Waldspurger 2002 s5.3 describes both averages without their gains; hvsim's assumption
+    active_fast_gain: float = 0.5
+    active_slow_gain: float = 0.1
     balloon_interval: float | str = "1s"  # controller period
     balloon_rate: int = 25_600  # guest driver pages per second
     balloon_deflate_on_oom: bool = False  # VIRTIO_BALLOON_F_DEFLATE_ON_OOM
     balloon_stats_interval: float | str = "5s"  # stats virtqueue polling period
+    # host CPU per page: QEMU discards an inflated page with madvise(MADV_DONTNEED) and
+    # advises a deflated one MADV_WILLNEED (measured on Linux 6.18: tests/data/hostcpu)
+    balloon_inflate_cost: float | str = "4us"
+    balloon_deflate_cost: float | str = "1.8us"
     free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
     guest_disk: str = "separate"  # guests' disks: "separate" (their own) or "swap" (the host swap device)
@@ -148,9 +167,14 @@ class HostConfig:
         for name in ("cpus", "pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("active_fast_gain", "active_slow_gain"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in (0, 1], got {getattr(self, name)}")
         for name in ("zip_max_pct", "balloon_max_pct"):
             if not 0 <= getattr(self, name) <= 100:
                 raise ValueError(f"{name}: must be a percentage, got {getattr(self, name)}")
+        if self.cpu_quantum <= 0:
+            raise ValueError(f"cpu_quantum: must be positive, got {self.cpu_quantum}")
         if self.balloon_stats_interval <= 0:
             raise ValueError(f"balloon_stats_interval: must be positive, got {self.balloon_stats_interval}")
         if not 0 < self.compress_quarter <= self.compress_threshold <= PAGE_SIZE // 2:
@@ -212,13 +236,14 @@ class Host:
         self.states = MemStates(max(1, min_free // PAGE_SIZE))
         self.sharing = page_sharing(cfg, self.machine) if cfg.sharing else None
         self.clock = (lambda: env.now) if env is not None else None
-        self.cpus = HostCPUs(cfg.cpus)
+        self.cpus = HostCPUs(cfg.cpus, cfg.cpu_quantum)
         self.swap = HostSwap(cfg.swap_size // PAGE_SIZE, cfg.swap_latency, cfg.swap_bandwidth,
                              machine=self.machine, clock=self.clock)
         self.victims = victim_policy(cfg.victim_policy, rng_for(cfg.seed, "host/victims"))
         kwargs = {}
         if cfg.balloon_policy == "esx-shares":
-            kwargs = {"idle_tax": cfg.idle_tax, "sample_pages": cfg.sample_pages}
+            kwargs = {"idle_tax": cfg.idle_tax, "sample_pages": cfg.sample_pages,
+                      "fast_gain": cfg.active_fast_gain, "slow_gain": cfg.active_slow_gain}
         policy = balloon_policy(cfg.balloon_policy, rng_for(cfg.seed, "host/balloon"), **kwargs)
         self.balloon = BalloonController(self, policy, cfg.balloon_max_pct)
         self.vms: list[VM] = []
@@ -229,6 +254,8 @@ class Host:
         self.pages_evicted = 0  # frames compressed or swapped out by the host
         self.shared_before_swap = 0  # victims merged into a stable frame instead
         self.evict_time = 0.0  # host seconds spent compressing and writing swap
+        self.swapout_cpu = 0.0  # host CPU seconds submitting writes to swap
+        self._swapout_cpu_last = 0.0  # the part of it spent by the last evict()
         self.lp = None  # host large pages (largepage.py), when cfg.large_pages
         if cfg.large_pages:
             states = self.states
@@ -260,6 +287,9 @@ class Host:
         vm.avoid_false_reads = cfg.avoid_false_reads
         vm.swap = self.swap
         vm.clock = self.clock
+        vm.host_cpus = self.cpus
+        vm.balloon_inflate_cost = cfg.balloon_inflate_cost
+        vm.balloon_deflate_cost = cfg.balloon_deflate_cost
         vm.reclaim_hook = self.reclaim
         if cfg.compression:
             vm.zcache = compression_cache(cfg, self.machine, nr_pages)
@@ -271,17 +301,21 @@ class Host:
         if self.sharing is not None:
             self.sharing.add_vm(vm)
 
-    def create_vm(self, name: str, kernel_config, balloon: bool = True) -> VM:
-        """Boot a guest kernel on a new VM; returns the VM (its kernel is `vm.kernel`)."""
+    def create_vm(self, name: str, kernel_config, balloon: bool = True,
+                  cpu_shares: float | None = None) -> VM:
+        """Boot a guest kernel on a new VM; returns the VM (its kernel is `vm.kernel`).
+        `cpu_shares`: ESX CPU shares of the VM (default: normal, 1000 per vCPU)."""
         from guestkernel.balloon import BalloonDaemon, BalloonDriver
         from guestkernel.kernel import Kernel
 
         vm = self._new_vm(name, kernel_config.nr_pages)
-        vm.vcpus = VCPUs(kernel_config.cpus, self.cpus)
+        vm.vcpus = VCPUs(kernel_config.cpus, self.cpus, cpu_shares)
         self._add_vm(vm)
         vm.kernel = Kernel(kernel_config, phys=vm, env=self.env, name=name)
         if self.config.guest_disk == "swap":
             self._serve_guest_disk(vm.kernel)
+        else:
+            self._own_guest_disk(vm.kernel)
         if balloon and self.config.ballooning:
             cfg = self.config
             vm.balloon = BalloonDriver(
@@ -317,6 +351,22 @@ class Host:
             if reclaim is not None:
                 reclaim.disk_queues[id(fs)] = disk
 
+    def _own_guest_disk(self, kernel) -> None:
+        """The guest's own virtual disk (`guest_disk = "separate"`): its file reads and
+        writeback share one request queue with the disk's latency and bandwidth, so
+        concurrent readers and the flusher wait for each other as on one device (the
+        guest's swap area keeps the queue of its own device)."""
+        from guestkernel.swap import BlockQueue
+
+        fs = getattr(kernel, "fs", None)
+        if fs is None or self.env is None:
+            return
+        disk = BlockQueue(fs.latency, fs.bandwidth)
+        fs.queue = disk
+        reclaim = getattr(kernel, "reclaim", None)
+        if reclaim is not None:
+            reclaim.disk_queues[id(fs)] = disk
+
     def create_vm_from_image(self, name: str, path, intern: dict | None = None) -> VM:
         """A VM whose frames hold a raw memory image (vm.ImageError if unusable)."""
         from .vm import image_pages
@@ -348,7 +398,10 @@ class Host:
             self.evict(self.config.reclaim_batch)
             cpu = self._evict_cpu() - cpu0
         self.cpus.charge(cpu, COMPRESSION)  # on the requesting vCPU's time
-        cost = cpu
+        sw = self._swapout_cpu_last
+        self._swapout_cpu_last = 0.0
+        self.cpus.charge(sw, SWAPOUT)
+        cost = cpu + sw
         if self.machine.nr_free <= 0 and swap.nr_inflight and now is not None:
             wait = swap.complete_oldest(now + cpu)
             if wait > 0.0:
@@ -402,6 +455,8 @@ class Host:
         now = self.clock() if self.clock is not None else None
         cpu0 = self._evict_cpu()
         dev0 = self.swap.write_time
+        out0 = self.swap.pswpout
+        self._swapout_cpu_last = 0.0
         while done < n:
             vm = self._victim_vm()
             if vm is None:
@@ -432,8 +487,12 @@ class Host:
             self.pages_evicted += progress
             if progress < len(pfns):
                 break  # the compression cache refused some and swap is full
-        # host seconds: CPU compressing, device time writing (not the queueing)
-        cost = self._evict_cpu() - cpu0 + self.swap.write_time - dev0
+        # host CPU submitting the writes to swap (the zip replacements' too)
+        sw = (self.swap.pswpout - out0) * self.config.swapout_cost
+        self.swapout_cpu += sw
+        self._swapout_cpu_last = sw
+        # host seconds: CPU compressing and submitting, device time writing (not queueing)
+        cost = self._evict_cpu() - cpu0 + sw + self.swap.write_time - dev0
         self.evict_time += cost
         return done, cost
 
@@ -462,10 +521,14 @@ class Host:
             if need > 0:
                 cpu0 = self._evict_cpu()
                 self.evict(min(need, limit), horizon=self.config.state_interval)
+                sw = self._swapout_cpu_last
+                self._swapout_cpu_last = 0.0
                 if self.env is not None:
                     self.cpus.run(now, self._evict_cpu() - cpu0, COMPRESSION)
+                    self.cpus.run(now, sw, SWAPOUT)
                 else:
                     self.cpus.charge(self._evict_cpu() - cpu0, COMPRESSION)
+                    self.cpus.charge(sw, SWAPOUT)
                 states.update(self.machine.nr_free, now)
         return states.state
 

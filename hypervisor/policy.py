@@ -145,11 +145,23 @@ class ActiveSampler:
     end the fraction found touched again is this period's estimate. The estimate used is
     the largest of that, a fast and a slow moving average (ESX takes the max so that a
     VM ramping up is seen at once and a VM going idle is believed slowly).
+
+    Waldspurger, "Memory Resource Management in VMware ESX Server" (OSDI 2002), s5.3:
+    estimates are smoothed over periods with a slow and a fast exponentially weighted
+    moving average "with different gain parameters", and a version of the fast one that
+    counts the current period; the maximum is used. The gains are not published (nor in
+    VMware's documentation, which says only that estimates "respond rapidly to increases
+    ... and more slowly to decreases"): `fast_gain` 0.5 and `slow_gain` 0.1 are hvsim's
+    assumption (`[host.balloon] fast_gain`, `slow_gain`). Each average moves by its gain
+    times (this period's fraction - the average); starting at 1.0 (a new VM counts as
+    active), an idle VM's estimate after p periods is max(0.5^p, 0.9^p) = 0.9^p.
     """
 
-    def __init__(self, rng, nr: int = 100) -> None:
+    def __init__(self, rng, nr: int = 100, fast_gain: float = 0.5, slow_gain: float = 0.1) -> None:
         self.rng = rng
         self.nr = nr
+        self.fast_gain = fast_gain
+        self.slow_gain = slow_gain
         self.sample: list[int] = []
         self.current = 1.0  # fraction active, last period (a new VM counts as active)
         self.fast = 1.0
@@ -165,8 +177,8 @@ class ActiveSampler:
             acc = vm.p2m.accessed
             touched = sum(1 for pfn in self.sample if acc[pfn])
             self.current = touched / len(self.sample)
-            self.fast += 0.5 * (self.current - self.fast)
-            self.slow += 0.1 * (self.current - self.slow)
+            self.fast += self.fast_gain * (self.current - self.fast)
+            self.slow += self.slow_gain * (self.current - self.slow)
         size = vm.nr_pages
         self.sample = self.rng.sample(range(size), min(self.nr, size))
         acc = vm.p2m.accessed
@@ -179,7 +191,8 @@ class EsxSharesPolicy:
 
     name = "esx-shares"
 
-    def __init__(self, rng, idle_tax: float = 75, sample_pages: int = 100, chunk: int = 256):
+    def __init__(self, rng, idle_tax: float = 75, sample_pages: int = 100, chunk: int = 256,
+                 fast_gain: float = 0.5, slow_gain: float = 0.1):
         if not 0 <= idle_tax < 100:
             raise ValueError(f"idle_tax: must be in [0, 100) percent, got {idle_tax}")
         self.rng = rng
@@ -187,11 +200,14 @@ class EsxSharesPolicy:
         self.sample_pages = sample_pages  # frames sampled per VM per period
         self.chunk = chunk  # pages reassigned per step of the allocation
         self.samplers: dict[str, ActiveSampler] = {}
+        self.fast_gain = fast_gain  # ActiveSampler's moving averages (hvsim's assumption)
+        self.slow_gain = slow_gain
 
     def _sampler(self, vm) -> ActiveSampler:
         s = self.samplers.get(vm.name)
         if s is None:
-            s = self.samplers[vm.name] = ActiveSampler(self.rng, self.sample_pages)
+            s = self.samplers[vm.name] = ActiveSampler(self.rng, self.sample_pages, self.fast_gain,
+                                                       self.slow_gain)
         return s
 
     def sample(self, host, now: float = 0.0) -> None:

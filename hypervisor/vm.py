@@ -48,6 +48,7 @@ from itertools import compress as select
 from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
 
+from .cpu import BALLOON, run_burst
 from .largepage import LP_BACKED, LargePages
 from .machine import WRITTEN, MachineMemory
 from .memimage import ImageError, open_image
@@ -133,6 +134,7 @@ class VM:
         self.swap = None
         self.reclaim_hook = None  # callable(vm) -> seconds; frees machine frames
         self.clock = None  # callable() -> simulated seconds (device queues), or None
+        self.host_cpus = None  # cpu.HostCPUs that handle this VM's balloon exits, or None
         self._burst_t = -1.0  # the simulated instant of the stalls counted in _burst_stall0
         self._burst_stall0 = 0.0
         # costs, seconds
@@ -142,6 +144,8 @@ class VM:
         self.nomem_stall = NOMEM_STALL
         self.alloc_penalty = 0.0  # set by the host in the "low" state: blocked allocations
         self.avoid_false_reads = False  # VSwapper: whole-page writes skip the swap read
+        self.balloon_inflate_cost = 0.0  # host CPU per page inflated (exit share, discard)
+        self.balloon_deflate_cost = 0.0  # host CPU per page deflated (exit share)
         # counters
         self.first_touch = 0  # host faults on never-backed frames
         self.cow_ksm = 0  # writes that broke sharing of a shared frame
@@ -180,6 +184,8 @@ class VM:
         # host CPU spent in those stalls on the vCPU's behalf, seconds
         self.stall_cpu_zero = 0.0  # EPT violation, frame allocation, zeroing or copy
         self.stall_cpu_zip = 0.0  # decompression
+        self.balloon_cpu = 0.0  # host CPU seconds handling this VM's balloon inflate/deflate
+        self.nomem_waits = 0  # allocations that waited for a write to swap to free a frame
 
     # -- PhysicalMemory ------------------------------------------------------------------
 
@@ -266,6 +272,13 @@ class VM:
             return self.swap.peek(p2m.mpn[pfn])
         return ZERO_PAGE
 
+    def kernel_work(self, env, cpu: float, wait: float = 0.0):
+        """The event a guest kernel thread's work ends with (Kernel.run_kernel_work): on
+        one of this VM's vCPUs, time-sliced like a task's burst (cpu.run_burst)."""
+        if self.vcpus is None:
+            return env.timeout(cpu + wait)
+        return run_burst(env, self.vcpus, cpu, wait=wait, kernel=True)
+
     def guest_panicked(self, reason: str) -> int:
         """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,
         compressed, swapped) goes back to the host, and from now on its PhysicalMemory is
@@ -279,9 +292,9 @@ class VM:
             if s == P2M_NONE:
                 continue
             if s != P2M_BALLOONED:
-                self.release(pfn)
+                self._release(pfn)
                 freed += 1
-            self.reuse(pfn)  # the dead guest holds nothing: no technique holds it either
+            self._reuse(pfn)  # the dead guest holds nothing: no technique holds it either
             p2m.set(pfn, P2M_NONE)
         if self.sharing is not None:
             self.sharing.forget_vm_items(self)
@@ -321,7 +334,7 @@ class VM:
         return 0
 
     @staticmethod
-    def _dead_reuse(pfn: int) -> None:
+    def _dead_reuse(pfn: int, kind: int = RELEASE_BALLOON) -> None:
         return None
 
     @staticmethod
@@ -329,6 +342,24 @@ class VM:
         return 0
 
     def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:
+        """`_release`, and a balloon inflation's host CPU: the exit that delivers the page
+        and the host's discard of its backing (`balloon_inflate_cost` a page)."""
+        if kind == RELEASE_BALLOON:
+            self._exit_cpu(self.balloon_inflate_cost)
+        return self._release(pfn, kind)
+
+    def _exit_cpu(self, cost: float) -> None:
+        if cost <= 0.0:
+            return
+        self.balloon_cpu += cost
+        hc = self.host_cpus
+        if hc is not None:
+            if self.clock is not None:
+                hc.run(self.clock(), cost, BALLOON)
+            else:
+                hc.charge(cost, BALLOON)
+
+    def _release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int:
         """The guest gives frame `pfn` up (`kind`: RELEASE_BALLOON, an inflateq entry, or
         RELEASE_REPORTED, a reported free block). Whatever backed it is freed. Returns 1
         if the release took something back (a frame, a shared mapping, a compressed or
@@ -388,10 +419,17 @@ class VM:
         self.reported_discards += took
         return took
 
-    def reuse(self, pfn: int) -> None:
+    def reuse(self, pfn: int, kind: int = RELEASE_BALLOON) -> None:
         """The guest takes a released frame back without touching it yet (virtio's
         deflateq with VIRTIO_BALLOON_F_MUST_TELL_HOST): the frame stays unbacked until its
-        next touch, and no technique is credited with it any more."""
+        next touch, and no technique is credited with it any more. A balloon deflate's
+        exit costs the host `balloon_deflate_cost` of CPU (`kind` RELEASE_REPORTED: a
+        reported page reused, no exit)."""
+        if kind == RELEASE_BALLOON:
+            self._exit_cpu(self.balloon_deflate_cost)
+        self._reuse(pfn)
+
+    def _reuse(self, pfn: int) -> None:
         p2m = self.p2m
         kind = p2m.released_backed[pfn]
         if kind:
@@ -580,12 +618,29 @@ class VM:
             mpn = machine.alloc(self.vmid, data)  # a write to swap completed meanwhile
             if mpn >= 0:
                 return mpn, cost
-        if self.reclaim_hook is not None:
-            cost += self.reclaim_hook(self)
-            mpn = machine.alloc(self.vmid, data)
-            if mpn >= 0:
-                return mpn, cost
-        # Nothing reclaimable: the VM would block until memory frees up.
+        hook = self.reclaim_hook
+        if hook is not None:
+            # No free frame: the VM waits for the host's reclaim (compression now, or a
+            # write to swap completing: Host.reclaim's wait) rather than exceed machine
+            # memory; again while reclaiming changes something (a batch whose pages all
+            # went to frames of the compression cache frees nothing yet)
+            while True:
+                before = (machine.nr_free, swap.nr_inflight if swap is not None else 0,
+                          swap.nr_used if swap is not None else 0)
+                waited = hook(self)
+                cost += waited
+                mpn = machine.alloc(self.vmid, data)
+                if mpn >= 0:
+                    if waited > 0.0:
+                        self.nomem_waits += 1
+                    return mpn, cost
+                if before == (machine.nr_free, swap.nr_inflight if swap is not None else 0,
+                              swap.nr_used if swap is not None else 0):
+                    break
+        # Nothing reclaimable and no swap room: an ESX host reserves every VM's swap file
+        # at power-on, so it never gets here; hvsim lets a config give less swap, and the
+        # allocation overdraws machine memory instead of failing the VM (counted, shown in
+        # summary.json and report.md, the VM charged `nomem_stall`).
         self.nomem_stalls += 1
         self.nomem_stall_time += self.nomem_stall
         return machine.alloc(self.vmid, data, force=True), cost + self.nomem_stall
@@ -845,7 +900,7 @@ class VM:
         "false_reads_avoided", "silent_swap_writes", "large_pages_backed", "large_pages_broken", "nomem_stalls",
         "nomem_stall_time", "low_state_stalls", "stall_time", "stall_host_fault",
         "stall_cow_break", "stall_decompress", "stall_host_swapin", "stall_balloon",
-        "stall_cpu_zero", "stall_cpu_zip",
+        "stall_cpu_zero", "stall_cpu_zip", "balloon_cpu", "nomem_waits",
     )
 
     def counters(self) -> dict[str, int | float]:

@@ -30,6 +30,8 @@ import random
 
 from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, O_CREAT, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE
 
+from hypervisor.cpu import run_burst
+
 from .malloc import Malloc
 
 PAGE = 4096
@@ -334,12 +336,13 @@ class Workload:
             cpu *= lp_vm.tlb_factor()  # (hypervisor/largepage.py)
         self.cpu_time += cpu
         self.iowait_time += io
-        now = self.env.now
-        end = vcpus.burst(now, cpu, zero, zip_, wait) + io + think
         # the next burst of this process starts from here (a process may call wait()
         # twice before yielding)
         self._mark()
-        return self.env.timeout(end - now)
+        if cpu + zero + zip_ <= vcpus.slice:
+            now = self.env.now
+            return self.env.timeout(vcpus.burst(now, cpu, zero, zip_, wait) + io + think - now)
+        return run_burst(self.env, vcpus, cpu, zero, zip_, wait, io + think)  # time-sliced
 
     def exp(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean) if mean > 0 else 0.0

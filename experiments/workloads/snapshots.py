@@ -146,7 +146,7 @@ class SnapshotsWorkload:
         """The page is gone from the captured process: its frame is given back, credited
         to no technique (release as a reported page, then reuse clears the credit)."""
         self.vm.release(pfn, RELEASE_REPORTED)
-        self.vm.reuse(pfn)
+        self.vm.reuse(pfn, RELEASE_REPORTED)
         self._sums[pfn] = 0
         self.pages_released += 1
 

@@ -102,14 +102,47 @@ def _tight(swap: str):
     })
 
 
-def test_a_host_with_swap_room_never_uses_more_frames_than_it_has(tmp_path):
-    s = run_experiment(_tight("1GiB"), tmp_path, write_report=False)
+@pytest.fixture
+def allocs(monkeypatch):
+    """Machine frames in use after every machine frame allocation of the runs started in
+    the test, as (frames in use, frames the host has)."""
+    from hypervisor.machine import MachineMemory
+
+    seen = []
+    alloc = MachineMemory.alloc
+
+    def checked(self, owner, data, force=False):
+        mpn = alloc(self, owner, data, force)
+        if mpn >= 0:
+            seen.append((self.nr_used, self.nr_frames))
+        return mpn
+
+    monkeypatch.setattr(MachineMemory, "alloc", checked)
+    return seen
+
+
+@pytest.mark.parametrize("techniques", ["swap only", "all"])
+def test_a_host_with_swap_room_never_uses_more_frames_than_it_has(techniques, allocs, tmp_path):
+    # issue 12 s.3: with no free frame the allocating VM waits for the host's reclaim
+    # (the write to swap of a victim completing, or compression) instead of overdrawing:
+    # checked at every allocation and every sample
+    cfg = _tight("1GiB")
+    if techniques == "all":
+        data = cfg.model_dump(mode="json")
+        for key in ("sharing", "compression", "balloon"):
+            data["host"][key]["enabled"] = True
+        cfg = config_from_dict(data)
+    s = run_experiment(cfg, tmp_path, write_report=False)
     assert s["status"] == "ok", s["traceback"]
+    assert len(allocs) > 2 * 80 * 256  # both hogs' 80 MiB at least
+    assert [(used, frames) for used, frames in allocs if used > frames] == []
     rows = list(csv.DictReader((tmp_path / "timeseries.csv").open()))
     host_mib = s["host_memory_mib"]
     assert all(float(r["host_used_mib"]) <= host_mib for r in rows)
     assert s["overdraft_peak_mib"] == 0 and s["overdraft_s"] == 0 and s["overdraft_allocs"] == 0
     assert s["reclaimed_swap_mib"] > 0
+    # the VMs did wait for frames
+    assert s["cost"]["nomem_waits"] > 0
 
 
 def test_an_overdrawn_host_is_shown_not_clamped(tmp_path):

@@ -123,9 +123,29 @@ def test_plots_off_in_the_config(tmp_path):
     run = make_run(tmp_path / "run", config=CONFIG_TOML + "\n[output]\nplots = false\n")
     text = R.write_report(run).read_text()
     assert not list(run.glob("*.png"))
-    assert text.count("Not drawn: plots are off (output.plots = false).") == 4
+    assert text.count("Not drawn: plots are off (output.plots = false).") == 5
     R.write_report(run, plots=True)  # hvsim report --plots
-    assert len(list(run.glob("*.png"))) == 4
+    assert len(list(run.glob("*.png"))) == 4  # (this timeseries has no host CPU columns)
+    assert "Not drawn: timeseries.csv has no host CPU columns." in (run / "report.md").read_text()
+
+
+def test_host_cpu_over_time_is_a_plot_of_each_consumer_in_percent_of_one_cpu(tmp_path):
+    # issue 13: ksmd's share of a CPU as top shows it, beside compression, zeroing, the
+    # vCPUs, balloon exits and swap-out submission: one line per consumer, its samples
+    names = [name for name, _ in R.CPU_ROWS]
+    cols = ",".join(f"host_cpu_{n}_pct" for n in names)
+    ts = TIMESERIES.splitlines()
+    rows = [ts[0] + "," + cols] + [line + "," + ",".join(str(i * 10 + j) for j in range(len(names)))
+                                   for i, line in enumerate(ts[1:])]
+    run = make_run(tmp_path / "run", timeseries="\n".join(rows) + "\n")
+    text = R.write_report(run, plots=True).read_text()
+    assert (run / "host_cpu.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "![Host CPU use over time](host_cpu.png)" in text
+    fig = R.plot_host_cpu(R.read_timeseries(run / "timeseries.csv"))
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label().split(":")[0] for ln in lines] == names
+    assert list(lines[0].get_ydata()) == [0.0, 10.0, 20.0]  # sharing: ksmd
+    assert list(lines[3].get_ydata()) == [3.0, 13.0, 23.0]  # vcpus
 
 
 def test_fault_table_and_plot_outcomes(tmp_path):

@@ -120,3 +120,87 @@ def test_off_cpu_time_of_a_burst_does_not_hold_the_vcpu():
     # worker j first waits j ms for the vCPU: its 100th burst ends at j + 1000 ms
     (done,) = run([wl], until=1.0085)
     assert done == 8 * 100
+
+
+def granted(trace, t):
+    """CPU seconds a VM's bookings ran by time `t` (each booking (start, end) runs its CPU
+    on one host CPU without a break)."""
+    return sum(max(0.0, min(end, t) - start) for start, end in trace)
+
+
+def test_two_vms_on_an_overcommitted_host_progress_together_not_one_after_the_other():
+    # issue 13: two VMs of 2 vCPUs, each with 2 CPU-bound tasks whose bursts are 1 s of
+    # CPU, on a host of 2 CPUs. In ESX's proportional-share scheduler each runnable vCPU
+    # runs for a time quantum (50 ms by default) and then the next takes its turn: the
+    # four vCPUs take turns two at a time, so each VM is granted one CPU-second every
+    # second, at every second (serving bursts in order would give VM a both CPUs for the
+    # first second and VM b none, then the reverse)
+    env = simpy.Environment()
+    host = HostCPUs(2, quantum=0.050)
+    vms = [FakeVM(VCPUs(2, host)), FakeVM(VCPUs(2, host))]
+    for vm in vms:
+        vm.vcpus.trace = []
+    loops = [Loop(env, vm, 2, 1.0) for vm in vms]
+    seen = []
+
+    def sampler():
+        while True:
+            yield env.timeout(1.0)
+            seen.append([round(granted(vm.vcpus.trace, env.now), 9) for vm in vms])
+
+    env.process(sampler())
+    run(loops, until=10.5)
+    assert seen == [[float(t), float(t)] for t in range(1, 11)]
+    # at half speed each task's 1 s bursts end every 2 s (VM a's turn first: at 1.95 s)
+    assert [wl.work_done for wl in loops] == [2 * 5, 2 * 5]
+    # the two host CPUs never idled: 21 CPU-seconds in 10.5 s
+    assert sum(granted(vm.vcpus.trace, 10.5) for vm in vms) == pytest.approx(21.0, abs=1e-9)
+
+
+def test_cpu_time_divides_in_proportion_to_cpu_shares():
+    # ESX CPU shares: high is 2000 per vCPU, normal 1000; under contention a VM gets CPU
+    # in proportion (the vSphere resource management guide). A high-shares vCPU's slice
+    # is 100 ms against 50 ms: in every 150 ms round VM a runs 100 ms on the one CPU
+    env = simpy.Environment()
+    host = HostCPUs(1, quantum=0.050)
+    a, b = FakeVM(VCPUs(1, host, shares=2000)), FakeVM(VCPUs(1, host, shares=1000))
+    a.vcpus.trace, b.vcpus.trace = [], []
+    seen = []
+
+    def sampler():
+        for _ in range(4):
+            yield env.timeout(1.5)
+            seen.append((round(granted(a.vcpus.trace, env.now), 9), round(granted(b.vcpus.trace, env.now), 9)))
+
+    env.process(sampler())
+    run([Loop(env, a, 1, 5.0), Loop(env, b, 1, 5.0)], until=6.01)
+    assert seen == [(1.0, 0.5), (2.0, 1.0), (3.0, 1.5), (4.0, 2.0)]
+
+
+def test_a_long_burst_on_a_host_with_cpus_to_spare_runs_without_a_gap():
+    # slicing changes nothing when nobody else wants the CPU: a 1 s burst ends at 1 s
+    env = simpy.Environment()
+    vm = FakeVM(VCPUs(1, HostCPUs(4)))
+    (done,) = run([Loop(env, vm, 1, 1.0)], until=3.0 + 1e-9)
+    assert done == 3
+    assert vm.vcpus.slices == 3 * 20 + 1  # (the fourth burst's first slice is booked)
+    assert vm.vcpus.ready_time == pytest.approx(0.0, abs=1e-9)
+
+
+def test_guest_kernel_work_takes_vcpu_time_from_the_tasks():
+    # Kernel.run_kernel_work (kswapd, the flusher) books on the VM's vCPUs: 0.5 s of
+    # kernel CPU on the one vCPU leaves the task 0.5 s of its first second, whatever the
+    # order the two are interleaved in (10 ms bursts against 50 ms kernel slices)
+    from hypervisor.cpu import run_burst
+
+    env = simpy.Environment()
+    vm = FakeVM(VCPUs(1, HostCPUs(4)))
+    wl = Loop(env, vm, 1, 0.010)
+
+    def kthread():
+        yield run_burst(env, vm.vcpus, 0.5, kernel=True)
+
+    env.process(kthread())
+    (done,) = run([wl], until=1.0 + 1e-9)
+    assert vm.vcpus.kernel_time == pytest.approx(0.5)
+    assert done == 50  # (1.0 - 0.5) / 0.010

@@ -15,7 +15,8 @@ def test_host_work_runs_at_once_and_vcpu_work_booked_on_its_cpu_slips():
     assert cpus.run(0.0, 0.004, SHARING) == 0.004
     assert sorted(cpus.free_at) == [0.010, pytest.approx(0.014)]
     assert cpus.run(0.020, 0.001, COMPRESSION) == 0.021  # on a free CPU
-    assert cpus.busy_s() == {"sharing": 0.004, "compression": 0.001, "zeroing": 0.0, "vcpus": 0.020}
+    assert cpus.busy_s() == {"sharing": 0.004, "compression": 0.001, "zeroing": 0.0, "vcpus": 0.020,
+                             "balloon": 0.0, "swapout": 0.0}
 
 
 def test_host_cpu_placement_takes_the_cpu_that_became_free_last_before_the_start():
