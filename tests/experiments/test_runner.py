@@ -156,11 +156,11 @@ def test_a_run_into_an_earlier_runs_folder_says_so_and_leaves_nothing_of_it(tmp_
     path.write_text(dump_toml(cfg))
     res = CliRunner().invoke(main, ["run", str(path), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert res.stderr == "" and len(list(out.glob("*.png"))) == 4
+    assert res.stderr == "" and len(list(out.glob("*.png"))) == 5  # memory, vms, page states, faults, host CPU
     res = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "--set", "output.plots=false",
                                     "--set", "host.sharing.pages_to_scan=100"])
     assert res.exit_code == 0, res.output
     assert res.stderr == (f"hvsim run: replacing an earlier run of 't' (ok, seed 4), a different config in {out}/ "
-                          "(8 files removed first)\n")
+                          "(9 files removed first)\n")
     assert list(out.glob("*.png")) == []
     assert "Not drawn: plots are off" in (out / "report.md").read_text()
