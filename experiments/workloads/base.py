@@ -16,7 +16,10 @@ guest's I/O waits (swap-in and file reads from its virtual disk) sleep the task 
 the vCPU; the rest is CPU time, which needs the vCPU and a host CPU. The burst is placed
 on the first free vCPU (after any burst queued there) and the process sleeps until its
 vCPU time is over, then its I/O wait: with more runnable tasks than vCPUs, or vCPUs than
-host CPUs, each burst waits its turn and throughput falls. A process's bursts are marked
+host CPUs, each burst waits its turn and throughput falls. A burst longer than its
+vCPU's time slice (`[host] cpu_quantum` scaled by the VM's CPU shares) runs a slice at a
+time (hypervisor.cpu.run_burst): runnable vCPUs take turns, as under ESX's scheduler,
+instead of the first burst running to its end. A process's bursts are marked
 at every resumption (`_guard`), so another process's stalls are never counted in its own.
 
 `Proc` is the only place that speaks to the guest's Task API (system calls with Linux
