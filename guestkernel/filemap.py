@@ -57,12 +57,13 @@ DEFAULT_RA_PAGES = DEFAULT_READ_AHEAD_KB >> (PAGE_SHIFT - 10)  # 32 pages
 class AddressSpace:
     """struct address_space: the page cache of one inode and the VMAs mapping it."""
 
-    __slots__ = ("host", "pages", "i_mmap")
+    __slots__ = ("host", "pages", "i_mmap", "ws")
 
     def __init__(self, host: Inode) -> None:
         self.host = host
         self.pages: dict[int, object] = {}  # index -> Page
         self.i_mmap: dict = {}  # VMAs mapping this file (ordered set)
+        self.ws = None  # workingset.ShadowSlots once reclaim left a shadow entry here
 
     @property
     def nrpages(self) -> int:
@@ -250,9 +251,12 @@ class FileSystem:
 
 
 # --- page cache -------------------------------------------------------------------------
-def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None) -> object | None:
+def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
+                      write: bool = False) -> object | None:
     """Allocate a page, fill it with `data` (zeros for shmem if None), insert it at
-    `index`. Returns the page (its one reference is the cache's) or None if out of memory."""
+    `index`. Returns the page (its one reference is the cache's) or None if out of memory.
+    A shadow entry in the slot is a refault (workingset.py), unless the page is created for
+    a write (filemap_add_folio: not with __GFP_WRITE), which drops the shadow."""
     shmem = inode.shmem
     page = kernel.alloc_pages(GFP_PAGECACHE | (G.__GFP_ZERO if shmem and data is None else 0))
     if page is None:
@@ -263,7 +267,13 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None) -> o
     page.flags |= PG_uptodate | (PG_swapbacked if shmem else 0)
     page.mapping = inode.mapping
     page.index = index
-    inode.mapping.pages[index] = page
+    mapping = inode.mapping
+    mapping.pages[index] = page
+    ws = mapping.ws
+    if ws is not None and ws.count:
+        shadow = kernel.workingset.take_shadow(ws, index)
+        if shadow is not None and not write:
+            kernel.workingset.refault(page, shadow)
     vm = kernel.vmstat
     vm["nr_file_pages"] += 1
     if shmem:
@@ -298,7 +308,7 @@ def find_get_page(inode: Inode, index: int):
     return inode.mapping.pages.get(index)
 
 
-def filemap_get_page(kernel, inode: Inode, index: int, nr: int = 1):
+def filemap_get_page(kernel, inode: Inode, index: int, nr: int = 1, write: bool = False):
     """The page at `index`, read alone from disk on a miss (no readahead: a partial-page
     write's read, or what readahead left out); `nr` > 1 reads the missing pages of the nr
     pages centred on it in one request (a caller's explicit window).
@@ -313,6 +323,14 @@ def filemap_get_page(kernel, inode: Inode, index: int, nr: int = 1):
     if inode.shmem:
         page = add_to_page_cache(kernel, inode, index, None)
         return page, False, 0.0
+    if write:  # write_begin: the page is created for the write (__GFP_WRITE), then read
+        page = add_to_page_cache(kernel, inode, index, inode.read_page(index), write=True)
+        if page is None:
+            return None, False, 0.0
+        kernel.vmstat["pgpgin"] += PAGE_SIZE >> 10
+        cost = inode.fs.read_cost(1)
+        kernel.iowait_file += cost
+        return page, True, cost
     _, cost = read_pages(kernel, inode, max(0, index - nr // 2) if nr > 1 else index, max(nr, 1))
     page = inode.mapping.pages.get(index)
     if page is None and nr > 1:
@@ -390,14 +408,22 @@ def writepage(kernel, page) -> float:
     return cost + inode.fs.read_cost(1)
 
 
-def delete_from_page_cache(kernel, page) -> None:
+def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
     """Take an unmapped page out of the cache and drop the cache's reference
-    (__filemap_remove_folio + folio_put). The page is freed if nobody else holds it."""
+    (__filemap_remove_folio + folio_put). The page is freed if nobody else holds it.
+    `shadow`: reclaim's shadow entry (workingset_eviction) left in the slot."""
     mapping = page.mapping
     inode = mapping.host
     if page._mapcount != -1:
         raise ValueError(f"delete_from_page_cache: page {page.pfn:#x} is still mapped")
     del mapping.pages[page.index]
+    ws = mapping.ws
+    if shadow is not None:
+        if ws is None:
+            ws = mapping.ws = kernel.workingset.new_slots(mapping.pages)
+        kernel.workingset.store_shadow(ws, page.index, shadow)
+    elif ws is not None and ws.count:
+        kernel.workingset.page_removed(ws, page.index)
     vm = kernel.vmstat
     vm["nr_file_pages"] -= 1
     if inode.shmem:
@@ -431,6 +457,9 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
     idx = sorted(i for i in pages if i >= start_index)
     for i in idx:
         delete_from_page_cache(kernel, pages[i])
+    ws = inode.mapping.ws
+    if ws is not None and ws.shadows:
+        kernel.workingset.clear_range(ws, start_index)  # truncate_exceptional_pvec_entries
     for i in [i for i in inode.disk if i >= start_index]:
         del inode.disk[i]
     return len(idx)
@@ -472,6 +501,9 @@ def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
         if page._mapcount == -1 and page._count == 1 and not page.flags & (PG_dirty | PG_writeback):
             delete_from_page_cache(kernel, page)
             n += 1
+    ws = inode.mapping.ws
+    if ws is not None and ws.shadows and not inode.shmem:
+        kernel.workingset.clear_range(ws, start, end + 1)  # invalidate_exceptional_entry
     return n
 
 

@@ -32,15 +32,18 @@ from .memory import (
     populate_vma_range,
     zap_page_range,
 )
-from .page import PG_anon, PG_dirty, PG_swapbacked
+from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache
 from .pgtable import (
+    _PAGE_ACCESSED,
     _PAGE_DIRTY,
     _PAGE_MARKER,
     _PAGE_NX,
     _PAGE_PRESENT,
     _PAGE_PROTNONE,
     _PAGE_RW,
+    _PAGE_SWP,
     MM_ANONPAGES,
+    MM_SWAPENTS,
     PTE_GUARD,
     PTE_PRESENT_MASK,
 )
@@ -1331,28 +1334,45 @@ def _madvise_remove(task, vma, start: int, end: int) -> None:
 
 
 def _madvise_free(task, vma, start: int, end: int) -> None:
-    """Lazy free: exclusive anonymous pages become clean and !swapbacked, so reclaim may
-    drop them instead of swapping; a later write (dirty PTE) keeps them."""
+    """Lazy free (madvise_free_pte_range, 6.1): a swap PTE in the range is dropped with its
+    slot (free_swap_and_cache: the data is not wanted); an exclusive anonymous page loses
+    its swap copy (folio_free_swap; kept as is if a swap PTE still needs it), its PTE is
+    made old and clean, and mark_page_lazyfree makes it clean and !swapbacked and moves it
+    to the head of the inactive file list (lru_lazyfree_fn: lazily freed pages are
+    reclaimed like clean cache, without swap); a later write (dirty PTE) keeps it."""
     k = task.kernel
     mm = task.mm
     if mm.pgtable.huge:
         # madvise_free_huge_pmd: a THP only partly in the range is split first
         k.thp.madvise_free_split(mm, start, end)
-    ptes = mm.pgtable.ptes
+    pt = mm.pgtable
+    ptes = pt.ptes
     mem_map = k.mem_map
     zero_pfn = k.zero_pfn
+    swap = getattr(k, "swap", None)
+    lazyfree = getattr(k, "mark_page_lazyfree", None)
     for vpn in _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT):
         pte = ptes[vpn]
+        if pte & _PAGE_SWP and not pte & PTE_PRESENT_MASK:
+            pt.clear_pte(vpn)
+            mm.rss[MM_SWAPENTS] -= 1
+            k.swap_free(pte >> PAGE_SHIFT)
+            continue
         if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
             continue
         page = mem_map[pte >> PAGE_SHIFT]
         if not page.flags & PG_anon or page._mapcount != 0:
             continue
-        ptes[vpn] = pte & ~_PAGE_DIRTY
+        if page.flags & PG_swapcache and (swap is None or not swap.try_to_free_swap(page)):
+            continue
+        ptes[vpn] = pte & ~(_PAGE_DIRTY | _PAGE_ACCESSED)
         if page.flags & PG_swapbacked:
-            page.flags &= ~(PG_swapbacked | PG_dirty)
-            page_restate(k.vmstat, page)  # inactive dirty -> clean (lazily freed)
-            k.vmstat["pglazyfree"] += 1
+            if lazyfree is not None:
+                lazyfree(page)
+            else:  # no reclaim installed: no LRU to move it on
+                page.flags &= ~(PG_swapbacked | PG_dirty)
+                page_restate(k.vmstat, page)
+                k.vmstat["pglazyfree"] += 1
 
 
 __all__ = [

@@ -123,6 +123,7 @@ class SwapState:
         cfg = kernel.config
         self.si = SwapInfo(0, cfg.swap, cfg.swap_latency, cfg.swap_bandwidth)
         self.swap_cache: dict[int, object] = {}  # entry -> Page
+        self.ws = None  # workingset.ShadowSlots: shadow entries of evicted pages, by entry
         # content store: identical page contents share one bytes object
         self._contents: dict[bytes, list] = {}  # data -> [data, slots]
         vm = kernel.vmstat
@@ -169,6 +170,9 @@ class SwapState:
     def _slot_released(self, off: int) -> None:
         si = self.si
         si.inuse_pages -= 1
+        ws = self.ws
+        if ws is not None and ws.count:  # swap_range_free: clear_shadow_from_swap_cache
+            self.kernel.workingset.clear_shadow(ws, swp_entry(si.type, off))
         data = si.data[off]
         if data is not None:
             si.data[off] = None
@@ -221,21 +225,31 @@ class SwapState:
         page_restate(self.kernel.vmstat, page)
         return True
 
-    def add_to_swap_cache(self, page, entry: int) -> None:
-        """Insert without taking a reference (the caller's becomes the cache's)."""
+    def add_to_swap_cache(self, page, entry: int) -> int | None:
+        """Insert without taking a reference (the caller's becomes the cache's). Returns
+        the shadow entry the slot held, if any (removed)."""
         self.swap_cache[entry] = page
+        ws = self.ws
+        shadow = self.kernel.workingset.take_shadow(ws, entry) if ws is not None and ws.count else None
         page.flags |= PG_swapcache | PG_swapbacked
         page.private = entry
         vm = self.kernel.vmstat
         vm["nr_swapcached"] += 1
         vm["nr_file_pages"] += 1  # Linux counts swap-cache pages in NR_FILE_PAGES too
+        return shadow
 
-    def delete_from_swap_cache(self, page) -> None:
+    def delete_from_swap_cache(self, page, shadow: int | None = None) -> None:
         """Take the page out of the cache and clear the slot's cache bit (the slot is
-        freed if no PTE refers to it). The cache's reference passes to the caller, who
-        frees the page or counts its new state (page_restate)."""
+        freed if no PTE refers to it, and with it any shadow). The cache's reference
+        passes to the caller, who frees the page or counts its new state (page_restate).
+        `shadow`: reclaim's shadow entry (workingset_eviction) left in the slot."""
         entry = page.private
         del self.swap_cache[entry]
+        if shadow is not None:
+            ws = self.ws
+            if ws is None:
+                ws = self.ws = self.kernel.workingset.new_slots(self.swap_cache)
+            self.kernel.workingset.store_shadow(ws, entry, shadow)
         page.flags &= ~PG_swapcache
         page.private = 0
         vm = self.kernel.vmstat
@@ -316,7 +330,9 @@ class SwapState:
         if data is not None:
             # read from the guest's swap device: a disk read, as far as the host can tell
             self.kernel.stall += self.kernel.phys.store(page.pfn, data, True)
-        self.add_to_swap_cache(page, entry)
+        shadow = self.add_to_swap_cache(page, entry)
+        if shadow is not None:  # __read_swap_cache_async: an anon refault
+            self.kernel.workingset.refault(page, shadow)
         return page
 
     def swapin(self, task, vma, addr: int, pte: int, write: bool = False):

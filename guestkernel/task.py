@@ -1171,9 +1171,10 @@ class Task:
             page = inode.mapping.pages.get(idx)
             if page is None:
                 if chunk == PAGE_SIZE or idx >= inode.nr_index():
-                    page = add_to_page_cache(k, inode, idx, ZERO_PAGE if chunk != PAGE_SIZE else None)
+                    page = add_to_page_cache(k, inode, idx, ZERO_PAGE if chunk != PAGE_SIZE else None,
+                                             write=True)
                 else:
-                    page, _, c = filemap_get_page(k, inode, idx)  # (no readahead on write)
+                    page, _, c = filemap_get_page(k, inode, idx, write=True)  # (no readahead on write)
                     self.cost += c
                 if page is None:
                     break

@@ -41,6 +41,12 @@ of a list; reclaim takes from the tail.
   goes back to the active list. Direct reclaim writes synchronously and waits (the wait is
   added to kernel.stall). Without an env every write completes at once, its cost added to
   kernel.stall.
+- Workingset detection (6.x era, workingset.py): a page-cache or swap-cache page that
+  reclaim evicts leaves a shadow entry; read back, its refault distance decides whether it
+  starts on the active list (workingset_refault/activate/restore). Every page put back on
+  an active list, activated by a second touch, or evicted ages the lruvec's
+  nonresident_age; deactivation sets PG_workingset; workingset activations since the last
+  reclaim make the next one deactivate (prepare_scan_count).
 - Shrinkers: the LRU is the page cache's shrinker; every node pass also runs the
   registered shrinkers (shrinker.py: do_shrink_slab's (objects >> priority) * 4 / seeks;
   dcache.py's dentry and inode caches), the slab pages their frees give back counting
@@ -93,6 +99,7 @@ from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
 from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PTE_PRESENT_MASK
 from .units import PAGE_SHIFT
 from .vma import VM_EXEC, VM_LOCKED, VM_SHARED
+from .workingset import Workingset
 from .vmstat import (  # noqa: F401 (STATE_NAMES, ARC_NAMES, ST_*: re-exported for users)
     ARC_NAMES,
     PGSTATE_VMSTAT,
@@ -168,6 +175,9 @@ class Lruvec:
         self.lists = [PageList(n) for n in LRU_NAMES]
         self.anon_cost = 0  # pages: I/O * SWAP_CLUSTER_MAX + rotations (lru_note_cost)
         self.file_cost = 0
+        self.nonresident_age = 0  # evictions + activations (workingset.py)
+        self.activate = [0, 0]  # workingset activations, [anon, file] (lruvec_page_state)
+        self.refaults = [0, 0]  # `activate` when reclaim last ended (snapshot_refaults)
 
     def size(self, lru: int) -> int:
         return self.lists[lru].nr
@@ -246,6 +256,8 @@ class Reclaim:
         # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
         self.anon_active = self.alloc.era == "2.6"
         self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
+        # workingset detection (mm/workingset.c) exists from 3.15: 6.x era only
+        self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
             vm.setdefault(name, 0)
@@ -277,6 +289,8 @@ class Reclaim:
             lru = LRU_ACTIVE_ANON
         else:
             lru = LRU_INACTIVE_ANON if f & PG_swapbacked else LRU_INACTIVE_FILE
+            if f & PG_active:  # a refault workingset_refault activated
+                lru += 1
         page.flags = f | PG_lru
         page_enter(vm, page)
         lvs = self.lruvecs
@@ -315,11 +329,14 @@ class Reclaim:
             self.vmstat["unevictable_pgs_culled"] += 1
         page.flags = f | PG_lru
         lru = page_lru(page)
-        lst = self.lruvec_of(page).lists[lru]
+        lv = self.lruvec_of(page)
+        lst = lv.lists[lru]
         if tail:
             lst.add_tail(page)
         else:
             lst.add(page)
+        if lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE:
+            lv.nonresident_age += 1  # move_folios_to_lru: workingset_age_nonresident
         vm = self.vmstat
         vm[LRU_VMSTAT[lru]] += 1
         page_restate(vm, page)
@@ -348,6 +365,28 @@ class Reclaim:
         self._move(page, True)
         self.vmstat["pgactivate"] += 1
 
+    def mark_page_lazyfree(self, page) -> None:
+        """mark_page_lazyfree (lru_lazyfree_fn, 6.1): an anonymous, swap-backed page not in
+        the swap cache and evictable becomes clean and !swapbacked, and moves (inactive,
+        unreferenced) to the head of the inactive file list; counts pglazyfree."""
+        f = page.flags
+        if (not f & PG_anon or not f & PG_swapbacked
+                or f & (PG_swapcache | PG_unevictable | PG_mlocked)):
+            return
+        vm = self.vmstat
+        on_lru = f & PG_lru
+        if on_lru:
+            lru = page_lru(page)
+            lv = self.lruvec_of(page)
+            lv.lists[lru].remove(page)
+            vm[LRU_VMSTAT[lru]] -= 1
+        page.flags = f & ~(PG_active | PG_referenced | PG_swapbacked | PG_dirty)
+        if on_lru:
+            lv.lists[LRU_INACTIVE_FILE].add(page)
+            vm[LRU_VMSTAT[LRU_INACTIVE_FILE]] += 1
+        page_restate(vm, page)  # (inactive) dirty -> clean: lazily freed
+        vm["pglazyfree"] += 1
+
     def mark_page_accessed(self, page) -> None:
         """Two-touch activation: first touch sets PG_referenced, the second (inactive
         page, PG_referenced set) activates and clears it."""
@@ -357,6 +396,8 @@ class Reclaim:
         elif not f & (PG_active | PG_unevictable) and f & PG_lru:
             self.activate_page(page)
             page.flags &= ~PG_referenced
+            if self.workingset is not None:
+                self.lruvec_of(page).nonresident_age += 1  # workingset_activation
         if f & PG_dirty and not f & PG_swapbacked:
             # write() dirtied it (filemap calls us right after set_page_dirty): note when
             # its inode became dirty (inode->dirtied_when) and check the dirty limits
@@ -535,7 +576,7 @@ class Reclaim:
                 nr_rotated += 1
                 self._putback(page)
                 continue
-            page.flags &= ~PG_active
+            page.flags = (page.flags & ~PG_active) | PG_workingset  # we are de-activating
             self._putback(page)
             deactivated += 1
         vm["pgdeactivate"] += deactivated
@@ -668,15 +709,20 @@ class Reclaim:
             self.vmstat["pglazyfreed"] += 1
             page_restate(self.vmstat, page)
             page_leave(self.vmstat, page, True)
+            # try_to_unmap put the mappings' references: the page is held by nothing
+            # but this isolation (Linux's isolation reference, which the free drops)
+            page._count = 1
             free_user_page(self.kernel, page)
             return True
         if page._mapcount != -1 or page._count != 1 or page.flags & (PG_dirty | PG_writeback):
             return False
         vm = self.vmstat
+        ws = self.workingset
         if f & PG_swapcache:
             page_restate(vm, page)
             page_leave(vm, page, True)
-            self.swap.delete_from_swap_cache(page)
+            shadow = ws.eviction(page, self.lruvec_of(page)) if ws is not None else None
+            self.swap.delete_from_swap_cache(page, shadow)
             self.swap._free_page(page)
             return True
         mapping = page.mapping
@@ -684,7 +730,10 @@ class Reclaim:
             return False
         page_restate(vm, page)
         page_leave(vm, page, True)
-        delete_from_page_cache(self.kernel, page)
+        shadow = None
+        if ws is not None and not f & PG_swapbacked:  # folio_is_file_lru
+            shadow = ws.eviction(page, self.lruvec_of(page))
+        delete_from_page_cache(self.kernel, page, shadow)
         return True
 
     # ------------------------------------------------------------------ writeback
@@ -843,10 +892,13 @@ class Reclaim:
 
     # ------------------------------------------------------------------ node reclaim
     def _prepare_scan(self, lv: Lruvec, sc: ScanControl) -> None:
+        """prepare_scan_count: deactivate a type whose inactive list is low, or (6.x) that
+        saw workingset activations since reclaim last ended (a new workingset is being
+        established: get rid of stale active pages quickly)."""
         sc.may_deactivate = 0
-        if self.inactive_is_low(lv, LRU_INACTIVE_ANON):
+        if lv.activate[0] != lv.refaults[0] or self.inactive_is_low(lv, LRU_INACTIVE_ANON):
             sc.may_deactivate |= DEACTIVATE_ANON
-        if self.inactive_is_low(lv, LRU_INACTIVE_FILE):
+        if lv.activate[1] != lv.refaults[1] or self.inactive_is_low(lv, LRU_INACTIVE_FILE):
             sc.may_deactivate |= DEACTIVATE_FILE
         sc.cache_trim_mode = bool(
             lv.lists[LRU_INACTIVE_FILE].nr >> sc.priority and not sc.may_deactivate & DEACTIVATE_FILE
@@ -975,6 +1027,11 @@ class Reclaim:
         self.kernel.stall += sc.cost
         return freed
 
+    @staticmethod
+    def snapshot_refaults(lv: Lruvec) -> None:
+        """snapshot_refaults: the workingset activations seen when reclaim ends."""
+        lv.refaults[0], lv.refaults[1] = lv.activate
+
     def _nodes_of(self, zonelist) -> list[Lruvec]:
         seen = []
         for z in zonelist:
@@ -1000,6 +1057,8 @@ class Reclaim:
                     self.shrink_node(lv, sc)
                 if sc.nr_reclaimed >= sc.nr_to_reclaim:
                     break
+            for lv in lvs:
+                self.snapshot_refaults(lv)
             self.kernel.stall += sc.cost
             return sc.nr_reclaimed
         finally:
@@ -1035,6 +1094,7 @@ class Reclaim:
                     sc.priority -= 1
         finally:
             self.in_reclaim = False
+        self.snapshot_refaults(lv)
         if sc.nr_reclaimed:
             node.kswapd_failures = 0
         elif not self.kswapd_balanced(node, order, highest) and not self.inflight:
@@ -1175,6 +1235,14 @@ class Reclaim:
                         if (page._mapcount == -1 and page._count == 1
                                 and not page.flags & (PG_dirty | PG_writeback)):
                             delete_from_page_cache(self.kernel, page)
+            ws = self.workingset
+            fs = getattr(self.kernel, "fs", None)
+            if ws is not None and fs is not None:
+                # invalidate_mapping_pages(mapping, 0, -1) clears the shadow entries too
+                for inode in list(fs.files.values()):
+                    slots = inode.mapping.ws
+                    if slots is not None and slots.shadows:
+                        ws.clear_range(slots, 0)
             vm["drop_pagecache"] += 1
         if value & 2:
             shrinkers = getattr(self.kernel, "shrinkers", None)
@@ -1210,6 +1278,8 @@ class Reclaim:
             assert self.vmstat[LRU_VMSTAT[lru]] == totals[lru], (
                 f"{LRU_VMSTAT[lru]} = {self.vmstat[LRU_VMSTAT[lru]]} but lists hold {totals[lru]}"
             )
+        if self.workingset is not None:
+            self.workingset.validate()
         wb = sum(len(b.pages) for b in self.inflight)
         if self.kernel.env is not None:
             assert self.vmstat["nr_writeback"] == wb, (
@@ -1232,6 +1302,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.lru_cache_add = r.lru_cache_add
     kernel.lru_del = r.lru_del
     kernel.mark_page_accessed = r.mark_page_accessed
+    kernel.mark_page_lazyfree = r.mark_page_lazyfree
     kernel.activate_page = r.activate_page
     kernel.swapin_hook = r.swap.swapin
     kernel.swap_free = r.swap.swap_free
@@ -1243,6 +1314,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.vm_unacct_memory = r.oom.vm_unacct_memory
     kernel.drop_caches = r.drop_caches
     kernel.madvise_pageout = r.madvise_pageout
+    kernel.workingset = r.workingset
     alloc = kernel.page_alloc
     alloc.wake_kswapd_hook = r.wake_kswapd
     alloc.direct_reclaim_hook = r.try_to_free_pages
