@@ -308,6 +308,8 @@ class PageAllocator:
         self.oom_hook: Callable[[int, int, int], bool] | None = None
         # compaction.Compaction (6.x; compaction came in 2.6.35): direct compaction
         self.compaction = None
+        # zone_reclaimable_pages(zone), from reclaim (should_reclaim_retry); None: 0
+        self.zone_reclaimable_hook: Callable[[Zone], int] | None = None
         # free page reporting (page_reporting.py): notified when __free_one_page makes a
         # block of at least this order; never until a reporting device registers
         self.page_reporting_order = NR_ORDERS
@@ -1008,9 +1010,10 @@ class PageAllocator:
 
     # ------------------------------------------------------------------ watermarks
     def zone_watermark_ok(self, zone: Zone, order: int, mark: int, highest_zoneidx: int,
-                          alloc_flags: int) -> bool:
-        """__zone_watermark_ok (6.x) or zone_watermark_ok (2.6.20)."""
-        free_pages = zone.nr_free - ((1 << order) - 1)
+                          alloc_flags: int, free: int | None = None) -> bool:
+        """__zone_watermark_ok (6.x) or zone_watermark_ok (2.6.20). `free`: pages to test
+        instead of the zone's free pages (should_reclaim_retry's free + reclaimable)."""
+        free_pages = (zone.nr_free if free is None else free) - ((1 << order) - 1)
         mn = mark
         if self.era == "6.x":
             if alloc_flags & ALLOC_RESERVES:
@@ -1315,11 +1318,14 @@ class PageAllocator:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
             if order > PAGE_ALLOC_COSTLY_ORDER and not gfp & G.RETRY_MAYFAIL:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
-            if progress:
-                no_progress_loops = 0
-            else:
-                no_progress_loops += 1
-            if progress and no_progress_loops <= MAX_RECLAIM_RETRIES:
+            if self.era == "6.x":
+                retry, no_progress_loops = self.should_reclaim_retry(
+                    order, zonelist, highest, alloc_flags, progress > 0, no_progress_loops)
+                if retry:
+                    continue
+            elif progress:
+                # 2.6.24 __alloc_pages: retry as long as reclaim frees something (order
+                # <= 3); the OOM killer as soon as a pass frees nothing
                 continue
             if progress and self._should_compact_retry(order, compact, alloc_flags, zonelist, highest):
                 continue
@@ -1402,6 +1408,28 @@ class PageAllocator:
             compact[2] = 0
             return True
         return False
+
+    def should_reclaim_retry(self, order: int, zonelist, highest: int, alloc_flags: int,
+                             did_some_progress: bool, no_progress_loops: int) -> tuple[bool, int]:
+        """should_reclaim_retry (6.1): progress resets the count of passes without
+        progress, except for costly orders (> PAGE_ALLOC_COSTLY_ORDER), whose progress
+        may not make their order available: those always count. Past MAX_RECLAIM_RETRIES
+        (16) such passes, no retry. Otherwise retry if some zone of the zonelist would meet
+        its MIN watermark for this order with all its reclaimable pages freed
+        (__zone_watermark_ok with free + zone_reclaimable_pages). Returns (retry, loops)."""
+        if did_some_progress and order <= PAGE_ALLOC_COSTLY_ORDER:
+            no_progress_loops = 0
+        else:
+            no_progress_loops += 1
+        if no_progress_loops > MAX_RECLAIM_RETRIES:
+            return False, no_progress_loops
+        hook = self.zone_reclaimable_hook
+        for zone in zonelist:
+            available = zone.nr_free + (hook(zone) if hook is not None else 0)
+            if self.zone_watermark_ok(zone, order, zone.min_wmark(), highest, alloc_flags,
+                                      available):
+                return True, no_progress_loops
+        return False, no_progress_loops
 
     def _normal_idx(self) -> int:
         names = [name for name, _ in ZONE_LAYOUT[self.arch]]

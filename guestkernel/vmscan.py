@@ -85,6 +85,7 @@ from .page import (
     PG_active,
     PG_anon,
     PG_dirty,
+    PG_highmem,
     PG_lru,
     PG_mlocked,
     PG_reclaim,
@@ -132,6 +133,7 @@ NR_LRU_LISTS = 5
 LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable")
 LRU_VMSTAT = tuple("nr_" + n for n in LRU_NAMES)
 EVICTABLE_LRUS = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+PGSKIP_ZONE = {"DMA": "dma", "DMA32": "dma32", "Normal": "normal", "HighMem": "high"}
 
 # References verdicts (folio_check_references)
 PAGEREF_RECLAIM, PAGEREF_RECLAIM_CLEAN, PAGEREF_KEEP, PAGEREF_ACTIVATE = range(4)
@@ -163,6 +165,49 @@ def page_lru(page) -> int:
     return lru
 
 
+class LruList(PageList):
+    """One LRU list: a PageList that also counts its ZONE_HIGHMEM pages (PG_highmem), so
+    that an i386 lowmem-only reclaim knows its eligible size without a walk
+    (lruvec_lru_size(lruvec, lru, reclaim_idx) reads per-zone counts in Linux)."""
+
+    __slots__ = ("nr_high",)
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.nr_high = 0
+
+    def add(self, page) -> None:
+        nxt = self.lru_next
+        page.lru_prev = self
+        page.lru_next = nxt
+        nxt.lru_prev = page
+        self.lru_next = page
+        self.nr += 1
+        if page.flags & PG_highmem:
+            self.nr_high += 1
+
+    def add_tail(self, page) -> None:
+        prev = self.lru_prev
+        page.lru_next = self
+        page.lru_prev = prev
+        prev.lru_next = page
+        self.lru_prev = page
+        self.nr += 1
+        if page.flags & PG_highmem:
+            self.nr_high += 1
+
+    def remove(self, page) -> None:
+        prev = page.lru_prev
+        nxt = page.lru_next
+        prev.lru_next = nxt
+        nxt.lru_prev = prev
+        page.lru_prev = None
+        page.lru_next = None
+        self.nr -= 1
+        if page.flags & PG_highmem:
+            self.nr_high -= 1
+
+
 def is_file_lru(lru: int) -> bool:
     return lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
 
@@ -172,7 +217,7 @@ class Lruvec:
 
     def __init__(self, node) -> None:
         self.node = node
-        self.lists = [PageList(n) for n in LRU_NAMES]
+        self.lists = [LruList(n) for n in LRU_NAMES]
         self.anon_cost = 0  # pages: I/O * SWAP_CLUSTER_MAX + rotations (lru_note_cost)
         self.file_cost = 0
         self.nonresident_age = 0  # evictions + activations (workingset.py)
@@ -302,6 +347,8 @@ class Reclaim:
         nxt.lru_prev = page
         head.lru_next = page
         head.nr += 1
+        if f & PG_highmem:
+            head.nr_high += 1
         vm[LRU_VMSTAT[lru]] += 1
 
     def lru_del(self, page) -> None:
@@ -424,6 +471,43 @@ class Reclaim:
         ratio = int_sqrt(10 * gb) if gb else 1
         return inactive * ratio < active
 
+    def zone_reclaimable_pages(self, zone) -> int:
+        """zone_reclaimable_pages: the zone's file LRU pages, and its anon LRU pages when
+        swap has room. ZONE_HIGHMEM's are counted on the lists (nr_high); a lowmem zone of
+        at most 16 MiB (ZONE_DMA) by its frames; the node's other lowmem zones share the
+        remaining lowmem LRU pages in proportion to their managed pages (exact when, as
+        below 4 GiB on x86-64 or on i386, one such zone holds them all)."""
+        lv = self.lruvecs[zone.node.nid] if len(self.lruvecs) > 1 else self.lruvecs[0]
+        lists = lv.lists
+        anon = self.can_reclaim_anon()
+        idx = (0, 1, 2, 3) if anon else (2, 3)
+        if zone.is_highmem:
+            return sum(lists[i].nr_high for i in idx)
+        if not zone.managed_pages:
+            return 0
+        small = 16 << (20 - PAGE_SHIFT)
+
+        def walk(z) -> int:
+            mem_map = self.kernel.mem_map
+            n = 0
+            for pfn in range(z.zone_start_pfn, z.zone_start_pfn + z.spanned_pages):
+                p = mem_map[pfn]
+                if p is None:
+                    continue
+                f = p.flags
+                if f & PG_lru and not f & PG_unevictable and (anon or not f & PG_swapbacked):
+                    n += 1
+            return n
+
+        if zone.spanned_pages <= small:
+            return walk(zone)
+        low = [z for z in lv.node.zones if not z.is_highmem and z.managed_pages]
+        rest = sum(lists[i].nr - lists[i].nr_high for i in idx)
+        rest -= sum(walk(z) for z in low if z.spanned_pages <= small)
+        big = [z for z in low if z.spanned_pages > small]
+        total = sum(z.managed_pages for z in big)
+        return max(rest, 0) * zone.managed_pages // total if total else 0
+
     def can_reclaim_anon(self) -> bool:
         return self.swap.free_swap_pages() > 0
 
@@ -455,7 +539,7 @@ class Reclaim:
             denominator = ap + fp
         for lru in EVICTABLE_LRUS:
             file = is_file_lru(lru)
-            scan = lv.lists[lru].nr >> sc.priority
+            scan = self.lruvec_lru_size(lv, lru, sc) >> sc.priority
             if balance == SCAN_FRACT:
                 frac = fp if file else ap
                 scan = -(-scan * frac // denominator) if denominator else 0
@@ -545,22 +629,76 @@ class Reclaim:
             return PAGEREF_RECLAIM_CLEAN
         return PAGEREF_RECLAIM
 
-    # ------------------------------------------------------------------ active list
-    def shrink_active_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> None:
-        """Age up to nr_to_scan pages from the active list's tail to the inactive list."""
+    # ------------------------------------------------------------------ isolation
+    def _eligible_limit(self, lv: Lruvec, sc: ScanControl) -> int | None:
+        """The first pfn above the zones reclaim may take pages from (sc.reclaim_idx:
+        the highest zone the allocation can use), or None if every zone is eligible."""
+        node = lv.node
+        if node is None:
+            return None
+        zones = node.zones
+        ridx = sc.reclaim_idx
+        if ridx + 1 >= len(zones) or not any(z.managed_pages for z in zones[ridx + 1:]):
+            return None
+        return zones[ridx].zone_start_pfn + zones[ridx].spanned_pages
 
+    def lruvec_lru_size(self, lv: Lruvec, lru: int, sc: ScanControl) -> int:
+        """lruvec_lru_size(lruvec, lru, sc->reclaim_idx): the list's pages in eligible
+        zones."""
         lst = lv.lists[lru]
-        file = is_file_lru(lru)
-        vm = self.vmstat
+        limit = self._eligible_limit(lv, sc)
+        if limit is None:
+            return lst.nr
+        zones = lv.node.zones
+        if zones[sc.reclaim_idx + 1].is_highmem and sc.reclaim_idx + 2 >= len(zones):
+            return lst.nr - lst.nr_high  # i386 lowmem: all but ZONE_HIGHMEM
+        return sum(1 for p in lst if p.pfn < limit)  # (GFP_DMA / GFP_DMA32: rare)
+
+    def isolate_lru_pages(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> tuple[list, int]:
+        """isolate_lru_folios: take up to nr_to_scan pages from the list's tail. Pages of
+        zones above sc.reclaim_idx are skipped (pgskip_<zone>; not counted against
+        nr_to_scan) and spliced back to the head of the list in their order. Returns
+        (pages taken, pages looked at)."""
+        lst = lv.lists[lru]
+        limit = self._eligible_limit(lv, sc)
         taken = []
+        if limit is None:
+            while len(taken) < nr_to_scan:
+                page = lst.last()
+                if page is None:
+                    break
+                self._isolate(page, lru)
+                taken.append(page)
+            return taken, len(taken)
+        skipped = []
         while len(taken) < nr_to_scan:
             page = lst.last()
             if page is None:
                 break
+            if page.pfn >= limit:
+                lst.remove(page)
+                skipped.append(page)
+                continue
             self._isolate(page, lru)
             taken.append(page)
-        vm["pgrefill"] += len(taken)
-        sc.cost += len(taken) * SCAN_COST
+        if skipped:
+            vm = self.vmstat
+            zone_of = self.alloc.zone_of
+            for page in skipped:  # list_splice(&folios_skipped, src): order kept
+                lst.add(page)
+                key = "pgskip_" + PGSKIP_ZONE[zone_of(page.pfn).name]
+                vm[key] = vm.get(key, 0) + 1
+        return taken, len(taken) + len(skipped)
+
+    # ------------------------------------------------------------------ active list
+    def shrink_active_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> None:
+        """Age up to nr_to_scan pages from the active list's tail to the inactive list."""
+
+        file = is_file_lru(lru)
+        vm = self.vmstat
+        taken, nr_scanned = self.isolate_lru_pages(nr_to_scan, lv, sc, lru)
+        vm["pgrefill"] += nr_scanned
+        sc.cost += nr_scanned * SCAN_COST
         nr_rotated = 0
         deactivated = 0
         for page in taken:
@@ -584,23 +722,17 @@ class Reclaim:
 
     # ------------------------------------------------------------------ inactive list
     def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
-        lst = lv.lists[lru]
         vm = self.vmstat
-        taken = []
-        while len(taken) < nr_to_scan:
-            page = lst.last()
-            if page is None:
-                break
-            self._isolate(page, lru)
-            taken.append(page)
+        taken, nr_scanned = self.isolate_lru_pages(nr_to_scan, lv, sc, lru)
+        file = is_file_lru(lru)
+        if nr_scanned:
+            vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += nr_scanned
+            vm["pgscan_file" if file else "pgscan_anon"] += nr_scanned
+            sc.nr_scanned += nr_scanned
+            sc.cost += nr_scanned * SCAN_COST
         n = len(taken)
         if not n:
             return 0
-        file = is_file_lru(lru)
-        vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += n
-        vm["pgscan_file" if file else "pgscan_anon"] += n
-        sc.nr_scanned += n
-        sc.cost += n * SCAN_COST
         before_pageout = sc.nr_pageout
         reclaimed = self.shrink_page_list(taken, sc)
         vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
@@ -1273,6 +1405,8 @@ class Reclaim:
                     )
                     n += 1
                 assert n == lst.nr, f"{lst.name}: nr {lst.nr} but {n} pages"
+                high = sum(1 for p in lst if p.flags & PG_highmem)
+                assert high == lst.nr_high, f"{lst.name}: nr_high {lst.nr_high} but {high}"
                 totals[lru] += n
         for lru in range(NR_LRU_LISTS):
             assert self.vmstat[LRU_VMSTAT[lru]] == totals[lru], (
@@ -1319,6 +1453,7 @@ def init_reclaim(kernel) -> Reclaim:
     alloc.wake_kswapd_hook = r.wake_kswapd
     alloc.direct_reclaim_hook = r.try_to_free_pages
     alloc.oom_hook = r.oom_hook
+    alloc.zone_reclaimable_hook = r.zone_reclaimable_pages
     procfs = kernel.procfs
     procfs.register("/proc/swaps", r.swap.proc_swaps)
     r.oom.register_procfs(procfs)

@@ -298,3 +298,121 @@ def test_madv_free_moves_pages_to_the_inactive_file_list_mark_page_lazyfree():
     assert pages[1].flags & (1 << 12) and pages[1] in list(lv.lists[1])
     k.reclaim.validate()
     validate_swap(k.swap)
+
+
+# ------------------------------------------------------------------ reclaim_idx
+def test_lowmem_reclaim_skips_highmem_pages_isolate_lru_folios():
+    # isolate_lru_folios (6.1): a page of a zone above sc->reclaim_idx is skipped, not
+    # counted against nr_to_scan, counted in pgskip_<zone>, and spliced back to the head of
+    # the list in its order; get_scan_count sizes the lists by their eligible pages
+    # (lruvec_lru_size(lruvec, lru, sc->reclaim_idx))
+    from guestkernel import gfp as G
+    from guestkernel.page import PG_highmem
+
+    k = Kernel(memory="1GiB", arch="i386")
+    init_reclaim(k)
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    inode = k.fs.create("/f", 40000 * 4096)
+    for i in range(0, 40000, 32):
+        filemap_get_page(k, inode, i, 32)
+    lst = lv.lists[LRU_INACTIVE_FILE]
+    order = list(lst)  # head -> tail
+    high = [p for p in order if p.flags & PG_highmem]
+    low = [p for p in order if not p.flags & PG_highmem]
+    assert high and low and lst.nr_high == len(high)
+    assert order[-1].flags & PG_highmem  # the oldest pages are highmem ones
+    vm = k.vmstat
+    normal = 1  # i386 zones: DMA 0, Normal 1, HighMem 2
+    sc = ScanControl(32, G.GFP_KERNEL, False, normal, True)
+    sc.priority = 6
+    assert r.lruvec_lru_size(lv, LRU_INACTIVE_FILE, sc) == len(low)
+    assert r.get_scan_count(lv, sc)[LRU_INACTIVE_FILE] == len(low) >> 6  # no swap: file only
+    tail_high = 0
+    for p in reversed(order):
+        if not p.flags & PG_highmem:
+            break
+        tail_high += 1
+    taken, scanned = r.isolate_lru_pages(32, lv, sc, LRU_INACTIVE_FILE)
+    # the 32 oldest lowmem pages; every highmem page between them and the tail skipped
+    oldest_low = [p for p in reversed(order) if not p.flags & PG_highmem][:32]
+    assert taken == oldest_low
+    skipped = [p for p in reversed(order) if p.flags & PG_highmem
+               and order.index(p) > order.index(oldest_low[-1])]
+    assert scanned == 32 + len(skipped) and vm["pgskip_high"] == len(skipped)
+    assert len(skipped) >= tail_high
+    # list_move to folios_skipped, then list_splice at the head: their relative order kept
+    assert list(lst)[:len(skipped)] == skipped[::-1]
+    for p in taken:
+        r._putback(p)
+    # direct reclaim for a lowmem allocation frees only lowmem pages
+    cached_high = {p.pfn for p in high}
+    freed = r.try_to_free_pages(G.GFP_KERNEL, 0, k.page_alloc.zonelist(G.GFP_KERNEL), normal)
+    assert freed >= 32
+    still = {p.pfn for p in inode.mapping.pages.values() if p.flags & PG_highmem}
+    assert still == cached_high
+    r.validate()
+
+
+# ------------------------------------------------------------------ should_reclaim_retry
+def test_should_reclaim_retry_6_1():
+    # mm/page_alloc.c should_reclaim_retry (6.1): progress resets no_progress_loops (not
+    # for costly orders > 3); more than MAX_RECLAIM_RETRIES (16) passes without progress:
+    # no retry; else retry iff a zone would meet MIN with free + reclaimable pages
+    # (__zone_watermark_ok(zone, order, min, highest_zoneidx, alloc_flags, available))
+    from guestkernel import gfp as G
+    from guestkernel.page_alloc import ALLOC_WMARK_MIN
+
+    k = boot()
+    a = k.page_alloc
+    zl = a.zonelist(G.GFP_HIGHUSER_MOVABLE)
+    highest = zl[0].idx
+    z = zl[0]
+    saved = [zz.nr_free for zz in zl]
+    for zz in zl:  # (the decision alone: as if every zone were out of free pages)
+        zz.nr_free = 0
+    need = {zz.idx: zz.min_wmark() + zz.lowmem_reserve[highest] - zz.nr_free for zz in zl}
+    # reclaimable pages that bring the first zone exactly to its mark: not enough (<=)
+    grant = {z.idx: need[z.idx]}
+    a.zone_reclaimable_hook = lambda zone: max(grant.get(zone.idx, 0), 0)
+    others_fail = all(need[zz.idx] > 0 for zz in zl[1:])
+    assert others_fail
+    assert a.should_reclaim_retry(0, zl, highest, ALLOC_WMARK_MIN, True, 5) == (False, 0)
+    grant[z.idx] = need[z.idx] + 1
+    assert a.should_reclaim_retry(0, zl, highest, ALLOC_WMARK_MIN, True, 5) == (True, 0)
+    loops = 0
+    for i in range(1, 17):
+        retry, loops = a.should_reclaim_retry(0, zl, highest, ALLOC_WMARK_MIN, False, loops)
+        assert (retry, loops) == (True, i)
+    assert a.should_reclaim_retry(0, zl, highest, ALLOC_WMARK_MIN, False, loops) == (False, 17)
+    # a costly order counts a pass with progress as one without
+    assert a.should_reclaim_retry(4, zl, highest, ALLOC_WMARK_MIN, True, 3)[1] == 4
+    assert a.should_reclaim_retry(3, zl, highest, ALLOC_WMARK_MIN, True, 3)[1] == 0
+    for zz, n in zip(zl, saved):
+        zz.nr_free = n
+
+
+def test_zone_reclaimable_pages_counts_file_and_with_swap_anon():
+    # zone_reclaimable_pages: file LRU pages; anon ones only when swap can take them
+    k = boot(swap="16MiB")
+    r = k.reclaim
+    t = k.init_task
+    a = t.mmap(0, 8 * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(a, 8 * 4096, True)
+    inode = k.fs.create("/f", 5 * 4096)
+    for i in range(5):
+        cache(k, inode, i)
+    lv = r.lruvecs[0]
+    zones = [z for z in lv.node.zones if z.managed_pages]
+    total = sum(r.zone_reclaimable_pages(z) for z in zones)
+    assert total == sum(lv.lists[i].nr for i in range(4))
+    k2 = boot()  # no swap: file pages only
+    t2 = k2.init_task
+    a2 = t2.mmap(0, 8 * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t2.access_range(a2, 8 * 4096, True)
+    inode2 = k2.fs.create("/f", 5 * 4096)
+    for i in range(5):
+        cache(k2, inode2, i)
+    lv2 = k2.reclaim.lruvecs[0]
+    zones2 = [z for z in lv2.node.zones if z.managed_pages]
+    assert sum(k2.reclaim.zone_reclaimable_pages(z) for z in zones2) == lv2.lists[2].nr + lv2.lists[3].nr
