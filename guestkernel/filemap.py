@@ -57,13 +57,14 @@ DEFAULT_RA_PAGES = DEFAULT_READ_AHEAD_KB >> (PAGE_SHIFT - 10)  # 32 pages
 class AddressSpace:
     """struct address_space: the page cache of one inode and the VMAs mapping it."""
 
-    __slots__ = ("host", "pages", "i_mmap", "ws")
+    __slots__ = ("host", "pages", "i_mmap", "ws", "unevictable")
 
     def __init__(self, host: Inode) -> None:
         self.host = host
         self.pages: dict[int, object] = {}  # index -> Page
         self.i_mmap: dict = {}  # VMAs mapping this file (ordered set)
         self.ws = None  # workingset.ShadowSlots once reclaim left a shadow entry here
+        self.unevictable = False  # AS_UNEVICTABLE: SHM_LOCK (mapping_set_unevictable)
 
     @property
     def nrpages(self) -> int:

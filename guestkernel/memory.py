@@ -327,6 +327,7 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
         # wp_page_shared: the page is the file's; writing dirties it
         ptes[vpn] = pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
         set_page_dirty(kernel, kernel.mem_map[pfn])
+        fault_dirty_shared_page(kernel, kernel.mem_map[pfn])
         vm["fault_wp_shared"] += 1
         return 0
     zero = pfn == kernel.zero_pfn
@@ -467,7 +468,16 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
     if not map_file_page(kernel, mm, vma, vpn, page, True):
         return VM_FAULT_OOM
     set_page_dirty(kernel, page)
+    fault_dirty_shared_page(kernel, page)
     return ret
+
+
+def fault_dirty_shared_page(kernel, page) -> None:
+    """fault_dirty_shared_page: a write fault dirtied a shared file page; the dirty limits
+    are checked as for write() (balance_dirty_pages_ratelimited, installed by reclaim)."""
+    hook = getattr(kernel, "balance_dirty_pages_ratelimited", None)
+    if hook is not None:
+        hook(page)
 
 
 def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:

@@ -15,6 +15,15 @@ VMA from merging). Rules (linux-mm.md section 5):
 - shmdt: unaligned -> EINVAL; no segment attached exactly there -> EINVAL.
 - IPC_RMID marks the segment for destruction (its key becomes private); it is destroyed,
   its pages freed and its charge returned, when nattch reaches 0.
+- SHM_LOCK / SHM_UNLOCK (shmctl_do_lock, shmem_lock): without CAP_IPC_LOCK only the
+  owner or creator may (else EPERM), and SHM_LOCK needs a non-zero RLIMIT_MEMLOCK (EPERM)
+  and room under it for the segment's pages counted per user with the other locked
+  segments (user_shm_lock: else ENOMEM). A locked segment's mapping is unevictable
+  (mapping_set_unevictable): its pages go to the unevictable list as they are added, and
+  those already on the LRU when reclaim meets them (culled); mode shows SHM_LOCKED.
+  SHM_UNLOCK clears it and moves the pages back (shmem_unlock_mapping ->
+  check_move_unevictable_folios: unevictable_pgs_scanned, unevictable_pgs_rescued).
+  Destroying a locked segment unlocks it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ class ShmSegment:
         self.lpid = 0
         self.dest = False
         self.locked = False
+        self.uid = 0  # owner (shm_perm.uid); cuid the same here
+        self.lock_uid = 0  # whose memlock count the lock is charged to
 
     @property
     def npages(self) -> int:
@@ -76,6 +87,7 @@ class ShmNamespace:
         self.seq = 0
         self.last_idx = -1
         self.shm_tot = 0  # pages in all segments
+        self.memlock: dict[int, int] = {}  # uid -> pages of SHM_LOCKed segments (ucounts)
         self.vm_ops = ShmVMOps(self)
 
     def lookup(self, shmid: int) -> ShmSegment | None:
@@ -100,7 +112,15 @@ class ShmNamespace:
         if self.by_key.get(seg.key) is seg:
             del self.by_key[seg.key]
         self.shm_tot -= seg.npages
+        if seg.mode & U.SHM_LOCKED:  # shm_destroy: shmem_lock(file, 0, ...)
+            self._unlock(seg)
         seg.file.put()  # the last reference: pages freed, charge returned
+
+    def _unlock(self, seg: ShmSegment) -> None:
+        seg.mode &= ~U.SHM_LOCKED
+        seg.locked = False
+        self.memlock[seg.lock_uid] -= seg.npages  # user_shm_unlock
+        seg.inode.mapping.unevictable = False
 
 
 def _ns(task) -> ShmNamespace:
@@ -138,6 +158,7 @@ def sys_shmget(task, key: int, size: int, shmflg: int) -> int:
     file = File(inode)
     file.get()  # the segment's own reference
     seg = ShmSegment(shmid, key, size, shmflg & 0o777, inode, file, task.pid)
+    seg.uid = task.uid
     inode.shm_seg = seg
     ns.segments[idx] = seg
     if key != U.IPC_PRIVATE:
@@ -211,6 +232,36 @@ def sys_shmdt(task, shmaddr: int) -> int:
     raise U.err(U.EINVAL, "shmdt")
 
 
+def _shmctl_do_lock(task, ns: ShmNamespace, seg: ShmSegment, cmd: int) -> int:
+    """shmctl_do_lock (ipc/shm.c) and shmem_lock / shmem_unlock_mapping (mm/shmem.c)."""
+    capable = task.capable(U.CAP_IPC_LOCK)
+    if not capable:
+        if task.uid != seg.uid:
+            raise U.err(U.EPERM, "shmctl")
+        if cmd == U.SHM_LOCK and task.rlimit(U.RLIMIT_MEMLOCK) == 0:
+            raise U.err(U.EPERM, "shmctl")
+    mapping = seg.inode.mapping
+    if cmd == U.SHM_LOCK:
+        if not seg.mode & U.SHM_LOCKED:
+            limit = task.rlimit(U.RLIMIT_MEMLOCK)
+            locked = ns.memlock.get(task.uid, 0) + seg.npages  # user_shm_lock
+            if (not capable and limit != U.RLIM_INFINITY and locked > limit >> PAGE_SHIFT):
+                raise U.err(U.ENOMEM, "shmctl")
+            ns.memlock[task.uid] = locked
+            seg.lock_uid = task.uid
+            seg.mode |= U.SHM_LOCKED
+            seg.locked = True
+            mapping.unevictable = True
+        return 0
+    if not seg.mode & U.SHM_LOCKED:
+        return 0
+    ns._unlock(seg)
+    hook = getattr(task.kernel, "check_move_unevictable", None)
+    if hook is not None:
+        hook(list(mapping.pages.values()))
+    return 0
+
+
 def sys_shmctl(task, shmid: int, cmd: int, buf=None):
     ns = _ns(task)
     if cmd in (U.IPC_INFO, U.SHM_INFO):
@@ -233,10 +284,7 @@ def sys_shmctl(task, shmid: int, cmd: int, buf=None):
                 "mode": seg.mode | (U.SHM_DEST if seg.dest else 0),
                 "shm_rss": len(seg.inode.mapping.pages)}
     if cmd in (U.SHM_LOCK, U.SHM_UNLOCK):
-        if not task.capable(U.CAP_IPC_LOCK) and task.rlimit(U.RLIMIT_MEMLOCK) == 0:
-            raise U.err(U.EPERM, "shmctl")
-        seg.locked = cmd == U.SHM_LOCK
-        return 0
+        return _shmctl_do_lock(task, ns, seg, cmd)
     if cmd == U.IPC_SET:
         if buf and "mode" in buf:
             seg.mode = buf["mode"] & 0o777

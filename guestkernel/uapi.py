@@ -116,6 +116,7 @@ SHM_RND = 0o20000  # shmat: round the address down to SHMLBA
 SHM_REMAP = 0o40000  # shmat: take over the range
 SHM_EXEC = 0o100000  # shmat
 SHM_DEST = 0o1000  # shm_perm.mode: destroy at last detach
+SHM_LOCKED = 0o2000  # shm_perm.mode: SHM_LOCKed (not swapped)
 SHMLBA = PAGE_SIZE  # x86: segment attach alignment, bytes
 SHMMIN = 1  # bytes
 SHMMNI = 4096  # segments per namespace

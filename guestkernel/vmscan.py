@@ -149,7 +149,7 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 #   balance_dirty_pages      dirty-limit checks that found nr_dirty above the background limit
 RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
-    "unevictable_pgs_rescued", "drop_pagecache", "drop_slab", "pgwriteback_file",
+    "unevictable_pgs_rescued", "unevictable_pgs_scanned", "drop_pagecache", "drop_slab", "pgwriteback_file",
     "flusher_wakeups", "oom_kill", "balance_dirty_pages",
 )
 
@@ -326,7 +326,9 @@ class Reclaim:
         if f & PG_lru:
             return
         vm = self.vmstat
-        if f & PG_mlocked:
+        if f & PG_mlocked or (not f & PG_anon and page.mapping is not None
+                              and page.mapping.unevictable):
+            # folio_evictable: mlocked, or of an unevictable mapping (SHM_LOCK)
             f |= PG_unevictable
             lru = LRU_UNEVICTABLE
         elif f & PG_anon and self.anon_active:
@@ -371,7 +373,8 @@ class Reclaim:
     def _putback(self, page, tail: bool = False) -> None:
         """Return an isolated page to the list its flags name (culling mlocked pages)."""
         f = page.flags
-        if f & PG_mlocked and not f & PG_unevictable:
+        if (f & PG_mlocked or not f & PG_anon and page.mapping is not None
+                and page.mapping.unevictable) and not f & PG_unevictable:
             f = (f | PG_unevictable) & ~PG_active
             self.vmstat["unevictable_pgs_culled"] += 1
         page.flags = f | PG_lru
@@ -446,17 +449,24 @@ class Reclaim:
             if self.workingset is not None:
                 self.lruvec_of(page).nonresident_age += 1  # workingset_activation
         if f & PG_dirty and not f & PG_swapbacked:
-            # write() dirtied it (filemap calls us right after set_page_dirty): note when
-            # its inode became dirty (inode->dirtied_when) and check the dirty limits
-            # every DIRTY_RATELIMIT such calls, as balance_dirty_pages does
-            key = id(page.mapping.host)
-            if key not in self.inode_dirtied:
-                env = self.kernel.env
-                self.inode_dirtied[key] = env.now if env is not None else 0.0
-            self._dirtied += 1
-            if self._dirtied >= DIRTY_RATELIMIT:
-                self._dirtied = 0
-                self.balance_dirty_pages()
+            # write() dirtied it (filemap calls us right after set_page_dirty)
+            self.balance_dirty_pages_ratelimited(page)
+
+    def balance_dirty_pages_ratelimited(self, page) -> None:
+        """A file page was dirtied by write() or a shared mapping's write fault
+        (fault_dirty_shared_page): note when its inode became dirty (inode->dirtied_when)
+        and check the dirty limits every DIRTY_RATELIMIT such pages, as
+        balance_dirty_pages_ratelimited does. Shmem pages have no writeback: skipped."""
+        if page.flags & PG_swapbacked or not page.flags & PG_dirty:
+            return
+        key = id(page.mapping.host)
+        if key not in self.inode_dirtied:
+            env = self.kernel.env
+            self.inode_dirtied[key] = env.now if env is not None else 0.0
+        self._dirtied += 1
+        if self._dirtied >= DIRTY_RATELIMIT:
+            self._dirtied = 0
+            self.balance_dirty_pages()
 
     # ------------------------------------------------------------------ sizes, balance
     def lru_pages(self, lru: int) -> int:
@@ -1069,11 +1079,37 @@ class Reclaim:
         if self.can_reclaim_anon() and self.inactive_is_low(lv, LRU_INACTIVE_ANON):
             self.shrink_active_list(SWAP_CLUSTER_MAX, lv, sc, LRU_ACTIVE_ANON)
 
+    @staticmethod
+    def page_evictable(page) -> bool:
+        """folio_evictable: not mlocked, and not of an unevictable mapping (SHM_LOCK)."""
+        f = page.flags
+        if f & PG_mlocked:
+            return False
+        return f & PG_anon or page.mapping is None or not page.mapping.unevictable
+
+    def check_move_unevictable(self, pages: list) -> int:
+        """check_move_unevictable_folios (SHM_UNLOCK): each page on the unevictable list
+        that is evictable now goes back to its inactive list. Counts
+        unevictable_pgs_scanned and unevictable_pgs_rescued. Returns pages moved."""
+        vm = self.vmstat
+        moved = 0
+        for page in pages:
+            vm["unevictable_pgs_scanned"] += 1
+            f = page.flags
+            if not f & PG_lru or not f & PG_unevictable or not self.page_evictable(page):
+                continue
+            self._isolate(page, LRU_UNEVICTABLE)
+            page.flags &= ~(PG_unevictable | PG_active)
+            self._putback(page)
+            moved += 1
+        vm["unevictable_pgs_rescued"] += moved
+        return moved
+
     def rescue_unevictable(self, lv: Lruvec) -> int:
         """check_move_unevictable_folios: pages no longer mlocked go back to inactive."""
         lst = lv.lists[LRU_UNEVICTABLE]
         moved = 0
-        for page in [p for p in lst if not p.flags & PG_mlocked]:
+        for page in [p for p in lst if self.page_evictable(p)]:
             self._isolate(page, LRU_UNEVICTABLE)
             page.flags &= ~PG_unevictable
             self._putback(page)
@@ -1437,6 +1473,8 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.lru_del = r.lru_del
     kernel.mark_page_accessed = r.mark_page_accessed
     kernel.mark_page_lazyfree = r.mark_page_lazyfree
+    kernel.check_move_unevictable = r.check_move_unevictable
+    kernel.balance_dirty_pages_ratelimited = r.balance_dirty_pages_ratelimited
     kernel.activate_page = r.activate_page
     kernel.swapin_hook = r.swap.swapin
     kernel.swap_free = r.swap.swap_free

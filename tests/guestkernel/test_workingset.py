@@ -8,6 +8,8 @@ step: +1 per eviction (workingset_eviction), per activation by a second touch
 
 from __future__ import annotations
 
+import pytest
+
 from guestkernel import uapi as U
 from guestkernel.filemap import filemap_get_page
 from guestkernel.kernel import Kernel
@@ -416,3 +418,76 @@ def test_zone_reclaimable_pages_counts_file_and_with_swap_anon():
     lv2 = k2.reclaim.lruvecs[0]
     zones2 = [z for z in lv2.node.zones if z.managed_pages]
     assert sum(k2.reclaim.zone_reclaimable_pages(z) for z in zones2) == lv2.lists[2].nr + lv2.lists[3].nr
+
+
+# ------------------------------------------------------------------ SHM_LOCK
+def test_shm_lock_makes_the_segment_unevictable_and_unlock_rescues_it():
+    # shmctl_do_lock + shmem_lock (mapping_set_unevictable): pages added while locked go
+    # to the unevictable list; those already on the LRU are culled when reclaim meets
+    # them; SHM_UNLOCK: shmem_unlock_mapping -> check_move_unevictable_folios
+    k = boot()
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    vm = k.vmstat
+    t = k.init_task
+    P = 4096
+    shmid = t.shmget(U.IPC_PRIVATE, 8 * P, U.IPC_CREAT | 0o600)
+    addr = t.shmat(shmid, 0, 0)
+    t.access_range(addr, 4 * P, True)  # 4 pages before the lock
+    seg = k.shm_ns.lookup(shmid)
+    before = [p for p in seg.inode.mapping.pages.values()]
+    assert all(not p.flags & (1 << 13) for p in before)  # PG_unevictable
+    assert t.shmctl(shmid, U.SHM_LOCK) == 0
+    assert t.shmctl(shmid, U.IPC_STAT)["mode"] & U.SHM_LOCKED
+    t.access_range(addr + 4 * P, 4 * P, True)  # 4 pages while locked
+    after = [p for p in seg.inode.mapping.pages.values() if p not in before]
+    assert len(after) == 4 and all(p in list(lv.lists[4]) for p in after)
+    # reclaim meeting the older pages culls them (putback_lru_page of an unevictable page)
+    culled = vm["unevictable_pgs_culled"]
+    for p in before:
+        r._isolate(p, 0 if not p.flags & (1 << 7) else 1)
+        r._putback(p)
+    assert vm["unevictable_pgs_culled"] == culled + 4
+    assert lv.lists[4].nr == 8 and vm["nr_unevictable"] == 8
+    assert t.shmctl(shmid, U.SHM_UNLOCK) == 0
+    assert not t.shmctl(shmid, U.IPC_STAT)["mode"] & U.SHM_LOCKED
+    assert vm["unevictable_pgs_scanned"] == 8 and vm["unevictable_pgs_rescued"] == 8
+    assert lv.lists[4].nr == 0
+    r.validate()
+
+
+def test_shm_lock_permission_and_rlimit_user_shm_lock():
+    import guestkernel.uapi as UU
+
+    k = boot()
+    t = k.init_task
+    P = 4096
+    shmid = t.shmget(U.IPC_PRIVATE, 8 * P, U.IPC_CREAT | 0o600)
+    t.setrlimit(UU.RLIMIT_MEMLOCK, 4 * P, 4 * P)  # 4 pages: the 8-page segment does not fit
+    with pytest.raises(OSError) as e:
+        t.shmctl(shmid, U.SHM_LOCK)
+    assert e.value.errno == U.ENOMEM
+    t.setrlimit(UU.RLIMIT_MEMLOCK, 0, 0)  # no RLIMIT_MEMLOCK at all: EPERM
+    with pytest.raises(OSError) as e:
+        t.shmctl(shmid, U.SHM_LOCK)
+    assert e.value.errno == U.EPERM
+    assert t.shmctl(shmid, U.SHM_UNLOCK) == 0  # unlocking an unlocked segment: nothing
+
+
+# ------------------------------------------------------------------ dirty limits via mmap
+def test_shared_mmap_writes_are_throttled_like_write_fault_dirty_shared_page():
+    # fault_dirty_shared_page -> balance_dirty_pages_ratelimited: pages dirtied through a
+    # shared mapping count toward the dirty limits as write()'s do (checked every 32 pages)
+    k = boot(dirty_ratio=1, dirty_background_ratio=2)
+    t = k.init_task
+    k.fs.create("/data/map", 256 * 4096)
+    fd = t.open("/data/map", U.O_RDWR)
+    addr = t.mmap(0, 256 * 4096, RW, U.MAP_SHARED, fd, 0)
+    bg, thresh = k.reclaim.dirty_thresholds()
+    vm = k.vmstat
+    t.access_range(addr, 256 * 4096, True)
+    # 8 checks (every 32 pages dirtied); the first (32 dirty) is under the background
+    # limit, every later one finds more than it (the writer wrote back down to it)
+    assert 32 <= bg < 64 and vm["balance_dirty_pages"] == 7
+    assert vm["pgwriteback_file"] > 0 and vm["nr_dirty"] <= bg + 32
+    assert k.fs.lookup("/data/map").disk
