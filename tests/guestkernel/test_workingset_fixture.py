@@ -1,0 +1,151 @@
+"""Workingset detection against this machine's kernel (tests/data/workingset: the script
+measure_workingset.py and what it recorded, workingset.json): files read sequentially with
+read() of 128 KiB in a memory cgroup limited to 32 MiB, memory.stat's
+workingset_refault_file and /proc/vmstat's workingset_activate_file before and after each
+read, five runs of each case. The guest replays the same reads with a page cache that
+holds what the cgroup held (its memory is sized so that a stream leaves as many pages
+cached as the cgroup's did), and each step's counts must lie within the spread of the real
+runs. /proc/vmstat is machine-wide: other processes' activations add to the real
+activation counts, so the bottom of their spread is taken per run as the count minus
+the activations seen machine-wide in an idle interval of the same length right after the
+step ("background"), never below 0.
+
+Cases compared: a 1.5x-limit file read twice (every page of the second read refaults, none
+is activated: nothing is active), a 1.25x-limit file read three times (the same), a file
+that fits read twice (no refault), and a hot file read twice, a stream, the hot file, the
+stream and the hot file again, with the cgroup's statistics kept fresh by a process
+reading its memory.stat without pause ("hot-stream-polled"). The same sequence without the
+poller ("hot-stream") and with a slow stream ("hot-stream-slow") are recorded too: there
+the cgroup's reclaim reads LRU sizes flushed up to 2 s late (6.8+
+mem_cgroup_flush_stats_ratelimited) and deactivates far more; a guest's reclaim of its
+own node has no such lag, so they are not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from guestkernel import uapi as U
+from guestkernel.kernel import Kernel
+from guestkernel.vmscan import init_reclaim
+
+DATA = pathlib.Path(__file__).parent.parent / "data" / "workingset" / "workingset.json"
+FIXTURE = json.loads(DATA.read_text())
+CASES = {c["name"]: c for c in FIXTURE["cases"]}
+PAGE = 4096
+CHUNK = 128 << 10
+
+
+def replay(memory: int, case: dict) -> list[dict]:
+    """Read the case's files in its order in a fresh guest; per step the deltas of
+    workingset_refault_file and workingset_activate_file, and the cache after it."""
+    k = Kernel(memory=memory)
+    init_reclaim(k)
+    t = k.init_task
+    for f, size in case["files"].items():
+        k.fs.create(f"/ws/{f}", size)
+    buf = t.mmap(0, CHUNK, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    vm = k.vmstat
+    out = []
+    for step in case["sequence"]:
+        f = step.split("/")[0]
+        r0, a0 = vm["workingset_refault_file"], vm["workingset_activate_file"]
+        fd = t.open(f"/ws/{f}")  # a new struct file per read, as each dd opens it
+        while t.read(fd, buf, CHUNK) > 0:
+            pass
+        t.close(fd)
+        lv = k.reclaim.lruvecs[0]
+        out.append({"refault": vm["workingset_refault_file"] - r0,
+                    "activate": vm["workingset_activate_file"] - a0,
+                    "cached": lv.lists[2].nr + lv.lists[3].nr})
+    k.reclaim.validate()
+    return out
+
+
+def real(case: dict, key: str) -> list[list[int]]:
+    """Per step, the values of all runs ("activate_own": minus the background)."""
+    out = []
+    for i in range(len(case["sequence"])):
+        if key == "refault":
+            vals = [r["steps"][i]["memory.stat"]["workingset_refault_file"] for r in case["runs"]]
+        elif key == "activate":
+            vals = [r["steps"][i]["vmstat"]["workingset_activate_file"] for r in case["runs"]]
+        elif key == "activate_own":
+            vals = [max(r["steps"][i]["vmstat"]["workingset_activate_file"]
+                        - r["steps"][i]["background"]["workingset_activate_file"], 0)
+                    for r in case["runs"]]
+        else:
+            vals = [r["steps"][i]["memory.stat_after"]["cache"] // PAGE for r in case["runs"]]
+        out.append(vals)
+    return out
+
+
+def _capacity(memory: int) -> int:
+    return replay(memory, {"files": {"s": 48 << 20}, "sequence": ["s"]})[0]["cached"]
+
+
+@pytest.fixture(scope="module")
+def guest_memory() -> int:
+    """Guest memory whose page cache holds what the cgroup's did after the first read of
+    the 1.5x stream (the median of the runs), by the secant method from 48 and 52 MiB."""
+    target = sorted(real(CASES["stream-1.5x"], "cached")[0])[len(CASES["stream-1.5x"]["runs"]) // 2]
+    m0, m1 = 48 << 20, 52 << 20
+    c0, c1 = _capacity(m0), _capacity(m1)
+    m = m0 + (target - c0) * (m1 - m0) // (c1 - c0)
+    m -= m % PAGE
+    assert abs(_capacity(m) - target) <= target // 200  # sized within 0.5%
+    return m
+
+
+def in_spread(value: int, vals: list[int]) -> bool:
+    return min(vals) <= value <= max(vals)
+
+
+def activations(case: dict) -> list[list[int]]:
+    """Per step, the bounds of the real activations: [min over runs of the count minus
+    its background, max over runs of the count]."""
+    own, raw = real(case, "activate_own"), real(case, "activate")
+    return [[min(o), max(r)] for o, r in zip(own, raw)]
+
+
+@pytest.mark.parametrize("name", ["stream-1.5x", "loop-1.25x", "fits-0.75x"])
+def test_streams_refault_and_activation_match_the_real_kernel(guest_memory, name):
+    case = CASES[name]
+    got = replay(guest_memory, case)
+    refaults, acts = real(case, "refault"), activations(case)
+    for i, step in enumerate(got):
+        assert in_spread(step["refault"], refaults[i]), (name, i, step, refaults[i])
+        assert in_spread(step["activate"], acts[i]), (name, i, step, acts[i])
+
+
+def test_hot_file_pushed_out_by_a_stream_matches_where_the_lists_agree(guest_memory):
+    # steps: a (cold), a (activated), b (stream), a, b, a
+    case = CASES["hot-stream-polled"]
+    got = replay(guest_memory, case)
+    refaults, acts = real(case, "refault"), activations(case)
+    for i in (0, 1, 2, 5):
+        assert in_spread(got[i]["refault"], refaults[i]), (i, got[i], refaults[i])
+        assert in_spread(got[i]["activate"], acts[i]), (i, got[i], acts[i])
+    # the second stream: every one of its pages refaults, as in every run
+    assert got[4]["refault"] == 8192 and refaults[4] == [8192] * len(case["runs"])
+    # the hot file's refaults after the first stream are all activated (their distance
+    # is within the active list) and restored (PG_workingset: they were deactivated)
+    assert got[3]["refault"] == got[3]["activate"] > 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: during the first stream the real kernel deactivates 115-227 pages of the "
+    "hot file (pgdeactivate) and 115-227 of them refault when it is read again (99-231 "
+    "activations); the guest deactivates only until inactive >= active (inactive_is_low): "
+    "89 pages, 89 refaults, 89 activations. On the second stream the real kernel "
+    "activates 2-80 of the refaulting stream pages, the guest none"))
+def test_hot_file_refaults_after_a_stream_within_the_real_spread(guest_memory):
+    case = CASES["hot-stream-polled"]
+    got = replay(guest_memory, case)
+    refaults, acts = real(case, "refault"), activations(case)
+    assert in_spread(got[3]["refault"], refaults[3]), (got[3], refaults[3])
+    assert in_spread(got[3]["activate"], acts[3]), (got[3], acts[3])
+    assert in_spread(got[4]["activate"], acts[4]), (got[4], acts[4])
