@@ -766,8 +766,8 @@ class Kcompactd:
             self._wakeup = env.event()
             self.running = True
             cost = self.compaction.kcompactd_do_work(self.node)
-            if cost > 0:
-                yield env.timeout(cost)
+            if cost > 0:  # its copies on one of the VM's vCPUs (beneath a hypervisor)
+                yield self.compaction.kernel.run_kernel_work(cost)
             self.running = False
 
 

@@ -381,8 +381,8 @@ class KhugepagedDaemon:
             self.wakeups += 1
             result = k.do_scan()
             cost, k.cost = k.cost, 0.0
-            if cost:
-                yield env.timeout(cost)
+            if cost:  # its copies on one of the VM's vCPUs (beneath a hypervisor)
+                yield k.kernel.run_kernel_work(cost)
             ms = thp.alloc_sleep_millisecs if result == SCAN_ALLOC_HUGE_PAGE_FAIL else thp.scan_sleep_millisecs
             if ms:
                 yield env.any_of([env.timeout(ms / 1000.0), self._wakeup])

@@ -100,7 +100,6 @@ from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
 from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PTE_PRESENT_MASK
 from .units import PAGE_SHIFT
 from .vma import VM_EXEC, VM_LOCKED, VM_SHARED
-from .workingset import Workingset
 from .vmstat import (  # noqa: F401 (STATE_NAMES, ARC_NAMES, ST_*: re-exported for users)
     ARC_NAMES,
     PGSTATE_VMSTAT,
@@ -116,6 +115,7 @@ from .vmstat import (  # noqa: F401 (STATE_NAMES, ARC_NAMES, ST_*: re-exported f
     page_restate,
     page_state,
 )
+from .workingset import Workingset
 
 DEF_PRIORITY = 12
 MAX_SWAPPINESS = 200

@@ -32,7 +32,6 @@ from __future__ import annotations
 import random
 
 from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, O_CREAT, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE
-
 from hypervisor.cpu import run_burst
 
 from .malloc import Malloc

@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 import simpy
 
-from experiments.config import load_config
 from guestkernel.config import KernelConfig
 from guestkernel.gfp import __GFP_ZERO, GFP_HIGHUSER
 from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, O_RDONLY, PROT_READ, PROT_WRITE
 from hypervisor.cpu import BALLOON, SWAPOUT
 from hypervisor.host import Host, HostConfig
-from hypervisor.p2m import P2M_PRIVATE, P2M_SWAPPED
+from hypervisor.p2m import P2M_SWAPPED
 
 from .helpers import page
 
@@ -160,3 +159,39 @@ def test_guest_kernel_threads_run_on_the_vms_vcpus():
     env.run(until=1.0)
     assert kd.passes >= 1 and len(calls) == kd.passes
     assert vm.vcpus.kernel_time == pytest.approx(0.2 + sum(calls))
+
+
+def test_kcompactd_and_khugepaged_work_runs_on_the_vms_vcpus():
+    # kcompactd's and khugepaged's copies go through Kernel.run_kernel_work as kswapd's
+    # passes do: booked on the VM's vCPUs, so they take vCPU time from its tasks
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="256MiB", sharing=False, compression=False, ballooning=False), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="64MiB"), balloon=False)
+    k = vm.kernel
+    calls = []
+    run = k.run_kernel_work
+
+    def recorded(cpu, wait=0.0):
+        calls.append(cpu)
+        return run(cpu, wait)
+
+    k.run_kernel_work = recorded
+    comp = k.compaction
+    node = k.page_alloc.nodes[0]
+    comp.kcompactd_do_work = lambda n: 0.003  # one pass of 3 ms of copies
+    comp.kcompactd[node.nid].wake()
+    env.run(until=0.1)
+    assert calls == [0.003]
+    kh = k.khugepaged
+    scans = iter([True])
+    kh.has_work = lambda: next(scans, False)
+
+    def do_scan():
+        kh.cost = 0.002  # one scan's copies
+        return 0
+
+    kh.do_scan = do_scan
+    next(d for d in k.daemons if type(d).__name__ == "KhugepagedDaemon").wake()
+    env.run(until=0.2)
+    assert calls == [0.003, 0.002]
+    assert vm.vcpus.kernel_time == pytest.approx(0.005)
