@@ -186,7 +186,10 @@ def _user_pfn(task, addr: int, write: bool) -> int:
     for _ in range(4):
         pte = ptes.get(vpn, 0)
         if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW):
-            ptes[vpn] = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+            new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+            if new != pte:
+                ptes[vpn] = new
+                task.mm.pgtable.pte_changed(vpn)
             return pte >> PAGE_SHIFT
         r = do_page_fault(task, addr, write, user=False, fixup=True)
         if r != FAULT_OK:
@@ -211,7 +214,9 @@ def copy_to_user(task, addr: int, data) -> int:
         vpn = addr >> PAGE_SHIFT
         pte = ptes.get(vpn, 0)
         if pte & _PAGE_PRESENT and pte & _PAGE_RW:
-            ptes[vpn] = pte | _WRITE_BITS
+            if pte & _WRITE_BITS != _WRITE_BITS:
+                ptes[vpn] = pte | _WRITE_BITS
+                mm.pgtable.pte_changed(vpn)
             pfn = pte >> PAGE_SHIFT
         else:
             pfn = _user_pfn(task, addr, True)
@@ -230,7 +235,9 @@ def copy_to_user(task, addr: int, data) -> int:
         vpn = a >> PAGE_SHIFT
         pte = ptes.get(vpn, 0)
         if pte & _PAGE_PRESENT and pte & _PAGE_RW:
-            ptes[vpn] = pte | _WRITE_BITS
+            if pte & _WRITE_BITS != _WRITE_BITS:
+                ptes[vpn] = pte | _WRITE_BITS
+                mm.pgtable.pte_changed(vpn)
             pfn = pte >> PAGE_SHIFT
         else:
             pfn = _user_pfn(task, a, True)

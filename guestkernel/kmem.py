@@ -40,18 +40,23 @@ once (touch for write, then store of the recipe again: a shared frame is copied,
 compressed one decompressed, the host's checksum dropped) and forgets it until the host
 reads it again. A change to a page nobody has read since its last change costs one set
 test. What is tracked: slab allocations and frees, PTE installs and clears
-(set_pte_new / clear_pte) and table allocations. In-place PTE bit changes (accessed,
-dirty, write-protect, mprotect) and page-descriptor changes in the memmap are in the
-bytes whenever the page is next read, but do not by themselves tell a host that has
-cached the page.
+(set_pte_new / clear_pte), table allocations, in-place PTE changes (pgtable.PageTable.
+pte_changed: accessed or dirty set, accessed cleared, write-protect by fork, mprotect or
+clear_refs, a swap entry over a PTE and back), and struct page changes in the memmap:
+the struct pages of a memmap frame a host has read take a watched class
+(`_watched_page_class`) whose first write of a field the bytes show writes the frame
+and puts them back to the plain class; creating a struct page (pfn_to_page) counts too.
 """
 
 from __future__ import annotations
 
 import random
 import struct
+import sys
 from array import array
+from itertools import compress as _select
 from itertools import repeat
+from operator import ne as _ne
 
 import xxhash
 
@@ -315,6 +320,11 @@ class KmemContent:
         self.anon_ptrs: dict[int, int] = {}  # memmap: anon_vma pointer per 2 MiB of index
         self.file_ptrs: dict[int, int] = {}  # memmap: address_space pointer per inode
         self.kernel_pgd_entries = self._kernel_pgd()
+        # memmap frames: the recipe of each (by first pfn // structs per frame), and the
+        # class the struct pages of a frame a host has read take until one changes
+        self.memmap_recipes: dict[int, MemmapPage] = {}
+        self.per_memmap_frame = PAGE_SIZE // (64 if layout.arch == "x86_64" else 32)
+        self.watched_page = _watched_page_class(self)
 
     def _kernel_pgd(self) -> list[int]:
         """Entries 256..511 of every x86_64 PGD: init_mm's, pointing at the PUD pages of
@@ -334,8 +344,40 @@ class KmemContent:
         """memmap_init: every struct page written at boot, into the frames the memmap
         was given (page_alloc.memmap_frames)."""
         store = self.phys.store
-        for pfn, first in getattr(self.kernel.page_alloc, "memmap_frames", ()):
-            store(pfn, MemmapPage(self, pfn, first))  # boot time: costs no task anything
+        per = self.per_memmap_frame
+        alloc = self.kernel.page_alloc
+        for pfn, first in getattr(alloc, "memmap_frames", ()):
+            recipe = MemmapPage(self, pfn, first)
+            if first % per == 0:  # (memmap_init's frames start at node starts: aligned)
+                self.memmap_recipes[first // per] = recipe
+            store(pfn, recipe)  # boot time: costs no task anything
+        if self.memmap_recipes:
+            alloc.page_created_hook = self.memmap_changed
+
+    def watch_memmap(self, recipe: MemmapPage) -> None:
+        """A host has read the memmap frame of `recipe`: its struct pages take the
+        watched class, whose first change of a field the bytes show writes the frame."""
+        watched = self.watched_page
+        first = recipe.first_pfn
+        for page in self.kernel.page_alloc.mem_map[first:first + self.per_memmap_frame]:
+            if page is not None and page.__class__ is Page:
+                page.__class__ = watched
+
+    def memmap_changed(self, pfn: int) -> None:
+        """The struct page of `pfn` changed (a field its memmap bytes show, or it was
+        created): if a host has read its memmap frame since the frame last changed,
+        write the frame once (changed()) and stop watching its struct pages."""
+        recipe = self.memmap_recipes.get(pfn // self.per_memmap_frame)
+        if recipe is None:
+            return
+        first = recipe.first_pfn
+        watched = self.watched_page
+        setclass = object.__setattr__
+        for page in self.kernel.page_alloc.mem_map[first:first + self.per_memmap_frame]:
+            if page is not None and page.__class__ is watched:
+                setclass(page, "__class__", Page)
+        if recipe.pfn in self.fresh:
+            self.changed(recipe.pfn, recipe)
 
     def alloc_thread_stack(self, pid: int):
         """A kernel stack for task `pid`: THREAD_SIZE from the buddy allocator with
@@ -523,11 +565,20 @@ def x86_pte(pte: int, arch: str, pae: bool) -> int:
     return v & 0xFFFFFFFF
 
 
+_LITTLE = sys.byteorder == "little"
+
+
+def _swapped(vals: array) -> array:
+    out = array(vals.typecode, vals)
+    out.byteswap()
+    return out
+
+
 class PgtablePage(_LivePage):
     """One page-table page of an mm: level 0 holds PTEs, higher levels point at tables;
     `level` == len(shifts) is the PGD."""
 
-    __slots__ = ("pt", "level", "key", "page", "_ents", "_data")
+    __slots__ = ("pt", "level", "key", "page", "_ents", "_data", "_vals")
 
     def __init__(self, kmem: KmemContent, pt, level: int, key: int, page) -> None:
         self.kmem = kmem
@@ -538,13 +589,14 @@ class PgtablePage(_LivePage):
         self.page = page
         self._ents = None  # the entries `_data` was made from (see _bytes)
         self._data = None
+        self._vals = None  # level 0: `_ents` in the arch's format
 
     def _bytes(self) -> bytes:
         """The table's bytes. NOTE: cached for performance: the bytes are a function of
         the arch and the table's entries (PTEs at level 0, the child table pages above),
         which are fetched at C speed on every read and compared with those the cached
-        bytes were made from; only a table whose entries changed is converted again.
-        `_make` is the plain twin."""
+        bytes were made from; a PTE table whose entries changed converts only the
+        entries that differ (found at C speed), by x86_pte. `_make` is the plain twin."""
         pt = self.pt
         level = self.level
         shifts = pt.shifts
@@ -567,9 +619,26 @@ class PgtablePage(_LivePage):
             nent = 4 if pae else (512 if arch == "x86_64" else 1024)
             below = pt.tables[level - 1]
             ents = list(map(below.get, range(nent), repeat(0, nent)))
-        if ents == self._ents:  # (child tables compare by identity: Page has no __eq__)
+        old = self._ents
+        if ents == old:  # (child tables compare by identity: Page has no __eq__)
             return self._data
-        data = self._make()
+        vals = self._vals
+        if level == 0 and vals is not None:
+            arch = self.kmem.layout.arch
+            pae = arch == "i386" and len(shifts) == 2
+            for i in _select(range(nent), map(_ne, old, ents)):
+                vals[i] = x86_pte(ents[i], arch, pae)
+            data = vals.tobytes() if _LITTLE else bytes(_swapped(vals))
+            if len(data) < PAGE_SIZE:
+                data += bytes(PAGE_SIZE - len(data))
+        else:
+            data = self._make()
+            if level == 0:
+                arch = self.kmem.layout.arch
+                wide = arch == "x86_64" or (arch == "i386" and len(shifts) == 2)
+                vals = self._vals = array("Q" if wide else "I", data[:nent * (8 if wide else 4)])
+                if not _LITTLE:
+                    vals.byteswap()
         self._ents = ents
         self._data = data
         return data
@@ -649,8 +718,52 @@ def linux_page_flags(flags: int, zone_idx: int) -> int:
     return v | (zone_idx << ZONES_SHIFT_POS)
 
 
+# The fields of struct page its memmap bytes show, and the hvsim page flags among them
+# (PG_buddy makes _mapcount the buddy page_type; PG_anon marks the mapping an anon_vma).
+_STRUCT_PAGE_FIELDS = ("flags", "_count", "_mapcount", "mapping", "index", "private",
+                       "lru_prev", "lru_next")
+_MEMMAP_FLAGS = PG_buddy | PG_anon
+for _hv, _bit in _LINUX_PG_BITS:
+    _MEMMAP_FLAGS |= _hv
+
+
+def _watched_page_class(kmem: KmemContent) -> type:
+    """The class of a struct page whose memmap frame a host has read (KmemContent.
+    watch_memmap): a Page whose attribute writes are checked, reads untouched (the slots
+    are Page's). NOTE: a struct page changes at almost every step of the kernel, so the
+    check is paid only by the pages of frames read since their last change: the first
+    write that changes what the bytes show tells `kmem.memmap_changed`, which writes
+    the frame once and puts its pages back to the plain class."""
+    slots = {name: Page.__dict__[name] for name in _STRUCT_PAGE_FIELDS}
+    setslot = object.__setattr__
+    flags_mask = _MEMMAP_FLAGS
+
+    def __setattr__(self, name, value):
+        slot = slots.get(name)
+        if slot is None:
+            setslot(self, name, value)
+            return
+        old = slot.__get__(self)
+        slot.__set__(self, value)
+        if old is value:
+            return
+        if old.__class__ is int and value.__class__ is int:
+            if name == "flags":
+                if not (old ^ value) & flags_mask:
+                    return  # hvsim's own flags: nothing the bytes show
+            elif old == value:
+                return
+        kmem.memmap_changed(self.pfn)
+
+    return type("WatchedPage", (Page,), {"__slots__": (), "__setattr__": __setattr__,
+                                         "__module__": __name__})
+
+
 class MemmapPage(_LivePage):
-    """The memmap frame describing pfns first_pfn .. first_pfn + PAGE_SIZE // per - 1."""
+    """The memmap frame describing pfns first_pfn .. first_pfn + PAGE_SIZE // per - 1.
+
+    Its bytes follow the struct pages: reading it (materialize) watches them, and the
+    first change of one writes the frame (KmemContent.memmap_changed)."""
 
     __slots__ = ("first_pfn",)
 
@@ -658,6 +771,13 @@ class MemmapPage(_LivePage):
         self.kmem = kmem
         self.pfn = pfn
         self.first_pfn = first_pfn
+
+    def materialize(self) -> bytes:
+        kmem = self.kmem
+        kmem.fresh.add(self.pfn)
+        data = self._bytes()
+        kmem.watch_memmap(self)
+        return data
 
     def _bytes(self) -> bytes:
         # NOTE: built as an array of words, every struct page first as memmap_init's
@@ -698,6 +818,7 @@ class MemmapPage(_LivePage):
         file_ptrs = kmem.file_ptrs
         vmemmap = layout.vmemmap_base if wide else layout.struct_page(0)
         page_cls = Page
+        watched = kmem.watched_page
         for i, page in enumerate(alloc.mem_map[first:last]):
             if page is None:
                 continue
@@ -709,9 +830,11 @@ class MemmapPage(_LivePage):
             arr[w] = (lf | zbits) & mask
             sp = sp0 + i * per
             nxt, prv = page.lru_next, page.lru_prev
-            arr[w + 1] = ((vmemmap + nxt.pfn * per + 8) if nxt.__class__ is page_cls
+            arr[w + 1] = ((vmemmap + nxt.pfn * per + 8)
+                          if nxt.__class__ is page_cls or nxt.__class__ is watched
                           else self._list_ptr(nxt, sp)) & mask
-            arr[w + 2] = ((vmemmap + prv.pfn * per + 8) if prv.__class__ is page_cls
+            arr[w + 2] = ((vmemmap + prv.pfn * per + 8)
+                          if prv.__class__ is page_cls or prv.__class__ is watched
                           else self._list_ptr(prv, sp)) & mask
             m = page.mapping
             if m is not None:

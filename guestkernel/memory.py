@@ -265,7 +265,10 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
     elif write and not pte & _PAGE_RW:
         ret = do_wp_page(task, vma, addr, pte)
     else:  # spurious: another path already fixed it up
-        task.mm.pgtable.ptes[vpn] = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+        new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+        if new != pte:
+            task.mm.pgtable.ptes[vpn] = new
+            task.mm.pgtable.pte_changed(vpn)
         ret = 0
     if ret & VM_FAULT_MAJOR:
         vm["pgmajfault"] += 1
@@ -326,6 +329,7 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
     if vma.vm_flags & VM_SHARED:
         # wp_page_shared: the page is the file's; writing dirties it
         ptes[vpn] = pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
+        mm.pgtable.pte_changed(vpn)
         set_page_dirty(kernel, kernel.mem_map[pfn])
         fault_dirty_shared_page(kernel, kernel.mem_map[pfn])
         vm["fault_wp_shared"] += 1
@@ -336,6 +340,7 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
         refs = old._count - (1 if old.flags & PG_swapcache else 0)
         if refs == 1 and old._mapcount == 0:
             ptes[vpn] = pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
+            mm.pgtable.pte_changed(vpn)
             vm["fault_cow_reuse"] += 1
             vm["pgreuse"] += 1
             return 0
@@ -345,6 +350,7 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
     if not zero:
         _copy_page(kernel, task, pfn, page.pfn)
     ptes[vpn] = (page.pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, True)
+    mm.pgtable.pte_changed(vpn)
     mm.rss[MM_ANONPAGES] += 1
     if old is not None:
         mm.rss[mm_counter(old)] -= 1
@@ -373,6 +379,7 @@ def map_file_page(kernel, mm, vma, vpn: int, page, writable: bool, new: bool = T
             return False
     else:
         mm.pgtable.ptes[vpn] = pte
+        mm.pgtable.pte_changed(vpn)
     page_add_rmap(kernel, page)
     mm.rss[mm_counter(page)] += 1
     if vma.vm_flags & VM_LOCKED:
@@ -507,6 +514,7 @@ def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:
     vpn = addr >> PAGE_SHIFT
     newpte = (page.pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, writable)
     mm.pgtable.ptes[vpn] = newpte
+    mm.pgtable.pte_changed(vpn)
     page._mapcount += 1
     if page._mapcount == 0:
         kernel.vmstat["nr_anon_pages"] += 1
@@ -635,6 +643,7 @@ def copy_page_range(kernel, dst_mm, src_mm, dst_vma, src_vma) -> bool:
             if cow and pte & _PAGE_RW:
                 pte &= ~_PAGE_RW
                 sptes[vpn] = pte
+                src_mm.pgtable.pte_changed(vpn)  # (fork write-protects the parent's PTE)
             child = pte & ~_PAGE_ACCESSED
             if shared:
                 child &= ~_PAGE_DIRTY
@@ -749,6 +758,7 @@ def page_referenced(kernel, page) -> tuple[int, int]:
             return False
         if pte & _PAGE_ACCESSED:
             ptes[vpn] = pte & ~_PAGE_ACCESSED
+            mm.pgtable.pte_changed(vpn)
             out[0] += 1
         out[1] |= vma.vm_flags
         return True
@@ -804,6 +814,7 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
             pt.clear_pte(vpn)
         elif anon:
             pt.ptes[vpn] = swp_entry_to_pte(swap_entry)
+            pt.pte_changed(vpn)
             mm.rss[MM_SWAPENTS] += 1
             dup = getattr(kernel, "swap_duplicate", None)
             if dup is not None:

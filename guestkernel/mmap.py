@@ -762,7 +762,9 @@ def change_protection(task, vma, start: int, end: int) -> None:
             elif (not flags & VM_SHARED and page.flags & PG_anon and page._mapcount == 0
                   and page._count == 1):
                 new |= _PAGE_RW  # can_change_pte_writable: an exclusive anonymous page
-        ptes[vpn] = new
+        if new != pte:
+            ptes[vpn] = new
+            mm.pgtable.pte_changed(vpn)
 
 
 def mprotect_fixup(task, vma, start: int, end: int, newflags: int):
@@ -1365,7 +1367,10 @@ def _madvise_free(task, vma, start: int, end: int) -> None:
             continue
         if page.flags & PG_swapcache and (swap is None or not swap.try_to_free_swap(page)):
             continue
-        ptes[vpn] = pte & ~(_PAGE_DIRTY | _PAGE_ACCESSED)
+        new = pte & ~(_PAGE_DIRTY | _PAGE_ACCESSED)
+        if new != pte:
+            ptes[vpn] = new
+            mm.pgtable.pte_changed(vpn)
         if page.flags & PG_swapbacked:
             if lazyfree is not None:
                 lazyfree(page)

@@ -314,6 +314,8 @@ class PageAllocator:
         # block of at least this order; never until a reporting device registers
         self.page_reporting_order = NR_ORDERS
         self.page_reporting_notify: Callable[[], None] | None = None
+        # kmem: told when a struct page is created (its memmap bytes change), or None
+        self.page_created_hook: Callable[[int], None] | None = None
         self._build_nodes()
         # memmap: one struct page per frame, created on first use (pfn_to_page). Heads of
         # free blocks always exist, so a missing descriptor is never a free buddy.
@@ -383,6 +385,8 @@ class PageAllocator:
             if pfn >= self.highmem_start:
                 flags |= PG_highmem
             page = self.mem_map[pfn] = Page(pfn, flags)
+            if self.page_created_hook is not None:
+                self.page_created_hook(pfn)
         return page
 
     def zone_of(self, pfn: int) -> Zone:
@@ -928,6 +932,8 @@ class PageAllocator:
                         if hpfn >= highmem_start:
                             flags |= PG_highmem
                         half = mem_map[hpfn] = Page(hpfn, flags)
+                        if self.page_created_hook is not None:
+                            self.page_created_hook(hpfn)
                     a = free_area[high]
                     lst = a.free_list[mt]
                     # lst.add(half)

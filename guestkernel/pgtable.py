@@ -20,8 +20,10 @@ preallocated, as pgd_alloc does); 1024 on i386 (2 levels: PTE tables below the P
 Page-table pages come from `kernel.alloc_pages(GFP_KERNEL | __GFP_ZERO)` and are freed by
 `free_pgtables` when munmap leaves a table with no VMA over its span, and all at exit.
 Their bytes on the host are a `kmem.PgtablePage` each: the entries in the arch's format,
-derived when something reads the frame; installing or clearing a PTE only tests whether
-a host has read that table since (`fresh`), and if so writes the frame once.
+derived when something reads the frame; installing or clearing a PTE, and changing one
+in place (`pte_changed`: accessed or dirty set, accessed cleared, write-protect, a swap
+entry over it), only tests whether a host has read that table since (`fresh`), and if
+so writes the frame once.
 Every table below the PGD adds PAGE_SIZE to `pgtables_bytes`
 (VmPTE, oom_badness); every table including the PGD counts in nr_page_table_pages.
 
@@ -123,7 +125,7 @@ class PageTable:
     """The page table of one mm. `ptes` is the hot dict vpn -> pte."""
 
     __slots__ = ("kernel", "ptes", "shifts", "tables", "counts", "pte_shift", "pte_counts",
-                 "pgd", "bytes", "pinned", "nr_tables", "kmem", "fresh", "huge")
+                 "pgd", "bytes", "pinned", "nr_tables", "kmem", "fresh", "huge", "recipes")
 
     def __init__(self, kernel, arch: str = "x86_64", pae: bool = False) -> None:
         self.kernel = kernel
@@ -144,11 +146,15 @@ class PageTable:
         # read since their last change (the per-PTE test: is it empty?)
         self.kmem = kmem = getattr(kernel, "kmem", None)
         self.fresh = kmem.fresh if kmem is not None else _NEVER_FRESH
+        # table page pfn -> its PgtablePage, one per table while it lives (its bytes cache
+        # carries from one write of the frame to the next)
+        self.recipes: dict[int, PgtablePage] = {}
         self.pgd = self._alloc_table_page()
         if self.pgd is False:
             raise MemoryError("pgd_alloc: out of memory")
         if kmem is not None and self.pgd is not None:
-            kmem.store(self.pgd.pfn, PgtablePage(kmem, self, len(self.shifts), 0, self.pgd))
+            recipe = self.recipes[self.pgd.pfn] = PgtablePage(kmem, self, len(self.shifts), 0, self.pgd)
+            kmem.store(self.pgd.pfn, recipe)
         if arch == "i386" and pae:
             # pgd_alloc preallocates the PMDs of the 3 GiB user part (PREALLOCATED_PMDS)
             top = len(self.shifts) - 1
@@ -176,6 +182,7 @@ class PageTable:
         self.nr_tables -= 1
         if k is None or page is None:
             return
+        self.recipes.pop(page.pfn, None)
         page.flags &= ~PG_pgtable
         k.vmstat["nr_page_table_pages"] -= 1
         k.free_pages(page)
@@ -195,7 +202,8 @@ class PageTable:
             pkey = 0
         kmem = self.kmem
         if kmem is not None and page is not None:
-            kmem.store(page.pfn, PgtablePage(kmem, self, level, key, page))
+            recipe = self.recipes[page.pfn] = PgtablePage(kmem, self, level, key, page)
+            kmem.store(page.pfn, recipe)
             if self.fresh:
                 self._table_changed(level + 1, pkey)
         return True
@@ -204,7 +212,13 @@ class PageTable:
         """A table's entries changed: if a host has read its frame since, write it again."""
         page = self.pgd if level == len(self.shifts) else self.tables[level].get(key)
         if page is not None and page.pfn in self.fresh:
-            self.kmem.changed(page.pfn, PgtablePage(self.kmem, self, level, key, page))
+            self.kmem.changed(page.pfn, self._recipe(level, key, page))
+
+    def _recipe(self, level: int, key: int, page) -> PgtablePage:
+        recipe = self.recipes.get(page.pfn)
+        if recipe is None or recipe.page is not page or recipe.level != level or recipe.key != key:
+            recipe = self.recipes[page.pfn] = PgtablePage(self.kmem, self, level, key, page)
+        return recipe
 
     def _free_table(self, level: int, key: int) -> None:
         page = self.tables[level].pop(key)
@@ -242,6 +256,23 @@ class PageTable:
         if self.fresh:
             self._table_changed(0, key)
         return True
+
+    def pte_changed(self, vpn: int) -> None:
+        """The installed PTE at `vpn` changed in place (accessed or dirty set by an
+        access, accessed cleared by page_referenced, write-protected by fork, mprotect
+        or clear_refs, a swap entry written over it or a page mapped over its swap
+        entry): if a host has read its PTE table since the table last changed, write
+        that frame once (kmem.changed). Called on each such transition, never per
+        access: an access that finds its bits already set changes nothing."""
+        if self.fresh:
+            key = vpn >> self.pte_shift
+            page = self.tables[0].get(key)
+            if page is not None:
+                if page.pfn in self.fresh:
+                    self.kmem.changed(page.pfn, self._recipe(0, key, page))
+            elif key in self.huge and not vpn & (HPAGE_PMD_NR - 1):
+                # a PMD mapping: its entry in the PMD table shows the first subpage's bits
+                self._table_changed(1, vpn >> self.shifts[1])
 
     def clear_pte(self, vpn: int) -> int:
         """pte_clear: remove the PTE (which must exist); returns the old value."""

@@ -388,6 +388,7 @@ class Task:
                     bits = _PAGE_ACCESSED | _PAGE_DIRTY if write else _PAGE_ACCESSED
                     if pte & bits != bits:
                         ptes[vpn] = pte | bits
+                        mm.pgtable.pte_changed(vpn)  # (A or D set: the table's bytes change)
                     pfn = pte >> PAGE_SHIFT
                     new = data
                     if write and data is not None and (len(data) != PAGE_SIZE
@@ -487,6 +488,8 @@ class Task:
                     break
                 if pte & bits != bits:
                     ptes[vpn] = pte | bits
+                    if fresh:
+                        pt.pte_changed(vpn)
                 run.append(pte >> PAGE_SHIFT)
                 vpn += 1
             if run:
@@ -633,6 +636,8 @@ class Task:
                         continue
                 if pte & bits != bits:
                     ptes[vpn] = pte | bits
+                    if fresh:
+                        pt.pte_changed(vpn)
                 pfn = pte >> PAGE_SHIFT
                 cost += touch(pfn, write)
                 if one is not None:

@@ -596,7 +596,9 @@ class Reclaim:
                 if vma.vm_flags & VM_SHARED:
                     pte &= ~_PAGE_RW
                 mem.set_page_dirty(kernel, page)
-            ptes[vpn] = pte
+            if pte != ptes[vpn]:
+                ptes[vpn] = pte
+                mm.pgtable.pte_changed(vpn)
             return True
 
         mem.rmap_walk(kernel, page, one)
@@ -1164,7 +1166,9 @@ class Reclaim:
             f = page.flags
             if not f & PG_lru or page._mapcount != 0:
                 continue  # not on the LRU, or mapped elsewhere too: left alone
-            ptes[vpn] = pte & ~_PAGE_ACCESSED
+            if pte & _PAGE_ACCESSED:
+                ptes[vpn] = pte & ~_PAGE_ACCESSED
+                task.mm.pgtable.pte_changed(vpn)
             f &= ~PG_referenced
             if f & PG_active:
                 f |= PG_workingset

@@ -180,6 +180,111 @@ def test_page_table_bytes_are_made_lazily_and_written_once_per_host_read():
     assert sum(1 for i in range(512) if struct.unpack_from("<Q", data, i * 8)[0]) == 9
 
 
+def _host_vm():
+    """A guest on a host with a compression cache: a frame the host compressed holds the
+    bytes it had then, until a guest write brings it back (decompress, then the store)."""
+    from hypervisor.host import Host, HostConfig
+
+    host = Host(HostConfig(memory="1GiB", sharing=False, compression=True))
+    return host.create_vm("g", KernelConfig(memory="128MiB"), balloon=False)
+
+
+def _host_copy(vm, pfn: int) -> None:
+    """The host reads a frame and keeps a copy: it compresses it (P2M_COMPRESSED)."""
+    from hypervisor.p2m import P2M_COMPRESSED
+
+    vm.load(pfn)
+    assert vm.evict(pfn, swap=False) >= 0 and vm.p2m.state[pfn] == P2M_COMPRESSED
+
+
+def _entries(data: bytes, n: int) -> list[int]:
+    return list(struct.unpack_from(f"<{n}Q", data))
+
+
+def test_mprotect_read_only_reaches_the_hosts_copy_of_the_page_table():
+    """change_protection write-protects the PTEs (mprotect.c): the table's frame is
+    written once (not once per PTE), and the host's bytes of it show _PAGE_RW (0x2)
+    cleared in every entry, where its copy from before the mprotect had it set."""
+    vm = _host_vm()
+    k = vm.kernel
+    t = k.spawn("a")
+    addr = t.mmap(0x40000000, 16 * PAGE, U.PROT_READ | U.PROT_WRITE,
+                  U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    for i in range(16):
+        t.access(addr + i * PAGE, True)
+    page = t.mm.pgtable.tables[0][(addr >> 12) >> 9]
+    first = (addr >> 12) & 511
+    before = _entries(vm.load(page.pfn)[first * 8:], 16)
+    assert all(e & 0x2 for e in before)
+    _host_copy(vm, page.pfn)
+    writes = k.kmem.writes
+    assert t.mprotect(addr, 16 * PAGE, U.PROT_READ) == 0
+    assert k.kmem.writes == writes + 1
+    after = _entries(vm.load(page.pfn)[first * 8:], 16)
+    assert after == [e & ~0x2 for e in before]
+
+
+def test_an_accessed_bit_set_again_after_page_referenced_reaches_the_host():
+    """page_referenced clears _PAGE_ACCESSED (0x20) in the PTE (rmap.c,
+    page_referenced_one); the next access sets it again (the MMU's 0 -> 1 transition):
+    each transition writes the table's frame, so the host's bytes show A cleared, then
+    set; touching it again with A already set writes nothing."""
+    from guestkernel.memory import page_referenced
+
+    vm = _host_vm()
+    k = vm.kernel
+    t = k.spawn("a")
+    addr = t.mmap(0x40000000, PAGE, U.PROT_READ | U.PROT_WRITE,
+                  U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    t.access(addr, True)
+    pt = t.mm.pgtable
+    table = pt.tables[0][(addr >> 12) >> 9]
+    off = ((addr >> 12) & 511) * 8
+    entry = struct.unpack_from("<Q", vm.load(table.pfn), off)[0]
+    assert entry & 0x20
+    _host_copy(vm, table.pfn)
+    assert page_referenced(k, k.mem_map[(entry & 0x000FFFFFFFFFF000) >> 12])[0] == 1
+    assert struct.unpack_from("<Q", vm.load(table.pfn), off)[0] == entry & ~0x20
+    _host_copy(vm, table.pfn)
+    writes = k.kmem.writes
+    t.access(addr, False)
+    assert k.kmem.writes == writes + 1
+    assert struct.unpack_from("<Q", vm.load(table.pfn), off)[0] == entry
+    t.access(addr, False)  # A already set: no transition, no write
+    assert k.kmem.writes == writes + 1
+
+
+def test_a_struct_page_refcount_change_reaches_the_hosts_copy_of_the_memmap():
+    """The memmap frame follows the struct pages (_refcount at offset 52 of the 64-byte
+    struct page, x86_64 6.1): after the host copied the frame, a refcount change writes
+    it once and the host's bytes show the new count; further changes before the host
+    reads it again write nothing; an hvsim-only flag (the course's page state bits)
+    changes no byte and writes nothing."""
+    from guestkernel.page import PGSTATE_MASK, Page
+
+    vm = _host_vm()
+    k = vm.kernel
+    page = k.alloc_pages(G.GFP_KERNEL, 0)
+    alloc = k.page_alloc
+    mpfn = next(m for m, first in alloc.memmap_frames if first <= page.pfn < first + 64)
+    off = (page.pfn % 64) * 64 + 52
+    assert struct.unpack_from("<I", vm.load(mpfn), off)[0] == 1
+    _host_copy(vm, mpfn)
+    writes = k.kmem.writes
+    page.flags ^= PGSTATE_MASK & (1 << 27)
+    assert k.kmem.writes == writes
+    page._count += 1  # get_page
+    assert k.kmem.writes == writes + 1
+    assert type(page) is Page  # the frame's struct pages are no longer watched
+    assert struct.unpack_from("<I", vm.load(mpfn), off)[0] == 2
+    _host_copy(vm, mpfn)
+    page._count += 1
+    page._count -= 2
+    assert k.kmem.writes == writes + 2
+    assert struct.unpack_from("<I", vm.load(mpfn), off)[0] == 1
+    k.free_pages(page, 0)
+
+
 def test_a_freed_page_table_reads_as_an_empty_table():
     k = _kernel()
     t = k.spawn("a")
