@@ -368,16 +368,15 @@ class KmemContent:
         created): if a host has read its memmap frame since the frame last changed,
         write the frame once (changed()) and stop watching its struct pages."""
         recipe = self.memmap_recipes.get(pfn // self.per_memmap_frame)
-        if recipe is None:
-            return
+        if recipe is None or recipe.pfn not in self.fresh:
+            return  # (only frames in `fresh` have watched struct pages)
         first = recipe.first_pfn
         watched = self.watched_page
         setclass = object.__setattr__
         for page in self.kernel.page_alloc.mem_map[first:first + self.per_memmap_frame]:
             if page is not None and page.__class__ is watched:
                 setclass(page, "__class__", Page)
-        if recipe.pfn in self.fresh:
-            self.changed(recipe.pfn, recipe)
+        self.changed(recipe.pfn, recipe)
 
     def alloc_thread_stack(self, pid: int):
         """A kernel stack for task `pid`: THREAD_SIZE from the buddy allocator with
