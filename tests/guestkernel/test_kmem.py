@@ -181,12 +181,15 @@ def test_page_table_bytes_are_made_lazily_and_written_once_per_host_read():
 
 
 def _host_vm():
-    """A guest on a host with a compression cache: a frame the host compressed holds the
-    bytes it had then, until a guest write brings it back (decompress, then the store)."""
+    """A guest on a host with a compression cache that holds zstd output: a frame the
+    host compressed holds the bytes it had then, until a guest write brings it back
+    (decompress, then the store)."""
     from hypervisor.host import Host, HostConfig
 
     host = Host(HostConfig(memory="1GiB", sharing=False, compression=True))
-    return host.create_vm("g", KernelConfig(memory="128MiB"), balloon=False)
+    vm = host.create_vm("g", KernelConfig(memory="128MiB"), balloon=False)
+    vm.zcache.keep_compressed = True  # (by default it keeps the page object it was given)
+    return vm
 
 
 def _host_copy(vm, pfn: int) -> None:
@@ -648,3 +651,49 @@ def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, o
             pt.ptes.pop((i % 4) << shifts[0], None)
         for r in recipes:
             assert r._bytes() == r._make()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["alloc", "free", "get", "put", "referenced", "pgstate", "copy"]),
+                          st.integers(0, 1 << 16)), min_size=1, max_size=25))
+def test_every_copy_a_host_keeps_of_the_memmap_equals_the_live_struct_pages(ops):
+    """Whatever the kernel does to struct pages (allocations and frees through the buddy
+    lists, refcount changes, flags), a memmap frame the host holds a copy of (compressed)
+    has the bytes the live descriptors give: any change since the copy was made wrote
+    the frame (so it is no longer the copy)."""
+    from guestkernel.kmem import MemmapPage
+    from guestkernel.page import PG_referenced, PGSTATE_MASK
+    from hypervisor.p2m import P2M_COMPRESSED
+
+    vm = _host_vm()
+    k = vm.kernel
+    frames = [m for m, _ in k.page_alloc.memmap_frames]
+    recipes = {r.pfn: r for r in k.kmem.memmap_recipes.values()}
+    held = [(k.alloc_pages(G.GFP_KERNEL, 0), 0) for _ in range(4)]
+    for op, n in ops:
+        if op == "alloc":
+            page = k.alloc_pages(G.GFP_KERNEL, n % 3)
+            if page is not None:
+                held.append((page, n % 3))
+        elif op == "free" and held:
+            page, order = held.pop(n % len(held))
+            k.free_pages(page, order)
+        elif op in ("get", "put", "referenced", "pgstate") and held:
+            page = held[n % len(held)][0]
+            if op == "get":
+                page._count += 1
+            elif op == "put" and page._count > 1:
+                page._count -= 1
+            elif op == "referenced":
+                page.flags ^= PG_referenced
+            else:
+                page.flags ^= PGSTATE_MASK & (1 << 28)
+        elif op == "copy":
+            target = held[n % len(held)][0].pfn if held else n % k.page_alloc.nr_pages
+            mpfn = next(m for m, first in k.page_alloc.memmap_frames
+                        if first <= target < first + 64)
+            if vm.p2m.state[mpfn] != P2M_COMPRESSED:
+                _host_copy(vm, mpfn)
+        for mpfn in frames:
+            if vm.p2m.state[mpfn] == P2M_COMPRESSED:
+                assert vm.load(mpfn) == MemmapPage._bytes(recipes[mpfn]), hex(mpfn)
