@@ -662,7 +662,7 @@ def test_every_copy_a_host_keeps_of_the_memmap_equals_the_live_struct_pages(ops)
     has the bytes the live descriptors give: any change since the copy was made wrote
     the frame (so it is no longer the copy)."""
     from guestkernel.kmem import MemmapPage
-    from guestkernel.page import PG_referenced, PGSTATE_MASK
+    from guestkernel.page import PGSTATE_MASK, PG_referenced
     from hypervisor.p2m import P2M_COMPRESSED
 
     vm = _host_vm()
