@@ -485,6 +485,7 @@ def do_huge_pmd_wp_page(task, vma, addr: int, pte: int) -> int:
                 ptes = pt.ptes
                 for v in range(hvpn, hvpn + HPAGE_PMD_NR):
                     ptes[v] |= _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
+                pt.pte_changed(hvpn)  # (the PMD entry's bits: kmem)
                 k.vmstat["fault_cow_reuse"] += 1
                 k.vmstat["pgreuse"] += 1
                 return 0
@@ -641,6 +642,7 @@ def copy_huge_pmd(kernel, dst_mm, src_mm, hvpn: int) -> bool:
         return True
     for v in range(hvpn, hvpn + HPAGE_PMD_NR):
         sptes[v] &= ~_PAGE_RW
+    src_mm.pgtable.pte_changed(hvpn)  # (fork write-protects the parent's PMD entry: kmem)
     mem_map = kernel.mem_map
     for pfn in range(base, base + HPAGE_PMD_NR):
         page = mem_map[pfn]
