@@ -292,7 +292,9 @@ class Reclaim:
         self.reclaim_inflight = 0  # pages in flight that reclaim will free once written
         self.inflight_by_page: dict[int, IOBatch] = {}  # pfn -> batch (pages in flight)
         self.disk_queues: dict[int, object] = {}  # id(FileSystem) -> BlockQueue
-        self.inode_dirtied: dict[int, float] = {}  # id(inode) -> dirtied_when, seconds
+        # inode -> dirtied_when, seconds; keyed by the inode itself, not id(inode): an id
+        # can be reused by a new inode (its address depends on the process's history)
+        self.inode_dirtied: dict[object, float] = {}
         self.on_io_submit = None  # set by the IOCompletion daemon
         self.kswapds: dict[int, object] = {}  # nid -> Kswapd (env only)
         self.flusher = None
@@ -459,7 +461,7 @@ class Reclaim:
         balance_dirty_pages_ratelimited does. Shmem pages have no writeback: skipped."""
         if page.flags & PG_swapbacked or not page.flags & PG_dirty:
             return
-        key = id(page.mapping.host)
+        key = page.mapping.host
         if key not in self.inode_dirtied:
             env = self.kernel.env
             self.inode_dirtied[key] = env.now if env is not None else 0.0
@@ -1359,7 +1361,7 @@ class Reclaim:
         cfg = self.kernel.config
         expire = cfg.dirty_expire_centisecs / 100.0
         bg = self.dirty_thresholds()[0] if limit is None else limit
-        seen: dict[int, bool] = {}
+        seen: dict[object, bool] = {}
         writes: dict[int, tuple[object, list]] = {}
         n = 0
         for lv in self.lruvecs:
@@ -1368,8 +1370,7 @@ class Reclaim:
                     f = page.flags
                     if not f & PG_dirty or f & PG_writeback:
                         continue
-                    inode = page.mapping.host
-                    key = id(inode)
+                    key = page.mapping.host
                     first = self.inode_dirtied.setdefault(key, t)
                     seen[key] = True
                     if not (force or t - first >= expire or vm["nr_dirty"] > bg):
