@@ -435,21 +435,7 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
         k.free_pages(head, HPAGE_PMD_ORDER)
         return VM_FAULT_OOM
     # page_add_new_anon_rmap (compound) + lru_cache_add_inactive_or_unevictable
-    mem_map = k.mem_map
-    pgoff = vma.vm_pgoff + ((haddr - vma.vm_start) >> PAGE_SHIFT)
-    locked = vma.vm_flags & VM_LOCKED
-    # folio_add_new_anon_rmap: a VM_DROPPABLE folio is never swap-backed
-    anon = PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
-    lru_add = k.lru_cache_add
-    for i in range(HPAGE_PMD_NR):
-        p = mem_map[base + i]
-        p.flags |= anon
-        p.mapping = av
-        p.index = pgoff + i
-        p._mapcount = 0
-        if locked:
-            mlock_page(k, p)
-        lru_add(p)
+    add_new_anon_huge_rmap(k, vma, av, base, haddr)
     thp.pmd_mapped(folio)
     k.vmstat["nr_anon_pages"] += HPAGE_PMD_NR
     mm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
@@ -730,3 +716,25 @@ def _register_sysfs(kernel, thp) -> None:
         setter("khugepaged/defrag", set_kdefrag))
     reg(f"{SYSFS}/khugepaged/full_scans", lambda: f"{thp.full_scans}\n")
     reg(f"{SYSFS}/khugepaged/pages_collapsed", lambda: f"{thp.pages_collapsed}\n")
+
+
+def add_new_anon_huge_rmap(k, vma, av, base: int, haddr: int) -> None:
+    """folio_add_new_anon_rmap (compound) + lru_cache_add_inactive_or_unevictable for the
+    512 subpages of a new huge folio at pfn `base` mapped at `haddr` in `vma` (a huge fault
+    and khugepaged's collapse): anon (swap-backed unless VM_DROPPABLE), mapped once, on the
+    LRU (mlocked in a VM_LOCKED vma)."""
+    mem_map = k.mem_map
+    pgoff = vma.vm_pgoff + ((haddr - vma.vm_start) >> PAGE_SHIFT)
+    locked = vma.vm_flags & VM_LOCKED
+    # folio_add_new_anon_rmap: a VM_DROPPABLE folio is never swap-backed
+    anon = PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
+    lru_add = k.lru_cache_add
+    for i in range(HPAGE_PMD_NR):
+        p = mem_map[base + i]
+        p.flags |= anon
+        p.mapping = av
+        p.index = pgoff + i
+        p._mapcount = 0
+        if locked:
+            mlock_page(k, p)
+        lru_add(p)

@@ -29,20 +29,19 @@ deposited one. pages_collapsed counts the huge pages made.
 
 from __future__ import annotations
 
-from .huge_memory import GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT, HPAGE_PMD_SIZE
+from .huge_memory import GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT, HPAGE_PMD_SIZE, add_new_anon_huge_rmap
 from .memory import (
     VM_FAULT_ERROR,
     handle_mm_fault,
-    mlock_page,
     page_remove_rmap,
     put_page,
     vma_pte_bits,
 )
-from .page import PG_anon, PG_lru, PG_referenced, PG_swapbacked, PG_swapcache
+from .page import PG_anon, PG_lru, PG_referenced, PG_swapcache
 from .pgtable import _PAGE_ACCESSED, _PAGE_RW, _PAGE_SWP, HPAGE_PMD_NR, MM_ANONPAGES, PTE_PRESENT_MASK
 from .physmem import ZERO_PAGE
 from .units import PAGE_SHIFT
-from .vma import VM_DROPPABLE, VM_LOCKED, VM_WRITE
+from .vma import VM_WRITE
 
 SCAN_SUCCEED = "succeed"
 SCAN_PMD_NULL = "pmd_null"  # no PTE table: nothing to collapse
@@ -323,19 +322,7 @@ class Khugepaged:
         # the emptied PTE table becomes the deposited one; one PMD maps the folio
         pt.collapse_pmd_huge(hvpn, base, vma_pte_bits(vma.vm_flags, bool(vma.vm_flags & VM_WRITE)))
         av = vma.anon_vma
-        pgoff = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
-        locked = vma.vm_flags & VM_LOCKED
-        anon = PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
-        lru_add = k.lru_cache_add
-        for i in range(HPAGE_PMD_NR):
-            p = mem_map[base + i]
-            p.flags |= anon
-            p.mapping = av
-            p.index = pgoff + i
-            p._mapcount = 0
-            if locked:
-                mlock_page(k, p)
-            lru_add(p)
+        add_new_anon_huge_rmap(k, vma, av, base, address)
         thp.pmd_mapped(thp.folios[base])
         vm["nr_anon_pages"] += HPAGE_PMD_NR
         rss[MM_ANONPAGES] += HPAGE_PMD_NR
