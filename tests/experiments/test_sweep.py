@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -599,6 +600,28 @@ def test_a_killed_dask_worker_is_a_failed_run_and_the_sweep_resumes_it(tmp_path,
     assert calls(by_dur["2s"]) == 1 and calls(by_dur["19s"]) == 2
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["skipped"] == 2
     assert "Traceback" not in capfd.readouterr().err
+
+
+def _modules_loaded(names):
+    import sys
+    return [n for n in names if n in sys.modules]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="local:N forks its workers on Linux only")
+def test_local_dask_workers_start_with_the_runner_and_pyplot_imported():
+    """local:N forks its workers from the sweep's process after importing what every run
+    imports (the runner, pyplot), as the process pool does: a spawned worker would import
+    distributed, the model and matplotlib again before its first run."""
+    spec = S.RunSpec(run_id="r", case="", params=(), replication=0, seed=1, config={}, run_dir="")
+    preload = S._preload([spec])
+    assert preload == ["experiments.sweep", "experiments.config", "experiments.runner", "experiments.scenario",
+                       "experiments.metrics", "guestkernel.kernel", "matplotlib.pyplot"]
+    client, cluster = S.dask_client("local:1", preload)
+    try:
+        names = ["experiments.scenario", "guestkernel.kernel", "hypervisor.host", "matplotlib.pyplot"]
+        assert client.submit(_modules_loaded, names, pure=False).result() == names
+    finally:
+        S._close_dask(client, cluster)
 
 
 def test_dask_sweep_with_every_run_finished_and_without_tracebacks(tmp_path, monkeypatch, capfd):
