@@ -322,6 +322,9 @@ class KernelSection(_Model):
     swap: Size = Field("1GiB", description="guest swap device size")
     swap_latency: Duration = Field("80us", description="guest swap device latency per page")
     swap_bandwidth: Size = Field("500MiB", description="guest swap device bandwidth, bytes per second")
+    swap_rotational: bool = Field(
+        True, description="the guest swap device reports queue/rotational 1 (a virtio-blk disk does): no swap "
+        "clusters, so a THP is split before swap-out; false (an SSD): a THP is swapped out whole (thp_swpout)")
     swappiness: int = Field(60, ge=0, le=200, description="vm.swappiness")
     overcommit_memory: int = Field(0, ge=0, le=2, description="vm.overcommit_memory: 0 heuristic, 1 always, 2 strict")
     overcommit_ratio: int = Field(50, ge=0, description="vm.overcommit_ratio, percent")

@@ -87,6 +87,10 @@ class KernelConfig:
     swap: int | str = 0  # bytes of swap space
     swap_latency: float | str = "80us"  # per 4 KiB read, seconds
     swap_bandwidth: int | str = "500MiB"  # bytes per second
+    # queue/rotational of the swap device: 1 keeps 6.1 from building swap clusters
+    # (SWP_SOLIDSTATE), so a THP is split before swap-out; a virtio-blk disk reports 1
+    # (measured: this machine's /dev/vda), an NVMe or virtio-scsi SSD 0
+    swap_rotational: bool = True
     # Transparent huge pages (/sys/kernel/mm/transparent_hugepage; huge_memory.py): x86_64
     # 6.x only (2.6.24-era kernels have none: THP arrived in 2.6.38)
     thp_enabled: str = "madvise"  # enabled: "always", "madvise" or "never"

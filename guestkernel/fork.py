@@ -70,6 +70,7 @@ def dup_mm(parent, child):
                  "legacy_mmap", "exe_file", "vdso"):
         setattr(mm, name, getattr(old, name))
     mm.def_flags = 0  # mlockall(MCL_FUTURE) is not inherited
+    mm.thp_disabled = old.thp_disabled  # MMF_INIT_MASK: MMF_DISABLE_THP is inherited
     child.mm = mm
     try:
         for vma in list(old.mm_mt.vmas):

@@ -36,10 +36,19 @@ and copies 4 KiB) or to the huge zero page. The folio stays whole: a subpage who
 PTE goes is kept (its memory is not freed) and the folio joins the deferred split queue
 (thp_deferred_split_page), which the deferred-split shrinker works off under reclaim:
 `split_huge_page` turns the folio into 512 order-0 pages and frees the unmapped ones
-(thp_split_page). Reclaim splits a THP before it swaps it out (shrink_folio_list ->
-split_folio_to_list: the guest's swap device allocates no 512-slot clusters, so 6.1's
-whole-THP swap-out does not apply; thp_swpout_fallback). Zapping a whole PMD frees the
-folio at once as one order-9 block.
+(thp_split_page). Zapping a whole PMD frees the folio at once as one order-9 block.
+
+Reclaim (shrink_folio_list, 6.1; add_to_swap_folio). A THP no PMD maps is split before
+swap-out. A PMD-mapped one takes a swap cluster, 512 consecutive slots, where the swap
+device is non-rotational (SWP_SOLIDSTATE) and a cluster is wholly free: its subpages
+enter the swap cache together, the PMD is split (TTU_SPLIT_HUGE_PMD) and each PTE
+becomes its subpage's swap entry, the 512 pages are written in one request
+(thp_swpout) and, written, leave the swap cache one by one, the folio freed whole with
+the last. Otherwise it is split and swapped 4 KiB (thp_swpout_fallback). Swap-in is
+4 KiB (6.1's do_swap_page maps order-0). MADV_COLD / MADV_PAGEOUT split a THP the
+range covers in part and treat one it covers whole as one folio
+(madvise_cold_pageout_ranges). prctl(PR_SET_THP_DISABLE) sets the mm's thp_disabled
+(MMF_DISABLE_THP), which vma_allowed refuses.
 
 Invariants: a folio's subpages are 512 aligned frames; each PMD mapping is 512 PSE
 entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
@@ -50,6 +59,7 @@ from __future__ import annotations
 from . import gfp as G
 from .memory import (
     VM_FAULT_OOM,
+    _vpns_in,
     anon_vma_prepare,
     mlock_page,
     mm_counter,
@@ -58,7 +68,7 @@ from .memory import (
     update_hiwater_rss,
     vma_pte_bits,
 )
-from .page import PG_anon, PG_highmem, PG_swapbacked, PG_swapcache, PG_thp, PG_zero
+from .page import PG_anon, PG_dirty, PG_highmem, PG_swapbacked, PG_swapcache, PG_thp, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -67,11 +77,13 @@ from .pgtable import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
     MM_ANONPAGES,
+    PTE_PRESENT_MASK,
 )
 from .physmem import ZERO_PAGE
 from .shrinker import SHRINK_STOP, Shrinker
 from .units import PAGE_SHIFT
 from .vma import VM_DROPPABLE, VM_HUGEPAGE, VM_HUGETLB, VM_LOCKED, VM_NOHUGEPAGE, VM_SPECIAL
+from .vmstat import page_restate
 
 HPAGE_PMD_SHIFT = PAGE_SHIFT + HPAGE_PMD_ORDER
 HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
@@ -357,6 +369,95 @@ class Thp:
             folio = self.folios.get(base)
             if folio is not None and folio.pmd_maps == 1 and self.kernel.mem_map[base]._mapcount == 0:
                 self.split_huge_page(base)
+
+    def madvise_cold_pageout_ranges(self, mm, start: int, end: int) -> list:
+        """madvise_cold_or_pageout_pte_range's THP part (6.1), PMD by PMD over [start,
+        end): a PMD mapping of the huge zero page, or of a THP mapped elsewhere too
+        (page_mapcount != 1), is left alone; one the range covers whole is handled as
+        one folio (its 512 entries, by the caller); one covered in part is split
+        (split_huge_page) and its covered PTEs handled as 4 KiB pages. Under a PTE table,
+        a subpage of a still-whole THP splits that THP if this is its only mapping, and
+        otherwise ends the walk of that PMD (the loop's `break`). Returns the [s, e)
+        ranges whose PTEs the caller then walks (madvise_pageout)."""
+        pt = mm.pgtable
+        ptes = pt.ptes
+        huge = pt.huge
+        mem_map = self.kernel.mem_map
+        folios = self.folios
+        out = []
+        addr = start
+        while addr < end:
+            nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
+            key = addr >> HPAGE_PMD_SHIFT
+            stop = nxt
+            if key in huge:
+                base = ptes[key << HPAGE_PMD_ORDER] >> PAGE_SHIFT
+                if base == self.huge_zero_pfn or mem_map[base]._mapcount != 0:
+                    stop = addr  # huge_unlock: nothing done under this PMD
+                elif nxt - addr != HPAGE_PMD_SIZE:
+                    self.split_huge_page(base)  # then regular_page over [addr, nxt)
+            elif folios:
+                for vpn in _vpns_in(ptes, addr >> PAGE_SHIFT, nxt >> PAGE_SHIFT):
+                    pte = ptes[vpn]
+                    if not pte & PTE_PRESENT_MASK:
+                        continue
+                    page = mem_map[pte >> PAGE_SHIFT]
+                    if not page.flags & PG_thp:
+                        continue
+                    base = page.pfn & ~(HPAGE_PMD_NR - 1)
+                    if base not in folios:
+                        continue
+                    if page._mapcount != 0:
+                        stop = vpn << PAGE_SHIFT  # PageTransCompound, mapped elsewhere: break
+                        break
+                    self.split_huge_page(base)
+            if stop > addr:
+                if out and out[-1][1] == addr:
+                    out[-1] = (out[-1][0], stop)
+                else:
+                    out.append((addr, stop))
+            addr = nxt
+        return out
+
+    # -- reclaim ------------------------------------------------------------------------------
+    def add_to_swap_folio(self, swap, page):
+        """shrink_folio_list's large-folio steps (6.1) for a subpage of an anonymous THP
+        not in the swap cache: a folio no PMD maps is split at once (its tail pages may
+        go without I/O); a PMD-mapped one gets a swap cluster (add_to_swap ->
+        get_swap_pages with HPAGE_PMD_NR: a non-rotational block device with a wholly
+        free cluster) and enters the swap cache whole, 512 consecutive slots, each
+        subpage dirty and holding the cache's reference; without a cluster it is split
+        (split_folio_to_list, thp_swpout_fallback). Returns the folio's pages, in the
+        swap cache, or None (the page is order-0 now: swap it 4 KiB)."""
+        base = page.pfn & ~(HPAGE_PMD_NR - 1)
+        folio = self.folios.get(base)
+        if folio is None:
+            return None
+        if not folio.pmd_maps:
+            self.split_huge_page(base)
+            return None
+        entry = swap.get_swap_cluster()
+        if not entry:
+            self.split_huge_page(base)
+            self.kernel.vmstat["thp_swpout_fallback"] += 1
+            return None
+        k = self.kernel
+        mem_map = k.mem_map
+        vm = k.vmstat
+        pages = [mem_map[pfn] for pfn in range(base, base + HPAGE_PMD_NR)]
+        for i, p in enumerate(pages):
+            swap.add_to_swap_cache(p, entry + i)
+            p._count += 1
+            p.flags |= PG_dirty
+            page_restate(vm, p)
+        # written and freed whole: no deferred split while its subpages go one by one
+        folio.queued = True
+        return pages
+
+    def split_pmds(self, folio) -> None:
+        """try_to_unmap's TTU_SPLIT_HUGE_PMD: every PMD mapping of the folio becomes 512
+        PTEs (thp_split_pmd); the folio stays whole."""
+        _split_pmd_mappings(self.kernel, folio)
 
     # -- the deferred split shrinker ------------------------------------------------------------
     def deferred_split_count(self, sc) -> int:

@@ -773,14 +773,17 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
     caller must hold its own reference (like an isolated LRU page). Fails (returns False,
     the page is mlocked) if a VM_LOCKED VMA maps it."""
     if page.flags & PG_thp:
-        # shrink_folio_list: a THP is split before it is unmapped for swap-out
-        # (split_folio_to_list; the guest's swap has no THP clusters: thp_swpout_fallback)
         thp = kernel.thp
         base = page.pfn & ~(HPAGE_PMD_NR - 1)
         folio = thp.folios.get(base)
-        if folio is not None and folio.pmd_maps and swap_entry is not None:
-            kernel.vmstat["thp_swpout_fallback"] += 1
-        thp.split_huge_page(base)
+        if folio is not None and page.flags & PG_swapcache:
+            # a THP swapped out whole (huge_memory.add_to_swap_folio): TTU_SPLIT_HUGE_PMD
+            # splits its PMD mappings, the folio stays whole
+            if folio.pmd_maps:
+                thp.split_pmds(folio)
+        else:
+            # (a lazily freed THP) split before it is unmapped
+            thp.split_huge_page(base)
     anon = bool(page.flags & PG_anon)
     # an anonymous page without PG_swapbacked (MADV_FREE'd, or of a VM_DROPPABLE VMA)
     # needs no swap entry: its PTEs are dropped (a later read faults in a zero page)

@@ -65,6 +65,10 @@ class MMStruct:
         self.owner = owner
         self.exe_file = None
         self.ksm_mergeable = False  # MMF_VM_MERGEABLE: some VMA had MADV_MERGEABLE
+        # MMF_DISABLE_THP (prctl PR_SET_THP_DISABLE): in MMF_INIT_MASK, so an mm made for
+        # exec while the owner still holds its old one keeps it (mm_init); fork copies it
+        old = getattr(owner, "mm", None)
+        self.thp_disabled = old is not None and old.thp_disabled
         self.slab_obj = _slab_alloc(kernel, "mm_struct")
 
     @property

@@ -1189,7 +1189,12 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
             raise _err(U.EINVAL, "madvise")  # can_madv_lru_vma
         hook = getattr(k, "madvise_pageout", None)
         if hook is not None:
-            hook(task, vma, start, end, behavior == U.MADV_PAGEOUT)
+            ranges = [(start, end)]
+            if task.mm.pgtable.huge or (k.thp is not None and k.thp.folios):
+                # a THP the range covers in part is split first; whole ones act as one
+                ranges = k.thp.madvise_cold_pageout_ranges(task.mm, start, end)
+            for lo, hi in ranges:
+                hook(task, vma, lo, hi, behavior == U.MADV_PAGEOUT)
         return vma
     if behavior == U.MADV_NORMAL:
         new = flags & ~(VM_RAND_READ | VM_SEQ_READ)

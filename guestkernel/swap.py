@@ -12,6 +12,9 @@ offers N - 1 slots: a 512 MiB area shows 524284 KiB in /proc/swaps and SwapTotal
   of the swap cache stands for it. A slot whose count and bit are both clear is free.
 - Slots are handed out next-fit from `cluster_next` (scan_swap_map_slots without clusters),
   so a burst of swap-outs lands on consecutive slots and swap-in readahead finds neighbours.
+  A non-rotational device (`swap_rotational = false`: SWP_SOLIDSTATE) has swap clusters
+  of 512 slots (cluster_info, free_clusters): order-0 slots come from the CPU's cluster
+  (scan_swap_map_try_ssd_cluster) and a THP takes a wholly free one (swap_alloc_cluster).
 - A swap entry is an int `type << SWP_TYPE_SHIFT | offset`; pgtable.py puts it in a
   non-present PTE (swp_entry_to_pte).
 - The swap cache maps entry -> page. A page in it has PG_swapcache, its entry in
@@ -44,6 +47,7 @@ from .vmstat import page_restate
 
 SWAP_HAS_CACHE = 0x40  # swap_map flag: a swap-cache page stands for the slot
 SWAP_MAP_BAD = 0x3F  # the header slot (and bad blocks): never handed out
+SWAPFILE_CLUSTER = 512  # slots per swap cluster (HPAGE_PMD_NR with CONFIG_THP_SWAP)
 SWP_TYPE_SHIFT = 32
 SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
 GFP_SWAPIN = G.GFP_HIGHUSER_MOVABLE
@@ -96,7 +100,8 @@ class SwapInfo:
     """swap_info_struct: one swap area."""
 
     def __init__(self, type_: int, size: int, latency: float, bandwidth: float,
-                 name: str = SWAP_DEVICE_NAME, prio: int = SWAP_PRIORITY) -> None:
+                 name: str = SWAP_DEVICE_NAME, prio: int = SWAP_PRIORITY,
+                 rotational: bool = True) -> None:
         self.type = type_
         self.name = name
         self.prio = prio
@@ -109,6 +114,22 @@ class SwapInfo:
         self.inuse_pages = 0
         self.cluster_next = 1
         self.queue = BlockQueue(latency, bandwidth)
+        # SWP_SOLIDSTATE (swapon of a non-rotational device, 6.1 setup_clusters): slots in
+        # use per cluster of SWAPFILE_CLUSTER (cluster_info; the header slot and the slots
+        # past the end count), the wholly free clusters in list order (free_clusters:
+        # ascending at swapon, a cluster freed later joins the tail), and the cluster
+        # order-0 slots come from (percpu_cluster, one CPU's; -1: none) and where in it
+        self.cluster_info: list[int] | None = None
+        self.free_clusters: dict[int, None] | None = None
+        self.percpu_cluster = -1
+        self.percpu_next = 0
+        if not rotational and self.max:
+            nc = -(-self.max // SWAPFILE_CLUSTER)
+            ci = [0] * nc
+            ci[0] = 1
+            ci[-1] += nc * SWAPFILE_CLUSTER - self.max
+            self.cluster_info = ci
+            self.free_clusters = {c: None for c in range(nc) if not ci[c]}
 
     def free_pages(self) -> int:
         return self.pages - self.inuse_pages
@@ -121,7 +142,8 @@ class SwapState:
         self.kernel = kernel
         self.reclaim = reclaim  # vmscan.Reclaim: LRU placement and activation
         cfg = kernel.config
-        self.si = SwapInfo(0, cfg.swap, cfg.swap_latency, cfg.swap_bandwidth)
+        self.si = SwapInfo(0, cfg.swap, cfg.swap_latency, cfg.swap_bandwidth,
+                           rotational=getattr(cfg, "swap_rotational", True))
         self.swap_cache: dict[int, object] = {}  # entry -> Page
         self.ws = None  # workingset.ShadowSlots: shadow entries of evicted pages, by entry
         # content store: identical page contents share one bytes object
@@ -154,6 +176,13 @@ class SwapState:
         if si.inuse_pages >= si.pages:
             return 0
         smap = si.swap_map
+        if si.cluster_info is not None:
+            off = self._ssd_cluster_slot(si)
+            if off:
+                smap[off] = SWAP_HAS_CACHE
+                si.inuse_pages += 1
+                self._cluster_inc(si, off)
+                return swp_entry(si.type, off)
         n = si.max
         off = si.cluster_next
         for _ in range(n):
@@ -163,13 +192,74 @@ class SwapState:
                 smap[off] = SWAP_HAS_CACHE
                 si.inuse_pages += 1
                 si.cluster_next = off + 1
+                if si.cluster_info is not None:
+                    self._cluster_inc(si, off)
                 return swp_entry(si.type, off)
             off += 1
         return 0
 
+    # -- swap clusters (SWP_SOLIDSTATE) --------------------------------------------------------
+    @staticmethod
+    def _ssd_cluster_slot(si) -> int:
+        """scan_swap_map_try_ssd_cluster: the next free slot of the CPU's cluster, which
+        is taken from the head of free_clusters when it has none or is used up; 0 when
+        no cluster is free (the caller then scans the whole map)."""
+        smap = si.swap_map
+        while True:
+            c = si.percpu_cluster
+            if c < 0:
+                if not si.free_clusters:
+                    return 0
+                c = si.percpu_cluster = next(iter(si.free_clusters))
+                si.percpu_next = c * SWAPFILE_CLUSTER
+            off = si.percpu_next
+            end = min((c + 1) * SWAPFILE_CLUSTER, si.max)
+            while off < end and smap[off]:
+                off += 1
+            if off < end:
+                si.percpu_next = off + 1
+                return off
+            si.percpu_cluster = -1
+
+    @staticmethod
+    def _cluster_inc(si, off: int) -> None:
+        """inc_cluster_info_page: a free cluster's first slot taken (alloc_cluster)."""
+        c = off // SWAPFILE_CLUSTER
+        if not si.cluster_info[c]:
+            del si.free_clusters[c]
+        si.cluster_info[c] += 1
+
+    @staticmethod
+    def _cluster_dec(si, off: int) -> None:
+        """dec_cluster_info_page: a cluster's last slot freed joins free_clusters' tail."""
+        c = off // SWAPFILE_CLUSTER
+        si.cluster_info[c] -= 1
+        if not si.cluster_info[c]:
+            si.free_clusters[c] = None
+
+    def get_swap_cluster(self) -> int:
+        """get_swap_pages(1, &entry, HPAGE_PMD_NR) -> swap_alloc_cluster (6.1): the first
+        entry of a wholly free cluster, its SWAPFILE_CLUSTER slots taken for the swap
+        cache; 0 if the area has no clusters (rotational) or none is free, or fewer free
+        slots than a cluster."""
+        si = self.si
+        if not si.free_clusters or si.free_pages() < SWAPFILE_CLUSTER:
+            return 0
+        c = next(iter(si.free_clusters))
+        del si.free_clusters[c]
+        si.cluster_info[c] = SWAPFILE_CLUSTER
+        off = c * SWAPFILE_CLUSTER
+        smap = si.swap_map
+        for o in range(off, off + SWAPFILE_CLUSTER):
+            smap[o] = SWAP_HAS_CACHE
+        si.inuse_pages += SWAPFILE_CLUSTER
+        return swp_entry(si.type, off)
+
     def _slot_released(self, off: int) -> None:
         si = self.si
         si.inuse_pages -= 1
+        if si.cluster_info is not None:
+            self._cluster_dec(si, off)
         ws = self.ws
         if ws is not None and ws.count:  # swap_range_free: clear_shadow_from_swap_cache
             self.kernel.workingset.clear_shadow(ws, swp_entry(si.type, off))
@@ -435,9 +525,16 @@ def validate_swap(swap: SwapState) -> None:
     for obj, n in swap._contents.values():
         assert counts.get(id(obj), 0) == n, "swap: content store count mismatch"
     assert swap.kernel.vmstat["nr_swapcached"] == len(swap.swap_cache)
+    if si.cluster_info is not None:
+        for c, n in enumerate(si.cluster_info):
+            lo, hi = c * SWAPFILE_CLUSTER, (c + 1) * SWAPFILE_CLUSTER
+            used = sum(1 for o in range(lo, min(hi, si.max)) if si.swap_map[o]) + max(hi - si.max, 0)
+            assert n == used, f"swap: cluster {c} counts {n} slots, {used} in use"
+            assert (c in si.free_clusters) == (not n), f"swap: cluster {c} free list"
 
 
 __all__ = [
+    "SWAPFILE_CLUSTER",
     "SWAP_HAS_CACHE",
     "BlockQueue",
     "SwapInfo",

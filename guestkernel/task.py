@@ -718,6 +718,25 @@ class Task:
         return do_madvise(self, addr, length, advice)
 
     @_syscall()
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+              arg5: int = 0) -> int:
+        """prctl(2) (kernel/sys.c), the memory options: PR_SET_THP_DISABLE sets or clears
+        MMF_DISABLE_THP (arg2 non-zero: no huge page for any VMA of this mm, inherited
+        by fork and kept by exec), PR_GET_THP_DISABLE returns it (0/1). EINVAL for
+        non-zero unused arguments and for options hvsim does not model."""
+        mm = self.mm
+        if option == U.PR_GET_THP_DISABLE:
+            if arg2 or arg3 or arg4 or arg5:
+                raise U.err(U.EINVAL, "prctl")
+            return int(mm.thp_disabled)
+        if option == U.PR_SET_THP_DISABLE:
+            if arg3 or arg4 or arg5:
+                raise U.err(U.EINVAL, "prctl")
+            mm.thp_disabled = bool(arg2)
+            return 0
+        raise U.err(U.EINVAL, "prctl")
+
+    @_syscall()
     def mseal(self, addr: int, length: int, flags: int = 0) -> int:
         from .mseal import do_mseal
 
@@ -1467,7 +1486,11 @@ def proc_status(task) -> str:
               + f"VmExe:\t{text >> 10:8d} kB\nVmLib:\t{lib >> 10:8d} kB\n"
               + f"VmPTE:\t{mm.pgtables_bytes >> 10:8d} kB\n"
               + _kb_line("VmSwap", swap) + f"HugetlbPages:\t{0:8d} kB\n")
-    s += "CoreDumping:\t0\nThreads:\t1\n"
+    s += "CoreDumping:\t0\n"
+    if mm is not None and task.kernel.config.era == "6.x":
+        # task_thp_status (5.0+): THP built and MMF_DISABLE_THP clear
+        s += f"THP_enabled:\t{int(task.kernel.thp is not None and not mm.thp_disabled)}\n"
+    s += "Threads:\t1\n"
     return s
 
 

@@ -76,6 +76,10 @@ MADV_COLLAPSE = 25
 MADV_GUARD_INSTALL = 102  # 6.13: guard markers in the page tables
 MADV_GUARD_REMOVE = 103
 
+# --- prctl.h ----------------------------------------------------------------------------
+PR_SET_THP_DISABLE = 41
+PR_GET_THP_DISABLE = 42
+
 # --- memfd.h / fcntl.h seals -------------------------------------------------------------
 MFD_CLOEXEC = 0x0001
 MFD_ALLOW_SEALING = 0x0002

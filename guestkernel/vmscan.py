@@ -92,6 +92,7 @@ from .page import (
     PG_referenced,
     PG_swapbacked,
     PG_swapcache,
+    PG_thp,
     PG_unevictable,
     PG_workingset,
     PG_writeback,
@@ -761,7 +762,10 @@ class Reclaim:
         reclaimed = 0
         writes: dict[int, tuple[object, list]] = {}  # id(queue) -> (queue, pages)
         gfp = sc.gfp
+        thp_done = None  # pfns written with their THP (whole-THP swap-out)
         for page in pages:
+            if thp_done is not None and page.pfn in thp_done:
+                continue
             if not page._count:
                 # freed meanwhile: a write we waited for (same request) ended its last use
                 reclaimed += 1
@@ -799,6 +803,14 @@ class Reclaim:
             f = page.flags
             anon = f & PG_swapbacked
             if anon and not f & PG_swapcache:
+                if f & PG_thp and f & PG_anon and sc.may_swap and gfp & G.IO:
+                    # a THP: swapped out whole with a swap cluster, else split first
+                    folio = k.thp.add_to_swap_folio(swap, page)
+                    if folio is not None:
+                        if thp_done is None:
+                            thp_done = set()
+                        self._swap_out_thp(folio, sc, writes, thp_done)
+                        continue
                 if (not sc.may_swap or not gfp & G.IO or not f & PG_anon
                         or not swap.add_to_swap(page)):
                     # no swap (or shmem, which hvsim keeps in memory): back to active
@@ -837,6 +849,40 @@ class Reclaim:
         for q, batch in writes.values():
             reclaimed += self._submit(q, batch, sc)
         return reclaimed
+
+    def _swap_out_thp(self, folio: list, sc: ScanControl, writes: dict, done: set) -> None:
+        """shrink_folio_list for a THP in the swap cache whole (6.1): its subpages still
+        on the LRU are isolated with it, try_to_unmap splits its PMD and turns every PTE
+        into the subpage's swap entry, and pageout writes the 512 pages in one request
+        (thp_swpout; pswpout counts the pages). Pages that stay mapped (mlocked) go back
+        with the rest of the folio, which stays in the swap cache."""
+        k = self.kernel
+        for p in folio:
+            done.add(p.pfn)
+            if p.flags & PG_lru:
+                self._isolate(p, page_lru(p))
+        for p in folio:
+            if p._mapcount >= 0 and (not sc.may_unmap or not mem.try_to_unmap(k, p, p.private)):
+                for q in folio:
+                    if q.flags & PG_mlocked:
+                        self._putback(q)
+                    else:
+                        self._activate_isolated(q)
+                return
+        if not sc.may_writepage:
+            for p in folio:
+                self._putback(p)
+            return
+        q = None
+        for p in folio:
+            q = self._start_writeback(p, sc)
+        sc.nr_pageout += len(folio)
+        ent = writes.get(id(q))
+        if ent is None:
+            writes[id(q)] = (q, list(folio))
+        else:
+            ent[1].extend(folio)
+        self.vmstat["thp_swpout"] += 1
 
     def _activate_isolated(self, page) -> None:
         if not page.flags & PG_mlocked:

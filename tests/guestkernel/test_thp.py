@@ -358,12 +358,65 @@ def test_madvise_free_splits_a_partly_covered_thp():
     check(k)
 
 
+def test_madv_cold_over_a_whole_thp_deactivates_the_folio_and_clears_its_pmd_young():
+    """madvise_cold_or_pageout_pte_range (6.1), PMD-mapped THP wholly covered: the PMD's
+    young bit is cleared (pmd_mkold), PG_referenced too, and deactivate_page moves the
+    folio to the inactive list (PGDEACTIVATE counts its 512 pages); nothing splits."""
+    from guestkernel.page import PG_active, PG_referenced
+    from guestkernel.pgtable import _PAGE_ACCESSED
+
+    k = boot()
+    t = hugemap(k, 512)
+    t.access_range(BASE, H, True)
+    ptes = t.mm.pgtable.ptes
+    pages = [k.mem_map[ptes[(BASE >> 12) + i] >> 12] for i in range(512)]
+    for p in pages:
+        k.reclaim.activate_page(p)
+    d0 = k.vmstat["pgdeactivate"]
+    assert t.madvise(BASE, H, U.MADV_COLD) == 0
+    assert k.vmstat["pgdeactivate"] - d0 == 512
+    assert not any(p.flags & (PG_active | PG_referenced) for p in pages)
+    assert not any(ptes[(BASE >> 12) + i] & _PAGE_ACCESSED for i in range(512))
+    assert all(ptes[(BASE >> 12) + i] & _PAGE_PSE for i in range(512))
+    assert thp(k) == {"thp_fault_alloc": 1}
+    check(k)
+
+
+def test_madv_cold_stops_under_a_pmd_at_a_shared_pte_mapped_thp():
+    """madvise_cold_or_pageout_pte_range (6.1), PTE level: a subpage of a still-whole THP
+    mapped by another mm too (page_mapcount != 1) ends the walk of that PMD (`break`):
+    nothing under it is split or deactivated; the next PMD, PMD-mapped, exclusive and
+    covered in part, is split (split_huge_page)."""
+    from guestkernel.page import PG_active
+
+    k = boot()
+    t = hugemap(k, 1024)
+    t.access_range(BASE, 2 * H, True)
+    t.mprotect(BASE + H - P, P, U.PROT_READ)  # first THP: PTE-mapped, folio whole
+    child = k.tasks[t.fork()]
+    child.munmap(BASE + H, H)  # the second THP is the parent's alone again
+    t.access(BASE + 300 * P, True)  # CoW: an exclusive 4 KiB page under the first PMD
+    ptes = t.mm.pgtable.ptes
+    first = [k.mem_map[ptes[(BASE >> 12) + i] >> 12] for i in range(512)]
+    assert first[300]._mapcount == 0 and first[8]._mapcount == 1
+    for p in first:
+        k.reclaim.activate_page(p)
+    before = thp(k)
+    t.madvise(BASE + 8 * P, H, U.MADV_COLD)  # the first THP's tail, the second's head
+    got = thp(k)
+    assert got["thp_split_page"] - before.get("thp_split_page", 0) == 1  # the second only
+    assert len(k.thp.folios) == 1 and (first[0].pfn in k.thp.folios)
+    assert all(p.flags & PG_active for p in first)  # the exclusive page 300 too
+    assert smaps_kb(t, "AnonHugePages") == 0
+    check(k)
+
+
 def test_reclaim_splits_a_thp_before_swapping_it():
     k = boot(swap="64MiB")
     t = hugemap(k, 512)
     t.access_range(BASE, H, True)
     t.madvise(BASE, H, U.MADV_PAGEOUT)
-    # shrink_folio_list: no THP swap cluster on the guest's device -> split the folio
+    # shrink_folio_list: a rotational swap device has no clusters -> split the folio
     # (its PMD too: unmap_folio) and swap 4 KiB pages (thp_swpout_fallback)
     got = thp(k)
     assert got["thp_split_page"] == 1 and got["thp_split_pmd"] == 1
