@@ -765,9 +765,12 @@ class Kcompactd:
             yield self._wakeup
             self._wakeup = env.event()
             self.running = True
+            kernel = self.compaction.kernel
+            mark = kernel.stall_mark()
             cost = self.compaction.kcompactd_do_work(self.node)
-            if cost > 0:  # its copies on one of the VM's vCPUs (beneath a hypervisor)
-                yield self.compaction.kernel.run_kernel_work(cost)
+            if cost > 0:  # its copies on one of the VM's vCPUs (beneath a hypervisor): the
+                # host faults and copies it met hold the vCPU (run_kernel_work's `since`)
+                yield kernel.run_kernel_work(cost, since=mark)
             self.running = False
 
 

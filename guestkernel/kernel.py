@@ -299,16 +299,33 @@ class Kernel:
 
         return spawn(self, name, **layout)
 
-    def run_kernel_work(self, cpu: float, wait: float = 0.0):
+    def stall_mark(self):
+        """What the PhysicalMemory beneath has stalled so far (a VM's stall counters), for
+        `run_kernel_work(since=...)`; None on bare metal."""
+        hook = getattr(self.phys, "stall_mark", None)
+        return hook() if hook is not None else None
+
+    def run_kernel_work(self, cost: float, wait: float = 0.0, io: float = 0.0, since=None):
         """The SimPy event a kernel thread (kswapd, the flusher, kcompactd, khugepaged)
-        yields for `cpu` seconds of its own CPU work followed by `wait` seconds blocked
-        beneath the guest (host stalls its page accesses met). Beneath a hypervisor the
-        thread runs on one of the VM's vCPUs (`phys.kernel_work`: it takes vCPU time from
-        the guest's tasks and waits its turn on a busy host); on bare metal, a timeout."""
+        yields after a pass that took `cost` seconds, as a Linux thread spends them:
+
+            its own CPU (scanning, isolating, freeing)   runs on a CPU
+            stalls beneath the guest (host faults, copy-on-write, decompression, host
+                swap-in of the pages it touched)           hold the vCPU, not running
+            `io` (part of `cost`): waits for its own I/O (synchronous writeback) sleep
+                in D state: the vCPU is free for other tasks meanwhile
+
+        `since`: a `stall_mark()` taken before the pass; the stalls counted beneath the
+        guest since then are the part of `cost` that held the vCPU (their host CPU,
+        fault zeroing and decompression, runs on a host CPU), `io` the part asleep, the
+        rest its CPU. Without `since`, `cost` is CPU and `wait` a stall. Beneath a
+        hypervisor the thread runs on one of the VM's vCPUs (`phys.kernel_work`: it takes
+        vCPU time from the guest's tasks and waits its turn on a busy host); on bare
+        metal, a timeout of the whole."""
         hook = getattr(self.phys, "kernel_work", None)
         if hook is not None:
-            return hook(self.env, cpu, wait)
-        return self.env.timeout(cpu + wait)
+            return hook(self.env, cost, wait, io, since)
+        return self.env.timeout(cost + wait)
 
     # ------------------------------------------------------------------ panic
     def panic(self, reason: str) -> None:

@@ -366,10 +366,12 @@ class KhugepagedDaemon:
                 self._wakeup = env.event()
                 continue
             self.wakeups += 1
+            mark = k.kernel.stall_mark()
             result = k.do_scan()
             cost, k.cost = k.cost, 0.0
-            if cost:  # its copies on one of the VM's vCPUs (beneath a hypervisor)
-                yield k.kernel.run_kernel_work(cost)
+            if cost:  # its copies on one of the VM's vCPUs (beneath a hypervisor): the
+                # host faults and copies it met hold the vCPU (run_kernel_work's `since`)
+                yield k.kernel.run_kernel_work(cost, since=mark)
             ms = thp.alloc_sleep_millisecs if result == SCAN_ALLOC_HUGE_PAGE_FAIL else thp.scan_sleep_millisecs
             if ms:
                 yield env.any_of([env.timeout(ms / 1000.0), self._wakeup])

@@ -239,6 +239,7 @@ class ScanControl:
         "nr_to_reclaim", "nr_reclaimed", "nr_scanned", "priority", "may_writepage",
         "may_swap", "may_unmap", "kswapd", "gfp", "reclaim_idx", "sync_io", "cost",
         "may_deactivate", "cache_trim_mode", "file_is_tiny", "nr_pageout", "nr_writeback",
+        "io_wait",
     )
 
     def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
@@ -255,6 +256,7 @@ class ScanControl:
         self.reclaim_idx = reclaim_idx
         self.sync_io = sync_io  # writes complete before the call returns (cost in `cost`)
         self.cost = 0.0  # seconds spent by the reclaimer (scan, synchronous I/O, waits)
+        self.io_wait = 0.0  # the part of `cost` asleep on its own I/O (sync writes, waits)
         self.may_deactivate = 0
         self.cache_trim_mode = False
         self.file_is_tiny = False
@@ -301,6 +303,7 @@ class Reclaim:
         self.flusher = None
         self.daemons_started = False
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
+        self.kswapd_io_wait = 0.0  # seconds of kswapd's last pass asleep on its own I/O
         # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
         self.anon_active = self.alloc.era == "2.6"
         self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
@@ -991,6 +994,7 @@ class Reclaim:
         wait = done - now if now is not None else done
         if sc is not None:
             sc.cost += wait
+            sc.io_wait += wait
         else:
             self.kernel.stall += wait
         freed = 0
@@ -1078,6 +1082,7 @@ class Reclaim:
         now = self.now()
         if now is not None and b.done_at > now:
             sc.cost += b.done_at - now
+            sc.io_wait += b.done_at - now
         self.inflight.remove(b)
         self._end_batch(b)
         return not page.flags & PG_writeback
@@ -1319,6 +1324,7 @@ class Reclaim:
             node.kswapd_failures = 0
         elif not self.kswapd_balanced(node, order, highest) and not self.inflight:
             node.kswapd_failures += 1
+        self.kswapd_io_wait = sc.io_wait
         return sc.nr_reclaimed, sc.cost
 
     def _shortfall(self, node, highest: int) -> int:
@@ -1603,11 +1609,15 @@ class Kswapd:
             self.running = True
             if self.highest < 0:
                 self.highest = len(self.node.zones) - 1
+            k = r.kernel
             while True:
+                mark = k.stall_mark()
+                r.kswapd_io_wait = 0.0
                 reclaimed, cost = r.balance_pgdat(self.node, self.order, self.highest)
                 self.passes += 1
-                # on one of the VM's vCPUs (kernel.run_kernel_work)
-                yield r.kernel.run_kernel_work(max(cost, KSWAPD_MIN_PASS))
+                # on one of the VM's vCPUs (kernel.run_kernel_work): its scan CPU runs,
+                # host stalls on pages it touched hold the vCPU, its own I/O waits free it
+                yield k.run_kernel_work(max(cost, KSWAPD_MIN_PASS), io=r.kswapd_io_wait, since=mark)
                 r.complete_io(env.now)
                 if r.kswapd_balanced(self.node, self.order, self.highest):
                     break
@@ -1690,11 +1700,13 @@ class Flusher:
                 self._kick = env.event()
             k = self.reclaim.kernel
             stall0 = k.stall
+            mark = k.stall_mark()
             self.pages_written += self.reclaim.writeback_dirty(env.now)
             self.passes += 1
             held = k.stall - stall0
             if held > 0.0:
                 # host stalls met reading pages to write (double paging): the flusher's
-                # own, on a vCPU (kernel.run_kernel_work), not the next task's
+                # own, holding a vCPU (kernel.run_kernel_work), not the next task's; its
+                # writes are asynchronous (no wait: the flusher does not sleep on them)
                 k.stall = stall0
-                yield k.run_kernel_work(0.0, held)
+                yield k.run_kernel_work(held, since=mark)

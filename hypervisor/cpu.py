@@ -8,8 +8,9 @@ start at `t` is placed on a CPU, which becomes busy until `start + d`, and the c
 yields ONE timeout to the end. Work is served in the order it is submitted (FIFO), like
 a SimPy Resource, but costs two list scans instead of four events.
 
-`HostCPUs` (`[host] cpus`, default 4): every piece of host work runs on one of them (at
-once: a host thread preempts vCPU work booked there, which slips; see `run`):
+`HostCPUs` (`[host] cpus`, default 4): every piece of host work runs on one of them, on a
+free CPU at once, else beside the vCPU work booked there, the two sharing that CPU in
+proportion to their weights (see "Host threads" below):
 
     sharing       ksmd's scan batches (hash and compare costs per page, sharing.py)
     compression   compression of evicted pages, decompression on access and on replacement
@@ -42,9 +43,32 @@ slice, so CPU time divides in proportion to shares, as ESX's proportional-share 
 (and CFS's weighted slices, sched_slice) give. A burst shorter than its slice is booked
 whole, as before. On a host with CPUs to spare a sliced burst runs on without a gap.
 
-Guest kernel threads (kswapd, the flusher; kcompactd and khugepaged as they come) run on
-the vCPUs too: `VCPUs.kernel_work` books their CPU like a burst's, counted in
-`kernel_time` (and `run_time`), so they take vCPU time from the guest's tasks.
+Host threads. A host thread (ksmd, the state monitor's compression and swap-out
+submission, the large-page break job, the host side of balloon exits) is a world like a
+vCPU: on a CPU that vCPU work holds, the two run together, each getting a share of the CPU
+in proportion to its weight, every quantum (the fluid limit of round-robin slices: ESX's
+proportional-share scheduler; Linux CFS's weighted vruntime). Host work of `s` seconds of
+CPU on a CPU booked until `f` by a vCPU of weight `wv` runs at rate `r = wh / (wh + wv)`
+and ends at `now + min(s / r, f - now + s)` (alone once the vCPU's work is done); the vCPU
+work loses exactly `s` of CPU: the CPU's booking ends at `f + s`. So ksmd's batch of
+pages_to_scan pages takes longer on a busy host, as on a real one. Weights per `[host]
+kind` (`HOST_WEIGHTS`):
+
+    kvm   CFS's sched_prio_to_weight (kernel/sched/core.c): ksmd runs at nice 5
+          (ksm_scan_thread: set_user_nice(current, 5)), weight 335; kswapd (the host's
+          swap-out and zswap compression), the QEMU thread handling balloon requests and
+          the vCPU threads at nice 0, weight 1024. A VM's cpu_shares scale its vCPU
+          threads' weight (libvirt's <shares> is the cgroup's cpu.shares: 1024 normal).
+    esx   proportional shares: a vCPU has its VM's shares per vCPU (normal 1000); the
+          host's system worlds have 2000 shares, the share ESX documents for its
+          host-side world (ESX Server 2 Administration Guide, "Service Console Resource
+          Management": "The service console receives 2000 CPU shares"); the vmkernel's
+          memory-scheduler worlds' own shares are not published: hvsim's assumption.
+
+Guest kernel threads (kswapd, the flusher, kcompactd and khugepaged) run on the vCPUs
+too: `VCPUs.kernel_work` books their CPU like a burst's, counted in `kernel_time` (and
+`run_time`), so they take vCPU time from the guest's tasks; the host stalls they meet
+hold the vCPU and their own I/O waits free it (guestkernel Kernel.run_kernel_work).
 
 Counters: `busy[consumer]` seconds of host CPU granted; `VCPUs.run_time` (guest CPU),
 `stall_time` (held blocked beneath the guest), `ready_time` (runnable, waiting for a vCPU
@@ -63,19 +87,36 @@ CONSUMERS = ("sharing", "compression", "zeroing", "vcpus", "balloon", "swapout")
 QUANTUM = 0.050  # seconds: ESX's default time quantum (The CPU Scheduler in VMware vSphere 5.1)
 NORMAL_SHARES = 1000  # ESX CPU shares per vCPU at "normal" (CpuSharesPerVcpuNormal)
 
+# weight of each host consumer's thread, and of a normal vCPU, per host kind (docstring,
+# "Host threads"); ZEROING's host thread is ESX's large-page break job
+HOST_WEIGHTS = {
+    # CFS sched_prio_to_weight: nice 5 -> 335, nice 0 -> 1024
+    "kvm": {"consumers": (335, 1024, 1024, 1024, 1024, 1024), "vcpu": 1024},
+    # ESX shares: system worlds 2000 (the service console's documented default), vCPU 1000
+    "esx": {"consumers": (2000, 2000, 2000, 2000, 2000, 2000), "vcpu": NORMAL_SHARES},
+}
+
 
 class HostCPUs:
     """`n` physical CPUs shared by vCPUs and host work. Times in seconds."""
 
-    def __init__(self, n: int = 4, quantum: float = QUANTUM) -> None:
+    def __init__(self, n: int = 4, quantum: float = QUANTUM, kind: str = "esx") -> None:
         if n < 1:
             raise ValueError(f"host cpus: must be at least 1, got {n}")
         if not quantum > 0:
             raise ValueError(f"cpu_quantum: must be positive, got {quantum}")
+        if kind not in HOST_WEIGHTS:
+            raise ValueError(f"kind: must be one of {', '.join(HOST_WEIGHTS)}, got {kind!r}")
         self.n = n
         self.quantum = quantum  # seconds: a normal-shares vCPU's time slice
+        self.kind = kind
+        self.weights = HOST_WEIGHTS[kind]["consumers"]  # per consumer: its host thread's weight
+        self.vcpu_weight = HOST_WEIGHTS[kind]["vcpu"]  # a normal-shares vCPU's weight
         self.free_at = [0.0] * n  # simulated time each CPU is next free
+        # weight of the vCPU whose work is booked last on each CPU
+        self.weight_at = [float(self.vcpu_weight)] * n
         self.busy = [0.0] * len(CONSUMERS)  # seconds granted, per consumer
+        self.ready_time = 0.0  # seconds host work took beyond its CPU time (CPU shared with vCPUs)
 
     def place(self, t0: float) -> int:
         """The CPU for work that can start at `t0`: the one that became free last before
@@ -95,19 +136,28 @@ class HostCPUs:
         return best if best >= 0 else first
 
     def run(self, now: float, seconds: float, consumer: int) -> float:
-        """Host work of `seconds` ready at `now` (a host thread: ksmd, the compressor);
-        returns when it ends. It starts at once: on a CPU that is free, else it preempts
-        the vCPU work booked on the CPU free first, whose later bookings slip by
-        `seconds` (a host thread asking for less than its fair share of a CPU gets it
-        when it asks, as under Linux's CFS; the guests lose that CPU time)."""
+        """Host work of `seconds` of CPU ready at `now` (a host thread: ksmd, the
+        compressor); returns when it ends. On a CPU free at `now` it runs at once;
+        else it shares the CPU free first with the vCPU work booked there, in
+        proportion to their weights (module docstring, "Host threads"): it ends at
+        `now + min(seconds / r, f - now + seconds)`, r = wh / (wh + wv), and that
+        CPU's booking slips by `seconds` (the guests lose exactly that CPU time)."""
         if seconds <= 0.0:
             return now
         free_at = self.free_at
         i = self.place(now)
         f = free_at[i]
-        free_at[i] = (f if f > now else now) + seconds
         self.busy[consumer] += seconds
-        return now + seconds
+        if f <= now:
+            free_at[i] = now + seconds
+            return now + seconds
+        free_at[i] = f + seconds
+        wh = self.weights[consumer]
+        shared = seconds * (wh + self.weight_at[i]) / wh  # its CPU at rate r, vCPU busy throughout
+        alone = f - now + seconds  # the vCPU's work ends first: the rest runs alone
+        end = shared if shared < alone else alone
+        self.ready_time += end - seconds
+        return now + end
 
     def charge(self, seconds: float, consumer: int) -> None:
         """Count host CPU time spent inside another reservation (e.g. the fault and
@@ -132,6 +182,9 @@ class VCPUs:
         self.host_cpus = host_cpus
         self.shares = shares  # ESX CPU shares of the VM (all its vCPUs)
         quantum = host_cpus.quantum if host_cpus is not None else QUANTUM
+        # each vCPU's weight against host threads on a host CPU (HOST_WEIGHTS)
+        base = host_cpus.vcpu_weight if host_cpus is not None else NORMAL_SHARES
+        self.weight = base * (shares / n) / NORMAL_SHARES
         # seconds of CPU a burst runs before the next runnable vCPU's turn
         self.slice = quantum * (shares / n) / NORMAL_SHARES
         self.free_at = [0.0] * n
@@ -168,6 +221,7 @@ class VCPUs:
                 start = t0
             t1 = start + work
             hc.free_at[k] = t1
+            hc.weight_at[k] = self.weight
             busy = hc.busy
             busy[VCPUS] += cpu
             busy[ZEROING] += zero_cpu

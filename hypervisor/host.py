@@ -26,7 +26,8 @@ summary, report and time series show it, experiments/metrics.py).
 
 Host CPU (cpu.py): ksmd, compression, fault zeroing, balloon exits (`balloon_inflate_cost`,
 `balloon_deflate_cost` a page) and swap-out submission (`swapout_cost` a page) run on the
-host's CPUs beside the vCPUs.
+host's CPUs beside the vCPUs, sharing a busy CPU with them by weight (CFS weights on kvm,
+shares on esx: cpu.HOST_WEIGHTS).
 
 `host.sysfs.read("/sys/kernel/mm/ksm/pages_sharing")` reads KSM counters like Linux's
 sysfs; `/sys/kernel/mm/hvsim/<name>` reads host counters (see `Host.counters`).
@@ -82,7 +83,9 @@ class HostConfig:
     nomem_stall: float | str = "1ms"  # wait of an allocation nothing could be reclaimed for
     low_state_stall: float | str = "1ms"  # wait of every allocation in the low state
     large_pages: bool = False  # back guest memory with 2 MB pages (not shareable until broken)
-    kind: str = "esx"  # whose large pages: "esx" (broken below 400 % minFree) or "kvm" (THP, KSM splits)
+    # whose host: "esx" (large pages broken below 400 % minFree; CPU shares) or "kvm" (THP,
+    # KSM splits; CFS weights)
+    kind: str = "esx"
     large_page_fault_cost: float | str = "100us"  # first touch backed by a 2 MiB page, seconds
     large_page_break_rate: int = 1000  # large pages ESX's background job breaks per second
     large_page_break_cost: float | str = "40us"  # host CPU per large page broken, seconds
@@ -236,7 +239,7 @@ class Host:
         self.states = MemStates(max(1, min_free // PAGE_SIZE))
         self.sharing = page_sharing(cfg, self.machine) if cfg.sharing else None
         self.clock = (lambda: env.now) if env is not None else None
-        self.cpus = HostCPUs(cfg.cpus, cfg.cpu_quantum)
+        self.cpus = HostCPUs(cfg.cpus, cfg.cpu_quantum, cfg.kind)
         self.swap = HostSwap(cfg.swap_size // PAGE_SIZE, cfg.swap_latency, cfg.swap_bandwidth,
                              machine=self.machine, clock=self.clock)
         self.victims = victim_policy(cfg.victim_policy, rng_for(cfg.seed, "host/victims"))

@@ -272,12 +272,32 @@ class VM:
             return self.swap.peek(p2m.mpn[pfn])
         return ZERO_PAGE
 
-    def kernel_work(self, env, cpu: float, wait: float = 0.0):
-        """The event a guest kernel thread's work ends with (Kernel.run_kernel_work): on
-        one of this VM's vCPUs, time-sliced like a task's burst (cpu.run_burst)."""
+    def stall_mark(self) -> tuple[float, float, float]:
+        """(stall_time, stall_cpu_zero, stall_cpu_zip) now: Kernel.stall_mark."""
+        return self.stall_time, self.stall_cpu_zero, self.stall_cpu_zip
+
+    def kernel_work(self, env, cost: float, wait: float = 0.0, io: float = 0.0, since=None):
+        """The event a guest kernel thread's pass ends with (Kernel.run_kernel_work): on
+        one of this VM's vCPUs, time-sliced like a task's burst (cpu.run_burst). With
+        `since` (a stall_mark), the stalls met since are taken out of `cost`: held on
+        the vCPU, their fault and decompression work on a host CPU; `io` is slept off
+        the vCPU; the rest is the thread's CPU."""
+        zero = zip_ = 0.0
+        cpu = cost - io
+        if since is not None:
+            held = self.stall_time - since[0]
+            zero = self.stall_cpu_zero - since[1]
+            zip_ = self.stall_cpu_zip - since[2]
+            cpu -= held
+            if cpu < 0.0:  # (stalls counted but left out of `cost`)
+                cpu = 0.0
+            held -= zero + zip_
+            if held > 0.0:
+                wait += held
         if self.vcpus is None:
-            return env.timeout(cpu + wait)
-        return run_burst(env, self.vcpus, cpu, wait=wait, kernel=True)
+            return env.timeout(cpu + zero + zip_ + wait + io)
+        return run_burst(env, self.vcpus, cpu, zero, zip_, wait=wait, after=io, kernel=True)
+
 
     def guest_panicked(self, reason: str) -> int:
         """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,

@@ -5,16 +5,20 @@ import pytest
 from hypervisor.cpu import COMPRESSION, SHARING, VCPUS, ZEROING, HostCPUs, VCPUs
 
 
-def test_host_work_runs_at_once_and_vcpu_work_booked_on_its_cpu_slips():
-    cpus = HostCPUs(2)
+def test_host_work_shares_a_busy_cpu_with_vcpu_work_by_weight_and_the_vcpu_work_slips():
+    cpus = HostCPUs(2, kind="kvm")
     vcpus = VCPUs(2, cpus)
     assert vcpus.burst(0.0, 0.010) == 0.010  # guest code booked on both CPUs
     assert vcpus.burst(0.0, 0.010) == 0.010
-    # ksmd's 4 ms batch runs now (a host thread under its fair share is not made to
-    # wait behind guest code); the CPU it took is booked 4 ms longer
-    assert cpus.run(0.0, 0.004, SHARING) == 0.004
+    # ksmd's 4 ms batch (nice 5: CFS weight 335, sched_prio_to_weight) shares a CPU with
+    # a vCPU thread (nice 0: 1024): it gets 335 / 1359 of it, so its 4 ms take
+    # 4 * 1359 / 335 = 16.23 ms; that is past the vCPU work's end at 10 ms, so it ends
+    # once the vCPU's 10 ms are done: at 10 + 4 = 14 ms (at 14 ms the CPU has given
+    # 10 ms to the vCPU and 4 to ksmd). The CPU's booking slips by ksmd's 4 ms.
+    assert cpus.run(0.0, 0.004, SHARING) == pytest.approx(0.014)
     assert sorted(cpus.free_at) == [0.010, pytest.approx(0.014)]
-    assert cpus.run(0.020, 0.001, COMPRESSION) == 0.021  # on a free CPU
+    assert cpus.ready_time == pytest.approx(0.010)
+    assert cpus.run(0.020, 0.001, COMPRESSION) == 0.021  # on a free CPU: at once
     assert cpus.busy_s() == {"sharing": 0.004, "compression": 0.001, "zeroing": 0.0, "vcpus": 0.020,
                              "balloon": 0.0, "swapout": 0.0}
 
@@ -58,3 +62,22 @@ def test_bad_cpu_counts_are_refused():
         HostCPUs(0)
     with pytest.raises(ValueError, match="vcpus"):
         VCPUs(0, None)
+
+
+def test_host_thread_on_a_busy_cpu_gets_the_share_its_weight_gives():
+    # kvm: kswapd's compression (nice 0, 1024) beside a vCPU thread (1024): half the CPU
+    # each, so 1 ms of compression ends 2 ms later while the vCPU's 10 ms run on
+    cpus = HostCPUs(1, kind="kvm")
+    VCPUs(1, cpus).burst(0.0, 0.010)
+    assert cpus.run(0.0, 0.001, COMPRESSION) == pytest.approx(0.002)
+    assert cpus.free_at == [pytest.approx(0.011)]
+    # esx: a system world (2000 shares, the service console's documented default) beside
+    # a normal vCPU (1000 shares): two thirds of the CPU, 1 ms ends after 1.5 ms
+    cpus = HostCPUs(1, kind="esx")
+    VCPUs(1, cpus).burst(0.0, 0.010)
+    assert cpus.run(0.0, 0.001, COMPRESSION) == pytest.approx(0.0015)
+    # a high-shares vCPU (2000 a vCPU) halves a system world's share to 1/2
+    cpus = HostCPUs(1, kind="esx")
+    VCPUs(1, cpus, shares=2000).burst(0.0, 0.010)
+    assert cpus.run(0.0, 0.001, COMPRESSION) == pytest.approx(0.002)
+    assert cpus.free_at == [pytest.approx(0.011)]

@@ -10,10 +10,10 @@ from hypervisor.host import Host, HostConfig
 from .helpers import page
 
 
-def ksm_host(env, cpus=4):
+def ksm_host(env, cpus=4, kind="esx"):
     host = Host(HostConfig(memory=f"{8192 * PAGE_SIZE}", cpus=cpus, pages_to_scan=1000,
                            sleep_millisecs=20, hash_cost="1us", smart_scan=False,
-                           compression=False, ballooning=False), env=env)
+                           compression=False, ballooning=False, kind=kind), env=env)
     # 4000 frames: every batch is a full 1000 (a batch also ends where a full scan ends)
     vm = host._new_vm("g", 4000)
     host._add_vm(vm)
@@ -38,17 +38,44 @@ def test_ksmd_at_1000_pages_per_20ms_uses_the_cpu_share_its_per_page_cost_implie
     assert busy / env.now == pytest.approx(4 / 104, rel=1e-6)
 
 
-def test_ksmd_takes_its_cpu_time_from_the_guests_on_a_busy_host():
-    # one host CPU booked by a vCPU for the first 0.5 s: ksmd, a host thread asking for
-    # 1 ms in 21 (less than its fair share), still runs on time, and the guest code
-    # booked on that CPU slips by ksmd's CPU time
+@pytest.mark.parametrize("kind, wh, wv", [
+    ("kvm", 335, 1024),  # CFS sched_prio_to_weight: ksmd nice 5, vCPU threads nice 0
+    ("esx", 2000, 1000),  # ESX shares: a system world 2000, a normal vCPU 1000
+])
+def test_ksmd_on_a_host_whose_cpus_are_all_busy_gets_its_weights_share(kind, wh, wv):
+    # ksm_scan_thread at pages_to_scan 1000 / sleep_millisecs 20 on one host CPU that a
+    # vCPU keeps busy for the whole run: each batch's 1 ms of CPU (1000 x hash_cost)
+    # runs beside the vCPU's work with wh / (wh + wv) of the CPU, so it takes
+    # 1 ms * (wh + wv) / wh of wall time; the vCPU's work loses exactly ksmd's CPU time.
+    # A cycle over 4000 frames: 4 batches of 1000 and one that finds the scan's end.
     env = simpy.Environment()
-    host = ksm_host(env, cpus=1)
-    VCPUs(1, host.cpus).burst(0.0, 0.5)
-    env.run(until=21e-3 * 4 - 1e-9)  # 4 batches of 1000 frames
-    assert host.sharing.scan_time == pytest.approx(4 * 1e-3)
-    assert host.cpus.free_at == [pytest.approx(0.5 + 4 * 1e-3)]
-    assert host.cpus.busy_s()["vcpus"] == 0.5
+    host = ksm_host(env, cpus=1, kind=kind)
+    VCPUs(1, host.cpus).burst(0.0, 10.0)  # guest code booked for 10 s
+    batch = 1e-3 * (wh + wv) / wh
+    cycle = 4 * (batch + 0.020) + 0.020
+    env.run(until=10 * cycle - 1e-9)  # 10 full scans
+    assert host.sharing.full_scans == 10
+    busy = host.cpus.busy_s()["sharing"]
+    assert busy == pytest.approx(40 * 1e-3)
+    # while it runs ksmd has the share its weight gives (top: ksmd at wh / (wh + wv))
+    assert busy / (40 * batch) == pytest.approx(wh / (wh + wv))
+    # its scan is slowed: 10 cycles take 10 x (4 x (batch + 20 ms) + 20 ms)
+    assert env.now == pytest.approx(10 * cycle, abs=1e-8)
+    # the vCPU loses exactly ksmd's CPU time: its 10 s of guest code end 40 ms later
+    assert host.cpus.free_at == [pytest.approx(10.0 + 40 * 1e-3)]
+    assert host.cpus.busy_s()["vcpus"] == 10.0
+
+
+def test_ksmd_runs_at_once_on_a_host_with_a_cpu_free():
+    # the same vCPU work on a 2-CPU host: ksmd takes the idle CPU, a batch takes its
+    # 1 ms, and the guest code loses nothing
+    env = simpy.Environment()
+    host = ksm_host(env, cpus=2, kind="kvm")
+    VCPUs(1, host.cpus).burst(0.0, 10.0)
+    env.run(until=0.104 - 1e-9)
+    assert host.sharing.full_scans == 1
+    assert sorted(host.cpus.free_at) == [pytest.approx(3 * 0.021 + 0.001), 10.0]  # 4th batch
+    assert host.cpus.ready_time == 0.0
 
 
 def test_host_swap_victim_is_the_vm_furthest_above_its_target():

@@ -149,9 +149,9 @@ def test_guest_kernel_threads_run_on_the_vms_vcpus():
     calls = []
     run = k.run_kernel_work
 
-    def recorded(cpu, wait=0.0):
+    def recorded(cpu, wait=0.0, io=0.0, since=None):
         calls.append(cpu)
-        return run(cpu, wait)
+        return run(cpu, wait, io, since)
 
     k.run_kernel_work = recorded
     kd = next(iter(k.reclaim.kswapds.values()))
@@ -171,9 +171,9 @@ def test_kcompactd_and_khugepaged_work_runs_on_the_vms_vcpus():
     calls = []
     run = k.run_kernel_work
 
-    def recorded(cpu, wait=0.0):
+    def recorded(cpu, wait=0.0, io=0.0, since=None):
         calls.append(cpu)
-        return run(cpu, wait)
+        return run(cpu, wait, io, since)
 
     k.run_kernel_work = recorded
     comp = k.compaction
@@ -195,3 +195,51 @@ def test_kcompactd_and_khugepaged_work_runs_on_the_vms_vcpus():
     env.run(until=0.2)
     assert calls == [0.003, 0.002]
     assert vm.vcpus.kernel_time == pytest.approx(0.005)
+
+
+def test_a_kernel_threads_pass_runs_its_cpu_holds_the_vcpu_through_host_stalls_and_frees_it_for_its_io():
+    # A Linux kernel thread (kswapd, the flusher, kcompactd, khugepaged) beneath a
+    # hypervisor: its own CPU runs on the vCPU; a page it touches that the host must back
+    # (EPT violation + zeroing: host CPU in the vCPU's context) or read from host swap
+    # holds the vCPU, not running guest code; its wait for its own I/O is a sleep in D
+    # state (io_schedule) that frees the vCPU for the guest's tasks
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="256MiB", cpus=1, sharing=False, compression=False,
+                           ballooning=False, fault_cost="2us"), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="64MiB", cpus=1), balloon=False)
+    k = vm.kernel
+    from hypervisor.p2m import P2M_NONE
+
+    fresh = [p for p in range(vm.nr_pages - 1, 0, -1) if vm.p2m.state[p] == P2M_NONE][:11]
+    swapped = fresh.pop()
+    vm.store(swapped, page(1))
+    vm.evict(swapped, compress=False)
+    env.run(until=1.0)  # the write to swap completes
+    host.settle()
+    assert vm.p2m.state[swapped] == P2M_SWAPPED
+    out = {}
+
+    def kthread():
+        mark = k.stall_mark()
+        stall = sum(vm.touch(p, True) for p in fresh)  # 10 host faults
+        swapin = vm.touch(swapped, False)  # a host swap-in (device read)
+        assert swapin > 0.0
+        out["stall"] = stall + swapin
+        k0, s0, z0 = vm.vcpus.kernel_time, vm.vcpus.stall_time, host.cpus.busy_s()["zeroing"]
+        yield k.run_kernel_work(0.001 + stall + swapin + 0.004, io=0.004, since=mark)
+        out["end"] = env.now
+        out["kernel"] = vm.vcpus.kernel_time - k0
+        out["held"] = vm.vcpus.stall_time - s0
+        out["zeroing"] = host.cpus.busy_s()["zeroing"] - z0
+
+    t0 = env.now
+    env.process(kthread())
+    env.run(until=t0 + 1e-12)
+    stall = out["stall"]
+    # the vCPU is free once the CPU part and the stalls are over, while the thread sleeps
+    assert vm.vcpus.free_at == [pytest.approx(t0 + 0.001 + stall)]
+    env.run(until=t0 + 0.1)
+    assert out["end"] == pytest.approx(t0 + 0.001 + stall + 0.004)
+    assert out["kernel"] == pytest.approx(0.001)  # only its own CPU counts as kernel CPU
+    assert out["held"] == pytest.approx(stall)  # the stalls held the vCPU
+    assert out["zeroing"] == pytest.approx(10 * 2e-6)  # the faults' host CPU
