@@ -23,9 +23,12 @@ bit x86 sets in a huge PMD) and pointing at its own subpage, so loads and stores
 new test; the page table's bookkeeping (`PageTable.huge`) says that no PTE table lies
 below that PMD and which page is deposited for it, and the table frames' bytes show one
 PSE entry in the PMD table. A THP's subpages are ordinary `Page`s each counting the PMD
-mapping as one mapping (_count 1, _mapcount 0 per PMD map), on the LRU one by one (Linux
-puts the folio there once: the LRU sizes agree, the order of aging differs), flagged
-PG_thp while they belong to the folio. `Thp.folios` holds per THP what Linux keeps in the
+mapping as one mapping (_count 1, _mapcount 0 per PMD map), flagged PG_thp while they
+belong to the folio. They sit on the LRU as 512 entries, added together, but age as the
+one folio Linux keeps there: reclaim isolates the whole folio (its 512 pages count in the
+scan), takes its references once (folio_referenced: the PMD's young bit, which is the 512
+PSE entries' accessed bits together, counted once per VMA) and moves all its pages by the
+one verdict (vmscan's check_folio_references). `Thp.folios` holds per THP what Linux keeps in the
 head page: how many PMDs map it (entire mapcount) and how many subpages nothing maps any
 more but the folio still holds.
 
@@ -453,6 +456,58 @@ class Thp:
         # written and freed whole: no deferred split while its subpages go one by one
         folio.queued = True
         return pages
+
+    def folio_referenced(self, base: int) -> tuple[int, int]:
+        """folio_referenced for a whole THP (6.1 folio_referenced_one), VMA by VMA: where
+        a PMD maps it, the PMD's one young bit (here the 512 PSE entries' accessed bits
+        together) is tested and cleared; where PTEs map it, every young PTE of its
+        subpages is. Counts the VMAs where it was young (not the PTEs) and ORs their
+        vm_flags. A PMD mapping in a VM_LOCKED VMA stops the walk with VM_LOCKED set
+        (the caller mlocks the folio); PTE mappings of a large folio are not mlocked
+        here. Returns (referenced, vm_flags)."""
+        mem_map = self.kernel.mem_map
+        first = None
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            if mem_map[pfn].mapping is not None:
+                first = mem_map[pfn]
+                break
+        if first is None:
+            return 0, 0
+        index0 = first.index - (first.pfn - base)
+        referenced = 0
+        vm_flags = 0
+        for vma in list(first.mapping.vmas):
+            hv = (vma.vm_start >> PAGE_SHIFT) + index0 - vma.vm_pgoff
+            lo = max(hv, vma.vm_start >> PAGE_SHIFT)
+            hi = min(hv + HPAGE_PMD_NR, vma.vm_end >> PAGE_SHIFT)
+            if lo >= hi:
+                continue
+            pt = vma.vm_mm.pgtable
+            ptes = pt.ptes
+            young = False
+            pte = ptes.get(hv, 0) if lo == hv else 0
+            if pte & _PAGE_PSE and pte & PTE_PRESENT_MASK and pte >> PAGE_SHIFT == base:
+                if vma.vm_flags & VM_LOCKED:
+                    return referenced, vm_flags | VM_LOCKED
+                for v in range(hv, hv + HPAGE_PMD_NR):  # pmdp_clear_flush_young
+                    e = ptes[v]
+                    if e & _PAGE_ACCESSED:
+                        ptes[v] = e & ~_PAGE_ACCESSED
+                        young = True
+                if young:
+                    pt.pte_changed(hv)
+            else:
+                delta = base - hv
+                for v in range(lo, hi):  # ptep_clear_flush_young per subpage PTE
+                    e = ptes.get(v, 0)
+                    if e & _PAGE_ACCESSED and e & PTE_PRESENT_MASK and (e >> PAGE_SHIFT) == v + delta:
+                        ptes[v] = e & ~_PAGE_ACCESSED
+                        pt.pte_changed(v)
+                        young = True
+            if young:
+                referenced += 1
+                vm_flags |= vma.vm_flags
+        return referenced, vm_flags
 
     def split_pmds(self, folio) -> None:
         """try_to_unmap's TTU_SPLIT_HUGE_PMD: every PMD mapping of the folio becomes 512

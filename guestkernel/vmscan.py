@@ -98,7 +98,7 @@ from .page import (
     PG_writeback,
 )
 from .page_alloc import SWAP_CLUSTER_MAX, int_sqrt
-from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PTE_PRESENT_MASK
+from .pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, HPAGE_PMD_NR, PTE_PRESENT_MASK
 from .units import PAGE_SHIFT
 from .vma import VM_EXEC, VM_LOCKED, VM_SHARED
 from .vmstat import (  # noqa: F401 (STATE_NAMES, ARC_NAMES, ST_*: re-exported for users)
@@ -687,6 +687,8 @@ class Reclaim:
                     break
                 self._isolate(page, lru)
                 taken.append(page)
+                if page.flags & PG_thp:
+                    self._isolate_folio(page, lru, taken)
             return taken, len(taken)
         skipped = []
         while len(taken) < nr_to_scan:
@@ -699,6 +701,8 @@ class Reclaim:
                 continue
             self._isolate(page, lru)
             taken.append(page)
+            if page.flags & PG_thp:
+                self._isolate_folio(page, lru, taken)
         if skipped:
             vm = self.vmstat
             zone_of = self.alloc.zone_of
@@ -707,6 +711,54 @@ class Reclaim:
                 key = "pgskip_" + PGSKIP_ZONE[zone_of(page.pfn).name]
                 vm[key] = vm.get(key, 0) + 1
         return taken, len(taken) + len(skipped)
+
+    def _isolate_folio(self, page, lru: int, taken: list) -> None:
+        """isolate_lru_folios takes a THP as one folio of 512 pages (nr_pages counts in
+        the scan): the rest of the folio of `page` on the same list comes with it."""
+        base = page.pfn & ~(HPAGE_PMD_NR - 1)
+        if base not in self.kernel.thp.folios:
+            return
+        mem_map = self.kernel.mem_map
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            p = mem_map[pfn]
+            if p is not page and p.flags & PG_lru and page_lru(p) == lru:
+                self._isolate(p, lru)
+                taken.append(p)
+
+    def check_folio_references(self, page, cache: dict) -> int:
+        """folio_check_references for a subpage of a whole THP: the verdict is the
+        folio's, taken once (folio_referenced: one young bit per PMD mapping, counted per
+        VMA) with the folio's PG_referenced (kept alike on its subpages), and given to
+        every subpage; `cache` holds it by head pfn for the rest of the batch."""
+        base = page.pfn & ~(HPAGE_PMD_NR - 1)
+        ref = cache.get(base)
+        if ref is not None:
+            return ref
+        k = self.kernel
+        if base not in k.thp.folios:
+            return self.check_references(page)
+        referenced, vm_flags = k.thp.folio_referenced(base)
+        subpages = [k.mem_map[pfn] for pfn in range(base, base + HPAGE_PMD_NR)]
+        if vm_flags & VM_LOCKED:
+            for p in subpages:
+                mem.mlock_page(k, p)
+            ref = PAGEREF_KEEP  # _putback culls them to the unevictable list
+        else:
+            referenced_folio = subpages[0].flags & PG_referenced
+            for p in subpages:
+                if referenced:
+                    p.flags |= PG_referenced
+                else:
+                    p.flags &= ~PG_referenced
+            file_lru = not subpages[0].flags & PG_swapbacked  # (a lazily freed THP)
+            if referenced:
+                ref = PAGEREF_ACTIVATE if referenced_folio or referenced > 1 else PAGEREF_KEEP
+            elif referenced_folio and file_lru:
+                ref = PAGEREF_RECLAIM_CLEAN
+            else:
+                ref = PAGEREF_RECLAIM
+        cache[base] = ref
+        return ref
 
     # ------------------------------------------------------------------ active list
     def shrink_active_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> None:
@@ -766,6 +818,7 @@ class Reclaim:
         writes: dict[int, tuple[object, list]] = {}  # id(queue) -> (queue, pages)
         gfp = sc.gfp
         thp_done = None  # pfns written with their THP (whole-THP swap-out)
+        folio_refs = None  # head pfn -> the THP's verdict (check_folio_references)
         for page in pages:
             if thp_done is not None and page.pfn in thp_done:
                 continue
@@ -793,7 +846,14 @@ class Reclaim:
                     page.flags |= PG_reclaim
                     self._putback(page)
                     continue
-            ref = PAGEREF_RECLAIM if ignore_references else self.check_references(page)
+            if ignore_references:
+                ref = PAGEREF_RECLAIM
+            elif f & PG_thp:
+                if folio_refs is None:
+                    folio_refs = {}
+                ref = self.check_folio_references(page, folio_refs)
+            else:
+                ref = self.check_references(page)
             if page.flags & PG_mlocked:
                 self._putback(page)
                 continue
