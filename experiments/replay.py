@@ -119,6 +119,9 @@ from guestkernel.units import PAGE_SIZE, parse_size
 # own copy; tests check that the two agree wherever both define a name.
 CONSTANTS: dict[str, int] = {
     "NULL": 0,
+    # prctl options replayed (the memory ones)
+    "PR_SET_THP_DISABLE": 41,
+    "PR_GET_THP_DISABLE": 42,
     # PROT_*
     "PROT_NONE": 0x0,
     "PROT_READ": 0x1,
@@ -1652,6 +1655,16 @@ class Replayer:
 
     def _sys_munlock(self, call: Call, proc: Proc) -> None:
         self._range_call(call, proc, "munlock", parse_int(call.args[0]), parse_int(call.args[1]))
+
+    def _sys_prctl(self, call: Call, proc: Proc) -> None:
+        """PR_SET_THP_DISABLE / PR_GET_THP_DISABLE are replayed; other options are not
+        memory calls hvsim models: counted and listed like unknown calls."""
+        if not call.args or call.args[0].strip() not in ("PR_SET_THP_DISABLE", "PR_GET_THP_DISABLE"):
+            self.calls -= 1
+            self.skipped["prctl"] = self.skipped.get("prctl", 0) + 1
+            return
+        value, err = self._sys(proc, "prctl", *(parse_flags(a) for a in call.args))
+        self._compare(call, proc, value, err)
 
     def _sys_mlockall(self, call: Call, proc: Proc) -> None:
         value, err = self._sys(proc, "mlockall", parse_flags(call.args[0]))
