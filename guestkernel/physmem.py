@@ -56,6 +56,7 @@ WORD_WRITE = 16  # bytes a write of unknown data changes in a page with no recip
 _MASK64 = (1 << 64) - 1
 _PACK2 = Struct("<QQ").pack
 _xxh64 = xxhash.xxh64_intdigest
+_xxh3 = xxhash.xxh3_64_intdigest
 
 
 def write_digest(seed: int, frame: int, generation: int) -> int:
@@ -85,7 +86,11 @@ class LazyPage:
         return self.materialize() == page_bytes(other)
 
     def __hash__(self) -> int:
-        return hash(self.materialize())
+        # XXH3-64 of the bytes, not Python's salted hash(): nothing may depend on
+        # PYTHONHASHSEED. Equal contents hash equal among LazyPages; a LazyPage and equal
+        # `bytes` do not (bytes' own hash is salted): key a dict by page_bytes(page) to
+        # mix them.
+        return _xxh3(self.materialize())
 
     def written(self, digest: int, offset: int = -1, length: int = 0):
         """The page after a write of data nobody spelled out, drawn from `digest`: a new

@@ -8,7 +8,7 @@ from __future__ import annotations
 import xxhash
 import zstandard
 
-from guestkernel.physmem import LazyPage, page_bytes
+from guestkernel.physmem import LazyPage, WrittenPage, page_bytes
 from hypervisor.compression import CompressionCache
 from hypervisor.machine import MachineMemory
 from hypervisor.p2m import P2M_COMPRESSED, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
@@ -265,3 +265,30 @@ def test_a_guest_copy_passes_the_recipe_on_without_making_the_bytes():
     bm.touch(0, True)
     bm.copy(1, 0)
     assert bm.frames[1] is bm.frames[0] and bm.load(1) == bm.load(0) != page(5)
+
+
+def test_a_lazy_pages_hash_is_its_bytes_xxh3_whatever_the_python_hash_seed():
+    # House rule (DESIGN.md "Time, cost and randomness"): nothing may depend on Python's
+    # salted hash(). A LazyPage hashes as XXH3-64 of its bytes: equal contents, equal
+    # hashes, the same under every PYTHONHASHSEED.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from guestkernel.physmem import WrittenPage, ZERO_PAGE;"
+        "from experiments.content import ContentSource, AppPage;"
+        "import sys;"
+        "p=ContentSource(5,'vm').app_page('webserver','k',1);"
+        "print(hash(WrittenPage(ZERO_PAGE,12345)), hash(WrittenPage(p,7,64,128)))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                       env={"PYTHONHASHSEED": seed, "PATH": ""}, check=True).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outs) == 1
+    w = WrittenPage(page(3), 12345)
+    assert hash(w) == hash(xxhash.xxh3_64_intdigest(w.materialize()))
+    assert hash(w) == hash(WrittenPage(page(3), 12345)) and w == WrittenPage(page(3), 12345)
