@@ -723,6 +723,9 @@ _NORANDOM_BRK = 0x555555559000
 _NORANDOM_MMAP = 0x7FFFF7DC0000
 
 
+_new_object = object.__new__
+
+
 class AppPage(LazyPage):
     """A generated application page held as its recipe (profile, class and content
     digests, the process's pointer pool): ~150 bytes in the simulator instead of 4 KiB,
@@ -752,7 +755,12 @@ class AppPage(LazyPage):
         h = ((self.h ^ digest) + 0x9E3779B97F4A7C15) & _MASK64
         h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
-        new = AppPage(p, self.c, h ^ (h >> 31), self.ptrs)
+        # NOTE: AppPage(p, self.c, h ^ (h >> 31), self.ptrs) without the __init__ call
+        new = _new_object(AppPage)
+        new.p = p
+        new.c = self.c
+        new.h = h ^ (h >> 31)
+        new.ptrs = self.ptrs
         if offset < 0 or (offset == 0 and length == PAGE_SIZE):
             return new
         return WrittenPage(self, digest, offset, length, new)

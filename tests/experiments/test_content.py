@@ -426,3 +426,29 @@ def test_a_write_of_part_of_a_page_changes_only_that_part():
     old, new, got = page.materialize(), whole.materialize(), part.materialize()
     assert got[:1024] == old[:1024] and got[1124:] == old[1124:]
     assert got[1024:1124] == new[1024:1124] != old[1024:1124]
+
+
+@settings(max_examples=200, deadline=None)
+@given(profile=st.sampled_from(PROFILES), key=st.integers(0, 2**40),
+       digest=st.integers(0, 2**64 - 1), rewrite=st.sampled_from([0.0, 0.5]))
+def test_inlined_app_page_written_is_its_plain_twin(profile, key, digest, rewrite):
+    """AppPage.written (splitmix64 and the constructor inlined) against its plain form:
+    the profile's rewrite fraction keeps the recipe, else AppPage(p, c, _remix(h ^
+    digest), ptrs) (guestkernel.physmem.LazyPage.written's protocol)."""
+    from experiments.content import AppPage, _remix
+
+    src = ContentSource(3, "vm")
+    page = src.app_page(profile, key, 2, True)
+    if not isinstance(page, AppPage):
+        return  # zero and same-filled pages are shared bytes
+    if rewrite:
+        page = AppPage(replace(page.p, rewrite=rewrite), page.c, page.h, page.ptrs)
+    p = page.p
+    new = page.written(digest, -1, 0)
+    if (digest & 0xFFFF) < p._rewrite_cut:
+        assert new is page
+        return
+    plain = AppPage(p, page.c, _remix(page.h ^ digest), page.ptrs)
+    assert type(new) is AppPage
+    assert (new.p, new.c, new.h, new.ptrs) == (plain.p, plain.c, plain.h, plain.ptrs)
+    assert new.materialize() == plain.materialize()
