@@ -56,6 +56,7 @@ import sys
 from array import array
 from itertools import compress as _select
 from itertools import repeat
+from operator import itemgetter
 from operator import ne as _ne
 
 import xxhash
@@ -577,7 +578,7 @@ class PgtablePage(_LivePage):
     """One page-table page of an mm: level 0 holds PTEs, higher levels point at tables;
     `level` == len(shifts) is the PGD."""
 
-    __slots__ = ("pt", "level", "key", "page", "_ents", "_data", "_vals")
+    __slots__ = ("pt", "level", "key", "page", "_ents", "_data", "_vals", "_fetch")
 
     def __init__(self, kmem: KmemContent, pt, level: int, key: int, page) -> None:
         self.kmem = kmem
@@ -589,6 +590,7 @@ class PgtablePage(_LivePage):
         self._ents = None  # the entries `_data` was made from (see _bytes)
         self._data = None
         self._vals = None  # level 0: `_ents` in the arch's format
+        self._fetch = None  # level 0: itemgetter of the table's PTE slots (see _bytes)
 
     def _bytes(self) -> bytes:
         """The table's bytes. NOTE: cached for performance: the bytes are a function of
@@ -605,8 +607,19 @@ class PgtablePage(_LivePage):
             d = shifts[0] if level == 0 else shifts[level] - shifts[level - 1]
             nent = 1 << d
             lo = self.key << d
-            src = pt.ptes if level == 0 else pt.tables[level - 1]
-            ents = list(map(src.get, range(lo, lo + nent), repeat(0, nent)))
+            if level == 0:
+                # a full table's PTEs in one C call (KeyError: some slot empty)
+                fetch = self._fetch
+                if fetch is None:
+                    fetch = self._fetch = itemgetter(*range(lo, lo + nent))
+                ptes = pt.ptes
+                try:
+                    ents = fetch(ptes)
+                except KeyError:
+                    ents = tuple(map(ptes.get, range(lo, lo + nent), repeat(0, nent)))
+            else:
+                src = pt.tables[level - 1]
+                ents = list(map(src.get, range(lo, lo + nent), repeat(0, nent)))
             if level == 1 and pt.huge:
                 # PMD mappings (huge_memory.py) are entries of this table too
                 ents.append([pt.ptes[k << shifts[0]] for k in range(lo, lo + nent) if k in pt.huge])

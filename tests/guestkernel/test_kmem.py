@@ -605,7 +605,7 @@ def test_pte_page_bytes_are_x86_pte_of_every_entry(archs, entries):
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["x86_64", "i386", "i386-pae"]),
        st.lists(st.tuples(st.sampled_from(["set", "clear", "read", "table", "untable", "huge",
-                                           "unhuge"]),
+                                           "unhuge", "fill"]),
                           st.integers(0, 1023), st.integers(0, (1 << 32) - 1)),
                 min_size=1, max_size=40))
 def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, ops):
@@ -637,6 +637,9 @@ def test_cached_table_bytes_equal_the_plain_conversion_after_any_changes(arch, o
             pt.ptes[nent + i % nent] = v
         elif op == "clear":
             pt.ptes.pop(nent + i % nent, None)
+        elif op == "fill":  # every slot of the table set (its entries fetched at once)
+            for j in range(nent):
+                pt.ptes[nent + j] = (v + (j << 12)) & 0xFFFFFFFF
         elif op == "table":
             pt.tables[0][i % 4] = pages[i % 8]
         elif op == "untable" and i % 4 != 1:
