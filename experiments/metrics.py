@@ -41,7 +41,7 @@ KSM_COLUMNS = ("ksm_run", "ksm_pages_to_scan", "ksm_sleep_ms")  # ksmd's tunable
 VM_COLUMNS = ("resident_mib", "ballooned_mib", "shared_mib", "compressed_mib", "swapped_mib", "throughput")
 #: summary.json cost.stall_s: seconds beneath or inside the guests, by cause
 STALL_CAUSES = ("host_fault", "cow_break", "decompress", "host_swapin", "balloon",
-                "guest_swapin", "guest_file_read")
+                "guest_swapin", "guest_file_read", "guest_throttle")
 #: summary.json cost.host_cpu_s and timeseries host_cpu_<consumer>_pct
 CPU_CONSUMERS = ("sharing", "compression", "zeroing", "vcpus", "balloon", "swapout")
 
@@ -58,6 +58,8 @@ def vm_stall_by_cause(vm) -> dict[str, float]:
         "balloon": vm.stall_balloon,
         "guest_swapin": getattr(k, "iowait_swap", 0.0) if k is not None else 0.0,
         "guest_file_read": getattr(k, "iowait_file", 0.0) if k is not None else 0.0,
+        # asleep throttled: balance_dirty_pages, reclaim_throttle
+        "guest_throttle": getattr(k, "iowait_throttle", 0.0) if k is not None else 0.0,
     }
 
 

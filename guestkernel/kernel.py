@@ -63,6 +63,8 @@ class Kernel:
         # seconds tasks slept waiting for the guest's disks (in D state: the vCPU is free)
         self.iowait_swap = 0.0  # swap-in reads
         self.iowait_file = 0.0  # file reads (page cache misses, readahead)
+        # throttled: balance_dirty_pages pauses, reclaim_throttle (vmscan.py)
+        self.iowait_throttle = 0.0
         self.page_alloc = PageAllocator(config, self.phys, self.vmstat)
         self.page_alloc.boot()
         self.mem_map: list[Page | None] = self.page_alloc.mem_map

@@ -25,22 +25,38 @@ of a list; reclaim takes from the tail.
   unmapped and written to its file; a clean unmapped page is freed.
 - Active aging (`shrink_active_list`) moves pages to the inactive list (executable file
   pages referenced again stay) while inactive * int_sqrt(10 * GB of that type) < active.
-- Balance (`get_scan_count`): no swap -> file only; at priority 0 both equally; almost no
-  file pages -> anon; plenty of inactive file pages (cache_trim_mode) -> file only; else
-  swappiness against the recent reclaim costs, exactly as linux-mm.md section 8:
-      total = 2 * (anon_cost + file_cost)
-      ap = swappiness * (total + 1) // (2 * anon_cost + file_cost + 1)
-      fp = (200 - swappiness) * (total + 1) // (anon_cost + 2 * file_cost + 1)
-  (Linux computes total = 3 * (anon_cost + file_cost); only the ap:fp ratio matters and
-  it is the same.) Each list is scanned (lru_size >> priority) * fraction, in batches of
-  SWAP_CLUSTER_MAX, priority from DEF_PRIORITY (12) down to 0.
+- Balance (`get_scan_count`, 6.1): no swap -> file only; at priority 0 both equally;
+  almost no file pages -> anon; plenty of inactive file pages (cache_trim_mode) -> file
+  only; else swappiness against the recent reclaim costs prepare_scan_count took, as
+  linux-mm.md section 8:
+      anon' = 2a + f, file' = a + 2f, total = anon' + file'
+      ap = swappiness * (total + 1) // (anon' + 1)
+      fp = (200 - swappiness) * (total + 1) // (file' + 1)
+  Each list is scanned (lru_size >> priority) * fraction // (ap + fp), in batches of
+  SWAP_CLUSTER_MAX, priority from DEF_PRIORITY (12) down to 0. The costs
+  (`lru_note_cost`, 6.1's form) are pages: what shrink_inactive_list wrote (nr_pageout)
+  and each refaulting page that was in the workingset (a restore); both halve once their
+  sum exceeds a quarter of the LRU pages.
 - Writeback: PG_writeback while the write is in flight, which takes latency +
-  bytes / bandwidth on the device's queue. With an env, kswapd's and the flusher's writes
-  complete in simulated time (`IOCompletion` daemon) and a page written for reclaim
-  (PG_reclaim) is rotated to the inactive tail to be freed next; a page touched meanwhile
-  goes back to the active list. Direct reclaim writes synchronously and waits (the wait is
-  added to kernel.stall). Without an env every write completes at once, its cost added to
+  bytes / bandwidth on the device's queue. With an env, writes complete in simulated time
+  (`IOCompletion` daemon) and a page marked PG_reclaim is rotated to the inactive tail
+  when its write ends (folio_rotate_reclaimable; 6.x deactivates an active one) to be
+  freed next. Without an env every write completes at once, its cost added to
   kernel.stall.
+- Who writes (6.x, 6.1 shrink_folio_list): reclaim never waits for a write. A page met
+  under writeback is marked PG_reclaim and activated (nr_writeback), or, by kswapd on a
+  node flagged PGDAT_WRITEBACK, counted nr_immediate. A dirty file page is written only by
+  kswapd, only if it is already PG_reclaim and the node is PGDAT_DIRTY (kswapd found its
+  file pages all dirty and unqueued); otherwise it is marked PG_reclaim, activated and
+  counted nr_vmscan_immediate_reclaim, and when a batch taken was all dirty and unqueued
+  the flusher is woken to write everything (wakeup_flusher_threads). Anonymous pages are
+  written to swap by direct reclaim too, without waiting. Throttling (reclaim_throttle):
+  kswapd meeting nr_immediate pages sleeps until SWAP_CLUSTER_MAX more pages are written
+  or HZ/10; a direct reclaimer sleeps one jiffy on a congested node, or at priority 1
+  with nothing reclaimed, unless few pages wait to be written (kernel.iowait_throttle:
+  the task sleeps, its vCPU free). 2.6 era (2.6.24 shrink_page_list): reclaim writes dirty
+  file pages itself, and direct reclaim writes synchronously and waits (its time added to
+  kernel.stall), waiting too for a page already under writeback under pressure.
 - Workingset detection (6.x era, workingset.py): a page-cache or swap-cache page that
   reclaim evicts leaves a shadow entry; read back, its refault distance decides whether it
   starts on the active list (workingset_refault/activate/restore). Every page put back on
@@ -124,6 +140,12 @@ DEFAULT_SEEKS = 2
 SCAN_COST = 1e-6  # seconds of CPU per page scanned (isolation, rmap, freeing): ~4 GB/s
 KSWAPD_MIN_PASS = 1e-6  # seconds: a kswapd pass never takes zero simulated time
 DIRTY_RATELIMIT = 32  # pages dirtied between two checks of the dirty limits
+HZ = 250  # jiffies per second (CONFIG_HZ_250, Debian's): reclaim_throttle's timeouts
+MAX_RECLAIM_RETRIES = 16
+
+# reclaim_throttle reasons (enum vmscan_throttle_state, 6.1)
+VMSCAN_THROTTLE_WRITEBACK, VMSCAN_THROTTLE_ISOLATED, VMSCAN_THROTTLE_NOPROGRESS, \
+    VMSCAN_THROTTLE_CONGESTED = range(4)
 
 LRU_INACTIVE_ANON = 0
 LRU_ACTIVE_ANON = 1
@@ -148,7 +170,10 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 #   pgwriteback_file         file pages written back (by reclaim, the flusher or a writer)
 #   flusher_wakeups          flusher passes that wrote something
 #   balance_dirty_pages      dirty-limit checks that found nr_dirty above the background limit
+# Linux's nr_vmscan_write (pages reclaim wrote: pageout) and nr_vmscan_immediate_reclaim
+# (dirty or writeback file pages reclaim marked PG_reclaim instead, 6.x) are node items.
 RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
+    "nr_vmscan_write", "nr_vmscan_immediate_reclaim",
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
     "unevictable_pgs_rescued", "unevictable_pgs_scanned", "drop_pagecache", "drop_slab", "pgwriteback_file",
     "flusher_wakeups", "oom_kill", "balance_dirty_pages",
@@ -219,11 +244,18 @@ class Lruvec:
     def __init__(self, node) -> None:
         self.node = node
         self.lists = [LruList(n) for n in LRU_NAMES]
-        self.anon_cost = 0  # pages: I/O * SWAP_CLUSTER_MAX + rotations (lru_note_cost)
+        self.anon_cost = 0  # pages written by reclaim + workingset restores (lru_note_cost)
         self.file_cost = 0
         self.nonresident_age = 0  # evictions + activations (workingset.py)
         self.activate = [0, 0]  # workingset activations, [anon, file] (lruvec_page_state)
         self.refaults = [0, 0]  # `activate` when reclaim last ended (snapshot_refaults)
+        # 6.x node flags kswapd sets in shrink_node and clears when the node is balanced
+        # (clear_pgdat_congested): PGDAT_DIRTY (kswapd may write dirty file pages it
+        # marked PG_reclaim before), PGDAT_WRITEBACK (every page taken was under
+        # writeback), LRUVEC_CONGESTED (every dirty page was marked for immediate reclaim)
+        self.pgdat_dirty = False
+        self.pgdat_writeback = False
+        self.congested = False
 
     def size(self, lru: int) -> int:
         return self.lists[lru].nr
@@ -240,6 +272,8 @@ class ScanControl:
         "may_swap", "may_unmap", "kswapd", "gfp", "reclaim_idx", "sync_io", "cost",
         "may_deactivate", "cache_trim_mode", "file_is_tiny", "nr_pageout", "nr_writeback",
         "io_wait",
+        "anon_cost", "file_cost", "nr_dirty", "nr_unqueued_dirty", "nr_congested",
+        "nr_immediate", "nr_taken", "nr_file_taken", "sleep",
     )
 
     def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
@@ -261,7 +295,19 @@ class ScanControl:
         self.cache_trim_mode = False
         self.file_is_tiny = False
         self.nr_pageout = 0
-        self.nr_writeback = 0  # pages found under writeback
+        self.nr_writeback = 0  # pages found under writeback (sc->nr.writeback)
+        self.anon_cost = 0  # the lruvec's costs when the node pass began (prepare_scan_count)
+        self.file_cost = 0
+        # sc->nr of 6.1, reset by every shrink_node: file pages taken that were dirty or
+        # under writeback, dirty and not yet queued, under writeback and already marked
+        # PG_reclaim (congested; kswapd: immediate), pages taken (all, file)
+        self.nr_dirty = 0
+        self.nr_unqueued_dirty = 0
+        self.nr_congested = 0
+        self.nr_immediate = 0
+        self.nr_taken = 0
+        self.nr_file_taken = 0
+        self.sleep = 0.0  # seconds the reclaimer slept throttled (reclaim_throttle)
 
 
 class IOBatch:
@@ -304,8 +350,11 @@ class Reclaim:
         self.daemons_started = False
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
         self.kswapd_io_wait = 0.0  # seconds of kswapd's last pass asleep on its own I/O
+        self.kswapd_sleep = 0.0  # seconds kswapd's last pass asked to sleep (throttled)
         # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
         self.anon_active = self.alloc.era == "2.6"
+        # 6.x reclaim leaves file writeback to the flusher and never waits for its writes
+        self.v6 = self.alloc.era == "6.x"
         self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
         # workingset detection (mm/workingset.c) exists from 3.15: 6.x era only
         self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
@@ -527,13 +576,21 @@ class Reclaim:
     def can_reclaim_anon(self) -> bool:
         return self.swap.free_swap_pages() > 0
 
-    def scan_fractions(self, lv: Lruvec) -> tuple[int, int]:
-        """(ap, fp): anon and file pressure from swappiness and the recent costs."""
+    def scan_fractions(self, lv: Lruvec, sc: ScanControl | None = None) -> tuple[int, int]:
+        """(ap, fp): anon and file pressure from swappiness and the recent costs, as 6.1's
+        get_scan_count computes them from the costs prepare_scan_count took (sc's; the
+        lruvec's own without one)."""
         swappiness = self.kernel.config.swappiness
-        a, f = lv.anon_cost, lv.file_cost
-        total = 2 * (a + f)
-        ap = swappiness * (total + 1) // (2 * a + f + 1)
-        fp = (MAX_SWAPPINESS - swappiness) * (total + 1) // (a + 2 * f + 1)
+        if sc is None:
+            a, f = lv.anon_cost, lv.file_cost
+        else:
+            a, f = sc.anon_cost, sc.file_cost
+        total_cost = a + f
+        anon_cost = total_cost + a
+        file_cost = total_cost + f
+        total_cost = anon_cost + file_cost
+        ap = swappiness * (total_cost + 1) // (anon_cost + 1)
+        fp = (MAX_SWAPPINESS - swappiness) * (total_cost + 1) // (file_cost + 1)
         return ap, fp
 
     def get_scan_count(self, lv: Lruvec, sc: ScanControl) -> list[int]:
@@ -551,26 +608,30 @@ class Reclaim:
             balance = SCAN_FRACT
         nr = [0] * NR_LRU_LISTS
         if balance == SCAN_FRACT:
-            ap, fp = self.scan_fractions(lv)
+            ap, fp = self.scan_fractions(lv, sc)
             denominator = ap + fp
         for lru in EVICTABLE_LRUS:
             file = is_file_lru(lru)
             scan = self.lruvec_lru_size(lv, lru, sc) >> sc.priority
             if balance == SCAN_FRACT:
+                # div64_u64 (the root memory cgroup is online: rounded down)
                 frac = fp if file else ap
-                scan = -(-scan * frac // denominator) if denominator else 0
+                scan = scan * frac // denominator if denominator else 0
             elif balance == SCAN_FILE and not file or balance == SCAN_ANON and file:
                 scan = 0
             nr[lru] = scan
         return nr
 
-    def lru_note_cost(self, lv: Lruvec, file: bool, nr_io: int, nr_rotated: int) -> None:
-        cost = nr_io * SWAP_CLUSTER_MAX + nr_rotated
+    def lru_note_cost(self, lv: Lruvec, file: bool, nr_pages: int) -> None:
+        """lru_note_cost (6.1 mm/swap.c): `nr_pages` of reclaim cost for the type: the
+        pages shrink_inactive_list wrote (stat.nr_pageout), or a refaulting page that was
+        part of the workingset (lru_note_cost_folio). Both costs halve once their sum
+        exceeds a quarter of the lruvec's LRU pages (a floating average). (6.1 repeats
+        this for every parent memory cgroup's lruvec; a guest has only the root.)"""
         if file:
-            lv.file_cost += cost
+            lv.file_cost += nr_pages
         else:
-            lv.anon_cost += cost
-        # decay: keep the costs a recent history (halved past a quarter of the LRU)
+            lv.anon_cost += nr_pages
         if lv.anon_cost + lv.file_cost > lv.nr_pages() // 4:
             lv.anon_cost //= 2
             lv.file_cost //= 2
@@ -788,7 +849,7 @@ class Reclaim:
             self._putback(page)
             deactivated += 1
         vm["pgdeactivate"] += deactivated
-        self.lru_note_cost(lv, file, 0, nr_rotated)
+        # (6.1 notes no cost for rotations here: nr_rotated only goes to the tracepoint)
 
     # ------------------------------------------------------------------ inactive list
     def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
@@ -804,10 +865,20 @@ class Reclaim:
         if not n:
             return 0
         before_pageout = sc.nr_pageout
+        before_unqueued = sc.nr_unqueued_dirty
         reclaimed = self.shrink_page_list(taken, sc)
         vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
-        self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout, n - reclaimed)
+        self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout)
+        if self.v6:
+            # every page taken was dirty and not yet queued for writeback: the flusher
+            # is behind, wake it (writeback_throttling_sane: global reclaim does not
+            # throttle here)
+            if sc.nr_unqueued_dirty - before_unqueued == n:
+                self.wakeup_flusher_threads()
+            sc.nr_taken += n
+            if file:
+                sc.nr_file_taken += n
         return reclaimed
 
     def shrink_page_list(self, pages: list, sc: ScanControl, ignore_references: bool = False) -> int:
@@ -819,6 +890,7 @@ class Reclaim:
         gfp = sc.gfp
         thp_done = None  # pfns written with their THP (whole-THP swap-out)
         folio_refs = None  # head pfn -> the THP's verdict (check_folio_references)
+        v6 = self.v6
         for page in pages:
             if thp_done is not None and page.pfn in thp_done:
                 continue
@@ -829,6 +901,27 @@ class Reclaim:
             f = page.flags
             if f & PG_mlocked:
                 self._putback(page)
+                continue
+            if not f & PG_swapbacked:
+                # folio_check_dirty_writeback: file pages only (anon and lazily freed
+                # ones count neither)
+                if f & (PG_dirty | PG_writeback):
+                    sc.nr_dirty += 1
+                    if not f & PG_writeback:
+                        sc.nr_unqueued_dirty += 1
+                    elif f & PG_reclaim:
+                        sc.nr_congested += 1
+            if f & PG_writeback and v6:
+                # 6.x never waits for a write here: kswapd meeting a page it marked
+                # before on a node whose taken pages were all under writeback counts
+                # it immediate (and throttles after the list); anyone else marks it
+                # for immediate reclaim. Either way it is activated out of the way.
+                if sc.kswapd and f & PG_reclaim and self.lruvec_of(page).pgdat_writeback:
+                    sc.nr_immediate += 1
+                else:
+                    page.flags = f | PG_reclaim
+                    sc.nr_writeback += 1
+                self._activate_isolated(page)
                 continue
             if f & PG_writeback:
                 sc.nr_writeback += 1
@@ -890,6 +983,16 @@ class Reclaim:
                         self._activate_isolated(page)
                     continue
             if page.flags & PG_dirty:
+                if v6 and not anon and not (sc.kswapd and page.flags & PG_reclaim
+                                            and self.lruvec_of(page).pgdat_dirty):
+                    # 6.x: only kswapd writes a dirty file page, and only one it marked
+                    # PG_reclaim before on a node whose inactive file tail is all dirty
+                    # (PGDAT_DIRTY); otherwise the flusher will: mark it for immediate
+                    # reclaim and activate it (its write's end rotates it back)
+                    self.vmstat["nr_vmscan_immediate_reclaim"] += 1
+                    page.flags |= PG_reclaim
+                    self._activate_isolated(page)
+                    continue
                 if ref == PAGEREF_RECLAIM_CLEAN or not sc.may_writepage:
                     self._putback(page)
                     continue
@@ -899,6 +1002,7 @@ class Reclaim:
                     continue
                 q = self._start_writeback(page, sc)
                 sc.nr_pageout += 1
+                self.vmstat["nr_vmscan_write"] += 1
                 ent = writes.get(id(q))
                 if ent is None:
                     writes[id(q)] = (q, [page])
@@ -1070,7 +1174,10 @@ class Reclaim:
 
     def _end_writeback(self, page) -> bool:
         """end_page_writeback: clear PG_writeback (arc 6 for an inactive page); a page
-        written for reclaim is rotated to the inactive tail; drop the I/O's reference.
+        marked PG_reclaim is rotated to the inactive tail (folio_rotate_reclaimable: if
+        clean, evictable and on the LRU; 6.x deactivates an active one on the way, the
+        pages reclaim activated while marking them for immediate reclaim; 2.6.24's
+        rotate_reclaimable_page leaves an active page alone); drop the I/O's reference.
         Returns True if that freed the page (its owners let go during the write)."""
         f = page.flags & ~PG_writeback
         page.flags = f
@@ -1078,16 +1185,22 @@ class Reclaim:
         vm["nr_writeback"] -= 1
         page_restate(vm, page)
         f = page.flags
-        if not f & PG_active:
-            if f & PG_reclaim:
-                page.flags = f & ~PG_reclaim
-                if f & PG_lru and not f & PG_unevictable:
-                    lst = self.lruvec_of(page).lists[page_lru(page)]
-                    lst.remove(page)
-                    lst.add_tail(page)
-                    vm["pgrotated"] += 1
-        else:
-            page.flags = f & ~PG_reclaim
+        if f & PG_reclaim:
+            f &= ~PG_reclaim
+            page.flags = f
+            if (f & PG_lru and not f & (PG_unevictable | PG_dirty)
+                    and (self.v6 or not f & PG_active)):
+                lru = page_lru(page)
+                lv = self.lruvec_of(page)
+                lv.lists[lru].remove(page)
+                if f & PG_active:
+                    vm[LRU_VMSTAT[lru]] -= 1
+                    page.flags = f & ~PG_active
+                    lru -= 1
+                    vm[LRU_VMSTAT[lru]] += 1
+                    page_restate(vm, page)
+                lv.lists[lru].add_tail(page)
+                vm["pgrotated"] += 1
         if page._count == 1:
             # the I/O held the last reference: the page was truncated or unmapped and
             # dropped from its cache meanwhile
@@ -1152,6 +1265,8 @@ class Reclaim:
         """prepare_scan_count: deactivate a type whose inactive list is low, or (6.x) that
         saw workingset activations since reclaim last ended (a new workingset is being
         established: get rid of stale active pages quickly)."""
+        sc.anon_cost = lv.anon_cost
+        sc.file_cost = lv.file_cost
         sc.may_deactivate = 0
         if lv.activate[0] != lv.refaults[0] or self.inactive_is_low(lv, LRU_INACTIVE_ANON):
             sc.may_deactivate |= DEACTIVATE_ANON
@@ -1235,12 +1350,86 @@ class Reclaim:
     def shrink_node(self, lv: Lruvec, sc: ScanControl) -> None:
         if lv.lists[LRU_UNEVICTABLE].nr and sc.priority == DEF_PRIORITY:
             self.rescue_unevictable(lv)
+        # memset(&sc->nr, 0, sizeof(sc->nr))
+        sc.nr_dirty = sc.nr_unqueued_dirty = sc.nr_congested = sc.nr_immediate = 0
+        sc.nr_writeback = sc.nr_taken = sc.nr_file_taken = 0
         self._prepare_scan(lv, sc)
         before = sc.nr_reclaimed
         self.shrink_lruvec(lv, sc)
         self.shrink_slab(lv, sc)
+        if self.v6:
+            self._shrink_node_writeback(lv, sc)
         if sc.nr_reclaimed > before:
             lv.node.kswapd_failures = 0  # the node is reclaimable again
+
+    def _shrink_node_writeback(self, lv: Lruvec, sc: ScanControl) -> None:
+        """6.1 shrink_node after the lists: kswapd flags the node PGDAT_WRITEBACK when
+        every page it took was under writeback, PGDAT_DIRTY when every file page it took
+        was dirty and unqueued (kswapd may then write those it meets again), and the
+        lruvec congested when every dirty page was already marked for immediate
+        reclaim; kswapd meeting such pages again (nr_immediate) throttles on writeback;
+        a direct reclaimer throttles on a congested lruvec."""
+        if sc.kswapd:
+            if sc.nr_writeback and sc.nr_writeback == sc.nr_taken:
+                lv.pgdat_writeback = True
+            if sc.nr_unqueued_dirty == sc.nr_file_taken:
+                lv.pgdat_dirty = True
+            if sc.nr_immediate:
+                self.reclaim_throttle(lv, VMSCAN_THROTTLE_WRITEBACK, sc)
+            if sc.nr_dirty and sc.nr_dirty == sc.nr_congested:
+                lv.congested = True
+        elif lv.congested:
+            self.reclaim_throttle(lv, VMSCAN_THROTTLE_CONGESTED, sc)
+
+    def clear_pgdat_congested(self, lv: Lruvec) -> None:
+        """kswapd found the node balanced (prepare_kswapd_sleep)."""
+        lv.congested = lv.pgdat_dirty = lv.pgdat_writeback = False
+
+    def _skip_throttle_noprogress(self, lv: Lruvec) -> bool:
+        """skip_throttle_noprogress: kswapd gave up on the node, or the pages waiting to
+        be written (dirty + writeback, NR_ZONE_WRITE_PENDING) are at most half of the
+        reclaimable ones: do not throttle."""
+        if lv.node.kswapd_failures >= MAX_RECLAIM_RETRIES:
+            return True
+        lists = lv.lists
+        reclaimable = lists[LRU_INACTIVE_FILE].nr + lists[LRU_ACTIVE_FILE].nr
+        if self.can_reclaim_anon():
+            reclaimable += lists[LRU_INACTIVE_ANON].nr + lists[LRU_ACTIVE_ANON].nr
+        vm = self.vmstat
+        return 2 * (vm["nr_dirty"] + vm["nr_writeback"]) <= reclaimable
+
+    def reclaim_throttle(self, lv: Lruvec, reason: int, sc: ScanControl) -> float:
+        """reclaim_throttle (6.1): the reclaimer sleeps, uninterruptible, until woken or
+        its timeout: VMSCAN_THROTTLE_WRITEBACK HZ/10, woken once more than
+        SWAP_CLUSTER_MAX pages have been written since it began
+        (__acct_reclaim_writeback counts every folio_end_writeback meanwhile); CONGESTED and NOPROGRESS one jiffy (unless
+        skip_throttle_noprogress). hvsim: the writes due by the wake-up end then (their
+        pages rotate to the inactive tail), and the sleep is added to sc.sleep, which the
+        caller turns into a task sleep (the vCPU is free meanwhile) or kswapd's wait.
+        Without a clock nothing is in flight and nothing sleeps. Returns seconds."""
+        now = self.now()
+        if now is None:
+            return 0.0
+        if reason == VMSCAN_THROTTLE_WRITEBACK:
+            timeout = 1.0 / 10
+            wake = now + timeout
+            written = 0
+            for b in sorted(self.inflight, key=lambda b: b.done_at):
+                if b.done_at >= wake:
+                    break
+                written += len(b.pages)
+                if written > SWAP_CLUSTER_MAX:
+                    wake = max(b.done_at, now)
+                    break
+        else:
+            if self._skip_throttle_noprogress(lv):
+                return 0.0
+            wake = now + 1.0 / HZ
+        slept = wake - now
+        sc.sleep += slept
+        if not sc.kswapd:  # (kswapd sleeps in simulated time: Kswapd._run)
+            self.complete_io(wake)
+        return slept
 
     def shrink_slab(self, lv: Lruvec, sc: ScanControl) -> int:
         """shrink_slab: every registered shrinker (guestkernel/shrinker.py, the dentry and
@@ -1327,24 +1516,36 @@ class Reclaim:
 
     def try_to_free_pages(self, gfp: int, order: int, zonelist, highest: int) -> int:
         """Direct reclaim (the allocator's direct_reclaim_hook): priority 12 down to 0 over
-        the zonelist's nodes until SWAP_CLUSTER_MAX pages are reclaimed. Writes are
-        synchronous; the time spent is added to kernel.stall. Returns pages reclaimed."""
+        the zonelist's nodes until SWAP_CLUSTER_MAX pages are reclaimed. 2.6 era (or no
+        clock): writes are synchronous, the reclaimer waits for them. 6.x: swap writes
+        are submitted and not waited for (the pages are freed by a later pass once
+        clean), dirty file pages are left to the flusher, and the reclaimer throttles
+        (consider_reclaim_throttle, reclaim_throttle) instead. The time spent scanning
+        and writing is added to kernel.stall, the throttled sleep to
+        kernel.iowait_throttle. Returns pages reclaimed."""
         if self.in_reclaim:
             return 0
         self.in_reclaim = True
         try:
             self.complete_io()
-            sc = ScanControl(SWAP_CLUSTER_MAX, gfp, False, highest, True)
+            sc = ScanControl(SWAP_CLUSTER_MAX, gfp, False, highest,
+                             not self.v6 or self.kernel.env is None)
             lvs = self._nodes_of(zonelist)
             for priority in range(DEF_PRIORITY, -1, -1):
                 sc.priority = priority
                 for lv in lvs:
                     self.shrink_node(lv, sc)
+                if self.v6 and lvs and priority == 1 and not sc.nr_reclaimed:
+                    # consider_reclaim_throttle: no progress at a high priority
+                    self.reclaim_throttle(lvs[0], VMSCAN_THROTTLE_NOPROGRESS, sc)
                 if sc.nr_reclaimed >= sc.nr_to_reclaim:
                     break
             for lv in lvs:
                 self.snapshot_refaults(lv)
-            self.kernel.stall += sc.cost
+            k = self.kernel
+            k.stall += sc.cost
+            if sc.sleep:
+                k.iowait_throttle = getattr(k, "iowait_throttle", 0.0) + sc.sleep
             return sc.nr_reclaimed
         finally:
             self.in_reclaim = False
@@ -1374,11 +1575,14 @@ class Reclaim:
                 before = sc.nr_reclaimed + sc.nr_pageout
                 sc.nr_scanned = 0
                 self.shrink_node(lv, sc)
+                if sc.sleep:
+                    break  # throttled on writeback: Kswapd sleeps sc.sleep, then goes on
                 raise_priority = sc.nr_scanned < sc.nr_to_reclaim
                 if raise_priority or sc.nr_reclaimed + sc.nr_pageout == before:
                     sc.priority -= 1
         finally:
             self.in_reclaim = False
+        self.kswapd_sleep = sc.sleep
         self.snapshot_refaults(lv)
         if sc.nr_reclaimed:
             node.kswapd_failures = 0
@@ -1418,6 +1622,15 @@ class Reclaim:
         return self.oom.out_of_memory(gfp, order)
 
     # ------------------------------------------------------------------ flusher
+    def wakeup_flusher_threads(self) -> None:
+        """wakeup_flusher_threads(WB_REASON_VMSCAN): the flusher writes back every dirty
+        page (wb_start_writeback: get_nr_dirty_pages()). Without a clock there is no
+        flusher thread: the pass runs now, its time added to kernel.stall."""
+        if self.flusher is not None:
+            self.flusher.wake(start_all=True)
+        elif self.kernel.env is None:
+            self.writeback_dirty(force=True)
+
     def dirty_thresholds(self) -> tuple[int, int]:
         """(background, foreground) dirty limits in pages, of the dirtyable memory
         (free + file LRU pages - reserves)."""
@@ -1678,8 +1891,13 @@ class Kswapd:
                 # on one of the VM's vCPUs (kernel.run_kernel_work): its scan CPU runs,
                 # host stalls on pages it touched hold the vCPU, its own I/O waits free it
                 yield k.run_kernel_work(max(cost, KSWAPD_MIN_PASS), io=r.kswapd_io_wait, since=mark)
+                if r.kswapd_sleep > 0.0:
+                    # reclaim_throttle(VMSCAN_THROTTLE_WRITEBACK): asleep, vCPU free
+                    yield env.timeout(r.kswapd_sleep)
+                    r.kswapd_sleep = 0.0
                 r.complete_io(env.now)
                 if r.kswapd_balanced(self.node, self.order, self.highest):
+                    r.clear_pgdat_congested(r.lruvecs[self.node.nid])
                     break
                 if r.inflight:
                     nxt = r.next_completion()
@@ -1740,11 +1958,15 @@ class Flusher:
         self.reclaim = reclaim
         self.passes = 0
         self.pages_written = 0
+        self.start_all = False  # WB_start_all: the next pass writes every dirty page
         self._kick = env.event()
         self.process = env.process(self._run())
 
-    def wake(self) -> None:
-        """balance_dirty_pages: the background limit is exceeded, write now."""
+    def wake(self, start_all: bool = False) -> None:
+        """balance_dirty_pages: the background limit is exceeded, write now;
+        `start_all` (wakeup_flusher_threads from reclaim): write every dirty page."""
+        if start_all:
+            self.start_all = True
         if not self._kick.triggered:
             self._kick.succeed()
 
@@ -1761,7 +1983,8 @@ class Flusher:
             k = self.reclaim.kernel
             stall0 = k.stall
             mark = k.stall_mark()
-            self.pages_written += self.reclaim.writeback_dirty(env.now)
+            force, self.start_all = self.start_all, False
+            self.pages_written += self.reclaim.writeback_dirty(env.now, force=force)
             self.passes += 1
             held = k.stall - stall0
             if held > 0.0:

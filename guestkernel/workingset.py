@@ -180,7 +180,7 @@ class Workingset:
         vm["workingset_activate_file" if file else "workingset_activate_anon"] += 1
         if workingset:
             page.flags |= PG_workingset
-            r.lru_note_cost(lv, file, 1, 0)  # lru_note_cost_refault
+            r.lru_note_cost(lv, file, 1)  # lru_note_cost_folio (6.1)
             vm["workingset_restore_file" if file else "workingset_restore_anon"] += 1
 
     # ------------------------------------------------------------------ shadow slots

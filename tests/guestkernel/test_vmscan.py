@@ -18,6 +18,7 @@ from guestkernel.page import (
     PG_dirty,
     PG_highmem,
     PG_lru,
+    PG_reclaim,
     PG_referenced,
     PG_unevictable,
     PG_writeback,
@@ -174,13 +175,16 @@ def k_low(lv):
 
 # ------------------------------------------------------------------ scan balance
 def test_scan_fractions_section_8():
+    """6.1 get_scan_count: total_cost = a + f; anon_cost = total + a; file_cost = total + f;
+    total_cost = anon_cost + file_cost; ap = swappiness * (total_cost + 1) / (anon_cost + 1),
+    fp = (200 - swappiness) * (total_cost + 1) / (file_cost + 1)."""
     k = boot(swap="16MiB", swappiness=60)
     r = k.reclaim
     lv = Lruvec(node=None)
     lv.anon_cost, lv.file_cost = 10, 30
-    # total = 2 * 40 = 80; ap = 60 * 81 // (2*10 + 30 + 1) = 95
-    # fp = 140 * 81 // (10 + 2*30 + 1) = 159
-    assert r.scan_fractions(lv) == (95, 159)
+    # total 40; anon_cost 50, file_cost 70, total_cost 120;
+    # ap = 60 * 121 // 51 = 142; fp = 140 * 121 // 71 = 238
+    assert r.scan_fractions(lv) == (142, 238)
     lv.anon_cost = lv.file_cost = 0
     assert r.scan_fractions(lv) == (60, 140)
     k.config.swappiness = 200
@@ -196,10 +200,12 @@ def test_get_scan_count_fract_equal_file_only():
                    (LRU_INACTIVE_FILE, 4000), (LRU_ACTIVE_FILE, 8000)):
         lv.lists[lru].nr = n
     sc = sc_for(k, priority=2)
-    # 4000 >> 2 = 1000; anon: ceil(1000 * 95 / 254) = 375; file: ceil(1000 * 159 / 254)
-    # = 626; active file: ceil(2000 * 159 / 254) = 1252
+    sc.anon_cost, sc.file_cost = 10, 30  # prepare_scan_count's snapshot of the lruvec's
+    # 4000 >> 2 = 1000; SCAN_FRACT divides rounding down (div64_u64: the root memory
+    # cgroup is online): anon 1000 * 142 // 380 = 373; file 1000 * 238 // 380 = 626;
+    # active file 2000 * 238 // 380 = 1252
     nr = r.get_scan_count(lv, sc)
-    assert nr[:4] == [375, 375, 626, 1252]
+    assert nr[:4] == [373, 373, 626, 1252]
     sc.priority = 0  # at priority 0 both types equally, the whole lists
     assert r.get_scan_count(lv, sc)[:4] == [4000, 4000, 4000, 8000]
     sc.priority = 2
@@ -256,7 +262,9 @@ def test_second_chance_for_mapped_pages_then_activation():
 
 
 def test_dirty_file_page_written_to_its_file_before_it_is_freed():
-    k = boot()
+    """2.6.24 shrink_page_list: reclaim writes a dirty file page itself (pageout, here
+    synchronously) and frees it once clean."""
+    k = boot(era="2.6")
     r = k.reclaim
     k.spawn("init")
     t = k.spawn("writer")
@@ -279,6 +287,40 @@ def test_dirty_file_page_written_to_its_file_before_it_is_freed():
     assert t.lseek(fd, 0) == 0
     assert t.read(fd, buf, 4096) == 4096
     assert t.peek(buf, 5) == b"hello"
+
+
+def test_6x_reclaim_leaves_a_dirty_file_page_to_the_flusher():
+    """6.1 shrink_folio_list: a dirty file folio is written by reclaim only from kswapd,
+    when it is already PG_reclaim and the node is PGDAT_DIRTY; anyone else (here
+    MADV_PAGEOUT's reclaim_pages) marks it PG_reclaim, counts nr_vmscan_immediate_reclaim
+    and activates it. The flusher's write ends with folio_rotate_reclaimable: clean and
+    PG_reclaim, it is deactivated to the inactive tail (pgrotated), and the next reclaim
+    frees it without I/O."""
+    k = boot()
+    r = k.reclaim
+    k.spawn("init")
+    t = k.spawn("writer")
+    fd = t.open("/data/out", U.O_RDWR | U.O_CREAT)
+    buf = t.mmap(0, 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access(buf, True, b"hello")
+    t.write(fd, buf, 4096)
+    inode = k.fs.lookup("/data/out")
+    page = inode.mapping.pages[0]
+    vm = k.vmstat
+    written0 = vm["pgwriteback_file"]
+    assert r.reclaim_pages([page]) == 0
+    assert page.flags & PG_dirty and page.flags & PG_active and page.flags & PG_reclaim
+    assert (vm["nr_vmscan_immediate_reclaim"], vm["nr_vmscan_write"]) == (1, 0)
+    assert vm["pgwriteback_file"] == written0 and 0 not in inode.disk
+    assert names(k, LRU_ACTIVE_FILE) == [0]
+    rotated = vm["pgrotated"]
+    assert r.writeback_dirty(force=True) == 1  # the flusher (no clock: at once)
+    assert inode.disk[0][:5] == b"hello"
+    assert not page.flags & (PG_dirty | PG_active | PG_reclaim | PG_writeback)
+    assert names(k, LRU_INACTIVE_FILE)[-1] == 0 and vm["pgrotated"] == rotated + 1
+    assert r.reclaim_pages([page]) == 1
+    assert 0 not in inode.mapping.pages and vm["nr_vmscan_write"] == 0
+    r.validate()
 
 
 def test_inactive_dirty_to_active_arc_3():

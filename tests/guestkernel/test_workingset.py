@@ -137,14 +137,14 @@ def test_deactivated_page_is_workingset_and_its_refault_is_a_restore():
     anon_cost, file_cost = lv.anon_cost, lv.file_cost
     assert inode.mapping.ws.shadows[0] == k.workingset.pack_shadow(0, age, True)
     # distance 1 <= active_file 3: activated, and PG_workingset: a restore, whose cost
-    # goes to the file LRU (lru_note_cost_refault: one page of I/O, SWAP_CLUSTER_MAX)
+    # goes to the file LRU (6.1 workingset_refault: lru_note_cost_folio, the folio's pages: 1)
     q = cache(k, inode, 0)
     assert q.flags & PG_active and q.flags & PG_workingset
     assert (vm["workingset_refault_file"], vm["workingset_activate_file"],
             vm["workingset_restore_file"]) == (1, 1, 1)
-    # lru_note_cost: + 32, then both costs halve if they exceed a quarter of the LRU
+    # lru_note_cost: + 1, then both costs halve if they exceed a quarter of the LRU
     # pages (the refaulted page is not on the LRU yet when the cost is noted)
-    file_cost += 32
+    file_cost += 1
     if anon_cost + file_cost > (lv.nr_pages() - 1) // 4:
         anon_cost, file_cost = anon_cost // 2, file_cost // 2
     assert (lv.anon_cost, lv.file_cost) == (anon_cost, file_cost)
