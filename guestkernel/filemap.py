@@ -369,7 +369,9 @@ def set_page_dirty(kernel, page) -> None:
     if not f & PG_dirty:
         page.flags = f | PG_dirty
         if not f & PG_swapbacked:
-            kernel.vmstat["nr_dirty"] += 1
+            vm = kernel.vmstat
+            vm["nr_dirty"] += 1
+            vm["nr_dirtied"] += 1  # folio_account_dirtied (current->nr_dirtied too)
         if f & PGSTATE_MASK:
             page_restate(kernel.vmstat, page)
 

@@ -391,6 +391,9 @@ class ProcFS:
         vm = dict(k.vmstat)
         alloc = k.page_alloc
         vm["nr_free_pages"] = alloc.nr_free_pages()
+        r = k.__dict__.get("reclaim")
+        if r is not None:  # global_dirty_limits at read time (vmstat_start)
+            vm["nr_dirty_background_threshold"], vm["nr_dirty_threshold"] = r.dirty_thresholds()
         for key in ("pgalloc_dma", "pgalloc_dma32", "pgalloc_normal", "pgalloc_high"):
             vm[key] = 0
         for zone in alloc.zones:

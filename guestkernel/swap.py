@@ -439,7 +439,9 @@ class SwapState:
         major = False
         if page is not None:
             page._count += 1
-            if reclaim is not None:
+            if reclaim is not None and not reclaim.v6:
+                # 2.6.24 do_swap_page: mark_page_accessed (its swap-cache pages start
+                # active); 6.1's swap_cache_get_folio only counts a readahead hit
                 reclaim.activate_page(page)
         else:
             si = self.si

@@ -1210,6 +1210,9 @@ class Task:
             self.cost += phys.touch(page.pfn, True) + phys.store(page.pfn, new)
             set_page_dirty(k, page)
             k.mark_page_accessed(page)
+            bdp = getattr(k, "balance_dirty_pages_ratelimited", None)  # (vmscan.py)
+            if bdp is not None:
+                bdp(page)
             done += chunk
         if done == 0:
             raise U.err(U.ENOMEM, "write")

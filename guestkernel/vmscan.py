@@ -147,6 +147,134 @@ MAX_RECLAIM_RETRIES = 16
 VMSCAN_THROTTLE_WRITEBACK, VMSCAN_THROTTLE_ISOLATED, VMSCAN_THROTTLE_NOPROGRESS, \
     VMSCAN_THROTTLE_CONGESTED = range(4)
 
+# balance_dirty_pages (6.1 mm/page-writeback.c); times in jiffies, rates in pages/s
+MAX_PAUSE = max(HZ // 5, 1)  # jiffies: the longest single pause, 200 ms
+DIRTY_POLL_THRESH = 128 >> (PAGE_SHIFT - 10)  # pages: 128 KiB between checks at least
+RATELIMIT_CALC_SHIFT = 10
+BANDWIDTH_INTERVAL = max(HZ // 5, 1)  # jiffies between global dirty_limit updates
+MIN_WRITEBACK_PAGES = 4096 >> (PAGE_SHIFT - 10)  # fs/fs-writeback.c: a background chunk
+
+
+def ilog2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def roundup_pow_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def domain_dirty_limits(avail: int, dirty_ratio: int, dirty_background_ratio: int,
+                        dirty_bytes: int = 0, dirty_background_bytes: int = 0) -> tuple[int, int]:
+    """domain_dirty_limits (6.1, global domain, not a real-time task): (thresh, bg_thresh)
+    in pages of `avail` dirtyable pages; the *_bytes settings win when set; the background
+    threshold is at most half the threshold."""
+    page_size = 1 << PAGE_SHIFT
+    ratio = dirty_ratio * page_size // 100
+    bg_ratio = dirty_background_ratio * page_size // 100
+    if dirty_bytes:
+        thresh = -(-dirty_bytes // page_size)
+    else:
+        thresh = ratio * avail // page_size
+    if dirty_background_bytes:
+        bg_thresh = -(-dirty_background_bytes // page_size)
+    else:
+        bg_thresh = bg_ratio * avail // page_size
+    thresh = min(thresh, (1 << 32) - 1)
+    if bg_thresh >= thresh:
+        bg_thresh = thresh // 2
+    return thresh, bg_thresh
+
+
+def dirty_freerun_ceiling(thresh: int, bg_thresh: int) -> int:
+    return (thresh + bg_thresh) // 2
+
+
+def _div(a: int, b: int) -> int:
+    """C signed division (div64_s64): truncation toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def pos_ratio_polynom(setpoint: int, dirty: int, limit: int) -> int:
+    """pos_ratio_polynom: 1 + ((setpoint - dirty) / (limit - setpoint))^3, in units of
+    1 << RATELIMIT_CALC_SHIFT, clamped to [0, 2]."""
+    x = _div((setpoint - dirty) << RATELIMIT_CALC_SHIFT, (limit - setpoint) | 1)
+    pos_ratio = x
+    pos_ratio = pos_ratio * x >> RATELIMIT_CALC_SHIFT
+    pos_ratio = pos_ratio * x >> RATELIMIT_CALC_SHIFT
+    pos_ratio += 1 << RATELIMIT_CALC_SHIFT
+    return min(max(pos_ratio, 0), 2 << RATELIMIT_CALC_SHIFT)
+
+
+def wb_position_ratio(thresh: int, bg_thresh: int, dirty: int, limit: int, wb_thresh: int,
+                      wb_dirty: int, write_bw: int) -> int:
+    """wb_position_ratio (6.1, no BDI_CAP_STRICTLIMIT): the global control line's
+    pos_ratio at `dirty` around setpoint = (freerun + limit) / 2, scaled by the wb's own
+    control line (wb_setpoint, span from 8 * write_bw), boosted below half wb_thresh.
+    0 at or above `limit`."""
+    freerun = dirty_freerun_ceiling(thresh, bg_thresh)
+    if dirty >= limit:
+        return 0
+    setpoint = (freerun + limit) // 2
+    pos_ratio = pos_ratio_polynom(setpoint, dirty, limit)
+    if wb_thresh > thresh:
+        wb_thresh = thresh
+    wb_thresh = max(wb_thresh, (limit - dirty) // 8)
+    x = (wb_thresh << 16) // (thresh | 1)
+    wb_setpoint = setpoint * x >> 16
+    span = (thresh - wb_thresh + 8 * write_bw) * x >> 16
+    x_intercept = wb_setpoint + span
+    if wb_dirty < x_intercept - span // 4:
+        pos_ratio = pos_ratio * (x_intercept - wb_dirty) // ((x_intercept - wb_setpoint) | 1)
+    else:
+        pos_ratio //= 4
+    x_intercept = wb_thresh // 2
+    if wb_dirty < x_intercept:
+        if wb_dirty > x_intercept // 8:
+            pos_ratio = pos_ratio * x_intercept // wb_dirty
+        else:
+            pos_ratio *= 8
+    return pos_ratio
+
+
+def dirty_poll_interval(dirty: int, thresh: int) -> int:
+    """Pages a task may dirty before checking again when below the freerun ceiling."""
+    if thresh > dirty:
+        return 1 << (ilog2(thresh - dirty) >> 1)
+    return 1
+
+
+def wb_max_pause(wb_dirty: int, write_bw: int) -> int:
+    """wb_max_pause: jiffies, enough for the wb's dirty pages to be written in about
+    1/8 s of bandwidth, at most MAX_PAUSE."""
+    t = wb_dirty // (1 + write_bw // roundup_pow_of_two(1 + HZ // 8))
+    t += 1
+    return min(t, MAX_PAUSE)
+
+
+def wb_min_pause(max_pause: int, task_ratelimit: int, dirty_ratelimit: int,
+                 write_bw: int) -> tuple[int, int]:
+    """wb_min_pause: (min_pause jiffies, nr_dirtied_pause pages)."""
+    hi = ilog2(write_bw) if write_bw else -1
+    lo = ilog2(dirty_ratelimit) if dirty_ratelimit else -1
+    t = max(1, HZ // 100)
+    if hi > lo:
+        t += (hi - lo) * (10 * HZ) // 1024
+    t = min(t, 1 + max_pause // 2)
+    pages = dirty_ratelimit * t // roundup_pow_of_two(HZ)
+    if pages < DIRTY_POLL_THRESH:
+        t = max_pause
+        pages = dirty_ratelimit * t // roundup_pow_of_two(HZ)
+        if pages > DIRTY_POLL_THRESH:
+            pages = DIRTY_POLL_THRESH
+            t = HZ * DIRTY_POLL_THRESH // dirty_ratelimit
+    pause = HZ * pages // (task_ratelimit + 1)
+    if pause > max_pause:
+        t = max_pause
+        pages = task_ratelimit * t // roundup_pow_of_two(HZ)
+    return (1 + t // 2 if pages >= DIRTY_POLL_THRESH else t), pages
+
+
 LRU_INACTIVE_ANON = 0
 LRU_ACTIVE_ANON = 1
 LRU_INACTIVE_FILE = 2
@@ -356,6 +484,15 @@ class Reclaim:
         # 6.x reclaim leaves file writeback to the flusher and never waits for its writes
         self.v6 = self.alloc.era == "6.x"
         self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
+        # balance_dirty_pages' state (6.x), for the one task dirtying pages ("current"):
+        # current->nr_dirtied is vmstat nr_dirtied minus bdp_dirtied_base
+        self.bdp_dirtied_base = 0
+        self.nr_dirtied_pause = DIRTY_POLL_THRESH  # current->nr_dirtied_pause (fork: 32)
+        self.dirty_paused_when = 0  # jiffies: current->dirty_paused_when
+        self.bdp_clock = 0.0  # seconds: the dirtier's own time, its pauses included
+        self.dirty_exceeded = False  # wb->dirty_exceeded
+        self.dirty_limit = 0  # pages: global_wb_domain.dirty_limit
+        self.dirty_limit_tstamp = None  # jiffies of its last update
         # workingset detection (mm/workingset.c) exists from 3.15: 6.x era only
         self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
         vm = self.vmstat
@@ -503,21 +640,29 @@ class Reclaim:
             page.flags &= ~PG_referenced
             if self.workingset is not None:
                 self.lruvec_of(page).nonresident_age += 1  # workingset_activation
-        if f & PG_dirty and not f & PG_swapbacked:
-            # write() dirtied it (filemap calls us right after set_page_dirty)
-            self.balance_dirty_pages_ratelimited(page)
 
     def balance_dirty_pages_ratelimited(self, page) -> None:
-        """A file page was dirtied by write() or a shared mapping's write fault
+        """A file page was written by write() or dirtied by a shared mapping's write fault
         (fault_dirty_shared_page): note when its inode became dirty (inode->dirtied_when)
-        and check the dirty limits every DIRTY_RATELIMIT such pages, as
-        balance_dirty_pages_ratelimited does. Shmem pages have no writeback: skipped."""
+        and check the dirty limits. 6.x (balance_dirty_pages_ratelimited_flags): once the
+        pages newly dirtied since the last check (current->nr_dirtied, from vmstat
+        nr_dirtied) reach nr_dirtied_pause (at most 8 while the limit is exceeded),
+        balance_dirty_pages. 2.6 era: every DIRTY_RATELIMIT pages written. Shmem pages
+        have no writeback: skipped."""
         if page.flags & PG_swapbacked or not page.flags & PG_dirty:
             return
         key = page.mapping.host
         if key not in self.inode_dirtied:
             env = self.kernel.env
             self.inode_dirtied[key] = env.now if env is not None else 0.0
+        if self.v6:
+            nr_dirtied = self.vmstat["nr_dirtied"] - self.bdp_dirtied_base
+            ratelimit = self.nr_dirtied_pause
+            if self.dirty_exceeded:
+                ratelimit = min(ratelimit, 32 >> (PAGE_SHIFT - 10))
+            if nr_dirtied >= ratelimit:
+                self.balance_dirty_pages(nr_dirtied)
+            return
         self._dirtied += 1
         if self._dirtied >= DIRTY_RATELIMIT:
             self._dirtied = 0
@@ -1183,6 +1328,7 @@ class Reclaim:
         page.flags = f
         vm = self.vmstat
         vm["nr_writeback"] -= 1
+        vm["nr_written"] += 1
         page_restate(vm, page)
         f = page.flags
         if f & PG_reclaim:
@@ -1631,36 +1777,176 @@ class Reclaim:
         elif self.kernel.env is None:
             self.writeback_dirty(force=True)
 
+    def global_dirtyable_memory(self) -> int:
+        """global_dirtyable_memory (6.1): free pages less the reserves (totalreserve_pages),
+        plus the file LRU pages; without vm_highmem_is_dirtyable (the default) less
+        highmem's free pages above its high watermark and highmem file LRU pages
+        (highmem_dirtyable_memory); + 1 so that it is never 0."""
+        alloc = self.alloc
+        x = alloc.nr_free_pages()
+        x -= min(x, alloc.totalreserve_pages)
+        x += self.lru_pages(LRU_ACTIVE_FILE) + self.lru_pages(LRU_INACTIVE_FILE)
+        high = 0
+        for z in alloc.zones:
+            if z.is_highmem and z.populated():
+                free = z.nr_free
+                high += free - min(free, z.high_wmark())
+        if high:
+            high += sum(lv.lists[LRU_ACTIVE_FILE].nr_high + lv.lists[LRU_INACTIVE_FILE].nr_high
+                        for lv in self.lruvecs)
+            x -= min(high, x)
+        return x + 1
+
     def dirty_thresholds(self) -> tuple[int, int]:
-        """(background, foreground) dirty limits in pages, of the dirtyable memory
-        (free + file LRU pages - reserves)."""
+        """(background, foreground) dirty thresholds in pages (global_dirty_limits: the
+        vmstat items nr_dirty_background_threshold, nr_dirty_threshold)."""
         cfg = self.kernel.config
-        dirtyable = (
-            self.alloc.nr_free_pages() - self.alloc.totalreserve_pages
-            + self.lru_pages(LRU_ACTIVE_FILE) + self.lru_pages(LRU_INACTIVE_FILE)
-        )
-        dirtyable = max(dirtyable, 1)
-        thresh = cfg.dirty_ratio * dirtyable // 100
-        bg = cfg.dirty_background_ratio * dirtyable // 100
-        if bg >= thresh:  # domain_dirty_limits: background at most half the limit
-            bg = thresh // 2
+        thresh, bg = domain_dirty_limits(self.global_dirtyable_memory(), cfg.dirty_ratio,
+                                         cfg.dirty_background_ratio)
         return bg, thresh
 
-    def balance_dirty_pages(self) -> None:
-        """Above the background limit, wake the flusher (with an env); above dirty_ratio
-        the writer itself writes back down to the background limit and waits for it (its
-        time goes to kernel.stall). Without an env there is no flusher: the writer writes
-        as soon as the background limit is passed."""
+    def write_bandwidth(self) -> int:
+        """wb->avg_write_bandwidth, pages per second: hvsim takes the disk's bandwidth
+        (Linux estimates it from the pages written every 200 ms, starting from 100 MB/s)."""
+        fs = getattr(self.kernel, "fs", None)
+        bw = fs.bandwidth if fs is not None else 100 << 20
+        return max(int(bw) >> PAGE_SHIFT, 1)
+
+    def _update_dirty_limit(self, thresh: int, dirty: int, now_j: int) -> None:
+        """domain_update_dirty_limit / update_dirty_limit: the domain's dirty_limit follows
+        a rising threshold at once and a falling one by 1/32 of the gap (not below the
+        dirty pages) every BANDWIDTH_INTERVAL."""
+        if self.dirty_limit_tstamp is not None and now_j < self.dirty_limit_tstamp + BANDWIDTH_INTERVAL:
+            return
+        limit = self.dirty_limit
+        if limit < thresh:
+            limit = thresh
+        else:
+            t = max(thresh, dirty)
+            if limit > t:
+                limit -= (limit - t) >> 5
+        self.dirty_limit = limit
+        self.dirty_limit_tstamp = now_j
+
+    def balance_dirty_pages(self, pages_dirtied: int = DIRTY_RATELIMIT) -> float:
+        """Throttle the task dirtying file pages. Returns the seconds it slept.
+
+        6.x (6.1 balance_dirty_pages, IO-less, one bdi, no memory cgroups): dirty = file
+        dirty + writeback pages against thresh / bg_thresh (domain_dirty_limits). Over
+        bg_thresh the flusher is started. At or below the freerun ceiling (thresh +
+        bg_thresh) / 2 the task goes on and checks again after dirty_poll_interval pages.
+        Above it: pos_ratio (wb_position_ratio) scales dirty_ratelimit into the task's
+        rate, task_ratelimit; the task sleeps period = HZ * pages_dirtied /
+        task_ratelimit jiffies less the time since its last pause, clamped to
+        wb_max_pause (at most MAX_PAUSE, 200 ms); a pause under wb_min_pause is carried
+        over instead. At or above the limit (task_ratelimit 0) it sleeps max_pause and
+        looks again. The sleep is the task's (kernel.iowait_throttle: its vCPU is free).
+        hvsim: dirty_ratelimit is the disk's write bandwidth (the balanced rate of a
+        single dirtier, which Linux's estimator converges to); the flusher thread cannot
+        run inside the writer's synchronous burst, so its writes are submitted when the
+        writer sleeps (wb_start_background_writeback) and those the disk finishes
+        within the sleep end with it.
+
+        2.6 era (2.6.24): above the background limit the flusher is woken; above
+        dirty_ratio the writer itself writes back to the background limit and waits (its
+        time in kernel.stall). Without a clock (either era) the writer writes as soon as
+        the background limit is passed: no flusher thread runs."""
         vm = self.vmstat
-        bg, thresh = self.dirty_thresholds()
-        dirty = vm["nr_dirty"]
-        if dirty <= bg:
-            return
-        vm["balance_dirty_pages"] += 1
-        if self.flusher is not None and dirty <= thresh:
+        env = self.kernel.env
+        if not self.v6 or env is None:
+            self.bdp_dirtied_base = vm["nr_dirtied"]  # (6.x without a clock: every 32)
+            bg, thresh = self.dirty_thresholds()
+            dirty = vm["nr_dirty"]
+            if dirty <= bg:
+                return 0.0
+            vm["balance_dirty_pages"] += 1
+            if self.flusher is not None and dirty <= thresh:
+                self.flusher.wake()
+                return 0.0
+            self.writeback_dirty(limit=bg, sync=True)
+            return 0.0
+        cfg = self.kernel.config
+        write_bw = self.write_bandwidth()
+        dirty_ratelimit = write_bw
+        cpus = max(int(getattr(cfg, "cpus", 1)), 1)
+        wb_stat_error = cpus * 8 * (1 + ilog2(cpus))
+        slept = 0.0
+        while True:
+            t0 = max(env.now, self.bdp_clock)
+            now_j = int(t0 * HZ)
+            nr_reclaimable = vm["nr_dirty"]
+            dirty = nr_reclaimable + vm["nr_writeback"]
+            thresh, bg_thresh = domain_dirty_limits(self.global_dirtyable_memory(),
+                                                    cfg.dirty_ratio, cfg.dirty_background_ratio)
+            if nr_reclaimable > bg_thresh:
+                self._start_background_writeback()
+            if dirty <= dirty_freerun_ceiling(thresh, bg_thresh):
+                self.dirty_paused_when = now_j
+                self.bdp_dirtied_base = vm["nr_dirtied"]
+                self.nr_dirtied_pause = dirty_poll_interval(dirty, thresh)
+                break
+            vm["balance_dirty_pages"] += 1
+            self._start_background_writeback()
+            wb_thresh, wb_dirty = thresh, dirty  # one bdi: it holds every completion
+            self.dirty_exceeded = wb_dirty > wb_thresh and dirty > thresh
+            self._update_dirty_limit(thresh, dirty, now_j)
+            limit = max(thresh, self.dirty_limit)  # hard_dirty_limit
+            pos_ratio = wb_position_ratio(thresh, bg_thresh, dirty, limit, wb_thresh,
+                                          wb_dirty, write_bw)
+            task_ratelimit = dirty_ratelimit * pos_ratio >> RATELIMIT_CALC_SHIFT
+            max_pause = wb_max_pause(wb_dirty, write_bw)
+            min_pause, nr_dirtied_pause = wb_min_pause(max_pause, task_ratelimit,
+                                                       dirty_ratelimit, write_bw)
+            if task_ratelimit == 0:
+                pause = max_pause
+            else:
+                period = HZ * pages_dirtied // task_ratelimit
+                pause = period
+                if self.dirty_paused_when:
+                    pause -= now_j - self.dirty_paused_when
+                if pause < min_pause:
+                    if pause < -HZ:
+                        self.dirty_paused_when = now_j
+                        self.bdp_dirtied_base = vm["nr_dirtied"]
+                    elif period:
+                        self.dirty_paused_when += period
+                        self.bdp_dirtied_base = vm["nr_dirtied"]
+                    elif self.nr_dirtied_pause <= pages_dirtied:
+                        self.nr_dirtied_pause += pages_dirtied
+                    break
+                if pause > max_pause:
+                    now_j += min(pause - max_pause, max_pause)
+                    pause = max_pause
+            # io_schedule_timeout(pause)
+            sec = pause / HZ
+            slept += sec
+            self.bdp_clock = t0 + sec
+            self._writeback_during(t0 + sec, bg_thresh)
+            self.dirty_paused_when = now_j + pause
+            self.bdp_dirtied_base = vm["nr_dirtied"]
+            self.nr_dirtied_pause = nr_dirtied_pause
+            if task_ratelimit or wb_dirty <= wb_stat_error:
+                break
+        if slept:
+            k = self.kernel
+            k.iowait_throttle = getattr(k, "iowait_throttle", 0.0) + slept
+        return slept
+
+    def _start_background_writeback(self) -> None:
+        """wb_start_background_writeback: wake the flusher."""
+        if self.flusher is not None:
             self.flusher.wake()
-            return
-        self.writeback_dirty(limit=bg, sync=True)
+
+    def _writeback_during(self, until: float, bg_thresh: int) -> None:
+        """The flusher's work while the dirtier sleeps until `until` (seconds): in
+        background writeback it writes the dirty pages above the background threshold
+        (submitted now, on the disk's queue) a chunk at a time (writeback_chunk_size: at
+        least MIN_WRITEBACK_PAGES) — a new chunk once that many are waiting, or when
+        nothing is in flight — and the writes the disk ends by `until` are done."""
+        excess = self.vmstat["nr_dirty"] - bg_thresh
+        if excess > 0 and (excess >= MIN_WRITEBACK_PAGES or not self.inflight):
+            self.writeback_dirty(limit=bg_thresh)
+        self.complete_io(until)
 
     def writeback_dirty(self, now: float | None = None, force: bool = False,
                         limit: int | None = None, sync: bool = False) -> int:

@@ -164,6 +164,11 @@ STATE_ITEMS = (
     "nr_page_table_pages",
     "nr_kmap",
     "nr_balloon_pages",
+    "nr_dirtied",  # cumulative: file pages that became dirty (folio_account_dirtied)
+    "nr_written",  # cumulative: pages whose writeback ended (__folio_end_writeback)
+    # global_dirty_limits, computed when /proc/vmstat is read (procfs.py)
+    "nr_dirty_threshold",
+    "nr_dirty_background_threshold",
 )
 
 # Event counters (monotonic).

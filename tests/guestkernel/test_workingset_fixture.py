@@ -149,3 +149,107 @@ def test_hot_file_refaults_after_a_stream_within_the_real_spread(guest_memory):
     assert in_spread(got[3]["refault"], refaults[3]), (got[3], refaults[3])
     assert in_spread(got[3]["activate"], acts[3]), (got[3], acts[3])
     assert in_spread(got[4]["activate"], acts[4]), (got[4], acts[4])
+
+
+# ---------------------------------------------------------------------------- anonymous
+# tests/data/workingset/workingset_anon.json (measure_workingset_anon.py, anon_touch.c): a
+# process in a cgroup limited to 32 MiB, with a swap file, writes an anonymous area once
+# (pass 0) and reads it page by page in address order in every later pass; three runs of
+# each case. Per pass: memory.stat (workingset_refault_anon, rss) and /proc/vmstat deltas
+# (pswpin, pswpout, workingset_activate_anon, ...), machine-wide but nothing else swapped.
+ANON = json.loads((DATA.parent / "workingset_anon.json").read_text())["cases"]
+MiB = 1 << 20
+
+
+def replay_anon(memory: int, mib: int, passes: int) -> list[dict]:
+    """The passes of an anon case in a fresh guest with swap: per pass the counter deltas
+    and the anonymous LRU pages after it."""
+    k = Kernel(memory=memory, swap="256MiB")
+    init_reclaim(k)
+    t = k.init_task
+    size = mib * MiB
+    a = t.mmap(0, size, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    vm = k.vmstat
+    keys = ("workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout")
+    out = []
+    for p in range(passes):
+        before = {x: vm[x] for x in keys}
+        for off in range(0, size, PAGE):
+            if p == 0:
+                t.access(a + off, True, (off + 1).to_bytes(8, "little"))
+            else:
+                t.access(a + off, False)
+        lv = k.reclaim.lruvecs[0]
+        out.append({**{x: vm[x] - before[x] for x in keys}, "anon": lv.lists[0].nr + lv.lists[1].nr})
+    k.reclaim.validate()
+    return out
+
+
+def anon_real(name: str, key: str) -> list[list[int]]:
+    """Per pass, the values of all runs: the cgroup's refaults, or machine-wide deltas."""
+    runs = ANON[name]["runs"]
+    if key == "workingset_refault_anon":
+        return [[r[i]["memstat_delta"][key] for r in runs] for i in range(len(runs[0]))]
+    return [[r[i]["vmstat_delta"][key] for r in runs] for i in range(len(runs[0]))]
+
+
+# the process's own anonymous pages beside the area (stack, libc data): the cgroup's rss
+# beyond the 24 MiB area that fits (the same in every run); they swap too, so they bound
+# how far the real swap counts can stray from the area's own
+NOISE = max(r[0]["memstat"]["rss"] // PAGE for r in ANON["fits-0.75x"]["runs"]) - (24 * MiB) // PAGE
+
+
+@pytest.fixture(scope="module")
+def anon_memory() -> int:
+    """Guest memory whose anonymous LRU holds the area pages the cgroup held after the
+    1.5x area's first pass (median rss less NOISE), by the secant method from 48 and
+    52 MiB."""
+    rss = sorted(r[0]["memstat"]["rss"] // PAGE for r in ANON["stream-1.5x"]["runs"])
+    target = rss[len(rss) // 2] - NOISE
+
+    def cap(m: int) -> int:
+        return replay_anon(m, 48, 1)[0]["anon"]
+
+    m0, m1 = 48 << 20, 52 << 20
+    c0, c1 = cap(m0), cap(m1)
+    m = m0 + (target - c0) * (m1 - m0) // (c1 - c0)
+    m -= m % PAGE
+    assert abs(cap(m) - target) <= target // 200
+    return m
+
+
+def near(value: int, vals: list[int]) -> bool:
+    return min(vals) - NOISE <= value <= max(vals) + NOISE
+
+
+def test_anon_noise_is_small():
+    assert 0 < NOISE < 64
+
+
+@pytest.mark.parametrize("name", ["stream-1.5x", "fits-0.75x"])
+def test_anon_streams_match_the_real_kernel(anon_memory, name):
+    """mm/workingset.c through the swap cache (6.1: shadow entries in the swap cache,
+    workingset_refault from __read_swap_cache_async): a 1.5x area read back refaults
+    every page in every pass, none activated (the refault distance exceeds the
+    workingset); pass 1 writes the pages still resident (dirty, no slot), pass 2 none
+    (they came back clean from swap and keep their slot); an area that fits never swaps."""
+    case = ANON[name]
+    got = replay_anon(anon_memory, case["mib"], case["passes"])
+    for key in ("workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout"):
+        vals = anon_real(name, key)
+        for i, step in enumerate(got):
+            assert near(step[key], vals[i]), (name, key, i, step[key], vals[i])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: an area 1.25x the limit read in a loop refaults 6427-6857 pages a pass on "
+    "the real kernel (about 3800 of its pages stay resident across a pass), and from the "
+    "third pass 4191-5109 refaults are activated; the guest's LRU evicts in order and "
+    "refaults every page (10241) with no activation, like a strict LRU"))
+def test_anon_loop_matches_the_real_kernel(anon_memory):
+    case = ANON["loop-1.25x"]
+    got = replay_anon(anon_memory, case["mib"], case["passes"])
+    for key in ("workingset_refault_anon", "workingset_activate_anon"):
+        vals = anon_real("loop-1.25x", key)
+        for i, step in enumerate(got):
+            assert near(step[key], vals[i]), (key, i, step[key], vals[i])
