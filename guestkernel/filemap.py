@@ -57,7 +57,7 @@ DEFAULT_RA_PAGES = DEFAULT_READ_AHEAD_KB >> (PAGE_SHIFT - 10)  # 32 pages
 class AddressSpace:
     """struct address_space: the page cache of one inode and the VMAs mapping it."""
 
-    __slots__ = ("host", "pages", "i_mmap", "ws", "unevictable")
+    __slots__ = ("host", "pages", "i_mmap", "ws", "unevictable", "swapped")
 
     def __init__(self, host: Inode) -> None:
         self.host = host
@@ -65,6 +65,9 @@ class AddressSpace:
         self.i_mmap: dict = {}  # VMAs mapping this file (ordered set)
         self.ws = None  # workingset.ShadowSlots once reclaim left a shadow entry here
         self.unevictable = False  # AS_UNEVICTABLE: SHM_LOCK (mapping_set_unevictable)
+        # shmem: index -> swap entry of a page shmem_writepage sent to swap (the swap
+        # entry Linux keeps in the xarray slot); None until the first
+        self.swapped: dict[int, int] | None = None
 
     @property
     def nrpages(self) -> int:
@@ -93,6 +96,7 @@ class Inode:
         # as zeros until written), None if never truncated below its content
         self.hole_from: int | None = None
         self.seals = 0  # F_SEAL_* of a memfd (memfd_create; F_SEAL_SEAL: none may be added)
+        self.swapped = 0  # shmem: pages on swap (shmem_inode_info.swapped)
 
     def read_page(self, index: int) -> bytes:
         """The page's bytes on disk (or zeros for shmem and beyond EOF)."""
@@ -259,6 +263,13 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
     A shadow entry in the slot is a refault (workingset.py), unless the page is created for
     a write (filemap_add_folio: not with __GFP_WRITE), which drops the shadow."""
     shmem = inode.shmem
+    if shmem:
+        sw = inode.mapping.swapped
+        if sw and index in sw:
+            # shmem_get_folio: the page is on swap: swapped in, whatever the caller had
+            # (a write then stores its bytes over it)
+            page, _, _ = kernel.swap.shmem_swapin(inode.mapping, index)
+            return page
     page = kernel.alloc_pages(GFP_PAGECACHE | (G.__GFP_ZERO if shmem and data is None else 0))
     if page is None:
         return None
@@ -322,6 +333,9 @@ def filemap_get_page(kernel, inode: Inode, index: int, nr: int = 1, write: bool 
     if index >= inode.nr_index():
         return None, False, 0.0
     if inode.shmem:
+        sw = inode.mapping.swapped
+        if sw and index in sw:  # shmem_swapin_folio (a major fault when read from swap)
+            return kernel.swap.shmem_swapin(inode.mapping, index)
         page = add_to_page_cache(kernel, inode, index, None)
         return page, False, 0.0
     if write:  # write_begin: the page is created for the write (__GFP_WRITE), then read
@@ -463,6 +477,8 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
     ws = inode.mapping.ws
     if ws is not None and ws.shadows:
         kernel.workingset.clear_range(ws, start_index)  # truncate_exceptional_pvec_entries
+    if inode.mapping.swapped:
+        kernel.swap.shmem_free_swap(inode.mapping, start_index)  # shmem_undo_range
     for i in [i for i in inode.disk if i >= start_index]:
         del inode.disk[i]
     return len(idx)

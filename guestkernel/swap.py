@@ -444,43 +444,9 @@ class SwapState:
                 # active); 6.1's swap_cache_get_folio only counts a readahead hit
                 reclaim.activate_page(page)
         else:
-            si = self.si
-            off = swp_offset(entry)
-            cluster = 1 << k.config.page_cluster
-            start = max(off & ~(cluster - 1), 1)
-            end = min((off & ~(cluster - 1)) + cluster, si.max)
-            outer = k.stall  # costs of this read (allocation, stores) go into `cost`
-            k.stall = 0.0
-            npages = 0
-            vm = k.vmstat
-            for o in [off] + [o for o in range(start, end) if o != off]:
-                e = swp_entry(si.type, o)
-                if o != off:
-                    smap = si.swap_map[o]
-                    if not smap or smap & SWAP_HAS_CACHE or smap == SWAP_MAP_BAD:
-                        continue
-                new = self._read_into_new_page(e, GFP_SWAPIN if o == off else GFP_SWAPIN_RA)
-                if new is None:
-                    if o == off:
-                        k.stall = outer
-                        return None, 0.0, True
-                    break
-                si.swap_map[o] |= SWAP_HAS_CACHE
-                npages += 1
-                if o == off:
-                    page = new
-                    page.flags |= PG_anon  # do_swap_page sets mapping and index
-                    page._count += 1  # the new PTE's reference, before anything can reclaim it
-                else:
-                    vm["swap_ra"] += 1
-                k.lru_cache_add(new)
-            vm["pswpin"] += npages
-            done = si.queue.submit(npages, self._now())
-            now = self._now()
-            wait = done - now if now is not None else done
-            k.iowait_swap += wait
-            cost = wait + k.stall
-            k.stall = outer
+            page, cost = self.swap_cluster_readahead(entry, True)
+            if page is None:
+                return None, 0.0, True
             major = True
         self.swap_free(entry)
         # should_try_to_free_swap
@@ -488,6 +454,143 @@ class SwapState:
         if self.vm_swap_full() or vma.vm_flags & VM_LOCKED or (write and exclusive):
             self.try_to_free_swap(page)
         return page, cost, major
+
+    def swap_cluster_readahead(self, entry: int, anon: bool):
+        """swap_cluster_readahead: read the slot and the used slots of its aligned window
+        of 2**page_cluster in one request, into the swap cache (the neighbours counted in
+        swap_ra); the task sleeps on the device (iowait_swap). `anon`: the page is for a
+        process's PTE (do_swap_page): PG_anon and that PTE's reference, set before any
+        neighbour is allocated. Returns (page with the cache's reference, seconds), page
+        None if no memory could be had."""
+        k = self.kernel
+        si = self.si
+        off = swp_offset(entry)
+        cluster = 1 << k.config.page_cluster
+        start = max(off & ~(cluster - 1), 1)
+        end = min((off & ~(cluster - 1)) + cluster, si.max)
+        outer = k.stall  # costs of this read (allocation, stores) go into `cost`
+        k.stall = 0.0
+        npages = 0
+        vm = k.vmstat
+        page = None
+        for o in [off] + [o for o in range(start, end) if o != off]:
+            e = swp_entry(si.type, o)
+            if o != off:
+                smap = si.swap_map[o]
+                if not smap or smap & SWAP_HAS_CACHE or smap == SWAP_MAP_BAD:
+                    continue
+            new = self._read_into_new_page(e, GFP_SWAPIN if o == off else GFP_SWAPIN_RA)
+            if new is None:
+                if o == off:
+                    k.stall = outer
+                    return None, 0.0
+                break
+            si.swap_map[o] |= SWAP_HAS_CACHE
+            npages += 1
+            if o == off:
+                page = new
+                if anon:
+                    page.flags |= PG_anon  # do_swap_page sets mapping and index
+                    page._count += 1  # the new PTE's reference, before anything can reclaim it
+            else:
+                vm["swap_ra"] += 1
+            k.lru_cache_add(new)
+        vm["pswpin"] += npages
+        done = si.queue.submit(npages, self._now())
+        now = self._now()
+        wait = done - now if now is not None else done
+        k.iowait_swap += wait
+        cost = wait + k.stall
+        k.stall = outer
+        return page, cost
+
+    # ------------------------------------------------------------------ shmem
+    def shmem_writepage(self, page) -> bool:
+        """shmem_writepage (6.1): an unmapped shmem page reclaim is writing goes to swap:
+        a slot, the swap cache in place of the page cache — the mapping's slot at its
+        index holds the swap entry (mapping.swapped; the inode's `swapped` count) and a
+        reference on the slot (swap_shmem_alloc) — so nr_shmem falls and nr_swapcached
+        rises. The caller then writes it (swap_writepage) and frees it once clean. False
+        (redirty: the caller activates it) if the mapping is SHM_LOCK'd or swap is full."""
+        mapping = page.mapping
+        if mapping is None or mapping.unevictable or not self.si.pages:
+            return False
+        entry = self.get_swap_page()
+        if not entry:
+            return False
+        index = page.index
+        del mapping.pages[index]  # shmem_delete_from_page_cache
+        vm = self.kernel.vmstat
+        vm["nr_file_pages"] -= 1
+        vm["nr_shmem"] -= 1
+        sw = mapping.swapped
+        if sw is None:
+            sw = mapping.swapped = {}
+        sw[index] = entry
+        mapping.host.swapped += 1
+        self.add_to_swap_cache(page, entry)  # the page cache's reference becomes the cache's
+        self.si.swap_map[swp_offset(entry)] += 1  # swap_shmem_alloc
+        page.mapping = None
+        return True
+
+    def shmem_swapin(self, mapping, index: int):
+        """shmem_swapin_folio (6.1): the shmem page at `index` is on swap: take it from
+        the swap cache or read it (swap_cluster_readahead), wait for a write still in
+        flight, and put it back in the page cache in place of the entry, dirty (its only
+        copy from now on); the slot is freed (delete_from_swap_cache, swap_free). Returns
+        (page or None if out of memory, seconds, major)."""
+        entry = mapping.swapped[index]
+        k = self.kernel
+        reclaim = self.reclaim
+        if reclaim is not None:
+            reclaim.complete_io()
+        page = self.swap_cache.get(entry)
+        cost = 0.0
+        major = False
+        if page is None:
+            page, cost = self.swap_cluster_readahead(entry, False)
+            if page is None:
+                return None, cost, True
+            major = True
+        if page.flags & PG_writeback and reclaim is not None:
+            # folio_wait_writeback: the write ends now, the task sleeps until it would
+            b = reclaim.inflight_by_page.get(page.pfn)
+            if b is not None:
+                now = self._now()
+                if now is not None and b.done_at > now:
+                    k.iowait_swap += b.done_at - now
+                    cost += b.done_at - now
+                page._count += 1
+                reclaim.inflight.remove(b)
+                reclaim._end_batch(b)
+                page._count -= 1
+        del mapping.swapped[index]
+        mapping.host.swapped -= 1
+        self.delete_from_swap_cache(page)  # its reference becomes the page cache's
+        page.mapping = mapping
+        page.index = index
+        mapping.pages[index] = page
+        vm = k.vmstat
+        vm["nr_file_pages"] += 1
+        vm["nr_shmem"] += 1
+        page.flags |= PG_dirty  # folio_mark_dirty
+        page_restate(vm, page)
+        self.swap_free(entry)  # the mapping's reference: the slot is free
+        return page, cost, major
+
+    def shmem_free_swap(self, mapping, start: int, end: int | None = None) -> int:
+        """shmem_undo_range's swap entries (truncate, hole punch, the last unlink): the
+        entries of [start, end) are dropped from the mapping and their slots freed
+        (free_swap_and_cache: a clean swap-cache copy goes too). Returns how many."""
+        sw = mapping.swapped
+        if not sw:
+            return 0
+        idx = [i for i in sw if i >= start and (end is None or i < end)]
+        for i in idx:
+            entry = sw.pop(i)
+            mapping.host.swapped -= 1
+            self.swap_free(entry)
+        return len(idx)
 
     # ------------------------------------------------------------------ /proc
     def proc_swaps(self) -> str:

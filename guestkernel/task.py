@@ -1518,6 +1518,16 @@ def _smaps_account(st: dict, k, mm, vma) -> None:
         vpns = sorted(v for v in ptes if lo <= v < hi)
     else:
         vpns = [v for v in range(lo, hi) if v in ptes]
+    f = vma.vm_file
+    sw = f.inode.mapping.swapped if f is not None and f.inode.shmem else None
+    if sw:
+        # smap_gather_stats: a shmem mapping's pages on swap (shmem_swap_usage) count in
+        # Swap (not SwapPss); a private writable one only where no PTE (a CoW copy)
+        # covers them (smaps_pte_hole: shmem_partial_swap_usage)
+        pg = vma.vm_pgoff - lo
+        whole = vma.vm_flags & VM_SHARED or not vma.vm_flags & VM_WRITE
+        st["swap"] += PAGE_SIZE * sum(
+            1 for i in sw if lo <= i - pg < hi and (whole or i - pg not in ptes))
     for vpn in vpns:
         pte = ptes[vpn]
         if not pte & PTE_PRESENT_MASK:

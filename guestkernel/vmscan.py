@@ -21,8 +21,11 @@ of a list; reclaim takes from the tail.
   executable file mapping) -> activate; referenced once -> set PG_referenced and keep
   (second chance); only PG_referenced (unmapped cache page touched once) -> reclaim if
   clean; otherwise reclaim: an anonymous page gets a swap slot and enters the swap cache,
-  is unmapped (its PTEs become swap entries), and is written; a dirty file page is
-  unmapped and written to its file; a clean unmapped page is freed.
+  is unmapped (its PTEs become swap entries), and is written; a shmem page (tmpfs, SysV)
+  is unmapped (its PTEs cleared) and, dirty, moves from its mapping to the swap cache
+  (swap.py shmem_writepage: the mapping keeps the swap entry) and is written; a dirty
+  file page is unmapped and written to its file (see who writes, below); a clean
+  unmapped page is freed.
 - Active aging (`shrink_active_list`) moves pages to the inactive list (executable file
   pages referenced again stay) while inactive * int_sqrt(10 * GB of that type) < active.
 - Balance (`get_scan_count`, 6.1): no swap -> file only; at priority 0 both equally;
@@ -1103,8 +1106,10 @@ class Reclaim:
                 continue
             f = page.flags
             anon = f & PG_swapbacked
-            if anon and not f & PG_swapcache:
-                if f & PG_thp and f & PG_anon and sc.may_swap and gfp & G.IO:
+            # shmem (swap-backed, of a mapping): no slot here; pageout's shmem_writepage
+            shmem = anon and not f & (PG_anon | PG_swapcache)
+            if anon and not f & PG_swapcache and not shmem:
+                if f & PG_thp and sc.may_swap and gfp & G.IO:
                     # a THP: swapped out whole with a swap cluster, else split first
                     folio = k.thp.add_to_swap_folio(swap, page)
                     if folio is not None:
@@ -1112,9 +1117,8 @@ class Reclaim:
                             thp_done = set()
                         self._swap_out_thp(folio, sc, writes, thp_done)
                         continue
-                if (not sc.may_swap or not gfp & G.IO or not f & PG_anon
-                        or not swap.add_to_swap(page)):
-                    # no swap (or shmem, which hvsim keeps in memory): back to active
+                if not sc.may_swap or not gfp & G.IO or not swap.add_to_swap(page):
+                    # no swap: back to active
                     self._activate_isolated(page)
                     continue
             if page._mapcount >= 0:
@@ -1141,9 +1145,13 @@ class Reclaim:
                 if ref == PAGEREF_RECLAIM_CLEAN or not sc.may_writepage:
                     self._putback(page)
                     continue
-                if not anon and not gfp & G.FS or anon and not gfp & G.IO:
-                    page.flags |= PG_reclaim
+                if (not anon or shmem) and not gfp & G.FS or anon and not gfp & G.IO:
+                    page.flags |= PG_reclaim  # (may_enter_fs: shmem needs __GFP_FS)
                     self._putback(page)
+                    continue
+                if shmem and not swap.shmem_writepage(page):
+                    # SHM_LOCK'd, no swap or swap full: redirty, AOP_WRITEPAGE_ACTIVATE
+                    self._activate_isolated(page)
                     continue
                 q = self._start_writeback(page, sc)
                 sc.nr_pageout += 1
