@@ -53,7 +53,10 @@ of a list; reclaim takes from the tail.
   file pages all dirty and unqueued); otherwise it is marked PG_reclaim, activated and
   counted nr_vmscan_immediate_reclaim, and when a batch taken was all dirty and unqueued
   the flusher is woken to write everything (wakeup_flusher_threads). Anonymous pages are
-  written to swap by direct reclaim too, without waiting. Throttling (reclaim_throttle):
+  written to swap by direct reclaim too, without waiting; the writes the device ends
+  while the direct reclaimer goes on working (its own time: scan cost and sleeps, carried
+  over the allocator's retries in one burst) end for it, the simulation's clock standing
+  still during the synchronous call. Throttling (reclaim_throttle):
   kswapd meeting nr_immediate pages sleeps until SWAP_CLUSTER_MAX more pages are written
   or HZ/10; a direct reclaimer sleeps one jiffy on a congested node, or at priority 1
   with nothing reclaimed, unless few pages wait to be written (kernel.iowait_throttle:
@@ -404,7 +407,7 @@ class ScanControl:
         "may_deactivate", "cache_trim_mode", "file_is_tiny", "nr_pageout", "nr_writeback",
         "io_wait",
         "anon_cost", "file_cost", "nr_dirty", "nr_unqueued_dirty", "nr_congested",
-        "nr_immediate", "nr_taken", "nr_file_taken", "sleep",
+        "nr_immediate", "nr_taken", "nr_file_taken", "sleep", "t0",
     )
 
     def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
@@ -439,6 +442,9 @@ class ScanControl:
         self.nr_taken = 0
         self.nr_file_taken = 0
         self.sleep = 0.0  # seconds the reclaimer slept throttled (reclaim_throttle)
+        # a direct reclaimer's own clock when the call began (its time then runs on by
+        # `cost` and `sleep`); None: the simulation's (kswapd, or no clock)
+        self.t0: float | None = None
 
 
 class IOBatch:
@@ -482,6 +488,7 @@ class Reclaim:
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
         self.kswapd_io_wait = 0.0  # seconds of kswapd's last pass asleep on its own I/O
         self.kswapd_sleep = 0.0  # seconds kswapd's last pass asked to sleep (throttled)
+        self.direct_clock = 0.0  # seconds: where the last direct reclaim's own time ended
         # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
         self.anon_active = self.alloc.era == "2.6"
         # 6.x reclaim leaves file writeback to the flusher and never waits for its writes
@@ -1564,6 +1571,8 @@ class Reclaim:
         now = self.now()
         if now is None:
             return 0.0
+        if sc.t0 is not None:
+            now = sc.t0 + sc.cost + sc.sleep  # the direct reclaimer's own time
         if reason == VMSCAN_THROTTLE_WRITEBACK:
             timeout = 1.0 / 10
             wake = now + timeout
@@ -1684,11 +1693,20 @@ class Reclaim:
             self.complete_io()
             sc = ScanControl(SWAP_CLUSTER_MAX, gfp, False, highest,
                              not self.v6 or self.kernel.env is None)
+            now = self.now()
+            if not sc.sync_io:
+                # the reclaimer's time runs on as it works (sc.cost) and sleeps: writes
+                # the device ends meanwhile end for it, though the simulation's clock
+                # stands still during the synchronous call; successive calls of one
+                # burst (the allocator's retries) carry the clock on (direct_clock)
+                sc.t0 = max(now, self.direct_clock)
             lvs = self._nodes_of(zonelist)
             for priority in range(DEF_PRIORITY, -1, -1):
                 sc.priority = priority
                 for lv in lvs:
                     self.shrink_node(lv, sc)
+                if sc.t0 is not None and self.inflight:
+                    self.complete_io(sc.t0 + sc.cost + sc.sleep)
                 if self.v6 and lvs and priority == 1 and not sc.nr_reclaimed:
                     # consider_reclaim_throttle: no progress at a high priority
                     self.reclaim_throttle(lvs[0], VMSCAN_THROTTLE_NOPROGRESS, sc)
@@ -1696,6 +1714,8 @@ class Reclaim:
                     break
             for lv in lvs:
                 self.snapshot_refaults(lv)
+            if sc.t0 is not None:
+                self.direct_clock = sc.t0 + sc.cost + sc.sleep
             k = self.kernel
             k.stall += sc.cost
             if sc.sleep:
