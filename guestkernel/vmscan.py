@@ -1446,6 +1446,9 @@ class Reclaim:
         )
 
     def shrink_lruvec(self, lv: Lruvec, sc: ScanControl) -> None:
+        if self.v6:
+            self._shrink_lruvec_6x(lv, sc)
+            return
         nr = self.get_scan_count(lv, sc)
         nr_to_reclaim = sc.nr_to_reclaim
         reclaimed = 0
@@ -1468,6 +1471,60 @@ class Reclaim:
         sc.nr_reclaimed += reclaimed
         # keep the anon inactive list filled even while only file pages are reclaimed
         if self.can_reclaim_anon() and self.inactive_is_low(lv, LRU_INACTIVE_ANON):
+            self.shrink_active_list(SWAP_CLUSTER_MAX, lv, sc, LRU_ACTIVE_ANON)
+
+    def _shrink_lruvec_6x(self, lv: Lruvec, sc: ScanControl) -> None:
+        """6.1 shrink_lruvec: the lists' scan targets in SWAP_CLUSTER_MAX batches, in
+        list order, until this call has reclaimed sc.nr_to_reclaim (direct reclaim at
+        DEF_PRIORITY scans its whole targets: proportional_reclaim); then the type with
+        less left stops and the other's remaining targets shrink to the share of its own
+        target not yet scanned by the other (so both end proportionally), which ends the
+        loop at the next check. The anon inactive list is then topped up if low. (hvsim:
+        kswapd counts the pages it started writing as reclaimed: it waits for them rather
+        than writing more.)"""
+        nr = self.get_scan_count(lv, sc)
+        targets = list(nr)
+        nr_to_reclaim = sc.nr_to_reclaim
+        proportional = not sc.kswapd and sc.priority == DEF_PRIORITY
+        reclaimed = 0
+        pageout0 = sc.nr_pageout
+        while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
+            for lru in EVICTABLE_LRUS:
+                if nr[lru]:
+                    n = min(nr[lru], SWAP_CLUSTER_MAX)
+                    nr[lru] -= n
+                    if lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE:
+                        if sc.may_deactivate & (DEACTIVATE_FILE if lru == LRU_ACTIVE_FILE
+                                                else DEACTIVATE_ANON):
+                            self.shrink_active_list(n, lv, sc, lru)
+                    else:
+                        reclaimed += self.shrink_inactive_list(n, lv, sc, lru)
+            done = reclaimed
+            if sc.kswapd:
+                done += sc.nr_pageout - pageout0
+            if done < nr_to_reclaim or proportional:
+                continue
+            nr_file = nr[LRU_INACTIVE_FILE] + nr[LRU_ACTIVE_FILE]
+            nr_anon = nr[LRU_INACTIVE_ANON] + nr[LRU_ACTIVE_ANON]
+            if not nr_file or not nr_anon:
+                break
+            if nr_file > nr_anon:
+                scan_target = targets[LRU_INACTIVE_ANON] + targets[LRU_ACTIVE_ANON] + 1
+                stop = LRU_INACTIVE_ANON
+                percentage = nr_anon * 100 // scan_target
+            else:
+                scan_target = targets[LRU_INACTIVE_FILE] + targets[LRU_ACTIVE_FILE] + 1
+                stop = LRU_INACTIVE_FILE
+                percentage = nr_file * 100 // scan_target
+            nr[stop] = nr[stop + 1] = 0
+            other = LRU_INACTIVE_FILE if stop == LRU_INACTIVE_ANON else LRU_INACTIVE_ANON
+            for lru in (other, other + 1):
+                nr_scanned = targets[lru] - nr[lru]
+                nr[lru] = targets[lru] * (100 - percentage) // 100
+                nr[lru] -= min(nr[lru], nr_scanned)
+        sc.nr_reclaimed += reclaimed
+        # can_age_anon_pages: swap is present
+        if self.swap.total_swap_pages() > 0 and self.inactive_is_low(lv, LRU_INACTIVE_ANON):
             self.shrink_active_list(SWAP_CLUSTER_MAX, lv, sc, LRU_ACTIVE_ANON)
 
     @staticmethod

@@ -141,7 +141,15 @@ def test_hot_file_pushed_out_by_a_stream_matches_where_the_lists_agree(guest_mem
     "hot file (pgdeactivate) and 115-227 of them refault when it is read again (99-231 "
     "activations); the guest deactivates only until inactive >= active (inactive_is_low): "
     "89 pages, 89 refaults, 89 activations. On the second stream the real kernel "
-    "activates 2-80 of the refaulting stream pages, the guest none"))
+    "activates 2-80 of the refaulting stream pages, the guest none. Cause: "
+    "inactive_is_low and get_scan_count read the lruvec's sizes from memory-cgroup "
+    "statistics (lruvec_page_state), which rstat folds in only once the pending updates "
+    "exceed MEMCG_CHARGE_BATCH (64) per CPU (6.1 mem_cgroup_flush_stats: "
+    "stats_flush_threshold > num_online_cpus, each step 64 updates; 6.8+ "
+    "memcg_vmstats_needs_flush), so reclaim goes on deactivating for up to 64 x 2 CPUs "
+    "= 128 page moves after the lists have balanced: the real deactivations come in "
+    "steps of about 57 (active >> 6), 26-138 beyond the guest's 89. The guest's lists "
+    "are counted exactly (6.1's root lruvec lags the same way: not modelled)"))
 def test_hot_file_refaults_after_a_stream_within_the_real_spread(guest_memory):
     case = CASES["hot-stream-polled"]
     got = replay(guest_memory, case)
