@@ -21,7 +21,9 @@ per run of missing pages costing `latency + bytes / bandwidth` seconds, counted 
 
 File content: an inode's pages come from `inode.disk` (pages written back), else from its
 `content` (bytes of the whole file, or a callable index -> 4 KiB bytes), else a default
-page naming the path and index; bytes beyond EOF read as zeros. Shmem pages start zeroed.
+page naming the path and index; bytes beyond EOF read as zeros. Shmem pages start zeroed;
+under pressure reclaim sends them to swap (swap.py shmem_writepage: the mapping keeps the
+swap entry in `swapped`) and a lookup of that index swaps them back in (shmem_swapin).
 
 Counters (/proc/vmstat): nr_file_pages, nr_shmem, nr_dirty are kept here; pgpgin.
 """

@@ -31,6 +31,12 @@ queued behind writes still in flight on the device. After mapping, the slot is f
 from the cache (should_try_to_free_swap) when swap is at least half full, the VMA is
 mlocked, or the fault is an exclusive write; the page is then dirty (its only copy).
 
+shmem (tmpfs, memfd, SysV segments): reclaim's `shmem_writepage` moves a dirty, unmapped
+shmem page from its mapping to the swap cache, the mapping keeping the swap entry and a
+reference on the slot; `shmem_swapin` reads it back (the same cluster readahead) into the
+mapping, dirty, and frees the slot; `shmem_free_swap` drops the entries of a truncated
+range (shmem_undo_range).
+
 Counters: pswpin, pswpout, swap_ra, nr_swapcached (vmstat; swap-cache pages also count in
 nr_file_pages, as in Linux, so /proc/meminfo's Cached excludes them); SwapTotal/SwapFree/
 SwapCached.

@@ -80,10 +80,12 @@ of a list; reclaim takes from the tail.
   sleeps when balanced. Without an env there is no kswapd: the allocator's slow path
   reclaims directly (`try_to_free_pages`, SWAP_CLUSTER_MAX pages, priority 12 to 0).
 - The flusher (`Flusher`, `writeback_dirty`) writes file pages dirty for longer than
-  dirty_expire_centisecs every dirty_writeback_centisecs, and whatever exceeds the
-  background limit; write() checks the limits every DIRTY_RATELIMIT pages
-  (`balance_dirty_pages`): above background it wakes the flusher, above dirty_ratio the
-  writer writes back itself and waits.
+  dirty_expire_centisecs every dirty_writeback_centisecs, whatever exceeds the
+  background limit, and everything when reclaim wakes it (wakeup_flusher_threads).
+  Writers are throttled by `balance_dirty_pages`: 6.x as 6.1's IO-less throttling (the
+  pause proportional to how far dirty + writeback pages are past the setpoint, at most
+  MAX_PAUSE; see that method), 2.6 era as 2.6.24 (above dirty_ratio the writer writes
+  back itself and waits).
 - Scanning costs SCAN_COST per page: kswapd's passes take that long in simulated time,
   direct reclaim adds it (and its synchronous writes) to kernel.stall.
 
