@@ -254,7 +254,7 @@ class Workload:
         self._m_zero = vm.stall_cpu_zero
         self._m_zip = vm.stall_cpu_zip
         k = self.kernel
-        self._m_io = k.iowait_swap + k.iowait_file + k.iowait_throttle
+        self._m_io = k.iowait_swap + k.iowait_file + getattr(k, "iowait_throttle", 0.0)
 
     def _guard(self, gen):
         """Run a process body; a guest that panicked stops its workload, nothing more.
@@ -322,7 +322,7 @@ class Workload:
         held = vm.stall_time - self._m_stall
         zero = vm.stall_cpu_zero - self._m_zero
         zip_ = vm.stall_cpu_zip - self._m_zip
-        io = k.iowait_swap + k.iowait_file + k.iowait_throttle - self._m_io
+        io = k.iowait_swap + k.iowait_file + getattr(k, "iowait_throttle", 0.0) - self._m_io
         wait = held - zero - zip_
         if wait < 0.0:
             wait = 0.0
