@@ -275,9 +275,12 @@ class HostSection(_Model):
     large_pages: bool = Field(False, description="back guest memory with 2 MiB machine pages where a whole 2 MiB "
                               "region is first touched (a large page holds its 2 MiB from then on)")
     kind: Literal["esx", "kvm"] = Field(
-        "esx", description='whose large pages: "esx" (never shared, hashes kept ready; broken by a background job '
-        'below 400 % of minFree) or "kvm" (host THP under MADV_HUGEPAGE: KSM splits one when a subpage merges, '
-        'zero-filled subpages then read the shared zero page; no breaking for free memory)')
+        "esx", description='whose host: "esx" (large pages never shared, hashes kept ready, broken by a background '
+        'job below 400 % of minFree; host threads and vCPUs by CPU shares; each VM\'s swap file reserved at '
+        'power-on, a VM whose swap file does not fit not powered on) or "kvm" (host THP under MADV_HUGEPAGE: KSM '
+        'splits one when a subpage merges, zero-filled subpages then read the shared zero page, no breaking for '
+        'free memory; CFS weights; no swap reservation: with memory and swap exhausted the host OOM killer kills '
+        'the VM with the highest oom_score)')
     large_page_fault_cost: Duration = Field(
         "100us", description="first touch backed by a large page: one EPT violation and zeroing 2 MiB "
         "(assumption: 2 MiB cleared at ~20 GB/s)")
@@ -294,6 +297,10 @@ class HostSection(_Model):
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")
     low_state_stall: Duration = Field("1ms", description="wait of every allocation in the low state")
     state_interval: Duration = Field("1s", description="memory-state monitor period")
+    admission_control: bool = Field(
+        True, description='kind "esx": reserve each VM\'s swap file (its configured memory) on host swap at '
+        'power-on and refuse to power on a VM whose file does not fit, as ESX always does; false: power on '
+        'whatever the swap (machine memory may then be overdrawn, reported); no effect on "kvm"')
     guest_disk: Literal["separate", "swap"] = Field(
         "separate", description='what serves the guests\' disks (guest swap, file reads, writeback): "separate" '
         '(each guest its own disk, [vm.kernel] swap_latency/swap_bandwidth) or "swap" (queued on the host swap device)')

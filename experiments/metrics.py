@@ -212,6 +212,10 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
     out["guest_oom_kills"] = sum(k.vmstat.get("oom_kill", 0) for k in kernels)
     out["vm_stall_s"] = round(sum(vm.stall_time for vm in host.vms), 9)
     out["dead_vms"] = sum(1 for k in kernels if k.panicked)
+    # a host with no room left: ESX refused these at power-on (swap file not reservable),
+    # KVM's OOM killer killed these (host memory and swap exhausted)
+    out["not_powered_on"] = [dict(r) for r in host.not_powered_on]
+    out["host_oom_kills"] = [dict(r) for r in host.host_oom_kills]
     vms: dict = {}
     by_unit: dict[str, float] = {}  # throughput per unit of work, summed over the VMs of that unit
     for vm in host.vms:

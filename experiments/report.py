@@ -275,6 +275,19 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
                 "allocating VMs were charged `nomem_stall` each instead of waiting. A real "
                 "host cannot do this: read the figures below with that in mind.", ""]
 
+    refused = summary.get("not_powered_on") or []
+    if refused:
+        out += ["## VMs not powered on", ""]
+        out += [f"- **{r['vm']}**: {r['reason']}; its workload did not run." for r in refused]
+        out.append("")
+    kills = summary.get("host_oom_kills") or []
+    if kills:
+        out += ["## VMs killed by the host's OOM killer", ""]
+        out += [f"- **{k['vm']}** at {_fmt(float(k['time_s']), 3)} s (oom_score {k['oom_score_pages']:,} "
+                f"pages; {_fmt(float(k['freed_mib']))} MiB freed): host memory and swap were exhausted "
+                "and nothing could be reclaimed" for k in kills]
+        out.append("")
+
     out += ["## What was simulated", ""]
     facts = [
         ("name", name),

@@ -66,6 +66,7 @@ def analyse(
             memory=(total + 16) * PAGE_SIZE,
             min_free=PAGE_SIZE,
             swap_size=0,
+            admission_control=False,  # an offline scan: no VM is powered on, none needs a swap file
             compression=False,
             ballooning=False,
             max_page_sharing=max_page_sharing,

@@ -13,7 +13,7 @@ import xxhash
 
 from guestkernel.config import DISTROS, KERNEL_LOAD_ADDR, KernelConfig
 from guestkernel.units import PAGE_SHIFT
-from hypervisor.host import Host, HostConfig
+from hypervisor.host import Host, HostConfig, PowerOnError
 
 from .config import ExperimentConfig, VMSection, seconds, size
 from .content import ContentSource, OSImage
@@ -84,6 +84,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         free_page_reporting=h.balloon.free_page_reporting,
         state_interval=seconds(h.state_interval),
         guest_disk=h.guest_disk,
+        admission_control=h.admission_control,
         seed=rng_seed(cfg.experiment.seed, "host"),
     )
 
@@ -153,29 +154,40 @@ class Scenario:
         for v in cfg.vm:
             for name in v.instance_names():
                 self.vm_sections[name] = v
-                if v.image_file:
-                    self.host.create_vm_from_image(name, v.image_file)
+                try:
+                    self._power_on(v, name, seed)
+                except PowerOnError:
+                    # refused at power-on (ESX admission control, host.not_powered_on
+                    # says why): no VM, its workload does not run
                     self.workloads[name] = None
-                    continue
-                if v.workload.profile == "snapshots":  # an image-less VM following a series
-                    from .workloads.snapshots import SnapshotsWorkload, series_layout
 
-                    layout = series_layout(v.workload.path)
-                    vm = self.host.create_image_vm(name, layout.nr_pages)
-                    vm.shares = v.share_count()
-                    self.workloads[name] = SnapshotsWorkload(env, vm, v.workload, layout)
-                    continue
-                vm = self.host.create_vm(name, kernel_config(v, rng_seed(seed, f"vm/{name}/boot")),
-                                         balloon=v.balloon, cpu_shares=v.cpu_share_count())
-                vm.shares = v.share_count()
-                image = None if v.image_name() == "none" else OSImage.get(v.image_name())
-                if image is not None:
-                    boot_image(vm.kernel, image)
-                content = ContentSource(seed, name)
-                self.workloads[name] = create_workload(
-                    env, vm, v.workload, content=content, seed=rng_seed(seed, f"vm/{name}/workload"),
-                    image=image,
-                )
+    def _power_on(self, v: VMSection, name: str, seed: int) -> None:
+        """Create and boot VM `name` of section `v` with its workload (PowerOnError if the
+        host refuses to power it on)."""
+        env = self.env
+        if v.image_file:
+            self.host.create_vm_from_image(name, v.image_file)
+            self.workloads[name] = None
+            return
+        if v.workload.profile == "snapshots":  # an image-less VM following a series
+            from .workloads.snapshots import SnapshotsWorkload, series_layout
+
+            layout = series_layout(v.workload.path)
+            vm = self.host.create_image_vm(name, layout.nr_pages)
+            vm.shares = v.share_count()
+            self.workloads[name] = SnapshotsWorkload(env, vm, v.workload, layout)
+            return
+        vm = self.host.create_vm(name, kernel_config(v, rng_seed(seed, f"vm/{name}/boot")),
+                                 balloon=v.balloon, cpu_shares=v.cpu_share_count())
+        vm.shares = v.share_count()
+        image = None if v.image_name() == "none" else OSImage.get(v.image_name())
+        if image is not None:
+            boot_image(vm.kernel, image)
+        content = ContentSource(seed, name)
+        self.workloads[name] = create_workload(
+            env, vm, v.workload, content=content, seed=rng_seed(seed, f"vm/{name}/workload"),
+            image=image,
+        )
 
     def start(self) -> None:
         for wl in self.workloads.values():

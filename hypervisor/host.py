@@ -17,12 +17,35 @@ chosen by the victim policy until free memory is back at the soft threshold, at 
 reclaim (`reclaim`): `reclaim_batch` frames compressed (the vCPU waits for the CPU) or
 written to swap (the vCPU waits until the oldest write in flight completes and takes its
 frame), again while that changes anything, so machine memory never exceeds the host's
-while swap has room (vm.nomem_waits counts the allocations that waited). Only when nothing
-at all can be reclaimed and swap is full does an allocation overdraw (vm.nomem_stalls,
-machine.overdraft_allocs): ESX never gets there, as it reserves each VM's swap file at
-power-on and refuses to power on a VM it cannot back; hvsim accepts a smaller swap and
-reports the overdraft instead (`overdraft_peak_pages`, `overdraft_time`; the run's
-summary, report and time series show it, experiments/metrics.py).
+while swap has room (vm.nomem_waits counts the allocations that waited).
+
+A host with no room left behaves as its `kind` does:
+
+    esx   admission control: at power-on each VM's swap file (.vswp) is reserved on
+          host swap, its configured memory minus its memory reservation (hvsim has no
+          reservations: all of it); a VM whose swap file does not fit is not powered
+          on (`PowerOnError`, listed in `not_powered_on` with the reason). VMware,
+          vSphere Resource Management, "Swap Space and Memory Overcommitment": "You
+          must reserve swap space for any unreserved virtual machine memory (the
+          difference between the reservation and the configured memory size) on
+          per-virtual machine swap files. This swap reservation is required to ensure
+          that the ESXi host is able to preserve virtual machine memory under any
+          circumstances"; "Swap File Location": "The ESXi host creates a swap file when
+          a virtual machine is powered on. If this file cannot be created, the virtual
+          machine cannot power on." Every guest page then has a swap slot to go to.
+          (`admission_control = False` powers on whatever the swap, as hvsim did.)
+    kvm   no reservation: when machine memory and swap are both exhausted and nothing
+          can be reclaimed, the host's OOM killer kills the QEMU process with the
+          highest oom_score (oom_badness: its RSS, guest pages in private or
+          KSM-shared frames, plus its swap entries, pages on host swap or in zswap;
+          page tables left out; ties to the process created last, as
+          oom_evaluate_task keeps a later equal score): the VM is gone, its memory
+          freed (`host_oom_kills`, with the time).
+
+Only if neither frees a frame (an ESX host whose every frame is shared or compressed)
+does an allocation overdraw (vm.nomem_stalls, machine.overdraft_allocs), reported
+(`overdraft_peak_pages`, `overdraft_time`; the run's summary, report and time series
+show it, experiments/metrics.py).
 
 Host CPU (cpu.py): ksmd, compression, fault zeroing, balloon exits (`balloon_inflate_cost`,
 `balloon_deflate_cost` a page) and swap-out submission (`swapout_cost` a page) run on the
@@ -49,7 +72,7 @@ from .ksmtune import CONTROLS as KSM_CONTROLS
 from .ksmtune import KsmControl, ksm_control
 from .largepage import HOST_KINDS, LargePageBreaker, LargePages
 from .machine import MachineMemory
-from .p2m import P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
+from .p2m import P2M_BALLOONED, P2M_COMPRESSED, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
 from .policy import balloon_policy, victim_policy
 from .sharing import SALTING, PageSharing, Scanner
 from .states import ENTER_PCT, HARD, LOW, SOFT, MemStates, StateMonitor
@@ -83,8 +106,8 @@ class HostConfig:
     nomem_stall: float | str = "1ms"  # wait of an allocation nothing could be reclaimed for
     low_state_stall: float | str = "1ms"  # wait of every allocation in the low state
     large_pages: bool = False  # back guest memory with 2 MB pages (not shareable until broken)
-    # whose host: "esx" (large pages broken below 400 % minFree; CPU shares) or "kvm" (THP,
-    # KSM splits; CFS weights)
+    # whose host: "esx" (large pages broken below 400 % minFree; CPU shares; swap files
+    # reserved at power-on) or "kvm" (THP, KSM splits; CFS weights; host OOM killer)
     kind: str = "esx"
     large_page_fault_cost: float | str = "100us"  # first touch backed by a 2 MiB page, seconds
     large_page_break_rate: int = 1000  # large pages ESX's background job breaks per second
@@ -138,6 +161,9 @@ class HostConfig:
     free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
     guest_disk: str = "separate"  # guests' disks: "separate" (their own) or "swap" (the host swap device)
+    # esx: reserve each VM's swap file at power-on, refuse a VM it does not fit (ESX always
+    # does); False: power on whatever the swap (an overdraft then possible, reported)
+    admission_control: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -218,6 +244,11 @@ def compression_cache(cfg: HostConfig, machine: MachineMemory, nr_pages: int,
     )
 
 
+class PowerOnError(ValueError):
+    """The host refuses to power on a VM (ESX admission control: its swap file cannot be
+    reserved)."""
+
+
 def rng_for(seed: int, component: str) -> random.Random:
     return random.Random(xxhash.xxh64_intdigest(f"{seed}/{component}".encode()))
 
@@ -259,6 +290,9 @@ class Host:
         self.evict_time = 0.0  # host seconds spent compressing and writing swap
         self.swapout_cpu = 0.0  # host CPU seconds submitting writes to swap
         self._swapout_cpu_last = 0.0  # the part of it spent by the last evict()
+        self.swap_reserved = 0  # pages of host swap reserved by powered-on VMs' swap files (esx)
+        self.not_powered_on: list[dict] = []  # VMs refused at power-on: name, reason
+        self.host_oom_kills: list[dict] = []  # VMs the host's OOM killer killed (kvm)
         self.lp = None  # host large pages (largepage.py), when cfg.large_pages
         if cfg.large_pages:
             states = self.states
@@ -276,9 +310,26 @@ class Host:
     def vm(self, name: str) -> VM:
         return self._by_name[name]
 
+    def power_on_check(self, name: str, nr_pages: int) -> None:
+        """ESX admission control (module docstring): reserve the VM's swap file, its
+        configured memory (hvsim has no memory reservations), on host swap, or refuse
+        to power it on (PowerOnError, recorded in `not_powered_on`). KVM reserves
+        nothing."""
+        if self.config.kind != "esx" or not self.config.admission_control:
+            return
+        room = self.swap.nr_slots - self.swap_reserved
+        if nr_pages > room:
+            reason = (f"its swap file needs {nr_pages * PAGE_SIZE / (1 << 20):g} MiB of host swap, "
+                      f"{room * PAGE_SIZE / (1 << 20):g} MiB left unreserved (ESX reserves each VM's "
+                      f"configured memory minus its reservation at power-on)")
+            self.not_powered_on.append({"vm": name, "reason": reason})
+            raise PowerOnError(f"VM {name!r} not powered on: {reason}")
+        self.swap_reserved += nr_pages
+
     def _new_vm(self, name: str, nr_pages: int) -> VM:
         if name in self._by_name:
             raise ValueError(f"VM {name!r} exists already")
+        self.power_on_check(name, nr_pages)
         cfg = self.config
         vm = VM(self.machine, name, nr_pages, vmid=len(self.vms), large_pages=cfg.large_pages)
         if self.lp is not None:
@@ -294,6 +345,8 @@ class Host:
         vm.balloon_inflate_cost = cfg.balloon_inflate_cost
         vm.balloon_deflate_cost = cfg.balloon_deflate_cost
         vm.reclaim_hook = self.reclaim
+        if cfg.kind == "kvm":
+            vm.oom_hook = self.host_oom
         if cfg.compression:
             vm.zcache = compression_cache(cfg, self.machine, nr_pages)
         return vm
@@ -414,6 +467,52 @@ class Host:
     def _evict_cpu(self) -> float:
         return sum(vm.evict_cpu for vm in self.vms)
 
+    @staticmethod
+    def oom_badness(vm: VM) -> int:
+        """oom_badness of the VM's QEMU process, in pages (oom_score_adj 0): its RSS (guest
+        pages in a frame of their own or a KSM-shared one, each mapping counted, as
+        MM_ANONPAGES counts KSM pages; the zero page is not counted) plus its swap
+        entries (pages on host swap, and in zswap: the compression cache). Page tables
+        (mm_pgtables_bytes, about 1/512 of that) are left out."""
+        nr = vm.p2m.nr
+        return nr[P2M_PRIVATE] + nr[P2M_SHARED] + nr[P2M_COMPRESSED] + nr[P2M_SWAPPED]
+
+    def host_oom(self, requester: VM | None = None) -> bool:
+        """KVM's host OOM killer (module docstring): memory and swap are exhausted and
+        nothing could be reclaimed for `requester`. Kills the live VM with the highest
+        oom_badness (a tie goes to the VM created last: select_bad_process walks the
+        task list in creation order and oom_evaluate_task takes an equal score), frees
+        all its memory and records it. True if a VM was killed."""
+        victim = None
+        points = -1
+        for vm in self.vms:
+            if vm.dead:
+                continue
+            p = self.oom_badness(vm)
+            if p >= points:
+                victim, points = vm, p
+        if victim is None or points <= 0:
+            return False
+        now = self.env.now if self.env is not None else 0.0
+        reason = f"killed by the host's OOM killer (QEMU process, oom_score {points} pages)"
+        k = getattr(victim, "kernel", None)
+        if k is not None and not k.panicked:
+            k.panicked = reason  # its workload stops; its kernel's daemons meet inert memory
+        freed = victim.guest_panicked(reason)
+        self.host_oom_kills.append({
+            "vm": victim.name, "time_s": round(now, 9), "oom_score_pages": points,
+            "freed_mib": round(freed * PAGE_SIZE / (1 << 20), 6),
+            "requester": requester.name if requester is not None else None,
+        })
+        return True
+
+    def reap_dead(self) -> None:
+        """Free what a VM killed in the middle of its own allocation still took (the
+        frame that allocation got)."""
+        for vm in self.vms:
+            if vm.dead and vm.p2m.nr[P2M_NONE] + vm.p2m.nr[P2M_BALLOONED] < vm.nr_pages:
+                vm.guest_panicked(vm.dead)
+
     def _victim_vm(self) -> VM | None:
         """The VM furthest above its target, as ESX chooses whom to swap (and compress):
         the one whose balloon lags furthest behind its target (the pages ballooning was
@@ -502,6 +601,8 @@ class Host:
     def check_state(self) -> int:
         """Re-evaluate the memory state and act on it (the monitor calls this every second)."""
         now = self.env.now if self.env is not None else 0.0
+        if self.host_oom_kills:
+            self.reap_dead()
         if self.swap.nr_inflight:
             self.swap.complete(now)
         states = self.states
@@ -607,6 +708,9 @@ class Host:
             "overdraft_allocs": m.overdraft_allocs,
             "overdraft_peak_pages": m.overdraft_peak,
             "overdraft_time": m.overdraft_seconds(self.env.now if self.env is not None else 0.0),
+            "swap_reserved_pages": self.swap_reserved,
+            "host_oom_kills": len(self.host_oom_kills),
+            "vms_not_powered_on": len(self.not_powered_on),
             "reclaim_calls": self.reclaim_calls,
             "pages_evicted": self.pages_evicted,
             "shared_before_swap": self.shared_before_swap,

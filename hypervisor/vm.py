@@ -133,6 +133,7 @@ class VM:
         self.zcache = None
         self.swap = None
         self.reclaim_hook = None  # callable(vm) -> seconds; frees machine frames
+        self.oom_hook = None  # callable(vm) -> bool: Host.host_oom on a KVM host (a VM killed)
         self.clock = None  # callable() -> simulated seconds (device queues), or None
         self.host_cpus = None  # cpu.HostCPUs that handle this VM's balloon exits, or None
         self._burst_t = -1.0  # the simulated instant of the stalls counted in _burst_stall0
@@ -297,7 +298,6 @@ class VM:
         if self.vcpus is None:
             return env.timeout(cpu + zero + zip_ + wait + io)
         return run_burst(env, self.vcpus, cpu, zero, zip_, wait=wait, after=io, kernel=True)
-
 
     def guest_panicked(self, reason: str) -> int:
         """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,
@@ -657,10 +657,19 @@ class VM:
                 if before == (machine.nr_free, swap.nr_inflight if swap is not None else 0,
                               swap.nr_used if swap is not None else 0):
                     break
-        # Nothing reclaimable and no swap room: an ESX host reserves every VM's swap file
-        # at power-on, so it never gets here; hvsim lets a config give less swap, and the
-        # allocation overdraws machine memory instead of failing the VM (counted, shown in
-        # summary.json and report.md, the VM charged `nomem_stall`).
+        # Nothing reclaimable and no swap room. A KVM host's OOM killer kills the VM with
+        # the highest oom_score and its memory is free (Host.host_oom); killed itself,
+        # this VM takes the frame for the access in progress and the host frees it with
+        # the rest (Host.reap_dead). An ESX host reserved every VM's swap file at power-on
+        # (Host.power_on_check), so there is always a slot for a private frame.
+        oom = self.oom_hook
+        if oom is not None and oom(self):
+            mpn = machine.alloc(self.vmid, data)
+            if mpn >= 0:
+                return mpn, cost
+        # Still nothing (no private frame left anywhere to swap): the allocation overdraws
+        # machine memory instead of failing the VM (counted, shown in summary.json and
+        # report.md, the VM charged `nomem_stall`).
         self.nomem_stalls += 1
         self.nomem_stall_time += self.nomem_stall
         return machine.alloc(self.vmid, data, force=True), cost + self.nomem_stall

@@ -124,7 +124,9 @@ def test_full_machine_reclaims_by_compression_then_swap_without_stalling():
 
 
 def test_nothing_reclaimable_stalls_and_is_reported():
-    host = Host(HostConfig(memory=f"{16 * PAGE_SIZE}", swap_size=0, compression=False))
+    # (admission_control off: an ESX host would refuse this VM, its swap file does not fit)
+    host = Host(HostConfig(memory=f"{16 * PAGE_SIZE}", swap_size=0, compression=False,
+                           admission_control=False))
     vm = host._new_vm("g", 32)
     host._add_vm(vm)
     for pfn in range(20):
@@ -201,7 +203,7 @@ def test_states_change_as_free_memory_crosses_the_thresholds():
 
 
 def test_low_state_blocks_allocating_vms():
-    host = Host(HostConfig(memory=f"{1000 * PAGE_SIZE}", min_free=f"{100 * PAGE_SIZE}",
+    host = Host(HostConfig(memory=f"{1000 * PAGE_SIZE}", min_free=f"{100 * PAGE_SIZE}", admission_control=False,
                            swap_size=0, compression=False, low_state_stall="2ms"))
     vm = host._new_vm("g", 2000)
     host._add_vm(vm)
@@ -258,7 +260,7 @@ def test_frames_slots_and_counters_add_up_under_random_activity(ops):
     contents = [ZERO_PAGE, page(1), page(2), half_compressible_page(1), random_page(1, "r")]
     # 16 frames for 24 guest pages: synchronous reclaim, compression, swap and, once
     # swap is full, overdraft all happen
-    host = Host(HostConfig(memory=f"{16 * PAGE_SIZE}", swap_size=f"{6 * PAGE_SIZE}",
+    host = Host(HostConfig(memory=f"{16 * PAGE_SIZE}", swap_size=f"{6 * PAGE_SIZE}", admission_control=False,
                            zip_max_pct=50, reclaim_batch=2, max_page_sharing=3,
                            use_zero_pages=True, min_free=f"{4 * PAGE_SIZE}"))
     vms = []

@@ -19,7 +19,8 @@ def host_with_image(tmp_path, pages, memory="64MiB", env=None, **kw):
     """A 64 MiB host (16384 frames, MemTotal 65536 kB) with one VM backing `pages` frames."""
     img = tmp_path / "img.raw"
     img.write_bytes(b"".join(page(i) for i in range(pages)))
-    host = Host(HostConfig(memory=memory, swap_size=0, compression=False, ballooning=False, **kw), env=env)
+    host = Host(HostConfig(memory=memory, swap_size=0, compression=False, ballooning=False,
+                           admission_control=False, **kw), env=env)
     host.create_vm_from_image("vm", str(img))
     return host
 

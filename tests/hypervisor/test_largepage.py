@@ -129,7 +129,7 @@ def test_kvm_split_maps_zero_filled_subpages_to_the_zero_page():
 
 
 def test_releasing_or_evicting_a_subpage_splits_its_large_page_first():
-    host = esx(swap_size="4MiB", compression=False)
+    host = esx(swap_size="4MiB", compression=False, admission_control=False)
     vm = vm_on(host)
     vm.store(0, page(0))
     vm.store(512, page(1))
@@ -315,7 +315,7 @@ def test_kvm_ksm_on_thp_matches_this_machines_kernel():
                        st.integers(0, 1535), st.integers(0, 3)), max_size=60),
 )
 def test_frames_reservations_and_counters_add_up_under_random_activity(kind, ops):
-    host = Host(HostConfig(memory="8MiB", min_free=f"{16 * PAGE_SIZE}", large_pages=True, kind=kind,
+    host = Host(HostConfig(memory="8MiB", min_free=f"{16 * PAGE_SIZE}", large_pages=True, kind=kind, admission_control=False,
                            swap_size="1MiB", zip_max_pct=5, reclaim_batch=4, pages_to_scan=700,
                            use_zero_pages=kind == "kvm"))
     vms = [vm_on(host, "a", 1536), vm_on(host, "b", 1536)]
