@@ -500,7 +500,7 @@ def cost_sections(summary: dict, samples: list[dict], points: int = 10) -> list[
 
 LARGE_PAGE_COUNTERS = (
     ("thp_fault_alloc", "large pages backed (first touch of a 2 MiB region)", ""),
-    ("thp_fault_fallback", "first touches of an untouched region given a small page (no room)", ""),
+    ("thp_fault_fallback", "first touches of an untouched region given a small page (no room or no free region)", ""),
     ("thp_split_page", "large pages split or broken, all causes", ""),
     ("large_pages_broken", "... broken by ESX's background job (free < 400 % of minFree)", ""),
     ("thp_split_ksm", "... split by a KSM merge of a subpage (KVM)", ""),
@@ -510,6 +510,8 @@ LARGE_PAGE_COUNTERS = (
     ("lp_frames_reserved", "frames held for untouched subpages at the end", "x 4 KiB"),
     ("lp_frames_freed", "frames splits freed (untouched; zero-filled on KVM)", "x 4 KiB"),
     ("lp_break_cpu_s", "host CPU breaking them", "s"),
+    ("lp_region_alloc_failed", "large pages refused for want of a wholly free 2 MiB region (fragmentation)", ""),
+    ("lp_regions_whole", "wholly free 2 MiB machine regions at the end", "x 2 MiB"),
 )
 
 

@@ -135,7 +135,7 @@ class CompressionCache:
         content = machine.content
         refcount = machine.refcount
         owner = machine.owner
-        mfree = machine._free
+        mfree_many = machine._free_many  # (RegionMemory: back into their regions)
         mpns = list(mpns)
         datas = list(map(content.__getitem__, mpns))
         keep = self.keep_compressed
@@ -175,7 +175,7 @@ class CompressionCache:
                 list(map(content.__setitem__, pend, repeat(None, n)))
                 list(map(refcount.__setitem__, pend, repeat(0, n)))
                 list(map(owner.__setitem__, pend, repeat(OWNER_FREE, n)))
-                mfree.extend(pend)
+                mfree_many(pend)
                 pend.clear()
 
         out: list[int] = []
@@ -312,10 +312,10 @@ class CompressionCache:
             kept = bytearray(b"\x01") * n
             for i in later:
                 kept[i - 1] = 0
-            machine._free.extend(select(mpns, kept))
+            machine._free_many(select(mpns, kept))
         else:
             taken = []
-            machine._free.extend(mpns)
+            machine._free_many(mpns)
         machine.nr_free += n - len(taken)
         machine.frames_freed += n
         # the cache's new frames, numbered in the order they are cut

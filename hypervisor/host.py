@@ -71,7 +71,7 @@ from .cpu import COMPRESSION, SWAPOUT, ZEROING, HostCPUs, VCPUs
 from .ksmtune import CONTROLS as KSM_CONTROLS
 from .ksmtune import KsmControl, ksm_control
 from .largepage import HOST_KINDS, LargePageBreaker, LargePages
-from .machine import MachineMemory
+from .machine import MachineMemory, RegionMemory
 from .p2m import P2M_BALLOONED, P2M_COMPRESSED, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
 from .policy import balloon_policy, victim_policy
 from .sharing import SALTING, PageSharing, Scanner
@@ -261,7 +261,9 @@ class Host:
             raise TypeError("pass either a HostConfig or keyword settings, not both")
         cfg = self.config = config
         self.env = env
-        self.machine = MachineMemory(cfg.memory // PAGE_SIZE)
+        # large pages are contiguous: machine memory in 2 MiB regions (machine.RegionMemory)
+        mem_class = RegionMemory if cfg.large_pages else MachineMemory
+        self.machine = mem_class(cfg.memory // PAGE_SIZE)
         # what the guests' writes of unknown data store is drawn from the seed
         self.machine.write_seed = xxhash.xxh64_intdigest(f"{cfg.seed}/host/writes".encode())
         if env is not None:

@@ -9,21 +9,29 @@ A VM's guest frames are grouped in 2 MiB regions of 512 (`p2m.large[pfn >> 9]`):
     LP_BACKED  1  backed by a live large page
     LP_BROKEN  2  was backed by a large page, now broken into small pages
 
-Backing. The first touch of a frame whose region is untouched (all 512 frames P2M_NONE)
-backs the whole region with one large page when machine memory has room for it: 512
-frames are reserved at once (`MachineMemory.reserve`), so a large page holds its whole
-2 MiB from the first touch, touched or not; the touched frame gets one of them and costs
-one host fault of `fault_cost` (EPT violation and zeroing 2 MiB) instead of the small
-page's. Later first touches of frames of the region take a frame from the reservation
-(`vm.lp_res[region]` frames left) and cost nothing beneath the guest: the EPT already maps
-them. Room: ESX backs with a large page whenever it can and the host is in the state where
-it keeps them (free memory >= 400 % of minFree, states.py, after the 512 frames); a KVM
-host's THP fault succeeds while 512 frames leave minFree free (QEMU marks guest RAM
-MADV_HUGEPAGE, so the host's THP `madvise` mode suffices). Otherwise the frame gets a small
-page (`thp_fault_fallback`), and so does every frame of a region already partly touched.
+Backing. A large page is contiguous machine memory: one wholly free aligned 2 MiB region
+of the host's RegionMemory (machine.py), subpage i of the guest region in frame base + i
+(`vm.lp_base[region]`). The first touch of a frame whose region is untouched (all 512
+frames P2M_NONE) backs the whole region with one when a region is wholly free and the
+host has room for it: the 512 frames are taken at once (`RegionMemory.alloc_region`), so
+a large page holds its whole 2 MiB from the first touch, touched or not; the touched
+frame costs one host fault of `fault_cost` (EPT violation and zeroing 2 MiB) instead of
+the small page's. Later first touches of frames of the region take their frame
+(`RegionMemory.take`; `vm.lp_res[region]` frames left untouched) and cost nothing beneath
+the guest: the EPT already maps them. Room: ESX backs with a large page whenever a 2 MB
+contiguous region is free (KB 1021095) and, an assumption of this model, while the
+host is in the state where it keeps them (free memory >= 400 % of minFree, states.py,
+after the 512 frames) so that its breaking job is not undone at once; a KVM host's THP
+fault succeeds while 512 frames leave minFree free (QEMU marks guest RAM MADV_HUGEPAGE,
+so the host's THP `madvise` mode suffices). Otherwise the frame gets a small page
+(`thp_fault_fallback`; `machine.region_alloc_failed` counts the refusals for want of a
+wholly free region when free frames were enough: fragmentation), and so does every frame
+of a region already partly touched or once split (a PTE table maps it; only KVM's
+khugepaged collapses it back).
 
 Invariants: a live region holds only P2M_NONE and P2M_PRIVATE frames (a release, an
-eviction, a merge splits it first), and `vm.lp_res[r]` equals its P2M_NONE frames;
+eviction, a merge splits it first), its private frames sit at lp_base + offset, its
+P2M_NONE frames are the region's OWNER_LP frames and `vm.lp_res[r]` counts them;
 `machine.reserved` is the sum of `lp_res` over the host's VMs.
 
 Sharing (sharing.py). ESX: "guest memory backed by 2 MB large pages cannot be shared
@@ -39,13 +47,25 @@ anonymous THP mapping its zero-filled subpages to the shared zero page
 (P2M_NONE here: no KSM counter moves, as measured).
 
 Breaking. Every split (`split`) marks the region LP_BROKEN and frees what the guest never
-touched (the reservation left); on KVM also the zero-filled subpages (above). ESX breaks
-large pages in the background when free memory is below 400 % of minFree (states.py,
-`allows("break_large_pages")`): `LargePageBreaker` breaks at most `break_rate` large
+touched (its OWNER_LP frames) in place: the touched frames stay where they are, so the
+machine region is partly used from then on and small frames fill it before a wholly free
+region is broken up; on KVM also the zero-filled subpages (above). ESX breaks large
+pages in the background when free memory is below 400 % of minFree (states.py,
+`allows("break_large_pages")`; Epping, "What happens at which vSphere memory state?",
+2015: "High 400 % of minFree: break large pages when below threshold"; "Clear 100 %: break
+large pages and actively call TPS"): `LargePageBreaker` breaks at most `break_rate` large
 pages a second, each costing `break_cost` of host CPU (remapping 512 entries and the TLB
 shootdown). A KVM host does not break THPs for lack of free memory; its reclaim splits a
 THP to swap a subpage out, as ESX breaks one to swap or compress, and as a balloon or a
 free-page report of part of one splits it (MADV_DONTNEED of part of a THP).
+
+Which large pages ESX breaks first is not published: KB 1021095, the vSphere resource
+management guides and Epping's posts on vSphere 6.0 say when, not which. Guo et al.
+("Proactively Breaking Large Pages to Improve Memory Overcommitment Performance in VMware
+ESXi", VEE 2015) propose breaking cold large pages first with a per-VM shareability
+estimator, and VMware's patent US 9,330,015 selects low-activity large pages, but neither
+says this is what ESXi ships. This model keeps a plain, stated choice: VM by VM, each VM's
+large pages in ascending guest address order (`break_some`).
 
 TLB. A guest access to memory under a large page avoids the second dimension of a nested
 page walk; `tlb_discount` is the fraction of a guest's CPU time saved on the share of its
@@ -55,17 +75,21 @@ Counters (Linux names where they exist): thp_fault_alloc (large pages backed),
 thp_fault_fallback, thp_split_page (large pages split or broken, all causes) and, by
 cause, large_pages_broken (ESX's background job), thp_split_ksm, thp_split_reclaim,
 thp_split_release; large_pages (live now; AnonHugePages = large_pages x 2 MiB),
-lp_frames_freed (frames a split freed: untouched, or zero-filled on KVM), break_cpu_s.
+lp_frames_freed (frames a split freed: untouched, or zero-filled on KVM), break_cpu_s;
+lp_regions_whole (wholly free machine regions now) and lp_region_alloc_failed (large
+pages refused for fragmentation).
 """
 
 from __future__ import annotations
 
 from guestkernel.physmem import ZERO_PAGE, page_bytes
 
+from .machine import OWNER_LP
 from .p2m import LARGE_PAGE_SHIFT, P2M_NONE, P2M_PRIVATE
 
 LP_NONE, LP_BACKED, LP_BROKEN = 0, 1, 2
 LARGE_PAGE_PAGES = 1 << LARGE_PAGE_SHIFT  # 512 frames of 4 KiB
+LARGE_PAGE_MASK = LARGE_PAGE_PAGES - 1
 
 HOST_KINDS = ("esx", "kvm")
 
@@ -108,37 +132,51 @@ class LargePages:
 
     # -- backing ---------------------------------------------------------------------------
 
-    def first_touch(self, vm, pfn: int) -> float:
-        """`pfn` (P2M_NONE) is touched for the first time and is about to get a frame from
-        the VM's next `_alloc_frame`: back its region with a large page if it warrants
-        one, or take the frame from its large page. Returns the host fault's cost."""
+    def first_frame(self, vm, pfn: int, data) -> tuple[int, float, float]:
+        """`pfn` (P2M_NONE) is touched for the first time: back its region with a large
+        page if it warrants one (a wholly free machine region, room left), or take its
+        frame from its live large page, or else a small frame (`vm._alloc_frame`).
+        Returns (machine frame now holding `data`, seconds waited for memory, the host
+        fault's cost)."""
         p2m = vm.p2m
         r = pfn >> LARGE_PAGE_SHIFT
         large = p2m.large
         lv = large[r]
         if lv == LP_BACKED:
-            # the frame comes out of the large page's reservation: no fault
+            # the frame of the large page is mapped already: no fault
+            mpn = vm.lp_base[r] + (pfn & LARGE_PAGE_MASK)
+            self.machine.take(mpn, vm.vmid, data)
             vm.lp_res[r] -= 1
             vm.lp_reserved -= 1
-            self.machine.unreserve(1)
-            return 0.0
+            return mpn, 0.0, 0.0
         if lv == LP_NONE:
             lo = r << LARGE_PAGE_SHIFT
             hi = lo + LARGE_PAGE_PAGES
             if hi <= vm.nr_pages and p2m.state.count(P2M_NONE, lo, hi) == LARGE_PAGE_PAGES:
                 keep = self.room() if self.room is not None else 0
-                if self.machine.reserve(LARGE_PAGE_PAGES, keep):
-                    large[r] = LP_BACKED
-                    vm.lp_res[r] = LARGE_PAGE_PAGES - 1
-                    vm.lp_reserved += LARGE_PAGE_PAGES - 1
-                    self.machine.unreserve(1)  # the touched frame's, taken by _alloc_frame
-                    vm.lp_live += 1
-                    vm.large_pages_backed += 1
-                    self.large_pages += 1
+                base = self.machine.alloc_region(keep)
+                if base >= 0:
+                    self._back(vm, r, base)
+                    mpn = base + (pfn & LARGE_PAGE_MASK)
+                    self.machine.take(mpn, vm.vmid, data)
+                    vm.lp_res[r] -= 1
+                    vm.lp_reserved -= 1
                     self.thp_fault_alloc += 1
-                    return self.fault_cost
+                    return mpn, 0.0, self.fault_cost
                 self.thp_fault_fallback += 1
-        return vm.fault_cost
+        mpn, cost = vm._alloc_frame(data)
+        return mpn, cost, vm.fault_cost
+
+    def _back(self, vm, r: int, base: int) -> None:
+        """Region `r` of `vm` is now backed by the large page at machine frame `base`, all
+        512 frames untouched (reserved)."""
+        vm.p2m.large[r] = LP_BACKED
+        vm.lp_base[r] = base
+        vm.lp_res[r] = LARGE_PAGE_PAGES
+        vm.lp_reserved += LARGE_PAGE_PAGES
+        vm.lp_live += 1
+        vm.large_pages_backed += 1
+        self.large_pages += 1
 
     # -- splitting ---------------------------------------------------------------------------
 
@@ -155,10 +193,16 @@ class LargePages:
         self.thp_split_page += 1
         vm.large_pages_broken += 1
         freed = vm.lp_res[r]
+        base = vm.lp_base[r]
+        vm.lp_base[r] = -1
         if freed:
             vm.lp_res[r] = 0
             vm.lp_reserved -= freed
-            self.machine.unreserve(freed)
+            # the untouched frames go back, in place: the region is partly used from now
+            lo = r << LARGE_PAGE_SHIFT
+            st = p2m.state
+            self.machine.unreserve_frames(
+                [base + i for i in range(LARGE_PAGE_PAGES) if st[lo + i] == P2M_NONE])
         if self.kind == "kvm":
             freed += self._zero_to_zero_page(vm, r)
         self.lp_frames_freed += freed
@@ -199,7 +243,8 @@ class LargePages:
             setattr(self, f"thp_split_{cause}", getattr(self, f"thp_split_{cause}") + 1)
 
     def break_some(self, vms, n: int) -> int:
-        """ESX's job: break up to `n` live large pages, VM by VM in ascending regions.
+        """ESX's job: break up to `n` live large pages, VM by VM in ascending regions (a
+        stated choice: ESX's order is not published, see the module's overview).
         Returns how many; their CPU cost is `break_cost` each (counted in break_cpu_s)."""
         done = 0
         for vm in vms:
@@ -230,6 +275,8 @@ class LargePages:
             "lp_frames_reserved": self.machine.reserved,
             "lp_frames_freed": self.lp_frames_freed,
             "lp_break_cpu_s": self.break_cpu_s,
+            "lp_regions_whole": self.machine.whole_regions(),
+            "lp_region_alloc_failed": self.machine.region_alloc_failed,
         }
 
     def validate(self, vms) -> None:
@@ -241,7 +288,7 @@ class LargePages:
             n = 0
             for r in range(len(p2m.large)):
                 if p2m.large[r] != LP_BACKED:
-                    assert vm.lp_res[r] == 0, (vm.name, r, vm.lp_res[r])
+                    assert vm.lp_res[r] == 0 and vm.lp_base[r] == -1, (vm.name, r, vm.lp_res[r])
                     continue
                 n += 1
                 lo = r << LARGE_PAGE_SHIFT
@@ -249,6 +296,14 @@ class LargePages:
                 none = st.count(P2M_NONE)
                 assert none + st.count(P2M_PRIVATE) == len(st), f"{vm.name} region {r}: not only none/private"
                 assert vm.lp_res[r] == none, (vm.name, r, vm.lp_res[r], none)
+                base = vm.lp_base[r]
+                assert base >= 0 and base & LARGE_PAGE_MASK == 0, (vm.name, r, base)
+                owner = self.machine.owner
+                for i, s in enumerate(st):
+                    if s == P2M_NONE:
+                        assert owner[base + i] == OWNER_LP, (vm.name, r, i)
+                    else:
+                        assert p2m.mpn[lo + i] == base + i, f"{vm.name} region {r}: subpage {i} not in its large page"
                 total += none
             assert n == vm.lp_live, (vm.name, n, vm.lp_live)
             assert sum(vm.lp_res) == vm.lp_reserved, (vm.name, vm.lp_reserved)

@@ -40,6 +40,7 @@ OWNER_FREE = -1
 OWNER_SHARED = -2  # a page-sharing (KSM) frame, mapped read-only by one or more guest frames
 OWNER_ZIP = -3  # a frame of a compression cache, holding compressed slots
 OWNER_ZERO = -4  # the host's shared zero frame (never freed)
+OWNER_LP = -5  # a frame of a live host large page the guest has not touched yet (RegionMemory)
 
 _MASK64 = (1 << 64) - 1
 _PACK2 = Struct("<QQ").pack
@@ -62,7 +63,7 @@ class MachineMemory:
         self.csum: list[int] = []
         self._free: list[int] = []  # freed MPNs, reused LIFO
         self.nr_free = nr_frames  # frames not in use (negative while overdrawn)
-        self.reserved = 0  # frames held by host large pages for guest pages not yet touched
+        self.reserved = 0  # frames of live host large pages not touched yet (RegionMemory)
         # counters
         self.frames_allocated = 0  # allocations, cumulative
         self.frames_freed = 0  # frees, cumulative
@@ -73,6 +74,9 @@ class MachineMemory:
         self._overdrawn_since = -1.0  # when the current overdraft began (-1: none)
         self.write_seed = 0  # seed of the digests of guest writes (the Host sets it)
         self.write_folds = 0  # written frames whose new content was made (generations)
+        # frees of many frames at once (the compression cache's bulk paths); RegionMemory
+        # replaces it with its own
+        self._free_many = self._free.extend
 
     @property
     def nr_used(self) -> int:
@@ -104,25 +108,6 @@ class MachineMemory:
         self.owner.append(owner)
         self.csum.append(-1)
         return mpn
-
-    def reserve(self, n: int, keep: int = 0) -> bool:
-        """Hold `n` frames for a host large page (largepage.py) if `keep` frames stay free
-        beyond them: they count as in use, with no content, until `unreserve`."""
-        if self.nr_free - n < keep:
-            return False
-        self.nr_free -= n
-        self.reserved += n
-        if self.nr_free < self.min_free:
-            self.min_free = self.nr_free
-        return True
-
-    def unreserve(self, n: int) -> None:
-        """`n` reserved frames become free (a subpage is backed from them by the next
-        `alloc`, or the large page was broken)."""
-        self.reserved -= n
-        self.nr_free += n
-        if self._overdrawn_since >= 0 and self.nr_free >= 0:
-            self._end_overdraft()
 
     def free(self, mpn: int) -> None:
         """Return a frame to the free list whatever its refcount."""
@@ -225,3 +210,264 @@ class MachineMemory:
         used = len(self.content) - len(free) + self.reserved
         assert self.reserved >= 0, self.reserved
         assert self.nr_free == self.nr_frames - used, (self.nr_free, self.nr_frames, used)
+
+
+REGION_SHIFT = 9  # 512 frames of 4 KiB: a 2 MiB region, the size of a host large page
+REGION_PAGES = 1 << REGION_SHIFT
+
+
+class RegionMemory(MachineMemory):
+    """Machine memory as aligned 2 MiB regions of 512 frames, for hosts with large pages.
+
+    A host large page is contiguous machine memory: it takes one wholly free aligned region
+    (`alloc_region`). Frames of 4 KiB come preferably from a region already partly in use:
+    the current region while it has free frames, then the region that most recently got a
+    free frame back (LIFO), then a wholly free region, then a never-used one. This is the
+    effect of Linux's buddy allocator at pageblock order: __rmqueue_smallest serves an
+    order-0 request from the smallest free block there is and splits a free order-9 block
+    only when no smaller one exists, so wholly free 2 MiB blocks stay whole while
+    fragments elsewhere can serve small requests (the per-CPU lists and migratetype
+    fallbacks aside). ESX's allocator is not published; KB 1021095 only says that a
+    large page needs a free 2 MB contiguous region and that ESX backs with small pages
+    when "fragmentation" leaves none. So fragmentation develops as VMs free scattered
+    frames (sharing, swapping, ballooning, splits), and a large page fails when no region
+    is wholly free, however many frames are.
+
+    Per region r (frames r*512 .. r*512+511):
+        _rlist[r]   its free frames (a LIFO list: pops give ascending MPNs in a new region)
+        _rfree[r]   len(_rlist[r])
+    `_partial` and `_whole` are stacks of region numbers that may hold stale entries
+    (checked when popped): regions that got a free frame back while full, and regions
+    that became wholly free. Regions are added to the lists lazily, 512 frames at a time.
+
+    A live large page's frames the guest has not touched yet are OWNER_LP (no content,
+    refcount 0) and counted in `reserved` and as in use; `take` gives one to the guest,
+    `unreserve_frames` frees those a split leaves untouched.
+
+    Costs nothing on hosts without large pages: those keep MachineMemory.
+    """
+
+    def __init__(self, nr_frames: int) -> None:
+        super().__init__(nr_frames)
+        self._rlist: list[list[int]] = []
+        self._rfree: list[int] = []
+        self._partial: list[int] = []
+        self._whole: list[int] = []
+        self._cur: list[int] = []  # the free list of the region small frames come from now
+        self.nr_regions = nr_frames >> REGION_SHIFT  # whole regions within capacity
+        self._free_many = self._free_frames
+        # counters
+        self.regions_allocated = 0  # large pages given a region, cumulative
+        self.region_alloc_failed = 0  # large pages refused for lack of a wholly free region
+
+    def _grow(self) -> int:
+        """Add the next never-used region (beyond capacity only for an overdraft)."""
+        r = len(self._rlist)
+        base = r << REGION_SHIFT
+        n = REGION_PAGES
+        self.content.extend([None] * n)
+        self.refcount.extend([0] * n)
+        self.owner.extend([OWNER_FREE] * n)
+        self.csum.extend([-1] * n)
+        self._rlist.append(list(range(base + n - 1, base - 1, -1)))
+        self._rfree.append(n if base + n <= self.nr_frames else max(0, self.nr_frames - base))
+        if base + n > self.nr_frames:
+            # the tail beyond capacity is never free (only an overdraft uses it)
+            del self._rlist[r][: n - self._rfree[r]]
+        return r
+
+    def _next(self, force: bool) -> list[int]:
+        """The free list small frames come from next (a partly used region if any)."""
+        rfree = self._rfree
+        rlist = self._rlist
+        partial = self._partial
+        while partial:
+            r = partial.pop()
+            n = rfree[r]
+            if n == REGION_PAGES:
+                self._whole.append(r)  # wholly free again: kept for a large page
+            elif n:
+                self._cur = rlist[r]
+                return self._cur
+        whole = self._whole
+        while whole:
+            r = whole.pop()
+            if rfree[r] == REGION_PAGES:
+                self._cur = rlist[r]
+                return self._cur
+        while len(rlist) < self.nr_regions + 1 or force:
+            r = self._grow()
+            if rfree[r]:
+                self._cur = rlist[r]
+                return self._cur
+            if force:
+                # an overdraft: a frame beyond capacity
+                rfree[r] = REGION_PAGES
+                base = r << REGION_SHIFT
+                rlist[r][:] = range(base + REGION_PAGES - 1, base - 1, -1)
+                self._cur = rlist[r]
+                return self._cur
+        raise AssertionError("machine memory: nr_free > 0 but no free frame")
+
+    def alloc(self, owner: int, data: bytes, force: bool = False) -> int:
+        """MachineMemory.alloc from a partly used region first (see the class)."""
+        if self.nr_free <= 0:
+            if not force:
+                return -1
+            self.overdraft_allocs += 1
+            if self._overdrawn_since < 0 and self.clock is not None:
+                self._overdrawn_since = self.clock()
+        lst = self._cur
+        if not lst:
+            lst = self._next(self.nr_free <= 0)
+        self.nr_free -= 1
+        if self.nr_free < self.min_free:
+            self.min_free = self.nr_free
+        self.frames_allocated += 1
+        mpn = lst.pop()
+        self._rfree[mpn >> REGION_SHIFT] -= 1
+        self.content[mpn] = data
+        self.refcount[mpn] = 1
+        self.owner[mpn] = owner
+        self.csum[mpn] = -1
+        return mpn
+
+    def free(self, mpn: int) -> None:
+        if self.owner[mpn] == OWNER_FREE:
+            raise ValueError(f"machine frame {mpn:#x} freed twice")
+        self.content[mpn] = None
+        self.refcount[mpn] = 0
+        self.owner[mpn] = OWNER_FREE
+        self.csum[mpn] = -1
+        r = mpn >> REGION_SHIFT
+        lst = self._rlist[r]
+        lst.append(mpn)
+        n = self._rfree[r] = self._rfree[r] + 1
+        if n == 1:
+            self._partial.append(r)
+        elif n == REGION_PAGES:
+            self._whole.append(r)
+            if lst is self._cur:
+                self._cur = []  # wholly free again: kept whole while fragments remain
+        self.nr_free += 1
+        self.frames_freed += 1
+        if self._overdrawn_since >= 0 and self.nr_free >= 0:
+            self._end_overdraft()
+
+    def _free_frames(self, mpns) -> None:
+        """Frames the caller has already marked free (content None, refcount 0, owner
+        OWNER_FREE) and counted in nr_free and frames_freed go back to their regions."""
+        rlist = self._rlist
+        rfree = self._rfree
+        for mpn in mpns:
+            r = mpn >> REGION_SHIFT
+            lst = rlist[r]
+            lst.append(mpn)
+            n = rfree[r] = rfree[r] + 1
+            if n == 1:
+                self._partial.append(r)
+            elif n == REGION_PAGES:
+                self._whole.append(r)
+                if lst is self._cur:
+                    self._cur = []
+
+    # -- large pages ---------------------------------------------------------------------------
+
+    def alloc_region(self, keep: int = 0) -> int:
+        """A wholly free aligned region for a host large page, if `keep` frames stay free
+        beyond its 512: its first MPN, its frames OWNER_LP and counted in `reserved` (in
+        use, no content) until `take` or `unreserve_frames`. -1 if there is no room or no
+        wholly free region (fragmentation: counted in region_alloc_failed)."""
+        if self.nr_free - REGION_PAGES < keep:
+            return -1
+        rfree = self._rfree
+        whole = self._whole
+        r = -1
+        while whole:
+            c = whole.pop()
+            if rfree[c] == REGION_PAGES and c < self.nr_regions:
+                r = c
+                break
+        if r < 0:
+            if len(self._rlist) < self.nr_regions:
+                r = self._grow()
+            else:
+                self.region_alloc_failed += 1
+                return -1
+        lst = self._rlist[r]
+        lst.clear()  # (if it was the current region, the next alloc finds it empty)
+        rfree[r] = 0
+        base = r << REGION_SHIFT
+        self.owner[base:base + REGION_PAGES] = [OWNER_LP] * REGION_PAGES
+        self.nr_free -= REGION_PAGES
+        self.reserved += REGION_PAGES
+        if self.nr_free < self.min_free:
+            self.min_free = self.nr_free
+        self.regions_allocated += 1
+        return base
+
+    def whole_regions(self) -> int:
+        """Wholly free regions within capacity now, never-used ones included (a scan)."""
+        n = sum(1 for r in range(len(self._rfree)) if self._rfree[r] == REGION_PAGES and r < self.nr_regions)
+        return n + max(0, self.nr_regions - len(self._rlist))
+
+    def take(self, mpn: int, owner: int, data) -> None:
+        """A large page's untouched frame `mpn` (OWNER_LP) becomes the guest's, holding
+        `data` (a first touch of its subpage: no allocation, it was in use already)."""
+        if self.owner[mpn] != OWNER_LP:
+            raise ValueError(f"machine frame {mpn:#x} is not an untouched large-page frame")
+        self.content[mpn] = data
+        self.refcount[mpn] = 1
+        self.owner[mpn] = owner
+        self.csum[mpn] = -1
+        self.reserved -= 1
+        self.frames_allocated += 1
+
+    def unreserve_frames(self, mpns) -> None:
+        """Untouched large-page frames become free (the large page was split or broken:
+        what the guest never touched goes back, in place, into its region)."""
+        owner = self.owner
+        n = 0
+        for mpn in mpns:
+            if owner[mpn] != OWNER_LP:
+                raise ValueError(f"machine frame {mpn:#x} is not an untouched large-page frame")
+            owner[mpn] = OWNER_FREE
+            n += 1
+        self._free_frames(mpns)
+        self.reserved -= n
+        self.nr_free += n
+        if self._overdrawn_since >= 0 and self.nr_free >= 0:
+            self._end_overdraft()
+
+    def validate(self) -> None:
+        """Check regions, free lists, refcounts and nr_free agree; raise AssertionError."""
+        nr = len(self.content)
+        assert nr == len(self._rlist) << REGION_SHIFT, (nr, len(self._rlist))
+        free = 0
+        lp = 0
+        for r, lst in enumerate(self._rlist):
+            assert len(lst) == self._rfree[r], (r, len(lst), self._rfree[r])
+            assert len(set(lst)) == len(lst), f"region {r}: a frame twice on its free list"
+            base = r << REGION_SHIFT
+            for mpn in lst:
+                assert base <= mpn < base + REGION_PAGES, (r, mpn)
+                assert self.owner[mpn] == OWNER_FREE, (r, mpn, self.owner[mpn])
+            free += len(lst)
+        for mpn in range(nr):
+            o = self.owner[mpn]
+            if o == OWNER_FREE:
+                assert self.refcount[mpn] == 0 and self.content[mpn] is None, mpn
+            elif o == OWNER_LP:
+                assert self.refcount[mpn] == 0 and self.content[mpn] is None, mpn
+                lp += 1
+            else:
+                assert self.refcount[mpn] >= 1, f"frame {mpn} in use with refcount 0"
+                data = self.content[mpn]
+                assert data is not None and len(data) == PAGE_SIZE
+        assert lp == self.reserved, (lp, self.reserved)
+        if self.overdraft_allocs == 0:
+            # frames of the tail region beyond capacity are OWNER_FREE but never free
+            beyond = max(0, nr - self.nr_frames)
+            assert self.owner.count(OWNER_FREE) - beyond == free, (free, beyond)
+            unused = max(0, self.nr_frames - nr)  # in regions not added yet
+            assert self.nr_free == free + unused, (self.nr_free, free, unused)

@@ -22,9 +22,10 @@ no object per page.
     nr[state]       how many PFNs are in each state
 
 2 MB large pages (largepage.py): `large[pfn >> 9]` is 0 (never backed by one), 1 while
-that 2 MB region is backed by a live host large page (its frames are P2M_NONE, reserved,
-or P2M_PRIVATE only; ESX never shares them, KVM's KSM splits it to merge a subpage) and 2
-once it was split or broken into small pages.
+that 2 MB region is backed by a live host large page (one aligned machine region, subpage
+i in its frame i: P2M_NONE subpages hold a reserved frame, the rest are P2M_PRIVATE; ESX
+never shares them, KVM's KSM splits it to merge a subpage) and 2 once it was split or
+broken into small pages (and, on KVM, 1 again after khugepaged collapses it).
 """
 
 from __future__ import annotations

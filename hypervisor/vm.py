@@ -114,8 +114,12 @@ class VM:
         self.large_pages = large_pages  # back first-touched 2 MB regions with large pages
         # the host's large-page mechanism (largepage.py; the Host wires its own), per
         # region the reserved frames left for untouched subpages, live large pages
+        if large_pages and not hasattr(machine, "alloc_region"):
+            raise ValueError(f"VM {name}: large pages need machine memory in 2 MiB regions (RegionMemory)")
         self.lp = LargePages(machine) if large_pages else None
         self.lp_res = array("H", bytes(2 * len(self.p2m.large))) if large_pages else None
+        # per region, the first machine frame of its live large page (-1: none)
+        self.lp_base = array("i", [-1]) * len(self.p2m.large) if large_pages else None
         self.lp_live = 0
         self.lp_reserved = 0  # sum of lp_res
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
@@ -473,8 +477,11 @@ class VM:
         p2m = self.p2m
         if s == P2M_NONE or s == P2M_BALLOONED:
             # (a first touch may be backed by a host large page: its fault, or none)
-            fault = self._first_touch(pfn) if s == P2M_NONE else self.fault_cost
-            mpn, cost = self._alloc_frame(ZERO_PAGE)
+            if s == P2M_NONE:
+                mpn, cost, fault = self._first_frame(pfn, ZERO_PAGE)
+            else:
+                fault = self.fault_cost
+                mpn, cost = self._alloc_frame(ZERO_PAGE)
             cost += fault
             if s == P2M_NONE:
                 self.stall_host_fault += cost
@@ -567,12 +574,15 @@ class VM:
             p2m.set(pfn, P2M_NONE)
             s = P2M_NONE
             cost += self.fault_cost
-        elif s == P2M_NONE:
-            cost += self._first_touch(pfn)  # (a host large page's fault, or none)
-        elif s == P2M_BALLOONED:
-            self._refault(pfn)
-            cost += self.fault_cost
-        mpn, c2 = self._alloc_frame(data)
+        if s0 == P2M_NONE:
+            # (a host large page's fault, or none)
+            mpn, c2, fault = self._first_frame(pfn, data)
+            cost += fault
+        else:
+            if s == P2M_BALLOONED:
+                self._refault(pfn)
+                cost += self.fault_cost
+            mpn, c2 = self._alloc_frame(data)
         if s == P2M_SHARED or s == P2M_ZERO:
             # whole-page write: sharing breaks without a copy
             self.sharing.unmap(self, pfn)
@@ -615,14 +625,15 @@ class VM:
             self.nr_released_backed -= 1
             self.nr_released_by[kind] -= 1
 
-    def _first_touch(self, pfn: int) -> float:
-        """Count a first touch of `pfn` (P2M_NONE), called before its frame is allocated;
-        the host fault's cost: a small page's, or with host large pages (largepage.py) a
-        large page's, or none for a subpage of a live large page."""
+    def _first_frame(self, pfn: int, data) -> tuple[int, float, float]:
+        """A first touch of `pfn` (P2M_NONE): (machine frame holding `data`, seconds waited
+        for memory, the host fault's cost: a small page's, or with host large pages
+        (largepage.py) a large page's, or none for a subpage of a live large page)."""
         self.first_touch += 1
         if self.lp is not None:
-            return self.lp.first_touch(self, pfn)
-        return self.fault_cost
+            return self.lp.first_frame(self, pfn, data)
+        mpn, cost = self._alloc_frame(data)
+        return mpn, cost, self.fault_cost
 
     def _alloc_frame(self, data: bytes) -> tuple[int, float]:
         """A private machine frame holding `data`, and the seconds the VM waited for it."""

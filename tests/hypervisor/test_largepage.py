@@ -341,3 +341,67 @@ def test_frames_reservations_and_counters_add_up_under_random_activity(kind, ops
         host.validate()
     # every frame of a live region is unbacked or private, and the machine adds up
     assert host.machine.reserved == sum(vm.lp_reserved for vm in vms)
+
+
+# -- contiguity (machine.RegionMemory) -------------------------------------------------------
+
+
+def test_a_large_page_is_one_aligned_machine_region_its_subpages_in_place():
+    host = esx()
+    vm = vm_on(host)
+    vm.touch(5, True)
+    vm.touch(300, False)
+    vm.touch(512 + 7, True)
+    base0, base1 = vm.lp_base[0], vm.lp_base[1]
+    assert base0 % 512 == 0 and base1 % 512 == 0 and base0 != base1
+    assert vm.p2m.mpn[5] == base0 + 5 and vm.p2m.mpn[300] == base0 + 300
+    assert vm.p2m.mpn[512 + 7] == base1 + 7
+    host.validate()
+
+
+def test_fragmented_machine_memory_refuses_a_large_page_with_frames_to_spare():
+    # 8 MiB host = 4 regions of 512 frames; minFree 16 frames (400 %: 64 stay free)
+    host = esx(memory="8MiB", min_free=f"{16 * PAGE_SIZE}")
+    a = vm_on(host, "a", 2048)
+    a.lp = None  # (a's frames: small pages, filling the four regions)
+    for pfn in range(2048):
+        a.touch(pfn, True)
+    # a gives back every frame but one per region (a balloon): 2044 frames free
+    keep = {a.p2m.mpn[pfn] for pfn in range(2048) if a.p2m.mpn[pfn] % 512 == 100}
+    for pfn in range(2048):
+        if a.p2m.mpn[pfn] not in keep:
+            a._release(pfn)
+    assert host.machine.nr_free == 2044
+    b = vm_on(host, "b", 1024)
+    b.touch(0, True)  # room for 512 + 64, but no wholly free region: a small page
+    assert b.p2m.large[0] == LP_NONE and host.lp.thp_fault_fallback == 1
+    assert host.machine.region_alloc_failed == 1
+    # freeing a's last frame of region 2 makes it whole: b's next region gets it
+    pfn2 = next(pfn for pfn in range(2048) if a.p2m.mpn[pfn] == 2 * 512 + 100)
+    a._release(pfn2)
+    b.touch(512, True)
+    assert b.p2m.large[1] == LP_BACKED and b.lp_base[1] == 2 * 512
+    host.validate()
+
+
+def test_breaking_leaves_touched_frames_in_place_and_small_frames_fill_the_rest():
+    host = esx()
+    vm = vm_on(host)
+    for pfn in (0, 1, 2):
+        vm.touch(pfn, True)
+    base = vm.lp_base[0]
+    other = vm_on(host, "o", 1024)
+    other.lp = None
+    other.touch(0, True)  # a small frame: from a partly used region, not the large page
+    assert other.p2m.mpn[0] >> 9 != base >> 9
+    assert vm.break_large_pages() == 1
+    assert [vm.p2m.mpn[p] for p in (0, 1, 2)] == [base, base + 1, base + 2]  # not moved
+    # the broken region is partly used now: once o's current region is full, small
+    # frames come from it, not from a never-used region
+    for pfn in range(1, 512):
+        other.touch(pfn, True)
+    assert {other.p2m.mpn[p] >> 9 for p in range(512)} == {other.p2m.mpn[0] >> 9}
+    other.touch(512, True)
+    assert other.p2m.mpn[512] >> 9 == base >> 9
+    assert host.machine.whole_regions() == 32 - 2  # 64 MiB: nothing else broken up
+    host.validate()
