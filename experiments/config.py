@@ -273,13 +273,17 @@ class HostSection(_Model):
     min_free: str = Field("auto", description='ESXi minFree: "auto" (a sliding scale of 6 / 4 / 2 % over the '
                           'first 4 / 8 / 16 GB, 899 MB at 28 GB, + 1 % above) or a size')
     large_pages: bool = Field(False, description="back guest memory with 2 MiB machine pages where a whole 2 MiB "
-                              "region is first touched (a large page holds its 2 MiB from then on)")
+                              "region is first touched (a large page holds its 2 MiB from then on) and a wholly free "
+                              "aligned 2 MiB of machine memory is left (machine memory is then 2 MiB regions that "
+                              "fragment); ESX also needs free memory to stay at or above 400 % of minFree (an "
+                              "assumption: VMware publishes that large pages are broken below it), KVM above minFree")
     kind: Literal["esx", "kvm"] = Field(
         "esx", description='whose host: "esx" (large pages never shared, hashes kept ready, broken by a background '
         'job below 400 % of minFree; host threads and vCPUs by CPU shares; each VM\'s swap file reserved at '
         'power-on, a VM whose swap file does not fit not powered on) or "kvm" (host THP under MADV_HUGEPAGE: KSM '
         'splits one when a subpage merges, zero-filled subpages then read the shared zero page, no breaking for '
-        'free memory; CFS weights; no swap reservation: with memory and swap exhausted the host OOM killer kills '
+        'free memory, khugepaged collapses ranges back; CFS weights; no swap reservation: with memory and swap '
+        'exhausted the host OOM killer kills '
         'the VM with the highest oom_score)')
     large_page_fault_cost: Duration = Field(
         "100us", description="first touch backed by a large page: one EPT violation and zeroing 2 MiB "
@@ -292,6 +296,19 @@ class HostSection(_Model):
         0.05, ge=0, lt=1, description="fraction of a guest's CPU time saved on the share of its memory under "
         "host large pages (fewer 2-D page walks; assumption: VMware's large-page studies report a few percent "
         "to ~10 % for memory-intensive workloads, not checked here)")
+    khugepaged: bool = Field(True, description='kind "kvm" with large_pages: the host\'s khugepaged collapses '
+                             "guest RAM (QEMU's MADV_HUGEPAGE VMA) back into huge pages when a 2 MiB machine region "
+                             "is free (the keys below are the host's /sys/kernel/mm/transparent_hugepage/khugepaged)")
+    khugepaged_pages_to_scan: int = Field(4096, ge=1, description="host khugepaged/pages_to_scan: PTEs per wake-up")
+    khugepaged_scan_sleep_millisecs: int = Field(10000, ge=0, description="host khugepaged/scan_sleep_millisecs, ms")
+    khugepaged_alloc_sleep_millisecs: int = Field(60000, ge=0, description="host khugepaged/alloc_sleep_millisecs, "
+                                                  "ms after a failed huge page allocation")
+    khugepaged_max_ptes_none: int = Field(511, ge=0, le=511, description="host khugepaged/max_ptes_none: empty, "
+                                          "zero-page or ballooned PTEs a collapse may fill with zeroed memory")
+    khugepaged_max_ptes_swap: int = Field(64, ge=0, le=511, description="host khugepaged/max_ptes_swap: swapped "
+                                          "or compressed PTEs a collapse swaps in")
+    khugepaged_max_ptes_shared: int = Field(256, ge=0, le=511, description="host khugepaged/max_ptes_shared: "
+                                            "PTEs of pages mapped more than once (KSM pages)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")

@@ -510,6 +510,10 @@ LARGE_PAGE_COUNTERS = (
     ("lp_frames_reserved", "frames held for untouched subpages at the end", "x 4 KiB"),
     ("lp_frames_freed", "frames splits freed (untouched; zero-filled on KVM)", "x 4 KiB"),
     ("lp_break_cpu_s", "host CPU breaking them", "s"),
+    ("pages_collapsed", "ranges khugepaged collapsed back into huge pages (KVM)", ""),
+    ("thp_collapse_alloc_failed", "... collapses refused for want of a free region or room", ""),
+    ("thp_scan_exceed_share_pte", "... ranges left for more than max_ptes_shared KSM pages", ""),
+    ("khugepaged_cpu_s", "host CPU of khugepaged's copies", "s"),
     ("lp_region_alloc_failed", "large pages refused for want of a wholly free 2 MiB region (fragmentation)", ""),
     ("lp_regions_whole", "wholly free 2 MiB machine regions at the end", "x 2 MiB"),
 )

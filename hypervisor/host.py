@@ -70,7 +70,7 @@ from .compression import CompressionCache
 from .cpu import COMPRESSION, SWAPOUT, ZEROING, HostCPUs, VCPUs
 from .ksmtune import CONTROLS as KSM_CONTROLS
 from .ksmtune import KsmControl, ksm_control
-from .largepage import HOST_KINDS, LargePageBreaker, LargePages
+from .largepage import HOST_KINDS, Khugepaged, LargePageBreaker, LargePages
 from .machine import MachineMemory, RegionMemory
 from .p2m import P2M_BALLOONED, P2M_COMPRESSED, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED
 from .policy import balloon_policy, victim_policy
@@ -113,6 +113,14 @@ class HostConfig:
     large_page_break_rate: int = 1000  # large pages ESX's background job breaks per second
     large_page_break_cost: float | str = "40us"  # host CPU per large page broken, seconds
     large_page_tlb_discount: float = 0.05  # fraction of guest CPU saved under large pages
+    # a KVM host's khugepaged over guest RAM (Linux 6.x defaults, /sys/kernel/mm/transparent_hugepage/khugepaged)
+    khugepaged: bool = True  # run it (kind "kvm" with large_pages only)
+    khugepaged_pages_to_scan: int = 4096  # PTEs per wake-up
+    khugepaged_scan_sleep_millisecs: int = 10000  # ms between wake-ups
+    khugepaged_alloc_sleep_millisecs: int = 60000  # ms after a failed huge page allocation
+    khugepaged_max_ptes_none: int = 511  # empty or zero-page PTEs a collapse may fill
+    khugepaged_max_ptes_swap: int = 64  # swapped PTEs a collapse may swap in
+    khugepaged_max_ptes_shared: int = 256  # PTEs of pages mapped more than once (KSM)
     # page sharing (KSM defaults)
     sharing: bool = True
     pages_to_scan: int = 100  # pages per scanner batch
@@ -191,6 +199,14 @@ class HostConfig:
             raise ValueError(f"large_page_break_rate: must be at least 1, got {self.large_page_break_rate}")
         if not 0 <= self.large_page_tlb_discount < 1:
             raise ValueError(f"large_page_tlb_discount: must be in [0, 1), got {self.large_page_tlb_discount}")
+        for name in ("khugepaged_max_ptes_none", "khugepaged_max_ptes_swap", "khugepaged_max_ptes_shared"):
+            if not 0 <= getattr(self, name) <= 511:
+                raise ValueError(f"{name}: must be in 0..511 (HPAGE_PMD_NR - 1), got {getattr(self, name)}")
+        if self.khugepaged_pages_to_scan < 1:
+            raise ValueError(f"khugepaged_pages_to_scan: must be at least 1, got {self.khugepaged_pages_to_scan}")
+        for name in ("khugepaged_scan_sleep_millisecs", "khugepaged_alloc_sleep_millisecs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must not be negative, got {getattr(self, name)}")
         if self.max_page_sharing < 2:
             raise ValueError(f"max_page_sharing: must be at least 2, got {self.max_page_sharing}")
         for name in ("cpus", "pages_to_scan", "reclaim_batch", "reclaim_rate", "balloon_rate", "sample_pages"):
@@ -303,6 +319,9 @@ class Host:
                                  cfg.large_page_break_cost, cfg.large_page_break_rate,
                                  cfg.large_page_tlb_discount, room=keep)
             self.lp.sharing = self.sharing
+            self.lp.max_ptes_none = cfg.khugepaged_max_ptes_none
+            self.lp.max_ptes_swap = cfg.khugepaged_max_ptes_swap
+            self.lp.max_ptes_shared = cfg.khugepaged_max_ptes_shared
         self.daemons: list = []
         if env is not None:
             self._start_daemons()
@@ -759,6 +778,10 @@ class Host:
         self.daemons.append(StateMonitor(env, self, cfg.state_interval))
         if self.lp is not None and cfg.kind == "esx":
             self.daemons.append(LargePageBreaker(env, self, self.lp))
+        if self.lp is not None and cfg.kind == "kvm" and cfg.khugepaged:
+            self.daemons.append(Khugepaged(env, self, self.lp, cfg.khugepaged_pages_to_scan,
+                                           cfg.khugepaged_scan_sleep_millisecs / 1000,
+                                           cfg.khugepaged_alloc_sleep_millisecs / 1000))
         if cfg.ballooning:
             self.daemons.append(StatsPoller(env, self, cfg.balloon_stats_interval))
             self.daemons.append(

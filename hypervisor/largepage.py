@@ -85,7 +85,10 @@ from __future__ import annotations
 from guestkernel.physmem import ZERO_PAGE, page_bytes
 
 from .machine import OWNER_LP
-from .p2m import LARGE_PAGE_SHIFT, P2M_NONE, P2M_PRIVATE
+from .p2m import (
+    LARGE_PAGE_SHIFT, P2M_BALLOONED, P2M_COMPRESSED, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED,
+    P2M_ZERO,
+)
 
 LP_NONE, LP_BACKED, LP_BROKEN = 0, 1, 2
 LARGE_PAGE_PAGES = 1 << LARGE_PAGE_SHIFT  # 512 frames of 4 KiB
@@ -97,6 +100,22 @@ HOST_KINDS = ("esx", "kvm")
 LARGE_FAULT_COST = 100e-6  # EPT violation + zeroing 2 MiB at ~20 GB/s (assumption)
 BREAK_COST = 40e-6  # remap 512 entries + TLB shootdown (assumption)
 BREAK_RATE = 1000  # large pages broken per second by ESX's background job (assumption)
+
+# khugepaged's defaults (Linux 6.x mm/khugepaged.c, khugepaged_init and the statics):
+# pages_to_scan HPAGE_PMD_NR * 8, max_ptes_none HPAGE_PMD_NR - 1, max_ptes_swap
+# HPAGE_PMD_NR / 8, max_ptes_shared HPAGE_PMD_NR / 2; scan_sleep_millisecs 10000,
+# alloc_sleep_millisecs 60000
+KHUGEPAGED_PAGES_TO_SCAN = 4096
+KHUGEPAGED_SCAN_SLEEP = 10.0  # seconds
+KHUGEPAGED_ALLOC_SLEEP = 60.0  # seconds
+MAX_PTES_NONE = 511
+MAX_PTES_SWAP = 64
+MAX_PTES_SHARED = 256
+
+# hpage_collapse_scan_pmd's results (enum scan_result, the ones this model can give)
+(SCAN_SUCCEED, SCAN_PMD_MAPPED, SCAN_PMD_NULL, SCAN_ADDRESS_RANGE, SCAN_EXCEED_NONE_PTE,
+ SCAN_EXCEED_SWAP_PTE, SCAN_EXCEED_SHARED_PTE, SCAN_PAGE_RO, SCAN_LACK_REFERENCED_PAGE,
+ SCAN_ALLOC_HUGE_PAGE_FAIL) = range(10)
 
 
 class LargePages:
@@ -129,6 +148,20 @@ class LargePages:
         self.large_pages = 0  # live large pages now
         self.lp_frames_freed = 0  # frames splits freed (untouched; zero-filled on KVM)
         self.break_cpu_s = 0.0  # host CPU seconds of ESX's breaking job
+        # khugepaged (KVM hosts): its sysfs tunables and counters
+        self.max_ptes_none = MAX_PTES_NONE  # empty or zero-page PTEs a collapse may fill
+        self.max_ptes_swap = MAX_PTES_SWAP  # swapped (or compressed) PTEs it swaps in
+        self.max_ptes_shared = MAX_PTES_SHARED  # PTEs of pages mapped more than once (KSM)
+        self.pages_collapsed = 0  # khugepaged/pages_collapsed
+        self.full_scans = 0  # khugepaged/full_scans
+        self.thp_collapse_alloc = 0  # huge pages allocated for a collapse
+        self.thp_collapse_alloc_failed = 0  # ... refused (no room or no free region)
+        self.thp_scan_exceed_none_pte = 0
+        self.thp_scan_exceed_swap_pte = 0
+        self.thp_scan_exceed_share_pte = 0
+        self.collapse_cpu_s = 0.0  # host CPU seconds of khugepaged's copies
+        self._scan_vm = 0  # khugepaged's cursor: VM index, region
+        self._scan_r = 0
 
     # -- backing ---------------------------------------------------------------------------
 
@@ -262,6 +295,159 @@ class LargePages:
         self.break_cpu_s += done * self.break_cost
         return done
 
+    # -- khugepaged (KVM) ------------------------------------------------------------------------
+
+    def scan_pmd(self, vm, r: int) -> int:
+        """hpage_collapse_scan_pmd for guest region `r` of `vm` (QEMU's guest RAM is one
+        MADV_HUGEPAGE VMA): the PTEs in address order against max_ptes_swap (swapped or
+        compressed: zswap sits behind swap entries), max_ptes_none (none, the zero page,
+        a discarded balloon page) and max_ptes_shared (a present page mapped more than
+        once: a KSM page, folio_likely_mapped_shared); then at least one writable PTE
+        (a private page: KSM and zero pages are mapped read-only) and one young one (the
+        EPT accessed bit: mmu_notifier_test_young), half of them young if any was
+        swapped. Collapses the range when all hold (`collapse`). Returns a SCAN_* result."""
+        p2m = vm.p2m
+        if p2m.large[r] == LP_BACKED:
+            return SCAN_PMD_MAPPED
+        lo = r << LARGE_PAGE_SHIFT
+        if lo + LARGE_PAGE_PAGES > vm.nr_pages:
+            return SCAN_ADDRESS_RANGE  # the VMA's tail: not a whole aligned 2 MiB
+        state = p2m.state
+        if p2m.large[r] == LP_NONE and state.count(P2M_NONE, lo, lo + LARGE_PAGE_PAGES) == LARGE_PAGE_PAGES:
+            return SCAN_PMD_NULL  # never touched: no page table (find_pmd_or_thp_or_none)
+        accessed = p2m.accessed
+        refcount = self.machine.refcount
+        mpns = p2m.mpn
+        unmapped = none_or_zero = shared = referenced = 0
+        writable = False
+        for pfn in range(lo, lo + LARGE_PAGE_PAGES):
+            s = state[pfn]
+            if s == P2M_SWAPPED or s == P2M_COMPRESSED:
+                unmapped += 1
+                if unmapped > self.max_ptes_swap:
+                    self.thp_scan_exceed_swap_pte += 1
+                    return SCAN_EXCEED_SWAP_PTE
+                continue
+            if s == P2M_NONE or s == P2M_ZERO or s == P2M_BALLOONED:
+                none_or_zero += 1
+                if none_or_zero > self.max_ptes_none:
+                    self.thp_scan_exceed_none_pte += 1
+                    return SCAN_EXCEED_NONE_PTE
+                continue
+            if s == P2M_PRIVATE:
+                writable = True
+            if refcount[mpns[pfn]] > 1:
+                shared += 1
+                if shared > self.max_ptes_shared:
+                    self.thp_scan_exceed_share_pte += 1
+                    return SCAN_EXCEED_SHARED_PTE
+            if accessed[pfn]:
+                referenced += 1
+        if not writable:
+            return SCAN_PAGE_RO
+        if not referenced or (unmapped and referenced < LARGE_PAGE_PAGES // 2):
+            return SCAN_LACK_REFERENCED_PAGE
+        return self.collapse(vm, r)
+
+    def collapse(self, vm, r: int) -> int:
+        """collapse_huge_page: a new huge page from a wholly free machine region (room as
+        a THP fault's), the swapped PTEs swapped in (__collapse_huge_page_swapin: a fault
+        each), every present subpage copied into it at its offset (a KSM page's mapping
+        dropped, its private copy made), the rest left zero-filled (untouched frames of
+        the large page, as P2M_NONE; a discarded balloon page is backed again). Its host
+        CPU (the copy: one `fault_cost`, 2 MiB as a zeroing costs) is added to
+        collapse_cpu_s, the swap-ins' to the VM's stalls. Returns SCAN_SUCCEED or
+        SCAN_ALLOC_HUGE_PAGE_FAIL."""
+        machine = self.machine
+        keep = self.room() if self.room is not None else 0
+        base = machine.alloc_region(keep)
+        if base < 0:
+            self.thp_collapse_alloc_failed += 1
+            return SCAN_ALLOC_HUGE_PAGE_FAIL
+        self.thp_collapse_alloc += 1
+        p2m = vm.p2m
+        state = p2m.state
+        mpns = p2m.mpn
+        lo = r << LARGE_PAGE_SHIFT
+        for pfn in range(lo, lo + LARGE_PAGE_PAGES):
+            s = state[pfn]
+            if s == P2M_SWAPPED or s == P2M_COMPRESSED:
+                vm._touch_slow(pfn, False, s)
+        content = machine.content
+        csum = machine.csum
+        vmid = vm.vmid
+        none = 0
+        for i in range(LARGE_PAGE_PAGES):
+            pfn = lo + i
+            s = state[pfn]
+            new = base + i
+            if s == P2M_PRIVATE:
+                old = mpns[pfn]
+                machine.take(new, vmid, content[old])
+                csum[new] = csum[old]  # (the same bytes; a pending write stays pending)
+                machine.free(old)
+                mpns[pfn] = new
+            elif s == P2M_SHARED:
+                machine.take(new, vmid, content[mpns[pfn]])
+                self.sharing.unmap(vm, pfn)
+                p2m.set(pfn, P2M_PRIVATE, new)
+            else:
+                if s == P2M_ZERO:
+                    self.sharing.unmap(vm, pfn)
+                    p2m.set(pfn, P2M_NONE)
+                elif s == P2M_BALLOONED:
+                    vm._refault(pfn)  # the balloon's page is backed again (zeroed)
+                    p2m.set(pfn, P2M_NONE)
+                p2m.disk_clean[pfn] = 0
+                none += 1
+        self._back(vm, r, base)
+        vm.lp_res[r] = none
+        vm.lp_reserved -= LARGE_PAGE_PAGES - none
+        self.pages_collapsed += 1
+        self.collapse_cpu_s += self.fault_cost
+        return SCAN_SUCCEED
+
+    def khugepaged_scan(self, vms, pages: int) -> tuple[int, int]:
+        """One wake of khugepaged (khugepaged_do_scan): regions from the cursor on, VM by
+        VM (the mm_slot list) in address order, until `pages` PTEs were scanned (512 a
+        region) or the list head was passed twice (pass_through_head). Stops at the first
+        failed huge page allocation (the caller sleeps alloc_sleep_millisecs, then calls
+        again: a second failure ends the wake). Returns (PTEs scanned, last result)."""
+        progress = 0
+        through_head = 0
+        result = SCAN_SUCCEED
+        nvms = len(vms)
+        if not nvms:
+            return 0, result
+        while progress < pages:
+            if self._scan_vm >= nvms:
+                self._scan_vm = 0
+                self._scan_r = 0
+            if self._scan_vm == 0 and self._scan_r == 0:
+                through_head += 1
+                if through_head >= 2:
+                    break
+            vm = vms[self._scan_vm]
+            nregions = vm.nr_pages >> LARGE_PAGE_SHIFT
+            if self._scan_r >= nregions or not vm.large_pages or vm.dead:
+                self._next_vm(nvms)
+                continue
+            result = self.scan_pmd(vm, self._scan_r)
+            self._scan_r += 1
+            progress += LARGE_PAGE_PAGES
+            if self._scan_r >= nregions:
+                self._next_vm(nvms)
+            if result == SCAN_ALLOC_HUGE_PAGE_FAIL:
+                break
+        return progress, result
+
+    def _next_vm(self, nvms: int) -> None:
+        self._scan_r = 0
+        self._scan_vm += 1
+        if self._scan_vm >= nvms:
+            self._scan_vm = 0
+            self.full_scans += 1
+
     def counters(self) -> dict[str, int | float]:
         return {
             "thp_fault_alloc": self.thp_fault_alloc,
@@ -275,6 +461,14 @@ class LargePages:
             "lp_frames_reserved": self.machine.reserved,
             "lp_frames_freed": self.lp_frames_freed,
             "lp_break_cpu_s": self.break_cpu_s,
+            "pages_collapsed": self.pages_collapsed,
+            "khugepaged_full_scans": self.full_scans,
+            "thp_collapse_alloc": self.thp_collapse_alloc,
+            "thp_collapse_alloc_failed": self.thp_collapse_alloc_failed,
+            "thp_scan_exceed_none_pte": self.thp_scan_exceed_none_pte,
+            "thp_scan_exceed_swap_pte": self.thp_scan_exceed_swap_pte,
+            "thp_scan_exceed_share_pte": self.thp_scan_exceed_share_pte,
+            "khugepaged_cpu_s": self.collapse_cpu_s,
             "lp_regions_whole": self.machine.whole_regions(),
             "lp_region_alloc_failed": self.machine.region_alloc_failed,
         }
@@ -349,3 +543,41 @@ class LargePageBreaker:
             else:
                 budget = 0.0
             yield env.timeout(self.interval)
+
+
+class Khugepaged:
+    """A KVM host's khugepaged over QEMU's guest RAM (SimPy process; mm/khugepaged.c
+    khugepaged()): scan `pages_to_scan` PTEs (LargePages.khugepaged_scan), then sleep
+    `scan_sleep` seconds; after a failed huge page allocation sleep `alloc_sleep` seconds
+    and go on, and end the wake at a second failure (khugepaged_do_scan). The copies'
+    host CPU runs on a host CPU."""
+
+    def __init__(self, env, host, lp: LargePages, pages_to_scan: int = KHUGEPAGED_PAGES_TO_SCAN,
+                 scan_sleep: float = KHUGEPAGED_SCAN_SLEEP, alloc_sleep: float = KHUGEPAGED_ALLOC_SLEEP) -> None:
+        self.env = env
+        self.host = host
+        self.lp = lp
+        self.pages_to_scan = pages_to_scan
+        self.scan_sleep = scan_sleep
+        self.alloc_sleep = alloc_sleep
+        self.process = env.process(self._run())
+
+    def _run(self):
+        env = self.env
+        lp = self.lp
+        host = self.host
+        while True:
+            cpu0 = lp.collapse_cpu_s
+            progress = 0
+            wait = True
+            while progress < self.pages_to_scan:
+                done, result = lp.khugepaged_scan(host.vms, self.pages_to_scan - progress)
+                progress += done
+                if result != SCAN_ALLOC_HUGE_PAGE_FAIL:
+                    break
+                if not wait:
+                    break
+                wait = False
+                yield env.timeout(self.alloc_sleep)
+            host.large_pages_cpu(lp.collapse_cpu_s - cpu0)
+            yield env.timeout(self.scan_sleep)

@@ -311,7 +311,7 @@ def test_kvm_ksm_on_thp_matches_this_machines_kernel():
 @given(
     st.sampled_from(["esx", "kvm"]),
     st.lists(st.tuples(st.sampled_from(["store", "zero", "write", "read", "release", "evict",
-                                        "scan", "break", "reuse"]),
+                                        "scan", "break", "reuse", "khugepaged"]),
                        st.integers(0, 1535), st.integers(0, 3)), max_size=60),
 )
 def test_frames_reservations_and_counters_add_up_under_random_activity(kind, ops):
@@ -338,6 +338,8 @@ def test_frames_reservations_and_counters_add_up_under_random_activity(kind, ops
             host.sharing.scan(700)
         elif op == "break":
             vm.break_large_pages()
+        elif op == "khugepaged" and kind == "kvm":
+            host.lp.scan_pmd(vm, pfn >> 9)
         host.validate()
     # every frame of a live region is unbacked or private, and the machine adds up
     assert host.machine.reserved == sum(vm.lp_reserved for vm in vms)
@@ -404,4 +406,320 @@ def test_breaking_leaves_touched_frames_in_place_and_small_frames_fill_the_rest(
     other.touch(512, True)
     assert other.p2m.mpn[512] >> 9 == base >> 9
     assert host.machine.whole_regions() == 32 - 2  # 64 MiB: nothing else broken up
+    host.validate()
+
+
+# -- khugepaged (KVM host) ---------------------------------------------------------------------
+#
+# hpage_collapse_scan_pmd and collapse_huge_page (Linux 6.12 mm/khugepaged.c), the host's
+# defaults: max_ptes_none 511, max_ptes_swap 64, max_ptes_shared 256, pages_to_scan 4096.
+
+from hypervisor.largepage import (  # noqa: E402
+    SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_EXCEED_NONE_PTE, SCAN_EXCEED_SHARED_PTE, SCAN_EXCEED_SWAP_PTE,
+    SCAN_LACK_REFERENCED_PAGE, SCAN_PAGE_RO, SCAN_PMD_MAPPED, SCAN_PMD_NULL, SCAN_SUCCEED,
+)
+from hypervisor.p2m import P2M_BALLOONED, P2M_SWAPPED  # noqa: E402
+
+
+def kvm(memory="64MiB", **kw) -> Host:
+    return Host(HostConfig(memory=memory, min_free="1MiB", large_pages=True, kind="kvm", **kw))
+
+
+def small_vm(host, name="g", pages=2048):
+    """A VM whose frames were first touched while no large page could be had."""
+    vm = vm_on(host, name, pages)
+    vm.lp = None
+    return vm
+
+
+def test_khugepaged_collapses_a_range_with_one_young_writable_page():
+    host = kvm()
+    vm = small_vm(host)
+    vm.store(7, page(7))  # one private page, 511 none: max_ptes_none 511 allows it
+    vm.lp = host.lp
+    old = vm.p2m.mpn[7]
+    assert host.lp.scan_pmd(vm, 0) == SCAN_SUCCEED
+    base = vm.lp_base[0]
+    assert vm.p2m.large[0] == LP_BACKED and vm.p2m.mpn[7] == base + 7 and vm.load(7) == page(7)
+    assert host.machine.owner[old] == -1  # the old small frame is freed
+    assert host.machine.nr_used == 512 and vm.lp_res[0] == 511  # the rest: zero-filled
+    assert host.lp.pages_collapsed == 1 and host.lp.thp_collapse_alloc == 1
+    assert host.lp.scan_pmd(vm, 0) == SCAN_PMD_MAPPED
+    # the zero-filled subpages are the large page's: a first touch costs no fault
+    assert vm.touch(8, True) == 0.0
+    host.validate()
+
+
+def test_khugepaged_leaves_an_untouched_range_and_one_without_young_or_writable_pages():
+    host = kvm(swap_size="8MiB", compression=False)
+    vm = small_vm(host)
+    assert host.lp.scan_pmd(vm, 0) == SCAN_PMD_NULL  # no page table: nothing counted
+    vm.store(0, page(0))
+    vm.p2m.accessed[0] = 0  # the host sampled its accessed bit since
+    vm.lp = host.lp
+    assert host.lp.scan_pmd(vm, 0) == SCAN_LACK_REFERENCED_PAGE
+    assert host.lp.thp_scan_exceed_none_pte == 0
+    host.validate()
+
+
+def test_khugepaged_max_ptes_none_swap_and_shared_in_address_order():
+    host = kvm(swap_size="8MiB", compression=False)
+    lp = host.lp
+    vm = small_vm(host)
+    # region 0: 65 swapped pages first, then one young private page: swap exceeded (65 > 64)
+    for pfn in range(66):
+        vm.store(pfn, page(pfn))
+    for pfn in range(65):
+        vm.evict(pfn, compress=False)
+    assert lp.scan_pmd(vm, 0) == SCAN_EXCEED_SWAP_PTE and lp.thp_scan_exceed_swap_pte == 1
+    # one swapped page fewer (64 <= 64) but only 1 young page of 256 needed: lack of referenced
+    vm.touch(0, False)  # swapped in: 64 swapped remain, 2 young pages
+    assert vm.p2m.state[0] != P2M_SWAPPED
+    assert lp.scan_pmd(vm, 0) == SCAN_LACK_REFERENCED_PAGE
+    # region 1: 512 discarded balloon pages: none_or_zero 512 > 511
+    for pfn in range(512, 1024):
+        vm.store(pfn, page(pfn))
+        vm._release(pfn)
+    assert vm.p2m.state[512] == P2M_BALLOONED
+    assert lp.scan_pmd(vm, 1) == SCAN_EXCEED_NONE_PTE and lp.thp_scan_exceed_none_pte == 1
+    host.validate()
+
+
+def _ksm_pair(host, shared: int):
+    """VMs a and b of 512 small pages, the first `shared` of them identical in both and
+    merged by KSM, the rest distinct."""
+    a, b = small_vm(host, "a", 512), small_vm(host, "b", 512)
+    for vm, tag in ((a, "a"), (b, "b")):
+        for pfn in range(512):
+            vm.store(pfn, page(pfn) if pfn < shared else random_page(pfn, tag))
+    host.sharing.full_pass()
+    host.sharing.full_pass()
+    assert host.sharing.pages_sharing == shared
+    a.lp = b.lp = host.lp
+    return a, b
+
+
+def test_khugepaged_counts_ksm_pages_against_max_ptes_shared():
+    host = kvm(pages_to_scan=100_000)
+    a, b = _ksm_pair(host, 257)
+    assert host.lp.scan_pmd(a, 0) == SCAN_EXCEED_SHARED_PTE  # 257 > 256
+    assert host.lp.thp_scan_exceed_share_pte == 1
+    host.validate()
+
+
+def test_khugepaged_collapse_copies_ksm_pages_and_undoes_their_sharing():
+    host = kvm(pages_to_scan=100_000)
+    a, b = _ksm_pair(host, 256)
+    used = host.machine.nr_used
+    assert host.lp.scan_pmd(a, 0) == SCAN_SUCCEED  # 256 <= 256
+    # a's 256 KSM mappings become private copies inside the huge page: b's stay shared
+    # (pages_sharing 256 -> 0: each stable frame is left with b's mapping only)
+    assert a.p2m.nr[P2M_PRIVATE] == 512 and host.sharing.pages_sharing == 0
+    assert a.load(3) == page(3) and b.p2m.state[3] == P2M_SHARED
+    assert host.machine.nr_used == used + 256  # 256 private frames moved, 256 copies made
+    host.validate()
+
+
+def test_khugepaged_of_an_all_ksm_range_is_read_only():
+    host = kvm(pages_to_scan=100_000)
+    a, b = _ksm_pair(host, 511)
+    a._release(511)  # 511 KSM pages and one discarded page: nothing writable
+    assert host.lp.scan_pmd(a, 0) == SCAN_EXCEED_SHARED_PTE
+    host.lp.max_ptes_shared = 511
+    assert host.lp.scan_pmd(a, 0) == SCAN_PAGE_RO  # no writable PTE
+    host.validate()
+
+
+def test_khugepaged_swaps_in_and_backs_ballooned_pages_again():
+    host = kvm(swap_size="8MiB", compression=False)
+    vm = small_vm(host)
+    for pfn in range(512):
+        vm.store(pfn, page(pfn))
+    for pfn in range(10):
+        vm.evict(pfn, compress=False)
+    for pfn in range(10, 20):
+        vm._release(pfn)
+    assert vm.nr_balloon_backed == 10
+    vm.lp = host.lp
+    assert host.lp.scan_pmd(vm, 0) == SCAN_SUCCEED  # 10 swapped <= 64, 502 young >= 256
+    assert vm.pswpin == 10 and vm.load(3) == page(3) and vm.p2m.mpn[3] == vm.lp_base[0] + 3
+    # the balloon's discarded pages are zero-filled memory of the huge page again
+    assert vm.nr_balloon_backed == 0 and vm.balloon_refault == 10 and vm.lp_res[0] == 10
+    assert host.machine.nr_used == 512
+    host.validate()
+
+
+def test_khugepaged_needs_a_wholly_free_region():
+    # 4 MiB = 2 regions, both partly used by small pages: no huge page for a collapse
+    host = Host(HostConfig(memory="4MiB", min_free=f"{8 * PAGE_SIZE}", large_pages=True, kind="kvm"))
+    vm = small_vm(host, pages=1024)
+    for pfn in range(1024):
+        vm.store(pfn, page(pfn))
+    for pfn in range(1024):
+        if vm.p2m.mpn[pfn] % 512 != 0:
+            vm._release(pfn)
+    vm.lp = host.lp
+    vm.store(1, page(1))
+    assert host.lp.scan_pmd(vm, 0) == SCAN_ALLOC_HUGE_PAGE_FAIL
+    assert host.lp.thp_collapse_alloc_failed == 1 and host.machine.region_alloc_failed == 1
+    host.validate()
+
+
+def test_khugepaged_wake_scans_pages_to_scan_ptes_and_counts_full_scans():
+    host = kvm()
+    vm = small_vm(host, pages=20 * 512)
+    for r in range(20):
+        vm.store(r * 512, page(r))
+    vm.lp = host.lp
+    done, res = host.lp.khugepaged_scan(host.vms, 4096)
+    assert done == 4096 and host.lp.pages_collapsed == 8  # 4096 / 512 ranges a wake
+    host.lp.khugepaged_scan(host.vms, 4096)
+    host.lp.khugepaged_scan(host.vms, 4096)  # 4 ranges left, then the head: a full scan
+    assert host.lp.pages_collapsed == 20 and host.lp.full_scans == 1
+    host.validate()
+
+
+def _daemon_host(env):
+    # 12 MiB = 6 regions; minFree 8 frames
+    return Host(HostConfig(memory="12MiB", min_free=f"{8 * PAGE_SIZE}", large_pages=True, kind="kvm",
+                           sharing=False, ballooning=False), env=env)
+
+
+def test_khugepaged_daemon_collapses_once_a_region_is_wholly_free_again():
+    env = simpy.Environment()
+    host = _daemon_host(env)
+    a = small_vm(host, "a", 1024)  # regions 0-1, small pages
+    b = small_vm(host, "b", 2040)  # regions 2-5 but 8 frames
+    for pfn in range(1024):
+        a.store(pfn, page(pfn))
+    for pfn in range(2040):
+        b.store(pfn, page(pfn + 5000))
+    a.lp = b.lp = host.lp
+    env.run(until=25)  # the wake at 0 failed twice (alloc_sleep 60 s between)
+    assert host.lp.pages_collapsed == 0 and host.lp.thp_collapse_alloc_failed == 1
+    for pfn in range(2040):
+        b._release(pfn)  # b gives its memory back: regions 2-5 wholly free
+    env.run(until=61)  # the wake goes on after alloc_sleep: a's two ranges collapse
+    assert host.lp.pages_collapsed == 2 and a.lp_live == 2
+    assert host.lp.thp_collapse_alloc_failed == 1
+    assert all(a.load(p) == page(p) for p in (0, 511, 512, 1023))
+    assert host.cpus is not None and host.lp.collapse_cpu_s == pytest.approx(2 * host.config.large_page_fault_cost)
+    host.validate()
+
+
+def test_khugepaged_without_compaction_cannot_use_half_free_regions():
+    # a stated limit of the model (no kcompactd): frees scattered over every region leave
+    # memory free but no region whole, and khugepaged keeps failing
+    env = simpy.Environment()
+    host = _daemon_host(env)
+    a = small_vm(host, "a", 1536)
+    b = small_vm(host, "b", 1528)
+    for pfn in range(1528):  # a and b interleaved over all six regions
+        a.store(pfn, page(pfn))
+        b.store(pfn, page(pfn + 5000))
+    a.lp = b.lp = host.lp
+    for pfn in range(1528):
+        b._release(pfn)
+    env.run(until=200)
+    assert host.machine.nr_free >= 1500 and host.machine.whole_regions() == 0
+    assert host.lp.pages_collapsed == 0 and host.lp.thp_collapse_alloc_failed >= 2
+    host.validate()
+
+
+def _khugepaged_fixture():
+    facts, rows, cols = {}, [], None
+    for line in (FIXTURE.parent / "khugepaged_ksm.out").read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, rest = line.partition(" ")
+        if key == "columns":
+            cols = rest.split()
+        elif key == "row":
+            rows.append(dict(zip(cols, map(float, rest.split()), strict=True)))
+        else:
+            facts[key] = rest
+    return facts, rows
+
+
+def test_khugepaged_and_ksm_compete_as_on_this_machines_kernel():
+    """tests/data/ksm_thp/khugepaged_ksm.out (record_khugepaged.sh): four MADV_HUGEPAGE
+    ranges, A and B with 200 common subpages, C and D with 300; ksmd splits all four;
+    khugepaged (host defaults) collapses A and B again (200 KSM pages <= max_ptes_shared
+    256) and ksmd splits them again at once while they still match, never C and D (300 >
+    256); once A's 200 subpages are rewritten, A and B are collapsed at khugepaged's next
+    wake and stay huge (B's KSM pages, mapped once, are not shared PTEs any more)."""
+    facts, rows = _khugepaged_fixture()
+    assert facts["kernel"].startswith("6.")
+    for key, value in (("max_ptes_none", 511), ("max_ptes_swap", 64), ("max_ptes_shared", 256),
+                       ("pages_to_scan", 4096), ("scan_sleep_millisecs", 10000)):
+        assert int(facts[f"khugepaged_{key}"]) == value  # the host defaults the model uses
+    diverge = float(facts["diverge_s"])
+    # -- the kernel's facts, read from the rows
+    early = [r for r in rows if 1.0 <= r["t_s"] < diverge]
+    late = [r for r in rows if r["t_s"] >= diverge]
+    assert all(r["AH_C"] == r["AH_D"] == 0 for r in rows[1:])  # C, D: never a THP again
+    assert all(r["AH_A"] == r["AH_B"] == 0 for r in early)  # A, B: re-split between samples
+    resplits = int(early[-1]["thp_split_page"]) - 4  # (machine-wide: A's and B's here)
+    assert resplits >= 2 and resplits % 2 == 0
+    collapsed_at = next(r["t_s"] for r in late if r["AH_A"] == 2048)
+    assert all(r["AH_A"] == r["AH_B"] == 2048 for r in late if r["t_s"] >= collapsed_at)
+    assert late[-1]["pages_shared"] == late[-1]["pages_sharing"] == 300
+    period = 12.5  # seconds between khugepaged's wakes as the rows show (10 s sleep + scan)
+    assert collapsed_at - diverge <= period
+
+    # -- the model: the same four ranges as four VMs of a KVM host, ksmd as record_khugepaged.sh set it
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="64MiB", min_free="1MiB", large_pages=True, kind="kvm",
+                           pages_to_scan=1000, sleep_millisecs=20, max_page_sharing=256,
+                           use_zero_pages=False, smart_scan=True, ballooning=False), env=env)
+    vms = {name: vm_on(host, name, 512) for name in "DCBA"}  # (top-down mmap: D lowest)
+    for name, vm in vms.items():
+        for i in range(512):
+            if name in "AB" and i < 200:
+                data = random_page(1 + i, "pattern")
+            elif name in "CD" and i < 300:
+                data = random_page(1000 + i, "pattern")
+            else:
+                data = random_page(i, f"unique-{name}")
+            vm.store(i, data)
+    assert all(vm.lp_live == 1 for vm in vms.values())
+    lp = host.lp
+    samples = []
+
+    def sampler():
+        # every 10 ms: how long a collapsed A or B lasts is measured, not sampled
+        while True:
+            samples.append((env.now, {n: v.lp_live for n, v in vms.items()},
+                            host.sharing.pages_shared, host.sharing.pages_sharing, lp.pages_collapsed))
+            yield env.timeout(0.01)
+
+    def diverger():
+        yield env.timeout(diverge)
+        for i in range(200):
+            vms["A"].store(i, random_page(i, "diverged"))
+
+    env.process(sampler())
+    env.process(diverger())
+    env.run(until=float(rows[-1]["t_s"]))
+    m_early = [s for s in samples if 1.0 <= s[0] < diverge]
+    m_late = [s for s in samples if s[0] >= diverge]
+    assert all(s[1]["C"] == s[1]["D"] == 0 for s in samples if s[0] >= 1.0)
+    assert lp.thp_scan_exceed_share_pte > 0  # C and D refused: 300 > 256
+    # A and B huge again for less than the kernel's sample period each time (every early
+    # row showed them split)
+    runs, start = [], None
+    for t, live, *_ in m_early:
+        if live["A"] and start is None:
+            start = t
+        elif not live["A"] and start is not None:
+            runs.append(t - start)
+            start = None
+    assert runs and start is None and max(runs) < 0.2
+    m_collapses = m_early[-1][4]
+    assert m_collapses >= 2 and m_collapses % 2 == 0  # A and B, every wake
+    assert lp.thp_split_ksm - 4 >= m_collapses  # each collapse split again by ksmd
+    m_collapsed_at = next(s[0] for s in m_late if s[1]["A"] == 1)
+    assert m_collapsed_at - diverge <= period
+    assert all(s[1]["A"] == s[1]["B"] == 1 for s in m_late if s[0] >= m_collapsed_at)
+    assert host.sharing.pages_shared == host.sharing.pages_sharing == 300
     host.validate()
