@@ -311,7 +311,7 @@ def test_kvm_ksm_on_thp_matches_this_machines_kernel():
 @given(
     st.sampled_from(["esx", "kvm"]),
     st.lists(st.tuples(st.sampled_from(["store", "zero", "write", "read", "release", "evict",
-                                        "scan", "break", "reuse", "khugepaged"]),
+                                        "scan", "break", "reuse", "khugepaged", "evict_many"]),
                        st.integers(0, 1535), st.integers(0, 3)), max_size=60),
 )
 def test_frames_reservations_and_counters_add_up_under_random_activity(kind, ops):
@@ -338,6 +338,10 @@ def test_frames_reservations_and_counters_add_up_under_random_activity(kind, ops
             host.sharing.scan(700)
         elif op == "break":
             vm.break_large_pages()
+        elif op == "evict_many":
+            # the compression cache's bulk path frees frames back into their regions
+            privs = [p for p in range(pfn, min(pfn + 64, 1536)) if vm.p2m.state[p] == P2M_PRIVATE]
+            vm.evict_many(privs)
         elif op == "khugepaged" and kind == "kvm":
             host.lp.scan_pmd(vm, pfn >> 9)
         host.validate()
@@ -723,3 +727,11 @@ def test_khugepaged_and_ksm_compete_as_on_this_machines_kernel():
     assert all(s[1]["A"] == s[1]["B"] == 1 for s in m_late if s[0] >= m_collapsed_at)
     assert host.sharing.pages_shared == host.sharing.pages_sharing == 300
     host.validate()
+
+
+@pytest.mark.parametrize("key,value", [("khugepaged_max_ptes_none", 512), ("khugepaged_max_ptes_shared", -1),
+                                       ("khugepaged_pages_to_scan", 0), ("khugepaged_scan_sleep_millisecs", -5)])
+def test_khugepaged_settings_out_of_range_are_refused_naming_the_key(key, value):
+    # the kernel's own bounds: max_ptes_* <= HPAGE_PMD_NR - 1 (max_ptes_none_store), pages_to_scan >= 1
+    with pytest.raises(ValueError, match=key):
+        HostConfig(large_pages=True, kind="kvm", **{key: value})
