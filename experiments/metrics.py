@@ -98,7 +98,8 @@ class Sampler:
         cols += list(KSM_COLUMNS)
         cols += [f"host_cpu_{c}_pct" for c in CPU_CONSUMERS]
         if self.host.lp is not None:  # host large pages: live ones (AnonHugePages), MiB
-            cols += ["host_large_pages_mib"]
+            # ... and the wholly free 2 MiB machine regions (fragmentation), MiB
+            cols += ["host_large_pages_mib", "host_free_regions_mib"]
         for vm in self.host.vms:
             cols += [f"{vm.name}.{c}" for c in VM_COLUMNS]
         if getattr(self.host.balloon.policy, "samplers", None) is not None:
@@ -133,6 +134,7 @@ class Sampler:
         self._last_cpu = list(busy)
         if host.lp is not None:
             row["host_large_pages_mib"] = host.lp.large_pages * 2.0
+            row["host_free_regions_mib"] = host.machine.whole_regions() * 2.0
         for vm in host.vms:
             for key, value in vm_memory_row(vm).items():
                 row[f"{vm.name}.{key}"] = value

@@ -72,6 +72,13 @@ def test_a_run_with_large_pages_adds_up_at_every_sample_and_reports_them(monkeyp
     assert set(lp["mean_reclaimed_with_mib"]) == set(metrics.TECHNIQUES)
     report = (tmp_path / "report.md").read_text()
     assert "## Host large pages" in report and "`thp_fault_alloc`" in report
+    assert "`lp_region_alloc_failed`" in report
+    # fragmentation over time: wholly free 2 MiB regions never hold more than free memory
+    import csv
+
+    with (tmp_path / "timeseries.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(float(r["host_free_regions_mib"]) <= float(r["host_free_mib"]) + 1e-9 for r in rows)
 
 
 @pytest.mark.parametrize(("host_large", "kind"), [(False, "esx"), (True, "esx"), (True, "kvm")])
