@@ -115,7 +115,7 @@ MAX_PTES_SHARED = 256
 # hpage_collapse_scan_pmd's results (enum scan_result, the ones this model can give)
 (SCAN_SUCCEED, SCAN_PMD_MAPPED, SCAN_PMD_NULL, SCAN_ADDRESS_RANGE, SCAN_EXCEED_NONE_PTE,
  SCAN_EXCEED_SWAP_PTE, SCAN_EXCEED_SHARED_PTE, SCAN_PAGE_RO, SCAN_LACK_REFERENCED_PAGE,
- SCAN_ALLOC_HUGE_PAGE_FAIL) = range(10)
+ SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_PTE_NON_PRESENT) = range(11)
 
 
 class LargePages:
@@ -373,6 +373,12 @@ class LargePages:
             s = state[pfn]
             if s == P2M_SWAPPED or s == P2M_COMPRESSED:
                 vm._touch_slow(pfn, False, s)
+        if state.count(P2M_SWAPPED, lo, lo + LARGE_PAGE_PAGES) or \
+                state.count(P2M_COMPRESSED, lo, lo + LARGE_PAGE_PAGES):
+            # a swap-in's allocation made the host reclaim a page of this very range: the
+            # isolation finds a PTE not present (__collapse_huge_page_isolate) and gives up
+            machine.unreserve_frames(range(base, base + LARGE_PAGE_PAGES))
+            return SCAN_PTE_NON_PRESENT
         content = machine.content
         csum = machine.csum
         vmid = vm.vmid
@@ -391,7 +397,7 @@ class LargePages:
                 machine.take(new, vmid, content[mpns[pfn]])
                 self.sharing.unmap(vm, pfn)
                 p2m.set(pfn, P2M_PRIVATE, new)
-            else:
+            else:  # P2M_NONE, P2M_ZERO or P2M_BALLOONED: a zero-filled subpage
                 if s == P2M_ZERO:
                     self.sharing.unmap(vm, pfn)
                     p2m.set(pfn, P2M_NONE)

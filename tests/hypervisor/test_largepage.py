@@ -735,3 +735,30 @@ def test_khugepaged_settings_out_of_range_are_refused_naming_the_key(key, value)
     # the kernel's own bounds: max_ptes_* <= HPAGE_PMD_NR - 1 (max_ptes_none_store), pages_to_scan >= 1
     with pytest.raises(ValueError, match=key):
         HostConfig(large_pages=True, kind="kvm", **{key: value})
+
+
+def test_khugepaged_gives_up_when_a_swap_in_made_the_host_evict_a_page_of_the_range(monkeypatch):
+    # collapse_huge_page: the swap-ins come first; if one's allocation made the host
+    # reclaim a page of this very range, __collapse_huge_page_isolate finds a PTE not
+    # present and the collapse fails (SCAN_PTE_NON_PRESENT), its huge page given back
+    from hypervisor.largepage import SCAN_PTE_NON_PRESENT
+
+    host = kvm(swap_size="8MiB", compression=False)
+    vm = small_vm(host)
+    for pfn in range(512):
+        vm.store(pfn, page(pfn))
+    vm.evict(0, compress=False)
+    vm.lp = host.lp
+    real = vm._touch_slow
+
+    def swap_in_under_pressure(pfn, write, s):
+        cost = real(pfn, write, s)
+        vm.evict(100, compress=False)  # the host's reclaim picked a page of the range
+        return cost
+
+    monkeypatch.setattr(vm, "_touch_slow", swap_in_under_pressure)
+    free = host.machine.nr_free
+    assert host.lp.scan_pmd(vm, 0) == SCAN_PTE_NON_PRESENT
+    assert vm.p2m.large[0] == LP_NONE and host.lp.pages_collapsed == 0
+    assert host.machine.reserved == 0 and host.machine.nr_free == free  # (0 in, 100 out)
+    host.validate()
