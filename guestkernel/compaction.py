@@ -378,14 +378,14 @@ class Compaction:
         reclaim = self.kernel.reclaim
         for page in pages:
             cc.migratepages.remove(page)
-            reclaim._putback(page)
+            reclaim._putback(page, age=False)  # putback_movable_pages
         cc.nr_migratepages -= len(pages)
         pages.clear()
 
     def putback_all(self, cc: CompactControl) -> None:
         reclaim = self.kernel.reclaim
         for page in reversed(cc.migratepages):  # from the head
-            reclaim._putback(page)
+            reclaim._putback(page, age=False)  # putback_movable_pages
         cc.migratepages.clear()
         cc.nr_migratepages = 0
 

@@ -144,7 +144,7 @@ def migrate_pages(kernel, pages: list, get_new_page, put_new_page, mode: int) ->
             remaining.append(old)
             continue
         succeeded += 1
-        reclaim._putback(new)
+        reclaim._putback(new, age=False)  # folio_putback_lru: no workingset aging
         free_pages(old)
     vm["pgmigrate_success"] += succeeded
     vm["pgmigrate_fail"] += failed

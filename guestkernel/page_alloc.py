@@ -1280,7 +1280,6 @@ class PageAllocator:
                     return self._nopage(gfp, order, cpu, zonelist, highest, cold)
                 compact[1] = INIT_COMPACT_PRIORITY
         no_progress_loops = 0
-        drained = False
         oom_rounds = 0
         while True:
             if gfp & G.KSWAPD_RECLAIM:
@@ -1305,16 +1304,17 @@ class PageAllocator:
                     progress = self.direct_reclaim_hook(gfp, order, list(zonelist), highest)
                 finally:
                     self.pf_memalloc = False
-            page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
-            if page is None and not drained:
-                # Pages pinned on per-CPU lists, or held in the high-atomic reserve, may
-                # be what we need (__alloc_pages_direct_reclaim).
-                self.unreserve_highatomic_pageblock(zonelist, highest, self.gfp_migratetype(gfp), False)
-                self.drain_all_pages()
-                drained = True
+            if progress:
+                # __alloc_pages_direct_reclaim: only after progress; a failure then may be
+                # pages pinned on per-CPU lists or in the high-atomic reserve: give back
+                # one reserved pageblock (keeping one), drain, try once more
                 page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
-            if page is not None:
-                return page
+                if page is None:
+                    self.unreserve_highatomic_pageblock(zonelist, highest, self.gfp_migratetype(gfp), False)
+                    self.drain_all_pages()
+                    page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
+                if page is not None:
+                    return page
             # Direct compaction, then allocating
             page = self._alloc_pages_direct_compact(gfp, order, alloc_flags, cpu, zonelist, highest,
                                                     cold, compact)
@@ -1326,7 +1326,8 @@ class PageAllocator:
                 return self._nopage(gfp, order, cpu, zonelist, highest, cold)
             if self.era == "6.x":
                 retry, no_progress_loops = self.should_reclaim_retry(
-                    order, zonelist, highest, alloc_flags, progress > 0, no_progress_loops)
+                    order, zonelist, highest, alloc_flags, progress > 0, no_progress_loops,
+                    self.gfp_migratetype(gfp))
                 if retry:
                     continue
             elif progress:
@@ -1334,9 +1335,6 @@ class PageAllocator:
                 # <= 3); the OOM killer as soon as a pass frees nothing
                 continue
             if progress and self._should_compact_retry(order, compact, alloc_flags, zonelist, highest):
-                continue
-            # should_reclaim_retry(): before OOM, exhaust the high-atomic reserve
-            if self.unreserve_highatomic_pageblock(zonelist, highest, self.gfp_migratetype(gfp), True):
                 continue
             # __alloc_pages_may_oom: one last try at HIGH, then the OOM killer.
             page = self._get_page_from_freelist(
@@ -1361,7 +1359,6 @@ class PageAllocator:
             oom_rounds += 1
             if killed and oom_rounds < 64:
                 no_progress_loops = 0
-                drained = False
                 continue
             return self._nopage(gfp, order, cpu, zonelist, highest, cold)
 
@@ -1416,26 +1413,29 @@ class PageAllocator:
         return False
 
     def should_reclaim_retry(self, order: int, zonelist, highest: int, alloc_flags: int,
-                             did_some_progress: bool, no_progress_loops: int) -> tuple[bool, int]:
+                             did_some_progress: bool, no_progress_loops: int,
+                             migratetype: int = MIGRATE_MOVABLE) -> tuple[bool, int]:
         """should_reclaim_retry (6.1): progress resets the count of passes without
         progress, except for costly orders (> PAGE_ALLOC_COSTLY_ORDER), whose progress
         may not make their order available: those always count. Past MAX_RECLAIM_RETRIES
         (16) such passes, no retry. Otherwise retry if some zone of the zonelist would meet
         its MIN watermark for this order with all its reclaimable pages freed
-        (__zone_watermark_ok with free + zone_reclaimable_pages). Returns (retry, loops)."""
+        (__zone_watermark_ok with free + zone_reclaimable_pages). Before saying no (its
+        `out:` label), exhaust the high-atomic reserve: a pageblock given back to
+        `migratetype` means retry (unreserve_highatomic_pageblock(ac, true)). Returns
+        (retry, loops)."""
         if did_some_progress and order <= PAGE_ALLOC_COSTLY_ORDER:
             no_progress_loops = 0
         else:
             no_progress_loops += 1
-        if no_progress_loops > MAX_RECLAIM_RETRIES:
-            return False, no_progress_loops
-        hook = self.zone_reclaimable_hook
-        for zone in zonelist:
-            available = zone.nr_free + (hook(zone) if hook is not None else 0)
-            if self.zone_watermark_ok(zone, order, zone.min_wmark(), highest, alloc_flags,
-                                      available):
-                return True, no_progress_loops
-        return False, no_progress_loops
+        if no_progress_loops <= MAX_RECLAIM_RETRIES:
+            hook = self.zone_reclaimable_hook
+            for zone in zonelist:
+                available = zone.nr_free + (hook(zone) if hook is not None else 0)
+                if self.zone_watermark_ok(zone, order, zone.min_wmark(), highest, alloc_flags,
+                                          available):
+                    return True, no_progress_loops
+        return self.unreserve_highatomic_pageblock(zonelist, highest, migratetype, True), no_progress_loops
 
     def _normal_idx(self) -> int:
         names = [name for name, _ in ZONE_LAYOUT[self.arch]]

@@ -574,8 +574,10 @@ class Reclaim:
         self.vmstat[LRU_VMSTAT[lru]] -= 1
         page.flags &= ~PG_lru
 
-    def _putback(self, page, tail: bool = False) -> None:
-        """Return an isolated page to the list its flags name (culling mlocked pages)."""
+    def _putback(self, page, tail: bool = False, age: bool = True) -> None:
+        """Return an isolated page to the list its flags name (culling mlocked pages).
+        `age`: reclaim's move_folios_to_lru ages the LRU for an active page; migration's
+        and compaction's folio_putback_lru (folio_add_lru) does not: age=False."""
         f = page.flags
         if (f & PG_mlocked or not f & PG_anon and page.mapping is not None
                 and page.mapping.unevictable) and not f & PG_unevictable:
@@ -589,7 +591,7 @@ class Reclaim:
             lst.add_tail(page)
         else:
             lst.add(page)
-        if lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE:
+        if age and (lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE):
             lv.nonresident_age += 1  # move_folios_to_lru: workingset_age_nonresident
         vm = self.vmstat
         vm[LRU_VMSTAT[lru]] += 1

@@ -26,7 +26,7 @@ from guestkernel.config import KernelConfig
 from guestkernel.filemap import AddressSpace
 from guestkernel.kernel import Kernel
 from guestkernel.migrate import MIGRATE_SYNC
-from guestkernel.page import PG_lru, PG_uptodate
+from guestkernel.page import PG_active, PG_lru, PG_uptodate
 from guestkernel.page_alloc import (
     COMPACT_COMPLETE,
     COMPACT_CONTINUE,
@@ -443,3 +443,34 @@ def test_transparent_huge_pages_are_not_migrated_and_are_skipped_whole():
     assert all(t.peek(small + i * 4096, 16) == bytes([i]) * 16 for i in range(1, 64, 2))
     validate_pages(k)
     validate_buddy(k.page_alloc)
+
+
+# ---------------------------------------------------------------------------- putback and aging
+
+
+def test_compaction_putback_and_migration_do_not_age_the_workingset(dma):
+    """putback_movable_pages and migrate_pages' folio_putback_lru go through folio_add_lru,
+    which never calls workingset_age_nonresident (only reclaim's move_folios_to_lru ages
+    the LRU for the active pages it puts back)."""
+    k, zone = dma
+    c = k.compaction
+    mapping = AddressSpace(_Host())
+    moved = file_page(k, mapping, 600, 0, b"A" * 4096)
+    stays = file_page(k, mapping, 601, 1, b"B" * 4096)
+    for page in (moved, stays):
+        k.reclaim.activate_page(page)
+        assert page.flags & PG_active
+    stays.flags |= 1 << 1  # PG_writeback: isolated in sync mode, fails, is put back
+    give_block(k, 3072, 3)
+    give_block(k, 3200, 2)  # __isolate_free_page keeps MIN + the block free: 4 more
+    lv = k.reclaim.lruvec_of(moved)
+    age = lv.nonresident_age
+    before = counters(k)
+    cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True, ignore_skip_hint=True)
+    c.compact_zone(cc)
+    d = delta(k, before)
+    assert d["pgmigrate_success"] == 1 and d["pgmigrate_fail"] == 1
+    new = mapping.pages[0]
+    assert new.pfn != 600 and new.flags & PG_lru
+    assert lv.nonresident_age == age
+    k.reclaim.validate()

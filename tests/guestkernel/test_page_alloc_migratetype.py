@@ -426,3 +426,48 @@ def test_guest_pagetypeinfo_counts_its_free_lists_and_pageblocks():
         nums = [int(x) for x in line.split()[4:]]
         per = [[int(c) for c in cells.split()] for _, z, _, cells in free if z == zname]
         assert nums == [sum(col) for col in zip(*per)]
+
+
+def test_should_reclaim_retry_exhausts_the_highatomic_reserve_before_saying_no(dma):
+    """should_reclaim_retry (6.1): when no zone would meet MIN with its reclaimable pages,
+    or after MAX_RECLAIM_RETRIES passes without progress, its `out:` label gives back a
+    HIGHATOMIC pageblock (unreserve_highatomic_pageblock(ac, true)) and retries if free
+    pages moved; while a zone would meet MIN, the reserve stays."""
+    k, zone = dma
+    a = k.page_alloc
+    a.zone_reclaimable_hook = None
+    give_block(k, 1024, 7)
+    a.set_pageblock_migratetype(1024, MIGRATE_HIGHATOMIC)
+    a.move_freepages_block(zone, 1024, MIGRATE_HIGHATOMIC)
+    zone.nr_reserved_highatomic = 512
+    zl = a.zonelist(G.GFP_DMA)
+    # free 128, MIN 0: the order-0 check passes for an ALLOC_OOM request (the reserve counts)
+    assert a.should_reclaim_retry(0, zl, 0, 0x08, True, 0, MIGRATE_MOVABLE) == (True, 0)
+    assert zone.nr_reserved_highatomic == 512
+    # an ordinary request: 128 - 512 reserved is below MIN: no; the reserve goes to MOVABLE
+    assert a.should_reclaim_retry(0, zl, 0, 0, True, 0, MIGRATE_MOVABLE) == (True, 0)
+    assert zone.nr_reserved_highatomic == 0 and a.pageblock_mt[2] == MIGRATE_MOVABLE
+    assert free_lists(zone, MIGRATE_MOVABLE)[7] == [1024]
+    # nothing left to give back: now it is no
+    zone.watermark = [200, 200, 200]
+    assert a.should_reclaim_retry(0, zl, 0, 0, True, 0, MIGRATE_MOVABLE) == (False, 0)
+    validate_buddy(a)
+
+
+def test_direct_reclaim_without_progress_neither_drains_nor_unreserves(dma):
+    """__alloc_pages_direct_reclaim: no progress goes straight to `out` (no drain, no
+    unreserve); with progress, a failed retry gives back one HIGHATOMIC pageblock unless
+    it is the zone's last (force false) and drains the per-CPU lists."""
+    k, zone = dma
+    a = k.page_alloc
+    a.wake_kswapd_hook = a.oom_hook = None
+    calls = []
+    a.direct_reclaim_hook = lambda gfp, order, zl, hi: calls.append(order) or 0
+    drains = []
+    orig = a.drain_all_pages
+    a.drain_all_pages = lambda zone=None: drains.append(zone) or orig(zone)
+    assert k.alloc_pages(G.GFP_KERNEL | G.GFP_DMA | G.NORETRY, 0) is None
+    assert calls == [0] and drains == []
+    a.direct_reclaim_hook = lambda gfp, order, zl, hi: calls.append(order) or 1
+    assert k.alloc_pages(G.GFP_KERNEL | G.GFP_DMA | G.NORETRY, 0) is None
+    assert calls == [0, 0] and drains == [None]
