@@ -354,6 +354,10 @@ class KernelSection(_Model):
     overcommit_ratio: int = Field(50, ge=0, description="vm.overcommit_ratio, percent")
     min_free_kbytes: AutoInt = Field("auto", description='vm.min_free_kbytes, KiB, or "auto" (computed as Linux does)')
     watermark_scale_factor: int = Field(10, ge=1, le=3000, description="vm.watermark_scale_factor")
+    watermark_boost_factor: int = Field(
+        15000, ge=0, description="vm.watermark_boost_factor: after a fallback steals from another "
+        "migratetype's pageblock, watermarks rise by a pageblock, up to this many 1/10000 of HIGH, and "
+        "kswapd reclaims the boost without writeback or swap (6.x; 0: off)")
     panic_on_oom: int = Field(0, ge=0, le=2, description="vm.panic_on_oom")
     oom_kill_allocating_task: int = Field(0, ge=0, le=1, description="vm.oom_kill_allocating_task")
     dirty_ratio: int = Field(20, ge=0, le=100, description="vm.dirty_ratio, percent")

@@ -39,6 +39,10 @@ pageblock changes type when at least half its pages are free or compatible
 first refuses to steal less than a pageblock, falling back to the lower zone instead.
 A non-blocking order > 0 allocation reserves its pageblock as HIGHATOMIC (at most 1 % of
 the zone plus one pageblock); the slow path gives reserves back before the OOM killer.
+Watermark boosting (5.0+): a fallback below pageblock order raises the zone's watermarks by
+a pageblock (`boost_watermark`, at most watermark_boost_factor/10000 of HIGH) and, for a
+request that may wake kswapd, wakes it at the end of that rmqueue; kswapd reclaims the
+boost without writeback or swap (vmscan.balance_pgdat), clears it and wakes kcompactd.
 Per-CPU lists hold one list per PCP migratetype (6.x: lists[] by migratetype, order 0
 only here); a freed page goes to its pageblock's list (HIGHATOMIC ones to MOVABLE's), and
 the bulk free returns it to its pageblock's type as it is then (6.10+).
@@ -141,6 +145,8 @@ ALLOC_MIN_RESERVE = 0x20  # __GFP_HIGH; 2.6's ALLOC_HIGH
 ALLOC_RESERVES = ALLOC_NON_BLOCK | ALLOC_MIN_RESERVE | ALLOC_OOM
 ALLOC_NOFRAGMENT = 0x100  # do not steal less than a pageblock from another type
 ALLOC_HIGHATOMIC = 0x200  # a non-blocking order > 0 request: may reserve and use HIGHATOMIC
+ALLOC_KSWAPD = 0x800  # __GFP_KSWAPD_RECLAIM: may wake kswapd (a boosted zone's does)
+WATERMARK_BOOST_FACTOR = 15000  # vm.watermark_boost_factor default: 1/10000 of HIGH
 
 # Zone types per arch, lowest first (index = zone_idx, as lowmem_reserve[] is indexed).
 ZONE_LAYOUT = {
@@ -231,6 +237,11 @@ class Zone:
         self.pcp_batch = 1
         self.pgalloc = 0  # vmstat pgalloc_<zone>: pages allocated from this zone
         self.nr_reserved_highatomic = 0  # pages in HIGHATOMIC pageblocks
+        # watermark_boost: pages added to every watermark after a fallback stole from
+        # another type's pageblock (boost_watermark); `watermark` includes it, as 6.1's
+        # wmark_pages() do; ZONE_BOOSTED_WATERMARK: kswapd to be woken for it
+        self.watermark_boost = 0
+        self.boosted_watermark = False
         # compaction state (mm/compaction.c): cached scanner positions, deferral
         self.compact_cached_free_pfn = 0
         self.compact_cached_migrate_pfn = [0, 0]  # [async, sync]
@@ -297,6 +308,7 @@ class PageAllocator:
         self.min_free_kbytes = 0
         self.user_min_free_kbytes = config.min_free_kbytes
         self.watermark_scale_factor = config.watermark_scale_factor
+        self.watermark_boost_factor = getattr(config, "watermark_boost_factor", WATERMARK_BOOST_FACTOR)
         self.lowmem_reserve_ratio = list(config.lowmem_reserve_ratio)
         self.totalreserve_pages = 0
         self.reserved_pages = 0  # boot reservations: low 1 MiB, kernel image, memmap
@@ -557,6 +569,7 @@ class PageAllocator:
                 wmin = min(max(size // 1024, SWAP_CLUSTER_MAX), 128)
             else:
                 wmin = tmp
+            zone.watermark_boost = 0  # __setup_per_zone_wmarks resets the boost
             if self.era == "6.x":
                 dist = max(tmp >> 2, mult_frac(size, self.watermark_scale_factor, 10000))
                 zone.watermark = [wmin, wmin + dist, wmin + 2 * dist]
@@ -602,6 +615,41 @@ class PageAllocator:
     def set_watermark_scale_factor(self, factor: int) -> None:
         self.watermark_scale_factor = factor
         self.setup_per_zone_wmarks()
+
+    def set_watermark_boost_factor(self, factor: int) -> None:
+        """/proc/sys/vm/watermark_boost_factor (0 disables boosting); boosts already made stay."""
+        self.watermark_boost_factor = factor
+
+    def set_watermark_boost(self, zone: Zone, boost: int) -> None:
+        """zone->watermark_boost = boost: every watermark moves with it (wmark_pages)."""
+        d = boost - zone.watermark_boost
+        if d:
+            zone.watermark_boost = boost
+            zone.watermark = [w + d for w in zone.watermark]
+            self._invalidate_fast_plans()
+
+    def boost_watermark(self, zone: Zone) -> bool:
+        """boost_watermark (mm/page_alloc.c 6.1): raise the zone's watermarks by a
+        pageblock, at most watermark_boost_factor/10000 of its unboosted HIGH (at least a
+        pageblock); not in zones smaller than four pageblocks, nor before HIGH is set."""
+        if not self.watermark_boost_factor:
+            return False
+        nb = self.pageblock_nr_pages
+        if nb * 4 > zone.managed_pages:
+            return False
+        max_boost = mult_frac(zone.watermark[WMARK_HIGH] - zone.watermark_boost,
+                              self.watermark_boost_factor, 10000)
+        if not max_boost:
+            return False
+        max_boost = max(nb, max_boost)
+        self.set_watermark_boost(zone, min(zone.watermark_boost + nb, max_boost))
+        return True
+
+    def _boosted_wakeup(self, zone: Zone) -> None:
+        """rmqueue's out: a zone boosted by this allocation's fallback wakes kswapd
+        (wakeup_kswapd(zone, 0, 0, zone_idx)): the node may be balanced otherwise."""
+        zone.boosted_watermark = False
+        self.wakeup_kswapd(zone.node, 0, 0, zone.idx)
 
     def set_lowmem_reserve_ratio(self, ratios: list[int]) -> None:
         self.lowmem_reserve_ratio = list(ratios)
@@ -799,7 +847,12 @@ class PageAllocator:
                 # change_pageblock_range(): take ownership of every pageblock
                 for b in range(pfn, pfn + (1 << current_order), self.pageblock_nr_pages):
                     self.set_pageblock_migratetype(b, start_type)
-            elif whole_block:
+                whole_block = False
+            # boost the watermarks to reclaim before the next fallback; kswapd is woken
+            # at the end of this rmqueue as the node may be balanced overall
+            elif self.boost_watermark(zone) and alloc_flags & ALLOC_KSWAPD:
+                zone.boosted_watermark = True
+            if whole_block:
                 free_pages, movable_pages = self.move_freepages_block(zone, pfn, start_type, True)
                 if free_pages:
                     if start_type == MIGRATE_MOVABLE:
@@ -1105,7 +1158,7 @@ class PageAllocator:
         plan = self._fast_plans[nid].get(gfp)
         if plan is None:
             plan = self._fast_plan(gfp, nid)
-        marks, zonelist, highest, cold, zero, mt, nofrag = plan
+        marks, zonelist, highest, cold, zero, mt, flags = plan
         if order == 0:
             # NOTE: get_page_from_freelist + rmqueue_pcplist + prep_new_page inlined for
             # speed: this is the per-page path of every fault and slab refill. `marks`
@@ -1118,7 +1171,9 @@ class PageAllocator:
                 pcp = zone.pcp[cpu][cold]
                 lst = pcp.lists[mt]
                 if not lst:
-                    self._rmqueue_bulk(zone, pcp.batch, pcp, mt, nofrag)
+                    self._rmqueue_bulk(zone, pcp.batch, pcp, mt, flags)
+                    if zone.boosted_watermark:  # only a refill can steal (and boost)
+                        self._boosted_wakeup(zone)
                     if not lst:
                         continue
                 pcp.count -= 1
@@ -1132,24 +1187,30 @@ class PageAllocator:
             raise ValueError(f"alloc_pages: order must be 0..{MAX_ORDER}, got {order}")
         else:
             for zone, _low in marks:
-                if not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, nofrag):
+                if not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, flags):
                     continue
-                page = self._rmqueue_buddy(zone, order, mt, nofrag)
+                page = self._rmqueue_buddy(zone, order, mt, flags)
+                if zone.boosted_watermark:
+                    self._boosted_wakeup(zone)
                 if page is not None:
                     return self._prep_new_page(page, order, gfp, zone)
-        if nofrag:
+        if flags & ALLOC_NOFRAGMENT:
             # get_page_from_freelist: no zone without fragmenting; retry allowing it
-            page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, ALLOC_WMARK_LOW)
+            page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold,
+                                                ALLOC_WMARK_LOW | flags & ALLOC_KSWAPD)
             if page is not None:
                 return page
         return self._alloc_slowpath(gfp, order, cpu, zonelist, highest, cold, oom_victim)
 
     def _fast_plan(self, gfp: int, nid: int) -> tuple:
         """Per (node, gfp): the zonelist with each zone's LOW mark + lowmem_reserve (+ the
-        high-atomic reserve), the request's migratetype and ALLOC_NOFRAGMENT."""
+        high-atomic reserve), the request's migratetype and its fast-path alloc_flags
+        (ALLOC_NOFRAGMENT, ALLOC_KSWAPD)."""
         zonelist, highest = self._plan(gfp, nid)
         nofrag = self._alloc_flags_nofragment(zonelist, nid)
         fast_zones = [z for z in zonelist if z.node.nid == nid] if nofrag else zonelist
+        if gfp & G.KSWAPD_RECLAIM:  # alloc_flags_nofragment() also sets ALLOC_KSWAPD
+            nofrag |= ALLOC_KSWAPD
         marks = tuple(
             (z, z.watermark[WMARK_LOW] + z.lowmem_reserve[highest] + z.nr_reserved_highatomic)
             for z in fast_zones
@@ -1180,11 +1241,16 @@ class PageAllocator:
             lst = pcp.lists[mt]
             if not lst:
                 self._rmqueue_bulk(zone, pcp.batch, pcp, mt, alloc_flags)
+                if zone.boosted_watermark:
+                    self._boosted_wakeup(zone)
                 if not lst:
                     return None
             pcp.count -= 1
             return lst.pop()
-        return self._rmqueue_buddy(zone, order, mt, alloc_flags)
+        page = self._rmqueue_buddy(zone, order, mt, alloc_flags)
+        if zone.boosted_watermark:
+            self._boosted_wakeup(zone)
+        return page
 
     def _prep_new_page(self, page: Page, order: int, gfp: int, zone: Zone) -> Page:
         page._count = 1
@@ -1206,7 +1272,13 @@ class PageAllocator:
         for zone in zonelist:
             if not alloc_flags & ALLOC_NO_WATERMARKS:
                 if not self.zone_watermark_ok(zone, order, zone.watermark[wmark], highest, alloc_flags):
-                    continue
+                    # zone_watermark_fast: an order-0 __GFP_HIGH request (GFP_ATOMIC) at
+                    # MIN ignores the boost: MIN is where boosting stops
+                    if not (order == 0 and zone.watermark_boost and wmark == WMARK_MIN
+                            and alloc_flags & ALLOC_MIN_RESERVE
+                            and self.zone_watermark_ok(zone, 0, zone.watermark[WMARK_MIN] - zone.watermark_boost,
+                                                       highest, alloc_flags)):
+                        continue
             page = self._rmqueue(zone, order, cpu, cold, mt, alloc_flags)
             if page is not None:
                 if order and alloc_flags & ALLOC_HIGHATOMIC:
@@ -1216,6 +1288,8 @@ class PageAllocator:
 
     def _gfp_to_alloc_flags(self, gfp: int, order: int) -> int:
         flags = ALLOC_WMARK_MIN
+        if gfp & G.KSWAPD_RECLAIM:
+            flags |= ALLOC_KSWAPD
         if gfp & G.HIGH:
             flags |= ALLOC_MIN_RESERVE
         if not gfp & G.DIRECT_RECLAIM and not gfp & G.NOMEMALLOC:
@@ -1239,17 +1313,23 @@ class PageAllocator:
             if node.nid in seen:
                 continue
             seen.add(node.nid)
-            balanced = self.node_balanced(node, order, highest)
-            if balanced or node.kswapd_failures >= MAX_RECLAIM_RETRIES:
-                # wakeup_kswapd(): a balanced or hopeless node leaves a high-order request
-                # that cannot reclaim itself to kcompactd (compaction_suitable decides)
-                if order and not gfp & G.DIRECT_RECLAIM and self.compaction is not None:
-                    self.compaction.wakeup_kcompactd(node, order, highest)
-                if balanced:
-                    continue
-            self.vmstat["kswapd_wake"] = self.vmstat.get("kswapd_wake", 0) + 1
-            if self.wake_kswapd_hook is not None:
-                self.wake_kswapd_hook(node, order, highest, gfp)
+            self.wakeup_kswapd(node, order, gfp, highest)
+
+    def pgdat_watermark_boosted(self, node: Node, highest: int) -> bool:
+        return any(z.watermark_boost for z in node.zones[: highest + 1] if z.managed_pages)
+
+    def wakeup_kswapd(self, node: Node, order: int, gfp: int, highest: int) -> None:
+        balanced = self.node_balanced(node, order, highest) and not self.pgdat_watermark_boosted(node, highest)
+        if balanced or node.kswapd_failures >= MAX_RECLAIM_RETRIES:
+            # a balanced (and unboosted) or hopeless node leaves a high-order request
+            # that cannot reclaim itself to kcompactd (compaction_suitable decides)
+            if order and not gfp & G.DIRECT_RECLAIM and self.compaction is not None:
+                self.compaction.wakeup_kcompactd(node, order, highest)
+            if balanced:
+                return
+        self.vmstat["kswapd_wake"] = self.vmstat.get("kswapd_wake", 0) + 1
+        if self.wake_kswapd_hook is not None:
+            self.wake_kswapd_hook(node, order, highest, gfp)
 
     def _alloc_slowpath(self, gfp: int, order: int, cpu: int, zonelist, highest: int,
                         cold: int, oom_victim: bool) -> Page | None:

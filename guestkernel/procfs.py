@@ -167,6 +167,9 @@ class ProcFS:
         self.register_sysctl(Sysctl(
             "watermark_scale_factor", 1, 3000, lambda: alloc.watermark_scale_factor,
             alloc.set_watermark_scale_factor))
+        self.register_sysctl(Sysctl(
+            "watermark_boost_factor", 0, INT_MAX, lambda: alloc.watermark_boost_factor,
+            alloc.set_watermark_boost_factor))
         nz = len(ZONE_LAYOUT[cfg.arch])
         self.register_sysctl(Sysctl(
             "lowmem_reserve_ratio", 0, INT_MAX, lambda: list(alloc.lowmem_reserve_ratio),
@@ -344,16 +347,17 @@ class ProcFS:
                                  "nr_file_pages", "nr_dirty", "nr_writeback", "nr_shmem"):
                         s += f"\n      {item:<12} {k.vmstat[item] if len(alloc.nodes) == 1 else 0}"
                 if zone is not None:
-                    wmin, wlow, whigh = zone.watermark
+                    wmin, wlow, whigh = zone.watermark  # wmark_pages(): with the boost
+                    boost = zone.watermark_boost
                     free, spanned, present, managed = (
                         zone.nr_free, zone.spanned_pages, zone.present_pages, zone.managed_pages)
                     prot = zone.lowmem_reserve + [zone.lowmem_reserve[-1] if zone.lowmem_reserve else 0]
                 else:
-                    wmin = wlow = whigh = free = spanned = present = managed = 0
+                    wmin = wlow = whigh = free = spanned = present = managed = boost = 0
                     prot = [0] * (len(node.zones) + 1)
                 s += (
                     f"\n  pages free     {free}"
-                    f"\n        boost    0"
+                    f"\n        boost    {boost}"
                     f"\n        min      {wmin}"
                     f"\n        low      {wlow}"
                     f"\n        high     {whigh}"

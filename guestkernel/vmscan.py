@@ -1797,6 +1797,11 @@ class Reclaim:
         vm["pageoutrun"] += 1
         self.complete_io()
         sc = ScanControl(0, G.GFP_KERNEL, True, highest, False)
+        # watermark boosting (6.1): reclaim the zones' boosts, left in place meanwhile,
+        # without writeback or swap, unless the node is imbalanced (then as usual)
+        zone_boosts = [(z, z.watermark_boost) for z in node.zones[: highest + 1]
+                       if z.managed_pages and z.watermark_boost]
+        nr_boost_reclaim = boosted = sum(b for _z, b in zone_boosts)
         self.in_reclaim = True
         try:
             while sc.priority >= 1:
@@ -1804,20 +1809,38 @@ class Reclaim:
                 # ends: kswapd waits for them rather than writing more (6.x throttles on
                 # writeback the same way)
                 short = self._shortfall(node, highest) - self.reclaim_inflight
-                if short <= 0:
+                if short > 0 and nr_boost_reclaim:
+                    nr_boost_reclaim = 0  # imbalanced: ignore the boost, restart
+                    sc.priority = DEF_PRIORITY
+                if short <= 0 and not nr_boost_reclaim:
                     break
-                sc.nr_to_reclaim = max(short, SWAP_CLUSTER_MAX)
+                sc.may_writepage = sc.may_swap = not nr_boost_reclaim
+                sc.nr_to_reclaim = max(nr_boost_reclaim or short, SWAP_CLUSTER_MAX)
                 before = sc.nr_reclaimed + sc.nr_pageout
                 sc.nr_scanned = 0
                 self.shrink_node(lv, sc)
                 if sc.sleep:
                     break  # throttled on writeback: Kswapd sleeps sc.sleep, then goes on
-                raise_priority = sc.nr_scanned < sc.nr_to_reclaim
-                if raise_priority or sc.nr_reclaimed + sc.nr_pageout == before:
+                got = sc.nr_reclaimed + sc.nr_pageout - before
+                # a boost limits its priority to DEF_PRIORITY - 2 (no writeback) and ends
+                # when a pass reclaims nothing
+                raise_priority = sc.nr_scanned < sc.nr_to_reclaim and not (
+                    nr_boost_reclaim and sc.priority == DEF_PRIORITY - 2)
+                nr_boost_reclaim -= min(nr_boost_reclaim, got)
+                if nr_boost_reclaim and not got:
+                    break
+                if raise_priority or not got:
                     sc.priority -= 1
         finally:
             self.in_reclaim = False
         self.kswapd_sleep = sc.sleep
+        if boosted:
+            for z, b in zone_boosts:
+                self.alloc.set_watermark_boost(z, z.watermark_boost - min(z.watermark_boost, b))
+            # likely space now: kcompactd to defragment pageblocks
+            compaction = getattr(self.kernel, "compaction", None)
+            if compaction is not None:
+                compaction.wakeup_kcompactd(node, self.alloc.pageblock_order, highest)
         self.snapshot_refaults(lv)
         if sc.nr_reclaimed:
             node.kswapd_failures = 0
