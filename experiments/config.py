@@ -358,6 +358,10 @@ class KernelSection(_Model):
         15000, ge=0, description="vm.watermark_boost_factor: after a fallback steals from another "
         "migratetype's pageblock, watermarks rise by a pageblock, up to this many 1/10000 of HIGH, and "
         "kswapd reclaims the boost without writeback or swap (6.x; 0: off)")
+    compaction_proactiveness: int = Field(
+        20, ge=0, le=100, description="vm.compaction_proactiveness: every 500 ms kcompactd compacts a node "
+        "whose fragmentation score (percent of free memory in blocks below the huge page order, zones "
+        "weighted by size) is above min(max(100 - this, 5) + 10, 100), down to max(100 - this, 5) (6.x; 0: off)")
     panic_on_oom: int = Field(0, ge=0, le=2, description="vm.panic_on_oom")
     oom_kill_allocating_task: int = Field(0, ge=0, le=1, description="vm.oom_kill_allocating_task")
     dirty_ratio: int = Field(20, ge=0, le=100, description="vm.dirty_ratio, percent")

@@ -34,12 +34,17 @@ free pages are below MIN (LOW for costly orders) + 2 << order (SKIPPED), and for
 orders not if the fragmentation index is at most `extfrag_threshold` (500: the failure
 would be for lack of memory, not fragmentation).
 
+A direct compactor installs a capture_control: the block of its order that migration
+frees (merged in __free_one_page) is handed to it instead of the free lists
+(compaction_capture). Proactive compaction: kcompactd, every 500 ms, compacts a node whose
+fragmentation score (extfrag_for_order at the huge page order, zones weighted by present
+pages) is above fragmentation_score_wmark's high mark, zone by zone down to the low mark,
+backing off 32 s after a pass that did not lower the score (compaction_proactiveness).
+
 Left out (listed in the README): the free-list fast searches (fast_isolate_freepages,
-fast_find_migrateblock: heuristics of 5.1+ for orders above PAGE_ALLOC_COSTLY_ORDER),
-capture of a page freed during direct compaction (capture_control), proactive
-compaction (compaction_proactiveness), lock contention, and __reset_isolation_suitable's
-per-pageblock test (a reset clears every skip bit of the zone and restarts both scanners
-at the zone's ends).
+fast_find_migrateblock: heuristics of 5.1+ for orders above PAGE_ALLOC_COSTLY_ORDER), lock
+contention, and __reset_isolation_suitable's per-pageblock test (a reset clears every skip
+bit of the zone and restarts both scanners at the zone's ends).
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ COMPACT_RESULT_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable
 COMPACT_CLUSTER_MAX = 32  # SWAP_CLUSTER_MAX: pages isolated per migration batch
 COMPACT_MAX_DEFER_SHIFT = 6
 EXTFRAG_THRESHOLD = 500  # /proc/sys/vm/extfrag_threshold default, 0..1000
-HPAGE_FROZEN_MSECS = 500  # kcompactd's proactive-compaction wakeup period (ms)
+HPAGE_FRAG_CHECK_INTERVAL_MSEC = 500  # kcompactd's proactive-compaction period, ms
+COMPACTION_PROACTIVENESS = 20  # /proc/sys/vm/compaction_proactiveness default, 0..100
 
 
 def compaction_made_progress(result: int) -> bool:
@@ -98,7 +104,7 @@ class CompactControl:
         "direct_compaction", "whole_zone", "ignore_skip_hint", "ignore_block_suitable",
         "migratetype", "migrate_pfn", "free_pfn", "migratepages", "freepages",
         "nr_migratepages", "nr_freepages", "total_migrate_scanned", "total_free_scanned",
-        "rescan", "cost",
+        "rescan", "cost", "proactive_compaction",
     )
 
     def __init__(self, zone, order: int, gfp_mask: int, mode: int, *, alloc_flags: int = 0,
@@ -122,6 +128,18 @@ class CompactControl:
         self.total_migrate_scanned = self.total_free_scanned = 0
         self.rescan = False
         self.cost = 0.0  # seconds: migration copies beneath the guest
+        self.proactive_compaction = False
+
+
+class CaptureControl:
+    """struct capture_control: the compaction run of a direct compactor, and the block
+    of its order freed meanwhile (page_alloc's __free_one_page fills `page`)."""
+
+    __slots__ = ("cc", "page")
+
+    def __init__(self, cc: CompactControl) -> None:
+        self.cc = cc
+        self.page = None
 
 
 class Compaction:
@@ -132,6 +150,8 @@ class Compaction:
         self.alloc = kernel.page_alloc
         self.vmstat = kernel.vmstat
         self.extfrag_threshold = EXTFRAG_THRESHOLD
+        self.compaction_proactiveness = getattr(kernel.config, "compaction_proactiveness",
+                                                COMPACTION_PROACTIVENESS)
         self.compact_unevictable_allowed = 1  # /proc/sys/vm/compact_unevictable_allowed
         self.kcompactd: dict = {}  # nid -> Kcompactd (with a simulation)
         from .vmscan import page_lru  # (reclaim sits beside compaction; no import cycle)
@@ -140,6 +160,7 @@ class Compaction:
         for node in self.alloc.nodes:
             node.kcompactd_max_order = 0
             node.kcompactd_highest_zoneidx = len(node.zones) - 1
+            node.proactive_compact_trigger = False
             for zone in node.zones:
                 reset_cached_positions(self.alloc, zone)
 
@@ -197,6 +218,90 @@ class Compaction:
         if free_blocks_suitable:
             return -1000
         return 1000 - (1000 + free_pages * 1000 // requested) // free_blocks_total
+
+    # ---- external fragmentation (mm/vmstat.c) and proactive compaction's scores
+    @staticmethod
+    def contig_page_info(zone, order: int) -> tuple[int, int, int]:
+        """fill_contig_page_info: (free pages, free blocks, free blocks of `order` that
+        the free blocks of at least that order make)."""
+        free_pages = free_blocks_total = free_blocks_suitable = 0
+        for o, area in enumerate(zone.free_area):
+            blocks = area.nr_free
+            free_blocks_total += blocks
+            free_pages += blocks << o
+            if o >= order:
+                free_blocks_suitable += blocks << (o - order)
+        return free_pages, free_blocks_total, free_blocks_suitable
+
+    @classmethod
+    def unusable_free_index(cls, zone, order: int) -> int:
+        """unusable_free_index: thousandths of the free memory in blocks below `order`
+        (1000 for a zone with none free)."""
+        free_pages, _total, suitable = cls.contig_page_info(zone, order)
+        if not free_pages:
+            return 1000
+        return (free_pages - (suitable << order)) * 1000 // free_pages
+
+    @classmethod
+    def extfrag_for_order(cls, zone, order: int) -> int:
+        """extfrag_for_order: percent of the free pages in blocks smaller than `order`."""
+        free_pages, _total, suitable = cls.contig_page_info(zone, order)
+        if not free_pages:
+            return 0
+        return (free_pages - (suitable << order)) * 100 // free_pages
+
+    def fragmentation_score_zone(self, zone) -> int:
+        """fragmentation_score_zone: extfrag_for_order at COMPACTION_HPAGE_ORDER (the huge
+        page order: the pageblock order here)."""
+        return self.extfrag_for_order(zone, self.alloc.pageblock_order)
+
+    def fragmentation_score_node(self, node) -> int:
+        """fragmentation_score_node: each zone's score weighted by its share of the node's
+        present pages (present * score // (node_present_pages + 1)), summed."""
+        node_present = sum(z.present_pages for z in node.zones)
+        return sum(z.present_pages * self.fragmentation_score_zone(z) // (node_present + 1)
+                   for z in node.zones)
+
+    def fragmentation_score_wmark(self, low: bool) -> int:
+        wmark_low = max(100 - self.compaction_proactiveness, 5)
+        return wmark_low if low else min(wmark_low + 10, 100)
+
+    def kswapd_is_running(self, node) -> bool:
+        kswapd = getattr(self.kernel.reclaim, "kswapds", {}).get(node.nid)
+        return kswapd is not None and kswapd.running
+
+    def should_proactive_compact_node(self, node) -> bool:
+        if not self.compaction_proactiveness or self.kswapd_is_running(node):
+            return False
+        return self.fragmentation_score_node(node) > self.fragmentation_score_wmark(False)
+
+    def proactive_compact_node(self, node) -> float:
+        """proactive_compact_node: every populated zone, whole, MIGRATE_SYNC_LIGHT, order
+        -1, until its score is at the low mark (compact_finished). 6.1 counts no
+        compact_daemon_* events here. Returns the copies' seconds."""
+        cost = 0.0
+        for zone in node.zones:
+            if not zone.populated():
+                continue
+            cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC_LIGHT, whole_zone=True,
+                                ignore_skip_hint=True)
+            cc.proactive_compaction = True
+            self.compact_zone(cc)
+            cost += cc.cost
+        return cost
+
+    def set_compaction_proactiveness(self, value: int) -> None:
+        """compaction_proactiveness_sysctl_handler: a non-zero write triggers a proactive
+        pass on every node now (proactive_compact_trigger)."""
+        self.compaction_proactiveness = value
+        if value:
+            for node in self.alloc.nodes:
+                if node.proactive_compact_trigger:
+                    continue
+                node.proactive_compact_trigger = True
+                kd = self.kcompactd.get(node.nid)
+                if kd is not None:
+                    kd.kick()
 
     def compaction_suitable(self, zone, order: int, alloc_flags: int, highest_zoneidx: int) -> int:
         alloc = self.alloc
@@ -549,6 +654,12 @@ class Compaction:
             if cc.direct_compaction:
                 zone.compact_blockskip_flush = True
             return COMPACT_COMPLETE if cc.whole_zone else COMPACT_PARTIAL_SKIPPED
+        if cc.proactive_compaction:
+            if self.kswapd_is_running(zone.node):
+                return COMPACT_PARTIAL_SKIPPED
+            if self.fragmentation_score_zone(zone) > self.fragmentation_score_wmark(True):
+                return COMPACT_CONTINUE
+            return COMPACT_SUCCESS
         if cc.order == -1:
             return COMPACT_CONTINUE
         if cc.migrate_pfn & (alloc.pageblock_nr_pages - 1):
@@ -562,7 +673,7 @@ class Compaction:
                 return COMPACT_SUCCESS
         return COMPACT_CONTINUE  # COMPACT_NO_SUITABLE_PAGE
 
-    def compact_zone(self, cc: CompactControl) -> int:
+    def compact_zone(self, cc: CompactControl, capc: CaptureControl | None = None) -> int:
         alloc = self.alloc
         zone = cc.zone
         nb = alloc.pageblock_nr_pages
@@ -623,6 +734,9 @@ class Compaction:
                 if last_migrated_pfn < cc.migrate_pfn & ~((1 << order) - 1):
                     alloc.drain_all_pages(zone)
                     last_migrated_pfn = 0
+            if capc is not None and capc.page is not None:
+                ret = COMPACT_SUCCESS  # a page has been captured
+                break
         if cc.freepages:
             free_pfn = self.release_freepages(cc) & ~(nb - 1)
             if free_pfn > zone.compact_cached_free_pfn:
@@ -633,26 +747,39 @@ class Compaction:
 
     # ------------------------------------------------------------------ entry points
     def compact_zone_order(self, zone, order: int, gfp: int, prio: int, alloc_flags: int,
-                           highest_zoneidx: int) -> tuple[int, float]:
+                           highest_zoneidx: int) -> tuple[int, float, object]:
+        """One zone for a direct compactor, with its capture_control installed (the task's
+        current->capture_control) while compact_zone runs. Returns (result, seconds, the
+        captured page or None); a capture makes the result COMPACT_SUCCESS."""
         full = prio == MIN_COMPACT_PRIORITY
         cc = CompactControl(
             zone, order, gfp, MIGRATE_ASYNC if prio == COMPACT_PRIO_ASYNC else MIGRATE_SYNC_LIGHT,
             alloc_flags=alloc_flags, highest_zoneidx=highest_zoneidx, direct_compaction=True,
             whole_zone=full, ignore_skip_hint=full, ignore_block_suitable=full)
-        return self.compact_zone(cc), cc.cost
+        capc = CaptureControl(cc)
+        alloc = self.alloc
+        alloc.capture_control = capc
+        try:
+            ret = self.compact_zone(cc, capc)
+        finally:
+            alloc.capture_control = None
+        if capc.page is not None:
+            ret = COMPACT_SUCCESS
+        return ret, cc.cost, capc.page
 
     def try_to_compact_pages(self, gfp: int, order: int, alloc_flags: int, zonelist,
-                             highest_zoneidx: int, prio: int) -> int:
+                             highest_zoneidx: int, prio: int) -> tuple[int, object]:
         """Direct compaction over the zonelist; the copies' seconds go to the allocator's
-        stall (the caller's time)."""
+        stall (the caller's time). Returns (result, page captured or None)."""
         rc = COMPACT_SKIPPED
         if not gfp & G.IO:
-            return rc
+            return rc, None
+        page = None
         for zone in zonelist:
             if prio > MIN_COMPACT_PRIORITY and self.compaction_deferred(zone, order):
                 rc = max(COMPACT_DEFERRED, rc)
                 continue
-            status, cost = self.compact_zone_order(zone, order, gfp, prio, alloc_flags, highest_zoneidx)
+            status, cost, page = self.compact_zone_order(zone, order, gfp, prio, alloc_flags, highest_zoneidx)
             self.alloc.stall += cost
             rc = max(status, rc)
             if status == COMPACT_SUCCESS:
@@ -660,7 +787,7 @@ class Compaction:
                 break
             if prio != COMPACT_PRIO_ASYNC and status in (COMPACT_COMPLETE, COMPACT_PARTIAL_SKIPPED):
                 self.defer_compaction(zone, order)
-        return rc
+        return rc, page
 
     def compact_node(self, node) -> float:
         """compact_node: every populated zone, whole, MIGRATE_SYNC, order -1."""
@@ -741,9 +868,13 @@ def reset_cached_positions(alloc, zone) -> None:
 
 
 class Kcompactd:
-    """kcompactd for one node: sleeps until kswapd wakes it (wakeup_kcompactd), then
-    compacts the node's zones for the order asked (kcompactd_do_work), its copies
-    taking their time."""
+    """kcompactd for one node (kcompactd() of 6.1): sleeps until kswapd wakes it
+    (wakeup_kcompactd) or HPAGE_FRAG_CHECK_INTERVAL_MSEC pass. Woken for an order, it
+    compacts the node's zones for it (kcompactd_do_work); on the timeout, or a write to
+    compaction_proactiveness, it compacts proactively while the node's fragmentation
+    score is above the high mark (should_proactive_compact_node), backing off to
+    500 ms << COMPACT_MAX_DEFER_SHIFT (32 s) when a pass did not lower the score. With
+    compaction_proactiveness 0 it sleeps until woken. Its copies take their time."""
 
     def __init__(self, env, compaction: Compaction, node) -> None:
         self.env = env
@@ -751,6 +882,7 @@ class Kcompactd:
         self.node = node
         self.running = False
         self.wakeups = 0
+        self.proactive_passes = 0
         self._wakeup = env.event()
         self.process = env.process(self._run())
 
@@ -759,18 +891,52 @@ class Kcompactd:
             self.wakeups += 1
             self._wakeup.succeed()
 
+    def kick(self) -> None:
+        """wake_up_interruptible for the proactive trigger (no wakeup counted)."""
+        if not self.running and not self._wakeup.triggered:
+            self._wakeup.succeed()
+
     def _run(self):
         env = self.env
+        c = self.compaction
+        node = self.node
+        default_timeout = HPAGE_FRAG_CHECK_INTERVAL_MSEC / 1000
+        timeout = default_timeout
         while True:
-            yield self._wakeup
-            self._wakeup = env.event()
+            if not c.compaction_proactiveness:
+                timeout = None  # MAX_SCHEDULE_TIMEOUT
+            if timeout is None:
+                yield self._wakeup
+            elif not self._wakeup.triggered:
+                yield self._wakeup | env.timeout(timeout)
+            if self._wakeup.triggered:
+                self._wakeup = env.event()
+            # kcompactd_work_requested(): an order asked, or the proactive trigger
+            work = node.kcompactd_max_order > 0 or node.proactive_compact_trigger
             self.running = True
-            kernel = self.compaction.kernel
-            mark = kernel.stall_mark()
-            cost = self.compaction.kcompactd_do_work(self.node)
-            if cost > 0:  # its copies on one of the VM's vCPUs (beneath a hypervisor): the
-                # host faults and copies it met hold the vCPU (run_kernel_work's `since`)
-                yield kernel.run_kernel_work(cost, since=mark)
+            kernel = c.kernel
+            # (wait_event_freezable_timeout is true if the condition holds at the timeout
+            # too: an order asked while kcompactd was not woken for it)
+            if work and not node.proactive_compact_trigger:
+                mark = kernel.stall_mark()
+                cost = c.kcompactd_do_work(node)
+                if cost > 0:  # its copies on one of the VM's vCPUs (beneath a hypervisor): the
+                    # host faults and copies it met hold the vCPU (run_kernel_work's `since`)
+                    yield kernel.run_kernel_work(cost, since=mark)
+                self.running = False
+                timeout = default_timeout
+                continue
+            timeout = default_timeout
+            if c.should_proactive_compact_node(node):
+                mark = kernel.stall_mark()
+                prev_score = c.fragmentation_score_node(node)
+                cost = c.proactive_compact_node(node)
+                self.proactive_passes += 1
+                if c.fragmentation_score_node(node) >= prev_score:
+                    timeout = default_timeout * (1 << COMPACT_MAX_DEFER_SHIFT)
+                if cost > 0:
+                    yield kernel.run_kernel_work(cost, since=mark)
+            node.proactive_compact_trigger = False
             self.running = False
 
 
@@ -807,9 +973,38 @@ def init_compaction(kernel) -> Compaction:
         c.compact_unevictable_allowed = v
 
     procfs.register_sysctl(Sysctl("extfrag_threshold", 0, 1000, lambda: c.extfrag_threshold, set_threshold))
+    procfs.register_sysctl(Sysctl("compaction_proactiveness", 0, 100,
+                                  lambda: c.compaction_proactiveness, c.set_compaction_proactiveness))
+    procfs.register("/sys/kernel/debug/extfrag/unusable_index", lambda: extfrag_text(c, False))
+    procfs.register("/sys/kernel/debug/extfrag/extfrag_index", lambda: extfrag_text(c, True))
     procfs.register_sysctl(Sysctl("compact_unevictable_allowed", 0, 1,
                                   lambda: c.compact_unevictable_allowed, set_unevictable))
     return c
+
+
+def extfrag_line(nid: int, zone: str, indices, signed: bool) -> str:
+    """One line of /sys/kernel/debug/extfrag/{unusable,extfrag}_index (mm/vmstat.c:
+    unusable_show_print "%d.%03d ", extfrag_show_print "%2d.%03d "), C's truncating / and %."""
+    out = [f"Node {nid}, zone {zone:>8} "]
+    for i in indices:
+        q, r = int(i / 1000), abs(i) % 1000 * (1 if i >= 0 else -1)
+        out.append(f"{q:2d}.{r:03d} " if signed else f"{q:d}.{r:03d} ")
+    return "".join(out) + "\n"
+
+
+def extfrag_text(c: Compaction, extfrag: bool) -> str:
+    """The debugfs file for every populated zone (walk_zones_in_node)."""
+    out = []
+    for node in c.alloc.nodes:
+        for zone in node.zones:
+            if not zone.populated():
+                continue
+            if extfrag:
+                idx = [c.fragmentation_index(zone, o) for o in range(NR_ORDERS)]
+            else:
+                idx = [c.unusable_free_index(zone, o) for o in range(NR_ORDERS)]
+            out.append(extfrag_line(node.nid, zone.name, idx, extfrag))
+    return "".join(out)
 
 
 def start_kcompactd(kernel) -> list:

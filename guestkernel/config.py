@@ -64,6 +64,7 @@ class KernelConfig:
     min_free_kbytes: int | None = None  # KiB; None: int_sqrt(lowmem_kbytes * 16), clamped
     watermark_scale_factor: int = 10  # 1/10000 of managed pages between watermarks (6.x)
     watermark_boost_factor: int = 15000  # 1/10000 of HIGH: the most a fallback boost adds (6.x; 0 off)
+    compaction_proactiveness: int = 20  # 0..100: kcompactd compacts above 100 - this + 10 fragmentation score
     lowmem_reserve_ratio: tuple[int, ...] | None = None  # one per zone; default by arch
     swappiness: int = 60  # 0..200, anon vs file reclaim balance
     vfs_cache_pressure: int = 100  # percent
@@ -177,6 +178,7 @@ class KernelConfig:
             _int_range(self, "min_free_kbytes", 0, 1 << 40)
         _int_range(self, "watermark_scale_factor", 1, 3000)
         _int_range(self, "watermark_boost_factor", 0, (1 << 31) - 1)
+        _int_range(self, "compaction_proactiveness", 0, 100)
         _int_range(self, "swappiness", 0, 200)
         _int_range(self, "vfs_cache_pressure", 0, 1 << 30)
         _int_range(self, "read_ahead_kb", 0, 1 << 20)

@@ -320,6 +320,9 @@ class PageAllocator:
         self.oom_hook: Callable[[int, int, int], bool] | None = None
         # compaction.Compaction (6.x; compaction came in 2.6.35): direct compaction
         self.compaction = None
+        # current->capture_control while direct compaction runs (compaction.CaptureControl):
+        # __free_one_page hands it a block of the requested order instead of freeing it
+        self.capture_control = None
         # zone_reclaimable_pages(zone), from reclaim (should_reclaim_retry); None: 0
         self.zone_reclaimable_hook: Callable[[Zone], int] | None = None
         # free page reporting (page_reporting.py): notified when __free_one_page makes a
@@ -685,8 +688,13 @@ class PageAllocator:
         pb_order = self.pageblock_order
         start, end = zone.zone_start_pfn, zone.zone_start_pfn + zone.spanned_pages
         zone.nr_free += 1 << order
+        capc = self.capture_control
+        if capc is not None and (capc.page is not None or capc.cc.zone is not zone):
+            capc = None  # task_capc(): only the compacting zone, until one is captured
         buddy_pfn = pfn ^ (1 << order)
         while order < MAX_ORDER:
+            if capc is not None and capc.cc.order == order and self._capture(capc, zone, pfn, order, mt):
+                return
             buddy_pfn = pfn ^ (1 << order)
             if not start <= buddy_pfn < end:
                 break
@@ -727,6 +735,20 @@ class PageAllocator:
         area.nr_free += 1
         if order >= self.page_reporting_order and report:
             self.page_reporting_notify()
+
+    def _capture(self, capc, zone: Zone, pfn: int, order: int, mt: int) -> bool:
+        """compaction_capture(): the block being freed at the order direct compaction asks
+        for goes to the compacting task (capc.page), not on a free list; not from an
+        isolated pageblock, nor below pageblock order from a MOVABLE one (a smaller
+        request must not pollute a movable pageblock)."""
+        if mt == MIGRATE_ISOLATE or (order < self.pageblock_order and mt == MIGRATE_MOVABLE):
+            return False
+        page = self.mem_map[pfn]
+        if page is None:
+            page = self.pfn_to_page(pfn)
+        capc.page = page
+        zone.nr_free -= 1 << order  # __mod_zone_freepage_state(zone, -(1 << order))
+        return True
 
     def _del_page_from_free_list(self, zone: Zone, page: Page, order: int) -> None:
         area = zone.free_area[order]
@@ -1448,13 +1470,17 @@ class PageAllocator:
         compact[0] gets the result. compact_stall counts a compaction that ran."""
         if not order or self.compaction is None:
             return None
-        result = compact[0] = self.compaction.try_to_compact_pages(
+        result, page = self.compaction.try_to_compact_pages(
             gfp, order, alloc_flags, zonelist, highest, compact[1])
+        compact[0] = result
         if result == COMPACT_SKIPPED:
             return None
         vm = self.vmstat
         vm["compact_stall"] += 1
-        page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
+        if page is not None:  # captured while compacting: prep it
+            page = self._prep_new_page(page, order, gfp, self._zone_of_block[page.pfn >> MAX_ORDER])
+        else:
+            page = self._get_page_from_freelist(gfp, order, cpu, zonelist, highest, cold, alloc_flags)
         if page is not None:
             zone = self._zone_of_block[page.pfn >> MAX_ORDER]
             zone.compact_blockskip_flush = False

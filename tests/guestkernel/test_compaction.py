@@ -474,3 +474,71 @@ def test_compaction_putback_and_migration_do_not_age_the_workingset(dma):
     assert new.pfn != 600 and new.flags & PG_lru
     assert lv.nonresident_age == age
     k.reclaim.validate()
+
+
+# ---------------------------------------------------------------------------- capture
+
+
+def _record_captures(a):
+    got = []
+    orig = a._capture
+
+    def capture(capc, zone, pfn, order, mt):
+        ok = orig(capc, zone, pfn, order, mt)
+        got.append((pfn, order, mt, ok))
+        return ok
+
+    a._capture = capture
+    return got
+
+
+def test_direct_compaction_captures_the_block_its_migration_frees(dma):
+    """compact_zone_order installs a capture_control; __free_one_page, draining the
+    migrated page's old frame (check_drain), merges 1024 + 1025 + 1026..1027 and at the
+    requested order hands the block to the compactor (compaction_capture) instead of
+    freeing it: the allocation gets it, prepped, without a free-list search."""
+    k, zone = dma
+    a = k.page_alloc
+    a.wake_kswapd_hook = a.direct_reclaim_hook = a.oom_hook = None
+    a.set_pageblock_migratetype(1024, 0)  # pageblock 2 UNMOVABLE
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1024, 0, b"U" * 4096)
+    give_block(k, 1025, 0)
+    give_block(k, 1026, 1)
+    give_block(k, 3072, 1)  # the target: async free scanning strides 32 pfns from 3072
+    for i in range(10):  # scattered free pages: enough order-0 pages for compact_gap(2)
+        give_block(k, 2561 + 2 * i, 0)
+    got = _record_captures(a)
+    before = counters(k)
+    page = k.alloc_pages(G.GFP_KERNEL | G.GFP_DMA, 2)
+    assert page is not None and page.pfn == 1024 and page._count == 1
+    # the drained frame 1024 merged with 1025 (order 1) and 1026..1027 (order 2): only the
+    # requested order is offered to compaction_capture, and taken (UNMOVABLE pageblock)
+    assert got == [(1024, 2, 0, True)]
+    d = delta(k, before)
+    assert d["compact_stall"] == 1 and d["compact_success"] == 1 and d["pgmigrate_success"] == 1
+    assert "compact_fail" not in d
+    assert a.capture_control is None  # uninstalled after the run
+    assert 1024 not in [p for lst in free_lists(zone) for p in lst]
+    validate_buddy(a)
+
+
+def test_no_capture_below_pageblock_order_from_a_movable_pageblock(dma):
+    """compaction_capture: order < pageblock_order from a MOVABLE pageblock is not
+    captured (the request would pollute a movable pageblock): the allocation then finds
+    the block on the free lists (test_direct_compaction_in_the_slow_path_makes_the_block)."""
+    k, zone = dma
+    a = k.page_alloc
+    a.wake_kswapd_hook = a.direct_reclaim_hook = a.oom_hook = None
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1024, 0, b"M" * 4096)
+    give_block(k, 1025, 0)
+    give_block(k, 1026, 1)
+    give_block(k, 3072, 1)
+    for i in range(10):
+        give_block(k, 2561 + 2 * i, 0)
+    got = _record_captures(a)
+    page = k.alloc_pages(G.GFP_HIGHUSER_MOVABLE | G.GFP_DMA, 2)
+    assert page is not None and page.pfn == 1024
+    assert (1024, 2, MIGRATE_MOVABLE, False) in got and not any(ok for *_x, ok in got)
+    validate_buddy(a)
