@@ -25,12 +25,6 @@ KNOWN_GAPS: dict[tuple[str, int], str] = {
     ("identical", 1): "76.2 % reclaimed at 10 VMs (quick) against ~60 %: as row 0",
     ("live-ksm", 6): "time to converge: hvsim's ksmd wakes exactly sleep_millisecs after a batch (0.50 s); the "
                      "real one converged in 0.68-0.74 s on this machine while other jobs ran (load 16)",
-    ("balloon-swap", 0): "ballooned throughput 85.7 % (73.3 % before vCPUs took turns in 50 ms slices, 80 % "
-                         "before grouping by mobility, 93 % before issue 12 section 2): the guest kernel's own memory (memmap, slab, kernel stacks, page tables: "
-                         "~2.5 MiB of the 128 MiB guest) is backed on the 96 MiB host, so the ballooned guest keeps "
-                         "less for the kernel compile and swaps more; with migratetypes (issue 15) its unmovable "
-                         "allocations no longer reuse just-freed user pages but take whole movable pageblocks, "
-                         "largest free block first",
 }
 
 
