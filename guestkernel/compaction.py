@@ -41,10 +41,15 @@ fragmentation score (extfrag_for_order at the huge page order, zones weighted by
 pages) is above fragmentation_score_wmark's high mark, zone by zone down to the low mark,
 backing off 32 s after a pass that did not lower the score (compaction_proactiveness).
 
-Left out (listed in the README): the free-list fast searches (fast_isolate_freepages,
-fast_find_migrateblock: heuristics of 5.1+ for orders above PAGE_ALLOC_COSTLY_ORDER), lock
-contention, and __reset_isolation_suitable's per-pageblock test (a reset clears every skip
-bit of the zone and restarts both scanners at the zone's ends).
+The free-list fast searches (5.1+): the free scanner first looks on the MOVABLE free lists
+below the request's order for a block high in the zone (fast_isolate_freepages), and for an
+order above PAGE_ALLOC_COSTLY_ORDER the migrate scanner jumps to a partly free MOVABLE
+pageblock low in the zone (fast_find_migrateblock; 6.1 marks that pageblock skipped first,
+so isolate_migratepages_block abandons it: an upstream bug, fixed in 6.3, kept here).
+
+Left out (listed in the README): lock contention, and __reset_isolation_suitable's
+per-pageblock test (a reset clears every skip bit of the zone and restarts both scanners at
+the zone's ends).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ COMPACT_RESULT_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable
                         "complete", "partial_skipped", "contended", "success")
 
 COMPACT_CLUSTER_MAX = 32  # SWAP_CLUSTER_MAX: pages isolated per migration batch
+FAST_START_DONE = 1 << 62  # cc->fast_start_pfn = ULONG_MAX: the linear scan restarted there
 COMPACT_MAX_DEFER_SHIFT = 6
 EXTFRAG_THRESHOLD = 500  # /proc/sys/vm/extfrag_threshold default, 0..1000
 HPAGE_FRAG_CHECK_INTERVAL_MSEC = 500  # kcompactd's proactive-compaction period, ms
@@ -104,7 +110,8 @@ class CompactControl:
         "direct_compaction", "whole_zone", "ignore_skip_hint", "ignore_block_suitable",
         "migratetype", "migrate_pfn", "free_pfn", "migratepages", "freepages",
         "nr_migratepages", "nr_freepages", "total_migrate_scanned", "total_free_scanned",
-        "rescan", "cost", "proactive_compaction",
+        "rescan", "cost", "proactive_compaction", "search_order", "fast_search_fail",
+        "fast_start_pfn",
     )
 
     def __init__(self, zone, order: int, gfp_mask: int, mode: int, *, alloc_flags: int = 0,
@@ -129,6 +136,9 @@ class CompactControl:
         self.rescan = False
         self.cost = 0.0  # seconds: migration copies beneath the guest
         self.proactive_compaction = False
+        self.search_order = max(order, 0)  # fast_isolate_freepages: the order to search first
+        self.fast_search_fail = 0  # fast searches that found nothing (shrinks their limit)
+        self.fast_start_pfn = 0  # lowest pfn fast_find_migrateblock chose (FAST_START_DONE: used)
 
 
 class CaptureControl:
@@ -376,6 +386,9 @@ class Compaction:
         lo, hi = zone.zone_start_pfn >> sh, -(-zone.end_pfn >> sh)
         alloc.pageblock_skip[lo:hi] = bytes(hi - lo)
         reset_cached_positions(alloc, zone)
+        # the restart points the reset chose (compact_init_*_pfn): the zone's ends here
+        zone.compact_init_migrate_pfn = zone.compact_cached_migrate_pfn[0]
+        zone.compact_init_free_pfn = zone.compact_cached_free_pfn
 
     # ------------------------------------------------------------------ migrate scanner
     def isolate_migratepages_block(self, cc: CompactControl, low_pfn: int, end_pfn: int) -> None:
@@ -502,22 +515,129 @@ class Compaction:
             return block_mt == MIGRATE_MOVABLE
         return block_mt == cc.migratetype
 
+    # ---- the free-list fast searches (5.1+, as 6.1)
+    @staticmethod
+    def freelist_scan_limit(cc: CompactControl) -> int:
+        return (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
+
+    @staticmethod
+    def move_freelist_head(freelist, page) -> None:
+        """Rotate the list so that `page` is its first entry (the entries before it go to
+        the tail, in order): a later reverse search starts with the unscanned ones."""
+        if freelist.lru_next is page:
+            return
+        prev, nxt = freelist.lru_prev, freelist.lru_next
+        prev.lru_next = nxt
+        nxt.lru_prev = prev
+        before = page.lru_prev
+        before.lru_next = freelist
+        freelist.lru_prev = before
+        freelist.lru_next = page
+        page.lru_prev = freelist
+
+    @staticmethod
+    def move_freelist_tail(freelist, page) -> None:
+        """Rotate the list so that `page` is its last entry (it and the entries before it
+        go to the tail, in order)."""
+        if freelist.lru_prev is page:
+            return
+        prev, nxt = freelist.lru_prev, freelist.lru_next
+        prev.lru_next = nxt
+        nxt.lru_prev = prev
+        after = page.lru_next
+        page.lru_next = freelist
+        freelist.lru_prev = page
+        freelist.lru_next = after
+        after.lru_prev = freelist
+
+    def fast_find_migrateblock(self, cc: CompactControl) -> int:
+        """fast_find_migrateblock: for an order above PAGE_ALLOC_COSTLY_ORDER (kcompactd, or a
+        direct compactor for movable pages), at a pageblock start, look on the MOVABLE free
+        lists of orders cc.order - 1 down to 3 (at most freelist_scan_limit entries) for a
+        free block below the first half (first eighth once started) of the scan space whose
+        pageblock is not skipped: migrate from that pageblock, which is partly free already
+        (marking it skipped). On failure the linear scan restarts at the lowest pfn found
+        before (reinit_migrate_pfn). Returns the pfn to scan from."""
+        alloc = self.alloc
+        zone = cc.zone
+        nb = alloc.pageblock_nr_pages
+        sh = alloc.pageblock_order
+        pfn = cc.migrate_pfn
+        if cc.ignore_skip_hint:
+            return pfn
+        if pfn != zone.zone_start_pfn and pfn != pfn & ~(nb - 1):
+            return pfn  # a continuation after COMPACT_CLUSTER_MAX
+        if cc.order <= PAGE_ALLOC_COSTLY_ORDER:
+            return pfn
+        if cc.direct_compaction and cc.migratetype != MIGRATE_MOVABLE:
+            return pfn
+        limit = self.freelist_scan_limit(cc)
+        nr_scanned = 0
+        distance = (cc.free_pfn - cc.migrate_pfn) >> 1
+        if cc.migrate_pfn != zone.zone_start_pfn:
+            distance >>= 2
+        high_pfn = (cc.migrate_pfn + distance) & ~(nb - 1)
+        skip = alloc.pageblock_skip
+        found = False
+        order = cc.order - 1
+        while order >= PAGE_ALLOC_COSTLY_ORDER and not found and nr_scanned < limit:
+            area = zone.free_area[order]
+            order -= 1
+            if not area.nr_free:
+                continue
+            freelist = area.free_list[MIGRATE_MOVABLE]
+            freepage = freelist.lru_next
+            while freepage is not freelist:
+                nr_scanned += 1
+                if nr_scanned > limit:
+                    self.move_freelist_tail(freelist, freepage)
+                    break
+                free_pfn = freepage.pfn
+                if free_pfn < high_pfn:
+                    if skip[free_pfn >> sh]:
+                        freepage = freepage.lru_next
+                        continue
+                    self.move_freelist_tail(freelist, freepage)
+                    # update_fast_start_pfn
+                    if cc.fast_start_pfn != FAST_START_DONE:
+                        if not cc.fast_start_pfn or free_pfn < cc.fast_start_pfn:
+                            cc.fast_start_pfn = free_pfn
+                    pfn = max(free_pfn & ~(nb - 1), zone.zone_start_pfn)
+                    cc.fast_search_fail = 0
+                    found = True
+                    skip[free_pfn >> sh] = 1
+                    break
+                freepage = freepage.lru_next
+        cc.total_migrate_scanned += nr_scanned
+        if not found:
+            cc.fast_search_fail += 1
+            # reinit_migrate_pfn
+            if cc.fast_start_pfn and cc.fast_start_pfn != FAST_START_DONE:
+                cc.migrate_pfn = cc.fast_start_pfn
+                cc.fast_start_pfn = FAST_START_DONE
+            pfn = cc.migrate_pfn
+        return pfn
+
     def isolate_migratepages(self, cc: CompactControl) -> bool:
-        """One pageblock's isolation from cc.migrate_pfn; True if pages were isolated."""
+        """One pageblock's isolation from the pfn fast_find_migrateblock picks (else
+        cc.migrate_pfn); True if pages were isolated."""
         nb = self.alloc.pageblock_nr_pages
         zone = cc.zone
-        low_pfn = cc.migrate_pfn
+        low_pfn = self.fast_find_migrateblock(cc)
         block_start = max(low_pfn & ~(nb - 1), zone.zone_start_pfn)
+        # the fast search marked its pageblock skipped: do not test the hint there
+        fast_find_block = low_pfn != cc.migrate_pfn and not cc.fast_search_fail
         block_end = (low_pfn & ~(nb - 1)) + nb
         while block_end <= cc.free_pfn:
-            aligned = not low_pfn & (nb - 1) or low_pfn == zone.zone_start_pfn
-            if aligned and not self.isolation_suitable(cc, block_start):
+            aligned = not low_pfn & (nb - 1)
+            if aligned and not fast_find_block and not self.isolation_suitable(cc, block_start):
                 pass  # isolation failed here recently: PB_migrate_skip
             elif not self.suitable_migration_source(cc, block_start):
                 self.update_cached_migrate(cc, block_end)
             else:
                 self.isolate_migratepages_block(cc, low_pfn, block_end)
                 break
+            fast_find_block = False
             cc.migrate_pfn = low_pfn = block_end
             block_start = block_end
             block_end += nb
@@ -553,14 +673,8 @@ class Compaction:
                 nr_scanned += (1 << COMPOUND_ORDER) - 1
             elif page is not None and page.flags & PG_buddy:
                 order = page.private
-                # __isolate_free_page: obey MIN as if allocating the block
-                if not alloc.zone_watermark_ok(zone, 0, zone.watermark[WMARK_MIN] + (1 << order), 0, 0):
+                if not self.isolate_free_page(zone, page, order):
                     break
-                alloc._del_page_from_free_list(zone, page, order)
-                if order >= sh - 1:
-                    for b in range(blockpfn, blockpfn + (1 << order), nb):
-                        if alloc.pageblock_mt[b >> sh] < 3:  # migratetype_is_mergeable
-                            alloc.set_pageblock_migratetype(b, MIGRATE_MOVABLE)
                 isolated = 1 << order
                 nr_scanned += isolated - 1
                 total_isolated += isolated
@@ -578,16 +692,149 @@ class Compaction:
             self.vmstat["compact_isolated"] += total_isolated
         return total_isolated, blockpfn
 
+    def isolate_free_page(self, zone, page, order: int) -> bool:
+        """__isolate_free_page: take a free block off its list if the zone stays above its
+        (unboosted) MIN with it gone, as if allocating it; a block of at least half a
+        pageblock makes its pageblocks MOVABLE (unless HIGHATOMIC/ISOLATE)."""
+        alloc = self.alloc
+        sh = alloc.pageblock_order
+        watermark = zone.watermark[WMARK_MIN] - zone.watermark_boost + (1 << order)
+        if not alloc.zone_watermark_ok(zone, 0, watermark, 0, 0):
+            return False
+        alloc._del_page_from_free_list(zone, page, order)
+        if order >= sh - 1:
+            pfn = page.pfn
+            for b in range(pfn, pfn + (1 << order), alloc.pageblock_nr_pages):
+                if alloc.pageblock_mt[b >> sh] < 3:  # migratetype_is_mergeable
+                    alloc.set_pageblock_migratetype(b, MIGRATE_MOVABLE)
+        return True
+
+    def fast_isolate_freepages(self, cc: CompactControl, blocks: list) -> int:
+        """fast_isolate_freepages (6.1): for a request of order > 0, search the MOVABLE free
+        lists of orders below cc.order (from cc.search_order, round robin downwards,
+        tail first, at most freelist_scan_limit / 2 entries shrinking per order; a
+        pageblock's worth at the scan's start) for a block in the top quarter of the scan
+        space (else the highest in the top half), isolate it, and its pageblock around it
+        (fast_isolate_around, not for async direct compaction). Each list searched is
+        rotated so that the next search starts with entries not scanned. Returns the pfn
+        the free scanner goes on from."""
+        alloc = self.alloc
+        zone = cc.zone
+        nb = alloc.pageblock_nr_pages
+        if cc.order <= 0:
+            return cc.free_pfn
+        limit = max(1, self.freelist_scan_limit(cc) >> 1)
+        scan_start = False
+        if cc.free_pfn >= zone.compact_init_free_pfn:
+            limit = nb >> 1
+            scan_start = True
+        distance = cc.free_pfn - cc.migrate_pfn
+        low_pfn = (cc.free_pfn - (distance >> 2)) & ~(nb - 1)
+        min_pfn = (cc.free_pfn - (distance >> 1)) & ~(nb - 1)
+        if min_pfn > low_pfn:
+            low_pfn = min_pfn
+        cc.search_order = min(cc.order - 1, cc.search_order)
+        nr_scanned = highest = 0
+        page = None
+        order = cc.search_order
+        while page is None and order >= 0:
+            area = zone.free_area[order]
+            if area.nr_free:
+                freelist = area.free_list[MIGRATE_MOVABLE]
+                order_scanned = high_pfn = 0
+                freepage = freelist.lru_prev  # list_for_each_entry_reverse
+                while freepage is not freelist:
+                    order_scanned += 1
+                    nr_scanned += 1
+                    pfn = freepage.pfn
+                    if pfn >= highest:
+                        highest = max(pfn & ~(nb - 1), zone.zone_start_pfn)
+                    if pfn >= low_pfn:
+                        cc.fast_search_fail = 0
+                        cc.search_order = order
+                        page = freepage
+                        break
+                    if pfn >= min_pfn and pfn > high_pfn:
+                        high_pfn = pfn
+                        limit >>= 1  # a candidate: shorten the scan
+                    if order_scanned >= limit:
+                        break
+                    freepage = freepage.lru_prev
+                if page is None and high_pfn:
+                    page = freepage = alloc.mem_map[high_pfn]
+                if freepage is not freelist:
+                    self.move_freelist_head(freelist, freepage)
+                if page is not None:
+                    if self.isolate_free_page(zone, page, order):
+                        nr_isolated = 1 << order
+                        nr_scanned += nr_isolated - 1
+                        cc.nr_freepages += nr_isolated
+                        blocks.append((page, order))
+                        self.vmstat["compact_isolated"] += nr_isolated
+                    else:
+                        order = cc.search_order + 1  # isolation failed: abort the search
+                        page = None
+                if order_scanned >= limit:
+                    limit = max(1, limit >> 1)
+            # next_search_order (the for loop's step, run after every pass)
+            order -= 1
+            if order < 0:
+                order = cc.order - 1
+            if order == cc.search_order:
+                cc.search_order -= 1
+                if cc.search_order < 0:
+                    cc.search_order = cc.order - 1
+                order = -1
+        if page is None:
+            cc.fast_search_fail += 1
+            if scan_start:
+                # the highest pfn seen in the top half, else (direct compaction) min_pfn
+                if highest >= min_pfn:
+                    page = alloc.mem_map[highest] or alloc.pfn_to_page(highest)
+                    cc.free_pfn = highest
+                elif cc.direct_compaction and zone.zone_start_pfn <= min_pfn < zone.end_pfn:
+                    page = alloc.mem_map[min_pfn] or alloc.pfn_to_page(min_pfn)
+                    cc.free_pfn = min_pfn
+        if highest and highest >= zone.compact_cached_free_pfn:
+            highest -= nb
+            zone.compact_cached_free_pfn = highest
+        cc.total_free_scanned += nr_scanned
+        if page is None:
+            return cc.free_pfn
+        low_pfn = page.pfn
+        self.fast_isolate_around(cc, low_pfn, blocks)
+        return low_pfn
+
+    def fast_isolate_around(self, cc: CompactControl, pfn: int, blocks: list) -> None:
+        """fast_isolate_around: the rest of the free pages of pfn's pageblock, unless there
+        are enough or the compaction is async direct; a block left short is skipped."""
+        if cc.nr_freepages >= cc.nr_migratepages:
+            return
+        if cc.direct_compaction and cc.mode == MIGRATE_ASYNC:
+            return
+        nb = self.alloc.pageblock_nr_pages
+        zone = cc.zone
+        start = max(pfn & ~(nb - 1), zone.zone_start_pfn)
+        end = min((pfn & ~(nb - 1)) + nb, zone.end_pfn)
+        self.isolate_freepages_block(cc, start, end, blocks, 1)
+        if cc.nr_freepages < cc.nr_migratepages:
+            self.alloc.pageblock_skip[start >> self.alloc.pageblock_order] = 1
+
     def isolate_freepages(self, cc: CompactControl) -> None:
         alloc = self.alloc
         zone = cc.zone
         nb = alloc.pageblock_nr_pages
+        blocks: list = []
+        # a small search of the free lists first
+        self.fast_isolate_freepages(cc, blocks)
+        if cc.nr_freepages:
+            self._split_map_pages(cc, blocks)
+            return
         isolate_start = cc.free_pfn
         block_start = isolate_start & ~(nb - 1)
         block_end = min(block_start + nb, zone.end_pfn)
         low_pfn = (cc.migrate_pfn & ~(nb - 1)) + nb  # pageblock_end_pfn(migrate_pfn)
         stride = COMPACT_CLUSTER_MAX if cc.mode == MIGRATE_ASYNC else 1
-        blocks: list = []
         while block_start >= low_pfn:
             if self.suitable_migration_target(cc, block_start) and self.isolation_suitable(cc, block_start):
                 nr_isolated, isolate_start = self.isolate_freepages_block(
@@ -608,10 +855,13 @@ class Compaction:
             block_start -= nb
             isolate_start = block_start
         cc.free_pfn = isolate_start
-        # split_map_pages: every block becomes order-0 pages with a reference, each
-        # list_add-ed to a list spliced onto freepages: the last page isolated is the head
+        self._split_map_pages(cc, blocks)
+
+    def _split_map_pages(self, cc: CompactControl, blocks: list) -> None:
+        """split_map_pages: every block becomes order-0 pages with a reference, each
+        list_add-ed to a list spliced onto freepages: the last page isolated is the head."""
         freepages = cc.freepages
-        pfn_to_page = alloc.pfn_to_page
+        pfn_to_page = self.alloc.pfn_to_page
         for page, order in blocks:
             base = page.pfn
             for pfn in range(base, base + (1 << order)):

@@ -249,6 +249,10 @@ class Zone:
         self.compact_defer_shift = 0
         self.compact_order_failed = 0
         self.compact_blockskip_flush = False
+        # where a skip-hint reset restarted the scanners (0 until one has: the struct
+        # zone is zeroed); fast_isolate_freepages searches deeper from there
+        self.compact_init_migrate_pfn = 0
+        self.compact_init_free_pfn = 0
 
     @property
     def end_pfn(self) -> int:

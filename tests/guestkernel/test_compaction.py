@@ -306,18 +306,23 @@ def test_kcompactd_work_compacts_for_the_order_kswapd_asked(dma):
     c.kcompactd_do_work(node)
     # MIGRATE_SYNC_LIGHT from the zone start (whole zone): blocks 0, 1 and 2 scanned
     # (1024 isolated; in block 2 the free order-1 block at 1026 counts once, its second
-    # page is stepped over: 3 * 512 - 1), the free scanner: block 7 (512) then 3072's order-1 block (1 + 1);
-    # 1024 -> 3073; its freed frame merges into an order-2 block at 1024, and at the end
-    # of pageblock 2 compact_finished finds it on the MOVABLE list: COMPACT_SUCCESS
+    # page is stepped over: 3 * 512 - 1); the free scanner's fast_isolate_freepages
+    # (order 2 > 0): search order 1, scan start (free_pfn 3584 >= compact_init_free_pfn 0,
+    # limit 256), low_pfn = pageblock_start(3584 - 3584/4) = 2560, min_pfn 1536; the
+    # MOVABLE order-1 list from its tail: 1026 (below min_pfn), 3072 (>= low_pfn: taken,
+    # 2 scanned + 1 for its second page); enough targets, so no fast_isolate_around and no
+    # linear scan; 1024 -> 3073; its freed frame merges into an order-2 block at 1024, and
+    # at the end of pageblock 2 compact_finished finds it on the MOVABLE list: SUCCESS
     assert delta(k, before) == {
         "compact_daemon_wake": 1,
         "pgmigrate_success": 1,
         "compact_migrate_scanned": 3 * 512 - 1,
         "compact_daemon_migrate_scanned": 3 * 512 - 1,
-        "compact_free_scanned": 512 + 2,
-        "compact_daemon_free_scanned": 512 + 2,
+        "compact_free_scanned": 2 + 1,
+        "compact_daemon_free_scanned": 2 + 1,
         "compact_isolated": 1 + 2,
     }
+    assert mapping.pages[0] is k.mem_map[3073]
     assert node.kcompactd_max_order == 0
     assert 1024 in free_lists(zone, MIGRATE_MOVABLE)[2]
     assert zone.compact_order_failed == 3  # compaction_defer_reset(zone, 2, false)
@@ -542,3 +547,114 @@ def test_no_capture_below_pageblock_order_from_a_movable_pageblock(dma):
     assert page is not None and page.pfn == 1024
     assert (1024, 2, MIGRATE_MOVABLE, False) in got and not any(ok for *_x, ok in got)
     validate_buddy(a)
+
+
+# ---------------------------------------------------------------------------- fast searches
+
+
+def _cc(zone, order, *, direct=False, mode=MIGRATE_SYNC, migrate_pfn=0, free_pfn=3584, nr_migrate=4,
+        gfp=G.GFP_HIGHUSER_MOVABLE):
+    cc = CompactControl(zone, order, gfp, mode, direct_compaction=direct)
+    cc.migratetype = MIGRATE_MOVABLE if gfp & G.MOVABLE else 0
+    cc.migrate_pfn, cc.free_pfn, cc.nr_migratepages = migrate_pfn, free_pfn, nr_migrate
+    return cc
+
+
+def test_fast_isolate_freepages_takes_the_highest_in_the_top_half(dma):
+    """fast_isolate_freepages: order 4 searches from order 3 (search_order = min(order - 1,
+    search_order)); low_pfn = pageblock_start(3584 - 3584/4) = 2560, min_pfn = 1536. The
+    order-3 MOVABLE list from its tail: 512 (below min_pfn), 2048 (in the top half, below
+    low_pfn: the candidate, limit halves); none at or above low_pfn, so 2048 is taken; the
+    order-2 block at 3200 (above low_pfn) is not reached: one order is searched per call
+    once a page is found."""
+    k, zone = dma
+    c = k.compaction
+    give_block(k, 512, 3)
+    give_block(k, 2048, 3)
+    give_block(k, 3200, 2)
+    cc = _cc(zone, 4)
+    blocks = []
+    before = k.vmstat["compact_isolated"]
+    assert c.fast_isolate_freepages(cc, blocks) == 2048
+    assert [(p.pfn, o) for p, o in blocks] == [(2048, 3)]
+    assert cc.nr_freepages == 8 and k.vmstat["compact_isolated"] - before == 8
+    assert cc.total_free_scanned == 2 + 7  # two entries, and the block's other 7 pages
+    assert cc.search_order == 3 and cc.fast_search_fail == 0
+    assert free_lists(zone, MIGRATE_MOVABLE)[3] == [512] and free_lists(zone, MIGRATE_MOVABLE)[2] == [3200]
+    validate_buddy(k.page_alloc)
+
+
+def test_fast_isolate_freepages_failure_round_robin_and_fallbacks(dma):
+    """Nothing in the top half: every order from search_order 3 down to 0 is searched,
+    next_search_order wraps to order - 1 = 3 = search_order, which then steps down to 2 for
+    the next call; fast_search_fail counts the miss. At the scan's start a direct
+    compactor goes on from min_pfn (1536), kcompactd from where it was."""
+    k, zone = dma
+    c = k.compaction
+    give_block(k, 512, 3)
+    give_block(k, 520, 2)
+    cc = _cc(zone, 4)
+    assert c.fast_isolate_freepages(cc, []) == 3584 and cc.free_pfn == 3584
+    assert cc.search_order == 2 and cc.fast_search_fail == 1 and cc.nr_freepages == 0
+    assert cc.total_free_scanned == 2
+    cc = _cc(zone, 4, direct=True, mode=0)
+    assert c.fast_isolate_freepages(cc, []) == 1536 and cc.free_pfn == 1536
+    # order <= 0 (compact_memory, proactive) does no fast search
+    cc = _cc(zone, -1)
+    assert c.fast_isolate_freepages(cc, []) == 3584 and cc.total_free_scanned == 0
+    # after a skip-hint reset set compact_init_free_pfn, a search below it is not a scan
+    # start: limit = max(1, freelist_scan_limit / 2) = 16 and no fallback pfn
+    zone.compact_init_free_pfn = 3584
+    cc = _cc(zone, 4, direct=True, mode=0, free_pfn=3072)
+    assert c.fast_isolate_freepages(cc, []) == 3072
+    assert c.freelist_scan_limit(cc) == (32 >> 1) + 1  # fast_search_fail 1 now
+
+
+def test_fast_find_migrateblock_picks_a_partly_free_movable_pageblock(dma):
+    """fast_find_migrateblock, kcompactd at order 9 from the zone start: high_pfn =
+    pageblock_start(0 + (3584 - 0) / 2) = 1536; the MOVABLE lists of orders 8..3 from their
+    heads: 2048 (not below high_pfn), then 1040 (below, pageblock 2 not skipped): migrate
+    from pageblock 2, which is marked skipped, and fast_start_pfn remembers 1040."""
+    k, zone = dma
+    c = k.compaction
+    give_block(k, 2048, 4)
+    give_block(k, 1040, 4)
+    a = k.page_alloc
+    lst = zone.free_area[4].free_list[MIGRATE_MOVABLE]
+    assert lst.pfns() == [1040, 2048]  # freed at the head, 1040 last
+    cc = _cc(zone, 9)
+    assert c.fast_find_migrateblock(cc) == 1024
+    assert a.pageblock_skip[2] == 1 and cc.fast_start_pfn == 1040 and cc.fast_search_fail == 0
+    assert cc.total_migrate_scanned == 1
+    assert lst.pfns() == [2048, 1040]  # move_freelist_tail: the one taken goes last
+    # 6.1 marks the found pageblock skipped before isolate_migratepages_block, whose own
+    # skip test at the pageblock start then abandons it (fixed upstream in 6.3 by not
+    # marking it): the migrate scanner ends past pageblock 2, nothing isolated
+    mapping = AddressSpace(_Host())
+    file_page(k, mapping, 1030, 0, b"x" * 4096)
+    cc = _cc(zone, 9, nr_migrate=0)
+    a.pageblock_skip[2] = 0
+    assert not c.isolate_migratepages(cc)
+    assert cc.migrate_pfn == 1536 and cc.nr_migratepages == 0
+
+
+def test_fast_find_migrateblock_when_it_does_not_search_and_when_it_fails(dma):
+    k, zone = dma
+    c = k.compaction
+    give_block(k, 1040, 4)
+    for cc in (_cc(zone, 3),  # order <= PAGE_ALLOC_COSTLY_ORDER: linear scan
+               _cc(zone, 9, direct=True, gfp=G.GFP_KERNEL),  # direct, not movable
+               _cc(zone, 9, migrate_pfn=1030)):  # not at a pageblock start: a continuation
+        pfn = cc.migrate_pfn
+        assert c.fast_find_migrateblock(cc) == pfn and cc.fast_search_fail == 0
+    cc = _cc(zone, 9)
+    cc.ignore_skip_hint = True
+    assert c.fast_find_migrateblock(cc) == 0
+    # nothing below high_pfn: a miss; the linear scan restarts at fast_start_pfn once
+    k.page_alloc.pageblock_skip[2] = 1
+    cc = _cc(zone, 9, migrate_pfn=512)
+    cc.fast_start_pfn = 700
+    assert c.fast_find_migrateblock(cc) == 700 and cc.migrate_pfn == 700
+    assert cc.fast_search_fail == 1 and cc.fast_start_pfn == 1 << 62
+    cc.migrate_pfn = 1024
+    assert c.fast_find_migrateblock(cc) == 1024  # used once only
