@@ -40,19 +40,31 @@ The stats virtqueue (`update_balloon_stats`) fills the 16 statistics of Linux 6.
 its order and units (bytes for memory, counts for events); the host reads them when it
 polls (hypervisor: VM.poll_stats), so between two polls it sees the old values.
 
-Counters in the guest's /proc/vmstat: balloon_inflate, balloon_deflate, nr_balloon_pages.
+Balloon compaction (CONFIG_BALLOON_COMPACTION, built by Debian and Ubuntu; 6.x guests):
+balloon_page_alloc() asks for GFP_HIGHUSER_MOVABLE, so balloon pages sit in MOVABLE
+pageblocks, and compaction migrates them like LRU pages (mm/balloon_compaction.c):
+balloon_page_isolate takes the page off the balloon's list, virtballoon_migratepage puts
+the new page at the list's head, tells the host to inflate the new frame and deflate the
+old one (no copy: a balloon page holds nothing), and moves the managed-page count if the
+zone changed; a failed migration puts the page back (balloon_page_putback). 2.6-era
+guests (balloon compaction came in 3.8) allocate GFP_HIGHUSER and never migrate them.
+
+Counters in the guest's /proc/vmstat: balloon_inflate, balloon_deflate, balloon_migrate,
+nr_balloon_pages.
 """
 
 from __future__ import annotations
 
-from .gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
-from .page import PG_balloon
+from .gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER, GFP_HIGHUSER_MOVABLE
+from .page import PG_balloon, PageList
 from .physmem import RELEASE_BALLOON
 from .units import PAGE_SHIFT
 
 # balloon_page_alloc(): balloon_mapping_gfp_mask() (GFP_HIGHUSER without balloon
 # compaction) | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
 GFP_BALLOON = GFP_HIGHUSER | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
+# with CONFIG_BALLOON_COMPACTION balloon_mapping_gfp_mask() is GFP_HIGHUSER_MOVABLE
+GFP_BALLOON_MOVABLE = GFP_HIGHUSER_MOVABLE | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
 VIRTIO_BALLOON_ARRAY_PFNS_MAX = 256  # pages per inflate/deflate request
 OOM_DEFLATE_PAGES = 256  # VIRTIO_BALLOON_OOM_NR_PAGES: pages given back per OOM notification
 OUT_OF_PUFF_SLEEP = 0.2  # seconds: fill_balloon's msleep(200) after a failed allocation
@@ -127,7 +139,13 @@ class BalloonDriver:
         self.deflate_on_oom = deflate_on_oom  # VIRTIO_BALLOON_F_DEFLATE_ON_OOM
         self.oom_pages = oom_pages
         self.target = 0  # pages the host asks for (num_pages)
-        self.pages: list = []  # the balloon's page list; its head (the next dequeued) last
+        # balloon_dev_info->pages: enqueued and dequeued at its head (list_add / list_del)
+        self.pages = PageList("balloon")
+        self.isolated_pages = 0  # taken off the list by compaction, being migrated
+        # CONFIG_BALLOON_COMPACTION: movable balloon pages (6.x)
+        self.movable = kernel.config.era == "6.x"
+        self.gfp = GFP_BALLOON_MOVABLE if self.movable else GFP_BALLOON
+        kernel.balloon_driver = self  # the balloon_dev_info compaction and migration find
         # counters
         self.inflated = 0  # pages given to the host, cumulative
         self.deflated = 0  # pages taken back, cumulative
@@ -143,7 +161,7 @@ class BalloonDriver:
     @property
     def actual(self) -> int:
         """Pages currently in the balloon (virtio's `actual`)."""
-        return len(self.pages)
+        return self.pages.nr + self.isolated_pages
 
     def set_target(self, pages: int) -> None:
         self.target = max(0, min(int(pages), self.kernel.nr_pages))
@@ -161,8 +179,9 @@ class BalloonDriver:
         vm = k.vmstat
         stall0 = k.stall
         done = 0
+        gfp = self.gfp
         while done < n:
-            page = alloc(GFP_BALLOON)
+            page = alloc(gfp)
             if page is None:
                 self.alloc_failures += 1
                 self.puff_sleep = OUT_OF_PUFF_SLEEP
@@ -171,24 +190,23 @@ class BalloonDriver:
             if managed:
                 zone_of(page.pfn).managed_pages -= 1  # adjust_managed_page_count(page, -1)
             release(page.pfn, RELEASE_BALLOON)
-            pages.append(page)
+            pages.add(page)  # balloon_page_insert: list_add
             done += 1
         self.stall += k.stall - stall0
         self.inflated += done
         vm["balloon_inflate"] = vm.get("balloon_inflate", 0) + done
-        vm["nr_balloon_pages"] = len(pages)
+        vm["nr_balloon_pages"] = self.actual
         return done
 
     def deflate(self, n: int) -> int:
         """leak_balloon: give up to `n` pages back to the guest's allocator; how many."""
         k = self.kernel
         pages = self.pages
-        n = min(n, len(pages))
+        n = min(n, pages.nr)
         if not n:
             return 0
-        leaked = pages[-n:]
-        del pages[-n:]
-        leaked.reverse()  # dequeued from the head: the most recent first
+        pop = pages.pop
+        leaked = [pop() for _ in range(n)]  # dequeued from the head: the most recent first
         reuse = k.phys.reuse
         for page in leaked:  # tell_host(deflate_vq) before the pages are used
             reuse(page.pfn)
@@ -202,12 +220,49 @@ class BalloonDriver:
         self.deflated += n
         vm = k.vmstat
         vm["balloon_deflate"] = vm.get("balloon_deflate", 0) + n
-        vm["nr_balloon_pages"] = len(pages)
+        vm["nr_balloon_pages"] = self.actual
         return n
+
+    # ---- balloon compaction (mm/balloon_compaction.c, virtio_balloon.c)
+    def isolate(self, page) -> bool:
+        """balloon_page_isolate: off the balloon's list for migration."""
+        if not self.movable or not page.flags & PG_balloon or page.lru_next is None:
+            return False
+        self.pages.remove(page)
+        self.isolated_pages += 1
+        return True
+
+    def putback(self, page) -> None:
+        """balloon_page_putback: a page whose migration failed goes back on the list."""
+        self.pages.add(page)
+        self.isolated_pages -= 1
+
+    def migratepage(self, new, old) -> int:
+        """virtballoon_migratepage: `new` (a free frame, _count 1) joins the balloon at
+        the head of its list and is inflated to the host, then `old` leaves it and is
+        deflated (tell_host on inflateq, then deflateq); no bytes are copied. A change of
+        zone moves the managed-page count (without DEFLATE_ON_OOM). Counts
+        balloon_migrate. The caller frees `old`. Returns MIGRATEPAGE_SUCCESS (0)."""
+        k = self.kernel
+        zone_of = k.page_alloc.zone_of
+        if not self.deflate_on_oom:
+            zo, zn = zone_of(old.pfn), zone_of(new.pfn)
+            if zo is not zn:
+                zo.managed_pages += 1
+                zn.managed_pages -= 1
+        new.flags |= PG_balloon
+        self.pages.add(new)  # balloon_page_insert
+        self.isolated_pages -= 1
+        vm = k.vmstat
+        vm["balloon_migrate"] = vm.get("balloon_migrate", 0) + 1
+        k.phys.release(new.pfn, RELEASE_BALLOON)  # inflate "newpage"
+        old.flags &= ~PG_balloon  # balloon_page_delete, balloon_page_finalize
+        k.phys.reuse(old.pfn)  # deflate "page"
+        return 0
 
     def step(self, max_pages: int) -> int:
         """Move toward the target by at most `max_pages`; pages moved (+ in, - out)."""
-        diff = self.target - len(self.pages)
+        diff = self.target - self.actual
         if diff > 0:
             return self.inflate(min(diff, max_pages))
         if diff < 0:
@@ -216,13 +271,13 @@ class BalloonDriver:
 
     def _oom_notify(self, gfp: int, order: int, highest) -> bool:
         """virtio_balloon_oom_notify: deflate before the OOM killer runs."""
-        freed = self.deflate(min(self.oom_pages, len(self.pages)))
+        freed = self.deflate(min(self.oom_pages, self.pages.nr))
         if freed:
             self.oom_deflated += freed
             self.gave_back += freed
             # update_balloon_size(): the driver holds its new size until the host
             # changes num_pages again
-            self.target = min(self.target, len(self.pages))
+            self.target = min(self.target, self.actual)
             return True
         if self._prev_oom_hook is not None:
             return self._prev_oom_hook(gfp, order, highest)

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from . import gfp as G
 from .migrate import COMPOUND, COMPOUND_ORDER, ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
-from .page import PG_anon, PG_buddy, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
+from .page import PG_anon, PG_balloon, PG_buddy, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
 from .page_alloc import (  # the compact_result and compact_priority enums live there
     ALLOC_WMARK_MASK,
     COMPACT_COMPLETE,
@@ -401,6 +401,7 @@ class Compaction:
         async_mode = cc.mode == MIGRATE_ASYNC
         unevictable_ok = self.compact_unevictable_allowed
         nofs = not cc.gfp_mask & G.FS
+        balloon = getattr(self.kernel, "balloon_driver", None)
         nr_scanned = nr_isolated = 0
         valid_page = -1
         skip_updated = False
@@ -441,7 +442,10 @@ class Compaction:
                     if not low_pfn & ((1 << COMPOUND_ORDER) - 1):
                         low_pfn += (1 << COMPOUND_ORDER) - 1
                 elif not f & PG_lru:
-                    pass  # non-LRU pages stay
+                    # a non-LRU movable page (__PageMovable): a balloon page, isolated
+                    # through its driver (isolate_movable_page: no skip-hint update)
+                    if f & PG_balloon and balloon is not None and balloon.isolate(page):
+                        ok = 2
                 elif f & PG_anon and not f & PG_swapcache and page._count > page._mapcount + 1:
                     pass  # pinned: more references than mappings
                 elif nofs and not f & PG_anon and page.mapping is not None:
@@ -461,7 +465,8 @@ class Compaction:
                             skip[low_pfn >> sh] = 1
                     ok = True
             if ok:
-                reclaim._isolate(page, self._page_lru(page))
+                if ok is True:
+                    reclaim._isolate(page, self._page_lru(page))
                 isolated_here.append(page)
                 cc.migratepages.append(page)
                 cc.nr_migratepages += 1
@@ -493,19 +498,25 @@ class Compaction:
 
     def putback(self, cc: CompactControl, pages: list) -> None:
         """putback_movable_pages for `pages` (a subset of cc.migratepages)."""
-        reclaim = self.kernel.reclaim
         for page in pages:
             cc.migratepages.remove(page)
-            reclaim._putback(page, age=False)  # putback_movable_pages
+            self._putback_movable(page)
         cc.nr_migratepages -= len(pages)
         pages.clear()
 
     def putback_all(self, cc: CompactControl) -> None:
-        reclaim = self.kernel.reclaim
         for page in reversed(cc.migratepages):  # from the head
-            reclaim._putback(page, age=False)  # putback_movable_pages
+            self._putback_movable(page)
         cc.migratepages.clear()
         cc.nr_migratepages = 0
+
+    def _putback_movable(self, page) -> None:
+        """putback_movable_pages for one page: a balloon page to its driver's list
+        (balloon_page_putback), an LRU page to its LRU list (folio_putback_lru)."""
+        if page.flags & PG_balloon and not page.flags & PG_lru:
+            self.kernel.balloon_driver.putback(page)
+        else:
+            self.kernel.reclaim._putback(page, age=False)
 
     def suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
         if cc.mode != MIGRATE_ASYNC or not cc.direct_compaction:

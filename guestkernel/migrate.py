@@ -23,9 +23,13 @@ with its head last, as compaction builds it with list_add):
 Counters: pgmigrate_success, pgmigrate_fail. Costs: the host's copy and touch costs, in
 seconds, summed in the returned value.
 
+Movable non-LRU pages: a balloon page (6.x guests, CONFIG_BALLOON_COMPACTION) migrates
+through its driver (guestkernel/balloon.py migratepage: no copy, the host told to inflate
+the new frame and deflate the old one) and stays off the LRU.
+
 What is left out: page locks and waiting for writeback in MIGRATE_SYNC (hvsim's writes
-in flight keep their pages: such a page fails in every mode), movable non-LRU pages
-(balloon and zsmalloc pages: __PageMovable), KSM and compound (THP) pages, and the
+in flight keep their pages: such a page fails in every mode), zsmalloc pages (no zram in
+the guest), KSM pages (the guest runs no ksmd: KSM is the host's), compound (THP) pages, and the
 up-to-ten passes over pages that failed with -EAGAIN (a failure here is not transient).
 """
 
@@ -33,10 +37,12 @@ from __future__ import annotations
 
 from .page import (
     PG_anon,
+    PG_balloon,
     PG_head,
     PG_highmem,
     PG_ksm,
     PG_locked,
+    PG_lru,
     PG_reserved,
     PG_swapcache,
     PG_thp,
@@ -81,6 +87,12 @@ def migrate_page(kernel, old, new, mode: int = MIGRATE_SYNC_LIGHT) -> tuple[int,
     """Move `old` (isolated: off the LRU) to the free frame `new` (_count 1, from the
     migration target allocator). Returns (MIGRATEPAGE_SUCCESS or -errno, seconds). On
     failure nothing changed; the caller keeps both pages."""
+    if old.flags & PG_balloon and not old.flags & PG_lru:
+        # a movable non-LRU page: its driver's migratepage (virtballoon_migratepage)
+        driver = getattr(kernel, "balloon_driver", None)
+        if driver is None:
+            return EAGAIN, 0.0
+        return driver.migratepage(new, old), 0.0
     if old.flags & NOT_MIGRATABLE:
         return EBUSY if old.flags & PG_writeback else EAGAIN, 0.0
     maps = _mappings(kernel, old)
@@ -144,7 +156,8 @@ def migrate_pages(kernel, pages: list, get_new_page, put_new_page, mode: int) ->
             remaining.append(old)
             continue
         succeeded += 1
-        reclaim._putback(new, age=False)  # folio_putback_lru: no workingset aging
+        if not new.flags & PG_balloon:  # a balloon page is on its driver's list already
+            reclaim._putback(new, age=False)  # folio_putback_lru: no workingset aging
         free_pages(old)
     vm["pgmigrate_success"] += succeeded
     vm["pgmigrate_fail"] += failed

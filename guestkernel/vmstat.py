@@ -219,6 +219,7 @@ EVENT_ITEMS = (
     "unevictable_pgs_munlocked",
     "balloon_inflate",
     "balloon_deflate",
+    "balloon_migrate",
     "swap_ra",
     "cow_ksm",
     "zswpin",

@@ -8,7 +8,7 @@ from guestkernel.balloon import (
     update_balloon_stats,
 )
 from guestkernel.config import KernelConfig
-from guestkernel.gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
+from guestkernel.gfp import GFP_HIGHUSER_MOVABLE, __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
 from guestkernel.kernel import Kernel
 from guestkernel.page import PG_balloon
 from guestkernel.physmem import BareMetal
@@ -60,10 +60,10 @@ def test_deflate_gives_the_pages_back_to_the_allocator():
     d = BalloonDriver(k)
     d.set_target(200)
     d.step(1000)
-    held = [p.pfn for p in d.pages]
+    held = [p.pfn for p in d.pages][::-1]  # enqueue order (the list iterates from its head)
     d.set_target(50)
     assert d.step(1000) == -150
-    assert d.actual == 50 and [p.pfn for p in d.pages] == held[:50]
+    assert d.actual == 50 and [p.pfn for p in d.pages][::-1] == held[:50]
     assert k.vmstat["balloon_deflate"] == 150 and k.vmstat["nr_balloon_pages"] == 50
     freed = k.pfn_to_page(held[-1])
     assert not freed.flags & PG_balloon and freed._count == 0
@@ -150,18 +150,27 @@ def test_inflation_takes_page_cache_before_swapping():
 
 
 def test_inflation_takes_recently_freed_pages_first():
+    """balloon_page_alloc -> rmqueue_pcplist: the hot per-CPU list of the balloon's
+    migratetype (MOVABLE in 6.x: GFP_HIGHUSER_MOVABLE under CONFIG_BALLOON_COMPACTION) is
+    taken first, last freed first; those are pages user space just freed, which a host
+    backs (ballooning them gives it memory back)."""
     from guestkernel.gfp import __GFP_ZERO
+    from guestkernel.page_alloc import MIGRATE_MOVABLE
 
     k, _ = boot()
-    pages = [k.alloc_pages(GFP_HIGHUSER | __GFP_ZERO) for _ in range(200)]
+    pages = [k.alloc_pages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO) for _ in range(200)]
     used = {p.pfn for p in pages}
-    for p in pages:  # freed: on the per-CPU hot list and the buddy lists' heads
+    for p in pages:  # freed: on the per-CPU hot list (and, past pcp->high, the buddy lists)
         k.free_pages(p)
+    zone = k.page_alloc.zone_of(pages[0].pfn)
+    hot = [p.pfn for p in reversed(zone.pcp[0][0].lists[MIGRATE_MOVABLE])]  # from the head
+    assert hot and set(hot) <= used
     d = BalloonDriver(k)
     d.set_target(200)
     d.step(200)
-    # (a host backs these frames: ballooning them gives it memory back)
-    assert len(used & {p.pfn for p in d.pages}) >= 160
+    taken = [p.pfn for p in d.pages][::-1]  # in allocation order
+    assert taken[: len(hot)] == hot
+    assert hot == [p.pfn for p in pages[::-1][: len(hot)]]  # the last freed first
 
 
 def meminfo(k):
@@ -247,3 +256,44 @@ def test_stats_queue_has_the_16_stats_of_linux_6_12_in_the_driver_s_order():
     assert named["total-memory"] == k.page_alloc.totalram_pages() * 4096
     assert named["available-memory"] == k.si_mem_available() * 4096
     assert named["disk-caches"] == vm["nr_file_pages"] * 4096
+
+
+# ---------------------------------------------------------------- balloon compaction
+
+
+def test_balloon_pages_are_movable_in_6x_and_unmovable_in_2_6():
+    """balloon_page_alloc with CONFIG_BALLOON_COMPACTION (Debian, Ubuntu): balloon_mapping_
+    gfp_mask() is GFP_HIGHUSER_MOVABLE, so balloon pages come from MOVABLE pageblocks;
+    2.6.20 (before balloon compaction, 3.8) asks GFP_HIGHUSER."""
+    from guestkernel.balloon import GFP_BALLOON_MOVABLE
+    from guestkernel.page_alloc import MIGRATE_MOVABLE
+
+    assert GFP_BALLOON_MOVABLE == GFP_HIGHUSER_MOVABLE | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
+    k, _ = boot()
+    d = BalloonDriver(k)
+    assert d.movable and d.gfp == GFP_BALLOON_MOVABLE
+    d.set_target(300)
+    d.step(300)
+    a = k.page_alloc
+    assert all(a.get_pageblock_migratetype(p.pfn) == MIGRATE_MOVABLE for p in d.pages)
+    k26 = Kernel(KernelConfig(memory="64MiB", era="2.6"), phys=RecordingPhys(16384))
+    d26 = BalloonDriver(k26)
+    assert not d26.movable and d26.gfp == GFP_BALLOON
+
+
+def test_a_failed_balloon_migration_puts_the_page_back():
+    from guestkernel import migrate as M
+
+    k, phys = boot()
+    d = BalloonDriver(k)
+    d.set_target(10)
+    d.step(10)
+    page = next(iter(d.pages))
+    assert d.isolate(page) and d.actual == 10 and d.pages.nr == 9
+    k.kernel_balloon = None
+    # migrate_pages with no target frame: -ENOMEM, the page stays on the caller's list
+    pages = [page]
+    ok, failed, err, _ = M.migrate_pages(k, pages, lambda: None, lambda p: None, M.MIGRATE_SYNC)
+    assert (ok, failed, err) == (0, 1, M.ENOMEM) and pages == [page]
+    d.putback(page)
+    assert d.pages.nr == 10 and d.pages.first() is page and d.isolated_pages == 0

@@ -658,3 +658,68 @@ def test_fast_find_migrateblock_when_it_does_not_search_and_when_it_fails(dma):
     assert cc.fast_search_fail == 1 and cc.fast_start_pfn == 1 << 62
     cc.migrate_pfn = 1024
     assert c.fast_find_migrateblock(cc) == 1024  # used once only
+
+
+# ---------------------------------------------------------------------------- balloon pages
+
+
+def test_compaction_migrates_balloon_pages_through_the_driver():
+    """Balloon compaction (6.1 isolate_migratepages_block -> isolate_movable_page ->
+    balloon_page_isolate; migrate_pages -> virtballoon_migratepage): the layout of
+    test_compact_zone_whole_zone_sync_exact with balloon pages at 600, 601 and 700: the same
+    scan and the same targets (700 -> 3079, 601 -> 3078, 600 -> 3077); each new page is
+    enqueued at the balloon list's head and inflated to the host before the old one is
+    deflated; no bytes are copied; pgmigrate_success and balloon_migrate count 3."""
+    from guestkernel.balloon import BalloonDriver
+    from guestkernel.page import PG_balloon
+    from guestkernel.physmem import BareMetal
+
+    events = []
+
+    class Phys(BareMetal):
+        def release(self, pfn, kind=1):
+            events.append(("inflate", pfn))
+            return super().release(pfn, kind)
+
+        def reuse(self, pfn):
+            events.append(("deflate", pfn))
+
+        def copy(self, dst, src):
+            events.append(("copy", dst, src))
+            return super().copy(dst, src)
+
+    cfg = KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1)
+    k = Kernel(cfg, phys=Phys(cfg.nr_pages))
+    zone = zone_named(k, "DMA")
+    empty_zone(k, zone)
+    d = BalloonDriver(k)
+    for pfn in (600, 601, 700):  # inflated earlier: allocated, marked, on the list
+        page = k.pfn_to_page(pfn)
+        page._count = 1  # the balloon's reference
+        page.flags |= PG_balloon
+        d.pages.add(page)
+    give_block(k, 3072, 3)
+    give_block(k, 3200, 2)
+    before = counters(k)
+    v0 = k.vmstat.get("balloon_migrate", 0)
+    cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True, ignore_skip_hint=True)
+    assert k.compaction.compact_zone(cc) == COMPACT_COMPLETE
+    assert delta(k, before) == {
+        "pgmigrate_success": 3,
+        "compact_migrate_scanned": 512 * 6,
+        "compact_free_scanned": 512 + 8,
+        "compact_isolated": 3 + 8,
+    }
+    assert k.vmstat["balloon_migrate"] - v0 == 3
+    assert events == [("inflate", 3079), ("deflate", 700), ("inflate", 3078), ("deflate", 601),
+                      ("inflate", 3077), ("deflate", 600)]
+    assert d.pages.pfns() == [3077, 3078, 3079] and d.actual == 3 and d.isolated_pages == 0
+    for pfn in (3077, 3078, 3079):
+        page = k.mem_map[pfn]
+        assert page.flags & PG_balloon and not page.flags & PG_lru and page._count == 1
+    k.drain_all_pages()
+    for pfn in (600, 601, 700):
+        assert not k.mem_map[pfn].flags & PG_balloon and k.mem_map[pfn]._count == 0
+    free = free_lists(zone)
+    assert 600 in free[1] and 700 in free[0]
+    validate_buddy(k.page_alloc)

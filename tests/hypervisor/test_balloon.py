@@ -1,7 +1,7 @@
 import simpy
 
 from guestkernel.config import KernelConfig
-from guestkernel.gfp import __GFP_ZERO, GFP_HIGHUSER
+from guestkernel.gfp import __GFP_ZERO, GFP_HIGHUSER, GFP_HIGHUSER_MOVABLE
 from hypervisor.host import Host, HostConfig
 from hypervisor.p2m import P2M_BALLOONED, P2M_PRIVATE
 
@@ -44,8 +44,9 @@ def test_inflation_in_simulated_time_gives_guest_frames_back_to_the_host():
     )
     a = host.create_vm("a", KernelConfig(memory="64MiB"))
     k = a.kernel
-    # the guest uses (and backs) 3000 pages, then frees them: they stay backed on the host
-    pages = [k.alloc_pages(GFP_HIGHUSER | __GFP_ZERO) for _ in range(3000)]
+    # the guest uses (and backs) 3000 user pages, then frees them: they stay backed on the
+    # host (movable, as anonymous memory is; a 6.x balloon asks for movable pages too)
+    pages = [k.alloc_pages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO) for _ in range(3000)]
     for p in pages:
         k.free_pages(p)
     backed = {pfn for pfn in range(a.nr_pages) if a.p2m.state[pfn] == P2M_PRIVATE}
@@ -112,7 +113,13 @@ def test_balloon_grows_past_never_touched_pages_until_the_host_gets_its_frames()
         HostConfig(memory="96MiB", min_free="16MiB", sharing=False, compression=False),
         env=env,
     )
-    guests = [host.create_vm(name, KernelConfig(memory="64MiB")) for name in ("a", "b")]
+    # without watermark boosting and proactive compaction: kcompactd (woken after a
+    # boosted kswapd pass, or by the fragmentation score of the guests' scattered free
+    # pages) would migrate page cache, and each copy backs a fresh frame, a host cost
+    # outside the balance this test pins
+    guests = [host.create_vm(name, KernelConfig(memory="64MiB", watermark_boost_factor=0,
+                                                compaction_proactiveness=0))
+              for name in ("a", "b")]
     for i, vm in enumerate(guests):
         k = vm.kernel
         inode = k.fs.create(f"/data{i}", 11_000 * 4096)
@@ -156,8 +163,8 @@ def test_balloon_credit_is_per_page_held_now_and_backed_when_released():
     host = Host(HostConfig(memory="256MiB", sharing=False, balloon_policy=POLICY))
     a = host.create_vm("a", KernelConfig(memory="64MiB"))
     k, d = a.kernel, a.balloon
-    pages = [k.alloc_pages(GFP_HIGHUSER | __GFP_ZERO) for _ in range(2000)]
-    for p in pages:  # backed on the host, then free in the guest
+    pages = [k.alloc_pages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO) for _ in range(2000)]
+    for p in pages:  # user pages backed on the host, then free in the guest
         k.free_pages(p)
     backed = _backed(a)
     d.set_target(2000)
@@ -168,9 +175,9 @@ def test_balloon_credit_is_per_page_held_now_and_backed_when_released():
     d.set_target(0)
     d.step(2000)
     assert host.reclaimed()["balloon"] == 0  # deflated: the balloon holds nothing
-    # kernel allocations take the deflated pages back; 267 of them are written (backed
+    # user allocations (movable, as the balloon's pages are) take the deflated pages back; 267 of them are written (backed
     # again), the rest stay untouched; all are freed
-    taken = [k.alloc_pages(GFP_KERNEL) for _ in range(2000)]
+    taken = [k.alloc_pages(GFP_HIGHUSER_MOVABLE) for _ in range(2000)]
     assert {p.pfn for p in taken} == first  # the allocator hands the deflated pages out first
     for p in taken[:267]:
         a.store(p.pfn, bytes([1]) * 4096)
