@@ -300,9 +300,9 @@ class ProcFS:
             for zone in node.zones:
                 if not zone.populated():
                     continue
-                counts = "".join(f"{zone.free_area[o].nr_free:6d} " for o in range(NR_ORDERS))
-                out.append(f"Node {node.nid}, zone {zone.name:>8} {counts}")
-        return "\n".join(out) + "\n"
+                out.append(buddyinfo_line(node.nid, zone.name,
+                                          [zone.free_area[o].nr_free for o in range(NR_ORDERS)]))
+        return "".join(out)
 
     def pagetypeinfo(self) -> str:
         """/proc/pagetypeinfo (mm/vmstat.c pagetypeinfo_show), node by node."""
@@ -417,6 +417,12 @@ class ProcFS:
         if self.kernel.slab is None:
             raise FileNotFoundError("/proc/slabinfo: No such file or directory")
         self.kernel.slab.slabinfo_write(text)
+
+
+def buddyinfo_line(nid: int, zone: str, counts) -> str:
+    """One /proc/buddyinfo line (mm/vmstat.c frag_show_print: "Node %d, zone %8s " then
+    "%6lu " per order)."""
+    return f"Node {nid}, zone {zone:>8} " + "".join(f"{n:6d} " for n in counts) + "\n"
 
 
 # /proc/pagetypeinfo lines, as mm/vmstat.c prints them (also used to re-render a real

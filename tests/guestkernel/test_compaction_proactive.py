@@ -215,3 +215,33 @@ def test_kcompactd_proactive_timer_backoff_and_sysctl_trigger():
     assert kd.proactive_passes == 2
     assert k.vmstat["compact_daemon_wake"] == 0
     del zone
+
+
+def test_buddyinfo_lines_render_the_real_kernels_text():
+    """frag_show_print: every /proc/buddyinfo snapshot of the fixture, re-rendered from its
+    parsed counts by hvsim's buddyinfo_line, byte for byte."""
+    from guestkernel.procfs import buddyinfo_line
+
+    sec = sections()
+    for snap in SNAPSHOTS:
+        text = sec[f"buddyinfo {snap}"]
+        lines = []
+        for line in text.splitlines():
+            f = line.split()
+            lines.append(buddyinfo_line(int(f[1].rstrip(",")), f[3], [int(x) for x in f[4:]]))
+        assert "".join(lines) == text
+
+
+def test_guest_extfrag_files_follow_its_own_buddyinfo():
+    """A fragmented guest's /sys/kernel/debug/extfrag files are the formulas applied to the
+    counts its /proc/buddyinfo shows at the same moment (one zone per line, same zones)."""
+    k, _t, _a = fragmented_guest()
+    buddy = k.procfs.read("/proc/buddyinfo")
+    zones = fixture_zones(buddy, {})
+    unusable = "".join(extfrag_line(0, z.name, [Compaction.unusable_free_index(z, o) for o in range(11)], False)
+                       for z in zones)
+    extfrag = "".join(extfrag_line(0, z.name, [Compaction.fragmentation_index(z, o) for o in range(11)], True)
+                      for z in zones)
+    assert k.procfs.read("/sys/kernel/debug/extfrag/unusable_index") == unusable
+    assert k.procfs.read("/sys/kernel/debug/extfrag/extfrag_index") == extfrag
+    assert any(Compaction.unusable_free_index(z, 9) > 0 for z in zones)  # fragmented
