@@ -179,6 +179,7 @@ def test_kcompactd_and_khugepaged_work_runs_on_the_vms_vcpus():
     comp = k.compaction
     node = k.page_alloc.nodes[0]
     comp.kcompactd_do_work = lambda n: 0.003  # one pass of 3 ms of copies
+    node.kcompactd_max_order = 2  # as wakeup_kcompactd records it (kcompactd_work_requested)
     comp.kcompactd[node.nid].wake()
     env.run(until=0.1)
     assert calls == [0.003]
