@@ -190,7 +190,9 @@ def test_kswapd_reclaims_the_boost_without_writeback_then_wakes_kcompactd():
 
 
 def test_boosted_reclaim_writes_nothing_and_stops_when_it_reclaims_nothing():
-    k = Kernel(KernelConfig(memory="128MiB"))
+    # dirty limits high enough that the writer itself writes nothing back (no flusher
+    # without a simulation): the page cache stays dirty
+    k = Kernel(KernelConfig(memory="128MiB", dirty_ratio=100, dirty_background_ratio=90))
     r = k.reclaim
     a = k.page_alloc
     zone = zone_named(k, "DMA32")
@@ -198,11 +200,13 @@ def test_boosted_reclaim_writes_nothing_and_stops_when_it_reclaims_nothing():
     _page_cache(k, 8192, dirty=True)  # only dirty page cache: nothing reclaimable without IO
     a.set_watermark_boost(zone, 64)
     assert r.kswapd_balanced(node, 0, 2)
-    before = {n: k.vmstat[n] for n in ("pgsteal_kswapd", "pgpgout", "pswpout")}
+    assert k.vmstat["nr_dirty"] >= 8192
+    # reclaim itself writes nothing (nr_vmscan_write: its pageout) and swaps nothing; the
+    # flusher it wakes on finding only dirty pages (wakeup_flusher_threads) may write them
+    before = {n: k.vmstat[n] for n in ("pgsteal_kswapd", "nr_vmscan_write", "pswpout")}
     r.balance_pgdat(node, 0, 2)
-    assert {n: k.vmstat[n] for n in before} == before  # no writeback, no swap, nothing freed
+    assert {n: k.vmstat[n] for n in before} == before  # no pageout, no swap, nothing freed
     assert zone.watermark_boost == 0  # zone->watermark_boost -= zone_boosts[i] regardless
-    assert k.vmstat["nr_writeback"] == 0
 
 
 def test_imbalanced_node_ignores_the_boost_and_reclaims_normally():
