@@ -42,7 +42,9 @@ CHUNK = 128 << 10
 def replay(memory: int, case: dict) -> list[dict]:
     """Read the case's files in its order in a fresh guest; per step the deltas of
     workingset_refault_file and workingset_activate_file, and the cache after it."""
-    k = Kernel(memory=memory)
+    # the real runs reclaimed at a memory cgroup's limit, which has no zone watermarks
+    # to boost (watermark boosting is per zone): the guest standing for it does not boost
+    k = Kernel(memory=memory, watermark_boost_factor=0)
     init_reclaim(k)
     t = k.init_task
     for f, size in case["files"].items():
@@ -172,7 +174,9 @@ MiB = 1 << 20
 def replay_anon(memory: int, mib: int, passes: int) -> list[dict]:
     """The passes of an anon case in a fresh guest with swap: per pass the counter deltas
     and the anonymous LRU pages after it."""
-    k = Kernel(memory=memory, swap="256MiB")
+    # the real runs reclaimed at a memory cgroup's limit, which has no zone watermarks
+    # to boost (watermark boosting is per zone): the guest standing for it does not boost
+    k = Kernel(memory=memory, swap="256MiB", watermark_boost_factor=0)
     init_reclaim(k)
     t = k.init_task
     size = mib * MiB
