@@ -224,14 +224,9 @@ def anon_memory() -> int:
 
     m0, m1 = 48 << 20, 52 << 20
     c0, c1 = cap(m0), cap(m1)
-    for _ in range(4):  # secant steps (watermark boosting makes cap(m) not quite linear)
-        m = m0 + (target - c0) * (m1 - m0) // (c1 - c0)
-        m -= m % PAGE
-        c = cap(m)
-        if abs(c - target) <= target // 200 or m in (m0, m1):
-            break
-        m0, c0, m1, c1 = m1, c1, m, c
-    assert abs(c - target) <= target // 200
+    m = m0 + (target - c0) * (m1 - m0) // (c1 - c0)
+    m -= m % PAGE
+    assert abs(cap(m) - target) <= target // 200
     return m
 
 
