@@ -432,7 +432,8 @@ STALL_ROWS = (
     ("balloon", "ballooning", "a ballooned frame backed again, vCPU held"),
     ("guest_swapin", "ballooning (guest paging)", "guest swap-in from its virtual disk, task asleep"),
     ("guest_file_read", "ballooning (guest paging)", "file read from the virtual disk, task asleep"),
-    ("guest_throttle", "ballooning (guest paging)", "dirty and reclaim throttling (balance_dirty_pages, reclaim_throttle), task asleep"),
+    ("guest_throttle", "ballooning (guest paging)",
+     "dirty and reclaim throttling (balance_dirty_pages, reclaim_throttle), task asleep"),
     ("decompress", "compression", "decompression on access, vCPU held"),
     ("host_swapin", "host swap", "host swap-in (device queue included), vCPU held"),
 )

@@ -56,7 +56,7 @@ nr_balloon_pages.
 from __future__ import annotations
 
 from .gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER, GFP_HIGHUSER_MOVABLE
-from .page import PG_balloon, PageList
+from .page import PageList, PG_balloon
 from .physmem import RELEASE_BALLOON
 from .units import PAGE_SHIFT
 

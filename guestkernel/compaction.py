@@ -671,8 +671,6 @@ class Compaction:
         alloc = self.alloc
         zone = cc.zone
         mem_map = alloc.mem_map
-        nb = alloc.pageblock_nr_pages
-        sh = alloc.pageblock_order
         nr_scanned = total_isolated = 0
         blockpfn = start_pfn
         while blockpfn < end_pfn:

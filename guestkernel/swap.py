@@ -435,7 +435,6 @@ class SwapState:
         """kernel.swapin_hook: bring back the page of a swap PTE. Returns (page, seconds,
         major) with one reference for the caller's new PTE; the PTE's slot reference is
         dropped here. page is None if no memory could be had."""
-        k = self.kernel
         reclaim = self.reclaim
         if reclaim is not None:
             reclaim.complete_io()

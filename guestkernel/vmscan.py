@@ -1624,8 +1624,8 @@ class Reclaim:
         """reclaim_throttle (6.1): the reclaimer sleeps, uninterruptible, until woken or
         its timeout: VMSCAN_THROTTLE_WRITEBACK HZ/10, woken once more than
         SWAP_CLUSTER_MAX pages have been written since it began
-        (__acct_reclaim_writeback counts every folio_end_writeback meanwhile); CONGESTED and NOPROGRESS one jiffy (unless
-        skip_throttle_noprogress). hvsim: the writes due by the wake-up end then (their
+        (__acct_reclaim_writeback counts every folio_end_writeback meanwhile); CONGESTED and
+        NOPROGRESS one jiffy (unless skip_throttle_noprogress). hvsim: the writes due by the wake-up end then (their
         pages rotate to the inactive tail), and the sleep is added to sc.sleep, which the
         caller turns into a task sleep (the vCPU is free meanwhile) or kswapd's wait.
         Without a clock nothing is in flight and nothing sleeps. Returns seconds."""

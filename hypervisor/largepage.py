@@ -86,7 +86,13 @@ from guestkernel.physmem import ZERO_PAGE, page_bytes
 
 from .machine import OWNER_LP
 from .p2m import (
-    LARGE_PAGE_SHIFT, P2M_BALLOONED, P2M_COMPRESSED, P2M_NONE, P2M_PRIVATE, P2M_SHARED, P2M_SWAPPED,
+    LARGE_PAGE_SHIFT,
+    P2M_BALLOONED,
+    P2M_COMPRESSED,
+    P2M_NONE,
+    P2M_PRIVATE,
+    P2M_SHARED,
+    P2M_SWAPPED,
     P2M_ZERO,
 )
 

@@ -8,7 +8,7 @@ from guestkernel.balloon import (
     update_balloon_stats,
 )
 from guestkernel.config import KernelConfig
-from guestkernel.gfp import GFP_HIGHUSER_MOVABLE, __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER
+from guestkernel.gfp import __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_HIGHUSER, GFP_HIGHUSER_MOVABLE
 from guestkernel.kernel import Kernel
 from guestkernel.page import PG_balloon
 from guestkernel.physmem import BareMetal

@@ -188,7 +188,8 @@ def test_6x_try_to_free_pages_submits_without_waiting():
         r = k.reclaim
         seen = []
         shrink_node = r.shrink_node
-        r.shrink_node = lambda lv, sc: (seen.append(sc.sync_io), shrink_node(lv, sc))
+        r.shrink_node = lambda lv, sc, seen=seen, shrink_node=shrink_node: (seen.append(sc.sync_io),
+                                                                            shrink_node(lv, sc))
         r.try_to_free_pages(G.GFP_KERNEL, 0, k.page_alloc.zonelist(G.GFP_KERNEL), 1)
         assert seen and set(seen) == {sync}
 

@@ -158,7 +158,6 @@ def test_balloon_credit_is_per_page_held_now_and_backed_when_released():
     inflate again. virtio's inflateq and deflateq name every page (MUST_TELL_HOST), so the
     host credits the balloon with the pages it holds now whose release took a frame back:
     a page deflated and re-ballooned without being touched in between gives nothing."""
-    from guestkernel.gfp import GFP_KERNEL
 
     host = Host(HostConfig(memory="256MiB", sharing=False, balloon_policy=POLICY))
     a = host.create_vm("a", KernelConfig(memory="64MiB"))

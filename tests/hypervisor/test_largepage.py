@@ -419,8 +419,15 @@ def test_breaking_leaves_touched_frames_in_place_and_small_frames_fill_the_rest(
 # defaults: max_ptes_none 511, max_ptes_swap 64, max_ptes_shared 256, pages_to_scan 4096.
 
 from hypervisor.largepage import (  # noqa: E402
-    SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_EXCEED_NONE_PTE, SCAN_EXCEED_SHARED_PTE, SCAN_EXCEED_SWAP_PTE,
-    SCAN_LACK_REFERENCED_PAGE, SCAN_PAGE_RO, SCAN_PMD_MAPPED, SCAN_PMD_NULL, SCAN_SUCCEED,
+    SCAN_ALLOC_HUGE_PAGE_FAIL,
+    SCAN_EXCEED_NONE_PTE,
+    SCAN_EXCEED_SHARED_PTE,
+    SCAN_EXCEED_SWAP_PTE,
+    SCAN_LACK_REFERENCED_PAGE,
+    SCAN_PAGE_RO,
+    SCAN_PMD_MAPPED,
+    SCAN_PMD_NULL,
+    SCAN_SUCCEED,
 )
 from hypervisor.p2m import P2M_BALLOONED, P2M_SWAPPED  # noqa: E402
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypervisor.machine import OWNER_FREE, OWNER_LP, REGION_PAGES, MachineMemory, RegionMemory
+from hypervisor.machine import OWNER_LP, REGION_PAGES, MachineMemory, RegionMemory
 
 P = b"\x01" * 4096
 
