@@ -74,6 +74,7 @@ from .page_alloc import (  # the compact_result and compact_priority enums live 
     WMARK_LOW,
     WMARK_MIN,
 )
+from .page_reporting import _rotate_to_front
 
 COMPACT_RESULT_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable_page", "continue",
                         "complete", "partial_skipped", "contended", "success")
@@ -534,17 +535,9 @@ class Compaction:
     @staticmethod
     def move_freelist_head(freelist, page) -> None:
         """Rotate the list so that `page` is its first entry (the entries before it go to
-        the tail, in order): a later reverse search starts with the unscanned ones."""
-        if freelist.lru_next is page:
-            return
-        prev, nxt = freelist.lru_prev, freelist.lru_next
-        prev.lru_next = nxt
-        nxt.lru_prev = prev
-        before = page.lru_prev
-        before.lru_next = freelist
-        freelist.lru_prev = before
-        freelist.lru_next = page
-        page.lru_prev = freelist
+        the tail, in order): a later reverse search starts with the unscanned ones.
+        list_rotate_to_front, as page reporting uses it."""
+        _rotate_to_front(freelist, page)
 
     @staticmethod
     def move_freelist_tail(freelist, page) -> None:
