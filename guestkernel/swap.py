@@ -25,8 +25,12 @@ offers N - 1 slots: a 512 MiB area shows 524284 KiB in /proc/swaps and SwapTotal
 
 Swap-in (`swapin`, installed as kernel.swapin_hook): a swap-cache hit is a minor fault; a
 miss reads the aligned window of 2**page_cluster slots around the entry in one request
-(swap_cluster_readahead): the faulting page goes to the active list, the neighbours to the
-inactive list (counted in swap_ra). The request costs device latency + bytes / bandwidth,
+(swap_cluster_readahead), the neighbours counted in swap_ra. Every page read goes to the
+inactive list in the 6.x era (6.1 __read_swap_cache_async -> folio_add_lru; the faulting
+page starts on the active list only when its shadow entry's refault distance makes it a
+workingset refault, workingset.py); in the 2.6 era the faulting page, anonymous again,
+goes to the active list (2.6.24 lru_cache_add_active of a new anonymous page) and the
+neighbours to the inactive list. The request costs device latency + bytes / bandwidth,
 queued behind writes still in flight on the device. After mapping, the slot is freed
 from the cache (should_try_to_free_swap) when swap is at least half full, the VMA is
 mlocked, or the fault is an exclusive write; the page is then dirty (its only copy).
