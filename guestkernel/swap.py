@@ -29,8 +29,9 @@ miss reads the aligned window of 2**page_cluster slots around the entry in one r
 inactive list in the 6.x era (6.1 __read_swap_cache_async -> folio_add_lru; the faulting
 page starts on the active list only when its shadow entry's refault distance makes it a
 workingset refault, workingset.py); in the 2.6 era the faulting page, anonymous again,
-goes to the active list (2.6.24 lru_cache_add_active of a new anonymous page) and the
-neighbours to the inactive list. The request costs device latency + bytes / bandwidth,
+goes to the active list like every new anonymous page (the course's arc 1) and the
+neighbours to the inactive list (2.6.20's read_swap_cache_async put every page it read on
+the active list: hvsim does not follow it for the neighbours). The request costs device latency + bytes / bandwidth,
 queued behind writes still in flight on the device. After mapping, the slot is freed
 from the cache (should_try_to_free_swap) when swap is at least half full, the VMA is
 mlocked, or the fault is an exclusive write; the page is then dirty (its only copy).
