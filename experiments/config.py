@@ -366,6 +366,12 @@ class KernelSection(_Model):
     oom_kill_allocating_task: int = Field(0, ge=0, le=1, description="vm.oom_kill_allocating_task")
     dirty_ratio: int = Field(20, ge=0, le=100, description="vm.dirty_ratio, percent")
     dirty_background_ratio: int = Field(10, ge=0, le=100, description="vm.dirty_background_ratio, percent")
+    dirty_bytes: Size = Field(
+        "0", description="vm.dirty_bytes: dirty memory at which writers are throttled, replacing dirty_ratio "
+        "(which then reads 0); 0: dirty_ratio applies; at least 8KiB otherwise (6.x)")
+    dirty_background_bytes: Size = Field(
+        "0", description="vm.dirty_background_bytes: dirty memory at which the flusher starts, replacing "
+        "dirty_background_ratio (which then reads 0); 0: the ratio applies (6.x)")
     dirty_expire_centisecs: int = Field(3000, ge=0, description="vm.dirty_expire_centisecs")
     page_cluster: int = Field(3, ge=0, le=31, description="vm.page-cluster: log2 of swap readahead pages")
     read_ahead_kb: int = Field(

@@ -78,6 +78,10 @@ class KernelConfig:
     oom_dump_tasks: int = 1
     dirty_ratio: int = 20  # percent of available memory before writers throttle
     dirty_background_ratio: int = 10  # percent before the flusher starts
+    # bytes; 0: the ratio applies. Non-zero replaces its ratio twin, which then reads 0
+    # (as writing /proc/sys/vm/dirty_bytes zeroes dirty_ratio); 6.x era only (2.6.29)
+    dirty_bytes: int | str = 0  # dirty memory before writers throttle (at least 2 pages)
+    dirty_background_bytes: int | str = 0  # dirty memory before the flusher starts
     dirty_expire_centisecs: int = 3000  # age at which dirty data is written, 1/100 s
     dirty_writeback_centisecs: int = 500  # flusher period, 1/100 s
     max_map_count: int = 65530  # VMAs per mm
@@ -194,6 +198,22 @@ class KernelConfig:
         _int_range(self, "dirty_ratio", 0, 100)
         _int_range(self, "dirty_background_ratio", 0, 100)
         _int_range(self, "dirty_expire_centisecs", 0, 1 << 31)
+        self.dirty_bytes = parse_size(self.dirty_bytes, "dirty_bytes")
+        self.dirty_background_bytes = parse_size(self.dirty_background_bytes, "dirty_background_bytes")
+        for name in ("dirty_bytes", "dirty_background_bytes"):
+            value = getattr(self, name)
+            if not value:
+                continue
+            if self.era != "6.x":
+                raise ValueError(f"{name}: vm.{name} exists from Linux 2.6.29 (era 6.x), not era {self.era}")
+            if -(-value // PAGE_SIZE) > (1 << 32) - 1:  # the sysctl handler's -ERANGE
+                raise ValueError(f"{name}: at most {((1 << 32) - 1) * PAGE_SIZE} bytes, got {value}")
+        if 0 < self.dirty_bytes < 2 * PAGE_SIZE:  # dirty_bytes_min
+            raise ValueError(f"dirty_bytes: 0 or at least {2 * PAGE_SIZE} bytes (two pages), got {self.dirty_bytes}")
+        if self.dirty_bytes:  # dirty_bytes_handler: vm_dirty_ratio = 0
+            self.dirty_ratio = 0
+        if self.dirty_background_bytes:  # dirty_background_bytes_handler
+            self.dirty_background_ratio = 0
         _int_range(self, "dirty_writeback_centisecs", 0, 1 << 31)
         _int_range(self, "max_map_count", 0, 1 << 31)
         _int_range(self, "mmap_min_addr", 0, 1 << 47)

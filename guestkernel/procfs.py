@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .page_alloc import MIGRATE_TYPES, MIGRATETYPE_NAMES, NR_ORDERS, ZONE_LAYOUT
-from .units import PAGE_SHIFT
+from .units import PAGE_SHIFT, PAGE_SIZE
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 INT_MAX = (1 << 31) - 1
 INT_MIN = -(1 << 31)
 ULONG_MAX = (1 << 64) - 1
+UINT_MAX = (1 << 32) - 1
 
 
 def _kb(pages: int) -> int:
@@ -193,8 +194,7 @@ class ProcFS:
         cfg_entry("panic_on_oom", 0, 2)
         cfg_entry("oom_kill_allocating_task", INT_MIN, INT_MAX)
         cfg_entry("oom_dump_tasks", INT_MIN, INT_MAX)
-        cfg_entry("dirty_ratio", 0, 100)
-        cfg_entry("dirty_background_ratio", 0, 100)
+        self._register_dirty_sysctls()
         cfg_entry("dirty_expire_centisecs", 0, INT_MAX)
         cfg_entry("dirty_writeback_centisecs", 0, INT_MAX)
         cfg_entry("max_map_count", 0, INT_MAX)
@@ -208,6 +208,46 @@ class ProcFS:
                 hook(v)
 
         self.register_sysctl(Sysctl("drop_caches", 1, 4, lambda: 0, drop_caches))
+
+    def _register_dirty_sysctls(self) -> None:
+        """vm.dirty_ratio / dirty_bytes and dirty_background_ratio / dirty_background_bytes
+        as 6.1's handlers (mm/page-writeback.c): writing one of a pair zeroes its twin
+        (dirty_ratio_handler and dirty_bytes_handler only when the value changed;
+        dirty_background_ratio_handler always, dirty_background_bytes_handler on any
+        successful write); dirty_bytes is at least dirty_bytes_min (2 pages),
+        dirty_background_bytes at least 1; a byte value over UINT_MAX pages is -ERANGE
+        and keeps the old one. The *_bytes files exist from 2.6.29 (6.x era only)."""
+        cfg = self.kernel.config
+
+        def set_dirty_ratio(v: int) -> None:
+            if v != cfg.dirty_ratio:
+                cfg.dirty_bytes = 0
+            cfg.dirty_ratio = v
+
+        def set_dirty_background_ratio(v: int) -> None:
+            cfg.dirty_background_ratio = v
+            cfg.dirty_background_bytes = 0
+
+        def bytes_setter(name: str, twin: str, only_on_change: bool):
+            def set_(v: int) -> None:
+                if -(-v // PAGE_SIZE) > UINT_MAX:
+                    raise ValueError(f"/proc/sys/vm/{name}: {v} is over {UINT_MAX} pages (ERANGE)")
+                old = getattr(cfg, name)
+                setattr(cfg, name, v)
+                if v != old or not only_on_change:
+                    setattr(cfg, twin, 0)
+            return set_
+
+        self.register_sysctl(Sysctl("dirty_ratio", 0, 100, lambda: cfg.dirty_ratio, set_dirty_ratio))
+        self.register_sysctl(Sysctl("dirty_background_ratio", 0, 100, lambda: cfg.dirty_background_ratio,
+                                    set_dirty_background_ratio))
+        if cfg.era == "6.x":
+            self.register_sysctl(Sysctl(
+                "dirty_bytes", 2 * PAGE_SIZE, ULONG_MAX, lambda: cfg.dirty_bytes,
+                bytes_setter("dirty_bytes", "dirty_ratio", True)))
+            self.register_sysctl(Sysctl(
+                "dirty_background_bytes", 1, ULONG_MAX, lambda: cfg.dirty_background_bytes,
+                bytes_setter("dirty_background_bytes", "dirty_background_ratio", False)))
 
     # ------------------------------------------------------------------ files
     def meminfo(self) -> str:

@@ -1914,7 +1914,8 @@ class Reclaim:
         vmstat items nr_dirty_background_threshold, nr_dirty_threshold)."""
         cfg = self.kernel.config
         thresh, bg = domain_dirty_limits(self.global_dirtyable_memory(), cfg.dirty_ratio,
-                                         cfg.dirty_background_ratio)
+                                         cfg.dirty_background_ratio, cfg.dirty_bytes,
+                                         cfg.dirty_background_bytes)
         return bg, thresh
 
     def write_bandwidth(self) -> int:
@@ -1989,7 +1990,8 @@ class Reclaim:
             nr_reclaimable = vm["nr_dirty"]
             dirty = nr_reclaimable + vm["nr_writeback"]
             thresh, bg_thresh = domain_dirty_limits(self.global_dirtyable_memory(),
-                                                    cfg.dirty_ratio, cfg.dirty_background_ratio)
+                                                    cfg.dirty_ratio, cfg.dirty_background_ratio,
+                                                    cfg.dirty_bytes, cfg.dirty_background_bytes)
             if nr_reclaimable > bg_thresh:
                 self._start_background_writeback()
             if dirty <= dirty_freerun_ceiling(thresh, bg_thresh):
