@@ -1039,14 +1039,22 @@ class Task:
             chunk = min(PAGE_SIZE - off, n - done)
             page = pages.get(idx)
             if page is None:
+                if inode.shmem and not (inode.mapping.swapped and idx in inode.mapping.swapped):
+                    # shmem_file_read_iter: SGP_READ finds a hole, the zero page is copied
+                    # and nothing is allocated (a swapped page is read back below)
+                    self.cost += phys.touch(k.zero_pfn, False)
+                    done += chunk
+                    if consume(ZERO_PAGE if chunk == PAGE_SIZE else ZERO_PAGE[:chunk]) is False:
+                        break
+                    continue
                 page = self._readahead(f, idx, last_index)
                 if page is None:
                     break
             if page.flags & PG_readahead:
                 _, c = page_cache_async_ra(k, inode, ra, page, last_index - idx)
                 self.cost += c
-            if done or not skip_first:
-                k.mark_page_accessed(page)
+            if (not off) if inode.shmem else (done or not skip_first):
+                k.mark_page_accessed(page)  # shmem: only a read from the page's start
             self.cost += phys.touch(page.pfn, False)
             done += chunk
             part = phys.load(page.pfn)
