@@ -51,7 +51,15 @@ proportional-share scheduler; Linux CFS's weighted vruntime). Host work of `s` s
 CPU on a CPU booked until `f` by a vCPU of weight `wv` runs at rate `r = wh / (wh + wv)`
 and ends at `now + min(s / r, f - now + s)` (alone once the vCPU's work is done); the vCPU
 work loses exactly `s` of CPU: the CPU's booking ends at `f + s`. So ksmd's batch of
-pages_to_scan pages takes longer on a busy host, as on a real one. Weights per `[host]
+pages_to_scan pages takes longer on a busy host, as on a real one. The displaced work
+slips on its vCPU's time line too (`VCPUs.slip`): the vCPU is free `s` later, so whatever
+is queued on it (the stall after the CPU part, the next task's burst) starts later, and
+the task that booked the burst owes `s` to its next one (`VCPUs.debt`, paid by
+workloads/base.py `wait` and by `run_burst`'s last slice): its timeout was set before the
+displacement, so its next burst is ready `s` after it wakes, as if it had woken `s` later.
+A burst booked later is placed after the slipped booking and owes nothing. (A guest
+kernel thread's short pass, `run_burst(kernel=True)`, does not pay its debt; the vCPU's
+next booking still starts after the slip.) Weights per `[host]
 kind` (`HOST_WEIGHTS`):
 
     kvm   CFS's sched_prio_to_weight (kernel/sched/core.c): ksmd runs at nice 5
@@ -72,7 +80,8 @@ hold the vCPU and their own I/O waits free it (guestkernel Kernel.run_kernel_wor
 
 Counters: `busy[consumer]` seconds of host CPU granted; `VCPUs.run_time` (guest CPU),
 `stall_time` (held blocked beneath the guest), `ready_time` (runnable, waiting for a vCPU
-or a host CPU: ESX's %RDY), `kernel_time` (guest kernel threads), `slices`.
+or a host CPU: ESX's %RDY), `kernel_time` (guest kernel threads), `slices`,
+`displaced_time` (vCPU CPU time taken by host threads sharing its CPU; the slips).
 Consumers: ksmd (`sharing`), compression (`compression`), fault zeroing and copying
 (`zeroing`), guest code (`vcpus`), balloon inflate and deflate handling (`balloon`: the
 exit, and the host's discard of an inflated page), host swap-out submission (`swapout`:
@@ -97,6 +106,9 @@ HOST_WEIGHTS = {
 }
 
 
+SLIP_LOG = 256  # displacements kept per vCPU for `VCPUs.debt` (a task's mark older than these reads none)
+
+
 class HostCPUs:
     """`n` physical CPUs shared by vCPUs and host work. Times in seconds."""
 
@@ -117,6 +129,10 @@ class HostCPUs:
         self.weight_at = [float(self.vcpu_weight)] * n
         self.busy = [0.0] * len(CONSUMERS)  # seconds granted, per consumer
         self.ready_time = 0.0  # seconds host work took beyond its CPU time (CPU shared with vCPUs)
+        # the vCPUs (VCPUs, index) whose work is booked last on each CPU: host work that
+        # displaces it makes it slip on its own timeline (module docstring, "Host threads")
+        self.owner: list[VCPUs | None] = [None] * n
+        self.owner_i = [0] * n
 
     def place(self, t0: float) -> int:
         """The CPU for work that can start at `t0`: the one that became free last before
@@ -150,8 +166,12 @@ class HostCPUs:
         self.busy[consumer] += seconds
         if f <= now:
             free_at[i] = now + seconds
+            self.owner[i] = None  # (a host thread's now)
             return now + seconds
         free_at[i] = f + seconds
+        o = self.owner[i]
+        if o is not None:  # the vCPU whose work it displaces: that work ends `seconds` later
+            o.slip(self.owner_i[i], now, seconds)
         wh = self.weights[consumer]
         shared = seconds * (wh + self.weight_at[i]) / wh  # its CPU at rate r, vCPU busy throughout
         alone = f - now + seconds  # the vCPU's work ends first: the rest runs alone
@@ -196,6 +216,12 @@ class VCPUs:
         self.bursts = 0
         self.slices = 0  # time slices of bursts longer than a slice
         self.trace: list | None = None  # set to a list to record each booking's (start, end of its CPU)
+        self.displaced_time = 0.0  # vCPU work's CPU time taken by host threads (it slipped that much)
+        self.last = 0  # the vCPU the last burst was booked on
+        # per vCPU, the host threads' displacements of its work: (when, seconds), oldest
+        # first, the first `slip_base[i]` of them dropped (a task's `debt` reads them)
+        self.slip_log: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        self.slip_base = [0] * n
 
     def burst(self, now: float, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
               wait: float = 0.0) -> float:
@@ -222,6 +248,8 @@ class VCPUs:
             t1 = start + work
             hc.free_at[k] = t1
             hc.weight_at[k] = self.weight
+            hc.owner[k] = self
+            hc.owner_i[k] = i
             busy = hc.busy
             busy[VCPUS] += cpu
             busy[ZEROING] += zero_cpu
@@ -231,6 +259,7 @@ class VCPUs:
             t1 = t0 + work
         end = t1 + wait
         free_at[i] = end
+        self.last = i
         if self.trace is not None:
             self.trace.append((start, t1))
         self.run_time += cpu
@@ -238,6 +267,42 @@ class VCPUs:
         self.ready_time += start - now
         self.bursts += 1
         return end
+
+    def slip(self, i: int, now: float, seconds: float) -> None:
+        """Host work at `now` took `seconds` of CPU from vCPU `i`'s running burst (HostCPUs.run):
+        that burst, and whatever is queued behind it on the vCPU, ends `seconds` later."""
+        self.free_at[i] += seconds
+        self.displaced_time += seconds
+        log = self.slip_log[i]
+        log.append((now, seconds))
+        if len(log) > SLIP_LOG:
+            del log[: SLIP_LOG // 2]
+            self.slip_base[i] += SLIP_LOG // 2
+
+    def mark(self, end: float) -> tuple[int, int, float]:
+        """What a task keeps of the burst it just booked (ending at `end`), for `debt`."""
+        i = self.last
+        return (i, self.slip_base[i] + len(self.slip_log[i]), end)
+
+    def debt(self, mark: tuple[int, int, float]) -> float:
+        """Seconds the burst marked by `mark` slipped after it was booked: the host-thread
+        displacements of its vCPU while it was still running or queued (before its end,
+        which each displacement pushes further). Its task's next burst starts that much
+        later, as the task's own time line would (the timeout it slept on was already set)."""
+        i, n, end = mark
+        log = self.slip_log[i]
+        j = n - self.slip_base[i]
+        if j >= len(log):
+            return 0.0
+        if j < 0:
+            j = 0
+        e = end
+        for t, s in log[j:]:
+            if t < e:
+                e += s
+            else:
+                break
+        return e - end
 
     def kernel_work(self, now: float, cpu: float, wait: float = 0.0) -> float:
         """A guest kernel thread's `cpu` seconds ready at `now` (kswapd's scan, the
@@ -249,40 +314,47 @@ class VCPUs:
 
 
 def run_burst(env, vcpus: VCPUs, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
-              wait: float = 0.0, after: float = 0.0, kernel: bool = False):
+              wait: float = 0.0, after: float = 0.0, kernel: bool = False, before: float = 0.0):
     """The SimPy event a burst ends with (module docstring, "Time slicing"): its vCPU
     time, then `after` seconds off the vCPU (I/O wait, think time). A burst within one
     slice is one timeout; a longer one is a process booking a slice at a time (its host
-    work and its stall go with its last slice). `kernel`: a guest kernel thread's work."""
+    work and its stall go with its last slice). `kernel`: a guest kernel thread's work.
+    `before`: seconds the caller is late by (its previous burst's slip, VCPUs.debt): the
+    burst is ready that much after now. A sliced burst pays its own last slice's slip
+    before its `after`."""
     now = env.now
     work = cpu + zero_cpu + zip_cpu
     if work <= vcpus.slice:
         if kernel:
             vcpus.kernel_time += cpu
-        return env.timeout(vcpus.burst(now, cpu, zero_cpu, zip_cpu, wait) + after - now)
-    return env.process(_sliced(env, vcpus, cpu, zero_cpu, zip_cpu, wait, after, kernel))
+        return env.timeout(vcpus.burst(now + before, cpu, zero_cpu, zip_cpu, wait) + after - now)
+    return env.process(_sliced(env, vcpus, cpu, zero_cpu, zip_cpu, wait, after, kernel, before))
 
 
 def _sliced(env, vcpus: VCPUs, cpu: float, zero_cpu: float, zip_cpu: float, wait: float,
-            after: float, kernel: bool):
+            after: float, kernel: bool, before: float = 0.0):
     first = True
     while True:
         s = vcpus.slice
         if cpu > s:
             part, cpu = s, cpu - s
-            end = vcpus.burst(env.now, part)
+            end = vcpus.burst(env.now + before, part)
         else:
             part = cpu
-            end = vcpus.burst(env.now, cpu, zero_cpu, zip_cpu, wait)
+            end = vcpus.burst(env.now + before, cpu, zero_cpu, zip_cpu, wait)
+            mark = vcpus.mark(end)
             cpu = -1.0
         if kernel:
             vcpus.kernel_time += part
         if not first:
             vcpus.bursts -= 1  # (one burst, however many slices)
         first = False
+        before = 0.0
         vcpus.slices += 1
         yield env.timeout(end - env.now)
         if cpu < 0.0:
             break
+    # the last slice's slip (an earlier slice's moved the vCPU's next booking, hence the next slice)
+    after += vcpus.debt(mark)
     if after > 0.0:
         yield env.timeout(after)

@@ -234,6 +234,7 @@ class Workload:
         self.cpu_util = float(getattr(params, "cpu_util", 1.0))
         # the VM's and kernel's cumulative counters at the start of the running burst
         self._m_stall = self._m_zero = self._m_zip = self._m_io = 0.0
+        self._slot: list = [None]  # the running process's last burst (VCPUs.mark; _guard)
         # what the bursts cost, seconds
         self.cpu_time = 0.0  # guest CPU time
         self.iowait_time = 0.0  # asleep on the guest's disks, vCPU free
@@ -260,15 +261,18 @@ class Workload:
         """Run a process body; a guest that panicked stops its workload, nothing more.
         (`yield from gen`, marking each resumption for `wait`.)"""
         mark = self._mark if self.vcpus is not None else None
+        slot = [None]  # this process's last burst (VCPUs.mark), for the slip it owes (wait)
         try:
             if mark is None:
                 yield from gen
                 return
             mark()
+            self._slot = slot
             ev = next(gen)
             while True:
                 val = yield ev
                 mark()
+                self._slot = slot
                 ev = gen.send(val)
         except StopIteration:
             return
@@ -341,10 +345,22 @@ class Workload:
         # the next burst of this process starts from here (a process may call wait()
         # twice before yielding)
         self._mark()
+        now = self.env.now
+        slot = self._slot
+        m = slot[0]
+        debt = 0.0
+        if m is not None:
+            # host threads displaced this process's last burst after its timeout was set:
+            # its time line slipped that much, so this burst is ready that much later
+            # (hypervisor.cpu, VCPUs.debt)
+            slot[0] = None
+            debt = vcpus.debt(m)
         if cpu + zero + zip_ <= vcpus.slice:
-            now = self.env.now
-            return self.env.timeout(vcpus.burst(now, cpu, zero, zip_, wait) + io + think - now)
-        return run_burst(self.env, vcpus, cpu, zero, zip_, wait, io + think)  # time-sliced
+            end = vcpus.burst(now + debt, cpu, zero, zip_, wait)
+            slot[0] = vcpus.mark(end)
+            return self.env.timeout(end + io + think - now)
+        # time-sliced (its own slips are paid inside run_burst)
+        return run_burst(self.env, vcpus, cpu, zero, zip_, wait, io + think, before=debt)
 
     def exp(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean) if mean > 0 else 0.0

@@ -1,0 +1,137 @@
+"""Host work displacing vCPU work makes the guest run slower on its own time line
+(hypervisor/cpu.py, "Host threads"; workloads/base.py `wait`).
+
+A host thread (ksmd, compression, zeroing, swap-out submission) sharing a host CPU with a
+vCPU takes `s` seconds of CPU from it: the vCPU's running burst, and everything behind it
+on the vCPU and in its task's time line (a held stall beneath the guest, an I/O wait, the
+next burst), ends `s` later, as a descheduled vCPU thread's would. Expected values follow
+from that rule alone.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import simpy
+
+from experiments.workloads.base import Workload
+from hypervisor.cpu import SHARING, HostCPUs, VCPUs
+
+from .test_host_cpu import ksm_host
+
+
+class FakeKernel:
+    panicked = None
+
+    def __init__(self):
+        self.iowait_swap = 0.0
+        self.iowait_file = 0.0
+
+
+class FakeVM:
+    """Counts what a VM counts beneath the guest (as tests/experiments/test_vcpu_scheduling)."""
+
+    def __init__(self, vcpus):
+        self.kernel = FakeKernel()
+        self.vcpus = vcpus
+        self.stall_time = 0.0
+        self.stall_cpu_zero = 0.0
+        self.stall_cpu_zip = 0.0
+
+
+class Loop(Workload):
+    """One process, a closed loop of bursts: `cpu` seconds of guest code, then
+    `host_stall` beneath the guest (vCPU held), then `io` of guest disk wait (vCPU free)."""
+
+    def __init__(self, env, vcpus, cpu, host_stall=0.0, io=0.0):
+        super().__init__(env, FakeVM(vcpus), SimpleNamespace(cpu_util=1.0), None, 0)
+        self.c, self.h, self.io = cpu, host_stall, io
+
+    def run(self):
+        while True:
+            self.vm.stall_time += self.h  # as VM._touch_slow counts a host swap-in
+            self.kernel.iowait_swap += self.io  # as the guest's swapin counts its disk wait
+            yield self.wait(self.c + self.h + self.io)
+            self.work_done += 1
+
+
+def test_a_displaced_burst_ends_later_and_its_task_owes_the_slip():
+    # one host CPU, one vCPU: 10 ms of guest code booked at 0; ksmd's 1 ms batch at 2 ms
+    # (kvm: CFS weight 335 beside the vCPU thread's 1024) takes 1 ms of that CPU, so the
+    # guest code ends at 11 ms on the vCPU's time line too, and the task that booked it
+    # owes those 1 ms to its next burst
+    cpus = HostCPUs(1, kind="kvm")
+    v = VCPUs(1, cpus)
+    end = v.burst(0.0, 0.010)
+    m = v.mark(end)
+    assert cpus.run(0.002, 0.001, SHARING) == pytest.approx(0.002 + 0.001 * 1359 / 335)
+    assert v.free_at == [pytest.approx(0.011)] and cpus.free_at == [pytest.approx(0.011)]
+    assert v.displaced_time == pytest.approx(0.001)
+    assert v.debt(m) == pytest.approx(0.001)
+    # a second batch at 10.5 ms still finds the (slipped) burst running: 1 ms more
+    cpus.run(0.0105, 0.001, SHARING)
+    assert v.debt(m) == pytest.approx(0.002)
+    # host work once the burst is over (a free CPU) displaces nothing
+    cpus.run(0.020, 0.001, SHARING)
+    assert v.debt(m) == pytest.approx(0.002) and v.free_at == [pytest.approx(0.012)]
+
+
+def test_a_burst_booked_after_a_displacement_owes_nothing_for_it():
+    cpus = HostCPUs(1, kind="esx")
+    v = VCPUs(1, cpus)
+    v.burst(0.0, 0.010)
+    cpus.run(0.002, 0.001, SHARING)  # esx: 2000 shares beside 1000: ends at 3.5 ms
+    end = v.burst(0.011, 0.005)  # booked after: already starts at the slipped 11 ms
+    assert end == pytest.approx(0.016)
+    assert v.debt(v.mark(end)) == 0.0
+
+
+@pytest.mark.parametrize("host_stall, io", [
+    (0.005, 0.0),  # 10 ms of CPU, then a 5 ms host swap-in holding the vCPU
+    (0.0, 0.010),  # 10 ms of CPU, then a 10 ms guest disk read (vCPU free)
+])
+def test_a_task_whose_bursts_host_work_displaces_completes_fewer_per_second(host_stall, io):
+    # one host CPU (kvm), one vCPU, one task looping over bursts of 10 ms of CPU then a
+    # wait. Alone, a burst takes 10 ms + wait. A host thread's 1 ms of CPU during each
+    # burst's CPU part (at 2 ms into each of the task's cycles) takes 1 ms of that CPU:
+    # the burst's CPU part ends 1 ms later, then its wait, so each cycle is 1 ms longer.
+    env = simpy.Environment()
+    cpus = HostCPUs(1, kind="kvm")
+    wl = Loop(env, VCPUs(1, cpus), 0.010, host_stall=host_stall, io=io)
+    cycle = 0.010 + 0.001 + host_stall + io
+
+    def ksmd():
+        yield env.timeout(0.002)
+        while True:
+            cpus.run(env.now, 0.001, SHARING)
+            yield env.timeout(cycle)
+
+    wl.start()
+    env.process(ksmd())
+    until = 1.0
+    env.run(until=until)
+    # cycle k ends at (k + 1) * cycle: 1 s holds floor(1 / cycle) of them (62 or 47,
+    # against 66 or 50 without the host thread)
+    assert wl.work_done == int(until / cycle)
+    assert wl.vcpus.displaced_time == pytest.approx(0.001 * (int((until - 0.002) / cycle) + 1))
+
+
+@pytest.mark.parametrize("kind", ["kvm", "esx"])
+def test_ksmd_takes_its_cpu_time_from_a_cpu_bound_vcpu(kind):
+    # ksm_scan_thread at pages_to_scan 1000 / sleep_millisecs 20 (1 us a page: 1 ms of CPU
+    # a batch) on a 1-CPU host whose one vCPU runs a CPU-bound task (10 ms bursts back to
+    # back). Each batch shares the CPU with the vCPU by weight (tests/hypervisor/
+    # test_host_cpu.py); whatever its duration, the vCPU loses exactly the batch's CPU
+    # time, so the task's work per second falls by ksmd's CPU share: by 1 s it completed
+    # (1 s - ksmd's CPU) / 10 ms bursts, against 100 without ksmd.
+    env = simpy.Environment()
+    host = ksm_host(env, cpus=1, kind=kind)
+    wl = Loop(env, VCPUs(1, host.cpus), 0.010)
+    wl.start()
+    env.run(until=1.0)
+    busy = host.cpus.busy_s()["sharing"]
+    assert busy == pytest.approx(0.001 * round(busy / 0.001))  # whole batches of 1000 x 1 us
+    assert 0.030 < busy < 0.045  # 4 batches per 4 x (20 ms + a batch) + 20 ms
+    # (a batch that starts as a burst ends runs first, the next burst queued behind it;
+    # one that starts within a burst displaces it: either way the vCPU loses its CPU)
+    assert 0.0 < wl.vcpus.displaced_time <= busy
+    assert wl.work_done == int((1.0 - busy) / 0.010)
