@@ -311,6 +311,10 @@ class HostSection(_Model):
                                             "PTEs of pages mapped more than once (KSM pages)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
+    page_copy_cost: Duration = Field("1.6us", description="guest CPU per 4 KiB page a guest kernel copies "
+                                     "(copy_highpage: compaction's migrations, khugepaged's collapses, "
+                                     "copy-on-write in the guest), on the guest's vCPU; measured on this "
+                                     "machine (tests/data/hostcpu/page_copy.c)")
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")
     low_state_stall: Duration = Field("1ms", description="wait of every allocation in the low state")
     state_interval: Duration = Field("1s", description="memory-state monitor period")

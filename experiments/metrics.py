@@ -297,6 +297,10 @@ def cost_summary(host, workloads: dict) -> dict:
         # guest kernel threads' CPU on the vCPUs (kswapd, the flusher), in `vcpus` above
         "guest_kernel_cpu_s": round(sum(vm.vcpus.kernel_time for vm in host.vms
                                         if getattr(vm, "vcpus", None) is not None), 9),
+        # guest CPU copying 4 KiB pages (page_copy_cost a copy): kcompactd's migrations and
+        # khugepaged's collapses (in guest_kernel_cpu_s), direct compaction's and the
+        # guest's copy-on-write breaks (in the tasks' CPU)
+        "guest_copy_cpu_s": round(sum(getattr(vm, "copy_cpu", 0.0) for vm in host.vms), 9),
         # allocations that found no free frame and waited for the host's reclaim
         "nomem_waits": sum(getattr(vm, "nomem_waits", 0) for vm in host.vms),
     }

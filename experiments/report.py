@@ -460,7 +460,10 @@ def cost_sections(summary: dict, samples: list[dict], points: int = 10) -> list[
     out += ["", f"Host swap device: busy {_fmt(_f(cost, 'swap_device_busy_s'), 3)} s, requests queued "
             f"{_fmt(_f(cost, 'swap_device_wait_s'), 3)} s in all, at most "
             f"{int(_f(cost, 'swap_device_queue_max'))} at once. vCPUs runnable but waiting for a "
-            f"vCPU or host CPU (ready time): {_fmt(_f(cost, 'vcpu_ready_s'), 3)} s.", ""]
+            f"vCPU or host CPU (ready time): {_fmt(_f(cost, 'vcpu_ready_s'), 3)} s. Guest kernel "
+            f"threads on the vCPUs (kswapd, the flusher, kcompactd, khugepaged): "
+            f"{_fmt(_f(cost, 'guest_kernel_cpu_s'), 3)} s of CPU; guest page copies "
+            f"(migrations, collapses, copy-on-write in the guest): {_fmt(_f(cost, 'guest_copy_cpu_s'), 3)} s.", ""]
     cpu = cost.get("host_cpu_s") if isinstance(cost.get("host_cpu_s"), dict) else {}
     duration = _f(summary, "sim_time_s")
     out += ["## Host CPU", ""]

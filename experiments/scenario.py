@@ -42,6 +42,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         swap_bandwidth=size(h.swap.bandwidth),
         fault_cost=seconds(h.fault_cost),
         cow_cost=seconds(h.cow_cost),
+        page_copy_cost=seconds(h.page_copy_cost),
         nomem_stall=seconds(h.nomem_stall),
         low_state_stall=seconds(h.low_state_stall),
         large_pages=h.large_pages,

@@ -86,7 +86,7 @@ _TIMES = (
     "nomem_stall", "low_state_stall", "hash_cost", "compare_cost", "sample_period",
     "balloon_interval", "state_interval", "balloon_stats_interval",
     "large_page_fault_cost", "large_page_break_cost", "cpu_quantum",
-    "balloon_inflate_cost", "balloon_deflate_cost", "swapout_cost",
+    "balloon_inflate_cost", "balloon_deflate_cost", "swapout_cost", "page_copy_cost",
 )
 
 
@@ -166,6 +166,10 @@ class HostConfig:
     # advises a deflated one MADV_WILLNEED (measured on Linux 6.18: tests/data/hostcpu)
     balloon_inflate_cost: float | str = "4us"
     balloon_deflate_cost: float | str = "1.8us"
+    # guest CPU per 4 KiB page a guest kernel copies (copy_highpage: compaction's
+    # migrations, khugepaged's collapses, CoW breaks in the guest), on its vCPU (measured
+    # on this machine's Linux 6.18: tests/data/hostcpu/page_copy.c)
+    page_copy_cost: float | str = "1.6us"
     free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
     guest_disk: str = "separate"  # guests' disks: "separate" (their own) or "swap" (the host swap device)
@@ -365,6 +369,7 @@ class Host:
         vm.host_cpus = self.cpus
         vm.balloon_inflate_cost = cfg.balloon_inflate_cost
         vm.balloon_deflate_cost = cfg.balloon_deflate_cost
+        vm.page_copy_cost = cfg.page_copy_cost
         vm.reclaim_hook = self.reclaim
         if cfg.kind == "kvm":
             vm.oom_hook = self.host_oom

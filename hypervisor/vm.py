@@ -190,6 +190,8 @@ class VM:
         self.stall_cpu_zero = 0.0  # EPT violation, frame allocation, zeroing or copy
         self.stall_cpu_zip = 0.0  # decompression
         self.balloon_cpu = 0.0  # host CPU seconds handling this VM's balloon inflate/deflate
+        self.page_copy_cost = 0.0  # seconds of guest CPU per 4 KiB copy (HostConfig.page_copy_cost)
+        self.copy_cpu = 0.0  # guest CPU seconds copying pages (copy: migrations, collapses, CoW)
         self.nomem_waits = 0  # allocations that waited for a write to swap to free a frame
 
     # -- PhysicalMemory ------------------------------------------------------------------
@@ -262,8 +264,11 @@ class VM:
 
     def copy(self, dst: int, src: int) -> float:
         """A whole-page copy in the guest: store(dst) of src's content as it is held (a
-        recipe stays a recipe)."""
-        return self.store(dst, self._data(src))
+        recipe stays a recipe). Returns the stall beneath the guest (counted in
+        stall_time) plus the copy's own CPU, `page_copy_cost` (copy_highpage on a vCPU:
+        not a stall, so a kernel thread's pass or a task's burst counts it as its CPU)."""
+        self.copy_cpu += self.page_copy_cost
+        return self.store(dst, self._data(src)) + self.page_copy_cost
 
     def _data(self, pfn: int):
         """The frame's content as held (bytes or a LazyPage), the guest's writes in."""

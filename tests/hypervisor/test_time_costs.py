@@ -244,3 +244,94 @@ def test_a_kernel_threads_pass_runs_its_cpu_holds_the_vcpu_through_host_stalls_a
     assert out["kernel"] == pytest.approx(0.001)  # only its own CPU counts as kernel CPU
     assert out["held"] == pytest.approx(stall)  # the stalls held the vCPU
     assert out["zeroing"] == pytest.approx(10 * 2e-6)  # the faults' host CPU
+
+
+COPY_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "hostcpu" / "page_copy.json"
+
+
+def test_page_copy_cost_is_this_machines_measured_copy_page():
+    # consistency check: the default is the recorded measurement (tests/data/hostcpu,
+    # page_copy.c: a 4 KiB copy between cold frames), rounded
+    measured = json.loads(COPY_FIXTURE.read_text())
+    assert HostConfig().page_copy_cost == pytest.approx(measured["copy_seconds_per_page_best"], rel=0.05)
+    assert load_config_defaults().page_copy_cost == "1.6us"
+
+
+def test_khugepaged_collapse_copies_cost_guest_cpu_on_the_vcpu():
+    # __collapse_huge_page_copy: each present subpage is copied (copy_user_highpage) by
+    # khugepaged, a guest kernel thread: page_copy_cost of CPU a copy on the VM's vCPU
+    # (its kernel time); the new frames' host faults are stalls, not its CPU
+    from guestkernel import uapi as U
+
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="512MiB", sharing=False, compression=False, ballooning=False,
+                           page_copy_cost="7us"), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="256MiB"), balloon=False)
+    k = vm.kernel
+    base, huge = 0x40000000, 2 << 20
+    t = k.spawn("t")
+    t.mmap(base, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | U.MAP_FIXED)
+    t.access_range(base, 10 * 4096, True)
+    env.run(until=0.1)
+    k0, c0 = vm.vcpus.kernel_time, vm.copy_cpu
+    t.madvise(base, huge, U.MADV_HUGEPAGE)  # joins khugepaged's list, wakes it
+    env.run(until=0.5)
+    assert k.vmstat["thp_collapse_alloc"] == 1
+    assert vm.copy_cpu - c0 == pytest.approx(10 * 7e-6)  # the 10 present pages
+    assert vm.vcpus.kernel_time - k0 == pytest.approx(10 * 7e-6)
+
+
+def test_compaction_migration_copies_cost_guest_cpu_on_the_vcpu():
+    # compaction's migrations (migrate_page: folio_copy) are a guest kernel thread's CPU
+    # on the VM's vCPU: each migrated page costs page_copy_cost, in its cost (kcompactd
+    # yields it through run_kernel_work: test_kcompactd_and_khugepaged_work_runs_on_the_
+    # vms_vcpus), counted in summary.json cost.guest_kernel_cpu_s and guest_copy_cpu_s.
+    # The scenario is tests/guestkernel/test_compaction.py's whole-zone compaction:
+    # page-cache pages at 600, 601, 700 move to 3079, 3078, 3077.
+    from experiments.metrics import cost_summary
+    from guestkernel import gfp as G
+    from guestkernel.compaction import CompactControl
+    from guestkernel.filemap import AddressSpace
+    from guestkernel.migrate import MIGRATE_SYNC
+    from tests.guestkernel.test_compaction import file_page
+    from tests.guestkernel.test_page_alloc import empty_zone, give_block, zone_named
+
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="256MiB", sharing=False, compression=False, ballooning=False,
+                           page_copy_cost="5us"), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1,
+                                          compaction_proactiveness=0), balloon=False)
+    k = vm.kernel
+    zone = zone_named(k, "DMA")
+    empty_zone(k, zone)
+
+    class Inode:
+        pass
+
+    mapping = AddressSpace(Inode())
+    for i, pfn in enumerate((600, 601, 700)):
+        file_page(k, mapping, pfn, i, bytes([i + 1]) * 4096)
+    give_block(k, 3072, 3)
+    give_block(k, 3200, 2)
+    env.run(until=0.01)
+    k0, c0 = vm.vcpus.kernel_time, vm.copy_cpu
+    out = {}
+
+    def kcompactd():
+        mark = k.stall_mark()
+        cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True, ignore_skip_hint=True)
+        k.compaction.compact_zone(cc)
+        out["cost"] = cc.cost
+        yield k.run_kernel_work(cc.cost, since=mark)
+
+    env.process(kcompactd())
+    env.run(until=0.5)
+    assert k.vmstat["pgmigrate_success"] == 3
+    assert [mapping.pages[i].pfn for i in range(3)] == [3077, 3078, 3079]
+    assert vm.copy_cpu - c0 == pytest.approx(3 * 5e-6)
+    # its CPU is the copies (the new frames' host faults held the vCPU: not CPU)
+    assert vm.vcpus.kernel_time - k0 == pytest.approx(3 * 5e-6)
+    assert out["cost"] > 3 * 5e-6  # (with the host faults of the three new frames)
+    cost = cost_summary(host, {})
+    assert cost["guest_copy_cpu_s"] == pytest.approx(vm.copy_cpu)
+    assert cost["guest_kernel_cpu_s"] == pytest.approx(vm.vcpus.kernel_time)
