@@ -380,14 +380,19 @@ def filemap_fault_page(kernel, file: File, vm_flags: int, index: int):
     return page, page is not None, cost
 
 
-def set_page_dirty(kernel, page) -> None:
+def set_page_dirty(kernel, page, task=None) -> None:
+    """Mark a page dirty; a file page newly dirty is accounted (folio_account_dirtied:
+    NR_FILE_DIRTY, NR_DIRTIED, WB_DIRTIED as vmstat nr_dirtied, and current->nr_dirtied
+    of `task`, the task dirtying it, when there is one)."""
     f = page.flags
     if not f & PG_dirty:
         page.flags = f | PG_dirty
         if not f & PG_swapbacked:
             vm = kernel.vmstat
             vm["nr_dirty"] += 1
-            vm["nr_dirtied"] += 1  # folio_account_dirtied (current->nr_dirtied too)
+            vm["nr_dirtied"] += 1
+            if task is not None:
+                task.nr_dirtied += 1
         if f & PGSTATE_MASK:
             page_restate(kernel.vmstat, page)
 

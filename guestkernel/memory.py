@@ -330,8 +330,8 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
         # wp_page_shared: the page is the file's; writing dirties it
         ptes[vpn] = pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
         mm.pgtable.pte_changed(vpn)
-        set_page_dirty(kernel, kernel.mem_map[pfn])
-        fault_dirty_shared_page(kernel, kernel.mem_map[pfn])
+        set_page_dirty(kernel, kernel.mem_map[pfn], task)
+        fault_dirty_shared_page(kernel, kernel.mem_map[pfn], task)
         vm["fault_wp_shared"] += 1
         return 0
     zero = pfn == kernel.zero_pfn
@@ -474,17 +474,18 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
     # do_shared_fault
     if not map_file_page(kernel, mm, vma, vpn, page, True):
         return VM_FAULT_OOM
-    set_page_dirty(kernel, page)
-    fault_dirty_shared_page(kernel, page)
+    set_page_dirty(kernel, page, task)
+    fault_dirty_shared_page(kernel, page, task)
     return ret
 
 
-def fault_dirty_shared_page(kernel, page) -> None:
+def fault_dirty_shared_page(kernel, page, task) -> None:
     """fault_dirty_shared_page: a write fault dirtied a shared file page; the dirty limits
-    are checked as for write() (balance_dirty_pages_ratelimited, installed by reclaim)."""
+    are checked as for write() (balance_dirty_pages_ratelimited, installed by reclaim),
+    against the faulting task's throttling state."""
     hook = getattr(kernel, "balance_dirty_pages_ratelimited", None)
     if hook is not None:
-        hook(page)
+        hook(page, task)
 
 
 def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:

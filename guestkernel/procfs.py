@@ -217,12 +217,20 @@ class ProcFS:
         successful write); dirty_bytes is at least dirty_bytes_min (2 pages),
         dirty_background_bytes at least 1; a byte value over UINT_MAX pages is -ERANGE
         and keeps the old one. The *_bytes files exist from 2.6.29 (6.x era only)."""
-        cfg = self.kernel.config
+        k = self.kernel
+        cfg = k.config
+
+        def set_ratelimit() -> None:
+            r = getattr(k, "reclaim", None)
+            if r is not None:
+                r.writeback_set_ratelimit()
 
         def set_dirty_ratio(v: int) -> None:
-            if v != cfg.dirty_ratio:
-                cfg.dirty_bytes = 0
+            changed = v != cfg.dirty_ratio
             cfg.dirty_ratio = v
+            if changed:
+                cfg.dirty_bytes = 0
+                set_ratelimit()
 
         def set_dirty_background_ratio(v: int) -> None:
             cfg.dirty_background_ratio = v
@@ -236,6 +244,8 @@ class ProcFS:
                 setattr(cfg, name, v)
                 if v != old or not only_on_change:
                     setattr(cfg, twin, 0)
+                if only_on_change and v != old:  # dirty_bytes_handler
+                    set_ratelimit()
             return set_
 
         self.register_sysctl(Sysctl("dirty_ratio", 0, 100, lambda: cfg.dirty_ratio, set_dirty_ratio))

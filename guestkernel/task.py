@@ -159,6 +159,13 @@ class Task:
         self.cost = 0.0  # seconds accumulated by this task's kernel work, ever
         self.last_cost = 0.0  # seconds the last system call cost
         self._kdepth = 0
+        # dirty throttling (copy_process; balance_dirty_pages in vmscan.py): file pages this
+        # task dirtied since its last check, pages before the next check, jiffies of its
+        # last pause's end; bdp_clock, seconds: its own time, its throttle pauses included
+        self.nr_dirtied = 0
+        self.nr_dirtied_pause = 128 >> (PAGE_SHIFT - 10)
+        self.dirty_paused_when = 0
+        self.bdp_clock = 0.0
         self.slab_obj = _slab_alloc(kernel, "task_struct")
         self.files_slab = _slab_alloc(kernel, "files_cache")
         # the kernel stack (alloc_thread_stack_node): KernelStack in /proc/meminfo
@@ -315,6 +322,10 @@ class Task:
         self.files = {}
         if self.mm is not None:
             exit_mmap(self)
+        if self.nr_dirtied:  # do_exit: dirty_throttle_leaks, for the next dirtier to pay
+            r = getattr(k, "reclaim", None)
+            if r is not None:
+                r.dirty_throttle_leaks += self.nr_dirtied
         self._free_stack()
         self.exit_code = code & 0xFF
         self.state = "zombie"
@@ -1216,11 +1227,11 @@ class Task:
                 old = phys.load(page.pfn)
                 new = old[:off] + data[done:done + chunk] + old[off + chunk:]
             self.cost += phys.touch(page.pfn, True) + phys.store(page.pfn, new)
-            set_page_dirty(k, page)
+            set_page_dirty(k, page, self)
             k.mark_page_accessed(page)
             bdp = getattr(k, "balance_dirty_pages_ratelimited", None)  # (vmscan.py)
             if bdp is not None:
-                bdp(page)
+                bdp(page, self)
             done += chunk
         if done == 0:
             raise U.err(U.ENOMEM, "write")

@@ -161,6 +161,8 @@ DIRTY_POLL_THRESH = 128 >> (PAGE_SHIFT - 10)  # pages: 128 KiB between checks at
 RATELIMIT_CALC_SHIFT = 10
 BANDWIDTH_INTERVAL = max(HZ // 5, 1)  # jiffies between global dirty_limit updates
 MIN_WRITEBACK_PAGES = 4096 >> (PAGE_SHIFT - 10)  # fs/fs-writeback.c: a background chunk
+INIT_BW = 100 << (20 - PAGE_SHIFT)  # pages/s: a new wb's bandwidths and ratelimits (100 MB/s)
+WB_BANDWIDTH_IDLE_JIF = HZ  # jiffies after which an idle wb restarts its bandwidth estimate
 
 
 def ilog2(n: int) -> int:
@@ -281,6 +283,62 @@ def wb_min_pause(max_pause: int, task_ratelimit: int, dirty_ratelimit: int,
         t = max_pause
         pages = task_ratelimit * t // roundup_pow_of_two(HZ)
     return (1 + t // 2 if pages >= DIRTY_POLL_THRESH else t), pages
+
+
+def wb_update_write_bandwidth(write_bandwidth: int, avg: int, elapsed: int,
+                              written: int) -> tuple[int, int]:
+    """wb_update_write_bandwidth (6.1): `written` pages ended writeback in `elapsed`
+    jiffies; write_bandwidth moves to bw = written * HZ / elapsed weighted by elapsed over
+    a period of roundup_pow_of_two(3 * HZ) jiffies (bw itself past a whole period), and
+    avg_write_bandwidth follows it by 1/8 of the gap when both lie on the same side.
+    Returns (write_bandwidth, avg_write_bandwidth), pages/s."""
+    period = roundup_pow_of_two(3 * HZ)
+    old = write_bandwidth
+    bw = written * HZ
+    if elapsed > period:
+        bw //= elapsed
+        avg = bw
+    else:
+        bw += old * (period - elapsed)
+        bw >>= ilog2(period)
+        if avg > old and old >= bw:
+            avg -= (avg - old) >> 3
+        if avg < old and old <= bw:
+            avg += (old - avg) >> 3
+    return bw, max(avg, 1)
+
+
+def wb_update_dirty_ratelimit(dirty_ratelimit: int, balanced_prev: int, write_bw: int,
+                              pos_ratio: int, dirtied: int, elapsed: int, dirty: int,
+                              setpoint: int) -> tuple[int, int]:
+    """wb_update_dirty_ratelimit (6.1, no BDI_CAP_STRICTLIMIT): `dirtied` pages dirtied
+    in `elapsed` jiffies give dirty_rate; balanced_dirty_ratelimit = task_ratelimit *
+    write_bw / dirty_rate (at most write_bw), task_ratelimit = dirty_ratelimit * pos_ratio
+    + 1; dirty_ratelimit steps towards it only when task_ratelimit lies on the same side
+    (below the setpoint: up to min3 of the balanced rates and task_ratelimit; above: down
+    to their max3), by (step >> (dirty_ratelimit / (2 * step + 1))) / 8 rounded up.
+    Returns (dirty_ratelimit, balanced_dirty_ratelimit), pages/s."""
+    dirty_rate = dirtied * HZ // elapsed
+    task_ratelimit = (dirty_ratelimit * pos_ratio >> RATELIMIT_CALC_SHIFT) + 1
+    balanced = task_ratelimit * write_bw // (dirty_rate | 1)
+    if balanced > write_bw:
+        balanced = write_bw
+    step = 0
+    if dirty < setpoint:
+        x = min(balanced_prev, balanced, task_ratelimit)
+        if dirty_ratelimit < x:
+            step = x - dirty_ratelimit
+    else:
+        x = max(balanced_prev, balanced, task_ratelimit)
+        if dirty_ratelimit > x:
+            step = dirty_ratelimit - x
+    shift = dirty_ratelimit // (2 * step + 1)
+    step = -(-(step >> shift) // 8) if shift < 64 else 0
+    if dirty_ratelimit < balanced:
+        dirty_ratelimit += step
+    else:
+        dirty_ratelimit -= step
+    return max(dirty_ratelimit, 1), balanced
 
 
 LRU_INACTIVE_ANON = 0
@@ -449,6 +507,17 @@ class ScanControl:
         self.t0: float | None = None
 
 
+class _BdpTask:
+    """A task's dirty throttling state (task_struct's nr_dirtied, nr_dirtied_pause,
+    dirty_paused_when; hvsim's bdp_clock), for a dirtier that is no Task."""
+
+    def __init__(self) -> None:
+        self.nr_dirtied = 0
+        self.nr_dirtied_pause = DIRTY_POLL_THRESH
+        self.dirty_paused_when = 0
+        self.bdp_clock = 0.0
+
+
 class IOBatch:
     """One write request in flight: its pages and completion time."""
 
@@ -495,16 +564,31 @@ class Reclaim:
         self.anon_active = self.alloc.era == "2.6"
         # 6.x reclaim leaves file writeback to the flusher and never waits for its writes
         self.v6 = self.alloc.era == "6.x"
-        self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check
-        # balance_dirty_pages' state (6.x), for the one task dirtying pages ("current"):
-        # current->nr_dirtied is vmstat nr_dirtied minus bdp_dirtied_base
-        self.bdp_dirtied_base = 0
-        self.nr_dirtied_pause = DIRTY_POLL_THRESH  # current->nr_dirtied_pause (fork: 32)
-        self.dirty_paused_when = 0  # jiffies: current->dirty_paused_when
-        self.bdp_clock = 0.0  # seconds: the dirtier's own time, its pauses included
+        self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check (2.6)
+        # balance_dirty_pages' state (6.x). Per task (Task): nr_dirtied, nr_dirtied_pause,
+        # dirty_paused_when, bdp_clock. Per guest: the one bdi_writeback and the global
+        # wb_domain; bdp_ratelimits is per CPU in Linux, one counter here (vmstat
+        # nr_dirtied since bdp_ratelimits_base: exact with one vCPU)
         self.dirty_exceeded = False  # wb->dirty_exceeded
         self.dirty_limit = 0  # pages: global_wb_domain.dirty_limit
-        self.dirty_limit_tstamp = None  # jiffies of its last update
+        self.dirty_limit_tstamp = 0  # jiffies of its last update
+        self.ratelimit_pages = 32  # pages: writeback_set_ratelimit's per-CPU ratelimit
+        self.bdp_ratelimits_base = 0
+        self.dirty_throttle_leaks = 0  # pages exited tasks dirtied unthrottled
+        self._ratelimit_set = False
+        # wb bandwidth estimation (__wb_update_bandwidth): pages/s, jiffies, pages
+        self.wb_write_bandwidth = INIT_BW  # wb->write_bandwidth
+        self.wb_avg_write_bandwidth = INIT_BW  # wb->avg_write_bandwidth
+        self.wb_dirty_ratelimit = INIT_BW  # wb->dirty_ratelimit
+        self.wb_balanced_dirty_ratelimit = INIT_BW  # wb->balanced_dirty_ratelimit
+        self.bw_time_stamp = 0  # wb->bw_time_stamp, jiffies
+        self.dirtied_stamp = 0  # WB_DIRTIED (vmstat nr_dirtied) at bw_time_stamp
+        self.written_stamp = 0  # WB_WRITTEN at bw_time_stamp
+        self.wb_written = 0  # WB_WRITTEN: file pages whose writeback ended
+        self.wb_writeback = 0  # file pages under writeback (wb->writeback_inodes > 0)
+        self.bw_dwork_at = None  # seconds: wb->bw_dwork queued by the last writeback's end
+        # a stand-in task_struct for dirtying without a task (a caller with none)
+        self.kthread_bdp = _BdpTask()
         # workingset detection (mm/workingset.c) exists from 3.15: 6.x era only
         self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
         vm = self.vmstat
@@ -655,14 +739,17 @@ class Reclaim:
             if self.workingset is not None:
                 self.lruvec_of(page).nonresident_age += 1  # workingset_activation
 
-    def balance_dirty_pages_ratelimited(self, page) -> None:
+    def balance_dirty_pages_ratelimited(self, page, task=None) -> None:
         """A file page was written by write() or dirtied by a shared mapping's write fault
-        (fault_dirty_shared_page): note when its inode became dirty (inode->dirtied_when)
-        and check the dirty limits. 6.x (balance_dirty_pages_ratelimited_flags): once the
-        pages newly dirtied since the last check (current->nr_dirtied, from vmstat
-        nr_dirtied) reach nr_dirtied_pause (at most 8 while the limit is exceeded),
-        balance_dirty_pages. 2.6 era: every DIRTY_RATELIMIT pages written. Shmem pages
-        have no writeback: skipped."""
+        (fault_dirty_shared_page) by `task`: note when its inode became dirty
+        (inode->dirtied_when) and check the dirty limits. 6.x
+        (balance_dirty_pages_ratelimited_flags): ratelimit = the task's nr_dirtied_pause
+        (at most 8 while the wb's limit is exceeded); the CPU's bdp_ratelimits reaching
+        ratelimit_pages forces a check (ratelimit 0); pages exited tasks left unthrottled
+        (dirty_throttle_leaks) are charged to this one up to its ratelimit; once the pages
+        it dirtied since its last check (current->nr_dirtied, counted by set_page_dirty)
+        reach the ratelimit, balance_dirty_pages. 2.6 era: every DIRTY_RATELIMIT pages
+        written. Shmem pages have no writeback: skipped."""
         if page.flags & PG_swapbacked or not page.flags & PG_dirty:
             return
         key = page.mapping.host
@@ -670,17 +757,40 @@ class Reclaim:
             env = self.kernel.env
             self.inode_dirtied[key] = env.now if env is not None else 0.0
         if self.v6:
-            nr_dirtied = self.vmstat["nr_dirtied"] - self.bdp_dirtied_base
-            ratelimit = self.nr_dirtied_pause
+            cur = task if task is not None else self.kthread_bdp
+            if not self._ratelimit_set:
+                self.writeback_set_ratelimit()
+            ratelimit = cur.nr_dirtied_pause
             if self.dirty_exceeded:
                 ratelimit = min(ratelimit, 32 >> (PAGE_SHIFT - 10))
-            if nr_dirtied >= ratelimit:
-                self.balance_dirty_pages(nr_dirtied)
+            nr_dirtied = self.vmstat["nr_dirtied"]
+            if cur.nr_dirtied >= ratelimit:
+                self.bdp_ratelimits_base = nr_dirtied
+            elif nr_dirtied - self.bdp_ratelimits_base >= self.ratelimit_pages:
+                self.bdp_ratelimits_base = nr_dirtied
+                ratelimit = 0
+            leaks = self.dirty_throttle_leaks
+            if leaks > 0 and cur.nr_dirtied < ratelimit:
+                n = min(leaks, ratelimit - cur.nr_dirtied)
+                self.dirty_throttle_leaks -= n
+                cur.nr_dirtied += n
+            if cur.nr_dirtied >= ratelimit:
+                self.balance_dirty_pages(cur.nr_dirtied, cur)
             return
         self._dirtied += 1
         if self._dirtied >= DIRTY_RATELIMIT:
             self._dirtied = 0
             self.balance_dirty_pages()
+
+    def writeback_set_ratelimit(self) -> None:
+        """writeback_set_ratelimit (6.1; at boot and when a dirty sysctl changes): the
+        domain's dirty_limit becomes the threshold, ratelimit_pages = thresh / (CPUs *
+        32), at least 16."""
+        self._ratelimit_set = True
+        thresh = self.dirty_thresholds()[1]
+        self.dirty_limit = thresh
+        cpus = max(int(getattr(self.kernel.config, "cpus", 1)), 1)
+        self.ratelimit_pages = max(thresh // (cpus * 32), 16)
 
     # ------------------------------------------------------------------ sizes, balance
     def lru_pages(self, lru: int) -> int:
@@ -1290,6 +1400,7 @@ class Reclaim:
         else:
             writepage(self.kernel, page)  # copies to the inode, clears dirty, pgpgout
             vm["pgwriteback_file"] += 1
+            self.wb_writeback += 1
         page.flags |= PG_writeback | (f & PGSTATE_MASK)
         page._count += 1
         vm["nr_writeback"] += 1
@@ -1348,6 +1459,9 @@ class Reclaim:
         vm = self.vmstat
         vm["nr_writeback"] -= 1
         vm["nr_written"] += 1
+        if not f & PG_swapbacked:  # __folio_end_writeback: the wb's WB_WRITTEN
+            self.wb_written += 1
+            self.wb_writeback -= 1
         page_restate(vm, page)
         f = page.flags
         if f & PG_reclaim:
@@ -1401,9 +1515,12 @@ class Reclaim:
         if b.for_reclaim:
             self.reclaim_inflight -= len(b.pages)
         byp = self.inflight_by_page
+        busy = self.wb_writeback
         for page in b.pages:
             byp.pop(page.pfn, None)
             self._end_writeback(page)
+        if busy and not self.wb_writeback:  # wb_inode_writeback_end: queue bw_dwork
+            self.bw_dwork_at = b.done_at + BANDWIDTH_INTERVAL / HZ
         return len(b.pages)
 
     def next_completion(self) -> float | None:
@@ -1919,17 +2036,16 @@ class Reclaim:
         return bg, thresh
 
     def write_bandwidth(self) -> int:
-        """wb->avg_write_bandwidth, pages per second: hvsim takes the disk's bandwidth
-        (Linux estimates it from the pages written every 200 ms, starting from 100 MB/s)."""
-        fs = getattr(self.kernel, "fs", None)
-        bw = fs.bandwidth if fs is not None else 100 << 20
-        return max(int(bw) >> PAGE_SHIFT, 1)
+        """wb->avg_write_bandwidth, pages per second: Linux's estimate of the write rate
+        of the guest's disk (wb_update_write_bandwidth over the file pages whose writes
+        ended; 100 MB/s until measured)."""
+        return self.wb_avg_write_bandwidth
 
     def _update_dirty_limit(self, thresh: int, dirty: int, now_j: int) -> None:
         """domain_update_dirty_limit / update_dirty_limit: the domain's dirty_limit follows
         a rising threshold at once and a falling one by 1/32 of the gap (not below the
         dirty pages) every BANDWIDTH_INTERVAL."""
-        if self.dirty_limit_tstamp is not None and now_j < self.dirty_limit_tstamp + BANDWIDTH_INTERVAL:
+        if now_j < self.dirty_limit_tstamp + BANDWIDTH_INTERVAL:
             return
         limit = self.dirty_limit
         if limit < thresh:
@@ -1941,24 +2057,71 @@ class Reclaim:
         self.dirty_limit = limit
         self.dirty_limit_tstamp = now_j
 
-    def balance_dirty_pages(self, pages_dirtied: int = DIRTY_RATELIMIT) -> float:
-        """Throttle the task dirtying file pages. Returns the seconds it slept.
+    def wb_update_bandwidth(self, now_j: int, update_ratelimit: bool = False, thresh: int = 0,
+                            bg_thresh: int = 0, dirty: int = 0, pos_ratio: int = 0) -> None:
+        """__wb_update_bandwidth (6.1) at jiffy `now_j`: elapsed = now - bw_time_stamp (at
+        least 1); with `update_ratelimit` (from balance_dirty_pages, with its thresholds,
+        dirty pages and pos_ratio) the domain's dirty_limit and the wb's dirty_ratelimit
+        are updated first (wb_update_dirty_ratelimit, the setpoint (freerun +
+        hard_dirty_limit) / 2); then the write bandwidth (wb_update_write_bandwidth); the
+        stamps move to now."""
+        elapsed = max(now_j - self.bw_time_stamp, 1)
+        dirtied = self.vmstat["nr_dirtied"]
+        written = self.wb_written
+        if update_ratelimit:
+            self._update_dirty_limit(thresh, dirty, now_j)
+            limit = max(thresh, self.dirty_limit)
+            setpoint = (dirty_freerun_ceiling(thresh, bg_thresh) + limit) // 2
+            self.wb_dirty_ratelimit, self.wb_balanced_dirty_ratelimit = wb_update_dirty_ratelimit(
+                self.wb_dirty_ratelimit, self.wb_balanced_dirty_ratelimit,
+                self.wb_avg_write_bandwidth, pos_ratio, dirtied - self.dirtied_stamp, elapsed,
+                dirty, setpoint)
+        self.wb_write_bandwidth, self.wb_avg_write_bandwidth = wb_update_write_bandwidth(
+            self.wb_write_bandwidth, self.wb_avg_write_bandwidth, elapsed,
+            written - min(written, self.written_stamp))
+        self.dirtied_stamp = dirtied
+        self.written_stamp = written
+        self.bw_time_stamp = now_j
+
+    def wb_bandwidth_estimate_start(self, now_j: int) -> None:
+        """wb_bandwidth_estimate_start (do_writepages): a wb idle for more than
+        WB_BANDWIDTH_IDLE_JIF with nothing under writeback restarts its estimate now."""
+        if now_j - self.bw_time_stamp > WB_BANDWIDTH_IDLE_JIF and not self.wb_writeback:
+            self.dirtied_stamp = self.vmstat["nr_dirtied"]
+            self.written_stamp = self.wb_written
+            self.bw_time_stamp = now_j
+
+    def _run_bw_dwork(self, now: float) -> None:
+        """wb->bw_dwork, queued BANDWIDTH_INTERVAL after writeback ended on the wb
+        (wb_inode_writeback_end), runs wb_update_bandwidth: here when time next reaches
+        it, at its own jiffy."""
+        at = self.bw_dwork_at
+        if at is not None and now >= at:
+            self.bw_dwork_at = None
+            self.wb_update_bandwidth(int(at * HZ))
+
+    def balance_dirty_pages(self, pages_dirtied: int = DIRTY_RATELIMIT, task=None) -> float:
+        """Throttle `task` (the one dirtying file pages; a stand-in without one). Returns
+        the seconds it slept.
 
         6.x (6.1 balance_dirty_pages, IO-less, one bdi, no memory cgroups): dirty = file
         dirty + writeback pages against thresh / bg_thresh (domain_dirty_limits). Over
         bg_thresh the flusher is started. At or below the freerun ceiling (thresh +
         bg_thresh) / 2 the task goes on and checks again after dirty_poll_interval pages.
-        Above it: pos_ratio (wb_position_ratio) scales dirty_ratelimit into the task's
-        rate, task_ratelimit; the task sleeps period = HZ * pages_dirtied /
-        task_ratelimit jiffies less the time since its last pause, clamped to
-        wb_max_pause (at most MAX_PAUSE, 200 ms); a pause under wb_min_pause is carried
-        over instead. At or above the limit (task_ratelimit 0) it sleeps max_pause and
-        looks again. The sleep is the task's (kernel.iowait_throttle: its vCPU is free).
-        hvsim: dirty_ratelimit is the disk's write bandwidth (the balanced rate of a
-        single dirtier, which Linux's estimator converges to); the flusher thread cannot
-        run inside the writer's synchronous burst, so its writes are submitted when the
-        writer sleeps (wb_start_background_writeback) and those the disk finishes
-        within the sleep end with it.
+        Above it: pos_ratio (wb_position_ratio) scales the wb's dirty_ratelimit into the
+        task's rate, task_ratelimit; every BANDWIDTH_INTERVAL (200 ms) the wb's estimates
+        are updated first (__wb_update_bandwidth: dirty_ratelimit towards the balanced
+        rate write_bw * task_ratelimit / dirty_rate, the write bandwidth from the pages
+        whose writes ended); the task sleeps period = HZ * pages_dirtied / task_ratelimit
+        jiffies less the time since its last pause, clamped to wb_max_pause (at most
+        MAX_PAUSE, 200 ms); a pause under wb_min_pause is carried over instead. At or above
+        the limit (task_ratelimit 0) it sleeps max_pause and looks again. The state
+        (nr_dirtied, nr_dirtied_pause, dirty_paused_when) is the task's. The sleep is the
+        task's (kernel.iowait_throttle: its vCPU is free). hvsim: the flusher thread
+        cannot run inside the writer's synchronous burst, so its writes are submitted
+        when the writer sleeps (wb_start_background_writeback) and those the disk
+        finishes within the sleep end with it; the task's jiffies are its own clock
+        (bdp_clock: the simulation's time, or later by the pauses it took in this burst).
 
         2.6 era (2.6.24): above the background limit the flusher is woken; above
         dirty_ratio the writer itself writes back to the background limit and waits (its
@@ -1966,8 +2129,9 @@ class Reclaim:
         the background limit is passed: no flusher thread runs."""
         vm = self.vmstat
         env = self.kernel.env
+        cur = task if task is not None else self.kthread_bdp
         if not self.v6 or env is None:
-            self.bdp_dirtied_base = vm["nr_dirtied"]  # (6.x without a clock: every 32)
+            cur.nr_dirtied = 0  # (6.x without a clock: every nr_dirtied_pause pages)
             bg, thresh = self.dirty_thresholds()
             dirty = vm["nr_dirty"]
             if dirty <= bg:
@@ -1979,13 +2143,12 @@ class Reclaim:
             self.writeback_dirty(limit=bg, sync=True)
             return 0.0
         cfg = self.kernel.config
-        write_bw = self.write_bandwidth()
-        dirty_ratelimit = write_bw
         cpus = max(int(getattr(cfg, "cpus", 1)), 1)
         wb_stat_error = cpus * 8 * (1 + ilog2(cpus))
         slept = 0.0
         while True:
-            t0 = max(env.now, self.bdp_clock)
+            t0 = max(env.now, cur.bdp_clock)
+            self._run_bw_dwork(t0)
             now_j = int(t0 * HZ)
             nr_reclaimable = vm["nr_dirty"]
             dirty = nr_reclaimable + vm["nr_writeback"]
@@ -1995,18 +2158,22 @@ class Reclaim:
             if nr_reclaimable > bg_thresh:
                 self._start_background_writeback()
             if dirty <= dirty_freerun_ceiling(thresh, bg_thresh):
-                self.dirty_paused_when = now_j
-                self.bdp_dirtied_base = vm["nr_dirtied"]
-                self.nr_dirtied_pause = dirty_poll_interval(dirty, thresh)
+                cur.dirty_paused_when = now_j
+                cur.nr_dirtied = 0
+                cur.nr_dirtied_pause = dirty_poll_interval(dirty, thresh)
                 break
             vm["balance_dirty_pages"] += 1
             self._start_background_writeback()
             wb_thresh, wb_dirty = thresh, dirty  # one bdi: it holds every completion
             self.dirty_exceeded = wb_dirty > wb_thresh and dirty > thresh
-            self._update_dirty_limit(thresh, dirty, now_j)
             limit = max(thresh, self.dirty_limit)  # hard_dirty_limit
+            write_bw = self.wb_avg_write_bandwidth
             pos_ratio = wb_position_ratio(thresh, bg_thresh, dirty, limit, wb_thresh,
                                           wb_dirty, write_bw)
+            if self.bw_time_stamp + BANDWIDTH_INTERVAL < now_j:
+                self.wb_update_bandwidth(now_j, True, thresh, bg_thresh, dirty, pos_ratio)
+                write_bw = self.wb_avg_write_bandwidth
+            dirty_ratelimit = self.wb_dirty_ratelimit
             task_ratelimit = dirty_ratelimit * pos_ratio >> RATELIMIT_CALC_SHIFT
             max_pause = wb_max_pause(wb_dirty, write_bw)
             min_pause, nr_dirtied_pause = wb_min_pause(max_pause, task_ratelimit,
@@ -2016,17 +2183,17 @@ class Reclaim:
             else:
                 period = HZ * pages_dirtied // task_ratelimit
                 pause = period
-                if self.dirty_paused_when:
-                    pause -= now_j - self.dirty_paused_when
+                if cur.dirty_paused_when:
+                    pause -= now_j - cur.dirty_paused_when
                 if pause < min_pause:
                     if pause < -HZ:
-                        self.dirty_paused_when = now_j
-                        self.bdp_dirtied_base = vm["nr_dirtied"]
+                        cur.dirty_paused_when = now_j
+                        cur.nr_dirtied = 0
                     elif period:
-                        self.dirty_paused_when += period
-                        self.bdp_dirtied_base = vm["nr_dirtied"]
-                    elif self.nr_dirtied_pause <= pages_dirtied:
-                        self.nr_dirtied_pause += pages_dirtied
+                        cur.dirty_paused_when += period
+                        cur.nr_dirtied = 0
+                    elif cur.nr_dirtied_pause <= pages_dirtied:
+                        cur.nr_dirtied_pause += pages_dirtied
                     break
                 if pause > max_pause:
                     now_j += min(pause - max_pause, max_pause)
@@ -2034,11 +2201,11 @@ class Reclaim:
             # io_schedule_timeout(pause)
             sec = pause / HZ
             slept += sec
-            self.bdp_clock = t0 + sec
+            cur.bdp_clock = t0 + sec
             self._writeback_during(t0 + sec, bg_thresh)
-            self.dirty_paused_when = now_j + pause
-            self.bdp_dirtied_base = vm["nr_dirtied"]
-            self.nr_dirtied_pause = nr_dirtied_pause
+            cur.dirty_paused_when = now_j + pause
+            cur.nr_dirtied = 0
+            cur.nr_dirtied_pause = nr_dirtied_pause
             if task_ratelimit or wb_dirty <= wb_stat_error:
                 break
         if slept:
@@ -2083,6 +2250,9 @@ class Reclaim:
             # find nothing, so every inode is clean.
             self.inode_dirtied.clear()
             return 0
+        if self.v6 and now is not None:
+            self._run_bw_dwork(now)
+            self.wb_bandwidth_estimate_start(int(now * HZ))  # do_writepages
         cfg = self.kernel.config
         expire = cfg.dirty_expire_centisecs / 100.0
         bg = self.dirty_thresholds()[0] if limit is None else limit
@@ -2118,6 +2288,9 @@ class Reclaim:
             self.kernel.stall += sc.cost
         if n:
             vm["flusher_wakeups"] += 1
+            now_j = int(t * HZ)
+            if self.v6 and now is not None and self.bw_time_stamp + BANDWIDTH_INTERVAL < now_j:
+                self.wb_update_bandwidth(now_j)  # do_writepages, after the writes
         return n
 
     # ------------------------------------------------------------------ drop_caches

@@ -103,16 +103,20 @@ def test_balance_dirty_pages_pause_by_hand():
 
     real = V.domain_dirty_limits
     V.domain_dirty_limits = lambda avail, *a, **kw: (2000, 1000)
+    t = k.spawn("writer")
     try:
-        r.write_bandwidth = lambda: 2560
+        # the wb's estimates as a 10 MiB/s disk's, just updated (no update this call)
+        r.wb_avg_write_bandwidth = r.wb_write_bandwidth = r.wb_dirty_ratelimit = 2560
         r._writeback_during = lambda until, bg: None  # nothing written meanwhile
         vm["nr_dirty"], vm["nr_writeback"] = 1950, 0
         before = k.iowait_throttle
-        slept = r.balance_dirty_pages(32)
+        t.nr_dirtied = 32
+        slept = r.balance_dirty_pages(32, t)
     finally:
         V.domain_dirty_limits = real
     assert slept == 6 / HZ and k.iowait_throttle - before == 6 / HZ
-    assert r.nr_dirtied_pause == 32 and r.dirty_paused_when == 6
+    # the task's state: current->nr_dirtied_pause, dirty_paused_when, nr_dirtied
+    assert t.nr_dirtied_pause == 32 and t.dirty_paused_when == 6 and t.nr_dirtied == 0
     assert r.dirty_exceeded is False  # 1950 <= thresh
 
 
