@@ -645,8 +645,11 @@ def test_writer_above_the_dirty_limit_writes_back_itself_without_env():
     k.take_stall()
     t.write(fd, buf, 256 * 4096)
     vm = k.vmstat
-    # checked every 32 pages dirtied: 8 checks; the first (32 dirty) is under the limit
-    assert bg <= 32 * 2 and vm["balance_dirty_pages"] == 7
+    # writeback_set_ratelimit: ratelimit_pages = max(thresh / (1 CPU * 32), 16) = 16,
+    # under the task's nr_dirtied_pause (32): the CPU's bdp_ratelimits forces a check
+    # every 16 pages dirtied, 16 checks; those at 16, 32, ... up to bg are under it
+    assert thresh // 32 < 16 and k.reclaim.ratelimit_pages == 16
+    assert bg <= 32 * 2 and vm["balance_dirty_pages"] == 16 - bg // 16
     assert vm["pgwriteback_file"] > 0 and t.last_cost > 0
     assert vm["nr_dirty"] <= bg + 32
     assert k.fs.lookup("/data/log").disk  # the pages written reached the file
