@@ -93,6 +93,10 @@ class KernelConfig:
     swap: int | str = 0  # bytes of swap space
     swap_latency: float | str = "80us"  # per 4 KiB read, seconds
     swap_bandwidth: int | str = "500MiB"  # bytes per second
+    # the guest disks' queue/nr_requests: requests in flight per device queue before a
+    # submitter sleeps for a tag; None: 256 (6.x: blk-mq with mq-deadline over virtio-blk's
+    # 128 tags, as this machine's /dev/vda) or 128 (2.6: BLKDEV_MAX_RQ); 0: unlimited
+    nr_requests: int | None = None
     # queue/rotational of the swap device: 1 keeps 6.1 from building swap clusters
     # (SWP_SOLIDSTATE), so a THP is split before swap-out; a virtio-blk disk reports 1
     # (measured: this machine's /dev/vda), an NVMe or virtio-scsi SSD 0
@@ -219,6 +223,8 @@ class KernelConfig:
         _int_range(self, "mmap_min_addr", 0, 1 << 47)
         _int_range(self, "page_cluster", 0, 31)
         _int_range(self, "stat_interval", 1, 1 << 20)
+        if self.nr_requests is not None:
+            _int_range(self, "nr_requests", 0, 1 << 20)
         self.swap = parse_size(self.swap, "swap")
         self.swap_latency = parse_duration(self.swap_latency, "swap_latency")
         self.swap_bandwidth = parse_size(self.swap_bandwidth, "swap_bandwidth")

@@ -49,6 +49,8 @@ SwapCached.
 
 from __future__ import annotations
 
+from collections import deque
+
 from . import gfp as G
 from .filemap import free_user_page
 from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_writeback
@@ -82,29 +84,84 @@ def swp_offset(entry: int) -> int:
     return entry & SWP_OFFSET_MASK
 
 
+# The guest disk's request queue (virtio-blk under blk-mq, 6.1): queue_depth is the
+# virtqueue's size, 128 here (/sys/block/vda/mq/0/nr_tags on this machine's virtio disk);
+# with an I/O scheduler (mq-deadline) blk_mq_init_sched gives nr_requests = 2 *
+# min(queue_depth, BLKDEV_DEFAULT_RQ 128) = 256 (this machine's
+# /sys/block/vda/queue/nr_requests reads 256). 2.6.20: BLKDEV_MAX_RQ = 128.
+NR_REQUESTS = {"6.x": 256, "2.6": 128}
+# the largest request, KiB: 6.1 BLK_DEF_MAX_SECTORS 2560 sectors (this 6.18 kernel reads
+# 4096 KiB: a later default); 2.6.20 BLK_DEF_MAX_SECTORS 1024
+MAX_SECTORS_KB = {"6.x": 1280, "2.6": 512}
+
+
 class BlockQueue:
     """A device request queue in simulated time: requests transfer one after another at
-    `bandwidth` bytes/s, and each completes `latency` seconds after its transfer ends."""
+    `bandwidth` bytes/s, and each completes `latency` seconds after its transfer ends.
+    A submission is split into requests of at most `max_pages`; each request holds one of
+    `nr_requests` tags (blk_mq_get_tag) from its submission to its completion, and a
+    submitter finding every tag taken sleeps until the oldest request completes: `blocked`
+    holds the seconds the last submission waited for tags (0: `nr_requests` 0, no limit)."""
 
-    __slots__ = ("latency", "bandwidth", "busy_until")
+    __slots__ = ("latency", "bandwidth", "busy_until", "nr_requests", "max_pages", "inflight",
+                 "blocked")
 
-    def __init__(self, latency: float, bandwidth: float) -> None:
+    def __init__(self, latency: float, bandwidth: float, nr_requests: int = 0,
+                 max_pages: int = 0) -> None:
         self.latency = latency  # seconds per request
         self.bandwidth = bandwidth  # bytes per second
         self.busy_until = 0.0  # simulated time the last queued transfer ends
+        self.nr_requests = nr_requests  # tags: requests in flight at most (0: unlimited)
+        self.max_pages = max_pages  # pages per request at most (max_sectors_kb; 0: any)
+        self.inflight: deque[float] = deque()  # completion times of requests holding tags
+        self.blocked = 0.0  # seconds the last submitter slept waiting for a tag
 
     def cost(self, npages: int) -> float:
         """Seconds for one request of `npages` pages on an idle device."""
         return self.latency + (npages << PAGE_SHIFT) / self.bandwidth
 
     def submit(self, npages: int, now: float | None) -> float:
-        """Queue a request at `now`; returns its completion time. Without a clock
-        (now None) the device is idle for every request and the result is the cost."""
+        """Queue `npages` at `now`; returns the completion time of the last request (the
+        requests are served in order). Without a clock (now None) the device is idle for
+        every request and the result is the cost; nothing is queued."""
+        self.blocked = 0.0
         if now is None:
             return self.cost(npages)
-        start = self.busy_until if self.busy_until > now else now
-        self.busy_until = start + (npages << PAGE_SHIFT) / self.bandwidth
-        return self.busy_until + self.latency
+        depth = self.nr_requests
+        if not depth:
+            start = self.busy_until if self.busy_until > now else now
+            self.busy_until = start + (npages << PAGE_SHIFT) / self.bandwidth
+            return self.busy_until + self.latency
+        maxp = self.max_pages or npages
+        inflight = self.inflight
+        t = now
+        done = now
+        while True:
+            n = npages if npages <= maxp else maxp
+            while inflight and inflight[0] <= t:
+                inflight.popleft()
+            if len(inflight) >= depth:
+                t = inflight.popleft()  # asleep until the oldest request completes
+            start = self.busy_until if self.busy_until > t else t
+            self.busy_until = start + (n << PAGE_SHIFT) / self.bandwidth
+            done = self.busy_until + self.latency
+            inflight.append(done)
+            npages -= n
+            if npages <= 0:
+                break
+        self.blocked = t - now
+        return done
+
+
+def guest_queue(kernel, latency: float, bandwidth: float) -> BlockQueue:
+    """A request queue of the guest's virtio disk: the kernel's nr_requests tags
+    (config nr_requests; None: NR_REQUESTS of its era) and its era's max_sectors_kb."""
+    cfg = kernel.config
+    era = getattr(cfg, "era", "6.x")
+    depth = getattr(cfg, "nr_requests", None)
+    if depth is None:
+        depth = NR_REQUESTS[era]
+    return BlockQueue(latency, bandwidth, depth, MAX_SECTORS_KB[era] >> (PAGE_SHIFT - 10))
 
 
 class SwapInfo:
@@ -112,7 +169,7 @@ class SwapInfo:
 
     def __init__(self, type_: int, size: int, latency: float, bandwidth: float,
                  name: str = SWAP_DEVICE_NAME, prio: int = SWAP_PRIORITY,
-                 rotational: bool = True) -> None:
+                 rotational: bool = True, queue: BlockQueue | None = None) -> None:
         self.type = type_
         self.name = name
         self.prio = prio
@@ -124,7 +181,7 @@ class SwapInfo:
         self.data: list[bytes | None] = [None] * self.max  # slot contents
         self.inuse_pages = 0
         self.cluster_next = 1
-        self.queue = BlockQueue(latency, bandwidth)
+        self.queue = queue if queue is not None else BlockQueue(latency, bandwidth)
         # SWP_SOLIDSTATE (swapon of a non-rotational device, 6.1 setup_clusters): slots in
         # use per cluster of SWAPFILE_CLUSTER (cluster_info; the header slot and the slots
         # past the end count), the wholly free clusters in list order (free_clusters:
@@ -154,7 +211,8 @@ class SwapState:
         self.reclaim = reclaim  # vmscan.Reclaim: LRU placement and activation
         cfg = kernel.config
         self.si = SwapInfo(0, cfg.swap, cfg.swap_latency, cfg.swap_bandwidth,
-                           rotational=getattr(cfg, "swap_rotational", True))
+                           rotational=getattr(cfg, "swap_rotational", True),
+                           queue=guest_queue(kernel, cfg.swap_latency, cfg.swap_bandwidth))
         self.swap_cache: dict[int, object] = {}  # entry -> Page
         self.ws = None  # workingset.ShadowSlots: shadow entries of evicted pages, by entry
         # content store: identical page contents share one bytes object
@@ -652,6 +710,7 @@ __all__ = [
     "SWAPFILE_CLUSTER",
     "SWAP_HAS_CACHE",
     "BlockQueue",
+    "guest_queue",
     "SwapInfo",
     "SwapState",
     "swp_entry",

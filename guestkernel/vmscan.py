@@ -364,13 +364,15 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 #   pgwriteback_file         file pages written back (by reclaim, the flusher or a writer)
 #   flusher_wakeups          flusher passes that wrote something
 #   balance_dirty_pages      dirty-limit checks that found nr_dirty above the background limit
+#   nr_requests_blocked      reclaim writes whose submitter slept for a request tag (every
+#                            one of the device queue's nr_requests in flight)
 # Linux's nr_vmscan_write (pages reclaim wrote: pageout) and nr_vmscan_immediate_reclaim
 # (dirty or writeback file pages reclaim marked PG_reclaim instead, 6.x) are node items.
 RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
     "nr_vmscan_write", "nr_vmscan_immediate_reclaim",
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
     "unevictable_pgs_rescued", "unevictable_pgs_scanned", "drop_pagecache", "drop_slab", "pgwriteback_file",
-    "flusher_wakeups", "oom_kill", "balance_dirty_pages",
+    "flusher_wakeups", "oom_kill", "balance_dirty_pages", "nr_requests_blocked",
 )
 
 
@@ -536,13 +538,13 @@ class Reclaim:
 
     def __init__(self, kernel) -> None:
         from .oom_kill import OOMKiller
-        from .swap import BlockQueue, SwapState
+        from .swap import SwapState, guest_queue
 
         self.kernel = kernel
         self.vmstat = kernel.vmstat
         self.alloc = kernel.page_alloc
         self.lruvecs = [Lruvec(node) for node in self.alloc.nodes]
-        self._BlockQueue = BlockQueue
+        self._guest_queue = guest_queue
         self.swap = SwapState(kernel, self)
         self.oom = OOMKiller(kernel)
         self.inflight: list[IOBatch] = []  # write requests in flight
@@ -1376,7 +1378,7 @@ class Reclaim:
         fs = page.mapping.host.fs
         q = self.disk_queues.get(id(fs))
         if q is None:
-            q = self.disk_queues[id(fs)] = self._BlockQueue(fs.latency, fs.bandwidth)
+            q = self.disk_queues[id(fs)] = self._guest_queue(self.kernel, fs.latency, fs.bandwidth)
         return q
 
     def _start_writeback(self, page, sc: ScanControl | None):
@@ -1413,9 +1415,20 @@ class Reclaim:
         for reclaim are freed; returns how many. Asynchronous: pages go back to the
         inactive list with PG_reclaim until the IOCompletion daemon ends the request."""
         now = self.now()
-        done = q.submit(len(batch), now)
+        at = now
+        if now is not None and sc is not None and not sc.sync_io:
+            # the reclaimer's own time: a direct reclaimer's clock, or kswapd's pass
+            # after its sleeps so far
+            at = sc.t0 + sc.cost + sc.sleep if sc.t0 is not None else now + sc.sleep
+        done = q.submit(len(batch), at)
         sync = now is None or (sc is not None and sc.sync_io)
         if not sync:
+            blocked = getattr(q, "blocked", 0.0)
+            if blocked and sc is not None:
+                # every tag taken (nr_requests requests in flight): the reclaimer slept in
+                # blk_mq_get_tag until the oldest request completed (its vCPU free)
+                sc.sleep += blocked
+                self.vmstat["nr_requests_blocked"] += 1
             for page in batch:
                 if sc is not None:  # written for reclaim: free it as soon as it is clean
                     page.flags |= PG_reclaim

@@ -438,12 +438,12 @@ class Host:
         writeback share one request queue with the disk's latency and bandwidth, so
         concurrent readers and the flusher wait for each other as on one device (the
         guest's swap area keeps the queue of its own device)."""
-        from guestkernel.swap import BlockQueue
+        from guestkernel.swap import guest_queue
 
         fs = getattr(kernel, "fs", None)
         if fs is None or self.env is None:
             return
-        disk = BlockQueue(fs.latency, fs.bandwidth)
+        disk = guest_queue(kernel, fs.latency, fs.bandwidth)  # its nr_requests tags
         fs.queue = disk
         reclaim = getattr(kernel, "reclaim", None)
         if reclaim is not None:
