@@ -477,7 +477,7 @@ def test_shm_lock_permission_and_rlimit_user_shm_lock():
 # ------------------------------------------------------------------ dirty limits via mmap
 def test_shared_mmap_writes_are_throttled_like_write_fault_dirty_shared_page():
     # fault_dirty_shared_page -> balance_dirty_pages_ratelimited: pages dirtied through a
-    # shared mapping count toward the dirty limits as write()'s do (checked every 32 pages)
+    # shared mapping count toward the dirty limits as write()'s do
     k = boot(dirty_ratio=1, dirty_background_ratio=2)
     t = k.init_task
     k.fs.create("/data/map", 256 * 4096)
@@ -486,8 +486,11 @@ def test_shared_mmap_writes_are_throttled_like_write_fault_dirty_shared_page():
     bg, thresh = k.reclaim.dirty_thresholds()
     vm = k.vmstat
     t.access_range(addr, 256 * 4096, True)
-    # 8 checks (every 32 pages dirtied); the first (32 dirty) is under the background
-    # limit, every later one finds more than it (the writer wrote back down to it)
-    assert 32 <= bg < 64 and vm["balance_dirty_pages"] == 7
+    # a check every ratelimit_pages = max(thresh / 32, 16) = 16 pages dirtied (the CPU's
+    # bdp_ratelimits, under the task's nr_dirtied_pause of 32): 16 checks; those at 16,
+    # 32, ... up to bg are under the background limit, every later one finds more than it
+    # (the writer wrote back down to it)
+    assert thresh // 32 < 16 and k.reclaim.ratelimit_pages == 16
+    assert 32 <= bg < 64 and vm["balance_dirty_pages"] == 16 - bg // 16
     assert vm["pgwriteback_file"] > 0 and vm["nr_dirty"] <= bg + 32
     assert k.fs.lookup("/data/map").disk
