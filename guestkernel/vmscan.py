@@ -155,6 +155,10 @@ MAX_RECLAIM_RETRIES = 16
 VMSCAN_THROTTLE_WRITEBACK, VMSCAN_THROTTLE_ISOLATED, VMSCAN_THROTTLE_NOPROGRESS, \
     VMSCAN_THROTTLE_CONGESTED = range(4)
 
+# reclaim_throttle's sleeps by reason (hvsim's counters: the mm_vmscan_throttled tracepoint's)
+THROTTLE_VMSTAT = ("vmscan_throttle_writeback", "vmscan_throttle_isolated",
+                   "vmscan_throttle_noprogress", "vmscan_throttle_congested")
+
 # balance_dirty_pages (6.1 mm/page-writeback.c); times in jiffies, rates in pages/s
 MAX_PAUSE = max(HZ // 5, 1)  # jiffies: the longest single pause, 200 ms
 DIRTY_POLL_THRESH = 128 >> (PAGE_SHIFT - 10)  # pages: 128 KiB between checks at least
@@ -366,6 +370,8 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 #   balance_dirty_pages      dirty-limit checks that found nr_dirty above the background limit
 #   nr_requests_blocked      reclaim writes whose submitter slept for a request tag (every
 #                            one of the device queue's nr_requests in flight)
+#   vmscan_throttle_*        reclaim_throttle sleeps by reason (writeback, isolated,
+#                            noprogress, congested: the mm_vmscan_throttled tracepoint's)
 # Linux's nr_vmscan_write (pages reclaim wrote: pageout) and nr_vmscan_immediate_reclaim
 # (dirty or writeback file pages reclaim marked PG_reclaim instead, 6.x) are node items.
 RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
@@ -373,7 +379,7 @@ RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
     "unevictable_pgs_rescued", "unevictable_pgs_scanned", "drop_pagecache", "drop_slab", "pgwriteback_file",
     "flusher_wakeups", "oom_kill", "balance_dirty_pages", "nr_requests_blocked",
-)
+) + THROTTLE_VMSTAT
 
 
 def page_lru(page) -> int:
@@ -1123,10 +1129,38 @@ class Reclaim:
         # (6.1 notes no cost for rotations here: nr_rotated only goes to the tracepoint)
 
     # ------------------------------------------------------------------ inactive list
-    def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
+    def too_many_isolated(self, lv: Lruvec, file: bool, sc: ScanControl) -> bool:
+        """too_many_isolated (6.1): a direct reclaimer (never kswapd) finds more pages of
+        the type isolated (NR_ISOLATED_*, by other reclaimers or compaction) than on the
+        inactive list, a eighth of it for a caller with both __GFP_IO and __GFP_FS
+        (GFP_NOIO/NOFS callers may isolate more, so that they do not deadlock behind
+        normal reclaimers); global reclaim is writeback_throttling_sane."""
+        if sc.kswapd:
+            return False
         vm = self.vmstat
-        taken, nr_scanned = self.isolate_lru_pages(nr_to_scan, lv, sc, lru)
+        isolated = vm["nr_isolated_file" if file else "nr_isolated_anon"]
+        if not isolated:
+            return False
+        inactive = lv.lists[LRU_INACTIVE_FILE if file else LRU_INACTIVE_ANON].nr
+        if sc.gfp & (G.IO | G.FS) == G.IO | G.FS:
+            inactive >>= 3
+        return isolated > inactive
+
+    def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
+        """shrink_inactive_list (6.1): while too many pages are isolated, sleep once
+        (reclaim_throttle VMSCAN_THROTTLE_ISOLATED, HZ/50) and, still too many, give up
+        on the list (0 reclaimed); then isolate up to nr_to_scan pages from its tail
+        (counted in nr_isolated_anon/file until they are back or freed), shrink them
+        (shrink_page_list), note the cost of what was written (lru_note_cost)."""
+        vm = self.vmstat
         file = is_file_lru(lru)
+        stalled = False
+        while self.v6 and self.too_many_isolated(lv, file, sc):
+            if stalled:
+                return 0
+            stalled = True
+            self.reclaim_throttle(lv, VMSCAN_THROTTLE_ISOLATED, sc)
+        taken, nr_scanned = self.isolate_lru_pages(nr_to_scan, lv, sc, lru)
         if nr_scanned:
             vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += nr_scanned
             vm["pgscan_file" if file else "pgscan_anon"] += nr_scanned
@@ -1137,7 +1171,10 @@ class Reclaim:
             return 0
         before_pageout = sc.nr_pageout
         before_unqueued = sc.nr_unqueued_dirty
+        isolated = "nr_isolated_file" if file else "nr_isolated_anon"
+        vm[isolated] += n
         reclaimed = self.shrink_page_list(taken, sc)
+        vm[isolated] -= n
         vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
         self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout)
@@ -1764,6 +1801,7 @@ class Reclaim:
             return 0.0
         if sc.t0 is not None:
             now = sc.t0 + sc.cost + sc.sleep  # the direct reclaimer's own time
+        vm = self.vmstat
         if reason == VMSCAN_THROTTLE_WRITEBACK:
             timeout = 1.0 / 10
             wake = now + timeout
@@ -1775,10 +1813,16 @@ class Reclaim:
                 if written > SWAP_CLUSTER_MAX:
                     wake = max(b.done_at, now)
                     break
+            vm["nr_throttled_written"] += written  # (__acct_reclaim_writeback)
+        elif reason == VMSCAN_THROTTLE_ISOLATED:
+            # HZ/50; woken early by a reclaimer finding the isolated pages few again
+            # (wake_throttle_isolated): none runs while this one sleeps here
+            wake = now + (HZ // 50) / HZ
         else:
             if self._skip_throttle_noprogress(lv):
                 return 0.0
             wake = now + 1.0 / HZ
+        vm[THROTTLE_VMSTAT[reason]] += 1
         slept = wake - now
         sc.sleep += slept
         if not sc.kswapd:  # (kswapd sleeps in simulated time: Kswapd._run)

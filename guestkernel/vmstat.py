@@ -166,6 +166,7 @@ STATE_ITEMS = (
     "nr_balloon_pages",
     "nr_dirtied",  # cumulative: file pages that became dirty (folio_account_dirtied)
     "nr_written",  # cumulative: pages whose writeback ended (__folio_end_writeback)
+    "nr_throttled_written",  # cumulative: of those, ended while reclaim was throttled on writeback
     # global_dirty_limits, computed when /proc/vmstat is read (procfs.py)
     "nr_dirty_threshold",
     "nr_dirty_background_threshold",
