@@ -620,8 +620,25 @@ def test_local_dask_workers_start_with_the_runner_and_pyplot_imported():
     try:
         names = ["experiments.scenario", "guestkernel.kernel", "hypervisor.host", "matplotlib.pyplot"]
         assert client.submit(_modules_loaded, names, pure=False).result() == names
+        # the cluster's housekeeping (LOCAL_CLUSTER_QUIET) reached the forked worker and the
+        # scheduler: intervals in ms as Dask's periodic callbacks hold them
+        (worker,) = client.run(_housekeeping).values()
+        assert (worker["tick"], worker["monitor"], worker["memory_monitor"]) == (1000, 5000, 1000)
+        sched = client.run_on_scheduler(_housekeeping)
+        assert (sched["tick"], sched["monitor"]) == (1000, 5000)
+        assert not sched["stealing"] and not sched["amm"]
     finally:
         S._close_dask(client, cluster)
+
+
+def _housekeeping(dask_worker=None, dask_scheduler=None):
+    server = dask_worker or dask_scheduler
+    out = {k: pc.callback_time for k, pc in server.periodic_callbacks.items()}
+    if dask_scheduler is not None:
+        out["stealing"] = "stealing" in dask_scheduler.extensions
+        amm = dask_scheduler.extensions.get("amm")
+        out["amm"] = bool(amm and amm.running)
+    return out
 
 
 def test_dask_sweep_with_every_run_finished_and_without_tracebacks(tmp_path, monkeypatch, capfd):
