@@ -44,6 +44,7 @@ import os
 from array import array
 from collections import deque
 from itertools import compress as select
+from operator import itemgetter
 
 from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
@@ -72,6 +73,14 @@ FAULT_COST = 2e-6  # EPT violation, frame allocation and zeroing 4 KiB
 COW_COST = 3e-6  # EPT violation, frame allocation and a 4 KiB copy
 DECOMPRESS_COST = 1.5e-6  # zstd decompression of one page
 NOMEM_STALL = 1e-3  # what one allocation waits when the host cannot reclaim anything
+
+
+def _gather(seq, idx) -> tuple:
+    """(seq[i] for i in idx) as a tuple. NOTE: one itemgetter call, for performance: a
+    map() of an array's or bytearray's __getitem__ costs three times as much."""
+    if len(idx) > 1:
+        return itemgetter(*idx)(seq)
+    return tuple(seq[i] for i in idx)
 
 
 # virtio-balloon stats (guestkernel.balloon.VIRTIO_BALLOON_S_NAMES) as guest_stats() keys
@@ -820,7 +829,7 @@ class VM:
         state = p2m.state
         mpns = p2m.mpn
         pfns = list(pfns)
-        if bytes(map(state.__getitem__, pfns)).count(P2M_PRIVATE) != len(pfns):
+        if bytes(_gather(state, pfns)).count(P2M_PRIVATE) != len(pfns):
             bad = next(pfn for pfn in pfns if state[pfn] != P2M_PRIVATE)
             raise ValueError(f"evict: pfn {bad:#x} of {self.name} is not a private frame")
         if self.lp_live:
@@ -840,9 +849,11 @@ class VM:
             # the cache compresses what the frames hold: the guest's writes folded in first
             machine = self.machine
             mcsum = machine.csum
-            for m in map(mpns.__getitem__, pfns):
-                if mcsum[m] == WRITTEN:
-                    machine.fold(m)
+            ms = _gather(mpns, pfns)
+            if WRITTEN in _gather(mcsum, ms):
+                for m in ms:
+                    if mcsum[m] == WRITTEN:
+                        machine.fold(m)
         swapped = [0, 0.0]  # pages, seconds
         full = [zcache.full if zcache is not None else 0]
 
@@ -869,7 +880,7 @@ class VM:
                 to_swap(i)
             cost = 0.0
         else:
-            slots = zcache.store_frames(list(map(mpns.__getitem__, pfns)), to_swap)
+            slots = zcache.store_frames(list(ms), to_swap)
             cost = len(pfns) * zcache.compress_cost
             self.evict_cpu += cost
         stored = pfns
@@ -881,20 +892,28 @@ class VM:
             slots = list(select(slots, kept))
         compressed = len(slots)
         if compressed:
-            # NOTE: P2M.set inlined for performance (nr is settled below)
+            # NOTE: P2M.set inlined for performance (nr is settled below), with the
+            # compression sequence numbers (one loop: their mask is needed only past 2**32)
             n = self.nr_pages
-            for pfn, slot in zip(stored, slots):
-                state[pfn] = P2M_COMPRESSED
-                mpns[pfn] = slot
             seq = self._zseq
             if seq is None:
                 seq = self._zseq = array("I", bytes(4 * n))
-            z = self._zn
-            for pfn in stored:
-                z += 1
-                seq[pfn] = z & 0xFFFFFFFF
-            self._zage.extend([(zi & 0xFFFFFFFF) * n + pfn
-                               for zi, pfn in zip(range(self._zn + 1, z + 1), stored)])
+            z0 = z = self._zn
+            if z0 + compressed <= 0xFFFFFFFF:
+                for pfn, slot in zip(stored, slots):
+                    state[pfn] = P2M_COMPRESSED
+                    mpns[pfn] = slot
+                    z += 1
+                    seq[pfn] = z
+                self._zage.extend([zi * n + pfn for zi, pfn in zip(range(z0 + 1, z + 1), stored)])
+            else:
+                for pfn, slot in zip(stored, slots):
+                    state[pfn] = P2M_COMPRESSED
+                    mpns[pfn] = slot
+                    z += 1
+                    seq[pfn] = z & 0xFFFFFFFF
+                self._zage.extend([(zi & 0xFFFFFFFF) * n + pfn
+                                   for zi, pfn in zip(range(z0 + 1, z + 1), stored)])
             self._zn = z
         done = swapped[0]
         cost += swapped[1]
