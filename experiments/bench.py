@@ -437,10 +437,26 @@ def scenario_child(config: str, duration: str | None = None, max_bytes: int = 0)
         summary = run_experiment(cfg, out, write_report=False)
         cpu = time.process_time() - c0
         wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {"status": summary["status"], "error": summary["error"], "wall_s": wall,
             "cpu_s": cpu, "sim_s": summary["sim_time_s"], "peak_rss": peak,
             "bytes_per_frame": (peak - rss0) / frames, "frames": frames}
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process's own address space, bytes: VmHWM of
+    /proc/self/status (0 elsewhere). NOTE: not getrusage's ru_maxrss, which Linux carries
+    across exec from the address space the process had before (exec_mmap folds the old
+    mm's high-water mark into the process's maxrss): a scenario child started by a
+    `hvsim bench` that had run the sharing benchmark reported that parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _rss_now() -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from click.testing import CliRunner
 
 from experiments import bench as B
@@ -63,3 +67,19 @@ def test_bench_exits_non_zero_when_a_figure_is_below_its_target(monkeypatch):
     assert res.stderr == "hvsim bench: below target: fake rate: 150,000 faults/s (target >= 200,000)\n"
     res = CliRunner().invoke(main, ["bench", "fake-ok"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and exec_mmap are Linux's")
+def test_scenario_child_peak_rss_is_its_own_not_the_parents():
+    # Linux's exec_mmap folds the pre-exec address space's high-water mark into the
+    # process's maxrss, so a child's getrusage ru_maxrss starts at its parent's peak; the
+    # scenario child's peak (bench._peak_rss, VmHWM of the new address space) does not.
+    parent = bytearray(192 << 20)
+    parent[::4096] = b"\1" * len(range(0, len(parent), 4096))  # resident
+    code = ("import resource; from experiments.bench import _peak_rss; "
+            "print(_peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    del parent
+    own, maxrss = map(int, out.stdout.split())
+    assert maxrss >= 192 << 20  # the rule: the parent's peak, carried across exec
+    assert 0 < own < 96 << 20  # an interpreter that imported experiments.bench
