@@ -178,6 +178,11 @@ def test_kswapd_immediate_pages_throttle_on_writeback():
     assert r.reclaim_throttle(lv, VMSCAN_THROTTLE_WRITEBACK, sc) == 1.0 / 10
     assert sc.sleep == 1.0 / 10 and k.vmstat["nr_writeback"] == N  # kswapd sleeps in time
     assert HZ == 250
+    # the N writes end during the sleep: __acct_reclaim_writeback counts them in
+    # NR_THROTTLED_WRITTEN (N <= SWAP_CLUSTER_MAX: no early wake-up); one throttle
+    assert max(b.done_at for b in r.inflight) < env.now + 1.0 / 10
+    assert k.vmstat["nr_throttled_written"] == N
+    assert k.vmstat["vmscan_throttle_writeback"] == 1
 
 
 def test_6x_try_to_free_pages_submits_without_waiting():
