@@ -1058,7 +1058,11 @@ class Task:
                     if consume(ZERO_PAGE if chunk == PAGE_SIZE else ZERO_PAGE[:chunk]) is False:
                         break
                     continue
-                page = self._readahead(f, idx, last_index)
+                if inode.shmem:  # no file readahead: shmem_swapin_folio reads it back
+                    page, _, c = filemap_get_page(k, inode, idx)
+                    self.cost += c
+                else:
+                    page = self._readahead(f, idx, last_index)
                 if page is None:
                     break
             if page.flags & PG_readahead:

@@ -72,3 +72,35 @@ def test_a_read_fault_on_a_hole_allocates():
     a = t.mmap(0, 16 * P, U.PROT_READ, U.MAP_SHARED, fd, 0)
     t.access_range(a, P, False)
     assert vm["nr_shmem"] == shmem0 + 1
+
+
+def test_read_of_a_swapped_page_allocates_no_neighbouring_hole():
+    """A page on swap is read back (shmem_get_folio SGP_READ: shmem_swapin_folio), with
+    no file readahead around it: the holes beside it stay holes."""
+    k = Kernel(KernelConfig(memory="64MiB", swap="16MiB"))
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("t")
+    fd = t.memfd_create("sw")
+    t.ftruncate(fd, 16 * P)
+    buf = t.mmap(0, 16 * P, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    copy_to_user(t, buf, b"\x33" * P)
+    for idx in (0, 8):
+        t.lseek(fd, idx * P)
+        assert t.write(fd, buf, P) == P
+    inode = t.files[fd].inode
+    m = t.mmap(0, 16 * P, RW, U.MAP_SHARED, fd, 0)
+    for idx in (0, 8):
+        t.access_range(m + idx * P, P, False)
+    t.madvise(m, 16 * P, U.MADV_PAGEOUT)
+    k.reclaim.complete_io()
+    assert sorted(inode.mapping.swapped or {}) == [0, 8] and not inode.mapping.pages
+    t.munmap(m, 16 * P)
+    t.lseek(fd, 0)
+    assert t.read(fd, buf, 16 * P) == 16 * P
+    data = t.peek(buf, 16 * P)
+    assert data[:P] == b"\x33" * P and data[8 * P:9 * P] == b"\x33" * P
+    assert data[P:8 * P] == bytes(7 * P) and data[9 * P:] == bytes(7 * P)
+    # the two pages are back (swap cluster readahead may bring the other one into the
+    # swap cache too); no hole got a page
+    assert set(inode.mapping.pages) <= {0, 8} and 0 in inode.mapping.pages and 8 in inode.mapping.pages
