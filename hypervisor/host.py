@@ -42,10 +42,14 @@ A host with no room left behaves as its `kind` does:
           oom_evaluate_task keeps a later equal score): the VM is gone, its memory
           freed (`host_oom_kills`, with the time).
 
-Only if neither frees a frame (an ESX host whose every frame is shared or compressed)
-does an allocation overdraw (vm.nomem_stalls, machine.overdraft_allocs), reported
-(`overdraft_peak_pages`, `overdraft_time`; the run's summary, report and time series
-show it, experiments/metrics.py).
+When no VM has a private frame left (every frame holds shared or compressed pages),
+the allocating VM waits while those frames are freed to swap (`reclaim_held`: the
+compression cache's oldest pages, then shared frames, one copy in each sharer's swap),
+as ESX's low state blocks allocations until memory is freed. Only when swap is full too
+(possible by design only with `admission_control = False`, or on kvm once the OOM
+killer found nothing to kill) does an allocation overdraw (vm.nomem_stalls,
+machine.overdraft_allocs), reported (`overdraft_peak_pages`, `overdraft_time`; the
+run's summary, report and time series show it, experiments/metrics.py).
 
 Host CPU (cpu.py): ksmd, compression, fault zeroing, balloon exits (`balloon_inflate_cost`,
 `balloon_deflate_cost` a page) and swap-out submission (`swapout_cost` a page) run on the
@@ -307,6 +311,11 @@ class Host:
         self.sysfs = SysFS(self)
         # counters
         self.reclaim_calls = 0  # synchronous reclaims (a VM found no free frame)
+        # no private frame left (reclaim_held): pages written to swap to free the frames
+        # of the compression cache and of shared pages
+        self.held_zip_swapped = 0  # compressed pages moved to swap (oldest first)
+        self.held_shared_swapped = 0  # mappings of shared frames written to swap
+        self.held_frames_freed = 0  # frames those writes freed
         self.pages_evicted = 0  # frames compressed or swapped out by the host
         self.shared_before_swap = 0  # victims merged into a stable frame instead
         self.evict_time = 0.0  # host seconds spent compressing and writing swap
@@ -484,11 +493,108 @@ class Host:
         self._swapout_cpu_last = 0.0
         self.cpus.charge(sw, SWAPOUT)
         cost = cpu + sw
+        if self.machine.nr_free <= 0 and not swap.nr_inflight:
+            # not a private frame left to take: the frames compressed and shared pages hold
+            cost += self.reclaim_held(now)
         if self.machine.nr_free <= 0 and swap.nr_inflight and now is not None:
             wait = swap.complete_oldest(now + cpu)
             if wait > 0.0:
                 cost += wait
         return cost
+
+    def reclaim_held(self, now: float | None = None) -> float:
+        """Machine memory is full and no VM has a private frame to compress or swap (every
+        frame holds compressed pages or shared ones): instead of overdrawing, the
+        allocating VM waits until memory is freed, as ESX's low state blocks allocations
+        (hypervisor.md: "low < 16 %: compression + swap + block VMs"). Frames are freed by
+        writing what they hold to swap, where admission control reserved a slot for
+        every page of every VM:
+
+            compressed pages   the compression cache's age-based replacement: the page
+                               compressed longest ago is decompressed and written to its
+                               VM's swap (VM._zip_replace_oldest), until a cache frame is
+                               empty and goes back to the machine; the VM with the most
+                               compressed pages first
+            shared pages       a shared frame (the one the VM with the most shared pages
+                               maps first) is written to the swap file of every VM
+                               mapping it, one copy each, as each VM's .vswp holds its
+                               own pages; the frame is freed with its last mapping
+
+        Until a frame is free. The written data leave through a bounce buffer (the frame
+        is free at once) and the requester waits until the last write completes: that
+        is when the memory it waits for is freed. Returns the seconds it waits (host CPU
+        decompressing and submitting, then the writes), 0.0 if nothing could be freed
+        (swap full: an overdraft remains possible only then, reported)."""
+        m = self.machine
+        swap = self.swap
+        free0 = m.nr_free
+        out0 = swap.pswpout
+        cpu = 0.0
+        vms = [vm for vm in self.vms if not vm.dead]
+        while m.nr_free <= 0:
+            vm = None
+            most = 0
+            for v in vms:
+                n = v.p2m.nr[P2M_COMPRESSED]
+                if n > most and v.zcache is not None:
+                    vm, most = v, n
+            if vm is None:
+                break
+            c = vm._zip_replace_oldest()
+            if c < 0.0:
+                break
+            cpu += c
+            self.held_zip_swapped += 1
+        sharing = self.sharing
+        while m.nr_free <= 0 and sharing is not None:
+            vm = None
+            most = 0
+            for v in vms:
+                n = v.p2m.nr[P2M_SHARED]
+                if n > most:
+                    vm, most = v, n
+            if vm is None:
+                break
+            pfn = vm.p2m.state.find(P2M_SHARED)
+            if not self._swap_shared_frame(vm.p2m.mpn[pfn], vms):
+                break
+        sw = (swap.pswpout - out0) * self.config.swapout_cost
+        self.swapout_cpu += sw
+        self.cpus.charge(sw, SWAPOUT)  # on the requesting vCPU's time, as reclaim's
+        self.cpus.charge(cpu, COMPRESSION)
+        self.held_frames_freed += max(0, m.nr_free - free0)
+        wait = 0.0
+        if swap.pswpout != out0 and now is not None:
+            wait = max(0.0, swap.last_done - now - cpu - sw)
+        return cpu + sw + wait
+
+    def _swap_shared_frame(self, mpn: int, vms: list) -> bool:
+        """Write shared frame `mpn` to the swap of every VM mapping it and free it
+        (reclaim_held). False if swap had no room for a copy (the mappings written so
+        far stay swapped)."""
+        data = self.machine.data(mpn)
+        sharing = self.sharing
+        swap = self.swap
+        for vm in vms:
+            p2m = vm.p2m
+            arr = p2m.mpn
+            state = p2m.state
+            i = 0
+            while True:
+                try:
+                    i = arr.index(mpn, i)
+                except ValueError:
+                    break
+                if state[i] == P2M_SHARED:
+                    slot, _ = swap.write(data)
+                    if slot < 0:
+                        return False
+                    sharing.unmap(vm, i)
+                    p2m.set(i, P2M_SWAPPED, slot)
+                    vm.pswpout += 1
+                    self.held_shared_swapped += 1
+                i += 1
+        return True
 
     def _evict_cpu(self) -> float:
         return sum(vm.evict_cpu for vm in self.vms)
@@ -738,6 +844,9 @@ class Host:
             "host_oom_kills": len(self.host_oom_kills),
             "vms_not_powered_on": len(self.not_powered_on),
             "reclaim_calls": self.reclaim_calls,
+            "held_zip_swapped": self.held_zip_swapped,
+            "held_shared_swapped": self.held_shared_swapped,
+            "held_frames_freed": self.held_frames_freed,
             "pages_evicted": self.pages_evicted,
             "shared_before_swap": self.shared_before_swap,
             "evict_time": self.evict_time,

@@ -61,6 +61,7 @@ class HostSwap:
         self.clock = clock  # callable() -> simulated seconds, or None: no queue
         self.busy_until = 0.0  # simulated time the last queued request completes
         self._wt = -1.0  # submission time of the last queued request if it is a write cluster
+        self._last_done = 0.0  # when the last write submitted completes
         self._data: list[bytes | None] = []
         self._mpn: list[int] = []  # per slot: the frame still held by its write in flight, or -1
         self._free: list[int] = []
@@ -175,6 +176,11 @@ class HostSwap:
         if self.trace is not None:
             self.trace.append((done, "w"))
         return slot, done - now
+
+    @property
+    def last_done(self) -> float:
+        """When the last write submitted completes (simulated seconds)."""
+        return self._last_done
 
     def hold(self, slot: int, mpn: int) -> bool:
         """The frame `mpn` stays in use until the write just made to `slot` completes.

@@ -682,11 +682,13 @@ class VM:
                 if before == (machine.nr_free, swap.nr_inflight if swap is not None else 0,
                               swap.nr_used if swap is not None else 0):
                     break
-        # Nothing reclaimable and no swap room. A KVM host's OOM killer kills the VM with
-        # the highest oom_score and its memory is free (Host.host_oom); killed itself,
-        # this VM takes the frame for the access in progress and the host frees it with
-        # the rest (Host.reap_dead). An ESX host reserved every VM's swap file at power-on
-        # (Host.power_on_check), so there is always a slot for a private frame.
+        # Nothing reclaimable and no swap room (the host's reclaim also writes compressed
+        # and shared pages to swap when no private frame is left: Host.reclaim_held). A
+        # KVM host's OOM killer kills the VM with the highest oom_score and its memory
+        # is free (Host.host_oom); killed itself, this VM takes the frame for the access
+        # in progress and the host frees it with the rest (Host.reap_dead). An ESX host
+        # reserved every VM's swap file at power-on (Host.power_on_check), so there is
+        # always a slot for a private frame.
         oom = self.oom_hook
         if oom is not None and oom(self):
             mpn = machine.alloc(self.vmid, data)

@@ -141,3 +141,84 @@ def test_a_kvm_host_with_no_room_never_uses_more_frames_than_it_has():
     assert summary["host_oom_kills"] == host.host_oom_kills
     text = render_markdown({}, summary, [], {}, {})
     assert "## VMs killed by the host's OOM killer" in text
+
+
+def full_of_held_frames(kind: str):
+    """A 64-frame host whose every frame holds shared or compressed pages, no private
+    frame anywhere: VMs a and b map the same 24 pages (merged by ksmd: 24 shared
+    frames); a's further pages are compressed (half-compressible: two to a frame) in
+    pfn order until memory is full."""
+    from hypervisor.p2m import P2M_COMPRESSED, P2M_SHARED
+
+    from ..hypervisor.helpers import half_compressible_page
+
+    host = Host(HostConfig(memory=f"{64 * PAGE_SIZE}", swap_size=f"{2048 * PAGE_SIZE}", kind=kind,
+                           ballooning=False, smart_scan=False, min_free=PAGE_SIZE, zip_max_pct=100))
+    a = host.create_image_vm("a", 256)
+    b = host.create_image_vm("b", 256)
+    c = host.create_image_vm("c", 256)
+    m = host.machine
+    for pfn in range(24):
+        a.store(pfn, page(pfn))
+        b.store(pfn, page(pfn))
+    while a.p2m.nr[P2M_SHARED] < 24:
+        host.sharing.scan()
+    order = []
+    pfn = 24
+    while m.nr_free > 0:
+        a.store(pfn, half_compressible_page(pfn))
+        assert a.evict(pfn, swap=False) >= 0.0
+        order.append(pfn)
+        pfn += 1
+    assert m.nr_free == 0 and a.p2m.nr[P2M_PRIVATE] == b.p2m.nr[P2M_PRIVATE] == 0
+    assert a.p2m.nr[P2M_SHARED] == b.p2m.nr[P2M_SHARED] == 24
+    assert a.p2m.nr[P2M_COMPRESSED] == len(order)
+    return host, a, b, c, order
+
+
+@pytest.mark.parametrize("kind", ["esx", "kvm"])
+def test_a_host_whose_frames_are_all_compressed_or_shared_frees_them_to_swap_not_overdraws(kind):
+    # issue 12 s.3: no private frame is left to compress or swap, so nothing the usual
+    # reclaim takes frees a frame. The allocating VM waits while the compression cache's
+    # age-based replacement writes the oldest compressed pages to swap until a cache
+    # frame is empty (ESX: "the oldest compressed page is decompressed and written to
+    # swap"); machine memory never exceeds the host's, and nobody is OOM-killed
+    host, a, b, c, order = full_of_held_frames(kind)
+    m = host.machine
+    for i in range(20):
+        c.store(i, page(9000 + i))
+        assert m.nr_used <= m.nr_frames
+    assert m.overdraft_allocs == 0 and c.nomem_stalls == 0 and not host.host_oom_kills
+    # the pages that went to swap are a's oldest compressed ones, in the order compressed
+    swapped = [p for p in order if a.p2m.state[p] == P2M_SWAPPED]
+    assert swapped == order[:len(swapped)] and host.held_zip_swapped == len(swapped) > 0
+    host.validate()
+
+
+def test_a_shared_frame_is_written_to_each_sharers_swap_when_nothing_else_frees_a_frame():
+    # Host.reclaim_held with no compressed page left: the frame the VM with the most
+    # shared pages maps first (a's pfn 0, shared with b) is written to the swap of both
+    # VMs mapping it (each .vswp holds its own VM's pages) and freed; both read it back
+    host = Host(HostConfig(memory=f"{64 * PAGE_SIZE}", swap_size=f"{2048 * PAGE_SIZE}", kind="esx",
+                           ballooning=False, smart_scan=False, min_free=PAGE_SIZE, compression=False))
+    a = host.create_image_vm("a", 256)
+    b = host.create_image_vm("b", 256)
+    for pfn in range(24):
+        a.store(pfn, page(pfn))
+        b.store(pfn, page(pfn))
+    while a.p2m.nr[2] < 24:  # (P2M_SHARED)
+        host.sharing.scan()
+    m = host.machine
+    c = host.create_image_vm("c", 256)
+    pfn = 0
+    while m.nr_free > 0:  # the other 40 frames: c's (reclaim_held leaves private frames to evict)
+        c.store(pfn, page(5000 + pfn))
+        pfn += 1
+    assert host.sharing.pages_shared == 24 and pfn == 40
+    host.reclaim_held()
+    assert a.p2m.state[0] == b.p2m.state[0] == P2M_SWAPPED
+    assert [p for p in range(24) if a.p2m.state[p] == P2M_SWAPPED] == [0]
+    assert host.held_shared_swapped == 2 and host.held_frames_freed == 1
+    assert m.nr_free == 1 and host.sharing.pages_shared == 23
+    assert a.load(0) == b.load(0) == page(0)
+    host.validate()
