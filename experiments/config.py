@@ -578,6 +578,10 @@ class VMSection(_Model):
         "normal", description='ESX CPU shares: "low" (500 per vCPU), "normal" (1000), "high" (2000) or a number '
         "for the VM; CPU time divides in proportion when the host's CPUs are short")
     balloon: bool = Field(True, description="the guest runs a balloon driver")
+    reservation: Memory = Field("0B", description="ESX memory reservation (sched.mem.min): machine memory the "
+                                "VM is guaranteed; admission control reserves it (and a swap file of memory minus "
+                                "it), ballooning and host swap never take the VM below it; kind \"esx\" only "
+                                "(KVM has no reservations)")
     kernel: KernelSection = Field(default_factory=KernelSection)
     workload: Workload = Field(default_factory=IdleParams)
 
@@ -612,6 +616,8 @@ class VMSection(_Model):
                 elif parse_size(self.memory) != nbytes:
                     bad.append(f"memory: {self.memory} but image_file {str(path)!r} holds {format_size(nbytes)} "
                                "(a VM booted from an image has the image's size: set memory to it or leave it out)")
+        if size(self.reservation) > size(self.memory):
+            bad.append(f"reservation: {self.reservation} is more than the VM's memory, {self.memory}")
         if bad:
             raise ValueError("\n".join(bad))
         return self
@@ -649,6 +655,11 @@ class ExperimentConfig(_Model):
     def _check(self) -> ExperimentConfig:
         if not self.vm:
             raise ValueError("vm: at least one [[vm]] table is needed")
+        if self.host.kind != "esx":
+            for v in self.vm:
+                if size(v.reservation):
+                    raise ValueError(f"vm[{v.name}].reservation: a {self.host.kind} host has no memory "
+                                     "reservations (an ESX setting, sched.mem.min)")
         seen: set[str] = set()
         for v in self.vm:
             for n in v.instance_names():

@@ -228,7 +228,8 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
         unit = getattr(wl, "unit", "") if wl is not None else ""
         if unit:
             by_unit[unit] = round(by_unit.get(unit, 0.0) + tput, 6)
-        entry = {"memory_mib": pages_mib(vm.nr_pages)}
+        entry = {"memory_mib": pages_mib(vm.nr_pages),
+                 "reservation_mib": pages_mib(getattr(vm, "reservation", 0))}
         entry.update(vm_memory_row(vm))
         entry.update({
             "throughput": tput,

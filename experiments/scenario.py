@@ -181,12 +181,13 @@ class Scenario:
             from .workloads.snapshots import SnapshotsWorkload, series_layout
 
             layout = series_layout(v.workload.path)
-            vm = self.host.create_image_vm(name, layout.nr_pages)
+            vm = self.host.create_image_vm(name, layout.nr_pages, size(v.reservation) // 4096)
             vm.shares = v.share_count()
             self.workloads[name] = SnapshotsWorkload(env, vm, v.workload, layout)
             return
         vm = self.host.create_vm(name, kernel_config(v, rng_seed(seed, f"vm/{name}/boot")),
-                                 balloon=v.balloon, cpu_shares=v.cpu_share_count())
+                                 balloon=v.balloon, cpu_shares=v.cpu_share_count(),
+                                 reservation=size(v.reservation) // 4096)
         vm.shares = v.share_count()
         image = None if v.image_name() == "none" else OSImage.get(v.image_name())
         if image is not None:

@@ -38,7 +38,11 @@ class BalloonController:
         self.oom_respected = 0  # updates that took a guest's deflate-on-oom into account
 
     def cap(self, vm) -> int:
-        return int(vm.nr_pages * self.max_pct // 100)
+        """Most pages the VM's balloon may hold: `max_pct` of its memory, and never so
+        many that the VM is left below its memory reservation (ESX sched.mem.min)."""
+        cap = int(vm.nr_pages * self.max_pct // 100)
+        room = vm.nr_pages - getattr(vm, "reservation", 0)
+        return cap if cap < room else room
 
     def update(self) -> list[int]:
         """Recompute and apply every VM's target; returns the targets (pages).

@@ -21,10 +21,11 @@ while swap has room (vm.nomem_waits counts the allocations that waited).
 
 A host with no room left behaves as its `kind` does:
 
-    esx   admission control: at power-on each VM's swap file (.vswp) is reserved on
-          host swap, its configured memory minus its memory reservation (hvsim has no
-          reservations: all of it); a VM whose swap file does not fit is not powered
-          on (`PowerOnError`, listed in `not_powered_on` with the reason). VMware,
+    esx   admission control: at power-on each VM's memory reservation (sched.mem.min,
+          `reservation` pages: machine memory it is guaranteed) must fit in the host
+          memory not reserved yet, and its swap file (.vswp) is reserved on host swap,
+          its configured memory minus its reservation; a VM whose reservation or swap
+          file does not fit is not powered on (`PowerOnError`, listed in `not_powered_on` with the reason). VMware,
           vSphere Resource Management, "Swap Space and Memory Overcommitment": "You
           must reserve swap space for any unreserved virtual machine memory (the
           difference between the reservation and the configured memory size) on
@@ -32,7 +33,9 @@ A host with no room left behaves as its `kind` does:
           that the ESXi host is able to preserve virtual machine memory under any
           circumstances"; "Swap File Location": "The ESXi host creates a swap file when
           a virtual machine is powered on. If this file cannot be created, the virtual
-          machine cannot power on." Every guest page then has a swap slot to go to.
+          machine cannot power on." Every guest page then has a swap slot to go to, or
+          lies within the reservation, which ballooning (BalloonController.cap) and
+          compression and host swap (`above_reservation`) never take.
           (`admission_control = False` powers on whatever the swap, as hvsim did.)
     kvm   no reservation: when machine memory and swap are both exhausted and nothing
           can be reclaimed, the host's OOM killer kills the QEMU process with the
@@ -322,6 +325,7 @@ class Host:
         self.swapout_cpu = 0.0  # host CPU seconds submitting writes to swap
         self._swapout_cpu_last = 0.0  # the part of it spent by the last evict()
         self.swap_reserved = 0  # pages of host swap reserved by powered-on VMs' swap files (esx)
+        self.mem_reserved = 0  # frames reserved by powered-on VMs' memory reservations (esx)
         self.not_powered_on: list[dict] = []  # VMs refused at power-on: name, reason
         self.host_oom_kills: list[dict] = []  # VMs the host's OOM killer killed (kvm)
         self.lp = None  # host large pages (largepage.py), when cfg.large_pages
@@ -344,28 +348,47 @@ class Host:
     def vm(self, name: str) -> VM:
         return self._by_name[name]
 
-    def power_on_check(self, name: str, nr_pages: int) -> None:
-        """ESX admission control (module docstring): reserve the VM's swap file, its
-        configured memory (hvsim has no memory reservations), on host swap, or refuse
-        to power it on (PowerOnError, recorded in `not_powered_on`). KVM reserves
-        nothing."""
-        if self.config.kind != "esx" or not self.config.admission_control:
+    def power_on_check(self, name: str, nr_pages: int, reservation: int = 0) -> None:
+        """ESX admission control (module docstring): the VM's memory reservation
+        (`reservation` pages, sched.mem.min) must fit in the host memory not reserved
+        yet, and its swap file, its configured memory minus its reservation, is
+        reserved on host swap; else it is refused (PowerOnError, recorded in
+        `not_powered_on`). KVM has no memory reservations and reserves nothing."""
+        if reservation < 0 or reservation > nr_pages:
+            raise ValueError(f"reservation: must be between 0 and the VM's memory, got {reservation} pages "
+                             f"for {nr_pages}")
+        if self.config.kind != "esx":
+            if reservation:
+                raise ValueError("reservation: a kvm host has no memory reservations (an ESX setting, "
+                                 "sched.mem.min)")
             return
+        if not self.config.admission_control:
+            return
+        mib = PAGE_SIZE / (1 << 20)
+        free_res = self.machine.nr_frames - self.mem_reserved
+        if reservation > free_res:
+            reason = (f"its memory reservation needs {reservation * mib:g} MiB of host memory, "
+                      f"{free_res * mib:g} MiB left unreserved")
+            self.not_powered_on.append({"vm": name, "reason": reason})
+            raise PowerOnError(f"VM {name!r} not powered on: {reason}")
+        vswp = nr_pages - reservation
         room = self.swap.nr_slots - self.swap_reserved
-        if nr_pages > room:
-            reason = (f"its swap file needs {nr_pages * PAGE_SIZE / (1 << 20):g} MiB of host swap, "
-                      f"{room * PAGE_SIZE / (1 << 20):g} MiB left unreserved (ESX reserves each VM's "
+        if vswp > room:
+            reason = (f"its swap file needs {vswp * mib:g} MiB of host swap, "
+                      f"{room * mib:g} MiB left unreserved (ESX reserves each VM's "
                       f"configured memory minus its reservation at power-on)")
             self.not_powered_on.append({"vm": name, "reason": reason})
             raise PowerOnError(f"VM {name!r} not powered on: {reason}")
-        self.swap_reserved += nr_pages
+        self.swap_reserved += vswp
+        self.mem_reserved += reservation
 
-    def _new_vm(self, name: str, nr_pages: int) -> VM:
+    def _new_vm(self, name: str, nr_pages: int, reservation: int = 0) -> VM:
         if name in self._by_name:
             raise ValueError(f"VM {name!r} exists already")
-        self.power_on_check(name, nr_pages)
+        self.power_on_check(name, nr_pages, reservation)
         cfg = self.config
         vm = VM(self.machine, name, nr_pages, vmid=len(self.vms), large_pages=cfg.large_pages)
+        vm.reservation = reservation
         if self.lp is not None:
             vm.lp = self.lp
         vm.fault_cost = cfg.fault_cost
@@ -393,13 +416,15 @@ class Host:
             self.sharing.add_vm(vm)
 
     def create_vm(self, name: str, kernel_config, balloon: bool = True,
-                  cpu_shares: float | None = None) -> VM:
+                  cpu_shares: float | None = None, reservation: int = 0) -> VM:
         """Boot a guest kernel on a new VM; returns the VM (its kernel is `vm.kernel`).
-        `cpu_shares`: ESX CPU shares of the VM (default: normal, 1000 per vCPU)."""
+        `cpu_shares`: ESX CPU shares of the VM (default: normal, 1000 per vCPU).
+        `reservation`: ESX memory reservation, pages (sched.mem.min; esx only): machine
+        memory the VM is guaranteed; ballooning and host swap never take it below."""
         from guestkernel.balloon import BalloonDaemon, BalloonDriver
         from guestkernel.kernel import Kernel
 
-        vm = self._new_vm(name, kernel_config.nr_pages)
+        vm = self._new_vm(name, kernel_config.nr_pages, reservation)
         vm.vcpus = VCPUs(kernel_config.cpus, self.cpus, cpu_shares)
         self._add_vm(vm)
         vm.kernel = Kernel(kernel_config, phys=vm, env=self.env, name=name)
@@ -423,9 +448,9 @@ class Host:
                     self.daemons.append(PageReportingDaemon(self.env, vm.page_reporting))
         return vm
 
-    def create_image_vm(self, name: str, nr_pages: int) -> VM:
+    def create_image_vm(self, name: str, nr_pages: int, reservation: int = 0) -> VM:
         """A VM without a guest kernel whose frames its user fills (the snapshots workload)."""
-        vm = self._new_vm(name, nr_pages)
+        vm = self._new_vm(name, nr_pages, reservation)
         self._add_vm(vm)
         return vm
 
@@ -596,6 +621,14 @@ class Host:
                 i += 1
         return True
 
+    @staticmethod
+    def above_reservation(vm: VM) -> int:
+        """Pages of `vm` in machine memory (private or shared frames) beyond its memory
+        reservation: what compression and host swap may take from it (ESX never
+        reclaims below a VM's reservation, sched.mem.min)."""
+        nr = vm.p2m.nr
+        return nr[P2M_PRIVATE] + nr[P2M_SHARED] - vm.reservation
+
     def _evict_cpu(self) -> float:
         return sum(vm.evict_cpu for vm in self.vms)
 
@@ -658,7 +691,7 @@ class Host:
         samplers = getattr(self.balloon.policy, "samplers", None) or {}
         for vm in self.vms:
             nr = vm.p2m.nr
-            if not nr[P2M_PRIVATE]:
+            if not nr[P2M_PRIVATE] or self.above_reservation(vm) <= 0:
                 continue
             d = vm.balloon
             lag = vm.balloon_target - (d.actual if d is not None else 0)
@@ -695,7 +728,7 @@ class Host:
             vm = self._victim_vm()
             if vm is None:
                 break
-            pfns = self.victims.choose(vm, min(n - done, 256))
+            pfns = self.victims.choose(vm, min(n - done, 256, self.above_reservation(vm)))
             if not pfns:
                 break
             if horizon is not None and now is not None:

@@ -137,6 +137,7 @@ class VM:
         self.balloon = None  # the guest's BalloonDriver, if any
         self.page_reporting = None  # the guest's PageReporting, if the device offers it
         self.balloon_target = 0  # pages the host wants the balloon to hold
+        self.reservation = 0  # pages of machine memory guaranteed (ESX sched.mem.min; Host)
         self.balloon_ceiling = None  # pages: the most a deflate-on-oom guest agreed to
         self._stats = None  # the last stats virtqueue answer (poll_stats)
         self.stats_polls = 0

@@ -49,8 +49,8 @@ def run_checked(cfg_dict: dict, until: float = 6.0):
 
 def test_esx_refuses_to_power_on_a_vm_whose_swap_file_cannot_be_reserved():
     # vSphere Resource Management, "Swap Space and Memory Overcommitment": swap space is
-    # reserved for each VM's unreserved memory (configured minus reservation; hvsim has
-    # no reservations) on its swap file; "Swap File Location": if the file cannot be
+    # reserved for each VM's unreserved memory (configured minus reservation; none
+    # here) on its swap file; "Swap File Location": if the file cannot be
     # created the VM cannot power on
     host = Host(HostConfig(memory="256MiB", swap_size="100MiB", kind="esx"))
     host.create_image_vm("a", (64 * MIB) // PAGE_SIZE)

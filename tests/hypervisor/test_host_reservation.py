@@ -1,0 +1,70 @@
+"""ESX memory reservations (sched.mem.min; `[vm] reservation`): admission control, the
+swap file's size, and the floor below which ballooning and host swap never take a VM.
+
+VMware, vSphere Resource Management, "Swap Space and Memory Overcommitment": "You must
+reserve swap space for any unreserved virtual machine memory (the difference between the
+reservation and the configured memory size) on per-virtual machine swap files"; a
+reservation is "a guaranteed lower bound on the amount of physical memory that the host
+reserves for the virtual machine"; a VM whose reservation the host cannot guarantee does
+not power on (admission control). KVM has no memory reservations.
+"""
+
+import pytest
+
+from guestkernel.units import PAGE_SIZE
+from hypervisor.host import Host, HostConfig, PowerOnError
+from hypervisor.p2m import P2M_PRIVATE, P2M_SWAPPED
+
+from .helpers import page
+
+MIB = 1 << 20
+PAGES = MIB // PAGE_SIZE  # pages a MiB
+
+
+def test_the_swap_file_is_memory_minus_reservation_and_the_reservation_is_admitted():
+    host = Host(HostConfig(memory="128MiB", swap_size="100MiB", kind="esx"))
+    host.create_image_vm("a", 64 * PAGES, reservation=32 * PAGES)
+    assert host.swap_reserved == 32 * PAGES  # .vswp = 64 - 32 MiB
+    assert host.mem_reserved == 32 * PAGES
+    # b's 100 MiB of reservation: 96 MiB of host memory is left unreserved
+    with pytest.raises(PowerOnError, match="'b' not powered on: its memory reservation needs 100 MiB of "
+                                           "host memory, 96 MiB left unreserved"):
+        host.create_image_vm("b", 128 * PAGES, reservation=100 * PAGES)
+    # a fully reserved VM needs no swap file at all
+    host.create_image_vm("c", 96 * PAGES, reservation=96 * PAGES)
+    assert host.swap_reserved == 32 * PAGES and host.mem_reserved == 128 * PAGES
+    assert [r["vm"] for r in host.not_powered_on] == ["b"]
+
+
+def test_kvm_has_no_memory_reservations():
+    host = Host(HostConfig(memory="128MiB", kind="kvm"))
+    with pytest.raises(ValueError, match="reservation: a kvm host has no memory reservations"):
+        host.create_image_vm("a", 64 * PAGES, reservation=PAGES)
+    host.create_image_vm("a", 64 * PAGES)  # (none: as before)
+
+
+def test_host_swap_never_takes_a_vm_below_its_reservation():
+    # two VMs of 256 pages fill a 256-frame host; a has a reservation of 200 pages. The
+    # host's reclaim takes what b needs from a only down to a's 200 pages, then from b
+    host = Host(HostConfig(memory=f"{256 * PAGE_SIZE}", swap_size=f"{1024 * PAGE_SIZE}", kind="esx",
+                           sharing=False, compression=False, ballooning=False))
+    a = host.create_image_vm("a", 256, reservation=200)
+    b = host.create_image_vm("b", 256)
+    for pfn in range(250):
+        a.store(pfn, page(pfn))
+    for pfn in range(200):
+        b.store(pfn, page(1000 + pfn))
+        assert a.p2m.nr[P2M_PRIVATE] >= 200
+    assert a.p2m.nr[P2M_PRIVATE] == 200 and a.p2m.nr[P2M_SWAPPED] == 50
+    assert host.machine.nr_used <= host.machine.nr_frames and host.machine.overdraft_allocs == 0
+    assert Host.above_reservation(a) == 0
+
+
+def test_the_balloon_never_takes_a_vm_below_its_reservation():
+    # Mem.CtlMaxPercent caps a balloon at 65 % of the VM; a reservation of 80 % of it
+    # caps it at the other 20 %
+    host = Host(HostConfig(memory="256MiB", kind="esx"))
+    a = host.create_image_vm("a", 100 * PAGES, reservation=80 * PAGES)
+    b = host.create_image_vm("b", 100 * PAGES, reservation=10 * PAGES)
+    assert host.balloon.cap(a) == 20 * PAGES
+    assert host.balloon.cap(b) == 65 * PAGES  # (65 % is the lower cap)
