@@ -364,6 +364,11 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
                          "yes" if d.get("panicked") else "no"])
         out += _table(["VM", "memory MiB", *[f"{lbl} MiB" for _, lbl in VM_FIELDS], "throughput",
                        "work done", "stall s", "OOM kills", "panicked"], rows)
+        reserved = [(vm, _f(d, "reservation_mib")) for vm, d in vms.items() if _f(d, "reservation_mib") > 0]
+        if reserved:
+            out += ["", "Memory reservations (ESX sched.mem.min: machine memory guaranteed; ballooning, "
+                    "compression and host swap never take the VM below it; its swap file is memory minus "
+                    "reservation): " + ", ".join(f"{vm} {_fmt(mib)} MiB" for vm, mib in reserved) + "."]
         out += ["", "Each VM's memory columns are guest pages *held* in a state at the end of the run, "
                 "not memory *reclaimed*; they do not add up to the technique totals above:", ""]
         out += [f"- **{name}**: {meaning}" for name, meaning in VM_COLUMN_MEANINGS]

@@ -68,3 +68,21 @@ def test_the_balloon_never_takes_a_vm_below_its_reservation():
     b = host.create_image_vm("b", 100 * PAGES, reservation=10 * PAGES)
     assert host.balloon.cap(a) == 20 * PAGES
     assert host.balloon.cap(b) == 65 * PAGES  # (65 % is the lower cap)
+
+
+def test_a_reservation_is_configured_reported_and_refused_on_kvm():
+    from experiments.config import ConfigError, config_from_dict
+    from experiments.metrics import summarize
+    from experiments.report import render_markdown
+    from experiments.scenario import Scenario
+
+    vm = {"name": "db", "memory": "64MiB", "reservation": "48MiB", "image": "none"}
+    cfg = config_from_dict({"host": {"memory": "256MiB", "kind": "esx"}, "vm": [vm]})
+    sc = Scenario(cfg, None)
+    host = sc.host
+    assert host.vm("db").reservation == 48 * PAGES and host.swap_reserved == 16 * PAGES
+    summary = summarize(host, sc.workloads, [], 0.0)
+    assert summary["vms"]["db"]["reservation_mib"] == 48.0
+    assert "Memory reservations (ESX sched.mem.min" in render_markdown({}, summary, [], {}, {})
+    with pytest.raises(ConfigError, match=r"vm\[db\].reservation: a kvm host has no memory reservations"):
+        config_from_dict({"host": {"kind": "kvm"}, "vm": [vm]})
