@@ -410,7 +410,7 @@ class PageSharing:
                     visit = int.from_bytes(st[:k].translate(_TO_VISIT), "little") & ~skip
                     # (offsets from a prebuilt list: compress() then makes no int objects
                     # for the frames it leaves out)
-                    seq = list(map(lo.__add__, _select(_OFFSETS, visit.to_bytes(k, "little"))))
+                    seq = [lo + o for o in _select(_OFFSETS, visit.to_bytes(k, "little"))]
                 else:
                     hi = hb
                     seq = range(lo, hi)
