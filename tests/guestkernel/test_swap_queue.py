@@ -48,3 +48,38 @@ def test_unlimited_queue_is_plain_fifo():
     assert q.submit(10, 0.0) == pytest.approx(0.023) and q.blocked == 0.0
     assert q.cost(4) == pytest.approx(0.005)
     assert q.submit(4, None) == pytest.approx(0.005)  # no clock: the cost
+
+
+def _swap_hog(nr_requests):
+    import simpy
+
+    from guestkernel import uapi as U
+    from guestkernel.vmscan import start_reclaim_daemons
+
+    env = simpy.Environment()
+    kw = {} if nr_requests is None else {"nr_requests": nr_requests}
+    k = Kernel(memory="64MiB", swap="256MiB", swap_bandwidth="1MiB", env=env, **kw)
+    init_reclaim(k)
+    start_reclaim_daemons(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("hog")
+    n = 18432  # 72 MiB of anonymous memory written once
+    a = t.mmap(0, n * 4096, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    q = k.swap.si.queue
+    peak = 0
+    for i in range(0, n, 64):
+        t.access_range(a + i * 4096, 64 * 4096, True)
+        peak = max(peak, len(q.inflight))
+        env.run(until=env.now + 1e-4)
+    return k, peak
+
+
+def test_reclaim_writes_never_exceed_the_tags():
+    """A guest writing more than its memory to a slow swap device (1 MiB/s): with the
+    default 256 tags the swap write requests in flight never exceed them, and reclaimers
+    sleep for tags (nr_requests_blocked). (Unlimited, the same run keeps 769 requests in
+    flight and costs ~75x the CPU: not run here.)"""
+    k, peak = _swap_hog(None)
+    assert k.swap.si.queue.nr_requests == 256
+    assert peak == 256 and k.vmstat["nr_requests_blocked"] > 0
