@@ -392,9 +392,9 @@ class KernelSection(_Model):
         'the kernel image and its memory regions move by a per-boot offset, so identical VMs hold different '
         'kernel pointers; "auto": on for 6.x x86_64, off for 2.6 and i386')
     distro: Literal["none", "auto", "debian-12"] = Field(
-        "none", description='whose kernel reserves memory at boot: "none" (the kernel image and memmap), '
-        '"debian-12" (Debian 12\'s 6.1 kernel, measured: MemTotal as that guest shows, x86_64 6.x only), '
-        '"auto" (the image\'s kernel where measured)')
+        "auto", description='whose kernel reserves memory at boot: "auto" (the image\'s kernel where hvsim has '
+        'measured it, x86_64 6.x: debian-12; else "none"), "none" (the kernel image and memmap only), '
+        '"debian-12" (Debian 12\'s 6.1 kernel, measured: MemTotal as that guest shows, x86_64 6.x only)')
     thp_enabled: Literal["auto", "always", "madvise", "never"] = Field(
         "auto", description="/sys/kernel/mm/transparent_hugepage/enabled: which anonymous memory gets 2 MiB pages "
         '(x86_64 6.x guests only); "auto": as the image\'s distribution ships it (CentOS 7 always; Debian, '
