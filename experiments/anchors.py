@@ -15,8 +15,8 @@ the model, never a reason to turn an input.
     salting         ESXi salting (per-VM sharing) on the identical consolidation: inter-VM
                     sharing disappears; zero pages and intra-VM sharing remain; Barker
                     2012: non-zero sharing < 15 %
-    balloon-static  Waldspurger 2002, Fig. 2: a 256 MB VM ballooned to 128..224 MB runs
-                    within a few percent (1.4-4.4 %) of a VM configured with that size
+    balloon-static  Waldspurger 2002, Fig. 2: dbench, 40 clients: a 256 MB VM ballooned to
+                    128 / 224 MB runs 4.4 % / 1.4 % slower than a VM configured with that size
     balloon-swap    VMware's kernel-compile experiment: the same reclaim by ballooning and
                     by host swap (to a disk), throughput in steady state: the balloon keeps
                     it, host swap loses it; VSwapper's false and stale swap reads occur and
@@ -139,7 +139,7 @@ class Row:
 
 
 WALDSPURGER_FIG4 = "Waldspurger 2002, OSDI, Section 4.3, Figure 4 (identical Linux VMs, SPEC95)"
-WALDSPURGER_FIG2 = "Waldspurger 2002, OSDI, Section 3.2, Figure 2 (dbench, 256 MB VM ballooned)"
+WALDSPURGER_FIG2 = "Waldspurger 2002, OSDI, Section 3.2, Figure 2 (dbench, 40 clients, 256 MB VM ballooned)"
 VMWARE_BALLOON = "VMware, Understanding Memory Resource Management in VMware ESX (kernel compile under a limit)"
 VSWAPPER = "Amit, Tsafrir, Schuster: VSwapper, ASPLOS 2014, Section 3 (false and stale swap reads)"
 
@@ -489,31 +489,46 @@ def anchor_salting(ctx: Context) -> list[Row]:
 
 
 BALLOON_SIZES = (128, 160, 192, 224)  # MiB the 256 MiB guest is ballooned down to
-BALLOON_QUICK_SIZES = (128, 192)
-BALLOON_QUICK = {"experiment.duration": "10s"}
+BALLOON_QUICK_SIZES = (128, 224)  # the two sizes the paper quotes
+# the overheads the paper quotes (Section 3.2), % by size in MB, and the tolerance: the
+# paper gives each to 0.1 % from one run, no spread; +- half the 3.0 pp between them
+BALLOON_PUBLISHED = {128: 4.4, 224: 1.4}
+BALLOON_TOLERANCE = 1.5
+BALLOON_QUICK = {"experiment.duration": "20s"}
 
 
 def anchor_balloon_static(ctx: Context) -> list[Row]:
-    """Waldspurger 2002, Fig. 2: throughput of a 256 MiB VM ballooned to S MiB against a
-    VM configured with S MiB, same workload; slowdown = 1 - ballooned / static. Published
-    1.4-4.4 %; accepted: within 5 % either way ("within a few percent").
+    """Waldspurger 2002, Fig. 2: dbench throughput of a 256 MiB VM ballooned to S MiB
+    against a VM configured with S MiB; overhead = 1 - ballooned / static, over the second
+    half of each run (the first fills the page cache). Published 4.4 % at 128 MB and
+    1.4 % at 224 MB, each accepted within +- 1.5 pp (BALLOON_PUBLISHED); the other sizes
+    of the full run are in the note and the plot.
 
     No effect: a balloon that takes nothing leaves the 256 MiB VM its full memory, so its
-    "slowdown" against the S MiB VM is that of the unconstrained VM, 1 - t(256) / t(S),
-    measured here on the same workload; where the workload does not need more than S MiB
-    that value is inside the band and the check cannot tell a working balloon from an
-    inert one (the test of validations then fails: a finding about the anchor's setup)."""
-    from .config import size
+    "overhead" against the S MiB VM is that of the unconstrained VM, 1 - t(256) / t(S),
+    measured here on the same workload and window; the test of validations fails a check
+    whose band contains it."""
+    from .config import seconds, size
 
     sizes = BALLOON_QUICK_SIZES if ctx.quick else BALLOON_SIZES
+    cfg0 = ctx.config("balloon-static", BALLOON_QUICK)
+    vm_name = cfg0.vm[0].instance_names()[0]
+    end = int(seconds(cfg0.experiment.duration))
+    start = end // 2
+    out = ctx.outdir / "balloon-static"
+
+    def measure(cfg, folder, setup=None) -> tuple[Run, float]:
+        probe = WorkProbe(vm_name)
+        run = Run(cfg, out / folder, setup=setup, sample=probe)
+        return run, probe.rate(start, end)
+
+    _, t_full = measure(cfg0, "unconstrained")
     curve = []
     rows = []
-    full_cfg = ctx.config("balloon-static", BALLOON_QUICK)
-    full = Run(full_cfg, ctx.outdir / "balloon-static" / "unconstrained")
-    t_full = full.throughput(full_cfg.vm[0].instance_names()[0])
+    notes = []
     for s in sizes:
-        static = Run(ctx.config("balloon-static", BALLOON_QUICK, **{"vm[0].memory": f"{s}MiB"}),
-                     ctx.outdir / "balloon-static" / f"static-{s}")
+        _, t_static = measure(ctx.config("balloon-static", BALLOON_QUICK, **{"vm[0].memory": f"{s}MiB"}),
+                              f"static-{s}")
         cfg = ctx.config("balloon-static", BALLOON_QUICK)
         target = (size(cfg.vm[0].memory) - s * MIB) // PAGE
 
@@ -521,27 +536,33 @@ def anchor_balloon_static(ctx: Context) -> list[Row]:
             vm = run.host.vms[0]
             run.host.balloon.policy.targets_pages[vm.name] = target
 
-        ballooned = Run(cfg, ctx.outdir / "balloon-static" / f"ballooned-{s}", setup=setup)
-        vm_name = cfg.vm[0].instance_names()[0]
-        t_static = static.throughput(vm_name)
-        t_balloon = ballooned.throughput(vm_name)
-        slowdown = pct(t_static - t_balloon, t_static)
+        ballooned, t_balloon = measure(cfg, f"ballooned-{s}", setup)
+        overhead = pct(t_static - t_balloon, t_static)
+        no_effect = pct(t_static - t_full, t_static)
         held = ballooned.host.vms[0].balloon.actual * PAGE // MIB
         curve.append((s, t_static, t_balloon))
-        rows.append(Row("balloon-static", f"slowdown ballooned to {s} MiB", "1.4-4.4 %", slowdown,
-                        "%", "within ± 5 %", -5, 5,
-                        note=f"static {t_static:.1f}/s, ballooned {t_balloon:.1f}/s, balloon held {held} MiB, "
-                             f"unconstrained 256 MiB {t_full:.1f}/s",
-                        source=WALDSPURGER_FIG2, no_effect=pct(t_static - t_full, t_static), pub=(1.4, 4.4)))
+        text = (f"static {t_static:.2f}, ballooned {t_balloon:.2f}, unconstrained 256 MiB {t_full:.2f} MB/s "
+                f"(seconds {start}-{end}); balloon held {held} MiB")
+        published = BALLOON_PUBLISHED.get(s)
+        if published is None:
+            notes.append(f"{s} MiB: overhead {overhead:.1f} % ({text})")
+            continue
+        lo, hi, tol = band(published, BALLOON_TOLERANCE)
+        rows.append(Row("balloon-static", f"overhead ballooned to {s} MiB", f"{published} %", overhead,
+                        "%", tol + " pp", lo, hi, note=text, source=WALDSPURGER_FIG2, no_effect=no_effect,
+                        pub=(published, published)))
+    if notes:
+        ctx.note("balloon-static", "sizes the paper does not quote: " + "; ".join(notes))
 
     def draw(ax):
         xs = [c[0] for c in curve]
         ax.plot(xs, [c[1] for c in curve], "o-", label="configured with S MiB")
         ax.plot(xs, [c[2] for c in curve], "s--", label="256 MiB ballooned to S MiB")
+        ax.axhline(t_full, color="C7", lw=0.8, label="256 MiB")
         ax.set_xlabel("S: guest memory (MiB)")
-        ax.set_ylabel("throughput (work units / s)")
+        ax.set_ylabel(f"dbench throughput, MB/s (seconds {start}-{end})")
         ax.set_ylim(bottom=0)
-        ax.set_title("Balloon versus static size")
+        ax.set_title("Balloon versus static size (dbench, 40 clients)")
         ax.legend(fontsize=8)
 
     ctx.plot("balloon-static", "balloon-static.png", draw)
@@ -1127,8 +1148,10 @@ SENSITIVITY: dict[str, list[tuple[str, object, object, str]]] = {
         ("vm[0].workload.page_cache", "32MiB", "55MiB", "as identical"),
     ],
     "balloon-static": [
-        ("vm[0].workload.zipf_s", 0.9, 1.3, "the popularity skew of dbench's file set: not in the paper"),
-        ("vm[0].workload.write_fraction", 0.1, 0.3, "dbench's write share: not in the paper"),
+        ("vm[0].kernel.swap_latency", "5ms", "12ms",
+         "the guest's disk: a 2002 server disk, 15k to 7200 rpm; not in the paper"),
+        ("vm[0].workload.op_cpu", "50us", "200us",
+         "smbd's CPU per dbench operation on an 800 MHz Pentium III: not in the paper"),
     ],
     "large-pages": [
         ("host.large_page_break_rate", 100, 10000,

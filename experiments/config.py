@@ -477,6 +477,30 @@ class DatabaseParams(_Model):
     burst_interval: Duration = Field("100ms", description="time between access bursts")
 
 
+class DbenchParams(_Model):
+    profile: Literal["dbench"] = "dbench"
+    cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
+    input: str = Field("", description=_INPUT)
+    page_cache: Size = Field("0B", description=_PAGE_CACHE)
+    clients: int = Field(40, ge=1, description="dbench clients (dbench N), each a process with its own files")
+    file_set: Size = Field("24MiB", description="each client's files, on the guest's disk at start (dbench "
+                           "4.0's client.txt: a client's live files reach 24.2 MB)")
+    hot_set: Size = Field("3.5MiB", description="the part of a client's files that takes hot_reads of its reads "
+                          "(client.txt: 95 % of the 4 KiB pages read fall in 899 pages)")
+    hot_reads: float = Field(0.95, ge=0, le=1, description="fraction of reads in the hot set (the rest: "
+                             "uniform over the other files)")
+    temp_set: Size = Field("4MiB", description="a client's written files, a ring of 1 MiB files each unlinked "
+                           "and created anew when the writes come round to it (client.txt: a written page is "
+                           "overwritten or unlinked after 1.2-4.3 MB of the client's writes)")
+    read_fraction: float = Field(0.76, ge=0, le=1, description="reads among data operations (client.txt: "
+                                 "124 199 ReadX, 39 502 WriteX)")
+    read_size: Size = Field("12KiB", description="bytes per read (client.txt: 11.9 kB a ReadX)")
+    write_size: Size = Field("24KiB", description="bytes per write (client.txt: 25.7 kB a WriteX)")
+    op_cpu: Duration = Field("100us", description="CPU per data operation, its share of the metadata "
+                             "operations (open, stat, find, close: 1.8 per data operation) included")
+    burst_ops: int = Field(16, ge=1, description="operations a client runs between two timeouts")
+
+
 class CompileParams(_Model):
     profile: Literal["compile"] = "compile"
     cpu_util: float = Field(1.0, ge=0, le=1, description=_CPU_UTIL)
@@ -544,14 +568,14 @@ class SnapshotsParams(_Model):
 
 
 Workload = Annotated[
-    IdleParams | WebserverParams | DatabaseParams | CompileParams | JvmParams | MemhogParams | TraceParams
-    | SnapshotsParams,
+    IdleParams | WebserverParams | DatabaseParams | DbenchParams | CompileParams | JvmParams | MemhogParams
+    | TraceParams | SnapshotsParams,
     Field(discriminator="profile"),
 ]
 
 WORKLOAD_MODELS = {m.model_fields["profile"].default: m for m in (
-    IdleParams, WebserverParams, DatabaseParams, CompileParams, JvmParams, MemhogParams, TraceParams,
-    SnapshotsParams)}
+    IdleParams, WebserverParams, DatabaseParams, DbenchParams, CompileParams, JvmParams, MemhogParams,
+    TraceParams, SnapshotsParams)}
 
 
 SHARE_LEVELS = {"low": 5, "normal": 10, "high": 20}  # ESX shares per MiB of VM memory

@@ -11,6 +11,7 @@ from .malloc import Malloc
 from .profiles import (
     CompileWorkload,
     DatabaseWorkload,
+    DbenchWorkload,
     IdleWorkload,
     JvmWorkload,
     MemhogWorkload,
@@ -21,6 +22,7 @@ PROFILES: dict[str, type[Workload]] = {
     "idle": IdleWorkload,
     "webserver": WebserverWorkload,
     "database": DatabaseWorkload,
+    "dbench": DbenchWorkload,
     "compile": CompileWorkload,
     "jvm": JvmWorkload,
     "memhog": MemhogWorkload,

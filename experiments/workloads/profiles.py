@@ -1,4 +1,4 @@
-"""Workload profiles: idle, webserver, database, compile, jvm, memhog.
+"""Workload profiles: idle, webserver, database, dbench, compile, jvm, memhog.
 
 Each profile is a closed loop: a process does a burst of work, then waits for the burst's
 CPU time plus every stall the memory system charged it. At full speed its throughput is
@@ -34,6 +34,8 @@ same bytes again is a store of explicit data equal to what the page holds. Per p
                set (new data)
     memhog     memset(0xff) of each block (explicit data: the     all     numactl memhog.c, hog()
                same 0xff page every time it is repeated)
+    dbench     write() of a client's buffer into its temporary    -       dbench's WriteX
+               files (explicit data: the buffer's bytes)
 
 "same bytes": the fraction of the profile's writes without data that store what the page
 held (content.DataProfile.rewrite, 0 for every shipped profile). Store-level studies find
@@ -47,7 +49,7 @@ from __future__ import annotations
 import bisect
 import itertools
 
-from guestkernel.uapi import MAP_PRIVATE, O_RDONLY, PROT_READ
+from guestkernel.uapi import MAP_PRIVATE, O_CREAT, O_RDONLY, O_RDWR, PROT_READ
 
 from ..config import seconds, size, size_of
 from .base import PAGE, Proc, Workload
@@ -479,3 +481,113 @@ class MemhogWorkload(Profile):
                 cost += proc.touch(addr, min(n, 64 * PAGE), False)
             self.work_done += 0.0
             yield self.wait(1.0 + cost)
+
+
+class DbenchWorkload(Profile):
+    """dbench N: the file-server load of NetBench as dbench replays it (Tridgell's
+    client.txt, from a sniffer trace of a NetBench client: opens, stats, finds, reads,
+    writes, closes, unlinks of Office files), the file system side only. Each of the
+    `clients` runs as its own process, closed loop: an operation, then the next.
+
+    A client's files (`file_set`, files of 1 MiB under /clients/clientN, on the guest's
+    disk at start) are read `read_size` at a time, `hot_reads` of the reads falling in the
+    first `hot_set` bytes and the rest anywhere in the others, through the page cache; a
+    read that misses waits for the disk. Its writes (`write_size`, new data) go round a
+    ring of 1 MiB temporary files (`temp_set`); a file is unlinked and created anew when
+    the writes come back to it, so its pages die in the page cache or after writeback,
+    as dbench's temporary files do. Between them `read_fraction` of the operations read.
+    Each operation costs `op_cpu` of the client's CPU (smbd's work, the metadata
+    operations included). Throughput is dbench's: MB read and written per second (work in
+    MiB). Memory matters as on a real file server: what the page cache keeps of the hot
+    sets and holds of dirty temporary data decides how often a client waits for the disk."""
+
+    name = "dbench"
+    unit = "MiB"
+
+    FILE = 1 << 20  # bytes a file of the client's set or of its temporary ring
+
+    def run(self):
+        p = self.params
+        fs = getattr(self.kernel, "fs", None)
+        nfiles = max(1, size(p.file_set) // self.FILE)
+        hot_pages = min(max(1, size(p.hot_set) // PAGE), nfiles * (self.FILE // PAGE))
+        for c in range(p.clients):
+            files = []
+            for i in range(nfiles):
+                path = f"/clients/client{c}/file{i:03d}"
+                if fs is not None and fs.lookup(path) is None:
+                    fs.create(path, self.FILE, content=self._file_reader(c, i))
+                files.append(path)
+            self.go(self.client(c, files, hot_pages))
+        yield self.env.timeout(0)
+
+    def _file_reader(self, c: int, i: int):
+        app_page = self.content.app_page
+
+        def read(index: int) -> bytes:
+            return app_page("text", f"dbench/{c}/{i}/{index}", 0, True)
+
+        return read
+
+    def client(self, c: int, files: list[str], hot_pages: int):
+        p = self.params
+        proc = self.spawn(f"dbench{c}")
+        task = proc.task
+        per_file = self.FILE // PAGE
+        all_pages = len(files) * per_file
+        read_size = max(1, size(p.read_size))
+        write_size = max(1, size(p.write_size))
+        ring = max(1, size(p.temp_set) // self.FILE)
+        op_cpu = seconds(p.op_cpu)
+        rng = self.rng
+        wpos = 0  # bytes written into the ring so far
+        temp_fd = -1
+        temp_path = ""
+        yield self.wait(0.001)
+        while proc.alive and not self.dead:
+            cost = 0.0
+            wcost = 0.0  # (read_file counts its own stall)
+            done = 0
+            for _ in range(p.burst_ops):
+                if rng.random() < p.read_fraction:
+                    if rng.random() < p.hot_reads or hot_pages >= all_pages:
+                        page = rng.randrange(hot_pages)
+                    else:
+                        page = rng.randrange(hot_pages, all_pages)
+                    off = (page % per_file) * PAGE
+                    n = min(read_size, self.FILE - off)
+                    cost += proc.read_file(files[page // per_file], off, n)
+                    done += n
+                else:
+                    off = wpos % self.FILE
+                    slot = (wpos // self.FILE) % ring
+                    path = f"/clients/client{c}/temp{slot}"
+                    try:
+                        if path != temp_path:  # on to the next file of the ring: unlink, create anew
+                            if temp_fd >= 0:
+                                task.close(temp_fd)
+                            try:
+                                task.unlink(path)
+                            except OSError:
+                                pass
+                            temp_fd = task.open(path, O_RDWR | O_CREAT, 0o644)
+                            temp_path = path
+                            cost += task.last_cost
+                            wcost += task.last_cost
+                        n = min(write_size, self.FILE - off)
+                        buf = proc._buffer(max(read_size, write_size))
+                        task.lseek(temp_fd, off, 0)
+                        task.write(temp_fd, buf, n)
+                        cost += task.last_cost
+                        wcost += task.last_cost
+                    except OSError:
+                        n = 0
+                        cost += getattr(task, "last_cost", 0.0)
+                        wcost += getattr(task, "last_cost", 0.0)
+                    wpos += n
+                    done += n
+                if not proc.alive:
+                    break
+            self.stall += wcost
+            self.work_done += done / (1 << 20)
+            yield self.wait(p.burst_ops * op_cpu + cost)
