@@ -48,6 +48,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import random
+
+import xxhash
 
 from guestkernel.uapi import MAP_PRIVATE, O_CREAT, O_RDONLY, O_RDWR, PROT_READ
 
@@ -506,6 +509,10 @@ class DbenchWorkload(Profile):
 
     FILE = 1 << 20  # bytes a file of the client's set or of its temporary ring
 
+    def __init__(self, env, vm, params, content, seed: int, image=None) -> None:
+        super().__init__(env, vm, params, content, seed, image)
+        self.seed = seed  # each client draws from its own stream (its load file's order)
+
     def run(self):
         p = self.params
         fs = getattr(self.kernel, "fs", None)
@@ -539,7 +546,10 @@ class DbenchWorkload(Profile):
         write_size = max(1, size(p.write_size))
         ring = max(1, size(p.temp_set) // self.FILE)
         op_cpu = seconds(p.op_cpu)
-        rng = self.rng
+        # its own stream, from the workload's seed and the client: the operations a client
+        # runs do not depend on how the others' are interleaved with them (as each dbench
+        # client replays the same load file whatever the others do)
+        rng = random.Random(xxhash.xxh64_intdigest(f"{self.seed}/client{c}".encode()))
         wpos = 0  # bytes written into the ring so far
         temp_fd = -1
         temp_path = ""

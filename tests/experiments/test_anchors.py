@@ -73,11 +73,7 @@ def test_anchor_check_passes(results, name, index, count):
 
 # anchor -> why one of its validations cannot tell a model where the mechanism does nothing
 # from a working one (a finding about the anchor's setup, kept failing until it is fixed)
-NO_EFFECT_GAPS = {
-    "balloon-static": "the 256 MiB guest runs no faster than the 128 MiB one (slowdown 0.0 % either way): "
-                      "the database profile's buffer pool fits in 128 MiB, so an inert balloon passes the "
-                      "+-5 % band; Waldspurger's dbench throughput rose with memory from 128 to 256 MB",
-}
+NO_EFFECT_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=NO_EFFECT_GAPS[n])]
@@ -296,10 +292,10 @@ def test_command_lists_anchors():
 def test_sensitivity_runs_each_input_alone_at_each_end():
     runs = A._sensitivity_runs(["balloon-static"])
     assert runs == [("balloon-static", "nominal", {}),
-                    ("balloon-static", "vm[0].workload.zipf_s=0.9", {"vm[0].workload.zipf_s": 0.9}),
-                    ("balloon-static", "vm[0].workload.zipf_s=1.3", {"vm[0].workload.zipf_s": 1.3}),
-                    ("balloon-static", "vm[0].workload.write_fraction=0.1", {"vm[0].workload.write_fraction": 0.1}),
-                    ("balloon-static", "vm[0].workload.write_fraction=0.3", {"vm[0].workload.write_fraction": 0.3})]
+                    ("balloon-static", "vm[0].kernel.swap_latency=5ms", {"vm[0].kernel.swap_latency": "5ms"}),
+                    ("balloon-static", "vm[0].kernel.swap_latency=12ms", {"vm[0].kernel.swap_latency": "12ms"}),
+                    ("balloon-static", "vm[0].workload.op_cpu=50us", {"vm[0].workload.op_cpu": "50us"}),
+                    ("balloon-static", "vm[0].workload.op_cpu=200us", {"vm[0].workload.op_cpu": "200us"})]
     for name, inputs in A.SENSITIVITY.items():
         assert name in A.ANCHORS
         for key, lo, hi, why in inputs:
@@ -340,19 +336,19 @@ def test_sensitivity_band_verdicts_by_hand():
 def test_sensitivity_command_on_the_pool_and_on_dask(tmp_path, where):
     """`hvsim anchors --sensitivity --quick` on a local pool and a Dask LocalCluster: the
     same table (the runs are deterministic), sensitivity.md and .json and a plot."""
-    args = ["balloon-static", "--sensitivity", "--quick", "--input", "vm[0].workload.zipf_s",
+    args = ["balloon-static", "--sensitivity", "--quick", "--input", "vm[0].workload.op_cpu",
             "-o", str(tmp_path)] + where
     res = CliRunner().invoke(A.anchors, args)
     assert res.exit_code in (0, 1), res.output  # 1: a validation fails (a finding)
     data = json.loads((tmp_path / "sensitivity.json").read_text())
-    assert [r["metric"] for r in data] == ["slowdown ballooned to 128 MiB", "slowdown ballooned to 192 MiB"]
+    assert [r["metric"] for r in data] == ["overhead ballooned to 128 MiB", "overhead ballooned to 224 MiB"]
     for r in data:
-        assert [lbl for lbl, _ in r["runs"]] == ["nominal", "vm[0].workload.zipf_s=0.9", "vm[0].workload.zipf_s=1.3"]
+        assert [lbl for lbl, _ in r["runs"]] == ["nominal", "vm[0].workload.op_cpu=50us", "vm[0].workload.op_cpu=200us"]
         values = [v for _, v in r["runs"]]
         assert r["band"] == [min(values), max(values)]
         assert r["nominal"] == values[0]
     assert (tmp_path / "sensitivity-balloon-static.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| balloon-static | slowdown ballooned to 128 MiB |" in res.output
+    assert "| balloon-static | overhead ballooned to 128 MiB |" in res.output
 
 
 def test_sensitivity_rejects_what_it_cannot_vary(tmp_path):
