@@ -533,7 +533,8 @@ def test_a_windows_image_zeroes_freed_pages():
     win = VMSection.model_validate({"name": "w", "memory": "1GiB", "image": "windows-2019"})
     lin = VMSection.model_validate({"name": "l", "memory": "1GiB", "image": "debian-12"})
     assert kernel_config(win).init_on_free is True
-    assert kernel_config(lin).init_on_free is False and kernel_config(lin).distro == "none"
+    # (kernel.distro defaults to "auto": a Debian 12 image boots Debian 12's measured kernel)
+    assert kernel_config(lin).init_on_free is False and kernel_config(lin).distro == "debian-12"
 
 
 def test_distro_auto_follows_the_image_where_measured():
@@ -548,6 +549,24 @@ def test_distro_auto_follows_the_image_where_measured():
     assert distro("debian-12") == "debian-12"
     assert distro("ubuntu-22.04") == "none"  # not measured
     assert distro("debian-12", era="2.6") == "none"
+    assert distro("debian-12", arch="i386") == "none"
+
+
+def test_distro_is_auto_by_default():
+    """issue 12: "MemTotal is what that distribution's kernel shows" without asking: a
+    VM booting debian-12 gets Debian 12's measured reservation (94 804 kB MemTotal at
+    128 MiB, tests/data/boot), one whose image hvsim has not measured the generic one."""
+    from experiments.config import VMSection
+    from experiments.scenario import kernel_config
+
+    def memtotal(image, **kernel):
+        v = VMSection.model_validate({"name": "v", "memory": "128MiB", "image": image, "kernel": kernel})
+        assert v.kernel.distro == kernel.get("distro", "auto")
+        k = Kernel(kernel_config(v))
+        return int(re.search(r"MemTotal:\s+(\d+) kB", k.procfs.read("/proc/meminfo")).group(1))
+
+    assert memtotal("debian-12") == 94804  # the measured boot
+    assert memtotal("debian-12", distro="none") == memtotal("ubuntu-22.04")  # image + memmap only
 
 
 # ------------------------------------------------------------------ fast path and twin
