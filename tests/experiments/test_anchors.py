@@ -347,14 +347,14 @@ def test_sensitivity_command_on_the_pool_and_on_dask(tmp_path, where):
     res = CliRunner().invoke(A.anchors, args)
     assert res.exit_code in (0, 1), res.output  # 1: a validation fails (a finding)
     data = json.loads((tmp_path / "sensitivity.json").read_text())
-    assert [r["metric"] for r in data] == ["overhead ballooned to 128 MiB", "overhead ballooned to 224 MiB"]
+    assert [r["metric"] for r in data] == ["overhead ballooned to 64 MiB", "overhead ballooned to 112 MiB"]
     for r in data:
         assert [lbl for lbl, _ in r["runs"]] == ["nominal", "vm[0].workload.op_cpu=50us", "vm[0].workload.op_cpu=200us"]
         values = [v for _, v in r["runs"]]
         assert r["band"] == [min(values), max(values)]
         assert r["nominal"] == values[0]
     assert (tmp_path / "sensitivity-balloon-static.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| balloon-static | overhead ballooned to 128 MiB |" in res.output
+    assert "| balloon-static | overhead ballooned to 64 MiB | 4.4 % (at 128 MB) |" in res.output
 
 
 def test_sensitivity_rejects_what_it_cannot_vary(tmp_path):
