@@ -206,6 +206,19 @@ def test_quick_overrides_name_real_keys(tmp_path):
     assert full.experiment.duration == "20s" and full.vm[0].count == 10
 
 
+def test_balloon_static_quick_is_the_full_experiment_at_half_scale(tmp_path):
+    """Quick: a 128 MiB VM with 20 clients ballooned to 64 and 112 MiB stands for the
+    256 MiB VM with 40 clients at 128 and 224 MB: the same memory per client, each
+    client's load unchanged."""
+    quick = A.Context(tmp_path, quick=True).config("balloon-static", A.BALLOON_QUICK)
+    full = A.Context(tmp_path, quick=False).config("balloon-static", A.BALLOON_QUICK)
+    assert (size(full.vm[0].memory), full.vm[0].workload.clients) == (256 << 20, 40)
+    assert (size(quick.vm[0].memory), quick.vm[0].workload.clients) == (128 << 20, 20)
+    assert quick.vm[0].workload.model_dump(exclude={"clients"}) == full.vm[0].workload.model_dump(exclude={"clients"})
+    assert [round(s * A.BALLOON_QUICK_SCALE) for s in A.BALLOON_PUBLISHED] == [64, 112]
+    assert full.vm[0].workload.profile == "dbench" and full.vm[0].kernel.arch == "i386"
+
+
 def test_production_quick_scales_memory_and_workload_sizes(tmp_path):
     ctx = A.Context(tmp_path, quick=True)
     cfg = A._scaled(ctx, "production-c", 0.5)
