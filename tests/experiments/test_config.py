@@ -36,7 +36,8 @@ def problems(data) -> list[str]:
         ({"vm": [{"name": "a", "memroy": "1GiB"}]}, "vm[0].memroy: unknown key"),
         ({"vm": [{"memory": "1GiB"}]}, "vm[0].name: required key is missing"),
         ({"vm": [{"name": "a", "workload": {"profile": "fortnite"}}]},
-         "vm[0].workload: unknown workload profile; one of idle, webserver, database, compile, jvm, memhog, trace, snapshots"),
+         "vm[0].workload: unknown workload profile; one of idle, webserver, database, dbench, compile, jvm, memhog, trace, "
+             "snapshots"),
         ({"vm": [{"name": "a", "workload": {"profile": "webserver", "workers": 0}}]},
          "vm[0].workload.workers: Input should be greater than or equal to 1"),
         ({"vm": [{"name": "a", "workload": {"profile": "database", "buffer_pool": "120%"}}]},
