@@ -122,3 +122,18 @@ def test_experiment_config_keys():
                                                              "dirty_ratio", "dirty_background_ratio")})
     assert cfg.dirty_bytes == 32 << 20 and cfg.dirty_ratio == 0
     assert cfg.dirty_background_bytes == 0 and cfg.dirty_background_ratio == 10
+
+
+def test_dirty_ratio_and_bytes_writes_reset_the_ratelimit():
+    """dirty_ratio_handler and dirty_bytes_handler call writeback_set_ratelimit on a
+    change: dom->dirty_limit = the new threshold, ratelimit_pages = thresh / (CPUs * 32),
+    at least 16; the background handlers do not."""
+    k = _kernel()
+    r = k.reclaim
+    k.procfs.write("/proc/sys/vm/dirty_bytes", str(64 << 20))  # 16384 pages
+    assert r.dirty_limit == 16384 and r.ratelimit_pages == 16384 // 32
+    k.procfs.write("/proc/sys/vm/dirty_background_bytes", str(1 << 20))
+    assert r.ratelimit_pages == 512
+    k.procfs.write("/proc/sys/vm/dirty_ratio", "1")
+    thresh = r.dirty_thresholds()[1]
+    assert r.dirty_limit == thresh and r.ratelimit_pages == max(thresh // 32, 16)
