@@ -44,7 +44,7 @@ import os
 from array import array
 from collections import deque
 from itertools import compress as select
-from operator import itemgetter
+from operator import add, itemgetter
 
 from guestkernel.physmem import RELEASE_BALLOON, RELEASE_REPORTED, ZERO_PAGE, page_bytes
 from guestkernel.units import PAGE_SIZE
@@ -908,7 +908,8 @@ class VM:
                     mpns[pfn] = slot
                     z += 1
                     seq[pfn] = z
-                self._zage.extend([zi * n + pfn for zi, pfn in zip(range(z0 + 1, z + 1), stored)])
+                # (zi * n + pfn for each sequence number zi, at C speed)
+                self._zage.extend(map(add, range((z0 + 1) * n, (z + 1) * n, n), stored))
             else:
                 for pfn, slot in zip(stored, slots):
                     state[pfn] = P2M_COMPRESSED
