@@ -952,6 +952,9 @@ class Compaction:
             if cc.migrate_pfn <= start_pfn:  # compact_init_migrate_pfn: the zone start
                 cc.whole_zone = True
         last_migrated_pfn = 0
+        # Linux tests last_migrated_pfn for "migrated since the last drain"; a zone here
+        # may start at pfn 0 (x86's DMA starts at 1), so that test is this flag
+        migrated = False
         update_cached = not sync and zone.compact_cached_migrate_pfn[0] == zone.compact_cached_migrate_pfn[1]
         order = max(cc.order, 0)
         while True:
@@ -966,6 +969,7 @@ class Compaction:
             else:
                 update_cached = False
                 last_migrated_pfn = iteration_start
+                migrated = True
                 _ok, failed, err, cost = migrate_pages(
                     self.kernel, cc.migratepages, lambda: self.compaction_alloc(cc),
                     lambda p: self.compaction_free(cc, p), cc.mode)
@@ -981,11 +985,13 @@ class Compaction:
                         # block_end_pfn(migrate_pfn - 1, order)
                         cc.migrate_pfn = ((cc.migrate_pfn - 1) | ((1 << order) - 1)) + 1
                         last_migrated_pfn = 0
+                        migrated = False
             # check_drain: pages freed to the per-CPU lists may complete a block
-            if order > 0 and last_migrated_pfn:
+            if order > 0 and migrated:
                 if last_migrated_pfn < cc.migrate_pfn & ~((1 << order) - 1):
                     alloc.drain_all_pages(zone)
                     last_migrated_pfn = 0
+                    migrated = False
             if capc is not None and capc.page is not None:
                 ret = COMPACT_SUCCESS  # a page has been captured
                 break
