@@ -110,6 +110,12 @@ FALLBACKS = (
     (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),  # RECLAIMABLE
 )
 GFP_MOVABLE_SHIFT = 3  # (__GFP_MOVABLE | __GFP_RECLAIMABLE) >> 3 is the migratetype
+# 6.1's per-CPU lists (include/linux/mmzone.h, CONFIG_TRANSPARENT_HUGEPAGE): one list per
+# PCP migratetype and order 0..PAGE_ALLOC_COSTLY_ORDER, plus two for pageblock order
+NR_LOWORDER_PCP_LISTS = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER + 1)
+NR_PCP_THP = 2
+NR_PCP_LISTS = NR_LOWORDER_PCP_LISTS + NR_PCP_THP
+PCP_BATCH_SCALE_MAX = 5  # CONFIG_PCP_BATCH_SCALE_MAX default (mm/Kconfig, 6.1.y)
 
 # enum compact_result (include/linux/compaction.h), in its order; compaction.py runs it
 (
@@ -198,22 +204,53 @@ class FreeArea:
         self.nr_free = 0
 
 
+def order_to_pindex(migratetype: int, order: int) -> int:
+    """order_to_pindex() (6.1, CONFIG_TRANSPARENT_HUGEPAGE): the per-CPU list of an
+    order <= PAGE_ALLOC_COSTLY_ORDER block of `migratetype`, or, at pageblock order, one of
+    the two THP lists (movable or not)."""
+    if order > PAGE_ALLOC_COSTLY_ORDER:
+        return NR_LOWORDER_PCP_LISTS + (migratetype == MIGRATE_MOVABLE)
+    return MIGRATE_PCPTYPES * order + migratetype
+
+
+def pindex_to_order(pindex: int, pageblock_order: int = 9) -> int:
+    """pindex_to_order(): the order of the blocks on per-CPU list `pindex`."""
+    if pindex >= NR_LOWORDER_PCP_LISTS:
+        return pageblock_order
+    return pindex // MIGRATE_PCPTYPES
+
+
+def pageset_update(pcp: PerCpuPages, high: int, batch: int, reclaim_active: bool = False) -> None:
+    """pageset_update(): set a list's high and batch (and the order-0 fast path's limit)."""
+    pcp.batch = batch
+    pcp.high = high
+    pcp.high_now = min(batch << 2, high) if reclaim_active and high else high
+
+
 class PerCpuPages:
-    """per_cpu_pages: one 2.6.20 hot or cold list, holding (6.x) one list per PCP
-    migratetype, `lists[mt][-1]` their heads. `count` is the pages on all of them; `high`
-    and `batch` apply to the whole (as 6.x's count/high/batch do across its lists)."""
+    """per_cpu_pages. 2.6.20: one hot or cold list of order-0 pages, kept as one list per
+    PCP migratetype (`lists[mt]`). 6.1: NR_PCP_LISTS lists, one per (order <= 3,
+    migratetype) and two for pageblock-order (THP) blocks, indexed by `order_to_pindex`.
+    `lists[i][-1]` is a list's head, `[0]` its tail. `count` is in pages (a block of
+    order o counts 1 << o); `high` and `batch` apply to the whole; `free_factor` (6.1)
+    doubles the bulk free after consecutive frees and halves on every allocation."""
 
-    __slots__ = ("count", "high", "batch", "lists")
+    __slots__ = ("count", "high", "batch", "free_factor", "lists", "orders", "high_now")
 
-    def __init__(self, high: int, batch: int) -> None:
+    def __init__(self, high: int, batch: int, nr_lists: int = MIGRATE_PCPTYPES,
+                 pageblock_order: int = 9) -> None:
         self.count = 0
         self.high = high
+        self.high_now = high  # nr_pcp_high() for order 0: high, capped under reclaim
         self.batch = batch
-        self.lists: list[list[Page]] = [[] for _ in range(MIGRATE_PCPTYPES)]
+        self.free_factor = 0
+        self.lists: list[list[Page]] = [[] for _ in range(nr_lists)]
+        # pindex_to_order for each list
+        self.orders = tuple(pindex_to_order(i, pageblock_order) for i in range(nr_lists))
 
     @property
     def pages(self) -> list[Page]:
-        """Every page on the lists, tail first per list (for tests and /proc)."""
+        """Every block head on the lists, tail first per list (for tests and /proc)."""
         return [p for lst in self.lists for p in lst]
 
 
@@ -233,8 +270,12 @@ class Zone:
         self.nr_free = 0  # NR_FREE_PAGES
         self.watermark = [0, 0, 0]  # MIN, LOW, HIGH, pages
         self.lowmem_reserve: list[int] = []
-        self.pcp: list[tuple[PerCpuPages, PerCpuPages]] = []  # per CPU: (hot, cold)
+        # per CPU: (hot, cold) in the 2.6 era; (per_cpu_pages,) in 6.x
+        self.pcp: list[tuple[PerCpuPages, ...]] = []
         self.pcp_batch = 1
+        # ZONE_RECLAIM_ACTIVE (6.x): kswapd is reclaiming for this zone; a per-CPU list
+        # then holds at most 4 x batch pages (nr_pcp_high)
+        self.reclaim_active = False
         self.pgalloc = 0  # vmstat pgalloc_<zone>: pages allocated from this zone
         self.nr_reserved_highatomic = 0  # pages in HIGHATOMIC pageblocks
         # watermark_boost: pages added to every watermark after a fallback stole from
@@ -262,7 +303,7 @@ class Zone:
         return self.present_pages > 0
 
     def pcp_count(self) -> int:
-        return sum(h.count + c.count for h, c in self.pcp)
+        return sum(p.count for lists in self.pcp for p in lists)
 
     def min_wmark(self) -> int:
         return self.watermark[WMARK_MIN]
@@ -314,6 +355,8 @@ class PageAllocator:
         self.watermark_scale_factor = config.watermark_scale_factor
         self.watermark_boost_factor = getattr(config, "watermark_boost_factor", WATERMARK_BOOST_FACTOR)
         self.lowmem_reserve_ratio = list(config.lowmem_reserve_ratio)
+        # vm.percpu_pagelist_high_fraction (6.x): 0 sizes pcp->high from LOW
+        self.percpu_pagelist_high_fraction = 0
         self.totalreserve_pages = 0
         self.reserved_pages = 0  # boot reservations: low 1 MiB, kernel image, memmap
         self.kernel_image_pages = 0
@@ -364,6 +407,12 @@ class PageAllocator:
             [MIGRATE_UNMOVABLE if self.page_group_by_mobility_disabled else MIGRATE_MOVABLE]
         ) * nblocks
         self.pageblock_skip = bytearray(nblocks)  # PB_migrate_skip (compaction)
+        # free_cold_page: 2.6.20's cold list; 6.x has one set of lists (4.15 dropped cold)
+        self._cold_list = 1 if self.era != "6.x" else 0
+        # pcp_allowed_order(): 2.6.20 caches order 0 only; 6.1 orders up to
+        # PAGE_ALLOC_COSTLY_ORDER and pageblock order (THP)
+        self.pcp_orders = (frozenset(range(PAGE_ALLOC_COSTLY_ORDER + 1)) | {self.pageblock_order}
+                           if self.era == "6.x" else frozenset((0,)))
 
     # ------------------------------------------------------------------ layout
     def _build_nodes(self) -> None:
@@ -526,6 +575,13 @@ class PageAllocator:
 
     def _setup_pcp(self) -> None:
         ncpu = self.config.cpus
+        if self.era == "6.x":
+            # setup_zone_pageset(): one per_cpu_pages per CPU with NR_PCP_LISTS lists;
+            # high and batch are set by zone_pcp_update() once the watermarks exist
+            for zone in self.zones:
+                zone.pcp = [(PerCpuPages(0, 1, NR_PCP_LISTS, self.pageblock_order),)
+                            for _ in range(ncpu)]
+            return
         for zone in self.zones:
             # zone_batchsize() of 2.6.20
             batch = zone.present_pages // 1024
@@ -540,6 +596,39 @@ class PageAllocator:
                 (PerCpuPages(6 * batch, max(1, batch)), PerCpuPages(2 * batch, max(1, batch // 2)))
                 for _ in range(ncpu)
             ]
+
+    def zone_pcp_update(self, zone: Zone) -> None:
+        """zone_set_pageset_high_and_batch(zone, 0) (6.1): zone_batchsize() =
+        min(managed >> 10, 1 MiB of pages) / 4, clamped to 2^n - 1, at least 1;
+        zone_highsize() = the zone's LOW watermark (or managed /
+        percpu_pagelist_high_fraction) split over the node's CPUs, at least 4 x batch."""
+        batch = min(zone.managed_pages >> 10, (1 << 20) // PAGE_SIZE) // 4
+        if batch < 1:
+            batch = 1
+        batch = (1 << ((batch + batch // 2).bit_length() - 1)) - 1  # rounddown_pow_of_two - 1
+        batch = max(1, batch)
+        if self.percpu_pagelist_high_fraction:
+            total = zone.managed_pages // self.percpu_pagelist_high_fraction
+        else:
+            total = zone.watermark[WMARK_LOW]
+        ncpus = len(zone.node.cpus) or self.config.cpus
+        high = max(total // ncpus, batch << 2)
+        zone.pcp_batch = batch
+        for (pcp,) in zone.pcp:
+            pageset_update(pcp, high, batch, zone.reclaim_active)
+
+    def set_percpu_pagelist_high_fraction(self, fraction: int) -> None:
+        """vm.percpu_pagelist_high_fraction (6.x): 0 (default) sizes pcp->high from the
+        LOW watermark; else managed / fraction, at least MIN_PERCPU_PAGELIST_HIGH_FRACTION
+        (8)."""
+        if fraction and fraction < 8:
+            raise ValueError("percpu_pagelist_high_fraction: 0 or at least 8")
+        if fraction == self.percpu_pagelist_high_fraction:
+            return
+        self.percpu_pagelist_high_fraction = fraction
+        if self.era == "6.x":
+            for zone in self.zones:
+                self.zone_pcp_update(zone)
 
     def lowmem_managed(self) -> int:
         return sum(z.managed_pages for z in self.zones if not z.is_highmem)
@@ -585,6 +674,10 @@ class PageAllocator:
         self._calculate_totalreserve_pages()
         for plans in self._fast_plans:
             plans.clear()
+        if self.era == "6.x" and self.zones and self.zones[0].pcp:
+            # the watermarks changed: update the pcp batch and high limits
+            for zone in self.zones:
+                self.zone_pcp_update(zone)
 
     def setup_per_zone_lowmem_reserve(self) -> None:
         for node in self.nodes:
@@ -1034,27 +1127,54 @@ class PageAllocator:
 
     def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, pindex: int = 0) -> None:
         """free_pcppages_bulk: return `count` pages to the buddy lists from the tails of
-        the per-CPU lists, round-robin from list `pindex`, each list drained while count
-        lasts; a page goes back to its pageblock's type as it is now (6.10+: no cached
-        pcppage migratetype; 6.1 kept the type seen at free time in page->index)."""
+        the per-CPU lists, round-robin from list `pindex` (lists found empty narrow the
+        [min_pindex, max_pindex] range), each list drained while count lasts, a block of
+        order o counting 1 << o (so count may go below zero on a high-order list); a
+        block goes back to its pageblock's type as it is now (6.10+: no cached pcppage
+        migratetype; 6.1 kept the type seen at free time in page->index)."""
         count = min(count, pcp.count)
         lists = pcp.lists
+        orders = pcp.orders
+        min_pindex, max_pindex = 0, len(lists) - 1
         pindex -= 1
         while count > 0:
             while True:
                 pindex += 1
-                if pindex >= MIGRATE_PCPTYPES:
-                    pindex = 0
+                if pindex > max_pindex:
+                    pindex = min_pindex
                 if lists[pindex]:
                     break
+                if pindex == max_pindex:
+                    max_pindex -= 1
+                if pindex == min_pindex:
+                    min_pindex += 1
             pages = lists[pindex]
-            n = min(count, len(pages))
+            order = orders[pindex]
+            n = min(-(-count >> order), len(pages))
             victims = pages[:n]
             del pages[:n]
-            pcp.count -= n
-            count -= n
+            pcp.count -= n << order
+            count -= n << order
             for page in victims:  # list_last_entry first: the oldest
-                self._free_one_page(zone, page, page.pfn, 0)
+                self._free_one_page(zone, page, page.pfn, order)
+
+    @staticmethod
+    def _nr_pcp_free(pcp: PerCpuPages, high: int, batch: int, free_high: bool) -> int:
+        """nr_pcp_free() (6.1): how many pages a free past `high` returns: everything
+        when batch-freeing high-order pages; 1 with the list disabled; else batch <<
+        free_factor (free_factor grows by one per such free, up to
+        CONFIG_PCP_BATCH_SCALE_MAX, while below high - batch), clamped to
+        [batch, high - batch]."""
+        if free_high:
+            return pcp.count
+        if high < batch:
+            return 1
+        min_nr_free = batch
+        max_nr_free = high - batch
+        batch <<= pcp.free_factor
+        if batch < max_nr_free and pcp.free_factor < PCP_BATCH_SCALE_MAX:
+            pcp.free_factor += 1
+        return min(max(batch, min_nr_free), max_nr_free)
 
     # ---- high-atomic reserve
     def reserve_highatomic_pageblock(self, page: Page, zone: Zone) -> None:
@@ -1195,6 +1315,8 @@ class PageAllocator:
                 if zone.nr_free <= low:
                     continue
                 pcp = zone.pcp[cpu][cold]
+                if pcp.free_factor:  # 6.1 rmqueue_pcplist halves it (0 in the 2.6 era)
+                    pcp.free_factor >>= 1
                 lst = pcp.lists[mt]
                 if not lst:
                     self._rmqueue_bulk(zone, pcp.batch, pcp, mt, flags)
@@ -1215,9 +1337,7 @@ class PageAllocator:
             for zone, _low in marks:
                 if not self.zone_watermark_ok(zone, order, zone.watermark[WMARK_LOW], highest, flags):
                     continue
-                page = self._rmqueue_buddy(zone, order, mt, flags)
-                if zone.boosted_watermark:
-                    self._boosted_wakeup(zone)
+                page = self._rmqueue(zone, order, cpu, cold, mt, flags)
                 if page is not None:
                     return self._prep_new_page(page, order, gfp, zone)
         if flags & ALLOC_NOFRAGMENT:
@@ -1242,7 +1362,9 @@ class PageAllocator:
             for z in fast_zones
         )
         zero = bool(gfp & _GFP_ZERO) or self.init_on_alloc  # want_init_on_alloc()
-        plan = (marks, zonelist, highest, 1 if gfp & G.COLD else 0, zero,
+        # __GFP_COLD selects 2.6.20's cold list; 4.15 removed it (6.x: one list set)
+        cold = 1 if gfp & G.COLD and self.era != "6.x" else 0
+        plan = (marks, zonelist, highest, cold, zero,
                 self.gfp_migratetype(gfp), nofrag)
         self._fast_plans[nid][gfp] = plan
         return plan
@@ -1261,9 +1383,25 @@ class PageAllocator:
 
     def _rmqueue(self, zone: Zone, order: int, cpu: int, cold: int,
                  mt: int = MIGRATE_UNMOVABLE, alloc_flags: int = 0) -> Page | None:
-        """rmqueue: order 0 from the per-CPU list of `mt`, else from the buddy lists."""
+        """rmqueue: an order in `pcp_orders` from the per-CPU list of (order, `mt`); an
+        order > 0 the list cannot give (6.1) and every other order from the buddy lists."""
+        if order in self.pcp_orders:
+            page = self._rmqueue_pcplist(zone, order, cpu, cold, mt, alloc_flags)
+            if page is not None or order == 0:
+                return page
+        page = self._rmqueue_buddy(zone, order, mt, alloc_flags)
+        if zone.boosted_watermark:
+            self._boosted_wakeup(zone)
+        return page
+
+    def _rmqueue_pcplist(self, zone: Zone, order: int, cpu: int, cold: int, mt: int,
+                         alloc_flags: int) -> Page | None:
+        """rmqueue_pcplist + __rmqueue_pcplist: halve free_factor; an empty list is
+        refilled with `batch` blocks (6.1: batch >> order, at least 2, when batch > 1);
+        the head is taken."""
+        pcp = zone.pcp[cpu][cold]
+        pcp.free_factor >>= 1
         if order == 0:
-            pcp = zone.pcp[cpu][cold]
             lst = pcp.lists[mt]
             if not lst:
                 self._rmqueue_bulk(zone, pcp.batch, pcp, mt, alloc_flags)
@@ -1273,10 +1411,34 @@ class PageAllocator:
                     return None
             pcp.count -= 1
             return lst.pop()
-        page = self._rmqueue_buddy(zone, order, mt, alloc_flags)
-        if zone.boosted_watermark:
-            self._boosted_wakeup(zone)
-        return page
+        pindex = order_to_pindex(mt, order)
+        lst = pcp.lists[pindex]
+        if not lst:
+            batch = pcp.batch
+            if batch > 1:
+                batch = max(batch >> order, 2)
+            self._rmqueue_bulk_order(zone, order, batch, pcp, pindex, mt, alloc_flags)
+            if zone.boosted_watermark:
+                self._boosted_wakeup(zone)
+            if not lst:
+                return None
+        pcp.count -= 1 << order
+        return lst.pop()
+
+    def _rmqueue_bulk_order(self, zone: Zone, order: int, count: int, pcp: PerCpuPages,
+                            pindex: int, mt: int, alloc_flags: int = 0) -> int:
+        """rmqueue_bulk for order > 0: `count` blocks by __rmqueue, each added at the tail
+        of list `pindex` (the first one taken is at the head)."""
+        got = []
+        for _ in range(count):
+            page = self._rmqueue_buddy(zone, order, mt, alloc_flags & ~ALLOC_HIGHATOMIC)
+            if page is None:
+                break
+            got.append(page)
+        got.reverse()
+        pcp.lists[pindex][:0] = got
+        pcp.count += len(got) << order
+        return len(got)
 
     def _prep_new_page(self, page: Page, order: int, gfp: int, zone: Zone) -> Page:
         page._count = 1
@@ -1597,20 +1759,68 @@ class PageAllocator:
                     self._free_one_page(zone, page, page.pfn, 0, mt=mt)
                     return
                 mt = MIGRATE_MOVABLE
-            pcp = zone.pcp[cpu or 0][1 if cold else 0]
-            pcp.lists[mt].append(page)
+            # NOTE: the order-0 case of free_unref_page_commit inlined (the free of every
+            # page); a list reaching `high_now` (high, or 4 x batch under
+            # ZONE_RECLAIM_ACTIVE) takes the plain path
+            pcp = zone.pcp[cpu or 0][self._cold_list if cold else 0]
+            lst = pcp.lists[mt]
+            lst.append(page)
             pcp.count += 1
+            if pcp.count >= pcp.high_now:
+                pcp.count -= 1
+                lst.pop()
+                self._free_unref_page_commit(zone, pcp, page, mt, 0)
+            return
+        if order in self.pcp_orders:
+            mt = self.pageblock_mt[page.pfn >> self.pageblock_order]
+            if mt >= MIGRATE_PCPTYPES:
+                if mt == MIGRATE_ISOLATE:
+                    self._free_one_page(zone, page, page.pfn, order, mt=mt)
+                    return
+                mt = MIGRATE_MOVABLE
+            self._free_unref_page_commit(zone, zone.pcp[cpu or 0][0], page, mt, order)
+            return
+        self._free_one_page(zone, page, page.pfn, order)
+
+    def set_reclaim_active(self, zone: Zone, active: bool) -> None:
+        """set_reclaim_active / clear_reclaim_active (6.x vmscan): ZONE_RECLAIM_ACTIVE,
+        under which nr_pcp_high() caps the zone's lists at 4 x batch."""
+        zone.reclaim_active = active
+        for lists in zone.pcp:
+            for pcp in lists:
+                pageset_update(pcp, pcp.high, pcp.batch, active)
+
+    def _free_unref_page_commit(self, zone: Zone, pcp: PerCpuPages, page: Page, mt: int,
+                                order: int) -> None:
+        """free_unref_page_commit: the block goes to the head of list (order, mt); once
+        count reaches high, free_pcppages_bulk from that list. 2.6.20 returns `batch`
+        pages; 6.1 nr_pcp_free() pages, against nr_pcp_high(): 0 for an order 1..3 block
+        while free_factor is set (high-order pages fragment: free them all), 4 x batch
+        while kswapd reclaims the zone (ZONE_RECLAIM_ACTIVE)."""
+        pindex = order_to_pindex(mt, order) if order else mt
+        pcp.lists[pindex].append(page)
+        pcp.count += 1 << order
+        if self.era != "6.x":
             if pcp.count >= pcp.high:
                 self._free_pages_bulk(zone, pcp.batch, pcp, mt)
             return
-        self._free_one_page(zone, page, page.pfn, order)
+        free_high = bool(pcp.free_factor) and 0 < order <= PAGE_ALLOC_COSTLY_ORDER
+        if free_high:
+            high = 0
+        else:
+            high = pcp.high
+            if zone.reclaim_active and high:
+                high = min(pcp.batch << 2, high)
+        if pcp.count >= high:
+            self._free_pages_bulk(zone, self._nr_pcp_free(pcp, high, pcp.batch, free_high),
+                                  pcp, pindex)
 
     def drain_all_pages(self, zone: Zone | None = None) -> int:
         """Return every per-CPU page to the buddy lists; returns how many."""
         n = 0
         for z in [zone] if zone is not None else self.zones:
-            for hot, cold in z.pcp:
-                for pcp in (hot, cold):
+            for lists in z.pcp:
+                for pcp in lists:
                     n += pcp.count
                     self._free_pages_bulk(z, pcp.count, pcp)
         return n
@@ -1685,11 +1895,16 @@ def validate_buddy(alloc: PageAllocator) -> None:
         assert zone.nr_reserved_highatomic == highatomic, (
             f"{zone}: nr_reserved_highatomic {zone.nr_reserved_highatomic}, {highatomic} in HIGHATOMIC pageblocks"
         )
-        for hot, cold in zone.pcp:
-            for pcp in (hot, cold):
-                assert pcp.count == len(pcp.pages), f"{zone}: pcp count {pcp.count} != {len(pcp.pages)}"
-                for page in pcp.pages:
-                    assert alloc.zone_of(page.pfn) is zone, f"pfn {page.pfn:#x} on another zone's pcp"
-                    assert not owner[page.pfn], f"pfn {page.pfn:#x} both free and on a pcp list"
-                    owner[page.pfn] = 2
-                    assert page._count == 0 and not page.flags & (PG_buddy | PG_reported)
+        for lists in zone.pcp:
+            for pcp in lists:
+                npages = sum(len(lst) << pcp.orders[i] for i, lst in enumerate(pcp.lists))
+                assert pcp.count == npages, f"{zone}: pcp count {pcp.count} != {npages}"
+                for i, lst in enumerate(pcp.lists):
+                    order = pcp.orders[i]
+                    for page in lst:
+                        assert alloc.zone_of(page.pfn) is zone, f"pfn {page.pfn:#x} on another zone's pcp"
+                        assert page.pfn & ((1 << order) - 1) == 0, f"pfn {page.pfn:#x} misaligned on pcp {i}"
+                        for p in range(page.pfn, page.pfn + (1 << order)):
+                            assert not owner[p], f"pfn {p:#x} both free and on a pcp list"
+                            owner[p] = 2
+                        assert page._count == 0 and not page.flags & (PG_buddy | PG_reported)

@@ -423,8 +423,17 @@ class ProcFS:
                     continue
                 s += f"\n      nr_free_pages {zone.nr_free}"
                 s += "\n  pagesets"
-                for cpu, (hot, cold) in enumerate(zone.pcp):
-                    for which, pcp in ((0, hot), (1, cold)):
+                for cpu, lists in enumerate(zone.pcp):
+                    if len(lists) == 1:  # 6.x zoneinfo_show_print: one pageset per CPU
+                        pcp = lists[0]
+                        s += (
+                            f"\n    cpu: {cpu}"
+                            f"\n              count: {pcp.count}"
+                            f"\n              high:  {pcp.high}"
+                            f"\n              batch: {pcp.batch}"
+                        )
+                        continue
+                    for which, pcp in enumerate(lists):
                         s += (
                             f"\n    cpu: {cpu} pcp: {which}"
                             f"\n              count: {pcp.count}"

@@ -1977,6 +1977,10 @@ class Reclaim:
                        if z.managed_pages and z.watermark_boost]
         nr_boost_reclaim = boosted = sum(b for _z, b in zone_boosts)
         self.in_reclaim = True
+        # set_reclaim_active (6.x): ZONE_RECLAIM_ACTIVE caps the zones' per-CPU lists
+        active = [z for z in node.zones[: highest + 1] if z.managed_pages] if self.alloc.era == "6.x" else ()
+        for z in active:
+            self.alloc.set_reclaim_active(z, True)
         try:
             while sc.priority >= 1:
                 # pages already being written for reclaim will be freed when their write
@@ -2007,6 +2011,8 @@ class Reclaim:
                     sc.priority -= 1
         finally:
             self.in_reclaim = False
+            for z in active:  # clear_reclaim_active
+                self.alloc.set_reclaim_active(z, False)
         self.kswapd_sleep = sc.sleep
         if boosted:
             for z, b in zone_boosts:

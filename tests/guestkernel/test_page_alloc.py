@@ -48,9 +48,16 @@ def give_block(k: Kernel, pfn: int, order: int) -> None:
     """Free an order-`order` block at `pfn` into an emptied zone (as its owner would)."""
     page = k.pfn_to_page(pfn)
     page._count = 1
+    free_block(k, page, order)
+
+
+def free_block(k: Kernel, page, order: int) -> None:
+    """Free a block all the way to the buddy lists: orders 0..3 and pageblock order land
+    on a per-CPU list first (6.1 pcp_allowed_order; 2.6.20: order 0) and
+    free_pcppages_bulk hands them to __free_one_page."""
     k.free_pages(page, order)
-    if order == 0:
-        k.drain_all_pages()  # order-0 frees land on the per-CPU list first
+    if order in k.page_alloc.pcp_orders:
+        k.drain_all_pages()
 
 
 @pytest.fixture
@@ -277,14 +284,14 @@ def test_free_merges_with_buddies(dma_world):
     assert (a.pfn, b.pfn, c.pfn) == (1024, 1026, 1028) and zone.nr_free == 0
     # free 1026: its buddy 1026 ^ 2 = 1024 is allocated, no merge
     #      AA [1026] CCCC
-    k.free_pages(b, 1)
+    free_block(k, b, 1)
     assert free_lists(zone)[:4] == [[], [1026], [], []]
     # free 1024: buddy 1026 free at order 1 -> merge to 1024/2; buddy 1024 ^ 4 = 1028 allocated
     #      [1024      ] CCCC
-    k.free_pages(a, 1)
+    free_block(k, a, 1)
     assert free_lists(zone)[:4] == [[], [], [1024], []]
     # free 1028 order 2: buddy 1024 free at order 2 -> 1024/3; buddy 1032 is not free
-    k.free_pages(c, 2)
+    free_block(k, c, 2)
     assert free_lists(zone)[:4] == [[], [], [], [1024]]
     assert zone.nr_free == 8
     validate_buddy(k.page_alloc)
@@ -332,9 +339,10 @@ def test_double_free_and_bad_state_are_bugs(dma_world):
     k, zone = dma_world
     give_block(k, 1024, 1)
     page = k.alloc_pages(G.GFP_DMA, 1)
-    k.free_pages(page, 1)
+    k.free_pages(page, 1)  # to the per-CPU order-1 list, _count 0
     with pytest.raises(KernelBug):
         k.free_pages(page, 1)
+    k.drain_all_pages()  # an empty zone fails the watermark test whatever its pcp holds
     page = k.alloc_pages(G.GFP_DMA, 1)
     page.flags |= PG_lru
     with pytest.raises(KernelBug):
@@ -351,7 +359,7 @@ def test_order_out_of_range():
 
 
 def test_pcp_batch_and_high_2620():
-    k = Kernel(KernelConfig(memory="4GiB", cpus=2))
+    k = Kernel(KernelConfig(memory="4GiB", cpus=2, era="2.6"))
     dma, dma32 = zone_named(k, "DMA"), zone_named(k, "DMA32")
     # DMA32: present 1044480 -> /1024 = 1020 -> capped at 512 KiB = 128 -> /4 = 32
     #        -> (1 << (fls(32 + 16) - 1)) - 1 = 31
@@ -364,12 +372,13 @@ def test_pcp_batch_and_high_2620():
 
 @pytest.fixture
 def dma32_world():
-    """A 64 MiB guest whose DMA and DMA32 zones are empty and have zero watermarks."""
-    k = Kernel(KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1))
+    """A 64 MiB 2.6 guest (hot and cold lists) whose DMA and DMA32 zones are empty and
+    have zero watermarks."""
+    k = Kernel(KernelConfig(memory="64MiB", min_free_kbytes=0, watermark_scale_factor=1, era="2.6"))
     for zone in k.page_alloc.zones:
         empty_zone(k, zone)
     zone = zone_named(k, "DMA32")
-    assert zone.watermark == [0, 0, 0]  # 7936 managed * 1 / 10000 = 0
+    assert zone.watermark == [0, 0, 0]  # min_free_kbytes 0: every mark 0 (2.6 formulas)
     return k, zone
 
 

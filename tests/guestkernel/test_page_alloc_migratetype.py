@@ -27,6 +27,8 @@ from guestkernel.page_alloc import (
     MIGRATE_UNMOVABLE,
     MIGRATETYPE_NAMES,
     KernelBug,
+    order_to_pindex,
+    pageset_update,
     validate_buddy,
 )
 from guestkernel.procfs import (
@@ -254,8 +256,11 @@ def test_highatomic_reserve_taken_by_a_non_blocking_high_order_request(dma):
     # a further atomic order-1 request takes from the HIGHATOMIC lists first
     page2 = k.alloc_pages(G.GFP_ATOMIC | G.GFP_DMA, 1)
     assert page2.pfn == 1026 and zone.nr_reserved_highatomic == 512  # no second block
-    # freed, it returns to its pageblock's type: HIGHATOMIC
+    # freed, it goes to the per-CPU order-1 list of MOVABLE (free_unref_page: HIGHATOMIC
+    # pages are kept as movable), and drained, back to its pageblock's type: HIGHATOMIC
     k.free_pages(page2, 1)
+    assert [p.pfn for p in zone.pcp[0][0].lists[order_to_pindex(MIGRATE_MOVABLE, 1)]] == [1026]
+    k.drain_all_pages()
     assert free_lists(zone, MIGRATE_HIGHATOMIC)[1] == [1026]
     validate_buddy(a)
     # unreserve keeps the last pageblock unless forced; forced, it moves the free pages
@@ -284,8 +289,8 @@ def test_pcp_lists_per_migratetype_and_round_robin_bulk_free():
     for z in a.zones:
         empty_zone(k, z)
     zone = zone_named(k, "DMA32")
-    hot, _ = zone.pcp[0]
-    assert (hot.high, hot.batch) == (18, 3)
+    (hot,) = zone.pcp[0]
+    pageset_update(hot, 18, 3)  # 6.1's list of a 64 MiB zone is smaller
     a.set_pageblock_migratetype(10240, MIGRATE_UNMOVABLE)
     # 10 held pages in an UNMOVABLE pageblock, 8 in a MOVABLE one
     un = [held(k, p) for p in range(10240, 10250)]
@@ -294,11 +299,11 @@ def test_pcp_lists_per_migratetype_and_round_robin_bulk_free():
         k.free_pages(page)
     for page in mv[:7]:
         k.free_pages(page)
-    assert [len(lst) for lst in hot.lists] == [10, 7, 0] and hot.count == 17
-    # the 18th free reaches high: free_pcppages_bulk(batch 3) from the list just freed
-    # to (MOVABLE), its tail (oldest) first
+    assert [len(lst) for lst in hot.lists[:3]] == [10, 7, 0] and hot.count == 17
+    # the 18th free reaches high: free_pcppages_bulk(nr_pcp_free: batch 3 << free_factor
+    # 0) from the list just freed to (MOVABLE), its tail (oldest) first
     k.free_pages(mv[7])
-    assert [len(lst) for lst in hot.lists] == [10, 5, 0]
+    assert [len(lst) for lst in hot.lists[:3]] == [10, 5, 0]
     freed = {p for o, lst in enumerate(free_lists(zone, MIGRATE_MOVABLE)) for b in lst for p in range(b, b + (1 << o))}
     assert freed == {11264, 11265, 11266}
     # a movable allocation takes the head of the MOVABLE list: the last page freed

@@ -68,7 +68,12 @@ def test_zoneinfo_shows_watermarks_protection_and_pagesets(kernel):
     assert f"\n        min      {wmin}\n        low      {wlow}\n        high     {whigh}\n" in block
     assert f"\n        managed  {dma32.managed_pages}\n" in block
     assert "\n        protection: (0, 0, 0, 0)" in block
-    assert "\n    cpu: 1 pcp: 1\n              count: 0\n              high:  62\n              batch: 15" in block
+    # 6.1 zoneinfo_show_print: one pageset per CPU; high = LOW split over the node's
+    # CPUs (zone_highsize), batch: min(managed >> 10, 256) / 4 = 61,
+    # rounddown_pow_of_two(61 + 30) - 1 = 63 (zone_batchsize)
+    assert dma32.managed_pages >> 10 == 244
+    high = max(wlow // kernel.config.cpus, 4 * 63)
+    assert f"\n    cpu: 1\n              count: 0\n              high:  {high}\n              batch: 63" in block
     # unpopulated zones are listed with their header and numbers only
     assert "Node 0, zone   Normal\n  pages free     0\n" in text
     assert "Node 0, zone  Movable\n" in text
