@@ -740,6 +740,21 @@ class Host:
                 elif room < len(pfns):
                     pfns = pfns[:room]
             if share_first:
+                if vm.lp_live:
+                    # a victim under a live large page: the large page is broken first
+                    # (ESX breaks before it shares or swaps a subpage; KSM splits to
+                    # merge), so the small page goes through sharing like any other
+                    # (its hash is kept ready); frames a KVM split frees (zero-filled
+                    # subpages) need no eviction
+                    lp = vm.lp
+                    state = vm.p2m.state
+                    for pfn in pfns:
+                        lp.split_for(vm, pfn, "reclaim")
+                    kept = [pfn for pfn in pfns if state[pfn] == P2M_PRIVATE]
+                    zeroed = len(pfns) - len(kept)
+                    done += zeroed
+                    self.pages_evicted += zeroed
+                    pfns = kept
                 # ESX shares a page before paging it out: a victim identical to a stable
                 # frame is merged into it (its frame freed, no I/O)
                 kept = [pfn for pfn in pfns if not share_first(vm, pfn)]

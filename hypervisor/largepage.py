@@ -57,7 +57,10 @@ large pages and actively call TPS"): `LargePageBreaker` breaks at most `break_ra
 pages a second, each costing `break_cost` of host CPU (remapping 512 entries and the TLB
 shootdown). A KVM host does not break THPs for lack of free memory; its reclaim splits a
 THP to swap a subpage out, as ESX breaks one to swap or compress, and as a balloon or a
-free-page report of part of one splits it (MADV_DONTNEED of part of a THP).
+free-page report of part of one splits it (MADV_DONTNEED of part of a THP). A victim the
+host must reclaim from a live large page is broken out first and then, like any small
+page, offered to sharing before compression and swap (Host.evict with share_before_swap:
+ESX "tries to share a page before paging it out", and its hash is kept ready).
 
 Which large pages ESX breaks first is not published: KB 1021095, the vSphere resource
 management guides and Epping's posts on vSphere 6.0 say when, not which. Guo et al.

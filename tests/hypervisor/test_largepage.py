@@ -142,6 +142,33 @@ def test_releasing_or_evicting_a_subpage_splits_its_large_page_first():
     host.validate()
 
 
+def test_a_victim_under_a_large_page_is_broken_out_then_shared_before_it_is_swapped():
+    """ESX's order for a page it must reclaim: the large page is broken first, and the
+    small page then goes through sharing before host swap ("ESX tries to share a page
+    before paging it out", Waldspurger 2002 sec. 4; hypervisor.md): a subpage identical
+    to a stable frame merges (no I/O), the other is swapped."""
+    host = esx(swap_size="4MiB", compression=False, admission_control=False,
+               victim_policy="clock", smart_scan=False)
+    vm = vm_on(host, pages=1024)
+    vm.store(0, page(1))
+    vm.store(1, page(1))
+    host.lp.split(vm, 0)  # region 0 small pages: its two copies of page(1) can merge
+    host.sharing.full_pass()
+    host.sharing.full_pass()
+    assert host.sharing.pages_sharing == 1 and vm.p2m.state[0] == vm.p2m.state[1] == P2M_SHARED
+    vm.store(512, page(1))  # under the live large page of region 1
+    vm.store(513, random_page(2, "g"))
+    assert vm.p2m.large[1] == LP_BACKED
+    for pfn in (512, 513):
+        vm.p2m.accessed[pfn] = 0
+    done, _ = host.evict(2)
+    assert done == 2 and vm.p2m.large[1] == LP_BROKEN and host.lp.thp_split_reclaim == 1
+    assert host.shared_before_swap == 1 and host.pages_evicted == 1
+    assert vm.p2m.state[512] == P2M_SHARED and vm.p2m.state[513] == P2M_SWAPPED
+    assert host.sharing.pages_sharing == 2 and host.swap.pswpout == 1
+    host.validate()
+
+
 def test_esx_breaks_large_pages_below_400_pct_of_min_free_at_its_rate_with_its_cpu():
     # 16 MiB = 4096 frames, minFree 256 frames: large pages are broken below 1024 free
     env = simpy.Environment()
