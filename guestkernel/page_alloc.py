@@ -410,9 +410,14 @@ class PageAllocator:
         # free_cold_page: 2.6.20's cold list; 6.x has one set of lists (4.15 dropped cold)
         self._cold_list = 1 if self.era != "6.x" else 0
         # pcp_allowed_order(): 2.6.20 caches order 0 only; 6.1 orders up to
-        # PAGE_ALLOC_COSTLY_ORDER and pageblock order (THP)
-        self.pcp_orders = (frozenset(range(PAGE_ALLOC_COSTLY_ORDER + 1)) | {self.pageblock_order}
-                           if self.era == "6.x" else frozenset((0,)))
+        # PAGE_ALLOC_COSTLY_ORDER and, with CONFIG_TRANSPARENT_HUGEPAGE (hvsim builds
+        # THP on x86_64 only, as huge_memory.init_thp), pageblock order
+        if self.era != "6.x":
+            self.pcp_orders = frozenset((0,))
+        else:
+            self.pcp_orders = frozenset(range(PAGE_ALLOC_COSTLY_ORDER + 1))
+            if self.arch == "x86_64":
+                self.pcp_orders |= {self.pageblock_order}
 
     # ------------------------------------------------------------------ layout
     def _build_nodes(self) -> None:
@@ -622,7 +627,7 @@ class PageAllocator:
         LOW watermark; else managed / fraction, at least MIN_PERCPU_PAGELIST_HIGH_FRACTION
         (8)."""
         if fraction and fraction < 8:
-            raise ValueError("percpu_pagelist_high_fraction: 0 or at least 8")
+            raise ValueError("/proc/sys/vm/percpu_pagelist_high_fraction: 0 or at least 8 (EINVAL)")
         if fraction == self.percpu_pagelist_high_fraction:
             return
         self.percpu_pagelist_high_fraction = fraction

@@ -211,3 +211,25 @@ def test_drain_takes_lists_round_robin_from_pindex():
     a._free_pages_bulk(zone, 2, pcp, 5)
     assert heads(pcp.lists[1]) == [o0[2].pfn] and pcp.count == 1
     validate_buddy(a)
+
+
+def test_pcp_allowed_orders():
+    """pcp_allowed_order(): order <= PAGE_ALLOC_COSTLY_ORDER, and pageblock order where
+    CONFIG_TRANSPARENT_HUGEPAGE is built (hvsim: x86_64); 2.6.20: order 0 only."""
+    assert Kernel(KernelConfig(memory="256MiB")).page_alloc.pcp_orders == {0, 1, 2, 3, 9}
+    assert Kernel(KernelConfig(memory="256MiB", arch="i386")).page_alloc.pcp_orders == {0, 1, 2, 3}
+    assert Kernel(KernelConfig(memory="256MiB", era="2.6")).page_alloc.pcp_orders == {0}
+def test_percpu_pagelist_high_fraction_sysctl():
+    """/proc/sys/vm/percpu_pagelist_high_fraction (6.x): 0 by default; 8 or more sets
+    pcp->high to managed / fraction over the node's CPUs (at least 4 x batch); 1..7 is
+    EINVAL (MIN_PERCPU_PAGELIST_HIGH_FRACTION); 0 goes back to the LOW watermark."""
+    k = Kernel(KernelConfig(memory="1GiB", cpus=2))
+    dma32 = zone_named(k, "DMA32")
+    assert k.procfs.read("/proc/sys/vm/percpu_pagelist_high_fraction") == "0\n"
+    k.procfs.write("/proc/sys/vm/percpu_pagelist_high_fraction", "16")
+    assert dma32.pcp[0][0].high == dma32.managed_pages // 16 // 2
+    with pytest.raises(ValueError, match="EINVAL"):
+        k.procfs.write("/proc/sys/vm/percpu_pagelist_high_fraction", "4")
+    assert k.procfs.read("/proc/sys/vm/percpu_pagelist_high_fraction") == "16\n"
+    k.procfs.write("/proc/sys/vm/percpu_pagelist_high_fraction", "0")
+    assert dma32.pcp[0][0].high == max(dma32.watermark[1] // 2, 4 * 63)
