@@ -171,6 +171,10 @@ class ProcFS:
         self.register_sysctl(Sysctl(
             "watermark_boost_factor", 0, INT_MAX, lambda: alloc.watermark_boost_factor,
             alloc.set_watermark_boost_factor))
+        if cfg.era == "6.x":
+            self.register_sysctl(Sysctl(
+                "percpu_pagelist_high_fraction", 0, INT_MAX,
+                lambda: alloc.percpu_pagelist_high_fraction, alloc.set_percpu_pagelist_high_fraction))
         nz = len(ZONE_LAYOUT[cfg.arch])
         self.register_sysctl(Sysctl(
             "lowmem_reserve_ratio", 0, INT_MAX, lambda: list(alloc.lowmem_reserve_ratio),
