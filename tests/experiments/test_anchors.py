@@ -35,6 +35,12 @@ KNOWN_GAPS: dict[tuple[str, int], str] = {
                          "96 MiB host (minFree 5.8 MiB) the build's ~70 MiB working set no longer fits beside "
                          "it, so the host swaps in the ballooned run too (5785 pages out, against 2960). The "
                          "source's guest and host sizes were recalled, not read: not corrected",
+    ("balloon-swap", 1): "host swap 125.0 % of ballooned (quick) against <= 90 %: since 6.1's per-CPU lists "
+                         "(orders 0-3 and THPs, high from LOW) the ballooned run falls to 28.6 % of "
+                         "unconstrained (row 0; 35.7 % with 2.6-style order-0 lists) and the host-swap run "
+                         "stays at 35.7 %: with distro auto both runs swap on the host (row 0), so the "
+                         "difference is a build or two of 14 at this size. At full size (before distro auto) "
+                         "the two rows went from 100.0 / 83.3 % to 96.7 / 86.2 % and pass",
     ("live-ksm", 6): "time to converge: hvsim's ksmd wakes exactly sleep_millisecs after a batch (0.50 s); the "
                      "real one converged in 0.68-0.74 s on this machine while other jobs ran (load 16)",
 }
