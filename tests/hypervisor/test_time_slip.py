@@ -15,27 +15,9 @@ import simpy
 
 from experiments.workloads.base import Workload
 from hypervisor.cpu import SHARING, HostCPUs, VCPUs
+from tests.experiments.test_vcpu_scheduling import FakeVM  # what a VM counts beneath the guest
 
 from .test_host_cpu import ksm_host
-
-
-class FakeKernel:
-    panicked = None
-
-    def __init__(self):
-        self.iowait_swap = 0.0
-        self.iowait_file = 0.0
-
-
-class FakeVM:
-    """Counts what a VM counts beneath the guest (as tests/experiments/test_vcpu_scheduling)."""
-
-    def __init__(self, vcpus):
-        self.kernel = FakeKernel()
-        self.vcpus = vcpus
-        self.stall_time = 0.0
-        self.stall_cpu_zero = 0.0
-        self.stall_cpu_zip = 0.0
 
 
 class Loop(Workload):
