@@ -315,6 +315,10 @@ class HostSection(_Model):
                                      "(copy_highpage: compaction's migrations, khugepaged's collapses, "
                                      "copy-on-write in the guest), on the guest's vCPU; measured on this "
                                      "machine (tests/data/hostcpu/page_copy.c)")
+    page_zero_cost: Duration = Field("270ns", description="guest CPU per 4 KiB page a guest kernel zeroes "
+                                     "(clear_user_highpage: the empty slots a khugepaged collapse fills), "
+                                     "on the guest's vCPU; measured on this machine "
+                                     "(tests/data/hostcpu/page_clear.c)")
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")
     low_state_stall: Duration = Field("1ms", description="wait of every allocation in the low state")
     state_interval: Duration = Field("1s", description="memory-state monitor period")

@@ -468,7 +468,8 @@ def cost_sections(summary: dict, samples: list[dict], points: int = 10) -> list[
             f"vCPU or host CPU (ready time): {_fmt(_f(cost, 'vcpu_ready_s'), 3)} s. Guest kernel "
             f"threads on the vCPUs (kswapd, the flusher, kcompactd, khugepaged): "
             f"{_fmt(_f(cost, 'guest_kernel_cpu_s'), 3)} s of CPU; guest page copies "
-            f"(migrations, collapses, copy-on-write in the guest): {_fmt(_f(cost, 'guest_copy_cpu_s'), 3)} s.", ""]
+            f"(migrations, collapses, copy-on-write in the guest): {_fmt(_f(cost, 'guest_copy_cpu_s'), 3)} s; "
+            f"guest page zeroings (a collapse's empty slots): {_fmt(_f(cost, 'guest_zero_cpu_s'), 3)} s.", ""]
     cpu = cost.get("host_cpu_s") if isinstance(cost.get("host_cpu_s"), dict) else {}
     duration = _f(summary, "sim_time_s")
     out += ["## Host CPU", ""]

@@ -43,6 +43,7 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         fault_cost=seconds(h.fault_cost),
         cow_cost=seconds(h.cow_cost),
         page_copy_cost=seconds(h.page_copy_cost),
+        page_zero_cost=seconds(h.page_zero_cost),
         nomem_stall=seconds(h.nomem_stall),
         low_state_stall=seconds(h.low_state_stall),
         large_pages=h.large_pages,

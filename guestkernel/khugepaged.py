@@ -22,7 +22,9 @@ LRU and without extra references; at least one PTE writable; at least one page y
 collapse_huge_page then allocates the huge page (GFP_TRANSHUGE with khugepaged/defrag
 set, else GFP_TRANSHUGE_LIGHT: thp_collapse_alloc or thp_collapse_alloc_failed, after
 which the daemon sleeps `alloc_sleep_millisecs`), reads the swapped-out pages back,
-copies every present page into it and zeroes the rest (512 writes the host sees), frees
+copies every present page into it and zeroes the rest (512 writes the host sees; each
+copy costs the VM's page_copy_cost and each zeroing its page_zero_cost of khugepaged's
+CPU on a vCPU), frees
 the small pages, and maps the 2 MiB with one PMD; the emptied PTE table becomes the
 deposited one. pages_collapsed counts the huge pages made.
 """
@@ -39,7 +41,6 @@ from .memory import (
 )
 from .page import PG_anon, PG_lru, PG_referenced, PG_swapcache
 from .pgtable import _PAGE_ACCESSED, _PAGE_RW, _PAGE_SWP, HPAGE_PMD_NR, MM_ANONPAGES, PTE_PRESENT_MASK
-from .physmem import ZERO_PAGE
 from .units import PAGE_SHIFT
 from .vma import VM_WRITE
 
@@ -300,7 +301,7 @@ class Khugepaged:
             dst = base + i
             pte = ptes.get(v, 0)
             if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
-                cost += phys.store(dst, ZERO_PAGE)  # clear_user_highpage
+                cost += phys.zero(dst)  # clear_user_highpage: page_zero_cost of CPU
                 if pte:
                     pt.clear_pte(v)
                 continue

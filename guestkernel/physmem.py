@@ -196,6 +196,8 @@ class PhysicalMemory(Protocol):
 
     def copy(self, dst: int, src: int) -> float: ...
 
+    def zero(self, pfn: int) -> float: ...
+
     def release(self, pfn: int, kind: int = RELEASE_BALLOON) -> int: ...
 
     def reuse(self, pfn: int) -> None: ...
@@ -239,6 +241,9 @@ class BareMetal:
     def copy(self, dst: int, src: int) -> float:
         data = self.frames[src] if not self.dirty[src] else self._fold(src)
         return self.store(dst, ZERO_PAGE if data is None else data)
+
+    def zero(self, pfn: int) -> float:
+        return self.store(pfn, ZERO_PAGE)
 
     def _fold(self, pfn: int):
         """The new content of a written frame (see the class)."""

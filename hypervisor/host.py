@@ -94,6 +94,7 @@ _TIMES = (
     "balloon_interval", "state_interval", "balloon_stats_interval",
     "large_page_fault_cost", "large_page_break_cost", "cpu_quantum",
     "balloon_inflate_cost", "balloon_deflate_cost", "swapout_cost", "page_copy_cost",
+    "page_zero_cost",
 )
 
 
@@ -177,6 +178,10 @@ class HostConfig:
     # migrations, khugepaged's collapses, CoW breaks in the guest), on its vCPU (measured
     # on this machine's Linux 6.18: tests/data/hostcpu/page_copy.c)
     page_copy_cost: float | str = "1.6us"
+    # guest CPU per 4 KiB page a guest kernel zeroes (clear_user_highpage: the empty slots
+    # a khugepaged collapse fills), on its vCPU (measured on this machine's Linux 6.18:
+    # tests/data/hostcpu/page_clear.c)
+    page_zero_cost: float | str = "270ns"
     free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
     guest_disk: str = "separate"  # guests' disks: "separate" (their own) or "swap" (the host swap device)
@@ -402,6 +407,7 @@ class Host:
         vm.balloon_inflate_cost = cfg.balloon_inflate_cost
         vm.balloon_deflate_cost = cfg.balloon_deflate_cost
         vm.page_copy_cost = cfg.page_copy_cost
+        vm.page_zero_cost = cfg.page_zero_cost
         vm.reclaim_hook = self.reclaim
         if cfg.kind == "kvm":
             vm.oom_hook = self.host_oom

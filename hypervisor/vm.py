@@ -202,6 +202,8 @@ class VM:
         self.balloon_cpu = 0.0  # host CPU seconds handling this VM's balloon inflate/deflate
         self.page_copy_cost = 0.0  # seconds of guest CPU per 4 KiB copy (HostConfig.page_copy_cost)
         self.copy_cpu = 0.0  # guest CPU seconds copying pages (copy: migrations, collapses, CoW)
+        self.page_zero_cost = 0.0  # seconds of guest CPU per 4 KiB zeroing (HostConfig.page_zero_cost)
+        self.zero_cpu = 0.0  # guest CPU seconds zeroing pages (zero: a collapse's empty slots)
         self.nomem_waits = 0  # allocations that waited for a write to swap to free a frame
 
     # -- PhysicalMemory ------------------------------------------------------------------
@@ -279,6 +281,13 @@ class VM:
         not a stall, so a kernel thread's pass or a task's burst counts it as its CPU)."""
         self.copy_cpu += self.page_copy_cost
         return self.store(dst, self._data(src)) + self.page_copy_cost
+
+    def zero(self, pfn: int) -> float:
+        """A whole-page zeroing in the guest (clear_user_highpage): store(pfn) of the zero
+        page. Returns the stall beneath the guest (counted in stall_time) plus the
+        zeroing's own CPU, `page_zero_cost` (clear_page on a vCPU, as copy's)."""
+        self.zero_cpu += self.page_zero_cost
+        return self.store(pfn, ZERO_PAGE) + self.page_zero_cost
 
     def _data(self, pfn: int):
         """The frame's content as held (bytes or a LazyPage), the guest's writes in."""

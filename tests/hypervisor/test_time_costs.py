@@ -247,6 +247,7 @@ def test_a_kernel_threads_pass_runs_its_cpu_holds_the_vcpu_through_host_stalls_a
 
 
 COPY_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "hostcpu" / "page_copy.json"
+CLEAR_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "hostcpu" / "page_clear.json"
 
 
 def test_page_copy_cost_is_this_machines_measured_copy_page():
@@ -257,15 +258,27 @@ def test_page_copy_cost_is_this_machines_measured_copy_page():
     assert load_config_defaults().page_copy_cost == "1.6us"
 
 
-def test_khugepaged_collapse_copies_cost_guest_cpu_on_the_vcpu():
-    # __collapse_huge_page_copy: each present subpage is copied (copy_user_highpage) by
-    # khugepaged, a guest kernel thread: page_copy_cost of CPU a copy on the VM's vCPU
-    # (its kernel time); the new frames' host faults are stalls, not its CPU
+def test_page_zero_cost_is_this_machines_measured_clear_page():
+    # consistency check: the default is the recorded measurement (tests/data/hostcpu,
+    # page_clear.c: a 4 KiB zeroing of a cold frame), rounded
+    measured = json.loads(CLEAR_FIXTURE.read_text())
+    assert HostConfig().page_zero_cost == pytest.approx(measured["clear_seconds_per_page_best"], rel=0.05)
+    assert load_config_defaults().page_zero_cost == "270ns"
+
+
+def test_khugepaged_collapse_copies_and_zeroings_cost_guest_cpu_on_the_vcpu():
+    # __collapse_huge_page_copy (6.1): each present subpage is copied (copy_user_highpage)
+    # and each pte_none slot (max_ptes_none allows up to 511) is zeroed
+    # (clear_user_highpage) by khugepaged, a guest kernel thread: page_copy_cost a copy and
+    # page_zero_cost a zeroing of CPU on the VM's vCPU (its kernel time); the new frames'
+    # host faults are stalls, not its CPU. 10 present pages + 502 none: 10 copies, 502
+    # zeroings.
+    from experiments.metrics import cost_summary
     from guestkernel import uapi as U
 
     env = simpy.Environment()
     host = Host(HostConfig(memory="512MiB", sharing=False, compression=False, ballooning=False,
-                           page_copy_cost="7us"), env=env)
+                           page_copy_cost="7us", page_zero_cost="3us"), env=env)
     vm = host.create_vm("g", KernelConfig(memory="256MiB"), balloon=False)
     k = vm.kernel
     base, huge = 0x40000000, 2 << 20
@@ -273,12 +286,16 @@ def test_khugepaged_collapse_copies_cost_guest_cpu_on_the_vcpu():
     t.mmap(base, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | U.MAP_FIXED)
     t.access_range(base, 10 * 4096, True)
     env.run(until=0.1)
-    k0, c0 = vm.vcpus.kernel_time, vm.copy_cpu
+    k0, c0, z0 = vm.vcpus.kernel_time, vm.copy_cpu, vm.zero_cpu
     t.madvise(base, huge, U.MADV_HUGEPAGE)  # joins khugepaged's list, wakes it
     env.run(until=0.5)
     assert k.vmstat["thp_collapse_alloc"] == 1
+    assert k.thp.pages_collapsed == 1
     assert vm.copy_cpu - c0 == pytest.approx(10 * 7e-6)  # the 10 present pages
-    assert vm.vcpus.kernel_time - k0 == pytest.approx(10 * 7e-6)
+    assert vm.zero_cpu - z0 == pytest.approx(502 * 3e-6)  # the 502 none slots
+    assert vm.vcpus.kernel_time - k0 == pytest.approx(10 * 7e-6 + 502 * 3e-6)
+    cost = cost_summary(host, {})
+    assert cost["guest_zero_cpu_s"] == pytest.approx(vm.zero_cpu)
 
 
 def test_compaction_migration_copies_cost_guest_cpu_on_the_vcpu():
