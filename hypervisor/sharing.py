@@ -70,6 +70,7 @@ cow_ksm, pages_hashed and scan_time (simulated CPU seconds).
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from itertools import compress as _select
 from operator import eq as _eq
@@ -97,6 +98,7 @@ SALTING = ("none", "per-vm")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 _xxh64 = xxhash.xxh64_intdigest
+_xxh3_digest = xxhash.xxh3_64_digest
 _PACK2 = Struct("<QQ").pack
 _MASK64 = (1 << 64) - 1
 _MASK32 = 0xFFFFFFFF .__and__
@@ -128,6 +130,33 @@ def _nth_set_byte(mask: bytes, n: int) -> int:
 def page_checksum(data: bytes) -> int:
     """The scanner's checksum: XXH3-64 (seed 0) truncated to 32 bits."""
     return _xxh3(data) & 0xFFFFFFFF
+
+
+_NO_ITEMS = array("q", [-1]) * _WINDOW  # a window's oldsum when no frame has an rmap item
+_LITTLE = sys.byteorder == "little"
+
+
+def checksums(datas: list) -> array:
+    """page_checksum of each page of `datas` (bytes or LazyPages), as an array("q").
+
+    NOTE: the bulk form of page_checksum, for performance: the digests are taken as
+    bytes (no int object a page) and their low 32 bits picked out of the joined digests
+    with four strided slice copies (XXH3's canonical digest is big-endian: its last four
+    bytes are the low 32 bits, reversed into the little-endian int64s of the array)."""
+    if not _LITTLE:
+        return array("q", map(_MASK32, map(_xxh3, map(page_bytes, datas))))
+    digests: list[bytes] = []
+    try:
+        digests.extend(map(_xxh3_digest, datas))
+    except TypeError:  # a LazyPage: it and the pages after it hashed on their real bytes
+        digests.extend(map(_xxh3_digest, map(page_bytes, datas[len(digests):])))
+    d = b"".join(digests)
+    b = bytearray(len(d))
+    b[0::8] = d[7::8]
+    b[1::8] = d[6::8]
+    b[2::8] = d[5::8]
+    b[3::8] = d[4::8]
+    return array("q", b)
 
 
 ZERO_CHECKSUM = page_checksum(ZERO_PAGE)
@@ -220,6 +249,7 @@ class PageSharing:
         self._pfn = 0  # scan cursor: next PFN
         self._visited = 0  # scannable pages met in this pass
         self._skipped_mark = 0  # pages_skipped when this pass began
+        self._iota_frames = array("i")  # 0, 1, 2, ...: see _iota
         # counters
         self.pages_shared = 0
         self.pages_sharing = 0
@@ -243,6 +273,7 @@ class PageSharing:
     def add_vm(self, vm) -> None:
         salt = 0 if self.salting == "none" else (len(self._vms) + 1) << 32
         vm.sharing = self
+        self._iota(0, len(self.machine.content))  # (made now, not in the first pass)
         self._vms.append(_KsmVM(vm, salt))
         vm._ksm = self._vms[-1]
 
@@ -623,9 +654,9 @@ class PageSharing:
         loop runs.
         """
         k = hi - lo
-        if self.smart_scan and max(kv.age[lo:hi]) >= 2:
-            # an age reaches 3: smart_scan decides page by page (such a frame has an
-            # rmap item, so the window is not a first visit either)
+        if self.smart_scan and kv.age[lo:hi].translate(None, b"\x00\x01"):
+            # an age reaches 3 (a stored age >= 2): smart_scan decides page by page (such
+            # a frame has an rmap item, so the window is not a first visit either)
             return False
         p2m = kv.vm.p2m
         oldsum = kv.oldsum
@@ -634,21 +665,20 @@ class PageSharing:
         salt = kv.salt
         ms = p2m.mpn[lo:hi]
         m0 = ms[0]
-        contiguous = ms[-1] - m0 == k - 1 and ms == array("i", range(m0, m0 + k))
+        contiguous = ms[-1] - m0 == k - 1 and ms == self._iota(m0, k)
         old = oldsum[lo:hi]
-        if old.count(-1) == k:
+        if old == _NO_ITEMS[:k]:
             # first visits (a VM just booted or loaded): checksum all, all volatile
             machine = self.machine
-            if WRITTEN in (mcsum[m0 : m0 + k] if contiguous else map(mcsum.__getitem__, ms)):
+            cs = mcsum[m0 : m0 + k] if contiguous else list(map(mcsum.__getitem__, ms))
+            if cs.count(-1) != k and WRITTEN in cs:
                 for m in ms:  # the guest's writes folded in before hashing
                     if mcsum[m] == WRITTEN:
                         machine.fold(m)
             content = machine.content
             datas = content[m0 : m0 + k] if contiguous else list(map(content.__getitem__, ms))
-            try:
-                sums = list(map(_MASK32, map(_xxh3, datas)))
-            except TypeError:  # LazyPages among them: hashed on their real bytes
-                sums = list(map(_MASK32, map(_xxh3, map(page_bytes, datas))))
+            sums_q = checksums(datas)
+            sums = sums_q.tolist()
             if contiguous:
                 mcsum[m0 : m0 + k] = sums
             else:
@@ -657,7 +687,7 @@ class PageSharing:
             self.pages_hashed += k
             if stable and any(map(stable.get, sums if not salt else [c | salt for c in sums])):
                 return False  # some match the stable tree (checksums now cached)
-            oldsum[lo:hi] = array("q", sums)
+            oldsum[lo:hi] = sums_q
             self.rmap_items += k
             return True
         if -1 in old or UNHASHED in old:
@@ -689,6 +719,14 @@ class PageSharing:
             base = vi << 32
             self._unstable.update(zip(cand, map(base.__or__, _select(range(lo, hi), same))))
         return True
+
+    def _iota(self, start: int, k: int) -> array:
+        """array("i", range(start, start + k)), sliced from one kept array (extended as
+        machine frame numbers grow) instead of built from a range every window."""
+        end = start + k
+        if len(self._iota_frames) < end:
+            self._iota_frames = array("i", range(max(end, 2 * len(self._iota_frames))))
+        return self._iota_frames[start:end]
 
     @staticmethod
     def _skip_mask(kv: _KsmVM, lo: int, hi: int, private: int) -> int:

@@ -549,3 +549,24 @@ def test_an_unstable_tree_page_written_after_its_insertion_matches_only_its_new_
     ksm.full_pass()  # a's new checksum: volatile; b alone in the tree
     assert ksm.pages_sharing == 0 and ksm.pages_unshared == 1 and ksm.pages_volatile == 1
     ksm.validate()
+
+
+@given(st.lists(st.integers(0, 3), max_size=40))
+def test_bulk_checksums_are_the_scanner_checksum_of_each_page(kinds):
+    """checksums (the first-visit bulk window's hashing) gives page_checksum, XXH3-64 of
+    the page's bytes truncated to 32 bits, for each page in order, whether the pages are
+    bytes or recipes (a LazyPage anywhere: it and the pages after it hashed on their
+    bytes)."""
+    from array import array
+
+    import xxhash
+
+    from guestkernel.physmem import WrittenPage
+    from hypervisor.sharing import checksums
+
+    datas = [ZERO_PAGE if k == 0 else page(i) if k == 1 else WrittenPage(page(i), i) if k == 2
+             else WrittenPage(ZERO_PAGE, i * 7 + 1) for i, k in enumerate(kinds)]
+    want = [xxhash.xxh3_64_intdigest(bytes(d)) & 0xFFFFFFFF for d in datas]
+    got = checksums(datas)
+    assert got.typecode == "q" and got == array("q", want)
+    assert list(got) == [page_checksum(bytes(d)) for d in datas]
