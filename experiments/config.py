@@ -309,6 +309,17 @@ class HostSection(_Model):
                                           "or compressed PTEs a collapse swaps in")
     khugepaged_max_ptes_shared: int = Field(256, ge=0, le=511, description="host khugepaged/max_ptes_shared: "
                                             "PTEs of pages mapped more than once (KSM pages)")
+    thp_defrag: Literal["always", "defer", "defer+madvise", "madvise", "never"] = Field(
+        "madvise", description='kind "kvm" with large_pages: the host\'s /sys/kernel/mm/transparent_hugepage/defrag. '
+        "A THP fault of guest RAM (MADV_HUGEPAGE) that finds no free 2 MiB machine region compacts machine memory "
+        'directly, the faulting vCPU stalled for the copies ("always", "madvise", "defer+madvise"), wakes '
+        'kcompactd and falls back to small pages ("defer"), or only falls back ("never"). An ESX host does not '
+        "compact (hypervisor/compaction.py)")
+    khugepaged_defrag: bool = Field(True, description="host khugepaged/defrag: khugepaged's huge page allocation "
+                                    "compacts machine memory directly when no 2 MiB region is free")
+    compaction_proactiveness: int = Field(20, ge=0, le=100, description='kind "kvm" with large_pages: the '
+                                          "host's vm.compaction_proactiveness; kcompactd compacts every 500 ms "
+                                          "while the fragmentation score is above 100 - it + 10 (0: only when woken)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
     page_copy_cost: Duration = Field("1.6us", description="guest CPU per 4 KiB page a guest kernel copies "

@@ -73,6 +73,7 @@ import xxhash
 from guestkernel.units import PAGE_SIZE, parse_duration, parse_size
 
 from .balloon import BalloonController, BalloonControllerDaemon, StatsPoller
+from .compaction import DEFRAG_MODES, HostCompaction, Kcompactd
 from .compression import CompressionCache
 from .cpu import COMPRESSION, SWAPOUT, ZEROING, HostCPUs, VCPUs
 from .ksmtune import CONTROLS as KSM_CONTROLS
@@ -129,6 +130,11 @@ class HostConfig:
     khugepaged_max_ptes_none: int = 511  # empty or zero-page PTEs a collapse may fill
     khugepaged_max_ptes_swap: int = 64  # swapped PTEs a collapse may swap in
     khugepaged_max_ptes_shared: int = 256  # PTEs of pages mapped more than once (KSM)
+    # a KVM host's compaction (hypervisor/compaction.py): transparent_hugepage/defrag,
+    # khugepaged/defrag, vm.compaction_proactiveness (Linux 6.x defaults)
+    thp_defrag: str = "madvise"
+    khugepaged_defrag: bool = True
+    compaction_proactiveness: int = 20
     # page sharing (KSM defaults)
     sharing: bool = True
     pages_to_scan: int = 100  # pages per scanner batch
@@ -218,6 +224,10 @@ class HostConfig:
         for name in ("khugepaged_max_ptes_none", "khugepaged_max_ptes_swap", "khugepaged_max_ptes_shared"):
             if not 0 <= getattr(self, name) <= 511:
                 raise ValueError(f"{name}: must be in 0..511 (HPAGE_PMD_NR - 1), got {getattr(self, name)}")
+        if self.thp_defrag not in DEFRAG_MODES:
+            raise ValueError(f"thp_defrag: must be one of {', '.join(DEFRAG_MODES)}, got {self.thp_defrag!r}")
+        if not 0 <= self.compaction_proactiveness <= 100:
+            raise ValueError(f"compaction_proactiveness: must be in 0..100, got {self.compaction_proactiveness}")
         if self.khugepaged_pages_to_scan < 1:
             raise ValueError(f"khugepaged_pages_to_scan: must be at least 1, got {self.khugepaged_pages_to_scan}")
         for name in ("khugepaged_scan_sleep_millisecs", "khugepaged_alloc_sleep_millisecs"):
@@ -344,6 +354,10 @@ class Host:
             self.lp.max_ptes_none = cfg.khugepaged_max_ptes_none
             self.lp.max_ptes_swap = cfg.khugepaged_max_ptes_swap
             self.lp.max_ptes_shared = cfg.khugepaged_max_ptes_shared
+            if cfg.kind == "kvm":  # (ESX does not compact: compaction.py)
+                self.lp.compaction = HostCompaction(
+                    self.machine, self.vms, self.sharing, cfg.page_copy_cost, keep, cfg.thp_defrag,
+                    cfg.compaction_proactiveness, cfg.khugepaged_defrag)
         self.daemons: list = []
         if env is not None:
             self._start_daemons()
@@ -950,6 +964,8 @@ class Host:
             self.daemons.append(Khugepaged(env, self, self.lp, cfg.khugepaged_pages_to_scan,
                                            cfg.khugepaged_scan_sleep_millisecs / 1000,
                                            cfg.khugepaged_alloc_sleep_millisecs / 1000))
+        if self.lp is not None and self.lp.compaction is not None:
+            self.daemons.append(Kcompactd(env, self, self.lp.compaction))
         if cfg.ballooning:
             self.daemons.append(StatsPoller(env, self, cfg.balloon_stats_interval))
             self.daemons.append(

@@ -146,6 +146,9 @@ class LargePages:
         self.tlb_discount = tlb_discount  # fraction of guest CPU saved under large pages
         self.room = room
         self.sharing = None  # PageSharing: rmap items of freed frames are dropped
+        # HostCompaction (compaction.py) on a KVM host: a THP fault or khugepaged that
+        # finds no wholly free region compacts as the defrag settings say; None: never
+        self.compaction = None
         # counters
         self.thp_fault_alloc = 0  # large pages backed at a first touch
         self.thp_fault_fallback = 0  # first touches of an untouched region given a small page
@@ -197,6 +200,12 @@ class LargePages:
             if hi <= vm.nr_pages and p2m.state.count(P2M_NONE, lo, hi) == LARGE_PAGE_PAGES:
                 keep = self.room() if self.room is not None else 0
                 base = self.machine.alloc_region(keep)
+                stall = 0.0
+                if base < 0 and self.compaction is not None:
+                    # no wholly free region: the THP fault's slow path (defrag)
+                    ok, stall = self.compaction.thp_fault()
+                    if ok:
+                        base = self.machine.alloc_region(keep)
                 if base >= 0:
                     self._back(vm, r, base)
                     mpn = base + (pfn & LARGE_PAGE_MASK)
@@ -204,8 +213,11 @@ class LargePages:
                     vm.lp_res[r] -= 1
                     vm.lp_reserved -= 1
                     self.thp_fault_alloc += 1
-                    return mpn, 0.0, self.fault_cost
+                    return mpn, 0.0, self.fault_cost + stall
                 self.thp_fault_fallback += 1
+                if stall:  # (compaction failed: its copies, then the small page's fault)
+                    mpn, cost = vm._alloc_frame(data)
+                    return mpn, cost, vm.fault_cost + stall
         mpn, cost = vm._alloc_frame(data)
         return mpn, cost, vm.fault_cost
 
@@ -237,6 +249,7 @@ class LargePages:
         freed = vm.lp_res[r]
         base = vm.lp_base[r]
         vm.lp_base[r] = -1
+        self.machine.lp_split(base)
         if freed:
             vm.lp_res[r] = 0
             vm.lp_reserved -= freed
@@ -370,6 +383,13 @@ class LargePages:
         machine = self.machine
         keep = self.room() if self.room is not None else 0
         base = machine.alloc_region(keep)
+        if base < 0 and self.compaction is not None and self.compaction.khugepaged_defrag:
+            # khugepaged/defrag 1: GFP_TRANSHUGE, direct compaction; its copies are
+            # khugepaged's CPU
+            ok, cost = self.compaction.direct()
+            self.collapse_cpu_s += cost
+            if ok:
+                base = machine.alloc_region(keep)
         if base < 0:
             self.thp_collapse_alloc_failed += 1
             return SCAN_ALLOC_HUGE_PAGE_FAIL
@@ -486,7 +506,7 @@ class LargePages:
             "khugepaged_cpu_s": self.collapse_cpu_s,
             "lp_regions_whole": self.machine.whole_regions(),
             "lp_region_alloc_failed": self.machine.region_alloc_failed,
-        }
+        } | (self.compaction.counters() if self.compaction is not None else {})
 
     def validate(self, vms) -> None:
         """Every live region holds only unbacked and private frames, its reservation is its
@@ -507,6 +527,7 @@ class LargePages:
                 assert vm.lp_res[r] == none, (vm.name, r, vm.lp_res[r], none)
                 base = vm.lp_base[r]
                 assert base >= 0 and base & LARGE_PAGE_MASK == 0, (vm.name, r, base)
+                assert self.machine.lp_region[base >> LARGE_PAGE_SHIFT], (vm.name, r, "region not a large page")
                 owner = self.machine.owner
                 for i, s in enumerate(st):
                     if s == P2M_NONE:

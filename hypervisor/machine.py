@@ -236,6 +236,9 @@ class RegionMemory(MachineMemory):
     Per region r (frames r*512 .. r*512+511):
         _rlist[r]   its free frames (a LIFO list: pops give ascending MPNs in a new region)
         _rfree[r]   len(_rlist[r])
+        lp_region[r] 1 while the region is a live host large page (from `alloc_region`
+                    until the large page is split, `lp_split`), for compaction, which
+                    steps over a THP (hypervisor/compaction.py)
     `_partial` and `_whole` are stacks of region numbers that may hold stale entries
     (checked when popped): regions that got a free frame back while full, and regions
     that became wholly free. Regions are added to the lists lazily, 512 frames at a time.
@@ -254,6 +257,7 @@ class RegionMemory(MachineMemory):
         self._partial: list[int] = []
         self._whole: list[int] = []
         self._cur: list[int] = []  # the free list of the region small frames come from now
+        self.lp_region = bytearray()  # 1: a live large page's region
         self.nr_regions = nr_frames >> REGION_SHIFT  # whole regions within capacity
         self._free_many = self._free_frames
         # counters
@@ -270,6 +274,7 @@ class RegionMemory(MachineMemory):
         self.owner.extend([OWNER_FREE] * n)
         self.csum.extend([-1] * n)
         self._rlist.append(list(range(base + n - 1, base - 1, -1)))
+        self.lp_region.append(0)
         self._rfree.append(n if base + n <= self.nr_frames else max(0, self.nr_frames - base))
         if base + n > self.nr_frames:
             # the tail beyond capacity is never free (only an overdraft uses it)
@@ -347,6 +352,7 @@ class RegionMemory(MachineMemory):
             self._partial.append(r)
         elif n == REGION_PAGES:
             self._whole.append(r)
+            self.lp_region[r] = 0
             if lst is self._cur:
                 self._cur = []  # wholly free again: kept whole while fragments remain
         self.nr_free += 1
@@ -368,6 +374,7 @@ class RegionMemory(MachineMemory):
                 self._partial.append(r)
             elif n == REGION_PAGES:
                 self._whole.append(r)
+                self.lp_region[r] = 0
                 if lst is self._cur:
                     self._cur = []
 
@@ -397,6 +404,7 @@ class RegionMemory(MachineMemory):
         lst = self._rlist[r]
         lst.clear()  # (if it was the current region, the next alloc finds it empty)
         rfree[r] = 0
+        self.lp_region[r] = 1
         base = r << REGION_SHIFT
         self.owner[base:base + REGION_PAGES] = [OWNER_LP] * REGION_PAGES
         self.nr_free -= REGION_PAGES
@@ -405,6 +413,11 @@ class RegionMemory(MachineMemory):
             self.min_free = self.nr_free
         self.regions_allocated += 1
         return base
+
+    def lp_split(self, base: int) -> None:
+        """The large page at machine frame `base` was split (or broken): its region holds
+        small pages from now on."""
+        self.lp_region[base >> REGION_SHIFT] = 0
 
     def whole_regions(self) -> int:
         """Wholly free regions within capacity now, never-used ones included (a scan)."""
@@ -465,6 +478,11 @@ class RegionMemory(MachineMemory):
                 data = self.content[mpn]
                 assert data is not None and len(data) == PAGE_SIZE
         assert lp == self.reserved, (lp, self.reserved)
+        assert len(self.lp_region) == len(self._rlist)
+        for r in range(len(self._rlist)):
+            base = r << REGION_SHIFT
+            if OWNER_LP in self.owner[base:base + REGION_PAGES]:
+                assert self.lp_region[r], f"region {r}: untouched large-page frames but no large page"
         if self.overdraft_allocs == 0:
             # frames of the tail region beyond capacity are OWNER_FREE but never free
             beyond = max(0, nr - self.nr_frames)

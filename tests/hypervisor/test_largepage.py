@@ -646,10 +646,13 @@ def test_khugepaged_daemon_collapses_once_a_region_is_wholly_free_again():
 
 
 def test_khugepaged_without_compaction_cannot_use_half_free_regions():
-    # a stated limit of the model (no kcompactd): frees scattered over every region leave
-    # memory free but no region whole, and khugepaged keeps failing
+    # with compaction off (khugepaged/defrag 0, transparent_hugepage/defrag never,
+    # compaction_proactiveness 0): frees scattered over every region leave memory free
+    # but no region whole, and khugepaged keeps failing (test_host_compaction: with it)
     env = simpy.Environment()
-    host = _daemon_host(env)
+    host = Host(HostConfig(memory="12MiB", min_free=f"{8 * PAGE_SIZE}", large_pages=True, kind="kvm",
+                           sharing=False, ballooning=False, khugepaged_defrag=False, thp_defrag="never",
+                           compaction_proactiveness=0), env=env)
     a = small_vm(host, "a", 1536)
     b = small_vm(host, "b", 1528)
     for pfn in range(1528):  # a and b interleaved over all six regions
