@@ -24,13 +24,17 @@ new test; the page table's bookkeeping (`PageTable.huge`) says that no PTE table
 below that PMD and which page is deposited for it, and the table frames' bytes show one
 PSE entry in the PMD table. A THP's subpages are ordinary `Page`s each counting the PMD
 mapping as one mapping (_count 1, _mapcount 0 per PMD map), flagged PG_thp while they
-belong to the folio. They sit on the LRU as 512 entries, added together, but age as the
-one folio Linux keeps there: reclaim isolates the whole folio (its 512 pages count in the
-scan), takes its references once (folio_referenced: the PMD's young bit, which is the 512
-PSE entries' accessed bits together, counted once per VMA) and moves all its pages by the
-one verdict (vmscan's check_folio_references). `Thp.folios` holds per THP what Linux keeps in the
-head page: how many PMDs map it (entire mapcount) and how many subpages nothing maps any
-more but the folio still holds.
+belong to the folio. The folio sits on the LRU as one entry, its head page, counting its
+512 pages in the list and in nr_*_anon (folio_add_lru; vmscan.py keeps PG_lru and the
+list's flags on every subpage in use, as Linux's tail pages read the head's); a subpage
+no PTE maps any more stays counted in it until the folio is freed whole or split
+(lru_add_page_tail puts the subpages in use on the list where the folio was). Reclaim
+isolates the whole folio (its 512 pages count in the scan), takes its references once
+(folio_referenced: the PMD's young bit, which is the 512 PSE entries' accessed bits
+together, counted once per VMA) and moves all its pages by the one verdict (vmscan's
+check_folio_references). `Thp.folios` holds per THP what Linux keeps in the head page:
+how many PMDs map it (entire mapcount), how many subpages nothing maps any more but the
+folio still holds, and its LRU list.
 
 Splitting. `split_huge_pmd` turns a PMD mapping into 512 PTEs in the deposited table
 (thp_split_pmd): a partial munmap, mprotect, mremap or MADV_DONTNEED, a VMA split inside
@@ -113,15 +117,18 @@ THP_EVENTS = (
 class Folio:
     """What Linux keeps in a THP's head page. `pmd_maps`: PMDs mapping it (entire
     mapcount + 1); `held`: subpages no PTE maps any more, kept until the folio is freed
-    or split; `queued`: on the deferred split queue."""
+    or split; `queued`: on the deferred split queue; `lru`: the LRU list its head is the
+    one entry of (vmscan.py: PG_lru and the list's flags mirrored on its subpages in
+    use), -1 while off the LRU (isolated, or not yet added)."""
 
-    __slots__ = ("pfn", "pmd_maps", "held", "queued")
+    __slots__ = ("pfn", "pmd_maps", "held", "queued", "lru")
 
     def __init__(self, pfn: int) -> None:
         self.pfn = pfn
         self.pmd_maps = 0
         self.held = 0
         self.queued = False
+        self.lru = -1
 
 
 class Thp:
@@ -233,6 +240,8 @@ class Thp:
         k = self.kernel
         mem_map = k.mem_map
         base = folio.pfn
+        if folio.lru >= 0:
+            k.reclaim.folio_lru_del(folio)  # (off its list whole, with its last subpage)
         for pfn in range(base, base + HPAGE_PMD_NR):
             mem_map[pfn].flags &= ~PG_thp
         del self.folios[base]
@@ -324,6 +333,8 @@ class Thp:
         mem_map = k.mem_map
         if folio.pmd_maps:
             _split_pmd_mappings(k, folio)
+        if folio.lru >= 0:
+            k.reclaim.split_folio_lru(folio)  # lru_add_page_tail: 512 entries now
         del self.folios[base]
         self.split_queue.pop(base, None)
         held = []
@@ -884,13 +895,14 @@ def add_new_anon_huge_rmap(k, vma, av, base: int, haddr: int) -> None:
     locked = vma.vm_flags & VM_LOCKED
     # folio_add_new_anon_rmap: a VM_DROPPABLE folio is never swap-backed
     anon = PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked
-    lru_add = k.lru_cache_add
-    for i in range(HPAGE_PMD_NR):
-        p = mem_map[base + i]
+    pages = [mem_map[base + i] for i in range(HPAGE_PMD_NR)]
+    for i, p in enumerate(pages):
         p.flags |= anon
         p.mapping = av
         p.index = pgoff + i
         p._mapcount = 0
         if locked:
             mlock_page(k, p)
-        lru_add(p)
+    # folio_add_lru: the folio is one LRU entry of 512 pages (vmscan.py); the first
+    # subpage adds it whole
+    k.lru_cache_add(pages[0])

@@ -89,8 +89,13 @@ of a list; reclaim takes from the tail.
 - Scanning costs SCAN_COST per page: kswapd's passes take that long in simulated time,
   direct reclaim adds it (and its synchronous writes) to kernel.stall.
 
+A THP (huge_memory.py) is one entry, its head page, counting its 512 pages (6.1
+folio_add_lru, lruvec_add_folio): isolated, moved, rotated and put back whole; split,
+its subpages in use take its place (lru_add_page_tail).
+
 Invariants (`Reclaim.validate`): each LRU page is on the list its flags name, exactly
-once, with a reference; list lengths equal the nr_* vmstat items; with an env,
+once, with a reference (a THP's subpages in use through its head's entry); list lengths
+(in pages) equal the nr_* vmstat items; with an env,
 nr_writeback equals the pages in flight.
 
 The course's page states ("Cycle de vie des pages physiques") and their arcs are counted
@@ -396,7 +401,11 @@ def page_lru(page) -> int:
 class LruList(PageList):
     """One LRU list: a PageList that also counts its ZONE_HIGHMEM pages (PG_highmem), so
     that an i386 lowmem-only reclaim knows its eligible size without a walk
-    (lruvec_lru_size(lruvec, lru, reclaim_idx) reads per-zone counts in Linux)."""
+    (lruvec_lru_size(lruvec, lru, reclaim_idx) reads per-zone counts in Linux).
+
+    An entry is a folio: an order-0 page, or a THP's head page (PG_thp: the only
+    subpage linked), which counts its HPAGE_PMD_NR pages in `nr` (lruvec_add_folio:
+    update_lru_size by folio_nr_pages)."""
 
     __slots__ = ("nr_high",)
 
@@ -410,9 +419,11 @@ class LruList(PageList):
         page.lru_next = nxt
         nxt.lru_prev = page
         self.lru_next = page
-        self.nr += 1
-        if page.flags & PG_highmem:
-            self.nr_high += 1
+        f = page.flags
+        n = HPAGE_PMD_NR if f & PG_thp else 1
+        self.nr += n
+        if f & PG_highmem:
+            self.nr_high += n
 
     def add_tail(self, page) -> None:
         prev = self.lru_prev
@@ -420,9 +431,11 @@ class LruList(PageList):
         page.lru_prev = prev
         prev.lru_next = page
         self.lru_prev = page
-        self.nr += 1
-        if page.flags & PG_highmem:
-            self.nr_high += 1
+        f = page.flags
+        n = HPAGE_PMD_NR if f & PG_thp else 1
+        self.nr += n
+        if f & PG_highmem:
+            self.nr_high += n
 
     def remove(self, page) -> None:
         prev = page.lru_prev
@@ -431,9 +444,16 @@ class LruList(PageList):
         nxt.lru_prev = prev
         page.lru_prev = None
         page.lru_next = None
-        self.nr -= 1
-        if page.flags & PG_highmem:
-            self.nr_high -= 1
+        f = page.flags
+        n = HPAGE_PMD_NR if f & PG_thp else 1
+        self.nr -= n
+        if f & PG_highmem:
+            self.nr_high -= n
+
+
+def folio_nr_pages(page) -> int:
+    """The pages an LRU entry counts: HPAGE_PMD_NR for a THP's head, else 1."""
+    return HPAGE_PMD_NR if page.flags & PG_thp else 1
 
 
 def is_file_lru(lru: int) -> bool:
@@ -621,6 +641,9 @@ class Reclaim:
         f = page.flags
         if f & PG_lru:
             return
+        if f & PG_thp:
+            self._folio_add(page)
+            return
         vm = self.vmstat
         if f & PG_mlocked or (not f & PG_anon and page.mapping is not None
                               and page.mapping.unevictable):
@@ -655,22 +678,145 @@ class Reclaim:
         vm = self.vmstat
         page_leave(vm, page, False)  # (reclaim counted its own frees already)
         f = page.flags
-        if f & PG_lru:
+        if f & PG_lru and not f & PG_thp:
             lru = page_lru(page)
             self.lruvec_of(page).lists[lru].remove(page)
             vm[LRU_VMSTAT[lru]] -= 1
+        # (a THP's subpage: the folio stays on its list, counting its 512 pages, until it
+        # is freed whole or split: folio_lru_del, split_folio_lru)
         page.flags = f & ~(PG_lru | PG_active | PG_unevictable | PG_referenced | PG_reclaim)
 
-    def _isolate(self, page, lru: int) -> None:
+    def _isolate(self, page, lru: int) -> list:
+        """Take a page off its list; a THP's subpage takes its whole folio (the one
+        entry). Returns the pages isolated (a folio's live subpages)."""
+        if page.flags & PG_thp:
+            return self._folio_isolate(self._folio(page))
         self.lruvec_of(page).lists[lru].remove(page)
         self.vmstat[LRU_VMSTAT[lru]] -= 1
         page.flags &= ~PG_lru
+        return [page]
+
+    # ------------------------------------------------------------------ THP folios
+    # A THP sits on the LRU as one folio (6.1 folio_add_lru / lruvec_add_folio): its head
+    # page is the one entry, counting HPAGE_PMD_NR pages in the list and in nr_*_anon
+    # (update_lru_size by folio_nr_pages). Its flags are the folio's: every subpage still
+    # in use carries PG_lru and the list's PG_active / PG_unevictable (the head's, which
+    # Linux's PageLRU / PageActive read for a tail), so the course's page states stay per
+    # page. A subpage whose last mapping goes is held by the folio (huge_memory
+    # free_subpage) and leaves the states; the folio stays on its list until it is freed
+    # whole (folio_lru_del) or split (split_folio_lru: lru_add_page_tail).
+    def _folio(self, page):
+        return self.kernel.thp.folios[page.pfn & ~(HPAGE_PMD_NR - 1)]
+
+    def _folio_pages(self, folio) -> list:
+        """The folio's subpages in use (held ones have no reference)."""
+        mem_map = self.kernel.mem_map
+        base = folio.pfn
+        return [p for p in (mem_map[pfn] for pfn in range(base, base + HPAGE_PMD_NR)) if p._count]
+
+    def _folio_add(self, page) -> None:
+        """folio_add_lru for a THP: the folio onto the head of the list `page`'s flags
+        name (lru_cache_add's placement), all its pages counted; a subpage added while
+        its folio is already on a list takes the folio's flags."""
+        folio = self._folio(page)
+        vm = self.vmstat
+        if folio.lru >= 0:
+            self._folio_conform(folio, page)
+            page_enter(vm, page)
+            return
+        f = page.flags
+        if f & PG_mlocked:
+            f |= PG_unevictable
+        elif f & PG_anon and self.anon_active:
+            f |= PG_active
+        page.flags = f
+        lru = page_lru(page)
+        keep = f & (PG_active | PG_unevictable)
+        for p in self._folio_pages(folio):
+            p.flags = (p.flags & ~(PG_active | PG_unevictable)) | keep | PG_lru
+            page_enter(vm, p)
+        self._folio_link(folio, lru, False)
+
+    def _folio_link(self, folio, lru: int, tail: bool) -> None:
+        head = self.kernel.mem_map[folio.pfn]
+        lst = self.lruvec_of(head).lists[lru]
+        if tail:
+            lst.add_tail(head)
+        else:
+            lst.add(head)
+        folio.lru = lru
+        self.vmstat[LRU_VMSTAT[lru]] += HPAGE_PMD_NR
+
+    def _folio_unlink(self, folio) -> None:
+        head = self.kernel.mem_map[folio.pfn]
+        lru = folio.lru
+        self.lruvec_of(head).lists[lru].remove(head)
+        folio.lru = -1
+        self.vmstat[LRU_VMSTAT[lru]] -= HPAGE_PMD_NR
+
+    def _folio_conform(self, folio, page) -> None:
+        """A subpage of a folio on a list gets the folio's LRU flags."""
+        lru = folio.lru
+        f = page.flags & ~(PG_active | PG_unevictable)
+        if lru == LRU_UNEVICTABLE:
+            f |= PG_unevictable
+        elif lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE:
+            f |= PG_active
+        page.flags = f | PG_lru
+
+    def _folio_isolate(self, folio) -> list:
+        """folio_isolate_lru / isolate_lru_folios for a THP: off its list whole."""
+        self._folio_unlink(folio)
+        pages = self._folio_pages(folio)
+        for p in pages:
+            p.flags &= ~PG_lru
+        return pages
+
+    def folio_lru_del(self, folio) -> None:
+        """The folio is freed whole (its last subpage went): off its list."""
+        if folio.lru >= 0:
+            self._folio_unlink(folio)
+
+    def split_folio_lru(self, folio) -> None:
+        """__split_huge_page's lru_add_page_tail (6.1), before the subpages lose PG_thp:
+        a folio on a list is replaced there by its subpages in use, the tails ahead of
+        the head in reverse order (head, 1, 2, ... from the tail end), each counting one
+        page; an isolated folio's subpages stay isolated (its isolator's list holds
+        them). Held subpages are freed by the split."""
+        if folio.lru < 0:
+            return
+        mem_map = self.kernel.mem_map
+        head = mem_map[folio.pfn]
+        lru = folio.lru
+        lst = self.lruvec_of(head).lists[lru]
+        nxt = head.lru_next  # (towards the tail end)
+        self._folio_unlink(folio)
+        pages = self._folio_pages(folio)
+        vm = self.vmstat
+        prev = nxt.lru_prev
+        for p in pages:  # head first, tails after it towards the list's front
+            p.lru_next = nxt
+            p.lru_prev = prev
+            prev.lru_next = p
+            nxt.lru_prev = p
+            nxt = p
+            lst.nr += 1
+            if p.flags & PG_highmem:
+                lst.nr_high += 1
+        vm[LRU_VMSTAT[lru]] += len(pages)
 
     def _putback(self, page, tail: bool = False, age: bool = True) -> None:
         """Return an isolated page to the list its flags name (culling mlocked pages).
         `age`: reclaim's move_folios_to_lru ages the LRU for an active page; migration's
-        and compaction's folio_putback_lru (folio_add_lru) does not: age=False."""
+        and compaction's folio_putback_lru (folio_add_lru) does not: age=False. A THP's
+        subpage puts its whole folio back (by this page's flags) or, the folio already
+        back, takes its flags."""
         f = page.flags
+        if f & PG_thp:
+            self._folio_putback(page, tail, age)
+            return
+        if f & PG_lru:
+            return  # (already back: a split in the batch put it there)
         if (f & PG_mlocked or not f & PG_anon and page.mapping is not None
                 and page.mapping.unevictable) and not f & PG_unevictable:
             f = (f | PG_unevictable) & ~PG_active
@@ -689,8 +835,45 @@ class Reclaim:
         vm[LRU_VMSTAT[lru]] += 1
         page_restate(vm, page)
 
-    def _move(self, page, to_active: bool) -> None:
-        """Move a page on the LRU between its inactive and active lists (head)."""
+    def _folio_putback(self, page, tail: bool, age: bool) -> None:
+        folio = self._folio(page)
+        vm = self.vmstat
+        if folio.lru >= 0:
+            self._folio_conform(folio, page)
+            page_restate(vm, page)
+            return
+        f = page.flags
+        if (f & PG_mlocked or not f & PG_anon and page.mapping is not None
+                and page.mapping.unevictable) and not f & PG_unevictable:
+            f = (f | PG_unevictable) & ~PG_active
+            vm["unevictable_pgs_culled"] += HPAGE_PMD_NR
+        page.flags = f
+        lru = page_lru(page)
+        keep = f & (PG_active | PG_unevictable)
+        for p in self._folio_pages(folio):
+            p.flags = (p.flags & ~(PG_active | PG_unevictable)) | keep | PG_lru
+            page_restate(vm, p)
+        self._folio_link(folio, lru, tail)
+        if age and (lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE):
+            self.lruvec_of(page).nonresident_age += HPAGE_PMD_NR
+
+    def _folio_move(self, page, to_active: bool) -> int:
+        folio = self._folio(page)
+        if folio.lru < 0:
+            return 0
+        self._folio_unlink(folio)
+        vm = self.vmstat
+        for p in self._folio_pages(folio):
+            p.flags = (p.flags | PG_active) if to_active else (p.flags & ~PG_active)
+            page_restate(vm, p)
+        self._folio_link(folio, page_lru(page), False)
+        return HPAGE_PMD_NR
+
+    def _move(self, page, to_active: bool) -> int:
+        """Move a page on the LRU between its inactive and active lists (head); a THP's
+        subpage moves its folio. Returns the pages moved."""
+        if page.flags & PG_thp:
+            return self._folio_move(page, to_active)
         lru = page_lru(page)
         lv = self.lruvec_of(page)
         lv.lists[lru].remove(page)
@@ -704,14 +887,15 @@ class Reclaim:
         lv.lists[lru].add(page)
         vm[LRU_VMSTAT[lru]] += 1
         page_restate(vm, page)
+        return 1
 
     def activate_page(self, page) -> None:
-        """folio_activate: an inactive page on the LRU goes to the active list."""
+        """folio_activate: an inactive page on the LRU goes to the active list (a THP's
+        subpage: its folio; PGACTIVATE counts the folio's pages)."""
         f = page.flags
         if f & (PG_active | PG_unevictable) or not f & PG_lru:
             return
-        self._move(page, True)
-        self.vmstat["pgactivate"] += 1
+        self.vmstat["pgactivate"] += self._move(page, True)
 
     def mark_page_lazyfree(self, page) -> None:
         """mark_page_lazyfree (lru_lazyfree_fn, 6.1): an anonymous, swap-backed page not in
@@ -723,6 +907,17 @@ class Reclaim:
             return
         vm = self.vmstat
         on_lru = f & PG_lru
+        if f & PG_thp:
+            # lru_lazyfree_fn moves the folio (its first subpage here moves the entry;
+            # the others, marked by the same MADV_FREE, only change their flags)
+            folio = self._folio(page)
+            if on_lru and folio.lru != LRU_INACTIVE_FILE:
+                self._folio_unlink(folio)
+                self._folio_link(folio, LRU_INACTIVE_FILE, False)
+                for p in self._folio_pages(folio):
+                    p.flags &= ~PG_active
+                    page_restate(vm, p)
+            on_lru = 0
         if on_lru:
             lru = page_lru(page)
             lv = self.lruvec_of(page)
@@ -1008,7 +1203,7 @@ class Reclaim:
         zones = lv.node.zones
         if zones[sc.reclaim_idx + 1].is_highmem and sc.reclaim_idx + 2 >= len(zones):
             return lst.nr - lst.nr_high  # i386 lowmem: all but ZONE_HIGHMEM
-        return sum(1 for p in lst if p.pfn < limit)  # (GFP_DMA / GFP_DMA32: rare)
+        return sum(folio_nr_pages(p) for p in lst if p.pfn < limit)  # (GFP_DMA / GFP_DMA32: rare)
 
     def isolate_lru_pages(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> tuple[list, int]:
         """isolate_lru_folios: take up to nr_to_scan pages from the list's tail. Pages of
@@ -1018,50 +1213,46 @@ class Reclaim:
         lst = lv.lists[lru]
         limit = self._eligible_limit(lv, sc)
         taken = []
+        scanned = 0  # pages: a THP's entry counts its 512 (nr_pages)
         if limit is None:
-            while len(taken) < nr_to_scan:
+            while scanned < nr_to_scan:
                 page = lst.last()
                 if page is None:
                     break
+                if page.flags & PG_thp:
+                    taken += self._folio_isolate(self._folio(page))
+                    scanned += HPAGE_PMD_NR
+                    continue
                 self._isolate(page, lru)
                 taken.append(page)
-                if page.flags & PG_thp:
-                    self._isolate_folio(page, lru, taken)
-            return taken, len(taken)
+                scanned += 1
+            return taken, scanned
         skipped = []
-        while len(taken) < nr_to_scan:
+        nr_skipped = 0
+        while scanned < nr_to_scan:
             page = lst.last()
             if page is None:
                 break
             if page.pfn >= limit:
                 lst.remove(page)
                 skipped.append(page)
+                nr_skipped += folio_nr_pages(page)
+                continue
+            if page.flags & PG_thp:
+                taken += self._folio_isolate(self._folio(page))
+                scanned += HPAGE_PMD_NR
                 continue
             self._isolate(page, lru)
             taken.append(page)
-            if page.flags & PG_thp:
-                self._isolate_folio(page, lru, taken)
+            scanned += 1
         if skipped:
             vm = self.vmstat
             zone_of = self.alloc.zone_of
             for page in skipped:  # list_splice(&folios_skipped, src): order kept
                 lst.add(page)
                 key = "pgskip_" + PGSKIP_ZONE[zone_of(page.pfn).name]
-                vm[key] = vm.get(key, 0) + 1
-        return taken, len(taken) + len(skipped)
-
-    def _isolate_folio(self, page, lru: int, taken: list) -> None:
-        """isolate_lru_folios takes a THP as one folio of 512 pages (nr_pages counts in
-        the scan): the rest of the folio of `page` on the same list comes with it."""
-        base = page.pfn & ~(HPAGE_PMD_NR - 1)
-        if base not in self.kernel.thp.folios:
-            return
-        mem_map = self.kernel.mem_map
-        for pfn in range(base, base + HPAGE_PMD_NR):
-            p = mem_map[pfn]
-            if p is not page and p.flags & PG_lru and page_lru(p) == lru:
-                self._isolate(p, lru)
-                taken.append(p)
+                vm[key] = vm.get(key, 0) + folio_nr_pages(page)
+        return taken, scanned + nr_skipped
 
     def check_folio_references(self, page, cache: dict) -> int:
         """folio_check_references for a subpage of a whole THP: the verdict is the
@@ -1517,7 +1708,17 @@ class Reclaim:
         if f & PG_reclaim:
             f &= ~PG_reclaim
             page.flags = f
-            if (f & PG_lru and not f & (PG_unevictable | PG_dirty)
+            if f & PG_thp and f & PG_lru and not f & (PG_unevictable | PG_dirty):
+                # folio_rotate_reclaimable: the folio's entry to the inactive tail once
+                # (lru_move_tail_fn: PGROTATED counts its pages)
+                folio = self._folio(page)
+                self._folio_unlink(folio)
+                for p in self._folio_pages(folio):
+                    p.flags &= ~(PG_active | PG_reclaim)
+                    page_restate(vm, p)
+                self._folio_link(folio, page_lru(page), True)
+                vm["pgrotated"] += HPAGE_PMD_NR
+            elif (f & PG_lru and not f & (PG_unevictable | PG_dirty | PG_thp)
                     and (self.v6 or not f & PG_active)):
                 lru = page_lru(page)
                 lv = self.lruvec_of(page)
@@ -1718,9 +1919,9 @@ class Reclaim:
             if not f & PG_lru or not f & PG_unevictable or not self.page_evictable(page):
                 continue
             self._isolate(page, LRU_UNEVICTABLE)
+            moved += HPAGE_PMD_NR if f & PG_thp else 1
             page.flags &= ~(PG_unevictable | PG_active)
-            self._putback(page)
-            moved += 1
+            self._putback(page)  # (a THP: the folio, by this page's flags)
         vm["unevictable_pgs_rescued"] += moved
         return moved
 
@@ -1728,11 +1929,18 @@ class Reclaim:
         """check_move_unevictable_folios: pages no longer mlocked go back to inactive."""
         lst = lv.lists[LRU_UNEVICTABLE]
         moved = 0
-        for page in [p for p in lst if self.page_evictable(p)]:
+        entries = []
+        for p in lst:
+            if p.flags & PG_thp:  # a THP's entry: judged by a subpage in use
+                pages = self._folio_pages(self._folio(p))
+                p = pages[0] if pages else p
+            if self.page_evictable(p):
+                entries.append(p)
+        for page in entries:
             self._isolate(page, LRU_UNEVICTABLE)
             page.flags &= ~PG_unevictable
             self._putback(page)
-            moved += 1
+            moved += folio_nr_pages(page)
         self.vmstat["unevictable_pgs_rescued"] += moved
         return moved
 
@@ -1877,8 +2085,7 @@ class Reclaim:
                 if not f & PG_unevictable:
                     taken.append(page)
             elif f & PG_active and not f & PG_unevictable:
-                self._move(page, False)
-                vm["pgdeactivate"] += 1
+                vm["pgdeactivate"] += self._move(page, False)  # (a THP: its folio, once)
         if taken:
             self.reclaim_pages(taken)
 
@@ -1889,12 +2096,12 @@ class Reclaim:
         taken = []
         for page in pages:
             if page.flags & PG_lru and not page.flags & PG_unevictable:
-                self._isolate(page, page_lru(page))
-                if page.flags & PG_active:
-                    page.flags &= ~PG_active
-                    page_restate(self.vmstat, page)
-                    self.vmstat["pgdeactivate"] += 1
-                taken.append(page)
+                for p in self._isolate(page, page_lru(page)):  # (a THP: its folio)
+                    if p.flags & PG_active:
+                        p.flags &= ~PG_active
+                        page_restate(self.vmstat, p)
+                        self.vmstat["pgdeactivate"] += 1
+                    taken.append(p)
         freed = self.shrink_page_list(taken, sc, ignore_references=True)
         self.kernel.stall += sc.cost
         return freed
@@ -2396,6 +2603,9 @@ class Reclaim:
                 for page in lst:
                     assert page.lru_prev is prev, f"{lst.name}: broken link at pfn {page.pfn:#x}"
                     prev = page
+                    if page.flags & PG_thp:
+                        n += self._validate_folio(page, lru, lst)
+                        continue
                     assert page.flags & PG_lru, f"{lst.name}: pfn {page.pfn:#x} without PG_lru"
                     assert page_lru(page) == lru, (
                         f"{lst.name}: pfn {page.pfn:#x} flags say {LRU_NAMES[page_lru(page)]}"
@@ -2407,13 +2617,20 @@ class Reclaim:
                     )
                     n += 1
                 assert n == lst.nr, f"{lst.name}: nr {lst.nr} but {n} pages"
-                high = sum(1 for p in lst if p.flags & PG_highmem)
+                high = sum(folio_nr_pages(p) for p in lst if p.flags & PG_highmem)
                 assert high == lst.nr_high, f"{lst.name}: nr_high {lst.nr_high} but {high}"
                 totals[lru] += n
         for lru in range(NR_LRU_LISTS):
             assert self.vmstat[LRU_VMSTAT[lru]] == totals[lru], (
                 f"{LRU_VMSTAT[lru]} = {self.vmstat[LRU_VMSTAT[lru]]} but lists hold {totals[lru]}"
             )
+        thp = self.kernel.thp
+        if thp is not None:
+            mem_map = self.kernel.mem_map
+            for base, folio in thp.folios.items():
+                if folio.lru < 0:
+                    assert not any(mem_map[pfn].flags & PG_lru for pfn in range(base, base + HPAGE_PMD_NR)), (
+                        f"THP {base:#x}: off the LRU but a subpage has PG_lru")
         if self.workingset is not None:
             self.workingset.validate()
         wb = sum(len(b.pages) for b in self.inflight)
@@ -2421,6 +2638,28 @@ class Reclaim:
             assert self.vmstat["nr_writeback"] == wb, (
                 f"nr_writeback {self.vmstat['nr_writeback']} but {wb} pages in flight"
             )
+
+    def _validate_folio(self, head, lru: int, lst) -> int:
+        """A THP's entry: its head, of a folio on this list; every subpage in use carries
+        PG_lru and this list's flags, held ones none. Returns the pages it counts."""
+        folio = self.kernel.thp.folios.get(head.pfn)
+        assert folio is not None, f"{lst.name}: pfn {head.pfn:#x} PG_thp but not a THP's head"
+        assert folio.lru == lru, f"{lst.name}: THP {head.pfn:#x} says it is on {folio.lru}"
+        mem_map = self.kernel.mem_map
+        for pfn in range(head.pfn, head.pfn + HPAGE_PMD_NR):
+            p = mem_map[pfn]
+            if not p._count:
+                assert not p.flags & PG_lru, f"{lst.name}: held subpage {pfn:#x} with PG_lru"
+                continue
+            assert p.flags & PG_lru and page_lru(p) == lru, (
+                f"{lst.name}: THP {head.pfn:#x} subpage {pfn:#x} flags say "
+                f"{LRU_NAMES[page_lru(p)] if p.flags & PG_lru else 'off the LRU'}")
+            assert counted_state(p) == page_state(p), (
+                f"{lst.name}: pfn {pfn:#x} counted as {STATE_NAMES[counted_state(p)]}"
+                f" but is {STATE_NAMES[page_state(p)]}")
+            if pfn != head.pfn:
+                assert p.lru_next is None, f"{lst.name}: THP subpage {pfn:#x} linked on its own"
+        return HPAGE_PMD_NR
 
 
 # ---------------------------------------------------------------------------- wiring

@@ -10,7 +10,7 @@ from guestkernel import uapi as U
 from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.memory import validate_pages
-from guestkernel.page import PG_active, PG_referenced
+from guestkernel.page import PG_active, PG_lru, PG_referenced
 from guestkernel.pgtable import _PAGE_ACCESSED, _PAGE_PSE
 from guestkernel.vmscan import (
     LRU_ACTIVE_ANON,
@@ -64,10 +64,9 @@ def test_isolation_takes_the_whole_folio_and_counts_its_512_pages():
     t = thp_task(k)
     pages = subpages(k, t)
     lst = lv.lists[LRU_INACTIVE_ANON]
-    # the THP is the oldest anonymous memory: move it to the tail as a block
-    for p in pages:
-        lst.remove(p)
-        lst.add_tail(p)
+    # the THP is the oldest anonymous memory: its one entry to the tail
+    lst.remove(pages[0])
+    lst.add_tail(pages[0])
     s0 = k.vmstat["pgscan_anon"]
     assert r.shrink_inactive_list(32, lv, sc(), LRU_INACTIVE_ANON) == 0
     assert k.vmstat["pgscan_anon"] - s0 == 512
@@ -102,13 +101,12 @@ def test_one_young_subpage_makes_the_whole_folio_referenced():
     a0 = k.vmstat["pgactivate"]
     lv = r.lruvecs[0]
     lst = lv.lists[LRU_INACTIVE_ANON]
-    for p in pages:
-        lst.remove(p)
-        lst.add_tail(p)
+    lst.remove(pages[0])
+    lst.add_tail(pages[0])
     r.shrink_inactive_list(32, lv, sc(), LRU_INACTIVE_ANON)
     assert k.vmstat["pgactivate"] - a0 == 512
     assert all(p.flags & PG_active for p in pages)
-    assert sum(1 for p in lv.lists[LRU_ACTIVE_ANON] if p in set(pages)) == 512
+    assert [p for p in lv.lists[LRU_ACTIVE_ANON] if p in set(pages)] == [pages[0]]  # one entry
     r.validate()
     validate_pages(k)
 
@@ -146,4 +144,107 @@ def test_a_thp_young_in_two_mms_is_activated_at_once():
     assert r.check_folio_references(pages[0], {}) == PAGEREF_RECLAIM
     child.access(BASE + 5 * P, False)
     assert r.check_folio_references(pages[0], {}) == PAGEREF_KEEP
+    validate_pages(k)
+
+
+# -- a THP is one LRU entry (6.1 folio_add_lru, lru_add_fn, lruvec_add_folio) ---------------
+def entries(lst, pages):
+    mine = set(pages)
+    return [p for p in lst if p in mine]
+
+
+def test_a_thp_is_one_lru_entry_counting_its_512_pages():
+    """lru_add_fn -> lruvec_add_folio: the folio goes on the list as one entry and
+    update_lru_size adds folio_nr_pages (512) to the list and NR_INACTIVE_ANON; its tail
+    pages are not linked (PageLRU of a tail reads the head's flag: each carries it)."""
+    k = boot()
+    r = k.reclaim
+    lst = r.lruvecs[0].lists[LRU_INACTIVE_ANON]
+    t = k.spawn("t")
+    t.mmap(BASE, H, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    t.madvise(BASE, H, U.MADV_HUGEPAGE)
+    n0, v0 = lst.nr, k.vmstat["nr_inactive_anon"]
+    t.access(BASE, True)  # one huge fault
+    pages = subpages(k, t)
+    assert entries(lst, pages) == [pages[0]]
+    assert lst.nr - n0 == 512 and k.vmstat["nr_inactive_anon"] - v0 == 512
+    assert all(p.flags & PG_lru for p in pages)
+    assert all(p.lru_next is None for p in pages[1:])
+    assert k.thp.folios[pages[0].pfn].lru == LRU_INACTIVE_ANON
+    r.validate()
+    # __folio_put -> lruvec_del_folio: freed whole, the 512 pages leave the count at once
+    t.munmap(BASE, H)
+    assert lst.nr == n0 and k.vmstat["nr_inactive_anon"] == v0
+    r.validate()
+    validate_pages(k)
+
+
+def test_activating_one_subpage_moves_the_whole_folio():
+    """folio_activate (lru_activate): the folio moves to the active list as one entry,
+    PGACTIVATE counting its nr_pages, NR_*_ANON moving by 512."""
+    k = boot()
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    t = thp_task(k)
+    pages = subpages(k, t)
+    a0, i0, c0 = k.vmstat["pgactivate"], k.vmstat["nr_inactive_anon"], k.vmstat["nr_active_anon"]
+    r.activate_page(pages[300])
+    assert k.vmstat["pgactivate"] - a0 == 512
+    assert i0 - k.vmstat["nr_inactive_anon"] == 512 and k.vmstat["nr_active_anon"] - c0 == 512
+    assert entries(lv.lists[LRU_ACTIVE_ANON], pages) == [pages[0]]
+    assert all(p.flags & PG_active for p in pages)
+    r.validate()
+    validate_pages(k)
+
+
+def test_an_unmapped_subpage_stays_in_the_folio_on_the_lru_until_the_split():
+    """A subpage whose PTE goes (MADV_DONTNEED of 4 KiB: the PMD is split, the folio
+    stays whole on the deferred split queue) stays counted in the folio's 512 pages on
+    the LRU (NR_INACTIVE_ANON unchanged; NR_ANON_MAPPED drops by one). split_huge_page
+    then puts the subpages on the list where the folio was (lru_add_page_tail:
+    list_add_tail(tail, head) for i = 511 down to 1, so from the list's tail end: head,
+    1, 2, ...) and frees the unmapped one, which leaves the count."""
+    k = boot()
+    r = k.reclaim
+    lst = r.lruvecs[0].lists[LRU_INACTIVE_ANON]
+    t = thp_task(k)
+    pages = subpages(k, t)
+    v0, m0 = k.vmstat["nr_inactive_anon"], k.vmstat["nr_anon_pages"]
+    t.madvise(BASE + 7 * P, P, U.MADV_DONTNEED)
+    folio = k.thp.folios[pages[0].pfn]
+    assert folio.held == 1 and folio.queued
+    assert k.vmstat["nr_inactive_anon"] == v0 and k.vmstat["nr_anon_pages"] == m0 - 1
+    assert entries(lst, pages) == [pages[0]]
+    assert not pages[7].flags & PG_lru
+    r.validate()
+    assert k.thp.split_huge_page(pages[0].pfn)
+    assert k.vmstat["nr_inactive_anon"] == v0 - 1
+    live = [p for i, p in enumerate(pages) if i != 7]
+    assert [p for p in lst.reversed() if p in set(live)] == live  # head, 1, ..., 6, 8, ..., 511
+    r.validate()
+    validate_pages(k)
+
+
+def test_swap_out_of_a_thp_without_a_cluster_splits_it_on_the_reclaim_list():
+    """shrink_folio_list (6.1) on a rotational swap device (no clusters): the isolated
+    folio is split (split_folio_to_list, thp_swpout_fallback), its subpages staying on
+    reclaim's private list (lru_add_page_tail's `list` case) and swapped 4 KiB each;
+    the LRU counted 512 pages for it before, none after."""
+    k = Kernel(KernelConfig(memory="256MiB", swap="64MiB", thp_enabled="madvise", swap_rotational=True))
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    lst = lv.lists[LRU_INACTIVE_ANON]
+    t = thp_task(k)
+    pages = subpages(k, t)
+    lst.remove(pages[0])
+    lst.add_tail(pages[0])
+    v0 = k.vmstat["nr_inactive_anon"]
+    # (the PMD was young from the fault: the first pass keeps it and makes it old)
+    r.shrink_inactive_list(32, lv, sc(), LRU_INACTIVE_ANON)
+    r.shrink_inactive_list(32, lv, sc(), LRU_INACTIVE_ANON)
+    assert k.vmstat["thp_swpout_fallback"] == 1 and k.vmstat["thp_split_page"] == 1
+    assert k.vmstat["pswpout"] == 512 and k.vmstat["thp_swpout"] == 0
+    assert k.vmstat["nr_inactive_anon"] == v0 - 512
+    assert not entries(lst, pages)
+    r.validate()
     validate_pages(k)
