@@ -59,7 +59,8 @@ DEFAULT_RA_PAGES = DEFAULT_READ_AHEAD_KB >> (PAGE_SHIFT - 10)  # 32 pages
 class AddressSpace:
     """struct address_space: the page cache of one inode and the VMAs mapping it."""
 
-    __slots__ = ("host", "pages", "i_mmap", "ws", "unevictable", "swapped")
+    __slots__ = ("host", "pages", "i_mmap", "ws", "unevictable", "swapped", "dirty",
+                 "writeback_index")
 
     def __init__(self, host: Inode) -> None:
         self.host = host
@@ -70,6 +71,13 @@ class AddressSpace:
         # shmem: index -> swap entry of a page shmem_writepage sent to swap (the swap
         # entry Linux keeps in the xarray slot); None until the first
         self.swapped: dict[int, int] | None = None
+        # PAGECACHE_TAG_DIRTY: indices of the dirty pages (not shmem: swap-backed pages
+        # have no writeback to a file); set_page_dirty / clear_page_dirty keep it, and a
+        # mapping with any is on kernel.b_dirty, so the flusher visits only dirty inodes
+        self.dirty: set[int] = set()
+        # where the last range_cyclic writeback of this file stopped (write_cache_pages
+        # starts there next time; 0 once it reached the end)
+        self.writeback_index = 0
 
     @property
     def nrpages(self) -> int:
@@ -393,6 +401,11 @@ def set_page_dirty(kernel, page, task=None) -> None:
             vm["nr_dirtied"] += 1
             if task is not None:
                 task.nr_dirtied += 1
+            mapping = page.mapping
+            tags = mapping.dirty
+            if not tags:
+                kernel.b_dirty[mapping] = None  # __mark_inode_dirty: onto b_dirty
+            tags.add(page.index)  # __folio_mark_dirty: PAGECACHE_TAG_DIRTY
         if f & PGSTATE_MASK:
             page_restate(kernel.vmstat, page)
 
@@ -403,6 +416,11 @@ def clear_page_dirty(kernel, page) -> None:
         page.flags = f & ~PG_dirty
         if not f & PG_swapbacked:
             kernel.vmstat["nr_dirty"] -= 1
+            mapping = page.mapping
+            tags = mapping.dirty
+            tags.discard(page.index)
+            if not tags:
+                kernel.b_dirty.pop(mapping, None)
         if f & PGSTATE_MASK:
             page_restate(kernel.vmstat, page)
 

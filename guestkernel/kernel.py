@@ -92,6 +92,9 @@ class Kernel:
         self.swapin_hook = None  # (task, vma, addr, pte) -> (page, cost, major)
         self.tasks: dict = {}
         self._next_pid = 1
+        # the address spaces holding dirty file pages (the inodes on the bdi's dirty
+        # lists), in the order they became dirty; filemap.set_page_dirty keeps it
+        self.b_dirty: dict = {}
         self.procfs = ProcFS(self)
         self.slab = None
         self._init_slab()

@@ -105,6 +105,8 @@ as vmstat.py describes: every place below that changes a page's state calls
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from . import gfp as G
 from . import memory as mem
 from .filemap import delete_from_page_cache, free_user_page, writepage
@@ -2503,22 +2505,31 @@ class Reclaim:
                         limit: int | None = None, sync: bool = False) -> int:
         """One flusher pass (wb_writeback): write the dirty file pages of inodes dirty for
         longer than dirty_expire_centisecs, and any dirty page while nr_dirty is above
-        `limit` (default: the background threshold), oldest first. `force` writes
-        everything (sync(2)). An inode's age counts from its first write() since it was
-        last clean, or (pages dirtied through a shared mapping) from the first pass that
-        finds it dirty. `sync`: the caller waits for the writes (time added to
-        kernel.stall).
-        Returns pages submitted."""
+        `limit` (default: the background threshold). `force` writes everything (sync(2),
+        wakeup_flusher_threads). An inode's age (inode->dirtied_when) counts from its
+        first write() since it was last clean, or (pages dirtied through a shared mapping)
+        from the first pass that finds it dirty. `sync`: the caller waits for the writes
+        (time added to kernel.stall). Returns pages submitted.
+
+        An inode is dirty while it has a dirty page (it stays on the dirty lists while a
+        page redirtied under writeback waits). Order, as 6.1's writeback: inodes oldest
+        dirtied_when first (queue_io takes the expired ones off b_dirty, oldest first,
+        and writeback_sb_inodes works through b_io), each inode's dirty pages in index
+        order (write_cache_pages over PAGECACHE_TAG_DIRTY, a page under writeback
+        skipped), range_cyclic: from the mapping's writeback_index, where the last pass
+        stopped, to the end, then from the start. hvsim stops at the page that brings
+        nr_dirty to the limit, where Linux checks the background limit between chunks
+        (writeback_chunk_size). The pass visits only the inodes on kernel.b_dirty and
+        their tagged pages: it costs what is dirty, not the page cache."""
         if now is None:
             now = self.now()
         t = now if now is not None else 0.0
         self.complete_io(now)
         vm = self.vmstat
+        dirtied = self.inode_dirtied
         if vm["nr_dirty"] == 0:
-            # NOTE: no dirty file page anywhere (nr_dirty counts every PG_dirty page that
-            # is not swap-backed, the only ones on the file LRUs): the walk below would
-            # find nothing, so every inode is clean.
-            self.inode_dirtied.clear()
+            # no dirty file page anywhere: every inode is clean
+            dirtied.clear()
             return 0
         if self.v6 and now is not None:
             self._run_bw_dwork(now)
@@ -2526,29 +2537,48 @@ class Reclaim:
         cfg = self.kernel.config
         expire = cfg.dirty_expire_centisecs / 100.0
         bg = self.dirty_thresholds()[0] if limit is None else limit
-        seen: dict[object, bool] = {}
+        # b_dirty: every inode with a dirty page gets its dirtied_when (the first pass
+        # to see one dirtied through a mapping stamps it now); oldest first, ties in the
+        # order they became dirty (sorted() is stable)
+        mappings = list(self.kernel.b_dirty)
+        for mapping in mappings:
+            dirtied.setdefault(mapping.host, t)
+        mappings.sort(key=lambda m: dirtied[m.host])
         writes: dict[int, tuple[object, list]] = {}
         n = 0
-        for lv in self.lruvecs:
-            for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
-                for page in list(lv.lists[lru].reversed()):
-                    f = page.flags
-                    if not f & PG_dirty or f & PG_writeback:
-                        continue
-                    key = page.mapping.host
-                    first = self.inode_dirtied.setdefault(key, t)
-                    seen[key] = True
-                    if not (force or t - first >= expire or vm["nr_dirty"] > bg):
-                        continue
-                    q = self._start_writeback(page, None)
-                    ent = writes.get(id(q))
-                    if ent is None:
-                        writes[id(q)] = (q, [page])
-                    else:
-                        ent[1].append(page)
-                    n += 1
-        for key in [key for key in self.inode_dirtied if key not in seen]:
-            del self.inode_dirtied[key]
+        for mapping in mappings:
+            expired = force or t - dirtied[mapping.host] >= expire
+            if not expired and vm["nr_dirty"] <= bg:
+                break  # nor is any younger inode expired, and the limit is met
+            pages = mapping.pages
+            order = sorted(mapping.dirty)
+            start = mapping.writeback_index
+            if start:
+                # range_cyclic: from where the last writeback stopped to the end, then
+                # (requeue_inode: still dirty) from the start
+                cut = bisect_left(order, start)
+                order = order[cut:] + order[:cut]
+            mapping.writeback_index = 0
+            for index in order:
+                page = pages[index]
+                if page.flags & PG_writeback:
+                    continue  # redirtied while being written: a later pass
+                if not expired and vm["nr_dirty"] <= bg:
+                    mapping.writeback_index = index  # stopped here: the next starts here
+                    break
+                q = self._start_writeback(page, None)
+                ent = writes.get(id(q))
+                if ent is None:
+                    writes[id(q)] = (q, [page])
+                else:
+                    ent[1].append(page)
+                n += 1
+        # an inode whose pages are all clean leaves the dirty lists: its next dirtying
+        # stamps a new dirtied_when (a page under writeback keeps it on them only if
+        # it was redirtied)
+        b_dirty = self.kernel.b_dirty
+        for inode in [inode for inode in dirtied if inode.mapping not in b_dirty]:
+            del dirtied[inode]
         sc = None
         if sync:
             sc = ScanControl(0, G.GFP_KERNEL, False, 0, True)
@@ -2631,6 +2661,21 @@ class Reclaim:
                 if folio.lru < 0:
                     assert not any(mem_map[pfn].flags & PG_lru for pfn in range(base, base + HPAGE_PMD_NR)), (
                         f"THP {base:#x}: off the LRU but a subpage has PG_lru")
+        # PAGECACHE_TAG_DIRTY and b_dirty: exactly the dirty file pages and their mappings
+        b_dirty = self.kernel.b_dirty
+        for mapping in b_dirty:
+            assert mapping.dirty, f"{mapping.host.path}: on b_dirty without a dirty page"
+            for index in mapping.dirty:
+                page = mapping.pages.get(index)
+                assert page is not None and page.flags & PG_dirty, (
+                    f"{mapping.host.path}: index {index} tagged dirty but not a dirty page")
+        for lv in self.lruvecs:
+            for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE, LRU_UNEVICTABLE):
+                for page in lv.lists[lru]:
+                    f = page.flags
+                    if f & PG_dirty and not f & (PG_swapbacked | PG_anon):
+                        assert page.mapping in b_dirty and page.index in page.mapping.dirty, (
+                            f"pfn {page.pfn:#x}: a dirty file page not tagged dirty")
         if self.workingset is not None:
             self.workingset.validate()
         wb = sum(len(b.pages) for b in self.inflight)

@@ -466,6 +466,63 @@ def test_an_inode_cleaned_meanwhile_starts_a_new_age_when_dirtied_again():
     assert k.vmstat["nr_dirty"] == 0 and k.reclaim.flusher.pages_written == 1
 
 
+def _dirty(k, pages, indices):
+    """write() dirtying: the page dirty, then the inode's dirtied_when stamped."""
+    for i in indices:
+        set_page_dirty(k, pages[i])
+        k.reclaim.balance_dirty_pages_ratelimited(pages[i])
+
+
+def _written(batch):
+    return [(p.mapping.host.path, p.index) for p in batch.pages]
+
+
+def test_flusher_writes_inodes_oldest_dirtied_first_each_in_index_order():
+    """fs/fs-writeback.c: queue_io moves the dirty inodes oldest dirtied_when first onto
+    b_io, and writeback_sb_inodes writes each in turn; write_cache_pages writes an inode's
+    pages tagged PAGECACHE_TAG_DIRTY in index order. /b is cached after /a (nearer the
+    LRU head) but dirtied first."""
+    env = simpy.Environment()
+    k = boot(env=env)
+    r = k.reclaim
+    _, a = cache_pages(k, 4, "/a")
+    _, b = cache_pages(k, 3, "/b")
+    _dirty(k, b, [2, 0])
+    env.run(until=1.0)
+    _dirty(k, a, [3, 1, 0])
+    _dirty(k, b, [1])
+    assert r.writeback_dirty(force=True) == 6  # wakeup_flusher_threads: every dirty page
+    assert [_written(batch) for batch in r.inflight] == [[
+        ("/b", 0), ("/b", 1), ("/b", 2), ("/a", 0), ("/a", 1), ("/a", 3)]]
+    assert k.vmstat["nr_dirty"] == 0 and k.b_dirty == {}
+    r.validate()
+
+
+def test_background_writeback_stops_at_the_limit_and_resumes_where_it_stopped():
+    """wb_writeback: expired inodes are written whole (for_kupdate), younger ones only
+    while nr_dirty is over the background limit; write_cache_pages with range_cyclic
+    goes on from mapping->writeback_index, where the last pass stopped, to the end and
+    then wraps to the start of the file."""
+    env = simpy.Environment()
+    k = boot(env=env, dirty_expire_centisecs=100)
+    r = k.reclaim
+    _, a = cache_pages(k, 2, "/a")
+    _, b = cache_pages(k, 6, "/b")
+    _dirty(k, a, [1, 0])
+    env.run(until=1.5)
+    _dirty(k, b, [4, 1, 2, 5])
+    # /a expired (dirty 1.5 s > 1 s): both pages; /b young: until 2 are left dirty
+    assert r.writeback_dirty(limit=2) == 4
+    assert _written(r.inflight[-1]) == [("/a", 0), ("/a", 1), ("/b", 1), ("/b", 2)]
+    assert b[4].flags & PG_dirty and b[5].flags & PG_dirty
+    assert k.b_dirty == {b[0].mapping: None} and list(r.inode_dirtied) == [b[0].mapping.host]
+    _dirty(k, b, [0])  # dirtied before where the last pass stopped
+    assert r.writeback_dirty(limit=0) == 3
+    assert _written(r.inflight[-1]) == [("/b", 4), ("/b", 5), ("/b", 0)]
+    assert k.b_dirty == {} and r.inode_dirtied == {}
+    r.validate()
+
+
 def test_flusher_background_threshold():
     env = simpy.Environment()
     k = boot(env=env, dirty_background_ratio=0, dirty_writeback_centisecs=100)
