@@ -142,9 +142,7 @@ class BlockQueue:
                 inflight.popleft()
             if len(inflight) >= depth:
                 t = inflight.popleft()  # asleep until the oldest request completes
-            start = self.busy_until if self.busy_until > t else t
-            self.busy_until = start + (n << PAGE_SHIFT) / self.bandwidth
-            done = self.busy_until + self.latency
+            done = self._do_transfer(n, t)
             inflight.append(done)
             npages -= n
             if npages <= 0:
@@ -152,16 +150,28 @@ class BlockQueue:
         self.blocked = t - now
         return done
 
+    def _do_transfer(self, npages: int, t: float) -> float:
+        """One request of `npages` issued at `t` on the device: its completion time (the
+        transfer after those queued before it, then the latency)."""
+        start = self.busy_until if self.busy_until > t else t
+        self.busy_until = start + (npages << PAGE_SHIFT) / self.bandwidth
+        return self.busy_until + self.latency
 
-def guest_queue(kernel, latency: float, bandwidth: float) -> BlockQueue:
-    """A request queue of the guest's virtio disk: the kernel's nr_requests tags
-    (config nr_requests; None: NR_REQUESTS of its era) and its era's max_sectors_kb."""
+
+def queue_limits(kernel) -> tuple[int, int]:
+    """The guest's request queue limits: (nr_requests tags, config nr_requests or
+    NR_REQUESTS of its era; max pages a request, its era's max_sectors_kb)."""
     cfg = kernel.config
     era = getattr(cfg, "era", "6.x")
     depth = getattr(cfg, "nr_requests", None)
     if depth is None:
         depth = NR_REQUESTS[era]
-    return BlockQueue(latency, bandwidth, depth, MAX_SECTORS_KB[era] >> (PAGE_SHIFT - 10))
+    return depth, MAX_SECTORS_KB[era] >> (PAGE_SHIFT - 10)
+
+
+def guest_queue(kernel, latency: float, bandwidth: float) -> BlockQueue:
+    """A request queue of the guest's virtio disk with the kernel's queue_limits."""
+    return BlockQueue(latency, bandwidth, *queue_limits(kernel))
 
 
 class SwapInfo:

@@ -475,8 +475,11 @@ class Host:
         return vm
 
     def _serve_guest_disk(self, kernel) -> None:
-        """The guest's swap area, file system and writeback queue on the host swap device."""
-        disk = GuestDisk(self.swap)
+        """The guest's swap area, file system and writeback queue on the host swap device,
+        through the guest's own request queue (its nr_requests tags and request size)."""
+        from guestkernel.swap import queue_limits
+
+        disk = GuestDisk(self.swap, *queue_limits(kernel))
         swap = getattr(kernel, "swap", None)
         if swap is not None:
             swap.si.queue = disk

@@ -21,7 +21,9 @@ The guests' virtual disks can be served by this device too (`[host] guest_disk =
 `GuestDisk`): their swap-ins, file reads and writeback queue with the host's own swap
 traffic, as on a host whose datastore holds both the VMs' disks and the host swap files.
 A guest request of n pages transfers at the bandwidth after the requests queued before it
-and completes `latency` after its transfer (the guest's BlockQueue rule). By default
+and completes `latency` after its transfer (the guest's BlockQueue rule); the guest's
+queue keeps its own limits (nr_requests tags, max_sectors_kb requests): a guest with
+every tag taken sleeps until its oldest request completes, as on its own disk. By default
 (`"separate"`) each guest keeps the disk of its own [vm.kernel] settings.
 
 Without a clock (`clock` None: scripting, unit tests) the device is idle for every request
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from guestkernel.swap import BlockQueue
 from guestkernel.units import PAGE_SIZE
 
 
@@ -270,25 +273,26 @@ class HostSwap:
         self.nr_used -= 1
 
 
-class GuestDisk:
+class GuestDisk(BlockQueue):
     """A guest's virtual disk served by a host device: the guest kernel's request queue
-    interface (guestkernel.swap.BlockQueue: `submit`, `cost`) over `HostSwap.submit_pages`."""
+    (guestkernel.swap.BlockQueue: its nr_requests tags and max_sectors_kb requests, as
+    the guest's blk-mq queue keeps them whatever serves the disk) whose requests transfer
+    on the host device, after whatever the host and other guests queued there
+    (`HostSwap.submit_pages`). The base class's busy_until is unused: the device's
+    counts."""
 
-    def __init__(self, device: HostSwap) -> None:
+    __slots__ = ("device",)
+
+    def __init__(self, device: HostSwap, nr_requests: int = 0, max_pages: int = 0) -> None:
+        super().__init__(device.latency, device.bandwidth, nr_requests, max_pages)
         self.device = device
-        self.latency = device.latency  # seconds per request
-        self.bandwidth = device.bandwidth  # bytes per second
-
-    @property
-    def busy_until(self) -> float:
-        return self.device.busy_until
-
-    def cost(self, npages: int) -> float:
-        """Seconds for one request of `npages` pages on an idle device."""
-        return self.latency + npages * PAGE_SIZE / self.bandwidth
 
     def submit(self, npages: int, now: float | None) -> float:
         """Queue a request at `now`; its completion time (the cost without a clock)."""
-        if now is None:
-            return self.cost(npages)
-        return self.device.submit_pages(npages, now)
+        if not self.nr_requests and now is not None:
+            self.blocked = 0.0
+            return self.device.submit_pages(npages, now)
+        return super().submit(npages, now)
+
+    def _do_transfer(self, npages: int, t: float) -> float:
+        return self.device.submit_pages(npages, t)

@@ -141,6 +141,37 @@ def test_a_guest_disk_on_the_swap_device_queues_behind_host_swap_writes():
     assert s.busy_time == pytest.approx(writes + 8 * PAGE_SIZE / BW)
 
 
+def test_a_guest_disk_on_the_swap_device_keeps_the_guests_tags():
+    """blk_mq_get_tag: the guest's virtio queue holds nr_requests tags whatever device
+    serves it; a submitter finding every tag taken sleeps until its oldest request
+    completes, and a submission splits into requests of max_sectors_kb. Here 2 tags,
+    4 pages a request at most, behind the host's two-page swap write."""
+    from hypervisor.swap import GuestDisk
+
+    clock = Clock()
+    s = HostSwap(8, latency=LAT, bandwidth=BW, machine=MachineMemory(8), clock=clock)
+    disk = GuestDisk(s, nr_requests=2, max_pages=4)
+    s.write(page(1))
+    s.write(page(2))
+    x = PAGE_SIZE / BW  # one page's transfer
+    busy = IO + x  # the host's write request: done at IO + one page's transfer
+    first = disk.submit(4, 0.0)
+    assert first == pytest.approx(busy + 4 * x + LAT) and disk.blocked == 0.0
+    second = disk.submit(4, 0.0)
+    assert second == pytest.approx(busy + 8 * x + LAT) and disk.blocked == 0.0
+    # both tags taken: asleep until the first request completes, then transferred after
+    # the second (or at once if the device is idle by then)
+    third = disk.submit(4, 0.0)
+    assert disk.blocked == pytest.approx(first)
+    assert third == pytest.approx(max(busy + 8 * x, first) + 4 * x + LAT)
+    # 6 pages: requests of 4 and 2, each waiting for the oldest tag; the 2 pages wait for
+    # the third request's tag, and the device is idle by then
+    fourth = disk.submit(6, 0.0)
+    assert disk.blocked == pytest.approx(third)
+    assert fourth == pytest.approx(third + 2 * x + LAT)
+    assert s.guest_requests == 5 and len(disk.inflight) == 2
+
+
 def test_guest_disk_swap_wires_the_guests_queues_to_the_host_swap_device():
     from guestkernel.config import KernelConfig
     from hypervisor.swap import GuestDisk
@@ -150,7 +181,9 @@ def test_guest_disk_swap_wires_the_guests_queues_to_the_host_swap_device():
     vm = host.create_vm("g", KernelConfig(memory="64MiB", swap="16MiB"))
     k = vm.kernel
     assert isinstance(k.swap.si.queue, GuestDisk) and k.swap.si.queue.device is host.swap
-    assert isinstance(k.fs.queue, GuestDisk)
+    assert isinstance(k.fs.queue, GuestDisk) and k.fs.queue is k.swap.si.queue
     assert k.reclaim.disk_queues[id(k.fs)] is k.fs.queue
+    # one virtio disk: its 6.x queue limits (nr_requests 256, max_sectors_kb 1280)
+    assert (k.fs.queue.nr_requests, k.fs.queue.max_pages) == (256, 320)
     with pytest.raises(ValueError, match="guest_disk"):
         HostConfig(guest_disk="nvme")
