@@ -155,6 +155,11 @@ class Kernel:
             from .compaction import start_kcompactd
 
             start_kcompactd(self)
+        if self.config.era == "6.x" and len(self.page_alloc.nodes) > 1:
+            # vmstat's per-CPU work drains remote zones' per-CPU lists (CONFIG_NUMA)
+            from .vmstat import VmstatWork
+
+            self.daemons.append(VmstatWork(self.env, self.page_alloc, lambda: self.config.stat_interval))
 
     # ------------------------------------------------------------------ page allocator
     @property

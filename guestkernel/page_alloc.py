@@ -233,9 +233,18 @@ class PerCpuPages:
     migratetype) and two for pageblock-order (THP) blocks, indexed by `order_to_pindex`.
     `lists[i][-1]` is a list's head, `[0]` its tail. `count` is in pages (a block of
     order o counts 1 << o); `high` and `batch` apply to the whole; `free_factor` (6.1)
-    doubles the bulk free after consecutive frees and halves on every allocation."""
+    doubles the bulk free after consecutive frees and halves on every allocation.
 
-    __slots__ = ("count", "high", "batch", "free_factor", "lists", "orders", "high_now")
+    `expire` (6.1, CONFIG_NUMA): vmstat's countdown to draining a remote zone's list
+    (refresh_cpu_vm_stats). Whether this CPU changed the zone's counters since vmstat last
+    folded them (its vm_stat_diff is nonzero) is `diff` (a bulk move between the list and
+    the buddy lists: NR_FREE_PAGES) or a change of `count` since then (`stat_count`):
+    taking a page off the list or putting one on moves no zone counter itself, the
+    page's own counters (the LRU's NR_ZONE_*) move with it, so an allocation and a free
+    of a page in the same interval cancel as they do in vm_stat_diff."""
+
+    __slots__ = ("count", "high", "batch", "free_factor", "lists", "orders", "high_now",
+                 "expire", "diff", "stat_count")
 
     def __init__(self, high: int, batch: int, nr_lists: int = MIGRATE_PCPTYPES,
                  pageblock_order: int = 9) -> None:
@@ -244,6 +253,9 @@ class PerCpuPages:
         self.high_now = high  # nr_pcp_high() for order 0: high, capped under reclaim
         self.batch = batch
         self.free_factor = 0
+        self.expire = 0  # vmstat intervals left before a remote list is drained (0: none)
+        self.diff = 0  # 1: a bulk move changed the zone's NR_FREE_PAGES on this CPU
+        self.stat_count = 0  # `count` when vmstat last folded this CPU's diffs
         self.lists: list[list[Page]] = [[] for _ in range(nr_lists)]
         # pindex_to_order for each list
         self.orders = tuple(pindex_to_order(i, pageblock_order) for i in range(nr_lists))
@@ -1051,6 +1063,7 @@ class PageAllocator:
         got.reverse()
         pcp.lists[mt][:0] = got
         pcp.count += len(got)
+        pcp.diff = 1
         return len(got)
 
     def _rmqueue_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, mt: int = MIGRATE_UNMOVABLE,
@@ -1128,16 +1141,21 @@ class PageAllocator:
         got.reverse()  # pages[-1] is the head: the first one taken
         pcp.lists[mt][:0] = got
         pcp.count += len(got)
+        pcp.diff = 1  # (NR_FREE_PAGES moved on this CPU)
         return len(got)
 
-    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, pindex: int = 0) -> None:
+    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, pindex: int = 0,
+                         chunks: list | None = None) -> None:
         """free_pcppages_bulk: return `count` pages to the buddy lists from the tails of
         the per-CPU lists, round-robin from list `pindex` (lists found empty narrow the
         [min_pindex, max_pindex] range), each list drained while count lasts, a block of
         order o counting 1 << o (so count may go below zero on a high-order list); a
         block goes back to its pageblock's type as it is now (6.10+: no cached pcppage
-        migratetype; 6.1 kept the type seen at free time in page->index)."""
+        migratetype; 6.1 kept the type seen at free time in page->index). `chunks`, if
+        given, receives (order, blocks) in the order they were freed."""
         count = min(count, pcp.count)
+        if count > 0:
+            pcp.diff = 1  # (NR_FREE_PAGES moved on this CPU)
         lists = pcp.lists
         orders = pcp.orders
         min_pindex, max_pindex = 0, len(lists) - 1
@@ -1160,6 +1178,8 @@ class PageAllocator:
             del pages[:n]
             pcp.count -= n << order
             count -= n << order
+            if chunks is not None:
+                chunks.append((order, n))
             for page in victims:  # list_last_entry first: the oldest
                 self._free_one_page(zone, page, page.pfn, order)
 
@@ -1443,6 +1463,7 @@ class PageAllocator:
         got.reverse()
         pcp.lists[pindex][:0] = got
         pcp.count += len(got) << order
+        pcp.diff = 1
         return len(got)
 
     def _prep_new_page(self, page: Page, order: int, gfp: int, zone: Zone) -> Page:
@@ -1819,6 +1840,78 @@ class PageAllocator:
         if pcp.count >= high:
             self._free_pages_bulk(zone, self._nr_pcp_free(pcp, high, pcp.batch, free_high),
                                   pcp, pindex)
+
+    # ---- vmstat's per-CPU work (mm/vmstat.c, 6.1; vmstat.VmstatWork runs it)
+    def stat_threshold(self, zone: Zone) -> int:
+        """calculate_normal_threshold(): the per-CPU counter drift a zone tolerates before
+        a CPU folds its diff into the zone: 2 x fls(online CPUs) x (1 + fls(managed
+        memory in 128 MiB units)), at most 125."""
+        mem = zone.managed_pages >> (27 - PAGE_SHIFT)
+        return min(2 * fls(self.config.cpus) * (1 + fls(mem)), 125)
+
+    def need_update(self, cpu: int) -> bool:
+        """need_update(): does `cpu` hold a counter diff for any zone (see PerCpuPages)?"""
+        for zone in self.zones:
+            pcp = zone.pcp[cpu][0]
+            if pcp.diff or pcp.count != pcp.stat_count:
+                return True
+        return False
+
+    def refresh_cpu_vm_stats(self, cpu: int, do_pagesets: bool = True) -> int:
+        """refresh_cpu_vm_stats() on `cpu` (6.1, CONFIG_NUMA): fold each zone's diff, and
+        a zone with a diff gets expire = 3 ("3 seconds idle till flush"); then, with
+        do_pagesets, a list with pages and expire set is counted down, its expire
+        cleared instead if the zone is on the CPU's own node, and at zero
+        drain_zone_pages frees min(count, batch) of it. Returns the changes (zones whose
+        diffs were folded plus drains): vmstat_update requeues itself when nonzero."""
+        changes = 0
+        nid = self.cpu_to_node[cpu]
+        for zone in self.zones:
+            pcp = zone.pcp[cpu][0]
+            if pcp.diff or pcp.count != pcp.stat_count:
+                pcp.diff = 0
+                pcp.stat_count = pcp.count
+                pcp.expire = 3
+                changes += 1
+            if not do_pagesets:
+                continue
+            if not pcp.expire or not pcp.count:
+                continue
+            if zone.node.nid == nid:  # never drain zones local to this processor
+                pcp.expire = 0
+                continue
+            pcp.expire -= 1
+            if pcp.expire:
+                continue
+            if pcp.count:
+                self.drain_zone_pages(zone, pcp)
+                changes += 1
+        return changes
+
+    def drain_zone_pages(self, zone: Zone, pcp: PerCpuPages) -> int:
+        """drain_zone_pages(): free min(count, batch) pages of a remote list. The frees
+        change NR_FREE_PAGES on this CPU (__mod_zone_freepage_state per block), from a diff
+        just folded to 0: the diff folds into the zone whenever it passes the stat
+        threshold, so it is left nonzero unless the last block took it exactly there.
+        Returns the pages freed (vmstat pcp_remote_drain)."""
+        to_drain = min(pcp.count, pcp.batch)
+        if to_drain <= 0:
+            return 0
+        before = pcp.count
+        chunks: list[tuple[int, int]] = []
+        self._free_pages_bulk(zone, to_drain, pcp, 0, chunks)
+        t = self.stat_threshold(zone)
+        x = 0
+        for order, n in chunks:
+            for _ in range(n):
+                x += 1 << order
+                if x > t:
+                    x = 0
+        pcp.diff = 1 if x else 0
+        pcp.stat_count = pcp.count  # (the drain moved no page's own counters)
+        freed = before - pcp.count
+        self.vmstat["pcp_remote_drain"] += freed
+        return freed
 
     def drain_all_pages(self, zone: Zone | None = None) -> int:
         """Return every per-CPU page to the buddy lists; returns how many."""

@@ -233,6 +233,8 @@ HVSIM_COUNTERS = {
     "pgalloc_fail": "page allocations that returned NULL",
     "pgalloc_extfrag": "allocations that fell back to another migratetype's free lists (the "
                        "mm_page_alloc_extfrag tracepoint)",
+    "pcp_remote_drain": "pages vmstat's refresh_cpu_vm_stats drained from remote zones' per-CPU lists "
+                        "(drain_zone_pages; the mm_page_pcpu_drain tracepoint)",
 }
 
 
@@ -242,3 +244,29 @@ def new_vmstat() -> dict[str, int]:
     stat.update(dict.fromkeys(PGSTATE_VMSTAT, 0))
     stat.update(dict.fromkeys(HVSIM_COUNTERS, 0))
     return stat
+
+
+class VmstatWork:
+    """vmstat_update on every CPU and vmstat_shepherd (mm/vmstat.c, 6.1), a SimPy process.
+    Every `vm.stat_interval` seconds (both works are queued with round_jiffies_relative:
+    on whole-second ticks), a CPU runs refresh_cpu_vm_stats(true) if its work requeued
+    itself (its last refresh changed something) or the shepherd finds it holding a
+    counter diff (need_update); a CPU with neither stays idle, and so does the countdown
+    of its remote lists. `interval`: callable() -> seconds (the sysctl, read each tick)."""
+
+    def __init__(self, env, alloc, interval) -> None:
+        self.env = env
+        self.alloc = alloc
+        self.interval = interval
+        self.runs = 0  # refresh_cpu_vm_stats calls
+        self.process = env.process(self._run())
+
+    def _run(self):
+        alloc = self.alloc
+        queued = [False] * len(alloc.cpu_to_node)
+        while True:
+            yield self.env.timeout(self.interval())
+            for cpu in range(len(queued)):
+                if queued[cpu] or alloc.need_update(cpu):
+                    queued[cpu] = alloc.refresh_cpu_vm_stats(cpu) > 0
+                    self.runs += 1
