@@ -57,10 +57,9 @@ is queued on it (the stall after the CPU part, the next task's burst) starts lat
 the task that booked the burst owes `s` to its next one (`VCPUs.debt`, paid by
 workloads/base.py `wait` and by `run_burst`'s last slice): its timeout was set before the
 displacement, so its next burst is ready `s` after it wakes, as if it had woken `s` later.
-A burst booked later is placed after the slipped booking and owes nothing. (A guest
-kernel thread's short pass, `run_burst(kernel=True)`, does not pay its debt; the vCPU's
-next booking still starts after the slip.) Weights per `[host]
-kind` (`HOST_WEIGHTS`):
+A burst booked later is placed after the slipped booking and owes nothing. A guest
+kernel thread's short pass pays its slip the same way, at its next pass (`run_burst`'s
+`slot`, one per thread: VM.kernel_work). Weights per `[host] kind` (`HOST_WEIGHTS`):
 
     kvm   CFS's sched_prio_to_weight (kernel/sched/core.c): ksmd runs at nice 5
           (ksm_scan_thread: set_user_nice(current, 5)), weight 335; kswapd (the host's
@@ -314,20 +313,33 @@ class VCPUs:
 
 
 def run_burst(env, vcpus: VCPUs, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
-              wait: float = 0.0, after: float = 0.0, kernel: bool = False, before: float = 0.0):
+              wait: float = 0.0, after: float = 0.0, kernel: bool = False, before: float = 0.0,
+              slot: list | None = None):
     """The SimPy event a burst ends with (module docstring, "Time slicing"): its vCPU
     time, then `after` seconds off the vCPU (I/O wait, think time). A burst within one
     slice is one timeout; a longer one is a process booking a slice at a time (its host
     work and its stall go with its last slice). `kernel`: a guest kernel thread's work.
     `before`: seconds the caller is late by (its previous burst's slip, VCPUs.debt): the
     burst is ready that much after now. A sliced burst pays its own last slice's slip
-    before its `after`."""
+    before its `after`. `slot`: the caller's one-item list keeping its last short burst's
+    `VCPUs.mark` (a kernel thread's, VM.kernel_work): the slip that burst took after its
+    timeout was set is paid now, as `before`, and this burst's mark is kept in its place,
+    so the caller's time line loses exactly the host work that displaced it, whatever
+    the lengths of its bursts."""
     now = env.now
+    if slot is not None:
+        m = slot[0]
+        if m is not None:
+            slot[0] = None
+            before += vcpus.debt(m)
     work = cpu + zero_cpu + zip_cpu
     if work <= vcpus.slice:
         if kernel:
             vcpus.kernel_time += cpu
-        return env.timeout(vcpus.burst(now + before, cpu, zero_cpu, zip_cpu, wait) + after - now)
+        end = vcpus.burst(now + before, cpu, zero_cpu, zip_cpu, wait)
+        if slot is not None:
+            slot[0] = vcpus.mark(end)
+        return env.timeout(end + after - now)
     return env.process(_sliced(env, vcpus, cpu, zero_cpu, zip_cpu, wait, after, kernel, before))
 
 

@@ -133,6 +133,7 @@ class VM:
         self.lp_reserved = 0  # sum of lp_res
         self.kernel = None  # the guest Kernel, once booted (None for an image VM)
         self.vcpus = None  # cpu.VCPUs its guest's tasks run on (wired by the Host)
+        self._kernel_slots = {}  # per guest kernel thread (its SimPy process): its last pass's mark
         self.dead: str | None = None  # the panic message, once the guest has panicked
         self.balloon = None  # the guest's BalloonDriver, if any
         self.page_reporting = None  # the guest's PageReporting, if the device offers it
@@ -325,7 +326,12 @@ class VM:
                 wait += held
         if self.vcpus is None:
             return env.timeout(cpu + zero + zip_ + wait + io)
-        return run_burst(env, self.vcpus, cpu, zero, zip_, wait=wait, after=io, kernel=True)
+        # the thread's own last short pass (cpu.run_burst `slot`): a slip it took after its
+        # timeout was set delays this pass, so the thread loses all the host work it met
+        slot = self._kernel_slots.get(env.active_process)
+        if slot is None:
+            slot = self._kernel_slots[env.active_process] = [None]
+        return run_burst(env, self.vcpus, cpu, zero, zip_, wait=wait, after=io, kernel=True, slot=slot)
 
     def guest_panicked(self, reason: str) -> int:
         """The guest kernel panicked: the VM is dead. Every frame it had (private, shared,

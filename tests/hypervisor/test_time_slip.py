@@ -117,3 +117,53 @@ def test_ksmd_takes_its_cpu_time_from_a_cpu_bound_vcpu(kind):
     # one that starts within a burst displaces it: either way the vCPU loses its CPU)
     assert 0.0 < wl.vcpus.displaced_time <= busy
     assert wl.work_done == int((1.0 - busy) / 0.010)
+
+
+@pytest.mark.parametrize("lengths", [
+    (0.010,),  # kswapd-like passes of 10 ms of CPU, each within one slice
+    (0.010, 0.060, 0.004),  # short, sliced (over the 50 ms slice) and shorter passes in turn
+])
+def test_a_guest_kernel_threads_passes_lose_exactly_the_host_work_that_displaced_them(lengths):
+    # A guest kernel thread (Kernel.run_kernel_work -> VM.kernel_work) on the VM's one
+    # vCPU, on a 1-CPU kvm host: a pass of `len` seconds of CPU, then a 5 ms sleep
+    # (khugepaged's scan_sleep, kswapd's throttle), again. A host thread takes 1 ms of
+    # that CPU 2 ms into every pass: the pass ends 1 ms later, and so does the sleep after
+    # it and the next pass, as a descheduled thread's would. Pass k starts at
+    # S(k+1) = S(k) + len(k) + 1 ms + 5 ms, whatever the pass lengths.
+    from guestkernel.config import KernelConfig
+    from hypervisor.host import Host, HostConfig
+
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="256MiB", cpus=1, kind="kvm", sharing=False, compression=False,
+                           ballooning=False), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="64MiB", cpus=1), balloon=False)
+    vm.vcpus.trace = []
+    n = 12
+    lens = [lengths[k % len(lengths)] for k in range(n)]
+    starts = [0.1]  # after the guest's boot
+    for k in range(n - 1):
+        starts.append(starts[-1] + lens[k] + 0.001 + 0.005)
+
+    firsts = []  # when each pass's (first) booking starts on the vCPU
+
+    def kthread():
+        yield env.timeout(starts[0])
+        for k in range(n):
+            i = len(vm.vcpus.trace)
+            ev = vm.kernel.run_kernel_work(lens[k])
+            yield env.timeout(0)  # (a sliced pass books its first slice when it starts)
+            firsts.append(vm.vcpus.trace[i][0])
+            yield ev
+            yield env.timeout(0.005)
+
+    def host_thread():
+        for s in starts:
+            yield env.timeout(s + 0.002 - env.now)
+            host.cpus.run(env.now, 0.001, SHARING)
+
+    env.process(kthread())
+    env.process(host_thread())
+    env.run(until=starts[-1] + 0.5)
+    assert firsts == pytest.approx(starts)
+    assert vm.vcpus.displaced_time == pytest.approx(0.001 * n)
+    assert vm.vcpus.kernel_time == pytest.approx(sum(lens))
