@@ -66,6 +66,7 @@ sysfs; `/sys/kernel/mm/hvsim/<name>` reads host counters (see `Host.counters`).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, fields
 
 import xxhash
@@ -566,7 +567,10 @@ class Host:
             shared pages       a shared frame (the one the VM with the most shared pages
                                maps first) is written to the swap file of every VM
                                mapping it, one copy each, as each VM's .vswp holds its
-                               own pages; the frame is freed with its last mapping
+                               own pages; the frame is freed with its last mapping. A
+                               frame a VM at its reservation maps stays (no VM goes
+                               below its sched.mem.min: the next frame is taken, or
+                               the next VM's)
 
         Until a frame is free. The written data leave through a bounce buffer (the frame
         is free at once) and the requester waits until the last write completes: that
@@ -594,17 +598,19 @@ class Host:
             cpu += c
             self.held_zip_swapped += 1
         sharing = self.sharing
+        # per reserved VM, its shared mappings of each frame: a frame is freed only if no
+        # VM mapping it would go below its reservation (above_reservation; sched.mem.min)
+        reserved = {id(v): None for v in vms if v.reservation}
         while m.nr_free <= 0 and sharing is not None:
-            vm = None
-            most = 0
-            for v in vms:
-                n = v.p2m.nr[P2M_SHARED]
-                if n > most:
-                    vm, most = v, n
-            if vm is None:
-                break
-            pfn = vm.p2m.state.find(P2M_SHARED)
-            if not self._swap_shared_frame(vm.p2m.mpn[pfn], vms):
+            # the VMs with shared pages, most first (a reserved one only above its floor)
+            order = sorted((v for v in vms if v.p2m.nr[P2M_SHARED] and self.above_reservation(v) > 0),
+                           key=lambda v: -v.p2m.nr[P2M_SHARED])
+            mpn = -1
+            for vm in order:
+                mpn = self._held_shared_frame(vm, vms, reserved)
+                if mpn >= 0:
+                    break
+            if mpn < 0 or not self._swap_shared_frame(mpn, vms):
                 break
         sw = (swap.pswpout - out0) * self.config.swapout_cost
         self.swapout_cpu += sw
@@ -615,6 +621,35 @@ class Host:
         if swap.pswpout != out0 and now is not None:
             wait = max(0.0, swap.last_done - now - cpu - sw)
         return cpu + sw + wait
+
+    def _held_shared_frame(self, vm: VM, vms: list, reserved: dict) -> int:
+        """The first shared frame `vm` maps (in pfn order) whose every mapping can go to
+        swap without taking a VM below its reservation; -1 if none. `reserved`: per
+        reserved VM (by id), its count of shared mappings per frame, built on first use."""
+        state = vm.p2m.state
+        arr = vm.p2m.mpn
+        pfn = state.find(P2M_SHARED)
+        if not reserved:
+            return arr[pfn] if pfn >= 0 else -1
+        while pfn >= 0:
+            mpn = arr[pfn]
+            for v in vms:
+                if id(v) not in reserved:
+                    continue
+                counts = reserved[id(v)]
+                if counts is None:
+                    counts = reserved[id(v)] = Counter(
+                        v.p2m.mpn[i] for i in range(v.nr_pages) if v.p2m.state[i] == P2M_SHARED)
+                if counts.get(mpn, 0) > self.above_reservation(v):
+                    break
+            else:
+                for v in vms:  # its mappings leave with it
+                    counts = reserved.get(id(v))
+                    if counts is not None:
+                        counts.pop(mpn, None)
+                return mpn
+            pfn = state.find(P2M_SHARED, pfn + 1)
+        return -1
 
     def _swap_shared_frame(self, mpn: int, vms: list) -> bool:
         """Write shared frame `mpn` to the swap of every VM mapping it and free it

@@ -86,3 +86,44 @@ def test_a_reservation_is_configured_reported_and_refused_on_kvm():
     assert "Memory reservations (ESX sched.mem.min" in render_markdown({}, summary, [], {}, {})
     with pytest.raises(ConfigError, match=r"vm\[db\].reservation: a kvm host has no memory reservations"):
         config_from_dict({"host": {"kind": "kvm"}, "vm": [vm]})
+
+
+def test_freeing_held_shared_frames_never_takes_a_vm_below_its_reservation():
+    # Host.reclaim_held with no compressed page left frees a shared frame by writing it to
+    # the swap of every VM mapping it. a (reservation 16 pages) maps 16 frames, each shared
+    # with b; b also maps 10 frames twice itself (two identical pages each). b has the most
+    # shared pages and maps a frame shared with a first: writing that one would take a
+    # to 15 pages in memory, below its reservation. One of b's own frames goes instead:
+    # b's two mappings of it are swapped, a keeps exactly its 16 reserved pages.
+    from hypervisor.p2m import P2M_SHARED
+
+    host = Host(HostConfig(memory=f"{64 * PAGE_SIZE}", swap_size=f"{2048 * PAGE_SIZE}", kind="esx",
+                           ballooning=False, smart_scan=False, min_free=PAGE_SIZE, compression=False))
+    a = host.create_image_vm("a", 256, reservation=16)
+    b = host.create_image_vm("b", 256)
+    for pfn in range(16):
+        a.store(pfn, page(pfn))
+        b.store(pfn, page(pfn))
+    for _ in range(4):
+        host.sharing.scan()
+    for i in range(10):
+        b.store(100 + i, page(7000 + i))
+        b.store(200 + i, page(7000 + i))
+    for _ in range(4):
+        host.sharing.scan()
+    assert a.p2m.nr[P2M_SHARED] == 16 and b.p2m.nr[P2M_SHARED] == 36
+    assert host.sharing.pages_shared == 26
+    m = host.machine
+    c = host.create_image_vm("c", 256)
+    pfn = 0
+    while m.nr_free > 0:  # the other 38 frames: c's
+        c.store(pfn, page(5000 + pfn))
+        pfn += 1
+    assert pfn == 38
+    host.reclaim_held()
+    assert a.p2m.nr[P2M_PRIVATE] + a.p2m.nr[P2M_SHARED] == a.reservation == 16
+    assert Host.above_reservation(a) == 0 and a.p2m.nr[P2M_SWAPPED] == 0
+    assert b.p2m.state[100] == b.p2m.state[200] == P2M_SWAPPED
+    assert host.held_shared_swapped == 2 and host.held_frames_freed == 1 and m.nr_free == 1
+    assert b.load(100) == b.load(200) == page(7000)
+    host.validate()
