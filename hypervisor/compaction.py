@@ -120,7 +120,6 @@ class HostCompaction:
         self.compact_daemon_migrate_scanned = 0
         self.compact_daemon_free_scanned = 0
         self.compact_cpu_s = 0.0  # host CPU seconds of the copies, all callers
-        self._rmap = None  # _build_rmap's arrays, for one compact_zone
         self._free_entered = -1  # the region the free scanner last entered, this run
 
     # -- deferral (compaction_deferred, defer_compaction, compaction_defer_reset) ---------------
@@ -151,10 +150,15 @@ class HostCompaction:
     # -- checks ---------------------------------------------------------------------------------
 
     def suitable(self) -> int:
-        """__compaction_suitable for order 9: COMPACT_SKIPPED unless the free frames exceed
-        the low watermark + compact_gap(9) (2 << 9), else COMPACT_CONTINUE."""
+        """__compaction_suitable for order 9: COMPACT_SUCCESS if the allocation would
+        succeed already (a wholly free region, the low watermark kept), COMPACT_SKIPPED
+        unless the free frames exceed the low watermark + compact_gap(9) (2 << 9), else
+        COMPACT_CONTINUE."""
         low = self.low() if self.low is not None else 0
-        if self.machine.nr_free <= low + (2 << HPAGE_ORDER):
+        m = self.machine
+        if m.nr_free - REGION_PAGES >= low and m.whole_regions():
+            return COMPACT_SUCCESS
+        if m.nr_free <= low + (2 << HPAGE_ORDER):
             return COMPACT_SKIPPED
         return COMPACT_CONTINUE
 
@@ -262,7 +266,6 @@ class HostCompaction:
         fr = self.free_r
         targets: list[int] = []  # free frames isolated by the free scanner
         copies0 = self.pgmigrate_success
-        self._rmap = None
         self._free_entered = -1
         skip_on_failure = direct and mode != MIGRATE_SYNC
         low_mark = self.wmark(True)
@@ -287,7 +290,6 @@ class HostCompaction:
                     break
         finally:
             self._release_targets(targets)
-            self._rmap = None
         copies = self.pgmigrate_success - copies0
         cost = copies * self.copy_cost
         self.compact_cpu_s += cost
@@ -309,18 +311,19 @@ class HostCompaction:
         if m.lp_region[r]:
             self.compact_migrate_scanned += 1  # a THP: its head, then low_pfn += 511
             return fr
+        private, ksm = self._region_rmap(r)
         batch: list[int] = []
         scanned = 0
         for mpn in range(base, base + REGION_PAGES):
             scanned += 1
             o = owner[mpn]
-            if o == -1:  # OWNER_FREE: a buddy page
+            if o == OWNER_FREE:  # a buddy page
                 continue
-            if self._movable(mpn, o):
+            if (o >= 0 and mpn in private) or (o == OWNER_SHARED and mpn in ksm):
                 batch.append(mpn)
                 if len(batch) >= COMPACT_CLUSTER_MAX:
                     self.compact_isolated += len(batch)
-                    fr = self._migrate(batch, r, fr, targets)
+                    fr = self._migrate(batch, r, fr, targets, private, ksm)
                     batch = []
                 continue
             if skip_on_failure:
@@ -329,47 +332,44 @@ class HostCompaction:
         self.compact_migrate_scanned += scanned
         if batch:
             self.compact_isolated += len(batch)
-            fr = self._migrate(batch, r, fr, targets)
+            fr = self._migrate(batch, r, fr, targets, private, ksm)
         return fr
 
-    def _movable(self, mpn: int, o: int) -> bool:
-        if o >= 0:
-            if self._rmap is None:
-                self._rmap = self._build_rmap()
-            return self._rmap[1][mpn] >= 0
-        return o == OWNER_SHARED and self.sharing is not None
-
-    def _build_rmap(self):
-        """rmap_walk for this run: per machine frame, the VM index and PFN of its one
-        mapping if it is a private frame (-1 otherwise), and the mappings of KSM frames
-        sorted by frame. Built once per compact_zone from the VMs' P2Ms, vectorised: it
-        costs a pass over guest memory, not a Python step per page."""
+    def _region_rmap(self, r: int) -> tuple[dict, dict]:
+        """rmap_walk for the frames of region `r`: {mpn: (VM, pfn)} of its private frames
+        (their one mapping, found in the owning VMs' P2Ms) and {mpn: [(VM, pfn), ...]} of
+        its KSM frames (every sharer's; none without page sharing). A frame found in
+        neither is not movable (a write to swap in flight holds it). Vectorised: a pass
+        over the owning VMs' P2Ms (every VM's for KSM frames), not a Python step per
+        guest page."""
         import numpy as np
 
-        n = len(self.machine.content)
-        vm_of = np.full(n, -1, dtype=np.int32)
-        pfn_of = np.full(n, -1, dtype=np.int64)
-        k_mpn, k_vm, k_pfn = [], [], []
-        for vi, vm in enumerate(self.vms):
-            p2m = vm.p2m
-            st = np.frombuffer(p2m.state, dtype=np.uint8)
-            mp = np.frombuffer(p2m.mpn, dtype=np.int32)
-            if p2m.nr[P2M_PRIVATE]:
-                pr = np.flatnonzero(st == P2M_PRIVATE)
-                vm_of[mp[pr]] = vi
-                pfn_of[mp[pr]] = pr
-            if p2m.nr[P2M_SHARED]:
-                sh = np.flatnonzero(st == P2M_SHARED)
-                k_mpn.append(mp[sh])
-                k_vm.append(np.full(len(sh), vi, dtype=np.int32))
-                k_pfn.append(sh)
-        if k_mpn:
-            keys = np.concatenate(k_mpn)
-            order = np.argsort(keys, kind="stable")
-            ksm = (keys[order], np.concatenate(k_vm)[order], np.concatenate(k_pfn)[order])
-        else:
-            ksm = None
-        return vm_of, pfn_of, ksm
+        m = self.machine
+        lo = r << REGION_SHIFT
+        hi = lo + REGION_PAGES
+        owners = set(m.owner[lo:hi])
+        private: dict[int, tuple] = {}
+        ksm: dict[int, list] = {}
+        by_id = {vm.vmid: vm for vm in self.vms}
+        for vmid in owners:
+            vm = by_id.get(vmid) if vmid >= 0 else None
+            if vm is None or not vm.p2m.nr[P2M_PRIVATE]:
+                continue
+            st = np.frombuffer(vm.p2m.state, dtype=np.uint8)
+            mp = np.frombuffer(vm.p2m.mpn, dtype=np.int32)
+            mpns = vm.p2m.mpn
+            for pfn in np.flatnonzero((mp >= lo) & (mp < hi) & (st == P2M_PRIVATE)).tolist():
+                private[mpns[pfn]] = (vm, pfn)
+        if OWNER_SHARED in owners and self.sharing is not None:
+            for vm in self.vms:
+                if not vm.p2m.nr[P2M_SHARED]:
+                    continue
+                st = np.frombuffer(vm.p2m.state, dtype=np.uint8)
+                mp = np.frombuffer(vm.p2m.mpn, dtype=np.int32)
+                mpns = vm.p2m.mpn
+                for pfn in np.flatnonzero((mp >= lo) & (mp < hi) & (st == P2M_SHARED)).tolist():
+                    ksm.setdefault(mpns[pfn], []).append((vm, pfn))
+        return private, ksm
 
     def _isolate_free(self, r: int, fr: int, targets: list[int], need: int) -> int:
         """isolate_freepages: from region `fr` down to just above `r`, the free frames of
@@ -418,10 +418,12 @@ class HostCompaction:
         m._free_frames(targets)
         targets.clear()
 
-    def _migrate(self, batch: list[int], r: int, fr: int, targets: list[int]) -> int:
+    def _migrate(self, batch: list[int], r: int, fr: int, targets: list[int], private: dict,
+                 ksm: dict) -> int:
         """migrate_pages: each frame of `batch` copied into a target frame (the last
-        isolated first), its mappings moved, the old frame freed. A frame with no target
-        left stays (the scanners are about to meet). Returns the free scanner's region."""
+        isolated first), its mappings moved (remove_migration_ptes; a KSM frame's stable
+        node too: ksm_migrate_page), the old frame freed. A frame with no target left
+        stays (the scanners are about to meet). Returns the free scanner's region."""
         if len(targets) < len(batch):
             fr = self._isolate_free(r, fr, targets, len(batch))
         m = self.machine
@@ -429,8 +431,6 @@ class HostCompaction:
         csum = m.csum
         owner = m.owner
         refcount = m.refcount
-        vms = self.vms
-        vm_of, pfn_of, _ = self._rmap if self._rmap is not None else (None, None, None)
         for old in batch:
             if not targets:
                 break
@@ -442,38 +442,18 @@ class HostCompaction:
             refcount[new] = refcount[old]
             m.frames_allocated += 1
             if o >= 0:
-                pfn = int(pfn_of[old])
-                vms[int(vm_of[old])].p2m.mpn[pfn] = new
-                vm_of[new] = vm_of[old]
-                pfn_of[new] = pfn
-                vm_of[old] = -1
-                pfn_of[old] = -1
+                vm, pfn = private.pop(old)
+                vm.p2m.mpn[pfn] = new
             else:
-                self._move_ksm(old, new)
+                sh = self.sharing
+                chain = sh._chain_of.pop(old)
+                chain.dups[chain.dups.index(old)] = new
+                sh._chain_of[new] = chain
+                for vm, pfn in ksm.pop(old):
+                    vm.p2m.mpn[pfn] = new
             m.free(old)  # (its content and mappings moved)
             self.pgmigrate_success += 1
         return fr
-
-    def _move_ksm(self, old: int, new: int) -> None:
-        """ksm_migrate_page + remove_migration_ptes: the stable node points at the new
-        frame and every guest frame mapping the old one maps the new one."""
-        import numpy as np
-
-        if self._rmap is None:
-            self._rmap = self._build_rmap()
-        sh = self.sharing
-        chain = sh._chain_of.pop(old)
-        chain.dups[chain.dups.index(old)] = new
-        sh._chain_of[new] = chain
-        ksm = self._rmap[2]
-        if ksm is None:
-            return
-        keys, vis, pfns = ksm
-        lo = int(np.searchsorted(keys, old, side="left"))
-        hi = int(np.searchsorted(keys, old, side="right"))
-        vms = self.vms
-        for i in range(lo, hi):
-            vms[int(vis[i])].p2m.mpn[int(pfns[i])] = new
 
     def counters(self) -> dict[str, int | float]:
         return {
