@@ -24,9 +24,11 @@ A host with no room left behaves as its `kind` does:
     esx   admission control: at power-on each VM's memory reservation (sched.mem.min,
           `reservation` pages: machine memory it is guaranteed) must fit in the host
           memory not reserved yet, and its swap file (.vswp) is reserved on host swap,
-          its configured memory minus its reservation; a VM whose reservation or swap
-          file does not fit is not powered on (`PowerOnError`, listed in `not_powered_on` with the reason). VMware,
-          vSphere Resource Management, "Swap Space and Memory Overcommitment": "You
+          its configured memory minus its reservation; the memory reservations may
+          take is the host's less its minFree (states.py), which the host keeps free
+          for itself; a VM whose reservation or swap file does not fit is not
+          powered on (`PowerOnError`, listed in `not_powered_on` with the reason).
+          VMware, vSphere Resource Management, "Swap Space and Memory Overcommitment": "You
           must reserve swap space for any unreserved virtual machine memory (the
           difference between the reservation and the configured memory size) on
           per-virtual machine swap files. This swap reservation is required to ensure
@@ -371,9 +373,11 @@ class Host:
     def power_on_check(self, name: str, nr_pages: int, reservation: int = 0) -> None:
         """ESX admission control (module docstring): the VM's memory reservation
         (`reservation` pages, sched.mem.min) must fit in the host memory not reserved
-        yet, and its swap file, its configured memory minus its reservation, is
-        reserved on host swap; else it is refused (PowerOnError, recorded in
-        `not_powered_on`). KVM has no memory reservations and reserves nothing."""
+        yet, minFree excluded (the host's memory less minFree and the reservations of
+        the VMs powered on; hvsim models no per-VM overhead memory to add), and its
+        swap file, its configured memory minus its reservation, is reserved on host
+        swap; else it is refused (PowerOnError, recorded in `not_powered_on`). KVM has
+        no memory reservations and reserves nothing."""
         if reservation < 0 or reservation > nr_pages:
             raise ValueError(f"reservation: must be between 0 and the VM's memory, got {reservation} pages "
                              f"for {nr_pages}")
@@ -385,10 +389,13 @@ class Host:
         if not self.config.admission_control:
             return
         mib = PAGE_SIZE / (1 << 20)
-        free_res = self.machine.nr_frames - self.mem_reserved
+        # the host memory reservations may take: all of it but minFree, which ESX keeps
+        # free for itself (states.py), less what powered-on VMs reserved already
+        free_res = self.machine.nr_frames - self.states.min_free - self.mem_reserved
         if reservation > free_res:
             reason = (f"its memory reservation needs {reservation * mib:g} MiB of host memory, "
-                      f"{free_res * mib:g} MiB left unreserved")
+                      f"{max(0, free_res) * mib:g} MiB left unreserved (host memory less minFree, "
+                      f"{self.states.min_free * mib:g} MiB, and the reservations of powered-on VMs)")
             self.not_powered_on.append({"vm": name, "reason": reason})
             raise PowerOnError(f"VM {name!r} not powered on: {reason}")
         vswp = nr_pages - reservation

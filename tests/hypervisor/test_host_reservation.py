@@ -22,18 +22,39 @@ PAGES = MIB // PAGE_SIZE  # pages a MiB
 
 
 def test_the_swap_file_is_memory_minus_reservation_and_the_reservation_is_admitted():
-    host = Host(HostConfig(memory="128MiB", swap_size="100MiB", kind="esx"))
+    # a 128 MiB host with min_free 8 MiB: reservations may take 120 MiB of it
+    host = Host(HostConfig(memory="128MiB", swap_size="100MiB", kind="esx", min_free="8MiB"))
     host.create_image_vm("a", 64 * PAGES, reservation=32 * PAGES)
     assert host.swap_reserved == 32 * PAGES  # .vswp = 64 - 32 MiB
     assert host.mem_reserved == 32 * PAGES
-    # b's 100 MiB of reservation: 96 MiB of host memory is left unreserved
-    with pytest.raises(PowerOnError, match="'b' not powered on: its memory reservation needs 100 MiB of "
-                                           "host memory, 96 MiB left unreserved"):
+    # b's 100 MiB of reservation: 128 - 8 - 32 = 88 MiB of host memory is left unreserved
+    with pytest.raises(PowerOnError, match=r"'b' not powered on: its memory reservation needs 100 MiB of "
+                                           r"host memory, 88 MiB left unreserved \(host memory less minFree, "
+                                           r"8 MiB, and the reservations of powered-on VMs\)"):
         host.create_image_vm("b", 128 * PAGES, reservation=100 * PAGES)
     # a fully reserved VM needs no swap file at all
-    host.create_image_vm("c", 96 * PAGES, reservation=96 * PAGES)
-    assert host.swap_reserved == 32 * PAGES and host.mem_reserved == 128 * PAGES
+    host.create_image_vm("c", 88 * PAGES, reservation=88 * PAGES)
+    assert host.swap_reserved == 32 * PAGES and host.mem_reserved == 120 * PAGES
     assert [r["vm"] for r in host.not_powered_on] == ["b"]
+
+
+def test_admission_control_keeps_minfree_out_of_the_reservable_memory():
+    # ESX powers a VM on only if its reservation fits in the unreserved memory, which
+    # excludes the host's minFree. A 128 MiB host's minFree (states.min_free_bytes: 6 %
+    # of the first 4 GB, normalised to 899 MB at 28 GB) is 1961 pages: 30807 of its
+    # 32768 pages may be reserved, and a reservation one page larger is refused
+    from hypervisor.states import min_free_bytes
+
+    assert min_free_bytes(128 * MIB) // PAGE_SIZE == 1961
+    host = Host(HostConfig(memory="128MiB", swap_size="256MiB", kind="esx"))
+    with pytest.raises(PowerOnError, match="'big' not powered on: its memory reservation needs"):
+        host.create_image_vm("big", 32768, reservation=32768 - 1961 + 1)
+    host.create_image_vm("a", 32768, reservation=32768 - 1961)
+    assert host.mem_reserved == 30807
+    with pytest.raises(PowerOnError, match="'b' not powered on: its memory reservation needs 0.00390625 MiB "
+                                           "of host memory, 0 MiB left unreserved"):
+        host.create_image_vm("b", 256, reservation=1)
+    host.create_image_vm("c", 256)  # (no reservation: only its swap file)
 
 
 def test_kvm_has_no_memory_reservations():
