@@ -178,7 +178,7 @@ class Scenario:
         host refuses to power it on)."""
         env = self.env
         if v.image_file:
-            self.host.create_vm_from_image(name, v.image_file)
+            self.host.create_vm_from_image(name, v.image_file, reservation=size(v.reservation) // 4096)
             self.workloads[name] = None
             return
         if v.workload.profile == "snapshots":  # an image-less VM following a series

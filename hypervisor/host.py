@@ -514,11 +514,14 @@ class Host:
         if reclaim is not None:
             reclaim.disk_queues[id(fs)] = disk
 
-    def create_vm_from_image(self, name: str, path, intern: dict | None = None) -> VM:
-        """A VM whose frames hold a raw memory image (vm.ImageError if unusable)."""
+    def create_vm_from_image(self, name: str, path, intern: dict | None = None,
+                             reservation: int = 0) -> VM:
+        """A VM whose frames hold a raw memory image (vm.ImageError if unusable).
+        `reservation`: ESX memory reservation, pages, as for `create_vm` (admission
+        control, its swap file, the floor reclaim never takes it below)."""
         from .vm import image_pages
 
-        vm = self._new_vm(name, image_pages(path))
+        vm = self._new_vm(name, image_pages(path), reservation)
         vm.load_image(path, intern)
         self._add_vm(vm)
         return vm

@@ -148,3 +148,30 @@ def test_freeing_held_shared_frames_never_takes_a_vm_below_its_reservation():
     assert host.held_shared_swapped == 2 and host.held_frames_freed == 1 and m.nr_free == 1
     assert b.load(100) == b.load(200) == page(7000)
     host.validate()
+
+
+def test_a_vm_booted_from_an_image_file_has_its_reservation(tmp_path):
+    # ESX reserves memory for any VM, whatever backs its guest's memory: a VM whose
+    # frames come from a memory image (`[vm] image_file`) is admitted with its
+    # reservation and a swap file of its memory less it, and host swap takes its pages
+    # only down to the reservation. Image a: 200 pages, reservation 150; then b's 200
+    # pages on a 256-frame host: reclaim takes a's 50 unreserved pages (the VM furthest
+    # above its target first, host.swap.victim_policy "shares"), then only b's own.
+    from experiments.config import config_from_dict
+    from experiments.scenario import Scenario
+
+    (tmp_path / "a.raw").write_bytes(b"".join(page(i) for i in range(200)))
+    host = Host(HostConfig(memory=f"{256 * PAGE_SIZE}", swap_size=f"{1024 * PAGE_SIZE}", kind="esx",
+                           min_free=PAGE_SIZE, sharing=False, compression=False, ballooning=False))
+    a = host.create_vm_from_image("a", tmp_path / "a.raw", reservation=150)
+    assert a.reservation == 150 and host.mem_reserved == 150 and host.swap_reserved == 50
+    b = host.create_image_vm("b", 256)
+    for pfn in range(200):
+        b.store(pfn, page(1000 + pfn))
+    assert a.p2m.nr[P2M_PRIVATE] == 150 and a.p2m.nr[P2M_SWAPPED] == 50
+    assert Host.above_reservation(a) == 0 and host.machine.overdraft_allocs == 0
+    # from a config: [vm] image_file with a reservation
+    vm = {"name": "img", "image_file": str(tmp_path / "a.raw"), "reservation": f"{100 * PAGE_SIZE}B"}
+    cfg = config_from_dict({"host": {"memory": "64MiB", "kind": "esx"}, "vm": [vm]})
+    sc = Scenario(cfg, None)
+    assert sc.host.vm("img").reservation == 100 and sc.host.swap_reserved == 100
