@@ -390,8 +390,9 @@ def filemap_fault_page(kernel, file: File, vm_flags: int, index: int):
 
 def set_page_dirty(kernel, page, task=None) -> None:
     """Mark a page dirty; a file page newly dirty is accounted (folio_account_dirtied:
-    NR_FILE_DIRTY, NR_DIRTIED, WB_DIRTIED as vmstat nr_dirtied, and current->nr_dirtied
-    of `task`, the task dirtying it, when there is one)."""
+    NR_FILE_DIRTY, NR_DIRTIED, WB_DIRTIED as vmstat nr_dirtied, current->nr_dirtied of
+    `task`, the task dirtying it, when there is one, and bdp_ratelimits of the CPU it
+    runs on: the task's, else CPU 0's, where hvsim runs a dirtying without a task)."""
     f = page.flags
     if not f & PG_dirty:
         page.flags = f | PG_dirty
@@ -401,6 +402,9 @@ def set_page_dirty(kernel, page, task=None) -> None:
             vm["nr_dirtied"] += 1
             if task is not None:
                 task.nr_dirtied += 1
+                kernel.bdp_ratelimits[task.cpu] += 1
+            else:
+                kernel.bdp_ratelimits[0] += 1
             mapping = page.mapping
             tags = mapping.dirty
             if not tags:

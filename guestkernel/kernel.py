@@ -95,6 +95,12 @@ class Kernel:
         # the address spaces holding dirty file pages (the inodes on the bdi's dirty
         # lists), in the order they became dirty; filemap.set_page_dirty keeps it
         self.b_dirty: dict = {}
+        # per CPU (mm/page-writeback.c DEFINE_PER_CPU): file pages dirtied on the CPU
+        # since its last forced check (bdp_ratelimits; folio_account_dirtied adds), and
+        # pages exited tasks left unthrottled there (dirty_throttle_leaks; do_exit adds)
+        ncpu = max(int(getattr(config, "cpus", 1)), 1)
+        self.bdp_ratelimits = [0] * ncpu
+        self.dirty_throttle_leaks = [0] * ncpu
         self.procfs = ProcFS(self)
         self.slab = None
         self._init_slab()

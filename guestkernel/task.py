@@ -121,6 +121,21 @@ def _syscall(needs_mm: bool = True):
     return deco
 
 
+def select_task_rq(kernel) -> int:
+    """The CPU a new task runs on (wake_up_new_task: select_task_rq_fair with
+    SD_BALANCE_FORK, sched_balance_find_dst_cpu: the idlest CPU). hvsim's guest has no
+    scheduler and no load signal: the CPU with the fewest running tasks, the lowest of
+    equals; a task stays where it was placed."""
+    ncpu = len(kernel.bdp_ratelimits)
+    if ncpu == 1:
+        return 0
+    running = [0] * ncpu
+    for t in kernel.tasks.values():
+        if t.state == "running":
+            running[t.cpu] += 1
+    return running.index(min(running))
+
+
 class Task:
     """task_struct: one process (a single thread)."""
 
@@ -166,6 +181,7 @@ class Task:
         self.nr_dirtied_pause = 128 >> (PAGE_SHIFT - 10)
         self.dirty_paused_when = 0
         self.bdp_clock = 0.0
+        self.cpu = select_task_rq(kernel)  # task_cpu: where it runs (per-CPU counters)
         self.slab_obj = _slab_alloc(kernel, "task_struct")
         self.files_slab = _slab_alloc(kernel, "files_cache")
         # the kernel stack (alloc_thread_stack_node): KernelStack in /proc/meminfo
@@ -322,10 +338,8 @@ class Task:
         self.files = {}
         if self.mm is not None:
             exit_mmap(self)
-        if self.nr_dirtied:  # do_exit: dirty_throttle_leaks, for the next dirtier to pay
-            r = getattr(k, "reclaim", None)
-            if r is not None:
-                r.dirty_throttle_leaks += self.nr_dirtied
+        if self.nr_dirtied:  # do_exit: this CPU's dirty_throttle_leaks, for its next dirtier
+            k.dirty_throttle_leaks[self.cpu] += self.nr_dirtied
         self._free_stack()
         self.exit_code = code & 0xFF
         self.state = "zombie"

@@ -546,6 +546,7 @@ class _BdpTask:
         self.nr_dirtied_pause = DIRTY_POLL_THRESH
         self.dirty_paused_when = 0
         self.bdp_clock = 0.0
+        self.cpu = 0  # task_cpu: hvsim runs a dirtying without a task on CPU 0
 
 
 class IOBatch:
@@ -596,15 +597,13 @@ class Reclaim:
         self.v6 = self.alloc.era == "6.x"
         self._dirtied = 0  # pages dirtied by write() since the last dirty-limit check (2.6)
         # balance_dirty_pages' state (6.x). Per task (Task): nr_dirtied, nr_dirtied_pause,
-        # dirty_paused_when, bdp_clock. Per guest: the one bdi_writeback and the global
-        # wb_domain; bdp_ratelimits is per CPU in Linux, one counter here (vmstat
-        # nr_dirtied since bdp_ratelimits_base: exact with one vCPU)
+        # dirty_paused_when, bdp_clock. Per CPU (kernel.bdp_ratelimits,
+        # kernel.dirty_throttle_leaks, indexed by the task's CPU). Per guest: the one
+        # bdi_writeback and the global wb_domain
         self.dirty_exceeded = False  # wb->dirty_exceeded
         self.dirty_limit = 0  # pages: global_wb_domain.dirty_limit
         self.dirty_limit_tstamp = 0  # jiffies of its last update
         self.ratelimit_pages = 32  # pages: writeback_set_ratelimit's per-CPU ratelimit
-        self.bdp_ratelimits_base = 0
-        self.dirty_throttle_leaks = 0  # pages exited tasks dirtied unthrottled
         self._ratelimit_set = False
         # wb bandwidth estimation (__wb_update_bandwidth): pages/s, jiffies, pages
         self.wb_write_bandwidth = INIT_BW  # wb->write_bandwidth
@@ -949,8 +948,9 @@ class Reclaim:
         (fault_dirty_shared_page) by `task`: note when its inode became dirty
         (inode->dirtied_when) and check the dirty limits. 6.x
         (balance_dirty_pages_ratelimited_flags): ratelimit = the task's nr_dirtied_pause
-        (at most 8 while the wb's limit is exceeded); the CPU's bdp_ratelimits reaching
-        ratelimit_pages forces a check (ratelimit 0); pages exited tasks left unthrottled
+        (at most 8 while the wb's limit is exceeded); the bdp_ratelimits of the task's CPU
+        reaching ratelimit_pages forces a check (ratelimit 0), and is reset then or when
+        the task is due anyway; pages exited tasks left unthrottled on this CPU
         (dirty_throttle_leaks) are charged to this one up to its ratelimit; once the pages
         it dirtied since its last check (current->nr_dirtied, counted by set_page_dirty)
         reach the ratelimit, balance_dirty_pages. 2.6 era: every DIRTY_RATELIMIT pages
@@ -968,16 +968,18 @@ class Reclaim:
             ratelimit = cur.nr_dirtied_pause
             if self.dirty_exceeded:
                 ratelimit = min(ratelimit, 32 >> (PAGE_SHIFT - 10))
-            nr_dirtied = self.vmstat["nr_dirtied"]
+            k = self.kernel
+            cpu = cur.cpu  # this_cpu_ptr: the CPU the dirtying task runs on
+            p = k.bdp_ratelimits
             if cur.nr_dirtied >= ratelimit:
-                self.bdp_ratelimits_base = nr_dirtied
-            elif nr_dirtied - self.bdp_ratelimits_base >= self.ratelimit_pages:
-                self.bdp_ratelimits_base = nr_dirtied
+                p[cpu] = 0
+            elif p[cpu] >= self.ratelimit_pages:
+                p[cpu] = 0
                 ratelimit = 0
-            leaks = self.dirty_throttle_leaks
-            if leaks > 0 and cur.nr_dirtied < ratelimit:
-                n = min(leaks, ratelimit - cur.nr_dirtied)
-                self.dirty_throttle_leaks -= n
+            leaks = k.dirty_throttle_leaks
+            if leaks[cpu] > 0 and cur.nr_dirtied < ratelimit:
+                n = min(leaks[cpu], ratelimit - cur.nr_dirtied)
+                leaks[cpu] -= n
                 cur.nr_dirtied += n
             if cur.nr_dirtied >= ratelimit:
                 self.balance_dirty_pages(cur.nr_dirtied, cur)

@@ -111,9 +111,9 @@ def test_throttling_state_is_per_task():
     assert a.nr_dirtied_pause == 1 << ((thresh - dirty).bit_length() - 1 >> 1)
     # b exits with 16 pages unthrottled: dirty_throttle_leaks, taken by the next dirtier
     b.exit(0)
-    assert r.dirty_throttle_leaks == 16
+    assert k.dirty_throttle_leaks == [16]  # (one CPU)
     assert a.write(fa, ba, P) == P
-    assert a.nr_dirtied == 17 and r.dirty_throttle_leaks == 0
+    assert a.nr_dirtied == 17 and k.dirty_throttle_leaks == [0]
 
 
 def test_bdp_ratelimits_forces_a_check():
@@ -143,6 +143,58 @@ def test_bdp_ratelimits_forces_a_check():
     # checked with what it dirtied itself
     assert dirtied == r.ratelimit_pages
     assert calls == [(t.comm, dirtied % 16 or 16)]
+
+
+def test_bdp_ratelimits_and_dirty_throttle_leaks_are_per_cpu():
+    """6.1 balance_dirty_pages_ratelimited_flags reads this_cpu_ptr(&bdp_ratelimits) and
+    this_cpu_ptr(&dirty_throttle_leaks), folio_account_dirtied and do_exit add to the
+    running CPU's. On a 2-CPU guest, fork placement (the idlest CPU) alternates the
+    writers: w0 on CPU 1 beside init on CPU 0, w1 on CPU 0, ... Each writer dirties 16
+    pages, under its nr_dirtied_pause (32), so only a CPU's count can force a check: the
+    page that brings its CPU's count to ratelimit_pages; the other CPU's pages do not
+    count towards it. An exited writer's pages wait on its own CPU."""
+    env = simpy.Environment()
+    k = _kernel(env, cpus=2)
+    r = k.reclaim
+    r.writeback_set_ratelimit()
+    rl = r.ratelimit_pages
+    assert rl == max(r.dirty_thresholds()[1] // (2 * 32), 16)  # thresh / (2 CPUs * 32)
+    writers = [_writer(k, f"w{i}", f"/data/w{i}") for i in range(2 * (rl // 16 + 1))]
+    assert k.tasks[1].cpu == 0 and [t.cpu for t, _, _ in writers] == [1, 0] * (len(writers) // 2)
+    calls = _spy(r)
+    # the rule, page by page: the first page at which its CPU's count reaches rl
+    count = [0, 0]
+    want = None
+    for t, _, _ in writers:
+        for j in range(1, 17):
+            count[t.cpu] += 1
+            if count[t.cpu] == rl:
+                want = (t.comm, j, sum(count))
+                break
+        if want:
+            break
+    dirtied = 0
+    for t, fd, buf in writers:
+        for _ in range(16):
+            t.write(fd, buf, P)
+            dirtied += 1
+            if calls:
+                break
+        if calls:
+            break
+    assert calls == [want[:2]] and dirtied == want[2] > rl  # one counter: checked at rl
+    w0, w1, w2 = (w[0] for w in writers[:3])
+    assert (w0.nr_dirtied, w1.nr_dirtied, w2.nr_dirtied) == (16, 16, 16)
+    assert k.bdp_ratelimits[0] == count[0] and k.bdp_ratelimits[1] == 0  # (reset by the check)
+    # w0 exits on CPU 1: its 16 pages wait there; w1's next page (CPU 0) takes none
+    w0.exit(0)
+    assert k.dirty_throttle_leaks == [0, 16]
+    w1.write(writers[1][1], writers[1][2], P)
+    assert w1.nr_dirtied == 17 and k.dirty_throttle_leaks == [0, 16]
+    # w2's next page (CPU 1): charged up to its ratelimit, min(16, 32 - 17) = 15, which
+    # brings it to 32: balance_dirty_pages(32)
+    w2.write(writers[2][1], writers[2][2], P)
+    assert k.dirty_throttle_leaks == [0, 1] and calls[-1] == ("w2", 32)
 
 
 def test_shared_mapping_write_faults_count_for_the_faulting_task():
