@@ -131,17 +131,42 @@ def test_a_direct_compactor_skips_a_region_at_its_first_unmovable_frame_and_defe
     host.lp.validate(host.vms)
 
 
+def test_a_direct_compactor_migrates_cluster_by_cluster_until_the_unmovable_frame():
+    # a's frames at offsets 0-49 of every region, a compression frame at 40: the migrate
+    # scanner isolates 32 frames (COMPACT_CLUSTER_MAX) and migrates them, isolates 8 more,
+    # meets the unmovable frame at 40, puts the 8 back and leaves the region
+    host = kvm()
+    fragment(host, keep=50, zip_at=40)
+    b = vm_on(host, "b", 2048)
+    b.touch(0, True)
+    c = host.lp.compaction
+    # async: regions 0-2 lose 32 frames each to region 3, the scanners meet; sync-light
+    # (positions reset): 8 isolated in each region, put back, nothing migrated
+    assert c.pgmigrate_success == 3 * 32
+    assert c.compact_migrate_scanned == 2 * 3 * 41  # up to and including offset 40
+    # compact_isolated: 96 migrated and their 96 targets (a put-back isolation resets
+    # nr_isolated before isolate_migratepages_block counts it)
+    assert c.compact_free_scanned == 512 and c.compact_isolated == 2 * 96
+    assert (c.compact_stall, c.compact_fail) == (2, 2) and b.p2m.large[0] == LP_NONE
+    host.machine.validate()
+
+
 def test_kcompactd_steps_over_unmovable_frames_and_migrates_the_rest():
     host = kvm()
     a = fragment(host, zip_at=5)
     c = host.lp.compaction
     cost = c.kcompactd_do_work()
-    # not direct: every region's 9 movable frames are migrated up until the scanners
-    # meet; none becomes whole (its compression frame stays)
-    assert c.pgmigrate_success > 0 and host.machine.whole_regions() == 0
-    assert cost == pytest.approx(c.pgmigrate_success * COPY)
+    # not direct: regions 0, 1 and 2 each have their 9 movable frames migrated into
+    # region 3 (the free scanner's), then the scanners meet there: COMPACT_COMPLETE,
+    # none whole (each keeps its compression frame), deferred, positions reset
+    assert c.pgmigrate_success == 27 and host.machine.whole_regions() == 0
+    assert c.compact_migrate_scanned == 3 * 512 and c.compact_free_scanned == 512
+    assert c.compact_isolated == 2 * 27
+    assert cost == pytest.approx(27 * COPY)
     assert c.compact_stall == 0  # (not a direct compactor)
-    assert c.compact_daemon_migrate_scanned == c.compact_migrate_scanned
+    assert c.compact_daemon_migrate_scanned == 3 * 512 and c.compact_daemon_free_scanned == 512
+    assert (c.defer_shift, c.migrate_r, c.free_r) == (1, 0, 3)
+    assert sorted({a.p2m.mpn[p] >> 9 for p in range(2048) if a.p2m.state[p] == P2M_PRIVATE}) == [3]
     assert all(a.load(p) == page(p) for p in range(2048) if a.p2m.state[p] == P2M_PRIVATE)
     host.machine.validate()
 
