@@ -850,9 +850,11 @@ class Reclaim:
             vm["unevictable_pgs_culled"] += HPAGE_PMD_NR
         page.flags = f
         lru = page_lru(page)
-        keep = f & (PG_active | PG_unevictable)
+        # the folio's flags, by this page (one PG_active, PG_unevictable, PG_workingset)
+        mask = PG_active | PG_unevictable | PG_workingset
+        keep = f & mask
         for p in self._folio_pages(folio):
-            p.flags = (p.flags & ~(PG_active | PG_unevictable)) | keep | PG_lru
+            p.flags = (p.flags & ~mask) | keep | PG_lru
             page_restate(vm, p)
         self._folio_link(folio, lru, tail)
         if age and (lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE):
@@ -1305,10 +1307,16 @@ class Reclaim:
         nr_rotated = 0
         deactivated = 0
         for page in taken:
+            if page.flags & PG_lru:
+                continue  # a THP's subpage: its folio is back with the first one
             if page.flags & PG_mlocked:
                 self._putback(page)
                 continue
-            referenced, vm_flags = self._referenced(page)
+            if page.flags & PG_thp:
+                # folio_referenced: the folio's references, once (one young bit a PMD)
+                referenced, vm_flags = self.kernel.thp.folio_referenced(page.pfn & ~(HPAGE_PMD_NR - 1))
+            else:
+                referenced, vm_flags = self._referenced(page)
             if page.flags & PG_mlocked:
                 self._putback(page)
                 continue
@@ -1319,7 +1327,7 @@ class Reclaim:
                 continue
             page.flags = (page.flags & ~PG_active) | PG_workingset  # we are de-activating
             self._putback(page)
-            deactivated += 1
+            deactivated += HPAGE_PMD_NR if page.flags & PG_thp else 1  # (move_folios_to_lru: pages)
         vm["pgdeactivate"] += deactivated
         # (6.1 notes no cost for rotations here: nr_rotated only goes to the tracepoint)
 
@@ -1396,6 +1404,10 @@ class Reclaim:
         v6 = self.v6
         for page in pages:
             if thp_done is not None and page.pfn in thp_done:
+                continue
+            if page.flags & PG_lru:
+                # back on a list already: a THP's subpage whose folio an earlier subpage
+                # put back (one folio, one verdict), or a page its folio's split left there
                 continue
             if not page._count:
                 # freed meanwhile: a write we waited for (same request) ended its last use
@@ -1560,9 +1572,12 @@ class Reclaim:
         self.vmstat["thp_swpout"] += 1
 
     def _activate_isolated(self, page) -> None:
+        if page.flags & PG_lru:
+            return  # a THP's subpage whose folio is back already
         if not page.flags & PG_mlocked:
             page.flags |= PG_active
-            self.vmstat["pgactivate"] += 1
+            # (a THP's subpage activates its folio: PGACTIVATE counts its nr_pages)
+            self.vmstat["pgactivate"] += HPAGE_PMD_NR if page.flags & PG_thp else 1
         self._putback(page)
 
     def _free_isolated(self, page) -> bool:

@@ -10,7 +10,7 @@ from guestkernel import uapi as U
 from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.memory import validate_pages
-from guestkernel.page import PG_active, PG_lru, PG_referenced
+from guestkernel.page import PG_active, PG_lru, PG_referenced, PG_workingset
 from guestkernel.pgtable import _PAGE_ACCESSED, _PAGE_PSE
 from guestkernel.vmscan import (
     LRU_ACTIVE_ANON,
@@ -246,5 +246,28 @@ def test_swap_out_of_a_thp_without_a_cluster_splits_it_on_the_reclaim_list():
     assert k.vmstat["pswpout"] == 512 and k.vmstat["thp_swpout"] == 0
     assert k.vmstat["nr_inactive_anon"] == v0 - 512
     assert not entries(lst, pages)
+    r.validate()
+    validate_pages(k)
+
+
+def test_the_active_scan_deactivates_a_thp_as_one_folio():
+    """shrink_active_list (6.1): the folio is isolated whole (pgrefill += 512), its
+    references taken once (folio_referenced), and move_folios_to_lru puts it on the
+    inactive list as one entry, PGDEACTIVATE counting its 512 pages; PG_workingset
+    marks every page."""
+    k = boot()
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    t = thp_task(k)
+    pages = subpages(k, t)
+    r.activate_page(pages[0])
+    act = lv.lists[LRU_ACTIVE_ANON]
+    act.remove(pages[0])
+    act.add_tail(pages[0])
+    f0, d0 = k.vmstat["pgrefill"], k.vmstat["pgdeactivate"]
+    r.shrink_active_list(32, lv, sc(), LRU_ACTIVE_ANON)
+    assert k.vmstat["pgrefill"] - f0 == 512 and k.vmstat["pgdeactivate"] - d0 == 512
+    assert entries(lv.lists[LRU_INACTIVE_ANON], pages) == [pages[0]]
+    assert all(p.flags & PG_workingset and not p.flags & PG_active for p in pages)
     r.validate()
     validate_pages(k)
