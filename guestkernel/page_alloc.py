@@ -236,15 +236,18 @@ class PerCpuPages:
     doubles the bulk free after consecutive frees and halves on every allocation.
 
     `expire` (6.1, CONFIG_NUMA): vmstat's countdown to draining a remote zone's list
-    (refresh_cpu_vm_stats). Whether this CPU changed the zone's counters since vmstat last
-    folded them (its vm_stat_diff is nonzero) is `diff` (a bulk move between the list and
-    the buddy lists: NR_FREE_PAGES) or a change of `count` since then (`stat_count`):
+    (refresh_cpu_vm_stats). Whether this CPU holds a diff of the zone's counters that
+    vmstat has not folded yet (vm_stat_diff nonzero): `free_diff`, this CPU's
+    NR_FREE_PAGES diff, which the bulk moves between the list and the buddy lists change
+    as __mod_zone_page_state does (folded into the zone, and back to 0, once past
+    `stat_threshold`), or a change of `count` since vmstat last folded (`stat_count`):
     taking a page off the list or putting one on moves no zone counter itself, the
     page's own counters (the LRU's NR_ZONE_*) move with it, so an allocation and a free
-    of a page in the same interval cancel as they do in vm_stat_diff."""
+    of a page in the same interval cancel as they do in vm_stat_diff (their thresholds
+    are not modelled)."""
 
     __slots__ = ("count", "high", "batch", "free_factor", "lists", "orders", "high_now",
-                 "expire", "diff", "stat_count")
+                 "expire", "free_diff", "stat_threshold", "stat_count")
 
     def __init__(self, high: int, batch: int, nr_lists: int = MIGRATE_PCPTYPES,
                  pageblock_order: int = 9) -> None:
@@ -254,7 +257,8 @@ class PerCpuPages:
         self.batch = batch
         self.free_factor = 0
         self.expire = 0  # vmstat intervals left before a remote list is drained (0: none)
-        self.diff = 0  # 1: a bulk move changed the zone's NR_FREE_PAGES on this CPU
+        self.free_diff = 0  # this CPU's unfolded NR_FREE_PAGES change for the zone, pages
+        self.stat_threshold = 0  # calculate_normal_threshold (zone_pcp_update sets it)
         self.stat_count = 0  # `count` when vmstat last folded this CPU's diffs
         self.lists: list[list[Page]] = [[] for _ in range(nr_lists)]
         # pindex_to_order for each list
@@ -631,8 +635,10 @@ class PageAllocator:
         ncpus = len(zone.node.cpus) or self.config.cpus
         high = max(total // ncpus, batch << 2)
         zone.pcp_batch = batch
+        threshold = self.stat_threshold(zone)  # (refresh_zone_stat_thresholds)
         for (pcp,) in zone.pcp:
             pageset_update(pcp, high, batch, zone.reclaim_active)
+            pcp.stat_threshold = threshold
 
     def set_percpu_pagelist_high_fraction(self, fraction: int) -> None:
         """vm.percpu_pagelist_high_fraction (6.x): 0 (default) sizes pcp->high from the
@@ -1063,7 +1069,8 @@ class PageAllocator:
         got.reverse()
         pcp.lists[mt][:0] = got
         pcp.count += len(got)
-        pcp.diff = 1
+        x = pcp.free_diff - len(got)  # __mod_zone_page_state(NR_FREE_PAGES, -i)
+        pcp.free_diff = 0 if -x > pcp.stat_threshold else x
         return len(got)
 
     def _rmqueue_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, mt: int = MIGRATE_UNMOVABLE,
@@ -1141,21 +1148,22 @@ class PageAllocator:
         got.reverse()  # pages[-1] is the head: the first one taken
         pcp.lists[mt][:0] = got
         pcp.count += len(got)
-        pcp.diff = 1  # (NR_FREE_PAGES moved on this CPU)
+        x = pcp.free_diff - len(got)  # __mod_zone_page_state(NR_FREE_PAGES, -i)
+        pcp.free_diff = 0 if -x > pcp.stat_threshold else x
         return len(got)
 
-    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, pindex: int = 0,
-                         chunks: list | None = None) -> None:
+    def _free_pages_bulk(self, zone: Zone, count: int, pcp: PerCpuPages, pindex: int = 0) -> None:
         """free_pcppages_bulk: return `count` pages to the buddy lists from the tails of
         the per-CPU lists, round-robin from list `pindex` (lists found empty narrow the
         [min_pindex, max_pindex] range), each list drained while count lasts, a block of
         order o counting 1 << o (so count may go below zero on a high-order list); a
         block goes back to its pageblock's type as it is now (6.10+: no cached pcppage
-        migratetype; 6.1 kept the type seen at free time in page->index). `chunks`, if
-        given, receives (order, blocks) in the order they were freed."""
+        migratetype; 6.1 kept the type seen at free time in page->index). Each block
+        adds 1 << order to this CPU's NR_FREE_PAGES diff (__free_one_page's
+        __mod_zone_freepage_state), folded past the stat threshold."""
         count = min(count, pcp.count)
-        if count > 0:
-            pcp.diff = 1  # (NR_FREE_PAGES moved on this CPU)
+        t = pcp.stat_threshold
+        x = pcp.free_diff
         lists = pcp.lists
         orders = pcp.orders
         min_pindex, max_pindex = 0, len(lists) - 1
@@ -1178,10 +1186,18 @@ class PageAllocator:
             del pages[:n]
             pcp.count -= n << order
             count -= n << order
-            if chunks is not None:
-                chunks.append((order, n))
             for page in victims:  # list_last_entry first: the oldest
                 self._free_one_page(zone, page, page.pfn, order)
+            if order:
+                step = 1 << order
+                for _ in range(n):
+                    x += step
+                    if x > t or -x > t:
+                        x = 0
+            else:  # n steps of +1 from x (|x| <= t): folded each time it reaches t + 1
+                first = t + 1 - x
+                x = x + n if n < first else (n - first) % (t + 1)
+        pcp.free_diff = x
 
     @staticmethod
     def _nr_pcp_free(pcp: PerCpuPages, high: int, batch: int, free_high: bool) -> int:
@@ -1463,7 +1479,8 @@ class PageAllocator:
         got.reverse()
         pcp.lists[pindex][:0] = got
         pcp.count += len(got) << order
-        pcp.diff = 1
+        x = pcp.free_diff - (len(got) << order)  # __mod_zone_page_state(NR_FREE_PAGES, -(i << order))
+        pcp.free_diff = 0 if -x > pcp.stat_threshold else x
         return len(got)
 
     def _prep_new_page(self, page: Page, order: int, gfp: int, zone: Zone) -> Page:
@@ -1853,7 +1870,7 @@ class PageAllocator:
         """need_update(): does `cpu` hold a counter diff for any zone (see PerCpuPages)?"""
         for zone in self.zones:
             pcp = zone.pcp[cpu][0]
-            if pcp.diff or pcp.count != pcp.stat_count:
+            if pcp.free_diff or pcp.count != pcp.stat_count:
                 return True
         return False
 
@@ -1868,8 +1885,8 @@ class PageAllocator:
         nid = self.cpu_to_node[cpu]
         for zone in self.zones:
             pcp = zone.pcp[cpu][0]
-            if pcp.diff or pcp.count != pcp.stat_count:
-                pcp.diff = 0
+            if pcp.free_diff or pcp.count != pcp.stat_count:
+                pcp.free_diff = 0
                 pcp.stat_count = pcp.count
                 pcp.expire = 3
                 changes += 1
@@ -1898,16 +1915,7 @@ class PageAllocator:
         if to_drain <= 0:
             return 0
         before = pcp.count
-        chunks: list[tuple[int, int]] = []
-        self._free_pages_bulk(zone, to_drain, pcp, 0, chunks)
-        t = self.stat_threshold(zone)
-        x = 0
-        for order, n in chunks:
-            for _ in range(n):
-                x += 1 << order
-                if x > t:
-                    x = 0
-        pcp.diff = 1 if x else 0
+        self._free_pages_bulk(zone, to_drain, pcp, 0)
         pcp.stat_count = pcp.count  # (the drain moved no page's own counters)
         freed = before - pcp.count
         self.vmstat["pcp_remote_drain"] += freed

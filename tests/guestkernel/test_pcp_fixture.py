@@ -28,6 +28,7 @@ def sizes(zone: dict) -> tuple[int, int]:
     ncpus = FIXTURE["online_cpus"]
     alloc = SimpleNamespace(percpu_pagelist_high_fraction=FIXTURE["percpu_pagelist_high_fraction"],
                             config=SimpleNamespace(cpus=ncpus))
+    alloc.stat_threshold = lambda zone: PageAllocator.stat_threshold(alloc, zone)
     z = SimpleNamespace(managed_pages=zone["managed"], watermark=[zone["min"], zone["low"], zone["high"]],
                         node=SimpleNamespace(cpus=list(range(ncpus))), reclaim_active=False,
                         pcp=[(PerCpuPages(0, 1),) for _ in range(ncpus)])

@@ -15,6 +15,8 @@ shepherd queues it on a CPU with a counter diff (need_update)."""
 from __future__ import annotations
 
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel import gfp as G
 from guestkernel.config import KernelConfig
@@ -146,3 +148,44 @@ def test_an_idle_cpu_stops_counting_down_its_remote_lists():
     n = pcp.count
     env.run(until=30)
     assert pcp.count == n and pcp.expire == 1
+
+
+def test_bulk_moves_change_the_free_pages_diff_as_mod_zone_page_state_does():
+    # __mod_zone_page_state: x = diff + delta; |x| > threshold (8 here) folds x into the
+    # zone and leaves 0. rmqueue_bulk makes one call for the whole refill (-15: folded);
+    # free_pcppages_bulk one per block (+1 each)
+    k, pa = numa()
+    remote, _ = remote_and_local(pa)
+    pcp = remote.pcp[0][0]
+    assert pcp.stat_threshold == 8 and pcp.free_diff == 0
+    page = pa.alloc_pages(G.GFP_KERNEL, 0, cpu=0, nid=1)  # a refill of 15: |-15| > 8
+    assert pcp.count == 14 and pcp.free_diff == 0
+    pa.free_pages(page, 0, cpu=0)
+    pcp.free_diff = 5
+    pa._free_pages_bulk(remote, 3, pcp)  # 6, 7, 8: not past 8
+    assert pcp.free_diff == 8
+    pa._free_pages_bulk(remote, 2, pcp)  # 9 > 8: folded, then 1
+    assert pcp.free_diff == 1 and pcp.count == 10
+    validate_buddy(pa)
+
+
+def _mod_zone_page_state(x: int, delta: int, t: int) -> int:
+    """mm/vmstat.c __mod_zone_page_state's per-CPU diff, as written there."""
+    x = delta + x
+    return 0 if abs(x) > t else x
+
+
+@settings(max_examples=60, deadline=None)
+@given(x0=st.integers(-8, 8), n=st.integers(0, 45))
+def test_the_bulk_free_diff_equals_one_mod_zone_page_state_per_page(x0, n):
+    k, pa = numa()
+    remote, _ = remote_and_local(pa)
+    pcp = remote.pcp[0][0]
+    free_on_cpu0(k, pa, 1, 40)
+    n = min(n, pcp.count)
+    pcp.free_diff = x0
+    pa._free_pages_bulk(remote, n, pcp)
+    x = x0
+    for _ in range(n):
+        x = _mod_zone_page_state(x, 1, pcp.stat_threshold)
+    assert pcp.free_diff == x
