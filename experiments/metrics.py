@@ -24,6 +24,7 @@ peak and the seconds overdrawn.
 
 from __future__ import annotations
 
+from guestkernel.page import PG_thp
 from guestkernel.vmstat import PGSTATE_VMSTAT, STATE_NAMES, page_state
 from hypervisor.p2m import (
     P2M_BALLOONED,
@@ -175,8 +176,12 @@ def page_state_pages(k) -> dict[str, int]:
     if reclaim is not None:
         for lv in reclaim.lruvecs:
             for lst in lv.lists:
-                for page in lst:
-                    pop[page_state(page)] += 1
+                for entry in lst:
+                    if entry.flags & PG_thp:  # a THP: one entry, its subpages in use
+                        for page in reclaim.entry_pages(entry):
+                            pop[page_state(page)] += 1
+                    else:
+                        pop[page_state(entry)] += 1
     return {name: pop[i] for i, name in enumerate(STATE_NAMES) if i}
 
 

@@ -715,6 +715,12 @@ class Reclaim:
         base = folio.pfn
         return [p for p in (mem_map[pfn] for pfn in range(base, base + HPAGE_PMD_NR)) if p._count]
 
+    def entry_pages(self, page) -> list:
+        """The user pages an LRU entry stands for: a THP's subpages in use, else the page."""
+        if page.flags & PG_thp:
+            return self._folio_pages(self._folio(page))
+        return [page]
+
     def _folio_add(self, page) -> None:
         """folio_add_lru for a THP: the folio onto the head of the list `page`'s flags
         name (lru_cache_add's placement), all its pages counted; a subpage added while
