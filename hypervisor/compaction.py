@@ -42,12 +42,16 @@ host does not compact, and a large page needs a region that happens to be wholly
   MIGRATE_SYNC_LIGHT (kcompactd_do_work: deferred and suitable checks, defer on failure);
   every HPAGE_FRAG_CHECK_INTERVAL_MSEC (500 ms) it compacts proactively while the
   fragmentation score is above the high mark (compaction_proactiveness, default 20: score
-  > 90, until <= 80), backing off 500 ms << COMPACT_MAX_DEFER_SHIFT when a pass did not
-  lower the score.
+  > 90, until <= 80) and kswapd is not running (the host not reclaiming: its hard and
+  low states), backing off 500 ms << COMPACT_MAX_DEFER_SHIFT when a pass did not lower
+  the score.
 
-compaction_suitable: the free frames must exceed the low watermark (the host's room for a
-THP: its minFree) plus compact_gap(9) = 1024, else COMPACT_SKIPPED (no stall counted). The
-fragmentation index test (extfrag_threshold) and the pageblock skip bits are not modelled.
+compaction_suitable: COMPACT_SUCCESS if a region is wholly free with the low watermark (the
+host's room for a THP: its minFree) kept; else the free frames must exceed the low
+watermark plus compact_gap(9) = 1024, or COMPACT_SKIPPED (no stall counted). Not
+modelled: the fragmentation index test (extfrag_threshold), the pageblock skip bits, the
+fast free/migrate block searches, the pressure stat thresholds, and the scanners' work
+other than the copies (its CPU is not charged).
 
 Counters (/proc/vmstat names): compact_stall, compact_success, compact_fail (direct
 compaction: one stall per attempt, a deferred attempt included), compact_migrate_scanned
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 from .machine import OWNER_FREE, OWNER_SHARED, REGION_PAGES, REGION_SHIFT
 from .p2m import P2M_PRIVATE, P2M_SHARED
+from .states import HARD
 
 HPAGE_ORDER = 9  # COMPACTION_HPAGE_ORDER: a 2 MiB region
 COMPACT_CLUSTER_MAX = 32  # SWAP_CLUSTER_MAX: pages isolated per migrate_pages call
@@ -490,6 +495,12 @@ class Kcompactd:
         compaction.kcompactd = self
         self.process = env.process(self._run())
 
+    def kswapd_running(self) -> bool:
+        """kswapd_is_running(): should_proactive_compact_node does not compact while the
+        node reclaims; the host reclaims in its hard and low states (states.py)."""
+        states = getattr(self.host, "states", None)
+        return states is not None and states.state >= HARD
+
     def wake(self) -> None:
         """wakeup_kcompactd: counted when it is asleep."""
         self._requested = True
@@ -514,7 +525,7 @@ class Kcompactd:
             if self._requested:
                 self._requested = False
                 cost = c.kcompactd_do_work()
-            elif c.proactiveness and c.fragmentation_score() > c.wmark(False):
+            elif c.proactiveness and not self.kswapd_running() and c.fragmentation_score() > c.wmark(False):
                 prev = c.fragmentation_score()
                 cost = c.proactive()
                 self.proactive_passes += 1

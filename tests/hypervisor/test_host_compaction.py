@@ -298,3 +298,16 @@ def test_compaction_keeps_every_page_and_every_count(frees, direct):
         if a.p2m.state[pfn] == P2M_PRIVATE:
             assert a.load(pfn) == page(pfn)
     assert c.pgmigrate_success * COPY == pytest.approx(c.compact_cpu_s)
+
+
+def test_kcompactd_does_not_compact_proactively_while_the_host_reclaims(monkeypatch):
+    # should_proactive_compact_node: false while kswapd runs (the host in its hard state)
+    from hypervisor.states import HARD
+
+    env = simpy.Environment()
+    host = kvm(env=env, khugepaged=False)
+    fragment(host)
+    host.states.state = HARD
+    monkeypatch.setattr(host.states, "update", lambda *a, **k: HARD)
+    env.run(until=5)
+    assert host.lp.compaction.pgmigrate_success == 0 and host.daemons[-1].proactive_passes == 0
