@@ -311,3 +311,24 @@ def test_kcompactd_does_not_compact_proactively_while_the_host_reclaims(monkeypa
     monkeypatch.setattr(host.states, "update", lambda *a, **k: HARD)
     env.run(until=5)
     assert host.lp.compaction.pgmigrate_success == 0 and host.daemons[-1].proactive_passes == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(frees=st.lists(st.integers(0, 2047), max_size=1600), kinds=st.integers(2, 40), direct=st.booleans())
+def test_compaction_of_ksm_frames_keeps_every_page_and_every_count(frees, kinds, direct):
+    # pages of `kinds` distinct contents, merged by KSM, then scattered frees
+    host = kvm(sharing=True, compaction_proactiveness=0)
+    a = vm_on(host, "a", 2048, small=True)
+    for pfn in range(2048):
+        a.store(pfn, page(pfn % kinds))
+    for pfn in set(frees):
+        a._release(pfn)
+    for _ in range(3):
+        host.sharing.scan(4096)
+    c = host.lp.compaction
+    c.compact_zone(1, direct=direct)
+    c.compact_zone(1, direct=direct)
+    host.validate()
+    for pfn in range(2048):
+        if a.p2m.state[pfn] in (P2M_PRIVATE, P2M_SHARED):
+            assert a.load(pfn) == page(pfn % kinds)
