@@ -54,12 +54,12 @@ work loses exactly `s` of CPU: the CPU's booking ends at `f + s`. So ksmd's batc
 pages_to_scan pages takes longer on a busy host, as on a real one. The displaced work
 slips on its vCPU's time line too (`VCPUs.slip`): the vCPU is free `s` later, so whatever
 is queued on it (the stall after the CPU part, the next task's burst) starts later, and
-the task that booked the burst owes `s` to its next one (`VCPUs.debt`, paid by
-workloads/base.py `wait` and by `run_burst`'s last slice): its timeout was set before the
-displacement, so its next burst is ready `s` after it wakes, as if it had woken `s` later.
-A burst booked later is placed after the slipped booking and owes nothing. A guest
-kernel thread's short pass pays its slip the same way, at its next pass (`run_burst`'s
-`slot`, one per thread: VM.kernel_work). Weights per `[host] kind` (`HOST_WEIGHTS`):
+every task whose burst was running or queued there owes `s` (`VCPUs.debt`): its timeout
+was set before the displacement, so it sleeps `s` more when it wakes (workloads/base.py
+`_guard`; `run_burst`'s last slice), as its burst ends `s` later. A burst booked later
+is placed after the slipped booking and owes nothing. A guest kernel thread's short
+pass pays its slip at its next pass instead (`run_burst`'s `slot`, one per thread:
+VM.kernel_work): its time line loses the same. Weights per `[host] kind` (`HOST_WEIGHTS`):
 
     kvm   CFS's sched_prio_to_weight (kernel/sched/core.c): ksmd runs at nice 5
           (ksm_scan_thread: set_user_nice(current, 5)), weight 335; kswapd (the host's
@@ -366,7 +366,14 @@ def _sliced(env, vcpus: VCPUs, cpu: float, zero_cpu: float, zip_cpu: float, wait
         yield env.timeout(end - env.now)
         if cpu < 0.0:
             break
-    # the last slice's slip (an earlier slice's moved the vCPU's next booking, hence the next slice)
-    after += vcpus.debt(mark)
+    # the last slice's slip (an earlier slice's moved the vCPU's next booking, hence the next
+    # slice), and any it takes while that is paid
+    owed = vcpus.debt(mark)
+    after += owed
     if after > 0.0:
         yield env.timeout(after)
+    more = vcpus.debt(mark) - owed
+    while more > 0.0:
+        yield env.timeout(more)
+        owed += more
+        more = vcpus.debt(mark) - owed

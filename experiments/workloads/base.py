@@ -21,6 +21,9 @@ vCPU's time slice (`[host] cpu_quantum` scaled by the VM's CPU shares) runs a sl
 time (hypervisor.cpu.run_burst): runnable vCPUs take turns, as under ESX's scheduler,
 instead of the first burst running to its end. A process's bursts are marked
 at every resumption (`_guard`), so another process's stalls are never counted in its own.
+A burst that host threads displace after it was booked (its own CPU, or the work queued
+before it on its vCPU, hypervisor.cpu "Host threads") ends later by the CPU they took:
+the process resumes that much later (`_guard` sleeps off `VCPUs.debt`).
 
 `Proc` is the only place that speaks to the guest's Task API (system calls with Linux
 signatures, raising OSError with the errno). A process killed by the guest (SIGSEGV, the
@@ -269,8 +272,22 @@ class Workload:
             mark()
             self._slot = slot
             ev = next(gen)
+            vcpus = self.vcpus
             while True:
                 val = yield ev
+                m = slot[0]
+                if m is not None:
+                    # the burst it slept on slipped after its timeout was set (host
+                    # threads took CPU from it, or from the work queued before it on its
+                    # vCPU): it ends that much later, and so does the process's sleep
+                    # (hypervisor.cpu, VCPUs.debt)
+                    slot[0] = None
+                    paid = 0.0
+                    owed = vcpus.debt(m)
+                    while owed > paid:
+                        yield self.env.timeout(owed - paid)
+                        paid = owed
+                        owed = vcpus.debt(m)  # (it may slip again meanwhile)
                 mark()
                 self._slot = slot
                 ev = gen.send(val)
@@ -350,9 +367,8 @@ class Workload:
         m = slot[0]
         debt = 0.0
         if m is not None:
-            # host threads displaced this process's last burst after its timeout was set:
-            # its time line slipped that much, so this burst is ready that much later
-            # (hypervisor.cpu, VCPUs.debt)
+            # a burst not yet slept on (wait() called twice before yielding; `_guard`
+            # pays the slip of the one it slept on): a slip it took delays this one
             slot[0] = None
             debt = vcpus.debt(m)
         if cpu + zero + zip_ <= vcpus.slice:

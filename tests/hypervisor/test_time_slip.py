@@ -167,3 +167,53 @@ def test_a_guest_kernel_threads_passes_lose_exactly_the_host_work_that_displaced
     assert firsts == pytest.approx(starts)
     assert vm.vcpus.displaced_time == pytest.approx(0.001 * n)
     assert vm.vcpus.kernel_time == pytest.approx(sum(lens))
+
+
+class Script(Workload):
+    """Processes each running one scripted burst: (cpu, host_stall) seconds; `ends`
+    records when each process resumes after it."""
+
+    def __init__(self, env, vcpus, bursts):
+        super().__init__(env, FakeVM(vcpus), SimpleNamespace(cpu_util=1.0), None, 0)
+        self.bursts = bursts
+        self.ends = [None] * len(bursts)
+
+    def run(self):
+        for i, b in enumerate(self.bursts):
+            self.go(self.proc(i, *b))
+        yield self.env.timeout(0)
+
+    def proc(self, i, cpu, host_stall):
+        self.vm.stall_time += host_stall  # as VM._touch_slow counts a host swap-in
+        yield self.wait(cpu + host_stall)
+        self.ends[i] = self.env.now
+
+
+@pytest.mark.parametrize("bursts, ksmd_at, ends", [
+    # a 10 ms burst queued behind a 5 ms stall (vCPU held beneath the guest) ends at 15 ms
+    ([(0.0, 0.005), (0.010, 0.0)], None, [0.005, 0.015]),
+    # a 10 ms burst queued behind another: ksmd's 1 ms at 2 ms makes the first end at
+    # 11 ms, and the queued one, which waited that much longer for the vCPU, at 21 ms
+    ([(0.010, 0.0), (0.010, 0.0)], 0.002, [0.011, 0.021]),
+    # queued behind 10 ms of CPU and a 5 ms stall: the first burst's CPU ends at 11 ms,
+    # its stall at 16 ms, the queued burst at 26 ms
+    ([(0.010, 0.005), (0.010, 0.0)], 0.002, [0.016, 0.026]),
+    # ksmd's 1 ms while the queued burst itself runs (at 12 ms): only it ends later
+    ([(0.010, 0.0), (0.010, 0.0)], 0.012, [0.010, 0.021]),
+])
+def test_a_burst_ends_later_by_the_time_it_waited_behind_slipped_or_stalled_work(bursts, ksmd_at, ends):
+    # one vCPU on a 1-CPU kvm host; both processes book their burst at 0 (the second is
+    # queued on the vCPU behind the first). Each process resumes when its burst is over.
+    env = simpy.Environment()
+    cpus = HostCPUs(1, kind="kvm")
+    wl = Script(env, VCPUs(1, cpus), bursts)
+
+    def ksmd():
+        yield env.timeout(ksmd_at)
+        cpus.run(env.now, 0.001, SHARING)
+
+    wl.start()
+    if ksmd_at is not None:
+        env.process(ksmd())
+    env.run(until=1.0)
+    assert wl.ends == pytest.approx(ends)
