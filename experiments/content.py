@@ -681,8 +681,16 @@ def _page(p: DataProfile, c: int, h: int, ptrs: bytes) -> bytes:
         return _filled(p.fill_byte)
     # Content bits come from remixes of h: the low 32 bits of c already decided the
     # class and common/private, and reusing them would bias offsets and quantiles.
-    h2 = _remix(h)
-    h3 = _remix(h2)
+    # NOTE: h2 = _remix(h), h3 = _remix(h2) inlined for performance (a page made for
+    # every hash of a recipe)
+    x = (h + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    h2 = x ^ (x >> 31)
+    x = (h2 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    h3 = x ^ (x >> 31)
     # memoryviews of the pool and corpora: slicing them copies nothing, the join once
     pool = _VIEWS.get("") or _view("", _pool())
     o3 = h3 & _POOL_MASK
@@ -751,10 +759,11 @@ class AppPage(LazyPage):
         p = self.p
         if (digest & 0xFFFF) < p._rewrite_cut:
             return self
-        # NOTE: _remix(self.h ^ digest) inlined for performance (a fold per written page)
-        h = ((self.h ^ digest) + 0x9E3779B97F4A7C15) & _MASK64
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
+        # NOTE: _remix(self.h ^ digest) inlined for performance (a fold per written page),
+        # its mask a constant (no global lookup)
+        h = ((self.h ^ digest) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
         # NOTE: AppPage(p, self.c, h ^ (h >> 31), self.ptrs) without the __init__ call
         new = _new_object(AppPage)
         new.p = p

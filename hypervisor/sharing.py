@@ -103,7 +103,6 @@ _PACK2 = Struct("<QQ").pack
 _MASK64 = (1 << 64) - 1
 _MASK32 = 0xFFFFFFFF .__and__
 _WINDOW = 4096  # frames per window: a bulk window that cannot be taken costs this much
-_OFFSETS = list(range(_WINDOW))  # frame offsets in a window
 _AGE_PLUS_ONE = bytes(min(i + 1, 255) for i in range(256))  # bytes.translate table
 # bytes.translate tables of the bulk smart_scan skip: 1 where the byte qualifies, else 0
 _NONZERO = bytes([0] + [1] * 255)
@@ -250,6 +249,7 @@ class PageSharing:
         self._visited = 0  # scannable pages met in this pass
         self._skipped_mark = 0  # pages_skipped when this pass began
         self._iota_frames = array("i")  # 0, 1, 2, ...: see _iota
+        self._frames: list[int] = []  # 0, 1, 2, ... up to the largest VM's frame count
         # counters
         self.pages_shared = 0
         self.pages_sharing = 0
@@ -274,6 +274,8 @@ class PageSharing:
         salt = 0 if self.salting == "none" else (len(self._vms) + 1) << 32
         vm.sharing = self
         self._iota(0, len(self.machine.content))  # (made now, not in the first pass)
+        if len(self._frames) < vm.nr_pages:
+            self._frames = list(range(vm.nr_pages))  # (made now, not in the first pass)
         self._vms.append(_KsmVM(vm, salt))
         vm._ksm = self._vms[-1]
 
@@ -383,6 +385,9 @@ class PageSharing:
             salt = kv.salt
             item_base = vi << 32  # an unstable-tree value: (VM index << 32) | pfn
             n = vm.nr_pages
+            frames = self._frames
+            if len(frames) < n:
+                frames = self._frames = list(range(n))
             before = budget
             # NOTE: the per-page path is inlined with locals for performance. A window of
             # frames is scanned without a per-page budget test: it ends where the budget
@@ -439,9 +444,8 @@ class PageSharing:
                         self._take_skips(kv, lo, hi, skip)
                     ksm_pages = ksm.bit_count()
                     visit = int.from_bytes(st[:k].translate(_TO_VISIT), "little") & ~skip
-                    # (offsets from a prebuilt list: compress() then makes no int objects
-                    # for the frames it leaves out)
-                    seq = [lo + o for o in _select(_OFFSETS, visit.to_bytes(k, "little"))]
+                    # (frame numbers from a kept list: compress() makes no int object)
+                    seq = list(_select(frames[lo:hi], visit.to_bytes(k, "little")))
                 else:
                     hi = hb
                     seq = range(lo, hi)
