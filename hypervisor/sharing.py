@@ -488,14 +488,13 @@ class PageSharing:
                             if fast:
                                 # NOTE: machine.fold inlined for performance (a fold per
                                 # written frame visited); fast_paths False calls it
+                                # (its checksum is set below: FOLDED, or the new hash)
                                 gen = machine.write_folds = machine.write_folds + 1
                                 digest = xxh64(pack2(mpn, gen), wseed)
                                 if d0.__class__ is not bytes and isinstance(d0, LazyPage):
-                                    d = d0.written(digest, -1, 0)
+                                    d = content[mpn] = d0.written(digest, -1, 0)
                                 else:
-                                    d = WrittenPage(d0, digest, -1, 0)
-                                content[mpn] = d
-                                mcsum[mpn] = -1
+                                    d = content[mpn] = WrittenPage(d0, digest, -1, 0)
                             else:
                                 d = machine.fold(mpn)
                             if old >= 0 and d is not d0:
