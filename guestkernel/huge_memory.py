@@ -368,21 +368,54 @@ class Thp:
     def split_huge_pmds_at(self, mm, addr: int) -> None:
         split_huge_pmds_at(self.kernel, mm, addr)
 
-    def madvise_free_split(self, mm, start: int, end: int) -> None:
-        """madvise_free_huge_pmd: a PMD-mapped THP the range covers only in part is
-        split (split_folio) if this PMD is its only mapping; a whole one is marked
-        lazily free page by page by the caller (folio_mark_lazyfree)."""
+    def madvise_free_ranges(self, mm, start: int, end: int) -> list:
+        """madvise_free_pte_range's THP part (6.1), PMD by PMD over [start, end): a
+        PMD-mapped THP the range covers only in part is split (split_folio) if this PMD
+        is its only mapping (madvise_free_huge_pmd); a whole one is marked lazily free as
+        one folio by the caller (folio_mark_lazyfree). Under a PTE table, a subpage of a
+        still-whole THP splits that THP if the folio has one sharer
+        (folio_estimated_sharers: its head's mapcount) and otherwise ends the walk of
+        that PMD (the loop's `break`). Returns the [s, e) ranges whose PTEs the caller
+        then walks."""
         pt = mm.pgtable
+        ptes = pt.ptes
         huge = pt.huge
-        lo, hi = start >> HPAGE_PMD_SHIFT, (end - 1) >> HPAGE_PMD_SHIFT
-        for key in sorted(k for k in huge if lo <= k <= hi):
-            hvpn = key << HPAGE_PMD_ORDER
-            if (hvpn << PAGE_SHIFT) >= start and ((hvpn + HPAGE_PMD_NR) << PAGE_SHIFT) <= end:
-                continue
-            base = pt.ptes[hvpn] >> PAGE_SHIFT
-            folio = self.folios.get(base)
-            if folio is not None and folio.pmd_maps == 1 and self.kernel.mem_map[base]._mapcount == 0:
-                self.split_huge_page(base)
+        mem_map = self.kernel.mem_map
+        folios = self.folios
+        out = []
+        addr = start
+        while addr < end:
+            nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
+            key = addr >> HPAGE_PMD_SHIFT
+            stop = nxt
+            if key in huge:
+                if nxt - addr != HPAGE_PMD_SIZE:
+                    base = ptes[key << HPAGE_PMD_ORDER] >> PAGE_SHIFT
+                    folio = folios.get(base)
+                    if folio is not None and folio.pmd_maps == 1 and mem_map[base]._mapcount == 0:
+                        self.split_huge_page(base)
+            elif folios:
+                for vpn in _vpns_in(ptes, addr >> PAGE_SHIFT, nxt >> PAGE_SHIFT):
+                    pte = ptes[vpn]
+                    if not pte & PTE_PRESENT_MASK:
+                        continue
+                    page = mem_map[pte >> PAGE_SHIFT]
+                    if not page.flags & PG_thp:
+                        continue
+                    base = page.pfn & ~(HPAGE_PMD_NR - 1)
+                    if base not in folios:
+                        continue
+                    if mem_map[base]._mapcount != 0:
+                        stop = vpn << PAGE_SHIFT  # folio_estimated_sharers != 1: break
+                        break
+                    self.split_huge_page(base)
+            if stop > addr:
+                if out and out[-1][1] == addr:
+                    out[-1] = (out[-1][0], stop)
+                else:
+                    out.append((addr, stop))
+            addr = nxt
+        return out
 
     def madvise_cold_pageout_ranges(self, mm, start: int, end: int) -> list:
         """madvise_cold_or_pageout_pte_range's THP part (6.1), PMD by PMD over [start,

@@ -878,6 +878,8 @@ def validate_pages(kernel) -> None:
                 if pfn != zero_pfn:
                     maps[pfn] = maps.get(pfn, 0) + 1
     anon = mapped = 0
+    reclaim = getattr(kernel, "reclaim", None)
+    inflight = getattr(reclaim, "inflight_by_page", None) or {}
     for pfn, n in maps.items():
         page = mem_map[pfn]
         if page.flags & PG_zero:
@@ -885,6 +887,8 @@ def validate_pages(kernel) -> None:
         if page._mapcount + 1 != n:
             raise MMInvariantError(f"page {pfn:#x}: mapcount {page._mapcount + 1}, {n} PTEs")
         extra = 1 if page.flags & PG_swapcache else 0
+        if pfn in inflight:
+            extra += 1  # the write's reference (a page mapped again while being written)
         if not page.flags & PG_anon:
             if page.mapping is None:  # a kernel page (the vDSO): the kernel's reference
                 extra += 1

@@ -1349,9 +1349,16 @@ def _madvise_free(task, vma, start: int, end: int) -> None:
     reclaimed like clean cache, without swap); a later write (dirty PTE) keeps it."""
     k = task.kernel
     mm = task.mm
-    if mm.pgtable.huge:
-        # madvise_free_huge_pmd: a THP only partly in the range is split first
-        k.thp.madvise_free_split(mm, start, end)
+    ranges = [(start, end)]
+    thp = getattr(k, "thp", None)
+    if thp is not None and (mm.pgtable.huge or thp.folios):
+        # madvise_free_huge_pmd / a PTE-mapped large folio: split first, or skipped
+        ranges = thp.madvise_free_ranges(mm, start, end)
+    for s, e in ranges:
+        _madvise_free_ptes(k, mm, s, e)
+
+
+def _madvise_free_ptes(k, mm, start: int, end: int) -> None:
     pt = mm.pgtable
     ptes = pt.ptes
     mem_map = k.mem_map

@@ -917,16 +917,23 @@ class Reclaim:
         vm = self.vmstat
         on_lru = f & PG_lru
         if f & PG_thp:
-            # lru_lazyfree_fn moves the folio (its first subpage here moves the entry;
-            # the others, marked by the same MADV_FREE, only change their flags)
+            # folio_mark_lazyfree of a whole PMD-mapped THP (madvise_free_huge_pmd):
+            # the folio's flags at once, its entry to the inactive file list,
+            # PGLAZYFREE counting its pages
             folio = self._folio(page)
-            if on_lru and folio.lru != LRU_INACTIVE_FILE:
+            pages = self._folio_pages(folio)
+            if any(p.flags & (PG_swapcache | PG_unevictable | PG_mlocked) or not p.flags & PG_swapbacked
+                   for p in pages):
+                return
+            if on_lru:
                 self._folio_unlink(folio)
+            for p in pages:
+                p.flags &= ~(PG_active | PG_referenced | PG_swapbacked | PG_dirty)
+                page_restate(vm, p)
+            if on_lru:
                 self._folio_link(folio, LRU_INACTIVE_FILE, False)
-                for p in self._folio_pages(folio):
-                    p.flags &= ~PG_active
-                    page_restate(vm, p)
-            on_lru = 0
+            vm["pglazyfree"] += HPAGE_PMD_NR
+            return
         if on_lru:
             lru = page_lru(page)
             lv = self.lruvec_of(page)
@@ -1282,7 +1289,8 @@ class Reclaim:
         subpages = [k.mem_map[pfn] for pfn in range(base, base + HPAGE_PMD_NR)]
         if vm_flags & VM_LOCKED:
             for p in subpages:
-                mem.mlock_page(k, p)
+                if p._count:  # (a subpage the folio holds unmapped is no user page)
+                    mem.mlock_page(k, p)
             ref = PAGEREF_KEEP  # _putback culls them to the unevictable list
         else:
             referenced_folio = subpages[0].flags & PG_referenced

@@ -358,6 +358,32 @@ def test_madvise_free_splits_a_partly_covered_thp():
     check(k)
 
 
+def test_madvise_free_over_a_pte_mapped_thp_splits_it_if_exclusive_else_stops():
+    """madvise_free_pte_range (6.1) meeting a large folio under a PTE table: with one
+    estimated sharer (folio_estimated_sharers: its head's mapcount) it is split
+    (split_folio) and the covered pages are lazily freed 4 KiB each; shared (mapped by
+    a child after fork) the walk of that PMD stops (`break`): nothing is lazily freed
+    and nothing splits."""
+    k = boot()
+    t = hugemap(k, 512)
+    t.access_range(BASE, H, True)
+    t.madvise(BASE + 100 * P, P, U.MADV_DONTNEED)  # the PMD split: PTE-mapped, whole
+    assert thp(k) == {"thp_fault_alloc": 1, "thp_split_pmd": 1, "thp_deferred_split_page": 1}
+    u = hugemap(k, 512)
+    u.access_range(BASE, H, True)
+    u.madvise(BASE + 100 * P, P, U.MADV_DONTNEED)
+    child = k.tasks[u.fork()]
+    lz0 = k.vmstat["pglazyfree"]
+    u.madvise(BASE + 8 * P, 16 * P, U.MADV_FREE)  # shared with the child: break
+    assert k.vmstat["pglazyfree"] == lz0 and k.vmstat["thp_split_page"] == 0
+    assert smaps_kb(u, "LazyFree") == 0
+    t.madvise(BASE + 8 * P, 16 * P, U.MADV_FREE)  # exclusive: split_folio, then 4 KiB
+    assert k.vmstat["thp_split_page"] == 1 and k.vmstat["pglazyfree"] - lz0 == 16
+    assert smaps_kb(t, "LazyFree") == 64
+    assert child.mm is not None
+    check(k)
+
+
 def test_madv_cold_over_a_whole_thp_deactivates_the_folio_and_clears_its_pmd_young():
     """madvise_cold_or_pageout_pte_range (6.1), PMD-mapped THP wholly covered: the PMD's
     young bit is cleared (pmd_mkold), PG_referenced too, and deactivate_page moves the
