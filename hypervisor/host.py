@@ -648,8 +648,13 @@ class Host:
                     continue
                 counts = reserved[id(v)]
                 if counts is None:
-                    counts = reserved[id(v)] = Counter(
-                        v.p2m.mpn[i] for i in range(v.nr_pages) if v.p2m.state[i] == P2M_SHARED)
+                    counts = reserved[id(v)] = Counter()
+                    vstate = v.p2m.state
+                    vmpn = v.p2m.mpn
+                    i = vstate.find(P2M_SHARED)
+                    while i >= 0:  # (its shared pages only)
+                        counts[vmpn[i]] += 1
+                        i = vstate.find(P2M_SHARED, i + 1)
                 if counts.get(mpn, 0) > self.above_reservation(v):
                     break
             else:
