@@ -257,7 +257,20 @@ def test_anon_streams_match_the_real_kernel(anon_memory, name):
     "known gap: an area 1.25x the limit read in a loop refaults 6427-6857 pages a pass on "
     "the real kernel (about 3800 of its pages stay resident across a pass), and from the "
     "third pass 4191-5109 refaults are activated; the guest's LRU evicts in order and "
-    "refaults every page (10241) with no activation, like a strict LRU"))
+    "refaults every page (10241) with no activation, like a strict LRU. Cause: timing, "
+    "not a list rule. The real pass 1 writes 8086-8099 pages to swap but frees only 6416-6769 "
+    "(pgsteal): shrink_folio_list keeps a page whose swap write is in flight (PG_reclaim, "
+    "back on the list, freed when folio_rotate_reclaimable brings it to the tail and it "
+    "is scanned again), and memcg limit reclaim (direct, no kswapd) runs ahead of the "
+    "reader, which catches up with pages already unmapped into the swap cache: a minor "
+    "fault maps them again (young), they survive the pass with PG_referenced and are "
+    "activated in pass 2 (pgactivate 3411-3864, about the survivors). This replay has no "
+    "clock, so every swap write ends at once and the page is freed in the same pass. "
+    "Replayed with a clock and direct reclaim only (kswapd never woken), the guest shows "
+    "the same effect (4423 refaults in pass 1, 6385 activations in pass 2, refault "
+    "activations from pass 3) with its default disk and a 0.1 us step per page. Matching "
+    "the counts needs this machine's swap-file write latency and bandwidth and the "
+    "reader's time per page, which the fixture does not record"))
 def test_anon_loop_matches_the_real_kernel(anon_memory):
     case = ANON["loop-1.25x"]
     got = replay_anon(anon_memory, case["mib"], case["passes"])
