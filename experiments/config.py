@@ -419,6 +419,10 @@ class KernelSection(_Model):
         '(always, or madvised VMAs only with madvise); "auto": CentOS 7 always, the others madvise')
     thp_use_zero_page: bool = Field(True, description="transparent_hugepage/use_zero_page: a read fault maps "
                                     "the huge zero page")
+    thp_shmem_enabled: Literal["always", "within_size", "advise", "never", "deny", "force"] = Field(
+        "never", description="transparent_hugepage/shmem_enabled: which shmem of the internal mount (shared "
+        "anonymous mappings, SysV shm) gets 2 MiB folios: always; within_size (the whole 2 MiB inside the "
+        "size); advise (MADV_HUGEPAGE); never (Linux's default); deny and force override every mount")
     khugepaged_pages_to_scan: int = Field(4096, ge=1, description="khugepaged/pages_to_scan: pages per wake-up")
     khugepaged_scan_sleep_millisecs: int = Field(10000, ge=0, description="khugepaged/scan_sleep_millisecs, ms")
     khugepaged_alloc_sleep_millisecs: int = Field(60000, ge=0, description="khugepaged/alloc_sleep_millisecs, "

@@ -106,6 +106,9 @@ class KernelConfig:
     thp_enabled: str = "madvise"  # enabled: "always", "madvise" or "never"
     thp_defrag: str = "madvise"  # defrag: "always", "defer", "defer+madvise", "madvise", "never"
     thp_use_zero_page: bool = True  # use_zero_page: a read fault maps the huge zero page
+    # shmem_enabled: huge folios for the internal shmem mount (shared anonymous, SysV shm):
+    # "always", "within_size", "advise", "never" (Linux's default), "deny", "force"
+    thp_shmem_enabled: str = "never"
     khugepaged_pages_to_scan: int = 4096  # khugepaged/pages_to_scan, pages per wake-up
     khugepaged_scan_sleep_millisecs: int = 10000  # khugepaged/scan_sleep_millisecs, ms
     khugepaged_alloc_sleep_millisecs: int = 60000  # khugepaged/alloc_sleep_millisecs, ms
@@ -133,6 +136,9 @@ class KernelConfig:
             self.kaslr = self.era == "6.x" and self.arch == "x86_64"
         if self.thp_enabled not in ("always", "madvise", "never"):
             raise ValueError(f"thp_enabled: must be one of always, madvise, never, got {self.thp_enabled!r}")
+        if self.thp_shmem_enabled not in ("always", "within_size", "advise", "never", "deny", "force"):
+            raise ValueError("thp_shmem_enabled: must be one of always, within_size, advise, never, deny, force, "
+                             f"got {self.thp_shmem_enabled!r}")
         if self.thp_defrag not in ("always", "defer", "defer+madvise", "madvise", "never"):
             raise ValueError("thp_defrag: must be one of always, defer, defer+madvise, madvise, never, "
                              f"got {self.thp_defrag!r}")

@@ -101,6 +101,10 @@ GFP_TRANSHUGE = GFP_TRANSHUGE_LIGHT | G.DIRECT_RECLAIM
 
 ENABLED = ("always", "madvise", "never")
 DEFRAG = ("always", "defer", "defer+madvise", "madvise", "never")
+# shmem_enabled (mm/shmem.c, 6.1: SHMEM_HUGE_*, in shmem_enabled_show's order): which shmem
+# of the internal mount (shared anonymous mappings, SysV shm) gets huge folios; "deny"
+# and "force" are the emergency / testing overrides of every mount's huge= option
+SHMEM_ENABLED = ("always", "within_size", "advise", "never", "deny", "force")
 
 # /proc/vmstat names (include/linux/vm_event_item.h, 6.1), listed when THP is built in
 THP_EVENTS = (
@@ -136,9 +140,10 @@ class Thp:
     the huge zero page. Settings carry their sysfs names."""
 
     def __init__(self, kernel, enabled: str = "madvise", defrag: str = "madvise",
-                 use_zero_page: bool = True) -> None:
+                 use_zero_page: bool = True, shmem_enabled: str = "never") -> None:
         self.kernel = kernel
         self.enabled = enabled  # /sys/kernel/mm/transparent_hugepage/enabled
+        self.shmem_enabled = shmem_enabled  # .../shmem_enabled (shmem_huge)
         self.defrag = defrag  # .../defrag
         self.use_zero_page = use_zero_page  # .../use_zero_page (0/1)
         # khugepaged/ (mm/khugepaged.c defaults)
@@ -167,6 +172,12 @@ class Thp:
             raise ValueError(f"transparent_hugepage/enabled: must be one of {', '.join(ENABLED)}, got {mode!r}")
         self.enabled = mode
         self.on = mode != "never"
+
+    def set_shmem_enabled(self, mode: str) -> None:
+        if mode not in SHMEM_ENABLED:
+            raise ValueError(f"transparent_hugepage/shmem_enabled: must be one of {', '.join(SHMEM_ENABLED)}, "
+                             f"got {mode!r}")
+        self.shmem_enabled = mode
 
     def set_defrag(self, mode: str) -> None:
         if mode not in DEFRAG:
@@ -849,7 +860,7 @@ def init_thp(kernel):
     cfg = kernel.config
     if cfg.era != "6.x" or cfg.arch != "x86_64":
         return None
-    thp = Thp(kernel, cfg.thp_enabled, cfg.thp_defrag, cfg.thp_use_zero_page)
+    thp = Thp(kernel, cfg.thp_enabled, cfg.thp_defrag, cfg.thp_use_zero_page, cfg.thp_shmem_enabled)
     thp.pages_to_scan = cfg.khugepaged_pages_to_scan
     thp.scan_sleep_millisecs = cfg.khugepaged_scan_sleep_millisecs
     thp.alloc_sleep_millisecs = cfg.khugepaged_alloc_sleep_millisecs
@@ -885,6 +896,8 @@ def _register_sysfs(kernel, thp) -> None:
 
     reg(f"{SYSFS}/enabled", lambda: _choice(ENABLED, thp.enabled), setter("enabled", thp.set_enabled))
     reg(f"{SYSFS}/defrag", lambda: _choice(DEFRAG, thp.defrag), setter("defrag", thp.set_defrag))
+    reg(f"{SYSFS}/shmem_enabled", lambda: _choice(SHMEM_ENABLED, thp.shmem_enabled),
+        setter("shmem_enabled", thp.set_shmem_enabled))
 
     def set_zero(v: str) -> None:
         if v not in ("0", "1"):
