@@ -38,6 +38,7 @@ from .page import (
     PG_mlocked,
     PG_swapbacked,
     PG_thp,
+    PG_thpfile,
     PG_uptodate,
     PG_writeback,
 )
@@ -462,6 +463,8 @@ def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
     inode = mapping.host
     if page._mapcount != -1:
         raise ValueError(f"delete_from_page_cache: page {page.pfn:#x} is still mapped")
+    if page.flags & PG_thpfile:
+        kernel.thp.shmem_split(page)  # one page of a shmem THP leaves: split it first
     del mapping.pages[page.index]
     ws = mapping.ws
     if shadow is not None:
@@ -500,6 +503,8 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
     """Drop the cached pages from `start_index` on (they must be unmapped first).
     Returns how many were dropped."""
     pages = inode.mapping.pages
+    if inode.shmem and getattr(kernel, "thp", None) is not None:
+        kernel.thp.shmem_undo_range(inode.mapping, start_index, None)  # huge folios: whole or split
     idx = sorted(i for i in pages if i >= start_index)
     for i in idx:
         delete_from_page_cache(kernel, pages[i])

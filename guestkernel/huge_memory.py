@@ -64,18 +64,32 @@ entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
 from __future__ import annotations
 
 from . import gfp as G
+from .filemap import set_page_dirty
 from .memory import (
     VM_FAULT_OOM,
     _vpns_in,
     anon_vma_prepare,
+    fault_dirty_shared_page,
     mlock_page,
     mm_counter,
+    page_add_rmap,
     page_remove_rmap,
     put_page,
     update_hiwater_rss,
     vma_pte_bits,
 )
-from .page import PG_anon, PG_dirty, PG_highmem, PG_swapbacked, PG_swapcache, PG_thp, PG_zero
+from .page import (
+    PG_anon,
+    PG_dirty,
+    PG_highmem,
+    PG_referenced,
+    PG_swapbacked,
+    PG_swapcache,
+    PG_thp,
+    PG_thpfile,
+    PG_uptodate,
+    PG_zero,
+)
 from .pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -84,12 +98,22 @@ from .pgtable import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
     MM_ANONPAGES,
+    MM_SHMEMPAGES,
     PTE_PRESENT_MASK,
 )
 from .physmem import ZERO_PAGE
 from .shrinker import SHRINK_STOP, Shrinker
-from .units import PAGE_SHIFT
-from .vma import VM_DROPPABLE, VM_HUGEPAGE, VM_HUGETLB, VM_LOCKED, VM_NOHUGEPAGE, VM_SPECIAL
+from .units import PAGE_SHIFT, PAGE_SIZE
+from .vma import (
+    VM_DROPPABLE,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_LOCKED,
+    VM_NOHUGEPAGE,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_WRITE,
+)
 from .vmstat import page_restate
 
 HPAGE_PMD_SHIFT = PAGE_SHIFT + HPAGE_PMD_ORDER
@@ -135,6 +159,19 @@ class Folio:
         self.lru = -1
 
 
+class ShmemFolio:
+    """A shmem THP (2 MiB folio in the page cache of `mapping` from `index`, its head at
+    `pfn`): its 512 subpages are PG_thpfile page-cache pages; `pmd_maps` PMDs map it."""
+
+    __slots__ = ("pfn", "mapping", "index", "pmd_maps")
+
+    def __init__(self, pfn: int, mapping, index: int) -> None:
+        self.pfn = pfn
+        self.mapping = mapping
+        self.index = index
+        self.pmd_maps = 0
+
+
 class Thp:
     """One kernel's THP state: the sysfs settings, its THPs, the deferred split queue and
     the huge zero page. Settings carry their sysfs names."""
@@ -162,10 +199,18 @@ class Thp:
         self.huge_zero_maps = 0  # PMDs mapping it
         self.huge_zero_mms: set = set()  # mms holding a reference (MMF_HUGE_ZERO_PAGE)
         self.on = enabled != "never"  # the fault path's one test
+        # shmem THP (shmem_huge and the internal mount's SHMEM_SB(shm_mnt)->huge, which
+        # deny and force leave as it was); head pfn -> ShmemFolio while whole
+        self.shmem_mount_huge = "never"
+        self.shmem_on = False  # the shmem fault path's one test
+        self.set_shmem_enabled(shmem_enabled)
+        self.shmem_folios: dict[int, ShmemFolio] = {}
         vm = kernel.vmstat
         for name in THP_EVENTS:
             vm.setdefault(name, 0)
         vm.setdefault("nr_anon_transparent_hugepages", 0)
+        vm.setdefault("nr_shmem_hugepages", 0)  # NR_SHMEM_THPS, in THPs as /proc/vmstat shows it
+        vm.setdefault("nr_shmem_pmdmapped", 0)  # NR_SHMEM_PMDMAPPED, in THPs
 
     def set_enabled(self, mode: str) -> None:
         if mode not in ENABLED:
@@ -178,6 +223,9 @@ class Thp:
             raise ValueError(f"transparent_hugepage/shmem_enabled: must be one of {', '.join(SHMEM_ENABLED)}, "
                              f"got {mode!r}")
         self.shmem_enabled = mode
+        if mode not in ("deny", "force"):  # shmem_enabled_store: shmem_huge > SHMEM_HUGE_DENY
+            self.shmem_mount_huge = mode
+        self.shmem_on = mode == "force" or (mode != "deny" and self.shmem_mount_huge != "never")
 
     def set_defrag(self, mode: str) -> None:
         if mode not in DEFRAG:
@@ -332,6 +380,74 @@ class Thp:
         k.free_pages(mem_map[base], HPAGE_PMD_ORDER)
         return HPAGE_PMD_NR
 
+    # -- shmem THP (mm/shmem.c) -----------------------------------------------------------------
+    def shmem_is_huge(self, vma, inode, index: int) -> bool:
+        """shmem_is_huge (6.1) for the internal mount: may the fault at `index` get a
+        huge folio?"""
+        if vma is not None and (vma.vm_flags & VM_NOHUGEPAGE or getattr(vma.vm_mm, "thp_disabled", False)):
+            return False
+        mode = self.shmem_enabled
+        if mode == "deny":
+            return False
+        if mode == "force":
+            return True
+        huge = self.shmem_mount_huge
+        if huge == "always":
+            return True
+        if huge == "within_size":
+            # the whole huge page holding index lies inside i_size
+            end = (index + HPAGE_PMD_NR) & ~(HPAGE_PMD_NR - 1)
+            if (inode.size + PAGE_SIZE - 1) >> PAGE_SHIFT >= end:
+                return True
+        if huge in ("within_size", "advise"):
+            return bool(vma is not None and vma.vm_flags & VM_HUGEPAGE)
+        return False
+
+    def shmem_huge_fault(self, task, vma, addr: int, index: int, write: bool) -> int:
+        return shmem_huge_fault(task, vma, addr, index, write)
+
+    def shmem_folio_of(self, pfn: int):
+        """The whole shmem THP holding frame pfn, or None."""
+        return self.shmem_folios.get(pfn & ~(HPAGE_PMD_NR - 1)) if self.shmem_folios else None
+
+    def shmem_split(self, page, dirty: bool = False) -> None:
+        """split_huge_page of the shmem THP holding `page` (shmem_writepage with `dirty`:
+        the folio is marked dirty first, so every subpage stays dirty)."""
+        folio = self.shmem_folio_of(page.pfn)
+        if folio is not None:
+            shmem_split_folio(self.kernel, folio, dirty)
+
+    def shmem_undo_range(self, mapping, start: int, end: int | None) -> None:
+        """shmem_undo_range's huge folios over [start, end) (end None: to EOF): one wholly
+        inside is freed whole with its pages (not split); one the range cuts is split
+        (split_huge_page; a truncate's partial folio)."""
+        if not self.shmem_folios:
+            return
+        k = self.kernel
+        for folio in [f for f in self.shmem_folios.values() if f.mapping is mapping]:
+            first, last = folio.index, folio.index + HPAGE_PMD_NR
+            if last <= start or (end is not None and first >= end):
+                continue
+            if start <= first and (end is None or last <= end):
+                _shmem_unmap_folio(k, folio)
+                _shmem_forget(k, folio)  # freed whole by the caller's deletions
+            else:
+                shmem_split_folio(k, folio, False)
+
+    def shmem_unmap_pmds(self, page) -> None:
+        """try_to_unmap's TTU_SPLIT_HUGE_PMD for a shmem THP: its PMD mappings go."""
+        folio = self.shmem_folio_of(page.pfn)
+        if folio is not None and folio.pmd_maps:
+            _shmem_unmap_folio(self.kernel, folio)
+
+    def shmem_huge_pages(self) -> int:
+        """NR_SHMEM_THPS in pages (meminfo ShmemHugePages)."""
+        return self.kernel.vmstat["nr_shmem_hugepages"] * HPAGE_PMD_NR
+
+    def shmem_pmd_mapped(self) -> int:
+        """NR_SHMEM_PMDMAPPED in pages (meminfo ShmemPmdMapped)."""
+        return self.kernel.vmstat["nr_shmem_pmdmapped"] * HPAGE_PMD_NR
+
     # -- splitting a folio --------------------------------------------------------------------
     def split_huge_page(self, base: int) -> bool:
         """split_huge_page: the folio at `base` becomes 512 order-0 pages; its PMD
@@ -378,6 +494,10 @@ class Thp:
 
     def split_huge_pmds_at(self, mm, addr: int) -> None:
         split_huge_pmds_at(self.kernel, mm, addr)
+
+    def split_pmd_at(self, mm, addr: int) -> None:
+        """split_huge_pmd of the PMD mapping over addr."""
+        split_huge_pmd(self.kernel, mm, (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1))
 
     def madvise_free_ranges(self, mm, start: int, end: int) -> list:
         """madvise_free_pte_range's THP part (6.1), PMD by PMD over [start, end): a
@@ -702,8 +822,12 @@ def split_huge_pmd(kernel, mm, hvpn: int) -> None:
         pt.split_pmd_huge(hvpn, kernel.zero_pfn)
         thp.huge_zero_maps -= 1
         return
+    folio = thp.folios.get(pfn)
+    if folio is None:  # a shmem THP: a file PMD is cleared, not remapped by PTEs
+        _shmem_zap_pmd(kernel, mm, hvpn, thp.shmem_folios[pfn])
+        return
     pt.split_pmd_huge(hvpn, -1)
-    thp.pmd_unmapped(thp.folios[pfn])
+    thp.pmd_unmapped(folio)
 
 
 def split_huge_pmds_at(kernel, mm, addr: int) -> None:
@@ -722,6 +846,9 @@ def zap_huge_pmd(kernel, mm, hvpn: int) -> None:
     thp = kernel.thp
     pt = mm.pgtable
     base = pt.ptes[hvpn] >> PAGE_SHIFT
+    if thp.shmem_folios and base in thp.shmem_folios:
+        _shmem_zap_pmd(kernel, mm, hvpn, thp.shmem_folios[base])  # the page cache keeps it
+        return
     update_hiwater_rss(mm)
     pt.zap_pmd_huge(hvpn)
     if base == thp.huge_zero_pfn:
@@ -830,6 +957,8 @@ def copy_huge_pmd(kernel, dst_mm, src_mm, hvpn: int) -> bool:
     sptes = src_mm.pgtable.ptes
     pte = sptes[hvpn]
     base = pte >> PAGE_SHIFT
+    if thp.shmem_folios and base in thp.shmem_folios:
+        return True  # a file PMD is not copied: the child faults it in (vma_is_anonymous)
     child = pte & ~(_PAGE_RW | _PAGE_ACCESSED | _PAGE_PSE)
     if not dst_mm.pgtable.set_pmd_huge(hvpn, base, child & 0xFFF):
         return False
@@ -848,6 +977,189 @@ def copy_huge_pmd(kernel, dst_mm, src_mm, hvpn: int) -> bool:
     dst_mm.rss[mm_counter(mem_map[base])] += HPAGE_PMD_NR
     thp.pmd_mapped(thp.folios[base])
     return True
+
+
+# --- shmem THP (mm/shmem.c shmem_get_folio_gfp, mm/memory.c do_set_pmd) -----------------------
+def shmem_alloc_hugefolio(task, vma, inode, index: int):
+    """shmem_alloc_hugefolio + shmem_add_to_page_cache: a 2 MiB folio for the aligned
+    512 indices around `index`, zeroed (clear_highpage of each subpage, a write the host
+    sees), in the page cache (each index resolves to its subpage), charged as shmem
+    (Shmem +512, ShmemHugePages +1 THP) and on the LRU. None if any index of the range
+    holds an entry (a page or a swap entry: xa_find) or no order-9 block could be had
+    (thp_file_fallback)."""
+    k = task.kernel
+    thp = k.thp
+    mapping = inode.mapping
+    hindex = index & ~(HPAGE_PMD_NR - 1)
+    pages = mapping.pages
+    sw = mapping.swapped
+    ws = mapping.ws
+    for i in range(hindex, hindex + HPAGE_PMD_NR):
+        if i in pages or (sw and i in sw):
+            return None
+    if ws is not None and ws.shadows and any(i in ws.shadows for i in range(hindex, hindex + HPAGE_PMD_NR)):
+        return None  # (a shadow entry is an xarray entry too)
+    head = k.alloc_pages(thp.gfp_mask(vma), HPAGE_PMD_ORDER)
+    if head is None:
+        k.vmstat["thp_file_fallback"] += 1
+        return None
+    base = head.pfn
+    pfn_to_page = k.page_alloc.pfn_to_page
+    phys = k.phys
+    cost = 0.0
+    subpages = []
+    for i in range(HPAGE_PMD_NR):
+        p = pfn_to_page(base + i)
+        cost += phys.store(base + i, ZERO_PAGE)
+        p._count = 1  # the page cache's reference
+        p.flags |= PG_uptodate | PG_swapbacked | PG_thpfile
+        p.mapping = mapping
+        p.index = hindex + i
+        pages[hindex + i] = p
+        subpages.append(p)
+    task.cost += cost
+    thp.shmem_folios[base] = ShmemFolio(base, mapping, hindex)
+    vm = k.vmstat
+    vm["nr_file_pages"] += HPAGE_PMD_NR
+    vm["nr_shmem"] += HPAGE_PMD_NR
+    vm["nr_shmem_hugepages"] += 1
+    vm["thp_file_alloc"] += 1
+    for p in subpages:  # (per-page LRU entries: see shmem_huge_fault)
+        k.lru_cache_add(p)
+    return subpages[index - hindex]
+
+
+def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
+    """shmem_fault + finish_fault's do_set_pmd for a shmem page not yet mapped at addr.
+    A missing page whose index shmem_is_huge allows gets a huge folio (else, or if that
+    fails, -1: the 4 KiB path takes it). A page of a whole shmem THP is mapped by one
+    PMD (thp_file_mapped; ShmemPmdMapped counts the folio while a PMD maps it) where no
+    PTE table lies under the PMD, the VMA holds the aligned 2 MiB and its file offset is
+    aligned alike, and the VMA is shared (a private mapping's PMD: not modelled). Returns
+    0 when mapped by the PMD, VM_FAULT_OOM, or -1 (the caller maps by PTE: the page is in
+    the cache now)."""
+    k = task.kernel
+    thp = k.thp
+    inode = vma.vm_file.inode
+    mapping = inode.mapping
+    page = mapping.pages.get(index)
+    if page is None:
+        sw = mapping.swapped
+        if sw and index in sw:
+            return -1  # shmem_swapin_folio: 4 KiB
+        if not thp.shmem_on or not thp.shmem_is_huge(vma, inode, index):
+            return -1
+        page = shmem_alloc_hugefolio(task, vma, inode, index)
+        if page is None:
+            return -1
+    folio = thp.shmem_folio_of(page.pfn)
+    if folio is None or not vma.vm_flags & VM_SHARED:
+        return -1
+    mm = task.mm
+    pt = mm.pgtable
+    hvpn = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
+    key = hvpn >> HPAGE_PMD_ORDER
+    if (key in pt.pte_counts or key in pt.huge or not transhuge_vma_suitable(vma, addr)
+            or ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1)):
+        return -1
+    # do_set_pmd (a shared mapping of shmem maps writable even on a read: no dirty tracking)
+    writable = bool(write or vma.vm_flags & VM_WRITE)
+    bits = vma_pte_bits(vma.vm_flags, writable)
+    if not write:
+        bits &= ~_PAGE_DIRTY
+    base = folio.pfn
+    if not pt.set_pmd_huge(hvpn, base, bits):
+        return VM_FAULT_OOM
+    mem_map = k.mem_map
+    locked = vma.vm_flags & VM_LOCKED
+    for pfn in range(base, base + HPAGE_PMD_NR):
+        p = mem_map[pfn]
+        page_add_rmap(k, p)  # page_add_file_rmap (compound): NR_FILE_MAPPED by 512
+        if locked:
+            mlock_page(k, p)
+    mm.rss[MM_SHMEMPAGES] += HPAGE_PMD_NR
+    folio.pmd_maps += 1
+    vm = k.vmstat
+    if folio.pmd_maps == 1:
+        vm["nr_shmem_pmdmapped"] += 1
+    vm["thp_file_mapped"] += 1
+    vm["fault_file_minor"] += 1
+    if write:  # do_shared_fault: the folio dirtied
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            set_page_dirty(k, mem_map[pfn], task)
+        fault_dirty_shared_page(k, page, task)
+    return 0
+
+
+def _shmem_zap_pmd(kernel, mm, hvpn: int, folio) -> None:
+    """zap_huge_pmd / __split_huge_pmd_locked for a file PMD: the PMD is cleared (a split
+    does not remap a file page by PTEs: a later access faults it in), a dirty PMD dirties
+    the folio, a young one marks it referenced."""
+    pt = mm.pgtable
+    ptes = pt.ptes
+    mem_map = kernel.mem_map
+    base = folio.pfn
+    dirty = young = False
+    for v in range(hvpn, hvpn + HPAGE_PMD_NR):
+        pte = ptes[v]
+        dirty = dirty or bool(pte & _PAGE_DIRTY)
+        young = young or bool(pte & _PAGE_ACCESSED)
+    update_hiwater_rss(mm)
+    pt.zap_pmd_huge(hvpn)
+    mm.rss[MM_SHMEMPAGES] -= HPAGE_PMD_NR
+    folio.pmd_maps -= 1
+    if folio.pmd_maps == 0:
+        kernel.vmstat["nr_shmem_pmdmapped"] -= 1
+    for pfn in range(base, base + HPAGE_PMD_NR):
+        p = mem_map[pfn]
+        if dirty:
+            set_page_dirty(kernel, p)
+        if young:
+            p.flags |= PG_referenced
+        page_remove_rmap(kernel, p)
+        p._count -= 1  # (the page cache still holds it)
+
+
+def _shmem_unmap_folio(kernel, folio) -> None:
+    """Every PMD mapping of a shmem THP goes (the i_mmap walk of unmap_folio)."""
+    mapping = folio.mapping
+    base = folio.pfn
+    for vma in list(mapping.i_mmap):
+        if not folio.pmd_maps:
+            return
+        addr = vma.vm_start + ((folio.index - vma.vm_pgoff) << PAGE_SHIFT)
+        if addr < vma.vm_start or addr >= vma.vm_end:
+            continue
+        mm = vma.vm_mm
+        hvpn = addr >> PAGE_SHIFT
+        pte = mm.pgtable.ptes.get(hvpn, 0)
+        if pte & _PAGE_PSE and pte >> PAGE_SHIFT == base:
+            kernel.vmstat["thp_split_pmd"] += 1
+            _shmem_zap_pmd(kernel, mm, hvpn, folio)
+
+
+def _shmem_forget(kernel, folio) -> None:
+    """The folio is no longer one THP: its subpages are order-0 page-cache pages."""
+    mem_map = kernel.mem_map
+    for pfn in range(folio.pfn, folio.pfn + HPAGE_PMD_NR):
+        mem_map[pfn].flags &= ~PG_thpfile
+    del kernel.thp.shmem_folios[folio.pfn]
+    kernel.vmstat["nr_shmem_hugepages"] -= 1
+
+
+def shmem_split_folio(kernel, folio, dirty: bool) -> None:
+    """split_huge_page of a shmem THP (thp_split_page): its PMD mappings go and its 512
+    subpages become order-0 page-cache pages. PTE mappings of the subpages stay (Linux
+    unmaps them and lets them refault), and subpages beyond EOF stay cached until a
+    truncate drops them (__split_huge_page drops them at once)."""
+    _shmem_unmap_folio(kernel, folio)
+    mem_map = kernel.mem_map
+    base = folio.pfn
+    if dirty:
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            set_page_dirty(kernel, mem_map[pfn])
+    _shmem_forget(kernel, folio)
+    kernel.vmstat["thp_split_page"] += 1
 
 
 # --- boot: settings, sysfs, shrinker ----------------------------------------------------------

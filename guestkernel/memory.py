@@ -47,6 +47,7 @@ from .page import (
     PG_swapbacked,
     PG_swapcache,
     PG_thp,
+    PG_thpfile,
     PG_uptodate,
     PG_workingset,
     PG_zero,
@@ -320,6 +321,10 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
     ptes = mm.pgtable.ptes
     vpn = addr >> PAGE_SHIFT
     if pte & _PAGE_PSE:
+        if kernel.thp.shmem_folio_of(pte >> PAGE_SHIFT) is not None:
+            # wp_huge_pmd of a file PMD: split (the PMD goes), the fault retried by PTE
+            kernel.thp.split_pmd_at(mm, addr)
+            return do_file_fault(task, vma, addr, True)
         # do_huge_pmd_wp_page: reuse an exclusive THP whole, else split the PMD and
         # continue with the 4 KiB PTE (VM_FAULT_FALLBACK)
         pte = kernel.thp.do_huge_pmd_wp_page(task, vma, addr, pte)
@@ -444,6 +449,13 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
     idx = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     if idx >= inode.nr_index():
         return VM_FAULT_SIGBUS
+    if inode.shmem:
+        thp = kernel.thp
+        if thp is not None and (thp.shmem_on or thp.shmem_folios):
+            # shmem_fault of a huge folio and do_set_pmd (huge_memory.py); -1: 4 KiB
+            ret = thp.shmem_huge_fault(task, vma, addr, idx, write)
+            if ret >= 0:
+                return ret
     if not write:
         fault_around(task, vma, addr, inode)
         if vpn in mm.pgtable.ptes:
@@ -773,6 +785,8 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
     their PTEs become that swap entry (MM_SWAPENTS). A dirty PTE dirties the page. The
     caller must hold its own reference (like an isolated LRU page). Fails (returns False,
     the page is mlocked) if a VM_LOCKED VMA maps it."""
+    if page.flags & PG_thpfile:
+        kernel.thp.shmem_unmap_pmds(page)  # TTU_SPLIT_HUGE_PMD: a shmem THP's PMDs go
     if page.flags & PG_thp:
         thp = kernel.thp
         base = page.pfn & ~(HPAGE_PMD_NR - 1)

@@ -46,6 +46,7 @@ from .page import (
     PG_reserved,
     PG_swapcache,
     PG_thp,
+    PG_thpfile,
     PG_writeback,
 )
 from .pgtable import PTE_FLAGS_MASK, PTE_PRESENT_MASK
@@ -59,8 +60,8 @@ EAGAIN, ENOMEM, EBUSY = -11, -12, -16
 FRAME_FLAGS = PG_highmem | PG_reserved
 # pages migrate_pages refuses (-EAGAIN / -EBUSY), and compaction does not isolate when
 # they are compound: a transparent huge page's subpages belong here (PageCompound)
-NOT_MIGRATABLE = PG_locked | PG_writeback | PG_ksm | PG_head | PG_thp
-COMPOUND = PG_head | PG_thp
+NOT_MIGRATABLE = PG_locked | PG_writeback | PG_ksm | PG_head | PG_thp | PG_thpfile
+COMPOUND = PG_head | PG_thp | PG_thpfile
 COMPOUND_ORDER = 9  # HPAGE_PMD_ORDER: a transparent huge page's 512 frames
 
 

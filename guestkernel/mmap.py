@@ -1333,6 +1333,8 @@ def _madvise_remove(task, vma, start: int, end: int) -> None:
             if (pte & PTE_PRESENT_MASK and pte >> PAGE_SHIFT != k.zero_pfn
                     and not mem_map[pte >> PAGE_SHIFT].flags & PG_anon):
                 zap_page_range(k, v.vm_mm, v, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
+    if inode.shmem and k.thp is not None:
+        k.thp.shmem_undo_range(inode.mapping, first, last)  # huge folios: whole or split
     for idx in sorted(i for i in inode.mapping.pages if first <= i < last):
         delete_from_page_cache(k, inode.mapping.pages[idx])
     if not inode.shmem:

@@ -37,6 +37,7 @@ PG_balloon = 1 << 21  # held by the balloon driver (page_type PG_offline in 6.x)
 PG_pgtable = 1 << 22  # a page-table page
 PG_zero = 1 << 23  # the shared zero page
 PG_reported = 1 << 24  # a free block head reported to the host (mm/page_reporting.c)
+PG_thpfile = 1 << 25  # hvsim: a subpage of a shmem THP not yet split (huge_memory.py, shmem THP)
 PG_thp = 1 << 31  # hvsim: a subpage of a transparent huge page not yet split (huge_memory.py)
 # Bits 27-29: the course's page state last counted for this page (vmstat.page_restate:
 # 0 free, 1 active, 2 inactive dirty, 3 being written, 4 inactive clean), not a Linux flag.
@@ -70,6 +71,7 @@ PAGE_FLAG_NAMES = {
     PG_zero: "zero",
     PG_reported: "reported",
     PG_thp: "thp",
+    PG_thpfile: "thpfile",
 }
 
 # Flags a page must not carry when it is freed to the allocator (PAGE_FLAGS_CHECK_AT_FREE).

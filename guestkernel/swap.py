@@ -53,7 +53,7 @@ from collections import deque
 
 from . import gfp as G
 from .filemap import free_user_page
-from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_writeback
+from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_thpfile, PG_writeback
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import VM_LOCKED
 from .vmstat import page_restate
@@ -593,6 +593,10 @@ class SwapState:
         mapping = page.mapping
         if mapping is None or mapping.unevictable or not self.si.pages:
             return False
+        if page.flags & PG_thpfile:
+            # a huge folio is split first, all its subpages kept dirty (SetPageDirty on
+            # the folio, split_huge_page, ClearPageDirty on this one below)
+            self.kernel.thp.shmem_split(page, dirty=True)
         entry = self.get_swap_page()
         if not entry:
             return False

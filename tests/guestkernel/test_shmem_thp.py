@@ -45,3 +45,166 @@ def test_shmem_enabled_from_the_config_and_a_bad_value_named():
     assert "vm[0].kernel.thp_shmem_enabled" in msg and "\n" not in msg.strip()
     with pytest.raises(ValueError, match="thp_shmem_enabled: must be one of"):
         KernelConfig(thp_shmem_enabled="yes")
+
+
+# --- shmem_is_huge, shmem_alloc_hugefolio, do_set_pmd -------------------------------------------
+MiB = 1 << 20
+P = 4096
+BASE = 0x40000000  # 2 MiB-aligned
+
+
+def meminfo(k) -> dict:
+    return {ln.split(":")[0]: int(ln.split()[1]) for ln in k.procfs.read("/proc/meminfo").splitlines()}
+
+
+def thp_events(k) -> dict:
+    return {n: v for n, v in k.vmstat.items() if n.startswith("thp_") and v}
+
+
+def check(k):
+    from guestkernel.memory import validate_pages
+    from guestkernel.page_alloc import validate_buddy
+    from guestkernel.vma import validate_mm
+
+    for t in k.tasks.values():
+        if t.mm is not None:
+            validate_mm(t.mm)
+    validate_pages(k)
+    validate_buddy(k.page_alloc)
+
+
+def segment(k, size, addr=BASE, advise=False):
+    from guestkernel import uapi as U
+
+    t = k.spawn("t")
+    sid = t.shmget(U.IPC_PRIVATE, size, U.IPC_CREAT | 0o600)
+    a = t.shmat(sid, addr)
+    assert a == addr
+    if advise:
+        t.madvise(a, size, U.MADV_HUGEPAGE)
+    return t, sid
+
+
+def touch(t, size, write=True, addr=BASE):
+    for off in range(0, size, P):
+        t.access(addr + off, write)
+
+
+def test_always_a_4mib_segment_touched_whole_is_two_pmd_mapped_huge_folios():
+    # shmem_is_huge (always) -> shmem_alloc_hugefolio at each 2 MiB-aligned index:
+    # thp_file_alloc 2; do_set_pmd maps each with one PMD (thp_file_mapped 2):
+    # ShmemHugePages and ShmemPmdMapped 4096 kB, Shmem 4096 kB; two faults in all
+    from guestkernel.pgtable import _PAGE_PSE
+
+    k = boot(thp_shmem_enabled="always")
+    t, sid = segment(k, 4 * MiB)
+    before = k.vmstat["pgfault"]
+    shmem0 = meminfo(k)["Shmem"]
+    touch(t, 4 * MiB)
+    assert k.vmstat["pgfault"] - before == 2
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 4096 and m["ShmemPmdMapped"] == 4096
+    assert m["Shmem"] - shmem0 == 4096
+    assert thp_events(k) == {"thp_file_alloc": 2, "thp_file_mapped": 2}
+    assert k.vmstat["nr_shmem_hugepages"] == 2 and k.vmstat["nr_shmem_pmdmapped"] == 2
+    inode = t.mm.mm_mt.lookup(BASE).vm_file.inode
+    ptes = t.mm.pgtable.ptes
+    for half in (0, 1):
+        hvpn = (BASE >> 12) + half * 512
+        base = ptes[hvpn] >> 12
+        assert base % 512 == 0
+        for i in range(512):  # every index resolves to its subpage of the folio
+            assert ptes[hvpn + i] & _PAGE_PSE and ptes[hvpn + i] >> 12 == base + i
+            assert inode.mapping.pages[half * 512 + i].pfn == base + i
+    # the folios are zeroed, the writes land in them
+    t.access(BASE + 5 * P, True, b"hello")
+    assert t.peek(BASE + 5 * P, 5) == b"hello" and t.peek(BASE + 6 * P, 5) == bytes(5)
+    check(k)
+    # shmdt zaps both PMDs, the page cache keeps the folios; IPC_RMID frees them whole
+    from guestkernel import uapi as U
+
+    t.shmdt(BASE)
+    m = meminfo(k)
+    assert m["ShmemPmdMapped"] == 0 and m["ShmemHugePages"] == 4096
+    t.shmctl(sid, U.IPC_RMID)
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 0 and m["Shmem"] == shmem0
+    assert "thp_split_page" not in thp_events(k) and "thp_split_pmd" not in thp_events(k)
+    check(k)
+
+
+def test_within_size_3mib_segment_one_huge_folio_and_256_small_pages():
+    # within_size: round_up(index + 1, HPAGE_PMD_NR) <= i_size in pages: indices 0-511
+    # (the whole 2 MiB inside 3 MiB) get a folio, 512-767 small pages
+    k = boot(thp_shmem_enabled="within_size")
+    t, _ = segment(k, 3 * MiB)
+    shmem0 = meminfo(k)["Shmem"]
+    touch(t, 3 * MiB)
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 2048 and m["ShmemPmdMapped"] == 2048
+    assert m["Shmem"] - shmem0 == 3072
+    assert thp_events(k) == {"thp_file_alloc": 1, "thp_file_mapped": 1}
+    check(k)
+
+
+def test_always_3mib_segment_second_folio_reaches_beyond_eof():
+    # always: the fault at index 512 gets a whole folio (indices 512-1023) though i_size
+    # ends at 768: Shmem counts 1024 pages
+    k = boot(thp_shmem_enabled="always")
+    t, _ = segment(k, 3 * MiB)
+    shmem0 = meminfo(k)["Shmem"]
+    touch(t, 3 * MiB)
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 4096 and m["Shmem"] - shmem0 == 4096
+    check(k)
+
+
+def test_advise_needs_madv_hugepage_never_and_deny_give_none_force_overrides():
+    for mode, advise, want in (("advise", False, 0), ("advise", True, 2), ("never", True, 0),
+                               ("deny", True, 0), ("force", False, 2), ("within_size", False, 2)):
+        k = boot(thp_shmem_enabled=mode)
+        t, _ = segment(k, 4 * MiB, advise=advise)
+        touch(t, 4 * MiB)
+        assert k.vmstat["thp_file_alloc"] == want, (mode, advise)
+        assert meminfo(k)["ShmemHugePages"] == want * 2048, (mode, advise)
+        check(k)
+    # deny after always: the mount's huge stays "always" but shmem_is_huge says no
+    k = boot(thp_shmem_enabled="always")
+    k.procfs.write(f"{D}/shmem_enabled", "deny")
+    t, _ = segment(k, 4 * MiB)
+    touch(t, 4 * MiB)
+    assert k.vmstat["thp_file_alloc"] == 0
+    k.procfs.write(f"{D}/shmem_enabled", "always")
+    assert k.thp.shmem_mount_huge == "always"
+
+
+def test_unaligned_attach_maps_the_folios_by_ptes():
+    # do_set_pmd needs the aligned 2 MiB inside the VMA at the same alignment as the file
+    # offset: attached one page off, the folios are allocated but mapped 4 KiB at a time
+    from guestkernel.pgtable import _PAGE_PSE
+
+    k = boot(thp_shmem_enabled="always")
+    t, _ = segment(k, 4 * MiB, addr=BASE + P)
+    touch(t, 4 * MiB, addr=BASE + P)
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 4096 and m["ShmemPmdMapped"] == 0
+    assert thp_events(k) == {"thp_file_alloc": 2}
+    assert not any(pte & _PAGE_PSE for pte in t.mm.pgtable.ptes.values())
+    check(k)
+
+
+def test_no_order9_block_falls_back_to_small_pages():
+    from guestkernel import gfp as G
+
+    k = boot(memory="128MiB", thp_shmem_enabled="always", thp_defrag="never")
+    held = []
+    while True:
+        page = k.alloc_pages(G.GFP_KERNEL | G.__GFP_NORETRY | G.__GFP_NOWARN, 9)
+        if page is None:
+            break
+        held.append(page)
+    t, _ = segment(k, 2 * MiB)
+    t.access(BASE, True)
+    assert thp_events(k) == {"thp_file_fallback": 1}
+    assert meminfo(k)["ShmemHugePages"] == 0
+    check(k)
