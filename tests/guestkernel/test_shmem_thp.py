@@ -208,3 +208,98 @@ def test_no_order9_block_falls_back_to_small_pages():
     assert thp_events(k) == {"thp_file_fallback": 1}
     assert meminfo(k)["ShmemHugePages"] == 0
     check(k)
+
+
+# --- splitting (split_huge_page of a shmem THP) ---------------------------------------------------
+def memfd_map(k, size):
+    from guestkernel import uapi as U
+
+    t = k.spawn("t")
+    fd = t.memfd_create("huge")
+    t.ftruncate(fd, size)
+    a = t.mmap(BASE, size, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED | U.MAP_FIXED, fd, 0)
+    assert a == BASE
+    return t, fd
+
+
+def test_partial_truncate_splits_the_cut_folio_a_whole_one_goes_unsplit():
+    # ftruncate to 3 MiB (shmem_setattr -> shmem_truncate_range -> shmem_undo_range):
+    # the folio at 512-1023 is cut at 768: split_huge_page (thp_split_page 1), the
+    # subpages from 768 on leave the cache; the folio at 0-511 stays whole and mapped
+    k = boot(thp_shmem_enabled="always")
+    t, fd = memfd_map(k, 4 * MiB)
+    shmem0 = meminfo(k)["Shmem"]
+    for off in range(0, 4 * MiB, P):
+        t.access(BASE + off, True, (off // P + 1).to_bytes(4, "little"))
+    assert meminfo(k)["ShmemHugePages"] == 4096
+    t.ftruncate(fd, 3 * MiB)
+    ev = thp_events(k)
+    assert ev["thp_split_page"] == 1 and ev["thp_split_pmd"] == 1
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 2048 and m["ShmemPmdMapped"] == 2048
+    assert m["Shmem"] - shmem0 == 3072
+    for off in (0, 511 * P, 512 * P, 767 * P):  # the data of what is left is kept
+        t.access(BASE + off, False)
+        assert t.peek(BASE + off, 4) == (off // P + 1).to_bytes(4, "little")
+    check(k)
+    # truncating to 0 frees the remaining folio whole: no second split
+    t.munmap(BASE, 4 * MiB)
+    t.ftruncate(fd, 0)
+    assert thp_events(k)["thp_split_page"] == 1
+    assert meminfo(k)["ShmemHugePages"] == 0 and meminfo(k)["Shmem"] == shmem0
+    check(k)
+
+
+def test_madv_remove_of_one_page_splits_of_a_whole_2mib_does_not():
+    from guestkernel import uapi as U
+
+    k = boot(thp_shmem_enabled="always")
+    t, _ = segment(k, 4 * MiB)
+    shmem0 = meminfo(k)["Shmem"]
+    touch(t, 4 * MiB)
+    t.madvise(BASE + 3 * P, P, U.MADV_REMOVE)  # a hole in the first folio: split
+    ev = thp_events(k)
+    assert ev["thp_split_page"] == 1
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 2048 and m["Shmem"] - shmem0 == 4092
+    t.madvise(BASE + 2 * MiB, 2 * MiB, U.MADV_REMOVE)  # the whole second folio: freed whole
+    assert thp_events(k)["thp_split_page"] == 1
+    m = meminfo(k)
+    assert m["ShmemHugePages"] == 0 and m["ShmemPmdMapped"] == 0 and m["Shmem"] - shmem0 == 2044
+    t.access(BASE + 3 * P, False)
+    assert t.peek(BASE + 3 * P, 1) == b"\0"
+    check(k)
+
+
+def test_swap_out_splits_the_folio_before_writing_4kib_entries():
+    # shmem_writepage: a huge folio is split (thp_split_page) and its subpages written
+    # 4 KiB each; the data survives swap-out and swap-in; Shmem + swapped = the segment
+    from guestkernel import uapi as U
+    from guestkernel.pgtable import MM_SWAPENTS
+    from guestkernel.swap import validate_swap
+    from guestkernel.vmscan import init_reclaim
+
+    k = Kernel(memory=50 * MiB, swap="256MiB", watermark_boost_factor=0, thp_shmem_enabled="always")
+    init_reclaim(k)
+    t = k.init_task
+    n = 48 * MiB // P
+    sid = t.shmget(U.IPC_PRIVATE, 48 * MiB, U.IPC_CREAT | 0o600)
+    a = t.shmat(sid, BASE)
+    for off in range(0, 48 * MiB, P):
+        t.access(a + off, True, (off + 1).to_bytes(8, "little"))
+    vm = k.vmstat
+    swapped = k.swap.si.inuse_pages - t.mm.rss[MM_SWAPENTS]
+    assert swapped > 0 and vm["thp_file_alloc"] > 0
+    assert vm["thp_split_page"] >= 1
+    assert vm["nr_shmem"] + swapped == n
+    for folio in k.thp.shmem_folios.values():  # no folio holds a swapped index
+        assert not any(i in (folio.mapping.swapped or {}) for i in range(folio.index, folio.index + 512))
+    for off in range(0, 48 * MiB, P):
+        t.access(a + off, False)
+        assert t.peek(a + off, 8) == (off + 1).to_bytes(8, "little")
+    check(k)
+    t.shmdt(a)
+    t.shmctl(sid, U.IPC_RMID)
+    assert vm["nr_shmem"] == 0 and vm["nr_shmem_hugepages"] == 0
+    k.reclaim.validate()
+    validate_swap(k.swap)
