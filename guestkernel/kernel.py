@@ -100,6 +100,7 @@ class Kernel:
         # pages exited tasks left unthrottled there (dirty_throttle_leaks; do_exit adds)
         ncpu = max(int(getattr(config, "cpus", 1)), 1)
         self.bdp_ratelimits = [0] * ncpu
+        self.current_cpu = 0  # the CPU of the task in the kernel now (0: none, a kthread)
         self.dirty_throttle_leaks = [0] * ncpu
         self.procfs = ProcFS(self)
         self.slab = None

@@ -102,6 +102,7 @@ def _syscall(needs_mm: bool = True):
             if self.state != "running" or (needs_mm and self.mm is None):
                 raise OSError(U.ESRCH, f"{name}: task {self.pid} is {self.state}")
             self._kdepth += 1
+            self.kernel.current_cpu = self.cpu  # smp_processor_id() while in the kernel
             t0 = self.cost
             try:
                 return fn(self, *args, **kwargs)
@@ -112,6 +113,8 @@ def _syscall(needs_mm: bool = True):
                 return None
             finally:
                 self._kdepth -= 1
+                if not self._kdepth:
+                    self.kernel.current_cpu = 0
                 self.last_cost = self.cost - t0 + self.kernel.take_stall()
                 if not self._kdepth and self._pending_fatal is not None:
                     self._die()
@@ -405,6 +408,7 @@ class Task:
         t0 = self.cost
         cost = 0.0
         self._kdepth += 1
+        k.current_cpu = self.cpu
         try:
             for _ in range(4):
                 pte = ptes.get(vpn, 0)
@@ -433,6 +437,8 @@ class Task:
                     break
         finally:
             self._kdepth -= 1
+            if not self._kdepth:
+                k.current_cpu = 0
             if self._pending_fatal is not None:
                 self._die()
         return cost + self.cost - t0 + k.take_stall()
@@ -524,6 +530,7 @@ class Task:
                 first = vpn
                 npages = last - first + 1
         self._kdepth += 1
+        k.current_cpu = self.cpu
         try:
             get = ptes.get
             i = -1
@@ -675,6 +682,8 @@ class Task:
                 vm["pgfault"] += nz
                 vm["fault_demand_zero"] += nz
             self._kdepth -= 1
+            if not self._kdepth:
+                k.current_cpu = 0
             if self._pending_fatal is not None:
                 self._die()
         return cost + self.cost - t0 + k.take_stall()

@@ -497,7 +497,7 @@ class ScanControl:
         "may_deactivate", "cache_trim_mode", "file_is_tiny", "nr_pageout", "nr_writeback",
         "io_wait",
         "anon_cost", "file_cost", "nr_dirty", "nr_unqueued_dirty", "nr_congested",
-        "nr_immediate", "nr_taken", "nr_file_taken", "sleep", "t0",
+        "nr_immediate", "nr_taken", "nr_file_taken", "sleep", "t0", "cpu",
     )
 
     def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
@@ -535,6 +535,7 @@ class ScanControl:
         # a direct reclaimer's own clock when the call began (its time then runs on by
         # `cost` and `sleep`); None: the simulation's (kswapd, or no clock)
         self.t0: float | None = None
+        self.cpu = 0  # the CPU the reclaimer runs on (a direct reclaimer: its task's)
 
 
 class _BdpTask:
@@ -590,7 +591,12 @@ class Reclaim:
         self.in_reclaim = False  # guards against re-entering reclaim from reclaim
         self.kswapd_io_wait = 0.0  # seconds of kswapd's last pass asleep on its own I/O
         self.kswapd_sleep = 0.0  # seconds kswapd's last pass asked to sleep (throttled)
-        self.direct_clock = 0.0  # seconds: where the last direct reclaim's own time ended
+        # seconds, per CPU: where the last direct reclaim on it ended in its own time
+        # (a CPU runs one reclaimer at a time; reclaimers on other CPUs run beside it)
+        self.direct_clock = [0.0] * max(int(getattr(kernel.config, "cpus", 1)), 1)
+        # direct reclaimers' batches isolated in their own time, for too_many_isolated
+        # of reclaimers on other CPUs: (from, to seconds, pages, file?, cpu)
+        self.isolating: list[tuple[float, float, int, bool, int]] = []
         # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
         self.anon_active = self.alloc.era == "2.6"
         # 6.x reclaim leaves file writeback to the flusher and never waits for its writes
@@ -1351,17 +1357,34 @@ class Reclaim:
         the type isolated (NR_ISOLATED_*, by other reclaimers or compaction) than on the
         inactive list, a eighth of it for a caller with both __GFP_IO and __GFP_FS
         (GFP_NOIO/NOFS callers may isolate more, so that they do not deadlock behind
-        normal reclaimers); global reclaim is writeback_throttling_sane."""
+        normal reclaimers); global reclaim is writeback_throttling_sane. Other
+        reclaimers' pages: NR_ISOLATED_* now (compaction's), and the batches direct
+        reclaimers on other CPUs hold at this reclaimer's own time (`isolating`: each
+        call runs whole, but a reclaimer's own time runs on from the simulation's now
+        while it works, so those on other CPUs overlap)."""
         if sc.kswapd:
             return False
         vm = self.vmstat
         isolated = vm["nr_isolated_file" if file else "nr_isolated_anon"]
+        if sc.t0 is not None and self.isolating:
+            isolated += self._isolated_elsewhere(file, sc)
         if not isolated:
             return False
         inactive = lv.lists[LRU_INACTIVE_FILE if file else LRU_INACTIVE_ANON].nr
         if sc.gfp & (G.IO | G.FS) == G.IO | G.FS:
             inactive >>= 3
         return isolated > inactive
+
+    def _isolated_elsewhere(self, file: bool, sc: ScanControl) -> int:
+        """Pages of the type that direct reclaimers on other CPUs hold isolated at this
+        reclaimer's own time (their batches' intervals, `isolating`); intervals over
+        before the simulation's now are dropped."""
+        now = self.kernel.env.now
+        log = self.isolating
+        log[:] = [e for e in log if e[1] > now]
+        t = sc.t0 + sc.cost + sc.sleep
+        cpu = sc.cpu
+        return sum(e[2] for e in log if e[3] == file and e[4] != cpu and e[0] <= t < e[1])
 
     def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
         """shrink_inactive_list (6.1): while too many pages are isolated, sleep once
@@ -1390,8 +1413,17 @@ class Reclaim:
         before_unqueued = sc.nr_unqueued_dirty
         isolated = "nr_isolated_file" if file else "nr_isolated_anon"
         vm[isolated] += n
+        t0 = sc.t0
+        if t0 is not None:
+            at = t0 + sc.cost + sc.sleep
         reclaimed = self.shrink_page_list(taken, sc)
         vm[isolated] -= n
+        if t0 is not None:
+            # isolated in this reclaimer's own time from `at` until its batch is back:
+            # reclaimers on other CPUs starting meanwhile find them isolated
+            until = t0 + sc.cost + sc.sleep
+            if until > at and len(self.direct_clock) > 1:
+                self.isolating.append((at, until, n, file, sc.cpu))
         vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
         self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout)
@@ -2169,12 +2201,14 @@ class Reclaim:
             sc = ScanControl(SWAP_CLUSTER_MAX, gfp, False, highest,
                              not self.v6 or self.kernel.env is None)
             now = self.now()
+            sc.cpu = cpu = self.kernel.current_cpu
             if not sc.sync_io:
                 # the reclaimer's time runs on as it works (sc.cost) and sleeps: writes
                 # the device ends meanwhile end for it, though the simulation's clock
-                # stands still during the synchronous call; successive calls of one
-                # burst (the allocator's retries) carry the clock on (direct_clock)
-                sc.t0 = max(now, self.direct_clock)
+                # stands still during the synchronous call; successive calls on its CPU
+                # (the allocator's retries, the next task there) carry the clock on
+                # (direct_clock); reclaimers on other CPUs start from now
+                sc.t0 = max(now, self.direct_clock[cpu])
             lvs = self._nodes_of(zonelist)
             for priority in range(DEF_PRIORITY, -1, -1):
                 sc.priority = priority
@@ -2190,7 +2224,7 @@ class Reclaim:
             for lv in lvs:
                 self.snapshot_refaults(lv)
             if sc.t0 is not None:
-                self.direct_clock = sc.t0 + sc.cost + sc.sleep
+                self.direct_clock[cpu] = sc.t0 + sc.cost + sc.sleep
             k = self.kernel
             k.stall += sc.cost
             if sc.sleep:

@@ -2,8 +2,10 @@
 reclaim_throttle: a direct reclaimer finding more pages of the type isolated than on the
 inactive list (an eighth of it for a __GFP_IO | __GFP_FS caller) sleeps HZ/50 once, and,
 still too many, leaves the list alone; kswapd never throttles here. In hvsim a reclaim
-pass runs whole within one call, so the isolated pages another reclaimer would hold are
-set by hand (NR_ISOLATED_FILE), as a second reclaimer would find them."""
+pass runs whole within one call, but a direct reclaimer's own time runs on from the
+simulation's now as it works, so reclaimers on other CPUs overlap it: the unit tests set
+the isolated pages by hand (NR_ISOLATED_FILE), as a second reclaimer would find them; the
+last test reaches the rule through ordinary allocations of tasks on many vCPUs."""
 
 from __future__ import annotations
 
@@ -101,3 +103,58 @@ def test_counters_in_proc_vmstat():
     assert names[i - 1] == "nr_dirtied" and names[i + 1] == "nr_throttled_written"
     for reason in ("writeback", "isolated", "noprogress", "congested"):
         assert f"vmscan_throttle_{reason}" in names
+
+
+def test_reclaimers_on_other_cpus_throttle_each_other_through_ordinary_allocations():
+    """16 tasks on a 16-vCPU 48 MiB guest (fork placement: one per CPU) write anonymous
+    memory at the same moments: their direct reclaimers run beside each other, and a
+    reclaimer finding the batches the others hold isolated at its own time over an
+    eighth of the inactive list sleeps (VMSCAN_THROTTLE_ISOLATED). Each such sleep is
+    checked against the rule when it is taken: NR_ISOLATED_* itself is 0 (no batch of
+    its own, no compaction), the pages are the other CPUs' batches. A 1-vCPU guest
+    running the same tasks never throttles here: one reclaimer at a time."""
+    from guestkernel.vmscan import VMSCAN_THROTTLE_ISOLATED
+
+    def run(cpus):
+        env = simpy.Environment()
+        k = Kernel(memory="48MiB", swap="256MiB", cpus=cpus, env=env)
+        r = k.reclaim
+        tasks = [k.spawn(f"t{i}") for i in range(16)]
+        seen = []
+        real = r.reclaim_throttle
+
+        def spy(lv, reason, sc):
+            if reason == VMSCAN_THROTTLE_ISOLATED:
+                # the list being shrunk is one of the two: at least one is over the bound
+                event = []
+                for file in (False, True):
+                    if r.too_many_isolated(lv, file, sc):
+                        lst = lv.lists[LRU_INACTIVE_FILE if file else 0]
+                        event.append((k.vmstat["nr_isolated_file" if file else "nr_isolated_anon"],
+                                      r._isolated_elsewhere(file, sc), lst.nr))
+                seen.append(event)
+            return real(lv, reason, sc)
+
+        r.reclaim_throttle = spy
+
+        def proc(t):
+            a = t.mmap(0, 2048 * P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+            for n in range(0, 2048, 64):
+                t.access_range(a + n * P, 64 * P, True)
+                yield env.timeout(1e-3)
+
+        for t in tasks:
+            env.process(proc(t))
+        env.run(until=1.0)
+        r.validate()
+        return k, tasks, seen
+
+    k, tasks, seen = run(16)
+    assert sorted(t.cpu for t in tasks) == list(range(16))
+    assert k.vmstat["vmscan_throttle_isolated"] == len(seen) > 0
+    for event in seen:
+        assert event
+        for own, others, inactive in event:
+            assert own == 0 and others > inactive >> 3  # GFP_HIGHUSER_MOVABLE: IO | FS
+    k1, _, seen1 = run(1)
+    assert k1.vmstat["vmscan_throttle_isolated"] == 0 and seen1 == []
