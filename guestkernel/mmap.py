@@ -180,16 +180,20 @@ def get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int
     """__get_unmapped_area (6.18, x86_64): a private anonymous mapping without a hint
     whose length is a multiple of PMD_SIZE, and any mapping of a disk file (ext4's
     f_op->get_unmapped_area is thp_get_unmapped_area; measured here: a 6 MiB file
-    mapping lands 2 MiB-aligned), is placed THP-aligned (__thp_get_unmapped_area); the
-    rest as arch_get_unmapped_area(_topdown) does."""
+    mapping lands 2 MiB-aligned), is placed THP-aligned (__thp_get_unmapped_area); a shmem
+    file's or a shared anonymous mapping as shmem_get_unmapped_area places it; the rest as
+    arch_get_unmapped_area(_topdown) does."""
     mm = task.mm
     if not flags & U.MAP_FIXED and mm.task_size > 1 << 32:
         if file is not None:
-            if not file.inode.shmem:
-                a = _thp_get_unmapped_area(task, file, addr, length, pgoff << PAGE_SHIFT, flags)
-                if a:
-                    return a
-        elif not flags & U.MAP_SHARED and not addr and not length % PMD_SIZE:
+            if file.inode.shmem:
+                return _shmem_get_unmapped_area(task, file, addr, length, pgoff, flags)
+            a = _thp_get_unmapped_area(task, file, addr, length, pgoff << PAGE_SHIFT, flags)
+            if a:
+                return a
+        elif flags & U.MAP_SHARED:
+            return _shmem_get_unmapped_area(task, None, addr, length, 0, flags)
+        elif not addr and not length % PMD_SIZE:
             a = _thp_get_unmapped_area(task, None, 0, length, 0, flags)  # pgoff 0 for anon
             if a:
                 return a
@@ -214,6 +218,41 @@ def _thp_get_unmapped_area(task, file, addr: int, length: int, off: int, flags: 
     if not task.mm.legacy_mmap and not off_sub:
         return ret + PMD_SIZE
     return ret + off_sub
+
+
+def _shmem_get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int) -> int:
+    """shmem_get_unmapped_area (6.1): a shmem mapping (a shared anonymous one with pgoff
+    0) of 2 MiB or more whose mount may have huge folios (the internal mount's huge, or
+    shmem_enabled force; not deny) is placed so that its address and file offset agree
+    modulo 2 MiB, from a search for length + 2 MiB - 4 KiB; a hint that was free, an
+    offset leaving no whole aligned 2 MiB, or a failed padded search keep the plain
+    address."""
+    a = _mm_get_unmapped_area(task, file, addr, length, pgoff, flags)
+    thp = getattr(task.kernel, "thp", None)
+    if thp is None or thp.shmem_enabled == "deny" or length < PMD_SIZE or addr == a:
+        return a
+    if thp.shmem_enabled != "force" and thp.shmem_mount_huge == "never":
+        return a
+    task_size = task.mm.task_size
+    offset = (pgoff << PAGE_SHIFT) & (PMD_SIZE - 1)
+    if offset and offset + length < 2 * PMD_SIZE:
+        return a
+    if a & (PMD_SIZE - 1) == offset:
+        return a
+    inflated_len = length + PMD_SIZE - PAGE_SIZE
+    if inflated_len > task_size:
+        return a
+    try:
+        inflated = _mm_get_unmapped_area(task, None, addr, inflated_len, 0, flags)
+    except OSError:
+        return a
+    inflated_offset = inflated & (PMD_SIZE - 1)
+    inflated += offset - inflated_offset
+    if inflated_offset > offset:
+        inflated += PMD_SIZE
+    if inflated > task_size - length:
+        return a
+    return inflated
 
 
 def _mm_get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int) -> int:

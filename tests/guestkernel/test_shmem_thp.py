@@ -303,3 +303,36 @@ def test_swap_out_splits_the_folio_before_writing_4kib_entries():
     assert vm["nr_shmem"] == 0 and vm["nr_shmem_hugepages"] == 0
     k.reclaim.validate()
     validate_swap(k.swap)
+
+
+def test_shmem_get_unmapped_area_aligns_when_the_mount_may_be_huge():
+    # shmem_get_unmapped_area: a segment of >= 2 MiB is placed 2 MiB-aligned (its offset
+    # 0) when the internal mount's huge is not never, and then PMD-mapped whole; with
+    # never (or deny) the address is the plain search's
+    from guestkernel import uapi as U
+
+    def attach(mode, size):
+        k = boot(thp_shmem_enabled=mode)
+        t = k.spawn("t")
+        sid = t.shmget(U.IPC_PRIVATE, size, U.IPC_CREAT | 0o600)
+        a = t.shmat(sid)
+        b = t.mmap(0, size, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED | U.MAP_ANONYMOUS)
+        return k, t, a, b
+
+    _, _, a_never, b_never = attach("never", 3 * MiB)
+    assert a_never % (2 * MiB) and b_never % (2 * MiB)  # (this layout's plain addresses)
+    _, _, a_deny, b_deny = attach("deny", 3 * MiB)
+    assert (a_deny, b_deny) == (a_never, b_never)
+    k, t, a, b = attach("always", 3 * MiB)
+    assert a % (2 * MiB) == 0 and b % (2 * MiB) == 0
+    for off in range(0, 3 * MiB, P):
+        t.access(a + off, True)
+        t.access(b + off, True)
+    # each: folios at 0-511 (PMD-mapped) and 512-1023 (the VMA ends at 3 MiB: PTEs)
+    m = meminfo(k)
+    assert m["ShmemPmdMapped"] == 2 * 2048 and m["ShmemHugePages"] == 2 * 4096
+    check(k)
+    # under 2 MiB: no alignment
+    _, _, small, _ = attach("always", 2 * MiB - P)
+    _, _, small_never, _ = attach("never", 2 * MiB - P)
+    assert small == small_never
