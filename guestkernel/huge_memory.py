@@ -1068,7 +1068,7 @@ def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
     if not write:
         bits &= ~_PAGE_DIRTY
     base = folio.pfn
-    if not pt.set_pmd_huge(hvpn, base, bits):
+    if not pt.set_pmd_huge(hvpn, base, bits, deposit=False):  # x86: no deposit for a file PMD
         return VM_FAULT_OOM
     mem_map = k.mem_map
     locked = vma.vm_flags & VM_LOCKED

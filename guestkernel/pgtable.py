@@ -63,6 +63,7 @@ PTE_PRESENT_MASK = _PAGE_PRESENT | _PAGE_PROTNONE
 HPAGE_PMD_ORDER = 9  # a PMD maps 2 MiB (x86_64)
 HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 
+NO_DEPOSIT = -1  # PageTable.huge: a PMD mapping with no deposited table (a file THP on x86)
 MM_FILEPAGES = 0
 MM_ANONPAGES = 1
 MM_SWAPENTS = 2
@@ -283,19 +284,24 @@ class PageTable:
         return pte
 
     # -- PMD mappings (transparent huge pages) ---------------------------------------------
-    def set_pmd_huge(self, hvpn: int, pfn: int, bits: int) -> bool:
+    def set_pmd_huge(self, hvpn: int, pfn: int, bits: int, deposit: bool = True) -> bool:
         """Map 512 frames from `pfn` at the 2 MiB-aligned `hvpn` with one PMD entry
         (set_pmd_at) and deposit a zeroed table page for its split (counted in
-        pgtables_bytes: mm_inc_nr_ptes). False if a table page could not be had."""
+        pgtables_bytes: mm_inc_nr_ptes). `deposit` False: a file PMD, which x86 maps
+        without one (arch_needs_pgtable_deposit; its split clears the PMD): NO_DEPOSIT
+        stands in `huge`. False if a table page could not be had."""
         shifts = self.shifts
         for level in range(len(shifts) - 1, 0, -1):
             key = hvpn >> shifts[level]
             if key not in self.counts[level] and not self._alloc_table(level, key):
                 return False
-        dep = self._alloc_table_page()
-        if dep is False:
-            return False
-        self.bytes += PAGE_SIZE
+        if deposit:
+            dep = self._alloc_table_page()
+            if dep is False:
+                return False
+            self.bytes += PAGE_SIZE
+        else:
+            dep = NO_DEPOSIT
         self.huge[hvpn >> shifts[0]] = dep
         pkey = hvpn >> shifts[1]
         self.counts[1][pkey] += 1
@@ -316,8 +322,9 @@ class PageTable:
             del ptes[v]
         pkey = hvpn >> self.shifts[1]
         self.counts[1][pkey] -= 1
-        self.bytes -= PAGE_SIZE
-        self._free_table_page(dep)
+        if dep is not NO_DEPOSIT:
+            self.bytes -= PAGE_SIZE
+            self._free_table_page(dep)
         if self.fresh:
             self._table_changed(1, pkey)
 
@@ -405,8 +412,10 @@ class PageTable:
     def free_all(self) -> None:
         """Tear the whole tree down (exit_mmap after every PTE is gone)."""
         for key in sorted(self.huge):
-            self.bytes -= PAGE_SIZE
-            self._free_table_page(self.huge.pop(key))
+            dep = self.huge.pop(key)
+            if dep is not NO_DEPOSIT:
+                self.bytes -= PAGE_SIZE
+                self._free_table_page(dep)
         for level in range(len(self.shifts)):
             for key in sorted(self.tables[level]):
                 page = self.tables[level].pop(key)
@@ -469,7 +478,7 @@ class PageTable:
             for k in kids:
                 if k not in self.counts[level]:
                     raise MMInvariantError(f"validate_mm: level {level} table {k:#x} missing")
-        ntab = sum(len(t) for t in self.counts) + len(huge)
+        ntab = sum(len(t) for t in self.counts) + sum(1 for d in huge.values() if d is not NO_DEPOSIT)
         if self.bytes != ntab * PAGE_SIZE:
             raise MMInvariantError(f"validate_mm: pgtables_bytes {self.bytes} for {ntab} tables")
         if mm is None or self.kernel is None:

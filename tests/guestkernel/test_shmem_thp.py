@@ -336,3 +336,27 @@ def test_shmem_get_unmapped_area_aligns_when_the_mount_may_be_huge():
     _, _, small, _ = attach("always", 2 * MiB - P)
     _, _, small_never, _ = attach("never", 2 * MiB - P)
     assert small == small_never
+
+
+def test_a_file_pmd_deposits_no_page_table_on_x86():
+    # do_set_pmd: arch_needs_pgtable_deposit() is false on x86, so a shmem PMD mapping
+    # costs no PTE table (its split clears the PMD); 4 KiB mappings of the same 4 MiB
+    # need two PTE tables
+    from guestkernel import uapi as U
+
+    def tables(mode):
+        k = boot(thp_shmem_enabled=mode)
+        t, _ = segment(k, 4 * MiB)
+        # the PMD table above the segment exists already (a page mapped 2 MiB later)
+        t.mmap(BASE + 4 * MiB, P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+        t.access(BASE + 4 * MiB, True)
+        before = k.vmstat["nr_page_table_pages"], t.mm.pgtable.bytes
+        touch(t, 4 * MiB)
+        after = k.vmstat["nr_page_table_pages"], t.mm.pgtable.bytes
+        check(k)
+        t.shmdt(BASE)
+        check(k)
+        return after[0] - before[0], after[1] - before[1]
+
+    assert tables("always") == (0, 0)
+    assert tables("never") == (2, 2 * P)
