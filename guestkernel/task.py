@@ -1549,7 +1549,7 @@ PSS_SHIFT = 12
 _SMAPS_KEYS = ("resident", "pss", "pss_dirty", "pss_anon", "pss_file", "pss_shmem",
                "shared_clean", "shared_dirty", "private_clean", "private_dirty",
                "referenced", "anonymous", "lazyfree", "swap", "swap_pss", "pss_locked",
-               "anon_thp")
+               "anon_thp", "shmem_thp")
 
 
 def _smaps_account(st: dict, k, mm, vma) -> None:
@@ -1599,6 +1599,8 @@ def _smaps_account(st: dict, k, mm, vma) -> None:
                 st["anon_thp"] += PAGE_SIZE  # one 512th of a PMD-mapped THP
             if not page.flags & PG_swapbacked and not dirty:
                 st["lazyfree"] += PAGE_SIZE
+        elif pte & _PAGE_PSE and page.flags & PG_swapbacked:
+            st["shmem_thp"] += PAGE_SIZE  # smaps_pmd_entry: a PMD-mapped shmem THP's 512th
         pss = (PAGE_SIZE << PSS_SHIFT) // mapcount
         st["pss"] += pss
         if dirty:
@@ -1638,7 +1640,8 @@ def _show_smap(st: dict, rollup: bool) -> str:
     out += _dec("KSM:            ", 0)
     out += _dec("LazyFree:       ", st["lazyfree"])
     out += _dec("AnonHugePages:  ", st["anon_thp"])
-    for label in ("ShmemPmdMapped: ", "FilePmdMapped:  ", "Shared_Hugetlb: "):
+    out += _dec("ShmemPmdMapped: ", st["shmem_thp"])
+    for label in ("FilePmdMapped:  ", "Shared_Hugetlb: "):
         out += _dec(label, 0)
     out += f"Private_Hugetlb: {0:7d} kB\n"
     out += _dec("Swap:           ", st["swap"])

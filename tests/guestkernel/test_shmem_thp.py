@@ -360,3 +360,18 @@ def test_a_file_pmd_deposits_no_page_table_on_x86():
 
     assert tables("always") == (0, 0)
     assert tables("never") == (2, 2 * P)
+
+
+def test_smaps_shows_shmem_pmd_mapped():
+    # smaps_pmd_entry: a PMD-mapped swap-backed (shmem) folio counts in ShmemPmdMapped,
+    # not AnonHugePages; smaps_rollup sums it
+    k = boot(thp_shmem_enabled="within_size")
+    t, _ = segment(k, 3 * MiB)
+    touch(t, 3 * MiB)
+
+    def field(path, name):
+        return sum(int(ln.split()[1]) for ln in k.procfs.read(path).splitlines() if ln.startswith(name + ":"))
+
+    assert field(f"/proc/{t.pid}/smaps", "ShmemPmdMapped") == 2048
+    assert field(f"/proc/{t.pid}/smaps", "AnonHugePages") == 0
+    assert field(f"/proc/{t.pid}/smaps_rollup", "ShmemPmdMapped") == 2048
