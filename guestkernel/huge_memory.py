@@ -1034,8 +1034,8 @@ def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
     A missing page whose index shmem_is_huge allows gets a huge folio (else, or if that
     fails, -1: the 4 KiB path takes it). A page of a whole shmem THP is mapped by one
     PMD (thp_file_mapped; ShmemPmdMapped counts the folio while a PMD maps it) where no
-    PTE table lies under the PMD, the VMA holds the aligned 2 MiB and its file offset is
-    aligned alike, and the VMA is shared (a private mapping's PMD: not modelled). Returns
+    PTE table lies under the PMD and the VMA holds the aligned 2 MiB with its file offset
+    aligned alike; a private mapping's write fault copies 4 KiB (do_cow_fault). Returns
     0 when mapped by the PMD, VM_FAULT_OOM, or -1 (the caller maps by PTE: the page is in
     the cache now)."""
     k = task.kernel
@@ -1053,8 +1053,9 @@ def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
         if page is None:
             return -1
     folio = thp.shmem_folio_of(page.pfn)
-    if folio is None or not vma.vm_flags & VM_SHARED:
-        return -1
+    shared = vma.vm_flags & VM_SHARED
+    if folio is None or (write and not shared):
+        return -1  # (do_cow_fault: a 4 KiB private copy)
     mm = task.mm
     pt = mm.pgtable
     hvpn = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
@@ -1062,8 +1063,9 @@ def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
     if (key in pt.pte_counts or key in pt.huge or not transhuge_vma_suitable(vma, addr)
             or ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1)):
         return -1
-    # do_set_pmd (a shared mapping of shmem maps writable even on a read: no dirty tracking)
-    writable = bool(write or vma.vm_flags & VM_WRITE)
+    # do_set_pmd (a shared mapping of shmem maps writable even on a read: no dirty
+    # tracking; a private one read-only, its first write splitting the PMD to copy 4 KiB)
+    writable = bool(shared and (write or vma.vm_flags & VM_WRITE))
     bits = vma_pte_bits(vma.vm_flags, writable)
     if not write:
         bits &= ~_PAGE_DIRTY

@@ -375,3 +375,31 @@ def test_smaps_shows_shmem_pmd_mapped():
     assert field(f"/proc/{t.pid}/smaps", "ShmemPmdMapped") == 2048
     assert field(f"/proc/{t.pid}/smaps", "AnonHugePages") == 0
     assert field(f"/proc/{t.pid}/smaps_rollup", "ShmemPmdMapped") == 2048
+
+
+def test_private_mapping_read_maps_the_folio_by_a_read_only_pmd_a_write_copies_4kib():
+    # do_read_fault on a MAP_PRIVATE shmem mapping: do_set_pmd maps the folio read-only
+    # (thp_file_mapped; ShmemPmdMapped counts the folio once however many PMDs map it);
+    # a write splits the file PMD (wp_huge_pmd: cleared, thp_split_pmd) and the retried
+    # fault copies 4 KiB (do_cow_fault), the shmem folio unchanged
+    from guestkernel import uapi as U
+    from guestkernel.pgtable import _PAGE_PSE, _PAGE_RW
+
+    k = boot(thp_shmem_enabled="always")
+    t, fd = memfd_map(k, 2 * MiB)
+    for off in range(0, 2 * MiB, P):
+        t.access(BASE + off, True, b"S")
+    priv = BASE + 4 * MiB
+    assert t.mmap(priv, 2 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_FIXED, fd, 0) == priv
+    t.access(priv + 7 * P, False)
+    pte = t.mm.pgtable.ptes[priv >> 12]
+    assert pte & _PAGE_PSE and not pte & _PAGE_RW
+    assert thp_events(k) == {"thp_file_alloc": 1, "thp_file_mapped": 2}
+    assert meminfo(k)["ShmemPmdMapped"] == 2048
+    t.access(priv + 7 * P, True, b"C")
+    assert thp_events(k)["thp_split_pmd"] == 1 and "thp_split_page" not in thp_events(k)
+    assert t.peek(priv + 7 * P, 1) == b"C" and t.peek(BASE + 7 * P, 1) == b"S"
+    t.access(priv + 8 * P, False)
+    assert t.peek(priv + 8 * P, 1) == b"S"
+    assert meminfo(k)["ShmemPmdMapped"] == 2048 and meminfo(k)["ShmemHugePages"] == 2048
+    check(k)
