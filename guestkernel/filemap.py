@@ -251,6 +251,9 @@ class FileSystem:
         """The last reference to an unlinked inode went: drop its pages and its charge."""
         if self.kernel is not None:
             truncate_inode_pages(self.kernel, inode, 0)
+            thp = getattr(self.kernel, "thp", None)
+            if thp is not None and thp.shmem_shrinklist:
+                thp.shmem_shrinklist.pop(inode, None)  # shmem_evict_inode
             if inode.charged:
                 self.kernel.vm_unacct_memory(inode.charged)
         inode.charged = 0

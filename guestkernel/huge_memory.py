@@ -64,7 +64,7 @@ entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
 from __future__ import annotations
 
 from . import gfp as G
-from .filemap import set_page_dirty
+from .filemap import delete_from_page_cache, set_page_dirty
 from .memory import (
     VM_FAULT_OOM,
     _vpns_in,
@@ -205,6 +205,9 @@ class Thp:
         self.shmem_on = False  # the shmem fault path's one test
         self.set_shmem_enabled(shmem_enabled)
         self.shmem_folios: dict[int, ShmemFolio] = {}
+        # sbinfo->shrinklist of the internal mount: inodes whose huge folio reaches past
+        # i_size (insertion order), split under pressure (shmem_unused_huge_shrink)
+        self.shmem_shrinklist: dict = {}
         vm = kernel.vmstat
         for name in THP_EVENTS:
             vm.setdefault(name, 0)
@@ -432,7 +435,7 @@ class Thp:
                 _shmem_unmap_folio(k, folio)
                 _shmem_forget(k, folio)  # freed whole by the caller's deletions
             else:
-                shmem_split_folio(k, folio, False)
+                shmem_split_folio(k, folio, False, drop_eof=True)
 
     def shmem_unmap_pmds(self, page) -> None:
         """try_to_unmap's TTU_SPLIT_HUGE_PMD for a shmem THP: its PMD mappings go."""
@@ -1024,6 +1027,8 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
     vm["nr_shmem"] += HPAGE_PMD_NR
     vm["nr_shmem_hugepages"] += 1
     vm["thp_file_alloc"] += 1
+    if (inode.size + PAGE_SIZE - 1) >> PAGE_SHIFT < hindex + HPAGE_PMD_NR - 1:
+        thp.shmem_shrinklist.setdefault(inode, None)  # part of it beyond i_size
     for p in subpages:  # (per-page LRU entries: see shmem_huge_fault)
         k.lru_cache_add(p)
     return subpages[index - hindex]
@@ -1149,11 +1154,12 @@ def _shmem_forget(kernel, folio) -> None:
     kernel.vmstat["nr_shmem_hugepages"] -= 1
 
 
-def shmem_split_folio(kernel, folio, dirty: bool) -> None:
+def shmem_split_folio(kernel, folio, dirty: bool, drop_eof: bool = False) -> None:
     """split_huge_page of a shmem THP (thp_split_page): its PMD mappings go and its 512
     subpages become order-0 page-cache pages. PTE mappings of the subpages stay (Linux
-    unmaps them and lets them refault), and subpages beyond EOF stay cached until a
-    truncate drops them (__split_huge_page drops them at once)."""
+    unmaps them and lets them refault). `drop_eof`: the subpages beyond EOF leave the
+    cache (__split_huge_page's end; reclaim's split from shmem_writepage keeps them, as
+    other subpages may sit isolated on its list, until a truncate or the shrinker)."""
     _shmem_unmap_folio(kernel, folio)
     mem_map = kernel.mem_map
     base = folio.pfn
@@ -1162,6 +1168,39 @@ def shmem_split_folio(kernel, folio, dirty: bool) -> None:
             set_page_dirty(kernel, mem_map[pfn])
     _shmem_forget(kernel, folio)
     kernel.vmstat["thp_split_page"] += 1
+    if drop_eof:
+        mapping = folio.mapping
+        end = (mapping.host.size + PAGE_SIZE - 1) >> PAGE_SHIFT
+        pages = mapping.pages
+        for i in range(max(end, folio.index), folio.index + HPAGE_PMD_NR):
+            p = pages.get(i)
+            if p is not None and p.pfn == base + i - folio.index and p._mapcount == -1:
+                delete_from_page_cache(kernel, p)
+
+
+def shmem_unused_huge_shrink(kernel, nr_to_scan: int) -> int:
+    """shmem_unused_huge_shrink (6.1) for the internal mount: up to nr_to_scan inodes
+    leave the shrinklist; one whose size is 2 MiB-aligned past its last page has nothing
+    to gain; otherwise the huge folio holding its EOF, if any, is split, its pages beyond
+    EOF freed. Returns the folios split (SHRINK_STOP on an empty list)."""
+    thp = kernel.thp
+    lst = thp.shmem_shrinklist
+    if not lst:
+        return SHRINK_STOP
+    todo = list(lst)[:nr_to_scan or 128]
+    split = 0
+    for inode in todo:
+        del lst[inode]
+        size = inode.size
+        if (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) == (size + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK:
+            continue  # nothing to gain
+        page = inode.mapping.pages.get((size & HPAGE_PMD_MASK) >> PAGE_SHIFT)
+        folio = thp.shmem_folio_of(page.pfn) if page is not None else None
+        if folio is None:
+            continue  # no huge folio at the end of the file
+        shmem_split_folio(kernel, folio, False, drop_eof=True)
+        split += 1
+    return split
 
 
 # --- boot: settings, sysfs, shrinker ----------------------------------------------------------
@@ -1189,6 +1228,11 @@ def init_thp(kernel):
                                              thp.deferred_split_scan))
         # huge_zero_page_shrinker: DEFAULT_SEEKS
         shrinkers.register_shrinker(Shrinker("thp-zero", thp.huge_zero_count, thp.huge_zero_scan))
+        # the internal shmem mount's super block: nr_cached_objects / free_cached_objects
+        # (shmem_unused_huge_count / _scan)
+        shrinkers.register_shrinker(Shrinker(
+            "shmem-huge", lambda sc: len(thp.shmem_shrinklist),
+            lambda sc: shmem_unused_huge_shrink(kernel, sc.nr_to_scan)))
     return thp
 
 

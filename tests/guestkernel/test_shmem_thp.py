@@ -403,3 +403,44 @@ def test_private_mapping_read_maps_the_folio_by_a_read_only_pmd_a_write_copies_4
     assert t.peek(priv + 8 * P, 1) == b"S"
     assert meminfo(k)["ShmemPmdMapped"] == 2048 and meminfo(k)["ShmemHugePages"] == 2048
     check(k)
+
+
+def test_unused_huge_shrink_splits_the_folio_past_eof_and_frees_its_tail():
+    # shmem_get_folio_gfp lists the inode when DIV_ROUND_UP(i_size, PAGE_SIZE) <
+    # folio_next_index - 1 (3 MiB: 768 < 1023); the super block shrinker's
+    # shmem_unused_huge_count is the list's length and its scan splits the folio at
+    # EOF (thp_split_page), dropping the 256 pages past 3 MiB
+    from guestkernel import gfp as G
+    from guestkernel import uapi as U
+    from guestkernel.shrinker import SHRINK_STOP, ShrinkControl
+
+    k = boot(thp_shmem_enabled="always")
+    sh = next(s for s in k.shrinkers.shrinkers if s.name == "shmem-huge")
+    sc = ShrinkControl(G.GFP_KERNEL)
+    t, _ = segment(k, 3 * MiB)
+    shmem0 = meminfo(k)["Shmem"]
+    touch(t, 3 * MiB)
+    assert meminfo(k)["Shmem"] - shmem0 == 4096
+    assert sh.count_objects(sc) == 1
+    sc.nr_to_scan = 128
+    assert sh.scan_objects(sc) == 1
+    assert thp_events(k)["thp_split_page"] == 1
+    m = meminfo(k)
+    assert m["Shmem"] - shmem0 == 3072 and m["ShmemHugePages"] == 2048 and m["ShmemPmdMapped"] == 2048
+    assert sh.count_objects(sc) == 0 and sh.scan_objects(sc) == SHRINK_STOP
+    check(k)
+    # a whole 4 MiB segment, or within_size, lists nothing; a removed segment leaves
+    t4, _ = segment(k, 4 * MiB, addr=BASE + 8 * MiB)
+    touch(t4, 4 * MiB, addr=BASE + 8 * MiB)
+    assert sh.count_objects(sc) == 0
+    k2 = boot(thp_shmem_enabled="within_size")
+    t2, _ = segment(k2, 3 * MiB)
+    touch(t2, 3 * MiB)
+    assert next(s for s in k2.shrinkers.shrinkers if s.name == "shmem-huge").count_objects(sc) == 0
+    t3, sid3 = segment(k, 3 * MiB, addr=BASE + 16 * MiB)
+    touch(t3, 3 * MiB, addr=BASE + 16 * MiB)
+    assert sh.count_objects(sc) == 1
+    t3.shmdt(BASE + 16 * MiB)
+    t3.shmctl(sid3, U.IPC_RMID)  # shmem_evict_inode takes it off the list
+    assert sh.count_objects(sc) == 0
+    check(k)
