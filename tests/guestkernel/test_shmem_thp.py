@@ -444,3 +444,27 @@ def test_unused_huge_shrink_splits_the_folio_past_eof_and_frees_its_tail():
     t3.shmctl(sid3, U.IPC_RMID)  # shmem_evict_inode takes it off the list
     assert sh.count_objects(sc) == 0
     check(k)
+
+
+def test_mremap_keeps_an_aligned_file_pmd_and_clears_an_unaligned_one():
+    # move_page_tables: a PMD moving to a 2 MiB-aligned place moves whole (move_huge_pmd);
+    # otherwise it is split (a file PMD: cleared, thp_split_pmd) and the pages refault by
+    # PTEs, the folios staying whole in the page cache
+    from guestkernel import uapi as U
+    from guestkernel.pgtable import _PAGE_PSE
+
+    for dest, pse, splits, pmd_kb in ((BASE + 8 * MiB, 1024, 0, 4096), (BASE + 16 * MiB + P, 0, 2, 0)):
+        k = boot(thp_shmem_enabled="always")
+        t, _ = memfd_map(k, 4 * MiB)
+        for off in range(0, 4 * MiB, P):
+            t.access(BASE + off, True, off.to_bytes(4, "little"))
+        b = t.mremap(BASE, 4 * MiB, 4 * MiB, U.MREMAP_MAYMOVE | U.MREMAP_FIXED, dest)
+        assert b == dest
+        assert sum(1 for v in t.mm.pgtable.ptes.values() if v & _PAGE_PSE) == pse
+        assert k.vmstat["thp_split_pmd"] == splits and k.vmstat["thp_split_page"] == 0
+        m = meminfo(k)
+        assert m["ShmemPmdMapped"] == pmd_kb and m["ShmemHugePages"] == 4096
+        for off in range(0, 4 * MiB, P):
+            t.access(b + off, False)
+            assert t.peek(b + off, 4) == off.to_bytes(4, "little")
+        check(k)
