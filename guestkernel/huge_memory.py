@@ -59,6 +59,24 @@ range covers in part and treat one it covers whole as one folio
 
 Invariants: a folio's subpages are 512 aligned frames; each PMD mapping is 512 PSE
 entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
+
+Shmem THP (mm/shmem.c, 6.1; the internal mount: shared anonymous mappings, SysV shm,
+memfd). `shmem_enabled` (always, within_size, advise, never, deny, force) sets the mount's
+huge option (deny and force override it). A shmem fault at a missing index that
+shmem_is_huge allows allocates a 2 MiB folio for the aligned 512 indices
+(shmem_alloc_hugefolio: none if any of them holds a page or a swap entry; no order-9 block:
+thp_file_fallback), zeroed and charged as shmem (Shmem 512 pages, ShmemHugePages), each
+index resolving to its subpage (PG_thpfile). do_set_pmd maps it with one PMD where no PTE
+table lies there and the VMA holds the aligned 2 MiB at the file's alignment
+(thp_file_mapped, ShmemPmdMapped): writable in a shared mapping, read-only in a private one
+(a write copies 4 KiB); x86 deposits no table for it. Splitting a file PMD clears it (the
+pages refault by PTEs). split_huge_page of a shmem THP (thp_split_page) comes from
+shmem_writepage (the folio kept dirty), a truncate or MADV_REMOVE cutting it (one wholly
+inside is freed whole), or the shrinker of folios reaching past i_size
+(shmem_unused_huge_shrink); the pages past EOF then leave the cache. shmem_get_unmapped_area
+aligns mappings of 2 MiB or more. Not modelled: a shmem THP's subpages are separate LRU
+entries (reclaim picks 4 KiB pages and the writepage of one splits the folio), khugepaged
+does not collapse shmem (collapse_file), and user tmpfs mounts (huge=) do not exist here.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ shmem_is_huge for the internal mount (shared anonymous mappings, SysV shm)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.config import ConfigError, config_from_dict
 from experiments.scenario import kernel_config
@@ -468,3 +470,83 @@ def test_mremap_keeps_an_aligned_file_pmd_and_clears_an_unaligned_one():
             t.access(b + off, False)
             assert t.peek(b + off, 4) == off.to_bytes(4, "little")
         check(k)
+
+
+OPS = ("write", "read", "pageout", "cold", "remove", "mprotect", "remap", "fork", "truncate",
+       "dontneed", "private", "shrink")
+
+
+@given(mode=st.sampled_from(["always", "within_size", "advise", "force"]),
+       size_mib=st.sampled_from([3, 4, 6]), advise=st.booleans(),
+       ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 1535),
+                              st.sampled_from([1, 16, 512, 1024]), st.integers(1, 1 << 30)),
+                    min_size=1, max_size=25))
+@settings(max_examples=30, deadline=None)
+def test_random_shmem_thp_operations_keep_the_invariants_and_the_data(mode, size_mib, advise, ops):
+    # every page-table, page-count, buddy and LRU invariant holds after each step, and
+    # every byte written reads back (zeros after a hole or a truncate) — through huge
+    # folios, their splits, PMD zaps and swap
+    from guestkernel import gfp as G
+    from guestkernel import uapi as U
+    from guestkernel.shrinker import ShrinkControl
+    from guestkernel.vmscan import init_reclaim
+
+    k = Kernel(KernelConfig(memory="64MiB", swap="128MiB", thp_shmem_enabled=mode))
+    init_reclaim(k)
+    size = size_mib * MiB
+    t, fd = memfd_map(k, size)
+    RW = U.PROT_READ | U.PROT_WRITE
+    if advise:
+        t.madvise(BASE, size, U.MADV_HUGEPAGE)
+    model: dict[int, bytes] = {}
+    for op, first, n, val in ops:
+        first %= size // P
+        n = min(n, size // P - first)
+        a = BASE + first * P
+        if op == "write":
+            for i in range(n):
+                v = (val + i).to_bytes(4, "little")
+                t.access(a + i * P, True, v)
+                model[first + i] = v
+        elif op == "read":
+            for i in range(n):
+                t.access(a + i * P, False)
+        elif op in ("pageout", "cold", "dontneed"):
+            t.madvise(a, n * P, {"pageout": U.MADV_PAGEOUT, "cold": U.MADV_COLD,
+                                 "dontneed": U.MADV_DONTNEED}[op])
+        elif op == "remove":
+            t.madvise(a, n * P, U.MADV_REMOVE)
+            for i in range(first, first + n):
+                model.pop(i, None)
+        elif op == "mprotect":
+            t.mprotect(a, n * P, U.PROT_READ)
+            t.mprotect(a, n * P, RW)
+        elif op == "remap":
+            t.munmap(a, n * P)
+            t.mmap(a, n * P, RW, U.MAP_SHARED | U.MAP_FIXED, fd, first * P)
+        elif op == "fork":
+            c = k.tasks[t.fork()]
+            c.access(a, val & 1 == 1)
+            c.exit(0)
+        elif op == "truncate":
+            new = size - (val % (size // 2))
+            t.ftruncate(fd, new)
+            for i in [i for i in model if i * P + 4 > new]:
+                del model[i]
+            t.ftruncate(fd, size)
+        elif op == "private":
+            pa = BASE + 64 * MiB
+            t.mmap(pa, size, RW, U.MAP_PRIVATE | U.MAP_FIXED, fd, 0)
+            for i in range(n):
+                t.access(pa + (first + i) * P, (val >> i) & 1 == 1)
+            t.munmap(pa, size)
+        else:
+            sh = next(s for s in k.shrinkers.shrinkers if s.name == "shmem-huge")
+            sc = ShrinkControl(G.GFP_KERNEL)
+            sc.nr_to_scan = 128
+            sh.scan_objects(sc)
+        check(k)
+        k.reclaim.validate()
+    for i, v in model.items():
+        t.access(BASE + i * P, False)
+        assert t.peek(BASE + i * P, 4) == v, i
