@@ -427,6 +427,15 @@ class Thp:
     def shmem_huge_fault(self, task, vma, addr: int, index: int, write: bool) -> int:
         return shmem_huge_fault(task, vma, addr, index, write)
 
+    def shmem_write_folio(self, task, inode, index: int):
+        """shmem_get_folio(SGP_WRITE) for write(2) at a missing index: the subpage of a
+        new huge folio if shmem_is_huge (no VMA) allows one and it can be had, else None
+        (the caller takes 4 KiB). A swapped index is the caller's (swap-in)."""
+        sw = inode.mapping.swapped
+        if (sw and index in sw) or not self.shmem_is_huge(None, inode, index):
+            return None
+        return shmem_alloc_hugefolio(task, None, inode, index)
+
     def shmem_folio_of(self, pfn: int):
         """The whole shmem THP holding frame pfn, or None."""
         return self.shmem_folios.get(pfn & ~(HPAGE_PMD_NR - 1)) if self.shmem_folios else None

@@ -1239,6 +1239,10 @@ class Task:
             off = p & (PAGE_SIZE - 1)
             chunk = min(PAGE_SIZE - off, n - done)
             page = inode.mapping.pages.get(idx)
+            if page is None and inode.shmem and k.thp is not None and k.thp.shmem_on:
+                # shmem_write_begin: shmem_get_folio(SGP_WRITE) may take a huge folio
+                # (shmem_is_huge without a VMA); None: 4 KiB below
+                page = k.thp.shmem_write_folio(self, inode, idx)
             if page is None:
                 if chunk == PAGE_SIZE or idx >= inode.nr_index():
                     page = add_to_page_cache(k, inode, idx, ZERO_PAGE if chunk != PAGE_SIZE else None,

@@ -550,3 +550,36 @@ def test_random_shmem_thp_operations_keep_the_invariants_and_the_data(mode, size
     for i, v in model.items():
         t.access(BASE + i * P, False)
         assert t.peek(BASE + i * P, 4) == v, i
+
+
+def test_write_syscall_allocates_huge_folios_by_shmem_is_huge_without_a_vma():
+    # shmem_write_begin -> shmem_get_folio(SGP_WRITE) -> shmem_is_huge(NULL, inode,
+    # index): always takes huge folios; within_size only inside the i_size the write
+    # starts with (a fresh memfd has 0: none; after ftruncate to 4 MiB: two); advise none
+    # (no VMA to carry VM_HUGEPAGE). A later shared mmap maps them by PMDs.
+    from guestkernel import uapi as U
+
+    def write4(mode, truncate_first):
+        k = boot(thp_shmem_enabled=mode)
+        t = k.spawn("t")
+        src = t.mmap(0, 4 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+        t.access(src + 5 * P, True, b"data")
+        fd = t.memfd_create("w")
+        if truncate_first:
+            t.ftruncate(fd, 4 * MiB)
+        assert t.write(fd, src, 4 * MiB) == 4 * MiB
+        return k, t, fd
+
+    for mode, trunc, want in (("always", False, 2), ("within_size", False, 0), ("within_size", True, 2),
+                              ("advise", True, 0), ("never", True, 0)):
+        k, t, fd = write4(mode, trunc)
+        assert k.vmstat["thp_file_alloc"] == want, (mode, trunc)
+        assert meminfo(k)["ShmemHugePages"] == want * 2048 and meminfo(k)["ShmemPmdMapped"] == 0
+        check(k)
+    k, t, fd = write4("always", False)
+    a = t.mmap(BASE, 4 * MiB, U.PROT_READ, U.MAP_SHARED | U.MAP_FIXED, fd, 0)
+    t.access(a + 5 * P, False)
+    t.access(a + 2 * MiB, False)
+    assert t.peek(a + 5 * P, 4) == b"data" and t.peek(a + 6 * P, 4) == bytes(4)
+    assert meminfo(k)["ShmemPmdMapped"] == 4096 and k.vmstat["thp_file_mapped"] == 2
+    check(k)
