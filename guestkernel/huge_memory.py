@@ -100,6 +100,7 @@ from .page import (
     PG_anon,
     PG_dirty,
     PG_highmem,
+    PG_lru,
     PG_referenced,
     PG_swapbacked,
     PG_swapcache,
@@ -1201,7 +1202,9 @@ def shmem_split_folio(kernel, folio, dirty: bool, drop_eof: bool = False) -> Non
         pages = mapping.pages
         for i in range(max(end, folio.index), folio.index + HPAGE_PMD_NR):
             p = pages.get(i)
-            if p is not None and p.pfn == base + i - folio.index and p._mapcount == -1:
+            # (not one isolated by a reclaimer or mapped: a truncate drops it later)
+            if (p is not None and p.pfn == base + i - folio.index and p._mapcount == -1
+                    and p.flags & PG_lru):
                 delete_from_page_cache(kernel, p)
 
 
