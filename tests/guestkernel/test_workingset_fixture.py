@@ -27,8 +27,10 @@ import json
 import pathlib
 
 import pytest
+import simpy
 
 from guestkernel import uapi as U
+from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.vmscan import init_reclaim
 
@@ -167,30 +169,50 @@ def test_hot_file_refaults_after_a_stream_within_the_real_spread(guest_memory):
 # (pass 0) and reads it page by page in address order in every later pass; three runs of
 # each case. Per pass: memory.stat (workingset_refault_anon, rss) and /proc/vmstat deltas
 # (pswpin, pswpout, workingset_activate_anon, ...), machine-wide but nothing else swapped.
-ANON = json.loads((DATA.parent / "workingset_anon.json").read_text())["cases"]
+ANON_FIXTURE = json.loads((DATA.parent / "workingset_anon.json").read_text())
+ANON = ANON_FIXTURE["cases"]
+# what a clocked replay needs, measured on this machine (measure_swap_timing.py): the swap
+# file's write latency and bandwidth (O_DIRECT to the recording's swap file, best of 10),
+# the reader's time per page touched (anon_touch's read pass over resident pages)
+SWAP_TIMING = json.loads((DATA.parent / "swap_timing.json").read_text())
 MiB = 1 << 20
 
 
-def replay_anon(memory: int, mib: int, passes: int) -> list[dict]:
+def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False) -> list[dict]:
     """The passes of an anon case in a fresh guest with swap: per pass the counter deltas
-    and the anonymous LRU pages after it."""
+    and the anonymous LRU pages after it. `clocked`: the guest runs on a clock, its swap
+    device with this machine's measured write latency and bandwidth (swap_timing.json),
+    the reader stepping the clock per page by what the access cost the guest (faults,
+    swap-in waits, its own direct reclaim) plus the loop's measured time per page, and
+    no kswapd (a memory cgroup's limit has none: direct reclaim only); without a clock
+    every swap write ends at once."""
     # the real runs reclaimed at a memory cgroup's limit, which has no zone watermarks
     # to boost (watermark boosting is per zone): the guest standing for it does not boost
-    k = Kernel(memory=memory, swap="256MiB", watermark_boost_factor=0)
-    init_reclaim(k)
+    env = None
+    kw = {}
+    if clocked:
+        env = simpy.Environment()
+        dev = SWAP_TIMING["device"]["write"]
+        kw = {"swap_latency": dev["latency_s"], "swap_bandwidth": int(dev["bandwidth_Bps"])}
+    k = Kernel(KernelConfig(memory=memory, swap="256MiB", watermark_boost_factor=0, **kw),
+               env=env)
+    init_reclaim(k)  # no start_reclaim_daemons: kswapd never runs
     t = k.init_task
     size = mib * MiB
     a = t.mmap(0, size, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
     vm = k.vmstat
     keys = ("workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout")
+    step = SWAP_TIMING["reader"]["read_pass_s_per_page"]
     out = []
     for p in range(passes):
         before = {x: vm[x] for x in keys}
         for off in range(0, size, PAGE):
             if p == 0:
-                t.access(a + off, True, (off + 1).to_bytes(8, "little"))
+                cost = t.access(a + off, True, (off + 1).to_bytes(8, "little"))
             else:
-                t.access(a + off, False)
+                cost = t.access(a + off, False)
+            if env is not None:
+                env.run(until=env.now + cost + step)
         lv = k.reclaim.lruvecs[0]
         out.append({**{x: vm[x] - before[x] for x in keys}, "anon": lv.lists[0].nr + lv.lists[1].nr})
     k.reclaim.validate()
@@ -211,16 +233,12 @@ def anon_real(name: str, key: str) -> list[list[int]]:
 NOISE = max(r[0]["memstat"]["rss"] // PAGE for r in ANON["fits-0.75x"]["runs"]) - (24 * MiB) // PAGE
 
 
-@pytest.fixture(scope="module")
-def anon_memory() -> int:
-    """Guest memory whose anonymous LRU holds the area pages the cgroup held after the
-    1.5x area's first pass (median rss less NOISE), by the secant method from 48 and
-    52 MiB."""
+def _anon_memory(clocked: bool) -> int:
     rss = sorted(r[0]["memstat"]["rss"] // PAGE for r in ANON["stream-1.5x"]["runs"])
     target = rss[len(rss) // 2] - NOISE
 
     def cap(m: int) -> int:
-        return replay_anon(m, 48, 1)[0]["anon"]
+        return replay_anon(m, 48, 1, clocked)[0]["anon"]
 
     m0, m1 = 48 << 20, 52 << 20
     c0, c1 = cap(m0), cap(m1)
@@ -228,6 +246,20 @@ def anon_memory() -> int:
     m -= m % PAGE
     assert abs(cap(m) - target) <= target // 200
     return m
+
+
+@pytest.fixture(scope="module")
+def anon_memory() -> int:
+    """Guest memory whose anonymous LRU holds the area pages the cgroup held after the
+    1.5x area's first pass (median rss less NOISE), by the secant method from 48 and
+    52 MiB."""
+    return _anon_memory(False)
+
+
+@pytest.fixture(scope="module")
+def anon_memory_clocked() -> int:
+    """The same for the clocked replay (pages whose write is in flight stay on the LRU)."""
+    return _anon_memory(True)
 
 
 def near(value: int, vals: list[int]) -> bool:
@@ -239,41 +271,57 @@ def test_anon_noise_is_small():
 
 
 @pytest.mark.parametrize("name", ["stream-1.5x", "fits-0.75x"])
-def test_anon_streams_match_the_real_kernel(anon_memory, name):
+@pytest.mark.parametrize("clocked", [False, True], ids=["unclocked", "clocked"])
+def test_anon_streams_match_the_real_kernel(request, name, clocked):
     """mm/workingset.c through the swap cache (6.1: shadow entries in the swap cache,
     workingset_refault from __read_swap_cache_async): a 1.5x area read back refaults
     every page in every pass, none activated (the refault distance exceeds the
     workingset); pass 1 writes the pages still resident (dirty, no slot), pass 2 none
-    (they came back clean from swap and keep their slot); an area that fits never swaps."""
+    (they came back clean from swap and keep their slot); an area that fits never swaps.
+    The same with and without the clock (the clocked replay must not lose what matched)."""
+    memory = request.getfixturevalue("anon_memory_clocked" if clocked else "anon_memory")
     case = ANON[name]
-    got = replay_anon(anon_memory, case["mib"], case["passes"])
+    got = replay_anon(memory, case["mib"], case["passes"], clocked)
     for key in ("workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout"):
         vals = anon_real(name, key)
         for i, step in enumerate(got):
             assert near(step[key], vals[i]), (name, key, i, step[key], vals[i])
 
 
+def test_swap_timing_was_measured_on_the_recording_kernel_release():
+    """swap_timing.json pairs with workingset_anon.json: the same kernel release (the
+    build suffix may differ), a swap device no faster than RAM and a reader that
+    touches a resident page in well under a microsecond."""
+    assert SWAP_TIMING["kernel"].split("-")[0] == ANON_FIXTURE["kernel"].split("-")[0]
+    assert SWAP_TIMING["swapfile"] == "/var/tmp/hvsim-swap"
+    dev = SWAP_TIMING["device"]["write"]
+    assert 0 < dev["latency_s"] < dev["op_4k_s"]
+    assert dev["latency_s"] + PAGE / dev["bandwidth_Bps"] == pytest.approx(dev["op_4k_s"])
+    assert 0 < SWAP_TIMING["reader"]["read_pass_s_per_page"] < 1e-6
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "known gap: an area 1.25x the limit read in a loop refaults 6427-6857 pages a pass on "
-    "the real kernel (about 3800 of its pages stay resident across a pass), and from the "
-    "third pass 4191-5109 refaults are activated; the guest's LRU evicts in order and "
-    "refaults every page (10241) with no activation, like a strict LRU. Cause: timing, "
-    "not a list rule. The real pass 1 writes 8086-8099 pages to swap but frees only 6416-6769 "
-    "(pgsteal): shrink_folio_list keeps a page whose swap write is in flight (PG_reclaim, "
-    "back on the list, freed when folio_rotate_reclaimable brings it to the tail and it "
-    "is scanned again), and memcg limit reclaim (direct, no kswapd) runs ahead of the "
-    "reader, which catches up with pages already unmapped into the swap cache: a minor "
-    "fault maps them again (young), they survive the pass with PG_referenced and are "
-    "activated in pass 2 (pgactivate 3411-3864, about the survivors). This replay has no "
-    "clock, so every swap write ends at once and the page is freed in the same pass. "
-    "Replayed with a clock and direct reclaim only (kswapd never woken), the guest shows "
-    "the same effect (4423 refaults in pass 1, 6385 activations in pass 2, refault "
-    "activations from pass 3) with its default disk and a 0.1 us step per page. Matching "
-    "the counts needs this machine's swap-file write latency and bandwidth and the "
-    "reader's time per page, which the fixture does not record"))
-def test_anon_loop_matches_the_real_kernel(anon_memory):
+    "the real kernel (about 3800 of its pages are mapped again from the swap cache each "
+    "pass: unmapped by reclaim, not yet freed), pgactivate 3411-3864 in pass 2, and from "
+    "the third pass 4191-5109 refaults are activated. The guest, replayed with a clock "
+    "(swap device at this machine's measured swap-file write latency and bandwidth, "
+    "swap_timing.json: 78 us, 3.2 GiB/s; the reader stepping by its fault costs plus the "
+    "loop's measured 7 ns a page) and direct reclaim only (no kswapd, as the cgroup), "
+    "matches pass 0 (2246 pages written, real 2173-2186; pgscan_anon 12472, real "
+    "12453-12485) and pass 1's writes (7995, real 8086-8099) but refaults every page in "
+    "passes 1-3 (10241) with no activation, like a strict LRU: it frees 10904 pages in "
+    "pass 1 (pgsteal_anon; real 6416-6769) and every written page before the reader "
+    "comes back to it. Not the rotation: in both every written page is rotated to the "
+    "inactive tail when its write ends (guest pgrotated 7995; a probe of the real kernel "
+    "with measure_workingset_anon.py's loop case, pgrotated 7935-7967 of 7968-7978 "
+    "written). What still differs is how far ahead of the reader the real memcg limit "
+    "reclaim (try_charge: try_to_free_mem_cgroup_pages for the charge, under cgroup v1) "
+    "unmaps pages compared with what it frees from the rotated tail; the guest's zone "
+    "direct reclaim frees as it goes (pgscan_anon 29926 in pass 1, real 22700-23095)"))
+def test_anon_loop_matches_the_real_kernel(anon_memory_clocked):
     case = ANON["loop-1.25x"]
-    got = replay_anon(anon_memory, case["mib"], case["passes"])
+    got = replay_anon(anon_memory_clocked, case["mib"], case["passes"], clocked=True)
     for key in ("workingset_refault_anon", "workingset_activate_anon"):
         vals = anon_real("loop-1.25x", key)
         for i, step in enumerate(got):
