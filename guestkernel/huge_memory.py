@@ -74,9 +74,13 @@ pages refault by PTEs). split_huge_page of a shmem THP (thp_split_page) comes fr
 shmem_writepage (the folio kept dirty), a truncate or MADV_REMOVE cutting it (one wholly
 inside is freed whole), or the shrinker of folios reaching past i_size
 (shmem_unused_huge_shrink); the pages past EOF then leave the cache. shmem_get_unmapped_area
-aligns mappings of 2 MiB or more. Not modelled: a shmem THP's subpages are separate LRU
-entries (reclaim picks 4 KiB pages and the writepage of one splits the folio), khugepaged
-does not collapse shmem (collapse_file), and user tmpfs mounts (huge=) do not exist here.
+aligns mappings of 2 MiB or more. A shmem THP is one LRU entry (folio_add_lru), on the
+anon lists as shmem is swap-backed: its head counts 512 pages, it is isolated, activated
+and put back whole by one verdict (folio_referenced over i_mmap: one reference a VMA
+where a PMD or PTE of it was young); reclaim splits it before writing (6.1
+shrink_folio_list's "Split shmem folio", onto its own list) and the subpages make their
+own pass. Not modelled: khugepaged does not collapse shmem (collapse_file), and user
+tmpfs mounts (huge=) do not exist here.
 """
 
 from __future__ import annotations
@@ -180,15 +184,17 @@ class Folio:
 
 class ShmemFolio:
     """A shmem THP (2 MiB folio in the page cache of `mapping` from `index`, its head at
-    `pfn`): its 512 subpages are PG_thpfile page-cache pages; `pmd_maps` PMDs map it."""
+    `pfn`): its 512 subpages are PG_thpfile page-cache pages; `pmd_maps` PMDs map it;
+    `lru`: the LRU list its head is the one entry of (as Folio's), -1 while off it."""
 
-    __slots__ = ("pfn", "mapping", "index", "pmd_maps")
+    __slots__ = ("pfn", "mapping", "index", "pmd_maps", "lru")
 
     def __init__(self, pfn: int, mapping, index: int) -> None:
         self.pfn = pfn
         self.mapping = mapping
         self.index = index
         self.pmd_maps = 0
+        self.lru = -1
 
 
 class Thp:
@@ -682,7 +688,9 @@ class Thp:
         index0 = first.index - (first.pfn - base)
         referenced = 0
         vm_flags = 0
-        for vma in list(first.mapping.vmas):
+        mapping = first.mapping
+        # (rmap_walk_anon over the anon_vma's VMAs; rmap_walk_file over i_mmap for shmem)
+        for vma in list(mapping.vmas if first.flags & PG_anon else mapping.i_mmap):
             hv = (vma.vm_start >> PAGE_SHIFT) + index0 - vma.vm_pgoff
             lo = max(hv, vma.vm_start >> PAGE_SHIFT)
             hi = min(hv + HPAGE_PMD_NR, vma.vm_end >> PAGE_SHIFT)
@@ -1057,8 +1065,9 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
     vm["thp_file_alloc"] += 1
     if (inode.size + PAGE_SIZE - 1) >> PAGE_SHIFT < hindex + HPAGE_PMD_NR - 1:
         thp.shmem_shrinklist.setdefault(inode, None)  # part of it beyond i_size
-    for p in subpages:  # (per-page LRU entries: see shmem_huge_fault)
-        k.lru_cache_add(p)
+    # folio_add_lru: the folio is one LRU entry of 512 pages (vmscan.py), added by its
+    # first subpage
+    k.lru_cache_add(subpages[0])
     return subpages[index - hindex]
 
 
@@ -1174,8 +1183,11 @@ def _shmem_unmap_folio(kernel, folio) -> None:
 
 
 def _shmem_forget(kernel, folio) -> None:
-    """The folio is no longer one THP: its subpages are order-0 page-cache pages."""
+    """The folio is no longer one THP: its subpages are order-0 page-cache pages (on
+    the LRU where the folio was: lru_add_page_tail; an isolated folio's stay isolated)."""
     mem_map = kernel.mem_map
+    if folio.lru >= 0:
+        kernel.reclaim.split_folio_lru(folio)
     for pfn in range(folio.pfn, folio.pfn + HPAGE_PMD_NR):
         mem_map[pfn].flags &= ~PG_thpfile
     del kernel.thp.shmem_folios[folio.pfn]

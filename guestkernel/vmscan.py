@@ -124,6 +124,7 @@ from .page import (
     PG_swapbacked,
     PG_swapcache,
     PG_thp,
+    PG_thpfile,
     PG_unevictable,
     PG_workingset,
     PG_writeback,
@@ -400,13 +401,18 @@ def page_lru(page) -> int:
     return lru
 
 
+# A large folio's subpages: an anonymous THP's (PG_thp) or a shmem THP's (PG_thpfile, in
+# the page cache); either sits on the LRU as one entry, its head (folio_add_lru)
+PG_FOLIO = PG_thp | PG_thpfile
+
+
 class LruList(PageList):
     """One LRU list: a PageList that also counts its ZONE_HIGHMEM pages (PG_highmem), so
     that an i386 lowmem-only reclaim knows its eligible size without a walk
     (lruvec_lru_size(lruvec, lru, reclaim_idx) reads per-zone counts in Linux).
 
-    An entry is a folio: an order-0 page, or a THP's head page (PG_thp: the only
-    subpage linked), which counts its HPAGE_PMD_NR pages in `nr` (lruvec_add_folio:
+    An entry is a folio: an order-0 page, or a THP's head page (PG_thp, a shmem THP's
+    PG_thpfile: the only subpage linked), which counts its HPAGE_PMD_NR pages in `nr` (lruvec_add_folio:
     update_lru_size by folio_nr_pages)."""
 
     __slots__ = ("nr_high",)
@@ -422,7 +428,7 @@ class LruList(PageList):
         nxt.lru_prev = page
         self.lru_next = page
         f = page.flags
-        n = HPAGE_PMD_NR if f & PG_thp else 1
+        n = HPAGE_PMD_NR if f & PG_FOLIO else 1
         self.nr += n
         if f & PG_highmem:
             self.nr_high += n
@@ -434,7 +440,7 @@ class LruList(PageList):
         prev.lru_next = page
         self.lru_prev = page
         f = page.flags
-        n = HPAGE_PMD_NR if f & PG_thp else 1
+        n = HPAGE_PMD_NR if f & PG_FOLIO else 1
         self.nr += n
         if f & PG_highmem:
             self.nr_high += n
@@ -447,7 +453,7 @@ class LruList(PageList):
         page.lru_prev = None
         page.lru_next = None
         f = page.flags
-        n = HPAGE_PMD_NR if f & PG_thp else 1
+        n = HPAGE_PMD_NR if f & PG_FOLIO else 1
         self.nr -= n
         if f & PG_highmem:
             self.nr_high -= n
@@ -455,7 +461,7 @@ class LruList(PageList):
 
 def folio_nr_pages(page) -> int:
     """The pages an LRU entry counts: HPAGE_PMD_NR for a THP's head, else 1."""
-    return HPAGE_PMD_NR if page.flags & PG_thp else 1
+    return HPAGE_PMD_NR if page.flags & PG_FOLIO else 1
 
 
 def is_file_lru(lru: int) -> bool:
@@ -648,7 +654,7 @@ class Reclaim:
         f = page.flags
         if f & PG_lru:
             return
-        if f & PG_thp:
+        if f & PG_FOLIO:
             self._folio_add(page)
             return
         vm = self.vmstat
@@ -685,7 +691,7 @@ class Reclaim:
         vm = self.vmstat
         page_leave(vm, page, False)  # (reclaim counted its own frees already)
         f = page.flags
-        if f & PG_lru and not f & PG_thp:
+        if f & PG_lru and not f & PG_FOLIO:
             lru = page_lru(page)
             self.lruvec_of(page).lists[lru].remove(page)
             vm[LRU_VMSTAT[lru]] -= 1
@@ -696,7 +702,7 @@ class Reclaim:
     def _isolate(self, page, lru: int) -> list:
         """Take a page off its list; a THP's subpage takes its whole folio (the one
         entry). Returns the pages isolated (a folio's live subpages)."""
-        if page.flags & PG_thp:
+        if page.flags & PG_FOLIO:
             return self._folio_isolate(self._folio(page))
         self.lruvec_of(page).lists[lru].remove(page)
         self.vmstat[LRU_VMSTAT[lru]] -= 1
@@ -713,7 +719,10 @@ class Reclaim:
     # free_subpage) and leaves the states; the folio stays on its list until it is freed
     # whole (folio_lru_del) or split (split_folio_lru: lru_add_page_tail).
     def _folio(self, page):
-        return self.kernel.thp.folios[page.pfn & ~(HPAGE_PMD_NR - 1)]
+        thp = self.kernel.thp
+        base = page.pfn & ~(HPAGE_PMD_NR - 1)
+        folio = thp.folios.get(base)
+        return folio if folio is not None else thp.shmem_folios[base]
 
     def _folio_pages(self, folio) -> list:
         """The folio's subpages in use (held ones have no reference)."""
@@ -723,7 +732,7 @@ class Reclaim:
 
     def entry_pages(self, page) -> list:
         """The user pages an LRU entry stands for: a THP's subpages in use, else the page."""
-        if page.flags & PG_thp:
+        if page.flags & PG_FOLIO:
             return self._folio_pages(self._folio(page))
         return [page]
 
@@ -825,7 +834,7 @@ class Reclaim:
         subpage puts its whole folio back (by this page's flags) or, the folio already
         back, takes its flags."""
         f = page.flags
-        if f & PG_thp:
+        if f & PG_FOLIO:
             self._folio_putback(page, tail, age)
             return
         if f & PG_lru:
@@ -887,7 +896,7 @@ class Reclaim:
     def _move(self, page, to_active: bool) -> int:
         """Move a page on the LRU between its inactive and active lists (head); a THP's
         subpage moves its folio. Returns the pages moved."""
-        if page.flags & PG_thp:
+        if page.flags & PG_FOLIO:
             return self._folio_move(page, to_active)
         lru = page_lru(page)
         lv = self.lruvec_of(page)
@@ -1244,7 +1253,7 @@ class Reclaim:
                 page = lst.last()
                 if page is None:
                     break
-                if page.flags & PG_thp:
+                if page.flags & PG_FOLIO:
                     taken += self._folio_isolate(self._folio(page))
                     scanned += HPAGE_PMD_NR
                     continue
@@ -1263,7 +1272,7 @@ class Reclaim:
                 skipped.append(page)
                 nr_skipped += folio_nr_pages(page)
                 continue
-            if page.flags & PG_thp:
+            if page.flags & PG_FOLIO:
                 taken += self._folio_isolate(self._folio(page))
                 scanned += HPAGE_PMD_NR
                 continue
@@ -1289,7 +1298,7 @@ class Reclaim:
         if ref is not None:
             return ref
         k = self.kernel
-        if base not in k.thp.folios:
+        if base not in k.thp.folios and base not in k.thp.shmem_folios:
             return self.check_references(page)
         referenced, vm_flags = k.thp.folio_referenced(base)
         subpages = [k.mem_map[pfn] for pfn in range(base, base + HPAGE_PMD_NR)]
@@ -1332,7 +1341,7 @@ class Reclaim:
             if page.flags & PG_mlocked:
                 self._putback(page)
                 continue
-            if page.flags & PG_thp:
+            if page.flags & PG_FOLIO:
                 # folio_referenced: the folio's references, once (one young bit a PMD)
                 referenced, vm_flags = self.kernel.thp.folio_referenced(page.pfn & ~(HPAGE_PMD_NR - 1))
             else:
@@ -1347,7 +1356,7 @@ class Reclaim:
                 continue
             page.flags = (page.flags & ~PG_active) | PG_workingset  # we are de-activating
             self._putback(page)
-            deactivated += HPAGE_PMD_NR if page.flags & PG_thp else 1  # (move_folios_to_lru: pages)
+            deactivated += HPAGE_PMD_NR if page.flags & PG_FOLIO else 1  # (move_folios_to_lru: pages)
         vm["pgdeactivate"] += deactivated
         # (6.1 notes no cost for rotations here: nr_rotated only goes to the tracepoint)
 
@@ -1502,7 +1511,7 @@ class Reclaim:
                     continue
             if ignore_references:
                 ref = PAGEREF_RECLAIM
-            elif f & PG_thp:
+            elif f & PG_FOLIO:
                 if folio_refs is None:
                     folio_refs = {}
                 ref = self.check_folio_references(page, folio_refs)
@@ -1521,6 +1530,11 @@ class Reclaim:
             anon = f & PG_swapbacked
             # shmem (swap-backed, of a mapping): no slot here; pageout's shmem_writepage
             shmem = anon and not f & (PG_anon | PG_swapcache)
+            if shmem and f & PG_thpfile:
+                # "Split shmem folio" (6.1 shrink_folio_list, split_folio_to_list onto
+                # reclaim's list): this head goes on as an order-0 page, its tails
+                # (after it in `pages`, isolated) make their own pass
+                k.thp.shmem_split(page)
             if anon and not f & PG_swapcache and not shmem:
                 if f & PG_thp and sc.may_swap and gfp & G.IO:
                     # a THP: swapped out whole with a swap cluster, else split first
@@ -1623,7 +1637,7 @@ class Reclaim:
         if not page.flags & PG_mlocked:
             page.flags |= PG_active
             # (a THP's subpage activates its folio: PGACTIVATE counts its nr_pages)
-            self.vmstat["pgactivate"] += HPAGE_PMD_NR if page.flags & PG_thp else 1
+            self.vmstat["pgactivate"] += HPAGE_PMD_NR if page.flags & PG_FOLIO else 1
         self._putback(page)
 
     def _free_isolated(self, page) -> bool:
@@ -1984,7 +1998,7 @@ class Reclaim:
             if not f & PG_lru or not f & PG_unevictable or not self.page_evictable(page):
                 continue
             self._isolate(page, LRU_UNEVICTABLE)
-            moved += HPAGE_PMD_NR if f & PG_thp else 1
+            moved += HPAGE_PMD_NR if f & PG_FOLIO else 1
             page.flags &= ~(PG_unevictable | PG_active)
             self._putback(page)  # (a THP: the folio, by this page's flags)
         vm["unevictable_pgs_rescued"] += moved
@@ -1996,7 +2010,7 @@ class Reclaim:
         moved = 0
         entries = []
         for p in lst:
-            if p.flags & PG_thp:  # a THP's entry: judged by a subpage in use
+            if p.flags & PG_FOLIO:  # a THP's entry: judged by a subpage in use
                 pages = self._folio_pages(self._folio(p))
                 p = pages[0] if pages else p
             if self.page_evictable(p):
@@ -2698,7 +2712,7 @@ class Reclaim:
                 for page in lst:
                     assert page.lru_prev is prev, f"{lst.name}: broken link at pfn {page.pfn:#x}"
                     prev = page
-                    if page.flags & PG_thp:
+                    if page.flags & PG_FOLIO:
                         n += self._validate_folio(page, lru, lst)
                         continue
                     assert page.flags & PG_lru, f"{lst.name}: pfn {page.pfn:#x} without PG_lru"
@@ -2722,7 +2736,7 @@ class Reclaim:
         thp = self.kernel.thp
         if thp is not None:
             mem_map = self.kernel.mem_map
-            for base, folio in thp.folios.items():
+            for base, folio in [*thp.folios.items(), *thp.shmem_folios.items()]:
                 if folio.lru < 0:
                     assert not any(mem_map[pfn].flags & PG_lru for pfn in range(base, base + HPAGE_PMD_NR)), (
                         f"THP {base:#x}: off the LRU but a subpage has PG_lru")
@@ -2752,7 +2766,8 @@ class Reclaim:
     def _validate_folio(self, head, lru: int, lst) -> int:
         """A THP's entry: its head, of a folio on this list; every subpage in use carries
         PG_lru and this list's flags, held ones none. Returns the pages it counts."""
-        folio = self.kernel.thp.folios.get(head.pfn)
+        thp = self.kernel.thp
+        folio = thp.folios.get(head.pfn) or thp.shmem_folios.get(head.pfn)
         assert folio is not None, f"{lst.name}: pfn {head.pfn:#x} PG_thp but not a THP's head"
         assert folio.lru == lru, f"{lst.name}: THP {head.pfn:#x} says it is on {folio.lru}"
         mem_map = self.kernel.mem_map
