@@ -79,8 +79,8 @@ anon lists as shmem is swap-backed: its head counts 512 pages, it is isolated, a
 and put back whole by one verdict (folio_referenced over i_mmap: one reference a VMA
 where a PMD or PTE of it was young); reclaim splits it before writing (6.1
 shrink_folio_list's "Split shmem folio", onto its own list) and the subpages make their
-own pass. Not modelled: khugepaged does not collapse shmem (collapse_file), and user
-tmpfs mounts (huge=) do not exist here.
+own pass. khugepaged collapses shmem ranges (khugepaged.py: collapse_file). Not
+modelled: user tmpfs mounts (huge=) do not exist here.
 """
 
 from __future__ import annotations
@@ -262,7 +262,8 @@ class Thp:
 
     # -- policy -------------------------------------------------------------------------------
     def vma_allowed(self, vma, in_pf: bool = True, smaps: bool = False) -> bool:
-        """hugepage_vma_check for an anonymous VMA, enforcing the sysfs setting."""
+        """hugepage_vma_check, enforcing the sysfs setting: an anonymous VMA, or (not in
+        a fault: khugepaged, smaps) a shmem one by shmem_huge_enabled."""
         flags = vma.vm_flags
         if flags & VM_NOHUGEPAGE or getattr(vma.vm_mm, "thp_disabled", False):
             return False
@@ -270,6 +271,14 @@ class Thp:
             return False
         if not in_pf and not transhuge_vma_suitable(vma, vma.vm_end - HPAGE_PMD_SIZE):
             return False
+        file = vma.vm_file
+        if not in_pf and file is not None and file.inode.shmem:
+            # shmem_huge_enabled (6.1: before the sysfs check, shmem has its own flags):
+            # shmem_is_huge at the VMA's pgoff; a file VMA's start and pgoff agree
+            # modulo 2 MiB (transhuge_vma_suitable)
+            if ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1):
+                return False
+            return self.shmem_is_huge(vma, file.inode, vma.vm_pgoff)
         if self.enabled == "never" or (self.enabled == "madvise" and not flags & VM_HUGEPAGE):
             return False
         if vma.vm_file is not None or vma.vm_ops is not None:

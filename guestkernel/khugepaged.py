@@ -27,6 +27,26 @@ copy costs the VM's page_copy_cost and each zeroing its page_zero_cost of khugep
 CPU on a vCPU), frees
 the small pages, and maps the 2 MiB with one PMD; the emptied PTE table becomes the
 deposited one. pages_collapsed counts the huge pages made.
+
+Shmem (6.1 hpage_collapse_scan_file, collapse_file, retract_page_tables). A shmem VMA is
+eligible where shmem_huge_enabled says so (shmem_is_huge at its pgoff, its start and pgoff
+agreeing modulo 2 MiB); the mm joins the list as an anonymous one does (with
+transparent_hugepage/enabled not never). Its aligned 2 MiB is scanned in the page cache,
+not the page table: the 512 indices from the range's file offset, counting swap entries
+(more than max_ptes_swap: thp_scan_exceed_swap_pte) and present pages, each on the LRU
+with no reference but the cache's and its mappings' (SCAN_PAGE_LRU, SCAN_PAGE_COUNT); a
+page of a huge folio ends the scan (SCAN_PTE_MAPPED_HUGEPAGE when that folio starts at
+the range, else SCAN_PAGE_COMPOUND); fewer than 512 - max_ptes_none present:
+thp_scan_exceed_none_pte. collapse_file allocates the huge page (thp_collapse_alloc /
+_failed), swaps the swapped indices in (shmem_get_folio SGP_NOALLOC), unmaps every
+present page from every PTE (try_to_unmap), copies each into its subpage and zeroes the
+holes (khugepaged's CPU as above; Shmem and the file pages grow by the holes), puts the
+new folio in the cache in their place (dirty, on the LRU as one entry, ShmemHugePages),
+and retract_page_tables frees the emptied PTE table of every mapping with the range
+2 MiB-aligned and no anon_vma, so the next fault there maps the folio by one PMD. The
+file scan drops mmap_lock: the mm's scan stops after it and resumes there. Not modelled:
+collapse_pte_mapped_thp (SCAN_PTE_MAPPED_HUGEPAGE maps an existing folio by a PMD later),
+and regular files (READ_ONLY_THP_FOR_FS).
 """
 
 from __future__ import annotations
@@ -39,8 +59,16 @@ from .memory import (
     put_page,
     vma_pte_bits,
 )
-from .page import PG_anon, PG_lru, PG_referenced, PG_swapcache
-from .pgtable import _PAGE_ACCESSED, _PAGE_RW, _PAGE_SWP, HPAGE_PMD_NR, MM_ANONPAGES, PTE_PRESENT_MASK
+from .page import PG_anon, PG_lru, PG_referenced, PG_swapbacked, PG_swapcache, PG_thpfile, PG_uptodate
+from .pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_RW,
+    _PAGE_SWP,
+    HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
+    MM_ANONPAGES,
+    PTE_PRESENT_MASK,
+)
 from .units import PAGE_SHIFT
 from .vma import VM_WRITE
 
@@ -59,6 +87,8 @@ SCAN_PAGE_COUNT = "page_count"
 SCAN_ALLOC_HUGE_PAGE_FAIL = "alloc_huge_page_fail"
 SCAN_VMA_CHECK = "vma_check"
 SCAN_FAIL = "fail"
+SCAN_PTE_MAPPED_HUGEPAGE = "pte_mapped_hugepage"
+SCAN_PAGE_COMPOUND = "page_compound"
 
 
 class Khugepaged:
@@ -167,8 +197,13 @@ class Khugepaged:
             if self.address < hstart:
                 self.address = hstart
             stop = False
+            shmem = vma.vm_file is not None and vma.vm_file.inode.shmem
             while self.address < hend:
-                result, collapsed_tried = self.scan_pmd(mm, vma, self.address)
+                if shmem:
+                    # hpage_collapse_scan_file: mmap_lock dropped, the mm's scan stops
+                    result, collapsed_tried = self.scan_file(vma, self.address), True
+                else:
+                    result, collapsed_tried = self.scan_pmd(mm, vma, self.address)
                 if result == SCAN_SUCCEED:
                     thp.pages_collapsed += 1
                 self.address += HPAGE_PMD_SIZE
@@ -328,6 +363,131 @@ class Khugepaged:
         vm["nr_anon_pages"] += HPAGE_PMD_NR
         rss[MM_ANONPAGES] += HPAGE_PMD_NR
         return SCAN_SUCCEED
+
+    # -- shmem: one aligned 2 MiB of the page cache -------------------------------------
+    def scan_file(self, vma, address: int) -> str:
+        """hpage_collapse_scan_file (6.1) over the 512 indices the aligned 2 MiB at
+        `address` maps; collapse_file if they qualify."""
+        thp = self.thp
+        vm = self.kernel.vmstat
+        mapping = vma.vm_file.inode.mapping
+        start = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
+        pages = mapping.pages
+        sw = mapping.swapped
+        present = swap = 0
+        for i in range(start, start + HPAGE_PMD_NR):
+            if sw and i in sw:  # xa_is_value: a swap entry
+                swap += 1
+                if swap > thp.max_ptes_swap:
+                    vm["thp_scan_exceed_swap_pte"] += 1
+                    return SCAN_EXCEED_SWAP_PTE
+                continue
+            page = pages.get(i)
+            if page is None:
+                continue
+            if page.flags & PG_thpfile:  # PageTransCompound
+                folio = thp.shmem_folio_of(page.pfn)
+                return SCAN_PTE_MAPPED_HUGEPAGE if folio.index == start else SCAN_PAGE_COMPOUND
+            if not page.flags & PG_lru:
+                return SCAN_PAGE_LRU
+            if page._count != 1 + page._mapcount + 1:  # 1 + page_mapcount (+ private: none)
+                return SCAN_PAGE_COUNT
+            present += 1
+        if present < HPAGE_PMD_NR - thp.max_ptes_none:
+            vm["thp_scan_exceed_none_pte"] += 1
+            return SCAN_EXCEED_NONE_PTE
+        return self.collapse_file(vma, mapping, start)
+
+    def collapse_file(self, vma, mapping, start: int) -> str:
+        """collapse_file (6.1) for shmem: a new 2 MiB folio takes the place of the small
+        pages of indices [start, start + 512)."""
+        from .filemap import delete_from_page_cache, set_page_dirty
+        from .huge_memory import ShmemFolio
+        from .memory import try_to_unmap
+
+        k = self.kernel
+        thp = self.thp
+        vm = k.vmstat
+        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag else GFP_TRANSHUGE_LIGHT
+        head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)  # alloc_charge_hpage
+        if head is None:
+            vm["thp_collapse_alloc_failed"] += 1
+            return SCAN_ALLOC_HUGE_PAGE_FAIL
+        vm["thp_collapse_alloc"] += 1
+        base = head.pfn
+        pages = mapping.pages
+        end = start + HPAGE_PMD_NR
+        # swapped indices: shmem_get_folio(SGP_NOALLOC) swaps them in
+        sw = mapping.swapped
+        if sw:
+            for i in range(start, end):
+                if i in sw:
+                    page, _wait, _major = k.swap.shmem_swapin(mapping, i)
+                    if page is None:
+                        k.free_pages(head, HPAGE_PMD_ORDER)
+                        return SCAN_FAIL
+        old = [pages.get(i) for i in range(start, end)]
+        for page in old:  # (the scan's tests again, under the xarray lock)
+            if page is None:
+                continue
+            if page.flags & PG_thpfile or not page.flags & PG_lru:
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_PAGE_LRU
+            if page._count != 1 + page._mapcount + 1:
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_PAGE_COUNT
+        for page in old:  # try_to_unmap(TTU_IGNORE_MLOCK): the PTEs go (they refault)
+            if page is not None and page._mapcount >= 0 and not try_to_unmap(k, page):
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_FAIL  # (mlocked: hvsim's try_to_unmap does not ignore it)
+        # copy the present pages, zero the holes (clear_highpage), drop the small pages
+        phys = k.phys
+        pfn_to_page = k.page_alloc.pfn_to_page
+        cost = 0.0
+        for i, page in enumerate(old):
+            dst = base + i
+            if page is None:
+                cost += phys.zero(dst)
+                continue
+            cost += phys.touch(page.pfn, False)
+            cost += phys.copy(dst, page.pfn)  # copy_highpage
+            delete_from_page_cache(k, page)
+        self.cost += cost
+        # the new folio in the page cache: uptodate, dirty, one LRU entry
+        subpages = []
+        for i in range(HPAGE_PMD_NR):
+            p = pfn_to_page(base + i)
+            p._count = 1
+            p.flags |= PG_uptodate | PG_swapbacked | PG_thpfile
+            p.mapping = mapping
+            p.index = start + i
+            pages[start + i] = p
+            subpages.append(p)
+        thp.shmem_folios[base] = ShmemFolio(base, mapping, start)
+        vm["nr_file_pages"] += HPAGE_PMD_NR
+        vm["nr_shmem"] += HPAGE_PMD_NR
+        vm["nr_shmem_hugepages"] += 1
+        for p in subpages:
+            set_page_dirty(k, p)  # (folio_mark_dirty)
+        k.lru_cache_add(subpages[0])
+        self.retract_page_tables(mapping, start)
+        return SCAN_SUCCEED
+
+    def retract_page_tables(self, mapping, pgoff: int) -> None:
+        """retract_page_tables (6.1): every VMA mapping index pgoff at a 2 MiB-aligned
+        address with the whole 2 MiB inside it, and no anon_vma, has its (now empty) PTE
+        table there freed (collapse_and_free_pmd), so a fault maps the folio by a PMD."""
+        for vma in list(mapping.i_mmap):
+            if vma.anon_vma is not None or pgoff < vma.vm_pgoff:
+                continue
+            addr = vma.vm_start + ((pgoff - vma.vm_pgoff) << PAGE_SHIFT)
+            if addr & (HPAGE_PMD_SIZE - 1) or vma.vm_end < addr + HPAGE_PMD_SIZE:
+                continue
+            pt = vma.vm_mm.pgtable
+            key = (addr >> PAGE_SHIFT) >> pt.pte_shift
+            if key in pt.huge or pt.pte_counts.get(key, 1):
+                continue  # (no table, a PMD mapping, or entries left: find_pmd_or_thp_or_none)
+            pt.free_pgtables(addr, addr + HPAGE_PMD_SIZE, addr, addr + HPAGE_PMD_SIZE)
 
     def _drop(self, base: int) -> None:
         """Give an unused collapse target back (put_page of the new folio)."""

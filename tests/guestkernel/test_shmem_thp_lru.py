@@ -241,3 +241,138 @@ def test_a_split_puts_the_512_subpages_where_the_folio_was():
     assert inode.mapping.pages[0] is pages[0]
     r.validate()
     validate_pages(k)
+
+
+# --- khugepaged: collapse_file for shmem (6.1) ------------------------------------------
+D = "/sys/kernel/mm/transparent_hugepage"
+
+
+def small_segment(k, written: int, size=H):
+    """A segment whose first `written` pages are 4 KiB pages (shmem_enabled never), then
+    shmem_enabled advise and MADV_HUGEPAGE: the mm joins khugepaged's list."""
+    k.procfs.write(f"{D}/shmem_enabled", "never")
+    t, sid = segment(k, touch=False, size=size)
+    for i in range(written):
+        t.access(BASE + i * P, True, (i + 1).to_bytes(8, "little"))
+    k.procfs.write(f"{D}/shmem_enabled", "advise")
+    t.madvise(BASE, size, U.MADV_HUGEPAGE)
+    assert t.mm in k.khugepaged.mm_slots
+    return t, sid
+
+
+def test_khugepaged_collapses_a_shmem_range_copying_present_pages_and_zeroing_holes():
+    """hpage_collapse_scan_file: 300 present pages >= 512 - max_ptes_none (511);
+    collapse_file: thp_collapse_alloc 1, 300 copies and 212 zeroed holes (Shmem +212
+    pages: NR_SHMEM / NR_FILE_PAGES grow by nr_none), the folio in the cache in their
+    place (ShmemHugePages 2 MiB, one LRU entry), the small pages freed, their PTEs gone;
+    retract_page_tables frees the aligned mapping's PTE table, so the next fault maps
+    the folio by one PMD (thp_file_mapped). pages_collapsed 1."""
+    from guestkernel.pgtable import _PAGE_PSE
+
+    k = boot(thp_enabled="madvise")
+    t, _ = small_segment(k, 300)
+    inode = t.mm.mm_mt.lookup(BASE).vm_file.inode
+    old = [inode.mapping.pages[i] for i in range(300)]
+    vm = k.vmstat
+    s0, f0 = vm["nr_shmem"], vm["nr_file_pages"]
+    pt = t.mm.pgtable
+    key = (BASE >> 12) >> pt.pte_shift
+    assert pt.pte_counts[key] == 300
+    k.khugepaged.do_scan()
+    assert vm["thp_collapse_alloc"] == 1 and k.thp.pages_collapsed == 1
+    assert k.procfs.read(f"{D}/khugepaged/pages_collapsed") == "1\n"
+    assert vm["nr_shmem"] - s0 == 212 and vm["nr_file_pages"] - f0 == 212
+    assert vm["nr_shmem_hugepages"] == 1
+    head = inode.mapping.pages[0]
+    assert head.pfn % 512 == 0 and head.pfn in k.thp.shmem_folios
+    assert all(inode.mapping.pages[i].pfn == head.pfn + i for i in range(512))
+    assert all(p._count == 0 for p in old)  # freed
+    assert key not in pt.pte_counts  # retract_page_tables
+    lst = k.reclaim.lruvecs[0].lists[LRU_INACTIVE_ANON]
+    sub = [k.mem_map[head.pfn + i] for i in range(512)]
+    assert entries(lst, sub) == [head]
+    m0 = vm["thp_file_mapped"]
+    t.access(BASE + 7 * P, False)
+    assert pt.ptes[BASE >> 12] & _PAGE_PSE and vm["thp_file_mapped"] - m0 == 1
+    for i in (0, 150, 299):
+        assert t.peek(BASE + i * P, 8) == (i + 1).to_bytes(8, "little")
+    assert t.peek(BASE + 300 * P, 8) == bytes(8) and t.peek(BASE + 511 * P, 8) == bytes(8)
+    k.reclaim.validate()
+    validate_pages(k)
+
+
+def test_khugepaged_shmem_max_ptes_none_bounds_the_holes():
+    """present < HPAGE_PMD_NR - max_ptes_none -> SCAN_EXCEED_NONE_PTE
+    (thp_scan_exceed_none_pte): with max_ptes_none 411, 100 present pages do not
+    collapse, 101 do."""
+    k = boot(thp_enabled="madvise")
+    k.procfs.write(f"{D}/khugepaged/max_ptes_none", "411")
+    t, _ = small_segment(k, 100)
+    k.khugepaged.do_scan()
+    assert k.vmstat["thp_scan_exceed_none_pte"] == 1 and k.thp.pages_collapsed == 0
+    assert not k.thp.shmem_folios
+    t.access(BASE + 100 * P, True)
+    k.khugepaged.do_scan()
+    assert k.thp.pages_collapsed == 1 and k.vmstat["thp_collapse_alloc"] == 1
+    assert k.vmstat["thp_scan_exceed_none_pte"] == 1
+    k.reclaim.validate()
+    validate_pages(k)
+
+
+def test_shmem_collapse_copies_and_zeroings_cost_khugepaged_cpu_on_the_vcpu():
+    """collapse_file's copy_highpage of each present page and clear_highpage of each
+    hole run in khugepaged (a guest kernel thread): page_copy_cost a copy, page_zero_cost
+    a zeroing of the VM's CPU. 300 present + 212 holes: 300 copies, 212 zeroings."""
+    import pytest
+    import simpy
+
+    from hypervisor.host import Host, HostConfig
+
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="512MiB", sharing=False, compression=False, ballooning=False,
+                           page_copy_cost="7us", page_zero_cost="3us"), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="256MiB", thp_enabled="madvise"), balloon=False)
+    k = vm.kernel
+    t = k.spawn("t")
+    sid = t.shmget(U.IPC_PRIVATE, H, U.IPC_CREAT | 0o600)
+    assert t.shmat(sid, BASE) == BASE
+    for i in range(300):
+        t.access(BASE + i * P, True)
+    env.run(until=0.1)
+    c0, z0 = vm.copy_cpu, vm.zero_cpu
+    k.procfs.write(f"{D}/shmem_enabled", "advise")
+    t.madvise(BASE, H, U.MADV_HUGEPAGE)  # joins khugepaged's list, wakes it
+    env.run(until=0.5)
+    assert k.vmstat["thp_collapse_alloc"] == 1 and k.thp.pages_collapsed == 1
+    assert vm.copy_cpu - c0 == pytest.approx(300 * 7e-6)
+    assert vm.zero_cpu - z0 == pytest.approx(212 * 3e-6)
+
+
+def test_khugepaged_shmem_swap_entries_bounded_by_max_ptes_swap_and_swapped_in():
+    """hpage_collapse_scan_file counts the range's swap entries: more than
+    max_ptes_swap -> SCAN_EXCEED_SWAP_PTE (thp_scan_exceed_swap_pte); within it,
+    collapse_file swaps them in (shmem_get_folio SGP_NOALLOC) and copies them: 20 of
+    300 written pages on swap, max_ptes_swap 19 refuses, 20 collapses with the data."""
+    k = boot(thp_enabled="madvise")
+    t, _ = small_segment(k, 300)
+    inode = t.mm.mm_mt.lookup(BASE).vm_file.inode
+    mapping = inode.mapping
+    t.madvise(BASE, 20 * P, U.MADV_DONTNEED)  # unmapped: only the cache holds them
+    victims = [mapping.pages[i] for i in range(20)]
+    k.reclaim.reclaim_pages(victims)
+    k.reclaim.complete_io()
+    assert sorted(mapping.swapped) == list(range(20))
+    k.procfs.write(f"{D}/khugepaged/max_ptes_swap", "19")
+    k.khugepaged.do_scan()
+    assert k.vmstat["thp_scan_exceed_swap_pte"] == 1 and k.thp.pages_collapsed == 0
+    k.procfs.write(f"{D}/khugepaged/max_ptes_swap", "20")
+    k.khugepaged.do_scan()
+    assert k.thp.pages_collapsed == 1 and not mapping.swapped and inode.swapped == 0
+    head = mapping.pages[0]
+    assert head.pfn in k.thp.shmem_folios
+    t.access(BASE, False)  # the next fault maps the folio by a PMD
+    assert t.mm.pgtable.ptes[BASE >> 12] >> 12 == head.pfn
+    for i in (0, 19, 20, 299):
+        assert t.peek(BASE + i * P, 8) == (i + 1).to_bytes(8, "little")
+    k.reclaim.validate()
+    validate_pages(k)
