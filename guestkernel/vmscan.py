@@ -1950,6 +1950,11 @@ class Reclaim:
                             self.shrink_active_list(n, lv, sc, lru)
                     else:
                         reclaimed += self.shrink_inactive_list(n, lv, sc, lru)
+            if sc.t0 is not None and self.inflight:
+                # the device ends writes while a direct reclaimer works on (their
+                # folio_end_writeback runs from the completion interrupt, not at the end
+                # of the pass): their pages rotate to the inactive tail for its next batch
+                self.complete_io(sc.t0 + sc.cost + sc.sleep)
             done = reclaimed
             if sc.kswapd:
                 done += sc.nr_pageout - pageout0

@@ -196,7 +196,11 @@ def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False) -> li
         kw = {"swap_latency": dev["latency_s"], "swap_bandwidth": int(dev["bandwidth_Bps"])}
     k = Kernel(KernelConfig(memory=memory, swap="256MiB", watermark_boost_factor=0, **kw),
                env=env)
-    init_reclaim(k)  # no start_reclaim_daemons: kswapd never runs
+    r = init_reclaim(k)
+    if clocked:
+        # a guest on a clock starts its daemons; forget kswapd so that the allocator never
+        # wakes it (wake_kswapd finds none): direct reclaim only, as the cgroup's
+        r.kswapds.clear()
     t = k.init_task
     size = mib * MiB
     a = t.mmap(0, size, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
@@ -278,7 +282,11 @@ def test_anon_streams_match_the_real_kernel(request, name, clocked):
     every page in every pass, none activated (the refault distance exceeds the
     workingset); pass 1 writes the pages still resident (dirty, no slot), pass 2 none
     (they came back clean from swap and keep their slot); an area that fits never swaps.
-    The same with and without the clock (the clocked replay must not lose what matched)."""
+    The same with and without the clock. Clocked, with direct reclaim only, pass 0 checks
+    that a direct reclaimer's swap writes end while it works on (the completion interrupt
+    runs folio_end_writeback mid-pass: the pages rotate to the inactive tail and its next
+    batch frees them): ended only after each priority's pass over the node, the writer's
+    first direct reclaim wrote the whole list (8066 pages; real 4216-4400)."""
     memory = request.getfixturevalue("anon_memory_clocked" if clocked else "anon_memory")
     case = ANON[name]
     got = replay_anon(memory, case["mib"], case["passes"], clocked)
@@ -307,18 +315,18 @@ def test_swap_timing_was_measured_on_the_recording_kernel_release():
     "the third pass 4191-5109 refaults are activated. The guest, replayed with a clock "
     "(swap device at this machine's measured swap-file write latency and bandwidth, "
     "swap_timing.json: 78 us, 3.2 GiB/s; the reader stepping by its fault costs plus the "
-    "loop's measured 7 ns a page) and direct reclaim only (no kswapd, as the cgroup), "
-    "matches pass 0 (2246 pages written, real 2173-2186; pgscan_anon 12472, real "
-    "12453-12485) and pass 1's writes (7995, real 8086-8099) but refaults every page in "
-    "passes 1-3 (10241) with no activation, like a strict LRU: it frees 10904 pages in "
-    "pass 1 (pgsteal_anon; real 6416-6769) and every written page before the reader "
-    "comes back to it. Not the rotation: in both every written page is rotated to the "
-    "inactive tail when its write ends (guest pgrotated 7995; a probe of the real kernel "
-    "with measure_workingset_anon.py's loop case, pgrotated 7935-7967 of 7968-7978 "
-    "written). What still differs is how far ahead of the reader the real memcg limit "
-    "reclaim (try_charge: try_to_free_mem_cgroup_pages for the charge, under cgroup v1) "
-    "unmaps pages compared with what it frees from the rotated tail; the guest's zone "
-    "direct reclaim frees as it goes (pgscan_anon 29926 in pass 1, real 22700-23095)"))
+    "loop's measured 7 ns a page) and direct reclaim only (kswapd never woken, as under "
+    "the cgroup's limit), matches pass 0 (2269 pages written, real 2173-2186; "
+    "pgscan_anon 12545, real 12453-12485) and pass 1's writes (7972, real 8086-8099) but "
+    "refaults every page in passes 1-3 (10241) with no activation, like a strict LRU: in "
+    "pass 1 it frees 10265 pages (pgsteal_anon; real 6416-6769) and scans 26314 "
+    "(real 22700-23095), freeing every written page before the reader comes back to it. "
+    "Not the rotation: in both every written page is rotated to the inactive tail when "
+    "its write ends (guest pgrotated 8017; a probe of the real kernel with "
+    "measure_workingset_anon.py's loop case, pgrotated 7935-7967 of 7968-7978 written). "
+    "What still differs is how far ahead of the reader the real memcg limit reclaim "
+    "(try_charge: try_to_free_mem_cgroup_pages for the charge batch, cgroup v1) unmaps "
+    "pages compared with what it frees from the rotated tail; not found"))
 def test_anon_loop_matches_the_real_kernel(anon_memory_clocked):
     case = ANON["loop-1.25x"]
     got = replay_anon(anon_memory_clocked, case["mib"], case["passes"], clocked=True)
