@@ -44,9 +44,11 @@ holes (khugepaged's CPU as above; Shmem and the file pages grow by the holes), p
 new folio in the cache in their place (dirty, on the LRU as one entry, ShmemHugePages),
 and retract_page_tables frees the emptied PTE table of every mapping with the range
 2 MiB-aligned and no anon_vma, so the next fault there maps the folio by one PMD. The
-file scan drops mmap_lock: the mm's scan stops after it and resumes there. Not modelled:
-collapse_pte_mapped_thp (SCAN_PTE_MAPPED_HUGEPAGE maps an existing folio by a PMD later),
-and regular files (READ_ONLY_THP_FOR_FS).
+file scan drops mmap_lock: the mm's scan stops after it and resumes there. A range whose
+huge folio a PTE table maps (SCAN_PTE_MAPPED_HUGEPAGE) is queued on the mm's slot (at
+most 8, counted in pages_collapsed) and at the slot's next scan collapse_pte_mapped_thp
+drops those PTEs and frees the table, so the next fault maps a PMD. Not modelled: regular
+files (READ_ONLY_THP_FOR_FS).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ SCAN_VMA_CHECK = "vma_check"
 SCAN_FAIL = "fail"
 SCAN_PTE_MAPPED_HUGEPAGE = "pte_mapped_hugepage"
 SCAN_PAGE_COMPOUND = "page_compound"
+SCAN_PTE_NON_PRESENT = "pte_non_present"
+MAX_PTE_MAPPED_THP = 8  # an mm slot's queue of PTE-mapped THPs (mm/khugepaged.c)
 
 
 class Khugepaged:
@@ -102,6 +106,7 @@ class Khugepaged:
         self.address = 0  # khugepaged_scan.address, bytes
         self.daemon = None  # the SimPy process, once started
         self.cost = 0.0  # seconds of copying and zeroing not yet slept off
+        self.pte_mapped_thp: dict = {}  # mm -> addresses queued (mm_slot->pte_mapped_thp)
 
     # -- the list --------------------------------------------------------------------------
     def enter_vma(self, vma) -> None:
@@ -132,6 +137,7 @@ class Khugepaged:
             if self.mm_slot is mm:
                 self._next_slot(mm)
             self.mm_slots.pop(mm, None)
+            self.pte_mapped_thp.pop(mm, None)
 
     def wake(self) -> None:
         """A sysfs write of a sleep time wakes the daemon (wake_up_interruptible)."""
@@ -179,6 +185,7 @@ class Khugepaged:
             self.mm_slot = next(iter(self.mm_slots))
             self.address = 0
         mm = self.mm_slot
+        self.collapse_pte_mapped_thps(mm)
         result = SCAN_FAIL
         progress = 1
         thp = self.thp
@@ -204,7 +211,14 @@ class Khugepaged:
                     result, collapsed_tried = self.scan_file(vma, self.address), True
                 else:
                     result, collapsed_tried = self.scan_pmd(mm, vma, self.address)
-                if result == SCAN_SUCCEED:
+                if result == SCAN_PTE_MAPPED_HUGEPAGE:
+                    # a huge folio mapped by PTEs here: queued for
+                    # collapse_pte_mapped_thp if a PTE table maps the range (counted
+                    # as collapsed then)
+                    result = self._find_pmd(mm, self.address)
+                    if result == SCAN_SUCCEED and self.add_pte_mapped_thp(mm, self.address):
+                        thp.pages_collapsed += 1
+                elif result == SCAN_SUCCEED:
                     thp.pages_collapsed += 1
                 self.address += HPAGE_PMD_SIZE
                 progress += HPAGE_PMD_NR
@@ -471,6 +485,87 @@ class Khugepaged:
             set_page_dirty(k, p)  # (folio_mark_dirty)
         k.lru_cache_add(subpages[0])
         self.retract_page_tables(mapping, start)
+        return SCAN_SUCCEED
+
+    @staticmethod
+    def _find_pmd(mm, addr: int) -> str:
+        """find_pmd_or_thp_or_none: a PTE table (SCAN_SUCCEED), a huge PMD or none."""
+        pt = mm.pgtable
+        key = (addr >> PAGE_SHIFT) >> pt.pte_shift
+        if key in pt.huge:
+            return SCAN_PMD_MAPPED
+        return SCAN_SUCCEED if key in pt.pte_counts else SCAN_PMD_NULL
+
+    def add_pte_mapped_thp(self, mm, addr: int) -> bool:
+        """khugepaged_add_pte_mapped_thp: at most MAX_PTE_MAPPED_THP a slot."""
+        q = self.pte_mapped_thp.setdefault(mm, [])
+        if len(q) >= MAX_PTE_MAPPED_THP:
+            return False
+        q.append(addr)
+        return True
+
+    def collapse_pte_mapped_thps(self, mm) -> None:
+        """khugepaged_collapse_pte_mapped_thps: the slot's queue, at the start of its scan."""
+        q = self.pte_mapped_thp.pop(mm, None)
+        if q:
+            for addr in q:
+                self.collapse_pte_mapped_thp(mm, addr)
+
+    def collapse_pte_mapped_thp(self, mm, haddr: int) -> str:
+        """collapse_pte_mapped_thp (6.1, install_pmd false): where every present PTE of
+        the aligned 2 MiB maps its subpage of the huge folio at that file offset, the
+        PTEs go (page_remove_rmap, the mappings' references and MM_SHMEMPAGES) and the
+        table is freed (collapse_and_free_pmd), so the next fault maps a PMD."""
+        from .huge_memory import transhuge_vma_suitable
+        from .pgtable import MM_SHMEMPAGES
+        from .vma import VM_NOHUGEPAGE
+
+        k = self.kernel
+        thp = self.thp
+        pt = mm.pgtable
+        hvpn = haddr >> PAGE_SHIFT
+        key = hvpn >> pt.pte_shift
+        if key in pt.huge:
+            return SCAN_PMD_MAPPED
+        vma = mm.mm_mt.lookup(haddr)
+        if (vma is None or vma.vm_file is None or haddr < vma.vm_start
+                or haddr + HPAGE_PMD_SIZE > vma.vm_end):
+            return SCAN_VMA_CHECK
+        inode = vma.vm_file.inode
+        # hugepage_vma_check without the sysfs setting: shmem_huge_enabled(force)
+        if (not inode.shmem or vma.vm_flags & VM_NOHUGEPAGE or getattr(mm, "thp_disabled", False)
+                or thp.shmem_enabled == "deny"
+                or not transhuge_vma_suitable(vma, vma.vm_end - HPAGE_PMD_SIZE)
+                or ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1)):
+            return SCAN_VMA_CHECK
+        page = inode.mapping.pages.get(vma.vm_pgoff + ((haddr - vma.vm_start) >> PAGE_SHIFT))
+        if page is None:
+            return SCAN_PAGE_NULL
+        folio = thp.shmem_folio_of(page.pfn)
+        if folio is None or folio.pfn != page.pfn:
+            return SCAN_FAIL  # not a huge folio's head
+        if key not in pt.pte_counts:
+            return SCAN_SUCCEED  # SCAN_PMD_NONE: nothing to do without install_pmd
+        ptes = pt.ptes
+        count = 0
+        for i in range(HPAGE_PMD_NR):  # step 1: every mapped PTE to the right subpage
+            pte = ptes.get(hvpn + i, 0)
+            if not pte:
+                continue
+            if not pte & PTE_PRESENT_MASK:
+                return SCAN_PTE_NON_PRESENT
+            if pte >> PAGE_SHIFT != folio.pfn + i:
+                return SCAN_FAIL
+            count += 1
+        mem_map = k.mem_map
+        for i in range(HPAGE_PMD_NR):  # step 2-4: rmap, references, counters, PTEs
+            if ptes.get(hvpn + i, 0):
+                pt.clear_pte(hvpn + i)
+                p = mem_map[folio.pfn + i]
+                page_remove_rmap(k, p)
+                p._count -= 1
+        mm.rss[MM_SHMEMPAGES] -= count
+        pt.free_pgtables(haddr, haddr + HPAGE_PMD_SIZE, haddr, haddr + HPAGE_PMD_SIZE)
         return SCAN_SUCCEED
 
     def retract_page_tables(self, mapping, pgoff: int) -> None:

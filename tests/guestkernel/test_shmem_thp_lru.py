@@ -376,3 +376,43 @@ def test_khugepaged_shmem_swap_entries_bounded_by_max_ptes_swap_and_swapped_in()
         assert t.peek(BASE + i * P, 8) == (i + 1).to_bytes(8, "little")
     k.reclaim.validate()
     validate_pages(k)
+
+
+def test_a_pte_mapped_shmem_thp_is_queued_then_its_ptes_and_table_dropped():
+    """A huge folio a PTE table maps (an empty table left under the range, as a
+    retract_page_tables that could not take the mm's lock leaves it): the file scan
+    finds the folio at the range's start (SCAN_PTE_MAPPED_HUGEPAGE), find_pmd_or_thp_or_
+    none finds the table: the address is queued (pages_collapsed counts it, 6.1's
+    fallthrough); the slot's next scan runs collapse_pte_mapped_thp: each PTE maps its
+    subpage, so the 16 PTEs go (rmap, references, MM_SHMEMPAGES by 16) and the table is
+    freed; the next fault maps the folio by one PMD."""
+    from guestkernel.pgtable import MM_SHMEMPAGES
+
+    k = boot(thp_enabled="madvise")
+    t, _ = small_segment(k, 300)
+    k.khugepaged.do_scan()
+    assert k.thp.pages_collapsed == 1
+    pt = t.mm.pgtable
+    key = (BASE >> 12) >> pt.pte_shift
+    assert key not in pt.pte_counts
+    assert pt.alloc_pte_table(BASE >> 12)  # (an empty table left under the range)
+    for i in range(10):
+        t.access(BASE + i * P, False)
+    head = t.mm.mm_mt.lookup(BASE).vm_file.inode.mapping.pages[0]
+    # (do_fault_around: fault_around_bytes 64 KiB maps pages 0-15 with the first fault)
+    assert pt.pte_counts[key] == 16 and pt.ptes[BASE >> 12] >> 12 == head.pfn
+    assert not pt.ptes[BASE >> 12] & _PAGE_PSE
+    rss0 = t.mm.rss[MM_SHMEMPAGES]
+    assert head._mapcount == 0 and head._count == 2
+    kh = k.khugepaged
+    kh.mm_slot, kh.address = None, 0  # (a fresh pass over the list)
+    kh.do_scan()
+    assert k.thp.pages_collapsed == 2
+    assert key not in pt.pte_counts  # queued, then dropped on the next scan of the slot
+    assert t.mm.rss[MM_SHMEMPAGES] == rss0 - 16
+    assert head._mapcount == -1 and head._count == 1
+    assert k.vmstat["nr_shmem_hugepages"] == 1
+    t.access(BASE + 3 * P, False)
+    assert pt.ptes[BASE >> 12] & _PAGE_PSE
+    k.reclaim.validate()
+    validate_pages(k)
