@@ -473,7 +473,7 @@ def test_mremap_keeps_an_aligned_file_pmd_and_clears_an_unaligned_one():
 
 
 OPS = ("write", "read", "pageout", "cold", "remove", "mprotect", "remap", "fork", "truncate",
-       "dontneed", "private", "shrink")
+       "dontneed", "private", "shrink", "smallwrite", "collapse", "reclaim")
 
 
 @given(mode=st.sampled_from(["always", "within_size", "advise", "force"]),
@@ -485,7 +485,8 @@ OPS = ("write", "read", "pageout", "cold", "remove", "mprotect", "remap", "fork"
 def test_random_shmem_thp_operations_keep_the_invariants_and_the_data(mode, size_mib, advise, ops):
     # every page-table, page-count, buddy and LRU invariant holds after each step, and
     # every byte written reads back (zeros after a hole or a truncate) — through huge
-    # folios, their splits, PMD zaps and swap
+    # folios, their splits, PMD zaps and swap, khugepaged's collapses (small pages written
+    # with shmem_enabled never, then collapsed) and reclaim of whole folios
     from guestkernel import gfp as G
     from guestkernel import uapi as U
     from guestkernel.shrinker import ShrinkControl
@@ -503,11 +504,28 @@ def test_random_shmem_thp_operations_keep_the_invariants_and_the_data(mode, size
         first %= size // P
         n = min(n, size // P - first)
         a = BASE + first * P
-        if op == "write":
+        if op in ("write", "smallwrite"):
+            if op == "smallwrite":
+                k.procfs.write(f"{D}/shmem_enabled", "never")
             for i in range(n):
                 v = (val + i).to_bytes(4, "little")
                 t.access(a + i * P, True, v)
                 model[first + i] = v
+            if op == "smallwrite":
+                k.procfs.write(f"{D}/shmem_enabled", mode)
+        elif op == "collapse":
+            k.procfs.write(f"{D}/khugepaged/max_ptes_none", str(val % 512))
+            k.procfs.write(f"{D}/khugepaged/max_ptes_swap", str(val % 64))
+            k.khugepaged.enter(t.mm)
+            k.khugepaged.do_scan()
+        elif op == "reclaim":
+            from guestkernel.vmscan import LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, ScanControl
+
+            lv = k.reclaim.lruvecs[0]
+            k.reclaim.shrink_active_list(n, lv, ScanControl(n, G.GFP_KERNEL, False, 1, True), LRU_ACTIVE_ANON)
+            k.reclaim.shrink_inactive_list(n, lv, ScanControl(n, G.GFP_KERNEL, False, 1, True),
+                                           LRU_INACTIVE_ANON)
+            k.reclaim.complete_io()
         elif op == "read":
             for i in range(n):
                 t.access(a + i * P, False)
