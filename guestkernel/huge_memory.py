@@ -70,7 +70,11 @@ index resolving to its subpage (PG_thpfile). do_set_pmd maps it with one PMD whe
 table lies there and the VMA holds the aligned 2 MiB at the file's alignment
 (thp_file_mapped, ShmemPmdMapped): writable in a shared mapping, read-only in a private one
 (a write copies 4 KiB); x86 deposits no table for it. Splitting a file PMD clears it (the
-pages refault by PTEs). split_huge_page of a shmem THP (thp_split_page) comes from
+pages refault by PTEs). A PTE mapping of a shmem THP does not mlock it, a PMD mapping in a
+VM_LOCKED VMA does (mlock_vma_folio). split_huge_page of a shmem THP unmaps every mapping
+of the folio, PMDs and its subpages' PTEs, mlocked ones too (unmap_folio: try_to_unmap
+with TTU_IGNORE_MLOCK; remap_page restores anon folios only), so later accesses refault
+by PTEs; each subpage keeps the folio's dirty bit. It (thp_split_page) comes from
 shmem_writepage (the folio kept dirty), a truncate or MADV_REMOVE cutting it (one wholly
 inside is freed whole), or the shrinker of folios reaching past i_size
 (shmem_unused_huge_shrink); the pages past EOF then leave the cache. shmem_get_unmapped_area
@@ -97,6 +101,7 @@ from .memory import (
     page_add_rmap,
     page_remove_rmap,
     put_page,
+    try_to_unmap,
     update_hiwater_rss,
     vma_pte_bits,
 )
@@ -1204,16 +1209,29 @@ def _shmem_forget(kernel, folio) -> None:
 
 
 def shmem_split_folio(kernel, folio, dirty: bool, drop_eof: bool = False) -> None:
-    """split_huge_page of a shmem THP (thp_split_page): its PMD mappings go and its 512
-    subpages become order-0 page-cache pages. PTE mappings of the subpages stay (Linux
-    unmaps them and lets them refault). `drop_eof`: the subpages beyond EOF leave the
-    cache (__split_huge_page's end; reclaim's split from shmem_writepage keeps them, as
-    other subpages may sit isolated on its list, until a truncate or the shrinker)."""
+    """split_huge_page of a shmem THP (thp_split_page): unmap_folio unmaps it from every
+    mapping (6.1: a file folio takes try_to_unmap(TTU_SPLIT_HUGE_PMD | TTU_IGNORE_MLOCK),
+    not migration entries): its PMD mappings and every subpage's PTEs go, mlocked ones
+    too (munlocked with their last mapping), and remap_page restores none of them (it
+    remaps anon folios only): later accesses refault the pages by PTEs. Its 512 subpages
+    become order-0 page-cache pages, each dirty if the folio was (__split_huge_page_tail
+    copies the head's PG_dirty; a dirty PTE dirties the folio as try_to_unmap_one clears
+    it: folio_mark_dirty). `dirty`: the folio is marked dirty first (shmem_writepage).
+    `drop_eof`: the subpages beyond EOF leave the cache (__split_huge_page's end;
+    reclaim's split from shmem_writepage keeps them, as other subpages may sit isolated
+    on its list, until a truncate or the shrinker)."""
     _shmem_unmap_folio(kernel, folio)
     mem_map = kernel.mem_map
     base = folio.pfn
+    end = base + HPAGE_PMD_NR
+    for pfn in range(base, end):
+        p = mem_map[pfn]
+        if p._mapcount >= 0:
+            try_to_unmap(kernel, p, None, ignore_mlock=True)
+        if p.flags & PG_dirty:
+            dirty = True  # folio_test_dirty: hvsim keeps PG_dirty per subpage
     if dirty:
-        for pfn in range(base, base + HPAGE_PMD_NR):
+        for pfn in range(base, end):
             set_page_dirty(kernel, mem_map[pfn])
     _shmem_forget(kernel, folio)
     kernel.vmstat["thp_split_page"] += 1

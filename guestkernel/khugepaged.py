@@ -39,7 +39,8 @@ page of a huge folio ends the scan (SCAN_PTE_MAPPED_HUGEPAGE when that folio sta
 the range, else SCAN_PAGE_COMPOUND); fewer than 512 - max_ptes_none present:
 thp_scan_exceed_none_pte. collapse_file allocates the huge page (thp_collapse_alloc /
 _failed), swaps the swapped indices in (shmem_get_folio SGP_NOALLOC), unmaps every
-present page from every PTE (try_to_unmap), copies each into its subpage and zeroes the
+present page from every PTE (try_to_unmap with TTU_IGNORE_MLOCK: a VM_LOCKED VMA's too,
+the page munlocked; a PMD fault there mlocks the new folio), copies each into its subpage and zeroes the
 holes (khugepaged's CPU as above; Shmem and the file pages grow by the holes), puts the
 new folio in the cache in their place (dirty, on the LRU as one entry, ShmemHugePages),
 and retract_page_tables frees the emptied PTE table of every mapping with the range
@@ -450,10 +451,11 @@ class Khugepaged:
             if page._count != 1 + page._mapcount + 1:
                 k.free_pages(head, HPAGE_PMD_ORDER)
                 return SCAN_PAGE_COUNT
-        for page in old:  # try_to_unmap(TTU_IGNORE_MLOCK): the PTEs go (they refault)
-            if page is not None and page._mapcount >= 0 and not try_to_unmap(k, page):
-                k.free_pages(head, HPAGE_PMD_ORDER)
-                return SCAN_FAIL  # (mlocked: hvsim's try_to_unmap does not ignore it)
+        for page in old:
+            # try_to_unmap(TTU_IGNORE_MLOCK | TTU_BATCH_FLUSH): the PTEs go, those of
+            # VM_LOCKED VMAs too (the page munlocked with its last mapping); they refault
+            if page is not None and page._mapcount >= 0:
+                try_to_unmap(k, page, None, ignore_mlock=True)
         # copy the present pages, zero the holes (clear_highpage), drop the small pages
         phys = k.phys
         pfn_to_page = k.page_alloc.pfn_to_page

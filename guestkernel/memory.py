@@ -387,7 +387,9 @@ def map_file_page(kernel, mm, vma, vpn: int, page, writable: bool, new: bool = T
         mm.pgtable.pte_changed(vpn)
     page_add_rmap(kernel, page)
     mm.rss[mm_counter(page)] += 1
-    if vma.vm_flags & VM_LOCKED:
+    if vma.vm_flags & VM_LOCKED and not page.flags & PG_thpfile:
+        # (6.1 mlock_vma_folio: a PTE mapping of a large folio does not mlock it; only
+        # a PMD mapping does, huge_memory.shmem_huge_fault)
         mlock_page(kernel, page)
     return True
 
@@ -696,7 +698,9 @@ def populate_vma_range(task, vma, start: int, end: int) -> int:
         pte = ptes.get(addr >> PAGE_SHIFT, 0)
         if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW):
             if flags & VM_LOCKED and pte >> PAGE_SHIFT != task.kernel.zero_pfn:
-                mlock_page(task.kernel, task.kernel.mem_map[pte >> PAGE_SHIFT])
+                page = task.kernel.mem_map[pte >> PAGE_SHIFT]
+                if not page.flags & PG_thpfile or pte & _PAGE_PSE:  # (mlock_vma_folio)
+                    mlock_page(task.kernel, page)
             continue
         ret = handle_mm_fault(task, vma, addr, write)
         if ret & VM_FAULT_ERROR:
@@ -716,6 +720,8 @@ def mlock_present_pages(kernel, mm, vma, start: int, end: int, lock: bool) -> No
         if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
             continue
         page = mem_map[pte >> PAGE_SHIFT]
+        if page.flags & PG_thpfile and not pte & _PAGE_PSE:
+            continue  # mlock_pte_range: a PTE-mapped large folio is skipped (6.1)
         if lock:
             mlock_page(kernel, page)
         elif page.flags & PG_mlocked and not _mapped_locked_elsewhere(kernel, page, vma):
@@ -780,11 +786,14 @@ def page_referenced(kernel, page) -> tuple[int, int]:
     return out[0], out[1]
 
 
-def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
+def try_to_unmap(kernel, page, swap_entry: int | None = None, ignore_mlock: bool = False) -> bool:
     """Unmap the page from every PTE (try_to_unmap). Anonymous pages need `swap_entry`:
     their PTEs become that swap entry (MM_SWAPENTS). A dirty PTE dirties the page. The
     caller must hold its own reference (like an isolated LRU page). Fails (returns False,
-    the page is mlocked) if a VM_LOCKED VMA maps it."""
+    the page is mlocked) if a VM_LOCKED VMA maps it, unless `ignore_mlock`
+    (TTU_IGNORE_MLOCK: split_huge_page's unmap_folio and khugepaged's collapse_file of a
+    file page): then those PTEs go too, and the page is munlocked with its last mapping
+    (6.1 page_remove_rmap -> munlock_vma_page)."""
     if page.flags & PG_thpfile:
         kernel.thp.shmem_unmap_pmds(page)  # TTU_SPLIT_HUGE_PMD: a shmem THP's PMDs go
     if page.flags & PG_thp:
@@ -808,7 +817,7 @@ def try_to_unmap(kernel, page, swap_entry: int | None = None) -> bool:
     ok = [True]
 
     def one(mm, vma, addr):
-        if vma.vm_flags & VM_LOCKED:
+        if vma.vm_flags & VM_LOCKED and not ignore_mlock:
             mlock_page(kernel, page)
             ok[0] = False
             return False
