@@ -2364,19 +2364,23 @@ class Reclaim:
 
     def global_dirtyable_memory(self) -> int:
         """global_dirtyable_memory (6.1): free pages less the reserves (totalreserve_pages),
-        plus the file LRU pages; without vm_highmem_is_dirtyable (the default) less
-        highmem's free pages above its high watermark and highmem file LRU pages
-        (highmem_dirtyable_memory); + 1 so that it is never 0."""
+        plus the file LRU pages; without vm_highmem_is_dirtyable (the default) less what
+        highmem_dirtyable_memory counts for each populated highmem zone: its free pages
+        above its high watermark plus its file LRU pages (the latter whether or not the
+        zone has free pages above the watermark), at most the total; + 1 so that it is
+        never 0."""
         alloc = self.alloc
         x = alloc.nr_free_pages()
         x -= min(x, alloc.totalreserve_pages)
         x += self.lru_pages(LRU_ACTIVE_FILE) + self.lru_pages(LRU_INACTIVE_FILE)
         high = 0
+        populated = False
         for z in alloc.zones:
             if z.is_highmem and z.populated():
+                populated = True
                 free = z.nr_free
                 high += free - min(free, z.high_wmark())
-        if high:
+        if populated:  # (one node: the lists' highmem pages are the highmem zone's)
             high += sum(lv.lists[LRU_ACTIVE_FILE].nr_high + lv.lists[LRU_INACTIVE_FILE].nr_high
                         for lv in self.lruvecs)
             x -= min(high, x)

@@ -870,3 +870,35 @@ def test_flusher_expiry_counts_from_the_write():
     assert k.vmstat["nr_dirty"] == 4
     env.run(until=12.5)  # 11 s old at the pass at t = 12: written
     assert k.vmstat["nr_dirty"] == 0 and k.reclaim.flusher.pages_written == 4
+
+
+def test_global_dirtyable_memory_leaves_out_highmem_file_pages_with_highmem_full():
+    """6.1 highmem_dirtyable_memory (mm/page-writeback.c): for each populated highmem
+    zone, NR_FREE_PAGES less min(that, high_wmark_pages) plus the zone's inactive and
+    active file pages, summed, at most the total; global_dirtyable_memory subtracts it
+    (vm_highmem_is_dirtyable 0). The zone's file pages count even when its free pages are
+    at or below the high watermark (the case here)."""
+    from guestkernel.page import PG_swapbacked
+
+    k = boot(arch="i386", memory="1GiB")
+    high = k.page_alloc.zones[-1]
+    assert high.is_highmem and high.populated()
+    k.spawn("init")
+    t = k.spawn("reader")
+    k.fs.create("/data/big", 2048 * 4096)
+    fd = t.open("/data/big", U.O_RDONLY)
+    buf = t.mmap(0, 2048 * 4096, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.read(fd, buf, 2048 * 4096)
+    held = []
+    while high.nr_free > high.high_wmark():  # highmem taken down to its high watermark
+        held.append(k.alloc_pages(G.GFP_HIGHUSER))
+    alloc = k.page_alloc
+    file_lru = [p for p in k.mem_map if p is not None and p.flags & PG_lru
+                and not p.flags & (PG_swapbacked | PG_unevictable)]
+    high_file = sum(1 for p in file_lru if p.flags & PG_highmem)
+    assert high_file > 0 and high.nr_free <= high.high_wmark()
+    free = alloc.nr_free_pages()
+    x = free - min(free, alloc.totalreserve_pages) + len(file_lru)
+    h = high.nr_free - min(high.nr_free, high.high_wmark()) + high_file
+    assert h == high_file
+    assert k.reclaim.global_dirtyable_memory() == x - min(h, x) + 1
