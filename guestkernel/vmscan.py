@@ -166,6 +166,10 @@ VMSCAN_THROTTLE_WRITEBACK, VMSCAN_THROTTLE_ISOLATED, VMSCAN_THROTTLE_NOPROGRESS,
 # reclaim_throttle's sleeps by reason (hvsim's counters: the mm_vmscan_throttled tracepoint's)
 THROTTLE_VMSTAT = ("vmscan_throttle_writeback", "vmscan_throttle_isolated",
                    "vmscan_throttle_noprogress", "vmscan_throttle_congested")
+# and the tracepoint's usec_delayed summed by reason: microseconds the sleeps lasted
+# (jiffies_to_usecs(timeout - ret): shorter than the timeout when woken early)
+THROTTLE_USEC_VMSTAT = tuple(name + "_usec" for name in THROTTLE_VMSTAT)
+KSWAPD_CPU = -1  # `Reclaim.isolating`'s CPU for kswapd's batches (any direct reclaimer sees them)
 
 # balance_dirty_pages (6.1 mm/page-writeback.c); times in jiffies, rates in pages/s
 MAX_PAUSE = max(HZ // 5, 1)  # jiffies: the longest single pause, 200 ms
@@ -380,6 +384,7 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 #                            one of the device queue's nr_requests in flight)
 #   vmscan_throttle_*        reclaim_throttle sleeps by reason (writeback, isolated,
 #                            noprogress, congested: the mm_vmscan_throttled tracepoint's)
+#   vmscan_throttle_*_usec   microseconds those sleeps lasted (the tracepoint's usec_delayed)
 # Linux's nr_vmscan_write (pages reclaim wrote: pageout) and nr_vmscan_immediate_reclaim
 # (dirty or writeback file pages reclaim marked PG_reclaim instead, 6.x) are node items.
 RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
@@ -387,7 +392,7 @@ RECLAIM_VMSTAT = PGSTATE_VMSTAT + (
     "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "unevictable_pgs_culled",
     "unevictable_pgs_rescued", "unevictable_pgs_scanned", "drop_pagecache", "drop_slab", "pgwriteback_file",
     "flusher_wakeups", "oom_kill", "balance_dirty_pages", "nr_requests_blocked",
-) + THROTTLE_VMSTAT
+) + THROTTLE_VMSTAT + THROTTLE_USEC_VMSTAT
 
 
 def page_lru(page) -> int:
@@ -600,9 +605,14 @@ class Reclaim:
         # seconds, per CPU: where the last direct reclaim on it ended in its own time
         # (a CPU runs one reclaimer at a time; reclaimers on other CPUs run beside it)
         self.direct_clock = [0.0] * max(int(getattr(kernel.config, "cpus", 1)), 1)
-        # direct reclaimers' batches isolated in their own time, for too_many_isolated
-        # of reclaimers on other CPUs: (from, to seconds, pages, file?, cpu)
+        # batches isolated by direct reclaimers (in their own time) and by kswapd (from
+        # its pass's start), for too_many_isolated of direct reclaimers on other CPUs
+        # (NR_ISOLATED_* counts every isolator's): (from, to seconds, pages, file?, cpu;
+        # KSWAPD_CPU for kswapd)
         self.isolating: list[tuple[float, float, int, bool, int]] = []
+        # wake_throttle_isolated calls of direct reclaimers in their own time (each
+        # too_many_isolated that found few isolated): (seconds, cpu, nid)
+        self.isolated_wakes: list[tuple[float, int, int]] = []
         # new anonymous pages go to the active list (2.6) or the inactive one (6.x)
         self.anon_active = self.alloc.era == "2.6"
         # 6.x reclaim leaves file writeback to the flusher and never waits for its writes
@@ -1362,32 +1372,43 @@ class Reclaim:
 
     # ------------------------------------------------------------------ inactive list
     def too_many_isolated(self, lv: Lruvec, file: bool, sc: ScanControl) -> bool:
-        """too_many_isolated (6.1): a direct reclaimer (never kswapd) finds more pages of
-        the type isolated (NR_ISOLATED_*, by other reclaimers or compaction) than on the
-        inactive list, a eighth of it for a caller with both __GFP_IO and __GFP_FS
-        (GFP_NOIO/NOFS callers may isolate more, so that they do not deadlock behind
-        normal reclaimers); global reclaim is writeback_throttling_sane. Other
-        reclaimers' pages: NR_ISOLATED_* now (compaction's), and the batches direct
-        reclaimers on other CPUs hold at this reclaimer's own time (`isolating`: each
-        call runs whole, but a reclaimer's own time runs on from the simulation's now
-        while it works, so those on other CPUs overlap)."""
+        """too_many_isolated (6.1): a direct reclaimer (never kswapd: current_is_kswapd
+        returns 0 before anything else) finds more pages of the type isolated
+        (NR_ISOLATED_*, node_page_state: by other direct reclaimers, kswapd or
+        compaction) than on the inactive list, a eighth of it for a caller with both
+        __GFP_IO and __GFP_FS (GFP_NOIO/NOFS callers may isolate more, so that they do
+        not deadlock behind normal reclaimers); global reclaim is
+        writeback_throttling_sane. Not too many: wake_throttle_isolated, the node's
+        reclaimers asleep on VMSCAN_THROTTLE_ISOLATED wake now (`isolated_wakes`, read by
+        reclaim_throttle). Other isolators' pages: NR_ISOLATED_* now (compaction's), and
+        the batches direct reclaimers on other CPUs and kswapd hold at this reclaimer's
+        own time (`isolating`: each call runs whole, but a reclaimer's own time runs on
+        from the simulation's now while it works, so those on other CPUs overlap)."""
         if sc.kswapd:
             return False
         vm = self.vmstat
         isolated = vm["nr_isolated_file" if file else "nr_isolated_anon"]
         if sc.t0 is not None and self.isolating:
             isolated += self._isolated_elsewhere(file, sc)
-        if not isolated:
-            return False
         inactive = lv.lists[LRU_INACTIVE_FILE if file else LRU_INACTIVE_ANON].nr
         if sc.gfp & (G.IO | G.FS) == G.IO | G.FS:
             inactive >>= 3
-        return isolated > inactive
+        if isolated > inactive:
+            return True
+        if sc.t0 is not None and len(self.direct_clock) > 1:
+            # wake_throttle_isolated(pgdat) at this reclaimer's own time: reclaimers on
+            # other CPUs sleeping then wake (one CPU: none sleeps while this one runs)
+            wakes = self.isolated_wakes
+            if len(wakes) >= 256:
+                now = self.kernel.env.now
+                wakes[:] = [w for w in wakes if w[0] > now]
+            wakes.append((sc.t0 + sc.cost + sc.sleep, sc.cpu, lv.node.nid))
+        return False
 
     def _isolated_elsewhere(self, file: bool, sc: ScanControl) -> int:
-        """Pages of the type that direct reclaimers on other CPUs hold isolated at this
-        reclaimer's own time (their batches' intervals, `isolating`); intervals over
-        before the simulation's now are dropped."""
+        """Pages of the type that direct reclaimers on other CPUs and kswapd hold
+        isolated at this reclaimer's own time (their batches' intervals, `isolating`);
+        intervals over before the simulation's now are dropped."""
         now = self.kernel.env.now
         log = self.isolating
         log[:] = [e for e in log if e[1] > now]
@@ -1422,17 +1443,27 @@ class Reclaim:
         before_unqueued = sc.nr_unqueued_dirty
         isolated = "nr_isolated_file" if file else "nr_isolated_anon"
         vm[isolated] += n
+        # the batch's own time: from its isolation (the scan's cost, SCAN_COST a page,
+        # covers isolating, rmap and freeing) until it is back (move_folios_to_lru):
+        # a direct reclaimer's clock, or kswapd's from its pass's start (its pass runs
+        # whole at the simulation's now, taking sc.cost)
         t0 = sc.t0
+        if t0 is None and sc.kswapd:
+            t0 = self.now()
         if t0 is not None:
-            at = t0 + sc.cost + sc.sleep
+            at = t0 + sc.cost + sc.sleep - nr_scanned * SCAN_COST
         reclaimed = self.shrink_page_list(taken, sc)
         vm[isolated] -= n
         if t0 is not None:
-            # isolated in this reclaimer's own time from `at` until its batch is back:
-            # reclaimers on other CPUs starting meanwhile find them isolated
+            # isolated from `at` until the batch is back: direct reclaimers on other
+            # CPUs at their own time meanwhile find them isolated (kswapd's: any CPU's)
             until = t0 + sc.cost + sc.sleep
-            if until > at and len(self.direct_clock) > 1:
-                self.isolating.append((at, until, n, file, sc.cpu))
+            if until > at and (sc.kswapd or len(self.direct_clock) > 1):
+                log = self.isolating
+                if len(log) >= 256:
+                    now = self.kernel.env.now
+                    log[:] = [e for e in log if e[1] > now]
+                log.append((at, until, n, file, KSWAPD_CPU if sc.kswapd else sc.cpu))
         vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
         self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout)
@@ -2107,15 +2138,24 @@ class Reclaim:
                     break
             vm["nr_throttled_written"] += written  # (__acct_reclaim_writeback)
         elif reason == VMSCAN_THROTTLE_ISOLATED:
-            # HZ/50; woken early by a reclaimer finding the isolated pages few again
-            # (wake_throttle_isolated): none runs while this one sleeps here
+            # HZ/50, or woken earlier by wake_throttle_isolated: a direct reclaimer on
+            # another CPU finding the isolated pages few again (too_many_isolated) on
+            # this node while this one sleeps (known here: those whose own time ran on
+            # past this one's now; `isolated_wakes`)
             wake = now + (HZ // 50) / HZ
+            if sc.t0 is not None and self.isolated_wakes:
+                nid = lv.node.nid
+                cpu = sc.cpu
+                for t, c, n in self.isolated_wakes:
+                    if now < t < wake and c != cpu and n == nid:
+                        wake = t
         else:
             if self._skip_throttle_noprogress(lv):
                 return 0.0
             wake = now + 1.0 / HZ
         vm[THROTTLE_VMSTAT[reason]] += 1
         slept = wake - now
+        vm[THROTTLE_USEC_VMSTAT[reason]] += round(slept * 1e6)  # (usec_delayed)
         sc.sleep += slept
         if not sc.kswapd:  # (kswapd sleeps in simulated time: Kswapd._run)
             self.complete_io(wake)

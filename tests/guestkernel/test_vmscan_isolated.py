@@ -158,3 +158,130 @@ def test_reclaimers_on_other_cpus_throttle_each_other_through_ordinary_allocatio
             assert own == 0 and others > inactive >> 3  # GFP_HIGHUSER_MOVABLE: IO | FS
     k1, _, seen1 = run(1)
     assert k1.vmstat["vmscan_throttle_isolated"] == 0 and seen1 == []
+
+
+def _small_cache_kernel(cpus):
+    """A guest whose inactive file list holds fewer than 8 * SWAP_CLUSTER_MAX pages, so
+    one batch of 32 isolated pages is over the __GFP_IO | __GFP_FS bound (inactive >> 3)."""
+    env = simpy.Environment()
+    k = Kernel(memory="64MiB", swap=0, cpus=cpus, env=env)
+    init_reclaim(k)
+    start_reclaim_daemons(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("reader")
+    k.fs.create("/data/f", 160 * P)
+    fd = t.open("/data/f", U.O_RDONLY)
+    buf = t.mmap(0, 32 * P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(buf, 32 * P, True)
+    while t.read(fd, buf, 32 * P) > 0:
+        pass
+    return k, env
+
+
+def test_kswapds_isolated_batch_counts_for_direct_reclaimers():
+    """too_many_isolated reads NR_ISOLATED_FILE (node_page_state), which kswapd's batch
+    raises too: kswapd's pass runs whole at the simulation's now, its batch isolated in
+    its own time from the pass's start (SCAN_COST a page while isolated), and a direct
+    reclaimer on any CPU whose own time falls inside sees its 32 pages; kswapd itself
+    never throttles (current_is_kswapd: too_many_isolated returns 0)."""
+    from guestkernel.vmscan import SCAN_COST
+
+    for cpus in (1, 2):
+        k, env = _small_cache_kernel(cpus)
+        r = k.reclaim
+        lv = r.lruvecs[0]
+        vm = k.vmstat
+        assert 32 < lv.lists[LRU_INACTIVE_FILE].nr < 8 * 32 + 32
+        ks = _sc(k, env, G.GFP_KERNEL, kswapd=True)
+        ks.cost = 1e-3  # kswapd 1 ms into its pass
+        r.shrink_inactive_list(32, lv, ks, LRU_INACTIVE_FILE)
+        assert ks.nr_scanned == 32 and vm["nr_isolated_file"] == 0  # back (hvsim: at once)
+        inactive = lv.lists[LRU_INACTIVE_FILE].nr
+        assert 32 > inactive >> 3
+        begin, end = 1e-3, 1e-3 + 32 * SCAN_COST  # the batch's interval, kswapd's time
+        for cpu in range(cpus):
+            for t, inside in ((begin - 1e-7, False), (begin, True), (end - 1e-7, True), (end, False)):
+                sc = _sc(k, env, G.GFP_KERNEL)
+                sc.t0, sc.cpu = t, cpu
+                assert r._isolated_elsewhere(True, sc) == (32 if inside else 0)
+                assert r._isolated_elsewhere(False, sc) == 0  # (a file batch)
+                assert r.too_many_isolated(lv, True, sc) is inside
+        # GFP_NOFS: the whole inactive list is the bound, 32 pages are not over it
+        sc = _sc(k, env, G.GFP_NOFS)
+        sc.t0 = begin
+        assert not r.too_many_isolated(lv, True, sc)
+        # a second kswapd batch meanwhile is not throttled by the first
+        ks2 = _sc(k, env, G.GFP_KERNEL, kswapd=True)
+        ks2.cost = begin
+        assert not r.too_many_isolated(lv, True, ks2)
+
+
+def test_wake_throttle_isolated_ends_the_sleep_early():
+    """reclaim_throttle(VMSCAN_THROTTLE_ISOLATED) sleeps until HZ/50 or until
+    wake_throttle_isolated: a direct reclaimer on another CPU of the node calling
+    too_many_isolated and finding few isolated pages (6.1 too_many_isolated: `if
+    (!too_many) wake_throttle_isolated(pgdat)`). Here that reclaimer's own time is
+    5 ms after the sleep begins: the sleeper wakes then (5000 us delayed, the
+    mm_vmscan_throttled tracepoint's usec_delayed), finds the pages still isolated and
+    gives up on the list."""
+    k, env = _kernel_cpus(2)
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    vm = k.vmstat
+    other = _sc(k, env, G.GFP_KERNEL)
+    other.t0, other.cpu = 0.005, 1
+    assert not r.too_many_isolated(lv, True, other)  # wake_throttle_isolated at 5 ms
+    inactive = lv.lists[LRU_INACTIVE_FILE].nr
+    vm["nr_isolated_file"] = (inactive >> 3) + 1  # then a batch is isolated elsewhere
+    sc = _sc(k, env, G.GFP_KERNEL)
+    assert sc.t0 == 0.0 and sc.cpu == 0
+    assert r.shrink_inactive_list(32, lv, sc, LRU_INACTIVE_FILE) == 0
+    assert sc.sleep == 0.005 and sc.nr_scanned == 0
+    assert vm["vmscan_throttle_isolated"] == 1
+    assert vm["vmscan_throttle_isolated_usec"] == 5000
+
+
+def test_wake_throttle_isolated_only_from_other_cpus_of_the_node_within_the_timeout():
+    """Wakes that cannot end the sleep leave it at HZ/50 (20000 us): a call on the
+    sleeper's own CPU (its CPU runs one reclaimer at a time), one at or before the
+    sleep's start, one after its timeout, kswapd's (too_many_isolated returns 0 before
+    waking anyone), and a GFP check that found too many (no wake)."""
+    k, env = _kernel_cpus(2)
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    vm = k.vmstat
+    for t, cpu in ((0.005, 0), (0.0, 1), (0.02, 1), (0.021, 1)):
+        other = _sc(k, env, G.GFP_KERNEL)
+        other.t0, other.cpu = t, cpu
+        assert not r.too_many_isolated(lv, True, other)
+    ks = _sc(k, env, G.GFP_KERNEL, kswapd=True)
+    ks.cost = 0.005
+    n = len(r.isolated_wakes)
+    assert not r.too_many_isolated(lv, True, ks) and len(r.isolated_wakes) == n
+    inactive = lv.lists[LRU_INACTIVE_FILE].nr
+    vm["nr_isolated_file"] = (inactive >> 3) + 1
+    busy = _sc(k, env, G.GFP_KERNEL)
+    busy.t0, busy.cpu = 0.005, 1
+    assert r.too_many_isolated(lv, True, busy) and len(r.isolated_wakes) == n
+    sc = _sc(k, env, G.GFP_KERNEL)
+    assert r.shrink_inactive_list(32, lv, sc, LRU_INACTIVE_FILE) == 0
+    assert sc.sleep == (HZ // 50) / HZ == 0.02
+    assert vm["vmscan_throttle_isolated_usec"] == 20000
+
+
+def _kernel_cpus(cpus):
+    env = simpy.Environment()
+    k = Kernel(memory="64MiB", swap=0, cpus=cpus, env=env)
+    init_reclaim(k)
+    start_reclaim_daemons(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("reader")
+    k.fs.create("/data/f", 2048 * P)
+    fd = t.open("/data/f", U.O_RDONLY)
+    buf = t.mmap(0, 64 * P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(buf, 64 * P, True)
+    while t.read(fd, buf, 64 * P) > 0:
+        pass
+    return k, env
