@@ -320,6 +320,12 @@ class HostSection(_Model):
     compaction_proactiveness: int = Field(20, ge=0, le=100, description='kind "kvm" with large_pages: the '
                                           "host's vm.compaction_proactiveness; kcompactd compacts every 500 ms "
                                           "while the fragmentation score is above 100 - it + 10 (0: only when woken)")
+    extfrag_threshold: int = Field(500, ge=0, le=1000, description='kind "kvm" with large_pages: the host\'s '
+                                   "vm.extfrag_threshold; a THP allocation compacts only when the fragmentation "
+                                   "index (0: lack of memory .. 1000: fragmentation) is above it")
+    compact_scan_cost: Duration = Field("12.5ns", description="host CPU per page a compaction scanner visits "
+                                        "(one 64-byte struct page read, where a copy reads and writes 4 KiB: "
+                                        "page_copy_cost x 64 / 8192)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
     page_copy_cost: Duration = Field("1.6us", description="guest CPU per 4 KiB page a guest kernel copies "

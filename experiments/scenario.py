@@ -62,6 +62,8 @@ def host_config(cfg: ExperimentConfig) -> HostConfig:
         thp_defrag=h.thp_defrag,
         khugepaged_defrag=h.khugepaged_defrag,
         compaction_proactiveness=h.compaction_proactiveness,
+        extfrag_threshold=h.extfrag_threshold,
+        compact_scan_cost=seconds(h.compact_scan_cost),
         sharing=h.sharing.enabled,
         pages_to_scan=h.sharing.pages_to_scan,
         sleep_millisecs=max(0, round(seconds(h.sharing.sleep) * 1000)),

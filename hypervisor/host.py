@@ -98,7 +98,7 @@ _TIMES = (
     "balloon_interval", "state_interval", "balloon_stats_interval",
     "large_page_fault_cost", "large_page_break_cost", "cpu_quantum",
     "balloon_inflate_cost", "balloon_deflate_cost", "swapout_cost", "page_copy_cost",
-    "page_zero_cost",
+    "page_zero_cost", "compact_scan_cost",
 )
 
 
@@ -138,6 +138,10 @@ class HostConfig:
     thp_defrag: str = "madvise"
     khugepaged_defrag: bool = True
     compaction_proactiveness: int = 20
+    extfrag_threshold: int = 500  # vm.extfrag_threshold: compact only if fragindex (0..1000) is above it
+    # host CPU per page a compaction scanner visits (one struct page read, 64 bytes, where
+    # a copy reads and writes 4 KiB: page_copy_cost x 64 / 8192)
+    compact_scan_cost: float | str = "12.5ns"
     # page sharing (KSM defaults)
     sharing: bool = True
     pages_to_scan: int = 100  # pages per scanner batch
@@ -231,6 +235,8 @@ class HostConfig:
             raise ValueError(f"thp_defrag: must be one of {', '.join(DEFRAG_MODES)}, got {self.thp_defrag!r}")
         if not 0 <= self.compaction_proactiveness <= 100:
             raise ValueError(f"compaction_proactiveness: must be in 0..100, got {self.compaction_proactiveness}")
+        if not 0 <= self.extfrag_threshold <= 1000:
+            raise ValueError(f"extfrag_threshold: must be in 0..1000, got {self.extfrag_threshold}")
         if self.khugepaged_pages_to_scan < 1:
             raise ValueError(f"khugepaged_pages_to_scan: must be at least 1, got {self.khugepaged_pages_to_scan}")
         for name in ("khugepaged_scan_sleep_millisecs", "khugepaged_alloc_sleep_millisecs"):
@@ -360,7 +366,8 @@ class Host:
             if cfg.kind == "kvm":  # (ESX does not compact: compaction.py)
                 self.lp.compaction = HostCompaction(
                     self.machine, self.vms, self.sharing, cfg.page_copy_cost, keep, cfg.thp_defrag,
-                    cfg.compaction_proactiveness, cfg.khugepaged_defrag)
+                    cfg.compaction_proactiveness, cfg.khugepaged_defrag, cfg.compact_scan_cost,
+                    cfg.extfrag_threshold)
         self.daemons: list = []
         if env is not None:
             self._start_daemons()
@@ -859,8 +866,13 @@ class Host:
         if self.swap.nr_inflight:
             self.swap.complete(now)
         states = self.states
+        was = states.state
         state = states.update(self.machine.nr_free, now)
         lp = self.lp
+        if was >= HARD > state and lp is not None and lp.compaction is not None:
+            # the host's reclaim (kswapd) goes back to sleep: kswapd_try_to_sleep's
+            # reset_isolation_suitable (acts only after a direct compactor's scanners met)
+            lp.compaction.reset_isolation_suitable()
         if lp is not None and self.env is None and lp.kind == "esx" and lp.large_pages \
                 and states.allows("break_large_pages"):
             # (with a simulation, LargePageBreaker does this at its rate)
