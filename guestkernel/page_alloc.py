@@ -1921,6 +1921,26 @@ class PageAllocator:
         self.vmstat["pcp_remote_drain"] += freed
         return freed
 
+    def drain_node_pages(self, cpu: int, nid: int) -> int:
+        """drain_node_pages(nodeid) of 2.6.20 (CONFIG_NUMA; slab's cache_reap calls it
+        for one remote node a pass: SlabAllocator.next_reap_node): for every populated
+        zone of node `nid`, each of `cpu`'s lists (hot, then cold) with pages frees
+        min(count, batch) of them (free_pages_bulk from the list's tail). Returns the
+        pages freed (counted in pcp_remote_drain)."""
+        freed = 0
+        for zone in self.nodes[nid].zones:
+            if not zone.populated():
+                continue
+            for pcp in zone.pcp[cpu]:
+                if pcp.count:
+                    to_drain = min(pcp.count, pcp.batch)
+                    before = pcp.count
+                    self._free_pages_bulk(zone, to_drain, pcp, 0)
+                    pcp.stat_count = pcp.count
+                    freed += before - pcp.count
+        self.vmstat["pcp_remote_drain"] += freed
+        return freed
+
     def drain_all_pages(self, zone: Zone | None = None) -> int:
         """Return every per-CPU page to the buddy lists; returns how many."""
         n = 0

@@ -492,6 +492,11 @@ class SlabAllocator:
         else:
             self.cpu_to_node = [0] * self.nr_cpus
         self.cpus_on_node = [self.cpu_to_node.count(n) for n in range(self.nr_nodes)]
+        # NUMA: each CPU's reap rotor over the nodes (per-CPU reap_node; init_reap_node:
+        # the node after the CPU's own); 2.6.16-2.6.21 drain one remote node's per-CPU
+        # page lists a pass with it (next_reap_node -> drain_node_pages)
+        self.reap_node = [(self.cpu_to_node[cpu] + 1) % self.nr_nodes for cpu in range(self.nr_cpus)]
+        self.drain_remote_pages = self.nr_nodes > 1 and cfg.era == "2.6"
         # Fragmentation resistance on small machines: bigger slab orders only above 32 MiB.
         self.slab_break_gfp_order = (
             BREAK_GFP_ORDER_HI if cfg.memory > (32 << 20) else BREAK_GFP_ORDER_LO
@@ -1181,7 +1186,20 @@ class SlabAllocator:
                         cachep, l3, (l3.free_limit + 5 * num - 1) // (5 * num)
                     )
                     cachep.reaped += freed
+            self.next_reap_node(cpu)
         return self.reclaimed_slab - before
+
+    def next_reap_node(self, cpu: int) -> None:
+        """next_reap_node() at the end of `cpu`'s cache_reap pass (2.6.20 mm/slab.c): the
+        rotor's node, if not the CPU's own, has its per-CPU page lists drained a batch
+        (drain_node_pages, 2.6 era); the rotor moves to the next online node, wrapping
+        to the first. (6.1 moved the drain to vmstat's refresh_cpu_vm_stats.)"""
+        if self.nr_nodes <= 1:
+            return
+        node = self.reap_node[cpu]
+        if self.drain_remote_pages and node != self.cpu_to_node[cpu]:
+            self.kernel.page_alloc.drain_node_pages(cpu, node)
+        self.reap_node[cpu] = (node + 1) % self.nr_nodes
 
     def shrink_slab(self, nr_to_scan: int) -> int:
         """Shrinker entry point for reclaim: give back up to `nr_to_scan` pages (roughly:

@@ -233,8 +233,9 @@ HVSIM_COUNTERS = {
     "pgalloc_fail": "page allocations that returned NULL",
     "pgalloc_extfrag": "allocations that fell back to another migratetype's free lists (the "
                        "mm_page_alloc_extfrag tracepoint)",
-    "pcp_remote_drain": "pages vmstat's refresh_cpu_vm_stats drained from remote zones' per-CPU lists "
-                        "(drain_zone_pages; the mm_page_pcpu_drain tracepoint)",
+    "pcp_remote_drain": "pages drained from remote zones' per-CPU lists: by vmstat's refresh_cpu_vm_stats "
+                        "(6.x drain_zone_pages) or slab's cache_reap (2.6 drain_node_pages); the "
+                        "mm_page_pcpu_drain tracepoint",
 }
 
 

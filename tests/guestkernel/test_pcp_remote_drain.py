@@ -189,3 +189,62 @@ def test_the_bulk_free_diff_equals_one_mod_zone_page_state_per_page(x0, n):
     for _ in range(n):
         x = _mod_zone_page_state(x, 1, pcp.stat_threshold)
     assert pcp.free_diff == x
+
+
+# -- 2.6 era: the slab reaper's drain (2.6.16-2.6.21; 2.6.22 moved it to vmstat) ---------
+#
+# Rules (2.6.20 mm/slab.c init_reap_node, next_reap_node, cache_reap; mm/page_alloc.c
+# drain_node_pages): each CPU keeps a reap rotor over the online nodes, starting at the
+# node after its own; at the end of each cache_reap pass (every REAPTIMEOUT_CPUC, 2 s)
+# next_reap_node drains the rotor's node, unless it is the CPU's own: for each populated
+# zone of that node, each of the CPU's two lists (hot, cold) with pages frees
+# min(count, batch) pages (free_pages_bulk); then the rotor moves to the next node,
+# wrapping to the first. With two nodes, a CPU drains the other node's lists a batch
+# every other pass.
+
+
+def numa26(memory="512MiB", cpus=2):
+    k = Kernel(KernelConfig(memory=memory, nodes=2, cpus=cpus, era="2.6"))
+    pa = k.page_alloc
+    pa.drain_all_pages()
+    return k, pa
+
+
+def test_2_6_cache_reap_drains_the_other_nodes_lists_a_batch_every_other_pass():
+    k, pa = numa26()
+    remote, local = remote_and_local(pa)
+    hot, cold = remote.pcp[0]
+    assert pa.cpu_to_node == [0, 1] and k.slab.reap_node == [1, 0]  # init_reap_node
+    # cpu 0 frees node 1's pages to its hot list and its cold list, and node 0's
+    pages = [pa.alloc_pages(G.GFP_KERNEL, 0, cpu=0, nid=1) for _ in range(2 * hot.batch + cold.batch)]
+    for page in pages[:2 * hot.batch]:
+        pa.free_pages(page, 0, cpu=0)
+    for page in pages[2 * hot.batch:]:
+        pa.free_pages(page, 0, cold=True, cpu=0)
+    free_on_cpu0(k, pa, 0, 20)
+    nh, nc, kept = hot.count, cold.count, local.pcp[0][0].count
+    assert nh >= hot.batch and nc >= 1 and kept >= 1
+    drained0 = k.vmstat["pcp_remote_drain"]
+    counts = []
+    for t in (2.0, 4.0, 6.0, 8.0):
+        k.slab.cache_reap(t)
+        counts.append((hot.count, cold.count))
+    # pass 1: cpu 0's rotor at node 1: a batch of each list; rotor to node 0 (its own:
+    # pass 2 drains nothing), back to node 1 at pass 3, and so on
+    h1, c1 = max(0, nh - hot.batch), max(0, nc - cold.batch)
+    h2, c2 = max(0, h1 - hot.batch), max(0, c1 - cold.batch)
+    assert counts == [(h1, c1), (h1, c1), (h2, c2), (h2, c2)]
+    assert k.vmstat["pcp_remote_drain"] - drained0 == nh + nc - h2 - c2
+    assert local.pcp[0][0].count == kept  # a CPU never drains its own node's lists
+    validate_buddy(pa)
+
+
+def test_6x_cache_reap_leaves_remote_lists_to_vmstat():
+    # 6.1's slab keeps the rotor for alien caches only: its next_reap_node drains no pages
+    k, pa = numa()
+    remote, _ = remote_and_local(pa)
+    free_on_cpu0(k, pa, 1, 40)
+    n = remote.pcp[0][0].count
+    for t in (2.0, 4.0, 6.0):
+        k.slab.cache_reap(t)
+    assert remote.pcp[0][0].count == n and k.slab.reap_node == [0, 1]
