@@ -429,6 +429,10 @@ class KernelSection(_Model):
         "never", description="transparent_hugepage/shmem_enabled: which shmem of the internal mount (shared "
         "anonymous mappings, SysV shm) gets 2 MiB folios: always; within_size (the whole 2 MiB inside the "
         "size); advise (MADV_HUGEPAGE); never (Linux's default); deny and force override every mount")
+    read_only_thp_for_fs: bool = Field(False, description="CONFIG_READ_ONLY_THP_FOR_FS: khugepaged collapses "
+                                       "read-only executable mappings of regular files (program text) into 2 MiB "
+                                       "page-cache folios, mapped by one PMD (x86_64 6.x guests); off as Debian "
+                                       "12's 6.1 kernel builds it")
     khugepaged_pages_to_scan: int = Field(4096, ge=1, description="khugepaged/pages_to_scan: pages per wake-up")
     khugepaged_scan_sleep_millisecs: int = Field(10000, ge=0, description="khugepaged/scan_sleep_millisecs, ms")
     khugepaged_alloc_sleep_millisecs: int = Field(60000, ge=0, description="khugepaged/alloc_sleep_millisecs, "

@@ -109,6 +109,10 @@ class KernelConfig:
     # shmem_enabled: huge folios for the internal shmem mount (shared anonymous, SysV shm):
     # "always", "within_size", "advise", "never" (Linux's default), "deny", "force"
     thp_shmem_enabled: str = "never"
+    # CONFIG_READ_ONLY_THP_FOR_FS: khugepaged collapses read-only executable mappings of
+    # regular files into 2 MiB page-cache folios (khugepaged.py). Off as Debian 12's 6.1
+    # kernel (config.amd64_none_amd64) and this machine's 6.18 kernel build it
+    read_only_thp_for_fs: bool = False
     khugepaged_pages_to_scan: int = 4096  # khugepaged/pages_to_scan, pages per wake-up
     khugepaged_scan_sleep_millisecs: int = 10000  # khugepaged/scan_sleep_millisecs, ms
     khugepaged_alloc_sleep_millisecs: int = 60000  # khugepaged/alloc_sleep_millisecs, ms
@@ -148,7 +152,7 @@ class KernelConfig:
                          ("khugepaged_max_ptes_none", 511), ("khugepaged_max_ptes_swap", 511),
                          ("khugepaged_max_ptes_shared", 511)):
             _int_range(self, name, 1 if name == "khugepaged_pages_to_scan" else 0, hi)
-        for name in ("kaslr", "init_on_alloc", "init_on_free", "thp_use_zero_page"):
+        for name in ("kaslr", "init_on_alloc", "init_on_free", "thp_use_zero_page", "read_only_thp_for_fs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -61,7 +61,7 @@ class AddressSpace:
     """struct address_space: the page cache of one inode and the VMAs mapping it."""
 
     __slots__ = ("host", "pages", "i_mmap", "ws", "unevictable", "swapped", "dirty",
-                 "writeback_index")
+                 "writeback_index", "nr_thps")
 
     def __init__(self, host: Inode) -> None:
         self.host = host
@@ -79,6 +79,9 @@ class AddressSpace:
         # where the last range_cyclic writeback of this file stopped (write_cache_pages
         # starts there next time; 0 once it reached the end)
         self.writeback_index = 0
+        # CONFIG_READ_ONLY_THP_FOR_FS: huge folios khugepaged put in this regular file's
+        # cache (filemap_nr_thps; a mapping with large folio support keeps none)
+        self.nr_thps = 0
 
     @property
     def nrpages(self) -> int:
@@ -108,6 +111,7 @@ class Inode:
         self.hole_from: int | None = None
         self.seals = 0  # F_SEAL_* of a memfd (memfd_create; F_SEAL_SEAL: none may be added)
         self.swapped = 0  # shmem: pages on swap (shmem_inode_info.swapped)
+        self.i_writecount = 0  # struct files open for writing (get_write_access at open)
 
     def read_page(self, index: int) -> bytes:
         """The page's bytes on disk (or zeros for shmem and beyond EOF)."""
@@ -150,7 +154,7 @@ class File:
     """struct file: an open file (an inode, a position, access mode)."""
 
     __slots__ = ("inode", "pos", "flags", "readable", "writable", "slab_obj", "refs", "f_ra",
-                 "fmode_random", "dentry")
+                 "fmode_random", "dentry", "write_access")
 
     def __init__(self, inode: Inode, flags: int = 0, readable: bool = True,
                  writable: bool = True) -> None:
@@ -164,6 +168,7 @@ class File:
         self.f_ra = FileRaState(inode.fs.ra_pages)  # file_ra_state_init
         self.fmode_random = False  # FMODE_RANDOM: POSIX_FADV_RANDOM
         self.dentry = None  # f_path.dentry, held until the last fput (dcache.py)
+        self.write_access = False  # open(2) took the inode's write access (i_writecount)
 
     def get(self) -> None:
         self.refs += 1
@@ -177,6 +182,9 @@ class File:
         if self.refs == 0 and self.slab_obj is not None:
             inode.fs.free_filp(self.slab_obj)  # the struct file goes back to "filp"
             self.slab_obj = None
+        if self.refs == 0 and self.write_access:
+            self.write_access = False
+            inode.i_writecount -= 1  # __fput: put_write_access
         if self.refs == 0 and self.dentry is not None:
             dentry, self.dentry = self.dentry, None
             inode.fs.kernel.dcache.dput(dentry)
@@ -506,8 +514,9 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
     """Drop the cached pages from `start_index` on (they must be unmapped first).
     Returns how many were dropped."""
     pages = inode.mapping.pages
-    if inode.shmem and getattr(kernel, "thp", None) is not None:
-        kernel.thp.shmem_undo_range(inode.mapping, start_index, None)  # huge folios: whole or split
+    thp = getattr(kernel, "thp", None)
+    if thp is not None and (inode.shmem or thp.shmem_folios):
+        thp.shmem_undo_range(inode.mapping, start_index, None)  # huge folios: whole or split
     idx = sorted(i for i in pages if i >= start_index)
     for i in idx:
         delete_from_page_cache(kernel, pages[i])

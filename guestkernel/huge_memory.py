@@ -85,6 +85,23 @@ where a PMD or PTE of it was young); reclaim splits it before writing (6.1
 shrink_folio_list's "Split shmem folio", onto its own list) and the subpages make their
 own pass. khugepaged collapses shmem ranges (khugepaged.py: collapse_file). Not
 modelled: user tmpfs mounts (huge=) do not exist here.
+
+File THP (CONFIG_READ_ONLY_THP_FOR_FS, 6.1; `read_only_thp_for_fs`). Only khugepaged makes
+them (no fault allocates one): a regular file's VMA is eligible outside a fault when
+file_thp_enabled holds (VM_EXEC, no struct file has the inode open for writing, a regular
+file) and the sysfs setting allows it (always, or madvise with VM_HUGEPAGE); collapse_file
+puts a clean 2 MiB folio in the page cache (khugepaged.py). Such a folio sits with the
+shmem THPs in `shmem_folios` (a page-cache THP: PG_thpfile subpages, one LRU entry, on
+the file lists as it is not swap-backed), counted in nr_file_hugepages (NR_FILE_THPS,
+meminfo FileHugePages) and the mapping's nr_thps (filemap_nr_thps, unless the file system
+supports large folios). A fault in a page of it where no PTE table lies under the PMD
+maps the folio by one PMD (filemap_map_pages -> filemap_map_pmd, finish_fault ->
+do_set_pmd: thp_file_mapped; nr_file_pmdmapped, FilePmdMapped, while a PMD maps it),
+read-only unless the fault writes a shared mapping; a private write copies 4 KiB after
+the PMD is split (cleared). Opening the file for writing while it has THPs unmaps its
+page-cache pages from every mapping (private copies stay) and drops its page cache
+(do_dentry_open: unmap_mapping_range + truncate_inode_pages). Splits, truncation and
+reclaim take the shmem THP paths above, with the file counters.
 """
 
 from __future__ import annotations
@@ -110,12 +127,14 @@ from .page import (
     PG_dirty,
     PG_highmem,
     PG_lru,
+    PG_mlocked,
     PG_referenced,
     PG_swapbacked,
     PG_swapcache,
     PG_thp,
     PG_thpfile,
     PG_uptodate,
+    PG_writeback,
     PG_zero,
 )
 from .pgtable import (
@@ -126,6 +145,7 @@ from .pgtable import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
     MM_ANONPAGES,
+    MM_FILEPAGES,
     MM_SHMEMPAGES,
     PTE_PRESENT_MASK,
 )
@@ -134,6 +154,7 @@ from .shrinker import SHRINK_STOP, Shrinker
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_DROPPABLE,
+    VM_EXEC,
     VM_HUGEPAGE,
     VM_HUGETLB,
     VM_LOCKED,
@@ -234,7 +255,9 @@ class Thp:
         self.shmem_mount_huge = "never"
         self.shmem_on = False  # the shmem fault path's one test
         self.set_shmem_enabled(shmem_enabled)
+        # (also the regular files' THPs of READ_ONLY_THP_FOR_FS: page-cache THPs alike)
         self.shmem_folios: dict[int, ShmemFolio] = {}
+        self.read_only_thp_for_fs = False  # CONFIG_READ_ONLY_THP_FOR_FS
         # sbinfo->shrinklist of the internal mount: inodes whose huge folio reaches past
         # i_size (insertion order), split under pressure (shmem_unused_huge_shrink)
         self.shmem_shrinklist: dict = {}
@@ -244,6 +267,8 @@ class Thp:
         vm.setdefault("nr_anon_transparent_hugepages", 0)
         vm.setdefault("nr_shmem_hugepages", 0)  # NR_SHMEM_THPS, in THPs as /proc/vmstat shows it
         vm.setdefault("nr_shmem_pmdmapped", 0)  # NR_SHMEM_PMDMAPPED, in THPs
+        vm.setdefault("nr_file_hugepages", 0)  # NR_FILE_THPS, in THPs
+        vm.setdefault("nr_file_pmdmapped", 0)  # NR_FILE_PMDMAPPED, in THPs
 
     def set_enabled(self, mode: str) -> None:
         if mode not in ENABLED:
@@ -286,11 +311,20 @@ class Thp:
             return self.shmem_is_huge(vma, file.inode, vma.vm_pgoff)
         if self.enabled == "never" or (self.enabled == "madvise" and not flags & VM_HUGEPAGE):
             return False
+        if not in_pf and file is not None and self.file_thp_enabled(vma):
+            return True  # "Only regular file is valid"
         if vma.vm_file is not None or vma.vm_ops is not None:
             return False  # only anonymous memory here (no file or shmem THP)
         if vma.anon_vma is None:
             return smaps or in_pf
         return True
+
+    def file_thp_enabled(self, vma) -> bool:
+        """file_thp_enabled (6.1): READ_ONLY_THP_FOR_FS built, an executable VMA, its
+        inode not open for writing (inode_is_open_for_write), a regular file."""
+        file = vma.vm_file
+        return bool(self.read_only_thp_for_fs and file is not None and vma.vm_flags & VM_EXEC
+                    and not file.inode.shmem and file.inode.i_writecount <= 0)
 
     def gfp_mask(self, vma) -> int:
         """vma_thp_gfp_mask: the GFP mask of a huge fault by `defrag`."""
@@ -498,6 +532,61 @@ class Thp:
     def shmem_pmd_mapped(self) -> int:
         """NR_SHMEM_PMDMAPPED in pages (meminfo ShmemPmdMapped)."""
         return self.kernel.vmstat["nr_shmem_pmdmapped"] * HPAGE_PMD_NR
+
+    # -- file THP (READ_ONLY_THP_FOR_FS) ---------------------------------------------------------
+    def file_huge_pages(self) -> int:
+        """NR_FILE_THPS in pages (meminfo FileHugePages)."""
+        return self.kernel.vmstat["nr_file_hugepages"] * HPAGE_PMD_NR
+
+    def file_pmd_mapped(self) -> int:
+        """NR_FILE_PMDMAPPED in pages (meminfo FilePmdMapped)."""
+        return self.kernel.vmstat["nr_file_pmdmapped"] * HPAGE_PMD_NR
+
+    def filemap_map_pmd(self, task, vma, addr: int, index: int, write: bool) -> int:
+        return filemap_map_pmd(task, vma, addr, index, write)
+
+    def remove_file_folio(self, folio, shadow: int | None) -> None:
+        """__remove_mapping of a whole, unmapped, isolated regular-file THP (6.1
+        __filemap_remove_folio + free): its 512 indices leave the cache, `shadow` (reclaim's
+        workingset entry) in each slot; NR_FILE_PAGES -512, NR_FILE_THPS -1, the mapping's
+        nr_thps -1; the folio is freed as one order-9 block."""
+        k = self.kernel
+        mapping = folio.mapping
+        base = folio.pfn
+        mem_map = k.mem_map
+        vm = k.vmstat
+        del self.shmem_folios[base]
+        vm["nr_file_hugepages"] -= 1
+        if not mapping.host.fs.large_folios:
+            mapping.nr_thps -= 1
+        pages = mapping.pages
+        ws = mapping.ws
+        if shadow is not None and ws is None:
+            ws = mapping.ws = k.workingset.new_slots(pages)
+        for i in range(HPAGE_PMD_NR):
+            p = mem_map[base + i]
+            del pages[folio.index + i]
+            if shadow is not None:
+                k.workingset.store_shadow(ws, folio.index + i, shadow)
+            elif ws is not None and ws.count:
+                k.workingset.page_removed(ws, folio.index + i)
+            k.lru_del(p)  # (the folio was isolated: the flags only)
+            if p.flags & PG_mlocked:
+                vm["nr_mlock"] -= 1
+            p.flags &= PG_highmem
+            p.mapping = None
+            p._count = 0
+        vm["nr_file_pages"] -= HPAGE_PMD_NR
+        mem_map[base]._count = 1
+        k.free_pages(mem_map[base], HPAGE_PMD_ORDER)
+
+    def open_for_write(self, inode) -> None:
+        """do_dentry_open of a regular file for writing (fs/open.c, 6.1): with huge folios
+        in its cache (filemap_nr_thps), its page-cache pages leave every mapping
+        (unmap_mapping_range without even_cows: private copies stay) and the page cache
+        is dropped (truncate_inode_pages from 0: the disk keeps the data)."""
+        if inode.mapping.nr_thps:
+            drop_file_page_cache(self.kernel, inode)
 
     # -- splitting a folio --------------------------------------------------------------------
     def split_huge_page(self, base: int) -> bool:
@@ -758,7 +847,10 @@ class Thp:
 
 
 def transhuge_vma_suitable(vma, addr: int) -> bool:
-    """The aligned 2 MiB around addr lies inside the VMA (anonymous: no pgoff test)."""
+    """The aligned 2 MiB around addr lies inside the VMA; a file VMA's start and pgoff
+    agree modulo 2 MiB (anonymous: no pgoff test)."""
+    if vma.vm_file is not None and ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1):
+        return False
     haddr = addr & HPAGE_PMD_MASK
     return haddr >= vma.vm_start and haddr + HPAGE_PMD_SIZE <= vma.vm_end
 
@@ -1112,41 +1204,126 @@ def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
     shared = vma.vm_flags & VM_SHARED
     if folio is None or (write and not shared):
         return -1  # (do_cow_fault: a 4 KiB private copy)
+    # do_set_pmd (a shared mapping of shmem maps writable even on a read: no dirty
+    # tracking; a private one read-only, its first write splitting the PMD to copy 4 KiB)
+    return _pmd_fault(task, vma, addr, page, folio, bool(shared and (write or vma.vm_flags & VM_WRITE)), write)
+
+
+def _pmd_fault(task, vma, addr: int, page, folio, writable: bool, write: bool) -> int:
+    """do_set_pmd, then the fault's accounting: a minor fault; a write (do_shared_fault)
+    dirties the folio."""
+    ret = do_set_pmd(task, vma, addr, folio, writable, write)
+    if ret:
+        return ret
+    k = task.kernel
+    k.vmstat["fault_file_minor"] += 1
+    if write:
+        mem_map = k.mem_map
+        for pfn in range(folio.pfn, folio.pfn + HPAGE_PMD_NR):
+            set_page_dirty(k, mem_map[pfn], task)
+        fault_dirty_shared_page(k, page, task)
+    return 0
+
+
+def do_set_pmd(task, vma, addr: int, folio, writable: bool, write: bool) -> int:
+    """do_set_pmd (6.1 mm/memory.c): map the page-cache THP `folio` at addr's aligned
+    2 MiB by one PMD where the PMD is none (no PTE table, no PMD mapping) and the VMA
+    holds the 2 MiB at the file's alignment (transhuge_vma_suitable): page_add_file_rmap
+    of the compound (NR_FILE_MAPPED by 512; nr_shmem_pmdmapped / nr_file_pmdmapped when
+    the first PMD maps it), MM_SHMEMPAGES / MM_FILEPAGES by 512, thp_file_mapped; x86
+    deposits no table. Returns 0, VM_FAULT_OOM, or -1 (VM_FAULT_FALLBACK)."""
+    k = task.kernel
     mm = task.mm
     pt = mm.pgtable
     hvpn = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
     key = hvpn >> HPAGE_PMD_ORDER
-    if (key in pt.pte_counts or key in pt.huge or not transhuge_vma_suitable(vma, addr)
-            or ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1)):
+    if key in pt.pte_counts or key in pt.huge or not transhuge_vma_suitable(vma, addr):
         return -1
-    # do_set_pmd (a shared mapping of shmem maps writable even on a read: no dirty
-    # tracking; a private one read-only, its first write splitting the PMD to copy 4 KiB)
-    writable = bool(shared and (write or vma.vm_flags & VM_WRITE))
     bits = vma_pte_bits(vma.vm_flags, writable)
     if not write:
         bits &= ~_PAGE_DIRTY
     base = folio.pfn
-    if not pt.set_pmd_huge(hvpn, base, bits, deposit=False):  # x86: no deposit for a file PMD
+    if not pt.set_pmd_huge(hvpn, base, bits, deposit=False):
         return VM_FAULT_OOM
     mem_map = k.mem_map
     locked = vma.vm_flags & VM_LOCKED
     for pfn in range(base, base + HPAGE_PMD_NR):
         p = mem_map[pfn]
-        page_add_rmap(k, p)  # page_add_file_rmap (compound): NR_FILE_MAPPED by 512
+        page_add_rmap(k, p)
         if locked:
             mlock_page(k, p)
-    mm.rss[MM_SHMEMPAGES] += HPAGE_PMD_NR
+    shmem = folio.mapping.host.shmem
+    mm.rss[MM_SHMEMPAGES if shmem else MM_FILEPAGES] += HPAGE_PMD_NR
     folio.pmd_maps += 1
     vm = k.vmstat
     if folio.pmd_maps == 1:
-        vm["nr_shmem_pmdmapped"] += 1
+        vm["nr_shmem_pmdmapped" if shmem else "nr_file_pmdmapped"] += 1
     vm["thp_file_mapped"] += 1
-    vm["fault_file_minor"] += 1
-    if write:  # do_shared_fault: the folio dirtied
-        for pfn in range(base, base + HPAGE_PMD_NR):
-            set_page_dirty(k, mem_map[pfn], task)
-        fault_dirty_shared_page(k, page, task)
     return 0
+
+
+def filemap_map_pmd(task, vma, addr: int, index: int, write: bool) -> int:
+    """A regular file's fault at `index` (READ_ONLY_THP_FOR_FS): where the cached page is
+    a subpage of a whole file THP, filemap_map_pages' filemap_map_pmd (a read) or
+    finish_fault (a shared write) maps it by do_set_pmd; a private write copies 4 KiB
+    (do_cow_fault). Returns 0 (mapped: a minor fault), VM_FAULT_OOM, or -1 (the caller's
+    4 KiB path)."""
+    k = task.kernel
+    page = vma.vm_file.inode.mapping.pages.get(index)
+    if page is None or not page.flags & PG_thpfile:
+        return -1
+    shared = vma.vm_flags & VM_SHARED
+    if write and not shared:
+        return -1
+    folio = k.thp.shmem_folio_of(page.pfn)
+    if folio is None:
+        return -1
+    # vm_page_prot: a regular file's shared writable mapping is write-notified, so the
+    # PMD is writable only when the fault writes (maybe_pmd_mkwrite(pmd_mkdirty))
+    return _pmd_fault(task, vma, addr, page, folio, bool(write and shared), write)
+
+
+def drop_file_page_cache(kernel, inode) -> None:
+    """unmap_mapping_range(mapping, 0, 0, 0) + truncate_inode_pages(mapping, 0) of
+    do_dentry_open: every PMD and PTE mapping a page-cache page of the file goes (the
+    anonymous CoW copies of private mappings stay), then every cached page leaves the
+    cache, dirty ones too (truncate_cleanup_folio cancels the dirty state, as 6.1 does);
+    a page under writeback is left (hvsim cannot wait for it here). Shadow entries go."""
+    from .filemap import delete_from_page_cache
+    from .memory import zap_page_range
+
+    thp = kernel.thp
+    mapping = inode.mapping
+    mem_map = kernel.mem_map
+    zero_pfn = kernel.zero_pfn
+    for vma in list(mapping.i_mmap):
+        mm = vma.vm_mm
+        pt = mm.pgtable
+        ptes = pt.ptes
+        lo, hi = vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT
+        if pt.huge:
+            for key in sorted(k for k in pt.huge if lo <= k << HPAGE_PMD_ORDER < hi):
+                hvpn = key << HPAGE_PMD_ORDER
+                folio = thp.shmem_folios.get(ptes[hvpn] >> PAGE_SHIFT)
+                if folio is not None:
+                    _shmem_zap_pmd(kernel, mm, hvpn, folio)
+        for vpn in _vpns_in(ptes, lo, hi):
+            pte = ptes.get(vpn, 0)
+            if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
+                continue
+            if mem_map[pte >> PAGE_SHIFT].flags & PG_anon:
+                continue  # zap_details without even_cows: should_zap_page
+            zap_page_range(kernel, mm, vma, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
+    thp.shmem_undo_range(mapping, 0, None)
+    pages = mapping.pages
+    for i in sorted(pages):
+        page = pages[i]
+        if page.flags & PG_writeback or page._mapcount != -1:
+            continue
+        delete_from_page_cache(kernel, page)
+    ws = mapping.ws
+    if ws is not None and ws.shadows:
+        kernel.workingset.clear_range(ws, 0)
 
 
 def _shmem_zap_pmd(kernel, mm, hvpn: int, folio) -> None:
@@ -1164,10 +1341,11 @@ def _shmem_zap_pmd(kernel, mm, hvpn: int, folio) -> None:
         young = young or bool(pte & _PAGE_ACCESSED)
     update_hiwater_rss(mm)
     pt.zap_pmd_huge(hvpn)
-    mm.rss[MM_SHMEMPAGES] -= HPAGE_PMD_NR
+    shmem = folio.mapping.host.shmem
+    mm.rss[MM_SHMEMPAGES if shmem else MM_FILEPAGES] -= HPAGE_PMD_NR
     folio.pmd_maps -= 1
     if folio.pmd_maps == 0:
-        kernel.vmstat["nr_shmem_pmdmapped"] -= 1
+        kernel.vmstat["nr_shmem_pmdmapped" if shmem else "nr_file_pmdmapped"] -= 1
     for pfn in range(base, base + HPAGE_PMD_NR):
         p = mem_map[pfn]
         if dirty:
@@ -1205,7 +1383,13 @@ def _shmem_forget(kernel, folio) -> None:
     for pfn in range(folio.pfn, folio.pfn + HPAGE_PMD_NR):
         mem_map[pfn].flags &= ~PG_thpfile
     del kernel.thp.shmem_folios[folio.pfn]
-    kernel.vmstat["nr_shmem_hugepages"] -= 1
+    mapping = folio.mapping
+    if mapping.host.shmem:
+        kernel.vmstat["nr_shmem_hugepages"] -= 1
+    else:
+        kernel.vmstat["nr_file_hugepages"] -= 1
+        if not mapping.host.fs.large_folios:
+            mapping.nr_thps -= 1  # filemap_nr_thps_dec
 
 
 def shmem_split_folio(kernel, folio, dirty: bool, drop_eof: bool = False) -> None:
@@ -1289,6 +1473,7 @@ def init_thp(kernel):
     thp.max_ptes_none = cfg.khugepaged_max_ptes_none
     thp.max_ptes_swap = cfg.khugepaged_max_ptes_swap
     thp.max_ptes_shared = cfg.khugepaged_max_ptes_shared
+    thp.read_only_thp_for_fs = cfg.read_only_thp_for_fs
     _register_sysfs(kernel, thp)
     shrinkers = getattr(kernel, "shrinkers", None)
     if shrinkers is not None:

@@ -48,8 +48,20 @@ and retract_page_tables frees the emptied PTE table of every mapping with the ra
 file scan drops mmap_lock: the mm's scan stops after it and resumes there. A range whose
 huge folio a PTE table maps (SCAN_PTE_MAPPED_HUGEPAGE) is queued on the mm's slot (at
 most 8, counted in pages_collapsed) and at the slot's next scan collapse_pte_mapped_thp
-drops those PTEs and frees the table, so the next fault maps a PMD. Not modelled: regular
-files (READ_ONLY_THP_FOR_FS).
+drops those PTEs and frees the table, so the next fault maps a PMD.
+
+Regular files (CONFIG_READ_ONLY_THP_FOR_FS, 6.1). A file VMA is eligible where
+file_thp_enabled holds (VM_EXEC, the inode open for writing by no struct file, a regular
+file) and the sysfs setting allows it (always; madvise with VM_HUGEPAGE). The scan is
+shmem's, a shadow entry (an xarray value) counting as shmem's swap entries do. collapse_file
+then reads the missing indices in (page_cache_sync_readahead over the rest of the range:
+its I/O is khugepaged's wait) and fails on a page dirty or under writeback (6.1's
+filemap_flush that starts the file's writeback is not modelled: the flusher writes it),
+off the LRU, or with references beyond the cache's once unmapped (page_ref_freeze at 3:
+the scan's, the cache's, the isolation's); it copies every page (no hole: nr_none is 0),
+puts the clean folio in the cache (nr_file_hugepages, the mapping's nr_thps; on the file
+LRU as one entry) unless the file was opened for writing meanwhile (SCAN_FAIL), and
+retracts the page tables. thp_file_alloc is not counted (6.1 counts it for shmem only).
 """
 
 from __future__ import annotations
@@ -107,6 +119,7 @@ class Khugepaged:
         self.address = 0  # khugepaged_scan.address, bytes
         self.daemon = None  # the SimPy process, once started
         self.cost = 0.0  # seconds of copying and zeroing not yet slept off
+        self.iowait = 0.0  # seconds of file reads (collapse_file's readahead) not yet slept off
         self.pte_mapped_thp: dict = {}  # mm -> addresses queued (mm_slot->pte_mapped_thp)
 
     # -- the list --------------------------------------------------------------------------
@@ -205,9 +218,9 @@ class Khugepaged:
             if self.address < hstart:
                 self.address = hstart
             stop = False
-            shmem = vma.vm_file is not None and vma.vm_file.inode.shmem
+            file = vma.vm_file is not None  # (!vma_is_anonymous: shmem or a regular file)
             while self.address < hend:
-                if shmem:
+                if file:
                     # hpage_collapse_scan_file: mmap_lock dropped, the mm's scan stops
                     result, collapsed_tried = self.scan_file(vma, self.address), True
                 else:
@@ -389,6 +402,8 @@ class Khugepaged:
         start = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
         pages = mapping.pages
         sw = mapping.swapped
+        if not vma.vm_file.inode.shmem and mapping.ws is not None and mapping.ws.shadows:
+            sw = mapping.ws.shadows  # a regular file's values are shadow entries
         present = swap = 0
         for i in range(start, start + HPAGE_PMD_NR):
             if sw and i in sw:  # xa_is_value: a swap entry
@@ -411,6 +426,8 @@ class Khugepaged:
         if present < HPAGE_PMD_NR - thp.max_ptes_none:
             vm["thp_scan_exceed_none_pte"] += 1
             return SCAN_EXCEED_NONE_PTE
+        if not vma.vm_file.inode.shmem:
+            return self.collapse_file_ro(vma.vm_file, start)
         return self.collapse_file(vma, mapping, start)
 
     def collapse_file(self, vma, mapping, start: int) -> str:
@@ -489,6 +506,91 @@ class Khugepaged:
         self.retract_page_tables(mapping, start)
         return SCAN_SUCCEED
 
+    def collapse_file_ro(self, file, start: int) -> str:
+        """collapse_file (6.1) for a regular file (READ_ONLY_THP_FOR_FS): a clean 2 MiB
+        folio takes the place of the pages of indices [start, start + 512), every one of
+        them read in first."""
+        from .filemap import delete_from_page_cache
+        from .huge_memory import ShmemFolio
+        from .memory import try_to_unmap
+        from .page import PG_dirty, PG_writeback
+        from .readahead import page_cache_sync_ra
+
+        k = self.kernel
+        thp = self.thp
+        vm = k.vmstat
+        inode = file.inode
+        mapping = inode.mapping
+        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag else GFP_TRANSHUGE_LIGHT
+        head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)  # alloc_charge_hpage
+        if head is None:
+            vm["thp_collapse_alloc_failed"] += 1
+            return SCAN_ALLOC_HUGE_PAGE_FAIL
+        vm["thp_collapse_alloc"] += 1
+        base = head.pfn
+        pages = mapping.pages
+        end = start + HPAGE_PMD_NR
+        old = []
+        for index in range(start, end):
+            page = pages.get(index)
+            if page is None:
+                # page_cache_sync_readahead(mapping, &file->f_ra, file, index, end - index),
+                # then find_lock_page (none: beyond EOF, or no memory)
+                _, cost = page_cache_sync_ra(k, inode, file.f_ra, file.fmode_random, index, end - index)
+                self.iowait += cost
+                page = pages.get(index)
+                if page is None:
+                    k.free_pages(head, HPAGE_PMD_ORDER)
+                    return SCAN_FAIL
+            f = page.flags
+            if f & (PG_dirty | PG_writeback):
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_FAIL  # written since the last writeback (a read-only fd now)
+            if f & PG_thpfile:
+                folio = thp.shmem_folio_of(page.pfn)
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_PTE_MAPPED_HUGEPAGE if folio.index == start else SCAN_PAGE_COMPOUND
+            if not f & PG_lru:
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_FAIL  # folio_isolate_lru failed: SCAN_DEL_PAGE_LRU
+            old.append(page)
+        for page in old:
+            # try_to_unmap(TTU_IGNORE_MLOCK), then page_ref_freeze(page, 3): nothing but
+            # the cache may hold it once unmapped
+            if (page._mapcount >= 0 and not try_to_unmap(k, page)) or page._count != 1:
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return SCAN_PAGE_COUNT if page._mapcount < 0 else SCAN_FAIL
+        if inode.i_writecount > 0:
+            # the file was opened for writing meanwhile (the smp_mb() pairing with
+            # do_dentry_open): roll back
+            k.free_pages(head, HPAGE_PMD_ORDER)
+            return SCAN_FAIL
+        phys = k.phys
+        pfn_to_page = k.page_alloc.pfn_to_page
+        cost = 0.0
+        for i, page in enumerate(old):
+            cost += phys.touch(page.pfn, False)
+            cost += phys.copy(base + i, page.pfn)  # copy_highpage
+            delete_from_page_cache(k, page)
+        self.cost += cost
+        subpages = []
+        for i in range(HPAGE_PMD_NR):
+            p = pfn_to_page(base + i)
+            p._count = 1
+            p.flags |= PG_uptodate | PG_thpfile  # (not swap-backed, not dirty)
+            p.mapping = mapping
+            p.index = start + i
+            pages[start + i] = p
+            subpages.append(p)
+        thp.shmem_folios[base] = ShmemFolio(base, mapping, start)
+        vm["nr_file_pages"] += HPAGE_PMD_NR
+        vm["nr_file_hugepages"] += 1  # NR_FILE_THPS
+        if not inode.fs.large_folios:
+            mapping.nr_thps += 1  # filemap_nr_thps_inc
+        k.lru_cache_add(subpages[0])  # lru_cache_add: the file LRU, one entry
+        self.retract_page_tables(mapping, start)
+        return SCAN_SUCCEED
+
     @staticmethod
     def _find_pmd(mm, addr: int) -> str:
         """find_pmd_or_thp_or_none: a PTE table (SCAN_SUCCEED), a huge PMD or none."""
@@ -519,7 +621,7 @@ class Khugepaged:
         PTEs go (page_remove_rmap, the mappings' references and MM_SHMEMPAGES) and the
         table is freed (collapse_and_free_pmd), so the next fault maps a PMD."""
         from .huge_memory import transhuge_vma_suitable
-        from .pgtable import MM_SHMEMPAGES
+        from .pgtable import MM_FILEPAGES, MM_SHMEMPAGES
         from .vma import VM_NOHUGEPAGE
 
         k = self.kernel
@@ -534,9 +636,11 @@ class Khugepaged:
                 or haddr + HPAGE_PMD_SIZE > vma.vm_end):
             return SCAN_VMA_CHECK
         inode = vma.vm_file.inode
-        # hugepage_vma_check without the sysfs setting: shmem_huge_enabled(force)
-        if (not inode.shmem or vma.vm_flags & VM_NOHUGEPAGE or getattr(mm, "thp_disabled", False)
-                or thp.shmem_enabled == "deny"
+        # hugepage_vma_check without the sysfs setting: shmem_huge_enabled(force), or a
+        # regular file's file_thp_enabled
+        if (vma.vm_flags & VM_NOHUGEPAGE or getattr(mm, "thp_disabled", False)
+                or (inode.shmem and thp.shmem_enabled == "deny")
+                or (not inode.shmem and not thp.file_thp_enabled(vma))
                 or not transhuge_vma_suitable(vma, vma.vm_end - HPAGE_PMD_SIZE)
                 or ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1)):
             return SCAN_VMA_CHECK
@@ -566,7 +670,7 @@ class Khugepaged:
                 p = mem_map[folio.pfn + i]
                 page_remove_rmap(k, p)
                 p._count -= 1
-        mm.rss[MM_SHMEMPAGES] -= count
+        mm.rss[MM_SHMEMPAGES if inode.shmem else MM_FILEPAGES] -= count
         pt.free_pgtables(haddr, haddr + HPAGE_PMD_SIZE, haddr, haddr + HPAGE_PMD_SIZE)
         return SCAN_SUCCEED
 
@@ -627,6 +731,9 @@ class KhugepagedDaemon:
             mark = k.kernel.stall_mark()
             result = k.do_scan()
             cost, k.cost = k.cost, 0.0
+            io, k.iowait = k.iowait, 0.0
+            if io:  # collapse_file's reads: khugepaged sleeps in D state, no vCPU held
+                yield env.timeout(io)
             if cost:  # its copies on one of the VM's vCPUs (beneath a hypervisor): the
                 # host faults and copies it met hold the vCPU (run_kernel_work's `since`)
                 yield k.kernel.run_kernel_work(cost, since=mark)

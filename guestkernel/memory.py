@@ -458,6 +458,11 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
             ret = thp.shmem_huge_fault(task, vma, addr, idx, write)
             if ret >= 0:
                 return ret
+    elif kernel.thp is not None and kernel.thp.shmem_folios:
+        # a regular file's THP (READ_ONLY_THP_FOR_FS): filemap_map_pmd / do_set_pmd
+        ret = kernel.thp.filemap_map_pmd(task, vma, addr, idx, write)
+        if ret >= 0:
+            return ret
     if not write:
         fault_around(task, vma, addr, inode)
         if vpn in mm.pgtable.ptes:

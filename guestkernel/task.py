@@ -939,6 +939,12 @@ class Task:
         f = File(inode, flags, readable=acc in (U.O_RDONLY, U.O_RDWR),
                  writable=acc in (U.O_WRONLY, U.O_RDWR))
         f.dentry = dentry
+        if f.writable and not inode.shmem:
+            f.write_access = True
+            inode.i_writecount += 1  # do_dentry_open: get_write_access
+            thp = self.kernel.thp
+            if thp is not None and inode.mapping.nr_thps:
+                thp.open_for_write(inode)  # huge page cache cannot be written: dropped
         if flags & U.O_TRUNC and f.writable and inode.size:
             _truncate(self.kernel, inode, 0)
         return self._install_file(f)
@@ -1553,7 +1559,7 @@ PSS_SHIFT = 12
 _SMAPS_KEYS = ("resident", "pss", "pss_dirty", "pss_anon", "pss_file", "pss_shmem",
                "shared_clean", "shared_dirty", "private_clean", "private_dirty",
                "referenced", "anonymous", "lazyfree", "swap", "swap_pss", "pss_locked",
-               "anon_thp", "shmem_thp")
+               "anon_thp", "shmem_thp", "file_thp")
 
 
 def _smaps_account(st: dict, k, mm, vma) -> None:
@@ -1605,6 +1611,8 @@ def _smaps_account(st: dict, k, mm, vma) -> None:
                 st["lazyfree"] += PAGE_SIZE
         elif pte & _PAGE_PSE and page.flags & PG_swapbacked:
             st["shmem_thp"] += PAGE_SIZE  # smaps_pmd_entry: a PMD-mapped shmem THP's 512th
+        elif pte & _PAGE_PSE:
+            st["file_thp"] += PAGE_SIZE  # a PMD-mapped regular file THP's 512th (FilePmdMapped)
         pss = (PAGE_SIZE << PSS_SHIFT) // mapcount
         st["pss"] += pss
         if dirty:
@@ -1645,8 +1653,8 @@ def _show_smap(st: dict, rollup: bool) -> str:
     out += _dec("LazyFree:       ", st["lazyfree"])
     out += _dec("AnonHugePages:  ", st["anon_thp"])
     out += _dec("ShmemPmdMapped: ", st["shmem_thp"])
-    for label in ("FilePmdMapped:  ", "Shared_Hugetlb: "):
-        out += _dec(label, 0)
+    out += _dec("FilePmdMapped:  ", st["file_thp"])
+    out += _dec("Shared_Hugetlb: ", 0)
     out += f"Private_Hugetlb: {0:7d} kB\n"
     out += _dec("Swap:           ", st["swap"])
     out += _dec("SwapPss:        ", st["swap_pss"] >> PSS_SHIFT)

@@ -1324,9 +1324,11 @@ class Reclaim:
                     p.flags |= PG_referenced
                 else:
                     p.flags &= ~PG_referenced
-            file_lru = not subpages[0].flags & PG_swapbacked  # (a lazily freed THP)
+            file_lru = not subpages[0].flags & PG_swapbacked  # (a file THP, a lazily freed one)
             if referenced:
                 ref = PAGEREF_ACTIVATE if referenced_folio or referenced > 1 else PAGEREF_KEEP
+                if vm_flags & VM_EXEC and file_lru:
+                    ref = PAGEREF_ACTIVATE  # file-backed executable folios after first use
             elif referenced_folio and file_lru:
                 ref = PAGEREF_RECLAIM_CLEAN
             else:
@@ -1558,6 +1560,12 @@ class Reclaim:
                 self._putback(page)
                 continue
             f = page.flags
+            if f & PG_thpfile and not f & PG_swapbacked:
+                # a regular file's THP (READ_ONLY_THP_FOR_FS): unmapped and removed whole
+                if thp_done is None:
+                    thp_done = set()
+                reclaimed += self._reclaim_file_folio(page, sc, thp_done)
+                continue
             anon = f & PG_swapbacked
             # shmem (swap-backed, of a mapping): no slot here; pageout's shmem_writepage
             shmem = anon and not f & (PG_anon | PG_swapcache)
@@ -1627,6 +1635,37 @@ class Reclaim:
         for q, batch in writes.values():
             reclaimed += self._submit(q, batch, sc)
         return reclaimed
+
+    def _reclaim_file_folio(self, page, sc: ScanControl, done: set) -> int:
+        """shrink_folio_list for a clean regular-file THP (6.1): try_to_unmap with
+        TTU_SPLIT_HUGE_PMD over every subpage (PMD mappings cleared, PTEs dropped), then
+        __remove_mapping of the whole folio, its refcount frozen at the cache's: one
+        shadow entry (workingset_eviction ageing the lruvec by 512) in its 512 slots, the
+        folio freed as one order-9 block. Returns the pages reclaimed (512, or 0: an
+        mlocked or busy folio goes back)."""
+        k = self.kernel
+        folio = k.thp.shmem_folio_of(page.pfn)
+        subs = self._folio_pages(folio)
+        for p in subs:
+            done.add(p.pfn)
+        for p in subs:
+            if p._mapcount >= 0 and (not sc.may_unmap or not mem.try_to_unmap(k, p)):
+                if p.flags & PG_mlocked:
+                    self._putback(p)
+                else:
+                    self._activate_isolated(p)
+                return 0
+        if any(p._count != 1 or p.flags & (PG_dirty | PG_writeback) for p in subs):
+            self._putback(page)  # (folio_ref_freeze failed: someone holds it)
+            return 0
+        vm = self.vmstat
+        for p in subs:
+            page_restate(vm, p)
+            page_leave(vm, p, True)
+        ws = self.workingset
+        shadow = ws.eviction(subs[0], self.lruvec_of(subs[0]), HPAGE_PMD_NR) if ws is not None else None
+        k.thp.remove_file_folio(folio, shadow)
+        return HPAGE_PMD_NR
 
     def _swap_out_thp(self, folio: list, sc: ScanControl, writes: dict, done: set) -> None:
         """shrink_folio_list for a THP in the swap cache whole (6.1): its subpages still

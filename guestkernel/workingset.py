@@ -144,10 +144,11 @@ class Workingset:
         """workingset_age_nonresident"""
         lv.nonresident_age += nr
 
-    def eviction(self, page, lv) -> int:
-        """workingset_eviction: the shadow entry for a page reclaim is about to free."""
+    def eviction(self, page, lv, nr: int = 1) -> int:
+        """workingset_eviction: the shadow entry for a folio of `nr` pages reclaim is
+        about to free (workingset_age_nonresident by folio_nr_pages)."""
         eviction = lv.nonresident_age >> self.bucket_order
-        lv.nonresident_age += 1
+        lv.nonresident_age += nr
         return self.pack_shadow(lv.node.nid, eviction, bool(page.flags & PG_workingset))
 
     def refault(self, page, shadow: int) -> None:
