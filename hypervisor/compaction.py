@@ -78,7 +78,8 @@ host does not compact, and a large page needs a region that happens to be wholly
   attempts, their copies charged to khugepaged.
 - kcompactd (`Kcompactd`): woken by a "defer" fault, it compacts for order 9 in
   MIGRATE_SYNC_LIGHT (kcompactd_do_work: deferred and suitable checks, defer on failure);
-  every HPAGE_FRAG_CHECK_INTERVAL_MSEC (500 ms) it compacts proactively while the
+  every HPAGE_FRAG_CHECK_INTERVAL_MSEC (500 ms) it compacts proactively (the whole zone,
+  skip bits ignored: proactive_compact_node's cc) while the
   fragmentation score is above the high mark (compaction_proactiveness, default 20: score
   > 90, until <= 80) and kswapd is not running (the host not reclaiming: its hard and
   low states), backing off 500 ms << COMPACT_MAX_DEFER_SHIFT when a pass did not lower
@@ -138,7 +139,7 @@ class _Control:
     """struct compact_control: one compact_zone run's state (pfns are machine frames)."""
 
     __slots__ = ("mode", "direct", "proactive", "migrate_pfn", "free_pfn", "whole_zone", "rescan",
-                 "migratepages", "freepages", "nr_migratepages", "rmap")
+                 "ignore_skip_hint", "migratepages", "freepages", "nr_migratepages", "rmap")
 
     def __init__(self, mode: int, direct: bool, proactive: bool) -> None:
         self.mode = mode
@@ -146,7 +147,8 @@ class _Control:
         self.proactive = proactive  # cc->proactive_compaction
         self.migrate_pfn = 0
         self.free_pfn = 0
-        self.whole_zone = False
+        self.whole_zone = proactive  # (proactive_compact_node: the whole zone, no skip hints)
+        self.ignore_skip_hint = proactive
         self.rescan = False
         self.migratepages: list[int] = []  # isolated pages, the last isolated at the end
         self.freepages: list[int] = []  # isolated free pages, the next target at the end
@@ -325,8 +327,10 @@ class HostCompaction:
     def direct(self) -> tuple[bool, float]:
         """__alloc_pages_slowpath's compaction for a THP (GFP_TRANSHUGE): an async attempt,
         then a sync-light one; each __alloc_pages_direct_compact counts a stall unless
-        compaction was skipped, and success or failure. Returns (a region is wholly free
-        now, host CPU seconds of the copies)."""
+        compaction was skipped, then tries the allocation (get_page_from_freelist: a
+        wholly free region, the low watermark kept, whatever compaction returned): a
+        compact_success (compact_blockskip_flush cleared, the deferral reset) or a
+        compact_fail. Returns (a region can be allocated now, host CPU seconds)."""
         cost = 0.0
         for mode in (MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT):
             # try_to_compact_pages: prio > MIN_COMPACT_PRIORITY checks the deferral
@@ -344,13 +348,27 @@ class HostCompaction:
             if result == COMPACT_SKIPPED:
                 continue  # (no stall counted)
             self.compact_stall += 1
-            if result == COMPACT_SUCCESS:
-                # the allocation gets the page: compaction_defer_reset(..., true)
+            if self.can_allocate():
+                self.blockskip_flush = False
                 self.defer_reset(alloc_success=True)
                 self.compact_success += 1
                 return True, cost
             self.compact_fail += 1
         return False, cost
+
+    def can_allocate(self) -> bool:
+        """An order-9 allocation would succeed: a wholly free region, the low watermark
+        kept beyond its 512 frames (alloc_region's test)."""
+        low = self.low() if self.low is not None else 0
+        return self.machine.nr_free - REGION_PAGES >= low and self._free_block_exists()
+
+    def _free_block_exists(self) -> bool:
+        """A free block of order 9 or more in the zone (free_area[9..10] not empty)."""
+        m = self.machine
+        rfree = m._rfree
+        nreg = m.nr_regions
+        # (every wholly free region is on the `_whole` stack, or never used)
+        return len(m._rlist) < nreg or any(rfree[r] == REGION_PAGES and r < nreg for r in m._whole)
 
     def thp_fault(self) -> tuple[bool, float]:
         """A THP fault of guest RAM (MADV_HUGEPAGE) found no wholly free region: what the
@@ -508,12 +526,16 @@ class HostCompaction:
         if not proactive and self.restarting():
             self.reset_isolation_suitable()
         cc = _Control(mode, direct, proactive)
-        cc.migrate_pfn = self.cached_migrate[sync] << REGION_SHIFT
-        cc.free_pfn = self.free_r << REGION_SHIFT
-        if not 0 <= self.free_r < nreg:
-            self.free_r = nreg - 1
+        if cc.whole_zone:
+            cc.migrate_pfn = 0
+            cc.free_pfn = (nreg - 1) << REGION_SHIFT
+        else:
+            cc.migrate_pfn = self.cached_migrate[sync] << REGION_SHIFT
             cc.free_pfn = self.free_r << REGION_SHIFT
-        cc.whole_zone = cc.migrate_pfn >> REGION_SHIFT <= self.init_migrate_r
+            if not 0 <= self.free_r < nreg:
+                self.free_r = nreg - 1
+                cc.free_pfn = self.free_r << REGION_SHIFT
+            cc.whole_zone = cc.migrate_pfn >> REGION_SHIFT <= self.init_migrate_r
         update_cached = not sync and self.cached_migrate[0] == self.cached_migrate[1]
         copies0 = self.pgmigrate_success
         scanned0 = self.compact_migrate_scanned + self.compact_free_scanned
@@ -570,11 +592,8 @@ class HostCompaction:
             return COMPACT_SUCCESS if self.fragmentation_score() <= low_mark else COMPACT_CONTINUE
         if cc.migrate_pfn & (REGION_PAGES - 1):
             return COMPACT_CONTINUE
-        m = self.machine
-        rfree = m._rfree
-        nreg = m.nr_regions
-        if len(m._rlist) < nreg or any(rfree[r] == REGION_PAGES and r < nreg for r in m._whole):
-            return COMPACT_SUCCESS  # (every wholly free region is on the `_whole` stack)
+        if self._free_block_exists():
+            return COMPACT_SUCCESS
         return COMPACT_CONTINUE
 
     def _isolate_migratepages(self, cc: _Control) -> bool:
@@ -589,7 +608,7 @@ class HostCompaction:
         r = low >> REGION_SHIFT
         while (r + 1) << REGION_SHIFT <= cc.free_pfn:
             aligned = not low & (REGION_PAGES - 1)
-            if aligned and self.skip[r]:
+            if aligned and self.skip[r] and not cc.ignore_skip_hint:
                 r += 1
                 cc.migrate_pfn = low = r << REGION_SHIFT
                 continue
@@ -628,7 +647,7 @@ class HostCompaction:
             nr_scanned += 1
             aligned = not pfn & (REGION_PAGES - 1)
             if not valid and aligned:
-                if self.skip[r]:  # isolation_suitable
+                if self.skip[r] and not cc.ignore_skip_hint:  # isolation_suitable
                     pfn = end
                     break
                 valid = True
@@ -644,7 +663,7 @@ class HostCompaction:
             elif (o >= 0 and pfn in private) or (o == OWNER_SHARED and pfn in ksm):
                 if not skip_updated:
                     skip_updated = True
-                    if aligned:  # test_and_set_skip
+                    if aligned and not cc.ignore_skip_hint:  # test_and_set_skip
                         if self.skip[r]:
                             break
                         self.skip[r] = 1
@@ -732,7 +751,7 @@ class HostCompaction:
         while r >= low_r:
             end = (r + 1) << REGION_SHIFT
             if r < self.machine.nr_regions and self._buddy_order(r << REGION_SHIFT) < HPAGE_ORDER \
-                    and not self.skip[r]:
+                    and (not self.skip[r] or cc.ignore_skip_hint):
                 start, n = self._isolate_freepages_block(cc, start, end, stride, need)
                 if start == end:  # update_pageblock_skip
                     self.skip[r] = 1

@@ -336,6 +336,7 @@ def test_compaction_keeps_every_page_and_every_count(frees, direct, modes):
     c.reset_isolation_suitable()
     c.compact_zone(modes[-1], direct=direct)
     host.validate()
+    assert c._free_block_exists() == (host.machine.whole_regions() > 0)
     for pfn in range(2048):
         if a.p2m.state[pfn] == P2M_PRIVATE:
             assert a.load(pfn) == page(pfn)
@@ -482,4 +483,34 @@ def test_the_free_scanner_marks_a_block_it_scanned_to_its_end():
     assert c.skip[3] == 1 and c.skip[2] == 0
     assert c.pgmigrate_success >= 10 and host.machine._rfree[0] == 512
     assert c.compact_free_scanned == 512 + 32
+    host.validate()
+
+
+
+def test_a_direct_compactor_that_gets_its_page_clears_the_pending_skip_reset():
+    # __alloc_pages_direct_compact: the page allocated after compaction clears
+    # compact_blockskip_flush (and resets the deferral); the skip bits stay
+    host = kvm()
+    fragment(host)
+    c = host.lp.compaction
+    c.blockskip_flush = True
+    c.defer_shift, c.considered = 1, 1  # (considered reaches 1 << 1: this attempt runs)
+    b = vm_on(host, "b", 2048)
+    b.touch(0, True)
+    assert (c.compact_stall, c.compact_success) == (1, 1) and b.p2m.large[0] == LP_BACKED
+    assert not c.blockskip_flush and (c.defer_shift, c.considered) == (0, 0) and c.skip[0] == 1
+    host.validate()
+
+
+def test_proactive_compaction_ignores_skip_bits_and_starts_at_the_zones_ends():
+    # proactive_compact_node: cc.ignore_skip_hint and cc.whole_zone (the scanners from
+    # the zone's start and end, not the cached positions)
+    host = kvm()
+    fragment(host)
+    c = host.lp.compaction
+    c.skip[:] = b"\x01" * 4
+    c.cached_migrate, c.free_r = [2, 2], 2
+    c.proactive()
+    assert host.machine._rfree[0] == 512 and c.pgmigrate_success == 10
+    assert all(host.lp.compaction.machine.owner[f] >= 0 for f in range(1536, 1546))
     host.validate()
