@@ -482,26 +482,27 @@ class HostCompaction:
         if not self.blockskip_flush:
             return
         self.blockskip_flush = False
-        nreg = self.machine.nr_regions
-        mr, fr = 0, nreg - 1
-        reset_migrate, reset_free = fr, mr
+        # in pfns, as the kernel walks: the free side from the zone's last pfn
+        migrate_pfn = 0
+        free_pfn = (self.machine.nr_regions << REGION_SHIFT) - 1
+        reset_migrate, reset_free = free_pfn, migrate_pfn
         source_set = free_set = False
-        while mr <= fr:  # migrate_pfn < free_pfn (the free side starts at the zone's last pfn)
-            if self._reset_isolation_pfn(mr, True, source_set) and mr < reset_migrate:
+        while migrate_pfn < free_pfn:
+            if self._reset_isolation_pfn(migrate_pfn >> REGION_SHIFT, True, source_set) \
+                    and migrate_pfn < reset_migrate:
                 source_set = True
-                reset_migrate = mr
-                self.init_migrate_r = mr
-                self.cached_migrate = [mr, mr]
-            if self._reset_isolation_pfn(fr, free_set, True) and fr > reset_free:
+                reset_migrate = migrate_pfn
+                self.init_migrate_r = migrate_pfn >> REGION_SHIFT
+                self.cached_migrate = [self.init_migrate_r] * 2
+            if self._reset_isolation_pfn(free_pfn >> REGION_SHIFT, free_set, True) and free_pfn > reset_free:
                 free_set = True
-                reset_free = fr
-                self.init_free_r = fr
-                self.free_r = fr
-            mr += 1
-            fr -= 1
-        if reset_migrate >= reset_free:
-            self.cached_migrate = [mr, mr]
-            self.free_r = fr
+                reset_free = free_pfn
+                self.init_free_r = self.free_r = free_pfn >> REGION_SHIFT
+            migrate_pfn += REGION_PAGES
+            free_pfn -= REGION_PAGES
+        if reset_migrate >= reset_free:  # leave no distance if no suitable block was reset
+            self.cached_migrate = [migrate_pfn >> REGION_SHIFT] * 2
+            self.free_r = free_pfn >> REGION_SHIFT
 
     def restarting(self, order: int = HPAGE_ORDER) -> bool:
         """compaction_restarting: the deferral has run its longest cycle."""

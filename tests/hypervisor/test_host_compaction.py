@@ -514,3 +514,26 @@ def test_proactive_compaction_ignores_skip_bits_and_starts_at_the_zones_ends():
     assert host.machine._rfree[0] == 512 and c.pgmigrate_success == 10
     assert all(host.lp.compaction.machine.owner[f] >= 0 for f in range(1536, 1546))
     host.validate()
+
+
+def test_a_reset_that_finds_no_block_worth_scanning_leaves_the_scanners_met():
+    # __reset_isolation_suitable: regions 0-2 live THPs (pageblock_skip_persistent),
+    # region 3 compression frames but at offsets 1-7 (free: no buddy page among the
+    # sampled offsets 0, 8, 16, ...): none is a source or a target: "leave no distance",
+    # the scanners' cached positions where the walk ended (migrate side at pfn 1024,
+    # free side at 2047 - 2 x 512 = 1023)
+    host = kvm()
+    b = vm_on(host, "b", 2048)
+    for r in range(3):
+        b.touch(r * 512, True)
+    assert host.lp.large_pages == 3
+    m = host.machine
+    assert [m.alloc(OWNER_ZIP, ZERO_PAGE) for _ in range(512)] == list(range(1536, 2048))
+    for f in range(1537, 1544):
+        m.free(f)
+    c = host.lp.compaction
+    c.skip[:] = b"\x01" * 4
+    c.blockskip_flush = True
+    c.reset_isolation_suitable()
+    assert (c.cached_migrate, c.free_r, bytes(c.skip)) == ([2, 2], 1, b"\x01" * 4)
+    assert c.compact_zone(1, direct=False)[0] == 6  # COMPACT_PARTIAL_SKIPPED: met at once
