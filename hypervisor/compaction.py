@@ -368,7 +368,7 @@ class HostCompaction:
         rfree = m._rfree
         nreg = m.nr_regions
         # (every wholly free region is on the `_whole` stack, or never used)
-        return len(m._rlist) < nreg or any(rfree[r] == REGION_PAGES and r < nreg for r in m._whole)
+        return len(m._rlist) < nreg or any(rfree[r] == REGION_PAGES and r < nreg for r in reversed(m._whole))
 
     def thp_fault(self) -> tuple[bool, float]:
         """A THP fault of guest RAM (MADV_HUGEPAGE) found no wholly free region: what the
