@@ -330,3 +330,17 @@ def test_thp_defaults_follow_the_image_distribution():
         {"vm": [{"name": "a", "kernel": {"thp_enabled": "sometimes"}}]})
     assert "vm[0].kernel.khugepaged_max_ptes_none: Input should be less than or equal to 511" in problems(
         {"vm": [{"name": "a", "kernel": {"khugepaged_max_ptes_none": 512}}]})
+
+
+def test_host_compaction_keys_are_checked_with_their_path():
+    # vm.extfrag_threshold is 0..1000 (sysctl extfrag_threshold's range); a scan cost is a duration
+    assert problems({"host": {"extfrag_threshold": 1001, "compact_scan_cost": "fast"}}) == [
+        "host.extfrag_threshold: Input should be less than or equal to 1000",
+        'host.compact_scan_cost: must be a duration like "20ms", got \'fast\'']
+    cfg = config_from_dict({"host": {"extfrag_threshold": 0, "compact_scan_cost": "20ns"},
+                            "vm": [{"name": "a", "memory": "1GiB"}]})
+    assert (cfg.host.extfrag_threshold, cfg.host.compact_scan_cost) == (0, "20ns")
+    from experiments.scenario import host_config
+
+    hc = host_config(cfg)
+    assert (hc.extfrag_threshold, hc.compact_scan_cost) == (0, pytest.approx(20e-9))
