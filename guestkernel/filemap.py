@@ -561,8 +561,19 @@ def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
     (mapping_try_invalidate: POSIX_FADV_DONTNEED). Returns how many."""
     pages = inode.mapping.pages
     n = 0
+    seen = None
     for i in sorted(i for i in pages if start <= i <= end):
-        page = pages[i]
+        page = pages.get(i)
+        if page is None:
+            continue  # (a THP evicted whole with an earlier index)
+        if page.flags & PG_thpfile and not inode.shmem:
+            head = page.pfn & ~511  # a regular file's THP: whole or not at all
+            if seen is None:
+                seen = set()
+            if head not in seen:
+                seen.add(head)
+                n += kernel.thp.evict_file_folio(page, start, end)
+            continue
         if page._mapcount == -1 and page._count == 1 and not page.flags & (PG_dirty | PG_writeback):
             delete_from_page_cache(kernel, page)
             n += 1
@@ -576,7 +587,14 @@ def drop_caches(kernel, fs: FileSystem) -> int:
     """echo 1 > drop_caches: free every clean, unmapped page-cache page of regular files."""
     n = 0
     for inode in list(fs.files.values()):
-        for page in list(inode.mapping.pages.values()):
+        pages = inode.mapping.pages
+        for page in list(pages.values()):
+            if pages.get(page.index) is not page:
+                continue  # (gone with its THP)
+            if page.flags & PG_thpfile:
+                if page.pfn & 511 == 0:  # (once, at its head: invalidate_mapping_pages)
+                    n += kernel.thp.evict_file_folio(page, 0, 1 << 64)
+                continue
             if page._mapcount == -1 and not page.flags & PG_dirty and page._count == 1:
                 delete_from_page_cache(kernel, page)
                 n += 1

@@ -546,15 +546,18 @@ class Thp:
         return filemap_map_pmd(task, vma, addr, index, write)
 
     def remove_file_folio(self, folio, shadow: int | None) -> None:
-        """__remove_mapping of a whole, unmapped, isolated regular-file THP (6.1
-        __filemap_remove_folio + free): its 512 indices leave the cache, `shadow` (reclaim's
-        workingset entry) in each slot; NR_FILE_PAGES -512, NR_FILE_THPS -1, the mapping's
-        nr_thps -1; the folio is freed as one order-9 block."""
+        """__remove_mapping of a whole, unmapped regular-file THP (6.1
+        __filemap_remove_folio + free): off the LRU if on it, its 512 indices leave the
+        cache, `shadow` (reclaim's workingset entry) in each slot; NR_FILE_PAGES -512,
+        NR_FILE_THPS -1, the mapping's nr_thps -1; the folio is freed as one order-9
+        block."""
         k = self.kernel
         mapping = folio.mapping
         base = folio.pfn
         mem_map = k.mem_map
         vm = k.vmstat
+        if folio.lru >= 0:
+            k.reclaim.folio_lru_del(folio)
         del self.shmem_folios[base]
         vm["nr_file_hugepages"] -= 1
         if not mapping.host.fs.large_folios:
@@ -579,6 +582,23 @@ class Thp:
         vm["nr_file_pages"] -= HPAGE_PMD_NR
         mem_map[base]._count = 1
         k.free_pages(mem_map[base], HPAGE_PMD_ORDER)
+
+    def evict_file_folio(self, page, start: int, end: int) -> int:
+        """invalidate_mapping_pagevec's view of the regular-file THP holding `page`
+        (6.1): find_lock_entries leaves out a large folio reaching outside [start, end];
+        mapping_evict_folio removes one that is clean, not under writeback and held by
+        nothing but the cache (remove_mapping: 512 pages, no split). Returns the pages
+        removed (0 or 512)."""
+        folio = self.shmem_folio_of(page.pfn)
+        if folio is None or folio.index < start or folio.index + HPAGE_PMD_NR - 1 > end:
+            return 0
+        mem_map = self.kernel.mem_map
+        for pfn in range(folio.pfn, folio.pfn + HPAGE_PMD_NR):
+            p = mem_map[pfn]
+            if p._count != 1 or p._mapcount != -1 or p.flags & (PG_dirty | PG_writeback):
+                return 0
+        self.remove_file_folio(folio, None)
+        return HPAGE_PMD_NR
 
     def open_for_write(self, inode) -> None:
         """do_dentry_open of a regular file for writing (fs/open.c, 6.1): with huge folios

@@ -2770,6 +2770,9 @@ class Reclaim:
             for lv in self.lruvecs:
                 for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
                     for page in list(lv.lists[lru]):
+                        if page.flags & PG_thpfile:  # a regular file's THP: whole or kept
+                            self.kernel.thp.evict_file_folio(page, 0, 1 << 64)
+                            continue
                         if (page._mapcount == -1 and page._count == 1
                                 and not page.flags & (PG_dirty | PG_writeback)):
                             delete_from_page_cache(self.kernel, page)

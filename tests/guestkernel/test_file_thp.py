@@ -424,3 +424,43 @@ def test_an_elf_programs_text_is_collapsed_and_pmd_mapped():
     assert k.vmstat["nr_file_pmdmapped"] == 2 and smaps_field(k, t, start, "FilePmdMapped") == 4096
     validate_pages(k)
     k.reclaim.validate()
+
+
+# --- invalidation: a large folio whole or not at all ---------------------------------------
+def test_fadvise_dontneed_evicts_a_file_thp_whole_only_when_the_range_holds_it():
+    """POSIX_FADV_DONTNEED -> invalidate_mapping_pagevec (6.1): find_lock_entries leaves
+    out a large folio reaching outside the range (nothing dropped, no split);
+    mapping_evict_folio needs it unmapped (refcount 512 + 1); then remove_mapping takes
+    all 512 pages at once (no thp_split_page, NR_FILE_THPS 0, NR_FILE_PAGES -512)."""
+    k = boot()
+    t = text(k, 512)
+    k.khugepaged.do_scan()
+    t.access(BASE, False)  # PMD-mapped
+    inode = k.fs.lookup(PATH)
+    vm = k.vmstat
+    fd = t.open(PATH, U.O_RDONLY)
+    t.fadvise(fd, 0, H, U.POSIX_FADV_DONTNEED)
+    assert vm["nr_file_hugepages"] == 1  # mapped: kept
+    t.munmap(BASE, H)
+    t.fadvise(fd, 0, H - P, U.POSIX_FADV_DONTNEED)
+    assert vm["nr_file_hugepages"] == 1 and all(i in inode.mapping.pages for i in range(512))
+    f0 = vm["nr_file_pages"]
+    t.fadvise(fd, 0, H, U.POSIX_FADV_DONTNEED)
+    assert vm["nr_file_hugepages"] == 0 and vm["thp_split_page"] == 0
+    assert f0 - vm["nr_file_pages"] == 512 and not any(i in inode.mapping.pages for i in range(512))
+    assert inode.mapping.nr_thps == 0 and not k.thp.shmem_folios
+    k.reclaim.validate()
+    validate_pages(k)
+
+
+def test_drop_caches_evicts_an_unmapped_file_thp_whole():
+    """echo 1 > drop_caches: invalidate_mapping_pages(mapping, 0, -1) over every inode:
+    an unmapped clean file THP goes whole (no split)."""
+    k = boot()
+    t = text(k, 512)
+    k.khugepaged.do_scan()
+    t.munmap(BASE, H)
+    k.procfs.write("/proc/sys/vm/drop_caches", "1")
+    assert k.vmstat["nr_file_hugepages"] == 0 and k.vmstat["thp_split_page"] == 0
+    assert not k.fs.lookup(PATH).mapping.pages
+    k.reclaim.validate()
