@@ -291,9 +291,11 @@ class Thp:
         self.defrag = mode
 
     # -- policy -------------------------------------------------------------------------------
-    def vma_allowed(self, vma, in_pf: bool = True, smaps: bool = False) -> bool:
-        """hugepage_vma_check, enforcing the sysfs setting: an anonymous VMA, or (not in
-        a fault: khugepaged, smaps) a shmem one by shmem_huge_enabled."""
+    def vma_allowed(self, vma, in_pf: bool = True, smaps: bool = False, enforce: bool = True) -> bool:
+        """hugepage_vma_check: an anonymous VMA, or (not in a fault: khugepaged, smaps) a
+        shmem one by shmem_huge_enabled or a regular file's by file_thp_enabled; the sysfs
+        setting enforced unless `enforce` is false (MADV_COLLAPSE: shmem_is_huge forced
+        past all but deny)."""
         flags = vma.vm_flags
         if flags & VM_NOHUGEPAGE or getattr(vma.vm_mm, "thp_disabled", False):
             return False
@@ -308,8 +310,10 @@ class Thp:
             # modulo 2 MiB (transhuge_vma_suitable)
             if ((vma.vm_start >> PAGE_SHIFT) - vma.vm_pgoff) & (HPAGE_PMD_NR - 1):
                 return False
+            if not enforce:
+                return self.shmem_enabled != "deny"  # shmem_is_huge(shmem_huge_force)
             return self.shmem_is_huge(vma, file.inode, vma.vm_pgoff)
-        if self.enabled == "never" or (self.enabled == "madvise" and not flags & VM_HUGEPAGE):
+        if enforce and (self.enabled == "never" or (self.enabled == "madvise" and not flags & VM_HUGEPAGE)):
             return False
         if not in_pf and file is not None and self.file_thp_enabled(vma):
             return True  # "Only regular file is valid"
@@ -1232,10 +1236,10 @@ def shmem_huge_fault(task, vma, addr: int, index: int, write: bool) -> int:
 def _pmd_fault(task, vma, addr: int, page, folio, writable: bool, write: bool) -> int:
     """do_set_pmd, then the fault's accounting: a minor fault; a write (do_shared_fault)
     dirties the folio."""
-    ret = do_set_pmd(task, vma, addr, folio, writable, write)
+    k = task.kernel
+    ret = do_set_pmd(k, task.mm, vma, addr, folio, writable, write)
     if ret:
         return ret
-    k = task.kernel
     k.vmstat["fault_file_minor"] += 1
     if write:
         mem_map = k.mem_map
@@ -1245,15 +1249,13 @@ def _pmd_fault(task, vma, addr: int, page, folio, writable: bool, write: bool) -
     return 0
 
 
-def do_set_pmd(task, vma, addr: int, folio, writable: bool, write: bool) -> int:
+def do_set_pmd(k, mm, vma, addr: int, folio, writable: bool, write: bool) -> int:
     """do_set_pmd (6.1 mm/memory.c): map the page-cache THP `folio` at addr's aligned
     2 MiB by one PMD where the PMD is none (no PTE table, no PMD mapping) and the VMA
     holds the 2 MiB at the file's alignment (transhuge_vma_suitable): page_add_file_rmap
     of the compound (NR_FILE_MAPPED by 512; nr_shmem_pmdmapped / nr_file_pmdmapped when
     the first PMD maps it), MM_SHMEMPAGES / MM_FILEPAGES by 512, thp_file_mapped; x86
     deposits no table. Returns 0, VM_FAULT_OOM, or -1 (VM_FAULT_FALLBACK)."""
-    k = task.kernel
-    mm = task.mm
     pt = mm.pgtable
     hvpn = (addr >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
     key = hvpn >> HPAGE_PMD_ORDER

@@ -66,6 +66,7 @@ retracts the page tables. thp_file_alloc is not counted (6.1 counts it for shmem
 
 from __future__ import annotations
 
+from . import uapi as U
 from .huge_memory import GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT, HPAGE_PMD_SIZE, add_new_anon_huge_rmap
 from .memory import (
     VM_FAULT_ERROR,
@@ -106,6 +107,11 @@ SCAN_PTE_MAPPED_HUGEPAGE = "pte_mapped_hugepage"
 SCAN_PAGE_COMPOUND = "page_compound"
 SCAN_PTE_NON_PRESENT = "pte_non_present"
 MAX_PTE_MAPPED_THP = 8  # an mm slot's queue of PTE-mapped THPs (mm/khugepaged.c)
+# madvise_collapse's "whitelisted set of results where continuing OK" (6.1; hvsim has no
+# uffd-wp, page lock or separate LRU-isolation result)
+_MADV_COLLAPSE_GO_ON = frozenset({SCAN_PMD_NULL, SCAN_PTE_NON_PRESENT, SCAN_PAGE_RO,
+                                  SCAN_LACK_REFERENCED_PAGE, SCAN_PAGE_NULL, SCAN_PAGE_COUNT,
+                                  SCAN_PAGE_COMPOUND, SCAN_PAGE_LRU})
 
 
 class Khugepaged:
@@ -120,6 +126,9 @@ class Khugepaged:
         self.daemon = None  # the SimPy process, once started
         self.cost = 0.0  # seconds of copying and zeroing not yet slept off
         self.iowait = 0.0  # seconds of file reads (collapse_file's readahead) not yet slept off
+        # collapse_control.is_khugepaged: false while madvise_collapse runs (MADV_COLLAPSE:
+        # no max_ptes_* limits, no young-page test, GFP_TRANSHUGE, the PMD installed)
+        self.is_khugepaged = True
         self.pte_mapped_thp: dict = {}  # mm -> addresses queued (mm_slot->pte_mapped_thp)
 
     # -- the list --------------------------------------------------------------------------
@@ -270,7 +279,7 @@ class Khugepaged:
             pte = ptes.get(v, 0)
             if pte & _PAGE_SWP and not pte & PTE_PRESENT_MASK:
                 unmapped += 1
-                if unmapped <= thp.max_ptes_swap:
+                if not self.is_khugepaged or unmapped <= thp.max_ptes_swap:
                     continue
                 vm["thp_scan_exceed_swap_pte"] += 1
                 return SCAN_EXCEED_SWAP_PTE, False
@@ -278,14 +287,14 @@ class Khugepaged:
                 if pte and not pte & PTE_PRESENT_MASK:
                     return SCAN_PAGE_NULL, False  # a marker (guard region)
                 none_or_zero += 1
-                if none_or_zero <= thp.max_ptes_none:
+                if not self.is_khugepaged or none_or_zero <= thp.max_ptes_none:
                     continue
                 vm["thp_scan_exceed_none_pte"] += 1
                 return SCAN_EXCEED_NONE_PTE, False
             if pte & _PAGE_RW:
                 writable = True
             page = mem_map[pte >> PAGE_SHIFT]
-            if page._mapcount > 0:
+            if page._mapcount > 0 and self.is_khugepaged:
                 shared += 1
                 if shared > thp.max_ptes_shared:
                     vm["thp_scan_exceed_share_pte"] += 1
@@ -301,7 +310,7 @@ class Khugepaged:
                 referenced += 1
         if not writable:
             return SCAN_PAGE_RO, False
-        if not referenced or (unmapped and referenced < HPAGE_PMD_NR // 2):
+        if self.is_khugepaged and (not referenced or (unmapped and referenced < HPAGE_PMD_NR // 2)):
             return SCAN_LACK_REFERENCED_PAGE, False
         return self.collapse_huge_page(mm, vma, address, unmapped), True
 
@@ -309,7 +318,7 @@ class Khugepaged:
         k = self.kernel
         thp = self.thp
         vm = k.vmstat
-        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag else GFP_TRANSHUGE_LIGHT
+        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag or not self.is_khugepaged else GFP_TRANSHUGE_LIGHT
         head = thp.alloc_folio(gfp)
         if head is None:
             vm["thp_collapse_alloc_failed"] += 1
@@ -317,7 +326,8 @@ class Khugepaged:
         vm["thp_collapse_alloc"] += 1
         base = head.pfn
         # hugepage_vma_revalidate
-        if (mm.mm_mt.lookup(address) is not vma or not thp.vma_allowed(vma, in_pf=False)
+        if (mm.mm_mt.lookup(address) is not vma
+                or not thp.vma_allowed(vma, in_pf=False, enforce=self.is_khugepaged)
                 or address < vma.vm_start or address + HPAGE_PMD_SIZE > vma.vm_end):
             self._drop(base)
             return SCAN_VMA_CHECK
@@ -346,7 +356,7 @@ class Khugepaged:
                 continue
             page = mem_map[pte >> PAGE_SHIFT]
             f = page.flags
-            if page._mapcount > 0:
+            if page._mapcount > 0 and self.is_khugepaged:
                 shared += 1
                 if shared > thp.max_ptes_shared:
                     self._drop(base)
@@ -408,7 +418,7 @@ class Khugepaged:
         for i in range(start, start + HPAGE_PMD_NR):
             if sw and i in sw:  # xa_is_value: a swap entry
                 swap += 1
-                if swap > thp.max_ptes_swap:
+                if self.is_khugepaged and swap > thp.max_ptes_swap:
                     vm["thp_scan_exceed_swap_pte"] += 1
                     return SCAN_EXCEED_SWAP_PTE
                 continue
@@ -423,11 +433,11 @@ class Khugepaged:
             if page._count != 1 + page._mapcount + 1:  # 1 + page_mapcount (+ private: none)
                 return SCAN_PAGE_COUNT
             present += 1
-        if present < HPAGE_PMD_NR - thp.max_ptes_none:
+        if self.is_khugepaged and present < HPAGE_PMD_NR - thp.max_ptes_none:
             vm["thp_scan_exceed_none_pte"] += 1
             return SCAN_EXCEED_NONE_PTE
         if not vma.vm_file.inode.shmem:
-            return self.collapse_file_ro(vma.vm_file, start)
+            return self.collapse_file_ro(vma, start)
         return self.collapse_file(vma, mapping, start)
 
     def collapse_file(self, vma, mapping, start: int) -> str:
@@ -440,7 +450,7 @@ class Khugepaged:
         k = self.kernel
         thp = self.thp
         vm = k.vmstat
-        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag else GFP_TRANSHUGE_LIGHT
+        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag or not self.is_khugepaged else GFP_TRANSHUGE_LIGHT
         head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)  # alloc_charge_hpage
         if head is None:
             vm["thp_collapse_alloc_failed"] += 1
@@ -503,10 +513,13 @@ class Khugepaged:
         for p in subpages:
             set_page_dirty(k, p)  # (folio_mark_dirty)
         k.lru_cache_add(subpages[0])
-        self.retract_page_tables(mapping, start)
-        return SCAN_SUCCEED
+        return self.retract_page_tables(mapping, start, vma.vm_mm, self._linear_address(vma, start))
 
-    def collapse_file_ro(self, file, start: int) -> str:
+    @staticmethod
+    def _linear_address(vma, pgoff: int) -> int:
+        return vma.vm_start + ((pgoff - vma.vm_pgoff) << PAGE_SHIFT)
+
+    def collapse_file_ro(self, vma, start: int) -> str:
         """collapse_file (6.1) for a regular file (READ_ONLY_THP_FOR_FS): a clean 2 MiB
         folio takes the place of the pages of indices [start, start + 512), every one of
         them read in first."""
@@ -519,9 +532,10 @@ class Khugepaged:
         k = self.kernel
         thp = self.thp
         vm = k.vmstat
+        file = vma.vm_file
         inode = file.inode
         mapping = inode.mapping
-        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag else GFP_TRANSHUGE_LIGHT
+        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag or not self.is_khugepaged else GFP_TRANSHUGE_LIGHT
         head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)  # alloc_charge_hpage
         if head is None:
             vm["thp_collapse_alloc_failed"] += 1
@@ -588,8 +602,72 @@ class Khugepaged:
         if not inode.fs.large_folios:
             mapping.nr_thps += 1  # filemap_nr_thps_inc
         k.lru_cache_add(subpages[0])  # lru_cache_add: the file LRU, one entry
-        self.retract_page_tables(mapping, start)
-        return SCAN_SUCCEED
+        return self.retract_page_tables(mapping, start, vma.vm_mm, self._linear_address(vma, start))
+
+    # -- MADV_COLLAPSE ---------------------------------------------------------------------
+    def madvise_collapse(self, vma, start: int, end: int) -> int:
+        """madvise_collapse (6.1) over [start, end) inside `vma`: the same scans and
+        collapses as khugepaged's, run synchronously with collapse_control.is_khugepaged
+        false (hugepage_vma_check without the sysfs setting; no max_ptes_none/swap/shared
+        limit, no young-page test; GFP_TRANSHUGE; the target's PMD installed at once).
+        Each aligned 2 MiB: SCAN_SUCCEED or SCAN_PMD_MAPPED counts a THP;
+        SCAN_PTE_MAPPED_HUGEPAGE runs collapse_pte_mapped_thp with install_pmd; the
+        whitelisted failures go on to the next range; any other ends the walk. Returns 0
+        when every range is a THP, else madvise_collapse_errno of the last failure
+        (ENOMEM: no huge page; EAGAIN: a page busy or off the LRU; EINVAL otherwise)."""
+        from .huge_memory import HPAGE_PMD_MASK, transhuge_vma_suitable
+
+        thp = self.thp
+        if not thp.vma_allowed(vma, in_pf=False, enforce=False):
+            return U.EINVAL
+        mm = vma.vm_mm
+        hstart = (start + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+        hend = end & HPAGE_PMD_MASK
+        thps = 0
+        last_fail = SCAN_FAIL
+        locked = True
+        self.is_khugepaged = False
+        try:
+            addr = hstart
+            while addr < hend:
+                if not locked:  # hugepage_vma_revalidate after mmap_lock was dropped
+                    vma = mm.mm_mt.find_vma(addr)
+                    if vma is None or vma.vm_start > addr:
+                        last_fail = "vma_null"
+                        break
+                    if not transhuge_vma_suitable(vma, addr):
+                        last_fail = "address_range"
+                        break
+                    if not thp.vma_allowed(vma, in_pf=False, enforce=False):
+                        last_fail = SCAN_VMA_CHECK
+                        break
+                    hend = min(hend, vma.vm_end & HPAGE_PMD_MASK)
+                    locked = True
+                if vma.vm_file is not None:
+                    result = self.scan_file(vma, addr)
+                    locked = False
+                else:
+                    result, tried = self.scan_pmd(mm, vma, addr)
+                    locked = not tried  # collapse_huge_page drops mmap_lock
+                if result == SCAN_PTE_MAPPED_HUGEPAGE:
+                    result = self.collapse_pte_mapped_thp(mm, addr, install_pmd=True)
+                if result in (SCAN_SUCCEED, SCAN_PMD_MAPPED):
+                    thps += 1
+                elif result in _MADV_COLLAPSE_GO_ON:
+                    last_fail = result
+                else:
+                    last_fail = result
+                    break
+                addr += HPAGE_PMD_SIZE
+        finally:
+            self.is_khugepaged = True
+        if thps == (hend - hstart) >> (PAGE_SHIFT + HPAGE_PMD_ORDER):
+            return 0
+        if last_fail == SCAN_ALLOC_HUGE_PAGE_FAIL:
+            return U.ENOMEM
+        if last_fail in (SCAN_PAGE_COUNT, SCAN_PAGE_LRU):  # (and SCAN_PAGE_LOCK, _DEL_PAGE_LRU)
+            return U.EAGAIN
+        return U.EINVAL
 
     @staticmethod
     def _find_pmd(mm, addr: int) -> str:
@@ -615,11 +693,12 @@ class Khugepaged:
             for addr in q:
                 self.collapse_pte_mapped_thp(mm, addr)
 
-    def collapse_pte_mapped_thp(self, mm, haddr: int) -> str:
-        """collapse_pte_mapped_thp (6.1, install_pmd false): where every present PTE of
-        the aligned 2 MiB maps its subpage of the huge folio at that file offset, the
-        PTEs go (page_remove_rmap, the mappings' references and MM_SHMEMPAGES) and the
-        table is freed (collapse_and_free_pmd), so the next fault maps a PMD."""
+    def collapse_pte_mapped_thp(self, mm, haddr: int, install_pmd: bool = False) -> str:
+        """collapse_pte_mapped_thp (6.1): where every present PTE of the aligned 2 MiB
+        maps its subpage of the huge folio at that file offset, the PTEs go
+        (page_remove_rmap, the mappings' references and MM_SHMEMPAGES / MM_FILEPAGES) and
+        the table is freed (collapse_and_free_pmd), so the next fault maps a PMD;
+        `install_pmd` (MADV_COLLAPSE) maps it now (set_huge_pmd -> do_set_pmd)."""
         from .huge_memory import transhuge_vma_suitable
         from .pgtable import MM_FILEPAGES, MM_SHMEMPAGES
         from .vma import VM_NOHUGEPAGE
@@ -651,7 +730,8 @@ class Khugepaged:
         if folio is None or folio.pfn != page.pfn:
             return SCAN_FAIL  # not a huge folio's head
         if key not in pt.pte_counts:
-            return SCAN_SUCCEED  # SCAN_PMD_NONE: nothing to do without install_pmd
+            # SCAN_PMD_NONE: nothing to remove
+            return self._set_huge_pmd(mm, vma, haddr, folio) if install_pmd else SCAN_SUCCEED
         ptes = pt.ptes
         count = 0
         for i in range(HPAGE_PMD_NR):  # step 1: every mapped PTE to the right subpage
@@ -672,23 +752,52 @@ class Khugepaged:
                 p._count -= 1
         mm.rss[MM_SHMEMPAGES if inode.shmem else MM_FILEPAGES] -= count
         pt.free_pgtables(haddr, haddr + HPAGE_PMD_SIZE, haddr, haddr + HPAGE_PMD_SIZE)
-        return SCAN_SUCCEED
+        return self._set_huge_pmd(mm, vma, haddr, folio) if install_pmd else SCAN_SUCCEED
 
-    def retract_page_tables(self, mapping, pgoff: int) -> None:
+    def _set_huge_pmd(self, mm, vma, haddr: int, folio) -> str:
+        """set_huge_pmd (6.1): do_set_pmd as a read fault would (thp_file_mapped)."""
+        from .huge_memory import do_set_pmd
+
+        return SCAN_FAIL if do_set_pmd(self.kernel, mm, vma, haddr, folio, False, False) else SCAN_SUCCEED
+
+    def retract_page_tables(self, mapping, pgoff: int, target_mm=None, target_addr: int = -1) -> str:
         """retract_page_tables (6.1): every VMA mapping index pgoff at a 2 MiB-aligned
         address with the whole 2 MiB inside it, and no anon_vma, has its (now empty) PTE
-        table there freed (collapse_and_free_pmd), so a fault maps the folio by a PMD."""
+        table there freed (collapse_and_free_pmd), so a fault maps the folio by a PMD.
+        MADV_COLLAPSE (not khugepaged) retracts only the target mapping, installing its PMD
+        at once (set_huge_pmd), and queues the others on their mm's slot
+        (khugepaged_add_pte_mapped_thp). Returns the target's result (SCAN_FAIL if no
+        VMA at the target was reached; a missing PTE table is SCAN_PMD_NULL, as
+        _find_pmd says)."""
+        target_result = SCAN_FAIL
+        folio = None
         for vma in list(mapping.i_mmap):
             if vma.anon_vma is not None or pgoff < vma.vm_pgoff:
-                continue
+                continue  # (SCAN_PAGE_ANON / not in the interval: never the target's result)
             addr = vma.vm_start + ((pgoff - vma.vm_pgoff) << PAGE_SHIFT)
             if addr & (HPAGE_PMD_SIZE - 1) or vma.vm_end < addr + HPAGE_PMD_SIZE:
-                continue
-            pt = vma.vm_mm.pgtable
-            key = (addr >> PAGE_SHIFT) >> pt.pte_shift
-            if key in pt.huge or pt.pte_counts.get(key, 1):
-                continue  # (no table, a PMD mapping, or entries left: find_pmd_or_thp_or_none)
-            pt.free_pgtables(addr, addr + HPAGE_PMD_SIZE, addr, addr + HPAGE_PMD_SIZE)
+                continue  # SCAN_VMA_CHECK
+            mm = vma.vm_mm
+            is_target = mm is target_mm and addr == target_addr
+            result = self._find_pmd(mm, addr)
+            if result == SCAN_SUCCEED:
+                pt = mm.pgtable
+                key = (addr >> PAGE_SHIFT) >> pt.pte_shift
+                if not (self.is_khugepaged or is_target):
+                    if mm in self.mm_slots:
+                        self.add_pte_mapped_thp(mm, addr)  # khugepaged will retract it
+                    continue
+                if pt.pte_counts.get(key, 0):
+                    result = SCAN_FAIL  # (entries left under the table: not retracted)
+                else:
+                    pt.free_pgtables(addr, addr + HPAGE_PMD_SIZE, addr, addr + HPAGE_PMD_SIZE)
+                    if not self.is_khugepaged and is_target:
+                        if folio is None:
+                            folio = self.thp.shmem_folio_of(mapping.pages[pgoff].pfn)
+                        result = self._set_huge_pmd(mm, vma, addr, folio)
+            if is_target:
+                target_result = result
+        return target_result
 
     def _drop(self, base: int) -> None:
         """Give an unused collapse target back (put_page of the new folio)."""

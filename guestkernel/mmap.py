@@ -1128,7 +1128,7 @@ _MADV_VALID = {
     U.MADV_UNMERGEABLE, U.MADV_HUGEPAGE, U.MADV_NOHUGEPAGE, U.MADV_DONTDUMP, U.MADV_DODUMP,
     U.MADV_WIPEONFORK, U.MADV_KEEPONFORK, U.MADV_COLD, U.MADV_PAGEOUT,
     U.MADV_POPULATE_READ, U.MADV_POPULATE_WRITE, U.MADV_DONTNEED_LOCKED,
-    U.MADV_GUARD_INSTALL, U.MADV_GUARD_REMOVE,
+    U.MADV_GUARD_INSTALL, U.MADV_GUARD_REMOVE, U.MADV_COLLAPSE,
 }
 # is_discard (mm/madvise.c): the advices a sealed read-only anonymous VMA refuses
 _MADV_DISCARD = frozenset({
@@ -1141,6 +1141,8 @@ def do_madvise(task, start: int, len_in: int, behavior: int) -> int:
     mm = task.mm
     if behavior not in _MADV_VALID:
         raise _err(U.EINVAL, "madvise")
+    if behavior == U.MADV_COLLAPSE and task.kernel.khugepaged is None:
+        raise _err(U.EINVAL, "madvise")  # (6.1+ with CONFIG_TRANSPARENT_HUGEPAGE only)
     if start & (PAGE_SIZE - 1):
         raise _err(U.EINVAL, "madvise")
     length = PAGE_ALIGN(len_in)
@@ -1198,6 +1200,13 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
         return vma
     if behavior == U.MADV_GUARD_INSTALL:
         _madvise_guard_install(task, vma, start, end)
+        return vma
+    if behavior == U.MADV_COLLAPSE:
+        err = k.khugepaged.madvise_collapse(vma, start, end)  # synchronous (khugepaged.py)
+        if err:
+            raise _err(err, "madvise")
+        task.cost += k.khugepaged.cost + k.khugepaged.iowait  # the caller copies and waits
+        k.khugepaged.cost = k.khugepaged.iowait = 0.0
         return vma
     if behavior == U.MADV_GUARD_REMOVE:
         if flags & (VM_SPECIAL | VM_HUGETLB):

@@ -464,3 +464,73 @@ def test_drop_caches_evicts_an_unmapped_file_thp_whole():
     assert k.vmstat["nr_file_hugepages"] == 0 and k.vmstat["thp_split_page"] == 0
     assert not k.fs.lookup(PATH).mapping.pages
     k.reclaim.validate()
+
+
+# --- MADV_COLLAPSE: the same collapse, synchronous (6.1 madvise_collapse) -------------------
+def test_madvise_collapse_of_text_ignores_sysfs_and_limits_and_installs_the_pmd():
+    """madvise_collapse: hugepage_vma_check without enforce_sysfs (enabled=madvise, no
+    MADV_HUGEPAGE), cc->is_khugepaged false (max_ptes_none 0 does not apply), the 502
+    missing pages read in, and retract_page_tables installs the target's PMD at once
+    (set_huge_pmd -> do_set_pmd: thp_file_mapped 1, FilePmdMapped 2048 kB). Returns 0."""
+    k = boot(thp_enabled="madvise")
+    k.fs.ra_pages = 0
+    k.procfs.write(f"{D}/khugepaged/max_ptes_none", "0")
+    t = text(k, 10)
+    assert t.mm not in k.khugepaged.mm_slots
+    vm = k.vmstat
+    assert t.madvise(BASE, H, U.MADV_COLLAPSE) == 0
+    assert vm["thp_collapse_alloc"] == 1 and vm["nr_file_hugepages"] == 1
+    assert vm["pgpgin"] == 512 * 4 and vm["thp_scan_exceed_none_pte"] == 0
+    assert t.mm.pgtable.ptes[BASE >> 12] & _PAGE_PSE
+    assert vm["thp_file_mapped"] == 1 and meminfo(k, "FilePmdMapped") == 2048
+    assert k.thp.pages_collapsed == 0  # khugepaged's counter only
+    assert t.madvise(BASE, H, U.MADV_COLLAPSE) == 0  # SCAN_PMD_MAPPED counts as done
+    validate_pages(k)
+    k.reclaim.validate()
+
+
+def test_madvise_collapse_refuses_what_hugepage_vma_check_refuses():
+    """MADV_COLLAPSE returns EINVAL where hugepage_vma_check(.., enforce_sysfs=false)
+    fails: a file VMA without READ_ONLY_THP_FOR_FS, a non-executable file mapping, an
+    anonymous VMA with no anon_vma yet; and on a kernel without THP (2.6-era)."""
+    k = boot(read_only_thp_for_fs=False)
+    t = text(k, 10)
+    with pytest.raises(OSError) as e:
+        t.madvise(BASE, H, U.MADV_COLLAPSE)
+    assert e.value.errno == U.EINVAL
+    k = boot()
+    t = text(k, 10, prot=U.PROT_READ)
+    with pytest.raises(OSError) as e:
+        t.madvise(BASE, H, U.MADV_COLLAPSE)
+    assert e.value.errno == U.EINVAL
+    a = t.mmap(BASE + 8 * H, H, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    with pytest.raises(OSError) as e:
+        t.madvise(a, H, U.MADV_COLLAPSE)
+    assert e.value.errno == U.EINVAL
+    old = Kernel(KernelConfig(memory="256MiB", era="2.6"))
+    u = old.spawn("u")
+    b = u.mmap(0, H, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    u.access(b, True)
+    with pytest.raises(OSError) as e:
+        u.madvise(b, H, U.MADV_COLLAPSE)
+    assert e.value.errno == U.EINVAL
+
+
+def test_madvise_collapse_of_anonymous_memory_with_thp_never():
+    """Anonymous MADV_COLLAPSE: hpage_collapse_scan_pmd with is_khugepaged false (no
+    max_ptes_none limit: 10 written pages and 502 empty PTEs; no young test) then
+    collapse_huge_page (GFP_TRANSHUGE): the 2 MiB becomes one PMD-mapped THP
+    (AnonHugePages 2048 kB, thp_collapse_alloc 1) even with enabled=never; the written
+    data and zeros read back."""
+    k = boot(thp_enabled="never")
+    k.procfs.write(f"{D}/khugepaged/max_ptes_none", "0")
+    t = k.spawn("t")
+    a = t.mmap(BASE, H, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+    for i in range(10):
+        t.access(a + i * P, True, (i + 1).to_bytes(8, "little"))
+    assert t.madvise(a, H, U.MADV_COLLAPSE) == 0
+    assert k.vmstat["thp_collapse_alloc"] == 1 and meminfo(k, "AnonHugePages") == 2048
+    assert t.mm.pgtable.ptes[a >> 12] & _PAGE_PSE
+    assert t.peek(a + 3 * P, 8) == (4).to_bytes(8, "little") and t.peek(a + 100 * P, 8) == bytes(8)
+    validate_pages(k)
+    k.reclaim.validate()
