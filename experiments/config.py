@@ -433,6 +433,13 @@ class KernelSection(_Model):
                                        "read-only executable mappings of regular files (program text) into 2 MiB "
                                        "page-cache folios, mapped by one PMD (x86_64 6.x guests); off as Debian "
                                        "12's 6.1 kernel builds it")
+    tmpfs_mounts: list[str] = Field(
+        ["/dev/shm mode=1777,nosuid,nodev,strictatime"], description='tmpfs mounts made at boot, each '
+        '"MOUNT_POINT OPTIONS" with mount -o\'s options: size= (bytes, k/m/g suffixes, or a percentage of RAM; '
+        'default half of RAM), nr_inodes=, huge= (never, always, within_size, advise: huge folios for the '
+        'mount\'s files, 6.x x86_64 only), mode=, nosuid, nodev, noexec; files created under a mount point are '
+        'tmpfs files (swap-backed, counted in Shmem; a write past size= fails with ENOSPC); the default is '
+        '/dev/shm as systemd mounts it')
     khugepaged_pages_to_scan: int = Field(4096, ge=1, description="khugepaged/pages_to_scan: pages per wake-up")
     khugepaged_scan_sleep_millisecs: int = Field(10000, ge=0, description="khugepaged/scan_sleep_millisecs, ms")
     khugepaged_alloc_sleep_millisecs: int = Field(60000, ge=0, description="khugepaged/alloc_sleep_millisecs, "
@@ -445,6 +452,18 @@ class KernelSection(_Model):
                                 "allocated (Debian's and Ubuntu's 6.x kernels build it on by default)")
     init_on_free: bool = Field(False, description="init_on_free=1: every page and slab object zeroed when freed "
                                "(free memory holds zeros, not its last use's bytes); Windows images always do")
+
+    @field_validator("tmpfs_mounts")
+    @classmethod
+    def _tmpfs(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        from guestkernel.mount import check_tmpfs_mounts
+
+        d = info.data
+        try:
+            check_tmpfs_mounts(value, d.get("era") == "6.x" and d.get("arch") == "x86_64")
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("tmpfs_mounts: ")) from None
+        return value
 
     def kernel_kwargs(self) -> dict:
         d = self.model_dump()

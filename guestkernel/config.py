@@ -36,6 +36,9 @@ DISTROS = ("none", "debian-12")  # kernels whose boot reservation hvsim follows
 # mem_section, and the 128 KiB QEMU's firmware keeps at the top of RAM (420 KiB).
 PERCPU_PAGES_PER_CPU = 61
 EARLY_RESERVED = 420 << 10
+# /dev/shm as systemd's mount_setup mounts it (MS_NOSUID | MS_NODEV | MS_STRICTATIME,
+# mode=01777); tmpfs's defaults then give it half of RAM and huge=never
+DEFAULT_TMPFS_MOUNTS = ("/dev/shm mode=1777,nosuid,nodev,strictatime",)
 PAGES_PER_SECTION = 1 << 15  # SPARSEMEM: 128 MiB sections, memmap allocated per section
 STRUCT_PAGE_SIZE = {"x86_64": 64, "i386": 32}  # sizeof(struct page), bytes: the memmap
 LOW_RESERVED = 1 << 20  # x86 reserves the first 1 MiB (BIOS, real-mode trampoline)
@@ -119,6 +122,11 @@ class KernelConfig:
     khugepaged_max_ptes_none: int = 511  # khugepaged/max_ptes_none, empty PTEs a collapse fills
     khugepaged_max_ptes_swap: int = 64  # khugepaged/max_ptes_swap, swapped PTEs it reads in
     khugepaged_max_ptes_shared: int = 256  # khugepaged/max_ptes_shared, PTEs shared with another mm
+    # tmpfs mounts made at boot (mount.py), each "MOUNT_POINT OPTIONS" with the options as
+    # mount -o takes them (size=, nr_blocks=, nr_inodes=, huge=never|always|within_size|
+    # advise, mode=, uid=, gid=, inode32/64, nosuid, nodev, noexec, ro, relatime,
+    # strictatime, noatime); /dev/shm as systemd mounts it (size half of RAM, huge=never)
+    tmpfs_mounts: list = field(default_factory=lambda: list(DEFAULT_TMPFS_MOUNTS))
     extra: dict = field(default_factory=dict)  # free-form settings for experiments
 
     def __post_init__(self) -> None:
@@ -143,6 +151,9 @@ class KernelConfig:
         if self.thp_shmem_enabled not in ("always", "within_size", "advise", "never", "deny", "force"):
             raise ValueError("thp_shmem_enabled: must be one of always, within_size, advise, never, deny, force, "
                              f"got {self.thp_shmem_enabled!r}")
+        from .mount import check_tmpfs_mounts
+
+        check_tmpfs_mounts(self.tmpfs_mounts, self.era == "6.x" and self.arch == "x86_64")
         if self.thp_defrag not in ("always", "defer", "defer+madvise", "madvise", "never"):
             raise ValueError("thp_defrag: must be one of always, defer, defer+madvise, madvise, never, "
                              f"got {self.thp_defrag!r}")

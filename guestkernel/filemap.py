@@ -4,7 +4,9 @@ mm/shmem.c in outline).
 Overview
 --------
 A `FileSystem` holds regular files (`Inode`: a path, a size, an `AddressSpace`) on one
-disk, and unnamed shmem inodes backing shared anonymous mappings and SysV segments. Each
+disk, unnamed shmem inodes backing shared anonymous mappings and SysV segments, and the
+files of tmpfs mounts (mount.py: a path under a mount point is a shmem inode of its super
+block, whose size= its pages count against: shmem_acct_block). Each
 inode's `AddressSpace` is its slice of the page cache: index -> Page, shared by every
 process of the guest. A page-cache page has `mapping` = the address space, `index` = its
 file offset in pages, PG_uptodate, and one reference held by the cache; each PTE mapping
@@ -31,6 +33,7 @@ Counters (/proc/vmstat): nr_file_pages, nr_shmem, nr_dirty are kept here; pgpgin
 from __future__ import annotations
 
 from . import gfp as G
+from . import uapi as U
 from .page import (
     PGSTATE_MASK,
     PG_dirty,
@@ -112,6 +115,10 @@ class Inode:
         self.seals = 0  # F_SEAL_* of a memfd (memfd_create; F_SEAL_SEAL: none may be added)
         self.swapped = 0  # shmem: pages on swap (shmem_inode_info.swapped)
         self.i_writecount = 0  # struct files open for writing (get_write_access at open)
+        # a file of a tmpfs mount: its super block (mount.ShmemSbInfo: huge=, size=,
+        # nr_inodes=); None for the disk's files and the internal shmem mount's inodes
+        self.sb = None
+        self.enospc = False  # the last page allocation for it failed shmem_inode_acct_block
 
     def read_page(self, index: int) -> bytes:
         """The page's bytes on disk (or zeros for shmem and beyond EOF)."""
@@ -217,9 +224,23 @@ class FileSystem:
         self._next_shmem_ino = 1
 
     def create(self, path: str, size: int = 0, content=None) -> Inode:
-        """Create (or return the existing) regular file at `path` with `size` bytes."""
+        """Create (or return the existing) regular file at `path` with `size` bytes. A
+        path under a tmpfs mount (kernel.mounts) makes a shmem inode of its super block
+        (shmem_mknod: an inode reserved, ENOSPC past nr_inodes; its `content` ignored:
+        a tmpfs file starts as a hole)."""
         inode = self.files.get(path)
         if inode is not None:
+            return inode
+        mounts = getattr(self.kernel, "mounts", None)
+        mnt = mounts.lookup(path) if mounts is not None and mounts.mounts else None
+        if mnt is not None:
+            sb = mnt.sb
+            if not sb.reserve_inode():
+                raise U.err(U.ENOSPC, f"create {path}")  # shmem_reserve_inode
+            inode = Inode(self, self._next_shmem_ino, path, size, shmem=True, dev=sb.dev)
+            self._next_shmem_ino += 1
+            inode.sb = sb
+            self.files[path] = inode
             return inode
         inode = Inode(self, self._next_ino, path, size, content, dev=self.dev)
         self._next_ino += 1
@@ -265,6 +286,8 @@ class FileSystem:
             if inode.charged:
                 self.kernel.vm_unacct_memory(inode.charged)
         inode.charged = 0
+        if inode.sb is not None:
+            inode.sb.free_inode()  # shmem_evict_inode -> shmem_free_inode
 
     def read_cost(self, npages: int) -> float:
         """Seconds for one disk request of `npages` pages (queued on `queue` if set)."""
@@ -292,8 +315,12 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
             # (a write then stores its bytes over it)
             page, _, _ = kernel.swap.shmem_swapin(inode.mapping, index)
             return page
+        if inode.sb is not None and not shmem_acct_block(kernel, inode, 1):
+            return None  # ENOSPC (a tmpfs mount's size=, or the commit limit)
     page = kernel.alloc_pages(GFP_PAGECACHE | (G.__GFP_ZERO if shmem and data is None else 0))
     if page is None:
+        if shmem and inode.sb is not None:
+            inode.sb.unacct_blocks(1)
         return None
     if data is not None:
         # a regular file's page comes from the disk; a shmem page from memory
@@ -314,6 +341,25 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
         vm["nr_shmem"] += 1
     kernel.lru_cache_add(page)
     return page
+
+
+def shmem_acct_block(kernel, inode: Inode, pages: int) -> bool:
+    """shmem_inode_acct_block for a file of a tmpfs mount; a page that does not fit
+    first has huge folios past EOF on the mount split (shmem_get_folio_gfp's retry of
+    shmem_unused_huge_shrink, 5 times at most). False: ENOSPC (inode.enospc set)."""
+    sb = inode.sb
+    if sb.acct_block(pages):
+        return True
+    thp = getattr(kernel, "thp", None)
+    if pages == 1 and thp is not None and thp.shmem_shrinklist:
+        for _ in range(5):
+            ret = thp.unused_huge_shrink(sb, 1)
+            if ret < 0:  # SHRINK_STOP: nothing on the list
+                break
+            if ret and sb.acct_block(1):
+                return True
+    inode.enospc = True
+    return False
 
 
 def read_pages(kernel, inode: Inode, first: int, n: int) -> tuple[int, float]:
@@ -488,6 +534,8 @@ def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
     vm["nr_file_pages"] -= 1
     if inode.shmem:
         vm["nr_shmem"] -= 1
+        if inode.sb is not None:
+            inode.sb.unacct_blocks(1)  # (shmem_recalc_inode: gone from cache and swap)
     clear_page_dirty(kernel, page)
     if page._count == 1:
         free_user_page(kernel, page)
@@ -524,7 +572,9 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
     if ws is not None and ws.shadows:
         kernel.workingset.clear_range(ws, start_index)  # truncate_exceptional_pvec_entries
     if inode.mapping.swapped:
-        kernel.swap.shmem_free_swap(inode.mapping, start_index)  # shmem_undo_range
+        n = kernel.swap.shmem_free_swap(inode.mapping, start_index)  # shmem_undo_range
+        if inode.sb is not None:
+            inode.sb.unacct_blocks(n)
     for i in [i for i in inode.disk if i >= start_index]:
         del inode.disk[i]
     return len(idx)
@@ -587,6 +637,8 @@ def drop_caches(kernel, fs: FileSystem) -> int:
     """echo 1 > drop_caches: free every clean, unmapped page-cache page of regular files."""
     n = 0
     for inode in list(fs.files.values()):
+        if inode.shmem:
+            continue  # a tmpfs file's pages are its only copy
         pages = inode.mapping.pages
         for page in list(pages.values()):
             if pages.get(page.index) is not page:

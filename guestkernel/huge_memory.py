@@ -61,8 +61,8 @@ Invariants: a folio's subpages are 512 aligned frames; each PMD mapping is 512 P
 entries over them in one VMA; a folio with pmd_maps 0 is mapped by PTEs only.
 
 Shmem THP (mm/shmem.c, 6.1; the internal mount: shared anonymous mappings, SysV shm,
-memfd). `shmem_enabled` (always, within_size, advise, never, deny, force) sets the mount's
-huge option (deny and force override it). A shmem fault at a missing index that
+memfd; and tmpfs mounts). `shmem_enabled` (always, within_size, advise, never, deny,
+force) sets the internal mount's huge option (deny and force override it). A shmem fault at a missing index that
 shmem_is_huge allows allocates a 2 MiB folio for the aligned 512 indices
 (shmem_alloc_hugefolio: none if any of them holds a page or a swap entry; no order-9 block:
 thp_file_fallback), zeroed and charged as shmem (Shmem 512 pages, ShmemHugePages), each
@@ -83,8 +83,9 @@ anon lists as shmem is swap-backed: its head counts 512 pages, it is isolated, a
 and put back whole by one verdict (folio_referenced over i_mmap: one reference a VMA
 where a PMD or PTE of it was young); reclaim splits it before writing (6.1
 shrink_folio_list's "Split shmem folio", onto its own list) and the subpages make their
-own pass. khugepaged collapses shmem ranges (khugepaged.py: collapse_file). Not
-modelled: user tmpfs mounts (huge=) do not exist here.
+own pass. khugepaged collapses shmem ranges (khugepaged.py: collapse_file). Files of a
+user tmpfs mount (mount.py) follow their mount's huge= instead of the internal mount's,
+and a huge folio counts 512 blocks against its size= (none left: 4 KiB pages).
 
 File THP (CONFIG_READ_ONLY_THP_FOR_FS, 6.1; `read_only_thp_for_fs`). Only khugepaged makes
 them (no fault allocates one): a regular file's VMA is eligible outside a fault when
@@ -253,6 +254,7 @@ class Thp:
         # shmem THP (shmem_huge and the internal mount's SHMEM_SB(shm_mnt)->huge, which
         # deny and force leave as it was); head pfn -> ShmemFolio while whole
         self.shmem_mount_huge = "never"
+        self.user_mounts_huge = False  # a tmpfs mount (mount.py) has huge= other than never
         self.shmem_on = False  # the shmem fault path's one test
         self.set_shmem_enabled(shmem_enabled)
         # (also the regular files' THPs of READ_ONLY_THP_FOR_FS: page-cache THPs alike)
@@ -283,7 +285,17 @@ class Thp:
         self.shmem_enabled = mode
         if mode not in ("deny", "force"):  # shmem_enabled_store: shmem_huge > SHMEM_HUGE_DENY
             self.shmem_mount_huge = mode
-        self.shmem_on = mode == "force" or (mode != "deny" and self.shmem_mount_huge != "never")
+        self._shmem_update()
+
+    def set_user_mounts_huge(self, any_huge: bool) -> None:
+        """The mount table's news: whether some tmpfs mount has huge= other than never."""
+        self.user_mounts_huge = any_huge
+        self._shmem_update()
+
+    def _shmem_update(self) -> None:
+        mode = self.shmem_enabled
+        self.shmem_on = mode == "force" or (mode != "deny" and (
+            self.shmem_mount_huge != "never" or self.user_mounts_huge))
 
     def set_defrag(self, mode: str) -> None:
         if mode not in DEFRAG:
@@ -462,8 +474,10 @@ class Thp:
 
     # -- shmem THP (mm/shmem.c) -----------------------------------------------------------------
     def shmem_is_huge(self, vma, inode, index: int) -> bool:
-        """shmem_is_huge (6.1) for the internal mount: may the fault at `index` get a
-        huge folio?"""
+        """shmem_is_huge (6.1): may the fault at `index` get a huge folio? By the
+        inode's mount's huge= (SHMEM_SB(inode->i_sb)->huge: a tmpfs mount's, else the
+        internal mount's, which shmem_enabled sets), unless shmem_enabled is deny or
+        force."""
         if vma is not None and (vma.vm_flags & VM_NOHUGEPAGE or getattr(vma.vm_mm, "thp_disabled", False)):
             return False
         mode = self.shmem_enabled
@@ -471,7 +485,8 @@ class Thp:
             return False
         if mode == "force":
             return True
-        huge = self.shmem_mount_huge
+        sb = inode.sb
+        huge = self.shmem_mount_huge if sb is None else sb.huge
         if huge == "always":
             return True
         if huge == "within_size":
@@ -485,6 +500,11 @@ class Thp:
 
     def shmem_huge_fault(self, task, vma, addr: int, index: int, write: bool) -> int:
         return shmem_huge_fault(task, vma, addr, index, write)
+
+    def unused_huge_shrink(self, sb, nr_to_split: int) -> int:
+        """shmem_unused_huge_shrink(sbinfo, NULL, nr_to_split) of one tmpfs mount (filemap's
+        ENOSPC retry); SHRINK_STOP if none of its inodes is on the list."""
+        return shmem_unused_huge_shrink(self.kernel, 0, sb, nr_to_split)
 
     def shmem_write_folio(self, task, inode, index: int):
         """shmem_get_folio(SGP_WRITE) for write(2) at a missing index: the subpage of a
@@ -1168,8 +1188,13 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
             return None
     if ws is not None and ws.shadows and any(i in ws.shadows for i in range(hindex, hindex + HPAGE_PMD_NR)):
         return None  # (a shadow entry is an xarray entry too)
+    sb = inode.sb
+    if sb is not None and not sb.acct_block(HPAGE_PMD_NR):
+        return None  # shmem_alloc_and_acct_folio: ENOSPC for 512 (the caller tries 4 KiB)
     head = k.alloc_pages(thp.gfp_mask(vma), HPAGE_PMD_ORDER)
     if head is None:
+        if sb is not None:
+            sb.unacct_blocks(HPAGE_PMD_NR)
         k.vmstat["thp_file_fallback"] += 1
         return None
     base = head.pfn
@@ -1453,18 +1478,27 @@ def shmem_split_folio(kernel, folio, dirty: bool, drop_eof: bool = False) -> Non
                 delete_from_page_cache(kernel, p)
 
 
-def shmem_unused_huge_shrink(kernel, nr_to_scan: int) -> int:
-    """shmem_unused_huge_shrink (6.1) for the internal mount: up to nr_to_scan inodes
-    leave the shrinklist; one whose size is 2 MiB-aligned past its last page has nothing
-    to gain; otherwise the huge folio holding its EOF, if any, is split, its pages beyond
-    EOF freed. Returns the folios split (SHRINK_STOP on an empty list)."""
+def shmem_unused_huge_shrink(kernel, nr_to_scan: int, sb=False, nr_to_split: int = 0) -> int:
+    """shmem_unused_huge_shrink (6.1): up to nr_to_scan inodes (128 if 0) leave the
+    shrinklist; one whose size is 2 MiB-aligned past its last page has nothing to gain;
+    otherwise the huge folio holding its EOF, if any, is split, its pages beyond EOF
+    freed, until nr_to_split folios are (0: no limit; the rest go back on the list).
+    `sb`: only the inodes of that super block (None: the internal mount's; False: every
+    mount's, as hvsim's one shrinker takes them). Returns the folios split
+    (SHRINK_STOP on an empty list)."""
     thp = kernel.thp
     lst = thp.shmem_shrinklist
-    if not lst:
+    if sb is not False:
+        lst_sb = [i for i in lst if i.sb is sb]
+    else:
+        lst_sb = list(lst)
+    if not lst_sb:
         return SHRINK_STOP
-    todo = list(lst)[:nr_to_scan or 128]
+    todo = lst_sb[:nr_to_scan or 128]
     split = 0
     for inode in todo:
+        if nr_to_split and split >= nr_to_split:
+            break  # move_back: it stays on the list
         del lst[inode]
         size = inode.size
         if (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) == (size + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK:

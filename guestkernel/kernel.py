@@ -134,6 +134,9 @@ class Kernel:
         self.thp = init_thp(self)  # transparent huge pages (None: not built)
         self.khugepaged = None if self.thp is None else Khugepaged(self)
         init_address_spaces(self)
+        from .mount import init_mounts
+
+        self.mounts = init_mounts(self)  # tmpfs mounts (/dev/shm) over the file system
         self.dcache = Dcache(self)  # dentry and inode caches, and their shrinker
         init_reclaim(self)
         self.compaction = None

@@ -478,6 +478,11 @@ class Khugepaged:
             if page._count != 1 + page._mapcount + 1:
                 k.free_pages(head, HPAGE_PMD_ORDER)
                 return SCAN_PAGE_COUNT
+        sb = mapping.host.sb
+        nr_none = sum(p is None for p in old)
+        if sb is not None and nr_none and not sb.acct_block(nr_none):
+            k.free_pages(head, HPAGE_PMD_ORDER)
+            return SCAN_FAIL  # shmem_charge of the holes: ENOSPC on the tmpfs mount
         for page in old:
             # try_to_unmap(TTU_IGNORE_MLOCK | TTU_BATCH_FLUSH): the PTEs go, those of
             # VM_LOCKED VMAs too (the page munlocked with its last mapping); they refault
@@ -495,6 +500,8 @@ class Khugepaged:
             cost += phys.touch(page.pfn, False)
             cost += phys.copy(dst, page.pfn)  # copy_highpage
             delete_from_page_cache(k, page)
+        if sb is not None:
+            sb.charge(HPAGE_PMD_NR - nr_none)  # (the copied pages' blocks stay the folio's)
         self.cost += cost
         # the new folio in the page cache: uptodate, dirty, one LRU entry
         subpages = []

@@ -471,6 +471,9 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
     page, major, cost = filemap_fault_page(kernel, vma.vm_file, vma.vm_flags, idx)
     task.cost += cost
     if page is None:
+        if inode.enospc:  # a full tmpfs mount: vmf_error(-ENOSPC)
+            inode.enospc = False
+            return VM_FAULT_SIGBUS
         return VM_FAULT_OOM if idx < inode.nr_index() else VM_FAULT_SIGBUS
     vm["fault_file_major" if major else "fault_file_minor"] += 1
     ret = VM_FAULT_MAJOR if major else 0

@@ -222,8 +222,8 @@ def _thp_get_unmapped_area(task, file, addr: int, length: int, off: int, flags: 
 
 def _shmem_get_unmapped_area(task, file, addr: int, length: int, pgoff: int, flags: int) -> int:
     """shmem_get_unmapped_area (6.1): a shmem mapping (a shared anonymous one with pgoff
-    0) of 2 MiB or more whose mount may have huge folios (the internal mount's huge, or
-    shmem_enabled force; not deny) is placed so that its address and file offset agree
+    0) of 2 MiB or more whose mount may have huge folios (its tmpfs mount's huge=, else the
+    internal mount's, or shmem_enabled force; not deny) is placed so that its address and file offset agree
     modulo 2 MiB, from a search for length + 2 MiB - 4 KiB; a hint that was free, an
     offset leaving no whole aligned 2 MiB, or a failed padded search keep the plain
     address."""
@@ -231,7 +231,8 @@ def _shmem_get_unmapped_area(task, file, addr: int, length: int, pgoff: int, fla
     thp = getattr(task.kernel, "thp", None)
     if thp is None or thp.shmem_enabled == "deny" or length < PMD_SIZE or addr == a:
         return a
-    if thp.shmem_enabled != "force" and thp.shmem_mount_huge == "never":
+    sb = file.inode.sb if file is not None else None  # (None: the internal mount)
+    if thp.shmem_enabled != "force" and (thp.shmem_mount_huge if sb is None else sb.huge) == "never":
         return a
     task_size = task.mm.task_size
     offset = (pgoff << PAGE_SHIFT) & (PMD_SIZE - 1)

@@ -930,7 +930,11 @@ class Task:
             if not flags & U.O_CREAT:
                 dcache.dput(dentry)  # a negative dentry stays cached
                 raise U.err(U.ENOENT, f"open {path}")
-            inode = fs.create(path, 0)
+            try:
+                inode = fs.create(path, 0)
+            except OSError:
+                dcache.dput(dentry)  # (a full tmpfs: no inode to give the name)
+                raise
             dcache.instantiate(dentry, inode)
         elif flags & U.O_CREAT and flags & U.O_EXCL:
             dcache.dput(dentry)
@@ -1239,6 +1243,7 @@ class Task:
         phys = k.phys
         n = len(data)
         done = 0
+        inode.enospc = False
         while done < n:
             p = pos + done
             idx = p >> PAGE_SHIFT
@@ -1271,7 +1276,7 @@ class Task:
                 bdp(page, self)
             done += chunk
         if done == 0:
-            raise U.err(U.ENOMEM, "write")
+            raise U.err(U.ENOSPC if inode.enospc else U.ENOMEM, "write")
         inode.size = max(inode.size, pos + done)
         f.pos = pos + done
         return done
@@ -1329,6 +1334,30 @@ class Task:
             raise U.err(U.EINVAL, "lseek")
         f.pos = base + offset
         return f.pos
+
+    @_syscall(needs_mm=False)
+    def mount(self, source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> int:
+        """mount(2) of a tmpfs (mount.py): CAP_SYS_ADMIN (EPERM); MS_REMOUNT reconfigures
+        the mount at `target`; `data` the comma-separated options."""
+        if not self.capable(U.CAP_SYS_ADMIN):
+            raise U.err(U.EPERM, "mount")
+        return self.kernel.mounts.mount(source, target, fstype, flags, data)
+
+    @_syscall(needs_mm=False)
+    def umount(self, target: str) -> int:
+        """umount(2) (mount.py): CAP_SYS_ADMIN (EPERM); EBUSY while a file of it is in use."""
+        if not self.capable(U.CAP_SYS_ADMIN):
+            raise U.err(U.EPERM, "umount")
+        return self.kernel.mounts.umount(target)
+
+    @_syscall(needs_mm=False)
+    def statfs(self, path: str) -> dict:
+        """statfs(2) of a path under a tmpfs mount (shmem_statfs: f_blocks, f_bfree,
+        f_bavail in pages, f_files, f_ffree); ENOSYS for the disk (not modelled)."""
+        try:
+            return self.kernel.mounts.statfs(path)
+        except (KeyError, ValueError):
+            raise U.err(U.ENOSYS, f"statfs {path}") from None
 
     @_syscall()
     def truncate(self, path: str, length: int) -> int:

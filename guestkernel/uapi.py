@@ -171,6 +171,18 @@ RLIM_INFINITY = (1 << 64) - 1
 DEFAULT_RLIMIT_STACK = 8 << 20  # bytes (_STK_LIM)
 DEFAULT_RLIMIT_MEMLOCK = 8 << 20  # bytes (MLOCK_LIMIT, 6.x)
 
+# --- mount(2) flags (include/uapi/linux/mount.h) ------------------------------------------
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_FORCE = 1  # umount2 flags
+MNT_DETACH = 2
+
 # --- capabilities ---------------------------------------------------------------------
 CAP_SETUID = 7
 CAP_IPC_LOCK = 14
@@ -201,6 +213,7 @@ EBUSY = _errno.EBUSY
 EINTR = _errno.EINTR
 EOPNOTSUPP = _errno.EOPNOTSUPP
 ENOEXEC = _errno.ENOEXEC
+ENOSYS = _errno.ENOSYS
 
 
 def err(code: int, what: str) -> OSError:
