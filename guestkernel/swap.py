@@ -63,9 +63,11 @@ SWAP_MAP_BAD = 0x3F  # the header slot (and bad blocks): never handed out
 SWAPFILE_CLUSTER = 512  # slots per swap cluster (HPAGE_PMD_NR with CONFIG_THP_SWAP)
 SWP_TYPE_SHIFT = 32
 SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+# do_swap_page's swapin_readahead(entry, GFP_HIGHUSER_MOVABLE): the faulting page and its
+# readahead neighbours alike (6.1 __read_swap_cache_async allocates each page of the
+# window with the caller's gfp_mask, so a neighbour may enter direct reclaim; 2.6.20's
+# read_swap_cache_async: alloc_page_vma(GFP_HIGHUSER))
 GFP_SWAPIN = G.GFP_HIGHUSER_MOVABLE
-# Readahead neighbours are a bonus: they never enter direct reclaim or the OOM killer.
-GFP_SWAPIN_RA = (G.GFP_HIGHUSER_MOVABLE & ~G.__GFP_DIRECT_RECLAIM) | G.__GFP_NOWARN
 SWAP_DEVICE_NAME = "/dev/vda2"
 SWAP_PRIORITY = -2  # swapon without -p: the first area gets -2 (6.x)
 
@@ -538,7 +540,10 @@ class SwapState:
         of 2**page_cluster in one request, into the swap cache (the neighbours counted in
         swap_ra); the task sleeps on the device (iowait_swap). `anon`: the page is for a
         process's PTE (do_swap_page): PG_anon and that PTE's reference, set before any
-        neighbour is allocated. Returns (page with the cache's reference, seconds), page
+        neighbour is allocated. Every page of the window is allocated with the fault's
+        gfp, so a neighbour's allocation may reclaim; the pages read so far are held
+        meanwhile (Linux's stay locked until their read ends: shrink_folio_list's trylock
+        fails and keeps them). Returns (page with the cache's reference, seconds), page
         None if no memory could be had."""
         k = self.kernel
         si = self.si
@@ -551,19 +556,22 @@ class SwapState:
         npages = 0
         vm = k.vmstat
         page = None
+        held = []
         for o in [off] + [o for o in range(start, end) if o != off]:
             e = swp_entry(si.type, o)
             if o != off:
                 smap = si.swap_map[o]
                 if not smap or smap & SWAP_HAS_CACHE or smap == SWAP_MAP_BAD:
                     continue
-            new = self._read_into_new_page(e, GFP_SWAPIN if o == off else GFP_SWAPIN_RA)
+            new = self._read_into_new_page(e, GFP_SWAPIN)
             if new is None:
                 if o == off:
                     k.stall = outer
                     return None, 0.0
                 break
             si.swap_map[o] |= SWAP_HAS_CACHE
+            new._count += 1  # held while the window is read
+            held.append(new)
             npages += 1
             if o == off:
                 page = new
@@ -573,6 +581,8 @@ class SwapState:
             else:
                 vm["swap_ra"] += 1
             k.lru_cache_add(new)
+        for p in held:
+            p._count -= 1
         vm["pswpin"] += npages
         done = si.queue.submit(npages, self._now())
         now = self._now()

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from guestkernel import gfp as G
 from guestkernel import uapi as U
 from guestkernel.kernel import Kernel
 from guestkernel.page import PG_dirty, PG_swapcache
@@ -127,6 +128,35 @@ def test_swapin_readahead_window_cost_and_major_fault():
     # slot 9 starts the next window [8, 16): slots 8..12 are in use
     t.access(a + (8 << 12), False)
     assert vm["pswpin"] == 12 and vm["swap_ra"] == 10 and vm["pgmajfault"] == 2
+    validate_swap(k.swap)
+
+
+def test_swapin_readahead_allocates_every_page_of_the_window_with_the_fault_gfp():
+    """6.1 swap_cluster_readahead -> __read_swap_cache_async(entry, gfp_mask, ...) for
+    every slot of the window, the faulting one and its neighbours alike: gfp_mask is
+    do_swap_page's GFP_HIGHUSER_MOVABLE, so allocating (and, under a memory cgroup,
+    charging) a readahead neighbour may enter direct reclaim, as the faulting page's may.
+    (hvsim allocated the neighbours without __GFP_DIRECT_RECLAIM: under pressure a
+    window stopped at the first neighbour the free pages above the watermark could not
+    hold.)"""
+    k = boot()
+    t = k.spawn("app")
+    a = filled(t, 12)
+    swap_out(t, a, 12)  # slots 1..12
+    gfps = []
+    alloc = k.alloc_pages
+
+    def recording(gfp, *args, **kw):
+        gfps.append(gfp)
+        return alloc(gfp, *args, **kw)
+
+    k.alloc_pages = recording
+    t.access(a + (4 << 12), False)  # slot 5: the window [0, 8) reads slots 1..7
+    k.alloc_pages = alloc
+    assert k.vmstat["pswpin"] == 7 and k.vmstat["swap_ra"] == 6
+    # the seven pages of the window (no page table is allocated: the PTEs exist)
+    assert gfps == [G.GFP_HIGHUSER_MOVABLE] * 7
+    assert all(g & G.__GFP_DIRECT_RECLAIM for g in gfps)
     validate_swap(k.swap)
 
 
