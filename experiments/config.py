@@ -323,19 +323,20 @@ class HostSection(_Model):
     extfrag_threshold: int = Field(500, ge=0, le=1000, description='kind "kvm" with large_pages: the host\'s '
                                    "vm.extfrag_threshold; a THP allocation compacts only when the fragmentation "
                                    "index (0: lack of memory .. 1000: fragmentation) is above it")
-    compact_scan_cost: Duration = Field("12.5ns", description="host CPU per page a compaction scanner visits "
+    compact_scan_cost: Duration = Field("3.55ns", description="host CPU per page a compaction scanner visits "
                                         "(one 64-byte struct page read, where a copy reads and writes 4 KiB: "
                                         "page_copy_cost x 64 / 8192)")
     fault_cost: Duration = Field("2us", description="first touch of a frame")
     cow_cost: Duration = Field("3us", description="write to a shared frame (copy)")
-    page_copy_cost: Duration = Field("1.6us", description="guest CPU per 4 KiB page a guest kernel copies "
+    page_copy_cost: Duration = Field("455ns", description="guest CPU per 4 KiB page a guest kernel copies "
                                      "(copy_highpage: compaction's migrations, khugepaged's collapses, "
                                      "copy-on-write in the guest), on the guest's vCPU; measured on this "
-                                     "machine (tests/data/hostcpu/page_copy.c)")
-    page_zero_cost: Duration = Field("270ns", description="guest CPU per 4 KiB page a guest kernel zeroes "
-                                     "(clear_user_highpage: the empty slots a khugepaged collapse fills), "
-                                     "on the guest's vCPU; measured on this machine "
-                                     "(tests/data/hostcpu/page_clear.c)")
+                                     "machine with page_zero_cost (tests/data/hostcpu/page_costs.json)")
+    page_zero_cost: Duration = Field("238ns", description="guest CPU per 4 KiB page a guest kernel zeroes "
+                                     "(clear_page: __GFP_ZERO, init_on_alloc and init_on_free allocations "
+                                     "and frees, THP faults, the empty slots a khugepaged collapse fills), "
+                                     "on the guest's vCPU; measured on this machine with page_copy_cost "
+                                     "(tests/data/hostcpu/page_costs.json)")
     nomem_stall: Duration = Field("1ms", description="wait of an allocation nothing could be reclaimed for")
     low_state_stall: Duration = Field("1ms", description="wait of every allocation in the low state")
     state_interval: Duration = Field("1s", description="memory-state monitor period")

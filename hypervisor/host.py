@@ -140,8 +140,8 @@ class HostConfig:
     compaction_proactiveness: int = 20
     extfrag_threshold: int = 500  # vm.extfrag_threshold: compact only if fragindex (0..1000) is above it
     # host CPU per page a compaction scanner visits (one struct page read, 64 bytes, where
-    # a copy reads and writes 4 KiB: page_copy_cost x 64 / 8192)
-    compact_scan_cost: float | str = "12.5ns"
+    # a copy reads and writes 4 KiB: page_copy_cost x 64 / 8192, 455 ns x 64 / 8192)
+    compact_scan_cost: float | str = "3.55ns"
     # page sharing (KSM defaults)
     sharing: bool = True
     pages_to_scan: int = 100  # pages per scanner batch
@@ -188,13 +188,13 @@ class HostConfig:
     balloon_inflate_cost: float | str = "4us"
     balloon_deflate_cost: float | str = "1.8us"
     # guest CPU per 4 KiB page a guest kernel copies (copy_highpage: compaction's
-    # migrations, khugepaged's collapses, CoW breaks in the guest), on its vCPU (measured
-    # on this machine's Linux 6.18: tests/data/hostcpu/page_copy.c)
-    page_copy_cost: float | str = "1.6us"
-    # guest CPU per 4 KiB page a guest kernel zeroes (clear_user_highpage: the empty slots
-    # a khugepaged collapse fills), on its vCPU (measured on this machine's Linux 6.18:
-    # tests/data/hostcpu/page_clear.c)
-    page_zero_cost: float | str = "270ns"
+    # migrations, khugepaged's collapses, CoW breaks in the guest), on its vCPU, and per
+    # 4 KiB page it zeroes (clear_page: __GFP_ZERO/init_on_alloc/init_on_free, THP faults,
+    # khugepaged's empty slots); both the minimum over one recording of page_copy.c and
+    # page_clear.c on this machine's Linux 6.18 (tests/data/hostcpu/page_costs.json:
+    # 0.455 and 0.238 us)
+    page_copy_cost: float | str = "455ns"
+    page_zero_cost: float | str = "238ns"
     free_page_reporting: bool = False  # VIRTIO_BALLOON_F_REPORTING (QEMU free-page-reporting)
     state_interval: float | str = "1s"  # memory-state monitor period
     guest_disk: str = "separate"  # guests' disks: "separate" (their own) or "swap" (the host swap device)

@@ -40,8 +40,8 @@ from hypervisor.p2m import P2M_PRIVATE, P2M_SHARED
 
 from .helpers import page
 
-COPY = 1.6e-6  # HostConfig.page_copy_cost
-SCAN = 12.5e-9  # HostConfig.compact_scan_cost: host CPU per page a scanner visits
+COPY = HostConfig().page_copy_cost  # seconds a 4 KiB copy
+SCAN = HostConfig().compact_scan_cost  # host CPU per page a scanner visits
 LP_FAULT = 100e-6  # HostConfig.large_page_fault_cost
 
 
