@@ -307,8 +307,10 @@ def cost_summary(host, workloads: dict) -> dict:
         # khugepaged's collapses (in guest_kernel_cpu_s), direct compaction's and the
         # guest's copy-on-write breaks (in the tasks' CPU)
         "guest_copy_cpu_s": round(sum(getattr(vm, "copy_cpu", 0.0) for vm in host.vms), 9),
-        # guest CPU zeroing 4 KiB pages (page_zero_cost a page): the empty slots of
-        # khugepaged's collapses (in guest_kernel_cpu_s)
+        # guest CPU zeroing 4 KiB pages (page_zero_cost a page): the allocator's
+        # (__GFP_ZERO: demand-zero faults, page tables; init_on_alloc, init_on_free), THP
+        # faults' clear_huge_page and new shmem folios (in the tasks' CPU, or a kernel
+        # thread's), the empty slots of khugepaged's collapses (in guest_kernel_cpu_s)
         "guest_zero_cpu_s": round(sum(getattr(vm, "zero_cpu", 0.0) for vm in host.vms), 9),
         # allocations that found no free frame and waited for the host's reclaim
         "nomem_waits": sum(getattr(vm, "nomem_waits", 0) for vm in host.vms),

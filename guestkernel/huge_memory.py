@@ -150,7 +150,6 @@ from .pgtable import (
     MM_SHMEMPAGES,
     PTE_PRESENT_MASK,
 )
-from .physmem import ZERO_PAGE
 from .shrinker import SHRINK_STOP, Shrinker
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
@@ -937,11 +936,12 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
         return -1
     base = head.pfn
     folio = thp.folios[base]
-    # clear_huge_page: 512 frames zeroed, each a write the host sees
-    phys = k.phys
+    # clear_huge_page: 512 frames zeroed (clear_user_highpage), each a write the host sees
+    # and page_zero_cost of the faulting vCPU's CPU (phys.zero)
+    zero = k.phys.zero
     cost = 0.0
     for pfn in range(base, base + HPAGE_PMD_NR):
-        cost += phys.store(pfn, ZERO_PAGE)
+        cost += zero(pfn)
     task.cost += cost
     bits = vma_pte_bits(vma.vm_flags, True)
     if not pt.set_pmd_huge(hvpn, base, bits):
@@ -1199,12 +1199,14 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
         return None
     base = head.pfn
     pfn_to_page = k.page_alloc.pfn_to_page
-    phys = k.phys
+    zero = k.phys.zero
     cost = 0.0
     subpages = []
     for i in range(HPAGE_PMD_NR):
         p = pfn_to_page(base + i)
-        cost += phys.store(base + i, ZERO_PAGE)
+        # shmem_get_folio_gfp: a new folio not uptodate is cleared (clear_highpage), a
+        # page_zero_cost of CPU each on the faulting vCPU
+        cost += zero(base + i)
         p._count = 1  # the page cache's reference
         p.flags |= PG_uptodate | PG_swapbacked | PG_thpfile
         p.mapping = mapping

@@ -82,7 +82,7 @@ from .page import (
     PG_reported,
     PG_reserved,
 )
-from .physmem import ZERO_PAGE, PhysicalMemory
+from .physmem import PhysicalMemory
 from .units import PAGE_SHIFT, PAGE_SIZE
 
 MAX_ORDER = 10  # MAX_PAGE_ORDER, inclusive: the largest block is 2**10 pages (4 MiB)
@@ -364,7 +364,7 @@ class PageAllocator:
         self.page_offset = PAGE_OFFSET[self.arch]
         self.init_on_alloc = bool(getattr(config, "init_on_alloc", False))  # zero every allocation
         self.init_on_free = bool(getattr(config, "init_on_free", False))  # zero every freed block
-        self.stall = 0.0  # seconds spent beneath the guest (zeroing) by the current caller
+        self.stall = 0.0  # seconds of the current caller's zeroing: its CPU and stalls beneath the guest
         self.pf_memalloc = False  # set while reclaim runs: its allocations ignore watermarks
         self.min_free_kbytes = 0
         self.user_min_free_kbytes = config.min_free_kbytes
@@ -1369,8 +1369,8 @@ class PageAllocator:
                 page = lst.pop()
                 page._count = 1
                 zone.pgalloc += 1
-                if zero:
-                    self.stall += self.phys.store(page.pfn, ZERO_PAGE)
+                if zero:  # post_alloc_hook -> kernel_init_pages (inlined, one page)
+                    self.stall += self.phys.zero(page.pfn)
                 return page
         elif not 0 < order <= MAX_ORDER:
             raise ValueError(f"alloc_pages: order must be 0..{MAX_ORDER}, got {order}")
@@ -1402,7 +1402,7 @@ class PageAllocator:
             (z, z.watermark[WMARK_LOW] + z.lowmem_reserve[highest] + z.nr_reserved_highatomic)
             for z in fast_zones
         )
-        zero = bool(gfp & _GFP_ZERO) or self.init_on_alloc  # want_init_on_alloc()
+        zero = self._want_init(gfp)
         # __GFP_COLD selects 2.6.20's cold list; 4.15 removed it (6.x: one list set)
         cold = 1 if gfp & G.COLD and self.era != "6.x" else 0
         plan = (marks, zonelist, highest, cold, zero,
@@ -1487,14 +1487,24 @@ class PageAllocator:
         page._count = 1
         page.private = 0
         zone.pgalloc += 1 << order
-        if gfp & G.ZERO or self.init_on_alloc:
-            store = self.phys.store
-            base = page.pfn
-            cost = 0.0
-            for pfn in range(base, base + (1 << order)):
-                cost += store(pfn, ZERO_PAGE)
-            self.stall += cost
+        if self._want_init(gfp):  # post_alloc_hook
+            self.stall += self._kernel_init_pages(page.pfn, 1 << order)
         return page
+
+    def _want_init(self, gfp: int) -> bool:
+        """post_alloc_hook's `init`: !want_init_on_free() && want_init_on_alloc(gfp) (a
+        block zeroed when it was freed is not zeroed again; __GFP_ZERO or init_on_alloc)."""
+        return not self.init_on_free and bool(gfp & _GFP_ZERO or self.init_on_alloc)
+
+    def _kernel_init_pages(self, pfn: int, n: int) -> float:
+        """kernel_init_pages: clear_highpage of each of the `n` pages from `pfn`, on the
+        CPU that allocates or frees them: `phys.zero` (a VM charges its page_zero_cost of
+        guest CPU a page beside any stall beneath the guest). Returns seconds."""
+        zero = self.phys.zero
+        cost = 0.0
+        for p in range(pfn, pfn + n):
+            cost += zero(p)
+        return cost
 
     def _get_page_from_freelist(self, gfp: int, order: int, cpu: int, zonelist, highest: int,
                                 cold: int, alloc_flags: int) -> Page | None:
@@ -1788,11 +1798,7 @@ class PageAllocator:
         self.vmstat["pgfree"] += 1 << order
         if self.init_on_free:
             # free_pages_prepare: want_init_on_free() zeroes the block as it is freed
-            store = self.phys.store
-            cost = 0.0
-            for pfn in range(page.pfn, page.pfn + (1 << order)):
-                cost += store(pfn, ZERO_PAGE)
-            self.stall += cost
+            self.stall += self._kernel_init_pages(page.pfn, 1 << order)
         zone = self._zone_of_block[page.pfn >> MAX_ORDER]
         if order == 0:
             # free_hot_cold_page() / free_unref_page(): the list of the pageblock's type

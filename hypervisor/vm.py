@@ -204,7 +204,9 @@ class VM:
         self.page_copy_cost = 0.0  # seconds of guest CPU per 4 KiB copy (HostConfig.page_copy_cost)
         self.copy_cpu = 0.0  # guest CPU seconds copying pages (copy: migrations, collapses, CoW)
         self.page_zero_cost = 0.0  # seconds of guest CPU per 4 KiB zeroing (HostConfig.page_zero_cost)
-        self.zero_cpu = 0.0  # guest CPU seconds zeroing pages (zero: a collapse's empty slots)
+        # guest CPU seconds zeroing pages (zero): kernel_init_pages (__GFP_ZERO, init_on_alloc,
+        # init_on_free), clear_huge_page (THP faults), shmem folios, a collapse's empty slots
+        self.zero_cpu = 0.0
         self.nomem_waits = 0  # allocations that waited for a write to swap to free a frame
 
     # -- PhysicalMemory ------------------------------------------------------------------
@@ -284,9 +286,11 @@ class VM:
         return self.store(dst, self._data(src)) + self.page_copy_cost
 
     def zero(self, pfn: int) -> float:
-        """A whole-page zeroing in the guest (clear_user_highpage): store(pfn) of the zero
-        page. Returns the stall beneath the guest (counted in stall_time) plus the
-        zeroing's own CPU, `page_zero_cost` (clear_page on a vCPU, as copy's)."""
+        """A whole-page zeroing in the guest (clear_page: clear_user_highpage,
+        clear_highpage, kernel_init_pages): store(pfn) of the zero page. Returns the stall
+        beneath the guest (counted in stall_time) plus the zeroing's own CPU,
+        `page_zero_cost` (on the vCPU that zeroes, as copy's: not a stall, so a kernel
+        thread's pass or a task's burst counts it as its CPU)."""
         self.zero_cpu += self.page_zero_cost
         return self.store(pfn, ZERO_PAGE) + self.page_zero_cost
 
@@ -358,6 +362,7 @@ class VM:
         self.store = self._dead_store
         self.load = self._dead_load
         self.copy = self._dead_copy
+        self.zero = self._dead_zero
         self.release = self._dead_release
         self.reuse = self._dead_reuse
         self.discard_range = self._dead_discard_range
@@ -381,6 +386,10 @@ class VM:
 
     @staticmethod
     def _dead_copy(dst: int, src: int) -> float:
+        return 0.0
+
+    @staticmethod
+    def _dead_zero(pfn: int) -> float:
         return 0.0
 
     @staticmethod

@@ -636,6 +636,9 @@ def test_gfp_zero_writes_zero_pages_beneath_the_guest():
             self.stored.append((pfn, data is ZERO_PAGE))
             return 1e-6
 
+        def zero(self, pfn):  # (PhysicalMemory.zero: kernel_init_pages zeroes through it)
+            return self.store(pfn, ZERO_PAGE)
+
         def touch(self, pfn, write):
             return 0.0
 
