@@ -223,6 +223,10 @@ def test_shmem_enabled_deny_and_force_override_every_mounts_huge():
     assert _write_mib(t, "/mnt/n/f", 2) == [MiB, MiB] and meminfo(k)["ShmemHugePages"] == 2048
     k.procfs.write(D, "never")  # the internal mount never; /mnt/a's always still holds
     assert _write_mib(t, "/mnt/a/g", 2) == [MiB, MiB] and meminfo(k)["ShmemHugePages"] == 4096
+    # a shared anonymous mapping is the internal mount's (shm_mnt): shmem_enabled never
+    a = t.mmap(0, 4 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED | U.MAP_ANONYMOUS)
+    t.access_range(a, 4 * MiB, True)
+    assert meminfo(k)["ShmemHugePages"] == 4096
     validate_pages(k)
 
 
@@ -309,3 +313,30 @@ def test_mount_needs_cap_sys_admin_and_tmpfs():
     with pytest.raises(OSError) as exc:
         t.mount("tmpfs", "/mnt/y", "tmpfs", U.MS_REMOUNT, "size=1m")
     assert exc.value.errno == U.EINVAL  # nothing mounted there
+
+
+def test_pages_on_swap_keep_their_blocks_until_truncated():
+    # shmem_recalc_inode: blocks are freed only for pages gone from both the cache and
+    # swap (freed = alloced - swapped - nrpages): swap-out (MADV_PAGEOUT ->
+    # shmem_writepage) and swap-in leave used_blocks alone; the truncate frees the swap
+    # entries' blocks (shmem_undo_range)
+    k = boot(swap="64MiB")
+    t = root(k)
+    t.mount("tmpfs", "/mnt/s", "tmpfs", 0, "size=4m")
+    fd = t.open("/mnt/s/f", U.O_CREAT | U.O_RDWR)
+    t.ftruncate(fd, 2 * MiB)
+    a = t.mmap(0, 2 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED, fd, 0)
+    for i in range(512):
+        t.access(a + i * P, True, (i + 1).to_bytes(4, "little"))
+    assert t.statfs("/mnt/s")["f_bfree"] == 512
+    t.madvise(a, 2 * MiB, U.MADV_PAGEOUT)
+    inode = t.files[fd].inode
+    assert inode.swapped == 512 and not inode.mapping.pages
+    assert t.statfs("/mnt/s")["f_bfree"] == 512
+    t.access(a + 7 * P, False)  # swapped in
+    assert t.peek(a + 7 * P, 4) == (8).to_bytes(4, "little")
+    assert t.statfs("/mnt/s")["f_bfree"] == 512
+    t.munmap(a, 2 * MiB)
+    t.ftruncate(fd, 0)
+    assert t.statfs("/mnt/s")["f_bfree"] == 1024 and inode.swapped == 0
+    validate_pages(k)
