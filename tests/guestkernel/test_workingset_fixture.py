@@ -200,12 +200,14 @@ def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False,
     the anonymous LRU pages after it and, in the read passes, the most pages unmapped but
     still in the swap cache before any page the reader was about to read ("unmapped":
     measure_anon_residency.py's looks, before each of its first 256 pages and every
-    64th). A replay is deterministic: the same arguments give the same result, kept. `clocked`: the guest runs on a clock, its swap
-    device with this machine's measured write latency and bandwidth (swap_timing.json),
-    the reader stepping the clock per page by what the access cost the guest (faults,
-    swap-in waits, its own direct reclaim) plus the loop's measured time per page, and
-    no kswapd (a memory cgroup's limit has none: direct reclaim only); without a clock
-    every swap write ends at once."""
+    64th). A replay is deterministic: the same arguments give the same result, kept.
+    `clocked`: the guest runs on a clock, its swap device with this machine's measured
+    write latency and bandwidth (swap_timing.json), the reader stepping the clock per
+    page by what the access cost the guest (faults, swap-in waits, its own direct
+    reclaim) plus the loop's measured time per page, and no kswapd (a memory cgroup's
+    limit has none: direct reclaim only); without a clock every swap write ends at
+    once. `page_cluster`: the guest's vm.page-cluster (swap readahead windows of
+    2**page_cluster)."""
     # the real runs reclaimed at a memory cgroup's limit, which has no zone watermarks
     # to boost (watermark boosting is per zone): the guest standing for it does not boost
     env = None
@@ -339,8 +341,6 @@ def test_swap_timing_was_measured_on_the_recording_kernel_release():
     assert 0 < dev["latency_s"] < dev["op_4k_s"]
     assert dev["latency_s"] + PAGE / dev["bandwidth_Bps"] == pytest.approx(dev["op_4k_s"])
     assert 0 < SWAP_TIMING["reader"]["read_pass_s_per_page"] < 1e-6
-
-
 
 
 def residency_max(case: str) -> list[int]:
