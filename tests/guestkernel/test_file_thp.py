@@ -20,6 +20,8 @@ kernel: the rules come from the 6.1 source.
 from __future__ import annotations
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from guestkernel import gfp as G
 from guestkernel import uapi as U
@@ -534,3 +536,111 @@ def test_madvise_collapse_of_anonymous_memory_with_thp_never():
     assert t.peek(a + 3 * P, 8) == (4).to_bytes(8, "little") and t.peek(a + 100 * P, 8) == bytes(8)
     validate_pages(k)
     k.reclaim.validate()
+
+
+# --- random operations: the invariants and the data --------------------------------------
+OPS = ("read", "cow", "collapse", "madv_collapse", "reclaim", "write", "fadvise", "drop",
+       "remap", "fork", "mprotect")
+
+
+@given(enabled=st.sampled_from(["always", "madvise"]), large_folios=st.booleans(),
+       ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 1023),
+                              st.sampled_from([1, 16, 512, 1024]), st.integers(1, 1 << 30)),
+                    min_size=1, max_size=25))
+@settings(max_examples=40, deadline=None)
+def test_random_file_thp_operations_keep_the_invariants_and_the_data(enabled, large_folios, ops):
+    # every page-table, page-count, buddy and LRU invariant holds after each step, and
+    # every page reads what the file holds (or the private copy written there): through
+    # khugepaged's and MADV_COLLAPSE's collapses, PMD maps and splits, reclaim of whole
+    # folios, invalidation, opening for write (which drops the huge page cache) and forks
+    from guestkernel.page_alloc import validate_buddy
+    from guestkernel.vma import validate_mm
+    from guestkernel.vmscan import init_reclaim
+
+    k = boot(memory="64MiB", swap="64MiB", thp_enabled=enabled)
+    init_reclaim(k)
+    k.fs.large_folios = large_folios
+    size = 4 * M
+    prot = EXEC | U.PROT_WRITE
+    t = text(k, 1024, prot=prot, size=size)  # the whole file cached and mapped first
+    if enabled == "madvise":
+        t.madvise(BASE, size, U.MADV_HUGEPAGE)
+    w = k.spawn("w")
+    buf = w.mmap(0, P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    filedata: dict[int, bytes] = {}  # page -> its first 16 bytes, written by write(2)
+    private: dict[int, bytes] = {}  # page -> the private copy's first 4 bytes
+
+    def expect(i: int) -> bytes:
+        head = filedata.get(i, f"{PATH}:{i}\n".encode().ljust(16, b"\0")[:16])
+        return private[i] + head[4:] if i in private else head
+
+    for op, first, n, val in ops:
+        first %= size // P
+        n = min(n, size // P - first)
+        a = BASE + first * P
+        if op == "read":
+            for i in range(n):
+                t.access(a + i * P, False)
+        elif op == "cow":
+            v = val.to_bytes(4, "little")
+            t.access(a, True, v)
+            private[first] = v
+        elif op == "collapse":
+            k.procfs.write(f"{D}/khugepaged/max_ptes_none", str(val % 512))
+            k.khugepaged.enter(t.mm)
+            k.khugepaged.do_scan()
+        elif op == "madv_collapse":
+            try:
+                t.madvise(a & ~(H - 1), H, U.MADV_COLLAPSE)
+            except OSError as e:
+                assert e.errno in (U.EINVAL, U.EAGAIN, U.ENOMEM)
+        elif op == "reclaim":
+            lv = k.reclaim.lruvecs[0]
+            k.reclaim.shrink_active_list(n, lv, sc(), LRU_ACTIVE_FILE)
+            k.reclaim.shrink_inactive_list(n, lv, sc(), LRU_INACTIVE_FILE)
+            k.reclaim.complete_io()
+        elif op == "write":
+            v = val.to_bytes(4, "little")
+            w.access(buf, True, v)
+            mapping = k.fs.lookup(PATH).mapping
+            if mapping.nr_thps:
+                # do_dentry_open's truncate_inode_pages cancels the dirty pages too (6.1):
+                # what the flusher has not written yet is lost
+                for i in mapping.dirty:
+                    filedata.pop(i, None)
+            fd = w.open(PATH, U.O_RDWR)
+            w.lseek(fd, first * P, U.SEEK_SET)
+            assert w.write(fd, buf, 4) == 4
+            w.close(fd)
+            filedata[first] = v + f"{PATH}:{first}\n".encode().ljust(16, b"\0")[4:16]
+        elif op == "fadvise":
+            fd = t.open(PATH, U.O_RDONLY)
+            t.fadvise(fd, first * P, n * P, U.POSIX_FADV_DONTNEED)
+            t.close(fd)
+        elif op == "drop":
+            k.procfs.write("/proc/sys/vm/drop_caches", "1")
+        elif op == "remap":
+            t.munmap(a, n * P)
+            fd = t.open(PATH, U.O_RDONLY)
+            assert t.mmap(a, n * P, prot, U.MAP_PRIVATE | U.MAP_FIXED, fd, first * P) == a
+            t.close(fd)
+            for i in range(first, first + n):
+                private.pop(i, None)
+        elif op == "fork":
+            c = k.tasks[t.fork()]
+            c.access(a, False)
+            assert c.peek(a, 16) == expect(first)
+            c.exit(0)
+        else:
+            t.mprotect(a, n * P, EXEC)
+            t.mprotect(a, n * P, prot)
+        for task in k.tasks.values():
+            if task.mm is not None:
+                validate_mm(task.mm)
+        validate_pages(k)
+        validate_buddy(k.page_alloc)
+        k.reclaim.validate()
+    for i in range(size // P):
+        t.access(BASE + i * P, False)
+        assert t.peek(BASE + i * P, 16) == expect(i), i
+    event(f"collapsed {k.vmstat['thp_collapse_alloc']}, pmd-mapped {k.vmstat['thp_file_mapped']}")
