@@ -101,6 +101,8 @@ class Kernel:
         ncpu = max(int(getattr(config, "cpus", 1)), 1)
         self.bdp_ratelimits = [0] * ncpu
         self.current_cpu = 0  # the CPU of the task in the kernel now (0: none, a kthread)
+        # the CPU of the task that last ran (Task.on_cpu): its burst is booked on that vCPU
+        self.task_cpu: int | None = None
         self.dirty_throttle_leaks = [0] * ncpu
         self.procfs = ProcFS(self)
         self.slab = None

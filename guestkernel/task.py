@@ -102,7 +102,8 @@ def _syscall(needs_mm: bool = True):
             if self.state != "running" or (needs_mm and self.mm is None):
                 raise OSError(U.ESRCH, f"{name}: task {self.pid} is {self.state}")
             self._kdepth += 1
-            self.kernel.current_cpu = self.cpu  # smp_processor_id() while in the kernel
+            # smp_processor_id() while in the kernel (a wake-up may have moved it: on_cpu)
+            self.kernel.current_cpu = self.on_cpu()
             t0 = self.cost
             try:
                 return fn(self, *args, **kwargs)
@@ -128,7 +129,7 @@ def select_task_rq(kernel) -> int:
     """The CPU a new task runs on (wake_up_new_task: select_task_rq_fair with
     SD_BALANCE_FORK, sched_balance_find_dst_cpu: the idlest CPU). hvsim's guest has no
     scheduler and no load signal: the CPU with the fewest running tasks, the lowest of
-    equals; a task stays where it was placed."""
+    equals. Where it runs after a sleep: `select_task_rq_wake`."""
     ncpu = len(kernel.bdp_ratelimits)
     if ncpu == 1:
         return 0
@@ -137,6 +138,48 @@ def select_task_rq(kernel) -> int:
         if t.state == "running":
             running[t.cpu] += 1
     return running.index(min(running))
+
+
+def select_idle_sibling(task, free_at: list, now: float) -> int:
+    """select_idle_sibling (6.1 kernel/sched/fair.c) for a wake-up whose target is the
+    task's previous CPU (no wake_affine pull: the waker is an I/O completion or a timer,
+    not a task of the guest): the previous CPU if idle; else the CPU it ran on before
+    that (p->recent_used_cpu, which becomes the previous one) if idle; else the first
+    idle CPU of the LLC scanning from prev + 1 and wrapping (select_idle_cpu's
+    for_each_cpu_wrap(cpu, cpus, target + 1); one LLC, no SMT siblings, SIS_UTIL's scan
+    limit not modelled); else prev. A CPU is idle when nothing is booked on its vCPU
+    from `now` on (`free_at[cpu] <= now`: the hypervisor's reservation table, the
+    guest's runqueues)."""
+    prev = task.cpu
+    if free_at[prev] <= now:
+        return prev
+    recent = task.recent_used_cpu
+    task.recent_used_cpu = prev
+    if recent != prev and free_at[recent] <= now:
+        return recent
+    n = len(free_at)
+    for i in range(1, n):
+        cpu = (prev + i) % n
+        if free_at[cpu] <= now:
+            return cpu
+    return prev
+
+
+def select_task_rq_wake(task, free_at: list, now: float) -> int:
+    """Where a task that slept runs when it wakes (try_to_wake_up -> select_task_rq_fair
+    -> select_idle_sibling). An idle CPU found: there. None idle: select_idle_sibling
+    queues it on prev, but the first CPU to go idle pulls a waiting task
+    (newidle_balance), and hvsim's vCPUs run their bookings in order (no wake-up
+    preemption): the task runs on the CPU free first (the lowest of equals), which is
+    where the hypervisor would have booked its burst."""
+    cpu = select_idle_sibling(task, free_at, now)
+    if free_at[cpu] > now:
+        first = free_at[0]
+        cpu = 0
+        for i in range(1, len(free_at)):
+            if free_at[i] < first:
+                cpu, first = i, free_at[i]
+    return cpu
 
 
 class Task:
@@ -185,6 +228,11 @@ class Task:
         self.dirty_paused_when = 0
         self.bdp_clock = 0.0
         self.cpu = select_task_rq(kernel)  # task_cpu: where it runs (per-CPU counters)
+        self.recent_used_cpu = self.cpu  # p->recent_used_cpu: its CPU before the last wake-up
+        env = kernel.env
+        # simulated seconds of its last entry into the kernel (or user-mode touch): a later
+        # one is a wake-up (on_cpu)
+        self.ran_at = env.now if env is not None else 0.0
         self.slab_obj = _slab_alloc(kernel, "task_struct")
         self.files_slab = _slab_alloc(kernel, "files_cache")
         # the kernel stack (alloc_thread_stack_node): KernelStack in /proc/meminfo
@@ -391,6 +439,27 @@ class Task:
         self.send_signal(sig, U.SI_KERNEL if sig == U.SIGKILL else 0, 0)
 
     # -- memory access -----------------------------------------------------------------------
+    def on_cpu(self) -> int:
+        """The CPU the task runs on now (task_cpu). hvsim's tasks run in bursts: the first
+        entry into the kernel (or user-mode touch) at a later simulated time than the
+        last is a wake-up (between two bursts the task slept: on I/O, throttled, waiting
+        for its next request, or for its vCPU's turn), and the scheduler places it again
+        (select_task_rq_wake), so the per-CPU state it touches from then on
+        (bdp_ratelimits, direct reclaim's clock, ...) is that CPU's. Only beneath a
+        hypervisor whose vCPUs tell which CPUs are idle (phys.vcpu_free_at); without
+        one the task stays where it was placed. The CPU is left in kernel.task_cpu,
+        where the workload books its burst."""
+        k = self.kernel
+        env = k.env
+        if env is not None and env.now != self.ran_at:
+            now = self.ran_at = env.now
+            hook = getattr(k.phys, "vcpu_free_at", None)
+            free_at = hook() if hook is not None else None
+            if free_at is not None and len(free_at) == len(k.bdp_ratelimits) > 1:
+                self.cpu = select_task_rq_wake(self, free_at, now)
+        k.task_cpu = cpu = self.cpu
+        return cpu
+
     def access(self, addr: int, write: bool, data: bytes | None = None,
                execute: bool = False) -> float:
         """One user-mode load (write False) or store at `addr`; returns seconds. `data`:
@@ -408,7 +477,7 @@ class Task:
         t0 = self.cost
         cost = 0.0
         self._kdepth += 1
-        k.current_cpu = self.cpu
+        k.current_cpu = self.on_cpu()
         try:
             for _ in range(4):
                 pte = ptes.get(vpn, 0)
@@ -450,6 +519,7 @@ class Task:
         mm = self.mm
         if self.state != "running" or mm is None or length <= 0:
             return 0.0
+        self.on_cpu()  # (a wake-up places it: user-mode work runs on that CPU too)
         ptes = mm.pgtable.ptes
         first = start >> PAGE_SHIFT
         last = (start + length - 1) >> PAGE_SHIFT

@@ -60,7 +60,10 @@ of a list; reclaim takes from the tail.
   kswapd meeting nr_immediate pages sleeps until SWAP_CLUSTER_MAX more pages are written
   or HZ/10; a direct reclaimer sleeps one jiffy on a congested node, or at priority 1
   with nothing reclaimed, unless few pages wait to be written (kernel.iowait_throttle:
-  the task sleeps, its vCPU free). 2.6 era (2.6.24 shrink_page_list): reclaim writes dirty
+  the task sleeps, its vCPU free); a direct reclaimer finding more pages isolated (by
+  direct reclaimers on other CPUs or kswapd, in their own time) than an eighth of the
+  inactive list sleeps until another CPU's reclaimer finds them few
+  (wake_throttle_isolated) or HZ/50, once, then leaves the list. 2.6 era (2.6.24 shrink_page_list): reclaim writes dirty
   file pages itself, and direct reclaim writes synchronously and waits (its time added to
   kernel.stall), waiting too for a page already under writeback under pressure.
 - Workingset detection (6.x era, workingset.py): a page-cache or swap-cache page that

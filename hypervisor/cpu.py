@@ -18,7 +18,9 @@ proportion to their weights (see "Host threads" below):
                   allocation, zeroing or copying 4 KiB), done in the faulting vCPU's context
     vcpus         guest code running on a vCPU
 
-`VCPUs` (`[vm.kernel] cpus`): a burst of guest work takes the vCPU free first. The vCPU is
+`VCPUs` (`[vm.kernel] cpus`): a burst of guest work takes the vCPU its task woke on (the
+guest's scheduler, guestkernel Task.on_cpu: its previous vCPU if idle, else an idle one,
+else the one free first), or without a task the vCPU free first. The vCPU is
 held for the burst's CPU time (which also needs a host CPU, so an overcommitted host
 slows its guests) and for every stall beneath the guest (host faults, decompression,
 host swap-in, waiting for a frame): a vCPU blocked in the hypervisor runs nothing else.
@@ -223,17 +225,23 @@ class VCPUs:
         self.slip_base = [0] * n
 
     def burst(self, now: float, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
-              wait: float = 0.0) -> float:
+              wait: float = 0.0, vcpu: int | None = None) -> float:
         """Run a burst ready at `now`: `cpu` seconds of guest code, host work on its
         behalf (`zero_cpu`: fault handling, zeroing and copying; `zip_cpu`:
         decompression), then `wait` seconds blocked beneath the guest with the vCPU held.
+        On `vcpu` if given (where the guest's scheduler placed the task: an idle vCPU,
+        else the one free first), else on the vCPU free first (the lowest of equals).
         Returns when the vCPU is released."""
         free_at = self.free_at
-        i = 0
-        t0 = free_at[0]
-        for j in range(1, self.n):
-            if free_at[j] < t0:
-                i, t0 = j, free_at[j]
+        if vcpu is not None and 0 <= vcpu < self.n:
+            i = vcpu
+            t0 = free_at[i]
+        else:
+            i = 0
+            t0 = free_at[0]
+            for j in range(1, self.n):
+                if free_at[j] < t0:
+                    i, t0 = j, free_at[j]
         if t0 < now:
             t0 = now
         host_cpu = zero_cpu + zip_cpu
@@ -314,7 +322,7 @@ class VCPUs:
 
 def run_burst(env, vcpus: VCPUs, cpu: float, zero_cpu: float = 0.0, zip_cpu: float = 0.0,
               wait: float = 0.0, after: float = 0.0, kernel: bool = False, before: float = 0.0,
-              slot: list | None = None):
+              slot: list | None = None, vcpu: int | None = None):
     """The SimPy event a burst ends with (module docstring, "Time slicing"): its vCPU
     time, then `after` seconds off the vCPU (I/O wait, think time). A burst within one
     slice is one timeout; a longer one is a process booking a slice at a time (its host
@@ -325,7 +333,9 @@ def run_burst(env, vcpus: VCPUs, cpu: float, zero_cpu: float = 0.0, zip_cpu: flo
     `VCPUs.mark` (a kernel thread's, VM.kernel_work): the slip that burst took after its
     timeout was set is paid now, as `before`, and this burst's mark is kept in its place,
     so the caller's time line loses exactly the host work that displaced it, whatever
-    the lengths of its bursts."""
+    the lengths of its bursts. `vcpu`: the vCPU its task was placed on (`VCPUs.burst`),
+    for the burst or its first slice (later slices take the vCPU free first, as a
+    runnable task the load balancer moves)."""
     now = env.now
     if slot is not None:
         m = slot[0]
@@ -336,26 +346,27 @@ def run_burst(env, vcpus: VCPUs, cpu: float, zero_cpu: float = 0.0, zip_cpu: flo
     if work <= vcpus.slice:
         if kernel:
             vcpus.kernel_time += cpu
-        end = vcpus.burst(now + before, cpu, zero_cpu, zip_cpu, wait)
+        end = vcpus.burst(now + before, cpu, zero_cpu, zip_cpu, wait, vcpu)
         if slot is not None:
             slot[0] = vcpus.mark(end)
         return env.timeout(end + after - now)
-    return env.process(_sliced(env, vcpus, cpu, zero_cpu, zip_cpu, wait, after, kernel, before))
+    return env.process(_sliced(env, vcpus, cpu, zero_cpu, zip_cpu, wait, after, kernel, before, vcpu))
 
 
 def _sliced(env, vcpus: VCPUs, cpu: float, zero_cpu: float, zip_cpu: float, wait: float,
-            after: float, kernel: bool, before: float = 0.0):
+            after: float, kernel: bool, before: float = 0.0, vcpu: int | None = None):
     first = True
     while True:
         s = vcpus.slice
         if cpu > s:
             part, cpu = s, cpu - s
-            end = vcpus.burst(env.now + before, part)
+            end = vcpus.burst(env.now + before, part, vcpu=vcpu)
         else:
             part = cpu
-            end = vcpus.burst(env.now + before, cpu, zero_cpu, zip_cpu, wait)
+            end = vcpus.burst(env.now + before, cpu, zero_cpu, zip_cpu, wait, vcpu)
             mark = vcpus.mark(end)
             cpu = -1.0
+        vcpu = None
         if kernel:
             vcpus.kernel_time += part
         if not first:

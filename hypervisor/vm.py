@@ -310,6 +310,13 @@ class VM:
         """(stall_time, stall_cpu_zero, stall_cpu_zip) now: Kernel.stall_mark."""
         return self.stall_time, self.stall_cpu_zero, self.stall_cpu_zip
 
+    def vcpu_free_at(self) -> list[float] | None:
+        """When each vCPU is next free (cpu.VCPUs.free_at, read only): the guest's
+        scheduler places a waking task on an idle one (guestkernel Task.on_cpu); None
+        without vCPUs."""
+        vcpus = self.vcpus
+        return vcpus.free_at if vcpus is not None else None
+
     def kernel_work(self, env, cost: float, wait: float = 0.0, io: float = 0.0, since=None):
         """The event a guest kernel thread's pass ends with (Kernel.run_kernel_work): on
         one of this VM's vCPUs, time-sliced like a task's burst (cpu.run_burst). With

@@ -14,7 +14,9 @@ VM and the guest kernel counted while it ran: the stalls beneath the guest (host
 copy-on-write breaks, decompression, host swap-in, waits for a frame) hold the vCPU; the
 guest's I/O waits (swap-in and file reads from its virtual disk) sleep the task and free
 the vCPU; the rest is CPU time, which needs the vCPU and a host CPU. The burst is placed
-on the first free vCPU (after any burst queued there) and the process sleeps until its
+on the vCPU its task woke on (the guest's select_task_rq_wake: its previous vCPU if idle,
+else an idle one, else the one free first; kernel.task_cpu), or on the first free vCPU
+when no task ran (after any burst queued there), and the process sleeps until its
 vCPU time is over, then its I/O wait: with more runnable tasks than vCPUs, or vCPUs than
 host CPUs, each burst waits its turn and throughput falls. A burst longer than its
 vCPU's time slice (`[host] cpu_quantum` scaled by the VM's CPU shares) runs a slice at a
@@ -259,6 +261,7 @@ class Workload:
         self._m_zip = vm.stall_cpu_zip
         k = self.kernel
         self._m_io = k.iowait_swap + k.iowait_file + getattr(k, "iowait_throttle", 0.0)
+        k.task_cpu = None  # (set by the task that runs in the burst: Task.on_cpu)
 
     def _guard(self, gen):
         """Run a process body; a guest that panicked stops its workload, nothing more.
@@ -344,6 +347,9 @@ class Workload:
         zero = vm.stall_cpu_zero - self._m_zero
         zip_ = vm.stall_cpu_zip - self._m_zip
         io = k.iowait_swap + k.iowait_file + getattr(k, "iowait_throttle", 0.0) - self._m_io
+        # the vCPU the guest's scheduler placed the burst's task on (Task.on_cpu); None
+        # (no task ran, or an older kernel): the vCPU free first
+        vcpu = getattr(k, "task_cpu", None)
         wait = held - zero - zip_
         if wait < 0.0:
             wait = 0.0
@@ -372,11 +378,11 @@ class Workload:
             slot[0] = None
             debt = vcpus.debt(m)
         if cpu + zero + zip_ <= vcpus.slice:
-            end = vcpus.burst(now + debt, cpu, zero, zip_, wait)
+            end = vcpus.burst(now + debt, cpu, zero, zip_, wait, vcpu)
             slot[0] = vcpus.mark(end)
             return self.env.timeout(end + io + think - now)
         # time-sliced (its own slips are paid inside run_burst)
-        return run_burst(self.env, vcpus, cpu, zero, zip_, wait, io + think, before=debt)
+        return run_burst(self.env, vcpus, cpu, zero, zip_, wait, io + think, before=debt, vcpu=vcpu)
 
     def exp(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean) if mean > 0 else 0.0

@@ -62,6 +62,27 @@ def run(workloads, until=1.005):
     return [wl.work_done for wl in workloads]
 
 
+def test_a_burst_is_booked_on_the_vcpu_its_task_woke_on():
+    """The guest leaves the CPU its burst's task was placed on in kernel.task_cpu
+    (Task.on_cpu): the burst takes that vCPU; a burst whose process ran no task
+    (task_cpu reset at every resumption) takes the vCPU free first."""
+    env = simpy.Environment()
+    vm = FakeVM(VCPUs(4, HostCPUs(4)))
+
+    class OnCpu(Workload):
+        def run(self):
+            self.kernel.task_cpu = 3  # as Task.on_cpu leaves it
+            yield self.wait(0.002)
+            assert self.vcpus.last == 3
+            yield self.wait(0.001)  # no task ran since the resumption
+            assert self.vcpus.last == 0
+
+    wl = OnCpu(env, vm, SimpleNamespace(cpu_util=1.0), None, 0)
+    wl.start()
+    env.run(until=0.01)
+    assert vm.vcpus.free_at == [pytest.approx(0.003), 0.0, 0.0, pytest.approx(0.002)]
+
+
 def test_eight_workers_on_one_vcpu_lose_the_vcpu_to_each_5ms_host_swapin():
     # 1 ms of CPU then a 5 ms host swap-in per burst. A real vCPU blocked in the
     # hypervisor runs nothing else: on one vCPU the eight workers' bursts follow each
@@ -204,3 +225,64 @@ def test_guest_kernel_work_takes_vcpu_time_from_the_tasks():
     (done,) = run([wl], until=1.0 + 1e-9)
     assert vm.vcpus.kernel_time == pytest.approx(0.5)
     assert done == 50  # (1.0 - 0.5) / 0.010
+
+
+def test_guest_tasks_wake_on_idle_vcpus_and_their_bursts_run_there():
+    """A 2-vCPU guest running three CPU-bound web-server workers (wired as a run wires it: the
+    VM's vCPU table beneath the guest): every wake-up follows select_task_rq_wake
+    against the vCPUs' bookings at that moment (prev if idle, else p->recent_used_cpu,
+    else the next idle one, else the vCPU free first), the tasks do move between the
+    two vCPUs, and each task's burst is booked on the vCPU it woke on."""
+    from experiments.config import config_from_dict
+    from experiments.scenario import Scenario
+    from guestkernel import task as T
+
+    cfg = config_from_dict({
+        "experiment": {"name": "wake", "duration": "1s", "seed": 3},
+        "host": {"memory": "512MiB", "sharing": {"enabled": False}},
+        "vm": [{"name": "g", "memory": "128MiB", "image": "alpine-3.19", "kernel": {"cpus": 2},
+                "workload": {"profile": "webserver", "workers": 3, "shared_heap": "2MiB",
+                             "worker_heap": "2MiB", "docroot": "1MiB", "cpu_util": 1.0}}]})
+    env = simpy.Environment()
+    sc = Scenario(cfg, env)
+    wakes = []
+    real = T.select_task_rq_wake
+
+    def spy(task, free_at, now):
+        prev, recent = task.cpu, task.recent_used_cpu
+        cpu = real(task, free_at, now)
+        idle = [c for c in range(len(free_at)) if free_at[c] <= now]
+        if prev in idle:
+            want = prev
+        elif recent in idle and recent != prev:
+            want = recent
+        elif idle:
+            want = next(c for c in ((prev + i) % 2 for i in (1, 2)) if c in idle)
+        else:
+            want = min(range(2), key=lambda c: (free_at[c], c))
+        assert cpu == want
+        wakes.append((task.pid, prev, cpu))
+        return cpu
+
+    T.select_task_rq_wake = spy
+    try:
+        sc.start()
+        (vm,) = sc.host.vms
+        vcpus = vm.vcpus
+        booked = []
+        burst = vcpus.burst
+
+        def spy_burst(now, cpu, zero_cpu=0.0, zip_cpu=0.0, wait=0.0, vcpu=None):
+            end = burst(now, cpu, zero_cpu, zip_cpu, wait, vcpu)
+            booked.append((vcpu, vcpus.last))
+            return end
+
+        vcpus.burst = spy_burst
+        env.run(until=1.0)
+    finally:
+        T.select_task_rq_wake = real
+    assert vcpus.n == 2 and len(vm.kernel.bdp_ratelimits) == 2
+    assert wakes and any(prev != cpu for _pid, prev, cpu in wakes)  # tasks moved
+    assert {cpu for _pid, _prev, cpu in wakes} == {0, 1}
+    placed = [(v, last) for v, last in booked if v is not None]
+    assert placed and all(v == last for v, last in placed)

@@ -57,6 +57,19 @@ def test_a_burst_takes_the_vcpu_free_first():
     assert vcpus.burst(0.0, 0.001) == pytest.approx(0.002)  # behind the 1 ms burst
 
 
+def test_a_burst_goes_on_the_vcpu_the_guest_placed_its_task_on():
+    """The guest's scheduler chose the vCPU (guestkernel select_task_rq_wake): the burst
+    is booked there, even when another idle vCPU has been free longer; without a
+    choice, the vCPU free first."""
+    vcpus = VCPUs(3, HostCPUs(4))
+    vcpus.burst(0.0, 0.001, vcpu=2)  # vCPU 2 free at 1 ms, 0 and 1 free since 0
+    assert vcpus.free_at == [0.0, 0.0, pytest.approx(0.001)]
+    assert vcpus.burst(0.002, 0.001, vcpu=2) == pytest.approx(0.003)
+    assert vcpus.last == 2 and vcpus.free_at[:2] == [0.0, 0.0]
+    assert vcpus.burst(0.002, 0.001) == pytest.approx(0.003)
+    assert vcpus.last == 0
+
+
 def test_bad_cpu_counts_are_refused():
     with pytest.raises(ValueError, match="host cpus"):
         HostCPUs(0)
