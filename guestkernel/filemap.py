@@ -118,6 +118,10 @@ class Inode:
         # a file of a tmpfs mount: its super block (mount.ShmemSbInfo: huge=, size=,
         # nr_inodes=); None for the disk's files and the internal shmem mount's inodes
         self.sb = None
+        # VM_NORESERVE (shmem_inode_info.flags): tmpfs files, memfds, MAP_NORESERVE shared
+        # anonymous mappings, SHM_NORESERVE segments: each block is charged to Committed_AS
+        # as it is allocated (shmem_acct_block), not the whole size up front
+        self.noreserve = False
         self.enospc = False  # the last page allocation for it failed shmem_inode_acct_block
 
     def read_page(self, index: int) -> bytes:
@@ -240,6 +244,7 @@ class FileSystem:
             inode = Inode(self, self._next_shmem_ino, path, size, shmem=True, dev=sb.dev)
             self._next_shmem_ino += 1
             inode.sb = sb
+            inode.noreserve = True  # shmem_mknod: VM_NORESERVE
             self.files[path] = inode
             return inode
         inode = Inode(self, self._next_ino, path, size, content, dev=self.dev)
@@ -315,12 +320,12 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
             # (a write then stores its bytes over it)
             page, _, _ = kernel.swap.shmem_swapin(inode.mapping, index)
             return page
-        if inode.sb is not None and not shmem_acct_block(kernel, inode, 1):
+        if inode.noreserve and not shmem_acct_block(kernel, inode, 1):
             return None  # ENOSPC (a tmpfs mount's size=, or the commit limit)
     page = kernel.alloc_pages(GFP_PAGECACHE | (G.__GFP_ZERO if shmem and data is None else 0))
     if page is None:
-        if shmem and inode.sb is not None:
-            inode.sb.unacct_blocks(1)
+        if shmem and inode.noreserve:
+            shmem_unacct_blocks(kernel, inode, 1)
         return None
     if data is not None:
         # a regular file's page comes from the disk; a shmem page from memory
@@ -344,10 +349,17 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
 
 
 def shmem_acct_block(kernel, inode: Inode, pages: int) -> bool:
-    """shmem_inode_acct_block for a file of a tmpfs mount; a page that does not fit
-    first has huge folios past EOF on the mount split (shmem_get_folio_gfp's retry of
-    shmem_unused_huge_shrink, 5 times at most). False: ENOSPC (inode.enospc set)."""
+    """shmem_inode_acct_block for a VM_NORESERVE shmem inode: the pages charged to
+    Committed_AS (shmem_acct_block) and, on a tmpfs mount with size=, to its blocks; on a
+    mount, a page that does not fit first has huge folios past EOF on the mount split
+    (shmem_get_folio_gfp's retry of shmem_unused_huge_shrink, 5 times at most). False:
+    ENOSPC (inode.enospc set for a single page)."""
     sb = inode.sb
+    if sb is None:  # the internal mount: no size limit
+        if kernel.vm_enough_memory(pages):
+            return True
+        inode.enospc = pages == 1
+        return False
     if sb.acct_block(pages):
         return True
     thp = getattr(kernel, "thp", None)
@@ -358,8 +370,27 @@ def shmem_acct_block(kernel, inode: Inode, pages: int) -> bool:
                 break
             if ret and sb.acct_block(1):
                 return True
-    inode.enospc = True
+    inode.enospc = pages == 1
     return False
+
+
+def shmem_unacct_blocks(kernel, inode: Inode, pages: int) -> None:
+    """shmem_inode_unacct_blocks of a VM_NORESERVE shmem inode."""
+    sb = inode.sb
+    if sb is not None:
+        sb.unacct_blocks(pages)
+    else:
+        kernel.vm_unacct_memory(pages)
+
+
+def shmem_charge_blocks(kernel, inode: Inode, pages: int) -> None:
+    """Blocks taken back without a check (pages a collapse copies were uncounted as
+    they left the cache a moment before)."""
+    sb = inode.sb
+    if sb is not None:
+        sb.charge(pages)
+    else:
+        kernel.committed_as += pages
 
 
 def read_pages(kernel, inode: Inode, first: int, n: int) -> tuple[int, float]:
@@ -534,8 +565,8 @@ def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
     vm["nr_file_pages"] -= 1
     if inode.shmem:
         vm["nr_shmem"] -= 1
-        if inode.sb is not None:
-            inode.sb.unacct_blocks(1)  # (shmem_recalc_inode: gone from cache and swap)
+        if inode.noreserve:
+            shmem_unacct_blocks(kernel, inode, 1)  # (shmem_recalc_inode: gone from cache and swap)
     clear_page_dirty(kernel, page)
     if page._count == 1:
         free_user_page(kernel, page)
@@ -573,8 +604,8 @@ def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:
         kernel.workingset.clear_range(ws, start_index)  # truncate_exceptional_pvec_entries
     if inode.mapping.swapped:
         n = kernel.swap.shmem_free_swap(inode.mapping, start_index)  # shmem_undo_range
-        if inode.sb is not None:
-            inode.sb.unacct_blocks(n)
+        if inode.noreserve:
+            shmem_unacct_blocks(kernel, inode, n)
     for i in [i for i in inode.disk if i >= start_index]:
         del inode.disk[i]
     return len(idx)

@@ -108,7 +108,7 @@ reclaim take the shmem THP paths above, with the file counters.
 from __future__ import annotations
 
 from . import gfp as G
-from .filemap import delete_from_page_cache, set_page_dirty
+from .filemap import delete_from_page_cache, set_page_dirty, shmem_acct_block, shmem_unacct_blocks
 from .memory import (
     VM_FAULT_OOM,
     _vpns_in,
@@ -1188,13 +1188,13 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
             return None
     if ws is not None and ws.shadows and any(i in ws.shadows for i in range(hindex, hindex + HPAGE_PMD_NR)):
         return None  # (a shadow entry is an xarray entry too)
-    sb = inode.sb
-    if sb is not None and not sb.acct_block(HPAGE_PMD_NR):
+    noreserve = inode.noreserve
+    if noreserve and not shmem_acct_block(k, inode, HPAGE_PMD_NR):
         return None  # shmem_alloc_and_acct_folio: ENOSPC for 512 (the caller tries 4 KiB)
     head = k.alloc_pages(thp.gfp_mask(vma), HPAGE_PMD_ORDER)
     if head is None:
-        if sb is not None:
-            sb.unacct_blocks(HPAGE_PMD_NR)
+        if noreserve:
+            shmem_unacct_blocks(k, inode, HPAGE_PMD_NR)
         k.vmstat["thp_file_fallback"] += 1
         return None
     base = head.pfn

@@ -443,7 +443,7 @@ class Khugepaged:
     def collapse_file(self, vma, mapping, start: int) -> str:
         """collapse_file (6.1) for shmem: a new 2 MiB folio takes the place of the small
         pages of indices [start, start + 512)."""
-        from .filemap import delete_from_page_cache, set_page_dirty
+        from .filemap import delete_from_page_cache, set_page_dirty, shmem_acct_block, shmem_charge_blocks
         from .huge_memory import ShmemFolio
         from .memory import try_to_unmap
 
@@ -478,11 +478,11 @@ class Khugepaged:
             if page._count != 1 + page._mapcount + 1:
                 k.free_pages(head, HPAGE_PMD_ORDER)
                 return SCAN_PAGE_COUNT
-        sb = mapping.host.sb
+        host = mapping.host
         nr_none = sum(p is None for p in old)
-        if sb is not None and nr_none and not sb.acct_block(nr_none):
+        if host.noreserve and nr_none and not shmem_acct_block(k, host, nr_none):
             k.free_pages(head, HPAGE_PMD_ORDER)
-            return SCAN_FAIL  # shmem_charge of the holes: ENOSPC on the tmpfs mount
+            return SCAN_FAIL  # shmem_charge of the holes: ENOSPC (a full tmpfs mount)
         for page in old:
             # try_to_unmap(TTU_IGNORE_MLOCK | TTU_BATCH_FLUSH): the PTEs go, those of
             # VM_LOCKED VMAs too (the page munlocked with its last mapping); they refault
@@ -500,8 +500,8 @@ class Khugepaged:
             cost += phys.touch(page.pfn, False)
             cost += phys.copy(dst, page.pfn)  # copy_highpage
             delete_from_page_cache(k, page)
-        if sb is not None:
-            sb.charge(HPAGE_PMD_NR - nr_none)  # (the copied pages' blocks stay the folio's)
+        if host.noreserve:
+            shmem_charge_blocks(k, host, HPAGE_PMD_NR - nr_none)  # (the copied pages' blocks)
         self.cost += cost
         # the new folio in the page cache: uptodate, dirty, one LRU entry
         subpages = []

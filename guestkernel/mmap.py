@@ -464,6 +464,8 @@ def mmap_region(task, file, addr: int, length: int, vm_flags: int, pgoff: int,
         inode.name = "/dev/zero (deleted)"
         if not vm_flags & VM_NORESERVE:
             inode.charged = npages
+        else:
+            inode.noreserve = True  # charged block by block (shmem_acct_block)
         file = File(inode)
     if old:
         unmap_vmas(task, old, uncharge_old)

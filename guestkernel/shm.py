@@ -155,6 +155,7 @@ def sys_shmget(task, key: int, size: int, shmflg: int) -> int:
     inode = k.fs.new_shmem_inode(f"SYSV{key & 0xFFFFFFFF:08x}", size, ino=shmid)
     inode.name = f"/SYSV{key & 0xFFFFFFFF:08x} (deleted)"
     inode.charged = numpages if charge else 0
+    inode.noreserve = not charge  # SHM_NORESERVE: charged block by block (shmem_acct_block)
     file = File(inode)
     file.get()  # the segment's own reference
     seg = ShmSegment(shmid, key, size, shmflg & 0o777, inode, file, task.pid)

@@ -1046,6 +1046,7 @@ class Task:
             raise U.err(U.EINVAL, "memfd_create")
         inode = self.kernel.fs.new_shmem_inode(f"memfd:{name}", 0)
         inode.name = f"/memfd:{name} (deleted)"
+        inode.noreserve = True  # shmem_file_setup(name, 0, VM_NORESERVE): block by block
         inode.seals = 0 if flags & (U.MFD_ALLOW_SEALING | U.MFD_NOEXEC_SEAL) else U.F_SEAL_SEAL
         if flags & U.MFD_NOEXEC_SEAL:
             inode.seals |= U.F_SEAL_EXEC

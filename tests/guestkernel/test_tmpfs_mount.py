@@ -340,3 +340,46 @@ def test_pages_on_swap_keep_their_blocks_until_truncated():
     t.ftruncate(fd, 0)
     assert t.statfs("/mnt/s")["f_bfree"] == 1024 and inode.swapped == 0
     validate_pages(k)
+
+
+def test_noreserve_shmem_objects_charge_committed_as_block_by_block():
+    # VM_NORESERVE shmem (6.1): memfd_create (shmem_file_setup(name, 0, VM_NORESERVE)), a
+    # MAP_NORESERVE shared anonymous mapping (shmem_zero_setup with the VMA's flags) and
+    # an SHM_NORESERVE segment are not charged for their size up front (shmem_acct_size);
+    # each page is charged as it is allocated (shmem_acct_block) and uncharged as it goes
+    k = boot()
+    t = root(k)
+
+    def committed():
+        return meminfo(k)["Committed_AS"]
+
+    c0 = committed()
+    fd = t.memfd_create("m")
+    t.ftruncate(fd, 4 * MiB)
+    assert committed() == c0  # nothing up front
+    a = t.mmap(0, 4 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED, fd, 0)
+    t.access_range(a, MiB, True)
+    assert committed() - c0 == 1024
+    t.munmap(a, 4 * MiB)
+    t.ftruncate(fd, 0)
+    assert committed() == c0
+    t.close(fd)
+    b = t.mmap(0, 4 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED | U.MAP_ANONYMOUS | U.MAP_NORESERVE)
+    assert committed() == c0
+    t.access_range(b, 2 * MiB, True)
+    assert committed() - c0 == 2048
+    t.munmap(b, 4 * MiB)  # the last user: the object and its pages go
+    assert committed() == c0
+    sid = t.shmget(U.IPC_PRIVATE, 4 * MiB, U.IPC_CREAT | U.SHM_NORESERVE | 0o600)
+    s = t.shmat(sid, 0)
+    assert committed() == c0
+    t.access_range(s, 3 * MiB, True)
+    assert committed() - c0 == 3072
+    t.shmdt(s)
+    t.shmctl(sid, U.IPC_RMID)
+    assert committed() == c0
+    # without NORESERVE the size is charged at once and the pages add nothing
+    c = t.mmap(0, 4 * MiB, U.PROT_READ | U.PROT_WRITE, U.MAP_SHARED | U.MAP_ANONYMOUS)
+    t.access_range(c, 2 * MiB, True)
+    assert committed() - c0 == 4096
+    validate_pages(k)
