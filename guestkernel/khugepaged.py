@@ -55,8 +55,8 @@ file_thp_enabled holds (VM_EXEC, the inode open for writing by no struct file, a
 file) and the sysfs setting allows it (always; madvise with VM_HUGEPAGE). The scan is
 shmem's, a shadow entry (an xarray value) counting as shmem's swap entries do. collapse_file
 then reads the missing indices in (page_cache_sync_readahead over the rest of the range:
-its I/O is khugepaged's wait) and fails on a page dirty or under writeback (6.1's
-filemap_flush that starts the file's writeback is not modelled: the flusher writes it),
+its I/O is khugepaged's wait) and fails on a page dirty (starting the file's writeback:
+filemap_flush) or under writeback,
 off the LRU, or with references beyond the cache's once unmapped (page_ref_freeze at 3:
 the scan's, the cache's, the isolation's); it copies every page (no hole: nr_none is 0),
 puts the clean folio in the cache (nr_file_hugepages, the mapping's nr_thps; on the file
@@ -566,7 +566,11 @@ class Khugepaged:
             f = page.flags
             if f & (PG_dirty | PG_writeback):
                 k.free_pages(head, HPAGE_PMD_ORDER)
-                return SCAN_FAIL  # written since the last writeback (a read-only fd now)
+                if f & PG_dirty and getattr(k, "reclaim", None) is not None:
+                    # written since the last writeback (a read-only fd now): filemap_flush
+                    # starts the file's writeback, a later visit may find it clean
+                    k.reclaim.filemap_flush(mapping)
+                return SCAN_FAIL
             if f & PG_thpfile:
                 folio = thp.shmem_folio_of(page.pfn)
                 k.free_pages(head, HPAGE_PMD_ORDER)

@@ -2671,6 +2671,29 @@ class Reclaim:
             self.writeback_dirty(limit=bg_thresh)
         self.complete_io(until)
 
+    def filemap_flush(self, mapping) -> int:
+        """filemap_flush (__filemap_fdatawrite, WB_SYNC_NONE): start writing every dirty
+        page of one mapping, in index order (a page already under writeback skipped); the
+        caller does not wait. Returns pages submitted."""
+        self.complete_io(self.now())
+        pages = mapping.pages
+        writes: dict[int, tuple[object, list]] = {}
+        n = 0
+        for index in sorted(mapping.dirty):
+            page = pages[index]
+            if page.flags & PG_writeback:
+                continue
+            q = self._start_writeback(page, None)
+            ent = writes.get(id(q))
+            if ent is None:
+                writes[id(q)] = (q, [page])
+            else:
+                ent[1].append(page)
+            n += 1
+        for q, batch in writes.values():
+            self._submit(q, batch, None)
+        return n
+
     def writeback_dirty(self, now: float | None = None, force: bool = False,
                         limit: int | None = None, sync: bool = False) -> int:
         """One flusher pass (wb_writeback): write the dirty file pages of inodes dirty for

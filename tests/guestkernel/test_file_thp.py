@@ -30,7 +30,7 @@ from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
 from guestkernel.khugepaged import SCAN_EXCEED_NONE_PTE, SCAN_EXCEED_SWAP_PTE, SCAN_FAIL, SCAN_SUCCEED
 from guestkernel.memory import validate_pages
-from guestkernel.page import PG_dirty, PG_swapbacked, PG_thpfile
+from guestkernel.page import PG_dirty, PG_swapbacked, PG_thpfile, PG_writeback
 from guestkernel.pgtable import _PAGE_PSE, _PAGE_RW, MM_FILEPAGES
 from guestkernel.vmscan import LRU_ACTIVE_FILE, LRU_INACTIVE_FILE, ScanControl
 
@@ -286,11 +286,12 @@ def test_shadow_entries_count_as_swap_entries_against_max_ptes_swap():
     assert k.vmstat["nr_file_hugepages"] == 1 and not inode.mapping.ws.shadows
 
 
-def test_a_dirty_page_fails_the_collapse():
+def test_a_dirty_page_fails_the_collapse_and_starts_the_files_writeback():
     """collapse_file (!is_shmem): a page still dirty since it was last written (the file
-    is read-only now, but writeback has not run) -> SCAN_FAIL; the huge page was
-    allocated first (thp_collapse_alloc 1) and is given back; nothing changes in the
-    cache."""
+    is read-only now, but writeback has not run) -> filemap_flush (the file's dirty pages
+    start writing) and SCAN_FAIL; the huge page was allocated first (thp_collapse_alloc
+    1) and is given back; nothing changes in the cache. Once the write has ended, the
+    next scan collapses the range."""
     k = boot()
     k.fs.create(PATH, 4 * M)
     w = k.spawn("w")
@@ -305,9 +306,21 @@ def test_a_dirty_page_fails_the_collapse():
     t = text(k, 512)
     before = dict(inode.mapping.pages)
     vma = t.mm.mm_mt.lookup(BASE)
+    o0 = k.vmstat["pgpgout"]
     assert k.khugepaged.scan_file(vma, BASE) == SCAN_FAIL
     assert k.vmstat["thp_collapse_alloc"] == 1 and k.vmstat["nr_file_hugepages"] == 0
     assert inode.mapping.pages == before and not k.thp.shmem_folios
+    page = inode.mapping.pages[10]
+    # filemap_flush: the one dirty page written (without a simulation clock the write
+    # ends at once)
+    assert k.vmstat["pgpgout"] - o0 == 4
+    k.reclaim.complete_io()
+    assert not page.flags & (PG_dirty | PG_writeback)
+    validate_pages(k)
+    assert k.khugepaged.scan_file(vma, BASE) == SCAN_SUCCEED
+    assert k.vmstat["nr_file_hugepages"] == 1
+    t.access(BASE + 10 * P, False)
+    assert t.peek(BASE + 10 * P, 3) == b"new"
     validate_pages(k)
 
 
