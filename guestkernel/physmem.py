@@ -242,7 +242,22 @@ class BareMetal:
         data = self.frames[src] if not self.dirty[src] else self._fold(src)
         return self.store(dst, ZERO_PAGE if data is None else data)
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # a subclass that charges or records its stores sees each zeroing as the store of
+        # the zero page it is (PhysicalMemory.zero), unless it defines zero itself
+        if "store" in cls.__dict__ and "zero" not in cls.__dict__:
+            cls.zero = BareMetal._zero_by_store
+
     def zero(self, pfn: int) -> float:
+        # NOTE: store(pfn, ZERO_PAGE) inlined for speed: the page of every __GFP_ZERO
+        # allocation (kernel_init_pages), so of every demand-zero fault
+        self.frames[pfn] = None
+        self.dirty[pfn] = 0
+        return 0.0
+
+    def _zero_by_store(self, pfn: int) -> float:
+        """zero's plain twin: the store of the zero page."""
         return self.store(pfn, ZERO_PAGE)
 
     def _fold(self, pfn: int):
