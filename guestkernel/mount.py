@@ -39,6 +39,8 @@ Remount (MS_REMOUNT, shmem_reconfigure) changes size, nr_inodes and huge: a size
 what is in use ("Too small a size for current use"), a limit where there was none
 ("Cannot retroactively limit size"), too few inodes: EINVAL. umount: EBUSY while a
 file of the mount is open or mapped; otherwise its files go with it (kill_litter_super).
+The dentry cache forgets the names below a mount point at mount and umount (d_invalidate,
+shrink_dcache_for_umount), so a path walk finds what is there now.
 
 /proc/mounts lists the tmpfs mounts as show_vfsmnt and shmem_show_options write them
 (size= and nr_inodes= only when not the defaults, huge= unless never, inode64 as
@@ -334,6 +336,7 @@ class MountTable:
         fs = k.fs
         for path in [p for p in fs.files if m.covers(p)]:
             m.hidden[path] = fs.files.pop(path)  # hidden under the mount
+        self._d_invalidate(m)  # the path walk now crosses into the mount
         self.mounts[target] = m
         self._update_thp()
         return 0
@@ -379,15 +382,34 @@ class MountTable:
         mine = [p for p, ino in fs.files.items() if getattr(ino, "sb", None) is m.sb]
         if any(fs.files[p].users for p in mine):
             raise U.err(U.EBUSY, f"umount {target}")
+        inodes = [fs.files[p] for p in mine]
         for p in mine:
-            inode = fs.files[p]
             fs.unlink(p)
-            if inode.users == 0:
-                fs.evict_inode(inode)
+        self._d_invalidate(m)  # shrink_dcache_for_umount: the files' dentries go
+        for inode in inodes:
+            fs.evict_inode(inode)  # (nobody uses them: their pages, swap and inode go)
         del self.mounts[target]
         fs.files.update(m.hidden)
         self._update_thp()
         return 0
+
+    def _d_invalidate(self, m: Mount) -> None:
+        """The dentry cache forgets the names below the mount point (d_invalidate at a
+        mount, shrink_dcache_for_umount at umount): an unused dentry is killed (its
+        inode reference dropped), one in use unhashed, to be killed at its last dput; the
+        next path walk looks the name up again, on the mount or on the disk."""
+        dc = getattr(self.kernel, "dcache", None)
+        if dc is None:
+            return
+        below = [d for name, d in dc.hash.items() if name != m.target and m.covers(name)]
+        for d in sorted(below, key=lambda d: -len(d.name)):  # children before parents
+            if not d.hashed:
+                continue
+            if d.count == 0:
+                dc._kill(d, None)
+            else:
+                d.hashed = False
+                del dc.hash[d.name]
 
     def _update_thp(self) -> None:
         thp = getattr(self.kernel, "thp", None)

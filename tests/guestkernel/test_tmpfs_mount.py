@@ -275,11 +275,13 @@ def test_umount_is_busy_while_a_file_is_open_then_frees_and_uncovers():
     k = boot()
     t = root(k)
     t.close(t.open("/mnt/x/old", U.O_CREAT | U.O_RDWR))
+    assert t.stat("/mnt/x/old") == 0  # (its dentry cached)
     shmem0 = meminfo(k)["Shmem"]
     t.mount("tmpfs", "/mnt/x", "tmpfs", 0, "size=8m")
-    with pytest.raises(OSError) as exc:
-        t.open("/mnt/x/old", U.O_RDWR)
-    assert exc.value.errno == U.ENOENT  # hidden under the mount
+    for call in (lambda: t.open("/mnt/x/old", U.O_RDWR), lambda: t.stat("/mnt/x/old")):
+        with pytest.raises(OSError) as exc:
+            call()
+        assert exc.value.errno == U.ENOENT  # hidden under the mount (d_invalidate)
     assert _write_mib(t, "/mnt/x/new", 1) == [MiB]
     fd = t.open("/mnt/x/new", U.O_RDWR)
     assert meminfo(k)["Shmem"] - shmem0 == 1024
@@ -287,8 +289,15 @@ def test_umount_is_busy_while_a_file_is_open_then_frees_and_uncovers():
         t.umount("/mnt/x")
     assert exc.value.errno == U.EBUSY
     t.close(fd)
+    new = k.fs.lookup("/mnt/x/new")
+    assert new in k.dcache.inodes
     assert t.umount("/mnt/x") == 0
     assert meminfo(k)["Shmem"] == shmem0 and k.fs.lookup("/mnt/x/new") is None
+    assert new not in k.dcache.inodes  # its dentry and struct inode freed
+    with pytest.raises(OSError) as exc:
+        t.stat("/mnt/x/new")
+    assert exc.value.errno == U.ENOENT
+    assert t.stat("/mnt/x/old") == 0
     t.close(t.open("/mnt/x/old", U.O_RDWR))
     with pytest.raises(OSError) as exc:
         t.umount("/mnt/x")
