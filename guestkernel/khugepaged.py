@@ -444,18 +444,13 @@ class Khugepaged:
         """collapse_file (6.1) for shmem: a new 2 MiB folio takes the place of the small
         pages of indices [start, start + 512)."""
         from .filemap import delete_from_page_cache, set_page_dirty, shmem_acct_block, shmem_charge_blocks
-        from .huge_memory import ShmemFolio
         from .memory import try_to_unmap
 
         k = self.kernel
-        thp = self.thp
         vm = k.vmstat
-        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag or not self.is_khugepaged else GFP_TRANSHUGE_LIGHT
-        head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)  # alloc_charge_hpage
+        head = self._alloc_charge_hpage()
         if head is None:
-            vm["thp_collapse_alloc_failed"] += 1
             return SCAN_ALLOC_HUGE_PAGE_FAIL
-        vm["thp_collapse_alloc"] += 1
         base = head.pfn
         pages = mapping.pages
         end = start + HPAGE_PMD_NR
@@ -490,7 +485,6 @@ class Khugepaged:
                 try_to_unmap(k, page, None, ignore_mlock=True)
         # copy the present pages, zero the holes (clear_highpage), drop the small pages
         phys = k.phys
-        pfn_to_page = k.page_alloc.pfn_to_page
         cost = 0.0
         for i, page in enumerate(old):
             dst = base + i
@@ -504,16 +498,7 @@ class Khugepaged:
             shmem_charge_blocks(k, host, HPAGE_PMD_NR - nr_none)  # (the copied pages' blocks)
         self.cost += cost
         # the new folio in the page cache: uptodate, dirty, one LRU entry
-        subpages = []
-        for i in range(HPAGE_PMD_NR):
-            p = pfn_to_page(base + i)
-            p._count = 1
-            p.flags |= PG_uptodate | PG_swapbacked | PG_thpfile
-            p.mapping = mapping
-            p.index = start + i
-            pages[start + i] = p
-            subpages.append(p)
-        thp.shmem_folios[base] = ShmemFolio(base, mapping, start)
+        subpages = self._add_folio_to_cache(base, mapping, start, PG_swapbacked)
         vm["nr_file_pages"] += HPAGE_PMD_NR
         vm["nr_shmem"] += HPAGE_PMD_NR
         vm["nr_shmem_hugepages"] += 1
@@ -521,6 +506,37 @@ class Khugepaged:
             set_page_dirty(k, p)  # (folio_mark_dirty)
         k.lru_cache_add(subpages[0])
         return self.retract_page_tables(mapping, start, vma.vm_mm, self._linear_address(vma, start))
+
+    def _alloc_charge_hpage(self):
+        """alloc_charge_hpage: the order-9 block of a collapse (GFP_TRANSHUGE, or
+        GFP_TRANSHUGE_LIGHT for khugepaged with khugepaged/defrag 0), counted in
+        thp_collapse_alloc / thp_collapse_alloc_failed; None on failure."""
+        k = self.kernel
+        light = self.is_khugepaged and not self.thp.khugepaged_defrag
+        head = k.alloc_pages(GFP_TRANSHUGE_LIGHT if light else GFP_TRANSHUGE, HPAGE_PMD_ORDER)
+        k.vmstat["thp_collapse_alloc_failed" if head is None else "thp_collapse_alloc"] += 1
+        return head
+
+    def _add_folio_to_cache(self, base: int, mapping, start: int, flags: int) -> list:
+        """The collapsed folio at pfn `base` takes indices [start, start + 512) of the
+        page cache (the multi-index xas_store): each subpage uptodate, PG_thpfile (and
+        `flags`), the cache's one reference; the folio registered whole. Returns its
+        subpages."""
+        from .huge_memory import ShmemFolio
+
+        pfn_to_page = self.kernel.page_alloc.pfn_to_page
+        pages = mapping.pages
+        subpages = []
+        for i in range(HPAGE_PMD_NR):
+            p = pfn_to_page(base + i)
+            p._count = 1
+            p.flags |= PG_uptodate | PG_thpfile | flags
+            p.mapping = mapping
+            p.index = start + i
+            pages[start + i] = p
+            subpages.append(p)
+        self.thp.shmem_folios[base] = ShmemFolio(base, mapping, start)
+        return subpages
 
     @staticmethod
     def _linear_address(vma, pgoff: int) -> int:
@@ -531,7 +547,6 @@ class Khugepaged:
         folio takes the place of the pages of indices [start, start + 512), every one of
         them read in first."""
         from .filemap import delete_from_page_cache
-        from .huge_memory import ShmemFolio
         from .memory import try_to_unmap
         from .page import PG_dirty, PG_writeback
         from .readahead import page_cache_sync_ra
@@ -542,12 +557,9 @@ class Khugepaged:
         file = vma.vm_file
         inode = file.inode
         mapping = inode.mapping
-        gfp = GFP_TRANSHUGE if thp.khugepaged_defrag or not self.is_khugepaged else GFP_TRANSHUGE_LIGHT
-        head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)  # alloc_charge_hpage
+        head = self._alloc_charge_hpage()
         if head is None:
-            vm["thp_collapse_alloc_failed"] += 1
             return SCAN_ALLOC_HUGE_PAGE_FAIL
-        vm["thp_collapse_alloc"] += 1
         base = head.pfn
         pages = mapping.pages
         end = start + HPAGE_PMD_NR
@@ -580,34 +592,27 @@ class Khugepaged:
                 return SCAN_FAIL  # folio_isolate_lru failed: SCAN_DEL_PAGE_LRU
             old.append(page)
         for page in old:
-            # try_to_unmap(TTU_IGNORE_MLOCK), then page_ref_freeze(page, 3): nothing but
-            # the cache may hold it once unmapped
-            if (page._mapcount >= 0 and not try_to_unmap(k, page)) or page._count != 1:
+            # try_to_unmap(TTU_IGNORE_MLOCK: VM_LOCKED mappings too, the page munlocked
+            # with its last one), then page_ref_freeze(page, 3): nothing but the cache may
+            # hold it once unmapped
+            if page._mapcount >= 0:
+                try_to_unmap(k, page, None, ignore_mlock=True)
+            if page._count != 1 or page._mapcount >= 0:
                 k.free_pages(head, HPAGE_PMD_ORDER)
-                return SCAN_PAGE_COUNT if page._mapcount < 0 else SCAN_FAIL
+                return SCAN_PAGE_COUNT
         if inode.i_writecount > 0:
             # the file was opened for writing meanwhile (the smp_mb() pairing with
             # do_dentry_open): roll back
             k.free_pages(head, HPAGE_PMD_ORDER)
             return SCAN_FAIL
         phys = k.phys
-        pfn_to_page = k.page_alloc.pfn_to_page
         cost = 0.0
         for i, page in enumerate(old):
             cost += phys.touch(page.pfn, False)
             cost += phys.copy(base + i, page.pfn)  # copy_highpage
             delete_from_page_cache(k, page)
         self.cost += cost
-        subpages = []
-        for i in range(HPAGE_PMD_NR):
-            p = pfn_to_page(base + i)
-            p._count = 1
-            p.flags |= PG_uptodate | PG_thpfile  # (not swap-backed, not dirty)
-            p.mapping = mapping
-            p.index = start + i
-            pages[start + i] = p
-            subpages.append(p)
-        thp.shmem_folios[base] = ShmemFolio(base, mapping, start)
+        subpages = self._add_folio_to_cache(base, mapping, start, 0)  # (not swap-backed, not dirty)
         vm["nr_file_pages"] += HPAGE_PMD_NR
         vm["nr_file_hugepages"] += 1  # NR_FILE_THPS
         if not inode.fs.large_folios:

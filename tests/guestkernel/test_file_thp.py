@@ -657,3 +657,22 @@ def test_random_file_thp_operations_keep_the_invariants_and_the_data(enabled, la
         t.access(BASE + i * P, False)
         assert t.peek(BASE + i * P, 16) == expect(i), i
     event(f"collapsed {k.vmstat['thp_collapse_alloc']}, pmd-mapped {k.vmstat['thp_file_mapped']}")
+
+
+def test_an_mlocked_text_collapses_and_its_pmd_is_mlocked_again():
+    """collapse_file unmaps with TTU_IGNORE_MLOCK: the pages of a VM_LOCKED mapping are
+    unmapped too (munlocked with their last mapping: Mlocked 0) and the range collapses;
+    the next fault maps the folio by a PMD in the VM_LOCKED VMA, page_add_file_rmap
+    (compound) mlocking the whole folio (mlock_vma_page: Mlocked 2048 kB)."""
+    k = boot()
+    t = text(k, 0)
+    t.mlock(BASE, H)  # populates the 512 pages
+    vm = k.vmstat
+    assert vm["nr_mlock"] == 512
+    k.khugepaged.do_scan()
+    assert vm["nr_file_hugepages"] == 1 and vm["nr_mlock"] == 0
+    t.access(BASE, False)
+    assert t.mm.pgtable.ptes[BASE >> 12] & _PAGE_PSE
+    assert vm["nr_mlock"] == 512 and meminfo(k, "Mlocked") == 2048
+    validate_pages(k)
+    k.reclaim.validate()
