@@ -175,6 +175,17 @@ class Kernel:
 
     # ------------------------------------------------------------------ page allocator
     @property
+    def current_cpu(self) -> int:
+        """smp_processor_id(): the CPU of the task in the kernel now (0: none, a kernel
+        thread; Task.on_cpu). The allocator's per-CPU lists and the slab's array caches
+        used without an explicit CPU are this CPU's."""
+        return self.page_alloc.current_cpu
+
+    @current_cpu.setter
+    def current_cpu(self, cpu: int) -> None:
+        self.page_alloc.current_cpu = cpu
+
+    @property
     def stall(self) -> float:
         """Seconds spent beneath the guest by allocations since the last reset."""
         return self.page_alloc.stall

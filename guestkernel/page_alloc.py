@@ -358,6 +358,9 @@ class PageAllocator:
         self.config = config
         self.phys = phys
         self.vmstat = vmstat
+        # smp_processor_id(): the CPU of the task in the kernel now (Kernel.current_cpu;
+        # 0: none, a kernel thread); allocations and frees without a `cpu` use its lists
+        self.current_cpu = 0
         self.arch = config.arch
         self.era = config.era
         self.nr_pages = config.nr_pages
@@ -1337,9 +1340,11 @@ class PageAllocator:
     # ------------------------------------------------------------------ allocation
     def alloc_pages(self, gfp: int, order: int = 0, cpu: int | None = None,
                     nid: int | None = None, oom_victim: bool = False) -> Page | None:
-        """__alloc_pages: a block of 2**order pages, or None. The head page has _count 1."""
+        """__alloc_pages: a block of 2**order pages, or None. The head page has _count 1.
+        `cpu`: the allocating CPU (default: the current one, whose per-CPU lists serve
+        it and whose node is the local one: numa_node_id())."""
         if cpu is None:
-            cpu = 0
+            cpu = self.current_cpu
         if nid is None:
             nid = self.cpu_to_node[cpu]
         plan = self._fast_plans[nid].get(gfp)
@@ -1811,7 +1816,7 @@ class PageAllocator:
             # NOTE: the order-0 case of free_unref_page_commit inlined (the free of every
             # page); a list reaching `high_now` (high, or 4 x batch under
             # ZONE_RECLAIM_ACTIVE) takes the plain path
-            pcp = zone.pcp[cpu or 0][self._cold_list if cold else 0]
+            pcp = zone.pcp[self.current_cpu if cpu is None else cpu][self._cold_list if cold else 0]
             lst = pcp.lists[mt]
             lst.append(page)
             pcp.count += 1
@@ -1827,7 +1832,8 @@ class PageAllocator:
                     self._free_one_page(zone, page, page.pfn, order, mt=mt)
                     return
                 mt = MIGRATE_MOVABLE
-            self._free_unref_page_commit(zone, zone.pcp[cpu or 0][0], page, mt, order)
+            self._free_unref_page_commit(zone, zone.pcp[self.current_cpu if cpu is None else cpu][0],
+                                         page, mt, order)
             return
         self._free_one_page(zone, page, page.pfn, order)
 

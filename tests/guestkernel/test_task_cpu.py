@@ -104,3 +104,52 @@ def test_without_idle_information_a_task_stays_where_it_was_placed():
         env.run(until=0.01 * i)
         t.write(fd, buf, P)
         assert t.cpu == cpu and k.task_cpu == cpu
+
+
+def _pcp_count(k, cpu):
+    return sum(lists[0].count for node in k.page_alloc.nodes for z in node.zones
+               for i, lists in enumerate(z.pcp) if i == cpu)
+
+
+def test_a_tasks_page_faults_and_frees_use_its_cpus_pcp_list():
+    """6.1 rmqueue_pcplist and free_unref_page take this_cpu_ptr(zone->per_cpu_pageset):
+    the lists of the CPU the task runs on (kernel.current_cpu while it is in the
+    kernel). A task on CPU 1 of a 2-CPU guest frees a page into CPU 1's list and its
+    next fault takes that very page back from it; CPU 0's lists are not touched."""
+    k, env = _kernel(2)
+    t = k.spawn("t")
+    t.cpu = 1
+    a = t.mmap(0, 2 * P, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(a, 2 * P, True)
+    pfn = t.mm.pgtable.ptes[(a >> 12) + 1] >> 12
+    c0, c1 = _pcp_count(k, 0), _pcp_count(k, 1)
+    t.munmap(a + P, P)  # its last reference: free_unref_page on CPU 1
+    assert _pcp_count(k, 1) == c1 + 1 and _pcp_count(k, 0) == c0
+    b = t.mmap(0, P, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    t.access_range(b, P, True)  # the hot page at the list's head comes back
+    assert t.mm.pgtable.ptes[b >> 12] >> 12 == pfn
+    assert _pcp_count(k, 1) == c1 and _pcp_count(k, 0) == c0
+    assert k.current_cpu == 0 and k.page_alloc.current_cpu == 0  # out of the kernel
+
+
+def test_a_task_allocates_from_its_cpus_node_first():
+    """numa_node_id(): a task's allocations start with the zonelist of its CPU's node
+    (cpu_to_node). On a 2-node, 2-CPU guest (CPU 1 on node 1) its anonymous page comes
+    from node 1; kernel work outside a task (CPU 0) from node 0."""
+    env = simpy.Environment()
+    k = Kernel(memory="256MiB", cpus=2, nodes=2, env=env)
+    init_reclaim(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    pa = k.page_alloc
+    assert pa.cpu_to_node == [0, 1]
+    t = k.spawn("t")
+    for cpu in (1, 0):
+        t.cpu = cpu
+        a = t.mmap(0, P, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+        t.access_range(a, P, True)
+        pfn = t.mm.pgtable.ptes[a >> 12] >> 12
+        assert pa.zone_of(pfn).node.nid == cpu
+    page = k.alloc_pages(0)  # (no task in the kernel: CPU 0)
+    assert pa.zone_of(page.pfn).node.nid == 0
+    k.free_pages(page)
