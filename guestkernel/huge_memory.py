@@ -87,8 +87,8 @@ own pass. khugepaged collapses shmem ranges (khugepaged.py: collapse_file). File
 user tmpfs mount (mount.py) follow their mount's huge= instead of the internal mount's,
 and a huge folio counts 512 blocks against its size= (none left: 4 KiB pages).
 
-File THP (CONFIG_READ_ONLY_THP_FOR_FS, 6.1; `read_only_thp_for_fs`). Only khugepaged makes
-them (no fault allocates one): a regular file's VMA is eligible outside a fault when
+File THP (CONFIG_READ_ONLY_THP_FOR_FS, 6.1; `read_only_thp_for_fs`). Only khugepaged and
+MADV_COLLAPSE make them (no fault allocates one): a regular file's VMA is eligible outside a fault when
 file_thp_enabled holds (VM_EXEC, no struct file has the inode open for writing, a regular
 file) and the sysfs setting allows it (always, or madvise with VM_HUGEPAGE); collapse_file
 puts a clean 2 MiB folio in the page cache (khugepaged.py). Such a folio sits with the
@@ -102,7 +102,9 @@ read-only unless the fault writes a shared mapping; a private write copies 4 KiB
 the PMD is split (cleared). Opening the file for writing while it has THPs unmaps its
 page-cache pages from every mapping (private copies stay) and drops its page cache
 (do_dentry_open: unmap_mapping_range + truncate_inode_pages). Splits, truncation and
-reclaim take the shmem THP paths above, with the file counters.
+reclaim take the shmem THP paths above, with the file counters, except that reclaim
+(shrink_folio_list, __remove_mapping) and invalidation (POSIX_FADV_DONTNEED, drop_caches:
+mapping_evict_folio) free a clean, unmapped file THP whole, never split.
 """
 
 from __future__ import annotations

@@ -62,6 +62,16 @@ the scan's, the cache's, the isolation's); it copies every page (no hole: nr_non
 puts the clean folio in the cache (nr_file_hugepages, the mapping's nr_thps; on the file
 LRU as one entry) unless the file was opened for writing meanwhile (SCAN_FAIL), and
 retracts the page tables. thp_file_alloc is not counted (6.1 counts it for shmem only).
+retract_page_tables returns the scanning mapping's own result, which is what
+pages_collapsed counts (a collapse whose scanner had no PTE table there, or an anon_vma,
+is not counted).
+
+MADV_COLLAPSE (madvise_collapse, 6.1) runs the same scans and collapses synchronously in
+the caller, with collapse_control.is_khugepaged false: hugepage_vma_check without the sysfs
+setting, no max_ptes_* limits and no young-page test, GFP_TRANSHUGE, and the caller's PMD
+installed at once (retract_page_tables' set_huge_pmd; collapse_pte_mapped_thp with
+install_pmd); 0 when every aligned 2 MiB of the range is a THP, else ENOMEM, EAGAIN or
+EINVAL as madvise_collapse_errno says.
 """
 
 from __future__ import annotations
