@@ -188,3 +188,36 @@ def test_the_costs_charged_are_the_configs():
     d = Delta(vm)
     child.access_range(BASE + 4096, N * 4096, True)
     assert d.copy == pytest.approx(N * cfg.page_copy_cost)
+
+
+def test_a_bursts_zeroing_runs_on_the_vcpu_and_its_host_faults_hold_it():
+    # a workload's burst of N demand-zero faults (experiments/workloads/base.py): the N
+    # zeroings are the burst's guest CPU on the vCPU (VCPUs.run_time), the host's first
+    # touches of the N frames a stall that holds it
+    import simpy
+
+    from experiments.workloads.base import Workload
+
+    env = simpy.Environment()
+    host = Host(HostConfig(memory="512MiB", sharing=False, compression=False, ballooning=False,
+                           page_copy_cost=COPY, page_zero_cost=ZERO), env=env)
+    vm = host.create_vm("g", KernelConfig(memory="256MiB", thp_enabled="never"), balloon=False)
+    out = {}
+
+    class Toucher(Workload):
+        def run(self):
+            t = self.kernel.spawn("t")
+            t.mmap(BASE, HUGE, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
+            yield self.wait(t.access(BASE, True))
+            cpu0, run0, stall0 = self.cpu_time, vm.vcpus.run_time, vm.stall_time
+            yield self.wait(t.access_range(BASE + 4096, N * 4096, True))
+            out["cpu"] = self.cpu_time - cpu0
+            out["run"] = vm.vcpus.run_time - run0
+            out["stall"] = vm.stall_time - stall0
+
+    w = Toucher(env, vm, None, None, seed=1)
+    w.start()
+    env.run(until=1.0)
+    assert out["cpu"] == pytest.approx(N * ZERO)
+    assert out["run"] == pytest.approx(N * ZERO)
+    assert out["stall"] == pytest.approx(N * host.config.fault_cost)
