@@ -523,10 +523,17 @@ def anchor_balloon_static(ctx: Context) -> list[Row]:
     start = end // 2
     out = ctx.outdir / "balloon-static"
 
+    busiest: dict[str, float | None] = {}
+
     def measure(cfg, folder, setup=None) -> tuple[Run, float]:
         probe = WorkProbe(vm_name)
         run = Run(cfg, out / folder, setup=setup, sample=probe)
+        busiest[folder] = probe.busiest_share(start, end)
         return run, probe.rate(start, end)
+
+    def share(folder) -> str:
+        b = busiest.get(folder)
+        return "-" if b is None else f"{b:.0f} %"
 
     _, t_full = measure(cfg0, "unconstrained")
     curve = []
@@ -549,7 +556,9 @@ def anchor_balloon_static(ctx: Context) -> list[Row]:
         curve.append((s, t_static, t_balloon))
         text = (f"static {t_static:.2f}, ballooned {t_balloon:.2f}, unconstrained "
                 f"{size(cfg0.vm[0].memory) // MIB} MiB {t_full:.2f} MB/s (seconds {start}-{end}); "
-                f"balloon held {held} MiB")
+                f"balloon held {held} MiB; busiest client's share of the work: static "
+                f"{share(f'static-{s}')}, ballooned {share(f'ballooned-{s}')}, unconstrained "
+                f"{share('unconstrained')} ({100 / cfg0.vm[0].workload.clients:.1f} % each if all ran alike)")
         published = BALLOON_PUBLISHED.get(round(s / scale))
         if published is None:
             notes.append(f"{s} MiB: overhead {overhead:.1f} % ({text})")
@@ -589,24 +598,40 @@ BALLOON_SWAP_HOSTS = (88, 104, 112, 128)
 
 class WorkProbe:
     """Work done by one VM's workload at every whole simulated second (a Run's `sample`
-    probe: reads the counter, changes nothing). `then` is called after each sample."""
+    probe: reads the counter, changes nothing), and each client's for a workload that
+    counts its clients apart (dbench's `client_work`). `then` is called after each
+    sample."""
 
     def __init__(self, vm_name: str, then=None) -> None:
         self.vm_name = vm_name
         self.then = then
         self.done: dict[int, float] = {0: 0.0}
+        self.clients: dict[int, list[float]] = {}
 
     def __call__(self, run) -> None:
         now = run.env.now
         if abs(now - round(now)) < 1e-6:  # a run's last probe may fall between seconds
             wl = run.workloads.get(self.vm_name)
             self.done[round(now)] = wl.work_done if wl is not None else 0.0
+            per = getattr(wl, "client_work", None)
+            if per is not None:
+                self.clients[round(now)] = list(per)
         if self.then is not None:
             self.then(run)
 
     def rate(self, start: int, end: int) -> float:
         """Work units per simulated second between whole seconds `start` and `end`."""
         return (self.done[end] - self.done[start]) / (end - start) if end > start else 0.0
+
+    def busiest_share(self, start: int, end: int) -> float | None:
+        """The busiest client's share (%) of the work between seconds `start` and `end`
+        (None: the workload does not count its clients apart, or did no work)."""
+        a, b = self.clients.get(start), self.clients.get(end)
+        if a is None or b is None:
+            return None
+        per = [y - x for x, y in zip(a, b, strict=True)]
+        total = sum(per)
+        return pct(max(per), total) if per and total > 0 else None
 
 
 def anchor_balloon_swap(ctx: Context) -> list[Row]:

@@ -501,8 +501,12 @@ class DbenchWorkload(Profile):
     as dbench's temporary files do. Between them `read_fraction` of the operations read.
     Each operation costs `op_cpu` of the client's CPU (smbd's work, the metadata
     operations included). Throughput is dbench's: MB read and written per second (work in
-    MiB). Memory matters as on a real file server: what the page cache keeps of the hot
-    sets and holds of dirty temporary data decides how often a client waits for the disk."""
+    MiB), the sum of the clients' (`client_work`, MiB per client, as dbench's per-client
+    lines). Memory matters as on a real file server: what the page cache keeps of the hot
+    sets and holds of dirty temporary data decides how often a client waits for the disk.
+    A client whose hot set the cache holds whole waits only for its cold reads and runs
+    many times faster than one that misses, so near the memory where the hot sets stop
+    fitting the total moves by steps as clients become resident or are pushed out."""
 
     name = "dbench"
     unit = "MiB"
@@ -512,6 +516,7 @@ class DbenchWorkload(Profile):
     def __init__(self, env, vm, params, content, seed: int, image=None) -> None:
         super().__init__(env, vm, params, content, seed, image)
         self.seed = seed  # each client draws from its own stream (its load file's order)
+        self.client_work = [0.0] * max(0, int(params.clients))  # MiB read and written, per client
 
     def run(self):
         p = self.params
@@ -600,4 +605,5 @@ class DbenchWorkload(Profile):
                     break
             self.stall += wcost
             self.work_done += done / (1 << 20)
+            self.client_work[c] += done / (1 << 20)
             yield self.wait(p.burst_ops * op_cpu + cost)

@@ -192,6 +192,35 @@ def test_work_probe_rate_over_a_window():
     assert probe.rate(0, 4) == 2.0
     assert probe.rate(3, 3) == 0.0
     assert len(seen) == 5  # `then` runs after every probe
+    assert probe.busiest_share(2, 4) is None  # the workload does not count its clients
+
+
+def test_work_probe_busiest_client_share_over_a_window():
+    """A workload counting its clients apart (dbench's client_work): the busiest client's
+    share of the work between two whole seconds, in %."""
+
+    class _Env:
+        now = 0.0
+
+    class _WL:
+        work_done = 0.0
+        client_work = [0.0, 0.0, 0.0]
+
+    class _Run:
+        env = _Env()
+        workloads = {"bench": _WL()}
+
+    probe = A.WorkProbe("bench")
+    run = _Run()
+    wl = run.workloads["bench"]
+    for t, per in ((1.0, [1.0, 1.0, 1.0]), (2.0, [2.0, 5.0, 2.0]), (3.0, [3.0, 12.0, 3.0])):
+        run.env.now = t
+        wl.client_work = list(per)
+        wl.work_done = sum(per)
+        probe(run)
+    assert probe.busiest_share(1, 3) == 100.0 * 11 / 15  # client 1: 11 of (2 + 11 + 2)
+    assert probe.busiest_share(0, 3) is None  # second 0 was not sampled by a probe
+    assert probe.busiest_share(3, 3) is None  # no work in the window
 
 
 # -- configs -------------------------------------------------------------------------------

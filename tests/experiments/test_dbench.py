@@ -73,3 +73,14 @@ def test_each_client_has_its_own_files():
             assert k.fs.lookup(f"/clients/client{c}/file{i:03d}").size == FILE
         assert k.fs.lookup(f"/clients/client{c}/file002") is None
     assert size("24MiB") // FILE == 24  # the default file set: 24 files of 1 MiB
+
+
+def test_the_total_is_the_sum_of_the_clients_work():
+    """dbench's throughput is the sum of its clients' (each client prints its own count):
+    client_work holds each client's MiB; with read_fraction 1 and 4 KiB page-aligned reads
+    each client's count is whole reads."""
+    wl, _ = _run({"clients": 3, "read_fraction": 1.0, "file_set": "2MiB", "read_size": "4KiB"},
+                 seconds=0.5)
+    assert len(wl.client_work) == 3 and all(w > 0 for w in wl.client_work)
+    assert sum(round(w * MIB) for w in wl.client_work) == round(wl.work_done * MIB)
+    assert all(round(w * MIB) % 4096 == 0 for w in wl.client_work)
