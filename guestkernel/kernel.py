@@ -90,6 +90,7 @@ class Kernel:
         )
         # Hooks for the layers above (reclaim fills them; no-ops until then).
         self.swapin_hook = None  # (task, vma, addr, pte) -> (page, cost, major)
+        self.swap_count_hook = None  # (entry) -> PTE references left on the slot (swp_swapcount)
         self.tasks: dict = {}
         self._next_pid = 1
         # the address spaces holding dirty file pages (the inodes on the bdi's dirty

@@ -342,8 +342,7 @@ def do_wp_page(task, vma, addr: int, pte: int) -> int:
     zero = pfn == kernel.zero_pfn
     old = None if zero else kernel.mem_map[pfn]
     if old is not None and old.flags & PG_anon and not old.flags & PG_ksm:
-        refs = old._count - (1 if old.flags & PG_swapcache else 0)
-        if refs == 1 and old._mapcount == 0:
+        if old._mapcount == 0 and _anon_refs(kernel, old) == 1:
             ptes[vpn] = pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED
             mm.pgtable.pte_changed(vpn)
             vm["fault_cow_reuse"] += 1
@@ -510,6 +509,21 @@ def fault_dirty_shared_page(kernel, page, task) -> None:
         hook(page, task)
 
 
+def _anon_refs(kernel, page) -> int:
+    """The references that keep an anonymous page from being exclusive to one mapping:
+    page_count less the swap cache's own reference, or 2 while another swap PTE (a fork
+    child's) still refers to the page's slot. 6.1 reuses or maps writable only a page
+    whose count is 1 once try_to_free_swap has run (do_wp_page's reuse test,
+    do_swap_page's page_count == 1), and try_to_free_swap keeps a page whose slot is
+    still referenced (folio_swapped)."""
+    if not page.flags & PG_swapcache:
+        return page._count
+    swap_count = getattr(kernel, "swap_count_hook", None)
+    if swap_count is not None and swap_count(page.private):
+        return 2
+    return page._count - 1
+
+
 def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:
     kernel = task.kernel
     mm = task.mm
@@ -532,7 +546,11 @@ def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:
         page.mapping = av
         page.index = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     page.flags |= PG_anon | PG_swapbacked
-    exclusive = page._mapcount == -1 and page._count - (1 if page.flags & PG_swapcache else 0) == 1
+    # 6.1 maps the page writable when it is certainly exclusive: its swap PTE carried
+    # pte_swp_exclusive (which fork clears on both sides) or, after should_try_to_free_swap,
+    # page_count == 1. A swap-cache page whose slot another PTE still references (a fork
+    # child's swap entry) is shared, whatever its mapcount and references say.
+    exclusive = page._mapcount == -1 and _anon_refs(kernel, page) == 1
     writable = bool(write and exclusive and vma.vm_flags & VM_WRITE)
     vpn = addr >> PAGE_SHIFT
     newpte = (page.pfn << PAGE_SHIFT) | vma_pte_bits(vma.vm_flags, writable)

@@ -2924,6 +2924,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.balance_dirty_pages_ratelimited = r.balance_dirty_pages_ratelimited
     kernel.activate_page = r.activate_page
     kernel.swapin_hook = r.swap.swapin
+    kernel.swap_count_hook = r.swap.swap_count
     kernel.swap_free = r.swap.swap_free
     kernel.swap_duplicate = r.swap.swap_duplicate
     kernel.free_swap_cache = r.swap.free_swap_cache

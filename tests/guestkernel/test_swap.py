@@ -226,6 +226,42 @@ def test_fork_shares_swap_entries_and_exit_frees_them():
     validate_swap(k.swap)
 
 
+def test_a_write_after_swapin_copies_a_page_whose_slot_a_fork_child_still_holds():
+    """6.1 do_swap_page maps a swapped-in page writable only when it is certainly
+    exclusive (pte_swp_exclusive, cleared by fork on both sides, or page_count == 1 after
+    try_to_free_swap, which keeps a page whose slot is still referenced). Written,
+    swapped out, forked: the parent's write fault reads the page into the swap cache and
+    must copy it, so the child still reads what was written before the fork."""
+    k = boot(memory="48MiB", swap="64KiB")
+    parent = k.spawn("app")
+    a = filled(parent, 1, b"A")
+    swap_out(parent, a, 1)
+    child = k.tasks[parent.fork()]
+    parent.access(a, True, b"B")
+    assert parent.peek(a, 1) == b"B"
+    child.access(a, False)
+    assert child.peek(a, 1) == b"A"
+    assert k.vmstat["fault_swapin"] == 2 and k.vmstat["fault_cow"] == 1  # parent, child; parent
+
+
+def test_a_write_to_a_swapped_in_page_copies_while_a_fork_child_holds_its_slot():
+    """6.1 do_wp_page reuses an anonymous page only if page_count(page) == 1 once
+    try_to_free_swap has run, and try_to_free_swap keeps a page whose slot another swap
+    PTE still references: the parent's read swap-in maps the page read-only, its later
+    write copies it, and the child (still on the swap entry) reads the old contents."""
+    k = boot(memory="48MiB", swap="64KiB")
+    parent = k.spawn("app")
+    a = filled(parent, 1, b"A")
+    swap_out(parent, a, 1)
+    child = k.tasks[parent.fork()]
+    parent.access(a, False)
+    parent.access(a, True, b"B")
+    assert parent.peek(a, 1) == b"B"
+    child.access(a, False)
+    assert child.peek(a, 1) == b"A"
+    assert k.vmstat["fault_cow_reuse"] == 0 and k.vmstat["fault_cow"] == 1
+
+
 def test_free_swap_cache_when_the_last_pte_goes():
     """zap_pte_range + free_page_and_swap_cache, step by step."""
     from guestkernel import memory as mem
