@@ -344,6 +344,14 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
     vm["nr_file_pages"] += 1
     if shmem:
         vm["nr_shmem"] += 1
+    mc = kernel.memcg
+    if mc is not None:
+        # the root memcg's statistics (memcontrol.py): the charge's PGPGIN
+        # (memcg1_commit_charge), NR_FILE_PAGES (and NR_SHMEM) of __filemap_add_folio
+        mc.rstat_updated(1)
+        mc.rstat_updated(1)
+        if shmem:
+            mc.rstat_updated(1)
     kernel.lru_cache_add(page)
     return page
 
@@ -567,8 +575,15 @@ def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
         vm["nr_shmem"] -= 1
         if inode.noreserve:
             shmem_unacct_blocks(kernel, inode, 1)  # (shmem_recalc_inode: gone from cache and swap)
+    mc = kernel.memcg
+    if mc is not None:
+        mc.rstat_updated(1)  # filemap_unaccount_folio: NR_FILE_PAGES (and NR_SHMEM)
+        if inode.shmem:
+            mc.rstat_updated(1)
     clear_page_dirty(kernel, page)
     if page._count == 1:
+        if mc is not None:
+            mc.rstat_updated(1)  # the uncharge's PGPGOUT (memcg1_uncharge_batch)
         free_user_page(kernel, page)
     else:
         page._count -= 1

@@ -113,6 +113,7 @@ from bisect import bisect_left
 from . import gfp as G
 from . import memory as mem
 from .filemap import delete_from_page_cache, free_user_page, writepage
+from .memcontrol import ST_ACTIVATE_ANON, ST_ACTIVATE_FILE, MemCgroup, StatsFlusher
 from .page import (
     PGSTATE_MASK,
     PageList,
@@ -494,6 +495,9 @@ class Lruvec:
         self.pgdat_dirty = False
         self.pgdat_writeback = False
         self.congested = False
+        # the root memory cgroup's flushed statistics of this lruvec (memcontrol.py:
+        # lruvec_page_state); None (2.6 era, no memcg): readers take the exact lists
+        self.stat = None
 
     def size(self, lru: int) -> int:
         return self.lists[lru].nr
@@ -645,6 +649,8 @@ class Reclaim:
         self.kthread_bdp = _BdpTask()
         # workingset detection (mm/workingset.c) exists from 3.15: 6.x era only
         self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
+        # the root memory cgroup's statistics (6.x era: CONFIG_MEMCG; memcontrol.py)
+        self.memcg = MemCgroup(kernel, self) if self.alloc.era == "6.x" else None
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
             vm.setdefault(name, 0)
@@ -697,6 +703,9 @@ class Reclaim:
         if f & PG_highmem:
             head.nr_high += 1
         vm[LRU_VMSTAT[lru]] += 1
+        mc = self.memcg
+        if mc is not None:
+            mc.rstat_updated(1)  # lruvec_add_folio: update_lru_size
 
     def lru_del(self, page) -> None:
         """Take a page off its list (it is being freed): the arc from the state last
@@ -708,6 +717,8 @@ class Reclaim:
             lru = page_lru(page)
             self.lruvec_of(page).lists[lru].remove(page)
             vm[LRU_VMSTAT[lru]] -= 1
+            if self.memcg is not None:
+                self.memcg.rstat_updated(1)  # lruvec_del_folio: update_lru_size
         # (a THP's subpage: the folio stays on its list, counting its 512 pages, until it
         # is freed whole or split: folio_lru_del, split_folio_lru)
         page.flags = f & ~(PG_lru | PG_active | PG_unevictable | PG_referenced | PG_reclaim)
@@ -719,6 +730,8 @@ class Reclaim:
             return self._folio_isolate(self._folio(page))
         self.lruvec_of(page).lists[lru].remove(page)
         self.vmstat[LRU_VMSTAT[lru]] -= 1
+        if self.memcg is not None:
+            self.memcg.rstat_updated(1)  # isolate_lru_folios: update_lru_sizes
         page.flags &= ~PG_lru
         return [page]
 
@@ -781,6 +794,8 @@ class Reclaim:
             lst.add(head)
         folio.lru = lru
         self.vmstat[LRU_VMSTAT[lru]] += HPAGE_PMD_NR
+        if self.memcg is not None:
+            self.memcg.rstat_updated(HPAGE_PMD_NR)
 
     def _folio_unlink(self, folio) -> None:
         head = self.kernel.mem_map[folio.pfn]
@@ -788,6 +803,8 @@ class Reclaim:
         self.lruvec_of(head).lists[lru].remove(head)
         folio.lru = -1
         self.vmstat[LRU_VMSTAT[lru]] -= HPAGE_PMD_NR
+        if self.memcg is not None:
+            self.memcg.rstat_updated(HPAGE_PMD_NR)
 
     def _folio_conform(self, folio, page) -> None:
         """A subpage of a folio on a list gets the folio's LRU flags."""
@@ -839,6 +856,8 @@ class Reclaim:
             if p.flags & PG_highmem:
                 lst.nr_high += 1
         vm[LRU_VMSTAT[lru]] += len(pages)
+        if self.memcg is not None and pages:
+            self.memcg.rstat_updated(len(pages))
 
     def _putback(self, page, tail: bool = False, age: bool = True) -> None:
         """Return an isolated page to the list its flags name (culling mlocked pages).
@@ -868,6 +887,8 @@ class Reclaim:
             lv.nonresident_age += 1  # move_folios_to_lru: workingset_age_nonresident
         vm = self.vmstat
         vm[LRU_VMSTAT[lru]] += 1
+        if self.memcg is not None:
+            self.memcg.rstat_updated(1)  # move_folios_to_lru: lruvec_add_folio
         page_restate(vm, page)
 
     def _folio_putback(self, page, tail: bool, age: bool) -> None:
@@ -923,6 +944,10 @@ class Reclaim:
         lru = page_lru(page)
         lv.lists[lru].add(page)
         vm[LRU_VMSTAT[lru]] += 1
+        if self.memcg is not None:
+            # lruvec_del_folio and lruvec_add_folio: two update_lru_size calls
+            self.memcg.rstat_updated(1)
+            self.memcg.rstat_updated(1)
         page_restate(vm, page)
         return 1
 
@@ -932,7 +957,10 @@ class Reclaim:
         f = page.flags
         if f & (PG_active | PG_unevictable) or not f & PG_lru:
             return
-        self.vmstat["pgactivate"] += self._move(page, True)
+        n = self._move(page, True)
+        self.vmstat["pgactivate"] += n
+        if self.memcg is not None and n:
+            self.memcg.rstat_updated(n)  # lru_activate: __count_memcg_events(PGACTIVATE)
 
     def mark_page_lazyfree(self, page) -> None:
         """mark_page_lazyfree (lru_lazyfree_fn, 6.1): an anonymous, swap-backed page not in
@@ -971,8 +999,14 @@ class Reclaim:
         if on_lru:
             lv.lists[LRU_INACTIVE_FILE].add(page)
             vm[LRU_VMSTAT[LRU_INACTIVE_FILE]] += 1
+            if self.memcg is not None:
+                # lru_lazyfree: lruvec_del_folio, lruvec_add_folio
+                self.memcg.rstat_updated(1)
+                self.memcg.rstat_updated(1)
         page_restate(vm, page)  # (inactive) dirty -> clean: lazily freed
         vm["pglazyfree"] += 1
+        if self.memcg is not None:
+            self.memcg.rstat_updated(1)  # __count_memcg_events(PGLAZYFREE)
 
     def mark_page_accessed(self, page) -> None:
         """Two-touch activation: first touch sets PG_referenced, the second (inactive
@@ -1048,9 +1082,16 @@ class Reclaim:
 
     @staticmethod
     def inactive_is_low(lv: Lruvec, inactive_lru: int) -> bool:
-        """inactive * int_sqrt(10 * GB of the type) < active (6.x inactive_is_low)."""
-        inactive = lv.lists[inactive_lru].nr
-        active = lv.lists[inactive_lru + 1].nr
+        """inactive * int_sqrt(10 * GB of the type) < active (6.x inactive_is_low). The
+        sizes are lruvec_page_state's: the memory cgroup's flushed values (6.x), the
+        lists' own (2.6, no memcg)."""
+        st = lv.stat
+        if st is not None:
+            inactive = st[inactive_lru]
+            active = st[inactive_lru + 1]
+        else:
+            inactive = lv.lists[inactive_lru].nr
+            active = lv.lists[inactive_lru + 1].nr
         gb = (inactive + active) >> (30 - PAGE_SHIFT)
         ratio = int_sqrt(10 * gb) if gb else 1
         return inactive * ratio < active
@@ -1347,6 +1388,9 @@ class Reclaim:
         vm = self.vmstat
         taken, nr_scanned = self.isolate_lru_pages(nr_to_scan, lv, sc, lru)
         vm["pgrefill"] += nr_scanned
+        mc = self.memcg
+        if mc is not None and nr_scanned:
+            mc.rstat_updated(nr_scanned)  # count_memcg_events(PGREFILL)
         sc.cost += nr_scanned * SCAN_COST
         nr_rotated = 0
         deactivated = 0
@@ -1373,6 +1417,8 @@ class Reclaim:
             self._putback(page)
             deactivated += HPAGE_PMD_NR if page.flags & PG_FOLIO else 1  # (move_folios_to_lru: pages)
         vm["pgdeactivate"] += deactivated
+        if mc is not None and deactivated:
+            mc.rstat_updated(deactivated)  # count_memcg_events(PGDEACTIVATE)
         # (6.1 notes no cost for rotations here: nr_rotated only goes to the tracepoint)
 
     # ------------------------------------------------------------------ inactive list
@@ -1439,6 +1485,8 @@ class Reclaim:
         if nr_scanned:
             vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += nr_scanned
             vm["pgscan_file" if file else "pgscan_anon"] += nr_scanned
+            if self.memcg is not None:
+                self.memcg.rstat_updated(nr_scanned)  # count_memcg_events(PGSCAN_*)
             sc.nr_scanned += nr_scanned
             sc.cost += nr_scanned * SCAN_COST
         n = len(taken)
@@ -1471,6 +1519,8 @@ class Reclaim:
                 log.append((at, until, n, file, KSWAPD_CPU if sc.kswapd else sc.cpu))
         vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
+        if self.memcg is not None and reclaimed:
+            self.memcg.rstat_updated(reclaimed)  # count_memcg_events(PGSTEAL_*)
         self.lru_note_cost(lv, file, sc.nr_pageout - before_pageout)
         if self.v6:
             # every page taken was dirty and not yet queued for writeback: the flusher
@@ -1710,7 +1760,10 @@ class Reclaim:
         if not page.flags & PG_mlocked:
             page.flags |= PG_active
             # (a THP's subpage activates its folio: PGACTIVATE counts its nr_pages)
-            self.vmstat["pgactivate"] += HPAGE_PMD_NR if page.flags & PG_FOLIO else 1
+            n = HPAGE_PMD_NR if page.flags & PG_FOLIO else 1
+            self.vmstat["pgactivate"] += n
+            if self.memcg is not None:
+                self.memcg.rstat_updated(n)  # shrink_folio_list: PGACTIVATE
         self._putback(page)
 
     def _free_isolated(self, page) -> bool:
@@ -1950,16 +2003,26 @@ class Reclaim:
         """prepare_scan_count: deactivate a type whose inactive list is low, or (6.x) that
         saw workingset activations since reclaim last ended (a new workingset is being
         established: get rid of stale active pages quickly)."""
+        st = lv.stat
+        if st is not None:
+            # 6.8+: mem_cgroup_flush_stats_ratelimited, then the flushed values
+            self.memcg.mem_cgroup_flush_stats_ratelimited()
+            activate = st[ST_ACTIVATE_ANON], st[ST_ACTIVATE_FILE]
+            inactive_file = st[LRU_INACTIVE_FILE]
+        else:
+            activate = lv.activate
+            inactive_file = lv.lists[LRU_INACTIVE_FILE].nr
         sc.anon_cost = lv.anon_cost
         sc.file_cost = lv.file_cost
         sc.may_deactivate = 0
-        if lv.activate[0] != lv.refaults[0] or self.inactive_is_low(lv, LRU_INACTIVE_ANON):
+        if activate[0] != lv.refaults[0] or self.inactive_is_low(lv, LRU_INACTIVE_ANON):
             sc.may_deactivate |= DEACTIVATE_ANON
-        if lv.activate[1] != lv.refaults[1] or self.inactive_is_low(lv, LRU_INACTIVE_FILE):
+        if activate[1] != lv.refaults[1] or self.inactive_is_low(lv, LRU_INACTIVE_FILE):
             sc.may_deactivate |= DEACTIVATE_FILE
         sc.cache_trim_mode = bool(
-            lv.lists[LRU_INACTIVE_FILE].nr >> sc.priority and not sc.may_deactivate & DEACTIVATE_FILE
+            inactive_file >> sc.priority and not sc.may_deactivate & DEACTIVATE_FILE
         )
+        # (file_is_tiny reads the node's counters, exact)
         node = lv.node
         free = sum(z.nr_free for z in node.zones if z.populated())
         high = sum(z.high_wmark() for z in node.zones if z.populated())
@@ -2251,7 +2314,10 @@ class Reclaim:
                 if not f & PG_unevictable:
                     taken.append(page)
             elif f & PG_active and not f & PG_unevictable:
-                vm["pgdeactivate"] += self._move(page, False)  # (a THP: its folio, once)
+                n = self._move(page, False)  # (a THP: its folio, once)
+                vm["pgdeactivate"] += n
+                if self.memcg is not None and n:
+                    self.memcg.rstat_updated(n)  # lru_deactivate: PGDEACTIVATE
         if taken:
             self.reclaim_pages(taken)
 
@@ -2274,8 +2340,13 @@ class Reclaim:
 
     @staticmethod
     def snapshot_refaults(lv: Lruvec) -> None:
-        """snapshot_refaults: the workingset activations seen when reclaim ends."""
-        lv.refaults[0], lv.refaults[1] = lv.activate
+        """snapshot_refaults: the workingset activations seen when reclaim ends
+        (lruvec_page_state: flushed, 6.x)."""
+        st = lv.stat
+        if st is not None:
+            lv.refaults[0], lv.refaults[1] = st[ST_ACTIVATE_ANON], st[ST_ACTIVATE_FILE]
+        else:
+            lv.refaults[0], lv.refaults[1] = lv.activate
 
     def _nodes_of(self, zonelist) -> list[Lruvec]:
         seen = []
@@ -2935,6 +3006,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.drop_caches = r.drop_caches
     kernel.madvise_pageout = r.madvise_pageout
     kernel.workingset = r.workingset
+    kernel.memcg = r.memcg
     alloc = kernel.page_alloc
     alloc.wake_kswapd_hook = r.wake_kswapd
     alloc.direct_reclaim_hook = r.try_to_free_pages
@@ -2961,6 +3033,8 @@ def start_reclaim_daemons(kernel) -> list:
         started.append(kd)
     r.flusher = Flusher(env, r)
     started.append(r.flusher)
+    if r.memcg is not None:
+        started.append(StatsFlusher(env, r.memcg))
     daemons = getattr(kernel, "daemons", None)
     if daemons is not None:
         daemons.extend(started)

@@ -164,25 +164,33 @@ class Workingset:
         refault_distance = (eviction_lv.nonresident_age - eviction) & self.eviction_mask
         lv = r.lruvec_of(page)
         vm["workingset_refault_file" if file else "workingset_refault_anon"] += 1
-        lists = eviction_lv.lists
-        # LRU indices: 0 inactive_anon, 1 active_anon, 2 inactive_file, 3 active_file
-        workingset_size = lists[3].nr
+        mc = r.memcg
+        mc.rstat_updated(1)  # mod_lruvec_state(WORKINGSET_REFAULT_*)
+        # workingset_test_recent: the eviction lruvec's sizes as lruvec_page_state reads
+        # them (mem_cgroup_flush_stats_ratelimited first: flushed values, up to a
+        # periodic flush's interval old); LRU indices: 0 inactive_anon, 1 active_anon,
+        # 2 inactive_file, 3 active_file
+        mc.mem_cgroup_flush_stats_ratelimited()
+        sizes = eviction_lv.stat
+        workingset_size = sizes[3]
         if not file:
-            workingset_size += lists[2].nr
+            workingset_size += sizes[2]
         if r.swap.free_swap_pages() > 0:
-            workingset_size += lists[1].nr
+            workingset_size += sizes[1]
             if file:
-                workingset_size += lists[0].nr
+                workingset_size += sizes[0]
         if refault_distance > workingset_size:
             return
         page.flags |= PG_active
         lv.nonresident_age += 1
         lv.activate[file] += 1
         vm["workingset_activate_file" if file else "workingset_activate_anon"] += 1
+        mc.rstat_updated(1)  # WORKINGSET_ACTIVATE_*
         if workingset:
             page.flags |= PG_workingset
             r.lru_note_cost(lv, file, 1)  # lru_note_cost_folio (6.1)
             vm["workingset_restore_file" if file else "workingset_restore_anon"] += 1
+            mc.rstat_updated(1)  # WORKINGSET_RESTORE_*
 
     # ------------------------------------------------------------------ shadow slots
     def store_shadow(self, slots: ShadowSlots, index: int, shadow: int) -> None:
