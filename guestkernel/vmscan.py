@@ -113,7 +113,13 @@ from bisect import bisect_left
 from . import gfp as G
 from . import memory as mem
 from .filemap import delete_from_page_cache, free_user_page, writepage
-from .memcontrol import ST_ACTIVATE_ANON, ST_ACTIVATE_FILE, MemCgroup, StatsFlusher
+from .memcontrol import (
+    MEMCG_CHARGE_BATCH,
+    ST_ACTIVATE_ANON,
+    ST_ACTIVATE_FILE,
+    MemCgroup,
+    StatsFlusher,
+)
 from .page import (
     PGSTATE_MASK,
     PageList,
@@ -704,8 +710,16 @@ class Reclaim:
             head.nr_high += 1
         vm[LRU_VMSTAT[lru]] += 1
         mc = self.memcg
-        if mc is not None:
-            mc.rstat_updated(1)  # lruvec_add_folio: update_lru_size
+        if mc is not None and mc.stats_updates <= mc.threshold:
+            # lruvec_add_folio: update_lru_size. NOTE: memcg_rstat_updated(1) inlined
+            # (the per-CPU count below the batch; MemCgroup.rstat_updated moves it)
+            pc = mc.pcpu
+            cpu = self.kernel.current_cpu
+            n = pc[cpu] + 1
+            if n < MEMCG_CHARGE_BATCH:
+                pc[cpu] = n
+            else:
+                mc.rstat_updated(1)
 
     def lru_del(self, page) -> None:
         """Take a page off its list (it is being freed): the arc from the state last

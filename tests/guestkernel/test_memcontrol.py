@@ -11,15 +11,16 @@ memcg_rstat_updated call of 1 each."""
 from __future__ import annotations
 
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel.config import KernelConfig
 from guestkernel.filemap import filemap_get_page
+from guestkernel.gfp import GFP_HIGHUSER_MOVABLE
 from guestkernel.kernel import Kernel
 from guestkernel.memcontrol import FLUSH_TIME, HZ, MEMCG_CHARGE_BATCH, StatsFlusher
-from guestkernel.page import PG_active
+from guestkernel.page import PG_active, PG_anon, PG_swapbacked
 from guestkernel.vmscan import LRU_INACTIVE_FILE, init_reclaim
-
-UPDATES_PER_PAGE = 3  # PGPGIN, NR_FILE_PAGES, NR_INACTIVE_FILE
 
 
 def boot(cpus: int = 2, clock: bool = True, **kw):
@@ -190,3 +191,20 @@ def test_a_2_6_guest_has_no_memcg_and_reads_its_lists():
         k.mark_page_accessed(p)
         k.mark_page_accessed(p)
     assert r.inactive_is_low(r.lruvecs[0], LRU_INACTIVE_FILE)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=1), min_size=1, max_size=400))
+def test_lru_cache_add_inlined_count_matches_rstat_updated(cpus_of_pages):
+    # lru_cache_add's inlined memcg_rstat_updated(1) against its plain twin: the same
+    # per-CPU and memcg counts after the same updates on the same CPUs
+    k = boot(cpus=2, clock=False)
+    twin = boot(cpus=2, clock=False)
+    r = k.reclaim
+    for cpu in cpus_of_pages:
+        page = k.alloc_pages(GFP_HIGHUSER_MOVABLE)
+        page.flags |= PG_anon | PG_swapbacked
+        k.current_cpu = twin.current_cpu = cpu
+        r.lru_cache_add(page)
+        twin.memcg.rstat_updated(1)
+        assert (k.memcg.pcpu, k.memcg.stats_updates) == (twin.memcg.pcpu, twin.memcg.stats_updates)
