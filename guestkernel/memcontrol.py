@@ -73,12 +73,13 @@ class MemCgroup:
     count; `state[nid]`: the flushed values of node nid's lruvec (lruvec_stats.state);
     `flush_last_time`: jiffies of the root's last flush."""
 
-    __slots__ = ("kernel", "reclaim", "pcpu", "stats_updates", "threshold", "state",
+    __slots__ = ("kernel", "reclaim", "alloc", "pcpu", "stats_updates", "threshold", "state",
                  "flush_last_time", "pollers", "nr_flushes")
 
     def __init__(self, kernel, reclaim) -> None:
         self.kernel = kernel
         self.reclaim = reclaim
+        self.alloc = kernel.page_alloc  # its current_cpu is smp_processor_id()
         cpus = max(int(getattr(kernel.config, "cpus", 1)), 1)
         self.pcpu = [0] * cpus
         self.stats_updates = 0
@@ -97,7 +98,7 @@ class MemCgroup:
         if self.stats_updates > self.threshold:
             return  # already flushable: nothing counted
         pc = self.pcpu
-        cpu = self.kernel.current_cpu
+        cpu = self.alloc.current_cpu
         n = pc[cpu] + val
         if n < MEMCG_CHARGE_BATCH:
             pc[cpu] = n

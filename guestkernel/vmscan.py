@@ -714,7 +714,7 @@ class Reclaim:
             # lruvec_add_folio: update_lru_size. NOTE: memcg_rstat_updated(1) inlined
             # (the per-CPU count below the batch; MemCgroup.rstat_updated moves it)
             pc = mc.pcpu
-            cpu = self.kernel.current_cpu
+            cpu = self.alloc.current_cpu  # (smp_processor_id: kernel.current_cpu's)
             n = pc[cpu] + 1
             if n < MEMCG_CHARGE_BATCH:
                 pc[cpu] = n
