@@ -419,8 +419,8 @@ class KernelSection(_Model):
         '"debian-12" (Debian 12\'s 6.1 kernel, measured: MemTotal as that guest shows, x86_64 6.x only)')
     thp_enabled: Literal["auto", "always", "madvise", "never"] = Field(
         "auto", description="/sys/kernel/mm/transparent_hugepage/enabled: which anonymous memory gets 2 MiB pages "
-        '(x86_64 6.x guests only); "auto": as the image\'s distribution ships it (CentOS 7 always; Debian, '
-        'Ubuntu and other Linux images madvise; Windows never)')
+        '(x86_64 6.x guests only); "auto": as the image\'s distribution ships it (CentOS 7 and Debian 12 '
+        'always, as their kernels are built; Ubuntu and other Linux images madvise; Windows never)')
     thp_defrag: Literal["auto", "always", "defer", "defer+madvise", "madvise", "never"] = Field(
         "auto", description="transparent_hugepage/defrag: whether a huge page fault may reclaim and compact "
         '(always, or madvised VMAs only with madvise); "auto": CentOS 7 always, the others madvise')

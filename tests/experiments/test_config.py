@@ -312,8 +312,9 @@ def test_validate_recognises_a_sweep_file(tmp_path):
 
 def test_thp_defaults_follow_the_image_distribution():
     # /sys/kernel/mm/transparent_hugepage as shipped: RHEL/CentOS 7 (3.10) enabled and
-    # defrag "always"; Debian 12 and Ubuntu 22.04 (CONFIG_TRANSPARENT_HUGEPAGE_MADVISE,
-    # defrag madvise); Windows has no THP
+    # defrag "always"; Debian 12 enabled always (CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS, the
+    # recorded tests/data/distro_thp config), Ubuntu 22.04 madvise
+    # (CONFIG_TRANSPARENT_HUGEPAGE_MADVISE), both defrag madvise; Windows has no THP
     from experiments.scenario import kernel_config
 
     def kc(image, **kernel):
@@ -322,7 +323,7 @@ def test_thp_defaults_follow_the_image_distribution():
         return k.thp_enabled, k.thp_defrag
 
     assert kc("centos-7") == ("always", "always")
-    assert kc("debian-12") == ("madvise", "madvise")
+    assert kc("debian-12") == ("always", "madvise")
     assert kc("ubuntu-22.04") == ("madvise", "madvise")
     assert kc("windows-2019")[0] == "never"
     assert kc("centos-7", thp_enabled="never", thp_defrag="defer") == ("never", "defer")
@@ -344,3 +345,19 @@ def test_host_compaction_keys_are_checked_with_their_path():
 
     hc = host_config(cfg)
     assert (hc.extfrag_threshold, hc.compact_scan_cost) == (0, pytest.approx(20e-9))
+
+
+def test_debian_12_boots_with_the_thp_defaults_its_kernel_config_builds():
+    """6.1 transparent_hugepage_flags: `enabled` is always under
+    CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS, madvise under _MADVISE; `defrag` is madvise
+    whatever the config. The debian-12 image follows the config Debian ships
+    (tests/data/distro_thp/debian-12-thp.config, recorded by its script)."""
+    from pathlib import Path
+
+    from experiments.scenario import THP_DEFAULTS
+
+    lines = (Path(__file__).parent.parent / "data" / "distro_thp" / "debian-12-thp.config").read_text().splitlines()
+    always = "CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS=y" in lines
+    madvise = "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y" in lines
+    assert always != madvise
+    assert THP_DEFAULTS["debian-12"] == ("always" if always else "madvise", "madvise")

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Records the THP lines of the kernel configs Debian 12 ships (package linux-config-6.1),
+# from which hvsim's debian-12 image takes its THP defaults (experiments/scenario.py
+# THP_DEFAULTS). Run as: sh record_debian_thp_config.sh > debian-12-thp.config
+set -e
+d=$(mktemp -d)
+cd "$d"
+apt-get download linux-config-6.1 >/dev/null 2>&1
+dpkg-deb -x linux-config-6.1_*_amd64.deb cfg
+ver=$(ls linux-config-6.1_*_amd64.deb | sed 's/linux-config-6.1_\(.*\)_amd64.deb/\1/')
+for f in cfg/usr/src/linux-config-6.1/config.amd64_none_amd64.xz cfg/usr/src/linux-config-6.1/config.amd64_none_cloud-amd64.xz; do
+    echo "# linux-config-6.1 $ver $(basename "$f" .xz)"
+    xzcat "$f" | grep -E '^(# )?CONFIG_(TRANSPARENT_HUGEPAGE|READ_ONLY_THP_FOR_FS)'
+done
+rm -rf "$d"
