@@ -47,9 +47,7 @@ order above PAGE_ALLOC_COSTLY_ORDER the migrate scanner jumps to a partly free M
 pageblock low in the zone (fast_find_migrateblock; 6.1 marks that pageblock skipped first,
 so isolate_migratepages_block abandons it: an upstream bug, fixed in 6.3, kept here).
 
-Left out (listed in the README): lock contention, and __reset_isolation_suitable's
-per-pageblock test (a reset clears every skip bit of the zone and restarts both scanners at
-the zone's ends).
+Left out (listed in the README): lock contention.
 """
 
 from __future__ import annotations
@@ -380,16 +378,73 @@ class Compaction:
             if zone.populated() and zone.compact_blockskip_flush:
                 self._reset_isolation_suitable(zone)
 
-    def _reset_isolation_suitable(self, zone) -> None:
-        zone.compact_blockskip_flush = False
+    def _reset_isolation_pfn(self, zone, pfn: int, check_source: bool, check_target: bool) -> bool:
+        """__reset_isolation_pfn: a pageblock a compound page of pageblock order or more
+        holds keeps its bit (pageblock_skip_persistent); with both checks a clear bit is
+        clear already; a target-only check refuses a block not MOVABLE; else the bit is
+        cleared if one page in every 1 << PAGE_ALLOC_COSTLY_ORDER (8), from the block's
+        first pfn in the zone to its last, is on the LRU (a source) or a buddy page (a
+        target)."""
         alloc = self.alloc
+        mem_map = alloc.mem_map
+        nb = alloc.pageblock_nr_pages
         sh = alloc.pageblock_order
-        lo, hi = zone.zone_start_pfn >> sh, -(-zone.end_pfn >> sh)
-        alloc.pageblock_skip[lo:hi] = bytes(hi - lo)
-        reset_cached_positions(alloc, zone)
-        # the restart points the reset chose (compact_init_*_pfn): the zone's ends here
-        zone.compact_init_migrate_pfn = zone.compact_cached_migrate_pfn[0]
-        zone.compact_init_free_pfn = zone.compact_cached_free_pfn
+        # (a struct page not created yet, None, is a page with no flags: every pfn of a
+        # zone is valid here)
+        page = mem_map[pfn]
+        if page is not None and page.flags & COMPOUND and COMPOUND_ORDER >= sh:
+            return False
+        skip = alloc.pageblock_skip
+        if check_source and check_target and not skip[pfn >> sh]:
+            return True
+        if not check_source and check_target and alloc.get_pageblock_migratetype(pfn) != MIGRATE_MOVABLE:
+            return False
+        pfn = max(pfn & ~(nb - 1), zone.zone_start_pfn)
+        end = min((pfn | (nb - 1)), zone.end_pfn - 1)
+        for p in range(pfn, end + 1, 1 << PAGE_ALLOC_COSTLY_ORDER):
+            page = mem_map[p]
+            if page is None:
+                continue
+            if check_source and page.flags & PG_lru:
+                skip[p >> sh] = 0
+                return True
+            if check_target and page.flags & PG_buddy:
+                skip[p >> sh] = 0
+                return True
+        return False
+
+    def _reset_isolation_suitable(self, zone) -> None:
+        """__reset_isolation_suitable (only once a direct compactor's scanners met:
+        compact_blockskip_flush): one pageblock from each end of the zone a step, the
+        migrate side from the zone's start looking for LRU pages, the free side from its
+        last pfn for buddy pages (and, once a side found its first block, for both);
+        each clears the bits of the blocks it finds worth scanning, and the first such
+        block of each side becomes the scanner's cached start and compact_init_*_pfn; if
+        no block was found, both scanners start where the walk ended."""
+        if not zone.compact_blockskip_flush:
+            return
+        zone.compact_blockskip_flush = False
+        nb = self.alloc.pageblock_nr_pages
+        migrate_pfn = zone.zone_start_pfn
+        free_pfn = zone.end_pfn - 1
+        reset_migrate, reset_free = free_pfn, migrate_pfn
+        source_set = free_set = False
+        while migrate_pfn < free_pfn:
+            if self._reset_isolation_pfn(zone, migrate_pfn, True, source_set) and migrate_pfn < reset_migrate:
+                source_set = True
+                reset_migrate = migrate_pfn
+                zone.compact_init_migrate_pfn = reset_migrate
+                zone.compact_cached_migrate_pfn[0] = zone.compact_cached_migrate_pfn[1] = reset_migrate
+            if self._reset_isolation_pfn(zone, free_pfn, free_set, True) and free_pfn > reset_free:
+                free_set = True
+                reset_free = free_pfn
+                zone.compact_init_free_pfn = reset_free
+                zone.compact_cached_free_pfn = reset_free
+            migrate_pfn += nb
+            free_pfn -= nb
+        if reset_migrate >= reset_free:  # leave no distance if no suitable block was reset
+            zone.compact_cached_migrate_pfn[0] = zone.compact_cached_migrate_pfn[1] = migrate_pfn
+            zone.compact_cached_free_pfn = free_pfn
 
     # ------------------------------------------------------------------ migrate scanner
     def isolate_migratepages_block(self, cc: CompactControl, low_pfn: int, end_pfn: int) -> None:
@@ -949,7 +1004,9 @@ class Compaction:
             if not start_pfn <= cc.migrate_pfn < end_pfn:
                 cc.migrate_pfn = start_pfn
                 zone.compact_cached_migrate_pfn[0] = zone.compact_cached_migrate_pfn[1] = start_pfn
-            if cc.migrate_pfn <= start_pfn:  # compact_init_migrate_pfn: the zone start
+            # compact_init_migrate_pfn: where the last skip-hint reset restarted the
+            # migrate scanner, the zone start before any reset
+            if cc.migrate_pfn <= max(start_pfn, zone.compact_init_migrate_pfn):
                 cc.whole_zone = True
         last_migrated_pfn = 0
         # Linux tests last_migrated_pfn for "migrated since the last drain"; a zone here

@@ -723,3 +723,28 @@ def test_compaction_migrates_balloon_pages_through_the_driver():
     free = free_lists(zone)
     assert 600 in free[1] and 700 in free[0]
     validate_buddy(k.page_alloc)
+
+
+def test_a_skip_hint_reset_clears_only_blocks_worth_scanning_and_restarts_there(dma):
+    # __reset_isolation_suitable (6.1): only with compact_blockskip_flush; the migrate
+    # side from pfn 0, the free side from the zone's last pfn 4095, a pageblock a step
+    # each, sampling every 8th page (__reset_isolation_pfn): block 1 holds an LRU page at
+    # 600 (offset 88), block 6 a free block at 3072: their bits are cleared and they
+    # become the scanners' starts (compact_init_*_pfn; the free side's is its pfn,
+    # 3583); blocks 2-5 (bits set, nothing on the LRU or free) keep their bits; the
+    # walk ends when the sides pass (2048 > 2047)
+    k, zone = dma
+    c = k.compaction
+    a = k.page_alloc
+    file_page(k, AddressSpace(_Host()), 600, 0, b"A" * 4096)
+    give_block(k, 3072, 3)
+    assert a.get_pageblock_migratetype(3583) == MIGRATE_MOVABLE
+    a.pageblock_skip[0:8] = b"\x01" * 8
+    c.reset_isolation_suitable(zone.node)  # no flush pending: nothing happens
+    assert bytes(a.pageblock_skip[0:8]) == b"\x01" * 8
+    zone.compact_blockskip_flush = True
+    c.reset_isolation_suitable(zone.node)
+    assert bytes(a.pageblock_skip[0:8]) == b"\x01\x00\x01\x01\x01\x01\x00\x01"
+    assert zone.compact_cached_migrate_pfn == [512, 512] and zone.compact_cached_free_pfn == 3583
+    assert (zone.compact_init_migrate_pfn, zone.compact_init_free_pfn) == (512, 3583)
+    assert not zone.compact_blockskip_flush
