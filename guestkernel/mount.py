@@ -46,7 +46,8 @@ shrink_dcache_for_umount), so a path walk finds what is there now.
 (size= and nr_inodes= only when not the defaults, huge= unless never, inode64 as
 Debian's CONFIG_TMPFS_INODE64=y kernels show it). Not modelled: directories (a path is
 a name), stacked mounts on one mount point (EBUSY), bind mounts, other file systems,
-per-super-block shrinkers (the huge-folio shrinker's list is one for every shmem mount).
+per-super-block shrinkers (the huge-folio shrinker's list is one for every shmem mount);
+ro, noexec and nodev are shown in /proc/mounts but not enforced (no EROFS).
 """
 
 from __future__ import annotations
