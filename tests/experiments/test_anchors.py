@@ -23,12 +23,12 @@ KNOWN_GAPS: dict[tuple[str, int], str] = {
                       "ten single-vCPU compiles run at 40 % speed and write less private data in the 20 s run; "
                       "the paper's run length and server CPUs are not known here",
     ("identical", 1): "79.5 % reclaimed at 10 VMs (quick) against ~60 %: as row 0",
-    ("balloon-static", 0): "overhead 1.0 % at 64 MiB (quick, half scale) against 4.4 +- 1.5 % at 128 MB: the "
-                           "ballooned guest's larger structures (memmap, hash tables sized from 128 MiB) cost "
-                           "dbench less than Waldspurger measured (static 22.07, ballooned 21.86 MB/s)",
-    ("balloon-static", 1): "overhead -2.8 % at 112 MiB (quick, half scale) against 1.4 +- 1.5 % at 224 MB: the "
-                           "ballooned guest ran faster than the static one within the 20 s window (static 45.02, "
-                           "ballooned 46.30 MB/s); the unconstrained (128 MiB) no-effect value, -5.3 %, stays outside the band",
+    ("balloon-static", 0): "overhead -1.2 % at 64 MiB (quick, half scale) against 4.4 +- 1.5 % at 128 MB: the "
+                           "ballooned guest's structures sized from its 128 MiB boot memory (mem_map and "
+                           "boot reservations 128 pages, watermarks and lowmem_reserve in totalreserve_pages 231: "
+                           "6.1's adjust_managed_page_count recomputes neither) leave it 359 pages (1.4 MiB) "
+                           "less than the 64 MiB guest, which costs dbench less than Waldspurger measured "
+                           "(static 20.72, ballooned 20.96 MB/s; at full size, seeds 1/2/3: 0.2 / 1.7 / 2.1 %)",
     ("balloon-swap", 0): "42.9 % of unconstrained (quick; 28.6 % before the guests' 6.8+ memcg statistics "
                          "lag, rstat) against >= 90 %: since kernel.distro defaults to "
                          "\"auto\" the debian-12 guest reserves Debian 12's measured 32.3 MiB kernel image "
