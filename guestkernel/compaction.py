@@ -47,6 +47,12 @@ order above PAGE_ALLOC_COSTLY_ORDER the migrate scanner jumps to a partly free M
 pageblock low in the zone (fast_find_migrateblock; 6.1 marks that pageblock skipped first,
 so isolate_migratepages_block abandons it: an upstream bug, fixed in 6.3, kept here).
 
+Too many pages isolated (too_many_isolated: more on the node than half its LRU, counting
+the batches direct reclaimers on other CPUs and kswapd hold at the compactor's own time):
+an async run, or one holding pages, gives up (COMPACT_CONTENDED); a sync one sleeps in
+reclaim_throttle(VMSCAN_THROTTLE_ISOLATED) until they are back, kcompactd spins; a check
+that finds few wakes the node's throttled reclaimers (wake_throttle_isolated).
+
 Left out (listed in the README): lock contention.
 """
 
@@ -78,6 +84,7 @@ COMPACT_RESULT_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable
                         "complete", "partial_skipped", "contended", "success")
 
 COMPACT_CLUSTER_MAX = 32  # SWAP_CLUSTER_MAX: pages isolated per migration batch
+KTHREAD_CPU = -2  # kcompactd's CPU in the isolated-pages log: any reclaimer's batch counts
 FAST_START_DONE = 1 << 62  # cc->fast_start_pfn = ULONG_MAX: the linear scan restarted there
 COMPACT_MAX_DEFER_SHIFT = 6
 EXTFRAG_THRESHOLD = 500  # /proc/sys/vm/extfrag_threshold default, 0..1000
@@ -110,7 +117,7 @@ class CompactControl:
         "migratetype", "migrate_pfn", "free_pfn", "migratepages", "freepages",
         "nr_migratepages", "nr_freepages", "total_migrate_scanned", "total_free_scanned",
         "rescan", "cost", "proactive_compaction", "search_order", "fast_search_fail",
-        "fast_start_pfn",
+        "fast_start_pfn", "t0", "sleep", "cpu", "kswapd", "kthread",
     )
 
     def __init__(self, zone, order: int, gfp_mask: int, mode: int, *, alloc_flags: int = 0,
@@ -138,6 +145,14 @@ class CompactControl:
         self.search_order = max(order, 0)  # fast_isolate_freepages: the order to search first
         self.fast_search_fail = 0  # fast searches that found nothing (shrinks their limit)
         self.fast_start_pfn = 0  # lowest pfn fast_find_migrateblock chose (FAST_START_DONE: used)
+        # the compactor's own clock when the run began (its time runs on by `cost` and
+        # `sleep`, as a direct reclaimer's ScanControl: reclaim_throttle reads these);
+        # None: no clock. kthread: kcompactd (PF_KTHREAD: reclaim_throttle does not sleep)
+        self.t0: float | None = None
+        self.sleep = 0.0  # seconds asleep in reclaim_throttle(VMSCAN_THROTTLE_ISOLATED)
+        self.cpu = 0
+        self.kswapd = False
+        self.kthread = False
 
 
 class CaptureControl:
@@ -163,7 +178,9 @@ class Compaction:
                                                 COMPACTION_PROACTIVENESS)
         self.compact_unevictable_allowed = 1  # /proc/sys/vm/compact_unevictable_allowed
         self.kcompactd: dict = {}  # nid -> Kcompactd (with a simulation)
-        from .vmscan import page_lru  # (reclaim sits beside compaction; no import cycle)
+        from .vmscan import VMSCAN_THROTTLE_ISOLATED, page_lru  # (reclaim sits beside compaction; no import cycle)
+
+        self._throttle_isolated = VMSCAN_THROTTLE_ISOLATED
 
         self._page_lru = page_lru
         for node in self.alloc.nodes:
@@ -295,6 +312,7 @@ class Compaction:
             cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC_LIGHT, whole_zone=True,
                                 ignore_skip_hint=True)
             cc.proactive_compaction = True
+            self._set_clock(cc, True, cost)
             self.compact_zone(cc)
             cost += cc.cost
         return cost
@@ -447,7 +465,98 @@ class Compaction:
             zone.compact_cached_free_pfn = free_pfn
 
     # ------------------------------------------------------------------ migrate scanner
-    def isolate_migratepages_block(self, cc: CompactControl, low_pfn: int, end_pfn: int) -> None:
+    def _set_clock(self, cc: CompactControl, kthread: bool, elapsed: float = 0.0) -> None:
+        """The run's own clock (6.x with a simulation): a task's (direct compaction, a write
+        to compact_memory) starts where its CPU's direct reclaim left off (direct_clock),
+        as a direct reclaimer's does; kcompactd's from the simulation's now plus what its
+        wake-up has spent (`elapsed`), on no CPU of its own (every CPU's batches count)."""
+        k = self.kernel
+        reclaim = k.reclaim
+        if k.env is None or reclaim is None or not reclaim.v6:
+            return
+        if kthread:
+            cc.kthread = True
+            cc.cpu = KTHREAD_CPU
+            cc.t0 = k.env.now + elapsed
+        else:
+            cc.cpu = cpu = k.current_cpu
+            cc.t0 = max(k.env.now, reclaim.direct_clock[cpu]) + elapsed
+
+    def _throttled(self, cc: CompactControl) -> None:
+        """A task's sleeps in reclaim_throttle are its I/O wait, as a direct reclaimer's."""
+        if cc.sleep:
+            k = self.kernel
+            k.iowait_throttle = getattr(k, "iowait_throttle", 0.0) + cc.sleep
+
+    def too_many_isolated(self, cc: CompactControl) -> bool:
+        """too_many_isolated (6.1 mm/compaction.c): more pages isolated on the zone's node
+        (NR_ISOLATED_FILE + NR_ISOLATED_ANON) than half its LRU pages (inactive + active,
+        anon and file). Not too many: wake_throttle_isolated(pgdat), as vmscan's, wakes
+        the node's reclaimers asleep on VMSCAN_THROTTLE_ISOLATED (`isolated_wakes`).
+        hvsim: the isolated pages are NR_ISOLATED_* now and the batches that direct
+        reclaimers on other CPUs and kswapd hold at the compactor's own time (vmscan's
+        `isolating`: a reclaim pass runs whole, its time runs on from the simulation's)."""
+        reclaim = self.kernel.reclaim
+        vm = self.vmstat
+        isolated = vm["nr_isolated_file"] + vm["nr_isolated_anon"]
+        t = None
+        if cc.t0 is not None:
+            t = cc.t0 + cc.cost + cc.sleep
+            log = reclaim.isolating
+            if log:
+                now = self.kernel.env.now
+                log[:] = [e for e in log if e[1] > now]
+                cpu = cc.cpu
+                isolated += sum(e[2] for e in log if e[4] != cpu and e[0] <= t < e[1])
+        lists = reclaim.lruvecs[cc.zone.node.nid if len(reclaim.lruvecs) > 1 else 0].lists
+        lru = lists[0].nr + lists[1].nr + lists[2].nr + lists[3].nr  # (LRU_INACTIVE_ANON..LRU_ACTIVE_FILE)
+        if isolated > lru // 2:
+            return True
+        if t is not None and len(reclaim.direct_clock) > 1:
+            wakes = reclaim.isolated_wakes
+            if len(wakes) >= 256:
+                now = self.kernel.env.now
+                wakes[:] = [w for w in wakes if w[0] > now]
+            wakes.append((t, cc.cpu, cc.zone.node.nid))
+        return False
+
+    def throttle_isolated(self, cc: CompactControl) -> bool:
+        """isolate_migratepages_block's entry (6.1): while too_many_isolated, a run holding
+        pages of its own stops (-EAGAIN), an async one aborts (-EAGAIN), a sync one waits
+        in reclaim_throttle(pgdat, VMSCAN_THROTTLE_ISOLATED) (HZ/50, or woken earlier by
+        wake_throttle_isolated) and checks again; kcompactd, a kernel thread, does not sleep
+        there (reclaim_throttle returns at once for PF_KTHREAD): it spins (cond_resched)
+        until the pages are back. -EAGAIN makes isolate_migratepages ISOLATE_ABORT and
+        compact_zone COMPACT_CONTENDED. Returns True for -EAGAIN. hvsim: the loop ends as
+        the other isolators' batches end at the compactor's own time; pages counted in
+        NR_ISOLATED_* with no batch behind them cannot come back while the run goes on
+        (nothing else runs meanwhile), so a run still finding too many after a wait gives
+        up as an async one does."""
+        reclaim = self.kernel.reclaim
+        if reclaim is None or not reclaim.v6:
+            return False
+        stalled = False
+        while self.too_many_isolated(cc):
+            if cc.nr_migratepages or cc.mode == MIGRATE_ASYNC or cc.t0 is None:
+                return True
+            t = cc.t0 + cc.cost + cc.sleep
+            ends = [e[1] for e in reclaim.isolating if e[4] != cc.cpu and e[0] <= t < e[1]]
+            if not ends and stalled:
+                return True  # nothing in hvsim can bring those pages back meanwhile
+            stalled = True
+            if cc.kthread:
+                if not ends:
+                    return True
+                cc.cost += min(ends) - t  # cond_resched and check again: busy until one is back
+                continue
+            nid = cc.zone.node.nid if len(reclaim.lruvecs) > 1 else 0
+            reclaim.reclaim_throttle(reclaim.lruvecs[nid], self._throttle_isolated, cc)
+        return False
+
+    def isolate_migratepages_block(self, cc: CompactControl, low_pfn: int, end_pfn: int) -> bool:
+        """isolate_migratepages_block (6.1). Returns True for -EAGAIN (throttle_isolated)."""
+        if self.throttle_isolated(cc):
+            return True
         alloc = self.alloc
         mem_map = alloc.mem_map
         reclaim = self.kernel.reclaim
@@ -679,7 +788,8 @@ class Compaction:
 
     def isolate_migratepages(self, cc: CompactControl) -> bool:
         """One pageblock's isolation from the pfn fast_find_migrateblock picks (else
-        cc.migrate_pfn); True if pages were isolated."""
+        cc.migrate_pfn); True if pages were isolated, None for ISOLATE_ABORT
+        (isolate_migratepages_block's -EAGAIN)."""
         nb = self.alloc.pageblock_nr_pages
         zone = cc.zone
         low_pfn = self.fast_find_migrateblock(cc)
@@ -694,7 +804,8 @@ class Compaction:
             elif not self.suitable_migration_source(cc, block_start):
                 self.update_cached_migrate(cc, block_end)
             else:
-                self.isolate_migratepages_block(cc, low_pfn, block_end)
+                if self.isolate_migratepages_block(cc, low_pfn, block_end):
+                    return None
                 break
             fast_find_block = False
             cc.migrate_pfn = low_pfn = block_end
@@ -1020,7 +1131,13 @@ class Compaction:
                 break
             iteration_start = cc.migrate_pfn
             cc.rescan = (last_migrated_pfn & ~(nb - 1)) == (iteration_start & ~(nb - 1))
-            if not self.isolate_migratepages(cc):
+            isolated = self.isolate_migratepages(cc)
+            if isolated is None:  # ISOLATE_ABORT
+                ret = COMPACT_CONTENDED
+                self.putback_all(cc)
+                cc.nr_migratepages = 0
+                break
+            if not isolated:
                 if update_cached:
                     zone.compact_cached_migrate_pfn[1] = zone.compact_cached_migrate_pfn[0]
             else:
@@ -1062,15 +1179,17 @@ class Compaction:
 
     # ------------------------------------------------------------------ entry points
     def compact_zone_order(self, zone, order: int, gfp: int, prio: int, alloc_flags: int,
-                           highest_zoneidx: int) -> tuple[int, float, object]:
+                           highest_zoneidx: int, elapsed: float = 0.0) -> tuple[int, float, object]:
         """One zone for a direct compactor, with its capture_control installed (the task's
         current->capture_control) while compact_zone runs. Returns (result, seconds, the
-        captured page or None); a capture makes the result COMPACT_SUCCESS."""
+        captured page or None); a capture makes the result COMPACT_SUCCESS. `elapsed`: the
+        seconds this compactor spent on the zonelist's earlier zones (its own clock)."""
         full = prio == MIN_COMPACT_PRIORITY
         cc = CompactControl(
             zone, order, gfp, MIGRATE_ASYNC if prio == COMPACT_PRIO_ASYNC else MIGRATE_SYNC_LIGHT,
             alloc_flags=alloc_flags, highest_zoneidx=highest_zoneidx, direct_compaction=True,
             whole_zone=full, ignore_skip_hint=full, ignore_block_suitable=full)
+        self._set_clock(cc, False, elapsed)
         capc = CaptureControl(cc)
         alloc = self.alloc
         alloc.capture_control = capc
@@ -1078,6 +1197,7 @@ class Compaction:
             ret = self.compact_zone(cc, capc)
         finally:
             alloc.capture_control = None
+        self._throttled(cc)
         if capc.page is not None:
             ret = COMPACT_SUCCESS
         return ret, cc.cost, capc.page
@@ -1090,11 +1210,14 @@ class Compaction:
         if not gfp & G.IO:
             return rc, None
         page = None
+        spent = 0.0
         for zone in zonelist:
             if prio > MIN_COMPACT_PRIORITY and self.compaction_deferred(zone, order):
                 rc = max(COMPACT_DEFERRED, rc)
                 continue
-            status, cost, page = self.compact_zone_order(zone, order, gfp, prio, alloc_flags, highest_zoneidx)
+            status, cost, page = self.compact_zone_order(zone, order, gfp, prio, alloc_flags, highest_zoneidx,
+                                                         spent)
+            spent += cost
             self.alloc.stall += cost
             rc = max(status, rc)
             if status == COMPACT_SUCCESS:
@@ -1105,15 +1228,19 @@ class Compaction:
         return rc, page
 
     def compact_node(self, node) -> float:
-        """compact_node: every populated zone, whole, MIGRATE_SYNC, order -1."""
-        cost = 0.0
+        """compact_node: every populated zone, whole, MIGRATE_SYNC, order -1. Returns the
+        copies' seconds (the throttled sleeps go to kernel.iowait_throttle)."""
+        cost = slept = 0.0
         for zone in node.zones:
             if not zone.populated():
                 continue
             cc = CompactControl(zone, -1, G.GFP_KERNEL, MIGRATE_SYNC, whole_zone=True,
                                 ignore_skip_hint=True)
+            self._set_clock(cc, False, cost + slept)
             self.compact_zone(cc)
+            self._throttled(cc)
             cost += cc.cost
+            slept += cc.sleep
         return cost
 
     def compact_nodes(self) -> float:
@@ -1160,6 +1287,7 @@ class Compaction:
             if self.compaction_suitable(zone, order, 0, zoneid) != COMPACT_CONTINUE:
                 continue
             cc = CompactControl(zone, order, G.GFP_KERNEL, MIGRATE_SYNC_LIGHT, highest_zoneidx=highest)
+            self._set_clock(cc, True, cost)
             status = self.compact_zone(cc)
             cost += cc.cost
             if status == COMPACT_SUCCESS:
