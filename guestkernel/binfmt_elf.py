@@ -207,11 +207,13 @@ def _vm_brk_flags(task, addr: int, length: int, exec_: int) -> None:
 def _load_image(task, img: ElfImage, bias: int | None, interp: bool) -> int:
     """Map every PT_LOAD of `img`; returns the load bias used."""
     from .filemap import File
+    from .fork import do_open_execat, set_mm_exe_file
 
     k = task.kernel
     inode = k.fs.lookup(img.path)
     if inode is None:
         inode = k.fs.create(img.path, img.size)
+    do_open_execat(inode)  # the executable, or the interpreter (open_exec): ETXTBSY
     file = File(inode, readable=True, writable=False)
     file.get()
     try:
@@ -234,7 +236,7 @@ def _load_image(task, img: ElfImage, bias: int | None, interp: bool) -> int:
         for ph in loads[1:]:
             _elf_load(task, file, bias + ph.p_vaddr, ph, U.MAP_PRIVATE | U.MAP_FIXED, 0)
         if not interp:
-            task.mm.exe_file = file  # (not reference-counted in hvsim, as in fork.py)
+            set_mm_exe_file(task.mm, file)  # (the File is not reference-counted for it)
     finally:
         file.put()
     return bias

@@ -114,7 +114,9 @@ class Inode:
         self.hole_from: int | None = None
         self.seals = 0  # F_SEAL_* of a memfd (memfd_create; F_SEAL_SEAL: none may be added)
         self.swapped = 0  # shmem: pages on swap (shmem_inode_info.swapped)
-        self.i_writecount = 0  # struct files open for writing (get_write_access at open)
+        # struct files open for writing (get_write_access at open), or, negative, minus
+        # the mms running the file (deny_write_access: exec's mm->exe_file)
+        self.i_writecount = 0
         # a file of a tmpfs mount: its super block (mount.ShmemSbInfo: huge=, size=,
         # nr_inodes=); None for the disk's files and the internal shmem mount's inodes
         self.sb = None
@@ -602,6 +604,29 @@ def free_user_page(kernel, page) -> None:
     page.flags &= PG_highmem
     page.mapping = None
     kernel.free_pages(page)
+
+
+def get_write_access(inode: Inode) -> bool:
+    """get_write_access (include/linux/fs.h, 6.1): atomic_inc_unless_negative(i_writecount);
+    False (-ETXTBSY) while a running program's mm denies writes to the file."""
+    if inode.i_writecount < 0:
+        return False
+    inode.i_writecount += 1
+    return True
+
+
+def deny_write_access(inode: Inode) -> bool:
+    """deny_write_access (6.1): atomic_dec_unless_positive(i_writecount); False (-ETXTBSY)
+    while the file is open for writing."""
+    if inode.i_writecount > 0:
+        return False
+    inode.i_writecount -= 1
+    return True
+
+
+def allow_write_access(inode: Inode) -> None:
+    """allow_write_access (6.1): atomic_inc(i_writecount), undoing deny_write_access."""
+    inode.i_writecount += 1
 
 
 def truncate_inode_pages(kernel, inode: Inode, start_index: int) -> int:

@@ -25,7 +25,7 @@ import xxhash
 
 from . import uapi as U
 from .fault import copy_to_user
-from .filemap import File
+from .filemap import File, allow_write_access, deny_write_access
 from .memory import copy_page_range, update_hiwater_rss
 from .mm_types import MMStruct
 from .mmap import PAGE_ALIGN, map_vdso, mmap_base_for, unmap_vmas, vm_enough_memory
@@ -69,6 +69,8 @@ def dup_mm(parent, child):
                  "start_stack", "arg_start", "arg_end", "env_start", "env_end", "mmap_base",
                  "legacy_mmap", "exe_file", "vdso"):
         setattr(mm, name, getattr(old, name))
+    if mm.exe_file is not None:
+        deny_write_access(mm.exe_file.inode)  # dup_mm_exe_file (the parent's denies already)
     mm.def_flags = 0  # mlockall(MCL_FUTURE) is not inherited
     mm.thp_disabled = old.thp_disabled  # MMF_INIT_MASK: MMF_DISABLE_THP is inherited
     child.mm = mm
@@ -121,8 +123,35 @@ def exit_mmap(task) -> None:
         task.kernel.thp.mm_exit(mm)  # mm_put_huge_zero_page
     unmap_vmas(task, list(mm.mm_mt.vmas))
     mm.pgtable.free_all()
+    set_mm_exe_file(mm, None)  # __mmput
     mm.free()
     task.mm = None
+
+
+def do_open_execat(inode, what: str = "execve") -> None:
+    """do_open_execat (fs/exec.c, 6.1) takes deny_write_access on the file it opens for
+    exec (the executable, and load_elf_binary's interpreter through open_exec), and the
+    exec's end gives it back (free_bprm; the interpreter's allow_write_access): a file
+    open for writing (i_writecount > 0) fails the exec with ETXTBSY before anything
+    changes. The running image's own denial is the mm's (set_mm_exe_file)."""
+    if not deny_write_access(inode):
+        raise U.err(U.ETXTBSY, what)
+    allow_write_access(inode)
+
+
+def set_mm_exe_file(mm, file) -> None:
+    """set_mm_exe_file (kernel/fork.c, 6.1): the mm's executable denies writes to its
+    inode for as long as it is the exe_file (deny_write_access: an open for writing
+    fails with ETXTBSY; it cannot fail here, do_open_execat checked), the old one's
+    denial goes (allow_write_access); fork's copy denies again (dup_mm_exe_file), the
+    mm's end (__mmput: set_mm_exe_file(mm, NULL)) allows. Shared libraries and other
+    PROT_EXEC mappings deny nothing (MAP_DENYWRITE is ignored since 5.15)."""
+    old = mm.exe_file
+    if file is not None:
+        deny_write_access(file.inode)
+    mm.exe_file = file
+    if old is not None:
+        allow_write_access(old.inode)
 
 
 # --- the argument strings (fs/exec.c) -----------------------------------------------------
@@ -258,6 +287,7 @@ def load_static_binary(task, path: str, text: int = DEFAULT_TEXT, data: int = DE
     if inode is None:
         raise U.err(U.ENOENT, "execve")
     args = ExecArgs(task, path, argv, envp)
+    do_open_execat(inode)
     if inode.size == 0:
         inode.size = PAGE_ALIGN(text) + data
     old = task.mm
@@ -299,7 +329,7 @@ def _lay_out(task, mm, inode, text: int, data: int, bss: int, start_brk, stack_t
     k = task.kernel
     arch = k.config.arch
     exe = File(inode, readable=True, writable=False)
-    mm.exe_file = exe
+    set_mm_exe_file(mm, exe)
     base = ELF_ET_EXEC_BASE[arch]
     text_len = PAGE_ALIGN(text)
     data_len = PAGE_ALIGN(data)

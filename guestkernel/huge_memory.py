@@ -1339,7 +1339,9 @@ def drop_file_page_cache(kernel, inode) -> None:
     do_dentry_open: every PMD and PTE mapping a page-cache page of the file goes (the
     anonymous CoW copies of private mappings stay), then every cached page leaves the
     cache, dirty ones too (truncate_cleanup_folio cancels the dirty state, as 6.1 does);
-    a page under writeback is left (hvsim cannot wait for it here). Shadow entries go."""
+    a page under writeback is waited for (truncate_inode_pages_range's second pass:
+    folio_wait_writeback, then truncate_inode_folio): its request ends now and the
+    opener sleeps until its completion (kernel.iowait_file). Shadow entries go."""
     from .filemap import delete_from_page_cache
     from .memory import zap_page_range
 
@@ -1367,8 +1369,23 @@ def drop_file_page_cache(kernel, inode) -> None:
             zap_page_range(kernel, mm, vma, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
     thp.shmem_undo_range(mapping, 0, None)
     pages = mapping.pages
+    reclaim = kernel.reclaim
     for i in sorted(pages):
-        page = pages[i]
+        page = pages.get(i)
+        if page is None:
+            continue
+        if page.flags & PG_writeback and reclaim is not None:
+            b = reclaim.inflight_by_page.get(page.pfn)
+            if b is not None:  # folio_wait_writeback
+                now = reclaim.now()
+                if now is not None and b.done_at > now:
+                    kernel.iowait_file += b.done_at - now
+                page._count += 1  # (the waiter's reference: the write's end keeps it cached)
+                reclaim.inflight.remove(b)
+                reclaim._end_batch(b)
+                page._count -= 1
+                if pages.get(i) is not page:
+                    continue
         if page.flags & PG_writeback or page._mapcount != -1:
             continue
         delete_from_page_cache(kernel, page)

@@ -42,6 +42,7 @@ from .filemap import (
     add_to_page_cache,
     drop_caches,
     filemap_get_page,
+    get_write_access,
     invalidate_mapping_pages,
     set_page_dirty,
     truncate_inode_pages,
@@ -1013,11 +1014,15 @@ class Task:
         f = File(inode, flags, readable=acc in (U.O_RDONLY, U.O_RDWR),
                  writable=acc in (U.O_WRONLY, U.O_RDWR))
         f.dentry = dentry
-        if f.writable and not inode.shmem:
+        if f.writable:
+            if not get_write_access(inode):  # do_dentry_open: a running program's file
+                inode.fs.free_filp(f.slab_obj)  # (fput of the struct file never installed)
+                f.slab_obj = None
+                dcache.dput(dentry)
+                raise U.err(U.ETXTBSY, f"open {path}")
             f.write_access = True
-            inode.i_writecount += 1  # do_dentry_open: get_write_access
             thp = self.kernel.thp
-            if thp is not None and inode.mapping.nr_thps:
+            if thp is not None and not inode.shmem and inode.mapping.nr_thps:
                 thp.open_for_write(inode)  # huge page cache cannot be written: dropped
         if flags & U.O_TRUNC and f.writable and inode.size:
             _truncate(self.kernel, inode, 0)

@@ -214,6 +214,7 @@ EINTR = _errno.EINTR
 EOPNOTSUPP = _errno.EOPNOTSUPP
 ENOEXEC = _errno.ENOEXEC
 ENOSYS = _errno.ENOSYS
+ETXTBSY = _errno.ETXTBSY
 
 
 def err(code: int, what: str) -> OSError:
