@@ -274,7 +274,8 @@ class FileSystem:
         k = self.kernel
         caches = getattr(k, "_as_caches", None)
         if caches and "filp" in caches:
-            return k.kmem_cache_alloc(caches["filp"], G.GFP_KERNEL)
+            # __alloc_file: kmem_cache_zalloc(filp_cachep, GFP_KERNEL)
+            return k.kmem_cache_alloc(caches["filp"], G.GFP_KERNEL | G.ZERO)
         return None
 
     def free_filp(self, obj) -> None:

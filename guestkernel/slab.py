@@ -515,6 +515,9 @@ class SlabAllocator:
         self.reclaimed_slab = 0  # pages freed by the slab layer (reclaim_state->reclaimed_slab)
         self.nr_slab_pages = 0  # pages held in slabs right now
         self.kmem = getattr(kernel, "kmem", None)  # slab pages' bytes (kmem.py), if kept
+        # init_on_alloc= / init_on_free= (5.3+): slab_want_init_on_alloc / _on_free
+        self.init_on_alloc = bool(getattr(kernel.config, "init_on_alloc", False))
+        self.init_on_free = bool(getattr(kernel.config, "init_on_free", False))
         if self.kmem is not None:
             self._mem_map = kernel.page_alloc.mem_map
             self._page_offset = kernel.page_alloc.page_offset
@@ -810,7 +813,8 @@ class SlabAllocator:
         # alloc_slabmgmt
         if cachep.flags & CFLGS_OFF_SLAB:
             cpu = self.cpu_to_node.index(nodeid) if nodeid in self.cpu_to_node else 0
-            desc = self.kmem_cache_alloc(cachep.slabp_cache, gfp & ~GFP_DMA_BIT, cpu)
+            # (cache_grow's local_flags: no __GFP_ZERO for the descriptor)
+            desc = self.kmem_cache_alloc(cachep.slabp_cache, gfp & ~(GFP_DMA_BIT | GFP_ZERO_BIT), cpu)
             if not desc:
                 self._kmem_freepages_raw(cachep, page)
                 cachep.errors += 1
@@ -886,6 +890,8 @@ class SlabAllocator:
         live = cachep.live
         live.add(obj)
         cachep.num_allocations += 1
+        if gfp & GFP_ZERO_BIT or self.init_on_alloc:
+            self._init_on_alloc(cachep, gfp)
         kmem = self.kmem
         if kmem is not None:
             # the caller initialises the object: its bytes are this allocation's
@@ -897,6 +903,20 @@ class SlabAllocator:
         if len(live) > cachep.high_mark:
             cachep.high_mark = len(live)
         return obj
+
+    def _init_on_alloc(self, cachep: KmemCache, gfp: int) -> None:
+        """slab_post_alloc_hook (6.1): with `init` (slab_want_init_on_alloc: init_on_alloc
+        on, unless the cache has a constructor (then none) or is SLAB_TYPESAFE_BY_RCU
+        (then only for __GFP_ZERO); else __GFP_ZERO) memset(p, 0, object_size): the
+        zeroing costs the allocating CPU page_zero_cost x object_size / 4096
+        (phys.zero_bytes), added to kernel.stall as kernel_init_pages' pages are."""
+        if self.init_on_alloc:
+            if cachep.ctor is not None:
+                return
+            if cachep.flags & SLAB_DESTROY_BY_RCU and not gfp & GFP_ZERO_BIT:
+                return
+        alloc = self.kernel.page_alloc
+        alloc.stall += alloc.phys.zero_bytes(cachep.obj_size)
 
     def _cache_alloc_refill(self, cachep: KmemCache, gfp: int, cpu: int) -> int | None:
         if cachep.dead:
@@ -988,9 +1008,15 @@ class SlabAllocator:
             raise KernelBug(
                 f"kmem_cache_free: {cachep.name}: double free of {obj:#x}"
             ) from None
+        init = self.init_on_free and cachep.ctor is None and not cachep.flags & SLAB_DESTROY_BY_RCU
+        if init:
+            # __cache_free (6.1 mm/slab.c): slab_want_init_on_free, memset(objp, 0,
+            # object_size) on the freeing CPU (phys.zero_bytes, into kernel.stall)
+            alloc = self.kernel.page_alloc
+            alloc.stall += alloc.phys.zero_bytes(cachep.obj_size)
         kmem = self.kmem
         if kmem is not None:
-            if kmem.init_on_free:
+            if init:
                 slab.gens[idx] = -1  # zeroed as it is freed
             if kmem.fresh:
                 self._obj_written(cachep, slab, obj)
@@ -1080,14 +1106,15 @@ class SlabAllocator:
         return self.kmem_cache_alloc(cachep, gfp, cpu)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int | None:
-        """kmalloc of zeroed memory: the caller initialises the whole object, and its bytes
-        (kmem.SlabPage) are that initialisation's, so this is kmalloc."""
-        return self.kmalloc(size, gfp, cpu)
+        """kmalloc(size, gfp | __GFP_ZERO): the object is zeroed (its cost: _init_on_alloc);
+        the caller then initialises it, and its bytes (kmem.SlabPage) are that
+        initialisation's."""
+        return self.kmalloc(size, gfp | GFP_ZERO_BIT, cpu)
 
     def kmem_cache_zalloc(self, cachep: KmemCache, gfp: int = GFP_KERNEL,
                           cpu: int | None = None) -> int | None:
-        """kmem_cache_alloc of a zeroed object (see kzalloc: an alias)."""
-        return self.kmem_cache_alloc(cachep, gfp, cpu)
+        """kmem_cache_alloc(cachep, gfp | __GFP_ZERO) (see kzalloc)."""
+        return self.kmem_cache_alloc(cachep, gfp | GFP_ZERO_BIT, cpu)
 
     def kfree(self, obj: int | None, cpu: int | None = None) -> None:
         """Free a slab object of any cache; kfree(None) and kfree(0) do nothing."""

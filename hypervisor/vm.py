@@ -205,7 +205,8 @@ class VM:
         self.copy_cpu = 0.0  # guest CPU seconds copying pages (copy: migrations, collapses, CoW)
         self.page_zero_cost = 0.0  # seconds of guest CPU per 4 KiB zeroing (HostConfig.page_zero_cost)
         # guest CPU seconds zeroing pages (zero): kernel_init_pages (__GFP_ZERO, init_on_alloc,
-        # init_on_free), clear_huge_page (THP faults), shmem folios, a collapse's empty slots
+        # init_on_free), clear_huge_page (THP faults), shmem folios, a collapse's empty slots,
+        # and slab objects (zero_bytes: kzalloc / __GFP_ZERO, init_on_alloc, init_on_free)
         self.zero_cpu = 0.0
         self.nomem_waits = 0  # allocations that waited for a write to swap to free a frame
 
@@ -294,6 +295,14 @@ class VM:
         self.zero_cpu += self.page_zero_cost
         return self.store(pfn, ZERO_PAGE) + self.page_zero_cost
 
+    def zero_bytes(self, nbytes: int) -> float:
+        """A memset of `nbytes` inside a page (a slab object zeroed: kzalloc /
+        __GFP_ZERO, init_on_alloc, init_on_free): `page_zero_cost` x nbytes / 4096 of guest
+        CPU on the vCPU that zeroes, nothing beneath the guest (the page is already its)."""
+        c = self.page_zero_cost * nbytes / 4096
+        self.zero_cpu += c
+        return c
+
     def _data(self, pfn: int):
         """The frame's content as held (bytes or a LazyPage), the guest's writes in."""
         p2m = self.p2m
@@ -370,6 +379,7 @@ class VM:
         self.load = self._dead_load
         self.copy = self._dead_copy
         self.zero = self._dead_zero
+        self.zero_bytes = self._dead_zero_bytes
         self.release = self._dead_release
         self.reuse = self._dead_reuse
         self.discard_range = self._dead_discard_range
@@ -397,6 +407,10 @@ class VM:
 
     @staticmethod
     def _dead_zero(pfn: int) -> float:
+        return 0.0
+
+    @staticmethod
+    def _dead_zero_bytes(nbytes: int) -> float:
         return 0.0
 
     @staticmethod
