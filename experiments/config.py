@@ -379,6 +379,10 @@ class KernelSection(_Model):
         "auto", description="the guest disks' queue/nr_requests: requests in flight per device queue (swap area, "
         "file system) before a submitter sleeps for a tag; \"auto\": 256 for 6.x (blk-mq, mq-deadline over "
         "virtio-blk's 128 tags, as measured), 128 for 2.6; 0: unlimited")
+    max_sectors_kb: AutoInt = Field(
+        "auto", description="the guest disks' queue/max_sectors_kb: KiB a request holds at most (adjacent bios "
+        "merge up to it, in the task's block plug); \"auto\": 1280 for 6.x (6.1's BLK_DEF_MAX_SECTORS), 512 "
+        "for 2.6")
     swappiness: int = Field(60, ge=0, le=200, description="vm.swappiness")
     overcommit_memory: int = Field(0, ge=0, le=2, description="vm.overcommit_memory: 0 heuristic, 1 always, 2 strict")
     overcommit_ratio: int = Field(50, ge=0, description="vm.overcommit_ratio, percent")
@@ -470,6 +474,7 @@ class KernelSection(_Model):
         d = self.model_dump()
         d["min_free_kbytes"] = None if d["min_free_kbytes"] == "auto" else d["min_free_kbytes"]
         d["nr_requests"] = None if d["nr_requests"] == "auto" else d["nr_requests"]
+        d["max_sectors_kb"] = None if d["max_sectors_kb"] == "auto" else d["max_sectors_kb"]
         d["kaslr"] = None if d["kaslr"] == "auto" else d["kaslr"]
         # user-space layout: the workloads' content reads it (KernelConfig.extra)
         d["extra"] = {"randomize_va_space": d.pop("randomize_va_space")}

@@ -62,6 +62,7 @@ class Kernel:
         self.panicked: str | None = None  # reason, once the guest has panicked
         # seconds tasks slept waiting for the guest's disks (in D state: the vCPU is free)
         self.iowait_swap = 0.0  # swap-in reads
+        self.plug = None  # the running task's blk_plug (guestkernel/blk.py): current->plug
         self.iowait_file = 0.0  # file reads (page cache misses, readahead)
         # throttled: balance_dirty_pages pauses, reclaim_throttle (vmscan.py)
         self.iowait_throttle = 0.0

@@ -52,6 +52,7 @@ from __future__ import annotations
 from collections import deque
 
 from . import gfp as G
+from .blk import REQ_OP_READ, blk_finish_plug, blk_flush_plug, blk_start_plug
 from .filemap import free_user_page
 from .page import PG_anon, PG_dirty, PG_swapbacked, PG_swapcache, PG_thpfile, PG_writeback
 from .units import PAGE_SHIFT, PAGE_SIZE
@@ -162,18 +163,26 @@ class BlockQueue:
 
 def queue_limits(kernel) -> tuple[int, int]:
     """The guest's request queue limits: (nr_requests tags, config nr_requests or
-    NR_REQUESTS of its era; max pages a request, its era's max_sectors_kb)."""
+    NR_REQUESTS of its era; max pages a request, config max_sectors_kb or its era's)."""
     cfg = kernel.config
     era = getattr(cfg, "era", "6.x")
     depth = getattr(cfg, "nr_requests", None)
     if depth is None:
         depth = NR_REQUESTS[era]
-    return depth, MAX_SECTORS_KB[era] >> (PAGE_SHIFT - 10)
+    kb = getattr(cfg, "max_sectors_kb", None)
+    if kb is None:
+        kb = MAX_SECTORS_KB[era]
+    return depth, max(kb >> (PAGE_SHIFT - 10), 1)
 
 
 def guest_queue(kernel, latency: float, bandwidth: float) -> BlockQueue:
     """A request queue of the guest's virtio disk with the kernel's queue_limits."""
     return BlockQueue(latency, bandwidth, *queue_limits(kernel))
+
+
+def _issue_read(rq, at: float) -> None:
+    """A plugged swap read request sent to its device at `at`."""
+    rq.done_at = rq.queue.submit(len(rq.pages), at)
 
 
 class SwapInfo:
@@ -557,6 +566,12 @@ class SwapState:
         vm = k.vmstat
         page = None
         held = []
+        # the window is allocated and read inside a blk_plug (not a window of one page):
+        # the writes of a reclaim an allocation enters are held in it with the reads
+        now = self._now()
+        plug = blk_start_plug(k) if cluster > 1 else None
+        plugged = k.plug if now is not None else None
+        reads = []
         for o in [off] + [o for o in range(start, end) if o != off]:
             e = swp_entry(si.type, o)
             if o != off:
@@ -566,9 +581,15 @@ class SwapState:
             new = self._read_into_new_page(e, GFP_SWAPIN)
             if new is None:
                 if o == off:
+                    blk_finish_plug(k, plug, None if now is None else now + k.stall)
                     k.stall = outer
                     return None, 0.0
                 break
+            if plugged is not None:  # swap_readpage: the read's bio
+                rq, fresh = plugged.submit_bio(si.queue, REQ_OP_READ, new, False,
+                                               _issue_read, now + k.stall)
+                if fresh:
+                    reads.append(rq)
             si.swap_map[o] |= SWAP_HAS_CACHE
             new._count += 1  # held while the window is read
             held.append(new)
@@ -584,9 +605,16 @@ class SwapState:
         for p in held:
             p._count -= 1
         vm["pswpin"] += npages
-        done = si.queue.submit(npages, self._now())
-        now = self._now()
-        wait = done - now if now is not None else done
+        if plugged is not None:
+            # blk_finish_plug sends the reads with the held writes (an outer plug: the
+            # task's sleep on the page's lock sends it), at the task's time
+            blk_finish_plug(k, plug, now + k.stall)
+            blk_flush_plug(k, now + k.stall)
+            done = max(rq.done_at for rq in reads)
+            wait = max(done - now - k.stall, 0.0)
+        else:
+            done = si.queue.submit(npages, now)
+            wait = done - now if now is not None else done
         k.iowait_swap += wait
         cost = wait + k.stall
         k.stall = outer

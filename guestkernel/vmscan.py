@@ -112,6 +112,7 @@ from bisect import bisect_left
 
 from . import gfp as G
 from . import memory as mem
+from .blk import REQ_OP_WRITE, BlkPlug, blk_finish_plug, blk_flush_plug, blk_start_plug
 from .filemap import delete_from_page_cache, free_user_page, writepage
 from .memcontrol import (
     MEMCG_CHARGE_BATCH,
@@ -1867,15 +1868,13 @@ class Reclaim:
             # the reclaimer's own time: a direct reclaimer's clock, or kswapd's pass
             # after its sleeps so far
             at = sc.t0 + sc.cost + sc.sleep if sc.t0 is not None else now + sc.sleep
-        done = q.submit(len(batch), at)
         sync = now is None or (sc is not None and sc.sync_io)
+        plug = getattr(self.kernel, "plug", None)
+        if not sync and plug is not None:
+            return self._submit_plugged(plug, q, batch, sc, at)
+        done = q.submit(len(batch), at)
         if not sync:
-            blocked = getattr(q, "blocked", 0.0)
-            if blocked and sc is not None:
-                # every tag taken (nr_requests requests in flight): the reclaimer slept in
-                # blk_mq_get_tag until the oldest request completed (its vCPU free)
-                sc.sleep += blocked
-                self.vmstat["nr_requests_blocked"] += 1
+            self._blocked(q, sc)
             for page in batch:
                 if sc is not None:  # written for reclaim: free it as soon as it is clean
                     page.flags |= PG_reclaim
@@ -1906,6 +1905,56 @@ class Reclaim:
                 else:
                     self._putback(page)
         return freed
+
+    def _blocked(self, q, sc: ScanControl | None) -> None:
+        blocked = getattr(q, "blocked", 0.0)
+        if blocked and sc is not None:
+            # every tag taken (nr_requests requests in flight): the reclaimer slept in
+            # blk_mq_get_tag until the oldest request completed (its vCPU free)
+            sc.sleep += blocked
+            self.vmstat["nr_requests_blocked"] += 1
+
+    def _submit_plugged(self, plug: BlkPlug, q, batch: list, sc: ScanControl | None,
+                        at: float | None) -> int:
+        """_submit under the task's block plug (6.x, on a clock): each page's bio goes to
+        the plug (blk_mq_submit_bio: merged into a held request or a new one, which may
+        first send what the plug holds); its pages are under writeback, in flight with
+        the request, which ends only once the plug sends it (_issue_write)."""
+        for_reclaim = sc is not None
+        byp = self.inflight_by_page
+        inflight = self.inflight
+        for page in batch:
+            if for_reclaim:  # written for reclaim: free it as soon as it is clean
+                page.flags |= PG_reclaim
+            if not page.flags & PG_lru:
+                self._putback(page)
+            rq, new = plug.submit_bio(q, REQ_OP_WRITE, page, for_reclaim, self._issue_write,
+                                      at, sc)
+            if new:
+                inflight.append(rq)
+            byp[page.pfn] = rq
+        if for_reclaim:
+            self.reclaim_inflight += len(batch)
+        return 0
+
+    def _issue_write(self, rq, at: float | None) -> None:
+        """A plugged write request sent to its device at `at` (the task's time): it ends
+        when the device completes it."""
+        if at is None:
+            at = self.now()
+        q = rq.queue
+        rq.done_at = q.submit(len(rq.pages), at)
+        self._blocked(q, rq.owner)
+        if self.on_io_submit is not None:
+            self.on_io_submit(rq)
+
+    def _reclaimer_time(self, sc: ScanControl) -> float | None:
+        """The reclaimer's own time: a direct reclaimer's clock, or now plus its sleeps
+        (kswapd's pass)."""
+        now = self.now()
+        if now is None:
+            return None
+        return sc.t0 + sc.cost + sc.sleep if sc.t0 is not None else now + sc.sleep
 
     def _end_writeback(self, page) -> bool:
         """end_page_writeback: clear PG_writeback (arc 6 for an inactive page); a page
@@ -2005,6 +2054,9 @@ class Reclaim:
         if b is None:
             return False
         now = self.now()
+        if getattr(self.kernel, "plug", None) is not None:
+            # folio_wait_writeback sleeps in io_schedule: schedule() sends the plug first
+            blk_flush_plug(self.kernel, self._reclaimer_time(sc))
         if now is not None and b.done_at > now:
             sc.cost += b.done_at - now
             sc.io_wait += b.done_at - now
@@ -2089,6 +2141,7 @@ class Reclaim:
         proportional = not sc.kswapd and sc.priority == DEF_PRIORITY
         reclaimed = 0
         pageout0 = sc.nr_pageout
+        plug = blk_start_plug(self.kernel)  # around the LRU loop (6.1)
         while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
             for lru in EVICTABLE_LRUS:
                 if nr[lru]:
@@ -2128,6 +2181,8 @@ class Reclaim:
                 nr_scanned = targets[lru] - nr[lru]
                 nr[lru] = targets[lru] * (100 - percentage) // 100
                 nr[lru] -= min(nr[lru], nr_scanned)
+        if plug is not None:
+            blk_finish_plug(self.kernel, plug, self._reclaimer_time(sc))
         sc.nr_reclaimed += reclaimed
         # can_age_anon_pages: swap is present
         if self.swap.total_swap_pages() > 0 and self.inactive_is_low(lv, LRU_INACTIVE_ANON):
@@ -2243,6 +2298,12 @@ class Reclaim:
             return 0.0
         if sc.t0 is not None:
             now = sc.t0 + sc.cost + sc.sleep  # the direct reclaimer's own time
+        if reason != VMSCAN_THROTTLE_WRITEBACK and reason != VMSCAN_THROTTLE_ISOLATED:
+            if self._skip_throttle_noprogress(lv):
+                return 0.0
+        if getattr(self.kernel, "plug", None) is not None:
+            # the reclaimer sleeps (schedule_timeout): sched_submit_work sends its plug
+            blk_flush_plug(self.kernel, self._reclaimer_time(sc))
         vm = self.vmstat
         if reason == VMSCAN_THROTTLE_WRITEBACK:
             timeout = 1.0 / 10
@@ -2269,8 +2330,6 @@ class Reclaim:
                     if now < t < wake and c != cpu and n == nid:
                         wake = t
         else:
-            if self._skip_throttle_noprogress(lv):
-                return 0.0
             wake = now + 1.0 / HZ
         vm[THROTTLE_VMSTAT[reason]] += 1
         slept = wake - now
@@ -2775,8 +2834,11 @@ class Reclaim:
             else:
                 ent[1].append(page)
             n += 1
+        # do_writepages -> generic_writepages: write_cache_pages inside a blk_plug
+        plug = blk_start_plug(self.kernel)
         for q, batch in writes.values():
             self._submit(q, batch, None)
+        blk_finish_plug(self.kernel, plug, self.now())
         return n
 
     def writeback_dirty(self, now: float | None = None, force: bool = False,
@@ -2860,8 +2922,12 @@ class Reclaim:
         sc = None
         if sync:
             sc = ScanControl(0, G.GFP_KERNEL, False, 0, True)
+        # wb_writeback: writeback_sb_inodes inside a blk_plug (and generic_writepages'
+        # own, nested, per inode); a sync pass waits for each write (not plugged here)
+        plug = blk_start_plug(self.kernel) if sc is None else None
         for q, batch in writes.values():
             self._submit(q, batch, sc)
+        blk_finish_plug(self.kernel, plug, now)
         if sc is not None:
             self.kernel.stall += sc.cost
         if n:

@@ -481,7 +481,10 @@ def test_flusher_writes_inodes_oldest_dirtied_first_each_in_index_order():
     """fs/fs-writeback.c: queue_io moves the dirty inodes oldest dirtied_when first onto
     b_io, and writeback_sb_inodes writes each in turn; write_cache_pages writes an inode's
     pages tagged PAGECACHE_TAG_DIRTY in index order. /b is cached after /a (nearer the
-    LRU head) but dirtied first."""
+    LRU head) but dirtied first. The pass runs inside a blk_plug (wb_writeback,
+    generic_writepages): a page's bio joins the request that ends where it starts
+    (blk_attempt_plug_merge, bio_attempt_back_merge; a file's blocks lie in index order),
+    so the pass makes one request per run of consecutive pages."""
     env = simpy.Environment()
     k = boot(env=env)
     r = k.reclaim
@@ -492,8 +495,8 @@ def test_flusher_writes_inodes_oldest_dirtied_first_each_in_index_order():
     _dirty(k, a, [3, 1, 0])
     _dirty(k, b, [1])
     assert r.writeback_dirty(force=True) == 6  # wakeup_flusher_threads: every dirty page
-    assert [_written(batch) for batch in r.inflight] == [[
-        ("/b", 0), ("/b", 1), ("/b", 2), ("/a", 0), ("/a", 1), ("/a", 3)]]
+    assert [_written(batch) for batch in r.inflight] == [
+        [("/b", 0), ("/b", 1), ("/b", 2)], [("/a", 0), ("/a", 1)], [("/a", 3)]]
     assert k.vmstat["nr_dirty"] == 0 and k.b_dirty == {}
     r.validate()
 
@@ -513,12 +516,13 @@ def test_background_writeback_stops_at_the_limit_and_resumes_where_it_stopped():
     _dirty(k, b, [4, 1, 2, 5])
     # /a expired (dirty 1.5 s > 1 s): both pages; /b young: until 2 are left dirty
     assert r.writeback_dirty(limit=2) == 4
-    assert _written(r.inflight[-1]) == [("/a", 0), ("/a", 1), ("/b", 1), ("/b", 2)]
+    assert [_written(b) for b in r.inflight] == [[("/a", 0), ("/a", 1)], [("/b", 1), ("/b", 2)]]
     assert b[4].flags & PG_dirty and b[5].flags & PG_dirty
     assert k.b_dirty == {b[0].mapping: None} and list(r.inode_dirtied) == [b[0].mapping.host]
     _dirty(k, b, [0])  # dirtied before where the last pass stopped
+    sent = len(r.inflight)
     assert r.writeback_dirty(limit=0) == 3
-    assert _written(r.inflight[-1]) == [("/b", 4), ("/b", 5), ("/b", 0)]
+    assert [_written(b) for b in r.inflight[sent:]] == [[("/b", 4), ("/b", 5)], [("/b", 0)]]
     assert k.b_dirty == {} and r.inode_dirtied == {}
     r.validate()
 
