@@ -677,6 +677,7 @@ class SwapState:
             b = reclaim.inflight_by_page.get(page.pfn)
             if b is not None:
                 now = self._now()
+                blk_flush_plug(k, now)  # its sleep (io_schedule) sends the task's plug
                 if now is not None and b.done_at > now:
                     k.iowait_swap += b.done_at - now
                     cost += b.done_at - now

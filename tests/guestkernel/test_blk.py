@@ -289,3 +289,18 @@ def test_a_sleep_sends_the_plug():
     assert slept > 0 and log == [(0.25, [1])]
     blk_finish_plug(k, plug, 1.0)
     assert log == [(0.25, [1])] and k.plug is None
+
+
+def test_max_sectors_kb_sets_every_guest_queue():
+    """queue/max_sectors_kb bounds a request on each guest disk (the swap area's and a
+    file system's: read_pages' plug merges a readahead window's bios into requests of at
+    most that much, as one submission split by the queue does); 6.1's default is
+    BLK_DEF_MAX_SECTORS 2560 sectors, 1280 KiB."""
+    from guestkernel.swap import guest_queue, queue_limits
+
+    k = Kernel(KernelConfig(memory="64MiB", max_sectors_kb=128))
+    assert queue_limits(k)[1] == 32
+    q = guest_queue(k, 1e-3, 4096 * 1000)
+    # 64 pages: two requests of 32 in flight, the second's transfer ending after 64 pages
+    assert q.submit(64, 0.0) == pytest.approx(0.064 + 1e-3) and len(q.inflight) == 2
+    assert queue_limits(Kernel(KernelConfig(memory="64MiB")))[1] == 2560 // 2 // 4
