@@ -1438,14 +1438,21 @@ class Task:
     @_syscall()
     def truncate(self, path: str, length: int) -> int:
         """truncate(2): do_sys_truncate on the file at `path` (EINVAL for a negative
-        length, ENOENT if there is no such file)."""
+        length, ENOENT if there is no such file, ETXTBSY for a running program's)."""
         if length < 0:
             raise U.err(U.EINVAL, "truncate")
         self.kernel.dcache.dput(self.kernel.dcache.lookup(path))  # the path walk
         inode = self.kernel.fs.lookup(path)
         if inode is None:
             raise U.err(U.ENOENT, f"truncate {path}")
-        _truncate(self.kernel, inode, length)
+        # vfs_truncate: get_write_access for the call (put_write_access after it): a
+        # running program's file fails with ETXTBSY
+        if not get_write_access(inode):
+            raise U.err(U.ETXTBSY, f"truncate {path}")
+        try:
+            _truncate(self.kernel, inode, length)
+        finally:
+            inode.i_writecount -= 1  # put_write_access
         return 0
 
     @_syscall(needs_mm=False)

@@ -46,6 +46,9 @@ def test_a_running_programs_file_cannot_be_opened_for_writing():
     _open_fails(o, "/bin/prog", U.O_WRONLY)
     _open_fails(o, "/bin/prog", U.O_RDWR)
     assert inode.i_writecount == -1
+    with pytest.raises(OSError) as e:  # vfs_truncate's get_write_access
+        o.truncate("/bin/prog", 0)
+    assert e.value.errno == errno.ETXTBSY and inode.size > 0
     fd = o.open("/bin/prog", U.O_RDONLY)  # reading is allowed
     o.close(fd)
     # fork: the child's mm denies too (dup_mm_exe_file)
@@ -63,6 +66,8 @@ def test_a_running_programs_file_cannot_be_opened_for_writing():
     assert inode.i_writecount == 1
     o.close(fd)
     assert inode.i_writecount == 0
+    o.truncate("/bin/prog", 4096)  # not running: allowed, the access given back
+    assert inode.size == 4096 and inode.i_writecount == 0
 
 
 def test_exec_of_a_file_open_for_writing_fails_and_keeps_the_old_image():
