@@ -1375,6 +1375,9 @@ def drop_file_page_cache(kernel, inode) -> None:
         if page is None:
             continue
         if page.flags & PG_writeback and reclaim is not None:
+            from .blk import blk_flush_plug
+
+            blk_flush_plug(kernel, reclaim.now())  # the sleep (io_schedule) sends the task's plug
             b = reclaim.inflight_by_page.get(page.pfn)
             if b is not None:  # folio_wait_writeback
                 now = reclaim.now()
