@@ -16,8 +16,12 @@ holds more than one queue's), or if its newest request has BLK_PLUG_FLUSH_SIZE (
 or more. The plug is also sent when the task sleeps (schedule -> sched_submit_work ->
 blk_flush_plug: io_schedule in a wait on a page's writeback, reclaim_throttle's sleep) and
 at blk_finish_plug. Sending (blk_mq_flush_plug_list): with an I/O scheduler (virtio-blk
-under mq-deadline, as this machine's /dev/vda; RQF_ELV) blk_mq_dispatch_plug_list pops the
-newest first and list_add()s each, so the scheduler receives them oldest first.
+under mq-deadline, as this machine's /dev/vda reads; RQF_ELV) blk_mq_dispatch_plug_list pops
+the newest first and list_add()s each, so the scheduler receives them oldest first, all
+at once, and mq-deadline dispatches reads before writes (__dd_dispatch_request: a write
+goes first only once reads have starved writes writes_starved = 2 times; hvsim: reads
+first within each flush, each direction oldest first; the scheduler's state across
+flushes, fifo_batch and the expiry times are not modelled).
 
 Positions: a page's bio lies on its device at its swap slot (a swap-cache page: its
 entry) or, for a file page, at its index in its file (hvsim keeps no block map: a file's
@@ -150,8 +154,9 @@ class BlkPlug:
         return rq, True
 
     def flush(self, at: float | None) -> None:
-        """blk_mq_flush_plug_list: send every held request, oldest first (through the
-        I/O scheduler: blk_mq_dispatch_plug_list), and forget the queues seen."""
+        """blk_mq_flush_plug_list: send every held request (through the I/O scheduler:
+        blk_mq_dispatch_plug_list, oldest first; mq-deadline's reads before its writes)
+        and forget the queues seen."""
         mq = self.mq_list
         if not mq:
             return
@@ -159,7 +164,11 @@ class BlkPlug:
         self.multiple_queues = False
         self.flushes += 1
         for rq in mq:
-            rq.issue(rq, at)
+            if rq.op == REQ_OP_READ:
+                rq.issue(rq, at)
+        for rq in mq:
+            if rq.op != REQ_OP_READ:
+                rq.issue(rq, at)
 
 
 def blk_start_plug(kernel) -> BlkPlug | None:
