@@ -93,7 +93,9 @@ Results, in the sweep's output folder
     mean (Student's t, n - 1 degrees of freedom; empty for one replication), min and max.
 ``sweep.json``
     what ran where: backend, workers, counts, stale reruns by reason, total and per-run
-    wall times, run folders in runs/ that are not part of the sweep.
+    wall times, run folders in runs/ that are not part of the sweep; runs_span_s: the
+    seconds from the sweep's start at which its runs began and its last run ended (what
+    lies outside is its serial part: imports and forks before, writing the outputs after).
 ``sweep.md``
     the per-point table (mean ± CI [min-max]), the runs table with links to each run's
     report, and the plots.
@@ -639,17 +641,22 @@ def _serial(specs: list[RunSpec]) -> Iterator[dict]:
 
 def _preload(specs: list[RunSpec]) -> list[str]:
     """The modules every run of `specs` imports: the runners (and the model the default
-    runner imports on its first run), and matplotlib's pyplot when
-    a run draws plots (the default runner's `output.plots`, default true). Imported here
-    once, so forked workers start with them (the parent needs pyplot for the sweep plots
+    runner imports on its first run), and matplotlib's pyplot when a run draws plots (the
+    default runner's `output.plots`, default true; networkx too, for the default runner's
+    report). Imported here once, so forked workers start with them (the parent needs pyplot for the sweep plots
     anyway)."""
     modules: list[str] = []
     for runner in dict.fromkeys(s.runner for s in specs):
         modules.append(runner.partition(":")[0])
         if runner == DEFAULT_RUNNER:  # it imports the model lazily, on its first run
             modules += DEFAULT_RUNNER_MODULES
-    if any(s.config.get("output", {}).get("plots", True) is not False for s in specs):
+    plots = [s for s in specs if s.config.get("output", {}).get("plots", True) is not False]
+    if plots:
         modules.append("matplotlib.pyplot")
+    if any(s.runner == DEFAULT_RUNNER for s in plots):
+        # the run report's page-state diagram (report.plot_page_states): 0.14-0.25 s of
+        # import in every worker's first report otherwise, once here
+        modules.append("networkx")
     return modules
 
 
@@ -677,28 +684,39 @@ def _mp_context(specs: list[RunSpec]):
     return multiprocessing.get_context("spawn")
 
 
-def _pool(specs: list[RunSpec], jobs: int) -> Iterator[dict]:
+def _pool(specs: list[RunSpec], jobs: int, exiting: list[threading.Thread] | None = None) -> Iterator[dict]:
     """Runs on a process pool (`_mp_context`), started before this returns (a fork before
     the progress bar's thread exists). A worker that dies (killed, out of memory) breaks
     the pool: the runs that had started then run again one at a time in a process of their
     own, so the one that dies again is recorded as failed with its exit signal and the
-    others complete; runs that had not started go to a new pool."""
+    others complete; runs that had not started go to a new pool.
+
+    exiting: once the last row is out, the pool shuts down (its workers exit) in a thread
+    appended here, which the caller joins (`_join_pools`) after writing the sweep's
+    outputs: the workers' exit (0.08-0.19 s after a quickstart sweep's last run, measured
+    on a loaded 2-core machine) is off the critical path. None: the pool is joined here."""
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = _mp_context(specs)
     pending = longest_first(specs)
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx)
     futures = {pool.submit(execute, spec): spec for spec in pending}  # forks every worker now
-    return _pool_results(pool, futures, jobs, ctx)
+    return _pool_results(pool, futures, jobs, ctx, exiting)
 
 
-def _pool_results(pool, futures: dict, jobs: int, ctx) -> Iterator[dict]:
+def _join_pools(closing: list[threading.Thread]) -> None:
+    """Wait for the pools `_pool` left shutting down (their workers exited)."""
+    while closing:
+        closing.pop().join()
+
+
+def _pool_results(pool, futures: dict, jobs: int, ctx, exiting: list[threading.Thread] | None = None) -> Iterator[dict]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     while futures:
         broken: list[RunSpec] = []
-        with pool:
+        try:
             for fut in as_completed(futures):
                 try:
                     yield fut.result()
@@ -706,6 +724,15 @@ def _pool_results(pool, futures: dict, jobs: int, ctx) -> Iterator[dict]:
                     broken.append(futures[fut])
                 except Exception as exc:  # pickling and the like: this run only
                     yield failed_row(futures[fut], f"{type(exc).__name__}: {exc}")
+        except BaseException:  # the caller stopped (an error, ^C, the generator closed)
+            pool.shutdown(wait=True)
+            raise
+        if broken or exiting is None:
+            pool.shutdown(wait=True)
+        else:  # every run of this pool ended: its workers exit while the caller goes on
+            closing = threading.Thread(target=pool.shutdown, name="hvsim-pool-shutdown")
+            closing.start()
+            exiting.append(closing)
         started = [s for s in broken if (Path(s.run_dir) / STARTED).exists()]
         for spec in started:
             yield _alone(spec, ctx)
@@ -1005,6 +1032,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
     todo = [s for s in sweep.runs if s.run_id not in done]
     rows = list(done.values())
     client = cluster = None
+    exiting: list[threading.Thread] = []  # process pools shutting down (`_pool`)
     previous = _read_json(out / "sweep.json")
     if not todo:  # nothing to run: no pool, no cluster, no connection
         backend, workers, results = "none", 0, iter(())
@@ -1014,7 +1042,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
         results = _dask(todo, client)
     elif jobs > 1 and len(todo) > 1:
         workers = min(jobs, len(todo))
-        backend, results = "process-pool", _pool(todo, workers)
+        backend, results = "process-pool", _pool(todo, workers, exiting)
     else:
         backend, workers, results = "in-process", 1, _serial(todo)
     if stale:
@@ -1027,10 +1055,16 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
     bar = tqdm(total=len(sweep.runs), initial=len(done), unit="run", desc=sweep.name,
                disable=not progress, file=sys.stderr)
     csv_path = out / "runs.csv"
+    span = None
     try:
         (out / "runs").mkdir(parents=True, exist_ok=True)
         write_runs_csv(csv_path, columns, rows)
         with open(csv_path, "a", newline="") as f:
+            # the runs' span, from here to the last row back: what lies outside it is the
+            # sweep's serial part (imports and forks before, the outputs after). A pool or
+            # cluster started its first runs a few ms before this line; in-process, the
+            # first run starts at the loop's first step
+            first = time.perf_counter() - t0
             for row in results:
                 rows.append(row)
                 f.write(_csv_line(columns, row))
@@ -1038,24 +1072,35 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
                 bar.update(1)
                 if row["status"] != "ok":
                     bar.write(f"{row['run_id']}: failed: {row['error']}", file=sys.stderr)
+            if todo:
+                span = (first, time.perf_counter() - t0)
     except BaseException:
         bar.close()
         _close_dask(client, cluster)
+        _join_pools(exiting)
         raise
     bar.close()
-    # the cluster closes (about a second: its workers stop) while the outputs are written
-    closer = threading.Thread(target=_close_dask, args=(client, cluster), name="hvsim-dask-close")
+    # the cluster closes (about a second: its workers stop), the pool's workers exit, while
+    # the outputs are written
+    closer = threading.Thread(target=_close_backend, args=(client, cluster, exiting), name="hvsim-sweep-close")
     closer.start()
     try:
-        _finish_sweep(sweep, rows, csv_path, columns, t0, backend, workers, done, stale, todo, previous)
+        _finish_sweep(sweep, rows, csv_path, columns, t0, backend, workers, done, stale, todo, previous, span)
     finally:
         closer.join()
     return rows
 
 
+def _close_backend(client, cluster, closing: list[threading.Thread]) -> None:
+    _close_dask(client, cluster)
+    _join_pools(closing)
+
+
 def _finish_sweep(sweep: Sweep, rows: list[dict], csv_path: Path, columns: list[str], t0: float,
-                  backend: str, workers: Any, done: dict, stale: dict, todo: list, previous: Any) -> None:
-    """runs.csv sorted, sweep.json, and the outputs (`write_outputs`) once every run ended."""
+                  backend: str, workers: Any, done: dict, stale: dict, todo: list, previous: Any,
+                  span: tuple[float, float] | None = None) -> None:
+    """runs.csv sorted, sweep.json, and the outputs (`write_outputs`) once every run ended.
+    span: (first run handed to the backend, last row back), s from the sweep's start."""
     out = sweep.output_dir
     rows.sort(key=sweep.sort_key())
     write_runs_csv(csv_path, columns, rows)
@@ -1065,6 +1110,7 @@ def _finish_sweep(sweep: Sweep, rows: list[dict], csv_path: Path, columns: list[
         "backend": backend, "workers": workers, "runs": len(rows),
         "ok": sum(r["status"] == "ok" for r in rows), "failed": sum(r["status"] != "ok" for r in rows),
         "skipped": len(done), "rerun_stale": stale, "wall_time_s": wall,
+        "runs_span_s": list(span) if span else None,
         "run_wall_time_s": {r["run_id"]: r.get("wall_time_s") for r in rows},
         "unlisted_run_folders": stale_folders(sweep),
     }

@@ -25,6 +25,7 @@ from experiments import sweep as S
 from guestkernel.units import parse_size
 
 FAKE = "tests.experiments.test_sweep:fake_runner"
+TEST_PID = os.getpid()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 BASE = """\
@@ -51,8 +52,9 @@ def fake_runner(config: dict, run_dir: str) -> dict:
     """A stand-in for runner.run_experiment: results are simple functions of the config.
 
     duration "13s" -> a failed run (status failed); "17s" -> an exception escapes; "19s"
-    -> the process kills itself with SIGKILL while a file "kill" is in the output folder.
-    Appends one line to calls.txt in the run folder per call (to count executions).
+    -> the process kills itself with SIGKILL while a file "kill" is in the output folder;
+    "23s" -> a worker process (not the test's) takes 1.5 s more to exit (a thread it waits
+    for at exit). Appends one line to calls.txt in the run folder per call (to count executions).
     """
     out = Path(run_dir)
     with open(out / "calls.txt", "a") as f:
@@ -62,6 +64,11 @@ def fake_runner(config: dict, run_dir: str) -> dict:
         raise RuntimeError("the simulator blew up")
     if duration == "19s" and (out.parents[1] / "kill").exists():  # the worker dies (as by the OOM killer)
         os.kill(os.getpid(), 9)
+    if duration == "23s" and os.getpid() != TEST_PID:
+        import threading
+        import time
+
+        threading.Thread(target=time.sleep, args=(1.5,)).start()
     host = parse_size(config["host"]["memory"]) / (1 << 20)
     vms = sum(v["count"] for v in config["vm"])
     seed = config["experiment"]["seed"]
@@ -615,7 +622,7 @@ def test_local_dask_workers_start_with_the_runner_and_pyplot_imported():
     spec = S.RunSpec(run_id="r", case="", params=(), replication=0, seed=1, config={}, run_dir="")
     preload = S._preload([spec])
     assert preload == ["experiments.sweep", "experiments.config", "experiments.runner", "experiments.scenario",
-                       "experiments.metrics", "guestkernel.kernel", "matplotlib.pyplot"]
+                       "experiments.metrics", "guestkernel.kernel", "matplotlib.pyplot", "networkx"]
     client, cluster = S.dask_client("local:1", preload)
     try:
         names = ["experiments.scenario", "guestkernel.kernel", "hypervisor.host", "matplotlib.pyplot"]
@@ -784,3 +791,39 @@ def test_pool_workers_are_forked_after_the_parent_imported_what_a_run_imports(tm
     for run in sw.runs:
         run.config.setdefault("output", {})["plots"] = False
     assert S._preload(sw.runs) == ["tests.experiments.test_sweep"]
+
+
+def test_the_default_runners_report_imports_are_preloaded_before_the_fork(tmp_path):
+    """_preload for the default runner with plots on: what its run report imports, pyplot
+    and networkx (report.plot_page_states), so no forked worker imports them again at its
+    first report; with output.plots false, neither."""
+    spec = S.RunSpec(run_id="r", case="", params=(), replication=0, seed=1, config={}, run_dir="")
+    assert S._preload([spec])[-2:] == ["matplotlib.pyplot", "networkx"]
+    off = S.RunSpec(run_id="r", case="", params=(), replication=0, seed=1,
+                    config={"output": {"plots": False}}, run_dir="")
+    assert "networkx" not in S._preload([off]) and "matplotlib.pyplot" not in S._preload([off])
+
+
+def test_the_pool_workers_have_exited_when_the_sweep_returns_and_the_runs_span_is_recorded(tmp_path):
+    """A -j 2 sweep shuts its pool down while it writes its outputs (`_pool`'s exiting):
+    when run_sweep returns, no worker process is left (each took 1.5 s to exit) and no
+    shutdown thread runs; its
+    rows are those of -j 1. sweep.json's runs_span_s: when the runs began and the last
+    one ended, in s from the sweep's start, inside its wall time; none when nothing ran."""
+    import multiprocessing
+    import threading
+
+    # 23 s: each worker takes 1.5 s to exit after its run (fake_runner)
+    text = 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB", "2GiB"]\n' \
+           '[[case]]\nname = "slow-exit"\n"experiment.duration" = "23s"\n'
+    serial = S.run_sweep(S.load_sweep(write_sweep(tmp_path, text), output_dir=tmp_path / "j1", runner=FAKE), jobs=1)
+    rows = S.run_sweep(load(tmp_path, text), jobs=2)
+    assert multiprocessing.active_children() == []
+    assert not [t for t in threading.enumerate() if t.name == "hvsim-pool-shutdown"]
+    assert [{**r, "wall_time_s": None} for r in rows] == [{**r, "wall_time_s": None} for r in serial]
+    assert (tmp_path / "out" / "runs.csv").read_text() == (tmp_path / "j1" / "runs.csv").read_text()
+    info = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    first, last = info["runs_span_s"]
+    assert 0 <= first <= last <= info["wall_time_s"]
+    S.run_sweep(load(tmp_path, text), jobs=2)  # every run finished: nothing runs
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["runs_span_s"] is None
