@@ -529,13 +529,19 @@ def bench_sweep(quick: bool) -> list[Row]:
     """The real sweep-quickstart (3 host sizes x 2 replications of the quickstart) with -j 1,
     -j 2 and a Dask LocalCluster of 2 workers: wall times, speed-ups against -j 1 (target
     >= 1.8x on 2 cores) and a check that runs.csv is identical on every backend. --quick
-    cuts every run to 2 simulated seconds (its speed-ups say less: start-up weighs more)."""
+    cuts every run to 2 simulated seconds (its speed-ups say less: start-up weighs more).
+
+    Per backend also its serial part: the wall time outside the runs' span (sweep.json's
+    runs_span_s: imports, forks and cluster start before the first run, the sweep's
+    outputs after the last), which a second worker cannot shorten. The runs' span holds
+    the runs and their reports (report.md and plots, drawn by the worker that ran them)."""
     import tempfile
 
     from .sweep import load_sweep, run_sweep
 
     path = Path(__file__).parent / "configs" / "sweep-quickstart.toml"
     walls: dict[str, float] = {}
+    serial: dict[str, float] = {}
     tables: dict[str, str] = {}
     n = 0
     for label, kw in (("-j 1", {"jobs": 1}), ("-j 2", {"jobs": 2}), ("local:2", {"scheduler": "local:2"})):
@@ -548,12 +554,16 @@ def bench_sweep(quick: bool) -> list[Row]:
             if failed:
                 raise RuntimeError(f"bench sweep: run {failed[0]['run_id']} failed: {failed[0]['error']}")
             tables[label] = (Path(out) / "runs.csv").read_text()
+            first, last = json.loads((Path(out) / "sweep.json").read_text())["runs_span_s"]
+            serial[label] = walls[label] - (last - first)
             n = len(rows)
     if len(set(tables.values())) != 1:
         raise RuntimeError("bench sweep: runs.csv differs between -j 1, -j 2 and local:2")
     what = f"sweep-quickstart ({n} runs{', 2 s each' if quick else ''})"
     target = None if quick else SWEEP_SPEEDUP_TARGET
     rows_out = [Row(f"{what}, {label}: wall time", walls[label], "s") for label in walls]
+    rows_out += [Row(f"{what}, {label}: serial part (outside the runs' span)", serial[label], "s")
+                 for label in serial]
     for label in ("-j 2", "local:2"):
         speedup = walls["-j 1"] / walls[label]
         rows_out.append(Row(f"{what}: speed-up of {label} over -j 1", speedup, "x",
