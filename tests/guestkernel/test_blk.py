@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guestkernel import blk
 from guestkernel import uapi as U
@@ -308,3 +310,43 @@ def test_max_sectors_kb_sets_every_guest_queue():
     # 64 pages: two requests of 32 in flight, the second's transfer ending after 64 pages
     assert q.submit(64, 0.0) == pytest.approx(0.064 + 1e-3) and len(q.inflight) == 2
     assert queue_limits(Kernel(KernelConfig(memory="64MiB")))[1] == 2560 // 2 // 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(0, 80)),
+                max_size=300),
+       st.integers(1, 40))
+def test_every_bio_is_sent_once_in_requests_within_the_limits(bios, maxp):
+    """Invariants of the plug's rules over random bios (two queues, reads and writes,
+    random slots): every bio is sent exactly once, at blk_finish_plug at the latest; a
+    request holds consecutive positions of one op and queue, at most max_sectors
+    (max_pages) of them; the plug never holds more than blk_plug_max_rq_count requests;
+    a send happens only when the plug is full or its newest request has 128 KiB or more
+    (blk_add_rq_to_plug), or at the end."""
+    queues = [BlockQueue(1e-4, 1 << 30, 256, max_pages=maxp) for _ in range(2)]
+    plug = BlkPlug()
+    sent = []
+
+    def issue(rq, at):
+        sent.append(rq)
+
+    pages = []
+    for qi, op, slot in bios:
+        before = list(plug.mq_list)
+        n = len(sent)
+        page = P(slot)
+        pages.append(page)
+        plug.submit_bio(queues[qi], op, page, False, issue, 0.0)
+        if len(sent) > n:
+            assert len(before) >= BLK_MAX_REQUEST_COUNT or \
+                len(before[-1].pages) >= blk.PLUG_FLUSH_PAGES
+            assert sent[n:] == [r for r in before if r.op == REQ_OP_READ] + \
+                [r for r in before if r.op != REQ_OP_READ]
+        assert len(plug.mq_list) <= 2 * BLK_MAX_REQUEST_COUNT
+    plug.flush(1.0)
+    assert plug.mq_list == []
+    got = [p for rq in sent for p in rq.pages]
+    assert sorted(map(id, got)) == sorted(map(id, pages))
+    for rq in sent:
+        assert 1 <= len(rq.pages) <= maxp
+        assert [p.private for p in rq.pages] == list(range(rq.start, rq.end))
