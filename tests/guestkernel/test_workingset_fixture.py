@@ -381,11 +381,12 @@ def test_anon_loop_without_swap_readahead_refaults_every_page_of_its_first_read_
     back to it, so every page of the first read pass refaults and is reclaimed again
     (workingset_refault_anon = pswpin = pgsteal_anon = the area's 10240 pages; five runs
     of workingset_anon_2.json's loop-1.25x-no-ra). The guest replayed clocked with
-    page_cluster 0 does the same. (In pass 0 it frees 2194 pages, the real kernel
+    page_cluster 0 does the same. (In pass 0 it frees 2203 pages, the real kernel
     2125-2143; from the second read pass the guest keeps 288 pages it
     activated in pass 2 and refaults 9952 pages a pass, the real kernel 10238-10287; and
-    the guest holds at most 119 pages unmapped in the swap cache in pass 1, the real
-    kernel 432-704: its writes end later.)"""
+    the guest holds at most 774 pages unmapped in the swap cache in pass 1, the real
+    kernel 432-704: 119 before shrink_lruvec's plug held its writes until the end of
+    its loop.)"""
     case = ANON_2["loop-1.25x-no-ra"]
     assert case["page_cluster"] == 0
     got = replay_anon(anon_memory_clocked, case["mib"], 2, clocked=True, page_cluster=0)[1]
