@@ -457,6 +457,10 @@ class KernelSection(_Model):
                                 "allocated (Debian's and Ubuntu's 6.x kernels build it on by default)")
     init_on_free: bool = Field(False, description="init_on_free=1: every page and slab object zeroed when freed "
                                "(free memory holds zeros, not its last use's bytes); Windows images always do")
+    memcg_stats_flush: Literal["6.1", "6.8"] = Field(
+        "6.1", description='6.x guests: how the memory cgroup statistics reclaim reads are flushed: "6.1" (Debian '
+        "12's kernel: reclaim's prepare_scan_count flushes once about num_online_cpus batches of 64 updates are "
+        'pending) or "6.8" (6.8 and later: reclaim\'s flush is ratelimited, its statistics up to 2 s old)')
 
     @field_validator("tmpfs_mounts")
     @classmethod

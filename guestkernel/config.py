@@ -63,6 +63,10 @@ class KernelConfig:
     seed: int = 0  # the boot's randomness (KASLR offsets); an experiment derives it per VM
     init_on_alloc: bool = False  # zero every page and slab object at allocation (init_on_alloc=1)
     init_on_free: bool = False  # zero every page and slab object when freed (init_on_free=1)
+    # 6.x: the memory cgroup statistics' flush rules (memcontrol.py): "6.1" (Debian 12's
+    # kernel: reclaim flushes by the update threshold) or "6.8" (6.8 and later: reclaim's
+    # flush is ratelimited, the statistics up to 2 s old)
+    memcg_stats_flush: str = "6.1"
     # /proc/sys/vm
     min_free_kbytes: int | None = None  # KiB; None: int_sqrt(lowmem_kbytes * 16), clamped
     watermark_scale_factor: int = 10  # 1/10000 of managed pages between watermarks (6.x)
@@ -150,6 +154,8 @@ class KernelConfig:
             self.kernel_image = DISTRO_KERNEL_IMAGE.get(self.distro, DEFAULT_KERNEL_IMAGE[self.arch])
         if self.kaslr is None:
             self.kaslr = self.era == "6.x" and self.arch == "x86_64"
+        if self.memcg_stats_flush not in ("6.1", "6.8"):
+            raise ValueError(f"memcg_stats_flush: must be one of 6.1, 6.8, got {self.memcg_stats_flush!r}")
         if self.thp_enabled not in ("always", "madvise", "never"):
             raise ValueError(f"thp_enabled: must be one of always, madvise, never, got {self.thp_enabled!r}")
         if self.thp_shmem_enabled not in ("always", "within_size", "advise", "never", "deny", "force"):

@@ -1,6 +1,9 @@
-"""The root memory cgroup's statistics and their rstat flushing (mm/memcontrol.c, Linux
-6.8 and later; 6.x era only: a 2.6-era guest has no memory cgroups and reads its node
-counters directly).
+"""The root memory cgroup's statistics and their rstat flushing (mm/memcontrol.c; 6.x era
+only: a 2.6-era guest has no memory cgroups and reads its node counters directly). Two
+sets of flush rules, the kernel setting `memcg_stats_flush`: "6.1" (`MemCgroup61`, the
+default: hvsim's 6.x guests are Debian 12's 6.1) and "6.8" (`MemCgroup`, Linux 6.8 and
+later, as this machine's 6.18 that recorded the hot-file fixture). The overview below is
+6.8's; 6.1's differences are in `MemCgroup61`'s docstring.
 
 Overview
 --------
@@ -151,6 +154,15 @@ class MemCgroup:
         """The periodic flush: the root, whatever the threshold."""
         self.css_rstat_flush()
 
+    def prepare_scan_count_flush(self) -> None:
+        """prepare_scan_count's flush (6.8+: prepare_scan_control's
+        mem_cgroup_flush_stats_ratelimited)."""
+        self.mem_cgroup_flush_stats_ratelimited()
+
+    def workingset_refault_flush(self) -> None:
+        """workingset_test_recent's flush: mem_cgroup_flush_stats_ratelimited."""
+        self.mem_cgroup_flush_stats_ratelimited()
+
     def jiffies(self) -> int:
         env = self.kernel.env
         return int(env.now * HZ) if env is not None else 0
@@ -165,6 +177,105 @@ class MemCgroup:
         out["workingset_activate_anon"] = sum(st[ST_ACTIVATE_ANON] for st in self.state)
         out["workingset_activate_file"] = sum(st[ST_ACTIVATE_FILE] for st in self.state)
         return out
+
+
+class MemCgroup61(MemCgroup):
+    """The root memory cgroup's rstat state under 6.1's rules (mm/memcontrol.c of
+    linux-source-6.1: memcg_rstat_updated, __mem_cgroup_flush_stats,
+    mem_cgroup_flush_stats, mem_cgroup_flush_stats_delayed, flush_memcg_stats_dwork).
+
+    - memcg_rstat_updated: the CPU's stats_updates += abs(val); once that is above
+      MEMCG_CHARGE_BATCH, `flush_threshold` (the global stats_flush_threshold, in
+      batches) += x / MEMCG_CHARGE_BATCH, only while it is at most num_online_cpus, and
+      the CPU's count resets. The CPUs keep counting whatever the threshold (6.1 has no
+      memcg_vmstats_needs_flush gate). The 6.8 atomic `stats_updates` stays 0.
+    - __mem_cgroup_flush_stats (`css_rstat_flush`): flush_next_time = jiffies +
+      2 * FLUSH_TIME, the flush (values exact), threshold 0; the CPUs' counts stay.
+    - mem_cgroup_flush_stats: flush when the threshold is above num_online_cpus.
+    - mem_cgroup_flush_stats_delayed: as mem_cgroup_flush_stats, only when jiffies are
+      after flush_next_time (at boot always: jiffies_64 starts far past 0).
+    - flush_memcg_stats_dwork: every FLUSH_TIME from boot (`StatsFlusher`).
+    - Readers: prepare_scan_count (mem_cgroup_flush_stats: reclaim sees at most about
+      num_online_cpus batches of staleness), workingset_refault
+      (mem_cgroup_flush_stats_delayed), memory.stat (mem_cgroup_flush_stats);
+      inactive_is_low's other callers and snapshot_refaults read without a flush.
+    Without a clock the lag is not modelled (as `MemCgroup`): reclaim's and refault's
+    flushes flush; memory.stat keeps the threshold."""
+
+    __slots__ = ("flush_threshold", "flush_next_time")
+
+    def __init__(self, kernel, reclaim) -> None:
+        super().__init__(kernel, reclaim)
+        self.threshold = len(self.pcpu)  # num_online_cpus
+        self.flush_threshold = 0  # stats_flush_threshold, in batches
+        self.flush_next_time = -1  # jiffies: any time is after it until the first flush
+
+    def rstat_updated(self, val: int) -> None:
+        """memcg_rstat_updated(memcg, val) on the current CPU (`val` > 0, the caller's
+        abs). (lru_cache_add's inlined count stops at x < MEMCG_CHARGE_BATCH and calls
+        here at 64, which stays on the CPU: the same counts.)"""
+        pc = self.pcpu
+        cpu = self.alloc.current_cpu
+        x = pc[cpu] + val
+        if x <= MEMCG_CHARGE_BATCH:
+            pc[cpu] = x
+            return
+        if self.flush_threshold <= self.threshold:
+            self.flush_threshold += x // MEMCG_CHARGE_BATCH
+        pc[cpu] = 0
+        if self.pollers and self.flush_threshold > self.threshold:
+            self.css_rstat_flush()  # a poller's next read of memory.stat
+
+    def needs_flush(self) -> bool:
+        """atomic_read(&stats_flush_threshold) > num_online_cpus()"""
+        return self.flush_threshold > self.threshold
+
+    def css_rstat_flush(self) -> None:
+        """__mem_cgroup_flush_stats: flush_next_time, the flush, threshold 0 (the CPUs'
+        stats_updates stay as they are)."""
+        self.flush_next_time = self.jiffies() + 2 * FLUSH_TIME
+        for lv, st in zip(self.reclaim.lruvecs, self.state):
+            lists = lv.lists
+            st[0] = lists[0].nr
+            st[1] = lists[1].nr
+            st[2] = lists[2].nr
+            st[3] = lists[3].nr
+            st[4] = lists[4].nr
+            st[ST_ACTIVATE_ANON] = lv.activate[0]
+            st[ST_ACTIVATE_FILE] = lv.activate[1]
+        self.flush_threshold = 0
+        self.flush_last_time = self.jiffies()
+        self.nr_flushes += 1
+
+    def mem_cgroup_flush_stats(self) -> None:
+        """Flush if stats_flush_threshold > num_online_cpus."""
+        if self.flush_threshold > self.threshold:
+            self.css_rstat_flush()
+
+    def mem_cgroup_flush_stats_delayed(self) -> None:
+        """mem_cgroup_flush_stats, only if jiffies are after flush_next_time."""
+        if self.jiffies() > self.flush_next_time:
+            self.mem_cgroup_flush_stats()
+
+    def prepare_scan_count_flush(self) -> None:
+        """prepare_scan_count: mem_cgroup_flush_stats (without a clock: a flush)."""
+        if self.kernel.env is None:
+            self.css_rstat_flush()
+        elif self.flush_threshold > self.threshold:
+            self.css_rstat_flush()
+
+    def workingset_refault_flush(self) -> None:
+        """workingset_refault: mem_cgroup_flush_stats_delayed (without a clock: a flush)."""
+        if self.kernel.env is None:
+            self.css_rstat_flush()
+        else:
+            self.mem_cgroup_flush_stats_delayed()
+
+
+def make_memcg(kernel, reclaim) -> MemCgroup:
+    """The root memcg under the kernel's `memcg_stats_flush` rules ("6.1" or "6.8")."""
+    rules = getattr(kernel.config, "memcg_stats_flush", "6.1")
+    return MemCgroup(kernel, reclaim) if rules == "6.8" else MemCgroup61(kernel, reclaim)
 
 
 class StatsFlusher:

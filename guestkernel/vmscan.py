@@ -118,8 +118,8 @@ from .memcontrol import (
     MEMCG_CHARGE_BATCH,
     ST_ACTIVATE_ANON,
     ST_ACTIVATE_FILE,
-    MemCgroup,
     StatsFlusher,
+    make_memcg,
 )
 from .page import (
     PGSTATE_MASK,
@@ -657,7 +657,7 @@ class Reclaim:
         # workingset detection (mm/workingset.c) exists from 3.15: 6.x era only
         self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
         # the root memory cgroup's statistics (6.x era: CONFIG_MEMCG; memcontrol.py)
-        self.memcg = MemCgroup(kernel, self) if self.alloc.era == "6.x" else None
+        self.memcg = make_memcg(kernel, self) if self.alloc.era == "6.x" else None
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
             vm.setdefault(name, 0)
@@ -2071,8 +2071,8 @@ class Reclaim:
         established: get rid of stale active pages quickly)."""
         st = lv.stat
         if st is not None:
-            # 6.8+: mem_cgroup_flush_stats_ratelimited, then the flushed values
-            self.memcg.mem_cgroup_flush_stats_ratelimited()
+            # 6.1: mem_cgroup_flush_stats (6.8+: ..._ratelimited), then the flushed values
+            self.memcg.prepare_scan_count_flush()
             activate = st[ST_ACTIVATE_ANON], st[ST_ACTIVATE_FILE]
             inactive_file = st[LRU_INACTIVE_FILE]
         else:

@@ -166,11 +166,12 @@ class Workingset:
         vm["workingset_refault_file" if file else "workingset_refault_anon"] += 1
         mc = r.memcg
         mc.rstat_updated(1)  # mod_lruvec_state(WORKINGSET_REFAULT_*)
-        # workingset_test_recent: the eviction lruvec's sizes as lruvec_page_state reads
-        # them (mem_cgroup_flush_stats_ratelimited first: flushed values, up to a
-        # periodic flush's interval old); LRU indices: 0 inactive_anon, 1 active_anon,
-        # 2 inactive_file, 3 active_file
-        mc.mem_cgroup_flush_stats_ratelimited()
+        # the eviction lruvec's sizes as lruvec_page_state reads them, after 6.1's
+        # mem_cgroup_flush_stats_delayed (6.8+ workingset_test_recent's
+        # mem_cgroup_flush_stats_ratelimited): flushed values, up to a periodic flush's
+        # interval old; LRU indices: 0 inactive_anon, 1 active_anon, 2 inactive_file,
+        # 3 active_file
+        mc.workingset_refault_flush()
         sizes = eviction_lv.stat
         workingset_size = sizes[3]
         if not file:

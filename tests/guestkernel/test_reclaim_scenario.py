@@ -93,20 +93,13 @@ def test_memory_hog_kswapd_then_direct_then_swap_then_oom():
     validate_buddy(k.page_alloc)
 
 
-def test_streamer_and_working_set_kswapd_keeps_free_between_low_and_high():
+def streamer_and_working_set(memcg_stats_flush: str):
     """256 MiB guest, 512 MiB swap: one process streams a 1 GiB file with read(), one
-    keeps touching a 128 MiB working set. kswapd alone keeps the Normal-allocation zone
-    between LOW and HIGH (no direct reclaim), taking the use-once file pages; once the
-    statistics it reads show them, the working set is not scanned. (6.8+: reclaim reads
-    the root memcg's statistics as flushed, prepare_scan_control's
-    mem_cgroup_flush_stats_ratelimited not flushing while the periodic flusher is on
-    time: until its first flush at 2 s they are the boot's, with no inactive file
-    pages, so kswapd is not in cache_trim_mode and scans anon at swappiness's share.)"""
+    keeps touching a 128 MiB working set. Returns (env, kernel, working-set process,
+    wsize, zone, samples of the zone's free pages every 10 ms)."""
     env = simpy.Environment()
-    k = boot(env, memory="256MiB", swap="512MiB")
-    vm = k.vmstat
+    k = boot(env, memory="256MiB", swap="512MiB", memcg_stats_flush=memcg_stats_flush)
     zone = k.page_alloc.zones[-1]  # DMA32: where user pages come from
-    wmin, wlow, whigh = zone.watermark
     ws = k.spawn("ws")
     st = k.spawn("stream")
     page = b"\x5a" * PAGE
@@ -137,6 +130,51 @@ def test_streamer_and_working_set_kswapd_keeps_free_between_low_and_high():
     env.process(working_set())
     env.process(streamer())
     env.process(sampler())
+    return env, k, ws, wsize, zone, samples
+
+
+def assert_between_low_and_high(zone, steady) -> None:
+    # between LOW and HIGH: below LOW only by what one read() allocates before kswapd
+    # runs (32 pages of readahead) and one per-CPU list refill (rmqueue_bulk takes
+    # `batch` pages from the buddy lists at once); above HIGH by at most kswapd's last
+    # batch of 32 and one per-CPU list flush (freed pages reach the buddy lists `batch`
+    # at a time)
+    wmin, wlow, whigh = zone.watermark
+    pcp_batch = zone.pcp[0][0].batch
+    assert min(steady) >= wlow - 32 - pcp_batch, (min(steady), wlow)
+    assert max(steady) <= whigh + 32 + pcp_batch, (max(steady), whigh)
+    assert min(steady) < whigh and max(steady) > wlow  # it really oscillates
+
+
+def test_streamer_and_working_set_kswapd_keeps_free_between_low_and_high():
+    """kswapd alone keeps the Normal-allocation zone between LOW and HIGH (no direct
+    reclaim), taking the use-once file pages; the working set is never scanned or
+    swapped out. (6.1, the default: prepare_scan_count's mem_cgroup_flush_stats flushes
+    the root memcg's statistics once more than num_online_cpus batches of 64 updates are
+    pending, so kswapd sees the streamed inactive file pages within ~200 updates and
+    is in cache_trim_mode.)"""
+    env, k, ws, wsize, zone, samples = streamer_and_working_set("6.1")
+    vm = k.vmstat
+    env.run(until=0.8)
+    steady = [f for t, f in samples if t > 0.4]  # memory has been full since ~0.25 s
+    assert vm["pgsteal_kswapd"] > 20000
+    assert vm["allocstall_normal"] == 0 and vm["pgsteal_direct"] == 0
+    assert_between_low_and_high(zone, steady)
+    # the working set stayed resident: nothing swapped out, every page mapped
+    assert vm["pswpout"] == 0
+    assert ws.mm.rss[1] >= wsize // PAGE and ws.mm.rss[2] == 0
+    assert vm["pgscan_anon"] == 0
+    k.reclaim.validate()
+
+
+def test_streamer_and_working_set_under_6_8_flush_rules_scans_anon_until_the_first_flush():
+    """The same under 6.8+'s rules: prepare_scan_control's
+    mem_cgroup_flush_stats_ratelimited does not flush while the periodic flusher is on
+    time, so until its first flush at 2 s kswapd reads the boot's statistics, with no
+    inactive file pages: not cache_trim_mode, it scans anon at swappiness's share. After
+    the flush it keeps free memory between LOW and HIGH without scanning anon."""
+    env, k, ws, wsize, zone, samples = streamer_and_working_set("6.8")
+    vm = k.vmstat
     env.run(until=2.05)  # memory has been full since ~0.25 s; flushed at 2 s
     assert vm["pgscan_anon"] > 0  # the boot-time statistics: not cache_trim_mode
     assert k.memcg.flush_last_time == 500  # jiffies: flush_memcg_stats_dwork at 2 s
@@ -145,15 +183,7 @@ def test_streamer_and_working_set_kswapd_keeps_free_between_low_and_high():
     steady = [f for t, f in samples if t > 2.05]
     assert vm["pgsteal_kswapd"] - steal > 20000
     assert vm["allocstall_normal"] == 0 and vm["pgsteal_direct"] == 0
-    # between LOW and HIGH: below LOW only by what one read() allocates before kswapd
-    # runs (32 pages of readahead) and one per-CPU list refill (rmqueue_bulk takes
-    # `batch` pages from the buddy lists at once); above HIGH by at most kswapd's last
-    # batch of 32 and one per-CPU list flush (freed pages reach the buddy lists `batch`
-    # at a time)
-    pcp_batch = zone.pcp[0][0].batch
-    assert min(steady) >= wlow - 32 - pcp_batch, (min(steady), wlow)
-    assert max(steady) <= whigh + 32 + pcp_batch, (max(steady), whigh)
-    assert min(steady) < whigh and max(steady) > wlow  # it really oscillates
+    assert_between_low_and_high(zone, steady)
     # the working set stays resident: nothing swapped out or scanned, every page mapped
     assert vm["pswpout"] == swapped
     # (the process's pages swapped out before the flush that it does not touch again

@@ -22,7 +22,8 @@ replay does not pass time: see below).
 
 The guest has the recording machine's CPUs (CPUS: this machine's `nproc`, the same
 6.18.44-fc kernel) and reclaims the root memory cgroup's lruvec, whose statistics lag as
-6.8+'s rstat makes them (memcontrol.py). The polled case is replayed on a clock that
+6.8+'s rstat makes them (memcontrol.py; memcg_stats_flush "6.8", the recording kernel's
+rules, pinned in every replay here). The polled case is replayed on a clock that
 does not move (the reads take no simulated time: no periodic flush, the ratelimit never
 expires) with a memory.stat poller: its flushes, each as soon as the pending updates pass
 MEMCG_CHARGE_BATCH * CPUS, are the only ones, as the real poller's were (but for at most
@@ -62,7 +63,8 @@ def replay(memory: int, case: dict) -> list[dict]:
     # to boost (watermark boosting is per zone): the guest standing for it does not boost
     polled = case.get("name", "").endswith("-polled")
     env = simpy.Environment() if polled else None
-    k = Kernel(KernelConfig(memory=memory, watermark_boost_factor=0, cpus=CPUS), env=env)
+    k = Kernel(KernelConfig(memory=memory, watermark_boost_factor=0, cpus=CPUS,
+                            memcg_stats_flush="6.8"), env=env)
     init_reclaim(k)
     if polled:
         k.memcg.pollers = 1  # measure_workingset.py's poller, reading without pause
@@ -240,7 +242,8 @@ def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False,
         dev = SWAP_TIMING["device"]["write"]
         kw = {"swap_latency": dev["latency_s"], "swap_bandwidth": int(dev["bandwidth_Bps"])}
     k = Kernel(KernelConfig(memory=memory, swap="256MiB", watermark_boost_factor=0,
-                            page_cluster=page_cluster, max_sectors_kb=max_sectors_kb, **kw),
+                            page_cluster=page_cluster, max_sectors_kb=max_sectors_kb,
+                            memcg_stats_flush="6.8", **kw),
                env=env)
     r = init_reclaim(k)
     if clocked:
