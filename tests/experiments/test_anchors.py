@@ -23,14 +23,15 @@ KNOWN_GAPS: dict[tuple[str, int], str] = {
                       "ten single-vCPU compiles run at 40 % speed and write less private data in the 20 s run; "
                       "the paper's run length and server CPUs are not known here",
     ("identical", 1): "79.5 % reclaimed at 10 VMs (quick) against ~60 %: as row 0",
-    ("balloon-static", 0): "overhead -1.2 % at 64 MiB (quick, half scale) against 4.4 +- 1.5 % at 128 MB: the "
+    ("balloon-static", 0): "overhead -2.5 % at 64 MiB (quick, half scale) against 4.4 +- 1.5 % at 128 MB: the "
                            "ballooned guest's structures sized from its 128 MiB boot memory (mem_map and "
                            "boot reservations 128 pages, watermarks and lowmem_reserve in totalreserve_pages 231: "
                            "6.1's adjust_managed_page_count recomputes neither) leave it 359 pages (1.4 MiB) "
                            "less than the 64 MiB guest, which costs dbench less than Waldspurger measured "
-                           "(static 20.72, ballooned 20.96 MB/s; at full size, seeds 1/2/3: 0.2 / 1.7 / 2.1 %)",
-    ("balloon-swap", 0): "42.9 % of unconstrained (quick; 28.6 % before the guests' 6.8+ memcg statistics "
-                         "lag, rstat) against >= 90 %: since kernel.distro defaults to "
+                           "(static 21.68, ballooned 22.23 MB/s with the guests' 6.1 memcg flush rules; at full size, seeds 1/2/3: "
+                           "0.2 / 1.7 / 2.1 %, measured before the block plug and the 6.1 rules)",
+    ("balloon-swap", 0): "28.6 % of unconstrained (quick; as much under the guests' 6.1 memcg flush rules as "
+                         "under 6.8's since the block plug) against >= 90 %: since kernel.distro defaults to "
                          "\"auto\" the debian-12 guest reserves Debian 12's measured 32.3 MiB kernel image "
                          "(35.4 MiB reserved at boot, against 19.0 MiB), which the balloon cannot take; on the "
                          "96 MiB host (minFree 5.8 MiB) the build's ~70 MiB working set no longer fits beside "
