@@ -1052,8 +1052,12 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
               file=sys.stderr)
     if progress is None:
         progress = sys.stderr.isatty()
+    # no tqdm without a bar: even disabled, it starts its monitor thread, which outlives the
+    # sweep, and the next sweep's pool in this process would start by forkserver instead of
+    # fork (`_mp_context`): as `hvsim bench sweep`'s -j 2 after -j 1 did, re-importing the
+    # model in a fresh server and pyplot in every worker
     bar = tqdm(total=len(sweep.runs), initial=len(done), unit="run", desc=sweep.name,
-               disable=not progress, file=sys.stderr)
+               file=sys.stderr) if progress else _NoBar()
     csv_path = out / "runs.csv"
     span = None
     try:
@@ -1089,6 +1093,19 @@ def run_sweep(sweep: Sweep, jobs: int = 1, scheduler: str | None = None,
     finally:
         closer.join()
     return rows
+
+
+class _NoBar:
+    """The progress bar of a sweep without one: failures still go to stderr."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def write(self, text: str, file=None) -> None:
+        print(text, file=file or sys.stderr)
+
+    def close(self) -> None:
+        pass
 
 
 def _close_backend(client, cluster, closing: list[threading.Thread]) -> None:

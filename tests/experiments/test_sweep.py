@@ -827,3 +827,16 @@ def test_the_pool_workers_have_exited_when_the_sweep_returns_and_the_runs_span_i
     assert 0 <= first <= last <= info["wall_time_s"]
     S.run_sweep(load(tmp_path, text), jobs=2)  # every run finished: nothing runs
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["runs_span_s"] is None
+
+
+def test_a_sweep_without_a_progress_bar_leaves_no_thread_behind(tmp_path, capsys):
+    """run_sweep(progress=False) starts no tqdm (whose monitor thread would outlive the
+    sweep, and a thread alive makes the next sweep's pool start by forkserver, not fork:
+    `_mp_context`); a failed run is still said on stderr."""
+    import threading
+
+    before = set(threading.enumerate())
+    sw = load(tmp_path, 'base = "base.toml"\n[grid]\n"experiment.duration" = ["2s", "13s"]\n')
+    S.run_sweep(sw, jobs=1, progress=False)
+    assert set(threading.enumerate()) <= before
+    assert ": failed: KernelPanic: Out of memory no killable task" in capsys.readouterr().err
