@@ -817,8 +817,9 @@ def test_the_pool_workers_have_exited_when_the_sweep_returns_and_the_runs_span_i
     text = 'base = "base.toml"\n[grid]\n"host.memory" = ["512MiB", "1GiB", "2GiB"]\n' \
            '[[case]]\nname = "slow-exit"\n"experiment.duration" = "23s"\n'
     serial = S.run_sweep(S.load_sweep(write_sweep(tmp_path, text), output_dir=tmp_path / "j1", runner=FAKE), jobs=1)
+    others = set(multiprocessing.active_children())  # an earlier test's, still ending
     rows = S.run_sweep(load(tmp_path, text), jobs=2)
-    assert multiprocessing.active_children() == []
+    assert not set(multiprocessing.active_children()) - others
     assert not [t for t in threading.enumerate() if t.name == "hvsim-pool-shutdown"]
     assert [{**r, "wall_time_s": None} for r in rows] == [{**r, "wall_time_s": None} for r in serial]
     assert (tmp_path / "out" / "runs.csv").read_text() == (tmp_path / "j1" / "runs.csv").read_text()
