@@ -639,6 +639,9 @@ def test_gfp_zero_writes_zero_pages_beneath_the_guest():
         def zero(self, pfn):  # (PhysicalMemory.zero: kernel_init_pages zeroes through it)
             return self.store(pfn, ZERO_PAGE)
 
+        def zero_bytes(self, nbytes):  # (PhysicalMemory.zero_bytes: a slab object's memset)
+            return 0.0
+
         def touch(self, pfn, write):
             return 0.0
 
