@@ -116,9 +116,9 @@ class MemCgroup:
         return self.stats_updates > self.threshold
 
     # ------------------------------------------------------------------ flushing
-    def css_rstat_flush(self) -> None:
-        """Fold every CPU's deltas: the flushed values become exact, the counts clear;
-        the root's flush records flush_last_time."""
+    def _fold_lruvecs(self) -> None:
+        """cgroup_rstat_flush's effect on the root: every lruvec's flushed LRU sizes and
+        workingset activations become exact."""
         for lv, st in zip(self.reclaim.lruvecs, self.state):
             lists = lv.lists
             st[0] = lists[0].nr
@@ -128,6 +128,11 @@ class MemCgroup:
             st[4] = lists[4].nr
             st[ST_ACTIVATE_ANON] = lv.activate[0]
             st[ST_ACTIVATE_FILE] = lv.activate[1]
+
+    def css_rstat_flush(self) -> None:
+        """Fold every CPU's deltas: the flushed values become exact, the counts clear;
+        the root's flush records flush_last_time."""
+        self._fold_lruvecs()
         pc = self.pcpu
         for i in range(len(pc)):
             pc[i] = 0
@@ -234,15 +239,7 @@ class MemCgroup61(MemCgroup):
         """__mem_cgroup_flush_stats: flush_next_time, the flush, threshold 0 (the CPUs'
         stats_updates stay as they are)."""
         self.flush_next_time = self.jiffies() + 2 * FLUSH_TIME
-        for lv, st in zip(self.reclaim.lruvecs, self.state):
-            lists = lv.lists
-            st[0] = lists[0].nr
-            st[1] = lists[1].nr
-            st[2] = lists[2].nr
-            st[3] = lists[3].nr
-            st[4] = lists[4].nr
-            st[ST_ACTIVATE_ANON] = lv.activate[0]
-            st[ST_ACTIVATE_FILE] = lv.activate[1]
+        self._fold_lruvecs()
         self.flush_threshold = 0
         self.flush_last_time = self.jiffies()
         self.nr_flushes += 1
