@@ -2815,6 +2815,16 @@ class Reclaim:
             self.writeback_dirty(limit=bg_thresh)
         self.complete_io(until)
 
+    def _queue_writeback(self, writes: dict, page) -> None:
+        """Start a dirty page's writeback and add it to its queue's batch in `writes`
+        (id(queue) -> (queue, pages)), submitted together by the caller's plug."""
+        q = self._start_writeback(page, None)
+        ent = writes.get(id(q))
+        if ent is None:
+            writes[id(q)] = (q, [page])
+        else:
+            ent[1].append(page)
+
     def filemap_flush(self, mapping) -> int:
         """filemap_flush (__filemap_fdatawrite, WB_SYNC_NONE): start writing every dirty
         page of one mapping, in index order (a page already under writeback skipped); the
@@ -2827,12 +2837,7 @@ class Reclaim:
             page = pages[index]
             if page.flags & PG_writeback:
                 continue
-            q = self._start_writeback(page, None)
-            ent = writes.get(id(q))
-            if ent is None:
-                writes[id(q)] = (q, [page])
-            else:
-                ent[1].append(page)
+            self._queue_writeback(writes, page)
             n += 1
         # do_writepages -> generic_writepages: write_cache_pages inside a blk_plug
         plug = blk_start_plug(self.kernel)
@@ -2906,12 +2911,7 @@ class Reclaim:
                 if not expired and vm["nr_dirty"] <= bg:
                     mapping.writeback_index = index  # stopped here: the next starts here
                     break
-                q = self._start_writeback(page, None)
-                ent = writes.get(id(q))
-                if ent is None:
-                    writes[id(q)] = (q, [page])
-                else:
-                    ent[1].append(page)
+                self._queue_writeback(writes, page)
                 n += 1
         # an inode whose pages are all clean leaves the dirty lists: its next dirtying
         # stamps a new dirtied_when (a page under writeback keeps it on them only if
