@@ -42,6 +42,11 @@ Pages are read in one disk request per run of missing pages (read_pages), each c
 `FileSystem.read_cost`; the reader is charged all of them (hvsim has no reads in flight:
 a reader that overtakes its readahead would wait for it anyway).
 
+The page cache's insertion (filemap.add_to_page_cache, which allocates the page and
+takes a shadow entry's refault) sits in filemap.py, which imports this module: readahead
+calls it through the hook `kernel.add_to_page_cache` that init_address_spaces connects
+(DESIGN.md: a lower layer calls up through a hook, never an import).
+
 Checked against this machine's kernel: tests/data/readahead/ (mincore residency after each
 step of seeded read patterns, recorded by measure_readahead.py there).
 """
@@ -134,8 +139,7 @@ def page_cache_ra_unbounded(kernel, inode, index: int, nr_to_read: int,
     """Read the missing pages of [index, index + nr_to_read), one disk request per run
     of missing pages; the new page at index + nr_to_read - lookahead_size gets
     PG_readahead. Stops when memory runs out. Returns (pages read, seconds)."""
-    from .filemap import add_to_page_cache
-
+    add_to_page_cache = kernel.add_to_page_cache  # filemap's, wired at boot (no import up)
     pages = inode.mapping.pages
     fs = inode.fs
     mark = nr_to_read - lookahead_size if lookahead_size <= nr_to_read else -1
@@ -210,8 +214,7 @@ def page_cache_ra_order(kernel, inode, ra: FileRaState) -> tuple[int, float]:
     if not inode.fs.large_folios:
         ra.order = 0
         return do_page_cache_ra(kernel, inode, ra.start, ra.size, ra.async_size)
-    from .filemap import add_to_page_cache
-
+    add_to_page_cache = kernel.add_to_page_cache
     start = index = ra.start
     size = inode.size
     if size == 0:

@@ -1870,6 +1870,8 @@ def init_address_spaces(kernel) -> None:
     cfg = kernel.config
     kernel.fs = FileSystem(kernel, latency=cfg.swap_latency, bandwidth=cfg.swap_bandwidth,
                            ra_pages=cfg.read_ahead_kb >> (PAGE_SHIFT - 10))
+    # readahead.py inserts the pages it reads through this hook (filemap imports readahead)
+    kernel.add_to_page_cache = add_to_page_cache
     from .shm import ShmNamespace
 
     kernel.shm_ns = ShmNamespace(kernel)
