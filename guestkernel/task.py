@@ -1362,8 +1362,10 @@ class Task:
         """posix_fadvise(2) (fadvise64 -> generic_fadvise): NORMAL, RANDOM and SEQUENTIAL
         set the file's readahead (FMODE_RANDOM; SEQUENTIAL doubles ra_pages), WILLNEED
         reads the range ahead (force_page_cache_ra: at most max(io_pages, ra_pages)
-        pages; the call does not wait for the reads), DONTNEED drops the range's clean,
-        unmapped pages (partial pages at either end kept), NOREUSE does nothing here.
+        pages; the call does not wait for the reads), DONTNEED starts writing the range's
+        dirty pages and drops its clean, unmapped pages (partial pages at either end
+        kept, but the last page of a range that ends at EOF dropped), NOREUSE does
+        nothing here.
         `length` 0 means to the end of the file. Returns 0."""
         f = self._file(fd)
         if advice not in (U.POSIX_FADV_NORMAL, U.POSIX_FADV_RANDOM, U.POSIX_FADV_SEQUENTIAL,
@@ -1391,13 +1393,20 @@ class Task:
             nr = (endbyte >> PAGE_SHIFT) - start + 1
             force_page_cache_ra(self.kernel, inode, f.f_ra, start, nr)
         elif advice == U.POSIX_FADV_DONTNEED and not inode.shmem:
+            rk = getattr(self.kernel, "reclaim", None)
+            if rk is not None and inode.mapping.dirty:
+                # __filemap_fdatawrite_range(offset, endbyte, WB_SYNC_NONE): the range's
+                # dirty pages, partial ones too, start their writeback (not waited for)
+                rk.filemap_flush(inode.mapping, offset >> PAGE_SHIFT, endbyte >> PAGE_SHIFT)
             start = (offset + PAGE_SIZE - 1) >> PAGE_SHIFT
             end = endbyte >> PAGE_SHIFT
-            if endbyte & (PAGE_SIZE - 1) != PAGE_SIZE - 1:
+            # whole pages only, but a range that ends at EOF takes the last page too
+            if endbyte & (PAGE_SIZE - 1) != PAGE_SIZE - 1 and endbyte != inode.size - 1:
                 if end == 0:
                     return 0
                 end -= 1
-            invalidate_mapping_pages(self.kernel, inode, start, end)
+            if end >= start:
+                invalidate_mapping_pages(self.kernel, inode, start, end)
         return 0
 
     @_syscall(needs_mm=False)

@@ -2825,15 +2825,19 @@ class Reclaim:
         else:
             ent[1].append(page)
 
-    def filemap_flush(self, mapping) -> int:
+    def filemap_flush(self, mapping, start: int = 0, end: int | None = None) -> int:
         """filemap_flush (__filemap_fdatawrite, WB_SYNC_NONE): start writing every dirty
         page of one mapping, in index order (a page already under writeback skipped); the
-        caller does not wait. Returns pages submitted."""
+        caller does not wait. With `start`/`end` (page indices, inclusive) only those of
+        the range (__filemap_fdatawrite_range: POSIX_FADV_DONTNEED). Returns pages
+        submitted."""
         self.complete_io(self.now())
         pages = mapping.pages
         writes: dict[int, tuple[object, list]] = {}
         n = 0
         for index in sorted(mapping.dirty):
+            if index < start or end is not None and index > end:
+                continue
             page = pages[index]
             if page.flags & PG_writeback:
                 continue
