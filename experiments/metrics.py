@@ -6,7 +6,9 @@ state of the host, its VMs and their workloads into the flat summary.json record
 
 Memory reclaimed per technique follows DESIGN.md: sharing = KSM pages_sharing + zero
 pages; ballooning = pages the balloon holds now whose frames were backed when released
-(per page: a page deflated and ballooned again untouched is not counted); compression = pages
+and before the driver allocated them (per page: a page deflated and ballooned again
+untouched is not counted, nor one backed only by init_on_alloc's zeroing of the driver's
+allocation); compression = pages
 in the cache minus the frames it occupies; host swap = pages whose only copy is on swap;
 free page reporting = reported free guest pages whose backing the host discarded and the
 guest has not touched since.
@@ -76,6 +78,27 @@ def vm_memory_row(vm) -> dict[str, float]:
         "shared_mib": pages_mib(nr[P2M_SHARED] + nr[P2M_ZERO]),
         "compressed_mib": pages_mib(nr[P2M_COMPRESSED]),
         "swapped_mib": pages_mib(nr[P2M_SWAPPED]),
+    }
+
+
+def vm_balloon_figures(vm) -> dict[str, float | int]:
+    """summary.json's per-VM `balloon`, named as ESX and KVM name them:
+    size_mib      the pages the driver holds, backed or not: ESX's "balloon" (esxtop
+                  MEMCTL's MCTLSZ, vSphere's mem.vmmemctl), virtio's `actual` (QEMU's
+                  query-balloon reports the VM's memory less it);
+    target_mib    what the host asks for: ESX's MCTLTGT (mem.vmmemctltarget), virtio's
+                  `num_pages`;
+    reclaimed_mib what the balloon gave back: the pages it holds whose frames were backed
+                  before the driver allocated them (on KVM the fall of the VM process's RSS;
+                  ESX has no counter of it), this VM's share of `reclaimed_balloon_mib`;
+    alloc_backed  pages the guest backed only by allocating them for the balloon
+                  (init_on_alloc's zeroing: a host fault each), freed again on inflation."""
+    d = getattr(vm, "balloon", None)
+    return {
+        "size_mib": pages_mib(d.actual if d is not None else 0),
+        "target_mib": pages_mib(getattr(vm, "balloon_target", 0)),
+        "reclaimed_mib": pages_mib(vm.nr_balloon_backed if d is not None else 0),
+        "alloc_backed": int(getattr(vm, "released_alloc_backed", 0)),
     }
 
 
@@ -236,6 +259,7 @@ def summarize(host, workloads: dict, rows: list[dict], duration: float) -> dict:
         entry = {"memory_mib": pages_mib(vm.nr_pages),
                  "reservation_mib": pages_mib(getattr(vm, "reservation", 0))}
         entry.update(vm_memory_row(vm))
+        entry["balloon"] = vm_balloon_figures(vm)
         entry.update({
             "throughput": tput,
             "work_unit": unit,  # what work_done counts (requests, ops, wakeups, files, MiB, calls)

@@ -128,6 +128,27 @@ VM_COLUMN_MEANINGS = (
      "decompression, host swap-in, waits for memory)."),
 )
 
+def balloon_section(vms: dict) -> list[str]:
+    """Per VM, the balloon as ESX and KVM show it (summary.json's `balloon`), and what it
+    gave back; nothing when no VM has a balloon target or size."""
+    rows = []
+    for vm, d in vms.items():
+        b = d.get("balloon") if isinstance(d, dict) else None
+        if not isinstance(b, dict) or not (_f(b, "size_mib") or _f(b, "target_mib")):
+            continue
+        rows.append([vm, _fmt(_f(b, "target_mib")), _fmt(_f(b, "size_mib")), _fmt(_f(b, "reclaimed_mib")),
+                     f"{int(_f(b, 'alloc_backed')):,}"])
+    if not rows:
+        return []
+    out = ["Balloons at the end of the run (MiB):", ""]
+    out += _table(["VM", "target (ESX MCTLTGT, virtio num_pages)", "size (ESX MCTLSZ, virtio actual)",
+                   "reclaimed (frames given back)", "pages backed only by the driver's allocation"], rows, "lrrrr")
+    out += ["", "The balloon's size is every page its driver holds; it reclaims only the pages whose frames "
+            "were backed before the driver allocated them. A page the guest zeroes because the driver "
+            "allocated it (init_on_alloc) costs a host fault and is freed again: nothing given back.", ""]
+    return out
+
+
 PLOT_FILES = {
     "memory": "memory.png",
     "vms": "vms.png",
@@ -375,7 +396,8 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         out += ["", "Held against reclaimed, over all VMs (MiB):", ""]
         recon = []
         for field, tech, why in (("shared_mib", "sharing", "the shared frames that hold them"),
-                                 ("ballooned_mib", "balloon", "balloon pages that were never backed"),
+                                 ("ballooned_mib", "balloon", "balloon pages not backed before the driver took "
+                                  "them (never touched, or backed only by init_on_alloc's zeroing)"),
                                  ("compressed_mib", "compression", "the frames the cache occupies"),
                                  ("swapped_mib", "swap", "none: each has no frame")):
             held = sum(_f(d, field) for d in vms.values() if isinstance(d, dict))
@@ -384,6 +406,7 @@ def render_markdown(config: dict, summary: dict, samples: list[dict], plots: dic
         out += _table(["technique", "held by the VMs", "reclaimed", "difference", "the difference is"], recon,
                       "lrrrl")
         out.append("")
+        out += balloon_section(vms)
 
     states = summary.get("states") if isinstance(summary.get("states"), dict) else {}
     if states:

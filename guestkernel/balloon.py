@@ -34,7 +34,12 @@ first (pages freed lately: the host backs them, so each frees a machine frame), 
 buddy free lists, whose large blocks in a guest that has not used all its memory were
 never touched (the host never backed them: ballooning them frees nothing). The host
 credits the balloon per page, with the pages it holds now whose frames were backed when
-released (hypervisor/vm.py `release`/`reuse`).
+released (hypervisor/vm.py `release`/`reuse`) and before the driver allocated them: with
+init_on_alloc (Debian's and Ubuntu's 6.x kernels) post_alloc_hook zeroes the driver's
+page, which makes the host back a never-touched frame just before the inflateq frees it
+again; that costs a fault and gives nothing back (`watch_backing` lets the host tell).
+The balloon's size (`actual`: ESX's "balloon", esxtop MCTLSZ; virtio's `actual`) counts
+every page the driver holds, backed or not.
 
 The stats virtqueue (`update_balloon_stats`) fills the 16 statistics of Linux 6.12 in
 its order and units (bytes for memory, counts for events); the host reads them when it
@@ -180,7 +185,12 @@ class BalloonDriver:
         stall0 = k.stall
         done = 0
         gfp = self.gfp
+        # the host tells what backed a page before the guest allocated it from what the
+        # allocation itself backed (init_on_alloc zeroes the page: post_alloc_hook)
+        watch = getattr(k.phys, "watch_backing", None)
         while done < n:
+            if watch is not None:
+                watch(True)
             page = alloc(gfp)
             if page is None:
                 self.alloc_failures += 1
@@ -192,6 +202,8 @@ class BalloonDriver:
             release(page.pfn, RELEASE_BALLOON)
             pages.add(page)  # balloon_page_insert: list_add
             done += 1
+        if watch is not None:
+            watch(False)
         self.stall += k.stall - stall0
         self.inflated += done
         vm["balloon_inflate"] = vm.get("balloon_inflate", 0) + done

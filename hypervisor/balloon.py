@@ -7,10 +7,13 @@ than `min_change` pages, and sets `vm.balloon_target` and the guest driver's tar
 (virtio's num_pages). The guest driver moves toward it at its own rate.
 
 Memory reclaimed by ballooning = pages the balloons hold now whose frames were backed
-when the guest released them (per page: VM.release credits, VM.reuse on deflation takes
-the credit away). A balloon page the guest had never touched was never backed and
-reclaims nothing: a balloon can hold far more than it reclaims, and the default policy
-(esx-shares) keeps raising a VM's target until the frames the host needs come back.
+when the guest released them and before the driver allocated them (per page: VM.release
+credits, VM.reuse on deflation takes the credit away). A balloon page the guest had never
+touched was never backed and reclaims nothing, even when the guest zeroes it at
+allocation (init_on_alloc: the zeroing faults a frame in, the inflation frees it again;
+VM.watch_backing). A balloon can hold far more than it reclaims (its size: ESX's
+"balloon", MCTLSZ; virtio's `actual`), and the default policy (esx-shares) keeps raising
+a VM's target until the frames the host needs come back.
 
 The driver's target is written only when the host changes it (virtio's config change).
 With deflate-on-oom a guest may give pages back on its own; the controller then lowers
@@ -93,7 +96,8 @@ class BalloonController:
             sample(self.host, now)
 
     def reclaimed(self) -> int:
-        """Pages the balloons hold now whose frames were backed when released (pages).
+        """Pages the balloons hold now whose frames were backed when released, and before
+        the driver allocated them (pages).
 
         Per page, as the host knows it from the inflate and deflate queues: a page the
         guest had never touched gives nothing back when ballooned; a page deflated and

@@ -175,6 +175,12 @@ class VM:
         self.released = 0  # frames released by the guest
         self.nr_released_backed = 0  # released frames whose release took something back
         self.nr_released_by = [0, 0, 0]  # the same, by holder: [-, balloon, reported]
+        # releases of frames backed only by the guest's allocation of the page just
+        # released (init_on_alloc zeroing the balloon's page): freed, nothing given back
+        self.released_alloc_backed = 0
+        # while the balloon driver allocates a page (watch_backing): {pfn: the release
+        # credit it held} of the frames backed from nothing since, else None
+        self._fresh = None
         self.false_swap_reads = 0  # whole-page writes that read a swapped page first
         self.stale_swap_reads = 0  # disk reads into a swapped page that read it first
         self.false_reads_avoided = 0  # such reads skipped (avoid_false_reads)
@@ -478,10 +484,20 @@ class VM:
         self.released += 1
         took = 0
         if s != P2M_NONE:
-            p2m.released_backed[pfn] = kind
-            self.nr_released_backed += 1
-            self.nr_released_by[kind] += 1
-            took = 1
+            fresh = self._fresh
+            if fresh is not None and pfn in fresh:
+                # backed only because the guest allocated this page (init_on_alloc's
+                # zeroing): the release frees that frame again, net nothing; a credit the
+                # frame held before (a reported page) moves to the new holder, as below
+                was = fresh.pop(pfn)
+                if not was:
+                    self.released_alloc_backed += 1
+                    s = P2M_NONE
+            if s != P2M_NONE:
+                p2m.released_backed[pfn] = kind
+                self.nr_released_backed += 1
+                self.nr_released_by[kind] += 1
+                took = 1
         p2m.disk_clean[pfn] = 0
         p2m.set(pfn, P2M_BALLOONED)
         return took
@@ -502,6 +518,15 @@ class VM:
                 took += release(p, RELEASE_REPORTED)
         self.reported_discards += took
         return took
+
+    def watch_backing(self, on: bool) -> None:
+        """The balloon driver is about to allocate a page (on) or is done (off). While on,
+        the frames the host backs from nothing (a first touch, or a released frame backed
+        again) are noted with the credit they held, so that `release` credits a page with
+        what backed it before the allocation, not with the frame the allocation itself
+        made: under init_on_alloc the guest zeroes the driver's page (post_alloc_hook),
+        which faults it in just before the inflateq gives it back. Each call starts afresh."""
+        self._fresh = {} if on else None
 
     def reuse(self, pfn: int, kind: int = RELEASE_BALLOON) -> None:
         """The guest takes a released frame back without touching it yet (virtio's
@@ -680,6 +705,8 @@ class VM:
         """A released frame is backed again (the guest reused it)."""
         self.balloon_refault += 1
         kind = self.p2m.released_backed[pfn]
+        if self._fresh is not None:
+            self._fresh[pfn] = kind
         if kind:
             self.p2m.released_backed[pfn] = 0
             self.nr_released_backed -= 1
@@ -690,6 +717,8 @@ class VM:
         for memory, the host fault's cost: a small page's, or with host large pages
         (largepage.py) a large page's, or none for a subpage of a live large page)."""
         self.first_touch += 1
+        if self._fresh is not None:
+            self._fresh[pfn] = 0
         if self.lp is not None:
             return self.lp.first_frame(self, pfn, data)
         mpn, cost = self._alloc_frame(data)
@@ -1009,7 +1038,8 @@ class VM:
 
     COUNTERS = (
         "first_touch", "cow_ksm", "cow_zero", "zswpin", "zswpout", "pswpin", "pswpout",
-        "balloon_refault", "released", "reported_discards", "false_swap_reads", "stale_swap_reads",
+        "balloon_refault", "released", "released_alloc_backed", "reported_discards", "false_swap_reads",
+        "stale_swap_reads",
         "false_reads_avoided", "silent_swap_writes", "large_pages_backed", "large_pages_broken", "nomem_stalls",
         "nomem_stall_time", "low_state_stalls", "stall_time", "stall_host_fault",
         "stall_cow_break", "stall_decompress", "stall_host_swapin", "stall_balloon",

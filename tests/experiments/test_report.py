@@ -278,3 +278,19 @@ def test_unlike_units_are_not_added_and_every_column_is_defined(tmp_path):
     # an older summary without throughput_by_unit: the VMs' units, still never added across
     del s["throughput_by_unit"]
     assert R.throughput_by_unit(s) == {"requests": 10.5, "ops": 10.5}
+
+
+def test_balloon_table_names_the_esx_and_virtio_figures():
+    """Per VM, the balloon's target and size as ESX (MCTLTGT, MCTLSZ) and virtio
+    (num_pages, actual) name them, beside what it gave back; VMs without a balloon are
+    left out, and no table at all when none has one."""
+    vms = {"web-1": {"balloon": {"size_mib": 64.0, "target_mib": 80.0, "reclaimed_mib": 12.5,
+                                 "alloc_backed": 13184}},
+           "web-2": {"balloon": {"size_mib": 0.0, "target_mib": 0.0, "reclaimed_mib": 0.0, "alloc_backed": 0}},
+           "db": {}}
+    lines = R.balloon_section(vms)
+    assert "| VM | target (ESX MCTLTGT, virtio num_pages) | size (ESX MCTLSZ, virtio actual) " \
+           "| reclaimed (frames given back) | pages backed only by the driver's allocation |" in lines
+    assert "| web-1 | 80.0 | 64.0 | 12.5 | 13,184 |" in lines
+    assert not any(line.startswith(("| web-2", "| db")) for line in lines)
+    assert R.balloon_section({"web-2": vms["web-2"], "db": {}}) == []

@@ -1,3 +1,4 @@
+import pytest
 import simpy
 
 from guestkernel.config import KernelConfig
@@ -257,3 +258,94 @@ def test_host_reads_guest_stats_when_it_polls_them_stale_in_between():
     assert now["free"] == k.page_alloc.nr_free_pages() and now["free"] < polled["free"] - 2900
     assert now["oom_kills"] == 1 and a.stats_polls == 2
     assert len(held) == 3000
+
+
+# ---- what ballooning gives back: frames backed before the driver allocated the page
+# (fill_balloon: balloon_page_alloc, then tell_host on the inflateq; with init_on_alloc
+# post_alloc_hook -> kernel_init_pages zeroes the page first, which makes the host back
+# a never-touched frame that the inflation frees again: a fault, and nothing given back)
+
+
+def _inflate(init_on_alloc, n, prepare=None):
+    """A 64 MiB 6.x guest on a 256 MiB host; `prepare(vm)` runs first; then the driver
+    inflates by `n` pages. Returns (vm, frames backed before, balloon pfns, host frames
+    freed by the inflation, host faults it cost)."""
+    host = Host(HostConfig(memory="256MiB", sharing=False, balloon_policy=POLICY))
+    a = host.create_vm("a", KernelConfig(memory="64MiB", init_on_alloc=init_on_alloc))
+    if prepare is not None:
+        prepare(a)
+    backed = _backed(a)
+    free0, faults0 = host.machine.nr_free, a.first_touch + a.balloon_refault
+    a.balloon.set_target(a.balloon.actual + n)
+    assert a.balloon.step(n) == n
+    host.validate()
+    return (a, host, backed, {p.pfn for p in a.balloon.pages},
+            host.machine.nr_free - free0, a.first_touch + a.balloon_refault - faults0)
+
+
+@pytest.mark.parametrize("init_on_alloc", [False, True])
+def test_ballooned_never_touched_free_pages_give_back_nothing(init_on_alloc):
+    """A fresh guest's free memory was never touched: the balloon's 1000 pages free no
+    host frame, so the balloon is credited with none, whether or not the guest zeroes
+    them at allocation. With init_on_alloc each zeroing is a host fault (1000), and the
+    release frees that frame again (released_alloc_backed); ESX's balloon size (MCTLSZ,
+    virtio's `actual`) is the 1000 pages held either way."""
+    a, host, backed, pfns, freed, faults = _inflate(init_on_alloc, 1000)
+    assert not pfns & backed  # the allocator handed over never-touched pages
+    assert host.reclaimed()["balloon"] == a.nr_balloon_backed == 0
+    assert freed == 0
+    assert a.balloon.actual == 1000 and a.p2m.nr[P2M_BALLOONED] == 1000
+    assert faults == (1000 if init_on_alloc else 0)
+    assert a.released_alloc_backed == (1000 if init_on_alloc else 0)
+    assert a.counters()["balloon_actual"] == 1000 and a.counters()["balloon_backed"] == 0
+    # summary.json's per-VM figures: ESX's balloon size and target against what it gave back
+    from experiments.metrics import vm_balloon_figures
+
+    assert vm_balloon_figures(a) == {"size_mib": 1000 / 256, "target_mib": 0.0, "reclaimed_mib": 0.0,
+                                     "alloc_backed": 1000 if init_on_alloc else 0}
+
+
+@pytest.mark.parametrize("init_on_alloc", [False, True])
+def test_ballooned_touched_then_freed_pages_give_back_exactly_their_count(init_on_alloc):
+    """64 user pages written (backed on the host), then freed: they wait on the per-CPU
+    list (free_unref_page: list_add at its head), where the balloon's next 64 movable
+    allocations find them (rmqueue_pcplist: from the head). Each frees a host frame: the
+    balloon is credited with exactly 64, and zeroing an already backed page costs no host
+    fault."""
+    def prepare(a):
+        k = a.kernel
+        pages = [k.alloc_pages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO) for _ in range(64)]
+        prepare.pfns = {p.pfn for p in pages}
+        for p in pages:
+            k.free_pages(p)
+
+    a, host, backed, pfns, freed, faults = _inflate(init_on_alloc, 64, prepare)
+    assert pfns == prepare.pfns <= backed
+    assert host.reclaimed()["balloon"] == a.nr_balloon_backed == 64
+    assert freed == 64 and faults == 0 and a.released_alloc_backed == 0
+
+
+@pytest.mark.parametrize("init_on_alloc", [False, True])
+def test_a_reported_page_ballooned_moves_its_credit_to_the_balloon(init_on_alloc):
+    """64 written-then-freed pages reported free (the host discarded their frames:
+    credited to free page reporting), then ballooned. Without init_on_alloc the balloon
+    takes the released frames as they are; with it, post_alloc_hook's zeroing faults each
+    back in and the inflation frees it again. Either way no host frame changes hands, and
+    the credit moves to the balloon (the technique holding the page now): 64 and 0."""
+    from guestkernel.physmem import RELEASE_REPORTED
+
+    def prepare(a):
+        k = a.kernel
+        pages = [k.alloc_pages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO) for _ in range(64)]
+        prepare.pfns = {p.pfn for p in pages}
+        for p in pages:
+            k.free_pages(p)
+        for pfn in prepare.pfns:
+            assert a.release(pfn, RELEASE_REPORTED) == 1
+        assert a.nr_reported_backed == 64
+
+    a, host, backed, pfns, freed, faults = _inflate(init_on_alloc, 64, prepare)
+    assert pfns == prepare.pfns and not pfns & backed
+    assert host.reclaimed()["balloon"] == 64 and host.reclaimed()["reporting"] == 0
+    assert freed == 0 and faults == (64 if init_on_alloc else 0)
+    assert a.released_alloc_backed == 0
