@@ -322,6 +322,29 @@ def page_cache_async_ra(kernel, inode, ra: FileRaState, page, req_count: int) ->
     return page_cache_ra_order(kernel, inode, ra)
 
 
+# --- the device's setting ----------------------------------------------------------------
+UINT_MAX = (1 << 32) - 1
+
+
+def queue_ra_show(fs) -> str:
+    """/sys/block/<disk>/queue/read_ahead_kb (block/blk-sysfs.c queue_ra_show): the
+    disk's bdi->ra_pages in KiB."""
+    return f"{fs.ra_pages << (PAGE_SHIFT - 10)}\n"
+
+
+def queue_ra_store(fs, text: str) -> None:
+    """queue_ra_store: bdi->ra_pages = ra_kb >> (PAGE_SHIFT - 10), so the value is rounded
+    down to whole pages; files opened later take it (file_ra_state_init), open ones keep
+    theirs. queue_var_store: a decimal unsigned long (kstrtoul: an optional "+", digits,
+    one trailing newline) of at most UINT_MAX, else EINVAL."""
+    s = text[:-1] if text.endswith("\n") else text
+    if s.startswith("+"):
+        s = s[1:]
+    if not s or any(c not in "0123456789" for c in s) or int(s) > UINT_MAX:
+        raise ValueError(f"read_ahead_kb: {text!r} is not an unsigned integer up to {UINT_MAX} (EINVAL)")
+    fs.ra_pages = int(s) >> (PAGE_SHIFT - 10)
+
+
 # --- page faults ------------------------------------------------------------------------
 def do_sync_mmap_readahead(kernel, inode, ra: FileRaState, vm_flags: int,
                            index: int) -> tuple[int, float]:

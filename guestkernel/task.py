@@ -67,7 +67,14 @@ from .pgtable import (
     PTE_PRESENT_MASK,
 )
 from .physmem import ZERO_PAGE, LazyPage
-from .readahead import PG_readahead, force_page_cache_ra, page_cache_async_ra, page_cache_sync_ra
+from .readahead import (
+    PG_readahead,
+    force_page_cache_ra,
+    page_cache_async_ra,
+    page_cache_sync_ra,
+    queue_ra_show,
+    queue_ra_store,
+)
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .vma import (
     VM_DROPPABLE,
@@ -88,6 +95,7 @@ _ACCESSED_STEADY = PG_referenced | PG_active
 # flags & this == _ACCESSED_STEADY: and not dirty, and no readahead marker to act on
 _STEADY_CLEAN = _ACCESSED_STEADY | PG_dirty | PG_readahead
 _STDIO = object()  # fds 0-2: the terminal; read() gives 0 bytes, write() discards
+SYS_READ_AHEAD_KB = "/sys/block/vda/queue/read_ahead_kb"  # the disk's bdi->ra_pages, KiB
 
 
 
@@ -1831,6 +1839,10 @@ def register_proc_files(kernel) -> None:
     procfs.register_pid("status", proc_status)
     procfs.register_pid("smaps_rollup", proc_smaps_rollup)
     procfs.register_pid("smaps", proc_smaps)
+    # the guest's disk (its swap is /dev/vda2): its readahead window, a runtime tunable
+    fs = kernel.fs
+    procfs.register(SYS_READ_AHEAD_KB, lambda: queue_ra_show(fs),
+                    lambda text: queue_ra_store(fs, text))
 
 
 # --- boot ------------------------------------------------------------------------------------------
