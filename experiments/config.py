@@ -461,6 +461,10 @@ class KernelSection(_Model):
         "6.1", description='6.x guests: how the memory cgroup statistics reclaim reads are flushed: "6.1" (Debian '
         "12's kernel: reclaim's prepare_scan_count flushes once about num_online_cpus batches of 64 updates are "
         'pending) or "6.8" (6.8 and later: reclaim\'s flush is ratelimited, its statistics up to 2 s old)')
+    cgroup_version: Literal[1, 2] = Field(
+        2, description="6.x guests: the cgroup hierarchy mounted: 2 (unified, /sys/fs/cgroup; Debian 12's "
+        "default) or 1 (the memory controller's own, /sys/fs/cgroup/memory: cgroup v1 reclaim waits on "
+        "writeback)")
 
     @field_validator("tmpfs_mounts")
     @classmethod

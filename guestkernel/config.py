@@ -67,6 +67,10 @@ class KernelConfig:
     # kernel: reclaim flushes by the update threshold) or "6.8" (6.8 and later: reclaim's
     # flush is ratelimited, the statistics up to 2 s old)
     memcg_stats_flush: str = "6.1"
+    # 6.x: the cgroup hierarchy the guest mounts (cgroup.py): 2, the unified one at
+    # /sys/fs/cgroup (Debian 12 and systemd's default), or 1, the memory controller's own
+    # at /sys/fs/cgroup/memory (cgroup v1: its reclaim waits on writeback)
+    cgroup_version: int = 2
     # /proc/sys/vm
     min_free_kbytes: int | None = None  # KiB; None: int_sqrt(lowmem_kbytes * 16), clamped
     watermark_scale_factor: int = 10  # 1/10000 of managed pages between watermarks (6.x)
@@ -156,6 +160,8 @@ class KernelConfig:
             self.kaslr = self.era == "6.x" and self.arch == "x86_64"
         if self.memcg_stats_flush not in ("6.1", "6.8"):
             raise ValueError(f"memcg_stats_flush: must be one of 6.1, 6.8, got {self.memcg_stats_flush!r}")
+        if self.cgroup_version not in (1, 2):
+            raise ValueError(f"cgroup_version: must be 1 or 2, got {self.cgroup_version!r}")
         if self.thp_enabled not in ("always", "madvise", "never"):
             raise ValueError(f"thp_enabled: must be one of always, madvise, never, got {self.thp_enabled!r}")
         if self.thp_shmem_enabled not in ("always", "within_size", "advise", "never", "deny", "force"):

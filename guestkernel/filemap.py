@@ -326,6 +326,11 @@ def add_to_page_cache(kernel, inode: Inode, index: int, data: bytes | None,
         if inode.noreserve and not shmem_acct_block(kernel, inode, 1):
             return None  # ENOSPC (a tmpfs mount's size=, or the commit limit)
     page = kernel.alloc_pages(GFP_PAGECACHE | (G.__GFP_ZERO if shmem and data is None else 0))
+    memcgs = getattr(kernel, "memcgs", None)
+    if page is not None and memcgs is not None and memcgs.active and not memcgs.charge(
+            page, 1, GFP_PAGECACHE):
+        kernel.free_pages(page)  # filemap_add_folio / shmem: mem_cgroup_charge failed
+        page = None
     if page is None:
         if shmem and inode.noreserve:
             shmem_unacct_blocks(kernel, inode, 1)
@@ -594,8 +599,11 @@ def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
 
 def free_user_page(kernel, page) -> None:
     """The last reference to a user page (anon or cache) goes: off the LRU, flags
-    cleared, back to the allocator."""
+    cleared, back to the allocator (uncharged from its memcg)."""
     kernel.lru_del(page)
+    memcgs = getattr(kernel, "memcgs", None)
+    if memcgs is not None and memcgs.active:
+        memcgs.uncharge(page)
     if page.flags & PG_mlocked:
         kernel.vmstat["nr_mlock"] -= 1
         kernel.vmstat["unevictable_pgs_cleared"] = kernel.vmstat.get("unevictable_pgs_cleared", 0) + 1

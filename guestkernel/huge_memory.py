@@ -392,6 +392,9 @@ class Thp:
         k = self.kernel
         mem_map = k.mem_map
         base = folio.pfn
+        memcgs = getattr(k, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            memcgs.uncharge_range(base, HPAGE_PMD_NR)
         if folio.lru >= 0:
             k.reclaim.folio_lru_del(folio)  # (off its list whole, with its last subpage)
         for pfn in range(base, base + HPAGE_PMD_NR):
@@ -605,6 +608,9 @@ class Thp:
             p.mapping = None
             p._count = 0
         vm["nr_file_pages"] -= HPAGE_PMD_NR
+        memcgs = getattr(k, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            memcgs.uncharge_range(base, HPAGE_PMD_NR)
         mem_map[base]._count = 1
         k.free_pages(mem_map[base], HPAGE_PMD_ORDER)
 
@@ -938,6 +944,19 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
         return -1
     base = head.pfn
     folio = thp.folios[base]
+    memcgs = k.memcgs
+    if memcgs is not None and memcgs.active and not memcgs.charge(head, HPAGE_PMD_NR, gfp):
+        # mem_cgroup_charge failed: the folio goes, 4 KiB pages instead
+        mem_map = k.mem_map
+        for pfn in range(base, base + HPAGE_PMD_NR):
+            mem_map[pfn]._count = 0
+            mem_map[pfn].flags &= ~PG_thp
+        del thp.folios[base]
+        head._count = 1
+        k.free_pages(head, HPAGE_PMD_ORDER)
+        k.vmstat["thp_fault_fallback"] += 1
+        k.vmstat["thp_fault_fallback_charge"] += 1
+        return -1
     # clear_huge_page: 512 frames zeroed (clear_user_highpage), each a write the host sees
     # and page_zero_cost of the faulting vCPU's CPU (phys.zero)
     zero = k.phys.zero
@@ -948,6 +967,8 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     bits = vma_pte_bits(vma.vm_flags, True)
     if not pt.set_pmd_huge(hvpn, base, bits):
         # pte_alloc_one failed: release the folio
+        if memcgs is not None and memcgs.active:
+            memcgs.uncharge_range(base, HPAGE_PMD_NR)
         mem_map = k.mem_map
         for pfn in range(base, base + HPAGE_PMD_NR):
             mem_map[pfn]._count = 0

@@ -143,6 +143,9 @@ class Kernel:
         self.mounts = init_mounts(self)  # tmpfs mounts (/dev/shm) over the file system
         self.dcache = Dcache(self)  # dentry and inode caches, and their shrinker
         init_reclaim(self)
+        from .cgroup import init_cgroup
+
+        self.cgroup = init_cgroup(self)  # the memory-cgroup hierarchy (6.x; cgroup.py)
         self.compaction = None
         if self.config.era == "6.x":  # compaction came in 2.6.35
             from .compaction import init_compaction

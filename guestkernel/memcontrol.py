@@ -58,6 +58,8 @@ Invariant: after a flush every flushed value equals its exact counterpart.
 
 from __future__ import annotations
 
+from .page import PG_lru, PG_thp
+
 MEMCG_CHARGE_BATCH = 64  # pages: include/linux/memcontrol.h
 HZ = 250  # jiffies per second (CONFIG_HZ_250, as vmscan.py)
 FLUSH_TIME = 2 * HZ  # jiffies: the periodic flusher's interval (2UL*HZ)
@@ -119,6 +121,9 @@ class MemCgroup:
     def _fold_lruvecs(self) -> None:
         """cgroup_rstat_flush's effect on the root: every lruvec's flushed LRU sizes and
         workingset activations become exact."""
+        if self.reclaim.memcg_tree is not None:
+            self._fold_hierarchy()
+            return
         for lv, st in zip(self.reclaim.lruvecs, self.state):
             lists = lv.lists
             st[0] = lists[0].nr
@@ -128,6 +133,17 @@ class MemCgroup:
             st[4] = lists[4].nr
             st[ST_ACTIVATE_ANON] = lv.activate[0]
             st[ST_ACTIVATE_FILE] = lv.activate[1]
+
+    def _fold_hierarchy(self) -> None:
+        """With child memcgs: the root's lruvec_stats are hierarchical, the sums over
+        every memcg's lruvec of the node."""
+        r = self.reclaim
+        for nid, st in enumerate(self.state):
+            lvs = r.node_lruvecs(nid)
+            for i in range(5):
+                st[i] = sum(lv.lists[i].nr for lv in lvs)
+            st[ST_ACTIVATE_ANON] = sum(lv.activate[0] for lv in lvs)
+            st[ST_ACTIVATE_FILE] = sum(lv.activate[1] for lv in lvs)
 
     def css_rstat_flush(self) -> None:
         """Fold every CPU's deltas: the flushed values become exact, the counts clear;
@@ -288,3 +304,637 @@ class StatsFlusher:
         while True:
             yield self.env.timeout(interval)
             self.memcg.flush_memcg_stats_dwork()
+
+
+# ---------------------------------------------------------------------------------------
+# The memory cgroup hierarchy: page counters, charging, limit reclaim, the memcg OOM
+# killer (6.1: mm/page_counter.c, mm/memcontrol.c). 6.x era only.
+#
+# A child memcg has a `PageCounter` (usage, max, high, failcnt, watermark) linked to its
+# parent's; a charge walks it to the root counter (the root's own counter is never
+# charged: try_charge_memcg returns at once for the root memcg, and memory.usage_in_bytes
+# of the root reads the node statistics). A page charged to a child memcg is recorded in
+# `MemCgroupTree.folio_memcg` (pfn -> MemCg: folio->memcg_data); a page not there belongs
+# to the root, so a guest that never creates a child cgroup keeps its one root lruvec per
+# node and takes none of these paths (`active` False).
+
+MAX_RECLAIM_RETRIES = 16  # mm/internal.h
+PAGE_COUNTER_MAX = ((1 << 63) - 1) // 4096  # LONG_MAX / PAGE_SIZE (x86-64)
+PAGE_ALLOC_COSTLY_ORDER = 3
+MEMCG_RECLAIM_MAY_SWAP = 1
+# enum memcg_memory_event (6.1), the order memory.events prints them
+MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+MEMCG_VMEVENTS = ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct")
+ENOMEM = 12
+EBUSY = 16
+EINVAL = 22
+
+
+class PageCounter:
+    """struct page_counter (mm/page_counter.c): pages in use, the limits, failcnt and the
+    high watermark; `parent` is the parent memcg's counter, `memcg` the owner
+    (mem_cgroup_from_counter)."""
+
+    __slots__ = ("usage", "max", "high", "low", "min", "failcnt", "watermark", "parent", "memcg")
+
+    def __init__(self, parent: PageCounter | None, memcg=None) -> None:
+        self.usage = 0
+        self.max = PAGE_COUNTER_MAX
+        self.high = PAGE_COUNTER_MAX
+        self.low = 0
+        self.min = 0
+        self.failcnt = 0
+        self.watermark = 0
+        self.parent = parent
+        self.memcg = memcg
+
+    def charge(self, nr_pages: int) -> None:
+        """page_counter_charge: every level, whatever its max; watermarks follow."""
+        c = self
+        while c is not None:
+            c.usage += nr_pages
+            if c.usage > c.watermark:
+                c.watermark = c.usage
+            c = c.parent
+
+    def try_charge(self, nr_pages: int) -> PageCounter | None:
+        """page_counter_try_charge: charge every level up to the root unless one would go
+        above its max; that level's failcnt counts, the levels below it are cancelled,
+        and it is returned (None: charged)."""
+        c = self
+        while c is not None:
+            new = c.usage + nr_pages
+            if new > c.max:
+                c.failcnt += 1
+                d = self
+                while d is not c:
+                    d.cancel(nr_pages)
+                    d = d.parent
+                return c
+            c.usage = new
+            if new > c.watermark:
+                c.watermark = new
+            c = c.parent
+        return None
+
+    def cancel(self, nr_pages: int) -> None:
+        """page_counter_cancel: usage down (an underflow is clamped to 0, as the WARN)."""
+        new = self.usage - nr_pages
+        self.usage = new if new >= 0 else 0
+
+    def uncharge(self, nr_pages: int) -> None:
+        """page_counter_uncharge: every level."""
+        c = self
+        while c is not None:
+            c.cancel(nr_pages)
+            c = c.parent
+
+    def set_max(self, nr_pages: int) -> int:
+        """page_counter_set_max: -EBUSY while usage is above the new max, else 0."""
+        if self.usage > nr_pages:
+            return -EBUSY
+        self.max = nr_pages
+        return 0
+
+
+class MemCg:
+    """struct mem_cgroup: one cgroup of the memory controller. `lruvecs[nid]`: its LRU
+    lists per node (mem_cgroup_lruvec; the root's are Reclaim.lruvecs); `tasks`: the
+    tasks attached to it (cgroup.procs); `events`: memory.events (hierarchical),
+    `events_local`; `pgpgin`/`pgpgout`: v1's page events, local."""
+
+    def __init__(self, tree, name: str, parent: MemCg | None, lruvecs: list) -> None:
+        self.tree = tree
+        self.name = name
+        self.parent = parent
+        self.children: list[MemCg] = []
+        self.memory = PageCounter(parent.memory if parent is not None else None, self)
+        self.lruvecs = lruvecs
+        for lv in lruvecs:
+            lv.memcg = self
+        self.tasks: list = []
+        self.events = dict.fromkeys(MEMCG_EVENTS, 0)
+        self.events_local = dict.fromkeys(MEMCG_EVENTS, 0)
+        self.pgpgin = 0
+        self.pgpgout = 0
+        # reclaim's events on the memcg's lruvecs (__count_memcg_events), local
+        self.vmevents = dict.fromkeys(MEMCG_VMEVENTS, 0)
+        self.swappiness = parent.swappiness if parent is not None else None
+        self.move_charge_at_immigrate = 0
+        self.oom_kill_disable = 0
+        self.under_oom = 0
+        self.online = True
+        self.id = 0
+
+    @property
+    def path(self) -> str:
+        if self.parent is None:
+            return "/"
+        p = self.parent.path
+        return (p if p != "/" else "") + "/" + self.name
+
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    def lruvec(self, nid: int):
+        """mem_cgroup_lruvec(memcg, pgdat)"""
+        lvs = self.lruvecs
+        return lvs[nid] if len(lvs) > 1 else lvs[0]
+
+    def iter(self):
+        """mem_cgroup_iter(self, ...): self, then its descendants in pre-order (css_next_
+        descendant_pre), children in the order they were created."""
+        stack = [self]
+        while stack:
+            m = stack.pop()
+            yield m
+            stack.extend(reversed(m.children))
+
+    def is_descendant(self, root: MemCg) -> bool:
+        """mem_cgroup_is_descendant"""
+        m = self
+        while m is not None:
+            if m is root:
+                return True
+            m = m.parent
+        return False
+
+    def memory_event(self, event: str) -> None:
+        """memcg_memory_event: the local count, and the hierarchical one of the memcg and
+        each ancestor below the root."""
+        self.events_local[event] += 1
+        m = self
+        while m is not None and m.parent is not None:
+            m.events[event] += 1
+            m = m.parent
+
+    def __repr__(self) -> str:
+        return f"MemCg({self.path!r})"
+
+
+class MemCgroupTree:
+    """The memory controller of one 6.x guest: the root memcg and its descendants, the
+    per-CPU charge stock (memcg_stock_pcp: one cached memcg and its pre-charged pages per
+    CPU), folio_memcg (pfn -> the child memcg a page is charged to), charging and
+    uncharging, limit reclaim and the memcg OOM killer."""
+
+    def __init__(self, kernel, reclaim) -> None:
+        self.kernel = kernel
+        self.reclaim = reclaim
+        self.root = MemCg(self, "", None, reclaim.lruvecs)
+        self.root.swappiness = None  # the root follows vm.swappiness
+        ncpu = max(int(getattr(kernel.config, "cpus", 1)), 1)
+        self.stock_cached: list[MemCg | None] = [None] * ncpu  # memcg_stock_pcp.cached
+        self.stock_nr = [0] * ncpu  # memcg_stock_pcp.nr_pages
+        self.folio_memcg: dict[int, MemCg] = {}
+        self.swap_cgroup: dict[int, MemCg] = {}  # swap entry -> memcg (swap_cgroup)
+        self.root.id = 0  # the root's shadow entries carry id 0 (workingset.py)
+        self.by_id: dict[int, MemCg] = {}  # mem_cgroup_from_id
+        self._next_id = 2  # css ids: the root's is 1
+        self.active = False  # a child memcg exists (or did): pages may be charged to it
+        # the hierarchy the guest mounts (kernel setting cgroup_version): 1 (the memory
+        # controller's own, /sys/fs/cgroup/memory) or 2 (unified, /sys/fs/cgroup)
+        self.version = int(getattr(kernel.config, "cgroup_version", 2))
+        self._current = None  # the task last found in the kernel (current)
+
+    # ------------------------------------------------------------------ hierarchy
+    def mkdir(self, parent: MemCg, name: str) -> MemCg:
+        """mem_cgroup_css_alloc + online: a child of `parent` with lruvecs of its own;
+        swappiness and the other v1 settings inherited."""
+        if any(c.name == name for c in parent.children):
+            raise FileExistsError(name)
+        lruvec = type(self.reclaim.lruvecs[0])  # vmscan.Lruvec (no import back up)
+        lvs = [lruvec(node) for node in self.kernel.page_alloc.nodes]
+        m = MemCg(self, name, parent, lvs)
+        m.id = self._next_id
+        self._next_id += 1
+        self.by_id[m.id] = m
+        m.move_charge_at_immigrate = parent.move_charge_at_immigrate if parent.parent else 0
+        m.oom_kill_disable = parent.oom_kill_disable if parent.parent else 0
+        parent.children.append(m)
+        if not self.active:
+            self.active = True
+            self.reclaim.memcg_tree = self
+        return m
+
+    def rmdir(self, memcg: MemCg) -> None:
+        """cgroup_rmdir: EBUSY with tasks or children; offline: the charges it still has
+        move to the parent (mem_cgroup_css_offline -> memcg_reparent_objcgs; its LRU
+        pages are reparented when reclaim meets them: hvsim moves them at once)."""
+        if memcg.parent is None or memcg.tasks or memcg.children:
+            raise OSError(EBUSY, f"rmdir {memcg.path}: busy")
+        self.drain_all_stock(memcg)
+        parent = memcg.parent
+        for nid, lv in enumerate(memcg.lruvecs):
+            plv = parent.lruvec(nid)
+            for lru, lst in enumerate(lv.lists):
+                dst = plv.lists[lru]
+                for page in list(lst):
+                    lst.remove(page)
+                    dst.add_tail(page)
+        fm = self.folio_memcg
+        for pfn in [pfn for pfn, m in fm.items() if m is memcg]:
+            if parent.parent is None:
+                del fm[pfn]
+            else:
+                fm[pfn] = parent
+        n = memcg.memory.usage
+        memcg.memory.uncharge(n)
+        if parent.parent is not None:
+            parent.memory.charge(n)
+        parent.children.remove(memcg)
+        memcg.online = False
+        del self.by_id[memcg.id]
+
+    def current_task(self):
+        """current: the task inside the kernel now (its system call or fault), if any."""
+        t = self._current
+        if t is not None and t._kdepth > 0:
+            return t
+        for t in self.kernel.tasks.values():
+            if t._kdepth > 0:
+                self._current = t
+                return t
+        return None
+
+    @staticmethod
+    def task_memcg(task) -> MemCg | None:
+        return getattr(task, "memcg", None)
+
+    def current_memcg(self) -> MemCg:
+        """get_mem_cgroup_from_mm(current->mm): the memcg of the task in the kernel (the
+        root for a kernel thread)."""
+        t = self.current_task()
+        m = getattr(t, "memcg", None) if t is not None else None
+        return m if m is not None else self.root
+
+    def attach(self, task, memcg: MemCg) -> None:
+        """cgroup_attach_task (writing the pid to cgroup.procs / tasks): the task moves;
+        its pages stay charged where they are (v1 without move_charge_at_immigrate, and
+        always in v2)."""
+        old = getattr(task, "memcg", None) or self.root
+        if task in old.tasks:
+            old.tasks.remove(task)
+        memcg.tasks.append(task)
+        task.memcg = memcg if memcg.parent is not None else None
+
+    def exit_task(self, task) -> None:
+        m = getattr(task, "memcg", None) or self.root
+        if task in m.tasks:
+            m.tasks.remove(task)
+
+    # ------------------------------------------------------------------ charge stock
+    def consume_stock(self, memcg: MemCg, nr_pages: int) -> bool:
+        if nr_pages > MEMCG_CHARGE_BATCH:
+            return False
+        cpu = self.kernel.page_alloc.current_cpu
+        if self.stock_cached[cpu] is memcg and self.stock_nr[cpu] >= nr_pages:
+            self.stock_nr[cpu] -= nr_pages
+            return True
+        return False
+
+    def drain_stock(self, cpu: int) -> None:
+        old = self.stock_cached[cpu]
+        if old is None:
+            return
+        if self.stock_nr[cpu]:
+            old.memory.uncharge(self.stock_nr[cpu])
+            self.stock_nr[cpu] = 0
+        self.stock_cached[cpu] = None
+
+    def refill_stock(self, memcg: MemCg, nr_pages: int) -> None:
+        """__refill_stock: the CPU's stock changes hands (the old one drained), grows,
+        and is drained once above MEMCG_CHARGE_BATCH."""
+        cpu = self.kernel.page_alloc.current_cpu
+        if self.stock_cached[cpu] is not memcg:
+            self.drain_stock(cpu)
+            self.stock_cached[cpu] = memcg
+        self.stock_nr[cpu] += nr_pages
+        if self.stock_nr[cpu] > MEMCG_CHARGE_BATCH:
+            self.drain_stock(cpu)
+
+    def drain_all_stock(self, root_memcg: MemCg) -> None:
+        """drain_all_stock: every CPU whose stock holds a memcg of root_memcg's subtree."""
+        for cpu, m in enumerate(self.stock_cached):
+            if m is not None and self.stock_nr[cpu] and m.is_descendant(root_memcg):
+                self.drain_stock(cpu)
+
+    # ------------------------------------------------------------------ charging
+    @staticmethod
+    def margin(memcg: MemCg) -> int:
+        """mem_cgroup_margin (without memsw)"""
+        c = memcg.memory
+        return c.max - c.usage if c.usage < c.max else 0
+
+    def try_charge_memcg(self, memcg: MemCg, gfp: int, nr_pages: int) -> int:
+        """try_charge_memcg (6.1): the stock, a batch of max(MEMCG_CHARGE_BATCH, nr_pages)
+        (the rest refills the stock), else nr_pages alone; over a limit: MEMCG_MAX,
+        try_to_free_mem_cgroup_pages on the memcg over its limit, retry while the margin
+        suffices, once after draining the stocks, while reclaim makes progress (at most
+        order 3), MAX_RECLAIM_RETRIES more times, then the memcg OOM killer (retries
+        renewed while it kills); -ENOMEM, or a forced charge for __GFP_NOFAIL/__GFP_HIGH
+        and from inside reclaim (PF_MEMALLOC). Returns 0 or -ENOMEM."""
+        from . import gfp as G
+
+        batch = max(MEMCG_CHARGE_BATCH, nr_pages)
+        nr_retries = MAX_RECLAIM_RETRIES
+        passed_oom = drained = raised_max_event = False
+        while True:
+            if self.consume_stock(memcg, nr_pages):
+                return 0
+            counter = memcg.memory.try_charge(batch)
+            if counter is None:
+                if batch > nr_pages:
+                    self.refill_stock(memcg, batch - nr_pages)
+                self._check_high(memcg, batch)
+                return 0
+            over = counter.memcg
+            if batch > nr_pages:
+                batch = nr_pages
+                continue
+            if self.reclaim.in_reclaim:
+                break  # PF_MEMALLOC: force
+            task = self.current_task()
+            if task is not None and getattr(task, "memcg_in_oom", None) is not None:
+                return self._nomem(memcg, gfp, nr_pages, raised_max_event, over)
+            if not gfp & G.DIRECT_RECLAIM:
+                return self._nomem(memcg, gfp, nr_pages, raised_max_event, over)
+            over.memory_event("max")
+            raised_max_event = True
+            nr_reclaimed = self.reclaim.try_to_free_mem_cgroup_pages(
+                over, nr_pages, gfp, MEMCG_RECLAIM_MAY_SWAP)
+            if self.margin(over) >= nr_pages:
+                continue
+            if not drained:
+                self.drain_all_stock(over)
+                drained = True
+                continue
+            if gfp & G.NORETRY:
+                return self._nomem(memcg, gfp, nr_pages, raised_max_event, over)
+            if nr_reclaimed and nr_pages <= (1 << PAGE_ALLOC_COSTLY_ORDER):
+                continue
+            if nr_retries:
+                nr_retries -= 1
+                continue
+            if gfp & G.RETRY_MAYFAIL:
+                return self._nomem(memcg, gfp, nr_pages, raised_max_event, over)
+            if passed_oom and task is not None and task.fatal_signal_pending():
+                return self._nomem(memcg, gfp, nr_pages, raised_max_event, over)
+            order = max((nr_pages - 1).bit_length(), 0)
+            if self.mem_cgroup_oom(over, gfp, order):
+                passed_oom = True
+                nr_retries = MAX_RECLAIM_RETRIES
+                continue
+            return self._nomem(memcg, gfp, nr_pages, raised_max_event, over)
+        return self._force(memcg, nr_pages, raised_max_event, over)
+
+    def _nomem(self, memcg, gfp, nr_pages, raised, over) -> int:
+        from . import gfp as G
+
+        if not gfp & (G.NOFAIL | G.HIGH):
+            return -ENOMEM
+        return self._force(memcg, nr_pages, raised, over)
+
+    @staticmethod
+    def _force(memcg, nr_pages, raised, over) -> int:
+        if not raised:
+            over.memory_event("max")
+        memcg.memory.charge(nr_pages)
+        return 0
+
+    def _check_high(self, memcg: MemCg, batch: int) -> None:
+        """try_charge_memcg's memory.high check: above it, MEMCG_HIGH is counted for the
+        first level over its high (mem_cgroup_handle_over_high's reclaim on return to
+        user is not modelled)."""
+        m = memcg
+        while m is not None and m.parent is not None:
+            if m.memory.usage > m.memory.high:
+                m.memory_event("high")
+                t = self.current_task()
+                if t is not None:
+                    t.memcg_nr_pages_over_high = getattr(t, "memcg_nr_pages_over_high", 0) + batch
+                break
+            m = m.parent
+
+    def charge(self, page, nr_pages: int, gfp: int, memcg: MemCg | None = None) -> bool:
+        """mem_cgroup_charge (__mem_cgroup_charge: charge_memcg, commit_charge): charge the
+        folio of `nr_pages` (from `page`'s pfn) to `memcg` (default: current's). False:
+        -ENOMEM (the caller frees the folio and fails as if the allocation had)."""
+        if memcg is None:
+            memcg = self.current_memcg()
+        if memcg.parent is None:
+            return True  # the root memcg: no page counter
+        if self.try_charge_memcg(memcg, gfp, nr_pages):
+            return False
+        fm = self.folio_memcg
+        pfn = page.pfn
+        for i in range(nr_pages):
+            fm[pfn + i] = memcg
+        memcg.pgpgin += nr_pages  # memcg1_commit_charge -> mem_cgroup_charge_statistics
+        return True
+
+    def uncharge(self, page) -> None:
+        """mem_cgroup_uncharge of one page (uncharge_folio, uncharge_batch)."""
+        m = self.folio_memcg.pop(page.pfn, None)
+        if m is not None:
+            m.memory.uncharge(1)
+            m.pgpgout += 1
+
+    def uncharge_range(self, pfn: int, nr: int) -> None:
+        """mem_cgroup_uncharge of a folio's pages still charged."""
+        fm = self.folio_memcg
+        for p in range(pfn, pfn + nr):
+            m = fm.pop(p, None)
+            if m is not None:
+                m.memory.uncharge(1)
+                m.pgpgout += 1
+
+    def migrate(self, old, new) -> None:
+        """mem_cgroup_migrate: the new page takes the old one's charge."""
+        m = self.folio_memcg.pop(old.pfn, None)
+        if m is not None:
+            self.folio_memcg[new.pfn] = m
+
+    def page_memcg(self, page) -> MemCg:
+        """folio_memcg (the root for a page charged to no child)"""
+        return self.folio_memcg.get(page.pfn, self.root)
+
+    # ------------------------------------------------------------------ limits
+    def resize_max(self, memcg: MemCg, max_pages: int) -> int:
+        """mem_cgroup_resize_max (v1 memory.limit_in_bytes): set the limit; while usage is
+        above it, drain the stocks once, then try_to_free_mem_cgroup_pages(memcg, 1)
+        until it fits (-EBUSY when reclaim frees nothing)."""
+        drained = False
+        while True:
+            if memcg.memory.set_max(max_pages) == 0:
+                return 0
+            if not drained:
+                self.drain_all_stock(memcg)
+                drained = True
+                continue
+            if not self.reclaim.try_to_free_mem_cgroup_pages(memcg, 1, self._gfp_kernel(),
+                                                             MEMCG_RECLAIM_MAY_SWAP):
+                return -EBUSY
+
+    def memory_max_write(self, memcg: MemCg, max_pages: int) -> None:
+        """memory_max_write (v2 memory.max): the limit set at once; while usage is above
+        it, drain, reclaim (MAX_RECLAIM_RETRIES failed reclaims), then memcg OOM kills
+        until it fits or none is possible."""
+        memcg.memory.max = max_pages
+        nr_reclaims = MAX_RECLAIM_RETRIES
+        drained = False
+        while True:
+            nr = memcg.memory.usage
+            if nr <= max_pages:
+                break
+            if not drained:
+                self.drain_all_stock(memcg)
+                drained = True
+                continue
+            if nr_reclaims:
+                if not self.reclaim.try_to_free_mem_cgroup_pages(
+                        memcg, nr - max_pages, self._gfp_kernel(), MEMCG_RECLAIM_MAY_SWAP):
+                    nr_reclaims -= 1
+                continue
+            memcg.memory_event("oom")
+            if not self.mem_cgroup_out_of_memory(memcg, self._gfp_kernel(), 0):
+                break
+
+    def memory_high_write(self, memcg: MemCg, high_pages: int) -> None:
+        """memory_high_write: the high limit set; reclaim down to it (MAX_RECLAIM_RETRIES
+        reclaims without progress at most)."""
+        memcg.memory.high = high_pages
+        nr_retries = MAX_RECLAIM_RETRIES
+        drained = False
+        while True:
+            nr = memcg.memory.usage
+            if nr <= high_pages:
+                break
+            if not drained:
+                self.drain_all_stock(memcg)
+                drained = True
+                continue
+            got = self.reclaim.try_to_free_mem_cgroup_pages(
+                memcg, nr - high_pages, self._gfp_kernel(), MEMCG_RECLAIM_MAY_SWAP)
+            if not got:
+                if not nr_retries:
+                    break
+                nr_retries -= 1
+
+    @staticmethod
+    def _gfp_kernel() -> int:
+        from . import gfp as G
+
+        return G.GFP_KERNEL
+
+    # ------------------------------------------------------------------ OOM
+    def get_max(self, memcg: MemCg) -> int:
+        """mem_cgroup_get_max (no memsw, swap.max unlimited): memory.max plus the swap
+        the memcg may use (total_swap_pages while swappiness is not 0)."""
+        m = memcg.memory.max
+        swappiness = memcg.swappiness if memcg.swappiness is not None else self.kernel.config.swappiness
+        if swappiness:
+            m += self.kernel.total_swap_pages()
+        return m
+
+    def mem_cgroup_oom(self, memcg: MemCg, gfp: int, order: int) -> bool:
+        """mem_cgroup_oom: MEMCG_OOM counted; orders above PAGE_ALLOC_COSTLY_ORDER and v1's
+        oom_kill_disable do not kill; else mem_cgroup_out_of_memory."""
+        if order > PAGE_ALLOC_COSTLY_ORDER:
+            return False
+        memcg.memory_event("oom")
+        if memcg.oom_kill_disable:
+            return False
+        return self.mem_cgroup_out_of_memory(memcg, gfp, order)
+
+    def mem_cgroup_out_of_memory(self, memcg: MemCg, gfp: int, order: int) -> bool:
+        """mem_cgroup_out_of_memory -> out_of_memory(oc with memcg): nothing if the margin
+        now suffices; a dying current task: True; else the task of the memcg's subtree
+        with the highest oom_badness (totalpages: mem_cgroup_get_max) is killed;
+        panic_on_oom 2 panics (1 does not, for a constrained OOM). False: no victim."""
+        if self.margin(memcg) >= (1 << order):
+            return True
+        oom = self.reclaim.oom
+        cur = self.current_task()
+        if cur is not None and cur.mm is not None and cur.fatal_signal_pending():
+            cur.oom_victim = True
+            return True
+        if self.kernel.config.panic_on_oom == 2:
+            oom._panic("Out of memory: compulsory panic_on_oom is enabled")
+        totalpages = self.get_max(memcg) or 1
+        chosen, chosen_points = None, None
+        tasks = sorted((t for m in memcg.iter() for t in m.tasks), key=lambda t: t.pid)
+        for task in tasks:
+            if oom.is_oom_victim(task) and task.mm is not None:
+                return True  # a victim is exiting: abort, retry
+            points = oom.badness(task, totalpages)
+            if points is None:
+                continue
+            if chosen_points is None or points >= chosen_points:
+                chosen, chosen_points = task, points
+        if chosen is None:
+            return False
+        victim_memcg = getattr(chosen, "memcg", None) or self.root
+        victim_memcg.memory_event("oom_kill")  # memcg_memory_event_mm(MEMCG_OOM_KILL)
+        oom.oom_kill_process(chosen, totalpages, cur)
+        return True
+
+    # ------------------------------------------------------------------ invariants
+    def validate(self) -> None:
+        """Each child memcg's usage is its charged pages, its descendants' and its
+        stock; every charged page is in use."""
+        own: dict[int, int] = {}
+        mem_map = self.kernel.mem_map
+        for pfn, m in self.folio_memcg.items():
+            page = mem_map[pfn]
+            assert page is not None and (page._count > 0 or page.flags & (PG_lru | PG_thp)), (
+                f"pfn {pfn:#x}: charged to {m} but free")
+            own[id(m)] = own.get(id(m), 0) + 1
+        for cpu, m in enumerate(self.stock_cached):
+            if m is not None:
+                own[id(m)] = own.get(id(m), 0) + self.stock_nr[cpu]
+
+        def total(m) -> int:
+            return own.get(id(m), 0) + sum(total(c) for c in m.children)
+
+        for m in self.root.iter():
+            if m.parent is not None:
+                assert m.memory.usage == total(m), (
+                    f"{m}: usage {m.memory.usage} but {total(m)} pages charged")
+
+    # ------------------------------------------------------------------ swap
+    def swapout(self, page, entry: int) -> None:
+        """mem_cgroup_swapout: reclaim takes the page out of the swap cache; its memcg is
+        recorded for the slot (swap_cgroup_record), the charge goes when the page is
+        freed."""
+        m = self.folio_memcg.get(page.pfn)
+        if m is not None:
+            self.swap_cgroup[entry] = m
+
+    def swap_released(self, entry: int) -> None:
+        """mem_cgroup_uncharge_swap: the slot is free; its record goes."""
+        self.swap_cgroup.pop(entry, None)
+
+    def swapin_charge(self, page, entry: int, gfp: int) -> bool:
+        """mem_cgroup_swapin_charge_folio: charge to the memcg recorded for the slot if it
+        is online, else to current's."""
+        m = self.swap_cgroup.get(entry)
+        if m is not None and not m.online:
+            m = None
+        return self.charge(page, 1, gfp, m)
+
+
+def mem_cgroup_charge(kernel, page, nr_pages: int, gfp: int) -> bool:
+    """mem_cgroup_charge(folio, mm, gfp) for current's memcg: True at once while no
+    child memcg exists (every page is the root's). False: the charge failed (-ENOMEM)."""
+    t = kernel.memcgs
+    if t is None or not t.active:
+        return True
+    return t.charge(page, nr_pages, gfp)
+
+
+def mem_cgroup_uncharge(kernel, page) -> None:
+    """mem_cgroup_uncharge of one page being freed."""
+    t = kernel.memcgs
+    if t is not None and t.active:
+        t.uncharge(page)

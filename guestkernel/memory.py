@@ -212,6 +212,10 @@ def new_anon_page(kernel, vma, addr: int, zero: bool, oom_victim: bool = False):
     page = kernel.alloc_pages(gfp, 0, None, None, oom_victim) if oom_victim else kernel.alloc_pages(gfp)
     if page is None:
         return None
+    memcgs = getattr(kernel, "memcgs", None)
+    if memcgs is not None and memcgs.active and not memcgs.charge(page, 1, G.GFP_KERNEL):
+        kernel.free_pages(page)  # mem_cgroup_charge failed: VM_FAULT_OOM
+        return None
     # folio_add_new_anon_rmap: a VM_DROPPABLE page is never swap-backed, so reclaim
     # drops it (try_to_unmap) instead of swapping it
     page.flags |= PG_anon if vma.vm_flags & VM_DROPPABLE else PG_anon | PG_swapbacked

@@ -121,6 +121,9 @@ def migrate_page(kernel, old, new, mode: int = MIGRATE_SYNC_LIGHT) -> tuple[int,
             pt.ptes[vpn] = (pte & PTE_FLAGS_MASK) | shift_pfn
             if pt.fresh:
                 pt._table_changed(0, vpn >> pt.pte_shift)
+    memcgs = getattr(kernel, "memcgs", None)
+    if memcgs is not None and memcgs.active:
+        memcgs.migrate(old, new)  # mem_cgroup_migrate
     # the old struct page holds only the migration's reference now
     old._count, old._mapcount = 1, -1
     old.mapping = None

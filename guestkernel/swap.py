@@ -347,6 +347,9 @@ class SwapState:
 
     def _slot_released(self, off: int) -> None:
         si = self.si
+        memcgs = getattr(self.kernel, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            memcgs.swap_released(swp_entry(si.type, off))  # mem_cgroup_uncharge_swap
         si.inuse_pages -= 1
         if si.cluster_info is not None:
             self._cluster_dec(si, off)
@@ -426,6 +429,9 @@ class SwapState:
         entry = page.private
         del self.swap_cache[entry]
         if shadow is not None:
+            memcgs = getattr(self.kernel, "memcgs", None)
+            if memcgs is not None and memcgs.active:
+                memcgs.swapout(page, entry)  # mem_cgroup_swapout
             ws = self.ws
             if ws is None:
                 ws = self.ws = self.kernel.workingset.new_slots(self.swap_cache)
@@ -505,6 +511,10 @@ class SwapState:
     def _read_into_new_page(self, entry: int, gfp: int = GFP_SWAPIN):
         page = self.kernel.alloc_pages(gfp)
         if page is None:
+            return None
+        memcgs = getattr(self.kernel, "memcgs", None)
+        if memcgs is not None and memcgs.active and not memcgs.swapin_charge(page, entry, gfp):
+            self.kernel.free_pages(page)  # mem_cgroup_swapin_charge_folio failed
             return None
         data = self.si.data[swp_offset(entry)]
         if data is not None:

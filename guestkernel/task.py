@@ -401,6 +401,8 @@ class Task:
         if self.nr_dirtied:  # do_exit: this CPU's dirty_throttle_leaks, for its next dirtier
             k.dirty_throttle_leaks[self.cpu] += self.nr_dirtied
         self._free_stack()
+        if getattr(self, "memcg", None) is not None:
+            k.memcgs.exit_task(self)  # cgroup_exit: off its cgroup's procs
         self.exit_code = code & 0xFF
         self.state = "zombie"
         init = k.tasks.get(1)
@@ -583,6 +585,8 @@ class Task:
         alloc = k.alloc_pages
         gfp_anon = GFP_ANON_ZERO
         lru_add = k.lru_cache_add
+        # a task in a child memcg charges each page (mem_cgroup_charge): the long way
+        in_memcg = getattr(self, "memcg", None) is not None
         vstart = vend = 0
         av = cvma = None
         pgoff0 = pbits = locked = pdone = stop = nz = thp_ok = 0
@@ -656,7 +660,7 @@ class Task:
                         if self._pending_fatal is not None:
                             break
                         pte = get(vpn, 0)
-                    elif write and not pte and vstart <= vpn < vend:
+                    elif write and not pte and vstart <= vpn < vend and not in_memcg:
                         if av is None:
                             av = cvma.anon_vma
                             if av is None:
@@ -897,6 +901,8 @@ class Task:
         child.cap_permitted = set(self.cap_permitted)
         child.uid, child.ruid, child.suid = self.uid, self.ruid, self.suid
         child.oom_score_adj = self.oom_score_adj
+        if getattr(self, "memcg", None) is not None:
+            k.memcgs.attach(child, self.memcg)  # cgroup_post_fork: the parent's cgroup
         child.files = {}
         for fd, f in self.files.items():
             if f is not _STDIO:

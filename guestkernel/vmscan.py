@@ -118,6 +118,7 @@ from .memcontrol import (
     MEMCG_CHARGE_BATCH,
     ST_ACTIVATE_ANON,
     ST_ACTIVATE_FILE,
+    MemCgroupTree,
     StatsFlusher,
     make_memcg,
 )
@@ -503,8 +504,10 @@ class Lruvec:
         self.pgdat_writeback = False
         self.congested = False
         # the root memory cgroup's flushed statistics of this lruvec (memcontrol.py:
-        # lruvec_page_state); None (2.6 era, no memcg): readers take the exact lists
+        # lruvec_page_state); None (2.6 era, no memcg; a child memcg's lruvec): readers
+        # take the exact lists
         self.stat = None
+        self.memcg = None  # the memory cgroup whose lruvec this is (lruvec_memcg)
 
     def size(self, lru: int) -> int:
         return self.lists[lru].nr
@@ -523,6 +526,7 @@ class ScanControl:
         "io_wait",
         "anon_cost", "file_cost", "nr_dirty", "nr_unqueued_dirty", "nr_congested",
         "nr_immediate", "nr_taken", "nr_file_taken", "sleep", "t0", "cpu",
+        "target_mem_cgroup",
     )
 
     def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
@@ -561,6 +565,8 @@ class ScanControl:
         # `cost` and `sleep`); None: the simulation's (kswapd, or no clock)
         self.t0: float | None = None
         self.cpu = 0  # the CPU the reclaimer runs on (a direct reclaimer: its task's)
+        # limit reclaim's memcg (try_to_free_mem_cgroup_pages); None: global reclaim
+        self.target_mem_cgroup = None
 
 
 class _BdpTask:
@@ -658,6 +664,10 @@ class Reclaim:
         self.workingset = Workingset(kernel, self) if self.alloc.era == "6.x" else None
         # the root memory cgroup's statistics (6.x era: CONFIG_MEMCG; memcontrol.py)
         self.memcg = make_memcg(kernel, self) if self.alloc.era == "6.x" else None
+        # the memory cgroup hierarchy (memcontrol.py; 6.x); memcg_tree: the same once a
+        # child memcg exists (pages may then be on a child's lruvec), else None
+        self.memcgs = MemCgroupTree(kernel, self) if self.alloc.era == "6.x" else None
+        self.memcg_tree = None
         vm = self.vmstat
         for name in RECLAIM_VMSTAT:
             vm.setdefault(name, 0)
@@ -670,6 +680,13 @@ class Reclaim:
         return env.now if env is not None else None
 
     def lruvec_of(self, page) -> Lruvec:
+        """folio_lruvec: the lruvec of the page's memcg on its node."""
+        t = self.memcg_tree
+        if t is not None:
+            m = t.folio_memcg.get(page.pfn)
+            if m is not None:
+                lvs = m.lruvecs
+                return lvs[0] if len(lvs) == 1 else lvs[self.alloc.zone_of(page.pfn).node.nid]
         if len(self.lruvecs) == 1:
             return self.lruvecs[0]
         return self.lruvecs[self.alloc.zone_of(page.pfn).node.nid]
@@ -699,7 +716,8 @@ class Reclaim:
         page.flags = f | PG_lru
         page_enter(vm, page)
         lvs = self.lruvecs
-        head = (lvs[0] if len(lvs) == 1 else self.lruvec_of(page)).lists[lru]
+        head = (lvs[0] if len(lvs) == 1 and self.memcg_tree is None
+                else self.lruvec_of(page)).lists[lru]
         # NOTE: PageList.add inlined (every page a process faults in comes here)
         nxt = head.lru_next
         page.lru_prev = head
@@ -1093,7 +1111,22 @@ class Reclaim:
 
     # ------------------------------------------------------------------ sizes, balance
     def lru_pages(self, lru: int) -> int:
-        return sum(lv.lists[lru].nr for lv in self.lruvecs)
+        return sum(lv.lists[lru].nr for lv in self.all_lruvecs())
+
+    def all_lruvecs(self) -> list:
+        """Every lruvec: the root memcg's per node, then each child memcg's."""
+        t = self.memcg_tree
+        if t is None:
+            return self.lruvecs
+        return [lv for m in t.root.iter() for lv in m.lruvecs]
+
+    def node_lruvecs(self, nid: int) -> list:
+        """The lruvecs of node nid, the root memcg's first (mem_cgroup_iter order)."""
+        t = self.memcg_tree
+        if t is None:
+            lvs = self.lruvecs
+            return [lvs[nid] if len(lvs) > 1 else lvs[0]]
+        return [m.lruvec(nid) for m in t.root.iter()]
 
     @staticmethod
     def inactive_is_low(lv: Lruvec, inactive_lru: int) -> bool:
@@ -1118,11 +1151,11 @@ class Reclaim:
         remaining lowmem LRU pages in proportion to their managed pages (exact when, as
         below 4 GiB on x86-64 or on i386, one such zone holds them all)."""
         lv = self.lruvecs[zone.node.nid] if len(self.lruvecs) > 1 else self.lruvecs[0]
-        lists = lv.lists
         anon = self.can_reclaim_anon()
         idx = (0, 1, 2, 3) if anon else (2, 3)
+        lvs = [lv] if self.memcg_tree is None else self.node_lruvecs(lv.node.nid)
         if zone.is_highmem:
-            return sum(lists[i].nr_high for i in idx)
+            return sum(m.lists[i].nr_high for m in lvs for i in idx)
         if not zone.managed_pages:
             return 0
         small = 16 << (20 - PAGE_SHIFT)
@@ -1142,7 +1175,7 @@ class Reclaim:
         if zone.spanned_pages <= small:
             return walk(zone)
         low = [z for z in lv.node.zones if not z.is_highmem and z.managed_pages]
-        rest = sum(lists[i].nr - lists[i].nr_high for i in idx)
+        rest = sum(m.lists[i].nr - m.lists[i].nr_high for m in lvs for i in idx)
         rest -= sum(walk(z) for z in low if z.spanned_pages <= small)
         big = [z for z in low if z.spanned_pages > small]
         total = sum(z.managed_pages for z in big)
@@ -1155,7 +1188,7 @@ class Reclaim:
         """(ap, fp): anon and file pressure from swappiness and the recent costs, as 6.1's
         get_scan_count computes them from the costs prepare_scan_count took (sc's; the
         lruvec's own without one)."""
-        swappiness = self.kernel.config.swappiness
+        swappiness = self.mem_cgroup_swappiness(lv)
         if sc is None:
             a, f = lv.anon_cost, lv.file_cost
         else:
@@ -1169,9 +1202,13 @@ class Reclaim:
         return ap, fp
 
     def get_scan_count(self, lv: Lruvec, sc: ScanControl) -> list[int]:
-        """How many pages of each evictable list to scan at sc.priority."""
-        swappiness = self.kernel.config.swappiness
+        """How many pages of each evictable list to scan at sc.priority (the lruvec's
+        memcg's swappiness: mem_cgroup_swappiness; cgroup reclaim with swappiness 0 scans
+        file only)."""
+        swappiness = self.mem_cgroup_swappiness(lv)
         if not sc.may_swap or not self.can_reclaim_anon():
+            balance = SCAN_FILE
+        elif sc.target_mem_cgroup is not None and not swappiness:
             balance = SCAN_FILE
         elif not sc.priority and swappiness:
             balance = SCAN_EQUAL
@@ -1197,19 +1234,39 @@ class Reclaim:
             nr[lru] = scan
         return nr
 
+    def mem_cgroup_swappiness(self, lv: Lruvec) -> int:
+        """mem_cgroup_swappiness: a v1 child memcg's own memory.swappiness, else
+        vm.swappiness."""
+        m = lv.memcg
+        if m is None or m.parent is None or m.swappiness is None or m.tree.version == 2:
+            return self.kernel.config.swappiness
+        return m.swappiness
+
+    @staticmethod
+    def writeback_throttling_sane(sc: ScanControl) -> bool:
+        """writeback_throttling_sane: global reclaim, or cgroup v2's (the default
+        hierarchy); cgroup v1 reclaim is not (it waits on writeback instead)."""
+        m = sc.target_mem_cgroup
+        return m is None or m.tree.version == 2
+
     def lru_note_cost(self, lv: Lruvec, file: bool, nr_pages: int) -> None:
         """lru_note_cost (6.1 mm/swap.c): `nr_pages` of reclaim cost for the type: the
         pages shrink_inactive_list wrote (stat.nr_pageout), or a refaulting page that was
         part of the workingset (lru_note_cost_folio). Both costs halve once their sum
         exceeds a quarter of the lruvec's LRU pages (a floating average). (6.1 repeats
-        this for every parent memory cgroup's lruvec; a guest has only the root.)"""
-        if file:
-            lv.file_cost += nr_pages
-        else:
-            lv.anon_cost += nr_pages
-        if lv.anon_cost + lv.file_cost > lv.nr_pages() // 4:
-            lv.anon_cost //= 2
-            lv.file_cost //= 2
+        for every parent memory cgroup's lruvec, up to the root's.)"""
+        while True:
+            if file:
+                lv.file_cost += nr_pages
+            else:
+                lv.anon_cost += nr_pages
+            if lv.anon_cost + lv.file_cost > lv.nr_pages() // 4:
+                lv.anon_cost //= 2
+                lv.file_cost //= 2
+            m = lv.memcg
+            if m is None or m.parent is None:
+                return
+            lv = m.parent.lruvec(lv.node.nid)  # parent_lruvec
 
     # ------------------------------------------------------------------ rmap checks
     def _referenced(self, page) -> tuple[int, int]:
@@ -1498,7 +1555,10 @@ class Reclaim:
             self.reclaim_throttle(lv, VMSCAN_THROTTLE_ISOLATED, sc)
         taken, nr_scanned = self.isolate_lru_pages(nr_to_scan, lv, sc, lru)
         if nr_scanned:
-            vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += nr_scanned
+            if sc.target_mem_cgroup is None:  # (cgroup reclaim: the memcg's events only)
+                vm["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += nr_scanned
+            if lv.memcg is not None and lv.memcg.parent is not None:
+                lv.memcg.vmevents["pgscan_kswapd" if sc.kswapd else "pgscan_direct"] += nr_scanned
             vm["pgscan_file" if file else "pgscan_anon"] += nr_scanned
             if self.memcg is not None:
                 self.memcg.rstat_updated(nr_scanned)  # count_memcg_events(PGSCAN_*)
@@ -1532,7 +1592,10 @@ class Reclaim:
                     now = self.kernel.env.now
                     log[:] = [e for e in log if e[1] > now]
                 log.append((at, until, n, file, KSWAPD_CPU if sc.kswapd else sc.cpu))
-        vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
+        if sc.target_mem_cgroup is None:
+            vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
+        if lv.memcg is not None and lv.memcg.parent is not None:
+            lv.memcg.vmevents["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         vm["pgsteal_file" if file else "pgsteal_anon"] += reclaimed
         if self.memcg is not None and reclaimed:
             self.memcg.rstat_updated(reclaimed)  # count_memcg_events(PGSTEAL_*)
@@ -1543,6 +1606,10 @@ class Reclaim:
             # throttle here)
             if sc.nr_unqueued_dirty - before_unqueued == n:
                 self.wakeup_flusher_threads()
+                if not self.writeback_throttling_sane(sc):
+                    # cgroup v1: throttled here, then waits on writeback in
+                    # shrink_folio_list
+                    self.reclaim_throttle(lv, VMSCAN_THROTTLE_WRITEBACK, sc)
             sc.nr_taken += n
             if file:
                 sc.nr_file_taken += n
@@ -2088,12 +2155,19 @@ class Reclaim:
         sc.cache_trim_mode = bool(
             inactive_file >> sc.priority and not sc.may_deactivate & DEACTIVATE_FILE
         )
+        if sc.target_mem_cgroup is not None:
+            return  # file_is_tiny: global reclaim only
         # (file_is_tiny reads the node's counters, exact)
         node = lv.node
         free = sum(z.nr_free for z in node.zones if z.populated())
         high = sum(z.high_wmark() for z in node.zones if z.populated())
-        file = lv.lists[LRU_ACTIVE_FILE].nr + lv.lists[LRU_INACTIVE_FILE].nr
-        anon = lv.lists[LRU_INACTIVE_ANON].nr
+        if self.memcg_tree is None:
+            file = lv.lists[LRU_ACTIVE_FILE].nr + lv.lists[LRU_INACTIVE_FILE].nr
+            anon = lv.lists[LRU_INACTIVE_ANON].nr
+        else:  # the node's counters: every memcg's lruvec
+            lvs = self.node_lruvecs(node.nid)
+            file = sum(m.lists[LRU_ACTIVE_FILE].nr + m.lists[LRU_INACTIVE_FILE].nr for m in lvs)
+            anon = sum(m.lists[LRU_INACTIVE_ANON].nr for m in lvs)
         sc.file_is_tiny = bool(
             file + free <= high and not sc.may_deactivate & DEACTIVATE_ANON and anon >> sc.priority
         )
@@ -2138,7 +2212,8 @@ class Reclaim:
         nr = self.get_scan_count(lv, sc)
         targets = list(nr)
         nr_to_reclaim = sc.nr_to_reclaim
-        proportional = not sc.kswapd and sc.priority == DEF_PRIORITY
+        proportional = (not sc.kswapd and sc.priority == DEF_PRIORITY
+                        and sc.target_mem_cgroup is None)
         reclaimed = 0
         pageout0 = sc.nr_pageout
         plug = blk_start_plug(self.kernel)  # around the LRU loop (6.1)
@@ -2234,19 +2309,48 @@ class Reclaim:
         return moved
 
     def shrink_node(self, lv: Lruvec, sc: ScanControl) -> None:
-        if lv.lists[LRU_UNEVICTABLE].nr and sc.priority == DEF_PRIORITY:
-            self.rescue_unevictable(lv)
+        """shrink_node: `lv` is the target lruvec (the target memcg's on the node: the
+        root's for global reclaim); with child memcgs, shrink_node_memcgs."""
+        t = self.memcg_tree
+        if t is None:
+            if lv.lists[LRU_UNEVICTABLE].nr and sc.priority == DEF_PRIORITY:
+                self.rescue_unevictable(lv)
+        elif sc.priority == DEF_PRIORITY:
+            for mlv in self._memcg_lruvecs(lv, sc):
+                if mlv.lists[LRU_UNEVICTABLE].nr:
+                    self.rescue_unevictable(mlv)
         # memset(&sc->nr, 0, sizeof(sc->nr))
         sc.nr_dirty = sc.nr_unqueued_dirty = sc.nr_congested = sc.nr_immediate = 0
         sc.nr_writeback = sc.nr_taken = sc.nr_file_taken = 0
         self._prepare_scan(lv, sc)
         before = sc.nr_reclaimed
-        self.shrink_lruvec(lv, sc)
-        self.shrink_slab(lv, sc)
+        if t is None:
+            self.shrink_lruvec(lv, sc)
+            self.shrink_slab(lv, sc)
+        else:
+            self.shrink_node_memcgs(lv, sc)
         if self.v6:
             self._shrink_node_writeback(lv, sc)
         if sc.nr_reclaimed > before:
             lv.node.kswapd_failures = 0  # the node is reclaimable again
+
+    def _memcg_lruvecs(self, lv: Lruvec, sc: ScanControl) -> list:
+        """The lruvecs of the node of each memcg mem_cgroup_iter(target) visits."""
+        target = sc.target_mem_cgroup or self.memcg_tree.root
+        nid = lv.node.nid
+        return [m.lruvec(nid) for m in target.iter()]
+
+    def shrink_node_memcgs(self, lv: Lruvec, sc: ScanControl) -> None:
+        """shrink_node_memcgs (6.1): every memcg of the target's subtree in
+        mem_cgroup_iter order (the target first, pre-order), its lruvec of the node
+        shrunk; shrink_slab for the root memcg (a child's slab is memcg-aware and hvsim
+        charges no kernel memory to it: nothing to shrink). memory.min/low protection
+        is not modelled (every memcg unprotected)."""
+        root = self.memcg_tree.root
+        for mlv in self._memcg_lruvecs(lv, sc):
+            self.shrink_lruvec(mlv, sc)
+            if mlv.memcg is root:
+                self.shrink_slab(mlv, sc)
 
     def _shrink_node_writeback(self, lv: Lruvec, sc: ScanControl) -> None:
         """6.1 shrink_node after the lists: kswapd flags the node PGDAT_WRITEBACK when
@@ -2255,6 +2359,15 @@ class Reclaim:
         lruvec congested when every dirty page was already marked for immediate
         reclaim; kswapd meeting such pages again (nr_immediate) throttles on writeback;
         a direct reclaimer throttles on a congested lruvec."""
+        if sc.target_mem_cgroup is not None:
+            # cgroup reclaim: LRUVEC_CONGESTED of the target lruvec when
+            # writeback_throttling_sane (v2); v1 stalls on writeback instead
+            if (self.writeback_throttling_sane(sc) and sc.nr_dirty
+                    and sc.nr_dirty == sc.nr_congested):
+                lv.congested = True
+            if lv.congested:
+                self.reclaim_throttle(lv, VMSCAN_THROTTLE_CONGESTED, sc)
+            return
         if sc.kswapd:
             if sc.nr_writeback and sc.nr_writeback == sc.nr_taken:
                 lv.pgdat_writeback = True
@@ -2455,26 +2568,63 @@ class Reclaim:
                 # (direct_clock); reclaimers on other CPUs start from now
                 sc.t0 = max(now, self.direct_clock[cpu])
             lvs = self._nodes_of(zonelist)
-            for priority in range(DEF_PRIORITY, -1, -1):
-                sc.priority = priority
-                for lv in lvs:
-                    self.shrink_node(lv, sc)
-                if sc.t0 is not None and self.inflight:
-                    self.complete_io(sc.t0 + sc.cost + sc.sleep)
-                if self.v6 and lvs and priority == 1 and not sc.nr_reclaimed:
-                    # consider_reclaim_throttle: no progress at a high priority
-                    self.reclaim_throttle(lvs[0], VMSCAN_THROTTLE_NOPROGRESS, sc)
-                if sc.nr_reclaimed >= sc.nr_to_reclaim:
-                    break
+            return self._do_try_to_free_pages(lvs, sc)
+        finally:
+            self.in_reclaim = False
+
+    def _do_try_to_free_pages(self, lvs: list, sc: ScanControl) -> int:
+        """do_try_to_free_pages: priority DEF_PRIORITY down to 0 over the target lruvecs
+        of the nodes until sc.nr_to_reclaim pages are reclaimed; no progress at priority
+        1 throttles (consider_reclaim_throttle); snapshot_refaults of the target; cgroup
+        reclaim clears its lruvecs' LRUVEC_CONGESTED."""
+        cpu = sc.cpu
+        for priority in range(DEF_PRIORITY, -1, -1):
+            sc.priority = priority
             for lv in lvs:
-                self.snapshot_refaults(lv)
-            if sc.t0 is not None:
-                self.direct_clock[cpu] = sc.t0 + sc.cost + sc.sleep
-            k = self.kernel
-            k.stall += sc.cost
-            if sc.sleep:
-                k.iowait_throttle = getattr(k, "iowait_throttle", 0.0) + sc.sleep
-            return sc.nr_reclaimed
+                self.shrink_node(lv, sc)
+            if sc.t0 is not None and self.inflight:
+                self.complete_io(sc.t0 + sc.cost + sc.sleep)
+            if self.v6 and lvs and priority == 1 and not sc.nr_reclaimed:
+                # consider_reclaim_throttle: no progress at a high priority
+                self.reclaim_throttle(lvs[0], VMSCAN_THROTTLE_NOPROGRESS, sc)
+            if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                break
+        for lv in lvs:
+            self.snapshot_refaults(lv)
+            if sc.target_mem_cgroup is not None:
+                lv.congested = False
+        if sc.t0 is not None:
+            self.direct_clock[cpu] = sc.t0 + sc.cost + sc.sleep
+        k = self.kernel
+        k.stall += sc.cost
+        if sc.sleep:
+            k.iowait_throttle = getattr(k, "iowait_throttle", 0.0) + sc.sleep
+        return sc.nr_reclaimed
+
+    def try_to_free_mem_cgroup_pages(self, memcg, nr_pages: int, gfp: int,
+                                     reclaim_options: int) -> int:
+        """try_to_free_mem_cgroup_pages (6.1): limit reclaim of memcg's subtree,
+        nr_to_reclaim = max(nr_pages, SWAP_CLUSTER_MAX), every zone (reclaim_idx
+        MAX_NR_ZONES - 1; the gfp's zone bits those of GFP_HIGHUSER_MOVABLE), may_swap
+        from MEMCG_RECLAIM_MAY_SWAP; do_try_to_free_pages over the nodes' lruvecs of
+        the memcg. Time as try_to_free_pages'. Returns pages reclaimed."""
+        if self.in_reclaim:
+            return 0
+        self.in_reclaim = True
+        try:
+            self.complete_io()
+            highest = max(len(n.zones) for n in self.alloc.nodes) - 1
+            gfp = (gfp & ~G.GFP_ZONEMASK) | (G.GFP_HIGHUSER_MOVABLE & G.GFP_ZONEMASK)
+            sc = ScanControl(max(nr_pages, SWAP_CLUSTER_MAX), gfp, False, highest,
+                             not self.v6 or self.kernel.env is None)
+            sc.target_mem_cgroup = memcg
+            sc.may_swap = bool(reclaim_options & 1)  # MEMCG_RECLAIM_MAY_SWAP
+            now = self.now()
+            sc.cpu = cpu = self.kernel.current_cpu
+            if not sc.sync_io:
+                sc.t0 = max(now, self.direct_clock[cpu])
+            lvs = [memcg.lruvec(node.nid) for node in self.alloc.nodes]
+            return self._do_try_to_free_pages(lvs, sc)
         finally:
             self.in_reclaim = False
 
@@ -2608,7 +2758,7 @@ class Reclaim:
                 high += free - min(free, z.high_wmark())
         if populated:  # (one node: the lists' highmem pages are the highmem zone's)
             high += sum(lv.lists[LRU_ACTIVE_FILE].nr_high + lv.lists[LRU_INACTIVE_FILE].nr_high
-                        for lv in self.lruvecs)
+                        for lv in self.all_lruvecs())
             x -= min(high, x)
         return x + 1
 
@@ -2948,7 +3098,7 @@ class Reclaim:
         vm = self.vmstat
         if value & 1:
             self.complete_io()
-            for lv in self.lruvecs:
+            for lv in self.all_lruvecs():
                 for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE):
                     for page in list(lv.lists[lru]):
                         if page.flags & PG_thpfile:  # a regular file's THP: whole or kept
@@ -2977,13 +3127,17 @@ class Reclaim:
         """Every LRU page is on the list its flags name, exactly once; list counts equal
         the vmstat items; no free page is on a list."""
         totals = [0] * NR_LRU_LISTS
-        for lv in self.lruvecs:
+        t = self.memcg_tree
+        for lv in self.all_lruvecs():
             for lru, lst in enumerate(lv.lists):
                 n = 0
                 prev = lst
                 for page in lst:
                     assert page.lru_prev is prev, f"{lst.name}: broken link at pfn {page.pfn:#x}"
                     prev = page
+                    if t is not None:
+                        assert t.page_memcg(page) is lv.memcg, (
+                            f"{lst.name}: pfn {page.pfn:#x} of {t.page_memcg(page)} on {lv.memcg}'s lruvec")
                     if page.flags & PG_FOLIO:
                         n += self._validate_folio(page, lru, lst)
                         continue
@@ -3020,7 +3174,7 @@ class Reclaim:
                 page = mapping.pages.get(index)
                 assert page is not None and page.flags & PG_dirty, (
                     f"{mapping.host.path}: index {index} tagged dirty but not a dirty page")
-        for lv in self.lruvecs:
+        for lv in self.all_lruvecs():
             for lru in (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE, LRU_UNEVICTABLE):
                 for page in lv.lists[lru]:
                     f = page.flags
@@ -3029,6 +3183,8 @@ class Reclaim:
                             f"pfn {page.pfn:#x}: a dirty file page not tagged dirty")
         if self.workingset is not None:
             self.workingset.validate()
+        if t is not None:
+            t.validate()
         wb = sum(len(b.pages) for b in self.inflight)
         if self.kernel.env is not None:
             assert self.vmstat["nr_writeback"] == wb, (
@@ -3091,6 +3247,7 @@ def init_reclaim(kernel) -> Reclaim:
     kernel.madvise_pageout = r.madvise_pageout
     kernel.workingset = r.workingset
     kernel.memcg = r.memcg
+    kernel.memcgs = r.memcgs
     alloc = kernel.page_alloc
     alloc.wake_kswapd_hook = r.wake_kswapd
     alloc.direct_reclaim_hook = r.try_to_free_pages

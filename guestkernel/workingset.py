@@ -123,9 +123,9 @@ class Workingset:
         return ShadowSlots(pages)
 
     # ------------------------------------------------------------------ packing
-    def pack_shadow(self, nid: int, eviction: int, workingset: bool) -> int:
+    def pack_shadow(self, nid: int, eviction: int, workingset: bool, memcgid: int = 0) -> int:
         eviction &= self.eviction_mask
-        eviction = eviction << MEM_CGROUP_ID_SHIFT  # memcg id 0: no memory cgroups
+        eviction = (eviction << MEM_CGROUP_ID_SHIFT) | memcgid  # id 0: the root memcg
         eviction = (eviction << self.nodes_shift) | nid
         return (eviction << WORKINGSET_SHIFT) | int(workingset)
 
@@ -146,10 +146,26 @@ class Workingset:
 
     def eviction(self, page, lv, nr: int = 1) -> int:
         """workingset_eviction: the shadow entry for a folio of `nr` pages reclaim is
-        about to free (workingset_age_nonresident by folio_nr_pages)."""
+        about to free (workingset_age_nonresident by folio_nr_pages: the lruvec and its
+        parent memcgs' lruvecs of the node), with the memcg's id (0: the root)."""
         eviction = lv.nonresident_age >> self.bucket_order
+        m = lv.memcg
+        if m is None or m.parent is None:
+            lv.nonresident_age += nr
+            return self.pack_shadow(lv.node.nid, eviction, bool(page.flags & PG_workingset))
+        self.age_lruvec_parents(lv, nr)
+        return self.pack_shadow(lv.node.nid, eviction, bool(page.flags & PG_workingset), m.id)
+
+    @staticmethod
+    def age_lruvec_parents(lv, nr: int) -> None:
+        """workingset_age_nonresident: `lv` and every parent memcg's lruvec of its node."""
+        m = lv.memcg
+        nid = lv.node.nid
         lv.nonresident_age += nr
-        return self.pack_shadow(lv.node.nid, eviction, bool(page.flags & PG_workingset))
+        m = m.parent if m is not None else None
+        while m is not None:
+            m.lruvec(nid).nonresident_age += nr
+            m = m.parent
 
     def refault(self, page, shadow: int) -> None:
         """workingset_refault: a page read back into a slot that held `shadow`, not yet on
@@ -161,6 +177,12 @@ class Workingset:
         eviction <<= self.bucket_order
         lvs = r.lruvecs
         eviction_lv = lvs[nid] if nid < len(lvs) else lvs[0]
+        memcgid = (shadow >> (WORKINGSET_SHIFT + self.nodes_shift)) & ((1 << MEM_CGROUP_ID_SHIFT) - 1)
+        if memcgid:
+            # the eviction memcg's lruvec (mem_cgroup_from_id; gone: the root's)
+            em = r.memcgs.by_id.get(memcgid)
+            if em is not None and em.online:
+                eviction_lv = em.lruvec(nid)
         refault_distance = (eviction_lv.nonresident_age - eviction) & self.eviction_mask
         lv = r.lruvec_of(page)
         vm["workingset_refault_file" if file else "workingset_refault_anon"] += 1
@@ -173,6 +195,8 @@ class Workingset:
         # 3 active_file
         mc.workingset_refault_flush()
         sizes = eviction_lv.stat
+        if sizes is None:  # a child memcg's lruvec: its own lists (its statistics exact)
+            sizes = [lst.nr for lst in eviction_lv.lists]
         workingset_size = sizes[3]
         if not file:
             workingset_size += sizes[2]
@@ -183,7 +207,10 @@ class Workingset:
         if refault_distance > workingset_size:
             return
         page.flags |= PG_active
-        lv.nonresident_age += 1
+        if lv.memcg is None or lv.memcg.parent is None:
+            lv.nonresident_age += 1
+        else:
+            self.age_lruvec_parents(lv, 1)  # workingset_age_nonresident
         lv.activate[file] += 1
         vm["workingset_activate_file" if file else "workingset_activate_anon"] += 1
         mc.rstat_updated(1)  # WORKINGSET_ACTIVATE_*
@@ -265,7 +292,7 @@ class Workingset:
             return SHRINK_EMPTY
         r = self.reclaim
         vm = self.vmstat
-        pages = sum(lv.nr_pages() + lv.lists[4].nr for lv in r.lruvecs)
+        pages = sum(lv.nr_pages() + lv.lists[4].nr for lv in r.all_lruvecs())
         pages += vm.get("nr_slab_reclaimable", 0) + vm.get("nr_slab_unreclaimable", 0)
         max_nodes = pages >> (XA_CHUNK_SHIFT - 3)
         if nodes <= max_nodes:

@@ -1,0 +1,352 @@
+"""The guest's cgroup file system for the memory controller (kernel/cgroup/, mm/memcontrol.c
+of 6.1: the v1 files of mem_cgroup_legacy_files, the v2 files of memory_files).
+
+A 6.x guest mounts one hierarchy, the kernel setting `cgroup_version`:
+
+- 2 (the default: Debian 12 boots with the unified hierarchy): cgroup2 at /sys/fs/cgroup.
+  A child cgroup has memory.current, memory.max, memory.high, memory.peak,
+  memory.events, memory.events.local, memory.stat, memory.swap.current (0: no swap
+  accounting) and cgroup.procs. The root has memory.stat and cgroup.procs only.
+- 1: the memory controller's own hierarchy at /sys/fs/cgroup/memory. Each cgroup has
+  memory.usage_in_bytes, memory.max_usage_in_bytes (the watermark; writing resets it),
+  memory.limit_in_bytes (the root's cannot be set: EINVAL), memory.failcnt (writing
+  resets it), memory.stat, memory.swappiness, memory.move_charge_at_immigrate,
+  memory.oom_control, cgroup.procs and tasks.
+
+Paths are absolute (under the mount point). `mkdir(path)` creates a cgroup (its parent
+must exist), `rmdir(path)` removes an empty one; `read(path)` returns a file's text and
+`write(path, text)` writes it as echo would (a limit takes bytes with memparse's K/M/G
+suffixes, "-1" (v1) or "max" (v2) for none; it is rounded down to pages). Writing a pid
+to cgroup.procs or tasks moves the task (`attach(task, path)` does the same). As Linux:
+an unknown path raises FileNotFoundError, an existing one FileExistsError, a value that
+does not parse ValueError (EINVAL), a write the kernel refuses OSError with its errno
+(EBUSY, EINVAL, ESRCH).
+
+Not modelled: memsw (memory.memsw.*), kmem and tcp counters, soft limits, memory.min /
+memory.low protection, memory.oom.group, memory.swap.max, cgroup.subtree_control (the
+memory controller is enabled in every v2 cgroup), /proc/PID/cgroup; kernel memory (page
+tables, stacks, slab) is charged to no cgroup.
+"""
+
+from __future__ import annotations
+
+from .memcontrol import EBUSY, EINVAL, MEMCG_EVENTS, PAGE_COUNTER_MAX, MemCg
+from .mount import memparse
+from .page import PG_anon, PG_swapbacked, PG_thp, PG_thpfile
+from .units import PAGE_SHIFT, PAGE_SIZE
+
+ESRCH = 3
+V1_ROOT = "/sys/fs/cgroup/memory"
+V2_ROOT = "/sys/fs/cgroup"
+LRU_STAT = ("inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable")
+
+
+class CgroupFS:
+    """The mounted memory-cgroup hierarchy of one guest (kernel.cgroup)."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.tree = kernel.memcgs
+        self.version = self.tree.version
+        self.mount_point = V2_ROOT if self.version == 2 else V1_ROOT
+
+    # ------------------------------------------------------------------ paths
+    def _split(self, path: str) -> list[str]:
+        mp = self.mount_point
+        p = "/" + "/".join(x for x in path.split("/") if x)
+        if p == mp:
+            return []
+        if not p.startswith(mp + "/"):
+            raise FileNotFoundError(f"{path}: not under the cgroup mount {mp}")
+        return p[len(mp) + 1:].split("/")
+
+    def lookup(self, path: str) -> MemCg:
+        """The cgroup at `path` (a directory)."""
+        m = self.tree.root
+        for name in self._split(path):
+            for c in m.children:
+                if c.name == name:
+                    m = c
+                    break
+            else:
+                raise FileNotFoundError(f"{path}: no such cgroup")
+        return m
+
+    def _file(self, path: str) -> tuple[MemCg, str]:
+        parts = self._split(path)
+        if not parts:
+            raise FileNotFoundError(f"{path}: a directory, not a file")
+        head = self.mount_point + "/" + "/".join(parts[:-1]) if parts[:-1] else self.mount_point
+        m = self.lookup(head)
+        name = parts[-1]
+        if name not in self.files(m):
+            raise FileNotFoundError(f"{path}: no such file")
+        return m, name
+
+    def files(self, m: MemCg) -> tuple[str, ...]:
+        if self.version == 1:
+            return ("cgroup.procs", "tasks", "memory.usage_in_bytes", "memory.max_usage_in_bytes",
+                    "memory.limit_in_bytes", "memory.failcnt", "memory.stat", "memory.swappiness",
+                    "memory.move_charge_at_immigrate", "memory.oom_control")
+        if m.parent is None:
+            return ("cgroup.procs", "memory.stat")
+        return ("cgroup.procs", "memory.current", "memory.max", "memory.high", "memory.peak",
+                "memory.events", "memory.events.local", "memory.stat", "memory.swap.current")
+
+    def listdir(self, path: str) -> list[str]:
+        m = self.lookup(path)
+        return sorted([*self.files(m), *(c.name for c in m.children)])
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.lookup(path)
+            return True
+        except FileNotFoundError:
+            try:
+                self._file(path)
+                return True
+            except FileNotFoundError:
+                return False
+
+    # ------------------------------------------------------------------ mkdir / rmdir
+    def mkdir(self, path: str) -> MemCg:
+        parts = self._split(path)
+        if not parts:
+            raise FileExistsError(f"{path}: exists")
+        parent_path = self.mount_point + ("/" + "/".join(parts[:-1]) if parts[:-1] else "")
+        parent = self.lookup(parent_path)
+        name = parts[-1]
+        if name in self.files(parent) or any(c.name == name for c in parent.children):
+            raise FileExistsError(f"{path}: exists")
+        return self.tree.mkdir(parent, name)
+
+    def rmdir(self, path: str) -> None:
+        m = self.lookup(path)
+        if m.parent is None:
+            raise OSError(EBUSY, f"rmdir {path}: the root cgroup")
+        if m.tasks or m.children:
+            raise OSError(EBUSY, f"rmdir {path}: not empty (tasks or child cgroups)")
+        self.tree.rmdir(m)
+
+    # ------------------------------------------------------------------ tasks
+    def attach(self, task, path: str) -> None:
+        """Move `task` (a Task or a pid) into the cgroup at `path` (echo PID >
+        cgroup.procs)."""
+        m = self.lookup(path)
+        if isinstance(task, int):
+            t = self.kernel.tasks.get(task)
+            if t is None or t.state != "running":
+                raise OSError(ESRCH, f"{path}/cgroup.procs: no process {task}")
+            task = t
+        self.tree.attach(task, m)
+
+    def procs(self, m: MemCg) -> list[int]:
+        if m.parent is None:
+            inside = {id(t) for c in m.iter() if c.parent is not None for t in c.tasks}
+            return sorted(t.pid for t in self.kernel.tasks.values()
+                          if t.state == "running" and id(t) not in inside)
+        return sorted(t.pid for t in m.tasks if t.state == "running")
+
+    # ------------------------------------------------------------------ read
+    def read(self, path: str) -> str:
+        m, name = self._file(path)
+        if name in ("cgroup.procs", "tasks"):
+            return "".join(f"{pid}\n" for pid in self.procs(m))
+        c = m.memory
+        if name == "memory.stat":
+            return self.memory_stat(m)
+        if name in ("memory.usage_in_bytes", "memory.current"):
+            return f"{self.usage_pages(m) * PAGE_SIZE}\n"
+        if name in ("memory.max_usage_in_bytes", "memory.peak"):
+            return f"{c.watermark * PAGE_SIZE}\n"
+        if name == "memory.limit_in_bytes":
+            return f"{c.max * PAGE_SIZE}\n"
+        if name == "memory.failcnt":
+            return f"{c.failcnt}\n"
+        if name in ("memory.max", "memory.high"):
+            v = c.max if name == "memory.max" else c.high
+            return "max\n" if v == PAGE_COUNTER_MAX else f"{v * PAGE_SIZE}\n"
+        if name in ("memory.events", "memory.events.local"):
+            ev = m.events if name == "memory.events" else m.events_local
+            return "".join(f"{e} {ev[e]}\n" for e in MEMCG_EVENTS)
+        if name == "memory.swap.current":
+            return "0\n"
+        if name == "memory.swappiness":
+            return f"{self.kernel.reclaim.mem_cgroup_swappiness(m.lruvec(0))}\n"
+        if name == "memory.move_charge_at_immigrate":
+            return f"{m.move_charge_at_immigrate}\n"
+        if name == "memory.oom_control":
+            return (f"oom_kill_disable {m.oom_kill_disable}\nunder_oom {m.under_oom}\n"
+                    f"oom_kill {m.events_local['oom_kill']}\n")
+        raise FileNotFoundError(path)  # (files() lists nothing else)
+
+    def usage_pages(self, m: MemCg) -> int:
+        """mem_cgroup_usage: a child's page counter; the root's from the node statistics
+        (NR_FILE_PAGES + NR_ANON_MAPPED)."""
+        if m.parent is not None:
+            return m.memory.usage
+        vm = self.kernel.vmstat
+        return vm["nr_file_pages"] + vm["nr_anon_pages"]
+
+    def _lru_counts(self, m: MemCg, subtree: bool) -> dict:
+        """Pages on the lruvecs of m (and its descendants): per list, and by kind."""
+        out = dict.fromkeys(LRU_STAT, 0)
+        out.update(anon=0, file=0, shmem=0, rss=0, cache=0, anon_thp=0)
+        for mc in (m.iter() if subtree else (m,)):
+            for lv in mc.lruvecs:
+                for lru, lst in enumerate(lv.lists):
+                    out[LRU_STAT[lru]] += lst.nr
+                    for page in lst:
+                        f = page.flags
+                        n = 512 if f & (PG_thp | PG_thpfile) else 1
+                        if f & PG_anon:
+                            out["anon"] += n
+                            if f & PG_thp:
+                                out["anon_thp"] += n
+                            if page._mapcount >= 0 or f & PG_thp:
+                                out["rss"] += n
+                            else:
+                                out["cache"] += n  # in the swap cache, unmapped
+                        else:
+                            out["file"] += n
+                            out["cache"] += n
+                            if f & PG_swapbacked:
+                                out["shmem"] += n
+        return out
+
+    def memory_stat(self, m: MemCg) -> str:
+        """memory.stat: v1 (memcg1_stat_show: the local values, then hierarchical_memory_
+        limit and the total_ ones) or v2 (memory_stat_format: hierarchical), in bytes for
+        sizes. Exact (hvsim reads the lists; the root's rstat lag is in memcontrol.py)."""
+        if self.version == 1:
+            loc = self._lru_counts(m, False)
+            tot = self._lru_counts(m, True)
+            lines = []
+            keys = ("cache", "rss", "rss_huge", "shmem", "mapped_file")
+            vals = {"cache": loc["cache"], "rss": loc["rss"], "rss_huge": loc["anon_thp"],
+                    "shmem": loc["shmem"], "mapped_file": 0}
+            tvals = {"cache": tot["cache"], "rss": tot["rss"], "rss_huge": tot["anon_thp"],
+                     "shmem": tot["shmem"], "mapped_file": 0}
+            for k in keys:
+                lines.append(f"{k} {vals[k] * PAGE_SIZE}")
+            pgin = m.pgpgin
+            pgout = m.pgpgout
+            lines.append(f"pgpgin {pgin}")
+            lines.append(f"pgpgout {pgout}")
+            for k in LRU_STAT:
+                lines.append(f"{k} {loc[k] * PAGE_SIZE}")
+            limit = min(a.memory.max for a in self._ancestors(m))
+            lines.append(f"hierarchical_memory_limit {limit * PAGE_SIZE}")
+            for k in keys:
+                lines.append(f"total_{k} {tvals[k] * PAGE_SIZE}")
+            lines.append(f"total_pgpgin {sum(c.pgpgin for c in m.iter())}")
+            lines.append(f"total_pgpgout {sum(c.pgpgout for c in m.iter())}")
+            for k in LRU_STAT:
+                lines.append(f"total_{k} {tot[k] * PAGE_SIZE}")
+            return "\n".join(lines) + "\n"
+        tot = self._lru_counts(m, True)
+        lines = [f"anon {tot['anon'] * PAGE_SIZE}", f"file {tot['file'] * PAGE_SIZE}",
+                 f"shmem {tot['shmem'] * PAGE_SIZE}", f"anon_thp {tot['anon_thp'] * PAGE_SIZE}"]
+        for k in LRU_STAT:
+            lines.append(f"{k} {tot[k] * PAGE_SIZE}")
+        ev = {k: sum(c.vmevents[k] for c in m.iter()) for k in m.vmevents}
+        lines.append(f"pgscan {ev['pgscan_kswapd'] + ev['pgscan_direct']}")
+        lines.append(f"pgsteal {ev['pgsteal_kswapd'] + ev['pgsteal_direct']}")
+        for k in ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct"):
+            lines.append(f"{k} {ev[k]}")
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _ancestors(m: MemCg) -> list[MemCg]:
+        out = []
+        while m is not None:
+            out.append(m)
+            m = m.parent
+        return out
+
+    # ------------------------------------------------------------------ write
+    def write(self, path: str, text: str) -> None:
+        m, name = self._file(path)
+        s = text.strip()
+        tree = self.tree
+        if name in ("cgroup.procs", "tasks"):
+            try:
+                pid = int(s)
+            except ValueError:
+                raise ValueError(f"{path}: {s!r} is not a pid (EINVAL)") from None
+            self.attach(pid, self._dir_of(path))
+            return
+        if name == "memory.limit_in_bytes":
+            if m.parent is None:
+                raise OSError(EINVAL, f"{path}: the root cgroup's limit cannot be set")
+            ret = tree.resize_max(m, self._pages(path, s, "-1"))
+            if ret:
+                raise OSError(-ret, f"{path}: usage cannot be reclaimed below {s} (EBUSY)")
+            return
+        if name in ("memory.max_usage_in_bytes", "memory.failcnt"):
+            if name == "memory.failcnt":
+                m.memory.failcnt = 0
+            else:
+                m.memory.watermark = m.memory.usage  # page_counter_reset_watermark
+            return
+        if name == "memory.max":
+            tree.memory_max_write(m, self._pages(path, s, "max"))
+            return
+        if name == "memory.high":
+            tree.memory_high_write(m, self._pages(path, s, "max"))
+            return
+        if name == "memory.swappiness":
+            v = self._int(path, s)
+            if not 0 <= v <= 200:
+                raise ValueError(f"{path}: {v} outside [0, 200] (EINVAL)")
+            if m.parent is None:
+                self.kernel.config.swappiness = v  # the root's is vm_swappiness
+            else:
+                m.swappiness = v
+            return
+        if name == "memory.move_charge_at_immigrate":
+            v = self._int(path, s)
+            if v & ~3:
+                raise ValueError(f"{path}: {v} is not a MOVE_* mask (EINVAL)")
+            if v:
+                raise OSError(EINVAL, f"{path}: moving charges is not modelled")
+            m.move_charge_at_immigrate = v
+            return
+        if name == "memory.oom_control":
+            v = self._int(path, s)
+            if m.parent is None or v not in (0, 1):
+                raise ValueError(f"{path}: {s!r} (EINVAL)")
+            m.oom_kill_disable = v
+            return
+        raise OSError(EINVAL, f"{path}: not writable")
+
+    def _dir_of(self, path: str) -> str:
+        return path.rstrip("/").rsplit("/", 1)[0]
+
+    @staticmethod
+    def _int(path: str, s: str) -> int:
+        try:
+            return int(s)
+        except ValueError:
+            raise ValueError(f"{path}: {s!r} is not an integer (EINVAL)") from None
+
+    @staticmethod
+    def _pages(path: str, s: str, unlimited: str) -> int:
+        """page_counter_memparse: `unlimited` -> PAGE_COUNTER_MAX, else memparse bytes,
+        rounded down to pages, at most PAGE_COUNTER_MAX."""
+        if s == unlimited:
+            return PAGE_COUNTER_MAX
+        try:
+            value, rest = memparse(s)
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}: {s!r} is not a size (EINVAL)") from None
+        if rest or not s:
+            raise ValueError(f"{path}: {s!r} is not a size (EINVAL)")
+        return min(value >> PAGE_SHIFT, PAGE_COUNTER_MAX)
+
+
+def init_cgroup(kernel) -> CgroupFS | None:
+    """Mount the guest's memory-cgroup hierarchy (6.x era; None for 2.6)."""
+    if getattr(kernel, "memcgs", None) is None:
+        return None
+    return CgroupFS(kernel)

@@ -1,0 +1,441 @@
+"""Memory cgroups with limits (6.1: mm/page_counter.c, mm/memcontrol.c, mm/vmscan.c;
+guestkernel/memcontrol.py's hierarchy and guestkernel/cgroup.py's files).
+
+Every expected value follows the kernel's algorithm: page_counter_try_charge fails at the
+first level above its max (its failcnt counts, the levels below are cancelled);
+try_charge_memcg charges MEMCG_CHARGE_BATCH (64) at a time into the per-CPU stock, then
+the page alone; over the limit it reclaims (try_to_free_mem_cgroup_pages: at least
+max(nr_pages, SWAP_CLUSTER_MAX) pages when that many can be had), drains the stocks once,
+retries MAX_RECLAIM_RETRIES (16) times without progress, and only then OOM-kills inside
+the cgroup; limit reclaim walks only the cgroup's subtree and is not counted as direct
+reclaim in /proc/vmstat; a page sits on its memcg's lruvec (folio_lruvec)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guestkernel.gfp import GFP_KERNEL
+from guestkernel.kernel import Kernel
+from guestkernel.memcontrol import (
+    MAX_RECLAIM_RETRIES,
+    MEMCG_CHARGE_BATCH,
+    MEMCG_RECLAIM_MAY_SWAP,
+    PAGE_COUNTER_MAX,
+    PageCounter,
+)
+from guestkernel.page_alloc import SWAP_CLUSTER_MAX
+from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from guestkernel.vmscan import LRU_INACTIVE_ANON, LRU_INACTIVE_FILE
+
+MiB = 1 << 20
+PAGE = 4096
+V1 = "/sys/fs/cgroup/memory"
+V2 = "/sys/fs/cgroup"
+
+
+def boot(version: int = 1, swap: str = "64MiB", memory: str = "192MiB", **kw) -> Kernel:
+    return Kernel(memory=memory, swap=swap, cgroup_version=version, **kw)
+
+
+def anon(task, nbytes: int) -> int:
+    addr = task.mmap(0, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    assert addr > 0
+    return addr
+
+
+def in_cgroup(k: Kernel, name: str, limit: str | None, comm: str = "t"):
+    cg = k.cgroup
+    path = f"{cg.mount_point}/{name}"
+    if not cg.exists(path):
+        cg.mkdir(path)
+    if limit is not None:
+        cg.write(f"{path}/memory.limit_in_bytes" if cg.version == 1 else f"{path}/memory.max", limit)
+    t = k.spawn(comm)
+    cg.attach(t, path)
+    return cg.lookup(path), t
+
+
+def stock_of(k: Kernel, memcg) -> int:
+    t = k.memcgs
+    return sum(n for m, n in zip(t.stock_cached, t.stock_nr) if m is memcg)
+
+
+# ----------------------------------------------------------------------- page_counter
+def test_page_counter_try_charge_fails_at_the_level_over_its_max():
+    """page_counter_try_charge: the parent's max is hit; its failcnt counts, the child's
+    charge is cancelled, nothing changes usage; page_counter_charge ignores max."""
+    parent = PageCounter(None)
+    child = PageCounter(parent)
+    parent.max = 10
+    assert child.try_charge(8) is None
+    assert (child.usage, parent.usage) == (8, 8)
+    assert child.try_charge(3) is parent
+    assert (child.usage, parent.usage, parent.failcnt, child.failcnt) == (8, 8, 1, 0)
+    child.charge(3)  # forced
+    assert (child.usage, parent.usage, parent.watermark) == (11, 11, 11)
+    child.uncharge(11)
+    assert (child.usage, parent.usage, child.watermark) == (0, 0, 11)
+    assert child.set_max(5) == 0 and child.try_charge(6) is child and child.failcnt == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["try", "force", "un", "max"]), st.integers(0, 2),
+                          st.integers(0, 40)), max_size=60))
+def test_page_counter_invariants_under_random_operations(ops):
+    """mm/page_counter.c over a root -> a -> b chain: each level's usage is what was
+    charged through it less what was uncharged; try_charge never leaves a level above its
+    max (only page_counter_charge may); watermark is the highest usage seen (a failed
+    try_charge's levels below the failing one included: it charged them first); failcnt
+    counts the failures at the failing level; set_max refuses a max below usage
+    (-EBUSY)."""
+    root = PageCounter(None)
+    a = PageCounter(root)
+    b = PageCounter(a)
+    levels = [root, a, b]
+    charged = [0, 0, 0]  # what each level holds by the model
+    fails = [0, 0, 0]
+    peak = [0, 0, 0]
+    for op, lvl, n in ops:
+        c = levels[lvl]
+        chain = list(range(lvl, -1, -1))  # lvl and its ancestors
+        if op == "try":
+            over = next((i for i in chain if charged[i] + n > levels[i].max), None)
+            got = c.try_charge(n)
+            if over is None:
+                assert got is None
+                for i in chain:
+                    charged[i] += n
+                    assert levels[i].usage <= levels[i].max
+            else:
+                assert got is levels[over]
+                fails[over] += 1
+                for i in chain[:chain.index(over)]:
+                    # the levels below were charged, then cancelled: their watermark
+                    # saw it (page_counter_try_charge raises it before going up)
+                    peak[i] = max(peak[i], charged[i] + n)
+        elif op == "force":
+            c.charge(n)
+            for i in chain:
+                charged[i] += n
+        elif op == "un":
+            n = min(n, min(charged[i] for i in chain))
+            c.uncharge(n)
+            for i in chain:
+                charged[i] -= n
+        else:
+            ret = c.set_max(n)
+            assert ret == (-16 if charged[lvl] > n else 0)
+        for i in range(3):
+            peak[i] = max(peak[i], charged[i])
+            assert levels[i].usage == charged[i]
+            assert levels[i].failcnt == fails[i]
+            assert levels[i].watermark == peak[i]
+
+
+def test_try_charge_fails_below_max_never_raises_usage_above_it():
+    """page_counter_try_charge: a charge that would pass max fails; usage stays at most
+    max whatever the sequence of charges (force aside)."""
+    c = PageCounter(None)
+    c.max = 100
+    for n in (30, 30, 30, 30, 10, 1, 64):
+        c.try_charge(n)
+        assert c.usage <= 100
+    assert c.usage == 100 and c.watermark == 100 and c.failcnt == 3
+
+
+# ----------------------------------------------------------------------- the interface
+def test_v1_files_limits_and_errors():
+    """mem_cgroup_legacy_files: limit_in_bytes through page_counter_memparse (bytes
+    rounded down to pages, "-1" unlimited: PAGE_COUNTER_MAX pages), the root's limit
+    refused (EINVAL), failcnt and max_usage_in_bytes reset by a write; unknown files and
+    cgroups FileNotFoundError; a busy cgroup's rmdir EBUSY."""
+    k = boot(1)
+    cg = k.cgroup
+    cg.mkdir(f"{V1}/a")
+    assert cg.read(f"{V1}/a/memory.limit_in_bytes") == f"{PAGE_COUNTER_MAX * PAGE}\n"
+    cg.write(f"{V1}/a/memory.limit_in_bytes", "10000")
+    assert cg.read(f"{V1}/a/memory.limit_in_bytes") == "8192\n"  # 2 pages
+    cg.write(f"{V1}/a/memory.limit_in_bytes", "32M")
+    assert cg.read(f"{V1}/a/memory.limit_in_bytes") == f"{32 * MiB}\n"
+    cg.write(f"{V1}/a/memory.limit_in_bytes", "-1")
+    assert cg.read(f"{V1}/a/memory.limit_in_bytes") == f"{PAGE_COUNTER_MAX * PAGE}\n"
+    with pytest.raises(OSError) as e:
+        cg.write(f"{V1}/memory.limit_in_bytes", "32M")
+    assert e.value.errno == 22
+    with pytest.raises(ValueError):
+        cg.write(f"{V1}/a/memory.limit_in_bytes", "lots")
+    with pytest.raises(FileNotFoundError):
+        cg.read(f"{V1}/a/memory.max")
+    with pytest.raises(FileNotFoundError):
+        cg.read(f"{V1}/b/memory.stat")
+    t = k.spawn("t")
+    cg.write(f"{V1}/a/cgroup.procs", str(t.pid))
+    assert cg.read(f"{V1}/a/cgroup.procs") == f"{t.pid}\n"
+    assert str(t.pid) not in cg.read(f"{V1}/cgroup.procs").split()
+    with pytest.raises(OSError) as e:
+        cg.rmdir(f"{V1}/a")
+    assert e.value.errno == 16
+    cg.write(f"{V1}/cgroup.procs", str(t.pid))
+    cg.rmdir(f"{V1}/a")
+    assert not cg.exists(f"{V1}/a")
+
+
+def test_v2_files():
+    """memory_files (v2): memory.max / memory.high "max" when unlimited, bytes otherwise;
+    memory.events lists 6.1's six events; the root has no memory.current."""
+    k = boot(2)
+    cg = k.cgroup
+    assert cg.mount_point == V2
+    cg.mkdir(f"{V2}/a")
+    assert cg.read(f"{V2}/a/memory.max") == "max\n"
+    cg.write(f"{V2}/a/memory.max", "16M")
+    cg.write(f"{V2}/a/memory.high", "8M")
+    assert cg.read(f"{V2}/a/memory.max") == f"{16 * MiB}\n"
+    assert cg.read(f"{V2}/a/memory.high") == f"{8 * MiB}\n"
+    assert [ln.split()[0] for ln in cg.read(f"{V2}/a/memory.events").splitlines()] == [
+        "low", "high", "max", "oom", "oom_kill", "oom_group_kill"]
+    with pytest.raises(FileNotFoundError):
+        cg.read(f"{V2}/memory.current")
+
+
+# ----------------------------------------------------------------------- charging
+def test_charge_batch_and_the_per_cpu_stock():
+    """try_charge_memcg: the first page charges MEMCG_CHARGE_BATCH to the counter and
+    refills the stock with 63; the next 63 pages come from the stock (usage unchanged);
+    the 65th charges another batch. Usage is always the pages charged plus the stock."""
+    k = boot(1, memory="128MiB")
+    m, t = in_cgroup(k, "a", "256M")
+    addr = anon(t, 200 * PAGE)
+    t.access_range(addr, PAGE, True)
+    assert (m.memory.usage, stock_of(k, m)) == (MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1)
+    t.access_range(addr + PAGE, 63 * PAGE, True)
+    assert (m.memory.usage, stock_of(k, m)) == (MEMCG_CHARGE_BATCH, 0)
+    t.access_range(addr + 64 * PAGE, PAGE, True)
+    assert (m.memory.usage, stock_of(k, m)) == (2 * MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1)
+    k.reclaim.validate()
+
+
+def test_uncharge_on_free_returns_usage_to_its_value():
+    """mem_cgroup_uncharge (uncharge_batch): munmap frees the pages, each uncharged from
+    the memcg it was charged to; what stays is the stock."""
+    k = boot(1, memory="128MiB")
+    m, t = in_cgroup(k, "a", "256M")
+    before = m.memory.usage - stock_of(k, m)
+    addr = anon(t, 100 * PAGE)
+    t.access_range(addr, 100 * PAGE, True)
+    assert m.memory.usage - stock_of(k, m) == before + 100
+    assert m.pgpgin == 100
+    t.munmap(addr, 100 * PAGE)
+    assert m.memory.usage - stock_of(k, m) == before
+    assert m.pgpgout == 100
+    k.reclaim.validate()
+
+
+def test_a_page_is_on_its_memcgs_lruvec():
+    """folio_lruvec: a page a task of the cgroup faults in is on the cgroup's lruvec of
+    its node; a root task's page on the root memcg's."""
+    k = boot(1, memory="128MiB")
+    m, t = in_cgroup(k, "a", "256M")
+    r = k.spawn("r")
+    a1 = anon(t, 4 * PAGE)
+    a2 = anon(r, 4 * PAGE)
+    t.access_range(a1, 4 * PAGE, True)
+    r.access_range(a2, 4 * PAGE, True)
+    mine = [p.pfn for p in m.lruvec(0).lists[LRU_INACTIVE_ANON]]
+    roots = [p.pfn for p in k.reclaim.lruvecs[0].lists[LRU_INACTIVE_ANON]]
+    pfn_t = t.mm.pgtable.ptes[a1 >> 12] >> 12
+    pfn_r = r.mm.pgtable.ptes[a2 >> 12] >> 12
+    assert pfn_t in mine and pfn_t not in roots
+    assert pfn_r in roots and pfn_r not in mine
+    assert k.reclaim.lruvec_of(k.mem_map[pfn_t]) is m.lruvec(0)
+    k.reclaim.validate()
+
+
+def test_attach_does_not_move_charges():
+    """v1 without move_charge_at_immigrate: a moved task's pages stay charged to the old
+    cgroup (and are uncharged from it when freed); its new pages are charged to the new
+    one (mem_cgroup_charge: the task's cgroup at fault time)."""
+    k = boot(1, memory="128MiB")
+    a, t = in_cgroup(k, "a", "256M")
+    k.cgroup.mkdir(f"{V1}/b")
+    b = k.cgroup.lookup(f"{V1}/b")
+    x = anon(t, 100 * PAGE)
+    t.access_range(x, 100 * PAGE, True)
+    k.cgroup.attach(t, f"{V1}/b")
+    y = anon(t, 50 * PAGE)
+    t.access_range(y, 50 * PAGE, True)
+    own = {}
+    for m in k.memcgs.folio_memcg.values():
+        own[m.name] = own.get(m.name, 0) + 1
+    assert own == {"a": 100, "b": 50}
+    t.munmap(x, 100 * PAGE)
+    assert a.memory.usage == stock_of(k, a)
+    assert b.memory.usage - stock_of(k, b) == 50
+
+
+# ----------------------------------------------------------------------- the limit
+def test_usage_never_exceeds_the_limit_and_reaches_it():
+    """With swap, a task writing twice its cgroup's limit: page_counter_try_charge keeps
+    usage at most the limit; the watermark (max_usage_in_bytes) reaches it exactly (the
+    single page charged last fits); failcnt counts; the overflow goes to swap."""
+    k = boot(1)
+    m, t = in_cgroup(k, "a", "8M")
+    limit = 8 * MiB // PAGE
+    addr = anon(t, 16 * MiB)
+    peak = 0
+    for off in range(0, 16 * MiB, 64 * PAGE):
+        t.access_range(addr + off, 64 * PAGE, True)
+        peak = max(peak, m.memory.usage)
+        assert m.memory.usage <= limit
+    assert t.state == "running"
+    assert m.memory.watermark == limit
+    assert k.cgroup.read(f"{V1}/a/memory.max_usage_in_bytes") == f"{8 * MiB}\n"
+    assert m.memory.failcnt > 0
+    assert k.vmstat["pswpout"] >= 16 * MiB // PAGE - limit
+    k.reclaim.validate()
+
+
+def test_limit_reclaim_is_not_direct_reclaim_in_vmstat():
+    """6.1 shrink_inactive_list: PGSCAN_DIRECT / PGSTEAL_DIRECT count globally only if
+    !cgroup_reclaim(sc); pgscan_anon / pgsteal_anon always (as the limit fixture shows:
+    pgscan_direct 0, pgscan_anon not); the memcg's own events count them."""
+    k = boot(2)
+    m, t = in_cgroup(k, "a", "8M")
+    addr = anon(t, 16 * MiB)
+    t.access_range(addr, 16 * MiB, True)
+    vm = k.vmstat
+    assert vm["pgscan_direct"] == vm["pgsteal_direct"] == 0
+    assert vm["pgscan_anon"] > 0 and vm["pgsteal_anon"] > 0
+    stat = dict(ln.split() for ln in k.cgroup.read(f"{V2}/a/memory.stat").splitlines())
+    assert int(stat["pgscan_direct"]) == vm["pgscan_anon"]
+    assert int(stat["pgsteal_direct"]) == vm["pgsteal_anon"]
+
+
+def test_try_to_free_mem_cgroup_pages_reclaims_a_batch_from_the_cgroup_only():
+    """try_to_free_mem_cgroup_pages(memcg, 1, ...): nr_to_reclaim = max(1,
+    SWAP_CLUSTER_MAX) = 32; it reclaims at least that many of the cgroup's pages and
+    none of the root memcg's (limit reclaim scans only the subtree)."""
+    k = boot(1)
+    m, t = in_cgroup(k, "a", "256M")
+    r = k.spawn("r")
+    a1 = anon(t, 4 * MiB)
+    t.access_range(a1, 4 * MiB, True)
+    a2 = anon(r, 4 * MiB)
+    r.access_range(a2, 4 * MiB, True)
+    root_lists = [lst.nr for lst in k.reclaim.lruvecs[0].lists]
+    mine = sum(lst.nr for lst in m.lruvec(0).lists)
+    got = k.reclaim.try_to_free_mem_cgroup_pages(m, 1, GFP_KERNEL, MEMCG_RECLAIM_MAY_SWAP)
+    assert got >= SWAP_CLUSTER_MAX
+    assert [lst.nr for lst in k.reclaim.lruvecs[0].lists] == root_lists
+    assert sum(lst.nr for lst in m.lruvec(0).lists) == mine - got
+    k.reclaim.validate()
+
+
+def test_resize_below_usage_reclaims_or_fails_with_ebusy():
+    """mem_cgroup_resize_max: a limit below usage reclaims the cgroup down to it (with
+    swap); with nothing reclaimable (no swap, anonymous only) -EBUSY and the old limit
+    stays."""
+    k = boot(1)
+    m, t = in_cgroup(k, "a", None)
+    addr = anon(t, 8 * MiB)
+    t.access_range(addr, 8 * MiB, True)
+    k.cgroup.write(f"{V1}/a/memory.limit_in_bytes", "4M")
+    assert m.memory.usage <= 4 * MiB // PAGE and m.memory.max == 4 * MiB // PAGE
+    k2 = boot(1, swap="0")
+    m2, t2 = in_cgroup(k2, "a", None)
+    addr = anon(t2, 8 * MiB)
+    t2.access_range(addr, 8 * MiB, True)
+    with pytest.raises(OSError) as e:
+        k2.cgroup.write(f"{V1}/a/memory.limit_in_bytes", "4M")
+    assert e.value.errno == 16
+    assert m2.memory.max == PAGE_COUNTER_MAX
+
+
+# ----------------------------------------------------------------------- the memcg OOM
+def _count_reclaims(k):
+    calls = []
+    orig = k.reclaim.try_to_free_mem_cgroup_pages
+
+    def counted(memcg, nr_pages, gfp, opts):
+        got = orig(memcg, nr_pages, gfp, opts)
+        calls.append(got)
+        return got
+
+    k.reclaim.try_to_free_mem_cgroup_pages = counted
+    return calls
+
+
+@pytest.mark.parametrize("swap, swappiness", [("0", None), ("64MiB", 0)])
+def test_memcg_oom_kills_inside_the_cgroup_after_16_retries(swap, swappiness):
+    """try_charge_memcg with nothing reclaimable (no swap; or swap with the cgroup's
+    memory.swappiness 0, which get_scan_count turns into SCAN_FILE for cgroup reclaim):
+    reclaim once, once more after drain_all_stock, then MAX_RECLAIM_RETRIES more, each
+    counted as MEMCG_MAX; then mem_cgroup_oom (MEMCG_OOM) kills the task of the cgroup
+    with the highest oom_badness (the big writer, the current task), never the small
+    one inside or the one outside; its charge then fails after another 1 + 16 reclaims
+    (passed_oom and task_is_dying: -ENOMEM), so the fault ends the task. Nothing is
+    scanned."""
+    k = boot(1, swap=swap)
+    m, small = in_cgroup(k, "oom", "16M", "small")
+    if swappiness is not None:
+        k.cgroup.write(f"{V1}/oom/memory.swappiness", str(swappiness))
+    a = anon(small, 4 * MiB)
+    small.access_range(a, 4 * MiB, True)
+    outside = k.spawn("outside")
+    b = anon(outside, 4 * MiB)
+    outside.access_range(b, 4 * MiB, True)
+    big = k.spawn("big")
+    k.cgroup.attach(big, f"{V1}/oom")
+    calls = _count_reclaims(k)
+    c = anon(big, 48 * MiB)
+    big.access_range(c, 48 * MiB, True)
+    assert big.state != "running" and big.term_signal == 9
+    assert small.state == "running" and outside.state == "running"
+    # the kill's charge: 1 + 1 (after the drain) + 16; the retry after the kill: the
+    # stocks are drained already (drained stays true), so 1 + 16
+    n = (2 + MAX_RECLAIM_RETRIES) + (1 + MAX_RECLAIM_RETRIES)
+    assert calls == [0] * n
+    assert m.events["max"] == n
+    assert (m.events["oom"], m.events["oom_kill"]) == (1, 1)
+    assert k.vmstat["oom_kill"] == 1
+    assert k.vmstat["pgscan_anon"] == k.vmstat["pgscan_file"] == 0
+    assert k.cgroup.read(f"{V1}/oom/memory.oom_control").splitlines()[2] == "oom_kill 1"
+    assert m.memory.usage - stock_of(k, m) == 4 * MiB // PAGE
+    k.reclaim.validate()
+
+
+# ----------------------------------------------------------------------- global reclaim
+def test_global_reclaim_walks_every_memcg():
+    """shrink_node_memcgs: global reclaim (no target memcg) shrinks the root's lruvec and
+    each child's in mem_cgroup_iter order: a cgroup without a limit loses pages to a
+    root task's pressure, counted in its own events as direct reclaim."""
+    k = boot(1, memory="96MiB", swap="128MiB")
+    m, t = in_cgroup(k, "a", None)
+    a = anon(t, 24 * MiB)
+    t.access_range(a, 24 * MiB, True)
+    held = sum(lst.nr for lst in m.lruvec(0).lists)
+    r = k.spawn("r")
+    b = anon(r, 80 * MiB)
+    r.access_range(b, 80 * MiB, True)
+    assert m.vmevents["pgscan_direct"] > 0 and m.vmevents["pgsteal_direct"] > 0
+    assert sum(lst.nr for lst in m.lruvec(0).lists) < held
+    assert k.vmstat["pgscan_direct"] >= m.vmevents["pgscan_direct"]
+    k.reclaim.validate()
+
+
+def test_page_cache_is_charged_to_the_reader():
+    """filemap_add_folio: mem_cgroup_charge of the reading task's memcg; the cgroup's
+    page cache stays within its limit and sits on its inactive file list."""
+    k = boot(1, swap="0")
+    m, t = in_cgroup(k, "a", "4M")
+    k.fs.create("/data", 16 * MiB)
+    fd = t.open("/data", 0)
+    buf = anon(t, 64 * 1024)
+    while t.read(fd, buf, 64 * 1024) > 0:
+        pass
+    assert m.memory.usage <= 4 * MiB // PAGE
+    assert m.lruvec(0).lists[LRU_INACTIVE_FILE].nr > 0
+    assert m.memory.failcnt > 0
+    k.reclaim.validate()
