@@ -2471,10 +2471,12 @@ class Reclaim:
         """MADV_COLD / MADV_PAGEOUT (madvise_cold_or_pageout_pte_range) over the present
         PTEs of [start, end) in `vma`: pages on the LRU mapped by this PTE only have the
         PTE's accessed bit and PG_referenced cleared (an active one also gets
-        PG_workingset); MADV_COLD then moves active pages to the head of their inactive
-        list (folio_deactivate: pgdeactivate), MADV_PAGEOUT reclaims them now, their
-        references ignored (reclaim_pages: an anonymous page goes to swap, a dirty file
-        page is written back, a clean one freed)."""
+        PG_workingset, as 6.18 does: tests/data/madvise; 6.1 did not); MADV_COLD then
+        moves active pages to the head of their inactive list (folio_deactivate:
+        pgdeactivate), MADV_PAGEOUT reclaims them now, their references ignored
+        (reclaim_pages: an anonymous page goes to swap, a clean file page is freed; a
+        dirty file page is written in the 2.6 era, and in 6.x, where only kswapd writes
+        file pages, marked PG_reclaim and activated for the flusher)."""
         k = self.kernel
         ptes = task.mm.pgtable.ptes
         mem_map = k.mem_map
@@ -2516,9 +2518,9 @@ class Reclaim:
             if page.flags & PG_lru and not page.flags & PG_unevictable:
                 for p in self._isolate(page, page_lru(page)):  # (a THP: its folio)
                     if p.flags & PG_active:
+                        # folio_clear_active alone: no PGDEACTIVATE (6.1 reclaim_pages)
                         p.flags &= ~PG_active
                         page_restate(self.vmstat, p)
-                        self.vmstat["pgdeactivate"] += 1
                     taken.append(p)
         freed = self.shrink_page_list(taken, sc, ignore_references=True)
         self.kernel.stall += sc.cost

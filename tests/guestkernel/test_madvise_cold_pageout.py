@@ -1,6 +1,9 @@
 """MADV_COLD and MADV_PAGEOUT as mm/madvise.c's madvise_cold_or_pageout_pte_range:
 deactivate or reclaim the pages this process alone maps, EINVAL on locked VMAs."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from guestkernel import uapi as U
@@ -94,3 +97,60 @@ def test_locked_vma_is_einval(advice):
     with pytest.raises(OSError) as e:
         t.madvise(a, 4 * P, advice)
     assert e.value.errno == U.EINVAL
+
+
+PAGEOUT = json.loads((Path(__file__).parent.parent / "data" / "madvise" / "pageout_restore.json").read_text())
+
+
+def test_madv_pageout_of_active_file_pages_as_this_machines_kernel():
+    """MADV_PAGEOUT of active, mapped file pages, then a read() of the file, as recorded by
+    tests/data/madvise/measure_pageout_restore.py (Linux 6.18, /proc/vmstat deltas, five
+    runs). reclaim_pages only clears PG_active (folio_clear_active): no pgdeactivate. The
+    pages are evicted PG_workingset (madvise_cold_or_pageout_pte_range marks an active
+    folio workingset, 6.18): their refaults are activations and restores. The recording
+    machine's active file list holds gigabytes, so every refault distance is within the
+    workingset; the guest gets one too (a 2048-page file read twice)."""
+    runs = PAGEOUT["runs"]
+    n = PAGEOUT["file_pages"]
+    for run in runs:
+        pageout, read = run
+        assert pageout["cached"] == 0 and read["cached"] == n
+        assert pageout["delta"] == {"workingset_refault_file": 0, "workingset_activate_file": 0,
+                                    "workingset_restore_file": 0, "pgdeactivate": 0}
+        # (global counters: other processes' refaults may add a few)
+        assert read["delta"]["workingset_restore_file"] > n // 2
+    k = Kernel(KernelConfig(memory="256MiB"))
+    init_reclaim(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("t")
+    buf = t.mmap(0, 1 << 16, RW, ANON)
+    hot = k.fs.create("/hot", 2048 * P)
+    fh = t.open("/hot")
+    inode = k.fs.create("/f", n * P, lambda i: b"\x5a" * P)
+    fd = t.open("/f")
+    m = t.mmap(0, n * P, U.PROT_READ, U.MAP_SHARED, fd, 0)
+
+    def read_all(f):
+        t.lseek(f, 0, U.SEEK_SET)
+        while t.read(f, buf, 1 << 16):
+            pass
+
+    for f in (fh, fh, fd, fd):  # read() twice: the second touch activates
+        read_all(f)
+    assert len(hot.mapping.pages) == 2048
+    t.access_range(m, n * P, False)
+    names = ("workingset_refault_file", "workingset_activate_file", "workingset_restore_file",
+             "pgdeactivate")
+    vm = k.vmstat
+    before = {c: vm[c] for c in names}
+    assert t.madvise(m, n * P, U.MADV_PAGEOUT) == 0
+    assert len(inode.mapping.pages) == 0
+    assert {c: vm[c] - before[c] for c in names} == dict.fromkeys(names, 0)
+    before = {c: vm[c] for c in names}
+    read_all(fd)
+    assert len(inode.mapping.pages) == n
+    assert {c: vm[c] - before[c] for c in names} == {
+        "workingset_refault_file": n, "workingset_activate_file": n,
+        "workingset_restore_file": n, "pgdeactivate": 0}
+    k.reclaim.validate()
