@@ -154,3 +154,32 @@ def test_madv_pageout_of_active_file_pages_as_this_machines_kernel():
         "workingset_refault_file": n, "workingset_activate_file": n,
         "workingset_restore_file": n, "pgdeactivate": 0}
     k.reclaim.validate()
+
+
+def test_madv_cold_in_6x_moves_active_pages_only():
+    """6.x: a new anonymous page starts inactive (lru_cache_add_inactive_or_unevictable), so
+    MADV_COLD only clears its PTE's young bit and PG_referenced; deactivate_page ->
+    lru_deactivate_fn moves a page only if it is active (to the head of the inactive list,
+    PG_active and PG_referenced cleared, PGDEACTIVATE per page)."""
+    k = Kernel(KernelConfig(memory="64MiB", swap="32MiB"))
+    init_reclaim(k)
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("app")
+    a = t.mmap(0, 8 * P, RW, ANON)
+    t.access_range(a, 8 * P, True)
+    pages = pages_of(k, t, a, 8)
+    lv = k.reclaim.lruvecs[0]
+    assert not any(p.flags & PG_active for p in pages)
+    for p in pages[4:]:
+        k.reclaim.activate_page(p)
+    inactive = list(lv.lists[LRU_INACTIVE_ANON])
+    d0 = k.vmstat["pgdeactivate"]
+    assert t.madvise(a, 8 * P, U.MADV_COLD) == 0
+    assert k.vmstat["pgdeactivate"] - d0 == 4
+    ptes = t.mm.pgtable.ptes
+    assert not any(ptes[(a >> 12) + i] & _PAGE_ACCESSED for i in range(8))
+    assert not any(p.flags & (PG_active | PG_referenced) for p in pages)
+    # the four active ones at the head in the order they were moved; the others where they were
+    assert list(lv.lists[LRU_INACTIVE_ANON]) == pages[7:3:-1] + inactive
+    k.reclaim.validate()
