@@ -1650,15 +1650,24 @@ class Reclaim:
                     elif f & PG_reclaim:
                         sc.nr_congested += 1
             if f & PG_writeback and v6:
-                # 6.x never waits for a write here: kswapd meeting a page it marked
-                # before on a node whose taken pages were all under writeback counts
-                # it immediate (and throttles after the list); anyone else marks it
-                # for immediate reclaim. Either way it is activated out of the way.
+                # Case 1: kswapd meeting a page it marked before on a node whose taken
+                # pages were all under writeback counts it immediate (and throttles
+                # after the list). Case 2: reclaim that is writeback_throttling_sane
+                # (global, cgroup v2), a page not marked PG_reclaim, or one it may not
+                # write (may_enter_fs): marked for immediate reclaim. Both activate it
+                # out of the way. Case 3: cgroup v1 reclaim meeting a page marked
+                # PG_reclaim: folio_wait_writeback (its sleep sends the task's plug),
+                # then the same page again from the list's tail.
                 if sc.kswapd and f & PG_reclaim and self.lruvec_of(page).pgdat_writeback:
                     sc.nr_immediate += 1
-                else:
+                elif (sc.target_mem_cgroup is None or self.writeback_throttling_sane(sc)
+                      or not f & PG_reclaim or f & PG_FOLIO
+                      or not self._may_enter_fs(page, gfp)):
                     page.flags = f | PG_reclaim
                     sc.nr_writeback += 1
+                elif self._wait_on_writeback(page, sc):
+                    pages.append(page)  # list_add_tail(&folio->lru, folio_list)
+                    continue
                 self._activate_isolated(page)
                 continue
             if f & PG_writeback:
@@ -2112,6 +2121,14 @@ class Reclaim:
     def next_completion(self) -> float | None:
         return min((b.done_at for b in self.inflight), default=None)
 
+    @staticmethod
+    def _may_enter_fs(page, gfp: int) -> bool:
+        """may_enter_fs (6.1): __GFP_FS, or a swap-cache page and __GFP_IO (the swap
+        device is a block device, not SWP_FS_OPS)."""
+        if gfp & G.FS:
+            return True
+        return bool(page.flags & PG_swapcache and gfp & G.IO)
+
     def _wait_on_writeback(self, page, sc: ScanControl) -> bool:
         """Direct reclaim under pressure waits for a page's write (wait_on_page_writeback):
         the request completes now and the reclaimer stalls until its completion time.
@@ -2124,6 +2141,8 @@ class Reclaim:
         if getattr(self.kernel, "plug", None) is not None:
             # folio_wait_writeback sleeps in io_schedule: schedule() sends the plug first
             blk_flush_plug(self.kernel, self._reclaimer_time(sc))
+        if sc.t0 is not None:
+            now = sc.t0 + sc.cost + sc.sleep  # a direct reclaimer's own time
         if now is not None and b.done_at > now:
             sc.cost += b.done_at - now
             sc.io_wait += b.done_at - now

@@ -439,3 +439,58 @@ def test_page_cache_is_charged_to_the_reader():
     assert m.lruvec(0).lists[LRU_INACTIVE_FILE].nr > 0
     assert m.memory.failcnt > 0
     k.reclaim.validate()
+
+
+# ----------------------------------------------------------------------- Case 3
+def _writer_under_limit(version: int):
+    """A clocked guest (asynchronous swap writes, the block plug) with a task writing
+    twice its cgroup's 8 MiB limit; every Case-3 wait recorded (the page's flags before,
+    whether it was clean after)."""
+    import simpy
+
+    from guestkernel.page import PG_reclaim, PG_writeback
+
+    env = simpy.Environment()
+    k = Kernel(memory="192MiB", swap="64MiB", cgroup_version=version, env=env)
+    waits = []
+    orig = k.reclaim._wait_on_writeback
+
+    def wait(page, sc):
+        f = page.flags
+        clean = orig(page, sc)
+        waits.append((f & PG_reclaim, f & PG_writeback, clean, sc.target_mem_cgroup is not None))
+        return clean
+
+    k.reclaim._wait_on_writeback = wait
+    m, t = in_cgroup(k, "a", "8M")
+    addr = anon(t, 16 * MiB)
+
+    def run():
+        for off in range(0, 16 * MiB, 256 * PAGE):
+            yield env.timeout(t.access_range(addr + off, 256 * PAGE, True))
+
+    env.process(run())
+    env.run(until=60)
+    return k, m, t, waits
+
+
+def test_cgroup_v1_reclaim_waits_on_pages_marked_for_reclaim():
+    """shrink_folio_list's Case 3 (6.1): cgroup v1 reclaim is not writeback_throttling_sane,
+    so a page under writeback that reclaim marked PG_reclaim before (may_enter_fs) is
+    waited for (folio_wait_writeback: its sleep sends the task's block plug, so the held
+    write goes out and ends) and tried again; each wait ends with the page clean."""
+    k, m, t, waits = _writer_under_limit(1)
+    assert t.state == "running"
+    assert waits, "cgroup v1 reclaim never met a page under writeback"
+    assert all(r and w and clean and cg for r, w, clean, cg in waits)
+    assert m.memory.watermark == 8 * MiB // PAGE
+    k.reclaim.validate()
+
+
+def test_cgroup_v2_reclaim_does_not_wait_on_writeback():
+    """Case 2 for cgroup v2 (writeback_throttling_sane): pages under writeback are marked
+    and activated, never waited for in shrink_folio_list."""
+    k, m, t, waits = _writer_under_limit(2)
+    assert t.state == "running"
+    assert waits == []
+    k.reclaim.validate()

@@ -219,7 +219,8 @@ MiB = 1 << 20
 
 @functools.cache
 def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False,
-                page_cluster: int = 3, max_sectors_kb: int | None = None) -> tuple[dict, ...]:
+                page_cluster: int = 3, max_sectors_kb: int | None = None,
+                limit: int | None = None) -> tuple[dict, ...]:
     """The passes of an anon case in a fresh guest with swap: per pass the counter deltas,
     the anonymous LRU pages after it and, in the read passes, the most pages unmapped but
     still in the swap cache before any page the reader was about to read ("unmapped":
@@ -232,7 +233,11 @@ def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False,
     limit has none: direct reclaim only); without a clock every swap write ends at
     once. `page_cluster`: the guest's vm.page-cluster (swap readahead windows of
     2**page_cluster). `max_sectors_kb`: its swap disk's largest request (None: the
-    era's default)."""
+    era's default). `limit`: as recorded (measure_workingset_anon.py), the reader runs in
+    a cgroup v1 memory cgroup whose memory.limit_in_bytes is `limit` (memory.swappiness
+    60, memsw unlimited) in a guest of `memory` that never reclaims globally, kswapd
+    kept; None: a guest sized to stand in for the cgroup, its global direct reclaim for
+    the cgroup's."""
     # the real runs reclaimed at a memory cgroup's limit, which has no zone watermarks
     # to boost (watermark boosting is per zone): the guest standing for it does not boost
     env = None
@@ -243,14 +248,23 @@ def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False,
         kw = {"swap_latency": dev["latency_s"], "swap_bandwidth": int(dev["bandwidth_Bps"])}
     k = Kernel(KernelConfig(memory=memory, swap="256MiB", watermark_boost_factor=0,
                             page_cluster=page_cluster, max_sectors_kb=max_sectors_kb,
-                            memcg_stats_flush="6.8", **kw),
+                            memcg_stats_flush="6.8", cgroup_version=1, **kw),
                env=env)
     r = init_reclaim(k)
-    if clocked:
-        # a guest on a clock starts its daemons; forget kswapd so that the allocator never
-        # wakes it (wake_kswapd finds none): direct reclaim only, as the cgroup's
-        r.kswapds.clear()
-    t = k.init_task
+    if limit is not None:
+        cg = k.cgroup
+        cg.mkdir("/sys/fs/cgroup/memory/hvsim-workingset-anon")
+        cg.write("/sys/fs/cgroup/memory/hvsim-workingset-anon/memory.limit_in_bytes", str(limit))
+        t = k.spawn("anon_touch")
+        cg.attach(t, "/sys/fs/cgroup/memory/hvsim-workingset-anon")
+        lv = cg.lookup("/sys/fs/cgroup/memory/hvsim-workingset-anon").lruvec(0)
+    else:
+        if clocked:
+            # a guest on a clock starts its daemons; forget kswapd so that the allocator
+            # never wakes it (wake_kswapd finds none): direct reclaim only, as the cgroup's
+            r.kswapds.clear()
+        t = k.init_task
+        lv = k.reclaim.lruvecs[0]
     size = mib * MiB
     a = t.mmap(0, size, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
     vm = k.vmstat
@@ -273,7 +287,6 @@ def replay_anon(memory: int, mib: int, passes: int, clocked: bool = False,
                 cost = t.access(a + off, False)
             if env is not None:
                 env.run(until=env.now + cost + step)
-        lv = k.reclaim.lruvecs[0]
         out.append({**{x: vm[x] - before[x] for x in keys}, "unmapped": unmapped,
                     "anon": lv.lists[0].nr + lv.lists[1].nr})
     k.reclaim.validate()
@@ -432,50 +445,43 @@ def test_anon_loop_matches_the_real_kernel_whose_swap_requests_hold_one_reclaim_
     "known gap: an area 1.25x the limit read in a loop refaults 6390-7639 pages in pass 1 "
     "on the real kernel (both recordings' complete runs), so 3400-3800 of its 10240 "
     "pages are found mapped or in the swap cache; from pass 2 it activates 3411-3864 "
-    "pages (pgactivate) and in pass 3 workingset-activates 2400-5109 refaults. The "
-    "guest (clocked, direct reclaim only, this machine's swap timing, readahead windows "
-    "of 8 allocated with the fault's gfp) activates none (its figures below). What the real kernel does differently is measured now "
-    "(anon_residency.json: pagemap and mincore over the area before the reader's pages): "
-    "it holds 5602-5990 pages unmapped in the swap cache at once during pass 1 (written, "
-    "not yet freed; in one run the mapped count fell by 5569 pages between two looks, "
-    "in the other two the whole list had been written in pass 0 already), and the "
-    "reader maps them back from the swap cache; those pages are referenced twice when "
-    "reclaim sees them again and are activated in pass 2, and their refaults in pass 3 "
-    "fall within the active list. It needs swap "
-    "readahead: with page-cluster 0 the real loop refaults every page of every pass, "
-    "as the guest does in pass 1 (test above), and holds at most 432-704 unmapped; "
-    "readahead by slot (vma_ra_enabled false) behaves as readahead by address; and "
-    "with the swap disk's requests limited to 128 KiB (swap_plug.json, test above) the "
-    "real loop refaults every page of every pass too. The rule: swap "
-    "readahead allocates, charges and reads its window inside a blk_plug "
-    "(swap_cluster_readahead, swap_vma_readahead; not for a window of one page), so the "
-    "writes of a charge's reclaim there are held in the task's plug (merged into one "
-    "request of up to max_sectors_kb, 4 MiB on this machine's disk, sent when a request "
-    "follows one of 128 KiB or more, or the task sleeps) and none ends while that "
-    "reclaim escalates its priority; without readahead each shrink_lruvec finishes its "
-    "own plug. The guest has the plug now (guestkernel/blk.py, 6.1's rules) and its "
-    "replay runs with the recordings' 4096 KiB requests: pass 1 refaults 9539 pages and "
-    "holds up to 2354 unmapped in the swap cache (with the 6.1 default 1280 KiB: 10241 "
-    "and 801), activates none, and from pass 2 refaults every page again (10241). "
-    "What it still lacks is a memory cgroup's reclaim (the recordings' cgroup is v1, "
-    "measure_workingset_anon.py): try_to_free_mem_cgroup_pages with nr_to_reclaim = "
-    "max(nr_pages, SWAP_CLUSTER_MAX), may_swap, and shrink_node_memcgs scanning the "
-    "memcg's lruvec with get_scan_count's SCAN_FRACT and no file_is_tiny; and cgroup v1 "
-    "not being writeback_throttling_sane, so shrink_folio_list's Case 3 waits on a "
-    "page marked PG_reclaim (folio_wait_writeback, whose sleep sends the plug). The "
-    "guest's replay stands global direct reclaim in for the cgroup's. "
-    "The real loop is timing-sensitive too: "
-    "at a load average of 7 (workingset_anon_2.json) one run wrote the whole list in "
-    "pass 0, one fell into the guest's course from pass 2 (10258 refaults a pass), and "
-    "one of five was killed by the cgroup's OOM killer in pass 3"))
+    "pages (pgactivate) and in pass 3 workingset-activates 2400-5109 refaults. It holds "
+    "5602-5990 pages unmapped in the swap cache at once during pass 1 "
+    "(anon_residency.json: written, not yet freed; in one run the mapped count fell by "
+    "5569 pages between two looks), the reader maps them back from the swap cache, and "
+    "they are referenced twice when reclaim sees them again. It needs swap readahead "
+    "(page-cluster 0, or requests limited to 128 KiB: every page refaults every pass, "
+    "as in the guest; tests above): readahead allocates and charges its window inside a "
+    "blk_plug, so the writes of the reclaim a charge enters are held in the task's plug "
+    "(merged up to max_sectors_kb, 4 MiB on the recording disk). The guest now replays "
+    "the loop as recorded: the reader in a cgroup v1 memcg limited to 32 MiB "
+    "(memory.limit_in_bytes; measure_workingset_anon.py) in a 256 MiB guest that never "
+    "reclaims globally, with try_charge_memcg, try_to_free_mem_cgroup_pages (nr_to_reclaim "
+    "max(nr_pages, 32), no proportional reclaim, no file_is_tiny), shrink_node_memcgs and "
+    "Case 3's wait (cgroup v1 is not writeback_throttling_sane). Its figures (4096 KiB "
+    "requests, clocked, this machine's swap timing): pass 0 frees 2081 pages and writes "
+    "2585 (real 2128-2191 and 2131-2229); pass 1 refaults 9065 and holds at most 2309 "
+    "unmapped in the swap cache; it activates none, and from pass 2 refaults every page "
+    "(10240). What still differs: six of its charges' reclaims go to priority 0 and write "
+    "about 2350 pages each (one 881), but the writes end while the reclaimer scans on "
+    "(complete_io at its own time, SCAN_COST 1 us a page scanned) and rotate their pages "
+    "to the inactive tail, so each reclaim finds its 32 clean pages before it meets a page "
+    "still under writeback: Case 3 never waits in this replay, and the list is not "
+    "written whole as the real kernel's is. The real loop is timing-sensitive too: at a "
+    "load average of 7 (workingset_anon_2.json) one run wrote the whole list in pass 0, "
+    "one fell into the guest's course from pass 2 (10258 refaults a pass), and one of "
+    "five was killed by the cgroup's OOM killer in pass 3"))
 @pytest.mark.parametrize("recording", ["v1272", "v1300"])
-def test_anon_loop_matches_the_real_kernel(anon_memory_clocked, recording):
+def test_anon_loop_matches_the_real_kernel(recording):
+    """The loop replayed as recorded: the reader in a cgroup v1 memory cgroup limited to
+    32 MiB (LIMIT of measure_workingset_anon.py) in a guest large enough never to reclaim
+    globally."""
     cases = RECORDINGS[recording]
     case = cases["loop-1.25x"]
     # the recordings' swap disk as found: max_sectors_kb 4096 (swap_plug.json)
     kb = SWAP_PLUG["cases"]["max_sectors_kb-4096"]["max_sectors_kb"]
-    got = replay_anon(anon_memory_clocked, case["mib"], case["passes"], clocked=True,
-                      max_sectors_kb=kb)
+    got = replay_anon(256 * MiB, case["mib"], case["passes"], clocked=True,
+                      max_sectors_kb=kb, limit=32 * MiB)
     for key in ("workingset_refault_anon", "workingset_activate_anon"):
         vals = anon_real("loop-1.25x", key, cases)
         for i, step in enumerate(got):
