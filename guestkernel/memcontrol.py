@@ -876,7 +876,7 @@ class MemCgroupTree:
             return False
         victim_memcg = getattr(chosen, "memcg", None) or self.root
         victim_memcg.memory_event("oom_kill")  # memcg_memory_event_mm(MEMCG_OOM_KILL)
-        oom.oom_kill_process(chosen, totalpages, cur)
+        oom.oom_kill_process(chosen, totalpages, cur, "Memory cgroup out of memory")
         return True
 
     # ------------------------------------------------------------------ invariants

@@ -33,7 +33,8 @@ no victim -> panic. A kernel without any task (used as a bare allocator) kills n
 and does not panic: the allocation fails. The victim gets SIGKILL: a task outside the kernel dies and its memory
 is freed at once (exit_mmap, as the oom_reaper would); the allocating task dies when its
 system call returns, and may meanwhile use memory reserves (`is_oom_victim`). Each kill
-counts vmstat oom_kill and logs Linux's "Out of memory: Killed process" line in `log`.
+counts vmstat oom_kill and logs Linux's "Out of memory: Killed process" line in `log`
+("Memory cgroup out of memory: Killed process" for a memcg OOM).
 hvsim's own counter vm_enough_memory_fail counts refused commit charges (Linux only logs
 them, ratelimited).
 """
@@ -229,8 +230,11 @@ class OOMKiller:
             self._panic("Out of memory and no killable processes...")
         return self.oom_kill_process(victim, totalpages, current)
 
-    def oom_kill_process(self, victim, totalpages: int, current=None) -> bool:
-        """SIGKILL the victim and free its memory. True if memory was freed now."""
+    def oom_kill_process(self, victim, totalpages: int, current=None,
+                         message: str = "Out of memory") -> bool:
+        """SIGKILL the victim and free its memory. True if memory was freed now.
+        `message`: out_of_memory's, "Memory cgroup out of memory" for a memcg OOM
+        (is_memcg_oom)."""
         from .uapi import SIGKILL
 
         k = self.kernel
@@ -238,7 +242,7 @@ class OOMKiller:
         mm = victim.mm
         kb = PAGE_SHIFT - 10
         line = (
-            f"Out of memory: Killed process {victim.pid} ({victim.comm}) "
+            f"{message}: Killed process {victim.pid} ({victim.comm}) "
             f"total-vm:{mm.total_vm << kb}kB, anon-rss:{rss[1] << kb}kB, "
             f"file-rss:{rss[0] << kb}kB, shmem-rss:{rss[3] << kb}kB, UID:{victim.uid} "
             f"pgtables:{mm.pgtables_bytes >> 10}kB oom_score_adj:{victim.oom_score_adj}"
