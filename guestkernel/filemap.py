@@ -601,15 +601,17 @@ def free_user_page(kernel, page) -> None:
     """The last reference to a user page (anon or cache) goes: off the LRU, flags
     cleared, back to the allocator (uncharged from its memcg)."""
     kernel.lru_del(page)
-    memcgs = getattr(kernel, "memcgs", None)
-    if memcgs is not None and memcgs.active:
-        memcgs.uncharge(page)
     if page.flags & PG_mlocked:
         kernel.vmstat["nr_mlock"] -= 1
         kernel.vmstat["unevictable_pgs_cleared"] = kernel.vmstat.get("unevictable_pgs_cleared", 0) + 1
     if page.flags & PG_thp:
-        kernel.thp.free_subpage(page)  # a THP's subpage: its folio keeps it (huge_memory.py)
+        # a THP's subpage: its folio keeps it (huge_memory.py), and its charge until the
+        # folio is freed
+        kernel.thp.free_subpage(page)
         return
+    memcgs = getattr(kernel, "memcgs", None)
+    if memcgs is not None and memcgs.active:
+        memcgs.uncharge(page)
     page.flags &= PG_highmem
     page.mapping = None
     kernel.free_pages(page)

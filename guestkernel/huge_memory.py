@@ -392,11 +392,11 @@ class Thp:
         k = self.kernel
         mem_map = k.mem_map
         base = folio.pfn
-        memcgs = getattr(k, "memcgs", None)
-        if memcgs is not None and memcgs.active:
-            memcgs.uncharge_range(base, HPAGE_PMD_NR)
         if folio.lru >= 0:
             k.reclaim.folio_lru_del(folio)  # (off its list whole, with its last subpage)
+        memcgs = getattr(k, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            memcgs.uncharge_range(base, HPAGE_PMD_NR)  # mem_cgroup_uncharge of the folio
         for pfn in range(base, base + HPAGE_PMD_NR):
             mem_map[pfn].flags &= ~PG_thp
         del self.folios[base]
@@ -662,7 +662,10 @@ class Thp:
             if not p._count:
                 held.append(p)
         k.vmstat["thp_split_page"] += 1
+        memcgs = getattr(k, "memcgs", None)
         for p in held:
+            if memcgs is not None and memcgs.active:
+                memcgs.uncharge(p)
             p._count = 1
             k.free_pages(p)
         return True

@@ -111,6 +111,7 @@ SCAN_PAGE_LRU = "page_lru"
 SCAN_PAGE_ANON = "page_anon"
 SCAN_PAGE_COUNT = "page_count"
 SCAN_ALLOC_HUGE_PAGE_FAIL = "alloc_huge_page_fail"
+SCAN_CGROUP_CHARGE_FAIL = "cgroup_charge_fail"
 SCAN_VMA_CHECK = "vma_check"
 SCAN_FAIL = "fail"
 SCAN_PTE_MAPPED_HUGEPAGE = "pte_mapped_hugepage"
@@ -335,6 +336,14 @@ class Khugepaged:
             return SCAN_ALLOC_HUGE_PAGE_FAIL
         vm["thp_collapse_alloc"] += 1
         base = head.pfn
+        memcgs = getattr(k, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            # alloc_charge_hpage: mem_cgroup_charge(hpage, mm): the mm owner's memcg
+            owner = next((t for t in k.tasks.values() if t.mm is mm), None)
+            memcg = memcgs.task_memcg(owner) if owner is not None else None
+            if not memcgs.charge(head, HPAGE_PMD_NR, gfp, memcg or memcgs.root):
+                self._drop(base)
+                return SCAN_CGROUP_CHARGE_FAIL
         # hugepage_vma_revalidate
         if (mm.mm_mt.lookup(address) is not vma
                 or not thp.vma_allowed(vma, in_pf=False, enforce=self.is_khugepaged)

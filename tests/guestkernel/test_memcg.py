@@ -494,3 +494,39 @@ def test_cgroup_v2_reclaim_does_not_wait_on_writeback():
     assert t.state == "running"
     assert waits == []
     k.reclaim.validate()
+
+
+# ----------------------------------------------------------------------- THP
+def test_a_thp_fault_charges_its_folio_and_falls_back_over_the_limit():
+    """do_huge_pmd_anonymous_page: mem_cgroup_charge of the 512-page folio (a batch of
+    512: max(MEMCG_CHARGE_BATCH, nr_pages), no stock left over); the folio sits on the
+    cgroup's lruvec and munmap uncharges it whole. Over the limit the charge fails
+    (order 9 > PAGE_ALLOC_COSTLY_ORDER: no memcg OOM) and the fault falls back to 4 KiB
+    pages (thp_fault_fallback_charge)."""
+    from guestkernel.uapi import MADV_HUGEPAGE
+
+    k = boot(1, thp_enabled="madvise")
+    m, t = in_cgroup(k, "a", "256M")
+    h = 2 * MiB
+    addr = anon(t, 2 * h)
+    addr = (addr + h - 1) & ~(h - 1)
+    t.madvise(addr, h, MADV_HUGEPAGE)
+    t.access_range(addr, PAGE, True)
+    assert k.vmstat["thp_fault_alloc"] == 1
+    assert (m.memory.usage, stock_of(k, m)) == (512, 0)
+    assert m.lruvec(0).lists[LRU_INACTIVE_ANON].nr == 512
+    k.reclaim.validate()
+    t.munmap(addr, h)
+    assert m.memory.usage == 0
+    k.reclaim.validate()
+    k2 = boot(1, thp_enabled="madvise", swap="0")
+    m2, t2 = in_cgroup(k2, "a", "1M")
+    addr = anon(t2, 2 * h)
+    addr = (addr + h - 1) & ~(h - 1)
+    t2.madvise(addr, h, MADV_HUGEPAGE)
+    t2.access_range(addr, PAGE, True)
+    assert k2.vmstat["thp_fault_alloc"] == 0
+    assert k2.vmstat["thp_fault_fallback_charge"] == 1
+    assert m2.events["oom"] == 0 and t2.state == "running"
+    assert m2.memory.usage - stock_of(k2, m2) == 1
+    k2.reclaim.validate()
