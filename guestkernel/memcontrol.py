@@ -325,6 +325,9 @@ MEMCG_RECLAIM_MAY_SWAP = 1
 # enum memcg_memory_event (6.1), the order memory.events prints them
 MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
 MEMCG_VMEVENTS = ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct")
+MEMCG_DELAY_PRECISION_SHIFT = 20
+MEMCG_DELAY_SCALING_SHIFT = 14
+MEMCG_MAX_HIGH_DELAY_JIFFIES = 2 * HZ
 ENOMEM = 12
 EBUSY = 16
 EINVAL = 22
@@ -703,18 +706,86 @@ class MemCgroupTree:
         return 0
 
     def _check_high(self, memcg: MemCg, batch: int) -> None:
-        """try_charge_memcg's memory.high check: above it, MEMCG_HIGH is counted for the
-        first level over its high (mem_cgroup_handle_over_high's reclaim on return to
-        user is not modelled)."""
+        """try_charge_memcg after a charge: the first level (memcg or an ancestor) above
+        its memory.high makes current's memcg_nr_pages_over_high grow by the batch
+        (set_notify_resume: mem_cgroup_handle_over_high on return to user)."""
         m = memcg
         while m is not None and m.parent is not None:
             if m.memory.usage > m.memory.high:
-                m.memory_event("high")
                 t = self.current_task()
                 if t is not None:
                     t.memcg_nr_pages_over_high = getattr(t, "memcg_nr_pages_over_high", 0) + batch
                 break
             m = m.parent
+
+    def reclaim_high(self, memcg: MemCg, nr_pages: int, gfp: int) -> int:
+        """reclaim_high: each level up to the root's child that is above memory.high
+        counts MEMCG_HIGH and is reclaimed by nr_pages."""
+        got = 0
+        m = memcg
+        while m is not None and m.parent is not None:
+            if m.memory.usage > m.memory.high:
+                m.memory_event("high")
+                got += self.reclaim.try_to_free_mem_cgroup_pages(m, nr_pages, gfp,
+                                                                 MEMCG_RECLAIM_MAY_SWAP)
+            m = m.parent
+        return got
+
+    @staticmethod
+    def mem_find_max_overage(memcg: MemCg) -> int:
+        """mem_find_max_overage: the largest (usage - high) << 20 / high of the memcg and
+        its ancestors (calculate_overage)."""
+        best = 0
+        m = memcg
+        while m is not None and m.parent is not None:
+            usage, high = m.memory.usage, m.memory.high
+            if usage > high:
+                high = max(high, 1)
+                best = max(best, ((usage - high) << MEMCG_DELAY_PRECISION_SHIFT) // high)
+            m = m.parent
+        return best
+
+    @staticmethod
+    def calculate_high_delay(nr_pages: int, max_overage: int) -> int:
+        """calculate_high_delay: jiffies, quadratic in the overage, by the pages the task
+        charged over high (per MEMCG_CHARGE_BATCH)."""
+        if not max_overage:
+            return 0
+        penalty = max_overage * max_overage * HZ
+        penalty >>= MEMCG_DELAY_PRECISION_SHIFT
+        penalty >>= MEMCG_DELAY_SCALING_SHIFT
+        return penalty * nr_pages // MEMCG_CHARGE_BATCH
+
+    def mem_cgroup_handle_over_high(self, task) -> None:
+        """mem_cgroup_handle_over_high (6.1): reclaim the task's memcg levels above high
+        by the pages it charged over them (SWAP_CLUSTER_MAX on a retry), then sleep the
+        penalty (at most MEMCG_MAX_HIGH_DELAY_JIFFIES; nothing at HZ/100 or less),
+        retrying while reclaim makes progress or MAX_RECLAIM_RETRIES times. The sleep
+        goes to kernel.iowait_throttle (the task asleep, its vCPU free)."""
+        nr_pages = getattr(task, "memcg_nr_pages_over_high", 0)
+        if not nr_pages:
+            return
+        memcg = getattr(task, "memcg", None)
+        task.memcg_nr_pages_over_high = 0
+        if memcg is None:
+            return
+        gfp = self._gfp_kernel()
+        nr_retries = MAX_RECLAIM_RETRIES
+        in_retry = False
+        while True:
+            got = self.reclaim_high(memcg, 32 if in_retry else nr_pages, gfp)
+            penalty = self.calculate_high_delay(nr_pages, self.mem_find_max_overage(memcg))
+            penalty = min(penalty, MEMCG_MAX_HIGH_DELAY_JIFFIES)
+            if penalty <= HZ // 100:
+                return
+            if got or nr_retries:
+                if not got:
+                    nr_retries -= 1
+                in_retry = True
+                continue
+            break
+        k = self.kernel
+        k.iowait_throttle = getattr(k, "iowait_throttle", 0.0) + penalty / HZ
 
     def charge(self, page, nr_pages: int, gfp: int, memcg: MemCg | None = None) -> bool:
         """mem_cgroup_charge (__mem_cgroup_charge: charge_memcg, commit_charge): charge the
@@ -726,6 +797,12 @@ class MemCgroupTree:
             return True  # the root memcg: no page counter
         if self.try_charge_memcg(memcg, gfp, nr_pages):
             return False
+        t = self.current_task()
+        if t is not None and getattr(t, "memcg_nr_pages_over_high", 0) and not self.reclaim.in_reclaim:
+            # the return to user that follows a fault's charge (resume_user_mode_work);
+            # try_charge_memcg's own call above MEMCG_CHARGE_BATCH pages over high is
+            # the same call earlier
+            self.mem_cgroup_handle_over_high(t)
         fm = self.folio_memcg
         pfn = page.pfn
         for i in range(nr_pages):

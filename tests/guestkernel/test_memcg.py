@@ -530,3 +530,47 @@ def test_a_thp_fault_charges_its_folio_and_falls_back_over_the_limit():
     assert m2.events["oom"] == 0 and t2.state == "running"
     assert m2.memory.usage - stock_of(k2, m2) == 1
     k2.reclaim.validate()
+
+
+# ----------------------------------------------------------------------- memory.high
+def test_calculate_high_delay():
+    """calculate_overage / calculate_high_delay (6.1): overage = (usage - high) << 20 /
+    high; penalty = overage^2 * HZ >> 20 >> 14 jiffies, times nr_pages / 64. 64 pages
+    over 1024: overage 65536, 65536^2 * 250 >> 34 = 62 jiffies; twice the high: 2^20,
+    2^40 * 250 >> 34 = 16000 jiffies (capped at 2 * HZ by the caller)."""
+    from guestkernel.memcontrol import MemCgroupTree
+
+    assert MemCgroupTree.calculate_high_delay(64, (64 << 20) // 1024) == 62
+    assert MemCgroupTree.calculate_high_delay(32, (64 << 20) // 1024) == 31
+    assert MemCgroupTree.calculate_high_delay(64, 1 << 20) == 16000
+    assert MemCgroupTree.calculate_high_delay(64, 0) == 0
+
+
+def test_over_high_reclaims_then_sleeps_the_penalty():
+    """mem_cgroup_handle_over_high: with nothing reclaimable (no swap) a task 64 pages
+    over a high its cgroup exceeds twice over reclaims once and MAX_RECLAIM_RETRIES more
+    (reclaim_high: a MEMCG_HIGH event each), then sleeps min(16000, 2 * HZ) jiffies: 2 s.
+    With swap, charges above high reclaim the cgroup back to it: no sleep, no OOM, usage
+    kept near high while max is far."""
+    k = boot(2, swap="0")
+    m, t = in_cgroup(k, "a", None)
+    addr = anon(t, 8 * MiB)
+    t.access_range(addr, 8 * MiB, True)
+    m.memory.high = m.memory.usage // 2
+    t.memcg_nr_pages_over_high = MEMCG_CHARGE_BATCH
+    before = k.iowait_throttle
+    t._kdepth += 1  # as inside the return to user
+    k.memcgs.mem_cgroup_handle_over_high(t)
+    t._kdepth -= 1
+    assert m.events["high"] == 1 + MAX_RECLAIM_RETRIES
+    assert k.iowait_throttle - before == pytest.approx(2.0)
+    k2 = boot(2)
+    m2, t2 = in_cgroup(k2, "a", None)
+    k2.cgroup.write(f"{V2}/a/memory.high", "4M")
+    addr = anon(t2, 8 * MiB)
+    t2.access_range(addr, 8 * MiB, True)
+    high = 4 * MiB // PAGE
+    assert m2.events["high"] > 0 and m2.events["max"] == 0 and m2.events["oom"] == 0
+    assert m2.memory.usage <= high + MEMCG_CHARGE_BATCH  # a batch over, then reclaimed
+    assert k2.iowait_throttle == 0.0
+    k2.reclaim.validate()
