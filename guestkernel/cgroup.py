@@ -3,10 +3,11 @@ of 6.1: the v1 files of mem_cgroup_legacy_files, the v2 files of memory_files).
 
 A 6.x guest mounts one hierarchy, the kernel setting `cgroup_version`:
 
-- 2 (the default: Debian 12 boots with the unified hierarchy): cgroup2 at /sys/fs/cgroup.
-  A child cgroup has memory.current, memory.max, memory.high, memory.peak,
-  memory.events, memory.events.local, memory.stat, memory.swap.current (0: no swap
-  accounting) and cgroup.procs. The root has memory.stat and cgroup.procs only.
+- 2 (the default: Debian 12 boots with the unified hierarchy): cgroup2 at /sys/fs/cgroup,
+  mounted with memory_recursiveprot as Debian 12's systemd mounts it. A child cgroup has
+  memory.current, memory.min, memory.low (reclaim protection), memory.max, memory.high,
+  memory.peak, memory.events, memory.events.local, memory.stat, memory.swap.current (0:
+  no swap accounting) and cgroup.procs. The root has memory.stat and cgroup.procs only.
 - 1: the memory controller's own hierarchy at /sys/fs/cgroup/memory. Each cgroup has
   memory.usage_in_bytes, memory.max_usage_in_bytes (the watermark; writing resets it),
   memory.limit_in_bytes (the root's cannot be set: EINVAL), memory.failcnt (writing
@@ -22,8 +23,8 @@ an unknown path raises FileNotFoundError, an existing one FileExistsError, a val
 does not parse ValueError (EINVAL), a write the kernel refuses OSError with its errno
 (EBUSY, EINVAL, ESRCH).
 
-Not modelled: memsw (memory.memsw.*), kmem and tcp counters, soft limits, memory.min /
-memory.low protection, memory.oom.group, memory.swap.max, cgroup.subtree_control (the
+Not modelled: memsw (memory.memsw.*), kmem and tcp counters, soft limits,
+memory.oom.group, memory.swap.max, cgroup.subtree_control (the
 memory controller is enabled in every v2 cgroup), /proc/PID/cgroup; kernel memory (page
 tables, stacks, slab) is charged to no cgroup.
 """
@@ -90,7 +91,8 @@ class CgroupFS:
                     "memory.move_charge_at_immigrate", "memory.oom_control")
         if m.parent is None:
             return ("cgroup.procs", "memory.stat")
-        return ("cgroup.procs", "memory.current", "memory.max", "memory.high", "memory.peak",
+        return ("cgroup.procs", "memory.current", "memory.min", "memory.low", "memory.max",
+                "memory.high", "memory.peak",
                 "memory.events", "memory.events.local", "memory.stat", "memory.swap.current")
 
     def listdir(self, path: str) -> list[str]:
@@ -163,8 +165,9 @@ class CgroupFS:
             return f"{c.max * PAGE_SIZE}\n"
         if name == "memory.failcnt":
             return f"{c.failcnt}\n"
-        if name in ("memory.max", "memory.high"):
-            v = c.max if name == "memory.max" else c.high
+        if name in ("memory.max", "memory.high", "memory.min", "memory.low"):
+            v = {"memory.max": c.max, "memory.high": c.high, "memory.min": c.min,
+                 "memory.low": c.low}[name]
             return "max\n" if v == PAGE_COUNTER_MAX else f"{v * PAGE_SIZE}\n"
         if name in ("memory.events", "memory.events.local"):
             ev = m.events if name == "memory.events" else m.events_local
@@ -294,6 +297,12 @@ class CgroupFS:
             return
         if name == "memory.high":
             tree.memory_high_write(m, self._pages(path, s, "max"))
+            return
+        if name == "memory.min":
+            m.memory.set_min(self._pages(path, s, "max"))  # memory_min_write
+            return
+        if name == "memory.low":
+            m.memory.set_low(self._pages(path, s, "max"))  # memory_low_write
             return
         if name == "memory.swappiness":
             v = self._int(path, s)

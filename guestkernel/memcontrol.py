@@ -338,7 +338,9 @@ class PageCounter:
     high watermark; `parent` is the parent memcg's counter, `memcg` the owner
     (mem_cgroup_from_counter)."""
 
-    __slots__ = ("usage", "max", "high", "low", "min", "failcnt", "watermark", "parent", "memcg")
+    __slots__ = ("usage", "max", "high", "low", "min", "failcnt", "watermark", "parent", "memcg",
+                 "min_usage", "low_usage", "children_min_usage", "children_low_usage",
+                 "emin", "elow")
 
     def __init__(self, parent: PageCounter | None, memcg=None) -> None:
         self.usage = 0
@@ -350,12 +352,34 @@ class PageCounter:
         self.watermark = 0
         self.parent = parent
         self.memcg = memcg
+        # memory.min / memory.low: the protected part of usage (propagated to the
+        # parent's children_*_usage) and the effective protection reclaim computed
+        self.min_usage = self.low_usage = 0
+        self.children_min_usage = self.children_low_usage = 0
+        self.emin = self.elow = 0
+
+    def propagate_protected_usage(self, usage: int) -> None:
+        """propagate_protected_usage: min(usage, min) and min(usage, low) into the
+        parent's children_min_usage / children_low_usage."""
+        p = self.parent
+        if p is None:
+            return
+        protected = min(usage, self.min)
+        if protected != self.min_usage:
+            p.children_min_usage += protected - self.min_usage
+            self.min_usage = protected
+        protected = min(usage, self.low)
+        if protected != self.low_usage:
+            p.children_low_usage += protected - self.low_usage
+            self.low_usage = protected
 
     def charge(self, nr_pages: int) -> None:
         """page_counter_charge: every level, whatever its max; watermarks follow."""
         c = self
         while c is not None:
             c.usage += nr_pages
+            if c.min or c.low or c.min_usage or c.low_usage:
+                c.propagate_protected_usage(c.usage)
             if c.usage > c.watermark:
                 c.watermark = c.usage
             c = c.parent
@@ -375,6 +399,8 @@ class PageCounter:
                     d = d.parent
                 return c
             c.usage = new
+            if c.min or c.low or c.min_usage or c.low_usage:
+                c.propagate_protected_usage(new)
             if new > c.watermark:
                 c.watermark = new
             c = c.parent
@@ -384,12 +410,30 @@ class PageCounter:
         """page_counter_cancel: usage down (an underflow is clamped to 0, as the WARN)."""
         new = self.usage - nr_pages
         self.usage = new if new >= 0 else 0
+        if self.min or self.low or self.min_usage or self.low_usage:
+            self.propagate_protected_usage(self.usage)
 
     def uncharge(self, nr_pages: int) -> None:
         """page_counter_uncharge: every level."""
         c = self
         while c is not None:
             c.cancel(nr_pages)
+            c = c.parent
+
+    def set_min(self, nr_pages: int) -> None:
+        """page_counter_set_min"""
+        self.min = nr_pages
+        c = self
+        while c is not None:
+            c.propagate_protected_usage(c.usage)
+            c = c.parent
+
+    def set_low(self, nr_pages: int) -> None:
+        """page_counter_set_low"""
+        self.low = nr_pages
+        c = self
+        while c is not None:
+            c.propagate_protected_usage(c.usage)
             c = c.parent
 
     def set_max(self, nr_pages: int) -> int:
@@ -498,6 +542,9 @@ class MemCgroupTree:
         # the hierarchy the guest mounts (kernel setting cgroup_version): 1 (the memory
         # controller's own, /sys/fs/cgroup/memory) or 2 (unified, /sys/fs/cgroup)
         self.version = int(getattr(kernel.config, "cgroup_version", 2))
+        # CGRP_ROOT_MEMORY_RECURSIVE_PROT: the cgroup2 mount's memory_recursiveprot (as
+        # Debian 12's systemd mounts it; v1 has no memory.min / memory.low)
+        self.recursive_prot = self.version == 2
         self._current = None  # the task last found in the kernel (current)
 
     # ------------------------------------------------------------------ hierarchy
@@ -903,6 +950,61 @@ class MemCgroupTree:
         from . import gfp as G
 
         return G.GFP_KERNEL
+
+    # ------------------------------------------------------------------ protection
+    def effective_protection(self, usage: int, parent_usage: int, setting: int,
+                             parent_effective: int, siblings_protected: int) -> int:
+        """effective_protection (6.1): the memcg's share of its parent's effective
+        protection; with memory_recursiveprot (v2 as Debian 12's systemd mounts it) the
+        parent's unclaimed protection too, by the memcg's unprotected usage."""
+        protected = min(usage, setting)
+        if siblings_protected > parent_effective:
+            return protected * parent_effective // siblings_protected
+        ep = protected
+        if not self.recursive_prot:
+            return ep
+        if (parent_effective > siblings_protected and parent_usage > siblings_protected
+                and usage > protected):
+            unclaimed = parent_effective - siblings_protected
+            unclaimed *= usage - protected
+            unclaimed //= parent_usage - siblings_protected
+            ep += unclaimed
+        return ep
+
+    def calculate_protection(self, root: MemCg | None, memcg: MemCg) -> None:
+        """mem_cgroup_calculate_protection: memcg's emin and elow under reclaim of root's
+        subtree (None: global reclaim)."""
+        if root is None:
+            root = self.root
+        if memcg is root:
+            return
+        c = memcg.memory
+        usage = c.usage
+        if not usage:
+            return
+        parent = memcg.parent
+        if parent is root:
+            c.emin = c.min
+            c.elow = c.low
+            return
+        p = parent.memory
+        c.emin = self.effective_protection(usage, p.usage, c.min, p.emin, p.children_min_usage)
+        c.elow = self.effective_protection(usage, p.usage, c.low, p.elow, p.children_low_usage)
+
+    @staticmethod
+    def protection(root: MemCg | None, memcg: MemCg) -> tuple[int, int]:
+        """mem_cgroup_protection: (emin, elow); none for the target of limit reclaim."""
+        if root is memcg or memcg.parent is None:
+            return 0, 0
+        return memcg.memory.emin, memcg.memory.elow
+
+    @staticmethod
+    def below_min(memcg: MemCg) -> bool:
+        return memcg.parent is not None and memcg.memory.emin >= memcg.memory.usage
+
+    @staticmethod
+    def below_low(memcg: MemCg) -> bool:
+        return memcg.parent is not None and memcg.memory.elow >= memcg.memory.usage
 
     # ------------------------------------------------------------------ OOM
     def get_max(self, memcg: MemCg) -> int:

@@ -526,7 +526,7 @@ class ScanControl:
         "io_wait",
         "anon_cost", "file_cost", "nr_dirty", "nr_unqueued_dirty", "nr_congested",
         "nr_immediate", "nr_taken", "nr_file_taken", "sleep", "t0", "cpu",
-        "target_mem_cgroup",
+        "target_mem_cgroup", "memcg_low_reclaim", "memcg_low_skipped",
     )
 
     def __init__(self, nr_to_reclaim: int, gfp: int, kswapd: bool, reclaim_idx: int,
@@ -567,6 +567,9 @@ class ScanControl:
         self.cpu = 0  # the CPU the reclaimer runs on (a direct reclaimer: its task's)
         # limit reclaim's memcg (try_to_free_mem_cgroup_pages); None: global reclaim
         self.target_mem_cgroup = None
+        # memory.low: protected memcgs skipped (retry with memcg_low_reclaim before OOM)
+        self.memcg_low_reclaim = False
+        self.memcg_low_skipped = False
 
 
 class _BdpTask:
@@ -1222,9 +1225,28 @@ class Reclaim:
         if balance == SCAN_FRACT:
             ap, fp = self.scan_fractions(lv, sc)
             denominator = ap + fp
+        m = lv.memcg
+        prot = None
+        if m is not None and m.parent is not None:
+            pmin, plow = m.tree.protection(sc.target_mem_cgroup, m)
+            if pmin or plow:
+                # memory.low scaling (retry before OOM), else memory.min's
+                if not sc.memcg_low_reclaim and plow > pmin:
+                    prot = plow
+                    sc.memcg_low_skipped = True
+                else:
+                    prot = pmin
         for lru in EVICTABLE_LRUS:
             file = is_file_lru(lru)
-            scan = self.lruvec_lru_size(lv, lru, sc) >> sc.priority
+            if prot is None:
+                scan = self.lruvec_lru_size(lv, lru, sc) >> sc.priority
+            else:
+                # the reclaim pressure scaled by the protected share of the cgroup's
+                # usage, at least SWAP_CLUSTER_MAX (6.1 get_scan_count)
+                size = self.lruvec_lru_size(lv, lru, sc)
+                cgroup_size = max(m.memory.usage, prot)
+                scan = max(size - size * prot // (cgroup_size + 1), SWAP_CLUSTER_MAX)
+                scan >>= sc.priority
             if balance == SCAN_FRACT:
                 # div64_u64 (the root memory cgroup is online: rounded down)
                 frac = fp if file else ap
@@ -2363,12 +2385,26 @@ class Reclaim:
         """shrink_node_memcgs (6.1): every memcg of the target's subtree in
         mem_cgroup_iter order (the target first, pre-order), its lruvec of the node
         shrunk; shrink_slab for the root memcg (a child's slab is memcg-aware and hvsim
-        charges no kernel memory to it: nothing to shrink). memory.min/low protection
-        is not modelled (every memcg unprotected)."""
-        root = self.memcg_tree.root
+        charges no kernel memory to it: nothing to shrink). Protection
+        (mem_cgroup_calculate_protection): a memcg below its effective memory.min is
+        skipped; below memory.low, skipped too (memcg_low_skipped) unless this is the
+        retry that overrides it (memcg_low_reclaim: MEMCG_LOW counted)."""
+        t = self.memcg_tree
+        root = t.root
+        target = sc.target_mem_cgroup
         for mlv in self._memcg_lruvecs(lv, sc):
+            m = mlv.memcg
+            if m is not root:
+                t.calculate_protection(target, m)
+                if t.below_min(m):
+                    continue
+                if t.below_low(m):
+                    if not sc.memcg_low_reclaim:
+                        sc.memcg_low_skipped = True
+                        continue
+                    m.memory_event("low")
             self.shrink_lruvec(mlv, sc)
-            if mlv.memcg is root:
+            if m is root:
                 self.shrink_slab(mlv, sc)
 
     def _shrink_node_writeback(self, lv: Lruvec, sc: ScanControl) -> None:
@@ -2599,17 +2635,23 @@ class Reclaim:
         1 throttles (consider_reclaim_throttle); snapshot_refaults of the target; cgroup
         reclaim clears its lruvecs' LRUVEC_CONGESTED."""
         cpu = sc.cpu
-        for priority in range(DEF_PRIORITY, -1, -1):
-            sc.priority = priority
-            for lv in lvs:
-                self.shrink_node(lv, sc)
-            if sc.t0 is not None and self.inflight:
-                self.complete_io(sc.t0 + sc.cost + sc.sleep)
-            if self.v6 and lvs and priority == 1 and not sc.nr_reclaimed:
-                # consider_reclaim_throttle: no progress at a high priority
-                self.reclaim_throttle(lvs[0], VMSCAN_THROTTLE_NOPROGRESS, sc)
-            if sc.nr_reclaimed >= sc.nr_to_reclaim:
+        while True:
+            for priority in range(DEF_PRIORITY, -1, -1):
+                sc.priority = priority
+                for lv in lvs:
+                    self.shrink_node(lv, sc)
+                if sc.t0 is not None and self.inflight:
+                    self.complete_io(sc.t0 + sc.cost + sc.sleep)
+                if self.v6 and lvs and priority == 1 and not sc.nr_reclaimed:
+                    # consider_reclaim_throttle: no progress at a high priority
+                    self.reclaim_throttle(lvs[0], VMSCAN_THROTTLE_NOPROGRESS, sc)
+                if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                    break
+            if sc.nr_reclaimed or not sc.memcg_low_skipped:
                 break
+            # untapped cgroup reserves: don't OOM, retry overriding memory.low
+            sc.memcg_low_reclaim = True
+            sc.memcg_low_skipped = False
         for lv in lvs:
             self.snapshot_refaults(lv)
             if sc.target_mem_cgroup is not None:

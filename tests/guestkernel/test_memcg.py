@@ -574,3 +574,54 @@ def test_over_high_reclaims_then_sleeps_the_penalty():
     assert m2.memory.usage <= high + MEMCG_CHARGE_BATCH  # a batch over, then reclaimed
     assert k2.iowait_throttle == 0.0
     k2.reclaim.validate()
+
+
+# ----------------------------------------------------------------------- protection
+def test_effective_protection_follows_the_header_example():
+    """effective_protection (6.1), include/linux/memcontrol.h's example: A (low 2G, usage
+    3G, children_low_usage 1.5G), B (low 1G, usage 0.5G), C (low 1G, usage 2.5G). B's
+    elow is its usage (0.5G); C's min(usage, low) = 1G without memory_recursiveprot, and
+    with it 1G plus A's unclaimed 0.5G by C's unprotected share (1.5G of 1.5G): 1.5G.
+    Siblings claiming more than the parent has share it: 1G * 2G / 4G = 0.5G."""
+    k = boot(2)
+    t = k.memcgs
+    G = 1 << 18  # pages in a GiB
+    half = G // 2
+    assert t.recursive_prot
+    assert t.effective_protection(half, 3 * G, G, 2 * G, 3 * half) == half
+    assert t.effective_protection(5 * half, 3 * G, G, 2 * G, 3 * half) == 3 * half
+    t.recursive_prot = False
+    assert t.effective_protection(5 * half, 3 * G, G, 2 * G, 3 * half) == G
+    assert t.effective_protection(2 * G, 4 * G, G, 2 * G, 4 * G) == half
+
+
+def _protected_and_pressure(setting: str):
+    k = Kernel(memory="96MiB", swap="128MiB", cgroup_version=2)
+    m, t = in_cgroup(k, "p", None)
+    k.cgroup.write(f"{V2}/p/{setting}", "32M")
+    a = anon(t, 8 * MiB)
+    t.access_range(a, 8 * MiB, True)
+    r = k.spawn("r")
+    b = anon(r, 96 * MiB)
+    r.access_range(b, 96 * MiB, True)
+    return k, m
+
+
+def test_global_reclaim_skips_a_cgroup_below_memory_min():
+    """shrink_node_memcgs: a memcg whose usage is within its effective memory.min
+    (mem_cgroup_below_min) is never shrunk; the root's pages are reclaimed instead."""
+    k, m = _protected_and_pressure("memory.min")
+    assert m.vmevents["pgscan_direct"] == m.vmevents["pgscan_kswapd"] == 0
+    assert m.memory.usage - stock_of(k, m) == 8 * MiB // PAGE
+    assert k.vmstat["pgscan_direct"] > 0
+    k.reclaim.validate()
+
+
+def test_global_reclaim_skips_a_cgroup_below_memory_low_while_others_can_give():
+    """mem_cgroup_below_low: skipped (memcg_low_skipped) while reclaim finds pages
+    elsewhere; MEMCG_LOW counts only when a retry overrides it."""
+    k, m = _protected_and_pressure("memory.low")
+    assert m.vmevents["pgscan_direct"] == 0
+    assert m.events["low"] == 0
+    assert m.memory.usage - stock_of(k, m) == 8 * MiB // PAGE
+    k.reclaim.validate()
