@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from .memcontrol import EBUSY, EINVAL, MEMCG_EVENTS, PAGE_COUNTER_MAX, MemCg
 from .mount import memparse
-from .page import PG_anon, PG_swapbacked, PG_thp, PG_thpfile
+from .page import PG_anon, PG_dirty, PG_swapbacked, PG_thp, PG_thpfile, PG_writeback
 from .units import PAGE_SHIFT, PAGE_SIZE
 
 ESRCH = 3
@@ -194,14 +194,19 @@ class CgroupFS:
     def _lru_counts(self, m: MemCg, subtree: bool) -> dict:
         """Pages on the lruvecs of m (and its descendants): per list, and by kind."""
         out = dict.fromkeys(LRU_STAT, 0)
-        out.update(anon=0, file=0, shmem=0, rss=0, cache=0, anon_thp=0)
+        out.update(anon=0, file=0, shmem=0, rss=0, cache=0, anon_thp=0, mapped_file=0,
+                   dirty=0, writeback=0, swap=0)
+        swapped = self._swapped()
         for mc in (m.iter() if subtree else (m,)):
+            out["swap"] += swapped.get(mc, 0)
             for lv in mc.lruvecs:
                 for lru, lst in enumerate(lv.lists):
                     out[LRU_STAT[lru]] += lst.nr
                     for page in lst:
                         f = page.flags
                         n = 512 if f & (PG_thp | PG_thpfile) else 1
+                        if f & PG_writeback:
+                            out["writeback"] += n  # NR_WRITEBACK: anon to swap too
                         if f & PG_anon:
                             out["anon"] += n
                             if f & PG_thp:
@@ -213,8 +218,40 @@ class CgroupFS:
                         else:
                             out["file"] += n
                             out["cache"] += n
+                            if page._mapcount >= 0:
+                                out["mapped_file"] += n  # NR_FILE_MAPPED
                             if f & PG_swapbacked:
                                 out["shmem"] += n
+                            elif f & PG_dirty:
+                                out["dirty"] += n  # NR_FILE_DIRTY (shmem has no dirty accounting)
+        return out
+
+    def _local(self, m: MemCg, key: str) -> int:
+        """A memcg's own count of a fault event or workingset refault; the root's: the
+        machine's less every child cgroup's (hvsim counts them per child only)."""
+        def own(c: MemCg) -> int:
+            return c.workingset_refault[key] if key.startswith("workingset") else getattr(c, key)
+
+        if m.parent is not None:
+            return own(m)
+        return self.kernel.vmstat[key] - sum(own(c) for c in m.iter() if c.parent is not None)
+
+    def _swapped(self) -> dict:
+        """MEMCG_SWAP per memcg, v1 (memsw accounting): the slots recorded for it when
+        reclaim swapped its pages out (mem_cgroup_swapout), until the slot is freed or a
+        swap-in takes the page back (mem_cgroup_swapin_uncharge_swap: the record of a
+        slot whose page is in the swap cache again no longer counts). The root's: the
+        slots in use, not in the swap cache, that no child cgroup's record holds."""
+        sw = getattr(self.kernel, "swap", None)
+        if sw is None:
+            return {}
+        cache = sw.swap_cache
+        out: dict = {}
+        for entry, owner in self.tree.swap_cgroup.items():
+            if entry not in cache:
+                out[owner] = out.get(owner, 0) + 1
+        used = sw.total_swap_pages() - sw.free_swap_pages()
+        out[self.tree.root] = used - len(cache) - sum(out.values())
         return out
 
     def memory_stat(self, m: MemCg) -> str:
@@ -222,30 +259,30 @@ class CgroupFS:
         limit and the total_ ones) or v2 (memory_stat_format: hierarchical), in bytes for
         sizes. Exact (hvsim reads the lists; the root's rstat lag is in memcontrol.py)."""
         if self.version == 1:
+            # memcg_stat_show (6.1): memcg1_stats, memcg1_events, the LRU lists, the
+            # hierarchical limits (memsw: never limited in hvsim), then the total_ ones
             loc = self._lru_counts(m, False)
             tot = self._lru_counts(m, True)
             lines = []
-            keys = ("cache", "rss", "rss_huge", "shmem", "mapped_file")
-            vals = {"cache": loc["cache"], "rss": loc["rss"], "rss_huge": loc["anon_thp"],
-                    "shmem": loc["shmem"], "mapped_file": 0}
-            tvals = {"cache": tot["cache"], "rss": tot["rss"], "rss_huge": tot["anon_thp"],
-                     "shmem": tot["shmem"], "mapped_file": 0}
-            for k in keys:
-                lines.append(f"{k} {vals[k] * PAGE_SIZE}")
-            pgin = m.pgpgin
-            pgout = m.pgpgout
-            lines.append(f"pgpgin {pgin}")
-            lines.append(f"pgpgout {pgout}")
-            for k in LRU_STAT:
-                lines.append(f"{k} {loc[k] * PAGE_SIZE}")
-            limit = min(a.memory.max for a in self._ancestors(m))
-            lines.append(f"hierarchical_memory_limit {limit * PAGE_SIZE}")
-            for k in keys:
-                lines.append(f"total_{k} {tvals[k] * PAGE_SIZE}")
-            lines.append(f"total_pgpgin {sum(c.pgpgin for c in m.iter())}")
-            lines.append(f"total_pgpgout {sum(c.pgpgout for c in m.iter())}")
-            for k in LRU_STAT:
-                lines.append(f"total_{k} {tot[k] * PAGE_SIZE}")
+            for prefix, vals, mcs in (("", loc, (m,)), ("total_", tot, tuple(m.iter()))):
+                if prefix:
+                    limit = min(a.memory.max for a in self._ancestors(m))
+                    lines.append(f"hierarchical_memory_limit {limit * PAGE_SIZE}")
+                    lines.append(f"hierarchical_memsw_limit {PAGE_COUNTER_MAX * PAGE_SIZE}")
+                stats = {"cache": vals["cache"], "rss": vals["rss"], "rss_huge": vals["anon_thp"],
+                         "shmem": vals["shmem"], "mapped_file": vals["mapped_file"],
+                         "dirty": vals["dirty"], "writeback": vals["writeback"]}
+                for k, v in stats.items():
+                    lines.append(f"{prefix}{k} {v * PAGE_SIZE}")
+                for k in ("workingset_refault_anon", "workingset_refault_file"):
+                    lines.append(f"{prefix}{k} {sum(self._local(c, k) for c in mcs)}")
+                lines.append(f"{prefix}swap {vals['swap'] * PAGE_SIZE}")
+                lines.append(f"{prefix}pgpgin {sum(c.pgpgin for c in mcs)}")
+                lines.append(f"{prefix}pgpgout {sum(c.pgpgout for c in mcs)}")
+                for k in ("pgfault", "pgmajfault"):
+                    lines.append(f"{prefix}{k} {sum(self._local(c, k) for c in mcs)}")
+                for k in LRU_STAT:
+                    lines.append(f"{prefix}{k} {vals[k] * PAGE_SIZE}")
             return "\n".join(lines) + "\n"
         tot = self._lru_counts(m, True)
         lines = [f"anon {tot['anon'] * PAGE_SIZE}", f"file {tot['file'] * PAGE_SIZE}",

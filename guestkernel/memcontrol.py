@@ -464,8 +464,14 @@ class MemCg:
         self.events_local = dict.fromkeys(MEMCG_EVENTS, 0)
         self.pgpgin = 0
         self.pgpgout = 0
+        # its tasks' faults (handle_mm_fault's count_memcg_event_mm: PGFAULT, PGMAJFAULT)
+        self.pgfault = 0
+        self.pgmajfault = 0
         # reclaim's events on the memcg's lruvecs (__count_memcg_events), local
         self.vmevents = dict.fromkeys(MEMCG_VMEVENTS, 0)
+        # workingset_refault's mod_lruvec_state(WORKINGSET_REFAULT_ANON/FILE) on the
+        # refaulting folio's lruvec of this memcg, local (v1 memory.stat)
+        self.workingset_refault = {"workingset_refault_anon": 0, "workingset_refault_file": 0}
         self.swappiness = parent.swappiness if parent is not None else None
         self.move_charge_at_immigrate = 0
         self.oom_kill_disable = 0

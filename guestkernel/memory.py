@@ -243,6 +243,9 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
     kernel = task.kernel
     vm = kernel.vmstat
     vm["pgfault"] += 1
+    memcg = getattr(task, "memcg", None)
+    if memcg is not None:
+        memcg.pgfault += 1  # count_memcg_event_mm(mm, PGFAULT)
     vpn = addr >> PAGE_SHIFT
     pte = task.mm.pgtable.ptes.get(vpn, 0)
     if not pte:
@@ -277,6 +280,8 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
         ret = 0
     if ret & VM_FAULT_MAJOR:
         vm["pgmajfault"] += 1
+        if memcg is not None:
+            memcg.pgmajfault += 1
     return ret
 
 

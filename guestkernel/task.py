@@ -656,6 +656,8 @@ class Task:
                                 vstart = vend = 0
                     if write and pte & _PAGE_PRESENT and vstart <= vpn < vend:
                         vm["pgfault"] += 1
+                        if in_memcg:
+                            self.memcg.pgfault += 1  # count_memcg_event_mm
                         do_wp_page(self, cvma, vpn << PAGE_SHIFT, pte)
                         if self._pending_fatal is not None:
                             break

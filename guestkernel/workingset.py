@@ -185,7 +185,10 @@ class Workingset:
                 eviction_lv = em.lruvec(nid)
         refault_distance = (eviction_lv.nonresident_age - eviction) & self.eviction_mask
         lv = r.lruvec_of(page)
-        vm["workingset_refault_file" if file else "workingset_refault_anon"] += 1
+        key = "workingset_refault_file" if file else "workingset_refault_anon"
+        vm[key] += 1
+        if lv.memcg is not None and lv.memcg.parent is not None:
+            lv.memcg.workingset_refault[key] += 1  # the memcg's own (v1 memory.stat)
         mc = r.memcg
         mc.rstat_updated(1)  # mod_lruvec_state(WORKINGSET_REFAULT_*)
         # the eviction lruvec's sizes as lruvec_page_state reads them, after 6.1's

@@ -221,6 +221,84 @@ def _limit_xfail(figures: str):
     return pytest.mark.xfail(strict=True, reason=_KMEM_REASON + figures)
 
 
+def test_limit_swap_counts_what_was_swapped_out_and_not_back_in(limit_run):
+    """v1's memory.stat swap (MEMCG_SWAP): mem_cgroup_swapout records each page reclaim
+    swaps out; a swap-in takes the record back at once (mem_cgroup_swapin_uncharge_swap,
+    v1's memsw accounting). So swap = pgsteal_anon - pswpin pages, and every swap-in of
+    the cgroup's evicted pages is a refault (workingset_refault_anon = pswpin): exact in
+    every real run (4184 = 4206 - 22, ...) and in the guest."""
+    def swap_rule(st: dict, d: dict) -> tuple:
+        return (st["swap"] // PAGE, st["workingset_refault_anon"])
+
+    for r in CASES["limit"]:
+        d = r["vmstat_delta"]
+        assert swap_rule(r["after"]["stat"], d) == (d["pgsteal_anon"] - d["pswpin"], d["pswpin"])
+    d = limit_run["vmstat_delta"]
+    assert swap_rule(limit_run["stat"], d) == (d["pgsteal_anon"] - d["pswpin"], d["pswpin"])
+
+
+def test_limit_every_fault_is_counted_in_the_cgroup(limit_run):
+    """count_memcg_event_mm(PGFAULT) in handle_mm_fault: each of the task's faults counts
+    in its cgroup's memory.stat pgfault: the guest's task faults once per page it writes
+    (12288), nothing else. The real task also faulted in its own text, stack and
+    libraries after the exec into the cgroup: 63-72 more (12351-12360)."""
+    area = 48 * MiB // PAGE
+    assert all(0 < r["after"]["stat"]["pgfault"] - area < BATCH + 16 for r in CASES["limit"])
+    assert limit_run["stat"]["pgfault"] == area
+    assert limit_run["stat"]["pgmajfault"] == 0
+
+
+# 6.1's memcg_stat_show (mm/memcontrol.c), CONFIG_TRANSPARENT_HUGEPAGE (rss_huge) and
+# cgroup v1 (do_memsw_account: swap, hierarchical_memsw_limit): memcg1_stat_names,
+# memcg1_events, the LRU lists, the hierarchical limits, then the total_ of the first three
+V1_STAT_61 = ["cache", "rss", "rss_huge", "shmem", "mapped_file", "dirty", "writeback",
+              "workingset_refault_anon", "workingset_refault_file", "swap",
+              "pgpgin", "pgpgout", "pgfault", "pgmajfault",
+              "inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"]
+V1_STAT_61 = [*V1_STAT_61, "hierarchical_memory_limit", "hierarchical_memsw_limit",
+              *(f"total_{k}" for k in V1_STAT_61)]
+
+
+def test_v1_memory_stat_has_6_1s_lines_in_order(limit_run):
+    """The guest's v1 memory.stat prints 6.1's lines in 6.1's order; the recording (6.18)
+    has the same and swapcached after swap (added after 6.1; 6.1 counts the swap cache
+    in cache, NR_FILE_PAGES)."""
+    recorded = list(CASES["limit"][0]["after"]["stat"])
+    assert [k for k in recorded if k not in ("swapcached", "total_swapcached")] == V1_STAT_61
+    assert list(limit_run["stat"]) == V1_STAT_61
+
+
+def test_v1_memory_stat_counts_mapped_and_dirty_file_pages_and_the_tasks_faults():
+    """memory.stat's mapped_file (NR_FILE_MAPPED), dirty (NR_FILE_DIRTY) and pgfault /
+    pgmajfault (count_memcg_event_mm) for a task in the cgroup: the 4 pages of a file it
+    maps and reads are mapped; the 3 pages it writes with write(2) into another are dirty
+    (and not mapped); its faults are the machine's (it is the only task faulting), major
+    ones included; the root cgroup's are the machine's less the child's."""
+    k = boot("0")
+    path = cgroup(k, "stat", 256 * MiB)
+    t = task_in(k, path)
+    k.fs.create("/m", 4 * PAGE)
+    k.fs.create("/w", 0)
+    f0, m0 = k.vmstat["pgfault"], k.vmstat["pgmajfault"]
+    fd = t.open("/m")
+    a = t.mmap(0, 4 * PAGE, U.PROT_READ, U.MAP_SHARED, fd, 0)
+    for i in range(4):
+        t.access(a + i * PAGE, False)
+    buf = t.mmap(0, 3 * PAGE, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    wfd = t.open("/w", U.O_RDWR)
+    assert t.write(wfd, buf, 3 * PAGE) == 3 * PAGE
+    st = stat(k, path)
+    assert (st["mapped_file"], st["dirty"], st["writeback"]) == (4 * PAGE, 3 * PAGE, 0)
+    assert st["cache"] == 7 * PAGE
+    assert (st["pgfault"], st["pgmajfault"]) == (k.vmstat["pgfault"] - f0,
+                                                 k.vmstat["pgmajfault"] - m0)
+    assert st["pgmajfault"] >= 1
+    root = stat(k, V1)
+    assert root["pgfault"] == k.vmstat["pgfault"] - st["pgfault"]
+    assert root["total_pgfault"] == k.vmstat["pgfault"]
+    k.reclaim.validate()
+
+
 @pytest.mark.parametrize("key,where", [
     ("failcnt", "failcnt"),
     pytest.param("pswpout", "vmstat", marks=_limit_xfail(
@@ -406,6 +484,10 @@ def test_page_cache_read_stays_within_the_limit(pagecache_run):
     assert got["max_usage_in_bytes"] == LIMIT
     assert got["stat"]["active_file"] == 0
     assert got["stat"]["cache"] == got["stat"]["inactive_file"]
+    # read(2) maps nothing and dirties nothing: mapped_file, dirty, writeback 0 (real too)
+    for key in ("mapped_file", "dirty", "writeback"):
+        assert [r["after"]["stat"][key] for r in CASES["pagecache"]] == [0] * 5, key
+        assert got["stat"][key] == 0, key
 
 
 def test_page_cache_every_page_scanned_is_reclaimed_and_the_rest_stays(pagecache_run):
