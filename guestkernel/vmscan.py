@@ -921,6 +921,8 @@ class Reclaim:
             lst.add(page)
         if age and (lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE):
             lv.nonresident_age += 1  # move_folios_to_lru: workingset_age_nonresident
+            if self.memcg_tree is not None:
+                self._age_parents(lv, 1)
         vm = self.vmstat
         vm[LRU_VMSTAT[lru]] += 1
         if self.memcg is not None:
@@ -949,7 +951,10 @@ class Reclaim:
             page_restate(vm, p)
         self._folio_link(folio, lru, tail)
         if age and (lru == LRU_ACTIVE_ANON or lru == LRU_ACTIVE_FILE):
-            self.lruvec_of(page).nonresident_age += HPAGE_PMD_NR
+            lv = self.lruvec_of(page)
+            lv.nonresident_age += HPAGE_PMD_NR
+            if self.memcg_tree is not None:
+                self._age_parents(lv, HPAGE_PMD_NR)
 
     def _folio_move(self, page, to_active: bool) -> int:
         folio = self._folio(page)
@@ -1054,7 +1059,10 @@ class Reclaim:
             self.activate_page(page)
             page.flags &= ~PG_referenced
             if self.workingset is not None:
-                self.lruvec_of(page).nonresident_age += 1  # workingset_activation
+                lv = self.lruvec_of(page)
+                lv.nonresident_age += 1  # workingset_activation
+                if self.memcg_tree is not None:
+                    self._age_parents(lv, 1)
 
     def balance_dirty_pages_ratelimited(self, page, task=None) -> None:
         """A file page was written by write() or dirtied by a shared mapping's write fault
@@ -1115,6 +1123,19 @@ class Reclaim:
     # ------------------------------------------------------------------ sizes, balance
     def lru_pages(self, lru: int) -> int:
         return sum(lv.lists[lru].nr for lv in self.all_lruvecs())
+
+    @staticmethod
+    def _age_parents(lv: Lruvec, nr: int) -> None:
+        """workingset_age_nonresident's walk up: the parent memcgs' lruvecs of the node
+        age with a child's."""
+        m = lv.memcg
+        if m is None or m.parent is None:
+            return
+        nid = lv.node.nid
+        m = m.parent
+        while m is not None:
+            m.lruvec(nid).nonresident_age += nr
+            m = m.parent
 
     def all_lruvecs(self) -> list:
         """Every lruvec: the root memcg's per node, then each child memcg's."""

@@ -28,6 +28,7 @@ from guestkernel.memcontrol import (
 from guestkernel.page_alloc import SWAP_CLUSTER_MAX
 from guestkernel.uapi import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from guestkernel.vmscan import LRU_INACTIVE_ANON, LRU_INACTIVE_FILE
+from guestkernel.workingset import MEM_CGROUP_ID_SHIFT, WORKINGSET_SHIFT
 
 MiB = 1 << 20
 PAGE = 4096
@@ -625,3 +626,25 @@ def test_global_reclaim_skips_a_cgroup_below_memory_low_while_others_can_give():
     assert m.events["low"] == 0
     assert m.memory.usage - stock_of(k, m) == 8 * MiB // PAGE
     k.reclaim.validate()
+
+
+def test_a_childs_evictions_age_its_parents_lruvecs():
+    """workingset_age_nonresident (6.1) walks parent_lruvec: every eviction and
+    activation in a child memcg's lruvec ages the root's lruvec of the node by as much;
+    a shadow entry carries the child's id (the refault is measured on its clock)."""
+    k = boot(1)
+    m, t = in_cgroup(k, "a", "256M")
+    a = anon(t, 4 * MiB)
+    t.access_range(a, 4 * MiB, True)
+    child = m.lruvec(0)
+    root = k.reclaim.lruvecs[0]
+    c0, r0 = child.nonresident_age, root.nonresident_age
+    got = k.reclaim.try_to_free_mem_cgroup_pages(m, 64, GFP_KERNEL, MEMCG_RECLAIM_MAY_SWAP)
+    assert got >= 64
+    assert child.nonresident_age - c0 >= got
+    assert root.nonresident_age - r0 == child.nonresident_age - c0
+    ws = k.workingset
+    shadows = k.swap.ws.shadows if k.swap.ws is not None else {}
+    ids = {(sh >> (WORKINGSET_SHIFT + ws.nodes_shift)) & ((1 << MEM_CGROUP_ID_SHIFT) - 1)
+           for sh in shadows.values()}
+    assert ids == {m.id}
