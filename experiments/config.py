@@ -98,11 +98,18 @@ def _auto_int(value: Any) -> str | int:
     return value
 
 
+def _auto_bool(value: Any) -> str | bool:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError(f'must be true, false or "auto", got {value!r}')
+
+
 Size = Annotated[str, BeforeValidator(_size)]
 Memory = Annotated[str, BeforeValidator(_memory)]  # a size of whole 4 KiB pages
 Duration = Annotated[str, BeforeValidator(_duration)]
 SizeOrPercent = Annotated[str, BeforeValidator(_size_or_percent)]
 AutoInt = Annotated[str | int, BeforeValidator(_auto_int)]
+AutoBool = Annotated[bool | str, BeforeValidator(_auto_bool)]
 
 
 def size(text: str) -> int:
@@ -453,8 +460,10 @@ class KernelSection(_Model):
                                           "a collapse may fill with zeroed memory")
     khugepaged_max_ptes_swap: int = Field(64, ge=0, le=511, description="khugepaged/max_ptes_swap")
     khugepaged_max_ptes_shared: int = Field(256, ge=0, le=511, description="khugepaged/max_ptes_shared")
-    init_on_alloc: bool = Field(False, description="init_on_alloc=1: every page and slab object zeroed when "
-                                "allocated (Debian's and Ubuntu's 6.x kernels build it on by default)")
+    init_on_alloc: AutoBool = Field(
+        "auto", description="init_on_alloc=1: every page and slab object zeroed when allocated (the balloon's "
+        'pages too: each never-touched one costs a host fault); "auto": as the guest\'s kernel is built, on for '
+        "distro debian-12 (CONFIG_INIT_ON_ALLOC_DEFAULT_ON=y in Debian 12's 6.1), off for distro none")
     init_on_free: bool = Field(False, description="init_on_free=1: every page and slab object zeroed when freed "
                                "(free memory holds zeros, not its last use's bytes); Windows images always do")
     memcg_stats_flush: Literal["6.1", "6.8"] = Field(
@@ -484,6 +493,7 @@ class KernelSection(_Model):
         d["nr_requests"] = None if d["nr_requests"] == "auto" else d["nr_requests"]
         d["max_sectors_kb"] = None if d["max_sectors_kb"] == "auto" else d["max_sectors_kb"]
         d["kaslr"] = None if d["kaslr"] == "auto" else d["kaslr"]
+        d["init_on_alloc"] = None if d["init_on_alloc"] == "auto" else d["init_on_alloc"]
         # user-space layout: the workloads' content reads it (KernelConfig.extra)
         d["extra"] = {"randomize_va_space": d.pop("randomize_va_space")}
         return d

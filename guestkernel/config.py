@@ -29,6 +29,12 @@ DEFAULT_KERNEL_IMAGE = {"x86_64": 16 << 20, "i386": 8 << 20}
 # bss 2036 KiB, SMP alternatives 36 KiB).
 DISTRO_KERNEL_IMAGE = {"debian-12": 32340 << 10}
 DISTROS = ("none", "debian-12")  # kernels whose boot reservation hvsim follows
+# CONFIG_INIT_ON_ALLOC_DEFAULT_ON by distribution kernel: init_on_alloc's boot value when
+# the command line does not set it (DEFINE_STATIC_KEY_MAYBE in mm/page_alloc.c). Debian
+# 12's linux-config-6.1 (6.1.176-1) builds it on in both amd64 flavours
+# (tests/data/distro_thp/debian-12-thp.config, with the script that recorded it); "none"
+# keeps upstream's default, off.
+DISTRO_INIT_ON_ALLOC = {"none": False, "debian-12": True}
 # Early boot allocations of that kernel besides the image and memmap (memblock, 6.x
 # x86_64), measured on the same boots: the percpu first chunk ("percpu: Embedded 61
 # pages/cpu"), and what is left of the reservation at 256 MiB once the image, memmap,
@@ -61,7 +67,9 @@ class KernelConfig:
     distro: str = "none"  # whose kernel boots: "none" (image + memmap) or "debian-12" (measured)
     kaslr: bool | None = None  # kernel.kaslr (the nokaslr boot option off): None: on for 6.x, off for 2.6
     seed: int = 0  # the boot's randomness (KASLR offsets); an experiment derives it per VM
-    init_on_alloc: bool = False  # zero every page and slab object at allocation (init_on_alloc=1)
+    # zero every page and slab object at allocation (init_on_alloc=1); None: as the distro's
+    # kernel is built (DISTRO_INIT_ON_ALLOC)
+    init_on_alloc: bool | None = None
     init_on_free: bool = False  # zero every page and slab object when freed (init_on_free=1)
     # 6.x: the memory cgroup statistics' flush rules (memcontrol.py): "6.1" (Debian 12's
     # kernel: reclaim flushes by the update threshold) or "6.8" (6.8 and later: reclaim's
@@ -158,6 +166,8 @@ class KernelConfig:
             self.kernel_image = DISTRO_KERNEL_IMAGE.get(self.distro, DEFAULT_KERNEL_IMAGE[self.arch])
         if self.kaslr is None:
             self.kaslr = self.era == "6.x" and self.arch == "x86_64"
+        if self.init_on_alloc is None:
+            self.init_on_alloc = DISTRO_INIT_ON_ALLOC[self.distro]
         if self.memcg_stats_flush not in ("6.1", "6.8"):
             raise ValueError(f"memcg_stats_flush: must be one of 6.1, 6.8, got {self.memcg_stats_flush!r}")
         if self.cgroup_version not in (1, 2):

@@ -361,3 +361,39 @@ def test_debian_12_boots_with_the_thp_defaults_its_kernel_config_builds():
     madvise = "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y" in lines
     assert always != madvise
     assert THP_DEFAULTS["debian-12"] == ("always" if always else "madvise", "madvise")
+
+
+def test_debian_12_boots_with_init_on_alloc_as_its_kernel_config_builds():
+    """init_on_alloc's boot value is CONFIG_INIT_ON_ALLOC_DEFAULT_ON unless the command
+    line sets it (mm/page_alloc.c: DEFINE_STATIC_KEY_MAYBE(CONFIG_INIT_ON_ALLOC_DEFAULT_ON,
+    init_on_alloc), early_param "init_on_alloc"). A debian-12 guest (kernel.distro
+    "debian-12", or "auto" on the debian-12 image) follows the configs Debian ships
+    (tests/data/distro_thp/debian-12-thp.config, recorded by its script); distro "none"
+    keeps the upstream default, off; the config's key overrides either."""
+    from pathlib import Path
+
+    from experiments.scenario import kernel_config
+    from guestkernel.config import KernelConfig
+    from guestkernel.kernel import Kernel
+
+    lines = (Path(__file__).parent.parent / "data" / "distro_thp" / "debian-12-thp.config").read_text().splitlines()
+    on = lines.count("CONFIG_INIT_ON_ALLOC_DEFAULT_ON=y")
+    off = lines.count("# CONFIG_INIT_ON_ALLOC_DEFAULT_ON is not set")
+    assert on + off == 2 and on in (0, 2)  # both flavours recorded, and they agree
+    built = on == 2
+
+    def kc(image, **kernel):
+        cfg = config_from_dict({"vm": [{"name": "a", "image": image, "kernel": kernel}]})
+        return kernel_config(cfg.vm[0]).init_on_alloc
+
+    assert kc("debian-12") is built
+    assert kc("debian-12", distro="debian-12") is built
+    assert kc("debian-12", distro="none") is False
+    assert kc("debian-12", init_on_alloc=not built) is (not built)
+    assert kc("debian-12", distro="none", init_on_alloc=True) is True
+    assert kc("ubuntu-22.04") is False  # distro "auto" resolves to "none": no recorded config
+    assert KernelConfig(distro="debian-12").init_on_alloc is built
+    assert KernelConfig().init_on_alloc is False
+    assert Kernel(KernelConfig(memory="64MiB", distro="debian-12")).page_alloc.init_on_alloc is built
+    assert problems({"vm": [{"name": "a", "kernel": {"init_on_alloc": "sometimes"}}]}) == [
+        "vm[0].kernel.init_on_alloc: must be true, false or \"auto\", got 'sometimes'"]
