@@ -1,6 +1,7 @@
 """Record this machine's cgroup v1 memory controller (mm/memcontrol.c, mm/page_counter.c,
 and mm/vmscan.c's try_to_free_mem_cgroup_pages) in five small cases, several runs each.
-Writes memcg.json beside this script; tests/guestkernel/test_memcg_fixture.py sets up the
+Writes memcg.json beside this script (memcg_kmem.json is a later run of it, which also
+reads memory.kmem.usage_in_bytes, written as `measure_memcg.py 5 memcg_kmem.json`); tests/guestkernel/test_memcg_fixture.py sets up the
 same cases in a guest. README.md beside this script says what each case is.
 
 The task in every case is memcg_task (memcg_task.c beside this script), started inside a
@@ -112,6 +113,8 @@ def cg_state(cg: str) -> dict:
             "max_usage_in_bytes": read_int(cg + "/memory.max_usage_in_bytes"),
             "failcnt": read_int(cg + "/memory.failcnt"),
             "memsw_usage_in_bytes": read_int(cg + "/memory.memsw.usage_in_bytes"),
+            # kernel memory (page tables, stacks, slab), charged to usage_in_bytes as well
+            "kmem_usage_in_bytes": read_int(cg + "/memory.kmem.usage_in_bytes"),
             "stat": read_kv(cg + "/memory.stat"),
             "oom_control": read_kv(cg + "/memory.oom_control")}
 
@@ -278,7 +281,7 @@ def case_pagecache(_run: int) -> dict:
 def usage_rss(cg: str) -> dict:
     st = read_kv(cg + "/memory.stat")
     return {"usage_in_bytes": read_int(cg + "/memory.usage_in_bytes"), "rss": st["rss"],
-            "cache": st["cache"]}
+            "cache": st["cache"], "kmem_usage_in_bytes": read_int(cg + "/memory.kmem.usage_in_bytes")}
 
 
 def case_charge(_run: int) -> dict:
