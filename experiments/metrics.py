@@ -92,7 +92,8 @@ def vm_balloon_figures(vm) -> dict[str, float | int]:
                   before the driver allocated them (on KVM the fall of the VM process's RSS;
                   ESX has no counter of it), this VM's share of `reclaimed_balloon_mib`;
     alloc_backed  pages the guest backed only by allocating them for the balloon
-                  (init_on_alloc's zeroing: a host fault each), freed again on inflation."""
+                  (init_on_alloc's zeroing: a host fault each), freed again on inflation;
+                  over the whole run (pages deflated since included)."""
     d = getattr(vm, "balloon", None)
     return {
         "size_mib": pages_mib(d.actual if d is not None else 0),

@@ -142,7 +142,8 @@ def balloon_section(vms: dict) -> list[str]:
         return []
     out = ["Balloons at the end of the run (MiB):", ""]
     out += _table(["VM", "target (ESX MCTLTGT, virtio num_pages)", "size (ESX MCTLSZ, virtio actual)",
-                   "reclaimed (frames given back)", "pages backed only by the driver's allocation"], rows, "lrrrr")
+                   "reclaimed (frames given back)", "inflated pages backed only by the driver's allocation, all run"],
+                  rows, "lrrrr")
     out += ["", "The balloon's size is every page its driver holds; it reclaims only the pages whose frames "
             "were backed before the driver allocated them. A page the guest zeroes because the driver "
             "allocated it (init_on_alloc) costs a host fault and is freed again: nothing given back.", ""]

@@ -290,7 +290,7 @@ def test_balloon_table_names_the_esx_and_virtio_figures():
            "db": {}}
     lines = R.balloon_section(vms)
     assert "| VM | target (ESX MCTLTGT, virtio num_pages) | size (ESX MCTLSZ, virtio actual) " \
-           "| reclaimed (frames given back) | pages backed only by the driver's allocation |" in lines
+           "| reclaimed (frames given back) | inflated pages backed only by the driver's allocation, all run |" in lines
     assert "| web-1 | 80.0 | 64.0 | 12.5 | 13,184 |" in lines
     assert not any(line.startswith(("| web-2", "| db")) for line in lines)
     assert R.balloon_section({"web-2": vms["web-2"], "db": {}}) == []

@@ -162,3 +162,27 @@ def test_a_list_is_reported_within_its_budget_and_the_rest_requested_again():
     pr.process()
     assert pr.reported_blocks == 4 * PAGE_REPORTING_CAPACITY + nr10
     validate_buddy(alloc)
+
+
+def test_with_init_on_alloc_a_pass_backs_nothing_and_credits_only_backed_frames():
+    """page_reporting_cycle takes blocks off the free lists with __isolate_free_page and
+    puts them back with __putback_isolated_page: no allocation, so no post_alloc_hook and
+    no init_on_alloc zeroing (unlike the balloon's pages). A pass faults no frame in, and
+    the host credits exactly the reported frames it had backed: the never-touched rest of
+    each block gives back nothing."""
+    host = Host(HostConfig(memory="1GiB", sharing=False, balloon_policy="tests.hypervisor.test_balloon.FixedPolicyZero",
+                           free_page_reporting=True))
+    vm = host.create_vm("a", KernelConfig(memory="256MiB", init_on_alloc=True))
+    k = vm.kernel
+    pages = [k.alloc_pages(GFP_HIGHUSER) for _ in range(8192)]  # zeroed by init_on_alloc: backed
+    for p in pages:
+        k.free_pages(p)
+    k.page_alloc.drain_all_pages()
+    blocks, frames = reportable(vm, 9)
+    size = sum(1 << o for _, o in blocks)
+    assert frames > 7000 and size > frames  # the blocks also hold never-touched frames
+    free0, faults0 = host.machine.nr_free, vm.first_touch + vm.balloon_refault
+    assert vm.page_reporting.process() == size
+    assert vm.first_touch + vm.balloon_refault == faults0
+    assert host.machine.nr_free - free0 == frames == host.reclaimed()["reporting"]
+    host.validate()
