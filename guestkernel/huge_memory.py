@@ -1217,7 +1217,16 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
     noreserve = inode.noreserve
     if noreserve and not shmem_acct_block(k, inode, HPAGE_PMD_NR):
         return None  # shmem_alloc_and_acct_folio: ENOSPC for 512 (the caller tries 4 KiB)
-    head = k.alloc_pages(thp.gfp_mask(vma), HPAGE_PMD_ORDER)
+    gfp = thp.gfp_mask(vma)
+    head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)
+    memcgs = k.memcgs
+    if head is not None and memcgs is not None and memcgs.active and not memcgs.charge(
+            head, HPAGE_PMD_NR, gfp):
+        # shmem_get_folio_gfp: mem_cgroup_charge failed (THP_FILE_FALLBACK_CHARGE); the
+        # caller tries 4 KiB
+        k.free_pages(head, HPAGE_PMD_ORDER)
+        head = None
+        k.vmstat["thp_file_fallback_charge"] += 1
     if head is None:
         if noreserve:
             shmem_unacct_blocks(k, inode, HPAGE_PMD_NR)

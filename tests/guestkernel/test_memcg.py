@@ -648,3 +648,31 @@ def test_a_childs_evictions_age_its_parents_lruvecs():
     ids = {(sh >> (WORKINGSET_SHIFT + ws.nodes_shift)) & ((1 << MEM_CGROUP_ID_SHIFT) - 1)
            for sh in shadows.values()}
     assert ids == {m.id}
+
+
+def test_a_shmem_thp_is_charged_whole_or_falls_back():
+    """shmem_get_folio_gfp: the huge folio is charged with mem_cgroup_charge (512 pages
+    at once) and sits on the cgroup's lruvec; a charge that fails counts
+    THP_FILE_FALLBACK and THP_FILE_FALLBACK_CHARGE and the write takes 4 KiB pages."""
+    k = boot(1, thp_shmem_enabled="always")
+    m, t = in_cgroup(k, "a", "256M")
+    src = anon(t, 2 * MiB)
+    t.access_range(src, PAGE, True)
+    before = m.memory.usage - stock_of(k, m)
+    fd = t.memfd_create("w")
+    assert t.write(fd, src, 2 * MiB) == 2 * MiB
+    assert k.vmstat["thp_file_alloc"] == 1
+    assert m.memory.usage - stock_of(k, m) == before + 512
+    assert sum(lst.nr for lst in m.lruvec(0).lists) == before + 512
+    k.reclaim.validate()
+    k2 = boot(1, thp_shmem_enabled="always", swap="0")
+    m2, t2 = in_cgroup(k2, "a", "1M")
+    src = anon(t2, 64 * PAGE)
+    t2.access_range(src, PAGE, True)
+    fd = t2.memfd_create("w")
+    assert t2.write(fd, src, 64 * PAGE) == 64 * PAGE
+    assert k2.vmstat["thp_file_alloc"] == 0
+    assert k2.vmstat["thp_file_fallback_charge"] >= 1
+    assert k2.vmstat["thp_file_fallback"] >= k2.vmstat["thp_file_fallback_charge"]
+    assert m2.memory.usage <= 1 * MiB // PAGE
+    k2.reclaim.validate()
