@@ -485,6 +485,21 @@ def do_file_fault(task, vma, addr: int, write: bool) -> int:
         return VM_FAULT_OOM if idx < inode.nr_index() else VM_FAULT_SIGBUS
     vm["fault_file_major" if major else "fault_file_minor"] += 1
     ret = VM_FAULT_MAJOR if major else 0
+    if major and not write and not inode.shmem:
+        # filemap_fault of a page not cached (PGMAJFAULT once, above): the read, the
+        # read-around's or the page's own, drops the mmap lock (maybe_unlock_mmap_for_io)
+        # and the fault returns VM_FAULT_RETRY; the architecture's handler calls
+        # handle_mm_fault again with FAULT_FLAG_TRIED. PGFAULT counts the fault once: since
+        # 6.4 mm_account_fault skips the VM_FAULT_RETRY attempt (6.1 counted both, at
+        # handle_mm_fault's entry); this machine's 6.18 counts 1 (tests/data/readahead/
+        # fault_retry.json). The retried read fault is do_read_fault's: do_fault_around
+        # maps the window's cached pages, the faulting one among them (each a hit that
+        # takes a miss back from mmap_miss); filemap_fault, which skips async readahead on
+        # a retry, maps the page only if fault-around left it (a PG_readahead page).
+        # (A write's retry, do_cow_fault or do_shared_fault, has no fault-around.)
+        fault_around(task, vma, addr, inode)
+        if vpn in mm.pgtable.ptes:
+            return ret
     if not write:
         if not map_file_page(kernel, mm, vma, vpn, page, _shared_read_writable(vma, inode)):
             return VM_FAULT_OOM
