@@ -38,6 +38,7 @@ from .page import (
     PGSTATE_MASK,
     PG_dirty,
     PG_highmem,
+    PG_locked,
     PG_mlocked,
     PG_swapbacked,
     PG_thp,
@@ -690,8 +691,11 @@ def truncate_partial_page(kernel, inode: Inode, length: int) -> float:
 
 def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
     """Drop the clean, unmapped, unreferenced cached pages with index in [start, end]
-    (mapping_try_invalidate: POSIX_FADV_DONTNEED). Returns how many."""
+    (6.1 invalidate_mapping_pagevec: POSIX_FADV_DONTNEED); a page it cannot drop goes to
+    deactivate_file_folio (vmscan.deactivate_file_page). Returns how many were dropped."""
     pages = inode.mapping.pages
+    rk = getattr(kernel, "reclaim", None)
+    deactivate = rk.deactivate_file_page if rk is not None else None
     n = 0
     seen = None
     for i in sorted(i for i in pages if start <= i <= end):
@@ -706,9 +710,16 @@ def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
                 seen.add(head)
                 n += kernel.thp.evict_file_folio(page, start, end)
             continue
-        if page._mapcount == -1 and page._count == 1 and not page.flags & (PG_dirty | PG_writeback):
+        f = page.flags
+        if f & (PG_writeback | PG_locked):
+            continue  # find_lock_entries: a locked page or one under writeback is skipped
+        if page._mapcount == -1 and page._count == 1 and not f & PG_dirty:
             delete_from_page_cache(kernel, page)
             n += 1
+        elif deactivate is not None:
+            # mapping_evict_folio failed (dirty, mapped, held): invalidation is a hint
+            # that the page is of no more interest: deactivate_file_folio
+            deactivate(page)
     ws = inode.mapping.ws
     if ws is not None and ws.shadows and not inode.shmem:
         kernel.workingset.clear_range(ws, start, end + 1)  # invalidate_exceptional_entry

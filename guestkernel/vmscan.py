@@ -129,6 +129,7 @@ from .page import (
     PG_anon,
     PG_dirty,
     PG_highmem,
+    PG_locked,
     PG_lru,
     PG_mlocked,
     PG_reclaim,
@@ -1002,6 +1003,44 @@ class Reclaim:
         self.vmstat["pgactivate"] += n
         if self.memcg is not None and n:
             self.memcg.rstat_updated(n)  # lru_activate: __count_memcg_events(PGACTIVATE)
+
+    def deactivate_file_page(self, page) -> None:
+        """deactivate_file_folio -> lru_deactivate_file_fn (6.1 mm/swap.c): a page-cache
+        page that invalidation could not drop (invalidate_mapping_pagevec:
+        POSIX_FADV_DONTNEED, drop_caches) is moved to speed up its reclaim. An unevictable
+        or mapped page stays where it is; the others lose PG_active and PG_referenced; a
+        dirty page or one under writeback goes to the head of the inactive list with
+        PG_reclaim (the end of its writeback rotates it to the tail: folio_end_writeback),
+        a clean one to the inactive tail (PGROTATED); PGDEACTIVATE counts it if it was
+        active. Applied at once: fadvise drains the per-CPU lru_deactivate_file batch
+        (lru_add_drain_all) before it looks again. A THP is left alone here."""
+        f = page.flags
+        if not f & PG_lru or f & (PG_unevictable | PG_FOLIO) or page._mapcount != -1:
+            return
+        vm = self.vmstat
+        lru = page_lru(page)
+        lv = self.lruvec_of(page)
+        lv.lists[lru].remove(page)
+        vm[LRU_VMSTAT[lru]] -= 1
+        busy = f & (PG_dirty | PG_writeback)
+        page.flags = (f & ~(PG_active | PG_referenced)) | (PG_reclaim if busy else 0)
+        lru = page_lru(page)
+        if busy:
+            lv.lists[lru].add(page)  # lruvec_add_folio: the head
+        else:
+            lv.lists[lru].add_tail(page)  # lruvec_add_folio_tail
+            vm["pgrotated"] += 1
+        vm[LRU_VMSTAT[lru]] += 1
+        page_restate(vm, page)
+        memcg = self.memcg
+        if memcg is not None:
+            # lruvec_del_folio and lruvec_add_folio: two update_lru_size calls
+            memcg.rstat_updated(1)
+            memcg.rstat_updated(1)
+        if f & PG_active:
+            vm["pgdeactivate"] += 1
+            if memcg is not None:
+                memcg.rstat_updated(1)  # __count_memcg_events(PGDEACTIVATE)
 
     def mark_page_lazyfree(self, page) -> None:
         """mark_page_lazyfree (lru_lazyfree_fn, 6.1): an anonymous, swap-backed page not in
@@ -3191,8 +3230,23 @@ class Reclaim:
                         if (page._mapcount == -1 and page._count == 1
                                 and not page.flags & (PG_dirty | PG_writeback)):
                             delete_from_page_cache(self.kernel, page)
-            ws = self.workingset
             fs = getattr(self.kernel, "fs", None)
+            if fs is not None:
+                # drop_pagecache_sb walks s_inodes (newest first: inode_sb_list_add) and
+                # invalidate_mapping_pages(0, -1) gives each page it could not drop
+                # (dirty, mapped, held), in index order, to deactivate_file_folio; a
+                # locked page or one under writeback is skipped (find_lock_entries)
+                seen = set()
+                for inode in reversed(list(fs.files.values())):
+                    if inode.shmem or id(inode) in seen:
+                        continue
+                    seen.add(id(inode))
+                    pages = inode.mapping.pages
+                    for i in sorted(pages):
+                        page = pages[i]
+                        if not page.flags & (PG_writeback | PG_locked | PG_thpfile):
+                            self.deactivate_file_page(page)
+            ws = self.workingset
             if ws is not None and fs is not None:
                 # invalidate_mapping_pages(mapping, 0, -1) clears the shadow entries too
                 for inode in list(fs.files.values()):

@@ -551,6 +551,69 @@ def test_drop_caches_frees_clean_unmapped_cache_only():
     k.reclaim.validate()
 
 
+
+def test_drop_caches_deactivates_what_it_cannot_drop_lru_deactivate_file_fn():
+    """6.1 drop_pagecache_sb -> invalidate_mapping_pages(0, -1): each page
+    mapping_evict_folio cannot drop goes to deactivate_file_folio, and
+    lru_deactivate_file_fn (mm/swap.c) leaves a mapped page where it is, takes PG_active
+    and PG_referenced from the others and puts a dirty one at the head of the inactive
+    list with PG_reclaim (in index order: the last one ends at the head); PGDEACTIVATE
+    counts those that were active, PGROTATED none (no clean page kept)."""
+    k = boot()
+    r = k.reclaim
+    _, pages = cache_pages(k, 6)
+    for i in (1, 2, 4, 5):
+        r.activate_page(pages[i])
+    pages[3].flags |= PG_referenced
+    for i in (2, 3, 5):
+        set_page_dirty(k, pages[i])
+    if 1 not in k.tasks:
+        k.spawn("init")
+    t = k.spawn("t")
+    fd = t.open("/f")
+    a = t.mmap(0, 4096, U.PROT_READ, U.MAP_SHARED, fd, 4 * 4096)  # page 4 alone
+    t.access(a, False)
+    assert pages[4]._mapcount == 0
+    assert names(k, LRU_ACTIVE_FILE) == [5, 4, 2, 1]
+    assert names(k, LRU_INACTIVE_FILE) == [3, 0]
+    before = {c: k.vmstat[c] for c in ("pgdeactivate", "pgrotated")}
+    k.procfs.write("/proc/sys/vm/drop_caches", "1")
+    assert names(k, LRU_ACTIVE_FILE) == [4]  # mapped: left alone
+    assert names(k, LRU_INACTIVE_FILE) == [5, 3, 2]  # 0 and 1 dropped
+    assert [bool(pages[i].flags & PG_reclaim) for i in (2, 3, 4, 5)] == [True, True, False, True]
+    assert not any(pages[i].flags & (PG_active | PG_referenced) for i in (2, 3, 5))
+    assert {c: k.vmstat[c] - before[c] for c in before} == {"pgdeactivate": 2, "pgrotated": 0}
+    r.validate()
+
+
+def test_invalidate_mapping_pages_deactivates_kept_pages_lru_deactivate_file_fn():
+    """6.1 invalidate_mapping_pagevec: find_lock_entries skips a page under writeback
+    (nor dropped nor deactivated); a clean unmapped page someone holds (an extra
+    reference: mapping_evict_folio fails) goes to the inactive tail, PGROTATED and, being
+    active, PGDEACTIVATE (lru_deactivate_file_fn); a dirty one to the inactive head with
+    PG_reclaim; clean unheld pages are dropped."""
+    from guestkernel.filemap import invalidate_mapping_pages
+
+    k = boot(simpy.Environment())  # (a clock: the write stays in flight)
+    r = k.reclaim
+    inode, pages = cache_pages(k, 5)
+    for i in range(5):
+        r.activate_page(pages[i])
+    set_page_dirty(k, pages[1])
+    set_page_dirty(k, pages[3])
+    r.filemap_flush(inode.mapping, 3, 3)  # page 3 under writeback
+    assert pages[3].flags & PG_writeback and not pages[1].flags & PG_writeback
+    pages[2]._count += 1  # held (folio_get)
+    assert names(k, LRU_ACTIVE_FILE) == [4, 3, 2, 1, 0]
+    before = {c: k.vmstat[c] for c in ("pgdeactivate", "pgrotated")}
+    assert invalidate_mapping_pages(k, inode, 0, 4) == 2  # pages 0 and 4
+    assert names(k, LRU_ACTIVE_FILE) == [3]
+    assert names(k, LRU_INACTIVE_FILE) == [1, 2]  # 1 at the head, 2 at the tail
+    assert pages[1].flags & PG_reclaim and not pages[2].flags & PG_reclaim
+    assert {c: k.vmstat[c] - before[c] for c in before} == {"pgdeactivate": 2, "pgrotated": 1}
+    pages[2]._count -= 1
+    r.validate()
+
 def test_shrink_slab_runs_the_registered_shrinkers_at_the_pass_priority():
     """shrink_node -> shrink_slab: each registered shrinker's do_shrink_slab at the pass's
     priority (delta = (freeable >> priority) * 4 / seeks); the slab pages freed by the
