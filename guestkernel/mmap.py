@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from . import uapi as U
+from .blk import blk_finish_plug, blk_start_plug
 from .filemap import File, delete_from_page_cache
 from .memory import (
     VM_FAULT_ERROR,
@@ -1140,6 +1141,40 @@ _MADV_DISCARD = frozenset({
 })
 
 
+def _madvise_willneed_swap(task, vma, start: int, end: int) -> None:
+    """6.1 madvise_willneed of an anonymous VMA (swapin_walk_pmd_entry: each swap PTE of
+    [start, end)) or a shmem one (force_shm_swapin_readahead: each swap entry of the
+    mapping from the index of `start` to the index of `end + PAGE_SIZE - 1`, inclusive:
+    6.1's xas_for_each bound, one page past the range): read_swap_cache_async reads the
+    page into the swap cache, inside do_madvise's blk_plug, not waited for and not
+    mapped; pages present (or already in the swap cache) are left alone. The 2.6 era
+    (2.6.24's madvise_willneed reads ahead files only) does nothing."""
+    k = task.kernel
+    swap = getattr(k, "swap", None)
+    rk = getattr(k, "reclaim", None)
+    if swap is None or rk is None or not rk.v6:
+        return
+    if vma.vm_file is None:
+        ptes = task.mm.pgtable.ptes
+        entries = [ptes[v] >> PAGE_SHIFT
+                   for v in _vpns_in(ptes, start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+                   if ptes[v] & _PAGE_SWP and not ptes[v] & (PTE_PRESENT_MASK | _PAGE_MARKER)]
+    else:
+        sw = vma.vm_file.inode.mapping.swapped
+        if not sw:
+            return
+        first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
+        last = vma.vm_pgoff + ((end + PAGE_SIZE - 1 - vma.vm_start) >> PAGE_SHIFT)
+        entries = [sw[i] for i in sorted(sw) if first <= i <= last]
+    if not entries:
+        return
+    env = k.env
+    plug = blk_start_plug(k)
+    for entry in entries:
+        swap.read_swap_cache_async(entry)
+    blk_finish_plug(k, plug, None if env is None else env.now + k.stall)
+
+
 def do_madvise(task, start: int, len_in: int, behavior: int) -> int:
     mm = task.mm
     if behavior not in _MADV_VALID:
@@ -1231,6 +1266,8 @@ def _madvise_vma(task, vma, start: int, end: int, behavior: int):
             first = vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT)
             force_page_cache_ra(k, vma.vm_file.inode, vma.vm_file.f_ra, first,
                                 (end - start) >> PAGE_SHIFT)
+        else:
+            _madvise_willneed_swap(task, vma, start, end)
         return vma
     if behavior == U.MADV_REMOVE:
         _madvise_remove(task, vma, start, end)

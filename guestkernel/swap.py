@@ -630,6 +630,36 @@ class SwapState:
         k.stall = outer
         return page, cost
 
+    def read_swap_cache_async(self, entry: int) -> bool:
+        """read_swap_cache_async (6.1 mm/swap_state.c) for MADV_WILLNEED: a slot whose page
+        is not in the swap cache gets a new page there (charged, a shadow's refault
+        noted), on the LRU, its read submitted (swap_readpage without polling: PSWPIN) and
+        not waited for; nothing maps it. A slot already cached (or free) is left alone.
+        Returns True if a read was started."""
+        if entry in self.swap_cache or swp_type(entry) != self.si.type:
+            return False
+        si = self.si
+        off = swp_offset(entry)
+        if not 0 < off < si.max:
+            return False
+        smap = si.swap_map[off]
+        if not smap or smap & SWAP_HAS_CACHE or smap == SWAP_MAP_BAD:
+            return False  # (__read_swap_cache_async: swapcache_prepare fails)
+        k = self.kernel
+        page = self._read_into_new_page(entry, GFP_SWAPIN)
+        if page is None:
+            return False
+        si.swap_map[off] |= SWAP_HAS_CACHE
+        now = self._now()
+        plugged = k.plug if now is not None else None
+        if plugged is not None:  # swap_readpage's bio, in madvise's blk_plug
+            plugged.submit_bio(si.queue, REQ_OP_READ, page, False, _issue_read, now + k.stall)
+        else:
+            si.queue.submit(1, now)
+        k.lru_cache_add(page)
+        k.vmstat["pswpin"] += 1
+        return True  # (the page's one reference is the swap cache's: put_page done)
+
     # ------------------------------------------------------------------ shmem
     def shmem_writepage(self, page) -> bool:
         """shmem_writepage (6.1): an unmapped shmem page reclaim is writing goes to swap:
