@@ -689,10 +689,12 @@ def truncate_partial_page(kernel, inode: Inode, length: int) -> float:
     return phys.touch(page.pfn, True) + phys.store(page.pfn, old[:off] + bytes(PAGE_SIZE - off))
 
 
-def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
+def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int,
+                             nr_failed: list[int] | None = None) -> int:
     """Drop the clean, unmapped, unreferenced cached pages with index in [start, end]
     (6.1 invalidate_mapping_pagevec: POSIX_FADV_DONTNEED); a page it cannot drop goes to
-    deactivate_file_folio (vmscan.deactivate_file_page). Returns how many were dropped."""
+    deactivate_file_folio (vmscan.deactivate_file_page), and counts in `nr_failed[0]`
+    (6.1 mapping_try_invalidate's nr_failed). Returns how many were dropped."""
     pages = inode.mapping.pages
     rk = getattr(kernel, "reclaim", None)
     deactivate = rk.deactivate_file_page if rk is not None else None
@@ -716,10 +718,13 @@ def invalidate_mapping_pages(kernel, inode: Inode, start: int, end: int) -> int:
         if page._mapcount == -1 and page._count == 1 and not f & PG_dirty:
             delete_from_page_cache(kernel, page)
             n += 1
-        elif deactivate is not None:
+        else:
             # mapping_evict_folio failed (dirty, mapped, held): invalidation is a hint
             # that the page is of no more interest: deactivate_file_folio
-            deactivate(page)
+            if deactivate is not None:
+                deactivate(page)
+            if nr_failed is not None:
+                nr_failed[0] += 1
     ws = inode.mapping.ws
     if ws is not None and ws.shadows and not inode.shmem:
         kernel.workingset.clear_range(ws, start, end + 1)  # invalidate_exceptional_entry
