@@ -467,9 +467,9 @@ class Khugepaged:
 
         k = self.kernel
         vm = k.vmstat
-        head = self._alloc_charge_hpage()
+        head, result = self._alloc_charge_hpage(vma)
         if head is None:
-            return SCAN_ALLOC_HUGE_PAGE_FAIL
+            return result
         base = head.pfn
         pages = mapping.pages
         end = start + HPAGE_PMD_NR
@@ -480,22 +480,22 @@ class Khugepaged:
                 if i in sw:
                     page, _wait, _major = k.swap.shmem_swapin(mapping, i)
                     if page is None:
-                        k.free_pages(head, HPAGE_PMD_ORDER)
+                        self._free_hpage(head)
                         return SCAN_FAIL
         old = [pages.get(i) for i in range(start, end)]
         for page in old:  # (the scan's tests again, under the xarray lock)
             if page is None:
                 continue
             if page.flags & PG_thpfile or not page.flags & PG_lru:
-                k.free_pages(head, HPAGE_PMD_ORDER)
+                self._free_hpage(head)
                 return SCAN_PAGE_LRU
             if page._count != 1 + page._mapcount + 1:
-                k.free_pages(head, HPAGE_PMD_ORDER)
+                self._free_hpage(head)
                 return SCAN_PAGE_COUNT
         host = mapping.host
         nr_none = sum(p is None for p in old)
         if host.noreserve and nr_none and not shmem_acct_block(k, host, nr_none):
-            k.free_pages(head, HPAGE_PMD_ORDER)
+            self._free_hpage(head)
             return SCAN_FAIL  # shmem_charge of the holes: ENOSPC (a full tmpfs mount)
         for page in old:
             # try_to_unmap(TTU_IGNORE_MLOCK | TTU_BATCH_FLUSH): the PTEs go, those of
@@ -526,15 +526,36 @@ class Khugepaged:
         k.lru_cache_add(subpages[0])
         return self.retract_page_tables(mapping, start, vma.vm_mm, self._linear_address(vma, start))
 
-    def _alloc_charge_hpage(self):
+    def _alloc_charge_hpage(self, vma=None):
         """alloc_charge_hpage: the order-9 block of a collapse (GFP_TRANSHUGE, or
         GFP_TRANSHUGE_LIGHT for khugepaged with khugepaged/defrag 0), counted in
-        thp_collapse_alloc / thp_collapse_alloc_failed; None on failure."""
+        thp_collapse_alloc / thp_collapse_alloc_failed, then charged to the memcg of the
+        VMA's mm owner (mem_cgroup_charge; current's without one). Returns (head, None),
+        or (None, SCAN_ALLOC_HUGE_PAGE_FAIL / SCAN_CGROUP_CHARGE_FAIL)."""
         k = self.kernel
         light = self.is_khugepaged and not self.thp.khugepaged_defrag
-        head = k.alloc_pages(GFP_TRANSHUGE_LIGHT if light else GFP_TRANSHUGE, HPAGE_PMD_ORDER)
+        gfp = GFP_TRANSHUGE_LIGHT if light else GFP_TRANSHUGE
+        head = k.alloc_pages(gfp, HPAGE_PMD_ORDER)
         k.vmstat["thp_collapse_alloc_failed" if head is None else "thp_collapse_alloc"] += 1
-        return head
+        if head is None:
+            return None, SCAN_ALLOC_HUGE_PAGE_FAIL
+        memcgs = getattr(k, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            mm = vma.vm_mm if vma is not None else None
+            owner = next((t for t in k.tasks.values() if t.mm is mm), None) if mm is not None else None
+            memcg = (memcgs.task_memcg(owner) or memcgs.root) if owner is not None else None
+            if not memcgs.charge(head, HPAGE_PMD_NR, gfp, memcg):
+                k.free_pages(head, HPAGE_PMD_ORDER)
+                return None, SCAN_CGROUP_CHARGE_FAIL
+        return head, None
+
+    def _free_hpage(self, head) -> None:
+        """A collapse target that was not used: uncharged (if it was), freed."""
+        k = self.kernel
+        memcgs = getattr(k, "memcgs", None)
+        if memcgs is not None and memcgs.active:
+            memcgs.uncharge_range(head.pfn, HPAGE_PMD_NR)
+        k.free_pages(head, HPAGE_PMD_ORDER)
 
     def _add_folio_to_cache(self, base: int, mapping, start: int, flags: int) -> list:
         """The collapsed folio at pfn `base` takes indices [start, start + 512) of the
@@ -576,9 +597,9 @@ class Khugepaged:
         file = vma.vm_file
         inode = file.inode
         mapping = inode.mapping
-        head = self._alloc_charge_hpage()
+        head, result = self._alloc_charge_hpage(vma)
         if head is None:
-            return SCAN_ALLOC_HUGE_PAGE_FAIL
+            return result
         base = head.pfn
         pages = mapping.pages
         end = start + HPAGE_PMD_NR
@@ -592,11 +613,11 @@ class Khugepaged:
                 self.iowait += cost
                 page = pages.get(index)
                 if page is None:
-                    k.free_pages(head, HPAGE_PMD_ORDER)
+                    self._free_hpage(head)
                     return SCAN_FAIL
             f = page.flags
             if f & (PG_dirty | PG_writeback):
-                k.free_pages(head, HPAGE_PMD_ORDER)
+                self._free_hpage(head)
                 if f & PG_dirty and getattr(k, "reclaim", None) is not None:
                     # written since the last writeback (a read-only fd now): filemap_flush
                     # starts the file's writeback, a later visit may find it clean
@@ -604,10 +625,10 @@ class Khugepaged:
                 return SCAN_FAIL
             if f & PG_thpfile:
                 folio = thp.shmem_folio_of(page.pfn)
-                k.free_pages(head, HPAGE_PMD_ORDER)
+                self._free_hpage(head)
                 return SCAN_PTE_MAPPED_HUGEPAGE if folio.index == start else SCAN_PAGE_COMPOUND
             if not f & PG_lru:
-                k.free_pages(head, HPAGE_PMD_ORDER)
+                self._free_hpage(head)
                 return SCAN_FAIL  # folio_isolate_lru failed: SCAN_DEL_PAGE_LRU
             old.append(page)
         for page in old:
@@ -617,12 +638,12 @@ class Khugepaged:
             if page._mapcount >= 0:
                 try_to_unmap(k, page, None, ignore_mlock=True)
             if page._count != 1 or page._mapcount >= 0:
-                k.free_pages(head, HPAGE_PMD_ORDER)
+                self._free_hpage(head)
                 return SCAN_PAGE_COUNT
         if inode.i_writecount > 0:
             # the file was opened for writing meanwhile (the smp_mb() pairing with
             # do_dentry_open): roll back
-            k.free_pages(head, HPAGE_PMD_ORDER)
+            self._free_hpage(head)
             return SCAN_FAIL
         phys = k.phys
         cost = 0.0

@@ -676,3 +676,45 @@ def test_a_shmem_thp_is_charged_whole_or_falls_back():
     assert k2.vmstat["thp_file_fallback"] >= k2.vmstat["thp_file_fallback_charge"]
     assert m2.memory.usage <= 1 * MiB // PAGE
     k2.reclaim.validate()
+
+
+def test_a_file_collapse_charges_its_folio_to_the_mm_owners_memcg():
+    """collapse_file (read-only file THP) through alloc_charge_hpage: the new folio is
+    charged (512 pages) to the memcg of the VMA's mm owner, the small pages it replaces
+    uncharged as they leave the cache; a folio larger than the limit cannot be charged
+    (SCAN_CGROUP_CHARGE_FAIL: MADV_COLLAPSE returns an error), after limit reclaim."""
+    from guestkernel import uapi as U
+
+    base, path = 0x40000000, "/usr/bin/big"
+
+    def run(limit: str):
+        k = Kernel(memory="256MiB", swap="64MiB", thp_enabled="madvise",
+                   read_only_thp_for_fs=True, cgroup_version=1)
+        k.fs.ra_pages = 0
+        m, t = in_cgroup(k, "a", limit)
+        k.fs.create(path, 4 * MiB)
+        fd = t.open(path, U.O_RDONLY)
+        assert t.mmap(base, 2 * MiB, U.PROT_READ | U.PROT_EXEC,
+                      U.MAP_PRIVATE | U.MAP_FIXED, fd, 0) == base
+        t.close(fd)
+        for i in range(10):
+            t.access(base + i * PAGE, False)
+        before = m.memory.usage - stock_of(k, m)
+        try:
+            ret = t.madvise(base, 2 * MiB, U.MADV_COLLAPSE)
+        except OSError as e:
+            ret = -e.errno
+        return k, m, before, ret
+
+    k, m, before, ret = run("256M")
+    assert ret == 0 and k.vmstat["nr_file_hugepages"] == 1
+    assert before == 10
+    assert m.memory.usage - stock_of(k, m) == 512
+    k.reclaim.validate()
+    k, m, before, ret = run("1M")
+    # 512 pages cannot fit under 256: reclaim and the retries run (MEMCG_MAX), the memcg
+    # OOM is skipped (order 9 > PAGE_ALLOC_COSTLY_ORDER), -ENOMEM
+    assert ret != 0 and k.vmstat["nr_file_hugepages"] == 0
+    assert m.events["max"] > 0 and m.events["oom"] == 0
+    assert m.memory.usage - stock_of(k, m) <= before
+    k.reclaim.validate()
