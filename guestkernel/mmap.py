@@ -1147,12 +1147,17 @@ def _madvise_willneed_swap(task, vma, start: int, end: int) -> None:
     mapping from the index of `start` to the index of `end + PAGE_SIZE - 1`, inclusive:
     6.1's xas_for_each bound, one page past the range): read_swap_cache_async reads the
     page into the swap cache, inside do_madvise's blk_plug, not waited for and not
-    mapped; pages present (or already in the swap cache) are left alone. The 2.6 era
-    (2.6.24's madvise_willneed reads ahead files only) does nothing."""
+    mapped; pages present (or already in the swap cache) are left alone. The 2.6 era's
+    madvise_willneed reads ahead files only: an anonymous VMA is -EBADF (2.6.24:
+    "if (!file) return -EBADF"), a shmem one nothing."""
     k = task.kernel
     swap = getattr(k, "swap", None)
     rk = getattr(k, "reclaim", None)
-    if swap is None or rk is None or not rk.v6:
+    if rk is not None and not rk.v6:
+        if vma.vm_file is None:
+            raise _err(U.EBADF, "madvise")
+        return
+    if swap is None or rk is None:
         return
     if vma.vm_file is None:
         ptes = task.mm.pgtable.ptes

@@ -7,6 +7,8 @@ swap_cache_get_folio hit, no PGMAJFAULT). Expected values from that source."""
 
 from __future__ import annotations
 
+import pytest
+
 from guestkernel import uapi as U
 from guestkernel.config import KernelConfig
 from guestkernel.kernel import Kernel
@@ -108,11 +110,14 @@ def test_madv_willneed_reads_shmem_swap_entries_force_shm_swapin_readahead():
     validate_swap(k.swap)
 
 
-def test_madv_willneed_on_anon_memory_in_the_2_6_era_reads_nothing():
-    """2.6.24's madvise_willneed reads ahead files only."""
+def test_madv_willneed_on_anon_memory_in_the_2_6_era_is_ebadf():
+    """2.6.24's madvise_willneed reads ahead files only: "if (!file) return -EBADF"
+    (swapin_walk_pmd_entry came in 3.x)."""
     k, t = guest("2.6")
     a = t.mmap(A, 8 * P, RW, U.MAP_PRIVATE | U.MAP_ANONYMOUS | U.MAP_FIXED)
     swapped_out(k, t, a, 8)
     before = {c: k.vmstat[c] for c in KEYS}
-    t.madvise(a, 8 * P, U.MADV_WILLNEED)
+    with pytest.raises(OSError) as e:
+        t.madvise(a, 8 * P, U.MADV_WILLNEED)
+    assert e.value.errno == U.EBADF
     assert delta(k, before)["pswpin"] == 0 and not k.swap.swap_cache
