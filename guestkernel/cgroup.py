@@ -6,13 +6,17 @@ A 6.x guest mounts one hierarchy, the kernel setting `cgroup_version`:
 - 2 (the default: Debian 12 boots with the unified hierarchy): cgroup2 at /sys/fs/cgroup,
   mounted with memory_recursiveprot as Debian 12's systemd mounts it. A child cgroup has
   memory.current, memory.min, memory.low (reclaim protection), memory.max, memory.high,
-  memory.peak, memory.events, memory.events.local, memory.stat, memory.swap.current (0:
-  no swap accounting) and cgroup.procs. The root has memory.stat and cgroup.procs only.
+  memory.peak, memory.events, memory.events.local, memory.stat, memory.swap.current,
+  memory.swap.max, memory.swap.events (swap slots charged at add_to_swap:
+  __mem_cgroup_try_charge_swap) and cgroup.procs. The root has memory.stat and
+  cgroup.procs only.
 - 1: the memory controller's own hierarchy at /sys/fs/cgroup/memory. Each cgroup has
   memory.usage_in_bytes, memory.max_usage_in_bytes (the watermark; writing resets it),
   memory.limit_in_bytes (the root's cannot be set: EINVAL), memory.failcnt (writing
   resets it), memory.stat, memory.swappiness, memory.move_charge_at_immigrate,
-  memory.oom_control, cgroup.procs and tasks.
+  memory.oom_control, memory.memsw.usage_in_bytes, memory.memsw.max_usage_in_bytes,
+  memory.memsw.limit_in_bytes, memory.memsw.failcnt (memory+swap: a swapped page stays
+  charged to memsw until its slot is freed), cgroup.procs and tasks.
 
 Paths are absolute (under the mount point). `mkdir(path)` creates a cgroup (its parent
 must exist), `rmdir(path)` removes an empty one; `read(path)` returns a file's text and
@@ -23,8 +27,8 @@ an unknown path raises FileNotFoundError, an existing one FileExistsError, a val
 does not parse ValueError (EINVAL), a write the kernel refuses OSError with its errno
 (EBUSY, EINVAL, ESRCH).
 
-Not modelled: memsw (memory.memsw.*), kmem and tcp counters, soft limits,
-memory.oom.group, memory.swap.max, cgroup.subtree_control (the
+Not modelled: kmem and tcp counters, soft limits, memory.oom.group, memory.swap.high,
+cgroup.subtree_control (the
 memory controller is enabled in every v2 cgroup), /proc/PID/cgroup; kernel memory (page
 tables, stacks, slab) is charged to no cgroup.
 """
@@ -88,12 +92,15 @@ class CgroupFS:
         if self.version == 1:
             return ("cgroup.procs", "tasks", "memory.usage_in_bytes", "memory.max_usage_in_bytes",
                     "memory.limit_in_bytes", "memory.failcnt", "memory.stat", "memory.swappiness",
-                    "memory.move_charge_at_immigrate", "memory.oom_control")
+                    "memory.move_charge_at_immigrate", "memory.oom_control",
+                    "memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes",
+                    "memory.memsw.limit_in_bytes", "memory.memsw.failcnt")
         if m.parent is None:
             return ("cgroup.procs", "memory.stat")
         return ("cgroup.procs", "memory.current", "memory.min", "memory.low", "memory.max",
                 "memory.high", "memory.peak",
-                "memory.events", "memory.events.local", "memory.stat", "memory.swap.current")
+                "memory.events", "memory.events.local", "memory.stat", "memory.swap.current",
+                "memory.swap.max", "memory.swap.events")
 
     def listdir(self, path: str) -> list[str]:
         m = self.lookup(path)
@@ -173,7 +180,21 @@ class CgroupFS:
             ev = m.events if name == "memory.events" else m.events_local
             return "".join(f"{e} {ev[e]}\n" for e in MEMCG_EVENTS)
         if name == "memory.swap.current":
-            return "0\n"
+            return f"{m.swap.usage * PAGE_SIZE}\n"
+        if name == "memory.swap.max":
+            v = m.swap.max
+            return "max\n" if v == PAGE_COUNTER_MAX else f"{v * PAGE_SIZE}\n"
+        if name == "memory.swap.events":
+            ev = m.events
+            return f"high {ev['swap_high']}\nmax {ev['swap_max']}\nfail {ev['swap_fail']}\n"
+        if name == "memory.memsw.usage_in_bytes":
+            return f"{self.memsw_usage_pages(m) * PAGE_SIZE}\n"
+        if name == "memory.memsw.max_usage_in_bytes":
+            return f"{m.memsw.watermark * PAGE_SIZE}\n"
+        if name == "memory.memsw.limit_in_bytes":
+            return f"{m.memsw.max * PAGE_SIZE}\n"
+        if name == "memory.memsw.failcnt":
+            return f"{m.memsw.failcnt}\n"
         if name == "memory.swappiness":
             return f"{self.kernel.reclaim.mem_cgroup_swappiness(m.lruvec(0))}\n"
         if name == "memory.move_charge_at_immigrate":
@@ -190,6 +211,13 @@ class CgroupFS:
             return m.memory.usage
         vm = self.kernel.vmstat
         return vm["nr_file_pages"] + vm["nr_anon_pages"]
+
+    def memsw_usage_pages(self, m: MemCg) -> int:
+        """mem_cgroup_usage(memcg, true): a child's memsw counter; the root's: its memory
+        usage and its MEMCG_SWAP (every slot in use and not in the swap cache)."""
+        if m.parent is not None:
+            return m.memsw.usage
+        return self.usage_pages(m) + sum(self._swapped().values())
 
     def _lru_counts(self, m: MemCg, subtree: bool) -> dict:
         """Pages on the lruvecs of m (and its descendants): per list, and by kind."""
@@ -268,7 +296,8 @@ class CgroupFS:
                 if prefix:
                     limit = min(a.memory.max for a in self._ancestors(m))
                     lines.append(f"hierarchical_memory_limit {limit * PAGE_SIZE}")
-                    lines.append(f"hierarchical_memsw_limit {PAGE_COUNTER_MAX * PAGE_SIZE}")
+                    limit = min(a.memsw.max for a in self._ancestors(m))
+                    lines.append(f"hierarchical_memsw_limit {limit * PAGE_SIZE}")
                 stats = {"cache": vals["cache"], "rss": vals["rss"], "rss_huge": vals["anon_thp"],
                          "shmem": vals["shmem"], "mapped_file": vals["mapped_file"],
                          "dirty": vals["dirty"], "writeback": vals["writeback"]}
@@ -316,18 +345,26 @@ class CgroupFS:
                 raise ValueError(f"{path}: {s!r} is not a pid (EINVAL)") from None
             self.attach(pid, self._dir_of(path))
             return
-        if name == "memory.limit_in_bytes":
+        if name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
             if m.parent is None:
                 raise OSError(EINVAL, f"{path}: the root cgroup's limit cannot be set")
-            ret = tree.resize_max(m, self._pages(path, s, "-1"))
+            ret = tree.resize_max(m, self._pages(path, s, "-1"), name != "memory.limit_in_bytes")
+            if ret == -EINVAL:
+                raise OSError(EINVAL, f"{path}: {s} would put memory.limit_in_bytes above "
+                                      "memory.memsw.limit_in_bytes (EINVAL)")
             if ret:
                 raise OSError(-ret, f"{path}: usage cannot be reclaimed below {s} (EBUSY)")
             return
-        if name in ("memory.max_usage_in_bytes", "memory.failcnt"):
-            if name == "memory.failcnt":
-                m.memory.failcnt = 0
+        if name in ("memory.max_usage_in_bytes", "memory.failcnt",
+                    "memory.memsw.max_usage_in_bytes", "memory.memsw.failcnt"):
+            c = m.memsw if ".memsw." in name else m.memory
+            if name.endswith("failcnt"):
+                c.failcnt = 0
             else:
-                m.memory.watermark = m.memory.usage  # page_counter_reset_watermark
+                c.watermark = c.usage  # page_counter_reset_watermark
+            return
+        if name == "memory.swap.max":
+            m.swap.max = self._pages(path, s, "max")  # swap_max_write: no reclaim
             return
         if name == "memory.max":
             tree.memory_max_write(m, self._pages(path, s, "max"))

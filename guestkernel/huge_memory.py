@@ -809,6 +809,13 @@ class Thp:
             self.split_huge_page(base)
             return None
         entry = swap.get_swap_cluster()
+        memcgs = getattr(self.kernel, "memcgs", None)
+        if (entry and memcgs is not None and memcgs.active
+                and memcgs.try_charge_swap(page, entry, HPAGE_PMD_NR)):
+            # mem_cgroup_try_charge_swap refused the folio (v2 swap.max): put_swap_folio
+            for i in range(HPAGE_PMD_NR):
+                swap.put_swap_page(entry + i)
+            entry = 0
         if not entry:
             self.split_huge_page(base)
             self.kernel.vmstat["thp_swpout_fallback"] += 1

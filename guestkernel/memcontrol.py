@@ -324,6 +324,8 @@ PAGE_ALLOC_COSTLY_ORDER = 3
 MEMCG_RECLAIM_MAY_SWAP = 1
 # enum memcg_memory_event (6.1), the order memory.events prints them
 MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+# MEMCG_SWAP_HIGH, MEMCG_SWAP_MAX, MEMCG_SWAP_FAIL: v2 memory.swap.events (high, max, fail)
+MEMCG_SWAP_EVENTS = ("swap_high", "swap_max", "swap_fail")
 MEMCG_VMEVENTS = ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct")
 MEMCG_DELAY_PRECISION_SHIFT = 20
 MEMCG_DELAY_SCALING_SHIFT = 14
@@ -456,12 +458,16 @@ class MemCg:
         self.parent = parent
         self.children: list[MemCg] = []
         self.memory = PageCounter(parent.memory if parent is not None else None, self)
+        # v2 memory.swap.* (memcg->swap) and v1 memory.memsw.* (memcg->memsw: memory and
+        # swap together); the tree's version decides which one is charged
+        self.swap = PageCounter(parent.swap if parent is not None else None, self)
+        self.memsw = PageCounter(parent.memsw if parent is not None else None, self)
         self.lruvecs = lruvecs
         for lv in lruvecs:
             lv.memcg = self
         self.tasks: list = []
-        self.events = dict.fromkeys(MEMCG_EVENTS, 0)
-        self.events_local = dict.fromkeys(MEMCG_EVENTS, 0)
+        self.events = dict.fromkeys(MEMCG_EVENTS + MEMCG_SWAP_EVENTS, 0)
+        self.events_local = dict.fromkeys(MEMCG_EVENTS + MEMCG_SWAP_EVENTS, 0)
         self.pgpgin = 0
         self.pgpgout = 0
         # its tasks' faults (handle_mm_fault's count_memcg_event_mm: PGFAULT, PGMAJFAULT)
@@ -551,6 +557,9 @@ class MemCgroupTree:
         # CGRP_ROOT_MEMORY_RECURSIVE_PROT: the cgroup2 mount's memory_recursiveprot (as
         # Debian 12's systemd mounts it; v1 has no memory.min / memory.low)
         self.recursive_prot = self.version == 2
+        # do_memsw_account: v1 charges memory+swap to memsw with every page (swapaccount
+        # on, 6.1's default); v2 charges swap slots to memcg->swap instead
+        self.memsw_account = self.version == 1
         self._current = None  # the task last found in the kernel (current)
 
     # ------------------------------------------------------------------ hierarchy
@@ -598,6 +607,12 @@ class MemCgroupTree:
         memcg.memory.uncharge(n)
         if parent.parent is not None:
             parent.memory.charge(n)
+        if self.memsw_account:
+            # the pages' memsw charge moves with them; the swap slots' stays with the
+            # offline memcg until they are freed (__mem_cgroup_uncharge_swap)
+            memcg.memsw.uncharge(n)
+            if parent.parent is not None:
+                parent.memsw.charge(n)
         parent.children.remove(memcg)
         memcg.online = False
         del self.by_id[memcg.id]
@@ -655,6 +670,8 @@ class MemCgroupTree:
             return
         if self.stock_nr[cpu]:
             old.memory.uncharge(self.stock_nr[cpu])
+            if self.memsw_account:
+                old.memsw.uncharge(self.stock_nr[cpu])
             self.stock_nr[cpu] = 0
         self.stock_cached[cpu] = None
 
@@ -676,11 +693,15 @@ class MemCgroupTree:
                 self.drain_stock(cpu)
 
     # ------------------------------------------------------------------ charging
-    @staticmethod
-    def margin(memcg: MemCg) -> int:
-        """mem_cgroup_margin (without memsw)"""
+    def margin(self, memcg: MemCg) -> int:
+        """mem_cgroup_margin: room under memory.max (and under memsw.max with v1's memsw
+        accounting)."""
         c = memcg.memory
-        return c.max - c.usage if c.usage < c.max else 0
+        m = c.max - c.usage if c.usage < c.max else 0
+        if self.memsw_account:
+            c = memcg.memsw
+            m = min(m, c.max - c.usage if c.usage < c.max else 0)
+        return m
 
     def try_charge_memcg(self, memcg: MemCg, gfp: int, nr_pages: int) -> int:
         """try_charge_memcg (6.1): the stock, a batch of max(MEMCG_CHARGE_BATCH, nr_pages)
@@ -695,10 +716,22 @@ class MemCgroupTree:
         batch = max(MEMCG_CHARGE_BATCH, nr_pages)
         nr_retries = MAX_RECLAIM_RETRIES
         passed_oom = drained = raised_max_event = False
+        reclaim_options = MEMCG_RECLAIM_MAY_SWAP
+        memsw = self.memsw_account
         while True:
             if self.consume_stock(memcg, nr_pages):
                 return 0
-            counter = memcg.memory.try_charge(batch)
+            if memsw:
+                # memsw first: over it, reclaim may not swap (that would not lower it)
+                counter = memcg.memsw.try_charge(batch)
+                if counter is None:
+                    counter = memcg.memory.try_charge(batch)
+                    if counter is not None:
+                        memcg.memsw.uncharge(batch)
+                else:
+                    reclaim_options &= ~MEMCG_RECLAIM_MAY_SWAP
+            else:
+                counter = memcg.memory.try_charge(batch)
             if counter is None:
                 if batch > nr_pages:
                     self.refill_stock(memcg, batch - nr_pages)
@@ -718,7 +751,7 @@ class MemCgroupTree:
             over.memory_event("max")
             raised_max_event = True
             nr_reclaimed = self.reclaim.try_to_free_mem_cgroup_pages(
-                over, nr_pages, gfp, MEMCG_RECLAIM_MAY_SWAP)
+                over, nr_pages, gfp, reclaim_options)
             if self.margin(over) >= nr_pages:
                 continue
             if not drained:
@@ -751,11 +784,12 @@ class MemCgroupTree:
             return -ENOMEM
         return self._force(memcg, nr_pages, raised, over)
 
-    @staticmethod
-    def _force(memcg, nr_pages, raised, over) -> int:
+    def _force(self, memcg, nr_pages, raised, over) -> int:
         if not raised:
             over.memory_event("max")
         memcg.memory.charge(nr_pages)
+        if self.memsw_account:
+            memcg.memsw.charge(nr_pages)
         return 0
 
     def _check_high(self, memcg: MemCg, batch: int) -> None:
@@ -868,6 +902,8 @@ class MemCgroupTree:
         m = self.folio_memcg.pop(page.pfn, None)
         if m is not None:
             m.memory.uncharge(1)
+            if self.memsw_account:
+                m.memsw.uncharge(1)
             m.pgpgout += 1
 
     def uncharge_range(self, pfn: int, nr: int) -> None:
@@ -877,6 +913,8 @@ class MemCgroupTree:
             m = fm.pop(p, None)
             if m is not None:
                 m.memory.uncharge(1)
+                if self.memsw_account:
+                    m.memsw.uncharge(1)
                 m.pgpgout += 1
 
     def migrate(self, old, new) -> None:
@@ -890,20 +928,28 @@ class MemCgroupTree:
         return self.folio_memcg.get(page.pfn, self.root)
 
     # ------------------------------------------------------------------ limits
-    def resize_max(self, memcg: MemCg, max_pages: int) -> int:
-        """mem_cgroup_resize_max (v1 memory.limit_in_bytes): set the limit; while usage is
-        above it, drain the stocks once, then try_to_free_mem_cgroup_pages(memcg, 1)
-        until it fits (-EBUSY when reclaim frees nothing)."""
+    def resize_max(self, memcg: MemCg, max_pages: int, memsw: bool = False) -> int:
+        """mem_cgroup_resize_max (v1 memory.limit_in_bytes, memory.memsw.limit_in_bytes
+        with `memsw`): -EINVAL if memory.max <= memsw.max would break; set the limit;
+        while usage is above it, drain the stocks once, then try_to_free_mem_cgroup_pages
+        (memcg, 1) (without swapping for memsw) until it fits (-EBUSY when reclaim frees
+        nothing)."""
+        counter = memcg.memsw if memsw else memcg.memory
         drained = False
         while True:
-            if memcg.memory.set_max(max_pages) == 0:
+            if memsw:
+                if max_pages < memcg.memory.max:
+                    return -EINVAL
+            elif max_pages > memcg.memsw.max:
+                return -EINVAL
+            if counter.set_max(max_pages) == 0:
                 return 0
             if not drained:
                 self.drain_all_stock(memcg)
                 drained = True
                 continue
-            if not self.reclaim.try_to_free_mem_cgroup_pages(memcg, 1, self._gfp_kernel(),
-                                                             MEMCG_RECLAIM_MAY_SWAP):
+            if not self.reclaim.try_to_free_mem_cgroup_pages(
+                    memcg, 1, self._gfp_kernel(), 0 if memsw else MEMCG_RECLAIM_MAY_SWAP):
                 return -EBUSY
 
     def memory_max_write(self, memcg: MemCg, max_pages: int) -> None:
@@ -1014,12 +1060,14 @@ class MemCgroupTree:
 
     # ------------------------------------------------------------------ OOM
     def get_max(self, memcg: MemCg) -> int:
-        """mem_cgroup_get_max (no memsw, swap.max unlimited): memory.max plus the swap
-        the memcg may use (total_swap_pages while swappiness is not 0)."""
+        """mem_cgroup_get_max: memory.max plus the swap the memcg may use while its
+        swappiness is not 0: min(swap.max, total_swap_pages) on v2, min(memsw.max -
+        memory.max, total_swap_pages) on v1."""
         m = memcg.memory.max
         swappiness = memcg.swappiness if memcg.swappiness is not None else self.kernel.config.swappiness
         if swappiness:
-            m += self.kernel.total_swap_pages()
+            room = memcg.swap.max if self.version == 2 else memcg.memsw.max - m
+            m += min(room, self.kernel.total_swap_pages())
         return m
 
     def mem_cgroup_oom(self, memcg: MemCg, gfp: int, order: int) -> bool:
@@ -1082,31 +1130,108 @@ class MemCgroupTree:
         def total(m) -> int:
             return own.get(id(m), 0) + sum(total(c) for c in m.children)
 
+        slots: dict[int, int] = {}
+        for m in self.swap_cgroup.values():
+            while not m.online:  # an offline memcg's slots: charged in its parent's counters
+                m = m.parent
+            slots[id(m)] = slots.get(id(m), 0) + 1
+
+        def swapped(m) -> int:
+            return slots.get(id(m), 0) + sum(swapped(c) for c in m.children)
+
         for m in self.root.iter():
             if m.parent is not None:
                 assert m.memory.usage == total(m), (
                     f"{m}: usage {m.memory.usage} but {total(m)} pages charged")
+                if self.version == 2:
+                    assert m.swap.usage == swapped(m), (
+                        f"{m}: swap.current {m.swap.usage} but {swapped(m)} slots recorded")
+                elif self.memsw_account:
+                    assert m.memsw.usage == total(m) + swapped(m), (
+                        f"{m}: memsw {m.memsw.usage} but {total(m)} pages and "
+                        f"{swapped(m)} slots charged")
 
     # ------------------------------------------------------------------ swap
-    def swapout(self, page, entry: int) -> None:
-        """mem_cgroup_swapout: reclaim takes the page out of the swap cache; its memcg is
-        recorded for the slot (swap_cgroup_record), the charge goes when the page is
-        freed."""
+    def try_charge_swap(self, page, entry: int, nr_pages: int = 1) -> int:
+        """__mem_cgroup_try_charge_swap (v2 only; folio_alloc_swap after the slots were
+        found): `entry` 0 (no slot) counts MEMCG_SWAP_FAIL; a folio of a child memcg
+        charges its swap counter, and over a swap.max counts MEMCG_SWAP_MAX and
+        MEMCG_SWAP_FAIL and fails (-ENOMEM: the caller frees the slots, add_to_swap
+        fails); else the slots are recorded for the memcg (swap_cgroup_record). A root
+        folio is not recorded (hvsim keeps records for children only)."""
+        if self.version != 2:
+            return 0
         m = self.folio_memcg.get(page.pfn)
+        if m is None:
+            return 0
+        if not entry:
+            m.memory_event("swap_fail")
+            return 0
+        if m.swap.try_charge(nr_pages) is not None:
+            m.memory_event("swap_max")
+            m.memory_event("swap_fail")
+            return -ENOMEM
+        sc = self.swap_cgroup
+        for i in range(nr_pages):
+            sc[entry + i] = m
+        return 0
+
+    def swapout(self, page, entry: int) -> None:
+        """mem_cgroup_swapout (v1 only; v2 recorded the slot at add_to_swap): reclaim
+        takes the page out of the swap cache; its memcg is recorded for the slot
+        (swap_cgroup_record), the page is no longer charged (folio->memcg_data = 0) and
+        its memory charge goes (its memsw charge stays with the slot); PGPGOUT."""
+        if self.version != 1:
+            return
+        m = self.folio_memcg.pop(page.pfn, None)
         if m is not None:
             self.swap_cgroup[entry] = m
+            m.memory.uncharge(1)
+            m.pgpgout += 1
 
     def swap_released(self, entry: int) -> None:
-        """mem_cgroup_uncharge_swap: the slot is free; its record goes."""
-        self.swap_cgroup.pop(entry, None)
+        """__mem_cgroup_uncharge_swap: the slot's record goes, and its charge: swap (v2)
+        or memsw (v1)."""
+        m = self.swap_cgroup.pop(entry, None)
+        if m is not None:
+            (m.swap if self.version == 2 else m.memsw).uncharge(1)
 
     def swapin_charge(self, page, entry: int, gfp: int) -> bool:
         """mem_cgroup_swapin_charge_folio: charge to the memcg recorded for the slot if it
-        is online, else to current's."""
+        is online, else to current's; v1 then drops the slot's memsw charge and record
+        (mem_cgroup_swapin_uncharge_swap: the page holds the memsw charge now)."""
         m = self.swap_cgroup.get(entry)
         if m is not None and not m.online:
             m = None
-        return self.charge(page, 1, gfp, m)
+        if not self.charge(page, 1, gfp, m):
+            return False
+        if self.memsw_account:
+            self.swap_released(entry)
+        return True
+
+    def get_nr_swap_pages(self, memcg: MemCg, nr_swap_pages: int) -> int:
+        """mem_cgroup_get_nr_swap_pages: v2 limits the free swap by each level's room
+        under swap.max, up to the root's child."""
+        if self.version != 2:
+            return nr_swap_pages
+        m = memcg
+        while m is not None and m.parent is not None:
+            nr_swap_pages = min(nr_swap_pages, m.swap.max - m.swap.usage)
+            m = m.parent
+        return nr_swap_pages
+
+    def swap_full(self, page) -> bool:
+        """mem_cgroup_swap_full without vm_swap_full (the caller's): v2, a level of the
+        page's memcg whose swap use is at least half its swap.max."""
+        if self.version != 2:
+            return False
+        m = self.folio_memcg.get(page.pfn)
+        while m is not None and m.parent is not None:
+            u = m.swap.usage
+            if u * 2 >= m.swap.high or u * 2 >= m.swap.max:
+                return True
+            m = m.parent
+        return False
 
 
 def mem_cgroup_charge(kernel, page, nr_pages: int, gfp: int) -> bool:

@@ -396,10 +396,31 @@ class SwapState:
         free_user_page(self.kernel, page)
 
     # ------------------------------------------------------------------ swap cache
+    def put_swap_page(self, entry: int) -> None:
+        """put_swap_folio of one slot get_swap_page gave: its cache bit goes, and the
+        slot with it when nothing else refers to it."""
+        off = swp_offset(entry)
+        smap = self.si.swap_map
+        smap[off] &= ~SWAP_HAS_CACHE
+        if not smap[off]:
+            self._slot_released(off)
+
+    def folio_alloc_swap(self, page) -> int:
+        """folio_alloc_swap for one page: a slot (get_swap_page), then the memcg's swap
+        charge (mem_cgroup_try_charge_swap: v2 swap.max); a refused charge frees the
+        slot (put_swap_folio). 0: none."""
+        entry = self.get_swap_page()
+        memcgs = getattr(self.kernel, "memcgs", None)
+        if memcgs is not None and memcgs.active and memcgs.try_charge_swap(page, entry):
+            self.put_swap_page(entry)
+            return 0
+        return entry
+
     def add_to_swap(self, page) -> bool:
         """Give an anonymous page a slot and put it in the swap cache (it takes a
-        reference); the page is dirty until written. False if swap is full."""
-        entry = self.get_swap_page()
+        reference); the page is dirty until written. False if swap is full or the
+        memcg's swap.max refuses it (the caller keeps the page)."""
+        entry = self.folio_alloc_swap(page)
         if not entry:
             return False
         self.add_to_swap_cache(page, entry)
@@ -550,7 +571,9 @@ class SwapState:
         self.swap_free(entry)
         # should_try_to_free_swap
         exclusive = page._mapcount == -1 and page._count == 2
-        if self.vm_swap_full() or vma.vm_flags & VM_LOCKED or (write and exclusive):
+        memcgs = getattr(self.kernel, "memcgs", None)
+        if (self.vm_swap_full() or (memcgs is not None and memcgs.active and memcgs.swap_full(page))
+                or vma.vm_flags & VM_LOCKED or (write and exclusive)):
             self.try_to_free_swap(page)
         return page, cost, major
 
@@ -675,7 +698,7 @@ class SwapState:
             # a huge folio is split first, all its subpages kept dirty (SetPageDirty on
             # the folio, split_huge_page, ClearPageDirty on this one below)
             self.kernel.thp.shmem_split(page, dirty=True)
-        entry = self.get_swap_page()
+        entry = self.folio_alloc_swap(page)
         if not entry:
             return False
         index = page.index

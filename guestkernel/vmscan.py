@@ -1269,8 +1269,12 @@ class Reclaim:
         memcg's swappiness: mem_cgroup_swappiness; cgroup reclaim with swappiness 0 scans
         file only)."""
         swappiness = self.mem_cgroup_swappiness(lv)
+        mt = self.memcg_tree
         if not sc.may_swap or not self.can_reclaim_anon():
             balance = SCAN_FILE
+        elif (mt is not None and lv.memcg is not None and lv.memcg.parent is not None
+              and mt.get_nr_swap_pages(lv.memcg, 1) <= 0):
+            balance = SCAN_FILE  # can_reclaim_anon_pages: mem_cgroup_get_nr_swap_pages
         elif sc.target_mem_cgroup is not None and not swappiness:
             balance = SCAN_FILE
         elif not sc.priority and swappiness:
