@@ -200,7 +200,8 @@ class CgroupFS:
         if name == "memory.move_charge_at_immigrate":
             return f"{m.move_charge_at_immigrate}\n"
         if name == "memory.oom_control":
-            return (f"oom_kill_disable {m.oom_kill_disable}\nunder_oom {m.under_oom}\n"
+            # mem_cgroup_oom_control_read: under_oom as a bool
+            return (f"oom_kill_disable {m.oom_kill_disable}\nunder_oom {int(bool(m.under_oom))}\n"
                     f"oom_kill {m.events_local['oom_kill']}\n")
         raise FileNotFoundError(path)  # (files() lists nothing else)
 
@@ -400,6 +401,8 @@ class CgroupFS:
             if m.parent is None or v not in (0, 1):
                 raise ValueError(f"{path}: {s!r} (EINVAL)")
             m.oom_kill_disable = v
+            if not v:
+                tree.memcg_oom_recover(m)  # mem_cgroup_oom_control_write
             return
         raise OSError(EINVAL, f"{path}: not writable")
 

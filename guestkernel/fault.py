@@ -56,6 +56,7 @@ FAULT_OK = 0  # resolved; retry the access
 FAULT_SIGNAL = 1  # the task received a fatal signal (SIGSEGV, SIGBUS, SIGKILL)
 FAULT_FIXUP = 2  # kernel-mode fault fixed up: the system call returns -EFAULT
 FAULT_OOPS = 3  # kernel Oops: the task was killed
+FAULT_SLEEP = 4  # the task sleeps in the kernel (v1 memcg OOM wait queue): retried once woken
 
 FAULT_COUNTERS = (
     "fault_demand_zero", "fault_zero_page", "fault_cow", "fault_cow_reuse", "fault_wp_shared",
@@ -118,20 +119,35 @@ def do_page_fault(task, addr: int, write: bool = False, user: bool = True,
             return bad_area(kernel, task, addr, user, fixup, atomic, SEGV_ACCERR)
         if not flags & (VM_READ | VM_EXEC):
             return bad_area(kernel, task, addr, user, fixup, atomic, SEGV_ACCERR)
+    if getattr(task, "memcg_oom_wait", None) is not None:
+        return FAULT_SLEEP  # still asleep on the memcg's OOM wait queue
+    task.in_user_fault = user  # mem_cgroup_enter_user_fault
     ret = handle_mm_fault(task, vma, addr, write)
+    task.in_user_fault = False
     if ret & VM_FAULT_OOM:
         if task.fatal_signal_pending():
             return FAULT_SIGNAL
         if not user:
             return no_context(kernel, task, addr, fixup, atomic)
-        # pagefault_out_of_memory: the allocator has run the OOM killer already; 6.x
-        # retries the fault. Once more; if memory is still short, the task dies.
+        # pagefault_out_of_memory: mem_cgroup_oom_synchronize first. A v1 memcg OOM
+        # with oom_kill_disable puts the task to sleep on the memcg's OOM wait queue
+        # until memcg_oom_recover wakes it; then the access faults again.
+        memcgs = getattr(kernel, "memcgs", None)
+        if memcgs is not None and memcgs.oom_synchronize(task) and task.memcg_oom_wait is not None:
+            return FAULT_SLEEP
+        # Otherwise the allocator has run the OOM killer already; 6.x retries the
+        # fault. Once more; if memory is still short, the task dies.
         vma = mm.mm_mt.lookup(addr)
         if vma is not None:
+            task.in_user_fault = True
             ret = handle_mm_fault(task, vma, addr, write)
+            task.in_user_fault = False
         if vma is None or ret & VM_FAULT_OOM:
             if task.fatal_signal_pending():
                 return FAULT_SIGNAL
+            if (memcgs is not None and memcgs.oom_synchronize(task)
+                    and task.memcg_oom_wait is not None):
+                return FAULT_SLEEP
             vm["fault_oom"] += 1
             task.send_signal(SIGKILL, 0, addr)
             return FAULT_SIGNAL

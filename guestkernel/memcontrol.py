@@ -481,7 +481,8 @@ class MemCg:
         self.swappiness = parent.swappiness if parent is not None else None
         self.move_charge_at_immigrate = 0
         self.oom_kill_disable = 0
-        self.under_oom = 0
+        self.under_oom = 0  # mem_cgroup_mark_under_oom's count (oom_control reads it as a bool)
+        self.oom_lock = False  # mem_cgroup_oom_trylock
         self.online = True
         self.id = 0
 
@@ -561,6 +562,9 @@ class MemCgroupTree:
         # on, 6.1's default); v2 charges swap slots to memcg->swap instead
         self.memsw_account = self.version == 1
         self._current = None  # the task last found in the kernel (current)
+        # memcg_oom_waitq: the tasks asleep in mem_cgroup_oom_synchronize (v1
+        # oom_kill_disable), each with task.memcg_oom_wait = the memcg it waits on
+        self.oom_waitq: list = []
 
     # ------------------------------------------------------------------ hierarchy
     def mkdir(self, parent: MemCg, name: str) -> MemCg:
@@ -650,6 +654,8 @@ class MemCgroupTree:
         task.memcg = memcg if memcg.parent is not None else None
 
     def exit_task(self, task) -> None:
+        if getattr(task, "memcg_oom_wait", None) is not None:
+            self._oom_wait_done(task)  # TASK_KILLABLE: the fatal signal ends the sleep
         m = getattr(task, "memcg", None) or self.root
         if task in m.tasks:
             m.tasks.remove(task)
@@ -905,6 +911,8 @@ class MemCgroupTree:
             if self.memsw_account:
                 m.memsw.uncharge(1)
             m.pgpgout += 1
+            if self.oom_waitq:
+                self.memcg_oom_recover(m)  # uncharge_batch
 
     def uncharge_range(self, pfn: int, nr: int) -> None:
         """mem_cgroup_uncharge of a folio's pages still charged."""
@@ -916,6 +924,8 @@ class MemCgroupTree:
                 if self.memsw_account:
                     m.memsw.uncharge(1)
                 m.pgpgout += 1
+                if self.oom_waitq:
+                    self.memcg_oom_recover(m)  # uncharge_batch
 
     def migrate(self, old, new) -> None:
         """mem_cgroup_migrate: the new page takes the old one's charge."""
@@ -942,7 +952,10 @@ class MemCgroupTree:
                     return -EINVAL
             elif max_pages > memcg.memsw.max:
                 return -EINVAL
+            enlarge = max_pages > counter.max
             if counter.set_max(max_pages) == 0:
+                if enlarge:
+                    self.memcg_oom_recover(memcg)
                 return 0
             if not drained:
                 self.drain_all_stock(memcg)
@@ -1077,8 +1090,101 @@ class MemCgroupTree:
             return False
         memcg.memory_event("oom")
         if memcg.oom_kill_disable:
+            # v1: remember the OOM for the end of the user fault, where the task sleeps
+            # (mem_cgroup_oom_synchronize); elsewhere the charge just fails
+            t = self.current_task()
+            if t is not None and getattr(t, "in_user_fault", False):
+                t.memcg_in_oom = memcg
+                t.memcg_oom_gfp_mask = gfp
+                t.memcg_oom_order = order
             return False
-        return self.mem_cgroup_out_of_memory(memcg, gfp, order)
+        self.mark_under_oom(memcg)
+        locked = self.oom_trylock(memcg)
+        self.unmark_under_oom(memcg)
+        ret = self.mem_cgroup_out_of_memory(memcg, gfp, order)
+        if locked:
+            self.oom_unlock(memcg)
+        return ret
+
+    # -- the v1 OOM wait queue (oom_kill_disable) ------------------------------------
+    @staticmethod
+    def mark_under_oom(memcg: MemCg) -> None:
+        """mem_cgroup_mark_under_oom: the memcg and its descendants"""
+        for m in memcg.iter():
+            m.under_oom += 1
+
+    @staticmethod
+    def unmark_under_oom(memcg: MemCg) -> None:
+        """mem_cgroup_unmark_under_oom"""
+        for m in memcg.iter():
+            if m.under_oom > 0:
+                m.under_oom -= 1
+
+    @staticmethod
+    def oom_trylock(memcg: MemCg) -> bool:
+        """mem_cgroup_oom_trylock: the subtree's oom_lock, unless a memcg of it holds it."""
+        if any(m.oom_lock for m in memcg.iter()):
+            return False
+        for m in memcg.iter():
+            m.oom_lock = True
+        return True
+
+    @staticmethod
+    def oom_unlock(memcg: MemCg) -> None:
+        """mem_cgroup_oom_unlock"""
+        for m in memcg.iter():
+            m.oom_lock = False
+
+    def oom_synchronize(self, task, handle: bool = True) -> bool:
+        """mem_cgroup_oom_synchronize (pagefault_out_of_memory): nothing (False) unless
+        the fault met a memcg OOM with oom_kill_disable (task.memcg_in_oom). Else the
+        task goes on memcg_oom_waitq and marks its memcg's subtree under_oom; with the
+        OOM lock and oom_kill_disable cleared meanwhile it runs the memcg OOM killer
+        instead; else it sleeps (task.memcg_oom_wait: the fault is retried once
+        memcg_oom_recover wakes it). True: handled."""
+        memcg = getattr(task, "memcg_in_oom", None)
+        if memcg is None:
+            return False
+        if handle:
+            self.mark_under_oom(memcg)
+            locked = self.oom_trylock(memcg)
+            if locked and not memcg.oom_kill_disable:
+                self.unmark_under_oom(memcg)
+                self.mem_cgroup_out_of_memory(memcg, task.memcg_oom_gfp_mask, task.memcg_oom_order)
+                self.oom_unlock(memcg)
+                self.memcg_oom_recover(memcg)
+            else:
+                task.memcg_oom_wait = memcg  # schedule() (TASK_KILLABLE)
+                task.memcg_oom_locked = locked
+                self.oom_waitq.append(task)
+                return True
+        task.memcg_in_oom = None
+        return True
+
+    def _oom_wait_done(self, task) -> None:
+        """The rest of mem_cgroup_oom_synchronize once the task is woken (or killed):
+        unmark, finish_wait, unlock and wake the others (memcg_oom_recover)."""
+        memcg = task.memcg_oom_wait
+        task.memcg_oom_wait = None
+        task.memcg_in_oom = None
+        if task in self.oom_waitq:
+            self.oom_waitq.remove(task)
+        self.unmark_under_oom(memcg)
+        if task.memcg_oom_locked:
+            task.memcg_oom_locked = False
+            self.oom_unlock(memcg)
+            self.memcg_oom_recover(memcg)
+
+    def memcg_oom_recover(self, memcg: MemCg) -> None:
+        """memcg_oom_recover: with the memcg under OOM, wake the waiters whose memcg is
+        an ancestor or a descendant of it (memcg_oom_wake_function)."""
+        if not memcg.under_oom:
+            return
+        for task in list(self.oom_waitq):
+            w = task.memcg_oom_wait
+            if w is not None and task in self.oom_waitq and (
+                    memcg.is_descendant(w) or w.is_descendant(memcg)):
+                self._oom_wait_done(task)
 
     def mem_cgroup_out_of_memory(self, memcg: MemCg, gfp: int, order: int) -> bool:
         """mem_cgroup_out_of_memory -> out_of_memory(oc with memcg): nothing if the margin

@@ -194,6 +194,10 @@ def select_task_rq_wake(task, free_at: list, now: float) -> int:
 class Task:
     """task_struct: one process (a single thread)."""
 
+    # the memcg whose OOM wait queue the task sleeps on (memcontrol.py: v1
+    # oom_kill_disable, mem_cgroup_oom_synchronize); None: not asleep there
+    memcg_oom_wait = None
+
     def __init__(self, kernel, pid: int, comm: str, parent: Task | None = None) -> None:
         self.kernel = kernel
         self.pid = pid
@@ -747,7 +751,8 @@ class Task:
                             break
                         tries += 1
                         pte = get(vpn, 0)
-                    if self._pending_fatal is not None or self.state != "running":
+                    if (self._pending_fatal is not None or self.state != "running"
+                            or self.memcg_oom_wait is not None):
                         break
                     if not pte:
                         continue
