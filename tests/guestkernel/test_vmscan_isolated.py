@@ -106,9 +106,9 @@ def test_counters_in_proc_vmstat():
 
 
 def test_reclaimers_on_other_cpus_throttle_each_other_through_ordinary_allocations():
-    """16 tasks on a 16-vCPU 48 MiB guest (fork placement: one per CPU) write anonymous
-    memory at the same moments: their direct reclaimers run beside each other, and a
-    reclaimer finding the batches the others hold isolated at its own time over an
+    """16 tasks on a 16-vCPU 48 MiB guest (fork placement: one per CPU) write 3 MiB of
+    anonymous memory each at the same moments: their direct reclaimers run beside each
+    other, and a reclaimer finding the batches the others hold isolated at its own time over an
     eighth of the inactive list sleeps (VMSCAN_THROTTLE_ISOLATED). Each such sleep is
     checked against the rule when it is taken: NR_ISOLATED_* itself is 0 (no batch of
     its own, no compaction), the pages are the other CPUs' batches. A 1-vCPU guest
@@ -137,9 +137,12 @@ def test_reclaimers_on_other_cpus_throttle_each_other_through_ordinary_allocatio
 
         r.reclaim_throttle = spy
 
+        # 768 pages each: 48 MiB written into the 48 MiB guest, every writer in direct
+        # reclaim within the second (2048 pages each ran for minutes: every isolated batch
+        # stays in `isolating` while the reclaimers' own time runs ahead of the now)
         def proc(t):
-            a = t.mmap(0, 2048 * P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
-            for n in range(0, 2048, 64):
+            a = t.mmap(0, 768 * P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+            for n in range(0, 768, 64):
                 t.access_range(a + n * P, 64 * P, True)
                 yield env.timeout(1e-3)
 
