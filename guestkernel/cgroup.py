@@ -27,10 +27,14 @@ an unknown path raises FileNotFoundError, an existing one FileExistsError, a val
 does not parse ValueError (EINVAL), a write the kernel refuses OSError with its errno
 (EBUSY, EINVAL, ESRCH).
 
-Not modelled: kmem and tcp counters, soft limits, memory.oom.group, memory.swap.high,
+Kernel memory (memcontrol.py: page tables, kernel stacks, SLAB_ACCOUNT slab objects) is
+charged to the memory counter; v1 has memory.kmem.usage_in_bytes, max_usage_in_bytes,
+failcnt and limit_in_bytes (6.1: writing it has no effect), v2's memory.stat kernel,
+kernel_stack, pagetables and slab lines.
+
+Not modelled: the tcp counters, soft limits, memory.oom.group, memory.swap.high,
 cgroup.subtree_control (the
-memory controller is enabled in every v2 cgroup), /proc/PID/cgroup; kernel memory (page
-tables, stacks, slab) is charged to no cgroup.
+memory controller is enabled in every v2 cgroup), /proc/PID/cgroup.
 """
 
 from __future__ import annotations
@@ -94,7 +98,9 @@ class CgroupFS:
                     "memory.limit_in_bytes", "memory.failcnt", "memory.stat", "memory.swappiness",
                     "memory.move_charge_at_immigrate", "memory.oom_control",
                     "memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes",
-                    "memory.memsw.limit_in_bytes", "memory.memsw.failcnt")
+                    "memory.memsw.limit_in_bytes", "memory.memsw.failcnt",
+                    "memory.kmem.limit_in_bytes", "memory.kmem.usage_in_bytes",
+                    "memory.kmem.failcnt", "memory.kmem.max_usage_in_bytes")
         if m.parent is None:
             return ("cgroup.procs", "memory.stat")
         return ("cgroup.procs", "memory.current", "memory.min", "memory.low", "memory.max",
@@ -172,6 +178,13 @@ class CgroupFS:
             return f"{c.max * PAGE_SIZE}\n"
         if name == "memory.failcnt":
             return f"{c.failcnt}\n"
+        if name.startswith("memory.kmem."):
+            # v1's kmem counter (mem_cgroup_read_u64, _KMEM): the kernel pages charged to
+            # the memcg and its descendants (memcg_account_kmem); never limited in 6.1
+            k = m.kmem
+            v = {"usage_in_bytes": k.usage * PAGE_SIZE, "max_usage_in_bytes": k.watermark * PAGE_SIZE,
+                 "limit_in_bytes": k.max * PAGE_SIZE, "failcnt": k.failcnt}[name[len("memory.kmem."):]]
+            return f"{v}\n"
         if name in ("memory.max", "memory.high", "memory.min", "memory.low"):
             v = {"memory.max": c.max, "memory.high": c.high, "memory.min": c.min,
                  "memory.low": c.low}[name]
@@ -315,10 +328,16 @@ class CgroupFS:
                     lines.append(f"{prefix}{k} {vals[k] * PAGE_SIZE}")
             return "\n".join(lines) + "\n"
         tot = self._lru_counts(m, True)
+        ks = {k: sum(c.kstat[k] for c in m.iter()) for k in m.kstat}  # kernel memory (6.1)
         lines = [f"anon {tot['anon'] * PAGE_SIZE}", f"file {tot['file'] * PAGE_SIZE}",
+                 f"kernel {ks['kernel'] * PAGE_SIZE}", f"kernel_stack {ks['kernel_stack'] * 1024}",
+                 f"pagetables {ks['pagetables'] * PAGE_SIZE}",
                  f"shmem {tot['shmem'] * PAGE_SIZE}", f"anon_thp {tot['anon_thp'] * PAGE_SIZE}"]
         for k in LRU_STAT:
             lines.append(f"{k} {tot[k] * PAGE_SIZE}")
+        lines.append(f"slab_reclaimable {ks['slab_reclaimable']}")
+        lines.append(f"slab_unreclaimable {ks['slab_unreclaimable']}")
+        lines.append(f"slab {ks['slab_reclaimable'] + ks['slab_unreclaimable']}")
         ev = {k: sum(c.vmevents[k] for c in m.iter()) for k in m.vmevents}
         lines.append(f"pgscan {ev['pgscan_kswapd'] + ev['pgscan_direct']}")
         lines.append(f"pgsteal {ev['pgsteal_kswapd'] + ev['pgsteal_direct']}")
@@ -355,6 +374,19 @@ class CgroupFS:
                                       "memory.memsw.limit_in_bytes (EINVAL)")
             if ret:
                 raise OSError(-ret, f"{path}: usage cannot be reclaimed below {s} (EBUSY)")
+            return
+        if name == "memory.kmem.limit_in_bytes":
+            # memcg_write (6.1): the root's limit cannot be set (EINVAL); elsewhere the
+            # value is parsed and has no effect ("kmem.limit_in_bytes is deprecated")
+            if m.parent is None:
+                raise OSError(EINVAL, f"{path}: the root cgroup's limit cannot be set")
+            self._pages(path, s, "-1")
+            return
+        if name in ("memory.kmem.max_usage_in_bytes", "memory.kmem.failcnt"):
+            if name == "memory.kmem.failcnt":
+                m.kmem.failcnt = 0
+            else:
+                m.kmem.watermark = m.kmem.usage
             return
         if name in ("memory.max_usage_in_bytes", "memory.failcnt",
                     "memory.memsw.max_usage_in_bytes", "memory.memsw.failcnt"):

@@ -48,7 +48,7 @@ from . import gfp as G
 from . import uapi as U
 from .page_alloc import mult_frac
 from .shrinker import DEFAULT_SEEKS, SHRINK_EMPTY, SHRINK_STOP, Shrinker
-from .slab import SLAB_RECLAIM_ACCOUNT
+from .slab import SLAB_ACCOUNT, SLAB_RECLAIM_ACCOUNT
 
 DCACHE_REFERENCED = 0x40  # recently used: one more pass on the LRU
 DCACHE_LRU_LIST = 0x80000  # on the dentry LRU
@@ -109,8 +109,12 @@ class Dcache:
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         (dname, dsize), (iname, isize) = CACHES.get(kernel.config.era, CACHES["6.x"])
-        self.dentry_cache = kernel.kmem_cache_create(dname, dsize, 0, SLAB_RECLAIM_ACCOUNT)
-        self.inode_cache = kernel.kmem_cache_create(iname, isize, 0, SLAB_RECLAIM_ACCOUNT)
+        # 6.1: dentry (dcache_init) and the file systems' inode caches (ext4_inode_cache,
+        # inode_cache) are SLAB_ACCOUNT too: charged to the memcg of the task that
+        # looks the name up or creates the inode
+        acct = SLAB_ACCOUNT if kernel.config.era == "6.x" else 0
+        self.dentry_cache = kernel.kmem_cache_create(dname, dsize, 0, SLAB_RECLAIM_ACCOUNT | acct)
+        self.inode_cache = kernel.kmem_cache_create(iname, isize, 0, SLAB_RECLAIM_ACCOUNT | acct)
         self.highmem = any(z.is_highmem for z in kernel.page_alloc.zones)  # CONFIG_HIGHMEM
         self.hash: dict[str, Dentry] = {}
         self.dentry_lru: OrderedDict = OrderedDict()  # Dentry -> None, oldest first

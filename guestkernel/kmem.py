@@ -61,7 +61,8 @@ from operator import ne as _ne
 
 import xxhash
 
-from .gfp import __GFP_ZERO, GFP_KERNEL_ACCOUNT
+from .gfp import __GFP_ZERO, GFP_KERNEL, GFP_KERNEL_ACCOUNT
+from .memcontrol import memcg_kmem_charge_page, memcg_kmem_uncharge_page, mod_kmem_page_state
 from .page import (
     Page,
     PG_active,
@@ -398,14 +399,34 @@ class KmemContent:
                         k.free_pages(p, 0)
                     return None
                 pages.append(page)
+            # memcg_charge_kernel_stack (6.1, VMAP_STACK): each page charged to current's
+            # memcg (memcg_kmem_charge_page, GFP_KERNEL); a failed charge undoes the
+            # others and the fork fails
+            for i, page in enumerate(pages):
+                if memcg_kmem_charge_page(k, page, GFP_KERNEL, 0):
+                    for p in pages[:i]:
+                        memcg_kmem_uncharge_page(k, p, 0)
+                    for p in pages:
+                        k.free_pages(p, 0)
+                    return None
             base = self.layout.vmalloc_base + (pid % (1 << 20)) * 4 * THREAD_SIZE[arch]
             addr = base - self.layout.page_offset_base + self.layout.sim_page_offset
         else:
             head = k.alloc_pages(gfp, nr.bit_length() - 1)
             if head is None:
                 return None
+            # __alloc_pages with THREADINFO_GFP's __GFP_ACCOUNT: the block charged whole
+            if memcg_kmem_charge_page(k, head, gfp, nr.bit_length() - 1):
+                k.free_pages(head, nr.bit_length() - 1)
+                return None
             pages = [head] + [k.pfn_to_page(head.pfn + i) for i in range(1, nr)]
             addr = self.layout.sim_page_offset + (head.pfn << PAGE_SHIFT)
+        # account_kernel_stack: NR_KERNEL_STACK_KB in the memcg the pages are charged to
+        if arch == "x86_64" and k.config.era == "6.x":
+            for page in pages:
+                mod_kmem_page_state(k, page, "kernel_stack", PAGE_SIZE >> 10)
+        else:
+            mod_kmem_page_state(k, pages[0], "kernel_stack", THREAD_SIZE[arch] >> 10)
         cost = 0.0
         store = self.phys.store
         for i, page in enumerate(pages):
@@ -417,10 +438,17 @@ class KmemContent:
     def free_thread_stack(self, pages) -> None:
         k = self.kernel
         arch = self.layout.arch
+        # exit_task_stack_account: account_kernel_stack(tsk, -1), then each page
+        # uncharged (VMAP_STACK); a THREAD_SIZE block is uncharged as it is freed
         if arch == "x86_64" and k.config.era == "6.x":
+            for p in pages:
+                mod_kmem_page_state(k, p, "kernel_stack", -(PAGE_SIZE >> 10))
+                memcg_kmem_uncharge_page(k, p, 0)
             for p in pages:
                 k.free_pages(p, 0)
         else:
+            mod_kmem_page_state(k, pages[0], "kernel_stack", -(THREAD_SIZE[arch] >> 10))
+            memcg_kmem_uncharge_page(k, pages[0], len(pages).bit_length() - 1)
             k.free_pages(pages[0], len(pages).bit_length() - 1)
         k.vmstat["nr_kernel_stack"] -= THREAD_SIZE[arch] >> 10
 

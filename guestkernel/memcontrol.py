@@ -59,6 +59,7 @@ Invariant: after a flush every flushed value equals its exact counterpart.
 from __future__ import annotations
 
 from .page import PG_lru, PG_thp
+from .units import PAGE_SHIFT, PAGE_SIZE
 
 MEMCG_CHARGE_BATCH = 64  # pages: include/linux/memcontrol.h
 HZ = 250  # jiffies per second (CONFIG_HZ_250, as vmscan.py)
@@ -485,6 +486,12 @@ class MemCg:
         self.oom_lock = False  # mem_cgroup_oom_trylock
         self.online = True
         self.id = 0
+        # kernel memory (CONFIG_MEMCG_KMEM): its obj_cgroup (none for the root), v1's kmem
+        # counter (memory.kmem.*), and its local MEMCG_KMEM (pages), NR_KERNEL_STACK_KB,
+        # NR_PAGETABLE (pages), NR_SLAB_(UN)RECLAIMABLE_B (bytes)
+        self.objcg = None
+        self.kmem = PageCounter(parent.kmem if parent is not None else None, self)
+        self.kstat = dict.fromkeys(KMEM_STATS, 0)
 
     @property
     def path(self) -> str:
@@ -565,6 +572,9 @@ class MemCgroupTree:
         # memcg_oom_waitq: the tasks asleep in mem_cgroup_oom_synchronize (v1
         # oom_kill_disable), each with task.memcg_oom_wait = the memcg it waits on
         self.oom_waitq: list = []
+        self.obj_stock = None  # per CPU ObjStock once a child memcg is online (kmem)
+        self.kmem_pages: dict = {}
+        self.slab_objcgs: dict = {}
 
     # ------------------------------------------------------------------ hierarchy
     def mkdir(self, parent: MemCg, name: str) -> MemCg:
@@ -581,6 +591,7 @@ class MemCgroupTree:
         m.move_charge_at_immigrate = parent.move_charge_at_immigrate if parent.parent else 0
         m.oom_kill_disable = parent.oom_kill_disable if parent.parent else 0
         parent.children.append(m)
+        memcg_online_kmem(self, m)
         if not self.active:
             self.active = True
             self.reclaim.memcg_tree = self
@@ -607,6 +618,7 @@ class MemCgroupTree:
                 del fm[pfn]
             else:
                 fm[pfn] = parent
+        memcg_reparent_objcgs(self, memcg, parent)
         n = memcg.memory.usage
         memcg.memory.uncharge(n)
         if parent.parent is not None:
@@ -694,6 +706,7 @@ class MemCgroupTree:
 
     def drain_all_stock(self, root_memcg: MemCg) -> None:
         """drain_all_stock: every CPU whose stock holds a memcg of root_memcg's subtree."""
+        drain_all_obj_stock(self, root_memcg)
         for cpu, m in enumerate(self.stock_cached):
             if m is not None and self.stock_nr[cpu] and m.is_descendant(root_memcg):
                 self.drain_stock(cpu)
@@ -1232,6 +1245,9 @@ class MemCgroupTree:
         for cpu, m in enumerate(self.stock_cached):
             if m is not None:
                 own[id(m)] = own.get(id(m), 0) + self.stock_nr[cpu]
+        kmem = kmem_own_pages(self)
+        for k, n in kmem.items():
+            own[k] = own.get(k, 0) + n
 
         def total(m) -> int:
             return own.get(id(m), 0) + sum(total(c) for c in m.children)
@@ -1256,6 +1272,17 @@ class MemCgroupTree:
                     assert m.memsw.usage == total(m) + swapped(m), (
                         f"{m}: memsw {m.memsw.usage} but {total(m)} pages and "
                         f"{swapped(m)} slots charged")
+
+        def ktotal(m) -> int:
+            return kmem.get(id(m), 0) + sum(ktotal(c) for c in m.children)
+
+        for m in self.root.iter():
+            if m.parent is not None:
+                assert m.kstat["kernel"] == kmem.get(id(m), 0), (
+                    f"{m}: MEMCG_KMEM {m.kstat['kernel']} but {kmem.get(id(m), 0)} kernel pages")
+                if self.version == 1:
+                    assert m.kmem.usage == ktotal(m), (
+                        f"{m}: kmem usage {m.kmem.usage} but {ktotal(m)} kernel pages")
 
     # ------------------------------------------------------------------ swap
     def try_charge_swap(self, page, entry: int, nr_pages: int = 1) -> int:
@@ -1354,3 +1381,366 @@ def mem_cgroup_uncharge(kernel, page) -> None:
     t = kernel.memcgs
     if t is not None and t.active:
         t.uncharge(page)
+
+
+# ---------------------------------------------------------------------- kernel memory (6.1)
+# CONFIG_MEMCG_KMEM (mm/memcontrol.c, mm/slab.h): kernel memory charged to the memcg of
+# current, never to the root (get_obj_cgroup_from_current stops at root_mem_cgroup: the
+# root has no obj_cgroup). Whole pages allocated with __GFP_ACCOUNT (user page tables:
+# GFP_PGTABLE_USER; kernel stacks: memcg_charge_kernel_stack) are charged one by one
+# (__memcg_kmem_charge_page); slab objects of SLAB_ACCOUNT caches or allocated with
+# __GFP_ACCOUNT are charged by the byte (obj_full_size: the object and its obj_cgroup
+# pointer) through the per-CPU obj_stock, which charges and uncharges the memcg in whole
+# pages. Every page charged moves the memory counter (try_charge_memcg, the page stock on
+# uncharge) and MEMCG_KMEM; on cgroup v1 also the memcg's kmem counter
+# (memory.kmem.usage_in_bytes; kmem.limit_in_bytes has no effect in 6.1).
+KMEM_STATS = ("kernel", "kernel_stack", "pagetables", "slab_reclaimable", "slab_unreclaimable")
+NR_SLAB_RECLAIMABLE_B = "slab_reclaimable"
+NR_SLAB_UNRECLAIMABLE_B = "slab_unreclaimable"
+
+
+class ObjCgroup:
+    """struct obj_cgroup: what a charged kernel page (page->memcg_data | MEMCG_DATA_KMEM)
+    or slab object (slab_objcgs(slab)[off]) points to. `memcg`: its memcg (the parent's
+    once the memcg is removed: memcg_reparent_objcgs); `nr_charged_bytes`: bytes of pages
+    charged through it that no object and no CPU's stock holds (drain_obj_stock's
+    leftover)."""
+
+    __slots__ = ("memcg", "nr_charged_bytes")
+
+    def __init__(self, memcg) -> None:
+        self.memcg = memcg
+        self.nr_charged_bytes = 0
+
+
+class ObjStock:
+    """memcg_stock_pcp's byte part, per CPU: cached_objcg, nr_bytes (pre-charged bytes of
+    it), cached_pgdat and the slab vmstat bytes not yet pushed to the memcg."""
+
+    __slots__ = ("cached_objcg", "nr_bytes", "cached_pgdat", "nr_slab_reclaimable_b",
+                 "nr_slab_unreclaimable_b")
+
+    def __init__(self) -> None:
+        self.cached_objcg = None
+        self.nr_bytes = 0
+        self.cached_pgdat = None
+        self.nr_slab_reclaimable_b = 0
+        self.nr_slab_unreclaimable_b = 0
+
+
+def memcg_online_kmem(tree: MemCgroupTree, memcg: MemCg) -> None:
+    """memcg_online_kmem: the new memcg's obj_cgroup; the first one turns
+    memcg_kmem_enabled on (the slab hooks run from then on)."""
+    memcg.objcg = ObjCgroup(memcg)
+    if tree.obj_stock is None:
+        tree.obj_stock = [ObjStock() for _ in tree.stock_nr]
+        tree.kmem_pages = {}  # head pfn -> (objcg, pages): page->memcg_data | MEMCG_DATA_KMEM
+        tree.slab_objcgs = {}  # object -> (objcg, obj_full_size, vmstat item)
+        slab = getattr(tree.kernel, "slab", None)
+        if slab is not None:
+            slab.memcg_kmem = tree
+
+
+def memcg_reparent_objcgs(tree: MemCgroupTree, memcg: MemCg, parent: MemCg) -> None:
+    """memcg_offline_kmem at rmdir: the memcg's obj_cgroup (and any reparented to it) now
+    charges and uncharges the parent; its kmem charge moves with the memory charge (to
+    nothing when the parent is the root, whose counters hvsim does not keep). The byte
+    stocks were drained before (drain_all_stock)."""
+    if tree.obj_stock is None:
+        return
+    for o in _objcgs(tree):
+        if o.memcg is memcg:
+            o.memcg = parent
+    n = memcg.kmem.usage
+    memcg.kmem.uncharge(n)
+    if parent.parent is not None:
+        parent.kmem.charge(n)
+        for k in KMEM_STATS:
+            parent.kstat[k] += memcg.kstat[k]
+    memcg.objcg = None
+
+
+def _objcgs(tree: MemCgroupTree) -> set:
+    out = {m.objcg for m in tree.root.iter() if m.objcg is not None}
+    out.update(o for o, _ in tree.kmem_pages.values())
+    out.update(r[0] for r in tree.slab_objcgs.values())
+    out.update(st.cached_objcg for st in tree.obj_stock if st.cached_objcg is not None)
+    return out
+
+
+def get_obj_cgroup_from_current(tree: MemCgroupTree) -> ObjCgroup | None:
+    """The obj_cgroup of current's memcg; None for the root (and for kernel threads,
+    memcg_kmem_bypass: current_memcg is the root without a task in the kernel)."""
+    m = tree.current_memcg()
+    while m is not None and m.parent is not None:
+        if m.objcg is not None:
+            return m.objcg
+        m = m.parent
+    return None
+
+
+def memcg_account_kmem(tree: MemCgroupTree, memcg: MemCg, nr_pages: int) -> None:
+    """MEMCG_KMEM, and on cgroup v1 the kmem page counter (forced: page_counter_charge)."""
+    memcg.kstat["kernel"] += nr_pages
+    if tree.version == 1:
+        if nr_pages > 0:
+            memcg.kmem.charge(nr_pages)
+        else:
+            memcg.kmem.uncharge(-nr_pages)
+
+
+def obj_cgroup_charge_pages(tree: MemCgroupTree, objcg: ObjCgroup, gfp: int, nr_pages: int) -> int:
+    """try_charge_memcg on the objcg's memcg (the memory counter, its stock, its limit
+    reclaim and OOM), then memcg_account_kmem. 0 or -ENOMEM."""
+    memcg = objcg.memcg
+    if memcg.parent is None:
+        return 0  # reparented to the root: hvsim keeps no root counter
+    ret = tree.try_charge_memcg(memcg, gfp, nr_pages)
+    if ret:
+        return ret
+    memcg_account_kmem(tree, memcg, nr_pages)
+    return 0
+
+
+def obj_cgroup_uncharge_pages(tree: MemCgroupTree, objcg: ObjCgroup, nr_pages: int) -> None:
+    """memcg_account_kmem(-nr_pages), and the pages go to the CPU's page stock
+    (refill_stock), not straight back to the counter."""
+    memcg = objcg.memcg
+    if memcg.parent is None:
+        return
+    memcg_account_kmem(tree, memcg, -nr_pages)
+    tree.refill_stock(memcg, nr_pages)
+
+
+def memcg_kmem_charge_page(kernel, page, gfp: int, order: int = 0) -> int:
+    """__memcg_kmem_charge_page (__alloc_pages with __GFP_ACCOUNT): charge 1 << order pages
+    to current's obj_cgroup. 0, or -ENOMEM (the caller frees the page and fails)."""
+    tree = getattr(kernel, "memcgs", None)
+    if tree is None or tree.obj_stock is None:
+        return 0
+    objcg = get_obj_cgroup_from_current(tree)
+    if objcg is None:
+        return 0
+    ret = obj_cgroup_charge_pages(tree, objcg, gfp, 1 << order)
+    if not ret:
+        tree.kmem_pages[page.pfn] = (objcg, 1 << order)
+    return ret
+
+
+def memcg_kmem_uncharge_page(kernel, page, order: int = 0) -> None:
+    """__memcg_kmem_uncharge_page (free_pages_prepare of a PageMemcgKmem page)."""
+    tree = getattr(kernel, "memcgs", None)
+    if tree is None or tree.obj_stock is None:
+        return
+    rec = tree.kmem_pages.pop(page.pfn, None)
+    if rec is not None:
+        obj_cgroup_uncharge_pages(tree, rec[0], rec[1])
+
+
+def mod_kmem_page_state(kernel, page, item: str, val: int) -> None:
+    """mod_lruvec_page_state of a kernel page for its memcg (NR_PAGETABLE from the page
+    table constructors, NR_KERNEL_STACK_KB from account_kernel_stack): counted in the
+    memcg the page is charged to, nothing for a page charged to none."""
+    tree = getattr(kernel, "memcgs", None)
+    if tree is None or tree.obj_stock is None:
+        return
+    rec = tree.kmem_pages.get(page.pfn)
+    if rec is not None and rec[0].memcg.parent is not None:
+        rec[0].memcg.kstat[item] += val
+
+
+# -- the obj_stock ---------------------------------------------------------------------------
+def _this_obj_stock(tree: MemCgroupTree) -> ObjStock:
+    return tree.obj_stock[tree.kernel.page_alloc.current_cpu]
+
+
+def _mod_objcg_mlstate(objcg: ObjCgroup, item: str, nr: int) -> None:
+    m = objcg.memcg
+    if m.parent is not None:
+        m.kstat[item] += nr
+
+
+def drain_obj_stock(tree: MemCgroupTree, stock: ObjStock) -> ObjCgroup | None:
+    """drain_obj_stock: whole pages of the stock's bytes are uncharged into the page
+    stock (__refill_stock), the rest goes to the objcg's nr_charged_bytes; the slab
+    vmstat bytes are pushed to the memcg."""
+    old = stock.cached_objcg
+    if old is None:
+        return None
+    if stock.nr_bytes:
+        nr_pages, nr_bytes = stock.nr_bytes >> PAGE_SHIFT, stock.nr_bytes & (PAGE_SIZE - 1)
+        if nr_pages and old.memcg.parent is not None:
+            memcg_account_kmem(tree, old.memcg, -nr_pages)
+            tree.refill_stock(old.memcg, nr_pages)
+        old.nr_charged_bytes += nr_bytes
+        stock.nr_bytes = 0
+    if stock.nr_slab_reclaimable_b:
+        _mod_objcg_mlstate(old, NR_SLAB_RECLAIMABLE_B, stock.nr_slab_reclaimable_b)
+        stock.nr_slab_reclaimable_b = 0
+    if stock.nr_slab_unreclaimable_b:
+        _mod_objcg_mlstate(old, NR_SLAB_UNRECLAIMABLE_B, stock.nr_slab_unreclaimable_b)
+        stock.nr_slab_unreclaimable_b = 0
+    stock.cached_pgdat = None
+    stock.cached_objcg = None
+    return old
+
+
+def _take_objcg(stock: ObjStock, objcg: ObjCgroup) -> None:
+    stock.cached_objcg = objcg
+    stock.nr_bytes = objcg.nr_charged_bytes
+    objcg.nr_charged_bytes = 0
+
+
+def consume_obj_stock(tree: MemCgroupTree, objcg: ObjCgroup, nr_bytes: int) -> bool:
+    stock = _this_obj_stock(tree)
+    if stock.cached_objcg is objcg and stock.nr_bytes >= nr_bytes:
+        stock.nr_bytes -= nr_bytes
+        return True
+    return False
+
+
+def refill_obj_stock(tree: MemCgroupTree, objcg: ObjCgroup, nr_bytes: int,
+                     allow_uncharge: bool) -> None:
+    """refill_obj_stock: the bytes go to the CPU's stock (which changes hands, the old
+    one drained, the objcg's nr_charged_bytes taken); above PAGE_SIZE, when allowed (an
+    uncharge, or the objcg changed), its whole pages are uncharged."""
+    stock = _this_obj_stock(tree)
+    if stock.cached_objcg is not objcg:
+        drain_obj_stock(tree, stock)
+        _take_objcg(stock, objcg)
+        allow_uncharge = True
+    stock.nr_bytes += nr_bytes
+    nr_pages = 0
+    if allow_uncharge and stock.nr_bytes > PAGE_SIZE:
+        nr_pages = stock.nr_bytes >> PAGE_SHIFT
+        stock.nr_bytes &= PAGE_SIZE - 1
+    if nr_pages:
+        obj_cgroup_uncharge_pages(tree, objcg, nr_pages)
+
+
+def obj_cgroup_charge(tree: MemCgroupTree, objcg: ObjCgroup, gfp: int, size: int) -> int:
+    """obj_cgroup_charge: from the stock if it holds `size` bytes of this objcg; else
+    ceil(size / PAGE_SIZE) pages charged, the unused part of the last refilling the
+    stock (allow_uncharge false: it may exceed a page). 0 or -ENOMEM."""
+    if consume_obj_stock(tree, objcg, size):
+        return 0
+    nr_pages, nr_bytes = size >> PAGE_SHIFT, size & (PAGE_SIZE - 1)
+    if nr_bytes:
+        nr_pages += 1
+    ret = obj_cgroup_charge_pages(tree, objcg, gfp, nr_pages)
+    if not ret and nr_bytes:
+        refill_obj_stock(tree, objcg, PAGE_SIZE - nr_bytes, False)
+    return ret
+
+
+def obj_cgroup_uncharge(tree: MemCgroupTree, objcg: ObjCgroup, size: int) -> None:
+    refill_obj_stock(tree, objcg, size, True)
+
+
+def mod_objcg_state(tree: MemCgroupTree, objcg: ObjCgroup, pgdat: int, item: str, nr: int) -> None:
+    """mod_objcg_state: the slab bytes wait in the CPU's stock (the first change of an
+    item is cached whole, later ones pushed when the sum passes PAGE_SIZE either way; a
+    change of objcg drains, a change of node pushes what is cached)."""
+    stock = _this_obj_stock(tree)
+    if stock.cached_objcg is not objcg:
+        drain_obj_stock(tree, stock)
+        _take_objcg(stock, objcg)
+        stock.cached_pgdat = pgdat
+    elif stock.cached_pgdat != pgdat:
+        if stock.nr_slab_reclaimable_b:
+            _mod_objcg_mlstate(objcg, NR_SLAB_RECLAIMABLE_B, stock.nr_slab_reclaimable_b)
+            stock.nr_slab_reclaimable_b = 0
+        if stock.nr_slab_unreclaimable_b:
+            _mod_objcg_mlstate(objcg, NR_SLAB_UNRECLAIMABLE_B, stock.nr_slab_unreclaimable_b)
+            stock.nr_slab_unreclaimable_b = 0
+        stock.cached_pgdat = pgdat
+    attr = "nr_slab_reclaimable_b" if item == NR_SLAB_RECLAIMABLE_B else "nr_slab_unreclaimable_b"
+    cur = getattr(stock, attr)
+    if not cur:
+        setattr(stock, attr, nr)
+        nr = 0
+    else:
+        cur += nr
+        if abs(cur) > PAGE_SIZE:
+            nr, cur = cur, 0
+        else:
+            nr = 0
+        setattr(stock, attr, cur)
+    if nr:
+        _mod_objcg_mlstate(objcg, item, nr)
+
+
+def drain_all_obj_stock(tree: MemCgroupTree, root_memcg: MemCg) -> None:
+    """drain_all_stock's obj_stock_flush_required: the byte stocks of root_memcg's
+    subtree drained (drain_local_stock drains the byte stock before the page stock)."""
+    if tree.obj_stock is None:
+        return
+    for cpu, st in enumerate(tree.obj_stock):
+        o = st.cached_objcg
+        if o is not None and o.memcg.is_descendant(root_memcg):
+            pa = tree.kernel.page_alloc
+            saved, pa.current_cpu = pa.current_cpu, cpu
+            try:
+                drain_obj_stock(tree, st)
+            finally:
+                pa.current_cpu = saved
+
+
+# -- the slab hooks (mm/slab.h) --------------------------------------------------------------
+def memcg_slab_pre_alloc_hook(tree: MemCgroupTree, cachep, gfp: int, full: int):
+    """memcg_slab_pre_alloc_hook for one object of an accounted cache (SLAB_ACCOUNT or
+    __GFP_ACCOUNT: the caller tests): obj_cgroup_charge(objcg, gfp, obj_full_size).
+    The objcg, None (the root: nothing charged) or False (the allocation fails)."""
+    objcg = get_obj_cgroup_from_current(tree)
+    if objcg is None:
+        return None
+    if obj_cgroup_charge(tree, objcg, gfp, full):
+        return False
+    return objcg
+
+
+def memcg_slab_post_alloc_hook(tree: MemCgroupTree, cachep, objcg: ObjCgroup, obj, full: int,
+                               item: str, nid: int) -> None:
+    """memcg_slab_post_alloc_hook: the object records its objcg and its bytes count in
+    NR_SLAB_(UN)RECLAIMABLE_B; a failed allocation gives the bytes back."""
+    if obj is None:
+        obj_cgroup_uncharge(tree, objcg, full)
+        return
+    tree.slab_objcgs[obj] = (objcg, full, item, nid)
+    mod_objcg_state(tree, objcg, nid, item, full)
+
+
+def memcg_slab_free_hook(tree: MemCgroupTree, obj) -> None:
+    """memcg_slab_free_hook: an object that recorded an objcg uncharges its
+    obj_full_size through the stock and leaves the slab statistics."""
+    rec = tree.slab_objcgs.pop(obj, None)
+    if rec is None:
+        return
+    objcg, full, item, nid = rec
+    obj_cgroup_uncharge(tree, objcg, full)
+    mod_objcg_state(tree, objcg, nid, item, -full)
+
+
+def kmem_own_pages(tree: MemCgroupTree) -> dict:
+    """For validate: id(memcg) -> the kernel pages charged to it (kmem pages, and the
+    bytes of its objcgs' live objects, stocks and nr_charged_bytes, which come to whole
+    pages: every charge is in pages)."""
+    own: dict = {}
+    if tree.obj_stock is None:
+        return own
+    for objcg, n in tree.kmem_pages.values():
+        own[id(objcg.memcg)] = own.get(id(objcg.memcg), 0) + n
+    nbytes: dict = {}
+    for objcg, full, _, _ in tree.slab_objcgs.values():
+        nbytes[objcg] = nbytes.get(objcg, 0) + full
+    for st in tree.obj_stock:
+        if st.cached_objcg is not None:
+            nbytes[st.cached_objcg] = nbytes.get(st.cached_objcg, 0) + st.nr_bytes
+    for o in _objcgs(tree):
+        nbytes[o] = nbytes.get(o, 0) + o.nr_charged_bytes
+    for o, b in nbytes.items():
+        if o.memcg.parent is None:
+            continue
+        assert b % PAGE_SIZE == 0, f"{o.memcg}: {b} bytes of kernel objects charged"
+        own[id(o.memcg)] = own.get(id(o.memcg), 0) + b // PAGE_SIZE
+    return own

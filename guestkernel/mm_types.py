@@ -16,6 +16,10 @@ SLAB_SIZES = {  # bytes per object, roughly a 6.x x86_64 build (2.6: i386 sizes)
     "2.6": {"task_struct": 1328, "mm_struct": 448, "vm_area_struct": 88, "filp": 192,
             "files_cache": 256},
 }
+# 6.1 creates all five with SLAB_ACCOUNT (kernel/fork.c: task_struct, mm_struct,
+# vm_area_struct, files_cache; fs/file_table.c: filp): their objects are charged to the
+# allocating task's memcg. 2.6 has no kernel-memory accounting.
+SLAB_CREATE_FLAGS = {"6.x": 0x04000000, "2.6": 0}  # slab.SLAB_ACCOUNT
 
 
 # --- slab --------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from . import gfp as G
 from .kmem import PgtablePage
+from .memcontrol import memcg_kmem_charge_page, memcg_kmem_uncharge_page, mod_kmem_page_state
 from .page import PG_anon, PG_pgtable, PG_swapbacked, PG_zero
 from .units import PAGE_SHIFT, PAGE_SIZE
 
@@ -173,6 +174,11 @@ class PageTable:
             page = k.alloc_pages(GFP_PGTABLE_USER)
             if page is None:
                 return False
+            # __alloc_pages' __GFP_ACCOUNT: charged to current's memcg (not the root's)
+            if memcg_kmem_charge_page(k, page, GFP_PGTABLE_USER, 0):
+                k.free_pages(page)
+                return False
+            mod_kmem_page_state(k, page, "pagetables", 1)
             page.flags |= PG_pgtable
             k.vmstat["nr_page_table_pages"] += 1
         self.nr_tables += 1
@@ -186,6 +192,8 @@ class PageTable:
         self.recipes.pop(page.pfn, None)
         page.flags &= ~PG_pgtable
         k.vmstat["nr_page_table_pages"] -= 1
+        mod_kmem_page_state(k, page, "pagetables", -1)
+        memcg_kmem_uncharge_page(k, page, 0)  # free_pages_prepare: PageMemcgKmem
         k.free_pages(page)
 
     def _alloc_table(self, level: int, key: int) -> bool:

@@ -76,6 +76,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from .gfp import (
+    __GFP_ACCOUNT,
     __GFP_COMP,
     __GFP_DMA,
     __GFP_RECLAIMABLE,
@@ -116,9 +117,10 @@ SLAB_RECLAIM_ACCOUNT = 0x00020000  # counted as NR_SLAB_RECLAIMABLE; order-0 sla
 SLAB_PANIC = 0x00040000  # panic if kmem_cache_create fails
 SLAB_DESTROY_BY_RCU = 0x00080000  # accepted; hvsim has no RCU grace period
 SLAB_MEM_SPREAD = 0x00100000  # accepted; no cpuset spreading in hvsim
+SLAB_ACCOUNT = 0x04000000  # (4.5+) objects charged to current's memcg (memcontrol.py)
 CREATE_MASK = (
     SLAB_HWCACHE_ALIGN | SLAB_CACHE_DMA | SLAB_RECLAIM_ACCOUNT | SLAB_PANIC
-    | SLAB_DESTROY_BY_RCU | SLAB_MEM_SPREAD
+    | SLAB_DESTROY_BY_RCU | SLAB_MEM_SPREAD | SLAB_ACCOUNT
 )
 CFLGS_OFF_SLAB = 0x80000000  # internal: the slab descriptor lives in slabp_cache
 
@@ -518,6 +520,10 @@ class SlabAllocator:
         # init_on_alloc= / init_on_free= (5.3+): slab_want_init_on_alloc / _on_free
         self.init_on_alloc = bool(getattr(kernel.config, "init_on_alloc", False))
         self.init_on_free = bool(getattr(kernel.config, "init_on_free", False))
+        # memcg_kmem_enabled: the memory controller once a child memcg is online
+        # (memcontrol.memcg_online_kmem); the memcg slab hooks run from then on
+        self.memcg_kmem = None
+        self._memcg_inner = False
         if self.kmem is not None:
             self._mem_map = kernel.page_alloc.mem_map
             self._page_offset = kernel.page_alloc.page_offset
@@ -876,6 +882,9 @@ class SlabAllocator:
     def kmem_cache_alloc(self, cachep: KmemCache, gfp: int = GFP_KERNEL,
                          cpu: int | None = None) -> int | None:
         """An object (kernel virtual address) of `cachep`, or None if no pages could be had."""
+        if self.memcg_kmem is not None and not self._memcg_inner and (
+                cachep.flags & SLAB_ACCOUNT or gfp & __GFP_ACCOUNT):
+            return self._memcg_cache_alloc(cachep, gfp, cpu)
         ac = cachep.array[cpu or 0]
         entry = ac.entry
         if entry:
@@ -902,6 +911,30 @@ class SlabAllocator:
                 self._obj_written(cachep, slab, obj)
         if len(live) > cachep.high_mark:
             cachep.high_mark = len(live)
+        return obj
+
+    def _memcg_cache_alloc(self, cachep: KmemCache, gfp: int, cpu: int | None) -> int | None:
+        """slab_alloc with an accounted cache or __GFP_ACCOUNT (6.1 mm/slab.h): the
+        object's obj_full_size (its size and an obj_cgroup pointer) charged to current's
+        memcg before the allocation (memcg_slab_pre_alloc_hook; a failed charge fails
+        it), recorded with the object after (memcg_slab_post_alloc_hook)."""
+        from . import memcontrol as M
+
+        tree = self.memcg_kmem
+        full = cachep.buffer_size + self.word  # obj_full_size: s->size + sizeof(objcg *)
+        objcg = M.memcg_slab_pre_alloc_hook(tree, cachep, gfp, full)
+        if objcg is False:
+            return None
+        self._memcg_inner = True  # the allocation itself, below the hooks
+        try:
+            obj = self.kmem_cache_alloc(cachep, gfp, cpu)
+        finally:
+            self._memcg_inner = False
+        if objcg is not None:
+            item = (M.NR_SLAB_RECLAIMABLE_B if cachep.flags & SLAB_RECLAIM_ACCOUNT
+                    else M.NR_SLAB_UNRECLAIMABLE_B)  # cache_vmstat_idx
+            nid = self.kernel.virt_to_page(obj).lru_prev.nodeid if obj is not None else 0
+            M.memcg_slab_post_alloc_hook(tree, cachep, objcg, obj, full, item, nid)
         return obj
 
     def _init_on_alloc(self, cachep: KmemCache, gfp: int) -> None:
@@ -1008,6 +1041,10 @@ class SlabAllocator:
             raise KernelBug(
                 f"kmem_cache_free: {cachep.name}: double free of {obj:#x}"
             ) from None
+        if self.memcg_kmem is not None:
+            from .memcontrol import memcg_slab_free_hook
+
+            memcg_slab_free_hook(self.memcg_kmem, obj)
         init = self.init_on_free and cachep.ctor is None and not cachep.flags & SLAB_DESTROY_BY_RCU
         if init:
             # __cache_free (6.1 mm/slab.c): slab_want_init_on_free, memset(objp, 0,

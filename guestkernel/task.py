@@ -50,7 +50,7 @@ from .filemap import (
 )
 from .fork import DEFAULT_DATA, DEFAULT_TEXT, dup_mm, exit_mmap, load_static_binary
 from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
-from .mm_types import SLAB_SIZES, MMStruct, _slab_alloc, _slab_free
+from .mm_types import SLAB_CREATE_FLAGS, SLAB_SIZES, MMStruct, _slab_alloc, _slab_free
 from .page import PG_active, PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
 from .pgtable import (
     _PAGE_ACCESSED,
@@ -1887,8 +1887,9 @@ def init_address_spaces(kernel) -> None:
     caches = {}
     if getattr(kernel, "slab", None) is not None:
         sizes = SLAB_SIZES.get(kernel.config.era, SLAB_SIZES["6.x"])
+        flags = SLAB_CREATE_FLAGS.get(kernel.config.era, 0)
         for name, size in sizes.items():
-            caches[name] = kernel.kmem_cache_create(name, size, 0, 0, None)
+            caches[name] = kernel.kmem_cache_create(name, size, 0, flags, None)
     kernel._as_caches = caches
     # the shared zero page: empty_zero_page lives in the kernel image's bss (the last
     # page of the reserved image), never written, so it reads as zeros beneath any host

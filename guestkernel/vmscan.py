@@ -2448,8 +2448,9 @@ class Reclaim:
     def shrink_node_memcgs(self, lv: Lruvec, sc: ScanControl) -> None:
         """shrink_node_memcgs (6.1): every memcg of the target's subtree in
         mem_cgroup_iter order (the target first, pre-order), its lruvec of the node
-        shrunk; shrink_slab for the root memcg (a child's slab is memcg-aware and hvsim
-        charges no kernel memory to it: nothing to shrink). Protection
+        shrunk; shrink_slab for the root memcg only (a child's dentries and inodes are
+        charged to it, but hvsim's dcache shrinker keeps one list_lru, not memcg-aware
+        ones: global reclaim's root pass shrinks them all, a limit reclaim none). Protection
         (mem_cgroup_calculate_protection): a memcg below its effective memory.min is
         skipped; below memory.low, skipped too (memcg_low_skipped) unless this is the
         retry that overrides it (memcg_low_reclaim: MEMCG_LOW counted)."""

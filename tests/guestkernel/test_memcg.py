@@ -63,6 +63,13 @@ def stock_of(k: Kernel, memcg) -> int:
     return sum(n for m, n in zip(t.stock_cached, t.stock_nr) if m is memcg)
 
 
+def user_pages(k: Kernel, memcg) -> int:
+    """The pages charged to memcg for user memory: its usage less the stock and the
+    kernel pages charged beside them (MEMCG_KMEM: page tables, the task's slab objects;
+    memcontrol.validate holds it to the kernel pages and objects recorded)."""
+    return memcg.memory.usage - stock_of(k, memcg) - memcg.kstat["kernel"]
+
+
 # ----------------------------------------------------------------------- page_counter
 def test_page_counter_try_charge_fails_at_the_level_over_its_max():
     """page_counter_try_charge: the parent's max is hit; its failcnt counts, the child's
@@ -203,18 +210,31 @@ def test_v2_files():
 
 # ----------------------------------------------------------------------- charging
 def test_charge_batch_and_the_per_cpu_stock():
-    """try_charge_memcg: the first page charges MEMCG_CHARGE_BATCH to the counter and
-    refills the stock with 63; the next 63 pages come from the stock (usage unchanged);
-    the 65th charges another batch. Usage is always the pages charged plus the stock."""
+    """try_charge_memcg: a charge of one page comes from the CPU's stock, or charges
+    MEMCG_CHARGE_BATCH to the counter and refills the stock with 63. The task's kernel
+    memory takes the same path (6.1 CONFIG_MEMCG_KMEM): mmap's vm_area_struct (200 + 8
+    bytes, SLAB_ACCOUNT) makes obj_cgroup_charge charge one page, the first batch; each
+    page-table page a fault allocates (GFP_PGTABLE_USER) is one more page charged before
+    the page itself. Usage is always the pages charged plus the stock."""
     k = boot(1, memory="128MiB")
     m, t = in_cgroup(k, "a", "256M")
     addr = anon(t, 200 * PAGE)
-    t.access_range(addr, PAGE, True)
-    assert (m.memory.usage, stock_of(k, m)) == (MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1)
-    t.access_range(addr + PAGE, 63 * PAGE, True)
-    assert (m.memory.usage, stock_of(k, m)) == (MEMCG_CHARGE_BATCH, 0)
-    t.access_range(addr + 64 * PAGE, PAGE, True)
-    assert (m.memory.usage, stock_of(k, m)) == (2 * MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1)
+    assert (m.memory.usage, stock_of(k, m), m.kstat["kernel"]) == (
+        MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1, 1)
+    pt = t.mm.pgtable
+    usage, stock, kernel = MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1, 1
+    for i in range(130):
+        vpn = (addr >> 12) + i
+        tables = sum((vpn >> sh) not in pt.counts[lv] for lv, sh in enumerate(pt.shifts))
+        for _ in range(tables + 1):  # __pte_alloc's tables, then the page
+            if stock:
+                stock -= 1
+            else:
+                usage, stock = usage + MEMCG_CHARGE_BATCH, MEMCG_CHARGE_BATCH - 1
+        kernel += tables
+        t.access_range(addr + i * PAGE, PAGE, True)
+        assert (m.memory.usage, stock_of(k, m), m.kstat["kernel"]) == (usage, stock, kernel)
+    assert usage == 3 * MEMCG_CHARGE_BATCH and kernel >= 2
     k.reclaim.validate()
 
 
@@ -223,13 +243,13 @@ def test_uncharge_on_free_returns_usage_to_its_value():
     the memcg it was charged to; what stays is the stock."""
     k = boot(1, memory="128MiB")
     m, t = in_cgroup(k, "a", "256M")
-    before = m.memory.usage - stock_of(k, m)
+    before = user_pages(k, m)
     addr = anon(t, 100 * PAGE)
     t.access_range(addr, 100 * PAGE, True)
-    assert m.memory.usage - stock_of(k, m) == before + 100
+    assert user_pages(k, m) == before + 100
     assert m.pgpgin == 100
     t.munmap(addr, 100 * PAGE)
-    assert m.memory.usage - stock_of(k, m) == before
+    assert user_pages(k, m) == before
     assert m.pgpgout == 100
     k.reclaim.validate()
 
@@ -272,8 +292,8 @@ def test_attach_does_not_move_charges():
         own[m.name] = own.get(m.name, 0) + 1
     assert own == {"a": 100, "b": 50}
     t.munmap(x, 100 * PAGE)
-    assert a.memory.usage == stock_of(k, a)
-    assert b.memory.usage - stock_of(k, b) == 50
+    assert user_pages(k, a) == 0
+    assert user_pages(k, b) == 50
 
 
 # ----------------------------------------------------------------------- the limit
@@ -403,7 +423,7 @@ def test_memcg_oom_kills_inside_the_cgroup_after_16_retries(swap, swappiness):
     assert k.vmstat["oom_kill"] == 1
     assert k.vmstat["pgscan_anon"] == k.vmstat["pgscan_file"] == 0
     assert k.cgroup.read(f"{V1}/oom/memory.oom_control").splitlines()[2] == "oom_kill 1"
-    assert m.memory.usage - stock_of(k, m) == 4 * MiB // PAGE
+    assert user_pages(k, m) == 4 * MiB // PAGE
     k.reclaim.validate()
 
 
@@ -514,11 +534,11 @@ def test_a_thp_fault_charges_its_folio_and_falls_back_over_the_limit():
     t.madvise(addr, h, MADV_HUGEPAGE)
     t.access_range(addr, PAGE, True)
     assert k.vmstat["thp_fault_alloc"] == 1
-    assert (m.memory.usage, stock_of(k, m)) == (512, 0)
+    assert user_pages(k, m) == 512
     assert m.lruvec(0).lists[LRU_INACTIVE_ANON].nr == 512
     k.reclaim.validate()
     t.munmap(addr, h)
-    assert m.memory.usage == 0
+    assert user_pages(k, m) == 0
     k.reclaim.validate()
     k2 = boot(1, thp_enabled="madvise", swap="0")
     m2, t2 = in_cgroup(k2, "a", "1M")
@@ -529,7 +549,7 @@ def test_a_thp_fault_charges_its_folio_and_falls_back_over_the_limit():
     assert k2.vmstat["thp_fault_alloc"] == 0
     assert k2.vmstat["thp_fault_fallback_charge"] == 1
     assert m2.events["oom"] == 0 and t2.state == "running"
-    assert m2.memory.usage - stock_of(k2, m2) == 1
+    assert user_pages(k2, m2) == 1
     k2.reclaim.validate()
 
 
@@ -613,7 +633,7 @@ def test_global_reclaim_skips_a_cgroup_below_memory_min():
     (mem_cgroup_below_min) is never shrunk; the root's pages are reclaimed instead."""
     k, m = _protected_and_pressure("memory.min")
     assert m.vmevents["pgscan_direct"] == m.vmevents["pgscan_kswapd"] == 0
-    assert m.memory.usage - stock_of(k, m) == 8 * MiB // PAGE
+    assert user_pages(k, m) == 8 * MiB // PAGE
     assert k.vmstat["pgscan_direct"] > 0
     k.reclaim.validate()
 
@@ -624,7 +644,7 @@ def test_global_reclaim_skips_a_cgroup_below_memory_low_while_others_can_give():
     k, m = _protected_and_pressure("memory.low")
     assert m.vmevents["pgscan_direct"] == 0
     assert m.events["low"] == 0
-    assert m.memory.usage - stock_of(k, m) == 8 * MiB // PAGE
+    assert user_pages(k, m) == 8 * MiB // PAGE
     k.reclaim.validate()
 
 
