@@ -678,11 +678,11 @@ def test_a_shmem_thp_is_charged_whole_or_falls_back():
     m, t = in_cgroup(k, "a", "256M")
     src = anon(t, 2 * MiB)
     t.access_range(src, PAGE, True)
-    before = m.memory.usage - stock_of(k, m)
+    before = user_pages(k, m)
     fd = t.memfd_create("w")
     assert t.write(fd, src, 2 * MiB) == 2 * MiB
     assert k.vmstat["thp_file_alloc"] == 1
-    assert m.memory.usage - stock_of(k, m) == before + 512
+    assert user_pages(k, m) == before + 512
     assert sum(lst.nr for lst in m.lruvec(0).lists) == before + 512
     k.reclaim.validate()
     k2 = boot(1, thp_shmem_enabled="always", swap="0")
@@ -719,7 +719,7 @@ def test_a_file_collapse_charges_its_folio_to_the_mm_owners_memcg():
         t.close(fd)
         for i in range(10):
             t.access(base + i * PAGE, False)
-        before = m.memory.usage - stock_of(k, m)
+        before = user_pages(k, m)
         try:
             ret = t.madvise(base, 2 * MiB, U.MADV_COLLAPSE)
         except OSError as e:
@@ -729,12 +729,12 @@ def test_a_file_collapse_charges_its_folio_to_the_mm_owners_memcg():
     k, m, before, ret = run("256M")
     assert ret == 0 and k.vmstat["nr_file_hugepages"] == 1
     assert before == 10
-    assert m.memory.usage - stock_of(k, m) == 512
+    assert user_pages(k, m) == 512
     k.reclaim.validate()
     k, m, before, ret = run("1M")
     # 512 pages cannot fit under 256: reclaim and the retries run (MEMCG_MAX), the memcg
     # OOM is skipped (order 9 > PAGE_ALLOC_COSTLY_ORDER), -ENOMEM
     assert ret != 0 and k.vmstat["nr_file_hugepages"] == 0
     assert m.events["max"] > 0 and m.events["oom"] == 0
-    assert m.memory.usage - stock_of(k, m) <= before
+    assert user_pages(k, m) <= before
     k.reclaim.validate()
