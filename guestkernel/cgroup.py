@@ -34,7 +34,9 @@ kernel_stack, pagetables and slab lines.
 
 Not modelled: the tcp counters, soft limits, memory.oom.group, memory.swap.high,
 cgroup.subtree_control (the
-memory controller is enabled in every v2 cgroup), /proc/PID/cgroup.
+memory controller is enabled in every v2 cgroup), other hierarchies (/proc/PID/cgroup and
+/proc/mounts list the memory one only: no systemd, cpu or pids hierarchy, no tmpfs at
+/sys/fs/cgroup under v1, no hybrid cgroup2 at /sys/fs/cgroup/unified).
 """
 
 from __future__ import annotations
@@ -161,6 +163,28 @@ class CgroupFS:
             return sorted(t.pid for t in self.kernel.tasks.values()
                           if t.state == "running" and id(t) not in inside)
         return sorted(t.pid for t in m.tasks if t.state == "running")
+
+    # ------------------------------------------------------------------ /proc
+    def mount_line(self) -> str:
+        """The hierarchy's /proc/mounts line (show_vfsmnt) as Debian 12's systemd mounts
+        it (MS_NOSUID | MS_NODEV | MS_NOEXEC, relatime by default): cgroup2 with
+        nsdelegate,memory_recursiveprot (cgroup_show_options), or the v1 memory
+        controller's hierarchy (cgroup1_show_options: its subsystem)."""
+        if self.version == 2:
+            return (f"cgroup2 {V2_ROOT} cgroup2 "
+                    "rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot 0 0\n")
+        return f"cgroup {V1_ROOT} cgroup rw,nosuid,nodev,noexec,relatime,memory 0 0\n"
+
+    def proc_pid_cgroup(self, task) -> str:
+        """/proc/PID/cgroup (proc_cgroup_show): one line per mounted hierarchy,
+        "hierarchy-id:controllers:path". v2: the default hierarchy, id 0, no controller
+        list ("0::/path", " (deleted)" after a removed cgroup); v1: the memory
+        controller's hierarchy, the first one mounted (id 1): "1:memory:/path". The guest
+        mounts no other hierarchy."""
+        m = getattr(task, "memcg", None) or self.tree.root
+        if self.version == 2:
+            return f"0::{m.path}{'' if m.online else ' (deleted)'}\n"
+        return f"1:memory:{m.path}\n"
 
     # ------------------------------------------------------------------ read
     def read(self, path: str) -> str:
@@ -464,7 +488,13 @@ class CgroupFS:
 
 
 def init_cgroup(kernel) -> CgroupFS | None:
-    """Mount the guest's memory-cgroup hierarchy (6.x era; None for 2.6)."""
+    """Mount the guest's memory-cgroup hierarchy (6.x era; None for 2.6): its line in
+    /proc/mounts, and /proc/PID/cgroup."""
     if getattr(kernel, "memcgs", None) is None:
         return None
-    return CgroupFS(kernel)
+    cg = CgroupFS(kernel)
+    mounts = getattr(kernel, "mounts", None)
+    if mounts is not None:
+        mounts.add_line(cg.mount_line())
+    kernel.procfs.register_pid("cgroup", cg.proc_pid_cgroup)
+    return cg

@@ -265,6 +265,9 @@ class MountTable:
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.mounts: dict[str, Mount] = {}
+        # /proc/mounts in mount order: the tmpfs Mounts and the lines of the other file
+        # systems the boot mounts (add_line: the cgroup hierarchy, cgroup.py)
+        self.order: list = []
         self._next_minor = 0x19  # anonymous devices of tmpfs super blocks (get_anon_bdev)
 
     # -- lookup ---------------------------------------------------------------------------
@@ -339,8 +342,14 @@ class MountTable:
             m.hidden[path] = fs.files.pop(path)  # hidden under the mount
         self._d_invalidate(m)  # the path walk now crosses into the mount
         self.mounts[target] = m
+        self.order.append(m)
         self._update_thp()
         return 0
+
+    def add_line(self, line: str) -> None:
+        """A mount of another file system (not tmpfs: nothing under it is modelled here),
+        listed in /proc/mounts as `line` (show_vfsmnt's fields, with its newline)."""
+        self.order.append(line)
 
     @staticmethod
     def _reconfigure(sb: ShmemSbInfo, ctx: ShmemOptions) -> None:
@@ -390,6 +399,7 @@ class MountTable:
         for inode in inodes:
             fs.evict_inode(inode)  # (nobody uses them: their pages, swap and inode go)
         del self.mounts[target]
+        self.order.remove(m)
         fs.files.update(m.hidden)
         self._update_thp()
         return 0
@@ -437,9 +447,13 @@ class MountTable:
         return out
 
     def proc_mounts(self) -> str:
-        """/proc/mounts (show_vfsmnt) of the tmpfs mounts, in mount order."""
+        """/proc/mounts (show_vfsmnt) of the tmpfs mounts and the other lines, in mount
+        order."""
         lines = []
-        for m in self.mounts.values():
+        for m in self.order:
+            if isinstance(m, str):
+                lines.append(m)
+                continue
             f = m.flags
             opts = "ro" if f & U.MS_RDONLY else "rw"
             for bit, name in ((U.MS_NOSUID, "nosuid"), (U.MS_NODEV, "nodev"), (U.MS_NOEXEC, "noexec"),

@@ -66,9 +66,12 @@ def test_dev_shm_is_mounted_at_boot_as_systemd_mounts_it():
     # mount_setup: tmpfs on /dev/shm, MS_NOSUID|MS_NODEV|MS_STRICTATIME, mode=01777;
     # shmem_fill_super's defaults: max_blocks = totalram_pages / 2, max_inodes =
     # min(totalram - totalhigh, totalram / 2), huge never; the root takes an inode.
-    # /proc/mounts: the defaults are not shown (shmem_show_options), nor strictatime
+    # /proc/mounts: the defaults are not shown (shmem_show_options), nor strictatime;
+    # mount_setup's cgroup2 mount follows it (a 6.x guest: cgroup.py)
     k = boot()
-    assert k.procfs.read("/proc/mounts") == "tmpfs /dev/shm tmpfs rw,nosuid,nodev,inode64 0 0\n"
+    assert k.procfs.read("/proc/mounts") == (
+        "tmpfs /dev/shm tmpfs rw,nosuid,nodev,inode64 0 0\n"
+        "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot 0 0\n")
     t = root(k)
     total = k.page_alloc.totalram_pages()
     st = t.statfs("/dev/shm")
@@ -77,7 +80,8 @@ def test_dev_shm_is_mounted_at_boot_as_systemd_mounts_it():
     fd = t.open("/dev/shm/seg", U.O_CREAT | U.O_RDWR)
     inode = t.files[fd].inode
     assert inode.shmem and inode.sb is k.mounts.lookup("/dev/shm").sb
-    assert boot(tmpfs_mounts=[]).procfs.read("/proc/mounts") == ""
+    assert boot(tmpfs_mounts=[]).procfs.read("/proc/mounts") == (  # no tmpfs: cgroup2 alone
+        "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot 0 0\n")
 
 
 def test_tmpfs_mounts_from_the_config_and_a_bad_one_named():
