@@ -10,7 +10,8 @@ cleared (mem_cgroup_oom_control_write); it then unmarks and the access faults ag
 memory.oom_control reads under_oom as (bool)memcg->under_oom.
 
 Values: limit 8 MiB = 2048 pages, no swap, anonymous pages only, so the writer holds
-exactly 2048 pages when it sleeps. The failing charge of one page counts MEMCG_MAX 2 + 16
+exactly 2048 pages less the kernel pages charged with them (MEMCG_KMEM: its VMAs, page
+tables) when it sleeps. The failing charge of one page counts MEMCG_MAX 2 + 16
 times (the reclaim before the stock drain, the one after, then MAX_RECLAIM_RETRIES
 without progress: try_charge_memcg), then MEMCG_OOM once."""
 
@@ -59,12 +60,12 @@ def test_oom_kill_disable_sleeps_on_the_wait_queue_until_the_limit_is_raised():
     t, addr = task_in(k, cg, p, 4096)
     t.access_range(addr, 4096 * PAGE, True)
     assert t.state == "running" and t.memcg_oom_wait is m
-    assert present(t, addr, 4096) == LIMIT and m.memory.usage == LIMIT
+    assert present(t, addr, 4096) == LIMIT - m.kstat["kernel"] and m.memory.usage == LIMIT
     assert oom_control(cg, p) == {"oom_kill_disable": 1, "under_oom": 1, "oom_kill": 0}
     assert (m.events["max"], m.events["oom"], m.events["oom_kill"]) == (2 + MAX_RECLAIM_RETRIES, 1, 0)
     assert k.memcgs.oom_waitq == [t]
     t.access_range(addr, 4096 * PAGE, True)  # asleep: no progress, no new charge attempt
-    assert present(t, addr, 4096) == LIMIT and m.events["oom"] == 1
+    assert present(t, addr, 4096) == LIMIT - m.kstat["kernel"] and m.events["oom"] == 1
     cg.write(p + "/memory.limit_in_bytes", "32M")
     assert t.memcg_oom_wait is None and k.memcgs.oom_waitq == []
     assert oom_control(cg, p)["under_oom"] == 0
@@ -76,19 +77,21 @@ def test_oom_kill_disable_sleeps_on_the_wait_queue_until_the_limit_is_raised():
 
 def test_freeing_memory_in_the_cgroup_wakes_the_sleeper():
     """uncharge_batch -> memcg_oom_recover: another task of the cgroup holding 1024 pages
-    unmaps them; the sleeper (which got the other 1024) wakes, under_oom 0, and its
-    retried access charges exactly the 1024 pages freed."""
+    unmaps them; the sleeper (which got the other 1024 less the kernel pages) wakes,
+    under_oom 0, and its retried access fills the limit again."""
     k, cg, p, m = setup()
     u, ua = task_in(k, cg, p, 1024)
     u.access_range(ua, 1024 * PAGE, True)
     t, addr = task_in(k, cg, p, 4096)
     t.access_range(addr, 4096 * PAGE, True)
-    assert t.memcg_oom_wait is m and present(t, addr, 4096) == LIMIT - 1024
+    assert t.memcg_oom_wait is m
+    assert present(t, addr, 4096) == LIMIT - 1024 - m.kstat["kernel"]
     assert oom_control(cg, p)["under_oom"] == 1
     u.munmap(ua, 1024 * PAGE)
     assert t.memcg_oom_wait is None and oom_control(cg, p)["under_oom"] == 0
     t.access_range(addr, 4096 * PAGE, True)
-    assert present(t, addr, 4096) == LIMIT  # it fills the limit again, and sleeps again
+    # it fills the limit again, and sleeps again
+    assert present(t, addr, 4096) + present(u, ua, 1024) == LIMIT - m.kstat["kernel"]
     assert t.memcg_oom_wait is m and oom_control(cg, p)["under_oom"] == 1
     assert m.events["oom"] == 2 and m.events["oom_kill"] == 0
     k.memcgs.validate()
