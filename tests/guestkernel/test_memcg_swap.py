@@ -200,3 +200,37 @@ def test_v1_memsw_limit_bounds_memory_plus_swap_then_the_memcg_oom():
     assert m.memsw.failcnt > 0
     assert m.events["oom_kill"] == 1
     k.memcgs.validate()
+
+
+@pytest.mark.parametrize("k_pages", [1024, 100])
+def test_v2_a_thp_is_swapped_whole_or_split_by_swap_max(k_pages):
+    """A PMD-mapped THP on a non-rotational device (add_to_swap with HPAGE_PMD_NR slots):
+    with room under swap.max its 512 slots are charged at once (thp_swpout, swap.current
+    512); with K < 512 pages of room the folio's charge is refused (MEMCG_SWAP_MAX and
+    _FAIL once), its cluster put back, the folio split (thp_swpout_fallback) and exactly
+    K subpages swapped, each of the other 512 - K refused once more."""
+    from guestkernel.config import KernelConfig
+
+    k = Kernel(KernelConfig(memory="256MiB", swap="64MiB", swap_rotational=False,
+                            cgroup_version=2, thp_enabled="always"))
+    cg = k.cgroup
+    p = cg.mount_point + "/a"
+    cg.mkdir(p)
+    t = k.spawn("t")
+    cg.attach(t, p)
+    m = cg.lookup(p)
+    cg.write(p + "/memory.swap.max", str(k_pages * PAGE))
+    addr = t.mmap(0, 1024 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    a = (addr + (2 << 20) - 1) & ~((2 << 20) - 1)
+    t.access_range(a, 512 * PAGE, True)
+    vm = k.vmstat
+    assert vm["thp_fault_alloc"] == 1
+    before = m.memory.usage
+    t.madvise(a, 512 * PAGE, MADV_PAGEOUT)
+    swapped = min(k_pages, 512)
+    refused = 0 if k_pages >= 512 else 1 + 512 - k_pages
+    assert (m.swap.usage, vm["pswpout"]) == (swapped, swapped)
+    assert (vm["thp_swpout"], vm["thp_swpout_fallback"]) == ((1, 0) if k_pages >= 512 else (0, 1))
+    assert cg.read(p + "/memory.swap.events") == f"high 0\nmax {refused}\nfail {refused}\n"
+    assert m.memory.usage == before - swapped
+    k.memcgs.validate()
