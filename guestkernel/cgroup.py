@@ -237,9 +237,11 @@ class CgroupFS:
         if name == "memory.move_charge_at_immigrate":
             return f"{m.move_charge_at_immigrate}\n"
         if name == "memory.oom_control":
-            # mem_cgroup_oom_control_read: under_oom as a bool
+            # mem_cgroup_oom_control_read: under_oom as a bool; oom_kill the hierarchical
+            # memory_events[MEMCG_OOM_KILL] (the root's: its own, hvsim's events_local)
+            ev = m.events if m.parent is not None else m.events_local
             return (f"oom_kill_disable {m.oom_kill_disable}\nunder_oom {int(bool(m.under_oom))}\n"
-                    f"oom_kill {m.events_local['oom_kill']}\n")
+                    f"oom_kill {ev['oom_kill']}\n")
         raise FileNotFoundError(path)  # (files() lists nothing else)
 
     def usage_pages(self, m: MemCg) -> int:

@@ -126,7 +126,8 @@ def test_a_killed_sleeper_leaves_the_wait_queue():
 
 
 def test_under_oom_marks_the_subtree_and_a_parents_recover_wakes_a_child():
-    """mem_cgroup_mark_under_oom marks the memcg and its descendants, not its parent;
+    """mem_cgroup_oom_control_read's oom_kill is hierarchical (memcg_memory_event);
+    mem_cgroup_mark_under_oom marks the memcg and its descendants, not its parent;
     memcg_oom_wake_function wakes a waiter whose memcg is below the one recovering:
     raising the parent's limit wakes the sleeper of the child (limited by the parent)."""
     k = Kernel(memory="128MiB", swap="0", cgroup_version=1)
@@ -141,6 +142,8 @@ def test_under_oom_marks_the_subtree_and_a_parents_recover_wakes_a_child():
     t.access_range(addr, 4096 * PAGE, True)
     b = cg.lookup(root + "/a/b")
     assert t.memcg_oom_wait is None and t.state != "running"  # a is over; a kills
+    # oom_kill: memory_events[MEMCG_OOM_KILL], counted on the victim's memcg (b) and up
+    assert [oom_control(cg, root + x)["oom_kill"] for x in ("/a", "/a/b", "/a/b/c")] == [1, 1, 0]
     t2, addr2 = task_in(k, cg, root + "/a/b", 4096)
     cg.write(root + "/a/memory.oom_control", "1")
     t2.access_range(addr2, 4096 * PAGE, True)
