@@ -234,3 +234,31 @@ def test_v2_a_thp_is_swapped_whole_or_split_by_swap_max(k_pages):
     assert cg.read(p + "/memory.swap.events") == f"high 0\nmax {refused}\nfail {refused}\n"
     assert m.memory.usage == before - swapped
     k.memcgs.validate()
+
+
+@pytest.mark.parametrize("k_pages", [1000, 20])
+def test_v2_shmem_writepage_charges_swap_and_swap_max_keeps_the_rest(k_pages):
+    """shmem_writepage's folio_alloc_swap: each of 50 shared anonymous pages MADV_PAGEOUT
+    writes is charged to swap.current; with swap.max of K < 50 pages exactly K go, the
+    other 50 - K are refused (MEMCG_SWAP_MAX, _FAIL: redirtied, kept in the page cache:
+    nr_shmem 50 - K)."""
+    from guestkernel.uapi import MAP_SHARED
+
+    k = Kernel(memory="128MiB", swap="64MiB", cgroup_version=2)
+    cg = k.cgroup
+    p = cg.mount_point + "/a"
+    cg.mkdir(p)
+    t = k.spawn("t")
+    cg.attach(t, p)
+    m = cg.lookup(p)
+    cg.write(p + "/memory.swap.max", str(k_pages * PAGE))
+    addr = t.mmap(0, 50 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+    t.access_range(addr, 50 * PAGE, True)
+    before = m.memory.usage
+    t.madvise(addr, 50 * PAGE, MADV_PAGEOUT)
+    swapped = min(k_pages, 50)
+    assert (m.swap.usage, k.vmstat["pswpout"]) == (swapped, swapped)
+    assert m.memory.usage == before - swapped
+    assert k.vmstat["nr_shmem"] == 50 - swapped
+    assert cg.read(p + "/memory.swap.events") == f"high 0\nmax {50 - swapped}\nfail {50 - swapped}\n"
+    k.memcgs.validate()
