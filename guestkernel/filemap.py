@@ -506,6 +506,9 @@ def set_page_dirty(kernel, page, task=None) -> None:
             vm = kernel.vmstat
             vm["nr_dirty"] += 1
             vm["nr_dirtied"] += 1
+            mc = kernel.memcg
+            if mc is not None:
+                mc.rstat_updated(1)  # folio_account_dirtied: NR_FILE_DIRTY
             if task is not None:
                 task.nr_dirtied += 1
                 kernel.bdp_ratelimits[task.cpu] += 1
@@ -526,6 +529,10 @@ def clear_page_dirty(kernel, page) -> None:
         page.flags = f & ~PG_dirty
         if not f & PG_swapbacked:
             kernel.vmstat["nr_dirty"] -= 1
+            mc = kernel.memcg
+            if mc is not None:
+                # folio_clear_dirty_for_io / folio_account_cleaned: NR_FILE_DIRTY
+                mc.rstat_updated(1)
             mapping = page.mapping
             tags = mapping.dirty
             tags.discard(page.index)
@@ -591,8 +598,6 @@ def delete_from_page_cache(kernel, page, shadow: int | None = None) -> None:
             mc.rstat_updated(1)
     clear_page_dirty(kernel, page)
     if page._count == 1:
-        if mc is not None:
-            mc.rstat_updated(1)  # the uncharge's PGPGOUT (memcg1_uncharge_batch)
         free_user_page(kernel, page)
     else:
         page._count -= 1
@@ -613,6 +618,11 @@ def free_user_page(kernel, page) -> None:
     memcgs = getattr(kernel, "memcgs", None)
     if memcgs is not None and memcgs.active:
         memcgs.uncharge(page)
+    mc = kernel.memcg
+    if mc is not None:
+        # __folio_put -> mem_cgroup_uncharge: uncharge_batch's PGPGOUT (one per folio;
+        # a cgroup v2 swap-out keeps the charge to the free)
+        mc.rstat_updated(1)
     page.flags &= PG_highmem
     page.mapping = None
     kernel.free_pages(page)

@@ -403,6 +403,8 @@ class Thp:
         self.split_queue.pop(base, None)
         head = mem_map[base]
         head._count = 1
+        if k.memcg is not None:
+            k.memcg.rstat_updated(1)  # the uncharge's PGPGOUT (one per folio)
         k.free_pages(head, HPAGE_PMD_ORDER)
 
     def deferred_split(self, folio) -> None:
@@ -419,11 +421,15 @@ class Thp:
         folio.pmd_maps += 1
         if folio.pmd_maps == 1:
             self.kernel.vmstat["nr_anon_transparent_hugepages"] += 1
+            if self.kernel.memcg is not None:
+                self.kernel.memcg.rstat_updated(HPAGE_PMD_NR)  # page_add_anon_rmap: NR_ANON_THPS
 
     def pmd_unmapped(self, folio) -> None:
         folio.pmd_maps -= 1
         if folio.pmd_maps == 0:
             self.kernel.vmstat["nr_anon_transparent_hugepages"] -= 1
+            if self.kernel.memcg is not None:
+                self.kernel.memcg.rstat_updated(HPAGE_PMD_NR)  # NR_ANON_THPS
 
     def anon_huge_pages(self) -> int:
         """NR_ANON_THPS in pages: THPs mapped by at least one PMD (meminfo AnonHugePages)."""
@@ -588,6 +594,13 @@ class Thp:
             k.reclaim.folio_lru_del(folio)
         del self.shmem_folios[base]
         vm["nr_file_hugepages"] -= 1
+        mc = k.memcg
+        if mc is not None:
+            # filemap_unaccount_folio: NR_FILE_PAGES and NR_FILE_THPS (-512 each); the
+            # uncharge's PGPGOUT (one per folio)
+            mc.rstat_updated(HPAGE_PMD_NR)
+            mc.rstat_updated(HPAGE_PMD_NR)
+            mc.rstat_updated(1)
         if not mapping.host.fs.large_folios:
             mapping.nr_thps -= 1
         pages = mapping.pages
@@ -989,10 +1002,16 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
         return VM_FAULT_OOM
     # page_add_new_anon_rmap (compound) + lru_cache_add_inactive_or_unevictable
     add_new_anon_huge_rmap(k, vma, av, base, haddr)
+    mc = k.memcg
+    if mc is not None:
+        mc.rstat_updated(1)  # mem_cgroup_charge's PGPGIN (one per folio)
     thp.pmd_mapped(folio)
     k.vmstat["nr_anon_pages"] += HPAGE_PMD_NR
     mm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
     k.vmstat["thp_fault_alloc"] += 1
+    if mc is not None:
+        mc.rstat_updated(HPAGE_PMD_NR)  # page_add_new_anon_rmap: NR_ANON_MAPPED
+        mc.rstat_updated(1)  # count_memcg_event_mm(THP_FAULT_ALLOC)
     k.vmstat["fault_demand_zero"] += 1  # (hvsim's outcome counter: one fault, 512 pages)
     return 0
 
@@ -1262,6 +1281,14 @@ def shmem_alloc_hugefolio(task, vma, inode, index: int):
     vm["nr_shmem"] += HPAGE_PMD_NR
     vm["nr_shmem_hugepages"] += 1
     vm["thp_file_alloc"] += 1
+    mc = k.memcg
+    if mc is not None:
+        # shmem_add_to_page_cache: the charge's PGPGIN, NR_SHMEM_THPS, NR_FILE_PAGES,
+        # NR_SHMEM
+        mc.rstat_updated(1)
+        mc.rstat_updated(HPAGE_PMD_NR)
+        mc.rstat_updated(HPAGE_PMD_NR)
+        mc.rstat_updated(HPAGE_PMD_NR)
     if (inode.size + PAGE_SIZE - 1) >> PAGE_SHIFT < hindex + HPAGE_PMD_NR - 1:
         thp.shmem_shrinklist.setdefault(inode, None)  # part of it beyond i_size
     # folio_add_lru: the folio is one LRU entry of 512 pages (vmscan.py), added by its
@@ -1349,6 +1376,8 @@ def do_set_pmd(k, mm, vma, addr: int, folio, writable: bool, write: bool) -> int
     vm = k.vmstat
     if folio.pmd_maps == 1:
         vm["nr_shmem_pmdmapped" if shmem else "nr_file_pmdmapped"] += 1
+        if k.memcg is not None:
+            k.memcg.rstat_updated(HPAGE_PMD_NR)  # page_add_file_rmap: NR_*_PMDMAPPED
     vm["thp_file_mapped"] += 1
     return 0
 
@@ -1457,6 +1486,8 @@ def _shmem_zap_pmd(kernel, mm, hvpn: int, folio) -> None:
     folio.pmd_maps -= 1
     if folio.pmd_maps == 0:
         kernel.vmstat["nr_shmem_pmdmapped" if shmem else "nr_file_pmdmapped"] -= 1
+        if kernel.memcg is not None:
+            kernel.memcg.rstat_updated(HPAGE_PMD_NR)  # page_remove_rmap: NR_*_PMDMAPPED
     for pfn in range(base, base + HPAGE_PMD_NR):
         p = mem_map[pfn]
         if dirty:
@@ -1495,6 +1526,8 @@ def _shmem_forget(kernel, folio) -> None:
         mem_map[pfn].flags &= ~PG_thpfile
     del kernel.thp.shmem_folios[folio.pfn]
     mapping = folio.mapping
+    if kernel.memcg is not None:
+        kernel.memcg.rstat_updated(HPAGE_PMD_NR)  # __split_huge_page: NR_SHMEM_THPS / NR_FILE_THPS
     if mapping.host.shmem:
         kernel.vmstat["nr_shmem_hugepages"] -= 1
     else:

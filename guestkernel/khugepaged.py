@@ -344,6 +344,11 @@ class Khugepaged:
             if not memcgs.charge(head, HPAGE_PMD_NR, gfp, memcg or memcgs.root):
                 self._drop(base)
                 return SCAN_CGROUP_CHARGE_FAIL
+        if k.memcg is not None:
+            # alloc_charge_hpage: the charge's PGPGIN, count_memcg_page_event
+            # (THP_COLLAPSE_ALLOC). (A collapse that fails later frees the folio
+            # without counting its uncharge.)
+            k.memcg.rstat_ones(2)
         # hugepage_vma_revalidate
         if (mm.mm_mt.lookup(address) is not vma
                 or not thp.vma_allowed(vma, in_pf=False, enforce=self.is_khugepaged)
@@ -418,6 +423,8 @@ class Khugepaged:
         add_new_anon_huge_rmap(k, vma, av, base, address)
         thp.pmd_mapped(thp.folios[base])
         vm["nr_anon_pages"] += HPAGE_PMD_NR
+        if k.memcg is not None:
+            k.memcg.rstat_updated(HPAGE_PMD_NR)  # page_add_new_anon_rmap: NR_ANON_MAPPED
         rss[MM_ANONPAGES] += HPAGE_PMD_NR
         return SCAN_SUCCEED
 
@@ -521,6 +528,11 @@ class Khugepaged:
         vm["nr_file_pages"] += HPAGE_PMD_NR
         vm["nr_shmem"] += HPAGE_PMD_NR
         vm["nr_shmem_hugepages"] += 1
+        if k.memcg is not None:
+            # collapse_file: NR_SHMEM_THPS; NR_FILE_PAGES and NR_SHMEM (the folio's pages)
+            k.memcg.rstat_updated(HPAGE_PMD_NR)
+            k.memcg.rstat_updated(HPAGE_PMD_NR)
+            k.memcg.rstat_updated(HPAGE_PMD_NR)
         for p in subpages:
             set_page_dirty(k, p)  # (folio_mark_dirty)
         k.lru_cache_add(subpages[0])
@@ -547,6 +559,9 @@ class Khugepaged:
             if not memcgs.charge(head, HPAGE_PMD_NR, gfp, memcg):
                 k.free_pages(head, HPAGE_PMD_ORDER)
                 return None, SCAN_CGROUP_CHARGE_FAIL
+        if k.memcg is not None:
+            # the charge's PGPGIN, count_memcg_page_event(THP_COLLAPSE_ALLOC)
+            k.memcg.rstat_ones(2)
         return head, None
 
     def _free_hpage(self, head) -> None:
@@ -555,6 +570,8 @@ class Khugepaged:
         memcgs = getattr(k, "memcgs", None)
         if memcgs is not None and memcgs.active:
             memcgs.uncharge_range(head.pfn, HPAGE_PMD_NR)
+        if k.memcg is not None:
+            k.memcg.rstat_updated(1)  # the uncharge's PGPGOUT (one per folio)
         k.free_pages(head, HPAGE_PMD_ORDER)
 
     def _add_folio_to_cache(self, base: int, mapping, start: int, flags: int) -> list:
@@ -655,6 +672,9 @@ class Khugepaged:
         subpages = self._add_folio_to_cache(base, mapping, start, 0)  # (not swap-backed, not dirty)
         vm["nr_file_pages"] += HPAGE_PMD_NR
         vm["nr_file_hugepages"] += 1  # NR_FILE_THPS
+        if k.memcg is not None:
+            k.memcg.rstat_updated(HPAGE_PMD_NR)  # collapse_file: NR_FILE_THPS
+            k.memcg.rstat_updated(HPAGE_PMD_NR)  # NR_FILE_PAGES (the folio's pages)
         if not inode.fs.large_folios:
             mapping.nr_thps += 1  # filemap_nr_thps_inc
         k.lru_cache_add(subpages[0])  # lru_cache_add: the file LRU, one entry

@@ -42,16 +42,33 @@ reader sees the values of the last flush.
   poller does); each read flushes by the threshold, so the moment the memcg needs a flush
   one of them flushes it.
 
-What is counted (each call abs(val) pages, as memcg_rstat_updated): update_lru_size for
-every LRU add, delete and move (lruvec_add_folio / lruvec_del_folio); NR_FILE_PAGES when
-a page enters or leaves the page cache (__filemap_add_folio, filemap_unaccount_folio);
-the charge's PGPGIN and the uncharge's PGPGOUT (CONFIG_MEMCG_V1: memcg1_commit_charge,
-memcg1_uncharge_batch) for a page-cache page; WORKINGSET_REFAULT/ACTIVATE/RESTORE
-(workingset_refault); PGACTIVATE (folio_activate, shrink_folio_list), PGREFILL and
-PGDEACTIVATE (shrink_active_list), PGSCAN_* and PGSTEAL_* (shrink_inactive_list). Not
-counted yet (the counts are low by them): NR_ANON_MAPPED / NR_FILE_MAPPED, PGFAULT and
-PGMAJFAULT of faults, NR_FILE_DIRTY, NR_WRITEBACK, NR_SWAPCACHE, PSWPIN/PSWPOUT and the
-anonymous pages' charges.
+What is counted: every update 6.1 makes through __mod_memcg_lruvec_state,
+__mod_memcg_state or __count_memcg_events for a charged page, one memcg_rstat_updated
+call each (abs(val) pages; `rstat_ones(n)`: n calls of one page, exactly), where the guest
+makes the same update:
+- update_lru_size for every LRU add, delete, isolation, putback and move (THP 512);
+- the charge's PGPGIN (mem_cgroup_charge_statistics, one per folio: an anonymous fault, a
+  copy-on-write copy, a page-cache or shmem page, a swap-in page, a THP fault or
+  collapse, a migration's new page) and the uncharge's PGPGOUT (uncharge_batch, one per
+  folio freed: free_user_page, a THP freed whole); PGFAULT and PGMAJFAULT
+  (count_memcg_event_mm), THP_FAULT_ALLOC, THP_COLLAPSE_ALLOC;
+- NR_ANON_MAPPED / NR_FILE_MAPPED (page_add_*_rmap, page_remove_rmap at the first
+  mapping and the last unmapping), NR_ANON_THPS, NR_SHMEM_PMDMAPPED / NR_FILE_PMDMAPPED;
+- NR_FILE_PAGES and NR_SHMEM (__filemap_add_folio, filemap_unaccount_folio, shmem's
+  swap-out and swap-in), NR_SHMEM_THPS / NR_FILE_THPS, NR_FILE_DIRTY
+  (folio_account_dirtied, folio_clear_dirty_for_io / folio_account_cleaned),
+  NR_WRITEBACK (__folio_start_writeback, __folio_end_writeback), NR_SWAPCACHE
+  (add_to_swap_cache, __delete_from_swap_cache; their NR_FILE_PAGES is the node's only);
+- MEMCG_SWAP (cgroup v2, Debian 12's hierarchy: mem_cgroup_try_charge_swap when a slot
+  is allocated, mem_cgroup_uncharge_swap when it is freed);
+- WORKINGSET_REFAULT/ACTIVATE/RESTORE (workingset_refault); PGACTIVATE (folio_activate,
+  shrink_folio_list), PGREFILL and PGDEACTIVATE (shrink_active_list), PGSCAN_* and
+  PGSTEAL_* (shrink_inactive_list), PGLAZYFREE, PGLAZYFREED.
+The guest's own granularity is kept where it differs from 6.1's: a PMD-mapped file THP
+maps and unmaps its 512 subpages one by one (512 calls of one page where 6.1 makes one of
+512), and a collapse that fails after its allocation frees the folio without counting
+its uncharge. Not counted: kernel memory (the root memcg has no objcg in 6.1: slab and
+page tables are the node's only).
 
 Invariant: after a flush every flushed value equals its exact counterpart.
 """
@@ -113,6 +130,25 @@ class MemCgroup:
         self.stats_updates += n
         if self.pollers and self.stats_updates > self.threshold:
             self.css_rstat_flush()  # a poller's next read of memory.stat
+
+    def rstat_ones(self, calls: int) -> None:
+        """`calls` consecutive memcg_rstat_updated(memcg, 1) calls on the current CPU (a
+        run of single-page updates counted at once, exactly as one by one)."""
+        pc = self.pcpu
+        cpu = self.alloc.current_cpu
+        while calls > 0:
+            if self.stats_updates > self.threshold:
+                return  # flushable: the rest count nothing
+            c = pc[cpu]
+            need = MEMCG_CHARGE_BATCH - c  # calls that bring the CPU's count to the batch
+            if calls < need:
+                pc[cpu] = c + calls
+                return
+            calls -= need
+            pc[cpu] = 0
+            self.stats_updates += MEMCG_CHARGE_BATCH
+            if self.pollers and self.stats_updates > self.threshold:
+                self.css_rstat_flush()
 
     def needs_flush(self) -> bool:
         """memcg_vmstats_needs_flush"""
@@ -247,6 +283,25 @@ class MemCgroup61(MemCgroup):
         pc[cpu] = 0
         if self.pollers and self.flush_threshold > self.threshold:
             self.css_rstat_flush()  # a poller's next read of memory.stat
+
+    def rstat_ones(self, calls: int) -> None:
+        """`calls` consecutive memcg_rstat_updated(memcg, 1) calls on the current CPU: the
+        CPU's count moves at the call that takes it past MEMCG_CHARGE_BATCH (65), one
+        batch each time."""
+        pc = self.pcpu
+        cpu = self.alloc.current_cpu
+        while calls > 0:
+            c = pc[cpu]
+            need = MEMCG_CHARGE_BATCH + 1 - c
+            if calls < need:
+                pc[cpu] = c + calls
+                return
+            calls -= need
+            pc[cpu] = 0
+            if self.flush_threshold <= self.threshold:
+                self.flush_threshold += 1
+            if self.pollers and self.flush_threshold > self.threshold:
+                self.css_rstat_flush()
 
     def needs_flush(self) -> bool:
         """atomic_read(&stats_flush_threshold) > num_online_cpus()"""

@@ -187,6 +187,9 @@ def page_remove_rmap(kernel, page) -> None:
             kernel.vmstat["nr_anon_pages"] -= 1
         else:
             kernel.vmstat["nr_mapped"] -= 1
+        mc = kernel.memcg
+        if mc is not None:
+            mc.rstat_updated(1)  # __mod_lruvec_page_state(NR_ANON_MAPPED / NR_FILE_MAPPED)
         if page.flags & PG_mlocked:
             munlock_page(kernel, page)
 
@@ -200,6 +203,9 @@ def page_add_rmap(kernel, page) -> None:
             kernel.vmstat["nr_anon_pages"] += 1
         else:
             kernel.vmstat["nr_mapped"] += 1
+        mc = kernel.memcg
+        if mc is not None:
+            mc.rstat_updated(1)  # page_add_*_rmap: NR_ANON_MAPPED / NR_FILE_MAPPED
 
 
 def new_anon_page(kernel, vma, addr: int, zero: bool, oom_victim: bool = False):
@@ -223,6 +229,11 @@ def new_anon_page(kernel, vma, addr: int, zero: bool, oom_victim: bool = False):
     page.index = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     page._mapcount = 0
     kernel.vmstat["nr_anon_pages"] += 1
+    mc = kernel.memcg
+    if mc is not None:
+        # the root memcg's statistics (memcontrol.py): mem_cgroup_charge's PGPGIN
+        # (mem_cgroup_charge_statistics) and page_add_new_anon_rmap's NR_ANON_MAPPED
+        mc.rstat_ones(2)
     if vma.vm_flags & VM_LOCKED:
         mlock_page(kernel, page)  # before the LRU add: it goes straight to unevictable
     kernel.lru_cache_add(page)
@@ -232,6 +243,9 @@ def new_anon_page(kernel, vma, addr: int, zero: bool, oom_victim: bool = False):
 def _drop_new_anon_page(kernel, page) -> None:
     page._mapcount = -1
     kernel.vmstat["nr_anon_pages"] -= 1
+    mc = kernel.memcg
+    if mc is not None:
+        mc.rstat_updated(1)  # page_remove_rmap: NR_ANON_MAPPED (the uncharge: its free)
     if page.flags & PG_mlocked:
         munlock_page(kernel, page)
     free_user_page(kernel, page)
@@ -246,6 +260,9 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
     memcg = getattr(task, "memcg", None)
     if memcg is not None:
         memcg.pgfault += 1  # count_memcg_event_mm(mm, PGFAULT)
+    mc = kernel.memcg
+    if mc is not None:
+        mc.rstat_updated(1)  # count_memcg_event_mm(PGFAULT)
     vpn = addr >> PAGE_SHIFT
     pte = task.mm.pgtable.ptes.get(vpn, 0)
     if not pte:
@@ -282,6 +299,8 @@ def handle_mm_fault(task, vma, addr: int, write: bool) -> int:
         vm["pgmajfault"] += 1
         if memcg is not None:
             memcg.pgmajfault += 1
+        if mc is not None:
+            mc.rstat_updated(1)  # count_memcg_event_mm(PGMAJFAULT)
     return ret
 
 
@@ -583,6 +602,9 @@ def do_swap_page(task, vma, addr: int, pte: int, write: bool) -> int:
     page._mapcount += 1
     if page._mapcount == 0:
         kernel.vmstat["nr_anon_pages"] += 1
+        mc = kernel.memcg
+        if mc is not None:
+            mc.rstat_updated(1)  # page_add_anon_rmap: NR_ANON_MAPPED
     mm.rss[MM_ANONPAGES] += 1
     mm.rss[MM_SWAPENTS] -= 1
     if vma.vm_flags & VM_LOCKED:

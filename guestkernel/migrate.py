@@ -124,6 +124,12 @@ def migrate_page(kernel, old, new, mode: int = MIGRATE_SYNC_LIGHT) -> tuple[int,
     memcgs = getattr(kernel, "memcgs", None)
     if memcgs is not None and memcgs.active:
         memcgs.migrate(old, new)  # mem_cgroup_migrate
+    mc = kernel.memcg
+    if mc is not None:
+        # mem_cgroup_migrate's PGPGIN (the new folio charged, the old one's charge
+        # dropped without an event); a mapped page: try_to_migrate's page_remove_rmap and
+        # remove_migration_ptes' page_add_*_rmap (NR_ANON_MAPPED / NR_FILE_MAPPED)
+        mc.rstat_ones(3 if maps else 1)
     # the old struct page holds only the migration's reference now
     old._count, old._mapcount = 1, -1
     old.mapping = None

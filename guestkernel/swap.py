@@ -272,6 +272,7 @@ class SwapState:
                 smap[off] = SWAP_HAS_CACHE
                 si.inuse_pages += 1
                 self._cluster_inc(si, off)
+                self._memcg_swap(1)
                 return swp_entry(si.type, off)
         n = si.max
         off = si.cluster_next
@@ -284,6 +285,7 @@ class SwapState:
                 si.cluster_next = off + 1
                 if si.cluster_info is not None:
                     self._cluster_inc(si, off)
+                self._memcg_swap(1)
                 return swp_entry(si.type, off)
             off += 1
         return 0
@@ -343,7 +345,16 @@ class SwapState:
         for o in range(off, off + SWAPFILE_CLUSTER):
             smap[o] = SWAP_HAS_CACHE
         si.inuse_pages += SWAPFILE_CLUSTER
+        self._memcg_swap(SWAPFILE_CLUSTER)
         return swp_entry(si.type, off)
+
+    def _memcg_swap(self, nr: int) -> None:
+        """The root memcg's MEMCG_SWAP moves by `nr` (cgroup v2, Debian 12's hierarchy:
+        folio_alloc_swap's mem_cgroup_try_charge_swap, swap_entry_free's
+        mem_cgroup_uncharge_swap): one memcg_rstat_updated."""
+        mc = self.kernel.memcg
+        if mc is not None:
+            mc.rstat_updated(nr)
 
     def _slot_released(self, off: int) -> None:
         si = self.si
@@ -351,6 +362,7 @@ class SwapState:
         if memcgs is not None and memcgs.active:
             memcgs.swap_released(swp_entry(si.type, off))  # mem_cgroup_uncharge_swap
         si.inuse_pages -= 1
+        self._memcg_swap(1)
         if si.cluster_info is not None:
             self._cluster_dec(si, off)
         ws = self.ws
@@ -440,6 +452,10 @@ class SwapState:
         vm = self.kernel.vmstat
         vm["nr_swapcached"] += 1
         vm["nr_file_pages"] += 1  # Linux counts swap-cache pages in NR_FILE_PAGES too
+        mc = self.kernel.memcg
+        if mc is not None:
+            # __lruvec_stat_mod_folio(NR_SWAPCACHE) (NR_FILE_PAGES: the node's only)
+            mc.rstat_updated(1)
         return shadow
 
     def delete_from_swap_cache(self, page, shadow: int | None = None) -> None:
@@ -462,6 +478,9 @@ class SwapState:
         vm = self.kernel.vmstat
         vm["nr_swapcached"] -= 1
         vm["nr_file_pages"] -= 1
+        mc = self.kernel.memcg
+        if mc is not None:
+            mc.rstat_updated(1)  # __delete_from_swap_cache: NR_SWAPCACHE
         off = swp_offset(entry)
         smap = self.si.swap_map
         smap[off] &= ~SWAP_HAS_CACHE
@@ -537,6 +556,9 @@ class SwapState:
         if memcgs is not None and memcgs.active and not memcgs.swapin_charge(page, entry, gfp):
             self.kernel.free_pages(page)  # mem_cgroup_swapin_charge_folio failed
             return None
+        mc = self.kernel.memcg
+        if mc is not None:
+            mc.rstat_updated(1)  # mem_cgroup_swapin_charge_folio: the charge's PGPGIN
         data = self.si.data[swp_offset(entry)]
         if data is not None:
             # read from the guest's swap device: a disk read, as far as the host can tell
@@ -706,6 +728,8 @@ class SwapState:
         vm = self.kernel.vmstat
         vm["nr_file_pages"] -= 1
         vm["nr_shmem"] -= 1
+        if self.kernel.memcg is not None:
+            self.kernel.memcg.rstat_ones(2)  # NR_FILE_PAGES, NR_SHMEM
         sw = mapping.swapped
         if sw is None:
             sw = mapping.swapped = {}
@@ -757,6 +781,8 @@ class SwapState:
         vm = k.vmstat
         vm["nr_file_pages"] += 1
         vm["nr_shmem"] += 1
+        if k.memcg is not None:
+            k.memcg.rstat_ones(2)  # shmem_add_to_page_cache: NR_FILE_PAGES, NR_SHMEM
         page.flags |= PG_dirty  # folio_mark_dirty
         page_restate(vm, page)
         self.swap_free(entry)  # the mapping's reference: the slot is free

@@ -49,6 +49,7 @@ from .filemap import (
     truncate_partial_page,
 )
 from .fork import DEFAULT_DATA, DEFAULT_TEXT, dup_mm, exit_mmap, load_static_binary
+from .memcontrol import MEMCG_CHARGE_BATCH
 from .memory import anon_vma_prepare, do_wp_page, mlock_page, vma_pte_bits, zap_page_range
 from .mm_types import SLAB_CREATE_FLAGS, SLAB_SIZES, MMStruct, _slab_alloc, _slab_free
 from .page import PG_active, PG_anon, PG_dirty, PG_referenced, PG_reserved, PG_swapbacked, PG_zero
@@ -591,6 +592,12 @@ class Task:
         lru_add = k.lru_cache_add
         # a task in a child memcg charges each page (mem_cgroup_charge): the long way
         in_memcg = getattr(self, "memcg", None) is not None
+        # the root memcg's statistics (memcontrol.py): each demand-zero page makes three
+        # single-page updates before its LRU add (count_memcg_event_mm(PGFAULT), the
+        # charge's PGPGIN, page_add_new_anon_rmap's NR_ANON_MAPPED), counted inline below
+        mc = k.memcg
+        mpc = mc.pcpu if mc is not None else None
+        palloc = k.page_alloc
         vstart = vend = 0
         av = cvma = None
         pgoff0 = pbits = locked = pdone = stop = nz = thp_ok = 0
@@ -662,6 +669,8 @@ class Task:
                         vm["pgfault"] += 1
                         if in_memcg:
                             self.memcg.pgfault += 1  # count_memcg_event_mm
+                        if mc is not None:
+                            mc.rstat_updated(1)  # count_memcg_event_mm(PGFAULT)
                         do_wp_page(self, cvma, vpn << PAGE_SHIFT, pte)
                         if self._pending_fatal is not None:
                             break
@@ -718,6 +727,15 @@ class Task:
                             page._mapcount = 0
                             if locked:
                                 mlock_page(k, page)
+                            if mpc is not None and mc.stats_updates <= mc.threshold:
+                                # NOTE: three memcg_rstat_updated(1) inlined below the
+                                # batch (MemCgroup.rstat_ones moves the count)
+                                cpu = palloc.current_cpu
+                                n = mpc[cpu] + 3
+                                if n < MEMCG_CHARGE_BATCH:
+                                    mpc[cpu] = n
+                                else:
+                                    mc.rstat_ones(3)
                             lru_add(page)
                             rss[MM_ANONPAGES] += 1
                             nz += 1

@@ -1952,6 +1952,8 @@ class Reclaim:
             # a lazily freed page (MADV_FREE, or VM_DROPPABLE) that try_to_unmap dropped:
             # freed without I/O (shrink_folio_list, PGLAZYFREED)
             self.vmstat["pglazyfreed"] += 1
+            if self.memcg is not None:
+                self.memcg.rstat_updated(1)  # count_memcg_folio_events(PGLAZYFREED)
             page_restate(self.vmstat, page)
             page_leave(self.vmstat, page, True)
             # try_to_unmap put the mappings' references: the page is held by nothing
@@ -2016,6 +2018,8 @@ class Reclaim:
         page.flags |= PG_writeback | (f & PGSTATE_MASK)
         page._count += 1
         vm["nr_writeback"] += 1
+        if self.memcg is not None:
+            self.memcg.rstat_updated(1)  # __folio_start_writeback: NR_WRITEBACK
         page_restate(vm, page)
         return self._queue_for(page)
 
@@ -2129,6 +2133,8 @@ class Reclaim:
         page.flags = f
         vm = self.vmstat
         vm["nr_writeback"] -= 1
+        if self.memcg is not None:
+            self.memcg.rstat_updated(1)  # __folio_end_writeback: NR_WRITEBACK
         vm["nr_written"] += 1
         if not f & PG_swapbacked:  # __folio_end_writeback: the wb's WB_WRITTEN
             self.wb_written += 1
