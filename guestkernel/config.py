@@ -79,6 +79,12 @@ class KernelConfig:
     # /sys/fs/cgroup (Debian 12 and systemd's default), or 1, the memory controller's own
     # at /sys/fs/cgroup/memory (cgroup v1: its reclaim waits on writeback)
     cgroup_version: int = 2
+    # 6.x, with a clock: the guest's uptime in seconds when its clock starts (how long it
+    # has been booting): where the root memcg's periodic flusher (flush_memcg_stats_dwork,
+    # every 2 s from the root memcg's online at boot) stands. None: more than one flush
+    # period, its phase within the period drawn from `seed`; 0: the clock starts as the
+    # kernel boots (the first flush 2 s in)
+    boot_uptime: float | None = None
     # /proc/sys/vm
     min_free_kbytes: int | None = None  # KiB; None: int_sqrt(lowmem_kbytes * 16), clamped
     watermark_scale_factor: int = 10  # 1/10000 of managed pages between watermarks (6.x)
@@ -168,6 +174,10 @@ class KernelConfig:
             self.kaslr = self.era == "6.x" and self.arch == "x86_64"
         if self.init_on_alloc is None:
             self.init_on_alloc = DISTRO_INIT_ON_ALLOC[self.distro]
+        if self.boot_uptime is not None and (isinstance(self.boot_uptime, bool)
+                                             or not isinstance(self.boot_uptime, (int, float))
+                                             or not 0 <= self.boot_uptime < 1e9):
+            raise ValueError(f"boot_uptime: must be a number of seconds >= 0, got {self.boot_uptime!r}")
         if self.memcg_stats_flush not in ("6.1", "6.8"):
             raise ValueError(f"memcg_stats_flush: must be one of 6.1, 6.8, got {self.memcg_stats_flush!r}")
         if self.cgroup_version not in (1, 2):

@@ -23,7 +23,11 @@ reader sees the values of the last flush.
   folds every CPU's pending deltas, so the totals become exact, and clears the counts; a
   flush of the root records `flush_last_time`.
 - `flush_memcg_stats_dwork` flushes the root unconditionally every FLUSH_TIME (2 s) from
-  boot (`StatsFlusher`, a daemon, with a clock only).
+  boot (`StatsFlusher`, a daemon, with a clock only). The clock starts with the guest
+  already up for `boot_uptime` seconds (KernelConfig; by default more than one period,
+  its phase drawn from the seed): the boot's last flush is the clock's start's (its
+  time, flush_last_time, in the past), the next comes when the period says, and jiffies
+  count the uptime.
 - `mem_cgroup_flush_stats_ratelimited` (reclaim's prepare_scan_control,
   workingset_test_recent, count_shadow_nodes) flushes, by the threshold, only when the
   periodic flusher is one full cycle late: jiffies past flush_last_time + 2 * FLUSH_TIME.
@@ -75,6 +79,8 @@ Invariant: after a flush every flushed value equals its exact counterpart.
 
 from __future__ import annotations
 
+import xxhash
+
 from .page import PG_lru, PG_thp
 from .units import PAGE_SHIFT, PAGE_SIZE
 
@@ -97,7 +103,7 @@ class MemCgroup:
     `flush_last_time`: jiffies of the root's last flush."""
 
     __slots__ = ("kernel", "reclaim", "alloc", "pcpu", "stats_updates", "threshold", "state",
-                 "flush_last_time", "pollers", "nr_flushes")
+                 "flush_last_time", "pollers", "nr_flushes", "t0", "uptime")
 
     def __init__(self, kernel, reclaim) -> None:
         self.kernel = kernel
@@ -113,6 +119,9 @@ class MemCgroup:
         self.nr_flushes = 0  # css_rstat_flush calls (hvsim's count)
         for lv, st in zip(reclaim.lruvecs, self.state):
             lv.stat = st
+        env = kernel.env
+        self.t0 = env.now if env is not None else 0.0  # the clock's start (seconds)
+        self.uptime = boot_uptime(kernel.config)  # the guest's uptime then (seconds)
 
     # ------------------------------------------------------------------ updates
     def rstat_updated(self, val: int) -> None:
@@ -201,11 +210,10 @@ class MemCgroup:
     def mem_cgroup_flush_stats_ratelimited(self) -> None:
         """Flush (by the threshold) only if the periodic flusher is one full cycle late.
         Without a clock: flush (the lag is not modelled, readers see exact values)."""
-        env = self.kernel.env
-        if env is None:
+        if self.kernel.env is None:
             self.css_rstat_flush()
         elif (self.stats_updates > self.threshold
-              and int(env.now * HZ) > self.flush_last_time + 2 * FLUSH_TIME):
+              and self.jiffies() > self.flush_last_time + 2 * FLUSH_TIME):
             self.css_rstat_flush()
 
     def flush_memcg_stats_dwork(self) -> None:
@@ -222,8 +230,22 @@ class MemCgroup:
         self.mem_cgroup_flush_stats_ratelimited()
 
     def jiffies(self) -> int:
+        """jiffies since the boot (the guest's uptime in jiffies; 0 without a clock)."""
         env = self.kernel.env
-        return int(env.now * HZ) if env is not None else 0
+        return int((env.now - self.t0 + self.uptime) * HZ) if env is not None else 0
+
+    def boot_flushes(self) -> float:
+        """The periodic flushes the boot made before the clock started: the last of them
+        (at uptime 2 s * n, n >= 1) becomes this instant's flush (hvsim's boot happens at
+        the clock's start, so the values it folds are those the boot left), with its own
+        time. Returns the seconds until the next periodic flush."""
+        period = FLUSH_TIME / HZ
+        n = int(self.uptime // period)
+        if n:
+            self.css_rstat_flush()
+            self.flush_last_time = n * FLUSH_TIME
+            self.nr_flushes += n - 1
+        return (n + 1) * period - self.uptime
 
     # ------------------------------------------------------------------ readers
     def memory_stat(self) -> dict:
@@ -307,6 +329,13 @@ class MemCgroup61(MemCgroup):
         """atomic_read(&stats_flush_threshold) > num_online_cpus()"""
         return self.flush_threshold > self.threshold
 
+    def boot_flushes(self) -> float:
+        """As MemCgroup's; flush_next_time follows the boot's last flush."""
+        wait = super().boot_flushes()
+        if self.uptime >= FLUSH_TIME / HZ:
+            self.flush_next_time = self.flush_last_time + 2 * FLUSH_TIME
+        return wait
+
     def css_rstat_flush(self) -> None:
         """__mem_cgroup_flush_stats: flush_next_time, the flush, threshold 0 (the CPUs'
         stats_updates stay as they are)."""
@@ -341,6 +370,22 @@ class MemCgroup61(MemCgroup):
             self.mem_cgroup_flush_stats_delayed()
 
 
+def boot_uptime(config) -> float:
+    """The guest's uptime (seconds) when its clock starts: config.boot_uptime, or (None)
+    one flush period plus a phase within the next drawn from the seed (xxh64 of the
+    component name): the root memcg comes online at boot (cgroup_init ->
+    mem_cgroup_css_online queues flush_memcg_stats_dwork 2 s later, and each flush
+    queues the next 2 s on); a booted guest has been up more than 2 s when its workload
+    starts, at a point of the flusher's period the boot's length decides."""
+    up = getattr(config, "boot_uptime", None)
+    if up is not None:
+        return float(up)
+    seed = int(getattr(config, "seed", 0))
+    u = xxhash.xxh64_intdigest(f"{seed}/memcg/boot_uptime".encode()) / 2.0 ** 64
+    period = FLUSH_TIME / HZ
+    return period + period * u
+
+
 def make_memcg(kernel, reclaim) -> MemCgroup:
     """The root memcg under the kernel's `memcg_stats_flush` rules ("6.1" or "6.8")."""
     rules = getattr(kernel.config, "memcg_stats_flush", "6.1")
@@ -348,7 +393,8 @@ def make_memcg(kernel, reclaim) -> MemCgroup:
 
 
 class StatsFlusher:
-    """flush_memcg_stats_dwork: flushes the root memcg every FLUSH_TIME from boot."""
+    """flush_memcg_stats_dwork: flushes the root memcg every FLUSH_TIME from boot (the
+    boot's own flushes: MemCgroup.boot_flushes)."""
 
     def __init__(self, env, memcg: MemCgroup) -> None:
         self.env = env
@@ -357,9 +403,12 @@ class StatsFlusher:
 
     def _run(self):
         interval = FLUSH_TIME / HZ
+        # (this first step runs once the clock's start has done its synchronous work:
+        # the boot's content is in place)
+        yield self.env.timeout(self.memcg.boot_flushes())
         while True:
-            yield self.env.timeout(interval)
             self.memcg.flush_memcg_stats_dwork()
+            yield self.env.timeout(interval)
 
 
 # ---------------------------------------------------------------------------------------

@@ -215,3 +215,76 @@ def test_6_1_a_batch_moves_at_the_65th_single_call():
     mc.rstat_ones(1)
     assert (mc.pcpu[0], mc.flush_threshold) == (0, 1)
 
+
+# ------------------------------------------------------------------ the boot's flushes
+# The root memcg comes online at boot (cgroup_init -> mem_cgroup_css_online), which queues
+# flush_memcg_stats_dwork FLUSH_TIME (2 s, 500 jiffies at HZ 250) later; each flush
+# queues the next FLUSH_TIME on. A guest whose clock starts `boot_uptime` seconds after
+# its boot has flushed at uptime 2, 4, ... s; 6.1's __mem_cgroup_flush_stats sets
+# flush_next_time = jiffies + 2 * FLUSH_TIME at each.
+def clocked(rules: str, **kw) -> Kernel:
+    k = Kernel(KernelConfig(memory="64MiB", cpus=1, memcg_stats_flush=rules, **kw),
+               env=simpy.Environment())
+    init_reclaim(k)
+    return k
+
+
+@pytest.mark.parametrize("rules", ["6.1", "6.8"])
+def test_a_guest_up_5_5_s_has_flushed_at_4_s_and_flushes_next_at_6_s(rules):
+    k = clocked(rules, boot_uptime=5.5)
+    mc = k.memcg
+    env = k.env
+    assert mc.jiffies() == 1375  # 5.5 s of uptime
+    inode = k.fs.create("/f", 8 * PAGE)
+    from guestkernel.filemap import filemap_get_page
+    for i in range(8):  # the boot's page cache, in place when the clock starts
+        filemap_get_page(k, inode, i, 1)
+    env.run(until=0.25)
+    # the boot's flushes at uptime 2 and 4 s: the last one's values are what the boot left
+    assert mc.nr_flushes == 2 and mc.flush_last_time == 1000
+    assert mc.state[0][2] == 8  # NR_INACTIVE_FILE as flushed
+    if rules == "6.1":
+        assert mc.flush_next_time == 1000 + 1000
+    env.run(until=0.49)
+    assert mc.nr_flushes == 2
+    env.run(until=0.51)  # uptime 6 s
+    assert mc.nr_flushes == 3 and mc.flush_last_time == 1500
+    env.run(until=2.51)  # uptime 8 s
+    assert mc.nr_flushes == 4 and mc.flush_last_time == 2000
+
+
+def test_6_1_the_boots_last_flush_delays_workingset_refaults_flush():
+    # mem_cgroup_flush_stats_delayed: no flush until jiffies are past flush_next_time, the
+    # boot's last flush (uptime 2 s) + 2 * FLUSH_TIME = uptime 4 s
+    k = clocked("6.1", boot_uptime=3.0)
+    mc = k.memcg
+    k.env.run(until=0.01)
+    assert (mc.flush_last_time, mc.flush_next_time) == (500, 1500)
+    mc.flush_threshold = mc.threshold + 1  # flushable by the threshold
+    mc.mem_cgroup_flush_stats_delayed()
+    assert mc.nr_flushes == 1  # (the boot's) not past flush_next_time at 750
+    k.env.run(until=0.99)  # the periodic flush at uptime 4 s (t = 1 s) is still ahead
+    mc.mem_cgroup_flush_stats_delayed()
+    assert mc.nr_flushes == 1
+    k.env.run(until=1.01)
+    assert mc.nr_flushes == 2 and mc.flush_next_time == 1000 + 1000
+
+
+def test_boot_uptime_0_starts_the_clock_at_the_boot():
+    k = clocked("6.8", boot_uptime=0)
+    mc = k.memcg
+    k.env.run(until=1.99)
+    assert (mc.nr_flushes, mc.flush_last_time, mc.jiffies()) == (0, 0, 497)
+    k.env.run(until=2.01)
+    assert (mc.nr_flushes, mc.flush_last_time) == (1, 500)
+
+
+def test_by_default_the_uptime_is_over_one_period_and_its_phase_comes_from_the_seed():
+    ups = [clocked("6.1", seed=s).memcg.uptime for s in (0, 0, 1)]
+    assert ups[0] == ups[1] and ups[0] != ups[2]
+    assert all(2.0 <= u < 4.0 for u in ups)
+    k = clocked("6.1", seed=1)
+    k.env.run(until=0.001)
+    assert k.memcg.nr_flushes == 1 and k.memcg.flush_last_time == 500
+    with pytest.raises(ValueError, match=r"^boot_uptime: must be a number of seconds >= 0, got -1$"):
+        KernelConfig(memory="64MiB", boot_uptime=-1)

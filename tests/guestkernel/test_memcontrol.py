@@ -37,7 +37,10 @@ from guestkernel.vmscan import LRU_INACTIVE_FILE, ScanControl, init_reclaim
 def boot(cpus: int = 2, clock: bool = True, rules: str = "6.8", flushed: bool = True, **kw):
     """A guest under `rules` whose statistics were just flushed (boot's own pages are in
     the flushed values); `flushed` False: as booted, never flushed. The per-CPU counts
-    start from 0 (6.1's flush leaves them: boot's residue is cleared here)."""
+    start from 0 (6.1's flush leaves them: boot's residue is cleared here). The clock
+    starts as the kernel boots (boot_uptime 0: the first periodic flush 2 s in; the
+    boot's own flushes are test_memcg_rstat_sites.py's)."""
+    kw.setdefault("boot_uptime", 0)
     env = simpy.Environment() if clock else None
     k = Kernel(KernelConfig(memory="64MiB", cpus=cpus, memcg_stats_flush=rules, **kw), env=env)
     init_reclaim(k)

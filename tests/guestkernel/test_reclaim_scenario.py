@@ -93,12 +93,12 @@ def test_memory_hog_kswapd_then_direct_then_swap_then_oom():
     validate_buddy(k.page_alloc)
 
 
-def streamer_and_working_set(memcg_stats_flush: str):
+def streamer_and_working_set(memcg_stats_flush: str, **kw):
     """256 MiB guest, 512 MiB swap: one process streams a 1 GiB file with read(), one
     keeps touching a 128 MiB working set. Returns (env, kernel, working-set process,
     wsize, zone, samples of the zone's free pages every 10 ms)."""
     env = simpy.Environment()
-    k = boot(env, memory="256MiB", swap="512MiB", memcg_stats_flush=memcg_stats_flush)
+    k = boot(env, memory="256MiB", swap="512MiB", memcg_stats_flush=memcg_stats_flush, **kw)
     zone = k.page_alloc.zones[-1]  # DMA32: where user pages come from
     ws = k.spawn("ws")
     st = k.spawn("stream")
@@ -172,8 +172,10 @@ def test_streamer_and_working_set_under_6_8_flush_rules_scans_anon_until_the_fir
     mem_cgroup_flush_stats_ratelimited does not flush while the periodic flusher is on
     time, so until its first flush at 2 s kswapd reads the boot's statistics, with no
     inactive file pages: not cache_trim_mode, it scans anon at swappiness's share. After
-    the flush it keeps free memory between LOW and HIGH without scanning anon."""
-    env, k, ws, wsize, zone, samples = streamer_and_working_set("6.8")
+    the flush it keeps free memory between LOW and HIGH without scanning anon. (The
+    clock starts as the kernel boots, boot_uptime 0: the flusher's first flush is 2 s
+    in, its statistics empty until then.)"""
+    env, k, ws, wsize, zone, samples = streamer_and_working_set("6.8", boot_uptime=0)
     vm = k.vmstat
     env.run(until=2.05)  # memory has been full since ~0.25 s; flushed at 2 s
     assert vm["pgscan_anon"] > 0  # the boot-time statistics: not cache_trim_mode
