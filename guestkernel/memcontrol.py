@@ -71,8 +71,9 @@ makes the same update:
 The guest's own granularity is kept where it differs from 6.1's: a PMD-mapped file THP
 maps and unmaps its 512 subpages one by one (512 calls of one page where 6.1 makes one of
 512), and a collapse that fails after its allocation frees the folio without counting
-its uncharge. Not counted: kernel memory (the root memcg has no objcg in 6.1: slab and
-page tables are the node's only).
+its uncharge. Not counted: kernel memory's updates (a root task's slab and page tables
+are the node's only: the root has no objcg in 6.1; a child memcg's MEMCG_KMEM and
+NR_SLAB_* through mod_objcg_state are not counted yet).
 
 Invariant: after a flush every flushed value equals its exact counterpart.
 """
