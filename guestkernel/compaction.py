@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from . import gfp as G
 from .migrate import COMPOUND, COMPOUND_ORDER, ENOMEM, MIGRATE_ASYNC, MIGRATE_SYNC, MIGRATE_SYNC_LIGHT, migrate_pages
-from .page import PG_anon, PG_balloon, PG_buddy, PG_lru, PG_swapcache, PG_unevictable, PG_writeback
+from .page import PG_anon, PG_balloon, PG_buddy, PG_lru, PG_swapbacked, PG_swapcache, PG_unevictable, PG_writeback
 from .page_alloc import (  # the compact_result and compact_priority enums live there
     ALLOC_WMARK_MASK,
     COMPACT_COMPLETE,
@@ -85,6 +85,7 @@ COMPACT_RESULT_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable
 
 COMPACT_CLUSTER_MAX = 32  # SWAP_CLUSTER_MAX: pages isolated per migration batch
 KTHREAD_CPU = -2  # kcompactd's CPU in the isolated-pages log: any reclaimer's batch counts
+NR_ISOLATED = ("nr_isolated_file", "nr_isolated_anon")  # by PG_swapbacked (page_is_file_lru)
 FAST_START_DONE = 1 << 62  # cc->fast_start_pfn = ULONG_MAX: the linear scan restarted there
 COMPACT_MAX_DEFER_SHIFT = 6
 EXTFRAG_THRESHOLD = 500  # /proc/sys/vm/extfrag_threshold default, 0..1000
@@ -494,22 +495,21 @@ class Compaction:
         anon and file). Not too many: wake_throttle_isolated(pgdat), as vmscan's, wakes
         the node's reclaimers asleep on VMSCAN_THROTTLE_ISOLATED (`isolated_wakes`).
         hvsim: the isolated pages are NR_ISOLATED_* now and the batches that direct
-        reclaimers on other CPUs and kswapd hold at the compactor's own time (vmscan's
-        `isolating`: a reclaim pass runs whole, its time runs on from the simulation's)."""
+        reclaimers and compactors on other CPUs, kswapd, kcompactd and khugepaged hold on
+        the node at the compactor's own time (vmscan's `isolating`: a pass runs whole,
+        its time runs on from the simulation's)."""
         reclaim = self.kernel.reclaim
         vm = self.vmstat
         isolated = vm["nr_isolated_file"] + vm["nr_isolated_anon"]
+        nid = cc.zone.node.nid
         t = None
         if cc.t0 is not None:
             t = cc.t0 + cc.cost + cc.sleep
-            log = reclaim.isolating
-            if log:
-                now = self.kernel.env.now
-                log[:] = [e for e in log if e[1] > now]
-                cpu = cc.cpu
-                isolated += sum(e[2] for e in log if e[4] != cpu and e[0] <= t < e[1])
-        lists = reclaim.lruvecs[cc.zone.node.nid if len(reclaim.lruvecs) > 1 else 0].lists
-        lru = lists[0].nr + lists[1].nr + lists[2].nr + lists[3].nr  # (LRU_INACTIVE_ANON..LRU_ACTIVE_FILE)
+            isolated += sum(e[2] for e in reclaim.isolated_batches(t, cc.cpu, nid))
+        lru = 0
+        for lv in reclaim.node_lruvecs(nid):  # (every memcg's lruvec on the node)
+            lists = lv.lists
+            lru += lists[0].nr + lists[1].nr + lists[2].nr + lists[3].nr  # (LRU_INACTIVE_ANON..LRU_ACTIVE_FILE)
         if isolated > lru // 2:
             return True
         if t is not None and len(reclaim.direct_clock) > 1:
@@ -517,7 +517,7 @@ class Compaction:
             if len(wakes) >= 256:
                 now = self.kernel.env.now
                 wakes[:] = [w for w in wakes if w[0] > now]
-            wakes.append((t, cc.cpu, cc.zone.node.nid))
+            wakes.append((t, cc.cpu, nid))
         return False
 
     def throttle_isolated(self, cc: CompactControl) -> bool:
@@ -540,7 +540,7 @@ class Compaction:
             if cc.nr_migratepages or cc.mode == MIGRATE_ASYNC or cc.t0 is None:
                 return True
             t = cc.t0 + cc.cost + cc.sleep
-            ends = [e[1] for e in reclaim.isolating if e[4] != cc.cpu and e[0] <= t < e[1]]
+            ends = [e[1] for e in reclaim.isolated_batches(t, cc.cpu, cc.zone.node.nid)]
             if not ends and stalled:
                 return True  # nothing in hvsim can bring those pages back meanwhile
             stalled = True
@@ -567,6 +567,7 @@ class Compaction:
         unevictable_ok = self.compact_unevictable_allowed
         nofs = not cc.gfp_mask & G.FS
         balloon = getattr(self.kernel, "balloon_driver", None)
+        vm = self.vmstat
         nr_scanned = nr_isolated = 0
         valid_page = -1
         skip_updated = False
@@ -632,6 +633,8 @@ class Compaction:
             if ok:
                 if ok is True:
                     reclaim._isolate(page, self._page_lru(page))
+                    # counted until migrated or put back (not a balloon page: non-LRU)
+                    vm[NR_ISOLATED[page.flags & PG_swapbacked != 0]] += 1
                 isolated_here.append(page)
                 cc.migratepages.append(page)
                 cc.nr_migratepages += 1
@@ -681,6 +684,7 @@ class Compaction:
         if page.flags & PG_balloon and not page.flags & PG_lru:
             self.kernel.balloon_driver.putback(page)
         else:
+            self.vmstat[NR_ISOLATED[page.flags & PG_swapbacked != 0]] -= 1
             self.kernel.reclaim._putback(page, age=False)
 
     def suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
@@ -1125,6 +1129,9 @@ class Compaction:
         migrated = False
         update_cached = not sync and zone.compact_cached_migrate_pfn[0] == zone.compact_cached_migrate_pfn[1]
         order = max(cc.order, 0)
+        # the batches isolators on other CPUs may see (as vmscan's: kcompactd beside any
+        # task; a task's run beside those on the guest's other CPUs)
+        log_batches = cc.t0 is not None and (cc.kthread or len(self.kernel.reclaim.direct_clock) > 1)
         while True:
             ret = self.compact_finished(cc)
             if ret != COMPACT_CONTINUE:
@@ -1144,6 +1151,17 @@ class Compaction:
                 update_cached = False
                 last_migrated_pfn = iteration_start
                 migrated = True
+                if log_batches:
+                    at = cc.t0 + cc.cost + cc.sleep
+                    nr_anon = nr_file = 0
+                    for page in cc.migratepages:
+                        f = page.flags
+                        if f & PG_balloon:
+                            continue  # non-LRU movable: not counted
+                        if f & PG_swapbacked:
+                            nr_anon += 1
+                        else:
+                            nr_file += 1
                 _ok, failed, err, cost = migrate_pages(
                     self.kernel, cc.migratepages, lambda: self.compaction_alloc(cc),
                     lambda p: self.compaction_free(cc, p), cc.mode)
@@ -1151,6 +1169,13 @@ class Compaction:
                 cc.nr_migratepages = 0
                 if cc.migratepages:
                     self.putback_all(cc)
+                if log_batches:
+                    # the batch counted in NR_ISOLATED_* from its isolation until the last
+                    # page is migrated or put back, in the compactor's own time
+                    until = cc.t0 + cc.cost + cc.sleep
+                    note = self.kernel.reclaim.note_isolated
+                    note(at, until, nr_anon, False, cc.cpu, zone.node.nid)
+                    note(at, until, nr_file, True, cc.cpu, zone.node.nid)
                 if err:
                     if err == ENOMEM and not self.compact_scanners_met(cc):
                         ret = COMPACT_CONTENDED

@@ -3,7 +3,8 @@
 Overview
 --------
 `migrate_pages(kernel, pages, get_new_page, put_new_page, mode)` moves each isolated LRU
-page (taken off its LRU list by the caller, compaction's isolate_migratepages_block) to a
+page (taken off its LRU list and counted in NR_ISOLATED_* by the caller, compaction's
+isolate_migratepages_block; a migrated page is no longer counted, migrate_folio_done) to a
 frame `get_new_page()` hands out, in list order from its head (the caller's list is kept
 with its head last, as compaction builds it with list_add):
 
@@ -44,6 +45,7 @@ from .page import (
     PG_locked,
     PG_lru,
     PG_reserved,
+    PG_swapbacked,
     PG_swapcache,
     PG_thp,
     PG_thpfile,
@@ -167,6 +169,8 @@ def migrate_pages(kernel, pages: list, get_new_page, put_new_page, mode: int) ->
             continue
         succeeded += 1
         if not new.flags & PG_balloon:  # a balloon page is on its driver's list already
+            # migrate_folio_done: the isolated LRU page no longer counts in NR_ISOLATED_*
+            vm["nr_isolated_anon" if new.flags & PG_swapbacked else "nr_isolated_file"] -= 1
             reclaim._putback(new, age=False)  # folio_putback_lru: no workingset aging
         free_pages(old)
     vm["pgmigrate_success"] += succeeded

@@ -629,11 +629,14 @@ class Reclaim:
         # seconds, per CPU: where the last direct reclaim on it ended in its own time
         # (a CPU runs one reclaimer at a time; reclaimers on other CPUs run beside it)
         self.direct_clock = [0.0] * max(int(getattr(kernel.config, "cpus", 1)), 1)
-        # batches isolated by direct reclaimers (in their own time) and by kswapd (from
-        # its pass's start), for too_many_isolated of direct reclaimers on other CPUs
-        # (NR_ISOLATED_* counts every isolator's): (from, to seconds, pages, file?, cpu;
-        # KSWAPD_CPU for kswapd)
-        self.isolating: list[tuple[float, float, int, bool, int]] = []
+        # NR_ISOLATED_* over time (6.1 counts every isolator's pages: reclaim's
+        # isolate_lru_folios for both lists, compaction's isolate_migratepages_block until
+        # migration or putback, khugepaged's collapse): the batches isolated by direct
+        # reclaimers and compactors (in their own time), kswapd (from its pass's start)
+        # and kcompactd, for too_many_isolated of reclaimers and compactors on other CPUs
+        # (note_isolated, isolated_batches): (from, to seconds, pages, file?, cpu; KSWAPD_CPU
+        # for kswapd, compaction's KTHREAD_CPU for kernel threads; nid)
+        self.isolating: list[tuple[float, float, int, bool, int, int]] = []
         # wake_throttle_isolated calls of direct reclaimers in their own time (each
         # too_many_isolated that found few isolated): (seconds, cpu, nid)
         self.isolated_wakes: list[tuple[float, int, int]] = []
@@ -1540,7 +1543,9 @@ class Reclaim:
 
     # ------------------------------------------------------------------ active list
     def shrink_active_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> None:
-        """Age up to nr_to_scan pages from the active list's tail to the inactive list."""
+        """Age up to nr_to_scan pages from the active list's tail to the inactive list.
+        The pages taken count in NR_ISOLATED_* until move_folios_to_lru puts them back
+        (6.1 shrink_active_list), over the scan's cost in the reclaimer's own time."""
 
         file = is_file_lru(lru)
         vm = self.vmstat
@@ -1549,6 +1554,17 @@ class Reclaim:
         mc = self.memcg
         if mc is not None and nr_scanned:
             mc.rstat_updated(nr_scanned)  # count_memcg_events(PGREFILL)
+        nr_taken = len(taken)
+        if nr_taken:
+            isolated = "nr_isolated_file" if file else "nr_isolated_anon"
+            vm[isolated] += nr_taken
+            t0 = sc.t0
+            if t0 is None and sc.kswapd:
+                t0 = self.now()
+            if t0 is not None and (sc.kswapd or len(self.direct_clock) > 1):
+                at = t0 + sc.cost + sc.sleep
+                self.note_isolated(at, at + nr_scanned * SCAN_COST, nr_taken, file,
+                                   KSWAPD_CPU if sc.kswapd else sc.cpu, lv.node.nid)
         sc.cost += nr_scanned * SCAN_COST
         nr_rotated = 0
         deactivated = 0
@@ -1577,6 +1593,8 @@ class Reclaim:
         vm["pgdeactivate"] += deactivated
         if mc is not None and deactivated:
             mc.rstat_updated(deactivated)  # count_memcg_events(PGDEACTIVATE)
+        if nr_taken:
+            vm[isolated] -= nr_taken
         # (6.1 notes no cost for rotations here: nr_rotated only goes to the tracepoint)
 
     # ------------------------------------------------------------------ inactive list
@@ -1587,19 +1605,27 @@ class Reclaim:
         compaction) than on the inactive list, a eighth of it for a caller with both
         __GFP_IO and __GFP_FS (GFP_NOIO/NOFS callers may isolate more, so that they do
         not deadlock behind normal reclaimers); global reclaim is
-        writeback_throttling_sane. Not too many: wake_throttle_isolated, the node's
+        writeback_throttling_sane (cgroup v1 reclaim never finds too many). The inactive
+        pages are the node's (every memcg's). Not too many: wake_throttle_isolated, the node's
         reclaimers asleep on VMSCAN_THROTTLE_ISOLATED wake now (`isolated_wakes`, read by
-        reclaim_throttle). Other isolators' pages: NR_ISOLATED_* now (compaction's), and
-        the batches direct reclaimers on other CPUs and kswapd hold at this reclaimer's
-        own time (`isolating`: each call runs whole, but a reclaimer's own time runs on
-        from the simulation's now while it works, so those on other CPUs overlap)."""
+        reclaim_throttle). Other isolators' pages: NR_ISOLATED_* now, and the batches
+        that direct reclaimers and compactors on other CPUs, kswapd, kcompactd and
+        khugepaged hold on the node at this reclaimer's own time (`isolating`: each call
+        runs whole, but a reclaimer's own time runs on from the simulation's now while
+        it works, so those on other CPUs overlap)."""
         if sc.kswapd:
             return False
+        if sc.target_mem_cgroup is not None and not self.writeback_throttling_sane(sc):
+            return False  # cgroup v1 reclaim
         vm = self.vmstat
         isolated = vm["nr_isolated_file" if file else "nr_isolated_anon"]
         if sc.t0 is not None and self.isolating:
-            isolated += self._isolated_elsewhere(file, sc)
-        inactive = lv.lists[LRU_INACTIVE_FILE if file else LRU_INACTIVE_ANON].nr
+            isolated += self._isolated_elsewhere(file, sc, lv.node.nid)
+        lru = LRU_INACTIVE_FILE if file else LRU_INACTIVE_ANON
+        if self.memcg_tree is None:
+            inactive = lv.lists[lru].nr
+        else:  # node_page_state(pgdat, NR_INACTIVE_*): every memcg's lruvec on the node
+            inactive = sum(m.lists[lru].nr for m in self.node_lruvecs(lv.node.nid))
         if sc.gfp & (G.IO | G.FS) == G.IO | G.FS:
             inactive >>= 3
         if isolated > inactive:
@@ -1614,16 +1640,36 @@ class Reclaim:
             wakes.append((sc.t0 + sc.cost + sc.sleep, sc.cpu, lv.node.nid))
         return False
 
-    def _isolated_elsewhere(self, file: bool, sc: ScanControl) -> int:
-        """Pages of the type that direct reclaimers on other CPUs and kswapd hold
-        isolated at this reclaimer's own time (their batches' intervals, `isolating`);
-        intervals over before the simulation's now are dropped."""
-        now = self.kernel.env.now
-        log = self.isolating
-        log[:] = [e for e in log if e[1] > now]
+    def _isolated_elsewhere(self, file: bool, sc: ScanControl, nid: int = 0) -> int:
+        """Pages of the type that other isolators (direct reclaimers and compactors on
+        other CPUs, kswapd, kcompactd) hold isolated on node nid at this reclaimer's own
+        time (their batches' intervals, `isolating`)."""
         t = sc.t0 + sc.cost + sc.sleep
-        cpu = sc.cpu
-        return sum(e[2] for e in log if e[3] == file and e[4] != cpu and e[0] <= t < e[1])
+        return sum(e[2] for e in self.isolated_batches(t, sc.cpu, nid) if e[3] == file)
+
+    def note_isolated(self, at: float, until: float, n: int, file: bool, cpu: int, nid: int) -> None:
+        """A batch of n pages of the type counted in NR_ISOLATED_* on node nid from `at`
+        until `until` (its isolator's own time) by `cpu` (KSWAPD_CPU, or compaction's
+        KTHREAD_CPU for kcompactd and khugepaged): logged for the isolators on other CPUs
+        (`isolating`); a batch back at once is never seen. The log is pruned of the
+        intervals over before the simulation's now once it holds 256."""
+        if until > at and n:
+            log = self.isolating
+            if len(log) >= 256:
+                now = self.kernel.env.now
+                log[:] = [e for e in log if e[1] > now]
+            log.append((at, until, n, file, cpu, nid))
+
+    def isolated_batches(self, t: float, cpu: int, nid: int) -> list:
+        """The logged batches of node nid that isolators other than `cpu` hold at time t
+        (node_page_state(pgdat, NR_ISOLATED_*) at an isolator's own time, less what the
+        simulation's now counts); intervals over before now are dropped."""
+        log = self.isolating
+        if not log:
+            return []
+        now = self.kernel.env.now
+        log[:] = [e for e in log if e[1] > now]
+        return [e for e in log if e[4] != cpu and e[5] == nid and e[0] <= t < e[1]]
 
     def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
         """shrink_inactive_list (6.1): while too many pages are isolated, sleep once
@@ -1671,13 +1717,9 @@ class Reclaim:
         if t0 is not None:
             # isolated from `at` until the batch is back: direct reclaimers on other
             # CPUs at their own time meanwhile find them isolated (kswapd's: any CPU's)
-            until = t0 + sc.cost + sc.sleep
-            if until > at and (sc.kswapd or len(self.direct_clock) > 1):
-                log = self.isolating
-                if len(log) >= 256:
-                    now = self.kernel.env.now
-                    log[:] = [e for e in log if e[1] > now]
-                log.append((at, until, n, file, KSWAPD_CPU if sc.kswapd else sc.cpu))
+            if sc.kswapd or len(self.direct_clock) > 1:
+                self.note_isolated(at, t0 + sc.cost + sc.sleep, n, file,
+                                   KSWAPD_CPU if sc.kswapd else sc.cpu, lv.node.nid)
         if sc.target_mem_cgroup is None:
             vm["pgsteal_kswapd" if sc.kswapd else "pgsteal_direct"] += reclaimed
         if lv.memcg is not None and lv.memcg.parent is not None:

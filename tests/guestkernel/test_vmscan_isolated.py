@@ -288,3 +288,43 @@ def _kernel_cpus(cpus):
     while t.read(fd, buf, 64 * P) > 0:
         pass
     return k, env
+
+
+def test_active_list_batches_count_in_nr_isolated():
+    """6.1 shrink_active_list adds the pages isolate_lru_folios took to NR_ISOLATED_*
+    (__mod_node_page_state(pgdat, NR_ISOLATED_ANON + file, nr_taken)) until
+    move_folios_to_lru has put them back: kswapd's batch of 32 active file pages, taken
+    1 ms into its pass, counts over [1 ms, 1 ms + 32 * SCAN_COST) for direct reclaimers
+    on any CPU; a direct reclaimer's batch on CPU 1 counts for CPU 0 over its own time,
+    never for CPU 1."""
+    from guestkernel.vmscan import KSWAPD_CPU, LRU_ACTIVE_FILE, SCAN_COST
+
+    k, env = _small_cache_kernel(2)
+    t = k.tasks[max(k.tasks)]
+    fd = t.open("/data/f", U.O_RDONLY)
+    buf = t.mmap(0, 32 * P, U.PROT_READ | U.PROT_WRITE, U.MAP_PRIVATE | U.MAP_ANONYMOUS)
+    while t.read(fd, buf, 32 * P) > 0:  # a second read: mark_page_accessed activates
+        pass
+    r = k.reclaim
+    lv = r.lruvecs[0]
+    vm = k.vmstat
+    assert lv.lists[LRU_ACTIVE_FILE].nr >= 64
+    r.isolating.clear()
+    ks = _sc(k, env, G.GFP_KERNEL, kswapd=True)
+    ks.cost = 1e-3
+    r.shrink_active_list(32, lv, ks, LRU_ACTIVE_FILE)
+    assert vm["nr_isolated_file"] == 0
+    assert r.isolating == [(1e-3, 1e-3 + 32 * SCAN_COST, 32, True, KSWAPD_CPU, 0)]
+    for cpu in (0, 1):
+        sc = _sc(k, env, G.GFP_KERNEL)
+        sc.t0, sc.cpu = 1e-3, cpu
+        assert r._isolated_elsewhere(True, sc) == 32 and r._isolated_elsewhere(False, sc) == 0
+    r.isolating.clear()
+    direct = _sc(k, env, G.GFP_KERNEL)
+    direct.t0, direct.cpu, direct.cost = 0.0, 1, 2e-3
+    r.shrink_active_list(32, lv, direct, LRU_ACTIVE_FILE)
+    assert r.isolating == [(2e-3, 2e-3 + 32 * SCAN_COST, 32, True, 1, 0)]
+    for cpu, seen in ((0, 32), (1, 0)):
+        sc = _sc(k, env, G.GFP_KERNEL)
+        sc.t0, sc.cpu = 2e-3, cpu
+        assert r._isolated_elsewhere(True, sc) == seen
