@@ -487,6 +487,9 @@ class SlabAllocator:
         self.nr_cpus = cfg.cpus
         self.word = BYTES_PER_WORD[self.arch]
         pa = getattr(kernel, "page_alloc", None)
+        # the CPU the caller runs on (smp_processor_id): page_alloc.current_cpu, which
+        # follows the task in the kernel (Kernel.current_cpu; 0 for kernel threads)
+        self._pa = pa if hasattr(pa, "current_cpu") else None
         nodes = getattr(pa, "nodes", None)
         self.nr_nodes = len(nodes) if nodes else 1
         if self.nr_nodes > 1:
@@ -881,11 +884,16 @@ class SlabAllocator:
     # ------------------------------------------------------------------ alloc
     def kmem_cache_alloc(self, cachep: KmemCache, gfp: int = GFP_KERNEL,
                          cpu: int | None = None) -> int | None:
-        """An object (kernel virtual address) of `cachep`, or None if no pages could be had."""
+        """An object (kernel virtual address) of `cachep`, or None if no pages could be had.
+        ____cache_alloc: from the array of the CPU the caller runs on (cpu_cache_get:
+        `cpu`, default the kernel's current CPU, smp_processor_id())."""
         if self.memcg_kmem is not None and not self._memcg_inner and (
                 cachep.flags & SLAB_ACCOUNT or gfp & __GFP_ACCOUNT):
             return self._memcg_cache_alloc(cachep, gfp, cpu)
-        ac = cachep.array[cpu or 0]
+        if cpu is None:
+            pa = self._pa
+            cpu = pa.current_cpu if pa is not None else 0
+        ac = cachep.array[cpu]
         entry = ac.entry
         if entry:
             cachep.allochit += 1
@@ -893,7 +901,7 @@ class SlabAllocator:
             obj = entry.pop()
         else:
             cachep.allocmiss += 1
-            obj = self._cache_alloc_refill(cachep, gfp, cpu or 0)
+            obj = self._cache_alloc_refill(cachep, gfp, cpu)
             if obj is None:
                 return None
         live = cachep.live
@@ -1028,7 +1036,10 @@ class SlabAllocator:
                 f"kmem_cache_free: {obj:#x} does not belong to cache {cachep.name} "
                 f"(it belongs to {owner})"
             )
-        self._cache_free(cachep, obj, page.lru_prev, cpu or 0)
+        if cpu is None:
+            pa = self._pa
+            cpu = pa.current_cpu if pa is not None else 0
+        self._cache_free(cachep, obj, page.lru_prev, cpu)
 
     def _cache_free(self, cachep: KmemCache, obj: int, slab: Slab, cpu: int) -> None:
         """__cache_free, after the debug checks that every free gets here."""
@@ -1160,7 +1171,10 @@ class SlabAllocator:
         page = self.kernel.virt_to_page(obj)
         if not page.flags & PG_slab:
             raise KernelBug(f"kfree: {obj:#x} is not a slab object (page pfn {page.pfn:#x})")
-        self._cache_free(page.lru_next, obj, page.lru_prev, cpu or 0)
+        if cpu is None:
+            pa = self._pa
+            cpu = pa.current_cpu if pa is not None else 0
+        self._cache_free(page.lru_next, obj, page.lru_prev, cpu)
 
     def ksize(self, obj: int) -> int:
         """Usable bytes of a slab object: its cache's buffer_size."""
@@ -1231,26 +1245,37 @@ class SlabAllocator:
         pass). Returns the pages given back to the page allocator."""
         if now is None:
             now = self.clock + REAPTIMEOUT_CPUC
-        self.clock = now
         before = self.reclaimed_slab
         for cpu in range(self.nr_cpus):
-            node = self.cpu_to_node[cpu]
-            for cachep in list(self.cache_chain):
-                l3 = cachep.nodelists[node]
-                self._drain_array(cachep, l3, cachep.array[cpu], False, node)
-                if l3.next_reap > now:
-                    continue
-                l3.next_reap = now + REAPTIMEOUT_LIST3
-                self._drain_array(cachep, l3, l3.shared, False, node)
-                if l3.free_touched:
-                    l3.free_touched = 0
-                else:
-                    num = cachep.num
-                    freed = self._drain_freelist(
-                        cachep, l3, (l3.free_limit + 5 * num - 1) // (5 * num)
-                    )
-                    cachep.reaped += freed
-            self.next_reap_node(cpu)
+            self.cache_reap_cpu(cpu, now)
+        return self.reclaimed_slab - before
+
+    def cache_reap_cpu(self, cpu: int, now: float) -> int:
+        """cache_reap (mm/slab.c, 2.6.20 and 6.1) on `cpu` at `now`: for every cache, its
+        own array of that CPU (drain_array: a touched array only has `touched` cleared,
+        an untouched one gives back (limit + 4) / 5 of its oldest objects, half of them
+        if it holds fewer); the node's shared array and free slabs once the node's
+        next_reap has come (REAPTIMEOUT_LIST3 later next time, whichever CPU of the
+        node gets there first); then next_reap_node. Returns the pages given back."""
+        self.clock = now
+        before = self.reclaimed_slab
+        node = self.cpu_to_node[cpu]
+        for cachep in list(self.cache_chain):
+            l3 = cachep.nodelists[node]
+            self._drain_array(cachep, l3, cachep.array[cpu], False, node)
+            if l3.next_reap > now:
+                continue
+            l3.next_reap = now + REAPTIMEOUT_LIST3
+            self._drain_array(cachep, l3, l3.shared, False, node)
+            if l3.free_touched:
+                l3.free_touched = 0
+            else:
+                num = cachep.num
+                freed = self._drain_freelist(
+                    cachep, l3, (l3.free_limit + 5 * num - 1) // (5 * num)
+                )
+                cachep.reaped += freed
+        self.next_reap_node(cpu)
         return self.reclaimed_slab - before
 
     def next_reap_node(self, cpu: int) -> None:
@@ -1502,18 +1527,30 @@ def validate_slab(slab: SlabAllocator, scan_mem_map: bool = True) -> None:
 
 
 class CacheReaper:
-    """The per-CPU cache_reap work: one pass every `interval` simulated seconds."""
+    """The per-CPU cache_reap work (each CPU's delayed work, start_cpu_timer): CPU c's
+    pass every `interval` simulated seconds, at whole multiples of it less c * 3 jiffies
+    (round_jiffies_relative's per-CPU skew: j += 3 * cpu, round to the second,
+    j -= 3 * cpu), so the CPUs do not reap at once; CPU 0 at interval, 2 * interval, ...
+    after the kernel starts (Linux's first pass is about 1 s after boot:
+    __round_jiffies_relative(HZ, cpu); hvsim keeps 2 s)."""
 
     def __init__(self, env, slab: SlabAllocator, interval: float = REAPTIMEOUT_CPUC) -> None:
         self.env = env
         self.slab = slab
         self.interval = interval
-        self.passes = 0
+        self.passes = 0  # passes of all CPUs
+        self.cpu_passes = [0] * slab.nr_cpus
         self.pages_freed = 0
-        self.process = env.process(self._run())
+        self.processes = [env.process(self._run(cpu)) for cpu in range(slab.nr_cpus)]
+        self.process = self.processes[0]
 
-    def _run(self):
+    def _run(self, cpu: int):
+        env = self.env
+        interval = self.interval
+        first = interval - 3 * cpu / HZ  # (the skew, once: each later pass is interval on)
+        yield env.timeout(first if first > 0 else interval)
         while True:
-            yield self.env.timeout(self.interval)
-            self.pages_freed += self.slab.cache_reap(self.env.now)
+            self.pages_freed += self.slab.cache_reap_cpu(cpu, env.now)
             self.passes += 1
+            self.cpu_passes[cpu] += 1
+            yield env.timeout(interval)
