@@ -98,6 +98,8 @@ from .pgtable import (
 from .units import PAGE_SHIFT
 from .vma import VM_WRITE
 
+KHUGEPAGED_CPU = -3  # khugepaged's CPU in vmscan's isolated-pages log (a kernel thread)
+
 SCAN_SUCCEED = "succeed"
 SCAN_PMD_NULL = "pmd_null"  # no PTE table: nothing to collapse
 SCAN_PMD_MAPPED = "pmd_mapped"  # already a huge page
@@ -370,7 +372,7 @@ class Khugepaged:
         mem_map = k.mem_map
         zero_pfn = k.zero_pfn
         # __collapse_huge_page_isolate: the pages must still qualify
-        shared = 0
+        shared = nr_isolated = 0
         for v in range(hvpn, hvpn + HPAGE_PMD_NR):
             pte = ptes.get(v, 0)
             if not pte & PTE_PRESENT_MASK or pte >> PAGE_SHIFT == zero_pfn:
@@ -389,10 +391,20 @@ class Khugepaged:
                     or page._count != page._mapcount + 1 + (1 if f & PG_swapcache else 0)):
                 self._drop(base)
                 return SCAN_PAGE_COUNT
+            nr_isolated += 1
         # __collapse_huge_page_copy: copy or zero each subpage, release the small pages
         phys = k.phys
         cost = 0.0
         rss = mm.rss
+        # the pages __collapse_huge_page_isolate took count in NR_ISOLATED_ANON until
+        # each is copied and released (6.1 mod_node_page_state; release_pte_page): the
+        # seconds into the copy at which each is released, for reclaimers beside
+        # khugepaged (a kernel thread) or beside MADV_COLLAPSE's task on another CPU
+        reclaim = getattr(k, "reclaim", None)
+        released = ([] if reclaim is not None and reclaim.v6 and k.env is not None
+                     and (self.is_khugepaged or len(reclaim.direct_clock) > 1) else None)
+        first_src = -1
+        vm["nr_isolated_anon"] += nr_isolated
         for i in range(HPAGE_PMD_NR):
             v = hvpn + i
             dst = base + i
@@ -405,6 +417,10 @@ class Khugepaged:
             src = pte >> PAGE_SHIFT
             cost += phys.touch(src, False)
             cost += phys.copy(dst, src)  # copy_user_highpage
+            if released is not None:
+                released.append(cost)
+                if first_src < 0:
+                    first_src = src
             pt.clear_pte(v)
             page = mem_map[src]
             page_remove_rmap(k, page)
@@ -414,6 +430,9 @@ class Khugepaged:
                     fsc(page)
             rss[MM_ANONPAGES] -= 1
             put_page(k, page)
+        vm["nr_isolated_anon"] -= nr_isolated
+        if released:
+            self._note_isolated(reclaim, released, first_src)
         self.cost += cost
         if pt.pte_counts.get(hvpn >> pt.pte_shift):
             raise AssertionError("collapse_huge_page: PTEs left in the table")
@@ -427,6 +446,20 @@ class Khugepaged:
             k.memcg.rstat_updated(HPAGE_PMD_NR)  # page_add_new_anon_rmap: NR_ANON_MAPPED
         rss[MM_ANONPAGES] += HPAGE_PMD_NR
         return SCAN_SUCCEED
+
+    def _note_isolated(self, reclaim, released: list, pfn: int) -> None:
+        """Log the collapse's isolated anonymous pages (vmscan's `isolating`) from the
+        copy's start in khugepaged's own time (now + the scan's cost so far) until each
+        is released, in groups of COMPACT_CLUSTER_MAX pages each counted until its last
+        page is released (hvsim: at most 31 copies' time longer than Linux)."""
+        k = self.kernel
+        at = k.env.now + self.cost
+        cpu = KHUGEPAGED_CPU if self.is_khugepaged else k.current_cpu
+        nid = k.page_alloc.zone_of(pfn).node.nid
+        note = reclaim.note_isolated
+        for j in range(0, len(released), 32):
+            chunk = released[j:j + 32]
+            note(at, at + chunk[-1], len(chunk), False, cpu, nid)
 
     # -- shmem: one aligned 2 MiB of the page cache -------------------------------------
     def scan_file(self, vma, address: int) -> str:
