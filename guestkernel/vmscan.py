@@ -637,6 +637,7 @@ class Reclaim:
         # (note_isolated, isolated_batches): (from, to seconds, pages, file?, cpu; KSWAPD_CPU
         # for kswapd, compaction's KTHREAD_CPU for kernel threads; nid)
         self.isolating: list[tuple[float, float, int, bool, int, int]] = []
+        self._isolating_prune_at = 256  # the log's length that prunes it next
         # wake_throttle_isolated calls of direct reclaimers in their own time (each
         # too_many_isolated that found few isolated): (seconds, cpu, nid)
         self.isolated_wakes: list[tuple[float, int, int]] = []
@@ -1655,21 +1656,20 @@ class Reclaim:
         intervals over before the simulation's now once it holds 256."""
         if until > at and n:
             log = self.isolating
-            if len(log) >= 256:
+            if len(log) >= self._isolating_prune_at:
                 now = self.kernel.env.now
                 log[:] = [e for e in log if e[1] > now]
+                # (amortised: own times far ahead of now keep many intervals alive)
+                self._isolating_prune_at = max(256, 2 * len(log))
             log.append((at, until, n, file, cpu, nid))
 
     def isolated_batches(self, t: float, cpu: int, nid: int) -> list:
         """The logged batches of node nid that isolators other than `cpu` hold at time t
         (node_page_state(pgdat, NR_ISOLATED_*) at an isolator's own time, less what the
-        simulation's now counts); intervals over before now are dropped."""
-        log = self.isolating
-        if not log:
-            return []
-        now = self.kernel.env.now
-        log[:] = [e for e in log if e[1] > now]
-        return [e for e in log if e[4] != cpu and e[5] == nid and e[0] <= t < e[1]]
+        simulation's now counts)."""
+        # (an isolator's own time is never before now: intervals over before now never
+        # match, note_isolated prunes them)
+        return [e for e in self.isolating if e[0] <= t < e[1] and e[4] != cpu and e[5] == nid]
 
     def shrink_inactive_list(self, nr_to_scan: int, lv: Lruvec, sc: ScanControl, lru: int) -> int:
         """shrink_inactive_list (6.1): while too many pages are isolated, sleep once
