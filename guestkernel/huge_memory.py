@@ -934,6 +934,19 @@ def thp_of(kernel):
 
 
 # --- faults ----------------------------------------------------------------------------------
+def _free_fault_folio(k, thp, head) -> None:
+    """A THP fault's folio that will not be mapped goes back whole: its subpages lose
+    PG_thp and their references, and the order-9 block is freed."""
+    base = head.pfn
+    mem_map = k.mem_map
+    for pfn in range(base, base + HPAGE_PMD_NR):
+        mem_map[pfn]._count = 0
+        mem_map[pfn].flags &= ~PG_thp
+    del thp.folios[base]
+    head._count = 1
+    k.free_pages(head, HPAGE_PMD_ORDER)
+
+
 def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     """Returns 0 (mapped), VM_FAULT_OOM, or -1 (VM_FAULT_FALLBACK: take 4 KiB)."""
     if not transhuge_vma_suitable(vma, addr):
@@ -970,13 +983,7 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
     memcgs = k.memcgs
     if memcgs is not None and memcgs.active and not memcgs.charge(head, HPAGE_PMD_NR, gfp):
         # mem_cgroup_charge failed: the folio goes, 4 KiB pages instead
-        mem_map = k.mem_map
-        for pfn in range(base, base + HPAGE_PMD_NR):
-            mem_map[pfn]._count = 0
-            mem_map[pfn].flags &= ~PG_thp
-        del thp.folios[base]
-        head._count = 1
-        k.free_pages(head, HPAGE_PMD_ORDER)
+        _free_fault_folio(k, thp, head)
         k.vmstat["thp_fault_fallback"] += 1
         k.vmstat["thp_fault_fallback_charge"] += 1
         return -1
@@ -992,13 +999,7 @@ def do_huge_pmd_anonymous_page(task, vma, addr: int, write: bool) -> int:
         # pte_alloc_one failed: release the folio
         if memcgs is not None and memcgs.active:
             memcgs.uncharge_range(base, HPAGE_PMD_NR)
-        mem_map = k.mem_map
-        for pfn in range(base, base + HPAGE_PMD_NR):
-            mem_map[pfn]._count = 0
-            mem_map[pfn].flags &= ~PG_thp
-        del thp.folios[base]
-        head._count = 1
-        k.free_pages(head, HPAGE_PMD_ORDER)
+        _free_fault_folio(k, thp, head)
         return VM_FAULT_OOM
     # page_add_new_anon_rmap (compound) + lru_cache_add_inactive_or_unevictable
     add_new_anon_huge_rmap(k, vma, av, base, haddr)

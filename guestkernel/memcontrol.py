@@ -531,14 +531,15 @@ class PageCounter:
     def set_min(self, nr_pages: int) -> None:
         """page_counter_set_min"""
         self.min = nr_pages
-        c = self
-        while c is not None:
-            c.propagate_protected_usage(c.usage)
-            c = c.parent
+        self._propagate_up()
 
     def set_low(self, nr_pages: int) -> None:
         """page_counter_set_low"""
         self.low = nr_pages
+        self._propagate_up()
+
+    def _propagate_up(self) -> None:
+        """set_min / set_low's walk: propagate_protected_usage at every level."""
         c = self
         while c is not None:
             c.propagate_protected_usage(c.usage)
