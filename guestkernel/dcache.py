@@ -36,6 +36,12 @@ inodes):
 Both count every item taken off the LRU as freed, as list_lru_walk does. A scan without
 __GFP_FS, or while a lookup is in progress, returns SHRINK_STOP (trylock_super).
 
+Memory cgroups (6.1): both LRUs are memcg-aware list_lrus (list_lru.py) and the shrinker
+SHRINKER_MEMCG_AWARE | SHRINKER_NUMA_AWARE (alloc_super). A dentry or inode goes on the
+list of the memcg its slab object is charged to (the root's if uncharged); count and scan
+take sc.memcg's lists (list_lru_shrink_count / list_lru_shrink_walk); rmdir splices a
+memcg's lists into its parent's.
+
 /proc/sys/fs/dentry-state (nr_dentry nr_unused age_limit want_pages nr_negative dummy)
 and /proc/sys/fs/inode-state (nr_inodes nr_free_inodes, then zeros) read the counts.
 """
@@ -46,8 +52,9 @@ from collections import OrderedDict
 
 from . import gfp as G
 from . import uapi as U
+from .list_lru import ListLru
 from .page_alloc import mult_frac
-from .shrinker import DEFAULT_SEEKS, SHRINK_EMPTY, SHRINK_STOP, Shrinker
+from .shrinker import DEFAULT_SEEKS, SHRINK_EMPTY, SHRINK_STOP, SHRINKER_MEMCG_AWARE, SHRINKER_NUMA_AWARE, Shrinker
 from .slab import SLAB_ACCOUNT, SLAB_RECLAIM_ACCOUNT
 
 DCACHE_REFERENCED = 0x40  # recently used: one more pass on the LRU
@@ -63,7 +70,7 @@ CACHES = {
 
 
 class Dentry:
-    __slots__ = ("name", "parent", "inode", "count", "flags", "obj", "hashed")
+    __slots__ = ("name", "parent", "inode", "count", "flags", "obj", "hashed", "lru")
 
     def __init__(self, name: str, parent, inode, obj) -> None:
         self.name = name  # the full path (the hash key)
@@ -73,6 +80,7 @@ class Dentry:
         self.flags = 0
         self.obj = obj  # slab object
         self.hashed = True
+        self.lru = None  # the list_lru list it is on (its memcg's)
 
     def __repr__(self) -> str:
         kind = "negative" if self.inode is None else "positive"
@@ -93,7 +101,7 @@ class _Dir:
 class _ICache:
     """The in-memory struct inode of one file: reference count, I_REFERENCED, slab object."""
 
-    __slots__ = ("inode", "count", "referenced", "obj", "on_lru")
+    __slots__ = ("inode", "count", "referenced", "obj", "on_lru", "lru")
 
     def __init__(self, inode, obj) -> None:
         self.inode = inode
@@ -101,6 +109,7 @@ class _ICache:
         self.referenced = False  # I_REFERENCED
         self.obj = obj
         self.on_lru = False
+        self.lru = None  # the list_lru list it is on (its memcg's)
 
 
 class Dcache:
@@ -117,9 +126,14 @@ class Dcache:
         self.inode_cache = kernel.kmem_cache_create(iname, isize, 0, SLAB_RECLAIM_ACCOUNT | acct)
         self.highmem = any(z.is_highmem for z in kernel.page_alloc.zones)  # CONFIG_HIGHMEM
         self.hash: dict[str, Dentry] = {}
-        self.dentry_lru: OrderedDict = OrderedDict()  # Dentry -> None, oldest first
+        # sb->s_dentry_lru and s_inode_lru: memcg-aware list_lrus (list_lru.py); the
+        # root's lists (every object when no child memcg exists) are dentry_lru and
+        # inode_lru, Dentry / _ICache -> None, oldest first
+        self.d_lru = ListLru(kernel)
+        self.dentry_lru: OrderedDict = self.d_lru.root
         self.inodes: dict = {}  # Inode / _Dir -> _ICache
-        self.inode_lru: OrderedDict = OrderedDict()  # _ICache -> None, oldest first
+        self.i_lru = ListLru(kernel)
+        self.inode_lru: OrderedDict = self.i_lru.root
         self.nr_dentry = 0
         self.nr_negative = 0  # negative dentries that are unused (on the LRU)
         self._busy = 0  # a lookup is walking: the shrinker backs off (trylock_super)
@@ -130,7 +144,9 @@ class Dcache:
         self._iget(root_dir)
         self.hash["/"] = self.root
         self.shrinker = Shrinker("super_cache", self.count_objects, self.scan_objects,
-                                 seeks=DEFAULT_SEEKS, batch=1024)
+                                 seeks=DEFAULT_SEEKS, batch=1024,
+                                 flags=SHRINKER_NUMA_AWARE | SHRINKER_MEMCG_AWARE)
+        self.d_lru.shrinker = self.i_lru.shrinker = self.shrinker
         kernel.shrinkers.register_shrinker(self.shrinker)
         kernel.procfs.register("/proc/sys/fs/dentry-state", self._dentry_state)
         kernel.procfs.register("/proc/sys/fs/inode-state", self._inode_state)
@@ -164,12 +180,13 @@ class Dcache:
         ic.referenced = True
         if not ic.on_lru:
             ic.on_lru = True
-            self.inode_lru[ic] = None
+            ic.lru = self.i_lru.add(ic, ic.obj)
 
     def _free_inode(self, ic: _ICache) -> None:
         if ic.on_lru:
-            del self.inode_lru[ic]
+            del ic.lru[ic]
             ic.on_lru = False
+            ic.lru = None
         del self.inodes[ic.inode]
         self.kernel.kmem_cache_free(self.inode_cache, ic.obj)
 
@@ -230,7 +247,7 @@ class Dcache:
         # retain_dentry
         if not d.flags & DCACHE_LRU_LIST:
             d.flags |= DCACHE_LRU_LIST
-            self.dentry_lru[d] = None
+            d.lru = self.d_lru.add(d, d.obj)
             if d.inode is None:
                 self.nr_negative += 1
         elif not d.flags & DCACHE_REFERENCED:
@@ -238,7 +255,8 @@ class Dcache:
 
     def _lru_del(self, d: Dentry) -> None:
         if d.flags & DCACHE_LRU_LIST:
-            del self.dentry_lru[d]
+            del d.lru[d]
+            d.lru = None
             d.flags &= ~DCACHE_LRU_LIST
             if d.inode is None:
                 self.nr_negative -= 1
@@ -280,8 +298,10 @@ class Dcache:
 
     # -- the shrinker ----------------------------------------------------------------------
     def count_objects(self, sc) -> int:
-        """super_cache_count: LRU dentries + LRU inodes, * vfs_cache_pressure / 100."""
-        total = len(self.dentry_lru) + len(self.inode_lru)
+        """super_cache_count: LRU dentries + LRU inodes of sc.memcg (list_lru_shrink_count),
+        * vfs_cache_pressure / 100."""
+        memcg = sc.memcg
+        total = self.d_lru.count_one(memcg) + self.i_lru.count_one(memcg)
         if not total:
             return SHRINK_EMPTY
         return total * self.kernel.config.vfs_cache_pressure // 100
@@ -290,17 +310,20 @@ class Dcache:
         """super_cache_scan."""
         if not sc.gfp_mask & G.FS or self._busy:
             return SHRINK_STOP
-        dentries = len(self.dentry_lru)
-        inodes = len(self.inode_lru)
+        memcg = sc.memcg
+        dentries = self.d_lru.count_one(memcg)
+        inodes = self.i_lru.count_one(memcg)
         total = dentries + inodes + 1
         dentries = mult_frac(sc.nr_to_scan, dentries, total)
         inodes = mult_frac(sc.nr_to_scan, inodes, total)
-        freed = self.prune_dcache_sb(dentries + 1)
-        freed += self.prune_icache_sb(inodes + 1, sc.kswapd)
+        freed = self.prune_dcache_sb(dentries + 1, memcg)
+        freed += self.prune_icache_sb(inodes + 1, sc.kswapd, memcg)
         return freed
 
-    def prune_dcache_sb(self, nr_to_walk: int) -> int:
-        lru = self.dentry_lru
+    def prune_dcache_sb(self, nr_to_walk: int, memcg=None) -> int:
+        """prune_dcache_sb: list_lru_shrink_walk over `memcg`'s dentries (the root's for
+        None)."""
+        lru = self.d_lru.list_of(memcg)
         dispose: list = []
         isolated = 0
         while nr_to_walk and lru:
@@ -320,8 +343,10 @@ class Dcache:
             self._kill(dispose.pop(0), dispose)
         return isolated
 
-    def prune_icache_sb(self, nr_to_walk: int, kswapd: bool = False) -> int:
-        lru = self.inode_lru
+    def prune_icache_sb(self, nr_to_walk: int, kswapd: bool = False, memcg=None) -> int:
+        """prune_icache_sb: list_lru_shrink_walk over `memcg`'s inodes (the root's for
+        None)."""
+        lru = self.i_lru.list_of(memcg)
         isolated = 0
         while nr_to_walk and lru:
             nr_to_walk -= 1
@@ -330,6 +355,7 @@ class Dcache:
             if ic.count:
                 del lru[ic]
                 ic.on_lru = False
+                ic.lru = None
                 isolated += 1
                 continue
             if ic.referenced:
@@ -369,10 +395,10 @@ class Dcache:
     # -- /proc -------------------------------------------------------------------------------
     @property
     def nr_unused(self) -> int:
-        return len(self.dentry_lru)
+        return self.d_lru.count()  # nr_dentry_unused: every memcg's
 
     def _dentry_state(self) -> str:
         return f"{self.nr_dentry}\t{self.nr_unused}\t{AGE_LIMIT}\t0\t{self.nr_negative}\t0\n"
 
     def _inode_state(self) -> str:
-        return f"{len(self.inodes)}\t{len(self.inode_lru)}\t0\t0\t0\t0\t0\n"
+        return f"{len(self.inodes)}\t{self.i_lru.count()}\t0\t0\t0\t0\t0\n"

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import xxhash
 
+from .list_lru import memcg_reparent_list_lrus
 from .page import PG_lru, PG_thp
 from .units import PAGE_SHIFT, PAGE_SIZE
 
@@ -725,6 +726,11 @@ class MemCgroupTree:
             else:
                 fm[pfn] = parent
         memcg_reparent_objcgs(self, memcg, parent)
+        # memcg_offline_kmem: then memcg_reparent_list_lrus; reparent_shrinker_deferred
+        memcg_reparent_list_lrus(self.kernel, memcg, parent)
+        shrinkers = getattr(self.kernel, "shrinkers", None)
+        if shrinkers is not None:
+            shrinkers.reparent_shrinker_deferred(memcg, parent)
         n = memcg.memory.usage
         memcg.memory.uncharge(n)
         if parent.parent is not None:

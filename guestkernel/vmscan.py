@@ -2496,9 +2496,9 @@ class Reclaim:
     def shrink_node_memcgs(self, lv: Lruvec, sc: ScanControl) -> None:
         """shrink_node_memcgs (6.1): every memcg of the target's subtree in
         mem_cgroup_iter order (the target first, pre-order), its lruvec of the node
-        shrunk; shrink_slab for the root memcg only (a child's dentries and inodes are
-        charged to it, but hvsim's dcache shrinker keeps one list_lru, not memcg-aware
-        ones: global reclaim's root pass shrinks them all, a limit reclaim none). Protection
+        shrunk, then shrink_slab(gfp, nid, memcg, priority): the root's pass runs every
+        shrinker on the root's lists, a child's only the memcg-aware shrinkers with its
+        objects (shrink_slab_memcg: its dentries and inodes). Protection
         (mem_cgroup_calculate_protection): a memcg below its effective memory.min is
         skipped; below memory.low, skipped too (memcg_low_skipped) unless this is the
         retry that overrides it (memcg_low_reclaim: MEMCG_LOW counted)."""
@@ -2517,8 +2517,7 @@ class Reclaim:
                         continue
                     m.memory_event("low")
             self.shrink_lruvec(mlv, sc)
-            if m is root:
-                self.shrink_slab(mlv, sc)
+            self.shrink_slab(mlv, sc, m)
 
     def _shrink_node_writeback(self, lv: Lruvec, sc: ScanControl) -> None:
         """6.1 shrink_node after the lists: kswapd flags the node PGDAT_WRITEBACK when
@@ -2620,16 +2619,18 @@ class Reclaim:
             self.complete_io(wake)
         return slept
 
-    def shrink_slab(self, lv: Lruvec, sc: ScanControl) -> int:
+    def shrink_slab(self, lv: Lruvec, sc: ScanControl, memcg=None) -> int:
         """shrink_slab: every registered shrinker (guestkernel/shrinker.py, the dentry and
-        inode caches among them) at this pass's priority; the slab pages their frees give
-        back (reclaim_state->reclaimed_slab) count as reclaimed. Returns those pages."""
+        inode caches among them) at this pass's priority, for `memcg` (None: a guest
+        without child memcgs; a child memcg: shrink_slab_memcg); the slab pages their
+        frees give back (reclaim_state->reclaimed_slab) count as reclaimed. Returns those
+        pages."""
         k = self.kernel
         shrinkers = getattr(k, "shrinkers", None)
         if shrinkers is None or k.slab is None:
             return 0
         before = k.slab.reclaimed_slab
-        shrinkers.shrink_slab(sc.gfp, lv.node.nid, sc.priority, sc.kswapd)
+        shrinkers.shrink_slab(sc.gfp, lv.node.nid, sc.priority, sc.kswapd, memcg)
         freed = k.slab.reclaimed_slab - before
         sc.nr_reclaimed += freed
         return freed
