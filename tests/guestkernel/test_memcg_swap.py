@@ -25,16 +25,25 @@ N = 100  # pages written; charged as two batches of MEMCG_CHARGE_BATCH: 28 left 
 STOCK = 2 * MEMCG_CHARGE_BATCH - N
 
 
-def setup(version: int):
-    k = Kernel(memory="128MiB", swap="64MiB", cgroup_version=version)
+def cgroup_a(k, files: dict[str, str] | None = None):
+    """The cgroup "a" below the mount point, its `files` written in order (name: value),
+    and a task "t" attached to it: (cg, path, task, memcg)."""
     cg = k.cgroup
     path = cg.mount_point + "/a"
     cg.mkdir(path)
+    for name, value in (files or {}).items():
+        cg.write(f"{path}/{name}", value)
     t = k.spawn("t")
     cg.attach(t, path)
+    return cg, path, t, cg.lookup(path)
+
+
+def setup(version: int):
+    k = Kernel(memory="128MiB", swap="64MiB", cgroup_version=version)
+    cg, path, t, m = cgroup_a(k)
     addr = t.mmap(0, N * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     t.access_range(addr, N * PAGE, True)
-    return k, cg, path, cg.lookup(path), t, addr
+    return k, cg, path, m, t, addr
 
 
 def read_pages(cg, path: str) -> int:
@@ -84,14 +93,7 @@ def test_v2_swap_max_bounds_limit_reclaim_then_the_memcg_oom():
     (mem_cgroup_get_nr_swap_pages 0: SCAN_FILE), reclaim frees nothing and the memcg OOM
     kills the writer. No more than 256 pages ever went to swap."""
     k = Kernel(memory="128MiB", swap="64MiB", cgroup_version=2)
-    cg = k.cgroup
-    p = cg.mount_point + "/a"
-    cg.mkdir(p)
-    cg.write(p + "/memory.max", "8M")
-    cg.write(p + "/memory.swap.max", "1M")
-    t = k.spawn("t")
-    cg.attach(t, p)
-    m = cg.lookup(p)
+    cg, p, t, m = cgroup_a(k, {"memory.max": "8M", "memory.swap.max": "1M"})
     addr = t.mmap(0, 4096 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     for off in range(0, 4096 * PAGE, 64 * PAGE):
         t.access_range(addr + off, 64 * PAGE, True)
@@ -179,14 +181,7 @@ def test_v1_memsw_limit_bounds_memory_plus_swap_then_the_memcg_oom():
     nothing, and the memcg OOM kills the writer; swap held at most 2304 - 2048 = 256
     pages of the cgroup."""
     k = Kernel(memory="128MiB", swap="64MiB", cgroup_version=1)
-    cg = k.cgroup
-    p = cg.mount_point + "/a"
-    cg.mkdir(p)
-    cg.write(p + "/memory.limit_in_bytes", "8M")
-    cg.write(p + "/memory.memsw.limit_in_bytes", "9M")
-    t = k.spawn("t")
-    cg.attach(t, p)
-    m = cg.lookup(p)
+    cg, p, t, m = cgroup_a(k, {"memory.limit_in_bytes": "8M", "memory.memsw.limit_in_bytes": "9M"})
     addr = t.mmap(0, 4096 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     for off in range(0, 4096 * PAGE, 64 * PAGE):
         t.access_range(addr + off, 64 * PAGE, True)
@@ -213,13 +208,7 @@ def test_v2_a_thp_is_swapped_whole_or_split_by_swap_max(k_pages):
 
     k = Kernel(KernelConfig(memory="256MiB", swap="64MiB", swap_rotational=False,
                             cgroup_version=2, thp_enabled="always"))
-    cg = k.cgroup
-    p = cg.mount_point + "/a"
-    cg.mkdir(p)
-    t = k.spawn("t")
-    cg.attach(t, p)
-    m = cg.lookup(p)
-    cg.write(p + "/memory.swap.max", str(k_pages * PAGE))
+    cg, p, t, m = cgroup_a(k, {"memory.swap.max": str(k_pages * PAGE)})
     addr = t.mmap(0, 1024 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     a = (addr + (2 << 20) - 1) & ~((2 << 20) - 1)
     t.access_range(a, 512 * PAGE, True)
@@ -245,13 +234,7 @@ def test_v2_shmem_writepage_charges_swap_and_swap_max_keeps_the_rest(k_pages):
     from guestkernel.uapi import MAP_SHARED
 
     k = Kernel(memory="128MiB", swap="64MiB", cgroup_version=2)
-    cg = k.cgroup
-    p = cg.mount_point + "/a"
-    cg.mkdir(p)
-    t = k.spawn("t")
-    cg.attach(t, p)
-    m = cg.lookup(p)
-    cg.write(p + "/memory.swap.max", str(k_pages * PAGE))
+    cg, p, t, m = cgroup_a(k, {"memory.swap.max": str(k_pages * PAGE)})
     addr = t.mmap(0, 50 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
     t.access_range(addr, 50 * PAGE, True)
     before = m.memory.usage
